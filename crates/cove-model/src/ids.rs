@@ -1,0 +1,48 @@
+//! AWS-style resource ids (`vpc-0a1b2c3d4e5f67890`) and request ids.
+
+use rand::Rng;
+
+/// A new id with AWS's long format: the prefix, a dash and 17 hex digits.
+pub fn new_id(prefix: &str) -> String {
+    let mut rng = rand::thread_rng();
+    let n: u128 = rng.gen();
+    format!("{prefix}-{:017x}", n & ((1u128 << 68) - 1))
+}
+
+/// The resource kind an id names, from its prefix (`subnet-…` → `subnet`).
+pub fn prefix_of(id: &str) -> &str {
+    id.rsplit_once('-').map(|(p, _)| p).unwrap_or(id)
+}
+
+/// A locally administered unicast MAC address, as ENIs report.
+pub fn new_mac() -> String {
+    let mut rng = rand::thread_rng();
+    let b: [u8; 5] = rng.gen();
+    format!(
+        "02:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        b[0], b[1], b[2], b[3], b[4]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_have_aws_long_format() {
+        let id = new_id("vpc");
+        assert!(id.starts_with("vpc-"));
+        assert_eq!(id.len(), 4 + 17);
+        assert!(id[4..].chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(new_id("vpc"), new_id("vpc"));
+        assert_eq!(prefix_of("subnet-0123"), "subnet");
+        assert_eq!(prefix_of("vpc-endpoint-x"), "vpc-endpoint");
+    }
+
+    #[test]
+    fn mac_is_locally_administered() {
+        let m = new_mac();
+        assert!(m.starts_with("02:"));
+        assert_eq!(m.len(), 17);
+    }
+}

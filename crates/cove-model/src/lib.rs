@@ -1,0 +1,12 @@
+//! Cove's pure model: AWS-style errors, resource ids and ARNs, CIDR arithmetic,
+//! describe-filter matching, and the VPC resource types kept in the store.
+//! Nothing here does I/O, so every rule in it is unit-tested directly.
+
+pub mod cidr;
+pub mod error;
+pub mod filter;
+pub mod ids;
+pub mod vpc;
+pub mod world;
+
+pub use error::{AwsError, AwsResult};

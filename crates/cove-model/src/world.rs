@@ -1,0 +1,116 @@
+//! The whole desired state as one immutable value. Maps are persistent
+//! (`imbl`), so a writer clones the world in O(1), changes its copy, persists
+//! the changed documents and publishes the copy; readers never wait.
+
+use crate::vpc::*;
+use imbl::OrdMap;
+use serde::{de::DeserializeOwned, Serialize};
+use std::collections::BTreeMap;
+
+/// Tags of one resource, sorted by key.
+pub type Tags = BTreeMap<String, String>;
+
+#[derive(Debug, Clone, Default)]
+pub struct World {
+    pub vpcs: OrdMap<String, Vpc>,
+    pub subnets: OrdMap<String, Subnet>,
+    pub security_groups: OrdMap<String, SecurityGroup>,
+    pub network_acls: OrdMap<String, NetworkAcl>,
+    pub route_tables: OrdMap<String, RouteTable>,
+    pub internet_gateways: OrdMap<String, InternetGateway>,
+    pub addresses: OrdMap<String, Address>,
+    pub nat_gateways: OrdMap<String, NatGateway>,
+    pub vpc_endpoints: OrdMap<String, VpcEndpoint>,
+    pub network_interfaces: OrdMap<String, NetworkInterface>,
+    pub flow_logs: OrdMap<String, FlowLog>,
+    /// Tags by resource id, for every taggable resource.
+    pub tags: OrdMap<String, Tags>,
+    /// Regions whose default VPC has been created.
+    pub bootstrapped_regions: OrdMap<String, bool>,
+}
+
+/// A kind of stored document: how it is named on disk and where it lives in the world.
+pub trait Resource: Clone + Serialize + DeserializeOwned {
+    const KIND: &'static str;
+    fn key(&self) -> &str;
+    fn table(w: &World) -> &OrdMap<String, Self>;
+    fn table_mut(w: &mut World) -> &mut OrdMap<String, Self>;
+}
+
+macro_rules! resource {
+    ($ty:ty, $kind:literal, $field:ident, $key:ident) => {
+        impl Resource for $ty {
+            const KIND: &'static str = $kind;
+            fn key(&self) -> &str {
+                &self.$key
+            }
+            fn table(w: &World) -> &OrdMap<String, Self> {
+                &w.$field
+            }
+            fn table_mut(w: &mut World) -> &mut OrdMap<String, Self> {
+                &mut w.$field
+            }
+        }
+    };
+}
+
+resource!(Vpc, "vpc", vpcs, id);
+resource!(Subnet, "subnet", subnets, id);
+resource!(SecurityGroup, "security_group", security_groups, id);
+resource!(NetworkAcl, "network_acl", network_acls, id);
+resource!(RouteTable, "route_table", route_tables, id);
+resource!(InternetGateway, "internet_gateway", internet_gateways, id);
+resource!(Address, "address", addresses, allocation_id);
+resource!(NatGateway, "nat_gateway", nat_gateways, id);
+resource!(VpcEndpoint, "vpc_endpoint", vpc_endpoints, id);
+resource!(
+    NetworkInterface,
+    "network_interface",
+    network_interfaces,
+    id
+);
+resource!(FlowLog, "flow_log", flow_logs, id);
+
+/// The kind under which a resource's tags are stored.
+pub const TAGS_KIND: &str = "tags";
+/// The kind under which region bootstrap markers are stored.
+pub const REGION_KIND: &str = "region";
+
+impl World {
+    /// Loads one stored document into its table. Unknown kinds are an error so
+    /// a newer database is never silently half-read by an older binary.
+    pub fn load_document(&mut self, kind: &str, key: &str, doc: &str) -> Result<(), String> {
+        fn put<R: Resource>(w: &mut World, key: &str, doc: &str) -> Result<(), String> {
+            let r: R = serde_json::from_str(doc).map_err(|e| format!("{} {key}: {e}", R::KIND))?;
+            R::table_mut(w).insert(key.to_string(), r);
+            Ok(())
+        }
+        match kind {
+            "vpc" => put::<Vpc>(self, key, doc),
+            "subnet" => put::<Subnet>(self, key, doc),
+            "security_group" => put::<SecurityGroup>(self, key, doc),
+            "network_acl" => put::<NetworkAcl>(self, key, doc),
+            "route_table" => put::<RouteTable>(self, key, doc),
+            "internet_gateway" => put::<InternetGateway>(self, key, doc),
+            "address" => put::<Address>(self, key, doc),
+            "nat_gateway" => put::<NatGateway>(self, key, doc),
+            "vpc_endpoint" => put::<VpcEndpoint>(self, key, doc),
+            "network_interface" => put::<NetworkInterface>(self, key, doc),
+            "flow_log" => put::<FlowLog>(self, key, doc),
+            TAGS_KIND => {
+                let t: Tags = serde_json::from_str(doc).map_err(|e| format!("tags {key}: {e}"))?;
+                self.tags.insert(key.to_string(), t);
+                Ok(())
+            }
+            REGION_KIND => {
+                self.bootstrapped_regions.insert(key.to_string(), true);
+                Ok(())
+            }
+            other => Err(format!("unknown stored kind {other:?}")),
+        }
+    }
+
+    pub fn tags_of(&self, id: &str) -> Tags {
+        self.tags.get(id).cloned().unwrap_or_default()
+    }
+}

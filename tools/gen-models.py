@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Extract the AWS service models Cove serves from the installed botocore.
+
+Cove's wire layer is driven by these models: member wire names, list
+wrapping, required members, enums, lengths, ranges and patterns all come
+from them. The output keeps only the operations Cove implements and the
+shapes they reach, without documentation, so the embedded files stay small.
+
+Usage: python3 tools/gen-models.py   (rewrites crates/cove-wire/models/*.json)
+The models are Apache-2.0, from botocore; see crates/cove-wire/models/NOTICE.
+"""
+import json
+import os
+import botocore.loaders
+
+SERVICES = {
+    "ec2": [
+        "CreateVpc", "DeleteVpc", "DescribeVpcs", "ModifyVpcAttribute", "DescribeVpcAttribute",
+        "CreateSubnet", "DeleteSubnet", "DescribeSubnets", "ModifySubnetAttribute",
+        "CreateSecurityGroup", "DeleteSecurityGroup", "DescribeSecurityGroups",
+        "AuthorizeSecurityGroupIngress", "AuthorizeSecurityGroupEgress",
+        "RevokeSecurityGroupIngress", "RevokeSecurityGroupEgress", "DescribeSecurityGroupRules",
+        "CreateNetworkAcl", "DeleteNetworkAcl", "DescribeNetworkAcls", "CreateNetworkAclEntry",
+        "DeleteNetworkAclEntry", "ReplaceNetworkAclEntry", "ReplaceNetworkAclAssociation",
+        "CreateRouteTable", "DeleteRouteTable", "DescribeRouteTables", "CreateRoute", "DeleteRoute",
+        "ReplaceRoute", "AssociateRouteTable", "DisassociateRouteTable", "ReplaceRouteTableAssociation",
+        "CreateInternetGateway", "DeleteInternetGateway", "DescribeInternetGateways",
+        "AttachInternetGateway", "DetachInternetGateway",
+        "AllocateAddress", "ReleaseAddress", "DescribeAddresses",
+        "CreateNatGateway", "DeleteNatGateway", "DescribeNatGateways",
+        "CreateVpcEndpoint", "DeleteVpcEndpoints", "DescribeVpcEndpoints", "ModifyVpcEndpoint",
+        "DescribeVpcEndpointServices", "DescribePrefixLists",
+        "CreateNetworkInterface", "DeleteNetworkInterface", "DescribeNetworkInterfaces",
+        "CreateFlowLogs", "DeleteFlowLogs", "DescribeFlowLogs",
+        "CreateTags", "DeleteTags", "DescribeTags",
+        "DescribeAvailabilityZones", "DescribeRegions", "DescribeAccountAttributes",
+    ],
+    "sts": ["GetCallerIdentity", "AssumeRole"],
+}
+
+KEEP_SHAPE_KEYS = {"type", "members", "member", "key", "value", "required", "enum", "min",
+                   "max", "pattern", "flattened", "locationName", "queryName", "timestampFormat",
+                   "exception", "error", "sensitive", "box", "document", "union", "xmlNamespace"}
+KEEP_MEMBER_KEYS = {"shape", "locationName", "queryName", "flattened", "location", "xmlNamespace",
+                    "jsonvalue", "idempotencyToken", "hostLabel", "timestampFormat", "box"}
+
+
+def main():
+    loader = botocore.loaders.Loader()
+    out_dir = os.path.join(os.path.dirname(__file__), "..", "crates", "cove-wire", "models")
+    os.makedirs(out_dir, exist_ok=True)
+    for service, ops in SERVICES.items():
+        api = loader.load_service_model(service, "service-2")
+        shapes = api["shapes"]
+        keep = set()
+
+        def visit(name):
+            if name in keep:
+                return
+            keep.add(name)
+            s = shapes[name]
+            for m in s.get("members", {}).values():
+                visit(m["shape"])
+            for k in ("member", "key", "value"):
+                if k in s:
+                    visit(s[k]["shape"])
+
+        operations = {}
+        for op in ops:
+            o = api["operations"][op]
+            slim = {"name": op, "http": o.get("http", {})}
+            for k in ("input", "output"):
+                if k in o:
+                    slim[k] = {kk: vv for kk, vv in o[k].items() if kk in ("shape", "resultWrapper")}
+                    visit(o[k]["shape"])
+            if o.get("errors"):
+                slim["errors"] = [e["shape"] for e in o["errors"]]
+                for e in o["errors"]:
+                    visit(e["shape"])
+            operations[op] = slim
+
+        slim_shapes = {}
+        for name in sorted(keep):
+            s = shapes[name]
+            t = {k: v for k, v in s.items() if k in KEEP_SHAPE_KEYS}
+            if "members" in t:
+                t["members"] = {mn: {k: v for k, v in m.items() if k in KEEP_MEMBER_KEYS}
+                                for mn, m in t["members"].items()}
+            for k in ("member", "key", "value"):
+                if k in t:
+                    t[k] = {kk: vv for kk, vv in t[k].items() if kk in KEEP_MEMBER_KEYS}
+            slim_shapes[name] = t
+        meta = {k: v for k, v in api["metadata"].items()
+                if k in ("apiVersion", "endpointPrefix", "protocol", "serviceId", "signingName",
+                         "targetPrefix", "jsonVersion", "xmlNamespace", "uid")}
+        path = os.path.join(out_dir, service + ".json")
+        with open(path, "w") as f:
+            json.dump({"metadata": meta, "operations": operations, "shapes": slim_shapes}, f,
+                      separators=(",", ":"), sort_keys=True)
+            f.write("\n")
+        print(f"{path}: {len(operations)} operations, {len(slim_shapes)} shapes, "
+              f"{os.path.getsize(path)} bytes (botocore {botocore.__version__})")
+
+
+if __name__ == "__main__":
+    import botocore
+    main()
