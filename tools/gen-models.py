@@ -96,7 +96,7 @@ def main():
         path = os.path.join(out_dir, service + ".json")
         with open(path, "w") as f:
             json.dump({"metadata": meta, "operations": operations, "shapes": slim_shapes}, f,
-                      separators=(",", ":"), sort_keys=True)
+                      separators=(",", ":"))
             f.write("\n")
         print(f"{path}: {len(operations)} operations, {len(slim_shapes)} shapes, "
               f"{os.path.getsize(path)} bytes (botocore {botocore.__version__})")

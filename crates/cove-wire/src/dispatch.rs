@@ -1,0 +1,565 @@
+//! The request pipeline, independent of the HTTP server: authenticate,
+//! route by credential scope, decode, validate, call the service, render.
+
+use crate::model::ServiceModel;
+use crate::query::{self, DecodeError, Dialect};
+use crate::validate::{self, Violation};
+use crate::{json, sigv4, xml};
+use cove_model::{AwsError, AwsResult};
+use serde_json::Value;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// EC2's query dialect with EC2 XML (`<Response><Errors>`).
+    Ec2,
+    /// The classic query protocol (STS, IAM): `<ErrorResponse>`, `.member.N` lists.
+    Query,
+    /// awsJson 1.1 (SageMaker, CloudWatch Logs).
+    Json,
+}
+
+/// Who signed a request: a configured key pair or temporary STS credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub access_key: String,
+    pub secret_key: String,
+    pub session_token: Option<String>,
+    pub account_id: String,
+    pub arn: String,
+    pub user_id: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct RequestContext {
+    pub request_id: String,
+    pub region: String,
+    pub operation: String,
+    pub principal: Principal,
+    pub source_ip: Option<IpAddr>,
+}
+
+impl RequestContext {
+    pub fn account_id(&self) -> &str {
+        &self.principal.account_id
+    }
+}
+
+/// One AWS service Cove serves.
+pub trait Service: Send + Sync {
+    /// The SigV4 signing name that routes to it (`ec2`, `sts`, `sagemaker`…).
+    fn signing_name(&self) -> &'static str;
+    fn protocol(&self) -> Protocol;
+    fn model(&self) -> &'static ServiceModel;
+    /// Handles a decoded, validated input (keyed by the API's member names).
+    fn handle(&self, ctx: &RequestContext, input: Value) -> AwsResult<Value>;
+}
+
+pub struct HttpRequest {
+    pub method: String,
+    pub raw_path: String,
+    pub raw_query: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    pub peer: Option<IpAddr>,
+}
+
+impl HttpRequest {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Vec<u8>,
+}
+
+/// Looks up the principal for an access key id.
+pub type CredentialLookup = Arc<dyn Fn(&str) -> Option<Principal> + Send + Sync>;
+
+pub struct Dispatcher {
+    services: HashMap<&'static str, Arc<dyn Service>>,
+    credentials: CredentialLookup,
+    /// How far a request's `X-Amz-Date` may be from the server's clock.
+    pub max_clock_skew: time::Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AuthFault {
+    Missing,
+    Malformed,
+    UnknownKey,
+    BadSignature,
+    Expired,
+}
+
+const SIGNATURE_MISMATCH: &str = "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.";
+
+fn auth_error(protocol: Protocol, fault: AuthFault, detail: &str) -> AwsError {
+    use AuthFault::*;
+    let invalid_token = "The security token included in the request is invalid.";
+    match (protocol, fault) {
+        (Protocol::Ec2, Missing) => AwsError::new(
+            401,
+            "MissingParameter",
+            "The request must contain the parameter AWSAccessKeyId",
+        ),
+        (Protocol::Ec2, Malformed) => AwsError::new(
+            401,
+            "AuthFailure",
+            format!("Malformed authorization: {detail}"),
+        ),
+        (Protocol::Ec2, UnknownKey) => AwsError::new(
+            401,
+            "AuthFailure",
+            "AWS was not able to validate the provided access credentials",
+        ),
+        (Protocol::Ec2, BadSignature) => {
+            AwsError::new(403, "SignatureDoesNotMatch", SIGNATURE_MISMATCH)
+        }
+        (Protocol::Ec2, Expired) => AwsError::new(400, "RequestExpired", "Request has expired."),
+        (Protocol::Query, Missing) => AwsError::new(
+            403,
+            "MissingAuthenticationToken",
+            "Request is missing Authentication Token",
+        ),
+        (Protocol::Query, Malformed) => {
+            AwsError::new(400, "IncompleteSignature", detail.to_string())
+        }
+        (Protocol::Query, UnknownKey) => AwsError::new(403, "InvalidClientTokenId", invalid_token),
+        (Protocol::Query, BadSignature) => {
+            AwsError::new(403, "SignatureDoesNotMatch", SIGNATURE_MISMATCH)
+        }
+        (Protocol::Query, Expired) => {
+            AwsError::new(403, "SignatureDoesNotMatch", detail.to_string())
+        }
+        (Protocol::Json, Missing) => AwsError::new(
+            400,
+            "MissingAuthenticationTokenException",
+            "Missing Authentication Token",
+        ),
+        (Protocol::Json, Malformed) => {
+            AwsError::new(400, "IncompleteSignatureException", detail.to_string())
+        }
+        (Protocol::Json, UnknownKey) => {
+            AwsError::new(400, "UnrecognizedClientException", invalid_token)
+        }
+        (Protocol::Json, BadSignature) => {
+            AwsError::new(400, "InvalidSignatureException", SIGNATURE_MISMATCH)
+        }
+        (Protocol::Json, Expired) => {
+            AwsError::new(400, "InvalidSignatureException", detail.to_string())
+        }
+    }
+}
+
+const AMZ_DATE: &[time::format_description::FormatItem<'static>] =
+    time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+
+fn parse_amz_date(s: &str) -> Option<OffsetDateTime> {
+    time::PrimitiveDateTime::parse(s, AMZ_DATE)
+        .ok()
+        .map(|t| t.assume_utc())
+}
+
+/// The signature parameters, from the `Authorization` header or a presigned query.
+fn authorization_of(
+    req: &HttpRequest,
+    params: &BTreeMap<String, String>,
+) -> Result<(sigv4::Authorization, String), (AuthFault, String)> {
+    if let Some(h) = req.header("authorization") {
+        let auth = sigv4::parse_authorization(h)
+            .ok_or((AuthFault::Malformed, format!("Authorization header requires 'Credential', 'SignedHeaders' and 'Signature' with algorithm {}", sigv4::ALGORITHM)))?;
+        let date = req.header("x-amz-date").map(str::to_string).ok_or((
+            AuthFault::Malformed,
+            "Authorization header requires existence of either a 'X-Amz-Date' or a 'Date' header."
+                .into(),
+        ))?;
+        return Ok((auth, date));
+    }
+    if params.get("X-Amz-Algorithm").map(String::as_str) == Some(sigv4::ALGORITHM) {
+        let header = format!(
+            "{} Credential={}, SignedHeaders={}, Signature={}",
+            sigv4::ALGORITHM,
+            params.get("X-Amz-Credential").cloned().unwrap_or_default(),
+            params
+                .get("X-Amz-SignedHeaders")
+                .cloned()
+                .unwrap_or_default(),
+            params.get("X-Amz-Signature").cloned().unwrap_or_default()
+        );
+        let auth = sigv4::parse_authorization(&header)
+            .ok_or((AuthFault::Malformed, "Malformed presigned query".into()))?;
+        let date = params
+            .get("X-Amz-Date")
+            .cloned()
+            .ok_or((AuthFault::Malformed, "Missing X-Amz-Date".into()))?;
+        return Ok((auth, date));
+    }
+    Err((AuthFault::Missing, String::new()))
+}
+
+impl Dispatcher {
+    pub fn new(credentials: CredentialLookup) -> Dispatcher {
+        Dispatcher {
+            services: HashMap::new(),
+            credentials,
+            max_clock_skew: time::Duration::minutes(15),
+        }
+    }
+
+    pub fn register(&mut self, service: Arc<dyn Service>) {
+        self.services.insert(service.signing_name(), service);
+    }
+
+    /// The protocol to answer in before the service is known (for auth errors).
+    fn guess_protocol(&self, req: &HttpRequest, params: &BTreeMap<String, String>) -> Protocol {
+        if req.header("x-amz-target").is_some() {
+            return Protocol::Json;
+        }
+        match params.get("Action") {
+            Some(a) if crate::model::sts().operation(a).is_some() => Protocol::Query,
+            _ => Protocol::Ec2,
+        }
+    }
+
+    pub fn handle(&self, req: HttpRequest) -> HttpResponse {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let mut params = query::parse_form(req.raw_query.as_bytes());
+        let is_form = req
+            .header("content-type")
+            .is_some_and(|c| c.starts_with("application/x-www-form-urlencoded"));
+        if is_form {
+            params.extend(query::parse_form(&req.body));
+        }
+        let guessed = self.guess_protocol(&req, &params);
+        let service = match self.authenticate(&req, &params) {
+            Ok((service, principal, region)) => (service, principal, region),
+            Err((fault, detail, protocol)) => {
+                let protocol = protocol.unwrap_or(guessed);
+                return render_error(
+                    protocol,
+                    &auth_error(protocol, fault, &detail),
+                    &request_id,
+                    None,
+                );
+            }
+        };
+        let (service, principal, region) = service;
+        let protocol = service.protocol();
+        let model = service.model();
+        let (operation, input) = match decode_request(protocol, model, &req, &params) {
+            Ok(x) => x,
+            Err(e) => return render_error(protocol, &e, &request_id, None),
+        };
+        let ctx = RequestContext {
+            request_id: request_id.clone(),
+            region,
+            operation: operation.clone(),
+            principal,
+            source_ip: req.peer,
+        };
+        match service.handle(&ctx, input) {
+            Ok(output) => render_success(protocol, model, &operation, &output, &request_id),
+            Err(e) => {
+                if e.status >= 500 {
+                    tracing::error!(operation, code = %e.code, message = %e.message, "service error");
+                }
+                render_error(protocol, &e, &request_id, Some(model))
+            }
+        }
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn authenticate(
+        &self,
+        req: &HttpRequest,
+        params: &BTreeMap<String, String>,
+    ) -> Result<(Arc<dyn Service>, Principal, String), (AuthFault, String, Option<Protocol>)> {
+        let (auth, amz_date) = authorization_of(req, params).map_err(|(f, d)| (f, d, None))?;
+        let service = self
+            .services
+            .get(auth.service.as_str())
+            .cloned()
+            .ok_or_else(|| {
+                (
+                    AuthFault::Malformed,
+                    format!(
+                        "Credential should be scoped to a valid service: '{}' is not served here.",
+                        auth.service
+                    ),
+                    None,
+                )
+            })?;
+        let protocol = Some(service.protocol());
+        let principal = (self.credentials)(&auth.access_key).ok_or((
+            AuthFault::UnknownKey,
+            String::new(),
+            protocol,
+        ))?;
+        if let Some(token) = &principal.session_token {
+            let sent = req
+                .header("x-amz-security-token")
+                .or(params.get("X-Amz-Security-Token").map(String::as_str));
+            if sent != Some(token.as_str()) {
+                return Err((AuthFault::UnknownKey, String::new(), protocol));
+            }
+        }
+        let when = parse_amz_date(&amz_date).ok_or((
+            AuthFault::Malformed,
+            format!("Invalid X-Amz-Date '{amz_date}'"),
+            protocol,
+        ))?;
+        if !amz_date.starts_with(&auth.date) {
+            return Err((AuthFault::BadSignature, String::new(), protocol));
+        }
+        let now = OffsetDateTime::now_utc();
+        if (now - when).abs() > self.max_clock_skew {
+            let fmt = |t: OffsetDateTime| t.format(AMZ_DATE).unwrap_or_default();
+            let detail = format!(
+                "Signature expired: {amz_date} is now earlier than {} ({} - 15 min.)",
+                fmt(now - self.max_clock_skew),
+                fmt(now)
+            );
+            return Err((AuthFault::Expired, detail, protocol));
+        }
+        let payload_hash = match req.header("x-amz-content-sha256") {
+            Some(h) => h.to_string(),
+            None if params.contains_key("X-Amz-Signature") && auth.service == "s3" => {
+                "UNSIGNED-PAYLOAD".to_string()
+            }
+            None => sigv4::sha256_hex(&req.body),
+        };
+        let parts = sigv4::RequestParts {
+            method: &req.method,
+            raw_path: &req.raw_path,
+            raw_query: &req.raw_query,
+            headers: &req.headers,
+            payload_hash: &payload_hash,
+        };
+        let canonical = sigv4::canonical_request(&parts, &auth.service, &auth.signed_headers);
+        let expected = sigv4::signature(&principal.secret_key, &amz_date, &auth, &canonical);
+        if !sigv4::signatures_equal(&expected, &auth.signature) {
+            tracing::debug!(canonical, "signature mismatch");
+            return Err((AuthFault::BadSignature, String::new(), protocol));
+        }
+        Ok((service, principal, auth.region))
+    }
+}
+
+fn decode_request(
+    protocol: Protocol,
+    model: &'static ServiceModel,
+    req: &HttpRequest,
+    params: &BTreeMap<String, String>,
+) -> AwsResult<(String, Value)> {
+    match protocol {
+        Protocol::Ec2 | Protocol::Query => {
+            let action = params
+                .get("Action")
+                .filter(|a| !a.is_empty())
+                .ok_or_else(|| AwsError::missing_parameter("Action"))?;
+            let op = model.operation(action).ok_or_else(|| {
+                AwsError::client(
+                    "InvalidAction",
+                    format!("The action {action} is not valid for this web service."),
+                )
+            })?;
+            let dialect = if protocol == Protocol::Ec2 {
+                Dialect::Ec2
+            } else {
+                Dialect::Query
+            };
+            let input = match &op.input {
+                Some(shape) => {
+                    let ignore = ["Action", "Version", "AWSAccessKeyId"];
+                    let v = query::decode(model, &shape.shape, params, dialect, &ignore).map_err(
+                        |e| match e {
+                            DecodeError::BadValue {
+                                param,
+                                value,
+                                expected,
+                            } => AwsError::invalid_parameter_value(format!(
+                                "Invalid value '{value}' for {param}. Expected: {expected}."
+                            )),
+                            DecodeError::Unknown(names) => AwsError::client(
+                                "UnknownParameter",
+                                format!("The parameter {} is not recognized", names[0]),
+                            ),
+                        },
+                    )?;
+                    let violations = validate::validate(model, &shape.shape, &v);
+                    if let Some(first) = violations.first() {
+                        return Err(query_violation(protocol, first, &violations));
+                    }
+                    v
+                }
+                None => Value::Object(Default::default()),
+            };
+            Ok((action.clone(), input))
+        }
+        Protocol::Json => {
+            let target = req.header("x-amz-target").unwrap_or_default();
+            let prefix = model.metadata.target_prefix.as_deref().unwrap_or_default();
+            let op_name = target
+                .strip_prefix(prefix)
+                .and_then(|t| t.strip_prefix('.'))
+                .unwrap_or_default();
+            let op = model.operation(op_name).ok_or_else(|| {
+                AwsError::client(
+                    "UnknownOperationException",
+                    format!("Unknown operation {target}"),
+                )
+            })?;
+            let body = if req.body.is_empty() {
+                b"{}".as_slice()
+            } else {
+                req.body.as_slice()
+            };
+            let input: Value = serde_json::from_slice(body).map_err(|e| {
+                AwsError::client(
+                    "SerializationException",
+                    format!("Could not parse the request body: {e}"),
+                )
+            })?;
+            if let Some(shape) = &op.input {
+                json::type_check(model, model.shape(&shape.shape), &input, "")
+                    .map_err(|m| AwsError::client("SerializationException", m))?;
+                let violations = validate::validate(model, &shape.shape, &input);
+                if !violations.is_empty() {
+                    return Err(AwsError::client(
+                        "ValidationException",
+                        validate::coral_message(&violations),
+                    ));
+                }
+            }
+            Ok((op_name.to_string(), input))
+        }
+    }
+}
+
+fn query_violation(protocol: Protocol, first: &Violation, all: &[Violation]) -> AwsError {
+    match protocol {
+        Protocol::Ec2 if first.missing => AwsError::missing_parameter(&first.member),
+        Protocol::Ec2 => AwsError::invalid_parameter_value(format!(
+            "Value ({}) for parameter {} is invalid. {}",
+            first.value, first.member, first.constraint
+        )),
+        _ => AwsError::client("ValidationError", validate::coral_message(all)),
+    }
+}
+
+fn render_success(
+    protocol: Protocol,
+    model: &ServiceModel,
+    operation: &str,
+    output: &Value,
+    request_id: &str,
+) -> HttpResponse {
+    match protocol {
+        Protocol::Ec2 | Protocol::Query => {
+            let dialect = if protocol == Protocol::Ec2 {
+                Dialect::Ec2
+            } else {
+                Dialect::Query
+            };
+            let body = xml::encode_response(model, dialect, operation, output, request_id);
+            HttpResponse {
+                status: 200,
+                headers: vec![
+                    ("content-type", "text/xml;charset=UTF-8".into()),
+                    ("x-amzn-requestid", request_id.into()),
+                ],
+                body: body.into_bytes(),
+            }
+        }
+        Protocol::Json => {
+            let op = model
+                .operation(operation)
+                .expect("dispatched operations exist");
+            let out = match &op.output {
+                Some(s) => json::encode_output(model, model.shape(&s.shape), output),
+                None => Value::Object(Default::default()),
+            };
+            HttpResponse {
+                status: 200,
+                headers: vec![
+                    ("content-type", "application/x-amz-json-1.1".into()),
+                    ("x-amzn-requestid", request_id.into()),
+                ],
+                body: serde_json::to_vec(&out).expect("JSON values serialize"),
+            }
+        }
+    }
+}
+
+/// Renders an error in the protocol's envelope.
+pub fn render_error(
+    protocol: Protocol,
+    e: &AwsError,
+    request_id: &str,
+    model: Option<&ServiceModel>,
+) -> HttpResponse {
+    let mut body = String::with_capacity(256);
+    match protocol {
+        Protocol::Ec2 => {
+            body.push_str(r#"<?xml version="1.0" encoding="UTF-8"?>"#);
+            body.push_str("\n<Response><Errors><Error><Code>");
+            xml::escape(&e.code, &mut body);
+            body.push_str("</Code><Message>");
+            xml::escape(&e.message, &mut body);
+            body.push_str("</Message></Error></Errors><RequestID>");
+            body.push_str(request_id);
+            body.push_str("</RequestID></Response>");
+            HttpResponse {
+                status: e.status,
+                headers: vec![("content-type", "text/xml;charset=UTF-8".into())],
+                body: body.into_bytes(),
+            }
+        }
+        Protocol::Query => {
+            let ns = model
+                .and_then(|m| m.metadata.xml_namespace.clone())
+                .unwrap_or_else(|| "https://sts.amazonaws.com/doc/2011-06-15/".into());
+            body.push_str(&format!(
+                r#"<ErrorResponse xmlns="{ns}"><Error><Type>{}</Type><Code>"#,
+                if e.sender { "Sender" } else { "Receiver" }
+            ));
+            xml::escape(&e.code, &mut body);
+            body.push_str("</Code><Message>");
+            xml::escape(&e.message, &mut body);
+            body.push_str("</Message></Error><RequestId>");
+            body.push_str(request_id);
+            body.push_str("</RequestId></ErrorResponse>");
+            HttpResponse {
+                status: e.status,
+                headers: vec![
+                    ("content-type", "text/xml".into()),
+                    ("x-amzn-requestid", request_id.into()),
+                ],
+                body: body.into_bytes(),
+            }
+        }
+        Protocol::Json => {
+            let v = serde_json::json!({"__type": e.code, "message": e.message});
+            HttpResponse {
+                status: e.status,
+                headers: vec![
+                    ("content-type", "application/x-amz-json-1.1".into()),
+                    ("x-amzn-requestid", request_id.into()),
+                    ("x-amzn-errortype", e.code.clone()),
+                ],
+                body: serde_json::to_vec(&v).expect("JSON values serialize"),
+            }
+        }
+    }
+}
