@@ -35,7 +35,7 @@ SERVICES = {
         "CreateTags", "DeleteTags", "DescribeTags",
         "DescribeAvailabilityZones", "DescribeRegions", "DescribeAccountAttributes",
     ],
-    "sts": ["GetCallerIdentity", "AssumeRole"],
+    "sts": ["GetCallerIdentity"],
 }
 
 KEEP_SHAPE_KEYS = {"type", "members", "member", "key", "value", "required", "enum", "min",

@@ -1,1 +1,194 @@
-//! placeholder
+//! The EC2 VPC API: business rules for VPCs, subnets, security groups,
+//! network ACLs, route tables, gateways, Elastic IPs, endpoints, network
+//! interfaces, flow logs and tags. Handlers read a snapshot or run one store
+//! transaction; they never touch the kernel (the network reconciler does).
+
+mod common;
+mod endpoints;
+mod flow_logs;
+mod gateways;
+mod interfaces;
+mod misc;
+mod network_acls;
+mod route_tables;
+mod security_groups;
+mod subnets;
+mod tags;
+mod vpcs;
+
+pub use common::Req;
+use cove_model::{AwsError, AwsResult};
+use cove_store::Store;
+use cove_wire::{model::ServiceModel, Protocol, RequestContext, Service};
+use serde_json::Value;
+use std::sync::Arc;
+
+pub struct Ec2Service {
+    store: Arc<Store>,
+}
+
+impl Ec2Service {
+    pub fn new(store: Arc<Store>) -> Ec2Service {
+        Ec2Service { store }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Creates the region's default VPC the first time the region is used, as
+    /// a new AWS account has one in every region.
+    pub fn ensure_region(&self, region: &str, account_id: &str) -> AwsResult<()> {
+        if self
+            .store
+            .snapshot()
+            .bootstrapped_regions
+            .contains_key(region)
+        {
+            return Ok(());
+        }
+        self.store.write(|tx| {
+            if tx.world.bootstrapped_regions.contains_key(region) {
+                return Ok(());
+            }
+            vpcs::create_default_vpc(tx, region, account_id)?;
+            tx.mark_region_bootstrapped(region);
+            Ok(())
+        })
+    }
+
+    /// Moves resources through their timed states (NAT gateways and interface
+    /// endpoints `pending` → `available`, deleted NAT gateways expire). Called
+    /// periodically by the server; until the data plane reports readiness,
+    /// time alone advances them.
+    pub fn advance_lifecycles(&self) {
+        if let Err(e) = self.store.write(|tx| {
+            gateways::advance_nat_gateways(tx);
+            endpoints::advance_endpoints(tx);
+            Ok(())
+        }) {
+            tracing::warn!(error = %e, "lifecycle step failed");
+        }
+    }
+}
+
+fn valid_region_name(region: &str) -> bool {
+    let parts: Vec<&str> = region.split('-').collect();
+    parts.len() >= 3
+        && parts[0].len() == 2
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        })
+        && parts
+            .last()
+            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+impl Service for Ec2Service {
+    fn signing_name(&self) -> &'static str {
+        "ec2"
+    }
+    fn protocol(&self) -> Protocol {
+        Protocol::Ec2
+    }
+    fn model(&self) -> &'static ServiceModel {
+        cove_wire::model::ec2()
+    }
+
+    fn handle(&self, ctx: &RequestContext, input: Value) -> AwsResult<Value> {
+        if !valid_region_name(&ctx.region) {
+            return Err(AwsError::new(
+                401,
+                "AuthFailure",
+                "Credential should be scoped to a valid region.",
+            ));
+        }
+        if input.get("DryRun").and_then(Value::as_bool) == Some(true) {
+            return Err(AwsError::dry_run_ok());
+        }
+        self.ensure_region(&ctx.region, ctx.account_id())?;
+        let r = Req::new(ctx, input, &self.store);
+        match ctx.operation.as_str() {
+            "CreateVpc" => vpcs::create_vpc(&r),
+            "DeleteVpc" => vpcs::delete_vpc(&r),
+            "DescribeVpcs" => vpcs::describe_vpcs(&r),
+            "ModifyVpcAttribute" => vpcs::modify_vpc_attribute(&r),
+            "DescribeVpcAttribute" => vpcs::describe_vpc_attribute(&r),
+            "CreateSubnet" => subnets::create_subnet(&r),
+            "DeleteSubnet" => subnets::delete_subnet(&r),
+            "DescribeSubnets" => subnets::describe_subnets(&r),
+            "ModifySubnetAttribute" => subnets::modify_subnet_attribute(&r),
+            "CreateSecurityGroup" => security_groups::create_security_group(&r),
+            "DeleteSecurityGroup" => security_groups::delete_security_group(&r),
+            "DescribeSecurityGroups" => security_groups::describe_security_groups(&r),
+            "AuthorizeSecurityGroupIngress" => security_groups::authorize(&r, false),
+            "AuthorizeSecurityGroupEgress" => security_groups::authorize(&r, true),
+            "RevokeSecurityGroupIngress" => security_groups::revoke(&r, false),
+            "RevokeSecurityGroupEgress" => security_groups::revoke(&r, true),
+            "DescribeSecurityGroupRules" => security_groups::describe_security_group_rules(&r),
+            "CreateNetworkAcl" => network_acls::create_network_acl(&r),
+            "DeleteNetworkAcl" => network_acls::delete_network_acl(&r),
+            "DescribeNetworkAcls" => network_acls::describe_network_acls(&r),
+            "CreateNetworkAclEntry" => network_acls::create_entry(&r, false),
+            "ReplaceNetworkAclEntry" => network_acls::create_entry(&r, true),
+            "DeleteNetworkAclEntry" => network_acls::delete_entry(&r),
+            "ReplaceNetworkAclAssociation" => network_acls::replace_association(&r),
+            "CreateRouteTable" => route_tables::create_route_table(&r),
+            "DeleteRouteTable" => route_tables::delete_route_table(&r),
+            "DescribeRouteTables" => route_tables::describe_route_tables(&r),
+            "CreateRoute" => route_tables::create_route(&r, false),
+            "ReplaceRoute" => route_tables::create_route(&r, true),
+            "DeleteRoute" => route_tables::delete_route(&r),
+            "AssociateRouteTable" => route_tables::associate(&r),
+            "DisassociateRouteTable" => route_tables::disassociate(&r),
+            "ReplaceRouteTableAssociation" => route_tables::replace_association(&r),
+            "CreateInternetGateway" => gateways::create_internet_gateway(&r),
+            "DeleteInternetGateway" => gateways::delete_internet_gateway(&r),
+            "DescribeInternetGateways" => gateways::describe_internet_gateways(&r),
+            "AttachInternetGateway" => gateways::attach_internet_gateway(&r),
+            "DetachInternetGateway" => gateways::detach_internet_gateway(&r),
+            "AllocateAddress" => gateways::allocate_address(&r),
+            "ReleaseAddress" => gateways::release_address(&r),
+            "DescribeAddresses" => gateways::describe_addresses(&r),
+            "CreateNatGateway" => gateways::create_nat_gateway(&r),
+            "DeleteNatGateway" => gateways::delete_nat_gateway(&r),
+            "DescribeNatGateways" => gateways::describe_nat_gateways(&r),
+            "CreateVpcEndpoint" => endpoints::create_vpc_endpoint(&r),
+            "DeleteVpcEndpoints" => endpoints::delete_vpc_endpoints(&r),
+            "DescribeVpcEndpoints" => endpoints::describe_vpc_endpoints(&r),
+            "ModifyVpcEndpoint" => endpoints::modify_vpc_endpoint(&r),
+            "DescribeVpcEndpointServices" => endpoints::describe_vpc_endpoint_services(&r),
+            "DescribePrefixLists" => endpoints::describe_prefix_lists(&r),
+            "CreateNetworkInterface" => interfaces::create_network_interface(&r),
+            "DeleteNetworkInterface" => interfaces::delete_network_interface(&r),
+            "DescribeNetworkInterfaces" => interfaces::describe_network_interfaces(&r),
+            "CreateFlowLogs" => flow_logs::create_flow_logs(&r),
+            "DeleteFlowLogs" => flow_logs::delete_flow_logs(&r),
+            "DescribeFlowLogs" => flow_logs::describe_flow_logs(&r),
+            "CreateTags" => tags::create_tags(&r),
+            "DeleteTags" => tags::delete_tags(&r),
+            "DescribeTags" => tags::describe_tags(&r),
+            "DescribeAvailabilityZones" => misc::describe_availability_zones(&r),
+            "DescribeRegions" => misc::describe_regions(&r),
+            "DescribeAccountAttributes" => misc::describe_account_attributes(&r),
+            other => Err(AwsError::client(
+                "InvalidAction",
+                format!("The action {other} is not valid for this web service."),
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn region_names() {
+        assert!(super::valid_region_name("us-east-1"));
+        assert!(super::valid_region_name("ap-southeast-2"));
+        assert!(!super::valid_region_name("local"));
+        assert!(!super::valid_region_name("us-east"));
+        assert!(!super::valid_region_name("US-east-1"));
+    }
+}

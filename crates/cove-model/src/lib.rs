@@ -10,3 +10,4 @@ pub mod vpc;
 pub mod world;
 
 pub use error::{AwsError, AwsResult};
+pub mod region;

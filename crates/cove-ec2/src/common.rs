@@ -1,0 +1,367 @@
+//! What every EC2 handler shares: typed access to the decoded input, lookups
+//! that answer AWS's `*.NotFound` errors, describe filtering and pagination,
+//! tags at creation, and timestamps.
+
+use base64::Engine;
+use cove_model::filter::{matches_all, FieldValues, Filter};
+use cove_model::world::{Resource, Tags, World};
+use cove_model::{AwsError, AwsResult};
+use cove_store::{Store, Tx};
+use cove_wire::RequestContext;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+/// One EC2 request: its context, decoded input and the store.
+pub struct Req<'a> {
+    pub ctx: &'a RequestContext,
+    pub input: Value,
+    pub store: &'a Store,
+}
+
+impl<'a> Req<'a> {
+    pub fn new(ctx: &'a RequestContext, input: Value, store: &'a Store) -> Req<'a> {
+        Req { ctx, input, store }
+    }
+    pub fn region(&self) -> &str {
+        &self.ctx.region
+    }
+    pub fn account(&self) -> &str {
+        self.ctx.account_id()
+    }
+    pub fn world(&self) -> Arc<World> {
+        self.store.snapshot()
+    }
+    pub fn write<T>(&self, f: impl FnOnce(&mut Tx) -> AwsResult<T>) -> AwsResult<T> {
+        self.store.write(f)
+    }
+
+    pub fn str(&self, key: &str) -> Option<&str> {
+        str_of(&self.input, key)
+    }
+    /// A string member the operation cannot do without (EC2's `MissingParameter`).
+    pub fn required(&self, key: &str) -> AwsResult<&str> {
+        self.str(key)
+            .ok_or_else(|| AwsError::missing_parameter(key))
+    }
+    pub fn bool(&self, key: &str) -> Option<bool> {
+        self.input.get(key).and_then(Value::as_bool)
+    }
+    pub fn int(&self, key: &str) -> Option<i64> {
+        self.input.get(key).and_then(Value::as_i64)
+    }
+    pub fn strings(&self, key: &str) -> Vec<String> {
+        strings_of(&self.input, key)
+    }
+    pub fn list(&self, key: &str) -> Vec<Value> {
+        self.input
+            .get(key)
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    }
+    /// `AttributeBooleanValue`-style members: `{ "Value": true }`.
+    pub fn attribute_bool(&self, key: &str) -> Option<bool> {
+        self.input
+            .get(key)
+            .and_then(|v| v.get("Value"))
+            .and_then(Value::as_bool)
+    }
+    pub fn filters(&self) -> Vec<Filter> {
+        self.list("Filters")
+            .iter()
+            .map(|f| Filter {
+                name: str_of(f, "Name").unwrap_or_default().to_string(),
+                values: strings_of(f, "Values"),
+            })
+            .collect()
+    }
+
+    /// Tags requested in `TagSpecifications` for a resource of `resource_type`.
+    pub fn tag_specs(&self, resource_type: &str) -> AwsResult<Tags> {
+        let mut tags = Tags::new();
+        for spec in self.list("TagSpecifications") {
+            let rt = str_of(&spec, "ResourceType").unwrap_or_default();
+            if rt != resource_type {
+                return Err(AwsError::invalid_parameter_value(format!(
+                    "'{rt}' is not a valid taggable resource type for this operation."
+                )));
+            }
+            for t in spec
+                .get("Tags")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default()
+            {
+                let key = str_of(&t, "Key").unwrap_or_default().to_string();
+                validate_tag(&key, str_of(&t, "Value").unwrap_or_default())?;
+                tags.insert(key, str_of(&t, "Value").unwrap_or_default().to_string());
+            }
+        }
+        check_tag_count(&tags)?;
+        Ok(tags)
+    }
+}
+
+pub fn str_of<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+pub fn strings_of(v: &Value, key: &str) -> Vec<String> {
+    v.get(key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+pub const MAX_TAGS: usize = 50;
+
+pub fn validate_tag(key: &str, value: &str) -> AwsResult<()> {
+    if key.is_empty() || key.chars().count() > 128 {
+        return Err(AwsError::client(
+            "InvalidParameterValue",
+            format!("Tag key '{key}' must be between 1 and 128 characters."),
+        ));
+    }
+    if value.chars().count() > 256 {
+        return Err(AwsError::client(
+            "InvalidParameterValue",
+            format!("Tag value for key '{key}' exceeds 256 characters."),
+        ));
+    }
+    if key.to_ascii_lowercase().starts_with("aws:") {
+        return Err(AwsError::client(
+            "InvalidParameterValue",
+            "Tag keys starting with 'aws:' are reserved for internal use",
+        ));
+    }
+    Ok(())
+}
+
+pub fn check_tag_count(tags: &Tags) -> AwsResult<()> {
+    if tags.len() > MAX_TAGS {
+        return Err(AwsError::client(
+            "TagLimitExceeded",
+            format!("The maximum number of tags per resource ({MAX_TAGS}) has been exceeded."),
+        ));
+    }
+    Ok(())
+}
+
+/// Tags in EC2's `[{Key, Value}]` form.
+pub fn tag_list(tags: &Tags) -> Value {
+    Value::Array(
+        tags.iter()
+            .map(|(k, v)| json!({"Key": k, "Value": v}))
+            .collect(),
+    )
+}
+
+/// Adds `Tags` (or the member named `key`) to a rendered resource when it has any.
+pub fn with_tags(mut v: Value, world: &World, id: &str, key: &str) -> Value {
+    if let Some(tags) = world.tags.get(id) {
+        if !tags.is_empty() {
+            v[key] = tag_list(tags);
+        }
+    }
+    v
+}
+
+/// Filter values every resource answers: `tag:Key`, `tag-key`, `tag-value`, `owner-id`.
+pub fn common_field(world: &World, id: &str, account: &str, name: &str) -> FieldValues {
+    let tags = world.tags.get(id);
+    if let Some(key) = name.strip_prefix("tag:") {
+        return Some(tags.and_then(|t| t.get(key)).cloned().into_iter().collect());
+    }
+    match name {
+        "tag-key" => Some(
+            tags.map(|t| t.keys().cloned().collect())
+                .unwrap_or_default(),
+        ),
+        "tag-value" => Some(
+            tags.map(|t| t.values().cloned().collect())
+                .unwrap_or_default(),
+        ),
+        "owner-id" => Some(vec![account.to_string()]),
+        _ => None,
+    }
+}
+
+pub fn one(s: impl Into<String>) -> FieldValues {
+    Some(vec![s.into()])
+}
+
+pub fn opt(s: Option<&String>) -> FieldValues {
+    Some(s.cloned().into_iter().collect())
+}
+
+pub fn flag(b: bool) -> FieldValues {
+    one(if b { "true" } else { "false" })
+}
+
+/// The rules of one describe call: explicit ids, filters and pagination.
+pub struct Describe<'r> {
+    pub ids_param: &'r str,
+    pub ids: Vec<String>,
+    pub filters: Vec<Filter>,
+    pub max_results: Option<i64>,
+    pub next_token: Option<String>,
+}
+
+impl<'r> Describe<'r> {
+    pub fn from(req: &Req, ids_member: &'r str) -> Describe<'r> {
+        Describe {
+            ids_param: ids_member,
+            ids: req.strings(ids_member),
+            filters: req.filters(),
+            max_results: req.int("MaxResults"),
+            next_token: req.str("NextToken").map(str::to_string),
+        }
+    }
+
+    /// Selects, filters and pages resources of one kind in the request's
+    /// region. `not_found` names the error for an unknown explicit id.
+    pub fn run<R: Resource>(
+        &self,
+        world: &World,
+        region_of: impl Fn(&R) -> &str,
+        region: &str,
+        not_found: impl Fn(&str) -> AwsError,
+        fields: impl Fn(&R, &str) -> FieldValues,
+    ) -> AwsResult<(Vec<R>, Option<String>)> {
+        if self.max_results.is_some() && !self.ids.is_empty() {
+            return Err(AwsError::invalid_parameter_combination(format!(
+                "The parameter {} cannot be used with the parameter maxResults",
+                self.ids_param
+            )));
+        }
+        let table = R::table(world);
+        for id in &self.ids {
+            match table.get(id) {
+                Some(r) if region_of(r) == region => {}
+                _ => return Err(not_found(id)),
+            }
+        }
+        let start = match &self.next_token {
+            Some(t) => Some(decode_token(t)?),
+            None => None,
+        };
+        let mut out = Vec::new();
+        let mut next = None;
+        let limit = self.max_results.map(|m| m.max(1) as usize);
+        let candidates: Box<dyn Iterator<Item = (&String, &R)>> = match &start {
+            Some(s) => Box::new(table.range(s.clone()..)),
+            None => Box::new(table.iter()),
+        };
+        for (id, r) in candidates {
+            if region_of(r) != region || (!self.ids.is_empty() && !self.ids.contains(id)) {
+                continue;
+            }
+            let keep = matches_all(&self.filters, |name| fields(r, name)).map_err(|name| {
+                AwsError::invalid_parameter_value(format!("The filter '{name}' is invalid"))
+            })?;
+            if !keep {
+                continue;
+            }
+            if limit.is_some_and(|l| out.len() == l) {
+                next = Some(encode_token(id));
+                break;
+            }
+            out.push(r.clone());
+        }
+        Ok((out, next))
+    }
+}
+
+fn encode_token(id: &str) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)
+}
+
+fn decode_token(t: &str) -> AwsResult<String> {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(t)
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| AwsError::client("InvalidNextToken", format!("The token '{t}' is invalid.")))
+}
+
+/// Adds `NextToken` to a describe answer when there is another page.
+pub fn paged(mut out: Value, next: Option<String>) -> Value {
+    if let Some(t) = next {
+        out["NextToken"] = Value::String(t);
+    }
+    out
+}
+
+/// Current time in EC2's timestamp form.
+pub fn now() -> String {
+    let t = time::OffsetDateTime::now_utc();
+    t.format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Looks a resource up in the request's region, or answers `code`'s NotFound.
+pub fn find<'w, R: Resource>(
+    world: &'w World,
+    id: &str,
+    region: &str,
+    region_of: impl Fn(&R) -> &str,
+    not_found: impl Fn(&str) -> AwsError,
+) -> AwsResult<&'w R> {
+    R::table(world)
+        .get(id)
+        .filter(|r| region_of(r) == region)
+        .ok_or_else(|| not_found(id))
+}
+
+macro_rules! not_found_fns {
+    ($($fn:ident => $code:literal, $what:literal;)*) => {
+        $(pub fn $fn(id: &str) -> AwsError { AwsError::not_found($code, $what, id) })*
+    };
+}
+
+not_found_fns! {
+    vpc_not_found => "InvalidVpcID.NotFound", "vpc";
+    subnet_not_found => "InvalidSubnetID.NotFound", "subnet";
+    route_table_not_found => "InvalidRouteTableID.NotFound", "routeTable";
+    network_acl_not_found => "InvalidNetworkAclID.NotFound", "network acl";
+    igw_not_found => "InvalidInternetGatewayID.NotFound", "internetGateway";
+    allocation_not_found => "InvalidAllocationID.NotFound", "allocation";
+    nat_not_found => "NatGatewayNotFound", "nat gateway";
+    endpoint_not_found => "InvalidVpcEndpointId.NotFound", "VPC endpoint";
+    eni_not_found => "InvalidNetworkInterfaceID.NotFound", "network interface";
+    flow_log_not_found => "InvalidFlowLogId.NotFound", "flow log";
+}
+
+pub fn group_not_found(id: &str) -> AwsError {
+    AwsError::client(
+        "InvalidGroup.NotFound",
+        format!("The security group '{id}' does not exist"),
+    )
+}
+
+pub fn association_not_found(id: &str) -> AwsError {
+    AwsError::client(
+        "InvalidAssociationID.NotFound",
+        format!("The association ID '{id}' does not exist"),
+    )
+}
+
+/// The VPC named by `VpcId`, or the region's default VPC when none is given.
+pub fn vpc_or_default(req: &Req, world: &World) -> AwsResult<String> {
+    match req.str("VpcId") {
+        Some(id) => {
+            find::<cove_model::vpc::Vpc>(world, id, req.region(), |v| &v.region, vpc_not_found)
+                .map(|v| v.id.clone())
+        }
+        None => world
+            .vpcs
+            .values()
+            .find(|v| v.region == req.region() && v.is_default)
+            .map(|v| v.id.clone())
+            .ok_or_else(|| AwsError::client("VPCIdNotSpecified", "No default VPC for this user")),
+    }
+}

@@ -1,0 +1,348 @@
+//! VPCs: creation with AWS's companions (main route table, default network
+//! ACL, default security group), the per-region default VPC, attributes,
+//! and deletion guarded by DependencyViolation.
+
+use crate::common::*;
+use crate::{gateways, network_acls, route_tables, security_groups, subnets};
+use cove_model::cidr::Cidr;
+use cove_model::ids::new_id;
+use cove_model::region;
+use cove_model::vpc::*;
+use cove_model::world::World;
+use cove_model::{AwsError, AwsResult};
+use cove_store::Tx;
+use serde_json::{json, Value};
+
+/// AWS's default DHCP options set id is per account and region; Cove derives a stable one.
+fn dhcp_options_id(region: &str) -> String {
+    format!(
+        "dopt-{:017x}",
+        region
+            .bytes()
+            .fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64)
+                .wrapping_mul(0x100000001b3))
+            & 0xfffffffffffffff
+    )
+}
+
+/// Creates a VPC and everything AWS creates with it.
+pub fn create_vpc_tx(
+    tx: &mut Tx,
+    region: &str,
+    account: &str,
+    cidr: Cidr,
+    is_default: bool,
+) -> Vpc {
+    let vpc = Vpc {
+        id: new_id("vpc"),
+        region: region.to_string(),
+        cidr: cidr.to_string(),
+        cidr_association_id: new_id("vpc-cidr-assoc"),
+        is_default,
+        instance_tenancy: "default".into(),
+        enable_dns_support: true,
+        enable_dns_hostnames: is_default,
+        enable_network_address_usage_metrics: false,
+        dhcp_options_id: dhcp_options_id(region),
+    };
+    tx.put(vpc.clone());
+    route_tables::new_main_table(tx, &vpc);
+    network_acls::new_default_acl(tx, &vpc);
+    security_groups::new_default_group(tx, &vpc, account);
+    vpc
+}
+
+/// The default VPC: 172.31.0.0/16, a public /20 per zone, an attached
+/// internet gateway and a 0.0.0.0/0 route to it in the main table.
+pub fn create_default_vpc(tx: &mut Tx, region: &str, account: &str) -> AwsResult<()> {
+    let vpc = create_vpc_tx(
+        tx,
+        region,
+        account,
+        region::DEFAULT_VPC_CIDR.parse().expect("constant"),
+        true,
+    );
+    for (i, (zone, zone_id)) in region::zones(region).into_iter().enumerate() {
+        subnets::create_subnet_tx(
+            tx,
+            &vpc,
+            region::default_subnet_cidr(i).parse().expect("constant"),
+            &zone,
+            &zone_id,
+            true,
+        );
+    }
+    let igw = gateways::new_internet_gateway(tx, region, Some(vpc.id.clone()));
+    let main = tx
+        .world
+        .route_tables
+        .values()
+        .find(|rt| rt.vpc_id == vpc.id && rt.associations.iter().any(|a| a.main))
+        .cloned()
+        .expect("new VPCs have a main route table");
+    let mut main = main;
+    main.routes.push(Route {
+        destination_cidr: Some("0.0.0.0/0".into()),
+        destination_prefix_list_id: None,
+        target: RouteTarget::Gateway(igw),
+        origin: "CreateRoute".into(),
+    });
+    tx.put(main);
+    Ok(())
+}
+
+pub fn render_vpc(world: &World, v: &Vpc, account: &str, state: &str) -> Value {
+    with_tags(
+        json!({
+            "VpcId": v.id,
+            "State": state,
+            "CidrBlock": v.cidr,
+            "DhcpOptionsId": v.dhcp_options_id,
+            "InstanceTenancy": v.instance_tenancy,
+            "IsDefault": v.is_default,
+            "OwnerId": account,
+            "CidrBlockAssociationSet": [{
+                "AssociationId": v.cidr_association_id,
+                "CidrBlock": v.cidr,
+                "CidrBlockState": {"State": "associated"}
+            }],
+            "BlockPublicAccessStates": {"InternetGatewayBlockMode": "off"},
+        }),
+        world,
+        &v.id,
+        "Tags",
+    )
+}
+
+pub fn create_vpc(r: &Req) -> AwsResult<Value> {
+    if r.str("Ipv4IpamPoolId").is_some()
+        || r.str("Ipv6IpamPoolId").is_some()
+        || r.str("Ipv6Pool").is_some()
+    {
+        return Err(AwsError::invalid_parameter_value(
+            "IPAM and IPv6 pools are not supported by Cove.",
+        ));
+    }
+    if r.bool("AmazonProvidedIpv6CidrBlock") == Some(true) {
+        return Err(AwsError::invalid_parameter_value(
+            "IPv6 CIDR blocks are not supported by Cove.",
+        ));
+    }
+    let raw = r
+        .str("CidrBlock")
+        .ok_or_else(|| AwsError::missing_parameter("CidrBlock"))?;
+    let cidr: Cidr = raw.parse().map_err(|_| {
+        AwsError::invalid_parameter_value(format!(
+            "Value ({raw}) for parameter cidrBlock is invalid. This is not a valid CIDR block."
+        ))
+    })?;
+    if !(16..=28).contains(&cidr.prefix) {
+        return Err(AwsError::client(
+            "InvalidVpc.Range",
+            format!("The CIDR '{raw}' is invalid."),
+        ));
+    }
+    let tenancy = r.str("InstanceTenancy").unwrap_or("default").to_string();
+    if tenancy == "host" {
+        return Err(AwsError::invalid_parameter_value("Value (host) for parameter instanceTenancy is invalid. Valid values: default, dedicated"));
+    }
+    let tags = r.tag_specs("vpc")?;
+    let (region, account) = (r.region(), r.account());
+    r.write(|tx| {
+        let mut vpc = create_vpc_tx(tx, region, account, cidr, false);
+        if tenancy != "default" {
+            vpc.instance_tenancy = tenancy.clone();
+            tx.put(vpc.clone());
+        }
+        if !tags.is_empty() {
+            tx.set_tags(&vpc.id, tags.clone());
+        }
+        Ok(json!({"Vpc": render_vpc(&tx.world, &vpc, account, "pending")}))
+    })
+}
+
+pub fn delete_vpc(r: &Req) -> AwsResult<Value> {
+    let id = r.required("VpcId")?.to_string();
+    let region = r.region();
+    r.write(|tx| {
+        let w = &tx.world;
+        find::<Vpc>(w, &id, region, |v| &v.region, vpc_not_found)?;
+        let in_vpc_subnets = w.subnets.values().any(|s| s.vpc_id == id);
+        let igw = w
+            .internet_gateways
+            .values()
+            .any(|g| g.attached_vpc_id.as_deref() == Some(&id));
+        let endpoints = w.vpc_endpoints.values().any(|e| e.vpc_id == id);
+        let nats = w
+            .nat_gateways
+            .values()
+            .any(|n| n.vpc_id == id && n.state != "deleted");
+        let enis = w.network_interfaces.values().any(|e| e.vpc_id == id);
+        let groups = w
+            .security_groups
+            .values()
+            .any(|g| g.vpc_id == id && g.name != "default");
+        let tables = w
+            .route_tables
+            .values()
+            .any(|t| t.vpc_id == id && !t.associations.iter().any(|a| a.main));
+        let acls = w
+            .network_acls
+            .values()
+            .any(|a| a.vpc_id == id && !a.is_default);
+        if in_vpc_subnets || igw || endpoints || nats || enis || groups || tables || acls {
+            return Err(AwsError::dependency_violation(format!(
+                "The vpc '{id}' has dependencies and cannot be deleted."
+            )));
+        }
+        let owned_groups: Vec<String> = w
+            .security_groups
+            .values()
+            .filter(|g| g.vpc_id == id)
+            .map(|g| g.id.clone())
+            .collect();
+        let owned_tables: Vec<String> = w
+            .route_tables
+            .values()
+            .filter(|t| t.vpc_id == id)
+            .map(|t| t.id.clone())
+            .collect();
+        let owned_acls: Vec<String> = w
+            .network_acls
+            .values()
+            .filter(|a| a.vpc_id == id)
+            .map(|a| a.id.clone())
+            .collect();
+        let flow_logs: Vec<String> = w
+            .flow_logs
+            .values()
+            .filter(|f| f.resource_id == id)
+            .map(|f| f.id.clone())
+            .collect();
+        let deleted_nats: Vec<String> = w
+            .nat_gateways
+            .values()
+            .filter(|n| n.vpc_id == id)
+            .map(|n| n.id.clone())
+            .collect();
+        for g in owned_groups {
+            tx.delete::<SecurityGroup>(&g);
+        }
+        for t in owned_tables {
+            tx.delete::<RouteTable>(&t);
+        }
+        for a in owned_acls {
+            tx.delete::<NetworkAcl>(&a);
+        }
+        for f in flow_logs {
+            tx.delete::<FlowLog>(&f);
+        }
+        for n in deleted_nats {
+            tx.delete::<NatGateway>(&n);
+        }
+        tx.delete::<Vpc>(&id);
+        Ok(json!({}))
+    })
+}
+
+fn vpc_field(w: &World, v: &Vpc, account: &str, name: &str) -> cove_model::filter::FieldValues {
+    match name {
+        "vpc-id" => one(&v.id),
+        "cidr" | "cidr-block-association.cidr-block" => one(&v.cidr),
+        "cidr-block-association.association-id" => one(&v.cidr_association_id),
+        "cidr-block-association.state" => one("associated"),
+        "dhcp-options-id" => one(&v.dhcp_options_id),
+        "is-default" | "isDefault" => flag(v.is_default),
+        "state" => one("available"),
+        "instance-tenancy" => one(&v.instance_tenancy),
+        _ => common_field(w, &v.id, account, name),
+    }
+}
+
+pub fn describe_vpcs(r: &Req) -> AwsResult<Value> {
+    let w = r.world();
+    let account = r.account();
+    let (vpcs, next) = Describe::from(r, "VpcIds").run::<Vpc>(
+        &w,
+        |v| &v.region,
+        r.region(),
+        vpc_not_found,
+        |v, n| vpc_field(&w, v, account, n),
+    )?;
+    let items: Vec<Value> = vpcs
+        .iter()
+        .map(|v| render_vpc(&w, v, account, "available"))
+        .collect();
+    Ok(paged(json!({"Vpcs": items}), next))
+}
+
+const ATTRIBUTES: [&str; 3] = [
+    "EnableDnsSupport",
+    "EnableDnsHostnames",
+    "EnableNetworkAddressUsageMetrics",
+];
+
+pub fn modify_vpc_attribute(r: &Req) -> AwsResult<Value> {
+    let id = r.required("VpcId")?.to_string();
+    let given: Vec<(&str, bool)> = ATTRIBUTES
+        .iter()
+        .filter_map(|a| r.attribute_bool(a).map(|v| (*a, v)))
+        .collect();
+    match given.len() {
+        0 => {
+            return Err(AwsError::missing_parameter(
+                "EnableDnsSupport, EnableDnsHostnames or EnableNetworkAddressUsageMetrics",
+            ))
+        }
+        1 => {}
+        _ => {
+            let names: Vec<String> = given.iter().map(|(a, _)| lower_first(a)).collect();
+            return Err(AwsError::invalid_parameter_combination(format!(
+                "Fields for multiple attribute types specified: {}",
+                names.join(", ")
+            )));
+        }
+    }
+    let (attr, value) = given[0];
+    let region = r.region();
+    r.write(|tx| {
+        let mut vpc = find::<Vpc>(&tx.world, &id, region, |v| &v.region, vpc_not_found)?.clone();
+        match attr {
+            "EnableDnsSupport" => vpc.enable_dns_support = value,
+            "EnableDnsHostnames" => vpc.enable_dns_hostnames = value,
+            _ => vpc.enable_network_address_usage_metrics = value,
+        }
+        tx.put(vpc);
+        Ok(json!({}))
+    })
+}
+
+fn lower_first(s: &str) -> String {
+    let mut c = s.chars();
+    c.next()
+        .map(|f| f.to_lowercase().chain(c).collect())
+        .unwrap_or_default()
+}
+
+pub fn describe_vpc_attribute(r: &Req) -> AwsResult<Value> {
+    let id = r.required("VpcId")?;
+    let attr = r.required("Attribute")?;
+    let w = r.world();
+    let vpc = find::<Vpc>(&w, id, r.region(), |v| &v.region, vpc_not_found)?;
+    let (member, value) = match attr {
+        "enableDnsSupport" => ("EnableDnsSupport", vpc.enable_dns_support),
+        "enableDnsHostnames" => ("EnableDnsHostnames", vpc.enable_dns_hostnames),
+        "enableNetworkAddressUsageMetrics" => (
+            "EnableNetworkAddressUsageMetrics",
+            vpc.enable_network_address_usage_metrics,
+        ),
+        other => {
+            return Err(AwsError::invalid_parameter_value(format!(
+                "Value ({other}) for parameter attribute is invalid. Unknown attribute."
+            )))
+        }
+    };
+    let mut out = json!({"VpcId": id});
+    out[member] = json!({"Value": value});
+    Ok(out)
+}

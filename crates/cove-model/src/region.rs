@@ -1,0 +1,152 @@
+//! The simulated AWS region: its availability zones, the public addresses
+//! of Cove's services and of the simulated internet (all in documentation
+//! ranges, RFC 5737), and the managed prefix lists that point at them.
+
+use crate::cidr::Cidr;
+
+/// Regions Cove answers for (DescribeRegions); any of them gets a default VPC
+/// the first time it is used.
+pub const REGIONS: &[&str] = &[
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "ca-central-1",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "eu-central-1",
+    "eu-north-1",
+    "ap-south-1",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-southeast-1",
+    "ap-southeast-2",
+    "sa-east-1",
+];
+
+pub fn is_known_region(region: &str) -> bool {
+    REGIONS.contains(&region)
+}
+
+/// Three zones per region, `a` to `c`, as a new AWS account sees at least.
+pub const ZONE_SUFFIXES: &[char] = &['a', 'b', 'c'];
+
+/// The short code AWS uses in zone ids (`use1-az1`).
+pub fn zone_id_prefix(region: &str) -> String {
+    let known = [
+        ("us-east-1", "use1"),
+        ("us-east-2", "use2"),
+        ("us-west-1", "usw1"),
+        ("us-west-2", "usw2"),
+        ("ca-central-1", "cac1"),
+        ("eu-west-1", "euw1"),
+        ("eu-west-2", "euw2"),
+        ("eu-west-3", "euw3"),
+        ("eu-central-1", "euc1"),
+        ("eu-north-1", "eun1"),
+        ("ap-south-1", "aps1"),
+        ("ap-northeast-1", "apne1"),
+        ("ap-northeast-2", "apne2"),
+        ("ap-southeast-1", "apse1"),
+        ("ap-southeast-2", "apse2"),
+        ("sa-east-1", "sae1"),
+    ];
+    known
+        .iter()
+        .find(|(r, _)| *r == region)
+        .map(|(_, c)| c.to_string())
+        .unwrap_or_else(|| region.replace('-', ""))
+}
+
+/// (zone name, zone id) pairs of a region.
+pub fn zones(region: &str) -> Vec<(String, String)> {
+    let prefix = zone_id_prefix(region);
+    ZONE_SUFFIXES
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (format!("{region}{s}"), format!("{prefix}-az{}", i + 1)))
+        .collect()
+}
+
+/// Where the public addresses of Cove's own services live (TEST-NET-1).
+pub const SERVICES_CIDR: &str = "192.0.2.0/24";
+/// S3's public addresses: the CIDR of the `com.amazonaws.<region>.s3` prefix list.
+pub const S3_CIDR: &str = "192.0.2.16/28";
+/// Elastic IPs are allocated from TEST-NET-2 and TEST-NET-3.
+pub const ELASTIC_IP_POOLS: &[&str] = &["198.51.100.0/24", "203.0.113.0/24"];
+/// The first host number used in each Elastic IP pool (lower ones stay free for
+/// the simulated internet's own hosts).
+pub const ELASTIC_IP_FIRST_HOST: u32 = 16;
+
+/// The AWS-managed prefix lists of a region: (id, name, CIDRs).
+pub fn prefix_lists(region: &str) -> Vec<(String, String, Vec<String>)> {
+    vec![(
+        s3_prefix_list_id(region),
+        format!("com.amazonaws.{region}.s3"),
+        vec![S3_CIDR.to_string()],
+    )]
+}
+
+/// A stable `pl-` id per region (FNV-1a of the name), so routes and rules that
+/// name it survive restarts and match across Cove installations.
+pub fn s3_prefix_list_id(region: &str) -> String {
+    let mut h: u32 = 0x811c9dc5;
+    for b in format!("com.amazonaws.{region}.s3").bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x01000193);
+    }
+    format!("pl-{h:08x}")
+}
+
+/// The default VPC's CIDR and its per-zone /20 subnets, as AWS makes them.
+pub const DEFAULT_VPC_CIDR: &str = "172.31.0.0/16";
+
+pub fn default_subnet_cidr(zone_index: usize) -> String {
+    let base: Cidr = DEFAULT_VPC_CIDR.parse().expect("constant CIDR");
+    Cidr {
+        base: base.base + (zone_index as u32) * 4096,
+        prefix: 20,
+    }
+    .to_string()
+}
+
+/// The private DNS name AWS gives an address (`ip-10-0-1-4.ec2.internal`).
+pub fn private_dns_name(region: &str, ip: &str) -> String {
+    let host = format!("ip-{}", ip.replace('.', "-"));
+    if region == "us-east-1" {
+        format!("{host}.ec2.internal")
+    } else {
+        format!("{host}.{region}.compute.internal")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zones_and_names() {
+        assert_eq!(
+            zones("us-east-1")[0],
+            ("us-east-1a".into(), "use1-az1".into())
+        );
+        assert_eq!(default_subnet_cidr(2), "172.31.32.0/20");
+        assert_eq!(
+            private_dns_name("us-east-1", "10.0.1.4"),
+            "ip-10-0-1-4.ec2.internal"
+        );
+        assert_eq!(
+            private_dns_name("eu-west-1", "10.0.1.4"),
+            "ip-10-0-1-4.eu-west-1.compute.internal"
+        );
+        assert_eq!(
+            s3_prefix_list_id("us-east-1"),
+            s3_prefix_list_id("us-east-1")
+        );
+        assert_ne!(
+            s3_prefix_list_id("us-east-1"),
+            s3_prefix_list_id("eu-west-1")
+        );
+    }
+}
