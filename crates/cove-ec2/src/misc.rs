@@ -1,18 +1,124 @@
-//! Zones, regions, account attributes (stub being written).
-#![allow(unused_imports)]
+//! Account-level EC2 answers: availability zones, regions and account attributes.
 
 use crate::common::*;
-use cove_model::vpc::*;
+use cove_model::filter::{matches_all, FieldValues, Filter};
+use cove_model::region;
 use cove_model::{AwsError, AwsResult};
-use cove_store::Tx;
-use serde_json::Value;
+use serde_json::{json, Value};
 
-pub fn describe_availability_zones(_r: &Req) -> AwsResult<Value> {
-    Err(AwsError::internal("not implemented yet"))
+fn keep(filters: &[Filter], f: impl Fn(&str) -> FieldValues) -> AwsResult<bool> {
+    matches_all(filters, f)
+        .map_err(|n| AwsError::invalid_parameter_value(format!("The filter '{n}' is invalid")))
 }
-pub fn describe_regions(_r: &Req) -> AwsResult<Value> {
-    Err(AwsError::internal("not implemented yet"))
+
+pub fn describe_availability_zones(r: &Req) -> AwsResult<Value> {
+    let region = r.region();
+    let names = r.strings("ZoneNames");
+    let ids = r.strings("ZoneIds");
+    let zones = region::zones(region);
+    for n in &names {
+        if !zones.iter().any(|(z, _)| z == n) {
+            return Err(AwsError::invalid_parameter_value(format!(
+                "The zone '{n}' does not exist."
+            )));
+        }
+    }
+    for i in &ids {
+        if !zones.iter().any(|(_, z)| z == i) {
+            return Err(AwsError::invalid_parameter_value(format!(
+                "The zone id '{i}' does not exist."
+            )));
+        }
+    }
+    let filters = r.filters();
+    let mut out = Vec::new();
+    for (name, id) in &zones {
+        if (!names.is_empty() && !names.contains(name)) || (!ids.is_empty() && !ids.contains(id)) {
+            continue;
+        }
+        let field = |f: &str| -> FieldValues {
+            match f {
+                "zone-name" => one(name),
+                "zone-id" => one(id),
+                "state" => one("available"),
+                "region-name" => one(region),
+                "group-name" | "network-border-group" => one(region),
+                "zone-type" => one("availability-zone"),
+                "opt-in-status" => one("opt-in-not-required"),
+                _ => None,
+            }
+        };
+        if keep(&filters, field)? {
+            out.push(json!({
+                "State": "available", "OptInStatus": "opt-in-not-required", "Messages": [],
+                "RegionName": region, "ZoneName": name, "ZoneId": id, "GroupName": region,
+                "NetworkBorderGroup": region, "ZoneType": "availability-zone", "GroupLongName": region,
+            }));
+        }
+    }
+    Ok(json!({"AvailabilityZones": out}))
 }
-pub fn describe_account_attributes(_r: &Req) -> AwsResult<Value> {
-    Err(AwsError::internal("not implemented yet"))
+
+pub fn describe_regions(r: &Req) -> AwsResult<Value> {
+    let names = r.strings("RegionNames");
+    for n in &names {
+        if !region::is_known_region(n) {
+            return Err(AwsError::client(
+                "InvalidParameterValue",
+                format!("Invalid region: {n}"),
+            ));
+        }
+    }
+    let filters = r.filters();
+    let mut out = Vec::new();
+    for name in region::REGIONS {
+        if !names.is_empty() && !names.iter().any(|n| n == name) {
+            continue;
+        }
+        let endpoint = format!("ec2.{name}.amazonaws.com");
+        let field = |f: &str| -> FieldValues {
+            match f {
+                "region-name" => one(*name),
+                "endpoint" => one(&endpoint),
+                "opt-in-status" => one("opt-in-not-required"),
+                _ => None,
+            }
+        };
+        if keep(&filters, field)? {
+            out.push(json!({"Endpoint": endpoint, "RegionName": name, "OptInStatus": "opt-in-not-required"}));
+        }
+    }
+    Ok(json!({"Regions": out}))
+}
+
+pub fn describe_account_attributes(r: &Req) -> AwsResult<Value> {
+    let w = r.world();
+    let default_vpc = w
+        .vpcs
+        .values()
+        .find(|v| v.region == r.region() && v.is_default)
+        .map(|v| v.id.clone())
+        .unwrap_or_else(|| "none".into());
+    let all: Vec<(&str, Vec<String>)> = vec![
+        ("supported-platforms", vec!["VPC".into()]),
+        ("default-vpc", vec![default_vpc]),
+        ("max-instances", vec!["20".into()]),
+        ("vpc-max-security-groups-per-interface", vec!["5".into()]),
+        ("max-elastic-ips", vec!["5".into()]),
+        ("vpc-max-elastic-ips", vec!["5".into()]),
+    ];
+    let wanted = r.strings("AttributeNames");
+    for n in &wanted {
+        if !all.iter().any(|(a, _)| a == n) {
+            return Err(AwsError::invalid_parameter_value(format!(
+                "Value ({n}) for parameter attributeName is invalid."
+            )));
+        }
+    }
+    let out: Vec<Value> = all
+        .into_iter()
+        .filter(|(n, _)| wanted.is_empty() || wanted.iter().any(|w| w == n))
+        .map(|(n, vals)| json!({"AttributeName": n, "AttributeValues": vals.iter().map(|v| json!({"AttributeValue": v})).collect::<Vec<_>>()}))
+        .collect();
+    Ok(json!({"AccountAttributes": out}))
 }

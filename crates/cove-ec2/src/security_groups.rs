@@ -1,28 +1,838 @@
-//! Security groups (stub being written).
-#![allow(unused_imports)]
+//! Security groups and their rules: the `default` group every VPC gets,
+//! rule normalisation (protocol names and numbers, port ranges, ICMP
+//! type/code), one `sgr-` rule per peer as AWS numbers them, duplicate and
+//! limit errors, and the two views AWS gives of the same rules
+//! (`IpPermissions` grouped by port range, and `SecurityGroupRules`).
 
 use crate::common::*;
+use cove_model::cidr::Cidr;
+use cove_model::filter::FieldValues;
+use cove_model::ids::new_id;
+use cove_model::region;
 use cove_model::vpc::*;
+use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
 use cove_store::Tx;
-use serde_json::Value;
+use serde_json::{json, Value};
 
-pub fn new_default_group(_tx: &mut Tx, _vpc: &Vpc, _account: &str) {}
-pub fn create_security_group(_r: &Req) -> AwsResult<Value> {
-    Err(AwsError::internal("not implemented yet"))
+/// AWS's default quota: inbound and outbound rules per group, counted separately.
+pub const MAX_RULES_PER_DIRECTION: usize = 60;
+
+fn all_traffic_rule(peer: SgPeer) -> SgRule {
+    SgRule {
+        id: new_id("sgr"),
+        protocol: "-1".into(),
+        from_port: None,
+        to_port: None,
+        peer,
+        description: None,
+    }
 }
-pub fn delete_security_group(_r: &Req) -> AwsResult<Value> {
-    Err(AwsError::internal("not implemented yet"))
+
+/// The `default` group: all traffic from members of itself, all traffic out.
+pub fn new_default_group(tx: &mut Tx, vpc: &Vpc, account: &str) {
+    let id = new_id("sg");
+    let group = SecurityGroup {
+        id: id.clone(),
+        region: vpc.region.clone(),
+        vpc_id: vpc.id.clone(),
+        name: "default".into(),
+        description: "default VPC security group".into(),
+        ingress: vec![all_traffic_rule(SgPeer::Group {
+            group_id: id,
+            user_id: account.to_string(),
+        })],
+        egress: vec![all_traffic_rule(SgPeer::Cidr {
+            cidr: "0.0.0.0/0".into(),
+        })],
+    };
+    tx.put(group);
 }
-pub fn describe_security_groups(_r: &Req) -> AwsResult<Value> {
-    Err(AwsError::internal("not implemented yet"))
+
+pub fn group_arn(region: &str, account: &str, id: &str) -> String {
+    format!("arn:aws:ec2:{region}:{account}:security-group/{id}")
 }
-pub fn authorize(_r: &Req, _egress: bool) -> AwsResult<Value> {
-    Err(AwsError::internal("not implemented yet"))
+
+fn rule_arn(region: &str, account: &str, id: &str) -> String {
+    format!("arn:aws:ec2:{region}:{account}:security-group-rule/{id}")
 }
-pub fn revoke(_r: &Req, _egress: bool) -> AwsResult<Value> {
-    Err(AwsError::internal("not implemented yet"))
+
+fn check_text(what: &str, s: &str) -> AwsResult<()> {
+    // AWS allows a-z, A-Z, 0-9, spaces, and ._-:/()#,@[]+=&;{}!$* in names and descriptions.
+    let ok = s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || " ._-:/()#,@[]+=&;{}!$*".contains(c));
+    if !ok || s.chars().count() > 255 {
+        return Err(AwsError::invalid_parameter_value(format!(
+            "Value ({s}) for parameter {what} is invalid. Character sets beyond ASCII are not supported."
+        )));
+    }
+    Ok(())
 }
-pub fn describe_security_group_rules(_r: &Req) -> AwsResult<Value> {
-    Err(AwsError::internal("not implemented yet"))
+
+pub fn create_security_group(r: &Req) -> AwsResult<Value> {
+    let name = r.required("GroupName")?.to_string();
+    let description = r
+        .str("Description")
+        .ok_or_else(|| AwsError::missing_parameter("GroupDescription"))?
+        .to_string();
+    if name.is_empty() {
+        return Err(AwsError::invalid_parameter_value(
+            "Value () for parameter groupName is invalid. The value cannot be empty",
+        ));
+    }
+    check_text("groupName", &name)?;
+    check_text("GroupDescription", &description)?;
+    if name.starts_with("sg-") {
+        return Err(AwsError::invalid_parameter_value(
+            "Group names may not be in the format sg-*.",
+        ));
+    }
+    let tags = r.tag_specs("security-group")?;
+    let (region, account) = (r.region(), r.account());
+    r.write(|tx| {
+        let vpc_id = vpc_or_default(r, &tx.world)?;
+        if tx
+            .world
+            .security_groups
+            .values()
+            .any(|g| g.vpc_id == vpc_id && g.name == name)
+        {
+            return Err(AwsError::client(
+                "InvalidGroup.Duplicate",
+                format!("The security group '{name}' already exists for VPC '{vpc_id}'"),
+            ));
+        }
+        let id = new_id("sg");
+        tx.put(SecurityGroup {
+            id: id.clone(),
+            region: region.to_string(),
+            vpc_id,
+            name: name.clone(),
+            description: description.clone(),
+            ingress: vec![],
+            egress: vec![all_traffic_rule(SgPeer::Cidr {
+                cidr: "0.0.0.0/0".into(),
+            })],
+        });
+        let mut out = json!({"GroupId": id, "SecurityGroupArn": group_arn(region, account, &id)});
+        if !tags.is_empty() {
+            tx.set_tags(&id, tags.clone());
+            out["Tags"] = tag_list(&tags);
+        }
+        Ok(out)
+    })
+}
+
+/// Finds the group named by `GroupId`, or by `GroupName` in the default VPC.
+fn target_group(r: &Req, world: &World) -> AwsResult<String> {
+    match (r.str("GroupId"), r.str("GroupName")) {
+        (Some(id), _) => {
+            find::<SecurityGroup>(world, id, r.region(), |g| &g.region, group_not_found)
+                .map(|g| g.id.clone())
+        }
+        (None, Some(name)) => {
+            let vpc = vpc_or_default(r, world).ok();
+            world
+                .security_groups
+                .values()
+                .find(|g| {
+                    g.region == r.region() && g.name == name && Some(&g.vpc_id) == vpc.as_ref()
+                })
+                .map(|g| g.id.clone())
+                .ok_or_else(|| {
+                    AwsError::client(
+                        "InvalidGroup.NotFound",
+                        format!(
+                            "The security group '{name}' does not exist in default VPC '{}'",
+                            vpc.unwrap_or_default()
+                        ),
+                    )
+                })
+        }
+        (None, None) => Err(AwsError::missing_parameter("GroupId")),
+    }
+}
+
+pub fn delete_security_group(r: &Req) -> AwsResult<Value> {
+    r.write(|tx| {
+        let id = target_group(r, &tx.world)?;
+        let group = tx
+            .world
+            .security_groups
+            .get(&id)
+            .cloned()
+            .expect("found above");
+        if group.name == "default" {
+            return Err(AwsError::client(
+                "CannotDelete",
+                format!(
+                    "the specified group: \"{id}\" name: \"default\" cannot be deleted by a user"
+                ),
+            ));
+        }
+        let used_by_eni = tx
+            .world
+            .network_interfaces
+            .values()
+            .any(|e| e.group_ids.contains(&id));
+        let used_by_endpoint = tx
+            .world
+            .vpc_endpoints
+            .values()
+            .any(|e| e.group_ids.contains(&id));
+        let referenced = tx.world.security_groups.values().any(|g| {
+            g.id != id
+                && g.ingress.iter().chain(&g.egress).any(
+                    |rule| matches!(&rule.peer, SgPeer::Group { group_id, .. } if *group_id == id),
+                )
+        });
+        if used_by_eni || used_by_endpoint || referenced {
+            return Err(AwsError::dependency_violation(format!(
+                "resource {id} has a dependent object"
+            )));
+        }
+        tx.delete::<SecurityGroup>(&id);
+        Ok(json!({"Return": true, "GroupId": id}))
+    })
+}
+
+/// Canonical protocol: names for tcp/udp/icmp/icmpv6 (whatever the client
+/// sent, name or number), `-1` for all, other numbers as they are.
+pub fn normalize_protocol(p: &str) -> AwsResult<String> {
+    let lower = p.trim().to_ascii_lowercase();
+    let named = match lower.as_str() {
+        "tcp" | "6" => "tcp",
+        "udp" | "17" => "udp",
+        "icmp" | "1" => "icmp",
+        "icmpv6" | "58" => "icmpv6",
+        "-1" | "all" => "-1",
+        other => {
+            return match other.parse::<u8>() {
+                Ok(n) => Ok(n.to_string()),
+                Err(_) => Err(AwsError::invalid_parameter_value(format!(
+                    "Invalid value '{p}' for IP protocol. Unknown protocol."
+                ))),
+            }
+        }
+    };
+    Ok(named.to_string())
+}
+
+/// Normalises the port part of a permission. TCP/UDP need a range within
+/// 0..65535; ICMP takes type/code with -1 meaning all; every other protocol
+/// covers all ports and AWS drops the range.
+pub fn normalize_ports(
+    protocol: &str,
+    from: Option<i64>,
+    to: Option<i64>,
+) -> AwsResult<(Option<i64>, Option<i64>)> {
+    match protocol {
+        "tcp" | "udp" => {
+            let (Some(f), Some(t)) = (from, to) else {
+                return Err(AwsError::invalid_parameter_value(
+                    "Invalid value 'Must specify both from and to ports with TCP/UDP.' for portRange",
+                ));
+            };
+            if f == -1 && t == -1 {
+                return Ok((Some(0), Some(65535)));
+            }
+            if !(0..=65535).contains(&f) || !(0..=65535).contains(&t) || f > t {
+                return Err(AwsError::invalid_parameter_value(format!(
+                    "Invalid TCP/UDP port range {f}-{t}: ports must be between 0 and 65535 and from must not exceed to."
+                )));
+            }
+            Ok((Some(f), Some(t)))
+        }
+        "icmp" | "icmpv6" => {
+            let (f, t) = (from.unwrap_or(-1), to.unwrap_or(-1));
+            if !(-1..=255).contains(&f) || !(-1..=255).contains(&t) {
+                return Err(AwsError::invalid_parameter_value(format!(
+                    "Invalid value '{f}' for ICMP type or '{t}' for ICMP code."
+                )));
+            }
+            if f == -1 && t != -1 {
+                return Err(AwsError::invalid_parameter_value(
+                    "ICMP code must be -1 (all codes) when the ICMP type is -1 (all types).",
+                ));
+            }
+            Ok((Some(f), Some(t)))
+        }
+        _ => Ok((None, None)),
+    }
+}
+
+/// Expands the request's `IpPermissions` (or the legacy flat members) into
+/// one rule per peer, checking every peer exists.
+fn requested_rules(
+    r: &Req,
+    world: &World,
+    group: &SecurityGroup,
+    account: &str,
+) -> AwsResult<Vec<SgRule>> {
+    let mut perms = r.list("IpPermissions");
+    if perms.is_empty() {
+        let legacy_peer = r.str("CidrIp").is_some() || r.str("SourceSecurityGroupName").is_some();
+        if legacy_peer || r.str("IpProtocol").is_some() {
+            let mut p = json!({
+                "IpProtocol": r.str("IpProtocol").unwrap_or("-1"),
+                "FromPort": r.int("FromPort"),
+                "ToPort": r.int("ToPort"),
+            });
+            if let Some(c) = r.str("CidrIp") {
+                p["IpRanges"] = json!([{"CidrIp": c}]);
+            }
+            if let Some(name) = r.str("SourceSecurityGroupName") {
+                p["UserIdGroupPairs"] = json!([{"GroupName": name}]);
+            }
+            perms.push(p);
+        }
+    }
+    if perms.is_empty() {
+        return Err(AwsError::missing_parameter("IpPermissions"));
+    }
+    let mut rules = Vec::new();
+    for p in &perms {
+        let protocol = normalize_protocol(
+            str_of(p, "IpProtocol").ok_or_else(|| AwsError::missing_parameter("IpProtocol"))?,
+        )?;
+        let (from, to) = normalize_ports(
+            &protocol,
+            p.get("FromPort").and_then(Value::as_i64),
+            p.get("ToPort").and_then(Value::as_i64),
+        )?;
+        let mut peers: Vec<(SgPeer, Option<String>)> = Vec::new();
+        for range in p
+            .get("IpRanges")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let raw =
+                str_of(range, "CidrIp").ok_or_else(|| AwsError::missing_parameter("CidrIp"))?;
+            let cidr: Cidr = raw.parse().map_err(|_| {
+                AwsError::invalid_parameter_value(format!("CIDR block {raw} is malformed"))
+            })?;
+            peers.push((
+                SgPeer::Cidr {
+                    cidr: cidr.to_string(),
+                },
+                str_of(range, "Description").map(str::to_string),
+            ));
+        }
+        if p.get("Ipv6Ranges")
+            .and_then(Value::as_array)
+            .is_some_and(|a| !a.is_empty())
+        {
+            return Err(AwsError::invalid_parameter_value(
+                "IPv6 rules are not supported by Cove.",
+            ));
+        }
+        for pl in p
+            .get("PrefixListIds")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let id = str_of(pl, "PrefixListId")
+                .ok_or_else(|| AwsError::missing_parameter("PrefixListId"))?;
+            if !region::prefix_lists(&group.region)
+                .iter()
+                .any(|(pid, _, _)| pid == id)
+            {
+                return Err(AwsError::client(
+                    "InvalidPrefixListId.NotFound",
+                    format!("The prefix list ID '{id}' does not exist"),
+                ));
+            }
+            peers.push((
+                SgPeer::PrefixList { id: id.to_string() },
+                str_of(pl, "Description").map(str::to_string),
+            ));
+        }
+        for pair in p
+            .get("UserIdGroupPairs")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let peer_group = match (str_of(pair, "GroupId"), str_of(pair, "GroupName")) {
+                (Some(id), _) => world
+                    .security_groups
+                    .get(id)
+                    .filter(|g| g.region == group.region)
+                    .ok_or_else(|| group_not_found(id))?,
+                (None, Some(name)) => world
+                    .security_groups
+                    .values()
+                    .find(|g| g.vpc_id == group.vpc_id && g.name == name)
+                    .ok_or_else(|| group_not_found(name))?,
+                (None, None) => return Err(AwsError::missing_parameter("GroupId")),
+            };
+            if peer_group.vpc_id != group.vpc_id {
+                return Err(AwsError::invalid_parameter_value(
+                    "You have specified two resources that belong to different networks.",
+                ));
+            }
+            peers.push((
+                SgPeer::Group {
+                    group_id: peer_group.id.clone(),
+                    user_id: account.to_string(),
+                },
+                str_of(pair, "Description").map(str::to_string),
+            ));
+        }
+        if peers.is_empty() {
+            return Err(AwsError::missing_parameter(
+                "IpRanges, PrefixListIds or UserIdGroupPairs",
+            ));
+        }
+        for (peer, description) in peers {
+            if let Some(d) = &description {
+                check_text("description", d)?;
+            }
+            rules.push(SgRule {
+                id: new_id("sgr"),
+                protocol: protocol.clone(),
+                from_port: from,
+                to_port: to,
+                peer,
+                description,
+            });
+        }
+    }
+    Ok(rules)
+}
+
+fn peer_text(peer: &SgPeer) -> String {
+    match peer {
+        SgPeer::Cidr { cidr } => cidr.clone(),
+        SgPeer::PrefixList { id } => id.clone(),
+        SgPeer::Group { group_id, .. } => group_id.clone(),
+    }
+}
+
+fn duplicate_error(rule: &SgRule) -> AwsError {
+    let proto = match rule.protocol.as_str() {
+        "-1" => "ALL".to_string(),
+        p => p.to_ascii_uppercase(),
+    };
+    let ports = match (rule.from_port, rule.to_port) {
+        (Some(f), Some(t)) => format!(", from port: {f}, to port: {t}"),
+        _ => String::new(),
+    };
+    AwsError::client(
+        "InvalidPermission.Duplicate",
+        format!(
+            "the specified rule \"peer: {}, {proto}{ports}, ALLOW\" already exists",
+            peer_text(&rule.peer)
+        ),
+    )
+}
+
+pub fn authorize(r: &Req, egress: bool) -> AwsResult<Value> {
+    let (region, account) = (r.region(), r.account());
+    let rule_tags = r.tag_specs("security-group-rule")?;
+    r.write(|tx| {
+        let id = target_group(r, &tx.world)?;
+        let mut group = tx
+            .world
+            .security_groups
+            .get(&id)
+            .cloned()
+            .expect("found above");
+        let new_rules = requested_rules(r, &tx.world, &group, account)?;
+        let existing = if egress {
+            &group.egress
+        } else {
+            &group.ingress
+        };
+        for (i, rule) in new_rules.iter().enumerate() {
+            let dup_existing = existing.iter().any(|e| e.same_permission(rule));
+            let dup_in_request = new_rules[..i].iter().any(|e| e.same_permission(rule));
+            if dup_existing || dup_in_request {
+                return Err(duplicate_error(rule));
+            }
+        }
+        if existing.len() + new_rules.len() > MAX_RULES_PER_DIRECTION {
+            return Err(AwsError::client(
+                "RulesPerSecurityGroupLimitExceeded",
+                "The maximum number of rules per security group has been reached.",
+            ));
+        }
+        let rendered: Vec<Value> = new_rules
+            .iter()
+            .map(|rule| {
+                let mut v = render_rule(&group, rule, egress, region, account);
+                if !rule_tags.is_empty() {
+                    v["Tags"] = tag_list(&rule_tags);
+                }
+                v
+            })
+            .collect();
+        for rule in &new_rules {
+            if !rule_tags.is_empty() {
+                tx.set_tags(&rule.id, rule_tags.clone());
+            }
+        }
+        if egress {
+            group.egress.extend(new_rules);
+        } else {
+            group.ingress.extend(new_rules);
+        }
+        tx.put(group);
+        Ok(json!({"Return": true, "SecurityGroupRules": rendered}))
+    })
+}
+
+pub fn revoke(r: &Req, egress: bool) -> AwsResult<Value> {
+    let account = r.account();
+    r.write(|tx| {
+        let id = target_group(r, &tx.world)?;
+        let mut group = tx.world.security_groups.get(&id).cloned().expect("found above");
+        let rule_ids = r.strings("SecurityGroupRuleIds");
+        let rules = if egress { &mut group.egress } else { &mut group.ingress };
+        let mut removed = Vec::new();
+        let mut unknown = Vec::new();
+        if !rule_ids.is_empty() {
+            for rid in &rule_ids {
+                match rules.iter().position(|x| &x.id == rid) {
+                    Some(pos) => removed.push(rules.remove(pos)),
+                    None => {
+                        return Err(AwsError::client(
+                            "InvalidSecurityGroupRuleId.NotFound",
+                            format!("The security group rule ID '{rid}' does not exist"),
+                        ))
+                    }
+                }
+            }
+        } else {
+            let snapshot = tx.world.security_groups.get(&id).cloned().expect("found above");
+            for wanted in requested_rules(r, &tx.world, &snapshot, account)? {
+                match rules.iter().position(|x| x.same_permission(&wanted)) {
+                    Some(pos) => removed.push(rules.remove(pos)),
+                    None => unknown.push(wanted),
+                }
+            }
+            if removed.is_empty() {
+                return Err(AwsError::client(
+                    "InvalidPermission.NotFound",
+                    "The specified rule does not exist in this security group.",
+                ));
+            }
+        }
+        for rule in &removed {
+            if tx.world.tags.contains_key(&rule.id) {
+                tx.set_tags(&rule.id, Default::default());
+            }
+        }
+        tx.put(group);
+        let mut out = json!({"Return": true, "RevokedSecurityGroupRules": removed.iter().map(|x| json!({
+            "SecurityGroupRuleId": x.id, "GroupId": id, "IsEgress": egress, "IpProtocol": x.protocol,
+            "FromPort": x.from_port.unwrap_or(-1), "ToPort": x.to_port.unwrap_or(-1),
+        })).collect::<Vec<_>>()});
+        if !unknown.is_empty() {
+            out["UnknownIpPermissions"] = Value::Array(unknown.iter().map(|u| permission_of(u, &[u])).collect());
+        }
+        Ok(out)
+    })
+}
+
+/// One `IpPermission` for rules sharing protocol and ports.
+fn permission_of(first: &SgRule, members: &[&SgRule]) -> Value {
+    let mut p = json!({"IpProtocol": first.protocol});
+    if let (Some(f), Some(t)) = (first.from_port, first.to_port) {
+        p["FromPort"] = json!(f);
+        p["ToPort"] = json!(t);
+    }
+    let mut ranges = Vec::new();
+    let mut lists = Vec::new();
+    let mut pairs = Vec::new();
+    for rule in members {
+        let with_desc = |mut v: Value| {
+            if let Some(d) = &rule.description {
+                v["Description"] = json!(d);
+            }
+            v
+        };
+        match &rule.peer {
+            SgPeer::Cidr { cidr } => ranges.push(with_desc(json!({"CidrIp": cidr}))),
+            SgPeer::PrefixList { id } => lists.push(with_desc(json!({"PrefixListId": id}))),
+            SgPeer::Group { group_id, user_id } => {
+                pairs.push(with_desc(json!({"GroupId": group_id, "UserId": user_id})))
+            }
+        }
+    }
+    p["IpRanges"] = Value::Array(ranges);
+    p["Ipv6Ranges"] = json!([]);
+    p["PrefixListIds"] = Value::Array(lists);
+    p["UserIdGroupPairs"] = Value::Array(pairs);
+    p
+}
+
+/// Groups rules by (protocol, ports) in the order they were first added.
+pub fn permissions(rules: &[SgRule]) -> Vec<Value> {
+    let mut groups: Vec<(&SgRule, Vec<&SgRule>)> = Vec::new();
+    for rule in rules {
+        match groups.iter_mut().find(|(f, _)| {
+            f.protocol == rule.protocol
+                && f.from_port == rule.from_port
+                && f.to_port == rule.to_port
+        }) {
+            Some((_, members)) => members.push(rule),
+            None => groups.push((rule, vec![rule])),
+        }
+    }
+    groups.iter().map(|(f, m)| permission_of(f, m)).collect()
+}
+
+fn render_group(world: &World, g: &SecurityGroup, account: &str) -> Value {
+    with_tags(
+        json!({
+            "Description": g.description,
+            "GroupName": g.name,
+            "IpPermissions": permissions(&g.ingress),
+            "OwnerId": account,
+            "GroupId": g.id,
+            "IpPermissionsEgress": permissions(&g.egress),
+            "VpcId": g.vpc_id,
+            "SecurityGroupArn": group_arn(&g.region, account, &g.id),
+        }),
+        world,
+        &g.id,
+        "Tags",
+    )
+}
+
+fn permission_fields(rules: &[SgRule], field: &str) -> Vec<String> {
+    rules
+        .iter()
+        .filter_map(|r| match (field, &r.peer) {
+            ("cidr", SgPeer::Cidr { cidr }) => Some(cidr.clone()),
+            ("group-id", SgPeer::Group { group_id, .. }) => Some(group_id.clone()),
+            ("prefix-list-id", SgPeer::PrefixList { id }) => Some(id.clone()),
+            ("protocol", _) => Some(r.protocol.clone()),
+            ("from-port", _) => r.from_port.map(|p| p.to_string()),
+            ("to-port", _) => r.to_port.map(|p| p.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn group_field(w: &World, g: &SecurityGroup, account: &str, name: &str) -> FieldValues {
+    if let Some(f) = name.strip_prefix("ip-permission.") {
+        return Some(permission_fields(&g.ingress, f));
+    }
+    if let Some(f) = name.strip_prefix("egress.ip-permission.") {
+        return Some(permission_fields(&g.egress, f));
+    }
+    match name {
+        "group-id" => one(&g.id),
+        "group-name" => one(&g.name),
+        "description" => one(&g.description),
+        "vpc-id" => one(&g.vpc_id),
+        _ => common_field(w, &g.id, account, name),
+    }
+}
+
+pub fn describe_security_groups(r: &Req) -> AwsResult<Value> {
+    let w = r.world();
+    let account = r.account();
+    let mut d = Describe::from(r, "GroupIds");
+    let names = r.strings("GroupNames");
+    if !names.is_empty() {
+        // GroupNames address groups of the default VPC, as on AWS.
+        let default_vpc = w
+            .vpcs
+            .values()
+            .find(|v| v.region == r.region() && v.is_default)
+            .map(|v| v.id.clone());
+        for name in &names {
+            match w.security_groups.values().find(|g| {
+                g.region == r.region() && &g.name == name && Some(&g.vpc_id) == default_vpc.as_ref()
+            }) {
+                Some(g) => d.ids.push(g.id.clone()),
+                None => {
+                    return Err(AwsError::client(
+                        "InvalidGroup.NotFound",
+                        format!(
+                            "The security group '{name}' does not exist in default VPC '{}'",
+                            default_vpc.unwrap_or_default()
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+    let (groups, next) = d.run::<SecurityGroup>(
+        &w,
+        |g| &g.region,
+        r.region(),
+        group_not_found,
+        |g, n| group_field(&w, g, account, n),
+    )?;
+    let items: Vec<Value> = groups
+        .iter()
+        .map(|g| render_group(&w, g, account))
+        .collect();
+    Ok(paged(json!({"SecurityGroups": items}), next))
+}
+
+fn render_rule(
+    g: &SecurityGroup,
+    rule: &SgRule,
+    egress: bool,
+    region: &str,
+    account: &str,
+) -> Value {
+    let mut v = json!({
+        "SecurityGroupRuleId": rule.id,
+        "GroupId": g.id,
+        "GroupOwnerId": account,
+        "IsEgress": egress,
+        "IpProtocol": rule.protocol,
+        "FromPort": rule.from_port.unwrap_or(-1),
+        "ToPort": rule.to_port.unwrap_or(-1),
+        "SecurityGroupRuleArn": rule_arn(region, account, &rule.id),
+    });
+    match &rule.peer {
+        SgPeer::Cidr { cidr } => v["CidrIpv4"] = json!(cidr),
+        SgPeer::PrefixList { id } => v["PrefixListId"] = json!(id),
+        SgPeer::Group { group_id, user_id } => {
+            v["ReferencedGroupInfo"] = json!({"GroupId": group_id, "UserId": user_id})
+        }
+    }
+    if let Some(d) = &rule.description {
+        v["Description"] = json!(d);
+    }
+    v
+}
+
+pub fn describe_security_group_rules(r: &Req) -> AwsResult<Value> {
+    let w = r.world();
+    let (region, account) = (r.region(), r.account());
+    let ids = r.strings("SecurityGroupRuleIds");
+    let filters = r.filters();
+    let max = r.int("MaxResults");
+    if max.is_some() && !ids.is_empty() {
+        return Err(AwsError::invalid_parameter_combination(
+            "The parameter SecurityGroupRuleIds cannot be used with the parameter maxResults",
+        ));
+    }
+    let mut rows: Vec<(String, Value)> = Vec::new();
+    for g in w.security_groups.values().filter(|g| g.region == region) {
+        for (rule, egress) in g
+            .ingress
+            .iter()
+            .map(|x| (x, false))
+            .chain(g.egress.iter().map(|x| (x, true)))
+        {
+            if !ids.is_empty() && !ids.contains(&rule.id) {
+                continue;
+            }
+            let field = |name: &str| -> FieldValues {
+                match name {
+                    "group-id" => one(&g.id),
+                    "security-group-rule-id" => one(&rule.id),
+                    _ => common_field(&w, &rule.id, account, name),
+                }
+            };
+            let keep = cove_model::filter::matches_all(&filters, field).map_err(|n| {
+                AwsError::invalid_parameter_value(format!("The filter '{n}' is invalid"))
+            })?;
+            if keep {
+                rows.push((
+                    rule.id.clone(),
+                    with_tags(
+                        render_rule(g, rule, egress, region, account),
+                        &w,
+                        &rule.id,
+                        "Tags",
+                    ),
+                ));
+            }
+        }
+    }
+    for id in &ids {
+        if !rows.iter().any(|(rid, _)| rid == id) {
+            return Err(AwsError::client(
+                "InvalidSecurityGroupRuleId.NotFound",
+                format!("The security group rule ID '{id}' does not exist"),
+            ));
+        }
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let start = r.str("NextToken").unwrap_or_default();
+    let mut page: Vec<Value> = Vec::new();
+    let mut next = None;
+    for (id, v) in rows.into_iter().filter(|(id, _)| id.as_str() >= start) {
+        if max.is_some_and(|m| page.len() as i64 == m) {
+            next = Some(id);
+            break;
+        }
+        page.push(v);
+    }
+    Ok(paged(json!({"SecurityGroupRules": page}), next))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn protocols_normalise_like_aws() {
+        assert_eq!(normalize_protocol("TCP").unwrap(), "tcp");
+        assert_eq!(normalize_protocol("6").unwrap(), "tcp");
+        assert_eq!(normalize_protocol("17").unwrap(), "udp");
+        assert_eq!(normalize_protocol("all").unwrap(), "-1");
+        assert_eq!(normalize_protocol("50").unwrap(), "50");
+        assert!(normalize_protocol("bogus").is_err());
+        assert!(normalize_protocol("256").is_err());
+    }
+
+    #[test]
+    fn ports_by_protocol() {
+        assert_eq!(
+            normalize_ports("tcp", Some(22), Some(22)).unwrap(),
+            (Some(22), Some(22))
+        );
+        assert!(normalize_ports("tcp", Some(23), Some(22)).is_err());
+        assert!(normalize_ports("tcp", None, Some(22)).is_err());
+        assert!(normalize_ports("udp", Some(0), Some(65536)).is_err());
+        assert_eq!(
+            normalize_ports("icmp", Some(-1), Some(-1)).unwrap(),
+            (Some(-1), Some(-1))
+        );
+        assert!(normalize_ports("icmp", Some(-1), Some(3)).is_err());
+        assert_eq!(
+            normalize_ports("-1", Some(1), Some(2)).unwrap(),
+            (None, None)
+        );
+        assert_eq!(
+            normalize_ports("50", Some(1), Some(2)).unwrap(),
+            (None, None)
+        );
+    }
+
+    #[test]
+    fn permissions_group_rules_by_port_range() {
+        let rule = |p: &str, f: i64, cidr: &str| SgRule {
+            id: new_id("sgr"),
+            protocol: "tcp".into(),
+            from_port: Some(f),
+            to_port: Some(f),
+            peer: SgPeer::Cidr { cidr: cidr.into() },
+            description: if p.is_empty() { None } else { Some(p.into()) },
+        };
+        let rules = vec![
+            rule("", 22, "10.0.0.0/8"),
+            rule("", 443, "0.0.0.0/0"),
+            rule("office", 22, "192.0.2.0/24"),
+        ];
+        let perms = permissions(&rules);
+        assert_eq!(perms.len(), 2);
+        assert_eq!(perms[0]["FromPort"], 22);
+        assert_eq!(perms[0]["IpRanges"].as_array().unwrap().len(), 2);
+        assert_eq!(perms[0]["IpRanges"][1]["Description"], "office");
+    }
 }

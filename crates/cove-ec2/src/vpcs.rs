@@ -176,7 +176,7 @@ pub fn delete_vpc(r: &Req) -> AwsResult<Value> {
         let nats = w
             .nat_gateways
             .values()
-            .any(|n| n.vpc_id == id && n.state != "deleted");
+            .any(|n| n.vpc_id == id && !matches!(n.state.as_str(), "deleted" | "failed"));
         let enis = w.network_interfaces.values().any(|e| e.vpc_id == id);
         let groups = w
             .security_groups

@@ -65,9 +65,9 @@ pub fn type_check(
                 if v.is_null() {
                     continue;
                 }
-                match shape.member(k) {
-                    Some(m) => type_check(model, model.shape(&m.shape), v, &format!("{path}.{k}"))?,
-                    None => {} // AWS ignores unknown members in awsJson.
+                // AWS ignores unknown members in awsJson.
+                if let Some(m) = shape.member(k) {
+                    type_check(model, model.shape(&m.shape), v, &format!("{path}.{k}"))?;
                 }
             }
             true

@@ -283,12 +283,23 @@ mod tests {
 
     #[test]
     fn decodes_query_protocol_member_lists() {
-        let model = crate::model::sts();
-        let params = parse_form(
-            b"RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Fr&RoleSessionName=s&Tags.member.1.Key=k&Tags.member.1.Value=v",
+        let model = crate::model::ServiceModel::from_json(
+            r#"{"metadata":{"apiVersion":"1","protocol":"query"},"operations":{},"shapes":{
+            "Req":{"type":"structure","members":{"Name":{"shape":"S"},"Tags":{"shape":"TagList"},"Flat":{"shape":"Flat"}}},
+            "TagList":{"type":"list","member":{"shape":"Tag"}},
+            "Flat":{"type":"list","member":{"shape":"S"},"flattened":true},
+            "Tag":{"type":"structure","members":{"Key":{"shape":"S"},"Value":{"shape":"S"}}},
+            "S":{"type":"string"}}}"#,
         );
-        let v = decode(model, "AssumeRoleRequest", &params, Dialect::Query, &[]).unwrap();
-        assert_eq!(v["Tags"], json!([{"Key": "k", "Value": "v"}]));
-        assert_eq!(v["RoleSessionName"], json!("s"));
+        let params = parse_form(b"Name=s&Tags.member.1.Key=k&Tags.member.1.Value=v&Tags.member.2.Key=k2&Flat.1=a&Flat.2=b");
+        let v = decode(&model, "Req", &params, Dialect::Query, &[]).unwrap();
+        assert_eq!(
+            v["Tags"],
+            json!([{"Key": "k", "Value": "v"}, {"Key": "k2"}])
+        );
+        assert_eq!(v["Flat"], json!(["a", "b"]));
+        assert_eq!(v["Name"], json!("s"));
+        let empty = decode(&model, "Req", &parse_form(b"Tags="), Dialect::Query, &[]).unwrap();
+        assert_eq!(empty["Tags"], json!([]));
     }
 }

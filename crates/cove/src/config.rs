@@ -1,0 +1,133 @@
+//! `cove serve` settings: command-line flags override environment variables,
+//! which override an optional TOML file, which overrides the embedded defaults.
+
+use clap::Args;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// The documented local key pair (AWS's own documentation example), accepted
+/// by default so `aws --endpoint-url` works with no setup. Replace it for any
+/// shared installation.
+pub const DEFAULT_ACCESS_KEY_ID: &str = "AKIAIOSFODNN7EXAMPLE";
+pub const DEFAULT_SECRET_ACCESS_KEY: &str = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+pub const DEFAULT_ACCOUNT_ID: &str = "123456789012";
+pub const DEFAULT_REGION: &str = "us-east-1";
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:4747";
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/cove";
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML settings file.
+    #[arg(long, env = "COVE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where the database lives.
+    #[arg(long, env = "COVE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address and port of the AWS API endpoint.
+    #[arg(long, env = "COVE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// The region Cove creates at first start (any region is served on demand).
+    #[arg(long, env = "COVE_REGION")]
+    pub region: Option<String>,
+    /// The 12-digit account id resources belong to.
+    #[arg(long, env = "COVE_ACCOUNT_ID")]
+    pub account_id: Option<String>,
+    /// Access key id accepted for SigV4 (with --secret-access-key).
+    #[arg(long, env = "COVE_ACCESS_KEY_ID")]
+    pub access_key_id: Option<String>,
+    #[arg(long, env = "COVE_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub secret_access_key: Option<String>,
+    /// Log format: `text` or `json`.
+    #[arg(long, env = "COVE_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    listen: Option<SocketAddr>,
+    region: Option<String>,
+    account_id: Option<String>,
+    #[serde(default)]
+    credentials: Vec<CredentialConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialConfig {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// The caller's ARN (default: the account root).
+    pub arn: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub region: String,
+    pub account_id: String,
+    pub credentials: Vec<CredentialConfig>,
+}
+
+impl Settings {
+    pub fn resolve(args: &ServeArgs) -> anyhow::Result<Settings> {
+        let file: FileConfig = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+                toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let account_id = args
+            .account_id
+            .clone()
+            .or(file.account_id)
+            .unwrap_or_else(|| DEFAULT_ACCOUNT_ID.into());
+        anyhow::ensure!(
+            account_id.len() == 12 && account_id.bytes().all(|b| b.is_ascii_digit()),
+            "account id must be 12 digits, got {account_id:?}"
+        );
+        let mut credentials = file.credentials;
+        match (&args.access_key_id, &args.secret_access_key) {
+            (Some(a), Some(s)) => credentials.insert(
+                0,
+                CredentialConfig {
+                    access_key_id: a.clone(),
+                    secret_access_key: s.clone(),
+                    arn: None,
+                },
+            ),
+            (None, None) => {}
+            _ => anyhow::bail!("--access-key-id and --secret-access-key go together"),
+        }
+        if credentials.is_empty() {
+            credentials.push(CredentialConfig {
+                access_key_id: DEFAULT_ACCESS_KEY_ID.into(),
+                secret_access_key: DEFAULT_SECRET_ACCESS_KEY.into(),
+                arn: None,
+            });
+        }
+        Ok(Settings {
+            data_dir: args
+                .data_dir
+                .clone()
+                .or(file.data_dir)
+                .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.parse().expect("constant")),
+            region: args
+                .region
+                .clone()
+                .or(file.region)
+                .unwrap_or_else(|| DEFAULT_REGION.into()),
+            account_id,
+            credentials,
+        })
+    }
+}

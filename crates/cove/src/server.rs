@@ -1,0 +1,163 @@
+//! The HTTP front: one listener for every AWS service (the dispatcher picks
+//! the service from the SigV4 scope), a health endpoint, and the background
+//! tick that moves timed resource states along.
+
+use crate::config::Settings;
+use axum::body::Body;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderName, HeaderValue, Request, Response, StatusCode};
+use axum::routing::get;
+use axum::Router;
+use cove_ec2::Ec2Service;
+use cove_store::Store;
+use cove_wire::{Dispatcher, HttpRequest, Principal};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Largest request body the control plane reads (EC2 and JSON APIs are small).
+const MAX_BODY: usize = 16 * 1024 * 1024;
+
+struct App {
+    dispatcher: Dispatcher,
+    started: Instant,
+    region: String,
+}
+
+pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let db = settings.data_dir.join("cove.db");
+    let store = Arc::new(Store::open(&db)?);
+    let ec2 = Arc::new(Ec2Service::new(store.clone()));
+    ec2.ensure_region(&settings.region, &settings.account_id)
+        .map_err(|e| anyhow::anyhow!("bootstrapping {}: {e}", settings.region))?;
+
+    let principals: Vec<Principal> = settings
+        .credentials
+        .iter()
+        .map(|c| Principal {
+            access_key: c.access_key_id.clone(),
+            secret_key: c.secret_access_key.clone(),
+            session_token: None,
+            account_id: settings.account_id.clone(),
+            arn: c
+                .arn
+                .clone()
+                .unwrap_or_else(|| format!("arn:aws:iam::{}:root", settings.account_id)),
+            user_id: settings.account_id.clone(),
+        })
+        .collect();
+    let lookup =
+        Arc::new(move |key: &str| principals.iter().find(|p| p.access_key == key).cloned());
+    let mut dispatcher = Dispatcher::new(lookup);
+    dispatcher.register(ec2.clone());
+    dispatcher.register(Arc::new(cove_sts::StsService));
+
+    let app = Arc::new(App {
+        dispatcher,
+        started: Instant::now(),
+        region: settings.region.clone(),
+    });
+    let router = Router::new()
+        .route("/_cove/health", get(health))
+        .fallback(aws)
+        .with_state(app);
+
+    let ticker = ec2.clone();
+    tokio::spawn(async move {
+        let mut interval = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            interval.tick().await;
+            let ec2 = ticker.clone();
+            let _ = tokio::task::spawn_blocking(move || ec2.advance_lifecycles()).await;
+        }
+    });
+
+    let listener = tokio::net::TcpListener::bind(settings.listen).await?;
+    tracing::info!(listen = %settings.listen, data = %db.display(), region = %settings.region, "cove serving");
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
+    tracing::info!("cove stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term.recv() => {},
+    }
+}
+
+async fn health(State(app): State<Arc<App>>) -> Response<Body> {
+    let body = serde_json::json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "region": app.region,
+        "uptime_seconds": app.started.elapsed().as_secs(),
+    });
+    Response::builder()
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("static response")
+}
+
+async fn aws(
+    State(app): State<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    req: Request<Body>,
+) -> Response<Body> {
+    let started = Instant::now();
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, MAX_BODY).await {
+        Ok(b) => b,
+        Err(_) => {
+            return Response::builder()
+                .status(StatusCode::PAYLOAD_TOO_LARGE)
+                .body(Body::from("Request body too large"))
+                .expect("static response")
+        }
+    };
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let request = HttpRequest {
+        method: parts.method.as_str().to_string(),
+        raw_path: parts.uri.path().to_string(),
+        raw_query: parts.uri.query().unwrap_or_default().to_string(),
+        headers,
+        body: body.to_vec(),
+        peer: Some(peer.ip()),
+    };
+    let out = app.dispatcher.handle(request);
+    tracing::debug!(
+        status = out.status,
+        micros = started.elapsed().as_micros() as u64,
+        "request"
+    );
+    let mut response = Response::builder()
+        .status(StatusCode::from_u16(out.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+    for (name, value) in out.headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            response = response.header(n, v);
+        }
+    }
+    response
+        .body(Body::from(out.body))
+        .expect("valid response parts")
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Builds Cove, starts it with its embedded defaults and builds a private ML
+# network with the AWS CLI: a VPC, a private subnet with no route to the
+# internet, a security group, and an S3 gateway endpoint on the subnet's
+# route table. (Running a SageMaker training job in it arrives with the
+# training-job work; see README.)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${COVE_VENV:-.venv}
+if ! command -v aws >/dev/null && [ ! -x "$VENV/bin/aws" ]; then
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check awscli
+fi
+export PATH="$PWD/$VENV/bin:$PATH"
+
+cargo build --release -p cove
+DATA=${COVE_DATA_DIR:-$(mktemp -d /tmp/cove-demo.XXXXXX)}
+PORT=${COVE_PORT:-4747}
+./target/release/cove serve --data-dir "$DATA" --listen "127.0.0.1:$PORT" > "$DATA/cove.log" 2>&1 &
+COVE_PID=$!
+trap 'kill $COVE_PID 2>/dev/null || true' EXIT
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/_cove/health" >/dev/null && break; sleep 0.1; done
+
+export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY AWS_DEFAULT_REGION=us-east-1
+aws_() { aws --endpoint-url "http://127.0.0.1:$PORT" --output text "$@"; }
+
+echo "== caller: $(aws_ sts get-caller-identity --query Arn)"
+VPC=$(aws_ ec2 create-vpc --cidr-block 10.0.0.0/16 --query Vpc.VpcId)
+aws_ ec2 modify-vpc-attribute --vpc-id "$VPC" --enable-dns-hostnames '{"Value":true}'
+SUBNET=$(aws_ ec2 create-subnet --vpc-id "$VPC" --cidr-block 10.0.1.0/24 --availability-zone us-east-1a --query Subnet.SubnetId)
+RTB=$(aws_ ec2 create-route-table --vpc-id "$VPC" --query RouteTable.RouteTableId)
+aws_ ec2 associate-route-table --route-table-id "$RTB" --subnet-id "$SUBNET" >/dev/null
+SG=$(aws_ ec2 create-security-group --group-name training --description "training jobs" --vpc-id "$VPC" --query GroupId)
+aws_ ec2 authorize-security-group-ingress --group-id "$SG" --ip-permissions "IpProtocol=-1,UserIdGroupPairs=[{GroupId=$SG}]" >/dev/null
+VPCE=$(aws_ ec2 create-vpc-endpoint --vpc-id "$VPC" --service-name com.amazonaws.us-east-1.s3 --route-table-ids "$RTB" --query VpcEndpoint.VpcEndpointId)
+echo "== private network: vpc=$VPC subnet=$SUBNET sg=$SG route-table=$RTB s3-endpoint=$VPCE"
+echo "== routes of the private subnet:"
+aws_ ec2 describe-route-tables --route-table-ids "$RTB" --query 'RouteTables[0].Routes[].[DestinationCidrBlock||DestinationPrefixListId,GatewayId,State]'
+echo "== data kept in $DATA (cove.db); server log in $DATA/cove.log"

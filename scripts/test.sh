@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs every Cove test: formatting and lints, the Rust unit and integration
+# tests, then the end-to-end suites that drive a real `cove serve` with boto3
+# and the AWS CLI. Installs the Python clients into .venv on first use.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${COVE_VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+    python3 -m venv "$VENV"
+fi
+"$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+cargo build --workspace --quiet
+cargo test --workspace --quiet
+PATH="$PWD/$VENV/bin:$PATH" "$VENV/bin/python" -m pytest tests/e2e -q -p no:cacheprovider "$@"

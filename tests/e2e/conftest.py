@@ -1,0 +1,151 @@
+"""Fixtures for Cove's end-to-end tests: a real `cove serve` process on a free
+loopback port with its own data directory, and real boto3 clients for it."""
+
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import boto3
+import botocore.config
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BINARY = os.environ.get("COVE_BIN", os.path.join(ROOT, "target", "debug", "cove"))
+ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
+SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+REGION = "us-east-1"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Cove:
+    """One running `cove serve`; restartable on the same data directory."""
+
+    def __init__(self, data_dir):
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.proc = None
+        self.log_path = os.path.join(data_dir, "cove.log")
+
+    def start(self):
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(
+            [BINARY, "serve", "--data-dir", self.data_dir, "--listen", f"127.0.0.1:{self.port}"],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+        )
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"cove exited early:\n{open(self.log_path).read()}")
+            try:
+                with urllib.request.urlopen(f"{self.endpoint}/_cove/health", timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("cove did not become healthy in 20 s")
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def client(self, service, region=REGION, access_key=ACCESS_KEY, secret_key=SECRET_KEY, **kw):
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint,
+            region_name=region,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            config=botocore.config.Config(retries={"max_attempts": 1}, **kw),
+        )
+
+
+@pytest.fixture(scope="session")
+def cove_server():
+    if not os.path.exists(BINARY):
+        pytest.fail(f"{BINARY} not built: run `cargo build -p cove` first")
+    with tempfile.TemporaryDirectory(prefix="cove-e2e-") as d:
+        server = Cove(d).start()
+        yield server
+        server.stop()
+
+
+@pytest.fixture
+def fresh_cove():
+    """A private server for tests that restart or break it."""
+    with tempfile.TemporaryDirectory(prefix="cove-e2e-") as d:
+        server = Cove(d).start()
+        yield server
+        server.stop(signal.SIGKILL)
+
+
+@pytest.fixture(scope="session")
+def ec2(cove_server):
+    return cove_server.client("ec2")
+
+
+@pytest.fixture
+def vpc(ec2):
+    """A fresh VPC, deleted with everything in it after the test."""
+    vpc_id = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    yield vpc_id
+    teardown_vpc(ec2, vpc_id)
+
+
+def teardown_vpc(ec2, vpc_id):
+    """Deletes a VPC's dependents in AWS's required order, then the VPC."""
+    f = [{"Name": "vpc-id", "Values": [vpc_id]}]
+    for e in ec2.describe_vpc_endpoints(Filters=f)["VpcEndpoints"]:
+        ec2.delete_vpc_endpoints(VpcEndpointIds=[e["VpcEndpointId"]])
+    for n in ec2.describe_nat_gateways(Filter=f)["NatGateways"]:
+        if n["State"] not in ("deleted", "deleting"):
+            ec2.delete_nat_gateway(NatGatewayId=n["NatGatewayId"])
+    deadline = time.time() + 10
+    while time.time() < deadline and any(
+        n["State"] not in ("deleted", "failed") for n in ec2.describe_nat_gateways(Filter=f)["NatGateways"]
+    ):
+        time.sleep(0.2)
+    for eni in ec2.describe_network_interfaces(Filters=f)["NetworkInterfaces"]:
+        if not eni.get("RequesterManaged"):
+            ec2.delete_network_interface(NetworkInterfaceId=eni["NetworkInterfaceId"])
+    for igw in ec2.describe_internet_gateways(Filters=[{"Name": "attachment.vpc-id", "Values": [vpc_id]}])["InternetGateways"]:
+        ec2.detach_internet_gateway(InternetGatewayId=igw["InternetGatewayId"], VpcId=vpc_id)
+        ec2.delete_internet_gateway(InternetGatewayId=igw["InternetGatewayId"])
+    for rt in ec2.describe_route_tables(Filters=f)["RouteTables"]:
+        for a in rt["Associations"]:
+            if not a["Main"]:
+                ec2.disassociate_route_table(AssociationId=a["RouteTableAssociationId"])
+        if not any(a["Main"] for a in rt["Associations"]):
+            ec2.delete_route_table(RouteTableId=rt["RouteTableId"])
+    for s in ec2.describe_subnets(Filters=f)["Subnets"]:
+        ec2.delete_subnet(SubnetId=s["SubnetId"])
+    for acl in ec2.describe_network_acls(Filters=f)["NetworkAcls"]:
+        if not acl["IsDefault"]:
+            ec2.delete_network_acl(NetworkAclId=acl["NetworkAclId"])
+    groups = ec2.describe_security_groups(Filters=f)["SecurityGroups"]
+    for g in groups:
+        for direction, revoke in (("IpPermissions", ec2.revoke_security_group_ingress), ("IpPermissionsEgress", ec2.revoke_security_group_egress)):
+            if g[direction] and g["GroupName"] != "default":
+                revoke(GroupId=g["GroupId"], IpPermissions=g[direction])
+    for g in groups:
+        if g["GroupName"] != "default":
+            ec2.delete_security_group(GroupId=g["GroupId"])
+    ec2.delete_vpc(VpcId=vpc_id)

@@ -1,0 +1,151 @@
+"""The wire layer from outside: SigV4 verification per protocol, STS, the AWS
+CLI, and malformed input that must never crash the server or change state."""
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import urllib.error
+import urllib.parse
+import urllib.request
+
+import botocore.auth
+import botocore.awsrequest
+import botocore.credentials
+
+from conftest import ACCESS_KEY, SECRET_KEY
+from helpers import aws_error
+
+
+def test_sts_get_caller_identity(cove_server):
+    ident = cove_server.client("sts").get_caller_identity()
+    assert ident["Account"] == "123456789012"
+    assert ident["Arn"] == "arn:aws:iam::123456789012:root"
+
+
+def test_wrong_secret_and_unknown_key(cove_server):
+    bad_secret = cove_server.client("ec2", secret_key="not-the-secret")
+    msg = aws_error("SignatureDoesNotMatch", bad_secret.describe_vpcs)
+    assert msg.startswith("The request signature we calculated does not match the signature you provided.")
+    unknown = cove_server.client("ec2", access_key="AKIAUNKNOWNKEY000000")
+    assert aws_error("AuthFailure", unknown.describe_vpcs) == "AWS was not able to validate the provided access credentials"
+    aws_error("SignatureDoesNotMatch", cove_server.client("sts", secret_key="nope").get_caller_identity)
+    msg = aws_error("InvalidClientTokenId", cove_server.client("sts", access_key="AKIAUNKNOWNKEY000000").get_caller_identity)
+    assert msg == "The security token included in the request is invalid."
+
+
+def signed(endpoint, body, service="ec2", region="us-east-1", secret=SECRET_KEY, headers=None):
+    """A raw SigV4-signed POST, for requests boto3 would refuse to build."""
+    req = botocore.awsrequest.AWSRequest(method="POST", url=endpoint + "/", data=body,
+                                         headers={"Content-Type": "application/x-www-form-urlencoded; charset=utf-8", **(headers or {})})
+    botocore.auth.SigV4Auth(botocore.credentials.Credentials(ACCESS_KEY, secret), service, region).add_auth(req)
+    return send(req.url, req.body, dict(req.headers.items()))
+
+
+def send(url, body, headers):
+    data = body if isinstance(body, bytes) else (body or "").encode()
+    r = urllib.request.Request(url, data=data, headers=headers, method="POST")
+    try:
+        with urllib.request.urlopen(r, timeout=10) as resp:
+            return resp.status, resp.read().decode(errors="replace")
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode(errors="replace")
+
+
+def code_of(xml):
+    start = xml.find("<Code>")
+    return xml[start + 6: xml.find("</Code>")] if start >= 0 else None
+
+
+def test_raw_protocol_errors(cove_server):
+    ep = cove_server.endpoint
+    status, body = send(ep + "/", "Action=DescribeVpcs&Version=2016-11-15", {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 401 and code_of(body) == "MissingParameter" and "<RequestID>" in body
+    status, body = send(ep + "/", "Action=DescribeVpcs", {"Content-Type": "application/x-www-form-urlencoded",
+                                                          "Authorization": "AWS4-HMAC-SHA256 garbage"})
+    assert status in (400, 401, 403) and code_of(body)
+    cases = {
+        "Action=LaunchRocket&Version=2016-11-15": "InvalidAction",
+        "Version=2016-11-15": "MissingParameter",
+        "Action=DescribeVpcs&Version=2016-11-15&MaxResults=lots": "InvalidParameterValue",
+        "Action=DescribeVpcs&Version=2016-11-15&Colour=blue": "UnknownParameter",
+        "Action=CreateSubnet&Version=2016-11-15&CidrBlock=10.0.0.0/24": "MissingParameter",
+        "Action=DescribeVpcs&Version=2016-11-15&DryRun=maybe": "InvalidParameterValue",
+        "Action=DescribeVpcs&Version=2016-11-15&Filter.1.Name=%zz&Filter.1.Value.1=x": "InvalidParameterValue",
+        "Action=DescribeVpcAttribute&Version=2016-11-15&VpcId=vpc-1&Attribute=colour": "InvalidParameterValue",
+    }
+    for body, code in cases.items():
+        status, text = signed(ep, body)
+        assert status == 400 and code_of(text) == code, (body, status, text)
+    status, text = signed(ep, "Action=GetCallerIdentity&Version=2011-06-15&Extra=1", service="sts")
+    assert status == 400 and "<ErrorResponse" in text
+
+
+def test_clock_skew_is_refused(cove_server, monkeypatch):
+    """A request signed 15+ minutes away from the server's clock is refused."""
+    import datetime
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: datetime.datetime(2020, 1, 1))
+    status, body = signed(cove_server.endpoint, "Action=DescribeVpcs&Version=2016-11-15")
+    assert status == 400 and code_of(body) == "RequestExpired", body
+    status, body = signed(cove_server.endpoint, "Action=GetCallerIdentity&Version=2011-06-15", service="sts")
+    assert status == 403 and code_of(body) == "SignatureDoesNotMatch" and "Signature expired" in body, body
+
+
+def test_oversized_body_is_refused(cove_server):
+    status, _ = send(cove_server.endpoint + "/", b"A" * (17 * 1024 * 1024), {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status == 413
+
+
+def test_fuzzed_signed_requests_never_crash_or_change_state(cove_server, ec2):
+    """Seeded mutations of valid requests: every answer is a well-formed AWS
+    error or success, never a 5xx, and nothing changes."""
+    before = json.dumps([ec2.describe_vpcs()["Vpcs"], ec2.describe_subnets()["Subnets"], ec2.describe_security_groups()["SecurityGroups"]], sort_keys=True)
+    rng = random.Random(20261122)
+    bases = [
+        "Action=DeleteVpc&Version=2016-11-15&VpcId=vpc-00000000000000001",
+        "Action=CreateSubnet&Version=2016-11-15&VpcId=vpc-1&CidrBlock=10.0.0.0/24",
+        "Action=AuthorizeSecurityGroupIngress&Version=2016-11-15&GroupId=sg-1&IpPermissions.1.IpProtocol=tcp&IpPermissions.1.FromPort=1",
+        "Action=DescribeVpcs&Version=2016-11-15&Filter.1.Name=vpc-id&Filter.1.Value.1=x&MaxResults=5",
+        "Action=CreateNetworkAclEntry&Version=2016-11-15&NetworkAclId=acl-1&RuleNumber=5&Protocol=-1&RuleAction=allow&Egress=true&CidrBlock=0.0.0.0/0",
+    ]
+    junk = ["", "-1", "99999999999999999999999", "%00", "\u00e9\u00e8", "a" * 3000, "true", "1.5", "..", "[]", "<x>"]
+    for i in range(300):
+        params = urllib.parse.parse_qsl(rng.choice(bases), keep_blank_values=True)
+        for _ in range(rng.randint(1, 3)):
+            k = rng.randrange(len(params))
+            choice = rng.random()
+            if choice < 0.4 and params[k][0] != "Action":
+                params[k] = (params[k][0], rng.choice(junk))
+            elif choice < 0.6:
+                params.append((params[k][0] + "." + str(rng.randint(0, 3)), rng.choice(junk)))
+            elif choice < 0.8 and params[k][0] != "Action":
+                params.pop(k)
+            else:
+                params[k] = (params[k][0] + rng.choice([".1", ".member.1", ".", ""]), params[k][1])
+        status, text = signed(cove_server.endpoint, urllib.parse.urlencode(params))
+        assert status < 500, (params, status, text)
+        assert ("<Response><Errors>" in text and "<RequestID>" in text) or "Response xmlns" in text, (params, text)
+    assert cove_server.alive()
+    after = json.dumps([ec2.describe_vpcs()["Vpcs"], ec2.describe_subnets()["Subnets"], ec2.describe_security_groups()["SecurityGroups"]], sort_keys=True)
+    assert before == after
+
+
+def test_aws_cli(cove_server):
+    aws = shutil.which("aws", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+    assert aws, "the AWS CLI must be installed (tests/requirements.txt)"
+    env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_DEFAULT_REGION="us-east-1")
+    run = lambda *a: json.loads(subprocess.run([aws, "--endpoint-url", cove_server.endpoint, "--output", "json", *a],
+                                               env=env, check=True, capture_output=True, text=True).stdout or "{}")
+    vpc = run("ec2", "create-vpc", "--cidr-block", "10.20.0.0/16",
+              "--tag-specifications", "ResourceType=vpc,Tags=[{Key=Name,Value=cli}]")["Vpc"]
+    subnet = run("ec2", "create-subnet", "--vpc-id", vpc["VpcId"], "--cidr-block", "10.20.1.0/24")["Subnet"]
+    names = run("ec2", "describe-vpcs", "--filters", "Name=tag:Name,Values=cli")["Vpcs"]
+    assert [v["VpcId"] for v in names] == [vpc["VpcId"]]
+    assert run("sts", "get-caller-identity")["Account"] == "123456789012"
+    failed = subprocess.run([aws, "--endpoint-url", cove_server.endpoint, "ec2", "delete-vpc", "--vpc-id", vpc["VpcId"]],
+                            env=env, capture_output=True, text=True)
+    assert failed.returncode != 0 and "DependencyViolation" in failed.stderr
+    run("ec2", "delete-subnet", "--subnet-id", subnet["SubnetId"])
+    run("ec2", "delete-vpc", "--vpc-id", vpc["VpcId"])
