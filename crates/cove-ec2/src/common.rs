@@ -224,14 +224,14 @@ impl<'r> Describe<'r> {
 
     /// Selects, filters and pages resources of one kind in the request's
     /// region. `not_found` names the error for an unknown explicit id.
-    pub fn run<R: Resource>(
+    pub fn run<'w, R: Resource>(
         &self,
-        world: &World,
+        world: &'w World,
         region_of: impl Fn(&R) -> &str,
         region: &str,
         not_found: impl Fn(&str) -> AwsError,
         fields: impl Fn(&R, &str) -> FieldValues,
-    ) -> AwsResult<(Vec<R>, Option<String>)> {
+    ) -> AwsResult<(Vec<&'w R>, Option<String>)> {
         if self.max_results.is_some() && !self.ids.is_empty() {
             return Err(AwsError::invalid_parameter_combination(format!(
                 "The parameter {} cannot be used with the parameter maxResults",
@@ -252,7 +252,7 @@ impl<'r> Describe<'r> {
         let mut out = Vec::new();
         let mut next = None;
         let limit = self.max_results.map(|m| m.max(1) as usize);
-        let candidates: Box<dyn Iterator<Item = (&String, &R)>> = match &start {
+        let candidates: Box<dyn Iterator<Item = (&'w String, &'w R)>> = match &start {
             Some(s) => Box::new(table.range(s.clone()..)),
             None => Box::new(table.iter()),
         };
@@ -270,7 +270,7 @@ impl<'r> Describe<'r> {
                 next = Some(encode_token(id));
                 break;
             }
-            out.push(r.clone());
+            out.push(r);
         }
         Ok((out, next))
     }
@@ -286,6 +286,14 @@ fn decode_token(t: &str) -> AwsResult<String> {
         .ok()
         .and_then(|b| String::from_utf8(b).ok())
         .ok_or_else(|| AwsError::client("InvalidNextToken", format!("The token '{t}' is invalid.")))
+}
+
+/// A describe answer `{key: items, NextToken?}`. Built by moving the items in:
+/// `json!` would copy every `Value` it embeds.
+pub fn listing(key: &str, items: Vec<Value>, next: Option<String>) -> Value {
+    let mut out = serde_json::Map::new();
+    out.insert(key.to_string(), Value::Array(items));
+    paged(Value::Object(out), next)
 }
 
 /// Adds `NextToken` to a describe answer when there is another page.

@@ -879,7 +879,7 @@ pub fn describe_vpc_endpoints(r: &Req) -> AwsResult<Value> {
         .iter()
         .map(|e| render_endpoint(&w, e, account))
         .collect();
-    Ok(paged(json!({"VpcEndpoints": items}), next))
+    Ok(listing("VpcEndpoints", items, next))
 }
 
 #[cfg(test)]

@@ -407,7 +407,7 @@ pub fn describe_flow_logs(r: &Req) -> AwsResult<Value> {
         |f, n| flow_log_field(&w, f, account, n),
     )?;
     let items: Vec<Value> = items.iter().map(|f| render_flow_log(&w, f)).collect();
-    Ok(paged(json!({"FlowLogs": items}), next))
+    Ok(listing("FlowLogs", items, next))
 }
 
 #[cfg(test)]

@@ -127,7 +127,7 @@ pub fn describe_internet_gateways(r: &Req) -> AwsResult<Value> {
         |g, n| igw_field(&w, g, account, n),
     )?;
     let items: Vec<Value> = items.iter().map(|g| render_igw(&w, g, account)).collect();
-    Ok(paged(json!({"InternetGateways": items}), next))
+    Ok(listing("InternetGateways", items, next))
 }
 
 pub fn attach_internet_gateway(r: &Req) -> AwsResult<Value> {
@@ -618,7 +618,7 @@ pub fn describe_nat_gateways(r: &Req) -> AwsResult<Value> {
         |n, name| nat_field(&w, n, account, name),
     )?;
     let items: Vec<Value> = items.iter().map(|n| render_nat(&w, n)).collect();
-    Ok(paged(json!({"NatGateways": items}), next))
+    Ok(listing("NatGateways", items, next))
 }
 
 /// Frees what a NAT gateway holds: its interface and its Elastic IP association.

@@ -342,7 +342,7 @@ pub fn describe_network_interfaces(r: &Req) -> AwsResult<Value> {
         |e, n| eni_field(&w, e, account, n),
     )?;
     let items: Vec<Value> = items.iter().map(|e| render_eni(&w, e, account)).collect();
-    Ok(paged(json!({"NetworkInterfaces": items}), next))
+    Ok(listing("NetworkInterfaces", items, next))
 }
 
 #[cfg(test)]

@@ -118,21 +118,20 @@ pub fn ordered_entries(acl: &NetworkAcl) -> Vec<NaclEntry> {
 }
 
 fn render_acl(world: &World, a: &NetworkAcl, account: &str) -> Value {
-    with_tags(
-        json!({
-            "Associations": a.associations.iter().map(|x| json!({
-                "NetworkAclAssociationId": x.id, "NetworkAclId": a.id, "SubnetId": x.subnet_id
-            })).collect::<Vec<_>>(),
-            "Entries": ordered_entries(a).iter().map(render_entry).collect::<Vec<_>>(),
-            "IsDefault": a.is_default,
-            "NetworkAclId": a.id,
-            "VpcId": a.vpc_id,
-            "OwnerId": account,
-        }),
-        world,
-        &a.id,
-        "Tags",
-    )
+    let mut v = json!({
+        "IsDefault": a.is_default,
+        "NetworkAclId": a.id,
+        "VpcId": a.vpc_id,
+        "OwnerId": account,
+    });
+    v["Associations"] = Value::Array(
+        a.associations
+            .iter()
+            .map(|x| json!({"NetworkAclAssociationId": x.id, "NetworkAclId": a.id, "SubnetId": x.subnet_id}))
+            .collect(),
+    );
+    v["Entries"] = Value::Array(ordered_entries(a).iter().map(render_entry).collect());
+    with_tags(v, world, &a.id, "Tags")
 }
 
 pub fn create_network_acl(r: &Req) -> AwsResult<Value> {
@@ -432,7 +431,7 @@ pub fn describe_network_acls(r: &Req) -> AwsResult<Value> {
         |a, n| acl_field(&w, a, account, n),
     )?;
     let items: Vec<Value> = acls.iter().map(|a| render_acl(&w, a, account)).collect();
-    Ok(paged(json!({"NetworkAcls": items}), next))
+    Ok(listing("NetworkAcls", items, next))
 }
 
 #[cfg(test)]

@@ -128,19 +128,20 @@ fn render_association(table: &RouteTable, a: &RouteTableAssociation) -> Value {
 }
 
 pub fn render_route_table(world: &World, t: &RouteTable, account: &str) -> Value {
-    with_tags(
-        json!({
-            "RouteTableId": t.id,
-            "VpcId": t.vpc_id,
-            "OwnerId": account,
-            "Routes": t.routes.iter().map(|r| render_route(world, t, r)).collect::<Vec<_>>(),
-            "Associations": t.associations.iter().map(|a| render_association(t, a)).collect::<Vec<_>>(),
-            "PropagatingVgws": [],
-        }),
-        world,
-        &t.id,
-        "Tags",
-    )
+    let mut v = json!({
+        "RouteTableId": t.id,
+        "VpcId": t.vpc_id,
+        "OwnerId": account,
+        "PropagatingVgws": [],
+    });
+    v["Routes"] = Value::Array(t.routes.iter().map(|r| render_route(world, t, r)).collect());
+    v["Associations"] = Value::Array(
+        t.associations
+            .iter()
+            .map(|a| render_association(t, a))
+            .collect(),
+    );
+    with_tags(v, world, &t.id, "Tags")
 }
 
 pub fn create_route_table(r: &Req) -> AwsResult<Value> {
@@ -256,7 +257,7 @@ pub fn describe_route_tables(r: &Req) -> AwsResult<Value> {
         .iter()
         .map(|t| render_route_table(&w, t, account))
         .collect();
-    Ok(paged(json!({"RouteTables": items}), next))
+    Ok(listing("RouteTables", items, next))
 }
 
 /// A route's destination, canonical.

@@ -587,21 +587,17 @@ pub fn permissions(rules: &[SgRule]) -> Vec<Value> {
 }
 
 fn render_group(world: &World, g: &SecurityGroup, account: &str) -> Value {
-    with_tags(
-        json!({
-            "Description": g.description,
-            "GroupName": g.name,
-            "IpPermissions": permissions(&g.ingress),
-            "OwnerId": account,
-            "GroupId": g.id,
-            "IpPermissionsEgress": permissions(&g.egress),
-            "VpcId": g.vpc_id,
-            "SecurityGroupArn": group_arn(&g.region, account, &g.id),
-        }),
-        world,
-        &g.id,
-        "Tags",
-    )
+    let mut v = json!({
+        "Description": g.description,
+        "GroupName": g.name,
+        "OwnerId": account,
+        "GroupId": g.id,
+        "VpcId": g.vpc_id,
+        "SecurityGroupArn": group_arn(&g.region, account, &g.id),
+    });
+    v["IpPermissions"] = Value::Array(permissions(&g.ingress));
+    v["IpPermissionsEgress"] = Value::Array(permissions(&g.egress));
+    with_tags(v, world, &g.id, "Tags")
 }
 
 fn permission_fields(rules: &[SgRule], field: &str) -> Vec<String> {
@@ -675,7 +671,7 @@ pub fn describe_security_groups(r: &Req) -> AwsResult<Value> {
         .iter()
         .map(|g| render_group(&w, g, account))
         .collect();
-    Ok(paged(json!({"SecurityGroups": items}), next))
+    Ok(listing("SecurityGroups", items, next))
 }
 
 fn render_rule(
@@ -772,7 +768,7 @@ pub fn describe_security_group_rules(r: &Req) -> AwsResult<Value> {
         }
         page.push(v);
     }
-    Ok(paged(json!({"SecurityGroupRules": page}), next))
+    Ok(listing("SecurityGroupRules", page, next))
 }
 
 #[cfg(test)]

@@ -287,7 +287,7 @@ pub fn describe_subnets(r: &Req) -> AwsResult<Value> {
         .iter()
         .map(|s| render_subnet(&w, s, account, "available"))
         .collect();
-    Ok(paged(json!({"Subnets": items}), next))
+    Ok(listing("Subnets", items, next))
 }
 
 pub fn modify_subnet_attribute(r: &Req) -> AwsResult<Value> {

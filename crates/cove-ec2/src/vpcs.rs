@@ -273,7 +273,7 @@ pub fn describe_vpcs(r: &Req) -> AwsResult<Value> {
         .iter()
         .map(|v| render_vpc(&w, v, account, "available"))
         .collect();
-    Ok(paged(json!({"Vpcs": items}), next))
+    Ok(listing("Vpcs", items, next))
 }
 
 const ATTRIBUTES: [&str; 3] = [

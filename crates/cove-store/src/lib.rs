@@ -26,6 +26,7 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE documents (
 pub struct Store {
     conn: Mutex<Connection>,
     current: ArcSwap<World>,
+    path: Option<std::path::PathBuf>,
 }
 
 /// One pending change to a stored document; `None` deletes it.
@@ -84,7 +85,9 @@ impl Store {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
         let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
-        Self::from_connection(conn)
+        let mut store = Self::from_connection(conn)?;
+        store.path = Some(path.to_path_buf());
+        Ok(store)
     }
 
     /// An in-memory store, for unit tests of the handlers.
@@ -98,12 +101,32 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Checkpoints run from `checkpoint_forever` on their own connection, so a
+        // commit never pays for copying the WAL back into the database file.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         migrate(&mut conn)?;
         let world = load(&conn)?;
         Ok(Store {
             conn: Mutex::new(conn),
             current: ArcSwap::from_pointee(world),
+            path: None,
         })
+    }
+
+    /// Copies the write-ahead log back into the database file every `every`,
+    /// on a connection of its own (a PASSIVE checkpoint never blocks writers).
+    /// Runs until the process ends; call it from a dedicated thread.
+    pub fn checkpoint_forever(&self, every: std::time::Duration) -> anyhow::Result<()> {
+        let Some(path) = &self.path else {
+            return Ok(());
+        };
+        let conn = Connection::open(path)?;
+        loop {
+            std::thread::sleep(every);
+            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                tracing::warn!(error = %e, "WAL checkpoint failed");
+            }
+        }
     }
 
     /// The current state; cheap, never blocks.

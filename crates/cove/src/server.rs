@@ -62,6 +62,15 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .fallback(aws)
         .with_state(app);
 
+    let checkpointer = store.clone();
+    std::thread::Builder::new()
+        .name("cove-checkpoint".into())
+        .spawn(move || {
+            if let Err(e) = checkpointer.checkpoint_forever(Duration::from_secs(1)) {
+                tracing::error!(error = %e, "checkpoint thread stopped");
+            }
+        })?;
+
     let ticker = ec2.clone();
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(Duration::from_millis(500));
