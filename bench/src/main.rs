@@ -45,6 +45,9 @@ struct Args {
     /// Requests sent before measuring, to warm connections and caches.
     #[arg(long, default_value_t = 1000)]
     warmup: usize,
+    /// Runs per target; the summary gives the median of each figure.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
 }
 
 struct Server {
@@ -59,6 +62,24 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// CPU seconds (user + system) a process has used so far, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    // Fields after the command name (which may contain spaces) start at ") ".
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -316,6 +337,8 @@ struct Outcome {
     writes: Vec<u64>,
     errors: usize,
     first_error: Option<String>,
+    /// Server CPU seconds spent during the measured requests.
+    server_cpu: f64,
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -336,7 +359,8 @@ async fn replay(
     let seq = Arc::new(AtomicUsize::new(0));
     let authorize_seq = Arc::new(AtomicUsize::new(0));
     let total = warmup + requests;
-    let measure_start = Arc::new(std::sync::OnceLock::<Instant>::new());
+    let measure_start = Arc::new(std::sync::OnceLock::<(Instant, f64)>::new());
+    let pid = server.child.id();
     let mut tasks = Vec::new();
     for _ in 0..concurrency {
         let (fx, seq, authorize_seq, measure_start) = (
@@ -355,7 +379,7 @@ async fn replay(
                     break;
                 }
                 if i == warmup {
-                    let _ = measure_start.set(Instant::now());
+                    let _ = measure_start.set((Instant::now(), cpu_seconds(pid)));
                 }
                 let (read, body) = request_body(&fx, i, &authorize_seq);
                 let t = Instant::now();
@@ -380,6 +404,7 @@ async fn replay(
         writes: vec![],
         errors: 0,
         first_error: None,
+        server_cpu: f64::NAN,
     };
     for t in tasks {
         for (read, micros, ok, err) in t.await?? {
@@ -395,17 +420,17 @@ async fn replay(
             }
         }
     }
-    outcome.seconds = measure_start
-        .get()
-        .map(|s| s.elapsed().as_secs_f64())
-        .unwrap_or(f64::NAN);
+    if let Some((start, cpu)) = measure_start.get() {
+        outcome.seconds = start.elapsed().as_secs_f64();
+        outcome.server_cpu = cpu_seconds(pid) - cpu;
+    }
     for v in [&mut outcome.all, &mut outcome.reads, &mut outcome.writes] {
         v.sort_unstable();
     }
     Ok(outcome)
 }
 
-fn print_table(outcomes: &[Outcome], concurrency: usize) {
+fn print_table(outcomes: &[&Outcome], concurrency: usize) {
     println!(
         "{:<6} {:>9} {:>5} {:>8} {:>10} {:>8} {:>8} {:>12} {:>12} {:>13} {:>7}",
         "target",
@@ -422,7 +447,7 @@ fn print_table(outcomes: &[Outcome], concurrency: usize) {
     );
     for o in outcomes {
         println!(
-            "{:<6} {:>9} {:>5} {:>8.2} {:>10.0} {:>8.2} {:>8.2} {:>12.2} {:>12.2} {:>13.2} {:>7}",
+            "{:<6} {:>9} {:>5} {:>8.2} {:>10.0} {:>8.2} {:>8.2} {:>12.2} {:>12.2} {:>13.2} {:>11.0} us {:>7}",
             o.name,
             o.requests,
             concurrency,
@@ -433,6 +458,7 @@ fn print_table(outcomes: &[Outcome], concurrency: usize) {
             percentile(&o.reads, 0.5),
             percentile(&o.reads, 0.99),
             percentile(&o.writes, 0.99),
+            o.server_cpu * 1e6 / o.requests as f64,
             o.errors
         );
         if let Some(e) = &o.first_error {
@@ -441,45 +467,95 @@ fn print_table(outcomes: &[Outcome], concurrency: usize) {
     }
 }
 
+/// One line of figures per outcome, for taking medians across runs.
+fn figures(o: &Outcome) -> [f64; 7] {
+    [
+        o.requests as f64 / o.seconds,
+        percentile(&o.all, 0.5),
+        percentile(&o.all, 0.99),
+        percentile(&o.reads, 0.5),
+        percentile(&o.reads, 0.99),
+        percentile(&o.writes, 0.99),
+        o.server_cpu * 1e6 / o.requests as f64,
+    ]
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn medians(runs: &[&Outcome]) -> [f64; 7] {
+    let all: Vec<[f64; 7]> = runs.iter().map(|o| figures(o)).collect();
+    std::array::from_fn(|i| median(all.iter().map(|f| f[i]).collect()))
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let mut outcomes = Vec::new();
-    {
-        let cove = start_cove(&args.cove_bin)?;
-        outcomes.push(runtime.block_on(replay(
-            &cove,
-            args.cove_requests,
-            args.warmup,
-            args.concurrency,
-        ))?);
-    }
-    if args.moto_bin != "none" {
-        let moto = start_moto(&args.moto_bin)?;
-        outcomes.push(runtime.block_on(replay(
-            &moto,
-            args.moto_requests,
-            args.warmup.min(200),
-            args.concurrency,
-        ))?);
+    let mut cove_runs = Vec::new();
+    let mut moto_runs = Vec::new();
+    for run in 1..=args.runs.max(1) {
+        {
+            let cove = start_cove(&args.cove_bin)?;
+            cove_runs.push(runtime.block_on(replay(
+                &cove,
+                args.cove_requests,
+                args.warmup,
+                args.concurrency,
+            ))?);
+        }
+        if args.moto_bin != "none" {
+            let moto = start_moto(&args.moto_bin)?;
+            moto_runs.push(runtime.block_on(replay(
+                &moto,
+                args.moto_requests,
+                args.warmup.min(200),
+                args.concurrency,
+            ))?);
+        }
+        println!("\nrun {run}:");
+        let mut this: Vec<&Outcome> = vec![cove_runs.last().expect("pushed")];
+        this.extend(moto_runs.last());
+        print_table(&this, args.concurrency);
     }
     println!();
     println!("EC2 control-plane mix (30% DescribeSecurityGroups, 25% DescribeSubnets, 20% DescribeRouteTables,");
-    println!("15% CreateTags, 10% AuthorizeSecurityGroupIngress), SigV4-signed, keep-alive connections, loopback:");
-    print_table(&outcomes, args.concurrency);
-    if outcomes.len() == 2 {
-        let rate = |o: &Outcome| o.requests as f64 / o.seconds;
-        let ratio = rate(&outcomes[0]) / rate(&outcomes[1]);
-        let read_p99 = percentile(&outcomes[0].reads, 0.99);
+    println!("15% CreateTags, 10% AuthorizeSecurityGroupIngress), SigV4-signed, {} keep-alive connections, loopback.", args.concurrency);
+    println!("Medians of {} runs:", cove_runs.len());
+    println!(
+        "{:<6} {:>10} {:>8} {:>8} {:>12} {:>12} {:>13} {:>14}",
+        "target",
+        "req/s",
+        "p50 ms",
+        "p99 ms",
+        "read p50 ms",
+        "read p99 ms",
+        "write p99 ms",
+        "server CPU/req"
+    );
+    let mut rows = vec![("cove", medians(&cove_runs.iter().collect::<Vec<_>>()))];
+    if !moto_runs.is_empty() {
+        rows.push(("moto", medians(&moto_runs.iter().collect::<Vec<_>>())));
+    }
+    for (name, f) in &rows {
+        println!(
+            "{:<6} {:>10.0} {:>8.2} {:>8.2} {:>12.2} {:>12.2} {:>13.2} {:>11.0} us",
+            name, f[0], f[1], f[2], f[3], f[4], f[5], f[6]
+        );
+    }
+    if rows.len() == 2 {
+        let ratio = rows[0].1[0] / rows[1].1[0];
+        let read_p99 = rows[0].1[4];
         println!();
         println!(
-            "throughput ratio cove/moto: {ratio:.1}x (target >= 30x: {})",
+            "throughput ratio cove/moto (medians): {ratio:.1}x (target >= 30x: {})",
             if ratio >= 30.0 { "met" } else { "NOT met" }
         );
         println!(
-            "cove read p99: {read_p99:.2} ms (target < 5 ms: {})",
+            "cove read p99 (median): {read_p99:.2} ms (target < 5 ms: {})",
             if read_p99 < 5.0 { "met" } else { "NOT met" }
         );
     }

@@ -2,8 +2,8 @@
 //! embedded): the shapes that drive decoding, validation and encoding.
 
 use regex::Regex;
+use rustc_hash::FxHashMap;
 use serde::Deserialize;
-use std::collections::HashMap;
 use std::sync::OnceLock;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -117,8 +117,11 @@ pub struct Metadata {
 #[derive(Debug, Deserialize)]
 pub struct ServiceModel {
     pub metadata: Metadata,
-    pub operations: HashMap<String, Operation>,
-    pub shapes: HashMap<String, Shape>,
+    // Shapes are looked up several times per member of every request and
+    // response; FxHash is several times cheaper than SipHash for these keys,
+    // which come from the embedded models, not from clients.
+    pub operations: FxHashMap<String, Operation>,
+    pub shapes: FxHashMap<String, Shape>,
 }
 
 impl ServiceModel {
