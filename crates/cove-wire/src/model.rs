@@ -60,17 +60,29 @@ pub struct Shape {
     compiled_pattern: OnceLock<Option<Regex>>,
 }
 
+/// Reads a shape's `members` object keeping the model's order, which is the
+/// order AWS serialises members in.
 fn ordered_members<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Vec<(String, Member)>, D::Error> {
-    let map = serde_json::Map::<String, serde_json::Value>::deserialize(d)?;
-    map.into_iter()
-        .map(|(k, v)| {
-            serde_json::from_value(v)
-                .map(|m| (k, m))
-                .map_err(serde::de::Error::custom)
-        })
-        .collect()
+    struct Ordered;
+    impl<'de> serde::de::Visitor<'de> for Ordered {
+        type Value = Vec<(String, Member)>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a map of members")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some((k, v)) = map.next_entry::<String, Member>()? {
+                out.push((k, v));
+            }
+            Ok(out)
+        }
+    }
+    d.deserialize_map(Ordered)
 }
 
 impl Shape {
