@@ -1,0 +1,9 @@
+//! Cove's data plane, the part free of I/O: what the kernel must hold for a
+//! VPC ([`plan`]), what that allows a packet to do ([`eval`]), and the
+//! stable names every kernel object gets ([`naming`]). The reconciler that
+//! makes a plan real (namespaces, veths, nftables, routes) builds on these;
+//! see docs/dataplane.md.
+
+pub mod eval;
+pub mod naming;
+pub mod plan;

@@ -1,0 +1,71 @@
+//! Names of Cove's kernel objects. Linux interface names are at most 15
+//! bytes, so ids are shortened to their last 12 hex digits, which are random
+//! in AWS-style ids. Every name starts with `cove` (namespaces) or `cv`
+//! (links), so the reconciler can tell its own objects from anything else.
+
+/// The last 12 characters of an AWS-style id (`eni-0123456789abcdef0` → `456789abcdef0`'s tail).
+pub fn short(id: &str) -> &str {
+    let tail = id.rsplit('-').next().unwrap_or(id);
+    &tail[tail.len().saturating_sub(12)..]
+}
+
+pub const REGION_NETNS: &str = "cove-region";
+
+pub fn router_netns(vpc_id: &str) -> String {
+    format!("cove-vpc-{}", short(vpc_id))
+}
+
+pub fn eni_netns(eni_id: &str) -> String {
+    format!("cove-eni-{}", short(eni_id))
+}
+
+/// The router-side end of an ENI's veth.
+pub fn eni_router_link(eni_id: &str) -> String {
+    format!("cve{}", short(eni_id))
+}
+
+/// The ENI's own interface, inside its namespace.
+pub const ENI_LINK: &str = "eth0";
+
+/// The router's link toward the region network (its internet gateway path).
+pub fn igw_link(vpc_id: &str) -> String {
+    format!("cvg{}", short(vpc_id))
+}
+
+/// nftables set holding the private IPs of a security group's members.
+pub fn group_set(group_id: &str) -> String {
+    format!("sg_{}", short(group_id))
+}
+
+/// nftables set holding a prefix list's CIDRs.
+pub fn prefix_list_set(pl_id: &str) -> String {
+    format!("pl_{}", short(pl_id))
+}
+
+pub fn is_cove_netns(name: &str) -> bool {
+    name.starts_with("cove-")
+}
+
+pub fn is_cove_link(name: &str) -> bool {
+    name.starts_with("cv")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_linux_limits_and_are_recognisable() {
+        let eni = "eni-0123456789abcdef0";
+        assert_eq!(short(eni), "456789abcdef0"[1..].to_string());
+        assert!(eni_router_link(eni).len() <= 15);
+        assert!(igw_link("vpc-0123456789abcdef0").len() <= 15);
+        assert!(is_cove_link(&eni_router_link(eni)));
+        assert!(is_cove_netns(&eni_netns(eni)) && is_cove_netns(&router_netns("vpc-1")));
+        assert_eq!(short("vpc-1"), "1");
+        assert_ne!(
+            eni_netns("eni-0000000000000000a"),
+            eni_netns("eni-0000000000000000b")
+        );
+    }
+}
