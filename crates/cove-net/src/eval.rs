@@ -202,150 +202,9 @@ pub fn connect(plan: &RouterPlan, p: &Packet) -> Result<(), Blocked> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fixtures::*;
     use crate::plan::plan_vpc;
     use cove_model::vpc::*;
-    use cove_model::world::World;
-
-    const ACCOUNT: &str = "123456789012";
-
-    fn rule(protocol: &str, from: Option<i64>, to: Option<i64>, peer: SgPeer) -> SgRule {
-        SgRule {
-            id: format!("sgr-{protocol}{from:?}"),
-            protocol: protocol.into(),
-            from_port: from,
-            to_port: to,
-            peer,
-            description: None,
-        }
-    }
-
-    fn cidr(c: &str) -> SgPeer {
-        SgPeer::Cidr { cidr: c.into() }
-    }
-
-    fn group(id: &str, ingress: Vec<SgRule>, egress: Vec<SgRule>) -> SecurityGroup {
-        SecurityGroup {
-            id: id.into(),
-            region: "us-east-1".into(),
-            vpc_id: "vpc-1".into(),
-            name: id.into(),
-            description: String::new(),
-            ingress,
-            egress,
-        }
-    }
-
-    fn entry(
-        n: i64,
-        egress: bool,
-        protocol: &str,
-        allow: bool,
-        c: &str,
-        ports: Option<(i64, i64)>,
-    ) -> NaclEntry {
-        NaclEntry {
-            rule_number: n,
-            egress,
-            protocol: protocol.into(),
-            allow,
-            cidr: c.into(),
-            from_port: ports.map(|p| p.0),
-            to_port: ports.map(|p| p.1),
-            icmp_type: None,
-            icmp_code: None,
-        }
-    }
-
-    fn allow_all_acl(id: &str, subnets: &[&str]) -> NetworkAcl {
-        NetworkAcl {
-            id: id.into(),
-            region: "us-east-1".into(),
-            vpc_id: "vpc-1".into(),
-            is_default: id == "acl-default",
-            entries: vec![
-                entry(100, false, "-1", true, "0.0.0.0/0", None),
-                entry(100, true, "-1", true, "0.0.0.0/0", None),
-            ],
-            associations: subnets
-                .iter()
-                .map(|s| NaclAssociation {
-                    id: format!("aclassoc-{s}"),
-                    subnet_id: s.to_string(),
-                })
-                .collect(),
-        }
-    }
-
-    /// Two subnets (a: 10.0.1.0/24, b: 10.0.2.0/24); ENIs a1, a2 in a and b1 in b.
-    fn world(groups: Vec<SecurityGroup>, eni_groups: [&[&str]; 3], acls: Vec<NetworkAcl>) -> World {
-        let mut w = World::default();
-        w.vpcs.insert(
-            "vpc-1".into(),
-            Vpc {
-                id: "vpc-1".into(),
-                region: "us-east-1".into(),
-                cidr: "10.0.0.0/16".into(),
-                cidr_association_id: "x".into(),
-                is_default: false,
-                instance_tenancy: "default".into(),
-                enable_dns_support: true,
-                enable_dns_hostnames: false,
-                enable_network_address_usage_metrics: false,
-                dhcp_options_id: "dopt-1".into(),
-            },
-        );
-        for (id, c) in [("subnet-a", "10.0.1.0/24"), ("subnet-b", "10.0.2.0/24")] {
-            w.subnets.insert(
-                id.into(),
-                Subnet {
-                    id: id.into(),
-                    region: "us-east-1".into(),
-                    vpc_id: "vpc-1".into(),
-                    cidr: c.into(),
-                    availability_zone: "us-east-1a".into(),
-                    availability_zone_id: "use1-az1".into(),
-                    default_for_az: false,
-                    map_public_ip_on_launch: false,
-                },
-            );
-        }
-        for g in groups {
-            w.security_groups.insert(g.id.clone(), g);
-        }
-        for a in acls {
-            w.network_acls.insert(a.id.clone(), a);
-        }
-        for ((id, subnet, ip), gs) in [
-            ("eni-a1", "subnet-a", "10.0.1.4"),
-            ("eni-a2", "subnet-a", "10.0.1.5"),
-            ("eni-b1", "subnet-b", "10.0.2.4"),
-        ]
-        .into_iter()
-        .zip(eni_groups)
-        {
-            w.network_interfaces.insert(
-                id.into(),
-                NetworkInterface {
-                    id: id.into(),
-                    region: "us-east-1".into(),
-                    vpc_id: "vpc-1".into(),
-                    subnet_id: subnet.into(),
-                    availability_zone: "us-east-1a".into(),
-                    private_ip: ip.into(),
-                    mac_address: "02:00:00:00:00:01".into(),
-                    description: String::new(),
-                    group_ids: gs.iter().map(|g| g.to_string()).collect(),
-                    status: "available".into(),
-                    interface_type: "interface".into(),
-                    requester_managed: false,
-                    requester_id: None,
-                    source_dest_check: true,
-                    attachment: None,
-                },
-            );
-        }
-        w
-    }
 
     fn ip(s: &str) -> Ipv4Addr {
         s.parse().unwrap()
@@ -376,6 +235,7 @@ mod tests {
         );
         let other = group("sg-other", vec![], everything_out());
         let w = world(
+            "",
             vec![default, other],
             [&["sg-default"], &["sg-default"], &["sg-other"]],
             open_acls(),
@@ -413,6 +273,7 @@ mod tests {
             vec![],
         );
         let w = world(
+            "",
             vec![web, ping],
             [&["sg-web", "sg-ping"], &[], &["sg-web"]],
             open_acls(),
@@ -452,7 +313,12 @@ mod tests {
             entry(100, true, "tcp", true, "10.0.0.0/16", Some((1024, 2048))),
         ];
         let acls = vec![acl_a, allow_all_acl("acl-default", &["subnet-b"])];
-        let w = world(vec![open], [&["sg-open"], &["sg-open"], &["sg-open"]], acls);
+        let w = world(
+            "",
+            vec![open],
+            [&["sg-open"], &["sg-open"], &["sg-open"]],
+            acls,
+        );
         let plan = plan_vpc(&w, "vpc-1").unwrap();
         let (a1, a2, b1) = (ip("10.0.1.4"), ip("10.0.1.5"), ip("10.0.2.4"));
         assert_eq!(connect(&plan, &Packet::tcp(b1, a1, 1500, 22)), Ok(()));
@@ -495,7 +361,12 @@ mod tests {
             Some((22, 22)),
         ));
         let acls = vec![acl_a, allow_all_acl("acl-default", &["subnet-b"])];
-        let w = world(vec![open], [&["sg-open"], &["sg-open"], &["sg-open"]], acls);
+        let w = world(
+            "",
+            vec![open],
+            [&["sg-open"], &["sg-open"], &["sg-open"]],
+            acls,
+        );
         let plan = plan_vpc(&w, "vpc-1").unwrap();
         assert_eq!(
             connect(
@@ -520,7 +391,7 @@ mod tests {
 
     #[test]
     fn plan_has_gateways_dns_and_prefix_lists() {
-        let w = world(vec![], [&[], &[], &[]], open_acls());
+        let w = world("", vec![], [&[], &[], &[]], open_acls());
         let plan = plan_vpc(&w, "vpc-1").unwrap();
         assert_eq!(
             plan.local_addrs,

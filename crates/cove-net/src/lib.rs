@@ -5,5 +5,10 @@
 //! see docs/dataplane.md.
 
 pub mod eval;
+#[doc(hidden)]
+pub mod fixtures;
+pub mod linux;
 pub mod naming;
+pub mod netns;
+pub mod nft;
 pub mod plan;

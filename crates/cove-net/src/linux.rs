@@ -1,0 +1,197 @@
+//! Makes a [`RouterPlan`] real on Linux with iproute2 and nftables' JSON
+//! input: the router namespace (forwarding on, gateway and DNS addresses on
+//! `lo`), one namespace per ENI joined to the router by a veth, the ENI's
+//! address and default route, the router's host routes, and the ruleset.
+//!
+//! This first applier converges by rebuilding what differs per ENI and by
+//! replacing the ruleset atomically; the incremental reconciler (set
+//! element updates, adoption after restart) replaces it under issue 3.
+
+use crate::naming;
+use crate::nft;
+use crate::plan::{EniPlan, RouterPlan};
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+#[derive(Debug)]
+pub struct CommandError(pub String);
+
+impl std::fmt::Display for CommandError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CommandError {}
+
+type Result<T> = std::result::Result<T, CommandError>;
+
+fn run(program: &str, args: &[&str], stdin: Option<&[u8]>) -> Result<String> {
+    let mut cmd = Command::new(program);
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    if stdin.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| CommandError(format!("{program}: {e}")))?;
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(input)
+            .map_err(|e| CommandError(format!("{program} stdin: {e}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| CommandError(format!("{program}: {e}")))?;
+    if !out.status.success() {
+        return Err(CommandError(format!(
+            "{program} {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn ip(args: &[&str]) -> Result<String> {
+    run("ip", args, None)
+}
+
+pub fn netns_exists(name: &str) -> bool {
+    std::path::Path::new(crate::netns::NETNS_DIR)
+        .join(name)
+        .exists()
+}
+
+/// Every namespace Cove owns (`cove-*`).
+pub fn cove_namespaces() -> Result<Vec<String>> {
+    let out = ip(&["netns", "list"])?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| naming::is_cove_netns(n))
+        .map(str::to_string)
+        .collect())
+}
+
+fn ensure_netns(name: &str) -> Result<()> {
+    if !netns_exists(name) {
+        ip(&["netns", "add", name])?;
+    }
+    ip(&["-n", name, "link", "set", "lo", "up"])?;
+    Ok(())
+}
+
+fn sysctl(ns: &str, key: &str, value: &str) -> Result<()> {
+    run(
+        "ip",
+        &[
+            "netns",
+            "exec",
+            ns,
+            "sysctl",
+            "-q",
+            "-w",
+            &format!("{key}={value}"),
+        ],
+        None,
+    )
+    .map(|_| ())
+}
+
+fn link_exists(ns: &str, link: &str) -> bool {
+    ip(&["-n", ns, "link", "show", link]).is_ok()
+}
+
+fn apply_eni(router: &str, e: &EniPlan) -> Result<()> {
+    ensure_netns(&e.netns)?;
+    if !link_exists(router, &e.router_link) || !link_exists(&e.netns, naming::ENI_LINK) {
+        // A half-made pair is rebuilt whole.
+        let _ = ip(&["-n", router, "link", "del", &e.router_link]);
+        let _ = ip(&["-n", &e.netns, "link", "del", naming::ENI_LINK]);
+        ip(&[
+            "link",
+            "add",
+            "name",
+            &e.router_link,
+            "netns",
+            router,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            naming::ENI_LINK,
+            "netns",
+            &e.netns,
+        ])?;
+    }
+    ip(&["-n", router, "link", "set", &e.router_link, "up"])?;
+    ip(&["-n", &e.netns, "link", "set", naming::ENI_LINK, "up"])?;
+    let address = format!("{}/{}", e.ip, e.prefix);
+    ip(&[
+        "-n",
+        &e.netns,
+        "addr",
+        "replace",
+        &address,
+        "dev",
+        naming::ENI_LINK,
+        "noprefixroute",
+    ])?;
+    // Everything, even a neighbour in the same subnet, goes through the router.
+    ip(&[
+        "-n",
+        &e.netns,
+        "route",
+        "replace",
+        "default",
+        "via",
+        &e.gateway.to_string(),
+        "dev",
+        naming::ENI_LINK,
+        "onlink",
+    ])?;
+    ip(&[
+        "-n",
+        router,
+        "route",
+        "replace",
+        &format!("{}/32", e.ip),
+        "dev",
+        &e.router_link,
+    ])?;
+    Ok(())
+}
+
+/// Creates or fixes everything the plan describes and replaces its ruleset.
+pub fn apply(plan: &RouterPlan) -> Result<()> {
+    let r = plan.netns.as_str();
+    ensure_netns(r)?;
+    sysctl(r, "net.ipv4.ip_forward", "1")?;
+    sysctl(r, "net.ipv4.conf.all.rp_filter", "0")?;
+    for a in &plan.local_addrs {
+        ip(&["-n", r, "addr", "replace", &format!("{a}/32"), "dev", "lo"])?;
+    }
+    for e in &plan.enis {
+        apply_eni(r, e)?;
+    }
+    let ruleset = serde_json::to_vec(&nft::render(plan)).expect("JSON values serialize");
+    run(
+        "ip",
+        &["netns", "exec", r, "nft", "-j", "-f", "-"],
+        Some(&ruleset),
+    )?;
+    Ok(())
+}
+
+/// Removes the router namespace and every ENI namespace of the plan.
+pub fn remove(plan: &RouterPlan) -> Result<()> {
+    for e in &plan.enis {
+        if netns_exists(&e.netns) {
+            ip(&["netns", "del", &e.netns])?;
+        }
+    }
+    if netns_exists(&plan.netns) {
+        ip(&["netns", "del", &plan.netns])?;
+    }
+    Ok(())
+}

@@ -1,0 +1,278 @@
+//! Renders a [`RouterPlan`] as an nftables JSON ruleset (libnftables-json,
+//! applied with `nft -j -f -` inside the router namespace): table
+//! `inet cove` with the member and prefix-list sets, per-ACL and per-ENI
+//! chains, and the forward chain that ties them together in the order
+//! docs/dataplane.md gives. The whole table is replaced in one atomic batch.
+
+use crate::naming;
+use crate::plan::{AclRule, Match, Peer, Proto, RouterPlan};
+use cove_model::cidr::Cidr;
+use serde_json::{json, Value};
+use std::net::Ipv4Addr;
+
+pub const TABLE: &str = "cove";
+/// NFLOG group that carries rejected packets to the flow-log collector.
+pub const REJECT_LOG_GROUP: u32 = 1;
+
+fn obj(kind: &str, body: Value) -> Value {
+    json!({ "add": { kind: body } })
+}
+
+fn chain(name: &str) -> Value {
+    obj(
+        "chain",
+        json!({"family": "inet", "table": TABLE, "name": name}),
+    )
+}
+
+fn rule(chain: &str, expr: Vec<Value>) -> Value {
+    obj(
+        "rule",
+        json!({"family": "inet", "table": TABLE, "chain": chain, "expr": expr}),
+    )
+}
+
+fn addr(c: &Cidr) -> Value {
+    if c.prefix == 32 {
+        json!(Ipv4Addr::from(c.base).to_string())
+    } else {
+        json!({"prefix": {"addr": Ipv4Addr::from(c.base).to_string(), "len": c.prefix}})
+    }
+}
+
+fn eq(left: Value, right: Value) -> Value {
+    json!({"match": {"op": "==", "left": left, "right": right}})
+}
+
+fn ip_field(field: &str) -> Value {
+    json!({"payload": {"protocol": "ip", "field": field}})
+}
+
+/// The expressions that match a rule's traffic and peer (`daddr` for egress rules).
+fn match_exprs(m: &Match, peer_field: &str) -> Vec<Value> {
+    let mut out = Vec::new();
+    match &m.peer {
+        Peer::Cidr(c) if c.prefix == 0 => {}
+        Peer::Cidr(c) => out.push(eq(ip_field(peer_field), addr(c))),
+        Peer::Set(s) => out.push(eq(ip_field(peer_field), json!(format!("@{s}")))),
+    }
+    if let Some(n) = m.proto.number() {
+        out.push(eq(json!({"meta": {"key": "l4proto"}}), json!(n)));
+    }
+    match m.proto {
+        Proto::Tcp | Proto::Udp => {
+            if let Some((lo, hi)) = m.ports {
+                if (lo, hi) != (0, 65535) {
+                    let right = if lo == hi {
+                        json!(lo)
+                    } else {
+                        json!({"range": [lo, hi]})
+                    };
+                    out.push(eq(
+                        json!({"payload": {"protocol": "th", "field": "dport"}}),
+                        right,
+                    ));
+                }
+            }
+        }
+        Proto::Icmp => {
+            if let Some(t) = m.icmp_type {
+                out.push(eq(
+                    json!({"payload": {"protocol": "icmp", "field": "type"}}),
+                    json!(t),
+                ));
+            }
+            if let Some(c) = m.icmp_code {
+                out.push(eq(
+                    json!({"payload": {"protocol": "icmp", "field": "code"}}),
+                    json!(c),
+                ));
+            }
+        }
+        _ => {}
+    }
+    out
+}
+
+fn verdict(v: &str) -> Value {
+    json!({ v: null })
+}
+
+fn log_reject(prefix: &str) -> Value {
+    json!({"log": {"prefix": prefix, "group": REJECT_LOG_GROUP}})
+}
+
+fn acl_chain_name(acl: &str, egress: bool) -> String {
+    format!(
+        "acl_{}_{}",
+        if egress { "out" } else { "in" },
+        naming::short(acl)
+    )
+}
+
+fn subnet_chain_name(subnet: &str, egress: bool) -> String {
+    format!(
+        "subnet_{}_{}",
+        if egress { "out" } else { "in" },
+        naming::short(subnet)
+    )
+}
+
+fn eni_chain_name(eni: &str, egress: bool) -> String {
+    format!(
+        "eni_{}_{}",
+        if egress { "out" } else { "in" },
+        naming::short(eni)
+    )
+}
+
+fn acl_rules(out: &mut Vec<Value>, name: &str, rules: &[AclRule], egress: bool, acl: &str) {
+    out.push(chain(name));
+    let peer = if egress { "daddr" } else { "saddr" };
+    for r in rules {
+        let mut expr = match_exprs(&r.rule, peer);
+        if r.allow {
+            expr.push(verdict("return"));
+        } else {
+            expr.push(log_reject(&format!(
+                "cove acl {} {} ",
+                naming::short(acl),
+                r.number
+            )));
+            expr.push(verdict("drop"));
+        }
+        out.push(rule(name, expr));
+    }
+    out.push(rule(
+        name,
+        vec![
+            log_reject(&format!("cove acl {} * ", naming::short(acl))),
+            verdict("drop"),
+        ],
+    ));
+}
+
+/// The whole ruleset for one router namespace, replacing any previous `inet cove` table atomically.
+pub fn render(plan: &RouterPlan) -> Value {
+    let mut out = vec![
+        obj("table", json!({"family": "inet", "name": TABLE})),
+        json!({"delete": {"table": {"family": "inet", "name": TABLE}}}),
+        obj("table", json!({"family": "inet", "name": TABLE})),
+    ];
+    for (name, cidrs) in &plan.sets {
+        let mut set = json!({"family": "inet", "table": TABLE, "name": name, "type": "ipv4_addr", "flags": ["interval"]});
+        if !cidrs.is_empty() {
+            set["elem"] = Value::Array(cidrs.iter().map(addr).collect());
+        }
+        out.push(obj("set", set));
+    }
+
+    // Network ACLs, one chain per ACL and direction, entered through a
+    // per-subnet chain that first lets traffic within the subnet pass.
+    for acl in plan.acls.values() {
+        acl_rules(
+            &mut out,
+            &acl_chain_name(&acl.id, true),
+            &acl.egress,
+            true,
+            &acl.id,
+        );
+        acl_rules(
+            &mut out,
+            &acl_chain_name(&acl.id, false),
+            &acl.ingress,
+            false,
+            &acl.id,
+        );
+    }
+    for (subnet, (cidr, acl)) in &plan.subnets {
+        if !plan.acls.contains_key(acl) {
+            continue;
+        }
+        for egress in [true, false] {
+            let name = subnet_chain_name(subnet, egress);
+            out.push(chain(&name));
+            let same_subnet = if egress { "daddr" } else { "saddr" };
+            out.push(rule(
+                &name,
+                vec![eq(ip_field(same_subnet), addr(cidr)), verdict("return")],
+            ));
+            out.push(rule(
+                &name,
+                vec![json!({"jump": {"target": acl_chain_name(acl, egress)}})],
+            ));
+        }
+    }
+
+    // Security groups: each ENI's unioned rules; a match returns, the end drops.
+    for eni in &plan.enis {
+        for egress in [true, false] {
+            let name = eni_chain_name(&eni.id, egress);
+            out.push(chain(&name));
+            let (rules, peer) = if egress {
+                (&eni.egress, "daddr")
+            } else {
+                (&eni.ingress, "saddr")
+            };
+            for m in rules {
+                let mut expr = match_exprs(m, peer);
+                expr.push(verdict("return"));
+                out.push(rule(&name, expr));
+            }
+            let dir = if egress { "egress" } else { "ingress" };
+            out.push(rule(
+                &name,
+                vec![
+                    log_reject(&format!("cove sg {} {dir} ", naming::short(&eni.id))),
+                    verdict("drop"),
+                ],
+            ));
+        }
+    }
+
+    // The forward chain: ACLs (stateless, before conntrack), then
+    // established traffic, then the groups of the source and destination ENIs.
+    out.push(obj(
+        "chain",
+        json!({"family": "inet", "table": TABLE, "name": "forward", "type": "filter", "hook": "forward", "prio": 0, "policy": "drop"}),
+    ));
+    let link_map = |egress: bool| -> Vec<Value> {
+        plan.enis
+            .iter()
+            .map(|e| json!([e.router_link, {"jump": {"target": eni_chain_name(&e.id, egress)}}]))
+            .collect()
+    };
+    let vmap = |key: &str, entries: Vec<Value>| json!({"vmap": {"key": {"meta": {"key": key}}, "data": {"set": entries}}});
+    let subnet_of = |e: &crate::plan::EniPlan| e.subnet_id.clone();
+    let has_acl = |e: &crate::plan::EniPlan| {
+        plan.subnets
+            .get(&e.subnet_id)
+            .is_some_and(|(_, a)| plan.acls.contains_key(a))
+    };
+    let acl_out: Vec<Value> = plan
+        .enis
+        .iter()
+        .filter(|e| has_acl(e))
+        .map(|e| json!([e.router_link, {"jump": {"target": subnet_chain_name(&subnet_of(e), true)}}]))
+        .collect();
+    let acl_in: Vec<Value> = plan
+        .enis
+        .iter()
+        .filter(|e| has_acl(e))
+        .map(|e| json!([e.router_link, {"jump": {"target": subnet_chain_name(&subnet_of(e), false)}}]))
+        .collect();
+    if !acl_out.is_empty() {
+        out.push(rule("forward", vec![vmap("iifname", acl_out)]));
+        out.push(rule("forward", vec![vmap("oifname", acl_in)]));
+    }
+    out.push(rule(
+        "forward",
+        vec![json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}), verdict("accept")],
+    ));
+    if !plan.enis.is_empty() {
+        out.push(rule("forward", vec![vmap("iifname", link_map(true))]));
+        out.push(rule("forward", vec![vmap("oifname", link_map(false))]));
+    }
+    out.push(rule("forward", vec![verdict("accept")]));
+    json!({ "nftables": out })
+}
