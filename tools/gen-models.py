@@ -36,6 +36,11 @@ SERVICES = {
         "DescribeAvailabilityZones", "DescribeRegions", "DescribeAccountAttributes",
     ],
     "sts": ["GetCallerIdentity"],
+    "logs": [
+        "CreateLogGroup", "DeleteLogGroup", "DescribeLogGroups", "CreateLogStream", "DeleteLogStream",
+        "DescribeLogStreams", "PutLogEvents", "GetLogEvents", "FilterLogEvents", "PutRetentionPolicy",
+        "DeleteRetentionPolicy", "TagResource", "UntagResource", "ListTagsForResource",
+    ],
 }
 
 KEEP_SHAPE_KEYS = {"type", "members", "member", "key", "value", "required", "enum", "min",

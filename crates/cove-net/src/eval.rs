@@ -240,7 +240,7 @@ mod tests {
             [&["sg-default"], &["sg-default"], &["sg-other"]],
             open_acls(),
         );
-        let plan = plan_vpc(&w, "vpc-1").unwrap();
+        let plan = plan_vpc(&w, "t", "vpc-1").unwrap();
         assert_eq!(
             connect(
                 &plan,
@@ -278,7 +278,7 @@ mod tests {
             [&["sg-web", "sg-ping"], &[], &["sg-web"]],
             open_acls(),
         );
-        let plan = plan_vpc(&w, "vpc-1").unwrap();
+        let plan = plan_vpc(&w, "t", "vpc-1").unwrap();
         let (a1, b1) = (ip("10.0.1.4"), ip("10.0.2.4"));
         assert_eq!(connect(&plan, &Packet::tcp(b1, a1, 50000, 443)), Ok(()));
         assert!(matches!(
@@ -319,7 +319,7 @@ mod tests {
             [&["sg-open"], &["sg-open"], &["sg-open"]],
             acls,
         );
-        let plan = plan_vpc(&w, "vpc-1").unwrap();
+        let plan = plan_vpc(&w, "t", "vpc-1").unwrap();
         let (a1, a2, b1) = (ip("10.0.1.4"), ip("10.0.1.5"), ip("10.0.2.4"));
         assert_eq!(connect(&plan, &Packet::tcp(b1, a1, 1500, 22)), Ok(()));
         // The request passes, the reply to an ephemeral port the ACL does not allow is dropped.
@@ -367,7 +367,7 @@ mod tests {
             [&["sg-open"], &["sg-open"], &["sg-open"]],
             acls,
         );
-        let plan = plan_vpc(&w, "vpc-1").unwrap();
+        let plan = plan_vpc(&w, "t", "vpc-1").unwrap();
         assert_eq!(
             connect(
                 &plan,
@@ -392,7 +392,7 @@ mod tests {
     #[test]
     fn plan_has_gateways_dns_and_prefix_lists() {
         let w = world("", vec![], [&[], &[], &[]], open_acls());
-        let plan = plan_vpc(&w, "vpc-1").unwrap();
+        let plan = plan_vpc(&w, "t", "vpc-1").unwrap();
         assert_eq!(
             plan.local_addrs,
             vec![ip("10.0.0.2"), ip("10.0.1.1"), ip("10.0.2.1")]
@@ -405,6 +405,6 @@ mod tests {
             connect(&plan, &Packet::tcp(ip("10.0.1.4"), ip("10.9.9.9"), 1, 2)),
             Err(Blocked::NoRoute)
         );
-        assert!(plan_vpc(&w, "vpc-missing").is_none());
+        assert!(plan_vpc(&w, "t", "vpc-missing").is_none());
     }
 }

@@ -12,3 +12,4 @@ pub mod naming;
 pub mod netns;
 pub mod nft;
 pub mod plan;
+pub mod reconcile;

@@ -62,15 +62,22 @@ pub fn netns_exists(name: &str) -> bool {
         .exists()
 }
 
-/// Every namespace Cove owns (`cove-*`).
-pub fn cove_namespaces() -> Result<Vec<String>> {
+/// Every namespace that belongs to Cove instance `instance`.
+pub fn instance_namespaces(instance: &str) -> Result<Vec<String>> {
     let out = ip(&["netns", "list"])?;
     Ok(out
         .lines()
         .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| naming::is_cove_netns(n))
+        .filter(|n| naming::is_instance_netns(instance, n))
         .map(str::to_string)
         .collect())
+}
+
+pub fn delete_netns(name: &str) -> Result<()> {
+    if netns_exists(name) {
+        ip(&["netns", "del", name])?;
+    }
+    Ok(())
 }
 
 fn ensure_netns(name: &str) -> Result<()> {
@@ -102,7 +109,7 @@ fn link_exists(ns: &str, link: &str) -> bool {
     ip(&["-n", ns, "link", "show", link]).is_ok()
 }
 
-fn apply_eni(router: &str, e: &EniPlan) -> Result<()> {
+pub fn apply_eni(router: &str, e: &EniPlan) -> Result<()> {
     ensure_netns(&e.netns)?;
     if !link_exists(router, &e.router_link) || !link_exists(&e.netns, naming::ENI_LINK) {
         // A half-made pair is rebuilt whole.
@@ -162,36 +169,53 @@ fn apply_eni(router: &str, e: &EniPlan) -> Result<()> {
     Ok(())
 }
 
-/// Creates or fixes everything the plan describes and replaces its ruleset.
-pub fn apply(plan: &RouterPlan) -> Result<()> {
+/// The router namespace with forwarding on and exactly the plan's local addresses on `lo`.
+pub fn apply_router(plan: &RouterPlan) -> Result<()> {
     let r = plan.netns.as_str();
     ensure_netns(r)?;
     sysctl(r, "net.ipv4.ip_forward", "1")?;
     sysctl(r, "net.ipv4.conf.all.rp_filter", "0")?;
-    for a in &plan.local_addrs {
-        ip(&["-n", r, "addr", "replace", &format!("{a}/32"), "dev", "lo"])?;
+    let wanted: Vec<String> = plan.local_addrs.iter().map(|a| format!("{a}/32")).collect();
+    for a in &wanted {
+        ip(&["-n", r, "addr", "replace", a, "dev", "lo"])?;
     }
-    for e in &plan.enis {
-        apply_eni(r, e)?;
+    // Addresses of deleted subnets go; 127.0.0.1 stays.
+    let current = ip(&["-n", r, "-o", "-4", "addr", "show", "dev", "lo"])?;
+    for line in current.lines() {
+        let Some(addr) = line.split_whitespace().skip_while(|w| *w != "inet").nth(1) else {
+            continue;
+        };
+        if !addr.starts_with("127.") && !wanted.iter().any(|w| w == addr) {
+            ip(&["-n", r, "addr", "del", addr, "dev", "lo"])?;
+        }
     }
+    Ok(())
+}
+
+/// Replaces the router's ruleset atomically.
+pub fn apply_rules(plan: &RouterPlan) -> Result<()> {
     let ruleset = serde_json::to_vec(&nft::render(plan)).expect("JSON values serialize");
     run(
         "ip",
-        &["netns", "exec", r, "nft", "-j", "-f", "-"],
+        &["netns", "exec", &plan.netns, "nft", "-j", "-f", "-"],
         Some(&ruleset),
-    )?;
-    Ok(())
+    )
+    .map(|_| ())
+}
+
+/// Creates or fixes everything the plan describes and replaces its ruleset.
+pub fn apply(plan: &RouterPlan) -> Result<()> {
+    apply_router(plan)?;
+    for e in &plan.enis {
+        apply_eni(&plan.netns, e)?;
+    }
+    apply_rules(plan)
 }
 
 /// Removes the router namespace and every ENI namespace of the plan.
 pub fn remove(plan: &RouterPlan) -> Result<()> {
     for e in &plan.enis {
-        if netns_exists(&e.netns) {
-            ip(&["netns", "del", &e.netns])?;
-        }
+        delete_netns(&e.netns)?;
     }
-    if netns_exists(&plan.netns) {
-        ip(&["netns", "del", &plan.netns])?;
-    }
-    Ok(())
+    delete_netns(&plan.netns)
 }

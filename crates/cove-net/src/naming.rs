@@ -11,12 +11,31 @@ pub fn short(id: &str) -> &str {
 
 pub const REGION_NETNS: &str = "cove-region";
 
-pub fn router_netns(vpc_id: &str) -> String {
-    format!("cove-vpc-{}", short(vpc_id))
+/// Namespaces carry the instance's tag (`cove-<instance>-vpc-…`), so several
+/// Cove servers on one host never touch each other's objects. Link names
+/// need no tag: links live inside those namespaces.
+pub fn router_netns(instance: &str, vpc_id: &str) -> String {
+    format!("cove-{instance}-vpc-{}", short(vpc_id))
 }
 
-pub fn eni_netns(eni_id: &str) -> String {
-    format!("cove-eni-{}", short(eni_id))
+pub fn eni_netns(instance: &str, eni_id: &str) -> String {
+    format!("cove-{instance}-eni-{}", short(eni_id))
+}
+
+/// Whether a namespace belongs to this instance.
+pub fn is_instance_netns(instance: &str, name: &str) -> bool {
+    name.starts_with(&format!("cove-{instance}-"))
+}
+
+/// A short, stable instance tag derived from something unique to the
+/// installation (Cove uses its data directory).
+pub fn instance_tag(seed: &str) -> String {
+    let mut h: u32 = 0x811c9dc5;
+    for b in seed.bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x01000193);
+    }
+    format!("{:06x}", h & 0xffffff)
 }
 
 /// The router-side end of an ENI's veth.
@@ -61,11 +80,18 @@ mod tests {
         assert!(eni_router_link(eni).len() <= 15);
         assert!(igw_link("vpc-0123456789abcdef0").len() <= 15);
         assert!(is_cove_link(&eni_router_link(eni)));
-        assert!(is_cove_netns(&eni_netns(eni)) && is_cove_netns(&router_netns("vpc-1")));
+        assert!(
+            is_cove_netns(&eni_netns("ab12cd", eni))
+                && is_cove_netns(&router_netns("ab12cd", "vpc-1"))
+        );
+        assert!(is_instance_netns("ab12cd", &eni_netns("ab12cd", eni)));
+        assert!(!is_instance_netns("ab12ce", &eni_netns("ab12cd", eni)));
         assert_eq!(short("vpc-1"), "1");
         assert_ne!(
-            eni_netns("eni-0000000000000000a"),
-            eni_netns("eni-0000000000000000b")
+            eni_netns("i", "eni-0000000000000000a"),
+            eni_netns("i", "eni-0000000000000000b")
         );
+        assert_eq!(instance_tag("/var/lib/cove"), instance_tag("/var/lib/cove"));
+        assert_eq!(instance_tag("/x").len(), 6);
     }
 }

@@ -230,7 +230,69 @@ pub fn render(plan: &RouterPlan) -> Value {
         }
     }
 
-    // The forward chain: ACLs (stateless, before conntrack), then
+    // Anti-spoofing: a process inside an ENI's namespace may be root there,
+    // so the router accepts from each ENI's veth only that ENI's address.
+    for eni in &plan.enis {
+        let name = format!("src_{}", naming::short(&eni.id));
+        out.push(chain(&name));
+        out.push(rule(
+            &name,
+            vec![
+                eq(ip_field("saddr"), json!(eni.ip.to_string())),
+                verdict("return"),
+            ],
+        ));
+        out.push(rule(&name, vec![verdict("drop")]));
+    }
+    let spoof_map: Vec<Value> = plan
+        .enis
+        .iter()
+        .map(|e| json!([e.router_link, {"jump": {"target": format!("src_{}", naming::short(&e.id))}}]))
+        .collect();
+
+    // The router itself answers only its gateway addresses (ICMP) and the VPC
+    // resolver (DNS); nothing inside a VPC reaches anything else of it.
+    out.push(obj(
+        "chain",
+        json!({"family": "inet", "table": TABLE, "name": "input", "type": "filter", "hook": "input", "prio": 0, "policy": "drop"}),
+    ));
+    out.push(rule(
+        "input",
+        vec![
+            eq(json!({"meta": {"key": "iifname"}}), json!("lo")),
+            verdict("accept"),
+        ],
+    ));
+    if !spoof_map.is_empty() {
+        out.push(rule("input", vec![json!({"vmap": {"key": {"meta": {"key": "iifname"}}, "data": {"set": spoof_map.clone()}}})]));
+    }
+    out.push(rule(
+        "input",
+        vec![json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}), verdict("accept")],
+    ));
+    out.push(rule(
+        "input",
+        vec![
+            eq(json!({"meta": {"key": "l4proto"}}), json!(1)),
+            verdict("accept"),
+        ],
+    ));
+    for proto in [6, 17] {
+        out.push(rule(
+            "input",
+            vec![
+                eq(ip_field("daddr"), json!(plan.dns.to_string())),
+                eq(json!({"meta": {"key": "l4proto"}}), json!(proto)),
+                eq(
+                    json!({"payload": {"protocol": "th", "field": "dport"}}),
+                    json!(53),
+                ),
+                verdict("accept"),
+            ],
+        ));
+    }
+
+    // The forward chain: anti-spoofing, ACLs (stateless, before conntrack), then
     // established traffic, then the groups of the source and destination ENIs.
     out.push(obj(
         "chain",
@@ -261,6 +323,9 @@ pub fn render(plan: &RouterPlan) -> Value {
         .filter(|e| has_acl(e))
         .map(|e| json!([e.router_link, {"jump": {"target": subnet_chain_name(&subnet_of(e), false)}}]))
         .collect();
+    if !spoof_map.is_empty() {
+        out.push(rule("forward", vec![vmap("iifname", spoof_map)]));
+    }
     if !acl_out.is_empty() {
         out.push(rule("forward", vec![vmap("iifname", acl_out)]));
         out.push(rule("forward", vec![vmap("oifname", acl_in)]));

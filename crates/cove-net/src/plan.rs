@@ -191,8 +191,8 @@ fn union(groups: &[&SecurityGroup], egress: bool) -> Vec<Match> {
     out
 }
 
-/// The plan for one VPC, or `None` when the VPC does not exist.
-pub fn plan_vpc(world: &World, vpc_id: &str) -> Option<RouterPlan> {
+/// The plan for one VPC of Cove instance `instance`, or `None` when the VPC does not exist.
+pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPlan> {
     let vpc = world.vpcs.get(vpc_id)?;
     let cidr: Cidr = vpc.cidr.parse().ok()?;
     let subnets: Vec<&Subnet> = world
@@ -292,7 +292,7 @@ pub fn plan_vpc(world: &World, vpc_id: &str) -> Option<RouterPlan> {
             .collect();
         eni_plans.push(EniPlan {
             id: e.id.clone(),
-            netns: naming::eni_netns(&e.id),
+            netns: naming::eni_netns(instance, &e.id),
             router_link: naming::eni_router_link(&e.id),
             subnet_id: e.subnet_id.clone(),
             ip,
@@ -304,7 +304,7 @@ pub fn plan_vpc(world: &World, vpc_id: &str) -> Option<RouterPlan> {
     }
     Some(RouterPlan {
         vpc_id: vpc_id.to_string(),
-        netns: naming::router_netns(vpc_id),
+        netns: naming::router_netns(instance, vpc_id),
         cidr,
         local_addrs,
         dns,

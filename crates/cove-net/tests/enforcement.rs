@@ -47,7 +47,7 @@ fn lab(
         "the data-plane tests need root (they create network namespaces)"
     );
     let w = world(tag, groups, eni_groups, acls);
-    let plan = plan_vpc(&w, &format!("vpc-1{tag}")).expect("fixture VPC");
+    let plan = plan_vpc(&w, tag, &format!("vpc-1{tag}")).expect("fixture VPC");
     let lab = Lab { plan };
     linux::apply(&lab.plan).expect("applying the plan");
     // Applying again must succeed and change nothing that matters.
@@ -252,4 +252,61 @@ fn nothing_is_left_behind() {
     for name in &names {
         assert!(!linux::netns_exists(name), "{name} removed");
     }
+}
+
+#[test]
+fn a_process_cannot_spoof_another_source_address() {
+    let open = group(
+        "sg-open",
+        vec![rule("-1", None, None, cidr("0.0.0.0/0"))],
+        everything_out(),
+    );
+    let tag = unique_tag();
+    let lab = lab(
+        &tag,
+        vec![open],
+        [&["sg-open"], &["sg-open"], &["sg-open"]],
+        vec![allow_all_acl("acl-d", &["subnet-a", "subnet-b"])],
+    );
+    // a1 records the source of every datagram it receives on port 9999.
+    let a1 = lab.netns_of(ip("10.0.1.4"));
+    let receiver = netns::run_in(&a1, || std::net::UdpSocket::bind("10.0.1.4:9999"))
+        .expect("netns")
+        .expect("bind");
+    receiver
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let received = move || {
+        let mut buf = [0u8; 16];
+        receiver.recv_from(&mut buf).ok().map(|(_, from)| from.ip())
+    };
+    let received = std::sync::Mutex::new(received);
+    let send_from = |src: &'static str| {
+        let b1 = lab.netns_of(ip("10.0.2.4"));
+        netns::run_in(&b1, move || {
+            let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+                .expect("socket");
+            sock.bind(&SocketAddr::V4(SocketAddrV4::new(ip(src), 0)).into())
+                .expect("bind");
+            let to: SocketAddr = SocketAddrV4::new(ip("10.0.1.4"), 9999).into();
+            sock.send_to(b"hi", &to.into()).expect("send");
+        })
+        .expect("entering the namespace");
+    };
+    // Control: b1's own address gets through.
+    send_from("10.0.2.4");
+    assert_eq!((received.lock().unwrap())(), Some(ip("10.0.2.4").into()));
+    // Root inside b1's namespace gives itself another address and sends from it.
+    let b1 = lab.netns_of(ip("10.0.2.4"));
+    let status = std::process::Command::new("ip")
+        .args(["-n", &b1, "addr", "add", "10.0.2.99/32", "dev", "eth0"])
+        .status()
+        .expect("ip");
+    assert!(status.success());
+    send_from("10.0.2.99");
+    assert_eq!(
+        (received.lock().unwrap())(),
+        None,
+        "a spoofed source address must be dropped at the router"
+    );
 }

@@ -162,6 +162,7 @@ macro_rules! embedded_model {
 
 embedded_model!(ec2, "ec2.json");
 embedded_model!(sts, "sts.json");
+embedded_model!(logs, "logs.json");
 
 #[cfg(test)]
 mod tests {

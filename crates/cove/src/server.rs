@@ -9,6 +9,7 @@ use axum::http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use axum::routing::get;
 use axum::Router;
 use cove_ec2::Ec2Service;
+use cove_logs::LogsService;
 use cove_store::Store;
 use cove_wire::{Dispatcher, HttpRequest, Principal};
 use std::net::SocketAddr;
@@ -30,6 +31,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let ec2 = Arc::new(Ec2Service::new(store.clone()));
     ec2.ensure_region(&settings.region, &settings.account_id)
         .map_err(|e| anyhow::anyhow!("bootstrapping {}: {e}", settings.region))?;
+    let logs = Arc::new(LogsService::open(&settings.data_dir.join("logs.db"))?);
 
     let principals: Vec<Principal> = settings
         .credentials
@@ -51,6 +53,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let mut dispatcher = Dispatcher::new(lookup);
     dispatcher.register(ec2.clone());
     dispatcher.register(Arc::new(cove_sts::StsService));
+    dispatcher.register(logs.clone());
 
     let app = Arc::new(App {
         dispatcher,
@@ -70,6 +73,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
                 tracing::error!(error = %e, "checkpoint thread stopped");
             }
         })?;
+
+    let purger = logs.clone();
+    std::thread::Builder::new()
+        .name("cove-logs-retention".into())
+        .spawn(move || purger.purge_forever(Duration::from_secs(60)))?;
 
     let ticker = ec2.clone();
     tokio::spawn(async move {

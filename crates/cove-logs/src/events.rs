@@ -1,0 +1,448 @@
+//! Log events: ingestion (`PutLogEvents` and the Rust API), reading a stream
+//! (`GetLogEvents`), searching a group (`FilterLogEvents`) and the retention
+//! purge.
+
+use crate::batch::{check_batch, classify, event_size, Rejected, DAY_MS};
+use crate::db::{Db, Result};
+use crate::filter::FilterPattern;
+use crate::groups::{self, invalid, invalid_token, stream_not_found};
+use crate::token::{sequence_token, Direction, EventKey, PageToken, StreamToken};
+use crate::LogsService;
+use cove_model::AwsResult;
+use rusqlite::types::Type;
+use rusqlite::{params, Row};
+use std::collections::{HashMap, HashSet};
+
+/// Default and largest `limit` of `GetLogEvents` and `FilterLogEvents`.
+pub const MAX_EVENTS_LIMIT: usize = 10_000;
+/// A response holds at most this many bytes of events (as AWS: 1 MB).
+pub const MAX_RESPONSE_BYTES: usize = 1_048_576;
+/// Events one `FilterLogEvents` call examines before answering with a
+/// `nextToken`, so a search of a huge group never holds the database long.
+pub const FILTER_SCAN_BUDGET: usize = 200_000;
+/// Events the retention purge deletes per transaction.
+const PURGE_CHUNK: usize = 5_000;
+
+/// What a `PutLogEvents` stored and skipped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutOutcome {
+    pub next_sequence_token: String,
+    pub rejected: Rejected,
+    /// How many events were stored.
+    pub stored: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct GetEventsRequest {
+    /// Inclusive.
+    pub start_time: Option<i64>,
+    /// Exclusive.
+    pub end_time: Option<i64>,
+    pub limit: Option<usize>,
+    /// Without a token: read the first events (true) or the last (false).
+    pub start_from_head: bool,
+    pub next_token: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputEvent {
+    pub timestamp: i64,
+    pub message: String,
+    pub ingestion_time: i64,
+}
+
+/// One page of `GetLogEvents`, in ascending order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamPage {
+    pub events: Vec<OutputEvent>,
+    pub next_forward_token: String,
+    pub next_backward_token: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FilterRequest {
+    pub stream_names: Option<Vec<String>>,
+    pub stream_name_prefix: Option<String>,
+    /// Inclusive.
+    pub start_time: Option<i64>,
+    /// Inclusive (AWS: events later than this are not returned).
+    pub end_time: Option<i64>,
+    pub filter_pattern: Option<String>,
+    pub limit: Option<usize>,
+    pub next_token: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilteredEvent {
+    pub stream_name: String,
+    pub timestamp: i64,
+    pub message: String,
+    pub ingestion_time: i64,
+    pub event_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilteredPage {
+    pub events: Vec<FilteredEvent>,
+    pub next_token: Option<String>,
+}
+
+fn limit_of(limit: Option<usize>) -> usize {
+    limit.unwrap_or(MAX_EVENTS_LIMIT).clamp(1, MAX_EVENTS_LIMIT)
+}
+
+/// Column `i` as a borrowed string, without copying rows a filter skips.
+fn text<'r>(row: &'r Row<'_>, i: usize) -> rusqlite::Result<&'r str> {
+    row.get_ref(i)?
+        .as_str()
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, Box::new(e)))
+}
+
+impl LogsService {
+    pub(crate) fn put_events_at<S: AsRef<str>>(
+        &self,
+        region: &str,
+        account: &str,
+        group: &str,
+        stream: &str,
+        events: &[(i64, S)],
+        now: i64,
+    ) -> AwsResult<PutOutcome> {
+        check_batch(events).map_err(invalid)?;
+        Ok(self.db.write(|tx| {
+            let g = groups::group(tx, region, account, group)?;
+            let s = groups::stream(tx, g.id, stream)?;
+            let timestamps: Vec<i64> = events.iter().map(|e| e.0).collect();
+            let (range, rejected) = classify(&timestamps, now, g.retention_days);
+            let accepted = &events[range.clone()];
+            if let (Some(first), Some(last)) = (accepted.first(), accepted.last()) {
+                let mut bytes = 0i64;
+                {
+                    let mut insert = tx.prepare_cached(
+                        "INSERT INTO log_events (group_id, stream_id, timestamp, ingestion_time, message)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                    )?;
+                    for (ts, message) in accepted {
+                        let message = message.as_ref();
+                        insert.execute(params![g.id, s, ts, now, message])?;
+                        bytes += message.len() as i64;
+                    }
+                }
+                tx.execute(
+                    "UPDATE log_streams SET
+                        first_event_timestamp = MIN(COALESCE(first_event_timestamp, ?1), ?1),
+                        last_event_timestamp = MAX(COALESCE(last_event_timestamp, ?2), ?2),
+                        last_ingestion_time = ?3,
+                        stored_bytes = stored_bytes + ?4,
+                        upload_sequence = ?5
+                     WHERE id = ?6",
+                    params![first.0, last.0, now, bytes, tx.last_insert_rowid(), s],
+                )?;
+            }
+            let seq: i64 = tx.query_row(
+                "SELECT upload_sequence FROM log_streams WHERE id = ?1",
+                [s],
+                |r| r.get(0),
+            )?;
+            Ok(PutOutcome {
+                next_sequence_token: sequence_token(seq),
+                rejected,
+                stored: range.len(),
+            })
+        })?)
+    }
+
+    /// Reads a stream page by page in either direction (`GetLogEvents`).
+    pub fn get_log_events(
+        &self,
+        region: &str,
+        account: &str,
+        group: &str,
+        stream: &str,
+        req: &GetEventsRequest,
+    ) -> AwsResult<StreamPage> {
+        let given = match &req.next_token {
+            Some(t) => Some(StreamToken::decode(t).ok_or_else(invalid_token)?),
+            None => None,
+        };
+        let limit = limit_of(req.limit);
+        let start = req.start_time.unwrap_or(0).max(0);
+        let end = req.end_time.unwrap_or(i64::MAX);
+        let (direction, key) = match given {
+            Some(t) => (t.direction, t.key),
+            None if req.start_from_head => (Direction::Forward, EventKey::MIN),
+            None => (Direction::Backward, EventKey::MAX),
+        };
+        Ok(self.db.read(|c| {
+            let g = groups::group(c, region, account, group)?;
+            let s = groups::stream(c, g.id, stream)?;
+            let mut stmt = match direction {
+                Direction::Forward => c.prepare_cached(
+                    "SELECT seq, timestamp, ingestion_time, message FROM log_events
+                     WHERE group_id = ?1 AND stream_id = ?2 AND timestamp >= ?3 AND timestamp < ?4
+                       AND (timestamp, seq) > (?5, ?6)
+                     ORDER BY timestamp, seq LIMIT ?7",
+                )?,
+                Direction::Backward => c.prepare_cached(
+                    "SELECT seq, timestamp, ingestion_time, message FROM log_events
+                     WHERE group_id = ?1 AND stream_id = ?2 AND timestamp >= ?3 AND timestamp < ?4
+                       AND timestamp <= ?5 AND (timestamp, seq) < (?5, ?6)
+                     ORDER BY timestamp DESC, seq DESC LIMIT ?7",
+                )?,
+            };
+            let low = match direction {
+                Direction::Forward => start.max(key.ts),
+                Direction::Backward => start,
+            };
+            let mut rows = stmt.query(params![g.id, s, low, end, key.ts, key.seq, limit as i64])?;
+            let mut page: Vec<(EventKey, OutputEvent)> = Vec::new();
+            let mut bytes = 0;
+            while let Some(r) = rows.next()? {
+                let message: String = r.get(3)?;
+                bytes += event_size(&message);
+                if bytes > MAX_RESPONSE_BYTES && !page.is_empty() {
+                    break;
+                }
+                let timestamp = r.get(1)?;
+                page.push((
+                    EventKey {
+                        ts: timestamp,
+                        seq: r.get(0)?,
+                    },
+                    OutputEvent {
+                        timestamp,
+                        message,
+                        ingestion_time: r.get(2)?,
+                    },
+                ));
+            }
+            if direction == Direction::Backward {
+                page.reverse();
+            }
+            let (forward, backward) = match (page.first(), page.last(), given) {
+                (Some((first, _)), Some((last, _)), _) => {
+                    (StreamToken::forward(*last), StreamToken::backward(*first))
+                }
+                // Nothing further: hand the same token back, as AWS does, and
+                // the opposite direction from the same place.
+                (_, _, Some(t)) if t.direction == Direction::Forward => (
+                    t,
+                    StreamToken::backward(EventKey {
+                        ts: t.key.ts,
+                        seq: t.key.seq.saturating_add(1),
+                    }),
+                ),
+                (_, _, Some(t)) => (
+                    StreamToken::forward(EventKey {
+                        ts: t.key.ts,
+                        seq: t.key.seq.saturating_sub(1).max(0),
+                    }),
+                    t,
+                ),
+                // An empty first read: forward from the start (a tail sees
+                // what arrives next), backward from the end.
+                (_, _, None) => (
+                    StreamToken::forward(EventKey::MIN),
+                    StreamToken::backward(EventKey::MAX),
+                ),
+            };
+            Ok(StreamPage {
+                events: page.into_iter().map(|(_, e)| e).collect(),
+                next_forward_token: forward.encode(),
+                next_backward_token: backward.encode(),
+            })
+        })?)
+    }
+
+    /// Searches a group's events in timestamp order (`FilterLogEvents`).
+    pub fn filter_log_events(
+        &self,
+        region: &str,
+        account: &str,
+        group: &str,
+        req: &FilterRequest,
+    ) -> AwsResult<FilteredPage> {
+        if req.stream_names.is_some() && req.stream_name_prefix.is_some() {
+            return Err(invalid(
+                "logStreamNames and logStreamNamePrefix are mutually exclusive",
+            ));
+        }
+        let pattern =
+            FilterPattern::parse(req.filter_pattern.as_deref().unwrap_or("")).map_err(invalid)?;
+        let after = match &req.next_token {
+            None => EventKey::MIN,
+            Some(t) => match PageToken::decode(t) {
+                Some(PageToken::Filter(key)) => key,
+                _ => return Err(invalid_token()),
+            },
+        };
+        let limit = limit_of(req.limit);
+        let start = req.start_time.unwrap_or(0).max(0);
+        let end = req.end_time.unwrap_or(i64::MAX);
+        Ok(self.db.read(|c| {
+            let g = groups::group(c, region, account, group)?;
+            let mut names: HashMap<i64, String> = HashMap::new();
+            {
+                let wanted: Option<HashSet<&str>> = req
+                    .stream_names
+                    .as_ref()
+                    .map(|n| n.iter().map(String::as_str).collect());
+                let prefix = req.stream_name_prefix.as_deref().unwrap_or("");
+                let mut stmt =
+                    c.prepare_cached("SELECT id, name FROM log_streams WHERE group_id = ?1")?;
+                let mut rows = stmt.query([g.id])?;
+                while let Some(r) = rows.next()? {
+                    let name: String = r.get(1)?;
+                    if name.starts_with(prefix)
+                        && wanted.as_ref().is_none_or(|w| w.contains(name.as_str()))
+                    {
+                        names.insert(r.get(0)?, name);
+                    }
+                }
+                if let Some(w) = &wanted {
+                    if w.len() != names.len() {
+                        return Err(stream_not_found().into());
+                    }
+                }
+            }
+            let filtered = req.stream_names.is_some() || req.stream_name_prefix.is_some();
+            if filtered && names.is_empty() {
+                return Ok(FilteredPage {
+                    events: Vec::new(),
+                    next_token: None,
+                });
+            }
+            let stream_clause = if filtered {
+                let ids: Vec<String> = names.keys().map(i64::to_string).collect();
+                format!(" AND stream_id IN ({})", ids.join(","))
+            } else {
+                String::new()
+            };
+            let sql = format!(
+                "SELECT seq, stream_id, timestamp, ingestion_time, message FROM log_events
+                 WHERE group_id = ?1 AND timestamp >= ?2 AND timestamp <= ?3
+                   AND (timestamp, seq) > (?4, ?5){stream_clause}
+                 ORDER BY timestamp, seq"
+            );
+            let mut stmt = c.prepare(&sql)?;
+            let mut rows =
+                stmt.query(params![g.id, start.max(after.ts), end, after.ts, after.seq])?;
+            let mut events: Vec<(EventKey, FilteredEvent)> = Vec::new();
+            let mut bytes = 0;
+            let mut full = false;
+            let mut scanned = 0;
+            let mut next = None;
+            while let Some(r) = rows.next()? {
+                let key = EventKey {
+                    ts: r.get(2)?,
+                    seq: r.get(0)?,
+                };
+                scanned += 1;
+                let message = text(r, 4)?;
+                if pattern.matches(message) {
+                    let size = event_size(message);
+                    if full || (bytes + size > MAX_RESPONSE_BYTES && !events.is_empty()) {
+                        // Another match exists beyond this page.
+                        next = events.last().map(|(k, _)| *k);
+                        break;
+                    }
+                    bytes += size;
+                    let stream_id: i64 = r.get(1)?;
+                    events.push((
+                        key,
+                        FilteredEvent {
+                            stream_name: names.get(&stream_id).cloned().unwrap_or_default(),
+                            timestamp: key.ts,
+                            message: message.to_string(),
+                            ingestion_time: r.get(3)?,
+                            event_id: key.digits(),
+                        },
+                    ));
+                    full = events.len() == limit;
+                }
+                if scanned >= FILTER_SCAN_BUDGET {
+                    // Out of budget: continue after what was examined (or
+                    // after the last event returned, if the page is full).
+                    next = Some(match (full, events.last()) {
+                        (true, Some((k, _))) => *k,
+                        _ => key,
+                    });
+                    break;
+                }
+            }
+            Ok(FilteredPage {
+                events: events.into_iter().map(|(_, e)| e).collect(),
+                next_token: next.map(|k| PageToken::Filter(k).encode()),
+            })
+        })?)
+    }
+}
+
+/// Deletes events older than each group's retention, a chunk per transaction.
+pub(crate) fn purge_expired(db: &Db, now: i64) -> Result<usize> {
+    let groups: Vec<i64> = db.read(|c| {
+        let mut stmt =
+            c.prepare_cached("SELECT id FROM log_groups WHERE retention_days IS NOT NULL")?;
+        let ids = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<Vec<i64>>>()?;
+        Ok(ids)
+    })?;
+    let mut total = 0;
+    for group_id in groups {
+        loop {
+            let deleted = db.write(|tx| {
+                // Re-read the policy: it may have changed since the list was taken.
+                let days: Option<i64> = tx
+                    .query_row(
+                        "SELECT retention_days FROM log_groups WHERE id = ?1",
+                        [group_id],
+                        |r| r.get(0),
+                    )
+                    .or_else(|e| match e {
+                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                        e => Err(e),
+                    })?;
+                let Some(days) = days else {
+                    return Ok(0);
+                };
+                let cutoff = now.saturating_sub(days.saturating_mul(DAY_MS));
+                let victims: Vec<(i64, i64, i64)> = tx
+                    .prepare_cached(
+                        "SELECT seq, stream_id, length(CAST(message AS BLOB)) FROM log_events
+                         WHERE group_id = ?1 AND timestamp < ?2 LIMIT ?3",
+                    )?
+                    .query_map(params![group_id, cutoff, PURGE_CHUNK as i64], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })?
+                    .collect::<rusqlite::Result<_>>()?;
+                let mut freed: HashMap<i64, i64> = HashMap::new();
+                {
+                    let mut delete = tx.prepare_cached("DELETE FROM log_events WHERE seq = ?1")?;
+                    for (seq, stream_id, bytes) in &victims {
+                        delete.execute([seq])?;
+                        *freed.entry(*stream_id).or_default() += bytes;
+                    }
+                }
+                for (stream_id, bytes) in freed {
+                    tx.execute(
+                        "UPDATE log_streams SET
+                            stored_bytes = MAX(stored_bytes - ?1, 0),
+                            first_event_timestamp = COALESCE(
+                                (SELECT MIN(timestamp) FROM log_events
+                                 WHERE group_id = ?2 AND stream_id = ?3),
+                                first_event_timestamp)
+                         WHERE id = ?3",
+                        params![bytes, group_id, stream_id],
+                    )?;
+                }
+                Ok(victims.len())
+            })?;
+            total += deleted;
+            if deleted < PURGE_CHUNK {
+                break;
+            }
+        }
+    }
+    Ok(total)
+}

@@ -1,0 +1,125 @@
+//! Keeps the kernel equal to the stored VPC state. Each pass plans every
+//! VPC, applies only what differs from what it last applied (router setup,
+//! each new or changed ENI, and one atomic ruleset replacement when rules or
+//! sets changed), and removes the namespaces of this Cove instance that no
+//! plan owns. After a restart nothing is "last applied", so the first pass
+//! walks every object once: existing namespaces and links are adopted as
+//! they are, and rulesets are replaced.
+
+use crate::linux::{self, CommandError};
+use crate::plan::{plan_vpc, EniPlan, RouterPlan};
+use cove_model::world::World;
+use std::collections::{BTreeMap, BTreeSet};
+
+pub struct Reconciler {
+    instance: String,
+    applied: BTreeMap<String, RouterPlan>,
+}
+
+/// What one pass did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Pass {
+    pub routers_applied: usize,
+    pub enis_applied: usize,
+    pub rulesets_applied: usize,
+    pub namespaces_removed: usize,
+}
+
+fn same_router(a: &RouterPlan, b: &RouterPlan) -> bool {
+    a.netns == b.netns && a.local_addrs == b.local_addrs
+}
+
+fn same_link(a: &EniPlan, b: &EniPlan) -> bool {
+    (
+        a.netns.as_str(),
+        a.router_link.as_str(),
+        a.ip,
+        a.prefix,
+        a.gateway,
+    ) == (
+        b.netns.as_str(),
+        b.router_link.as_str(),
+        b.ip,
+        b.prefix,
+        b.gateway,
+    )
+}
+
+fn same_rules(a: &RouterPlan, b: &RouterPlan) -> bool {
+    a.sets == b.sets
+        && a.acls == b.acls
+        && a.subnets == b.subnets
+        && a.enis.len() == b.enis.len()
+        && a.enis.iter().zip(&b.enis).all(|(x, y)| {
+            x.id == y.id
+                && x.router_link == y.router_link
+                && x.ip == y.ip
+                && x.egress == y.egress
+                && x.ingress == y.ingress
+        })
+}
+
+impl Reconciler {
+    pub fn new(instance: &str) -> Reconciler {
+        Reconciler {
+            instance: instance.to_string(),
+            applied: BTreeMap::new(),
+        }
+    }
+
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// One pass over the whole world.
+    pub fn reconcile(&mut self, world: &World) -> Result<Pass, CommandError> {
+        let mut pass = Pass::default();
+        let mut wanted_ns = BTreeSet::new();
+        let mut plans = BTreeMap::new();
+        for vpc_id in world.vpcs.keys() {
+            if let Some(plan) = plan_vpc(world, &self.instance, vpc_id) {
+                wanted_ns.insert(plan.netns.clone());
+                wanted_ns.extend(plan.enis.iter().map(|e| e.netns.clone()));
+                plans.insert(vpc_id.clone(), plan);
+            }
+        }
+        // Remove first: a deleted ENI's address may be reused by a new one.
+        for ns in linux::instance_namespaces(&self.instance)? {
+            if !wanted_ns.contains(&ns) {
+                linux::delete_netns(&ns)?;
+                pass.namespaces_removed += 1;
+            }
+        }
+        self.applied.retain(|vpc, _| plans.contains_key(vpc));
+        for (vpc_id, plan) in plans {
+            let before = self.applied.get(&vpc_id);
+            if before.is_none_or(|b| !same_router(b, &plan)) {
+                linux::apply_router(&plan)?;
+                pass.routers_applied += 1;
+            }
+            for e in &plan.enis {
+                let old = before.and_then(|b| b.enis.iter().find(|x| x.id == e.id));
+                if old.is_none_or(|o| !same_link(o, e)) {
+                    linux::apply_eni(&plan.netns, e)?;
+                    pass.enis_applied += 1;
+                }
+            }
+            if before.is_none_or(|b| !same_rules(b, &plan)) {
+                linux::apply_rules(&plan)?;
+                pass.rulesets_applied += 1;
+            }
+            self.applied.insert(vpc_id, plan);
+        }
+        Ok(pass)
+    }
+
+    /// Removes every namespace of this instance (used by tests and `cove` teardown).
+    pub fn remove_all(&mut self) -> Result<usize, CommandError> {
+        let names = linux::instance_namespaces(&self.instance)?;
+        for ns in &names {
+            linux::delete_netns(ns)?;
+        }
+        self.applied.clear();
+        Ok(names.len())
+    }
+}
