@@ -64,6 +64,20 @@ class Cove:
                 self.proc.wait()
         self.proc = None
 
+    def teardown(self):
+        """Removes the kernel objects this server made (kept across restarts)."""
+        subprocess.run([BINARY, "teardown", "--data-dir", self.data_dir], check=True,
+                       stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+
+    def exec(self, eni, *command, timeout=20):
+        """Runs a command attached to an ENI (`cove exec`)."""
+        return subprocess.run([BINARY, "exec", "--data-dir", self.data_dir, "--eni", eni, "--", *command],
+                              capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def spawn(self, eni, *command):
+        return subprocess.Popen([BINARY, "exec", "--data-dir", self.data_dir, "--eni", eni, "--", *command],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
@@ -86,6 +100,7 @@ def cove_server():
         server = Cove(d).start()
         yield server
         server.stop()
+        server.teardown()
 
 
 @pytest.fixture
@@ -95,6 +110,7 @@ def fresh_cove():
         server = Cove(d).start()
         yield server
         server.stop(signal.SIGKILL)
+        server.teardown()
 
 
 @pytest.fixture(scope="session")

@@ -27,6 +27,9 @@ pub struct Store {
     conn: Mutex<Connection>,
     current: ArcSwap<World>,
     path: Option<std::path::PathBuf>,
+    /// Counts published commits; watchers (the network reconciler) wait on it.
+    generation: Mutex<u64>,
+    changed: std::sync::Condvar,
 }
 
 /// One pending change to a stored document; `None` deletes it.
@@ -110,6 +113,8 @@ impl Store {
             conn: Mutex::new(conn),
             current: ArcSwap::from_pointee(world),
             path: None,
+            generation: Mutex::new(0),
+            changed: std::sync::Condvar::new(),
         })
     }
 
@@ -127,6 +132,22 @@ impl Store {
                 tracing::warn!(error = %e, "WAL checkpoint failed");
             }
         }
+    }
+
+    /// The number of commits published so far.
+    pub fn generation(&self) -> u64 {
+        *self.generation.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until a commit after `seen` is published, or `timeout` passes;
+    /// returns the current generation.
+    pub fn wait_for_change(&self, seen: u64, timeout: std::time::Duration) -> u64 {
+        let guard = self.generation.lock().unwrap_or_else(|p| p.into_inner());
+        let (guard, _) = self
+            .changed
+            .wait_timeout_while(guard, timeout, |g| *g <= seen)
+            .unwrap_or_else(|p| p.into_inner());
+        *guard
     }
 
     /// The current state; cheap, never blocks.
@@ -150,6 +171,8 @@ impl Store {
             AwsError::internal("An internal error has occurred")
         })?;
         self.current.store(Arc::new(tx.world));
+        *self.generation.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.changed.notify_all();
         Ok(out)
     }
 }

@@ -38,6 +38,10 @@ pub struct ServeArgs {
     pub access_key_id: Option<String>,
     #[arg(long, env = "COVE_SECRET_ACCESS_KEY", hide_env_values = true)]
     pub secret_access_key: Option<String>,
+    /// The data plane: `on` (needs root, iproute2 and nftables), `off`
+    /// (API only; nothing is enforced), or `auto` (on when possible).
+    #[arg(long, env = "COVE_DATA_PLANE", default_value = "auto")]
+    pub data_plane: String,
     /// Log format: `text` or `json`.
     #[arg(long, env = "COVE_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
@@ -70,6 +74,14 @@ pub struct Settings {
     pub region: String,
     pub account_id: String,
     pub credentials: Vec<CredentialConfig>,
+    pub data_plane: DataPlane,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataPlane {
+    On,
+    Off,
+    Auto,
 }
 
 impl Settings {
@@ -111,7 +123,14 @@ impl Settings {
                 arn: None,
             });
         }
+        let data_plane = match args.data_plane.as_str() {
+            "on" => DataPlane::On,
+            "off" => DataPlane::Off,
+            "auto" => DataPlane::Auto,
+            other => anyhow::bail!("--data-plane must be on, off or auto, not {other:?}"),
+        };
         Ok(Settings {
+            data_plane,
             data_dir: args
                 .data_dir
                 .clone()

@@ -27,6 +27,25 @@ struct Cli {
 enum Command {
     /// Run the AWS-compatible API server.
     Serve(config::ServeArgs),
+    /// Run a command attached to an ENI: inside its network namespace, so the
+    /// VPC's routes, network ACLs and security groups decide what it reaches.
+    Exec {
+        /// The data directory of the `cove serve` that owns the ENI.
+        #[arg(long, env = "COVE_DATA_DIR", default_value = config::DEFAULT_DATA_DIR)]
+        data_dir: std::path::PathBuf,
+        /// The network interface id (`eni-...`).
+        #[arg(long)]
+        eni: String,
+        /// The command and its arguments.
+        #[arg(trailing_var_arg = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Remove every kernel object (namespaces, veths, rules) a Cove
+    /// installation made. Its stored state is kept; `cove serve` rebuilds them.
+    Teardown {
+        #[arg(long, env = "COVE_DATA_DIR", default_value = config::DEFAULT_DATA_DIR)]
+        data_dir: std::path::PathBuf,
+    },
 }
 
 fn init_logging(format: &str) {
@@ -42,9 +61,37 @@ fn init_logging(format: &str) {
     }
 }
 
+/// Enters the ENI's namespace and replaces this process with `command`.
+fn exec_in_eni(data_dir: &std::path::Path, eni: &str, command: &[String]) -> anyhow::Result<()> {
+    use std::os::unix::process::CommandExt;
+    let instance = server::instance_tag(data_dir)?;
+    let netns = cove_net::naming::eni_netns(&instance, eni);
+    let file = std::fs::File::open(format!("{}/{netns}", cove_net::netns::NETNS_DIR))
+        .map_err(|e| anyhow::anyhow!("{eni} has no network namespace here ({netns}: {e}); is `cove serve --data-dir {}` running with its data plane on?", data_dir.display()))?;
+    // SAFETY: this process is single-threaded here; setns changes only its network namespace.
+    if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) } != 0 {
+        anyhow::bail!("entering {netns}: {}", std::io::Error::last_os_error());
+    }
+    let err = std::process::Command::new(&command[0])
+        .args(&command[1..])
+        .exec();
+    anyhow::bail!("running {}: {err}", command[0])
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Exec {
+            data_dir,
+            eni,
+            command,
+        } => exec_in_eni(&data_dir, &eni, &command),
+        Command::Teardown { data_dir } => {
+            let instance = server::instance_tag(&data_dir)?;
+            let removed = cove_net::reconcile::Reconciler::new(&instance).remove_all()?;
+            println!("removed {removed} network namespaces of instance {instance}");
+            Ok(())
+        }
         Command::Serve(args) => {
             init_logging(&args.log_format);
             let settings = config::Settings::resolve(&args)?;

@@ -2,7 +2,7 @@
 //! the service from the SigV4 scope), a health endpoint, and the background
 //! tick that moves timed resource states along.
 
-use crate::config::Settings;
+use crate::config::{DataPlane, Settings};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderName, HeaderValue, Request, Response, StatusCode};
@@ -79,6 +79,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .name("cove-logs-retention".into())
         .spawn(move || purger.purge_forever(Duration::from_secs(60)))?;
 
+    start_data_plane(&settings, store.clone())?;
+
     let ticker = ec2.clone();
     tokio::spawn(async move {
         let mut interval = tokio::time::interval(Duration::from_millis(500));
@@ -98,6 +100,83 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     .with_graceful_shutdown(shutdown_signal())
     .await?;
     tracing::info!("cove stopped");
+    Ok(())
+}
+
+/// The instance tag that names this installation's kernel objects: derived
+/// from the canonical data directory, so it is the same after a restart and
+/// `cove exec` / `cove teardown` can compute it too.
+pub fn instance_tag(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    std::fs::create_dir_all(data_dir)?;
+    let canonical = std::fs::canonicalize(data_dir)?;
+    Ok(cove_net::naming::instance_tag(&canonical.to_string_lossy()))
+}
+
+fn data_plane_possible() -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("not running as root".into());
+    }
+    for tool in ["ip", "nft"] {
+        let found = std::process::Command::new(tool)
+            .arg("-V")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok();
+        if !found {
+            return Err(format!("`{tool}` is not installed"));
+        }
+    }
+    Ok(())
+}
+
+/// Starts the network reconciler: every commit to the store wakes it, and it
+/// brings the kernel to the new state (see cove-net).
+fn start_data_plane(settings: &Settings, store: Arc<Store>) -> anyhow::Result<()> {
+    let possible = data_plane_possible();
+    match (settings.data_plane, &possible) {
+        (DataPlane::Off, _) => {
+            tracing::warn!("data plane off: VPC resources are stored but not enforced");
+            return Ok(());
+        }
+        (DataPlane::Auto, Err(why)) => {
+            tracing::warn!(reason = %why, "data plane off: VPC resources are stored but not enforced");
+            return Ok(());
+        }
+        (DataPlane::On, Err(why)) => anyhow::bail!("--data-plane on, but {why}"),
+        _ => {}
+    }
+    let instance = instance_tag(&settings.data_dir)?;
+    tracing::info!(instance = %instance, "data plane on");
+    std::thread::Builder::new()
+        .name("cove-reconcile".into())
+        .spawn(move || {
+            let mut reconciler = cove_net::reconcile::Reconciler::new(&instance);
+            let mut seen;
+            loop {
+                let generation = store.generation();
+                let started = Instant::now();
+                match reconciler.reconcile(&store.snapshot()) {
+                    Ok(pass) => {
+                        if pass != Default::default() {
+                            tracing::info!(
+                                ?pass,
+                                micros = started.elapsed().as_micros() as u64,
+                                "data plane reconciled"
+                            );
+                        }
+                        seen = generation;
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "data plane reconcile failed; retrying");
+                        std::thread::sleep(Duration::from_secs(1));
+                        continue;
+                    }
+                }
+                store.wait_for_change(seen, Duration::from_secs(30));
+            }
+        })?;
     Ok(())
 }
 

@@ -1,0 +1,131 @@
+"""The VPC made real, driven through the EC2 API: processes attached to ENIs
+with `cove exec` send real TCP traffic, and security groups and network ACLs
+changed with boto3 decide what gets through. Needs root (namespaces)."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the data plane needs root")
+
+SERVER = "import socket,sys\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n" \
+         "s.bind((sys.argv[1],int(sys.argv[2])));s.listen(16)\nprint('ready',flush=True)\n" \
+         "while True:\n c,_=s.accept();c.sendall(b'hello');c.close()\n"
+CLIENT = "import socket,sys\ns=socket.socket();s.settimeout(0.8)\n" \
+         "try:\n s.connect((sys.argv[1],int(sys.argv[2])));print(s.recv(5).decode())\nexcept OSError as e:\n print('blocked',e)\n"
+
+
+def eventually(check, timeout=5.0):
+    """Polls until `check()` is true: the reconciler applies changes asynchronously."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return check()
+
+
+@pytest.fixture
+def topology(cove_server, ec2, vpc):
+    """Subnets a (10.0.1.0/24) and b (10.0.2.0/24); a web ENI in a, a client ENI in b."""
+    a = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    b = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.2.0/24")["Subnet"]["SubnetId"]
+    web_sg = ec2.create_security_group(GroupName="web", Description="web", VpcId=vpc)["GroupId"]
+    web = ec2.create_network_interface(SubnetId=a, Groups=[web_sg])["NetworkInterface"]
+    client = ec2.create_network_interface(SubnetId=b)["NetworkInterface"]
+    server = None
+    assert eventually(lambda: cove_server.exec(web["NetworkInterfaceId"], "true").returncode == 0)
+    server = cove_server.spawn(web["NetworkInterfaceId"], sys.executable, "-c", SERVER, web["PrivateIpAddress"], "8080")
+    assert server.stdout.readline().strip() == "ready"
+    yield {"vpc": vpc, "a": a, "b": b, "web_sg": web_sg, "web": web, "client": client}
+    server.send_signal(signal.SIGKILL)
+    server.wait()
+
+
+def reaches(cove_server, topo):
+    out = cove_server.exec(topo["client"]["NetworkInterfaceId"], sys.executable, "-c", CLIENT,
+                           topo["web"]["PrivateIpAddress"], "8080")
+    return out.stdout.strip() == "hello"
+
+
+def test_security_group_rules_follow_the_api(cove_server, ec2, topology):
+    # A new group has no ingress rules: the web server is unreachable.
+    assert not reaches(cove_server, topology)
+    rule = ec2.authorize_security_group_ingress(GroupId=topology["web_sg"], IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 8080, "ToPort": 8080, "IpRanges": [{"CidrIp": "10.0.2.0/24"}]}])
+    assert eventually(lambda: reaches(cove_server, topology))
+    ec2.revoke_security_group_ingress(GroupId=topology["web_sg"],
+                                      SecurityGroupRuleIds=[rule["SecurityGroupRules"][0]["SecurityGroupRuleId"]])
+    assert eventually(lambda: not reaches(cove_server, topology))
+    # A rule naming the client's group admits it through group membership.
+    default_sg = topology["client"]["Groups"][0]["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=topology["web_sg"], IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 8080, "ToPort": 8080, "UserIdGroupPairs": [{"GroupId": default_sg}]}])
+    assert eventually(lambda: reaches(cove_server, topology))
+
+
+def test_network_acl_deny_and_stateless_return(cove_server, ec2, topology):
+    ec2.authorize_security_group_ingress(GroupId=topology["web_sg"], IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 8080, "ToPort": 8080, "IpRanges": [{"CidrIp": "10.0.0.0/16"}]}])
+    assert eventually(lambda: reaches(cove_server, topology))
+    acl = ec2.create_network_acl(VpcId=topology["vpc"])["NetworkAcl"]["NetworkAclId"]
+    default_acl = ec2.describe_network_acls(Filters=[{"Name": "association.subnet-id", "Values": [topology["a"]]}])["NetworkAcls"][0]
+    assoc = [x for x in default_acl["Associations"] if x["SubnetId"] == topology["a"]][0]["NetworkAclAssociationId"]
+    new_assoc = ec2.replace_network_acl_association(AssociationId=assoc, NetworkAclId=acl)["NewAssociationId"]
+    # A custom ACL denies everything.
+    assert eventually(lambda: not reaches(cove_server, topology))
+    ec2.create_network_acl_entry(NetworkAclId=acl, RuleNumber=100, Protocol="6", RuleAction="allow", Egress=False,
+                                 CidrBlock="10.0.2.0/24", PortRange={"From": 8080, "To": 8080})
+    # The request is allowed in, but the reply (to an ephemeral port) is not allowed out.
+    time.sleep(0.5)
+    assert not reaches(cove_server, topology)
+    ec2.create_network_acl_entry(NetworkAclId=acl, RuleNumber=100, Protocol="6", RuleAction="allow", Egress=True,
+                                 CidrBlock="10.0.2.0/24", PortRange={"From": 32768, "To": 61000})
+    assert eventually(lambda: reaches(cove_server, topology))
+    ec2.replace_network_acl_association(AssociationId=new_assoc, NetworkAclId=default_acl["NetworkAclId"])
+    ec2.delete_network_acl(NetworkAclId=acl)
+
+
+def test_deleting_an_eni_removes_its_namespace(cove_server, ec2, vpc):
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.5.0/24")["Subnet"]["SubnetId"]
+    eni = ec2.create_network_interface(SubnetId=subnet)["NetworkInterface"]["NetworkInterfaceId"]
+    short = eni.split("-")[1][-12:]
+    netns = lambda: subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert eventually(lambda: f"-eni-{short}" in netns())
+    out = cove_server.exec(eni, "ip", "-4", "-o", "addr", "show", "dev", "eth0")
+    assert "10.0.5.4/24" in out.stdout
+    ec2.delete_network_interface(NetworkInterfaceId=eni)
+    assert eventually(lambda: f"-eni-{short}" not in netns())
+    assert cove_server.exec(eni, "true").returncode != 0
+
+
+def test_rules_survive_a_killed_server(fresh_cove):
+    ec2 = fresh_cove.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    a = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    sg = ec2.create_security_group(GroupName="web", Description="web", VpcId=vpc)["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=sg, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 8080, "ToPort": 8080, "IpRanges": [{"CidrIp": "10.0.1.0/24"}]}])
+    web = ec2.create_network_interface(SubnetId=a, Groups=[sg])["NetworkInterface"]
+    client = ec2.create_network_interface(SubnetId=a)["NetworkInterface"]
+    topo = {"web": web, "client": client}
+    assert eventually(lambda: fresh_cove.exec(web["NetworkInterfaceId"], "true").returncode == 0)
+    server = fresh_cove.spawn(web["NetworkInterfaceId"], sys.executable, "-c", SERVER, web["PrivateIpAddress"], "8080")
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        assert eventually(lambda: reaches(fresh_cove, topo))
+        fresh_cove.stop(signal.SIGKILL)
+        # With Cove down, the kernel keeps enforcing.
+        assert reaches(fresh_cove, topo)
+        fresh_cove.start()
+        ec2 = fresh_cove.client("ec2")
+        ec2.revoke_security_group_ingress(GroupId=sg, IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 8080, "ToPort": 8080, "IpRanges": [{"CidrIp": "10.0.1.0/24"}]}])
+        assert eventually(lambda: not reaches(fresh_cove, topo))
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait()
