@@ -75,7 +75,9 @@ class Cove:
                               capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
     def spawn(self, eni, *command):
-        return subprocess.Popen([BINARY, "exec", "--data-dir", self.data_dir, "--eni", eni, "--", *command],
+        """Starts a command attached to an ENI, or on the internet host when `eni` is None."""
+        where = ["--eni", eni] if eni else ["--internet"]
+        return subprocess.Popen([BINARY, "exec", "--data-dir", self.data_dir, *where, "--", *command],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
 
     def alive(self):

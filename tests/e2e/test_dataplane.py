@@ -129,3 +129,95 @@ def test_rules_survive_a_killed_server(fresh_cove):
     finally:
         server.send_signal(signal.SIGKILL)
         server.wait()
+
+
+def test_overlapping_cidrs_in_two_vpcs_stay_apart(cove_server, ec2):
+    """Two VPCs with the same CIDR and the same addresses: each client reaches
+    only the server of its own VPC."""
+    made = []
+    try:
+        servers = []
+        for greeting in ("one", "two"):
+            vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+            subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+            made.append(vpc)
+            sg = ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["SecurityGroups"][0]["GroupId"]
+            web = ec2.create_network_interface(SubnetId=subnet, Groups=[sg])["NetworkInterface"]
+            client = ec2.create_network_interface(SubnetId=subnet, Groups=[sg])["NetworkInterface"]
+            assert web["PrivateIpAddress"] == "10.0.1.4" and client["PrivateIpAddress"] == "10.0.1.5"
+            assert eventually(lambda: cove_server.exec(web["NetworkInterfaceId"], "true").returncode == 0)
+            program = SERVER.replace("b'hello'", repr(greeting.ljust(5).encode()))
+            proc = cove_server.spawn(web["NetworkInterfaceId"], sys.executable, "-c", program, "10.0.1.4", "8080")
+            assert proc.stdout.readline().strip() == "ready"
+            servers.append((proc, client["NetworkInterfaceId"], greeting))
+        for _, client, greeting in servers:
+            assert eventually(lambda: cove_server.exec(client, sys.executable, "-c", CLIENT, "10.0.1.4", "8080").stdout.strip() == greeting)
+    finally:
+        for proc, _, _ in servers:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+        from conftest import teardown_vpc
+        for vpc in made:
+            teardown_vpc(ec2, vpc)
+
+
+ECHO_PEER = "import socket,sys\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n" \
+            "s.bind((sys.argv[1],int(sys.argv[2])));s.listen(16)\nprint('ready',flush=True)\n" \
+            "while True:\n c,a=s.accept();c.sendall(a[0].encode().ljust(15));c.close()\n"
+PEER_CLIENT = "import socket,sys\ns=socket.socket();s.settimeout(0.8)\n" \
+              "try:\n s.connect((sys.argv[1],int(sys.argv[2])));print(s.recv(15).decode().strip())\nexcept OSError as e:\n print('blocked',e)\n"
+INTERNET = "203.0.113.10"
+
+
+@pytest.fixture
+def internet_host(cove_server):
+    """A server on the simulated internet host that answers with the caller's address."""
+    proc = cove_server.spawn(None, sys.executable, "-c", ECHO_PEER, INTERNET, "80")
+    assert proc.stdout.readline().strip() == "ready"
+    yield
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def seen_from(cove_server, eni):
+    """The address the internet host sees for a connection from `eni`, or None if blocked."""
+    out = cove_server.exec(eni, sys.executable, "-c", PEER_CLIENT, INTERNET, "80").stdout.strip()
+    return None if out.startswith("blocked") else out
+
+
+def test_internet_gateway_nat_gateway_and_blackhole(cove_server, ec2, vpc, internet_host):
+    public = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    private = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.2.0/24")["Subnet"]["SubnetId"]
+    igw = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+    ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc)
+    public_rt = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+    ec2.create_route(RouteTableId=public_rt, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
+    ec2.associate_route_table(RouteTableId=public_rt, SubnetId=public)
+    host = ec2.create_network_interface(SubnetId=public)["NetworkInterface"]["NetworkInterfaceId"]
+    worker = ec2.create_network_interface(SubnetId=private)["NetworkInterface"]["NetworkInterfaceId"]
+    assert eventually(lambda: cove_server.exec(worker, "true").returncode == 0)
+
+    # An ENI with no public IP gets nothing from an internet gateway alone, as on AWS.
+    assert seen_from(cove_server, host) is None
+    # A private subnet with no route out reaches nothing either.
+    assert seen_from(cove_server, worker) is None
+
+    # A NAT gateway in the public subnet, and the private subnet's default route to it.
+    eip = ec2.allocate_address()
+    nat = ec2.create_nat_gateway(SubnetId=public, AllocationId=eip["AllocationId"])["NatGateway"]["NatGatewayId"]
+    assert eventually(lambda: ec2.describe_nat_gateways(NatGatewayIds=[nat])["NatGateways"][0]["State"] == "available")
+    private_rt = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+    ec2.create_route(RouteTableId=private_rt, DestinationCidrBlock="0.0.0.0/0", NatGatewayId=nat)
+    ec2.associate_route_table(RouteTableId=private_rt, SubnetId=private)
+    # The internet sees the NAT gateway's Elastic IP, not the worker's private address.
+    assert eventually(lambda: seen_from(cove_server, worker) == eip["PublicIp"])
+    assert seen_from(cove_server, host) is None
+
+    # Deleting the NAT gateway leaves a blackhole route: the private subnet is cut off again.
+    ec2.delete_nat_gateway(NatGatewayId=nat)
+    assert eventually(lambda: ec2.describe_nat_gateways(NatGatewayIds=[nat])["NatGateways"][0]["State"] == "deleted")
+    route = [r for r in ec2.describe_route_tables(RouteTableIds=[private_rt])["RouteTables"][0]["Routes"] if r.get("DestinationCidrBlock") == "0.0.0.0/0"][0]
+    assert route["State"] == "blackhole"
+    assert eventually(lambda: seen_from(cove_server, worker) is None)
+    ec2.delete_route(RouteTableId=private_rt, DestinationCidrBlock="0.0.0.0/0")
+    ec2.release_address(AllocationId=eip["AllocationId"])

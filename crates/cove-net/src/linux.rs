@@ -9,7 +9,7 @@
 
 use crate::naming;
 use crate::nft;
-use crate::plan::{EniPlan, RouterPlan};
+use crate::plan::{EniPlan, RegionPlan, RouterPlan, Via};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -166,6 +166,222 @@ pub fn apply_eni(router: &str, e: &EniPlan) -> Result<()> {
         "dev",
         &e.router_link,
     ])?;
+    if !e.firewalled {
+        // A NAT gateway: forward for the VPC and masquerade to its own address;
+        // its Elastic IP mapping happens at the internet gateway.
+        sysctl(&e.netns, "net.ipv4.ip_forward", "1")?;
+        sysctl(&e.netns, "net.ipv4.conf.all.send_redirects", "0")?;
+        sysctl(
+            &e.netns,
+            &format!("net.ipv4.conf.{}.send_redirects", naming::ENI_LINK),
+            "0",
+        )?;
+        let ruleset = serde_json::json!({"nftables": [
+            {"add": {"table": {"family": "ip", "name": "cove"}}},
+            {"delete": {"table": {"family": "ip", "name": "cove"}}},
+            {"add": {"table": {"family": "ip", "name": "cove"}}},
+            {"add": {"chain": {"family": "ip", "table": "cove", "name": "postrouting", "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}}},
+            {"add": {"rule": {"family": "ip", "table": "cove", "chain": "postrouting", "expr": [
+                {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": naming::ENI_LINK}},
+                {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": e.ip.to_string()}},
+                {"masquerade": null}
+            ]}}}
+        ]});
+        let bytes = serde_json::to_vec(&ruleset).expect("JSON values serialize");
+        run(
+            "ip",
+            &["netns", "exec", &e.netns, "nft", "-j", "-f", "-"],
+            Some(&bytes),
+        )?;
+    }
+    Ok(())
+}
+
+/// The region network: the simulated internet host and the routes back to
+/// each VPC's public addresses.
+pub fn apply_region(region: &RegionPlan) -> Result<()> {
+    let r = region.netns.as_str();
+    ensure_netns(r)?;
+    sysctl(r, "net.ipv4.ip_forward", "1")?;
+    for host in &region.internet_hosts {
+        ip(&[
+            "-n",
+            r,
+            "addr",
+            "replace",
+            &format!("{host}/32"),
+            "dev",
+            "lo",
+        ])?;
+    }
+    for (igw, publics) in &region.vpcs {
+        if !link_exists(r, &igw.region_link) {
+            continue; // made with the router; routes follow on the next pass
+        }
+        for public in publics {
+            ip(&[
+                "-n",
+                r,
+                "route",
+                "replace",
+                &format!("{public}/32"),
+                "via",
+                &igw.router_ip.to_string(),
+                "dev",
+                &igw.region_link,
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+/// The router's link to the region network when the VPC has an internet gateway.
+pub fn apply_igw(plan: &RouterPlan, region_netns: &str) -> Result<()> {
+    let r = plan.netns.as_str();
+    let Some(igw) = &plan.igw else {
+        // Detached: the link goes (deleting one end removes the pair).
+        for link in links_named(r, "cvg")? {
+            ip(&["-n", r, "link", "del", &link])?;
+        }
+        return Ok(());
+    };
+    if !link_exists(r, &igw.router_link) || !link_exists(region_netns, &igw.region_link) {
+        let _ = ip(&["-n", r, "link", "del", &igw.router_link]);
+        ip(&[
+            "link",
+            "add",
+            "name",
+            &igw.router_link,
+            "netns",
+            r,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &igw.region_link,
+            "netns",
+            region_netns,
+        ])?;
+    }
+    ip(&[
+        "-n",
+        r,
+        "addr",
+        "replace",
+        &format!("{}/30", igw.router_ip),
+        "dev",
+        &igw.router_link,
+    ])?;
+    ip(&[
+        "-n",
+        region_netns,
+        "addr",
+        "replace",
+        &format!("{}/30", igw.region_ip),
+        "dev",
+        &igw.region_link,
+    ])?;
+    ip(&["-n", r, "link", "set", &igw.router_link, "up"])?;
+    ip(&["-n", region_netns, "link", "set", &igw.region_link, "up"])?;
+    Ok(())
+}
+
+fn links_named(ns: &str, prefix: &str) -> Result<Vec<String>> {
+    let out = ip(&["-n", ns, "-o", "link", "show"])?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .filter(|n| n.starts_with(prefix))
+        .collect())
+}
+
+/// Policy routing: intra-VPC traffic uses the main table (the ENI host
+/// routes); everything else uses the route table of the source's subnet.
+pub fn apply_routes(plan: &RouterPlan) -> Result<()> {
+    let r = plan.netns.as_str();
+    let rules: serde_json::Value =
+        serde_json::from_str(&ip(&["-n", r, "-j", "rule", "show"])?).unwrap_or_default();
+    for pref in rules
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|x| x.get("priority").and_then(|p| p.as_u64()))
+    {
+        if (100..30000).contains(&pref) {
+            ip(&["-n", r, "rule", "del", "pref", &pref.to_string()])?;
+        }
+    }
+    ip(&[
+        "-n",
+        r,
+        "rule",
+        "add",
+        "pref",
+        "100",
+        "to",
+        &plan.cidr.to_string(),
+        "lookup",
+        "main",
+    ])?;
+    let mut pref = 1000;
+    for t in &plan.tables {
+        let table = t.kernel_table.to_string();
+        let _ = ip(&["-n", r, "route", "flush", "table", &table]);
+        for route in &t.routes {
+            let dest = route.dest.to_string();
+            match &route.via {
+                Via::InternetGateway => match &plan.igw {
+                    Some(igw) => ip(&[
+                        "-n",
+                        r,
+                        "route",
+                        "add",
+                        &dest,
+                        "via",
+                        &igw.region_ip.to_string(),
+                        "dev",
+                        &igw.router_link,
+                        "table",
+                        &table,
+                    ])?,
+                    None => ip(&["-n", r, "route", "add", "blackhole", &dest, "table", &table])?,
+                },
+                Via::Eni { link, ip: to } => ip(&[
+                    "-n",
+                    r,
+                    "route",
+                    "add",
+                    &dest,
+                    "via",
+                    &to.to_string(),
+                    "dev",
+                    link,
+                    "onlink",
+                    "table",
+                    &table,
+                ])?,
+                Via::Blackhole => {
+                    ip(&["-n", r, "route", "add", "blackhole", &dest, "table", &table])?
+                }
+            };
+        }
+        for subnet in &t.subnets {
+            ip(&[
+                "-n",
+                r,
+                "rule",
+                "add",
+                "pref",
+                &pref.to_string(),
+                "from",
+                &subnet.to_string(),
+                "lookup",
+                &table,
+            ])?;
+            pref += 1;
+        }
+    }
     Ok(())
 }
 
@@ -201,6 +417,12 @@ pub fn apply_rules(plan: &RouterPlan) -> Result<()> {
         Some(&ruleset),
     )
     .map(|_| ())
+    .map_err(|e| {
+        // Keep what nft refused, so the failure can be read and replayed.
+        let path = std::env::temp_dir().join(format!("{}.nft.json", plan.netns));
+        let _ = std::fs::write(&path, &ruleset);
+        CommandError(format!("{e} (ruleset saved to {})", path.display()))
+    })
 }
 
 /// Creates or fixes everything the plan describes and replaces its ruleset.
@@ -209,6 +431,7 @@ pub fn apply(plan: &RouterPlan) -> Result<()> {
     for e in &plan.enis {
         apply_eni(&plan.netns, e)?;
     }
+    apply_routes(plan)?;
     apply_rules(plan)
 }
 

@@ -9,7 +9,15 @@ pub fn short(id: &str) -> &str {
     &tail[tail.len().saturating_sub(12)..]
 }
 
-pub const REGION_NETNS: &str = "cove-region";
+/// The region network: the simulated internet and Cove's public service addresses.
+pub fn region_netns(instance: &str) -> String {
+    format!("cove-{instance}-region")
+}
+
+/// The region-side end of a VPC's internet-gateway link.
+pub fn region_link(vpc_id: &str) -> String {
+    format!("cvr{}", short(vpc_id))
+}
 
 /// Namespaces carry the instance's tag (`cove-<instance>-vpc-…`), so several
 /// Cove servers on one host never touch each other's objects. Link names

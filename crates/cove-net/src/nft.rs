@@ -205,7 +205,7 @@ pub fn render(plan: &RouterPlan) -> Value {
     }
 
     // Security groups: each ENI's unioned rules; a match returns, the end drops.
-    for eni in &plan.enis {
+    for eni in plan.enis.iter().filter(|e| e.firewalled) {
         for egress in [true, false] {
             let name = eni_chain_name(&eni.id, egress);
             out.push(chain(&name));
@@ -232,7 +232,7 @@ pub fn render(plan: &RouterPlan) -> Value {
 
     // Anti-spoofing: a process inside an ENI's namespace may be root there,
     // so the router accepts from each ENI's veth only that ENI's address.
-    for eni in &plan.enis {
+    for eni in plan.enis.iter().filter(|e| e.source_check) {
         let name = format!("src_{}", naming::short(&eni.id));
         out.push(chain(&name));
         out.push(rule(
@@ -247,6 +247,7 @@ pub fn render(plan: &RouterPlan) -> Value {
     let spoof_map: Vec<Value> = plan
         .enis
         .iter()
+        .filter(|e| e.source_check)
         .map(|e| json!([e.router_link, {"jump": {"target": format!("src_{}", naming::short(&e.id))}}]))
         .collect();
 
@@ -301,6 +302,7 @@ pub fn render(plan: &RouterPlan) -> Value {
     let link_map = |egress: bool| -> Vec<Value> {
         plan.enis
             .iter()
+            .filter(|e| e.firewalled)
             .map(|e| json!([e.router_link, {"jump": {"target": eni_chain_name(&e.id, egress)}}]))
             .collect()
     };
@@ -326,6 +328,55 @@ pub fn render(plan: &RouterPlan) -> Value {
     if !spoof_map.is_empty() {
         out.push(rule("forward", vec![vmap("iifname", spoof_map)]));
     }
+    if let Some(igw) = &plan.igw {
+        // As on AWS: through an internet gateway only addresses with a public
+        // mapping get out; a private address alone gets no internet.
+        let mut set = json!({"family": "inet", "table": TABLE, "name": "public_sources", "type": "ipv4_addr"});
+        if !plan.public_ips.is_empty() {
+            set["elem"] = Value::Array(
+                plan.public_ips
+                    .iter()
+                    .map(|(private, _)| json!(private.to_string()))
+                    .collect(),
+            );
+        }
+        out.push(obj("set", set));
+        out.push(rule(
+            "forward",
+            vec![
+                eq(json!({"meta": {"key": "oifname"}}), json!(igw.router_link)),
+                json!({"match": {"op": "!=", "left": ip_field("saddr"), "right": "@public_sources"}}),
+                log_reject("cove igw no-public-ip "),
+                verdict("drop"),
+            ],
+        ));
+        out.push(obj(
+            "chain",
+            json!({"family": "inet", "table": TABLE, "name": "prerouting", "type": "nat", "hook": "prerouting", "prio": -100, "policy": "accept"}),
+        ));
+        out.push(obj(
+            "chain",
+            json!({"family": "inet", "table": TABLE, "name": "postrouting", "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}),
+        ));
+        for (private, public) in &plan.public_ips {
+            out.push(rule(
+                "prerouting",
+                vec![
+                    eq(json!({"meta": {"key": "iifname"}}), json!(igw.router_link)),
+                    eq(ip_field("daddr"), json!(public.to_string())),
+                    json!({"dnat": {"family": "ip", "addr": private.to_string()}}),
+                ],
+            ));
+            out.push(rule(
+                "postrouting",
+                vec![
+                    eq(json!({"meta": {"key": "oifname"}}), json!(igw.router_link)),
+                    eq(ip_field("saddr"), json!(private.to_string())),
+                    json!({"snat": {"family": "ip", "addr": public.to_string()}}),
+                ],
+            ));
+        }
+    }
     if !acl_out.is_empty() {
         out.push(rule("forward", vec![vmap("iifname", acl_out)]));
         out.push(rule("forward", vec![vmap("oifname", acl_in)]));
@@ -334,7 +385,7 @@ pub fn render(plan: &RouterPlan) -> Value {
         "forward",
         vec![json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}), verdict("accept")],
     ));
-    if !plan.enis.is_empty() {
+    if plan.enis.iter().any(|e| e.firewalled) {
         out.push(rule("forward", vec![vmap("iifname", link_map(true))]));
         out.push(rule("forward", vec![vmap("oifname", link_map(false))]));
     }

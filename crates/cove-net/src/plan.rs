@@ -82,6 +82,11 @@ pub struct Acl {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EniPlan {
     pub id: String,
+    /// Whether the router drops packets from this ENI that carry another
+    /// source address (off for NAT gateways, which forward for others).
+    pub source_check: bool,
+    /// Whether security groups apply (NAT gateways have none on AWS).
+    pub firewalled: bool,
     pub netns: String,
     pub router_link: String,
     pub subnet_id: String,
@@ -92,6 +97,41 @@ pub struct EniPlan {
     pub egress: Vec<Match>,
     /// The union of the ingress rules of all the ENI's groups.
     pub ingress: Vec<Match>,
+}
+
+/// Where a route sends packets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Via {
+    /// Out through the internet gateway link.
+    InternetGateway,
+    /// To another ENI of the VPC (a NAT gateway's, or an appliance's).
+    Eni { link: String, ip: Ipv4Addr },
+    /// Dropped: an explicit blackhole, or a target that is gone.
+    Blackhole,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoutePlan {
+    pub dest: Cidr,
+    pub via: Via,
+}
+
+/// One route table as a kernel routing table, used by the subnets it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TablePlan {
+    pub id: String,
+    pub kernel_table: u32,
+    pub subnets: Vec<Cidr>,
+    pub routes: Vec<RoutePlan>,
+}
+
+/// The veth between the router and the region network, for an attached internet gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IgwPlan {
+    pub router_link: String,
+    pub region_link: String,
+    pub router_ip: Ipv4Addr,
+    pub region_ip: Ipv4Addr,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,6 +148,54 @@ pub struct RouterPlan {
     pub acls: BTreeMap<String, Acl>,
     /// Which ACL each subnet uses, and its CIDR.
     pub subnets: BTreeMap<String, (Cidr, String)>,
+    pub tables: Vec<TablePlan>,
+    pub igw: Option<IgwPlan>,
+    /// Private address → public address (Elastic IPs), translated at the internet gateway.
+    pub public_ips: Vec<(Ipv4Addr, Ipv4Addr)>,
+}
+
+/// The region network of one Cove instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegionPlan {
+    pub netns: String,
+    /// Addresses of the simulated internet that processes can listen on.
+    pub internet_hosts: Vec<Ipv4Addr>,
+    /// Per VPC with an internet gateway: its link and the public IPs behind it.
+    pub vpcs: Vec<(IgwPlan, Vec<Ipv4Addr>)>,
+}
+
+/// The simulated internet host (TEST-NET-3), reachable only through gateways.
+pub const INTERNET_HOST: &str = "203.0.113.10";
+
+/// The point-to-point addresses of a VPC's gateway link: a /30 in the shared
+/// address space 100.64.0.0/10, picked by hashing the VPC id (stable).
+fn igw_addresses(vpc_id: &str) -> (Ipv4Addr, Ipv4Addr) {
+    let mut h: u32 = 0x811c9dc5;
+    for b in vpc_id.bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x01000193);
+    }
+    let base = u32::from(Ipv4Addr::new(100, 64, 0, 0)) + (h % (1 << 20)) * 4;
+    (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2))
+}
+
+pub fn plan_region(world: &World, instance: &str) -> RegionPlan {
+    let mut vpcs = Vec::new();
+    for vpc in world.vpcs.values() {
+        if let Some(plan) = plan_vpc(world, instance, &vpc.id) {
+            if let Some(igw) = plan.igw {
+                vpcs.push((
+                    igw,
+                    plan.public_ips.iter().map(|(_, public)| *public).collect(),
+                ));
+            }
+        }
+    }
+    RegionPlan {
+        netns: naming::region_netns(instance),
+        internet_hosts: vec![INTERNET_HOST.parse().expect("constant")],
+        vpcs,
+    }
 }
 
 impl RouterPlan {
@@ -290,8 +378,11 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
             .iter()
             .filter_map(|g| world.security_groups.get(g))
             .collect();
+        let nat = e.interface_type == "nat_gateway";
         eni_plans.push(EniPlan {
             id: e.id.clone(),
+            source_check: e.source_dest_check && !nat,
+            firewalled: !nat,
             netns: naming::eni_netns(instance, &e.id),
             router_link: naming::eni_router_link(&e.id),
             subnet_id: e.subnet_id.clone(),
@@ -302,7 +393,129 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
             ingress: union(&groups, false),
         });
     }
+    let igw = world
+        .internet_gateways
+        .values()
+        .find(|g| g.attached_vpc_id.as_deref() == Some(vpc_id))
+        .map(|_| {
+            let (router_ip, region_ip) = igw_addresses(vpc_id);
+            IgwPlan {
+                router_link: naming::igw_link(vpc_id),
+                region_link: naming::region_link(vpc_id),
+                router_ip,
+                region_ip,
+            }
+        });
+    let mut public_ips: Vec<(Ipv4Addr, Ipv4Addr)> = world
+        .addresses
+        .values()
+        .filter_map(|a| {
+            let assoc = a.association.as_ref()?;
+            let eni = world.network_interfaces.get(&assoc.network_interface_id)?;
+            (eni.vpc_id == vpc_id).then_some(())?;
+            Some((assoc.private_ip.parse().ok()?, a.public_ip.parse().ok()?))
+        })
+        .collect();
+    public_ips.sort();
+
+    let via_of = |target: &RouteTarget| -> Option<Via> {
+        match target {
+            RouteTarget::Local | RouteTarget::VpcEndpoint(_) => None,
+            RouteTarget::Gateway(id) => Some(
+                if igw.is_some()
+                    && world
+                        .internet_gateways
+                        .get(id)
+                        .is_some_and(|g| g.attached_vpc_id.as_deref() == Some(vpc_id))
+                {
+                    Via::InternetGateway
+                } else {
+                    Via::Blackhole
+                },
+            ),
+            RouteTarget::NatGateway(id) => Some(
+                world
+                    .nat_gateways
+                    .get(id)
+                    .filter(|n| n.state == "available")
+                    .and_then(|n| world.network_interfaces.get(&n.network_interface_id))
+                    .and_then(|e| {
+                        Some(Via::Eni {
+                            link: naming::eni_router_link(&e.id),
+                            ip: e.private_ip.parse().ok()?,
+                        })
+                    })
+                    .unwrap_or(Via::Blackhole),
+            ),
+            RouteTarget::NetworkInterface(id) => Some(
+                world
+                    .network_interfaces
+                    .get(id)
+                    .and_then(|e| {
+                        Some(Via::Eni {
+                            link: naming::eni_router_link(&e.id),
+                            ip: e.private_ip.parse().ok()?,
+                        })
+                    })
+                    .unwrap_or(Via::Blackhole),
+            ),
+        }
+    };
+    let main_table = world
+        .route_tables
+        .values()
+        .find(|t| t.vpc_id == vpc_id && t.associations.iter().any(|a| a.main))
+        .map(|t| t.id.clone());
+    let mut tables = Vec::new();
+    for (i, t) in world
+        .route_tables
+        .values()
+        .filter(|t| t.vpc_id == vpc_id)
+        .enumerate()
+    {
+        let served: Vec<Cidr> = subnet_map
+            .iter()
+            .filter(|(sid, _)| {
+                let explicit = world.route_tables.values().find(|x| {
+                    x.associations
+                        .iter()
+                        .any(|a| a.subnet_id.as_deref() == Some(sid.as_str()))
+                });
+                match explicit {
+                    Some(x) => x.id == t.id,
+                    None => main_table.as_deref() == Some(t.id.as_str()),
+                }
+            })
+            .map(|(_, (c, _))| *c)
+            .collect();
+        let mut routes: Vec<RoutePlan> = t
+            .routes
+            .iter()
+            .filter_map(|r| {
+                let via = via_of(&r.target)?;
+                Some(RoutePlan {
+                    dest: r.destination_cidr.as_ref()?.parse().ok()?,
+                    via,
+                })
+            })
+            .collect();
+        routes.sort_by(|a, b| {
+            (a.dest.prefix, a.dest.base)
+                .cmp(&(b.dest.prefix, b.dest.base))
+                .reverse()
+        });
+        tables.push(TablePlan {
+            id: t.id.clone(),
+            kernel_table: 1000 + i as u32,
+            subnets: served,
+            routes,
+        });
+    }
+
     Some(RouterPlan {
+        tables,
+        igw,
+        public_ips,
         vpc_id: vpc_id.to_string(),
         netns: naming::router_netns(instance, vpc_id),
         cidr,

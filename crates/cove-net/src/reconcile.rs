@@ -7,13 +7,14 @@
 //! they are, and rulesets are replaced.
 
 use crate::linux::{self, CommandError};
-use crate::plan::{plan_vpc, EniPlan, RouterPlan};
+use crate::plan::{plan_region, plan_vpc, EniPlan, RegionPlan, RouterPlan};
 use cove_model::world::World;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub struct Reconciler {
     instance: String,
     applied: BTreeMap<String, RouterPlan>,
+    region: Option<RegionPlan>,
 }
 
 /// What one pass did.
@@ -29,19 +30,44 @@ fn same_router(a: &RouterPlan, b: &RouterPlan) -> bool {
     a.netns == b.netns && a.local_addrs == b.local_addrs
 }
 
+fn same_routes(a: &RouterPlan, b: &RouterPlan) -> bool {
+    a.tables == b.tables && a.igw == b.igw && a.cidr == b.cidr
+}
+
 fn same_link(a: &EniPlan, b: &EniPlan) -> bool {
+    a.firewalled == b.firewalled
+        && (
+            a.netns.as_str(),
+            a.router_link.as_str(),
+            a.ip,
+            a.prefix,
+            a.gateway,
+        ) == (
+            b.netns.as_str(),
+            b.router_link.as_str(),
+            b.ip,
+            b.prefix,
+            b.gateway,
+        )
+}
+
+fn same_eni_rules(a: &EniPlan, b: &EniPlan) -> bool {
     (
-        a.netns.as_str(),
-        a.router_link.as_str(),
+        &a.id,
+        &a.router_link,
         a.ip,
-        a.prefix,
-        a.gateway,
+        a.firewalled,
+        a.source_check,
+        &a.egress,
+        &a.ingress,
     ) == (
-        b.netns.as_str(),
-        b.router_link.as_str(),
+        &b.id,
+        &b.router_link,
         b.ip,
-        b.prefix,
-        b.gateway,
+        b.firewalled,
+        b.source_check,
+        &b.egress,
+        &b.ingress,
     )
 }
 
@@ -49,14 +75,14 @@ fn same_rules(a: &RouterPlan, b: &RouterPlan) -> bool {
     a.sets == b.sets
         && a.acls == b.acls
         && a.subnets == b.subnets
+        && a.igw == b.igw
+        && a.public_ips == b.public_ips
+        && a.dns == b.dns
         && a.enis.len() == b.enis.len()
-        && a.enis.iter().zip(&b.enis).all(|(x, y)| {
-            x.id == y.id
-                && x.router_link == y.router_link
-                && x.ip == y.ip
-                && x.egress == y.egress
-                && x.ingress == y.ingress
-        })
+        && a.enis
+            .iter()
+            .zip(&b.enis)
+            .all(|(x, y)| same_eni_rules(x, y))
 }
 
 impl Reconciler {
@@ -64,6 +90,7 @@ impl Reconciler {
         Reconciler {
             instance: instance.to_string(),
             applied: BTreeMap::new(),
+            region: None,
         }
     }
 
@@ -74,7 +101,8 @@ impl Reconciler {
     /// One pass over the whole world.
     pub fn reconcile(&mut self, world: &World) -> Result<Pass, CommandError> {
         let mut pass = Pass::default();
-        let mut wanted_ns = BTreeSet::new();
+        let region = plan_region(world, &self.instance);
+        let mut wanted_ns = BTreeSet::from([region.netns.clone()]);
         let mut plans = BTreeMap::new();
         for vpc_id in world.vpcs.keys() {
             if let Some(plan) = plan_vpc(world, &self.instance, vpc_id) {
@@ -91,10 +119,14 @@ impl Reconciler {
             }
         }
         self.applied.retain(|vpc, _| plans.contains_key(vpc));
+        if self.region.is_none() {
+            linux::apply_region(&region)?;
+        }
         for (vpc_id, plan) in plans {
             let before = self.applied.get(&vpc_id);
-            if before.is_none_or(|b| !same_router(b, &plan)) {
+            if before.is_none_or(|b| !same_router(b, &plan) || b.igw != plan.igw) {
                 linux::apply_router(&plan)?;
+                linux::apply_igw(&plan, &region.netns)?;
                 pass.routers_applied += 1;
             }
             for e in &plan.enis {
@@ -104,11 +136,18 @@ impl Reconciler {
                     pass.enis_applied += 1;
                 }
             }
+            if before.is_none_or(|b| !same_routes(b, &plan) || b.enis.len() != plan.enis.len()) {
+                linux::apply_routes(&plan)?;
+            }
             if before.is_none_or(|b| !same_rules(b, &plan)) {
                 linux::apply_rules(&plan)?;
                 pass.rulesets_applied += 1;
             }
             self.applied.insert(vpc_id, plan);
+        }
+        if self.region.as_ref() != Some(&region) {
+            linux::apply_region(&region)?;
+            self.region = Some(region);
         }
         Ok(pass)
     }
@@ -120,6 +159,7 @@ impl Reconciler {
             linux::delete_netns(ns)?;
         }
         self.applied.clear();
+        self.region = None;
         Ok(names.len())
     }
 }

@@ -34,8 +34,15 @@ enum Command {
         #[arg(long, env = "COVE_DATA_DIR", default_value = config::DEFAULT_DATA_DIR)]
         data_dir: std::path::PathBuf,
         /// The network interface id (`eni-...`).
+        #[arg(
+            long,
+            required_unless_present = "internet",
+            conflicts_with = "internet"
+        )]
+        eni: Option<String>,
+        /// Run on the simulated internet host (203.0.113.10) in the region network instead.
         #[arg(long)]
-        eni: String,
+        internet: bool,
         /// The command and its arguments.
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
@@ -62,10 +69,18 @@ fn init_logging(format: &str) {
 }
 
 /// Enters the ENI's namespace and replaces this process with `command`.
-fn exec_in_eni(data_dir: &std::path::Path, eni: &str, command: &[String]) -> anyhow::Result<()> {
+fn exec_in(
+    data_dir: &std::path::Path,
+    eni: Option<&str>,
+    command: &[String],
+) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt;
     let instance = server::instance_tag(data_dir)?;
-    let netns = cove_net::naming::eni_netns(&instance, eni);
+    let netns = match eni {
+        Some(eni) => cove_net::naming::eni_netns(&instance, eni),
+        None => cove_net::naming::region_netns(&instance),
+    };
+    let eni = eni.unwrap_or("the internet host");
     let file = std::fs::File::open(format!("{}/{netns}", cove_net::netns::NETNS_DIR))
         .map_err(|e| anyhow::anyhow!("{eni} has no network namespace here ({netns}: {e}); is `cove serve --data-dir {}` running with its data plane on?", data_dir.display()))?;
     // SAFETY: this process is single-threaded here; setns changes only its network namespace.
@@ -84,8 +99,9 @@ fn main() -> anyhow::Result<()> {
         Command::Exec {
             data_dir,
             eni,
+            internet: _,
             command,
-        } => exec_in_eni(&data_dir, &eni, &command),
+        } => exec_in(&data_dir, eni.as_deref(), &command),
         Command::Teardown { data_dir } => {
             let instance = server::instance_tag(&data_dir)?;
             let removed = cove_net::reconcile::Reconciler::new(&instance).remove_all()?;
