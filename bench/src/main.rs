@@ -109,6 +109,8 @@ fn start_cove(bin: &str) -> anyhow::Result<Server> {
         .args(["serve", "--data-dir"])
         .arg(dir.path())
         .args(["--listen", &format!("127.0.0.1:{port}")])
+        // The control-plane benchmark measures the API alone.
+        .args(["--data-plane", "off"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())

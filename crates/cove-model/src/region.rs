@@ -73,6 +73,8 @@ pub fn zones(region: &str) -> Vec<(String, String)> {
 pub const SERVICES_CIDR: &str = "192.0.2.0/24";
 /// S3's public addresses: the CIDR of the `com.amazonaws.<region>.s3` prefix list.
 pub const S3_CIDR: &str = "192.0.2.16/28";
+/// The address Cove's S3 listens on in the region network (inside S3_CIDR).
+pub const S3_ADDRESS: &str = "192.0.2.20";
 /// Elastic IPs are allocated from TEST-NET-2 and TEST-NET-3.
 pub const ELASTIC_IP_POOLS: &[&str] = &["198.51.100.0/24", "203.0.113.0/24"];
 /// The first host number used in each Elastic IP pool (lower ones stay free for

@@ -9,7 +9,7 @@
 
 use crate::naming;
 use crate::nft;
-use crate::plan::{EniPlan, RegionPlan, RouterPlan, Via};
+use crate::plan::{EniPlan, IgwPlan, RegionPlan, RouterPlan, Via};
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -235,16 +235,27 @@ pub fn apply_region(region: &RegionPlan) -> Result<()> {
     Ok(())
 }
 
-/// The router's link to the region network when the VPC has an internet gateway.
+/// The router's links to the region network: the internet gateway's when
+/// one is attached, and one per gateway endpoint. Links nothing owns go.
 pub fn apply_igw(plan: &RouterPlan, region_netns: &str) -> Result<()> {
     let r = plan.netns.as_str();
-    let Some(igw) = &plan.igw else {
-        // Detached: the link goes (deleting one end removes the pair).
-        for link in links_named(r, "cvg")? {
-            ip(&["-n", r, "link", "del", &link])?;
+    let mut wanted: Vec<&IgwPlan> = plan.endpoints.iter().map(|e| &e.link).collect();
+    wanted.extend(plan.igw.as_ref());
+    for prefix in ["cvg", "cvp"] {
+        for link in links_named(r, prefix)? {
+            if !wanted.iter().any(|w| w.router_link == link) {
+                ip(&["-n", r, "link", "del", &link])?;
+            }
         }
-        return Ok(());
-    };
+    }
+    for link in wanted {
+        apply_link(r, region_netns, link)?;
+    }
+    Ok(())
+}
+
+/// One router–region veth with its point-to-point addresses.
+fn apply_link(r: &str, region_netns: &str, igw: &IgwPlan) -> Result<()> {
     if !link_exists(r, &igw.router_link) || !link_exists(region_netns, &igw.region_link) {
         let _ = ip(&["-n", r, "link", "del", &igw.router_link]);
         ip(&[
@@ -358,6 +369,19 @@ pub fn apply_routes(plan: &RouterPlan) -> Result<()> {
                     "dev",
                     link,
                     "onlink",
+                    "table",
+                    &table,
+                ])?,
+                Via::Endpoint { link, ip: to } => ip(&[
+                    "-n",
+                    r,
+                    "route",
+                    "add",
+                    &dest,
+                    "via",
+                    &to.to_string(),
+                    "dev",
+                    link,
                     "table",
                     &table,
                 ])?,

@@ -59,6 +59,16 @@ pub fn igw_link(vpc_id: &str) -> String {
     format!("cvg{}", short(vpc_id))
 }
 
+/// The router-side end of a gateway endpoint's link to the region network.
+pub fn endpoint_link(vpce_id: &str) -> String {
+    format!("cvp{}", short(vpce_id))
+}
+
+/// The region-side end of a gateway endpoint's link.
+pub fn endpoint_region_link(vpce_id: &str) -> String {
+    format!("cvq{}", short(vpce_id))
+}
+
 /// nftables set holding the private IPs of a security group's members.
 pub fn group_set(group_id: &str) -> String {
     format!("sg_{}", short(group_id))

@@ -328,6 +328,29 @@ pub fn render(plan: &RouterPlan) -> Value {
     if !spoof_map.is_empty() {
         out.push(rule("forward", vec![vmap("iifname", spoof_map)]));
     }
+    if plan.igw.is_some() || !plan.endpoints.is_empty() {
+        out.push(obj(
+            "chain",
+            json!({"family": "inet", "table": TABLE, "name": "prerouting", "type": "nat", "hook": "prerouting", "prio": -100, "policy": "accept"}),
+        ));
+        out.push(obj(
+            "chain",
+            json!({"family": "inet", "table": TABLE, "name": "postrouting", "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}),
+        ));
+    }
+    for e in &plan.endpoints {
+        // The service tells endpoints apart by this source address.
+        out.push(rule(
+            "postrouting",
+            vec![
+                eq(
+                    json!({"meta": {"key": "oifname"}}),
+                    json!(e.link.router_link),
+                ),
+                json!({"snat": {"family": "ip", "addr": e.link.router_ip.to_string()}}),
+            ],
+        ));
+    }
     if let Some(igw) = &plan.igw {
         // As on AWS: through an internet gateway only addresses with a public
         // mapping get out; a private address alone gets no internet.
@@ -349,14 +372,6 @@ pub fn render(plan: &RouterPlan) -> Value {
                 log_reject("cove igw no-public-ip "),
                 verdict("drop"),
             ],
-        ));
-        out.push(obj(
-            "chain",
-            json!({"family": "inet", "table": TABLE, "name": "prerouting", "type": "nat", "hook": "prerouting", "prio": -100, "policy": "accept"}),
-        ));
-        out.push(obj(
-            "chain",
-            json!({"family": "inet", "table": TABLE, "name": "postrouting", "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}),
         ));
         for (private, public) in &plan.public_ips {
             out.push(rule(

@@ -104,6 +104,8 @@ pub struct EniPlan {
 pub enum Via {
     /// Out through the internet gateway link.
     InternetGateway,
+    /// Out through a gateway endpoint's link (the prefix list's CIDRs).
+    Endpoint { link: String, ip: Ipv4Addr },
     /// To another ENI of the VPC (a NAT gateway's, or an appliance's).
     Eni { link: String, ip: Ipv4Addr },
     /// Dropped: an explicit blackhole, or a target that is gone.
@@ -123,6 +125,16 @@ pub struct TablePlan {
     pub kernel_table: u32,
     pub subnets: Vec<Cidr>,
     pub routes: Vec<RoutePlan>,
+}
+
+/// A gateway endpoint's veth to the region network. Traffic leaving through
+/// it is source-NATed to `router_ip`, an address unique to the endpoint, so
+/// the service can tell which endpoint (and so which VPC) a request came
+/// through: `aws:SourceVpce` and `aws:SourceVpc`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointPlan {
+    pub id: String,
+    pub link: IgwPlan,
 }
 
 /// The veth between the router and the region network, for an attached internet gateway.
@@ -152,14 +164,18 @@ pub struct RouterPlan {
     pub igw: Option<IgwPlan>,
     /// Private address → public address (Elastic IPs), translated at the internet gateway.
     pub public_ips: Vec<(Ipv4Addr, Ipv4Addr)>,
+    pub endpoints: Vec<EndpointPlan>,
 }
 
 /// The region network of one Cove instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegionPlan {
     pub netns: String,
-    /// Addresses of the simulated internet that processes can listen on.
+    /// Addresses in the region network that processes can listen on: the
+    /// simulated internet host and Cove's service addresses.
     pub internet_hosts: Vec<Ipv4Addr>,
+    /// Gateway endpoint links (routes back to their addresses are connected).
+    pub endpoints: Vec<IgwPlan>,
     /// Per VPC with an internet gateway: its link and the public IPs behind it.
     pub vpcs: Vec<(IgwPlan, Vec<Ipv4Addr>)>,
 }
@@ -169,7 +185,7 @@ pub const INTERNET_HOST: &str = "203.0.113.10";
 
 /// The point-to-point addresses of a VPC's gateway link: a /30 in the shared
 /// address space 100.64.0.0/10, picked by hashing the VPC id (stable).
-fn igw_addresses(vpc_id: &str) -> (Ipv4Addr, Ipv4Addr) {
+pub fn link_addresses(vpc_id: &str) -> (Ipv4Addr, Ipv4Addr) {
     let mut h: u32 = 0x811c9dc5;
     for b in vpc_id.bytes() {
         h ^= b as u32;
@@ -181,8 +197,10 @@ fn igw_addresses(vpc_id: &str) -> (Ipv4Addr, Ipv4Addr) {
 
 pub fn plan_region(world: &World, instance: &str) -> RegionPlan {
     let mut vpcs = Vec::new();
+    let mut endpoints = Vec::new();
     for vpc in world.vpcs.values() {
         if let Some(plan) = plan_vpc(world, instance, &vpc.id) {
+            endpoints.extend(plan.endpoints.iter().map(|e| e.link.clone()));
             if let Some(igw) = plan.igw {
                 vpcs.push((
                     igw,
@@ -193,8 +211,12 @@ pub fn plan_region(world: &World, instance: &str) -> RegionPlan {
     }
     RegionPlan {
         netns: naming::region_netns(instance),
-        internet_hosts: vec![INTERNET_HOST.parse().expect("constant")],
+        internet_hosts: vec![
+            INTERNET_HOST.parse().expect("constant"),
+            region::S3_ADDRESS.parse().expect("constant"),
+        ],
         vpcs,
+        endpoints,
     }
 }
 
@@ -398,7 +420,7 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
         .values()
         .find(|g| g.attached_vpc_id.as_deref() == Some(vpc_id))
         .map(|_| {
-            let (router_ip, region_ip) = igw_addresses(vpc_id);
+            let (router_ip, region_ip) = link_addresses(vpc_id);
             IgwPlan {
                 router_link: naming::igw_link(vpc_id),
                 region_link: naming::region_link(vpc_id),
@@ -418,9 +440,36 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
         .collect();
     public_ips.sort();
 
+    let endpoints: Vec<EndpointPlan> = world
+        .vpc_endpoints
+        .values()
+        .filter(|e| e.vpc_id == vpc_id && e.endpoint_type == "Gateway")
+        .map(|e| {
+            let (router_ip, region_ip) = link_addresses(&e.id);
+            EndpointPlan {
+                id: e.id.clone(),
+                link: IgwPlan {
+                    router_link: naming::endpoint_link(&e.id),
+                    region_link: naming::endpoint_region_link(&e.id),
+                    router_ip,
+                    region_ip,
+                },
+            }
+        })
+        .collect();
     let via_of = |target: &RouteTarget| -> Option<Via> {
         match target {
-            RouteTarget::Local | RouteTarget::VpcEndpoint(_) => None,
+            RouteTarget::Local => None,
+            RouteTarget::VpcEndpoint(id) => Some(
+                endpoints
+                    .iter()
+                    .find(|e| &e.id == id)
+                    .map(|e| Via::Endpoint {
+                        link: e.link.router_link.clone(),
+                        ip: e.link.region_ip,
+                    })
+                    .unwrap_or(Via::Blackhole),
+            ),
             RouteTarget::Gateway(id) => Some(
                 if igw.is_some()
                     && world
@@ -488,17 +537,27 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
             })
             .map(|(_, (c, _))| *c)
             .collect();
-        let mut routes: Vec<RoutePlan> = t
-            .routes
-            .iter()
-            .filter_map(|r| {
-                let via = via_of(&r.target)?;
-                Some(RoutePlan {
-                    dest: r.destination_cidr.as_ref()?.parse().ok()?,
-                    via,
-                })
-            })
-            .collect();
+        let prefix_lists = region::prefix_lists(&vpc.region);
+        let mut routes: Vec<RoutePlan> = Vec::new();
+        for r in &t.routes {
+            let Some(via) = via_of(&r.target) else {
+                continue;
+            };
+            // A prefix-list destination becomes one kernel route per CIDR of the list.
+            let dests: Vec<Cidr> = match (&r.destination_cidr, &r.destination_prefix_list_id) {
+                (Some(c), _) => c.parse().ok().into_iter().collect(),
+                (None, Some(pl)) => prefix_lists
+                    .iter()
+                    .filter(|(id, _, _)| id == pl)
+                    .flat_map(|(_, _, cidrs)| cidrs.iter().filter_map(|c| c.parse().ok()))
+                    .collect(),
+                (None, None) => vec![],
+            };
+            routes.extend(dests.into_iter().map(|dest| RoutePlan {
+                dest,
+                via: via.clone(),
+            }));
+        }
         routes.sort_by(|a, b| {
             (a.dest.prefix, a.dest.base)
                 .cmp(&(b.dest.prefix, b.dest.base))
@@ -516,6 +575,7 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
         tables,
         igw,
         public_ips,
+        endpoints,
         vpc_id: vpc_id.to_string(),
         netns: naming::router_netns(instance, vpc_id),
         cidr,

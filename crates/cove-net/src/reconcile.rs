@@ -77,6 +77,7 @@ fn same_rules(a: &RouterPlan, b: &RouterPlan) -> bool {
         && a.subnets == b.subnets
         && a.igw == b.igw
         && a.public_ips == b.public_ips
+        && a.endpoints == b.endpoints
         && a.dns == b.dns
         && a.enis.len() == b.enis.len()
         && a.enis
@@ -124,7 +125,9 @@ impl Reconciler {
         }
         for (vpc_id, plan) in plans {
             let before = self.applied.get(&vpc_id);
-            if before.is_none_or(|b| !same_router(b, &plan) || b.igw != plan.igw) {
+            if before.is_none_or(|b| {
+                !same_router(b, &plan) || b.igw != plan.igw || b.endpoints != plan.endpoints
+            }) {
                 linux::apply_router(&plan)?;
                 linux::apply_igw(&plan, &region.netns)?;
                 pass.routers_applied += 1;

@@ -75,6 +75,9 @@ impl Cove {
         let log = File::create(&log_path).expect("create the server log");
         let child = Command::new(&binary)
             .arg("serve")
+            // These tests exercise the API; the data plane has its own tests
+            // (and would leave namespaces behind when the server is killed).
+            .args(["--data-plane", "off"])
             .arg("--data-dir")
             .arg(data_dir.path())
             .arg("--listen")
