@@ -296,6 +296,28 @@ pub fn listing(key: &str, items: Vec<Value>, next: Option<String>) -> Value {
     paged(Value::Object(out), next)
 }
 
+/// A whole describe call for one resource kind in the request's region: the
+/// explicit ids in `ids_member`, the filters (`field` answers a filter name
+/// for a resource), paging, and each resource rendered under `key`.
+pub fn describe_all<R: Resource>(
+    r: &Req,
+    ids_member: &str,
+    key: &str,
+    region_of: impl Fn(&R) -> &str,
+    not_found: impl Fn(&str) -> AwsError,
+    field: impl Fn(&World, &R, &str, &str) -> FieldValues,
+    render: impl Fn(&World, &R, &str) -> Value,
+) -> AwsResult<Value> {
+    let w = r.world();
+    let account = r.account();
+    let (items, next) =
+        Describe::from(r, ids_member).run::<R>(&w, region_of, r.region(), not_found, |x, n| {
+            field(&w, x, account, n)
+        })?;
+    let items = items.iter().map(|x| render(&w, x, account)).collect();
+    Ok(listing(key, items, next))
+}
+
 /// Adds `NextToken` to a describe answer when there is another page.
 pub fn paged(mut out: Value, next: Option<String>) -> Value {
     if let Some(t) = next {

@@ -866,20 +866,15 @@ fn endpoint_field(w: &World, e: &VpcEndpoint, account: &str, name: &str) -> Fiel
 }
 
 pub fn describe_vpc_endpoints(r: &Req) -> AwsResult<Value> {
-    let w = r.world();
-    let account = r.account();
-    let (items, next) = Describe::from(r, "VpcEndpointIds").run::<VpcEndpoint>(
-        &w,
-        |e| &e.region,
-        r.region(),
+    describe_all(
+        r,
+        "VpcEndpointIds",
+        "VpcEndpoints",
+        |e: &VpcEndpoint| &e.region,
         endpoint_not_found,
-        |e, n| endpoint_field(&w, e, account, n),
-    )?;
-    let items: Vec<Value> = items
-        .iter()
-        .map(|e| render_endpoint(&w, e, account))
-        .collect();
-    Ok(listing("VpcEndpoints", items, next))
+        endpoint_field,
+        render_endpoint,
+    )
 }
 
 #[cfg(test)]

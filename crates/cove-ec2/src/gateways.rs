@@ -117,17 +117,15 @@ fn igw_field(w: &World, g: &InternetGateway, account: &str, name: &str) -> Field
 }
 
 pub fn describe_internet_gateways(r: &Req) -> AwsResult<Value> {
-    let w = r.world();
-    let account = r.account();
-    let (items, next) = Describe::from(r, "InternetGatewayIds").run::<InternetGateway>(
-        &w,
-        |g| &g.region,
-        r.region(),
+    describe_all(
+        r,
+        "InternetGatewayIds",
+        "InternetGateways",
+        |g: &InternetGateway| &g.region,
         igw_not_found,
-        |g, n| igw_field(&w, g, account, n),
-    )?;
-    let items: Vec<Value> = items.iter().map(|g| render_igw(&w, g, account)).collect();
-    Ok(listing("InternetGateways", items, next))
+        igw_field,
+        render_igw,
+    )
 }
 
 pub fn attach_internet_gateway(r: &Req) -> AwsResult<Value> {

@@ -332,17 +332,15 @@ fn eni_field(w: &World, e: &NetworkInterface, account: &str, name: &str) -> Fiel
 }
 
 pub fn describe_network_interfaces(r: &Req) -> AwsResult<Value> {
-    let w = r.world();
-    let account = r.account();
-    let (items, next) = Describe::from(r, "NetworkInterfaceIds").run::<NetworkInterface>(
-        &w,
-        |e| &e.region,
-        r.region(),
+    describe_all(
+        r,
+        "NetworkInterfaceIds",
+        "NetworkInterfaces",
+        |e: &NetworkInterface| &e.region,
         eni_not_found,
-        |e, n| eni_field(&w, e, account, n),
-    )?;
-    let items: Vec<Value> = items.iter().map(|e| render_eni(&w, e, account)).collect();
-    Ok(listing("NetworkInterfaces", items, next))
+        eni_field,
+        render_eni,
+    )
 }
 
 #[cfg(test)]

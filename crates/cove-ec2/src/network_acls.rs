@@ -421,17 +421,15 @@ fn acl_field(w: &World, a: &NetworkAcl, account: &str, name: &str) -> FieldValue
 }
 
 pub fn describe_network_acls(r: &Req) -> AwsResult<Value> {
-    let w = r.world();
-    let account = r.account();
-    let (acls, next) = Describe::from(r, "NetworkAclIds").run::<NetworkAcl>(
-        &w,
-        |a| &a.region,
-        r.region(),
+    describe_all(
+        r,
+        "NetworkAclIds",
+        "NetworkAcls",
+        |a: &NetworkAcl| &a.region,
         network_acl_not_found,
-        |a, n| acl_field(&w, a, account, n),
-    )?;
-    let items: Vec<Value> = acls.iter().map(|a| render_acl(&w, a, account)).collect();
-    Ok(listing("NetworkAcls", items, next))
+        acl_field,
+        render_acl,
+    )
 }
 
 #[cfg(test)]

@@ -244,20 +244,15 @@ fn table_field(w: &World, t: &RouteTable, account: &str, name: &str) -> FieldVal
 }
 
 pub fn describe_route_tables(r: &Req) -> AwsResult<Value> {
-    let w = r.world();
-    let account = r.account();
-    let (items, next) = Describe::from(r, "RouteTableIds").run::<RouteTable>(
-        &w,
-        |t| &t.region,
-        r.region(),
+    describe_all(
+        r,
+        "RouteTableIds",
+        "RouteTables",
+        |t: &RouteTable| &t.region,
         route_table_not_found,
-        |t, n| table_field(&w, t, account, n),
-    )?;
-    let items: Vec<Value> = items
-        .iter()
-        .map(|t| render_route_table(&w, t, account))
-        .collect();
-    Ok(listing("RouteTables", items, next))
+        table_field,
+        render_route_table,
+    )
 }
 
 /// A route's destination, canonical.

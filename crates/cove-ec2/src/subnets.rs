@@ -274,20 +274,15 @@ fn subnet_field(
 }
 
 pub fn describe_subnets(r: &Req) -> AwsResult<Value> {
-    let w = r.world();
-    let account = r.account();
-    let (items, next) = Describe::from(r, "SubnetIds").run::<Subnet>(
-        &w,
-        |s| &s.region,
-        r.region(),
+    describe_all(
+        r,
+        "SubnetIds",
+        "Subnets",
+        |s: &Subnet| &s.region,
         subnet_not_found,
-        |s, n| subnet_field(&w, s, account, n),
-    )?;
-    let items: Vec<Value> = items
-        .iter()
-        .map(|s| render_subnet(&w, s, account, "available"))
-        .collect();
-    Ok(listing("Subnets", items, next))
+        subnet_field,
+        |w, s, a| render_subnet(w, s, a, "available"),
+    )
 }
 
 pub fn modify_subnet_attribute(r: &Req) -> AwsResult<Value> {

@@ -260,20 +260,15 @@ fn vpc_field(w: &World, v: &Vpc, account: &str, name: &str) -> cove_model::filte
 }
 
 pub fn describe_vpcs(r: &Req) -> AwsResult<Value> {
-    let w = r.world();
-    let account = r.account();
-    let (vpcs, next) = Describe::from(r, "VpcIds").run::<Vpc>(
-        &w,
-        |v| &v.region,
-        r.region(),
+    describe_all(
+        r,
+        "VpcIds",
+        "Vpcs",
+        |v: &Vpc| &v.region,
         vpc_not_found,
-        |v, n| vpc_field(&w, v, account, n),
-    )?;
-    let items: Vec<Value> = vpcs
-        .iter()
-        .map(|v| render_vpc(&w, v, account, "available"))
-        .collect();
-    Ok(listing("Vpcs", items, next))
+        vpc_field,
+        |w, v, a| render_vpc(w, v, a, "available"),
+    )
 }
 
 const ATTRIBUTES: [&str; 3] = [
