@@ -2,8 +2,10 @@
 # Builds Cove, starts it with its embedded defaults and builds a private ML
 # network with the AWS CLI: a VPC, a private subnet with no route to the
 # internet, a security group, and an S3 gateway endpoint on the subnet's
-# route table. (Running a SageMaker training job in it arrives with the
-# training-job work; see README.)
+# route table, then shows with real packets (as root) that a process attached
+# to an ENI in that subnet reaches S3's address only through the endpoint.
+# (Running a SageMaker training job in it arrives with the training-job work;
+# see README.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,7 +21,8 @@ DATA=${COVE_DATA_DIR:-$(mktemp -d /tmp/cove-demo.XXXXXX)}
 PORT=${COVE_PORT:-4747}
 ./target/release/cove serve --data-dir "$DATA" --listen "127.0.0.1:$PORT" > "$DATA/cove.log" 2>&1 &
 COVE_PID=$!
-trap 'kill $COVE_PID 2>/dev/null || true' EXIT
+# On exit: stop Cove and remove the kernel objects it made (the data directory stays).
+trap 'kill $COVE_PID 2>/dev/null || true; wait $COVE_PID 2>/dev/null; ./target/release/cove teardown --data-dir "$DATA" >/dev/null 2>&1 || true' EXIT
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/_cove/health" >/dev/null && break; sleep 0.1; done
 
 export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY AWS_DEFAULT_REGION=us-east-1
@@ -37,4 +40,26 @@ VPCE=$(aws_ ec2 create-vpc-endpoint --vpc-id "$VPC" --service-name com.amazonaws
 echo "== private network: vpc=$VPC subnet=$SUBNET sg=$SG route-table=$RTB s3-endpoint=$VPCE"
 echo "== routes of the private subnet:"
 aws_ ec2 describe-route-tables --route-table-ids "$RTB" --query 'RouteTables[0].Routes[].[DestinationCidrBlock||DestinationPrefixListId,GatewayId,State]'
+if [ "$(id -u)" = 0 ]; then
+    ENI=$(aws_ ec2 create-network-interface --subnet-id "$SUBNET" --groups "$SG" --query NetworkInterface.NetworkInterfaceId)
+    PY=$(command -v python3)
+    ./target/release/cove exec --data-dir "$DATA" --internet -- "$PY" -c 'import socket;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(("192.0.2.20",443));s.listen(8);print("ready",flush=True)
+while True:
+ c,a=s.accept();c.sendall(a[0].encode());c.close()' > "$DATA/s3.out" &
+    S3_PID=$!
+    for _ in $(seq 50); do grep -q ready "$DATA/s3.out" 2>/dev/null && break; sleep 0.1; done
+    probe='import socket;s=socket.socket();s.settimeout(1)
+try:
+ s.connect(("192.0.2.20",443));print("reached S3, which saw source",s.recv(32).decode())
+except OSError as e:
+ print("no route to S3:",e)'
+    sleep 0.5
+    echo "== from $ENI with the S3 endpoint:"
+    ./target/release/cove exec --data-dir "$DATA" --eni "$ENI" -- "$PY" -c "$probe"
+    aws_ ec2 modify-vpc-endpoint --vpc-endpoint-id "$VPCE" --remove-route-table-ids "$RTB" >/dev/null
+    sleep 0.5
+    echo "== from $ENI after removing the endpoint from the route table:"
+    ./target/release/cove exec --data-dir "$DATA" --eni "$ENI" -- "$PY" -c "$probe"
+    kill $S3_PID 2>/dev/null || true
+fi
 echo "== data kept in $DATA (cove.db); server log in $DATA/cove.log"
