@@ -9,6 +9,7 @@ use crate::{interfaces, subnets};
 use cove_model::filter::{matches_all, FieldValues};
 use cove_model::ids::new_id;
 use cove_model::region;
+use cove_model::services;
 use cove_model::vpc::*;
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
@@ -28,76 +29,7 @@ pub const ENDPOINT_ENI_REQUESTER: &str = "amazon-vpce";
 /// How long an interface endpoint stays `pending`.
 const PENDING_MILLIS: i128 = 1000;
 
-/// One endpoint service offered in a region, for one endpoint type (S3 is
-/// offered twice, as a gateway and as an interface service, like AWS).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceEntry {
-    pub name: String,
-    /// `Gateway` or `Interface`.
-    pub service_type: &'static str,
-    /// The suffix of the endpoint-specific DNS names
-    /// (`api.sagemaker.us-east-1.vpce.amazonaws.com`).
-    pub base_dns: String,
-    /// The service's own name, answered by the endpoint with private DNS.
-    pub private_dns: Option<String>,
-}
-
-impl ServiceEntry {
-    /// A stable `vpce-svc-` id per service and type (FNV-1a).
-    pub fn service_id(&self) -> String {
-        format!(
-            "vpce-svc-{:017x}",
-            fnv64(&format!("{}/{}", self.name, self.service_type)) & 0xfffffffffffffff
-        )
-    }
-}
-
-fn fnv64(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    })
-}
-
-fn fnv32(s: &str) -> u32 {
-    s.bytes().fold(0x811c9dc5u32, |h, b| {
-        (h ^ b as u32).wrapping_mul(0x01000193)
-    })
-}
-
-/// The endpoint services of a region, sorted by name then type.
-pub fn services(region: &str) -> Vec<ServiceEntry> {
-    let amazon = |svc: &str, short: &str, t: &'static str, private: bool| ServiceEntry {
-        name: format!("com.amazonaws.{region}.{svc}"),
-        service_type: t,
-        base_dns: format!("{short}.{region}.vpce.amazonaws.com"),
-        private_dns: private.then(|| format!("{short}.{region}.amazonaws.com")),
-    };
-    let sagemaker = |app: &str| ServiceEntry {
-        name: format!("aws.sagemaker.{region}.{app}"),
-        service_type: "Interface",
-        base_dns: format!("{app}.{region}.vpce.sagemaker.aws"),
-        private_dns: Some(format!("*.{app}.{region}.sagemaker.aws")),
-    };
-    let mut out = vec![
-        amazon("s3", "s3", "Gateway", false),
-        amazon("s3", "s3", "Interface", false),
-        amazon("sagemaker.api", "api.sagemaker", "Interface", true),
-        amazon("sagemaker.runtime", "runtime.sagemaker", "Interface", true),
-        amazon("logs", "logs", "Interface", true),
-        amazon("sts", "sts", "Interface", true),
-        sagemaker("notebook"),
-        sagemaker("studio"),
-    ];
-    out.sort_by(|a, b| (&a.name, a.service_type).cmp(&(&b.name, b.service_type)));
-    out
-}
-
-/// The catalogue entry for a service name and endpoint type.
-pub fn service_for(region: &str, name: &str, service_type: &str) -> Option<ServiceEntry> {
-    services(region)
-        .into_iter()
-        .find(|s| s.name == name && s.service_type == service_type)
-}
+pub use cove_model::services::{service_for, services, ServiceEntry};
 
 fn no_such_service(name: &str) -> AwsError {
     AwsError::client(
@@ -242,17 +174,10 @@ pub fn dns_entries(
     zones: &[String],
     private_dns: Option<&str>,
 ) -> Vec<Value> {
-    let tag = format!("{:08x}", fnv32(endpoint_id));
-    let mut out = vec![json!({
-        "DnsName": format!("{endpoint_id}-{tag}.{base_dns}"),
-        "HostedZoneId": VPCE_HOSTED_ZONE_ID,
-    })];
-    for z in zones {
-        out.push(json!({
-            "DnsName": format!("{endpoint_id}-{tag}-{z}.{base_dns}"),
-            "HostedZoneId": VPCE_HOSTED_ZONE_ID,
-        }));
-    }
+    let mut out: Vec<Value> = services::endpoint_dns_names(endpoint_id, base_dns, zones)
+        .into_iter()
+        .map(|(name, _)| json!({"DnsName": name, "HostedZoneId": VPCE_HOSTED_ZONE_ID}))
+        .collect();
     if let Some(dns) = private_dns {
         out.push(json!({"DnsName": dns, "HostedZoneId": "ZONEIDPENDING"}));
     }

@@ -717,6 +717,7 @@ mod tests {
                 user_id: ACCOUNT.into(),
             },
             source_ip: None,
+            via_endpoint: None,
         }
     }
 

@@ -367,6 +367,7 @@ pub(crate) mod tests {
                 user_id: ACCOUNT.into(),
             },
             source_ip: None,
+            via_endpoint: None,
         }
     }
 

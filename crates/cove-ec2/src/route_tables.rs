@@ -754,6 +754,7 @@ mod tests {
                 user_id: "123456789012".into(),
             },
             source_ip: None,
+            via_endpoint: None,
         }
     }
 

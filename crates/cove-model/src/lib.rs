@@ -11,3 +11,4 @@ pub mod world;
 
 pub use error::{AwsError, AwsResult};
 pub mod region;
+pub mod services;

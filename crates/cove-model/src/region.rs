@@ -113,14 +113,18 @@ pub fn default_subnet_cidr(zone_index: usize) -> String {
     .to_string()
 }
 
+/// The domain of private DNS names in a region (`ec2.internal` in us-east-1).
+pub fn private_dns_domain(region: &str) -> String {
+    if region == "us-east-1" {
+        "ec2.internal".into()
+    } else {
+        format!("{region}.compute.internal")
+    }
+}
+
 /// The private DNS name AWS gives an address (`ip-10-0-1-4.ec2.internal`).
 pub fn private_dns_name(region: &str, ip: &str) -> String {
-    let host = format!("ip-{}", ip.replace('.', "-"));
-    if region == "us-east-1" {
-        format!("{host}.ec2.internal")
-    } else {
-        format!("{host}.{region}.compute.internal")
-    }
+    format!("ip-{}.{}", ip.replace('.', "-"), private_dns_domain(region))
 }
 
 #[cfg(test)]

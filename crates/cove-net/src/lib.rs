@@ -4,10 +4,12 @@
 //! makes a plan real (namespaces, veths, nftables, routes) builds on these;
 //! see docs/dataplane.md.
 
+pub mod dns;
 pub mod eval;
 #[doc(hidden)]
 pub mod fixtures;
 pub mod linux;
+pub mod listen;
 pub mod naming;
 pub mod netns;
 pub mod nft;

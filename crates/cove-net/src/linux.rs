@@ -73,11 +73,33 @@ pub fn instance_namespaces(instance: &str) -> Result<Vec<String>> {
         .collect())
 }
 
+/// Where `ip netns exec` (and `cove exec`) find a namespace's own `/etc` files.
+fn netns_etc(name: &str) -> std::path::PathBuf {
+    std::path::Path::new("/etc/netns").join(name)
+}
+
 pub fn delete_netns(name: &str) -> Result<()> {
     if netns_exists(name) {
         ip(&["netns", "del", name])?;
     }
+    let _ = std::fs::remove_dir_all(netns_etc(name));
     Ok(())
+}
+
+/// The ENI's resolv.conf: the VPC resolver and the region's private domain.
+fn write_resolv_conf(e: &EniPlan) -> Result<()> {
+    let dir = netns_etc(&e.netns);
+    let text = format!(
+        "# written by cove for {}\nnameserver {}\nsearch {}\noptions timeout:1 attempts:2\n",
+        e.id, e.resolver, e.search_domain
+    );
+    let path = dir.join("resolv.conf");
+    if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
+        return Ok(());
+    }
+    std::fs::create_dir_all(&dir)
+        .and_then(|_| std::fs::write(&path, text))
+        .map_err(|err| CommandError(format!("{}: {err}", path.display())))
 }
 
 fn ensure_netns(name: &str) -> Result<()> {
@@ -111,6 +133,7 @@ fn link_exists(ns: &str, link: &str) -> bool {
 
 pub fn apply_eni(router: &str, e: &EniPlan) -> Result<()> {
     ensure_netns(&e.netns)?;
+    write_resolv_conf(e)?;
     if !link_exists(router, &e.router_link) || !link_exists(&e.netns, naming::ENI_LINK) {
         // A half-made pair is rebuilt whole.
         let _ = ip(&["-n", router, "link", "del", &e.router_link]);

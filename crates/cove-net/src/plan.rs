@@ -93,6 +93,9 @@ pub struct EniPlan {
     pub ip: Ipv4Addr,
     pub prefix: u8,
     pub gateway: Ipv4Addr,
+    /// The VPC resolver (base+2) and the search domain, for the ENI's resolv.conf.
+    pub resolver: Ipv4Addr,
+    pub search_domain: String,
     /// The union of the egress rules of all the ENI's groups.
     pub egress: Vec<Match>,
     /// The union of the ingress rules of all the ENI's groups.
@@ -211,10 +214,13 @@ pub fn plan_region(world: &World, instance: &str) -> RegionPlan {
     }
     RegionPlan {
         netns: naming::region_netns(instance),
-        internet_hosts: vec![
-            INTERNET_HOST.parse().expect("constant"),
-            region::S3_ADDRESS.parse().expect("constant"),
-        ],
+        internet_hosts: std::iter::once(INTERNET_HOST.parse().expect("constant"))
+            .chain(
+                crate::listen::service_addresses()
+                    .into_iter()
+                    .map(|(ip, _)| ip),
+            )
+            .collect(),
         vpcs,
         endpoints,
     }
@@ -411,6 +417,8 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
             ip,
             prefix: subnet_cidr.prefix,
             gateway: subnet_cidr.nth(1),
+            resolver: dns,
+            search_domain: region::private_dns_domain(&vpc.region),
             egress: union(&groups, true),
             ingress: union(&groups, false),
         });

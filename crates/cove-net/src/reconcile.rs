@@ -36,6 +36,7 @@ fn same_routes(a: &RouterPlan, b: &RouterPlan) -> bool {
 
 fn same_link(a: &EniPlan, b: &EniPlan) -> bool {
     a.firewalled == b.firewalled
+        && (a.resolver, &a.search_domain) == (b.resolver, &b.search_domain)
         && (
             a.netns.as_str(),
             a.router_link.as_str(),

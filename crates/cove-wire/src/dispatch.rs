@@ -40,6 +40,19 @@ pub struct RequestContext {
     pub operation: String,
     pub principal: Principal,
     pub source_ip: Option<IpAddr>,
+    /// Set when the request came through a VPC endpoint (`aws:SourceVpce`, `aws:SourceVpc`).
+    pub via_endpoint: Option<Arrival>,
+}
+
+/// Where a request came in when it did not come from the public listener: an
+/// interface endpoint serves one service only and tells the service which
+/// endpoint and VPC the caller used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arrival {
+    /// The SigV4 signing name the listener serves; others are refused.
+    pub only_service: Option<&'static str>,
+    pub vpc_endpoint_id: Option<String>,
+    pub vpc_id: Option<String>,
 }
 
 impl RequestContext {
@@ -65,6 +78,7 @@ pub struct HttpRequest {
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     pub peer: Option<IpAddr>,
+    pub arrival: Option<Arrival>,
 }
 
 impl HttpRequest {
@@ -104,6 +118,15 @@ enum AuthFault {
 
 const SIGNATURE_MISMATCH: &str = "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.";
 
+/// AWS's standard mismatch message, unless there is a more precise reason.
+fn mismatch(detail: &str) -> String {
+    if detail.is_empty() {
+        SIGNATURE_MISMATCH.to_string()
+    } else {
+        detail.to_string()
+    }
+}
+
 fn auth_error(protocol: Protocol, fault: AuthFault, detail: &str) -> AwsError {
     use AuthFault::*;
     let invalid_token = "The security token included in the request is invalid.";
@@ -124,7 +147,7 @@ fn auth_error(protocol: Protocol, fault: AuthFault, detail: &str) -> AwsError {
             "AWS was not able to validate the provided access credentials",
         ),
         (Protocol::Ec2, BadSignature) => {
-            AwsError::new(403, "SignatureDoesNotMatch", SIGNATURE_MISMATCH)
+            AwsError::new(403, "SignatureDoesNotMatch", mismatch(detail))
         }
         (Protocol::Ec2, Expired) => AwsError::new(400, "RequestExpired", "Request has expired."),
         (Protocol::Query, Missing) => AwsError::new(
@@ -137,7 +160,7 @@ fn auth_error(protocol: Protocol, fault: AuthFault, detail: &str) -> AwsError {
         }
         (Protocol::Query, UnknownKey) => AwsError::new(403, "InvalidClientTokenId", invalid_token),
         (Protocol::Query, BadSignature) => {
-            AwsError::new(403, "SignatureDoesNotMatch", SIGNATURE_MISMATCH)
+            AwsError::new(403, "SignatureDoesNotMatch", mismatch(detail))
         }
         (Protocol::Query, Expired) => {
             AwsError::new(403, "SignatureDoesNotMatch", detail.to_string())
@@ -154,7 +177,7 @@ fn auth_error(protocol: Protocol, fault: AuthFault, detail: &str) -> AwsError {
             AwsError::new(400, "UnrecognizedClientException", invalid_token)
         }
         (Protocol::Json, BadSignature) => {
-            AwsError::new(400, "InvalidSignatureException", SIGNATURE_MISMATCH)
+            AwsError::new(400, "InvalidSignatureException", mismatch(detail))
         }
         (Protocol::Json, Expired) => {
             AwsError::new(400, "InvalidSignatureException", detail.to_string())
@@ -267,6 +290,7 @@ impl Dispatcher {
             operation: operation.clone(),
             principal,
             source_ip: req.peer,
+            via_endpoint: req.arrival.clone().filter(|a| a.vpc_endpoint_id.is_some()),
         };
         match service.handle(&ctx, input) {
             Ok(output) => render_success(protocol, model, &operation, &output, &request_id),
@@ -301,6 +325,16 @@ impl Dispatcher {
                 )
             })?;
         let protocol = Some(service.protocol());
+        if let Some(only) = req.arrival.as_ref().and_then(|a| a.only_service) {
+            if only != auth.service {
+                // What AWS answers when a request signed for one service reaches another's endpoint.
+                return Err((
+                    AuthFault::BadSignature,
+                    format!("Credential should be scoped to correct service: '{only}'. "),
+                    protocol,
+                ));
+            }
+        }
         let principal = (self.credentials)(&auth.access_key).ok_or((
             AuthFault::UnknownKey,
             String::new(),

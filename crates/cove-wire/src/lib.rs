@@ -13,5 +13,5 @@ pub mod validate;
 pub mod xml;
 
 pub use dispatch::{
-    Dispatcher, HttpRequest, HttpResponse, Principal, Protocol, RequestContext, Service,
+    Arrival, Dispatcher, HttpRequest, HttpResponse, Principal, Protocol, RequestContext, Service,
 };

@@ -2,7 +2,9 @@
 //! (EC2 VPC API, STS; more services plug into the same dispatcher).
 
 mod config;
+mod listeners;
 mod server;
+mod vpc_dns;
 
 use clap::{Parser, Subcommand};
 
@@ -87,10 +89,58 @@ fn exec_in(
     if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) } != 0 {
         anyhow::bail!("entering {netns}: {}", std::io::Error::last_os_error());
     }
+    use_namespace_resolver(&netns)?;
     let err = std::process::Command::new(&command[0])
         .args(&command[1..])
         .exec();
     anyhow::bail!("running {}: {err}", command[0])
+}
+
+/// Shows the namespace its own `/etc/resolv.conf` (the VPC resolver), the way
+/// `ip netns exec` does: a private mount namespace with the file bound over it.
+fn use_namespace_resolver(netns: &str) -> anyhow::Result<()> {
+    use std::ffi::CString;
+    let source = format!("/etc/netns/{netns}/resolv.conf");
+    if !std::path::Path::new(&source).exists() {
+        return Ok(());
+    }
+    let c = |s: &str| CString::new(s).expect("no NUL in paths");
+    let (root, src, dst) = (c("/"), c(&source), c("/etc/resolv.conf"));
+    // SAFETY: plain syscalls on valid NUL-terminated strings; this process is
+    // single-threaded here, which unshare(CLONE_NEWNS) requires.
+    unsafe {
+        if libc::unshare(libc::CLONE_NEWNS) != 0 {
+            anyhow::bail!("unshare(CLONE_NEWNS): {}", std::io::Error::last_os_error());
+        }
+        // Keep the bind mount from propagating back to the host.
+        if libc::mount(
+            std::ptr::null(),
+            root.as_ptr(),
+            std::ptr::null(),
+            libc::MS_SLAVE | libc::MS_REC,
+            std::ptr::null(),
+        ) != 0
+        {
+            anyhow::bail!(
+                "making / a slave mount: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        if libc::mount(
+            src.as_ptr(),
+            dst.as_ptr(),
+            std::ptr::null(),
+            libc::MS_BIND,
+            std::ptr::null(),
+        ) != 0
+        {
+            anyhow::bail!(
+                "binding {source} over /etc/resolv.conf: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {

@@ -7,11 +7,11 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use axum::routing::get;
-use axum::Router;
+use axum::{Extension, Router};
 use cove_ec2::Ec2Service;
 use cove_logs::LogsService;
 use cove_store::Store;
-use cove_wire::{Dispatcher, HttpRequest, Principal};
+use cove_wire::{Arrival, Dispatcher, HttpRequest, Principal};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -79,7 +79,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .name("cove-logs-retention".into())
         .spawn(move || purger.purge_forever(Duration::from_secs(60)))?;
 
-    start_data_plane(&settings, store.clone())?;
+    start_data_plane(&settings, store.clone(), router.clone())?;
 
     let ticker = ec2.clone();
     tokio::spawn(async move {
@@ -133,7 +133,7 @@ fn data_plane_possible() -> Result<(), String> {
 
 /// Starts the network reconciler: every commit to the store wakes it, and it
 /// brings the kernel to the new state (see cove-net).
-fn start_data_plane(settings: &Settings, store: Arc<Store>) -> anyhow::Result<()> {
+fn start_data_plane(settings: &Settings, store: Arc<Store>, api: Router) -> anyhow::Result<()> {
     let possible = data_plane_possible();
     match (settings.data_plane, &possible) {
         (DataPlane::Off, _) => {
@@ -149,6 +149,8 @@ fn start_data_plane(settings: &Settings, store: Arc<Store>) -> anyhow::Result<()
     }
     let instance = instance_tag(&settings.data_dir)?;
     tracing::info!(instance = %instance, "data plane on");
+    let mut listeners =
+        crate::listeners::Listeners::new(tokio::runtime::Handle::current(), api, store.clone());
     std::thread::Builder::new()
         .name("cove-reconcile".into())
         .spawn(move || {
@@ -157,7 +159,12 @@ fn start_data_plane(settings: &Settings, store: Arc<Store>) -> anyhow::Result<()
             loop {
                 let generation = store.generation();
                 let started = Instant::now();
-                match reconciler.reconcile(&store.snapshot()) {
+                let world = store.snapshot();
+                let result = reconciler.reconcile(&world);
+                if result.is_ok() {
+                    listeners.sync(&world, &instance);
+                }
+                match result {
                     Ok(pass) => {
                         if pass != Default::default() {
                             tracing::info!(
@@ -206,6 +213,7 @@ async fn health(State(app): State<Arc<App>>) -> Response<Body> {
 async fn aws(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    arrival: Option<Extension<Arrival>>,
     req: Request<Body>,
 ) -> Response<Body> {
     let started = Instant::now();
@@ -236,6 +244,7 @@ async fn aws(
         headers,
         body: body.to_vec(),
         peer: Some(peer.ip()),
+        arrival: arrival.map(|Extension(a)| a),
     };
     let out = app.dispatcher.handle(request);
     tracing::debug!(

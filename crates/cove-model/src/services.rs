@@ -1,0 +1,266 @@
+//! The AWS services of a simulated region as a network sees them: the
+//! endpoint-service catalogue (what `DescribeVpcEndpointServices` lists and
+//! what an interface endpoint can reach), each served API's public address in
+//! the region network with its DNS names, and the DNS names AWS gives an
+//! interface endpoint. EC2, the data plane and the VPC resolver all read this
+//! one table, so a name resolves to the address something really listens on.
+
+use std::net::Ipv4Addr;
+
+/// One endpoint service offered in a region, for one endpoint type (S3 is
+/// offered twice, as a gateway and as an interface service, like AWS).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceEntry {
+    pub name: String,
+    /// `Gateway` or `Interface`.
+    pub service_type: &'static str,
+    /// The suffix of the endpoint-specific DNS names
+    /// (`api.sagemaker.us-east-1.vpce.amazonaws.com`).
+    pub base_dns: String,
+    /// The service's own name, answered by the endpoint with private DNS.
+    pub private_dns: Option<String>,
+    /// The SigV4 signing name of the API behind it, when Cove serves one.
+    pub signing_name: Option<&'static str>,
+}
+
+impl ServiceEntry {
+    /// A stable `vpce-svc-` id per service and type (FNV-1a).
+    pub fn service_id(&self) -> String {
+        format!(
+            "vpce-svc-{:017x}",
+            fnv64(&format!("{}/{}", self.name, self.service_type)) & 0xfffffffffffffff
+        )
+    }
+}
+
+pub fn fnv64(s: &str) -> u64 {
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100000001b3)
+    })
+}
+
+pub fn fnv32(s: &str) -> u32 {
+    s.bytes().fold(0x811c9dc5u32, |h, b| {
+        (h ^ b as u32).wrapping_mul(0x01000193)
+    })
+}
+
+/// The endpoint services of a region, sorted by name then type.
+pub fn services(region: &str) -> Vec<ServiceEntry> {
+    let amazon = |svc: &str, short: &str, t: &'static str, private: bool, signing| ServiceEntry {
+        name: format!("com.amazonaws.{region}.{svc}"),
+        service_type: t,
+        base_dns: format!("{short}.{region}.vpce.amazonaws.com"),
+        private_dns: private.then(|| format!("{short}.{region}.amazonaws.com")),
+        signing_name: Some(signing),
+    };
+    let sagemaker = |app: &str| ServiceEntry {
+        name: format!("aws.sagemaker.{region}.{app}"),
+        service_type: "Interface",
+        base_dns: format!("{app}.{region}.vpce.sagemaker.aws"),
+        private_dns: Some(format!("*.{app}.{region}.sagemaker.aws")),
+        signing_name: None,
+    };
+    let mut out = vec![
+        amazon("s3", "s3", "Gateway", false, "s3"),
+        amazon("s3", "s3", "Interface", false, "s3"),
+        amazon(
+            "sagemaker.api",
+            "api.sagemaker",
+            "Interface",
+            true,
+            "sagemaker",
+        ),
+        amazon(
+            "sagemaker.runtime",
+            "runtime.sagemaker",
+            "Interface",
+            true,
+            "sagemaker",
+        ),
+        amazon("logs", "logs", "Interface", true, "logs"),
+        amazon("sts", "sts", "Interface", true, "sts"),
+        sagemaker("notebook"),
+        sagemaker("studio"),
+    ];
+    out.sort_by(|a, b| (&a.name, a.service_type).cmp(&(&b.name, b.service_type)));
+    out
+}
+
+/// The catalogue entry for a service name and endpoint type.
+pub fn service_for(region: &str, name: &str, service_type: &str) -> Option<ServiceEntry> {
+    services(region)
+        .into_iter()
+        .find(|s| s.name == name && s.service_type == service_type)
+}
+
+/// The 8-hex-digit tag AWS puts in an endpoint's DNS names.
+fn endpoint_tag(endpoint_id: &str) -> String {
+    format!("{:08x}", fnv32(endpoint_id))
+}
+
+/// An interface endpoint's own DNS names: the regional one, then one per zone
+/// (`vpce-…-tag.<base>`, `vpce-…-tag-us-east-1a.<base>`), each with the zone
+/// it is limited to.
+pub fn endpoint_dns_names(
+    endpoint_id: &str,
+    base_dns: &str,
+    zones: &[String],
+) -> Vec<(String, Option<String>)> {
+    let tag = endpoint_tag(endpoint_id);
+    let mut out = vec![(format!("{endpoint_id}-{tag}.{base_dns}"), None)];
+    for z in zones {
+        out.push((
+            format!("{endpoint_id}-{tag}-{z}.{base_dns}"),
+            Some(z.clone()),
+        ));
+    }
+    out
+}
+
+/// An API Cove serves at a public address of the region network (TEST-NET-1),
+/// the way AWS's regional endpoints are public addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceHost {
+    /// The SigV4 signing name the listener serves.
+    pub signing_name: &'static str,
+    pub address: Ipv4Addr,
+    /// Exact DNS names that resolve to the address.
+    pub names: Vec<String>,
+    /// Suffixes whose every subdomain resolves to it (S3's virtual-hosted buckets).
+    pub wildcard_suffixes: Vec<String>,
+}
+
+/// The public service addresses and names of a region.
+pub fn service_hosts(region: &str) -> Vec<ServiceHost> {
+    let host = |signing_name, last: u8, names: Vec<String>, wildcards: Vec<String>| ServiceHost {
+        signing_name,
+        address: Ipv4Addr::new(192, 0, 2, last),
+        names,
+        wildcard_suffixes: wildcards,
+    };
+    vec![
+        host(
+            "ec2",
+            10,
+            vec![format!("ec2.{region}.amazonaws.com")],
+            vec![],
+        ),
+        host(
+            "sts",
+            11,
+            vec![
+                format!("sts.{region}.amazonaws.com"),
+                "sts.amazonaws.com".into(),
+            ],
+            vec![],
+        ),
+        host(
+            "logs",
+            12,
+            vec![format!("logs.{region}.amazonaws.com")],
+            vec![],
+        ),
+        host(
+            "sagemaker",
+            13,
+            vec![format!("api.sagemaker.{region}.amazonaws.com")],
+            vec![],
+        ),
+        host(
+            "sagemaker",
+            14,
+            vec![format!("runtime.sagemaker.{region}.amazonaws.com")],
+            vec![],
+        ),
+        host(
+            "s3",
+            20,
+            vec![
+                format!("s3.{region}.amazonaws.com"),
+                "s3.amazonaws.com".into(),
+            ],
+            vec![
+                format!(".s3.{region}.amazonaws.com"),
+                ".s3.amazonaws.com".into(),
+            ],
+        ),
+    ]
+}
+
+/// The public address a DNS name of the region resolves to, if it names one of Cove's services.
+pub fn public_address(region: &str, name: &str) -> Option<Ipv4Addr> {
+    service_hosts(region)
+        .into_iter()
+        .find(|h| {
+            h.names.iter().any(|n| n == name)
+                || h.wildcard_suffixes
+                    .iter()
+                    .any(|s| name.ends_with(s.as_str()))
+        })
+        .map(|h| h.address)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::region::{S3_ADDRESS, S3_CIDR};
+
+    #[test]
+    fn service_addresses_are_in_the_services_range_and_s3_in_its_prefix_list() {
+        let hosts = service_hosts("us-east-1");
+        let s3 = hosts.iter().find(|h| h.signing_name == "s3").unwrap();
+        assert_eq!(s3.address.to_string(), S3_ADDRESS);
+        let cidr: crate::cidr::Cidr = S3_CIDR.parse().unwrap();
+        assert!(cidr.contains_addr(s3.address));
+        let mut addrs: Vec<Ipv4Addr> = hosts.iter().map(|h| h.address).collect();
+        addrs.sort();
+        addrs.dedup();
+        assert_eq!(addrs.len(), hosts.len(), "one address per listener");
+        assert_eq!(
+            public_address("us-east-1", "my-bucket.s3.us-east-1.amazonaws.com"),
+            Some(s3.address)
+        );
+        assert_eq!(
+            public_address("us-east-1", "runtime.sagemaker.us-east-1.amazonaws.com"),
+            Some(Ipv4Addr::new(192, 0, 2, 14))
+        );
+        assert_eq!(public_address("us-east-1", "example.com"), None);
+        assert_eq!(
+            public_address("us-east-1", "s3.eu-west-1.amazonaws.com"),
+            None
+        );
+    }
+
+    #[test]
+    fn every_private_dns_name_with_an_api_has_a_public_address() {
+        for s in services("eu-west-1") {
+            if let (Some(dns), Some(_)) = (&s.private_dns, s.signing_name) {
+                assert!(public_address("eu-west-1", dns).is_some(), "{dns}");
+            }
+        }
+    }
+
+    #[test]
+    fn endpoint_names() {
+        let names = endpoint_dns_names(
+            "vpce-0123",
+            "logs.us-east-1.vpce.amazonaws.com",
+            &["us-east-1a".to_string()],
+        );
+        let tag = endpoint_tag("vpce-0123");
+        assert_eq!(
+            names,
+            vec![
+                (
+                    format!("vpce-0123-{tag}.logs.us-east-1.vpce.amazonaws.com"),
+                    None
+                ),
+                (
+                    format!("vpce-0123-{tag}-us-east-1a.logs.us-east-1.vpce.amazonaws.com"),
+                    Some("us-east-1a".into())
+                ),
+            ]
+        );
+    }
+}

@@ -1,0 +1,246 @@
+//! What the VPC resolver (the Amazon-provided DNS server at the VPC's base+2)
+//! answers, computed from the model alone. The network server that speaks
+//! DNS on the wire lives in the binary; this is the pure part, so every
+//! naming rule is unit-tested.
+//!
+//! In order: an interface endpoint with private DNS takes over its service's
+//! regular name inside its VPC; endpoint-specific names (`vpce-…`) resolve
+//! to the endpoint's ENIs (the per-zone name to that zone's only); the
+//! region's service names resolve to their public addresses; with DNS
+//! hostnames on, `ip-a-b-c-d.ec2.internal` names resolve for the VPC's ENIs.
+//! Nothing else resolves: there is no real internet behind the resolver.
+
+use cove_model::region;
+use cove_model::services;
+use cove_model::world::World;
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The name exists; these are its IPv4 addresses.
+    Addresses(Vec<Ipv4Addr>),
+    /// No such name.
+    NxDomain,
+    /// The VPC has DNS support turned off: the resolver does not serve it.
+    Refused,
+}
+
+/// Lower case, without the trailing dot.
+pub fn normalize(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The private IPs of an endpoint's ENIs, optionally only those in `zone`.
+fn endpoint_ips(world: &World, eni_ids: &[String], zone: Option<&str>) -> Vec<Ipv4Addr> {
+    let mut ips: Vec<Ipv4Addr> = eni_ids
+        .iter()
+        .filter_map(|id| world.network_interfaces.get(id))
+        .filter(|e| zone.is_none_or(|z| e.availability_zone == z))
+        .filter_map(|e| e.private_ip.parse().ok())
+        .collect();
+    ips.sort();
+    ips
+}
+
+/// Resolves an A query for `name` asked from inside VPC `vpc_id`.
+pub fn resolve(world: &World, vpc_id: &str, name: &str) -> Answer {
+    let Some(vpc) = world.vpcs.get(vpc_id) else {
+        return Answer::Refused;
+    };
+    if !vpc.enable_dns_support {
+        return Answer::Refused;
+    }
+    let name = normalize(name);
+    let region = vpc.region.as_str();
+    let live = |state: &str| state == "available" || state == "pending";
+
+    for e in world
+        .vpc_endpoints
+        .values()
+        .filter(|e| e.region == region && e.endpoint_type == "Interface" && live(&e.state))
+    {
+        let Some(service) = services::service_for(region, &e.service_name, "Interface") else {
+            continue;
+        };
+        if e.vpc_id == vpc_id
+            && e.private_dns_enabled
+            && service.private_dns.as_deref() == Some(name.as_str())
+        {
+            return Answer::Addresses(endpoint_ips(world, &e.network_interface_ids, None));
+        }
+        let zones: Vec<String> = e
+            .subnet_ids
+            .iter()
+            .filter_map(|s| world.subnets.get(s))
+            .map(|s| s.availability_zone.clone())
+            .collect();
+        for (dns, zone) in services::endpoint_dns_names(&e.id, &service.base_dns, &zones) {
+            if dns == name {
+                return Answer::Addresses(endpoint_ips(
+                    world,
+                    &e.network_interface_ids,
+                    zone.as_deref(),
+                ));
+            }
+        }
+    }
+
+    if let Some(address) = services::public_address(region, &name) {
+        return Answer::Addresses(vec![address]);
+    }
+
+    if vpc.enable_dns_hostnames {
+        let hit = world.network_interfaces.values().find(|e| {
+            e.vpc_id == vpc_id && region::private_dns_name(region, &e.private_ip) == name
+        });
+        if let Some(ip) = hit.and_then(|e| e.private_ip.parse().ok()) {
+            return Answer::Addresses(vec![ip]);
+        }
+    }
+    Answer::NxDomain
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+    use cove_model::vpc::{NetworkInterface, VpcEndpoint};
+
+    const VPC: &str = "vpc-1";
+
+    /// The fixture VPC, with subnet b moved to zone b.
+    fn two_subnet_world() -> World {
+        let mut w = fixtures::world("", vec![], [&[], &[], &[]], vec![]);
+        let mut b = w.subnets.get("subnet-b").unwrap().clone();
+        b.availability_zone = "us-east-1b".into();
+        w.subnets.insert(b.id.clone(), b);
+        w
+    }
+
+    fn add_eni(w: &mut World, subnet: &str, ip: &str) -> String {
+        let mut e: NetworkInterface = w.network_interfaces.get("eni-a1").unwrap().clone();
+        e.id = format!("eni-{}", ip.replace('.', ""));
+        e.subnet_id = subnet.into();
+        e.availability_zone = w.subnets.get(subnet).unwrap().availability_zone.clone();
+        e.private_ip = ip.into();
+        w.network_interfaces.insert(e.id.clone(), e.clone());
+        e.id
+    }
+
+    fn add_vpc(w: &mut World, id: &str, cidr: &str) -> String {
+        let mut v = w.vpcs.get(VPC).unwrap().clone();
+        v.id = id.into();
+        v.cidr = cidr.into();
+        w.vpcs.insert(id.into(), v);
+        id.into()
+    }
+
+    fn interface_endpoint(world: &mut World, private_dns: bool) -> (String, Vec<String>) {
+        let a = add_eni(world, "subnet-a", "10.0.1.40");
+        let b = add_eni(world, "subnet-b", "10.0.2.40");
+        let id = "vpce-0000000000000abcd".to_string();
+        world.vpc_endpoints.insert(
+            id.clone(),
+            VpcEndpoint {
+                id: id.clone(),
+                region: "us-east-1".into(),
+                vpc_id: VPC.into(),
+                service_name: "com.amazonaws.us-east-1.sts".into(),
+                endpoint_type: "Interface".into(),
+                policy_document: None,
+                route_table_ids: vec![],
+                subnet_ids: vec!["subnet-a".into(), "subnet-b".into()],
+                group_ids: vec![],
+                network_interface_ids: vec![a, b],
+                private_dns_enabled: private_dns,
+                state: "available".into(),
+                create_time: "2026-01-01T00:00:00Z".into(),
+            },
+        );
+        let service =
+            services::service_for("us-east-1", "com.amazonaws.us-east-1.sts", "Interface").unwrap();
+        let zones = ["us-east-1a".to_string(), "us-east-1b".to_string()];
+        let names = services::endpoint_dns_names(&id, &service.base_dns, &zones)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
+        (id, names)
+    }
+
+    fn ips(list: &[&str]) -> Answer {
+        Answer::Addresses(list.iter().map(|s| s.parse().unwrap()).collect())
+    }
+
+    #[test]
+    fn service_names_resolve_to_public_addresses_without_an_endpoint() {
+        let w = two_subnet_world();
+        assert_eq!(
+            resolve(&w, VPC, "sts.us-east-1.amazonaws.com."),
+            ips(&["192.0.2.11"])
+        );
+        assert_eq!(
+            resolve(&w, VPC, "Bucket.S3.us-east-1.amazonaws.com"),
+            ips(&["192.0.2.20"])
+        );
+        assert_eq!(resolve(&w, VPC, "example.com"), Answer::NxDomain);
+    }
+
+    #[test]
+    fn private_dns_takes_over_the_service_name_in_its_vpc_only() {
+        let mut w = two_subnet_world();
+        let (_, names) = interface_endpoint(&mut w, true);
+        let both = ips(&["10.0.1.40", "10.0.2.40"]);
+        assert_eq!(resolve(&w, VPC, "sts.us-east-1.amazonaws.com"), both);
+        // The endpoint's own names: regional, then per zone.
+        assert_eq!(resolve(&w, VPC, &names[0]), both);
+        assert_eq!(resolve(&w, VPC, &names[1]), ips(&["10.0.1.40"]));
+        assert_eq!(resolve(&w, VPC, &names[2]), ips(&["10.0.2.40"]));
+        // Another VPC keeps the public answer.
+        let other = add_vpc(&mut w, "vpc-0000000000000other", "10.9.0.0/16");
+        assert_eq!(
+            resolve(&w, &other, "sts.us-east-1.amazonaws.com"),
+            ips(&["192.0.2.11"])
+        );
+    }
+
+    #[test]
+    fn without_private_dns_the_service_name_stays_public() {
+        let mut w = two_subnet_world();
+        let (_, names) = interface_endpoint(&mut w, false);
+        assert_eq!(
+            resolve(&w, VPC, "sts.us-east-1.amazonaws.com"),
+            ips(&["192.0.2.11"])
+        );
+        assert_eq!(
+            resolve(&w, VPC, &names[0]),
+            ips(&["10.0.1.40", "10.0.2.40"])
+        );
+    }
+
+    #[test]
+    fn hostnames_need_dns_hostnames_and_dns_support_gates_everything() {
+        let mut w = two_subnet_world();
+        add_eni(&mut w, "subnet-a", "10.0.1.9");
+        assert_eq!(
+            resolve(&w, VPC, "ip-10-0-1-9.ec2.internal"),
+            Answer::NxDomain
+        );
+        let mut vpc = w.vpcs.get(VPC).unwrap().clone();
+        vpc.enable_dns_hostnames = true;
+        w.vpcs.insert(VPC.into(), vpc.clone());
+        assert_eq!(
+            resolve(&w, VPC, "ip-10-0-1-9.ec2.internal"),
+            ips(&["10.0.1.9"])
+        );
+        assert_eq!(
+            resolve(&w, VPC, "ip-10-0-1-10.ec2.internal"),
+            Answer::NxDomain
+        );
+        vpc.enable_dns_support = false;
+        w.vpcs.insert(VPC.into(), vpc);
+        assert_eq!(
+            resolve(&w, VPC, "sts.us-east-1.amazonaws.com"),
+            Answer::Refused
+        );
+    }
+}

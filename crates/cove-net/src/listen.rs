@@ -1,0 +1,159 @@
+//! The sockets Cove must hold inside its namespaces, computed from the
+//! model: the region's public service addresses (the API, as AWS's regional
+//! endpoints), every interface endpoint's ENI (the API of that one service,
+//! PrivateLink-style), and every VPC's resolver at base+2. The binary binds
+//! them from a thread that has entered the namespace; the socket keeps it.
+
+use crate::naming;
+use cove_model::cidr::Cidr;
+use cove_model::services;
+use cove_model::world::World;
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+/// HTTP port of the service listeners (TLS on 443 comes with Cove's CA).
+pub const API_PORT: u16 = 80;
+pub const DNS_PORT: u16 = 53;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ListenerKind {
+    /// Cove's AWS API. `only_service` limits it to one signing name; the
+    /// endpoint ids say which interface endpoint it is.
+    Api {
+        only_service: Option<&'static str>,
+        vpc_endpoint_id: Option<String>,
+        vpc_id: Option<String>,
+    },
+    /// The VPC resolver of one VPC (UDP and TCP).
+    Dns { vpc_id: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ListenerPlan {
+    pub netns: String,
+    pub addr: SocketAddrV4,
+    pub kind: ListenerKind,
+}
+
+/// The region network's public service addresses (the same in every region).
+pub fn service_addresses() -> Vec<(Ipv4Addr, &'static str)> {
+    services::service_hosts("us-east-1")
+        .into_iter()
+        .map(|h| (h.address, h.signing_name))
+        .collect()
+}
+
+pub fn listeners(world: &World, instance: &str) -> Vec<ListenerPlan> {
+    let mut out: Vec<ListenerPlan> = service_addresses()
+        .into_iter()
+        .map(|(ip, signing)| ListenerPlan {
+            netns: naming::region_netns(instance),
+            addr: SocketAddrV4::new(ip, API_PORT),
+            kind: ListenerKind::Api {
+                only_service: Some(signing),
+                vpc_endpoint_id: None,
+                vpc_id: None,
+            },
+        })
+        .collect();
+    for e in world.vpc_endpoints.values().filter(|e| {
+        e.endpoint_type == "Interface" && (e.state == "available" || e.state == "pending")
+    }) {
+        let Some(signing) = services::service_for(&e.region, &e.service_name, "Interface")
+            .and_then(|s| s.signing_name)
+        else {
+            continue;
+        };
+        for eni in e
+            .network_interface_ids
+            .iter()
+            .filter_map(|id| world.network_interfaces.get(id))
+        {
+            let Ok(ip) = eni.private_ip.parse() else {
+                continue;
+            };
+            out.push(ListenerPlan {
+                netns: naming::eni_netns(instance, &eni.id),
+                addr: SocketAddrV4::new(ip, API_PORT),
+                kind: ListenerKind::Api {
+                    only_service: Some(signing),
+                    vpc_endpoint_id: Some(e.id.clone()),
+                    vpc_id: Some(e.vpc_id.clone()),
+                },
+            });
+        }
+    }
+    for vpc in world.vpcs.values().filter(|v| v.enable_dns_support) {
+        let Ok(cidr) = vpc.cidr.parse::<Cidr>() else {
+            continue;
+        };
+        out.push(ListenerPlan {
+            netns: naming::router_netns(instance, &vpc.id),
+            addr: SocketAddrV4::new(cidr.nth(2), DNS_PORT),
+            kind: ListenerKind::Dns {
+                vpc_id: vpc.id.clone(),
+            },
+        });
+    }
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures;
+    use cove_model::vpc::VpcEndpoint;
+
+    #[test]
+    fn services_endpoints_and_resolvers() {
+        let mut w = fixtures::world("", vec![], [&[], &[], &[]], vec![]);
+        let plans = listeners(&w, "t");
+        assert_eq!(plans.len(), service_addresses().len() + 1);
+        let dns = plans
+            .iter()
+            .find(|p| matches!(p.kind, ListenerKind::Dns { .. }))
+            .unwrap();
+        assert_eq!(dns.addr.to_string(), "10.0.0.2:53");
+        assert_eq!(dns.netns, naming::router_netns("t", "vpc-1"));
+
+        w.vpc_endpoints.insert(
+            "vpce-1".into(),
+            VpcEndpoint {
+                id: "vpce-1".into(),
+                region: "us-east-1".into(),
+                vpc_id: "vpc-1".into(),
+                service_name: "com.amazonaws.us-east-1.sagemaker.runtime".into(),
+                endpoint_type: "Interface".into(),
+                policy_document: None,
+                route_table_ids: vec![],
+                subnet_ids: vec!["subnet-a".into()],
+                group_ids: vec![],
+                network_interface_ids: vec!["eni-a2".into()],
+                private_dns_enabled: true,
+                state: "available".into(),
+                create_time: String::new(),
+            },
+        );
+        let plans = listeners(&w, "t");
+        let ep = plans
+            .iter()
+            .find(|p| p.netns == naming::eni_netns("t", "eni-a2"))
+            .unwrap();
+        assert_eq!(ep.addr.to_string(), "10.0.1.5:80");
+        assert_eq!(
+            ep.kind,
+            ListenerKind::Api {
+                only_service: Some("sagemaker"),
+                vpc_endpoint_id: Some("vpce-1".into()),
+                vpc_id: Some("vpc-1".into())
+            }
+        );
+
+        let mut vpc = w.vpcs.get("vpc-1").unwrap().clone();
+        vpc.enable_dns_support = false;
+        w.vpcs.insert("vpc-1".into(), vpc);
+        assert!(!listeners(&w, "t")
+            .iter()
+            .any(|p| matches!(p.kind, ListenerKind::Dns { .. })));
+    }
+}

@@ -1,0 +1,125 @@
+//! Keeps Cove's sockets inside the data plane equal to
+//! [`cove_net::listen::listeners`]: the API on the region's public service
+//! addresses and on interface-endpoint ENIs, and the VPC resolver of every
+//! VPC. Each socket is bound by a thread that entered the namespace (the
+//! socket keeps that namespace for life) and is served on the tokio runtime.
+//! A listener whose namespace was recreated is bound again.
+
+use crate::vpc_dns;
+use axum::Extension;
+use cove_net::listen::{listeners, ListenerKind, ListenerPlan};
+use cove_store::Store;
+use cove_wire::Arrival;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::sync::Arc;
+use tokio::task::AbortHandle;
+
+pub struct Listeners {
+    runtime: tokio::runtime::Handle,
+    api: axum::Router,
+    store: Arc<Store>,
+    /// Running listeners, with the inode of the namespace they were bound in.
+    running: BTreeMap<ListenerPlan, (u64, Vec<AbortHandle>)>,
+}
+
+fn netns_inode(name: &str) -> Option<u64> {
+    std::fs::metadata(format!("{}/{name}", cove_net::netns::NETNS_DIR))
+        .ok()
+        .map(|m| m.ino())
+}
+
+impl Listeners {
+    pub fn new(runtime: tokio::runtime::Handle, api: axum::Router, store: Arc<Store>) -> Self {
+        Listeners {
+            runtime,
+            api,
+            store,
+            running: BTreeMap::new(),
+        }
+    }
+
+    /// Starts what is missing and stops what is no longer wanted.
+    pub fn sync(&mut self, world: &cove_model::world::World, instance: &str) {
+        let wanted: BTreeMap<ListenerPlan, Option<u64>> = listeners(world, instance)
+            .into_iter()
+            .map(|p| {
+                let inode = netns_inode(&p.netns);
+                (p, inode)
+            })
+            .collect();
+        self.running.retain(|plan, (inode, tasks)| {
+            let keep = wanted.get(plan) == Some(&Some(*inode));
+            if !keep {
+                tasks.iter().for_each(AbortHandle::abort);
+            }
+            keep
+        });
+        for (plan, inode) in wanted {
+            let Some(inode) = inode else { continue };
+            if self.running.contains_key(&plan) {
+                continue;
+            }
+            match self.start(&plan) {
+                Ok(tasks) => {
+                    tracing::debug!(netns = %plan.netns, addr = %plan.addr, "listening");
+                    self.running.insert(plan, (inode, tasks));
+                }
+                Err(e) => {
+                    tracing::warn!(netns = %plan.netns, addr = %plan.addr, error = %e, "cannot listen yet")
+                }
+            }
+        }
+    }
+
+    fn start(&self, plan: &ListenerPlan) -> std::io::Result<Vec<AbortHandle>> {
+        let addr = plan.addr;
+        match &plan.kind {
+            ListenerKind::Api {
+                only_service,
+                vpc_endpoint_id,
+                vpc_id,
+            } => {
+                let std_listener = cove_net::netns::run_in(&plan.netns, move || {
+                    std::net::TcpListener::bind(addr)
+                })??;
+                std_listener.set_nonblocking(true)?;
+                let arrival = Arrival {
+                    only_service: *only_service,
+                    vpc_endpoint_id: vpc_endpoint_id.clone(),
+                    vpc_id: vpc_id.clone(),
+                };
+                let app = self.api.clone().layer(Extension(arrival));
+                let _guard = self.runtime.enter();
+                let listener = tokio::net::TcpListener::from_std(std_listener)?;
+                let task = self.runtime.spawn(async move {
+                    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+                    if let Err(e) = axum::serve(listener, service).await {
+                        tracing::warn!(%addr, error = %e, "listener stopped");
+                    }
+                });
+                Ok(vec![task.abort_handle()])
+            }
+            ListenerKind::Dns { vpc_id } => {
+                let (udp, tcp) = cove_net::netns::run_in(&plan.netns, move || {
+                    Ok::<_, std::io::Error>((
+                        std::net::UdpSocket::bind(addr)?,
+                        std::net::TcpListener::bind(addr)?,
+                    ))
+                })??;
+                udp.set_nonblocking(true)?;
+                tcp.set_nonblocking(true)?;
+                let _guard = self.runtime.enter();
+                let udp = tokio::net::UdpSocket::from_std(udp)?;
+                let tcp = tokio::net::TcpListener::from_std(tcp)?;
+                let (store, vpc) = (self.store.clone(), vpc_id.clone());
+                let udp_task =
+                    self.runtime
+                        .spawn(vpc_dns::serve_udp(udp, store.clone(), vpc.clone()));
+                let tcp_task = self.runtime.spawn(vpc_dns::serve_tcp(tcp, store, vpc));
+                Ok(vec![udp_task.abort_handle(), tcp_task.abort_handle()])
+            }
+        }
+    }
+}
