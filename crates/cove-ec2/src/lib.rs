@@ -5,7 +5,7 @@
 
 mod common;
 mod endpoints;
-mod flow_logs;
+pub mod flow_logs;
 mod gateways;
 mod interfaces;
 mod misc;

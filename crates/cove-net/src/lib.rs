@@ -8,6 +8,7 @@ pub mod dns;
 pub mod eval;
 #[doc(hidden)]
 pub mod fixtures;
+pub mod flowlog;
 pub mod linux;
 pub mod listen;
 pub mod naming;

@@ -11,14 +11,136 @@ use serde_json::{json, Value};
 use std::net::Ipv4Addr;
 
 pub const TABLE: &str = "cove";
-/// NFLOG group that carries rejected packets to the flow-log collector.
-pub const REJECT_LOG_GROUP: u32 = 1;
+
+/// Where a drop happens, which decides whose flow log records it: on the
+/// way out of the source (its security group or its subnet's ACL: REJECT
+/// on the source), or on the way in to the destination (REJECT on the
+/// destination, and the packet did leave the source: ACCEPT there).
+#[derive(Clone, Copy)]
+enum DropSide {
+    Out,
+    In,
+}
+
+impl DropSide {
+    fn chain(self) -> &'static str {
+        match self {
+            DropSide::Out => "deny_out",
+            DropSide::In => "deny_in",
+        }
+    }
+}
+
+/// Named sets that hold one ENI's flow records: per 5-tuple, the kernel's
+/// packet and byte counters (see docs/dataplane.md, "Flow logs").
+pub fn accepted_set(eni: &str) -> String {
+    format!("fa_{}", naming::short(eni))
+}
+
+pub fn rejected_set(eni: &str) -> String {
+    format!("fr_{}", naming::short(eni))
+}
+
+/// How long an idle flow record stays in its set: longer than the largest
+/// aggregation interval (600 s), so the collector always sees it again.
+const FLOW_TIMEOUT_SECONDS: u64 = 1200;
+const FLOW_SET_SIZE: u64 = 65536;
+
+fn flow_key() -> Value {
+    json!({"concat": [
+        ip_field("saddr"),
+        ip_field("daddr"),
+        {"meta": {"key": "l4proto"}},
+        {"payload": {"protocol": "th", "field": "sport"}},
+        {"payload": {"protocol": "th", "field": "dport"}},
+    ]})
+}
+
+fn vmap_named(key: &str, map: &str) -> Value {
+    json!({"vmap": {"key": {"meta": {"key": key}}, "data": format!("@{map}")}})
+}
+
+/// Sets, per-ENI counting chains, the `fl_acc`/`fl_rej` maps from an ENI's
+/// router link to them, and the shared accept and deny chains. Without
+/// flow logs the accept and deny chains only accept and drop, so the
+/// forward path pays nothing for flow logging.
+fn flow_accounting(out: &mut Vec<Value>, plan: &RouterPlan) {
+    let flow: Vec<&crate::plan::EniPlan> = plan
+        .enis
+        .iter()
+        .filter(|e| plan.flow_enis.contains(&e.id))
+        .collect();
+    let counting = !flow.is_empty();
+    if counting {
+        for e in &flow {
+            for (set, chain) in [
+                (
+                    accepted_set(&e.id),
+                    format!("acct_{}", naming::short(&e.id)),
+                ),
+                (
+                    rejected_set(&e.id),
+                    format!("rejct_{}", naming::short(&e.id)),
+                ),
+            ] {
+                out.push(obj(
+                    "set",
+                    json!({"family": "inet", "table": TABLE, "name": set,
+                        "type": ["ipv4_addr", "ipv4_addr", "inet_proto", "inet_service", "inet_service"],
+                        "flags": ["timeout"], "timeout": FLOW_TIMEOUT_SECONDS,
+                        "size": FLOW_SET_SIZE, "stmt": [{"counter": null}]}),
+                ));
+                out.push(chain_decl(&chain));
+                out.push(rule(
+                    &chain,
+                    vec![json!({"set": {"op": "update", "elem": flow_key(), "set": format!("@{set}")}})],
+                ));
+            }
+        }
+        for (map, prefix) in [("fl_acc", "acct"), ("fl_rej", "rejct")] {
+            let elems: Vec<Value> = flow
+                .iter()
+                .map(|e| json!([e.router_link, {"jump": {"target": format!("{prefix}_{}", naming::short(&e.id))}}]))
+                .collect();
+            out.push(obj(
+                "map",
+                json!({"family": "inet", "table": TABLE, "name": map, "type": "ifname", "map": "verdict", "elem": elems}),
+            ));
+        }
+    }
+    out.push(chain_decl("accept_flow"));
+    out.push(chain_decl(DropSide::Out.chain()));
+    out.push(chain_decl(DropSide::In.chain()));
+    if counting {
+        out.push(rule("accept_flow", vec![vmap_named("iifname", "fl_acc")]));
+        out.push(rule("accept_flow", vec![vmap_named("oifname", "fl_acc")]));
+        out.push(rule(
+            DropSide::Out.chain(),
+            vec![vmap_named("iifname", "fl_rej")],
+        ));
+        out.push(rule(
+            DropSide::In.chain(),
+            vec![vmap_named("oifname", "fl_rej")],
+        ));
+        out.push(rule(
+            DropSide::In.chain(),
+            vec![vmap_named("iifname", "fl_acc")],
+        ));
+    }
+    out.push(rule("accept_flow", vec![verdict("accept")]));
+    out.push(rule(DropSide::Out.chain(), vec![verdict("drop")]));
+    out.push(rule(DropSide::In.chain(), vec![verdict("drop")]));
+}
+
+fn deny(side: DropSide) -> Value {
+    json!({"jump": {"target": side.chain()}})
+}
 
 fn obj(kind: &str, body: Value) -> Value {
     json!({ "add": { kind: body } })
 }
 
-fn chain(name: &str) -> Value {
+fn chain_decl(name: &str) -> Value {
     obj(
         "chain",
         json!({"family": "inet", "table": TABLE, "name": name}),
@@ -98,10 +220,6 @@ fn verdict(v: &str) -> Value {
     json!({ v: null })
 }
 
-fn log_reject(prefix: &str) -> Value {
-    json!({"log": {"prefix": prefix, "group": REJECT_LOG_GROUP}})
-}
-
 fn acl_chain_name(acl: &str, egress: bool) -> String {
     format!(
         "acl_{}_{}",
@@ -126,30 +244,20 @@ fn eni_chain_name(eni: &str, egress: bool) -> String {
     )
 }
 
-fn acl_rules(out: &mut Vec<Value>, name: &str, rules: &[AclRule], egress: bool, acl: &str) {
-    out.push(chain(name));
+fn acl_rules(out: &mut Vec<Value>, name: &str, rules: &[AclRule], egress: bool) {
+    out.push(chain_decl(name));
     let peer = if egress { "daddr" } else { "saddr" };
+    let side = if egress { DropSide::Out } else { DropSide::In };
     for r in rules {
         let mut expr = match_exprs(&r.rule, peer);
-        if r.allow {
-            expr.push(verdict("return"));
+        expr.push(if r.allow {
+            verdict("return")
         } else {
-            expr.push(log_reject(&format!(
-                "cove acl {} {} ",
-                naming::short(acl),
-                r.number
-            )));
-            expr.push(verdict("drop"));
-        }
+            deny(side)
+        });
         out.push(rule(name, expr));
     }
-    out.push(rule(
-        name,
-        vec![
-            log_reject(&format!("cove acl {} * ", naming::short(acl))),
-            verdict("drop"),
-        ],
-    ));
+    out.push(rule(name, vec![deny(side)]));
 }
 
 /// The whole ruleset for one router namespace, replacing any previous `inet cove` table atomically.
@@ -167,22 +275,17 @@ pub fn render(plan: &RouterPlan) -> Value {
         out.push(obj("set", set));
     }
 
+    flow_accounting(&mut out, plan);
+
     // Network ACLs, one chain per ACL and direction, entered through a
     // per-subnet chain that first lets traffic within the subnet pass.
     for acl in plan.acls.values() {
-        acl_rules(
-            &mut out,
-            &acl_chain_name(&acl.id, true),
-            &acl.egress,
-            true,
-            &acl.id,
-        );
+        acl_rules(&mut out, &acl_chain_name(&acl.id, true), &acl.egress, true);
         acl_rules(
             &mut out,
             &acl_chain_name(&acl.id, false),
             &acl.ingress,
             false,
-            &acl.id,
         );
     }
     for (subnet, (cidr, acl)) in &plan.subnets {
@@ -191,7 +294,7 @@ pub fn render(plan: &RouterPlan) -> Value {
         }
         for egress in [true, false] {
             let name = subnet_chain_name(subnet, egress);
-            out.push(chain(&name));
+            out.push(chain_decl(&name));
             let same_subnet = if egress { "daddr" } else { "saddr" };
             out.push(rule(
                 &name,
@@ -208,7 +311,7 @@ pub fn render(plan: &RouterPlan) -> Value {
     for eni in plan.enis.iter().filter(|e| e.firewalled) {
         for egress in [true, false] {
             let name = eni_chain_name(&eni.id, egress);
-            out.push(chain(&name));
+            out.push(chain_decl(&name));
             let (rules, peer) = if egress {
                 (&eni.egress, "daddr")
             } else {
@@ -219,14 +322,8 @@ pub fn render(plan: &RouterPlan) -> Value {
                 expr.push(verdict("return"));
                 out.push(rule(&name, expr));
             }
-            let dir = if egress { "egress" } else { "ingress" };
-            out.push(rule(
-                &name,
-                vec![
-                    log_reject(&format!("cove sg {} {dir} ", naming::short(&eni.id))),
-                    verdict("drop"),
-                ],
-            ));
+            let side = if egress { DropSide::Out } else { DropSide::In };
+            out.push(rule(&name, vec![deny(side)]));
         }
     }
 
@@ -234,7 +331,7 @@ pub fn render(plan: &RouterPlan) -> Value {
     // so the router accepts from each ENI's veth only that ENI's address.
     for eni in plan.enis.iter().filter(|e| e.source_check) {
         let name = format!("src_{}", naming::short(&eni.id));
-        out.push(chain(&name));
+        out.push(chain_decl(&name));
         out.push(rule(
             &name,
             vec![
@@ -369,8 +466,7 @@ pub fn render(plan: &RouterPlan) -> Value {
             vec![
                 eq(json!({"meta": {"key": "oifname"}}), json!(igw.router_link)),
                 json!({"match": {"op": "!=", "left": ip_field("saddr"), "right": "@public_sources"}}),
-                log_reject("cove igw no-public-ip "),
-                verdict("drop"),
+                deny(DropSide::In),
             ],
         ));
         for (private, public) in &plan.public_ips {
@@ -398,12 +494,15 @@ pub fn render(plan: &RouterPlan) -> Value {
     }
     out.push(rule(
         "forward",
-        vec![json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}), verdict("accept")],
+        vec![json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}), json!({"jump": {"target": "accept_flow"}})],
     ));
     if plan.enis.iter().any(|e| e.firewalled) {
         out.push(rule("forward", vec![vmap("iifname", link_map(true))]));
         out.push(rule("forward", vec![vmap("oifname", link_map(false))]));
     }
-    out.push(rule("forward", vec![verdict("accept")]));
+    out.push(rule(
+        "forward",
+        vec![json!({"jump": {"target": "accept_flow"}})],
+    ));
     json!({ "nftables": out })
 }

@@ -168,6 +168,9 @@ pub struct RouterPlan {
     /// Private address → public address (Elastic IPs), translated at the internet gateway.
     pub public_ips: Vec<(Ipv4Addr, Ipv4Addr)>,
     pub endpoints: Vec<EndpointPlan>,
+    /// ENIs covered by a flow log (of the VPC, their subnet or themselves):
+    /// the router accounts their accepted and rejected packets.
+    pub flow_enis: Vec<String>,
 }
 
 /// The region network of one Cove instance.
@@ -579,7 +582,19 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
         });
     }
 
+    let mut flow_enis: Vec<String> = eni_plans
+        .iter()
+        .filter(|e| {
+            world.flow_logs.values().any(|f| {
+                f.resource_id == vpc_id || f.resource_id == e.subnet_id || f.resource_id == e.id
+            })
+        })
+        .map(|e| e.id.clone())
+        .collect();
+    flow_enis.sort();
+
     Some(RouterPlan {
+        flow_enis,
         tables,
         igw,
         public_ips,

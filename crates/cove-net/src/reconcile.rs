@@ -80,6 +80,7 @@ fn same_rules(a: &RouterPlan, b: &RouterPlan) -> bool {
         && a.public_ips == b.public_ips
         && a.endpoints == b.endpoints
         && a.dns == b.dns
+        && a.flow_enis == b.flow_enis
         && a.enis.len() == b.enis.len()
         && a.enis
             .iter()

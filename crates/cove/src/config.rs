@@ -45,6 +45,10 @@ pub struct ServeArgs {
     /// Log format: `text` or `json`.
     #[arg(long, env = "COVE_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// Deliver flow-log records every this many seconds instead of each
+    /// flow log's MaxAggregationInterval (60 or 600), for tests and demos.
+    #[arg(long, env = "COVE_FLOW_LOG_WINDOW", value_parser = clap::value_parser!(i64).range(1..=600))]
+    pub flow_log_window: Option<i64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -75,6 +79,7 @@ pub struct Settings {
     pub account_id: String,
     pub credentials: Vec<CredentialConfig>,
     pub data_plane: DataPlane,
+    pub flow_log_window: Option<i64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -131,6 +136,7 @@ impl Settings {
         };
         Ok(Settings {
             data_plane,
+            flow_log_window: args.flow_log_window,
             data_dir: args
                 .data_dir
                 .clone()

@@ -2,6 +2,7 @@
 //! (EC2 VPC API, STS; more services plug into the same dispatcher).
 
 mod config;
+mod flow_logs;
 mod listeners;
 mod server;
 mod vpc_dns;

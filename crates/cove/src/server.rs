@@ -79,7 +79,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .name("cove-logs-retention".into())
         .spawn(move || purger.purge_forever(Duration::from_secs(60)))?;
 
-    start_data_plane(&settings, store.clone(), router.clone())?;
+    start_data_plane(&settings, store.clone(), router.clone(), logs.clone())?;
 
     let ticker = ec2.clone();
     tokio::spawn(async move {
@@ -133,7 +133,12 @@ fn data_plane_possible() -> Result<(), String> {
 
 /// Starts the network reconciler: every commit to the store wakes it, and it
 /// brings the kernel to the new state (see cove-net).
-fn start_data_plane(settings: &Settings, store: Arc<Store>, api: Router) -> anyhow::Result<()> {
+fn start_data_plane(
+    settings: &Settings,
+    store: Arc<Store>,
+    api: Router,
+    logs: Arc<LogsService>,
+) -> anyhow::Result<()> {
     let possible = data_plane_possible();
     match (settings.data_plane, &possible) {
         (DataPlane::Off, _) => {
@@ -149,6 +154,15 @@ fn start_data_plane(settings: &Settings, store: Arc<Store>, api: Router) -> anyh
     }
     let instance = instance_tag(&settings.data_dir)?;
     tracing::info!(instance = %instance, "data plane on");
+    crate::flow_logs::spawn(
+        store.clone(),
+        logs,
+        crate::flow_logs::Settings {
+            instance: instance.clone(),
+            account_id: settings.account_id.clone(),
+            window_override: settings.flow_log_window,
+        },
+    )?;
     let mut listeners =
         crate::listeners::Listeners::new(tokio::runtime::Handle::current(), api, store.clone());
     std::thread::Builder::new()

@@ -110,22 +110,28 @@ mod tests {
 
         let reply = ask(&store, &vpc, "s3.us-east-1.amazonaws.com.", RecordType::A);
         assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
-        let ips: Vec<String> = reply
-            .answers
-            .iter()
-            .map(|r| r.data.to_string())
-            .collect();
+        let ips: Vec<String> = reply.answers.iter().map(|r| r.data.to_string()).collect();
         assert_eq!(ips, vec!["192.0.2.20".to_string()]);
         assert_eq!(reply.answers[0].ttl, TTL);
 
         // The name exists but holds no AAAA record: an empty NOERROR answer.
-        let reply = ask(&store, &vpc, "s3.us-east-1.amazonaws.com.", RecordType::AAAA);
+        let reply = ask(
+            &store,
+            &vpc,
+            "s3.us-east-1.amazonaws.com.",
+            RecordType::AAAA,
+        );
         assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
         assert!(reply.answers.is_empty());
 
         let reply = ask(&store, &vpc, "www.example.com.", RecordType::A);
         assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
-        let reply = ask(&store, "vpc-missing", "s3.us-east-1.amazonaws.com.", RecordType::A);
+        let reply = ask(
+            &store,
+            "vpc-missing",
+            "s3.us-east-1.amazonaws.com.",
+            RecordType::A,
+        );
         assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
         assert!(answer(&store, &vpc, b"not dns").is_none());
     }

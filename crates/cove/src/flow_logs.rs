@@ -1,0 +1,211 @@
+//! The flow-log collector: once a second it lists the flow sets of every
+//! router that has covered ENIs (from inside the router's namespace), feeds
+//! the counter growth to [`cove_net::flowlog::Aggregator`], and delivers the
+//! records of each finished aggregation window to CloudWatch Logs, one
+//! stream per ENI in the flow log's group (created if missing, as AWS does).
+
+use cove_logs::LogsService;
+use cove_model::vpc::FlowLog;
+use cove_model::world::World;
+use cove_net::flowlog::{
+    format_record, parse_listing, Action, Aggregator, EniMeta, Stream, Subscription,
+};
+use cove_net::{naming, nft};
+use cove_store::Store;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Settings {
+    pub instance: String,
+    pub account_id: String,
+    /// Replaces every flow log's `MaxAggregationInterval` (seconds), so
+    /// tests and demos need not wait a minute.
+    pub window_override: Option<i64>,
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// ENI id → the streams that want its records.
+fn subscriptions(world: &World, s: &Settings) -> BTreeMap<String, Vec<Subscription>> {
+    let mut by_stream: BTreeMap<Stream, Subscription> = BTreeMap::new();
+    let mut logs: Vec<&FlowLog> = world
+        .flow_logs
+        .values()
+        .filter(|f| f.destination_type == "cloud-watch-logs")
+        .collect();
+    logs.sort_by(|a, b| a.id.cmp(&b.id));
+    for f in logs {
+        let Some(group) = &f.log_group_name else {
+            continue;
+        };
+        let fields = cove_ec2::flow_logs::parse_log_format(&f.log_format).unwrap_or_default();
+        let interval = s.window_override.unwrap_or(f.max_aggregation_interval);
+        for eni in world.network_interfaces.values().filter(|e| {
+            e.vpc_id == f.resource_id || e.subnet_id == f.resource_id || e.id == f.resource_id
+        }) {
+            let stream = Stream {
+                region: f.region.clone(),
+                log_group: group.clone(),
+                eni: eni.id.clone(),
+            };
+            let sub = by_stream
+                .entry(stream.clone())
+                .or_insert_with(|| Subscription {
+                    stream,
+                    traffic_types: vec![],
+                    fields: fields.clone(),
+                    interval,
+                    meta: EniMeta {
+                        account_id: s.account_id.clone(),
+                        vpc_id: eni.vpc_id.clone(),
+                        subnet_id: eni.subnet_id.clone(),
+                        az_id: world
+                            .subnets
+                            .get(&eni.subnet_id)
+                            .map(|x| x.availability_zone_id.clone())
+                            .unwrap_or_default(),
+                        region: eni.region.clone(),
+                        ip: eni.private_ip.parse().ok(),
+                    },
+                });
+            // Flow logs sharing a group share the stream: it captures the union.
+            sub.traffic_types.push(f.traffic_type.clone());
+            sub.interval = sub.interval.min(interval);
+        }
+    }
+    let mut out: BTreeMap<String, Vec<Subscription>> = BTreeMap::new();
+    for (stream, sub) in by_stream {
+        out.entry(stream.eni).or_default().push(sub);
+    }
+    out
+}
+
+/// The router's `inet cove` table as `nft -j` lists it, read from inside its namespace.
+fn list_router(netns: &str) -> Option<serde_json::Value> {
+    let output = cove_net::netns::run_in(netns, || {
+        std::process::Command::new("nft")
+            .args(["-j", "list", "table", "inet", nft::TABLE])
+            .output()
+    })
+    .ok()?
+    .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    serde_json::from_slice(&output.stdout).ok()
+}
+
+fn collect_once(
+    world: &World,
+    settings: &Settings,
+    aggregator: &mut Aggregator,
+    logs: &LogsService,
+) {
+    let now = now_secs();
+    let subs = subscriptions(world, settings);
+    let mut routers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for eni in subs.keys() {
+        if let Some(e) = world.network_interfaces.get(eni) {
+            routers
+                .entry(naming::router_netns(&settings.instance, &e.vpc_id))
+                .or_default()
+                .push(eni.clone());
+        }
+    }
+    for (netns, enis) in &routers {
+        let Some(listing) = list_router(netns) else {
+            continue;
+        };
+        let owners: BTreeMap<String, (String, Action)> = enis
+            .iter()
+            .flat_map(|e| {
+                [
+                    (nft::accepted_set(e), (e.clone(), Action::Accept)),
+                    (nft::rejected_set(e), (e.clone(), Action::Reject)),
+                ]
+            })
+            .collect();
+        aggregator.observe(
+            netns,
+            now,
+            parse_listing(&listing),
+            |set| owners.get(set).cloned(),
+            &subs,
+        );
+    }
+    aggregator.retain_routers(|ns| routers.contains_key(ns));
+
+    let interval_of = |s: &Stream| {
+        subs.get(&s.eni)
+            .and_then(|v| v.iter().find(|x| &x.stream == s))
+            .map(|x| x.interval)
+            .unwrap_or_else(|| settings.window_override.unwrap_or(600))
+    };
+    for (stream, records) in aggregator.take_due(now, interval_of) {
+        let Some(sub) = subs
+            .get(&stream.eni)
+            .and_then(|v| v.iter().find(|x| x.stream == stream))
+        else {
+            continue; // the flow log or the ENI is gone
+        };
+        let events: Vec<(i64, String)> = records
+            .iter()
+            .map(|r| {
+                (
+                    r.start * 1000,
+                    format_record(&sub.fields, r, &stream.eni, &sub.meta),
+                )
+            })
+            .collect();
+        let delivered = logs
+            .ensure_stream(
+                &stream.region,
+                &settings.account_id,
+                &stream.log_group,
+                &stream.eni,
+            )
+            .and_then(|_| {
+                for chunk in events.chunks(5000) {
+                    logs.put_events(
+                        &stream.region,
+                        &settings.account_id,
+                        &stream.log_group,
+                        &stream.eni,
+                        chunk,
+                    )?;
+                }
+                Ok(())
+            });
+        match delivered {
+            Ok(()) => {
+                tracing::debug!(eni = %stream.eni, group = %stream.log_group, records = events.len(), "flow-log records delivered")
+            }
+            Err(e) => {
+                tracing::warn!(eni = %stream.eni, group = %stream.log_group, error = %e.message, "flow-log delivery failed")
+            }
+        }
+    }
+}
+
+/// Runs the collector on its own thread for the life of the server.
+pub fn spawn(store: Arc<Store>, logs: Arc<LogsService>, settings: Settings) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("cove-flow-logs".into())
+        .spawn(move || {
+            let mut aggregator = Aggregator::default();
+            loop {
+                let world = store.snapshot();
+                if !world.flow_logs.is_empty() {
+                    collect_once(&world, &settings, &mut aggregator, &logs);
+                }
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        })
+        .map(|_| ())
+}

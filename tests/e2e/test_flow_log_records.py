@@ -1,0 +1,108 @@
+"""Flow-log records built from the kernel's own counters, read back with
+boto3's `logs` client: an allowed connection gives ACCEPT records (one per
+direction) with real packet and byte counts on both ENIs, a connection the
+server's security group blocks gives a REJECT record on the server's ENI and
+an ACCEPT on the client's (the packet did leave it), and a REJECT-only flow
+log carries only rejections. Needs root."""
+
+import os
+import signal
+import sys
+import time
+
+import pytest
+
+from test_dataplane import CLIENT, SERVER, eventually
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the data plane needs root")
+
+ROLE = "arn:aws:iam::123456789012:role/flow-logs"
+V2_FIELDS = ["version", "account-id", "interface-id", "srcaddr", "dstaddr", "srcport", "dstport",
+             "protocol", "packets", "bytes", "start", "end", "action", "log-status"]
+
+
+def records(logs, group, eni):
+    """Every record of an ENI's stream, as dicts of the version-2 fields."""
+    try:
+        events = logs.filter_log_events(logGroupName=group, logStreamNames=[eni])["events"]
+    except logs.exceptions.ResourceNotFoundException:
+        return []
+    out = []
+    for e in events:
+        parts = e["message"].split(" ")
+        assert len(parts) == len(V2_FIELDS), e["message"]
+        r = dict(zip(V2_FIELDS, parts))
+        assert e["timestamp"] == int(r["start"]) * 1000
+        out.append(r)
+    return out
+
+
+def find(recs, **want):
+    return [r for r in recs if all(r[k] == str(v) for k, v in want.items())]
+
+
+def test_accept_and_reject_records_reach_cloudwatch_logs(cove_server, ec2, vpc):
+    logs = cove_server.client("logs")
+    a = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    b = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.2.0/24")["Subnet"]["SubnetId"]
+    web_sg = ec2.create_security_group(GroupName="web", Description="web", VpcId=vpc)["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=web_sg, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 8080, "ToPort": 8080, "IpRanges": [{"CidrIp": "10.0.2.0/24"}]}])
+    web = ec2.create_network_interface(SubnetId=a, Groups=[web_sg])["NetworkInterface"]
+    client = ec2.create_network_interface(SubnetId=b)["NetworkInterface"]
+    web_id, client_id = web["NetworkInterfaceId"], client["NetworkInterfaceId"]
+    web_ip, client_ip = web["PrivateIpAddress"], client["PrivateIpAddress"]
+    group = f"/cove/flows/{vpc}"
+    ec2.create_flow_logs(ResourceIds=[vpc], ResourceType="VPC", TrafficType="ALL", LogGroupName=group,
+                         DeliverLogsPermissionArn=ROLE, MaxAggregationInterval=60)
+    rejects_group = f"/cove/rejects/{vpc}"
+    ec2.create_flow_logs(ResourceIds=[a], ResourceType="Subnet", TrafficType="REJECT", LogGroupName=rejects_group,
+                         DeliverLogsPermissionArn=ROLE)
+    assert eventually(lambda: cove_server.exec(web_id, "true").returncode == 0)
+    server = cove_server.spawn(web_id, sys.executable, "-c", SERVER, web_ip, "8080")
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        # Rules are applied asynchronously; the first connection may race them.
+        assert eventually(lambda: cove_server.exec(client_id, sys.executable, "-c", CLIENT, web_ip, "8080").stdout.strip() == "hello")
+
+        def complete():
+            # Flow logs start capturing once the router has their sets (AWS takes
+            # minutes); keep traffic flowing until the records are there.
+            assert cove_server.exec(client_id, sys.executable, "-c", CLIENT, web_ip, "8080").stdout.strip() == "hello"
+            assert cove_server.exec(client_id, sys.executable, "-c", CLIENT, web_ip, "9090").stdout.startswith("blocked")
+            time.sleep(1)
+            w, c = records(logs, group, web_id), records(logs, group, client_id)
+            return (find(w, srcaddr=client_ip, dstport=8080, action="ACCEPT")
+                    and find(w, srcaddr=web_ip, srcport=8080, action="ACCEPT")
+                    and find(w, dstport=9090, action="REJECT")
+                    and find(c, dstaddr=web_ip, dstport=9090, action="ACCEPT")
+                    and find(c, srcaddr=web_ip, srcport=8080, action="ACCEPT"))
+        assert eventually(complete, timeout=30), (records(logs, group, web_id), records(logs, group, client_id))
+
+        w = records(logs, group, web_id)
+        request = find(w, srcaddr=client_ip, dstaddr=web_ip, dstport=8080, action="ACCEPT")
+        reply = find(w, srcaddr=web_ip, dstaddr=client_ip, srcport=8080, action="ACCEPT")
+        for r in request + reply:
+            assert r["version"] == "2" and r["account-id"] == "123456789012" and r["interface-id"] == web_id
+            assert r["protocol"] == "6" and r["log-status"] == "OK"
+            assert int(r["start"]) <= int(r["end"]) <= time.time() + 1
+        # A TCP exchange: SYN, ACK, FIN... in, and SYN-ACK, "hello", FIN... out. IPv4+TCP headers are
+        # at least 40 bytes a packet, so bytes >= 40 x packets.
+        sent_in = sum(int(r["packets"]) for r in request)
+        sent_out = sum(int(r["packets"]) for r in reply)
+        assert sent_in >= 3 and sent_out >= 3, (request, reply)
+        for r in request + reply:
+            assert int(r["bytes"]) >= 40 * int(r["packets"])
+        rejected = find(w, srcaddr=client_ip, dstaddr=web_ip, dstport=9090, action="REJECT")
+        assert rejected and all(int(r["packets"]) >= 1 for r in rejected)
+
+        # The REJECT-only flow log of subnet a: the web ENI's rejections, nothing accepted,
+        # and no stream for the client's ENI (subnet b is not covered).
+        assert eventually(lambda: find(records(logs, rejects_group, web_id), dstport=9090), timeout=20)
+        assert all(r["action"] == "REJECT" for r in records(logs, rejects_group, web_id))
+        assert records(logs, rejects_group, client_id) == []
+    finally:
+        server.send_signal(signal.SIGKILL)
+        server.wait()
+        for f in ec2.describe_flow_logs(Filters=[{"Name": "resource-id", "Values": [vpc, a]}])["FlowLogs"]:
+            ec2.delete_flow_logs(FlowLogIds=[f["FlowLogId"]])
