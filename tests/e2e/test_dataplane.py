@@ -260,3 +260,53 @@ def test_gateway_endpoint_is_the_only_way_to_s3(cove_server, ec2, vpc):
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+
+
+ECHO = "import socket,sys,threading\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n" \
+       "s.bind((sys.argv[1],int(sys.argv[2])));s.listen(16)\nprint('ready',flush=True)\n" \
+       "def serve(c):\n while True:\n  d=c.recv(64)\n  if not d: return\n  c.sendall(d)\n" \
+       "while True:\n c,_=s.accept();threading.Thread(target=serve,args=(c,),daemon=True).start()\n"
+CONNECT = "import socket,sys\ntry:\n socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=0.8);print('connected')\n" \
+          "except OSError as e:\n print('blocked',e)\n"
+HOLD = "import socket,sys\ns=socket.create_connection((sys.argv[1],int(sys.argv[2])),timeout=2)\nprint('open',flush=True)\n" \
+       "for line in sys.stdin:\n try:\n  s.sendall(line.encode());print(s.recv(64).decode().strip(),flush=True)\n" \
+       " except OSError as e:\n  print('broken',e,flush=True)\n"
+
+
+def test_revoking_a_rule_keeps_open_flows_but_a_nacl_cuts_them(cove_server, ec2, topology):
+    """As on AWS: security groups are stateful, so an established (tracked)
+    connection survives the revocation of the rule that admitted it while new
+    connections are refused; network ACLs are stateless and cut it at once."""
+    from conftest import BINARY
+    rule = {"IpProtocol": "tcp", "FromPort": 9000, "ToPort": 9000, "IpRanges": [{"CidrIp": "10.0.2.0/24"}]}
+    ec2.authorize_security_group_ingress(GroupId=topology["web_sg"], IpPermissions=[rule])
+    web_ip = topology["web"]["PrivateIpAddress"]
+    echo = cove_server.spawn(topology["web"]["NetworkInterfaceId"], sys.executable, "-c", ECHO, web_ip, "9000")
+    holder = None
+    try:
+        assert echo.stdout.readline().strip() == "ready"
+        probe = lambda: cove_server.exec(topology["client"]["NetworkInterfaceId"], sys.executable, "-c", CONNECT, web_ip, "9000").stdout
+        assert eventually(lambda: not probe().startswith("blocked"))
+        holder = subprocess.Popen([BINARY, "exec", "--data-dir", cove_server.data_dir, "--eni", topology["client"]["NetworkInterfaceId"],
+                                   "--", sys.executable, "-c", HOLD, web_ip, "9000"],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert holder.stdout.readline().strip() == "open"
+        say = lambda word: (holder.stdin.write(word + "\n"), holder.stdin.flush(), holder.stdout.readline().strip())[2]
+        assert say("one") == "one"
+        ec2.revoke_security_group_ingress(GroupId=topology["web_sg"], IpPermissions=[rule])
+        assert eventually(lambda: probe().startswith("blocked"))
+        assert say("two") == "two", "the tracked connection outlives the rule"
+        # A custom ACL on the web subnet denies everything, including this flow.
+        acl = ec2.create_network_acl(VpcId=topology["vpc"])["NetworkAcl"]["NetworkAclId"]
+        default_acl = ec2.describe_network_acls(Filters=[{"Name": "association.subnet-id", "Values": [topology["a"]]}])["NetworkAcls"][0]
+        assoc = [x for x in default_acl["Associations"] if x["SubnetId"] == topology["a"]][0]["NetworkAclAssociationId"]
+        new_assoc = ec2.replace_network_acl_association(AssociationId=assoc, NetworkAclId=acl)["NewAssociationId"]
+        time.sleep(1)
+        assert say("three").startswith("broken")
+        ec2.replace_network_acl_association(AssociationId=new_assoc, NetworkAclId=default_acl["NetworkAclId"])
+        ec2.delete_network_acl(NetworkAclId=acl)
+    finally:
+        for p in (echo, holder):
+            if p:
+                p.kill()
+                p.wait()
