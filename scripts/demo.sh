@@ -3,7 +3,8 @@
 # network with the AWS CLI: a VPC, a private subnet with no route to the
 # internet, a security group, and an S3 gateway endpoint on the subnet's
 # route table, then shows with real packets (as root) that a process attached
-# to an ENI in that subnet reaches S3's address only through the endpoint.
+# to an ENI in that subnet resolves S3's name through the VPC resolver and
+# reaches S3 only through the endpoint, and prints the ENI's flow-log records.
 # (Running a SageMaker training job in it arrives with the training-job work;
 # see README.)
 set -euo pipefail
@@ -19,7 +20,8 @@ export PATH="$PWD/$VENV/bin:$PATH"
 cargo build --release -p cove
 DATA=${COVE_DATA_DIR:-$(mktemp -d /tmp/cove-demo.XXXXXX)}
 PORT=${COVE_PORT:-4747}
-./target/release/cove serve --data-dir "$DATA" --listen "127.0.0.1:$PORT" > "$DATA/cove.log" 2>&1 &
+# Flow-log records every 2 s instead of each minute, so the demo can show them.
+./target/release/cove serve --data-dir "$DATA" --listen "127.0.0.1:$PORT" --flow-log-window 2 > "$DATA/cove.log" 2>&1 &
 COVE_PID=$!
 # On exit: stop Cove and remove the kernel objects it made (the data directory stays).
 trap 'kill $COVE_PID 2>/dev/null || true; wait $COVE_PID 2>/dev/null; ./target/release/cove teardown --data-dir "$DATA" >/dev/null 2>&1 || true' EXIT
@@ -37,6 +39,8 @@ aws_ ec2 associate-route-table --route-table-id "$RTB" --subnet-id "$SUBNET" >/d
 SG=$(aws_ ec2 create-security-group --group-name training --description "training jobs" --vpc-id "$VPC" --query GroupId)
 aws_ ec2 authorize-security-group-ingress --group-id "$SG" --ip-permissions "IpProtocol=-1,UserIdGroupPairs=[{GroupId=$SG}]" >/dev/null
 VPCE=$(aws_ ec2 create-vpc-endpoint --vpc-id "$VPC" --service-name com.amazonaws.us-east-1.s3 --route-table-ids "$RTB" --query VpcEndpoint.VpcEndpointId)
+aws_ ec2 create-flow-logs --resource-type VPC --resource-ids "$VPC" --traffic-type ALL --log-group-name /cove/demo/flows \
+    --deliver-logs-permission-arn arn:aws:iam::123456789012:role/flow-logs >/dev/null
 echo "== private network: vpc=$VPC subnet=$SUBNET sg=$SG route-table=$RTB s3-endpoint=$VPCE"
 echo "== routes of the private subnet:"
 aws_ ec2 describe-route-tables --route-table-ids "$RTB" --query 'RouteTables[0].Routes[].[DestinationCidrBlock||DestinationPrefixListId,GatewayId,State]'
@@ -49,10 +53,11 @@ while True:
     S3_PID=$!
     for _ in $(seq 50); do grep -q ready "$DATA/s3.out" 2>/dev/null && break; sleep 0.1; done
     probe='import socket;s=socket.socket();s.settimeout(1)
+name="s3.us-east-1.amazonaws.com";addr=socket.gethostbyname(name)
 try:
- s.connect(("192.0.2.20",443));print("reached S3, which saw source",s.recv(32).decode())
+ s.connect((addr,443));print(name,"resolved to",addr,"by the VPC resolver; S3 saw source",s.recv(32).decode())
 except OSError as e:
- print("no route to S3:",e)'
+ print(name,"resolved to",addr,"but there is no route:",e)'
     sleep 0.5
     echo "== from $ENI with the S3 endpoint:"
     ./target/release/cove exec --data-dir "$DATA" --eni "$ENI" -- "$PY" -c "$probe"
@@ -61,5 +66,8 @@ except OSError as e:
     echo "== from $ENI after removing the endpoint from the route table:"
     ./target/release/cove exec --data-dir "$DATA" --eni "$ENI" -- "$PY" -c "$probe"
     kill $S3_PID 2>/dev/null || true
+    sleep 3
+    echo "== flow-log records of $ENI (version 2: ... srcaddr dstaddr srcport dstport protocol packets bytes start end action status):"
+    aws_ logs filter-log-events --log-group-name /cove/demo/flows --log-stream-names "$ENI" --query 'events[].message' | tr '\t' '\n'
 fi
 echo "== data kept in $DATA (cove.db); server log in $DATA/cove.log"

@@ -3,8 +3,10 @@
 //! topology (a server ENI and a client ENI in different subnets): one whose
 //! server admits everything with a single rule, one whose server's groups
 //! hold 1,000 rules and whose subnets' ACLs hold 100 entries each, with the
-//! matching rule last. It prints cross-subnet TCP throughput and round-trip
-//! latency for both, then the time to make ENIs real.
+//! matching rule last. A third VPC is the first with a flow log covering
+//! both ENIs (per-packet counting in nftables sets). It prints cross-subnet
+//! TCP throughput and round-trip latency for each, then the time to make
+//! ENIs real.
 
 use clap::Parser;
 use cove_model::vpc::*;
@@ -43,7 +45,7 @@ fn ip(s: &str) -> Ipv4Addr {
     s.parse().unwrap()
 }
 
-fn make(tag: &str, rules: usize) -> Lab {
+fn make(tag: &str, rules: usize, flow_log: bool) -> Lab {
     let mut ingress: Vec<SgRule> = (0..rules.saturating_sub(1))
         .map(|i| {
             rule(
@@ -91,7 +93,10 @@ fn make(tag: &str, rules: usize) -> Lab {
         [&["sg-server"], &["sg-client"], &["sg-client"]],
         acls,
     );
-    let plan = plan_vpc(&w, tag, &format!("vpc-1{tag}")).expect("fixture");
+    let mut plan = plan_vpc(&w, tag, &format!("vpc-1{tag}")).expect("fixture");
+    if flow_log {
+        plan.flow_enis = plan.enis.iter().map(|e| e.id.clone()).collect();
+    }
     let lab = Lab(plan);
     linux::apply(&lab.0).expect("apply");
     lab
@@ -183,13 +188,18 @@ fn main() {
         "case", "MB/s", "RTT p50 us", "RTT p99 us"
     );
     let mut results = Vec::new();
-    for (name, rules) in [("1 rule, default ACL", 1), ("ruled", args.rules)] {
-        let lab = make(&format!("{base}{rules}"), rules);
+    let cases = [
+        ("1 rule, default ACL", 1, false),
+        ("1 rule + flow log on both ENIs", 1, true),
+        ("ruled", args.rules, false),
+    ];
+    for (i, (name, rules, flow_log)) in cases.into_iter().enumerate() {
+        let lab = make(&format!("{base}{i}"), rules, flow_log);
         // Warm up ARP and conntrack.
         let _ = round_trips(&lab, 100);
         let mbps = throughput(&lab, args.seconds);
         let rtt = round_trips(&lab, args.round_trips);
-        let label = if rules == 1 {
+        let label = if rules == 1 || flow_log {
             name.to_string()
         } else {
             format!("{rules} SG rules + 100 ACL entries/dir")
@@ -205,6 +215,11 @@ fn main() {
     }
     println!(
         "throughput with rules / without: {:.0}% (target >= 90%); added p50 latency: {:.1} us (target < 10 us)",
+        100.0 * results[2].0 / results[0].0,
+        results[2].1 - results[0].1
+    );
+    println!(
+        "throughput with flow log / without: {:.0}%; added p50 latency: {:.1} us",
         100.0 * results[1].0 / results[0].0,
         results[1].1 - results[0].1
     );
