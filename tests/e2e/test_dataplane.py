@@ -103,34 +103,6 @@ def test_deleting_an_eni_removes_its_namespace(cove_server, ec2, vpc):
     assert cove_server.exec(eni, "true").returncode != 0
 
 
-def test_rules_survive_a_killed_server(fresh_cove):
-    ec2 = fresh_cove.client("ec2")
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    a = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
-    sg = ec2.create_security_group(GroupName="web", Description="web", VpcId=vpc)["GroupId"]
-    ec2.authorize_security_group_ingress(GroupId=sg, IpPermissions=[
-        {"IpProtocol": "tcp", "FromPort": 8080, "ToPort": 8080, "IpRanges": [{"CidrIp": "10.0.1.0/24"}]}])
-    web = ec2.create_network_interface(SubnetId=a, Groups=[sg])["NetworkInterface"]
-    client = ec2.create_network_interface(SubnetId=a)["NetworkInterface"]
-    topo = {"web": web, "client": client}
-    assert eventually(lambda: fresh_cove.exec(web["NetworkInterfaceId"], "true").returncode == 0)
-    server = fresh_cove.spawn(web["NetworkInterfaceId"], sys.executable, "-c", SERVER, web["PrivateIpAddress"], "8080")
-    try:
-        assert server.stdout.readline().strip() == "ready"
-        assert eventually(lambda: reaches(fresh_cove, topo))
-        fresh_cove.stop(signal.SIGKILL)
-        # With Cove down, the kernel keeps enforcing.
-        assert reaches(fresh_cove, topo)
-        fresh_cove.start()
-        ec2 = fresh_cove.client("ec2")
-        ec2.revoke_security_group_ingress(GroupId=sg, IpPermissions=[
-            {"IpProtocol": "tcp", "FromPort": 8080, "ToPort": 8080, "IpRanges": [{"CidrIp": "10.0.1.0/24"}]}])
-        assert eventually(lambda: not reaches(fresh_cove, topo))
-    finally:
-        server.send_signal(signal.SIGKILL)
-        server.wait()
-
-
 def test_overlapping_cidrs_in_two_vpcs_stay_apart(cove_server, ec2):
     """Two VPCs with the same CIDR and the same addresses: each client reaches
     only the server of its own VPC."""

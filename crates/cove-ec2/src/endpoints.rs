@@ -189,12 +189,7 @@ pub fn render_endpoint(world: &World, e: &VpcEndpoint, account: &str) -> Value {
     let dns = if interface {
         match service_for(&e.region, &e.service_name, &e.endpoint_type) {
             Some(s) => {
-                let zones: Vec<String> = e
-                    .subnet_ids
-                    .iter()
-                    .filter_map(|id| world.subnets.get(id))
-                    .map(|s| s.availability_zone.clone())
-                    .collect();
+                let zones = world.endpoint_zones(e);
                 let private = s.private_dns.as_deref().filter(|_| e.private_dns_enabled);
                 dns_entries(&e.id, &s.base_dns, &zones, private)
             }

@@ -77,6 +77,15 @@ pub const TAGS_KIND: &str = "tags";
 pub const REGION_KIND: &str = "region";
 
 impl World {
+    /// The availability zones of an endpoint's subnets, in subnet order.
+    pub fn endpoint_zones(&self, e: &VpcEndpoint) -> Vec<String> {
+        e.subnet_ids
+            .iter()
+            .filter_map(|id| self.subnets.get(id))
+            .map(|s| s.availability_zone.clone())
+            .collect()
+    }
+
     /// Loads one stored document into its table. Unknown kinds are an error so
     /// a newer database is never silently half-read by an older binary.
     pub fn load_document(&mut self, kind: &str, key: &str, doc: &str) -> Result<(), String> {

@@ -68,12 +68,7 @@ pub fn resolve(world: &World, vpc_id: &str, name: &str) -> Answer {
         {
             return Answer::Addresses(endpoint_ips(world, &e.network_interface_ids, None));
         }
-        let zones: Vec<String> = e
-            .subnet_ids
-            .iter()
-            .filter_map(|s| world.subnets.get(s))
-            .map(|s| s.availability_zone.clone())
-            .collect();
+        let zones = world.endpoint_zones(e);
         for (dns, zone) in services::endpoint_dns_names(&e.id, &service.base_dns, &zones) {
             if dns == name {
                 return Answer::Addresses(endpoint_ips(
