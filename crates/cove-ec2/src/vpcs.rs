@@ -17,11 +17,7 @@ use serde_json::{json, Value};
 fn dhcp_options_id(region: &str) -> String {
     format!(
         "dopt-{:017x}",
-        region
-            .bytes()
-            .fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64)
-                .wrapping_mul(0x100000001b3))
-            & 0xfffffffffffffff
+        cove_model::ids::fnv64(region) & 0xfffffffffffffff
     )
 }
 

@@ -93,12 +93,10 @@ pub fn prefix_lists(region: &str) -> Vec<(String, String, Vec<String>)> {
 /// A stable `pl-` id per region (FNV-1a of the name), so routes and rules that
 /// name it survive restarts and match across Cove installations.
 pub fn s3_prefix_list_id(region: &str) -> String {
-    let mut h: u32 = 0x811c9dc5;
-    for b in format!("com.amazonaws.{region}.s3").bytes() {
-        h ^= b as u32;
-        h = h.wrapping_mul(0x01000193);
-    }
-    format!("pl-{h:08x}")
+    format!(
+        "pl-{:08x}",
+        crate::ids::fnv32(&format!("com.amazonaws.{region}.s3"))
+    )
 }
 
 /// The default VPC's CIDR and its per-zone /20 subnets, as AWS makes them.

@@ -5,6 +5,7 @@
 //! interface endpoint. EC2, the data plane and the VPC resolver all read this
 //! one table, so a name resolves to the address something really listens on.
 
+use crate::ids::{fnv32, fnv64};
 use std::net::Ipv4Addr;
 
 /// One endpoint service offered in a region, for one endpoint type (S3 is
@@ -31,18 +32,6 @@ impl ServiceEntry {
             fnv64(&format!("{}/{}", self.name, self.service_type)) & 0xfffffffffffffff
         )
     }
-}
-
-pub fn fnv64(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    })
-}
-
-pub fn fnv32(s: &str) -> u32 {
-    s.bytes().fold(0x811c9dc5u32, |h, b| {
-        (h ^ b as u32).wrapping_mul(0x01000193)
-    })
 }
 
 /// The endpoint services of a region, sorted by name then type.

@@ -240,5 +240,15 @@ pub struct FlowLog {
     pub create_time: String,
 }
 
+impl FlowLog {
+    /// Whether the flow log captures an ENI's traffic: it was made for the
+    /// ENI's VPC, its subnet, or the ENI itself.
+    pub fn covers(&self, eni: &NetworkInterface) -> bool {
+        self.resource_id == eni.vpc_id
+            || self.resource_id == eni.subnet_id
+            || self.resource_id == eni.id
+    }
+}
+
 /// The version-2 default flow-log format.
 pub const DEFAULT_FLOW_LOG_FORMAT: &str = "${version} ${account-id} ${interface-id} ${srcaddr} ${dstaddr} ${srcport} ${dstport} ${protocol} ${packets} ${bytes} ${start} ${end} ${action} ${log-status}";

@@ -151,6 +151,8 @@ struct Tally {
 #[derive(Debug, Default)]
 struct Window {
     start: i64,
+    /// Seconds, from the stream's subscription when the window opened.
+    interval: i64,
     tallies: BTreeMap<(FlowKey, Action), Tally>,
 }
 
@@ -221,6 +223,7 @@ impl Aggregator {
                         .entry(sub.stream.clone())
                         .or_insert_with(|| Window {
                             start: now - now.rem_euclid(sub.interval.max(1)),
+                            interval: sub.interval.max(1),
                             tallies: BTreeMap::new(),
                         });
                     let tally = window.tallies.entry((key, action)).or_insert(Tally {
@@ -244,17 +247,13 @@ impl Aggregator {
         self.last.retain(|netns, _| alive(netns));
     }
 
-    /// The records of every window that has ended by `now` (`interval` gives
-    /// each stream's window length), oldest first; those windows are cleared.
-    pub fn take_due(
-        &mut self,
-        now: i64,
-        interval: impl Fn(&Stream) -> i64,
-    ) -> Vec<(Stream, Vec<Record>)> {
+    /// The records of every window that has ended by `now`, oldest first;
+    /// those windows are cleared.
+    pub fn take_due(&mut self, now: i64) -> Vec<(Stream, Vec<Record>)> {
         let due: Vec<Stream> = self
             .windows
             .iter()
-            .filter(|(s, w)| now >= w.start + interval(s).max(1))
+            .filter(|(_, w)| now >= w.start + w.interval)
             .map(|(s, _)| s.clone())
             .collect();
         due.into_iter()
@@ -440,11 +439,8 @@ mod tests {
         );
         // No growth: nothing added, the window is unchanged.
         a.observe("ns", 1002, listing(&[("fa_1", k, 5, 500)]), owner, &subs);
-        assert!(
-            a.take_due(1019, |_| 60).is_empty(),
-            "window 960..1020 still open"
-        );
-        let due = a.take_due(1020, |_| 60);
+        assert!(a.take_due(1019).is_empty(), "window 960..1020 still open");
+        let due = a.take_due(1020);
         assert_eq!(due.len(), 1);
         assert_eq!(
             due[0].1,
@@ -457,7 +453,7 @@ mod tests {
                 end: 1001
             }]
         );
-        assert!(a.take_due(5000, |_| 60).is_empty());
+        assert!(a.take_due(5000).is_empty());
     }
 
     #[test]
@@ -467,7 +463,7 @@ mod tests {
         let mut a = Aggregator::default();
         a.observe("ns", 100, listing(&[("fr_1", k, 10, 1000)]), owner, &subs);
         a.observe("ns", 101, listing(&[("fr_1", k, 2, 200)]), owner, &subs);
-        let due = a.take_due(200, |_| 60);
+        let due = a.take_due(200);
         assert_eq!(due[0].1[0].packets, 12);
         assert_eq!(due[0].1[0].action, Action::Reject);
     }

@@ -38,12 +38,7 @@ pub fn is_instance_netns(instance: &str, name: &str) -> bool {
 /// A short, stable instance tag derived from something unique to the
 /// installation (Cove uses its data directory).
 pub fn instance_tag(seed: &str) -> String {
-    let mut h: u32 = 0x811c9dc5;
-    for b in seed.bytes() {
-        h ^= b as u32;
-        h = h.wrapping_mul(0x01000193);
-    }
-    format!("{:06x}", h & 0xffffff)
+    format!("{:06x}", cove_model::ids::fnv32(seed) & 0xffffff)
 }
 
 /// The router-side end of an ENI's veth.

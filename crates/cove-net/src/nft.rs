@@ -23,6 +23,15 @@ enum DropSide {
 }
 
 impl DropSide {
+    /// The side of a chain that checks egress (leaving the source) or ingress.
+    fn of(egress: bool) -> DropSide {
+        if egress {
+            DropSide::Out
+        } else {
+            DropSide::In
+        }
+    }
+
     fn chain(self) -> &'static str {
         match self {
             DropSide::Out => "deny_out",
@@ -136,6 +145,11 @@ fn deny(side: DropSide) -> Value {
     json!({"jump": {"target": side.chain()}})
 }
 
+/// Every accepted forward packet goes through here (flow logs count it).
+fn accept_flow() -> Value {
+    json!({"jump": {"target": "accept_flow"}})
+}
+
 fn obj(kind: &str, body: Value) -> Value {
     json!({ "add": { kind: body } })
 }
@@ -247,7 +261,7 @@ fn eni_chain_name(eni: &str, egress: bool) -> String {
 fn acl_rules(out: &mut Vec<Value>, name: &str, rules: &[AclRule], egress: bool) {
     out.push(chain_decl(name));
     let peer = if egress { "daddr" } else { "saddr" };
-    let side = if egress { DropSide::Out } else { DropSide::In };
+    let side = DropSide::of(egress);
     for r in rules {
         let mut expr = match_exprs(&r.rule, peer);
         expr.push(if r.allow {
@@ -322,7 +336,7 @@ pub fn render(plan: &RouterPlan) -> Value {
                 expr.push(verdict("return"));
                 out.push(rule(&name, expr));
             }
-            let side = if egress { DropSide::Out } else { DropSide::In };
+            let side = DropSide::of(egress);
             out.push(rule(&name, vec![deny(side)]));
         }
     }
@@ -494,15 +508,12 @@ pub fn render(plan: &RouterPlan) -> Value {
     }
     out.push(rule(
         "forward",
-        vec![json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}), json!({"jump": {"target": "accept_flow"}})],
+        vec![json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}), accept_flow()],
     ));
     if plan.enis.iter().any(|e| e.firewalled) {
         out.push(rule("forward", vec![vmap("iifname", link_map(true))]));
         out.push(rule("forward", vec![vmap("oifname", link_map(false))]));
     }
-    out.push(rule(
-        "forward",
-        vec![json!({"jump": {"target": "accept_flow"}})],
-    ));
+    out.push(rule("forward", vec![accept_flow()]));
     json!({ "nftables": out })
 }

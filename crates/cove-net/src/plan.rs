@@ -192,11 +192,7 @@ pub const INTERNET_HOST: &str = "203.0.113.10";
 /// The point-to-point addresses of a VPC's gateway link: a /30 in the shared
 /// address space 100.64.0.0/10, picked by hashing the VPC id (stable).
 pub fn link_addresses(vpc_id: &str) -> (Ipv4Addr, Ipv4Addr) {
-    let mut h: u32 = 0x811c9dc5;
-    for b in vpc_id.bytes() {
-        h ^= b as u32;
-        h = h.wrapping_mul(0x01000193);
-    }
+    let h = cove_model::ids::fnv32(vpc_id);
     let base = u32::from(Ipv4Addr::new(100, 64, 0, 0)) + (h % (1 << 20)) * 4;
     (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2))
 }
@@ -584,12 +580,13 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
 
     let mut flow_enis: Vec<String> = eni_plans
         .iter()
-        .filter(|e| {
-            world.flow_logs.values().any(|f| {
-                f.resource_id == vpc_id || f.resource_id == e.subnet_id || f.resource_id == e.id
-            })
+        .filter(|p| {
+            world
+                .network_interfaces
+                .get(&p.id)
+                .is_some_and(|e| world.flow_logs.values().any(|f| f.covers(e)))
         })
-        .map(|e| e.id.clone())
+        .map(|p| p.id.clone())
         .collect();
     flow_enis.sort();
 

@@ -46,9 +46,7 @@ fn subscriptions(world: &World, s: &Settings) -> BTreeMap<String, Vec<Subscripti
         };
         let fields = cove_ec2::flow_logs::parse_log_format(&f.log_format).unwrap_or_default();
         let interval = s.window_override.unwrap_or(f.max_aggregation_interval);
-        for eni in world.network_interfaces.values().filter(|e| {
-            e.vpc_id == f.resource_id || e.subnet_id == f.resource_id || e.id == f.resource_id
-        }) {
+        for eni in world.network_interfaces.values().filter(|e| f.covers(e)) {
             let stream = Stream {
                 region: f.region.clone(),
                 log_group: group.clone(),
@@ -141,13 +139,7 @@ fn collect_once(
     }
     aggregator.retain_routers(|ns| routers.contains_key(ns));
 
-    let interval_of = |s: &Stream| {
-        subs.get(&s.eni)
-            .and_then(|v| v.iter().find(|x| &x.stream == s))
-            .map(|x| x.interval)
-            .unwrap_or_else(|| settings.window_override.unwrap_or(600))
-    };
-    for (stream, records) in aggregator.take_due(now, interval_of) {
+    for (stream, records) in aggregator.take_due(now) {
         let Some(sub) = subs
             .get(&stream.eni)
             .and_then(|v| v.iter().find(|x| x.stream == stream))
