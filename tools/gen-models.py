@@ -35,7 +35,11 @@ SERVICES = {
         "CreateTags", "DeleteTags", "DescribeTags",
         "DescribeAvailabilityZones", "DescribeRegions", "DescribeAccountAttributes",
     ],
-    "sts": ["GetCallerIdentity"],
+    "sts": ["GetCallerIdentity", "AssumeRole"],
+    "sagemaker": [
+        "CreateTrainingJob", "DescribeTrainingJob", "ListTrainingJobs", "StopTrainingJob",
+        "CreateProcessingJob", "DescribeProcessingJob", "ListProcessingJobs", "StopProcessingJob",
+    ],
     "logs": [
         "CreateLogGroup", "DeleteLogGroup", "DescribeLogGroups", "CreateLogStream", "DeleteLogStream",
         "DescribeLogStreams", "PutLogEvents", "GetLogEvents", "FilterLogEvents", "PutRetentionPolicy",

@@ -328,9 +328,7 @@ pub fn paged(mut out: Value, next: Option<String>) -> Value {
 
 /// Current time in EC2's timestamp form.
 pub fn now() -> String {
-    let t = time::OffsetDateTime::now_utc();
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    cove_model::ids::now_rfc3339()
 }
 
 /// Looks a resource up in the request's region, or answers `code`'s NotFound.

@@ -72,6 +72,45 @@ impl Ec2Service {
     }
 }
 
+/// Makes a requester-managed ENI in `subnet_id` for another service (a
+/// SageMaker job's instance), as AWS does in the customer's subnet: it shows
+/// in DescribeNetworkInterfaces while the job runs.
+pub fn create_managed_eni(
+    tx: &mut cove_store::Tx,
+    subnet_id: &str,
+    group_ids: Vec<String>,
+    description: String,
+    requester_id: &str,
+) -> AwsResult<cove_model::vpc::NetworkInterface> {
+    let subnet = tx
+        .world
+        .subnets
+        .get(subnet_id)
+        .cloned()
+        .ok_or_else(|| {
+            AwsError::client(
+                "InvalidSubnetID.NotFound",
+                format!("The subnet ID '{subnet_id}' does not exist"),
+            )
+        })?;
+    let ip = subnets::allocate_ip(&tx.world, &subnet, None)?;
+    Ok(interfaces::new_eni(
+        tx,
+        &subnet,
+        ip,
+        group_ids,
+        description,
+        "interface",
+        true,
+        Some(requester_id.to_string()),
+    ))
+}
+
+/// Deletes an ENI made by [`create_managed_eni`], with its flow logs.
+pub fn delete_managed_eni(tx: &mut cove_store::Tx, id: &str) {
+    interfaces::drop_eni(tx, id);
+}
+
 fn valid_region_name(region: &str) -> bool {
     let parts: Vec<&str> = region.split('-').collect();
     parts.len() >= 3

@@ -6,6 +6,7 @@ pub mod cidr;
 pub mod error;
 pub mod filter;
 pub mod ids;
+pub mod jobs;
 pub mod vpc;
 pub mod world;
 

@@ -2,6 +2,7 @@
 //! (`imbl`), so a writer clones the world in O(1), changes its copy, persists
 //! the changed documents and publishes the copy; readers never wait.
 
+use crate::jobs::{SageMakerJob, StsSession};
 use crate::vpc::*;
 use imbl::OrdMap;
 use serde::{de::DeserializeOwned, Serialize};
@@ -23,6 +24,10 @@ pub struct World {
     pub vpc_endpoints: OrdMap<String, VpcEndpoint>,
     pub network_interfaces: OrdMap<String, NetworkInterface>,
     pub flow_logs: OrdMap<String, FlowLog>,
+    /// SageMaker jobs by `<kind>/<name>` (`training-job/my-job`).
+    pub sagemaker_jobs: OrdMap<String, SageMakerJob>,
+    /// Temporary credentials by access key id.
+    pub sts_sessions: OrdMap<String, StsSession>,
     /// Tags by resource id, for every taggable resource.
     pub tags: OrdMap<String, Tags>,
     /// Regions whose default VPC has been created.
@@ -70,6 +75,22 @@ resource!(
     id
 );
 resource!(FlowLog, "flow_log", flow_logs, id);
+resource!(StsSession, "sts_session", sts_sessions, access_key_id);
+
+impl Resource for SageMakerJob {
+    const KIND: &'static str = "sagemaker_job";
+    fn key(&self) -> &str {
+        // The key must outlive the borrow; jobs are stored under `kind/name`,
+        // which the ARN's resource part already spells.
+        self.arn.rsplit(':').next().unwrap_or_default()
+    }
+    fn table(w: &World) -> &OrdMap<String, Self> {
+        &w.sagemaker_jobs
+    }
+    fn table_mut(w: &mut World) -> &mut OrdMap<String, Self> {
+        &mut w.sagemaker_jobs
+    }
+}
 
 /// The kind under which a resource's tags are stored.
 pub const TAGS_KIND: &str = "tags";
@@ -106,6 +127,8 @@ impl World {
             "vpc_endpoint" => put::<VpcEndpoint>(self, key, doc),
             "network_interface" => put::<NetworkInterface>(self, key, doc),
             "flow_log" => put::<FlowLog>(self, key, doc),
+            "sagemaker_job" => put::<SageMakerJob>(self, key, doc),
+            "sts_session" => put::<StsSession>(self, key, doc),
             TAGS_KIND => {
                 let t: Tags = serde_json::from_str(doc).map_err(|e| format!("tags {key}: {e}"))?;
                 self.tags.insert(key.to_string(), t);

@@ -1,11 +1,111 @@
-//! STS: who the caller is. `GetCallerIdentity` answers from the principal the
-//! wire layer authenticated; temporary credentials (AssumeRole) come with jobs.
+//! STS: who the caller is, and temporary credentials. `GetCallerIdentity`
+//! answers from the principal the wire layer authenticated; `AssumeRole`
+//! mints a session that every Cove service then accepts (the wire layer and
+//! S3 look sessions up through [`principal_of_session`]). Cove has no IAM, so
+//! any well-formed role ARN of the caller's account can be assumed; the
+//! session's identity is what bucket policies see as `aws:PrincipalArn`.
 
+use cove_model::ids::{random_string, SECRET_ALPHABET, UPPER_ALNUM};
+use cove_model::jobs::StsSession;
+use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
-use cove_wire::{model::ServiceModel, Protocol, RequestContext, Service};
+use cove_store::Store;
+use cove_wire::{model::ServiceModel, Principal, Protocol, RequestContext, Service};
 use serde_json::{json, Value};
+use std::sync::Arc;
 
-pub struct StsService;
+/// AWS's bounds for `DurationSeconds` on AssumeRole (the role's maximum
+/// session duration can be raised to 12 hours; Cove allows that maximum).
+const MIN_DURATION: i64 = 900;
+const MAX_DURATION: i64 = 43_200;
+const DEFAULT_DURATION: i64 = 3_600;
+
+pub struct StsService {
+    store: Arc<Store>,
+}
+
+impl StsService {
+    pub fn new(store: Arc<Store>) -> StsService {
+        StsService { store }
+    }
+
+    /// Mints and stores temporary credentials for `role_arn`.
+    pub fn assume_role(
+        &self,
+        account_id: &str,
+        role_arn: &str,
+        session_name: &str,
+        duration_seconds: i64,
+    ) -> AwsResult<StsSession> {
+        let session = new_session(account_id, role_arn, session_name, duration_seconds);
+        self.store.write(|tx| {
+            let now = time::OffsetDateTime::now_utc().unix_timestamp();
+            // Expired sessions are refused anyway; dropping them here keeps the table small.
+            let expired: Vec<String> = tx
+                .world
+                .sts_sessions
+                .values()
+                .filter(|s| s.expiration < now)
+                .map(|s| s.access_key_id.clone())
+                .collect();
+            for key in expired {
+                tx.delete::<StsSession>(&key);
+            }
+            tx.put(session.clone());
+            Ok(())
+        })?;
+        Ok(session)
+    }
+}
+
+fn new_session(account_id: &str, role_arn: &str, session_name: &str, duration: i64) -> StsSession {
+    let role_id = format!("AROA{}", random_string(UPPER_ALNUM, 17));
+    StsSession {
+        access_key_id: format!("ASIA{}", random_string(UPPER_ALNUM, 16)),
+        secret_access_key: random_string(SECRET_ALPHABET, 40),
+        session_token: format!("IQoJb3JpZ2luX2Vj{}", random_string(SECRET_ALPHABET, 300)),
+        role_arn: role_arn.to_string(),
+        session_name: session_name.to_string(),
+        assumed_role_id: format!("{role_id}:{session_name}"),
+        account_id: account_id.to_string(),
+        expiration: time::OffsetDateTime::now_utc().unix_timestamp() + duration,
+    }
+}
+
+/// The principal a session's access key stands for, while it is valid.
+pub fn principal_of_session(world: &World, access_key: &str) -> Option<Principal> {
+    let s = world.sts_sessions.get(access_key)?;
+    if s.expiration < time::OffsetDateTime::now_utc().unix_timestamp() {
+        return None;
+    }
+    Some(Principal {
+        access_key: s.access_key_id.clone(),
+        secret_key: s.secret_access_key.clone(),
+        session_token: Some(s.session_token.clone()),
+        account_id: s.account_id.clone(),
+        arn: s.assumed_role_arn(),
+        user_id: s.assumed_role_id.clone(),
+    })
+}
+
+/// The account and role name of an IAM role ARN (`arn:aws:iam::123:role/path/name`).
+fn parse_role_arn(arn: &str) -> Option<(&str, &str)> {
+    let rest = arn.strip_prefix("arn:aws:iam::")?;
+    let (account, resource) = rest.split_once(':')?;
+    let name = resource.strip_prefix("role/")?.rsplit('/').next()?;
+    let valid = account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit());
+    (valid && !name.is_empty()).then_some((account, name))
+}
+
+fn iso(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
 
 impl Service for StsService {
     fn signing_name(&self) -> &'static str {
@@ -17,17 +117,99 @@ impl Service for StsService {
     fn model(&self) -> &'static ServiceModel {
         cove_wire::model::sts()
     }
-    fn handle(&self, ctx: &RequestContext, _input: Value) -> AwsResult<Value> {
+    fn handle(&self, ctx: &RequestContext, input: Value) -> AwsResult<Value> {
         match ctx.operation.as_str() {
             "GetCallerIdentity" => Ok(json!({
                 "UserId": ctx.principal.user_id,
                 "Account": ctx.principal.account_id,
                 "Arn": ctx.principal.arn,
             })),
+            "AssumeRole" => {
+                let role_arn = input["RoleArn"].as_str().unwrap_or_default();
+                let session_name = input["RoleSessionName"].as_str().unwrap_or_default();
+                let duration = input["DurationSeconds"]
+                    .as_i64()
+                    .unwrap_or(DEFAULT_DURATION);
+                if !(MIN_DURATION..=MAX_DURATION).contains(&duration) {
+                    return Err(AwsError::client(
+                        "ValidationError",
+                        format!("The requested DurationSeconds exceeds the MaxSessionDuration set for this role."),
+                    ));
+                }
+                let not_authorized = || {
+                    AwsError::new(
+                        403,
+                        "AccessDenied",
+                        format!(
+                            "User: {} is not authorized to perform: sts:AssumeRole on resource: {role_arn}",
+                            ctx.principal.arn
+                        ),
+                    )
+                };
+                let (account, _) = parse_role_arn(role_arn).ok_or_else(not_authorized)?;
+                if account != ctx.account_id() {
+                    return Err(not_authorized());
+                }
+                let s = self.assume_role(account, role_arn, session_name, duration)?;
+                Ok(json!({
+                    "Credentials": {
+                        "AccessKeyId": s.access_key_id,
+                        "SecretAccessKey": s.secret_access_key,
+                        "SessionToken": s.session_token,
+                        "Expiration": iso(s.expiration),
+                    },
+                    "AssumedRoleUser": {
+                        "AssumedRoleId": s.assumed_role_id,
+                        "Arn": s.assumed_role_arn(),
+                    },
+                    "PackedPolicySize": 0,
+                }))
+            }
             other => Err(AwsError::client(
                 "InvalidAction",
                 format!("Could not find operation {other} for version 2011-06-15"),
             )),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_arns_parse_with_paths_and_refuse_other_shapes() {
+        assert_eq!(
+            parse_role_arn("arn:aws:iam::000000000000:role/SageMakerRole"),
+            Some(("000000000000", "SageMakerRole"))
+        );
+        assert_eq!(
+            parse_role_arn("arn:aws:iam::000000000000:role/service-role/X"),
+            Some(("000000000000", "X"))
+        );
+        assert_eq!(parse_role_arn("arn:aws:iam::000000000000:user/bob"), None);
+        assert_eq!(parse_role_arn("arn:aws:iam::12:role/x"), None);
+    }
+
+    #[test]
+    fn sessions_authenticate_until_they_expire() {
+        let store = Arc::new(Store::in_memory().unwrap());
+        let sts = StsService::new(store.clone());
+        let s = sts
+            .assume_role("000000000000", "arn:aws:iam::000000000000:role/R", "job", 900)
+            .unwrap();
+        assert!(s.access_key_id.starts_with("ASIA") && s.access_key_id.len() == 20);
+        let p = principal_of_session(&store.snapshot(), &s.access_key_id).unwrap();
+        assert_eq!(p.arn, "arn:aws:sts::000000000000:assumed-role/R/job");
+        assert_eq!(p.session_token.as_deref(), Some(s.session_token.as_str()));
+        store
+            .write(|tx| {
+                let mut old = s.clone();
+                old.expiration = 0;
+                tx.put(old);
+                Ok(())
+            })
+            .unwrap();
+        assert!(principal_of_session(&store.snapshot(), &s.access_key_id).is_none());
     }
 }

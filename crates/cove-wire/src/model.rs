@@ -163,6 +163,7 @@ macro_rules! embedded_model {
 embedded_model!(ec2, "ec2.json");
 embedded_model!(sts, "sts.json");
 embedded_model!(logs, "logs.json");
+embedded_model!(sagemaker, "sagemaker.json");
 
 #[cfg(test)]
 mod tests {

@@ -1,0 +1,237 @@
+//! SageMaker jobs and STS sessions as stored documents. A job keeps the
+//! request it was created with (Describe echoes it), the status AWS shows,
+//! and the supervisor's own progress, so a restarted Cove resumes each job
+//! from where it was.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Temporary credentials minted by `AssumeRole` (or by Cove for a job's
+/// execution role). Keyed by access key id.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StsSession {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub session_token: String,
+    pub role_arn: String,
+    pub session_name: String,
+    /// `AROA…:<session name>`.
+    pub assumed_role_id: String,
+    pub account_id: String,
+    /// Unix seconds after which the credentials are refused.
+    pub expiration: i64,
+}
+
+impl StsSession {
+    /// `arn:aws:sts::<account>:assumed-role/<role name>/<session>`.
+    pub fn assumed_role_arn(&self) -> String {
+        let role_name = self.role_arn.rsplit('/').next().unwrap_or_default();
+        format!(
+            "arn:aws:sts::{}:assumed-role/{}/{}",
+            self.account_id, role_name, self.session_name
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobKind {
+    Training,
+    Processing,
+}
+
+impl JobKind {
+    /// The word AWS uses in ARNs (`training-job`) and API names.
+    pub fn arn_word(self) -> &'static str {
+        match self {
+            JobKind::Training => "training-job",
+            JobKind::Processing => "processing-job",
+        }
+    }
+    /// The log group SageMaker writes the container's output to.
+    pub fn log_group(self) -> &'static str {
+        match self {
+            JobKind::Training => "/aws/sagemaker/TrainingJobs",
+            JobKind::Processing => "/aws/sagemaker/ProcessingJobs",
+        }
+    }
+    pub fn key(self, name: &str) -> String {
+        format!("{}/{name}", self.arn_word())
+    }
+}
+
+/// One entry of `SecondaryStatusTransitions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusTransition {
+    pub status: String,
+    pub start_time: String,
+    pub end_time: Option<String>,
+    pub status_message: String,
+}
+
+/// What the supervisor has done so far; it resumes from here after a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobPhase {
+    /// ENIs requested, waiting for the data plane to attach them.
+    Starting,
+    /// Input channels are being copied in through the ENIs.
+    Downloading,
+    /// The containers run.
+    Running,
+    /// Outputs are being copied out through the ENIs.
+    Uploading,
+    /// Finished: nothing left to do but release the ENIs.
+    Done,
+    /// ENIs released, working files removed.
+    CleanedUp,
+}
+
+/// One instance of a job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobHost {
+    /// `algo-1`, `algo-2`, …
+    pub name: String,
+    /// The job's ENI for this host, when the job has a `VpcConfig`.
+    pub eni_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SageMakerJob {
+    pub kind: JobKind,
+    pub name: String,
+    pub arn: String,
+    pub region: String,
+    pub account_id: String,
+    /// The validated Create request, as the API received it.
+    pub request: Value,
+    /// `InProgress`, `Completed`, `Failed`, `Stopping`, `Stopped`.
+    pub status: String,
+    pub secondary_status: String,
+    pub transitions: Vec<StatusTransition>,
+    pub failure_reason: Option<String>,
+    pub exit_message: Option<String>,
+    pub creation_time: String,
+    pub start_time: Option<String>,
+    pub end_time: Option<String>,
+    pub last_modified_time: String,
+    pub phase: JobPhase,
+    pub hosts: Vec<JobHost>,
+    /// Set by Stop*Job; the supervisor stops the containers and saves outputs.
+    pub stop_requested: bool,
+    /// `S3ModelArtifacts` once uploaded.
+    pub model_artifacts: Option<String>,
+    pub billable_seconds: Option<i64>,
+    /// The execution role's session the supervisor moves data with.
+    pub session_access_key: Option<String>,
+    /// Why the containers ended (`Completed`, `Stopped`, `MaxRuntimeExceeded`),
+    /// kept while the outputs are uploaded.
+    #[serde(default)]
+    pub outcome: Option<String>,
+}
+
+impl SageMakerJob {
+    pub fn key(&self) -> String {
+        self.kind.key(&self.name)
+    }
+
+    pub fn is_finished(&self) -> bool {
+        matches!(self.status.as_str(), "Completed" | "Failed" | "Stopped")
+    }
+
+    /// Moves to a new secondary status: closes the open transition and opens one.
+    pub fn transition(&mut self, secondary: &str, message: &str, now: &str) {
+        if let Some(last) = self.transitions.last_mut() {
+            if last.end_time.is_none() {
+                last.end_time = Some(now.to_string());
+            }
+        }
+        self.secondary_status = secondary.to_string();
+        self.transitions.push(StatusTransition {
+            status: secondary.to_string(),
+            start_time: now.to_string(),
+            end_time: None,
+            status_message: message.to_string(),
+        });
+        self.last_modified_time = now.to_string();
+    }
+
+    /// Ends the job: the final status, its secondary status and, for a
+    /// failure, the reason. The last transition closes at once, as AWS shows it.
+    pub fn finish(&mut self, status: &str, secondary: &str, message: &str, now: &str) {
+        self.transition(secondary, message, now);
+        if let Some(last) = self.transitions.last_mut() {
+            last.end_time = Some(now.to_string());
+        }
+        self.status = status.to_string();
+        self.end_time = Some(now.to_string());
+        if status == "Failed" {
+            self.failure_reason = Some(message.to_string());
+        }
+        self.phase = JobPhase::Done;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job() -> SageMakerJob {
+        SageMakerJob {
+            kind: JobKind::Training,
+            name: "j".into(),
+            arn: "arn".into(),
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+            request: Value::Null,
+            status: "InProgress".into(),
+            secondary_status: "Starting".into(),
+            transitions: vec![],
+            failure_reason: None,
+            exit_message: None,
+            creation_time: "t0".into(),
+            start_time: None,
+            end_time: None,
+            last_modified_time: "t0".into(),
+            phase: JobPhase::Starting,
+            hosts: vec![],
+            stop_requested: false,
+            model_artifacts: None,
+            billable_seconds: None,
+            session_access_key: None,
+            outcome: None,
+        }
+    }
+
+    #[test]
+    fn transitions_close_in_order_and_failure_sets_the_reason() {
+        let mut j = job();
+        j.transition("Starting", "Launching", "t1");
+        j.transition("Downloading", "Downloading input data", "t2");
+        j.finish("Failed", "Failed", "ClientError: boom", "t3");
+        let ends: Vec<_> = j.transitions.iter().map(|t| t.end_time.clone()).collect();
+        assert_eq!(
+            ends,
+            vec![Some("t2".into()), Some("t3".into()), Some("t3".into())]
+        );
+        assert_eq!(j.failure_reason.as_deref(), Some("ClientError: boom"));
+        assert!(j.is_finished());
+        assert_eq!(j.key(), "training-job/j");
+    }
+
+    #[test]
+    fn assumed_role_arn_names_role_and_session() {
+        let s = StsSession {
+            access_key_id: "ASIA".into(),
+            secret_access_key: "s".into(),
+            session_token: "t".into(),
+            role_arn: "arn:aws:iam::000000000000:role/service/SageMakerRole".into(),
+            session_name: "SageMaker".into(),
+            assumed_role_id: "AROA:SageMaker".into(),
+            account_id: "000000000000".into(),
+            expiration: 0,
+        };
+        assert_eq!(
+            s.assumed_role_arn(),
+            "arn:aws:sts::000000000000:assumed-role/SageMakerRole/SageMaker"
+        );
+    }
+}

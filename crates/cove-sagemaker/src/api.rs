@@ -1,0 +1,482 @@
+//! The SageMaker job API: Create/Describe/List/Stop for training and
+//! processing jobs. Handlers check what the schema cannot (names unique,
+//! `VpcConfig` ids existing in one VPC, channels distinct) and store the job;
+//! the supervisor does the rest.
+
+use crate::instance;
+use cove_model::ids::now_rfc3339;
+use cove_model::jobs::{JobHost, JobKind, JobPhase, SageMakerJob};
+use cove_model::world::World;
+use cove_model::{AwsError, AwsResult};
+use cove_store::Store;
+use cove_wire::RequestContext;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeSet;
+
+pub fn validation(message: impl Into<String>) -> AwsError {
+    AwsError::client("ValidationException", message)
+}
+
+fn not_found() -> AwsError {
+    validation("Requested resource not found.")
+}
+
+/// The `VpcConfig` of a request, if any (processing jobs nest it in `NetworkConfig`).
+pub fn vpc_config(kind: JobKind, request: &Value) -> Option<&Value> {
+    match kind {
+        JobKind::Training => request.get("VpcConfig"),
+        JobKind::Processing => request.get("NetworkConfig").and_then(|n| n.get("VpcConfig")),
+    }
+    .filter(|v| v.is_object())
+}
+
+pub fn network_isolation(kind: JobKind, request: &Value) -> bool {
+    let v = match kind {
+        JobKind::Training => request.get("EnableNetworkIsolation"),
+        JobKind::Processing => request
+            .get("NetworkConfig")
+            .and_then(|n| n.get("EnableNetworkIsolation")),
+    };
+    v.and_then(Value::as_bool).unwrap_or(false)
+}
+
+fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The subnets and security groups of a `VpcConfig`, checked against the
+/// account's VPCs: every id must exist in the region and the subnets must
+/// share one VPC with the groups.
+pub fn check_vpc_config(
+    world: &World,
+    region: &str,
+    config: &Value,
+) -> AwsResult<(Vec<String>, Vec<String>)> {
+    let subnets = strings(config.get("Subnets"));
+    let groups = strings(config.get("SecurityGroupIds"));
+    let missing: Vec<&String> = subnets
+        .iter()
+        .filter(|s| world.subnets.get(*s).is_none_or(|x| x.region != region))
+        .collect();
+    if !missing.is_empty() {
+        return Err(validation(format!(
+            "The subnet ID(s) {} do not exist.",
+            join_ids(&missing)
+        )));
+    }
+    let missing: Vec<&String> = groups
+        .iter()
+        .filter(|g| {
+            world
+                .security_groups
+                .get(*g)
+                .is_none_or(|x| x.region != region)
+        })
+        .collect();
+    if !missing.is_empty() {
+        return Err(validation(format!(
+            "The security group ID(s) {} do not exist.",
+            join_ids(&missing)
+        )));
+    }
+    let vpcs: BTreeSet<&str> = subnets
+        .iter()
+        .filter_map(|s| world.subnets.get(s))
+        .map(|s| s.vpc_id.as_str())
+        .collect();
+    if vpcs.len() > 1 {
+        return Err(validation(format!(
+            "Subnets {} are not in the same VPC.",
+            join_ids(&subnets.iter().collect::<Vec<_>>())
+        )));
+    }
+    let vpc = vpcs.into_iter().next().unwrap_or_default();
+    let foreign: Vec<&String> = groups
+        .iter()
+        .filter(|g| world.security_groups.get(*g).is_some_and(|x| x.vpc_id != vpc))
+        .collect();
+    if !foreign.is_empty() {
+        return Err(validation(format!(
+            "Security group(s) {} do not belong to the VPC {vpc} of the subnets.",
+            join_ids(&foreign)
+        )));
+    }
+    Ok((subnets, groups))
+}
+
+fn join_ids(ids: &[&String]) -> String {
+    format!(
+        "[{}]",
+        ids.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+    )
+}
+
+/// Checks a Create request beyond its schema and builds the stored job.
+pub fn new_job(
+    world: &World,
+    ctx: &RequestContext,
+    kind: JobKind,
+    request: Value,
+) -> AwsResult<SageMakerJob> {
+    let name_field = match kind {
+        JobKind::Training => "TrainingJobName",
+        JobKind::Processing => "ProcessingJobName",
+    };
+    let name = request[name_field].as_str().unwrap_or_default().to_string();
+    let arn = format!(
+        "arn:aws:sagemaker:{}:{}:{}/{}",
+        ctx.region,
+        ctx.account_id(),
+        kind.arn_word(),
+        name
+    );
+    if world.sagemaker_jobs.contains_key(&kind.key(&name)) {
+        let what = match kind {
+            JobKind::Training => "Training",
+            JobKind::Processing => "Processing",
+        };
+        return Err(AwsError::client(
+            "ResourceInUse",
+            format!(
+                "{what} job names must be unique within an AWS account and region, and a {} job with this name already exists ({arn})",
+                what.to_lowercase()
+            ),
+        ));
+    }
+    if let Some(config) = vpc_config(kind, &request) {
+        check_vpc_config(world, &ctx.region, config)?;
+    }
+    let (instance_type, count) = instance::cluster(kind, &request);
+    instance::resources(&instance_type)
+        .ok_or_else(|| validation(format!("Instance type {instance_type} is not supported by Cove.")))?;
+    match kind {
+        JobKind::Training => check_training(&request)?,
+        JobKind::Processing => check_processing(&request)?,
+    }
+    let now = now_rfc3339();
+    let hosts = (1..=count)
+        .map(|i| JobHost {
+            name: format!("algo-{i}"),
+            eni_id: None,
+        })
+        .collect();
+    let mut job = SageMakerJob {
+        kind,
+        name,
+        arn,
+        region: ctx.region.clone(),
+        account_id: ctx.account_id().to_string(),
+        request,
+        status: "InProgress".into(),
+        secondary_status: "Starting".into(),
+        transitions: Vec::new(),
+        failure_reason: None,
+        exit_message: None,
+        creation_time: now.clone(),
+        start_time: None,
+        end_time: None,
+        last_modified_time: now.clone(),
+        phase: JobPhase::Starting,
+        hosts,
+        stop_requested: false,
+        model_artifacts: None,
+        billable_seconds: None,
+        session_access_key: None,
+        outcome: None,
+    };
+    job.transition("Starting", "Preparing the instances for training", &now);
+    Ok(job)
+}
+
+fn check_training(request: &Value) -> AwsResult<()> {
+    let algo = &request["AlgorithmSpecification"];
+    if algo.get("TrainingImage").is_none() && algo.get("AlgorithmName").is_none() {
+        return Err(validation(
+            "Either the training image or the algorithm name must be specified.",
+        ));
+    }
+    if algo.get("AlgorithmName").is_some() {
+        return Err(validation(
+            "AlgorithmName: algorithm resources are not supported by Cove; give a TrainingImage.",
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    for channel in request["InputDataConfig"].as_array().into_iter().flatten() {
+        let name = channel["ChannelName"].as_str().unwrap_or_default();
+        if !seen.insert(name) {
+            return Err(validation(format!(
+                "Channel names must be unique: {name} is given more than once."
+            )));
+        }
+        if channel["DataSource"].get("S3DataSource").is_none() {
+            return Err(validation(format!(
+                "Channel {name}: only S3DataSource is supported by Cove."
+            )));
+        }
+        let mode = channel
+            .get("InputMode")
+            .or(algo.get("TrainingInputMode"))
+            .and_then(Value::as_str)
+            .unwrap_or("File");
+        if mode != "File" {
+            return Err(validation(format!(
+                "Channel {name}: input mode {mode} is not supported by Cove; use File."
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_processing(request: &Value) -> AwsResult<()> {
+    let mut seen = BTreeSet::new();
+    for input in request["ProcessingInputs"].as_array().into_iter().flatten() {
+        let name = input["InputName"].as_str().unwrap_or_default();
+        if !seen.insert(name) {
+            return Err(validation(format!(
+                "ProcessingInput names must be unique: {name} is given more than once."
+            )));
+        }
+        if input.get("S3Input").is_none() {
+            return Err(validation(format!(
+                "ProcessingInput {name}: only S3Input is supported by Cove."
+            )));
+        }
+    }
+    for output in request["ProcessingOutputConfig"]["Outputs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let name = output["OutputName"].as_str().unwrap_or_default();
+        if output.get("S3Output").is_none() {
+            return Err(validation(format!(
+                "ProcessingOutput {name}: only S3Output is supported by Cove."
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub fn create(store: &Store, ctx: &RequestContext, kind: JobKind, input: Value) -> AwsResult<Value> {
+    let job = store.write(|tx| {
+        let job = new_job(&tx.world, ctx, kind, input.clone())?;
+        tx.put(job.clone());
+        Ok(job)
+    })?;
+    tracing::info!(job = %job.name, kind = ?kind, "job created");
+    Ok(match kind {
+        JobKind::Training => json!({"TrainingJobArn": job.arn}),
+        JobKind::Processing => json!({"ProcessingJobArn": job.arn}),
+    })
+}
+
+fn find<'w>(world: &'w World, kind: JobKind, input: &Value) -> AwsResult<&'w SageMakerJob> {
+    let field = match kind {
+        JobKind::Training => "TrainingJobName",
+        JobKind::Processing => "ProcessingJobName",
+    };
+    let name = input[field].as_str().unwrap_or_default();
+    world
+        .sagemaker_jobs
+        .get(&kind.key(name))
+        .ok_or_else(not_found)
+}
+
+pub fn describe(store: &Store, kind: JobKind, input: &Value) -> AwsResult<Value> {
+    let world = store.snapshot();
+    let job = find(&world, kind, input)?;
+    Ok(render(job))
+}
+
+/// Describe's answer: the request echoed back plus what happened since.
+pub fn render(job: &SageMakerJob) -> Value {
+    let mut out: Map<String, Value> = job.request.as_object().cloned().unwrap_or_default();
+    out.remove("Tags");
+    let mut set = |k: &str, v: Value| {
+        if !v.is_null() {
+            out.insert(k.to_string(), v);
+        }
+    };
+    set("CreationTime", json!(job.creation_time));
+    set("LastModifiedTime", json!(job.last_modified_time));
+    set("FailureReason", json!(job.failure_reason));
+    match job.kind {
+        JobKind::Training => {
+            set("TrainingJobArn", json!(job.arn));
+            set("TrainingJobStatus", json!(job.status));
+            set("SecondaryStatus", json!(job.secondary_status));
+            set("TrainingStartTime", json!(job.start_time));
+            set("TrainingEndTime", json!(job.end_time));
+            set(
+                "ModelArtifacts",
+                json!({"S3ModelArtifacts": job.model_artifacts.clone().unwrap_or_default()}),
+            );
+            let transitions: Vec<Value> = job
+                .transitions
+                .iter()
+                .map(|t| {
+                    let mut v = json!({
+                        "Status": t.status,
+                        "StartTime": t.start_time,
+                        "StatusMessage": t.status_message,
+                    });
+                    if let Some(end) = &t.end_time {
+                        v["EndTime"] = json!(end);
+                    }
+                    v
+                })
+                .collect();
+            set("SecondaryStatusTransitions", Value::Array(transitions));
+            if let (Some(start), Some(end)) = (&job.start_time, &job.end_time) {
+                let secs = seconds_between(start, end);
+                set("TrainingTimeInSeconds", json!(secs));
+                set("BillableTimeInSeconds", json!(job.billable_seconds.unwrap_or(secs)));
+            }
+            if !out.contains_key("EnableNetworkIsolation") {
+                out.insert("EnableNetworkIsolation".into(), json!(false));
+            }
+        }
+        JobKind::Processing => {
+            set("ProcessingJobArn", json!(job.arn));
+            set("ProcessingJobStatus", json!(job.status));
+            set("ProcessingStartTime", json!(job.start_time));
+            set("ProcessingEndTime", json!(job.end_time));
+            set("ExitMessage", json!(job.exit_message));
+        }
+    }
+    Value::Object(out)
+}
+
+/// Whole seconds between two RFC 3339 timestamps, at least 1 as AWS bills.
+pub fn seconds_between(start: &str, end: &str) -> i64 {
+    let parse = |s: &str| {
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+    };
+    match (parse(start), parse(end)) {
+        (Some(a), Some(b)) => (b - a).whole_seconds().max(1),
+        _ => 1,
+    }
+}
+
+fn summary(job: &SageMakerJob) -> Value {
+    match job.kind {
+        JobKind::Training => json!({
+            "TrainingJobName": job.name,
+            "TrainingJobArn": job.arn,
+            "CreationTime": job.creation_time,
+            "TrainingEndTime": job.end_time,
+            "LastModifiedTime": job.last_modified_time,
+            "TrainingJobStatus": job.status,
+            "SecondaryStatus": job.secondary_status,
+        }),
+        JobKind::Processing => json!({
+            "ProcessingJobName": job.name,
+            "ProcessingJobArn": job.arn,
+            "CreationTime": job.creation_time,
+            "ProcessingEndTime": job.end_time,
+            "LastModifiedTime": job.last_modified_time,
+            "ProcessingJobStatus": job.status,
+            "FailureReason": job.failure_reason,
+            "ExitMessage": job.exit_message,
+        }),
+    }
+}
+
+fn time_of(v: &Value) -> Option<time::OffsetDateTime> {
+    match v {
+        Value::Number(n) => n
+            .as_f64()
+            .and_then(|f| time::OffsetDateTime::from_unix_timestamp_nanos((f * 1e9) as i128).ok()),
+        Value::String(s) => {
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+        }
+        _ => None,
+    }
+}
+
+pub fn list(store: &Store, ctx: &RequestContext, kind: JobKind, input: &Value) -> AwsResult<Value> {
+    let world = store.snapshot();
+    let name_contains = input["NameContains"].as_str().unwrap_or_default().to_lowercase();
+    let status = input["StatusEquals"].as_str();
+    let bound = |k: &str| input.get(k).and_then(time_of);
+    let parse = |s: &str| time_of(&json!(s));
+    let (created_after, created_before) = (bound("CreationTimeAfter"), bound("CreationTimeBefore"));
+    let (modified_after, modified_before) =
+        (bound("LastModifiedTimeAfter"), bound("LastModifiedTimeBefore"));
+    let mut jobs: Vec<&SageMakerJob> = world
+        .sagemaker_jobs
+        .values()
+        .filter(|j| j.kind == kind && j.region == ctx.region)
+        .filter(|j| j.name.to_lowercase().contains(&name_contains))
+        .filter(|j| status.is_none_or(|s| j.status == s))
+        .filter(|j| {
+            let c = parse(&j.creation_time);
+            let m = parse(&j.last_modified_time);
+            created_after.is_none_or(|t| c > Some(t))
+                && created_before.is_none_or(|t| c < Some(t))
+                && modified_after.is_none_or(|t| m > Some(t))
+                && modified_before.is_none_or(|t| m < Some(t))
+        })
+        .collect();
+    match input["SortBy"].as_str().unwrap_or("CreationTime") {
+        "Name" => jobs.sort_by(|a, b| a.name.cmp(&b.name)),
+        "Status" => jobs.sort_by(|a, b| a.status.cmp(&b.status).then(a.name.cmp(&b.name))),
+        _ => jobs.sort_by(|a, b| {
+            a.creation_time
+                .cmp(&b.creation_time)
+                .then(a.name.cmp(&b.name))
+        }),
+    }
+    if input["SortOrder"].as_str().unwrap_or("Descending") == "Descending" {
+        jobs.reverse();
+    }
+    let start: usize = match input["NextToken"].as_str() {
+        None => 0,
+        Some(t) => t
+            .parse()
+            .map_err(|_| validation("Invalid pagination token."))?,
+    };
+    let max = input["MaxResults"].as_u64().unwrap_or(10) as usize;
+    let page: Vec<Value> = jobs.iter().skip(start).take(max).map(|j| summary(j)).collect();
+    let mut out = match kind {
+        JobKind::Training => json!({"TrainingJobSummaries": page}),
+        JobKind::Processing => json!({"ProcessingJobSummaries": page}),
+    };
+    if start + max < jobs.len() {
+        out["NextToken"] = json!((start + max).to_string());
+    }
+    Ok(out)
+}
+
+pub fn stop(store: &Store, kind: JobKind, input: &Value) -> AwsResult<Value> {
+    store.write(|tx| {
+        let mut job = find(&tx.world, kind, input)?.clone();
+        if job.status != "InProgress" {
+            return Err(validation(format!(
+                "The request was rejected because the {} job is in status {}.",
+                match kind {
+                    JobKind::Training => "training",
+                    JobKind::Processing => "processing",
+                },
+                job.status
+            )));
+        }
+        let now = now_rfc3339();
+        job.stop_requested = true;
+        job.status = "Stopping".into();
+        if kind == JobKind::Training {
+            job.transition("Stopping", "Stopping the training job", &now);
+        }
+        job.last_modified_time = now;
+        tx.put(job);
+        Ok(())
+    })?;
+    Ok(json!({}))
+}

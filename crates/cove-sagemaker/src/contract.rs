@@ -1,0 +1,409 @@
+//! The SageMaker container contract, as pure data: the files under
+//! `/opt/ml`, the environment (the `SM_*` variables the SageMaker training
+//! toolkit sets) and the command, for one host of a job. The supervisor
+//! writes and runs what this returns; nothing here touches the disk.
+
+use crate::api::network_isolation;
+use cove_model::jobs::{JobKind, SageMakerJob};
+use serde_json::{json, Map, Value};
+
+/// Where script mode finds the interpreter for the user's program.
+pub const HOST_PYTHON: &str = "/usr/bin/python3";
+const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Temporary credentials handed to a container that is not network-isolated.
+pub struct ContainerCredentials {
+    pub access_key: String,
+    pub secret_key: String,
+    pub session_token: String,
+}
+
+pub struct HostContract {
+    /// Files to write, relative to the host's `/opt/ml`.
+    pub files: Vec<(String, String)>,
+    pub env: Vec<(String, String)>,
+    pub argv: Vec<String>,
+    pub workdir: String,
+}
+
+/// A hyperparameter as the program sees it: the SageMaker Python SDK sends
+/// every value JSON-encoded (`"\"train.py\""`, `"2"`), the toolkit decodes it.
+fn decode_hp(raw: &str) -> Value {
+    serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()))
+}
+
+fn hp_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// The user's program in script mode (`sagemaker_program`), if any.
+pub fn script_program(job: &SageMakerJob) -> Option<String> {
+    let raw = job.request["HyperParameters"]["sagemaker_program"].as_str()?;
+    Some(hp_text(&decode_hp(raw)))
+}
+
+/// The S3 URI of the script-mode source archive (`sagemaker_submit_directory`).
+pub fn submit_directory(job: &SageMakerJob) -> Option<String> {
+    let raw = job.request["HyperParameters"]["sagemaker_submit_directory"].as_str()?;
+    Some(hp_text(&decode_hp(raw))).filter(|s| s.starts_with("s3://"))
+}
+
+fn env_name(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn common_env(
+    job: &SageMakerJob,
+    credentials: Option<&ContainerCredentials>,
+) -> Vec<(String, String)> {
+    let region = &job.region;
+    let mut env = vec![
+        ("PATH".to_string(), PATH.to_string()),
+        ("HOME".to_string(), "/tmp".to_string()),
+        ("PYTHONUNBUFFERED".to_string(), "1".to_string()),
+        ("AWS_REGION".to_string(), region.clone()),
+        ("AWS_DEFAULT_REGION".to_string(), region.clone()),
+    ];
+    if let (Some(c), false) = (credentials, network_isolation(job.kind, &job.request)) {
+        env.push(("AWS_ACCESS_KEY_ID".into(), c.access_key.clone()));
+        env.push(("AWS_SECRET_ACCESS_KEY".into(), c.secret_key.clone()));
+        env.push(("AWS_SESSION_TOKEN".into(), c.session_token.clone()));
+        // Cove's services speak HTTP inside VPCs until its CA lands; SDKs
+        // reach them by their usual names through the VPC's resolver.
+        for (var, host) in [
+            ("AWS_ENDPOINT_URL_S3", format!("s3.{region}.amazonaws.com")),
+            ("AWS_ENDPOINT_URL_STS", format!("sts.{region}.amazonaws.com")),
+            ("AWS_ENDPOINT_URL_SAGEMAKER", format!("api.sagemaker.{region}.amazonaws.com")),
+            ("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS", format!("logs.{region}.amazonaws.com")),
+        ] {
+            env.push((var.to_string(), format!("http://{host}")));
+        }
+    }
+    let user_env = match job.kind {
+        JobKind::Training => &job.request["Environment"],
+        JobKind::Processing => &job.request["Environment"],
+    };
+    if let Some(map) = user_env.as_object() {
+        for (k, v) in map {
+            env.push((k.clone(), v.as_str().unwrap_or_default().to_string()));
+        }
+    }
+    env
+}
+
+fn resource_config(job: &SageMakerJob, host: &str, instance_type: &str) -> Value {
+    let hosts: Vec<&str> = job.hosts.iter().map(|h| h.name.as_str()).collect();
+    json!({
+        "current_host": host,
+        "current_instance_type": instance_type,
+        "current_group_name": "homogeneousCluster",
+        "hosts": hosts,
+        "instance_groups": [{
+            "instance_group_name": "homogeneousCluster",
+            "instance_type": instance_type,
+            "hosts": hosts,
+        }],
+        "network_interface_name": "eth0",
+    })
+}
+
+/// The contract for host `host` of a training job.
+pub fn training(
+    job: &SageMakerJob,
+    host: &str,
+    cpus: f64,
+    credentials: Option<&ContainerCredentials>,
+) -> HostContract {
+    let req = &job.request;
+    let instance_type = req["ResourceConfig"]["InstanceType"]
+        .as_str()
+        .unwrap_or_default();
+    let raw_hps: Map<String, Value> = req["HyperParameters"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
+    let hps: Map<String, Value> = raw_hps
+        .iter()
+        .map(|(k, v)| (k.clone(), decode_hp(v.as_str().unwrap_or_default())))
+        .collect();
+    let user_hps: Map<String, Value> = hps
+        .iter()
+        .filter(|(k, _)| !k.starts_with("sagemaker_"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let default_mode = req["AlgorithmSpecification"]["TrainingInputMode"]
+        .as_str()
+        .unwrap_or("File");
+    let mut channels = Vec::new();
+    let mut input_config = Map::new();
+    for c in req["InputDataConfig"].as_array().into_iter().flatten() {
+        let name = c["ChannelName"].as_str().unwrap_or_default().to_string();
+        let mut entry = json!({
+            "TrainingInputMode": c["InputMode"].as_str().unwrap_or(default_mode),
+            "S3DistributionType": c["DataSource"]["S3DataSource"]["S3DataDistributionType"]
+                .as_str().unwrap_or("FullyReplicated"),
+            "RecordWrapperType": c["RecordWrapperType"].as_str().unwrap_or("None"),
+        });
+        if let Some(ct) = c["ContentType"].as_str() {
+            entry["ContentType"] = json!(ct);
+        }
+        input_config.insert(name.clone(), entry);
+        channels.push(name);
+    }
+    let resource = resource_config(job, host, instance_type);
+    let hosts: Vec<&str> = job.hosts.iter().map(|h| h.name.as_str()).collect();
+    let program = script_program(job);
+    let user_args: Vec<String> = user_hps
+        .iter()
+        .flat_map(|(k, v)| [format!("--{k}"), hp_text(v)])
+        .collect();
+
+    let mut env = common_env(job, credentials);
+    let sm = |k: &str, v: String| (format!("SM_{k}"), v);
+    env.extend([
+        sm("HOSTS", json!(hosts).to_string()),
+        sm("CURRENT_HOST", host.to_string()),
+        sm("CURRENT_INSTANCE_TYPE", instance_type.to_string()),
+        sm("NUM_CPUS", (cpus.ceil() as u64).to_string()),
+        sm("NUM_GPUS", "0".to_string()),
+        sm("MODEL_DIR", "/opt/ml/model".to_string()),
+        sm("INPUT_DIR", "/opt/ml/input".to_string()),
+        sm("INPUT_CONFIG_DIR", "/opt/ml/input/config".to_string()),
+        sm("OUTPUT_DIR", "/opt/ml/output".to_string()),
+        sm("OUTPUT_DATA_DIR", "/opt/ml/output/data".to_string()),
+        sm(
+            "OUTPUT_INTERMEDIATE_DIR",
+            "/opt/ml/output/intermediate".to_string(),
+        ),
+        sm("CHANNELS", json!(channels).to_string()),
+        sm("HPS", Value::Object(user_hps.clone()).to_string()),
+        sm("USER_ARGS", json!(user_args).to_string()),
+        sm("RESOURCE_CONFIG", resource.to_string()),
+        sm("INPUT_DATA_CONFIG", Value::Object(input_config.clone()).to_string()),
+        sm("NETWORK_INTERFACE_NAME", "eth0".to_string()),
+        sm("LOG_LEVEL", "20".to_string()),
+        ("TRAINING_JOB_NAME".to_string(), job.name.clone()),
+        ("TRAINING_JOB_ARN".to_string(), job.arn.clone()),
+    ]);
+    for c in &channels {
+        env.push(sm(
+            &format!("CHANNEL_{}", env_name(c)),
+            format!("/opt/ml/input/data/{c}"),
+        ));
+    }
+    for (k, v) in &user_hps {
+        env.push(sm(&format!("HP_{}", env_name(k)), hp_text(v)));
+    }
+    if let Some(p) = &program {
+        env.push(sm(
+            "MODULE_NAME",
+            p.trim_end_matches(".py").replace('/', "."),
+        ));
+        env.push(sm("MODULE_DIR", submit_directory(job).unwrap_or_default()));
+        env.push(sm("USER_ENTRY_POINT", p.clone()));
+    }
+
+    let algo = &req["AlgorithmSpecification"];
+    let entry: Vec<String> = string_list(&algo["ContainerEntrypoint"]);
+    let (argv, workdir) = if !entry.is_empty() {
+        let mut argv = entry;
+        argv.extend(string_list(&algo["ContainerArguments"]));
+        (argv, "/opt/ml".to_string())
+    } else if let Some(p) = &program {
+        let mut argv = vec![HOST_PYTHON.to_string(), format!("/opt/ml/code/{p}")];
+        argv.extend(user_args);
+        (argv, "/opt/ml/code".to_string())
+    } else {
+        (vec!["train".to_string()], "/opt/ml".to_string())
+    };
+
+    let files = vec![
+        (
+            "input/config/hyperparameters.json".to_string(),
+            Value::Object(raw_hps).to_string(),
+        ),
+        (
+            "input/config/resourceconfig.json".to_string(),
+            resource.to_string(),
+        ),
+        (
+            "input/config/inputdataconfig.json".to_string(),
+            Value::Object(input_config).to_string(),
+        ),
+    ];
+    HostContract {
+        files,
+        env,
+        argv,
+        workdir,
+    }
+}
+
+fn string_list(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The contract for host `host` of a processing job.
+pub fn processing(
+    job: &SageMakerJob,
+    host: &str,
+    credentials: Option<&ContainerCredentials>,
+) -> HostContract {
+    let req = &job.request;
+    let instance_type = req["ProcessingResources"]["ClusterConfig"]["InstanceType"]
+        .as_str()
+        .unwrap_or_default();
+    let app = &req["AppSpecification"];
+    let mut argv = string_list(&app["ContainerEntrypoint"]);
+    argv.extend(string_list(&app["ContainerArguments"]));
+    let mut env = common_env(job, credentials);
+    env.push(("PROCESSING_JOB_NAME".into(), job.name.clone()));
+    let config = json!({
+        "ProcessingJobArn": job.arn,
+        "ProcessingJobName": job.name,
+        "AppSpecification": app,
+        "Environment": req["Environment"],
+        "NetworkConfig": req["NetworkConfig"],
+        "ProcessingInputs": req["ProcessingInputs"],
+        "ProcessingOutputConfig": req["ProcessingOutputConfig"],
+        "ProcessingResources": req["ProcessingResources"],
+        "RoleArn": req["RoleArn"],
+        "StoppingCondition": req["StoppingCondition"],
+    });
+    HostContract {
+        files: vec![
+            ("config/processingjobconfig.json".into(), config.to_string()),
+            (
+                "config/resourceconfig.json".into(),
+                json!({"current_host": host, "hosts": job.hosts.iter().map(|h| h.name.clone()).collect::<Vec<_>>(), "current_instance_type": instance_type}).to_string(),
+            ),
+        ],
+        env,
+        argv,
+        workdir: "/opt/ml/processing".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cove_model::jobs::{JobHost, JobPhase};
+
+    fn job(request: Value) -> SageMakerJob {
+        SageMakerJob {
+            kind: JobKind::Training,
+            name: "j1".into(),
+            arn: "arn:aws:sagemaker:us-east-1:000000000000:training-job/j1".into(),
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+            request,
+            status: "InProgress".into(),
+            secondary_status: "Starting".into(),
+            transitions: vec![],
+            failure_reason: None,
+            exit_message: None,
+            creation_time: String::new(),
+            start_time: None,
+            end_time: None,
+            last_modified_time: String::new(),
+            phase: JobPhase::Starting,
+            hosts: vec![
+                JobHost {
+                    name: "algo-1".into(),
+                    eni_id: None,
+                },
+                JobHost {
+                    name: "algo-2".into(),
+                    eni_id: None,
+                },
+            ],
+            stop_requested: false,
+            model_artifacts: None,
+            billable_seconds: None,
+            session_access_key: None,
+            outcome: None,
+        }
+    }
+
+    fn env<'a>(c: &'a HostContract, k: &str) -> Option<&'a str> {
+        c.env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn script_mode_runs_the_program_with_decoded_hyperparameters() {
+        let j = job(json!({
+            "HyperParameters": {
+                "sagemaker_program": "\"train.py\"",
+                "sagemaker_submit_directory": "\"s3://b/src/sourcedir.tar.gz\"",
+                "epochs": "3",
+                "learning-rate": "0.1",
+            },
+            "AlgorithmSpecification": {"TrainingImage": "x", "TrainingInputMode": "File"},
+            "InputDataConfig": [{"ChannelName": "train", "DataSource": {"S3DataSource": {"S3Uri": "s3://b/d", "S3DataType": "S3Prefix"}}}],
+            "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 2},
+        }));
+        let c = training(&j, "algo-2", 2.0, None);
+        assert_eq!(
+            c.argv,
+            vec![
+                HOST_PYTHON,
+                "/opt/ml/code/train.py",
+                "--epochs",
+                "3",
+                "--learning-rate",
+                "0.1"
+            ]
+        );
+        assert_eq!(env(&c, "SM_CHANNEL_TRAIN"), Some("/opt/ml/input/data/train"));
+        assert_eq!(env(&c, "SM_HP_LEARNING_RATE"), Some("0.1"));
+        assert_eq!(env(&c, "SM_HOSTS"), Some("[\"algo-1\",\"algo-2\"]"));
+        assert_eq!(env(&c, "SM_CURRENT_HOST"), Some("algo-2"));
+        assert_eq!(env(&c, "SM_MODULE_NAME"), Some("train"));
+        assert!(env(&c, "AWS_ACCESS_KEY_ID").is_none());
+        let resource: Value = serde_json::from_str(
+            &c.files
+                .iter()
+                .find(|(p, _)| p.ends_with("resourceconfig.json"))
+                .unwrap()
+                .1,
+        )
+        .unwrap();
+        assert_eq!(resource["current_host"], "algo-2");
+    }
+
+    #[test]
+    fn isolated_containers_get_no_credentials() {
+        let creds = ContainerCredentials {
+            access_key: "ASIA".into(),
+            secret_key: "s".into(),
+            session_token: "t".into(),
+        };
+        let mut j = job(json!({"AlgorithmSpecification": {"TrainingImage": "x"}}));
+        assert_eq!(
+            env(&training(&j, "algo-1", 1.0, Some(&creds)), "AWS_ACCESS_KEY_ID"),
+            Some("ASIA")
+        );
+        j.request["EnableNetworkIsolation"] = json!(true);
+        let c = training(&j, "algo-1", 1.0, Some(&creds));
+        assert!(env(&c, "AWS_ACCESS_KEY_ID").is_none());
+        assert_eq!(c.argv, vec!["train"]);
+    }
+}

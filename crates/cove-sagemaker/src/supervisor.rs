@@ -1,0 +1,1170 @@
+//! The job supervisor: drives every stored job through its phases —
+//! Starting (credentials, ENIs in the job's subnets), Downloading (input
+//! channels through each host's ENI), Running (one container per host,
+//! logs to CloudWatch Logs, stop and timeout), Uploading (outputs through
+//! the ENI), then cleanup (ENIs and working files released). Each phase
+//! ends with a store write, so after a restart a job resumes where it was:
+//! a running container is adopted, an interrupted transfer starts again.
+
+use crate::api::{network_isolation, vpc_config};
+use crate::contract::{self, ContainerCredentials, HostContract};
+use crate::instance;
+use crate::transfer::{parse_s3_uri, Credentials, S3Client, TransferError};
+use cove_logs::LogsService;
+use cove_model::ids::now_rfc3339;
+use cove_model::jobs::{JobKind, JobPhase, SageMakerJob, StsSession};
+use cove_runtime::{Bind, Container, ContainerSpec, RootFs, Status};
+use cove_store::Store;
+use cove_sts::StsService;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const DATA_DOWNLOAD_FAILED: &str = "ClientError: Data download failed:Please ensure that the subnet's route table has a route to an S3 VPC endpoint or a NAT device, and both the security groups and the subnet's network ACL allow outbound traffic to S3.";
+pub const ARTIFACT_UPLOAD_FAILED: &str = "ClientError: Artifact upload failed:Please ensure that the subnet's route table has a route to an S3 VPC endpoint or a NAT device, and both the security groups and the subnet's network ACL allow outbound traffic to S3";
+
+/// Who requests the ENIs of a job, as DescribeNetworkInterfaces shows it.
+const REQUESTER: &str = "sagemaker.amazonaws.com";
+/// How long the execution role's session lasts: long enough for any job.
+const SESSION_SECONDS: i64 = 43_200;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Working files of running jobs (`<kind>/<name>/<host>/…`).
+    pub jobs_dir: PathBuf,
+    /// Images imported for bring-your-own containers (`<hash>/rootfs`).
+    pub images_dir: PathBuf,
+    /// The `cove` binary, which runs containers (`cove run-container`).
+    pub runner: PathBuf,
+    /// The data plane's instance tag; `None` when the data plane is off.
+    pub instance: Option<String>,
+    /// Where jobs without a `VpcConfig` reach S3 (Cove's own listener).
+    pub local_s3: String,
+    /// How long a transfer waits for S3 to accept a connection.
+    pub connect_timeout: Duration,
+    /// Between SIGTERM and SIGKILL when a job is stopped (AWS: 120 s).
+    pub stop_grace: Duration,
+}
+
+pub struct Supervisor {
+    store: Arc<Store>,
+    logs: Arc<LogsService>,
+    sts: Arc<StsService>,
+    settings: Settings,
+    active: Mutex<HashSet<String>>,
+}
+
+/// Why a job's containers ended, which decides its final status.
+#[derive(Debug, Clone, PartialEq)]
+enum Outcome {
+    Completed,
+    Stopped,
+    MaxRuntimeExceeded,
+}
+
+impl Outcome {
+    fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Completed => "Completed",
+            Outcome::Stopped => "Stopped",
+            Outcome::MaxRuntimeExceeded => "MaxRuntimeExceeded",
+        }
+    }
+    fn parse(s: Option<&str>) -> Outcome {
+        match s {
+            Some("Stopped") => Outcome::Stopped,
+            Some("MaxRuntimeExceeded") => Outcome::MaxRuntimeExceeded,
+            _ => Outcome::Completed,
+        }
+    }
+}
+
+/// A failure that ends the job with this reason.
+struct JobFailed(String);
+
+type Step = Result<(), JobFailed>;
+
+impl Supervisor {
+    pub fn new(
+        store: Arc<Store>,
+        logs: Arc<LogsService>,
+        sts: Arc<StsService>,
+        settings: Settings,
+    ) -> Arc<Supervisor> {
+        Arc::new(Supervisor {
+            store,
+            logs,
+            sts,
+            settings,
+            active: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Watches the store and gives every job that is not cleaned up a worker.
+    pub fn spawn(self: &Arc<Self>) -> std::io::Result<()> {
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("cove-jobs".into())
+            .spawn(move || loop {
+                let generation = me.store.generation();
+                for job in me.store.snapshot().sagemaker_jobs.values() {
+                    if job.phase != JobPhase::CleanedUp {
+                        me.ensure_worker(&job.key());
+                    }
+                }
+                me.store
+                    .wait_for_change(generation, Duration::from_secs(5));
+            })?;
+        Ok(())
+    }
+
+    fn ensure_worker(self: &Arc<Self>, key: &str) {
+        if !self.active.lock().expect("lock").insert(key.to_string()) {
+            return;
+        }
+        let me = self.clone();
+        let key = key.to_string();
+        let spawned = std::thread::Builder::new()
+            .name(format!("job-{}", key.rsplit('/').next().unwrap_or_default()))
+            .spawn(move || {
+                me.drive(&key);
+                me.active.lock().expect("lock").remove(&key);
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a job worker");
+        }
+    }
+
+    fn job(&self, key: &str) -> Option<SageMakerJob> {
+        self.store.snapshot().sagemaker_jobs.get(key).cloned()
+    }
+
+    /// Applies `f` to the stored job in one write.
+    fn update(&self, key: &str, f: impl Fn(&mut SageMakerJob)) -> anyhow::Result<SageMakerJob> {
+        let job = self.store.write(|tx| {
+            let mut job = tx
+                .world
+                .sagemaker_jobs
+                .get(key)
+                .cloned()
+                .ok_or_else(|| cove_model::AwsError::internal("job vanished"))?;
+            f(&mut job);
+            tx.put(job.clone());
+            Ok(job)
+        })?;
+        Ok(job)
+    }
+
+    fn drive(&self, key: &str) {
+        loop {
+            let Some(job) = self.job(key) else { return };
+            let step = match job.phase {
+                JobPhase::Starting => self.start(&job),
+                JobPhase::Downloading => self.download(&job),
+                JobPhase::Running => self.run(&job),
+                JobPhase::Uploading => self.upload(&job),
+                JobPhase::Done => self.cleanup(&job),
+                JobPhase::CleanedUp => return,
+            };
+            let result = match step {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(JobFailed(reason))) => {
+                    tracing::info!(job = %job.name, %reason, "job failed");
+                    self.finish_failed(key, &reason)
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = result {
+                tracing::error!(job = %job.name, error = %e, "job step failed; retrying");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+
+    fn finish_failed(&self, key: &str, reason: &str) -> anyhow::Result<()> {
+        self.update(key, |j| j.finish("Failed", "Failed", reason, &now_rfc3339()))?;
+        Ok(())
+    }
+
+    fn stopped_early(&self, job: &SageMakerJob) -> anyhow::Result<bool> {
+        if !job.stop_requested {
+            return Ok(false);
+        }
+        self.update(&job.key(), |j| {
+            j.finish("Stopped", "Stopped", "Training job stopped", &now_rfc3339())
+        })?;
+        Ok(true)
+    }
+
+    fn host_dir(&self, job: &SageMakerJob, host: &str) -> PathBuf {
+        self.settings
+            .jobs_dir
+            .join(job.kind.arn_word())
+            .join(&job.name)
+            .join(host)
+    }
+
+    fn session(&self, job: &SageMakerJob) -> Option<StsSession> {
+        let key = job.session_access_key.as_deref()?;
+        self.store.snapshot().sts_sessions.get(key).cloned()
+    }
+
+    /// The ENI namespace of each host, or `None` for jobs outside a VPC.
+    fn host_netns(&self, job: &SageMakerJob) -> Vec<Option<String>> {
+        job.hosts
+            .iter()
+            .map(|h| {
+                let eni = h.eni_id.as_deref()?;
+                let instance = self.settings.instance.as_deref()?;
+                Some(cove_net::naming::eni_netns(instance, eni))
+            })
+            .collect()
+    }
+
+    // ---- Starting ----
+
+    fn start(&self, job: &SageMakerJob) -> anyhow::Result<Step> {
+        if self.stopped_early(job)? {
+            return Ok(Ok(()));
+        }
+        let key = job.key();
+        let vpc = vpc_config(job.kind, &job.request).cloned();
+        if vpc.is_some() && self.settings.instance.is_none() {
+            return Ok(Err(JobFailed(
+                "ClientError: Cove's data plane is off (it needs root, ip and nft), so a job with a VpcConfig cannot get its network interfaces.".into(),
+            )));
+        }
+        if job.session_access_key.is_none() {
+            let role = job.request["RoleArn"].as_str().unwrap_or_default();
+            let s = self
+                .sts
+                .assume_role(&job.account_id, role, "SageMaker", SESSION_SECONDS)?;
+            self.update(&key, |j| j.session_access_key = Some(s.access_key_id.clone()))?;
+        }
+        if let Some(config) = &vpc {
+            let subnets = string_list(&config["Subnets"]);
+            let groups = string_list(&config["SecurityGroupIds"]);
+            let made = self.store.write(|tx| {
+                let mut j = tx
+                    .world
+                    .sagemaker_jobs
+                    .get(&key)
+                    .cloned()
+                    .ok_or_else(|| cove_model::AwsError::internal("job vanished"))?;
+                for (i, host) in j.hosts.iter_mut().enumerate() {
+                    if host.eni_id.is_some() {
+                        continue;
+                    }
+                    let subnet = &subnets[i % subnets.len().max(1)];
+                    let description = format!(
+                        "[DO NOT DELETE] ENI managed by SageMaker for {} {} ({})",
+                        match j.kind {
+                            JobKind::Training => "Training Job",
+                            JobKind::Processing => "Processing Job",
+                        },
+                        j.name,
+                        host.name
+                    );
+                    let eni = cove_ec2::create_managed_eni(
+                        tx,
+                        subnet,
+                        groups.clone(),
+                        description,
+                        REQUESTER,
+                    )?;
+                    host.eni_id = Some(eni.id);
+                }
+                tx.put(j);
+                Ok(())
+            });
+            if let Err(e) = made {
+                return Ok(Err(JobFailed(format!(
+                    "ClientError: Cannot create a network interface in the job's subnets: {}",
+                    e.message
+                ))));
+            }
+            let job = self.job(&key).unwrap_or_else(|| job.clone());
+            self.wait_for_enis(&job)?;
+        }
+        self.update(&key, |j| {
+            let now = now_rfc3339();
+            j.start_time = Some(now.clone());
+            j.phase = JobPhase::Downloading;
+            j.transition("Downloading", "Downloading input data", &now);
+        })?;
+        Ok(Ok(()))
+    }
+
+    /// Waits until the data plane has plumbed every ENI: its namespace exists
+    /// and its address can be bound inside it.
+    fn wait_for_enis(&self, job: &SageMakerJob) -> anyhow::Result<()> {
+        let world = self.store.snapshot();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        for (host, ns) in job.hosts.iter().zip(self.host_netns(job)) {
+            let (Some(eni), Some(ns)) = (&host.eni_id, ns) else {
+                continue;
+            };
+            let ip: std::net::Ipv4Addr = world
+                .network_interfaces
+                .get(eni)
+                .map(|e| e.private_ip.parse())
+                .transpose()?
+                .ok_or_else(|| anyhow::anyhow!("ENI {eni} vanished"))?;
+            loop {
+                let bound = cove_net::netns::run_in(&ns, move || {
+                    std::net::TcpListener::bind((ip, 0)).is_ok()
+                });
+                if matches!(bound, Ok(true)) {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    anyhow::bail!("ENI {eni} was not attached within 60 s");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(())
+    }
+
+    // ---- Transfers ----
+
+    /// Runs `f` with an S3 client inside host `i`'s network, in parallel for every host.
+    fn on_each_host<T: Send + 'static>(
+        &self,
+        job: &SageMakerJob,
+        f: impl Fn(usize, PathBuf, &S3Client) -> Result<T, TransferError> + Send + Sync + 'static,
+    ) -> Vec<Result<T, TransferError>> {
+        let session = self.session(job);
+        let f = Arc::new(f);
+        let handles: Vec<_> = self
+            .host_netns(job)
+            .into_iter()
+            .enumerate()
+            .map(|(i, ns)| {
+                let f = f.clone();
+                let host_dir = self.host_dir(job, &job.hosts[i].name);
+                let (endpoint, region) = match &ns {
+                    Some(_) => (
+                        cove_model::services::public_address(
+                            &job.region,
+                            &format!("s3.{}.amazonaws.com", job.region),
+                        )
+                        .map(|a| a.to_string())
+                        .unwrap_or_default(),
+                        job.region.clone(),
+                    ),
+                    None => (self.settings.local_s3.clone(), job.region.clone()),
+                };
+                let credentials = Credentials {
+                    access_key: session
+                        .as_ref()
+                        .map(|s| s.access_key_id.clone())
+                        .unwrap_or_default(),
+                    secret_key: session
+                        .as_ref()
+                        .map(|s| s.secret_access_key.clone())
+                        .unwrap_or_default(),
+                    session_token: session.as_ref().map(|s| s.session_token.clone()),
+                };
+                let timeout = self.settings.connect_timeout;
+                std::thread::spawn(move || {
+                    let work = move || {
+                        let client = S3Client::new(&endpoint, &region, credentials, timeout);
+                        f(i, host_dir, &client)
+                    };
+                    match ns {
+                        Some(ns) => cove_net::netns::run_in(&ns, work)
+                            .unwrap_or_else(|e| Err(TransferError::Network(e.to_string()))),
+                        None => work(),
+                    }
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(TransferError::Local("transfer panicked".into())))
+            })
+            .collect()
+    }
+
+    fn download(&self, job: &SageMakerJob) -> anyhow::Result<Step> {
+        if self.stopped_early(job)? {
+            return Ok(Ok(()));
+        }
+        let sources = download_plan(job);
+        let hosts = job.hosts.len();
+        let region = job.region.clone();
+        let role = job.request["RoleArn"].as_str().unwrap_or_default().to_string();
+        let results = self.on_each_host(job, move |i, host_dir, client| {
+            let ml = host_dir.join("ml");
+            for dir in [
+                "input/config",
+                "input/data",
+                "model",
+                "output/data",
+                "output/intermediate",
+                "code",
+            ] {
+                std::fs::create_dir_all(ml.join(dir))
+                    .map_err(|e| TransferError::Local(e.to_string()))?;
+            }
+            for source in &sources {
+                fetch(client, source, &ml, i, hosts, &region, &role)?;
+            }
+            Ok(())
+        });
+        for r in results {
+            match r {
+                Ok(()) => {}
+                Err(TransferError::Network(e)) => {
+                    tracing::info!(job = %job.name, error = %e, "download could not reach S3");
+                    return Ok(Err(JobFailed(DATA_DOWNLOAD_FAILED.into())));
+                }
+                Err(TransferError::Service {
+                    status,
+                    code,
+                    message,
+                }) if code == "NoObjects" => {
+                    let _ = status;
+                    return Ok(Err(JobFailed(message)));
+                }
+                Err(TransferError::Service {
+                    status,
+                    code,
+                    message,
+                }) => {
+                    return Ok(Err(JobFailed(format!(
+                        "ClientError: Data download failed:Failed to download data. {code} ({status}): {message}"
+                    ))))
+                }
+                Err(TransferError::Local(e)) => anyhow::bail!("preparing the job's files: {e}"),
+            }
+        }
+        if let Some(archive) = contract::submit_directory(job) {
+            for host in &job.hosts {
+                let ml = self.host_dir(job, &host.name).join("ml");
+                let file = std::fs::File::open(ml.join("code/.sourcedir.tar.gz"))?;
+                tar::Archive::new(flate2::read::GzDecoder::new(file))
+                    .unpack(ml.join("code"))
+                    .map_err(|e| anyhow::anyhow!("unpacking {archive}: {e}"))?;
+                std::fs::remove_file(ml.join("code/.sourcedir.tar.gz"))?;
+            }
+        }
+        self.update(&job.key(), |j| {
+            let now = now_rfc3339();
+            j.phase = JobPhase::Running;
+            if j.kind == JobKind::Training {
+                j.transition(
+                    "Training",
+                    "Training image download completed. Training in progress.",
+                    &now,
+                );
+            }
+        })?;
+        Ok(Ok(()))
+    }
+
+    // ---- Running ----
+
+    fn root_fs(&self, job: &SageMakerJob) -> Result<RootFs, JobFailed> {
+        let image = match job.kind {
+            JobKind::Training => job.request["AlgorithmSpecification"]["TrainingImage"].as_str(),
+            JobKind::Processing => job.request["AppSpecification"]["ImageUri"].as_str(),
+        }
+        .unwrap_or_default();
+        let imported = self
+            .settings
+            .images_dir
+            .join(format!("{:016x}", cove_model::ids::fnv64(image)))
+            .join("rootfs");
+        if imported.is_dir() {
+            return Ok(RootFs::Image(imported));
+        }
+        let script_mode = match job.kind {
+            JobKind::Training => {
+                contract::script_program(job).is_some()
+                    || job.request["AlgorithmSpecification"]["ContainerEntrypoint"].is_array()
+            }
+            JobKind::Processing => job.request["AppSpecification"]["ContainerEntrypoint"].is_array(),
+        };
+        if script_mode {
+            return Ok(RootFs::Host);
+        }
+        Err(JobFailed(format!(
+            "ClientError: The image {image} is not available to Cove. Run a framework image in script mode (the sagemaker_program hyperparameter, or a ContainerEntrypoint), or import the image's root filesystem into {}.",
+            imported.display()
+        )))
+    }
+
+    fn contract_for(&self, job: &SageMakerJob, host: &str) -> HostContract {
+        let credentials = self.session(job).map(|s| ContainerCredentials {
+            access_key: s.access_key_id,
+            secret_key: s.secret_access_key,
+            session_token: s.session_token,
+        });
+        let (instance_type, _) = instance::cluster(job.kind, &job.request);
+        let (cpus, _) = instance::resources(&instance_type).unwrap_or((1.0, 1.0));
+        match job.kind {
+            JobKind::Training => contract::training(job, host, cpus, credentials.as_ref()),
+            JobKind::Processing => contract::processing(job, host, credentials.as_ref()),
+        }
+    }
+
+    fn launch(&self, job: &SageMakerJob, index: usize, ns: Option<String>) -> anyhow::Result<Result<Container, JobFailed>> {
+        let host = &job.hosts[index].name;
+        let dir = self.host_dir(job, host);
+        let state = dir.join("state");
+        if let Some(c) = Container::adopt(&state)? {
+            return Ok(Ok(c));
+        }
+        let root = match self.root_fs(job) {
+            Ok(r) => r,
+            Err(e) => return Ok(Err(e)),
+        };
+        let c = self.contract_for(job, host);
+        if c.argv.is_empty() {
+            return Ok(Err(JobFailed(
+                "ClientError: AppSpecification has no ContainerEntrypoint and the image is not imported, so there is nothing to run.".into(),
+            )));
+        }
+        let ml = dir.join("ml");
+        for (path, content) in &c.files {
+            let p = ml.join(path);
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(p, content)?;
+        }
+        let world = self.store.snapshot();
+        let mut hosts_file = String::from("127.0.0.1\tlocalhost\n");
+        for h in &job.hosts {
+            if let Some(ip) = h
+                .eni_id
+                .as_ref()
+                .and_then(|e| world.network_interfaces.get(e))
+                .map(|e| e.private_ip.clone())
+            {
+                hosts_file.push_str(&format!("{ip}\t{}\n", h.name));
+            }
+        }
+        std::fs::write(dir.join("hosts"), hosts_file)?;
+        let isolated = network_isolation(job.kind, &job.request) || ns.is_none();
+        let resolv = match &ns {
+            Some(ns) if !isolated => PathBuf::from(format!("/etc/netns/{ns}/resolv.conf")),
+            _ => {
+                std::fs::write(dir.join("resolv.conf"), "")?;
+                dir.join("resolv.conf")
+            }
+        };
+        let (instance_type, _) = instance::cluster(job.kind, &job.request);
+        let (cpus, memory_gib) = instance::resources(&instance_type).unwrap_or((1.0, 1.0));
+        let spec = ContainerSpec {
+            id: format!(
+                "{}-{}-{host}",
+                match job.kind {
+                    JobKind::Training => "train",
+                    JobKind::Processing => "proc",
+                },
+                job.name
+            ),
+            root,
+            netns: if isolated { None } else { ns },
+            hostname: host.clone(),
+            binds: vec![
+                Bind {
+                    source: ml,
+                    target: "/opt/ml".into(),
+                    read_only: false,
+                },
+                Bind {
+                    source: dir.join("hosts"),
+                    target: "/etc/hosts".into(),
+                    read_only: true,
+                },
+                Bind {
+                    source: resolv,
+                    target: "/etc/resolv.conf".into(),
+                    read_only: true,
+                },
+            ],
+            argv: c.argv,
+            env: c.env,
+            workdir: c.workdir.into(),
+            cpus,
+            memory_bytes: (memory_gib * 1024.0 * 1024.0 * 1024.0) as u64,
+            log_path: dir.join("container.log"),
+            state_dir: state,
+        };
+        Ok(Ok(Container::launch(&spec, &self.settings.runner)?))
+    }
+
+    fn run(&self, job: &SageMakerJob) -> anyhow::Result<Step> {
+        let key = job.key();
+        let mut containers = Vec::new();
+        for (i, ns) in self.host_netns(job).into_iter().enumerate() {
+            match self.launch(job, i, ns)? {
+                Ok(c) => containers.push(c),
+                Err(failed) => {
+                    containers.iter().for_each(Container::kill);
+                    return Ok(Err(failed));
+                }
+            }
+        }
+        let mut shippers: Vec<LogShipper> = job
+            .hosts
+            .iter()
+            .map(|h| LogShipper::new(job, &h.name, &self.host_dir(job, &h.name)))
+            .collect();
+        let max_runtime = job.request["StoppingCondition"]["MaxRuntimeInSeconds"]
+            .as_u64()
+            .unwrap_or(86_400);
+        let started = job
+            .start_time
+            .as_deref()
+            .map(|s| crate::api::seconds_between(s, &now_rfc3339()) as u64)
+            .unwrap_or(0);
+        let deadline = Instant::now() + Duration::from_secs(max_runtime.saturating_sub(started));
+        let mut ending: Option<(Outcome, Instant)> = None;
+        loop {
+            for s in &mut shippers {
+                s.ship(&self.logs, job);
+            }
+            let statuses: Vec<Status> = containers.iter().map(Container::status).collect();
+            if statuses.iter().all(|s| !matches!(s, Status::Running)) {
+                for s in &mut shippers {
+                    s.ship(&self.logs, job);
+                }
+                containers.iter().for_each(|c| {
+                    let _ = c.cleanup();
+                });
+                return self.after_containers(job, &statuses, ending.map(|(o, _)| o));
+            }
+            match &ending {
+                None => {
+                    let stop = self
+                        .job(&key)
+                        .is_some_and(|j| j.stop_requested);
+                    let outcome = if stop {
+                        Some(Outcome::Stopped)
+                    } else if Instant::now() >= deadline {
+                        Some(Outcome::MaxRuntimeExceeded)
+                    } else {
+                        None
+                    };
+                    if let Some(o) = outcome {
+                        tracing::info!(job = %job.name, outcome = o.as_str(), "stopping containers");
+                        containers.iter().for_each(Container::terminate);
+                        ending = Some((o, Instant::now() + self.settings.stop_grace));
+                    }
+                }
+                Some((_, kill_at)) if Instant::now() >= *kill_at => {
+                    containers.iter().for_each(Container::kill);
+                }
+                _ => {}
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn after_containers(
+        &self,
+        job: &SageMakerJob,
+        statuses: &[Status],
+        ending: Option<Outcome>,
+    ) -> anyhow::Result<Step> {
+        let key = job.key();
+        if ending.is_none() {
+            let failed = statuses
+                .iter()
+                .enumerate()
+                .find(|(_, s)| !matches!(s, Status::Exited(0)));
+            if let Some((i, status)) = failed {
+                let failure_file = self
+                    .host_dir(job, &job.hosts[i].name)
+                    .join("ml/output/failure");
+                let failure = std::fs::read_to_string(failure_file)
+                    .ok()
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty());
+                let code = match status {
+                    Status::Exited(c) => format!("exit code: {c}"),
+                    Status::Signaled(s) => format!("killed by signal {s}"),
+                    Status::Running => "still running".to_string(),
+                };
+                let reason = match (job.kind, &failure) {
+                    (JobKind::Training, Some(f)) => format!("AlgorithmError: {f}"),
+                    (JobKind::Training, None) => {
+                        format!("AlgorithmError: the training container failed ({code})")
+                    }
+                    (JobKind::Processing, _) => {
+                        "AlgorithmError: See job logs for more information".to_string()
+                    }
+                };
+                let exit_message = failure.clone().unwrap_or_else(|| code.clone());
+                self.update(&key, |j| {
+                    if j.kind == JobKind::Processing {
+                        j.exit_message = Some(exit_message.clone());
+                    }
+                })?;
+                return Ok(Err(JobFailed(reason)));
+            }
+        }
+        let outcome = ending.unwrap_or(Outcome::Completed);
+        self.update(&key, |j| {
+            let now = now_rfc3339();
+            j.phase = JobPhase::Uploading;
+            j.outcome = Some(outcome.as_str().to_string());
+            if j.kind == JobKind::Training {
+                j.transition("Uploading", "Uploading generated training model", &now);
+            }
+        })?;
+        Ok(Ok(()))
+    }
+
+    // ---- Uploading ----
+
+    fn upload(&self, job: &SageMakerJob) -> anyhow::Result<Step> {
+        let outcome = Outcome::parse(job.outcome.as_deref());
+        let plan = upload_plan(job);
+        let results = self.on_each_host(job, move |i, host_dir, client| {
+            let ml = host_dir.join("ml");
+            for item in plan.iter().filter(|u| u.host.is_none_or(|h| h == i)) {
+                put(client, item, &ml)?;
+            }
+            Ok(())
+        });
+        for r in results {
+            match r {
+                Ok(()) => {}
+                Err(TransferError::Local(e)) => anyhow::bail!("packing the job's outputs: {e}"),
+                Err(e) => {
+                    tracing::info!(job = %job.name, error = %e, "upload failed");
+                    let reason = match e {
+                        TransferError::Network(_) => ARTIFACT_UPLOAD_FAILED.to_string(),
+                        other => format!("ClientError: Artifact upload failed:{other}"),
+                    };
+                    return Ok(Err(JobFailed(reason)));
+                }
+            }
+        }
+        let artifacts = (job.kind == JobKind::Training).then(|| model_artifact_uri(job));
+        self.update(&job.key(), |j| {
+            let now = now_rfc3339();
+            j.model_artifacts = artifacts.clone();
+            match (&outcome, j.kind) {
+                (Outcome::Completed, JobKind::Training) => {
+                    j.finish("Completed", "Completed", "Training job completed", &now)
+                }
+                (Outcome::Completed, JobKind::Processing) => {
+                    j.finish("Completed", "Completed", "Processing job completed", &now)
+                }
+                (Outcome::Stopped, _) => j.finish("Stopped", "Stopped", "Training job stopped", &now),
+                (Outcome::MaxRuntimeExceeded, _) => j.finish(
+                    "Stopped",
+                    "MaxRuntimeExceeded",
+                    "Job stopped because it exceeded MaxRuntimeInSeconds",
+                    &now,
+                ),
+            }
+            if let (Some(s), Some(e)) = (&j.start_time, &j.end_time) {
+                j.billable_seconds = Some(crate::api::seconds_between(s, e));
+            }
+        })?;
+        Ok(Ok(()))
+    }
+
+    // ---- Cleanup ----
+
+    fn cleanup(&self, job: &SageMakerJob) -> anyhow::Result<Step> {
+        for host in &job.hosts {
+            let state = self.host_dir(job, &host.name).join("state");
+            if let Ok(Some(c)) = Container::adopt(&state) {
+                c.kill();
+                let _ = c.cleanup();
+            }
+        }
+        let key = job.key();
+        self.store.write(|tx| {
+            let Some(mut j) = tx.world.sagemaker_jobs.get(&key).cloned() else {
+                return Ok(());
+            };
+            for h in &j.hosts {
+                if let Some(eni) = &h.eni_id {
+                    if tx.world.network_interfaces.contains_key(eni) {
+                        cove_ec2::delete_managed_eni(tx, eni);
+                    }
+                }
+            }
+            if let Some(s) = j.session_access_key.take() {
+                tx.delete::<StsSession>(&s);
+            }
+            j.phase = JobPhase::CleanedUp;
+            tx.put(j);
+            Ok(())
+        })?;
+        let dir = self
+            .settings
+            .jobs_dir
+            .join(job.kind.arn_word())
+            .join(&job.name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        Ok(Ok(()))
+    }
+}
+
+fn string_list(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// One thing to copy in: an S3 prefix, a manifest, or one archive.
+#[derive(Debug, Clone)]
+struct Source {
+    uri: String,
+    /// `S3Prefix` or `ManifestFile`.
+    data_type: String,
+    /// Where under `/opt/ml` the objects land.
+    local: String,
+    sharded: bool,
+    /// A single object saved under this exact name (the source archive).
+    exact_file: Option<String>,
+}
+
+fn download_plan(job: &SageMakerJob) -> Vec<Source> {
+    let mut out = Vec::new();
+    match job.kind {
+        JobKind::Training => {
+            for c in job.request["InputDataConfig"].as_array().into_iter().flatten() {
+                let s3 = &c["DataSource"]["S3DataSource"];
+                out.push(Source {
+                    uri: s3["S3Uri"].as_str().unwrap_or_default().to_string(),
+                    data_type: s3["S3DataType"].as_str().unwrap_or("S3Prefix").to_string(),
+                    local: format!("input/data/{}", c["ChannelName"].as_str().unwrap_or_default()),
+                    sharded: s3["S3DataDistributionType"].as_str() == Some("ShardedByS3Key"),
+                    exact_file: None,
+                });
+            }
+            if let Some(uri) = contract::submit_directory(job) {
+                out.push(Source {
+                    uri,
+                    data_type: "S3Prefix".into(),
+                    local: "code".into(),
+                    sharded: false,
+                    exact_file: Some(".sourcedir.tar.gz".into()),
+                });
+            }
+        }
+        JobKind::Processing => {
+            for input in job.request["ProcessingInputs"].as_array().into_iter().flatten() {
+                let s3 = &input["S3Input"];
+                let local = s3["LocalPath"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .trim_start_matches("/opt/ml/")
+                    .to_string();
+                out.push(Source {
+                    uri: s3["S3Uri"].as_str().unwrap_or_default().to_string(),
+                    data_type: s3["S3DataType"].as_str().unwrap_or("S3Prefix").to_string(),
+                    local,
+                    sharded: s3["S3DataDistributionType"].as_str() == Some("ShardedByS3Key"),
+                    exact_file: None,
+                });
+            }
+        }
+    }
+    out
+}
+
+fn no_objects(uri: &str, region: &str, role: &str, bucket: &str) -> TransferError {
+    TransferError::Service {
+        status: 404,
+        code: "NoObjects".into(),
+        message: format!(
+            "ClientError: No S3 objects found under S3 URL \"{uri}\" given in input data source. Please ensure that the bucket exists in the selected region ({region}), that objects exist under that S3 prefix, and that the role \"{role}\" has \"s3:ListBucket\" permissions on bucket \"{bucket}\"."
+        ),
+    }
+}
+
+/// The key's path below the prefix it was listed under (a prefix naming one
+/// object yields that object's file name).
+fn relative_key<'k>(key: &'k str, prefix: &str) -> &'k str {
+    let rel = key.strip_prefix(prefix).unwrap_or(key).trim_start_matches('/');
+    if rel.is_empty() {
+        key.rsplit('/').next().unwrap_or(key)
+    } else {
+        rel
+    }
+}
+
+fn fetch(
+    client: &S3Client,
+    source: &Source,
+    ml: &Path,
+    host: usize,
+    hosts: usize,
+    region: &str,
+    role: &str,
+) -> Result<(), TransferError> {
+    let (bucket, prefix) = parse_s3_uri(&source.uri)
+        .ok_or_else(|| TransferError::Local(format!("not an S3 URI: {}", source.uri)))?;
+    let dest = ml.join(&source.local);
+    std::fs::create_dir_all(&dest).map_err(|e| TransferError::Local(e.to_string()))?;
+    if let Some(name) = &source.exact_file {
+        client.get_to_file(&bucket, &prefix, &dest.join(name))?;
+        return Ok(());
+    }
+    let objects: Vec<(String, String, String)> = if source.data_type == "ManifestFile" {
+        let manifest = dest.join(".manifest");
+        client.get_to_file(&bucket, &prefix, &manifest)?;
+        let text = std::fs::read_to_string(&manifest).map_err(|e| TransferError::Local(e.to_string()))?;
+        let _ = std::fs::remove_file(&manifest);
+        let entries: Vec<Value> = serde_json::from_str(&text)
+            .map_err(|e| TransferError::Local(format!("manifest {}: {e}", source.uri)))?;
+        let base = entries
+            .first()
+            .and_then(|v| v["prefix"].as_str())
+            .and_then(parse_s3_uri)
+            .ok_or_else(|| TransferError::Local(format!("manifest {} has no prefix", source.uri)))?;
+        entries
+            .iter()
+            .skip(1)
+            .filter_map(Value::as_str)
+            .map(|rel| (base.0.clone(), format!("{}{rel}", base.1), rel.to_string()))
+            .collect()
+    } else {
+        client
+            .list(&bucket, &prefix)?
+            .into_iter()
+            .filter(|(k, _)| !k.ends_with('/'))
+            .map(|(k, _)| {
+                let rel = relative_key(&k, &prefix).to_string();
+                (bucket.clone(), k, rel)
+            })
+            .collect()
+    };
+    if objects.is_empty() {
+        return Err(no_objects(&source.uri, region, role, &bucket));
+    }
+    for (n, (b, key, rel)) in objects.iter().enumerate() {
+        if source.sharded && n % hosts != host {
+            continue;
+        }
+        client.get_to_file(b, key, &dest.join(rel))?;
+    }
+    Ok(())
+}
+
+/// One thing to copy out.
+#[derive(Debug, Clone)]
+struct Upload {
+    /// Which host uploads it (`None`: every host its own).
+    host: Option<usize>,
+    kind: UploadKind,
+}
+
+#[derive(Debug, Clone)]
+enum UploadKind {
+    /// A directory packed as one `.tar.gz` object, skipped when empty unless `always`.
+    Archive {
+        dir: String,
+        uri: String,
+        always: bool,
+    },
+    /// Every file under a directory, each as its own object below the URI.
+    Tree { dir: String, uri: String },
+}
+
+fn output_prefix(job: &SageMakerJob) -> String {
+    let base = job.request["OutputDataConfig"]["S3OutputPath"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_end_matches('/');
+    format!("{base}/{}/output", job.name)
+}
+
+fn model_artifact_uri(job: &SageMakerJob) -> String {
+    format!("{}/model.tar.gz", output_prefix(job))
+}
+
+fn upload_plan(job: &SageMakerJob) -> Vec<Upload> {
+    match job.kind {
+        JobKind::Training => vec![
+            Upload {
+                host: Some(0),
+                kind: UploadKind::Archive {
+                    dir: "model".into(),
+                    uri: model_artifact_uri(job),
+                    always: true,
+                },
+            },
+            Upload {
+                host: Some(0),
+                kind: UploadKind::Archive {
+                    dir: "output/data".into(),
+                    uri: format!("{}/output.tar.gz", output_prefix(job)),
+                    always: false,
+                },
+            },
+        ],
+        JobKind::Processing => job.request["ProcessingOutputConfig"]["Outputs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|o| Upload {
+                host: None,
+                kind: UploadKind::Tree {
+                    dir: o["S3Output"]["LocalPath"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .trim_start_matches("/opt/ml/")
+                        .to_string(),
+                    uri: o["S3Output"]["S3Uri"].as_str().unwrap_or_default().to_string(),
+                },
+            })
+            .collect(),
+    }
+}
+
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            match e.file_type() {
+                Ok(t) if t.is_dir() => stack.push(p),
+                Ok(t) if t.is_file() => out.push(p),
+                _ => {}
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn put(client: &S3Client, item: &Upload, ml: &Path) -> Result<(), TransferError> {
+    let local = |e: std::io::Error| TransferError::Local(e.to_string());
+    match &item.kind {
+        UploadKind::Archive { dir, uri, always } => {
+            let src = ml.join(dir);
+            if !always && files_under(&src).is_empty() {
+                return Ok(());
+            }
+            let (bucket, key) = parse_s3_uri(uri)
+                .ok_or_else(|| TransferError::Local(format!("not an S3 URI: {uri}")))?;
+            let archive = ml.with_file_name(format!("{}.tar.gz", dir.replace('/', "-")));
+            {
+                let file = std::fs::File::create(&archive).map_err(local)?;
+                let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+                let mut tar = tar::Builder::new(gz);
+                std::fs::create_dir_all(&src).map_err(local)?;
+                tar.append_dir_all(".", &src).map_err(local)?;
+                tar.into_inner().map_err(local)?.finish().map_err(local)?;
+            }
+            client.put_file(&bucket, &key, &archive)?;
+            Ok(())
+        }
+        UploadKind::Tree { dir, uri } => {
+            let (bucket, prefix) = parse_s3_uri(uri)
+                .ok_or_else(|| TransferError::Local(format!("not an S3 URI: {uri}")))?;
+            let src = ml.join(dir);
+            for file in files_under(&src) {
+                let rel = file.strip_prefix(&src).unwrap_or(&file).to_string_lossy();
+                let key = format!("{}/{rel}", prefix.trim_end_matches('/'));
+                client.put_file(&bucket, key.trim_start_matches('/'), &file)?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Ships a container's log file to CloudWatch Logs, line by line, keeping its
+/// offset beside the file so a restarted Cove neither loses nor repeats lines.
+struct LogShipper {
+    log: PathBuf,
+    offset_file: PathBuf,
+    stream: String,
+    offset: u64,
+}
+
+impl LogShipper {
+    fn new(job: &SageMakerJob, host: &str, dir: &Path) -> LogShipper {
+        let stream_file = dir.join("log-stream");
+        let stream = std::fs::read_to_string(&stream_file).unwrap_or_else(|_| {
+            let epoch = time::OffsetDateTime::now_utc().unix_timestamp();
+            let s = format!("{}/{host}-{epoch}", job.name);
+            let _ = std::fs::write(&stream_file, &s);
+            s
+        });
+        let offset_file = dir.join("log-offset");
+        let offset = std::fs::read_to_string(&offset_file)
+            .ok()
+            .and_then(|s| s.trim().parse().ok())
+            .unwrap_or(0);
+        LogShipper {
+            log: dir.join("container.log"),
+            offset_file,
+            stream,
+            offset,
+        }
+    }
+
+    fn ship(&mut self, logs: &LogsService, job: &SageMakerJob) {
+        let Ok(mut file) = std::fs::File::open(&self.log) else {
+            return;
+        };
+        if file.seek(SeekFrom::Start(self.offset)).is_err() {
+            return;
+        }
+        let mut buf = Vec::new();
+        if file.take(4 * 1024 * 1024).read_to_end(&mut buf).is_err() {
+            return;
+        }
+        let Some(last_newline) = buf.iter().rposition(|b| *b == b'\n') else {
+            return;
+        };
+        let text = String::from_utf8_lossy(&buf[..last_newline]);
+        let now = cove_logs::now_ms();
+        let events: Vec<(i64, String)> = text
+            .split('\n')
+            .map(|l| (now, if l.is_empty() { " ".to_string() } else { l.to_string() }))
+            .collect();
+        let group = job.kind.log_group();
+        let shipped = logs
+            .ensure_stream(&job.region, &job.account_id, group, &self.stream)
+            .and_then(|_| {
+                for chunk in events.chunks(1000) {
+                    logs.put_events(&job.region, &job.account_id, group, &self.stream, chunk)?;
+                }
+                Ok(())
+            });
+        match shipped {
+            Ok(()) => {
+                self.offset += last_newline as u64 + 1;
+                let _ = std::fs::write(&self.offset_file, self.offset.to_string());
+            }
+            Err(e) => tracing::warn!(error = %e.message, "shipping job logs failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_land_below_their_prefix() {
+        assert_eq!(relative_key("data/train/a.csv", "data/train"), "a.csv");
+        assert_eq!(relative_key("data/train/x/a.csv", "data/train/"), "x/a.csv");
+        assert_eq!(relative_key("code/run.py", "code/run.py"), "run.py");
+    }
+}

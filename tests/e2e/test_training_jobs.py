@@ -1,0 +1,335 @@
+"""SageMaker training and processing jobs that really run inside a VPC: the
+job's ENIs sit in private subnets, its data moves through them, and the
+VPC's routes, endpoints and isolation settings decide what works — with
+AWS's own statuses and failure strings. Real boto3 against a real Cove."""
+
+import io
+import json
+import os
+import tarfile
+import time
+import uuid
+
+import botocore.exceptions
+import pytest
+
+DATA_DOWNLOAD_FAILED = (
+    "ClientError: Data download failed:Please ensure that the subnet's route table has a route to an "
+    "S3 VPC endpoint or a NAT device, and both the security groups and the subnet's network ACL allow "
+    "outbound traffic to S3."
+)
+ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
+IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+
+TRAIN = r'''
+import json, os, socket, sys, time
+print("training starts on", socket.gethostname(), flush=True)
+data = os.environ["SM_CHANNEL_TRAIN"]
+rows = 0
+for name in sorted(os.listdir(data)):
+    with open(os.path.join(data, name)) as f:
+        rows += sum(1 for _ in f)
+hps = json.loads(os.environ["SM_HPS"])
+print(f"rows={rows} epochs={hps.get('epochs')}", flush=True)
+probe = {}
+if hps.get("probe_s3"):
+    s = socket.socket()
+    s.settimeout(2)
+    try:
+        s.connect(("192.0.2.20", 80))
+        probe["s3"] = "reached"
+    except OSError as e:
+        probe["s3"] = f"blocked: {e}"
+    probe["credentials"] = "AWS_ACCESS_KEY_ID" in os.environ
+if hps.get("sleep"):
+    time.sleep(float(hps["sleep"]))
+if hps.get("fail"):
+    with open("/opt/ml/output/failure", "w") as f:
+        f.write("the loss diverged")
+    sys.exit(1)
+with open(os.path.join(os.environ["SM_MODEL_DIR"], "model.json"), "w") as f:
+    json.dump({"rows": rows, "host": os.environ["SM_CURRENT_HOST"], "probe": probe,
+               "args": sys.argv[1:]}, f)
+print("done", flush=True)
+'''
+
+
+def source_archive(script):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        body = script.encode()
+        info = tarfile.TarInfo("train.py")
+        info.size = len(body)
+        tar.addfile(info, io.BytesIO(body))
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def s3(cove_server):
+    return cove_server.client("s3")
+
+
+@pytest.fixture(scope="module")
+def sm(cove_server):
+    return cove_server.client("sagemaker")
+
+
+@pytest.fixture(scope="module")
+def logs(cove_server):
+    return cove_server.client("logs")
+
+
+@pytest.fixture(scope="module")
+def bucket(s3):
+    name = f"ml-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    for i in range(3):
+        s3.put_object(Bucket=name, Key=f"data/train/part-{i}.csv", Body="".join(f"{i},{n}\n" for n in range(10)))
+    s3.put_object(Bucket=name, Key="code/sourcedir.tar.gz", Body=source_archive(TRAIN))
+    return name
+
+
+@pytest.fixture
+def private_net(ec2, vpc):
+    """Two private subnets (main route table: local route only) and a job security group."""
+    subnets = [
+        ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"us-east-1{az}")["Subnet"]["SubnetId"]
+        for i, az in ((1, "a"), (2, "b"))
+    ]
+    sg = ec2.create_security_group(GroupName="job", Description="training job", VpcId=vpc)["GroupId"]
+    main_rt = ec2.describe_route_tables(Filters=[
+        {"Name": "vpc-id", "Values": [vpc]}, {"Name": "association.main", "Values": ["true"]}])["RouteTables"][0]["RouteTableId"]
+    return {"vpc": vpc, "subnets": subnets, "sg": sg, "rt": main_rt}
+
+
+def s3_endpoint(ec2, net):
+    return ec2.create_vpc_endpoint(VpcId=net["vpc"], ServiceName="com.amazonaws.us-east-1.s3",
+                                   VpcEndpointType="Gateway", RouteTableIds=[net["rt"]])["VpcEndpoint"]["VpcEndpointId"]
+
+
+def training_request(name, bucket, net=None, **hps):
+    req = {
+        "TrainingJobName": name,
+        "AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File"},
+        "RoleArn": ROLE,
+        "HyperParameters": {
+            "sagemaker_program": json.dumps("train.py"),
+            "sagemaker_submit_directory": json.dumps(f"s3://{bucket}/code/sourcedir.tar.gz"),
+            "epochs": "3",
+            **{k: json.dumps(v) for k, v in hps.items()},
+        },
+        "InputDataConfig": [{
+            "ChannelName": "train",
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/data/train",
+                                            "S3DataDistributionType": "FullyReplicated"}},
+        }],
+        "OutputDataConfig": {"S3OutputPath": f"s3://{bucket}/output"},
+        "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 600},
+    }
+    if net:
+        req["VpcConfig"] = {"Subnets": net["subnets"], "SecurityGroupIds": [net["sg"]]}
+    return req
+
+
+def wait_for(sm, name, statuses=("Completed", "Failed", "Stopped"), timeout=90):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        d = sm.describe_training_job(TrainingJobName=name)
+        if d["TrainingJobStatus"] in statuses:
+            return d
+        time.sleep(0.2)
+    raise AssertionError(f"{name} still {d['TrainingJobStatus']}/{d['SecondaryStatus']} after {timeout}s")
+
+
+def model_of(s3, bucket, name):
+    body = s3.get_object(Bucket=bucket, Key=f"output/{name}/output/model.tar.gz")["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
+        return json.load(tar.extractfile("./model.json"))
+
+
+def job_name(prefix):
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def test_training_job_in_private_subnet_reads_s3_through_gateway_endpoint(ec2, s3, sm, logs, bucket, private_net):
+    s3_endpoint(ec2, private_net)
+    name = job_name("endpoint")
+    sm.create_training_job(**training_request(name, bucket, private_net))
+    # While it runs, the job's ENI is in one of its subnets, requester-managed, with its group.
+    seen_eni = None
+    deadline = time.time() + 60
+    while time.time() < deadline and seen_eni is None:
+        enis = ec2.describe_network_interfaces(Filters=[{"Name": "vpc-id", "Values": [private_net["vpc"]]}])["NetworkInterfaces"]
+        seen_eni = next((e for e in enis if e["RequesterManaged"] and name in e["Description"]), None)
+        if sm.describe_training_job(TrainingJobName=name)["TrainingJobStatus"] != "InProgress":
+            break
+        time.sleep(0.05)
+    d = wait_for(sm, name)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    assert seen_eni is not None, "the job's ENI never showed in DescribeNetworkInterfaces"
+    assert seen_eni["SubnetId"] in private_net["subnets"]
+    assert [g["GroupId"] for g in seen_eni["Groups"]] == [private_net["sg"]]
+    assert d["SecondaryStatus"] == "Completed"
+    assert [t["Status"] for t in d["SecondaryStatusTransitions"]] == [
+        "Starting", "Downloading", "Training", "Uploading", "Completed"]
+    assert d["ModelArtifacts"]["S3ModelArtifacts"] == f"s3://{bucket}/output/{name}/output/model.tar.gz"
+    assert d["VpcConfig"]["Subnets"] == private_net["subnets"]
+    assert d["BillableTimeInSeconds"] >= 1
+    model = model_of(s3, bucket, name)
+    assert model["rows"] == 30 and model["host"] == "algo-1"
+    assert model["args"] == ["--epochs", "3"]
+    # The ENI is gone once the job is over.
+    enis = ec2.describe_network_interfaces(Filters=[{"Name": "vpc-id", "Values": [private_net["vpc"]]}])["NetworkInterfaces"]
+    assert not [e for e in enis if e["RequesterManaged"] and name in e["Description"]]
+    # The container's output is in CloudWatch Logs, one stream per host.
+    streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=name)["logStreams"]
+    assert len(streams) == 1 and streams[0]["logStreamName"].startswith(f"{name}/algo-1-")
+    events = logs.get_log_events(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=streams[0]["logStreamName"],
+                                 startFromHead=True)["events"]
+    messages = [e["message"] for e in events]
+    assert "training starts on algo-1" in messages and "rows=30 epochs=3" in messages
+
+
+def test_private_subnet_without_endpoint_fails_with_aws_message(sm, bucket, private_net):
+    name = job_name("noroute")
+    started = time.time()
+    sm.create_training_job(**training_request(name, bucket, private_net))
+    d = wait_for(sm, name)
+    assert d["TrainingJobStatus"] == "Failed"
+    assert d["FailureReason"] == DATA_DOWNLOAD_FAILED
+    assert d["SecondaryStatus"] == "Failed"
+    assert time.time() - started < 30, "a job that cannot reach S3 must fail in seconds"
+
+
+def test_network_isolation_blocks_the_container_but_not_its_data(ec2, s3, sm, bucket, private_net):
+    s3_endpoint(ec2, private_net)
+    isolated = job_name("isolated")
+    open_job = job_name("open")
+    sm.create_training_job(**training_request(isolated, bucket, private_net, probe_s3=True), EnableNetworkIsolation=True)
+    sm.create_training_job(**training_request(open_job, bucket, private_net, probe_s3=True))
+    for name in (isolated, open_job):
+        assert wait_for(sm, name)["TrainingJobStatus"] == "Completed"
+    iso = model_of(s3, bucket, isolated)
+    assert iso["rows"] == 30, "the platform still delivers an isolated job's data"
+    assert iso["probe"]["s3"].startswith("blocked"), iso
+    assert iso["probe"]["credentials"] is False
+    assert sm.describe_training_job(TrainingJobName=isolated)["EnableNetworkIsolation"] is True
+    opened = model_of(s3, bucket, open_job)
+    assert opened["probe"] == {"s3": "reached", "credentials": True}
+
+
+def test_failure_file_becomes_the_failure_reason(sm, bucket):
+    name = job_name("fails")
+    sm.create_training_job(**training_request(name, bucket, fail=True))
+    d = wait_for(sm, name)
+    assert d["TrainingJobStatus"] == "Failed"
+    assert d["FailureReason"] == "AlgorithmError: the loss diverged"
+
+
+def test_stop_and_max_runtime(sm, s3, bucket):
+    stopped = job_name("stopped")
+    timed = job_name("timed")
+    sm.create_training_job(**training_request(stopped, bucket, sleep=120))
+    req = training_request(timed, bucket, sleep=120)
+    req["StoppingCondition"] = {"MaxRuntimeInSeconds": 3}
+    sm.create_training_job(**req)
+    deadline = time.time() + 60
+    while sm.describe_training_job(TrainingJobName=stopped)["SecondaryStatus"] != "Training":
+        assert time.time() < deadline
+        time.sleep(0.1)
+    sm.stop_training_job(TrainingJobName=stopped)
+    assert sm.describe_training_job(TrainingJobName=stopped)["TrainingJobStatus"] in ("Stopping", "Stopped")
+    d = wait_for(sm, stopped, timeout=30)
+    assert (d["TrainingJobStatus"], d["SecondaryStatus"]) == ("Stopped", "Stopped")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sm.stop_training_job(TrainingJobName=stopped)
+    assert e.value.response["Error"]["Code"] == "ValidationException"
+    d = wait_for(sm, timed, timeout=60)
+    assert (d["TrainingJobStatus"], d["SecondaryStatus"]) == ("Stopped", "MaxRuntimeExceeded")
+    # Artifacts are saved when a job is stopped, as on AWS.
+    s3.head_object(Bucket=bucket, Key=f"output/{timed}/output/model.tar.gz")
+
+
+def test_create_validates_names_and_vpc_config(ec2, sm, bucket, private_net):
+    name = job_name("valid")
+    bad = training_request(name, bucket, private_net)
+    bad["VpcConfig"] = {"Subnets": ["subnet-0123456789abcdef0"], "SecurityGroupIds": [private_net["sg"]]}
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sm.create_training_job(**bad)
+    assert e.value.response["Error"]["Code"] == "ValidationException"
+    assert "subnet-0123456789abcdef0" in e.value.response["Error"]["Message"]
+    other_vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    try:
+        other = ec2.create_subnet(VpcId=other_vpc, CidrBlock="10.9.1.0/24")["Subnet"]["SubnetId"]
+        bad["VpcConfig"] = {"Subnets": [private_net["subnets"][0], other], "SecurityGroupIds": [private_net["sg"]]}
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            sm.create_training_job(**bad)
+        assert e.value.response["Error"]["Code"] == "ValidationException"
+        ec2.delete_subnet(SubnetId=other)
+    finally:
+        ec2.delete_vpc(VpcId=other_vpc)
+    bad["VpcConfig"] = {"Subnets": [], "SecurityGroupIds": [private_net["sg"]]}
+    with pytest.raises(botocore.exceptions.ParamValidationError):
+        sm.create_training_job(**bad)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sm.describe_training_job(TrainingJobName="does-not-exist")
+    assert e.value.response["Error"] == {"Code": "ValidationException", "Message": "Requested resource not found."}
+    # Nothing was stored by the rejected calls; a good one is then unique by name.
+    assert not sm.list_training_jobs(NameContains=name)["TrainingJobSummaries"]
+    sm.create_training_job(**training_request(name, bucket, fail=True))
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sm.create_training_job(**training_request(name, bucket))
+    assert e.value.response["Error"]["Code"] == "ResourceInUse"
+    listed = sm.list_training_jobs(NameContains=name)["TrainingJobSummaries"]
+    assert [j["TrainingJobName"] for j in listed] == [name]
+    wait_for(sm, name)
+
+
+PREPROCESS = r'''
+import os
+src = "/opt/ml/processing/input/data"
+out = "/opt/ml/processing/output"
+total = 0
+for name in sorted(os.listdir(src)):
+    with open(os.path.join(src, name)) as f:
+        lines = f.readlines()
+    total += len(lines)
+    with open(os.path.join(out, name.replace(".csv", ".clean.csv")), "w") as f:
+        f.writelines(l.upper() for l in lines)
+print("processed", total, "rows", flush=True)
+'''
+
+
+def test_processing_job_through_endpoint(ec2, s3, sm, bucket, private_net):
+    s3_endpoint(ec2, private_net)
+    s3.put_object(Bucket=bucket, Key="code/preprocess.py", Body=PREPROCESS)
+    name = job_name("proc")
+    sm.create_processing_job(
+        ProcessingJobName=name,
+        RoleArn=ROLE,
+        AppSpecification={"ImageUri": IMAGE, "ContainerEntrypoint": ["python3", "/opt/ml/processing/input/code/preprocess.py"]},
+        ProcessingInputs=[
+            {"InputName": "data", "S3Input": {"S3Uri": f"s3://{bucket}/data/train", "LocalPath": "/opt/ml/processing/input/data",
+                                              "S3DataType": "S3Prefix", "S3InputMode": "File"}},
+            {"InputName": "code", "S3Input": {"S3Uri": f"s3://{bucket}/code/preprocess.py",
+                                              "LocalPath": "/opt/ml/processing/input/code",
+                                              "S3DataType": "S3Prefix", "S3InputMode": "File"}},
+        ],
+        ProcessingOutputConfig={"Outputs": [{"OutputName": "clean", "S3Output": {
+            "S3Uri": f"s3://{bucket}/processed/{name}", "LocalPath": "/opt/ml/processing/output", "S3UploadMode": "EndOfJob"}}]},
+        ProcessingResources={"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large", "VolumeSizeInGB": 1}},
+        NetworkConfig={"VpcConfig": {"Subnets": private_net["subnets"][:1], "SecurityGroupIds": [private_net["sg"]]}},
+        StoppingCondition={"MaxRuntimeInSeconds": 300},
+    )
+    deadline = time.time() + 90
+    while (d := sm.describe_processing_job(ProcessingJobName=name))["ProcessingJobStatus"] == "InProgress":
+        assert time.time() < deadline
+        time.sleep(0.2)
+    assert d["ProcessingJobStatus"] == "Completed", d.get("FailureReason")
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket, Prefix=f"processed/{name}/")["Contents"])
+    assert keys == [f"processed/{name}/part-{i}.clean.csv" for i in range(3)]
+    body = s3.get_object(Bucket=bucket, Key=keys[0])["Body"].read().decode()
+    assert body.startswith("0,0\n")
+    summaries = sm.list_processing_jobs(NameContains=name)["ProcessingJobSummaries"]
+    assert summaries[0]["ProcessingJobStatus"] == "Completed"
