@@ -1,0 +1,533 @@
+//! `cove-runtime`: runs one SageMaker-style container as an isolated
+//! process on this host, the way the job supervisor needs it: in its own
+//! mount, UTS, IPC, PID and network namespaces, on a root assembled from
+//! the host's read-only /usr (script mode) or an unpacked image, without any
+//! capability and as an unprivileged uid, inside cgroups that cap its CPU
+//! and memory, and supervised by a runner process that outlives Cove so a
+//! restarted Cove can adopt it. See docs/containers.md.
+//!
+//! ```text
+//! Cove ── launch ──► runner (`cove run-container`, own session, logs, status.json)
+//!                      └─ init (pid 1 in the new PID namespace: namespaces, root, signals)
+//!                           └─ main process (pid 2: no capabilities, uid 65534, exec argv)
+//! ```
+
+mod cgroup;
+mod init;
+mod rootfs;
+mod runner;
+mod state;
+mod sys;
+
+pub use runner::run_container_main;
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use state::{Outcome, Plan, ProcId, RunnerRecord, StatusRecord};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The uid and gid the job runs as ("nobody" on Debian). A container's
+/// writable binds are chowned to them by [`Container::launch`].
+pub const CONTAINER_UID: u32 = 65534;
+pub const CONTAINER_GID: u32 = 65534;
+
+/// The exit code reported for a container that vanished without a
+/// recorded status (its runner was killed, or the host rebooted).
+pub const VANISHED_EXIT_CODE: i32 = -1;
+
+/// Where `ip netns` keeps named network namespaces.
+pub const NETNS_DIR: &str = "/run/netns";
+
+/// `PATH` for finding `argv[0]` when the spec's environment has none.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// How long `launch` waits for the job's program to start.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The container's root file system.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RootFs {
+    /// Script mode: the host's /usr, /bin, /sbin, /lib*, and /etc, read-only,
+    /// on an otherwise empty read-only root.
+    Host,
+    /// An unpacked root file system, bound as the root read-write (a copy
+    /// per container is the caller's business). Mount points the container
+    /// needs (/proc, /dev, /sys, /tmp, bind targets) are created in it.
+    Image(PathBuf),
+}
+
+/// A host file or directory shown inside the container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Bind {
+    pub source: PathBuf,
+    /// An absolute path inside the container.
+    pub target: PathBuf,
+    pub read_only: bool,
+}
+
+/// What to run and how.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ContainerSpec {
+    /// A unique name (letters, digits, `-`, `_`, `.`), used for cgroups.
+    pub id: String,
+    pub root: RootFs,
+    /// `Some(name)`: join /run/netns/<name> (the job's ENI). `None`: a new
+    /// network namespace with only loopback, up.
+    pub netns: Option<String>,
+    pub hostname: String,
+    pub binds: Vec<Bind>,
+    pub argv: Vec<String>,
+    /// The complete environment; nothing is inherited from Cove.
+    pub env: Vec<(String, String)>,
+    pub workdir: PathBuf,
+    /// CPU limit in cores; 0 for none.
+    pub cpus: f64,
+    /// Memory limit in bytes; 0 for none.
+    pub memory_bytes: u64,
+    /// The container's stdout and stderr, appended line by line. Runtime
+    /// errors (a missing executable, a failed mount) appear here too,
+    /// prefixed with `cove-runtime:`.
+    pub log_path: PathBuf,
+    /// The runtime's files for this container (spec.json, runner.json,
+    /// status.json); kept after the container ends.
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Running,
+    /// The main process exited with this code. A container whose runner
+    /// vanished without recording an end is `Exited(VANISHED_EXIT_CODE)`;
+    /// one the runtime could not start is `Exited(125)` (setup failed),
+    /// `Exited(126)` (cannot execute) or `Exited(127)` (not found), as Docker
+    /// reports them.
+    Exited(i32),
+    /// The main process was killed by this signal (9 after [`Container::kill`]
+    /// or the OOM killer; see [`Container::oom_killed`]).
+    Signaled(i32),
+}
+
+/// A launched (or adopted) container. Dropping it leaves the container
+/// running; [`Container::adopt`] finds it again.
+#[derive(Debug, Clone)]
+pub struct Container {
+    id: String,
+    state_dir: PathBuf,
+    cgroups: cgroup::CgroupSet,
+    runner: ProcId,
+    init: Option<ProcId>,
+}
+
+impl Container {
+    /// Starts the container and returns once its program has been exec'd
+    /// (or fails with the reason it could not be, which is also in the log).
+    /// `runner` is the `cove` binary, run as `<runner> run-container
+    /// <state_dir>/spec.json`.
+    pub fn launch(spec: &ContainerSpec, runner: &Path) -> Result<Container> {
+        validate(spec)?;
+        std::fs::create_dir_all(&spec.state_dir)
+            .with_context(|| format!("creating {}", spec.state_dir.display()))?;
+        let state_dir = spec.state_dir.canonicalize()?;
+        set_mode(&state_dir, 0o700)?;
+        // An unreadable record from an earlier run is no reason not to start.
+        if let Ok(Some(old)) = Container::adopt(&state_dir) {
+            if old.status() == Status::Running {
+                bail!(
+                    "container {} is already running in {}",
+                    old.id,
+                    state_dir.display()
+                );
+            }
+        }
+        for f in [state::RUNNER_FILE, state::STATUS_FILE] {
+            let _ = std::fs::remove_file(state_dir.join(f));
+        }
+        for b in spec.binds.iter().filter(|b| !b.read_only) {
+            chown_tree(&b.source, CONTAINER_UID, CONTAINER_GID).with_context(|| {
+                format!("handing {} to the container's uid", b.source.display())
+            })?;
+        }
+        if let Some(parent) = spec.log_path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        let log = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .mode(0o640)
+                .open(&spec.log_path)
+                .with_context(|| format!("opening {}", spec.log_path.display()))?
+        };
+
+        let cgroups = cgroup::create(&spec.id, spec.cpus, spec.memory_bytes);
+        let mut spec = spec.clone();
+        spec.state_dir = state_dir.clone();
+        let plan = Plan {
+            spec,
+            uid: CONTAINER_UID,
+            gid: CONTAINER_GID,
+            cgroups,
+        };
+        state::write(&state_dir, state::SPEC_FILE, &plan)?;
+
+        match start_runner(&plan, runner, log) {
+            Ok(c) => Ok(c),
+            Err(e) => {
+                // Whatever got started is stopped; the recorded status stays.
+                if let Ok(Some(c)) = Container::adopt(&state_dir) {
+                    c.kill();
+                    let _ = c.cleanup();
+                } else {
+                    let _ = plan.cgroups.remove(Duration::from_secs(1));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Finds the container of `state_dir` again, running or ended (its
+    /// recorded status then tells how). `None` if no container was ever
+    /// started there.
+    pub fn adopt(state_dir: &Path) -> Result<Option<Container>> {
+        let Some(plan) = state::read::<Plan>(state_dir, state::SPEC_FILE)? else {
+            return Ok(None);
+        };
+        let Some(record) = state::read::<RunnerRecord>(state_dir, state::RUNNER_FILE)? else {
+            return Ok(None);
+        };
+        Ok(Some(Container {
+            id: plan.spec.id,
+            state_dir: state_dir.to_path_buf(),
+            cgroups: plan.cgroups,
+            runner: record.runner,
+            init: record.init,
+        }))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.state_dir
+    }
+
+    fn recorded(&self) -> Option<StatusRecord> {
+        state::read(&self.state_dir, state::STATUS_FILE)
+            .ok()
+            .flatten()
+    }
+
+    /// Asks the files and /proc, not a child handle, so it works the same
+    /// for an adopted container.
+    pub fn status(&self) -> Status {
+        let from = |r: StatusRecord| match r.outcome {
+            Outcome::Exited(c) => Status::Exited(c),
+            Outcome::Signaled(s) => Status::Signaled(s),
+        };
+        if let Some(r) = self.recorded() {
+            return from(r);
+        }
+        if self.runner.alive() {
+            return Status::Running;
+        }
+        // The runner may have recorded the end just before it exited.
+        self.recorded()
+            .map(from)
+            .unwrap_or(Status::Exited(VANISHED_EXIT_CODE))
+    }
+
+    /// Polls [`Container::status`] until the container has ended or
+    /// `timeout` passed; `None` if it is still running.
+    pub fn wait_timeout(&self, timeout: Duration) -> Option<Status> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let s = self.status();
+            if s != Status::Running {
+                return Some(s);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM to the main process (through init, which forwards it).
+    pub fn terminate(&self) {
+        if let Some(init) = self.init {
+            init.signal(libc::SIGTERM);
+        }
+    }
+
+    /// SIGKILL to every process of the container, and waits (a few seconds
+    /// at most) until the runner has recorded the end.
+    pub fn kill(&self) {
+        match self.init {
+            // Killing pid 1 of a PID namespace kills all of it.
+            Some(init) => {
+                init.signal(libc::SIGKILL);
+            }
+            // Not started yet: the runner's death takes init with it.
+            None => {
+                self.runner.signal(libc::SIGKILL);
+            }
+        }
+        if !self.cgroups.kill_all(Duration::from_secs(2)) {
+            tracing::warn!(container = %self.id, "processes are left in the container's cgroups after SIGKILL");
+        }
+        self.wait_timeout(Duration::from_secs(5));
+    }
+
+    /// Removes the container's cgroups and its root mount point once it has
+    /// ended. The state files stay (they are the record of how it ended).
+    pub fn cleanup(&self) -> Result<()> {
+        if self.status() == Status::Running {
+            bail!("container {} is still running", self.id);
+        }
+        self.cgroups.remove(Duration::from_secs(3))?;
+        let _ = std::fs::remove_dir(self.state_dir.join(state::ROOT_DIR));
+        Ok(())
+    }
+
+    /// Whether the memory limit's OOM killer killed a process of the
+    /// container (the usual reason for `Signaled(9)` without `kill`).
+    pub fn oom_killed(&self) -> bool {
+        match self.recorded() {
+            Some(r) => r.oom_killed,
+            None => self.cgroups.oom_kills() > 0,
+        }
+    }
+
+    /// Whether the CPU and memory limits of the spec are enforced. False
+    /// when cgroups could not be created (the container then runs without,
+    /// and a warning was logged).
+    pub fn limits_enforced(&self) -> bool {
+        self.cgroups.cpu_limited && self.cgroups.memory_limited
+    }
+
+    /// CPU time the container has used, in nanoseconds (from its cgroup).
+    pub fn cpu_usage_ns(&self) -> Option<u64> {
+        self.cgroups.cpu_usage_ns()
+    }
+
+    /// Memory charged to the container now, in bytes.
+    pub fn memory_usage_bytes(&self) -> Option<u64> {
+        self.cgroups.memory_usage_bytes()
+    }
+
+    /// Host pids of the container's processes (from its cgroups).
+    pub fn pids(&self) -> Vec<i32> {
+        self.cgroups.procs()
+    }
+
+    /// The directories of the container's cgroups.
+    pub fn cgroup_paths(&self) -> Vec<PathBuf> {
+        self.cgroups.groups.iter().map(|g| g.path.clone()).collect()
+    }
+}
+
+impl ProcId {
+    /// Signals this process if it is still the one recorded: the pidfd is
+    /// opened first and the start time checked after, so a pid recycled in
+    /// between is never signalled.
+    fn signal(&self, sig: libc::c_int) -> bool {
+        // SAFETY: pidfd_open takes a pid and flags and returns a descriptor.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid, 0) };
+        if fd < 0 {
+            return false;
+        }
+        // SAFETY: a fresh descriptor owned here.
+        let fd =
+            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+        if !self.alive() {
+            return false;
+        }
+        // SAFETY: pidfd_send_signal with a valid pidfd and no siginfo.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd.as_raw_fd(),
+                sig,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        rc == 0
+    }
+}
+
+fn validate(spec: &ContainerSpec) -> Result<()> {
+    let id_ok = !spec.id.is_empty()
+        && spec.id.len() <= 200
+        && !spec.id.starts_with('.')
+        && spec
+            .id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !id_ok {
+        bail!(
+            "container id {:?} must be 1-200 letters, digits, '-', '_' or '.'",
+            spec.id
+        );
+    }
+    if spec.argv.is_empty() {
+        bail!("container {}: argv is empty", spec.id);
+    }
+    if let Some(ns) = &spec.netns {
+        if ns.is_empty() || ns.contains('/') || ns == "." || ns == ".." {
+            bail!("container {}: bad network namespace name {ns:?}", spec.id);
+        }
+    }
+    if spec.hostname.is_empty() || spec.hostname.len() > 64 {
+        bail!("container {}: the hostname must be 1-64 bytes", spec.id);
+    }
+    if !spec.workdir.is_absolute() {
+        bail!(
+            "container {}: workdir {} is not absolute",
+            spec.id,
+            spec.workdir.display()
+        );
+    }
+    for b in &spec.binds {
+        if !b.target.is_absolute()
+            || b.target
+                .components()
+                .any(|c| matches!(c, std::path::Component::ParentDir))
+        {
+            bail!(
+                "container {}: bind target {} must be absolute, without ..",
+                spec.id,
+                b.target.display()
+            );
+        }
+        if !b.source.exists() {
+            bail!(
+                "container {}: bind source {} does not exist",
+                spec.id,
+                b.source.display()
+            );
+        }
+    }
+    if let RootFs::Image(dir) = &spec.root {
+        if !dir.is_dir() {
+            bail!(
+                "container {}: image root {} is not a directory",
+                spec.id,
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    Ok(())
+}
+
+/// chown -R without following symlinks.
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
+    let meta = std::fs::symlink_metadata(path)?;
+    if meta.is_dir() {
+        for entry in std::fs::read_dir(path)? {
+            chown_tree(&entry?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+/// Spawns the runner detached (its own session, reparented to init by a
+/// double fork, so Cove never has to reap it and killing Cove's process
+/// group spares it) and waits for its verdict on the ready pipe.
+fn start_runner(plan: &Plan, runner: &Path, log: std::fs::File) -> Result<Container> {
+    use std::os::unix::process::CommandExt;
+    let state_dir = &plan.spec.state_dir;
+    let (ready_r, ready_w) = sys::pipe()?;
+    let w = ready_w.as_raw_fd();
+    let mut cmd = std::process::Command::new(runner);
+    cmd.arg("run-container")
+        .arg(state_dir.join(state::SPEC_FILE))
+        .env_clear()
+        .env(runner::READY_FD_ENV, w.to_string())
+        .current_dir("/")
+        .stdin(std::process::Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: the closure runs in the forked child before exec and calls
+    // only async-signal-safe functions (fork, _exit, setsid, fcntl).
+    unsafe {
+        cmd.pre_exec(move || {
+            match libc::fork() {
+                -1 => return Err(std::io::Error::last_os_error()),
+                0 => {}
+                _ => libc::_exit(0),
+            }
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::fcntl(w, libc::F_SETFD, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", runner.display()))?;
+    child.wait()?;
+    drop(ready_w);
+
+    let deadline = Instant::now() + START_TIMEOUT;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            bail!(
+                "container {}: its program did not start within {:?}",
+                plan.spec.id,
+                START_TIMEOUT
+            );
+        }
+        let ready = sys::poll_readable(&[ready_r.as_raw_fd()], left.as_millis() as i32)?;
+        if !ready[0] {
+            continue;
+        }
+        let n = sys::read(ready_r.as_raw_fd(), &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+        if answer.contains(&b'\n') {
+            break;
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer).trim().to_string();
+    if answer == "ok" {
+        return Container::adopt(state_dir)?
+            .with_context(|| format!("container {}: the runner left no record", plan.spec.id));
+    }
+    let why = answer
+        .strip_prefix("error ")
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            format!(
+                "the runner exited before the container started; see {}",
+                plan.spec.log_path.display()
+            )
+        });
+    // The runner records the end right after; wait for it so the state
+    // directory tells the same story.
+    let path = state::path(state_dir, state::STATUS_FILE);
+    let until = Instant::now() + Duration::from_secs(2);
+    while !path.exists() && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    bail!("container {}: {why}", plan.spec.id)
+}

@@ -1,0 +1,289 @@
+//! The container's file system: a new root assembled from read-only pieces
+//! of the host (script mode) or an unpacked image, the caller's bind mounts,
+//! and fresh /proc, /dev, /sys and /tmp, then `pivot_root` into it and the
+//! host's tree detached. Runs in the container's init, inside its private
+//! mount namespace, so none of these mounts is visible on the host and all
+//! of them vanish with the container.
+
+use crate::sys;
+use crate::{ContainerSpec, RootFs};
+use anyhow::{bail, Context, Result};
+use libc::{MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY};
+use std::path::{Component, Path, PathBuf};
+
+/// The host directories script mode shows, read-only. Debian's merged /usr
+/// makes /bin, /sbin and /lib* symlinks into /usr; they are recreated as the
+/// same symlinks.
+const HOST_DIRS: &[&str] = &[
+    "usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc",
+];
+
+/// Device nodes a job may use, bound from the host's /dev.
+const DEVICES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty"];
+
+/// /proc entries that describe or change the host rather than the
+/// container; read-only, as Docker does.
+const PROC_READ_ONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus", "fs"];
+/// /proc files that leak host memory or kernel state; hidden behind /dev/null.
+const PROC_MASKED: &[&str] = &["kcore", "keys", "timer_list", "sched_debug"];
+
+/// Assembles the container's root at `root` (an empty directory).
+pub fn build(spec: &ContainerSpec, root: &Path) -> Result<()> {
+    match &spec.root {
+        RootFs::Host => {
+            sys::mount(
+                Some("tmpfs"),
+                root,
+                Some("tmpfs"),
+                MS_NOSUID | MS_NODEV,
+                Some("mode=0755,size=16m"),
+            )
+            .context("mounting the root tmpfs")?;
+            for name in HOST_DIRS {
+                let host = Path::new("/").join(name);
+                let Ok(meta) = std::fs::symlink_metadata(&host) else {
+                    continue;
+                };
+                let inside = root.join(name);
+                if meta.file_type().is_symlink() {
+                    let target = std::fs::read_link(&host)?;
+                    std::os::unix::fs::symlink(&target, &inside)
+                        .with_context(|| format!("linking /{name}"))?;
+                } else if meta.is_dir() {
+                    std::fs::create_dir(&inside)?;
+                    sys::bind(&host, &inside, MS_RDONLY | MS_NOSUID | MS_NODEV)
+                        .with_context(|| format!("binding /{name} read-only"))?;
+                }
+            }
+        }
+        RootFs::Image(image) => {
+            if !image.is_dir() {
+                bail!("the image root {} is not a directory", image.display());
+            }
+            sys::bind(image, root, MS_NOSUID | MS_NODEV)
+                .with_context(|| format!("binding the image root {}", image.display()))?;
+        }
+    }
+
+    let proc = mount_point_dir(root, Path::new("/proc"))?;
+    sys::mount(
+        Some("proc"),
+        &proc,
+        Some("proc"),
+        MS_NOSUID | MS_NODEV | MS_NOEXEC,
+        None,
+    )
+    .context("mounting /proc")?;
+    for name in PROC_READ_ONLY {
+        let p = proc.join(name);
+        if p.exists() {
+            sys::bind(&p, &p, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+                .with_context(|| format!("making /proc/{name} read-only"))?;
+        }
+    }
+    for name in PROC_MASKED {
+        let p = proc.join(name);
+        if p.exists() {
+            sys::bind(Path::new("/dev/null"), &p, 0)
+                .with_context(|| format!("masking /proc/{name}"))?;
+        }
+    }
+
+    build_dev(root)?;
+
+    let sysfs = mount_point_dir(root, Path::new("/sys"))?;
+    // Mounted from inside the container's network namespace, sysfs lists
+    // that namespace's interfaces only.
+    sys::mount(
+        Some("sysfs"),
+        &sysfs,
+        Some("sysfs"),
+        MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+        None,
+    )
+    .context("mounting /sys read-only")?;
+
+    let tmp = mount_point_dir(root, Path::new("/tmp"))?;
+    sys::mount(
+        Some("tmpfs"),
+        &tmp,
+        Some("tmpfs"),
+        MS_NOSUID | MS_NODEV,
+        Some("mode=1777"),
+    )
+    .context("mounting /tmp")?;
+
+    // Parents before children, so a bind inside another bind lands on top.
+    let mut binds: Vec<&crate::Bind> = spec.binds.iter().collect();
+    binds.sort_by_key(|b| b.target.components().count());
+    for b in binds {
+        let meta = std::fs::metadata(&b.source)
+            .with_context(|| format!("bind source {}", b.source.display()))?;
+        let at = if meta.is_dir() {
+            mount_point_dir(root, &b.target)?
+        } else {
+            mount_point_file(root, &b.target)?
+        };
+        let mut flags = MS_NOSUID | MS_NODEV;
+        if b.read_only {
+            flags |= MS_RDONLY;
+        }
+        sys::bind(&b.source, &at, flags)
+            .with_context(|| format!("binding {} at {}", b.source.display(), b.target.display()))?;
+    }
+    Ok(())
+}
+
+fn build_dev(root: &Path) -> Result<()> {
+    let dev = mount_point_dir(root, Path::new("/dev"))?;
+    sys::mount(
+        Some("tmpfs"),
+        &dev,
+        Some("tmpfs"),
+        MS_NOSUID | MS_NOEXEC,
+        Some("mode=0755,size=64k"),
+    )
+    .context("mounting /dev")?;
+    for name in DEVICES {
+        let host = Path::new("/dev").join(name);
+        if !host.exists() {
+            continue;
+        }
+        let at = dev.join(name);
+        std::fs::File::create(&at)?;
+        sys::bind(&host, &at, 0).with_context(|| format!("binding /dev/{name}"))?;
+    }
+    let shm = dev.join("shm");
+    std::fs::create_dir(&shm)?;
+    sys::mount(
+        Some("shm"),
+        &shm,
+        Some("tmpfs"),
+        MS_NOSUID | MS_NODEV,
+        Some("mode=1777"),
+    )
+    .context("mounting /dev/shm")?;
+    let pts = dev.join("pts");
+    std::fs::create_dir(&pts)?;
+    // A private devpts instance: the job's terminals, none of the host's.
+    // Optional (older kernels without newinstance semantics).
+    if sys::mount(
+        Some("devpts"),
+        &pts,
+        Some("devpts"),
+        MS_NOSUID | MS_NOEXEC,
+        Some("newinstance,ptmxmode=0666,mode=0620"),
+    )
+    .is_ok()
+    {
+        std::os::unix::fs::symlink("pts/ptmx", dev.join("ptmx"))?;
+    }
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        std::os::unix::fs::symlink(target, dev.join(name))?;
+    }
+    Ok(())
+}
+
+/// Makes `root` the root of this mount namespace and detaches the old one,
+/// so nothing of the host's tree stays reachable.
+pub fn pivot(root: &Path, read_only: bool) -> Result<()> {
+    std::env::set_current_dir(root).context("entering the new root")?;
+    let dot = sys::cstr(".")?;
+    // With new and old root the same directory, the old root ends up
+    // stacked on the new one, and a lazy unmount of "." removes it.
+    sys::pivot_root(&dot, &dot).context("pivot_root")?;
+    sys::umount_detach(Path::new(".")).context("detaching the host's root")?;
+    std::env::set_current_dir("/")?;
+    if read_only {
+        sys::mount(
+            None,
+            Path::new("/"),
+            None,
+            libc::MS_BIND | libc::MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV,
+            None,
+        )
+        .context("making the root read-only")?;
+    }
+    Ok(())
+}
+
+/// The path of `target` (an absolute container path) under `root`, with
+/// `..` and `.` refused.
+fn inside(root: &Path, target: &Path) -> Result<(PathBuf, Vec<PathBuf>)> {
+    if !target.is_absolute() {
+        bail!("{} is not an absolute path", target.display());
+    }
+    let mut parts = Vec::new();
+    for c in target.components() {
+        match c {
+            Component::RootDir => {}
+            Component::Normal(p) => parts.push(PathBuf::from(p)),
+            _ => bail!("{} may not contain . or ..", target.display()),
+        }
+    }
+    Ok((root.to_path_buf(), parts))
+}
+
+/// Creates the directories of `target` under `root` as needed, refusing
+/// symlinks on the way: an image could otherwise point a mount point (say
+/// /opt/ml) anywhere on the host, and the bind would follow it there.
+fn mount_point_dir(root: &Path, target: &Path) -> Result<PathBuf> {
+    let (mut cur, parts) = inside(root, target)?;
+    for p in parts {
+        cur.push(p);
+        make_dir_no_follow(&cur, target)?;
+    }
+    Ok(cur)
+}
+
+/// Like [`mount_point_dir`] for a file: its parents are created, then an
+/// empty file unless one is there.
+fn mount_point_file(root: &Path, target: &Path) -> Result<PathBuf> {
+    let (mut cur, mut parts) = inside(root, target)?;
+    let Some(last) = parts.pop() else {
+        bail!("cannot bind a file over /");
+    };
+    for p in parts {
+        cur.push(p);
+        make_dir_no_follow(&cur, target)?;
+    }
+    cur.push(last);
+    match std::fs::symlink_metadata(&cur) {
+        Ok(m) if m.file_type().is_symlink() => {
+            bail!("mount point {} is a symlink", target.display())
+        }
+        Ok(m) if m.is_dir() => bail!(
+            "mount point {} is a directory but the source is a file",
+            target.display()
+        ),
+        Ok(_) => {}
+        Err(_) => {
+            std::fs::File::create(&cur)
+                .with_context(|| format!("creating the mount point {}", target.display()))?;
+        }
+    }
+    Ok(cur)
+}
+
+fn make_dir_no_follow(path: &Path, target: &Path) -> Result<()> {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => bail!(
+            "mount point {} goes through a symlink ({})",
+            target.display(),
+            path.display()
+        ),
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => bail!(
+            "mount point {}: {} is not a directory",
+            target.display(),
+            path.display()
+        ),
+        Err(_) => std::fs::create_dir(path)
+            .with_context(|| format!("creating the mount point {}", target.display())),
+    }
+}
