@@ -56,6 +56,13 @@ enum Command {
         #[arg(long, env = "COVE_DATA_DIR", default_value = config::DEFAULT_DATA_DIR)]
         data_dir: std::path::PathBuf,
     },
+    /// Run one job container (started by Cove's job supervisor, which
+    /// prepares the spec; not for direct use).
+    #[command(hide = true)]
+    RunContainer {
+        /// The container's `<state_dir>/spec.json`.
+        spec: std::path::PathBuf,
+    },
 }
 
 fn init_logging(format: &str) {
@@ -159,6 +166,7 @@ fn main() -> anyhow::Result<()> {
             println!("removed {removed} network namespaces of instance {instance}");
             Ok(())
         }
+        Command::RunContainer { spec } => cove_runtime::run_container_main(&spec),
         Command::Serve(args) => {
             init_logging(&args.log_format);
             let settings = config::Settings::resolve(&args)?;
