@@ -212,78 +212,102 @@ pub fn pivot(root: &Path, read_only: bool) -> Result<()> {
     Ok(())
 }
 
-/// The path of `target` (an absolute container path) under `root`, with
-/// `..` and `.` refused.
-fn inside(root: &Path, target: &Path) -> Result<(PathBuf, Vec<PathBuf>)> {
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Dir,
+    File,
+}
+
+fn mount_point_dir(root: &Path, target: &Path) -> Result<PathBuf> {
+    resolve_in_root(root, target, Kind::Dir)
+}
+
+fn mount_point_file(root: &Path, target: &Path) -> Result<PathBuf> {
+    resolve_in_root(root, target, Kind::File)
+}
+
+/// Resolves `target` inside `root` the way the container will see it:
+/// symlinks are followed, but an absolute link restarts at `root` and `..`
+/// stops there, so an image cannot point a mount point (say /opt/ml) at a
+/// host directory and have the bind land on the host. This is also what
+/// lets a bind over a symlink work, such as /etc/resolv.conf pointing into
+/// /run on systemd-resolved hosts. Missing directories are created, and the
+/// last component as `kind`; no process of the container runs yet, so
+/// nothing can swap a component in between.
+fn resolve_in_root(root: &Path, target: &Path, kind: Kind) -> Result<PathBuf> {
+    use std::collections::VecDeque;
+    use std::ffi::OsString;
     if !target.is_absolute() {
         bail!("{} is not an absolute path", target.display());
     }
-    let mut parts = Vec::new();
-    for c in target.components() {
-        match c {
-            Component::RootDir => {}
-            Component::Normal(p) => parts.push(PathBuf::from(p)),
-            _ => bail!("{} may not contain . or ..", target.display()),
-        }
-    }
-    Ok((root.to_path_buf(), parts))
-}
-
-/// Creates the directories of `target` under `root` as needed, refusing
-/// symlinks on the way: an image could otherwise point a mount point (say
-/// /opt/ml) anywhere on the host, and the bind would follow it there.
-fn mount_point_dir(root: &Path, target: &Path) -> Result<PathBuf> {
-    let (mut cur, parts) = inside(root, target)?;
-    for p in parts {
-        cur.push(p);
-        make_dir_no_follow(&cur, target)?;
-    }
-    Ok(cur)
-}
-
-/// Like [`mount_point_dir`] for a file: its parents are created, then an
-/// empty file unless one is there.
-fn mount_point_file(root: &Path, target: &Path) -> Result<PathBuf> {
-    let (mut cur, mut parts) = inside(root, target)?;
-    let Some(last) = parts.pop() else {
-        bail!("cannot bind a file over /");
+    let parts = |p: &Path| -> VecDeque<OsString> {
+        p.components()
+            .filter_map(|c| match c {
+                Component::Normal(n) => Some(n.to_os_string()),
+                Component::ParentDir => Some("..".into()),
+                _ => None,
+            })
+            .collect()
     };
-    for p in parts {
-        cur.push(p);
-        make_dir_no_follow(&cur, target)?;
-    }
-    cur.push(last);
-    match std::fs::symlink_metadata(&cur) {
-        Ok(m) if m.file_type().is_symlink() => {
-            bail!("mount point {} is a symlink", target.display())
+    let mut queue = parts(target);
+    let mut done: Vec<OsString> = Vec::new();
+    let mut links = 0;
+    let here = |done: &[OsString]| done.iter().fold(root.to_path_buf(), |p, c| p.join(c));
+    while let Some(name) = queue.pop_front() {
+        if name == ".." {
+            done.pop();
+            continue;
         }
-        Ok(m) if m.is_dir() => bail!(
-            "mount point {} is a directory but the source is a file",
-            target.display()
-        ),
-        Ok(_) => {}
-        Err(_) => {
-            std::fs::File::create(&cur)
+        let path = here(&done).join(&name);
+        let last = queue.is_empty();
+        match std::fs::symlink_metadata(&path) {
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                if links > 40 {
+                    bail!("mount point {}: too many symlinks", target.display());
+                }
+                let link = std::fs::read_link(&path)?;
+                if link.is_absolute() {
+                    done.clear();
+                }
+                let mut rest = parts(&link);
+                rest.extend(queue);
+                queue = rest;
+            }
+            Ok(m) if !last && !m.is_dir() => bail!(
+                "mount point {}: {} is not a directory",
+                target.display(),
+                path.display()
+            ),
+            Ok(_) => done.push(name),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if last && kind == Kind::File {
+                    std::fs::File::create(&path).map(drop)
+                } else {
+                    std::fs::create_dir(&path)
+                }
                 .with_context(|| format!("creating the mount point {}", target.display()))?;
+                done.push(name);
+            }
+            Err(e) => return Err(e).with_context(|| format!("mount point {}", target.display())),
         }
     }
-    Ok(cur)
-}
-
-fn make_dir_no_follow(path: &Path, target: &Path) -> Result<()> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_symlink() => bail!(
-            "mount point {} goes through a symlink ({})",
-            target.display(),
-            path.display()
-        ),
-        Ok(m) if m.is_dir() => Ok(()),
-        Ok(_) => bail!(
-            "mount point {}: {} is not a directory",
-            target.display(),
-            path.display()
-        ),
-        Err(_) => std::fs::create_dir(path)
-            .with_context(|| format!("creating the mount point {}", target.display())),
+    let path = here(&done);
+    let is_dir = path.is_dir();
+    if done.is_empty() && kind == Kind::File {
+        bail!("cannot bind a file over /");
     }
+    if is_dir != (kind == Kind::Dir) {
+        bail!(
+            "mount point {} is a {} but the source is a {}",
+            target.display(),
+            if is_dir { "directory" } else { "file" },
+            if kind == Kind::Dir {
+                "directory"
+            } else {
+                "file"
+            },
+        );
+    }
+    Ok(path)
 }
