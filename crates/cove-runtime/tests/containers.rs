@@ -7,7 +7,13 @@ use cove_runtime::{Bind, Container, ContainerSpec, RootFs, Status};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-const RUNNER: &str = env!("CARGO_BIN_EXE_cove-runtime-runner");
+/// The runner binary: this crate's own, or `cove` itself when
+/// COVE_RUNTIME_TEST_RUNNER names it (`target/debug/cove`).
+fn runner() -> PathBuf {
+    std::env::var_os("COVE_RUNTIME_TEST_RUNNER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_cove-runtime-runner").into())
+}
 const MIB: u64 = 1024 * 1024;
 
 fn is_root() -> bool {
@@ -97,7 +103,7 @@ impl Fixture {
 
     fn launch(&self, spec: &ContainerSpec) -> anyhow::Result<Container> {
         self.state_dirs.borrow_mut().push(spec.state_dir.clone());
-        Container::launch(spec, Path::new(RUNNER))
+        Container::launch(spec, &runner())
     }
 
     /// Launches and waits for the end; returns the status and the log.
@@ -736,7 +742,7 @@ fn helper_launch_then_hang() {
         return;
     };
     let spec: ContainerSpec = serde_json::from_str(&spec).unwrap();
-    let _c = Container::launch(&spec, Path::new(RUNNER)).unwrap();
+    let _c = Container::launch(&spec, &runner()).unwrap();
     println!("launched");
     loop {
         std::thread::sleep(Duration::from_secs(1));
