@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
-# Builds Cove, starts it with its embedded defaults and builds a private ML
-# network with the AWS CLI: a VPC, a private subnet with no route to the
-# internet, a security group, and an S3 gateway endpoint on the subnet's
-# route table, then shows with real packets (as root) that a process attached
-# to an ENI in that subnet resolves S3's name through the VPC resolver and
-# reaches S3 only through the endpoint, and prints the ENI's flow-log records.
-# (Running a SageMaker training job in it arrives with the training-job work;
-# see README.)
+# The main job, end to end: builds Cove, starts it with its embedded defaults
+# and, with the AWS CLI only, builds a private ML network — a VPC with two
+# private subnets (no route to the internet), a security group, an S3 gateway
+# endpoint and a flow log — then runs a SageMaker training job in it (script
+# mode: scripts/demo/train.py). The job's ENI sits in a private subnet, its
+# data comes from S3 through the endpoint, its model goes back the same way.
+# Shows the status transitions and log lines as they happen, the artifact,
+# and the flow-log records of the job's ENI. Needs root for the data plane.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-
 VENV=${COVE_VENV:-.venv}
 if ! command -v aws >/dev/null && [ ! -x "$VENV/bin/aws" ]; then
     python3 -m venv "$VENV"
@@ -33,41 +32,58 @@ aws_() { aws --endpoint-url "http://127.0.0.1:$PORT" --output text "$@"; }
 echo "== caller: $(aws_ sts get-caller-identity --query Arn)"
 VPC=$(aws_ ec2 create-vpc --cidr-block 10.0.0.0/16 --query Vpc.VpcId)
 aws_ ec2 modify-vpc-attribute --vpc-id "$VPC" --enable-dns-hostnames '{"Value":true}'
-SUBNET=$(aws_ ec2 create-subnet --vpc-id "$VPC" --cidr-block 10.0.1.0/24 --availability-zone us-east-1a --query Subnet.SubnetId)
+SUBNET_A=$(aws_ ec2 create-subnet --vpc-id "$VPC" --cidr-block 10.0.1.0/24 --availability-zone us-east-1a --query Subnet.SubnetId)
+SUBNET_B=$(aws_ ec2 create-subnet --vpc-id "$VPC" --cidr-block 10.0.2.0/24 --availability-zone us-east-1b --query Subnet.SubnetId)
 RTB=$(aws_ ec2 create-route-table --vpc-id "$VPC" --query RouteTable.RouteTableId)
-aws_ ec2 associate-route-table --route-table-id "$RTB" --subnet-id "$SUBNET" >/dev/null
+for s in "$SUBNET_A" "$SUBNET_B"; do aws_ ec2 associate-route-table --route-table-id "$RTB" --subnet-id "$s" >/dev/null; done
 SG=$(aws_ ec2 create-security-group --group-name training --description "training jobs" --vpc-id "$VPC" --query GroupId)
 aws_ ec2 authorize-security-group-ingress --group-id "$SG" --ip-permissions "IpProtocol=-1,UserIdGroupPairs=[{GroupId=$SG}]" >/dev/null
 VPCE=$(aws_ ec2 create-vpc-endpoint --vpc-id "$VPC" --service-name com.amazonaws.us-east-1.s3 --route-table-ids "$RTB" --query VpcEndpoint.VpcEndpointId)
 aws_ ec2 create-flow-logs --resource-type VPC --resource-ids "$VPC" --traffic-type ALL --log-group-name /cove/demo/flows \
     --deliver-logs-permission-arn arn:aws:iam::123456789012:role/flow-logs >/dev/null
-echo "== private network: vpc=$VPC subnet=$SUBNET sg=$SG route-table=$RTB s3-endpoint=$VPCE"
-echo "== routes of the private subnet:"
+echo "== private network: vpc=$VPC subnets=$SUBNET_A,$SUBNET_B sg=$SG s3-endpoint=$VPCE"
+echo "== routes of the private subnets (no internet gateway, no NAT):"
 aws_ ec2 describe-route-tables --route-table-ids "$RTB" --query 'RouteTables[0].Routes[].[DestinationCidrBlock||DestinationPrefixListId,GatewayId,State]'
-if [ "$(id -u)" = 0 ]; then
-    ENI=$(aws_ ec2 create-network-interface --subnet-id "$SUBNET" --groups "$SG" --query NetworkInterface.NetworkInterfaceId)
-    PY=$(command -v python3)
-    ./target/release/cove exec --data-dir "$DATA" --internet -- "$PY" -c 'import socket;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind(("192.0.2.20",443));s.listen(8);print("ready",flush=True)
-while True:
- c,a=s.accept();c.sendall(a[0].encode());c.close()' > "$DATA/s3.out" &
-    S3_PID=$!
-    for _ in $(seq 50); do grep -q ready "$DATA/s3.out" 2>/dev/null && break; sleep 0.1; done
-    probe='import socket;s=socket.socket();s.settimeout(1)
-name="s3.us-east-1.amazonaws.com";addr=socket.gethostbyname(name)
-try:
- s.connect((addr,443));print(name,"resolved to",addr,"by the VPC resolver; S3 saw source",s.recv(32).decode())
-except OSError as e:
- print(name,"resolved to",addr,"but there is no route:",e)'
-    sleep 0.5
-    echo "== from $ENI with the S3 endpoint:"
-    ./target/release/cove exec --data-dir "$DATA" --eni "$ENI" -- "$PY" -c "$probe"
-    aws_ ec2 modify-vpc-endpoint --vpc-endpoint-id "$VPCE" --remove-route-table-ids "$RTB" >/dev/null
-    sleep 0.5
-    echo "== from $ENI after removing the endpoint from the route table:"
-    ./target/release/cove exec --data-dir "$DATA" --eni "$ENI" -- "$PY" -c "$probe"
-    kill $S3_PID 2>/dev/null || true
-    sleep 3
-    echo "== flow-log records of $ENI (version 2: ... srcaddr dstaddr srcport dstport protocol packets bytes start end action status):"
-    aws_ logs filter-log-events --log-group-name /cove/demo/flows --log-stream-names "$ENI" --query 'events[].message' | tr '\t' '\n'
-fi
-echo "== data kept in $DATA (cove.db); server log in $DATA/cove.log"
+
+BUCKET=demo-ml-$(date +%s)
+aws_ s3 mb "s3://$BUCKET" >/dev/null
+python3 -c 'import random
+random.seed(7)
+for part in range(4):
+    with open(f"/tmp/cove-demo-part-{part}.csv", "w") as f:
+        for _ in range(250):
+            x = random.uniform(-2, 2); f.write(f"{x:.4f},{3*x + 2 + random.gauss(0, 0.1):.4f}\n")'
+for part in 0 1 2 3; do aws_ s3 cp --quiet "/tmp/cove-demo-part-$part.csv" "s3://$BUCKET/data/train/part-$part.csv"; done
+tar -czf /tmp/cove-demo-sourcedir.tar.gz -C scripts/demo train.py
+aws_ s3 cp --quiet /tmp/cove-demo-sourcedir.tar.gz "s3://$BUCKET/code/sourcedir.tar.gz"
+echo "== s3://$BUCKET: $(aws_ s3 ls --recursive "s3://$BUCKET" | wc -l) objects (4 CSV parts and the script-mode source)"
+
+JOB=demo-linear-$(date +%s)
+# The request as the SageMaker Python SDK sends it for an estimator in script mode.
+JOB="$JOB" BUCKET="$BUCKET" SUBNETS="$SUBNET_A,$SUBNET_B" SG="$SG" python3 -c 'import json, os
+e = os.environ
+b = e["BUCKET"]
+print(json.dumps({
+    "TrainingJobName": e["JOB"],
+    "RoleArn": "arn:aws:iam::123456789012:role/SageMakerRole",
+    "AlgorithmSpecification": {"TrainingImage": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3",
+                               "TrainingInputMode": "File"},
+    "HyperParameters": {"sagemaker_program": json.dumps("train.py"),
+                        "sagemaker_submit_directory": json.dumps(f"s3://{b}/code/sourcedir.tar.gz"),
+                        "epochs": "200"},
+    "InputDataConfig": [{"ChannelName": "train", "DataSource": {"S3DataSource": {
+        "S3DataType": "S3Prefix", "S3Uri": f"s3://{b}/data/train"}}}],
+    "OutputDataConfig": {"S3OutputPath": f"s3://{b}/output"},
+    "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
+    "StoppingCondition": {"MaxRuntimeInSeconds": 600},
+    "VpcConfig": {"Subnets": e["SUBNETS"].split(","), "SecurityGroupIds": [e["SG"]]},
+}))' > "$DATA/training-job.json"
+aws_ sagemaker create-training-job --cli-input-json "file://$DATA/training-job.json" >/dev/null
+echo "== training job $JOB in $SUBNET_A/$SUBNET_B:"
+./target/release/cove watch-job "$JOB" --endpoint "http://127.0.0.1:$PORT"
+echo "== the model, from the artifact the job uploaded through the endpoint:"
+aws_ s3 cp "s3://$BUCKET/output/$JOB/output/model.tar.gz" - | tar -xzO model.json; echo
+sleep 3
+echo "== flow-log records of the job's ENI (version 2: ... srcaddr dstaddr srcport dstport protocol packets bytes start end action status):"
+aws_ logs filter-log-events --log-group-name /cove/demo/flows --query 'events[].message' | tr '\t' '\n' | head -12
+echo "== data kept in $DATA; server log in $DATA/cove.log"

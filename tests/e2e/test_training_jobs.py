@@ -145,7 +145,7 @@ def wait_for(sm, name, statuses=("Completed", "Failed", "Stopped"), timeout=90):
 def model_of(s3, bucket, name):
     body = s3.get_object(Bucket=bucket, Key=f"output/{name}/output/model.tar.gz")["Body"].read()
     with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as tar:
-        return json.load(tar.extractfile("./model.json"))
+        return json.load(tar.extractfile("model.json"))
 
 
 def job_name(prefix):

@@ -82,17 +82,12 @@ pub fn create_managed_eni(
     description: String,
     requester_id: &str,
 ) -> AwsResult<cove_model::vpc::NetworkInterface> {
-    let subnet = tx
-        .world
-        .subnets
-        .get(subnet_id)
-        .cloned()
-        .ok_or_else(|| {
-            AwsError::client(
-                "InvalidSubnetID.NotFound",
-                format!("The subnet ID '{subnet_id}' does not exist"),
-            )
-        })?;
+    let subnet = tx.world.subnets.get(subnet_id).cloned().ok_or_else(|| {
+        AwsError::client(
+            "InvalidSubnetID.NotFound",
+            format!("The subnet ID '{subnet_id}' does not exist"),
+        )
+    })?;
     let ip = subnets::allocate_ip(&tx.world, &subnet, None)?;
     Ok(interfaces::new_eni(
         tx,

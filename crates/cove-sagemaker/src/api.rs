@@ -25,7 +25,9 @@ fn not_found() -> AwsError {
 pub fn vpc_config(kind: JobKind, request: &Value) -> Option<&Value> {
     match kind {
         JobKind::Training => request.get("VpcConfig"),
-        JobKind::Processing => request.get("NetworkConfig").and_then(|n| n.get("VpcConfig")),
+        JobKind::Processing => request
+            .get("NetworkConfig")
+            .and_then(|n| n.get("VpcConfig")),
     }
     .filter(|v| v.is_object())
 }
@@ -100,7 +102,12 @@ pub fn check_vpc_config(
     let vpc = vpcs.into_iter().next().unwrap_or_default();
     let foreign: Vec<&String> = groups
         .iter()
-        .filter(|g| world.security_groups.get(*g).is_some_and(|x| x.vpc_id != vpc))
+        .filter(|g| {
+            world
+                .security_groups
+                .get(*g)
+                .is_some_and(|x| x.vpc_id != vpc)
+        })
         .collect();
     if !foreign.is_empty() {
         return Err(validation(format!(
@@ -114,7 +121,10 @@ pub fn check_vpc_config(
 fn join_ids(ids: &[&String]) -> String {
     format!(
         "[{}]",
-        ids.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ")
+        ids.iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 
@@ -154,8 +164,11 @@ pub fn new_job(
         check_vpc_config(world, &ctx.region, config)?;
     }
     let (instance_type, count) = instance::cluster(kind, &request);
-    instance::resources(&instance_type)
-        .ok_or_else(|| validation(format!("Instance type {instance_type} is not supported by Cove.")))?;
+    instance::resources(&instance_type).ok_or_else(|| {
+        validation(format!(
+            "Instance type {instance_type} is not supported by Cove."
+        ))
+    })?;
     match kind {
         JobKind::Training => check_training(&request)?,
         JobKind::Processing => check_processing(&request)?,
@@ -264,7 +277,12 @@ fn check_processing(request: &Value) -> AwsResult<()> {
     Ok(())
 }
 
-pub fn create(store: &Store, ctx: &RequestContext, kind: JobKind, input: Value) -> AwsResult<Value> {
+pub fn create(
+    store: &Store,
+    ctx: &RequestContext,
+    kind: JobKind,
+    input: Value,
+) -> AwsResult<Value> {
     let job = store.write(|tx| {
         let job = new_job(&tx.world, ctx, kind, input.clone())?;
         tx.put(job.clone());
@@ -337,7 +355,10 @@ pub fn render(job: &SageMakerJob) -> Value {
             if let (Some(start), Some(end)) = (&job.start_time, &job.end_time) {
                 let secs = seconds_between(start, end);
                 set("TrainingTimeInSeconds", json!(secs));
-                set("BillableTimeInSeconds", json!(job.billable_seconds.unwrap_or(secs)));
+                set(
+                    "BillableTimeInSeconds",
+                    json!(job.billable_seconds.unwrap_or(secs)),
+                );
             }
             if !out.contains_key("EnableNetworkIsolation") {
                 out.insert("EnableNetworkIsolation".into(), json!(false));
@@ -403,13 +424,18 @@ fn time_of(v: &Value) -> Option<time::OffsetDateTime> {
 
 pub fn list(store: &Store, ctx: &RequestContext, kind: JobKind, input: &Value) -> AwsResult<Value> {
     let world = store.snapshot();
-    let name_contains = input["NameContains"].as_str().unwrap_or_default().to_lowercase();
+    let name_contains = input["NameContains"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase();
     let status = input["StatusEquals"].as_str();
     let bound = |k: &str| input.get(k).and_then(time_of);
     let parse = |s: &str| time_of(&json!(s));
     let (created_after, created_before) = (bound("CreationTimeAfter"), bound("CreationTimeBefore"));
-    let (modified_after, modified_before) =
-        (bound("LastModifiedTimeAfter"), bound("LastModifiedTimeBefore"));
+    let (modified_after, modified_before) = (
+        bound("LastModifiedTimeAfter"),
+        bound("LastModifiedTimeBefore"),
+    );
     let mut jobs: Vec<&SageMakerJob> = world
         .sagemaker_jobs
         .values()
@@ -444,7 +470,12 @@ pub fn list(store: &Store, ctx: &RequestContext, kind: JobKind, input: &Value) -
             .map_err(|_| validation("Invalid pagination token."))?,
     };
     let max = input["MaxResults"].as_u64().unwrap_or(10) as usize;
-    let page: Vec<Value> = jobs.iter().skip(start).take(max).map(|j| summary(j)).collect();
+    let page: Vec<Value> = jobs
+        .iter()
+        .skip(start)
+        .take(max)
+        .map(|j| summary(j))
+        .collect();
     let mut out = match kind {
         JobKind::Training => json!({"TrainingJobSummaries": page}),
         JobKind::Processing => json!({"ProcessingJobSummaries": page}),

@@ -83,9 +83,18 @@ fn common_env(
         // reach them by their usual names through the VPC's resolver.
         for (var, host) in [
             ("AWS_ENDPOINT_URL_S3", format!("s3.{region}.amazonaws.com")),
-            ("AWS_ENDPOINT_URL_STS", format!("sts.{region}.amazonaws.com")),
-            ("AWS_ENDPOINT_URL_SAGEMAKER", format!("api.sagemaker.{region}.amazonaws.com")),
-            ("AWS_ENDPOINT_URL_CLOUDWATCH_LOGS", format!("logs.{region}.amazonaws.com")),
+            (
+                "AWS_ENDPOINT_URL_STS",
+                format!("sts.{region}.amazonaws.com"),
+            ),
+            (
+                "AWS_ENDPOINT_URL_SAGEMAKER",
+                format!("api.sagemaker.{region}.amazonaws.com"),
+            ),
+            (
+                "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS",
+                format!("logs.{region}.amazonaws.com"),
+            ),
         ] {
             env.push((var.to_string(), format!("http://{host}")));
         }
@@ -190,7 +199,10 @@ pub fn training(
         sm("HPS", Value::Object(user_hps.clone()).to_string()),
         sm("USER_ARGS", json!(user_args).to_string()),
         sm("RESOURCE_CONFIG", resource.to_string()),
-        sm("INPUT_DATA_CONFIG", Value::Object(input_config.clone()).to_string()),
+        sm(
+            "INPUT_DATA_CONFIG",
+            Value::Object(input_config.clone()).to_string(),
+        ),
         sm("NETWORK_INTERFACE_NAME", "eth0".to_string()),
         sm("LOG_LEVEL", "20".to_string()),
         ("TRAINING_JOB_NAME".to_string(), job.name.clone()),
@@ -372,7 +384,10 @@ mod tests {
                 "0.1"
             ]
         );
-        assert_eq!(env(&c, "SM_CHANNEL_TRAIN"), Some("/opt/ml/input/data/train"));
+        assert_eq!(
+            env(&c, "SM_CHANNEL_TRAIN"),
+            Some("/opt/ml/input/data/train")
+        );
         assert_eq!(env(&c, "SM_HP_LEARNING_RATE"), Some("0.1"));
         assert_eq!(env(&c, "SM_HOSTS"), Some("[\"algo-1\",\"algo-2\"]"));
         assert_eq!(env(&c, "SM_CURRENT_HOST"), Some("algo-2"));
@@ -398,7 +413,10 @@ mod tests {
         };
         let mut j = job(json!({"AlgorithmSpecification": {"TrainingImage": "x"}}));
         assert_eq!(
-            env(&training(&j, "algo-1", 1.0, Some(&creds)), "AWS_ACCESS_KEY_ID"),
+            env(
+                &training(&j, "algo-1", 1.0, Some(&creds)),
+                "AWS_ACCESS_KEY_ID"
+            ),
             Some("ASIA")
         );
         j.request["EnableNetworkIsolation"] = json!(true);

@@ -40,7 +40,10 @@ pub fn cluster(kind: JobKind, request: &Value) -> (String, usize) {
         JobKind::Training => &request["ResourceConfig"],
         JobKind::Processing => &request["ProcessingResources"]["ClusterConfig"],
     };
-    let instance_type = config["InstanceType"].as_str().unwrap_or_default().to_string();
+    let instance_type = config["InstanceType"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let count = config["InstanceCount"].as_u64().unwrap_or(1).max(1) as usize;
     (instance_type, count)
 }

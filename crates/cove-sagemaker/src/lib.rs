@@ -12,7 +12,7 @@
 pub mod api;
 pub mod contract;
 pub mod instance;
-// pub mod supervisor;
+pub mod supervisor;
 pub mod transfer;
 
 use cove_model::jobs::JobKind;

@@ -115,8 +115,7 @@ impl Supervisor {
                         me.ensure_worker(&job.key());
                     }
                 }
-                me.store
-                    .wait_for_change(generation, Duration::from_secs(5));
+                me.store.wait_for_change(generation, Duration::from_secs(5));
             })?;
         Ok(())
     }
@@ -128,7 +127,10 @@ impl Supervisor {
         let me = self.clone();
         let key = key.to_string();
         let spawned = std::thread::Builder::new()
-            .name(format!("job-{}", key.rsplit('/').next().unwrap_or_default()))
+            .name(format!(
+                "job-{}",
+                key.rsplit('/').next().unwrap_or_default()
+            ))
             .spawn(move || {
                 me.drive(&key);
                 me.active.lock().expect("lock").remove(&key);
@@ -185,7 +187,9 @@ impl Supervisor {
     }
 
     fn finish_failed(&self, key: &str, reason: &str) -> anyhow::Result<()> {
-        self.update(key, |j| j.finish("Failed", "Failed", reason, &now_rfc3339()))?;
+        self.update(key, |j| {
+            j.finish("Failed", "Failed", reason, &now_rfc3339())
+        })?;
         Ok(())
     }
 
@@ -242,7 +246,9 @@ impl Supervisor {
             let s = self
                 .sts
                 .assume_role(&job.account_id, role, "SageMaker", SESSION_SECONDS)?;
-            self.update(&key, |j| j.session_access_key = Some(s.access_key_id.clone()))?;
+            self.update(&key, |j| {
+                j.session_access_key = Some(s.access_key_id.clone())
+            })?;
         }
         if let Some(config) = &vpc {
             let subnets = string_list(&config["Subnets"]);
@@ -301,6 +307,12 @@ impl Supervisor {
     /// Waits until the data plane has plumbed every ENI: its namespace exists
     /// and its address can be bound inside it.
     fn wait_for_enis(&self, job: &SageMakerJob) -> anyhow::Result<()> {
+        // Every commit so far (the ENIs, and the routes and rules the job's
+        // VPC had when it was created) must be in the kernel before packets go.
+        let generation = self.store.generation();
+        if !self.store.wait_applied(generation, Duration::from_secs(60)) {
+            anyhow::bail!("the data plane did not apply the job's ENIs within 60 s");
+        }
         let world = self.store.snapshot();
         let deadline = Instant::now() + Duration::from_secs(60);
         for (host, ns) in job.hosts.iter().zip(self.host_netns(job)) {
@@ -397,19 +409,31 @@ impl Supervisor {
             return Ok(Ok(()));
         }
         let sources = download_plan(job);
+        // Output directories exist before the program starts, as on AWS.
+        let mut dirs: Vec<String> = vec![
+            "input/config".into(),
+            "input/data".into(),
+            "model".into(),
+            "output/data".into(),
+            "output/intermediate".into(),
+            "code".into(),
+        ];
+        if job.kind == JobKind::Processing {
+            dirs.push("processing".into());
+            dirs.extend(upload_plan(job).into_iter().filter_map(|u| match u.kind {
+                UploadKind::Tree { dir, .. } => Some(dir),
+                UploadKind::Archive { .. } => None,
+            }));
+        }
         let hosts = job.hosts.len();
         let region = job.region.clone();
-        let role = job.request["RoleArn"].as_str().unwrap_or_default().to_string();
+        let role = job.request["RoleArn"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
         let results = self.on_each_host(job, move |i, host_dir, client| {
             let ml = host_dir.join("ml");
-            for dir in [
-                "input/config",
-                "input/data",
-                "model",
-                "output/data",
-                "output/intermediate",
-                "code",
-            ] {
+            for dir in &dirs {
                 std::fs::create_dir_all(ml.join(dir))
                     .map_err(|e| TransferError::Local(e.to_string()))?;
             }
@@ -490,7 +514,9 @@ impl Supervisor {
                 contract::script_program(job).is_some()
                     || job.request["AlgorithmSpecification"]["ContainerEntrypoint"].is_array()
             }
-            JobKind::Processing => job.request["AppSpecification"]["ContainerEntrypoint"].is_array(),
+            JobKind::Processing => {
+                job.request["AppSpecification"]["ContainerEntrypoint"].is_array()
+            }
         };
         if script_mode {
             return Ok(RootFs::Host);
@@ -515,7 +541,12 @@ impl Supervisor {
         }
     }
 
-    fn launch(&self, job: &SageMakerJob, index: usize, ns: Option<String>) -> anyhow::Result<Result<Container, JobFailed>> {
+    fn launch(
+        &self,
+        job: &SageMakerJob,
+        index: usize,
+        ns: Option<String>,
+    ) -> anyhow::Result<Result<Container, JobFailed>> {
         let host = &job.hosts[index].name;
         let dir = self.host_dir(job, host);
         let state = dir.join("state");
@@ -646,9 +677,7 @@ impl Supervisor {
             }
             match &ending {
                 None => {
-                    let stop = self
-                        .job(&key)
-                        .is_some_and(|j| j.stop_requested);
+                    let stop = self.job(&key).is_some_and(|j| j.stop_requested);
                     let outcome = if stop {
                         Some(Outcome::Stopped)
                     } else if Instant::now() >= deadline {
@@ -763,7 +792,9 @@ impl Supervisor {
                 (Outcome::Completed, JobKind::Processing) => {
                     j.finish("Completed", "Completed", "Processing job completed", &now)
                 }
-                (Outcome::Stopped, _) => j.finish("Stopped", "Stopped", "Training job stopped", &now),
+                (Outcome::Stopped, _) => {
+                    j.finish("Stopped", "Stopped", "Training job stopped", &now)
+                }
                 (Outcome::MaxRuntimeExceeded, _) => j.finish(
                     "Stopped",
                     "MaxRuntimeExceeded",
@@ -821,7 +852,12 @@ impl Supervisor {
 
 fn string_list(v: &Value) -> Vec<String> {
     v.as_array()
-        .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -842,12 +878,19 @@ fn download_plan(job: &SageMakerJob) -> Vec<Source> {
     let mut out = Vec::new();
     match job.kind {
         JobKind::Training => {
-            for c in job.request["InputDataConfig"].as_array().into_iter().flatten() {
+            for c in job.request["InputDataConfig"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
                 let s3 = &c["DataSource"]["S3DataSource"];
                 out.push(Source {
                     uri: s3["S3Uri"].as_str().unwrap_or_default().to_string(),
                     data_type: s3["S3DataType"].as_str().unwrap_or("S3Prefix").to_string(),
-                    local: format!("input/data/{}", c["ChannelName"].as_str().unwrap_or_default()),
+                    local: format!(
+                        "input/data/{}",
+                        c["ChannelName"].as_str().unwrap_or_default()
+                    ),
                     sharded: s3["S3DataDistributionType"].as_str() == Some("ShardedByS3Key"),
                     exact_file: None,
                 });
@@ -863,7 +906,11 @@ fn download_plan(job: &SageMakerJob) -> Vec<Source> {
             }
         }
         JobKind::Processing => {
-            for input in job.request["ProcessingInputs"].as_array().into_iter().flatten() {
+            for input in job.request["ProcessingInputs"]
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
                 let s3 = &input["S3Input"];
                 let local = s3["LocalPath"]
                     .as_str()
@@ -896,7 +943,10 @@ fn no_objects(uri: &str, region: &str, role: &str, bucket: &str) -> TransferErro
 /// The key's path below the prefix it was listed under (a prefix naming one
 /// object yields that object's file name).
 fn relative_key<'k>(key: &'k str, prefix: &str) -> &'k str {
-    let rel = key.strip_prefix(prefix).unwrap_or(key).trim_start_matches('/');
+    let rel = key
+        .strip_prefix(prefix)
+        .unwrap_or(key)
+        .trim_start_matches('/');
     if rel.is_empty() {
         key.rsplit('/').next().unwrap_or(key)
     } else {
@@ -924,7 +974,8 @@ fn fetch(
     let objects: Vec<(String, String, String)> = if source.data_type == "ManifestFile" {
         let manifest = dest.join(".manifest");
         client.get_to_file(&bucket, &prefix, &manifest)?;
-        let text = std::fs::read_to_string(&manifest).map_err(|e| TransferError::Local(e.to_string()))?;
+        let text =
+            std::fs::read_to_string(&manifest).map_err(|e| TransferError::Local(e.to_string()))?;
         let _ = std::fs::remove_file(&manifest);
         let entries: Vec<Value> = serde_json::from_str(&text)
             .map_err(|e| TransferError::Local(format!("manifest {}: {e}", source.uri)))?;
@@ -932,7 +983,9 @@ fn fetch(
             .first()
             .and_then(|v| v["prefix"].as_str())
             .and_then(parse_s3_uri)
-            .ok_or_else(|| TransferError::Local(format!("manifest {} has no prefix", source.uri)))?;
+            .ok_or_else(|| {
+                TransferError::Local(format!("manifest {} has no prefix", source.uri))
+            })?;
         entries
             .iter()
             .skip(1)
@@ -1026,7 +1079,10 @@ fn upload_plan(job: &SageMakerJob) -> Vec<Upload> {
                         .unwrap_or_default()
                         .trim_start_matches("/opt/ml/")
                         .to_string(),
-                    uri: o["S3Output"]["S3Uri"].as_str().unwrap_or_default().to_string(),
+                    uri: o["S3Output"]["S3Uri"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
                 },
             })
             .collect(),
@@ -1037,7 +1093,9 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let p = e.path();
             match e.file_type() {
@@ -1136,7 +1194,16 @@ impl LogShipper {
         let now = cove_logs::now_ms();
         let events: Vec<(i64, String)> = text
             .split('\n')
-            .map(|l| (now, if l.is_empty() { " ".to_string() } else { l.to_string() }))
+            .map(|l| {
+                (
+                    now,
+                    if l.is_empty() {
+                        " ".to_string()
+                    } else {
+                        l.to_string()
+                    },
+                )
+            })
             .collect();
         let group = job.kind.log_group();
         let shipped = logs

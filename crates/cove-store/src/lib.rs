@@ -30,6 +30,10 @@ pub struct Store {
     /// Counts published commits; watchers (the network reconciler) wait on it.
     generation: Mutex<u64>,
     changed: std::sync::Condvar,
+    /// The last generation the data plane has fully applied to the kernel;
+    /// the job supervisor waits on it before it sends a job's packets.
+    applied: Mutex<u64>,
+    applied_changed: std::sync::Condvar,
 }
 
 /// One pending change to a stored document; `None` deletes it.
@@ -115,6 +119,8 @@ impl Store {
             path: None,
             generation: Mutex::new(0),
             changed: std::sync::Condvar::new(),
+            applied: Mutex::new(0),
+            applied_changed: std::sync::Condvar::new(),
         })
     }
 
@@ -148,6 +154,25 @@ impl Store {
             .wait_timeout_while(guard, timeout, |g| *g <= seen)
             .unwrap_or_else(|p| p.into_inner());
         *guard
+    }
+
+    /// Records that the data plane has applied every commit up to `generation`.
+    pub fn mark_applied(&self, generation: u64) {
+        let mut applied = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        if generation > *applied {
+            *applied = generation;
+            self.applied_changed.notify_all();
+        }
+    }
+
+    /// Waits until the data plane has applied `generation`; false on timeout.
+    pub fn wait_applied(&self, generation: u64, timeout: std::time::Duration) -> bool {
+        let guard = self.applied.lock().unwrap_or_else(|p| p.into_inner());
+        let (guard, _) = self
+            .applied_changed
+            .wait_timeout_while(guard, timeout, |a| *a < generation)
+            .unwrap_or_else(|p| p.into_inner());
+        *guard >= generation
     }
 
     /// The current state; cheap, never blocks.

@@ -49,6 +49,14 @@ pub struct ServeArgs {
     /// flow log's MaxAggregationInterval (60 or 600), for tests and demos.
     #[arg(long, env = "COVE_FLOW_LOG_WINDOW", value_parser = clap::value_parser!(i64).range(1..=600))]
     pub flow_log_window: Option<i64>,
+    /// Seconds between SIGTERM and SIGKILL when a job is stopped or runs
+    /// out of time (AWS gives containers 120).
+    #[arg(long, env = "COVE_JOB_STOP_GRACE", default_value_t = 120)]
+    pub job_stop_grace: u64,
+    /// Seconds a job's data transfer waits for S3 to accept a connection
+    /// before the job fails with AWS's data download message.
+    #[arg(long, env = "COVE_JOB_CONNECT_TIMEOUT", default_value_t = 3)]
+    pub job_connect_timeout: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -80,6 +88,8 @@ pub struct Settings {
     pub credentials: Vec<CredentialConfig>,
     pub data_plane: DataPlane,
     pub flow_log_window: Option<i64>,
+    pub job_stop_grace: std::time::Duration,
+    pub job_connect_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +147,8 @@ impl Settings {
         Ok(Settings {
             data_plane,
             flow_log_window: args.flow_log_window,
+            job_stop_grace: std::time::Duration::from_secs(args.job_stop_grace),
+            job_connect_timeout: std::time::Duration::from_secs(args.job_connect_timeout.max(1)),
             data_dir: args
                 .data_dir
                 .clone()

@@ -6,6 +6,7 @@ mod flow_logs;
 mod listeners;
 mod server;
 mod vpc_dns;
+mod watch;
 
 use clap::{Parser, Subcommand};
 
@@ -62,6 +63,22 @@ enum Command {
     RunContainer {
         /// The container's `<state_dir>/spec.json`.
         spec: std::path::PathBuf,
+    },
+    /// Follow a training (or processing) job until it ends: its status
+    /// transitions and its log lines as they happen. Exits non-zero unless
+    /// the job completed. Credentials come from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY (default: Cove's built-in key pair).
+    WatchJob {
+        /// The job's name.
+        name: String,
+        /// Cove's endpoint.
+        #[arg(long, env = "COVE_ENDPOINT", default_value = "http://127.0.0.1:4747")]
+        endpoint: String,
+        #[arg(long, env = "AWS_DEFAULT_REGION", default_value = config::DEFAULT_REGION)]
+        region: String,
+        /// Follow a processing job instead of a training job.
+        #[arg(long)]
+        processing: bool,
     },
 }
 
@@ -167,6 +184,37 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::RunContainer { spec } => cove_runtime::run_container_main(&spec),
+        Command::WatchJob {
+            name,
+            endpoint,
+            region,
+            processing,
+        } => {
+            let client = watch::Client::from_env(&endpoint, &region)?;
+            let d = watch::watch(&client, &name, processing)?;
+            let status = d[if processing {
+                "ProcessingJobStatus"
+            } else {
+                "TrainingJobStatus"
+            }]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+            println!("{name}: {status}");
+            if let Some(reason) = d["FailureReason"].as_str() {
+                println!("  FailureReason: {reason}");
+            }
+            if let Some(uri) = d["ModelArtifacts"]["S3ModelArtifacts"].as_str() {
+                println!("  ModelArtifacts: {uri}");
+            }
+            if let Some(secs) = d["BillableTimeInSeconds"].as_i64() {
+                println!("  BillableTimeInSeconds: {secs}");
+            }
+            if status != "Completed" {
+                std::process::exit(1);
+            }
+            Ok(())
+        }
         Command::Serve(args) => {
             init_logging(&args.log_format);
             let settings = config::Settings::resolve(&args)?;

@@ -10,7 +10,9 @@ use axum::routing::get;
 use axum::{Extension, Router};
 use cove_ec2::Ec2Service;
 use cove_logs::LogsService;
+use cove_s3::S3Front;
 use cove_store::Store;
+use cove_wire::dispatch::CredentialLookup;
 use cove_wire::{Arrival, Dispatcher, HttpRequest, Principal};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,6 +23,8 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 
 struct App {
     dispatcher: Dispatcher,
+    s3: S3Front,
+    store: Arc<Store>,
     started: Instant,
     region: String,
 }
@@ -33,30 +37,26 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("bootstrapping {}: {e}", settings.region))?;
     let logs = Arc::new(LogsService::open(&settings.data_dir.join("logs.db"))?);
 
-    let principals: Vec<Principal> = settings
-        .credentials
-        .iter()
-        .map(|c| Principal {
-            access_key: c.access_key_id.clone(),
-            secret_key: c.secret_access_key.clone(),
-            session_token: None,
-            account_id: settings.account_id.clone(),
-            arn: c
-                .arn
-                .clone()
-                .unwrap_or_else(|| format!("arn:aws:iam::{}:root", settings.account_id)),
-            user_id: settings.account_id.clone(),
-        })
-        .collect();
-    let lookup =
-        Arc::new(move |key: &str| principals.iter().find(|p| p.access_key == key).cloned());
+    let lookup = credential_lookup(&settings, store.clone());
+    let s3 = S3Front::open(
+        &settings.data_dir.join("s3"),
+        &settings.account_id,
+        &settings.region,
+        lookup.clone(),
+    )?;
     let mut dispatcher = Dispatcher::new(lookup);
     dispatcher.register(ec2.clone());
-    dispatcher.register(Arc::new(cove_sts::StsService));
+    let sts = Arc::new(cove_sts::StsService::new(store.clone()));
+    dispatcher.register(sts.clone());
     dispatcher.register(logs.clone());
+    dispatcher.register(Arc::new(cove_sagemaker::SageMakerService::new(
+        store.clone(),
+    )));
 
     let app = Arc::new(App {
         dispatcher,
+        s3,
+        store: store.clone(),
         started: Instant::now(),
         region: settings.region.clone(),
     });
@@ -79,7 +79,22 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .name("cove-logs-retention".into())
         .spawn(move || purger.purge_forever(Duration::from_secs(60)))?;
 
-    start_data_plane(&settings, store.clone(), router.clone(), logs.clone())?;
+    let instance = start_data_plane(&settings, store.clone(), router.clone(), logs.clone())?;
+    cove_sagemaker::supervisor::Supervisor::new(
+        store.clone(),
+        logs.clone(),
+        sts,
+        cove_sagemaker::supervisor::Settings {
+            jobs_dir: settings.data_dir.join("jobs"),
+            images_dir: settings.data_dir.join("images"),
+            runner: std::env::current_exe()?,
+            instance,
+            local_s3: settings.listen.to_string(),
+            connect_timeout: settings.job_connect_timeout,
+            stop_grace: settings.job_stop_grace,
+        },
+    )
+    .spawn()?;
 
     let ticker = ec2.clone();
     tokio::spawn(async move {
@@ -101,6 +116,32 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     .await?;
     tracing::info!("cove stopped");
     Ok(())
+}
+
+/// Finds the principal for an access key; S3 and the dispatcher share it.
+fn credential_lookup(settings: &Settings, store: Arc<Store>) -> CredentialLookup {
+    let principals: Vec<Principal> = settings
+        .credentials
+        .iter()
+        .map(|c| Principal {
+            access_key: c.access_key_id.clone(),
+            secret_key: c.secret_access_key.clone(),
+            session_token: None,
+            account_id: settings.account_id.clone(),
+            arn: c
+                .arn
+                .clone()
+                .unwrap_or_else(|| format!("arn:aws:iam::{}:root", settings.account_id)),
+            user_id: settings.account_id.clone(),
+        })
+        .collect();
+    Arc::new(move |key: &str| {
+        principals
+            .iter()
+            .find(|p| p.access_key == key)
+            .cloned()
+            .or_else(|| cove_sts::principal_of_session(&store.snapshot(), key))
+    })
 }
 
 /// The instance tag that names this installation's kernel objects: derived
@@ -132,22 +173,23 @@ fn data_plane_possible() -> Result<(), String> {
 }
 
 /// Starts the network reconciler: every commit to the store wakes it, and it
-/// brings the kernel to the new state (see cove-net).
+/// brings the kernel to the new state (see cove-net). Returns the instance
+/// tag of the kernel objects, or `None` when the data plane is off.
 fn start_data_plane(
     settings: &Settings,
     store: Arc<Store>,
     api: Router,
     logs: Arc<LogsService>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Option<String>> {
     let possible = data_plane_possible();
     match (settings.data_plane, &possible) {
         (DataPlane::Off, _) => {
             tracing::warn!("data plane off: VPC resources are stored but not enforced");
-            return Ok(());
+            return Ok(None);
         }
         (DataPlane::Auto, Err(why)) => {
             tracing::warn!(reason = %why, "data plane off: VPC resources are stored but not enforced");
-            return Ok(());
+            return Ok(None);
         }
         (DataPlane::On, Err(why)) => anyhow::bail!("--data-plane on, but {why}"),
         _ => {}
@@ -165,6 +207,7 @@ fn start_data_plane(
     )?;
     let mut listeners =
         crate::listeners::Listeners::new(tokio::runtime::Handle::current(), api, store.clone());
+    let tag = instance.clone();
     std::thread::Builder::new()
         .name("cove-reconcile".into())
         .spawn(move || {
@@ -188,6 +231,7 @@ fn start_data_plane(
                             );
                         }
                         seen = generation;
+                        store.mark_applied(generation);
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "data plane reconcile failed; retrying");
@@ -198,7 +242,7 @@ fn start_data_plane(
                 store.wait_for_change(seen, Duration::from_secs(30));
             }
         })?;
-    Ok(())
+    Ok(Some(tag))
 }
 
 async fn shutdown_signal() {
@@ -232,6 +276,24 @@ async fn aws(
 ) -> Response<Body> {
     let started = Instant::now();
     let (parts, body) = req.into_parts();
+    let arrival = arrival.map(|Extension(a)| a);
+    // S3 streams its bodies, so it is routed before the body is read. A
+    // listener dedicated to one service keeps to it.
+    let for_s3 = match arrival.as_ref().and_then(|a| a.only_service) {
+        Some(service) => service == "s3",
+        None => S3Front::is_s3_request(&parts),
+    };
+    if for_s3 {
+        let origin = cove_s3::s3_origin(
+            &app.store.snapshot(),
+            peer.ip(),
+            arrival.as_ref().and_then(|a| a.vpc_endpoint_id.as_deref()),
+        );
+        return app
+            .s3
+            .handle(Request::from_parts(parts, body), origin)
+            .await;
+    }
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {
@@ -258,7 +320,7 @@ async fn aws(
         headers,
         body: body.to_vec(),
         peer: Some(peer.ip()),
-        arrival: arrival.map(|Extension(a)| a),
+        arrival,
     };
     let out = app.dispatcher.handle(request);
     tracing::debug!(

@@ -1,0 +1,200 @@
+//! `cove watch-job`: follows a training or processing job from the terminal
+//! the way the SageMaker Python SDK's `logs=True` does — each secondary
+//! status as it happens, the container's log lines as they arrive, a spinner
+//! with the elapsed time in between — through the public API, signed like
+//! any other client.
+
+use cove_wire::sigv4;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+pub struct Client {
+    agent: ureq::Agent,
+    endpoint: String,
+    host: String,
+    region: String,
+    access_key: String,
+    secret_key: String,
+}
+
+impl Client {
+    pub fn from_env(endpoint: &str, region: &str) -> anyhow::Result<Client> {
+        let host = endpoint
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string();
+        let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
+        Ok(Client {
+            agent: ureq::Agent::new_with_config(
+                ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .timeout_global(Some(Duration::from_secs(10)))
+                    .build(),
+            ),
+            endpoint: endpoint.trim_end_matches('/').to_string(),
+            host,
+            region: region.to_string(),
+            access_key: env("AWS_ACCESS_KEY_ID", crate::config::DEFAULT_ACCESS_KEY_ID),
+            secret_key: env(
+                "AWS_SECRET_ACCESS_KEY",
+                crate::config::DEFAULT_SECRET_ACCESS_KEY,
+            ),
+        })
+    }
+
+    /// One awsJson 1.1 call (`SageMaker.DescribeTrainingJob`, `Logs_20140328.GetLogEvents`).
+    pub fn call(&self, service: &str, target: &str, body: &Value) -> anyhow::Result<Value> {
+        let body = body.to_string();
+        let amz_date = {
+            let t = time::OffsetDateTime::now_utc();
+            format!(
+                "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+                t.year(),
+                t.month() as u8,
+                t.day(),
+                t.hour(),
+                t.minute(),
+                t.second()
+            )
+        };
+        let headers = vec![
+            (
+                "content-type".to_string(),
+                "application/x-amz-json-1.1".to_string(),
+            ),
+            ("host".to_string(), self.host.clone()),
+            ("x-amz-date".to_string(), amz_date.clone()),
+            ("x-amz-target".to_string(), target.to_string()),
+        ];
+        let hash = sigv4::sha256_hex(body.as_bytes());
+        let parts = sigv4::RequestParts {
+            method: "POST",
+            raw_path: "/",
+            raw_query: "",
+            headers: &headers,
+            payload_hash: &hash,
+        };
+        let auth = sigv4::sign(
+            &parts,
+            &self.access_key,
+            &self.secret_key,
+            &self.region,
+            service,
+            &amz_date,
+        );
+        let mut req = self.agent.post(format!("{}/", self.endpoint));
+        for (k, v) in headers.iter().filter(|(k, _)| k != "host") {
+            req = req.header(k, v);
+        }
+        let mut response = req.header("authorization", auth).send(body)?;
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string()?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+        if status >= 300 {
+            anyhow::bail!(
+                "{}: {}",
+                value["__type"].as_str().unwrap_or("error"),
+                value["message"].as_str().unwrap_or(&text)
+            );
+        }
+        Ok(value)
+    }
+}
+
+/// Follows a job until it ends; the result is its final Describe answer.
+pub fn watch(client: &Client, name: &str, processing: bool) -> anyhow::Result<Value> {
+    let (describe, status_key, group) = if processing {
+        (
+            "SageMaker.DescribeProcessingJob",
+            "ProcessingJobStatus",
+            "/aws/sagemaker/ProcessingJobs",
+        )
+    } else {
+        (
+            "SageMaker.DescribeTrainingJob",
+            "TrainingJobStatus",
+            "/aws/sagemaker/TrainingJobs",
+        )
+    };
+    let key = if processing {
+        "ProcessingJobName"
+    } else {
+        "TrainingJobName"
+    };
+    let bar = ProgressBar::new_spinner();
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed:>4}] {msg}").expect("static template"),
+    );
+    bar.enable_steady_tick(Duration::from_millis(100));
+    let started = Instant::now();
+    let mut shown_transitions = 0;
+    let mut log_tokens: std::collections::BTreeMap<String, Option<String>> = Default::default();
+    loop {
+        let d = client.call("sagemaker", describe, &json!({ key: name }))?;
+        let transitions = d["SecondaryStatusTransitions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for t in transitions.iter().skip(shown_transitions) {
+            bar.println(format!(
+                "{:>6.1}s  {:<12} {}",
+                started.elapsed().as_secs_f64(),
+                t["Status"].as_str().unwrap_or_default(),
+                t["StatusMessage"].as_str().unwrap_or_default()
+            ));
+        }
+        shown_transitions = transitions.len();
+        follow_logs(client, group, name, &mut log_tokens, &bar);
+        let status = d[status_key].as_str().unwrap_or_default().to_string();
+        bar.set_message(format!(
+            "{name}: {status} / {}",
+            d["SecondaryStatus"].as_str().unwrap_or("-")
+        ));
+        if matches!(status.as_str(), "Completed" | "Failed" | "Stopped") {
+            follow_logs(client, group, name, &mut log_tokens, &bar);
+            bar.finish_and_clear();
+            return Ok(d);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Prints the log lines of the job's streams that arrived since the last call.
+fn follow_logs(
+    client: &Client,
+    group: &str,
+    job: &str,
+    tokens: &mut std::collections::BTreeMap<String, Option<String>>,
+    bar: &ProgressBar,
+) {
+    let Ok(streams) = client.call(
+        "logs",
+        "Logs_20140328.DescribeLogStreams",
+        &json!({"logGroupName": group, "logStreamNamePrefix": format!("{job}/")}),
+    ) else {
+        return;
+    };
+    for s in streams["logStreams"].as_array().into_iter().flatten() {
+        let stream = s["logStreamName"].as_str().unwrap_or_default().to_string();
+        let token = tokens.entry(stream.clone()).or_default();
+        let mut req =
+            json!({"logGroupName": group, "logStreamName": stream, "startFromHead": true});
+        if let Some(t) = token.as_ref() {
+            req["nextToken"] = json!(t);
+        }
+        let Ok(page) = client.call("logs", "Logs_20140328.GetLogEvents", &req) else {
+            continue;
+        };
+        let host = stream.rsplit('/').next().unwrap_or_default();
+        for e in page["events"].as_array().into_iter().flatten() {
+            bar.println(format!(
+                "          [{host}] {}",
+                e["message"].as_str().unwrap_or_default()
+            ));
+        }
+        if let Some(next) = page["nextForwardToken"].as_str() {
+            *token = Some(next.to_string());
+        }
+    }
+}
