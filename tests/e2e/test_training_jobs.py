@@ -333,3 +333,153 @@ def test_processing_job_through_endpoint(ec2, s3, sm, bucket, private_net):
     assert body.startswith("0,0\n")
     summaries = sm.list_processing_jobs(NameContains=name)["ProcessingJobSummaries"]
     assert summaries[0]["ProcessingJobStatus"] == "Completed"
+
+
+def nat_route(ec2, net):
+    """A public subnet with an internet gateway and a NAT gateway; the job subnets' default route to it."""
+    vpc = net["vpc"]
+    public = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.100.0/24")["Subnet"]["SubnetId"]
+    igw = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+    ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc)
+    public_rt = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+    ec2.create_route(RouteTableId=public_rt, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
+    ec2.associate_route_table(RouteTableId=public_rt, SubnetId=public)
+    eip = ec2.allocate_address()
+    nat = ec2.create_nat_gateway(SubnetId=public, AllocationId=eip["AllocationId"])["NatGateway"]["NatGatewayId"]
+    deadline = time.time() + 10
+    while ec2.describe_nat_gateways(NatGatewayIds=[nat])["NatGateways"][0]["State"] != "available":
+        assert time.time() < deadline
+        time.sleep(0.1)
+    ec2.create_route(RouteTableId=net["rt"], DestinationCidrBlock="0.0.0.0/0", NatGatewayId=nat)
+    return eip
+
+
+def test_nat_gateway_works_and_a_bucket_policy_can_demand_the_endpoint(ec2, s3, sm, bucket, private_net):
+    eip = nat_route(ec2, private_net)
+    try:
+        via_nat = job_name("nat")
+        sm.create_training_job(**training_request(via_nat, bucket, private_net))
+        assert wait_for(sm, via_nat)["TrainingJobStatus"] == "Completed"
+        assert model_of(s3, bucket, via_nat)["rows"] == 30
+
+        # A bucket that only answers requests from one gateway endpoint.
+        locked = f"locked-{uuid.uuid4().hex[:10]}"
+        s3.create_bucket(Bucket=locked)
+        s3.put_object(Bucket=locked, Key="data/train/part.csv", Body="1,2\n3,4\n")
+        s3.put_object(Bucket=locked, Key="code/sourcedir.tar.gz", Body=source_archive(TRAIN))
+        vpce = s3_endpoint(ec2, private_net)
+        # The endpoint's prefix-list route is more specific than the NAT's default route,
+        # so S3 traffic from the job subnets now takes the endpoint.
+        s3.put_bucket_policy(Bucket=locked, Policy=json.dumps({"Version": "2012-10-17", "Statement": [{
+            "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+            "Resource": [f"arn:aws:s3:::{locked}", f"arn:aws:s3:::{locked}/*"],
+            "Condition": {"StringNotEquals": {"aws:SourceVpce": vpce}}}]}))
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            s3.get_object(Bucket=locked, Key="data/train/part.csv")
+        assert e.value.response["Error"]["Code"] == "AccessDenied"
+        through = job_name("vpce")
+        sm.create_training_job(**training_request(through, locked, private_net))
+        assert wait_for(sm, through)["TrainingJobStatus"] == "Completed"
+
+        # Without the endpoint, the same job goes out through the NAT and S3 refuses it.
+        ec2.delete_vpc_endpoints(VpcEndpointIds=[vpce])
+        refused = job_name("refused")
+        sm.create_training_job(**training_request(refused, locked, private_net))
+        d = wait_for(sm, refused)
+        assert d["TrainingJobStatus"] == "Failed"
+        assert d["FailureReason"].startswith("ClientError: Data download failed:"), d["FailureReason"]
+        assert "AccessDenied" in d["FailureReason"]
+        s3.delete_bucket_policy(Bucket=locked)
+    finally:
+        ec2.delete_route(RouteTableId=private_net["rt"], DestinationCidrBlock="0.0.0.0/0")
+
+
+DISTRIBUTED = r'''
+import json, os, socket, sys, time
+host = os.environ["SM_CURRENT_HOST"]
+hosts = json.loads(os.environ["SM_HOSTS"])
+def fail(msg):
+    with open("/opt/ml/output/failure", "w") as f:
+        f.write(msg)
+    sys.exit(1)
+if host == hosts[0]:
+    server = socket.socket()
+    server.bind(("0.0.0.0", 7000))
+    server.listen(8)
+    server.settimeout(30)
+    peers = []
+    for _ in hosts[1:]:
+        conn, _ = server.accept()
+        peers.append(conn.recv(64).decode())
+    with open(os.path.join(os.environ["SM_MODEL_DIR"], "model.json"), "w") as f:
+        json.dump({"peers": sorted(peers)}, f)
+else:
+    deadline = time.time() + 8
+    while True:
+        try:
+            c = socket.create_connection(("algo-1", 7000), timeout=2)
+            c.sendall(host.encode())
+            break
+        except OSError as e:
+            if time.time() > deadline:
+                fail(f"{host} cannot reach algo-1: {e}")
+            time.sleep(0.2)
+'''
+
+
+def test_two_instances_talk_only_with_the_self_referencing_rule(ec2, s3, sm, bucket, private_net):
+    s3_endpoint(ec2, private_net)
+    s3.put_object(Bucket=bucket, Key="code/distributed.tar.gz", Body=source_archive(DISTRIBUTED))
+
+    def distributed(name):
+        req = training_request(name, bucket, private_net)
+        req["HyperParameters"]["sagemaker_submit_directory"] = json.dumps(f"s3://{bucket}/code/distributed.tar.gz")
+        req["ResourceConfig"]["InstanceCount"] = 2
+        return req
+
+    cut_off = job_name("nopeers")
+    sm.create_training_job(**distributed(cut_off))
+    d = wait_for(sm, cut_off)
+    assert d["TrainingJobStatus"] == "Failed"
+    assert d["FailureReason"].startswith("AlgorithmError: algo-2 cannot reach algo-1"), d["FailureReason"]
+
+    ec2.authorize_security_group_ingress(GroupId=private_net["sg"], IpPermissions=[
+        {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": private_net["sg"]}]}])
+    together = job_name("peers")
+    sm.create_training_job(**distributed(together))
+    d = wait_for(sm, together)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    assert model_of(s3, bucket, together) == {"peers": ["algo-2"]}
+
+
+def test_a_running_job_survives_a_server_restart(fresh_cove):
+    import signal
+    ec2 = fresh_cove.client("ec2")
+    s3 = fresh_cove.client("s3")
+    sm = fresh_cove.client("sagemaker")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    sg = ec2.create_security_group(GroupName="job", Description="job", VpcId=vpc)["GroupId"]
+    rt = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"][0]["RouteTableId"]
+    ec2.create_vpc_endpoint(VpcId=vpc, ServiceName="com.amazonaws.us-east-1.s3", VpcEndpointType="Gateway", RouteTableIds=[rt])
+    name = f"restart-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=name)
+    s3.put_object(Bucket=name, Key="data/train/a.csv", Body="1\n2\n")
+    s3.put_object(Bucket=name, Key="code/sourcedir.tar.gz", Body=source_archive(TRAIN))
+    net = {"subnets": [subnet], "sg": sg}
+    sm.create_training_job(**training_request(name, name, net, sleep=4))
+    while sm.describe_training_job(TrainingJobName=name)["SecondaryStatus"] != "Training":
+        time.sleep(0.1)
+    fresh_cove.stop(signal.SIGKILL)
+    time.sleep(1)
+    fresh_cove.start()
+    d = wait_for(sm, name, timeout=60)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    assert [t["Status"] for t in d["SecondaryStatusTransitions"]] == [
+        "Starting", "Downloading", "Training", "Uploading", "Completed"]
+    assert model_of(s3, name, name)["rows"] == 2
+    logs = fresh_cove.client("logs")
+    stream = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=name)["logStreams"][0]
+    messages = [e["message"] for e in logs.get_log_events(logGroupName="/aws/sagemaker/TrainingJobs",
+                                                        logStreamName=stream["logStreamName"], startFromHead=True)["events"]]
+    assert messages.count("training starts on algo-1") == 1 and "done" in messages

@@ -661,6 +661,10 @@ impl Supervisor {
             .unwrap_or(0);
         let deadline = Instant::now() + Duration::from_secs(max_runtime.saturating_sub(started));
         let mut ending: Option<(Outcome, Instant)> = None;
+        // The first host that failed on its own: the job fails with its
+        // reason, and the other hosts are stopped, as on AWS.
+        let mut failed_host: Option<usize> = None;
+        let mut kill_others_at = None;
         loop {
             for s in &mut shippers {
                 s.ship(&self.logs, job);
@@ -673,7 +677,23 @@ impl Supervisor {
                 containers.iter().for_each(|c| {
                     let _ = c.cleanup();
                 });
-                return self.after_containers(job, &statuses, ending.map(|(o, _)| o));
+                return self.after_containers(job, &statuses, failed_host, ending.map(|(o, _)| o));
+            }
+            if failed_host.is_none() && ending.is_none() {
+                failed_host = statuses
+                    .iter()
+                    .position(|s| !matches!(s, Status::Running | Status::Exited(0)));
+                if failed_host.is_some() {
+                    containers.iter().for_each(Container::terminate);
+                    kill_others_at = Some(Instant::now() + self.settings.stop_grace);
+                }
+            }
+            if let Some(at) = kill_others_at {
+                if Instant::now() >= at {
+                    containers.iter().for_each(Container::kill);
+                }
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
             }
             match &ending {
                 None => {
@@ -704,14 +724,18 @@ impl Supervisor {
         &self,
         job: &SageMakerJob,
         statuses: &[Status],
+        failed_host: Option<usize>,
         ending: Option<Outcome>,
     ) -> anyhow::Result<Step> {
         let key = job.key();
         if ending.is_none() {
-            let failed = statuses
-                .iter()
-                .enumerate()
-                .find(|(_, s)| !matches!(s, Status::Exited(0)));
+            let failed = failed_host
+                .or_else(|| {
+                    statuses
+                        .iter()
+                        .position(|s| !matches!(s, Status::Exited(0)))
+                })
+                .map(|i| (i, &statuses[i]));
             if let Some((i, status)) = failed {
                 let failure_file = self
                     .host_dir(job, &job.hosts[i].name)
