@@ -1,0 +1,102 @@
+"""The SageMaker Python SDK, unchanged, against Cove: a framework Estimator
+and a Processor with `subnets` and `security_group_ids`, in a private subnet
+whose only way to S3 is a gateway endpoint. The SDK uploads the source
+directory, creates the job, follows it with `logs=True` and reads the
+result exactly as it does on AWS."""
+
+import json
+import os
+import tarfile
+import io
+import uuid
+
+import boto3
+import pytest
+
+from conftest import ACCESS_KEY, REGION, SECRET_KEY
+from test_training_jobs import ROLE, private_net, s3_endpoint  # noqa: F401  (fixture re-export)
+
+os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
+sagemaker = pytest.importorskip("sagemaker")
+from sagemaker.network import NetworkConfig  # noqa: E402
+from sagemaker.processing import ProcessingInput, ProcessingOutput  # noqa: E402
+from sagemaker.sklearn import SKLearn, SKLearnProcessor  # noqa: E402
+
+TRAIN = '''
+import argparse, json, os
+p = argparse.ArgumentParser()
+p.add_argument("--alpha", type=float)
+args = p.parse_args()
+rows = sum(1 for n in os.listdir(os.environ["SM_CHANNEL_TRAIN"])
+           for _ in open(os.path.join(os.environ["SM_CHANNEL_TRAIN"], n)))
+print(f"fitting {rows} rows with alpha={args.alpha}", flush=True)
+json.dump({"rows": rows, "alpha": args.alpha}, open(os.path.join(os.environ["SM_MODEL_DIR"], "model.json"), "w"))
+'''
+
+PREPROCESS = '''
+import os
+rows = open("/opt/ml/processing/input/data/raw.csv").read().splitlines()
+open("/opt/ml/processing/output/clean.csv", "w").write("\\n".join(r.strip().lower() for r in rows) + "\\n")
+print("cleaned", len(rows), "rows", flush=True)
+'''
+
+
+@pytest.fixture
+def sdk_session(cove_server, monkeypatch, tmp_path):
+    # Every client the SDK makes (S3, SageMaker, Logs, STS) goes to Cove.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", cove_server.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    bucket = f"sdk-{uuid.uuid4().hex[:12]}"
+    boto = boto3.Session(region_name=REGION)
+    boto.client("s3").create_bucket(Bucket=bucket)
+    return sagemaker.Session(boto_session=boto, default_bucket=bucket), bucket, tmp_path
+
+
+def test_estimator_fit_in_private_subnet(ec2, sdk_session, private_net):  # noqa: F811
+    session, bucket, tmp = sdk_session
+    s3_endpoint(ec2, private_net)
+    s3 = session.boto_session.client("s3")
+    for i in range(2):
+        s3.put_object(Bucket=bucket, Key=f"train/part-{i}.csv", Body="".join(f"{n},{n}\n" for n in range(5)))
+    src = tmp / "src"
+    src.mkdir()
+    (src / "train.py").write_text(TRAIN)
+    estimator = SKLearn(
+        entry_point="train.py", source_dir=str(src), framework_version="1.2-1", py_version="py3",
+        role=ROLE, instance_type="ml.m5.large", instance_count=1, hyperparameters={"alpha": 0.5},
+        subnets=private_net["subnets"], security_group_ids=[private_net["sg"]],
+        sagemaker_session=session, base_job_name="sdk-sklearn",
+    )
+    estimator.fit({"train": f"s3://{bucket}/train"}, wait=True, logs=True)
+    job = estimator.latest_training_job.describe()
+    assert job["TrainingJobStatus"] == "Completed"
+    assert job["VpcConfig"] == {"Subnets": private_net["subnets"], "SecurityGroupIds": [private_net["sg"]]}
+    model = estimator.model_data
+    bucket_name, key = model[len("s3://"):].split("/", 1)
+    body = s3.get_object(Bucket=bucket_name, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as t:
+        assert json.load(t.extractfile("model.json")) == {"rows": 10, "alpha": 0.5}
+
+
+def test_processor_run_in_private_subnet(ec2, sdk_session, private_net):  # noqa: F811
+    session, bucket, tmp = sdk_session
+    s3_endpoint(ec2, private_net)
+    s3 = session.boto_session.client("s3")
+    s3.put_object(Bucket=bucket, Key="raw/raw.csv", Body="A,B\nC,D\n")
+    code = tmp / "preprocess.py"
+    code.write_text(PREPROCESS)
+    processor = SKLearnProcessor(
+        framework_version="1.2-1", role=ROLE, instance_type="ml.m5.large", instance_count=1,
+        network_config=NetworkConfig(subnets=private_net["subnets"], security_group_ids=[private_net["sg"]]),
+        sagemaker_session=session, base_job_name="sdk-proc",
+    )
+    processor.run(
+        code=str(code),
+        inputs=[ProcessingInput(source=f"s3://{bucket}/raw", destination="/opt/ml/processing/input/data")],
+        outputs=[ProcessingOutput(source="/opt/ml/processing/output", destination=f"s3://{bucket}/clean")],
+        wait=True, logs=True,
+    )
+    assert processor.latest_job.describe()["ProcessingJobStatus"] == "Completed"
+    assert s3.get_object(Bucket=bucket, Key="clean/clean.csv")["Body"].read() == b"a,b\nc,d\n"
