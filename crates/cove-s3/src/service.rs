@@ -254,6 +254,18 @@ fn check_preconditions(
     Ok(())
 }
 
+/// `aws-chunked` describes how this request's body was framed, not the
+/// object: S3 drops it from the stored Content-Encoding.
+fn stored_encoding(encoding: Option<String>) -> Option<String> {
+    let kept: Vec<&str> = encoding
+        .as_deref()?
+        .split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("aws-chunked"))
+        .collect();
+    (!kept.is_empty()).then(|| kept.join(","))
+}
+
 fn location_of(region: &str) -> Option<BucketLocationConstraint> {
     (region != "us-east-1").then(|| BucketLocationConstraint::from(region.to_string()))
 }
@@ -494,7 +506,7 @@ impl S3 for CoveS3 {
             verify_checksums(claimed, req.trailing_headers.as_ref(), &received.checksums)?;
         let mut attrs = Self::attributes(
             input.content_type,
-            input.content_encoding,
+            stored_encoding(input.content_encoding),
             input.content_disposition,
             input.content_language,
             input.cache_control,
@@ -1295,5 +1307,32 @@ impl S3 for CoveS3 {
     ) -> S3Result<S3Response<DeleteBucketPolicyOutput>> {
         self.storage.set_policy(&req.input.bucket, None)?;
         Ok(S3Response::new(DeleteBucketPolicyOutput::default()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aws_chunked_is_not_stored() {
+        assert_eq!(stored_encoding(Some("aws-chunked".into())), None);
+        assert_eq!(
+            stored_encoding(Some("gzip,aws-chunked".into())).as_deref(),
+            Some("gzip")
+        );
+        assert_eq!(
+            stored_encoding(Some("gzip".into())).as_deref(),
+            Some("gzip")
+        );
+        assert_eq!(stored_encoding(None), None);
+    }
+
+    #[test]
+    fn canonical_ids_look_like_s3s() {
+        let id = canonical_id("123456789012");
+        assert_eq!(id.len(), 64);
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_ne!(id, canonical_id("210987654321"));
     }
 }
