@@ -52,7 +52,8 @@ pub fn action_for(op: &str) -> String {
         | "CreateMultipartUpload"
         | "UploadPart"
         | "UploadPartCopy"
-        | "CompleteMultipartUpload" => "s3:PutObject".into(),
+        | "CompleteMultipartUpload"
+        | "PostObject" => "s3:PutObject".into(),
         "ListParts" => "s3:ListMultipartUploadParts".into(),
         "ListMultipartUploads" => "s3:ListBucketMultipartUploads".into(),
         "DeleteObjects" => "s3:DeleteObject".into(),
