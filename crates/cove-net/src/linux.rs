@@ -332,104 +332,141 @@ fn links_named(ns: &str, prefix: &str) -> Result<Vec<String>> {
 
 /// Policy routing: intra-VPC traffic uses the main table (the ENI host
 /// routes); everything else uses the route table of the source's subnet.
+///
+/// Applied as a difference, never flush-and-refill: wanted routes are
+/// `replace`d (atomic per route) and wanted rules added before stale ones
+/// go, so a packet in flight always finds a route. (Flushing made a new
+/// connection from a running job fail with ENETUNREACH whenever another
+/// ENI of the VPC came or went.)
 pub fn apply_routes(plan: &RouterPlan) -> Result<()> {
     let r = plan.netns.as_str();
-    let rules: serde_json::Value =
-        serde_json::from_str(&ip(&["-n", r, "-j", "rule", "show"])?).unwrap_or_default();
-    for pref in rules
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|x| x.get("priority").and_then(|p| p.as_u64()))
-    {
-        if (100..30000).contains(&pref) {
-            ip(&["-n", r, "rule", "del", "pref", &pref.to_string()])?;
-        }
-    }
-    ip(&[
-        "-n",
-        r,
-        "rule",
-        "add",
-        "pref",
-        "100",
-        "to",
-        &plan.cidr.to_string(),
-        "lookup",
-        "main",
-    ])?;
+    let mut wanted_rules = vec![vec![
+        "100".to_string(),
+        "to".to_string(),
+        plan.cidr.to_string(),
+        "lookup".to_string(),
+        "main".to_string(),
+    ]];
     let mut pref = 1000;
     for t in &plan.tables {
         let table = t.kernel_table.to_string();
-        let _ = ip(&["-n", r, "route", "flush", "table", &table]);
+        let mut wanted_dests = Vec::new();
         for route in &t.routes {
             let dest = route.dest.to_string();
-            match &route.via {
+            let mut args: Vec<String> = match &route.via {
                 Via::InternetGateway => match &plan.igw {
-                    Some(igw) => ip(&[
-                        "-n",
-                        r,
-                        "route",
-                        "add",
-                        &dest,
-                        "via",
-                        &igw.region_ip.to_string(),
-                        "dev",
-                        &igw.router_link,
-                        "table",
-                        &table,
-                    ])?,
-                    None => ip(&["-n", r, "route", "add", "blackhole", &dest, "table", &table])?,
+                    Some(igw) => vec![
+                        dest.clone(),
+                        "via".into(),
+                        igw.region_ip.to_string(),
+                        "dev".into(),
+                        igw.router_link.clone(),
+                    ],
+                    None => vec!["blackhole".into(), dest.clone()],
                 },
-                Via::Eni { link, ip: to } => ip(&[
-                    "-n",
-                    r,
-                    "route",
-                    "add",
-                    &dest,
-                    "via",
-                    &to.to_string(),
-                    "dev",
-                    link,
-                    "onlink",
-                    "table",
-                    &table,
-                ])?,
-                Via::Endpoint { link, ip: to } => ip(&[
-                    "-n",
-                    r,
-                    "route",
-                    "add",
-                    &dest,
-                    "via",
-                    &to.to_string(),
-                    "dev",
-                    link,
-                    "table",
-                    &table,
-                ])?,
-                Via::Blackhole => {
-                    ip(&["-n", r, "route", "add", "blackhole", &dest, "table", &table])?
-                }
+                Via::Eni { link, ip: to } => vec![
+                    dest.clone(),
+                    "via".into(),
+                    to.to_string(),
+                    "dev".into(),
+                    link.clone(),
+                    "onlink".into(),
+                ],
+                Via::Endpoint { link, ip: to } => vec![
+                    dest.clone(),
+                    "via".into(),
+                    to.to_string(),
+                    "dev".into(),
+                    link.clone(),
+                ],
+                Via::Blackhole => vec!["blackhole".into(), dest.clone()],
             };
+            args.extend(["table".to_string(), table.clone()]);
+            let mut cmd = vec!["-n", r, "route", "replace"];
+            cmd.extend(args.iter().map(String::as_str));
+            ip(&cmd)?;
+            wanted_dests.push(dest);
+        }
+        // A table with no routes does not exist yet: nothing to remove.
+        let listed: serde_json::Value = ip(&["-n", r, "-j", "route", "show", "table", &table])
+            .ok()
+            .and_then(|out| serde_json::from_str(&out).ok())
+            .unwrap_or_default();
+        for present in listed.as_array().into_iter().flatten() {
+            let Some(dst) = present.get("dst").and_then(|d| d.as_str()) else {
+                continue;
+            };
+            let dst = normalize_dst(dst);
+            if !wanted_dests.contains(&dst) {
+                let mut cmd = vec!["-n", r, "route", "del"];
+                if present.get("type").and_then(|t| t.as_str()) == Some("blackhole") {
+                    cmd.push("blackhole");
+                }
+                cmd.extend([dst.as_str(), "table", &table]);
+                ip(&cmd)?;
+            }
         }
         for subnet in &t.subnets {
-            ip(&[
-                "-n",
-                r,
-                "rule",
-                "add",
-                "pref",
-                &pref.to_string(),
-                "from",
-                &subnet.to_string(),
-                "lookup",
-                &table,
-            ])?;
+            wanted_rules.push(vec![
+                pref.to_string(),
+                "from".into(),
+                subnet.to_string(),
+                "lookup".into(),
+                table.clone(),
+            ]);
             pref += 1;
         }
     }
+    let listed: serde_json::Value =
+        serde_json::from_str(&ip(&["-n", r, "-j", "rule", "show"])?).unwrap_or_default();
+    let present: Vec<Vec<String>> = listed
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(rule_key)
+        .filter(|k| k[0].parse::<u32>().is_ok_and(|p| (100..30000).contains(&p)))
+        .collect();
+    for rule in wanted_rules.iter().filter(|w| !present.contains(w)) {
+        let mut cmd = vec!["-n", r, "rule", "add", "pref"];
+        cmd.extend(rule.iter().map(String::as_str));
+        ip(&cmd)?;
+    }
+    for rule in present.iter().filter(|p| !wanted_rules.contains(p)) {
+        let mut cmd = vec!["-n", r, "rule", "del", "pref"];
+        cmd.extend(rule.iter().map(String::as_str));
+        ip(&cmd)?;
+    }
     Ok(())
+}
+
+/// A destination as `ip -j route` prints it, in the plan's CIDR form.
+fn normalize_dst(dst: &str) -> String {
+    match dst {
+        "default" => "0.0.0.0/0".to_string(),
+        d if d.contains('/') => d.to_string(),
+        d => format!("{d}/32"),
+    }
+}
+
+/// A policy rule from `ip -j rule show` as `[pref, from|to, cidr, lookup, table]`.
+fn rule_key(rule: &serde_json::Value) -> Option<Vec<String>> {
+    let pref = rule.get("priority")?.as_u64()?.to_string();
+    let table = rule.get("table")?.as_str()?.to_string();
+    let src = rule
+        .get("src")
+        .and_then(|v| v.as_str())
+        .filter(|s| *s != "all");
+    let (dir, addr, len) = if let Some(src) = src {
+        ("from", src, rule.get("srclen").and_then(|v| v.as_u64()))
+    } else {
+        let dst = rule.get("dst").and_then(|v| v.as_str())?;
+        ("to", dst, rule.get("dstlen").and_then(|v| v.as_u64()))
+    };
+    let cidr = match len {
+        Some(l) => format!("{addr}/{l}"),
+        None => normalize_dst(addr),
+    };
+    Some(vec![pref, dir.into(), cidr, "lookup".into(), table])
 }
 
 /// The router namespace with forwarding on and exactly the plan's local addresses on `lo`.
@@ -488,4 +525,33 @@ pub fn remove(plan: &RouterPlan) -> Result<()> {
         delete_netns(&e.netns)?;
     }
     delete_netns(&plan.netns)
+}
+
+#[cfg(test)]
+mod route_tests {
+    use super::*;
+
+    #[test]
+    fn listed_routes_and_rules_compare_with_the_plan() {
+        assert_eq!(normalize_dst("default"), "0.0.0.0/0");
+        assert_eq!(normalize_dst("192.0.2.20"), "192.0.2.20/32");
+        assert_eq!(normalize_dst("10.0.0.0/16"), "10.0.0.0/16");
+        let rule =
+            serde_json::json!({"priority": 1000, "src": "10.0.1.0", "srclen": 24, "table": "1000"});
+        assert_eq!(
+            rule_key(&rule).unwrap(),
+            vec!["1000", "from", "10.0.1.0/24", "lookup", "1000"]
+        );
+        let rule =
+            serde_json::json!({"priority": 100, "dst": "10.0.0.0", "dstlen": 16, "table": "main"});
+        assert_eq!(
+            rule_key(&rule).unwrap(),
+            vec!["100", "to", "10.0.0.0/16", "lookup", "main"]
+        );
+        // `ip -j` shows a `to` rule with `"src": "all"`.
+        let to = serde_json::json!({"priority": 100, "src": "all", "dst": "10.0.0.0", "dstlen": 16, "table": "main"});
+        assert_eq!(rule_key(&to).unwrap()[1], "to");
+        let catch_all = serde_json::json!({"priority": 0, "src": "all", "table": "local"});
+        assert_eq!(rule_key(&catch_all), None);
+    }
 }

@@ -141,12 +141,14 @@ impl Reconciler {
                     pass.enis_applied += 1;
                 }
             }
-            if before.is_none_or(|b| !same_routes(b, &plan) || b.enis.len() != plan.enis.len()) {
-                linux::apply_routes(&plan)?;
-            }
+            // The firewall before the routes: a new VPC's router forwards
+            // nothing its security groups and ACLs have not been given.
             if before.is_none_or(|b| !same_rules(b, &plan)) {
                 linux::apply_rules(&plan)?;
                 pass.rulesets_applied += 1;
+            }
+            if before.is_none_or(|b| !same_routes(b, &plan) || b.enis.len() != plan.enis.len()) {
+                linux::apply_routes(&plan)?;
             }
             self.applied.insert(vpc_id, plan);
         }
