@@ -483,3 +483,29 @@ def test_a_running_job_survives_a_server_restart(fresh_cove):
     messages = [e["message"] for e in logs.get_log_events(logGroupName="/aws/sagemaker/TrainingJobs",
                                                         logStreamName=stream["logStreamName"], startFromHead=True)["events"]]
     assert messages.count("training starts on algo-1") == 1 and "done" in messages
+
+
+def test_flow_logs_of_a_job_delivered_to_s3(ec2, s3, sm, bucket, private_net):
+    import gzip
+    s3_endpoint(ec2, private_net)
+    logs_bucket = f"flowlogs-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=logs_bucket)
+    ec2.create_flow_logs(ResourceType="VPC", ResourceIds=[private_net["vpc"]], TrafficType="ALL",
+                         LogDestinationType="s3", LogDestination=f"arn:aws:s3:::{logs_bucket}/vpc")
+    name = job_name("flows")
+    sm.create_training_job(**training_request(name, bucket, private_net))
+    assert wait_for(sm, name)["TrainingJobStatus"] == "Completed"
+    deadline = time.time() + 20
+    records = []
+    while time.time() < deadline and not records:
+        for obj in s3.list_objects_v2(Bucket=logs_bucket, Prefix="vpc/AWSLogs/").get("Contents", []):
+            key = obj["Key"]
+            assert key.startswith("vpc/AWSLogs/123456789012/vpcflowlogs/us-east-1/") and key.endswith(".log.gz")
+            text = gzip.decompress(s3.get_object(Bucket=logs_bucket, Key=key)["Body"].read()).decode()
+            lines = text.splitlines()
+            assert lines[0].startswith("version account-id interface-id srcaddr dstaddr")
+            records += [line.split() for line in lines[1:]]
+        time.sleep(0.5)
+    # The job's ENI talked to S3's address through the endpoint, on port 80, and it was accepted.
+    to_s3 = [r for r in records if r[4] == "192.0.2.20" and r[6] == "80"]
+    assert to_s3 and all(r[12] == "ACCEPT" for r in to_s3), records

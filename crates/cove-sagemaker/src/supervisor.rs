@@ -844,6 +844,18 @@ impl Supervisor {
             }
         }
         let key = job.key();
+        // The flow-log collector reads the kernel's counters once a second;
+        // an ENI deleted sooner would take its last packets with it.
+        let world = self.store.snapshot();
+        let covered = job
+            .hosts
+            .iter()
+            .filter_map(|h| h.eni_id.as_ref())
+            .filter_map(|e| world.network_interfaces.get(e))
+            .any(|eni| world.flow_logs.values().any(|f| f.covers(eni)));
+        if covered {
+            std::thread::sleep(Duration::from_millis(2500));
+        }
         self.store.write(|tx| {
             let Some(mut j) = tx.world.sagemaker_jobs.get(&key).cloned() else {
                 return Ok(());

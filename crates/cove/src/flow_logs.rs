@@ -2,7 +2,9 @@
 //! router that has covered ENIs (from inside the router's namespace), feeds
 //! the counter growth to [`cove_net::flowlog::Aggregator`], and delivers the
 //! records of each finished aggregation window to CloudWatch Logs, one
-//! stream per ENI in the flow log's group (created if missing, as AWS does).
+//! stream per ENI in the flow log's group (created if missing, as AWS does),
+//! or to S3 as gzipped files under
+//! `<prefix>/AWSLogs/<account>/vpcflowlogs/<region>/YYYY/MM/DD/`.
 
 use cove_logs::LogsService;
 use cove_model::vpc::FlowLog;
@@ -34,14 +36,15 @@ fn now_secs() -> i64 {
 /// ENI id → the streams that want its records.
 fn subscriptions(world: &World, s: &Settings) -> BTreeMap<String, Vec<Subscription>> {
     let mut by_stream: BTreeMap<Stream, Subscription> = BTreeMap::new();
-    let mut logs: Vec<&FlowLog> = world
-        .flow_logs
-        .values()
-        .filter(|f| f.destination_type == "cloud-watch-logs")
-        .collect();
+    let mut logs: Vec<&FlowLog> = world.flow_logs.values().collect();
     logs.sort_by(|a, b| a.id.cmp(&b.id));
     for f in logs {
-        let Some(group) = &f.log_group_name else {
+        // A stream's "group" is the log group, or the S3 destination's ARN.
+        let group = match f.destination_type.as_str() {
+            "s3" => f.log_destination.as_ref(),
+            _ => f.log_group_name.as_ref(),
+        };
+        let Some(group) = group else {
             continue;
         };
         let fields = cove_ec2::flow_logs::parse_log_format(&f.log_format).unwrap_or_default();
@@ -104,9 +107,17 @@ fn collect_once(
     settings: &Settings,
     aggregator: &mut Aggregator,
     logs: &LogsService,
+    s3: Option<&cove_s3::S3Front>,
+    remembered: &mut BTreeMap<String, (i64, Vec<Subscription>)>,
 ) {
     let now = now_secs();
     let subs = subscriptions(world, settings);
+    // An ENI that goes (a finished job's) still gets its last window
+    // delivered: its subscriptions are remembered for a while.
+    for (eni, v) in &subs {
+        remembered.insert(eni.clone(), (now, v.clone()));
+    }
+    remembered.retain(|_, (seen, _)| now - *seen < 1200);
     let mut routers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for eni in subs.keys() {
         if let Some(e) = world.network_interfaces.get(eni) {
@@ -140,11 +151,11 @@ fn collect_once(
     aggregator.retain_routers(|ns| routers.contains_key(ns));
 
     for (stream, records) in aggregator.take_due(now) {
-        let Some(sub) = subs
+        let Some(sub) = remembered
             .get(&stream.eni)
-            .and_then(|v| v.iter().find(|x| x.stream == stream))
+            .and_then(|(_, v)| v.iter().find(|x| x.stream == stream))
         else {
-            continue; // the flow log or the ENI is gone
+            continue; // the flow log is gone
         };
         let events: Vec<(i64, String)> = records
             .iter()
@@ -155,6 +166,27 @@ fn collect_once(
                 )
             })
             .collect();
+        if let Some(destination) = stream.log_group.strip_prefix("arn:aws:s3:::") {
+            let Some(s3) = s3 else { continue };
+            let lines: Vec<String> = events.into_iter().map(|(_, line)| line).collect();
+            match deliver_to_s3(
+                s3,
+                destination,
+                &settings.account_id,
+                &stream,
+                &sub.fields,
+                &lines,
+                now,
+            ) {
+                Ok(key) => {
+                    tracing::debug!(eni = %stream.eni, key, "flow-log records delivered to S3")
+                }
+                Err(e) => {
+                    tracing::warn!(eni = %stream.eni, destination, error = %e, "flow-log delivery to S3 failed")
+                }
+            }
+            continue;
+        }
         let delivered = logs
             .ensure_stream(
                 &stream.region,
@@ -185,16 +217,74 @@ fn collect_once(
     }
 }
 
+/// Writes one window's records of one ENI as a gzipped object where AWS puts
+/// them: `<prefix>/AWSLogs/<account>/vpcflowlogs/<region>/YYYY/MM/DD/
+/// <account>_vpcflowlogs_<region>_<eni>_<YYYYMMDDTHHmmZ>_<hash>.log.gz`, with
+/// the header line of field names first.
+fn deliver_to_s3(
+    s3: &cove_s3::S3Front,
+    destination: &str,
+    account: &str,
+    stream: &Stream,
+    fields: &[String],
+    lines: &[String],
+    now: i64,
+) -> anyhow::Result<String> {
+    use std::io::Write;
+    let (bucket, prefix) = destination.split_once('/').unwrap_or((destination, ""));
+    let t = time::OffsetDateTime::from_unix_timestamp(now)?;
+    let day = format!("{:04}/{:02}/{:02}", t.year(), t.month() as u8, t.day());
+    let stamp = format!(
+        "{:04}{:02}{:02}T{:02}{:02}Z",
+        t.year(),
+        t.month() as u8,
+        t.day(),
+        t.hour(),
+        t.minute()
+    );
+    let hash = cove_model::ids::fnv32(&format!("{}{now}", stream.eni));
+    let region = &stream.region;
+    let prefix = if prefix.is_empty() {
+        String::new()
+    } else {
+        format!("{}/", prefix.trim_end_matches('/'))
+    };
+    let key = format!(
+        "{prefix}AWSLogs/{account}/vpcflowlogs/{region}/{day}/{account}_vpcflowlogs_{region}_{}_{stamp}_{hash:08x}.log.gz",
+        stream.eni
+    );
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    writeln!(gz, "{}", fields.join(" "))?;
+    for line in lines {
+        writeln!(gz, "{line}")?;
+    }
+    s3.put_object_bytes(bucket, &key, &gz.finish()?)?;
+    Ok(key)
+}
+
 /// Runs the collector on its own thread for the life of the server.
-pub fn spawn(store: Arc<Store>, logs: Arc<LogsService>, settings: Settings) -> std::io::Result<()> {
+pub fn spawn(
+    store: Arc<Store>,
+    logs: Arc<LogsService>,
+    s3: Option<cove_s3::S3Front>,
+    settings: Settings,
+) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("cove-flow-logs".into())
         .spawn(move || {
             let mut aggregator = Aggregator::default();
+            let mut remembered = BTreeMap::new();
             loop {
                 let world = store.snapshot();
                 if !world.flow_logs.is_empty() {
-                    collect_once(&world, &settings, &mut aggregator, &logs);
+                    collect_once(
+                        &world,
+                        &settings,
+                        &mut aggregator,
+                        &logs,
+                        s3.as_ref(),
+                        &mut remembered,
+                    );
                 }
                 std::thread::sleep(Duration::from_secs(1));
             }

@@ -38,7 +38,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let logs = Arc::new(LogsService::open(&settings.data_dir.join("logs.db"))?);
 
     let lookup = credential_lookup(&settings, store.clone());
-    let s3 = S3Front::open(
+    let s3_front = S3Front::open(
         &settings.data_dir.join("s3"),
         &settings.account_id,
         &settings.region,
@@ -55,7 +55,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     let app = Arc::new(App {
         dispatcher,
-        s3,
+        s3: s3_front.clone(),
         store: store.clone(),
         started: Instant::now(),
         region: settings.region.clone(),
@@ -79,7 +79,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .name("cove-logs-retention".into())
         .spawn(move || purger.purge_forever(Duration::from_secs(60)))?;
 
-    let instance = start_data_plane(&settings, store.clone(), router.clone(), logs.clone())?;
+    let instance = start_data_plane(
+        &settings,
+        store.clone(),
+        router.clone(),
+        logs.clone(),
+        s3_front,
+    )?;
     cove_sagemaker::supervisor::Supervisor::new(
         store.clone(),
         logs.clone(),
@@ -180,6 +186,7 @@ fn start_data_plane(
     store: Arc<Store>,
     api: Router,
     logs: Arc<LogsService>,
+    s3: cove_s3::S3Front,
 ) -> anyhow::Result<Option<String>> {
     let possible = data_plane_possible();
     match (settings.data_plane, &possible) {
@@ -199,6 +206,7 @@ fn start_data_plane(
     crate::flow_logs::spawn(
         store.clone(),
         logs,
+        Some(s3),
         crate::flow_logs::Settings {
             instance: instance.clone(),
             account_id: settings.account_id.clone(),
