@@ -127,6 +127,7 @@ pub fn watch(client: &Client, name: &str, processing: bool) -> anyhow::Result<Va
         ProgressStyle::with_template("{spinner} [{elapsed:>4}] {msg}").expect("static template"),
     );
     bar.enable_steady_tick(Duration::from_millis(100));
+    let bar_ref = &bar;
     let started = Instant::now();
     let mut shown_transitions = 0;
     let mut log_tokens: std::collections::BTreeMap<String, Option<String>> = Default::default();
@@ -137,12 +138,15 @@ pub fn watch(client: &Client, name: &str, processing: bool) -> anyhow::Result<Va
             .cloned()
             .unwrap_or_default();
         for t in transitions.iter().skip(shown_transitions) {
-            bar.println(format!(
-                "{:>6.1}s  {:<12} {}",
-                started.elapsed().as_secs_f64(),
-                t["Status"].as_str().unwrap_or_default(),
-                t["StatusMessage"].as_str().unwrap_or_default()
-            ));
+            say(
+                bar_ref,
+                format!(
+                    "{:>6.1}s  {:<12} {}",
+                    started.elapsed().as_secs_f64(),
+                    t["Status"].as_str().unwrap_or_default(),
+                    t["StatusMessage"].as_str().unwrap_or_default()
+                ),
+            );
         }
         shown_transitions = transitions.len();
         follow_logs(client, group, name, &mut log_tokens, &bar);
@@ -157,6 +161,16 @@ pub fn watch(client: &Client, name: &str, processing: bool) -> anyhow::Result<Va
             return Ok(d);
         }
         std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Prints a line above the spinner; without a terminal (the spinner is
+/// hidden) straight to stdout, so logs and pipes see the progress too.
+fn say(bar: &ProgressBar, line: String) {
+    if bar.is_hidden() {
+        println!("{line}");
+    } else {
+        bar.println(line);
     }
 }
 
@@ -186,12 +200,21 @@ fn follow_logs(
         let Ok(page) = client.call("logs", "Logs_20140328.GetLogEvents", &req) else {
             continue;
         };
-        let host = stream.rsplit('/').next().unwrap_or_default();
+        // Streams are `<job>/algo-N-<epoch>`: show the host.
+        let host = stream
+            .rsplit('/')
+            .next()
+            .and_then(|h| h.rsplit_once('-'))
+            .map(|(h, _)| h)
+            .unwrap_or_default();
         for e in page["events"].as_array().into_iter().flatten() {
-            bar.println(format!(
-                "          [{host}] {}",
-                e["message"].as_str().unwrap_or_default()
-            ));
+            say(
+                bar,
+                format!(
+                    "          [{host}] {}",
+                    e["message"].as_str().unwrap_or_default()
+                ),
+            );
         }
         if let Some(next) = page["nextForwardToken"].as_str() {
             *token = Some(next.to_string());
