@@ -509,3 +509,60 @@ def test_flow_logs_of_a_job_delivered_to_s3(ec2, s3, sm, bucket, private_net):
     # The job's ENI talked to S3's address through the endpoint, on port 80, and it was accepted.
     to_s3 = [r for r in records if r[4] == "192.0.2.20" and r[6] == "80"]
     assert to_s3 and all(r[12] == "ACCEPT" for r in to_s3), records
+
+
+BYO_TRAIN = """#!/bin/sh
+n=0
+for f in /opt/ml/input/data/train/*; do n=$((n+1)); done
+marker=no; [ -e /etc/byo-marker ] && marker=yes
+python=no; [ -e /usr/bin/python3 ] && python=yes
+echo "files=$n marker=$marker python=$python host=$SM_CURRENT_HOST" > /opt/ml/model/result.txt
+echo "byo training done"
+"""
+
+
+def byo_rootfs_tarball(path):
+    """A minimal image: the host's /bin/sh with its libraries, and a `train` program."""
+    import re
+    import subprocess
+    out = subprocess.run(["ldd", "/bin/sh"], capture_output=True, text=True, check=True).stdout
+    libs = re.findall(r"(/\S+) \(0x", out)
+    with tarfile.open(path, "w:gz") as t:
+        t.add(os.path.realpath("/bin/sh"), arcname="bin/sh")
+        for lib in libs:
+            t.add(os.path.realpath(lib), arcname=lib.lstrip("/"))
+        for name, body, mode in (("usr/local/bin/train", BYO_TRAIN, 0o755), ("etc/byo-marker", "byo\n", 0o644)):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(body), mode
+            t.addfile(info, io.BytesIO(body.encode()))
+
+
+def test_bring_your_own_image_runs_train_in_its_own_root(cove_server, ec2, s3, sm, bucket, private_net, tmp_path):
+    import subprocess
+    from conftest import BINARY
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/byo-sh:1"
+    tarball = tmp_path / "rootfs.tar.gz"
+    byo_rootfs_tarball(tarball)
+    subprocess.run([BINARY, "image-import", "--data-dir", cove_server.data_dir, image, str(tarball)],
+                   check=True, capture_output=True)
+    s3_endpoint(ec2, private_net)
+    name = job_name("byo")
+    req = training_request(name, bucket, private_net)
+    req["AlgorithmSpecification"]["TrainingImage"] = image
+    del req["HyperParameters"]
+    sm.create_training_job(**req)
+    d = wait_for(sm, name)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    body = s3.get_object(Bucket=bucket, Key=f"output/{name}/output/model.tar.gz")["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as t:
+        result = t.extractfile("result.txt").read().decode().strip()
+    assert result == "files=3 marker=yes python=no host=algo-1"
+    # An image nobody imported fails at start with a clear reason.
+    missing = job_name("noimage")
+    req = training_request(missing, bucket, private_net)
+    req["AlgorithmSpecification"]["TrainingImage"] = "123456789012.dkr.ecr.us-east-1.amazonaws.com/absent:1"
+    del req["HyperParameters"]
+    sm.create_training_job(**req)
+    d = wait_for(sm, missing)
+    assert d["TrainingJobStatus"] == "Failed"
+    assert "is not available to Cove" in d["FailureReason"]

@@ -13,6 +13,7 @@
 //! ```
 
 mod cgroup;
+pub mod image;
 mod init;
 mod rootfs;
 mod runner;

@@ -79,25 +79,6 @@ fn common_env(
         env.push(("AWS_ACCESS_KEY_ID".into(), c.access_key.clone()));
         env.push(("AWS_SECRET_ACCESS_KEY".into(), c.secret_key.clone()));
         env.push(("AWS_SESSION_TOKEN".into(), c.session_token.clone()));
-        // Cove's services speak HTTP inside VPCs until its CA lands; SDKs
-        // reach them by their usual names through the VPC's resolver.
-        for (var, host) in [
-            ("AWS_ENDPOINT_URL_S3", format!("s3.{region}.amazonaws.com")),
-            (
-                "AWS_ENDPOINT_URL_STS",
-                format!("sts.{region}.amazonaws.com"),
-            ),
-            (
-                "AWS_ENDPOINT_URL_SAGEMAKER",
-                format!("api.sagemaker.{region}.amazonaws.com"),
-            ),
-            (
-                "AWS_ENDPOINT_URL_CLOUDWATCH_LOGS",
-                format!("logs.{region}.amazonaws.com"),
-            ),
-        ] {
-            env.push((var.to_string(), format!("http://{host}")));
-        }
     }
     let user_env = match job.kind {
         JobKind::Training => &job.request["Environment"],

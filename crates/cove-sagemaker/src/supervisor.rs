@@ -47,6 +47,10 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// Between SIGTERM and SIGKILL when a job is stopped (AWS: 120 s).
     pub stop_grace: Duration,
+    /// The host's CA bundle plus Cove's CA (`<data_dir>/ca/bundle.pem`),
+    /// bound over /etc/ssl/certs/ca-certificates.crt in every container, so
+    /// SDKs verify Cove's HTTPS listeners; `None` binds nothing.
+    pub ca_bundle: Option<PathBuf>,
 }
 
 pub struct Supervisor {
@@ -501,11 +505,7 @@ impl Supervisor {
             JobKind::Processing => job.request["AppSpecification"]["ImageUri"].as_str(),
         }
         .unwrap_or_default();
-        let imported = self
-            .settings
-            .images_dir
-            .join(format!("{:016x}", cove_model::ids::fnv64(image)))
-            .join("rootfs");
+        let imported = cove_runtime::image::rootfs_dir(&self.settings.images_dir, image);
         if imported.is_dir() {
             return Ok(RootFs::Image(imported));
         }
@@ -554,6 +554,7 @@ impl Supervisor {
             return Ok(Ok(c));
         }
         let root = match self.root_fs(job) {
+            Ok(RootFs::Image(image)) => RootFs::Image(overlay(&image, &dir)?),
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
@@ -594,7 +595,7 @@ impl Supervisor {
         };
         let (instance_type, _) = instance::cluster(job.kind, &job.request);
         let (cpus, memory_gib) = instance::resources(&instance_type).unwrap_or((1.0, 1.0));
-        let spec = ContainerSpec {
+        let mut spec = ContainerSpec {
             id: format!(
                 "{}-{}-{host}",
                 match job.kind {
@@ -631,7 +632,36 @@ impl Supervisor {
             log_path: dir.join("container.log"),
             state_dir: state,
         };
+        self.trust_coves_ca(&mut spec);
         Ok(Ok(Container::launch(&spec, &self.settings.runner)?))
+    }
+
+    /// Makes a container trust Cove's CA beside the host's roots: the bundle
+    /// over the system bundle, and the variables SDKs read (a job's own
+    /// `Environment` values win).
+    fn trust_coves_ca(&self, spec: &mut ContainerSpec) {
+        let Some(bundle) = &self.settings.ca_bundle else {
+            return;
+        };
+        // Script mode's /etc is the host's, read-only: the file must be there
+        // to be bound over.
+        if matches!(spec.root, RootFs::Host) && !Path::new(cove_tls::BUNDLE_TARGET).exists() {
+            tracing::warn!(
+                "{} is missing on the host, so jobs in script mode do not trust Cove's CA",
+                cove_tls::BUNDLE_TARGET
+            );
+            return;
+        }
+        spec.binds.push(Bind {
+            source: bundle.clone(),
+            target: cove_tls::BUNDLE_TARGET.into(),
+            read_only: true,
+        });
+        for (name, value) in cove_tls::bundle_env() {
+            if !spec.env.iter().any(|(n, _)| *n == name) {
+                spec.env.push((name, value));
+            }
+        }
     }
 
     fn run(&self, job: &SageMakerJob) -> anyhow::Result<Step> {
@@ -879,10 +909,70 @@ impl Supervisor {
             .jobs_dir
             .join(job.kind.arn_word())
             .join(&job.name);
+        for host in &job.hosts {
+            unmount(&dir.join(&host.name).join("rootfs"));
+        }
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
         }
         Ok(Ok(()))
+    }
+}
+
+/// A writable view of an imported image for one host: an overlay whose
+/// lower layer is the shared, untouched image.
+fn overlay(image: &Path, host_dir: &Path) -> anyhow::Result<PathBuf> {
+    let (upper, work, merged) = (
+        host_dir.join("upper"),
+        host_dir.join("work"),
+        host_dir.join("rootfs"),
+    );
+    for d in [&upper, &work, &merged] {
+        std::fs::create_dir_all(d)?;
+    }
+    if is_mountpoint(&merged) {
+        return Ok(merged);
+    }
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("no NUL");
+    let options = std::ffi::CString::new(format!(
+        "lowerdir={},upperdir={},workdir={}",
+        image.display(),
+        upper.display(),
+        work.display()
+    ))?;
+    let (fstype, target) = (c(Path::new("overlay")), c(&merged));
+    // SAFETY: plain mount(2) with valid NUL-terminated strings.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            options.as_ptr().cast(),
+        )
+    };
+    if rc != 0 {
+        anyhow::bail!(
+            "mounting the image overlay: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+    Ok(merged)
+}
+
+fn is_mountpoint(p: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (std::fs::metadata(p), p.parent().map(std::fs::metadata)) {
+        (Ok(a), Some(Ok(b))) => a.dev() != b.dev(),
+        _ => false,
+    }
+}
+
+fn unmount(p: &Path) {
+    if is_mountpoint(p) {
+        let target = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("no NUL");
+        // SAFETY: umount2 on a valid path; a lazy detach cannot fail half-way.
+        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
     }
 }
 

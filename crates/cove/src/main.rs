@@ -3,6 +3,7 @@
 
 mod config;
 mod flow_logs;
+mod https;
 mod listeners;
 mod server;
 mod vpc_dns;
@@ -51,6 +52,12 @@ enum Command {
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
     },
+    /// Print Cove's CA certificate (PEM), which a host client trusts to
+    /// reach Cove's HTTPS listeners (`AWS_CA_BUNDLE`, `--ca-bundle`).
+    Ca {
+        #[arg(long, env = "COVE_DATA_DIR", default_value = config::DEFAULT_DATA_DIR)]
+        data_dir: std::path::PathBuf,
+    },
     /// Remove every kernel object (namespaces, veths, rules) a Cove
     /// installation made. Its stored state is kept; `cove serve` rebuilds them.
     Teardown {
@@ -63,6 +70,17 @@ enum Command {
     RunContainer {
         /// The container's `<state_dir>/spec.json`.
         spec: std::path::PathBuf,
+    },
+    /// Import a bring-your-own image: unpack an OCI image layout directory or
+    /// a root filesystem tarball as the root filesystem jobs naming this
+    /// image URI run on (no registry or container engine involved).
+    ImageImport {
+        #[arg(long, env = "COVE_DATA_DIR", default_value = config::DEFAULT_DATA_DIR)]
+        data_dir: std::path::PathBuf,
+        /// The image URI jobs will name (`<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>`).
+        image_uri: String,
+        /// An OCI layout directory (`index.json`, `blobs/`) or a tarball (`.tar`, `.tar.gz`).
+        source: std::path::PathBuf,
     },
     /// Follow a training (or processing) job until it ends: its status
     /// transitions and its log lines as they happen. Exits non-zero unless
@@ -114,30 +132,47 @@ fn exec_in(
     if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) } != 0 {
         anyhow::bail!("entering {netns}: {}", std::io::Error::last_os_error());
     }
-    use_namespace_resolver(&netns)?;
-    let err = std::process::Command::new(&command[0])
-        .args(&command[1..])
-        .exec();
+    let bundle = cove_tls::bundle_path(data_dir);
+    let trust = bundle.exists() && std::path::Path::new(cove_tls::BUNDLE_TARGET).exists();
+    let mut binds = vec![];
+    let resolv = format!("/etc/netns/{netns}/resolv.conf");
+    if std::path::Path::new(&resolv).exists() {
+        binds.push((resolv, "/etc/resolv.conf".to_string()));
+    }
+    if trust {
+        binds.push((
+            bundle.to_string_lossy().into_owned(),
+            cove_tls::BUNDLE_TARGET.to_string(),
+        ));
+    }
+    private_binds(&binds)?;
+    let mut cmd = std::process::Command::new(&command[0]);
+    cmd.args(&command[1..]);
+    if trust {
+        cmd.envs(cove_tls::bundle_env());
+    }
+    let err = cmd.exec();
     anyhow::bail!("running {}: {err}", command[0])
 }
 
-/// Shows the namespace its own `/etc/resolv.conf` (the VPC resolver), the way
-/// `ip netns exec` does: a private mount namespace with the file bound over it.
-fn use_namespace_resolver(netns: &str) -> anyhow::Result<()> {
+/// Shows the command the namespace's own `/etc/resolv.conf` (the VPC
+/// resolver), the way `ip netns exec` does, and the CA bundle that trusts
+/// Cove's HTTPS listeners as jobs see it: a private mount namespace with
+/// each `(source, target)` file bound over its target.
+fn private_binds(binds: &[(String, String)]) -> anyhow::Result<()> {
     use std::ffi::CString;
-    let source = format!("/etc/netns/{netns}/resolv.conf");
-    if !std::path::Path::new(&source).exists() {
+    if binds.is_empty() {
         return Ok(());
     }
     let c = |s: &str| CString::new(s).expect("no NUL in paths");
-    let (root, src, dst) = (c("/"), c(&source), c("/etc/resolv.conf"));
+    let root = c("/");
     // SAFETY: plain syscalls on valid NUL-terminated strings; this process is
     // single-threaded here, which unshare(CLONE_NEWNS) requires.
     unsafe {
         if libc::unshare(libc::CLONE_NEWNS) != 0 {
             anyhow::bail!("unshare(CLONE_NEWNS): {}", std::io::Error::last_os_error());
         }
-        // Keep the bind mount from propagating back to the host.
+        // Keep the bind mounts from propagating back to the host.
         if libc::mount(
             std::ptr::null(),
             root.as_ptr(),
@@ -151,18 +186,21 @@ fn use_namespace_resolver(netns: &str) -> anyhow::Result<()> {
                 std::io::Error::last_os_error()
             );
         }
-        if libc::mount(
-            src.as_ptr(),
-            dst.as_ptr(),
-            std::ptr::null(),
-            libc::MS_BIND,
-            std::ptr::null(),
-        ) != 0
-        {
-            anyhow::bail!(
-                "binding {source} over /etc/resolv.conf: {}",
-                std::io::Error::last_os_error()
-            );
+        for (source, target) in binds {
+            let (src, dst) = (c(source), c(target));
+            if libc::mount(
+                src.as_ptr(),
+                dst.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            ) != 0
+            {
+                anyhow::bail!(
+                    "binding {source} over {target}: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
         }
     }
     Ok(())
@@ -177,6 +215,18 @@ fn main() -> anyhow::Result<()> {
             internet: _,
             command,
         } => exec_in(&data_dir, eni.as_deref(), &command),
+        Command::Ca { data_dir } => {
+            let path = cove_tls::ca_pem_path(&data_dir);
+            let pem = std::fs::read_to_string(&path).map_err(|e| {
+                anyhow::anyhow!(
+                    "{}: {e}; `cove serve --data-dir {}` makes the CA at its first start",
+                    path.display(),
+                    data_dir.display()
+                )
+            })?;
+            print!("{pem}");
+            Ok(())
+        }
         Command::Teardown { data_dir } => {
             let instance = server::instance_tag(&data_dir)?;
             let removed = cove_net::reconcile::Reconciler::new(&instance).remove_all()?;
@@ -184,6 +234,16 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::RunContainer { spec } => cove_runtime::run_container_main(&spec),
+        Command::ImageImport {
+            data_dir,
+            image_uri,
+            source,
+        } => {
+            let dest = cove_runtime::image::rootfs_dir(&data_dir.join("images"), &image_uri);
+            cove_runtime::image::import(&source, &dest)?;
+            println!("{image_uri} -> {}", dest.display());
+            Ok(())
+        }
         Command::WatchJob {
             name,
             endpoint,
