@@ -164,9 +164,7 @@ impl Conn {
 
     /// Sends one signed EC2 request; returns the status and body.
     async fn call(&mut self, body: String) -> anyhow::Result<(u16, Bytes)> {
-        let amz_date = time::OffsetDateTime::now_utc().format(
-            time::macros::format_description!("[year][month][day]T[hour][minute][second]Z"),
-        )?;
+        let amz_date = sigv4::amz_date_now();
         let content_type = "application/x-www-form-urlencoded; charset=utf-8";
         let headers = vec![
             ("content-type".to_string(), content_type.to_string()),

@@ -42,7 +42,8 @@ pub fn network_isolation(kind: JobKind, request: &Value) -> bool {
     v.and_then(Value::as_bool).unwrap_or(false)
 }
 
-fn strings(v: Option<&Value>) -> Vec<String> {
+/// The strings of a JSON array (an absent or non-array value has none).
+pub fn strings(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
         .map(|a| {
             a.iter()

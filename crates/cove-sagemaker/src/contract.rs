@@ -208,10 +208,10 @@ pub fn training(
     }
 
     let algo = &req["AlgorithmSpecification"];
-    let entry: Vec<String> = string_list(&algo["ContainerEntrypoint"]);
+    let entry: Vec<String> = crate::api::strings(Some(&algo["ContainerEntrypoint"]));
     let (argv, workdir) = if !entry.is_empty() {
         let mut argv = entry;
-        argv.extend(string_list(&algo["ContainerArguments"]));
+        argv.extend(crate::api::strings(Some(&algo["ContainerArguments"])));
         (argv, "/opt/ml".to_string())
     } else if let Some(p) = &program {
         let mut argv = vec![HOST_PYTHON.to_string(), format!("/opt/ml/code/{p}")];
@@ -243,17 +243,6 @@ pub fn training(
     }
 }
 
-fn string_list(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// The contract for host `host` of a processing job.
 pub fn processing(
     job: &SageMakerJob,
@@ -265,8 +254,8 @@ pub fn processing(
         .as_str()
         .unwrap_or_default();
     let app = &req["AppSpecification"];
-    let mut argv = string_list(&app["ContainerEntrypoint"]);
-    argv.extend(string_list(&app["ContainerArguments"]));
+    let mut argv = crate::api::strings(Some(&app["ContainerEntrypoint"]));
+    argv.extend(crate::api::strings(Some(&app["ContainerArguments"])));
     let mut env = common_env(job, credentials);
     env.push(("PROCESSING_JOB_NAME".into(), job.name.clone()));
     let config = json!({

@@ -255,8 +255,8 @@ impl Supervisor {
             })?;
         }
         if let Some(config) = &vpc {
-            let subnets = string_list(&config["Subnets"]);
-            let groups = string_list(&config["SecurityGroupIds"]);
+            let subnets = crate::api::strings(Some(&config["Subnets"]));
+            let groups = crate::api::strings(Some(&config["SecurityGroupIds"]));
             let made = self.store.write(|tx| {
                 let mut j = tx
                     .world
@@ -974,17 +974,6 @@ fn unmount(p: &Path) {
         // SAFETY: umount2 on a valid path; a lazy detach cannot fail half-way.
         unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
     }
-}
-
-fn string_list(v: &Value) -> Vec<String> {
-    v.as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// One thing to copy in: an S3 prefix, a manifest, or one archive.

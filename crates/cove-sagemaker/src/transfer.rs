@@ -97,16 +97,7 @@ impl S3Client {
 
     /// The signed headers for one request (the body is sent unsigned, as S3 allows).
     fn signed_headers(&self, method: &str, path: &str, query: &str) -> Vec<(String, String)> {
-        let now = time::OffsetDateTime::now_utc();
-        let amz_date = format!(
-            "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-            now.year(),
-            now.month() as u8,
-            now.day(),
-            now.hour(),
-            now.minute(),
-            now.second()
-        );
+        let amz_date = sigv4::amz_date_now();
         let mut headers = vec![
             ("host".to_string(), self.host.clone()),
             ("x-amz-date".to_string(), amz_date.clone()),

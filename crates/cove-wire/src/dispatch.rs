@@ -185,8 +185,7 @@ fn auth_error(protocol: Protocol, fault: AuthFault, detail: &str) -> AwsError {
     }
 }
 
-const AMZ_DATE: &[time::format_description::FormatItem<'static>] =
-    time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+use crate::sigv4::AMZ_DATE;
 
 fn parse_amz_date(s: &str) -> Option<OffsetDateTime> {
     time::PrimitiveDateTime::parse(s, AMZ_DATE)

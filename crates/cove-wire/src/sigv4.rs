@@ -9,6 +9,17 @@ use sha2::{Digest, Sha256};
 
 pub const ALGORITHM: &str = "AWS4-HMAC-SHA256";
 
+/// The `X-Amz-Date` form: `20150830T123600Z`.
+pub const AMZ_DATE: &[time::format_description::FormatItem<'static>] =
+    time::macros::format_description!("[year][month][day]T[hour][minute][second]Z");
+
+/// The current time in the `X-Amz-Date` form, for clients that sign.
+pub fn amz_date_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(AMZ_DATE)
+        .expect("the AMZ_DATE format has no fallible parts")
+}
+
 /// SigV4's encoding: everything but unreserved characters is percent-encoded.
 const URI_ENCODE: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')

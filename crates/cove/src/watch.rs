@@ -46,18 +46,7 @@ impl Client {
     /// One awsJson 1.1 call (`SageMaker.DescribeTrainingJob`, `Logs_20140328.GetLogEvents`).
     pub fn call(&self, service: &str, target: &str, body: &Value) -> anyhow::Result<Value> {
         let body = body.to_string();
-        let amz_date = {
-            let t = time::OffsetDateTime::now_utc();
-            format!(
-                "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-                t.year(),
-                t.month() as u8,
-                t.day(),
-                t.hour(),
-                t.minute(),
-                t.second()
-            )
-        };
+        let amz_date = sigv4::amz_date_now();
         let headers = vec![
             (
                 "content-type".to_string(),
