@@ -566,3 +566,23 @@ def test_bring_your_own_image_runs_train_in_its_own_root(cove_server, ec2, s3, s
     d = wait_for(sm, missing)
     assert d["TrainingJobStatus"] == "Failed"
     assert "is not available to Cove" in d["FailureReason"]
+
+
+def test_manifest_file_channel_and_sharded_hosts(ec2, s3, sm, bucket, private_net):
+    """A ManifestFile channel lists objects under a common prefix; ShardedByS3Key splits them over the hosts."""
+    s3_endpoint(ec2, private_net)
+    ec2.authorize_security_group_ingress(GroupId=private_net["sg"], IpPermissions=[
+        {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": private_net["sg"]}]}])
+    s3.put_object(Bucket=bucket, Key="manifest/train.manifest", Body=json.dumps(
+        [{"prefix": f"s3://{bucket}/data/train/"}, "part-0.csv", "part-2.csv"]))
+    name = job_name("manifest")
+    req = training_request(name, bucket, private_net)
+    req["InputDataConfig"][0]["DataSource"]["S3DataSource"] = {
+        "S3DataType": "ManifestFile", "S3Uri": f"s3://{bucket}/manifest/train.manifest",
+        "S3DataDistributionType": "ShardedByS3Key"}
+    req["ResourceConfig"]["InstanceCount"] = 2
+    sm.create_training_job(**req)
+    d = wait_for(sm, name)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    # algo-1 uploads the model: it got the first of the two listed objects (10 rows).
+    assert model_of(s3, bucket, name)["rows"] == 10
