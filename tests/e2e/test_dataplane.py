@@ -196,12 +196,15 @@ def test_internet_gateway_nat_gateway_and_blackhole(cove_server, ec2, vpc, inter
 
 
 S3 = "192.0.2.20"
+S3_TEST_PORT = "8443"
 
 
 def test_gateway_endpoint_is_the_only_way_to_s3(cove_server, ec2, vpc):
     """A private subnet reaches S3's address only through an S3 gateway
-    endpoint, and S3 sees a source address unique to that endpoint."""
-    proc = cove_server.spawn(None, sys.executable, "-c", ECHO_PEER, S3, "443")
+    endpoint, and S3 sees a source address unique to that endpoint. The echo
+    server stands in for S3 on a port Cove itself does not serve (Cove's own
+    listeners hold 80 and 443 there)."""
+    proc = cove_server.spawn(None, sys.executable, "-c", ECHO_PEER, S3, S3_TEST_PORT)
     try:
         assert proc.stdout.readline().strip() == "ready"
         subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
@@ -210,21 +213,22 @@ def test_gateway_endpoint_is_the_only_way_to_s3(cove_server, ec2, vpc):
         sg = ec2.create_security_group(GroupName="job", Description="job", VpcId=vpc)["GroupId"]
         eni = ec2.create_network_interface(SubnetId=subnet, Groups=[sg])["NetworkInterface"]["NetworkInterfaceId"]
         assert eventually(lambda: cove_server.exec(eni, "true").returncode == 0)
-        to_s3 = lambda: (cove_server.exec(eni, sys.executable, "-c", PEER_CLIENT, S3, "443").stdout.strip() or "blocked")
+        to_s3 = lambda: (cove_server.exec(eni, sys.executable, "-c", PEER_CLIENT, S3, S3_TEST_PORT).stdout.strip() or "blocked")
         # No endpoint, no NAT: S3 is unreachable, as a training job in a private subnet finds.
         assert to_s3().startswith("blocked")
         ep = ec2.create_vpc_endpoint(VpcId=vpc, ServiceName="com.amazonaws.us-east-1.s3", RouteTableIds=[rt])["VpcEndpoint"]["VpcEndpointId"]
         assert eventually(lambda: not to_s3().startswith("blocked"))
         source = to_s3()
         assert source.startswith("100."), source  # the endpoint's own address, not the ENI's
-        # Security groups still apply: egress only to the S3 prefix list on 443 works, nothing else.
+        # Security groups still apply: egress only to the S3 prefix list on that port works, nothing else.
         pl = ec2.describe_prefix_lists()["PrefixLists"][0]["PrefixListId"]
         default_egress = [r["SecurityGroupRuleId"] for r in ec2.describe_security_group_rules(
             Filters=[{"Name": "group-id", "Values": [sg]}])["SecurityGroupRules"] if r["IsEgress"]]
         ec2.revoke_security_group_egress(GroupId=sg, SecurityGroupRuleIds=default_egress)
         assert eventually(lambda: to_s3().startswith("blocked"))
         ec2.authorize_security_group_egress(GroupId=sg, IpPermissions=[
-            {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "PrefixListIds": [{"PrefixListId": pl}]}])
+            {"IpProtocol": "tcp", "FromPort": int(S3_TEST_PORT), "ToPort": int(S3_TEST_PORT),
+             "PrefixListIds": [{"PrefixListId": pl}]}])
         assert eventually(lambda: to_s3() == source)
         # Removing the endpoint's route cuts S3 off again.
         ec2.modify_vpc_endpoint(VpcEndpointId=ep, RemoveRouteTableIds=[rt])

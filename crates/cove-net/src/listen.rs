@@ -1,7 +1,8 @@
 //! The sockets Cove must hold inside its namespaces, computed from the
 //! model: the region's public service addresses (the API, as AWS's regional
 //! endpoints), every interface endpoint's ENI (the API of that one service,
-//! PrivateLink-style), and every VPC's resolver at base+2. The binary binds
+//! PrivateLink-style), each on HTTP (80) and HTTPS (443, with a certificate
+//! from Cove's CA), and every VPC's resolver at base+2. The binary binds
 //! them from a thread that has entered the namespace; the socket keeps it.
 
 use crate::naming;
@@ -10,8 +11,10 @@ use cove_model::services;
 use cove_model::world::World;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-/// HTTP port of the service listeners (TLS on 443 comes with Cove's CA).
+/// HTTP port of the service listeners.
 pub const API_PORT: u16 = 80;
+/// HTTPS port of the same listeners, where SDKs go by default.
+pub const API_TLS_PORT: u16 = 443;
 pub const DNS_PORT: u16 = 53;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -22,6 +25,8 @@ pub enum ListenerKind {
         only_service: Option<&'static str>,
         vpc_endpoint_id: Option<String>,
         vpc_id: Option<String>,
+        /// HTTPS (on [`API_TLS_PORT`]) rather than plain HTTP.
+        tls: bool,
     },
     /// The VPC resolver of one VPC (UDP and TCP).
     Dns { vpc_id: String },
@@ -42,17 +47,37 @@ pub fn service_addresses() -> Vec<(Ipv4Addr, &'static str)> {
         .collect()
 }
 
+/// The API on `ip`, once over HTTP and once over HTTPS.
+fn api_pair(
+    netns: String,
+    ip: Ipv4Addr,
+    only_service: Option<&'static str>,
+    vpc_endpoint_id: Option<String>,
+    vpc_id: Option<String>,
+) -> [ListenerPlan; 2] {
+    [(API_PORT, false), (API_TLS_PORT, true)].map(|(port, tls)| ListenerPlan {
+        netns: netns.clone(),
+        addr: SocketAddrV4::new(ip, port),
+        kind: ListenerKind::Api {
+            only_service,
+            vpc_endpoint_id: vpc_endpoint_id.clone(),
+            vpc_id: vpc_id.clone(),
+            tls,
+        },
+    })
+}
+
 pub fn listeners(world: &World, instance: &str) -> Vec<ListenerPlan> {
     let mut out: Vec<ListenerPlan> = service_addresses()
         .into_iter()
-        .map(|(ip, signing)| ListenerPlan {
-            netns: naming::region_netns(instance),
-            addr: SocketAddrV4::new(ip, API_PORT),
-            kind: ListenerKind::Api {
-                only_service: Some(signing),
-                vpc_endpoint_id: None,
-                vpc_id: None,
-            },
+        .flat_map(|(ip, signing)| {
+            api_pair(
+                naming::region_netns(instance),
+                ip,
+                Some(signing),
+                None,
+                None,
+            )
         })
         .collect();
     for e in world.vpc_endpoints.values().filter(|e| {
@@ -71,15 +96,13 @@ pub fn listeners(world: &World, instance: &str) -> Vec<ListenerPlan> {
             let Ok(ip) = eni.private_ip.parse() else {
                 continue;
             };
-            out.push(ListenerPlan {
-                netns: naming::eni_netns(instance, &eni.id),
-                addr: SocketAddrV4::new(ip, API_PORT),
-                kind: ListenerKind::Api {
-                    only_service: Some(signing),
-                    vpc_endpoint_id: Some(e.id.clone()),
-                    vpc_id: Some(e.vpc_id.clone()),
-                },
-            });
+            out.extend(api_pair(
+                naming::eni_netns(instance, &eni.id),
+                ip,
+                Some(signing),
+                Some(e.id.clone()),
+                Some(e.vpc_id.clone()),
+            ));
         }
     }
     for vpc in world.vpcs.values().filter(|v| v.enable_dns_support) {
@@ -108,7 +131,13 @@ mod tests {
     fn services_endpoints_and_resolvers() {
         let mut w = fixtures::world("", vec![], [&[], &[], &[]], vec![]);
         let plans = listeners(&w, "t");
-        assert_eq!(plans.len(), service_addresses().len() + 1);
+        assert_eq!(plans.len(), 2 * service_addresses().len() + 1);
+        for (ip, _) in service_addresses() {
+            for (port, tls) in [(80, false), (443, true)] {
+                assert!(plans.iter().any(|p| p.addr == SocketAddrV4::new(ip, port)
+                    && matches!(p.kind, ListenerKind::Api { tls: t, .. } if t == tls)));
+            }
+        }
         let dns = plans
             .iter()
             .find(|p| matches!(p.kind, ListenerKind::Dns { .. }))
@@ -135,19 +164,26 @@ mod tests {
             },
         );
         let plans = listeners(&w, "t");
-        let ep = plans
+        let ep: Vec<&ListenerPlan> = plans
             .iter()
-            .find(|p| p.netns == naming::eni_netns("t", "eni-a2"))
-            .unwrap();
-        assert_eq!(ep.addr.to_string(), "10.0.1.5:80");
-        assert_eq!(
-            ep.kind,
-            ListenerKind::Api {
-                only_service: Some("sagemaker"),
-                vpc_endpoint_id: Some("vpce-1".into()),
-                vpc_id: Some("vpc-1".into())
-            }
-        );
+            .filter(|p| p.netns == naming::eni_netns("t", "eni-a2"))
+            .collect();
+        assert_eq!(ep.len(), 2);
+        for (p, (addr, tls)) in ep
+            .iter()
+            .zip([("10.0.1.5:80", false), ("10.0.1.5:443", true)])
+        {
+            assert_eq!(p.addr.to_string(), addr);
+            assert_eq!(
+                p.kind,
+                ListenerKind::Api {
+                    only_service: Some("sagemaker"),
+                    vpc_endpoint_id: Some("vpce-1".into()),
+                    vpc_id: Some("vpc-1".into()),
+                    tls,
+                }
+            );
+        }
 
         let mut vpc = w.vpcs.get("vpc-1").unwrap().clone();
         vpc.enable_dns_support = false;

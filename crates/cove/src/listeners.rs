@@ -1,7 +1,7 @@
 //! Keeps Cove's sockets inside the data plane equal to
 //! [`cove_net::listen::listeners`]: the API on the region's public service
-//! addresses and on interface-endpoint ENIs, and the VPC resolver of every
-//! VPC. Each socket is bound by a thread that entered the namespace (the
+//! addresses and on interface-endpoint ENIs (HTTP on 80, HTTPS on 443 with
+//! Cove's CA), and the VPC resolver of every VPC. Each socket is bound by a thread that entered the namespace (the
 //! socket keeps that namespace for life) and is served on the tokio runtime.
 //! A listener whose namespace was recreated is bound again.
 
@@ -20,6 +20,8 @@ pub struct Listeners {
     runtime: tokio::runtime::Handle,
     api: axum::Router,
     store: Arc<Store>,
+    /// The TLS configuration of the HTTPS listeners.
+    tls: Arc<rustls::ServerConfig>,
     /// Running listeners, with the inode of the namespace they were bound in.
     running: BTreeMap<ListenerPlan, (u64, Vec<AbortHandle>)>,
 }
@@ -31,11 +33,17 @@ fn netns_inode(name: &str) -> Option<u64> {
 }
 
 impl Listeners {
-    pub fn new(runtime: tokio::runtime::Handle, api: axum::Router, store: Arc<Store>) -> Self {
+    pub fn new(
+        runtime: tokio::runtime::Handle,
+        api: axum::Router,
+        store: Arc<Store>,
+        tls: Arc<rustls::ServerConfig>,
+    ) -> Self {
         Listeners {
             runtime,
             api,
             store,
+            tls,
             running: BTreeMap::new(),
         }
     }
@@ -80,6 +88,7 @@ impl Listeners {
                 only_service,
                 vpc_endpoint_id,
                 vpc_id,
+                tls,
             } => {
                 let std_listener = cove_net::netns::run_in(&plan.netns, move || {
                     std::net::TcpListener::bind(addr)
@@ -93,12 +102,17 @@ impl Listeners {
                 let app = self.api.clone().layer(Extension(arrival));
                 let _guard = self.runtime.enter();
                 let listener = tokio::net::TcpListener::from_std(std_listener)?;
-                let task = self.runtime.spawn(async move {
-                    let service = app.into_make_service_with_connect_info::<SocketAddr>();
-                    if let Err(e) = axum::serve(listener, service).await {
-                        tracing::warn!(%addr, error = %e, "listener stopped");
-                    }
-                });
+                let task = if *tls {
+                    self.runtime
+                        .spawn(crate::https::serve(listener, self.tls.clone(), app))
+                } else {
+                    self.runtime.spawn(async move {
+                        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+                        if let Err(e) = axum::serve(listener, service).await {
+                            tracing::warn!(%addr, error = %e, "listener stopped");
+                        }
+                    })
+                };
                 Ok(vec![task.abort_handle()])
             }
             ListenerKind::Dns { vpc_id } => {

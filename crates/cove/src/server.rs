@@ -79,12 +79,22 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .name("cove-logs-retention".into())
         .spawn(move || purger.purge_forever(Duration::from_secs(60)))?;
 
+    // Cove's CA and the service certificates of the HTTPS listeners; the
+    // bundle (host roots + Cove's CA) is what jobs and `cove exec` trust.
+    let certs = Arc::new(cove_tls::CertStore::open(
+        &settings.data_dir,
+        &settings.region,
+    )?);
+    let ca_bundle = certs
+        .ca()
+        .write_bundle(std::path::Path::new(cove_tls::HOST_BUNDLE))?;
     let instance = start_data_plane(
         &settings,
         store.clone(),
         router.clone(),
         logs.clone(),
         s3_front,
+        certs.server_config()?,
     )?;
     cove_sagemaker::supervisor::Supervisor::new(
         store.clone(),
@@ -98,6 +108,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             local_s3: settings.listen.to_string(),
             connect_timeout: settings.job_connect_timeout,
             stop_grace: settings.job_stop_grace,
+            ca_bundle: Some(ca_bundle),
         },
     )
     .spawn()?;
@@ -187,6 +198,7 @@ fn start_data_plane(
     api: Router,
     logs: Arc<LogsService>,
     s3: cove_s3::S3Front,
+    tls: Arc<rustls::ServerConfig>,
 ) -> anyhow::Result<Option<String>> {
     let possible = data_plane_possible();
     match (settings.data_plane, &possible) {
@@ -213,8 +225,12 @@ fn start_data_plane(
             window_override: settings.flow_log_window,
         },
     )?;
-    let mut listeners =
-        crate::listeners::Listeners::new(tokio::runtime::Handle::current(), api, store.clone());
+    let mut listeners = crate::listeners::Listeners::new(
+        tokio::runtime::Handle::current(),
+        api,
+        store.clone(),
+        tls,
+    );
     let tag = instance.clone();
     std::thread::Builder::new()
         .name("cove-reconcile".into())
