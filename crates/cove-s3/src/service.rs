@@ -22,6 +22,53 @@ const MAX_KEYS: i32 = 1000;
 /// S3's default content type for objects stored without one.
 const DEFAULT_CONTENT_TYPE: &str = "binary/octet-stream";
 
+/// Builds a GetObject or HeadObject answer: two distinct output types that
+/// share every header of a stored object, which are filled here once.
+macro_rules! object_output {
+    ($ty:ident { $($extra:ident: $val:expr),* $(,)? }, $obj:expr, $len:expr, $range:expr, $checksum:expr) => {{
+        let obj = $obj;
+        let a = obj.attrs;
+        let c = $checksum;
+        $ty {
+            $($extra: $val,)*
+            accept_ranges: Some("bytes".into()),
+            content_length: Some($len as i64),
+            content_range: $range,
+            content_type: Some(a.content_type.unwrap_or_else(|| DEFAULT_CONTENT_TYPE.into())),
+            content_encoding: a.content_encoding,
+            content_disposition: a.content_disposition,
+            content_language: a.content_language,
+            cache_control: a.cache_control,
+            website_redirect_location: a.website_redirect_location,
+            metadata: (!a.metadata.is_empty()).then(|| a.metadata.into_iter().collect()),
+            e_tag: Some(ETag::Strong(obj.etag)),
+            last_modified: Some(timestamp(obj.modified_ms)),
+            parts_count: obj.parts_count.map(|n| n as i32),
+            checksum_crc32: c.checksum_crc32,
+            checksum_crc32c: c.checksum_crc32c,
+            checksum_crc64nvme: c.checksum_crc64nvme,
+            checksum_sha1: c.checksum_sha1,
+            checksum_sha256: c.checksum_sha256,
+            ..Default::default()
+        }
+    }};
+}
+
+/// Start, length and `Content-Range` of a (possibly ranged) read of `size` bytes.
+fn span_of(range: Option<&s3s::dto::Range>, size: u64) -> S3Result<(u64, u64, Option<String>)> {
+    match range {
+        None => Ok((0, size, None)),
+        Some(r) => {
+            let span = r.check(size)?;
+            Ok((
+                span.start,
+                span.end - span.start,
+                Some(format!("bytes {}-{}/{}", span.start, span.end - 1, size)),
+            ))
+        }
+    }
+}
+
 pub struct CoveS3 {
     pub storage: Arc<Storage>,
     pub region: String,
@@ -548,22 +595,7 @@ impl S3 for CoveS3 {
             input.if_modified_since.as_ref(),
             input.if_unmodified_since.as_ref(),
         )?;
-        let (start, len, content_range) = match &input.range {
-            None => (0, obj.size, None),
-            Some(r) => {
-                let span = r.check(obj.size)?;
-                (
-                    span.start,
-                    span.end - span.start,
-                    Some(format!(
-                        "bytes {}-{}/{}",
-                        span.start,
-                        span.end - 1,
-                        obj.size
-                    )),
-                )
-            }
-        };
+        let (start, len, content_range) = span_of(input.range.as_ref(), obj.size)?;
         if start > 0 {
             file.seek(std::io::SeekFrom::Start(start))
                 .await
@@ -576,32 +608,15 @@ impl S3 for CoveS3 {
         } else {
             Checksum::default()
         };
-        let a = obj.attrs;
-        Ok(S3Response::new(GetObjectOutput {
-            body: Some(StreamingBlob::wrap(stream)),
-            accept_ranges: Some("bytes".into()),
-            content_length: Some(len as i64),
+        Ok(S3Response::new(object_output!(
+            GetObjectOutput {
+                body: Some(StreamingBlob::wrap(stream))
+            },
+            obj,
+            len,
             content_range,
-            content_type: Some(
-                a.content_type
-                    .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.into()),
-            ),
-            content_encoding: a.content_encoding,
-            content_disposition: a.content_disposition,
-            content_language: a.content_language,
-            cache_control: a.cache_control,
-            website_redirect_location: a.website_redirect_location,
-            metadata: (!a.metadata.is_empty()).then(|| a.metadata.into_iter().collect()),
-            e_tag: Some(ETag::Strong(obj.etag)),
-            last_modified: Some(timestamp(obj.modified_ms)),
-            parts_count: obj.parts_count.map(|n| n as i32),
-            checksum_crc32: c.checksum_crc32,
-            checksum_crc32c: c.checksum_crc32c,
-            checksum_crc64nvme: c.checksum_crc64nvme,
-            checksum_sha1: c.checksum_sha1,
-            checksum_sha256: c.checksum_sha256,
-            ..Default::default()
-        }))
+            c
+        )))
     }
 
     async fn head_object(
@@ -617,51 +632,19 @@ impl S3 for CoveS3 {
             input.if_modified_since.as_ref(),
             input.if_unmodified_since.as_ref(),
         )?;
-        let (len, content_range) = match &input.range {
-            None => (obj.size, None),
-            Some(r) => {
-                let span = r.check(obj.size)?;
-                (
-                    span.end - span.start,
-                    Some(format!(
-                        "bytes {}-{}/{}",
-                        span.start,
-                        span.end - 1,
-                        obj.size
-                    )),
-                )
-            }
-        };
+        let (_, len, content_range) = span_of(input.range.as_ref(), obj.size)?;
         let c = if input.checksum_mode.is_some() {
             stored_checksum_dto(&obj.attrs.checksums)
         } else {
             Checksum::default()
         };
-        let a = obj.attrs;
-        Ok(S3Response::new(HeadObjectOutput {
-            accept_ranges: Some("bytes".into()),
-            content_length: Some(len as i64),
+        Ok(S3Response::new(object_output!(
+            HeadObjectOutput {},
+            obj,
+            len,
             content_range,
-            content_type: Some(
-                a.content_type
-                    .unwrap_or_else(|| DEFAULT_CONTENT_TYPE.into()),
-            ),
-            content_encoding: a.content_encoding,
-            content_disposition: a.content_disposition,
-            content_language: a.content_language,
-            cache_control: a.cache_control,
-            website_redirect_location: a.website_redirect_location,
-            metadata: (!a.metadata.is_empty()).then(|| a.metadata.into_iter().collect()),
-            e_tag: Some(ETag::Strong(obj.etag)),
-            last_modified: Some(timestamp(obj.modified_ms)),
-            parts_count: obj.parts_count.map(|n| n as i32),
-            checksum_crc32: c.checksum_crc32,
-            checksum_crc32c: c.checksum_crc32c,
-            checksum_crc64nvme: c.checksum_crc64nvme,
-            checksum_sha1: c.checksum_sha1,
-            checksum_sha256: c.checksum_sha256,
-            ..Default::default()
-        }))
+            c
+        )))
     }
 
     async fn delete_object(
