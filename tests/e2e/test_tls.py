@@ -159,6 +159,12 @@ def test_https_on_an_interface_endpoint(cove_server, ec2, vpc):
     # DNS) and verifies the certificate the ENI's listener presents.
     expected = f"https://sts.{REGION}.amazonaws.com 123456789012"
     assert eventually(lambda: boto(cove_server, job, "sts") == expected, timeout=20)
+    # HTTP/2 (ALPN), where the host is `:authority`: SigV4 still verifies.
+    if shutil.which("curl") and "HTTP2" in subprocess.run(["curl", "-V"], capture_output=True, text=True).stdout:
+        out = cove_server.exec(job, "curl", "-sS", "--http2", "-o", "/dev/null", "-w", "%{http_code} %{http_version}",
+                               "--aws-sigv4", f"aws:amz:{REGION}:sts", "--user", f"{ACCESS_KEY}:{SECRET_KEY}",
+                               "-d", "Action=GetCallerIdentity&Version=2011-06-15", f"https://sts.{REGION}.amazonaws.com/")
+        assert out.stdout == "200 2", (out.stdout, out.stderr)
     # The endpoint-specific names are covered too (`*.sts.<region>.vpce.amazonaws.com`).
     for entry in ep["DnsEntries"]:
         out = get(cove_server, job, f"https://{entry['DnsName']}/")

@@ -2,9 +2,12 @@
 //! handshake runs in its own task (a client that connects and says nothing
 //! holds up no one), then hyper serves HTTP/1.1 or HTTP/2 (by ALPN) on it.
 //! Every request carries `ConnectInfo<SocketAddr>` as on the plain listeners,
-//! so S3 sees the same peer address over either port.
+//! so S3 sees the same peer address over either port, and a Host header
+//! (HTTP/2 requests get theirs from `:authority`).
 
 use axum::extract::ConnectInfo;
+use axum::http::header::HOST;
+use axum::http::HeaderValue;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto::Builder;
 use std::net::SocketAddr;
@@ -46,6 +49,17 @@ pub async fn serve(
             let service = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                    // HTTP/2 carries the host as :authority, not as a Host
+                    // header; SigV4 signs `host`, and the services read it there.
+                    if !req.headers().contains_key(HOST) {
+                        if let Some(host) = req
+                            .uri()
+                            .authority()
+                            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+                        {
+                            req.headers_mut().insert(HOST, host);
+                        }
+                    }
                     app.clone().oneshot(req)
                 },
             );
