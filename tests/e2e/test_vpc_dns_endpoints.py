@@ -1,9 +1,9 @@
 """VPC DNS and interface endpoints with real packets: a process attached to an
 ENI resolves names through the VPC resolver (base+2), and with an STS
 interface endpoint whose private DNS is on, boto3 inside the private subnet
-calls `https://sts.us-east-1.amazonaws.com`'s regular name (over HTTP until
-Cove's CA lands) and reaches STS through the endpoint's ENI, under the
-endpoint's security group. Needs root."""
+calls `sts.us-east-1.amazonaws.com`'s regular name (over HTTP on port 80
+here; test_tls.py does the same over HTTPS on 443) and reaches STS through
+the endpoint's ENI, under the endpoint's security group. Needs root."""
 
 import os
 import sys
