@@ -133,23 +133,32 @@ fn exec_in(
         anyhow::bail!("entering {netns}: {}", std::io::Error::last_os_error());
     }
     let bundle = cove_tls::bundle_path(data_dir);
-    let trust = bundle.exists() && std::path::Path::new(cove_tls::BUNDLE_TARGET).exists();
     let mut binds = vec![];
     let resolv = format!("/etc/netns/{netns}/resolv.conf");
     if std::path::Path::new(&resolv).exists() {
         binds.push((resolv, "/etc/resolv.conf".to_string()));
     }
-    if trust {
-        binds.push((
-            bundle.to_string_lossy().into_owned(),
-            cove_tls::BUNDLE_TARGET.to_string(),
-        ));
-    }
+    // Where the process finds Cove's CA: over the system bundle, as in a
+    // job; on a host without one, the bundle's own path, by the variables.
+    let trusted = match (
+        bundle.exists(),
+        std::path::Path::new(cove_tls::BUNDLE_TARGET).exists(),
+    ) {
+        (true, true) => {
+            binds.push((
+                bundle.to_string_lossy().into_owned(),
+                cove_tls::BUNDLE_TARGET.to_string(),
+            ));
+            Some(cove_tls::BUNDLE_TARGET.to_string())
+        }
+        (true, false) => Some(bundle.to_string_lossy().into_owned()),
+        (false, _) => None,
+    };
     private_binds(&binds)?;
     let mut cmd = std::process::Command::new(&command[0]);
     cmd.args(&command[1..]);
-    if trust {
-        cmd.envs(cove_tls::bundle_env());
+    if let Some(path) = trusted {
+        cmd.envs(cove_tls::BUNDLE_ENV.map(|v| (v, path.clone())));
     }
     let err = cmd.exec();
     anyhow::bail!("running {}: {err}", command[0])
