@@ -147,6 +147,14 @@ def teardown_vpc(ec2, vpc_id):
     for eni in ec2.describe_network_interfaces(Filters=f)["NetworkInterfaces"]:
         if not eni.get("RequesterManaged"):
             ec2.delete_network_interface(NetworkInterfaceId=eni["NetworkInterfaceId"])
+    # A finished job's ENIs go a moment after the job ends (after their last
+    # flow-log collection), as SageMaker's do.
+    deadline = time.time() + 15
+    while time.time() < deadline and any(
+        e.get("RequesterManaged") and e.get("InterfaceType") == "interface"
+        for e in ec2.describe_network_interfaces(Filters=f)["NetworkInterfaces"]
+    ):
+        time.sleep(0.2)
     for igw in ec2.describe_internet_gateways(Filters=[{"Name": "attachment.vpc-id", "Values": [vpc_id]}])["InternetGateways"]:
         ec2.detach_internet_gateway(InternetGatewayId=igw["InternetGatewayId"], VpcId=vpc_id)
         ec2.delete_internet_gateway(InternetGatewayId=igw["InternetGatewayId"])

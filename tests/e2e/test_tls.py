@@ -135,6 +135,16 @@ def test_https_to_s3_verifies_coves_certificate_through_the_gateway_endpoint(cov
     out = get(cove_server, eni, f"http://s3.{REGION}.amazonaws.com/")
     assert out.get("status") == 403, out
 
+    # aws:SecureTransport tells them apart: a bucket that refuses plain HTTP.
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [{
+        "Effect": "Deny", "Principal": "*", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/*",
+        "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]}))
+    url = presigner("path").generate_presigned_url("get_object", Params={"Bucket": bucket, "Key": "hello.txt"})
+    assert get(cove_server, eni, url).get("status") == 200
+    out = get(cove_server, eni, "http://" + url[len("https://"):])
+    assert out.get("status") == 403 and "AccessDenied" in out.get("body", ""), out
+    s3.delete_bucket_policy(Bucket=bucket)
+
     # Without the endpoint's route, S3 is cut off again.
     ec2.modify_vpc_endpoint(VpcEndpointId=ep, RemoveRouteTableIds=[private_eni["rt"]])
     assert eventually(lambda: "error" in get(cove_server, eni, base), timeout=15)

@@ -81,8 +81,14 @@ pub fn context(action: &str, resource: &str, caller: &Caller, origin: &S3Origin)
     if let Some(vpc) = &origin.vpc_id {
         cx.set("aws:SourceVpc", vpc.clone());
     }
-    // Cove's service addresses speak plain HTTP until its CA exists.
-    cx.set("aws:SecureTransport", "false");
+    cx.set(
+        "aws:SecureTransport",
+        if origin.secure_transport {
+            "true"
+        } else {
+            "false"
+        },
+    );
     cx
 }
 
@@ -236,6 +242,7 @@ mod tests {
             vpc_endpoint_id: Some("vpce-1".into()),
             vpc_id: Some("vpc-1".into()),
             endpoint_policy: policy.map(str::to_string),
+            ..S3Origin::default()
         };
         let get = |o: &S3Origin| context("s3:GetObject", "arn:aws:s3:::b/k", &root, o);
         // No policies at all: same-account callers need no Allow.

@@ -18,6 +18,8 @@ pub struct S3Origin {
     pub vpc_id: Option<String>,
     /// The endpoint's policy document; None means full access.
     pub endpoint_policy: Option<String>,
+    /// `aws:SecureTransport`: the request came over TLS.
+    pub secure_transport: bool,
 }
 
 impl S3Origin {
@@ -46,6 +48,7 @@ pub fn s3_origin(world: &World, peer: IpAddr, interface_endpoint: Option<&str>) 
             vpc_endpoint_id: Some(e.id.clone()),
             vpc_id: Some(e.vpc_id.clone()),
             endpoint_policy: e.policy_document.clone(),
+            ..S3Origin::default()
         };
     }
     let IpAddr::V4(v4) = peer else {
@@ -64,6 +67,7 @@ pub fn s3_origin(world: &World, peer: IpAddr, interface_endpoint: Option<&str>) 
             vpc_endpoint_id: Some(e.id.clone()),
             vpc_id: Some(e.vpc_id.clone()),
             endpoint_policy: e.policy_document.clone(),
+            ..S3Origin::default()
         })
         .unwrap_or_else(|| S3Origin::public(peer))
 }

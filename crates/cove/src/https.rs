@@ -16,6 +16,10 @@ use std::time::Duration;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+/// Marks a request that came over TLS (`aws:SecureTransport` in S3 policies).
+#[derive(Debug, Clone, Copy)]
+pub struct SecureTransport;
+
 /// How long a client has to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -49,6 +53,7 @@ pub async fn serve(
             let service = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                    req.extensions_mut().insert(SecureTransport);
                     // HTTP/2 carries the host as :authority, not as a Host
                     // header; SigV4 signs `host`, and the services read it there.
                     if !req.headers().contains_key(HOST) {

@@ -308,11 +308,15 @@ async fn aws(
         None => S3Front::is_s3_request(&parts),
     };
     if for_s3 {
-        let origin = cove_s3::s3_origin(
+        let mut origin = cove_s3::s3_origin(
             &app.store.snapshot(),
             peer.ip(),
             arrival.as_ref().and_then(|a| a.vpc_endpoint_id.as_deref()),
         );
+        origin.secure_transport = parts
+            .extensions
+            .get::<crate::https::SecureTransport>()
+            .is_some();
         return app
             .s3
             .handle(Request::from_parts(parts, body), origin)
