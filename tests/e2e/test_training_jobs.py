@@ -586,3 +586,45 @@ def test_manifest_file_channel_and_sharded_hosts(ec2, s3, sm, bucket, private_ne
     assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
     # algo-1 uploads the model: it got the first of the two listed objects (10 rows).
     assert model_of(s3, bucket, name)["rows"] == 10
+
+
+def test_models_and_endpoint_configs_are_stored_and_described(ec2, sm, bucket, private_net):
+    model = job_name("model")
+    arn = sm.create_model(
+        ModelName=model, ExecutionRoleArn=ROLE,
+        PrimaryContainer={"Image": IMAGE, "ModelDataUrl": f"s3://{bucket}/output/model.tar.gz",
+                          "Environment": {"SAGEMAKER_PROGRAM": "inference.py"}},
+        VpcConfig={"Subnets": private_net["subnets"], "SecurityGroupIds": [private_net["sg"]]},
+    )["ModelArn"]
+    assert arn == f"arn:aws:sagemaker:us-east-1:123456789012:model/{model}"
+    d = sm.describe_model(ModelName=model)
+    assert d["PrimaryContainer"]["ModelDataUrl"] == f"s3://{bucket}/output/model.tar.gz"
+    assert d["VpcConfig"]["Subnets"] == private_net["subnets"] and d["EnableNetworkIsolation"] is False
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sm.create_model(ModelName=model, ExecutionRoleArn=ROLE, PrimaryContainer={"Image": IMAGE})
+    assert e.value.response["Error"]["Message"] == f'Cannot create already existing model "{arn}".'
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sm.create_model(ModelName=model + "-bad", ExecutionRoleArn=ROLE, PrimaryContainer={"Image": IMAGE},
+                        VpcConfig={"Subnets": ["subnet-0000000000000000f"], "SecurityGroupIds": [private_net["sg"]]})
+    assert e.value.response["Error"]["Code"] == "ValidationException"
+
+    config = job_name("config")
+    missing = f"arn:aws:sagemaker:us-east-1:123456789012:model/{model}-absent"
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sm.create_endpoint_config(EndpointConfigName=config, ProductionVariants=[
+            {"VariantName": "a", "ModelName": f"{model}-absent", "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}])
+    assert e.value.response["Error"]["Message"] == f'Could not find model "{missing}".'
+    sm.create_endpoint_config(EndpointConfigName=config, ProductionVariants=[
+        {"VariantName": "a", "ModelName": model, "InstanceType": "ml.m5.large", "InitialInstanceCount": 2,
+         "InitialVariantWeight": 1.0}])
+    d = sm.describe_endpoint_config(EndpointConfigName=config)
+    assert d["ProductionVariants"][0]["InitialInstanceCount"] == 2
+    assert [c["EndpointConfigName"] for c in sm.list_endpoint_configs(NameContains=config)["EndpointConfigs"]] == [config]
+    assert [m["ModelName"] for m in sm.list_models(NameContains=model)["Models"]] == [model]
+
+    sm.delete_endpoint_config(EndpointConfigName=config)
+    sm.delete_model(ModelName=model)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sm.describe_model(ModelName=model)
+    assert e.value.response["Error"]["Message"] == f'Could not find model "{arn}".'
+    assert not sm.list_models(NameContains=model)["Models"]

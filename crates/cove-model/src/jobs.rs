@@ -170,6 +170,26 @@ impl SageMakerJob {
     }
 }
 
+/// A SageMaker definition that is only stored and described: a model
+/// (`model/<name>`) or an endpoint configuration (`endpoint-config/<name>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SageMakerDefinition {
+    /// `model` or `endpoint-config`, as in the ARN.
+    pub kind: String,
+    pub name: String,
+    pub arn: String,
+    pub region: String,
+    /// The validated Create request.
+    pub request: Value,
+    pub creation_time: String,
+}
+
+impl SageMakerDefinition {
+    pub fn key_of(kind: &str, name: &str) -> String {
+        format!("{kind}/{name}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

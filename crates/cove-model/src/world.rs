@@ -2,7 +2,7 @@
 //! (`imbl`), so a writer clones the world in O(1), changes its copy, persists
 //! the changed documents and publishes the copy; readers never wait.
 
-use crate::jobs::{SageMakerJob, StsSession};
+use crate::jobs::{SageMakerDefinition, SageMakerJob, StsSession};
 use crate::vpc::*;
 use imbl::OrdMap;
 use serde::{de::DeserializeOwned, Serialize};
@@ -28,6 +28,8 @@ pub struct World {
     pub sagemaker_jobs: OrdMap<String, SageMakerJob>,
     /// Temporary credentials by access key id.
     pub sts_sessions: OrdMap<String, StsSession>,
+    /// SageMaker models and endpoint configurations by `<kind>/<name>`.
+    pub sagemaker_definitions: OrdMap<String, SageMakerDefinition>,
     /// Tags by resource id, for every taggable resource.
     pub tags: OrdMap<String, Tags>,
     /// Regions whose default VPC has been created.
@@ -76,6 +78,20 @@ resource!(
 );
 resource!(FlowLog, "flow_log", flow_logs, id);
 resource!(StsSession, "sts_session", sts_sessions, access_key_id);
+
+impl Resource for SageMakerDefinition {
+    const KIND: &'static str = "sagemaker_definition";
+    fn key(&self) -> &str {
+        // `<kind>/<name>`, which the ARN's resource part spells.
+        self.arn.rsplit(':').next().unwrap_or_default()
+    }
+    fn table(w: &World) -> &OrdMap<String, Self> {
+        &w.sagemaker_definitions
+    }
+    fn table_mut(w: &mut World) -> &mut OrdMap<String, Self> {
+        &mut w.sagemaker_definitions
+    }
+}
 
 impl Resource for SageMakerJob {
     const KIND: &'static str = "sagemaker_job";
@@ -129,6 +145,7 @@ impl World {
             "flow_log" => put::<FlowLog>(self, key, doc),
             "sagemaker_job" => put::<SageMakerJob>(self, key, doc),
             "sts_session" => put::<StsSession>(self, key, doc),
+            "sagemaker_definition" => put::<SageMakerDefinition>(self, key, doc),
             TAGS_KIND => {
                 let t: Tags = serde_json::from_str(doc).map_err(|e| format!("tags {key}: {e}"))?;
                 self.tags.insert(key.to_string(), t);

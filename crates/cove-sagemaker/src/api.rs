@@ -423,8 +423,19 @@ fn time_of(v: &Value) -> Option<time::OffsetDateTime> {
     }
 }
 
-pub fn list(store: &Store, ctx: &RequestContext, kind: JobKind, input: &Value) -> AwsResult<Value> {
-    let world = store.snapshot();
+/// One listable item: what the List operations filter and sort on.
+pub struct Row<'a> {
+    pub name: &'a str,
+    pub created: &'a str,
+    pub modified: &'a str,
+    pub status: &'a str,
+    pub summary: Value,
+}
+
+/// A List answer: `NameContains`, `StatusEquals`, creation and modification
+/// time bounds, `SortBy` (`Name`, `CreationTime`, `Status`), `SortOrder`
+/// (default `Descending`), `MaxResults` (default 10) and `NextToken`.
+pub fn page(input: &Value, rows: Vec<Row>, list_key: &str) -> AwsResult<Value> {
     let name_contains = input["NameContains"]
         .as_str()
         .unwrap_or_default()
@@ -437,15 +448,13 @@ pub fn list(store: &Store, ctx: &RequestContext, kind: JobKind, input: &Value) -
         bound("LastModifiedTimeAfter"),
         bound("LastModifiedTimeBefore"),
     );
-    let mut jobs: Vec<&SageMakerJob> = world
-        .sagemaker_jobs
-        .values()
-        .filter(|j| j.kind == kind && j.region == ctx.region)
-        .filter(|j| j.name.to_lowercase().contains(&name_contains))
-        .filter(|j| status.is_none_or(|s| j.status == s))
-        .filter(|j| {
-            let c = parse(&j.creation_time);
-            let m = parse(&j.last_modified_time);
+    let mut rows: Vec<Row> = rows
+        .into_iter()
+        .filter(|r| r.name.to_lowercase().contains(&name_contains))
+        .filter(|r| status.is_none_or(|s| r.status == s))
+        .filter(|r| {
+            let c = parse(r.created);
+            let m = parse(r.modified);
             created_after.is_none_or(|t| c > Some(t))
                 && created_before.is_none_or(|t| c < Some(t))
                 && modified_after.is_none_or(|t| m > Some(t))
@@ -453,16 +462,12 @@ pub fn list(store: &Store, ctx: &RequestContext, kind: JobKind, input: &Value) -
         })
         .collect();
     match input["SortBy"].as_str().unwrap_or("CreationTime") {
-        "Name" => jobs.sort_by(|a, b| a.name.cmp(&b.name)),
-        "Status" => jobs.sort_by(|a, b| a.status.cmp(&b.status).then(a.name.cmp(&b.name))),
-        _ => jobs.sort_by(|a, b| {
-            a.creation_time
-                .cmp(&b.creation_time)
-                .then(a.name.cmp(&b.name))
-        }),
+        "Name" => rows.sort_by(|a, b| a.name.cmp(b.name)),
+        "Status" => rows.sort_by(|a, b| a.status.cmp(b.status).then(a.name.cmp(b.name))),
+        _ => rows.sort_by(|a, b| a.created.cmp(b.created).then(a.name.cmp(b.name))),
     }
     if input["SortOrder"].as_str().unwrap_or("Descending") == "Descending" {
-        jobs.reverse();
+        rows.reverse();
     }
     let start: usize = match input["NextToken"].as_str() {
         None => 0,
@@ -471,20 +476,39 @@ pub fn list(store: &Store, ctx: &RequestContext, kind: JobKind, input: &Value) -
             .map_err(|_| validation("Invalid pagination token."))?,
     };
     let max = input["MaxResults"].as_u64().unwrap_or(10) as usize;
-    let page: Vec<Value> = jobs
-        .iter()
+    let total = rows.len();
+    let items: Vec<Value> = rows
+        .into_iter()
         .skip(start)
         .take(max)
-        .map(|j| summary(j))
+        .map(|r| r.summary)
         .collect();
-    let mut out = match kind {
-        JobKind::Training => json!({"TrainingJobSummaries": page}),
-        JobKind::Processing => json!({"ProcessingJobSummaries": page}),
-    };
-    if start + max < jobs.len() {
+    let mut out = json!({ list_key: items });
+    if start + max < total {
         out["NextToken"] = json!((start + max).to_string());
     }
     Ok(out)
+}
+
+pub fn list(store: &Store, ctx: &RequestContext, kind: JobKind, input: &Value) -> AwsResult<Value> {
+    let world = store.snapshot();
+    let rows = world
+        .sagemaker_jobs
+        .values()
+        .filter(|j| j.kind == kind && j.region == ctx.region)
+        .map(|j| Row {
+            name: &j.name,
+            created: &j.creation_time,
+            modified: &j.last_modified_time,
+            status: &j.status,
+            summary: summary(j),
+        })
+        .collect();
+    let key = match kind {
+        JobKind::Training => "TrainingJobSummaries",
+        JobKind::Processing => "ProcessingJobSummaries",
+    };
+    page(input, rows, key)
 }
 
 pub fn stop(store: &Store, kind: JobKind, input: &Value) -> AwsResult<Value> {

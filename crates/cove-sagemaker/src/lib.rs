@@ -4,6 +4,7 @@
 //! SageMaker contract, logs to CloudWatch Logs, outputs back to S3.
 //!
 //! - [`api`]: Create/Describe/List/Stop for training and processing jobs.
+//! - [`definitions`]: models and endpoint configurations.
 //! - [`contract`]: the `/opt/ml` files, `SM_*` environment and command (pure).
 //! - [`instance`]: instance types to CPU and memory limits (pure).
 //! - [`transfer`]: the S3 calls that move a job's data.
@@ -11,6 +12,7 @@
 
 pub mod api;
 pub mod contract;
+pub mod definitions;
 pub mod instance;
 pub mod supervisor;
 pub mod transfer;
@@ -43,6 +45,7 @@ impl Service for SageMakerService {
         cove_wire::model::sagemaker()
     }
     fn handle(&self, ctx: &RequestContext, input: Value) -> AwsResult<Value> {
+        use definitions::Definition::*;
         use JobKind::*;
         let store = &self.store;
         match ctx.operation.as_str() {
@@ -54,6 +57,14 @@ impl Service for SageMakerService {
             "DescribeProcessingJob" => api::describe(store, Processing, &input),
             "ListProcessingJobs" => api::list(store, ctx, Processing, &input),
             "StopProcessingJob" => api::stop(store, Processing, &input),
+            "CreateModel" => definitions::create(store, ctx, Model, input),
+            "DescribeModel" => definitions::describe(store, ctx, Model, &input),
+            "ListModels" => definitions::list(store, ctx, Model, &input),
+            "DeleteModel" => definitions::delete(store, ctx, Model, &input),
+            "CreateEndpointConfig" => definitions::create(store, ctx, EndpointConfig, input),
+            "DescribeEndpointConfig" => definitions::describe(store, ctx, EndpointConfig, &input),
+            "ListEndpointConfigs" => definitions::list(store, ctx, EndpointConfig, &input),
+            "DeleteEndpointConfig" => definitions::delete(store, ctx, EndpointConfig, &input),
             other => Err(AwsError::client(
                 "UnknownOperationException",
                 format!("The operation {other} is not supported by Cove."),
