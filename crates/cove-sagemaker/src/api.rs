@@ -536,3 +536,62 @@ pub fn stop(store: &Store, kind: JobKind, input: &Value) -> AwsResult<Value> {
     })?;
     Ok(json!({}))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows<'a>(items: &'a [(&'a str, &'a str, &'a str)]) -> Vec<Row<'a>> {
+        items
+            .iter()
+            .map(|(name, created, status)| Row {
+                name,
+                created,
+                modified: created,
+                status,
+                summary: json!(name),
+            })
+            .collect()
+    }
+
+    const ITEMS: &[(&str, &str, &str)] = &[
+        ("b-job", "2026-11-24T10:00:02Z", "Completed"),
+        ("a-job", "2026-11-24T10:00:01Z", "Failed"),
+        ("c-other", "2026-11-24T10:00:03Z", "Completed"),
+    ];
+
+    #[test]
+    fn lists_newest_first_by_default_and_filter() {
+        let out = page(&json!({}), rows(ITEMS), "Items").unwrap();
+        assert_eq!(out, json!({"Items": ["c-other", "b-job", "a-job"]}));
+        let out = page(
+            &json!({"NameContains": "JOB", "StatusEquals": "Completed"}),
+            rows(ITEMS),
+            "Items",
+        )
+        .unwrap();
+        assert_eq!(out, json!({"Items": ["b-job"]}));
+        let out = page(
+            &json!({"CreationTimeAfter": 1795514401.5, "SortBy": "Name", "SortOrder": "Ascending"}),
+            rows(ITEMS),
+            "Items",
+        )
+        .unwrap();
+        assert_eq!(out, json!({"Items": ["b-job", "c-other"]}));
+    }
+
+    #[test]
+    fn pages_carry_a_token_until_the_end() {
+        let first = page(&json!({"MaxResults": 2}), rows(ITEMS), "Items").unwrap();
+        assert_eq!(first["Items"], json!(["c-other", "b-job"]));
+        let token = first["NextToken"].as_str().unwrap();
+        let second = page(
+            &json!({"MaxResults": 2, "NextToken": token}),
+            rows(ITEMS),
+            "Items",
+        )
+        .unwrap();
+        assert_eq!(second, json!({"Items": ["a-job"]}));
+        assert!(page(&json!({"NextToken": "x"}), rows(ITEMS), "Items").is_err());
+    }
+}
