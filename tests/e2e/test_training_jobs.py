@@ -628,3 +628,27 @@ def test_models_and_endpoint_configs_are_stored_and_described(ec2, sm, bucket, p
         sm.describe_model(ModelName=model)
     assert e.value.response["Error"]["Message"] == f'Could not find model "{arn}".'
     assert not sm.list_models(NameContains=model)["Models"]
+
+
+def test_stop_processing_job(sm, s3, bucket):
+    s3.put_object(Bucket=bucket, Key="code/slow.py", Body="import time\nopen('/opt/ml/processing/output/partial.txt','w').write('x')\ntime.sleep(120)\n")
+    name = job_name("procstop")
+    sm.create_processing_job(
+        ProcessingJobName=name, RoleArn=ROLE,
+        AppSpecification={"ImageUri": IMAGE, "ContainerEntrypoint": ["python3", "/opt/ml/processing/input/code/slow.py"]},
+        ProcessingInputs=[{"InputName": "code", "S3Input": {"S3Uri": f"s3://{bucket}/code/slow.py",
+                           "LocalPath": "/opt/ml/processing/input/code", "S3DataType": "S3Prefix"}}],
+        ProcessingOutputConfig={"Outputs": [{"OutputName": "out", "S3Output": {
+            "S3Uri": f"s3://{bucket}/procstop/{name}", "LocalPath": "/opt/ml/processing/output", "S3UploadMode": "EndOfJob"}}]},
+        ProcessingResources={"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large", "VolumeSizeInGB": 1}},
+        StoppingCondition={"MaxRuntimeInSeconds": 300},
+    )
+    time.sleep(1.5)
+    sm.stop_processing_job(ProcessingJobName=name)
+    deadline = time.time() + 30
+    while (d := sm.describe_processing_job(ProcessingJobName=name))["ProcessingJobStatus"] in ("InProgress", "Stopping"):
+        assert time.time() < deadline
+        time.sleep(0.2)
+    assert d["ProcessingJobStatus"] == "Stopped", d
+    # What the job wrote before it was stopped is uploaded, as on AWS.
+    s3.head_object(Bucket=bucket, Key=f"procstop/{name}/partial.txt")

@@ -86,6 +86,13 @@ impl Outcome {
     }
 }
 
+fn stopped_message(kind: JobKind) -> &'static str {
+    match kind {
+        JobKind::Training => "Training job stopped",
+        JobKind::Processing => "Processing job stopped",
+    }
+}
+
 /// A failure that ends the job with this reason.
 struct JobFailed(String);
 
@@ -202,7 +209,12 @@ impl Supervisor {
             return Ok(false);
         }
         self.update(&job.key(), |j| {
-            j.finish("Stopped", "Stopped", "Training job stopped", &now_rfc3339())
+            j.finish(
+                "Stopped",
+                "Stopped",
+                stopped_message(j.kind),
+                &now_rfc3339(),
+            )
         })?;
         Ok(true)
     }
@@ -847,7 +859,7 @@ impl Supervisor {
                     j.finish("Completed", "Completed", "Processing job completed", &now)
                 }
                 (Outcome::Stopped, _) => {
-                    j.finish("Stopped", "Stopped", "Training job stopped", &now)
+                    j.finish("Stopped", "Stopped", stopped_message(j.kind), &now)
                 }
                 (Outcome::MaxRuntimeExceeded, _) => j.finish(
                     "Stopped",
