@@ -46,10 +46,14 @@ pub trait Resource: Clone + Serialize + DeserializeOwned {
 
 macro_rules! resource {
     ($ty:ty, $kind:literal, $field:ident, $key:ident) => {
+        resource!($ty, $kind, $field, |r| &r.$key);
+    };
+    ($ty:ty, $kind:literal, $field:ident, |$r:ident| $key:expr) => {
         impl Resource for $ty {
             const KIND: &'static str = $kind;
             fn key(&self) -> &str {
-                &self.$key
+                let $r = self;
+                $key
             }
             fn table(w: &World) -> &OrdMap<String, Self> {
                 &w.$field
@@ -79,33 +83,20 @@ resource!(
 resource!(FlowLog, "flow_log", flow_logs, id);
 resource!(StsSession, "sts_session", sts_sessions, access_key_id);
 
-impl Resource for SageMakerDefinition {
-    const KIND: &'static str = "sagemaker_definition";
-    fn key(&self) -> &str {
-        // `<kind>/<name>`, which the ARN's resource part spells.
-        self.arn.rsplit(':').next().unwrap_or_default()
-    }
-    fn table(w: &World) -> &OrdMap<String, Self> {
-        &w.sagemaker_definitions
-    }
-    fn table_mut(w: &mut World) -> &mut OrdMap<String, Self> {
-        &mut w.sagemaker_definitions
-    }
-}
+// SageMaker resources are stored under `<kind>/<name>`, which their ARN's
+// resource part spells.
+resource!(
+    SageMakerDefinition,
+    "sagemaker_definition",
+    sagemaker_definitions,
+    |r| arn_resource(&r.arn)
+);
+resource!(SageMakerJob, "sagemaker_job", sagemaker_jobs, |r| {
+    arn_resource(&r.arn)
+});
 
-impl Resource for SageMakerJob {
-    const KIND: &'static str = "sagemaker_job";
-    fn key(&self) -> &str {
-        // The key must outlive the borrow; jobs are stored under `kind/name`,
-        // which the ARN's resource part already spells.
-        self.arn.rsplit(':').next().unwrap_or_default()
-    }
-    fn table(w: &World) -> &OrdMap<String, Self> {
-        &w.sagemaker_jobs
-    }
-    fn table_mut(w: &mut World) -> &mut OrdMap<String, Self> {
-        &mut w.sagemaker_jobs
-    }
+fn arn_resource(arn: &str) -> &str {
+    arn.rsplit(':').next().unwrap_or_default()
 }
 
 /// The kind under which a resource's tags are stored.
