@@ -164,35 +164,29 @@ impl Conn {
 
     /// Sends one signed EC2 request; returns the status and body.
     async fn call(&mut self, body: String) -> anyhow::Result<(u16, Bytes)> {
-        let amz_date = sigv4::amz_date_now();
-        let content_type = "application/x-www-form-urlencoded; charset=utf-8";
-        let headers = vec![
-            ("content-type".to_string(), content_type.to_string()),
+        let mut headers = vec![
+            (
+                "content-type".to_string(),
+                "application/x-www-form-urlencoded; charset=utf-8".to_string(),
+            ),
             ("host".to_string(), self.host.clone()),
-            ("x-amz-date".to_string(), amz_date.clone()),
         ];
-        let payload_hash = sigv4::sha256_hex(body.as_bytes());
-        let parts = sigv4::RequestParts {
-            method: "POST",
-            raw_path: "/",
-            raw_query: "",
-            headers: &headers,
-            payload_hash: &payload_hash,
-        };
-        let auth = sigv4::sign(
-            &parts,
+        sigv4::sign_headers(
+            &mut headers,
+            "POST",
+            "/",
+            "",
+            &sigv4::sha256_hex(body.as_bytes()),
             ACCESS_KEY,
             SECRET_KEY,
             "us-east-1",
             "ec2",
-            &amz_date,
         );
-        let req = hyper::Request::post("/")
-            .header("host", &self.host)
-            .header("content-type", content_type)
-            .header("x-amz-date", amz_date)
-            .header("authorization", auth)
-            .body(Full::new(Bytes::from(body)))?;
+        let mut req = hyper::Request::post("/");
+        for (k, v) in &headers {
+            req = req.header(k, v);
+        }
+        let req = req.body(Full::new(Bytes::from(body)))?;
         // moto's server closes every connection after one response: reconnect then.
         if self.sender.is_closed() || self.sender.ready().await.is_err() {
             *self = Conn::open(self.port).await?;

@@ -97,10 +97,8 @@ impl S3Client {
 
     /// The signed headers for one request (the body is sent unsigned, as S3 allows).
     fn signed_headers(&self, method: &str, path: &str, query: &str) -> Vec<(String, String)> {
-        let amz_date = sigv4::amz_date_now();
         let mut headers = vec![
             ("host".to_string(), self.host.clone()),
-            ("x-amz-date".to_string(), amz_date.clone()),
             (
                 "x-amz-content-sha256".to_string(),
                 "UNSIGNED-PAYLOAD".to_string(),
@@ -109,23 +107,19 @@ impl S3Client {
         if let Some(token) = &self.credentials.session_token {
             headers.push(("x-amz-security-token".to_string(), token.clone()));
         }
-        let parts = sigv4::RequestParts {
+        sigv4::sign_headers(
+            &mut headers,
             method,
-            raw_path: path,
-            raw_query: query,
-            headers: &headers,
-            payload_hash: "UNSIGNED-PAYLOAD",
-        };
-        let auth = sigv4::sign(
-            &parts,
+            path,
+            query,
+            "UNSIGNED-PAYLOAD",
             &self.credentials.access_key,
             &self.credentials.secret_key,
             &self.region,
             "s3",
-            &amz_date,
         );
+        // The HTTP client sets Host itself, from the URL.
         headers.retain(|(k, _)| k != "host");
-        headers.push(("authorization".to_string(), auth));
         headers
     }
 

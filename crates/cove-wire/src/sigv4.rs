@@ -244,6 +244,34 @@ pub fn sign(
     )
 }
 
+/// Signs a client's request in place: adds `x-amz-date` (now) and
+/// `authorization` to `headers`, which must already hold `host` and every
+/// other header to sign.
+#[allow(clippy::too_many_arguments)]
+pub fn sign_headers(
+    headers: &mut Vec<(String, String)>,
+    method: &str,
+    raw_path: &str,
+    raw_query: &str,
+    payload_hash: &str,
+    access_key: &str,
+    secret: &str,
+    region: &str,
+    service: &str,
+) {
+    let amz_date = amz_date_now();
+    headers.push(("x-amz-date".to_string(), amz_date.clone()));
+    let parts = RequestParts {
+        method,
+        raw_path,
+        raw_query,
+        headers,
+        payload_hash,
+    };
+    let auth = sign(&parts, access_key, secret, region, service, &amz_date);
+    headers.push(("authorization".to_string(), auth));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -46,37 +46,30 @@ impl Client {
     /// One awsJson 1.1 call (`SageMaker.DescribeTrainingJob`, `Logs_20140328.GetLogEvents`).
     pub fn call(&self, service: &str, target: &str, body: &Value) -> anyhow::Result<Value> {
         let body = body.to_string();
-        let amz_date = sigv4::amz_date_now();
-        let headers = vec![
+        let mut headers = vec![
             (
                 "content-type".to_string(),
                 "application/x-amz-json-1.1".to_string(),
             ),
             ("host".to_string(), self.host.clone()),
-            ("x-amz-date".to_string(), amz_date.clone()),
             ("x-amz-target".to_string(), target.to_string()),
         ];
-        let hash = sigv4::sha256_hex(body.as_bytes());
-        let parts = sigv4::RequestParts {
-            method: "POST",
-            raw_path: "/",
-            raw_query: "",
-            headers: &headers,
-            payload_hash: &hash,
-        };
-        let auth = sigv4::sign(
-            &parts,
+        sigv4::sign_headers(
+            &mut headers,
+            "POST",
+            "/",
+            "",
+            &sigv4::sha256_hex(body.as_bytes()),
             &self.access_key,
             &self.secret_key,
             &self.region,
             service,
-            &amz_date,
         );
         let mut req = self.agent.post(format!("{}/", self.endpoint));
         for (k, v) in headers.iter().filter(|(k, _)| k != "host") {
             req = req.header(k, v);
         }
-        let mut response = req.header("authorization", auth).send(body)?;
+        let mut response = req.send(body)?;
         let status = response.status().as_u16();
         let text = response.body_mut().read_to_string()?;
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
