@@ -308,8 +308,7 @@ impl Supervisor {
                     e.message
                 ))));
             }
-            let job = self.job(&key).unwrap_or_else(|| job.clone());
-            self.wait_for_enis(&job)?;
+            self.wait_for_data_plane()?;
         }
         self.update(&key, |j| {
             let now = now_rfc3339();
@@ -320,39 +319,13 @@ impl Supervisor {
         Ok(Ok(()))
     }
 
-    /// Waits until the data plane has plumbed every ENI: its namespace exists
-    /// and its address can be bound inside it.
-    fn wait_for_enis(&self, job: &SageMakerJob) -> anyhow::Result<()> {
-        // Every commit so far (the ENIs, and the routes and rules the job's
-        // VPC had when it was created) must be in the kernel before packets go.
+    /// Waits until the data plane has applied every commit so far: the job's
+    /// ENIs, and the routes and rules its VPC had when it was created, are in
+    /// the kernel before its first packet goes.
+    fn wait_for_data_plane(&self) -> anyhow::Result<()> {
         let generation = self.store.generation();
         if !self.store.wait_applied(generation, Duration::from_secs(60)) {
             anyhow::bail!("the data plane did not apply the job's ENIs within 60 s");
-        }
-        let world = self.store.snapshot();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        for (host, ns) in job.hosts.iter().zip(self.host_netns(job)) {
-            let (Some(eni), Some(ns)) = (&host.eni_id, ns) else {
-                continue;
-            };
-            let ip: std::net::Ipv4Addr = world
-                .network_interfaces
-                .get(eni)
-                .map(|e| e.private_ip.parse())
-                .transpose()?
-                .ok_or_else(|| anyhow::anyhow!("ENI {eni} vanished"))?;
-            loop {
-                let bound = cove_net::netns::run_in(&ns, move || {
-                    std::net::TcpListener::bind((ip, 0)).is_ok()
-                });
-                if matches!(bound, Ok(true)) {
-                    break;
-                }
-                if Instant::now() > deadline {
-                    anyhow::bail!("ENI {eni} was not attached within 60 s");
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
         }
         Ok(())
     }
