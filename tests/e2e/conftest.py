@@ -131,6 +131,23 @@ def vpc(ec2):
     teardown_vpc(ec2, vpc_id)
 
 
+def nat_gateway(ec2, vpc_id, public_subnet):
+    """Makes `public_subnet` public (internet gateway, default route) and puts an
+    available NAT gateway with an Elastic IP in it; returns (nat id, address)."""
+    igw = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
+    ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc_id)
+    public_rt = ec2.create_route_table(VpcId=vpc_id)["RouteTable"]["RouteTableId"]
+    ec2.create_route(RouteTableId=public_rt, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
+    ec2.associate_route_table(RouteTableId=public_rt, SubnetId=public_subnet)
+    eip = ec2.allocate_address()
+    nat = ec2.create_nat_gateway(SubnetId=public_subnet, AllocationId=eip["AllocationId"])["NatGateway"]["NatGatewayId"]
+    deadline = time.time() + 10
+    while ec2.describe_nat_gateways(NatGatewayIds=[nat])["NatGateways"][0]["State"] != "available":
+        assert time.time() < deadline, f"{nat} never became available"
+        time.sleep(0.1)
+    return nat, eip
+
+
 def teardown_vpc(ec2, vpc_id):
     """Deletes a VPC's dependents in AWS's required order, then the VPC."""
     f = [{"Name": "vpc-id", "Values": [vpc_id]}]

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import teardown_vpc
+from conftest import nat_gateway, teardown_vpc
 from test_dataplane import SERVER, eventually, reaches
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the data plane needs root")
@@ -57,16 +57,9 @@ def test_killed_server_restarts_adopts_and_leaks_nothing(fresh_cove):
     ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
     a = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
     b = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.2.0/24")["Subnet"]["SubnetId"]
-    igw = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
-    ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc)
-    public_rt = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
-    ec2.create_route(RouteTableId=public_rt, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
-    ec2.associate_route_table(RouteTableId=public_rt, SubnetId=a)
-    eip = ec2.allocate_address()
-    nat = ec2.create_nat_gateway(SubnetId=a, AllocationId=eip["AllocationId"])["NatGateway"]["NatGatewayId"]
+    nat, eip = nat_gateway(ec2, vpc, a)
     private_rt = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
     ec2.associate_route_table(RouteTableId=private_rt, SubnetId=b)
-    assert eventually(lambda: ec2.describe_nat_gateways(NatGatewayIds=[nat])["NatGateways"][0]["State"] == "available")
     ec2.create_route(RouteTableId=private_rt, DestinationCidrBlock="0.0.0.0/0", NatGatewayId=nat)
     ec2.create_vpc_endpoint(VpcId=vpc, ServiceName="com.amazonaws.us-east-1.s3", RouteTableIds=[private_rt])
     ec2.create_vpc_endpoint(VpcId=vpc, VpcEndpointType="Interface", ServiceName="com.amazonaws.us-east-1.sts", SubnetIds=[b])

@@ -13,6 +13,8 @@ import uuid
 import botocore.exceptions
 import pytest
 
+from conftest import nat_gateway
+
 DATA_DOWNLOAD_FAILED = (
     "ClientError: Data download failed:Please ensure that the subnet's route table has a route to an "
     "S3 VPC endpoint or a NAT device, and both the security groups and the subnet's network ACL allow "
@@ -337,19 +339,8 @@ def test_processing_job_through_endpoint(ec2, s3, sm, bucket, private_net):
 
 def nat_route(ec2, net):
     """A public subnet with an internet gateway and a NAT gateway; the job subnets' default route to it."""
-    vpc = net["vpc"]
-    public = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.100.0/24")["Subnet"]["SubnetId"]
-    igw = ec2.create_internet_gateway()["InternetGateway"]["InternetGatewayId"]
-    ec2.attach_internet_gateway(InternetGatewayId=igw, VpcId=vpc)
-    public_rt = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
-    ec2.create_route(RouteTableId=public_rt, DestinationCidrBlock="0.0.0.0/0", GatewayId=igw)
-    ec2.associate_route_table(RouteTableId=public_rt, SubnetId=public)
-    eip = ec2.allocate_address()
-    nat = ec2.create_nat_gateway(SubnetId=public, AllocationId=eip["AllocationId"])["NatGateway"]["NatGatewayId"]
-    deadline = time.time() + 10
-    while ec2.describe_nat_gateways(NatGatewayIds=[nat])["NatGateways"][0]["State"] != "available":
-        assert time.time() < deadline
-        time.sleep(0.1)
+    public = ec2.create_subnet(VpcId=net["vpc"], CidrBlock="10.0.100.0/24")["Subnet"]["SubnetId"]
+    nat, eip = nat_gateway(ec2, net["vpc"], public)
     ec2.create_route(RouteTableId=net["rt"], DestinationCidrBlock="0.0.0.0/0", NatGatewayId=nat)
     return eip
 
