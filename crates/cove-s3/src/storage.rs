@@ -70,6 +70,20 @@ impl<E: Into<anyhow::Error>> From<E> for Refusal {
 
 pub type Result<T> = std::result::Result<T, Refusal>;
 
+/// `NoSuchBucket` unless the bucket exists (inside the caller's transaction).
+fn require_bucket(tx: &rusqlite::Transaction, bucket: &str) -> Result<()> {
+    let exists: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM buckets WHERE name = ?1)",
+        [bucket],
+        |r| r.get(0),
+    )?;
+    if exists {
+        Ok(())
+    } else {
+        Err(Refusal::NoSuchBucket)
+    }
+}
+
 /// Checksums a client supplied and S3 verified (base64, as on the wire).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checksums {
@@ -278,6 +292,36 @@ impl Storage {
         Ok(name)
     }
 
+    /// Adopts a staged body as a new blob and records it with `record` in one
+    /// transaction. `record` answers the blob the new one replaces, which is
+    /// removed once the transaction committed; if it fails, the new blob goes.
+    fn commit_blob(
+        &self,
+        staged: &Staged,
+        record: impl FnOnce(&rusqlite::Transaction, &str) -> Result<Option<String>>,
+    ) -> Result<String> {
+        let blob = self.adopt(staged)?;
+        let result = (|| {
+            let mut db = self.db();
+            let tx = db.transaction()?;
+            let old = record(&tx, &blob)?;
+            tx.commit()?;
+            Ok(old)
+        })();
+        match result {
+            Ok(old) => {
+                if let Some(old) = old {
+                    self.remove_blob(&old);
+                }
+                Ok(blob)
+            }
+            Err(e) => {
+                self.remove_blob(&blob);
+                Err(e)
+            }
+        }
+    }
+
     fn remove_blob(&self, blob: &str) {
         if let Err(e) = std::fs::remove_file(self.blob_path(blob)) {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -333,14 +377,7 @@ impl Storage {
         let part_blobs: Vec<String> = {
             let mut db = self.db();
             let tx = db.transaction()?;
-            let exists: bool = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM buckets WHERE name = ?1)",
-                [name],
-                |r| r.get(0),
-            )?;
-            if !exists {
-                return Err(Refusal::NoSuchBucket);
-            }
+            require_bucket(&tx, name)?;
             let has_objects: bool = tx.query_row(
                 "SELECT EXISTS (SELECT 1 FROM objects WHERE bucket = ?1)",
                 [name],
@@ -428,19 +465,9 @@ impl Storage {
         parts_count: Option<u32>,
         attrs: &Attributes,
     ) -> Result<Object> {
-        let blob = self.adopt(staged)?;
         let modified_ms = now_ms();
-        let result = (|| -> Result<Option<String>> {
-            let mut db = self.db();
-            let tx = db.transaction()?;
-            let exists: bool = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM buckets WHERE name = ?1)",
-                [bucket],
-                |r| r.get(0),
-            )?;
-            if !exists {
-                return Err(Refusal::NoSuchBucket);
-            }
+        let blob = self.commit_blob(staged, |tx, blob| {
+            require_bucket(tx, bucket)?;
             let old: Option<String> = tx
                 .query_row(
                     "SELECT blob FROM objects WHERE bucket = ?1 AND key = ?2",
@@ -462,29 +489,17 @@ impl Storage {
                     attrs_json(attrs)
                 ],
             )?;
-            tx.commit()?;
             Ok(old)
-        })();
-        match result {
-            Ok(old) => {
-                if let Some(old) = old {
-                    self.remove_blob(&old);
-                }
-                Ok(Object {
-                    key: key.to_string(),
-                    blob,
-                    size,
-                    etag: etag.to_string(),
-                    modified_ms,
-                    parts_count,
-                    attrs: attrs.clone(),
-                })
-            }
-            Err(e) => {
-                self.remove_blob(&blob);
-                Err(e)
-            }
-        }
+        })?;
+        Ok(Object {
+            key: key.to_string(),
+            blob,
+            size,
+            etag: etag.to_string(),
+            modified_ms,
+            parts_count,
+            attrs: attrs.clone(),
+        })
     }
 
     /// Deletes `bucket/key`; deleting a missing key is not an error (as on S3).
@@ -492,14 +507,7 @@ impl Storage {
         let old: Option<String> = {
             let mut db = self.db();
             let tx = db.transaction()?;
-            let exists: bool = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM buckets WHERE name = ?1)",
-                [bucket],
-                |r| r.get(0),
-            )?;
-            if !exists {
-                return Err(Refusal::NoSuchBucket);
-            }
+            require_bucket(&tx, bucket)?;
             let old = tx
                 .query_row(
                     "DELETE FROM objects WHERE bucket = ?1 AND key = ?2 RETURNING blob",
@@ -530,14 +538,7 @@ impl Storage {
         };
         let mut db = self.db();
         let tx = db.transaction()?;
-        let exists: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM buckets WHERE name = ?1)",
-            [bucket],
-            |r| r.get(0),
-        )?;
-        if !exists {
-            return Err(Refusal::NoSuchBucket);
-        }
+        require_bucket(&tx, bucket)?;
         tx.execute(
             "INSERT INTO uploads (upload_id, bucket, key, initiated_ms, attrs) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![
@@ -614,11 +615,8 @@ impl Storage {
         etag: &str,
         checksums: &Checksums,
     ) -> Result<Part> {
-        let blob = self.adopt(staged)?;
         let modified_ms = now_ms();
-        let result = (|| -> Result<Option<String>> {
-            let mut db = self.db();
-            let tx = db.transaction()?;
+        let blob = self.commit_blob(staged, |tx, blob| {
             let open: bool = tx.query_row(
                 "SELECT EXISTS (SELECT 1 FROM uploads WHERE upload_id = ?1)",
                 [upload_id],
@@ -647,28 +645,16 @@ impl Storage {
                     serde_json::to_string(checksums)?
                 ],
             )?;
-            tx.commit()?;
             Ok(old)
-        })();
-        match result {
-            Ok(old) => {
-                if let Some(old) = old {
-                    self.remove_blob(&old);
-                }
-                Ok(Part {
-                    part_number,
-                    blob,
-                    size,
-                    etag: etag.to_string(),
-                    modified_ms,
-                    checksums: checksums.clone(),
-                })
-            }
-            Err(e) => {
-                self.remove_blob(&blob);
-                Err(e)
-            }
-        }
+        })?;
+        Ok(Part {
+            part_number,
+            blob,
+            size,
+            etag: etag.to_string(),
+            modified_ms,
+            checksums: checksums.clone(),
+        })
     }
 
     pub fn parts(&self, upload_id: &str) -> Result<Vec<Part>> {
