@@ -41,7 +41,11 @@ SERVICES = {
         "CreateProcessingJob", "DescribeProcessingJob", "ListProcessingJobs", "StopProcessingJob",
         "CreateModel", "DescribeModel", "ListModels", "DeleteModel",
         "CreateEndpointConfig", "DescribeEndpointConfig", "ListEndpointConfigs", "DeleteEndpointConfig",
+        "CreateEndpoint", "DescribeEndpoint", "ListEndpoints", "DeleteEndpoint", "UpdateEndpoint",
+        "UpdateEndpointWeightsAndCapacities",
+        "CreateTransformJob", "DescribeTransformJob", "ListTransformJobs", "StopTransformJob",
     ],
+    "sagemaker-runtime": ["InvokeEndpoint"],
     "logs": [
         "CreateLogGroup", "DeleteLogGroup", "DescribeLogGroups", "CreateLogStream", "DeleteLogStream",
         "DescribeLogStreams", "PutLogEvents", "GetLogEvents", "FilterLogEvents", "PutRetentionPolicy",

@@ -20,8 +20,9 @@ pub struct ServiceEntry {
     pub base_dns: String,
     /// The service's own name, answered by the endpoint with private DNS.
     pub private_dns: Option<String>,
-    /// The SigV4 signing name of the API behind it, when Cove serves one.
-    pub signing_name: Option<&'static str>,
+    /// The API behind it, when Cove serves one, named by its endpoint
+    /// prefix (`ec2`, `api.sagemaker`, `runtime.sagemaker`…).
+    pub api: Option<&'static str>,
 }
 
 impl ServiceEntry {
@@ -36,19 +37,19 @@ impl ServiceEntry {
 
 /// The endpoint services of a region, sorted by name then type.
 pub fn services(region: &str) -> Vec<ServiceEntry> {
-    let amazon = |svc: &str, short: &str, t: &'static str, private: bool, signing| ServiceEntry {
+    let amazon = |svc: &str, short: &str, t: &'static str, private: bool, api| ServiceEntry {
         name: format!("com.amazonaws.{region}.{svc}"),
         service_type: t,
         base_dns: format!("{short}.{region}.vpce.amazonaws.com"),
         private_dns: private.then(|| format!("{short}.{region}.amazonaws.com")),
-        signing_name: Some(signing),
+        api: Some(api),
     };
     let sagemaker = |app: &str| ServiceEntry {
         name: format!("aws.sagemaker.{region}.{app}"),
         service_type: "Interface",
         base_dns: format!("{app}.{region}.vpce.sagemaker.aws"),
         private_dns: Some(format!("*.{app}.{region}.sagemaker.aws")),
-        signing_name: None,
+        api: None,
     };
     let mut out = vec![
         amazon("s3", "s3", "Gateway", false, "s3"),
@@ -58,14 +59,14 @@ pub fn services(region: &str) -> Vec<ServiceEntry> {
             "api.sagemaker",
             "Interface",
             true,
-            "sagemaker",
+            "api.sagemaker",
         ),
         amazon(
             "sagemaker.runtime",
             "runtime.sagemaker",
             "Interface",
             true,
-            "sagemaker",
+            "runtime.sagemaker",
         ),
         amazon("logs", "logs", "Interface", true, "logs"),
         amazon("sts", "sts", "Interface", true, "sts"),
@@ -74,6 +75,15 @@ pub fn services(region: &str) -> Vec<ServiceEntry> {
     ];
     out.sort_by(|a, b| (&a.name, a.service_type).cmp(&(&b.name, b.service_type)));
     out
+}
+
+/// The SigV4 signing name of an API named by its endpoint prefix: SageMaker's
+/// API and its Runtime are two endpoints that sign as `sagemaker`.
+pub fn signing_name_of(api: &str) -> &str {
+    match api {
+        "api.sagemaker" | "runtime.sagemaker" => "sagemaker",
+        other => other,
+    }
 }
 
 /// The catalogue entry for a service name and endpoint type.
@@ -111,8 +121,8 @@ pub fn endpoint_dns_names(
 /// the way AWS's regional endpoints are public addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceHost {
-    /// The SigV4 signing name the listener serves.
-    pub signing_name: &'static str,
+    /// The API the listener serves, named by its endpoint prefix.
+    pub api: &'static str,
     pub address: Ipv4Addr,
     /// Exact DNS names that resolve to the address.
     pub names: Vec<String>,
@@ -122,8 +132,8 @@ pub struct ServiceHost {
 
 /// The public service addresses and names of a region.
 pub fn service_hosts(region: &str) -> Vec<ServiceHost> {
-    let host = |signing_name, last: u8, names: Vec<String>, wildcards: Vec<String>| ServiceHost {
-        signing_name,
+    let host = |api, last: u8, names: Vec<String>, wildcards: Vec<String>| ServiceHost {
+        api,
         address: Ipv4Addr::new(192, 0, 2, last),
         names,
         wildcard_suffixes: wildcards,
@@ -151,13 +161,13 @@ pub fn service_hosts(region: &str) -> Vec<ServiceHost> {
             vec![],
         ),
         host(
-            "sagemaker",
+            "api.sagemaker",
             13,
             vec![format!("api.sagemaker.{region}.amazonaws.com")],
             vec![],
         ),
         host(
-            "sagemaker",
+            "runtime.sagemaker",
             14,
             vec![format!("runtime.sagemaker.{region}.amazonaws.com")],
             vec![],
@@ -198,7 +208,7 @@ mod tests {
     #[test]
     fn service_addresses_are_in_the_services_range_and_s3_in_its_prefix_list() {
         let hosts = service_hosts("us-east-1");
-        let s3 = hosts.iter().find(|h| h.signing_name == "s3").unwrap();
+        let s3 = hosts.iter().find(|h| h.api == "s3").unwrap();
         assert_eq!(s3.address.to_string(), S3_ADDRESS);
         let cidr: crate::cidr::Cidr = S3_CIDR.parse().unwrap();
         assert!(cidr.contains_addr(s3.address));
@@ -224,7 +234,7 @@ mod tests {
     #[test]
     fn every_private_dns_name_with_an_api_has_a_public_address() {
         for s in services("eu-west-1") {
-            if let (Some(dns), Some(_)) = (&s.private_dns, s.signing_name) {
+            if let (Some(dns), Some(_)) = (&s.private_dns, s.api) {
                 assert!(public_address("eu-west-1", dns).is_some(), "{dns}");
             }
         }

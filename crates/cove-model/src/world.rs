@@ -2,6 +2,7 @@
 //! (`imbl`), so a writer clones the world in O(1), changes its copy, persists
 //! the changed documents and publishes the copy; readers never wait.
 
+use crate::endpoints::SageMakerEndpoint;
 use crate::jobs::{SageMakerDefinition, SageMakerJob, StsSession};
 use crate::vpc::*;
 use imbl::OrdMap;
@@ -30,6 +31,8 @@ pub struct World {
     pub sts_sessions: OrdMap<String, StsSession>,
     /// SageMaker models and endpoint configurations by `<kind>/<name>`.
     pub sagemaker_definitions: OrdMap<String, SageMakerDefinition>,
+    /// SageMaker endpoints by `endpoint/<name>`.
+    pub sagemaker_endpoints: OrdMap<String, SageMakerEndpoint>,
     /// Tags by resource id, for every taggable resource.
     pub tags: OrdMap<String, Tags>,
     /// Regions whose default VPC has been created.
@@ -94,6 +97,12 @@ resource!(
 resource!(SageMakerJob, "sagemaker_job", sagemaker_jobs, |r| {
     arn_resource(&r.arn)
 });
+resource!(
+    SageMakerEndpoint,
+    "sagemaker_endpoint",
+    sagemaker_endpoints,
+    |r| arn_resource(&r.arn)
+);
 
 fn arn_resource(arn: &str) -> &str {
     arn.rsplit(':').next().unwrap_or_default()
@@ -137,6 +146,7 @@ impl World {
             "sagemaker_job" => put::<SageMakerJob>(self, key, doc),
             "sts_session" => put::<StsSession>(self, key, doc),
             "sagemaker_definition" => put::<SageMakerDefinition>(self, key, doc),
+            "sagemaker_endpoint" => put::<SageMakerEndpoint>(self, key, doc),
             TAGS_KIND => {
                 let t: Tags = serde_json::from_str(doc).map_err(|e| format!("tags {key}: {e}"))?;
                 self.tags.insert(key.to_string(), t);

@@ -283,7 +283,7 @@ fn aws_service(ip: Ipv4Addr) -> &'static str {
     match services::service_hosts("us-east-1")
         .iter()
         .find(|h| h.address == ip)
-        .map(|h| h.signing_name)
+        .map(|h| h.api)
     {
         Some("s3") => "S3",
         Some("ec2") => "EC2",

@@ -19,7 +19,7 @@ pub const DNS_PORT: u16 = 53;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ListenerKind {
-    /// Cove's AWS API. `only_service` limits it to one signing name; the
+    /// Cove's AWS API. `only_service` limits it to one API (by endpoint prefix); the
     /// endpoint ids say which interface endpoint it is.
     Api {
         only_service: Option<&'static str>,
@@ -43,7 +43,7 @@ pub struct ListenerPlan {
 pub fn service_addresses() -> Vec<(Ipv4Addr, &'static str)> {
     services::service_hosts("us-east-1")
         .into_iter()
-        .map(|h| (h.address, h.signing_name))
+        .map(|h| (h.address, h.api))
         .collect()
 }
 
@@ -83,8 +83,8 @@ pub fn listeners(world: &World, instance: &str) -> Vec<ListenerPlan> {
     for e in world.vpc_endpoints.values().filter(|e| {
         e.endpoint_type == "Interface" && (e.state == "available" || e.state == "pending")
     }) {
-        let Some(signing) = services::service_for(&e.region, &e.service_name, "Interface")
-            .and_then(|s| s.signing_name)
+        let Some(signing) =
+            services::service_for(&e.region, &e.service_name, "Interface").and_then(|s| s.api)
         else {
             continue;
         };
@@ -177,7 +177,7 @@ mod tests {
             assert_eq!(
                 p.kind,
                 ListenerKind::Api {
-                    only_service: Some("sagemaker"),
+                    only_service: Some("runtime.sagemaker"),
                     vpc_endpoint_id: Some("vpce-1".into()),
                     vpc_id: Some("vpc-1".into()),
                     tls,

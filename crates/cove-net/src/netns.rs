@@ -15,7 +15,16 @@ pub fn run_in<T: Send + 'static>(
     name: &str,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> io::Result<T> {
-    let ns = File::open(format!("{NETNS_DIR}/{name}"))?;
+    run_in_path(&format!("{NETNS_DIR}/{name}"), f)
+}
+
+/// [`run_in`] for a namespace given by path (`/proc/<pid>/ns/net` names the
+/// namespace of a process, such as a network-isolated container).
+pub fn run_in_path<T: Send + 'static>(
+    path: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<T> {
+    let ns = File::open(path)?;
     std::thread::spawn(move || {
         // SAFETY: setns only changes this thread's network namespace; the
         // descriptor is valid for the duration of the call.

@@ -212,6 +212,12 @@ impl Container {
         &self.id
     }
 
+    /// The host pid of the container's init, whose `/proc/<pid>/ns/*` name
+    /// the container's namespaces.
+    pub fn init_pid(&self) -> Option<i32> {
+        self.init.as_ref().map(|p| p.pid)
+    }
+
     pub fn state_dir(&self) -> &Path {
         &self.state_dir
     }

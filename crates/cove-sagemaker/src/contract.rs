@@ -4,7 +4,7 @@
 //! writes and runs what this returns; nothing here touches the disk.
 
 use crate::api::network_isolation;
-use cove_model::jobs::{JobKind, SageMakerJob};
+use cove_model::jobs::SageMakerJob;
 use serde_json::{json, Map, Value};
 
 /// Where script mode finds the interpreter for the user's program.
@@ -67,29 +67,88 @@ fn common_env(
     job: &SageMakerJob,
     credentials: Option<&ContainerCredentials>,
 ) -> Vec<(String, String)> {
-    let region = &job.region;
+    base_env(
+        &job.region,
+        credentials.filter(|_| !network_isolation(job.kind, &job.request)),
+        &job.request["Environment"],
+    )
+}
+
+/// What every container gets: a `PATH`, the region, the role's credentials
+/// (`None` for a network-isolated one) and the user's `Environment`.
+fn base_env(
+    region: &str,
+    credentials: Option<&ContainerCredentials>,
+    user_env: &Value,
+) -> Vec<(String, String)> {
     let mut env = vec![
         ("PATH".to_string(), PATH.to_string()),
         ("HOME".to_string(), "/tmp".to_string()),
         ("PYTHONUNBUFFERED".to_string(), "1".to_string()),
-        ("AWS_REGION".to_string(), region.clone()),
-        ("AWS_DEFAULT_REGION".to_string(), region.clone()),
+        ("AWS_REGION".to_string(), region.to_string()),
+        ("AWS_DEFAULT_REGION".to_string(), region.to_string()),
     ];
-    if let (Some(c), false) = (credentials, network_isolation(job.kind, &job.request)) {
+    if let Some(c) = credentials {
         env.push(("AWS_ACCESS_KEY_ID".into(), c.access_key.clone()));
         env.push(("AWS_SECRET_ACCESS_KEY".into(), c.secret_key.clone()));
         env.push(("AWS_SESSION_TOKEN".into(), c.session_token.clone()));
     }
-    let user_env = match job.kind {
-        JobKind::Training => &job.request["Environment"],
-        JobKind::Processing => &job.request["Environment"],
-    };
     if let Some(map) = user_env.as_object() {
         for (k, v) in map {
             env.push((k.clone(), v.as_str().unwrap_or_default().to_string()));
         }
     }
     env
+}
+
+/// Cove's serving runtime for framework images in script mode: it loads the
+/// user's inference script (`model_fn`, `input_fn`, `predict_fn`,
+/// `output_fn`, or `transform_fn`) and serves `/ping` and `/invocations`.
+pub const SERVING_RUNTIME: &str = include_str!("serving.py");
+/// Where the serving runtime is written, relative to `/opt/ml`.
+pub const SERVING_RUNTIME_PATH: &str = "cove/serving.py";
+/// The port a serving container listens on, as SageMaker requires.
+pub const SERVING_PORT: u16 = 8080;
+
+/// How a model's container is run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serving {
+    /// An imported image: its own `serve` program.
+    Image,
+    /// A framework image that is not imported: Cove's serving runtime runs
+    /// the script named by `SAGEMAKER_PROGRAM` with the host's Python.
+    Script,
+}
+
+/// The contract of a serving container (an endpoint instance or a batch
+/// transform host) for the model's `container` definition.
+pub fn serving(
+    region: &str,
+    container: &Value,
+    credentials: Option<&ContainerCredentials>,
+    mode: Serving,
+) -> HostContract {
+    let mut env = base_env(region, credentials, &container["Environment"]);
+    env.push(("SAGEMAKER_BIND_TO_PORT".into(), SERVING_PORT.to_string()));
+    let (argv, files) = match mode {
+        Serving::Image => (vec!["serve".to_string()], vec![]),
+        Serving::Script => (
+            vec![
+                HOST_PYTHON.to_string(),
+                format!("/opt/ml/{SERVING_RUNTIME_PATH}"),
+            ],
+            vec![(
+                SERVING_RUNTIME_PATH.to_string(),
+                SERVING_RUNTIME.to_string(),
+            )],
+        ),
+    };
+    HostContract {
+        files,
+        env,
+        argv,
+        workdir: "/opt/ml".into(),
+    }
 }
 
 fn resource_config(job: &SageMakerJob, host: &str, instance_type: &str) -> Value {
@@ -287,7 +346,7 @@ pub fn processing(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cove_model::jobs::{JobHost, JobPhase};
+    use cove_model::jobs::{JobHost, JobKind, JobPhase};
 
     fn job(request: Value) -> SageMakerJob {
         SageMakerJob {

@@ -5,6 +5,8 @@
 //!
 //! - [`api`]: Create/Describe/List/Stop for training and processing jobs.
 //! - [`definitions`]: models and endpoint configurations.
+//! - [`endpoints`]: the endpoint API (create, update, delete, describe).
+//! - [`hosting`]: the supervisor that runs each endpoint's instances.
 //! - [`contract`]: the `/opt/ml` files, `SM_*` environment and command (pure).
 //! - [`instance`]: instance types to CPU and memory limits (pure).
 //! - [`transfer`]: the S3 calls that move a job's data.
@@ -13,6 +15,8 @@
 pub mod api;
 pub mod contract;
 pub mod definitions;
+pub mod endpoints;
+pub mod hosting;
 pub mod instance;
 pub mod supervisor;
 pub mod transfer;
@@ -65,6 +69,14 @@ impl Service for SageMakerService {
             "DescribeEndpointConfig" => definitions::describe(store, ctx, EndpointConfig, &input),
             "ListEndpointConfigs" => definitions::list(store, ctx, EndpointConfig, &input),
             "DeleteEndpointConfig" => definitions::delete(store, ctx, EndpointConfig, &input),
+            "CreateEndpoint" => endpoints::create(store, ctx, input),
+            "DescribeEndpoint" => endpoints::describe(store, ctx, &input),
+            "ListEndpoints" => endpoints::list(store, ctx, &input),
+            "DeleteEndpoint" => endpoints::delete(store, ctx, &input),
+            "UpdateEndpoint" => endpoints::update(store, ctx, &input),
+            "UpdateEndpointWeightsAndCapacities" => {
+                endpoints::update_weights_and_capacities(store, ctx, &input)
+            }
             other => Err(AwsError::client(
                 "UnknownOperationException",
                 format!("The operation {other} is not supported by Cove."),

@@ -347,41 +347,13 @@ impl Supervisor {
             .map(|(i, ns)| {
                 let f = f.clone();
                 let host_dir = self.host_dir(job, &job.hosts[i].name);
-                let (endpoint, region) = match &ns {
-                    Some(_) => (
-                        cove_model::services::public_address(
-                            &job.region,
-                            &format!("s3.{}.amazonaws.com", job.region),
-                        )
-                        .map(|a| a.to_string())
-                        .unwrap_or_default(),
-                        job.region.clone(),
-                    ),
-                    None => (self.settings.local_s3.clone(), job.region.clone()),
-                };
-                let credentials = Credentials {
-                    access_key: session
-                        .as_ref()
-                        .map(|s| s.access_key_id.clone())
-                        .unwrap_or_default(),
-                    secret_key: session
-                        .as_ref()
-                        .map(|s| s.secret_access_key.clone())
-                        .unwrap_or_default(),
-                    session_token: session.as_ref().map(|s| s.session_token.clone()),
-                };
-                let timeout = self.settings.connect_timeout;
-                std::thread::spawn(move || {
-                    let work = move || {
-                        let client = S3Client::new(&endpoint, &region, credentials, timeout);
-                        f(i, host_dir, &client)
-                    };
-                    match ns {
-                        Some(ns) => cove_net::netns::run_in(&ns, work)
-                            .unwrap_or_else(|e| Err(TransferError::Network(e.to_string()))),
-                        None => work(),
-                    }
-                })
+                spawn_in_network(
+                    &self.settings,
+                    &job.region,
+                    ns,
+                    session.as_ref(),
+                    move |c| f(i, host_dir, c),
+                )
             })
             .collect();
         handles
@@ -617,36 +589,8 @@ impl Supervisor {
             log_path: dir.join("container.log"),
             state_dir: state,
         };
-        self.trust_coves_ca(&mut spec);
+        trust_coves_ca(&self.settings, &mut spec);
         Ok(Ok(Container::launch(&spec, &self.settings.runner)?))
-    }
-
-    /// Makes a container trust Cove's CA beside the host's roots: the bundle
-    /// over the system bundle, and the variables SDKs read (a job's own
-    /// `Environment` values win).
-    fn trust_coves_ca(&self, spec: &mut ContainerSpec) {
-        let Some(bundle) = &self.settings.ca_bundle else {
-            return;
-        };
-        // Script mode's /etc is the host's, read-only: the file must be there
-        // to be bound over.
-        if matches!(spec.root, RootFs::Host) && !Path::new(cove_tls::BUNDLE_TARGET).exists() {
-            tracing::warn!(
-                "{} is missing on the host, so jobs in script mode do not trust Cove's CA",
-                cove_tls::BUNDLE_TARGET
-            );
-            return;
-        }
-        spec.binds.push(Bind {
-            source: bundle.clone(),
-            target: cove_tls::BUNDLE_TARGET.into(),
-            read_only: true,
-        });
-        for (name, value) in cove_tls::bundle_env() {
-            if !spec.env.iter().any(|(n, _)| *n == name) {
-                spec.env.push((name, value));
-            }
-        }
     }
 
     fn run(&self, job: &SageMakerJob) -> anyhow::Result<Step> {
@@ -664,7 +608,12 @@ impl Supervisor {
         let mut shippers: Vec<LogShipper> = job
             .hosts
             .iter()
-            .map(|h| LogShipper::new(job, &h.name, &self.host_dir(job, &h.name)))
+            .map(|h| {
+                LogShipper::new(&self.host_dir(job, &h.name), || {
+                    let epoch = time::OffsetDateTime::now_utc().unix_timestamp();
+                    format!("{}/{}-{epoch}", job.name, h.name)
+                })
+            })
             .collect();
         let max_runtime = job.request["StoppingCondition"]["MaxRuntimeInSeconds"]
             .as_u64()
@@ -682,12 +631,22 @@ impl Supervisor {
         let mut kill_others_at = None;
         loop {
             for s in &mut shippers {
-                s.ship(&self.logs, job);
+                s.ship(
+                    &self.logs,
+                    &job.region,
+                    &job.account_id,
+                    job.kind.log_group(),
+                );
             }
             let statuses: Vec<Status> = containers.iter().map(Container::status).collect();
             if statuses.iter().all(|s| !matches!(s, Status::Running)) {
                 for s in &mut shippers {
-                    s.ship(&self.logs, job);
+                    s.ship(
+                        &self.logs,
+                        &job.region,
+                        &job.account_id,
+                        job.kind.log_group(),
+                    );
                 }
                 containers.iter().for_each(|c| {
                     let _ = c.cleanup();
@@ -904,9 +863,77 @@ impl Supervisor {
     }
 }
 
+/// Runs `f` on a new thread with an S3 client that reaches S3 the way a
+/// host in `netns` does (from inside that namespace, so through its ENI and
+/// its VPC's routes), or through Cove's own listener outside a VPC.
+pub(crate) fn spawn_in_network<T: Send + 'static>(
+    settings: &Settings,
+    region: &str,
+    netns: Option<String>,
+    session: Option<&StsSession>,
+    f: impl FnOnce(&S3Client) -> Result<T, TransferError> + Send + 'static,
+) -> std::thread::JoinHandle<Result<T, TransferError>> {
+    let endpoint = match &netns {
+        Some(_) => {
+            cove_model::services::public_address(region, &format!("s3.{region}.amazonaws.com"))
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        }
+        None => settings.local_s3.clone(),
+    };
+    let credentials = Credentials {
+        access_key: session.map(|s| s.access_key_id.clone()).unwrap_or_default(),
+        secret_key: session
+            .map(|s| s.secret_access_key.clone())
+            .unwrap_or_default(),
+        session_token: session.map(|s| s.session_token.clone()),
+    };
+    let timeout = settings.connect_timeout;
+    let region = region.to_string();
+    std::thread::spawn(move || {
+        let work = move || {
+            let client = S3Client::new(&endpoint, &region, credentials, timeout);
+            f(&client)
+        };
+        match netns {
+            Some(ns) => cove_net::netns::run_in(&ns, work)
+                .unwrap_or_else(|e| Err(TransferError::Network(e.to_string()))),
+            None => work(),
+        }
+    })
+}
+
+/// Makes a container trust Cove's CA beside the host's roots: the bundle
+/// over the system bundle, and the variables SDKs read (a job's own
+/// `Environment` values win).
+pub(crate) fn trust_coves_ca(settings: &Settings, spec: &mut ContainerSpec) {
+    let Some(bundle) = &settings.ca_bundle else {
+        return;
+    };
+    // Script mode's /etc is the host's, read-only: the file must be there
+    // to be bound over.
+    if matches!(spec.root, RootFs::Host) && !Path::new(cove_tls::BUNDLE_TARGET).exists() {
+        tracing::warn!(
+            "{} is missing on the host, so jobs in script mode do not trust Cove's CA",
+            cove_tls::BUNDLE_TARGET
+        );
+        return;
+    }
+    spec.binds.push(Bind {
+        source: bundle.clone(),
+        target: cove_tls::BUNDLE_TARGET.into(),
+        read_only: true,
+    });
+    for (name, value) in cove_tls::bundle_env() {
+        if !spec.env.iter().any(|(n, _)| *n == name) {
+            spec.env.push((name, value));
+        }
+    }
+}
+
 /// A writable view of an imported image for one host: an overlay whose
 /// lower layer is the shared, untouched image.
-fn overlay(image: &Path, host_dir: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn overlay(image: &Path, host_dir: &Path) -> anyhow::Result<PathBuf> {
     let (upper, work, merged) = (
         host_dir.join("upper"),
         host_dir.join("work"),
@@ -953,7 +980,7 @@ fn is_mountpoint(p: &Path) -> bool {
     }
 }
 
-fn unmount(p: &Path) {
+pub(crate) fn unmount(p: &Path) {
     if is_mountpoint(p) {
         let target = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("no NUL");
         // SAFETY: umount2 on a valid path; a lazy detach cannot fail half-way.
@@ -1247,7 +1274,7 @@ fn put(client: &S3Client, item: &Upload, ml: &Path) -> Result<(), TransferError>
 
 /// Ships a container's log file to CloudWatch Logs, line by line, keeping its
 /// offset beside the file so a restarted Cove neither loses nor repeats lines.
-struct LogShipper {
+pub(crate) struct LogShipper {
     log: PathBuf,
     offset_file: PathBuf,
     stream: String,
@@ -1255,11 +1282,12 @@ struct LogShipper {
 }
 
 impl LogShipper {
-    fn new(job: &SageMakerJob, host: &str, dir: &Path) -> LogShipper {
+    /// Ships `dir/container.log` to the stream `name` gives, which is kept
+    /// in `dir/log-stream` so a restart keeps writing to the same stream.
+    pub(crate) fn new(dir: &Path, name: impl FnOnce() -> String) -> LogShipper {
         let stream_file = dir.join("log-stream");
         let stream = std::fs::read_to_string(&stream_file).unwrap_or_else(|_| {
-            let epoch = time::OffsetDateTime::now_utc().unix_timestamp();
-            let s = format!("{}/{host}-{epoch}", job.name);
+            let s = name();
             let _ = std::fs::write(&stream_file, &s);
             s
         });
@@ -1276,7 +1304,7 @@ impl LogShipper {
         }
     }
 
-    fn ship(&mut self, logs: &LogsService, job: &SageMakerJob) {
+    pub(crate) fn ship(&mut self, logs: &LogsService, region: &str, account: &str, group: &str) {
         let Ok(mut file) = std::fs::File::open(&self.log) else {
             return;
         };
@@ -1305,12 +1333,11 @@ impl LogShipper {
                 )
             })
             .collect();
-        let group = job.kind.log_group();
         let shipped = logs
-            .ensure_stream(&job.region, &job.account_id, group, &self.stream)
+            .ensure_stream(region, account, group, &self.stream)
             .and_then(|_| {
                 for chunk in events.chunks(1000) {
-                    logs.put_events(&job.region, &job.account_id, group, &self.stream, chunk)?;
+                    logs.put_events(region, account, group, &self.stream, chunk)?;
                 }
                 Ok(())
             });

@@ -23,7 +23,7 @@ pub fn certificate_names(region: &str) -> Vec<String> {
     }
     for service in services::services(region) {
         // Only services Cove answers on (notebook and studio have no API here).
-        if service.signing_name.is_none() {
+        if service.api.is_none() {
             continue;
         }
         if let Some(private) = &service.private_dns {
@@ -134,7 +134,7 @@ mod tests {
             // An interface endpoint's own names, regional and zonal.
             for s in services::services(region)
                 .iter()
-                .filter(|s| s.signing_name.is_some())
+                .filter(|s| s.api.is_some())
             {
                 let zones = vec![format!("{region}a"), format!("{region}b")];
                 for (dns, _) in services::endpoint_dns_names("vpce-0abc", &s.base_dns, &zones) {

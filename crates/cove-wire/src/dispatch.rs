@@ -49,7 +49,8 @@ pub struct RequestContext {
 /// endpoint and VPC the caller used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Arrival {
-    /// The SigV4 signing name the listener serves; others are refused.
+    /// The API the listener serves, by endpoint prefix (`ec2`,
+    /// `runtime.sagemaker`…); requests signed for another service are refused.
     pub only_service: Option<&'static str>,
     pub vpc_endpoint_id: Option<String>,
     pub vpc_id: Option<String>,
@@ -302,6 +303,29 @@ impl Dispatcher {
         }
     }
 
+    /// Checks a request's SigV4 signature exactly as [`Dispatcher::handle`]
+    /// does, for a front that serves its API itself (SageMaker Runtime's
+    /// REST-JSON `InvokeEndpoint`). Returns the caller and the signed region,
+    /// or the error response (JSON, which REST-JSON clients read alike).
+    pub fn authenticate_request(
+        &self,
+        req: &HttpRequest,
+    ) -> Result<(Principal, String), HttpResponse> {
+        let params = query::parse_form(req.raw_query.as_bytes());
+        match self.authenticate(req, &params) {
+            Ok((_, principal, region)) => Ok((principal, region)),
+            Err((fault, detail, _)) => {
+                let request_id = uuid::Uuid::new_v4().to_string();
+                Err(render_error(
+                    Protocol::Json,
+                    &auth_error(Protocol::Json, fault, &detail),
+                    &request_id,
+                    None,
+                ))
+            }
+        }
+    }
+
     #[allow(clippy::type_complexity)]
     fn authenticate(
         &self,
@@ -324,7 +348,8 @@ impl Dispatcher {
                 )
             })?;
         let protocol = Some(service.protocol());
-        if let Some(only) = req.arrival.as_ref().and_then(|a| a.only_service) {
+        if let Some(api) = req.arrival.as_ref().and_then(|a| a.only_service) {
+            let only = cove_model::services::signing_name_of(api);
             if only != auth.service {
                 // What AWS answers when a request signed for one service reaches another's endpoint.
                 return Err((

@@ -57,6 +57,10 @@ pub struct ServeArgs {
     /// before the job fails with AWS's data download message.
     #[arg(long, env = "COVE_JOB_CONNECT_TIMEOUT", default_value_t = 3)]
     pub job_connect_timeout: u64,
+    /// Seconds InvokeEndpoint waits for a model's answer before it returns
+    /// AWS's ModelError timeout (AWS: 60).
+    #[arg(long, env = "COVE_INVOKE_TIMEOUT", default_value_t = 60)]
+    pub invoke_timeout: u64,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -90,6 +94,7 @@ pub struct Settings {
     pub flow_log_window: Option<i64>,
     pub job_stop_grace: std::time::Duration,
     pub job_connect_timeout: std::time::Duration,
+    pub invoke_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -149,6 +154,7 @@ impl Settings {
             flow_log_window: args.flow_log_window,
             job_stop_grace: std::time::Duration::from_secs(args.job_stop_grace),
             job_connect_timeout: std::time::Duration::from_secs(args.job_connect_timeout.max(1)),
+            invoke_timeout: std::time::Duration::from_secs(args.invoke_timeout.max(1)),
             data_dir: args
                 .data_dir
                 .clone()

@@ -23,6 +23,7 @@ const MAX_BODY: usize = 16 * 1024 * 1024;
 
 struct App {
     dispatcher: Dispatcher,
+    runtime: cove_invoke::Runtime,
     s3: S3Front,
     store: Arc<Store>,
     started: Instant,
@@ -55,6 +56,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     let app = Arc::new(App {
         dispatcher,
+        runtime: cove_invoke::Runtime::new(store.clone(), settings.invoke_timeout),
         s3: s3_front.clone(),
         store: store.clone(),
         started: Instant::now(),
@@ -96,22 +98,25 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         s3_front,
         certs.server_config()?,
     )?;
+    let job_settings = cove_sagemaker::supervisor::Settings {
+        jobs_dir: settings.data_dir.join("jobs"),
+        images_dir: settings.data_dir.join("images"),
+        runner: std::env::current_exe()?,
+        instance,
+        local_s3: settings.listen.to_string(),
+        connect_timeout: settings.job_connect_timeout,
+        stop_grace: settings.job_stop_grace,
+        ca_bundle: Some(ca_bundle),
+    };
     cove_sagemaker::supervisor::Supervisor::new(
         store.clone(),
         logs.clone(),
-        sts,
-        cove_sagemaker::supervisor::Settings {
-            jobs_dir: settings.data_dir.join("jobs"),
-            images_dir: settings.data_dir.join("images"),
-            runner: std::env::current_exe()?,
-            instance,
-            local_s3: settings.listen.to_string(),
-            connect_timeout: settings.job_connect_timeout,
-            stop_grace: settings.job_stop_grace,
-            ca_bundle: Some(ca_bundle),
-        },
+        sts.clone(),
+        job_settings.clone(),
     )
     .spawn()?;
+    cove_sagemaker::hosting::Hosting::new(store.clone(), logs.clone(), sts, job_settings)
+        .spawn()?;
 
     let ticker = ec2.clone();
     tokio::spawn(async move {
@@ -292,6 +297,89 @@ async fn health(State(app): State<Arc<App>>) -> Response<Body> {
         .expect("static response")
 }
 
+fn header_pairs(headers: &axum::http::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+fn into_axum(out: cove_wire::HttpResponse) -> Response<Body> {
+    let mut response = Response::builder()
+        .status(StatusCode::from_u16(out.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+    for (name, value) in out.headers {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
+            response = response.header(n, v);
+        }
+    }
+    response
+        .body(Body::from(out.body))
+        .expect("valid response parts")
+}
+
+/// `InvokeEndpoint`: authenticated like every API, then routed by cove-invoke.
+async fn invoke(
+    app: &App,
+    parts: axum::http::request::Parts,
+    body: Body,
+    peer: SocketAddr,
+    arrival: Option<Arrival>,
+    endpoint: Option<String>,
+) -> Response<Body> {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let body = match axum::body::to_bytes(body, cove_invoke::MAX_BODY + 1).await {
+        Ok(b) => b,
+        Err(_) => {
+            let e = cove_invoke::RuntimeError::validation(format!(
+                "1 validation error detected: Value '[...]' at 'body' failed to satisfy constraint: Member must have length less than or equal to {}",
+                cove_invoke::MAX_BODY
+            ));
+            return e.into_response(&request_id).map(Body::new);
+        }
+    };
+    let request = HttpRequest {
+        method: parts.method.as_str().to_string(),
+        raw_path: parts.uri.path().to_string(),
+        raw_query: parts.uri.query().unwrap_or_default().to_string(),
+        headers: header_pairs(&parts.headers),
+        body: body.to_vec(),
+        peer: Some(peer.ip()),
+        arrival,
+    };
+    let (principal, region) = match app.dispatcher.authenticate_request(&request) {
+        Ok(x) => x,
+        Err(out) => return into_axum(out),
+    };
+    let Some(endpoint) = endpoint else {
+        let e = cove_model::AwsError::client(
+            "UnknownOperationException",
+            "SageMaker Runtime serves POST /endpoints/{EndpointName}/invocations here.",
+        );
+        let mut out =
+            cove_wire::dispatch::render_error(cove_wire::Protocol::Json, &e, &request_id, None);
+        out.status = 404;
+        return into_axum(out);
+    };
+    app.runtime
+        .invoke(
+            &principal.account_id,
+            &region,
+            &endpoint,
+            &parts.headers,
+            body,
+        )
+        .await
+        .map(Body::new)
+}
+
 async fn aws(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -322,6 +410,13 @@ async fn aws(
             .handle(Request::from_parts(parts, body), origin)
             .await;
     }
+    // SageMaker Runtime: its own listener serves nothing else; elsewhere
+    // the invocation path picks it (the API is JSON-RPC on `/`).
+    let only = arrival.as_ref().and_then(|a| a.only_service);
+    let invocation = cove_invoke::invocation_endpoint(parts.method.as_str(), parts.uri.path());
+    if only == Some("runtime.sagemaker") || (only.is_none() && invocation.is_some()) {
+        return invoke(&app, parts, body, peer, arrival, invocation).await;
+    }
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {
@@ -331,16 +426,7 @@ async fn aws(
                 .expect("static response")
         }
     };
-    let headers: Vec<(String, String)> = parts
-        .headers
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
+    let headers = header_pairs(&parts.headers);
     let request = HttpRequest {
         method: parts.method.as_str().to_string(),
         raw_path: parts.uri.path().to_string(),
@@ -356,17 +442,5 @@ async fn aws(
         micros = started.elapsed().as_micros() as u64,
         "request"
     );
-    let mut response = Response::builder()
-        .status(StatusCode::from_u16(out.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
-    for (name, value) in out.headers {
-        if let (Ok(n), Ok(v)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(&value),
-        ) {
-            response = response.header(n, v);
-        }
-    }
-    response
-        .body(Body::from(out.body))
-        .expect("valid response parts")
+    into_axum(out)
 }

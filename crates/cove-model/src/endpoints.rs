@@ -1,0 +1,196 @@
+//! SageMaker endpoints as stored documents: the status AWS shows, the
+//! variants in service (and those an `UpdateEndpoint` is bringing up), and
+//! every instance with its ENI, its progress and the namespace its serving
+//! container listens in. The hosting supervisor drives the instances; the
+//! runtime front reads the in-service ones to route `InvokeEndpoint`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// One production variant as the endpoint runs it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointVariant {
+    pub name: String,
+    pub model_name: String,
+    pub instance_type: String,
+    pub current_weight: f64,
+    pub desired_weight: f64,
+    pub current_instance_count: u32,
+    pub desired_instance_count: u32,
+    /// The model's image, for `DeployedImages`.
+    pub image: String,
+}
+
+/// Where an instance is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum InstanceState {
+    /// Waiting for its ENI (and the data plane to plumb it).
+    Provisioning,
+    /// Fetching the model data through its ENI.
+    Downloading,
+    /// The serving container runs; `/ping` has not answered yet.
+    Starting,
+    /// `/ping` answered: it takes traffic.
+    InService,
+    /// It could not start or its container died; it takes no traffic.
+    Failed,
+    /// Replaced or scaled in: drained, then stopped and released.
+    Retiring,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EndpointInstance {
+    /// `i-` and 17 hex digits, as in the instance's log stream name.
+    pub id: String,
+    pub variant: String,
+    /// The endpoint configuration it was started for.
+    pub config_name: String,
+    pub eni_id: Option<String>,
+    pub state: InstanceState,
+    /// The network namespace (a path) in which the serving container
+    /// listens on 127.0.0.1:8080, once it is InService.
+    pub netns_path: Option<String>,
+    pub failure_reason: Option<String>,
+    /// The model's execution role session it fetches its model data with.
+    #[serde(default)]
+    pub session_access_key: Option<String>,
+    /// When it started retiring (RFC 3339), for the drain period.
+    #[serde(default)]
+    pub retiring_since: Option<String>,
+}
+
+impl EndpointInstance {
+    /// Counts towards its variant's instance count.
+    pub fn is_live(&self) -> bool {
+        !matches!(self.state, InstanceState::Failed | InstanceState::Retiring)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SageMakerEndpoint {
+    pub name: String,
+    pub arn: String,
+    pub region: String,
+    pub account_id: String,
+    /// The configuration in service (or being created).
+    pub config_name: String,
+    pub variants: Vec<EndpointVariant>,
+    /// `UpdateEndpoint`'s new configuration while it comes up beside the old.
+    pub pending_config: Option<String>,
+    pub pending_variants: Vec<EndpointVariant>,
+    pub pending_since: Option<String>,
+    /// `Creating`, `InService`, `Updating`, `Failed`, `Deleting`.
+    pub status: String,
+    pub failure_reason: Option<String>,
+    pub creation_time: String,
+    pub last_modified_time: String,
+    pub instances: Vec<EndpointInstance>,
+    pub delete_requested: bool,
+    /// The validated Create request (its `DeploymentConfig`, tags).
+    pub request: Value,
+}
+
+impl SageMakerEndpoint {
+    pub fn key_of(name: &str) -> String {
+        format!("endpoint/{name}")
+    }
+
+    pub fn key(&self) -> String {
+        Self::key_of(&self.name)
+    }
+
+    /// The variant (current or pending) an instance belongs to.
+    pub fn variant_of(&self, instance: &EndpointInstance) -> Option<&EndpointVariant> {
+        let list = if instance.config_name == self.config_name {
+            &self.variants
+        } else {
+            &self.pending_variants
+        };
+        list.iter().find(|v| v.name == instance.variant)
+    }
+
+    /// The instances that take traffic, by variant of the configuration in service.
+    pub fn serving(&self) -> Vec<(&EndpointVariant, Vec<&EndpointInstance>)> {
+        self.variants
+            .iter()
+            .map(|v| {
+                let instances = self
+                    .instances
+                    .iter()
+                    .filter(|i| {
+                        i.state == InstanceState::InService
+                            && i.config_name == self.config_name
+                            && i.variant == v.name
+                            && i.netns_path.is_some()
+                    })
+                    .collect();
+                (v, instances)
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(id: &str, variant: &str, config: &str, state: InstanceState) -> EndpointInstance {
+        EndpointInstance {
+            id: id.into(),
+            variant: variant.into(),
+            config_name: config.into(),
+            eni_id: None,
+            state,
+            netns_path: Some("/run/netns/x".into()),
+            failure_reason: None,
+            session_access_key: None,
+            retiring_since: None,
+        }
+    }
+
+    fn variant(name: &str) -> EndpointVariant {
+        EndpointVariant {
+            name: name.into(),
+            model_name: "m".into(),
+            instance_type: "ml.m5.large".into(),
+            current_weight: 1.0,
+            desired_weight: 1.0,
+            current_instance_count: 1,
+            desired_instance_count: 1,
+            image: "img".into(),
+        }
+    }
+
+    #[test]
+    fn only_in_service_instances_of_the_current_config_serve() {
+        let e = SageMakerEndpoint {
+            name: "e".into(),
+            arn: "arn".into(),
+            region: "us-east-1".into(),
+            account_id: "1".into(),
+            config_name: "old".into(),
+            variants: vec![variant("A")],
+            pending_config: Some("new".into()),
+            pending_variants: vec![variant("A")],
+            pending_since: None,
+            status: "Updating".into(),
+            failure_reason: None,
+            creation_time: String::new(),
+            last_modified_time: String::new(),
+            instances: vec![
+                instance("i-1", "A", "old", InstanceState::InService),
+                instance("i-2", "A", "new", InstanceState::InService),
+                instance("i-3", "A", "old", InstanceState::Starting),
+                instance("i-4", "A", "old", InstanceState::Retiring),
+            ],
+            delete_requested: false,
+            request: Value::Null,
+        };
+        let serving = e.serving();
+        assert_eq!(serving.len(), 1);
+        let ids: Vec<&str> = serving[0].1.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!(ids, ["i-1"]);
+        assert!(!e.instances[3].is_live());
+        assert!(e.instances[2].is_live());
+    }
+}

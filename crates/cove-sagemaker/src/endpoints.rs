@@ -1,0 +1,317 @@
+//! The endpoint API: CreateEndpoint, DescribeEndpoint, ListEndpoints,
+//! DeleteEndpoint, UpdateEndpoint and UpdateEndpointWeightsAndCapacities.
+//! Handlers check what the schema cannot (the configuration and its models
+//! exist, the endpoint is in a state that allows the change) and store the
+//! wish; the hosting supervisor brings instances up and down to match it.
+
+use crate::api::{page, validation, Row};
+use crate::definitions::{self, Definition};
+use cove_model::endpoints::{EndpointVariant, InstanceState, SageMakerEndpoint};
+use cove_model::ids::now_rfc3339;
+use cove_model::world::World;
+use cove_model::{AwsError, AwsResult};
+use cove_store::Store;
+use cove_wire::RequestContext;
+use serde_json::{json, Value};
+
+fn arn(ctx: &RequestContext, name: &str) -> String {
+    format!(
+        "arn:aws:sagemaker:{}:{}:endpoint/{name}",
+        ctx.region,
+        ctx.account_id()
+    )
+}
+
+fn not_found(ctx: &RequestContext, name: &str) -> AwsError {
+    validation(format!("Could not find endpoint \"{}\".", arn(ctx, name)))
+}
+
+pub fn find<'w>(
+    world: &'w World,
+    ctx: &RequestContext,
+    name: &str,
+) -> AwsResult<&'w SageMakerEndpoint> {
+    world
+        .sagemaker_endpoints
+        .get(&SageMakerEndpoint::key_of(name))
+        .filter(|e| e.region == ctx.region)
+        .ok_or_else(|| not_found(ctx, name))
+}
+
+/// The image a model runs (its primary container, or the first of `Containers`).
+pub fn model_container(model: &Value) -> &Value {
+    match model.get("PrimaryContainer") {
+        Some(c) => c,
+        None => &model["Containers"][0],
+    }
+}
+
+/// The variants of an endpoint configuration, as an endpoint starts them.
+fn variants_of(
+    world: &World,
+    ctx: &RequestContext,
+    config_name: &str,
+) -> AwsResult<Vec<EndpointVariant>> {
+    let config = definitions::find(world, ctx, Definition::EndpointConfig, config_name)?;
+    let mut out = Vec::new();
+    for v in config.request["ProductionVariants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let model_name = v["ModelName"].as_str().unwrap_or_default();
+        let model = definitions::find(world, ctx, Definition::Model, model_name)?;
+        let weight = v["InitialVariantWeight"].as_f64().unwrap_or(1.0);
+        let count = v["InitialInstanceCount"].as_u64().unwrap_or(1) as u32;
+        out.push(EndpointVariant {
+            name: v["VariantName"].as_str().unwrap_or_default().to_string(),
+            model_name: model_name.to_string(),
+            instance_type: v["InstanceType"].as_str().unwrap_or_default().to_string(),
+            current_weight: weight,
+            desired_weight: weight,
+            current_instance_count: 0,
+            desired_instance_count: count,
+            image: model_container(&model.request)["Image"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+        });
+    }
+    Ok(out)
+}
+
+pub fn create(store: &Store, ctx: &RequestContext, input: Value) -> AwsResult<Value> {
+    let name = input["EndpointName"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let config_name = input["EndpointConfigName"].as_str().unwrap_or_default();
+    let arn = arn(ctx, &name);
+    store.write(|tx| {
+        if tx
+            .world
+            .sagemaker_endpoints
+            .contains_key(&SageMakerEndpoint::key_of(&name))
+        {
+            return Err(validation(format!(
+                "Cannot create already existing endpoint \"{arn}\"."
+            )));
+        }
+        let variants = variants_of(&tx.world, ctx, config_name)?;
+        let now = now_rfc3339();
+        tx.put(SageMakerEndpoint {
+            name: name.clone(),
+            arn: arn.clone(),
+            region: ctx.region.clone(),
+            account_id: ctx.account_id().to_string(),
+            config_name: config_name.to_string(),
+            variants,
+            pending_config: None,
+            pending_variants: vec![],
+            pending_since: None,
+            status: "Creating".into(),
+            failure_reason: None,
+            creation_time: now.clone(),
+            last_modified_time: now,
+            instances: vec![],
+            delete_requested: false,
+            request: input.clone(),
+        });
+        Ok(())
+    })?;
+    Ok(json!({ "EndpointArn": arn }))
+}
+
+fn variant_summary(e: &SageMakerEndpoint, v: &EndpointVariant, creating: bool) -> Value {
+    let mut out = json!({
+        "VariantName": v.name,
+        "DeployedImages": [{
+            "SpecifiedImage": v.image,
+            "ResolvedImage": v.image,
+            "ResolutionTime": e.creation_time,
+        }],
+        "CurrentWeight": v.current_weight,
+        "DesiredWeight": v.desired_weight,
+        "CurrentInstanceCount": v.current_instance_count,
+        "DesiredInstanceCount": v.desired_instance_count,
+    });
+    if creating {
+        out["VariantStatus"] = json!([{ "Status": "Creating", "StartTime": e.last_modified_time }]);
+    }
+    out
+}
+
+pub fn describe(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Value> {
+    let world = store.snapshot();
+    let e = find(
+        &world,
+        ctx,
+        input["EndpointName"].as_str().unwrap_or_default(),
+    )?;
+    let creating = e.status == "Creating";
+    let mut out = json!({
+        "EndpointName": e.name,
+        "EndpointArn": e.arn,
+        "EndpointConfigName": e.config_name,
+        "ProductionVariants": e.variants.iter().map(|v| variant_summary(e, v, creating)).collect::<Vec<_>>(),
+        "EndpointStatus": e.status,
+        "CreationTime": e.creation_time,
+        "LastModifiedTime": e.last_modified_time,
+    });
+    if let Some(r) = &e.failure_reason {
+        out["FailureReason"] = json!(r);
+    }
+    if let Some(c) = e.request.get("DeploymentConfig") {
+        out["LastDeploymentConfig"] = c.clone();
+    }
+    if let Some(pending) = &e.pending_config {
+        out["PendingDeploymentSummary"] = json!({
+            "EndpointConfigName": pending,
+            "StartTime": e.pending_since,
+            "ProductionVariants": e.pending_variants.iter().map(|v| json!({
+                "VariantName": v.name,
+                "DeployedImages": [{"SpecifiedImage": v.image, "ResolvedImage": v.image}],
+                "CurrentWeight": v.current_weight,
+                "DesiredWeight": v.desired_weight,
+                "CurrentInstanceCount": e.instances.iter().filter(|i| {
+                    i.config_name == *pending && i.variant == v.name && i.state == InstanceState::InService
+                }).count(),
+                "DesiredInstanceCount": v.desired_instance_count,
+                "VariantStatus": [{"Status": "Creating", "StartTime": e.pending_since}],
+            })).collect::<Vec<_>>(),
+        });
+    }
+    Ok(out)
+}
+
+pub fn list(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Value> {
+    let world = store.snapshot();
+    let rows = world
+        .sagemaker_endpoints
+        .values()
+        .filter(|e| e.region == ctx.region)
+        .map(|e| Row {
+            name: &e.name,
+            created: &e.creation_time,
+            modified: &e.last_modified_time,
+            status: &e.status,
+            summary: json!({
+                "EndpointName": e.name,
+                "EndpointArn": e.arn,
+                "CreationTime": e.creation_time,
+                "LastModifiedTime": e.last_modified_time,
+                "EndpointStatus": e.status,
+            }),
+        })
+        .collect();
+    page(input, rows, "Endpoints")
+}
+
+pub fn delete(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Value> {
+    let name = input["EndpointName"].as_str().unwrap_or_default();
+    store.write(|tx| {
+        let mut e = find(&tx.world, ctx, name)?.clone();
+        if !e.delete_requested {
+            e.delete_requested = true;
+            e.status = "Deleting".into();
+            e.last_modified_time = now_rfc3339();
+            tx.put(e);
+        }
+        Ok(())
+    })?;
+    Ok(json!({}))
+}
+
+/// An update needs a settled endpoint, as on AWS.
+fn check_updatable(e: &SageMakerEndpoint) -> AwsResult<()> {
+    if e.status != "InService" {
+        return Err(validation(format!(
+            "Cannot update in-progress endpoint \"{}\".",
+            e.arn
+        )));
+    }
+    Ok(())
+}
+
+pub fn update(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Value> {
+    let name = input["EndpointName"].as_str().unwrap_or_default();
+    let config_name = input["EndpointConfigName"].as_str().unwrap_or_default();
+    let retain = input["RetainAllVariantProperties"]
+        .as_bool()
+        .unwrap_or(false);
+    let arn = store.write(|tx| {
+        let mut e = find(&tx.world, ctx, name)?.clone();
+        check_updatable(&e)?;
+        let mut variants = variants_of(&tx.world, ctx, config_name)?;
+        if retain {
+            for v in &mut variants {
+                if let Some(old) = e.variants.iter().find(|o| o.name == v.name) {
+                    v.current_weight = old.current_weight;
+                    v.desired_weight = old.desired_weight;
+                    v.desired_instance_count = old.desired_instance_count;
+                }
+            }
+        }
+        let now = now_rfc3339();
+        e.pending_config = Some(config_name.to_string());
+        e.pending_variants = variants;
+        e.pending_since = Some(now.clone());
+        e.status = "Updating".into();
+        e.failure_reason = None;
+        e.last_modified_time = now;
+        if let Some(c) = input.get("DeploymentConfig") {
+            e.request["DeploymentConfig"] = c.clone();
+        }
+        let arn = e.arn.clone();
+        tx.put(e);
+        Ok(arn)
+    })?;
+    Ok(json!({ "EndpointArn": arn }))
+}
+
+pub fn update_weights_and_capacities(
+    store: &Store,
+    ctx: &RequestContext,
+    input: &Value,
+) -> AwsResult<Value> {
+    let name = input["EndpointName"].as_str().unwrap_or_default();
+    let arn = store.write(|tx| {
+        let mut e = find(&tx.world, ctx, name)?.clone();
+        check_updatable(&e)?;
+        let wanted = input["DesiredWeightsAndCapacities"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let missing: Vec<&str> = wanted
+            .iter()
+            .filter_map(|w| w["VariantName"].as_str())
+            .filter(|n| !e.variants.iter().any(|v| v.name == *n))
+            .collect();
+        if !missing.is_empty() {
+            return Err(validation(format!(
+                "The variant(s) \"[{}]\" is/are not present in the endpoint \"{}\".",
+                missing.join(", "),
+                e.arn
+            )));
+        }
+        for w in &wanted {
+            let v = e
+                .variants
+                .iter_mut()
+                .find(|v| Some(v.name.as_str()) == w["VariantName"].as_str())
+                .expect("checked above");
+            if let Some(weight) = w["DesiredWeight"].as_f64() {
+                v.desired_weight = weight;
+            }
+            if let Some(count) = w["DesiredInstanceCount"].as_u64() {
+                v.desired_instance_count = count as u32;
+            }
+        }
+        e.status = "Updating".into();
+        e.last_modified_time = now_rfc3339();
+        let arn = e.arn.clone();
+        tx.put(e);
+        Ok(arn)
+    })?;
+    Ok(json!({ "EndpointArn": arn }))
+}

@@ -1,0 +1,1044 @@
+//! The hosting supervisor: brings every endpoint's instances up and down to
+//! match what the API stored. An instance gets its own ENI in the model's
+//! subnets with their security groups, fetches the model data through it,
+//! runs the model's serving container (`serve` on port 8080) and takes
+//! traffic once `/ping` answers. `UpdateEndpoint` is blue/green: the new
+//! configuration's instances come up beside the old ones, traffic moves to
+//! them in one store write, and the old ones drain before they stop. Each
+//! step is stored, so after a restart running containers are adopted.
+
+use crate::contract::{self, ContainerCredentials, Serving};
+use crate::endpoints::model_container;
+use crate::instance;
+use crate::supervisor::{overlay, spawn_in_network, trust_coves_ca, unmount, LogShipper, Settings};
+use crate::transfer::{parse_s3_uri, TransferError};
+use cove_logs::LogsService;
+use cove_model::endpoints::{EndpointInstance, InstanceState, SageMakerEndpoint};
+use cove_model::ids::{now_rfc3339, random_string};
+use cove_model::jobs::{SageMakerDefinition, StsSession};
+use cove_model::AwsError;
+use cove_runtime::{Bind, Container, ContainerSpec, RootFs, Status};
+use cove_store::Store;
+use cove_sts::StsService;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const REQUESTER: &str = "sagemaker.amazonaws.com";
+const SESSION_SECONDS: i64 = 43_200;
+/// How long a replaced instance keeps serving the requests it already has.
+const DRAIN: Duration = Duration::from_secs(3);
+/// AWS's default `ContainerStartupHealthCheckTimeoutInSeconds`.
+const DEFAULT_HEALTH_CHECK_TIMEOUT: u64 = 600;
+
+/// AWS's hosting failure when the model data cannot be fetched.
+pub fn model_download_failed(url: &str) -> String {
+    format!("Failed to download model data from URL \"{url}\". Please ensure that an S3 VPC endpoint exists in route table or NAT gateway for the VPC mode and the URL is reachable from within the subnets provided.")
+}
+
+/// AWS's failure when the serving container never answers `/ping`.
+pub fn ping_failed(variant: &str) -> String {
+    format!("The primary container for production variant {variant} did not pass the ping health check. Please check CloudWatch logs for this endpoint.")
+}
+
+pub struct Hosting {
+    store: Arc<Store>,
+    logs: Arc<LogsService>,
+    sts: Arc<StsService>,
+    settings: Settings,
+    /// Endpoints with a driver, and instances with a worker.
+    active: Mutex<HashSet<String>>,
+}
+
+struct Failed(String);
+
+/// The model an instance serves, and how it reaches the network.
+struct Deployment {
+    model: SageMakerDefinition,
+    vpc: Option<Value>,
+    isolated: bool,
+    variant: String,
+    instance_type: String,
+    health_timeout: u64,
+}
+
+impl Hosting {
+    pub fn new(
+        store: Arc<Store>,
+        logs: Arc<LogsService>,
+        sts: Arc<StsService>,
+        settings: Settings,
+    ) -> Arc<Hosting> {
+        Arc::new(Hosting {
+            store,
+            logs,
+            sts,
+            settings,
+            active: Mutex::new(HashSet::new()),
+        })
+    }
+
+    /// Watches the store and gives every endpoint a driver.
+    pub fn spawn(self: &Arc<Self>) -> std::io::Result<()> {
+        let me = self.clone();
+        std::thread::Builder::new()
+            .name("cove-hosting".into())
+            .spawn(move || loop {
+                let generation = me.store.generation();
+                let keys: Vec<String> = me
+                    .store
+                    .snapshot()
+                    .sagemaker_endpoints
+                    .keys()
+                    .cloned()
+                    .collect();
+                for key in keys {
+                    let (me2, k) = (me.clone(), key.clone());
+                    me.run_once(
+                        &key,
+                        format!("ep-{}", key.trim_start_matches("endpoint/")),
+                        move || me2.drive(&k),
+                    );
+                }
+                me.store.wait_for_change(generation, Duration::from_secs(5));
+            })?;
+        Ok(())
+    }
+
+    /// Runs `f` on its own thread unless one is already running under `key`.
+    fn run_once(
+        self: &Arc<Self>,
+        key: &str,
+        thread_name: String,
+        f: impl FnOnce() + Send + 'static,
+    ) {
+        if !self.active.lock().expect("lock").insert(key.to_string()) {
+            return;
+        }
+        let me = self.clone();
+        let owned = key.to_string();
+        let spawned = std::thread::Builder::new()
+            .name(thread_name)
+            .spawn(move || {
+                f();
+                me.active.lock().expect("lock").remove(&owned);
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start a hosting worker");
+            self.active.lock().expect("lock").remove(key);
+        }
+    }
+
+    fn endpoint(&self, key: &str) -> Option<SageMakerEndpoint> {
+        self.store.snapshot().sagemaker_endpoints.get(key).cloned()
+    }
+
+    /// Applies `f` to the stored endpoint in one write.
+    fn update<T>(
+        &self,
+        key: &str,
+        f: impl FnOnce(&mut SageMakerEndpoint) -> T,
+    ) -> anyhow::Result<T> {
+        Ok(self.store.write(|tx| {
+            let mut e = tx
+                .world
+                .sagemaker_endpoints
+                .get(key)
+                .cloned()
+                .ok_or_else(|| AwsError::internal("endpoint vanished"))?;
+            let out = f(&mut e);
+            tx.put(e);
+            Ok(out)
+        })?)
+    }
+
+    fn update_instance(
+        &self,
+        key: &str,
+        id: &str,
+        f: impl FnOnce(&mut EndpointInstance),
+    ) -> anyhow::Result<()> {
+        self.update(key, |e| {
+            if let Some(i) = e.instances.iter_mut().find(|i| i.id == id) {
+                f(i);
+            }
+        })
+    }
+
+    fn endpoint_dir(&self, name: &str) -> PathBuf {
+        self.settings.jobs_dir.join("endpoint").join(name)
+    }
+
+    fn instance_dir(&self, endpoint: &str, id: &str) -> PathBuf {
+        self.endpoint_dir(endpoint).join(id)
+    }
+
+    // ---- The endpoint driver ----
+
+    fn drive(self: &Arc<Self>, key: &str) {
+        let mut shippers: HashMap<String, LogShipper> = HashMap::new();
+        loop {
+            let generation = self.store.generation();
+            let Some(e) = self.endpoint(key) else { return };
+            match self.tick(&e, &mut shippers) {
+                Ok(true) => return,
+                Ok(false) => {}
+                Err(err) => {
+                    tracing::error!(endpoint = %e.name, error = %err, "endpoint step failed; retrying");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+            self.store
+                .wait_for_change(generation, Duration::from_millis(250));
+        }
+    }
+
+    /// One pass over an endpoint; `true` once it is deleted.
+    fn tick(
+        self: &Arc<Self>,
+        e: &SageMakerEndpoint,
+        shippers: &mut HashMap<String, LogShipper>,
+    ) -> anyhow::Result<bool> {
+        let key = e.key();
+        if e.delete_requested {
+            return self.delete(e);
+        }
+        // Logs of every instance whose container may have written some.
+        let group = format!("/aws/sagemaker/Endpoints/{}", e.name);
+        for i in &e.instances {
+            let dir = self.instance_dir(&e.name, &i.id);
+            if !dir.join("container.log").exists() {
+                continue;
+            }
+            let variant = i.variant.clone();
+            let id = i.id.clone();
+            shippers
+                .entry(i.id.clone())
+                .or_insert_with(|| LogShipper::new(&dir, || format!("{variant}/{id}")))
+                .ship(&self.logs, &e.region, &e.account_id, &group);
+        }
+        // An instance whose container ended no longer serves.
+        for i in e
+            .instances
+            .iter()
+            .filter(|i| i.state == InstanceState::InService)
+        {
+            let state = self.instance_dir(&e.name, &i.id).join("state");
+            let status = Container::adopt(&state).ok().flatten().map(|c| c.status());
+            if !matches!(status, Some(Status::Running)) {
+                tracing::warn!(endpoint = %e.name, instance = %i.id, ?status, "serving container ended");
+                let reason = format!(
+                    "The serving container of instance {} exited ({status:?}).",
+                    i.id
+                );
+                self.update_instance(&key, &i.id, |i| {
+                    i.state = InstanceState::Failed;
+                    i.failure_reason = Some(reason);
+                })?;
+            }
+        }
+        let e = self.advance(&key)?;
+        // Workers for instances on their way up, and for those to release.
+        for i in &e.instances {
+            let me = self.clone();
+            let (k, id) = (key.clone(), i.id.clone());
+            let worker_key = format!("{key}/{}", i.id);
+            match i.state {
+                InstanceState::Provisioning
+                | InstanceState::Downloading
+                | InstanceState::Starting => {
+                    self.run_once(&worker_key, format!("up-{}", i.id), move || {
+                        me.bring_up(&k, &id)
+                    });
+                }
+                InstanceState::Failed => {
+                    self.run_once(&worker_key, format!("rel-{}", i.id), move || {
+                        me.release(&k, &id)
+                    });
+                }
+                InstanceState::Retiring => {
+                    let drained = i
+                        .retiring_since
+                        .as_deref()
+                        .map(|s| {
+                            crate::api::seconds_between(s, &now_rfc3339()) >= DRAIN.as_secs() as i64
+                        })
+                        .unwrap_or(true);
+                    if drained {
+                        self.run_once(&worker_key, format!("rel-{}", i.id), move || {
+                            me.release(&k, &id)
+                        });
+                    }
+                }
+                InstanceState::InService => {}
+            }
+        }
+        Ok(false)
+    }
+
+    /// Moves the endpoint's status along from its instances' states, and
+    /// asks for instances where a variant has fewer than it wants.
+    fn advance(&self, key: &str) -> anyhow::Result<SageMakerEndpoint> {
+        self.update(key, |e| {
+            let now = now_rfc3339();
+            let in_service = |e: &SageMakerEndpoint, config: &str, variant: &str| {
+                e.instances
+                    .iter()
+                    .filter(|i| {
+                        i.config_name == config
+                            && i.variant == variant
+                            && i.state == InstanceState::InService
+                    })
+                    .count() as u32
+            };
+            let failure = |e: &SageMakerEndpoint, config: &str| {
+                e.instances
+                    .iter()
+                    .find(|i| i.config_name == config && i.state == InstanceState::Failed)
+                    .and_then(|i| i.failure_reason.clone())
+            };
+            let retire_config = |e: &mut SageMakerEndpoint, config: &str, now: &str| {
+                for i in e
+                    .instances
+                    .iter_mut()
+                    .filter(|i| i.config_name == config && i.is_live())
+                {
+                    i.state = InstanceState::Retiring;
+                    i.retiring_since = Some(now.to_string());
+                }
+            };
+            let current = e.config_name.clone();
+            match (e.status.as_str(), e.pending_config.clone()) {
+                ("Creating", _) => {
+                    if let Some(reason) = failure(e, &current) {
+                        e.status = "Failed".into();
+                        e.failure_reason = Some(reason);
+                        e.last_modified_time = now.clone();
+                        retire_config(e, &current, &now);
+                    } else if e
+                        .variants
+                        .iter()
+                        .all(|v| in_service(e, &current, &v.name) >= v.desired_instance_count)
+                    {
+                        for i in 0..e.variants.len() {
+                            let n = in_service(e, &current, &e.variants[i].name);
+                            e.variants[i].current_instance_count = n;
+                        }
+                        e.status = "InService".into();
+                        e.last_modified_time = now.clone();
+                    }
+                }
+                ("Updating", Some(pending)) => {
+                    if let Some(reason) = failure(e, &pending) {
+                        // The update rolls back: the old instances never stopped serving.
+                        retire_config(e, &pending, &now);
+                        e.pending_config = None;
+                        e.pending_variants.clear();
+                        e.pending_since = None;
+                        e.status = "InService".into();
+                        e.failure_reason = Some(reason);
+                        e.last_modified_time = now.clone();
+                    } else if e
+                        .pending_variants
+                        .iter()
+                        .all(|v| in_service(e, &pending, &v.name) >= v.desired_instance_count)
+                    {
+                        // One write moves all traffic to the new instances.
+                        retire_config(e, &current, &now);
+                        let mut variants = std::mem::take(&mut e.pending_variants);
+                        for v in &mut variants {
+                            v.current_instance_count = in_service(e, &pending, &v.name);
+                        }
+                        e.variants = variants;
+                        e.config_name = pending;
+                        e.pending_config = None;
+                        e.pending_since = None;
+                        e.status = "InService".into();
+                        e.last_modified_time = now.clone();
+                    }
+                }
+                ("Updating", None) => {
+                    for v in &mut e.variants {
+                        v.current_weight = v.desired_weight;
+                    }
+                    if let Some(reason) = failure(e, &current) {
+                        for v in &mut e.variants {
+                            v.desired_instance_count = v.current_instance_count;
+                        }
+                        e.status = "InService".into();
+                        e.failure_reason = Some(reason);
+                        e.last_modified_time = now.clone();
+                    } else if e
+                        .variants
+                        .iter()
+                        .all(|v| in_service(e, &current, &v.name) >= v.desired_instance_count)
+                    {
+                        for i in 0..e.variants.len() {
+                            e.variants[i].current_instance_count =
+                                e.variants[i].desired_instance_count;
+                        }
+                        e.status = "InService".into();
+                        e.last_modified_time = now.clone();
+                    }
+                }
+                _ => {}
+            }
+            if e.status == "Failed" {
+                return e.clone();
+            }
+            // Scale each variant (current, and pending) to its desired count.
+            let mut wanted: Vec<(String, String, u32)> = e
+                .variants
+                .iter()
+                .map(|v| (current.clone(), v.name.clone(), v.desired_instance_count))
+                .collect();
+            if let Some(p) = &e.pending_config {
+                wanted.extend(
+                    e.pending_variants
+                        .iter()
+                        .map(|v| (p.clone(), v.name.clone(), v.desired_instance_count)),
+                );
+            }
+            for (config, variant, count) in wanted {
+                let live: Vec<usize> = e
+                    .instances
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, i)| i.config_name == config && i.variant == variant && i.is_live())
+                    .map(|(n, _)| n)
+                    .collect();
+                let have = live.len() as u32;
+                if have < count {
+                    for _ in have..count {
+                        e.instances.push(EndpointInstance {
+                            id: format!("i-{}", random_string(b"0123456789abcdef", 17)),
+                            variant: variant.clone(),
+                            config_name: config.clone(),
+                            eni_id: None,
+                            state: InstanceState::Provisioning,
+                            netns_path: None,
+                            failure_reason: None,
+                            session_access_key: None,
+                            retiring_since: None,
+                        });
+                    }
+                } else if have > count {
+                    // Scale in: the newest go first.
+                    for &n in live.iter().rev().take((have - count) as usize) {
+                        e.instances[n].state = InstanceState::Retiring;
+                        e.instances[n].retiring_since = Some(now.clone());
+                    }
+                }
+            }
+            e.clone()
+        })
+    }
+
+    fn delete(&self, e: &SageMakerEndpoint) -> anyhow::Result<bool> {
+        for i in &e.instances {
+            self.stop_container(&e.name, &i.id, Duration::from_secs(2));
+        }
+        self.store.write(|tx| {
+            let Some(e) = tx.world.sagemaker_endpoints.get(&e.key()).cloned() else {
+                return Ok(());
+            };
+            for i in &e.instances {
+                release_network(tx, i);
+            }
+            tx.delete::<SageMakerEndpoint>(&e.key());
+            Ok(())
+        })?;
+        for i in &e.instances {
+            unmount(&self.instance_dir(&e.name, &i.id).join("rootfs"));
+        }
+        let dir = self.endpoint_dir(&e.name);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        Ok(true)
+    }
+
+    fn stop_container(&self, endpoint: &str, id: &str, grace: Duration) {
+        let state = self.instance_dir(endpoint, id).join("state");
+        if let Ok(Some(c)) = Container::adopt(&state) {
+            if c.status() == Status::Running {
+                c.terminate();
+                if c.wait_timeout(grace).is_none() {
+                    c.kill();
+                }
+            }
+            let _ = c.cleanup();
+        }
+    }
+
+    /// Stops a failed or retired instance, gives back its ENI and forgets
+    /// it. (A failure's reason has already been read by `advance`, which
+    /// runs before any release is started.)
+    fn release(&self, key: &str, id: &str) {
+        let Some(e) = self.endpoint(key) else { return };
+        self.stop_container(
+            &e.name,
+            id,
+            self.settings.stop_grace.min(Duration::from_secs(10)),
+        );
+        let dir = self.instance_dir(&e.name, id);
+        unmount(&dir.join("rootfs"));
+        let released = self.store.write(|tx| {
+            let Some(mut e) = tx.world.sagemaker_endpoints.get(key).cloned() else {
+                return Ok(());
+            };
+            let Some(pos) = e.instances.iter().position(|i| i.id == id) else {
+                return Ok(());
+            };
+            release_network(tx, &e.instances[pos]);
+            e.instances.remove(pos);
+            tx.put(e);
+            Ok(())
+        });
+        if let Err(err) = released {
+            tracing::warn!(instance = id, error = %err.message, "releasing an endpoint instance");
+            return;
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    // ---- Bringing one instance up ----
+
+    fn deployment(
+        &self,
+        e: &SageMakerEndpoint,
+        i: &EndpointInstance,
+    ) -> Result<Deployment, Failed> {
+        let world = self.store.snapshot();
+        let variant = e.variant_of(i).ok_or_else(|| {
+            Failed(format!(
+                "Variant {} is not part of the endpoint.",
+                i.variant
+            ))
+        })?;
+        let model = world
+            .sagemaker_definitions
+            .get(&SageMakerDefinition::key_of("model", &variant.model_name))
+            .cloned()
+            .ok_or_else(|| Failed(format!("Could not find model \"{}\".", variant.model_name)))?;
+        let config = world
+            .sagemaker_definitions
+            .get(&SageMakerDefinition::key_of(
+                "endpoint-config",
+                &i.config_name,
+            ));
+        let config_request = config.map(|c| c.request.clone()).unwrap_or(Value::Null);
+        let vpc = model
+            .request
+            .get("VpcConfig")
+            .or_else(|| config_request.get("VpcConfig"))
+            .filter(|v| v.is_object())
+            .cloned();
+        let isolated = model.request["EnableNetworkIsolation"]
+            .as_bool()
+            .unwrap_or(false)
+            || config_request["EnableNetworkIsolation"]
+                .as_bool()
+                .unwrap_or(false);
+        let health_timeout = config_request["ProductionVariants"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|v| v["VariantName"].as_str() == Some(&i.variant))
+            .and_then(|v| v["ContainerStartupHealthCheckTimeoutInSeconds"].as_u64())
+            .unwrap_or(DEFAULT_HEALTH_CHECK_TIMEOUT);
+        if model.request["Containers"]
+            .as_array()
+            .is_some_and(|c| c.len() > 1)
+        {
+            return Err(Failed("ClientError: Cove serves one container per model; inference pipelines (several Containers) are not supported.".into()));
+        }
+        Ok(Deployment {
+            model,
+            vpc,
+            isolated,
+            variant: variant.name.clone(),
+            instance_type: variant.instance_type.clone(),
+            health_timeout,
+        })
+    }
+
+    fn bring_up(&self, key: &str, id: &str) {
+        loop {
+            let Some(e) = self.endpoint(key) else { return };
+            let Some(i) = e.instances.iter().find(|i| i.id == id).cloned() else {
+                return;
+            };
+            if e.delete_requested {
+                return;
+            }
+            let d = match self.deployment(&e, &i) {
+                Ok(d) => d,
+                Err(Failed(reason)) => {
+                    let _ = self.fail(key, id, reason);
+                    return;
+                }
+            };
+            let step = match i.state {
+                InstanceState::Provisioning => self.provision(&e, &i, &d),
+                InstanceState::Downloading => self.download(&e, &i, &d),
+                InstanceState::Starting => self.start(&e, &i, &d),
+                _ => return,
+            };
+            match step {
+                Ok(Ok(())) => {}
+                Ok(Err(Failed(reason))) => {
+                    tracing::info!(endpoint = %e.name, instance = id, %reason, "instance failed");
+                    let _ = self.fail(key, id, reason);
+                    return;
+                }
+                Err(err) => {
+                    tracing::error!(endpoint = %e.name, instance = id, error = %err, "instance step failed; retrying");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    fn fail(&self, key: &str, id: &str, reason: String) -> anyhow::Result<()> {
+        self.update_instance(key, id, |i| {
+            i.state = InstanceState::Failed;
+            i.failure_reason = Some(reason);
+        })
+    }
+
+    fn session(&self, i: &EndpointInstance) -> Option<StsSession> {
+        let key = i.session_access_key.as_deref()?;
+        self.store.snapshot().sts_sessions.get(key).cloned()
+    }
+
+    fn netns(&self, i: &EndpointInstance) -> Option<String> {
+        let eni = i.eni_id.as_deref()?;
+        Some(cove_net::naming::eni_netns(
+            self.settings.instance.as_deref()?,
+            eni,
+        ))
+    }
+
+    fn provision(
+        &self,
+        e: &SageMakerEndpoint,
+        i: &EndpointInstance,
+        d: &Deployment,
+    ) -> anyhow::Result<Result<(), Failed>> {
+        let key = e.key();
+        if d.vpc.is_some() && self.settings.instance.is_none() {
+            return Ok(Err(Failed("ClientError: Cove's data plane is off (it needs root, ip and nft), so a model with a VpcConfig cannot get its network interfaces.".into())));
+        }
+        if i.session_access_key.is_none() {
+            if let Some(role) = d.model.request["ExecutionRoleArn"].as_str() {
+                let s = self
+                    .sts
+                    .assume_role(&e.account_id, role, "SageMaker", SESSION_SECONDS)?;
+                self.update_instance(&key, &i.id, |i| {
+                    i.session_access_key = Some(s.access_key_id.clone())
+                })?;
+            }
+        }
+        if let (Some(config), None) = (&d.vpc, &i.eni_id) {
+            let subnets = crate::api::strings(Some(&config["Subnets"]));
+            let groups = crate::api::strings(Some(&config["SecurityGroupIds"]));
+            let ordinal = e.instances.iter().position(|x| x.id == i.id).unwrap_or(0);
+            let made = self.store.write(|tx| {
+                let mut ep = tx
+                    .world
+                    .sagemaker_endpoints
+                    .get(&key)
+                    .cloned()
+                    .ok_or_else(|| AwsError::internal("endpoint vanished"))?;
+                let Some(inst) = ep.instances.iter_mut().find(|x| x.id == i.id) else {
+                    return Ok(());
+                };
+                if inst.eni_id.is_some() {
+                    return Ok(());
+                }
+                let subnet = &subnets[ordinal % subnets.len().max(1)];
+                let eni = cove_ec2::create_managed_eni(
+                    tx,
+                    subnet,
+                    groups.clone(),
+                    format!(
+                        "[DO NOT DELETE] ENI managed by SageMaker for Endpoint {} ({})",
+                        ep.name, inst.id
+                    ),
+                    REQUESTER,
+                )?;
+                inst.eni_id = Some(eni.id);
+                tx.put(ep);
+                Ok(())
+            });
+            if let Err(err) = made {
+                return Ok(Err(Failed(format!(
+                    "ClientError: Cannot create a network interface in the model's subnets: {}",
+                    err.message
+                ))));
+            }
+            let generation = self.store.generation();
+            if !self.store.wait_applied(generation, Duration::from_secs(60)) {
+                anyhow::bail!("the data plane did not apply the instance's ENI within 60 s");
+            }
+        }
+        self.update_instance(&key, &i.id, |i| i.state = InstanceState::Downloading)?;
+        Ok(Ok(()))
+    }
+
+    fn download(
+        &self,
+        e: &SageMakerEndpoint,
+        i: &EndpointInstance,
+        d: &Deployment,
+    ) -> anyhow::Result<Result<(), Failed>> {
+        let dir = self.instance_dir(&e.name, &i.id);
+        let ml = dir.join("ml");
+        for sub in ["model", "code"] {
+            std::fs::create_dir_all(ml.join(sub))?;
+        }
+        let container = model_container(&d.model.request).clone();
+        let sources = model_sources(&container);
+        let fetched = {
+            let dir = dir.clone();
+            let sources = sources.clone();
+            spawn_in_network(
+                &self.settings,
+                &e.region,
+                self.netns(i),
+                self.session(i).as_ref(),
+                move |client| {
+                    for s in &sources {
+                        let (bucket, key) = parse_s3_uri(&s.uri).ok_or_else(|| {
+                            TransferError::Local(format!("not an S3 URI: {}", s.uri))
+                        })?;
+                        match s.kind {
+                            SourceKind::Archive(name) => {
+                                client.get_to_file(&bucket, &key, &dir.join(name))?;
+                            }
+                            SourceKind::Prefix => {
+                                for (k, _) in client.list(&bucket, &key)? {
+                                    if k.ends_with('/') {
+                                        continue;
+                                    }
+                                    let rel =
+                                        k.strip_prefix(&key).unwrap_or(&k).trim_start_matches('/');
+                                    client.get_to_file(
+                                        &bucket,
+                                        &k,
+                                        &dir.join("ml/model").join(rel),
+                                    )?;
+                                }
+                            }
+                        }
+                    }
+                    Ok(())
+                },
+            )
+            .join()
+            .unwrap_or_else(|_| Err(TransferError::Local("download panicked".into())))
+        };
+        let model_url = sources.first().map(|s| s.uri.clone()).unwrap_or_default();
+        match fetched {
+            Ok(()) => {}
+            Err(TransferError::Network(err)) => {
+                tracing::info!(endpoint = %e.name, error = %err, "model download could not reach S3");
+                return Ok(Err(Failed(model_download_failed(&model_url))));
+            }
+            Err(TransferError::Service { status: 404, .. }) => {
+                return Ok(Err(Failed(format!(
+                    "Could not find model data at {model_url}."
+                ))));
+            }
+            Err(TransferError::Service {
+                status,
+                code,
+                message,
+            }) => {
+                return Ok(Err(Failed(format!(
+                    "Failed to download model data from URL \"{model_url}\": {code} ({status}): {message}"
+                ))));
+            }
+            Err(TransferError::Local(err)) => anyhow::bail!("preparing the model's files: {err}"),
+        }
+        for (archive, into) in [
+            ("model.tar.gz", "ml/model"),
+            ("sourcedir.tar.gz", "ml/code"),
+        ] {
+            let path = dir.join(archive);
+            if !path.exists() {
+                continue;
+            }
+            let file = std::fs::File::open(&path)?;
+            let unpacked =
+                tar::Archive::new(flate2::read::GzDecoder::new(file)).unpack(dir.join(into));
+            if let Err(err) = unpacked {
+                return Ok(Err(Failed(format!(
+                    "ClientError: The model data is not a valid .tar.gz archive ({archive}): {err}"
+                ))));
+            }
+            std::fs::remove_file(&path)?;
+        }
+        self.update_instance(&e.key(), &i.id, |i| i.state = InstanceState::Starting)?;
+        Ok(Ok(()))
+    }
+
+    fn launch(
+        &self,
+        e: &SageMakerEndpoint,
+        i: &EndpointInstance,
+        d: &Deployment,
+    ) -> anyhow::Result<Result<Container, Failed>> {
+        let dir = self.instance_dir(&e.name, &i.id);
+        let state = dir.join("state");
+        if let Some(c) = Container::adopt(&state)? {
+            if c.status() == Status::Running {
+                return Ok(Ok(c));
+            }
+        }
+        let container = model_container(&d.model.request).clone();
+        let image = container["Image"].as_str().unwrap_or_default();
+        let imported = cove_runtime::image::rootfs_dir(&self.settings.images_dir, image);
+        let (root, mode) = if imported.is_dir() {
+            (RootFs::Image(overlay(&imported, &dir)?), Serving::Image)
+        } else if container["Environment"]["SAGEMAKER_PROGRAM"].is_string() {
+            (RootFs::Host, Serving::Script)
+        } else {
+            return Ok(Err(Failed(format!(
+                "ClientError: The image {image} is not available to Cove. Serve a framework image in script mode (SAGEMAKER_PROGRAM in the model's Environment), or import the image's root filesystem into {}.",
+                imported.display()
+            ))));
+        };
+        let credentials = self
+            .session(i)
+            .filter(|_| !d.isolated)
+            .map(|s| ContainerCredentials {
+                access_key: s.access_key_id,
+                secret_key: s.secret_access_key,
+                session_token: s.session_token,
+            });
+        let c = contract::serving(&e.region, &container, credentials.as_ref(), mode);
+        let ml = dir.join("ml");
+        for (path, content) in &c.files {
+            let p = ml.join(path);
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(p, content)?;
+        }
+        let ns = self.netns(i);
+        let isolated = d.isolated || ns.is_none();
+        std::fs::write(
+            dir.join("hosts"),
+            format!("127.0.0.1\tlocalhost\n127.0.0.1\t{}\n", i.id),
+        )?;
+        let resolv = match &ns {
+            Some(ns) if !isolated => PathBuf::from(format!("/etc/netns/{ns}/resolv.conf")),
+            _ => {
+                std::fs::write(dir.join("resolv.conf"), "")?;
+                dir.join("resolv.conf")
+            }
+        };
+        let (cpus, memory_gib) = instance::resources(&d.instance_type).unwrap_or((1.0, 1.0));
+        let mut spec = ContainerSpec {
+            id: format!("ep-{}-{}", e.name, i.id),
+            root,
+            netns: if isolated { None } else { ns },
+            hostname: i.id.clone(),
+            binds: vec![
+                Bind {
+                    source: ml,
+                    target: "/opt/ml".into(),
+                    read_only: false,
+                },
+                Bind {
+                    source: dir.join("hosts"),
+                    target: "/etc/hosts".into(),
+                    read_only: true,
+                },
+                Bind {
+                    source: resolv,
+                    target: "/etc/resolv.conf".into(),
+                    read_only: true,
+                },
+            ],
+            argv: c.argv,
+            env: c.env,
+            workdir: c.workdir.into(),
+            cpus,
+            memory_bytes: (memory_gib * 1024.0 * 1024.0 * 1024.0) as u64,
+            log_path: dir.join("container.log"),
+            state_dir: state,
+        };
+        trust_coves_ca(&self.settings, &mut spec);
+        Ok(Ok(Container::launch(&spec, &self.settings.runner)?))
+    }
+
+    fn start(
+        &self,
+        e: &SageMakerEndpoint,
+        i: &EndpointInstance,
+        d: &Deployment,
+    ) -> anyhow::Result<Result<(), Failed>> {
+        let c = match self.launch(e, i, d)? {
+            Ok(c) => c,
+            Err(f) => return Ok(Err(f)),
+        };
+        // Cove reaches the container from inside its own network namespace:
+        // the ENI's, or the loopback-only one of an isolated container.
+        let netns_path = match (self.netns(i), d.isolated) {
+            (Some(ns), false) => format!("{}/{ns}", cove_net::netns::NETNS_DIR),
+            _ => match c.init_pid() {
+                Some(pid) => format!("/proc/{pid}/ns/net"),
+                None => anyhow::bail!("the serving container has no init process"),
+            },
+        };
+        let deadline = Instant::now() + Duration::from_secs(d.health_timeout);
+        loop {
+            if c.status() != Status::Running {
+                return Ok(Err(Failed(ping_failed(&d.variant))));
+            }
+            if ping(&netns_path) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                c.kill();
+                return Ok(Err(Failed(ping_failed(&d.variant))));
+            }
+            if self.endpoint(&e.key()).is_none_or(|e| e.delete_requested) {
+                return Ok(Ok(()));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        tracing::info!(endpoint = %e.name, instance = %i.id, "instance in service");
+        self.update_instance(&e.key(), &i.id, |i| {
+            i.state = InstanceState::InService;
+            i.netns_path = Some(netns_path);
+        })?;
+        Ok(Ok(()))
+    }
+}
+
+/// Gives back an instance's ENI and credentials.
+fn release_network(tx: &mut cove_store::Tx, i: &EndpointInstance) {
+    if let Some(eni) = &i.eni_id {
+        if tx.world.network_interfaces.contains_key(eni) {
+            cove_ec2::delete_managed_eni(tx, eni);
+        }
+    }
+    if let Some(s) = &i.session_access_key {
+        tx.delete::<StsSession>(s);
+    }
+}
+
+#[derive(Debug, Clone)]
+enum SourceKind {
+    /// One `.tar.gz` object saved under this name and unpacked later.
+    Archive(&'static str),
+    /// Every object under a prefix, copied into `/opt/ml/model` as is.
+    Prefix,
+}
+
+#[derive(Debug, Clone)]
+struct ModelSource {
+    uri: String,
+    kind: SourceKind,
+}
+
+/// What a model container needs from S3: its model data (`ModelDataUrl`, or
+/// `ModelDataSource` as an archive or an uncompressed prefix) and, in script
+/// mode, the source archive `SAGEMAKER_SUBMIT_DIRECTORY` names.
+fn model_sources(container: &Value) -> Vec<ModelSource> {
+    let mut out = Vec::new();
+    if let Some(url) = container["ModelDataUrl"].as_str() {
+        out.push(ModelSource {
+            uri: url.to_string(),
+            kind: SourceKind::Archive("model.tar.gz"),
+        });
+    } else if let Some(s3) = container["ModelDataSource"]["S3DataSource"].as_object() {
+        let uri = s3
+            .get("S3Uri")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let compressed = s3.get("CompressionType").and_then(Value::as_str) == Some("Gzip");
+        out.push(ModelSource {
+            uri,
+            kind: if compressed {
+                SourceKind::Archive("model.tar.gz")
+            } else {
+                SourceKind::Prefix
+            },
+        });
+    }
+    if let Some(dir) = container["Environment"]["SAGEMAKER_SUBMIT_DIRECTORY"].as_str() {
+        if dir.starts_with("s3://") {
+            out.push(ModelSource {
+                uri: dir.to_string(),
+                kind: SourceKind::Archive("sourcedir.tar.gz"),
+            });
+        }
+    }
+    out
+}
+
+/// `GET /ping` on 127.0.0.1:8080 inside the namespace at `netns_path`.
+pub fn ping(netns_path: &str) -> bool {
+    cove_net::netns::run_in_path(netns_path, || {
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], contract::SERVING_PORT));
+        let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))
+        else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        if s.write_all(b"GET /ping HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .is_err()
+        {
+            return false;
+        }
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
+    })
+    .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn model_sources_cover_archives_prefixes_and_source_dirs() {
+        let c = json!({
+            "ModelDataUrl": "s3://b/model.tar.gz",
+            "Environment": {"SAGEMAKER_SUBMIT_DIRECTORY": "s3://b/code/sourcedir.tar.gz", "SAGEMAKER_PROGRAM": "inference.py"}
+        });
+        let s = model_sources(&c);
+        assert_eq!(s.len(), 2);
+        assert!(matches!(s[0].kind, SourceKind::Archive("model.tar.gz")));
+        assert!(matches!(s[1].kind, SourceKind::Archive("sourcedir.tar.gz")));
+        let c = json!({
+            "ModelDataSource": {"S3DataSource": {"S3Uri": "s3://b/model/", "S3DataType": "S3Prefix", "CompressionType": "None"}},
+            "Environment": {"SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}
+        });
+        let s = model_sources(&c);
+        assert_eq!(s.len(), 1);
+        assert!(matches!(s[0].kind, SourceKind::Prefix));
+        assert!(model_sources(&json!({"Image": "x"})).is_empty());
+    }
+
+    #[test]
+    fn failure_strings_are_awss() {
+        assert!(model_download_failed("s3://b/m.tar.gz").starts_with(
+            "Failed to download model data from URL \"s3://b/m.tar.gz\". Please ensure"
+        ));
+        assert_eq!(
+            ping_failed("AllTraffic"),
+            "The primary container for production variant AllTraffic did not pass the ping health check. Please check CloudWatch logs for this endpoint."
+        );
+    }
+}

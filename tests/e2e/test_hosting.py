@@ -1,0 +1,316 @@
+"""SageMaker hosting inside a VPC: endpoint instances are serving containers
+on their own ENIs in the model's subnets, their model data comes through
+those ENIs, and InvokeEndpoint (SageMaker Runtime) routes to them by variant
+weight. Real boto3 against a real Cove; needs root for the data plane."""
+
+import io
+import json
+import os
+import tarfile
+import threading
+import time
+import uuid
+
+import botocore.exceptions
+import pytest
+
+from test_training_jobs import ROLE, IMAGE, s3_endpoint, private_net, bucket, s3, sm, logs  # noqa: F401
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the data plane needs root")
+
+MODEL_DOWNLOAD_FAILED = (
+    'Failed to download model data from URL "{url}". Please ensure that an S3 VPC endpoint exists in route '
+    "table or NAT gateway for the VPC mode and the URL is reachable from within the subnets provided."
+)
+
+# The user's inference script, as the SageMaker framework containers load it.
+INFERENCE = r'''
+import json, os, socket
+
+def model_fn(model_dir):
+    with open(os.path.join(model_dir, "model.json")) as f:
+        return json.load(f)
+
+def input_fn(body, content_type, context=None):
+    if content_type != "application/json":
+        raise ValueError(f"cannot read {content_type}")
+    return json.loads(body)
+
+def predict_fn(data, model, context=None):
+    if data.get("fail"):
+        raise RuntimeError("the model refuses")
+    if "probe" in data:
+        host, port = data["probe"]
+        s = socket.socket()
+        s.settimeout(1.5)
+        try:
+            s.connect((host, port))
+            return {"probe": "reached", "reply": s.recv(64).decode()}
+        except OSError as e:
+            return {"probe": f"blocked: {e}"}
+    if context is not None and "X-Amzn-SageMaker-Custom-Attributes" in context.request_headers:
+        context.response_headers["X-Amzn-SageMaker-Custom-Attributes"] = "seen=" + context.request_headers["X-Amzn-SageMaker-Custom-Attributes"]
+    return {"version": model["version"], "outputs": [x * model["scale"] for x in data["inputs"]],
+            "credentials": "AWS_ACCESS_KEY_ID" in os.environ, "host": socket.gethostname()}
+'''
+
+
+def model_archive(version, scale):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, body in (("model.json", json.dumps({"version": version, "scale": scale})),
+                           ("code/inference.py", INFERENCE)):
+            data = body.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def runtime(cove_server):
+    return cove_server.client("sagemaker-runtime")
+
+
+@pytest.fixture(scope="module")
+def models(s3, bucket):  # noqa: F811
+    for version, scale in ((1, 10), (2, 100)):
+        s3.put_object(Bucket=bucket, Key=f"models/v{version}/model.tar.gz", Body=model_archive(version, scale))
+    return {v: f"s3://{bucket}/models/v{v}/model.tar.gz" for v in (1, 2)}
+
+
+@pytest.fixture
+def endpoints(sm):  # noqa: F811
+    """Names of endpoints the test creates; deleted after it, pass or fail,
+    so their ENIs are gone before the VPC is torn down."""
+    names = []
+    yield names
+    for name in names:
+        try:
+            delete_endpoint(sm, name)
+        except botocore.exceptions.ClientError:
+            pass
+
+
+def unique(prefix):
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def create_model(sm, url, net=None, isolated=False):  # noqa: F811
+    name = unique("model")
+    req = {
+        "ModelName": name,
+        "ExecutionRoleArn": ROLE,
+        "PrimaryContainer": {
+            "Image": IMAGE,
+            "ModelDataUrl": url,
+            "Environment": {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"},
+        },
+    }
+    if net:
+        req["VpcConfig"] = {"Subnets": net["subnets"], "SecurityGroupIds": [net["sg"]]}
+    if isolated:
+        req["EnableNetworkIsolation"] = True
+    sm.create_model(**req)
+    return name
+
+
+def create_config(sm, *variants):  # noqa: F811
+    """variants: (variant name, model name, instance count, weight)."""
+    name = unique("config")
+    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[
+        {"VariantName": v, "ModelName": m, "InstanceType": "ml.m5.large", "InitialInstanceCount": n,
+         "InitialVariantWeight": w} for v, m, n, w in variants])
+    return name
+
+
+def wait_endpoint(sm, name, statuses=("InService", "Failed"), timeout=60):  # noqa: F811
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        d = sm.describe_endpoint(EndpointName=name)
+        if d["EndpointStatus"] in statuses:
+            return d
+        time.sleep(0.1)
+    raise AssertionError(f"{name} still {d['EndpointStatus']} after {timeout}s")
+
+
+def delete_endpoint(sm, name, timeout=30):  # noqa: F811
+    sm.delete_endpoint(EndpointName=name)
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            sm.describe_endpoint(EndpointName=name)
+        except botocore.exceptions.ClientError as e:
+            assert "Could not find endpoint" in e.response["Error"]["Message"]
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{name} was not deleted in {timeout}s")
+
+
+def invoke(runtime, name, payload, **kw):
+    r = runtime.invoke_endpoint(EndpointName=name, Body=json.dumps(payload), ContentType="application/json", **kw)
+    return r, json.loads(r["Body"].read())
+
+
+def endpoint_enis(ec2, net, name):
+    enis = ec2.describe_network_interfaces(Filters=[{"Name": "vpc-id", "Values": [net["vpc"]]}])["NetworkInterfaces"]
+    return [e for e in enis if e["RequesterManaged"] and f"Endpoint {name} " in e["Description"]]
+
+
+def test_endpoint_in_private_subnets_serves_predictions(ec2, sm, runtime, logs, models, private_net, endpoints):  # noqa: F811
+    s3_endpoint(ec2, private_net)
+    model = create_model(sm, models[1], private_net)
+    config = create_config(sm, ("AllTraffic", model, 2, 1.0))
+    name = unique("ep")
+    endpoints.append(name)
+    arn = sm.create_endpoint(EndpointName=name, EndpointConfigName=config)["EndpointArn"]
+    assert arn == f"arn:aws:sagemaker:us-east-1:123456789012:endpoint/{name}"
+    assert sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "Creating"
+    # Not serving yet: the runtime does not know it.
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        invoke(runtime, name, {"inputs": [1]})
+    assert e.value.response["Error"]["Code"] == "ValidationError"
+    d = wait_endpoint(sm, name)
+    assert d["EndpointStatus"] == "InService", d.get("FailureReason")
+    v = d["ProductionVariants"][0]
+    assert (v["VariantName"], v["CurrentInstanceCount"], v["DesiredInstanceCount"], v["CurrentWeight"]) == (
+        "AllTraffic", 2, 2, 1.0)
+    assert v["DeployedImages"][0]["SpecifiedImage"] == IMAGE
+    # One requester-managed ENI per instance, in the model's subnets, with its group.
+    enis = endpoint_enis(ec2, private_net, name)
+    assert len(enis) == 2
+    assert {e["SubnetId"] for e in enis} == set(private_net["subnets"])
+    assert all([g["GroupId"] for g in e["Groups"]] == [private_net["sg"]] for e in enis)
+
+    hosts = set()
+    for n in range(6):
+        r, out = invoke(runtime, name, {"inputs": [1, 2, n]})
+        assert out["outputs"] == [10, 20, 10 * n] and out["version"] == 1
+        assert out["credentials"] is True
+        assert r["InvokedProductionVariant"] == "AllTraffic"
+        assert r["ContentType"] == "application/json"
+        hosts.add(out["host"])
+    assert len(hosts) == 2, "requests are balanced across both instances"
+    r, _ = invoke(runtime, name, {"inputs": [1]}, CustomAttributes="trace=42")
+    assert r["CustomAttributes"] == "seen=trace=42"
+
+    # The model's own failure is a ModelError with what the container said.
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        invoke(runtime, name, {"fail": True})
+    err = e.value.response
+    assert err["Error"]["Code"] == "ModelError"
+    assert err["ResponseMetadata"]["HTTPStatusCode"] == 424
+    assert err["OriginalStatusCode"] == 500 and "the model refuses" in err["OriginalMessage"]
+    assert err["Error"]["Message"].startswith("Received server error (500) from primary with message")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        runtime.invoke_endpoint(EndpointName=name, Body=b"1,2", ContentType="text/csv")
+    assert e.value.response["OriginalStatusCode"] == 500
+
+    # AWS's validation answers.
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        invoke(runtime, "no-such-endpoint", {"inputs": []})
+    assert e.value.response["Error"] == {
+        "Code": "ValidationError", "Message": "Endpoint no-such-endpoint of account 123456789012 not found."}
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        invoke(runtime, name, {"inputs": []}, TargetVariant="Nope")
+    assert e.value.response["Error"]["Code"] == "ValidationError"
+
+    # The serving containers' output is in the endpoint's log group, a stream per instance.
+    group = f"/aws/sagemaker/Endpoints/{name}"
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        streams = logs.describe_log_streams(logGroupName=group)["logStreams"] if logs.describe_log_groups(
+            logGroupNamePrefix=group)["logGroups"] else []
+        if len(streams) == 2:
+            break
+        time.sleep(0.2)
+    assert sorted(s["logStreamName"].split("/")[0] for s in streams) == ["AllTraffic", "AllTraffic"]
+    events = logs.get_log_events(logGroupName=group, logStreamName=streams[0]["logStreamName"], startFromHead=True)
+    assert any("listening on port 8080" in ev["message"] for ev in events["events"])
+
+    listed = sm.list_endpoints(NameContains=name)["Endpoints"]
+    assert [(x["EndpointName"], x["EndpointStatus"]) for x in listed] == [(name, "InService")]
+    delete_endpoint(sm, name)
+    assert not endpoint_enis(ec2, private_net, name)
+
+
+def test_model_download_fails_without_a_route_to_s3(sm, models, private_net, endpoints):  # noqa: F811
+    model = create_model(sm, models[1], private_net)
+    config = create_config(sm, ("AllTraffic", model, 1, 1.0))
+    name = unique("noroute")
+    endpoints.append(name)
+    started = time.time()
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=config)
+    d = wait_endpoint(sm, name)
+    assert d["EndpointStatus"] == "Failed"
+    assert d["FailureReason"] == MODEL_DOWNLOAD_FAILED.format(url=models[1])
+    assert time.time() - started < 30
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sm.update_endpoint(EndpointName=name, EndpointConfigName=config)
+    assert "Cannot update in-progress endpoint" in e.value.response["Error"]["Message"]
+    delete_endpoint(sm, name)
+
+
+def test_update_endpoint_under_continuous_traffic_drops_nothing(sm, runtime, models, endpoints):  # noqa: F811
+    v1 = create_config(sm, ("AllTraffic", create_model(sm, models[1]), 1, 1.0))
+    v2 = create_config(sm, ("AllTraffic", create_model(sm, models[2]), 1, 1.0))
+    name = unique("bluegreen")
+    endpoints.append(name)
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=v1)
+    assert wait_endpoint(sm, name)["EndpointStatus"] == "InService"
+
+    versions, failures, stop = [], [], threading.Event()
+
+    def traffic():
+        while not stop.is_set():
+            try:
+                versions.append(invoke(runtime, name, {"inputs": [1]})[1]["version"])
+            except Exception as e:  # any failed request fails the test
+                failures.append(repr(e))
+
+    threads = [threading.Thread(target=traffic) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)
+    sm.update_endpoint(EndpointName=name, EndpointConfigName=v2)
+    d = sm.describe_endpoint(EndpointName=name)
+    assert d["EndpointStatus"] == "Updating"
+    assert d["PendingDeploymentSummary"]["EndpointConfigName"] == v2
+    d = wait_endpoint(sm, name, statuses=("InService",))
+    time.sleep(4)  # the old instance drains, then stops
+    stop.set()
+    for t in threads:
+        t.join()
+    assert not failures, failures[:3]
+    assert d["EndpointConfigName"] == v2
+    assert versions[0] == 1 and versions[-1] == 2, (versions[0], versions[-1])
+    switch = versions.index(2)
+    assert set(versions[switch + 8:]) == {2}, "after the switch only the new model answers"
+    assert len(versions) > 50
+    delete_endpoint(sm, name)
+
+
+def test_variant_weights_and_target_variant(sm, runtime, models, endpoints):  # noqa: F811
+    a, b = create_model(sm, models[1]), create_model(sm, models[2])
+    config = create_config(sm, ("A", a, 1, 1.0), ("B", b, 1, 0.0))
+    name = unique("weights")
+    endpoints.append(name)
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=config)
+    assert wait_endpoint(sm, name)["EndpointStatus"] == "InService"
+    assert {invoke(runtime, name, {"inputs": [1]})[0]["InvokedProductionVariant"] for _ in range(10)} == {"A"}
+    r, out = invoke(runtime, name, {"inputs": [1]}, TargetVariant="B")
+    assert (r["InvokedProductionVariant"], out["version"]) == ("B", 2)
+
+    sm.update_endpoint_weights_and_capacities(EndpointName=name, DesiredWeightsAndCapacities=[
+        {"VariantName": "A", "DesiredWeight": 0.0}, {"VariantName": "B", "DesiredWeight": 1.0, "DesiredInstanceCount": 2}])
+    assert sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "Updating"
+    d = wait_endpoint(sm, name, statuses=("InService",))
+    counts = {v["VariantName"]: (v["CurrentWeight"], v["CurrentInstanceCount"]) for v in d["ProductionVariants"]}
+    assert counts == {"A": (0.0, 1), "B": (1.0, 2)}
+    seen = {invoke(runtime, name, {"inputs": [1]})[0]["InvokedProductionVariant"] for _ in range(10)}
+    assert seen == {"B"}
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        sm.update_endpoint_weights_and_capacities(EndpointName=name, DesiredWeightsAndCapacities=[
+            {"VariantName": "C", "DesiredWeight": 1.0}])
+    assert e.value.response["Error"]["Code"] == "ValidationException"
+    delete_endpoint(sm, name)
