@@ -314,3 +314,165 @@ def test_variant_weights_and_target_variant(sm, runtime, models, endpoints):  # 
             {"VariantName": "C", "DesiredWeight": 1.0}])
     assert e.value.response["Error"]["Code"] == "ValidationException"
     delete_endpoint(sm, name)
+
+
+# A stand-in database on an ENI of the VPC: answers every connection with a greeting.
+DATABASE = r'''
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 5432))
+s.listen(16)
+while True:
+    c, _ = s.accept()
+    c.sendall(b"db-ok")
+    c.close()
+'''
+
+
+def test_model_reaches_a_database_only_as_its_security_groups_allow(cove_server, ec2, sm, runtime, models,  # noqa: F811
+                                                                   private_net, endpoints):
+    s3_endpoint(ec2, private_net)
+    db_sg = ec2.create_security_group(GroupName="db", Description="database", VpcId=private_net["vpc"])["GroupId"]
+    rule = {"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432, "UserIdGroupPairs": [{"GroupId": private_net["sg"]}]}
+    ec2.authorize_security_group_ingress(GroupId=db_sg, IpPermissions=[rule])
+    db = ec2.create_network_interface(SubnetId=private_net["subnets"][1], Groups=[db_sg])["NetworkInterface"]
+    server = None
+    try:
+        deadline = time.time() + 10
+        while cove_server.exec(db["NetworkInterfaceId"], "true").returncode != 0:
+            assert time.time() < deadline
+            time.sleep(0.1)
+        server = cove_server.spawn(db["NetworkInterfaceId"], "python3", "-c", DATABASE)
+        model = create_model(sm, models[1], private_net)
+        name = unique("dbprobe")
+        endpoints.append(name)
+        sm.create_endpoint(EndpointName=name, EndpointConfigName=create_config(sm, ("AllTraffic", model, 1, 1.0)))
+        assert wait_endpoint(sm, name)["EndpointStatus"] == "InService"
+        probe = {"probe": [db["PrivateIpAddress"], 5432]}
+        deadline = time.time() + 10
+        while (out := invoke(runtime, name, probe)[1])["probe"] != "reached":
+            assert time.time() < deadline, out
+            time.sleep(0.2)
+        assert out["reply"] == "db-ok"
+        # Without the database group's rule for the model's group, the model is cut off.
+        ec2.revoke_security_group_ingress(GroupId=db_sg, IpPermissions=[rule])
+        deadline = time.time() + 10
+        while (out := invoke(runtime, name, probe)[1])["probe"] == "reached":
+            assert time.time() < deadline, "the revoked rule still admits the model"
+            time.sleep(0.2)
+        assert out["probe"].startswith("blocked"), out
+    finally:
+        if server:
+            server.kill()
+            server.wait()
+        for name in list(endpoints):
+            delete_endpoint(sm, name)
+            endpoints.remove(name)
+        ec2.delete_network_interface(NetworkInterfaceId=db["NetworkInterfaceId"])
+
+
+def test_network_isolation_keeps_the_model_off_the_network(ec2, sm, runtime, models, private_net, endpoints):  # noqa: F811
+    s3_endpoint(ec2, private_net)
+    model = create_model(sm, models[1], private_net, isolated=True)
+    assert sm.describe_model(ModelName=model)["EnableNetworkIsolation"] is True
+    name = unique("isolated")
+    endpoints.append(name)
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=create_config(sm, ("AllTraffic", model, 1, 1.0)))
+    d = wait_endpoint(sm, name)
+    # Cove still fetched the model data through the ENI, and still reaches the container.
+    assert d["EndpointStatus"] == "InService", d.get("FailureReason")
+    _, out = invoke(runtime, name, {"inputs": [3]})
+    assert out["outputs"] == [30] and out["credentials"] is False
+    _, out = invoke(runtime, name, {"probe": ["192.0.2.20", 80]})
+    assert out["probe"].startswith("blocked"), out
+
+
+# boto3 with its default endpoints (https://runtime.sagemaker.<region>.amazonaws.com,
+# https://api.sagemaker.<region>.amazonaws.com), as code inside a private subnet runs it.
+CLIENT = r'''
+import json, sys, boto3, botocore.config
+cfg = botocore.config.Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 1})
+kw = dict(region_name="us-east-1", aws_access_key_id=sys.argv[1], aws_secret_access_key=sys.argv[2], config=cfg)
+try:
+    if sys.argv[3] == "invoke":
+        r = boto3.client("sagemaker-runtime", **kw).invoke_endpoint(
+            EndpointName=sys.argv[4], Body=json.dumps({"inputs": [7]}), ContentType="application/json")
+        print("ok", r["Body"].read().decode())
+    else:
+        sm = boto3.client("sagemaker", **kw)
+        sm.create_training_job(**json.loads(sys.argv[4]))
+        print("ok", sm.describe_training_job(TrainingJobName=json.loads(sys.argv[4])["TrainingJobName"])["TrainingJobStatus"])
+except Exception as e:
+    print("failed", type(e).__name__, e)
+'''
+
+
+def from_subnet(cove_server, eni, *args):
+    from conftest import ACCESS_KEY, SECRET_KEY
+    import sys
+    return cove_server.exec(eni, sys.executable, "-c", CLIENT, ACCESS_KEY, SECRET_KEY, *args, timeout=40).stdout.strip()
+
+
+@pytest.fixture
+def client_eni(cove_server, ec2, private_net):  # noqa: F811
+    """A caller in the first private subnet (no NAT, no endpoints), with its own group."""
+    ec2.modify_vpc_attribute(VpcId=private_net["vpc"], EnableDnsHostnames={"Value": True})
+    sg = ec2.create_security_group(GroupName="caller", Description="caller", VpcId=private_net["vpc"])["GroupId"]
+    eni = ec2.create_network_interface(SubnetId=private_net["subnets"][0], Groups=[sg])["NetworkInterface"]
+    deadline = time.time() + 10
+    while cove_server.exec(eni["NetworkInterfaceId"], "true").returncode != 0:
+        assert time.time() < deadline
+        time.sleep(0.1)
+    return {"eni": eni["NetworkInterfaceId"], "sg": sg}
+
+
+def interface_endpoint(ec2, net, service, caller_sg):
+    sg = ec2.create_security_group(GroupName=f"vpce-{service}", Description=service, VpcId=net["vpc"])["GroupId"]
+    rule = {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "UserIdGroupPairs": [{"GroupId": caller_sg}]}
+    ec2.authorize_security_group_ingress(GroupId=sg, IpPermissions=[rule])
+    ep = ec2.create_vpc_endpoint(VpcId=net["vpc"], VpcEndpointType="Interface",
+                                 ServiceName=f"com.amazonaws.us-east-1.sagemaker.{service}",
+                                 SubnetIds=[net["subnets"][0]], SecurityGroupIds=[sg])["VpcEndpoint"]
+    assert ep["PrivateDnsEnabled"] is True
+    return ep["VpcEndpointId"], sg, rule
+
+
+def eventually_out(fn, want, timeout=20):
+    deadline = time.time() + timeout
+    while True:
+        out = fn()
+        if out.startswith(want) or time.time() > deadline:
+            return out
+        time.sleep(0.3)
+
+
+def test_invoke_endpoint_from_a_private_subnet_through_the_runtime_interface_endpoint(
+        cove_server, ec2, sm, models, private_net, client_eni, endpoints):  # noqa: F811
+    model = create_model(sm, models[1])
+    name = unique("private-invoke")
+    endpoints.append(name)
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=create_config(sm, ("AllTraffic", model, 1, 1.0)))
+    assert wait_endpoint(sm, name)["EndpointStatus"] == "InService"
+    call = lambda: from_subnet(cove_server, client_eni["eni"], "invoke", name)  # noqa: E731
+    # No route to SageMaker Runtime from the private subnet.
+    assert call().startswith("failed"), "the runtime is reachable without an endpoint"
+    _, ep_sg, rule = interface_endpoint(ec2, private_net, "runtime", client_eni["sg"])
+    out = eventually_out(call, "ok")
+    assert out.startswith("ok") and json.loads(out[3:])["outputs"] == [70], out
+    # The endpoint's security group decides who may call through it.
+    ec2.revoke_security_group_ingress(GroupId=ep_sg, IpPermissions=[rule])
+    out = eventually_out(call, "failed")
+    assert out.startswith("failed") and "Connect timeout" in out, out
+
+
+def test_create_training_job_from_a_private_subnet_through_the_api_interface_endpoint(
+        cove_server, ec2, bucket, private_net, client_eni):  # noqa: F811
+    from test_training_jobs import training_request, job_name
+    request = json.dumps(training_request(job_name("via-vpce"), bucket))
+    call = lambda: from_subnet(cove_server, client_eni["eni"], "train", request)  # noqa: E731
+    out = call()
+    assert out.startswith("failed EndpointConnectionError") or "Connect timeout" in out, out
+    interface_endpoint(ec2, private_net, "api", client_eni["sg"])
+    out = eventually_out(call, "ok")
+    assert out in ("ok InProgress", "ok Completed"), out
