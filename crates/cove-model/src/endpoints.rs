@@ -194,3 +194,50 @@ mod tests {
         assert!(e.instances[2].is_live());
     }
 }
+
+/// Where a batch transform job is; it resumes from here after a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TransformPhase {
+    /// Its instances come up (ENI, model data, serving container, `/ping`).
+    Starting,
+    /// Records go from S3 through the containers back to S3.
+    Transforming,
+    /// Finished: the instances are to be released.
+    Done,
+    /// Instances released, working files removed.
+    CleanedUp,
+}
+
+/// A batch transform job: serving containers on instances like an
+/// endpoint's, fed from S3 by Cove instead of by callers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TransformJob {
+    pub name: String,
+    pub arn: String,
+    pub region: String,
+    pub account_id: String,
+    /// The validated Create request.
+    pub request: Value,
+    /// The model's Create request as it was when the job was created.
+    pub model: Value,
+    /// `InProgress`, `Completed`, `Failed`, `Stopping`, `Stopped`.
+    pub status: String,
+    pub failure_reason: Option<String>,
+    pub creation_time: String,
+    pub start_time: Option<String>,
+    pub end_time: Option<String>,
+    pub last_modified_time: String,
+    pub instances: Vec<EndpointInstance>,
+    pub stop_requested: bool,
+    pub phase: TransformPhase,
+}
+
+impl TransformJob {
+    pub fn key_of(name: &str) -> String {
+        format!("transform-job/{name}")
+    }
+
+    pub fn key(&self) -> String {
+        Self::key_of(&self.name)
+    }
+}

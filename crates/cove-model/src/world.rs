@@ -2,7 +2,7 @@
 //! (`imbl`), so a writer clones the world in O(1), changes its copy, persists
 //! the changed documents and publishes the copy; readers never wait.
 
-use crate::endpoints::SageMakerEndpoint;
+use crate::endpoints::{SageMakerEndpoint, TransformJob};
 use crate::jobs::{SageMakerDefinition, SageMakerJob, StsSession};
 use crate::vpc::*;
 use imbl::OrdMap;
@@ -33,6 +33,8 @@ pub struct World {
     pub sagemaker_definitions: OrdMap<String, SageMakerDefinition>,
     /// SageMaker endpoints by `endpoint/<name>`.
     pub sagemaker_endpoints: OrdMap<String, SageMakerEndpoint>,
+    /// Batch transform jobs by `transform-job/<name>`.
+    pub transform_jobs: OrdMap<String, TransformJob>,
     /// Tags by resource id, for every taggable resource.
     pub tags: OrdMap<String, Tags>,
     /// Regions whose default VPC has been created.
@@ -97,6 +99,9 @@ resource!(
 resource!(SageMakerJob, "sagemaker_job", sagemaker_jobs, |r| {
     arn_resource(&r.arn)
 });
+resource!(TransformJob, "transform_job", transform_jobs, |r| {
+    arn_resource(&r.arn)
+});
 resource!(
     SageMakerEndpoint,
     "sagemaker_endpoint",
@@ -147,6 +152,7 @@ impl World {
             "sts_session" => put::<StsSession>(self, key, doc),
             "sagemaker_definition" => put::<SageMakerDefinition>(self, key, doc),
             "sagemaker_endpoint" => put::<SageMakerEndpoint>(self, key, doc),
+            "transform_job" => put::<TransformJob>(self, key, doc),
             TAGS_KIND => {
                 let t: Tags = serde_json::from_str(doc).map_err(|e| format!("tags {key}: {e}"))?;
                 self.tags.insert(key.to_string(), t);

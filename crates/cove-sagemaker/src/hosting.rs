@@ -13,7 +13,7 @@ use crate::instance;
 use crate::supervisor::{overlay, spawn_in_network, trust_coves_ca, unmount, LogShipper, Settings};
 use crate::transfer::{parse_s3_uri, TransferError};
 use cove_logs::LogsService;
-use cove_model::endpoints::{EndpointInstance, InstanceState, SageMakerEndpoint};
+use cove_model::endpoints::{EndpointInstance, InstanceState, SageMakerEndpoint, TransformJob};
 use cove_model::ids::{now_rfc3339, random_string};
 use cove_model::jobs::{SageMakerDefinition, StsSession};
 use cove_model::AwsError;
@@ -53,11 +53,34 @@ pub struct Hosting {
     active: Mutex<HashSet<String>>,
 }
 
-struct Failed(String);
+pub(crate) struct Failed(pub(crate) String);
+
+/// Whose instance it is, by store key: an endpoint's or a batch transform job's.
+#[derive(Debug, Clone)]
+pub(crate) enum Owner {
+    Endpoint(String),
+    Transform(String),
+}
+
+/// One instance with what bringing it up needs to know.
+struct Unit {
+    owner: Owner,
+    /// The endpoint's or job's name.
+    name: String,
+    region: String,
+    account_id: String,
+    /// Its working files.
+    dir: PathBuf,
+    /// Its position among its owner's instances, which picks its subnet.
+    ordinal: usize,
+    instance: EndpointInstance,
+    deployment: Deployment,
+}
 
 /// The model an instance serves, and how it reaches the network.
 struct Deployment {
-    model: SageMakerDefinition,
+    /// The model's Create request.
+    model: Value,
     vpc: Option<Value>,
     isolated: bool,
     variant: String,
@@ -155,21 +178,8 @@ impl Hosting {
         })?)
     }
 
-    fn update_instance(
-        &self,
-        key: &str,
-        id: &str,
-        f: impl FnOnce(&mut EndpointInstance),
-    ) -> anyhow::Result<()> {
-        self.update(key, |e| {
-            if let Some(i) = e.instances.iter_mut().find(|i| i.id == id) {
-                f(i);
-            }
-        })
-    }
-
     fn endpoint_dir(&self, name: &str) -> PathBuf {
-        self.settings.jobs_dir.join("endpoint").join(name)
+        self.owner_dir(&Owner::Endpoint(String::new()), name)
     }
 
     fn instance_dir(&self, endpoint: &str, id: &str) -> PathBuf {
@@ -234,7 +244,7 @@ impl Hosting {
                     "The serving container of instance {} exited ({status:?}).",
                     i.id
                 );
-                self.update_instance(&key, &i.id, |i| {
+                self.update_instance(&Owner::Endpoint(key.clone()), &i.id, |i| {
                     i.state = InstanceState::Failed;
                     i.failure_reason = Some(reason);
                 })?;
@@ -251,7 +261,7 @@ impl Hosting {
                 | InstanceState::Downloading
                 | InstanceState::Starting => {
                     self.run_once(&worker_key, format!("up-{}", i.id), move || {
-                        me.bring_up(&k, &id)
+                        me.bring_up(&Owner::Endpoint(k), &id)
                     });
                 }
                 InstanceState::Failed => {
@@ -507,7 +517,7 @@ impl Hosting {
 
     // ---- Bringing one instance up ----
 
-    fn deployment(
+    fn endpoint_deployment(
         &self,
         e: &SageMakerEndpoint,
         i: &EndpointInstance,
@@ -522,7 +532,7 @@ impl Hosting {
         let model = world
             .sagemaker_definitions
             .get(&SageMakerDefinition::key_of("model", &variant.model_name))
-            .cloned()
+            .map(|m| m.request.clone())
             .ok_or_else(|| Failed(format!("Could not find model \"{}\".", variant.model_name)))?;
         let config = world
             .sagemaker_definitions
@@ -532,12 +542,11 @@ impl Hosting {
             ));
         let config_request = config.map(|c| c.request.clone()).unwrap_or(Value::Null);
         let vpc = model
-            .request
             .get("VpcConfig")
             .or_else(|| config_request.get("VpcConfig"))
             .filter(|v| v.is_object())
             .cloned();
-        let isolated = model.request["EnableNetworkIsolation"]
+        let isolated = model["EnableNetworkIsolation"]
             .as_bool()
             .unwrap_or(false)
             || config_request["EnableNetworkIsolation"]
@@ -550,12 +559,7 @@ impl Hosting {
             .find(|v| v["VariantName"].as_str() == Some(&i.variant))
             .and_then(|v| v["ContainerStartupHealthCheckTimeoutInSeconds"].as_u64())
             .unwrap_or(DEFAULT_HEALTH_CHECK_TIMEOUT);
-        if model.request["Containers"]
-            .as_array()
-            .is_some_and(|c| c.len() > 1)
-        {
-            return Err(Failed("ClientError: Cove serves one container per model; inference pipelines (several Containers) are not supported.".into()));
-        }
+        check_single_container(&model)?;
         Ok(Deployment {
             model,
             vpc,
@@ -566,56 +570,122 @@ impl Hosting {
         })
     }
 
-    fn bring_up(&self, key: &str, id: &str) {
-        loop {
-            let Some(e) = self.endpoint(key) else { return };
-            let Some(i) = e.instances.iter().find(|i| i.id == id).cloned() else {
-                return;
-            };
-            if e.delete_requested {
-                return;
+    /// The instance `id` of `owner` with what bringing it up needs, or
+    /// `None` once its owner is gone, deleted or stopped.
+    fn unit(&self, owner: &Owner, id: &str) -> Option<Result<Unit, Failed>> {
+        let world = self.store.snapshot();
+        let (name, region, account_id, instances, deployment) = match owner {
+            Owner::Endpoint(key) => {
+                let e = world.sagemaker_endpoints.get(key).filter(|e| !e.delete_requested)?;
+                let i = e.instances.iter().find(|i| i.id == id)?;
+                (e.name.clone(), e.region.clone(), e.account_id.clone(), &e.instances, self.endpoint_deployment(e, i))
             }
-            let d = match self.deployment(&e, &i) {
-                Ok(d) => d,
-                Err(Failed(reason)) => {
-                    let _ = self.fail(key, id, reason);
+            Owner::Transform(key) => {
+                let j = world.transform_jobs.get(key).filter(|j| !j.stop_requested)?;
+                (j.name.clone(), j.region.clone(), j.account_id.clone(), &j.instances, transform_deployment(j))
+            }
+        };
+        let ordinal = instances.iter().position(|i| i.id == id)?;
+        let instance = instances[ordinal].clone();
+        Some(deployment.map(|deployment| Unit {
+            owner: owner.clone(),
+            dir: self.owner_dir(owner, &name).join(&instance.id),
+            name,
+            region,
+            account_id,
+            ordinal,
+            instance,
+            deployment,
+        }))
+    }
+
+    /// Where an endpoint's or a job's instances keep their files.
+    pub(crate) fn owner_dir(&self, owner: &Owner, name: &str) -> PathBuf {
+        let kind = match owner {
+            Owner::Endpoint(_) => "endpoint",
+            Owner::Transform(_) => "transform-job",
+        };
+        self.settings.jobs_dir.join(kind).join(name)
+    }
+
+    /// Changes the instance list of `owner` in one store write.
+    fn write_instances<T>(
+        &self,
+        owner: &Owner,
+        f: impl FnOnce(&mut cove_store::Tx, &mut Vec<EndpointInstance>) -> cove_model::AwsResult<T>,
+    ) -> cove_model::AwsResult<T> {
+        self.store.write(|tx| match owner {
+            Owner::Endpoint(key) => {
+                let mut e = tx.world.sagemaker_endpoints.get(key).cloned().ok_or_else(|| AwsError::internal("endpoint vanished"))?;
+                let out = f(tx, &mut e.instances)?;
+                tx.put(e);
+                Ok(out)
+            }
+            Owner::Transform(key) => {
+                let mut j = tx.world.transform_jobs.get(key).cloned().ok_or_else(|| AwsError::internal("job vanished"))?;
+                let out = f(tx, &mut j.instances)?;
+                tx.put(j);
+                Ok(out)
+            }
+        })
+    }
+
+    pub(crate) fn update_instance(&self, owner: &Owner, id: &str, f: impl FnOnce(&mut EndpointInstance)) -> anyhow::Result<()> {
+        self.write_instances(owner, |_, instances| {
+            if let Some(i) = instances.iter_mut().find(|i| i.id == id) {
+                f(i);
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    /// Takes instance `id` from Provisioning to InService (or Failed),
+    /// step by step, each step stored.
+    pub(crate) fn bring_up(&self, owner: &Owner, id: &str) {
+        loop {
+            let u = match self.unit(owner, id) {
+                None => return,
+                Some(Ok(u)) => u,
+                Some(Err(Failed(reason))) => {
+                    let _ = self.fail(owner, id, reason);
                     return;
                 }
             };
-            let step = match i.state {
-                InstanceState::Provisioning => self.provision(&e, &i, &d),
-                InstanceState::Downloading => self.download(&e, &i, &d),
-                InstanceState::Starting => self.start(&e, &i, &d),
+            let step = match u.instance.state {
+                InstanceState::Provisioning => self.provision(&u),
+                InstanceState::Downloading => self.download(&u),
+                InstanceState::Starting => self.start(&u),
                 _ => return,
             };
             match step {
                 Ok(Ok(())) => {}
                 Ok(Err(Failed(reason))) => {
-                    tracing::info!(endpoint = %e.name, instance = id, %reason, "instance failed");
-                    let _ = self.fail(key, id, reason);
+                    tracing::info!(owner = %u.name, instance = id, %reason, "instance failed");
+                    let _ = self.fail(owner, id, reason);
                     return;
                 }
                 Err(err) => {
-                    tracing::error!(endpoint = %e.name, instance = id, error = %err, "instance step failed; retrying");
+                    tracing::error!(owner = %u.name, instance = id, error = %err, "instance step failed; retrying");
                     std::thread::sleep(Duration::from_secs(1));
                 }
             }
         }
     }
 
-    fn fail(&self, key: &str, id: &str, reason: String) -> anyhow::Result<()> {
-        self.update_instance(key, id, |i| {
+    fn fail(&self, owner: &Owner, id: &str, reason: String) -> anyhow::Result<()> {
+        self.update_instance(owner, id, |i| {
             i.state = InstanceState::Failed;
             i.failure_reason = Some(reason);
         })
     }
 
-    fn session(&self, i: &EndpointInstance) -> Option<StsSession> {
+    pub(crate) fn session(&self, i: &EndpointInstance) -> Option<StsSession> {
         let key = i.session_access_key.as_deref()?;
         self.store.snapshot().sts_sessions.get(key).cloned()
     }
 
-    fn netns(&self, i: &EndpointInstance) -> Option<String> {
+    pub(crate) fn netns(&self, i: &EndpointInstance) -> Option<String> {
         let eni = i.eni_id.as_deref()?;
         Some(cove_net::naming::eni_netns(
             self.settings.instance.as_deref()?,
@@ -623,22 +693,17 @@ impl Hosting {
         ))
     }
 
-    fn provision(
-        &self,
-        e: &SageMakerEndpoint,
-        i: &EndpointInstance,
-        d: &Deployment,
-    ) -> anyhow::Result<Result<(), Failed>> {
-        let key = e.key();
+    fn provision(&self, u: &Unit) -> anyhow::Result<Result<(), Failed>> {
+        let (i, d) = (&u.instance, &u.deployment);
         if d.vpc.is_some() && self.settings.instance.is_none() {
             return Ok(Err(Failed("ClientError: Cove's data plane is off (it needs root, ip and nft), so a model with a VpcConfig cannot get its network interfaces.".into())));
         }
         if i.session_access_key.is_none() {
-            if let Some(role) = d.model.request["ExecutionRoleArn"].as_str() {
+            if let Some(role) = d.model["ExecutionRoleArn"].as_str() {
                 let s = self
                     .sts
-                    .assume_role(&e.account_id, role, "SageMaker", SESSION_SECONDS)?;
-                self.update_instance(&key, &i.id, |i| {
+                    .assume_role(&u.account_id, role, "SageMaker", SESSION_SECONDS)?;
+                self.update_instance(&u.owner, &i.id, |i| {
                     i.session_access_key = Some(s.access_key_id.clone())
                 })?;
             }
@@ -646,33 +711,24 @@ impl Hosting {
         if let (Some(config), None) = (&d.vpc, &i.eni_id) {
             let subnets = crate::api::strings(Some(&config["Subnets"]));
             let groups = crate::api::strings(Some(&config["SecurityGroupIds"]));
-            let ordinal = e.instances.iter().position(|x| x.id == i.id).unwrap_or(0);
-            let made = self.store.write(|tx| {
-                let mut ep = tx
-                    .world
-                    .sagemaker_endpoints
-                    .get(&key)
-                    .cloned()
-                    .ok_or_else(|| AwsError::internal("endpoint vanished"))?;
-                let Some(inst) = ep.instances.iter_mut().find(|x| x.id == i.id) else {
+            let subnet = subnets[u.ordinal % subnets.len().max(1)].clone();
+            let description = format!(
+                "[DO NOT DELETE] ENI managed by SageMaker for {} {} ({})",
+                match u.owner {
+                    Owner::Endpoint(_) => "Endpoint",
+                    Owner::Transform(_) => "Transform Job",
+                },
+                u.name,
+                i.id
+            );
+            let made = self.write_instances(&u.owner, |tx, instances| {
+                let Some(inst) = instances.iter_mut().find(|x| x.id == i.id) else {
                     return Ok(());
                 };
-                if inst.eni_id.is_some() {
-                    return Ok(());
+                if inst.eni_id.is_none() {
+                    let eni = cove_ec2::create_managed_eni(tx, &subnet, groups.clone(), description, REQUESTER)?;
+                    inst.eni_id = Some(eni.id);
                 }
-                let subnet = &subnets[ordinal % subnets.len().max(1)];
-                let eni = cove_ec2::create_managed_eni(
-                    tx,
-                    subnet,
-                    groups.clone(),
-                    format!(
-                        "[DO NOT DELETE] ENI managed by SageMaker for Endpoint {} ({})",
-                        ep.name, inst.id
-                    ),
-                    REQUESTER,
-                )?;
-                inst.eni_id = Some(eni.id);
-                tx.put(ep);
                 Ok(())
             });
             if let Err(err) = made {
@@ -686,29 +742,24 @@ impl Hosting {
                 anyhow::bail!("the data plane did not apply the instance's ENI within 60 s");
             }
         }
-        self.update_instance(&key, &i.id, |i| i.state = InstanceState::Downloading)?;
+        self.update_instance(&u.owner, &i.id, |i| i.state = InstanceState::Downloading)?;
         Ok(Ok(()))
     }
 
-    fn download(
-        &self,
-        e: &SageMakerEndpoint,
-        i: &EndpointInstance,
-        d: &Deployment,
-    ) -> anyhow::Result<Result<(), Failed>> {
-        let dir = self.instance_dir(&e.name, &i.id);
+    fn download(&self, u: &Unit) -> anyhow::Result<Result<(), Failed>> {
+        let (i, d, dir) = (&u.instance, &u.deployment, u.dir.clone());
         let ml = dir.join("ml");
         for sub in ["model", "code"] {
             std::fs::create_dir_all(ml.join(sub))?;
         }
-        let container = model_container(&d.model.request).clone();
+        let container = model_container(&d.model).clone();
         let sources = model_sources(&container);
         let fetched = {
             let dir = dir.clone();
             let sources = sources.clone();
             spawn_in_network(
                 &self.settings,
-                &e.region,
+                &u.region,
                 self.netns(i),
                 self.session(i).as_ref(),
                 move |client| {
@@ -746,7 +797,7 @@ impl Hosting {
         match fetched {
             Ok(()) => {}
             Err(TransferError::Network(err)) => {
-                tracing::info!(endpoint = %e.name, error = %err, "model download could not reach S3");
+                tracing::info!(owner = %u.name, error = %err, "model download could not reach S3");
                 return Ok(Err(Failed(model_download_failed(&model_url))));
             }
             Err(TransferError::Service { status: 404, .. }) => {
@@ -783,28 +834,23 @@ impl Hosting {
             }
             std::fs::remove_file(&path)?;
         }
-        self.update_instance(&e.key(), &i.id, |i| i.state = InstanceState::Starting)?;
+        self.update_instance(&u.owner, &i.id, |i| i.state = InstanceState::Starting)?;
         Ok(Ok(()))
     }
 
-    fn launch(
-        &self,
-        e: &SageMakerEndpoint,
-        i: &EndpointInstance,
-        d: &Deployment,
-    ) -> anyhow::Result<Result<Container, Failed>> {
-        let dir = self.instance_dir(&e.name, &i.id);
+    fn launch(&self, u: &Unit) -> anyhow::Result<Result<Container, Failed>> {
+        let (i, d, dir) = (&u.instance, &u.deployment, &u.dir);
         let state = dir.join("state");
         if let Some(c) = Container::adopt(&state)? {
             if c.status() == Status::Running {
                 return Ok(Ok(c));
             }
         }
-        let container = model_container(&d.model.request).clone();
+        let container = model_container(&d.model).clone();
         let image = container["Image"].as_str().unwrap_or_default();
         let imported = cove_runtime::image::rootfs_dir(&self.settings.images_dir, image);
         let (root, mode) = if imported.is_dir() {
-            (RootFs::Image(overlay(&imported, &dir)?), Serving::Image)
+            (RootFs::Image(overlay(&imported, dir)?), Serving::Image)
         } else if container["Environment"]["SAGEMAKER_PROGRAM"].is_string() {
             (RootFs::Host, Serving::Script)
         } else {
@@ -821,7 +867,7 @@ impl Hosting {
                 secret_key: s.secret_access_key,
                 session_token: s.session_token,
             });
-        let c = contract::serving(&e.region, &container, credentials.as_ref(), mode);
+        let c = contract::serving(&u.region, &container, credentials.as_ref(), mode);
         let ml = dir.join("ml");
         for (path, content) in &c.files {
             let p = ml.join(path);
@@ -845,7 +891,15 @@ impl Hosting {
         };
         let (cpus, memory_gib) = instance::resources(&d.instance_type).unwrap_or((1.0, 1.0));
         let mut spec = ContainerSpec {
-            id: format!("ep-{}-{}", e.name, i.id),
+            id: format!(
+                "{}-{}-{}",
+                match u.owner {
+                    Owner::Endpoint(_) => "ep",
+                    Owner::Transform(_) => "bt",
+                },
+                u.name,
+                i.id
+            ),
             root,
             netns: if isolated { None } else { ns },
             hostname: i.id.clone(),
@@ -878,13 +932,9 @@ impl Hosting {
         Ok(Ok(Container::launch(&spec, &self.settings.runner)?))
     }
 
-    fn start(
-        &self,
-        e: &SageMakerEndpoint,
-        i: &EndpointInstance,
-        d: &Deployment,
-    ) -> anyhow::Result<Result<(), Failed>> {
-        let c = match self.launch(e, i, d)? {
+    fn start(&self, u: &Unit) -> anyhow::Result<Result<(), Failed>> {
+        let (i, d) = (&u.instance, &u.deployment);
+        let c = match self.launch(u)? {
             Ok(c) => c,
             Err(f) => return Ok(Err(f)),
         };
@@ -909,13 +959,13 @@ impl Hosting {
                 c.kill();
                 return Ok(Err(Failed(ping_failed(&d.variant))));
             }
-            if self.endpoint(&e.key()).is_none_or(|e| e.delete_requested) {
+            if self.unit(&u.owner, &i.id).is_none() {
                 return Ok(Ok(()));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        tracing::info!(endpoint = %e.name, instance = %i.id, "instance in service");
-        self.update_instance(&e.key(), &i.id, |i| {
+        tracing::info!(owner = %u.name, instance = %i.id, "instance in service");
+        self.update_instance(&u.owner, &i.id, |i| {
             i.state = InstanceState::InService;
             i.netns_path = Some(netns_path);
         })?;
@@ -923,8 +973,29 @@ impl Hosting {
     }
 }
 
+/// Cove runs one container per model.
+fn check_single_container(model: &Value) -> Result<(), Failed> {
+    if model["Containers"].as_array().is_some_and(|c| c.len() > 1) {
+        return Err(Failed("ClientError: Cove serves one container per model; inference pipelines (several Containers) are not supported.".into()));
+    }
+    Ok(())
+}
+
+/// A transform job's model, as it was when the job was created.
+fn transform_deployment(j: &TransformJob) -> Result<Deployment, Failed> {
+    check_single_container(&j.model)?;
+    Ok(Deployment {
+        vpc: j.model.get("VpcConfig").filter(|v| v.is_object()).cloned(),
+        isolated: j.model["EnableNetworkIsolation"].as_bool().unwrap_or(false),
+        model: j.model.clone(),
+        variant: "AllTraffic".into(),
+        instance_type: j.request["TransformResources"]["InstanceType"].as_str().unwrap_or_default().to_string(),
+        health_timeout: DEFAULT_HEALTH_CHECK_TIMEOUT,
+    })
+}
+
 /// Gives back an instance's ENI and credentials.
-fn release_network(tx: &mut cove_store::Tx, i: &EndpointInstance) {
+pub(crate) fn release_network(tx: &mut cove_store::Tx, i: &EndpointInstance) {
     if let Some(eni) = &i.eni_id {
         if tx.world.network_interfaces.contains_key(eni) {
             cove_ec2::delete_managed_eni(tx, eni);
