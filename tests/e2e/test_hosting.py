@@ -476,3 +476,64 @@ def test_create_training_job_from_a_private_subnet_through_the_api_interface_end
     interface_endpoint(ec2, private_net, "api", client_eni["sg"])
     out = eventually_out(call, "ok")
     assert out in ("ok InProgress", "ok Completed"), out
+
+
+def wait_transform(sm, name, timeout=90):  # noqa: F811
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        d = sm.describe_transform_job(TransformJobName=name)
+        if d["TransformJobStatus"] in ("Completed", "Failed", "Stopped"):
+            return d
+        time.sleep(0.2)
+    raise AssertionError(f"{name} still {d['TransformJobStatus']} after {timeout}s")
+
+
+def transform_request(name, model, bucket, prefix, instances=1):  # noqa: F811
+    return {
+        "TransformJobName": name,
+        "ModelName": model,
+        "BatchStrategy": "SingleRecord",
+        "MaxConcurrentTransforms": 2,
+        "TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/{prefix}"}},
+                           "ContentType": "application/json", "SplitType": "Line"},
+        "TransformOutput": {"S3OutputPath": f"s3://{bucket}/{name}-out", "AssembleWith": "Line", "Accept": "application/json"},
+        "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": instances},
+    }
+
+
+def test_batch_transform_over_a_multi_file_input_in_private_subnets(ec2, s3, sm, logs, bucket, models, private_net):  # noqa: F811
+    prefix = f"batch-{uuid.uuid4().hex[:6]}/in"
+    files = {f"part-{n}.jsonl": [{"inputs": [n, i]} for i in range(5 + n)] for n in range(3)}
+    for fname, records in files.items():
+        s3.put_object(Bucket=bucket, Key=f"{prefix}/{fname}", Body="\n".join(json.dumps(r) for r in records) + "\n")
+    model = create_model(sm, models[1], private_net)
+    name = unique("transform")
+
+    # Without a route to S3 the job cannot fetch its model, with AWS's message.
+    sm.create_transform_job(**transform_request(name, model, bucket, prefix))
+    d = wait_transform(sm, name)
+    assert (d["TransformJobStatus"], d["FailureReason"]) == ("Failed", MODEL_DOWNLOAD_FAILED.format(url=models[1]))
+
+    s3_endpoint(ec2, private_net)
+    name = unique("transform")
+    sm.create_transform_job(**transform_request(name, model, bucket, prefix, instances=2))
+    d = wait_transform(sm, name)
+    assert d["TransformJobStatus"] == "Completed", d.get("FailureReason")
+    assert d["TransformStartTime"] <= d["TransformEndTime"]
+    for fname, records in files.items():
+        body = s3.get_object(Bucket=bucket, Key=f"{name}-out/{fname}.out")["Body"].read().decode()
+        lines = [json.loads(line) for line in body.splitlines()]
+        assert [x["outputs"] for x in lines] == [[10 * v for v in r["inputs"]] for r in records], fname
+    # Both instances took part and logged to the job's group; their ENIs are gone.
+    streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TransformJobs", logStreamNamePrefix=name)["logStreams"]
+    assert len(streams) == 2
+    assert not [e for e in ec2.describe_network_interfaces(Filters=[{"Name": "vpc-id", "Values": [private_net["vpc"]]}])[
+        "NetworkInterfaces"] if name in e["Description"]]
+    assert [j["TransformJobName"] for j in sm.list_transform_jobs(NameContains=name)["TransformJobSummaries"]] == [name]
+
+    # A record the model refuses fails the job, and says so in the job's log.
+    s3.put_object(Bucket=bucket, Key=f"{prefix}-bad/x.jsonl", Body=json.dumps({"fail": True}) + "\n")
+    name = unique("transform")
+    sm.create_transform_job(**transform_request(name, model, bucket, prefix + "-bad"))
+    d = wait_transform(sm, name)
+    assert (d["TransformJobStatus"], d["FailureReason"]) == ("Failed", "AlgorithmError: See job logs for more information")

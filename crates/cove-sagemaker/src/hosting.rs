@@ -13,7 +13,9 @@ use crate::instance;
 use crate::supervisor::{overlay, spawn_in_network, trust_coves_ca, unmount, LogShipper, Settings};
 use crate::transfer::{parse_s3_uri, TransferError};
 use cove_logs::LogsService;
-use cove_model::endpoints::{EndpointInstance, InstanceState, SageMakerEndpoint, TransformJob};
+use cove_model::endpoints::{
+    EndpointInstance, InstanceState, SageMakerEndpoint, TransformJob, TransformPhase,
+};
 use cove_model::ids::{now_rfc3339, random_string};
 use cove_model::jobs::{SageMakerDefinition, StsSession};
 use cove_model::AwsError;
@@ -104,31 +106,46 @@ impl Hosting {
         })
     }
 
-    /// Watches the store and gives every endpoint a driver.
+    /// Watches the store and gives every endpoint and unfinished transform job a driver.
     pub fn spawn(self: &Arc<Self>) -> std::io::Result<()> {
         let me = self.clone();
         std::thread::Builder::new()
             .name("cove-hosting".into())
             .spawn(move || loop {
                 let generation = me.store.generation();
-                let keys: Vec<String> = me
-                    .store
-                    .snapshot()
-                    .sagemaker_endpoints
-                    .keys()
-                    .cloned()
-                    .collect();
-                for key in keys {
+                let world = me.store.snapshot();
+                for key in world.sagemaker_endpoints.keys() {
                     let (me2, k) = (me.clone(), key.clone());
                     me.run_once(
-                        &key,
+                        key,
                         format!("ep-{}", key.trim_start_matches("endpoint/")),
                         move || me2.drive(&k),
                     );
                 }
+                for (key, j) in world.transform_jobs.iter() {
+                    if j.phase == TransformPhase::CleanedUp {
+                        continue;
+                    }
+                    let (me2, k) = (me.clone(), key.clone());
+                    me.run_once(key, format!("bt-{}", j.name), move || {
+                        me2.drive_transform(&k)
+                    });
+                }
                 me.store.wait_for_change(generation, Duration::from_secs(5));
             })?;
         Ok(())
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(crate) fn logs(&self) -> &LogsService {
+        &self.logs
+    }
+
+    pub(crate) fn settings(&self) -> &Settings {
+        &self.settings
     }
 
     /// Runs `f` on its own thread unless one is already running under `key`.
@@ -546,9 +563,7 @@ impl Hosting {
             .or_else(|| config_request.get("VpcConfig"))
             .filter(|v| v.is_object())
             .cloned();
-        let isolated = model["EnableNetworkIsolation"]
-            .as_bool()
-            .unwrap_or(false)
+        let isolated = model["EnableNetworkIsolation"].as_bool().unwrap_or(false)
             || config_request["EnableNetworkIsolation"]
                 .as_bool()
                 .unwrap_or(false);
@@ -576,13 +591,31 @@ impl Hosting {
         let world = self.store.snapshot();
         let (name, region, account_id, instances, deployment) = match owner {
             Owner::Endpoint(key) => {
-                let e = world.sagemaker_endpoints.get(key).filter(|e| !e.delete_requested)?;
+                let e = world
+                    .sagemaker_endpoints
+                    .get(key)
+                    .filter(|e| !e.delete_requested)?;
                 let i = e.instances.iter().find(|i| i.id == id)?;
-                (e.name.clone(), e.region.clone(), e.account_id.clone(), &e.instances, self.endpoint_deployment(e, i))
+                (
+                    e.name.clone(),
+                    e.region.clone(),
+                    e.account_id.clone(),
+                    &e.instances,
+                    self.endpoint_deployment(e, i),
+                )
             }
             Owner::Transform(key) => {
-                let j = world.transform_jobs.get(key).filter(|j| !j.stop_requested)?;
-                (j.name.clone(), j.region.clone(), j.account_id.clone(), &j.instances, transform_deployment(j))
+                let j = world
+                    .transform_jobs
+                    .get(key)
+                    .filter(|j| !j.stop_requested)?;
+                (
+                    j.name.clone(),
+                    j.region.clone(),
+                    j.account_id.clone(),
+                    &j.instances,
+                    transform_deployment(j),
+                )
             }
         };
         let ordinal = instances.iter().position(|i| i.id == id)?;
@@ -616,13 +649,23 @@ impl Hosting {
     ) -> cove_model::AwsResult<T> {
         self.store.write(|tx| match owner {
             Owner::Endpoint(key) => {
-                let mut e = tx.world.sagemaker_endpoints.get(key).cloned().ok_or_else(|| AwsError::internal("endpoint vanished"))?;
+                let mut e = tx
+                    .world
+                    .sagemaker_endpoints
+                    .get(key)
+                    .cloned()
+                    .ok_or_else(|| AwsError::internal("endpoint vanished"))?;
                 let out = f(tx, &mut e.instances)?;
                 tx.put(e);
                 Ok(out)
             }
             Owner::Transform(key) => {
-                let mut j = tx.world.transform_jobs.get(key).cloned().ok_or_else(|| AwsError::internal("job vanished"))?;
+                let mut j = tx
+                    .world
+                    .transform_jobs
+                    .get(key)
+                    .cloned()
+                    .ok_or_else(|| AwsError::internal("job vanished"))?;
                 let out = f(tx, &mut j.instances)?;
                 tx.put(j);
                 Ok(out)
@@ -630,7 +673,12 @@ impl Hosting {
         })
     }
 
-    pub(crate) fn update_instance(&self, owner: &Owner, id: &str, f: impl FnOnce(&mut EndpointInstance)) -> anyhow::Result<()> {
+    pub(crate) fn update_instance(
+        &self,
+        owner: &Owner,
+        id: &str,
+        f: impl FnOnce(&mut EndpointInstance),
+    ) -> anyhow::Result<()> {
         self.write_instances(owner, |_, instances| {
             if let Some(i) = instances.iter_mut().find(|i| i.id == id) {
                 f(i);
@@ -726,7 +774,13 @@ impl Hosting {
                     return Ok(());
                 };
                 if inst.eni_id.is_none() {
-                    let eni = cove_ec2::create_managed_eni(tx, &subnet, groups.clone(), description, REQUESTER)?;
+                    let eni = cove_ec2::create_managed_eni(
+                        tx,
+                        &subnet,
+                        groups.clone(),
+                        description,
+                        REQUESTER,
+                    )?;
                     inst.eni_id = Some(eni.id);
                 }
                 Ok(())
@@ -989,7 +1043,10 @@ fn transform_deployment(j: &TransformJob) -> Result<Deployment, Failed> {
         isolated: j.model["EnableNetworkIsolation"].as_bool().unwrap_or(false),
         model: j.model.clone(),
         variant: "AllTraffic".into(),
-        instance_type: j.request["TransformResources"]["InstanceType"].as_str().unwrap_or_default().to_string(),
+        instance_type: j.request["TransformResources"]["InstanceType"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
         health_timeout: DEFAULT_HEALTH_CHECK_TIMEOUT,
     })
 }

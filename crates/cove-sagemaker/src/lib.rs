@@ -10,6 +10,7 @@
 //! - [`contract`]: the `/opt/ml` files, `SM_*` environment and command (pure).
 //! - [`instance`]: instance types to CPU and memory limits (pure).
 //! - [`transfer`]: the S3 calls that move a job's data.
+//! - [`transform`]: batch transform jobs (API and driver).
 //! - [`supervisor`]: the persisted state machine that drives each job.
 
 pub mod api;
@@ -20,6 +21,7 @@ pub mod hosting;
 pub mod instance;
 pub mod supervisor;
 pub mod transfer;
+pub mod transform;
 
 use cove_model::jobs::JobKind;
 use cove_model::{AwsError, AwsResult};
@@ -74,6 +76,10 @@ impl Service for SageMakerService {
             "ListEndpoints" => endpoints::list(store, ctx, &input),
             "DeleteEndpoint" => endpoints::delete(store, ctx, &input),
             "UpdateEndpoint" => endpoints::update(store, ctx, &input),
+            "CreateTransformJob" => transform::create(store, ctx, input),
+            "DescribeTransformJob" => transform::describe(store, &input),
+            "ListTransformJobs" => transform::list(store, ctx, &input),
+            "StopTransformJob" => transform::stop(store, &input),
             "UpdateEndpointWeightsAndCapacities" => {
                 endpoints::update_weights_and_capacities(store, ctx, &input)
             }
