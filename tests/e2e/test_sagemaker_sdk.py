@@ -100,3 +100,50 @@ def test_processor_run_in_private_subnet(ec2, sdk_session, private_net):  # noqa
     )
     assert processor.latest_job.describe()["ProcessingJobStatus"] == "Completed"
     assert s3.get_object(Bucket=bucket, Key="clean/clean.csv")["Body"].read() == b"a,b\nc,d\n"
+
+
+def test_model_deploy_predict_and_transform_in_private_subnets(ec2, sdk_session, private_net):  # noqa: F811
+    import functools
+    from sagemaker.deserializers import JSONDeserializer
+    from sagemaker.serializers import JSONSerializer
+    from sagemaker.sklearn import SKLearnModel
+    from test_hosting import INFERENCE
+
+    session, bucket, tmp = sdk_session
+    # The SDK polls endpoints every 30 s; a second is enough here.
+    session.wait_for_endpoint = functools.partial(session.wait_for_endpoint, poll=1)
+    s3_endpoint(ec2, private_net)
+    s3 = session.boto_session.client("s3")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        data = json.dumps({"version": 7, "scale": 3}).encode()
+        info = tarfile.TarInfo("model.json")
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+    s3.put_object(Bucket=bucket, Key="model/model.tar.gz", Body=buf.getvalue())
+    src = tmp / "serve"
+    src.mkdir()
+    (src / "inference.py").write_text(INFERENCE)
+    model = SKLearnModel(
+        model_data=f"s3://{bucket}/model/model.tar.gz", role=ROLE, entry_point="inference.py", source_dir=str(src),
+        framework_version="1.2-1", py_version="py3", sagemaker_session=session,
+        vpc_config={"Subnets": private_net["subnets"], "SecurityGroupIds": [private_net["sg"]]},
+    )
+    predictor = model.deploy(initial_instance_count=1, instance_type="ml.m5.large",
+                             serializer=JSONSerializer(), deserializer=JSONDeserializer())
+    try:
+        out = predictor.predict({"inputs": [1, 2, 3]})
+        assert (out["version"], out["outputs"]) == (7, [3, 6, 9])
+        described = session.sagemaker_client.describe_model(ModelName=model.name)
+        assert described["VpcConfig"]["Subnets"] == private_net["subnets"]
+
+        s3.put_object(Bucket=bucket, Key="batch/in/a.jsonl", Body="\n".join(json.dumps({"inputs": [i]}) for i in range(4)))
+        transformer = model.transformer(instance_count=1, instance_type="ml.m5.large", strategy="SingleRecord",
+                                        assemble_with="Line", accept="application/json",
+                                        output_path=f"s3://{bucket}/batch/out")
+        transformer.transform(f"s3://{bucket}/batch/in", content_type="application/json", split_type="Line",
+                              wait=True, logs=False)
+        body = s3.get_object(Bucket=bucket, Key="batch/out/a.jsonl.out")["Body"].read().decode()
+        assert [json.loads(line)["outputs"] for line in body.splitlines()] == [[0], [3], [6], [9]]
+    finally:
+        predictor.delete_endpoint(delete_endpoint_config=True)
