@@ -6,6 +6,7 @@ weight. Real boto3 against a real Cove; needs root for the data plane."""
 import io
 import json
 import os
+import signal
 import tarfile
 import threading
 import time
@@ -537,3 +538,22 @@ def test_batch_transform_over_a_multi_file_input_in_private_subnets(ec2, s3, sm,
     sm.create_transform_job(**transform_request(name, model, bucket, prefix + "-bad"))
     d = wait_transform(sm, name)
     assert (d["TransformJobStatus"], d["FailureReason"]) == ("Failed", "AlgorithmError: See job logs for more information")
+
+
+def test_endpoints_keep_serving_across_a_cove_crash(fresh_cove):
+    sm, s3, runtime = fresh_cove.client("sagemaker"), fresh_cove.client("s3"), fresh_cove.client("sagemaker-runtime")
+    bucket = f"crash-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="m.tar.gz", Body=model_archive(5, 2))
+    model = create_model(sm, f"s3://{bucket}/m.tar.gz")
+    sm.create_endpoint(EndpointName="survivor", EndpointConfigName=create_config(sm, ("AllTraffic", model, 1, 1.0)))
+    assert wait_endpoint(sm, "survivor")["EndpointStatus"] == "InService"
+    host = invoke(runtime, "survivor", {"inputs": [1]})[1]["host"]
+    fresh_cove.stop(signal.SIGKILL)
+    fresh_cove.start()
+    sm, runtime = fresh_cove.client("sagemaker"), fresh_cove.client("sagemaker-runtime")
+    # The same instance (its container outlived Cove) answers at once.
+    assert sm.describe_endpoint(EndpointName="survivor")["EndpointStatus"] == "InService"
+    _, out = invoke(runtime, "survivor", {"inputs": [4]})
+    assert (out["outputs"], out["host"]) == ([8], host)
+    delete_endpoint(sm, "survivor")

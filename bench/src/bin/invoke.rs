@@ -112,7 +112,11 @@ fn main() -> anyhow::Result<()> {
     local.block_on(&runtime, async {
         let mut tasks = Vec::new();
         for _ in 0..args.concurrency {
-            let (host, path, body) = (host.to_string(), path.clone(), Bytes::from(args.body.clone()));
+            let (host, path, body) = (
+                host.to_string(),
+                path.clone(),
+                Bytes::from(args.body.clone()),
+            );
             let (signer, latencies, errors, sign) =
                 (signer.clone(), latencies.clone(), errors.clone(), args.sign);
             tasks.push(tokio::task::spawn_local(async move {

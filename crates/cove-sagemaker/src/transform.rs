@@ -324,6 +324,9 @@ fn connect(netns_path: &str) -> std::io::Result<BufReader<TcpStream>> {
     Ok(BufReader::new(s))
 }
 
+/// Where one request's answer (or its failure) lands.
+type Slot = Mutex<Option<Result<Vec<u8>, String>>>;
+
 /// One input object and where its answers go.
 #[derive(Debug, Clone)]
 struct Item {
@@ -779,7 +782,7 @@ fn transform_share(
         }
         let bodies = payloads(&data, b)
             .map_err(|e| TransferError::Local(format!("s3://{}/{}: {e}", item.bucket, item.key)))?;
-        let answers: Vec<Mutex<Option<Result<Vec<u8>, String>>>> =
+        let answers: Vec<Slot> =
             bodies.iter().map(|_| Mutex::new(None)).collect();
         let next = std::sync::atomic::AtomicUsize::new(0);
         std::thread::scope(|scope| {

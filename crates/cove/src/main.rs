@@ -59,7 +59,9 @@ enum Command {
         data_dir: std::path::PathBuf,
     },
     /// Remove every kernel object (namespaces, veths, rules) a Cove
-    /// installation made. Its stored state is kept; `cove serve` rebuilds them.
+    /// installation made, and stop its containers. Its stored state is kept;
+    /// `cove serve` rebuilds the network (a running job or endpoint whose
+    /// container was stopped then fails or is replaced).
     Teardown {
         #[arg(long, env = "COVE_DATA_DIR", default_value = config::DEFAULT_DATA_DIR)]
         data_dir: std::path::PathBuf,
@@ -111,6 +113,37 @@ fn init_logging(format: &str) {
     } else {
         builder.init();
     }
+}
+
+/// Kills every container (job hosts, endpoint and transform instances) whose
+/// state lives under `jobs_dir`, so `cove teardown` leaves no process and no
+/// cgroup behind; returns how many were running.
+fn stop_containers(jobs_dir: &std::path::Path) -> usize {
+    fn walk(dir: &std::path::Path, depth: usize, stopped: &mut usize) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !path.is_dir() {
+                continue;
+            }
+            if path.file_name().is_some_and(|n| n == "state") {
+                if let Ok(Some(c)) = cove_runtime::Container::adopt(&path) {
+                    if c.status() == cove_runtime::Status::Running {
+                        *stopped += 1;
+                    }
+                    c.kill();
+                    let _ = c.cleanup();
+                }
+            } else if depth > 0 {
+                walk(&path, depth - 1, stopped);
+            }
+        }
+    }
+    let mut stopped = 0;
+    walk(jobs_dir, 4, &mut stopped);
+    stopped
 }
 
 /// Enters the ENI's namespace and replaces this process with `command`.
@@ -237,6 +270,10 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Teardown { data_dir } => {
+            let stopped = stop_containers(&data_dir.join("jobs"));
+            if stopped > 0 {
+                println!("stopped {stopped} containers");
+            }
             let instance = server::instance_tag(&data_dir)?;
             let removed = cove_net::reconcile::Reconciler::new(&instance).remove_all()?;
             println!("removed {removed} network namespaces of instance {instance}");
