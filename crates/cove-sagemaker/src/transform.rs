@@ -782,8 +782,7 @@ fn transform_share(
         }
         let bodies = payloads(&data, b)
             .map_err(|e| TransferError::Local(format!("s3://{}/{}: {e}", item.bucket, item.key)))?;
-        let answers: Vec<Slot> =
-            bodies.iter().map(|_| Mutex::new(None)).collect();
+        let answers: Vec<Slot> = bodies.iter().map(|_| Mutex::new(None)).collect();
         let next = std::sync::atomic::AtomicUsize::new(0);
         std::thread::scope(|scope| {
             for conn in &connections {
