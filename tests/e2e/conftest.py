@@ -42,8 +42,10 @@ class Cove:
             [BINARY, "serve", "--data-dir", self.data_dir, "--listen", f"127.0.0.1:{self.port}"],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL,
             # Flow-log windows of 2 s instead of 60/600, so tests read records quickly.
-            # Jobs get 2 s between SIGTERM and SIGKILL instead of AWS's 120.
-            env={**os.environ, "COVE_FLOW_LOG_WINDOW": "2", "COVE_JOB_STOP_GRACE": "2"},
+            # Jobs get 2 s between SIGTERM and SIGKILL instead of AWS's 120, and
+            # InvokeEndpoint waits 3 s for a model instead of 60.
+            env={**os.environ, "COVE_FLOW_LOG_WINDOW": "2", "COVE_JOB_STOP_GRACE": "2",
+                 "COVE_INVOKE_TIMEOUT": "3"},
         )
         deadline = time.time() + 20
         while time.time() < deadline:

@@ -38,6 +38,9 @@ def input_fn(body, content_type, context=None):
     return json.loads(body)
 
 def predict_fn(data, model, context=None):
+    if data.get("sleep"):
+        import time
+        time.sleep(data["sleep"])
     if data.get("fail"):
         raise RuntimeError("the model refuses")
     if "probe" in data:
@@ -557,3 +560,104 @@ def test_endpoints_keep_serving_across_a_cove_crash(fresh_cove):
     _, out = invoke(runtime, "survivor", {"inputs": [4]})
     assert (out["outputs"], out["host"]) == ([8], host)
     delete_endpoint(sm, "survivor")
+
+
+BYO_SERVE = r'''#!/usr/bin/python3
+import json, os
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+MODEL = json.load(open("/opt/ml/model/model.json"))
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def answer(self, status, body):
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self):
+        self.answer(200 if self.path == "/ping" else 404, b"{}")
+
+    def do_POST(self):
+        data = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        root = "byo" if os.path.exists("/etc/byo-marker") else "host"
+        self.answer(200, json.dumps({"root": root, "outputs": [x + MODEL["scale"] for x in data["inputs"]]}).encode())
+
+
+ThreadingHTTPServer(("0.0.0.0", 8080), Handler).serve_forever()
+'''
+
+SKIP_STDLIB = ("test", "idlelib", "tkinter", "lib2to3", "ensurepip", "pydoc_data", "turtledemo", "distutils")
+
+
+def byo_python_image(path):
+    """An image with the host's Python (interpreter, libraries, most of the
+    standard library) and a `serve` program, but not the host's root."""
+    import re
+    import subprocess
+    import sysconfig  # noqa: F401
+    python = os.path.realpath("/usr/bin/python3")
+    stdlib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['stdlib'])"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    libs = set()
+    for binary in (python, "/bin/sh"):
+        out = subprocess.run(["ldd", binary], capture_output=True, text=True, check=True).stdout
+        libs.update(re.findall(r"(/\S+) \(0x", out))
+
+    def keep(info):
+        rel = info.name.split("/", 3)[-1] if info.name.count("/") >= 3 else ""
+        return None if rel.split("/")[0] in SKIP_STDLIB else info
+
+    with tarfile.open(path, "w:gz", compresslevel=1) as t:
+        t.add(python, arcname="usr/bin/python3")
+        t.add(os.path.realpath("/bin/sh"), arcname="bin/sh")
+        for lib in libs:
+            t.add(os.path.realpath(lib), arcname=lib.lstrip("/"))
+        t.add(stdlib, arcname=stdlib.lstrip("/"), filter=keep)
+        for name, body, mode in (("usr/local/bin/serve", BYO_SERVE, 0o755), ("etc/byo-marker", "byo\n", 0o644)):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(body), mode
+            t.addfile(info, io.BytesIO(body.encode()))
+
+
+def test_bring_your_own_serving_image(cove_server, ec2, sm, runtime, models, private_net, endpoints, tmp_path):  # noqa: F811
+    import subprocess
+    from conftest import BINARY
+    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/byo-serve:1"
+    tarball = tmp_path / "rootfs.tar.gz"
+    byo_python_image(tarball)
+    subprocess.run([BINARY, "image-import", "--data-dir", cove_server.data_dir, image, str(tarball)],
+                   check=True, capture_output=True)
+    s3_endpoint(ec2, private_net)
+    name = unique("model")
+    sm.create_model(ModelName=name, ExecutionRoleArn=ROLE, PrimaryContainer={"Image": image, "ModelDataUrl": models[2]},
+                    VpcConfig={"Subnets": private_net["subnets"], "SecurityGroupIds": [private_net["sg"]]})
+    ep = unique("byo")
+    endpoints.append(ep)
+    sm.create_endpoint(EndpointName=ep, EndpointConfigName=create_config(sm, ("AllTraffic", name, 1, 1.0)))
+    d = wait_endpoint(sm, ep)
+    assert d["EndpointStatus"] == "InService", d.get("FailureReason")
+    _, out = invoke(runtime, ep, {"inputs": [1, 2]})
+    assert out == {"root": "byo", "outputs": [101, 102]}
+
+
+def test_a_model_that_does_not_answer_in_time_is_a_model_error(sm, runtime, models, endpoints):  # noqa: F811
+    model = create_model(sm, models[1])
+    name = unique("slow")
+    endpoints.append(name)
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=create_config(sm, ("AllTraffic", model, 1, 1.0)))
+    assert wait_endpoint(sm, name)["EndpointStatus"] == "InService"
+    started = time.time()
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        invoke(runtime, name, {"sleep": 10, "inputs": [1]})
+    # The tests run Cove with COVE_INVOKE_TIMEOUT=3 instead of AWS's 60 s.
+    assert 2.5 < time.time() - started < 8
+    assert e.value.response["Error"]["Code"] == "ModelError"
+    assert e.value.response["Error"]["Message"].startswith(
+        "Your invocation timed out while waiting for a response from container primary.")
+    # The instance still answers the next caller.
+    assert invoke(runtime, name, {"inputs": [2]})[1]["outputs"] == [20]
