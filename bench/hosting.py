@@ -76,14 +76,20 @@ def main():
                 break
             except OSError:
                 time.sleep(0.05)
-        run(args, endpoint, data)
+        run(args, endpoint, data, cove.pid)
     finally:
         cove.send_signal(signal.SIGTERM)
         cove.wait(timeout=20)
         subprocess.run([args.cove_bin, "teardown", "--data-dir", data], check=False)
 
 
-def run(args, endpoint, data):
+def cpu_seconds(pid):
+    """User + system CPU a process has used so far."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(") ", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(args, endpoint, data, cove_pid):
     cfg = botocore.config.Config(retries={"max_attempts": 1})
     client = lambda s: boto3.client(s, endpoint_url=endpoint, region_name="us-east-1",  # noqa: E731
                                     aws_access_key_id=KEY, aws_secret_access_key=SECRET, config=cfg)
@@ -117,9 +123,12 @@ def run(args, endpoint, data):
         else:
             cmd = [args.cove_bin, "exec", "--data-dir", data, "--eni", eni, "--",
                    args.load_bin, "--url", "http://127.0.0.1:8080/invocations", *common]
+        cpu = cpu_seconds(cove_pid)
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL)
         r = json.loads(out.stdout.strip().splitlines()[-1])
         assert r["errors"] == 0, r
+        # Cove's own CPU per request (warm-up requests included, so an upper bound).
+        r["cove_cpu_us"] = 1e6 * (cpu_seconds(cove_pid) - cpu) / max(1, r["requests"])
         return r
 
     results = {}
@@ -129,17 +138,19 @@ def run(args, endpoint, data):
                 r = load(path, concurrency)
                 results.setdefault((path, concurrency), []).append(r)
                 print(f"run {run_no + 1} {path:6} c={concurrency:<3} p50 {r['p50_us']:>8.0f} µs  "
-                      f"p99 {r['p99_us']:>8.0f} µs  {r['rps']:>8.0f} req/s", flush=True)
+                      f"p99 {r['p99_us']:>8.0f} µs  {r['rps']:>8.0f} req/s  "
+                      f"Cove CPU {r['cove_cpu_us']:>5.0f} µs/req", flush=True)
 
     med = lambda rs, k: statistics.median(r[k] for r in rs)  # noqa: E731
     print()
-    print("| clients | path | p50 (µs) | p99 (µs) | req/s |")
-    print("|---:|---|---:|---:|---:|")
+    print("| clients | path | p50 (µs) | p99 (µs) | req/s | Cove CPU (µs/req) |")
+    print("|---:|---|---:|---:|---:|---:|")
     for concurrency in (1, 64):
         for path in ("direct", "cove"):
             rs = results[(path, concurrency)]
             print(f"| {concurrency} | {'InvokeEndpoint via Cove' if path == 'cove' else 'direct /invocations'} | "
-                  f"{med(rs, 'p50_us'):.0f} | {med(rs, 'p99_us'):.0f} | {med(rs, 'rps'):.0f} |")
+                  f"{med(rs, 'p50_us'):.0f} | {med(rs, 'p99_us'):.0f} | {med(rs, 'rps'):.0f} | "
+                  f"{med(rs, 'cove_cpu_us'):.0f} |")
     print()
     for concurrency in (1, 64):
         d, c = results[("direct", concurrency)], results[("cove", concurrency)]

@@ -8,7 +8,8 @@
 //! SageMaker's front end reaches a model without the customer's security
 //! groups having to admit it. Connections are opened by a thread that
 //! entered the namespace and then kept in a pool per instance, so the
-//! namespace switch is paid once per connection, not per request.
+//! namespace switch is paid once per connection, not per request; each
+//! connection is driven by the request using it, not by a task of its own.
 //!
 //! The pure parts (path parsing, input checks, variant choice, AWS's error
 //! messages) are functions below, unit-tested without a network.
@@ -16,17 +17,16 @@
 use bytes::Bytes;
 use cove_model::endpoints::{EndpointInstance, EndpointVariant, SageMakerEndpoint};
 use cove_store::Store;
+use futures::FutureExt;
 use http_body_util::{BodyExt, Full};
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE};
-use hyper::{Request, Response, StatusCode, Uri};
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, HOST};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use std::future::Future;
+use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The largest request body InvokeEndpoint accepts (the model's `BodyBlob` max).
@@ -271,76 +271,119 @@ pub fn model_timeout(region: &str, endpoint: &str, account: &str) -> RuntimeErro
     e
 }
 
-/// Opens connections to `<instance>.<endpoint>`: looks the instance up in
-/// the store and connects to 127.0.0.1:8080 from inside its namespace.
-#[derive(Clone)]
-struct NamespaceConnector {
-    store: Arc<Store>,
+type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+type Connection =
+    Pin<Box<hyper::client::conn::http1::Connection<TokioIo<tokio::net::TcpStream>, Full<Bytes>>>>;
+
+/// A keep-alive connection to one serving container. Its connection
+/// future is polled by the request that uses it (not by a task of its
+/// own), so an invocation wakes no other task on the way to the model.
+struct PooledConnection {
+    sender: Sender,
+    connection: Connection,
 }
 
-type ConnectFuture =
-    Pin<Box<dyn Future<Output = std::io::Result<TokioIo<tokio::net::TcpStream>>> + Send>>;
+/// Idle connections per instance.
+#[derive(Default)]
+struct Pool {
+    idle: Mutex<HashMap<String, Vec<PooledConnection>>>,
+}
 
-impl tower::Service<Uri> for NamespaceConnector {
-    type Response = TokioIo<tokio::net::TcpStream>;
-    type Error = std::io::Error;
-    type Future = ConnectFuture;
+/// Most idle connections kept per instance.
+const MAX_IDLE: usize = 512;
 
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
+impl Pool {
+    /// An idle connection that is still open, or a new one opened from
+    /// inside the container's namespace.
+    async fn checkout(&self, key: &str, netns_path: &str) -> std::io::Result<PooledConnection> {
+        loop {
+            let idle = self
+                .idle
+                .lock()
+                .expect("lock")
+                .get_mut(key)
+                .and_then(Vec::pop);
+            let Some(mut c) = idle else { break };
+            // A connection the container closed while idle ends at once.
+            if c.sender.is_closed() || (&mut c.connection).now_or_never().is_some() {
+                continue;
+            }
+            return Ok(c);
+        }
+        let stream = connect(netns_path.to_string()).await?;
+        let (sender, connection) = hyper::client::conn::http1::handshake(stream)
+            .await
+            .map_err(std::io::Error::other)?;
+        Ok(PooledConnection {
+            sender,
+            connection: Box::pin(connection),
+        })
     }
 
-    fn call(&mut self, uri: Uri) -> Self::Future {
-        let store = self.store.clone();
-        Box::pin(async move {
-            let host = uri.host().unwrap_or_default().to_string();
-            let (instance, endpoint) = host
-                .split_once('.')
-                .ok_or_else(|| std::io::Error::other("no instance in the URI"))?;
-            let path = store
-                .snapshot()
-                .sagemaker_endpoints
-                .get(&SageMakerEndpoint::key_of(endpoint))
-                .and_then(|e| e.instances.iter().find(|i| i.id == instance).cloned())
-                .and_then(|i| i.netns_path)
-                .ok_or_else(|| {
-                    std::io::Error::new(std::io::ErrorKind::NotFound, "instance gone")
-                })?;
-            let std_stream = tokio::task::spawn_blocking(move || {
-                cove_net::netns::run_in_path(&path, || {
-                    std::net::TcpStream::connect_timeout(
-                        &std::net::SocketAddr::from(([127, 0, 0, 1], SERVING_PORT)),
-                        Duration::from_secs(2),
-                    )
-                })?
-            })
-            .await
-            .map_err(std::io::Error::other)??;
-            std_stream.set_nonblocking(true)?;
-            std_stream.set_nodelay(true)?;
-            Ok(TokioIo::new(tokio::net::TcpStream::from_std(std_stream)?))
-        })
+    fn checkin(&self, key: &str, c: PooledConnection) {
+        let mut idle = self.idle.lock().expect("lock");
+        let list = idle.entry(key.to_string()).or_default();
+        if list.len() < MAX_IDLE {
+            list.push(c);
+        }
+    }
+}
+
+/// Connects to 127.0.0.1:8080 from a thread inside the namespace at `path`.
+async fn connect(path: String) -> std::io::Result<TokioIo<tokio::net::TcpStream>> {
+    let std_stream = tokio::task::spawn_blocking(move || {
+        cove_net::netns::run_in_path(&path, || {
+            std::net::TcpStream::connect_timeout(
+                &std::net::SocketAddr::from(([127, 0, 0, 1], SERVING_PORT)),
+                Duration::from_secs(2),
+            )
+        })?
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    std_stream.set_nonblocking(true)?;
+    std_stream.set_nodelay(true)?;
+    Ok(TokioIo::new(tokio::net::TcpStream::from_std(std_stream)?))
+}
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Sends one request on `c` and reads the whole answer, driving the
+/// connection in the same task.
+async fn exchange(
+    c: &mut PooledConnection,
+    request: Request<Full<Bytes>>,
+) -> Result<(hyper::http::response::Parts, Bytes), BoxError> {
+    let sender = &mut c.sender;
+    let work = async move {
+        sender.ready().await?;
+        let response = sender.send_request(request).await?;
+        let (parts, body) = response.into_parts();
+        let bytes = body.collect().await?.to_bytes();
+        Ok::<_, BoxError>((parts, bytes))
+    };
+    tokio::select! {
+        biased;
+        done = work => done,
+        ended = c.connection.as_mut() => Err(match ended {
+            Ok(()) => "the container closed the connection".into(),
+            Err(e) => Box::new(e),
+        }),
     }
 }
 
 pub struct Runtime {
     store: Arc<Store>,
-    client: Client<NamespaceConnector, Full<Bytes>>,
+    pool: Pool,
     timeout: Duration,
     next: AtomicUsize,
 }
 
 impl Runtime {
     pub fn new(store: Arc<Store>, timeout: Duration) -> Runtime {
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(512)
-            .build(NamespaceConnector {
-                store: store.clone(),
-            });
         Runtime {
             store,
-            client,
+            pool: Pool::default(),
             timeout,
             next: AtomicUsize::new(0),
         }
@@ -420,13 +463,7 @@ impl Runtime {
         let (variant, instances) = &serving[v];
         let turn = self.next.fetch_add(1, Ordering::Relaxed);
         let instance = instances[turn % instances.len()];
-        let uri: Uri = format!(
-            "http://{}.{}:{SERVING_PORT}/invocations",
-            instance.id, e.name
-        )
-        .parse()
-        .map_err(|_| RuntimeError::validation("The endpoint name cannot be used in a request."))?;
-        let mut request = Request::post(uri);
+        let mut request = Request::post("/invocations").header(HOST, "localhost");
         for name in FORWARDED {
             if let Some(value) = headers.get(*name) {
                 request = request.header(*name, value.clone());
@@ -435,11 +472,13 @@ impl Runtime {
         let request = request.body(Full::new(body)).map_err(|_| {
             RuntimeError::new(500, "InternalFailure", "could not build the request")
         })?;
+        let key = format!("{}/{}", e.name, instance.id);
+        let netns_path = instance.netns_path.clone().unwrap_or_default();
         let forwarded = async {
-            let response = self.client.request(request).await?;
-            let (parts, body) = response.into_parts();
-            let bytes = body.collect().await?.to_bytes();
-            Ok::<_, Box<dyn std::error::Error + Send + Sync>>((parts, bytes))
+            let mut c = self.pool.checkout(&key, &netns_path).await?;
+            let answer = exchange(&mut c, request).await?;
+            self.pool.checkin(&key, c);
+            Ok::<_, BoxError>(answer)
         };
         let (parts, bytes) = match tokio::time::timeout(self.timeout, forwarded).await {
             Err(_) => return Err(model_timeout(region, &e.name, account)),

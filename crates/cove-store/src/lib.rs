@@ -49,9 +49,18 @@ impl Tx {
     pub fn get<R: Resource>(&self, key: &str) -> Option<&R> {
         R::table(&self.world).get(key)
     }
+    /// Stores `r`. Putting back what is already stored changes nothing (no
+    /// new generation, no wake-up), so a reconciling loop may write every
+    /// pass without waking itself and every other watcher.
     pub fn put<R: Resource>(&mut self, r: R) {
         let doc = serde_json::to_string(&r).expect("resources always serialize");
         let key = r.key().to_string();
+        let unchanged = R::table(&self.world)
+            .get(&key)
+            .is_some_and(|old| serde_json::to_string(old).is_ok_and(|d| d == doc));
+        if unchanged {
+            return;
+        }
         R::table_mut(&mut self.world).insert(key.clone(), r);
         self.changes.push((R::KIND, key, Some(doc)));
     }
@@ -300,6 +309,32 @@ mod tests {
         let w = Store::open(&path).unwrap().snapshot();
         assert!(w.internet_gateways.is_empty());
         assert!(w.tags.is_empty(), "deleting a resource deletes its tags");
+    }
+
+    #[test]
+    fn putting_back_the_same_document_is_no_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("cove.db")).unwrap();
+        let put = |g: InternetGateway| {
+            store
+                .write(|tx| {
+                    tx.put(g);
+                    Ok(())
+                })
+                .unwrap()
+        };
+        put(igw("igw-1"));
+        let generation = store.generation();
+        put(igw("igw-1"));
+        assert_eq!(
+            store.generation(),
+            generation,
+            "an identical put is not a change"
+        );
+        let mut attached = igw("igw-1");
+        attached.attached_vpc_id = Some("vpc-1".into());
+        put(attached);
+        assert_eq!(store.generation(), generation + 1);
     }
 
     #[test]
