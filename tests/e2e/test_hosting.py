@@ -661,3 +661,45 @@ def test_a_model_that_does_not_answer_in_time_is_a_model_error(sm, runtime, mode
         "Your invocation timed out while waiting for a response from container primary.")
     # The instance still answers the next caller.
     assert invoke(runtime, name, {"inputs": [2]})[1]["outputs"] == [20]
+
+
+def test_invoke_endpoint_through_a_nat_reaches_the_runtimes_public_address(
+        cove_server, ec2, sm, models, private_net, client_eni, endpoints):  # noqa: F811
+    from conftest import nat_gateway
+    model = create_model(sm, models[1])
+    name = unique("via-nat")
+    endpoints.append(name)
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=create_config(sm, ("AllTraffic", model, 1, 1.0)))
+    assert wait_endpoint(sm, name)["EndpointStatus"] == "InService"
+    # The caller's subnet routes the internet through a NAT gateway in a public subnet.
+    public = ec2.create_subnet(VpcId=private_net["vpc"], CidrBlock="10.0.9.0/24")["Subnet"]["SubnetId"]
+    nat, _ = nat_gateway(ec2, private_net["vpc"], public)
+    ec2.create_route(RouteTableId=private_net["rt"], DestinationCidrBlock="0.0.0.0/0", NatGatewayId=nat)
+    # No interface endpoint: runtime.sagemaker.us-east-1.amazonaws.com is the
+    # region's public address (192.0.2.14), reached through the NAT.
+    out = eventually_out(lambda: from_subnet(cove_server, client_eni["eni"], "invoke", name), "ok")
+    assert out.startswith("ok") and json.loads(out[3:])["outputs"] == [70], out
+
+
+def test_a_failed_update_rolls_back_and_capacity_scales_in(sm, runtime, models, endpoints):  # noqa: F811
+    good = create_config(sm, ("AllTraffic", create_model(sm, models[1]), 2, 1.0))
+    name = unique("rollback")
+    endpoints.append(name)
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=good)
+    assert wait_endpoint(sm, name)["EndpointStatus"] == "InService"
+    missing = models[1].replace("model.tar.gz", "absent.tar.gz")
+    bad = create_config(sm, ("AllTraffic", create_model(sm, missing), 1, 1.0))
+    sm.update_endpoint(EndpointName=name, EndpointConfigName=bad)
+    d = wait_endpoint(sm, name, statuses=("InService",))
+    # The new instance could not start: the endpoint stays on the old configuration, says why, and serves.
+    assert d["EndpointConfigName"] == good
+    assert d["FailureReason"] == f"Could not find model data at {missing}."
+    assert "PendingDeploymentSummary" not in d
+    assert invoke(runtime, name, {"inputs": [1]})[1]["version"] == 1
+
+    sm.update_endpoint_weights_and_capacities(EndpointName=name, DesiredWeightsAndCapacities=[
+        {"VariantName": "AllTraffic", "DesiredInstanceCount": 1}])
+    d = wait_endpoint(sm, name, statuses=("InService",))
+    assert d["ProductionVariants"][0]["CurrentInstanceCount"] == 1
+    hosts = {invoke(runtime, name, {"inputs": [1]})[1]["host"] for _ in range(6)}
+    assert len(hosts) == 1, "one instance is left after scaling in"
