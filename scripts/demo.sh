@@ -5,8 +5,11 @@
 # endpoint and a flow log — then runs a SageMaker training job in it (script
 # mode: scripts/demo/train.py). The job's ENI sits in a private subnet, its
 # data comes from S3 through the endpoint, its model goes back the same way.
-# Shows the status transitions and log lines as they happen, the artifact,
-# and the flow-log records of the job's ENI. Needs root for the data plane.
+# Shows the status transitions and log lines as they happen and the artifact;
+# then deploys the model to an endpoint in the same private subnets (its
+# instance fetches the model through the S3 endpoint; scripts/demo/inference.py
+# serves it), calls InvokeEndpoint, deletes the endpoint, and shows the
+# flow-log records of the ENIs. Needs root for the data plane.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${COVE_VENV:-.venv}
@@ -83,7 +86,25 @@ echo "== training job $JOB in $SUBNET_A/$SUBNET_B:"
 ./target/release/cove watch-job "$JOB" --endpoint "http://127.0.0.1:$PORT"
 echo "== the model, from the artifact the job uploaded through the endpoint:"
 aws_ s3 cp "s3://$BUCKET/output/$JOB/output/model.tar.gz" - | tar -xzO model.json; echo
+
+tar -czf /tmp/cove-demo-serve.tar.gz -C scripts/demo inference.py
+aws_ s3 cp --quiet /tmp/cove-demo-serve.tar.gz "s3://$BUCKET/code/serve.tar.gz"
+aws_ sagemaker create-model --model-name "$JOB" --execution-role-arn arn:aws:iam::123456789012:role/SageMakerRole \
+    --primary-container "Image=683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3,ModelDataUrl=s3://$BUCKET/output/$JOB/output/model.tar.gz,Environment={SAGEMAKER_PROGRAM=inference.py,SAGEMAKER_SUBMIT_DIRECTORY=s3://$BUCKET/code/serve.tar.gz}" \
+    --vpc-config "Subnets=$SUBNET_A,$SUBNET_B,SecurityGroupIds=$SG" >/dev/null
+aws_ sagemaker create-endpoint-config --endpoint-config-name "$JOB" \
+    --production-variants "VariantName=AllTraffic,ModelName=$JOB,InstanceType=ml.m5.large,InitialInstanceCount=1" >/dev/null
+aws_ sagemaker create-endpoint --endpoint-name "$JOB" --endpoint-config-name "$JOB" >/dev/null
+echo "== endpoint $JOB in the same private subnets:"
+STATUS=Creating
+while [ "$STATUS" = Creating ]; do sleep 0.2; STATUS=$(aws_ sagemaker describe-endpoint --endpoint-name "$JOB" --query EndpointStatus); done
+echo "   $STATUS $(aws_ sagemaker describe-endpoint --endpoint-name "$JOB" --query FailureReason | grep -v None || true)"
+echo "== InvokeEndpoint {\"x\": [0, 1, 2]} (the data was y = 3x + 2 plus noise):"
+aws_ sagemaker-runtime invoke-endpoint --endpoint-name "$JOB" --content-type application/json \
+    --body '{"x": [0, 1, 2]}' "$DATA/prediction.json" >/dev/null
+echo "   $(cat "$DATA/prediction.json")"
+aws_ sagemaker delete-endpoint --endpoint-name "$JOB"
 sleep 3
-echo "== flow-log records of the job's ENI (version 2: ... srcaddr dstaddr srcport dstport protocol packets bytes start end action status):"
+echo "== flow-log records of the job's and the endpoint's ENIs (version 2: ... srcaddr dstaddr srcport dstport protocol packets bytes start end action status):"
 aws_ logs filter-log-events --log-group-name /cove/demo/flows --query 'events[].message' | tr '\t' '\n' | head -12
 echo "== data kept in $DATA; server log in $DATA/cove.log"
