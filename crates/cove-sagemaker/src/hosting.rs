@@ -196,7 +196,7 @@ impl Hosting {
     }
 
     fn endpoint_dir(&self, name: &str) -> PathBuf {
-        self.owner_dir(&Owner::Endpoint(String::new()), name)
+        self.settings.jobs_dir.join("endpoint").join(name)
     }
 
     fn instance_dir(&self, endpoint: &str, id: &str) -> PathBuf {
@@ -466,7 +466,7 @@ impl Hosting {
 
     fn delete(&self, e: &SageMakerEndpoint) -> anyhow::Result<bool> {
         for i in &e.instances {
-            self.stop_container(&e.name, &i.id, Duration::from_secs(2));
+            stop_container(&self.instance_dir(&e.name, &i.id), Duration::from_secs(2));
         }
         self.store.write(|tx| {
             let Some(e) = tx.world.sagemaker_endpoints.get(&e.key()).cloned() else {
@@ -488,30 +488,13 @@ impl Hosting {
         Ok(true)
     }
 
-    fn stop_container(&self, endpoint: &str, id: &str, grace: Duration) {
-        let state = self.instance_dir(endpoint, id).join("state");
-        if let Ok(Some(c)) = Container::adopt(&state) {
-            if c.status() == Status::Running {
-                c.terminate();
-                if c.wait_timeout(grace).is_none() {
-                    c.kill();
-                }
-            }
-            let _ = c.cleanup();
-        }
-    }
-
     /// Stops a failed or retired instance, gives back its ENI and forgets
     /// it. (A failure's reason has already been read by `advance`, which
     /// runs before any release is started.)
     fn release(&self, key: &str, id: &str) {
         let Some(e) = self.endpoint(key) else { return };
-        self.stop_container(
-            &e.name,
-            id,
-            self.settings.stop_grace.min(Duration::from_secs(10)),
-        );
         let dir = self.instance_dir(&e.name, id);
+        stop_container(&dir, self.settings.stop_grace.min(Duration::from_secs(10)));
         unmount(&dir.join("rootfs"));
         let released = self.store.write(|tx| {
             let Some(mut e) = tx.world.sagemaker_endpoints.get(key).cloned() else {
@@ -634,11 +617,10 @@ impl Hosting {
 
     /// Where an endpoint's or a job's instances keep their files.
     pub(crate) fn owner_dir(&self, owner: &Owner, name: &str) -> PathBuf {
-        let kind = match owner {
-            Owner::Endpoint(_) => "endpoint",
-            Owner::Transform(_) => "transform-job",
-        };
-        self.settings.jobs_dir.join(kind).join(name)
+        match owner {
+            Owner::Endpoint(_) => self.endpoint_dir(name),
+            Owner::Transform(_) => self.settings.jobs_dir.join("transform-job").join(name),
+        }
     }
 
     /// Changes the instance list of `owner` in one store write.
@@ -1024,6 +1006,20 @@ impl Hosting {
             i.netns_path = Some(netns_path);
         })?;
         Ok(Ok(()))
+    }
+}
+
+/// Stops the container of the instance in `dir` (SIGTERM, then SIGKILL
+/// after `grace`) and removes its cgroups.
+pub(crate) fn stop_container(dir: &std::path::Path, grace: Duration) {
+    if let Ok(Some(c)) = Container::adopt(&dir.join("state")) {
+        if c.status() == Status::Running {
+            c.terminate();
+            if c.wait_timeout(grace).is_none() {
+                c.kill();
+            }
+        }
+        let _ = c.cleanup();
     }
 }
 

@@ -14,7 +14,7 @@
 
 use crate::api::{page, validation, Row};
 use crate::definitions::{self, Definition};
-use crate::hosting::{release_network, Hosting, Owner};
+use crate::hosting::{release_network, stop_container, Hosting, Owner};
 use crate::supervisor::{
     spawn_in_network, unmount, LogShipper, ARTIFACT_UPLOAD_FAILED, DATA_DOWNLOAD_FAILED,
 };
@@ -567,7 +567,10 @@ impl Hosting {
             {
                 // The containers stop; the workers' next request fails and they return.
                 for i in &j.instances {
-                    self.stop_instance(&owner, &j.name, &i.id);
+                    stop_container(
+                        &self.owner_dir(&owner, &j.name).join(&i.id),
+                        Duration::from_secs(2),
+                    );
                 }
             }
             std::thread::sleep(Duration::from_millis(250));
@@ -605,23 +608,13 @@ impl Hosting {
         self.finish_transform(&key, "Completed", None)
     }
 
-    fn stop_instance(&self, owner: &Owner, name: &str, id: &str) {
-        let state = self.owner_dir(owner, name).join(id).join("state");
-        if let Ok(Some(c)) = cove_runtime::Container::adopt(&state) {
-            if c.status() == cove_runtime::Status::Running {
-                c.terminate();
-                if c.wait_timeout(Duration::from_secs(2)).is_none() {
-                    c.kill();
-                }
-            }
-            let _ = c.cleanup();
-        }
-    }
-
     fn transform_cleanup(&self, j: &TransformJob) -> anyhow::Result<()> {
         let owner = Owner::Transform(j.key());
         for i in &j.instances {
-            self.stop_instance(&owner, &j.name, &i.id);
+            stop_container(
+                &self.owner_dir(&owner, &j.name).join(&i.id),
+                Duration::from_secs(2),
+            );
         }
         self.ship_transform_logs(j);
         self.store().write(|tx| {
