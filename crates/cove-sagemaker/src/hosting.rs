@@ -18,7 +18,6 @@ use cove_model::endpoints::{
 };
 use cove_model::ids::{now_rfc3339, random_string};
 use cove_model::jobs::{SageMakerDefinition, StsSession};
-use cove_model::AwsError;
 use cove_runtime::{Bind, Container, ContainerSpec, RootFs, Status};
 use cove_store::Store;
 use cove_sts::StsService;
@@ -183,12 +182,7 @@ impl Hosting {
         f: impl FnOnce(&mut SageMakerEndpoint) -> T,
     ) -> anyhow::Result<T> {
         Ok(self.store.write(|tx| {
-            let mut e = tx
-                .world
-                .sagemaker_endpoints
-                .get(key)
-                .cloned()
-                .ok_or_else(|| AwsError::internal("endpoint vanished"))?;
+            let mut e = tx.cloned::<SageMakerEndpoint>(key)?;
             let out = f(&mut e);
             tx.put(e);
             Ok(out)
@@ -631,23 +625,13 @@ impl Hosting {
     ) -> cove_model::AwsResult<T> {
         self.store.write(|tx| match owner {
             Owner::Endpoint(key) => {
-                let mut e = tx
-                    .world
-                    .sagemaker_endpoints
-                    .get(key)
-                    .cloned()
-                    .ok_or_else(|| AwsError::internal("endpoint vanished"))?;
+                let mut e = tx.cloned::<SageMakerEndpoint>(key)?;
                 let out = f(tx, &mut e.instances)?;
                 tx.put(e);
                 Ok(out)
             }
             Owner::Transform(key) => {
-                let mut j = tx
-                    .world
-                    .transform_jobs
-                    .get(key)
-                    .cloned()
-                    .ok_or_else(|| AwsError::internal("job vanished"))?;
+                let mut j = tx.cloned::<TransformJob>(key)?;
                 let out = f(tx, &mut j.instances)?;
                 tx.put(j);
                 Ok(out)

@@ -158,12 +158,7 @@ impl Supervisor {
     /// Applies `f` to the stored job in one write.
     fn update(&self, key: &str, f: impl Fn(&mut SageMakerJob)) -> anyhow::Result<SageMakerJob> {
         let job = self.store.write(|tx| {
-            let mut job = tx
-                .world
-                .sagemaker_jobs
-                .get(key)
-                .cloned()
-                .ok_or_else(|| cove_model::AwsError::internal("job vanished"))?;
+            let mut job = tx.cloned::<SageMakerJob>(key)?;
             f(&mut job);
             tx.put(job.clone());
             Ok(job)
@@ -270,12 +265,7 @@ impl Supervisor {
             let subnets = crate::api::strings(Some(&config["Subnets"]));
             let groups = crate::api::strings(Some(&config["SecurityGroupIds"]));
             let made = self.store.write(|tx| {
-                let mut j = tx
-                    .world
-                    .sagemaker_jobs
-                    .get(&key)
-                    .cloned()
-                    .ok_or_else(|| cove_model::AwsError::internal("job vanished"))?;
+                let mut j = tx.cloned::<SageMakerJob>(&key)?;
                 for (i, host) in j.hosts.iter_mut().enumerate() {
                     if host.eni_id.is_some() {
                         continue;

@@ -358,12 +358,7 @@ impl Hosting {
 
     fn update_transform(&self, key: &str, f: impl FnOnce(&mut TransformJob)) -> anyhow::Result<()> {
         self.store().write(|tx| {
-            let mut j = tx
-                .world
-                .transform_jobs
-                .get(key)
-                .cloned()
-                .ok_or_else(|| AwsError::internal("job vanished"))?;
+            let mut j = tx.cloned::<TransformJob>(key)?;
             f(&mut j);
             tx.put(j);
             Ok(())

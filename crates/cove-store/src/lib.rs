@@ -49,6 +49,13 @@ impl Tx {
     pub fn get<R: Resource>(&self, key: &str) -> Option<&R> {
         R::table(&self.world).get(key)
     }
+    /// A copy of the stored `R` to change and [`Tx::put`] back. A document
+    /// that vanished under its owner's worker is an internal error.
+    pub fn cloned<R: Resource>(&self, key: &str) -> AwsResult<R> {
+        self.get::<R>(key)
+            .cloned()
+            .ok_or_else(|| AwsError::internal(format!("{} {key} vanished", R::KIND)))
+    }
     /// Stores `r`. Putting back what is already stored changes nothing (no
     /// new generation, no wake-up), so a reconciling loop may write every
     /// pass without waking itself and every other watcher.
