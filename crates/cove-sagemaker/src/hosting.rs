@@ -9,8 +9,9 @@
 
 use crate::contract::{self, ContainerCredentials, Serving};
 use crate::endpoints::model_container;
-use crate::instance;
-use crate::supervisor::{overlay, spawn_in_network, trust_coves_ca, unmount, LogShipper, Settings};
+use crate::supervisor::{
+    launch_host, overlay, spawn_in_network, unmount, HostLaunch, LogShipper, Settings,
+};
 use crate::transfer::{parse_s3_uri, TransferError};
 use cove_logs::LogsService;
 use cove_model::endpoints::{
@@ -18,7 +19,7 @@ use cove_model::endpoints::{
 };
 use cove_model::ids::{now_rfc3339, random_string};
 use cove_model::jobs::{SageMakerDefinition, StsSession};
-use cove_runtime::{Bind, Container, ContainerSpec, RootFs, Status};
+use cove_runtime::{Container, RootFs, Status};
 use cove_store::Store;
 use cove_sts::StsService;
 use serde_json::Value;
@@ -887,69 +888,24 @@ impl Hosting {
                 secret_key: s.secret_access_key,
                 session_token: s.session_token,
             });
-        let c = contract::serving(&u.region, &container, credentials.as_ref(), mode);
-        let ml = dir.join("ml");
-        for (path, content) in &c.files {
-            let p = ml.join(path);
-            if let Some(parent) = p.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::write(p, content)?;
-        }
-        let ns = self.netns(i);
-        let isolated = d.isolated || ns.is_none();
-        std::fs::write(
-            dir.join("hosts"),
-            format!("127.0.0.1\tlocalhost\n127.0.0.1\t{}\n", i.id),
-        )?;
-        let resolv = match &ns {
-            Some(ns) if !isolated => PathBuf::from(format!("/etc/netns/{ns}/resolv.conf")),
-            _ => {
-                std::fs::write(dir.join("resolv.conf"), "")?;
-                dir.join("resolv.conf")
-            }
+        let kind = match u.owner {
+            Owner::Endpoint(_) => "ep",
+            Owner::Transform(_) => "bt",
         };
-        let (cpus, memory_gib) = instance::resources(&d.instance_type).unwrap_or((1.0, 1.0));
-        let mut spec = ContainerSpec {
-            id: format!(
-                "{}-{}-{}",
-                match u.owner {
-                    Owner::Endpoint(_) => "ep",
-                    Owner::Transform(_) => "bt",
-                },
-                u.name,
-                i.id
-            ),
-            root,
-            netns: if isolated { None } else { ns },
-            hostname: i.id.clone(),
-            binds: vec![
-                Bind {
-                    source: ml,
-                    target: "/opt/ml".into(),
-                    read_only: false,
-                },
-                Bind {
-                    source: dir.join("hosts"),
-                    target: "/etc/hosts".into(),
-                    read_only: true,
-                },
-                Bind {
-                    source: resolv,
-                    target: "/etc/resolv.conf".into(),
-                    read_only: true,
-                },
-            ],
-            argv: c.argv,
-            env: c.env,
-            workdir: c.workdir.into(),
-            cpus,
-            memory_bytes: (memory_gib * 1024.0 * 1024.0 * 1024.0) as u64,
-            log_path: dir.join("container.log"),
-            state_dir: state,
-        };
-        trust_coves_ca(&self.settings, &mut spec);
-        Ok(Ok(Container::launch(&spec, &self.settings.runner)?))
+        Ok(Ok(launch_host(
+            &self.settings,
+            HostLaunch {
+                id: format!("{kind}-{}-{}", u.name, i.id),
+                dir,
+                root,
+                contract: contract::serving(&u.region, &container, credentials.as_ref(), mode),
+                hostname: i.id.clone(),
+                hosts_file: format!("127.0.0.1\tlocalhost\n127.0.0.1\t{}\n", i.id),
+                netns: self.netns(i),
+                isolated: d.isolated,
+                instance_type: &d.instance_type,
+            },
+        )?))
     }
 
     fn start(&self, u: &Unit) -> anyhow::Result<Result<(), Failed>> {

@@ -511,14 +511,6 @@ impl Supervisor {
                 "ClientError: AppSpecification has no ContainerEntrypoint and the image is not imported, so there is nothing to run.".into(),
             )));
         }
-        let ml = dir.join("ml");
-        for (path, content) in &c.files {
-            let p = ml.join(path);
-            if let Some(parent) = p.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::fs::write(p, content)?;
-        }
         let world = self.store.snapshot();
         let mut hosts_file = String::from("127.0.0.1\tlocalhost\n");
         for h in &job.hosts {
@@ -531,56 +523,25 @@ impl Supervisor {
                 hosts_file.push_str(&format!("{ip}\t{}\n", h.name));
             }
         }
-        std::fs::write(dir.join("hosts"), hosts_file)?;
-        let isolated = network_isolation(job.kind, &job.request) || ns.is_none();
-        let resolv = match &ns {
-            Some(ns) if !isolated => PathBuf::from(format!("/etc/netns/{ns}/resolv.conf")),
-            _ => {
-                std::fs::write(dir.join("resolv.conf"), "")?;
-                dir.join("resolv.conf")
-            }
-        };
         let (instance_type, _) = instance::cluster(job.kind, &job.request);
-        let (cpus, memory_gib) = instance::resources(&instance_type).unwrap_or((1.0, 1.0));
-        let mut spec = ContainerSpec {
-            id: format!(
-                "{}-{}-{host}",
-                match job.kind {
-                    JobKind::Training => "train",
-                    JobKind::Processing => "proc",
-                },
-                job.name
-            ),
-            root,
-            netns: if isolated { None } else { ns },
-            hostname: host.clone(),
-            binds: vec![
-                Bind {
-                    source: ml,
-                    target: "/opt/ml".into(),
-                    read_only: false,
-                },
-                Bind {
-                    source: dir.join("hosts"),
-                    target: "/etc/hosts".into(),
-                    read_only: true,
-                },
-                Bind {
-                    source: resolv,
-                    target: "/etc/resolv.conf".into(),
-                    read_only: true,
-                },
-            ],
-            argv: c.argv,
-            env: c.env,
-            workdir: c.workdir.into(),
-            cpus,
-            memory_bytes: (memory_gib * 1024.0 * 1024.0 * 1024.0) as u64,
-            log_path: dir.join("container.log"),
-            state_dir: state,
+        let kind = match job.kind {
+            JobKind::Training => "train",
+            JobKind::Processing => "proc",
         };
-        trust_coves_ca(&self.settings, &mut spec);
-        Ok(Ok(Container::launch(&spec, &self.settings.runner)?))
+        Ok(Ok(launch_host(
+            &self.settings,
+            HostLaunch {
+                id: format!("{kind}-{}-{host}", job.name),
+                dir: &dir,
+                root,
+                contract: c,
+                hostname: host.clone(),
+                hosts_file,
+                isolated: network_isolation(job.kind, &job.request),
+                netns: ns,
+                instance_type: &instance_type,
+            },
+        )?))
     }
 
     fn run(&self, job: &SageMakerJob) -> anyhow::Result<Step> {
@@ -893,10 +854,87 @@ pub(crate) fn spawn_in_network<T: Send + 'static>(
     })
 }
 
+/// One SageMaker container as jobs and serving instances start it.
+pub(crate) struct HostLaunch<'a> {
+    /// The container's id (for cgroups).
+    pub id: String,
+    /// The host's working directory: `ml/` (bound at /opt/ml), `hosts`,
+    /// `resolv.conf`, `container.log`, `state/`.
+    pub dir: &'a Path,
+    pub root: RootFs,
+    pub contract: HostContract,
+    pub hostname: String,
+    /// The container's /etc/hosts.
+    pub hosts_file: String,
+    /// The host's ENI namespace; `None` outside a VPC.
+    pub netns: Option<String>,
+    /// Network isolation: loopback only, whatever `netns` is.
+    pub isolated: bool,
+    /// Sets the CPU and memory limits.
+    pub instance_type: &'a str,
+}
+
+/// Writes a host's contract files, /etc/hosts and /etc/resolv.conf (the
+/// VPC resolver, or none when isolated) and starts its container, trusting
+/// Cove's CA.
+pub(crate) fn launch_host(settings: &Settings, h: HostLaunch) -> anyhow::Result<Container> {
+    let dir = h.dir;
+    let ml = dir.join("ml");
+    for (path, content) in &h.contract.files {
+        let p = ml.join(path);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(p, content)?;
+    }
+    std::fs::write(dir.join("hosts"), &h.hosts_file)?;
+    let isolated = h.isolated || h.netns.is_none();
+    let resolv = match &h.netns {
+        Some(ns) if !isolated => PathBuf::from(format!("/etc/netns/{ns}/resolv.conf")),
+        _ => {
+            std::fs::write(dir.join("resolv.conf"), "")?;
+            dir.join("resolv.conf")
+        }
+    };
+    let (cpus, memory_gib) = instance::resources(h.instance_type).unwrap_or((1.0, 1.0));
+    let mut spec = ContainerSpec {
+        id: h.id,
+        root: h.root,
+        netns: if isolated { None } else { h.netns },
+        hostname: h.hostname,
+        binds: vec![
+            Bind {
+                source: ml,
+                target: "/opt/ml".into(),
+                read_only: false,
+            },
+            Bind {
+                source: dir.join("hosts"),
+                target: "/etc/hosts".into(),
+                read_only: true,
+            },
+            Bind {
+                source: resolv,
+                target: "/etc/resolv.conf".into(),
+                read_only: true,
+            },
+        ],
+        argv: h.contract.argv,
+        env: h.contract.env,
+        workdir: h.contract.workdir.into(),
+        cpus,
+        memory_bytes: (memory_gib * 1024.0 * 1024.0 * 1024.0) as u64,
+        log_path: dir.join("container.log"),
+        state_dir: dir.join("state"),
+    };
+    trust_coves_ca(settings, &mut spec);
+    Container::launch(&spec, &settings.runner)
+}
+
 /// Makes a container trust Cove's CA beside the host's roots: the bundle
 /// over the system bundle, and the variables SDKs read (a job's own
 /// `Environment` values win).
-pub(crate) fn trust_coves_ca(settings: &Settings, spec: &mut ContainerSpec) {
+fn trust_coves_ca(settings: &Settings, spec: &mut ContainerSpec) {
     let Some(bundle) = &settings.ca_bundle else {
         return;
     };
