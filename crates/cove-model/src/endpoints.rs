@@ -60,6 +60,22 @@ pub struct EndpointInstance {
 }
 
 impl EndpointInstance {
+    /// A new instance of `variant` for `config_name`, with a fresh id, about
+    /// to be provisioned.
+    pub fn provisioning(variant: &str, config_name: &str) -> EndpointInstance {
+        EndpointInstance {
+            id: format!("i-{}", crate::ids::random_string(b"0123456789abcdef", 17)),
+            variant: variant.to_string(),
+            config_name: config_name.to_string(),
+            eni_id: None,
+            state: InstanceState::Provisioning,
+            netns_path: None,
+            failure_reason: None,
+            session_access_key: None,
+            retiring_since: None,
+        }
+    }
+
     /// Counts towards its variant's instance count.
     pub fn is_live(&self) -> bool {
         !matches!(self.state, InstanceState::Failed | InstanceState::Retiring)

@@ -13,20 +13,21 @@ use crate::supervisor::{
     launch_host, overlay, spawn_in_network, unmount, HostLaunch, LogShipper, Settings,
 };
 use crate::transfer::{parse_s3_uri, TransferError};
+use crate::workers::Workers;
 use cove_logs::LogsService;
 use cove_model::endpoints::{
     EndpointInstance, InstanceState, SageMakerEndpoint, TransformJob, TransformPhase,
 };
-use cove_model::ids::{now_rfc3339, random_string};
+use cove_model::ids::now_rfc3339;
 use cove_model::jobs::{SageMakerDefinition, StsSession};
 use cove_runtime::{Container, RootFs, Status};
 use cove_store::Store;
 use cove_sts::StsService;
 use serde_json::Value;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const REQUESTER: &str = "sagemaker.amazonaws.com";
@@ -52,7 +53,7 @@ pub struct Hosting {
     sts: Arc<StsService>,
     settings: Settings,
     /// Endpoints with a driver, and instances with a worker.
-    active: Mutex<HashSet<String>>,
+    workers: Workers,
 }
 
 pub(crate) struct Failed(pub(crate) String);
@@ -102,7 +103,7 @@ impl Hosting {
             logs,
             sts,
             settings,
-            active: Mutex::new(HashSet::new()),
+            workers: Workers::default(),
         })
     }
 
@@ -116,7 +117,7 @@ impl Hosting {
                 let world = me.store.snapshot();
                 for key in world.sagemaker_endpoints.keys() {
                     let (me2, k) = (me.clone(), key.clone());
-                    me.run_once(
+                    me.workers.run_once(
                         key,
                         format!("ep-{}", key.trim_start_matches("endpoint/")),
                         move || me2.drive(&k),
@@ -127,7 +128,7 @@ impl Hosting {
                         continue;
                     }
                     let (me2, k) = (me.clone(), key.clone());
-                    me.run_once(key, format!("bt-{}", j.name), move || {
+                    me.workers.run_once(key, format!("bt-{}", j.name), move || {
                         me2.drive_transform(&k)
                     });
                 }
@@ -146,30 +147,6 @@ impl Hosting {
 
     pub(crate) fn settings(&self) -> &Settings {
         &self.settings
-    }
-
-    /// Runs `f` on its own thread unless one is already running under `key`.
-    fn run_once(
-        self: &Arc<Self>,
-        key: &str,
-        thread_name: String,
-        f: impl FnOnce() + Send + 'static,
-    ) {
-        if !self.active.lock().expect("lock").insert(key.to_string()) {
-            return;
-        }
-        let me = self.clone();
-        let owned = key.to_string();
-        let spawned = std::thread::Builder::new()
-            .name(thread_name)
-            .spawn(move || {
-                f();
-                me.active.lock().expect("lock").remove(&owned);
-            });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start a hosting worker");
-            self.active.lock().expect("lock").remove(key);
-        }
     }
 
     fn endpoint(&self, key: &str) -> Option<SageMakerEndpoint> {
@@ -272,14 +249,16 @@ impl Hosting {
                 InstanceState::Provisioning
                 | InstanceState::Downloading
                 | InstanceState::Starting => {
-                    self.run_once(&worker_key, format!("up-{}", i.id), move || {
-                        me.bring_up(&Owner::Endpoint(k), &id)
-                    });
+                    self.workers
+                        .run_once(&worker_key, format!("up-{}", i.id), move || {
+                            me.bring_up(&Owner::Endpoint(k), &id)
+                        });
                 }
                 InstanceState::Failed => {
-                    self.run_once(&worker_key, format!("rel-{}", i.id), move || {
-                        me.release(&k, &id)
-                    });
+                    self.workers
+                        .run_once(&worker_key, format!("rel-{}", i.id), move || {
+                            me.release(&k, &id)
+                        });
                 }
                 InstanceState::Retiring => {
                     let drained = i
@@ -290,9 +269,10 @@ impl Hosting {
                         })
                         .unwrap_or(true);
                     if drained {
-                        self.run_once(&worker_key, format!("rel-{}", i.id), move || {
-                            me.release(&k, &id)
-                        });
+                        self.workers
+                            .run_once(&worker_key, format!("rel-{}", i.id), move || {
+                                me.release(&k, &id)
+                            });
                     }
                 }
                 InstanceState::InService => {}
@@ -435,17 +415,8 @@ impl Hosting {
                 let have = live.len() as u32;
                 if have < count {
                     for _ in have..count {
-                        e.instances.push(EndpointInstance {
-                            id: format!("i-{}", random_string(b"0123456789abcdef", 17)),
-                            variant: variant.clone(),
-                            config_name: config.clone(),
-                            eni_id: None,
-                            state: InstanceState::Provisioning,
-                            netns_path: None,
-                            failure_reason: None,
-                            session_access_key: None,
-                            retiring_since: None,
-                        });
+                        e.instances
+                            .push(EndpointInstance::provisioning(&variant, &config));
                     }
                 } else if have > count {
                     // Scale in: the newest go first.

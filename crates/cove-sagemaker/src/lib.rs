@@ -22,6 +22,7 @@ pub mod instance;
 pub mod supervisor;
 pub mod transfer;
 pub mod transform;
+mod workers;
 
 use cove_model::jobs::JobKind;
 use cove_model::{AwsError, AwsResult};

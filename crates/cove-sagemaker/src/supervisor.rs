@@ -10,6 +10,7 @@ use crate::api::{network_isolation, vpc_config};
 use crate::contract::{self, ContainerCredentials, HostContract};
 use crate::instance;
 use crate::transfer::{parse_s3_uri, Credentials, S3Client, TransferError};
+use crate::workers::Workers;
 use cove_logs::LogsService;
 use cove_model::ids::now_rfc3339;
 use cove_model::jobs::{JobKind, JobPhase, SageMakerJob, StsSession};
@@ -17,10 +18,9 @@ use cove_runtime::{Bind, Container, ContainerSpec, RootFs, Status};
 use cove_store::Store;
 use cove_sts::StsService;
 use serde_json::Value;
-use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const DATA_DOWNLOAD_FAILED: &str = "ClientError: Data download failed:Please ensure that the subnet's route table has a route to an S3 VPC endpoint or a NAT device, and both the security groups and the subnet's network ACL allow outbound traffic to S3.";
@@ -58,7 +58,7 @@ pub struct Supervisor {
     logs: Arc<LogsService>,
     sts: Arc<StsService>,
     settings: Settings,
-    active: Mutex<HashSet<String>>,
+    workers: Workers,
 }
 
 /// Why a job's containers ended, which decides its final status.
@@ -110,7 +110,7 @@ impl Supervisor {
             logs,
             sts,
             settings,
-            active: Mutex::new(HashSet::new()),
+            workers: Workers::default(),
         })
     }
 
@@ -132,23 +132,9 @@ impl Supervisor {
     }
 
     fn ensure_worker(self: &Arc<Self>, key: &str) {
-        if !self.active.lock().expect("lock").insert(key.to_string()) {
-            return;
-        }
-        let me = self.clone();
-        let key = key.to_string();
-        let spawned = std::thread::Builder::new()
-            .name(format!(
-                "job-{}",
-                key.rsplit('/').next().unwrap_or_default()
-            ))
-            .spawn(move || {
-                me.drive(&key);
-                me.active.lock().expect("lock").remove(&key);
-            });
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start a job worker");
-        }
+        let (me, owned) = (self.clone(), key.to_string());
+        let name = format!("job-{}", key.rsplit('/').next().unwrap_or_default());
+        self.workers.run_once(key, name, move || me.drive(&owned));
     }
 
     fn job(&self, key: &str) -> Option<SageMakerJob> {

@@ -20,7 +20,7 @@ use crate::supervisor::{
 };
 use crate::transfer::{parse_s3_uri, TransferError};
 use cove_model::endpoints::{EndpointInstance, InstanceState, TransformJob, TransformPhase};
-use cove_model::ids::{now_rfc3339, random_string};
+use cove_model::ids::now_rfc3339;
 use cove_model::{AwsError, AwsResult};
 use cove_store::Store;
 use cove_wire::RequestContext;
@@ -366,6 +366,15 @@ impl Hosting {
         Ok(())
     }
 
+    /// Whether StopTransformJob has been called since the job was read.
+    fn transform_stop_requested(&self, key: &str) -> bool {
+        self.store()
+            .snapshot()
+            .transform_jobs
+            .get(key)
+            .is_some_and(|j| j.stop_requested)
+    }
+
     fn finish_transform(
         &self,
         key: &str,
@@ -409,17 +418,8 @@ impl Hosting {
         if j.instances.len() < count {
             self.update_transform(&key, |j| {
                 while j.instances.len() < count {
-                    j.instances.push(EndpointInstance {
-                        id: format!("i-{}", random_string(b"0123456789abcdef", 17)),
-                        variant: "AllTraffic".into(),
-                        config_name: String::new(),
-                        eni_id: None,
-                        state: InstanceState::Provisioning,
-                        netns_path: None,
-                        failure_reason: None,
-                        session_access_key: None,
-                        retiring_since: None,
-                    });
+                    j.instances
+                        .push(EndpointInstance::provisioning("AllTraffic", ""));
                 }
                 j.start_time.get_or_insert_with(now_rfc3339);
             })?;
@@ -553,13 +553,7 @@ impl Hosting {
             .collect();
         while workers.iter().any(|w| !w.is_finished()) {
             self.ship_transform_logs(j);
-            if self
-                .store()
-                .snapshot()
-                .transform_jobs
-                .get(&key)
-                .is_some_and(|j| j.stop_requested)
-            {
+            if self.transform_stop_requested(&key) {
                 // The containers stop; the workers' next request fails and they return.
                 for i in &j.instances {
                     stop_container(
@@ -578,13 +572,7 @@ impl Hosting {
             })
             .collect();
         self.ship_transform_logs(j);
-        if self
-            .store()
-            .snapshot()
-            .transform_jobs
-            .get(&key)
-            .is_some_and(|j| j.stop_requested)
-        {
+        if self.transform_stop_requested(&key) {
             return self.finish_transform(&key, "Stopped", None);
         }
         for r in results {

@@ -1,0 +1,71 @@
+//! Worker threads keyed by what they drive (a job, an endpoint, an
+//! instance): a key has at most one running thread, and a new one can start
+//! once the last has returned. The supervisors call [`Workers::run_once`] on
+//! every pass over the store.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Workers {
+    active: Arc<Mutex<HashSet<String>>>,
+}
+
+impl Workers {
+    /// Runs `f` on a thread named `thread_name` unless one is already
+    /// running under `key`.
+    pub(crate) fn run_once(
+        &self,
+        key: &str,
+        thread_name: String,
+        f: impl FnOnce() + Send + 'static,
+    ) {
+        if !self.active.lock().expect("lock").insert(key.to_string()) {
+            return;
+        }
+        let active = self.active.clone();
+        let owned = key.to_string();
+        let spawned = std::thread::Builder::new()
+            .name(thread_name)
+            .spawn(move || {
+                f();
+                active.lock().expect("lock").remove(&owned);
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, key, "cannot start a worker thread");
+            self.active.lock().expect("lock").remove(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    #[test]
+    fn one_thread_per_key_at_a_time() {
+        let workers = Workers::default();
+        let (release, hold) = mpsc::channel::<()>();
+        let (ran, runs) = mpsc::channel();
+        let first = ran.clone();
+        workers.run_once("k", "w".into(), move || {
+            first.send(1).unwrap();
+            hold.recv().unwrap();
+        });
+        assert_eq!(runs.recv_timeout(Duration::from_secs(5)), Ok(1));
+        let second = ran.clone();
+        workers.run_once("k", "w".into(), move || second.send(2).unwrap());
+        assert!(
+            runs.recv_timeout(Duration::from_millis(100)).is_err(),
+            "a second thread for a busy key"
+        );
+        release.send(()).unwrap();
+        while workers.active.lock().unwrap().contains("k") {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        workers.run_once("k", "w".into(), move || ran.send(3).unwrap());
+        assert_eq!(runs.recv_timeout(Duration::from_secs(5)), Ok(3));
+    }
+}
