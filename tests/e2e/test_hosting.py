@@ -15,7 +15,7 @@ import uuid
 import botocore.exceptions
 import pytest
 
-from test_training_jobs import ROLE, IMAGE, s3_endpoint, private_net, bucket, s3, sm, logs  # noqa: F401
+from test_training_jobs import ROLE, IMAGE, s3_endpoint, tar_gz, private_net, bucket, s3, sm, logs  # noqa: F401
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the data plane needs root")
 
@@ -60,15 +60,7 @@ def predict_fn(data, model, context=None):
 
 
 def model_archive(version, scale):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, body in (("model.json", json.dumps({"version": version, "scale": scale})),
-                           ("code/inference.py", INFERENCE)):
-            data = body.encode()
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    return tar_gz({"model.json": json.dumps({"version": version, "scale": scale}), "code/inference.py": INFERENCE})
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import boto3
 import pytest
 
 from conftest import ACCESS_KEY, REGION, SECRET_KEY
-from test_training_jobs import ROLE, private_net, s3_endpoint  # noqa: F401  (fixture re-export)
+from test_training_jobs import ROLE, private_net, s3_endpoint, tar_gz  # noqa: F401  (fixture re-export)
 
 os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
 sagemaker = pytest.importorskip("sagemaker")
@@ -114,13 +114,7 @@ def test_model_deploy_predict_and_transform_in_private_subnets(ec2, sdk_session,
     session.wait_for_endpoint = functools.partial(session.wait_for_endpoint, poll=1)
     s3_endpoint(ec2, private_net)
     s3 = session.boto_session.client("s3")
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as t:
-        data = json.dumps({"version": 7, "scale": 3}).encode()
-        info = tarfile.TarInfo("model.json")
-        info.size = len(data)
-        t.addfile(info, io.BytesIO(data))
-    s3.put_object(Bucket=bucket, Key="model/model.tar.gz", Body=buf.getvalue())
+    s3.put_object(Bucket=bucket, Key="model/model.tar.gz", Body=tar_gz({"model.json": json.dumps({"version": 7, "scale": 3})}))
     src = tmp / "serve"
     src.mkdir()
     (src / "inference.py").write_text(INFERENCE)

@@ -56,14 +56,20 @@ print("done", flush=True)
 '''
 
 
-def source_archive(script):
+def tar_gz(files):
+    """A .tar.gz of {path: text}, as SageMaker's source and model archives are."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        body = script.encode()
-        info = tarfile.TarInfo("train.py")
-        info.size = len(body)
-        tar.addfile(info, io.BytesIO(body))
+        for name, text in files.items():
+            body = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(body)
+            tar.addfile(info, io.BytesIO(body))
     return buf.getvalue()
+
+
+def source_archive(script):
+    return tar_gz({"train.py": script})
 
 
 @pytest.fixture(scope="module")
