@@ -6,8 +6,10 @@ pub mod cidr;
 pub mod endpoints;
 pub mod error;
 pub mod filter;
+pub mod fixtures;
 pub mod ids;
 pub mod jobs;
+pub mod policy;
 pub mod vpc;
 pub mod world;
 

@@ -7,7 +7,7 @@
 pub mod dns;
 pub mod eval;
 #[doc(hidden)]
-pub mod fixtures;
+pub use cove_model::fixtures;
 pub mod flowlog;
 pub mod linux;
 pub mod listen;

@@ -16,7 +16,7 @@ pub mod host;
 pub mod listing;
 pub mod names;
 pub mod origin;
-pub mod policy;
+pub use cove_model::policy;
 mod quiet;
 mod service;
 pub mod storage;

@@ -1,0 +1,309 @@
+//! Hand-written worlds for tests of the plan, the evaluator and the kernel
+//! rules: one VPC (`vpc-1<tag>`, 10.0.0.0/16) with subnets `subnet-a`
+//! (10.0.1.0/24) and `subnet-b` (10.0.2.0/24) and ENIs `eni-a1<tag>`
+//! (10.0.1.4), `eni-a2<tag>` (10.0.1.5) and `eni-b1<tag>` (10.0.2.4). The tag
+//! keeps kernel object names unique between concurrent test runs.
+
+use crate::vpc::*;
+use crate::world::World;
+
+pub const ACCOUNT: &str = "123456789012";
+
+pub fn rule(protocol: &str, from: Option<i64>, to: Option<i64>, peer: SgPeer) -> SgRule {
+    SgRule {
+        id: format!("sgr-{protocol}{from:?}"),
+        protocol: protocol.into(),
+        from_port: from,
+        to_port: to,
+        peer,
+        description: None,
+    }
+}
+
+pub fn cidr(c: &str) -> SgPeer {
+    SgPeer::Cidr { cidr: c.into() }
+}
+
+pub fn group(id: &str, ingress: Vec<SgRule>, egress: Vec<SgRule>) -> SecurityGroup {
+    SecurityGroup {
+        id: id.into(),
+        region: "us-east-1".into(),
+        vpc_id: "vpc-1".into(),
+        name: id.into(),
+        description: String::new(),
+        ingress,
+        egress,
+    }
+}
+
+pub fn entry(
+    n: i64,
+    egress: bool,
+    protocol: &str,
+    allow: bool,
+    c: &str,
+    ports: Option<(i64, i64)>,
+) -> NaclEntry {
+    NaclEntry {
+        rule_number: n,
+        egress,
+        protocol: protocol.into(),
+        allow,
+        cidr: c.into(),
+        from_port: ports.map(|p| p.0),
+        to_port: ports.map(|p| p.1),
+        icmp_type: None,
+        icmp_code: None,
+    }
+}
+
+pub fn allow_all_acl(id: &str, subnets: &[&str]) -> NetworkAcl {
+    NetworkAcl {
+        id: id.into(),
+        region: "us-east-1".into(),
+        vpc_id: "vpc-1".into(),
+        is_default: id == "acl-default",
+        entries: vec![
+            entry(100, false, "-1", true, "0.0.0.0/0", None),
+            entry(100, true, "-1", true, "0.0.0.0/0", None),
+        ],
+        associations: subnets
+            .iter()
+            .map(|s| NaclAssociation {
+                id: format!("aclassoc-{s}"),
+                subnet_id: s.to_string(),
+            })
+            .collect(),
+    }
+}
+
+/// Two subnets (a: 10.0.1.0/24, b: 10.0.2.0/24); ENIs a1, a2 in a and b1 in b.
+pub fn world(
+    tag: &str,
+    groups: Vec<SecurityGroup>,
+    eni_groups: [&[&str]; 3],
+    acls: Vec<NetworkAcl>,
+) -> World {
+    let vpc_id = format!("vpc-1{tag}");
+    let mut w = World::default();
+    w.vpcs.insert(
+        vpc_id.clone(),
+        Vpc {
+            id: vpc_id.clone(),
+            region: "us-east-1".into(),
+            cidr: "10.0.0.0/16".into(),
+            cidr_association_id: "x".into(),
+            is_default: false,
+            instance_tenancy: "default".into(),
+            enable_dns_support: true,
+            enable_dns_hostnames: false,
+            enable_network_address_usage_metrics: false,
+            dhcp_options_id: "dopt-1".into(),
+        },
+    );
+    for (id, c) in [("subnet-a", "10.0.1.0/24"), ("subnet-b", "10.0.2.0/24")] {
+        w.subnets.insert(
+            id.into(),
+            Subnet {
+                id: id.into(),
+                region: "us-east-1".into(),
+                vpc_id: vpc_id.clone(),
+                cidr: c.into(),
+                availability_zone: "us-east-1a".into(),
+                availability_zone_id: "use1-az1".into(),
+                default_for_az: false,
+                map_public_ip_on_launch: false,
+            },
+        );
+    }
+    for mut g in groups {
+        g.vpc_id = vpc_id.clone();
+        w.security_groups.insert(g.id.clone(), g);
+    }
+    for mut a in acls {
+        a.vpc_id = vpc_id.clone();
+        w.network_acls.insert(a.id.clone(), a);
+    }
+    for ((id, subnet, ip), gs) in [
+        ("eni-a1", "subnet-a", "10.0.1.4"),
+        ("eni-a2", "subnet-a", "10.0.1.5"),
+        ("eni-b1", "subnet-b", "10.0.2.4"),
+    ]
+    .into_iter()
+    .zip(eni_groups)
+    {
+        w.network_interfaces.insert(
+            format!("{id}{tag}"),
+            NetworkInterface {
+                id: format!("{id}{tag}"),
+                region: "us-east-1".into(),
+                vpc_id: vpc_id.clone(),
+                subnet_id: subnet.into(),
+                availability_zone: "us-east-1a".into(),
+                private_ip: ip.into(),
+                mac_address: "02:00:00:00:00:01".into(),
+                description: String::new(),
+                group_ids: gs.iter().map(|g| g.to_string()).collect(),
+                status: "available".into(),
+                interface_type: "interface".into(),
+                requester_managed: false,
+                requester_id: None,
+                source_dest_check: true,
+                attachment: None,
+            },
+        );
+    }
+    w
+}
+
+/// The VPC id of a fixture world.
+pub fn vpc_id(w: &World) -> String {
+    w.vpcs.keys().next().cloned().unwrap_or_default()
+}
+
+/// A route table of the fixture VPC serving `subnets` (the main table when `subnets` is empty).
+pub fn add_route_table(
+    w: &mut World,
+    id: &str,
+    subnets: &[&str],
+    routes: Vec<(&str, RouteTarget)>,
+) {
+    let vpc = vpc_id(w);
+    let mut all = vec![Route {
+        destination_cidr: Some("10.0.0.0/16".into()),
+        destination_prefix_list_id: None,
+        target: RouteTarget::Local,
+        origin: "CreateRouteTable".into(),
+    }];
+    for (dest, target) in routes {
+        let (cidr, pl) = if dest.starts_with("pl-") {
+            (None, Some(dest.to_string()))
+        } else {
+            (Some(dest.to_string()), None)
+        };
+        all.push(Route {
+            destination_cidr: cidr,
+            destination_prefix_list_id: pl,
+            target,
+            origin: "CreateRoute".into(),
+        });
+    }
+    let associations = if subnets.is_empty() {
+        vec![RouteTableAssociation {
+            id: format!("rtbassoc-{id}"),
+            subnet_id: None,
+            gateway_id: None,
+            main: true,
+        }]
+    } else {
+        subnets
+            .iter()
+            .map(|s| RouteTableAssociation {
+                id: format!("rtbassoc-{id}-{s}"),
+                subnet_id: Some(s.to_string()),
+                gateway_id: None,
+                main: false,
+            })
+            .collect()
+    };
+    w.route_tables.insert(
+        id.into(),
+        RouteTable {
+            id: id.into(),
+            region: "us-east-1".into(),
+            vpc_id: vpc,
+            routes: all,
+            associations,
+        },
+    );
+}
+
+pub fn attach_igw(w: &mut World, id: &str) {
+    let vpc = vpc_id(w);
+    w.internet_gateways.insert(
+        id.into(),
+        InternetGateway {
+            id: id.into(),
+            region: "us-east-1".into(),
+            attached_vpc_id: Some(vpc),
+        },
+    );
+}
+
+/// An Elastic IP associated with an ENI of the fixture world.
+pub fn associate_eip(w: &mut World, eni: &str, public_ip: &str) {
+    let private_ip = w.network_interfaces[eni].private_ip.clone();
+    let id = format!("eipalloc-{eni}");
+    w.addresses.insert(
+        id.clone(),
+        Address {
+            allocation_id: id,
+            region: "us-east-1".into(),
+            public_ip: public_ip.into(),
+            network_border_group: "us-east-1".into(),
+            association: Some(AddressAssociation {
+                association_id: format!("eipassoc-{eni}"),
+                network_interface_id: eni.into(),
+                private_ip,
+            }),
+        },
+    );
+}
+
+/// An available NAT gateway whose ENI is `eni` (made a `nat_gateway` ENI).
+pub fn add_nat_gateway(w: &mut World, id: &str, eni: &str) {
+    let e = w.network_interfaces.get_mut(eni).expect("fixture ENI");
+    e.interface_type = "nat_gateway".into();
+    e.group_ids.clear();
+    let (subnet, ip, vpc) = (e.subnet_id.clone(), e.private_ip.clone(), e.vpc_id.clone());
+    w.nat_gateways.insert(
+        id.into(),
+        NatGateway {
+            id: id.into(),
+            region: "us-east-1".into(),
+            vpc_id: vpc,
+            subnet_id: subnet,
+            connectivity_type: "public".into(),
+            allocation_id: None,
+            public_ip: None,
+            private_ip: ip,
+            network_interface_id: eni.into(),
+            state: "available".into(),
+            create_time: String::new(),
+            delete_time: None,
+        },
+    );
+}
+
+/// A gateway endpoint for S3 on the given route tables (their prefix-list routes are added too).
+pub fn add_s3_gateway_endpoint(w: &mut World, id: &str, tables: &[&str]) {
+    let vpc = vpc_id(w);
+    let pl = crate::region::s3_prefix_list_id("us-east-1");
+    for t in tables {
+        let table = w.route_tables.get_mut(*t).expect("fixture table");
+        table.routes.push(Route {
+            destination_cidr: None,
+            destination_prefix_list_id: Some(pl.clone()),
+            target: RouteTarget::VpcEndpoint(id.into()),
+            origin: "CreateRoute".into(),
+        });
+    }
+    w.vpc_endpoints.insert(
+        id.into(),
+        VpcEndpoint {
+            id: id.into(),
+            region: "us-east-1".into(),
+            vpc_id: vpc,
+            service_name: "com.amazonaws.us-east-1.s3".into(),
+            endpoint_type: "Gateway".into(),
+            policy_document: None,
+            route_table_ids: tables.iter().map(|t| t.to_string()).collect(),
+            subnet_ids: vec![],
+            group_ids: vec![],
+            network_interface_ids: vec![],
+            private_dns_enabled: false,
+            state: "available".into(),
+            create_time: String::new(),
+        },
+    );
+}

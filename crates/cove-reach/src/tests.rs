@@ -1,0 +1,527 @@
+//! Hand-written topologies, one or more per kind of rule the walk applies.
+
+use crate::*;
+use cove_model::fixtures::*;
+use cove_model::vpc::*;
+use cove_model::world::World;
+use std::net::Ipv4Addr;
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+fn open_group(id: &str) -> SecurityGroup {
+    group(
+        id,
+        vec![rule("-1", None, None, cidr("0.0.0.0/0"))],
+        vec![rule("-1", None, None, cidr("0.0.0.0/0"))],
+    )
+}
+
+/// Everything open: one group on every ENI, allow-all ACLs, a main table with only the local route.
+fn open_world() -> World {
+    let mut w = world(
+        "",
+        vec![open_group("sg-open")],
+        [&["sg-open"], &["sg-open"], &["sg-open"]],
+        vec![allow_all_acl("acl-default", &["subnet-a", "subnet-b"])],
+    );
+    add_route_table(&mut w, "rtb-main", &[], vec![]);
+    w
+}
+
+fn tcp(from: &str, to: Target, port: u16, source_port: Option<u16>) -> Query {
+    Query {
+        source: Source::Eni(from.into()),
+        target: to,
+        protocol: Protocol::Tcp,
+        port: Some(port),
+        source_port,
+    }
+}
+
+fn eni(id: &str) -> Target {
+    Target::Eni(id.into())
+}
+
+fn codes(a: &Analysis) -> Vec<&'static str> {
+    a.explanations.iter().map(|e| e.code).collect()
+}
+
+#[test]
+fn open_vpc_connects_enis_and_lists_the_path_in_order() {
+    let w = open_world();
+    let a = analyze(&w, &tcp("eni-a1", eni("eni-b1"), 443, Some(40000))).unwrap();
+    assert!(a.found, "{a:#?}");
+    let kinds: Vec<Kind> = a.forward.iter().map(|h| h.component.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            Kind::NetworkInterface,
+            Kind::SecurityGroup,
+            Kind::NetworkAcl,
+            Kind::RouteTable,
+            Kind::NetworkAcl,
+            Kind::SecurityGroup,
+            Kind::NetworkInterface
+        ]
+    );
+    assert_eq!(a.forward[1].sg_rule.as_ref().unwrap().direction, "egress");
+    assert_eq!(
+        a.forward[3].route.as_ref().unwrap().target,
+        RouteTarget::Local
+    );
+    // The reply crosses both ACLs again, the other way.
+    let back: Vec<&str> = a.ret.iter().map(|h| h.component.id.as_str()).collect();
+    assert_eq!(back, ["eni-b1", "acl-default", "acl-default", "eni-a1"]);
+}
+
+#[test]
+fn missing_security_group_rules_are_reported_on_both_ends() {
+    let mut w = open_world();
+    w.security_groups
+        .insert("sg-closed".into(), group("sg-closed", vec![], vec![]));
+    w.network_interfaces.get_mut("eni-a1").unwrap().group_ids = vec!["sg-closed".into()];
+    w.network_interfaces.get_mut("eni-b1").unwrap().group_ids = vec!["sg-closed".into()];
+    let a = analyze(&w, &tcp("eni-a1", eni("eni-b1"), 22, Some(40000))).unwrap();
+    assert!(!a.found);
+    assert_eq!(
+        codes(&a),
+        ["ENI_SG_RULES_MISMATCH", "ENI_SG_RULES_MISMATCH"]
+    );
+    assert_eq!(a.explanations[0].direction, Some("egress"));
+    assert_eq!(a.explanations[1].direction, Some("ingress"));
+    assert_eq!(a.explanations[1].component.id, "eni-b1");
+    assert!(
+        a.explanations[1].fix.contains("sg-closed"),
+        "{}",
+        a.explanations[1].fix
+    );
+}
+
+#[test]
+fn group_references_admit_members_only_and_ports_and_icmp_matter() {
+    let mut w = open_world();
+    let member_rule = rule(
+        "tcp",
+        Some(5432),
+        Some(5432),
+        SgPeer::Group {
+            group_id: "sg-app".into(),
+            user_id: ACCOUNT.into(),
+        },
+    );
+    let ping = rule("icmp", Some(8), Some(-1), cidr("10.0.1.0/24"));
+    w.security_groups.insert(
+        "sg-db".into(),
+        group("sg-db", vec![member_rule, ping], vec![]),
+    );
+    w.security_groups
+        .insert("sg-app".into(), open_group("sg-app"));
+    w.network_interfaces.get_mut("eni-b1").unwrap().group_ids = vec!["sg-db".into()];
+    w.network_interfaces.get_mut("eni-a1").unwrap().group_ids = vec!["sg-app".into()];
+    assert!(
+        analyze(&w, &tcp("eni-a1", eni("eni-b1"), 5432, Some(40000)))
+            .unwrap()
+            .found
+    );
+    let other_port = analyze(&w, &tcp("eni-a1", eni("eni-b1"), 5433, Some(40000))).unwrap();
+    assert_eq!(codes(&other_port), ["ENI_SG_RULES_MISMATCH"]);
+    // eni-a2 is not in sg-app: the group reference does not admit it.
+    let non_member = analyze(&w, &tcp("eni-a2", eni("eni-b1"), 5432, Some(40000))).unwrap();
+    assert_eq!(codes(&non_member), ["ENI_SG_RULES_MISMATCH"]);
+    let ping = Query {
+        protocol: Protocol::Icmp,
+        port: None,
+        ..tcp("eni-a2", eni("eni-b1"), 0, None)
+    };
+    assert!(analyze(&w, &ping).unwrap().found);
+}
+
+#[test]
+fn acl_entries_decide_lowest_number_first_and_end_in_the_star_deny() {
+    let mut w = open_world();
+    let mut acl_b = allow_all_acl("acl-b", &["subnet-b"]);
+    acl_b.entries.push(entry(
+        50,
+        false,
+        "tcp",
+        false,
+        "10.0.1.0/24",
+        Some((22, 22)),
+    ));
+    w.network_acls
+        .get_mut("acl-default")
+        .unwrap()
+        .associations
+        .retain(|a| a.subnet_id != "subnet-b");
+    w.network_acls.insert("acl-b".into(), acl_b);
+    let a = analyze(&w, &tcp("eni-a1", eni("eni-b1"), 22, Some(40000))).unwrap();
+    assert_eq!(codes(&a), ["SUBNET_ACL_RESTRICTION"]);
+    let rule = a.explanations[0].acl_rule.clone().unwrap();
+    assert_eq!(
+        (rule.acl_id.as_str(), rule.number, rule.egress, rule.allow),
+        ("acl-b", 50, false, false)
+    );
+    assert!(
+        analyze(&w, &tcp("eni-a1", eni("eni-b1"), 23, Some(40000)))
+            .unwrap()
+            .found
+    );
+
+    // A custom ACL with no entries denies everything with its `*` rule.
+    w.network_acls.get_mut("acl-b").unwrap().entries.clear();
+    let a = analyze(&w, &tcp("eni-a1", eni("eni-b1"), 23, Some(40000))).unwrap();
+    assert_eq!(a.explanations[0].acl_rule.as_ref().unwrap().number, 32767);
+    // Both directions of subnet b are closed: the request and the reply are both listed.
+    assert_eq!(a.explanations.len(), 2);
+    assert!(a.explanations[1].on_return);
+}
+
+#[test]
+fn acls_are_stateless_so_replies_need_their_ports_and_intra_subnet_traffic_skips_them() {
+    let mut w = open_world();
+    let mut acl_b = allow_all_acl("acl-b", &["subnet-b"]);
+    acl_b.entries = vec![
+        entry(100, false, "tcp", true, "10.0.0.0/16", Some((443, 443))),
+        entry(100, true, "tcp", true, "10.0.0.0/16", Some((1024, 2048))),
+    ];
+    w.network_acls
+        .get_mut("acl-default")
+        .unwrap()
+        .associations
+        .retain(|a| a.subnet_id != "subnet-b");
+    w.network_acls.insert("acl-b".into(), acl_b);
+    let a = analyze(&w, &tcp("eni-a1", eni("eni-b1"), 443, Some(40000))).unwrap();
+    assert_eq!(codes(&a), ["SUBNET_ACL_RESTRICTION"]);
+    assert!(a.explanations[0].on_return);
+    assert_eq!(a.explanations[0].direction, Some("egress"));
+    assert!(
+        analyze(&w, &tcp("eni-a1", eni("eni-b1"), 443, Some(1500)))
+            .unwrap()
+            .found
+    );
+    // With no source port given, no ephemeral port can get its reply back.
+    assert!(
+        !analyze(&w, &tcp("eni-a1", eni("eni-b1"), 443, None))
+            .unwrap()
+            .found
+    );
+    // Widening the reply entry to the ephemeral range fixes it.
+    w.network_acls.get_mut("acl-b").unwrap().entries[1].to_port = Some(65535);
+    let a = analyze(&w, &tcp("eni-a1", eni("eni-b1"), 443, None)).unwrap();
+    assert!(a.found);
+    assert!(a.packet.src_port >= EPHEMERAL.0);
+
+    // Within subnet a, no ACL is crossed at all.
+    let mut closed = allow_all_acl("acl-a", &["subnet-a"]);
+    closed.entries.clear();
+    w.network_acls.insert("acl-a".into(), closed);
+    w.network_acls
+        .get_mut("acl-default")
+        .unwrap()
+        .associations
+        .clear();
+    assert!(
+        analyze(&w, &tcp("eni-a1", eni("eni-a2"), 80, Some(40000)))
+            .unwrap()
+            .found
+    );
+}
+
+#[test]
+fn internet_needs_a_route_an_attached_gateway_and_a_public_ip() {
+    let mut w = open_world();
+    let internet = Target::Address(ip("203.0.113.10"));
+    let a = analyze(&w, &tcp("eni-a1", internet.clone(), 443, Some(40000))).unwrap();
+    assert_eq!(codes(&a), ["NO_ROUTE_TO_DESTINATION"]);
+    assert_eq!(a.explanations[0].route_table.as_deref(), Some("rtb-main"));
+
+    attach_igw(&mut w, "igw-1");
+    w.route_tables
+        .get_mut("rtb-main")
+        .unwrap()
+        .routes
+        .push(Route {
+            destination_cidr: Some("0.0.0.0/0".into()),
+            destination_prefix_list_id: None,
+            target: RouteTarget::Gateway("igw-1".into()),
+            origin: "CreateRoute".into(),
+        });
+    let a = analyze(&w, &tcp("eni-a1", internet.clone(), 443, Some(40000))).unwrap();
+    assert_eq!(codes(&a), ["IGW_PUBLIC_IP_ASSOCIATION_FOR_EGRESS"]);
+
+    associate_eip(&mut w, "eni-a1", "198.51.100.20");
+    let a = analyze(&w, &tcp("eni-a1", internet.clone(), 443, Some(40000))).unwrap();
+    assert!(a.found, "{a:#?}");
+    let igw_hop = a
+        .forward
+        .iter()
+        .find(|h| h.component.kind == Kind::InternetGateway)
+        .unwrap();
+    assert_eq!(igw_hop.outbound.unwrap().src, ip("198.51.100.20"));
+
+    // A private destination never crosses an internet gateway.
+    let a = analyze(
+        &w,
+        &tcp(
+            "eni-a1",
+            Target::Address(ip("172.16.0.9")),
+            443,
+            Some(40000),
+        ),
+    )
+    .unwrap();
+    assert_eq!(codes(&a), ["IGW_DESTINATION_ADDRESS_NOT_IN_RFC1918_EGRESS"]);
+
+    // Detached, the gateway leaves a blackhole route behind.
+    w.internet_gateways
+        .get_mut("igw-1")
+        .unwrap()
+        .attached_vpc_id = None;
+    let a = analyze(&w, &tcp("eni-a1", internet, 443, Some(40000))).unwrap();
+    assert_eq!(codes(&a), ["BAD_STATE_ROUTE"]);
+    assert_eq!(a.explanations[0].route.as_ref().unwrap().state, "blackhole");
+}
+
+/// Subnet a private (0/0 to the NAT gateway), subnet b public (0/0 to the internet gateway), the NAT on eni-b1.
+fn nat_world() -> World {
+    let mut w = open_world();
+    attach_igw(&mut w, "igw-1");
+    add_nat_gateway(&mut w, "nat-1", "eni-b1");
+    associate_eip(&mut w, "eni-b1", "198.51.100.30");
+    add_route_table(
+        &mut w,
+        "rtb-private",
+        &["subnet-a"],
+        vec![("0.0.0.0/0", RouteTarget::NatGateway("nat-1".into()))],
+    );
+    add_route_table(
+        &mut w,
+        "rtb-public",
+        &["subnet-b"],
+        vec![("0.0.0.0/0", RouteTarget::Gateway("igw-1".into()))],
+    );
+    w
+}
+
+#[test]
+fn a_nat_gateway_forwards_with_its_own_address_subnet_and_routes() {
+    let mut w = nat_world();
+    let internet = Target::InternetGateway {
+        igw: "igw-1".into(),
+        ip: None,
+    };
+    let a = analyze(&w, &tcp("eni-a1", internet.clone(), 443, Some(40000))).unwrap();
+    assert!(a.found, "{a:#?}");
+    let ids: Vec<&str> = a.forward.iter().map(|h| h.component.id.as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "eni-a1",
+            "sg-open",
+            "acl-default",
+            "rtb-private",
+            "acl-default",
+            "nat-1",
+            "acl-default",
+            "rtb-public",
+            "igw-1"
+        ]
+    );
+    let nat_hop = &a.forward[5];
+    assert_eq!(nat_hop.outbound.unwrap().src, ip("10.0.2.4"));
+
+    // The NAT's subnet ACL refusing the reply from the internet is found on the return path.
+    let mut acl_b = allow_all_acl("acl-b", &["subnet-b"]);
+    acl_b.entries.push(entry(
+        10,
+        false,
+        "tcp",
+        false,
+        "203.0.113.0/24",
+        Some((32768, 65535)),
+    ));
+    w.network_acls
+        .get_mut("acl-default")
+        .unwrap()
+        .associations
+        .retain(|a| a.subnet_id != "subnet-b");
+    w.network_acls.insert("acl-b".into(), acl_b);
+    let a = analyze(&w, &tcp("eni-a1", internet.clone(), 443, Some(40000))).unwrap();
+    assert_eq!(codes(&a), ["SUBNET_ACL_RESTRICTION"]);
+    assert!(a.explanations[0].on_return);
+
+    // Without its Elastic IP the NAT gateway's traffic is dropped at the internet gateway.
+    w.addresses.clear();
+    let a = analyze(&w, &tcp("eni-a1", internet.clone(), 443, Some(1000))).unwrap();
+    assert!(codes(&a).contains(&"IGW_PUBLIC_IP_ASSOCIATION_FOR_EGRESS"));
+
+    // A NAT gateway that is not available is a blackhole.
+    w.nat_gateways.get_mut("nat-1").unwrap().state = "deleting".into();
+    let a = analyze(&w, &tcp("eni-a1", internet, 443, Some(40000))).unwrap();
+    assert_eq!(codes(&a), ["BAD_STATE_ROUTE"]);
+}
+
+#[test]
+fn a_gateway_endpoint_takes_s3_traffic_and_only_tcp_and_echo() {
+    let mut w = nat_world();
+    add_s3_gateway_endpoint(&mut w, "vpce-s3", &["rtb-private"]);
+    let s3 = Target::Address(ip("192.0.2.20"));
+    let a = analyze(&w, &tcp("eni-a1", s3.clone(), 443, Some(40000))).unwrap();
+    assert!(a.found);
+    let route = a.forward.iter().find_map(|h| h.route.clone()).unwrap();
+    assert_eq!(route.target, RouteTarget::VpcEndpoint("vpce-s3".into()));
+    assert!(route.destination_prefix_list.is_some());
+    // Without the endpoint, the same traffic takes the NAT gateway.
+    let via_nat = analyze(&nat_world(), &tcp("eni-a1", s3.clone(), 443, Some(40000))).unwrap();
+    assert!(via_nat.found);
+    assert!(via_nat
+        .forward
+        .iter()
+        .any(|h| h.component.kind == Kind::NatGateway));
+    assert!(via_nat
+        .forward
+        .iter()
+        .all(|h| h.component.kind != Kind::VpcEndpoint));
+    let udp = Query {
+        protocol: Protocol::Udp,
+        ..tcp("eni-a1", s3.clone(), 443, Some(40000))
+    };
+    assert_eq!(
+        codes(&analyze(&w, &udp).unwrap()),
+        ["VPCE_GATEWAY_PROTOCOL_RESTRICTION"]
+    );
+    // The endpoint as the destination.
+    assert!(
+        analyze(
+            &w,
+            &tcp(
+                "eni-a1",
+                Target::VpcEndpoint("vpce-s3".into()),
+                443,
+                Some(40000)
+            )
+        )
+        .unwrap()
+        .found
+    );
+
+    // A security group whose only egress is the S3 prefix list reaches S3 and nothing else.
+    let pl = cove_model::region::s3_prefix_list_id("us-east-1");
+    let s3_only = group(
+        "sg-s3",
+        vec![],
+        vec![rule(
+            "tcp",
+            Some(443),
+            Some(443),
+            SgPeer::PrefixList { id: pl },
+        )],
+    );
+    w.security_groups.insert("sg-s3".into(), s3_only);
+    w.network_interfaces.get_mut("eni-a1").unwrap().group_ids = vec!["sg-s3".into()];
+    assert!(
+        analyze(&w, &tcp("eni-a1", s3, 443, Some(40000)))
+            .unwrap()
+            .found
+    );
+    let a = analyze(
+        &w,
+        &tcp(
+            "eni-a1",
+            Target::Address(ip("203.0.113.10")),
+            443,
+            Some(40000),
+        ),
+    )
+    .unwrap();
+    assert_eq!(codes(&a), ["ENI_SG_RULES_MISMATCH"]);
+}
+
+#[test]
+fn from_the_internet_needs_a_public_ip_a_group_rule_and_a_way_back() {
+    let mut w = nat_world();
+    let from_internet = |to: &str| Query {
+        source: Source::Internet {
+            igw: None,
+            ip: None,
+        },
+        target: eni(to),
+        protocol: Protocol::Tcp,
+        port: Some(22),
+        source_port: Some(50000),
+    };
+    let a = analyze(&w, &from_internet("eni-a2")).unwrap();
+    assert_eq!(codes(&a), ["IGW_PRIVATE_IP_ASSOCIATION_FOR_INGRESS"]);
+    // eni-a2 gets a public IP, but its subnet's replies leave through the NAT gateway.
+    associate_eip(&mut w, "eni-a2", "198.51.100.40");
+    let a = analyze(&w, &from_internet("eni-a2")).unwrap();
+    assert_eq!(codes(&a), ["NO_ROUTE_TO_DESTINATION"]);
+    assert!(a.explanations[0].on_return);
+    // Moved to the public subnet's table, it works.
+    w.route_tables
+        .get_mut("rtb-public")
+        .unwrap()
+        .associations
+        .push(RouteTableAssociation {
+            id: "rtbassoc-x".into(),
+            subnet_id: Some("subnet-a".into()),
+            gateway_id: None,
+            main: false,
+        });
+    w.route_tables
+        .get_mut("rtb-private")
+        .unwrap()
+        .associations
+        .clear();
+    assert!(analyze(&w, &from_internet("eni-a2")).unwrap().found);
+    // By public address, too; and a group without the rule stops it.
+    let by_address = Query {
+        target: Target::Address(ip("198.51.100.40")),
+        ..from_internet("eni-a2")
+    };
+    assert!(analyze(&w, &by_address).unwrap().found);
+    w.security_groups
+        .insert("sg-closed".into(), group("sg-closed", vec![], vec![]));
+    w.network_interfaces.get_mut("eni-a2").unwrap().group_ids = vec!["sg-closed".into()];
+    assert_eq!(
+        codes(&analyze(&w, &by_address).unwrap()),
+        ["ENI_SG_RULES_MISMATCH"]
+    );
+}
+
+#[test]
+fn unknown_names_are_query_errors() {
+    let w = open_world();
+    assert!(analyze(&w, &tcp("eni-nope", eni("eni-b1"), 1, None)).is_err());
+    assert!(analyze(
+        &w,
+        &tcp("eni-a1", Target::VpcEndpoint("vpce-nope".into()), 1, None)
+    )
+    .is_err());
+    let no_igw = Query {
+        source: Source::Internet {
+            igw: None,
+            ip: None,
+        },
+        ..tcp("eni-a1", eni("eni-b1"), 1, None)
+    };
+    assert!(analyze(&w, &no_igw).is_err());
+}
+
+#[test]
+fn all_ports_reports_the_first_port_that_fails() {
+    let mut w = open_world();
+    let web = group(
+        "sg-web",
+        vec![rule("tcp", Some(1), Some(1023), cidr("10.0.0.0/16"))],
+        vec![],
+    );
+    w.security_groups.insert("sg-web".into(), web);
+    w.network_interfaces.get_mut("eni-b1").unwrap().group_ids = vec!["sg-web".into()];
+    let q = tcp("eni-a1", eni("eni-b1"), 0, Some(40000));
+    assert!(analyze_all_ports(&w, &q, (1, 1023)).unwrap().is_ok());
+    let failing = analyze_all_ports(&w, &q, (1, 65535)).unwrap().unwrap_err();
+    assert_eq!(failing.packet.dst_port, 1024);
+}

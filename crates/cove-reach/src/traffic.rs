@@ -1,0 +1,250 @@
+//! Packets and what one security-group rule or network-ACL entry matches,
+//! read straight from the stored resources (not from the data plane's
+//! compiled plan, so the differential test compares two independent
+//! readings of the same configuration).
+
+use cove_model::cidr::Cidr;
+use cove_model::region;
+use cove_model::vpc::{NaclEntry, SecurityGroup, SgPeer, SgRule};
+use cove_model::world::World;
+use serde::Serialize;
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Icmp,
+}
+
+impl Protocol {
+    pub fn parse(s: &str) -> Option<Protocol> {
+        match s.to_ascii_lowercase().as_str() {
+            "tcp" | "6" => Some(Protocol::Tcp),
+            "udp" | "17" => Some(Protocol::Udp),
+            "icmp" | "1" => Some(Protocol::Icmp),
+            _ => None,
+        }
+    }
+
+    pub fn number(self) -> u8 {
+        match self {
+            Protocol::Tcp => 6,
+            Protocol::Udp => 17,
+            Protocol::Icmp => 1,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Icmp => "icmp",
+        }
+    }
+
+    pub fn has_ports(self) -> bool {
+        self != Protocol::Icmp
+    }
+}
+
+/// One packet: ports for TCP and UDP, type and code for ICMP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Packet {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub protocol: Protocol,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+}
+
+impl Packet {
+    pub fn new(
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        protocol: Protocol,
+        src_port: u16,
+        dst_port: u16,
+    ) -> Packet {
+        let (icmp_type, icmp_code) = if protocol == Protocol::Icmp {
+            (8, 0)
+        } else {
+            (0, 0)
+        };
+        Packet {
+            src,
+            dst,
+            protocol,
+            src_port,
+            dst_port,
+            icmp_type,
+            icmp_code,
+        }
+    }
+
+    /// The packet the destination sends back (an echo request is answered by an echo reply).
+    pub fn reply(&self) -> Packet {
+        Packet {
+            src: self.dst,
+            dst: self.src,
+            src_port: self.dst_port,
+            dst_port: self.src_port,
+            icmp_type: if self.protocol == Protocol::Icmp && self.icmp_type == 8 {
+                0
+            } else {
+                self.icmp_type
+            },
+            ..*self
+        }
+    }
+
+    pub fn with_src(&self, src: Ipv4Addr) -> Packet {
+        Packet { src, ..*self }
+    }
+
+    pub fn with_dst(&self, dst: Ipv4Addr) -> Packet {
+        Packet { dst, ..*self }
+    }
+}
+
+/// A rule's protocol: `None` is every protocol (`-1`); an unknown name
+/// counts as every protocol, the way the data plane reads it.
+fn rule_protocol(p: &str) -> Option<u8> {
+    match p {
+        "-1" | "all" => None,
+        "tcp" | "6" => Some(6),
+        "udp" | "17" => Some(17),
+        "icmp" | "1" => Some(1),
+        other => other.parse().ok(),
+    }
+}
+
+fn port_of(v: Option<i64>) -> u16 {
+    v.unwrap_or(0).clamp(0, 65535) as u16
+}
+
+/// ICMP type or code of a rule: absent or -1 means any.
+fn icmp_field_matches(rule: Option<i64>, value: u8) -> bool {
+    match rule {
+        Some(x) if x >= 0 => x.min(255) as u8 == value,
+        _ => true,
+    }
+}
+
+/// Whether a rule's protocol and ports (or ICMP type and code) match a packet.
+fn traffic_matches(
+    protocol: &str,
+    ports: (Option<i64>, Option<i64>),
+    icmp: (Option<i64>, Option<i64>),
+    p: &Packet,
+) -> bool {
+    let Some(number) = rule_protocol(protocol) else {
+        return true;
+    };
+    if number != p.protocol.number() {
+        return false;
+    }
+    match p.protocol {
+        Protocol::Tcp | Protocol::Udp => {
+            (port_of(ports.0)..=port_of(ports.1)).contains(&p.dst_port)
+        }
+        Protocol::Icmp => {
+            icmp_field_matches(icmp.0, p.icmp_type) && icmp_field_matches(icmp.1, p.icmp_code)
+        }
+    }
+}
+
+/// A CIDR as a rule reads it; one that does not parse matches everything, as in the data plane.
+pub fn rule_cidr(s: &str) -> Cidr {
+    s.parse().unwrap_or(Cidr { base: 0, prefix: 0 })
+}
+
+pub fn sg_rule_matches(
+    world: &World,
+    vpc_id: &str,
+    rule: &SgRule,
+    p: &Packet,
+    peer: Ipv4Addr,
+) -> bool {
+    // For a security group rule, ICMP type and code are in FromPort and ToPort.
+    let icmp = (rule.from_port, rule.to_port);
+    traffic_matches(&rule.protocol, (rule.from_port, rule.to_port), icmp, p)
+        && sg_peer_contains(world, vpc_id, &rule.peer, peer)
+}
+
+/// Whether `ip` is what a rule's peer names: a CIDR, a prefix list's CIDRs,
+/// or the private address of an ENI of this VPC in the referenced group.
+pub fn sg_peer_contains(world: &World, vpc_id: &str, peer: &SgPeer, ip: Ipv4Addr) -> bool {
+    match peer {
+        SgPeer::Cidr { cidr } => rule_cidr(cidr).contains_addr(ip),
+        SgPeer::PrefixList { id } => prefix_list_contains(world, vpc_id, id, ip),
+        SgPeer::Group { group_id, .. } => group_has_member(world, vpc_id, group_id, ip),
+    }
+}
+
+pub fn group_has_member(world: &World, vpc_id: &str, group_id: &str, ip: Ipv4Addr) -> bool {
+    world.network_interfaces.values().any(|e| {
+        e.vpc_id == vpc_id
+            && e.group_ids.iter().any(|g| g == group_id)
+            && e.private_ip.parse::<Ipv4Addr>().ok() == Some(ip)
+    })
+}
+
+pub fn prefix_list_cidrs(world: &World, vpc_id: &str, id: &str) -> Vec<Cidr> {
+    let region = world
+        .vpcs
+        .get(vpc_id)
+        .map(|v| v.region.clone())
+        .unwrap_or_default();
+    region::prefix_lists(&region)
+        .into_iter()
+        .filter(|(pl, _, _)| pl == id)
+        .flat_map(|(_, _, cidrs)| cidrs.into_iter().filter_map(|c| c.parse().ok()))
+        .collect()
+}
+
+fn prefix_list_contains(world: &World, vpc_id: &str, id: &str, ip: Ipv4Addr) -> bool {
+    prefix_list_cidrs(world, vpc_id, id)
+        .iter()
+        .any(|c| c.contains_addr(ip))
+}
+
+pub fn acl_entry_matches(e: &NaclEntry, p: &Packet) -> bool {
+    let peer = if e.egress { p.dst } else { p.src };
+    traffic_matches(
+        &e.protocol,
+        (e.from_port, e.to_port),
+        (e.icmp_type, e.icmp_code),
+        p,
+    ) && rule_cidr(&e.cidr).contains_addr(peer)
+}
+
+/// The first rule of any of the groups that admits the packet, in the groups' order.
+pub fn admitting_rule<'w>(
+    world: &'w World,
+    vpc_id: &str,
+    groups: &[&'w SecurityGroup],
+    p: &Packet,
+    egress: bool,
+) -> Option<(&'w SecurityGroup, &'w SgRule)> {
+    let peer = if egress { p.dst } else { p.src };
+    groups.iter().find_map(|g| {
+        let rules = if egress { &g.egress } else { &g.ingress };
+        rules
+            .iter()
+            .find(|r| sg_rule_matches(world, vpc_id, r, p, peer))
+            .map(|r| (*g, r))
+    })
+}
+
+/// Private (RFC 1918) and shared (RFC 6598) ranges, which internet gateways refuse to carry.
+pub fn is_rfc1918(ip: Ipv4Addr) -> bool {
+    ip.is_private()
+}
+
+pub fn is_rfc6598(ip: Ipv4Addr) -> bool {
+    rule_cidr("100.64.0.0/10").contains_addr(ip)
+}
