@@ -738,7 +738,7 @@ impl<'w> Walk<'w> {
             Via::Igw(id) => self.through_igw(n, p, &id),
             Via::GatewayEndpoint(id) => self.through_gateway_endpoint(n, p, &id),
             Via::Nat(id) if depth < 2 => self.through_nat(n, p, &id, depth),
-            Via::Nat(id) | Via::Appliance(id) => self.into_appliance(p, &id),
+            Via::Nat(id) | Via::Appliance(id) => self.hand_to_appliance(p, &id),
         }
     }
 
@@ -819,7 +819,7 @@ impl<'w> Walk<'w> {
     fn through_nat(&mut self, n: &Node<'w>, p: &Packet, id: &str, depth: u8) {
         let nat = &self.world.nat_gateways[id];
         let Ok(nat_node) = node(self.world, &nat.network_interface_id) else {
-            return self.into_appliance(p, id);
+            return self.hand_to_appliance(p, id);
         };
         self.acl(nat_node.subnet, p, false, false);
         let translated = p.with_src(nat_node.ip);
@@ -837,7 +837,7 @@ impl<'w> Walk<'w> {
 
     /// A route to an ENI (or a NAT gateway behind another NAT): the packet
     /// is handed to something whose forwarding Cove does not model.
-    fn into_appliance(&mut self, p: &Packet, id: &str) {
+    fn hand_to_appliance(&mut self, p: &Packet, id: &str) {
         let kind = if id.starts_with("nat-") {
             Kind::NatGateway
         } else {
@@ -856,7 +856,7 @@ impl<'w> Walk<'w> {
     }
 
     /// From the internet to an ENI's public address, and the reply, which must leave through the same gateway.
-    fn from_internet(&mut self, igw: &InternetGateway, dst: &Node<'w>, p: &Packet) {
+    fn enter_from_internet(&mut self, igw: &InternetGateway, dst: &Node<'w>, p: &Packet) {
         let vpc_id = dst.eni.vpc_id.clone();
         let component = Component::new(Kind::InternetGateway, &igw.id);
         let Some(public) = public_ip(self.world, &vpc_id, dst.ip) else {
@@ -1099,7 +1099,7 @@ fn walk_once<'w>(world: &'w World, plan: &Plan<'w>, p: Packet) -> Analysis {
         exit: None,
     };
     match &plan.start {
-        Start::Internet { igw, dst, .. } => w.from_internet(igw, dst, &p),
+        Start::Internet { igw, dst, .. } => w.enter_from_internet(igw, dst, &p),
         Start::Eni(src) => {
             w.eni_hop(src, &p, false, false);
             w.groups(src, &p, true);
