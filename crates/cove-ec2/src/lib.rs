@@ -7,6 +7,7 @@ mod common;
 mod endpoints;
 pub mod flow_logs;
 mod gateways;
+pub mod insights;
 mod interfaces;
 mod misc;
 mod network_acls;
@@ -201,6 +202,12 @@ impl Service for Ec2Service {
             "CreateFlowLogs" => flow_logs::create_flow_logs(&r),
             "DeleteFlowLogs" => flow_logs::delete_flow_logs(&r),
             "DescribeFlowLogs" => flow_logs::describe_flow_logs(&r),
+            "CreateNetworkInsightsPath" => insights::create_path(&r),
+            "DescribeNetworkInsightsPaths" => insights::describe_paths(&r),
+            "DeleteNetworkInsightsPath" => insights::delete_path(&r),
+            "StartNetworkInsightsAnalysis" => insights::start_analysis(&r),
+            "DescribeNetworkInsightsAnalyses" => insights::describe_analyses(&r),
+            "DeleteNetworkInsightsAnalysis" => insights::delete_analysis(&r),
             "CreateTags" => tags::create_tags(&r),
             "DeleteTags" => tags::delete_tags(&r),
             "DescribeTags" => tags::describe_tags(&r),

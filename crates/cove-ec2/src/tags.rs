@@ -106,6 +106,22 @@ fn resource_type(world: &World, id: &str, region: &str) -> AwsResult<&'static st
             "vpc-flow-log",
             flow_log_not_found,
         ),
+        "nip" => found(
+            world
+                .network_insights_paths
+                .get(id)
+                .is_some_and(|x| x.region == region),
+            "network-insights-path",
+            crate::insights::path_not_found,
+        ),
+        "nia" => found(
+            world
+                .network_insights_analyses
+                .get(id)
+                .is_some_and(|x| x.region == region),
+            "network-insights-analysis",
+            crate::insights::analysis_not_found,
+        ),
         _ => Err(AwsError::client(
             "InvalidID",
             format!("The ID '{id}' is not valid"),

@@ -252,3 +252,41 @@ impl FlowLog {
 
 /// The version-2 default flow-log format.
 pub const DEFAULT_FLOW_LOG_FORMAT: &str = "${version} ${account-id} ${interface-id} ${srcaddr} ${dstaddr} ${srcport} ${dstport} ${protocol} ${packets} ${bytes} ${start} ${end} ${action} ${log-status}";
+
+/// A Reachability Analyzer path: what to analyze, from where to where.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetworkInsightsPath {
+    pub id: String,
+    pub region: String,
+    pub arn: String,
+    pub created_date: String,
+    pub source: String,
+    pub source_arn: String,
+    pub destination: Option<String>,
+    pub destination_arn: Option<String>,
+    pub source_ip: Option<String>,
+    pub destination_ip: Option<String>,
+    /// `tcp` or `udp`.
+    pub protocol: String,
+    pub destination_port: Option<i64>,
+    pub client_token: Option<String>,
+}
+
+/// One run of the analysis of a path: a snapshot of its result, rendered in
+/// the API's shape when it ran (later configuration changes do not alter it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetworkInsightsAnalysis {
+    pub id: String,
+    pub region: String,
+    pub arn: String,
+    pub path_id: String,
+    pub start_date: String,
+    /// `running`, `succeeded` or `failed`.
+    pub status: String,
+    pub status_message: Option<String>,
+    pub network_path_found: Option<bool>,
+    pub forward_path_components: serde_json::Value,
+    pub return_path_components: serde_json::Value,
+    pub explanations: serde_json::Value,
+    pub client_token: Option<String>,
+}

@@ -25,6 +25,8 @@ pub struct World {
     pub vpc_endpoints: OrdMap<String, VpcEndpoint>,
     pub network_interfaces: OrdMap<String, NetworkInterface>,
     pub flow_logs: OrdMap<String, FlowLog>,
+    pub network_insights_paths: OrdMap<String, NetworkInsightsPath>,
+    pub network_insights_analyses: OrdMap<String, NetworkInsightsAnalysis>,
     /// SageMaker jobs by `<kind>/<name>` (`training-job/my-job`).
     pub sagemaker_jobs: OrdMap<String, SageMakerJob>,
     /// Temporary credentials by access key id.
@@ -86,6 +88,18 @@ resource!(
     id
 );
 resource!(FlowLog, "flow_log", flow_logs, id);
+resource!(
+    NetworkInsightsPath,
+    "network_insights_path",
+    network_insights_paths,
+    id
+);
+resource!(
+    NetworkInsightsAnalysis,
+    "network_insights_analysis",
+    network_insights_analyses,
+    id
+);
 resource!(StsSession, "sts_session", sts_sessions, access_key_id);
 
 // SageMaker resources are stored under `<kind>/<name>`, which their ARN's
@@ -148,6 +162,8 @@ impl World {
             "vpc_endpoint" => put::<VpcEndpoint>(self, key, doc),
             "network_interface" => put::<NetworkInterface>(self, key, doc),
             "flow_log" => put::<FlowLog>(self, key, doc),
+            "network_insights_path" => put::<NetworkInsightsPath>(self, key, doc),
+            "network_insights_analysis" => put::<NetworkInsightsAnalysis>(self, key, doc),
             "sagemaker_job" => put::<SageMakerJob>(self, key, doc),
             "sts_session" => put::<StsSession>(self, key, doc),
             "sagemaker_definition" => put::<SageMakerDefinition>(self, key, doc),

@@ -525,3 +525,144 @@ fn all_ports_reports_the_first_port_that_fails() {
     let failing = analyze_all_ports(&w, &q, (1, 65535)).unwrap().unwrap_err();
     assert_eq!(failing.packet.dst_port, 1024);
 }
+
+mod sagemaker_checks {
+    use super::*;
+    use crate::sagemaker::*;
+    use serde_json::json;
+
+    fn request(count: u64, groups: &[&str]) -> serde_json::Value {
+        json!({
+            "RoleArn": "arn:aws:iam::123456789012:role/Train",
+            "InputDataConfig": [{"ChannelName": "train", "DataSource": {"S3DataSource": {"S3Uri": "s3://data/train/"}}}],
+            "OutputDataConfig": {"S3OutputPath": "s3://out/models"},
+            "ResourceConfig": {"InstanceCount": count},
+            "VpcConfig": {"Subnets": ["subnet-a"], "SecurityGroupIds": groups},
+        })
+    }
+
+    fn job(count: u64, groups: &[&str]) -> JobNetwork {
+        JobNetwork::from_request(false, &request(count, groups), "us-east-1", ACCOUNT).unwrap()
+    }
+
+    fn private_world() -> World {
+        let mut w = open_world();
+        w.route_tables.clear();
+        add_route_table(&mut w, "rtb-private", &[], vec![]);
+        w
+    }
+
+    fn check<'c>(checks: &'c [Check], name: &str) -> &'c Check {
+        checks
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no {name} in {checks:#?}"))
+    }
+
+    #[test]
+    fn the_request_gives_subnets_groups_and_s3_locations() {
+        let j = job(2, &["sg-open"]);
+        assert_eq!(j.instance_count, 2);
+        assert_eq!(j.reads[0].bucket, "data");
+        assert_eq!(j.writes[0].key, "models");
+        assert!(JobNetwork::from_request(false, &json!({}), "us-east-1", ACCOUNT).is_none());
+    }
+
+    #[test]
+    fn a_private_subnet_needs_an_s3_endpoint_and_its_policy() {
+        let mut w = private_world();
+        let none = |_: &str| None;
+        let checks = check_job(&w, &job(1, &["sg-open"]), &none);
+        let download = check(&checks, "S3 data download");
+        assert!(!download.ok && download.required);
+        assert!(
+            download.detail.contains("NO_ROUTE_TO_DESTINATION"),
+            "{}",
+            download.detail
+        );
+        assert!(!check(&checks, "Internet access").ok);
+        assert_eq!(warnings(&checks).len(), 2);
+
+        add_s3_gateway_endpoint(&mut w, "vpce-s3", &["rtb-private"]);
+        let checks = check_job(&w, &job(1, &["sg-open"]), &none);
+        assert!(check(&checks, "S3 data download").ok);
+        assert!(check(&checks, "Artifact upload").detail.contains("vpce-s3"));
+        assert!(warnings(&checks).is_empty());
+
+        // An endpoint policy that allows reads only breaks the upload.
+        w.vpc_endpoints.get_mut("vpce-s3").unwrap().policy_document = Some(
+            json!({"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "*"}]}).to_string(),
+        );
+        let checks = check_job(&w, &job(1, &["sg-open"]), &none);
+        assert!(check(&checks, "S3 data download").ok);
+        let upload = check(&checks, "Artifact upload");
+        assert!(
+            !upload.ok && upload.detail.contains("policy of endpoint vpce-s3"),
+            "{}",
+            upload.detail
+        );
+
+        // A bucket policy that denies requests from outside the endpoint breaks nothing here…
+        let deny_elsewhere = json!({"Statement": [{"Effect": "Deny", "Principal": "*", "Action": "s3:*", "Resource": "*",
+            "Condition": {"StringNotEquals": {"aws:SourceVpce": "vpce-s3"}}}]})
+        .to_string();
+        let policy = |b: &str| (b == "data").then(|| deny_elsewhere.clone());
+        assert!(
+            check(
+                &check_job(&w, &job(1, &["sg-open"]), &policy),
+                "S3 data download"
+            )
+            .ok
+        );
+        // …but one that names another endpoint does.
+        let other = deny_elsewhere.replace("vpce-s3", "vpce-other");
+        let policy = |b: &str| (b == "data").then(|| other.clone());
+        let d = check_job(&w, &job(1, &["sg-open"]), &policy);
+        assert!(check(&d, "S3 data download")
+            .detail
+            .contains("policy of bucket data denies"));
+    }
+
+    #[test]
+    fn distributed_jobs_need_their_group_to_admit_itself() {
+        let mut w = private_world();
+        add_s3_gateway_endpoint(&mut w, "vpce-s3", &["rtb-private"]);
+        let https_only = group(
+            "sg-https",
+            vec![rule("tcp", Some(443), Some(443), cidr("10.0.0.0/16"))],
+            vec![rule("-1", None, None, cidr("0.0.0.0/0"))],
+        );
+        w.security_groups.insert("sg-https".into(), https_only);
+        let checks = check_job(&w, &job(2, &["sg-https"]), &|_| None);
+        let between = check(&checks, "Traffic between hosts");
+        assert!(!between.ok, "{between:#?}");
+        assert!(between.detail.contains("ENI_SG_RULES_MISMATCH"));
+
+        let self_ref = group(
+            "sg-self",
+            vec![rule(
+                "-1",
+                None,
+                None,
+                SgPeer::Group {
+                    group_id: "sg-self".into(),
+                    user_id: ACCOUNT.into(),
+                },
+            )],
+            vec![rule("-1", None, None, cidr("0.0.0.0/0"))],
+        );
+        w.security_groups.insert("sg-self".into(), self_ref);
+        let checks = check_job(&w, &job(2, &["sg-self"]), &|_| None);
+        assert!(check(&checks, "Traffic between hosts").ok);
+        assert!(warnings(&checks).is_empty());
+    }
+
+    #[test]
+    fn unknown_subnets_are_reported() {
+        let w = private_world();
+        let mut j = job(1, &["sg-open"]);
+        j.subnets = vec!["subnet-nope".into()];
+        let checks = check_job(&w, &j, &|_| None);
+        assert!(!checks[0].ok && checks[0].detail.contains("subnet-nope"));
+    }
+}

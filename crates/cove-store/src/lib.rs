@@ -113,6 +113,18 @@ impl Store {
         Ok(store)
     }
 
+    /// The world stored at `path`, read without writing anything, beside a
+    /// running server (WAL readers never block its writer): for client
+    /// commands such as `cove reach` and for test harnesses.
+    pub fn read_world(path: &Path) -> anyhow::Result<World> {
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(|| format!("opening {} read-only", path.display()))?;
+        load(&conn)
+    }
+
     /// An in-memory store, for unit tests of the handlers.
     pub fn in_memory() -> anyhow::Result<Store> {
         Self::from_connection(Connection::open_in_memory()?)

@@ -1,0 +1,429 @@
+//! SageMaker-aware checks: given a training or processing job's request,
+//! say before it runs whether its hosts, placed in its subnets with its
+//! security groups, can download their S3 data, upload their artifacts,
+//! reach each other (distributed jobs) and reach the internet, and why not.
+//! Besides the network path, the gateway endpoint's policy and the bucket
+//! policy are evaluated for the job role's session, as S3 will.
+
+use crate::walk::*;
+use crate::Protocol;
+use cove_model::cidr::Cidr;
+use cove_model::policy::{Decision, Kind as PolicyKind, Policy, RequestContext};
+use cove_model::region;
+use cove_model::vpc::NetworkInterface;
+use cove_model::world::World;
+use serde::Serialize;
+use serde_json::Value;
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct S3Location {
+    pub bucket: String,
+    pub key: String,
+}
+
+impl S3Location {
+    pub fn parse(uri: &str) -> Option<S3Location> {
+        let rest = uri.strip_prefix("s3://")?;
+        let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
+        (!bucket.is_empty()).then(|| S3Location {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+        })
+    }
+
+    fn uri(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.key)
+    }
+}
+
+/// What a job needs from the network, read from its Create request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobNetwork {
+    pub region: String,
+    pub account: String,
+    pub subnets: Vec<String>,
+    pub security_groups: Vec<String>,
+    pub instance_count: usize,
+    pub reads: Vec<S3Location>,
+    pub writes: Vec<S3Location>,
+    pub role_arn: Option<String>,
+    pub network_isolation: bool,
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect()
+}
+
+fn locations<'v>(uris: impl Iterator<Item = &'v Value>) -> Vec<S3Location> {
+    uris.filter_map(|u| u.as_str().and_then(S3Location::parse))
+        .collect()
+}
+
+impl JobNetwork {
+    /// From a CreateTrainingJob or CreateProcessingJob request (`processing`
+    /// selects the latter's shape); `None` when the job has no `VpcConfig`.
+    pub fn from_request(
+        processing: bool,
+        request: &Value,
+        region: &str,
+        account: &str,
+    ) -> Option<JobNetwork> {
+        let (vpc, isolation, count, reads, writes) = if processing {
+            let net = &request["NetworkConfig"];
+            let inputs = request["ProcessingInputs"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let outputs = request["ProcessingOutputConfig"]["Outputs"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            (
+                net.get("VpcConfig")?,
+                net["EnableNetworkIsolation"].as_bool().unwrap_or(false),
+                request["ProcessingResources"]["ClusterConfig"]["InstanceCount"].as_u64(),
+                locations(inputs.iter().map(|i| &i["S3Input"]["S3Uri"])),
+                locations(outputs.iter().map(|o| &o["S3Output"]["S3Uri"])),
+            )
+        } else {
+            let channels = request["InputDataConfig"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            let mut reads = locations(
+                channels
+                    .iter()
+                    .map(|c| &c["DataSource"]["S3DataSource"]["S3Uri"]),
+            );
+            // Script mode's source archive comes through the same ENI.
+            if let Some(dir) = request["HyperParameters"]["sagemaker_submit_directory"].as_str() {
+                reads.extend(S3Location::parse(dir.trim_matches('"')));
+            }
+            let checkpoint = locations(std::iter::once(&request["CheckpointConfig"]["S3Uri"]));
+            reads.extend(checkpoint.clone());
+            let mut writes = locations(std::iter::once(
+                &request["OutputDataConfig"]["S3OutputPath"],
+            ));
+            writes.extend(checkpoint);
+            (
+                request.get("VpcConfig")?,
+                request["EnableNetworkIsolation"].as_bool().unwrap_or(false),
+                request["ResourceConfig"]["InstanceCount"].as_u64(),
+                reads,
+                writes,
+            )
+        };
+        Some(JobNetwork {
+            region: region.to_string(),
+            account: account.to_string(),
+            subnets: strings(&vpc["Subnets"]),
+            security_groups: strings(&vpc["SecurityGroupIds"]),
+            instance_count: count.unwrap_or(1).max(1) as usize,
+            reads,
+            writes,
+            role_arn: request["RoleArn"].as_str().map(str::to_string),
+            network_isolation: isolation,
+        })
+    }
+
+    /// The principal S3 sees: the role's session as SageMaker assumes it.
+    fn principal(&self) -> String {
+        let role = self
+            .role_arn
+            .as_deref()
+            .and_then(|r| r.rsplit('/').next())
+            .unwrap_or("SageMakerRole");
+        format!(
+            "arn:aws:sts::{}:assumed-role/{role}/SageMaker",
+            self.account
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// `S3 data download`, `Artifact upload`, `Traffic between hosts`, `Internet access`.
+    pub name: String,
+    /// The subnet (of the first host placed there) the check is about.
+    pub subnet: String,
+    /// Whether the job fails without it (internet access is informational).
+    pub required: bool,
+    pub ok: bool,
+    /// Why not, or how (the path's gateway or endpoint).
+    pub detail: String,
+    pub analysis: Option<Analysis>,
+}
+
+/// The job's hosts as ENIs it would get: round-robin over its subnets, each
+/// on the next free address, in a copy of the world.
+fn place_hosts(world: &World, job: &JobNetwork) -> Result<(World, Vec<String>), String> {
+    let mut w = world.clone();
+    let mut ids = Vec::new();
+    if job.subnets.is_empty() {
+        return Err("the VpcConfig names no subnets".into());
+    }
+    for i in 0..job.instance_count {
+        let subnet_id = &job.subnets[i % job.subnets.len()];
+        let subnet = w
+            .subnets
+            .get(subnet_id)
+            .cloned()
+            .ok_or_else(|| format!("The subnet '{subnet_id}' does not exist"))?;
+        for g in &job.security_groups {
+            if !w.security_groups.contains_key(g) {
+                return Err(format!("The security group '{g}' does not exist"));
+            }
+        }
+        let cidr: Cidr = subnet
+            .cidr
+            .parse()
+            .map_err(|_| format!("{subnet_id} has no valid CIDR"))?;
+        let used: Vec<String> = w
+            .network_interfaces
+            .values()
+            .map(|e| e.private_ip.clone())
+            .collect();
+        let ip = (4..cidr.size().min(1 << 16) as u32)
+            .map(|n| cidr.nth(n))
+            .find(|a| !cidr.is_reserved(*a) && !used.contains(&a.to_string()))
+            .ok_or_else(|| format!("{subnet_id} has no free address"))?;
+        let id = format!("eni-algo-{}", i + 1);
+        w.network_interfaces.insert(
+            id.clone(),
+            NetworkInterface {
+                id: id.clone(),
+                region: subnet.region.clone(),
+                vpc_id: subnet.vpc_id.clone(),
+                subnet_id: subnet.id.clone(),
+                availability_zone: subnet.availability_zone.clone(),
+                private_ip: ip.to_string(),
+                mac_address: String::new(),
+                description: format!("algo-{} (planned)", i + 1),
+                group_ids: job.security_groups.clone(),
+                status: "in-use".into(),
+                interface_type: "interface".into(),
+                requester_managed: true,
+                requester_id: None,
+                source_dest_check: true,
+                attachment: None,
+            },
+        );
+        ids.push(id);
+    }
+    Ok((w, ids))
+}
+
+fn s3_address() -> Ipv4Addr {
+    region::S3_ADDRESS.parse().expect("constant")
+}
+
+/// The policy verdicts S3 would give the job's requests that came along `a`.
+fn policy_problems(
+    w: &World,
+    job: &JobNetwork,
+    a: &Analysis,
+    action: &str,
+    locations: &[S3Location],
+    bucket_policy: &dyn Fn(&str) -> Option<String>,
+) -> Vec<String> {
+    let endpoint = a
+        .forward
+        .iter()
+        .find(|h| h.component.kind == Kind::VpcEndpoint)
+        .and_then(|h| w.vpc_endpoints.get(&h.component.id));
+    let mut problems = Vec::new();
+    for loc in locations {
+        let resource = format!("arn:aws:s3:::{}/{}", loc.bucket, loc.key);
+        let mut cx = RequestContext::new(action, &resource, &job.principal(), &job.account);
+        cx.set("aws:SecureTransport", "true");
+        if let Some(e) = endpoint {
+            cx.set("aws:SourceVpce", e.id.clone());
+            cx.set("aws:SourceVpc", e.vpc_id.clone());
+            if let Some(doc) = &e.policy_document {
+                let allowed = Policy::parse(doc, PolicyKind::Endpoint)
+                    .map(|p| p.evaluate(&cx) == Decision::Allow)
+                    .unwrap_or(false);
+                if !allowed {
+                    problems.push(format!(
+                        "the policy of endpoint {} does not allow {action} on {}",
+                        e.id,
+                        loc.uri()
+                    ));
+                }
+            }
+        }
+        if let Some(doc) = bucket_policy(&loc.bucket) {
+            if Policy::parse(&doc, PolicyKind::Bucket)
+                .is_ok_and(|p| p.evaluate(&cx) == Decision::Deny)
+            {
+                problems.push(format!(
+                    "the policy of bucket {} denies {action} on {} to {}",
+                    loc.bucket,
+                    loc.uri(),
+                    job.principal()
+                ));
+            }
+        }
+    }
+    problems
+}
+
+fn way_out(a: &Analysis) -> String {
+    a.forward
+        .iter()
+        .rev()
+        .find(|h| {
+            matches!(
+                h.component.kind,
+                Kind::VpcEndpoint | Kind::InternetGateway | Kind::NatGateway
+            )
+        })
+        .map(|h| format!("through {} {}", h.component.kind.label(), h.component.id))
+        .unwrap_or_else(|| "inside the VPC".into())
+}
+
+fn why_not(a: &Analysis) -> String {
+    a.explanations
+        .iter()
+        .map(|e| format!("{}: {}", e.code, e.fix))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Every check for a job, per subnet its hosts would use.
+pub fn check_job(
+    world: &World,
+    job: &JobNetwork,
+    bucket_policy: &dyn Fn(&str) -> Option<String>,
+) -> Vec<Check> {
+    let (w, hosts) = match place_hosts(world, job) {
+        Ok(x) => x,
+        Err(e) => {
+            return vec![Check {
+                name: "VpcConfig".into(),
+                subnet: String::new(),
+                required: true,
+                ok: false,
+                detail: e,
+                analysis: None,
+            }]
+        }
+    };
+    let mut checks = Vec::new();
+    let mut seen_subnets = Vec::new();
+    for host in &hosts {
+        let subnet = w.network_interfaces[host].subnet_id.clone();
+        if seen_subnets.contains(&subnet) {
+            continue;
+        }
+        seen_subnets.push(subnet.clone());
+        let to = |target: Target| Query {
+            source: Source::Eni(host.clone()),
+            target,
+            protocol: Protocol::Tcp,
+            port: Some(443),
+            source_port: None,
+        };
+        let s3 = analyze(&w, &to(Target::Address(s3_address()))).ok();
+        for (name, action, locations) in [
+            ("S3 data download", "s3:GetObject", &job.reads),
+            ("Artifact upload", "s3:PutObject", &job.writes),
+        ] {
+            if locations.is_empty() {
+                continue;
+            }
+            let Some(a) = s3.clone() else { continue };
+            let (ok, detail) = if !a.found {
+                (
+                    false,
+                    format!("S3 is unreachable from {subnet}: {}", why_not(&a)),
+                )
+            } else {
+                let problems = policy_problems(&w, job, &a, action, locations, bucket_policy);
+                if problems.is_empty() {
+                    (true, format!("S3 is reached {}", way_out(&a)))
+                } else {
+                    (
+                        false,
+                        format!("S3 is reached {}, but {}", way_out(&a), problems.join("; ")),
+                    )
+                }
+            };
+            checks.push(Check {
+                name: name.into(),
+                subnet: subnet.clone(),
+                required: true,
+                ok,
+                detail,
+                analysis: Some(a),
+            });
+        }
+        if let Ok(a) = analyze(&w, &to(Target::Address(INTERNET_HOST))) {
+            let (ok, detail) = if job.network_isolation {
+                (
+                    false,
+                    "the job runs with network isolation: its containers get no network".into(),
+                )
+            } else if a.found {
+                (true, format!("the internet is reached {}", way_out(&a)))
+            } else {
+                (false, format!("no internet access: {}", why_not(&a)))
+            };
+            checks.push(Check {
+                name: "Internet access".into(),
+                subnet: subnet.clone(),
+                required: false,
+                ok,
+                detail,
+                analysis: Some(a),
+            });
+        }
+    }
+    if hosts.len() > 1 {
+        let (a, b) = (&hosts[0], &hosts[1]);
+        let mut failure = None;
+        for (from, to) in [(a, b), (b, a)] {
+            let q = Query {
+                source: Source::Eni(from.clone()),
+                target: Target::Eni(to.clone()),
+                protocol: Protocol::Tcp,
+                port: None,
+                source_port: None,
+            };
+            if let Ok(Err(bad)) = analyze_all_ports(&w, &q, (1, 65535)) {
+                failure.get_or_insert(bad);
+            }
+        }
+        let subnet = w.network_interfaces[a].subnet_id.clone();
+        checks.push(Check {
+            name: "Traffic between hosts".into(),
+            subnet,
+            required: true,
+            ok: failure.is_none(),
+            detail: match &failure {
+                None => "algo-1 and algo-2 reach each other on every TCP port".into(),
+                Some(f) => format!(
+                    "TCP port {} between the hosts is blocked: {} (distributed jobs need a security group rule that admits all traffic from the group itself)",
+                    f.packet.dst_port,
+                    why_not(f)
+                ),
+            },
+            analysis: failure,
+        });
+    }
+    checks
+}
+
+/// The one-line warnings for checks the job cannot do without.
+pub fn warnings(checks: &[Check]) -> Vec<String> {
+    checks
+        .iter()
+        .filter(|c| c.required && !c.ok)
+        .map(|c| format!("{} will fail ({}): {}", c.name, c.subnet, c.detail))
+        .collect()
+}

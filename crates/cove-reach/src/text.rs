@@ -1,0 +1,140 @@
+//! The terminal rendering of an analysis (`cove reach`): the verdict, the
+//! path hop by hop with what admitted the packet at each, and every
+//! blocking setting with what to change.
+
+use crate::walk::*;
+use crate::Packet;
+use cove_model::vpc::{RouteTarget, SgPeer};
+use std::fmt::Write;
+
+fn ports(p: Option<(i64, i64)>) -> String {
+    match p {
+        Some((a, b)) if a == b => format!(" port {a}"),
+        Some((a, b)) => format!(" ports {a}-{b}"),
+        None => String::new(),
+    }
+}
+
+fn protocol(p: &str) -> &str {
+    match p {
+        "-1" => "all traffic",
+        other => other,
+    }
+}
+
+fn hop_detail(h: &Hop) -> String {
+    if let Some(r) = &h.sg_rule {
+        let peer = match &r.peer {
+            SgPeer::Cidr { cidr } => cidr.clone(),
+            SgPeer::PrefixList { id } => format!("prefix list {id}"),
+            SgPeer::Group { group_id, .. } => format!("members of {group_id}"),
+        };
+        let way = if r.direction == "egress" {
+            "to"
+        } else {
+            "from"
+        };
+        return format!(
+            "{} rule {}: {}{} {way} {peer}",
+            r.direction,
+            r.rule_id,
+            protocol(&r.protocol),
+            ports(r.ports)
+        );
+    }
+    if let Some(r) = &h.acl_rule {
+        let number = if r.number == 32767 {
+            "*".to_string()
+        } else {
+            r.number.to_string()
+        };
+        return format!(
+            "{} entry {number}: {} {}{} {} {}",
+            if r.egress { "outbound" } else { "inbound" },
+            if r.allow { "allow" } else { "deny" },
+            protocol(&r.protocol),
+            ports(r.ports),
+            if r.egress { "to" } else { "from" },
+            r.cidr
+        );
+    }
+    if let Some(r) = &h.route {
+        let dest = r
+            .destination_cidr
+            .clone()
+            .or(r.destination_prefix_list.clone())
+            .unwrap_or_default();
+        let target = match &r.target {
+            RouteTarget::Local => "local".to_string(),
+            RouteTarget::Gateway(id)
+            | RouteTarget::NatGateway(id)
+            | RouteTarget::VpcEndpoint(id)
+            | RouteTarget::NetworkInterface(id) => id.clone(),
+        };
+        return format!("route {dest} -> {target} ({})", r.state);
+    }
+    if let (Some(i), Some(o)) = (&h.inbound, &h.outbound) {
+        if i != o {
+            return format!("translates {} to {}", packet_text(i), packet_text(o));
+        }
+    }
+    h.subnet
+        .clone()
+        .map(|s| format!("in {s}"))
+        .unwrap_or_default()
+}
+
+fn hops(out: &mut String, title: &str, hops: &[Hop]) {
+    if hops.is_empty() {
+        return;
+    }
+    let _ = writeln!(out, "{title}:");
+    for (i, h) in hops.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "  {:>2}. {:<18} {:<24} {}",
+            i + 1,
+            h.component.kind.label(),
+            h.component.id,
+            hop_detail(h)
+        );
+    }
+}
+
+/// The whole answer, as `cove reach` prints it.
+pub fn render_text(from: &str, to: &str, a: &Analysis) -> String {
+    let mut out = String::new();
+    let verdict = if a.found {
+        "REACHABLE"
+    } else {
+        "NOT REACHABLE"
+    };
+    let _ = writeln!(out, "{from} -> {to}: {verdict}");
+    let _ = writeln!(out, "packet: {}", packet(&a.packet));
+    hops(&mut out, "path", &a.forward);
+    hops(&mut out, "return path", &a.ret);
+    if !a.explanations.is_empty() {
+        let _ = writeln!(
+            out,
+            "blocked ({} setting{} to change):",
+            a.explanations.len(),
+            if a.explanations.len() == 1 { "" } else { "s" }
+        );
+        for e in &a.explanations {
+            let side = if e.on_return { " (reply)" } else { "" };
+            let _ = writeln!(
+                out,
+                "  - {}{side} at {} {}: {}",
+                e.code,
+                e.component.kind.label(),
+                e.component.id,
+                e.fix
+            );
+        }
+    }
+    out
+}
+
+fn packet(p: &Packet) -> String {
+    packet_text(p)
+}
