@@ -26,7 +26,7 @@ SERVICES = {
         "ReplaceRoute", "AssociateRouteTable", "DisassociateRouteTable", "ReplaceRouteTableAssociation",
         "CreateInternetGateway", "DeleteInternetGateway", "DescribeInternetGateways",
         "AttachInternetGateway", "DetachInternetGateway",
-        "AllocateAddress", "ReleaseAddress", "DescribeAddresses",
+        "AllocateAddress", "ReleaseAddress", "DescribeAddresses", "AssociateAddress", "DisassociateAddress",
         "CreateNatGateway", "DeleteNatGateway", "DescribeNatGateways",
         "CreateVpcEndpoint", "DeleteVpcEndpoints", "DescribeVpcEndpoints", "ModifyVpcEndpoint",
         "DescribeVpcEndpointServices", "DescribePrefixLists",

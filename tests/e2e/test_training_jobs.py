@@ -208,6 +208,10 @@ def test_private_subnet_without_endpoint_fails_with_aws_message(sm, bucket, priv
     assert d["FailureReason"] == DATA_DOWNLOAD_FAILED
     assert d["SecondaryStatus"] == "Failed"
     assert time.time() - started < 30, "a job that cannot reach S3 must fail in seconds"
+    # Cove said so when the job was created, and why (the reachability checks).
+    first = d["SecondaryStatusTransitions"][0]["StatusMessage"]
+    assert "Warning: S3 data download will fail" in first, first
+    assert "NO_ROUTE_TO_DESTINATION" in first and private_net["rt"] in first, first
 
 
 def test_network_isolation_blocks_the_container_but_not_its_data(ec2, s3, sm, bucket, private_net):
@@ -439,6 +443,8 @@ def test_two_instances_talk_only_with_the_self_referencing_rule(ec2, s3, sm, buc
     d = wait_for(sm, cut_off)
     assert d["TrainingJobStatus"] == "Failed"
     assert d["FailureReason"].startswith("AlgorithmError: algo-2 cannot reach algo-1"), d["FailureReason"]
+    first = d["SecondaryStatusTransitions"][0]["StatusMessage"]
+    assert "Traffic between hosts will fail" in first and "S3 data download" not in first, first
 
     ec2.authorize_security_group_ingress(GroupId=private_net["sg"], IpPermissions=[
         {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": private_net["sg"]}]}])
@@ -447,6 +453,7 @@ def test_two_instances_talk_only_with_the_self_referencing_rule(ec2, s3, sm, buc
     d = wait_for(sm, together)
     assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
     assert model_of(s3, bucket, together) == {"peers": ["algo-2"]}
+    assert "Warning" not in d["SecondaryStatusTransitions"][0]["StatusMessage"]
 
 
 def test_a_running_job_survives_a_server_restart(fresh_cove):

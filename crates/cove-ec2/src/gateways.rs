@@ -349,6 +349,119 @@ pub fn release_address(r: &Req) -> AwsResult<Value> {
     })
 }
 
+/// Associates an Elastic IP with an ENI's private address: the internet
+/// gateway then translates between the two (the ENI becomes reachable from,
+/// and can reach, the internet).
+pub fn associate_address(r: &Req) -> AwsResult<Value> {
+    if r.str("InstanceId").is_some() {
+        return Err(AwsError::invalid_parameter_value(
+            "Cove has no EC2 instances: associate the address with a NetworkInterfaceId.",
+        ));
+    }
+    let allocation = r.required("AllocationId")?.to_string();
+    let eni_id = r.required("NetworkInterfaceId")?.to_string();
+    let private = r.str("PrivateIpAddress").map(str::to_string);
+    let reassociate = r.bool("AllowReassociation").unwrap_or(false);
+    let region = r.region().to_string();
+    r.write(|tx| {
+        let w = &tx.world;
+        let mut address = find::<Address>(w, &allocation, &region, |a| &a.region, allocation_not_found)?.clone();
+        let eni = find::<NetworkInterface>(w, &eni_id, &region, |e| &e.region, eni_not_found)?.clone();
+        if let Some(ip) = &private {
+            if *ip != eni.private_ip {
+                return Err(AwsError::invalid_parameter_value(format!(
+                    "The specified private IP address {ip} is not assigned to network interface {eni_id}"
+                )));
+            }
+        }
+        if !w
+            .internet_gateways
+            .values()
+            .any(|g| g.attached_vpc_id.as_deref() == Some(eni.vpc_id.as_str()))
+        {
+            return Err(AwsError::client(
+                "Gateway.NotAttached",
+                format!("Network {} is not attached to any internet gateway", eni.vpc_id),
+            ));
+        }
+        let taken = |a: &Address| {
+            a.association.as_ref().is_some_and(|x| x.network_interface_id == eni_id && x.private_ip == eni.private_ip)
+        };
+        if let Some(other) = w.addresses.values().find(|a| a.allocation_id != allocation && taken(a)) {
+            if !reassociate {
+                return Err(AwsError::client(
+                    "Resource.AlreadyAssociated",
+                    format!("resource {eni_id} is already associated with associate-id {}",
+                        other.association.as_ref().map(|x| x.association_id.as_str()).unwrap_or_default()),
+                ));
+            }
+            let mut other = other.clone();
+            other.association = None;
+            tx.put(other);
+        }
+        if let Some(current) = &address.association {
+            if !reassociate && current.network_interface_id != eni_id {
+                return Err(AwsError::client(
+                    "Resource.AlreadyAssociated",
+                    format!("resource {allocation} is already associated with associate-id {}", current.association_id),
+                ));
+            }
+        }
+        let association = AddressAssociation {
+            association_id: new_id("eipassoc"),
+            network_interface_id: eni_id.clone(),
+            private_ip: eni.private_ip.clone(),
+        };
+        let id = association.association_id.clone();
+        address.association = Some(association);
+        tx.put(address);
+        Ok(json!({"AssociationId": id}))
+    })
+}
+
+pub fn disassociate_address(r: &Req) -> AwsResult<Value> {
+    let region = r.region().to_string();
+    let by_id = r.str("AssociationId").map(str::to_string);
+    let by_ip = r.str("PublicIp").map(str::to_string);
+    r.write(|tx| {
+        let w = &tx.world;
+        let mut a = match (&by_id, &by_ip) {
+            (Some(id), _) => w
+                .addresses
+                .values()
+                .find(|a| {
+                    a.region == region
+                        && a.association
+                            .as_ref()
+                            .is_some_and(|x| &x.association_id == id)
+                })
+                .ok_or_else(|| association_not_found(id))?
+                .clone(),
+            (None, Some(ip)) => address_by_ip(w, ip, &region)?.clone(),
+            (None, None) => return Err(AwsError::missing_parameter("AssociationId")),
+        };
+        let Some(assoc) = &a.association else {
+            return Ok(json!({}));
+        };
+        if let Some(nat) = w
+            .nat_gateways
+            .values()
+            .find(|n| n.network_interface_id == assoc.network_interface_id)
+        {
+            return Err(AwsError::client(
+                "AuthFailure",
+                format!(
+                    "The address {} is used by NAT gateway {} and cannot be disassociated from it.",
+                    a.public_ip, nat.id
+                ),
+            ));
+        }
+        a.association = None;
+        tx.put(a);
+        Ok(json!({}))
+    })
+}
+
 fn address_field(w: &World, a: &Address, account: &str, name: &str) -> FieldValues {
     let assoc = a.association.as_ref();
     match name {

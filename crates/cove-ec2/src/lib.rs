@@ -187,6 +187,8 @@ impl Service for Ec2Service {
             "AllocateAddress" => gateways::allocate_address(&r),
             "ReleaseAddress" => gateways::release_address(&r),
             "DescribeAddresses" => gateways::describe_addresses(&r),
+            "AssociateAddress" => gateways::associate_address(&r),
+            "DisassociateAddress" => gateways::disassociate_address(&r),
             "CreateNatGateway" => gateways::create_nat_gateway(&r),
             "DeleteNatGateway" => gateways::delete_nat_gateway(&r),
             "DescribeNatGateways" => gateways::describe_nat_gateways(&r),

@@ -48,6 +48,11 @@ pub fn is_s3_request(parts: &axum::http::request::Parts) -> bool {
 }
 
 impl S3Front {
+    /// A bucket's policy document, if it has one.
+    pub fn bucket_policy(&self, bucket: &str) -> Option<String> {
+        self.storage.bucket(bucket).ok().and_then(|b| b.policy)
+    }
+
     /// Opens the S3 data under `dir` (created if missing). `credentials`
     /// finds the principal for an access key, as for every other service.
     pub fn open(

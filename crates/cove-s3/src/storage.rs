@@ -217,6 +217,20 @@ fn object_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Object> {
     })
 }
 
+/// The policies of the buckets stored under `dir`, read without opening the
+/// storage for writing (beside a running server): for client commands.
+pub fn read_bucket_policies(
+    dir: &Path,
+) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let conn = Connection::open_with_flags(
+        dir.join("s3.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    let mut stmt = conn.prepare("SELECT name, policy FROM buckets WHERE policy IS NOT NULL")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 impl Storage {
     /// Opens (creating if needed) the storage under `dir`, and removes
     /// staged bodies and blobs that no row references (left by a crash).

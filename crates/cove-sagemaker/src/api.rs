@@ -283,9 +283,11 @@ pub fn create(
     ctx: &RequestContext,
     kind: JobKind,
     input: Value,
+    bucket_policies: &crate::BucketPolicies,
 ) -> AwsResult<Value> {
     let job = store.write(|tx| {
-        let job = new_job(&tx.world, ctx, kind, input.clone())?;
+        let mut job = new_job(&tx.world, ctx, kind, input.clone())?;
+        warn_about_network(&tx.world, &mut job, bucket_policies);
         tx.put(job.clone());
         Ok(job)
     })?;
@@ -294,6 +296,37 @@ pub fn create(
         JobKind::Training => json!({"TrainingJobArn": job.arn}),
         JobKind::Processing => json!({"ProcessingJobArn": job.arn}),
     })
+}
+
+/// Runs the reachability checks for a job in a VPC and, when a check the
+/// job needs fails, says so in its first status message (which
+/// `DescribeTrainingJob` and the SDK's `logs=True` show) and in Cove's log:
+/// the job will fail, and this says why before it does.
+fn warn_about_network(
+    world: &World,
+    job: &mut SageMakerJob,
+    bucket_policies: &crate::BucketPolicies,
+) {
+    let processing = job.kind == JobKind::Processing;
+    let Some(network) = cove_reach::sagemaker::JobNetwork::from_request(
+        processing,
+        &job.request,
+        &job.region,
+        &job.account_id,
+    ) else {
+        return;
+    };
+    let checks = cove_reach::sagemaker::check_job(world, &network, &|b| bucket_policies(b));
+    let warnings = cove_reach::sagemaker::warnings(&checks);
+    if warnings.is_empty() {
+        return;
+    }
+    for w in &warnings {
+        tracing::warn!(job = %job.name, "{w}");
+    }
+    if let Some(t) = job.transitions.first_mut() {
+        t.status_message = format!("{} Warning: {}", t.status_message, warnings.join(" "));
+    }
 }
 
 fn find<'w>(world: &'w World, kind: JobKind, input: &Value) -> AwsResult<&'w SageMakerJob> {

@@ -31,13 +31,20 @@ use cove_wire::{model::ServiceModel, Protocol, RequestContext, Service};
 use serde_json::Value;
 use std::sync::Arc;
 
+/// Finds a bucket's policy, for the network checks run when a job is created.
+pub type BucketPolicies = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 pub struct SageMakerService {
     store: Arc<Store>,
+    bucket_policies: BucketPolicies,
 }
 
 impl SageMakerService {
-    pub fn new(store: Arc<Store>) -> SageMakerService {
-        SageMakerService { store }
+    pub fn new(store: Arc<Store>, bucket_policies: BucketPolicies) -> SageMakerService {
+        SageMakerService {
+            store,
+            bucket_policies,
+        }
     }
 }
 
@@ -56,11 +63,13 @@ impl Service for SageMakerService {
         use JobKind::*;
         let store = &self.store;
         match ctx.operation.as_str() {
-            "CreateTrainingJob" => api::create(store, ctx, Training, input),
+            "CreateTrainingJob" => api::create(store, ctx, Training, input, &self.bucket_policies),
             "DescribeTrainingJob" => api::describe(store, Training, &input),
             "ListTrainingJobs" => api::list(store, ctx, Training, &input),
             "StopTrainingJob" => api::stop(store, Training, &input),
-            "CreateProcessingJob" => api::create(store, ctx, Processing, input),
+            "CreateProcessingJob" => {
+                api::create(store, ctx, Processing, input, &self.bucket_policies)
+            }
             "DescribeProcessingJob" => api::describe(store, Processing, &input),
             "ListProcessingJobs" => api::list(store, ctx, Processing, &input),
             "StopProcessingJob" => api::stop(store, Processing, &input),

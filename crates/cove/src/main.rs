@@ -5,6 +5,7 @@ mod config;
 mod flow_logs;
 mod https;
 mod listeners;
+mod reach;
 mod server;
 mod vpc_dns;
 mod watch;
@@ -88,6 +89,54 @@ enum Command {
     /// transitions and its log lines as they happen. Exits non-zero unless
     /// the job completed. Credentials come from AWS_ACCESS_KEY_ID and
     /// AWS_SECRET_ACCESS_KEY (default: Cove's built-in key pair).
+    /// Can a source reach a destination, by which path, and if not, what
+    /// blocks it: answered from the stored VPC model (read-only, beside the
+    /// server) the way Reachability Analyzer does. Exits 0 when reachable,
+    /// 1 when not.
+    Reach {
+        #[arg(long, env = "COVE_DATA_DIR", default_value = config::DEFAULT_DATA_DIR)]
+        data_dir: std::path::PathBuf,
+        /// An ENI id, an internet gateway id, or `internet`.
+        from: String,
+        /// An ENI id, a VPC endpoint id, an internet gateway id, an IPv4
+        /// address, `internet`, or a service: s3, sts, logs, ec2,
+        /// api.sagemaker, runtime.sagemaker.
+        to: String,
+        /// Destination port (any port when omitted).
+        #[arg(long)]
+        port: Option<u16>,
+        #[arg(long, default_value = "tcp")]
+        protocol: String,
+        /// Source port (any ephemeral port when omitted).
+        #[arg(long)]
+        source_port: Option<u16>,
+        /// Print the analysis as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Before a SageMaker job runs (or for an existing one): can its hosts,
+    /// in its subnets with its security groups, download from S3, upload
+    /// their artifacts, reach each other and reach the internet, and why
+    /// not. Exits 1 when a check the job needs fails.
+    ReachJob {
+        #[arg(long, env = "COVE_DATA_DIR", default_value = config::DEFAULT_DATA_DIR)]
+        data_dir: std::path::PathBuf,
+        /// A CreateTrainingJob (or, with --processing, CreateProcessingJob) request as JSON.
+        #[arg(long, conflicts_with = "job", required_unless_present = "job")]
+        request: Option<std::path::PathBuf>,
+        /// An existing job's name.
+        #[arg(long)]
+        job: Option<String>,
+        /// The request or job is a processing job.
+        #[arg(long)]
+        processing: bool,
+        #[arg(long, env = "AWS_DEFAULT_REGION", default_value = config::DEFAULT_REGION)]
+        region: String,
+        #[arg(long, default_value = config::DEFAULT_ACCOUNT_ID)]
+        account: String,
+        #[arg(long)]
+        json: bool,
+    },
     WatchJob {
         /// The job's name.
         name: String,
@@ -289,6 +338,50 @@ fn main() -> anyhow::Result<()> {
             cove_runtime::image::import(&source, &dest)?;
             println!("{image_uri} -> {}", dest.display());
             Ok(())
+        }
+        Command::Reach {
+            data_dir,
+            from,
+            to,
+            port,
+            protocol,
+            source_port,
+            json,
+        } => {
+            let code = reach::reach(
+                &data_dir,
+                &reach::ReachArgs {
+                    from: &from,
+                    to: &to,
+                    protocol: &protocol,
+                    port,
+                    source_port,
+                    json,
+                },
+            )?;
+            std::process::exit(code)
+        }
+        Command::ReachJob {
+            data_dir,
+            request,
+            job,
+            processing,
+            region,
+            account,
+            json,
+        } => {
+            let code = reach::reach_job(
+                &data_dir,
+                &reach::JobArgs {
+                    request: request.as_deref(),
+                    job: job.as_deref(),
+                    processing,
+                    region: &region,
+                    account: &account,
+                    json,
+                },
+            )?;
+            std::process::exit(code)
         }
         Command::WatchJob {
             name,

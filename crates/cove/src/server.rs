@@ -50,8 +50,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let sts = Arc::new(cove_sts::StsService::new(store.clone()));
     dispatcher.register(sts.clone());
     dispatcher.register(logs.clone());
+    let policies = s3_front.clone();
     dispatcher.register(Arc::new(cove_sagemaker::SageMakerService::new(
         store.clone(),
+        Arc::new(move |bucket: &str| policies.bucket_policy(bucket)),
     )));
 
     let app = Arc::new(App {

@@ -1,0 +1,207 @@
+//! `cove reach` and `cove reach-job`: reachability answers on the terminal,
+//! read from the data directory of a `cove serve` (its store, opened
+//! read-only beside the running server) with `cove-reach`.
+
+use cove_model::world::World;
+use cove_reach::sagemaker::{check_job, Check, JobNetwork};
+use cove_reach::{Protocol, Query, Source, Target};
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+pub fn load_world(data_dir: &Path) -> anyhow::Result<World> {
+    let db = data_dir.join("cove.db");
+    if !db.exists() {
+        anyhow::bail!(
+            "{} does not exist: is `cove serve --data-dir {}` the right server?",
+            db.display(),
+            data_dir.display()
+        );
+    }
+    cove_store::Store::read_world(&db)
+}
+
+fn source_of(from: &str) -> anyhow::Result<Source> {
+    Ok(match from {
+        "internet" => Source::Internet { igw: None, ip: None },
+        f if f.starts_with("igw-") => Source::Internet {
+            igw: Some(f.to_string()),
+            ip: None,
+        },
+        f if f.starts_with("eni-") => Source::Eni(f.to_string()),
+        other => anyhow::bail!("{other}: the source must be an ENI id (eni-…), an internet gateway id (igw-…) or `internet`"),
+    })
+}
+
+/// A destination: an id, an address, `internet`, or a service name
+/// (`s3`, `sts`, `logs`, `api.sagemaker`, `runtime.sagemaker`, `ec2`), which
+/// is reached through its interface endpoint when the source's VPC has one
+/// with private DNS, as the VPC resolver would answer, else at its public address.
+fn target_of(world: &World, source: &Source, to: &str) -> anyhow::Result<Target> {
+    if let Ok(ip) = to.parse::<Ipv4Addr>() {
+        return Ok(Target::Address(ip));
+    }
+    if to.starts_with("eni-") {
+        return Ok(Target::Eni(to.into()));
+    }
+    if to.starts_with("vpce-") {
+        return Ok(Target::VpcEndpoint(to.into()));
+    }
+    if to.starts_with("igw-") {
+        return Ok(Target::InternetGateway {
+            igw: to.into(),
+            ip: None,
+        });
+    }
+    let Source::Eni(eni) = source else {
+        anyhow::bail!("{to}: from the internet, give a destination ENI or its public address");
+    };
+    let e = world
+        .network_interfaces
+        .get(eni)
+        .ok_or_else(|| anyhow::anyhow!("The network interface '{eni}' does not exist"))?;
+    let region = world
+        .vpcs
+        .get(&e.vpc_id)
+        .map(|v| v.region.clone())
+        .unwrap_or_default();
+    if to == "internet" {
+        return Ok(match cove_reach::attached_igw(world, &e.vpc_id) {
+            Some(g) => Target::InternetGateway {
+                igw: g.id.clone(),
+                ip: None,
+            },
+            None => Target::Address(cove_reach::INTERNET_HOST),
+        });
+    }
+    let host = cove_model::services::service_hosts(&region)
+        .into_iter()
+        .find(|h| h.api == to)
+        .ok_or_else(|| anyhow::anyhow!("{to}: not an id, an address, `internet` or a service (s3, sts, logs, ec2, api.sagemaker, runtime.sagemaker)"))?;
+    let private = world.vpc_endpoints.values().find(|v| {
+        v.vpc_id == e.vpc_id
+            && v.endpoint_type == "Interface"
+            && v.private_dns_enabled
+            && cove_model::services::service_for(&region, &v.service_name, "Interface")
+                .is_some_and(|s| s.api == Some(host.api) && s.private_dns.is_some())
+    });
+    Ok(match private {
+        Some(v) => Target::VpcEndpoint(v.id.clone()),
+        None => Target::Address(host.address),
+    })
+}
+
+pub struct ReachArgs<'a> {
+    pub from: &'a str,
+    pub to: &'a str,
+    pub protocol: &'a str,
+    pub port: Option<u16>,
+    pub source_port: Option<u16>,
+    pub json: bool,
+}
+
+/// Prints the answer; the exit code is 0 when reachable, 1 when not.
+pub fn reach(data_dir: &Path, args: &ReachArgs) -> anyhow::Result<i32> {
+    let world = load_world(data_dir)?;
+    let protocol = Protocol::parse(args.protocol)
+        .ok_or_else(|| anyhow::anyhow!("{}: the protocol is tcp, udp or icmp", args.protocol))?;
+    let source = source_of(args.from)?;
+    let target = target_of(&world, &source, args.to)?;
+    let query = Query {
+        source,
+        target,
+        protocol,
+        port: args.port,
+        source_port: args.source_port,
+    };
+    let analysis = cove_reach::analyze(&world, &query)?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&analysis)?);
+    } else {
+        print!("{}", cove_reach::render_text(args.from, args.to, &analysis));
+    }
+    Ok(if analysis.found { 0 } else { 1 })
+}
+
+fn print_checks(checks: &[Check]) {
+    for c in checks {
+        let mark = match (c.ok, c.required) {
+            (true, _) => "ok  ",
+            (false, true) => "FAIL",
+            (false, false) => "no  ",
+        };
+        let subnet = if c.subnet.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", c.subnet)
+        };
+        println!("{mark} {}{subnet}: {}", c.name, c.detail);
+    }
+}
+
+pub struct JobArgs<'a> {
+    pub request: Option<&'a Path>,
+    pub job: Option<&'a str>,
+    pub processing: bool,
+    pub region: &'a str,
+    pub account: &'a str,
+    pub json: bool,
+}
+
+/// Checks a job's network before it runs (from its request file) or for an
+/// existing job; exits 1 when a check the job needs fails.
+pub fn reach_job(data_dir: &Path, args: &JobArgs) -> anyhow::Result<i32> {
+    let world = load_world(data_dir)?;
+    let (request, processing, region, account) = match (args.request, args.job) {
+        (Some(path), _) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            let v: serde_json::Value = serde_json::from_str(&text)?;
+            (
+                v,
+                args.processing,
+                args.region.to_string(),
+                args.account.to_string(),
+            )
+        }
+        (None, Some(name)) => {
+            let kind = if args.processing {
+                cove_model::jobs::JobKind::Processing
+            } else {
+                cove_model::jobs::JobKind::Training
+            };
+            let job = world.sagemaker_jobs.get(&kind.key(name)).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "no {} job named {name}",
+                    if args.processing {
+                        "processing"
+                    } else {
+                        "training"
+                    }
+                )
+            })?;
+            (
+                job.request.clone(),
+                args.processing,
+                job.region.clone(),
+                job.account_id.clone(),
+            )
+        }
+        (None, None) => anyhow::bail!("give --request FILE or --job NAME"),
+    };
+    let Some(network) = JobNetwork::from_request(processing, &request, &region, &account) else {
+        println!("the job has no VpcConfig: it runs in Cove's managed network, with internet and S3 access");
+        return Ok(0);
+    };
+    let policies = cove_s3::storage::read_bucket_policies(&data_dir.join("s3")).unwrap_or_default();
+    let checks = check_job(&world, &network, &|bucket| policies.get(bucket).cloned());
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&checks)?);
+    } else {
+        print_checks(&checks);
+    }
+    Ok(if checks.iter().any(|c| c.required && !c.ok) {
+        1
+    } else {
+        0
+    })
+}
