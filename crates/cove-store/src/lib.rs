@@ -193,6 +193,11 @@ impl Store {
         }
     }
 
+    /// The newest generation the data plane has applied.
+    pub fn applied_generation(&self) -> u64 {
+        *self.applied.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Waits until the data plane has applied `generation`; false on timeout.
     pub fn wait_applied(&self, generation: u64, timeout: std::time::Duration) -> bool {
         let guard = self.applied.lock().unwrap_or_else(|p| p.into_inner());

@@ -292,6 +292,11 @@ async fn health(State(app): State<Arc<App>>) -> Response<Body> {
         "version": env!("CARGO_PKG_VERSION"),
         "region": app.region,
         "uptime_seconds": app.started.elapsed().as_secs(),
+        // The state's generation and the newest one the data plane has made
+        // real: a client that wrote and wants to send packets waits for
+        // `applied_generation` to reach the `generation` it saw after writing.
+        "generation": app.store.generation(),
+        "applied_generation": app.store.applied_generation(),
     });
     Response::builder()
         .header("content-type", "application/json")

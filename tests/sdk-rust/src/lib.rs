@@ -46,11 +46,15 @@ pub fn cove_binary() -> PathBuf {
         .join("cove")
 }
 
+pub mod reach_diff;
+
 /// One running `cove serve`, killed when dropped.
 pub struct Cove {
     child: Child,
     endpoint: String,
     log_path: PathBuf,
+    addr: SocketAddr,
+    data_plane: bool,
     // Dropped after `child` is killed (fields drop after `Drop::drop`).
     _data_dir: TempDir,
 }
@@ -60,6 +64,18 @@ impl Cove {
     /// and waits until `/_cove/health` answers 200.
     #[track_caller]
     pub fn start() -> Cove {
+        Cove::start_with(false)
+    }
+
+    /// A server with its data plane on (needs root): every VPC resource
+    /// becomes kernel networking, removed again (`cove teardown`) on drop.
+    #[track_caller]
+    pub fn start_with_data_plane() -> Cove {
+        Cove::start_with(true)
+    }
+
+    #[track_caller]
+    fn start_with(data_plane: bool) -> Cove {
         let binary = cove_binary();
         assert!(
             binary.is_file(),
@@ -77,7 +93,7 @@ impl Cove {
             .arg("serve")
             // These tests exercise the API; the data plane has its own tests
             // (and would leave namespaces behind when the server is killed).
-            .args(["--data-plane", "off"])
+            .args(["--data-plane", if data_plane { "on" } else { "off" }])
             .arg("--data-dir")
             .arg(data_dir.path())
             .arg("--listen")
@@ -87,14 +103,48 @@ impl Cove {
             .stderr(log)
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let mut cove = Cove {
             child,
             endpoint: format!("http://127.0.0.1:{port}"),
             log_path,
+            addr,
+            data_plane,
             _data_dir: data_dir,
         };
-        cove.wait_healthy(SocketAddr::from((Ipv4Addr::LOCALHOST, port)));
+        cove.wait_healthy(addr);
         cove
+    }
+
+    /// The server's data directory (its store is `cove.db` there).
+    pub fn data_dir(&self) -> &std::path::Path {
+        self._data_dir.path()
+    }
+
+    /// Waits until the data plane has made real every change written so far.
+    pub fn wait_applied(&self, timeout: Duration) -> bool {
+        let field = |body: &str, name: &str| -> Option<u64> {
+            let at = body.find(&format!("\"{name}\":"))? + name.len() + 3;
+            body[at..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        };
+        let Some(target) = health_body(self.addr).and_then(|b| field(&b, "generation")) else {
+            return false;
+        };
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if health_body(self.addr)
+                .and_then(|b| field(&b, "applied_generation"))
+                .is_some_and(|a| a >= target)
+            {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
     }
 
     fn wait_healthy(&mut self, addr: SocketAddr) {
@@ -161,6 +211,15 @@ impl Drop for Cove {
         // Ignore errors: the process may already have exited.
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if self.data_plane {
+            let _ = Command::new(cove_binary())
+                .arg("teardown")
+                .arg("--data-dir")
+                .arg(self._data_dir.path())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .status();
+        }
     }
 }
 
@@ -183,20 +242,31 @@ fn free_port() -> u16 {
 
 /// One `GET /_cove/health`; true on a 200 answer.
 fn health_ok(addr: SocketAddr) -> bool {
+    health_body(addr).is_some()
+}
+
+/// The body of a 200 answer to `GET /_cove/health`.
+fn health_body(addr: SocketAddr) -> Option<String> {
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
-        return false;
+        return None;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
     let request =
         format!("GET /_cove/health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     if stream.write_all(request.as_bytes()).is_err() {
-        return false;
+        return None;
     }
     let mut response = Vec::new();
     let _ = stream.read_to_end(&mut response);
-    let response = String::from_utf8_lossy(&response);
-    response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200")
+    let response = String::from_utf8_lossy(&response).to_string();
+    let ok = response.starts_with("HTTP/1.1 200") || response.starts_with("HTTP/1.0 200");
+    ok.then(|| {
+        response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default()
+    })
 }
 
 /// Asserts that an SDK call failed with the AWS error `code` (read from the
