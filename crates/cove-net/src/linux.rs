@@ -479,6 +479,17 @@ pub fn apply_router(plan: &RouterPlan) -> Result<()> {
     for a in &wanted {
         ip(&["-n", r, "addr", "replace", a, "dev", "lo"])?;
     }
+    // The VPC's own range ends here: an address no ENI has is dropped by the
+    // router (AWS's local route), never handed to a subnet's default route
+    // towards a gateway. ENIs' /32 routes are more specific.
+    ip(&[
+        "-n",
+        r,
+        "route",
+        "replace",
+        "blackhole",
+        &plan.cidr.to_string(),
+    ])?;
     // Addresses of deleted subnets go; 127.0.0.1 stays.
     let current = ip(&["-n", r, "-o", "-4", "addr", "show", "dev", "lo"])?;
     for line in current.lines() {

@@ -607,3 +607,49 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
         subnets: subnet_map,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::*;
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn plan_has_gateways_dns_member_sets_and_prefix_lists() {
+        let default = group(
+            "sg-default",
+            vec![rule(
+                "-1",
+                None,
+                None,
+                SgPeer::Group {
+                    group_id: "sg-default".into(),
+                    user_id: ACCOUNT.into(),
+                },
+            )],
+            vec![],
+        );
+        let w = world(
+            "",
+            vec![default],
+            [&["sg-default"], &["sg-default"], &[]],
+            vec![allow_all_acl("acl-default", &["subnet-a", "subnet-b"])],
+        );
+        let plan = plan_vpc(&w, "t", "vpc-1").unwrap();
+        assert_eq!(
+            plan.local_addrs,
+            vec![ip("10.0.0.2"), ip("10.0.1.1"), ip("10.0.2.1")]
+        );
+        assert_eq!(plan.dns, ip("10.0.0.2"));
+        let a1 = plan.eni_by_ip(ip("10.0.1.4")).unwrap();
+        assert_eq!((a1.prefix, a1.gateway), (24, ip("10.0.1.1")));
+        assert_eq!(plan.sets["sg_default"].len(), 2);
+        assert!(plan.set_contains("sg_default", ip("10.0.1.5")));
+        assert!(!plan.set_contains("sg_default", ip("10.0.2.4")));
+        assert!(plan.sets.keys().any(|k| k.starts_with("pl_")));
+        assert!(plan_vpc(&w, "t", "vpc-missing").is_none());
+    }
+}

@@ -1,11 +1,11 @@
 //! Real packets through the rules Cove installs. Each test builds one VPC's
 //! namespaces, veths and nftables ruleset from a plan (as root), opens TCP
 //! listeners inside an ENI's namespace and connects from others, and checks
-//! that the kernel and the pure evaluator agree on every probe. Everything
-//! is removed on drop, also when a test fails.
+//! that the kernel and the reachability model (`cove-reach`, which reads the
+//! stored resources, not the plan) agree on every probe. Everything is
+//! removed on drop, also when a test fails.
 
 use cove_model::vpc::*;
-use cove_net::eval::{self, Packet};
 use cove_net::fixtures::*;
 use cove_net::plan::{plan_vpc, RouterPlan};
 use cove_net::{linux, netns};
@@ -18,6 +18,7 @@ static LABS: AtomicUsize = AtomicUsize::new(0);
 /// A VPC made real for one test; torn down on drop.
 struct Lab {
     plan: RouterPlan,
+    world: cove_model::world::World,
 }
 
 impl Drop for Lab {
@@ -48,7 +49,7 @@ fn lab(
     );
     let w = world(tag, groups, eni_groups, acls);
     let plan = plan_vpc(&w, tag, &format!("vpc-1{tag}")).expect("fixture VPC");
-    let lab = Lab { plan };
+    let lab = Lab { plan, world: w };
     linux::apply(&lab.plan).expect("applying the plan");
     // Applying again must succeed and change nothing that matters.
     linux::apply(&lab.plan).expect("re-applying the plan");
@@ -101,12 +102,26 @@ impl Lab {
     fn expect(&self, src: &str, src_port: u16, dst: &str, port: u16, allowed: bool) {
         let (s, d) = (ip(src), ip(dst));
         let kernel = self.connects(s, src_port, d, port);
-        let model = eval::connect(&self.plan, &Packet::tcp(s, d, src_port, port));
+        let eni = |a: Ipv4Addr| {
+            self.plan
+                .eni_by_ip(a)
+                .expect("an ENI of the lab")
+                .id
+                .clone()
+        };
+        let query = cove_reach::Query {
+            source: cove_reach::Source::Eni(eni(s)),
+            target: cove_reach::Target::Eni(eni(d)),
+            protocol: cove_reach::Protocol::Tcp,
+            port: Some(port),
+            source_port: Some(src_port),
+        };
+        let model = cove_reach::analyze(&self.world, &query).expect("a valid query");
         assert_eq!(kernel, allowed, "kernel: {src}:{src_port} -> {dst}:{port}");
         assert_eq!(
-            model.is_ok(),
-            allowed,
-            "model: {src}:{src_port} -> {dst}:{port}: {model:?}"
+            model.found, allowed,
+            "model: {src}:{src_port} -> {dst}:{port}: {:?}",
+            model.explanations
         );
     }
 }
@@ -309,4 +324,28 @@ fn a_process_cannot_spoof_another_source_address() {
         None,
         "a spoofed source address must be dropped at the router"
     );
+}
+
+#[test]
+fn addresses_of_the_vpc_no_eni_has_are_dropped_by_the_router() {
+    let tag = unique_tag();
+    let l = lab(
+        &tag,
+        vec![],
+        [&[], &[], &[]],
+        vec![allow_all_acl("acl-default", &["subnet-a", "subnet-b"])],
+    );
+    let ip_route = |args: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(["-n", &l.plan.netns, "route"])
+            .args(args)
+            .output()
+            .expect("ip route");
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr)
+    };
+    // The kernel refuses to resolve a route to a blackhole (EINVAL) and
+    // resolves an ENI's address to its veth.
+    assert!(ip_route(&["show", "type", "blackhole"]).contains("10.0.0.0/16"));
+    assert!(ip_route(&["get", "10.0.9.9"]).contains("Invalid argument"));
+    assert!(ip_route(&["get", "10.0.1.4"]).contains("dev cve"));
 }
