@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from helpers import eventually
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the data plane needs root")
 
 SERVER = "import socket,sys\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n" \
@@ -18,15 +20,6 @@ SERVER = "import socket,sys\ns=socket.socket();s.setsockopt(socket.SOL_SOCKET,so
 CLIENT = "import socket,sys\ns=socket.socket();s.settimeout(0.8)\n" \
          "try:\n s.connect((sys.argv[1],int(sys.argv[2])));print(s.recv(5).decode())\nexcept OSError as e:\n print('blocked',e)\n"
 
-
-def eventually(check, timeout=5.0):
-    """Polls until `check()` is true: the reconciler applies changes asynchronously."""
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return check()
 
 
 @pytest.fixture

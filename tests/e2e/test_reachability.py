@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import BINARY
-from helpers import aws_error
+from helpers import aws_error, eventually
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the data plane needs root")
 
@@ -27,14 +27,6 @@ def reaches(cove, eni, ip, port):
     assert out.returncode == 0, out.stderr
     return out.stdout.strip() == "reached"
 
-
-def eventually(check, timeout=5.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return check()
 
 
 def analyze(ec2, **path):
