@@ -207,7 +207,7 @@ def test_cove_reach_and_reach_job_on_the_terminal(cove_server, ec2, two_subnets,
 
     out = cove(cove_server, "reach", app, t["db"]["NetworkInterfaceId"], "--port", "5432", "--json")
     assert out.returncode == 1
-    assert json.loads(out.stdout)["explanations"][0]["code"] == "ENI_SG_RULES_MISMATCH"
+    assert json.loads(out.stdout)["analysis"]["explanations"][0]["code"] == "ENI_SG_RULES_MISMATCH"
 
     request = {
         "TrainingJobName": "planned", "RoleArn": "arn:aws:iam::123456789012:role/Train",
@@ -226,10 +226,20 @@ def test_cove_reach_and_reach_job_on_the_terminal(cove_server, ec2, two_subnets,
 
     main_rt = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [t["vpc"]]},
                                                  {"Name": "association.main", "Values": ["true"]}])["RouteTables"][0]
-    ec2.create_vpc_endpoint(VpcId=t["vpc"], ServiceName="com.amazonaws.us-east-1.s3", VpcEndpointType="Gateway",
-                            RouteTableIds=[main_rt["RouteTableId"]])
+    vpce = ec2.create_vpc_endpoint(VpcId=t["vpc"], ServiceName="com.amazonaws.us-east-1.s3", VpcEndpointType="Gateway",
+                                   RouteTableIds=[main_rt["RouteTableId"]])["VpcEndpoint"]["VpcEndpointId"]
     ec2.authorize_security_group_ingress(GroupId=t["app_sg"], IpPermissions=[
         {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": t["app_sg"]}]}])
     out = cove(cove_server, "reach-job", "--request", str(path))
     assert out.returncode == 0, out.stdout
     assert "ok   S3 data download" in out.stdout and "no   Internet access" in out.stdout, out.stdout
+
+    # A new ENI in subnet b, and one S3 object: the path, then the endpoint's policy.
+    ec2.modify_vpc_endpoint(VpcEndpointId=vpce, PolicyDocument=json.dumps({"Statement": [
+        {"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::data/*"}]}))
+    out = cove(cove_server, "reach", t["b"], "s3://data/train/part-0", "--security-groups", t["app_sg"])
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "REACHABLE" in out.stdout and "is allowed" in out.stdout, out.stdout
+    out = cove(cove_server, "reach", t["b"], "s3://data/out/model.tar.gz", "--action", "s3:PutObject")
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert f"the policy of endpoint {vpce} does not allow s3:PutObject" in out.stdout, out.stdout

@@ -69,8 +69,18 @@ fn build(enis: usize) -> World {
     attach_igw(&mut w, "igw-1");
     add_nat_gateway(&mut w, "nat-1", "eni-b1");
     associate_eip(&mut w, "eni-b1", "198.51.100.30");
-    add_route_table(&mut w, "rtb-a", &["subnet-a"], vec![("0.0.0.0/0", RouteTarget::NatGateway("nat-1".into()))]);
-    add_route_table(&mut w, "rtb-b", &["subnet-b"], vec![("0.0.0.0/0", RouteTarget::Gateway("igw-1".into()))]);
+    add_route_table(
+        &mut w,
+        "rtb-a",
+        &["subnet-a"],
+        vec![("0.0.0.0/0", RouteTarget::NatGateway("nat-1".into()))],
+    );
+    add_route_table(
+        &mut w,
+        "rtb-b",
+        &["subnet-b"],
+        vec![("0.0.0.0/0", RouteTarget::Gateway("igw-1".into()))],
+    );
     add_s3_gateway_endpoint(&mut w, "vpce-s3", &["rtb-a"]);
     w
 }
@@ -80,7 +90,10 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 fn main() {
-    println!("{:>6} {:<22} {:>12} {:>12}", "ENIs", "query", "median µs", "p99 µs");
+    println!(
+        "{:>6} {:<22} {:>12} {:>12}",
+        "ENIs", "query", "median µs", "p99 µs"
+    );
     for size in [10usize, 100, 1000] {
         let w = build(size);
         let ids: Vec<String> = w
@@ -91,9 +104,15 @@ fn main() {
             .collect();
         let mut rng = StdRng::seed_from_u64(1);
         let kinds: [(&str, fn(&mut StdRng, &[String]) -> Target); 3] = [
-            ("eni -> eni", |r, ids| Target::Eni(ids[r.gen_range(0..ids.len())].clone())),
-            ("eni -> s3 (endpoint)", |_, _| Target::Address("192.0.2.20".parse().unwrap())),
-            ("eni -> internet (NAT)", |_, _| Target::Address("203.0.113.10".parse().unwrap())),
+            ("eni -> eni", |r, ids| {
+                Target::Eni(ids[r.gen_range(0..ids.len())].clone())
+            }),
+            ("eni -> s3 (endpoint)", |_, _| {
+                Target::Address("192.0.2.20".parse().unwrap())
+            }),
+            ("eni -> internet (NAT)", |_, _| {
+                Target::Address("203.0.113.10".parse().unwrap())
+            }),
         ];
         for (name, target) in kinds {
             let mut times = Vec::new();

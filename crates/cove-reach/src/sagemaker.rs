@@ -32,7 +32,7 @@ impl S3Location {
         })
     }
 
-    fn uri(&self) -> String {
+    pub fn uri(&self) -> String {
         format!("s3://{}/{}", self.bucket, self.key)
     }
 }
@@ -159,60 +159,84 @@ pub struct Check {
     pub analysis: Option<Analysis>,
 }
 
-/// The job's hosts as ENIs it would get: round-robin over its subnets, each
-/// on the next free address, in a copy of the world.
-fn place_hosts(world: &World, job: &JobNetwork) -> Result<(World, Vec<String>), String> {
+/// A copy of `world` with one more ENI, as one would be made in `subnet_id`
+/// with `groups` (on the subnet's next free address): the source for
+/// questions about something not created yet (a job's host, "a new ENI in
+/// this subnet").
+pub fn with_planned_eni(
+    world: &World,
+    subnet_id: &str,
+    groups: &[String],
+    id: &str,
+) -> Result<World, String> {
     let mut w = world.clone();
-    let mut ids = Vec::new();
+    let subnet = w
+        .subnets
+        .get(subnet_id)
+        .cloned()
+        .ok_or_else(|| format!("The subnet '{subnet_id}' does not exist"))?;
+    for g in groups {
+        match w.security_groups.get(g) {
+            Some(sg) if sg.vpc_id == subnet.vpc_id => {}
+            Some(_) => {
+                return Err(format!(
+                    "The security group '{g}' is not in the VPC of {subnet_id}"
+                ))
+            }
+            None => return Err(format!("The security group '{g}' does not exist")),
+        }
+    }
+    let cidr: Cidr = subnet
+        .cidr
+        .parse()
+        .map_err(|_| format!("{subnet_id} has no valid CIDR"))?;
+    let used: Vec<String> = w
+        .network_interfaces
+        .values()
+        .map(|e| e.private_ip.clone())
+        .collect();
+    let ip = (4..cidr.size().min(1 << 16) as u32)
+        .map(|n| cidr.nth(n))
+        .find(|a| !cidr.is_reserved(*a) && !used.contains(&a.to_string()))
+        .ok_or_else(|| format!("{subnet_id} has no free address"))?;
+    w.network_interfaces.insert(
+        id.to_string(),
+        NetworkInterface {
+            id: id.to_string(),
+            region: subnet.region.clone(),
+            vpc_id: subnet.vpc_id.clone(),
+            subnet_id: subnet.id.clone(),
+            availability_zone: subnet.availability_zone.clone(),
+            private_ip: ip.to_string(),
+            mac_address: String::new(),
+            description: format!("{id} (planned)"),
+            group_ids: groups.to_vec(),
+            status: "in-use".into(),
+            interface_type: "interface".into(),
+            requester_managed: true,
+            requester_id: None,
+            source_dest_check: true,
+            attachment: None,
+        },
+    );
+    Ok(w)
+}
+
+/// The job's hosts as ENIs it would get: round-robin over its subnets, in a copy of the world.
+fn place_hosts(world: &World, job: &JobNetwork) -> Result<(World, Vec<String>), String> {
     if job.subnets.is_empty() {
         return Err("the VpcConfig names no subnets".into());
     }
+    let mut w = world.clone();
+    let mut ids = Vec::new();
     for i in 0..job.instance_count {
-        let subnet_id = &job.subnets[i % job.subnets.len()];
-        let subnet = w
-            .subnets
-            .get(subnet_id)
-            .cloned()
-            .ok_or_else(|| format!("The subnet '{subnet_id}' does not exist"))?;
-        for g in &job.security_groups {
-            if !w.security_groups.contains_key(g) {
-                return Err(format!("The security group '{g}' does not exist"));
-            }
-        }
-        let cidr: Cidr = subnet
-            .cidr
-            .parse()
-            .map_err(|_| format!("{subnet_id} has no valid CIDR"))?;
-        let used: Vec<String> = w
-            .network_interfaces
-            .values()
-            .map(|e| e.private_ip.clone())
-            .collect();
-        let ip = (4..cidr.size().min(1 << 16) as u32)
-            .map(|n| cidr.nth(n))
-            .find(|a| !cidr.is_reserved(*a) && !used.contains(&a.to_string()))
-            .ok_or_else(|| format!("{subnet_id} has no free address"))?;
         let id = format!("eni-algo-{}", i + 1);
-        w.network_interfaces.insert(
-            id.clone(),
-            NetworkInterface {
-                id: id.clone(),
-                region: subnet.region.clone(),
-                vpc_id: subnet.vpc_id.clone(),
-                subnet_id: subnet.id.clone(),
-                availability_zone: subnet.availability_zone.clone(),
-                private_ip: ip.to_string(),
-                mac_address: String::new(),
-                description: format!("algo-{} (planned)", i + 1),
-                group_ids: job.security_groups.clone(),
-                status: "in-use".into(),
-                interface_type: "interface".into(),
-                requester_managed: true,
-                requester_id: None,
-                source_dest_check: true,
-                attachment: None,
-            },
-        );
+        w = with_planned_eni(
+            &w,
+            &job.subnets[i % job.subnets.len()],
+            &job.security_groups,
+            &id,
+        )?;
         ids.push(id);
     }
     Ok((w, ids))
@@ -222,11 +246,14 @@ fn s3_address() -> Ipv4Addr {
     region::S3_ADDRESS.parse().expect("constant")
 }
 
-/// The policy verdicts S3 would give the job's requests that came along `a`.
-fn policy_problems(
+/// What the gateway endpoint's policy (which must allow) and the bucket
+/// policy (which must not deny) say to `principal` doing `action` on each
+/// location, for requests that travelled along `a` (through an endpoint or not).
+pub fn s3_policy_problems(
     w: &World,
-    job: &JobNetwork,
     a: &Analysis,
+    principal: &str,
+    account: &str,
     action: &str,
     locations: &[S3Location],
     bucket_policy: &dyn Fn(&str) -> Option<String>,
@@ -239,7 +266,7 @@ fn policy_problems(
     let mut problems = Vec::new();
     for loc in locations {
         let resource = format!("arn:aws:s3:::{}/{}", loc.bucket, loc.key);
-        let mut cx = RequestContext::new(action, &resource, &job.principal(), &job.account);
+        let mut cx = RequestContext::new(action, &resource, principal, account);
         cx.set("aws:SecureTransport", "true");
         if let Some(e) = endpoint {
             cx.set("aws:SourceVpce", e.id.clone());
@@ -262,10 +289,9 @@ fn policy_problems(
                 .is_ok_and(|p| p.evaluate(&cx) == Decision::Deny)
             {
                 problems.push(format!(
-                    "the policy of bucket {} denies {action} on {} to {}",
+                    "the policy of bucket {} denies {action} on {} to {principal}",
                     loc.bucket,
                     loc.uri(),
-                    job.principal()
                 ));
             }
         }
@@ -344,7 +370,15 @@ pub fn check_job(
                     format!("S3 is unreachable from {subnet}: {}", why_not(&a)),
                 )
             } else {
-                let problems = policy_problems(&w, job, &a, action, locations, bucket_policy);
+                let problems = s3_policy_problems(
+                    &w,
+                    &a,
+                    &job.principal(),
+                    &job.account,
+                    action,
+                    locations,
+                    bucket_policy,
+                );
                 if problems.is_empty() {
                     (true, format!("S3 is reached {}", way_out(&a)))
                 } else {

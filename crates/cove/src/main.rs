@@ -96,11 +96,13 @@ enum Command {
     Reach {
         #[arg(long, env = "COVE_DATA_DIR", default_value = config::DEFAULT_DATA_DIR)]
         data_dir: std::path::PathBuf,
-        /// An ENI id, an internet gateway id, or `internet`.
+        /// An ENI id, a subnet id (a new ENI there, with --security-groups
+        /// or the VPC's default group), an internet gateway id, or `internet`.
         from: String,
         /// An ENI id, a VPC endpoint id, an internet gateway id, an IPv4
-        /// address, `internet`, or a service: s3, sts, logs, ec2,
-        /// api.sagemaker, runtime.sagemaker.
+        /// address, `internet`, a service (s3, sts, logs, ec2,
+        /// api.sagemaker, runtime.sagemaker), or an S3 object
+        /// (`s3://bucket/key`: the endpoint and bucket policies are checked too).
         to: String,
         /// Destination port (any port when omitted).
         #[arg(long)]
@@ -113,6 +115,17 @@ enum Command {
         /// Print the analysis as JSON.
         #[arg(long)]
         json: bool,
+        /// For a subnet source: the new ENI's security groups (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        security_groups: Vec<String>,
+        /// For an s3:// destination: the principal the policies are asked about.
+        #[arg(long, default_value = "arn:aws:iam::123456789012:root")]
+        principal: String,
+        #[arg(long, default_value = config::DEFAULT_ACCOUNT_ID)]
+        account: String,
+        /// For an s3:// destination: the S3 action.
+        #[arg(long, default_value = "s3:GetObject")]
+        action: String,
     },
     /// Before a SageMaker job runs (or for an existing one): can its hosts,
     /// in its subnets with its security groups, download from S3, upload
@@ -347,6 +360,10 @@ fn main() -> anyhow::Result<()> {
             protocol,
             source_port,
             json,
+            security_groups,
+            principal,
+            account,
+            action,
         } => {
             let code = reach::reach(
                 &data_dir,
@@ -357,6 +374,10 @@ fn main() -> anyhow::Result<()> {
                     port,
                     source_port,
                     json,
+                    security_groups: &security_groups,
+                    principal: &principal,
+                    account: &account,
+                    action: &action,
                 },
             )?;
             std::process::exit(code)

@@ -3,7 +3,9 @@
 //! read-only beside the running server) with `cove-reach`.
 
 use cove_model::world::World;
-use cove_reach::sagemaker::{check_job, Check, JobNetwork};
+use cove_reach::sagemaker::{
+    check_job, s3_policy_problems, with_planned_eni, Check, JobNetwork, S3Location,
+};
 use cove_reach::{Protocol, Query, Source, Target};
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -20,7 +22,31 @@ pub fn load_world(data_dir: &Path) -> anyhow::Result<World> {
     cove_store::Store::read_world(&db)
 }
 
-fn source_of(from: &str) -> anyhow::Result<Source> {
+/// The id `cove reach` gives "a new ENI in this subnet".
+const PLANNED: &str = "eni-planned";
+
+/// The source; a subnet becomes a planned ENI in it (with `groups`, else the
+/// VPC's default group), added to the world the question is asked of.
+fn source_of(world: &mut World, from: &str, groups: &[String]) -> anyhow::Result<Source> {
+    if from.starts_with("subnet-") {
+        let vpc = world
+            .subnets
+            .get(from)
+            .map(|s| s.vpc_id.clone())
+            .ok_or_else(|| anyhow::anyhow!("The subnet '{from}' does not exist"))?;
+        let groups: Vec<String> = if groups.is_empty() {
+            world
+                .security_groups
+                .values()
+                .filter(|g| g.vpc_id == vpc && g.name == "default")
+                .map(|g| g.id.clone())
+                .collect()
+        } else {
+            groups.to_vec()
+        };
+        *world = with_planned_eni(world, from, &groups, PLANNED).map_err(anyhow::Error::msg)?;
+        return Ok(Source::Eni(PLANNED.into()));
+    }
     Ok(match from {
         "internet" => Source::Internet { igw: None, ip: None },
         f if f.starts_with("igw-") => Source::Internet {
@@ -28,7 +54,9 @@ fn source_of(from: &str) -> anyhow::Result<Source> {
             ip: None,
         },
         f if f.starts_with("eni-") => Source::Eni(f.to_string()),
-        other => anyhow::bail!("{other}: the source must be an ENI id (eni-…), an internet gateway id (igw-…) or `internet`"),
+        other => anyhow::bail!(
+            "{other}: the source must be an ENI id (eni-…), a subnet id (subnet-…), an internet gateway id (igw-…) or `internet`"
+        ),
     })
 }
 
@@ -39,6 +67,11 @@ fn source_of(from: &str) -> anyhow::Result<Source> {
 fn target_of(world: &World, source: &Source, to: &str) -> anyhow::Result<Target> {
     if let Ok(ip) = to.parse::<Ipv4Addr>() {
         return Ok(Target::Address(ip));
+    }
+    if to.starts_with("s3://") {
+        return Ok(Target::Address(
+            cove_model::region::S3_ADDRESS.parse().expect("constant"),
+        ));
     }
     if to.starts_with("eni-") {
         return Ok(Target::Eni(to.into()));
@@ -97,15 +130,27 @@ pub struct ReachArgs<'a> {
     pub port: Option<u16>,
     pub source_port: Option<u16>,
     pub json: bool,
+    /// For a subnet source: the planned ENI's groups.
+    pub security_groups: &'a [String],
+    /// For an `s3://` destination: who asks, and for what.
+    pub principal: &'a str,
+    pub account: &'a str,
+    pub action: &'a str,
 }
 
-/// Prints the answer; the exit code is 0 when reachable, 1 when not.
+/// Prints the answer; the exit code is 0 when reachable (and, for an S3
+/// object, allowed by the policies), 1 when not.
 pub fn reach(data_dir: &Path, args: &ReachArgs) -> anyhow::Result<i32> {
-    let world = load_world(data_dir)?;
+    let mut world = load_world(data_dir)?;
     let protocol = Protocol::parse(args.protocol)
         .ok_or_else(|| anyhow::anyhow!("{}: the protocol is tcp, udp or icmp", args.protocol))?;
-    let source = source_of(args.from)?;
+    let source = source_of(&mut world, args.from, args.security_groups)?;
     let target = target_of(&world, &source, args.to)?;
+    let s3_object = args
+        .to
+        .starts_with("s3://")
+        .then(|| S3Location::parse(args.to))
+        .flatten();
     let query = Query {
         source,
         target,
@@ -113,13 +158,57 @@ pub fn reach(data_dir: &Path, args: &ReachArgs) -> anyhow::Result<i32> {
         port: args.port,
         source_port: args.source_port,
     };
+    let query = Query {
+        port: query.port.or(s3_object.as_ref().map(|_| 443)),
+        ..query
+    };
     let analysis = cove_reach::analyze(&world, &query)?;
+    // For an S3 object, the network path is half the answer: the endpoint's
+    // and the bucket's policies decide the rest.
+    let policy = match (&s3_object, analysis.found) {
+        (Some(loc), true) => {
+            let policies =
+                cove_s3::storage::read_bucket_policies(&data_dir.join("s3")).unwrap_or_default();
+            s3_policy_problems(
+                &world,
+                &analysis,
+                args.principal,
+                args.account,
+                args.action,
+                std::slice::from_ref(loc),
+                &|b| policies.get(b).cloned(),
+            )
+        }
+        _ => vec![],
+    };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&analysis)?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"analysis": analysis, "policy_problems": policy})
+            )?
+        );
     } else {
         print!("{}", cove_reach::render_text(args.from, args.to, &analysis));
+        if let (Some(loc), true) = (&s3_object, analysis.found) {
+            if policy.is_empty() {
+                println!(
+                    "policies: {} on {} is allowed for {}",
+                    args.action,
+                    loc.uri(),
+                    args.principal
+                );
+            }
+            for p in &policy {
+                println!("policies: {p}");
+            }
+        }
     }
-    Ok(if analysis.found { 0 } else { 1 })
+    Ok(if analysis.found && policy.is_empty() {
+        0
+    } else {
+        1
+    })
 }
 
 fn print_checks(checks: &[Check]) {

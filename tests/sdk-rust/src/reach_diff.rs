@@ -149,6 +149,15 @@ struct AclEntry {
     protocol: &'static str,
     cidr: String,
     ports: Option<(i32, i32)>,
+    /// ICMP type and code (-1: any) of an ICMP entry.
+    icmp: Option<(i32, i32)>,
+}
+
+/// Where an extra static route of the main table goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Igw,
+    Nat,
 }
 
 #[derive(Debug, Clone)]
@@ -172,6 +181,11 @@ struct Spec {
     s3_on_main: bool,
     s3_on_public: bool,
     enis: Vec<EniSpec>,
+    /// More specific static routes on the main table: part of the internet
+    /// or of the services' range (192.0.2.16/29 beats the S3 prefix list's /28).
+    extra_routes: Vec<(&'static str, Via)>,
+    /// The NAT gateway is deleted once everything is made: its route becomes a blackhole.
+    delete_nat: bool,
     /// An interface endpoint (STS) in this subnet with this group.
     interface_endpoint: Option<(usize, usize)>,
     udp_ports: Vec<u16>,
@@ -232,14 +246,16 @@ fn random_acl(rng: &mut StdRng, subnets: usize) -> Vec<AclEntry> {
         let mut numbers: Vec<i32> = (1..=20).map(|n| n * 10).collect();
         numbers.shuffle(rng);
         for &number in numbers.iter().take(rng.gen_range(1..=5)) {
-            let protocol = *["6", "6", "17", "-1", "-1"].choose(rng).unwrap();
+            let protocol = *["6", "6", "17", "1", "-1", "-1"].choose(rng).unwrap();
             out.push(AclEntry {
                 number,
                 egress,
                 allow: rng.gen_bool(0.75),
                 protocol,
                 cidr: cidr_choices(subnets).choose(rng).unwrap().clone(),
-                ports: (protocol != "-1").then(|| *PORT_RANGES.choose(rng).unwrap()),
+                ports: matches!(protocol, "6" | "17").then(|| *PORT_RANGES.choose(rng).unwrap()),
+                icmp: (protocol == "1")
+                    .then(|| *[(-1, -1), (8, -1), (0, -1), (8, 0)].choose(rng).unwrap()),
             });
         }
     }
@@ -292,6 +308,25 @@ fn generate(seed: u64) -> Spec {
         s3_on_main: rng.gen_bool(0.5),
         s3_on_public: igw && rng.gen_bool(0.3),
         enis,
+        extra_routes: if igw {
+            let mut r: Vec<(&'static str, Via)> = Vec::new();
+            for cidr in ["203.0.113.0/25", "192.0.2.0/24", "192.0.2.16/29"] {
+                if rng.gen_bool(0.15) {
+                    r.push((
+                        cidr,
+                        if nat && rng.gen_bool(0.5) {
+                            Via::Nat
+                        } else {
+                            Via::Igw
+                        },
+                    ));
+                }
+            }
+            r
+        } else {
+            vec![]
+        },
+        delete_nat: nat && rng.gen_bool(0.15),
         interface_endpoint: rng
             .gen_bool(0.3)
             .then(|| (rng.gen_range(0..subnets), rng.gen_range(0..ngroups))),
@@ -438,8 +473,8 @@ async fn realise(ec2: &aws_sdk_ec2::Client, spec: &Spec) -> Res<Realised> {
             if let Some((from, to)) = e.ports {
                 b = b.port_range(PortRange::builder().from(from).to(to).build());
             }
-            if e.protocol == "1" {
-                b = b.icmp_type_code(IcmpTypeCode::builder().r#type(-1).code(-1).build());
+            if let Some((t, c)) = e.icmp {
+                b = b.icmp_type_code(IcmpTypeCode::builder().r#type(t).code(c).build());
             }
             b.send().await.map_err(err("CreateNetworkAclEntry"))?;
         }
@@ -487,13 +522,15 @@ async fn realise(ec2: &aws_sdk_ec2::Client, spec: &Spec) -> Res<Realised> {
         .unwrap_or_default()
         .to_string();
     let mut public_rt = None;
+    let mut igw_id = String::new();
+    let mut nat_id = String::new();
     if spec.igw {
         let igw = ec2
             .create_internet_gateway()
             .send()
             .await
             .map_err(err("CreateInternetGateway"))?;
-        let igw_id = igw
+        igw_id = igw
             .internet_gateway()
             .and_then(|g| g.internet_gateway_id())
             .unwrap_or_default()
@@ -543,7 +580,7 @@ async fn realise(ec2: &aws_sdk_ec2::Client, spec: &Spec) -> Res<Realised> {
             .send()
             .await
             .map_err(err("CreateNatGateway"))?;
-        let nat_id = nat
+        nat_id = nat
             .nat_gateway()
             .and_then(|n| n.nat_gateway_id())
             .unwrap_or_default()
@@ -576,6 +613,17 @@ async fn realise(ec2: &aws_sdk_ec2::Client, spec: &Spec) -> Res<Realised> {
             .send()
             .await
             .map_err(err("CreateRoute nat"))?;
+    }
+    for (cidr, via) in &spec.extra_routes {
+        let b = ec2
+            .create_route()
+            .route_table_id(&main_rt)
+            .destination_cidr_block(*cidr);
+        let b = match via {
+            Via::Igw => b.gateway_id(&igw_id),
+            Via::Nat => b.nat_gateway_id(&nat_id),
+        };
+        b.send().await.map_err(err("CreateRoute extra"))?;
     }
     let mut s3_tables = Vec::new();
     if spec.s3_on_main {
@@ -659,6 +707,13 @@ async fn realise(ec2: &aws_sdk_ec2::Client, spec: &Spec) -> Res<Realised> {
             public = eip.public_ip().and_then(|p| p.parse().ok());
         }
         enis.push((id, ip, public));
+    }
+    if spec.delete_nat {
+        ec2.delete_nat_gateway()
+            .nat_gateway_id(&nat_id)
+            .send()
+            .await
+            .map_err(err("DeleteNatGateway"))?;
     }
     Ok(Realised {
         enis,
