@@ -45,7 +45,7 @@ fn build(enis: usize) -> World {
                 "tcp",
                 n % 3 != 0,
                 "203.0.113.0/24",
-                Some((1000 + n as i64 * 10, 1005 + n as i64 * 10)),
+                Some((1000 + n * 10, 1005 + n * 10)),
             ));
         }
         w.network_acls.insert(acl.id.clone(), acl);
@@ -85,6 +85,9 @@ fn build(enis: usize) -> World {
     w
 }
 
+/// Picks a query's destination.
+type PickTarget = fn(&mut StdRng, &[String]) -> Target;
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * p) as usize]
 }
@@ -103,7 +106,7 @@ fn main() {
             .map(|e| e.id.clone())
             .collect();
         let mut rng = StdRng::seed_from_u64(1);
-        let kinds: [(&str, fn(&mut StdRng, &[String]) -> Target); 3] = [
+        let kinds: [(&str, PickTarget); 3] = [
             ("eni -> eni", |r, ids| {
                 Target::Eni(ids[r.gen_range(0..ids.len())].clone())
             }),
