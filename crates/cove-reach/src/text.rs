@@ -73,6 +73,9 @@ fn hop_detail(h: &Hop) -> String {
         };
         return format!("route {dest} -> {target} ({})", r.state);
     }
+    if h.component.kind == Kind::RouteTable {
+        return "no route matches".into();
+    }
     if let (Some(i), Some(o)) = (&h.inbound, &h.outbound) {
         if i != o {
             return format!("translates {} to {}", packet_text(i), packet_text(o));

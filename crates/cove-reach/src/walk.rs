@@ -521,16 +521,25 @@ impl<'w> Walk<'w> {
             format!("from {}", p.src)
         };
         let what = if on_return { "the reply: " } else { "" };
+        // A reply goes back to the client's source port: any of the ephemeral range.
+        let hint = if on_return && p.protocol.has_ports() {
+            format!(
+                " (replies go to the client's ephemeral ports, {}-{} on Linux)",
+                EPHEMERAL.0, EPHEMERAL.1
+            )
+        } else {
+            String::new()
+        };
         let fix = if hit.number == 32767 {
             format!(
-                "no {way} entry of {} (subnet {}) allows {what}{} {peer}: add an allow entry",
+                "no {way} entry of {} (subnet {}) allows {what}{} {peer}: add an allow entry{hint}",
                 acl.id,
                 subnet.id,
                 traffic_words(p)
             )
         } else {
             format!(
-                "{way} entry {} of {} (subnet {}) denies {what}{} {peer}: remove it or allow this traffic with a lower-numbered entry",
+                "{way} entry {} of {} (subnet {}) denies {what}{} {peer}: remove it or allow this traffic with a lower-numbered entry{hint}",
                 hit.number,
                 acl.id,
                 subnet.id,
