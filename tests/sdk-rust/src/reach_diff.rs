@@ -64,6 +64,16 @@ pub struct Report {
     pub mismatches: Vec<Mismatch>,
     pub realise_seconds: f64,
     pub probe_seconds: f64,
+    /// How long the model took per probe, and how long each TCP probe that
+    /// got through took in the kernel (connect to accept or refusal), in µs.
+    pub model_micros: Vec<f64>,
+    pub tcp_micros: Vec<f64>,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(v.len() / 2).copied().unwrap_or(0.0)
 }
 
 impl Report {
@@ -85,6 +95,11 @@ impl Report {
         out += &format!(
             "{} topologies; realising them took {:.1} s, probing {:.1} s\n",
             self.topologies, self.realise_seconds, self.probe_seconds
+        );
+        let (model, kernel) = (median(&self.model_micros), median(&self.tcp_micros));
+        out += &format!(
+            "one answer: the model {model:.1} µs (median), a TCP probe that gets through {kernel:.1} µs ({:.0}x); a blocked probe waits for its timeout\n",
+            kernel / model.max(0.001)
         );
         for m in &self.mismatches {
             out += &format!(
@@ -975,7 +990,7 @@ fn echo_servers(
 }
 
 /// Sends every probe from its source namespace, all sources at once; returns the outcomes in order.
-fn run_probes(instance: &str, probes: &[Probe], timeout: Duration) -> Vec<bool> {
+fn run_probes(instance: &str, probes: &[Probe], timeout: Duration) -> Vec<(bool, f64)> {
     let mut by_source: BTreeMap<String, Vec<(usize, Probe)>> = BTreeMap::new();
     for (i, p) in probes.iter().enumerate() {
         let ns = match &p.from {
@@ -995,7 +1010,9 @@ fn run_probes(instance: &str, probes: &[Probe], timeout: Duration) -> Vec<bool> 
                         } else {
                             Ipv4Addr::UNSPECIFIED
                         };
-                        (i, send(&p, bind, timeout).await)
+                        let started = Instant::now();
+                        let ok = send(&p, bind, timeout).await;
+                        (i, (ok, started.elapsed().as_secs_f64() * 1e6))
                     });
                     futures::future::join_all(futures).await
                 })
@@ -1003,10 +1020,10 @@ fn run_probes(instance: &str, probes: &[Probe], timeout: Duration) -> Vec<bool> 
             })
         })
         .collect();
-    let mut out = vec![false; probes.len()];
+    let mut out = vec![(false, 0.0); probes.len()];
     for h in handles {
-        for (i, ok) in h.join().unwrap_or_default() {
-            out[i] = ok;
+        for (i, result) in h.join().unwrap_or_default() {
+            out[i] = result;
         }
     }
     out
@@ -1063,13 +1080,27 @@ pub async fn run(opts: &Options) -> Report {
             );
             let servers = echo_servers(namespaces, spec.udp_ports.clone(), stop.clone());
             std::thread::sleep(Duration::from_millis(100));
-            let mut outcomes = run_probes(&instance, &probes, opts.timeout);
+            let sent = run_probes(&instance, &probes, opts.timeout);
+            for (p, (ok, micros)) in probes.iter().zip(&sent) {
+                if *ok && p.protocol == Protocol::Tcp {
+                    report.tcp_micros.push(*micros);
+                }
+            }
+            let mut outcomes: Vec<bool> = sent.iter().map(|s| s.0).collect();
             // A probe the model says gets through but that met silence is sent
             // again, patiently, before it counts as a mismatch (a busy machine
             // can be slower than the timeout).
             let model: Vec<(bool, String)> = probes
                 .iter()
-                .map(|p| match cove_reach::analyze(&world, &p.query()) {
+                .map(|p| {
+                    let started = Instant::now();
+                    let answer = cove_reach::analyze(&world, &p.query());
+                    report
+                        .model_micros
+                        .push(started.elapsed().as_secs_f64() * 1e6);
+                    answer
+                })
+                .map(|answer| match answer {
                     Ok(a) => (
                         a.found,
                         a.explanations
