@@ -1121,7 +1121,7 @@ pub async fn run(opts: &Options) -> Report {
                     .iter()
                     .zip(run_probes(&instance, &again, opts.timeout * 6))
                 {
-                    outcomes[*k] = ok;
+                    outcomes[*k] = ok.0;
                 }
             }
             stop.store(true, Ordering::Relaxed);
