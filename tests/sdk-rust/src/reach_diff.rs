@@ -40,6 +40,8 @@ pub struct Options {
     pub timeout: Duration,
     /// Run only topology `i` (to reproduce a mismatch).
     pub only: Option<usize>,
+    /// Start at topology `first` (to replay a batch that shared one server).
+    pub first: usize,
     /// Topologies per server: a fresh `cove serve` every so many, so no run
     /// accumulates thousands of namespaces.
     pub per_server: usize,
@@ -1036,7 +1038,7 @@ pub async fn run(opts: &Options) -> Report {
     let mut report = Report::default();
     let indices: Vec<usize> = match opts.only {
         Some(i) => vec![i],
-        None => (0..opts.topologies).collect(),
+        None => (opts.first..opts.topologies).collect(),
     };
     for batch in indices.chunks(opts.per_server.max(1)) {
         let cove = Cove::start_with_data_plane();

@@ -18,6 +18,7 @@ async fn model_and_kernel_agree_on_random_topologies() {
         probes: 150,
         timeout: Duration::from_millis(400),
         only: None,
+        first: 0,
         per_server: 4,
     })
     .await;

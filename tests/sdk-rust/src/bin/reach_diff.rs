@@ -24,6 +24,9 @@ struct Args {
     /// Run only topology i (to reproduce a mismatch).
     #[arg(long)]
     only: Option<usize>,
+    /// Start at topology i (to replay the batch a server shared).
+    #[arg(long, default_value_t = 0)]
+    first: usize,
     /// Topologies per `cove serve` before a fresh one starts.
     #[arg(long, default_value_t = 10)]
     per_server: usize,
@@ -38,6 +41,7 @@ async fn main() {
         probes: a.probes,
         timeout: Duration::from_millis(a.timeout_ms),
         only: a.only,
+        first: a.first,
         per_server: a.per_server,
     };
     let report = run(&opts).await;
