@@ -40,6 +40,11 @@ fn tcp(from: &str, to: Target, port: u16, source_port: Option<u16>) -> Query {
     }
 }
 
+/// A TCP connection from eni-a1 (source port 40000).
+fn from_a1(w: &World, to: Target, port: u16) -> Analysis {
+    analyze(w, &tcp("eni-a1", to, port, Some(40000))).unwrap()
+}
+
 fn eni(id: &str) -> Target {
     Target::Eni(id.into())
 }
@@ -51,7 +56,7 @@ fn codes(a: &Analysis) -> Vec<&'static str> {
 #[test]
 fn open_vpc_connects_enis_and_lists_the_path_in_order() {
     let w = open_world();
-    let a = analyze(&w, &tcp("eni-a1", eni("eni-b1"), 443, Some(40000))).unwrap();
+    let a = from_a1(&w, eni("eni-b1"), 443);
     assert!(a.found, "{a:#?}");
     let kinds: Vec<Kind> = a.forward.iter().map(|h| h.component.kind).collect();
     assert_eq!(
@@ -83,7 +88,7 @@ fn missing_security_group_rules_are_reported_on_both_ends() {
         .insert("sg-closed".into(), group("sg-closed", vec![], vec![]));
     w.network_interfaces.get_mut("eni-a1").unwrap().group_ids = vec!["sg-closed".into()];
     w.network_interfaces.get_mut("eni-b1").unwrap().group_ids = vec!["sg-closed".into()];
-    let a = analyze(&w, &tcp("eni-a1", eni("eni-b1"), 22, Some(40000))).unwrap();
+    let a = from_a1(&w, eni("eni-b1"), 22);
     assert!(!a.found);
     assert_eq!(
         codes(&a),
@@ -120,12 +125,8 @@ fn group_references_admit_members_only_and_ports_and_icmp_matter() {
         .insert("sg-app".into(), open_group("sg-app"));
     w.network_interfaces.get_mut("eni-b1").unwrap().group_ids = vec!["sg-db".into()];
     w.network_interfaces.get_mut("eni-a1").unwrap().group_ids = vec!["sg-app".into()];
-    assert!(
-        analyze(&w, &tcp("eni-a1", eni("eni-b1"), 5432, Some(40000)))
-            .unwrap()
-            .found
-    );
-    let other_port = analyze(&w, &tcp("eni-a1", eni("eni-b1"), 5433, Some(40000))).unwrap();
+    assert!(from_a1(&w, eni("eni-b1"), 5432).found);
+    let other_port = from_a1(&w, eni("eni-b1"), 5433);
     assert_eq!(codes(&other_port), ["ENI_SG_RULES_MISMATCH"]);
     // eni-a2 is not in sg-app: the group reference does not admit it.
     let non_member = analyze(&w, &tcp("eni-a2", eni("eni-b1"), 5432, Some(40000))).unwrap();
@@ -156,22 +157,18 @@ fn acl_entries_decide_lowest_number_first_and_end_in_the_star_deny() {
         .associations
         .retain(|a| a.subnet_id != "subnet-b");
     w.network_acls.insert("acl-b".into(), acl_b);
-    let a = analyze(&w, &tcp("eni-a1", eni("eni-b1"), 22, Some(40000))).unwrap();
+    let a = from_a1(&w, eni("eni-b1"), 22);
     assert_eq!(codes(&a), ["SUBNET_ACL_RESTRICTION"]);
     let rule = a.explanations[0].acl_rule.clone().unwrap();
     assert_eq!(
         (rule.acl_id.as_str(), rule.number, rule.egress, rule.allow),
         ("acl-b", 50, false, false)
     );
-    assert!(
-        analyze(&w, &tcp("eni-a1", eni("eni-b1"), 23, Some(40000)))
-            .unwrap()
-            .found
-    );
+    assert!(from_a1(&w, eni("eni-b1"), 23).found);
 
     // A custom ACL with no entries denies everything with its `*` rule.
     w.network_acls.get_mut("acl-b").unwrap().entries.clear();
-    let a = analyze(&w, &tcp("eni-a1", eni("eni-b1"), 23, Some(40000))).unwrap();
+    let a = from_a1(&w, eni("eni-b1"), 23);
     assert_eq!(a.explanations[0].acl_rule.as_ref().unwrap().number, 32767);
     // Both directions of subnet b are closed: the request and the reply are both listed.
     assert_eq!(a.explanations.len(), 2);
@@ -192,7 +189,7 @@ fn acls_are_stateless_so_replies_need_their_ports_and_intra_subnet_traffic_skips
         .associations
         .retain(|a| a.subnet_id != "subnet-b");
     w.network_acls.insert("acl-b".into(), acl_b);
-    let a = analyze(&w, &tcp("eni-a1", eni("eni-b1"), 443, Some(40000))).unwrap();
+    let a = from_a1(&w, eni("eni-b1"), 443);
     assert_eq!(codes(&a), ["SUBNET_ACL_RESTRICTION"]);
     assert!(a.explanations[0].on_return);
     assert_eq!(a.explanations[0].direction, Some("egress"));
@@ -222,18 +219,14 @@ fn acls_are_stateless_so_replies_need_their_ports_and_intra_subnet_traffic_skips
         .unwrap()
         .associations
         .clear();
-    assert!(
-        analyze(&w, &tcp("eni-a1", eni("eni-a2"), 80, Some(40000)))
-            .unwrap()
-            .found
-    );
+    assert!(from_a1(&w, eni("eni-a2"), 80).found);
 }
 
 #[test]
 fn internet_needs_a_route_an_attached_gateway_and_a_public_ip() {
     let mut w = open_world();
     let internet = Target::Address(ip("203.0.113.10"));
-    let a = analyze(&w, &tcp("eni-a1", internet.clone(), 443, Some(40000))).unwrap();
+    let a = from_a1(&w, internet.clone(), 443);
     assert_eq!(codes(&a), ["NO_ROUTE_TO_DESTINATION"]);
     assert_eq!(a.explanations[0].route_table.as_deref(), Some("rtb-main"));
 
@@ -248,11 +241,11 @@ fn internet_needs_a_route_an_attached_gateway_and_a_public_ip() {
             target: RouteTarget::Gateway("igw-1".into()),
             origin: "CreateRoute".into(),
         });
-    let a = analyze(&w, &tcp("eni-a1", internet.clone(), 443, Some(40000))).unwrap();
+    let a = from_a1(&w, internet.clone(), 443);
     assert_eq!(codes(&a), ["IGW_PUBLIC_IP_ASSOCIATION_FOR_EGRESS"]);
 
     associate_eip(&mut w, "eni-a1", "198.51.100.20");
-    let a = analyze(&w, &tcp("eni-a1", internet.clone(), 443, Some(40000))).unwrap();
+    let a = from_a1(&w, internet.clone(), 443);
     assert!(a.found, "{a:#?}");
     let igw_hop = a
         .forward
@@ -262,16 +255,7 @@ fn internet_needs_a_route_an_attached_gateway_and_a_public_ip() {
     assert_eq!(igw_hop.outbound.unwrap().src, ip("198.51.100.20"));
 
     // A private destination never crosses an internet gateway.
-    let a = analyze(
-        &w,
-        &tcp(
-            "eni-a1",
-            Target::Address(ip("172.16.0.9")),
-            443,
-            Some(40000),
-        ),
-    )
-    .unwrap();
+    let a = from_a1(&w, Target::Address(ip("172.16.0.9")), 443);
     assert_eq!(codes(&a), ["IGW_DESTINATION_ADDRESS_NOT_IN_RFC1918_EGRESS"]);
 
     // Detached, the gateway leaves a blackhole route behind.
@@ -279,7 +263,7 @@ fn internet_needs_a_route_an_attached_gateway_and_a_public_ip() {
         .get_mut("igw-1")
         .unwrap()
         .attached_vpc_id = None;
-    let a = analyze(&w, &tcp("eni-a1", internet, 443, Some(40000))).unwrap();
+    let a = from_a1(&w, internet, 443);
     assert_eq!(codes(&a), ["BAD_STATE_ROUTE"]);
     assert_eq!(a.explanations[0].route.as_ref().unwrap().state, "blackhole");
 }
@@ -312,7 +296,7 @@ fn a_nat_gateway_forwards_with_its_own_address_subnet_and_routes() {
         igw: "igw-1".into(),
         ip: None,
     };
-    let a = analyze(&w, &tcp("eni-a1", internet.clone(), 443, Some(40000))).unwrap();
+    let a = from_a1(&w, internet.clone(), 443);
     assert!(a.found, "{a:#?}");
     let ids: Vec<&str> = a.forward.iter().map(|h| h.component.id.as_str()).collect();
     assert_eq!(
@@ -348,7 +332,7 @@ fn a_nat_gateway_forwards_with_its_own_address_subnet_and_routes() {
         .associations
         .retain(|a| a.subnet_id != "subnet-b");
     w.network_acls.insert("acl-b".into(), acl_b);
-    let a = analyze(&w, &tcp("eni-a1", internet.clone(), 443, Some(40000))).unwrap();
+    let a = from_a1(&w, internet.clone(), 443);
     assert_eq!(codes(&a), ["SUBNET_ACL_RESTRICTION"]);
     assert!(a.explanations[0].on_return);
 
@@ -359,7 +343,7 @@ fn a_nat_gateway_forwards_with_its_own_address_subnet_and_routes() {
 
     // A NAT gateway that is not available is a blackhole.
     w.nat_gateways.get_mut("nat-1").unwrap().state = "deleting".into();
-    let a = analyze(&w, &tcp("eni-a1", internet, 443, Some(40000))).unwrap();
+    let a = from_a1(&w, internet, 443);
     assert_eq!(codes(&a), ["BAD_STATE_ROUTE"]);
 }
 
@@ -368,7 +352,7 @@ fn a_gateway_endpoint_takes_s3_traffic_and_only_tcp_and_echo() {
     let mut w = nat_world();
     add_s3_gateway_endpoint(&mut w, "vpce-s3", &["rtb-private"]);
     let s3 = Target::Address(ip("192.0.2.20"));
-    let a = analyze(&w, &tcp("eni-a1", s3.clone(), 443, Some(40000))).unwrap();
+    let a = from_a1(&w, s3.clone(), 443);
     assert!(a.found);
     let route = a.forward.iter().find_map(|h| h.route.clone()).unwrap();
     assert_eq!(route.target, RouteTarget::VpcEndpoint("vpce-s3".into()));
@@ -393,19 +377,7 @@ fn a_gateway_endpoint_takes_s3_traffic_and_only_tcp_and_echo() {
         ["VPCE_GATEWAY_PROTOCOL_RESTRICTION"]
     );
     // The endpoint as the destination.
-    assert!(
-        analyze(
-            &w,
-            &tcp(
-                "eni-a1",
-                Target::VpcEndpoint("vpce-s3".into()),
-                443,
-                Some(40000)
-            )
-        )
-        .unwrap()
-        .found
-    );
+    assert!(from_a1(&w, Target::VpcEndpoint("vpce-s3".into()), 443).found);
 
     // A security group whose only egress is the S3 prefix list reaches S3 and nothing else.
     let pl = cove_model::region::s3_prefix_list_id("us-east-1");
@@ -421,21 +393,8 @@ fn a_gateway_endpoint_takes_s3_traffic_and_only_tcp_and_echo() {
     );
     w.security_groups.insert("sg-s3".into(), s3_only);
     w.network_interfaces.get_mut("eni-a1").unwrap().group_ids = vec!["sg-s3".into()];
-    assert!(
-        analyze(&w, &tcp("eni-a1", s3, 443, Some(40000)))
-            .unwrap()
-            .found
-    );
-    let a = analyze(
-        &w,
-        &tcp(
-            "eni-a1",
-            Target::Address(ip("203.0.113.10")),
-            443,
-            Some(40000),
-        ),
-    )
-    .unwrap();
+    assert!(from_a1(&w, s3, 443).found);
+    let a = from_a1(&w, Target::Address(ip("203.0.113.10")), 443);
     assert_eq!(codes(&a), ["ENI_SG_RULES_MISMATCH"]);
 }
 
