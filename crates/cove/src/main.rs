@@ -85,10 +85,6 @@ enum Command {
         /// An OCI layout directory (`index.json`, `blobs/`) or a tarball (`.tar`, `.tar.gz`).
         source: std::path::PathBuf,
     },
-    /// Follow a training (or processing) job until it ends: its status
-    /// transitions and its log lines as they happen. Exits non-zero unless
-    /// the job completed. Credentials come from AWS_ACCESS_KEY_ID and
-    /// AWS_SECRET_ACCESS_KEY (default: Cove's built-in key pair).
     /// Can a source reach a destination, by which path, and if not, what
     /// blocks it: answered from the stored VPC model (read-only, beside the
     /// server) the way Reachability Analyzer does. Exits 0 when reachable,
@@ -150,6 +146,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Follow a training (or processing) job until it ends: its status
+    /// transitions and its log lines as they happen. Exits non-zero unless
+    /// the job completed. Credentials come from AWS_ACCESS_KEY_ID and
+    /// AWS_SECRET_ACCESS_KEY (default: Cove's built-in key pair).
     WatchJob {
         /// The job's name.
         name: String,
