@@ -224,6 +224,17 @@ def test_cove_reach_and_reach_job_on_the_terminal(cove_server, ec2, two_subnets,
     assert any(l.startswith("FAIL S3 data download") for l in lines), out.stdout
     assert any(l.startswith("FAIL Traffic between hosts") for l in lines), out.stdout
 
+    # A model in the same subnets: its endpoint instances could not fetch their model data.
+    sm = cove_server.client("sagemaker")
+    model = f"reach-model-{int(time.time() * 1000)}"
+    sm.create_model(ModelName=model, ExecutionRoleArn="arn:aws:iam::123456789012:role/Serve",
+                    PrimaryContainer={"Image": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3", "ModelDataUrl": "s3://data/model.tar.gz"},
+                    VpcConfig={"Subnets": [t["a"], t["b"]], "SecurityGroupIds": [t["app_sg"]]})
+    out = cove(cove_server, "reach-job", "--model", model)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert sum(l.startswith("FAIL S3 data download") for l in out.stdout.splitlines()) == 2, out.stdout
+    assert "Traffic between hosts" not in out.stdout and "Artifact upload" not in out.stdout
+
     main_rt = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [t["vpc"]]},
                                                  {"Name": "association.main", "Values": ["true"]}])["RouteTables"][0]
     vpce = ec2.create_vpc_endpoint(VpcId=t["vpc"], ServiceName="com.amazonaws.us-east-1.s3", VpcEndpointType="Gateway",
@@ -233,6 +244,7 @@ def test_cove_reach_and_reach_job_on_the_terminal(cove_server, ec2, two_subnets,
     out = cove(cove_server, "reach-job", "--request", str(path))
     assert out.returncode == 0, out.stdout
     assert "ok   S3 data download" in out.stdout and "no   Internet access" in out.stdout, out.stdout
+    assert cove(cove_server, "reach-job", "--model", model).returncode == 0
 
     # A new ENI in subnet b, and one S3 object: the path, then the endpoint's policy.
     ec2.modify_vpc_endpoint(VpcEndpointId=vpce, PolicyDocument=json.dumps({"Statement": [

@@ -49,6 +49,9 @@ pub struct JobNetwork {
     pub writes: Vec<S3Location>,
     pub role_arn: Option<String>,
     pub network_isolation: bool,
+    /// Whether the hosts talk to each other (a distributed job; endpoint
+    /// instances of a model do not).
+    pub peers_talk: bool,
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -128,6 +131,46 @@ impl JobNetwork {
             writes,
             role_arn: request["RoleArn"].as_str().map(str::to_string),
             network_isolation: isolation,
+            peers_talk: true,
+        })
+    }
+
+    /// From a CreateModel request: what an endpoint instance (or a batch
+    /// transform instance) of the model needs, its model data and, in script
+    /// mode, its source archive; `None` without a `VpcConfig`.
+    pub fn from_model(request: &Value, region: &str, account: &str) -> Option<JobNetwork> {
+        let vpc = request.get("VpcConfig")?;
+        let containers: Vec<&Value> = request
+            .get("PrimaryContainer")
+            .into_iter()
+            .chain(request["Containers"].as_array().into_iter().flatten())
+            .collect();
+        let mut reads = Vec::new();
+        for c in containers {
+            reads.extend(locations(
+                [
+                    &c["ModelDataUrl"],
+                    &c["ModelDataSource"]["S3DataSource"]["S3Uri"],
+                ]
+                .into_iter(),
+            ));
+            if let Some(dir) = c["Environment"]["SAGEMAKER_SUBMIT_DIRECTORY"].as_str() {
+                reads.extend(S3Location::parse(dir));
+            }
+        }
+        let subnets = strings(&vpc["Subnets"]);
+        Some(JobNetwork {
+            region: region.to_string(),
+            account: account.to_string(),
+            // One instance per subnet: instances are spread over them all.
+            instance_count: subnets.len().max(1),
+            subnets,
+            security_groups: strings(&vpc["SecurityGroupIds"]),
+            reads,
+            writes: vec![],
+            role_arn: request["ExecutionRoleArn"].as_str().map(str::to_string),
+            network_isolation: request["EnableNetworkIsolation"].as_bool().unwrap_or(false),
+            peers_talk: false,
         })
     }
 
@@ -418,7 +461,7 @@ pub fn check_job(
             });
         }
     }
-    if hosts.len() > 1 {
+    if job.peers_talk && hosts.len() > 1 {
         let (a, b) = (&hosts[0], &hosts[1]);
         let mut failure = None;
         for (from, to) in [(a, b), (b, a)] {

@@ -617,6 +617,32 @@ mod sagemaker_checks {
     }
 
     #[test]
+    fn a_model_needs_its_model_data_from_each_subnet() {
+        let model = json!({
+            "ExecutionRoleArn": "arn:aws:iam::123456789012:role/Serve",
+            "PrimaryContainer": {"Image": "x", "ModelDataUrl": "s3://models/m/model.tar.gz",
+                                 "Environment": {"SAGEMAKER_SUBMIT_DIRECTORY": "s3://models/code.tar.gz"}},
+            "VpcConfig": {"Subnets": ["subnet-a", "subnet-b"], "SecurityGroupIds": ["sg-open"]},
+        });
+        let m = JobNetwork::from_model(&model, "us-east-1", ACCOUNT).unwrap();
+        assert_eq!(m.reads.len(), 2);
+        assert!(m.writes.is_empty());
+        let mut w = private_world();
+        let checks = check_job(&w, &m, &|_| None);
+        let downloads: Vec<&Check> = checks
+            .iter()
+            .filter(|c| c.name == "S3 data download")
+            .collect();
+        assert_eq!(downloads.len(), 2, "one per subnet");
+        assert!(downloads.iter().all(|c| !c.ok));
+        assert!(checks
+            .iter()
+            .all(|c| c.name != "Traffic between hosts" && c.name != "Artifact upload"));
+        add_s3_gateway_endpoint(&mut w, "vpce-s3", &["rtb-private"]);
+        assert!(warnings(&check_job(&w, &m, &|_| None)).is_empty());
+    }
+
+    #[test]
     fn unknown_subnets_are_reported() {
         let w = private_world();
         let mut j = job(1, &["sg-open"]);

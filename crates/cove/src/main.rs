@@ -123,19 +123,23 @@ enum Command {
         #[arg(long, default_value = "s3:GetObject")]
         action: String,
     },
-    /// Before a SageMaker job runs (or for an existing one): can its hosts,
-    /// in its subnets with its security groups, download from S3, upload
-    /// their artifacts, reach each other and reach the internet, and why
-    /// not. Exits 1 when a check the job needs fails.
+    /// Before a SageMaker job runs (or for an existing one, or a model's
+    /// endpoint instances): can its hosts, in its subnets with its security
+    /// groups, download from S3, upload their artifacts, reach each other
+    /// and reach the internet, and why not. Exits 1 when a check the job
+    /// needs fails.
     ReachJob {
         #[arg(long, env = "COVE_DATA_DIR", default_value = config::DEFAULT_DATA_DIR)]
         data_dir: std::path::PathBuf,
         /// A CreateTrainingJob (or, with --processing, CreateProcessingJob) request as JSON.
-        #[arg(long, conflicts_with = "job", required_unless_present = "job")]
+        #[arg(long, conflicts_with_all = ["job", "model"], required_unless_present_any = ["job", "model"])]
         request: Option<std::path::PathBuf>,
         /// An existing job's name.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "model")]
         job: Option<String>,
+        /// A model's name: can its endpoint and transform instances fetch its model data?
+        #[arg(long)]
+        model: Option<String>,
         /// The request or job is a processing job.
         #[arg(long)]
         processing: bool,
@@ -386,6 +390,7 @@ fn main() -> anyhow::Result<()> {
             data_dir,
             request,
             job,
+            model,
             processing,
             region,
             account,
@@ -396,6 +401,7 @@ fn main() -> anyhow::Result<()> {
                 &reach::JobArgs {
                     request: request.as_deref(),
                     job: job.as_deref(),
+                    model: model.as_deref(),
                     processing,
                     region: &region,
                     account: &account,

@@ -230,6 +230,8 @@ fn print_checks(checks: &[Check]) {
 pub struct JobArgs<'a> {
     pub request: Option<&'a Path>,
     pub job: Option<&'a str>,
+    /// A model (CreateModel): what its endpoint or transform instances need.
+    pub model: Option<&'a str>,
     pub processing: bool,
     pub region: &'a str,
     pub account: &'a str,
@@ -240,6 +242,37 @@ pub struct JobArgs<'a> {
 /// existing job; exits 1 when a check the job needs fails.
 pub fn reach_job(data_dir: &Path, args: &JobArgs) -> anyhow::Result<i32> {
     let world = load_world(data_dir)?;
+    let network = match args.model {
+        Some(name) => {
+            let key = cove_model::jobs::SageMakerDefinition::key_of("model", name);
+            let model = world
+                .sagemaker_definitions
+                .get(&key)
+                .ok_or_else(|| anyhow::anyhow!("no model named {name}"))?;
+            JobNetwork::from_model(&model.request, &model.region, args.account)
+        }
+        None => job_network(&world, args)?,
+    };
+    let Some(network) = network else {
+        println!("no VpcConfig: it runs in Cove's managed network, with internet and S3 access");
+        return Ok(0);
+    };
+    let policies = cove_s3::storage::read_bucket_policies(&data_dir.join("s3")).unwrap_or_default();
+    let checks = check_job(&world, &network, &|bucket| policies.get(bucket).cloned());
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&checks)?);
+    } else {
+        print_checks(&checks);
+    }
+    Ok(if checks.iter().any(|c| c.required && !c.ok) {
+        1
+    } else {
+        0
+    })
+}
+
+/// The network needs of the job in a request file or of an existing job.
+fn job_network(world: &World, args: &JobArgs) -> anyhow::Result<Option<JobNetwork>> {
     let (request, processing, region, account) = match (args.request, args.job) {
         (Some(path), _) => {
             let text = std::fs::read_to_string(path)
@@ -275,22 +308,9 @@ pub fn reach_job(data_dir: &Path, args: &JobArgs) -> anyhow::Result<i32> {
                 job.account_id.clone(),
             )
         }
-        (None, None) => anyhow::bail!("give --request FILE or --job NAME"),
+        (None, None) => anyhow::bail!("give --request FILE, --job NAME or --model NAME"),
     };
-    let Some(network) = JobNetwork::from_request(processing, &request, &region, &account) else {
-        println!("the job has no VpcConfig: it runs in Cove's managed network, with internet and S3 access");
-        return Ok(0);
-    };
-    let policies = cove_s3::storage::read_bucket_policies(&data_dir.join("s3")).unwrap_or_default();
-    let checks = check_job(&world, &network, &|bucket| policies.get(bucket).cloned());
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&checks)?);
-    } else {
-        print_checks(&checks);
-    }
-    Ok(if checks.iter().any(|c| c.required && !c.ok) {
-        1
-    } else {
-        0
-    })
+    Ok(JobNetwork::from_request(
+        processing, &request, &region, &account,
+    ))
 }
