@@ -81,6 +81,8 @@ print(json.dumps({
     "StoppingCondition": {"MaxRuntimeInSeconds": 600},
     "VpcConfig": {"Subnets": e["SUBNETS"].split(","), "SecurityGroupIds": [e["SG"]]},
 }))' > "$DATA/training-job.json"
+echo "== before it runs: what the job's subnets and security group allow (cove reach-job):"
+./target/release/cove reach-job --data-dir "$DATA" --request "$DATA/training-job.json"
 aws_ sagemaker create-training-job --cli-input-json "file://$DATA/training-job.json" >/dev/null
 echo "== training job $JOB in $SUBNET_A/$SUBNET_B:"
 ./target/release/cove watch-job "$JOB" --endpoint "http://127.0.0.1:$PORT"

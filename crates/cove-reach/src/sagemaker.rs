@@ -162,8 +162,7 @@ impl JobNetwork {
         Some(JobNetwork {
             region: region.to_string(),
             account: account.to_string(),
-            // One instance per subnet: instances are spread over them all.
-            instance_count: subnets.len().max(1),
+            instance_count: 1,
             subnets,
             security_groups: strings(&vpc["SecurityGroupIds"]),
             reads,
@@ -265,14 +264,16 @@ pub fn with_planned_eni(
     Ok(w)
 }
 
-/// The job's hosts as ENIs it would get: round-robin over its subnets, in a copy of the world.
+/// The job's hosts as ENIs it would get: round-robin over its subnets, in a
+/// copy of the world; at least one per subnet, since SageMaker may place a
+/// host in any of them.
 fn place_hosts(world: &World, job: &JobNetwork) -> Result<(World, Vec<String>), String> {
     if job.subnets.is_empty() {
         return Err("the VpcConfig names no subnets".into());
     }
     let mut w = world.clone();
     let mut ids = Vec::new();
-    for i in 0..job.instance_count {
+    for i in 0..job.instance_count.max(job.subnets.len()) {
         let id = format!("eni-algo-{}", i + 1);
         w = with_planned_eni(
             &w,
@@ -461,7 +462,7 @@ pub fn check_job(
             });
         }
     }
-    if job.peers_talk && hosts.len() > 1 {
+    if job.peers_talk && job.instance_count > 1 {
         let (a, b) = (&hosts[0], &hosts[1]);
         let mut failure = None;
         for (from, to) in [(a, b), (b, a)] {
