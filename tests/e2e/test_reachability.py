@@ -84,6 +84,13 @@ def test_analysis_explains_groups_and_acls_and_agrees_with_packets(cove_server, 
     assert a["ReturnPathComponents"][0]["Component"]["Id"] == db
     assert eventually(lambda: reaches(cove_server, app, db_ip, 5432))
 
+    # A port range instead of a port: the analysis finds the port that gets through, or none.
+    a = analyze(ec2, Source=app, Destination=db, FilterAtSource={"DestinationPortRange": {"FromPort": 5000, "ToPort": 5500}})
+    assert a["NetworkPathFound"] is True
+    assert a["ForwardPathComponents"][-1]["InboundHeader"]["DestinationPortRanges"] == [{"From": 5432, "To": 5432}]
+    a = analyze(ec2, Source=app, Destination=db, FilterAtDestination={"DestinationPortRange": {"FromPort": 6000, "ToPort": 7000}})
+    assert a["NetworkPathFound"] is False
+
     # A custom ACL on subnet b that lets the request in but no reply out.
     acl = ec2.create_network_acl(VpcId=t["vpc"])["NetworkAcl"]["NetworkAclId"]
     ec2.create_network_acl_entry(NetworkAclId=acl, RuleNumber=100, Protocol="6", RuleAction="allow",
@@ -163,6 +170,16 @@ def test_paths_are_validated_described_tagged_and_deleted(ec2, two_subnets):
               Source=app, DestinationIp="10.0.2.9", Protocol="tcp", SourceIp="10.0.9.9")
     aws_error("InvalidNetworkInsightsPathId.NotFound", ec2.start_network_insights_analysis,
               NetworkInsightsPathId="nip-0123456789abcdef0")
+    aws_error("InvalidParameterCombination", ec2.create_network_insights_path, Source=app, DestinationIp="10.0.2.9",
+              Protocol="tcp", DestinationPort=22, FilterAtSource={"DestinationPortRange": {"FromPort": 1, "ToPort": 9}})
+    aws_error("InvalidParameterValue", ec2.create_network_insights_path, Source=app, DestinationIp="10.0.2.9",
+              Protocol="tcp", FilterAtSource={"DestinationPortRange": {"FromPort": 9, "ToPort": 1}})
+    aws_error("InvalidParameterCombination", ec2.create_network_insights_path, Source=app, DestinationIp="10.0.2.9",
+              Protocol="tcp", FilterAtDestination={"DestinationAddress": "10.0.2.10"})
+    filtered = ec2.create_network_insights_path(Source=app, Protocol="tcp",
+                                                FilterAtDestination={"DestinationAddress": "10.0.2.9"})["NetworkInsightsPath"]
+    assert filtered["FilterAtDestination"] == {"DestinationAddress": "10.0.2.9"}
+    ec2.delete_network_insights_path(NetworkInsightsPathId=filtered["NetworkInsightsPathId"])
 
     arn = f"arn:aws:ec2:us-east-1:123456789012:network-interface/{app}"
     p = ec2.create_network_insights_path(

@@ -101,15 +101,109 @@ fn parse_ip(member: &str, v: Option<&str>) -> AwsResult<Option<Ipv4Addr>> {
     .transpose()
 }
 
-pub fn create_path(r: &Req) -> AwsResult<Value> {
-    let (region, account) = (r.region().to_string(), r.account().to_string());
-    for unsupported in ["FilterAtSource", "FilterAtDestination"] {
-        if r.input.get(unsupported).is_some() {
-            return Err(AwsError::invalid_parameter_value(format!(
-                "{unsupported} is not supported by Cove."
-            )));
+/// A port range of a path filter: `FromPort`..`ToPort`, open ends meaning 0 and 65535.
+fn filter_ports(v: &Value, member: &str) -> AwsResult<Option<(u16, u16)>> {
+    let Some(r) = v.get(member) else {
+        return Ok(None);
+    };
+    let end = |k: &str, d: i64| {
+        r.get(k)
+            .and_then(Value::as_i64)
+            .unwrap_or(d)
+            .clamp(0, 65535) as u16
+    };
+    let (from, to) = (end("FromPort", 0), end("ToPort", 65535));
+    if from > to {
+        return Err(AwsError::invalid_parameter_value(format!(
+            "{member}: FromPort {from} is greater than ToPort {to}."
+        )));
+    }
+    Ok(Some((from, to)))
+}
+
+fn intersect(a: Option<(u16, u16)>, b: Option<(u16, u16)>) -> AwsResult<Option<(u16, u16)>> {
+    match (a, b) {
+        (Some(x), Some(y)) if x.0.max(y.0) <= x.1.min(y.1) => {
+            Ok(Some((x.0.max(y.0), x.1.min(y.1))))
+        }
+        (Some(_), Some(_)) => Err(AwsError::invalid_parameter_combination(
+            "The port ranges of FilterAtSource and FilterAtDestination do not overlap.",
+        )),
+        (x, None) | (None, x) => Ok(x),
+    }
+}
+
+/// What a path asks once its filters are folded in: the addresses and the
+/// port ranges the analysis may use.
+struct Effective {
+    source_ip: Option<Ipv4Addr>,
+    destination_ip: Option<Ipv4Addr>,
+    ports: Option<(u16, u16)>,
+    source_ports: Option<(u16, u16)>,
+}
+
+/// One address given by a field and the filters' members; two different ones conflict.
+fn one_address(given: Vec<(&str, Option<&str>)>) -> AwsResult<Option<Ipv4Addr>> {
+    let mut found: Option<(String, Ipv4Addr)> = None;
+    for (member, value) in given {
+        let Some(ip) = parse_ip(member, value)? else {
+            continue;
+        };
+        match &found {
+            Some((other, prev)) if *prev != ip => {
+                return Err(AwsError::invalid_parameter_combination(format!(
+                    "{member} and {other} name different addresses."
+                )))
+            }
+            _ => found = Some((member.to_string(), ip)),
         }
     }
+    Ok(found.map(|f| f.1))
+}
+
+fn effective(p: &NetworkInsightsPath) -> AwsResult<Effective> {
+    let none = Value::Null;
+    let fs = p.filter_at_source.as_ref().unwrap_or(&none);
+    let fd = p.filter_at_destination.as_ref().unwrap_or(&none);
+    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
+    let (fs_src, fd_src) = (text(fs, "SourceAddress"), text(fd, "SourceAddress"));
+    let (fs_dst, fd_dst) = (
+        text(fs, "DestinationAddress"),
+        text(fd, "DestinationAddress"),
+    );
+    let source_ip = one_address(vec![
+        ("SourceIp", p.source_ip.as_deref()),
+        ("FilterAtSource.SourceAddress", fs_src.as_deref()),
+        ("FilterAtDestination.SourceAddress", fd_src.as_deref()),
+    ])?;
+    let destination_ip = one_address(vec![
+        ("DestinationIp", p.destination_ip.as_deref()),
+        ("FilterAtSource.DestinationAddress", fs_dst.as_deref()),
+        ("FilterAtDestination.DestinationAddress", fd_dst.as_deref()),
+    ])?;
+    let ports = intersect(
+        filter_ports(fs, "DestinationPortRange")?,
+        filter_ports(fd, "DestinationPortRange")?,
+    )?;
+    if ports.is_some() && p.destination_port.is_some() {
+        return Err(AwsError::invalid_parameter_combination(
+            "DestinationPort cannot be combined with a filter's DestinationPortRange.",
+        ));
+    }
+    let source_ports = intersect(
+        filter_ports(fs, "SourcePortRange")?,
+        filter_ports(fd, "SourcePortRange")?,
+    )?;
+    Ok(Effective {
+        source_ip,
+        destination_ip,
+        ports,
+        source_ports,
+    })
+}
+
+pub fn create_path(r: &Req) -> AwsResult<Value> {
+    let (region, account) = (r.region().to_string(), r.account().to_string());
     let source = resource_id(r.required("Source")?).to_string();
     let destination = r.str("Destination").map(|d| resource_id(d).to_string());
     let source_ip = parse_ip("SourceIp", r.str("SourceIp"))?;
@@ -133,7 +227,25 @@ pub fn create_path(r: &Req) -> AwsResult<Value> {
         .as_deref()
         .map(|d| check_end(&world, &region, d, "Destination"))
         .transpose()?;
-    if destination.is_none() && destination_ip.is_none() {
+    let filters = NetworkInsightsPath {
+        id: String::new(),
+        region: region.clone(),
+        arn: String::new(),
+        created_date: String::new(),
+        source: source.clone(),
+        source_arn: String::new(),
+        destination: destination.clone(),
+        destination_arn: None,
+        source_ip: source_ip.map(|i| i.to_string()),
+        destination_ip: destination_ip.map(|i| i.to_string()),
+        protocol: protocol.clone(),
+        destination_port: port,
+        client_token: None,
+        filter_at_source: r.input.get("FilterAtSource").cloned(),
+        filter_at_destination: r.input.get("FilterAtDestination").cloned(),
+    };
+    let wanted = effective(&filters)?;
+    if destination.is_none() && wanted.destination_ip.is_none() {
         return Err(AwsError::client(
             "MissingParameter",
             "The request must contain the parameter Destination or DestinationIp.",
@@ -152,7 +264,7 @@ pub fn create_path(r: &Req) -> AwsResult<Value> {
             "From an internet gateway, the destination must be a network interface.",
         ));
     }
-    if let (Kind::NetworkInterface, Some(ip)) = (source_kind, source_ip) {
+    if let (Kind::NetworkInterface, Some(ip)) = (source_kind, wanted.source_ip) {
         let own = &world.network_interfaces[&source].private_ip;
         if own != &ip.to_string() {
             return Err(AwsError::invalid_parameter_value(format!(
@@ -160,30 +272,18 @@ pub fn create_path(r: &Req) -> AwsResult<Value> {
             )));
         }
     }
+    let id = new_id("nip");
     let path = NetworkInsightsPath {
-        id: new_id("nip"),
-        region: region.clone(),
-        arn: String::new(),
+        arn: format!("arn:aws:ec2:{region}:{account}:network-insights-path/{id}"),
+        id,
         created_date: now(),
         source_arn: arn(&region, &account, source_kind, &source).unwrap_or_default(),
-        source,
         destination_arn: destination
             .as_deref()
             .zip(destination_kind)
             .and_then(|(d, k)| arn(&region, &account, k, d)),
-        destination,
-        source_ip: source_ip.map(|i| i.to_string()),
-        destination_ip: destination_ip.map(|i| i.to_string()),
-        protocol,
-        destination_port: port,
         client_token: token,
-    };
-    let path = NetworkInsightsPath {
-        arn: format!(
-            "arn:aws:ec2:{region}:{account}:network-insights-path/{}",
-            path.id
-        ),
-        ..path
+        ..filters
     };
     r.write(|tx| {
         tx.put(path.clone());
@@ -216,6 +316,14 @@ fn render_path(world: &World, p: &NetworkInsightsPath) -> Value {
     }
     if let Some(port) = p.destination_port {
         v["DestinationPort"] = json!(port);
+    }
+    for (key, filter) in [
+        ("FilterAtSource", &p.filter_at_source),
+        ("FilterAtDestination", &p.filter_at_destination),
+    ] {
+        if let Some(f) = filter {
+            v[key] = f.clone();
+        }
     }
     with_tags(v, world, &p.id, "Tags")
 }
@@ -272,13 +380,12 @@ pub fn delete_path(r: &Req) -> AwsResult<Value> {
     Ok(json!({"NetworkInsightsPathId": id}))
 }
 
-/// The query a path asks, in `cove-reach`'s terms.
-pub fn query_of(p: &NetworkInsightsPath) -> Query {
-    let ip = |s: &Option<String>| s.as_deref().and_then(|x| x.parse().ok());
+/// The query a path asks, in `cove-reach`'s terms, with the port ranges its filters allow.
+fn query_of(p: &NetworkInsightsPath, e: &Effective) -> Query {
     let source = if p.source.starts_with("igw-") {
         Source::Internet {
             igw: Some(p.source.clone()),
-            ip: ip(&p.source_ip),
+            ip: e.source_ip,
         }
     } else {
         Source::Eni(p.source.clone())
@@ -286,11 +393,11 @@ pub fn query_of(p: &NetworkInsightsPath) -> Query {
     let target = match p.destination.as_deref() {
         Some(d) if d.starts_with("igw-") => Target::InternetGateway {
             igw: d.to_string(),
-            ip: ip(&p.destination_ip),
+            ip: e.destination_ip,
         },
         Some(d) if d.starts_with("vpce-") => Target::VpcEndpoint(d.to_string()),
         Some(d) => Target::Eni(d.to_string()),
-        None => Target::Address(ip(&p.destination_ip).unwrap_or(Ipv4Addr::UNSPECIFIED)),
+        None => Target::Address(e.destination_ip.unwrap_or(Ipv4Addr::UNSPECIFIED)),
     };
     Query {
         source,
@@ -340,7 +447,17 @@ pub fn start_analysis(r: &Req) -> AwsResult<Value> {
         explanations: json!([]),
         client_token: token,
     };
-    match cove_reach::analyze(&world, &query_of(path)) {
+    let result = effective(path)
+        .map_err(|e| cove_reach::QueryError(e.message))
+        .and_then(|e| {
+            cove_reach::analyze_within(
+                &world,
+                &query_of(path, &e),
+                e.ports.unwrap_or((0, 65535)),
+                e.source_ports.unwrap_or(cove_reach::EPHEMERAL),
+            )
+        });
+    match result {
         Ok(result) => {
             let render = Render {
                 world: &world,

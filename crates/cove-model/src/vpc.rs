@@ -270,6 +270,12 @@ pub struct NetworkInsightsPath {
     pub protocol: String,
     pub destination_port: Option<i64>,
     pub client_token: Option<String>,
+    /// `FilterAtSource` and `FilterAtDestination` as given (`SourceAddress`,
+    /// `SourcePortRange`, `DestinationAddress`, `DestinationPortRange`).
+    #[serde(default)]
+    pub filter_at_source: Option<serde_json::Value>,
+    #[serde(default)]
+    pub filter_at_destination: Option<serde_json::Value>,
 }
 
 /// One run of the analysis of a path: a snapshot of its result, rendered in

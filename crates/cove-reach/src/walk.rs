@@ -1203,6 +1203,22 @@ fn candidate_ports(world: &World, range: (u16, u16)) -> Vec<u16> {
 /// are tried at every boundary of the rules' port ranges and the first
 /// combination that gets through is reported (or the first tried, if none does).
 pub fn analyze(world: &World, q: &Query) -> Result<Analysis, QueryError> {
+    analyze_within(world, q, (0, 65535), EPHEMERAL)
+}
+
+/// [`analyze`] with the ports left open narrowed to ranges (the API's
+/// `FilterAtSource`/`FilterAtDestination` port ranges).
+pub fn analyze_within(
+    world: &World,
+    q: &Query,
+    ports: (u16, u16),
+    source_ports: (u16, u16),
+) -> Result<Analysis, QueryError> {
+    if ports.0 > ports.1 || source_ports.0 > source_ports.1 {
+        return Err(QueryError(
+            "A port range must start at or below its end".into(),
+        ));
+    }
     let plan = resolve(world, q)?;
     let src_ip = match &plan.start {
         Start::Eni(n) => n.ip,
@@ -1211,12 +1227,12 @@ pub fn analyze(world: &World, q: &Query) -> Result<Analysis, QueryError> {
     let dports = match (q.protocol.has_ports(), q.port) {
         (false, _) => vec![0],
         (true, Some(p)) => vec![p],
-        (true, None) => candidate_ports(world, (0, 65535)),
+        (true, None) => candidate_ports(world, ports),
     };
     let sports = match (q.protocol.has_ports(), q.source_port) {
         (false, _) => vec![0],
         (true, Some(p)) => vec![p],
-        (true, None) => candidate_ports(world, EPHEMERAL),
+        (true, None) => candidate_ports(world, source_ports),
     };
     let mut first = None;
     for &d in &dports {
