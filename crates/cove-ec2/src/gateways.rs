@@ -142,11 +142,7 @@ pub fn attach_internet_gateway(r: &Req) -> AwsResult<Value> {
                 format!("resource {id} is already attached to network {current}"),
             ));
         }
-        if let Some(other) = w
-            .internet_gateways
-            .values()
-            .find(|o| o.attached_vpc_id.as_deref() == Some(vpc_id.as_str()))
-        {
+        if let Some(other) = w.attached_internet_gateway(&vpc_id) {
             return Err(AwsError::client(
                 "Resource.AlreadyAssociated",
                 format!(
@@ -374,11 +370,7 @@ pub fn associate_address(r: &Req) -> AwsResult<Value> {
                 )));
             }
         }
-        if !w
-            .internet_gateways
-            .values()
-            .any(|g| g.attached_vpc_id.as_deref() == Some(eni.vpc_id.as_str()))
-        {
+        if w.attached_internet_gateway(&eni.vpc_id).is_none() {
             return Err(AwsError::client(
                 "Gateway.NotAttached",
                 format!("Network {} is not attached to any internet gateway", eni.vpc_id),
@@ -783,11 +775,7 @@ pub fn advance_nat_gateways(tx: &mut Tx) {
     for mut n in due {
         match n.state.as_str() {
             "pending" => {
-                let has_igw = tx
-                    .world
-                    .internet_gateways
-                    .values()
-                    .any(|g| g.attached_vpc_id.as_deref() == Some(n.vpc_id.as_str()));
+                let has_igw = tx.world.attached_internet_gateway(&n.vpc_id).is_some();
                 if n.connectivity_type == "public" && !has_igw {
                     release_nat_resources(tx, &n);
                     n.state = "failed".into();

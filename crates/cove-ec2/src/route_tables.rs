@@ -791,13 +791,7 @@ mod tests {
     }
 
     fn main_table(store: &Store, vpc: &str) -> RouteTable {
-        store
-            .snapshot()
-            .route_tables
-            .values()
-            .find(|t| t.vpc_id == vpc && t.associations.iter().any(|a| a.main))
-            .cloned()
-            .unwrap()
+        store.snapshot().main_route_table(vpc).cloned().unwrap()
     }
 
     fn code(r: AwsResult<Value>) -> String {

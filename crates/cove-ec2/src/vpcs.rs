@@ -71,9 +71,7 @@ pub fn create_default_vpc(tx: &mut Tx, region: &str, account: &str) -> AwsResult
     let igw = gateways::new_internet_gateway(tx, region, Some(vpc.id.clone()));
     let main = tx
         .world
-        .route_tables
-        .values()
-        .find(|rt| rt.vpc_id == vpc.id && rt.associations.iter().any(|a| a.main))
+        .main_route_table(&vpc.id)
         .cloned()
         .expect("new VPCs have a main route table");
     let mut main = main;
@@ -164,10 +162,7 @@ pub fn delete_vpc(r: &Req) -> AwsResult<Value> {
         let w = &tx.world;
         find::<Vpc>(w, &id, region, |v| &v.region, vpc_not_found)?;
         let in_vpc_subnets = w.subnets.values().any(|s| s.vpc_id == id);
-        let igw = w
-            .internet_gateways
-            .values()
-            .any(|g| g.attached_vpc_id.as_deref() == Some(&id));
+        let igw = w.attached_internet_gateway(&id).is_some();
         let endpoints = w.vpc_endpoints.values().any(|e| e.vpc_id == id);
         let nats = w
             .nat_gateways

@@ -133,6 +133,20 @@ pub const TAGS_KIND: &str = "tags";
 pub const REGION_KIND: &str = "region";
 
 impl World {
+    /// The internet gateway attached to a VPC (a VPC has at most one).
+    pub fn attached_internet_gateway(&self, vpc_id: &str) -> Option<&InternetGateway> {
+        self.internet_gateways
+            .values()
+            .find(|g| g.attached_vpc_id.as_deref() == Some(vpc_id))
+    }
+
+    /// A VPC's main route table, which serves every subnet without an explicit association.
+    pub fn main_route_table(&self, vpc_id: &str) -> Option<&RouteTable> {
+        self.route_tables
+            .values()
+            .find(|t| t.vpc_id == vpc_id && t.associations.iter().any(|a| a.main))
+    }
+
     /// The availability zones of an endpoint's subnets, in subnet order.
     pub fn endpoint_zones(&self, e: &VpcEndpoint) -> Vec<String> {
         e.subnet_ids

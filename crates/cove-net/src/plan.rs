@@ -422,19 +422,15 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
             ingress: union(&groups, false),
         });
     }
-    let igw = world
-        .internet_gateways
-        .values()
-        .find(|g| g.attached_vpc_id.as_deref() == Some(vpc_id))
-        .map(|_| {
-            let (router_ip, region_ip) = link_addresses(vpc_id);
-            IgwPlan {
-                router_link: naming::igw_link(vpc_id),
-                region_link: naming::region_link(vpc_id),
-                router_ip,
-                region_ip,
-            }
-        });
+    let igw = world.attached_internet_gateway(vpc_id).map(|_| {
+        let (router_ip, region_ip) = link_addresses(vpc_id);
+        IgwPlan {
+            router_link: naming::igw_link(vpc_id),
+            region_link: naming::region_link(vpc_id),
+            router_ip,
+            region_ip,
+        }
+    });
     let mut public_ips: Vec<(Ipv4Addr, Ipv4Addr)> = world
         .addresses
         .values()
@@ -517,11 +513,7 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
             ),
         }
     };
-    let main_table = world
-        .route_tables
-        .values()
-        .find(|t| t.vpc_id == vpc_id && t.associations.iter().any(|a| a.main))
-        .map(|t| t.id.clone());
+    let main_table = world.main_route_table(vpc_id).map(|t| t.id.clone());
     let mut tables = Vec::new();
     for (i, t) in world
         .route_tables

@@ -299,13 +299,6 @@ fn vpc_cidr(world: &World, vpc_id: &str) -> Option<Cidr> {
     world.vpcs.get(vpc_id).and_then(|v| v.cidr.parse().ok())
 }
 
-pub fn attached_igw<'w>(world: &'w World, vpc_id: &str) -> Option<&'w InternetGateway> {
-    world
-        .internet_gateways
-        .values()
-        .find(|g| g.attached_vpc_id.as_deref() == Some(vpc_id))
-}
-
 /// The Elastic IP mapped to a private address of the VPC.
 pub fn public_ip(world: &World, vpc_id: &str, private: Ipv4Addr) -> Option<Ipv4Addr> {
     world.addresses.values().find_map(|a| {
@@ -326,12 +319,7 @@ pub fn route_table_of<'w>(world: &'w World, subnet: &Subnet) -> Option<&'w Route
                 .iter()
                 .any(|a| a.subnet_id.as_deref() == Some(subnet.id.as_str()))
         })
-        .or_else(|| {
-            world
-                .route_tables
-                .values()
-                .find(|t| t.vpc_id == subnet.vpc_id && t.associations.iter().any(|a| a.main))
-        })
+        .or_else(|| world.main_route_table(&subnet.vpc_id))
 }
 
 fn acl_of<'w>(world: &'w World, subnet: &Subnet) -> Option<&'w NetworkAcl> {
@@ -1065,7 +1053,7 @@ fn resolve<'w>(world: &'w World, q: &Query) -> Result<Plan<'w>, QueryError> {
                     ))
                 }
             };
-            let attached = attached_igw(world, &dst.eni.vpc_id);
+            let attached = world.attached_internet_gateway(&dst.eni.vpc_id);
             let igw = match (igw, attached) {
                 (Some(given), Some(a)) if *given == a.id => a,
                 (Some(given), _) => {

@@ -98,7 +98,7 @@ fn target_of(world: &World, source: &Source, to: &str) -> anyhow::Result<Target>
         .map(|v| v.region.clone())
         .unwrap_or_default();
     if to == "internet" {
-        return Ok(match cove_reach::attached_igw(world, &e.vpc_id) {
+        return Ok(match world.attached_internet_gateway(&e.vpc_id) {
             Some(g) => Target::InternetGateway {
                 igw: g.id.clone(),
                 ip: None,
