@@ -110,31 +110,25 @@ impl Hosting {
     /// Watches the store and gives every endpoint and unfinished transform job a driver.
     pub fn spawn(self: &Arc<Self>) -> std::io::Result<()> {
         let me = self.clone();
-        std::thread::Builder::new()
-            .name("cove-hosting".into())
-            .spawn(move || loop {
-                let generation = me.store.generation();
-                let world = me.store.snapshot();
-                for key in world.sagemaker_endpoints.keys() {
-                    let (me2, k) = (me.clone(), key.clone());
-                    me.workers.run_once(
-                        key,
-                        format!("ep-{}", key.trim_start_matches("endpoint/")),
-                        move || me2.drive(&k),
-                    );
+        crate::workers::watch_store(self.store.clone(), "cove-hosting", move |world| {
+            for key in world.sagemaker_endpoints.keys() {
+                let (me2, k) = (me.clone(), key.clone());
+                me.workers.run_once(
+                    key,
+                    format!("ep-{}", key.trim_start_matches("endpoint/")),
+                    move || me2.drive(&k),
+                );
+            }
+            for (key, j) in world.transform_jobs.iter() {
+                if j.phase == TransformPhase::CleanedUp {
+                    continue;
                 }
-                for (key, j) in world.transform_jobs.iter() {
-                    if j.phase == TransformPhase::CleanedUp {
-                        continue;
-                    }
-                    let (me2, k) = (me.clone(), key.clone());
-                    me.workers.run_once(key, format!("bt-{}", j.name), move || {
-                        me2.drive_transform(&k)
-                    });
-                }
-                me.store.wait_for_change(generation, Duration::from_secs(5));
-            })?;
-        Ok(())
+                let (me2, k) = (me.clone(), key.clone());
+                me.workers.run_once(key, format!("bt-{}", j.name), move || {
+                    me2.drive_transform(&k)
+                });
+            }
+        })
     }
 
     pub(crate) fn store(&self) -> &Store {

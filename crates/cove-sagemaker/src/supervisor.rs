@@ -117,18 +117,13 @@ impl Supervisor {
     /// Watches the store and gives every job that is not cleaned up a worker.
     pub fn spawn(self: &Arc<Self>) -> std::io::Result<()> {
         let me = self.clone();
-        std::thread::Builder::new()
-            .name("cove-jobs".into())
-            .spawn(move || loop {
-                let generation = me.store.generation();
-                for job in me.store.snapshot().sagemaker_jobs.values() {
-                    if job.phase != JobPhase::CleanedUp {
-                        me.ensure_worker(&job.key());
-                    }
+        crate::workers::watch_store(self.store.clone(), "cove-jobs", move |world| {
+            for job in world.sagemaker_jobs.values() {
+                if job.phase != JobPhase::CleanedUp {
+                    me.ensure_worker(&job.key());
                 }
-                me.store.wait_for_change(generation, Duration::from_secs(5));
-            })?;
-        Ok(())
+            }
+        })
     }
 
     fn ensure_worker(self: &Arc<Self>, key: &str) {

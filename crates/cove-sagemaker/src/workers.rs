@@ -3,8 +3,29 @@
 //! once the last has returned. The supervisors call [`Workers::run_once`] on
 //! every pass over the store.
 
+use cove_model::world::World;
+use cove_store::Store;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Starts a thread named `name` that calls `pass` with the current world at
+/// once, after every change to the store, and at least every 5 s: a
+/// supervisor's loop, which gives whatever needs driving a worker.
+pub(crate) fn watch_store(
+    store: Arc<Store>,
+    name: &str,
+    pass: impl Fn(&World) + Send + 'static,
+) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || loop {
+            let generation = store.generation();
+            pass(&store.snapshot());
+            store.wait_for_change(generation, Duration::from_secs(5));
+        })
+        .map(|_| ())
+}
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Workers {
