@@ -269,6 +269,42 @@ fn health_body(addr: SocketAddr) -> Option<String> {
     })
 }
 
+/// Polls a NAT gateway until it is `available`. A state other than
+/// `pending` on the way, or no `available` within `timeout`, is an error that
+/// says what was seen.
+pub async fn wait_nat_available(
+    ec2: &aws_sdk_ec2::Client,
+    nat_id: &str,
+    timeout: Duration,
+) -> Result<aws_sdk_ec2::types::NatGateway, String> {
+    use aws_sdk_ec2::types::NatGatewayState;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = ec2
+            .describe_nat_gateways()
+            .nat_gateway_ids(nat_id)
+            .send()
+            .await
+            .map_err(|e| format!("DescribeNatGateways: {}", DisplayErrorContext(&e)))?;
+        let gateway = out
+            .nat_gateways()
+            .first()
+            .cloned()
+            .ok_or_else(|| format!("{nat_id} is not described"))?;
+        match gateway.state() {
+            Some(NatGatewayState::Available) => return Ok(gateway),
+            Some(NatGatewayState::Pending) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            other => {
+                return Err(format!(
+                    "{nat_id} did not become available in {timeout:?}: {other:?} {gateway:?}"
+                ))
+            }
+        }
+    }
+}
+
 /// Asserts that an SDK call failed with the AWS error `code` (read from the
 /// service error through `into_service_error()` and
 /// [`ProvideErrorMetadata::code`]) and returns the error's message.

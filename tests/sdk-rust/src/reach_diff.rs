@@ -602,27 +602,7 @@ async fn realise(ec2: &aws_sdk_ec2::Client, spec: &Spec) -> Res<Realised> {
             .and_then(|n| n.nat_gateway_id())
             .unwrap_or_default()
             .to_string();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let d = ec2
-                .describe_nat_gateways()
-                .nat_gateway_ids(&nat_id)
-                .send()
-                .await
-                .map_err(err("DescribeNatGateways"))?;
-            if d.nat_gateways()
-                .first()
-                .and_then(|n| n.state())
-                .map(|s| s.as_str())
-                == Some("available")
-            {
-                break;
-            }
-            if Instant::now() > deadline {
-                return Err(format!("{nat_id} never became available"));
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        crate::wait_nat_available(ec2, &nat_id, Duration::from_secs(20)).await?;
         ec2.create_route()
             .route_table_id(&main_rt)
             .destination_cidr_block("0.0.0.0/0")

@@ -3,13 +3,13 @@
 //! security groups, pagination, error codes, signatures and NAT gateways.
 //! Each test starts its own server (see the `cove_sdk_tests` harness).
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_ec2::types::{
     DomainType, Filter, IpPermission, IpRange, NatGatewayState, ResourceType, Tag,
     TagSpecification, VpcAttributeName,
 };
-use cove_sdk_tests::{assert_error_code, Cove, ACCOUNT_ID};
+use cove_sdk_tests::{assert_error_code, wait_nat_available, Cove, ACCOUNT_ID};
 
 fn filter(name: &str, value: &str) -> Filter {
     Filter::builder().name(name).values(value).build()
@@ -482,23 +482,9 @@ async fn nat_gateway_becomes_available_with_requester_managed_eni() {
     let nat_id = nat.nat_gateway_id().expect("nat id").to_string();
     assert_eq!(nat.state(), Some(&NatGatewayState::Pending));
 
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let available = loop {
-        let out = ec2
-            .describe_nat_gateways()
-            .nat_gateway_ids(&nat_id)
-            .send()
-            .await
-            .expect("describe_nat_gateways");
-        let gateway = out.nat_gateways().first().expect("the gateway").clone();
-        match gateway.state() {
-            Some(NatGatewayState::Available) => break gateway,
-            Some(NatGatewayState::Pending) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            other => panic!("{nat_id} did not become available in 10 s: {other:?} {gateway:?}"),
-        }
-    };
+    let available = wait_nat_available(&ec2, &nat_id, Duration::from_secs(10))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(available.vpc_id(), Some(vpc_id.as_str()));
     assert_eq!(available.subnet_id(), Some(subnet_id.as_str()));
     let nat_address = available
