@@ -16,6 +16,16 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4747";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cove";
 
+/// Where a data directory keeps the stored world (SQLite).
+pub fn store_path(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("cove.db")
+}
+
+/// Where a data directory keeps S3's objects and metadata.
+pub fn s3_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("s3")
+}
+
 #[derive(Debug, Args)]
 pub struct ServeArgs {
     /// TOML settings file.

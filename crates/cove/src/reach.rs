@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 pub fn load_world(data_dir: &Path) -> anyhow::Result<World> {
-    let db = data_dir.join("cove.db");
+    let db = crate::config::store_path(data_dir);
     if !db.exists() {
         anyhow::bail!(
             "{} does not exist: is `cove serve --data-dir {}` the right server?",
@@ -123,6 +123,11 @@ fn target_of(world: &World, source: &Source, to: &str) -> anyhow::Result<Target>
     })
 }
 
+/// The bucket policies of the data directory's S3, by bucket (none when it has no S3 yet).
+fn bucket_policies(data_dir: &Path) -> std::collections::BTreeMap<String, String> {
+    cove_s3::storage::read_bucket_policies(&crate::config::s3_dir(data_dir)).unwrap_or_default()
+}
+
 pub struct ReachArgs<'a> {
     pub from: &'a str,
     pub to: &'a str,
@@ -167,8 +172,7 @@ pub fn reach(data_dir: &Path, args: &ReachArgs) -> anyhow::Result<i32> {
     // and the bucket's policies decide the rest.
     let policy = match (&s3_object, analysis.found) {
         (Some(loc), true) => {
-            let policies =
-                cove_s3::storage::read_bucket_policies(&data_dir.join("s3")).unwrap_or_default();
+            let policies = bucket_policies(data_dir);
             s3_policy_problems(
                 &world,
                 &analysis,
@@ -257,7 +261,7 @@ pub fn reach_job(data_dir: &Path, args: &JobArgs) -> anyhow::Result<i32> {
         println!("no VpcConfig: it runs in Cove's managed network, with internet and S3 access");
         return Ok(0);
     };
-    let policies = cove_s3::storage::read_bucket_policies(&data_dir.join("s3")).unwrap_or_default();
+    let policies = bucket_policies(data_dir);
     let checks = check_job(&world, &network, &|bucket| policies.get(bucket).cloned());
     if args.json {
         println!("{}", serde_json::to_string_pretty(&checks)?);

@@ -2,7 +2,7 @@
 //! the service from the SigV4 scope), a health endpoint, and the background
 //! tick that moves timed resource states along.
 
-use crate::config::{DataPlane, Settings};
+use crate::config::{self, DataPlane, Settings};
 use axum::body::Body;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderName, HeaderValue, Request, Response, StatusCode};
@@ -31,7 +31,7 @@ struct App {
 }
 
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
-    let db = settings.data_dir.join("cove.db");
+    let db = config::store_path(&settings.data_dir);
     let store = Arc::new(Store::open(&db)?);
     let ec2 = Arc::new(Ec2Service::new(store.clone()));
     ec2.ensure_region(&settings.region, &settings.account_id)
@@ -40,7 +40,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     let lookup = credential_lookup(&settings, store.clone());
     let s3_front = S3Front::open(
-        &settings.data_dir.join("s3"),
+        &config::s3_dir(&settings.data_dir),
         &settings.account_id,
         &settings.region,
         lookup.clone(),
