@@ -114,7 +114,7 @@ fn main() {
                 Target::Address("192.0.2.20".parse().unwrap())
             }),
             ("eni -> internet (NAT)", |_, _| {
-                Target::Address("203.0.113.10".parse().unwrap())
+                Target::Address(cove_model::region::INTERNET_HOST)
             }),
         ];
         for (name, target) in kinds {

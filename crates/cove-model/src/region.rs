@@ -75,6 +75,9 @@ pub const SERVICES_CIDR: &str = "192.0.2.0/24";
 pub const S3_CIDR: &str = "192.0.2.16/28";
 /// The address Cove's S3 listens on in the region network (inside S3_CIDR).
 pub const S3_ADDRESS: &str = "192.0.2.20";
+/// The simulated internet host (TEST-NET-3) in the region network, reachable
+/// only through gateways.
+pub const INTERNET_HOST: std::net::Ipv4Addr = std::net::Ipv4Addr::new(203, 0, 113, 10);
 /// Elastic IPs are allocated from TEST-NET-2 and TEST-NET-3.
 pub const ELASTIC_IP_POOLS: &[&str] = &["198.51.100.0/24", "203.0.113.0/24"];
 /// The first host number used in each Elastic IP pool (lower ones stay free for

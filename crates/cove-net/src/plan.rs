@@ -186,9 +186,6 @@ pub struct RegionPlan {
     pub vpcs: Vec<(IgwPlan, Vec<Ipv4Addr>)>,
 }
 
-/// The simulated internet host (TEST-NET-3), reachable only through gateways.
-pub const INTERNET_HOST: &str = "203.0.113.10";
-
 /// The point-to-point addresses of a VPC's gateway link: a /30 in the shared
 /// address space 100.64.0.0/10, picked by hashing the VPC id (stable).
 pub fn link_addresses(vpc_id: &str) -> (Ipv4Addr, Ipv4Addr) {
@@ -213,7 +210,7 @@ pub fn plan_region(world: &World, instance: &str) -> RegionPlan {
     }
     RegionPlan {
         netns: naming::region_netns(instance),
-        internet_hosts: std::iter::once(INTERNET_HOST.parse().expect("constant"))
+        internet_hosts: std::iter::once(region::INTERNET_HOST)
             .chain(
                 crate::listen::service_addresses()
                     .into_iter()

@@ -18,8 +18,7 @@ use cove_model::world::World;
 use serde::Serialize;
 use std::net::Ipv4Addr;
 
-/// The simulated internet host (TEST-NET-3) in the region network.
-pub const INTERNET_HOST: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+pub use cove_model::region::INTERNET_HOST;
 
 /// Linux's default ephemeral port range: the source ports clients use, and
 /// so the destination ports replies must be let back in on.

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const S3: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 20);
-pub const INTERNET: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
+pub const INTERNET: Ipv4Addr = cove_model::region::INTERNET_HOST;
 
 #[derive(Debug, Clone)]
 pub struct Options {
