@@ -23,20 +23,15 @@ import argparse
 import io
 import json
 import os
-import signal
 import statistics
 import subprocess
 import tarfile
-import tempfile
 import time
 import uuid
 
-import boto3
 import botocore.config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KEY, SECRET = "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
-IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+from common import IMAGE, ROOT, clients, cove_server
 INFERENCE = "def predict_fn(data, model):\n    return {'outputs': [x * 2 for x in data['inputs']]}\n"
 
 
@@ -58,29 +53,8 @@ def main():
     ap.add_argument("--seconds", type=float, default=5.0)
     args = ap.parse_args()
 
-    data = tempfile.mkdtemp(prefix="cove-bench-hosting-")
-    with __import__("socket").socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    log = open(os.path.join(data, "cove.log"), "w")
-    cove = subprocess.Popen([args.cove_bin, "serve", "--data-dir", data, "--listen", f"127.0.0.1:{port}"],
-                            stdout=log, stderr=log, stdin=subprocess.DEVNULL,
-                            env={**os.environ, "RUST_LOG": "warn"})
-    try:
-        endpoint = f"http://127.0.0.1:{port}"
-        deadline = time.time() + 20
-        while time.time() < deadline:
-            try:
-                import urllib.request
-                urllib.request.urlopen(f"{endpoint}/_cove/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.05)
+    with cove_server(args.cove_bin, "cove-bench-hosting-", env={"RUST_LOG": "warn"}) as (endpoint, data, cove):
         run(args, endpoint, data, cove.pid)
-    finally:
-        cove.send_signal(signal.SIGTERM)
-        cove.wait(timeout=20)
-        subprocess.run([args.cove_bin, "teardown", "--data-dir", data], check=False)
 
 
 def cpu_seconds(pid):
@@ -91,8 +65,7 @@ def cpu_seconds(pid):
 
 def run(args, endpoint, data, cove_pid):
     cfg = botocore.config.Config(retries={"max_attempts": 1})
-    client = lambda s: boto3.client(s, endpoint_url=endpoint, region_name="us-east-1",  # noqa: E731
-                                    aws_access_key_id=KEY, aws_secret_access_key=SECRET, config=cfg)
+    client = clients(endpoint, cfg)
     ec2, s3, sm = client("ec2"), client("s3"), client("sagemaker")
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]

@@ -20,23 +20,18 @@ import argparse
 import io
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
 import tarfile
-import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 
 import boto3
 import botocore.config
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-KEY, SECRET = "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
-IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+from common import IMAGE, KEY, ROOT, SECRET, clients, cove_server
 PROGRAM = "import time; T0 = time.time_ns()\nimport json, os\njson.dump({'t0': T0}, open(os.path.join(os.environ['SM_MODEL_DIR'], 't0.json'), 'w'))\n"
 
 
@@ -54,32 +49,13 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
 
-    data = tempfile.mkdtemp(prefix="cove-bench-jobs-")
-    with __import__("socket").socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    endpoint = f"http://127.0.0.1:{port}"
-    log = open(os.path.join(data, "cove.log"), "w")
-    cove = subprocess.Popen([args.cove_bin, "serve", "--data-dir", data, "--listen", f"127.0.0.1:{port}"],
-                            stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-    try:
-        for _ in range(200):
-            try:
-                urllib.request.urlopen(f"{endpoint}/_cove/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.05)
+    with cove_server(args.cove_bin, "cove-bench-jobs-") as (endpoint, data, _):
         run(args, endpoint, data)
-    finally:
-        cove.send_signal(signal.SIGTERM)
-        cove.wait(timeout=30)
-        subprocess.run([args.cove_bin, "teardown", "--data-dir", data], stdout=subprocess.DEVNULL)
 
 
 def run(args, endpoint, data):  # noqa: C901
     cfg = botocore.config.Config(retries={"max_attempts": 1}, max_pool_connections=100)
-    client = lambda s: boto3.client(s, endpoint_url=endpoint, region_name="us-east-1",  # noqa: E731
-                                    aws_access_key_id=KEY, aws_secret_access_key=SECRET, config=cfg)
+    client = clients(endpoint, cfg)
     ec2, s3, sm = client("ec2"), client("s3"), client("sagemaker")
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/20")["Subnet"]["SubnetId"]
