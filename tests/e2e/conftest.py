@@ -13,6 +13,8 @@ import boto3
 import botocore.config
 import pytest
 
+from helpers import wait_status
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BINARY = os.environ.get("COVE_BIN", os.path.join(ROOT, "target", "debug", "cove"))
 ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
@@ -143,10 +145,8 @@ def nat_gateway(ec2, vpc_id, public_subnet):
     ec2.associate_route_table(RouteTableId=public_rt, SubnetId=public_subnet)
     eip = ec2.allocate_address()
     nat = ec2.create_nat_gateway(SubnetId=public_subnet, AllocationId=eip["AllocationId"])["NatGateway"]["NatGatewayId"]
-    deadline = time.time() + 10
-    while ec2.describe_nat_gateways(NatGatewayIds=[nat])["NatGateways"][0]["State"] != "available":
-        assert time.time() < deadline, f"{nat} never became available"
-        time.sleep(0.1)
+    wait_status(lambda: ec2.describe_nat_gateways(NatGatewayIds=[nat])["NatGateways"][0], "State", ("available",),
+                10, nat)
     return nat, eip
 
 

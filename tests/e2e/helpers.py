@@ -23,3 +23,16 @@ def eventually(check, timeout=5.0):
             return True
         time.sleep(0.1)
     return check()
+
+
+def wait_status(describe, field, statuses, timeout, what, interval=0.1):
+    """Calls `describe()` until the answer's `field` is one of `statuses`;
+    returns that answer, or fails naming `what` and the last status."""
+    deadline = time.time() + timeout
+    while True:
+        d = describe()
+        if d[field] in statuses:
+            return d
+        if time.time() >= deadline:
+            raise AssertionError(f"{what} still {d[field]} after {timeout}s, not {statuses}")
+        time.sleep(interval)

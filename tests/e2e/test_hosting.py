@@ -15,6 +15,7 @@ import uuid
 import botocore.exceptions
 import pytest
 
+from helpers import wait_status
 from test_training_jobs import ROLE, IMAGE, s3_endpoint, tar_gz, private_net, bucket, s3, sm, logs  # noqa: F401
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the data plane needs root")
@@ -121,13 +122,7 @@ def create_config(sm, *variants):  # noqa: F811
 
 
 def wait_endpoint(sm, name, statuses=("InService", "Failed"), timeout=60):  # noqa: F811
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        d = sm.describe_endpoint(EndpointName=name)
-        if d["EndpointStatus"] in statuses:
-            return d
-        time.sleep(0.1)
-    raise AssertionError(f"{name} still {d['EndpointStatus']} after {timeout}s")
+    return wait_status(lambda: sm.describe_endpoint(EndpointName=name), "EndpointStatus", statuses, timeout, name)
 
 
 def delete_endpoint(sm, name, timeout=30):  # noqa: F811
@@ -475,13 +470,8 @@ def test_create_training_job_from_a_private_subnet_through_the_api_interface_end
 
 
 def wait_transform(sm, name, timeout=90):  # noqa: F811
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        d = sm.describe_transform_job(TransformJobName=name)
-        if d["TransformJobStatus"] in ("Completed", "Failed", "Stopped"):
-            return d
-        time.sleep(0.2)
-    raise AssertionError(f"{name} still {d['TransformJobStatus']} after {timeout}s")
+    return wait_status(lambda: sm.describe_transform_job(TransformJobName=name), "TransformJobStatus",
+                       ("Completed", "Failed", "Stopped"), timeout, name, interval=0.2)
 
 
 def transform_request(name, model, bucket, prefix, instances=1):  # noqa: F811

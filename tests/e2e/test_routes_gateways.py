@@ -1,10 +1,9 @@
 """Route tables, internet gateways, Elastic IPs and NAT gateways through boto3."""
 
-import time
 
 import pytest
 
-from helpers import aws_error
+from helpers import aws_error, wait_status
 
 
 @pytest.fixture
@@ -13,13 +12,8 @@ def subnet(ec2, vpc):
 
 
 def wait_nat(ec2, nat_id, states, timeout=10):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        n = ec2.describe_nat_gateways(NatGatewayIds=[nat_id])["NatGateways"][0]
-        if n["State"] in states:
-            return n
-        time.sleep(0.1)
-    raise AssertionError(f"{nat_id} never reached {states}")
+    return wait_status(lambda: ec2.describe_nat_gateways(NatGatewayIds=[nat_id])["NatGateways"][0], "State", states,
+                       timeout, nat_id)
 
 
 def test_routes_targets_states_and_errors(ec2, vpc, subnet):

@@ -14,6 +14,7 @@ import botocore.exceptions
 import pytest
 
 from conftest import nat_gateway
+from helpers import wait_status
 
 DATA_DOWNLOAD_FAILED = (
     "ClientError: Data download failed:Please ensure that the subnet's route table has a route to an "
@@ -141,13 +142,8 @@ def training_request(name, bucket, net=None, **hps):
 
 
 def wait_for(sm, name, statuses=("Completed", "Failed", "Stopped"), timeout=90):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        d = sm.describe_training_job(TrainingJobName=name)
-        if d["TrainingJobStatus"] in statuses:
-            return d
-        time.sleep(0.2)
-    raise AssertionError(f"{name} still {d['TrainingJobStatus']}/{d['SecondaryStatus']} after {timeout}s")
+    return wait_status(lambda: sm.describe_training_job(TrainingJobName=name), "TrainingJobStatus", statuses,
+                       timeout, name, interval=0.2)
 
 
 def model_of(s3, bucket, name):
