@@ -285,12 +285,20 @@ pub fn create(
     input: Value,
     bucket_policies: &crate::BucketPolicies,
 ) -> AwsResult<Value> {
+    // The checks read the published world and the buckets' policies outside
+    // the store's write lock, which every API write waits on.
+    let warnings = network_warnings(&store.snapshot(), ctx, kind, &input, bucket_policies);
     let job = store.write(|tx| {
         let mut job = new_job(&tx.world, ctx, kind, input.clone())?;
-        warn_about_network(&tx.world, &mut job, bucket_policies);
+        if let (Some(t), false) = (job.transitions.first_mut(), warnings.is_empty()) {
+            t.status_message = format!("{} Warning: {}", t.status_message, warnings.join(" "));
+        }
         tx.put(job.clone());
         Ok(job)
     })?;
+    for w in &warnings {
+        tracing::warn!(job = %job.name, "{w}");
+    }
     tracing::info!(job = %job.name, kind = ?kind, "job created");
     Ok(match kind {
         JobKind::Training => json!({"TrainingJobArn": job.arn}),
@@ -298,35 +306,28 @@ pub fn create(
     })
 }
 
-/// Runs the reachability checks for a job in a VPC and, when a check the
-/// job needs fails, says so in its first status message (which
-/// `DescribeTrainingJob` and the SDK's `logs=True` show) and in Cove's log:
-/// the job will fail, and this says why before it does.
-fn warn_about_network(
+/// The reachability checks for a job in a VPC: one line per check the job
+/// needs that fails. They go into its first status message (which
+/// `DescribeTrainingJob` and the SDK's `logs=True` show) and Cove's log, so
+/// the job says why it will fail before it does.
+fn network_warnings(
     world: &World,
-    job: &mut SageMakerJob,
+    ctx: &RequestContext,
+    kind: JobKind,
+    request: &Value,
     bucket_policies: &crate::BucketPolicies,
-) {
-    let processing = job.kind == JobKind::Processing;
+) -> Vec<String> {
+    let processing = kind == JobKind::Processing;
     let Some(network) = cove_reach::sagemaker::JobNetwork::from_request(
         processing,
-        &job.request,
-        &job.region,
-        &job.account_id,
+        request,
+        &ctx.region,
+        ctx.account_id(),
     ) else {
-        return;
+        return vec![];
     };
     let checks = cove_reach::sagemaker::check_job(world, &network, &|b| bucket_policies(b));
-    let warnings = cove_reach::sagemaker::warnings(&checks);
-    if warnings.is_empty() {
-        return;
-    }
-    for w in &warnings {
-        tracing::warn!(job = %job.name, "{w}");
-    }
-    if let Some(t) = job.transitions.first_mut() {
-        t.status_message = format!("{} Warning: {}", t.status_message, warnings.join(" "));
-    }
+    cove_reach::sagemaker::warnings(&checks)
 }
 
 fn find<'w>(world: &'w World, kind: JobKind, input: &Value) -> AwsResult<&'w SageMakerJob> {
