@@ -74,7 +74,7 @@ pub const SERVICES_CIDR: &str = "192.0.2.0/24";
 /// S3's public addresses: the CIDR of the `com.amazonaws.<region>.s3` prefix list.
 pub const S3_CIDR: &str = "192.0.2.16/28";
 /// The address Cove's S3 listens on in the region network (inside S3_CIDR).
-pub const S3_ADDRESS: &str = "192.0.2.20";
+pub const S3_ADDRESS: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 0, 2, 20);
 /// The simulated internet host (TEST-NET-3) in the region network, reachable
 /// only through gateways.
 pub const INTERNET_HOST: std::net::Ipv4Addr = std::net::Ipv4Addr::new(203, 0, 113, 10);

@@ -209,7 +209,7 @@ mod tests {
     fn service_addresses_are_in_the_services_range_and_s3_in_its_prefix_list() {
         let hosts = service_hosts("us-east-1");
         let s3 = hosts.iter().find(|h| h.api == "s3").unwrap();
-        assert_eq!(s3.address.to_string(), S3_ADDRESS);
+        assert_eq!(s3.address, S3_ADDRESS);
         let cidr: crate::cidr::Cidr = S3_CIDR.parse().unwrap();
         assert!(cidr.contains_addr(s3.address));
         let mut addrs: Vec<Ipv4Addr> = hosts.iter().map(|h| h.address).collect();

@@ -14,7 +14,6 @@ use cove_model::vpc::NetworkInterface;
 use cove_model::world::World;
 use serde::Serialize;
 use serde_json::Value;
-use std::net::Ipv4Addr;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct S3Location {
@@ -286,10 +285,6 @@ fn place_hosts(world: &World, job: &JobNetwork) -> Result<(World, Vec<String>), 
     Ok((w, ids))
 }
 
-fn s3_address() -> Ipv4Addr {
-    region::S3_ADDRESS.parse().expect("constant")
-}
-
 /// What the gateway endpoint's policy (which must allow) and the bucket
 /// policy (which must not deny) say to `principal` doing `action` on each
 /// location, for requests that travelled along `a` (through an endpoint or not).
@@ -399,7 +394,7 @@ pub fn check_job(
             port: Some(443),
             source_port: None,
         };
-        let s3 = analyze(&w, &to(Target::Address(s3_address()))).ok();
+        let s3 = analyze(&w, &to(Target::Address(region::S3_ADDRESS))).ok();
         for (name, action, locations) in [
             ("S3 data download", "s3:GetObject", &job.reads),
             ("Artifact upload", "s3:PutObject", &job.writes),

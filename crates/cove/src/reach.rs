@@ -69,9 +69,7 @@ fn target_of(world: &World, source: &Source, to: &str) -> anyhow::Result<Target>
         return Ok(Target::Address(ip));
     }
     if to.starts_with("s3://") {
-        return Ok(Target::Address(
-            cove_model::region::S3_ADDRESS.parse().expect("constant"),
-        ));
+        return Ok(Target::Address(cove_model::region::S3_ADDRESS));
     }
     if to.starts_with("eni-") {
         return Ok(Target::Eni(to.into()));

@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub const S3: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 20);
+pub const S3: Ipv4Addr = cove_model::region::S3_ADDRESS;
 pub const INTERNET: Ipv4Addr = cove_model::region::INTERNET_HOST;
 
 #[derive(Debug, Clone)]
