@@ -3,7 +3,6 @@
 //! blocking setting with what to change.
 
 use crate::walk::*;
-use crate::Packet;
 use cove_model::vpc::{RouteTarget, SgPeer};
 use std::fmt::Write;
 
@@ -113,7 +112,7 @@ pub fn render_text(from: &str, to: &str, a: &Analysis) -> String {
         "NOT REACHABLE"
     };
     let _ = writeln!(out, "{from} -> {to}: {verdict}");
-    let _ = writeln!(out, "packet: {}", packet(&a.packet));
+    let _ = writeln!(out, "packet: {}", packet_text(&a.packet));
     hops(&mut out, "path", &a.forward);
     hops(&mut out, "return path", &a.ret);
     if !a.explanations.is_empty() {
@@ -136,8 +135,4 @@ pub fn render_text(from: &str, to: &str, a: &Analysis) -> String {
         }
     }
     out
-}
-
-fn packet(p: &Packet) -> String {
-    packet_text(p)
 }

@@ -332,7 +332,8 @@ fn ports(protocol: &str, from: Option<i64>, to: Option<i64>) -> Option<(i64, i64
     matches!(protocol, "tcp" | "udp" | "6" | "17").then(|| (from.unwrap_or(0), to.unwrap_or(0)))
 }
 
-fn describe_packet(p: &Packet) -> String {
+/// A packet as the CLI prints it (`TCP 10.0.1.4:40000 -> 10.0.2.4:5432`).
+pub fn packet_text(p: &Packet) -> String {
     match p.protocol {
         Protocol::Icmp => format!("ICMP type {} from {} to {}", p.icmp_type, p.src, p.dst),
         _ => format!(
@@ -1260,9 +1261,4 @@ pub fn analyze_all_ports(
         last = Some(a);
     }
     Ok(Ok(last.expect("at least one port is tried")))
-}
-
-/// Describes an analysis's packet the way the CLI prints it.
-pub fn packet_text(p: &Packet) -> String {
-    describe_packet(p)
 }
