@@ -224,12 +224,15 @@ fn exec_in(
         Some(eni) => cove_net::naming::eni_netns(&instance, eni),
         None => cove_net::naming::region_netns(&instance),
     };
-    let eni = eni.unwrap_or("the internet host");
+    let name = eni.unwrap_or("the internet host");
     let file = std::fs::File::open(format!("{}/{netns}", cove_net::netns::NETNS_DIR))
-        .map_err(|e| anyhow::anyhow!("{eni} has no network namespace here ({netns}: {e}); is `cove serve --data-dir {}` running with its data plane on?", data_dir.display()))?;
+        .map_err(|e| anyhow::anyhow!("{name} has no network namespace here ({netns}: {e}); is `cove serve --data-dir {}` running with its data plane on?", data_dir.display()))?;
     // SAFETY: this process is single-threaded here; setns changes only its network namespace.
     if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) } != 0 {
         anyhow::bail!("entering {netns}: {}", std::io::Error::last_os_error());
+    }
+    if let Some(eni) = eni {
+        wait_for_default_route(eni)?;
     }
     let bundle = cove_tls::bundle_path(data_dir);
     let mut binds = vec![];
@@ -261,6 +264,29 @@ fn exec_in(
     }
     let err = cmd.exec();
     anyhow::bail!("running {}: {err}", command[0])
+}
+
+/// Waits for the ENI to be whole. The data plane makes the namespace first
+/// and its address and default route a moment later (the route last), so a
+/// command started on a just-created ENI would otherwise see a bare `eth0`.
+/// `/proc/self/net/route` reads the namespace this process has just entered.
+fn wait_for_default_route(eni: &str) -> anyhow::Result<()> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let routes = std::fs::read_to_string("/proc/self/net/route").unwrap_or_default();
+        // Columns: Iface Destination Gateway ...; the default route has destination 0.
+        let has_default = routes
+            .lines()
+            .skip(1)
+            .any(|line| line.split_whitespace().nth(1) == Some("00000000"));
+        if has_default {
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!("{eni}'s network namespace has no default route after 10 s; is its data plane reconciling?");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// Shows the command the namespace's own `/etc/resolv.conf` (the VPC
