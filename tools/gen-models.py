@@ -47,6 +47,7 @@ SERVICES = {
         "CreateEndpoint", "DescribeEndpoint", "ListEndpoints", "DeleteEndpoint", "UpdateEndpoint",
         "UpdateEndpointWeightsAndCapacities",
         "CreateTransformJob", "DescribeTransformJob", "ListTransformJobs", "StopTransformJob",
+        "CreateCompilationJob", "DescribeCompilationJob", "ListCompilationJobs", "StopCompilationJob",
     ],
     "sagemaker-runtime": ["InvokeEndpoint"],
     "logs": [

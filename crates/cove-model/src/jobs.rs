@@ -170,6 +170,71 @@ impl SageMakerJob {
     }
 }
 
+/// Where a compilation job is; the supervisor resumes from here after a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CompilationPhase {
+    /// The role's session and, with a `VpcConfig`, the job's ENI are being made.
+    Starting,
+    /// Fetching the model archive, compiling it, uploading the result.
+    Compiling,
+    /// Finished: the ENI and the session are to be released.
+    Done,
+    /// Released, working files removed.
+    CleanedUp,
+}
+
+/// A SageMaker Neo compilation job (`compilation-job/<name>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CompilationJob {
+    pub name: String,
+    pub arn: String,
+    pub region: String,
+    pub account_id: String,
+    /// The validated Create request.
+    pub request: Value,
+    /// `STARTING`, `INPROGRESS`, `COMPLETED`, `FAILED`, `STOPPING`, `STOPPED`.
+    pub status: String,
+    pub failure_reason: Option<String>,
+    pub creation_time: String,
+    pub start_time: Option<String>,
+    pub end_time: Option<String>,
+    pub last_modified_time: String,
+    pub phase: CompilationPhase,
+    /// The job's ENI, when it has a `VpcConfig`.
+    pub eni_id: Option<String>,
+    /// The execution role's session the job moves data with.
+    pub session_access_key: Option<String>,
+    pub stop_requested: bool,
+    /// `S3ModelArtifacts` and its SHA-256, once uploaded.
+    pub model_artifacts: Option<String>,
+    pub artifact_digest: Option<String>,
+    /// The input shapes read from the model when the request gave none.
+    pub derived_data_input_config: Option<String>,
+}
+
+impl CompilationJob {
+    pub fn key_of(name: &str) -> String {
+        format!("compilation-job/{name}")
+    }
+
+    pub fn key(&self) -> String {
+        Self::key_of(&self.name)
+    }
+
+    pub fn is_finished(&self) -> bool {
+        matches!(self.status.as_str(), "COMPLETED" | "FAILED" | "STOPPED")
+    }
+
+    /// Ends the job with a final status (and, for `FAILED`, the reason).
+    pub fn finish(&mut self, status: &str, reason: Option<String>, now: &str) {
+        self.status = status.to_string();
+        self.failure_reason = reason;
+        self.end_time = Some(now.to_string());
+        self.last_modified_time = now.to_string();
+        self.phase = CompilationPhase::Done;
+    }
+}
+
 /// A SageMaker definition that is only stored and described: a model
 /// (`model/<name>`) or an endpoint configuration (`endpoint-config/<name>`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -3,7 +3,7 @@
 //! the changed documents and publishes the copy; readers never wait.
 
 use crate::endpoints::{SageMakerEndpoint, TransformJob};
-use crate::jobs::{SageMakerDefinition, SageMakerJob, StsSession};
+use crate::jobs::{CompilationJob, SageMakerDefinition, SageMakerJob, StsSession};
 use crate::vpc::*;
 use imbl::OrdMap;
 use serde::{de::DeserializeOwned, Serialize};
@@ -37,6 +37,8 @@ pub struct World {
     pub sagemaker_endpoints: OrdMap<String, SageMakerEndpoint>,
     /// Batch transform jobs by `transform-job/<name>`.
     pub transform_jobs: OrdMap<String, TransformJob>,
+    /// Neo compilation jobs by `compilation-job/<name>`.
+    pub compilation_jobs: OrdMap<String, CompilationJob>,
     /// Tags by resource id, for every taggable resource.
     pub tags: OrdMap<String, Tags>,
     /// Regions whose default VPC has been created.
@@ -116,6 +118,9 @@ resource!(SageMakerJob, "sagemaker_job", sagemaker_jobs, |r| {
 resource!(TransformJob, "transform_job", transform_jobs, |r| {
     arn_resource(&r.arn)
 });
+resource!(CompilationJob, "compilation_job", compilation_jobs, |r| {
+    arn_resource(&r.arn)
+});
 resource!(
     SageMakerEndpoint,
     "sagemaker_endpoint",
@@ -183,6 +188,7 @@ impl World {
             "sagemaker_definition" => put::<SageMakerDefinition>(self, key, doc),
             "sagemaker_endpoint" => put::<SageMakerEndpoint>(self, key, doc),
             "transform_job" => put::<TransformJob>(self, key, doc),
+            "compilation_job" => put::<CompilationJob>(self, key, doc),
             TAGS_KIND => {
                 let t: Tags = serde_json::from_str(doc).map_err(|e| format!("tags {key}: {e}"))?;
                 self.tags.insert(key.to_string(), t);

@@ -4,6 +4,7 @@
 //! SageMaker contract, logs to CloudWatch Logs, outputs back to S3.
 //!
 //! - [`api`]: Create/Describe/List/Stop for training and processing jobs.
+//! - [`compilation`]: Neo compilation jobs (API and driver).
 //! - [`definitions`]: models and endpoint configurations.
 //! - [`endpoints`]: the endpoint API (create, update, delete, describe).
 //! - [`hosting`]: the supervisor that runs each endpoint's instances.
@@ -14,6 +15,7 @@
 //! - [`supervisor`]: the persisted state machine that drives each job.
 
 pub mod api;
+pub mod compilation;
 pub mod contract;
 pub mod definitions;
 pub mod endpoints;
@@ -93,6 +95,10 @@ impl Service for SageMakerService {
             "UpdateEndpointWeightsAndCapacities" => {
                 endpoints::update_weights_and_capacities(store, ctx, &input)
             }
+            "CreateCompilationJob" => compilation::create(store, ctx, input),
+            "DescribeCompilationJob" => compilation::describe(store, &input),
+            "ListCompilationJobs" => compilation::list(store, ctx, &input),
+            "StopCompilationJob" => compilation::stop(store, &input),
             other => Err(AwsError::client(
                 "UnknownOperationException",
                 format!("The operation {other} is not supported by Cove."),

@@ -13,7 +13,7 @@ use crate::transfer::{parse_s3_uri, Credentials, S3Client, TransferError};
 use crate::workers::Workers;
 use cove_logs::LogsService;
 use cove_model::ids::now_rfc3339;
-use cove_model::jobs::{JobKind, JobPhase, SageMakerJob, StsSession};
+use cove_model::jobs::{CompilationPhase, JobKind, JobPhase, SageMakerJob, StsSession};
 use cove_runtime::{Bind, Container, ContainerSpec, RootFs, Status};
 use cove_store::Store;
 use cove_sts::StsService;
@@ -27,9 +27,9 @@ pub const DATA_DOWNLOAD_FAILED: &str = "ClientError: Data download failed:Please
 pub const ARTIFACT_UPLOAD_FAILED: &str = "ClientError: Artifact upload failed:Please ensure that the subnet's route table has a route to an S3 VPC endpoint or a NAT device, and both the security groups and the subnet's network ACL allow outbound traffic to S3";
 
 /// Who requests the ENIs of a job, as DescribeNetworkInterfaces shows it.
-const REQUESTER: &str = "sagemaker.amazonaws.com";
+pub(crate) const REQUESTER: &str = "sagemaker.amazonaws.com";
 /// How long the execution role's session lasts: long enough for any job.
-const SESSION_SECONDS: i64 = 43_200;
+pub(crate) const SESSION_SECONDS: i64 = 43_200;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -54,10 +54,10 @@ pub struct Settings {
 }
 
 pub struct Supervisor {
-    store: Arc<Store>,
-    logs: Arc<LogsService>,
-    sts: Arc<StsService>,
-    settings: Settings,
+    pub(crate) store: Arc<Store>,
+    pub(crate) logs: Arc<LogsService>,
+    pub(crate) sts: Arc<StsService>,
+    pub(crate) settings: Settings,
     workers: Workers,
 }
 
@@ -121,6 +121,14 @@ impl Supervisor {
             for job in world.sagemaker_jobs.values() {
                 if job.phase != JobPhase::CleanedUp {
                     me.ensure_worker(&job.key());
+                }
+            }
+            for job in world.compilation_jobs.values() {
+                if job.phase != CompilationPhase::CleanedUp {
+                    let (me2, key) = (me.clone(), job.key());
+                    let name = format!("neo-{}", job.name);
+                    me.workers
+                        .run_once(&job.key(), name, move || me2.drive_compilation(&key));
                 }
             }
         })
@@ -293,7 +301,7 @@ impl Supervisor {
     /// Waits until the data plane has applied every commit so far: the job's
     /// ENIs, and the routes and rules its VPC had when it was created, are in
     /// the kernel before its first packet goes.
-    fn wait_for_data_plane(&self) -> anyhow::Result<()> {
+    pub(crate) fn wait_for_data_plane(&self) -> anyhow::Result<()> {
         let generation = self.store.generation();
         if !self.store.wait_applied(generation, Duration::from_secs(60)) {
             anyhow::bail!("the data plane did not apply the job's ENIs within 60 s");

@@ -50,6 +50,20 @@ pub struct Credentials {
     pub session_token: Option<String>,
 }
 
+/// A job's `FailureReason` for a failed transfer: `network_message` when S3
+/// could not be reached, S3's own error otherwise.
+pub fn transfer_failure(e: TransferError, network_message: &str) -> String {
+    match e {
+        TransferError::Network(_) => network_message.to_string(),
+        TransferError::Service {
+            status,
+            code,
+            message,
+        } => format!("ClientError: {code} ({status}): {message}"),
+        TransferError::Local(detail) => format!("ClientError: {detail}"),
+    }
+}
+
 /// An `s3://bucket/key` URI split in two.
 pub fn parse_s3_uri(uri: &str) -> Option<(String, String)> {
     let rest = uri

@@ -18,7 +18,7 @@ use crate::hosting::{release_network, stop_container, Hosting, Owner};
 use crate::supervisor::{
     spawn_in_network, unmount, LogShipper, ARTIFACT_UPLOAD_FAILED, DATA_DOWNLOAD_FAILED,
 };
-use crate::transfer::{parse_s3_uri, TransferError};
+use crate::transfer::{parse_s3_uri, transfer_failure, TransferError};
 use cove_model::endpoints::{EndpointInstance, InstanceState, TransformJob, TransformPhase};
 use cove_model::ids::now_rfc3339;
 use cove_model::{AwsError, AwsResult};
@@ -627,18 +627,6 @@ impl Hosting {
             std::fs::remove_dir_all(&dir)?;
         }
         Ok(())
-    }
-}
-
-fn transfer_failure(e: TransferError, network_message: &str) -> String {
-    match e {
-        TransferError::Network(_) => network_message.to_string(),
-        TransferError::Service {
-            status,
-            code,
-            message,
-        } => format!("ClientError: {code} ({status}): {message}"),
-        TransferError::Local(detail) => format!("ClientError: {detail}"),
     }
 }
 

@@ -74,6 +74,13 @@ enum Command {
         /// The container's `<state_dir>/spec.json`.
         spec: std::path::PathBuf,
     },
+    /// Compile a model for a compilation job (started by Cove's job
+    /// supervisor in the job's directory; not for direct use).
+    #[command(hide = true)]
+    CompileModel {
+        /// The job's directory: `request.json` and `model.tar.gz`.
+        dir: std::path::PathBuf,
+    },
     /// Import a bring-your-own image: unpack an OCI image layout directory or
     /// a root filesystem tarball as the root filesystem jobs naming this
     /// image URI run on (no registry or container engine involved).
@@ -372,6 +379,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::RunContainer { spec } => cove_runtime::run_container_main(&spec),
+        Command::CompileModel { dir } => cove_sagemaker::compilation::compile_model_main(&dir),
         Command::ImageImport {
             data_dir,
             image_uri,

@@ -1,0 +1,618 @@
+//! SageMaker Neo compilation jobs: CreateCompilationJob,
+//! DescribeCompilationJob, ListCompilationJobs, StopCompilationJob, and the
+//! driver that runs one.
+//!
+//! A job with a `VpcConfig` gets one requester-managed ENI in its first
+//! subnet with its security groups; the model archive comes from S3 and the
+//! compiled archive goes back through that ENI, with the execution role's
+//! session, so the subnet's routes, ACL, groups, endpoint policy and bucket
+//! policy decide as they do for training. The compiler itself
+//! ([`cove_neo`]) runs as a child process (`cove compile-model`) in an empty
+//! network namespace: a hostile model file cannot reach anything, and Stop
+//! or `MaxRuntimeInSeconds` simply kill it. Its output goes to CloudWatch
+//! Logs (`/aws/sagemaker/CompilationJobs`, stream `<job name>`).
+
+use crate::api::{check_vpc_config, page, validation, Row};
+use crate::supervisor::{
+    spawn_in_network, LogShipper, Supervisor, ARTIFACT_UPLOAD_FAILED, DATA_DOWNLOAD_FAILED,
+    REQUESTER,
+};
+use crate::transfer::{parse_s3_uri, transfer_failure, TransferError};
+use cove_model::ids::now_rfc3339;
+use cove_model::jobs::{CompilationJob, CompilationPhase, StsSession};
+use cove_model::{AwsError, AwsResult};
+use cove_neo::Target;
+use cove_store::Store;
+use cove_wire::RequestContext;
+use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+const LOG_GROUP: &str = "/aws/sagemaker/CompilationJobs";
+/// `StoppingCondition.MaxRuntimeInSeconds` when the request gives none (AWS: 900 s).
+const DEFAULT_MAX_RUNTIME: u64 = 900;
+
+fn find<'w>(world: &'w cove_model::world::World, input: &Value) -> AwsResult<&'w CompilationJob> {
+    let name = input["CompilationJobName"].as_str().unwrap_or_default();
+    world
+        .compilation_jobs
+        .get(&CompilationJob::key_of(name))
+        .ok_or_else(|| {
+            AwsError::client(
+                "ResourceNotFound",
+                format!("Compilation job {name} does not exist."),
+            )
+        })
+}
+
+pub fn create(store: &Store, ctx: &RequestContext, input: Value) -> AwsResult<Value> {
+    let name = input["CompilationJobName"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let arn = format!(
+        "arn:aws:sagemaker:{}:{}:compilation-job/{name}",
+        ctx.region,
+        ctx.account_id()
+    );
+    if input.get("ModelPackageVersionArn").is_some() {
+        return Err(validation(
+            "ModelPackageVersionArn is not supported by Cove; give InputConfig.",
+        ));
+    }
+    if input.get("InputConfig").is_none() {
+        return Err(validation("InputConfig is required."));
+    }
+    let output = &input["OutputConfig"];
+    if Target::from_output_config(output).is_none() {
+        return Err(validation(
+            "Exactly one of TargetDevice and TargetPlatform must be specified in OutputConfig.",
+        ));
+    }
+    let uri = input["InputConfig"]["S3Uri"].as_str().unwrap_or_default();
+    if parse_s3_uri(uri).is_none() {
+        return Err(validation(format!(
+            "InputConfig.S3Uri {uri} is not an S3 URI."
+        )));
+    }
+    let out_uri = output["S3OutputLocation"].as_str().unwrap_or_default();
+    if parse_s3_uri(out_uri).is_none() {
+        return Err(validation(format!(
+            "OutputConfig.S3OutputLocation {out_uri} is not an S3 URI."
+        )));
+    }
+    store.write(|tx| {
+        if tx.world.compilation_jobs.contains_key(&CompilationJob::key_of(&name)) {
+            return Err(AwsError::client(
+                "ResourceInUse",
+                format!("Compilation job names must be unique within an AWS account and region, and a compilation job with this name already exists ({arn})"),
+            ));
+        }
+        if let Some(config) = input.get("VpcConfig") {
+            check_vpc_config(&tx.world, &ctx.region, config)?;
+        }
+        let now = now_rfc3339();
+        tx.put(CompilationJob {
+            name: name.clone(),
+            arn: arn.clone(),
+            region: ctx.region.clone(),
+            account_id: ctx.account_id().to_string(),
+            request: input.clone(),
+            status: "STARTING".into(),
+            failure_reason: None,
+            creation_time: now.clone(),
+            start_time: None,
+            end_time: None,
+            last_modified_time: now,
+            phase: CompilationPhase::Starting,
+            eni_id: None,
+            session_access_key: None,
+            stop_requested: false,
+            model_artifacts: None,
+            artifact_digest: None,
+            derived_data_input_config: None,
+        });
+        Ok(())
+    })?;
+    tracing::info!(job = %name, "compilation job created");
+    Ok(json!({ "CompilationJobArn": arn }))
+}
+
+pub fn describe(store: &Store, input: &Value) -> AwsResult<Value> {
+    let world = store.snapshot();
+    let j = find(&world, input)?;
+    let mut out: Map<String, Value> = j.request.as_object().cloned().unwrap_or_default();
+    out.remove("Tags");
+    out.insert("CompilationJobArn".into(), json!(j.arn));
+    out.insert("CompilationJobStatus".into(), json!(j.status));
+    out.insert("CreationTime".into(), json!(j.creation_time));
+    out.insert("LastModifiedTime".into(), json!(j.last_modified_time));
+    out.insert(
+        "StoppingCondition".into(),
+        json!({"MaxRuntimeInSeconds": max_runtime(&j.request)}),
+    );
+    // Both are required members of the answer; AWS gives them empty until known.
+    out.insert(
+        "FailureReason".into(),
+        json!(j.failure_reason.clone().unwrap_or_default()),
+    );
+    out.insert(
+        "ModelArtifacts".into(),
+        json!({"S3ModelArtifacts": j.model_artifacts.clone().unwrap_or_default()}),
+    );
+    for (k, v) in [
+        ("CompilationStartTime", &j.start_time),
+        ("CompilationEndTime", &j.end_time),
+    ] {
+        if let Some(v) = v {
+            out.insert(k.into(), json!(v));
+        }
+    }
+    if let Some(d) = &j.artifact_digest {
+        out.insert("ModelDigests".into(), json!({"ArtifactDigest": d}));
+    }
+    if let Some(d) = &j.derived_data_input_config {
+        out.insert(
+            "DerivedInformation".into(),
+            json!({"DerivedDataInputConfig": d}),
+        );
+    }
+    Ok(Value::Object(out))
+}
+
+pub fn list(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Value> {
+    let world = store.snapshot();
+    let rows = world
+        .compilation_jobs
+        .values()
+        .filter(|j| j.region == ctx.region)
+        .map(|j| {
+            let output = &j.request["OutputConfig"];
+            let platform = &output["TargetPlatform"];
+            Row {
+                name: &j.name,
+                created: &j.creation_time,
+                modified: &j.last_modified_time,
+                status: &j.status,
+                summary: json!({
+                    "CompilationJobName": j.name,
+                    "CompilationJobArn": j.arn,
+                    "CreationTime": j.creation_time,
+                    "CompilationStartTime": j.start_time,
+                    "CompilationEndTime": j.end_time,
+                    "CompilationTargetDevice": output.get("TargetDevice"),
+                    "CompilationTargetPlatformOs": platform.get("Os"),
+                    "CompilationTargetPlatformArch": platform.get("Arch"),
+                    "CompilationTargetPlatformAccelerator": platform.get("Accelerator"),
+                    "LastModifiedTime": j.last_modified_time,
+                    "CompilationJobStatus": j.status,
+                }),
+            }
+        })
+        .collect();
+    page(input, rows, "CompilationJobSummaries")
+}
+
+pub fn stop(store: &Store, input: &Value) -> AwsResult<Value> {
+    store.write(|tx| {
+        let mut j = find(&tx.world, input)?.clone();
+        if j.is_finished() || j.status == "STOPPING" {
+            return Err(validation(format!(
+                "The request was rejected because the compilation job is in status {}.",
+                j.status
+            )));
+        }
+        j.stop_requested = true;
+        j.status = "STOPPING".into();
+        j.last_modified_time = now_rfc3339();
+        tx.put(j);
+        Ok(())
+    })?;
+    Ok(json!({}))
+}
+
+fn max_runtime(request: &Value) -> u64 {
+    request["StoppingCondition"]["MaxRuntimeInSeconds"]
+        .as_u64()
+        .unwrap_or(DEFAULT_MAX_RUNTIME)
+}
+
+/// The compiled archive's S3 URI, named as Neo names it: the input object's
+/// name without `.tar.gz`, a dash and the target (`model-ml_c5.tar.gz`).
+pub fn artifact_uri(request: &Value) -> String {
+    let input = request["InputConfig"]["S3Uri"].as_str().unwrap_or_default();
+    let file = input.rsplit('/').next().unwrap_or_default();
+    let stem = file
+        .strip_suffix(".tar.gz")
+        .or_else(|| file.strip_suffix(".tgz"))
+        .unwrap_or(file);
+    let stem = if stem.is_empty() { "model" } else { stem };
+    let target = Target::from_output_config(&request["OutputConfig"])
+        .map(|t| t.suffix())
+        .unwrap_or_default();
+    let out = request["OutputConfig"]["S3OutputLocation"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_end_matches('/');
+    format!("{out}/{stem}-{target}.tar.gz")
+}
+
+/// How the compiler process ended.
+enum Compiled {
+    Done(Value),
+    Failed(String),
+    Stopped,
+}
+
+impl Supervisor {
+    /// Drives one compilation job through its phases until it is cleaned up.
+    pub(crate) fn drive_compilation(&self, key: &str) {
+        loop {
+            let Some(j) = self.store.snapshot().compilation_jobs.get(key).cloned() else {
+                return;
+            };
+            let result = match j.phase {
+                CompilationPhase::Starting => self.compilation_start(&j),
+                CompilationPhase::Compiling => self.compilation_run(&j),
+                CompilationPhase::Done => self.compilation_cleanup(&j),
+                CompilationPhase::CleanedUp => return,
+            };
+            if let Err(err) = result {
+                tracing::error!(job = %j.name, error = %err, "compilation step failed; retrying");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+
+    fn update_compilation(
+        &self,
+        key: &str,
+        f: impl FnOnce(&mut CompilationJob),
+    ) -> anyhow::Result<()> {
+        self.store.write(|tx| {
+            let mut j = tx.cloned::<CompilationJob>(key)?;
+            f(&mut j);
+            tx.put(j);
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    fn finish_compilation(
+        &self,
+        key: &str,
+        status: &str,
+        reason: Option<String>,
+    ) -> anyhow::Result<()> {
+        if let Some(r) = &reason {
+            tracing::info!(job = %key, reason = %r, "compilation job failed");
+        }
+        self.update_compilation(key, |j| j.finish(status, reason, &now_rfc3339()))
+    }
+
+    fn compilation_dir(&self, j: &CompilationJob) -> PathBuf {
+        self.settings.jobs_dir.join("compilation-job").join(&j.name)
+    }
+
+    fn compilation_start(&self, j: &CompilationJob) -> anyhow::Result<()> {
+        let key = j.key();
+        if j.stop_requested {
+            return self.finish_compilation(&key, "STOPPED", None);
+        }
+        let target =
+            Target::from_output_config(&j.request["OutputConfig"]).expect("checked at create");
+        let input = &j.request["InputConfig"];
+        let asked = cove_neo::Job {
+            framework: input["Framework"].as_str().unwrap_or_default(),
+            framework_version: input["FrameworkVersion"].as_str(),
+            data_input_config: input["DataInputConfig"].as_str(),
+            target: &target,
+        };
+        if let Err(reason) = cove_neo::check_supported(&asked) {
+            return self.finish_compilation(&key, "FAILED", Some(reason));
+        }
+        let vpc = j.request.get("VpcConfig");
+        if vpc.is_some() && self.settings.instance.is_none() {
+            return self.finish_compilation(
+                &key,
+                "FAILED",
+                Some("ClientError: Cove's data plane is off (it needs root, ip and nft), so a job with a VpcConfig cannot get its network interface.".into()),
+            );
+        }
+        if j.session_access_key.is_none() {
+            let role = j.request["RoleArn"].as_str().unwrap_or_default();
+            let s = self.sts.assume_role(
+                &j.account_id,
+                role,
+                "SageMaker",
+                crate::supervisor::SESSION_SECONDS,
+            )?;
+            self.update_compilation(&key, |j| j.session_access_key = Some(s.access_key_id))?;
+        }
+        if let (Some(config), None) = (vpc, &j.eni_id) {
+            let subnet = crate::api::strings(Some(&config["Subnets"]))
+                .into_iter()
+                .next()
+                .unwrap_or_default();
+            let groups = crate::api::strings(Some(&config["SecurityGroupIds"]));
+            let made = self.store.write(|tx| {
+                let mut j = tx.cloned::<CompilationJob>(&key)?;
+                let description = format!(
+                    "[DO NOT DELETE] ENI managed by SageMaker for Compilation Job {}",
+                    j.name
+                );
+                let eni =
+                    cove_ec2::create_managed_eni(tx, &subnet, groups, description, REQUESTER)?;
+                j.eni_id = Some(eni.id);
+                tx.put(j);
+                Ok(())
+            });
+            if let Err(e) = made {
+                return self.finish_compilation(
+                    &key,
+                    "FAILED",
+                    Some(format!(
+                        "ClientError: Cannot create a network interface in the job's subnet: {}",
+                        e.message
+                    )),
+                );
+            }
+            self.wait_for_data_plane()?;
+        }
+        self.update_compilation(&key, |j| {
+            let now = now_rfc3339();
+            j.status = "INPROGRESS".into();
+            j.start_time = Some(now.clone());
+            j.last_modified_time = now;
+            j.phase = CompilationPhase::Compiling;
+        })
+    }
+
+    /// Whether StopCompilationJob has been called (or the job is gone).
+    fn compilation_stop_requested(&self, key: &str) -> bool {
+        self.store
+            .snapshot()
+            .compilation_jobs
+            .get(key)
+            .is_none_or(|j| j.stop_requested)
+    }
+
+    fn compilation_session(&self, j: &CompilationJob) -> Option<StsSession> {
+        let key = j.session_access_key.as_deref()?;
+        self.store.snapshot().sts_sessions.get(key).cloned()
+    }
+
+    /// Moves one file between S3 and `path` through the job's ENI.
+    fn compilation_transfer(
+        &self,
+        j: &CompilationJob,
+        uri: &str,
+        path: &Path,
+        upload: bool,
+    ) -> Result<(), TransferError> {
+        let (bucket, key) = parse_s3_uri(uri)
+            .ok_or_else(|| TransferError::Local(format!("not an S3 URI: {uri}")))?;
+        let netns = j.eni_id.as_deref().and_then(|eni| {
+            let instance = self.settings.instance.as_deref()?;
+            Some(cove_net::naming::eni_netns(instance, eni))
+        });
+        let path = path.to_path_buf();
+        spawn_in_network(
+            &self.settings,
+            &j.region,
+            netns,
+            self.compilation_session(j).as_ref(),
+            move |c| match upload {
+                true => c.put_file(&bucket, &key, &path).map(|_| ()),
+                false => c.get_to_file(&bucket, &key, &path).map(|_| ()),
+            },
+        )
+        .join()
+        .unwrap_or_else(|_| Err(TransferError::Local("transfer panicked".into())))
+    }
+
+    fn compilation_run(&self, j: &CompilationJob) -> anyhow::Result<()> {
+        let key = j.key();
+        let dir = self.compilation_dir(j);
+        if dir.exists() {
+            // A restart mid-compilation starts the work over.
+            std::fs::remove_dir_all(&dir)?;
+        }
+        std::fs::create_dir_all(&dir)?;
+
+        let source = j.request["InputConfig"]["S3Uri"]
+            .as_str()
+            .unwrap_or_default();
+        let fetched = self.compilation_transfer(j, source, &dir.join("model.tar.gz"), false);
+        if self.compilation_stop_requested(&key) {
+            return self.finish_compilation(&key, "STOPPED", None);
+        }
+        if let Err(e) = fetched {
+            return self.finish_compilation(
+                &key,
+                "FAILED",
+                Some(transfer_failure(e, DATA_DOWNLOAD_FAILED)),
+            );
+        }
+        std::fs::write(dir.join("request.json"), j.request.to_string())?;
+        let outcome = self.run_compiler(j, &dir)?;
+        LogShipper::new(&dir, || j.name.clone()).ship(
+            &self.logs,
+            &j.region,
+            &j.account_id,
+            LOG_GROUP,
+        );
+        let result = match outcome {
+            Compiled::Stopped => return self.finish_compilation(&key, "STOPPED", None),
+            Compiled::Failed(reason) => {
+                return self.finish_compilation(&key, "FAILED", Some(reason))
+            }
+            Compiled::Done(result) => result,
+        };
+        let artifact = artifact_uri(&j.request);
+        let compiled = dir.join("compiled.tar.gz");
+        if let Err(e) = self.compilation_transfer(j, &artifact, &compiled, true) {
+            return self.finish_compilation(
+                &key,
+                "FAILED",
+                Some(transfer_failure(e, ARTIFACT_UPLOAD_FAILED)),
+            );
+        }
+        let digest = cove_neo::file_digest(&compiled)?;
+        let derived = j.request["InputConfig"]["DataInputConfig"]
+            .is_null()
+            .then(|| result["DataInputConfig"].as_str().map(str::to_string))
+            .flatten();
+        self.update_compilation(&key, |j| {
+            j.model_artifacts = Some(artifact);
+            j.artifact_digest = Some(digest);
+            j.derived_data_input_config = derived;
+            j.finish("COMPLETED", None, &now_rfc3339());
+        })
+    }
+
+    /// Runs `cove compile-model` on the job's directory until it ends, is
+    /// stopped, or runs out of time.
+    fn run_compiler(&self, j: &CompilationJob, dir: &Path) -> anyhow::Result<Compiled> {
+        let log = std::fs::File::create(dir.join("container.log"))?;
+        let mut command = std::process::Command::new(&self.settings.runner);
+        command
+            .arg("compile-model")
+            .arg(dir)
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        if self.settings.instance.is_some() {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: unshare is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                command.pre_exec(|| match libc::unshare(libc::CLONE_NEWNET) {
+                    0 => Ok(()),
+                    _ => Err(std::io::Error::last_os_error()),
+                });
+            }
+        }
+        let mut child = command.spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(max_runtime(&j.request));
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            let stopped = self.compilation_stop_requested(&j.key());
+            if stopped || Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Ok(match stopped {
+                    true => Compiled::Stopped,
+                    false => Compiled::Failed(format!(
+                        "ClientError: Compilation did not finish within MaxRuntimeInSeconds ({} s).",
+                        max_runtime(&j.request)
+                    )),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let result: Option<Value> = std::fs::read(dir.join("result.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        Ok(match result {
+            Some(r) if status.success() && r["Error"].is_null() => Compiled::Done(r),
+            Some(r) => Compiled::Failed(r["Error"].as_str().unwrap_or_default().to_string()),
+            None => Compiled::Failed(format!(
+                "InternalServerError: The compiler ended ({status}) without a result."
+            )),
+        })
+    }
+
+    fn compilation_cleanup(&self, j: &CompilationJob) -> anyhow::Result<()> {
+        self.store.write(|tx| {
+            let Some(mut j) = tx.world.compilation_jobs.get(&j.key()).cloned() else {
+                return Ok(());
+            };
+            if let Some(eni) = j.eni_id.take() {
+                if tx.world.network_interfaces.contains_key(&eni) {
+                    cove_ec2::delete_managed_eni(tx, &eni);
+                }
+            }
+            if let Some(s) = j.session_access_key.take() {
+                tx.delete::<StsSession>(&s);
+            }
+            j.phase = CompilationPhase::CleanedUp;
+            tx.put(j);
+            Ok(())
+        })?;
+        let dir = self.compilation_dir(j);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// `cove compile-model <dir>`: compiles `<dir>/model.tar.gz` for the
+/// request in `<dir>/request.json` into `<dir>/compiled.tar.gz` and writes
+/// `<dir>/result.json` (`{"DataInputConfig", "Metadata"}` or `{"Error"}`).
+pub fn compile_model_main(dir: &Path) -> anyhow::Result<()> {
+    let request: Value = serde_json::from_slice(&std::fs::read(dir.join("request.json"))?)?;
+    let target = Target::from_output_config(&request["OutputConfig"])
+        .ok_or_else(|| anyhow::anyhow!("the request names no single target"))?;
+    let input = &request["InputConfig"];
+    let job = cove_neo::Job {
+        framework: input["Framework"].as_str().unwrap_or_default(),
+        framework_version: input["FrameworkVersion"].as_str(),
+        data_input_config: input["DataInputConfig"].as_str(),
+        target: &target,
+    };
+    println!(
+        "Compiling {} ({}) for {}",
+        input["S3Uri"].as_str().unwrap_or_default(),
+        job.framework,
+        target.suffix()
+    );
+    let result = match cove_neo::compile(
+        &dir.join("model.tar.gz"),
+        &dir.join("work"),
+        &dir.join("compiled.tar.gz"),
+        &job,
+    ) {
+        Ok(c) => {
+            println!("Input shapes: {}", c.data_input_config);
+            println!(
+                "Graph: {} nodes in the source, {} compiled; outputs checked (largest difference {})",
+                c.metadata["Nodes"]["Source"],
+                c.metadata["Nodes"]["Compiled"],
+                c.metadata["Verification"]["MaxAbsDifference"]
+            );
+            json!({"DataInputConfig": c.data_input_config, "Metadata": c.metadata})
+        }
+        Err(reason) => {
+            println!("{reason}");
+            json!({ "Error": reason })
+        }
+    };
+    std::fs::write(dir.join("result.json"), result.to_string())?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn artifacts_are_named_after_the_input_and_the_target() {
+        let request = json!({
+            "InputConfig": {"S3Uri": "s3://b/models/model.tar.gz"},
+            "OutputConfig": {"S3OutputLocation": "s3://b/compiled/", "TargetDevice": "ml_c5"},
+        });
+        assert_eq!(artifact_uri(&request), "s3://b/compiled/model-ml_c5.tar.gz");
+        let request = json!({
+            "InputConfig": {"S3Uri": "s3://b/resnet.tgz"},
+            "OutputConfig": {"S3OutputLocation": "s3://b/out",
+                             "TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"}},
+        });
+        assert_eq!(
+            artifact_uri(&request),
+            "s3://b/out/resnet-LINUX_X86_64.tar.gz"
+        );
+    }
+}
