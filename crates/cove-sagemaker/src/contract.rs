@@ -110,6 +110,20 @@ pub const SERVING_RUNTIME_PATH: &str = "cove/serving.py";
 /// The port a serving container listens on, as SageMaker requires.
 pub const SERVING_PORT: u16 = 8080;
 
+/// Cove's Clarify analyzer: run for processing jobs whose image is AWS's
+/// `sagemaker-clarify-processing` (see `clarify.py`).
+pub const CLARIFY_ANALYZER: &str = include_str!("clarify.py");
+/// Where the Clarify analyzer is written, relative to `/opt/ml`.
+pub const CLARIFY_ANALYZER_PATH: &str = "cove/clarify.py";
+
+/// Whether an image URI names SageMaker Clarify's processing image, in any
+/// account and region (`<account>.dkr.ecr.<region>.amazonaws.com/sagemaker-clarify-processing:<tag>`).
+pub fn is_clarify_image(uri: &str) -> bool {
+    let repository = uri.split_once('/').map(|(_, r)| r).unwrap_or_default();
+    let repository = repository.split([':', '@']).next().unwrap_or_default();
+    repository == "sagemaker-clarify-processing"
+}
+
 /// How a model's container is run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Serving {
@@ -314,6 +328,17 @@ pub fn processing(
         .unwrap_or_default();
     let app = &req["AppSpecification"];
     let mut argv = crate::api::strings(Some(&app["ContainerEntrypoint"]));
+    let mut files = vec![];
+    if argv.is_empty() && is_clarify_image(app["ImageUri"].as_str().unwrap_or_default()) {
+        argv = vec![
+            HOST_PYTHON.to_string(),
+            format!("/opt/ml/{CLARIFY_ANALYZER_PATH}"),
+        ];
+        files.push((
+            CLARIFY_ANALYZER_PATH.to_string(),
+            CLARIFY_ANALYZER.to_string(),
+        ));
+    }
     argv.extend(crate::api::strings(Some(&app["ContainerArguments"])));
     let mut env = common_env(job, credentials);
     env.push(("PROCESSING_JOB_NAME".into(), job.name.clone()));
@@ -329,14 +354,15 @@ pub fn processing(
         "RoleArn": req["RoleArn"],
         "StoppingCondition": req["StoppingCondition"],
     });
+    files.extend([
+        ("config/processingjobconfig.json".into(), config.to_string()),
+        (
+            "config/resourceconfig.json".into(),
+            json!({"current_host": host, "hosts": job.hosts.iter().map(|h| h.name.clone()).collect::<Vec<_>>(), "current_instance_type": instance_type}).to_string(),
+        ),
+    ]);
     HostContract {
-        files: vec![
-            ("config/processingjobconfig.json".into(), config.to_string()),
-            (
-                "config/resourceconfig.json".into(),
-                json!({"current_host": host, "hosts": job.hosts.iter().map(|h| h.name.clone()).collect::<Vec<_>>(), "current_instance_type": instance_type}).to_string(),
-            ),
-        ],
+        files,
         env,
         argv,
         workdir: "/opt/ml/processing".into(),
@@ -346,6 +372,20 @@ pub fn processing(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clarify_images_are_known_in_any_account_and_region() {
+        assert!(is_clarify_image(
+            "205585389593.dkr.ecr.us-east-1.amazonaws.com/sagemaker-clarify-processing:1.0"
+        ));
+        assert!(is_clarify_image(
+            "017069133835.dkr.ecr.eu-west-1.amazonaws.com/sagemaker-clarify-processing@sha256:00"
+        ));
+        assert!(!is_clarify_image(
+            "205585389593.dkr.ecr.us-east-1.amazonaws.com/sagemaker-clarify-processing-fork:1.0"
+        ));
+        assert!(!is_clarify_image("sagemaker-clarify-processing"));
+    }
     use cove_model::jobs::{JobHost, JobKind, JobPhase};
 
     fn job(request: Value) -> SageMakerJob {

@@ -452,6 +452,7 @@ impl Supervisor {
             }
             JobKind::Processing => {
                 job.request["AppSpecification"]["ContainerEntrypoint"].is_array()
+                    || contract::is_clarify_image(image)
             }
         };
         if script_mode {
