@@ -48,6 +48,9 @@ SERVICES = {
         "UpdateEndpointWeightsAndCapacities",
         "CreateTransformJob", "DescribeTransformJob", "ListTransformJobs", "StopTransformJob",
         "CreateCompilationJob", "DescribeCompilationJob", "ListCompilationJobs", "StopCompilationJob",
+        "CreateInferenceRecommendationsJob", "DescribeInferenceRecommendationsJob",
+        "ListInferenceRecommendationsJobs", "StopInferenceRecommendationsJob",
+        "ListInferenceRecommendationsJobSteps",
     ],
     "sagemaker-runtime": ["InvokeEndpoint"],
     "logs": [

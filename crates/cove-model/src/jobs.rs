@@ -235,6 +235,71 @@ impl CompilationJob {
     }
 }
 
+/// Where an inference recommendations job is; resumed from here after a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RecommendationPhase {
+    /// The payloads are being fetched.
+    Pending,
+    /// The benchmarks run, one instance type after another.
+    Benchmarking,
+    /// Finished: temporary resources and the session are to be released.
+    Done,
+    CleanedUp,
+}
+
+/// One benchmark of an inference recommendations job: the model on one
+/// instance type, behind a temporary endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchmarkStep {
+    pub instance_type: String,
+    /// The temporary endpoint (and its configuration and model copy).
+    pub endpoint_name: String,
+    /// `PENDING`, `IN_PROGRESS`, `COMPLETED`, `FAILED`, `STOPPED`.
+    pub status: String,
+    pub failure_reason: Option<String>,
+    /// `RecommendationMetrics` once measured.
+    pub metrics: Option<Value>,
+    pub invocation_start_time: Option<String>,
+    pub invocation_end_time: Option<String>,
+}
+
+/// A SageMaker Inference Recommender job (`inference-recommendations-job/<name>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RecommendationJob {
+    pub name: String,
+    pub arn: String,
+    pub region: String,
+    pub account_id: String,
+    /// The validated Create request.
+    pub request: Value,
+    /// The model's Create request when the job was created.
+    pub model: Value,
+    /// `PENDING`, `IN_PROGRESS`, `COMPLETED`, `FAILED`, `STOPPING`, `STOPPED`.
+    pub status: String,
+    pub failure_reason: Option<String>,
+    pub creation_time: String,
+    pub completion_time: Option<String>,
+    pub last_modified_time: String,
+    pub phase: RecommendationPhase,
+    pub steps: Vec<BenchmarkStep>,
+    pub stop_requested: bool,
+    pub session_access_key: Option<String>,
+}
+
+impl RecommendationJob {
+    pub fn key_of(name: &str) -> String {
+        format!("inference-recommendations-job/{name}")
+    }
+
+    pub fn key(&self) -> String {
+        Self::key_of(&self.name)
+    }
+
+    pub fn is_finished(&self) -> bool {
+        matches!(self.status.as_str(), "COMPLETED" | "FAILED" | "STOPPED")
+    }
+}
+
 /// A SageMaker definition that is only stored and described: a model
 /// (`model/<name>`) or an endpoint configuration (`endpoint-config/<name>`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

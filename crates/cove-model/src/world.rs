@@ -3,7 +3,9 @@
 //! the changed documents and publishes the copy; readers never wait.
 
 use crate::endpoints::{SageMakerEndpoint, TransformJob};
-use crate::jobs::{CompilationJob, SageMakerDefinition, SageMakerJob, StsSession};
+use crate::jobs::{
+    CompilationJob, RecommendationJob, SageMakerDefinition, SageMakerJob, StsSession,
+};
 use crate::vpc::*;
 use imbl::OrdMap;
 use serde::{de::DeserializeOwned, Serialize};
@@ -39,6 +41,8 @@ pub struct World {
     pub transform_jobs: OrdMap<String, TransformJob>,
     /// Neo compilation jobs by `compilation-job/<name>`.
     pub compilation_jobs: OrdMap<String, CompilationJob>,
+    /// Inference recommendations jobs by `inference-recommendations-job/<name>`.
+    pub recommendation_jobs: OrdMap<String, RecommendationJob>,
     /// Tags by resource id, for every taggable resource.
     pub tags: OrdMap<String, Tags>,
     /// Regions whose default VPC has been created.
@@ -122,6 +126,12 @@ resource!(CompilationJob, "compilation_job", compilation_jobs, |r| {
     arn_resource(&r.arn)
 });
 resource!(
+    RecommendationJob,
+    "recommendation_job",
+    recommendation_jobs,
+    |r| arn_resource(&r.arn)
+);
+resource!(
     SageMakerEndpoint,
     "sagemaker_endpoint",
     sagemaker_endpoints,
@@ -189,6 +199,7 @@ impl World {
             "sagemaker_endpoint" => put::<SageMakerEndpoint>(self, key, doc),
             "transform_job" => put::<TransformJob>(self, key, doc),
             "compilation_job" => put::<CompilationJob>(self, key, doc),
+            "recommendation_job" => put::<RecommendationJob>(self, key, doc),
             TAGS_KIND => {
                 let t: Tags = serde_json::from_str(doc).map_err(|e| format!("tags {key}: {e}"))?;
                 self.tags.insert(key.to_string(), t);

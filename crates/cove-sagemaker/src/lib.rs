@@ -9,6 +9,8 @@
 //! - [`endpoints`]: the endpoint API (create, update, delete, describe).
 //! - [`hosting`]: the supervisor that runs each endpoint's instances.
 //! - [`contract`]: the `/opt/ml` files, `SM_*` environment and command (pure).
+//! - [`load`]: the arithmetic of a recommender benchmark (pure).
+//! - [`recommender`]: Inference Recommender jobs (API and driver).
 //! - [`instance`]: instance types to CPU and memory limits (pure).
 //! - [`transfer`]: the S3 calls that move a job's data.
 //! - [`transform`]: batch transform jobs (API and driver).
@@ -21,6 +23,8 @@ pub mod definitions;
 pub mod endpoints;
 pub mod hosting;
 pub mod instance;
+pub mod load;
+pub mod recommender;
 pub mod supervisor;
 pub mod transfer;
 pub mod transform;
@@ -99,6 +103,11 @@ impl Service for SageMakerService {
             "DescribeCompilationJob" => compilation::describe(store, &input),
             "ListCompilationJobs" => compilation::list(store, ctx, &input),
             "StopCompilationJob" => compilation::stop(store, &input),
+            "CreateInferenceRecommendationsJob" => recommender::create(store, ctx, input),
+            "DescribeInferenceRecommendationsJob" => recommender::describe(store, &input),
+            "ListInferenceRecommendationsJobs" => recommender::list(store, ctx, &input),
+            "StopInferenceRecommendationsJob" => recommender::stop(store, &input),
+            "ListInferenceRecommendationsJobSteps" => recommender::steps(store, &input),
             other => Err(AwsError::client(
                 "UnknownOperationException",
                 format!("The operation {other} is not supported by Cove."),

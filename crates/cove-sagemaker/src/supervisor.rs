@@ -13,7 +13,9 @@ use crate::transfer::{parse_s3_uri, Credentials, S3Client, TransferError};
 use crate::workers::Workers;
 use cove_logs::LogsService;
 use cove_model::ids::now_rfc3339;
-use cove_model::jobs::{CompilationPhase, JobKind, JobPhase, SageMakerJob, StsSession};
+use cove_model::jobs::{
+    CompilationPhase, JobKind, JobPhase, RecommendationPhase, SageMakerJob, StsSession,
+};
 use cove_runtime::{Bind, Container, ContainerSpec, RootFs, Status};
 use cove_store::Store;
 use cove_sts::StsService;
@@ -121,6 +123,14 @@ impl Supervisor {
             for job in world.sagemaker_jobs.values() {
                 if job.phase != JobPhase::CleanedUp {
                     me.ensure_worker(&job.key());
+                }
+            }
+            for job in world.recommendation_jobs.values() {
+                if job.phase != RecommendationPhase::CleanedUp {
+                    let (me2, key) = (me.clone(), job.key());
+                    let name = format!("ir-{}", job.name);
+                    me.workers
+                        .run_once(&job.key(), name, move || me2.drive_recommendation(&key));
                 }
             }
             for job in world.compilation_jobs.values() {

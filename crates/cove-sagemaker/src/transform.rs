@@ -262,7 +262,7 @@ pub fn assemble(answers: &[Vec<u8>], lines: bool) -> Vec<u8> {
 }
 
 /// One HTTP/1.1 request on a kept-alive connection to a serving container.
-fn exchange(
+pub(crate) fn exchange(
     stream: &mut BufReader<TcpStream>,
     method: &str,
     path: &str,
@@ -315,7 +315,7 @@ fn exchange(
 }
 
 /// Opens a connection to the serving container from inside its namespace.
-fn connect(netns_path: &str) -> std::io::Result<BufReader<TcpStream>> {
+pub(crate) fn connect(netns_path: &str) -> std::io::Result<BufReader<TcpStream>> {
     let s = cove_net::netns::run_in_path(netns_path, || {
         TcpStream::connect(("127.0.0.1", crate::contract::SERVING_PORT))
     })??;

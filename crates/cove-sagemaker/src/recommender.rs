@@ -1,0 +1,869 @@
+//! SageMaker Inference Recommender: CreateInferenceRecommendationsJob
+//! (`Default` and `Advanced`), Describe, List, Stop,
+//! ListInferenceRecommendationsJobSteps, and the driver that benchmarks.
+//!
+//! For each candidate instance type the driver deploys the model behind a
+//! temporary endpoint (a copy of the model with the job's
+//! `InputConfig.VpcConfig`, an endpoint configuration and an endpoint, all
+//! through the same code as the API, so the hosting supervisor really
+//! brings the instance up on an ENI in those subnets). It then drives the
+//! container's `/invocations` from inside the instance's network, as
+//! SageMaker's front end does, at the concurrency levels of the job's
+//! `TrafficPattern`. It measures every call and deletes the endpoint. The
+//! figures: the highest throughput within the latency thresholds, its
+//! median latency, the setup time, and cost from the on-demand price
+//! ([`crate::load`]).
+
+use crate::api::{check_vpc_config, page, validation, Row};
+use crate::definitions::{self, Definition};
+use crate::load::{self, Level, Measured};
+use crate::supervisor::{spawn_in_network, Supervisor, SESSION_SECONDS};
+use crate::transfer::{parse_s3_uri, transfer_failure, TransferError};
+use cove_model::endpoints::{InstanceState, SageMakerEndpoint};
+use cove_model::ids::now_rfc3339;
+use cove_model::jobs::{BenchmarkStep, RecommendationJob, RecommendationPhase, StsSession};
+use cove_model::{AwsError, AwsResult};
+use cove_store::Store;
+use cove_wire::RequestContext;
+use serde_json::{json, Map, Value};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// The instance types a `Default` job tries when the request names none.
+pub const DEFAULT_CANDIDATES: [&str; 3] = ["ml.c5.large", "ml.m5.large", "ml.c5.xlarge"];
+/// How long a temporary endpoint may take to come up.
+const ENDPOINT_TIMEOUT: Duration = Duration::from_secs(600);
+
+fn find<'w>(
+    world: &'w cove_model::world::World,
+    input: &Value,
+) -> AwsResult<&'w RecommendationJob> {
+    let name = input["JobName"].as_str().unwrap_or_default();
+    world
+        .recommendation_jobs
+        .get(&RecommendationJob::key_of(name))
+        .ok_or_else(|| {
+            AwsError::client(
+                "ResourceNotFound",
+                format!("Inference recommendations job {name} does not exist."),
+            )
+        })
+}
+
+/// The instance types a job benchmarks, in order.
+fn candidates(input: &Value) -> AwsResult<Vec<String>> {
+    let config = &input["InputConfig"];
+    let advanced = input["JobType"].as_str() == Some("Advanced");
+    let mut types: Vec<String> = if advanced {
+        let endpoints = config["EndpointConfigurations"]
+            .as_array()
+            .filter(|a| !a.is_empty())
+            .ok_or_else(|| validation("EndpointConfigurations is required for an Advanced job."))?;
+        let mut types = vec![];
+        for e in endpoints {
+            if e.get("ServerlessConfig").is_some() {
+                return Err(validation(
+                    "Serverless endpoint configurations are not supported by Cove.",
+                ));
+            }
+            if e.get("EnvironmentParameterRanges").is_some() {
+                return Err(validation(
+                    "EnvironmentParameterRanges are not supported by Cove.",
+                ));
+            }
+            let t = e["InstanceType"]
+                .as_str()
+                .ok_or_else(|| validation("Every endpoint configuration needs an InstanceType."))?;
+            types.push(t.to_string());
+        }
+        types
+    } else {
+        match config["ContainerConfig"]["SupportedInstanceTypes"].as_array() {
+            Some(a) if !a.is_empty() => a
+                .iter()
+                .filter_map(|t| t.as_str().map(str::to_string))
+                .collect(),
+            _ => DEFAULT_CANDIDATES.iter().map(|t| t.to_string()).collect(),
+        }
+    };
+    types.dedup();
+    if let Some(max) = config["ResourceLimit"]["MaxNumberOfTests"].as_u64() {
+        types.truncate(max as usize);
+    }
+    for t in &types {
+        crate::instance::resources(t)
+            .ok_or_else(|| validation(format!("Instance type {t} is not supported by Cove.")))?;
+    }
+    Ok(types)
+}
+
+pub fn create(store: &Store, ctx: &RequestContext, input: Value) -> AwsResult<Value> {
+    let name = input["JobName"].as_str().unwrap_or_default().to_string();
+    let arn = format!(
+        "arn:aws:sagemaker:{}:{}:inference-recommendations-job/{name}",
+        ctx.region,
+        ctx.account_id()
+    );
+    let config = &input["InputConfig"];
+    for (field, what) in [
+        ("ModelPackageVersionArn", "Model packages are"),
+        ("Endpoints", "Benchmarking existing endpoints is"),
+    ] {
+        if config.get(field).is_some() {
+            return Err(validation(format!(
+                "{what} not supported by Cove ({field})."
+            )));
+        }
+    }
+    let model_name = config["ModelName"]
+        .as_str()
+        .ok_or_else(|| validation("InputConfig.ModelName is required."))?;
+    let payload = &config["ContainerConfig"]["PayloadConfig"];
+    let url = payload["SamplePayloadUrl"].as_str().ok_or_else(|| {
+        validation("InputConfig.ContainerConfig.PayloadConfig.SamplePayloadUrl is required.")
+    })?;
+    if parse_s3_uri(url).is_none() {
+        return Err(validation(format!(
+            "SamplePayloadUrl {url} is not an S3 URI."
+        )));
+    }
+    if payload["SupportedContentTypes"]
+        .as_array()
+        .is_none_or(|a| a.is_empty())
+    {
+        return Err(validation(
+            "InputConfig.ContainerConfig.PayloadConfig.SupportedContentTypes is required.",
+        ));
+    }
+    let types = candidates(&input)?;
+    let short: String = name.chars().take(56).collect();
+    store.write(|tx| {
+        if tx.world.recommendation_jobs.contains_key(&RecommendationJob::key_of(&name)) {
+            return Err(AwsError::client(
+                "ResourceInUse",
+                format!("Job name must be unique within an AWS account and region, and a job with this name already exists ({arn})"),
+            ));
+        }
+        let model = definitions::find(&tx.world, ctx, Definition::Model, model_name)?
+            .request
+            .clone();
+        if let Some(vpc) = config.get("VpcConfig") {
+            check_vpc_config(&tx.world, &ctx.region, vpc)?;
+        }
+        let now = now_rfc3339();
+        let steps = types
+            .iter()
+            .enumerate()
+            .map(|(n, t)| BenchmarkStep {
+                instance_type: t.clone(),
+                endpoint_name: format!("{short}-ir{}", n + 1),
+                status: "PENDING".into(),
+                failure_reason: None,
+                metrics: None,
+                invocation_start_time: None,
+                invocation_end_time: None,
+            })
+            .collect();
+        tx.put(RecommendationJob {
+            name: name.clone(),
+            arn: arn.clone(),
+            region: ctx.region.clone(),
+            account_id: ctx.account_id().to_string(),
+            request: input.clone(),
+            model,
+            status: "PENDING".into(),
+            failure_reason: None,
+            creation_time: now.clone(),
+            completion_time: None,
+            last_modified_time: now,
+            phase: RecommendationPhase::Pending,
+            steps,
+            stop_requested: false,
+            session_access_key: None,
+        });
+        Ok(())
+    })?;
+    tracing::info!(job = %name, candidates = ?types, "inference recommendations job created");
+    Ok(json!({ "JobArn": arn }))
+}
+
+fn endpoint_configuration(step: &BenchmarkStep) -> Value {
+    json!({
+        "EndpointName": step.endpoint_name,
+        "VariantName": "AllTraffic",
+        "InstanceType": step.instance_type,
+        "InitialInstanceCount": 1,
+    })
+}
+
+pub fn describe(store: &Store, input: &Value) -> AwsResult<Value> {
+    let world = store.snapshot();
+    let j = find(&world, input)?;
+    let mut out = Map::new();
+    for field in [
+        "JobName",
+        "JobDescription",
+        "JobType",
+        "RoleArn",
+        "InputConfig",
+        "StoppingConditions",
+    ] {
+        if let Some(v) = j.request.get(field) {
+            out.insert(field.into(), v.clone());
+        }
+    }
+    out.insert("JobArn".into(), json!(j.arn));
+    out.insert("Status".into(), json!(j.status));
+    out.insert("CreationTime".into(), json!(j.creation_time));
+    out.insert("LastModifiedTime".into(), json!(j.last_modified_time));
+    if let Some(t) = &j.completion_time {
+        out.insert("CompletionTime".into(), json!(t));
+    }
+    if let Some(r) = &j.failure_reason {
+        out.insert("FailureReason".into(), json!(r));
+    }
+    // Cheapest per inference first, as the console ranks them.
+    let mut done: Vec<&BenchmarkStep> = j
+        .steps
+        .iter()
+        .filter(|s| s.status == "COMPLETED" && s.metrics.is_some())
+        .collect();
+    done.sort_by(|a, b| {
+        let cost = |s: &BenchmarkStep| {
+            s.metrics
+                .as_ref()
+                .and_then(|m| m["CostPerInference"].as_f64())
+                .unwrap_or(f64::MAX)
+        };
+        cost(a).total_cmp(&cost(b))
+    });
+    if !done.is_empty() {
+        let recommendations: Vec<Value> = done
+            .iter()
+            .map(|s| {
+                json!({
+                    "RecommendationId": format!("{}/{}", j.name, s.endpoint_name),
+                    "Metrics": s.metrics,
+                    "EndpointConfiguration": endpoint_configuration(s),
+                    "ModelConfiguration": {},
+                    "InvocationStartTime": s.invocation_start_time,
+                    "InvocationEndTime": s.invocation_end_time,
+                })
+            })
+            .collect();
+        out.insert("InferenceRecommendations".into(), json!(recommendations));
+    }
+    Ok(Value::Object(out))
+}
+
+pub fn list(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Value> {
+    let world = store.snapshot();
+    let model = input["ModelNameEquals"].as_str();
+    let rows = world
+        .recommendation_jobs
+        .values()
+        .filter(|j| j.region == ctx.region)
+        .filter(|j| model.is_none_or(|m| j.request["InputConfig"]["ModelName"].as_str() == Some(m)))
+        .map(|j| Row {
+            name: &j.name,
+            created: &j.creation_time,
+            modified: &j.last_modified_time,
+            status: &j.status,
+            summary: json!({
+                "JobName": j.name,
+                "JobDescription": j.request["JobDescription"].as_str().unwrap_or_default(),
+                "JobType": j.request["JobType"],
+                "JobArn": j.arn,
+                "Status": j.status,
+                "CreationTime": j.creation_time,
+                "CompletionTime": j.completion_time,
+                "RoleArn": j.request["RoleArn"],
+                "LastModifiedTime": j.last_modified_time,
+                "FailureReason": j.failure_reason,
+                "ModelName": j.request["InputConfig"]["ModelName"],
+                "SamplePayloadUrl": j.request["InputConfig"]["ContainerConfig"]["PayloadConfig"]["SamplePayloadUrl"],
+            }),
+        })
+        .collect();
+    page(input, rows, "InferenceRecommendationsJobs")
+}
+
+pub fn stop(store: &Store, input: &Value) -> AwsResult<Value> {
+    store.write(|tx| {
+        let mut j = find(&tx.world, input)?.clone();
+        if j.is_finished() || j.status == "STOPPING" {
+            return Err(validation(format!(
+                "The request was rejected because the job is in status {}.",
+                j.status
+            )));
+        }
+        j.stop_requested = true;
+        j.status = "STOPPING".into();
+        j.last_modified_time = now_rfc3339();
+        tx.put(j);
+        Ok(())
+    })?;
+    Ok(json!({}))
+}
+
+pub fn steps(store: &Store, input: &Value) -> AwsResult<Value> {
+    let world = store.snapshot();
+    let j = find(&world, input)?;
+    let status = input["Status"].as_str();
+    let all: Vec<Value> = j
+        .steps
+        .iter()
+        .filter(|s| status.is_none_or(|st| s.status == st))
+        .filter(|_| input["StepType"].as_str().is_none_or(|t| t == "BENCHMARK"))
+        .map(|s| {
+            let mut benchmark = json!({
+                "EndpointConfiguration": endpoint_configuration(s),
+                "ModelConfiguration": {},
+            });
+            if let Some(m) = &s.metrics {
+                benchmark["Metrics"] = m.clone();
+                benchmark["EndpointMetrics"] = json!({
+                    "MaxInvocations": m["MaxInvocations"],
+                    "ModelLatency": m["ModelLatency"],
+                });
+            }
+            for (k, v) in [
+                ("FailureReason", &s.failure_reason),
+                ("InvocationStartTime", &s.invocation_start_time),
+                ("InvocationEndTime", &s.invocation_end_time),
+            ] {
+                if let Some(v) = v {
+                    benchmark[k] = json!(v);
+                }
+            }
+            json!({"StepType": "BENCHMARK", "JobName": j.name, "Status": s.status,
+                   "InferenceBenchmark": benchmark})
+        })
+        .collect();
+    let start: usize = input["NextToken"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let max = input["MaxResults"].as_u64().unwrap_or(50) as usize;
+    let page: Vec<Value> = all.iter().skip(start).take(max).cloned().collect();
+    let mut out = json!({ "Steps": page });
+    if start + max < all.len() {
+        out["NextToken"] = json!((start + max).to_string());
+    }
+    Ok(out)
+}
+
+/// The request context the driver's own SageMaker calls run under: the
+/// job's account and region, as if the job's role made them.
+fn internal_context(j: &RecommendationJob, operation: &str) -> RequestContext {
+    RequestContext {
+        request_id: format!("{}-{operation}", j.name),
+        region: j.region.clone(),
+        operation: operation.into(),
+        principal: cove_wire::Principal {
+            access_key: String::new(),
+            secret_key: String::new(),
+            session_token: None,
+            account_id: j.account_id.clone(),
+            arn: j.request["RoleArn"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            user_id: String::new(),
+        },
+        source_ip: None,
+        via_endpoint: None,
+    }
+}
+
+/// How one benchmark ended.
+enum Benchmark {
+    Done(Value),
+    Failed(String),
+    Stopped,
+}
+
+impl Supervisor {
+    /// Drives one inference recommendations job until it is cleaned up.
+    pub(crate) fn drive_recommendation(&self, key: &str) {
+        loop {
+            let Some(j) = self.store.snapshot().recommendation_jobs.get(key).cloned() else {
+                return;
+            };
+            let result = match j.phase {
+                RecommendationPhase::Pending => self.recommendation_start(&j),
+                RecommendationPhase::Benchmarking => self.recommendation_run(&j),
+                RecommendationPhase::Done => self.recommendation_cleanup(&j),
+                RecommendationPhase::CleanedUp => return,
+            };
+            if let Err(err) = result {
+                tracing::error!(job = %j.name, error = %err, "recommendation step failed; retrying");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+
+    fn update_recommendation(
+        &self,
+        key: &str,
+        f: impl FnOnce(&mut RecommendationJob),
+    ) -> anyhow::Result<()> {
+        self.store.write(|tx| {
+            let mut j = tx.cloned::<RecommendationJob>(key)?;
+            f(&mut j);
+            j.last_modified_time = now_rfc3339();
+            tx.put(j);
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    fn finish_recommendation(
+        &self,
+        key: &str,
+        status: &str,
+        reason: Option<String>,
+    ) -> anyhow::Result<()> {
+        self.update_recommendation(key, |j| {
+            j.status = status.into();
+            j.failure_reason = reason;
+            j.completion_time = Some(now_rfc3339());
+            j.phase = RecommendationPhase::Done;
+            for s in &mut j.steps {
+                if s.status == "PENDING" || s.status == "IN_PROGRESS" {
+                    s.status = "STOPPED".into();
+                }
+            }
+        })
+    }
+
+    fn recommendation_stop_requested(&self, key: &str) -> bool {
+        self.store
+            .snapshot()
+            .recommendation_jobs
+            .get(key)
+            .is_none_or(|j| j.stop_requested)
+    }
+
+    fn recommendation_dir(&self, j: &RecommendationJob) -> PathBuf {
+        self.settings
+            .jobs_dir
+            .join("inference-recommendations-job")
+            .join(&j.name)
+    }
+
+    fn recommendation_start(&self, j: &RecommendationJob) -> anyhow::Result<()> {
+        let key = j.key();
+        if j.stop_requested {
+            return self.finish_recommendation(&key, "STOPPED", None);
+        }
+        if j.session_access_key.is_none() {
+            let role = j.request["RoleArn"].as_str().unwrap_or_default();
+            let s = self
+                .sts
+                .assume_role(&j.account_id, role, "SageMaker", SESSION_SECONDS)?;
+            self.update_recommendation(&key, |j| j.session_access_key = Some(s.access_key_id))?;
+        }
+        self.update_recommendation(&key, |j| {
+            j.status = "IN_PROGRESS".into();
+            j.phase = RecommendationPhase::Benchmarking;
+        })
+    }
+
+    /// The sample payloads: every file of the `SamplePayloadUrl` archive,
+    /// fetched with the role's session.
+    fn payloads(&self, j: &RecommendationJob, dir: &Path) -> Result<Vec<Vec<u8>>, String> {
+        let url = j.request["InputConfig"]["ContainerConfig"]["PayloadConfig"]["SamplePayloadUrl"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let archive = dir.join("payload.tar.gz");
+        let session = j
+            .session_access_key
+            .as_deref()
+            .and_then(|k| self.store.snapshot().sts_sessions.get(k).cloned());
+        let (bucket, key) = parse_s3_uri(&url).unwrap_or_default();
+        let path = archive.clone();
+        let fetched = spawn_in_network(
+            &self.settings,
+            &j.region,
+            None,
+            session.as_ref(),
+            move |c| c.get_to_file(&bucket, &key, &path),
+        )
+        .join()
+        .unwrap_or_else(|_| Err(TransferError::Local("download panicked".into())));
+        if let Err(e) = fetched {
+            return Err(format!(
+                "Unable to download the sample payload from {url}: {}",
+                transfer_failure(e, "S3 could not be reached.")
+            ));
+        }
+        let bytes = std::fs::read(&archive).map_err(|e| e.to_string())?;
+        let mut out = vec![];
+        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(bytes.as_slice()));
+        let entries = tar
+            .entries()
+            .map_err(|e| format!("The sample payload archive {url} is not a tar.gz file: {e}"))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| {
+                format!("The sample payload archive {url} is not a tar.gz file: {e}")
+            })?;
+            if entry.header().entry_type().is_file() {
+                let mut body = vec![];
+                std::io::Read::read_to_end(&mut entry, &mut body).map_err(|e| e.to_string())?;
+                out.push(body);
+            }
+        }
+        if out.is_empty() {
+            return Err(format!("The sample payload archive {url} has no files."));
+        }
+        Ok(out)
+    }
+
+    fn recommendation_run(&self, j: &RecommendationJob) -> anyhow::Result<()> {
+        let key = j.key();
+        let dir = self.recommendation_dir(j);
+        std::fs::create_dir_all(&dir)?;
+        let payloads = match self.payloads(j, &dir) {
+            Ok(p) => p,
+            Err(reason) => {
+                return self.finish_recommendation(
+                    &key,
+                    "FAILED",
+                    Some(format!("ClientError: {reason}")),
+                )
+            }
+        };
+        for (n, step) in j.steps.iter().enumerate() {
+            if step.status != "PENDING" && step.status != "IN_PROGRESS" {
+                continue;
+            }
+            if self.recommendation_stop_requested(&key) {
+                return self.finish_recommendation(&key, "STOPPED", None);
+            }
+            self.update_recommendation(&key, |j| j.steps[n].status = "IN_PROGRESS".into())?;
+            tracing::info!(job = %j.name, instance_type = %step.instance_type, "benchmark starts");
+            let outcome = self.benchmark(j, step, &payloads);
+            self.remove_temporary_endpoint(j, step);
+            let (status, metrics, reason) = match outcome? {
+                Benchmark::Done(m) => ("COMPLETED", Some(m), None),
+                Benchmark::Failed(r) => ("FAILED", None, Some(r)),
+                Benchmark::Stopped => return self.finish_recommendation(&key, "STOPPED", None),
+            };
+            tracing::info!(job = %j.name, instance_type = %step.instance_type, %status, "benchmark ended");
+            self.update_recommendation(&key, |j| {
+                let s = &mut j.steps[n];
+                s.status = status.into();
+                s.metrics = metrics;
+                s.failure_reason = reason;
+            })?;
+        }
+        let Some(j) = self.store.snapshot().recommendation_jobs.get(&key).cloned() else {
+            return Ok(());
+        };
+        if j.steps.iter().any(|s| s.status == "COMPLETED") {
+            self.finish_recommendation(&key, "COMPLETED", None)
+        } else {
+            let reason = j
+                .steps
+                .iter()
+                .find_map(|s| s.failure_reason.clone())
+                .unwrap_or_else(|| "No benchmark completed.".into());
+            self.finish_recommendation(&key, "FAILED", Some(reason))
+        }
+    }
+
+    /// Deploys the model on the step's instance type, loads it, and measures.
+    fn benchmark(
+        &self,
+        j: &RecommendationJob,
+        step: &BenchmarkStep,
+        payloads: &[Vec<u8>],
+    ) -> anyhow::Result<Benchmark> {
+        let key = j.key();
+        let name = &step.endpoint_name;
+        // A restart mid-benchmark starts this step over.
+        self.remove_temporary_endpoint(j, step);
+        self.wait_endpoint_gone(name)?;
+        let mut model = j.model.clone();
+        model["ModelName"] = json!(name);
+        if let Some(vpc) = j.request["InputConfig"].get("VpcConfig") {
+            model["VpcConfig"] = vpc.clone();
+        }
+        let made = definitions::create(
+            &self.store,
+            &internal_context(j, "CreateModel"),
+            Definition::Model,
+            model,
+        )
+        .and_then(|_| {
+            definitions::create(
+                &self.store,
+                &internal_context(j, "CreateEndpointConfig"),
+                Definition::EndpointConfig,
+                json!({"EndpointConfigName": name, "ProductionVariants": [{
+                        "VariantName": "AllTraffic", "ModelName": name,
+                        "InstanceType": step.instance_type, "InitialInstanceCount": 1}]}),
+            )
+        })
+        .and_then(|_| {
+            crate::endpoints::create(
+                &self.store,
+                &internal_context(j, "CreateEndpoint"),
+                json!({"EndpointName": name, "EndpointConfigName": name}),
+            )
+        });
+        if let Err(e) = made {
+            return Ok(Benchmark::Failed(format!("ClientError: {}", e.message)));
+        }
+        let created = Instant::now();
+        let netns = loop {
+            if self.recommendation_stop_requested(&key) {
+                return Ok(Benchmark::Stopped);
+            }
+            let world = self.store.snapshot();
+            let e = world
+                .sagemaker_endpoints
+                .get(&SageMakerEndpoint::key_of(name));
+            match e.map(|e| e.status.as_str()) {
+                Some("InService") => {
+                    let paths: Vec<String> = e
+                        .into_iter()
+                        .flat_map(|e| &e.instances)
+                        .filter(|i| i.state == InstanceState::InService)
+                        .filter_map(|i| i.netns_path.clone())
+                        .collect();
+                    if let Some(p) = paths.into_iter().next() {
+                        break p;
+                    }
+                }
+                Some("Failed") => {
+                    let reason = e.and_then(|e| e.failure_reason.clone()).unwrap_or_default();
+                    return Ok(Benchmark::Failed(format!(
+                        "ClientError: The model could not be deployed on {}: {reason}",
+                        step.instance_type
+                    )));
+                }
+                None => anyhow::bail!("temporary endpoint {name} disappeared"),
+                _ => {}
+            }
+            if created.elapsed() > ENDPOINT_TIMEOUT {
+                return Ok(Benchmark::Failed(format!(
+                    "ClientError: The model did not come up on {} within {} s.",
+                    step.instance_type,
+                    ENDPOINT_TIMEOUT.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let setup_seconds = created.elapsed().as_secs_f64().ceil() as u64;
+        let content_type = j.request["InputConfig"]["ContainerConfig"]["PayloadConfig"]
+            ["SupportedContentTypes"][0]
+            .as_str()
+            .unwrap_or("application/json")
+            .to_string();
+        let stopping = j
+            .request
+            .get("StoppingConditions")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let thresholds = load::thresholds(&stopping);
+        let max_invocations = stopping["MaxInvocations"].as_f64();
+        let duration = j.request["InputConfig"]["JobDurationInSeconds"].as_f64();
+        let levels = load::levels(j.request["InputConfig"].get("TrafficPattern"), duration);
+        let start_time = now_rfc3339();
+        let mut measured = vec![];
+        for level in levels {
+            if self.recommendation_stop_requested(&key) {
+                return Ok(Benchmark::Stopped);
+            }
+            let m = run_level(&netns, level, payloads, &content_type);
+            tracing::info!(job = %j.name, instance_type = %step.instance_type, users = m.users,
+                per_minute = m.invocations_per_minute(), p50_us = ?m.percentile_us(50.0),
+                errors = m.errors, "load level");
+            let saturated = max_invocations.is_some_and(|max| m.invocations_per_minute() >= max)
+                || !load::within(&m, &thresholds);
+            measured.push(m);
+            if saturated {
+                break;
+            }
+        }
+        let end_time = now_rfc3339();
+        let key2 = key.clone();
+        let n = j
+            .steps
+            .iter()
+            .position(|s| s.endpoint_name == *name)
+            .unwrap_or(0);
+        self.update_recommendation(&key2, |j| {
+            j.steps[n].invocation_start_time = Some(start_time);
+            j.steps[n].invocation_end_time = Some(end_time);
+        })?;
+        Ok(match load::best(&measured, &thresholds) {
+            Some(best) => Benchmark::Done(load::recommendation_metrics(
+                &step.instance_type,
+                best,
+                setup_seconds,
+            )),
+            None => Benchmark::Failed(format!(
+                "No load level on {} met the latency thresholds without errors.",
+                step.instance_type
+            )),
+        })
+    }
+
+    /// Deletes a step's temporary endpoint, configuration and model copy.
+    fn remove_temporary_endpoint(&self, j: &RecommendationJob, step: &BenchmarkStep) {
+        let name = &step.endpoint_name;
+        let _ = crate::endpoints::delete(
+            &self.store,
+            &internal_context(j, "DeleteEndpoint"),
+            &json!({ "EndpointName": name }),
+        );
+        for (kind, field) in [
+            (Definition::EndpointConfig, "EndpointConfigName"),
+            (Definition::Model, "ModelName"),
+        ] {
+            let _ = definitions::delete(
+                &self.store,
+                &internal_context(j, "Delete"),
+                kind,
+                &json!({ field: name }),
+            );
+        }
+    }
+
+    fn wait_endpoint_gone(&self, name: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self
+            .store
+            .snapshot()
+            .sagemaker_endpoints
+            .contains_key(&SageMakerEndpoint::key_of(name))
+        {
+            if Instant::now() > deadline {
+                anyhow::bail!("the earlier temporary endpoint {name} is still being deleted");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    fn recommendation_cleanup(&self, j: &RecommendationJob) -> anyhow::Result<()> {
+        for step in &j.steps {
+            self.remove_temporary_endpoint(j, step);
+        }
+        self.store.write(|tx| {
+            let Some(mut j) = tx.world.recommendation_jobs.get(&j.key()).cloned() else {
+                return Ok(());
+            };
+            if let Some(s) = j.session_access_key.take() {
+                tx.delete::<StsSession>(&s);
+            }
+            j.phase = RecommendationPhase::CleanedUp;
+            tx.put(j);
+            Ok(())
+        })?;
+        let dir = self.recommendation_dir(j);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// One concurrency level: `users` threads, each on its own kept-alive
+/// connection into the instance's namespace, calling `/invocations` back to
+/// back with the payloads in turn until the level's time is up.
+fn run_level(netns: &str, level: Level, payloads: &[Vec<u8>], content_type: &str) -> Measured {
+    let deadline = Instant::now() + Duration::from_secs_f64(level.seconds);
+    let started = Instant::now();
+    let results: Vec<(Vec<u64>, u64)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..level.users)
+            .map(|user| {
+                scope.spawn(move || {
+                    let (mut latencies, mut errors) = (vec![], 0u64);
+                    let mut conn = None;
+                    let mut n = user;
+                    while Instant::now() < deadline {
+                        if conn.is_none() {
+                            match crate::transform::connect(netns) {
+                                Ok(c) => conn = Some(c),
+                                Err(_) => {
+                                    errors += 1;
+                                    std::thread::sleep(Duration::from_millis(50));
+                                    continue;
+                                }
+                            }
+                        }
+                        let body = &payloads[n % payloads.len()];
+                        n += 1;
+                        let t = Instant::now();
+                        let c = conn.as_mut().expect("connected above");
+                        match crate::transform::exchange(
+                            c,
+                            "POST",
+                            "/invocations",
+                            &[("Content-Type", content_type)],
+                            body,
+                        ) {
+                            Ok((200, _)) => latencies.push(t.elapsed().as_micros() as u64),
+                            Ok(_) => errors += 1,
+                            Err(_) => {
+                                errors += 1;
+                                conn = None;
+                            }
+                        }
+                    }
+                    (latencies, errors)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_default())
+            .collect()
+    });
+    let mut m = Measured {
+        users: level.users,
+        seconds: started.elapsed().as_secs_f64(),
+        ..Default::default()
+    };
+    for (latencies, errors) in results {
+        m.latencies_us.extend(latencies);
+        m.errors += errors;
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_come_from_the_job_type() {
+        let advanced = json!({"JobType": "Advanced", "InputConfig": {"EndpointConfigurations": [
+            {"InstanceType": "ml.c5.large"}, {"InstanceType": "ml.m5.xlarge"}]}});
+        assert_eq!(
+            candidates(&advanced).unwrap(),
+            ["ml.c5.large", "ml.m5.xlarge"]
+        );
+        let bare = json!({"JobType": "Advanced", "InputConfig": {}});
+        assert!(candidates(&bare)
+            .unwrap_err()
+            .message
+            .contains("EndpointConfigurations is required"));
+        let default = json!({"JobType": "Default", "InputConfig": {"ResourceLimit": {"MaxNumberOfTests": 2}}});
+        assert_eq!(
+            candidates(&default).unwrap(),
+            ["ml.c5.large", "ml.m5.large"]
+        );
+        let listed = json!({"JobType": "Default", "InputConfig": {"ContainerConfig": {
+            "SupportedInstanceTypes": ["ml.q9.large"]}}});
+        assert!(candidates(&listed)
+            .unwrap_err()
+            .message
+            .contains("ml.q9.large is not supported"));
+    }
+}
