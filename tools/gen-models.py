@@ -51,6 +51,9 @@ SERVICES = {
         "CreateInferenceRecommendationsJob", "DescribeInferenceRecommendationsJob",
         "ListInferenceRecommendationsJobs", "StopInferenceRecommendationsJob",
         "ListInferenceRecommendationsJobSteps",
+        "CreateDomain", "DescribeDomain", "ListDomains", "UpdateDomain", "DeleteDomain",
+        "CreateUserProfile", "DescribeUserProfile", "ListUserProfiles", "DeleteUserProfile",
+        "CreateApp", "DescribeApp", "ListApps", "DeleteApp", "CreatePresignedDomainUrl",
     ],
     "sagemaker-runtime": ["InvokeEndpoint"],
     "logs": [

@@ -209,7 +209,7 @@ pub fn detach_internet_gateway(r: &Req) -> AwsResult<Value> {
 /// The lowest free Elastic IP: pools in order, hosts from
 /// `ELASTIC_IP_FIRST_HOST` to .254. Public addresses are global, so every
 /// region's allocations count.
-fn next_free_address(w: &World) -> Option<String> {
+pub(crate) fn next_free_address(w: &World) -> Option<String> {
     let used: HashSet<Ipv4Addr> = w
         .addresses
         .values()

@@ -9,6 +9,7 @@ pub mod flow_logs;
 mod gateways;
 pub mod insights;
 mod interfaces;
+mod managed;
 mod misc;
 mod network_acls;
 mod route_tables;
@@ -21,6 +22,10 @@ pub use common::Req;
 use cove_model::{AwsError, AwsResult};
 use cove_store::Store;
 use cove_wire::{model::ServiceModel, Protocol, RequestContext, Service};
+pub use managed::{
+    create_studio_nfs_groups, delete_managed_groups, ensure_studio_network, give_public_address,
+    release_public_address, MANAGED_TAG,
+};
 use serde_json::Value;
 use std::sync::Arc;
 

@@ -10,6 +10,7 @@ pub mod fixtures;
 pub mod ids;
 pub mod jobs;
 pub mod policy;
+pub mod studio;
 pub mod vpc;
 pub mod world;
 

@@ -6,6 +6,7 @@ use crate::endpoints::{SageMakerEndpoint, TransformJob};
 use crate::jobs::{
     CompilationJob, RecommendationJob, SageMakerDefinition, SageMakerJob, StsSession,
 };
+use crate::studio::{StudioApp, StudioDomain, UserProfile};
 use crate::vpc::*;
 use imbl::OrdMap;
 use serde::{de::DeserializeOwned, Serialize};
@@ -43,6 +44,12 @@ pub struct World {
     pub compilation_jobs: OrdMap<String, CompilationJob>,
     /// Inference recommendations jobs by `inference-recommendations-job/<name>`.
     pub recommendation_jobs: OrdMap<String, RecommendationJob>,
+    /// Studio domains by `domain/<id>`.
+    pub studio_domains: OrdMap<String, StudioDomain>,
+    /// Studio user profiles by `user-profile/<domain>/<name>`.
+    pub user_profiles: OrdMap<String, UserProfile>,
+    /// Studio apps by `app/<domain>/<profile>/<type>/<name>`.
+    pub studio_apps: OrdMap<String, StudioApp>,
     /// Tags by resource id, for every taggable resource.
     pub tags: OrdMap<String, Tags>,
     /// Regions whose default VPC has been created.
@@ -131,6 +138,15 @@ resource!(
     recommendation_jobs,
     |r| arn_resource(&r.arn)
 );
+resource!(StudioDomain, "studio_domain", studio_domains, |r| {
+    arn_resource(&r.arn)
+});
+resource!(UserProfile, "user_profile", user_profiles, |r| {
+    arn_resource(&r.arn)
+});
+resource!(StudioApp, "studio_app", studio_apps, |r| {
+    arn_resource(&r.arn)
+});
 resource!(
     SageMakerEndpoint,
     "sagemaker_endpoint",
@@ -200,6 +216,9 @@ impl World {
             "transform_job" => put::<TransformJob>(self, key, doc),
             "compilation_job" => put::<CompilationJob>(self, key, doc),
             "recommendation_job" => put::<RecommendationJob>(self, key, doc),
+            "studio_domain" => put::<StudioDomain>(self, key, doc),
+            "user_profile" => put::<UserProfile>(self, key, doc),
+            "studio_app" => put::<StudioApp>(self, key, doc),
             TAGS_KIND => {
                 let t: Tags = serde_json::from_str(doc).map_err(|e| format!("tags {key}: {e}"))?;
                 self.tags.insert(key.to_string(), t);

@@ -110,6 +110,72 @@ pub const SERVING_RUNTIME_PATH: &str = "cove/serving.py";
 /// The port a serving container listens on, as SageMaker requires.
 pub const SERVING_PORT: u16 = 8080;
 
+/// Cove's built-in Studio app server (see `studio_app.py`).
+pub const STUDIO_APP: &str = include_str!("studio_app.py");
+/// Where the Studio app server is written, relative to `/opt/ml`.
+pub const STUDIO_APP_PATH: &str = "cove/studio_app.py";
+/// The port a Studio app listens on inside its ENI's namespace.
+pub const STUDIO_PORT: u16 = 8888;
+/// Where a user's home directory is inside a Studio app, as on AWS.
+pub const STUDIO_HOME: &str = "/home/sagemaker-user";
+
+/// The contract of a Studio app: the role's credentials, `HOME`, and the
+/// command. A configured command (`{base_url}`, `{port}` and `{home}`
+/// filled in) wins; else a JupyterServer app runs JupyterLab when the host
+/// has it, and anything else runs Cove's built-in app server.
+pub fn studio_app(
+    region: &str,
+    credentials: Option<&ContainerCredentials>,
+    app_type: &str,
+    user: &str,
+    base_url: &str,
+    command: Option<&[String]>,
+) -> HostContract {
+    let mut env: Vec<(String, String)> = base_env(region, credentials, &Value::Null)
+        .into_iter()
+        .filter(|(k, _)| k != "HOME")
+        .collect();
+    env.extend([
+        ("HOME".to_string(), STUDIO_HOME.to_string()),
+        ("SAGEMAKER_APP_TYPE".to_string(), app_type.to_string()),
+        ("COVE_STUDIO_USER".to_string(), user.to_string()),
+        ("COVE_STUDIO_BASE_URL".to_string(), base_url.to_string()),
+        ("COVE_STUDIO_PORT".to_string(), STUDIO_PORT.to_string()),
+    ]);
+    let fill = |a: &String| {
+        a.replace("{base_url}", base_url)
+            .replace("{port}", &STUDIO_PORT.to_string())
+            .replace("{home}", STUDIO_HOME)
+    };
+    let jupyter_lab = ["/usr/local/bin/jupyter-lab", "/usr/bin/jupyter-lab"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists());
+    let argv = match (command, jupyter_lab) {
+        (Some(c), _) if !c.is_empty() => c.iter().map(fill).collect(),
+        (_, Some(lab)) if app_type == "JupyterServer" => vec![
+            lab.to_string(),
+            "--ip=0.0.0.0".into(),
+            format!("--port={STUDIO_PORT}"),
+            "--no-browser".into(),
+            format!("--ServerApp.base_url={base_url}"),
+            "--IdentityProvider.token=".into(),
+            "--ServerApp.password=".into(),
+            "--ServerApp.allow_remote_access=True".into(),
+            format!("--ServerApp.root_dir={STUDIO_HOME}"),
+        ],
+        _ => vec![
+            HOST_PYTHON.to_string(),
+            format!("/opt/ml/{STUDIO_APP_PATH}"),
+        ],
+    };
+    HostContract {
+        files: vec![(STUDIO_APP_PATH.to_string(), STUDIO_APP.to_string())],
+        env,
+        argv,
+        workdir: STUDIO_HOME.into(),
+    }
+}
+
 /// Cove's Clarify analyzer: run for processing jobs whose image is AWS's
 /// `sagemaker-clarify-processing` (see `clarify.py`).
 pub const CLARIFY_ANALYZER: &str = include_str!("clarify.py");

@@ -868,6 +868,7 @@ impl Hosting {
                 hosts_file: format!("127.0.0.1\tlocalhost\n127.0.0.1\t{}\n", i.id),
                 netns: self.netns(i),
                 isolated: d.isolated,
+                extra_binds: vec![],
                 instance_type: &d.instance_type,
             },
         )?))

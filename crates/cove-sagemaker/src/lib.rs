@@ -11,6 +11,8 @@
 //! - [`contract`]: the `/opt/ml` files, `SM_*` environment and command (pure).
 //! - [`load`]: the arithmetic of a recommender benchmark (pure).
 //! - [`recommender`]: Inference Recommender jobs (API and driver).
+//! - [`studio`]: Studio domains, user profiles, apps and presigned URLs.
+//! - [`studio_apps`]: the supervisor that runs Studio apps on ENIs.
 //! - [`instance`]: instance types to CPU and memory limits (pure).
 //! - [`transfer`]: the S3 calls that move a job's data.
 //! - [`transform`]: batch transform jobs (API and driver).
@@ -25,6 +27,8 @@ pub mod hosting;
 pub mod instance;
 pub mod load;
 pub mod recommender;
+pub mod studio;
+pub mod studio_apps;
 pub mod supervisor;
 pub mod transfer;
 pub mod transform;
@@ -43,13 +47,19 @@ pub type BucketPolicies = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
 pub struct SageMakerService {
     store: Arc<Store>,
     bucket_policies: BucketPolicies,
+    studio: studio::StudioConfig,
 }
 
 impl SageMakerService {
-    pub fn new(store: Arc<Store>, bucket_policies: BucketPolicies) -> SageMakerService {
+    pub fn new(
+        store: Arc<Store>,
+        bucket_policies: BucketPolicies,
+        studio: studio::StudioConfig,
+    ) -> SageMakerService {
         SageMakerService {
             store,
             bucket_policies,
+            studio,
         }
     }
 }
@@ -108,6 +118,22 @@ impl Service for SageMakerService {
             "ListInferenceRecommendationsJobs" => recommender::list(store, ctx, &input),
             "StopInferenceRecommendationsJob" => recommender::stop(store, &input),
             "ListInferenceRecommendationsJobSteps" => recommender::steps(store, &input),
+            "CreateDomain" => studio::create_domain(store, ctx, &self.studio, input),
+            "DescribeDomain" => studio::describe_domain(store, ctx, &self.studio, &input),
+            "ListDomains" => studio::list_domains(store, ctx, &self.studio, &input),
+            "UpdateDomain" => studio::update_domain(store, ctx, &input),
+            "DeleteDomain" => studio::delete_domain(store, ctx, &self.studio, &input),
+            "CreateUserProfile" => studio::create_user_profile(store, ctx, input),
+            "DescribeUserProfile" => studio::describe_user_profile(store, ctx, &input),
+            "ListUserProfiles" => studio::list_user_profiles(store, ctx, &input),
+            "DeleteUserProfile" => studio::delete_user_profile(store, ctx, &input),
+            "CreateApp" => studio::create_app(store, ctx, input),
+            "DescribeApp" => studio::describe_app(store, &input),
+            "ListApps" => studio::list_apps(store, ctx, &input),
+            "DeleteApp" => studio::delete_app(store, &input),
+            "CreatePresignedDomainUrl" => {
+                studio::create_presigned_domain_url(store, ctx, &self.studio, &input)
+            }
             other => Err(AwsError::client(
                 "UnknownOperationException",
                 format!("The operation {other} is not supported by Cove."),

@@ -16,6 +16,7 @@ use cove_model::ids::now_rfc3339;
 use cove_model::jobs::{
     CompilationPhase, JobKind, JobPhase, RecommendationPhase, SageMakerJob, StsSession,
 };
+use cove_model::studio::AppPhase;
 use cove_runtime::{Bind, Container, ContainerSpec, RootFs, Status};
 use cove_store::Store;
 use cove_sts::StsService;
@@ -49,6 +50,11 @@ pub struct Settings {
     pub connect_timeout: Duration,
     /// Between SIGTERM and SIGKILL when a job is stopped (AWS: 120 s).
     pub stop_grace: Duration,
+    /// The command Studio apps run (`cove serve --studio-app-command`);
+    /// `None`: JupyterLab when installed, else Cove's built-in app server.
+    pub studio_command: Option<Vec<String>>,
+    /// Where Studio keeps the users' home directories.
+    pub studio_dir: PathBuf,
     /// The host's CA bundle plus Cove's CA (`<data_dir>/ca/bundle.pem`),
     /// bound over /etc/ssl/certs/ca-certificates.crt in every container, so
     /// SDKs verify Cove's HTTPS listeners; `None` binds nothing.
@@ -123,6 +129,14 @@ impl Supervisor {
             for job in world.sagemaker_jobs.values() {
                 if job.phase != JobPhase::CleanedUp {
                     me.ensure_worker(&job.key());
+                }
+            }
+            for app in world.studio_apps.values() {
+                if app.phase != AppPhase::Gone {
+                    let (me2, key) = (me.clone(), app.key());
+                    let name = format!("app-{}", app.user_profile_name);
+                    me.workers
+                        .run_once(&app.key(), name, move || me2.drive_app(&key));
                 }
             }
             for job in world.recommendation_jobs.values() {
@@ -538,6 +552,7 @@ impl Supervisor {
                 hostname: host.clone(),
                 hosts_file,
                 isolated: network_isolation(job.kind, &job.request),
+                extra_binds: vec![],
                 netns: ns,
                 instance_type: &instance_type,
             },
@@ -872,6 +887,8 @@ pub(crate) struct HostLaunch<'a> {
     pub isolated: bool,
     /// Sets the CPU and memory limits.
     pub instance_type: &'a str,
+    /// Binds beyond `/opt/ml`, `/etc/hosts` and `/etc/resolv.conf`.
+    pub extra_binds: Vec<Bind>,
 }
 
 /// Writes a host's contract files, /etc/hosts and /etc/resolv.conf (the
@@ -927,6 +944,7 @@ pub(crate) fn launch_host(settings: &Settings, h: HostLaunch) -> anyhow::Result<
         log_path: dir.join("container.log"),
         state_dir: dir.join("state"),
     };
+    spec.binds.extend(h.extra_binds);
     trust_coves_ca(settings, &mut spec);
     Container::launch(&spec, &settings.runner)
 }

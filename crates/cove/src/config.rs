@@ -71,6 +71,11 @@ pub struct ServeArgs {
     /// AWS's ModelError timeout (AWS: 60).
     #[arg(long, env = "COVE_INVOKE_TIMEOUT", default_value_t = 60)]
     pub invoke_timeout: u64,
+    /// The command Studio apps run, split on spaces; `{base_url}`, `{port}`
+    /// and `{home}` are filled in. Default: JupyterLab when the host has
+    /// `jupyter-lab`, else Cove's built-in app server.
+    #[arg(long, env = "COVE_STUDIO_APP_COMMAND")]
+    pub studio_app_command: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +110,7 @@ pub struct Settings {
     pub job_stop_grace: std::time::Duration,
     pub job_connect_timeout: std::time::Duration,
     pub invoke_timeout: std::time::Duration,
+    pub studio_app_command: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,6 +171,10 @@ impl Settings {
             job_stop_grace: std::time::Duration::from_secs(args.job_stop_grace),
             job_connect_timeout: std::time::Duration::from_secs(args.job_connect_timeout.max(1)),
             invoke_timeout: std::time::Duration::from_secs(args.invoke_timeout.max(1)),
+            studio_app_command: args
+                .studio_app_command
+                .as_deref()
+                .map(|c| c.split_whitespace().map(str::to_string).collect()),
             data_dir: args
                 .data_dir
                 .clone()

@@ -28,6 +28,7 @@ struct App {
     store: Arc<Store>,
     started: Instant,
     region: String,
+    studio_key: Arc<Vec<u8>>,
 }
 
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
@@ -51,9 +52,16 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     dispatcher.register(sts.clone());
     dispatcher.register(logs.clone());
     let policies = s3_front.clone();
+    let studio_dir = settings.data_dir.join("studio");
+    let studio_key = studio_key(&studio_dir)?;
     dispatcher.register(Arc::new(cove_sagemaker::SageMakerService::new(
         store.clone(),
         Arc::new(move |bucket: &str| policies.bucket_policy(bucket)),
+        cove_sagemaker::studio::StudioConfig {
+            base_url: format!("http://{}", settings.listen),
+            key: studio_key.clone(),
+            dir: studio_dir.clone(),
+        },
     )));
 
     let app = Arc::new(App {
@@ -63,9 +71,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         store: store.clone(),
         started: Instant::now(),
         region: settings.region.clone(),
+        studio_key: Arc::new(studio_key),
     });
     let router = Router::new()
         .route("/_cove/health", get(health))
+        .route("/_cove/studio/{*rest}", axum::routing::any(studio))
         .fallback(aws)
         .with_state(app);
 
@@ -109,6 +119,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         connect_timeout: settings.job_connect_timeout,
         stop_grace: settings.job_stop_grace,
         ca_bundle: Some(ca_bundle),
+        studio_command: settings.studio_app_command.clone(),
+        studio_dir,
     };
     cove_sagemaker::supervisor::Supervisor::new(
         store.clone(),
@@ -385,6 +397,37 @@ async fn invoke(
         )
         .await
         .map(Body::new)
+}
+
+/// The key Studio's presigned URLs and session cookies are signed with:
+/// made once, kept in the data directory so URLs survive a restart.
+fn studio_key(dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
+    let path = dir.join("studio.key");
+    if let Ok(key) = std::fs::read(&path) {
+        if key.len() >= 32 {
+            return Ok(key);
+        }
+    }
+    std::fs::create_dir_all(dir)?;
+    let key = uuid::Uuid::new_v4()
+        .as_bytes()
+        .iter()
+        .chain(uuid::Uuid::new_v4().as_bytes())
+        .copied()
+        .collect::<Vec<u8>>();
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
+    std::io::Write::write_all(&mut f, &key)?;
+    Ok(key)
+}
+
+async fn studio(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Body> {
+    crate::studio_proxy::handle(app.store.clone(), app.studio_key.clone(), req).await
 }
 
 async fn aws(

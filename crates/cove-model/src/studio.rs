@@ -1,0 +1,114 @@
+//! SageMaker Studio as stored documents: domains, user profiles and apps.
+//! A domain owns its NFS security groups and a home directory per user
+//! profile; an app is a process on an ENI in the domain's network, driven
+//! by the Studio supervisor from the phase kept here.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A Studio domain (`domain/<d-…>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudioDomain {
+    /// `d-` and 12 lowercase letters and digits.
+    pub id: String,
+    pub name: String,
+    pub arn: String,
+    pub region: String,
+    pub account_id: String,
+    /// The Create request, with updates applied.
+    pub request: Value,
+    /// `Pending`, `InService`, `Updating`, `Deleting`, `Failed`.
+    pub status: String,
+    pub creation_time: String,
+    pub last_modified_time: String,
+    /// What `HomeEfsFileSystemId` shows; the homes are directories on the host.
+    pub home_efs_id: String,
+    /// `security-group-for-inbound-nfs-<domain>` and `…-outbound-nfs-…`, in the domain's VPC.
+    pub inbound_nfs_group: Option<String>,
+    pub outbound_nfs_group: Option<String>,
+    /// The next `HomeEfsFileSystemUid` a user profile gets.
+    pub next_uid: u32,
+}
+
+impl StudioDomain {
+    pub fn key_of(id: &str) -> String {
+        format!("domain/{id}")
+    }
+}
+
+/// A user profile (`user-profile/<domain>/<name>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UserProfile {
+    pub domain_id: String,
+    pub name: String,
+    pub arn: String,
+    pub region: String,
+    pub request: Value,
+    /// `InService`, `Deleting`.
+    pub status: String,
+    pub creation_time: String,
+    pub last_modified_time: String,
+    /// `HomeEfsFileSystemUid`.
+    pub home_uid: u32,
+}
+
+impl UserProfile {
+    pub fn key_of(domain: &str, name: &str) -> String {
+        format!("user-profile/{domain}/{name}")
+    }
+}
+
+/// What the Studio supervisor has done for an app.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AppPhase {
+    /// The ENI and the role's session are being made, then the process started.
+    Starting,
+    /// The process runs.
+    Running,
+    /// DeleteApp (or a failure): the process and the ENI are to go.
+    Stopping,
+    /// Everything released; the record stays as `Deleted`/`Failed`, as on AWS.
+    Gone,
+}
+
+/// A Studio app (`app/<domain>/<profile>/<type in lower case>/<name>`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudioApp {
+    pub domain_id: String,
+    pub user_profile_name: String,
+    /// `JupyterServer` or `KernelGateway`.
+    pub app_type: String,
+    pub app_name: String,
+    pub arn: String,
+    pub region: String,
+    pub account_id: String,
+    pub request: Value,
+    /// `Pending`, `InService`, `Deleting`, `Deleted`, `Failed`.
+    pub status: String,
+    pub failure_reason: Option<String>,
+    pub creation_time: String,
+    pub last_modified_time: String,
+    pub phase: AppPhase,
+    pub eni_id: Option<String>,
+    pub session_access_key: Option<String>,
+    /// The ENI namespace the proxy reaches the app's port in.
+    pub netns_path: Option<String>,
+}
+
+impl StudioApp {
+    pub fn key_of(domain: &str, profile: &str, app_type: &str, name: &str) -> String {
+        format!(
+            "app/{domain}/{profile}/{}/{name}",
+            app_type.to_ascii_lowercase()
+        )
+    }
+
+    pub fn key(&self) -> String {
+        Self::key_of(
+            &self.domain_id,
+            &self.user_profile_name,
+            &self.app_type,
+            &self.app_name,
+        )
+    }
+}

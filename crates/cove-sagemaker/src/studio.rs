@@ -1,0 +1,741 @@
+//! SageMaker Studio: domains (with their NFS security groups and home file
+//! system), user profiles, apps, and presigned domain URLs.
+//!
+//! Handlers check what the schema cannot and store the wish; the Studio
+//! supervisor ([`crate::studio_apps`]) runs each app as a process on an ENI.
+//! A presigned URL carries a token signed with Cove's Studio key. Cove's
+//! HTTP front exchanges it for a session cookie and then proxies that
+//! user's requests to the user's JupyterServer app ([`verify`] checks
+//! both).
+
+use crate::api::{check_vpc_config, validation};
+use cove_model::ids::{new_id, now_rfc3339, random_string};
+use cove_model::studio::{AppPhase, StudioApp, StudioDomain, UserProfile};
+use cove_model::world::World;
+use cove_model::{AwsError, AwsResult};
+use cove_store::Store;
+use cove_wire::RequestContext;
+use hmac::{Hmac, Mac};
+use serde_json::{json, Map, Value};
+use sha2::Sha256;
+
+/// Where Studio is served and how its URLs are signed.
+#[derive(Clone)]
+pub struct StudioConfig {
+    /// Cove's HTTP front as clients reach it (`http://127.0.0.1:4747`).
+    pub base_url: String,
+    /// The key presigned URLs and session cookies are signed with.
+    pub key: Vec<u8>,
+    /// Where the domains' home directories are (`<domain>/home/<profile>`).
+    pub dir: std::path::PathBuf,
+}
+
+/// The app types Cove runs.
+pub const APP_TYPES: [&str; 2] = ["JupyterServer", "KernelGateway"];
+/// The first `HomeEfsFileSystemUid`, as AWS numbers them.
+const FIRST_UID: u32 = 200_001;
+
+fn not_found(what: &str) -> AwsError {
+    AwsError::client("ResourceNotFound", what.to_string())
+}
+
+fn domain<'w>(world: &'w World, region: &str, id: &str) -> AwsResult<&'w StudioDomain> {
+    world
+        .studio_domains
+        .get(&StudioDomain::key_of(id))
+        .filter(|d| d.region == region)
+        .ok_or_else(|| not_found(&format!("Cannot find Domain with id {id}")))
+}
+
+fn profile<'w>(world: &'w World, domain: &str, name: &str) -> AwsResult<&'w UserProfile> {
+    world
+        .user_profiles
+        .get(&UserProfile::key_of(domain, name))
+        .ok_or_else(|| {
+            not_found(&format!(
+                "Cannot find User Profile with name {name} in domain {domain}"
+            ))
+        })
+}
+
+/// The URL a domain's apps are served under.
+pub fn domain_url(config: &StudioConfig, domain_id: &str) -> String {
+    format!(
+        "{}/_cove/studio/{domain_id}/",
+        config.base_url.trim_end_matches('/')
+    )
+}
+
+/// The path prefix a user's JupyterServer app serves under (its `base_url`).
+pub fn app_base_path(domain_id: &str, profile: &str) -> String {
+    format!("/_cove/studio/{domain_id}/{profile}/jupyter/default/")
+}
+
+/// Checks that the groups exist in the domain's VPC.
+fn check_groups(world: &World, region: &str, vpc: &str, groups: &Value) -> AwsResult<()> {
+    let ids = crate::api::strings(Some(groups));
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let config = json!({"Subnets": [], "SecurityGroupIds": ids});
+    check_vpc_config(world, region, &config)?;
+    for id in &ids {
+        if world
+            .security_groups
+            .get(id)
+            .is_some_and(|g| g.vpc_id != vpc)
+        {
+            return Err(validation(format!(
+                "Security group {id} does not belong to the domain's VPC {vpc}."
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn check_network(world: &World, region: &str, input: &Value) -> AwsResult<()> {
+    let vpc = input["VpcId"].as_str().unwrap_or_default();
+    if world.vpcs.get(vpc).is_none_or(|v| v.region != region) {
+        return Err(validation(format!("The VPC ID {vpc} does not exist.")));
+    }
+    let subnets = json!({"Subnets": input["SubnetIds"], "SecurityGroupIds": []});
+    check_vpc_config(world, region, &subnets)?;
+    for s in crate::api::strings(Some(&input["SubnetIds"])) {
+        if world.subnets.get(&s).is_some_and(|x| x.vpc_id != vpc) {
+            return Err(validation(format!("Subnet {s} is not in the VPC {vpc}.")));
+        }
+    }
+    check_groups(
+        world,
+        region,
+        vpc,
+        &input["DefaultUserSettings"]["SecurityGroups"],
+    )
+}
+
+pub fn create_domain(
+    store: &Store,
+    ctx: &RequestContext,
+    config: &StudioConfig,
+    input: Value,
+) -> AwsResult<Value> {
+    if input["AuthMode"].as_str() != Some("IAM") {
+        return Err(validation(
+            "AuthMode SSO is not supported by Cove; use IAM.",
+        ));
+    }
+    if input.get("VpcId").is_none() || input.get("SubnetIds").is_none() {
+        return Err(validation("VpcId and SubnetIds are required."));
+    }
+    let name = input["DomainName"].as_str().unwrap_or_default().to_string();
+    let id = format!(
+        "d-{}",
+        random_string(b"abcdefghijklmnopqrstuvwxyz0123456789", 12)
+    );
+    let arn = format!(
+        "arn:aws:sagemaker:{}:{}:domain/{id}",
+        ctx.region,
+        ctx.account_id()
+    );
+    let url = domain_url(config, &id);
+    let mut request = input.clone();
+    if request.get("AppNetworkAccessType").is_none() {
+        request["AppNetworkAccessType"] = json!("PublicInternetOnly");
+    }
+    store.write(|tx| {
+        check_network(&tx.world, &ctx.region, &input)?;
+        if tx
+            .world
+            .studio_domains
+            .values()
+            .any(|d| d.name == name && d.region == ctx.region)
+        {
+            return Err(AwsError::client(
+                "ResourceInUse",
+                format!("Domain with name {name} already exists."),
+            ));
+        }
+        let vpc = input["VpcId"].as_str().unwrap_or_default();
+        let (inbound, outbound) =
+            cove_ec2::create_studio_nfs_groups(tx, &ctx.region, ctx.account_id(), vpc, &id);
+        let now = now_rfc3339();
+        tx.put(StudioDomain {
+            id: id.clone(),
+            name: name.clone(),
+            arn: arn.clone(),
+            region: ctx.region.clone(),
+            account_id: ctx.account_id().to_string(),
+            request: request.clone(),
+            status: "InService".into(),
+            creation_time: now.clone(),
+            last_modified_time: now,
+            home_efs_id: new_id("fs"),
+            inbound_nfs_group: Some(inbound),
+            outbound_nfs_group: Some(outbound),
+            next_uid: FIRST_UID,
+        });
+        Ok(())
+    })?;
+    tracing::info!(domain = %id, name = %name, "Studio domain created");
+    Ok(json!({"DomainArn": arn, "DomainId": id, "Url": url}))
+}
+
+pub fn describe_domain(
+    store: &Store,
+    ctx: &RequestContext,
+    config: &StudioConfig,
+    input: &Value,
+) -> AwsResult<Value> {
+    let world = store.snapshot();
+    let d = domain(
+        &world,
+        &ctx.region,
+        input["DomainId"].as_str().unwrap_or_default(),
+    )?;
+    let mut out: Map<String, Value> = d.request.as_object().cloned().unwrap_or_default();
+    out.remove("Tags");
+    out.insert("DomainArn".into(), json!(d.arn));
+    out.insert("DomainId".into(), json!(d.id));
+    out.insert("HomeEfsFileSystemId".into(), json!(d.home_efs_id));
+    out.insert("Status".into(), json!(d.status));
+    out.insert("CreationTime".into(), json!(d.creation_time));
+    out.insert("LastModifiedTime".into(), json!(d.last_modified_time));
+    out.insert("Url".into(), json!(domain_url(config, &d.id)));
+    Ok(Value::Object(out))
+}
+
+pub fn list_domains(
+    store: &Store,
+    ctx: &RequestContext,
+    config: &StudioConfig,
+    input: &Value,
+) -> AwsResult<Value> {
+    let world = store.snapshot();
+    let mut domains: Vec<&StudioDomain> = world
+        .studio_domains
+        .values()
+        .filter(|d| d.region == ctx.region)
+        .collect();
+    domains.sort_by(|a, b| b.creation_time.cmp(&a.creation_time));
+    let items = domains
+        .iter()
+        .map(|d| {
+            json!({"DomainArn": d.arn, "DomainId": d.id, "DomainName": d.name, "Status": d.status,
+                   "CreationTime": d.creation_time, "LastModifiedTime": d.last_modified_time,
+                   "Url": domain_url(config, &d.id)})
+        })
+        .collect();
+    Ok(paged(input, items, "Domains"))
+}
+
+/// `MaxResults`/`NextToken` over an already ordered list.
+fn paged(input: &Value, items: Vec<Value>, key: &str) -> Value {
+    let start: usize = input["NextToken"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let max = input["MaxResults"].as_u64().unwrap_or(100) as usize;
+    let page: Vec<Value> = items.iter().skip(start).take(max).cloned().collect();
+    let mut out = json!({ key: page });
+    if start + max < items.len() {
+        out["NextToken"] = json!((start + max).to_string());
+    }
+    out
+}
+
+pub fn update_domain(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Value> {
+    let id = input["DomainId"].as_str().unwrap_or_default();
+    store.write(|tx| {
+        let mut d = domain(&tx.world, &ctx.region, id)?.clone();
+        for field in ["DomainSettingsForUpdate", "DefaultSpaceSettings", "AppSecurityGroupManagement", "VpcId"] {
+            if input.get(field).is_some() {
+                return Err(validation(format!("Updating {field} is not supported by Cove.")));
+            }
+        }
+        let running = tx
+            .world
+            .studio_apps
+            .values()
+            .any(|a| a.domain_id == d.id && a.phase != AppPhase::Gone);
+        let mut next = d.request.clone();
+        if let Some(settings) = input.get("DefaultUserSettings") {
+            next["DefaultUserSettings"] = settings.clone();
+        }
+        for field in ["AppNetworkAccessType", "SubnetIds"] {
+            if let Some(v) = input.get(field) {
+                if running && next[field] != *v {
+                    return Err(AwsError::client(
+                        "ResourceInUse",
+                        format!("{field} cannot be updated while the domain has running apps; delete them first."),
+                    ));
+                }
+                next[field] = v.clone();
+            }
+        }
+        check_network(&tx.world, &ctx.region, &next)?;
+        d.request = next;
+        d.last_modified_time = now_rfc3339();
+        tx.put(d.clone());
+        Ok(json!({"DomainArn": d.arn}))
+    })
+}
+
+/// Where a domain's user homes live on the host.
+pub fn home_dir(
+    studio_dir: &std::path::Path,
+    domain_id: &str,
+    profile: &str,
+) -> std::path::PathBuf {
+    studio_dir.join(domain_id).join("home").join(profile)
+}
+
+pub fn delete_domain(
+    store: &Store,
+    ctx: &RequestContext,
+    config: &StudioConfig,
+    input: &Value,
+) -> AwsResult<Value> {
+    let id = input["DomainId"].as_str().unwrap_or_default();
+    let delete_homes = input["RetentionPolicy"]["HomeEfsFileSystem"].as_str() == Some("Delete");
+    store.write(|tx| {
+        let d = domain(&tx.world, &ctx.region, id)?.clone();
+        if tx.world.user_profiles.values().any(|p| p.domain_id == d.id) {
+            return Err(AwsError::client(
+                "ResourceInUse",
+                "The domain has user profiles; delete them (and their apps) first.",
+            ));
+        }
+        let groups: Vec<String> = [&d.inbound_nfs_group, &d.outbound_nfs_group]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect();
+        cove_ec2::delete_managed_groups(tx, &groups);
+        // Deleted apps' records go with the domain.
+        let apps: Vec<String> = tx
+            .world
+            .studio_apps
+            .values()
+            .filter(|a| a.domain_id == d.id)
+            .map(|a| a.key())
+            .collect();
+        for key in apps {
+            tx.delete::<StudioApp>(&key);
+        }
+        tx.delete::<StudioDomain>(&StudioDomain::key_of(&d.id));
+        Ok(())
+    })?;
+    if delete_homes {
+        // RetentionPolicy Delete: the home file system goes with the domain.
+        let _ = std::fs::remove_dir_all(config.dir.join(id));
+    }
+    tracing::info!(domain = %id, delete_homes, "Studio domain deleted");
+    Ok(json!({}))
+}
+
+pub fn create_user_profile(store: &Store, ctx: &RequestContext, input: Value) -> AwsResult<Value> {
+    for field in ["SingleSignOnUserIdentifier", "SingleSignOnUserValue"] {
+        if input.get(field).is_some() {
+            return Err(validation(format!(
+                "{field} is not supported by Cove (AuthMode IAM)."
+            )));
+        }
+    }
+    let domain_id = input["DomainId"].as_str().unwrap_or_default().to_string();
+    let name = input["UserProfileName"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    store.write(|tx| {
+        let mut d = domain(&tx.world, &ctx.region, &domain_id)?.clone();
+        let arn = format!(
+            "arn:aws:sagemaker:{}:{}:user-profile/{domain_id}/{name}",
+            ctx.region,
+            ctx.account_id()
+        );
+        if tx
+            .world
+            .user_profiles
+            .contains_key(&UserProfile::key_of(&domain_id, &name))
+        {
+            return Err(AwsError::client(
+                "ResourceInUse",
+                format!("User profile {name} already exists in domain {domain_id} ({arn})."),
+            ));
+        }
+        let vpc = d.request["VpcId"].as_str().unwrap_or_default().to_string();
+        check_groups(
+            &tx.world,
+            &ctx.region,
+            &vpc,
+            &input["UserSettings"]["SecurityGroups"],
+        )?;
+        let now = now_rfc3339();
+        tx.put(UserProfile {
+            domain_id: domain_id.clone(),
+            name: name.clone(),
+            arn: arn.clone(),
+            region: ctx.region.clone(),
+            request: input.clone(),
+            status: "InService".into(),
+            creation_time: now.clone(),
+            last_modified_time: now,
+            home_uid: d.next_uid,
+        });
+        d.next_uid += 1;
+        tx.put(d);
+        Ok(json!({ "UserProfileArn": arn }))
+    })
+}
+
+pub fn describe_user_profile(
+    store: &Store,
+    ctx: &RequestContext,
+    input: &Value,
+) -> AwsResult<Value> {
+    let world = store.snapshot();
+    let domain_id = input["DomainId"].as_str().unwrap_or_default();
+    domain(&world, &ctx.region, domain_id)?;
+    let p = profile(
+        &world,
+        domain_id,
+        input["UserProfileName"].as_str().unwrap_or_default(),
+    )?;
+    let mut out: Map<String, Value> = p.request.as_object().cloned().unwrap_or_default();
+    out.remove("Tags");
+    out.insert("UserProfileArn".into(), json!(p.arn));
+    out.insert("HomeEfsFileSystemUid".into(), json!(p.home_uid.to_string()));
+    out.insert("Status".into(), json!(p.status));
+    out.insert("CreationTime".into(), json!(p.creation_time));
+    out.insert("LastModifiedTime".into(), json!(p.last_modified_time));
+    Ok(Value::Object(out))
+}
+
+pub fn list_user_profiles(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Value> {
+    let world = store.snapshot();
+    let domain_eq = input["DomainIdEquals"].as_str();
+    let contains = input["UserProfileNameContains"]
+        .as_str()
+        .unwrap_or_default();
+    let mut profiles: Vec<&UserProfile> = world
+        .user_profiles
+        .values()
+        .filter(|p| p.region == ctx.region)
+        .filter(|p| domain_eq.is_none_or(|d| p.domain_id == d))
+        .filter(|p| p.name.contains(contains))
+        .collect();
+    let by_modified = input["SortBy"].as_str() == Some("LastModifiedTime");
+    profiles.sort_by(|a, b| match by_modified {
+        true => a.last_modified_time.cmp(&b.last_modified_time),
+        false => a.creation_time.cmp(&b.creation_time),
+    });
+    if input["SortOrder"].as_str() != Some("Ascending") {
+        profiles.reverse();
+    }
+    let items = profiles
+        .iter()
+        .map(|p| {
+            json!({"DomainId": p.domain_id, "UserProfileName": p.name, "Status": p.status,
+                   "CreationTime": p.creation_time, "LastModifiedTime": p.last_modified_time})
+        })
+        .collect();
+    Ok(paged(input, items, "UserProfiles"))
+}
+
+pub fn delete_user_profile(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Value> {
+    let domain_id = input["DomainId"].as_str().unwrap_or_default();
+    let name = input["UserProfileName"].as_str().unwrap_or_default();
+    store.write(|tx| {
+        domain(&tx.world, &ctx.region, domain_id)?;
+        profile(&tx.world, domain_id, name)?;
+        if tx.world.studio_apps.values().any(|a| {
+            a.domain_id == domain_id && a.user_profile_name == name && a.phase != AppPhase::Gone
+        }) {
+            return Err(AwsError::client(
+                "ResourceInUse",
+                format!("User profile {name} has apps that are not deleted; delete them first."),
+            ));
+        }
+        tx.delete::<UserProfile>(&UserProfile::key_of(domain_id, name));
+        Ok(json!({}))
+    })
+}
+
+fn app_arn(
+    ctx: &RequestContext,
+    domain: &str,
+    profile: &str,
+    app_type: &str,
+    name: &str,
+) -> String {
+    format!(
+        "arn:aws:sagemaker:{}:{}:app/{domain}/{profile}/{}/{name}",
+        ctx.region,
+        ctx.account_id(),
+        app_type.to_ascii_lowercase()
+    )
+}
+
+fn app_key(input: &Value) -> AwsResult<(String, String, String, String)> {
+    if input.get("SpaceName").is_some() {
+        return Err(validation(
+            "Spaces are not supported by Cove; give UserProfileName.",
+        ));
+    }
+    let profile = input["UserProfileName"]
+        .as_str()
+        .ok_or_else(|| validation("UserProfileName is required."))?;
+    Ok((
+        input["DomainId"].as_str().unwrap_or_default().to_string(),
+        profile.to_string(),
+        input["AppType"].as_str().unwrap_or_default().to_string(),
+        input["AppName"].as_str().unwrap_or_default().to_string(),
+    ))
+}
+
+fn app_not_found(app_type: &str, name: &str) -> AwsError {
+    not_found(&format!(
+        "App of type {app_type} with name {name} does not exist."
+    ))
+}
+
+pub fn create_app(store: &Store, ctx: &RequestContext, input: Value) -> AwsResult<Value> {
+    let (domain_id, profile_name, app_type, name) = app_key(&input)?;
+    if !APP_TYPES.contains(&app_type.as_str()) {
+        return Err(validation(format!(
+            "AppType {app_type} is not supported by Cove (supported: {}).",
+            APP_TYPES.join(", ")
+        )));
+    }
+    if app_type == "JupyterServer" && name != "default" {
+        return Err(validation("A JupyterServer app must be named default."));
+    }
+    let arn = app_arn(ctx, &domain_id, &profile_name, &app_type, &name);
+    store.write(|tx| {
+        domain(&tx.world, &ctx.region, &domain_id)?;
+        profile(&tx.world, &domain_id, &profile_name)?;
+        let key = StudioApp::key_of(&domain_id, &profile_name, &app_type, &name);
+        if tx
+            .world
+            .studio_apps
+            .get(&key)
+            .is_some_and(|a| a.phase != AppPhase::Gone)
+        {
+            return Err(AwsError::client(
+                "ResourceInUse",
+                format!("App {arn} already exists."),
+            ));
+        }
+        let now = now_rfc3339();
+        tx.put(StudioApp {
+            domain_id: domain_id.clone(),
+            user_profile_name: profile_name.clone(),
+            app_type: app_type.clone(),
+            app_name: name.clone(),
+            arn: arn.clone(),
+            region: ctx.region.clone(),
+            account_id: ctx.account_id().to_string(),
+            request: input.clone(),
+            status: "Pending".into(),
+            failure_reason: None,
+            creation_time: now.clone(),
+            last_modified_time: now,
+            phase: AppPhase::Starting,
+            eni_id: None,
+            session_access_key: None,
+            netns_path: None,
+        });
+        Ok(())
+    })?;
+    tracing::info!(app = %arn, "Studio app created");
+    Ok(json!({ "AppArn": arn }))
+}
+
+fn find_app<'w>(world: &'w World, input: &Value) -> AwsResult<&'w StudioApp> {
+    let (domain_id, profile, app_type, name) = app_key(input)?;
+    world
+        .studio_apps
+        .get(&StudioApp::key_of(&domain_id, &profile, &app_type, &name))
+        .ok_or_else(|| app_not_found(&app_type, &name))
+}
+
+/// The `ResourceSpec` an app runs with: the request's, else the profile's or
+/// the domain's default for its type.
+pub fn resource_spec(world: &World, a: &StudioApp) -> Value {
+    if let Some(spec) = a.request.get("ResourceSpec") {
+        return spec.clone();
+    }
+    let settings = format!("{}AppSettings", a.app_type);
+    let from = |v: &Value| v[&settings]["DefaultResourceSpec"].clone();
+    let profile_spec = world
+        .user_profiles
+        .get(&UserProfile::key_of(&a.domain_id, &a.user_profile_name))
+        .map(|p| from(&p.request["UserSettings"]))
+        .filter(|v| !v.is_null());
+    let domain_spec = world
+        .studio_domains
+        .get(&StudioDomain::key_of(&a.domain_id))
+        .map(|d| from(&d.request["DefaultUserSettings"]))
+        .filter(|v| !v.is_null());
+    profile_spec
+        .or(domain_spec)
+        .unwrap_or_else(|| match a.app_type.as_str() {
+            "JupyterServer" => json!({"InstanceType": "system"}),
+            _ => json!({"InstanceType": "ml.t3.medium"}),
+        })
+}
+
+pub fn describe_app(store: &Store, input: &Value) -> AwsResult<Value> {
+    let world = store.snapshot();
+    let a = find_app(&world, input)?;
+    let mut out = json!({
+        "AppArn": a.arn, "AppType": a.app_type, "AppName": a.app_name, "DomainId": a.domain_id,
+        "UserProfileName": a.user_profile_name, "Status": a.status, "CreationTime": a.creation_time,
+        "ResourceSpec": resource_spec(&world, a),
+    });
+    if let Some(r) = &a.failure_reason {
+        out["FailureReason"] = json!(r);
+    }
+    if a.status == "InService" {
+        out["LastHealthCheckTimestamp"] = json!(a.last_modified_time);
+    }
+    Ok(out)
+}
+
+pub fn list_apps(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Value> {
+    if input.get("SpaceNameEquals").is_some() {
+        return Ok(json!({"Apps": []}));
+    }
+    let world = store.snapshot();
+    let domain_eq = input["DomainIdEquals"].as_str();
+    let profile_eq = input["UserProfileNameEquals"].as_str();
+    let mut apps: Vec<&StudioApp> = world
+        .studio_apps
+        .values()
+        .filter(|a| a.region == ctx.region)
+        .filter(|a| domain_eq.is_none_or(|d| a.domain_id == d))
+        .filter(|a| profile_eq.is_none_or(|p| a.user_profile_name == p))
+        .collect();
+    apps.sort_by(|a, b| a.creation_time.cmp(&b.creation_time));
+    if input["SortOrder"].as_str() != Some("Ascending") {
+        apps.reverse();
+    }
+    let items = apps
+        .iter()
+        .map(|a| {
+            json!({"DomainId": a.domain_id, "UserProfileName": a.user_profile_name, "AppType": a.app_type,
+                   "AppName": a.app_name, "Status": a.status, "CreationTime": a.creation_time,
+                   "ResourceSpec": resource_spec(&world, a)})
+        })
+        .collect();
+    Ok(paged(input, items, "Apps"))
+}
+
+pub fn delete_app(store: &Store, input: &Value) -> AwsResult<Value> {
+    store.write(|tx| {
+        let mut a = find_app(&tx.world, input)?.clone();
+        if a.phase == AppPhase::Gone || a.status == "Deleting" {
+            return Err(validation(format!(
+                "App {} is in status {} and cannot be deleted.",
+                a.arn, a.status
+            )));
+        }
+        a.status = "Deleting".into();
+        a.phase = AppPhase::Stopping;
+        a.last_modified_time = now_rfc3339();
+        tx.put(a);
+        Ok(json!({}))
+    })
+}
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// `<payload>.<signature>`: the payload is `<domain>:<profile>:<purpose>:<expiry unix seconds>[:<session seconds>]`.
+pub fn sign(key: &[u8], payload: &str) -> String {
+    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(payload.as_bytes());
+    format!("{payload}.{}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The fields of a token signed by [`sign`] for `purpose` that has not
+/// expired at `now` (unix seconds).
+pub fn verify(key: &[u8], token: &str, purpose: &str, now: i64) -> Option<Vec<String>> {
+    let (payload, signature) = token.rsplit_once('.')?;
+    let mut mac = HmacSha256::new_from_slice(key).ok()?;
+    mac.update(payload.as_bytes());
+    mac.verify_slice(&hex::decode(signature).ok()?).ok()?;
+    let fields: Vec<String> = payload.split(':').map(str::to_string).collect();
+    let expiry: i64 = fields.get(3)?.parse().ok()?;
+    (fields.get(2).map(String::as_str) == Some(purpose) && now <= expiry).then_some(fields)
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+pub fn create_presigned_domain_url(
+    store: &Store,
+    ctx: &RequestContext,
+    config: &StudioConfig,
+    input: &Value,
+) -> AwsResult<Value> {
+    if input.get("SpaceName").is_some() {
+        return Err(validation("Spaces are not supported by Cove."));
+    }
+    let world = store.snapshot();
+    let domain_id = input["DomainId"].as_str().unwrap_or_default();
+    let d = domain(&world, &ctx.region, domain_id)?;
+    let name = input["UserProfileName"].as_str().unwrap_or_default();
+    profile(&world, domain_id, name)?;
+    let expires = input["ExpiresInSeconds"].as_i64().unwrap_or(300);
+    let session = input["SessionExpirationDurationInSeconds"]
+        .as_i64()
+        .unwrap_or(43_200);
+    let token = sign(
+        &config.key,
+        &format!("{}:{name}:login:{}:{session}", d.id, unix_now() + expires),
+    );
+    let mut url = format!("{}{name}/auth?token={token}", domain_url(config, &d.id));
+    if let Some(landing) = input["LandingUri"].as_str() {
+        url.push_str("&landing=");
+        url.push_str(
+            &percent_encoding::utf8_percent_encode(landing, percent_encoding::NON_ALPHANUMERIC)
+                .to_string(),
+        );
+    }
+    Ok(json!({ "AuthorizedUrl": url }))
+}
+
+/// A session cookie value for a user who presented a valid login token.
+pub fn session_cookie(key: &[u8], domain: &str, profile: &str, seconds: i64) -> String {
+    sign(
+        key,
+        &format!("{domain}:{profile}:session:{}", unix_now() + seconds),
+    )
+}
+
+/// Checks a login token or a session cookie for `domain`/`profile`; for a
+/// login token, returns the session length it grants.
+pub fn check(key: &[u8], token: &str, purpose: &str, domain: &str, profile: &str) -> Option<i64> {
+    let fields = verify(key, token, purpose, unix_now())?;
+    (fields[0] == domain && fields[1] == profile)
+        .then(|| fields.get(4).and_then(|s| s.parse().ok()).unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_bound_to_key_purpose_and_time() {
+        let key = b"k1";
+        let t = sign(key, "d-1:alice:login:100:3600");
+        assert_eq!(verify(key, &t, "login", 100).unwrap()[4], "3600");
+        assert!(verify(key, &t, "login", 101).is_none(), "expired");
+        assert!(verify(key, &t, "session", 50).is_none(), "other purpose");
+        assert!(verify(b"k2", &t, "login", 50).is_none(), "other key");
+        let forged = t.replace("alice", "bob");
+        assert!(verify(key, &forged, "login", 50).is_none(), "tampered");
+        assert!(verify(key, "garbage", "login", 50).is_none());
+    }
+}

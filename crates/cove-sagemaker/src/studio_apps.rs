@@ -1,0 +1,362 @@
+//! The Studio supervisor: brings each app up as a process on its own ENI,
+//! watches it, and takes it down on DeleteApp.
+//!
+//! - **`VpcOnly`:** the ENI goes in one of the domain's subnets. Its groups
+//!   are the user profile's and the domain's default groups, plus the
+//!   domain's outbound NFS group, so the app reaches exactly what the VPC
+//!   allows.
+//! - **`PublicInternetOnly`:** the ENI goes in Cove's own managed network
+//!   instead (see [`cove_ec2::ensure_studio_network`]), a public subnet
+//!   behind an internet gateway, and the app gets an Elastic IP.
+//!
+//! Either way the process runs under the container runtime:
+//! - on the host's read-only root;
+//! - with the user's home directory (one per user profile, shared by that
+//!   user's apps) bound read-write at `/home/sagemaker-user`;
+//! - with the execution role's credentials;
+//! - listening on port 8888 in the ENI's namespace, where Cove's Studio
+//!   proxy reaches it.
+
+use crate::contract::{self, ContainerCredentials, STUDIO_HOME, STUDIO_PORT};
+use crate::hosting::stop_container;
+use crate::studio::{app_base_path, home_dir, resource_spec};
+use crate::supervisor::{launch_host, HostLaunch, Supervisor, REQUESTER, SESSION_SECONDS};
+use cove_model::ids::{fnv64, now_rfc3339};
+use cove_model::jobs::StsSession;
+use cove_model::studio::{AppPhase, StudioApp, StudioDomain, UserProfile};
+use cove_runtime::{Bind, Container, RootFs, Status};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// How long an app's process may take to open its port.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Why an app could not start: its `FailureReason`.
+struct AppFailed(String);
+
+impl Supervisor {
+    /// Drives one Studio app until it is gone.
+    pub(crate) fn drive_app(&self, key: &str) {
+        loop {
+            let Some(a) = self.store.snapshot().studio_apps.get(key).cloned() else {
+                return;
+            };
+            let result = match a.phase {
+                AppPhase::Starting => self.app_start(&a),
+                AppPhase::Running => self.app_watch(&a),
+                AppPhase::Stopping => self.app_stop(&a),
+                AppPhase::Gone => return,
+            };
+            if let Err(e) = result {
+                tracing::error!(app = %a.arn, error = %e, "Studio app step failed; retrying");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+
+    fn update_app(&self, key: &str, f: impl FnOnce(&mut StudioApp)) -> anyhow::Result<()> {
+        self.store.write(|tx| {
+            let mut a = tx.cloned::<StudioApp>(key)?;
+            f(&mut a);
+            a.last_modified_time = now_rfc3339();
+            tx.put(a);
+            Ok(())
+        })?;
+        Ok(())
+    }
+
+    fn app_dir(&self, a: &StudioApp) -> PathBuf {
+        self.settings
+            .jobs_dir
+            .join("studio")
+            .join(&a.domain_id)
+            .join(&a.user_profile_name)
+            .join(format!(
+                "{}-{}",
+                a.app_type.to_ascii_lowercase(),
+                a.app_name
+            ))
+    }
+
+    fn fail_app(&self, key: &str, reason: String) -> anyhow::Result<()> {
+        tracing::info!(app = %key, %reason, "Studio app failed");
+        self.update_app(key, |a| {
+            a.status = "Failed".into();
+            a.failure_reason = Some(reason);
+            a.phase = AppPhase::Stopping;
+        })
+    }
+
+    fn app_start(&self, a: &StudioApp) -> anyhow::Result<()> {
+        match self.try_start(a)? {
+            Ok(()) => Ok(()),
+            Err(AppFailed(reason)) => self.fail_app(&a.key(), reason),
+        }
+    }
+
+    fn try_start(&self, a: &StudioApp) -> anyhow::Result<Result<(), AppFailed>> {
+        let key = a.key();
+        let world = self.store.snapshot();
+        let (Some(domain), Some(profile)) = (
+            world
+                .studio_domains
+                .get(&StudioDomain::key_of(&a.domain_id)),
+            world
+                .user_profiles
+                .get(&UserProfile::key_of(&a.domain_id, &a.user_profile_name)),
+        ) else {
+            return Ok(Err(AppFailed(
+                "The domain or user profile no longer exists.".into(),
+            )));
+        };
+        if self.settings.instance.is_none() {
+            return Ok(Err(AppFailed(
+                "Cove's data plane is off (it needs root, ip and nft), so Studio apps cannot get their network interfaces.".into(),
+            )));
+        }
+        let settings = &profile.request["UserSettings"];
+        let defaults = &domain.request["DefaultUserSettings"];
+        let role = settings["ExecutionRole"]
+            .as_str()
+            .or(defaults["ExecutionRole"].as_str())
+            .map(str::to_string);
+        if let (Some(role), None) = (&role, &a.session_access_key) {
+            let s = self
+                .sts
+                .assume_role(&a.account_id, role, "SageMaker", SESSION_SECONDS)?;
+            self.update_app(&key, |a| a.session_access_key = Some(s.access_key_id))?;
+        }
+        if a.eni_id.is_none() {
+            let vpc_only = domain.request["AppNetworkAccessType"].as_str() == Some("VpcOnly");
+            let description = format!(
+                "[DO NOT DELETE] ENI managed by SageMaker for Studio Domain {} - {} {} of {}",
+                a.domain_id, a.app_type, a.app_name, a.user_profile_name
+            );
+            let made = self.store.write(|tx| {
+                let mut app = tx.cloned::<StudioApp>(&key)?;
+                let (subnet, groups) = if vpc_only {
+                    let subnets = crate::api::strings(Some(&domain.request["SubnetIds"]));
+                    let subnet = subnets[(fnv64(&key) as usize) % subnets.len().max(1)].clone();
+                    let mut groups = crate::api::strings(Some(&settings["SecurityGroups"]));
+                    groups.extend(crate::api::strings(Some(&defaults["SecurityGroups"])));
+                    groups.extend(domain.outbound_nfs_group.clone());
+                    groups.dedup();
+                    let mut seen = std::collections::BTreeSet::new();
+                    groups.retain(|g| seen.insert(g.clone()));
+                    (subnet, groups)
+                } else {
+                    let (subnet, group) =
+                        cove_ec2::ensure_studio_network(tx, &app.region, &app.account_id)?;
+                    (subnet, vec![group])
+                };
+                if groups.len() > 5 {
+                    return Err(cove_model::AwsError::client(
+                        "SecurityGroupsPerInterfaceLimitExceeded",
+                        "An app's ENI can have at most 5 security groups, the domain's NFS group included.",
+                    ));
+                }
+                let eni = cove_ec2::create_managed_eni(tx, &subnet, groups, description.clone(), REQUESTER)?;
+                if !vpc_only {
+                    cove_ec2::give_public_address(tx, &eni.id, &app.account_id)?;
+                }
+                app.eni_id = Some(eni.id);
+                tx.put(app);
+                Ok(())
+            });
+            if let Err(e) = made {
+                return Ok(Err(AppFailed(format!(
+                    "Cannot create the app's network interface: {}",
+                    e.message
+                ))));
+            }
+            self.wait_for_data_plane()?;
+        }
+        let Some(a) = self.store.snapshot().studio_apps.get(&key).cloned() else {
+            return Ok(Ok(()));
+        };
+        let (Some(eni), Some(instance)) = (a.eni_id.clone(), self.settings.instance.clone()) else {
+            return Ok(Err(AppFailed("The app has no network interface.".into())));
+        };
+        let netns = cove_net::naming::eni_netns(&instance, &eni);
+        let netns_path = format!("{}/{netns}", cove_net::netns::NETNS_DIR);
+        let dir = self.app_dir(&a);
+        let state = dir.join("state");
+        let container = match Container::adopt(&state)? {
+            Some(c) if c.status() == Status::Running => c,
+            _ => {
+                stop_container(&dir, Duration::from_secs(1));
+                self.launch_app(&a, &netns)?
+            }
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if self
+                .store
+                .snapshot()
+                .studio_apps
+                .get(&key)
+                .is_none_or(|x| x.phase != AppPhase::Starting)
+            {
+                return Ok(Ok(()));
+            }
+            if container.status() != Status::Running {
+                return Ok(Err(AppFailed(format!(
+                    "The app's process ended before it served: {}",
+                    last_line(&dir.join("container.log"))
+                ))));
+            }
+            let open = cove_net::netns::run_in_path(&netns_path, || {
+                std::net::TcpStream::connect_timeout(
+                    &std::net::SocketAddr::from(([127, 0, 0, 1], STUDIO_PORT)),
+                    Duration::from_millis(500),
+                )
+            });
+            if matches!(open, Ok(Ok(_))) {
+                break;
+            }
+            if Instant::now() > deadline {
+                return Ok(Err(AppFailed(format!(
+                    "The app did not open port {STUDIO_PORT} within {} s.",
+                    START_TIMEOUT.as_secs()
+                ))));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.update_app(&key, |a| {
+            a.status = "InService".into();
+            a.netns_path = Some(netns_path);
+            a.phase = AppPhase::Running;
+        })?;
+        tracing::info!(app = %a.arn, "Studio app in service");
+        Ok(Ok(()))
+    }
+
+    fn launch_app(&self, a: &StudioApp, netns: &str) -> anyhow::Result<Container> {
+        let world = self.store.snapshot();
+        let credentials = a
+            .session_access_key
+            .as_ref()
+            .and_then(|k| world.sts_sessions.get(k))
+            .map(|s| ContainerCredentials {
+                access_key: s.access_key_id.clone(),
+                secret_key: s.secret_access_key.clone(),
+                session_token: s.session_token.clone(),
+            });
+        let home = home_dir(
+            &self.settings.studio_dir,
+            &a.domain_id,
+            &a.user_profile_name,
+        );
+        std::fs::create_dir_all(&home)?;
+        let dir = self.app_dir(a);
+        std::fs::create_dir_all(&dir)?;
+        let hostname = format!("{}-{}", a.app_type.to_ascii_lowercase(), a.app_name);
+        let ip = a
+            .eni_id
+            .as_ref()
+            .and_then(|e| world.network_interfaces.get(e))
+            .map(|e| e.private_ip.clone())
+            .unwrap_or_default();
+        let spec = resource_spec(&world, a);
+        let instance_type = spec["InstanceType"]
+            .as_str()
+            .unwrap_or("ml.t3.medium")
+            .to_string();
+        let contract = contract::studio_app(
+            &a.region,
+            credentials.as_ref(),
+            &a.app_type,
+            &a.user_profile_name,
+            &app_base_path(&a.domain_id, &a.user_profile_name),
+            self.settings.studio_command.as_deref(),
+        );
+        launch_host(
+            &self.settings,
+            HostLaunch {
+                id: format!("studio-{:016x}", fnv64(&a.key())),
+                dir: &dir,
+                root: RootFs::Host,
+                contract,
+                hostname: hostname.clone(),
+                hosts_file: format!("127.0.0.1\tlocalhost\n{ip}\t{hostname}\n"),
+                netns: Some(netns.to_string()),
+                isolated: false,
+                instance_type: &instance_type,
+                extra_binds: vec![Bind {
+                    source: home,
+                    target: STUDIO_HOME.into(),
+                    read_only: false,
+                }],
+            },
+        )
+    }
+
+    /// Watches a running app until it is deleted or its process ends.
+    fn app_watch(&self, a: &StudioApp) -> anyhow::Result<()> {
+        let key = a.key();
+        let state = self.app_dir(a).join("state");
+        loop {
+            let Some(now) = self.store.snapshot().studio_apps.get(&key).cloned() else {
+                return Ok(());
+            };
+            if now.phase != AppPhase::Running {
+                return Ok(());
+            }
+            let running = Container::adopt(&state)?.is_some_and(|c| c.status() == Status::Running);
+            if !running {
+                return self.fail_app(
+                    &key,
+                    format!(
+                        "The app's process ended: {}",
+                        last_line(&self.app_dir(a).join("container.log"))
+                    ),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    fn app_stop(&self, a: &StudioApp) -> anyhow::Result<()> {
+        let dir = self.app_dir(a);
+        stop_container(&dir, Duration::from_secs(2));
+        self.store.write(|tx| {
+            let Some(mut app) = tx.world.studio_apps.get(&a.key()).cloned() else {
+                return Ok(());
+            };
+            if let Some(eni) = app.eni_id.take() {
+                if tx.world.network_interfaces.contains_key(&eni) {
+                    cove_ec2::release_public_address(tx, &eni);
+                    cove_ec2::delete_managed_eni(tx, &eni);
+                }
+            }
+            if let Some(s) = app.session_access_key.take() {
+                tx.delete::<StsSession>(&s);
+            }
+            if app.status != "Failed" {
+                app.status = "Deleted".into();
+            }
+            app.netns_path = None;
+            app.phase = AppPhase::Gone;
+            app.last_modified_time = now_rfc3339();
+            tx.put(app);
+            Ok(())
+        })?;
+        crate::supervisor::unmount(&dir.join("rootfs"));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        Ok(())
+    }
+}
+
+fn last_line(log: &std::path::Path) -> String {
+    std::fs::read_to_string(log)
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| "no output".into())
+}

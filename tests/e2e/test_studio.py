@@ -1,0 +1,214 @@
+"""SageMaker Studio: domains with their NFS security groups, user profiles
+with a home directory each, and apps that are real processes on ENIs,
+reached through the URL CreatePresignedDomainUrl gives. A VpcOnly app
+reaches only what its VPC allows; a PublicInternetOnly app gets the
+internet through Cove's managed network. Real boto3 and real HTTP
+against a real Cove."""
+
+import http.cookiejar
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import pytest
+
+from helpers import aws_error, wait_status
+from test_training_jobs import ROLE, s3_endpoint, private_net, s3, sm  # noqa: F401
+
+S3_ADDRESS = "192.0.2.20"
+INTERNET_HOST = "203.0.113.10"
+
+
+@pytest.fixture
+def internet_server(cove_server):
+    """A web server on the simulated internet host, port 8080."""
+    proc = cove_server.spawn(None, sys.executable, "-m", "http.server", "8080", "--bind", INTERNET_HOST)
+    time.sleep(0.5)
+    yield f"{INTERNET_HOST}:8080"
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+class Browser:
+    """A client with a cookie jar, as a browser opening the presigned URL."""
+
+    def __init__(self):
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+
+    def get(self, url, data=None, method=None):
+        req = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json"} if data else {})
+        try:
+            with self.opener.open(req, timeout=20) as r:
+                return r.status, r.geturl(), r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, url, e.read().decode()
+
+
+def create_domain(sm, ec2, net, access, groups=None):  # noqa: F811
+    ec2.modify_vpc_attribute(VpcId=net["vpc"], EnableDnsHostnames={"Value": True})
+    out = sm.create_domain(
+        DomainName=f"studio-{uuid.uuid4().hex[:8]}", AuthMode="IAM", VpcId=net["vpc"], SubnetIds=net["subnets"],
+        AppNetworkAccessType=access,
+        DefaultUserSettings={"ExecutionRole": ROLE, "SecurityGroups": groups if groups is not None else [net["sg"]]})
+    return out["DomainId"], out["Url"]
+
+
+def wait_app(sm, domain, profile, app_type="JupyterServer", name="default", statuses=("InService", "Failed")):  # noqa: F811
+    return wait_status(lambda: sm.describe_app(DomainId=domain, UserProfileName=profile, AppType=app_type,
+                                               AppName=name),
+                       "Status", statuses, 90, f"app {app_type}/{name}")
+
+
+def open_studio(sm, domain, profile):  # noqa: F811
+    browser = Browser()
+    url = sm.create_presigned_domain_url(DomainId=domain, UserProfileName=profile)["AuthorizedUrl"]
+    status, landed, page = browser.get(url)
+    assert status == 200, page
+    base = landed.split("/jupyter/default/")[0] + "/jupyter/default/"
+    return browser, base, page
+
+
+def probe(browser, base, address):
+    host, port = address.split(":")
+    status, _, body = browser.get(f"{base}api/probe?host={host}&port={port}&timeout=2")
+    assert status == 200, body
+    return json.loads(body)
+
+
+def tear_down(sm, domain, profiles, apps):  # noqa: F811
+    for profile, app_type, name in apps:
+        try:
+            sm.delete_app(DomainId=domain, UserProfileName=profile, AppType=app_type, AppName=name)
+        except Exception:
+            pass
+        wait_app(sm, domain, profile, app_type, name, ("Deleted", "Failed"))
+    for profile in profiles:
+        sm.delete_user_profile(DomainId=domain, UserProfileName=profile)
+    sm.delete_domain(DomainId=domain, RetentionPolicy={"HomeEfsFileSystem": "Delete"})
+
+
+def test_vpc_only_app_reaches_its_endpoint_and_not_the_internet(cove_server, ec2, sm, private_net, internet_server):  # noqa: F811
+    s3_endpoint(ec2, private_net)
+    domain, url = create_domain(sm, ec2, private_net, "VpcOnly")
+    assert url.endswith(f"/_cove/studio/{domain}/")
+    d = sm.describe_domain(DomainId=domain)
+    assert d["Status"] == "InService" and d["AppNetworkAccessType"] == "VpcOnly"
+    assert d["HomeEfsFileSystemId"].startswith("fs-") and d["SubnetIds"] == private_net["subnets"]
+
+    # The NFS groups AWS makes: TCP 2049 from the outbound group into the inbound one.
+    groups = {g["GroupName"]: g for g in ec2.describe_security_groups(
+        Filters=[{"Name": "vpc-id", "Values": [private_net["vpc"]]}])["SecurityGroups"]}
+    inbound, outbound = groups[f"security-group-for-inbound-nfs-{domain}"], groups[f"security-group-for-outbound-nfs-{domain}"]
+    assert [(p["IpProtocol"], p["FromPort"], p["ToPort"], [u["GroupId"] for u in p["UserIdGroupPairs"]])
+            for p in inbound["IpPermissions"]] == [("tcp", 2049, 2049, [outbound["GroupId"]])]
+    assert [(p["IpProtocol"], p["FromPort"], [u["GroupId"] for u in p["UserIdGroupPairs"]])
+            for p in outbound["IpPermissionsEgress"]] == [("tcp", 2049, [inbound["GroupId"]])]
+
+    sm.create_user_profile(DomainId=domain, UserProfileName="alice")
+    assert sm.describe_user_profile(DomainId=domain, UserProfileName="alice")["HomeEfsFileSystemUid"] == "200001"
+    apps = [("alice", "JupyterServer", "default")]
+    try:
+        sm.create_app(DomainId=domain, UserProfileName="alice", AppType="JupyterServer", AppName="default")
+        app = wait_app(sm, domain, "alice")
+        assert app["Status"] == "InService", app.get("FailureReason")
+
+        # The app's ENI is in the domain's subnets with the user's group and the NFS group.
+        enis = [e for e in ec2.describe_network_interfaces(Filters=[{"Name": "vpc-id", "Values": [private_net["vpc"]]}])
+                ["NetworkInterfaces"] if domain in e["Description"]]
+        assert len(enis) == 1 and enis[0]["SubnetId"] in private_net["subnets"] and enis[0]["RequesterManaged"]
+        assert {g["GroupId"] for g in enis[0]["Groups"]} == {private_net["sg"], outbound["GroupId"]}
+
+        # Without the presigned URL's session, nothing passes.
+        status, _, _ = Browser().get(f"{url}alice/jupyter/default/lab")
+        assert status == 403
+        presigned = sm.create_presigned_domain_url(DomainId=domain, UserProfileName="alice")["AuthorizedUrl"]
+        assert Browser().get(presigned.replace("token=", "token=x"))[0] == 403
+        browser, base, page = open_studio(sm, domain, "alice")
+        assert "<h1>JupyterServer</h1>" in page
+        status, _, body = browser.get(f"{base}api/status")
+        assert json.loads(body)["user"] == "alice"
+
+        # The VPC decides: S3 through the gateway endpoint, no internet.
+        assert probe(browser, base, f"{S3_ADDRESS}:443")["reached"] is True
+        assert probe(browser, base, internet_server)["reached"] is False
+
+        # The home directory is the user's, kept across apps.
+        status, _, _ = browser.get(f"{base}api/contents/notes.txt", json.dumps(
+            {"type": "file", "format": "text", "content": "kept"}).encode(), "PUT")
+        assert status == 201
+        home = os.path.join(cove_server.data_dir, "studio", domain, "home", "alice")
+        assert open(os.path.join(home, "notes.txt")).read() == "kept"
+        sm.delete_app(DomainId=domain, UserProfileName="alice", AppType="JupyterServer", AppName="default")
+        assert wait_app(sm, domain, "alice", statuses=("Deleted", "Failed"))["Status"] == "Deleted"
+        assert not [e for e in ec2.describe_network_interfaces(
+            Filters=[{"Name": "vpc-id", "Values": [private_net["vpc"]]}])["NetworkInterfaces"] if domain in e["Description"]]
+        sm.create_app(DomainId=domain, UserProfileName="alice", AppType="JupyterServer", AppName="default")
+        sm.create_app(DomainId=domain, UserProfileName="alice", AppType="KernelGateway", AppName="kg-1",
+                      ResourceSpec={"InstanceType": "ml.t3.medium"})
+        apps.append(("alice", "KernelGateway", "kg-1"))
+        assert wait_app(sm, domain, "alice")["Status"] == "InService"
+        assert wait_app(sm, domain, "alice", "KernelGateway", "kg-1")["Status"] == "InService"
+        browser, base, _ = open_studio(sm, domain, "alice")
+        status, _, body = browser.get(f"{base}api/contents/notes.txt")
+        assert json.loads(body)["content"] == "kept"
+        listed = sm.list_apps(DomainIdEquals=domain, UserProfileNameEquals="alice")["Apps"]
+        assert sorted((a["AppType"], a["AppName"], a["Status"]) for a in listed if a["Status"] != "Deleted") == [
+            ("JupyterServer", "default", "InService"), ("KernelGateway", "kg-1", "InService")]
+    finally:
+        tear_down(sm, domain, ["alice"], apps)
+    remaining = {g["GroupName"] for g in ec2.describe_security_groups(
+        Filters=[{"Name": "vpc-id", "Values": [private_net["vpc"]]}])["SecurityGroups"]}
+    assert not [n for n in remaining if domain in n]
+    assert not os.path.exists(os.path.join(cove_server.data_dir, "studio", domain))
+
+
+def test_public_internet_only_app_gets_the_internet(ec2, sm, private_net, internet_server):  # noqa: F811
+    domain, _ = create_domain(sm, ec2, private_net, "PublicInternetOnly")
+    sm.create_user_profile(DomainId=domain, UserProfileName="bob")
+    try:
+        sm.create_app(DomainId=domain, UserProfileName="bob", AppType="JupyterServer", AppName="default")
+        app = wait_app(sm, domain, "bob")
+        assert app["Status"] == "InService", app.get("FailureReason")
+        browser, base, _ = open_studio(sm, domain, "bob")
+        assert probe(browser, base, internet_server)["reached"] is True
+        # Its ENI is in Cove's managed network, with a public address, not in the domain's VPC.
+        enis = [e for e in ec2.describe_network_interfaces()["NetworkInterfaces"] if domain in e["Description"]]
+        assert len(enis) == 1 and enis[0]["VpcId"] != private_net["vpc"]
+        assert enis[0]["Association"]["PublicIp"]
+    finally:
+        tear_down(sm, domain, ["bob"], [("bob", "JupyterServer", "default")])
+
+
+def test_studio_validation_and_errors(ec2, sm, private_net):  # noqa: F811
+    assert "SSO is not supported" in aws_error("ValidationException", sm.create_domain, DomainName="sso", AuthMode="SSO",
+                                               DefaultUserSettings={}, VpcId=private_net["vpc"],
+                                               SubnetIds=private_net["subnets"])
+    assert "do not exist" in aws_error("ValidationException", sm.create_domain, DomainName="bad", AuthMode="IAM",
+                                       DefaultUserSettings={}, VpcId=private_net["vpc"],
+                                       SubnetIds=["subnet-00000000000000000"])
+    assert aws_error("ResourceNotFound", sm.describe_domain, DomainId="d-000000000000") == \
+        "Cannot find Domain with id d-000000000000"
+    domain, _ = create_domain(sm, ec2, private_net, "VpcOnly")
+    try:
+        sm.create_user_profile(DomainId=domain, UserProfileName="carol")
+        assert "already exists" in aws_error("ResourceInUse", sm.create_user_profile, DomainId=domain,
+                                             UserProfileName="carol")
+        assert "must be named default" in aws_error("ValidationException", sm.create_app, DomainId=domain,
+                                                    UserProfileName="carol", AppType="JupyterServer", AppName="other")
+        assert "not supported by Cove" in aws_error("ValidationException", sm.create_app, DomainId=domain,
+                                                    UserProfileName="carol", AppType="Canvas", AppName="default")
+        assert "has user profiles" in aws_error("ResourceInUse", sm.delete_domain, DomainId=domain)
+        profiles = sm.list_user_profiles(DomainIdEquals=domain)["UserProfiles"]
+        assert [(p["UserProfileName"], p["Status"]) for p in profiles] == [("carol", "InService")]
+        assert domain in [d["DomainId"] for d in sm.list_domains()["Domains"]]
+        sm.update_domain(DomainId=domain, DefaultUserSettings={"ExecutionRole": ROLE, "SecurityGroups": []})
+        assert sm.describe_domain(DomainId=domain)["DefaultUserSettings"]["SecurityGroups"] == []
+        sm.delete_user_profile(DomainId=domain, UserProfileName="carol")
+    finally:
+        sm.delete_domain(DomainId=domain)
+    assert domain not in [d["DomainId"] for d in sm.list_domains()["Domains"]]
