@@ -146,6 +146,23 @@ pub fn render_eni(world: &World, e: &NetworkInterface, account: &str) -> Value {
     if let Some(id) = &e.requester_id {
         v["RequesterId"] = json!(id);
     }
+    // An Elastic IP on the ENI shows on the ENI and on its address.
+    if let Some((address, assoc)) = world.addresses.values().find_map(|a| {
+        a.association
+            .as_ref()
+            .filter(|x| x.network_interface_id == e.id)
+            .map(|x| (a, x))
+    }) {
+        let association = json!({
+            "AllocationId": address.allocation_id,
+            "AssociationId": assoc.association_id,
+            "IpOwnerId": account,
+            "PublicDnsName": "",
+            "PublicIp": address.public_ip,
+        });
+        v["PrivateIpAddresses"][0]["Association"] = association.clone();
+        v["Association"] = association;
+    }
     if let Some(a) = &e.attachment {
         v["Attachment"] = json!({
             "AttachmentId": a.attachment_id,

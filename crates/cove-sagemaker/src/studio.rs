@@ -73,21 +73,23 @@ pub fn app_base_path(domain_id: &str, profile: &str) -> String {
 
 /// Checks that the groups exist in the domain's VPC.
 fn check_groups(world: &World, region: &str, vpc: &str, groups: &Value) -> AwsResult<()> {
-    let ids = crate::api::strings(Some(groups));
-    if ids.is_empty() {
-        return Ok(());
-    }
-    let config = json!({"Subnets": [], "SecurityGroupIds": ids});
-    check_vpc_config(world, region, &config)?;
-    for id in &ids {
-        if world
+    for id in crate::api::strings(Some(groups)) {
+        match world
             .security_groups
-            .get(id)
-            .is_some_and(|g| g.vpc_id != vpc)
+            .get(&id)
+            .filter(|g| g.region == region)
         {
-            return Err(validation(format!(
-                "Security group {id} does not belong to the domain's VPC {vpc}."
-            )));
+            None => {
+                return Err(validation(format!(
+                    "The security group ID(s) [{id}] do not exist."
+                )))
+            }
+            Some(g) if g.vpc_id != vpc => {
+                return Err(validation(format!(
+                    "Security group {id} does not belong to the domain's VPC {vpc}."
+                )))
+            }
+            Some(_) => {}
         }
     }
     Ok(())

@@ -31,7 +31,10 @@ fn plain(status: StatusCode, message: impl Into<String>) -> Response<Body> {
 }
 
 fn cookie_name(profile: &str) -> String {
-    format!("cove_studio_{}", profile.replace(|c: char| !c.is_ascii_alphanumeric(), "_"))
+    format!(
+        "cove_studio_{}",
+        profile.replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+    )
 }
 
 fn cookie<'r>(req: &'r Request<Body>, name: &str) -> Option<&'r str> {
@@ -113,7 +116,9 @@ pub async fn handle(store: Arc<Store>, key: Arc<Vec<u8>>, req: Request<Body>) ->
         .filter(|a| a.status == "InService")
         .and_then(|a| a.netns_path.clone())
     else {
-        let status = app.map(|a| a.status).unwrap_or_else(|| "not created".into());
+        let status = app
+            .map(|a| a.status)
+            .unwrap_or_else(|| "not created".into());
         return plain(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("The JupyterServer app of {profile} is not running ({status}); create it with CreateApp."),
@@ -121,7 +126,10 @@ pub async fn handle(store: Arc<Store>, key: Arc<Vec<u8>>, req: Request<Body>) ->
     };
     match forward(&netns, req).await {
         Ok(r) => r,
-        Err(e) => plain(StatusCode::BAD_GATEWAY, format!("The app did not answer: {e}")),
+        Err(e) => plain(
+            StatusCode::BAD_GATEWAY,
+            format!("The app did not answer: {e}"),
+        ),
     }
 }
 
@@ -131,10 +139,8 @@ async fn forward(netns: &str, mut req: Request<Body>) -> anyhow::Result<Response
     let ns = netns.to_string();
     let stream = tokio::task::spawn_blocking(move || {
         cove_net::netns::run_in_path(&ns, || {
-            let s = std::net::TcpStream::connect((
-                "127.0.0.1",
-                cove_sagemaker::contract::STUDIO_PORT,
-            ))?;
+            let s =
+                std::net::TcpStream::connect(("127.0.0.1", cove_sagemaker::contract::STUDIO_PORT))?;
             s.set_nonblocking(true)?;
             Ok::<_, std::io::Error>(s)
         })
