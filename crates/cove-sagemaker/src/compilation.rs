@@ -247,21 +247,12 @@ enum Compiled {
 impl Supervisor {
     /// Drives one compilation job through its phases until it is cleaned up.
     pub(crate) fn drive_compilation(&self, key: &str) {
-        loop {
-            let Some(j) = self.store.snapshot().compilation_jobs.get(key).cloned() else {
-                return;
-            };
-            let result = match j.phase {
-                CompilationPhase::Starting => self.compilation_start(&j),
-                CompilationPhase::Compiling => self.compilation_run(&j),
-                CompilationPhase::Done => self.compilation_cleanup(&j),
-                CompilationPhase::CleanedUp => return,
-            };
-            if let Err(err) = result {
-                tracing::error!(job = %j.name, error = %err, "compilation step failed; retrying");
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        }
+        crate::workers::drive(&self.store, key, |j: &CompilationJob| match j.phase {
+            CompilationPhase::Starting => Some(self.compilation_start(j)),
+            CompilationPhase::Compiling => Some(self.compilation_run(j)),
+            CompilationPhase::Done => Some(self.compilation_cleanup(j)),
+            CompilationPhase::CleanedUp => None,
+        })
     }
 
     fn update_compilation(
@@ -269,13 +260,7 @@ impl Supervisor {
         key: &str,
         f: impl FnOnce(&mut CompilationJob),
     ) -> anyhow::Result<()> {
-        self.store.write(|tx| {
-            let mut j = tx.cloned::<CompilationJob>(key)?;
-            f(&mut j);
-            tx.put(j);
-            Ok(())
-        })?;
-        Ok(())
+        crate::workers::update(&self.store, key, f)
     }
 
     fn finish_compilation(

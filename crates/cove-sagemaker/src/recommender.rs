@@ -386,21 +386,12 @@ enum Benchmark {
 impl Supervisor {
     /// Drives one inference recommendations job until it is cleaned up.
     pub(crate) fn drive_recommendation(&self, key: &str) {
-        loop {
-            let Some(j) = self.store.snapshot().recommendation_jobs.get(key).cloned() else {
-                return;
-            };
-            let result = match j.phase {
-                RecommendationPhase::Pending => self.recommendation_start(&j),
-                RecommendationPhase::Benchmarking => self.recommendation_run(&j),
-                RecommendationPhase::Done => self.recommendation_cleanup(&j),
-                RecommendationPhase::CleanedUp => return,
-            };
-            if let Err(err) = result {
-                tracing::error!(job = %j.name, error = %err, "recommendation step failed; retrying");
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        }
+        crate::workers::drive(&self.store, key, |j: &RecommendationJob| match j.phase {
+            RecommendationPhase::Pending => Some(self.recommendation_start(j)),
+            RecommendationPhase::Benchmarking => Some(self.recommendation_run(j)),
+            RecommendationPhase::Done => Some(self.recommendation_cleanup(j)),
+            RecommendationPhase::CleanedUp => None,
+        })
     }
 
     fn update_recommendation(
@@ -408,14 +399,10 @@ impl Supervisor {
         key: &str,
         f: impl FnOnce(&mut RecommendationJob),
     ) -> anyhow::Result<()> {
-        self.store.write(|tx| {
-            let mut j = tx.cloned::<RecommendationJob>(key)?;
-            f(&mut j);
+        crate::workers::update(&self.store, key, |j: &mut RecommendationJob| {
+            f(j);
             j.last_modified_time = now_rfc3339();
-            tx.put(j);
-            Ok(())
-        })?;
-        Ok(())
+        })
     }
 
     fn finish_recommendation(

@@ -37,32 +37,19 @@ struct AppFailed(String);
 impl Supervisor {
     /// Drives one Studio app until it is gone.
     pub(crate) fn drive_app(&self, key: &str) {
-        loop {
-            let Some(a) = self.store.snapshot().studio_apps.get(key).cloned() else {
-                return;
-            };
-            let result = match a.phase {
-                AppPhase::Starting => self.app_start(&a),
-                AppPhase::Running => self.app_watch(&a),
-                AppPhase::Stopping => self.app_stop(&a),
-                AppPhase::Gone => return,
-            };
-            if let Err(e) = result {
-                tracing::error!(app = %a.arn, error = %e, "Studio app step failed; retrying");
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        }
+        crate::workers::drive(&self.store, key, |a: &StudioApp| match a.phase {
+            AppPhase::Starting => Some(self.app_start(a)),
+            AppPhase::Running => Some(self.app_watch(a)),
+            AppPhase::Stopping => Some(self.app_stop(a)),
+            AppPhase::Gone => None,
+        })
     }
 
     fn update_app(&self, key: &str, f: impl FnOnce(&mut StudioApp)) -> anyhow::Result<()> {
-        self.store.write(|tx| {
-            let mut a = tx.cloned::<StudioApp>(key)?;
-            f(&mut a);
+        crate::workers::update(&self.store, key, |a: &mut StudioApp| {
+            f(a);
             a.last_modified_time = now_rfc3339();
-            tx.put(a);
-            Ok(())
-        })?;
-        Ok(())
+        })
     }
 
     fn app_dir(&self, a: &StudioApp) -> PathBuf {

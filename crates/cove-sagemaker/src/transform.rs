@@ -339,31 +339,16 @@ struct Item {
 impl Hosting {
     /// Drives one transform job through its phases until it is cleaned up.
     pub(crate) fn drive_transform(self: &Arc<Self>, key: &str) {
-        loop {
-            let Some(j) = self.store().snapshot().transform_jobs.get(key).cloned() else {
-                return;
-            };
-            let result = match j.phase {
-                TransformPhase::Starting => self.transform_start(&j),
-                TransformPhase::Transforming => self.transform_run(&j),
-                TransformPhase::Done => self.transform_cleanup(&j),
-                TransformPhase::CleanedUp => return,
-            };
-            if let Err(err) = result {
-                tracing::error!(job = %j.name, error = %err, "transform step failed; retrying");
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        }
+        crate::workers::drive(self.store(), key, |j: &TransformJob| match j.phase {
+            TransformPhase::Starting => Some(self.transform_start(j)),
+            TransformPhase::Transforming => Some(self.transform_run(j)),
+            TransformPhase::Done => Some(self.transform_cleanup(j)),
+            TransformPhase::CleanedUp => None,
+        })
     }
 
     fn update_transform(&self, key: &str, f: impl FnOnce(&mut TransformJob)) -> anyhow::Result<()> {
-        self.store().write(|tx| {
-            let mut j = tx.cloned::<TransformJob>(key)?;
-            f(&mut j);
-            tx.put(j);
-            Ok(())
-        })?;
-        Ok(())
+        crate::workers::update(self.store(), key, f)
     }
 
     /// Whether StopTransformJob has been called since the job was read.

@@ -3,7 +3,7 @@
 //! once the last has returned. The supervisors call [`Workers::run_once`] on
 //! every pass over the store.
 
-use cove_model::world::World;
+use cove_model::world::{Resource, World};
 use cove_store::Store;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -25,6 +25,45 @@ pub(crate) fn watch_store(
             store.wait_for_change(generation, Duration::from_secs(5));
         })
         .map(|_| ())
+}
+
+/// A worker's loop over one stored resource: reads it, takes one `step`
+/// for its phase, and again, until it is gone or `step` answers `None`
+/// (nothing left to do). A failed step is logged and retried a second
+/// later, so a restart or a transient error only delays the resource.
+pub(crate) fn drive<R: Resource>(
+    store: &Store,
+    key: &str,
+    mut step: impl FnMut(&R) -> Option<anyhow::Result<()>>,
+) {
+    loop {
+        let Some(r) = R::table(&store.snapshot()).get(key).cloned() else {
+            return;
+        };
+        match step(&r) {
+            None => return,
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                tracing::error!(kind = R::KIND, %key, error = %e, "step failed; retrying");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Applies `f` to the stored resource `key` in one write.
+pub(crate) fn update<R: Resource>(
+    store: &Store,
+    key: &str,
+    f: impl FnOnce(&mut R),
+) -> anyhow::Result<()> {
+    store.write(|tx| {
+        let mut r = tx.cloned::<R>(key)?;
+        f(&mut r);
+        tx.put(r);
+        Ok(())
+    })?;
+    Ok(())
 }
 
 #[derive(Debug, Clone, Default)]
