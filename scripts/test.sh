@@ -10,6 +10,13 @@ if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
 "$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
+# JupyterLab for the Studio test that runs a real kernel: a venv of the
+# host's Python under /usr/local, which Studio apps see read-only (as root).
+JUPYTERLAB=/usr/local/lib/cove-jupyterlab
+if [ "$(id -u)" = 0 ] && [ -x /usr/bin/python3 ] && [ ! -x "$JUPYTERLAB/bin/jupyter-lab" ]; then
+    /usr/bin/python3 -m venv "$JUPYTERLAB"
+    "$JUPYTERLAB/bin/pip" install --quiet --disable-pip-version-check -r tests/jupyterlab-requirements.txt
+fi
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

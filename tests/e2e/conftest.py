@@ -31,8 +31,9 @@ def free_port():
 class Cove:
     """One running `cove serve`; restartable on the same data directory."""
 
-    def __init__(self, data_dir):
+    def __init__(self, data_dir, env=None):
         self.data_dir = data_dir
+        self.env = env or {}
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.proc = None
@@ -47,7 +48,7 @@ class Cove:
             # Jobs get 2 s between SIGTERM and SIGKILL instead of AWS's 120, and
             # InvokeEndpoint waits 3 s for a model instead of 60.
             env={**os.environ, "COVE_FLOW_LOG_WINDOW": "2", "COVE_JOB_STOP_GRACE": "2",
-                 "COVE_INVOKE_TIMEOUT": "3"},
+                 "COVE_INVOKE_TIMEOUT": "3", **self.env},
         )
         deadline = time.time() + 20
         while time.time() < deadline:

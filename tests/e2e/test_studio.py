@@ -8,6 +8,7 @@ against a real Cove."""
 import http.cookiejar
 import json
 import os
+import subprocess
 import sys
 import time
 import urllib.error
@@ -212,3 +213,91 @@ def test_studio_validation_and_errors(ec2, sm, private_net):  # noqa: F811
     finally:
         sm.delete_domain(DomainId=domain)
     assert domain not in [d["DomainId"] for d in sm.list_domains()["Domains"]]
+
+
+JUPYTERLAB_VENV = "/usr/local/lib/cove-jupyterlab"
+JUPYTERLAB_COMMAND = (f"{JUPYTERLAB_VENV}/bin/jupyter-lab --ip=0.0.0.0 --port={{port}} --no-browser "
+                      "--ServerApp.base_url={base_url} --IdentityProvider.token= --ServerApp.password= "
+                      "--ServerApp.allow_remote_access=True --ServerApp.root_dir={home}")
+
+# Runs in JupyterLab's own environment (it has tornado's WebSocket client):
+# sign in with the presigned URL, start a kernel over REST, run code over the
+# kernel's WebSocket channel, print what the kernel printed.
+KERNEL_CLIENT = r'''
+import asyncio, http.cookiejar, json, sys, urllib.request, uuid
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import websocket_connect
+jar = http.cookiejar.CookieJar()
+opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+r = opener.open(sys.argv[1], timeout=60)
+page, landed = r.read().decode(), r.geturl()
+assert "JupyterLab" in page, landed
+base = landed.split("/lab")[0] + "/"
+xsrf = next((c.value for c in jar if c.name == "_xsrf"), "")
+req = urllib.request.Request(base + "api/kernels", data=b"{}", method="POST",
+                             headers={"X-XSRFToken": xsrf, "Content-Type": "application/json"})
+kernel = json.loads(opener.open(req, timeout=60).read())["id"]
+cookie = "; ".join(f"{c.name}={c.value}" for c in jar)
+async def main():
+    ws = await websocket_connect(HTTPRequest(base.replace("http://", "ws://") + f"api/kernels/{kernel}/channels",
+                                             headers={"Cookie": cookie}))
+    msg = uuid.uuid4().hex
+    await ws.write_message(json.dumps({"header": {"msg_id": msg, "username": "u", "session": uuid.uuid4().hex,
+        "msg_type": "execute_request", "version": "5.3"}, "parent_header": {}, "metadata": {}, "channel": "shell",
+        "content": {"code": "import os, socket; print(socket.gethostname(), os.getuid(), os.getcwd())",
+                    "silent": False}}))
+    while True:
+        m = json.loads(await asyncio.wait_for(ws.read_message(), 60))
+        if m.get("msg_type") == "stream" and m["parent_header"].get("msg_id") == msg:
+            print(m["content"]["text"].strip())
+            return
+asyncio.run(main())
+'''
+
+
+def studio_on(server):
+    """A VpcOnly domain, a user and its JupyterServer app on a private server."""
+    import botocore.config
+    import boto3
+    from conftest import ACCESS_KEY, SECRET_KEY
+    kw = dict(endpoint_url=server.endpoint, region_name="us-east-1", aws_access_key_id=ACCESS_KEY,
+              aws_secret_access_key=SECRET_KEY, config=botocore.config.Config(retries={"max_attempts": 1}))
+    ec2, sm = boto3.client("ec2", **kw), boto3.client("sagemaker", **kw)  # noqa: F811
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    sg = ec2.create_security_group(GroupName="users", Description="users", VpcId=vpc)["GroupId"]
+    domain, _ = create_domain(sm, ec2, {"vpc": vpc, "subnets": [subnet], "sg": sg}, "VpcOnly")
+    sm.create_user_profile(DomainId=domain, UserProfileName="dana")
+    sm.create_app(DomainId=domain, UserProfileName="dana", AppType="JupyterServer", AppName="default")
+    return sm, domain, wait_app(sm, domain, "dana")
+
+
+@pytest.mark.skipif(not os.path.exists(f"{JUPYTERLAB_VENV}/bin/jupyter-lab"),
+                    reason="scripts/test.sh installs JupyterLab in /usr/local/lib/cove-jupyterlab when run as root")
+def test_jupyterlab_runs_a_kernel_through_the_proxy(tmp_path):
+    from conftest import Cove
+    server = Cove(str(tmp_path), env={"COVE_STUDIO_APP_COMMAND": JUPYTERLAB_COMMAND}).start()
+    try:
+        sm, domain, app = studio_on(server)  # noqa: F811
+        assert app["Status"] == "InService", app.get("FailureReason")
+        url = sm.create_presigned_domain_url(DomainId=domain, UserProfileName="dana")["AuthorizedUrl"]
+        out = subprocess.run([f"{JUPYTERLAB_VENV}/bin/python", "-c", KERNEL_CLIENT, url], capture_output=True,
+                             text=True, timeout=120, stdin=subprocess.DEVNULL)
+        # The kernel runs in the app: its hostname, the container's uid, the user's home.
+        assert out.stdout.strip() == "jupyterserver-default 65534 /home/sagemaker-user", out.stderr[-2000:]
+    finally:
+        server.stop()
+        server.teardown()
+
+
+def test_an_app_command_that_cannot_start_fails_the_app(tmp_path):
+    from conftest import Cove
+    server = Cove(str(tmp_path), env={"COVE_STUDIO_APP_COMMAND": "/nonexistent/studio-app --port {port}"}).start()
+    try:
+        _, _, app = studio_on(server)
+        assert app["Status"] == "Failed"
+        assert app["FailureReason"].startswith("The app's process could not start:"), app["FailureReason"]
+        assert "/nonexistent/studio-app" in app["FailureReason"]
+    finally:
+        server.stop()
+        server.teardown()

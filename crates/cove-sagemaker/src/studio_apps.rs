@@ -172,7 +172,15 @@ impl Supervisor {
             Some(c) if c.status() == Status::Running => c,
             _ => {
                 stop_container(&dir, Duration::from_secs(1));
-                self.launch_app(&a, &netns)?
+                match self.launch_app(&a, &netns) {
+                    Ok(c) => c,
+                    // A command that cannot start is the app's failure, not a transient one.
+                    Err(e) => {
+                        return Ok(Err(AppFailed(format!(
+                            "The app's process could not start: {e:#}"
+                        ))))
+                    }
+                }
             }
         };
         let deadline = Instant::now() + START_TIMEOUT;
