@@ -301,3 +301,21 @@ def test_an_app_command_that_cannot_start_fails_the_app(tmp_path):
     finally:
         server.stop()
         server.teardown()
+
+
+def test_apps_and_sessions_survive_a_cove_crash(fresh_cove):
+    import signal
+    sm, domain, app = studio_on(fresh_cove)  # noqa: F811
+    assert app["Status"] == "InService", app.get("FailureReason")
+    browser, base, _ = open_studio(sm, domain, "dana")
+    started = json.loads(browser.get(f"{base}api/status")[2])["started"]
+    fresh_cove.stop(signal.SIGKILL)
+    fresh_cove.start()
+    # The same process serves on (adopted, not restarted), and the session
+    # cookie signed before the crash is still good: the key is on disk.
+    assert sm.describe_app(DomainId=domain, UserProfileName="dana", AppType="JupyterServer",
+                           AppName="default")["Status"] == "InService"
+    status, _, body = browser.get(f"{base}api/status")
+    assert status == 200 and json.loads(body)["started"] == started
+    sm.delete_app(DomainId=domain, UserProfileName="dana", AppType="JupyterServer", AppName="default")
+    assert wait_app(sm, domain, "dana", statuses=("Deleted", "Failed"))["Status"] == "Deleted"
