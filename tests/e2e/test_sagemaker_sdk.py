@@ -141,3 +141,32 @@ def test_model_deploy_predict_and_transform_in_private_subnets(ec2, sdk_session,
         assert [json.loads(line)["outputs"] for line in body.splitlines()] == [[0], [3], [6], [9]]
     finally:
         predictor.delete_endpoint(delete_endpoint_config=True)
+
+
+def test_clarify_processor_pre_training_bias_in_private_subnet(ec2, sdk_session, private_net):  # noqa: F811
+    """`SageMakerClarifyProcessor.run_pre_training_bias`, unchanged: the SDK
+    picks AWS's Clarify image, writes analysis_config.json and creates the
+    processing job; Cove's analyzer answers with Clarify's analysis.json."""
+    from sagemaker import clarify
+    from test_clarify import HEADERS, dataset, expected_metrics
+    session, bucket, _ = sdk_session
+    s3_endpoint(ec2, private_net)
+    s3 = session.boto_session.client("s3")
+    rows = dataset()
+    s3.put_object(Bucket=bucket, Key="clarify/train.csv", Body="".join(",".join(map(str, r)) + "\n" for r in rows))
+    processor = clarify.SageMakerClarifyProcessor(
+        role=ROLE, instance_count=1, instance_type="ml.m5.large", sagemaker_session=session,
+        network_config=NetworkConfig(subnets=private_net["subnets"], security_group_ids=[private_net["sg"]]))
+    data = clarify.DataConfig(s3_data_input_path=f"s3://{bucket}/clarify/train.csv",
+                              s3_output_path=f"s3://{bucket}/clarify/out", label="approved", headers=HEADERS,
+                              dataset_type="text/csv")
+    bias = clarify.BiasConfig(label_values_or_threshold=[1], facet_name="gender", facet_values_or_threshold=[1])
+    processor.run_pre_training_bias(data, bias, methods=["CI", "DPL", "KL", "JS"], wait=True, logs=False)
+    job = processor.latest_job.describe()
+    assert job["ProcessingJobStatus"] == "Completed", job.get("ExitMessage")
+    assert "sagemaker-clarify-processing" in job["AppSpecification"]["ImageUri"]
+    analysis = json.loads(s3.get_object(Bucket=bucket, Key="clarify/out/analysis.json")["Body"].read())
+    metrics = {m["name"]: m["value"] for m in analysis["pre_training_bias_metrics"]["facets"]["gender"][0]["metrics"]}
+    want = expected_metrics(rows, [r[0] for r in rows])
+    for name in ("CI", "DPL", "KL", "JS"):
+        assert metrics[name] == pytest.approx(want[name], abs=1e-9), name
