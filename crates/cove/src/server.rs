@@ -142,7 +142,15 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         }
     });
 
-    let listener = tokio::net::TcpListener::bind(settings.listen).await?;
+    // Streamed answers (S3 objects, the Studio proxy) go out as a head and
+    // then body chunks; without TCP_NODELAY, Nagle holds a chunk until the
+    // client's delayed ACK, 40 ms later, on a kept-alive connection.
+    let listener = axum::serve::ListenerExt::tap_io(
+        tokio::net::TcpListener::bind(settings.listen).await?,
+        |tcp| {
+            let _ = tcp.set_nodelay(true);
+        },
+    );
     tracing::info!(listen = %settings.listen, data = %db.display(), region = %settings.region, "cove serving");
     axum::serve(
         listener,

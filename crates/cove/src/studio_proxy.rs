@@ -142,6 +142,7 @@ async fn forward(netns: &str, mut req: Request<Body>) -> anyhow::Result<Response
             let s =
                 std::net::TcpStream::connect(("127.0.0.1", cove_sagemaker::contract::STUDIO_PORT))?;
             s.set_nonblocking(true)?;
+            s.set_nodelay(true)?;
             Ok::<_, std::io::Error>(s)
         })
     })

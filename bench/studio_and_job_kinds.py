@@ -17,10 +17,13 @@ Studio domain, and measures:
 - Wall time of a compilation job (a small ONNX model, in the private
   subnet) and of a Clarify pre-training bias job (60 rows), CreateX to
   the final status.
+- One Inference Recommender job (Advanced, ml.c5.large and ml.c5.xlarge,
+  a small model in the private subnet): its wall time and the figures it
+  measured.
 
 Prints each run and a table of medians.
 
-Usage:  .venv/bin/python bench/studio.py [--runs 5] [--requests 2000]
+Usage:  .venv/bin/python bench/studio_and_job_kinds.py [--runs 5] [--requests 2000]
 """
 import argparse
 import http.cookiejar
@@ -199,6 +202,28 @@ def run(args, endpoint, data):
         clarify.append(time.perf_counter() - t)
         print(f"run {n + 1} clarify job {clarify[-1]:.2f} s", flush=True)
 
+    inference = "def predict_fn(data, model):\n    return {'outputs': [x * 2 for x in data['inputs']]}\n"
+    s3.put_object(Bucket=bucket, Key="ir/model.tar.gz", Body=tar_gz({"code/inference.py": inference.encode()}))
+    s3.put_object(Bucket=bucket, Key="ir/payload.tar.gz",
+                  Body=tar_gz({f"p{i}.json": json.dumps({"inputs": [i]}).encode() for i in range(4)}))
+    sm.create_model(ModelName="ir-bench", ExecutionRoleArn=ROLE, PrimaryContainer={
+        "Image": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3",
+        "ModelDataUrl": f"s3://{bucket}/ir/model.tar.gz",
+        "Environment": {"SAGEMAKER_PROGRAM": "inference.py", "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}})
+    t = time.perf_counter()
+    sm.create_inference_recommendations_job(
+        JobName="ir-bench", JobType="Advanced", RoleArn=ROLE,
+        InputConfig={"ModelName": "ir-bench", "VpcConfig": net,
+                     "EndpointConfigurations": [{"InstanceType": "ml.c5.large"}, {"InstanceType": "ml.c5.xlarge"}],
+                     "ContainerConfig": {"PayloadConfig": {"SamplePayloadUrl": f"s3://{bucket}/ir/payload.tar.gz",
+                                                           "SupportedContentTypes": ["application/json"]}}},
+        StoppingConditions={"ModelLatencyThresholds": [{"Percentile": "P95", "ValueInMilliseconds": 100}]})
+    while (job := sm.describe_inference_recommendations_job(JobName="ir-bench"))["Status"] not in (
+            "COMPLETED", "FAILED", "STOPPED"):
+        time.sleep(0.1)
+    assert job["Status"] == "COMPLETED", job.get("FailureReason")
+    recommender = time.perf_counter() - t
+
     med = statistics.median
     print()
     print("| what | median |")
@@ -209,6 +234,14 @@ def run(args, endpoint, data):
         print(f"| {label}: p50 / p99 | {med(p for p, _ in proxy[way]):.0f} / {med(q for _, q in proxy[way]):.0f} µs |")
     print(f"| compilation job (CreateCompilationJob → COMPLETED) | {med(compiles):.2f} s |")
     print(f"| Clarify pre-training job (CreateProcessingJob → Completed) | {med(clarify):.2f} s |")
+    print(f"| Inference Recommender job, 2 instance types, default 1/2/4/8-user ramp (1 run) | {recommender:.1f} s |")
+    print()
+    print("| instance type | MaxInvocations (/min) | ModelLatency (ms) | ModelSetupTime (s) | CostPerInference (USD) |")
+    print("|---|---:|---:|---:|---:|")
+    for r in job["InferenceRecommendations"]:
+        m = r["Metrics"]
+        print(f"| {r['EndpointConfiguration']['InstanceType']} | {m['MaxInvocations']} | {m['ModelLatency']} | "
+              f"{m['ModelSetupTime']} | {m['CostPerInference']:.3g} |")
     added = med(p for p, _ in proxy["cove"]) - med(p for p, _ in proxy["direct"])
     print(f"\nThe proxy adds {added:.0f} µs at p50 "
           f"({med(p for p, _ in proxy['cove']) / med(p for p, _ in proxy['direct']):.1f}× direct).")
