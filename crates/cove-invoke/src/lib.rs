@@ -310,7 +310,7 @@ impl Pool {
             }
             return Ok(c);
         }
-        let stream = connect(netns_path.to_string()).await?;
+        let stream = connect_in_namespace(netns_path.to_string(), SERVING_PORT).await?;
         let (sender, connection) = hyper::client::conn::http1::handshake(stream)
             .await
             .map_err(std::io::Error::other)?;
@@ -329,12 +329,16 @@ impl Pool {
     }
 }
 
-/// Connects to 127.0.0.1:8080 from a thread inside the namespace at `path`.
-async fn connect(path: String) -> std::io::Result<TokioIo<tokio::net::TcpStream>> {
+/// Connects to 127.0.0.1:`port` from a thread inside the namespace at
+/// `path` (a serving container's, or a Studio app's), with Nagle off.
+pub async fn connect_in_namespace(
+    path: String,
+    port: u16,
+) -> std::io::Result<TokioIo<tokio::net::TcpStream>> {
     let std_stream = tokio::task::spawn_blocking(move || {
-        cove_net::netns::run_in_path(&path, || {
+        cove_net::netns::run_in_path(&path, move || {
             std::net::TcpStream::connect_timeout(
-                &std::net::SocketAddr::from(([127, 0, 0, 1], SERVING_PORT)),
+                &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
                 Duration::from_secs(2),
             )
         })?

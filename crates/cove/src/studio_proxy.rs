@@ -16,7 +16,8 @@ use cove_model::studio::StudioApp;
 use cove_sagemaker::studio;
 use cove_store::Store;
 use hyper_util::rt::TokioIo;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 const PREFIX: &str = "/_cove/studio/";
 
@@ -133,25 +134,52 @@ pub async fn handle(store: Arc<Store>, key: Arc<Vec<u8>>, req: Request<Body>) ->
     }
 }
 
-/// Sends the request to the app inside its namespace and streams the answer
-/// back; an upgraded connection is spliced both ways.
-async fn forward(netns: &str, mut req: Request<Body>) -> anyhow::Result<Response<Body>> {
-    let ns = netns.to_string();
-    let stream = tokio::task::spawn_blocking(move || {
-        cove_net::netns::run_in_path(&ns, || {
-            let s =
-                std::net::TcpStream::connect(("127.0.0.1", cove_sagemaker::contract::STUDIO_PORT))?;
-            s.set_nonblocking(true)?;
-            s.set_nodelay(true)?;
-            Ok::<_, std::io::Error>(s)
-        })
-    })
-    .await???;
-    let stream = tokio::net::TcpStream::from_std(stream)?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+type Sender = hyper::client::conn::http1::SendRequest<Body>;
+
+/// Idle kept-alive connections into Studio apps, by namespace path: a page
+/// of JupyterLab is dozens of requests, and a new connection into the
+/// namespace costs a thread hop and a handshake each.
+static IDLE: std::sync::LazyLock<Mutex<HashMap<String, Vec<Sender>>>> =
+    std::sync::LazyLock::new(Default::default);
+/// Most idle connections kept per app.
+const MAX_IDLE: usize = 16;
+
+/// An idle connection ready for a request, or a new one.
+async fn checkout(netns: &str) -> anyhow::Result<Sender> {
+    let reused = {
+        let mut idle = IDLE.lock().expect("lock");
+        let list = idle.entry(netns.to_string()).or_default();
+        // Closed ones go; busy ones (a body still streaming) stay for later.
+        list.retain(|s| !s.is_closed());
+        list.iter()
+            .position(|s| s.is_ready())
+            .map(|i| list.swap_remove(i))
+    };
+    if let Some(sender) = reused {
+        return Ok(sender);
+    }
+    let stream =
+        cove_invoke::connect_in_namespace(netns.to_string(), cove_sagemaker::contract::STUDIO_PORT)
+            .await?;
+    let (sender, conn) = hyper::client::conn::http1::handshake(stream).await?;
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
     });
+    Ok(sender)
+}
+
+fn checkin(netns: &str, sender: Sender) {
+    let mut idle = IDLE.lock().expect("lock");
+    let list = idle.entry(netns.to_string()).or_default();
+    if list.len() < MAX_IDLE {
+        list.push(sender);
+    }
+}
+
+/// Sends the request to the app inside its namespace and streams the answer
+/// back; an upgraded connection is spliced both ways.
+async fn forward(netns: &str, mut req: Request<Body>) -> anyhow::Result<Response<Body>> {
+    let mut sender = checkout(netns).await?;
     let upgrade = req.headers().contains_key(header::UPGRADE);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let mut response = sender.send_request(req).await?;
@@ -165,6 +193,9 @@ async fn forward(netns: &str, mut req: Request<Body>) -> anyhow::Result<Response
                 }
             });
         }
+    } else if !upgrade {
+        // Ready again once this answer's body has been read.
+        checkin(netns, sender);
     }
     let (parts, body) = response.into_parts();
     Ok(Response::from_parts(parts, Body::new(body)))
