@@ -27,13 +27,11 @@ Usage:  .venv/bin/python bench/studio_and_job_kinds.py [--runs 5] [--requests 20
 """
 import argparse
 import http.cookiejar
-import io
 import json
 import os
 import statistics
 import subprocess
 import sys
-import tarfile
 import time
 import urllib.request
 import uuid
@@ -41,6 +39,10 @@ import uuid
 import botocore.config
 
 from common import ROOT, clients, cove_server
+
+# The compilation tests' ONNX model and archive builders.
+sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+from test_compilation import model_archive as tar_gz, onnx_linear  # noqa: E402
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 CLARIFY_IMAGE = "205585389593.dkr.ecr.us-east-1.amazonaws.com/sagemaker-clarify-processing:1.0"
@@ -62,22 +64,6 @@ for _ in range(n):
     out.append((time.perf_counter() - t) * 1e6)
 print(json.dumps(out))
 '''
-
-
-def tar_gz(files):
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, body in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(body)
-            tar.addfile(info, io.BytesIO(body))
-    return buf.getvalue()
-
-
-def onnx_model():
-    sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
-    from test_compilation import onnx_linear  # the tests' model builder
-    return onnx_linear()
 
 
 def percentile(xs, p):
@@ -154,7 +140,7 @@ def run(args, endpoint, data):
             proxy[way].append((percentile(lat, 50), percentile(lat, 99)))
             print(f"run {n + 1} {way:6} p50 {proxy[way][-1][0]:7.0f} µs  p99 {proxy[way][-1][1]:7.0f} µs", flush=True)
 
-    s3.put_object(Bucket=bucket, Key="neo/model.tar.gz", Body=tar_gz({"model.onnx": onnx_model()}))
+    s3.put_object(Bucket=bucket, Key="neo/model.tar.gz", Body=tar_gz({"model.onnx": onnx_linear()}))
     compiles = []
     for n in range(args.runs):
         name = f"neo-{uuid.uuid4().hex[:8]}"

@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from helpers import aws_error, wait_status
+from helpers import aws_error, eventually, wait_status
 from test_training_jobs import ROLE, s3_endpoint, private_net, bucket, s3, sm, logs  # noqa: F401
 from test_training_jobs import DATA_DOWNLOAD_FAILED
 
@@ -119,9 +119,11 @@ def test_compilation_in_a_private_subnet_reads_and_writes_through_the_endpoint(e
     expected = (np.arange(12, dtype=np.float32).reshape(4, 3) / 10) - 0.5
     assert np.array_equal(np.frombuffer(weights[128:], dtype="<f4").reshape(4, 3), expected)
 
-    # The job's ENI is gone once it finished, and its output is in CloudWatch Logs.
-    enis = ec2.describe_network_interfaces(Filters=[{"Name": "vpc-id", "Values": [private_net["vpc"]]}])
-    assert not [e for e in enis["NetworkInterfaces"] if name in e.get("Description", "")]
+    # The job's ENI goes with its cleanup step, just after its final status;
+    # its output is in CloudWatch Logs.
+    assert eventually(lambda: not [
+        e for e in ec2.describe_network_interfaces(Filters=[{"Name": "vpc-id", "Values": [private_net["vpc"]]}])
+        ["NetworkInterfaces"] if name in e.get("Description", "")])
     events = logs.get_log_events(logGroupName="/aws/sagemaker/CompilationJobs", logStreamName=name)["events"]
     text = "\n".join(e["message"] for e in events)
     assert "Compiling" in text and "outputs checked" in text, text

@@ -15,7 +15,7 @@ import uuid
 import botocore.exceptions
 import pytest
 
-from helpers import wait_status
+from helpers import eventually, wait_status
 from test_training_jobs import ROLE, IMAGE, s3_endpoint, tar_gz, private_net, bucket, s3, sm, logs  # noqa: F401
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the data plane needs root")
@@ -513,8 +513,9 @@ def test_batch_transform_over_a_multi_file_input_in_private_subnets(ec2, s3, sm,
     # Both instances took part and logged to the job's group; their ENIs are gone.
     streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TransformJobs", logStreamNamePrefix=name)["logStreams"]
     assert len(streams) == 2
-    assert not [e for e in ec2.describe_network_interfaces(Filters=[{"Name": "vpc-id", "Values": [private_net["vpc"]]}])[
-        "NetworkInterfaces"] if name in e["Description"]]
+    # (Released by the job's cleanup step, just after its final status.)
+    assert eventually(lambda: not [e for e in ec2.describe_network_interfaces(
+        Filters=[{"Name": "vpc-id", "Values": [private_net["vpc"]]}])["NetworkInterfaces"] if name in e["Description"]])
     assert [j["TransformJobName"] for j in sm.list_transform_jobs(NameContains=name)["TransformJobSummaries"]] == [name]
 
     # A record the model refuses fails the job, and says so in the job's log.

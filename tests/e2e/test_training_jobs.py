@@ -14,7 +14,7 @@ import botocore.exceptions
 import pytest
 
 from conftest import nat_gateway
-from helpers import wait_status
+from helpers import eventually, wait_status
 
 DATA_DOWNLOAD_FAILED = (
     "ClientError: Data download failed:Please ensure that the subnet's route table has a route to an "
@@ -183,9 +183,10 @@ def test_training_job_in_private_subnet_reads_s3_through_gateway_endpoint(ec2, s
     model = model_of(s3, bucket, name)
     assert model["rows"] == 30 and model["host"] == "algo-1"
     assert model["args"] == ["--epochs", "3"]
-    # The ENI is gone once the job is over.
-    enis = ec2.describe_network_interfaces(Filters=[{"Name": "vpc-id", "Values": [private_net["vpc"]]}])["NetworkInterfaces"]
-    assert not [e for e in enis if e["RequesterManaged"] and name in e["Description"]]
+    # The ENI goes with the job's cleanup step, just after its final status.
+    assert eventually(lambda: not [
+        e for e in ec2.describe_network_interfaces(Filters=[{"Name": "vpc-id", "Values": [private_net["vpc"]]}])
+        ["NetworkInterfaces"] if e["RequesterManaged"] and name in e["Description"]])
     # The container's output is in CloudWatch Logs, one stream per host.
     streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=name)["logStreams"]
     assert len(streams) == 1 and streams[0]["logStreamName"].startswith(f"{name}/algo-1-")

@@ -18,6 +18,7 @@ use crate::supervisor::{
     REQUESTER,
 };
 use crate::transfer::{parse_s3_uri, transfer_failure, TransferError};
+use crate::workers::Ended;
 use cove_model::ids::now_rfc3339;
 use cove_model::jobs::{CompilationJob, CompilationPhase, StsSession};
 use cove_model::{AwsError, AwsResult};
@@ -194,21 +195,21 @@ pub fn list(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Val
 }
 
 pub fn stop(store: &Store, input: &Value) -> AwsResult<Value> {
-    store.write(|tx| {
-        let mut j = find(&tx.world, input)?.clone();
-        if j.is_finished() || j.status == "STOPPING" {
-            return Err(validation(format!(
-                "The request was rejected because the compilation job is in status {}.",
-                j.status
-            )));
-        }
-        j.stop_requested = true;
-        j.status = "STOPPING".into();
-        j.last_modified_time = now_rfc3339();
-        tx.put(j);
-        Ok(())
-    })?;
-    Ok(json!({}))
+    crate::workers::stop(store, "compilation job", |w| find(w, input))
+}
+
+impl crate::workers::Stoppable for CompilationJob {
+    fn status(&self) -> &str {
+        &self.status
+    }
+    fn stoppable(&self) -> bool {
+        !self.is_finished() && self.status != "STOPPING"
+    }
+    fn request_stop(&mut self, now: String) {
+        self.stop_requested = true;
+        self.status = "STOPPING".into();
+        self.last_modified_time = now;
+    }
 }
 
 fn max_runtime(request: &Value) -> u64 {
@@ -235,13 +236,6 @@ pub fn artifact_uri(request: &Value) -> String {
         .unwrap_or_default()
         .trim_end_matches('/');
     format!("{out}/{stem}-{target}.tar.gz")
-}
-
-/// How the compiler process ended.
-enum Compiled {
-    Done(Value),
-    Failed(String),
-    Stopped,
 }
 
 impl Supervisor {
@@ -428,11 +422,9 @@ impl Supervisor {
             LOG_GROUP,
         );
         let result = match outcome {
-            Compiled::Stopped => return self.finish_compilation(&key, "STOPPED", None),
-            Compiled::Failed(reason) => {
-                return self.finish_compilation(&key, "FAILED", Some(reason))
-            }
-            Compiled::Done(result) => result,
+            Ended::Stopped => return self.finish_compilation(&key, "STOPPED", None),
+            Ended::Failed(reason) => return self.finish_compilation(&key, "FAILED", Some(reason)),
+            Ended::Done(result) => result,
         };
         let artifact = artifact_uri(&j.request);
         let compiled = dir.join("compiled.tar.gz");
@@ -458,7 +450,7 @@ impl Supervisor {
 
     /// Runs `cove compile-model` on the job's directory until it ends, is
     /// stopped, or runs out of time.
-    fn run_compiler(&self, j: &CompilationJob, dir: &Path) -> anyhow::Result<Compiled> {
+    fn run_compiler(&self, j: &CompilationJob, dir: &Path) -> anyhow::Result<Ended<Value>> {
         let log = std::fs::File::create(dir.join("container.log"))?;
         let mut command = std::process::Command::new(&self.settings.runner);
         command
@@ -488,8 +480,8 @@ impl Supervisor {
                 let _ = child.kill();
                 let _ = child.wait();
                 return Ok(match stopped {
-                    true => Compiled::Stopped,
-                    false => Compiled::Failed(format!(
+                    true => Ended::Stopped,
+                    false => Ended::Failed(format!(
                         "ClientError: Compilation did not finish within MaxRuntimeInSeconds ({} s).",
                         max_runtime(&j.request)
                     )),
@@ -501,9 +493,9 @@ impl Supervisor {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
         Ok(match result {
-            Some(r) if status.success() && r["Error"].is_null() => Compiled::Done(r),
-            Some(r) => Compiled::Failed(r["Error"].as_str().unwrap_or_default().to_string()),
-            None => Compiled::Failed(format!(
+            Some(r) if status.success() && r["Error"].is_null() => Ended::Done(r),
+            Some(r) => Ended::Failed(r["Error"].as_str().unwrap_or_default().to_string()),
+            None => Ended::Failed(format!(
                 "InternalServerError: The compiler ended ({status}) without a result."
             )),
         })

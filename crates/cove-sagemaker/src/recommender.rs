@@ -19,6 +19,7 @@ use crate::definitions::{self, Definition};
 use crate::load::{self, Level, Measured};
 use crate::supervisor::{spawn_in_network, Supervisor, SESSION_SECONDS};
 use crate::transfer::{parse_s3_uri, transfer_failure, TransferError};
+use crate::workers::Ended;
 use cove_model::endpoints::{InstanceState, SageMakerEndpoint};
 use cove_model::ids::now_rfc3339;
 use cove_model::jobs::{BenchmarkStep, RecommendationJob, RecommendationPhase, StsSession};
@@ -289,21 +290,21 @@ pub fn list(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Val
 }
 
 pub fn stop(store: &Store, input: &Value) -> AwsResult<Value> {
-    store.write(|tx| {
-        let mut j = find(&tx.world, input)?.clone();
-        if j.is_finished() || j.status == "STOPPING" {
-            return Err(validation(format!(
-                "The request was rejected because the job is in status {}.",
-                j.status
-            )));
-        }
-        j.stop_requested = true;
-        j.status = "STOPPING".into();
-        j.last_modified_time = now_rfc3339();
-        tx.put(j);
-        Ok(())
-    })?;
-    Ok(json!({}))
+    crate::workers::stop(store, "job", |w| find(w, input))
+}
+
+impl crate::workers::Stoppable for RecommendationJob {
+    fn status(&self) -> &str {
+        &self.status
+    }
+    fn stoppable(&self) -> bool {
+        !self.is_finished() && self.status != "STOPPING"
+    }
+    fn request_stop(&mut self, now: String) {
+        self.stop_requested = true;
+        self.status = "STOPPING".into();
+        self.last_modified_time = now;
+    }
 }
 
 pub fn steps(store: &Store, input: &Value) -> AwsResult<Value> {
@@ -374,13 +375,6 @@ fn internal_context(j: &RecommendationJob, operation: &str) -> RequestContext {
         source_ip: None,
         via_endpoint: None,
     }
-}
-
-/// How one benchmark ended.
-enum Benchmark {
-    Done(Value),
-    Failed(String),
-    Stopped,
 }
 
 impl Supervisor {
@@ -534,9 +528,9 @@ impl Supervisor {
             let outcome = self.benchmark(j, step, &payloads);
             self.remove_temporary_endpoint(j, step);
             let (status, metrics, reason) = match outcome? {
-                Benchmark::Done(m) => ("COMPLETED", Some(m), None),
-                Benchmark::Failed(r) => ("FAILED", None, Some(r)),
-                Benchmark::Stopped => return self.finish_recommendation(&key, "STOPPED", None),
+                Ended::Done(m) => ("COMPLETED", Some(m), None),
+                Ended::Failed(r) => ("FAILED", None, Some(r)),
+                Ended::Stopped => return self.finish_recommendation(&key, "STOPPED", None),
             };
             tracing::info!(job = %j.name, instance_type = %step.instance_type, %status, "benchmark ended");
             self.update_recommendation(&key, |j| {
@@ -567,7 +561,7 @@ impl Supervisor {
         j: &RecommendationJob,
         step: &BenchmarkStep,
         payloads: &[Vec<u8>],
-    ) -> anyhow::Result<Benchmark> {
+    ) -> anyhow::Result<Ended<Value>> {
         let key = j.key();
         let name = &step.endpoint_name;
         // A restart mid-benchmark starts this step over.
@@ -602,12 +596,12 @@ impl Supervisor {
             )
         });
         if let Err(e) = made {
-            return Ok(Benchmark::Failed(format!("ClientError: {}", e.message)));
+            return Ok(Ended::Failed(format!("ClientError: {}", e.message)));
         }
         let created = Instant::now();
         let netns = loop {
             if self.recommendation_stop_requested(&key) {
-                return Ok(Benchmark::Stopped);
+                return Ok(Ended::Stopped);
             }
             let world = self.store.snapshot();
             let e = world
@@ -627,7 +621,7 @@ impl Supervisor {
                 }
                 Some("Failed") => {
                     let reason = e.and_then(|e| e.failure_reason.clone()).unwrap_or_default();
-                    return Ok(Benchmark::Failed(format!(
+                    return Ok(Ended::Failed(format!(
                         "ClientError: The model could not be deployed on {}: {reason}",
                         step.instance_type
                     )));
@@ -636,7 +630,7 @@ impl Supervisor {
                 _ => {}
             }
             if created.elapsed() > ENDPOINT_TIMEOUT {
-                return Ok(Benchmark::Failed(format!(
+                return Ok(Ended::Failed(format!(
                     "ClientError: The model did not come up on {} within {} s.",
                     step.instance_type,
                     ENDPOINT_TIMEOUT.as_secs()
@@ -663,7 +657,7 @@ impl Supervisor {
         let mut measured = vec![];
         for level in levels {
             if self.recommendation_stop_requested(&key) {
-                return Ok(Benchmark::Stopped);
+                return Ok(Ended::Stopped);
             }
             let m = run_level(&netns, level, payloads, &content_type);
             tracing::info!(job = %j.name, instance_type = %step.instance_type, users = m.users,
@@ -688,12 +682,12 @@ impl Supervisor {
             j.steps[n].invocation_end_time = Some(end_time);
         })?;
         Ok(match load::best(&measured, &thresholds) {
-            Some(best) => Benchmark::Done(load::recommendation_metrics(
+            Some(best) => Ended::Done(load::recommendation_metrics(
                 &step.instance_type,
                 best,
                 setup_seconds,
             )),
-            None => Benchmark::Failed(format!(
+            None => Ended::Failed(format!(
                 "No load level on {} met the latency thresholds without errors.",
                 step.instance_type
             )),

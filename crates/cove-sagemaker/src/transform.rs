@@ -156,21 +156,21 @@ pub fn list(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Val
 }
 
 pub fn stop(store: &Store, input: &Value) -> AwsResult<Value> {
-    store.write(|tx| {
-        let mut j = find(&tx.world, input)?.clone();
-        if j.status != "InProgress" {
-            return Err(validation(format!(
-                "The request was rejected because the transform job is in status {}.",
-                j.status
-            )));
-        }
-        j.stop_requested = true;
-        j.status = "Stopping".into();
-        j.last_modified_time = now_rfc3339();
-        tx.put(j);
-        Ok(())
-    })?;
-    Ok(json!({}))
+    crate::workers::stop(store, "transform job", |w| find(w, input))
+}
+
+impl crate::workers::Stoppable for TransformJob {
+    fn status(&self) -> &str {
+        &self.status
+    }
+    fn stoppable(&self) -> bool {
+        self.status == "InProgress"
+    }
+    fn request_stop(&mut self, now: String) {
+        self.stop_requested = true;
+        self.status = "Stopping".into();
+        self.last_modified_time = now;
+    }
 }
 
 /// How records are sent: the request's values, else the container's

@@ -66,6 +66,46 @@ pub(crate) fn update<R: Resource>(
     Ok(())
 }
 
+/// How a piece of a job's work (a compilation, a benchmark) ended.
+pub(crate) enum Ended<T> {
+    Done(T),
+    /// With the job's `FailureReason`.
+    Failed(String),
+    Stopped,
+}
+
+/// A stored job that `Stop*Job` can stop: its worker sees
+/// `stop_requested` and ends it.
+pub(crate) trait Stoppable: Resource {
+    /// The status Stop answers about, and whether Stop applies to it.
+    fn status(&self) -> &str;
+    fn stoppable(&self) -> bool;
+    /// Marks the stop: the flag, the `Stopping` status of its kind, the time.
+    fn request_stop(&mut self, now: String);
+}
+
+/// `Stop*Job`: marks the job found by `find` for its worker, or refuses
+/// with AWS's message when the job is not running (`what`: "transform job").
+pub(crate) fn stop<R: Stoppable>(
+    store: &Store,
+    what: &str,
+    find: impl Fn(&World) -> cove_model::AwsResult<&R>,
+) -> cove_model::AwsResult<serde_json::Value> {
+    store.write(|tx| {
+        let mut j = find(&tx.world)?.clone();
+        if !j.stoppable() {
+            return Err(crate::api::validation(format!(
+                "The request was rejected because the {what} is in status {}.",
+                j.status()
+            )));
+        }
+        j.request_stop(cove_model::ids::now_rfc3339());
+        tx.put(j);
+        Ok(())
+    })?;
+    Ok(serde_json::json!({}))
+}
+
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Workers {
     active: Arc<Mutex<HashSet<String>>>,
