@@ -180,9 +180,12 @@ def test_public_internet_only_app_gets_the_internet(ec2, sm, private_net, intern
         # Its ENI is in Cove's managed network, with a public address, not in the domain's VPC.
         enis = [e for e in ec2.describe_network_interfaces()["NetworkInterfaces"] if domain in e["Description"]]
         assert len(enis) == 1 and enis[0]["VpcId"] != private_net["vpc"]
-        assert enis[0]["Association"]["PublicIp"]
+        public_ip = enis[0]["Association"]["PublicIp"]
+        assert public_ip
     finally:
         tear_down(sm, domain, ["bob"], [("bob", "JupyterServer", "default")])
+    # The app's Elastic IP went with its ENI.
+    assert public_ip not in [a["PublicIp"] for a in ec2.describe_addresses()["Addresses"]]
 
 
 def test_studio_validation_and_errors(ec2, sm, private_net):  # noqa: F811

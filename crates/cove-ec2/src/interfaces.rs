@@ -268,7 +268,8 @@ pub fn create_network_interface(r: &Req) -> AwsResult<Value> {
 }
 
 /// Deletes an ENI with what hangs off it: its flow logs, and the association
-/// of any Elastic IP with it. Callers check that it may go.
+/// of any Elastic IP with it (an address Cove allocated for the ENI itself,
+/// tagged as managed, is released with it). Callers check that it may go.
 pub fn drop_eni(tx: &mut Tx, id: &str) {
     let addresses: Vec<Address> = tx
         .world
@@ -282,6 +283,11 @@ pub fn drop_eni(tx: &mut Tx, id: &str) {
         .cloned()
         .collect();
     for mut a in addresses {
+        if crate::managed::is_managed(&tx.world, &a.allocation_id) {
+            tx.delete::<Address>(&a.allocation_id);
+            tx.set_tags(&a.allocation_id, Default::default());
+            continue;
+        }
         a.association = None;
         tx.put(a);
     }

@@ -24,7 +24,7 @@ use cove_store::Store;
 use cove_wire::{model::ServiceModel, Protocol, RequestContext, Service};
 pub use managed::{
     create_studio_nfs_groups, delete_managed_groups, ensure_studio_network, give_public_address,
-    release_public_address, MANAGED_TAG,
+    MANAGED_TAG,
 };
 use serde_json::Value;
 use std::sync::Arc;

@@ -6,9 +6,7 @@
 //! applies to it too).
 
 use cove_model::ids::new_id;
-use cove_model::vpc::{
-    Address, AddressAssociation, Route, RouteTarget, SecurityGroup, SgPeer, SgRule,
-};
+use cove_model::vpc::{Address, AddressAssociation, SecurityGroup, SgPeer, SgRule};
 use cove_model::{region, AwsError, AwsResult};
 use cove_store::Tx;
 
@@ -90,6 +88,17 @@ pub fn delete_managed_groups(tx: &mut cove_store::Tx, ids: &[String]) {
     }
 }
 
+/// Whether a resource carries Cove's managed tag.
+pub fn is_managed(world: &cove_model::world::World, id: &str) -> bool {
+    world.tags_of(id).get(MANAGED_TAG.0).map(String::as_str) == Some(MANAGED_TAG.1)
+}
+
+fn managed_tag() -> cove_model::world::Tags {
+    [(MANAGED_TAG.0.to_string(), MANAGED_TAG.1.to_string())]
+        .into_iter()
+        .collect()
+}
+
 /// The managed Studio network of a region, made on first use: a VPC with
 /// one public subnet, an internet gateway and a default route to it, and a
 /// group that lets apps out and nothing in. Returns (subnet, group).
@@ -98,14 +107,11 @@ pub fn ensure_studio_network(
     region: &str,
     account: &str,
 ) -> AwsResult<(String, String)> {
-    let managed = |tx: &Tx, id: &str| {
-        tx.world.tags_of(id).get(MANAGED_TAG.0).map(String::as_str) == Some(MANAGED_TAG.1)
-    };
     let existing = tx
         .world
         .vpcs
         .values()
-        .find(|v| v.region == region && managed(tx, &v.id))
+        .find(|v| v.region == region && is_managed(&tx.world, &v.id))
         .cloned();
     let vpc = match existing {
         Some(v) => v,
@@ -128,19 +134,7 @@ pub fn ensure_studio_network(
                 &zone_id,
                 false,
             );
-            let igw = crate::gateways::new_internet_gateway(tx, region, Some(vpc.id.clone()));
-            let mut main = tx
-                .world
-                .main_route_table(&vpc.id)
-                .cloned()
-                .expect("new VPCs have a main route table");
-            main.routes.push(Route {
-                destination_cidr: Some("0.0.0.0/0".into()),
-                destination_prefix_list_id: None,
-                target: RouteTarget::Gateway(igw.clone()),
-                origin: "CreateRoute".into(),
-            });
-            tx.put(main);
+            let igw = crate::vpcs::attach_internet_route(tx, &vpc);
             tx.put(SecurityGroup {
                 id: new_id("sg"),
                 region: region.to_string(),
@@ -149,30 +143,14 @@ pub fn ensure_studio_network(
                 description: "Studio apps in Cove's managed network: all traffic out, nothing in"
                     .into(),
                 ingress: vec![],
-                egress: vec![SgRule {
-                    id: new_id("sgr"),
-                    protocol: "-1".into(),
-                    from_port: None,
-                    to_port: None,
-                    peer: SgPeer::Cidr {
-                        cidr: "0.0.0.0/0".into(),
-                    },
-                    description: None,
-                }],
+                egress: vec![crate::security_groups::all_traffic_rule(SgPeer::Cidr {
+                    cidr: "0.0.0.0/0".into(),
+                })],
             });
             for id in [&vpc.id, &subnet.id, &igw] {
-                tx.set_tags(
-                    id,
-                    [
-                        (MANAGED_TAG.0.to_string(), MANAGED_TAG.1.to_string()),
-                        (
-                            "Name".to_string(),
-                            "SageMaker Studio (Cove-managed)".to_string(),
-                        ),
-                    ]
-                    .into_iter()
-                    .collect(),
-                );
+                let mut tags = managed_tag();
+                tags.insert("Name".into(), "SageMaker Studio (Cove-managed)".into());
+                tx.set_tags(id, tags);
             }
             vpc
         }
@@ -225,38 +203,7 @@ pub fn give_public_address(tx: &mut Tx, eni_id: &str, _account: &str) -> AwsResu
             private_ip: eni.private_ip.clone(),
         }),
     };
-    tx.set_tags(
-        &address.allocation_id,
-        [(MANAGED_TAG.0.to_string(), MANAGED_TAG.1.to_string())]
-            .into_iter()
-            .collect(),
-    );
+    tx.set_tags(&address.allocation_id, managed_tag());
     tx.put(address);
     Ok(())
-}
-
-/// Releases the managed Elastic IP of an ENI, if it has one.
-pub fn release_public_address(tx: &mut Tx, eni_id: &str) {
-    let ids: Vec<String> = tx
-        .world
-        .addresses
-        .values()
-        .filter(|a| {
-            a.association
-                .as_ref()
-                .is_some_and(|x| x.network_interface_id == eni_id)
-        })
-        .filter(|a| {
-            tx.world
-                .tags_of(&a.allocation_id)
-                .get(MANAGED_TAG.0)
-                .map(String::as_str)
-                == Some(MANAGED_TAG.1)
-        })
-        .map(|a| a.allocation_id.clone())
-        .collect();
-    for id in ids {
-        tx.delete::<Address>(&id);
-        tx.set_tags(&id, Default::default());
-    }
 }

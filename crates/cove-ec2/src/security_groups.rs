@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 /// AWS's default quota: inbound and outbound rules per group, counted separately.
 pub const MAX_RULES_PER_DIRECTION: usize = 60;
 
-fn all_traffic_rule(peer: SgPeer) -> SgRule {
+pub(crate) fn all_traffic_rule(peer: SgPeer) -> SgRule {
     SgRule {
         id: new_id("sgr"),
         protocol: "-1".into(),

@@ -68,21 +68,27 @@ pub fn create_default_vpc(tx: &mut Tx, region: &str, account: &str) -> AwsResult
             true,
         );
     }
-    let igw = gateways::new_internet_gateway(tx, region, Some(vpc.id.clone()));
-    let main = tx
+    attach_internet_route(tx, &vpc);
+    Ok(())
+}
+
+/// Attaches a new internet gateway to `vpc` and routes 0.0.0.0/0 to it in
+/// the main table, as the default VPC has; returns the gateway's id.
+pub(crate) fn attach_internet_route(tx: &mut Tx, vpc: &Vpc) -> String {
+    let igw = gateways::new_internet_gateway(tx, &vpc.region, Some(vpc.id.clone()));
+    let mut main = tx
         .world
         .main_route_table(&vpc.id)
         .cloned()
         .expect("new VPCs have a main route table");
-    let mut main = main;
     main.routes.push(Route {
         destination_cidr: Some("0.0.0.0/0".into()),
         destination_prefix_list_id: None,
-        target: RouteTarget::Gateway(igw),
+        target: RouteTarget::Gateway(igw.clone()),
         origin: "CreateRoute".into(),
     });
     tx.put(main);
-    Ok(())
+    igw
 }
 
 pub fn render_vpc(world: &World, v: &Vpc, account: &str, state: &str) -> Value {

@@ -320,7 +320,6 @@ impl Supervisor {
             };
             if let Some(eni) = app.eni_id.take() {
                 if tx.world.network_interfaces.contains_key(&eni) {
-                    cove_ec2::release_public_address(tx, &eni);
                     cove_ec2::delete_managed_eni(tx, &eni);
                 }
             }
