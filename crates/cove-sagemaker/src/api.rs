@@ -43,6 +43,31 @@ pub fn network_isolation(kind: JobKind, request: &Value) -> bool {
 }
 
 /// The strings of a JSON array (an absent or non-array value has none).
+/// The items in order, each once.
+pub fn unique(items: Vec<String>) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    items
+        .into_iter()
+        .filter(|i| seen.insert(i.clone()))
+        .collect()
+}
+
+/// A page of an already ordered list: `MaxResults` (default `max`) from the
+/// position `NextToken` names, and the next `NextToken` when more remain.
+pub fn paged(input: &Value, items: Vec<Value>, key: &str, max: usize) -> Value {
+    let start: usize = input["NextToken"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let max = input["MaxResults"].as_u64().map_or(max, |m| m as usize);
+    let page: Vec<Value> = items.iter().skip(start).take(max).cloned().collect();
+    let mut out = serde_json::json!({ key: page });
+    if start + max < items.len() {
+        out["NextToken"] = serde_json::json!((start + max).to_string());
+    }
+    out
+}
+
 pub fn strings(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
         .map(|a| {

@@ -14,13 +14,13 @@
 
 use crate::api::{check_vpc_config, page, validation, Row};
 use crate::supervisor::{
-    spawn_in_network, LogShipper, Supervisor, ARTIFACT_UPLOAD_FAILED, DATA_DOWNLOAD_FAILED,
-    REQUESTER,
+    assume_job_role, eni_netns, release, session_of, spawn_in_network, LogShipper, Supervisor,
+    ARTIFACT_UPLOAD_FAILED, DATA_DOWNLOAD_FAILED, REQUESTER,
 };
 use crate::transfer::{parse_s3_uri, transfer_failure, TransferError};
 use crate::workers::Ended;
 use cove_model::ids::now_rfc3339;
-use cove_model::jobs::{CompilationJob, CompilationPhase, StsSession};
+use cove_model::jobs::{CompilationJob, CompilationPhase};
 use cove_model::{AwsError, AwsResult};
 use cove_neo::Target;
 use cove_store::Store;
@@ -205,6 +205,9 @@ impl crate::workers::Stoppable for CompilationJob {
     fn stoppable(&self) -> bool {
         !self.is_finished() && self.status != "STOPPING"
     }
+    fn stop_requested(&self) -> bool {
+        self.stop_requested
+    }
     fn request_stop(&mut self, now: String) {
         self.stop_requested = true;
         self.status = "STOPPING".into();
@@ -216,6 +219,17 @@ fn max_runtime(request: &Value) -> u64 {
     request["StoppingCondition"]["MaxRuntimeInSeconds"]
         .as_u64()
         .unwrap_or(DEFAULT_MAX_RUNTIME)
+}
+
+/// What a compilation request asks the compiler for.
+fn neo_job<'r>(request: &'r Value, target: &'r Target) -> cove_neo::Job<'r> {
+    let input = &request["InputConfig"];
+    cove_neo::Job {
+        framework: input["Framework"].as_str().unwrap_or_default(),
+        framework_version: input["FrameworkVersion"].as_str(),
+        data_input_config: input["DataInputConfig"].as_str(),
+        target,
+    }
 }
 
 /// The compiled archive's S3 URI, named as Neo names it: the input object's
@@ -280,14 +294,7 @@ impl Supervisor {
         }
         let target =
             Target::from_output_config(&j.request["OutputConfig"]).expect("checked at create");
-        let input = &j.request["InputConfig"];
-        let asked = cove_neo::Job {
-            framework: input["Framework"].as_str().unwrap_or_default(),
-            framework_version: input["FrameworkVersion"].as_str(),
-            data_input_config: input["DataInputConfig"].as_str(),
-            target: &target,
-        };
-        if let Err(reason) = cove_neo::check_supported(&asked) {
+        if let Err(reason) = cove_neo::check_supported(&neo_job(&j.request, &target)) {
             return self.finish_compilation(&key, "FAILED", Some(reason));
         }
         let vpc = j.request.get("VpcConfig");
@@ -300,13 +307,8 @@ impl Supervisor {
         }
         if j.session_access_key.is_none() {
             let role = j.request["RoleArn"].as_str().unwrap_or_default();
-            let s = self.sts.assume_role(
-                &j.account_id,
-                role,
-                "SageMaker",
-                crate::supervisor::SESSION_SECONDS,
-            )?;
-            self.update_compilation(&key, |j| j.session_access_key = Some(s.access_key_id))?;
+            let s = assume_job_role(&self.sts, &j.account_id, role)?;
+            self.update_compilation(&key, |j| j.session_access_key = Some(s))?;
         }
         if let (Some(config), None) = (vpc, &j.eni_id) {
             let subnet = crate::api::strings(Some(&config["Subnets"]))
@@ -347,20 +349,6 @@ impl Supervisor {
         })
     }
 
-    /// Whether StopCompilationJob has been called (or the job is gone).
-    fn compilation_stop_requested(&self, key: &str) -> bool {
-        self.store
-            .snapshot()
-            .compilation_jobs
-            .get(key)
-            .is_none_or(|j| j.stop_requested)
-    }
-
-    fn compilation_session(&self, j: &CompilationJob) -> Option<StsSession> {
-        let key = j.session_access_key.as_deref()?;
-        self.store.snapshot().sts_sessions.get(key).cloned()
-    }
-
     /// Moves one file between S3 and `path` through the job's ENI.
     fn compilation_transfer(
         &self,
@@ -371,16 +359,12 @@ impl Supervisor {
     ) -> Result<(), TransferError> {
         let (bucket, key) = parse_s3_uri(uri)
             .ok_or_else(|| TransferError::Local(format!("not an S3 URI: {uri}")))?;
-        let netns = j.eni_id.as_deref().and_then(|eni| {
-            let instance = self.settings.instance.as_deref()?;
-            Some(cove_net::naming::eni_netns(instance, eni))
-        });
         let path = path.to_path_buf();
         spawn_in_network(
             &self.settings,
             &j.region,
-            netns,
-            self.compilation_session(j).as_ref(),
+            eni_netns(&self.settings, j.eni_id.as_deref()),
+            session_of(&self.store, j.session_access_key.as_deref()).as_ref(),
             move |c| match upload {
                 true => c.put_file(&bucket, &key, &path).map(|_| ()),
                 false => c.get_to_file(&bucket, &key, &path).map(|_| ()),
@@ -403,7 +387,7 @@ impl Supervisor {
             .as_str()
             .unwrap_or_default();
         let fetched = self.compilation_transfer(j, source, &dir.join("model.tar.gz"), false);
-        if self.compilation_stop_requested(&key) {
+        if crate::workers::stop_requested::<CompilationJob>(&self.store, &key) {
             return self.finish_compilation(&key, "STOPPED", None);
         }
         if let Err(e) = fetched {
@@ -475,7 +459,7 @@ impl Supervisor {
             if let Some(status) = child.try_wait()? {
                 break status;
             }
-            let stopped = self.compilation_stop_requested(&j.key());
+            let stopped = crate::workers::stop_requested::<CompilationJob>(&self.store, &j.key());
             if stopped || Instant::now() > deadline {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -506,14 +490,11 @@ impl Supervisor {
             let Some(mut j) = tx.world.compilation_jobs.get(&j.key()).cloned() else {
                 return Ok(());
             };
-            if let Some(eni) = j.eni_id.take() {
-                if tx.world.network_interfaces.contains_key(&eni) {
-                    cove_ec2::delete_managed_eni(tx, &eni);
-                }
-            }
-            if let Some(s) = j.session_access_key.take() {
-                tx.delete::<StsSession>(&s);
-            }
+            release(
+                tx,
+                j.eni_id.take().as_deref(),
+                j.session_access_key.take().as_deref(),
+            );
             j.phase = CompilationPhase::CleanedUp;
             tx.put(j);
             Ok(())
@@ -534,12 +515,7 @@ pub fn compile_model_main(dir: &Path) -> anyhow::Result<()> {
     let target = Target::from_output_config(&request["OutputConfig"])
         .ok_or_else(|| anyhow::anyhow!("the request names no single target"))?;
     let input = &request["InputConfig"];
-    let job = cove_neo::Job {
-        framework: input["Framework"].as_str().unwrap_or_default(),
-        framework_version: input["FrameworkVersion"].as_str(),
-        data_input_config: input["DataInputConfig"].as_str(),
-        target: &target,
-    };
+    let job = neo_job(&request, &target);
     println!(
         "Compiling {} ({}) for {}",
         input["S3Uri"].as_str().unwrap_or_default(),

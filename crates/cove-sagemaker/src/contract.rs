@@ -18,6 +18,16 @@ pub struct ContainerCredentials {
     pub session_token: String,
 }
 
+impl From<cove_model::jobs::StsSession> for ContainerCredentials {
+    fn from(s: cove_model::jobs::StsSession) -> Self {
+        ContainerCredentials {
+            access_key: s.access_key_id,
+            secret_key: s.secret_access_key,
+            session_token: s.session_token,
+        }
+    }
+}
+
 pub struct HostContract {
     /// Files to write, relative to the host's `/opt/ml`.
     pub files: Vec<(String, String)>,

@@ -30,8 +30,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const REQUESTER: &str = "sagemaker.amazonaws.com";
-const SESSION_SECONDS: i64 = 43_200;
 /// How long a replaced instance keeps serving the requests it already has.
 const DRAIN: Duration = Duration::from_secs(3);
 /// AWS's default `ContainerStartupHealthCheckTimeoutInSeconds`.
@@ -661,16 +659,11 @@ impl Hosting {
     }
 
     pub(crate) fn session(&self, i: &EndpointInstance) -> Option<StsSession> {
-        let key = i.session_access_key.as_deref()?;
-        self.store.snapshot().sts_sessions.get(key).cloned()
+        crate::supervisor::session_of(&self.store, i.session_access_key.as_deref())
     }
 
     pub(crate) fn netns(&self, i: &EndpointInstance) -> Option<String> {
-        let eni = i.eni_id.as_deref()?;
-        Some(cove_net::naming::eni_netns(
-            self.settings.instance.as_deref()?,
-            eni,
-        ))
+        crate::supervisor::eni_netns(&self.settings, i.eni_id.as_deref())
     }
 
     fn provision(&self, u: &Unit) -> anyhow::Result<Result<(), Failed>> {
@@ -680,12 +673,8 @@ impl Hosting {
         }
         if i.session_access_key.is_none() {
             if let Some(role) = d.model["ExecutionRoleArn"].as_str() {
-                let s = self
-                    .sts
-                    .assume_role(&u.account_id, role, "SageMaker", SESSION_SECONDS)?;
-                self.update_instance(&u.owner, &i.id, |i| {
-                    i.session_access_key = Some(s.access_key_id.clone())
-                })?;
+                let s = crate::supervisor::assume_job_role(&self.sts, &u.account_id, role)?;
+                self.update_instance(&u.owner, &i.id, |i| i.session_access_key = Some(s))?;
             }
         }
         if let (Some(config), None) = (&d.vpc, &i.eni_id) {
@@ -711,7 +700,7 @@ impl Hosting {
                         &subnet,
                         groups.clone(),
                         description,
-                        REQUESTER,
+                        crate::supervisor::REQUESTER,
                     )?;
                     inst.eni_id = Some(eni.id);
                 }
@@ -848,11 +837,7 @@ impl Hosting {
         let credentials = self
             .session(i)
             .filter(|_| !d.isolated)
-            .map(|s| ContainerCredentials {
-                access_key: s.access_key_id,
-                secret_key: s.secret_access_key,
-                session_token: s.session_token,
-            });
+            .map(ContainerCredentials::from);
         let kind = match u.owner {
             Owner::Endpoint(_) => "ep",
             Owner::Transform(_) => "bt",
@@ -955,14 +940,7 @@ fn transform_deployment(j: &TransformJob) -> Result<Deployment, Failed> {
 
 /// Gives back an instance's ENI and credentials.
 pub(crate) fn release_network(tx: &mut cove_store::Tx, i: &EndpointInstance) {
-    if let Some(eni) = &i.eni_id {
-        if tx.world.network_interfaces.contains_key(eni) {
-            cove_ec2::delete_managed_eni(tx, eni);
-        }
-    }
-    if let Some(s) = &i.session_access_key {
-        tx.delete::<StsSession>(s);
-    }
+    crate::supervisor::release(tx, i.eni_id.as_deref(), i.session_access_key.as_deref());
 }
 
 #[derive(Debug, Clone)]

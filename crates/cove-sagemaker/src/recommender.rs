@@ -17,12 +17,12 @@
 use crate::api::{check_vpc_config, page, validation, Row};
 use crate::definitions::{self, Definition};
 use crate::load::{self, Level, Measured};
-use crate::supervisor::{spawn_in_network, Supervisor, SESSION_SECONDS};
+use crate::supervisor::{assume_job_role, release, session_of, spawn_in_network, Supervisor};
 use crate::transfer::{parse_s3_uri, transfer_failure, TransferError};
 use crate::workers::Ended;
 use cove_model::endpoints::{InstanceState, SageMakerEndpoint};
 use cove_model::ids::now_rfc3339;
-use cove_model::jobs::{BenchmarkStep, RecommendationJob, RecommendationPhase, StsSession};
+use cove_model::jobs::{BenchmarkStep, RecommendationJob, RecommendationPhase};
 use cove_model::{AwsError, AwsResult};
 use cove_store::Store;
 use cove_wire::RequestContext;
@@ -55,7 +55,7 @@ fn find<'w>(
 fn candidates(input: &Value) -> AwsResult<Vec<String>> {
     let config = &input["InputConfig"];
     let advanced = input["JobType"].as_str() == Some("Advanced");
-    let mut types: Vec<String> = if advanced {
+    let types: Vec<String> = if advanced {
         let endpoints = config["EndpointConfigurations"]
             .as_array()
             .filter(|a| !a.is_empty())
@@ -87,7 +87,7 @@ fn candidates(input: &Value) -> AwsResult<Vec<String>> {
             _ => DEFAULT_CANDIDATES.iter().map(|t| t.to_string()).collect(),
         }
     };
-    types.dedup();
+    let mut types = crate::api::unique(types);
     if let Some(max) = config["ResourceLimit"]["MaxNumberOfTests"].as_u64() {
         types.truncate(max as usize);
     }
@@ -300,6 +300,9 @@ impl crate::workers::Stoppable for RecommendationJob {
     fn stoppable(&self) -> bool {
         !self.is_finished() && self.status != "STOPPING"
     }
+    fn stop_requested(&self) -> bool {
+        self.stop_requested
+    }
     fn request_stop(&mut self, now: String) {
         self.stop_requested = true;
         self.status = "STOPPING".into();
@@ -341,17 +344,7 @@ pub fn steps(store: &Store, input: &Value) -> AwsResult<Value> {
                    "InferenceBenchmark": benchmark})
         })
         .collect();
-    let start: usize = input["NextToken"]
-        .as_str()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(0);
-    let max = input["MaxResults"].as_u64().unwrap_or(50) as usize;
-    let page: Vec<Value> = all.iter().skip(start).take(max).cloned().collect();
-    let mut out = json!({ "Steps": page });
-    if start + max < all.len() {
-        out["NextToken"] = json!((start + max).to_string());
-    }
-    Ok(out)
+    Ok(crate::api::paged(input, all, "Steps", 50))
 }
 
 /// The request context the driver's own SageMaker calls run under: the
@@ -418,14 +411,6 @@ impl Supervisor {
         })
     }
 
-    fn recommendation_stop_requested(&self, key: &str) -> bool {
-        self.store
-            .snapshot()
-            .recommendation_jobs
-            .get(key)
-            .is_none_or(|j| j.stop_requested)
-    }
-
     fn recommendation_dir(&self, j: &RecommendationJob) -> PathBuf {
         self.settings
             .jobs_dir
@@ -440,10 +425,8 @@ impl Supervisor {
         }
         if j.session_access_key.is_none() {
             let role = j.request["RoleArn"].as_str().unwrap_or_default();
-            let s = self
-                .sts
-                .assume_role(&j.account_id, role, "SageMaker", SESSION_SECONDS)?;
-            self.update_recommendation(&key, |j| j.session_access_key = Some(s.access_key_id))?;
+            let s = assume_job_role(&self.sts, &j.account_id, role)?;
+            self.update_recommendation(&key, |j| j.session_access_key = Some(s))?;
         }
         self.update_recommendation(&key, |j| {
             j.status = "IN_PROGRESS".into();
@@ -459,10 +442,7 @@ impl Supervisor {
             .unwrap_or_default()
             .to_string();
         let archive = dir.join("payload.tar.gz");
-        let session = j
-            .session_access_key
-            .as_deref()
-            .and_then(|k| self.store.snapshot().sts_sessions.get(k).cloned());
+        let session = session_of(&self.store, j.session_access_key.as_deref());
         let (bucket, key) = parse_s3_uri(&url).unwrap_or_default();
         let path = archive.clone();
         let fetched = spawn_in_network(
@@ -520,12 +500,12 @@ impl Supervisor {
             if step.status != "PENDING" && step.status != "IN_PROGRESS" {
                 continue;
             }
-            if self.recommendation_stop_requested(&key) {
+            if crate::workers::stop_requested::<RecommendationJob>(&self.store, &key) {
                 return self.finish_recommendation(&key, "STOPPED", None);
             }
             self.update_recommendation(&key, |j| j.steps[n].status = "IN_PROGRESS".into())?;
             tracing::info!(job = %j.name, instance_type = %step.instance_type, "benchmark starts");
-            let outcome = self.benchmark(j, step, &payloads);
+            let outcome = self.benchmark(j, n, &payloads);
             self.remove_temporary_endpoint(j, step);
             let (status, metrics, reason) = match outcome? {
                 Ended::Done(m) => ("COMPLETED", Some(m), None),
@@ -559,10 +539,11 @@ impl Supervisor {
     fn benchmark(
         &self,
         j: &RecommendationJob,
-        step: &BenchmarkStep,
+        n: usize,
         payloads: &[Vec<u8>],
     ) -> anyhow::Result<Ended<Value>> {
         let key = j.key();
+        let step = &j.steps[n];
         let name = &step.endpoint_name;
         // A restart mid-benchmark starts this step over.
         self.remove_temporary_endpoint(j, step);
@@ -600,7 +581,7 @@ impl Supervisor {
         }
         let created = Instant::now();
         let netns = loop {
-            if self.recommendation_stop_requested(&key) {
+            if crate::workers::stop_requested::<RecommendationJob>(&self.store, &key) {
                 return Ok(Ended::Stopped);
             }
             let world = self.store.snapshot();
@@ -609,13 +590,12 @@ impl Supervisor {
                 .get(&SageMakerEndpoint::key_of(name));
             match e.map(|e| e.status.as_str()) {
                 Some("InService") => {
-                    let paths: Vec<String> = e
-                        .into_iter()
-                        .flat_map(|e| &e.instances)
-                        .filter(|i| i.state == InstanceState::InService)
-                        .filter_map(|i| i.netns_path.clone())
-                        .collect();
-                    if let Some(p) = paths.into_iter().next() {
+                    let serving = e.into_iter().flat_map(|e| &e.instances).find_map(|i| {
+                        (i.state == InstanceState::InService)
+                            .then(|| i.netns_path.clone())
+                            .flatten()
+                    });
+                    if let Some(p) = serving {
                         break p;
                     }
                 }
@@ -656,7 +636,7 @@ impl Supervisor {
         let start_time = now_rfc3339();
         let mut measured = vec![];
         for level in levels {
-            if self.recommendation_stop_requested(&key) {
+            if crate::workers::stop_requested::<RecommendationJob>(&self.store, &key) {
                 return Ok(Ended::Stopped);
             }
             let m = run_level(&netns, level, payloads, &content_type);
@@ -671,13 +651,7 @@ impl Supervisor {
             }
         }
         let end_time = now_rfc3339();
-        let key2 = key.clone();
-        let n = j
-            .steps
-            .iter()
-            .position(|s| s.endpoint_name == *name)
-            .unwrap_or(0);
-        self.update_recommendation(&key2, |j| {
+        self.update_recommendation(&key, |j| {
             j.steps[n].invocation_start_time = Some(start_time);
             j.steps[n].invocation_end_time = Some(end_time);
         })?;
@@ -739,9 +713,7 @@ impl Supervisor {
             let Some(mut j) = tx.world.recommendation_jobs.get(&j.key()).cloned() else {
                 return Ok(());
             };
-            if let Some(s) = j.session_access_key.take() {
-                tx.delete::<StsSession>(&s);
-            }
+            release(tx, None, j.session_access_key.take().as_deref());
             j.phase = RecommendationPhase::CleanedUp;
             tx.put(j);
             Ok(())
@@ -838,6 +810,12 @@ mod tests {
         let default = json!({"JobType": "Default", "InputConfig": {"ResourceLimit": {"MaxNumberOfTests": 2}}});
         assert_eq!(
             candidates(&default).unwrap(),
+            ["ml.c5.large", "ml.m5.large"]
+        );
+        let repeated = json!({"JobType": "Default", "InputConfig": {"ContainerConfig": {
+            "SupportedInstanceTypes": ["ml.c5.large", "ml.m5.large", "ml.c5.large"]}}});
+        assert_eq!(
+            candidates(&repeated).unwrap(),
             ["ml.c5.large", "ml.m5.large"]
         );
         let listed = json!({"JobType": "Default", "InputConfig": {"ContainerConfig": {

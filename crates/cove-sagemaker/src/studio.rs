@@ -71,37 +71,13 @@ pub fn app_base_path(domain_id: &str, profile: &str) -> String {
     format!("/_cove/studio/{domain_id}/{profile}/jupyter/default/")
 }
 
-/// Checks that the groups exist in the domain's VPC.
-fn check_groups(world: &World, region: &str, vpc: &str, groups: &Value) -> AwsResult<()> {
-    for id in crate::api::strings(Some(groups)) {
-        match world
-            .security_groups
-            .get(&id)
-            .filter(|g| g.region == region)
-        {
-            None => {
-                return Err(validation(format!(
-                    "The security group ID(s) [{id}] do not exist."
-                )))
-            }
-            Some(g) if g.vpc_id != vpc => {
-                return Err(validation(format!(
-                    "Security group {id} does not belong to the domain's VPC {vpc}."
-                )))
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(())
-}
-
+/// Checks a domain's network: the VPC exists, the subnets are in it, and
+/// the default user groups exist there (as a job's `VpcConfig` is checked).
 fn check_network(world: &World, region: &str, input: &Value) -> AwsResult<()> {
     let vpc = input["VpcId"].as_str().unwrap_or_default();
     if world.vpcs.get(vpc).is_none_or(|v| v.region != region) {
         return Err(validation(format!("The VPC ID {vpc} does not exist.")));
     }
-    let subnets = json!({"Subnets": input["SubnetIds"], "SecurityGroupIds": []});
-    check_vpc_config(world, region, &subnets)?;
     for s in crate::api::strings(Some(&input["SubnetIds"])) {
         if world.subnets.get(&s).is_some_and(|x| x.vpc_id != vpc) {
             return Err(validation(format!("Subnet {s} is not in the VPC {vpc}.")));
@@ -110,9 +86,15 @@ fn check_network(world: &World, region: &str, input: &Value) -> AwsResult<()> {
     check_groups(
         world,
         region,
-        vpc,
+        input,
         &input["DefaultUserSettings"]["SecurityGroups"],
     )
+}
+
+/// Checks that `groups` exist in the VPC of the domain `domain` (its Create request).
+fn check_groups(world: &World, region: &str, domain: &Value, groups: &Value) -> AwsResult<()> {
+    let config = json!({"Subnets": domain["SubnetIds"], "SecurityGroupIds": groups});
+    check_vpc_config(world, region, &config).map(|_| ())
 }
 
 pub fn create_domain(
@@ -227,22 +209,7 @@ pub fn list_domains(
                    "Url": domain_url(config, &d.id)})
         })
         .collect();
-    Ok(paged(input, items, "Domains"))
-}
-
-/// `MaxResults`/`NextToken` over an already ordered list.
-fn paged(input: &Value, items: Vec<Value>, key: &str) -> Value {
-    let start: usize = input["NextToken"]
-        .as_str()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(0);
-    let max = input["MaxResults"].as_u64().unwrap_or(100) as usize;
-    let page: Vec<Value> = items.iter().skip(start).take(max).cloned().collect();
-    let mut out = json!({ key: page });
-    if start + max < items.len() {
-        out["NextToken"] = json!((start + max).to_string());
-    }
-    out
+    Ok(crate::api::paged(input, items, "Domains", 100))
 }
 
 pub fn update_domain(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Value> {
@@ -365,11 +332,10 @@ pub fn create_user_profile(store: &Store, ctx: &RequestContext, input: Value) ->
                 format!("User profile {name} already exists in domain {domain_id} ({arn})."),
             ));
         }
-        let vpc = d.request["VpcId"].as_str().unwrap_or_default().to_string();
         check_groups(
             &tx.world,
             &ctx.region,
-            &vpc,
+            &d.request,
             &input["UserSettings"]["SecurityGroups"],
         )?;
         let now = now_rfc3339();
@@ -441,7 +407,7 @@ pub fn list_user_profiles(store: &Store, ctx: &RequestContext, input: &Value) ->
                    "CreationTime": p.creation_time, "LastModifiedTime": p.last_modified_time})
         })
         .collect();
-    Ok(paged(input, items, "UserProfiles"))
+    Ok(crate::api::paged(input, items, "UserProfiles", 100))
 }
 
 pub fn delete_user_profile(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Value> {
@@ -630,7 +596,7 @@ pub fn list_apps(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResul
                    "ResourceSpec": resource_spec(&world, a)})
         })
         .collect();
-    Ok(paged(input, items, "Apps"))
+    Ok(crate::api::paged(input, items, "Apps", 100))
 }
 
 pub fn delete_app(store: &Store, input: &Value) -> AwsResult<Value> {

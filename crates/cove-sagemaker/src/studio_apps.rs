@@ -20,9 +20,10 @@
 use crate::contract::{self, ContainerCredentials, STUDIO_HOME, STUDIO_PORT};
 use crate::hosting::stop_container;
 use crate::studio::{app_base_path, home_dir, resource_spec};
-use crate::supervisor::{launch_host, HostLaunch, Supervisor, REQUESTER, SESSION_SECONDS};
+use crate::supervisor::{
+    assume_job_role, eni_netns, launch_host, release, session_of, HostLaunch, Supervisor, REQUESTER,
+};
 use cove_model::ids::{fnv64, now_rfc3339};
-use cove_model::jobs::StsSession;
 use cove_model::studio::{AppPhase, StudioApp, StudioDomain, UserProfile};
 use cove_runtime::{Bind, Container, RootFs, Status};
 use std::path::PathBuf;
@@ -108,10 +109,8 @@ impl Supervisor {
             .or(defaults["ExecutionRole"].as_str())
             .map(str::to_string);
         if let (Some(role), None) = (&role, &a.session_access_key) {
-            let s = self
-                .sts
-                .assume_role(&a.account_id, role, "SageMaker", SESSION_SECONDS)?;
-            self.update_app(&key, |a| a.session_access_key = Some(s.access_key_id))?;
+            let s = assume_job_role(&self.sts, &a.account_id, role)?;
+            self.update_app(&key, |a| a.session_access_key = Some(s))?;
         }
         if a.eni_id.is_none() {
             let vpc_only = domain.request["AppNetworkAccessType"].as_str() == Some("VpcOnly");
@@ -127,10 +126,7 @@ impl Supervisor {
                     let mut groups = crate::api::strings(Some(&settings["SecurityGroups"]));
                     groups.extend(crate::api::strings(Some(&defaults["SecurityGroups"])));
                     groups.extend(domain.outbound_nfs_group.clone());
-                    groups.dedup();
-                    let mut seen = std::collections::BTreeSet::new();
-                    groups.retain(|g| seen.insert(g.clone()));
-                    (subnet, groups)
+                    (subnet, crate::api::unique(groups))
                 } else {
                     let (subnet, group) =
                         cove_ec2::ensure_studio_network(tx, &app.region, &app.account_id)?;
@@ -161,10 +157,9 @@ impl Supervisor {
         let Some(a) = self.store.snapshot().studio_apps.get(&key).cloned() else {
             return Ok(Ok(()));
         };
-        let (Some(eni), Some(instance)) = (a.eni_id.clone(), self.settings.instance.clone()) else {
+        let Some(netns) = eni_netns(&self.settings, a.eni_id.as_deref()) else {
             return Ok(Err(AppFailed("The app has no network interface.".into())));
         };
-        let netns = cove_net::naming::eni_netns(&instance, &eni);
         let netns_path = format!("{}/{netns}", cove_net::netns::NETNS_DIR);
         let dir = self.app_dir(&a);
         let state = dir.join("state");
@@ -228,15 +223,8 @@ impl Supervisor {
 
     fn launch_app(&self, a: &StudioApp, netns: &str) -> anyhow::Result<Container> {
         let world = self.store.snapshot();
-        let credentials = a
-            .session_access_key
-            .as_ref()
-            .and_then(|k| world.sts_sessions.get(k))
-            .map(|s| ContainerCredentials {
-                access_key: s.access_key_id.clone(),
-                secret_key: s.secret_access_key.clone(),
-                session_token: s.session_token.clone(),
-            });
+        let credentials = session_of(&self.store, a.session_access_key.as_deref())
+            .map(ContainerCredentials::from);
         let home = home_dir(
             &self.settings.studio_dir,
             &a.domain_id,
@@ -318,14 +306,11 @@ impl Supervisor {
             let Some(mut app) = tx.world.studio_apps.get(&a.key()).cloned() else {
                 return Ok(());
             };
-            if let Some(eni) = app.eni_id.take() {
-                if tx.world.network_interfaces.contains_key(&eni) {
-                    cove_ec2::delete_managed_eni(tx, &eni);
-                }
-            }
-            if let Some(s) = app.session_access_key.take() {
-                tx.delete::<StsSession>(&s);
-            }
+            release(
+                tx,
+                app.eni_id.take().as_deref(),
+                app.session_access_key.take().as_deref(),
+            );
             if app.status != "Failed" {
                 app.status = "Deleted".into();
             }

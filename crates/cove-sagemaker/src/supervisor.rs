@@ -32,7 +32,7 @@ pub const ARTIFACT_UPLOAD_FAILED: &str = "ClientError: Artifact upload failed:Pl
 /// Who requests the ENIs of a job, as DescribeNetworkInterfaces shows it.
 pub(crate) const REQUESTER: &str = "sagemaker.amazonaws.com";
 /// How long the execution role's session lasts: long enough for any job.
-pub(crate) const SESSION_SECONDS: i64 = 43_200;
+const SESSION_SECONDS: i64 = 43_200;
 
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -131,28 +131,37 @@ impl Supervisor {
                     me.ensure_worker(&job.key());
                 }
             }
-            for app in world.studio_apps.values() {
-                if app.phase != AppPhase::Gone {
-                    let (me2, key) = (me.clone(), app.key());
-                    let name = format!("app-{}", app.user_profile_name);
-                    me.workers
-                        .run_once(&app.key(), name, move || me2.drive_app(&key));
+            // One worker per resource that is not finished, driven by `drive`.
+            let run = |key: String, name: String, drive: fn(&Supervisor, &str)| {
+                let me2 = me.clone();
+                me.workers
+                    .run_once(&key.clone(), name, move || drive(&me2, &key));
+            };
+            for a in world.studio_apps.values() {
+                if a.phase != AppPhase::Gone {
+                    run(
+                        a.key(),
+                        format!("app-{}", a.user_profile_name),
+                        Supervisor::drive_app,
+                    );
                 }
             }
-            for job in world.recommendation_jobs.values() {
-                if job.phase != RecommendationPhase::CleanedUp {
-                    let (me2, key) = (me.clone(), job.key());
-                    let name = format!("ir-{}", job.name);
-                    me.workers
-                        .run_once(&job.key(), name, move || me2.drive_recommendation(&key));
+            for j in world.recommendation_jobs.values() {
+                if j.phase != RecommendationPhase::CleanedUp {
+                    run(
+                        j.key(),
+                        format!("ir-{}", j.name),
+                        Supervisor::drive_recommendation,
+                    );
                 }
             }
-            for job in world.compilation_jobs.values() {
-                if job.phase != CompilationPhase::CleanedUp {
-                    let (me2, key) = (me.clone(), job.key());
-                    let name = format!("neo-{}", job.name);
-                    me.workers
-                        .run_once(&job.key(), name, move || me2.drive_compilation(&key));
+            for j in world.compilation_jobs.values() {
+                if j.phase != CompilationPhase::CleanedUp {
+                    run(
+                        j.key(),
+                        format!("neo-{}", j.name),
+                        Supervisor::drive_compilation,
+                    );
                 }
             }
         })
@@ -236,19 +245,14 @@ impl Supervisor {
     }
 
     fn session(&self, job: &SageMakerJob) -> Option<StsSession> {
-        let key = job.session_access_key.as_deref()?;
-        self.store.snapshot().sts_sessions.get(key).cloned()
+        session_of(&self.store, job.session_access_key.as_deref())
     }
 
     /// The ENI namespace of each host, or `None` for jobs outside a VPC.
     fn host_netns(&self, job: &SageMakerJob) -> Vec<Option<String>> {
         job.hosts
             .iter()
-            .map(|h| {
-                let eni = h.eni_id.as_deref()?;
-                let instance = self.settings.instance.as_deref()?;
-                Some(cove_net::naming::eni_netns(instance, eni))
-            })
+            .map(|h| eni_netns(&self.settings, h.eni_id.as_deref()))
             .collect()
     }
 
@@ -267,12 +271,8 @@ impl Supervisor {
         }
         if job.session_access_key.is_none() {
             let role = job.request["RoleArn"].as_str().unwrap_or_default();
-            let s = self
-                .sts
-                .assume_role(&job.account_id, role, "SageMaker", SESSION_SECONDS)?;
-            self.update(&key, |j| {
-                j.session_access_key = Some(s.access_key_id.clone())
-            })?;
+            let s = assume_job_role(&self.sts, &job.account_id, role)?;
+            self.update(&key, |j| j.session_access_key = Some(s.clone()))?;
         }
         if let Some(config) = &vpc {
             let subnets = crate::api::strings(Some(&config["Subnets"]));
@@ -489,11 +489,7 @@ impl Supervisor {
     }
 
     fn contract_for(&self, job: &SageMakerJob, host: &str) -> HostContract {
-        let credentials = self.session(job).map(|s| ContainerCredentials {
-            access_key: s.access_key_id,
-            secret_key: s.secret_access_key,
-            session_token: s.session_token,
-        });
+        let credentials = self.session(job).map(ContainerCredentials::from);
         let (instance_type, _) = instance::cluster(job.kind, &job.request);
         let (cpus, _) = instance::resources(&instance_type).unwrap_or((1.0, 1.0));
         match job.kind {
@@ -801,15 +797,9 @@ impl Supervisor {
                 return Ok(());
             };
             for h in &j.hosts {
-                if let Some(eni) = &h.eni_id {
-                    if tx.world.network_interfaces.contains_key(eni) {
-                        cove_ec2::delete_managed_eni(tx, eni);
-                    }
-                }
+                release(tx, h.eni_id.as_deref(), None);
             }
-            if let Some(s) = j.session_access_key.take() {
-                tx.delete::<StsSession>(&s);
-            }
+            release(tx, None, j.session_access_key.take().as_deref());
             j.phase = JobPhase::CleanedUp;
             tx.put(j);
             Ok(())
@@ -826,6 +816,43 @@ impl Supervisor {
             std::fs::remove_dir_all(&dir)?;
         }
         Ok(Ok(()))
+    }
+}
+
+/// The execution role's session a worker keeps under `key`, if it still exists.
+pub(crate) fn session_of(store: &Store, key: Option<&str>) -> Option<StsSession> {
+    store.snapshot().sts_sessions.get(key?).cloned()
+}
+
+/// A new session of the job's execution role, for a worker to keep.
+pub(crate) fn assume_job_role(
+    sts: &StsService,
+    account: &str,
+    role: &str,
+) -> anyhow::Result<String> {
+    Ok(sts
+        .assume_role(account, role, "SageMaker", SESSION_SECONDS)?
+        .access_key_id)
+}
+
+/// The network namespace of a managed ENI, when the data plane is on.
+pub(crate) fn eni_netns(settings: &Settings, eni: Option<&str>) -> Option<String> {
+    Some(cove_net::naming::eni_netns(
+        settings.instance.as_deref()?,
+        eni?,
+    ))
+}
+
+/// Gives back what a worker held: its managed ENI (with what hangs off it)
+/// and its role session.
+pub(crate) fn release(tx: &mut cove_store::Tx, eni: Option<&str>, session: Option<&str>) {
+    if let Some(eni) = eni {
+        if tx.world.network_interfaces.contains_key(eni) {
+            cove_ec2::delete_managed_eni(tx, eni);
+        }
+    }
+    if let Some(s) = session {
+        tx.delete::<StsSession>(s);
     }
 }
 

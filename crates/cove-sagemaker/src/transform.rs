@@ -166,6 +166,9 @@ impl crate::workers::Stoppable for TransformJob {
     fn stoppable(&self) -> bool {
         self.status == "InProgress"
     }
+    fn stop_requested(&self) -> bool {
+        self.stop_requested
+    }
     fn request_stop(&mut self, now: String) {
         self.stop_requested = true;
         self.status = "Stopping".into();
@@ -351,15 +354,6 @@ impl Hosting {
         crate::workers::update(self.store(), key, f)
     }
 
-    /// Whether StopTransformJob has been called since the job was read.
-    fn transform_stop_requested(&self, key: &str) -> bool {
-        self.store()
-            .snapshot()
-            .transform_jobs
-            .get(key)
-            .is_some_and(|j| j.stop_requested)
-    }
-
     fn finish_transform(
         &self,
         key: &str,
@@ -538,7 +532,7 @@ impl Hosting {
             .collect();
         while workers.iter().any(|w| !w.is_finished()) {
             self.ship_transform_logs(j);
-            if self.transform_stop_requested(&key) {
+            if crate::workers::stop_requested::<TransformJob>(self.store(), &key) {
                 // The containers stop; the workers' next request fails and they return.
                 for i in &j.instances {
                     stop_container(
@@ -557,7 +551,7 @@ impl Hosting {
             })
             .collect();
         self.ship_transform_logs(j);
-        if self.transform_stop_requested(&key) {
+        if crate::workers::stop_requested::<TransformJob>(self.store(), &key) {
             return self.finish_transform(&key, "Stopped", None);
         }
         for r in results {

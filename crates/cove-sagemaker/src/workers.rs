@@ -82,6 +82,16 @@ pub(crate) trait Stoppable: Resource {
     fn stoppable(&self) -> bool;
     /// Marks the stop: the flag, the `Stopping` status of its kind, the time.
     fn request_stop(&mut self, now: String);
+    /// Whether Stop has been called.
+    fn stop_requested(&self) -> bool;
+}
+
+/// Whether the job under `key` has been asked to stop since its worker read
+/// it (a job that is gone counts as stopped).
+pub(crate) fn stop_requested<R: Stoppable>(store: &Store, key: &str) -> bool {
+    R::table(&store.snapshot())
+        .get(key)
+        .is_none_or(|r| r.stop_requested())
 }
 
 /// `Stop*Job`: marks the job found by `find` for its worker, or refuses
