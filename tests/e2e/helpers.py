@@ -15,7 +15,7 @@ def aws_error(code, call, *args, **kwargs):
     return err["Message"]
 
 
-def eventually(check, timeout=5.0):
+def eventually(check, timeout=15.0):
     """Polls until `check()` is true: the reconciler applies changes asynchronously."""
     deadline = time.time() + timeout
     while time.time() < deadline:

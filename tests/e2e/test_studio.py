@@ -27,8 +27,8 @@ INTERNET_HOST = "203.0.113.10"
 @pytest.fixture
 def internet_server(cove_server):
     """A web server on the simulated internet host, port 8080."""
-    proc = cove_server.spawn(None, sys.executable, "-m", "http.server", "8080", "--bind", INTERNET_HOST)
-    time.sleep(0.5)
+    proc = cove_server.spawn(None, sys.executable, "-u", "-m", "http.server", "8080", "--bind", INTERNET_HOST)
+    assert proc.stdout.readline().startswith("Serving HTTP"), "the internet server is listening"
     yield f"{INTERNET_HOST}:8080"
     proc.terminate()
     proc.wait(timeout=10)
