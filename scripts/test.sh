@@ -5,21 +5,52 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Python packages come through a wheelhouse kept on the machine: once it
+# holds a requirements file's wheels, installing needs no network, so a
+# registry that stalls cannot fail a later run. Downloads are retried.
+if [ "$(id -u)" = 0 ]; then
+    WHEELHOUSE=${COVE_WHEELHOUSE:-/var/cache/cove/wheels}
+else
+    WHEELHOUSE=${COVE_WHEELHOUSE:-${XDG_CACHE_HOME:-$HOME/.cache}/cove/wheels}
+fi
+mkdir -p "$WHEELHOUSE"
+pip_install() {  # pip_install PIP REQUIREMENTS
+    local pip=$1 requirements=$2 attempt
+    if "$pip" install --quiet --disable-pip-version-check --no-index --find-links "$WHEELHOUSE" \
+        -r "$requirements" >/dev/null 2>&1; then
+        return 0
+    fi
+    for attempt in 1 2 3; do
+        "$pip" download --quiet --disable-pip-version-check --dest "$WHEELHOUSE" -r "$requirements" && break
+        [ "$attempt" = 3 ] && return 1
+        echo "pip download failed (attempt $attempt); retrying in 10 s" >&2
+        sleep 10
+    done
+    "$pip" install --quiet --disable-pip-version-check --no-index --find-links "$WHEELHOUSE" -r "$requirements"
+}
+
+step() { echo "== $* ($(date -u +%H:%M:%S))"; }
+
+step "Python clients"
 VENV=${COVE_VENV:-.venv}
 if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
-"$VENV/bin/pip" install --quiet --disable-pip-version-check -r tests/requirements.txt
+pip_install "$VENV/bin/pip" tests/requirements.txt
 # JupyterLab for the Studio test that runs a real kernel: a venv of the
 # host's Python under /usr/local, which Studio apps see read-only (as root).
 JUPYTERLAB=/usr/local/lib/cove-jupyterlab
 if [ "$(id -u)" = 0 ] && [ -x /usr/bin/python3 ] && [ ! -x "$JUPYTERLAB/bin/jupyter-lab" ]; then
     /usr/bin/python3 -m venv "$JUPYTERLAB"
-    "$JUPYTERLAB/bin/pip" install --quiet --disable-pip-version-check -r tests/jupyterlab-requirements.txt
+    pip_install "$JUPYTERLAB/bin/pip" tests/jupyterlab-requirements.txt
 fi
 
+step "formatting and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+step "build"
 cargo build --workspace --quiet
+step "Rust tests"
 cargo test --workspace --quiet
+step "end-to-end tests"
 PATH="$PWD/$VENV/bin:$PATH" "$VENV/bin/python" -m pytest tests/e2e -q -p no:cacheprovider "$@"
