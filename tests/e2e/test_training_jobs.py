@@ -631,8 +631,9 @@ def test_models_and_endpoint_configs_are_stored_and_described(ec2, sm, bucket, p
     assert not sm.list_models(NameContains=model)["Models"]
 
 
-def test_stop_processing_job(sm, s3, bucket):
-    s3.put_object(Bucket=bucket, Key="code/slow.py", Body="import time\nopen('/opt/ml/processing/output/partial.txt','w').write('x')\ntime.sleep(120)\n")
+def test_stop_processing_job(sm, s3, logs, bucket):
+    s3.put_object(Bucket=bucket, Key="code/slow.py", Body="import time\nopen('/opt/ml/processing/output/partial.txt','w').write('x')\n"
+                  "print('partial written', flush=True)\ntime.sleep(120)\n")
     name = job_name("procstop")
     sm.create_processing_job(
         ProcessingJobName=name, RoleArn=ROLE,
@@ -644,7 +645,15 @@ def test_stop_processing_job(sm, s3, bucket):
         ProcessingResources={"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large", "VolumeSizeInGB": 1}},
         StoppingCondition={"MaxRuntimeInSeconds": 300},
     )
-    time.sleep(1.5)
+    def written():
+        try:
+            streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/ProcessingJobs",
+                                                logStreamNamePrefix=name)["logStreams"]
+        except botocore.exceptions.ClientError:  # the group comes with the job's first line
+            return False
+        return any(e["message"] == "partial written" for s in streams for e in logs.get_log_events(
+            logGroupName="/aws/sagemaker/ProcessingJobs", logStreamName=s["logStreamName"])["events"])
+    assert eventually(written, timeout=30)
     sm.stop_processing_job(ProcessingJobName=name)
     deadline = time.time() + 30
     while (d := sm.describe_processing_job(ProcessingJobName=name))["ProcessingJobStatus"] in ("InProgress", "Stopping"):
