@@ -117,42 +117,25 @@ resource!(StsSession, "sts_session", sts_sessions, access_key_id);
 
 // SageMaker resources are stored under `<kind>/<name>`, which their ARN's
 // resource part spells.
-resource!(
+macro_rules! sagemaker_resource {
+    ($ty:ty, $kind:literal, $field:ident) => {
+        resource!($ty, $kind, $field, |r| arn_resource(&r.arn));
+    };
+}
+
+sagemaker_resource!(
     SageMakerDefinition,
     "sagemaker_definition",
-    sagemaker_definitions,
-    |r| arn_resource(&r.arn)
+    sagemaker_definitions
 );
-resource!(SageMakerJob, "sagemaker_job", sagemaker_jobs, |r| {
-    arn_resource(&r.arn)
-});
-resource!(TransformJob, "transform_job", transform_jobs, |r| {
-    arn_resource(&r.arn)
-});
-resource!(CompilationJob, "compilation_job", compilation_jobs, |r| {
-    arn_resource(&r.arn)
-});
-resource!(
-    RecommendationJob,
-    "recommendation_job",
-    recommendation_jobs,
-    |r| arn_resource(&r.arn)
-);
-resource!(StudioDomain, "studio_domain", studio_domains, |r| {
-    arn_resource(&r.arn)
-});
-resource!(UserProfile, "user_profile", user_profiles, |r| {
-    arn_resource(&r.arn)
-});
-resource!(StudioApp, "studio_app", studio_apps, |r| {
-    arn_resource(&r.arn)
-});
-resource!(
-    SageMakerEndpoint,
-    "sagemaker_endpoint",
-    sagemaker_endpoints,
-    |r| arn_resource(&r.arn)
-);
+sagemaker_resource!(SageMakerJob, "sagemaker_job", sagemaker_jobs);
+sagemaker_resource!(TransformJob, "transform_job", transform_jobs);
+sagemaker_resource!(CompilationJob, "compilation_job", compilation_jobs);
+sagemaker_resource!(RecommendationJob, "recommendation_job", recommendation_jobs);
+sagemaker_resource!(StudioDomain, "studio_domain", studio_domains);
+sagemaker_resource!(UserProfile, "user_profile", user_profiles);
+sagemaker_resource!(StudioApp, "studio_app", studio_apps);
+sagemaker_resource!(SageMakerEndpoint, "sagemaker_endpoint", sagemaker_endpoints);
 
 fn arn_resource(arn: &str) -> &str {
     arn.rsplit(':').next().unwrap_or_default()
