@@ -137,21 +137,7 @@ pub fn authorize(
 }
 
 fn query_param(uri: &axum::http::Uri, name: &str) -> Option<String> {
-    form_urlencoded_pairs(uri.query()?)
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v)
-}
-
-fn form_urlencoded_pairs(q: &str) -> impl Iterator<Item = (String, String)> + '_ {
-    q.split('&').map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let dec = |s: &str| {
-            percent_encoding::percent_decode_str(&s.replace('+', " "))
-                .decode_utf8_lossy()
-                .into_owned()
-        };
-        (dec(k), dec(v))
-    })
+    cove_wire::query::query_param(uri.query(), name)
 }
 
 #[async_trait::async_trait]

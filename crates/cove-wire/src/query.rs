@@ -32,6 +32,13 @@ pub fn parse_form(raw: &[u8]) -> BTreeMap<String, String> {
     form_urlencoded::parse(raw).into_owned().collect()
 }
 
+/// The first value of `name` in a URL's query string, decoded.
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
 fn capitalize(s: &str) -> String {
     let mut c = s.chars();
     match c.next() {

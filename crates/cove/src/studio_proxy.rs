@@ -50,16 +50,7 @@ fn cookie<'r>(req: &'r Request<Body>, name: &str) -> Option<&'r str> {
 }
 
 fn query_param(req: &Request<Body>, name: &str) -> Option<String> {
-    req.uri().query().and_then(|q| {
-        q.split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .find(|(k, _)| *k == name)
-            .map(|(_, v)| {
-                percent_encoding::percent_decode_str(v)
-                    .decode_utf8_lossy()
-                    .into_owned()
-            })
-    })
+    cove_wire::query::query_param(req.uri().query(), name)
 }
 
 /// Where the presigned URL lands: `LandingUri` as Studio reads it.
