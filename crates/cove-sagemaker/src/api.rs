@@ -42,7 +42,6 @@ pub fn network_isolation(kind: JobKind, request: &Value) -> bool {
     v.and_then(Value::as_bool).unwrap_or(false)
 }
 
-/// The strings of a JSON array (an absent or non-array value has none).
 /// The items in order, each once.
 pub fn unique(items: Vec<String>) -> Vec<String> {
     let mut seen = BTreeSet::new();
@@ -68,6 +67,15 @@ pub fn paged(input: &Value, items: Vec<Value>, key: &str, max: usize) -> Value {
     out
 }
 
+/// A Describe answer's start: the Create request echoed back, less its
+/// `Tags` (ListTags answers those).
+pub fn echoed(request: &Value) -> Map<String, Value> {
+    let mut out = request.as_object().cloned().unwrap_or_default();
+    out.remove("Tags");
+    out
+}
+
+/// The strings of a JSON array (an absent or non-array value has none).
 pub fn strings(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
         .map(|a| {
@@ -375,8 +383,7 @@ pub fn describe(store: &Store, kind: JobKind, input: &Value) -> AwsResult<Value>
 
 /// Describe's answer: the request echoed back plus what happened since.
 pub fn render(job: &SageMakerJob) -> Value {
-    let mut out: Map<String, Value> = job.request.as_object().cloned().unwrap_or_default();
-    out.remove("Tags");
+    let mut out = echoed(&job.request);
     let mut set = |k: &str, v: Value| {
         if !v.is_null() {
             out.insert(k.to_string(), v);

@@ -14,8 +14,8 @@
 
 use crate::api::{check_vpc_config, page, validation, Row};
 use crate::supervisor::{
-    assume_job_role, eni_netns, release, session_of, spawn_in_network, LogShipper, Supervisor,
-    ARTIFACT_UPLOAD_FAILED, DATA_DOWNLOAD_FAILED, REQUESTER,
+    assume_job_role, eni_netns, joined, release, session_of, spawn_in_network, LogShipper,
+    Supervisor, ARTIFACT_UPLOAD_FAILED, DATA_DOWNLOAD_FAILED, REQUESTER,
 };
 use crate::transfer::{parse_s3_uri, transfer_failure, TransferError};
 use crate::workers::Ended;
@@ -25,7 +25,7 @@ use cove_model::{AwsError, AwsResult};
 use cove_neo::Target;
 use cove_store::Store;
 use cove_wire::RequestContext;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -122,8 +122,7 @@ pub fn create(store: &Store, ctx: &RequestContext, input: Value) -> AwsResult<Va
 pub fn describe(store: &Store, input: &Value) -> AwsResult<Value> {
     let world = store.snapshot();
     let j = find(&world, input)?;
-    let mut out: Map<String, Value> = j.request.as_object().cloned().unwrap_or_default();
-    out.remove("Tags");
+    let mut out = crate::api::echoed(&j.request);
     out.insert("CompilationJobArn".into(), json!(j.arn));
     out.insert("CompilationJobStatus".into(), json!(j.status));
     out.insert("CreationTime".into(), json!(j.creation_time));
@@ -198,22 +197,8 @@ pub fn stop(store: &Store, input: &Value) -> AwsResult<Value> {
     crate::workers::stop(store, "compilation job", |w| find(w, input))
 }
 
-impl crate::workers::Stoppable for CompilationJob {
-    fn status(&self) -> &str {
-        &self.status
-    }
-    fn stoppable(&self) -> bool {
-        !self.is_finished() && self.status != "STOPPING"
-    }
-    fn stop_requested(&self) -> bool {
-        self.stop_requested
-    }
-    fn request_stop(&mut self, now: String) {
-        self.stop_requested = true;
-        self.status = "STOPPING".into();
-        self.last_modified_time = now;
-    }
-}
+crate::workers::stoppable!(CompilationJob, "STOPPING", |j| !j.is_finished()
+    && j.status != "STOPPING");
 
 fn max_runtime(request: &Value) -> u64 {
     request["StoppingCondition"]["MaxRuntimeInSeconds"]
@@ -360,7 +345,7 @@ impl Supervisor {
         let (bucket, key) = parse_s3_uri(uri)
             .ok_or_else(|| TransferError::Local(format!("not an S3 URI: {uri}")))?;
         let path = path.to_path_buf();
-        spawn_in_network(
+        joined(spawn_in_network(
             &self.settings,
             &j.region,
             eni_netns(&self.settings, j.eni_id.as_deref()),
@@ -369,9 +354,7 @@ impl Supervisor {
                 true => c.put_file(&bucket, &key, &path).map(|_| ()),
                 false => c.get_to_file(&bucket, &key, &path).map(|_| ()),
             },
-        )
-        .join()
-        .unwrap_or_else(|_| Err(TransferError::Local("transfer panicked".into())))
+        ))
     }
 
     fn compilation_run(&self, j: &CompilationJob) -> anyhow::Result<()> {

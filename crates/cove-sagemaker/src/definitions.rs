@@ -10,7 +10,7 @@ use cove_model::world::World;
 use cove_model::AwsResult;
 use cove_store::Store;
 use cove_wire::RequestContext;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
 /// The two kinds, with the words their API and messages use.
@@ -163,8 +163,7 @@ pub fn describe(
     let world = store.snapshot();
     let name = input[kind.name_field()].as_str().unwrap_or_default();
     let d = find(&world, ctx, kind, name)?;
-    let mut out: Map<String, Value> = d.request.as_object().cloned().unwrap_or_default();
-    out.remove("Tags");
+    let mut out = crate::api::echoed(&d.request);
     out.insert(kind.arn_field().into(), json!(d.arn));
     out.insert("CreationTime".into(), json!(d.creation_time));
     if kind == Definition::Model && !out.contains_key("EnableNetworkIsolation") {

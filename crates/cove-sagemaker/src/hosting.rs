@@ -10,7 +10,7 @@
 use crate::contract::{self, ContainerCredentials, Serving};
 use crate::endpoints::model_container;
 use crate::supervisor::{
-    launch_host, overlay, spawn_in_network, unmount, HostLaunch, LogShipper, Settings,
+    joined, launch_host, overlay, spawn_in_network, unmount, HostLaunch, LogShipper, Settings,
 };
 use crate::transfer::{parse_s3_uri, TransferError};
 use crate::workers::Workers;
@@ -732,7 +732,7 @@ impl Hosting {
         let fetched = {
             let dir = dir.clone();
             let sources = sources.clone();
-            spawn_in_network(
+            joined(spawn_in_network(
                 &self.settings,
                 &u.region,
                 self.netns(i),
@@ -764,9 +764,7 @@ impl Hosting {
                     }
                     Ok(())
                 },
-            )
-            .join()
-            .unwrap_or_else(|_| Err(TransferError::Local("download panicked".into())))
+            ))
         };
         let model_url = sources.first().map(|s| s.uri.clone()).unwrap_or_default();
         match fetched {

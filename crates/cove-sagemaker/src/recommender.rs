@@ -17,8 +17,10 @@
 use crate::api::{check_vpc_config, page, validation, Row};
 use crate::definitions::{self, Definition};
 use crate::load::{self, Level, Measured};
-use crate::supervisor::{assume_job_role, release, session_of, spawn_in_network, Supervisor};
-use crate::transfer::{parse_s3_uri, transfer_failure, TransferError};
+use crate::supervisor::{
+    assume_job_role, joined, release, session_of, spawn_in_network, Supervisor,
+};
+use crate::transfer::{parse_s3_uri, transfer_failure};
 use crate::workers::Ended;
 use cove_model::endpoints::{InstanceState, SageMakerEndpoint};
 use cove_model::ids::now_rfc3339;
@@ -293,22 +295,8 @@ pub fn stop(store: &Store, input: &Value) -> AwsResult<Value> {
     crate::workers::stop(store, "job", |w| find(w, input))
 }
 
-impl crate::workers::Stoppable for RecommendationJob {
-    fn status(&self) -> &str {
-        &self.status
-    }
-    fn stoppable(&self) -> bool {
-        !self.is_finished() && self.status != "STOPPING"
-    }
-    fn stop_requested(&self) -> bool {
-        self.stop_requested
-    }
-    fn request_stop(&mut self, now: String) {
-        self.stop_requested = true;
-        self.status = "STOPPING".into();
-        self.last_modified_time = now;
-    }
-}
+crate::workers::stoppable!(RecommendationJob, "STOPPING", |j| !j.is_finished()
+    && j.status != "STOPPING");
 
 pub fn steps(store: &Store, input: &Value) -> AwsResult<Value> {
     let world = store.snapshot();
@@ -445,15 +433,13 @@ impl Supervisor {
         let session = session_of(&self.store, j.session_access_key.as_deref());
         let (bucket, key) = parse_s3_uri(&url).unwrap_or_default();
         let path = archive.clone();
-        let fetched = spawn_in_network(
+        let fetched = joined(spawn_in_network(
             &self.settings,
             &j.region,
             None,
             session.as_ref(),
             move |c| c.get_to_file(&bucket, &key, &path),
-        )
-        .join()
-        .unwrap_or_else(|_| Err(TransferError::Local("download panicked".into())));
+        ));
         if let Err(e) = fetched {
             return Err(format!(
                 "Unable to download the sample payload from {url}: {}",

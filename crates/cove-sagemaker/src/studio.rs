@@ -16,7 +16,7 @@ use cove_model::{AwsError, AwsResult};
 use cove_store::Store;
 use cove_wire::RequestContext;
 use hmac::{Hmac, Mac};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use sha2::Sha256;
 
 /// Where Studio is served and how its URLs are signed.
@@ -176,8 +176,7 @@ pub fn describe_domain(
         &ctx.region,
         input["DomainId"].as_str().unwrap_or_default(),
     )?;
-    let mut out: Map<String, Value> = d.request.as_object().cloned().unwrap_or_default();
-    out.remove("Tags");
+    let mut out = crate::api::echoed(&d.request);
     out.insert("DomainArn".into(), json!(d.arn));
     out.insert("DomainId".into(), json!(d.id));
     out.insert("HomeEfsFileSystemId".into(), json!(d.home_efs_id));
@@ -369,8 +368,7 @@ pub fn describe_user_profile(
         domain_id,
         input["UserProfileName"].as_str().unwrap_or_default(),
     )?;
-    let mut out: Map<String, Value> = p.request.as_object().cloned().unwrap_or_default();
-    out.remove("Tags");
+    let mut out = crate::api::echoed(&p.request);
     out.insert("UserProfileArn".into(), json!(p.arn));
     out.insert("HomeEfsFileSystemUid".into(), json!(p.home_uid.to_string()));
     out.insert("Status".into(), json!(p.status));

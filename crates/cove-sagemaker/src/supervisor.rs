@@ -359,13 +359,7 @@ impl Supervisor {
                 )
             })
             .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(TransferError::Local("transfer panicked".into())))
-            })
-            .collect()
+        handles.into_iter().map(joined).collect()
     }
 
     fn download(&self, job: &SageMakerJob) -> anyhow::Result<Step> {
@@ -894,6 +888,16 @@ pub(crate) fn spawn_in_network<T: Send + 'static>(
             None => work(),
         }
     })
+}
+
+/// What a transfer thread from [`spawn_in_network`] ended with, once it has:
+/// a panic in it counts as a local failure.
+pub(crate) fn joined<T>(
+    thread: std::thread::JoinHandle<Result<T, TransferError>>,
+) -> Result<T, TransferError> {
+    thread
+        .join()
+        .unwrap_or_else(|_| Err(TransferError::Local("the transfer thread panicked".into())))
 }
 
 /// One SageMaker container as jobs and serving instances start it.

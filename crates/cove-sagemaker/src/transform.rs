@@ -16,7 +16,7 @@ use crate::api::{page, validation, Row};
 use crate::definitions::{self, Definition};
 use crate::hosting::{release_network, stop_container, Hosting, Owner};
 use crate::supervisor::{
-    spawn_in_network, unmount, LogShipper, ARTIFACT_UPLOAD_FAILED, DATA_DOWNLOAD_FAILED,
+    joined, spawn_in_network, unmount, LogShipper, ARTIFACT_UPLOAD_FAILED, DATA_DOWNLOAD_FAILED,
 };
 use crate::transfer::{parse_s3_uri, transfer_failure, TransferError};
 use cove_model::endpoints::{EndpointInstance, InstanceState, TransformJob, TransformPhase};
@@ -24,7 +24,7 @@ use cove_model::ids::now_rfc3339;
 use cove_model::{AwsError, AwsResult};
 use cove_store::Store;
 use cove_wire::RequestContext;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -113,8 +113,7 @@ pub fn create(store: &Store, ctx: &RequestContext, input: Value) -> AwsResult<Va
 pub fn describe(store: &Store, input: &Value) -> AwsResult<Value> {
     let world = store.snapshot();
     let j = find(&world, input)?;
-    let mut out: Map<String, Value> = j.request.as_object().cloned().unwrap_or_default();
-    out.remove("Tags");
+    let mut out = crate::api::echoed(&j.request);
     out.insert("TransformJobArn".into(), json!(j.arn));
     out.insert("TransformJobStatus".into(), json!(j.status));
     out.insert("CreationTime".into(), json!(j.creation_time));
@@ -159,22 +158,7 @@ pub fn stop(store: &Store, input: &Value) -> AwsResult<Value> {
     crate::workers::stop(store, "transform job", |w| find(w, input))
 }
 
-impl crate::workers::Stoppable for TransformJob {
-    fn status(&self) -> &str {
-        &self.status
-    }
-    fn stoppable(&self) -> bool {
-        self.status == "InProgress"
-    }
-    fn stop_requested(&self) -> bool {
-        self.stop_requested
-    }
-    fn request_stop(&mut self, now: String) {
-        self.stop_requested = true;
-        self.status = "Stopping".into();
-        self.last_modified_time = now;
-    }
-}
+crate::workers::stoppable!(TransformJob, "Stopping", |j| j.status == "InProgress");
 
 /// How records are sent: the request's values, else the container's
 /// `/execution-parameters`, else AWS's defaults.
@@ -464,15 +448,13 @@ impl Hosting {
         std::fs::create_dir_all(&scratch)?;
         let listed = {
             let scratch = scratch.clone();
-            spawn_in_network(
+            joined(spawn_in_network(
                 self.settings(),
                 &j.region,
                 self.netns(first),
                 self.session(first).as_ref(),
                 move |c| list_inputs(c, &uri, manifest, &out_uri, &scratch),
-            )
-            .join()
-            .unwrap_or_else(|_| Err(TransferError::Local("listing panicked".into())))
+            ))
         };
         let items = match listed {
             Ok(items) => items,
@@ -543,13 +525,7 @@ impl Hosting {
             }
             std::thread::sleep(Duration::from_millis(250));
         }
-        let results: Vec<Result<(), TransferError>> = workers
-            .into_iter()
-            .map(|w| {
-                w.join()
-                    .unwrap_or_else(|_| Err(TransferError::Local("transform panicked".into())))
-            })
-            .collect();
+        let results: Vec<Result<(), TransferError>> = workers.into_iter().map(joined).collect();
         self.ship_transform_logs(j);
         if crate::workers::stop_requested::<TransformJob>(self.store(), &key) {
             return self.finish_transform(&key, "Stopped", None);

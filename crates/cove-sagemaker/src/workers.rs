@@ -86,6 +86,32 @@ pub(crate) trait Stoppable: Resource {
     fn stop_requested(&self) -> bool;
 }
 
+/// Implements [`Stoppable`] for a job with `status`, `stop_requested` and
+/// `last_modified_time` fields: Stop applies while `$stoppable` holds and
+/// sets the status to `$stopping`.
+macro_rules! stoppable {
+    ($job:ty, $stopping:literal, |$j:ident| $stoppable:expr) => {
+        impl crate::workers::Stoppable for $job {
+            fn status(&self) -> &str {
+                &self.status
+            }
+            fn stoppable(&self) -> bool {
+                let $j = self;
+                $stoppable
+            }
+            fn stop_requested(&self) -> bool {
+                self.stop_requested
+            }
+            fn request_stop(&mut self, now: String) {
+                self.stop_requested = true;
+                self.status = $stopping.into();
+                self.last_modified_time = now;
+            }
+        }
+    };
+}
+pub(crate) use stoppable;
+
 /// Whether the job under `key` has been asked to stop since its worker read
 /// it (a job that is gone counts as stopped).
 pub(crate) fn stop_requested<R: Stoppable>(store: &Store, key: &str) -> bool {
