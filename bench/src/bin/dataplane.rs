@@ -9,10 +9,11 @@
 //! ENIs real.
 
 use clap::Parser;
+use cove_dataplane::linux;
 use cove_model::vpc::*;
 use cove_net::fixtures::*;
+use cove_net::netns;
 use cove_net::plan::{plan_vpc, RouterPlan};
-use cove_net::{linux, netns};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};

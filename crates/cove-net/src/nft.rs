@@ -1,13 +1,18 @@
-//! Renders a [`RouterPlan`] as an nftables JSON ruleset (libnftables-json,
-//! applied with `nft -j -f -` inside the router namespace): table
-//! `inet cove` with the member and prefix-list sets, per-ACL and per-ENI
-//! chains, and the forward chain that ties them together in the order
-//! docs/dataplane.md gives. The whole table is replaced in one atomic batch.
+//! Renders a [`RouterPlan`] as the typed [`Ruleset`] of the router's table
+//! `inet cove`: the member and prefix-list sets, per-ACL and per-ENI
+//! chains, named verdict maps from each ENI's router link to its chains,
+//! and the base chains that tie them together in the order
+//! docs/dataplane.md gives. Every per-ENI fact lives in its own chain or in
+//! one map element, so [`crate::ruleset::diff`] turns a change into
+//! operations on what it touches; the base chains do not change as ENIs
+//! come and go.
 
 use crate::naming;
-use crate::plan::{AclRule, Match, Peer, Proto, RouterPlan};
+use crate::plan::{AclRule, EniPlan, Match, Peer, Proto, RouterPlan};
+use crate::ruleset::{Chain, Elem, Hook, Rule, Ruleset, Set, SetSpec};
 use cove_model::cidr::Cidr;
 use serde_json::{json, Value};
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 pub const TABLE: &str = "cove";
@@ -65,107 +70,152 @@ fn flow_key() -> Value {
     ]})
 }
 
+/// A ruleset under construction.
+struct Builder(Ruleset);
+
+impl Builder {
+    fn set(&mut self, name: &str, spec: SetSpec, elems: impl IntoIterator<Item = Elem>) {
+        self.0.sets.insert(
+            name.to_string(),
+            Set {
+                spec,
+                elems: elems.into_iter().collect(),
+            },
+        );
+    }
+
+    fn chain(&mut self, name: &str) {
+        self.0.chains.entry(name.to_string()).or_default();
+    }
+
+    fn base(&mut self, name: &str, kind: &str, hook: &str, prio: i32, policy: &str) {
+        self.0.chains.insert(
+            name.to_string(),
+            Chain {
+                hook: Some(Hook {
+                    kind: kind.into(),
+                    hook: hook.into(),
+                    prio,
+                    policy: policy.into(),
+                }),
+                rules: vec![],
+            },
+        );
+    }
+
+    fn rule(&mut self, chain: &str, expr: Vec<Value>) {
+        self.0
+            .chains
+            .entry(chain.to_string())
+            .or_default()
+            .rules
+            .push(Rule::new(expr));
+    }
+}
+
+fn jump(chain: impl Into<String>) -> Value {
+    json!({"jump": {"target": chain.into()}})
+}
+
+/// `meta <key> vmap @<map>`: one lookup in a named verdict map.
 fn vmap_named(key: &str, map: &str) -> Value {
     json!({"vmap": {"key": {"meta": {"key": key}}, "data": format!("@{map}")}})
+}
+
+/// The entries of a link → chain verdict map.
+fn link_jumps<'a>(
+    enis: impl Iterator<Item = &'a EniPlan>,
+    chain: impl Fn(&EniPlan) -> String,
+) -> Vec<Elem> {
+    enis.map(|e| Elem::Jump {
+        key: e.router_link.clone(),
+        chain: chain(e),
+    })
+    .collect()
+}
+
+fn flow_chain(prefix: &str, eni: &str) -> String {
+    format!("{prefix}_{}", naming::short(eni))
 }
 
 /// Sets, per-ENI counting chains, the `fl_acc`/`fl_rej` maps from an ENI's
 /// router link to them, and the shared accept and deny chains. Without
 /// flow logs the accept and deny chains only accept and drop, so the
-/// forward path pays nothing for flow logging.
-fn flow_accounting(out: &mut Vec<Value>, plan: &RouterPlan) {
-    let flow: Vec<&crate::plan::EniPlan> = plan
+/// forward path pays nothing for flow logging. The counting sets are
+/// filled by the kernel and stay as long as the ENI is covered, whatever
+/// else changes, so no record is lost to a rule change.
+fn flow_accounting(b: &mut Builder, plan: &RouterPlan) {
+    let flow: Vec<&EniPlan> = plan
         .enis
         .iter()
         .filter(|e| plan.flow_enis.contains(&e.id))
         .collect();
     let counting = !flow.is_empty();
-    if counting {
-        for e in &flow {
-            for (set, chain) in [
-                (
-                    accepted_set(&e.id),
-                    format!("acct_{}", naming::short(&e.id)),
-                ),
-                (
-                    rejected_set(&e.id),
-                    format!("rejct_{}", naming::short(&e.id)),
-                ),
-            ] {
-                out.push(obj(
-                    "set",
-                    json!({"family": "inet", "table": TABLE, "name": set,
-                        "type": ["ipv4_addr", "ipv4_addr", "inet_proto", "inet_service", "inet_service"],
-                        "flags": ["timeout"], "timeout": FLOW_TIMEOUT_SECONDS,
-                        "size": FLOW_SET_SIZE, "stmt": [{"counter": null}]}),
-                ));
-                out.push(chain_decl(&chain));
-                out.push(rule(
-                    &chain,
-                    vec![json!({"set": {"op": "update", "elem": flow_key(), "set": format!("@{set}")}})],
-                ));
-            }
-        }
-        for (map, prefix) in [("fl_acc", "acct"), ("fl_rej", "rejct")] {
-            let elems: Vec<Value> = flow
-                .iter()
-                .map(|e| json!([e.router_link, {"jump": {"target": format!("{prefix}_{}", naming::short(&e.id))}}]))
-                .collect();
-            out.push(obj(
-                "map",
-                json!({"family": "inet", "table": TABLE, "name": map, "type": "ifname", "map": "verdict", "elem": elems}),
-            ));
+    let flow_spec = SetSpec {
+        key: [
+            "ipv4_addr",
+            "ipv4_addr",
+            "inet_proto",
+            "inet_service",
+            "inet_service",
+        ]
+        .map(String::from)
+        .to_vec(),
+        map: None,
+        flags: vec!["timeout".into()],
+        timeout: Some(FLOW_TIMEOUT_SECONDS),
+        size: Some(FLOW_SET_SIZE),
+        counter: true,
+        dynamic: true,
+    };
+    for e in &flow {
+        for (set, chain) in [
+            (accepted_set(&e.id), flow_chain("acct", &e.id)),
+            (rejected_set(&e.id), flow_chain("rejct", &e.id)),
+        ] {
+            b.set(&set, flow_spec.clone(), []);
+            b.rule(
+                &chain,
+                vec![
+                    json!({"set": {"op": "update", "elem": flow_key(), "set": format!("@{set}")}}),
+                ],
+            );
         }
     }
-    out.push(chain_decl("accept_flow"));
-    out.push(chain_decl(DropSide::Out.chain()));
-    out.push(chain_decl(DropSide::In.chain()));
     if counting {
-        out.push(rule("accept_flow", vec![vmap_named("iifname", "fl_acc")]));
-        out.push(rule("accept_flow", vec![vmap_named("oifname", "fl_acc")]));
-        out.push(rule(
-            DropSide::Out.chain(),
-            vec![vmap_named("iifname", "fl_rej")],
-        ));
-        out.push(rule(
-            DropSide::In.chain(),
-            vec![vmap_named("oifname", "fl_rej")],
-        ));
-        out.push(rule(
-            DropSide::In.chain(),
-            vec![vmap_named("iifname", "fl_acc")],
-        ));
+        b.set(
+            "fl_acc",
+            SetSpec::link_jumps(),
+            link_jumps(flow.iter().copied(), |e| flow_chain("acct", &e.id)),
+        );
+        b.set(
+            "fl_rej",
+            SetSpec::link_jumps(),
+            link_jumps(flow.iter().copied(), |e| flow_chain("rejct", &e.id)),
+        );
     }
-    out.push(rule("accept_flow", vec![verdict("accept")]));
-    out.push(rule(DropSide::Out.chain(), vec![verdict("drop")]));
-    out.push(rule(DropSide::In.chain(), vec![verdict("drop")]));
+    b.chain("accept_flow");
+    b.chain(DropSide::Out.chain());
+    b.chain(DropSide::In.chain());
+    if counting {
+        b.rule("accept_flow", vec![vmap_named("iifname", "fl_acc")]);
+        b.rule("accept_flow", vec![vmap_named("oifname", "fl_acc")]);
+        b.rule(DropSide::Out.chain(), vec![vmap_named("iifname", "fl_rej")]);
+        b.rule(DropSide::In.chain(), vec![vmap_named("oifname", "fl_rej")]);
+        b.rule(DropSide::In.chain(), vec![vmap_named("iifname", "fl_acc")]);
+    }
+    b.rule("accept_flow", vec![verdict("accept")]);
+    b.rule(DropSide::Out.chain(), vec![verdict("drop")]);
+    b.rule(DropSide::In.chain(), vec![verdict("drop")]);
 }
 
 fn deny(side: DropSide) -> Value {
-    json!({"jump": {"target": side.chain()}})
+    jump(side.chain())
 }
 
 /// Every accepted forward packet goes through here (flow logs count it).
 fn accept_flow() -> Value {
-    json!({"jump": {"target": "accept_flow"}})
-}
-
-fn obj(kind: &str, body: Value) -> Value {
-    json!({ "add": { kind: body } })
-}
-
-fn chain_decl(name: &str) -> Value {
-    obj(
-        "chain",
-        json!({"family": "inet", "table": TABLE, "name": name}),
-    )
-}
-
-fn rule(chain: &str, expr: Vec<Value>) -> Value {
-    obj(
-        "rule",
-        json!({"family": "inet", "table": TABLE, "chain": chain, "expr": expr}),
-    )
+    jump("accept_flow")
 }
 
 fn addr(c: &Cidr) -> Value {
@@ -178,6 +228,10 @@ fn addr(c: &Cidr) -> Value {
 
 fn eq(left: Value, right: Value) -> Value {
     json!({"match": {"op": "==", "left": left, "right": right}})
+}
+
+fn meta(key: &str) -> Value {
+    json!({"meta": {"key": key}})
 }
 
 fn ip_field(field: &str) -> Value {
@@ -193,7 +247,7 @@ fn match_exprs(m: &Match, peer_field: &str) -> Vec<Value> {
         Peer::Set(s) => out.push(eq(ip_field(peer_field), json!(format!("@{s}")))),
     }
     if let Some(n) = m.proto.number() {
-        out.push(eq(json!({"meta": {"key": "l4proto"}}), json!(n)));
+        out.push(eq(meta("l4proto"), json!(n)));
     }
     match m.proto {
         Proto::Tcp | Proto::Udp => {
@@ -250,7 +304,7 @@ fn subnet_chain_name(subnet: &str, egress: bool) -> String {
     )
 }
 
-fn eni_chain_name(eni: &str, egress: bool) -> String {
+pub fn eni_chain_name(eni: &str, egress: bool) -> String {
     format!(
         "eni_{}_{}",
         if egress { "out" } else { "in" },
@@ -258,8 +312,8 @@ fn eni_chain_name(eni: &str, egress: bool) -> String {
     )
 }
 
-fn acl_rules(out: &mut Vec<Value>, name: &str, rules: &[AclRule], egress: bool) {
-    out.push(chain_decl(name));
+fn acl_rules(b: &mut Builder, name: &str, rules: &[AclRule], egress: bool) {
+    b.chain(name);
     let peer = if egress { "daddr" } else { "saddr" };
     let side = DropSide::of(egress);
     for r in rules {
@@ -269,38 +323,40 @@ fn acl_rules(out: &mut Vec<Value>, name: &str, rules: &[AclRule], egress: bool) 
         } else {
             deny(side)
         });
-        out.push(rule(name, expr));
+        b.rule(name, expr);
     }
-    out.push(rule(name, vec![deny(side)]));
+    b.rule(name, vec![deny(side)]);
 }
 
-/// The whole ruleset for one router namespace, replacing any previous `inet cove` table atomically.
-pub fn render(plan: &RouterPlan) -> Value {
-    let mut out = vec![
-        obj("table", json!({"family": "inet", "name": TABLE})),
-        json!({"delete": {"table": {"family": "inet", "name": TABLE}}}),
-        obj("table", json!({"family": "inet", "name": TABLE})),
-    ];
+fn established() -> Value {
+    json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}})
+}
+
+/// The names of the verdict maps that dispatch on an ENI's router link.
+const SPOOF_MAP: &str = "spoof";
+const SG_OUT_MAP: &str = "sg_out";
+const SG_IN_MAP: &str = "sg_in";
+const ACL_OUT_MAP: &str = "acl_out";
+const ACL_IN_MAP: &str = "acl_in";
+
+/// The whole desired table of one router namespace.
+pub fn render(plan: &RouterPlan) -> Ruleset {
+    let mut b = Builder(Ruleset::default());
     for (name, cidrs) in &plan.sets {
-        let mut set = json!({"family": "inet", "table": TABLE, "name": name, "type": "ipv4_addr", "flags": ["interval"]});
-        if !cidrs.is_empty() {
-            set["elem"] = Value::Array(cidrs.iter().map(addr).collect());
-        }
-        out.push(obj("set", set));
+        b.set(
+            name,
+            SetSpec::addresses(),
+            cidrs.iter().copied().map(Elem::Addr),
+        );
     }
 
-    flow_accounting(&mut out, plan);
+    flow_accounting(&mut b, plan);
 
     // Network ACLs, one chain per ACL and direction, entered through a
     // per-subnet chain that first lets traffic within the subnet pass.
     for acl in plan.acls.values() {
-        acl_rules(&mut out, &acl_chain_name(&acl.id, true), &acl.egress, true);
-        acl_rules(
-            &mut out,
-            &acl_chain_name(&acl.id, false),
-            &acl.ingress,
-            false,
-        );
+        acl_rules(&mut b, &acl_chain_name(&acl.id, true), &acl.egress, true);
+        acl_rules(&mut b, &acl_chain_name(&acl.id, false), &acl.ingress, false);
     }
     for (subnet, (cidr, acl)) in &plan.subnets {
         if !plan.acls.contains_key(acl) {
@@ -308,16 +364,12 @@ pub fn render(plan: &RouterPlan) -> Value {
         }
         for egress in [true, false] {
             let name = subnet_chain_name(subnet, egress);
-            out.push(chain_decl(&name));
             let same_subnet = if egress { "daddr" } else { "saddr" };
-            out.push(rule(
+            b.rule(
                 &name,
                 vec![eq(ip_field(same_subnet), addr(cidr)), verdict("return")],
-            ));
-            out.push(rule(
-                &name,
-                vec![json!({"jump": {"target": acl_chain_name(acl, egress)}})],
-            ));
+            );
+            b.rule(&name, vec![jump(acl_chain_name(acl, egress))]);
         }
     }
 
@@ -325,195 +377,161 @@ pub fn render(plan: &RouterPlan) -> Value {
     for eni in plan.enis.iter().filter(|e| e.firewalled) {
         for egress in [true, false] {
             let name = eni_chain_name(&eni.id, egress);
-            out.push(chain_decl(&name));
             let (rules, peer) = if egress {
                 (&eni.egress, "daddr")
             } else {
                 (&eni.ingress, "saddr")
             };
+            b.chain(&name);
             for m in rules {
                 let mut expr = match_exprs(m, peer);
                 expr.push(verdict("return"));
-                out.push(rule(&name, expr));
+                b.rule(&name, expr);
             }
-            let side = DropSide::of(egress);
-            out.push(rule(&name, vec![deny(side)]));
+            b.rule(&name, vec![deny(DropSide::of(egress))]);
         }
     }
 
     // Anti-spoofing: a process inside an ENI's namespace may be root there,
     // so the router accepts from each ENI's veth only that ENI's address.
-    for eni in plan.enis.iter().filter(|e| e.source_check) {
+    let spoofable = || plan.enis.iter().filter(|e| e.source_check);
+    for eni in spoofable() {
         let name = format!("src_{}", naming::short(&eni.id));
-        out.push(chain_decl(&name));
-        out.push(rule(
+        b.rule(
             &name,
             vec![
                 eq(ip_field("saddr"), json!(eni.ip.to_string())),
                 verdict("return"),
             ],
-        ));
-        out.push(rule(&name, vec![verdict("drop")]));
+        );
+        b.rule(&name, vec![verdict("drop")]);
     }
-    let spoof_map: Vec<Value> = plan
-        .enis
-        .iter()
-        .filter(|e| e.source_check)
-        .map(|e| json!([e.router_link, {"jump": {"target": format!("src_{}", naming::short(&e.id))}}]))
-        .collect();
+    b.set(
+        SPOOF_MAP,
+        SetSpec::link_jumps(),
+        link_jumps(spoofable(), |e| format!("src_{}", naming::short(&e.id))),
+    );
+    let firewalled = || plan.enis.iter().filter(|e| e.firewalled);
+    b.set(
+        SG_OUT_MAP,
+        SetSpec::link_jumps(),
+        link_jumps(firewalled(), |e| eni_chain_name(&e.id, true)),
+    );
+    b.set(
+        SG_IN_MAP,
+        SetSpec::link_jumps(),
+        link_jumps(firewalled(), |e| eni_chain_name(&e.id, false)),
+    );
+    let has_acl = |e: &&EniPlan| {
+        plan.subnets
+            .get(&e.subnet_id)
+            .is_some_and(|(_, a)| plan.acls.contains_key(a))
+    };
+    b.set(
+        ACL_OUT_MAP,
+        SetSpec::link_jumps(),
+        link_jumps(plan.enis.iter().filter(has_acl), |e| {
+            subnet_chain_name(&e.subnet_id, true)
+        }),
+    );
+    b.set(
+        ACL_IN_MAP,
+        SetSpec::link_jumps(),
+        link_jumps(plan.enis.iter().filter(has_acl), |e| {
+            subnet_chain_name(&e.subnet_id, false)
+        }),
+    );
 
     // The router itself answers only its gateway addresses (ICMP) and the VPC
     // resolver (DNS); nothing inside a VPC reaches anything else of it.
-    out.push(obj(
-        "chain",
-        json!({"family": "inet", "table": TABLE, "name": "input", "type": "filter", "hook": "input", "prio": 0, "policy": "drop"}),
-    ));
-    out.push(rule(
+    b.base("input", "filter", "input", 0, "drop");
+    b.rule(
         "input",
-        vec![
-            eq(json!({"meta": {"key": "iifname"}}), json!("lo")),
-            verdict("accept"),
-        ],
-    ));
-    if !spoof_map.is_empty() {
-        out.push(rule("input", vec![json!({"vmap": {"key": {"meta": {"key": "iifname"}}, "data": {"set": spoof_map.clone()}}})]));
-    }
-    out.push(rule(
+        vec![eq(meta("iifname"), json!("lo")), verdict("accept")],
+    );
+    b.rule("input", vec![vmap_named("iifname", SPOOF_MAP)]);
+    b.rule("input", vec![established(), verdict("accept")]);
+    b.rule(
         "input",
-        vec![json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}), verdict("accept")],
-    ));
-    out.push(rule(
-        "input",
-        vec![
-            eq(json!({"meta": {"key": "l4proto"}}), json!(1)),
-            verdict("accept"),
-        ],
-    ));
+        vec![eq(meta("l4proto"), json!(1)), verdict("accept")],
+    );
     for proto in [6, 17] {
-        out.push(rule(
+        b.rule(
             "input",
             vec![
                 eq(ip_field("daddr"), json!(plan.dns.to_string())),
-                eq(json!({"meta": {"key": "l4proto"}}), json!(proto)),
+                eq(meta("l4proto"), json!(proto)),
                 eq(
                     json!({"payload": {"protocol": "th", "field": "dport"}}),
                     json!(53),
                 ),
                 verdict("accept"),
             ],
-        ));
+        );
     }
 
     // The forward chain: anti-spoofing, ACLs (stateless, before conntrack), then
     // established traffic, then the groups of the source and destination ENIs.
-    out.push(obj(
-        "chain",
-        json!({"family": "inet", "table": TABLE, "name": "forward", "type": "filter", "hook": "forward", "prio": 0, "policy": "drop"}),
-    ));
-    let link_map = |egress: bool| -> Vec<Value> {
-        plan.enis
-            .iter()
-            .filter(|e| e.firewalled)
-            .map(|e| json!([e.router_link, {"jump": {"target": eni_chain_name(&e.id, egress)}}]))
-            .collect()
-    };
-    let vmap = |key: &str, entries: Vec<Value>| json!({"vmap": {"key": {"meta": {"key": key}}, "data": {"set": entries}}});
-    let subnet_of = |e: &crate::plan::EniPlan| e.subnet_id.clone();
-    let has_acl = |e: &crate::plan::EniPlan| {
-        plan.subnets
-            .get(&e.subnet_id)
-            .is_some_and(|(_, a)| plan.acls.contains_key(a))
-    };
-    let acl_out: Vec<Value> = plan
-        .enis
-        .iter()
-        .filter(|e| has_acl(e))
-        .map(|e| json!([e.router_link, {"jump": {"target": subnet_chain_name(&subnet_of(e), true)}}]))
-        .collect();
-    let acl_in: Vec<Value> = plan
-        .enis
-        .iter()
-        .filter(|e| has_acl(e))
-        .map(|e| json!([e.router_link, {"jump": {"target": subnet_chain_name(&subnet_of(e), false)}}]))
-        .collect();
-    if !spoof_map.is_empty() {
-        out.push(rule("forward", vec![vmap("iifname", spoof_map)]));
-    }
-    if plan.igw.is_some() || !plan.endpoints.is_empty() {
-        out.push(obj(
-            "chain",
-            json!({"family": "inet", "table": TABLE, "name": "prerouting", "type": "nat", "hook": "prerouting", "prio": -100, "policy": "accept"}),
-        ));
-        out.push(obj(
-            "chain",
-            json!({"family": "inet", "table": TABLE, "name": "postrouting", "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}),
-        ));
-    }
+    b.base("forward", "filter", "forward", 0, "drop");
+    b.rule("forward", vec![vmap_named("iifname", SPOOF_MAP)]);
+    b.base("prerouting", "nat", "prerouting", -100, "accept");
+    b.base("postrouting", "nat", "postrouting", 100, "accept");
     for e in &plan.endpoints {
         // The service tells endpoints apart by this source address.
-        out.push(rule(
+        b.rule(
             "postrouting",
             vec![
-                eq(
-                    json!({"meta": {"key": "oifname"}}),
-                    json!(e.link.router_link),
-                ),
+                eq(meta("oifname"), json!(e.link.router_link)),
                 json!({"snat": {"family": "ip", "addr": e.link.router_ip.to_string()}}),
             ],
-        ));
+        );
     }
     if let Some(igw) = &plan.igw {
         // As on AWS: through an internet gateway only addresses with a public
         // mapping get out; a private address alone gets no internet.
-        let mut set = json!({"family": "inet", "table": TABLE, "name": "public_sources", "type": "ipv4_addr"});
-        if !plan.public_ips.is_empty() {
-            set["elem"] = Value::Array(
-                plan.public_ips
-                    .iter()
-                    .map(|(private, _)| json!(private.to_string()))
-                    .collect(),
-            );
-        }
-        out.push(obj("set", set));
-        out.push(rule(
+        let sources: BTreeSet<Elem> = plan
+            .public_ips
+            .iter()
+            .map(|(private, _)| {
+                Elem::Addr(Cidr {
+                    base: u32::from(*private),
+                    prefix: 32,
+                })
+            })
+            .collect();
+        b.set("public_sources", SetSpec::addresses(), sources);
+        b.rule(
             "forward",
             vec![
-                eq(json!({"meta": {"key": "oifname"}}), json!(igw.router_link)),
+                eq(meta("oifname"), json!(igw.router_link)),
                 json!({"match": {"op": "!=", "left": ip_field("saddr"), "right": "@public_sources"}}),
                 deny(DropSide::In),
             ],
-        ));
+        );
         for (private, public) in &plan.public_ips {
-            out.push(rule(
+            b.rule(
                 "prerouting",
                 vec![
-                    eq(json!({"meta": {"key": "iifname"}}), json!(igw.router_link)),
+                    eq(meta("iifname"), json!(igw.router_link)),
                     eq(ip_field("daddr"), json!(public.to_string())),
                     json!({"dnat": {"family": "ip", "addr": private.to_string()}}),
                 ],
-            ));
-            out.push(rule(
+            );
+            b.rule(
                 "postrouting",
                 vec![
-                    eq(json!({"meta": {"key": "oifname"}}), json!(igw.router_link)),
+                    eq(meta("oifname"), json!(igw.router_link)),
                     eq(ip_field("saddr"), json!(private.to_string())),
                     json!({"snat": {"family": "ip", "addr": public.to_string()}}),
                 ],
-            ));
+            );
         }
     }
-    if !acl_out.is_empty() {
-        out.push(rule("forward", vec![vmap("iifname", acl_out)]));
-        out.push(rule("forward", vec![vmap("oifname", acl_in)]));
-    }
-    out.push(rule(
-        "forward",
-        vec![json!({"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}}), accept_flow()],
-    ));
-    if plan.enis.iter().any(|e| e.firewalled) {
-        out.push(rule("forward", vec![vmap("iifname", link_map(true))]));
-        out.push(rule("forward", vec![vmap("oifname", link_map(false))]));
-    }
-    out.push(rule("forward", vec![accept_flow()]));
-    json!({ "nftables": out })
+    b.rule("forward", vec![vmap_named("iifname", ACL_OUT_MAP)]);
+    b.rule("forward", vec![vmap_named("oifname", ACL_IN_MAP)]);
+    b.rule("forward", vec![established(), accept_flow()]);
+    b.rule("forward", vec![vmap_named("iifname", SG_OUT_MAP)]);
+    b.rule("forward", vec![vmap_named("oifname", SG_IN_MAP)]);
+    b.rule("forward", vec![accept_flow()]);
+    b.0
 }

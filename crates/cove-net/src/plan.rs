@@ -23,15 +23,16 @@ pub enum Proto {
 }
 
 impl Proto {
-    /// From Cove's normalised protocol strings (`tcp`, `6`, `-1`, `50` …).
-    pub fn parse(p: &str) -> Proto {
-        match p {
+    /// From Cove's normalised protocol strings (`tcp`, `6`, `-1`, `50` …);
+    /// `None` for anything else, which the caller must treat failing closed.
+    pub fn parse(p: &str) -> Option<Proto> {
+        Some(match p {
             "-1" | "all" => Proto::All,
             "tcp" | "6" => Proto::Tcp,
             "udp" | "17" => Proto::Udp,
             "icmp" | "1" => Proto::Icmp,
-            other => other.parse().map(Proto::Number).unwrap_or(Proto::All),
-        }
+            other => Proto::Number(other.parse().ok()?),
+        })
     }
 
     pub fn number(self) -> Option<u8> {
@@ -194,18 +195,20 @@ pub fn link_addresses(vpc_id: &str) -> (Ipv4Addr, Ipv4Addr) {
     (Ipv4Addr::from(base + 1), Ipv4Addr::from(base + 2))
 }
 
-pub fn plan_region(world: &World, instance: &str) -> RegionPlan {
+/// The region network of one Cove instance, from the plans of its VPCs.
+pub fn region_from<'a>(
+    instance: &str,
+    plans: impl IntoIterator<Item = &'a RouterPlan>,
+) -> RegionPlan {
     let mut vpcs = Vec::new();
     let mut endpoints = Vec::new();
-    for vpc in world.vpcs.values() {
-        if let Some(plan) = plan_vpc(world, instance, &vpc.id) {
-            endpoints.extend(plan.endpoints.iter().map(|e| e.link.clone()));
-            if let Some(igw) = plan.igw {
-                vpcs.push((
-                    igw,
-                    plan.public_ips.iter().map(|(_, public)| *public).collect(),
-                ));
-            }
+    for plan in plans {
+        endpoints.extend(plan.endpoints.iter().map(|e| e.link.clone()));
+        if let Some(igw) = &plan.igw {
+            vpcs.push((
+                igw.clone(),
+                plan.public_ips.iter().map(|(_, public)| *public).collect(),
+            ));
         }
     }
     RegionPlan {
@@ -220,6 +223,15 @@ pub fn plan_region(world: &World, instance: &str) -> RegionPlan {
         vpcs,
         endpoints,
     }
+}
+
+pub fn plan_region(world: &World, instance: &str) -> RegionPlan {
+    let plans: Vec<RouterPlan> = world
+        .vpcs
+        .keys()
+        .filter_map(|id| plan_vpc(world, instance, id))
+        .collect();
+    region_from(instance, &plans)
 }
 
 impl RouterPlan {
@@ -249,10 +261,12 @@ fn icmp_part(v: Option<i64>) -> Option<u8> {
     v.filter(|x| *x >= 0).map(|x| x.min(255) as u8)
 }
 
-fn sg_match(rule: &SgRule) -> Match {
-    let proto = Proto::parse(&rule.protocol);
+/// A security-group rule as a match, or `None` when a stored value cannot
+/// be read: groups only allow, so an unreadable rule allows nothing.
+fn sg_match(rule: &SgRule) -> Option<Match> {
+    let proto = Proto::parse(&rule.protocol)?;
     let peer = match &rule.peer {
-        SgPeer::Cidr { cidr } => Peer::Cidr(cidr.parse().unwrap_or(Cidr { base: 0, prefix: 0 })),
+        SgPeer::Cidr { cidr } => Peer::Cidr(cidr.parse().ok()?),
         SgPeer::Group { group_id, .. } => Peer::Set(naming::group_set(group_id)),
         SgPeer::PrefixList { id } => Peer::Set(naming::prefix_list_set(id)),
     };
@@ -261,24 +275,31 @@ fn sg_match(rule: &SgRule) -> Match {
         Proto::Icmp => (None, icmp_part(rule.from_port), icmp_part(rule.to_port)),
         _ => (None, None, None),
     };
-    Match {
+    Some(Match {
         proto,
         ports,
         icmp_type,
         icmp_code,
         peer,
-    }
+    })
 }
 
-fn acl_rule(e: &NaclEntry) -> AclRule {
-    let proto = Proto::parse(&e.protocol);
+/// A network ACL entry, or `None` when a stored value cannot be read. An
+/// unreadable allow entry allows nothing; an unreadable deny entry denies
+/// everything, so the firewall fails closed either way.
+fn acl_rule(e: &NaclEntry) -> Option<AclRule> {
+    let any = Cidr { base: 0, prefix: 0 };
+    let (proto, cidr) = match (Proto::parse(&e.protocol), e.cidr.parse::<Cidr>()) {
+        (Some(proto), Ok(cidr)) => (proto, cidr),
+        _ if e.allow => return None,
+        _ => (Proto::All, any),
+    };
     let (ports, icmp_type, icmp_code) = match proto {
         Proto::Tcp | Proto::Udp => (Some((port(e.from_port), port(e.to_port))), None, None),
         Proto::Icmp => (None, icmp_part(e.icmp_type), icmp_part(e.icmp_code)),
         _ => (None, None, None),
     };
-    let peer = Peer::Cidr(e.cidr.parse().unwrap_or(Cidr { base: 0, prefix: 0 }));
-    AclRule {
+    Some(AclRule {
         number: e.rule_number,
         allow: e.allow,
         rule: Match {
@@ -286,9 +307,9 @@ fn acl_rule(e: &NaclEntry) -> AclRule {
             ports,
             icmp_type,
             icmp_code,
-            peer,
+            peer: Peer::Cidr(cidr),
         },
-    }
+    })
 }
 
 /// Union of several groups' rules, without duplicates, in a stable order.
@@ -296,10 +317,32 @@ fn union(groups: &[&SecurityGroup], egress: bool) -> Vec<Match> {
     let mut out: Vec<Match> = groups
         .iter()
         .flat_map(|g| if egress { &g.egress } else { &g.ingress })
-        .map(sg_match)
+        .filter_map(sg_match)
         .collect();
     out.sort();
     out.dedup();
+    out
+}
+
+/// Kernel routing-table numbers for a VPC's route tables, derived from
+/// their ids so that adding or deleting a table never renumbers another
+/// while packets flow. Two ids that hash alike (one chance in a million
+/// per pair) are told apart by probing upward in id order.
+fn kernel_table_ids<'a>(ids: impl Iterator<Item = &'a str>) -> BTreeMap<&'a str, u32> {
+    const FIRST: u32 = 1000;
+    const SPAN: u32 = 1 << 20;
+    let mut ids: Vec<(u32, &str)> = ids
+        .map(|id| (cove_model::ids::fnv32(id) % SPAN, id))
+        .collect();
+    ids.sort();
+    let mut taken = std::collections::BTreeSet::new();
+    let mut out = BTreeMap::new();
+    for (mut n, id) in ids {
+        while !taken.insert(n) {
+            n = (n + 1) % SPAN;
+        }
+        out.insert(id, FIRST + n);
+    }
     out
 }
 
@@ -365,12 +408,12 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
                 ingress: entries
                     .iter()
                     .filter(|e| !e.egress)
-                    .map(|e| acl_rule(e))
+                    .filter_map(|e| acl_rule(e))
                     .collect(),
                 egress: entries
                     .iter()
                     .filter(|e| e.egress)
-                    .map(|e| acl_rule(e))
+                    .filter_map(|e| acl_rule(e))
                     .collect(),
             },
         );
@@ -512,12 +555,14 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
     };
     let main_table = world.main_route_table(vpc_id).map(|t| t.id.clone());
     let mut tables = Vec::new();
-    for (i, t) in world
-        .route_tables
-        .values()
-        .filter(|t| t.vpc_id == vpc_id)
-        .enumerate()
-    {
+    let kernel_tables = kernel_table_ids(
+        world
+            .route_tables
+            .values()
+            .filter(|t| t.vpc_id == vpc_id)
+            .map(|t| t.id.as_str()),
+    );
+    for t in world.route_tables.values().filter(|t| t.vpc_id == vpc_id) {
         let served: Vec<Cidr> = subnet_map
             .iter()
             .filter(|(sid, _)| {
@@ -561,7 +606,7 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
         });
         tables.push(TablePlan {
             id: t.id.clone(),
-            kernel_table: 1000 + i as u32,
+            kernel_table: kernel_tables[t.id.as_str()],
             subnets: served,
             routes,
         });

@@ -375,7 +375,9 @@ fn main() -> anyhow::Result<()> {
                 println!("stopped {stopped} containers");
             }
             let instance = server::instance_tag(&data_dir)?;
-            let removed = cove_net::reconcile::Reconciler::new(&instance).remove_all()?;
+            let removed =
+                cove_dataplane::reconcile::Reconciler::new(&instance, cove_dataplane::linux::Linux)
+                    .remove_all()?;
             println!("removed {removed} network namespaces of instance {instance}");
             Ok(())
         }

@@ -262,7 +262,8 @@ fn start_data_plane(
     std::thread::Builder::new()
         .name("cove-reconcile".into())
         .spawn(move || {
-            let mut reconciler = cove_net::reconcile::Reconciler::new(&instance);
+            let mut reconciler =
+                cove_dataplane::reconcile::Reconciler::new(&instance, cove_dataplane::linux::Linux);
             let mut seen;
             loop {
                 let generation = store.generation();

@@ -5,10 +5,12 @@
 //! stored resources, not the plan) agree on every probe. Everything is
 //! removed on drop, also when a test fails.
 
+use cove_dataplane::linux;
 use cove_model::vpc::*;
 use cove_net::fixtures::*;
+use cove_net::netns;
 use cove_net::plan::{plan_vpc, RouterPlan};
-use cove_net::{linux, netns};
+use cove_net::{nft, ruleset};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -17,6 +19,7 @@ static LABS: AtomicUsize = AtomicUsize::new(0);
 
 /// A VPC made real for one test; torn down on drop.
 struct Lab {
+    tag: String,
     plan: RouterPlan,
     world: cove_model::world::World,
 }
@@ -49,11 +52,36 @@ fn lab(
     );
     let w = world(tag, groups, eni_groups, acls);
     let plan = plan_vpc(&w, tag, &format!("vpc-1{tag}")).expect("fixture VPC");
-    let lab = Lab { plan, world: w };
+    let lab = Lab {
+        tag: tag.to_string(),
+        plan,
+        world: w,
+    };
     linux::apply(&lab.plan).expect("applying the plan");
     // Applying again must succeed and change nothing that matters.
     linux::apply(&lab.plan).expect("re-applying the plan");
+    // The table reads back from the kernel as exactly what was planned.
+    let observed = linux::observe_rules(&lab.plan.netns).expect("listing the table");
+    assert_eq!(
+        ruleset::diff(observed.as_ref(), &nft::render(&lab.plan)),
+        vec![],
+        "the kernel holds the planned table"
+    );
     lab
+}
+
+impl Lab {
+    /// Re-plans after `change` and applies the difference as the reconciler
+    /// would, returning what the transaction held.
+    fn change(&mut self, change: impl FnOnce(&mut cove_model::world::World)) -> ruleset::OpCounts {
+        change(&mut self.world);
+        let plan = plan_vpc(&self.world, &self.tag, &self.plan.vpc_id).expect("fixture VPC");
+        let observed = linux::observe_rules(&plan.netns).expect("listing the table");
+        let ops = ruleset::diff(observed.as_ref(), &nft::render(&plan));
+        linux::apply_rule_ops(&plan.netns, &ops).expect("the kernel accepts the diff");
+        self.plan = plan;
+        ruleset::count(&ops)
+    }
 }
 
 fn ip(s: &str) -> Ipv4Addr {
@@ -348,4 +376,58 @@ fn addresses_of_the_vpc_no_eni_has_are_dropped_by_the_router() {
     assert!(ip_route(&["show", "type", "blackhole"]).contains("10.0.0.0/16"));
     assert!(ip_route(&["get", "10.0.9.9"]).contains("Invalid argument"));
     assert!(ip_route(&["get", "10.0.1.4"]).contains("dev cve"));
+}
+
+#[test]
+fn rule_and_membership_changes_are_small_transactions_enforced_at_once() {
+    let web = group(
+        "sg-web",
+        vec![rule("tcp", Some(22), Some(22), cidr("10.0.0.0/16"))],
+        everything_out(),
+    );
+    let clients = group("sg-clients", vec![], everything_out());
+    let tag = unique_tag();
+    let mut lab = lab(
+        &tag,
+        vec![web, clients],
+        [&["sg-web"], &["sg-clients"], &["sg-clients"]],
+        vec![allow_all_acl("acl-d", &["subnet-a", "subnet-b"])],
+    );
+    lab.listen(ip("10.0.1.4"), 8080);
+    lab.expect("10.0.2.4", 43000, "10.0.1.4", 8080, false);
+    // A rule from the clients' group: only the web ENI's ingress chain is written.
+    let counts = lab.change(|w| {
+        let g = w.security_groups.get_mut("sg-web").expect("group");
+        g.ingress.push(rule(
+            "tcp",
+            Some(8080),
+            Some(8080),
+            SgPeer::Group {
+                group_id: "sg-clients".into(),
+                user_id: ACCOUNT.into(),
+            },
+        ));
+    });
+    assert_eq!(
+        (counts.chains_written, counts.elems_changed, counts.other),
+        (1, 0, 0),
+        "{counts:?}"
+    );
+    lab.expect("10.0.2.4", 43001, "10.0.1.4", 8080, true);
+    // The client leaves the group: one set element goes, no chain changes.
+    let counts = lab.change(|w| {
+        let b1 = w
+            .network_interfaces
+            .values()
+            .find(|e| e.private_ip == "10.0.2.4")
+            .map(|e| e.id.clone())
+            .expect("b1");
+        w.network_interfaces.get_mut(&b1).expect("b1").group_ids = vec!["sg-web".into()];
+    });
+    assert_eq!(
+        counts.elems_changed, 2,
+        "out of sg-clients, into sg-web: {counts:?}"
+    );
+    assert_eq!(counts.other, 0, "{counts:?}");
+    lab.expect("10.0.2.4", 43002, "10.0.1.4", 8080, false);
 }

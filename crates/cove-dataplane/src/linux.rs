@@ -1,30 +1,18 @@
-//! Makes a [`RouterPlan`] real on Linux with iproute2 and nftables' JSON
-//! input: the router namespace (forwarding on, gateway and DNS addresses on
-//! `lo`), one namespace per ENI joined to the router by a veth, the ENI's
-//! address and default route, the router's host routes, and the ruleset.
-//!
-//! This first applier converges by rebuilding what differs per ENI and by
-//! replacing the ruleset atomically; the incremental reconciler (set
-//! element updates, adoption after restart) replaces it under issue 3.
+//! The Linux backend: makes plans real with iproute2 and nftables. The
+//! router namespace (forwarding on, gateway and DNS addresses on `lo`), one
+//! namespace per ENI joined to the router by a veth, the ENI's address and
+//! default route, the router's host routes and policy routing go through
+//! `ip`; the router's table `inet cove` is read with `nft -j list table`
+//! and changed by the reconciler's operations in one `nft -j -f -`
+//! transaction, run from a thread inside the namespace (no `ip netns exec`).
 
-use crate::naming;
-use crate::nft;
-use crate::plan::{EniPlan, IgwPlan, RegionPlan, RouterPlan, Via};
+use crate::backend::{Backend, Error as CommandError, Result};
+use cove_net::naming;
+use cove_net::nft;
+use cove_net::plan::{EniPlan, IgwPlan, RegionPlan, RouterPlan, Via};
+use cove_net::ruleset::{self, Op, Ruleset};
 use std::io::Write;
 use std::process::{Command, Stdio};
-
-#[derive(Debug)]
-pub struct CommandError(pub String);
-
-impl std::fmt::Display for CommandError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for CommandError {}
-
-type Result<T> = std::result::Result<T, CommandError>;
 
 fn run(program: &str, args: &[&str], stdin: Option<&[u8]>) -> Result<String> {
     let mut cmd = Command::new(program);
@@ -57,20 +45,25 @@ fn ip(args: &[&str]) -> Result<String> {
 }
 
 pub fn netns_exists(name: &str) -> bool {
-    std::path::Path::new(crate::netns::NETNS_DIR)
+    std::path::Path::new(cove_net::netns::NETNS_DIR)
         .join(name)
         .exists()
 }
 
 /// Every namespace that belongs to Cove instance `instance`.
 pub fn instance_namespaces(instance: &str) -> Result<Vec<String>> {
-    let out = ip(&["netns", "list"])?;
-    Ok(out
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
+    let dir = match std::fs::read_dir(cove_net::netns::NETNS_DIR) {
+        Ok(dir) => dir,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(CommandError(format!("{}: {e}", cove_net::netns::NETNS_DIR))),
+    };
+    let mut names: Vec<String> = dir
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
         .filter(|n| naming::is_instance_netns(instance, n))
-        .map(str::to_string)
-        .collect())
+        .collect();
+    names.sort();
+    Ok(names)
 }
 
 /// Where `ip netns exec` (and `cove exec`) find a namespace's own `/etc` files.
@@ -503,24 +496,82 @@ pub fn apply_router(plan: &RouterPlan) -> Result<()> {
     Ok(())
 }
 
-/// Replaces the router's ruleset atomically.
-pub fn apply_rules(plan: &RouterPlan) -> Result<()> {
-    let ruleset = serde_json::to_vec(&nft::render(plan)).expect("JSON values serialize");
-    run(
-        "ip",
-        &["netns", "exec", &plan.netns, "nft", "-j", "-f", "-"],
-        Some(&ruleset),
-    )
-    .map(|_| ())
-    .map_err(|e| {
-        // Keep what nft refused, so the failure can be read and replayed.
-        let path = std::env::temp_dir().join(format!("{}.nft.json", plan.netns));
-        let _ = std::fs::write(&path, &ruleset);
-        CommandError(format!("{e} (ruleset saved to {})", path.display()))
+/// Runs `nft` with `args` (and `input` on stdin) from a thread inside namespace `netns`.
+fn nft_in(netns: &str, args: &[&str], input: Option<Vec<u8>>) -> Result<Vec<u8>> {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let out = cove_net::netns::run_in(netns, move || -> std::io::Result<std::process::Output> {
+        let mut child = Command::new("nft")
+            .args(&args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        if let (Some(input), Some(mut pipe)) = (input, child.stdin.take()) {
+            pipe.write_all(&input)?;
+        }
+        child.wait_with_output()
     })
+    .map_err(|e| CommandError(format!("entering {netns}: {e}")))?
+    .map_err(|e| CommandError(format!("nft: {e}")))?;
+    if !out.status.success() {
+        return Err(CommandError(format!(
+            "nft in {netns}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(out.stdout)
 }
 
-/// Creates or fixes everything the plan describes and replaces its ruleset.
+/// The router's `inet cove` table as the kernel holds it.
+pub fn observe_rules(netns: &str) -> Result<Option<Ruleset>> {
+    // A table that is not there is an error to `nft list table`: list the tables first.
+    let tables: serde_json::Value =
+        serde_json::from_slice(&nft_in(netns, &["-j", "list", "tables", "inet"], None)?)
+            .map_err(|e| CommandError(format!("nft list tables: {e}")))?;
+    let present = tables["nftables"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|t| t["table"]["name"].as_str() == Some(nft::TABLE));
+    if !present {
+        return Ok(None);
+    }
+    let listing: serde_json::Value = serde_json::from_slice(&nft_in(
+        netns,
+        &["-j", "list", "table", "inet", nft::TABLE],
+        None,
+    )?)
+    .map_err(|e| CommandError(format!("nft list table: {e}")))?;
+    Ok(ruleset::observe(&listing, nft::TABLE))
+}
+
+/// Performs `ops` on the router's table in one transaction.
+pub fn apply_rule_ops(netns: &str, ops: &[Op]) -> Result<()> {
+    if ops.is_empty() {
+        return Ok(());
+    }
+    let batch =
+        serde_json::to_vec(&ruleset::batch(nft::TABLE, ops)).expect("JSON values serialize");
+    nft_in(netns, &["-j", "-f", "-"], Some(batch.clone()))
+        .map(|_| ())
+        .map_err(|e| {
+            // Keep what nft refused, so the failure can be read and replayed.
+            let path = std::env::temp_dir().join(format!("{netns}.nft.json"));
+            let _ = std::fs::write(&path, &batch);
+            CommandError(format!("{e} (batch saved to {})", path.display()))
+        })
+}
+
+/// Makes the router's table equal to the plan's, changing only what differs.
+pub fn apply_rules(plan: &RouterPlan) -> Result<()> {
+    let observed = observe_rules(&plan.netns)?;
+    apply_rule_ops(
+        &plan.netns,
+        &ruleset::diff(observed.as_ref(), &nft::render(plan)),
+    )
+}
+
+/// Creates or fixes everything the plan describes, rules included.
 pub fn apply(plan: &RouterPlan) -> Result<()> {
     apply_router(plan)?;
     for e in &plan.enis {
@@ -536,6 +587,38 @@ pub fn remove(plan: &RouterPlan) -> Result<()> {
         delete_netns(&e.netns)?;
     }
     delete_netns(&plan.netns)
+}
+
+/// The Linux kernel, through iproute2 and nftables.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Linux;
+
+impl Backend for Linux {
+    fn namespaces(&self, instance: &str) -> Result<Vec<String>> {
+        instance_namespaces(instance)
+    }
+    fn remove_namespace(&self, name: &str) -> Result<()> {
+        delete_netns(name)
+    }
+    fn region(&self, plan: &RegionPlan) -> Result<()> {
+        apply_region(plan)
+    }
+    fn router(&self, plan: &RouterPlan, region_netns: &str) -> Result<()> {
+        apply_router(plan)?;
+        apply_igw(plan, region_netns)
+    }
+    fn eni(&self, router_netns: &str, eni: &EniPlan) -> Result<()> {
+        apply_eni(router_netns, eni)
+    }
+    fn routes(&self, plan: &RouterPlan) -> Result<()> {
+        apply_routes(plan)
+    }
+    fn observe_rules(&self, router_netns: &str) -> Result<Option<Ruleset>> {
+        observe_rules(router_netns)
+    }
+    fn apply_rules(&self, router_netns: &str, ops: &[Op]) -> Result<()> {
+        apply_rule_ops(router_netns, ops)
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,14 @@
+//! Cove's data plane, the part that touches the kernel. The reconciler
+//! ([`reconcile`]) keeps the kernel equal to the plans `cove-net` computes
+//! from the stored world; every kernel effect goes through the small
+//! [`Backend`] trait, with a Linux implementation ([`linux`]) and an
+//! in-memory one ([`fake`]) that the reconciler's unit tests run against.
+//! A second backend (another host's agent, OVN) would implement the same
+//! trait.
+
+pub mod backend;
+pub mod fake;
+pub mod linux;
+pub mod reconcile;
+
+pub use backend::{Backend, Error};
