@@ -281,3 +281,282 @@ fn apply_enis<B: Backend>(backend: &B, router: &str, enis: &[&EniPlan]) -> Resul
     });
     results.into_iter().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fake::Fake;
+    use crate::fake::Kernel;
+    use cove_model::fixtures::*;
+    use cove_model::vpc::*;
+    use cove_net::naming;
+    use cove_net::ruleset::Op;
+
+    const TAG: &str = "t";
+
+    /// The fixture VPC, plus `groups` groups of `per_group` non-matching
+    /// ingress rules spread over filler ENIs in subnet a (5 groups each).
+    fn big_world(groups: usize, per_group: usize) -> World {
+        let web = group(
+            "sg-web",
+            vec![rule("tcp", Some(22), Some(22), cidr("10.0.0.0/16"))],
+            vec![rule("-1", None, None, cidr("0.0.0.0/0"))],
+        );
+        let clients = group(
+            "sg-clients",
+            vec![],
+            vec![rule("-1", None, None, cidr("0.0.0.0/0"))],
+        );
+        let mut w = world(
+            TAG,
+            vec![web, clients],
+            [&["sg-web"], &["sg-clients"], &["sg-clients"]],
+            vec![allow_all_acl("acl-d", &["subnet-a", "subnet-b"])],
+        );
+        let template = w
+            .network_interfaces
+            .values()
+            .next()
+            .cloned()
+            .expect("an ENI");
+        for g in 0..groups {
+            let id = format!("sg-fill{g:05}");
+            let ingress = (0..per_group)
+                .map(|r| {
+                    let mut x = rule(
+                        "tcp",
+                        Some(20000 + (g * per_group + r) as i64),
+                        Some(20000 + (g * per_group + r) as i64),
+                        cidr(&format!("198.51.100.{}/32", r % 250)),
+                    );
+                    x.id = format!("sgr-{g}-{r}");
+                    x
+                })
+                .collect();
+            w.security_groups
+                .insert(id.clone(), group(&id, ingress, vec![]));
+        }
+        for n in 0..groups.div_ceil(5) {
+            let id = format!("eni-fill{n:05}");
+            let groups: Vec<String> = (n * 5..(n * 5 + 5).min(groups))
+                .map(|g| format!("sg-fill{g:05}"))
+                .collect();
+            w.network_interfaces.insert(
+                id.clone(),
+                NetworkInterface {
+                    id,
+                    private_ip: format!("10.0.1.{}", 10 + n),
+                    group_ids: groups,
+                    ..template.clone()
+                },
+            );
+        }
+        w
+    }
+
+    fn rule_ops(fake: &Fake) -> Vec<Op> {
+        fake.state()
+            .batches
+            .into_iter()
+            .flat_map(|(_, ops)| ops)
+            .collect()
+    }
+
+    fn eni_id(w: &World, ip: &str) -> String {
+        w.network_interfaces
+            .values()
+            .find(|e| e.private_ip == ip)
+            .map(|e| e.id.clone())
+            .expect("fixture ENI")
+    }
+
+    #[test]
+    fn a_new_world_is_made_whole_and_a_second_pass_does_nothing() {
+        let w = big_world(2, 10);
+        let mut r = Reconciler::new(TAG, Fake::new());
+        let pass = r.reconcile(&w).expect("first pass");
+        assert_eq!(pass.routers_applied, 1);
+        assert_eq!(pass.enis_applied, w.network_interfaces.len());
+        assert_eq!(pass.rule_transactions, 1);
+        let plan = plan_vpc(&w, TAG, &vpc_id(&w)).expect("plan");
+        assert_eq!(
+            r.backend().state().tables.get(&plan.netns),
+            Some(&nft::render(&plan)),
+            "the kernel holds the planned table"
+        );
+        r.backend().clear_log();
+        assert_eq!(r.reconcile(&w).expect("second pass"), Pass::default());
+        assert!(r.backend().state().calls.is_empty());
+    }
+
+    #[test]
+    fn one_rule_added_to_ten_thousand_writes_only_the_affected_chain() {
+        let mut w = big_world(200, 50);
+        let mut r = Reconciler::new(TAG, Fake::new());
+        r.reconcile(&w).expect("first pass");
+        let plan = plan_vpc(&w, TAG, &vpc_id(&w)).expect("plan");
+        let total: usize = plan
+            .enis
+            .iter()
+            .map(|e| e.ingress.len() + e.egress.len())
+            .sum();
+        assert!(total >= 10_000, "{total} rules in the VPC");
+        r.backend().clear_log();
+
+        w.security_groups
+            .get_mut("sg-web")
+            .expect("web")
+            .ingress
+            .push(rule(
+                "tcp",
+                Some(8080),
+                Some(8080),
+                SgPeer::Group {
+                    group_id: "sg-clients".into(),
+                    user_id: ACCOUNT.into(),
+                },
+            ));
+        let pass = r.reconcile(&w).expect("pass");
+        let web = nft::eni_chain_name(&eni_id(&w, "10.0.1.4"), false);
+        let ops = rule_ops(r.backend());
+        assert_eq!(ops[0], Op::FlushChain(web.clone()));
+        assert!(ops[1..]
+            .iter()
+            .all(|op| matches!(op, Op::AddRule(chain, _) if *chain == web)));
+        assert_eq!(
+            ops.len(),
+            1 + 3,
+            "flush, the two old rules and the new one, and the drop: {ops:?}"
+        );
+        assert_eq!(pass.rule_transactions, 1);
+        assert_eq!(
+            (
+                pass.enis_applied,
+                pass.routers_applied,
+                pass.route_tables_applied
+            ),
+            (0, 0, 0)
+        );
+    }
+
+    #[test]
+    fn a_membership_change_is_set_elements_only() {
+        let mut w = big_world(2, 10);
+        let mut r = Reconciler::new(TAG, Fake::new());
+        r.reconcile(&w).expect("first pass");
+        r.backend().clear_log();
+        let b1 = eni_id(&w, "10.0.2.4");
+        w.network_interfaces.get_mut(&b1).expect("b1").group_ids = vec!["sg-web".into()];
+        r.reconcile(&w).expect("pass");
+        let ops = rule_ops(r.backend());
+        assert!(!ops.is_empty());
+        // b1's own chains change (its rules are now sg-web's), and the sets.
+        let b1_chains = [
+            nft::eni_chain_name(&b1, true),
+            nft::eni_chain_name(&b1, false),
+        ];
+        for op in &ops {
+            match op {
+                Op::AddElems(set, _) | Op::DeleteElems(set, _) => {
+                    assert!(set == "sg_web" || set == "sg_clients", "{set}")
+                }
+                Op::FlushChain(c) | Op::AddRule(c, _) => assert!(b1_chains.contains(c), "{c}"),
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+
+        // A group with identical rules: then only the member sets change.
+        r.backend().clear_log();
+        let mut twin = w.security_groups.get("sg-web").expect("web").clone();
+        twin.id = "sg-twin".into();
+        w.security_groups.insert("sg-twin".into(), twin);
+        r.reconcile(&w).expect("pass");
+        r.backend().clear_log();
+        w.network_interfaces.get_mut(&b1).expect("b1").group_ids = vec!["sg-twin".into()];
+        r.reconcile(&w).expect("pass");
+        let ops = rule_ops(r.backend());
+        assert!(
+            ops.iter()
+                .all(|op| matches!(op, Op::AddElems(..) | Op::DeleteElems(..))),
+            "{ops:?}"
+        );
+        assert_eq!(ops.len(), 2, "{ops:?}");
+    }
+
+    #[test]
+    fn a_restart_with_an_unchanged_store_changes_nothing() {
+        let w = big_world(20, 50);
+        let fake = Fake::new();
+        let mut first = Reconciler::new(TAG, fake);
+        first.reconcile(&w).expect("first pass");
+        // A new reconciler over the same kernel, as after `kill -9`.
+        let kernel = first.backend().state();
+        let fake = Fake::new();
+        *fake.kernel.lock().unwrap() = Kernel {
+            calls: vec![],
+            batches: vec![],
+            ..kernel
+        };
+        let mut second = Reconciler::new(TAG, fake);
+        let pass = second.reconcile(&w).expect("pass after restart");
+        assert_eq!(pass.rule_transactions, 0, "{pass:?}");
+        assert_eq!(pass.namespaces_removed, 0);
+        assert!(second.backend().state().batches.is_empty());
+    }
+
+    #[test]
+    fn deleted_enis_and_vpcs_leave_nothing_behind() {
+        let mut w = big_world(2, 10);
+        let mut r = Reconciler::new(TAG, Fake::new());
+        r.reconcile(&w).expect("first pass");
+        let b1 = eni_id(&w, "10.0.2.4");
+        w.network_interfaces.remove(&b1);
+        let pass = r.reconcile(&w).expect("pass");
+        assert_eq!(pass.namespaces_removed, 1);
+        let k = r.backend().state();
+        assert!(!k.namespaces.contains(&naming::eni_netns(TAG, &b1)));
+        let plan = plan_vpc(&w, TAG, &vpc_id(&w)).expect("plan");
+        assert_eq!(k.tables.get(&plan.netns), Some(&nft::render(&plan)));
+
+        let vpc = vpc_id(&w);
+        w.network_interfaces = w
+            .network_interfaces
+            .into_iter()
+            .filter(|(_, e)| e.vpc_id != vpc)
+            .collect();
+        w.subnets = w
+            .subnets
+            .into_iter()
+            .filter(|(_, s)| s.vpc_id != vpc)
+            .collect();
+        w.vpcs.remove(&vpc);
+        r.reconcile(&w).expect("pass");
+        let k = r.backend().state();
+        assert_eq!(
+            k.namespaces.into_iter().collect::<Vec<_>>(),
+            vec![naming::region_netns(TAG)]
+        );
+        assert!(k.tables.is_empty());
+    }
+
+    #[test]
+    fn a_refused_transaction_is_retried_whole_on_the_next_pass() {
+        let mut w = big_world(2, 10);
+        let mut r = Reconciler::new(TAG, Fake::new());
+        r.reconcile(&w).expect("first pass");
+        w.security_groups
+            .get_mut("sg-web")
+            .expect("web")
+            .ingress
+            .clear();
+        *r.backend().refuse_rules.lock().unwrap() = Some("no memory".into());
+        assert!(r.reconcile(&w).is_err());
+        *r.backend().refuse_rules.lock().unwrap() = None;
+        r.reconcile(&w).expect("retry");
+        let plan = plan_vpc(&w, TAG, &vpc_id(&w)).expect("plan");
+        assert_eq!(
+            r.backend().state().tables.get(&plan.netns),
+            Some(&nft::render(&plan))
+        );
+    }
+}
