@@ -538,7 +538,7 @@ pub fn observe_rules(netns: &str) -> Result<Option<Ruleset>> {
     }
     let listing: serde_json::Value = serde_json::from_slice(&nft_in(
         netns,
-        &["-j", "list", "table", "inet", nft::TABLE],
+        &["-j", "-n", "list", "table", "inet", nft::TABLE],
         None,
     )?)
     .map_err(|e| CommandError(format!("nft list table: {e}")))?;

@@ -7,9 +7,10 @@
 //! operations on what it touches; the base chains do not change as ENIs
 //! come and go.
 
+use crate::acl_compile;
 use crate::naming;
 use crate::plan::{AclRule, EniPlan, Match, Peer, Proto, RouterPlan};
-use crate::ruleset::{Chain, Elem, Hook, Rule, Ruleset, Set, SetSpec};
+use crate::ruleset::{Chain, Elem, Hook, Part, Rule, Ruleset, Set, SetSpec};
 use cove_model::cidr::Cidr;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -312,18 +313,110 @@ pub fn eni_chain_name(eni: &str, egress: bool) -> String {
     )
 }
 
+/// Above this many set elements an ACL direction stays a chain of rules:
+/// the compiled form can grow quadratically with adversarial entries
+/// (see `acl_compile`), and a long chain is then the smaller of the two.
+const ACL_SET_LIMIT: usize = 4096;
+
+/// One ACL direction. Compiled into three interval sets of disjoint
+/// allowed regions (by protocol family), so a packet costs a few lookups
+/// whatever the entry count; a pathological ACL is walked entry by entry.
 fn acl_rules(b: &mut Builder, name: &str, rules: &[AclRule], egress: bool) {
     b.chain(name);
     let peer = if egress { "daddr" } else { "saddr" };
     let side = DropSide::of(egress);
-    for r in rules {
-        let mut expr = match_exprs(&r.rule, peer);
-        expr.push(if r.allow {
-            verdict("return")
+    let compiled = acl_compile::compile(rules);
+    if compiled.len() > ACL_SET_LIMIT {
+        for r in rules {
+            let mut expr = match_exprs(&r.rule, peer);
+            expr.push(if r.allow {
+                verdict("return")
+            } else {
+                deny(side)
+            });
+            b.rule(name, expr);
+        }
+        b.rule(name, vec![deny(side)]);
+        return;
+    }
+    let range = |lo: Ipv4Addr, hi: Ipv4Addr| Part::Addr(u32::from(lo), u32::from(hi));
+    let num = |lo: u32, hi: u32| Part::Num(lo, hi);
+    let sets = [
+        (
+            "p",
+            vec!["ipv4_addr", "inet_proto", "inet_service"],
+            compiled
+                .ports
+                .iter()
+                .map(|r| {
+                    vec![
+                        range(r.addr.lo, r.addr.hi),
+                        num(r.proto.into(), r.proto.into()),
+                        num(r.ports.0.into(), r.ports.1.into()),
+                    ]
+                })
+                .collect::<Vec<_>>(),
+            vec![
+                meta("l4proto"),
+                json!({"payload": {"protocol": "th", "field": "dport"}}),
+            ],
+            json!({"set": [6, 17]}),
+        ),
+        (
+            "i",
+            vec!["ipv4_addr", "icmp_type", "icmp_code"],
+            compiled
+                .icmp
+                .iter()
+                .map(|r| {
+                    vec![
+                        range(r.addr.lo, r.addr.hi),
+                        num(r.types.0.into(), r.types.1.into()),
+                        num(r.codes.0.into(), r.codes.1.into()),
+                    ]
+                })
+                .collect(),
+            vec![
+                json!({"payload": {"protocol": "icmp", "field": "type"}}),
+                json!({"payload": {"protocol": "icmp", "field": "code"}}),
+            ],
+            json!(1),
+        ),
+        (
+            "o",
+            vec!["ipv4_addr", "inet_proto"],
+            compiled
+                .other
+                .iter()
+                .map(|r| {
+                    vec![
+                        range(r.addr.lo, r.addr.hi),
+                        num(r.protos.0.into(), r.protos.1.into()),
+                    ]
+                })
+                .collect(),
+            vec![meta("l4proto")],
+            Value::Null,
+        ),
+    ];
+    for (kind, key, elems, fields, protos) in sets {
+        let set = format!("{name}_{kind}");
+        b.set(
+            &set,
+            SetSpec::ranges(&key),
+            elems.into_iter().map(Elem::Ranges),
+        );
+        let mut lookup_key = vec![ip_field(peer)];
+        lookup_key.extend(fields);
+        let lookup = json!({"match": {"op": "==", "left": {"concat": lookup_key}, "right": format!("@{set}")}});
+        if protos.is_null() {
+            b.rule(name, vec![lookup, verdict("return")]);
         } else {
-            deny(side)
-        });
-        b.rule(name, expr);
+            // Each protocol family is decided by its own set alone.
+            let family = eq(meta("l4proto"), protos);
+            b.rule(name, vec![family.clone(), lookup, verdict("return")]);
+            b.rule(name, vec![family, deny(side)]);
+        }
     }
     b.rule(name, vec![deny(side)]);
 }

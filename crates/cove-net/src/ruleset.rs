@@ -39,6 +39,9 @@ pub enum Elem {
     Jump { key: String, chain: String },
     /// A key of several ranges (compiled network ACLs).
     Ranges(Vec<Part>),
+    /// An element read back from the kernel in a form no plan has; a set
+    /// holding one is emptied and refilled whole.
+    Unreadable,
 }
 
 /// How a set is declared. Two declarations that differ force the set to be made anew.
@@ -230,6 +233,15 @@ pub fn diff(observed: Option<&Ruleset>, desired: &Ruleset) -> Vec<Op> {
     }
     for (name, set) in desired.sets.iter().filter(|(_, s)| !s.spec.dynamic) {
         match observed.sets.get(name) {
+            Some(have) if have.elems.contains(&Elem::Unreadable) => {
+                ops.push(Op::FlushSet(name.clone()));
+                if !set.elems.is_empty() {
+                    ops.push(Op::AddElems(
+                        name.clone(),
+                        set.elems.iter().cloned().collect(),
+                    ));
+                }
+            }
             Some(have) => {
                 let gone: Vec<Elem> = have.elems.difference(&set.elems).cloned().collect();
                 let new: Vec<Elem> = set.elems.difference(&have.elems).cloned().collect();
@@ -438,6 +450,7 @@ pub fn elem_json(e: &Elem) -> Value {
         Elem::Addr(c) => addr_json(c),
         Elem::Jump { key, chain } => json!([key, {"jump": {"target": chain}}]),
         Elem::Ranges(parts) => json!({"concat": parts.iter().map(part_json).collect::<Vec<_>>()}),
+        Elem::Unreadable => Value::Null,
     }
 }
 
@@ -607,9 +620,10 @@ fn parse_spec(set: &Value) -> SetSpec {
     }
 }
 
-/// Reads table `table` back from an `nft -j list table` listing. A set
-/// with an element that cannot be read back is listed with a marker
-/// element no plan has, so the next diff rewrites it.
+/// Reads table `table` back from an `nft -j -n list table` listing (`-n`:
+/// numbers, not names, for protocols and ICMP types). A set with an
+/// element that cannot be read back holds [`Elem::Unreadable`], so the next
+/// diff rewrites it whole.
 pub fn observe(listing: &Value, table: &str) -> Option<Ruleset> {
     let items = listing["nftables"].as_array()?;
     let mut found = false;
@@ -626,10 +640,7 @@ pub fn observe(listing: &Value, table: &str) -> Option<Ruleset> {
             let spec = parse_spec(set);
             let mut elems = BTreeSet::new();
             for e in set["elem"].as_array().into_iter().flatten() {
-                elems.insert(parse_elem(e, &spec).unwrap_or(Elem::Jump {
-                    key: String::new(),
-                    chain: "unreadable".into(),
-                }));
+                elems.insert(parse_elem(e, &spec).unwrap_or(Elem::Unreadable));
             }
             out.sets.insert(name.to_string(), Set { spec, elems });
         }
@@ -811,6 +822,20 @@ mod tests {
             .elems
             .insert(Elem::Addr(cidr("10.0.1.4/32")));
         assert!(diff(Some(&observed), &desired).is_empty());
+    }
+
+    #[test]
+    fn a_set_that_cannot_be_read_back_is_refilled_whole() {
+        let desired = sample();
+        let mut observed = desired.clone();
+        observed
+            .sets
+            .get_mut("sg_a")
+            .unwrap()
+            .elems
+            .insert(Elem::Unreadable);
+        let ops = converges(Some(&observed), &desired);
+        assert_eq!(ops[0], Op::FlushSet("sg_a".into()));
     }
 
     #[test]
