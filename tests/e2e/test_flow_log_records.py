@@ -96,3 +96,60 @@ def test_accept_and_reject_records_reach_cloudwatch_logs(cove_server, ec2, topol
     finally:
         for f in ec2.describe_flow_logs(Filters=[{"Name": "resource-id", "Values": [vpc, a]}])["FlowLogs"]:
             ec2.delete_flow_logs(FlowLogIds=[f["FlowLogId"]])
+
+
+# A client that connects from a chosen source port, so each connection's records can be told apart.
+PORT_CLIENT = "import socket,sys\ns=socket.socket();s.settimeout(0.8)\n" \
+              "s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.bind((sys.argv[3],int(sys.argv[4])))\n" \
+              "try:\n s.connect((sys.argv[1],int(sys.argv[2])));print(s.recv(5).decode())\nexcept OSError as e:\n print('blocked',e)\n"
+
+
+def test_a_flow_just_before_a_configuration_change_is_logged(cove_server, ec2, topology):
+    """AWS logs every flow of the interval whatever the configuration does
+    meanwhile. The kernel's counters live in sets that a rule, ACL or route
+    change must not empty before the collector has read them."""
+    logs = cove_server.client("logs")
+    vpc = topology["vpc"]
+    web_id, client_id = topology["web"]["NetworkInterfaceId"], topology["client"]["NetworkInterfaceId"]
+    web_ip, client_ip = topology["web"]["PrivateIpAddress"], topology["client"]["PrivateIpAddress"]
+    ec2.authorize_security_group_ingress(GroupId=topology["web_sg"], IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 8080, "ToPort": 8080, "IpRanges": [{"CidrIp": "10.0.2.0/24"}]}])
+    group = f"/cove/flows-before-change/{vpc}"
+    ec2.create_flow_logs(ResourceIds=[vpc], ResourceType="VPC", TrafficType="ALL", LogGroupName=group,
+                         DeliverLogsPermissionArn=ROLE, MaxAggregationInterval=60)
+    main_table = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]},
+                                                    {"Name": "association.main", "Values": ["true"]}])["RouteTables"][0]
+
+    def connect(port):
+        out = cove_server.exec(client_id, sys.executable, "-c", PORT_CLIENT, web_ip, "8080", client_ip, str(port))
+        return out.stdout.strip() == "hello"
+
+    try:
+        # The flow log is capturing once a warm-up connection shows up in it.
+        warm = iter(range(44000, 44100))
+        assert eventually(lambda: connect(next(warm)) and find(records(logs, group, web_id), dstport=8080),
+                          timeout=30)
+        changes = [
+            ("security group rule", lambda: ec2.authorize_security_group_ingress(
+                GroupId=topology["web_sg"], IpPermissions=[
+                    {"IpProtocol": "tcp", "FromPort": 9999, "ToPort": 9999,
+                     "IpRanges": [{"CidrIp": "198.51.100.0/24"}]}])),
+            ("network ACL", lambda: ec2.create_network_acl(VpcId=vpc)),
+            ("route", lambda: ec2.create_route(RouteTableId=main_table["RouteTableId"],
+                                               DestinationCidrBlock="198.51.100.0/24",
+                                               NetworkInterfaceId=web_id)),
+        ]
+        ports = {}
+        for i, (what, change) in enumerate(changes):
+            ports[what] = 45000 + i
+            assert connect(ports[what]), what
+            change()
+
+        def logged():
+            w = records(logs, group, web_id)
+            return all(find(w, srcaddr=client_ip, srcport=p, dstport=8080, action="ACCEPT") for p in ports.values())
+        assert eventually(logged, timeout=30), [
+            what for what, p in ports.items() if not find(records(logs, group, web_id), srcport=p)]
+    finally:
+        for f in ec2.describe_flow_logs(Filters=[{"Name": "resource-id", "Values": [vpc]}])["FlowLogs"]:
+            ec2.delete_flow_logs(FlowLogIds=[f["FlowLogId"]])

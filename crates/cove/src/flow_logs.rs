@@ -87,11 +87,13 @@ fn subscriptions(world: &World, s: &Settings) -> BTreeMap<String, Vec<Subscripti
     out
 }
 
-/// The router's `inet cove` table as `nft -j` lists it, read from inside its namespace.
+/// The router's sets (flow records among them) as `nft -j` lists them, read
+/// from inside its namespace. Sets only: the rules, which can be many
+/// thousands, are not the collector's business.
 fn list_router(netns: &str) -> Option<serde_json::Value> {
     let output = cove_net::netns::run_in(netns, || {
         std::process::Command::new("nft")
-            .args(["-j", "list", "table", "inet", nft::TABLE])
+            .args(["-j", "list", "sets", "inet"])
             .output()
     })
     .ok()?

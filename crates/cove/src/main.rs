@@ -232,9 +232,7 @@ fn exec_in(
         Some(eni) => cove_net::naming::eni_netns(&instance, eni),
         None => cove_net::naming::region_netns(&instance),
     };
-    let name = eni.unwrap_or("the internet host");
-    let file = std::fs::File::open(format!("{}/{netns}", cove_net::netns::NETNS_DIR))
-        .map_err(|e| anyhow::anyhow!("{name} has no network namespace here ({netns}: {e}); is `cove serve --data-dir {}` running with its data plane on?", data_dir.display()))?;
+    let file = open_netns(data_dir, eni, &netns)?;
     // SAFETY: this process is single-threaded here; setns changes only its network namespace.
     if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) } != 0 {
         anyhow::bail!("entering {netns}: {}", std::io::Error::last_os_error());
@@ -272,6 +270,54 @@ fn exec_in(
     }
     let err = cmd.exec();
     anyhow::bail!("running {}: {err}", command[0])
+}
+
+/// Opens the namespace of `eni` (or of the region network), waiting up to
+/// 10 s for an ENI that the API has but the data plane has not plumbed yet:
+/// a script that creates an ENI and at once runs a server on it must not
+/// fail. An ENI the store does not have fails at once.
+fn open_netns(
+    data_dir: &std::path::Path,
+    eni: Option<&str>,
+    netns: &str,
+) -> anyhow::Result<std::fs::File> {
+    let path = format!("{}/{netns}", cove_net::netns::NETNS_DIR);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let name = eni.unwrap_or("the internet host");
+    let hint = || {
+        format!(
+            "is `cove serve --data-dir {}` running with its data plane on?",
+            data_dir.display()
+        )
+    };
+    loop {
+        let err = match std::fs::File::open(&path) {
+            Ok(file) => return Ok(file),
+            Err(e) => e,
+        };
+        let Some(eni) = eni else {
+            anyhow::bail!(
+                "{name} has no network namespace here ({netns}: {err}); {}",
+                hint()
+            );
+        };
+        let known = cove_store::Store::read_world(&config::store_path(data_dir))
+            .map(|w| w.network_interfaces.contains_key(eni))
+            .unwrap_or(false);
+        if !known {
+            anyhow::bail!(
+                "{eni} is not a network interface of the Cove at {}",
+                data_dir.display()
+            );
+        }
+        if std::time::Instant::now() > deadline {
+            anyhow::bail!(
+                "{eni} has no network namespace here after 10 s ({netns}: {err}); {}",
+                hint()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }
 
 /// Waits for the ENI to be whole. The data plane makes the namespace first
