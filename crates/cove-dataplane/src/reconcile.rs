@@ -294,8 +294,7 @@ mod tests {
 
     const TAG: &str = "t";
 
-    /// The fixture VPC, plus `groups` groups of `per_group` non-matching
-    /// ingress rules spread over filler ENIs in subnet a (5 groups each).
+    /// The fixture VPC with a web ENI (a1) and two clients, plus filler rules.
     fn big_world(groups: usize, per_group: usize) -> World {
         let web = group(
             "sg-web",
@@ -313,44 +312,7 @@ mod tests {
             [&["sg-web"], &["sg-clients"], &["sg-clients"]],
             vec![allow_all_acl("acl-d", &["subnet-a", "subnet-b"])],
         );
-        let template = w
-            .network_interfaces
-            .values()
-            .next()
-            .cloned()
-            .expect("an ENI");
-        for g in 0..groups {
-            let id = format!("sg-fill{g:05}");
-            let ingress = (0..per_group)
-                .map(|r| {
-                    let mut x = rule(
-                        "tcp",
-                        Some(20000 + (g * per_group + r) as i64),
-                        Some(20000 + (g * per_group + r) as i64),
-                        cidr(&format!("198.51.100.{}/32", r % 250)),
-                    );
-                    x.id = format!("sgr-{g}-{r}");
-                    x
-                })
-                .collect();
-            w.security_groups
-                .insert(id.clone(), group(&id, ingress, vec![]));
-        }
-        for n in 0..groups.div_ceil(5) {
-            let id = format!("eni-fill{n:05}");
-            let groups: Vec<String> = (n * 5..(n * 5 + 5).min(groups))
-                .map(|g| format!("sg-fill{g:05}"))
-                .collect();
-            w.network_interfaces.insert(
-                id.clone(),
-                NetworkInterface {
-                    id,
-                    private_ip: format!("10.0.1.{}", 10 + n),
-                    group_ids: groups,
-                    ..template.clone()
-                },
-            );
-        }
+        add_filler_rules(&mut w, groups, per_group);
         w
     }
 

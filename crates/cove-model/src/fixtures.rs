@@ -156,6 +156,49 @@ pub fn world(
     w
 }
 
+/// Fills a fixture world with `groups` security groups of `per_group`
+/// distinct ingress rules that match nothing the tests send (TCP ports from
+/// 20000 up, from 198.51.100.0/24), attached five at a time (AWS's limit
+/// per ENI) to filler ENIs in subnet a from 10.0.1.10 up.
+pub fn add_filler_rules(w: &mut World, groups: usize, per_group: usize) {
+    let Some(template) = w.network_interfaces.values().next().cloned() else {
+        return;
+    };
+    for g in 0..groups {
+        let id = format!("sg-fill{g:05}");
+        let ingress = (0..per_group)
+            .map(|r| {
+                let port = 20000 + (g * per_group + r) as i64;
+                let mut x = rule(
+                    "tcp",
+                    Some(port),
+                    Some(port),
+                    cidr(&format!("198.51.100.{}/32", r % 250)),
+                );
+                x.id = format!("sgr-fill{g}-{r}");
+                x
+            })
+            .collect();
+        w.security_groups
+            .insert(id.clone(), group(&id, ingress, vec![]));
+    }
+    for n in 0..groups.div_ceil(5) {
+        let id = format!("eni-fill{n:05}");
+        let base = u32::from(std::net::Ipv4Addr::new(10, 0, 1, 10)) + n as u32;
+        w.network_interfaces.insert(
+            id.clone(),
+            NetworkInterface {
+                id,
+                private_ip: std::net::Ipv4Addr::from(base).to_string(),
+                group_ids: (n * 5..(n * 5 + 5).min(groups))
+                    .map(|g| format!("sg-fill{g:05}"))
+                    .collect(),
+                ..template.clone()
+            },
+        );
+    }
+}
+
 /// The VPC id of a fixture world.
 pub fn vpc_id(w: &World) -> String {
     w.vpcs.keys().next().cloned().unwrap_or_default()

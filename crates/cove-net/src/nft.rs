@@ -85,6 +85,13 @@ impl Builder {
         );
     }
 
+    /// Adds an element to a set or map already declared.
+    fn elem(&mut self, set: &str, elem: Elem) {
+        if let Some(set) = self.0.sets.get_mut(set) {
+            set.elems.insert(elem);
+        }
+    }
+
     fn chain(&mut self, name: &str) {
         self.0.chains.entry(name.to_string()).or_default();
     }
@@ -123,36 +130,20 @@ fn vmap_named(key: &str, map: &str) -> Value {
     json!({"vmap": {"key": {"meta": {"key": key}}, "data": format!("@{map}")}})
 }
 
-/// The entries of a link → chain verdict map.
-fn link_jumps<'a>(
-    enis: impl Iterator<Item = &'a EniPlan>,
-    chain: impl Fn(&EniPlan) -> String,
-) -> Vec<Elem> {
-    enis.map(|e| Elem::Jump {
+/// An entry of a link → chain verdict map.
+fn link_jump(e: &EniPlan, chain: String) -> Elem {
+    Elem::Jump {
         key: e.router_link.clone(),
-        chain: chain(e),
-    })
-    .collect()
+        chain,
+    }
 }
 
 fn flow_chain(prefix: &str, eni: &str) -> String {
     format!("{prefix}_{}", naming::short(eni))
 }
 
-/// Sets, per-ENI counting chains, the `fl_acc`/`fl_rej` maps from an ENI's
-/// router link to them, and the shared accept and deny chains. Without
-/// flow logs the accept and deny chains only accept and drop, so the
-/// forward path pays nothing for flow logging. The counting sets are
-/// filled by the kernel and stay as long as the ENI is covered, whatever
-/// else changes, so no record is lost to a rule change.
-fn flow_accounting(b: &mut Builder, plan: &RouterPlan) {
-    let flow: Vec<&EniPlan> = plan
-        .enis
-        .iter()
-        .filter(|e| plan.flow_enis.contains(&e.id))
-        .collect();
-    let counting = !flow.is_empty();
-    let flow_spec = SetSpec {
+fn flow_spec() -> SetSpec {
+    SetSpec {
         key: [
             "ipv4_addr",
             "ipv4_addr",
@@ -168,46 +159,70 @@ fn flow_accounting(b: &mut Builder, plan: &RouterPlan) {
         size: Some(FLOW_SET_SIZE),
         counter: true,
         dynamic: true,
-    };
-    for e in &flow {
-        for (set, chain) in [
-            (accepted_set(&e.id), flow_chain("acct", &e.id)),
-            (rejected_set(&e.id), flow_chain("rejct", &e.id)),
-        ] {
-            b.set(&set, flow_spec.clone(), []);
-            b.rule(
-                &chain,
-                vec![
-                    json!({"set": {"op": "update", "elem": flow_key(), "set": format!("@{set}")}}),
-                ],
-            );
-        }
     }
-    if counting {
-        b.set(
-            "fl_acc",
-            SetSpec::link_jumps(),
-            link_jumps(flow.iter().copied(), |e| flow_chain("acct", &e.id)),
-        );
-        b.set(
-            "fl_rej",
-            SetSpec::link_jumps(),
-            link_jumps(flow.iter().copied(), |e| flow_chain("rejct", &e.id)),
-        );
+}
+
+/// Whether the router counts flows at all: some ENI of the plan is covered.
+fn counting(plan: &RouterPlan) -> bool {
+    plan.enis.iter().any(|e| plan.flow_enis.contains(&e.id))
+}
+
+/// The shared accept and deny chains, and (when some ENI is covered by a
+/// flow log) the `fl_acc`/`fl_rej` maps from an ENI's router link to its
+/// counting chains. Without flow logs the accept and deny chains only
+/// accept and drop, so the forward path pays nothing for flow logging.
+fn flow_accounting(b: &mut Builder, plan: &RouterPlan) {
+    if counting(plan) {
+        b.set(FLOW_ACCEPT_MAP, SetSpec::link_jumps(), []);
+        b.set(FLOW_REJECT_MAP, SetSpec::link_jumps(), []);
     }
     b.chain("accept_flow");
     b.chain(DropSide::Out.chain());
     b.chain(DropSide::In.chain());
-    if counting {
-        b.rule("accept_flow", vec![vmap_named("iifname", "fl_acc")]);
-        b.rule("accept_flow", vec![vmap_named("oifname", "fl_acc")]);
-        b.rule(DropSide::Out.chain(), vec![vmap_named("iifname", "fl_rej")]);
-        b.rule(DropSide::In.chain(), vec![vmap_named("oifname", "fl_rej")]);
-        b.rule(DropSide::In.chain(), vec![vmap_named("iifname", "fl_acc")]);
+    if counting(plan) {
+        b.rule("accept_flow", vec![vmap_named("iifname", FLOW_ACCEPT_MAP)]);
+        b.rule("accept_flow", vec![vmap_named("oifname", FLOW_ACCEPT_MAP)]);
+        b.rule(
+            DropSide::Out.chain(),
+            vec![vmap_named("iifname", FLOW_REJECT_MAP)],
+        );
+        b.rule(
+            DropSide::In.chain(),
+            vec![vmap_named("oifname", FLOW_REJECT_MAP)],
+        );
+        b.rule(
+            DropSide::In.chain(),
+            vec![vmap_named("iifname", FLOW_ACCEPT_MAP)],
+        );
     }
     b.rule("accept_flow", vec![verdict("accept")]);
     b.rule(DropSide::Out.chain(), vec![verdict("drop")]);
     b.rule(DropSide::In.chain(), vec![verdict("drop")]);
+}
+
+/// One covered ENI's counting: two sets of flow records that the kernel
+/// fills and that stay as long as the ENI is covered, whatever else
+/// changes, so no record is lost to a rule change.
+fn flow_counting(b: &mut Builder, e: &EniPlan) {
+    for (set, chain, map) in [
+        (
+            accepted_set(&e.id),
+            flow_chain("acct", &e.id),
+            FLOW_ACCEPT_MAP,
+        ),
+        (
+            rejected_set(&e.id),
+            flow_chain("rejct", &e.id),
+            FLOW_REJECT_MAP,
+        ),
+    ] {
+        b.set(&set, flow_spec(), []);
+        b.rule(
+            &chain,
+            vec![json!({"set": {"op": "update", "elem": flow_key(), "set": format!("@{set}")}})],
+        );
+        b.elem(map, link_jump(e, chain));
+    }
 }
 
 fn deny(side: DropSide) -> Value {
@@ -431,8 +446,122 @@ const SG_OUT_MAP: &str = "sg_out";
 const SG_IN_MAP: &str = "sg_in";
 const ACL_OUT_MAP: &str = "acl_out";
 const ACL_IN_MAP: &str = "acl_in";
+const FLOW_ACCEPT_MAP: &str = "fl_acc";
+const FLOW_REJECT_MAP: &str = "fl_rej";
 
-/// The whole desired table of one router namespace.
+/// Every map that holds an element keyed by an ENI's router link.
+pub const LINK_MAPS: [&str; 7] = [
+    SPOOF_MAP,
+    SG_OUT_MAP,
+    SG_IN_MAP,
+    ACL_OUT_MAP,
+    ACL_IN_MAP,
+    FLOW_ACCEPT_MAP,
+    FLOW_REJECT_MAP,
+];
+
+fn spoof_chain(eni: &str) -> String {
+    format!("src_{}", naming::short(eni))
+}
+
+/// The chains and sets that belong to one ENI alone (whether or not its
+/// plan has them all).
+pub fn eni_owned(eni: &str) -> (Vec<String>, Vec<String>) {
+    (
+        vec![
+            eni_chain_name(eni, true),
+            eni_chain_name(eni, false),
+            spoof_chain(eni),
+            flow_chain("acct", eni),
+            flow_chain("rejct", eni),
+        ],
+        vec![accepted_set(eni), rejected_set(eni)],
+    )
+}
+
+/// Whether a plan change needs the whole table rendered again, rather than
+/// the parts of the ENIs and sets it touched: the shared chains depend on
+/// whether any ENI is counted for flow logs.
+pub fn same_base(a: &RouterPlan, b: &RouterPlan) -> bool {
+    counting(a) == counting(b)
+}
+
+/// One ENI's part of the table: its own chains and sets, and its elements
+/// of the link maps (declared with only those elements).
+pub fn eni_part(plan: &RouterPlan, eni: &EniPlan) -> Ruleset {
+    let mut b = Builder(Ruleset::default());
+    declare_link_maps(&mut b, plan);
+    add_eni(&mut b, plan, eni);
+    b.0
+}
+
+fn declare_link_maps(b: &mut Builder, plan: &RouterPlan) {
+    for map in [SPOOF_MAP, SG_OUT_MAP, SG_IN_MAP, ACL_OUT_MAP, ACL_IN_MAP] {
+        b.set(map, SetSpec::link_jumps(), []);
+    }
+    if counting(plan) {
+        b.set(FLOW_ACCEPT_MAP, SetSpec::link_jumps(), []);
+        b.set(FLOW_REJECT_MAP, SetSpec::link_jumps(), []);
+    }
+}
+
+/// Everything the table holds for one ENI.
+fn add_eni(b: &mut Builder, plan: &RouterPlan, eni: &EniPlan) {
+    if plan.flow_enis.contains(&eni.id) {
+        flow_counting(b, eni);
+    }
+    // Security groups: the ENI's unioned rules; a match returns, the end drops.
+    if eni.firewalled {
+        for egress in [true, false] {
+            let name = eni_chain_name(&eni.id, egress);
+            let (rules, peer) = if egress {
+                (&eni.egress, "daddr")
+            } else {
+                (&eni.ingress, "saddr")
+            };
+            b.chain(&name);
+            for m in rules {
+                let mut expr = match_exprs(m, peer);
+                expr.push(verdict("return"));
+                b.rule(&name, expr);
+            }
+            b.rule(&name, vec![deny(DropSide::of(egress))]);
+        }
+        b.elem(SG_OUT_MAP, link_jump(eni, eni_chain_name(&eni.id, true)));
+        b.elem(SG_IN_MAP, link_jump(eni, eni_chain_name(&eni.id, false)));
+    }
+    // Anti-spoofing: a process inside an ENI's namespace may be root there,
+    // so the router accepts from each ENI's veth only that ENI's address.
+    if eni.source_check {
+        let name = spoof_chain(&eni.id);
+        b.rule(
+            &name,
+            vec![
+                eq(ip_field("saddr"), json!(eni.ip.to_string())),
+                verdict("return"),
+            ],
+        );
+        b.rule(&name, vec![verdict("drop")]);
+        b.elem(SPOOF_MAP, link_jump(eni, name));
+    }
+    let has_acl = plan
+        .subnets
+        .get(&eni.subnet_id)
+        .is_some_and(|(_, a)| plan.acls.contains_key(a));
+    if has_acl {
+        b.elem(
+            ACL_OUT_MAP,
+            link_jump(eni, subnet_chain_name(&eni.subnet_id, true)),
+        );
+        b.elem(
+            ACL_IN_MAP,
+            link_jump(eni, subnet_chain_name(&eni.subnet_id, false)),
+        );
+    }
+}
+
+/// The whole desired table of one router namespace: the shared part, then
+/// each ENI's part.
 pub fn render(plan: &RouterPlan) -> Ruleset {
     let mut b = Builder(Ruleset::default());
     for (name, cidrs) in &plan.sets {
@@ -442,7 +571,7 @@ pub fn render(plan: &RouterPlan) -> Ruleset {
             cidrs.iter().copied().map(Elem::Addr),
         );
     }
-
+    declare_link_maps(&mut b, plan);
     flow_accounting(&mut b, plan);
 
     // Network ACLs, one chain per ACL and direction, entered through a
@@ -465,75 +594,9 @@ pub fn render(plan: &RouterPlan) -> Ruleset {
             b.rule(&name, vec![jump(acl_chain_name(acl, egress))]);
         }
     }
-
-    // Security groups: each ENI's unioned rules; a match returns, the end drops.
-    for eni in plan.enis.iter().filter(|e| e.firewalled) {
-        for egress in [true, false] {
-            let name = eni_chain_name(&eni.id, egress);
-            let (rules, peer) = if egress {
-                (&eni.egress, "daddr")
-            } else {
-                (&eni.ingress, "saddr")
-            };
-            b.chain(&name);
-            for m in rules {
-                let mut expr = match_exprs(m, peer);
-                expr.push(verdict("return"));
-                b.rule(&name, expr);
-            }
-            b.rule(&name, vec![deny(DropSide::of(egress))]);
-        }
+    for eni in &plan.enis {
+        add_eni(&mut b, plan, eni);
     }
-
-    // Anti-spoofing: a process inside an ENI's namespace may be root there,
-    // so the router accepts from each ENI's veth only that ENI's address.
-    let spoofable = || plan.enis.iter().filter(|e| e.source_check);
-    for eni in spoofable() {
-        let name = format!("src_{}", naming::short(&eni.id));
-        b.rule(
-            &name,
-            vec![
-                eq(ip_field("saddr"), json!(eni.ip.to_string())),
-                verdict("return"),
-            ],
-        );
-        b.rule(&name, vec![verdict("drop")]);
-    }
-    b.set(
-        SPOOF_MAP,
-        SetSpec::link_jumps(),
-        link_jumps(spoofable(), |e| format!("src_{}", naming::short(&e.id))),
-    );
-    let firewalled = || plan.enis.iter().filter(|e| e.firewalled);
-    b.set(
-        SG_OUT_MAP,
-        SetSpec::link_jumps(),
-        link_jumps(firewalled(), |e| eni_chain_name(&e.id, true)),
-    );
-    b.set(
-        SG_IN_MAP,
-        SetSpec::link_jumps(),
-        link_jumps(firewalled(), |e| eni_chain_name(&e.id, false)),
-    );
-    let has_acl = |e: &&EniPlan| {
-        plan.subnets
-            .get(&e.subnet_id)
-            .is_some_and(|(_, a)| plan.acls.contains_key(a))
-    };
-    b.set(
-        ACL_OUT_MAP,
-        SetSpec::link_jumps(),
-        link_jumps(plan.enis.iter().filter(has_acl), |e| {
-            subnet_chain_name(&e.subnet_id, true)
-        }),
-    );
-    b.set(
-        ACL_IN_MAP,
-        SetSpec::link_jumps(),
-        link_jumps(plan.enis.iter().filter(has_acl), |e| {
-            subnet_chain_name(&e.subnet_id, false)
-        }),
-    );
 
     // The router itself answers only its gateway addresses (ICMP) and the VPC
     // resolver (DNS); nothing inside a VPC reaches anything else of it.

@@ -10,7 +10,7 @@ use cove_model::cidr::Cidr;
 use cove_model::region;
 use cove_model::vpc::*;
 use cove_model::world::World;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -324,6 +324,147 @@ fn union(groups: &[&SecurityGroup], egress: bool) -> Vec<Match> {
     out
 }
 
+/// Whether a flow log (of the ENI's VPC, its subnet or itself) covers the ENI.
+pub fn flow_logged(world: &World, eni_id: &str) -> bool {
+    world
+        .network_interfaces
+        .get(eni_id)
+        .is_some_and(|e| world.flow_logs.values().any(|f| f.covers(e)))
+}
+
+/// The member sets (`sg_<id>`: the private IPs of the ENIs in the group) of
+/// `groups`, from one walk over `enis`.
+pub fn group_sets<'a>(
+    enis: impl Iterator<Item = &'a NetworkInterface>,
+    groups: &BTreeSet<&str>,
+) -> BTreeMap<String, Vec<Cidr>> {
+    let mut members: BTreeMap<&str, Vec<Cidr>> = groups.iter().map(|g| (*g, vec![])).collect();
+    for e in enis {
+        let Ok(ip) = e.private_ip.parse::<Ipv4Addr>() else {
+            continue;
+        };
+        for g in &e.group_ids {
+            if let Some(list) = members.get_mut(g.as_str()) {
+                list.push(Cidr {
+                    base: u32::from(ip),
+                    prefix: 32,
+                });
+            }
+        }
+    }
+    members
+        .into_iter()
+        .map(|(g, mut list)| {
+            list.sort();
+            list.dedup();
+            (naming::group_set(g), list)
+        })
+        .collect()
+}
+
+/// What every ENI plan of one VPC shares.
+pub struct EniContext<'a> {
+    pub instance: &'a str,
+    /// The VPC's subnets: CIDR and network ACL.
+    pub subnets: &'a BTreeMap<String, (Cidr, String)>,
+    pub resolver: Ipv4Addr,
+    pub search_domain: String,
+}
+
+impl EniContext<'_> {
+    /// One ENI's plan, or `None` when it has no subnet of the VPC or no readable address.
+    pub fn plan(&self, world: &World, e: &NetworkInterface) -> Option<EniPlan> {
+        let (subnet_cidr, _) = self.subnets.get(&e.subnet_id)?;
+        let ip = e.private_ip.parse::<Ipv4Addr>().ok()?;
+        let groups: Vec<&SecurityGroup> = e
+            .group_ids
+            .iter()
+            .filter_map(|g| world.security_groups.get(g))
+            .collect();
+        let nat = e.interface_type == "nat_gateway";
+        Some(EniPlan {
+            id: e.id.clone(),
+            source_check: e.source_dest_check && !nat,
+            firewalled: !nat,
+            netns: naming::eni_netns(self.instance, &e.id),
+            router_link: naming::eni_router_link(&e.id),
+            subnet_id: e.subnet_id.clone(),
+            ip,
+            prefix: subnet_cidr.prefix,
+            gateway: subnet_cidr.nth(1),
+            resolver: self.resolver,
+            search_domain: self.search_domain.clone(),
+            egress: union(&groups, true),
+            ingress: union(&groups, false),
+        })
+    }
+}
+
+/// The plan of a VPC after a change that touched only some of its ENIs
+/// and the rules of some of its security groups, made from the plan
+/// before the change: `enis` are re-planned (or dropped when gone from
+/// the VPC) and the member sets of `groups` recomputed; everything else is
+/// kept. The caller names every ENI whose record changed or whose groups'
+/// rules changed, and every group an ENI joined or left. The result equals
+/// [`plan_vpc`] of `world` (tested), at a cost that follows the change.
+pub fn replan_enis(
+    world: &World,
+    instance: &str,
+    mut plan: RouterPlan,
+    enis: &BTreeSet<String>,
+    groups: &BTreeSet<String>,
+) -> RouterPlan {
+    let search_domain = world
+        .vpcs
+        .get(&plan.vpc_id)
+        .map(|v| region::private_dns_domain(&v.region))
+        .unwrap_or_default();
+    let context = EniContext {
+        instance,
+        subnets: &plan.subnets,
+        resolver: plan.dns,
+        search_domain,
+    };
+    let mut fresh: Vec<EniPlan> = enis
+        .iter()
+        .filter_map(|id| world.network_interfaces.get(id))
+        .filter(|e| e.vpc_id == plan.vpc_id)
+        .filter_map(|e| context.plan(world, e))
+        .collect();
+    plan.enis.retain(|e| !enis.contains(&e.id));
+    plan.flow_enis.retain(|id| !enis.contains(id));
+    plan.flow_enis.extend(
+        fresh
+            .iter()
+            .filter(|e| flow_logged(world, &e.id))
+            .map(|e| e.id.clone()),
+    );
+    plan.flow_enis.sort();
+    plan.enis.append(&mut fresh);
+    plan.enis.sort_by(|a, b| a.id.cmp(&b.id));
+    let groups: BTreeSet<&str> = groups
+        .iter()
+        .filter(|g| {
+            world
+                .security_groups
+                .get(*g)
+                .is_some_and(|g| g.vpc_id == plan.vpc_id)
+        })
+        .map(String::as_str)
+        .collect();
+    if !groups.is_empty() {
+        let members = group_sets(
+            world
+                .network_interfaces
+                .values()
+                .filter(|e| e.vpc_id == plan.vpc_id),
+            &groups,
+        );
+        plan.sets.extend(members);
+    }
+    plan
+}
+
 /// Kernel routing-table numbers for a VPC's route tables, derived from
 /// their ids so that adding or deleting a table never renumbers another
 /// while packets flow. Two ids that hash alike (one chance in a million
@@ -371,24 +512,13 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
         .values()
         .filter(|e| e.vpc_id == vpc_id)
         .collect();
-    let mut sets: BTreeMap<String, Vec<Cidr>> = BTreeMap::new();
-    for g in world
+    let groups: BTreeSet<&str> = world
         .security_groups
         .values()
         .filter(|g| g.vpc_id == vpc_id)
-    {
-        let mut members: Vec<Cidr> = enis
-            .iter()
-            .filter(|e| e.group_ids.contains(&g.id))
-            .filter_map(|e| e.private_ip.parse::<Ipv4Addr>().ok())
-            .map(|ip| Cidr {
-                base: u32::from(ip),
-                prefix: 32,
-            })
-            .collect();
-        members.sort();
-        sets.insert(naming::group_set(&g.id), members);
-    }
+        .map(|g| g.id.as_str())
+        .collect();
+    let mut sets = group_sets(enis.iter().copied(), &groups);
     for (id, _, cidrs) in region::prefix_lists(&vpc.region) {
         sets.insert(
             naming::prefix_list_set(&id),
@@ -432,36 +562,16 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
         })
         .collect();
 
-    let mut eni_plans = Vec::new();
-    for e in &enis {
-        let Some((subnet_cidr, _)) = subnet_map.get(&e.subnet_id) else {
-            continue;
-        };
-        let Ok(ip) = e.private_ip.parse::<Ipv4Addr>() else {
-            continue;
-        };
-        let groups: Vec<&SecurityGroup> = e
-            .group_ids
-            .iter()
-            .filter_map(|g| world.security_groups.get(g))
-            .collect();
-        let nat = e.interface_type == "nat_gateway";
-        eni_plans.push(EniPlan {
-            id: e.id.clone(),
-            source_check: e.source_dest_check && !nat,
-            firewalled: !nat,
-            netns: naming::eni_netns(instance, &e.id),
-            router_link: naming::eni_router_link(&e.id),
-            subnet_id: e.subnet_id.clone(),
-            ip,
-            prefix: subnet_cidr.prefix,
-            gateway: subnet_cidr.nth(1),
-            resolver: dns,
-            search_domain: region::private_dns_domain(&vpc.region),
-            egress: union(&groups, true),
-            ingress: union(&groups, false),
-        });
-    }
+    let eni_context = EniContext {
+        instance,
+        subnets: &subnet_map,
+        resolver: dns,
+        search_domain: region::private_dns_domain(&vpc.region),
+    };
+    let eni_plans: Vec<EniPlan> = enis
+        .iter()
+        .filter_map(|e| eni_context.plan(world, e))
+        .collect();
     let igw = world.attached_internet_gateway(vpc_id).map(|_| {
         let (router_ip, region_ip) = link_addresses(vpc_id);
         IgwPlan {
@@ -614,12 +724,7 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
 
     let mut flow_enis: Vec<String> = eni_plans
         .iter()
-        .filter(|p| {
-            world
-                .network_interfaces
-                .get(&p.id)
-                .is_some_and(|e| world.flow_logs.values().any(|f| f.covers(e)))
-        })
+        .filter(|p| flow_logged(world, &p.id))
         .map(|p| p.id.clone())
         .collect();
     flow_enis.sort();

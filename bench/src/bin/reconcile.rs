@@ -1,0 +1,145 @@
+//! `cove-reconcile-bench`: what one reconcile pass costs after one change,
+//! by VPC size. A fixture VPC (a web ENI, two clients) is filled with 10 or
+//! 10,000 other security-group rules; then, timed pass by pass: a pass with
+//! nothing changed, one ingress rule authorized on the web ENI's group and
+//! revoked again, and one client ENI moving between groups (a membership
+//! change). With the in-memory backend the figures are the reconciler's own
+//! work (planning, rendering, diffing); with `--kernel` (root) they include
+//! the nftables transaction in a real router namespace.
+
+use clap::Parser;
+use cove_dataplane::backend::Backend;
+use cove_dataplane::reconcile::Reconciler;
+use cove_dataplane::{fake::Fake, linux::Linux};
+use cove_model::fixtures::*;
+use cove_model::vpc::*;
+use cove_model::world::World;
+use std::time::Instant;
+
+#[derive(Parser)]
+struct Args {
+    /// Other rules in the VPC, comma separated.
+    #[arg(long, default_value = "10,10000", value_delimiter = ',')]
+    rules: Vec<usize>,
+    /// Passes timed per kind of change.
+    #[arg(long, default_value_t = 50)]
+    passes: usize,
+    /// Apply to the Linux kernel (root) instead of the in-memory backend.
+    #[arg(long)]
+    kernel: bool,
+}
+
+fn build(tag: &str, other_rules: usize) -> World {
+    let web = group(
+        "sg-web",
+        vec![rule("tcp", Some(22), Some(22), cidr("10.0.0.0/16"))],
+        vec![rule("-1", None, None, cidr("0.0.0.0/0"))],
+    );
+    let clients = group(
+        "sg-clients",
+        vec![],
+        vec![rule("-1", None, None, cidr("0.0.0.0/0"))],
+    );
+    let twin = group(
+        "sg-twin",
+        vec![],
+        vec![rule("-1", None, None, cidr("0.0.0.0/0"))],
+    );
+    let mut w = world(
+        tag,
+        vec![web, clients, twin],
+        [&["sg-web"], &["sg-clients"], &["sg-clients"]],
+        vec![allow_all_acl("acl-d", &["subnet-a", "subnet-b"])],
+    );
+    let per_group = other_rules.min(50);
+    add_filler_rules(&mut w, other_rules.div_ceil(per_group.max(1)), per_group);
+    w
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * p).round() as usize]
+}
+
+fn timed<B: Backend>(r: &mut Reconciler<B>, w: &World) -> f64 {
+    let t = Instant::now();
+    r.reconcile(w).expect("reconcile pass");
+    t.elapsed().as_secs_f64() * 1e3
+}
+
+fn measure<B: Backend>(
+    backend: B,
+    tag: &str,
+    other_rules: usize,
+    passes: usize,
+) -> Vec<(String, f64, f64)> {
+    let mut w = build(tag, other_rules);
+    let mut r = Reconciler::new(tag, backend);
+    let first = timed(&mut r, &w);
+    let mut idle = vec![];
+    let mut rule_change = vec![];
+    let mut membership = vec![];
+    let client = w
+        .network_interfaces
+        .values()
+        .find(|e| e.private_ip == "10.0.2.4")
+        .map(|e| e.id.clone())
+        .expect("fixture client");
+    for i in 0..passes {
+        idle.push(timed(&mut r, &w));
+        let web = w.security_groups.get_mut("sg-web").expect("web group");
+        if i % 2 == 0 {
+            web.ingress.push(rule(
+                "tcp",
+                Some(8080),
+                Some(8080),
+                SgPeer::Group {
+                    group_id: "sg-clients".into(),
+                    user_id: ACCOUNT.into(),
+                },
+            ));
+        } else {
+            web.ingress.pop();
+        }
+        rule_change.push(timed(&mut r, &w));
+        let eni = w.network_interfaces.get_mut(&client).expect("client");
+        eni.group_ids = vec![if i % 2 == 0 { "sg-twin" } else { "sg-clients" }.into()];
+        membership.push(timed(&mut r, &w));
+    }
+    let _ = r.remove_all();
+    let mut out = vec![("first pass (everything)".to_string(), first, first)];
+    for (name, mut v) in [
+        ("idle pass", idle),
+        ("one SG rule added or removed", rule_change),
+        ("one ENI changes group (same rules)", membership),
+    ] {
+        out.push((name.to_string(), pct(&mut v, 0.5), pct(&mut v, 0.99)));
+    }
+    out
+}
+
+fn main() {
+    let args = Args::parse();
+    let backend = if args.kernel {
+        "Linux kernel (nft)"
+    } else {
+        "in-memory"
+    };
+    println!(
+        "reconcile pass after one change, {backend} backend, {} passes each\n",
+        args.passes
+    );
+    println!("| other rules in the VPC | change | p50 ms | p99 ms |");
+    println!("| ---: | --- | ---: | ---: |");
+    for (i, &n) in args.rules.iter().enumerate() {
+        let tag = format!("rb{:x}{i}", std::process::id() & 0xfff);
+        let rows = if args.kernel {
+            measure(Linux, &tag, n, args.passes)
+        } else {
+            measure(Fake::new(), &tag, n, args.passes)
+        };
+        for (name, p50, p99) in rows {
+            println!("| {n} | {name} | {p50:.2} | {p99:.2} |");
+        }
+    }
+}
