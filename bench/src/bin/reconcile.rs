@@ -3,17 +3,20 @@
 //! 10,000 other security-group rules; then, timed pass by pass: a pass with
 //! nothing changed, one ingress rule authorized on the web ENI's group and
 //! revoked again, and one client ENI moving between groups (a membership
-//! change). With the in-memory backend the figures are the reconciler's own
-//! work (planning, rendering, diffing); with `--kernel` (root) they include
-//! the nftables transaction in a real router namespace.
+//! change). With the null backend (which accepts every call and keeps
+//! nothing) the figures are the reconciler's own work: finding the change,
+//! planning, rendering, diffing; with `--kernel` (root) they include the
+//! nftables transaction in a real router namespace.
 
 use clap::Parser;
-use cove_dataplane::backend::Backend;
+use cove_dataplane::backend::{Backend, Result};
+use cove_dataplane::linux::Linux;
 use cove_dataplane::reconcile::Reconciler;
-use cove_dataplane::{fake::Fake, linux::Linux};
 use cove_model::fixtures::*;
 use cove_model::vpc::*;
 use cove_model::world::World;
+use cove_net::plan::{EniPlan, RegionPlan, RouterPlan};
+use cove_net::ruleset::{Op, Ruleset};
 use std::time::Instant;
 
 #[derive(Parser)]
@@ -27,6 +30,36 @@ struct Args {
     /// Apply to the Linux kernel (root) instead of the in-memory backend.
     #[arg(long)]
     kernel: bool,
+}
+
+/// Accepts everything and keeps nothing: what is left is the reconciler's cost.
+struct Null;
+
+impl Backend for Null {
+    fn namespaces(&self, _: &str) -> Result<Vec<String>> {
+        Ok(vec![])
+    }
+    fn remove_namespace(&self, _: &str) -> Result<()> {
+        Ok(())
+    }
+    fn region(&self, _: &RegionPlan) -> Result<()> {
+        Ok(())
+    }
+    fn router(&self, _: &RouterPlan, _: &str) -> Result<()> {
+        Ok(())
+    }
+    fn eni(&self, _: &str, _: &EniPlan) -> Result<()> {
+        Ok(())
+    }
+    fn routes(&self, _: &RouterPlan) -> Result<()> {
+        Ok(())
+    }
+    fn observe_rules(&self, _: &str) -> Result<Option<Ruleset>> {
+        Ok(None)
+    }
+    fn apply_rules(&self, _: &str, _: &[Op]) -> Result<()> {
+        Ok(())
+    }
 }
 
 fn build(tag: &str, other_rules: usize) -> World {
@@ -123,7 +156,7 @@ fn main() {
     let backend = if args.kernel {
         "Linux kernel (nft)"
     } else {
-        "in-memory"
+        "null"
     };
     println!(
         "reconcile pass after one change, {backend} backend, {} passes each\n",
@@ -136,7 +169,7 @@ fn main() {
         let rows = if args.kernel {
             measure(Linux, &tag, n, args.passes)
         } else {
-            measure(Fake::new(), &tag, n, args.passes)
+            measure(Null, &tag, n, args.passes)
         };
         for (name, p50, p99) in rows {
             println!("| {n} | {name} | {p50:.2} | {p99:.2} |");

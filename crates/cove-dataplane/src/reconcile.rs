@@ -1,11 +1,22 @@
 //! Keeps the kernel equal to the stored VPC state, through a [`Backend`].
 //!
-//! Each pass plans every VPC once, then for each VPC applies only what
-//! differs from what it last applied: the router and its gateway links,
-//! each new or changed ENI, the route tables, and the router's nftables
-//! table as a diff ([`cove_net::ruleset::diff`]) in one transaction. A VPC
-//! whose rule-relevant plan did not change is not even rendered. Namespaces
-//! that no plan owns go.
+//! A pass starts from the changed keys between the world it last applied
+//! and the new one (the store's snapshots share structure, so finding them
+//! costs in proportion to the change). Changes that touch only ENIs and the
+//! rules of existing security groups (the steady state: jobs come and go,
+//! rules are authorized and revoked) take the incremental path: only the
+//! VPCs they touch are looked at, only the touched ENIs are re-planned and
+//! only their chains, their map elements and the touched member sets are
+//! rendered and diffed. Anything else (subnets, ACLs, routes, gateways,
+//! endpoints, flow logs, groups created or deleted) takes the full path:
+//! every VPC is planned, and each applies only what differs from what it
+//! last applied (router and gateway links, new or changed ENIs, route
+//! tables, and the table as a diff in one transaction). Namespaces that no
+//! plan owns go.
+//!
+//! Rules go in before an ENI is plumbed: a new ENI's link never forwards
+//! before its security groups, ACLs and anti-spoofing are in the table
+//! (they name the link, which nftables accepts before it exists).
 //!
 //! After a restart nothing is "last applied": the first pass lists the
 //! instance's namespaces, reads each router's table back from the kernel
@@ -14,9 +25,10 @@
 
 use crate::backend::{Backend, Error, Result};
 use cove_model::world::World;
-use cove_net::nft;
-use cove_net::plan::{plan_vpc, region_from, EniPlan, RegionPlan, RouterPlan};
-use cove_net::ruleset::{self, OpCounts, Ruleset};
+use cove_net::plan::{plan_vpc, region_from, replan_enis, EniPlan, RegionPlan, RouterPlan, Via};
+use cove_net::ruleset::{self, Elem, Op, OpCounts, Ruleset};
+use cove_net::{naming, nft};
+use imbl::ordmap::DiffItem;
 use std::collections::{BTreeMap, BTreeSet};
 
 /// What is in the kernel for one VPC, as last applied.
@@ -32,11 +44,88 @@ pub struct Reconciler<B: Backend> {
     region: Option<RegionPlan>,
     /// The namespaces the last pass wanted; `None` until the kernel was listed once.
     namespaces: Option<BTreeSet<String>>,
+    /// The world the last successful pass applied; `None` forces a full pass.
+    world: Option<World>,
+}
+
+/// The changed keys between two worlds that the incremental path handles.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Changes {
+    /// ENIs added, changed or removed.
+    enis: BTreeSet<String>,
+    /// Security groups whose rules (or other fields) changed.
+    groups: BTreeSet<String>,
+}
+
+/// What changed from `old` to `new`, or `None` when a change needs the full path.
+fn changes(old: &World, new: &World) -> Option<Changes> {
+    fn untouched<V: Clone + PartialEq>(
+        a: &imbl::OrdMap<String, V>,
+        b: &imbl::OrdMap<String, V>,
+    ) -> bool {
+        a.diff(b).next().is_none()
+    }
+    let cold = !untouched(&old.vpcs, &new.vpcs)
+        || !untouched(&old.subnets, &new.subnets)
+        || !untouched(&old.network_acls, &new.network_acls)
+        || !untouched(&old.route_tables, &new.route_tables)
+        || !untouched(&old.internet_gateways, &new.internet_gateways)
+        || !untouched(&old.addresses, &new.addresses)
+        || !untouched(&old.nat_gateways, &new.nat_gateways)
+        || !untouched(&old.vpc_endpoints, &new.vpc_endpoints)
+        || !untouched(&old.flow_logs, &new.flow_logs);
+    if cold {
+        return None;
+    }
+    let mut out = Changes::default();
+    for item in old.security_groups.diff(&new.security_groups) {
+        match item {
+            DiffItem::Update { new: (id, _), .. } => {
+                out.groups.insert(id.clone());
+            }
+            // A new or deleted group is a new or deleted set that rules may name.
+            DiffItem::Add(..) | DiffItem::Remove(..) => return None,
+        }
+    }
+    for item in old.network_interfaces.diff(&new.network_interfaces) {
+        let id = match item {
+            DiffItem::Add(id, _) | DiffItem::Remove(id, _) => id,
+            DiffItem::Update { new: (id, _), .. } => id,
+        };
+        out.enis.insert(id.clone());
+    }
+    Some(out)
+}
+
+/// Whether an ENI is a route's target (a NAT gateway's or an appliance's):
+/// its address is in the route tables, which only the full path writes.
+fn routed_to(plan: &RouterPlan, link: &str) -> bool {
+    plan.tables.iter().any(|t| {
+        t.routes
+            .iter()
+            .any(|r| matches!(&r.via, Via::Eni { link: l, .. } if l == link))
+    })
+}
+
+/// The chains and sets named in `chains` and `sets` that `rules` holds.
+fn part_of(rules: &Ruleset, chains: &BTreeSet<String>, sets: &BTreeSet<String>) -> Ruleset {
+    Ruleset {
+        chains: chains
+            .iter()
+            .filter_map(|n| Some((n.clone(), rules.chains.get(n)?.clone())))
+            .collect(),
+        sets: sets
+            .iter()
+            .filter_map(|n| Some((n.clone(), rules.sets.get(n)?.clone())))
+            .collect(),
+    }
 }
 
 /// What one pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Pass {
+    /// Whether every VPC was planned (the full path), not only what changed.
+    pub full: bool,
     pub routers_applied: usize,
     pub enis_applied: usize,
     pub route_tables_applied: usize,
@@ -122,6 +211,7 @@ impl<B: Backend> Reconciler<B> {
             applied: BTreeMap::new(),
             region: None,
             namespaces: None,
+            world: None,
         }
     }
 
@@ -133,9 +223,228 @@ impl<B: Backend> Reconciler<B> {
         &self.backend
     }
 
-    /// One pass over the whole world.
+    /// One pass: brings the kernel to `world`, by the incremental path when
+    /// the change allows it.
     pub fn reconcile(&mut self, world: &World) -> Result<Pass> {
+        let previous = self.world.take();
+        let result = match previous
+            .as_ref()
+            .and_then(|old| Some((old, changes(old, world)?)))
+        {
+            Some((old, changes)) => match self.reconcile_changes(old, world, &changes)? {
+                Some(pass) => Ok(pass),
+                None => self.reconcile_all(world),
+            },
+            None => self.reconcile_all(world),
+        };
+        if result.is_ok() {
+            self.world = Some(world.clone());
+        }
+        result
+    }
+
+    /// The incremental path: only the VPCs, ENIs and sets the change
+    /// touched. Returns `None` (having changed nothing) when the change
+    /// turns out to need the full path.
+    fn reconcile_changes(
+        &mut self,
+        old: &World,
+        world: &World,
+        changes: &Changes,
+    ) -> Result<Option<Pass>> {
+        // Per touched VPC: its touched ENIs and the groups whose sets change.
+        let mut touched: BTreeMap<&str, (BTreeSet<String>, BTreeSet<String>)> = BTreeMap::new();
+        for id in &changes.enis {
+            for e in [
+                old.network_interfaces.get(id),
+                world.network_interfaces.get(id),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let (enis, groups) = touched.entry(e.vpc_id.as_str()).or_default();
+                enis.insert(id.clone());
+                groups.extend(e.group_ids.iter().cloned());
+            }
+        }
+        for id in &changes.groups {
+            if let Some(g) = world.security_groups.get(id) {
+                let (enis, groups) = touched.entry(g.vpc_id.as_str()).or_default();
+                groups.insert(id.clone());
+                enis.extend(
+                    world
+                        .network_interfaces
+                        .values()
+                        .filter(|e| e.vpc_id == g.vpc_id && e.group_ids.contains(id))
+                        .map(|e| e.id.clone()),
+                );
+            }
+        }
+        // Everything that would make this path wrong is checked before anything changes.
+        for (vpc, (enis, _)) in &touched {
+            let Some(applied) = self.applied.get(*vpc) else {
+                return Ok(None);
+            };
+            let routed = enis
+                .iter()
+                .any(|id| routed_to(&applied.plan, &naming::eni_router_link(id)));
+            if routed || !world.vpcs.contains_key(*vpc) {
+                return Ok(None);
+            }
+        }
         let mut pass = Pass::default();
+        for (vpc, (enis, groups)) in touched {
+            let applied = self.applied.remove(vpc).expect("checked above");
+            let old_enis: BTreeMap<String, EniPlan> = applied
+                .plan
+                .enis
+                .iter()
+                .filter(|e| enis.contains(&e.id))
+                .map(|e| (e.id.clone(), e.clone()))
+                .collect();
+            let was_counting = nft::counting(&applied.plan);
+            let plan = replan_enis(world, &self.instance, applied.plan, &enis, &groups);
+            let mut rules = applied.rules;
+            let result = if nft::counting(&plan) == was_counting {
+                self.apply_eni_rules(&plan, &mut rules, &enis, &groups, &mut pass)
+            } else {
+                self.apply_all_rules(&plan, &mut rules, &mut pass)
+            };
+            if let Err(e) = result {
+                // The table is unknown now: the next pass reads it back.
+                self.world = None;
+                return Err(e);
+            }
+            for (id, before) in &old_enis {
+                if !plan.enis.iter().any(|e| &e.id == id) {
+                    self.backend.remove_namespace(&before.netns)?;
+                    pass.namespaces_removed += 1;
+                    if let Some(known) = self.namespaces.as_mut() {
+                        known.remove(&before.netns);
+                    }
+                }
+            }
+            let plumb: Vec<&EniPlan> = plan
+                .enis
+                .iter()
+                .filter(|e| enis.contains(&e.id))
+                .filter(|e| old_enis.get(&e.id).is_none_or(|o| !same_link(o, e)))
+                .collect();
+            if let Some(known) = self.namespaces.as_mut() {
+                known.extend(plumb.iter().map(|e| e.netns.clone()));
+            }
+            apply_enis(&self.backend, &plan.netns, &plumb)?;
+            pass.enis_applied += plumb.len();
+            self.applied
+                .insert(vpc.to_string(), Applied { plan, rules });
+        }
+        Ok(Some(pass))
+    }
+
+    /// Makes the router's table hold `plan`'s part for the touched ENIs and
+    /// groups, diffing only those parts; `rules` (what the kernel holds)
+    /// follows.
+    fn apply_eni_rules(
+        &self,
+        plan: &RouterPlan,
+        rules: &mut Ruleset,
+        enis: &BTreeSet<String>,
+        groups: &BTreeSet<String>,
+        pass: &mut Pass,
+    ) -> Result<()> {
+        let mut chains = BTreeSet::new();
+        let mut sets: BTreeSet<String> = nft::LINK_MAPS.iter().map(|m| m.to_string()).collect();
+        for id in enis {
+            let (c, s) = nft::eni_owned(id);
+            chains.extend(c);
+            sets.extend(s);
+        }
+        sets.extend(groups.iter().map(|g| naming::group_set(g)));
+        let before = part_of(rules, &chains, &sets);
+        let links: BTreeSet<String> = enis.iter().map(|id| naming::eni_router_link(id)).collect();
+        let mut after = Ruleset::default();
+        for map in nft::LINK_MAPS {
+            if let Some(set) = before.sets.get(map) {
+                let mut set = set.clone();
+                set.elems
+                    .retain(|e| !matches!(e, Elem::Jump { key, .. } if links.contains(key)));
+                after.sets.insert(map.to_string(), set);
+            }
+        }
+        for eni in plan.enis.iter().filter(|e| enis.contains(&e.id)) {
+            let part = nft::eni_part(plan, eni);
+            for (name, set) in part.sets {
+                match after.sets.get_mut(&name) {
+                    Some(map) if nft::LINK_MAPS.contains(&name.as_str()) => {
+                        map.elems.extend(set.elems)
+                    }
+                    _ => {
+                        after.sets.insert(name, set);
+                    }
+                }
+            }
+            after.chains.extend(part.chains);
+        }
+        for g in groups {
+            let name = naming::group_set(g);
+            if let (Some(members), Some(have)) = (plan.sets.get(&name), before.sets.get(&name)) {
+                let elems = members.iter().copied().map(Elem::Addr).collect();
+                after.sets.insert(
+                    name,
+                    ruleset::Set {
+                        spec: have.spec.clone(),
+                        elems,
+                    },
+                );
+            }
+        }
+        let ops = ruleset::diff(Some(&before), &after);
+        self.send(&plan.netns, &ops, pass)?;
+        for name in before.chains.keys() {
+            rules.chains.remove(name);
+        }
+        for name in before.sets.keys() {
+            rules.sets.remove(name);
+        }
+        rules.chains.extend(after.chains);
+        rules.sets.extend(after.sets);
+        Ok(())
+    }
+
+    /// Makes the router's table equal to the whole of `plan`'s; `rules` follows.
+    fn apply_all_rules(
+        &self,
+        plan: &RouterPlan,
+        rules: &mut Ruleset,
+        pass: &mut Pass,
+    ) -> Result<()> {
+        let desired = nft::render(plan);
+        let ops = ruleset::diff(Some(rules), &desired);
+        self.send(&plan.netns, &ops, pass)?;
+        *rules = desired;
+        Ok(())
+    }
+
+    fn send(&self, netns: &str, ops: &[Op], pass: &mut Pass) -> Result<()> {
+        if ops.is_empty() {
+            return Ok(());
+        }
+        self.backend.apply_rules(netns, ops)?;
+        pass.rule_transactions += 1;
+        let c = ruleset::count(ops);
+        pass.rule_ops.chains_written += c.chains_written;
+        pass.rule_ops.rules_added += c.rules_added;
+        pass.rule_ops.elems_changed += c.elems_changed;
+        pass.rule_ops.other += c.other;
+        Ok(())
+    }
+
+    /// The full path: every VPC planned, each applying what differs.
+    fn reconcile_all(&mut self, world: &World) -> Result<Pass> {
+        let mut pass = Pass {
+            full: true,
+            ..Pass::default()
+        };
         let plans: BTreeMap<String, RouterPlan> = world
             .vpcs
             .keys()
@@ -194,6 +503,21 @@ impl<B: Backend> Reconciler<B> {
             self.backend.router(&plan, region_netns)?;
             pass.routers_applied += 1;
         }
+        // The firewall before the ENIs and the routes: a new ENI or VPC
+        // forwards nothing its security groups and ACLs have not been given.
+        let rules = match (old, old_rules) {
+            (Some(o), Some(rules)) if same_rules(o, &plan) => rules,
+            (_, old_rules) => {
+                let observed = match old_rules {
+                    Some(rules) => Some(rules),
+                    None => self.backend.observe_rules(&plan.netns)?,
+                };
+                let desired = nft::render(&plan);
+                let ops = ruleset::diff(observed.as_ref(), &desired);
+                self.send(&plan.netns, &ops, pass)?;
+                desired
+            }
+        };
         let changed: Vec<&EniPlan> = plan
             .enis
             .iter()
@@ -204,29 +528,6 @@ impl<B: Backend> Reconciler<B> {
             .collect();
         apply_enis(&self.backend, &plan.netns, &changed)?;
         pass.enis_applied += changed.len();
-        // The firewall before the routes: a new VPC's router forwards
-        // nothing its security groups and ACLs have not been given.
-        let rules = match (old, old_rules) {
-            (Some(o), Some(rules)) if same_rules(o, &plan) => rules,
-            (_, old_rules) => {
-                let observed = match old_rules {
-                    Some(rules) => Some(rules),
-                    None => self.backend.observe_rules(&plan.netns)?,
-                };
-                let desired = nft::render(&plan);
-                let ops = ruleset::diff(observed.as_ref(), &desired);
-                if !ops.is_empty() {
-                    self.backend.apply_rules(&plan.netns, &ops)?;
-                    pass.rule_transactions += 1;
-                    let c = ruleset::count(&ops);
-                    pass.rule_ops.chains_written += c.chains_written;
-                    pass.rule_ops.rules_added += c.rules_added;
-                    pass.rule_ops.elems_changed += c.elems_changed;
-                    pass.rule_ops.other += c.other;
-                }
-                desired
-            }
-        };
         if old.is_none_or(|b| !same_routes(b, &plan) || b.enis.len() != plan.enis.len()) {
             self.backend.routes(&plan)?;
             pass.route_tables_applied += plan.tables.len();
@@ -244,6 +545,7 @@ impl<B: Backend> Reconciler<B> {
         self.applied.clear();
         self.region = None;
         self.namespaces = None;
+        self.world = None;
         Ok(names.len())
     }
 }
@@ -291,6 +593,7 @@ mod tests {
     use cove_model::vpc::*;
     use cove_net::naming;
     use cove_net::ruleset::Op;
+    use std::collections::BTreeSet;
 
     const TAG: &str = "t";
 
@@ -499,6 +802,126 @@ mod tests {
             vec![naming::region_netns(TAG)]
         );
         assert!(k.tables.is_empty());
+    }
+
+    fn flow_log_on(resource: &str) -> FlowLog {
+        FlowLog {
+            id: "fl-1".into(),
+            region: "us-east-1".into(),
+            resource_id: resource.into(),
+            traffic_type: "ALL".into(),
+            destination_type: "cloud-watch-logs".into(),
+            log_group_name: Some("flows".into()),
+            log_destination: None,
+            deliver_logs_permission_arn: None,
+            log_format: DEFAULT_FLOW_LOG_FORMAT.into(),
+            max_aggregation_interval: 600,
+            create_time: String::new(),
+        }
+    }
+
+    /// The kernel the fake holds equals what a full plan and render of
+    /// `w` want, namespaces included.
+    fn assert_converged(r: &Reconciler<Fake>, w: &World, step: &str) {
+        let plan = plan_vpc(w, TAG, &vpc_id(w)).expect("plan");
+        let k = r.backend().state();
+        assert!(
+            k.tables.get(&plan.netns) == Some(&nft::render(&plan)),
+            "{step}: the table differs from a full render"
+        );
+        let mut wanted: BTreeSet<String> = plan.enis.iter().map(|e| e.netns.clone()).collect();
+        wanted.insert(plan.netns.clone());
+        wanted.insert(naming::region_netns(TAG));
+        assert_eq!(k.namespaces, wanted, "{step}");
+    }
+
+    #[test]
+    fn the_incremental_path_keeps_the_kernel_equal_to_a_full_render() {
+        use rand::{rngs::SmallRng, Rng, SeedableRng};
+        let mut rng = SmallRng::seed_from_u64(14);
+        let mut w = big_world(10, 10);
+        // A flow log on subnet b keeps flow counting on throughout.
+        let mut r = Reconciler::new(TAG, Fake::new());
+        r.reconcile(&w).expect("first pass");
+        let groups: Vec<String> = w.security_groups.keys().cloned().collect();
+        let template = w
+            .network_interfaces
+            .values()
+            .next()
+            .cloned()
+            .expect("an ENI");
+        let mut next_ip = 100;
+        let mut incremental = 0;
+        for step in 0..400 {
+            let what = match rng.gen_range(0..5) {
+                0 => {
+                    let g = &groups[rng.gen_range(0..groups.len())];
+                    let port = rng.gen_range(1..60000);
+                    let peer = if rng.gen_bool(0.5) {
+                        cidr("10.9.0.0/16")
+                    } else {
+                        SgPeer::Group {
+                            group_id: groups[rng.gen_range(0..groups.len())].clone(),
+                            user_id: ACCOUNT.into(),
+                        }
+                    };
+                    let g = w.security_groups.get_mut(g).expect("group");
+                    g.ingress.push(rule("tcp", Some(port), Some(port), peer));
+                    "rule added"
+                }
+                1 => {
+                    let g = w
+                        .security_groups
+                        .get_mut(&groups[rng.gen_range(0..groups.len())])
+                        .expect("group");
+                    g.ingress.pop();
+                    "rule removed"
+                }
+                2 => {
+                    let ids: Vec<String> = w.network_interfaces.keys().cloned().collect();
+                    let id = &ids[rng.gen_range(0..ids.len())];
+                    let n = rng.gen_range(0..3);
+                    let chosen = (0..n)
+                        .map(|_| groups[rng.gen_range(0..groups.len())].clone())
+                        .collect();
+                    w.network_interfaces.get_mut(id).expect("eni").group_ids = chosen;
+                    "groups changed"
+                }
+                3 => {
+                    next_ip += 1;
+                    let id = format!("eni-new{next_ip:05}");
+                    let b = rng.gen_bool(0.5);
+                    let eni = NetworkInterface {
+                        id: id.clone(),
+                        subnet_id: if b { "subnet-b" } else { "subnet-a" }.into(),
+                        private_ip: format!("10.0.{}.{}", if b { 2 } else { 1 }, next_ip % 250),
+                        group_ids: vec![groups[rng.gen_range(0..groups.len())].clone()],
+                        ..template.clone()
+                    };
+                    w.network_interfaces.insert(id, eni);
+                    "ENI created"
+                }
+                _ => {
+                    let ids: Vec<String> = w.network_interfaces.keys().cloned().collect();
+                    if ids.len() > 3 {
+                        w.network_interfaces
+                            .remove(&ids[rng.gen_range(0..ids.len())]);
+                    }
+                    "ENI deleted"
+                }
+            };
+            if step == 200 {
+                // Flow logs on from here on: a full pass, then incremental ones that count.
+                w.flow_logs.insert("fl-1".into(), flow_log_on("subnet-b"));
+            }
+            let pass = r.reconcile(&w).expect("pass");
+            incremental += usize::from(!pass.full);
+            assert_converged(&r, &w, &format!("step {step}: {what}"));
+        }
+        assert!(
+            incremental > 390,
+            "{incremental} of 400 passes were incremental"
+        );
     }
 
     #[test]

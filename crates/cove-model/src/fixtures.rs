@@ -179,8 +179,9 @@ pub fn add_filler_rules(w: &mut World, groups: usize, per_group: usize) {
                 x
             })
             .collect();
-        w.security_groups
-            .insert(id.clone(), group(&id, ingress, vec![]));
+        let mut g = group(&id, ingress, vec![]);
+        g.vpc_id = template.vpc_id.clone();
+        w.security_groups.insert(id.clone(), g);
     }
     for n in 0..groups.div_ceil(5) {
         let id = format!("eni-fill{n:05}");

@@ -163,7 +163,7 @@ fn flow_spec() -> SetSpec {
 }
 
 /// Whether the router counts flows at all: some ENI of the plan is covered.
-fn counting(plan: &RouterPlan) -> bool {
+pub fn counting(plan: &RouterPlan) -> bool {
     plan.enis.iter().any(|e| plan.flow_enis.contains(&e.id))
 }
 
