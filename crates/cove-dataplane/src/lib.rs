@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod fake;
 pub mod linux;
+pub mod netlink;
 pub mod reconcile;
 
 pub use backend::{Backend, Error};
