@@ -1,47 +1,25 @@
-//! The Linux backend: makes plans real with iproute2 and nftables. The
+//! The Linux backend: makes plans real with rtnetlink and nftables. The
 //! router namespace (forwarding on, gateway and DNS addresses on `lo`), one
 //! namespace per ENI joined to the router by a veth, the ENI's address and
-//! default route, the router's host routes and policy routing go through
-//! `ip`; the router's table `inet cove` is read with `nft -j list table`
-//! and changed by the reconciler's operations in one `nft -j -f -`
-//! transaction, run from a thread inside the namespace (no `ip netns exec`).
+//! default route, the router's host routes and policy routing go over
+//! netlink ([`crate::netlink`]); no `ip` process runs. The router's table
+//! `inet cove` is read with `nft -j list table` and changed by the
+//! reconciler's operations in one `nft -j -f -` transaction, run from a
+//! thread inside the namespace.
 
 use crate::backend::{Backend, Error as CommandError, Result};
+use crate::netlink::{self, Netlink, PendingNetns, PolicyRule, Route, RouteKind, Selector};
 use cove_net::naming;
 use cove_net::nft;
 use cove_net::plan::{EniPlan, IgwPlan, RegionPlan, RouterPlan, Via};
 use cove_net::ruleset::{self, Op, Ruleset};
 use std::io::Write;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, AsRawFd};
 use std::process::{Command, Stdio};
 
-fn run(program: &str, args: &[&str], stdin: Option<&[u8]>) -> Result<String> {
-    let mut cmd = Command::new(program);
-    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
-    if stdin.is_some() {
-        cmd.stdin(Stdio::piped());
-    }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| CommandError(format!("{program}: {e}")))?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        pipe.write_all(input)
-            .map_err(|e| CommandError(format!("{program} stdin: {e}")))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| CommandError(format!("{program}: {e}")))?;
-    if !out.status.success() {
-        return Err(CommandError(format!(
-            "{program} {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        )));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn ip(args: &[&str]) -> Result<String> {
-    run("ip", args, None)
+fn nl<T>(what: impl FnOnce() -> String, r: std::io::Result<T>) -> Result<T> {
+    r.map_err(|e| CommandError(format!("{}: {e}", what())))
 }
 
 pub fn netns_exists(name: &str) -> bool {
@@ -72,9 +50,10 @@ fn netns_etc(name: &str) -> std::path::PathBuf {
 }
 
 pub fn delete_netns(name: &str) -> Result<()> {
-    if netns_exists(name) {
-        ip(&["netns", "del", name])?;
-    }
+    nl(
+        || format!("deleting namespace {name}"),
+        netlink::delete_netns(name),
+    )?;
     let _ = std::fs::remove_dir_all(netns_etc(name));
     Ok(())
 }
@@ -95,157 +74,209 @@ fn write_resolv_conf(e: &EniPlan) -> Result<()> {
         .map_err(|err| CommandError(format!("{}: {err}", path.display())))
 }
 
-fn ensure_netns(name: &str) -> Result<()> {
-    if !netns_exists(name) {
-        ip(&["netns", "add", name])?;
-    }
-    ip(&["-n", name, "link", "set", "lo", "up"])?;
-    Ok(())
+/// A socket into namespace `name`.
+fn socket(name: &str) -> Result<Netlink> {
+    nl(
+        || format!("opening netlink in {name}"),
+        Netlink::in_netns(name),
+    )
+}
+
+fn link(sock: &mut Netlink, ns: &str, name: &str) -> Result<Option<u32>> {
+    nl(
+        || format!("looking up {name} in {ns}"),
+        sock.link_index(name),
+    )
+}
+
+fn set_up(sock: &mut Netlink, ns: &str, index: u32) -> Result<()> {
+    nl(
+        || format!("setting link #{index} up in {ns}"),
+        sock.set_up(index),
+    )
+}
+
+/// A named namespace with its loopback up.
+fn ensure_netns(name: &str) -> Result<Netlink> {
+    nl(
+        || format!("creating namespace {name}"),
+        netlink::create_netns(name),
+    )?;
+    let mut sock = socket(name)?;
+    let lo =
+        link(&mut sock, name, "lo")?.ok_or_else(|| CommandError(format!("{name} has no lo")))?;
+    set_up(&mut sock, name, lo)?;
+    Ok(sock)
 }
 
 fn sysctl(ns: &str, key: &str, value: &str) -> Result<()> {
-    run(
-        "ip",
-        &[
-            "netns",
-            "exec",
-            ns,
-            "sysctl",
-            "-q",
-            "-w",
-            &format!("{key}={value}"),
-        ],
-        None,
+    nl(
+        || format!("sysctl {key}={value} in {ns}"),
+        netlink::sysctl_in(ns, key, value),
     )
-    .map(|_| ())
 }
 
-fn link_exists(ns: &str, link: &str) -> bool {
-    ip(&["-n", ns, "link", "show", link]).is_ok()
+fn host_route(table: u32, dest: Ipv4Addr, kind: RouteKind) -> Route {
+    Route::new(table, dest, 32, kind)
 }
 
+/// The ENI side: lo and `eth0` up, the address, the default route via the
+/// subnet's router. Every packet, even to a neighbour in the same subnet,
+/// goes through the router: the address is `noprefixroute`.
+fn configure_eni_side(sock: &mut Netlink, e: &EniPlan) -> Result<()> {
+    let ns = e.netns.as_str();
+    let lo = link(sock, ns, "lo")?.ok_or_else(|| CommandError(format!("{ns} has no lo")))?;
+    let eth0 = link(sock, ns, naming::ENI_LINK)?
+        .ok_or_else(|| CommandError(format!("{ns} has no {}", naming::ENI_LINK)))?;
+    set_up(sock, ns, lo)?;
+    set_up(sock, ns, eth0)?;
+    nl(
+        || format!("address {}/{} in {ns}", e.ip, e.prefix),
+        sock.replace_address(eth0, e.ip, e.prefix, true),
+    )?;
+    let default = Route::new(
+        netlink::MAIN_TABLE,
+        Ipv4Addr::UNSPECIFIED,
+        0,
+        RouteKind::Via {
+            gateway: e.gateway,
+            oif: eth0,
+            onlink: true,
+        },
+    );
+    nl(
+        || format!("default route via {} in {ns}", e.gateway),
+        sock.replace_route(&default),
+    )
+}
+
+/// The router side: the veth up and the host route to the ENI.
+fn configure_router_side(sock: &mut Netlink, router: &str, e: &EniPlan) -> Result<()> {
+    let index = link(sock, router, &e.router_link)?
+        .ok_or_else(|| CommandError(format!("{router} has no {}", e.router_link)))?;
+    set_up(sock, router, index)?;
+    nl(
+        || format!("route to {} in {router}", e.ip),
+        sock.replace_route(&host_route(
+            netlink::MAIN_TABLE,
+            e.ip,
+            RouteKind::Dev { oif: index },
+        )),
+    )
+}
+
+/// Makes one ENI real. A new ENI's namespace is configured before it has
+/// a name and published whole, so `cove exec` never finds it half-made;
+/// an existing one is brought back to the plan in place.
 pub fn apply_eni(router: &str, e: &EniPlan) -> Result<()> {
-    ensure_netns(&e.netns)?;
     write_resolv_conf(e)?;
-    if !link_exists(router, &e.router_link) || !link_exists(&e.netns, naming::ENI_LINK) {
-        // A half-made pair is rebuilt whole.
-        let _ = ip(&["-n", router, "link", "del", &e.router_link]);
-        let _ = ip(&["-n", &e.netns, "link", "del", naming::ENI_LINK]);
-        ip(&[
-            "link",
-            "add",
-            "name",
-            &e.router_link,
-            "netns",
-            router,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            naming::ENI_LINK,
-            "netns",
-            &e.netns,
-        ])?;
+    let mut rsock = socket(router)?;
+    let router_link = link(&mut rsock, router, &e.router_link)?;
+    let whole = netns_exists(&e.netns)
+        && router_link.is_some()
+        && Netlink::in_netns(&e.netns)
+            .and_then(|mut s| s.link_index(naming::ENI_LINK))
+            .is_ok_and(|l| l.is_some());
+    if whole {
+        let mut inside = socket(&e.netns)?;
+        configure_eni_side(&mut inside, e)?;
+        configure_router_side(&mut rsock, router, e)?;
+        if !e.firewalled {
+            nat_gateway(&e.netns, None, e)?;
+        }
+        return Ok(());
     }
-    ip(&["-n", router, "link", "set", &e.router_link, "up"])?;
-    ip(&["-n", &e.netns, "link", "set", naming::ENI_LINK, "up"])?;
-    let address = format!("{}/{}", e.ip, e.prefix);
-    ip(&[
-        "-n",
-        &e.netns,
-        "addr",
-        "replace",
-        &address,
-        "dev",
-        naming::ENI_LINK,
-        "noprefixroute",
-    ])?;
-    // Everything, even a neighbour in the same subnet, goes through the router.
-    ip(&[
-        "-n",
-        &e.netns,
-        "route",
-        "replace",
-        "default",
-        "via",
-        &e.gateway.to_string(),
-        "dev",
-        naming::ENI_LINK,
-        "onlink",
-    ])?;
-    ip(&[
-        "-n",
-        router,
-        "route",
-        "replace",
-        &format!("{}/32", e.ip),
-        "dev",
-        &e.router_link,
-    ])?;
+    // A half-made ENI (a crash mid-way, or a namespace removed by hand) is rebuilt whole.
+    if let Some(index) = router_link {
+        nl(
+            || format!("deleting {} in {router}", e.router_link),
+            rsock.delete_link(index),
+        )?;
+    }
+    delete_netns(&e.netns)?;
+    write_resolv_conf(e)?;
+    let pending = nl(|| "making a namespace".into(), PendingNetns::new())?;
+    nl(
+        || format!("adding veth {} in {router}", e.router_link),
+        rsock.add_veth(&e.router_link, None, naming::ENI_LINK, pending.fd()),
+    )?;
+    let mut inside = nl(|| format!("netlink in {}", e.netns), pending.netlink())?;
+    configure_eni_side(&mut inside, e)?;
+    configure_router_side(&mut rsock, router, e)?;
     if !e.firewalled {
-        // A NAT gateway: forward for the VPC and masquerade to its own address;
-        // its Elastic IP mapping happens at the internet gateway.
-        sysctl(&e.netns, "net.ipv4.ip_forward", "1")?;
-        sysctl(&e.netns, "net.ipv4.conf.all.send_redirects", "0")?;
-        sysctl(
-            &e.netns,
-            &format!("net.ipv4.conf.{}.send_redirects", naming::ENI_LINK),
-            "0",
-        )?;
-        let ruleset = serde_json::json!({"nftables": [
-            {"add": {"table": {"family": "ip", "name": "cove"}}},
-            {"delete": {"table": {"family": "ip", "name": "cove"}}},
-            {"add": {"table": {"family": "ip", "name": "cove"}}},
-            {"add": {"chain": {"family": "ip", "table": "cove", "name": "postrouting", "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}}},
-            {"add": {"rule": {"family": "ip", "table": "cove", "chain": "postrouting", "expr": [
-                {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": naming::ENI_LINK}},
-                {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": e.ip.to_string()}},
-                {"masquerade": null}
-            ]}}}
-        ]});
-        let bytes = serde_json::to_vec(&ruleset).expect("JSON values serialize");
-        run(
-            "ip",
-            &["netns", "exec", &e.netns, "nft", "-j", "-f", "-"],
-            Some(&bytes),
-        )?;
+        nat_gateway(&e.netns, Some(&pending), e)?;
     }
-    Ok(())
+    nl(
+        || format!("publishing {}", e.netns),
+        pending.publish(&e.netns),
+    )
+}
+
+/// A NAT gateway's ENI forwards for the VPC and masquerades to its own
+/// address; its Elastic IP mapping happens at the internet gateway.
+fn nat_gateway(netns: &str, pending: Option<&PendingNetns>, e: &EniPlan) -> Result<()> {
+    let keys = [
+        ("net.ipv4.ip_forward", "1"),
+        ("net.ipv4.conf.all.send_redirects", "0"),
+        ("net.ipv4.conf.eth0.send_redirects", "0"),
+    ];
+    for (key, value) in keys {
+        match pending {
+            Some(p) => nl(|| format!("sysctl {key} in {netns}"), p.sysctl(key, value))?,
+            None => sysctl(netns, key, value)?,
+        }
+    }
+    let ruleset = serde_json::json!({"nftables": [
+        {"add": {"table": {"family": "ip", "name": "cove"}}},
+        {"delete": {"table": {"family": "ip", "name": "cove"}}},
+        {"add": {"table": {"family": "ip", "name": "cove"}}},
+        {"add": {"chain": {"family": "ip", "table": "cove", "name": "postrouting", "type": "nat", "hook": "postrouting", "prio": 100, "policy": "accept"}}},
+        {"add": {"rule": {"family": "ip", "table": "cove", "chain": "postrouting", "expr": [
+            {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": naming::ENI_LINK}},
+            {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "saddr"}}, "right": e.ip.to_string()}},
+            {"masquerade": null}
+        ]}}}
+    ]});
+    let bytes = serde_json::to_vec(&ruleset).expect("JSON values serialize");
+    let path = match pending {
+        // fds are the process's: any thread reaches the pending namespace through it.
+        Some(p) => format!("/proc/self/fd/{}", p.fd().as_raw_fd()),
+        None => format!("{}/{netns}", cove_net::netns::NETNS_DIR),
+    };
+    nft_at(&path, netns, &["-j", "-f", "-"], Some(bytes)).map(|_| ())
 }
 
 /// The region network: the simulated internet host and the routes back to
 /// each VPC's public addresses.
 pub fn apply_region(region: &RegionPlan) -> Result<()> {
     let r = region.netns.as_str();
-    ensure_netns(r)?;
+    let mut sock = ensure_netns(r)?;
     sysctl(r, "net.ipv4.ip_forward", "1")?;
+    let lo = link(&mut sock, r, "lo")?.ok_or_else(|| CommandError(format!("{r} has no lo")))?;
     for host in &region.internet_hosts {
-        ip(&[
-            "-n",
-            r,
-            "addr",
-            "replace",
-            &format!("{host}/32"),
-            "dev",
-            "lo",
-        ])?;
+        nl(
+            || format!("address {host} in {r}"),
+            sock.replace_address(lo, *host, 32, false),
+        )?;
     }
     for (igw, publics) in &region.vpcs {
-        if !link_exists(r, &igw.region_link) {
+        let Some(index) = link(&mut sock, r, &igw.region_link)? else {
             continue; // made with the router; routes follow on the next pass
-        }
+        };
         for public in publics {
-            ip(&[
-                "-n",
-                r,
-                "route",
-                "replace",
-                &format!("{public}/32"),
-                "via",
-                &igw.router_ip.to_string(),
-                "dev",
-                &igw.region_link,
-            ])?;
+            let route = host_route(
+                netlink::MAIN_TABLE,
+                *public,
+                RouteKind::Via {
+                    gateway: igw.router_ip,
+                    oif: index,
+                    onlink: false,
+                },
+            );
+            nl(
+                || format!("route to {public} in {r}"),
+                sock.replace_route(&route),
+            )?;
         }
     }
     Ok(())
@@ -257,240 +288,190 @@ pub fn apply_igw(plan: &RouterPlan, region_netns: &str) -> Result<()> {
     let r = plan.netns.as_str();
     let mut wanted: Vec<&IgwPlan> = plan.endpoints.iter().map(|e| &e.link).collect();
     wanted.extend(plan.igw.as_ref());
-    for prefix in ["cvg", "cvp"] {
-        for link in links_named(r, prefix)? {
-            if !wanted.iter().any(|w| w.router_link == link) {
-                ip(&["-n", r, "link", "del", &link])?;
-            }
+    let mut sock = socket(r)?;
+    let links = nl(|| format!("listing links in {r}"), sock.links())?;
+    for (index, name) in links {
+        let gateway_link = name.starts_with("cvg") || name.starts_with("cvp");
+        if gateway_link && !wanted.iter().any(|w| w.router_link == name) {
+            nl(
+                || format!("deleting {name} in {r}"),
+                sock.delete_link(index),
+            )?;
         }
     }
     for link in wanted {
-        apply_link(r, region_netns, link)?;
+        apply_link(&mut sock, r, region_netns, link)?;
     }
     Ok(())
 }
 
 /// One router–region veth with its point-to-point addresses.
-fn apply_link(r: &str, region_netns: &str, igw: &IgwPlan) -> Result<()> {
-    if !link_exists(r, &igw.router_link) || !link_exists(region_netns, &igw.region_link) {
-        let _ = ip(&["-n", r, "link", "del", &igw.router_link]);
-        ip(&[
-            "link",
-            "add",
-            "name",
-            &igw.router_link,
-            "netns",
-            r,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            &igw.region_link,
-            "netns",
-            region_netns,
-        ])?;
+fn apply_link(rsock: &mut Netlink, r: &str, region_netns: &str, igw: &IgwPlan) -> Result<()> {
+    let mut region = socket(region_netns)?;
+    let mut ours = link(rsock, r, &igw.router_link)?;
+    let mut theirs = link(&mut region, region_netns, &igw.region_link)?;
+    if ours.is_none() || theirs.is_none() {
+        if let Some(index) = ours {
+            nl(
+                || format!("deleting {}", igw.router_link),
+                rsock.delete_link(index),
+            )?;
+        }
+        let region_file =
+            std::fs::File::open(format!("{}/{region_netns}", cove_net::netns::NETNS_DIR))
+                .map_err(|e| CommandError(format!("{region_netns}: {e}")))?;
+        nl(
+            || format!("adding veth {} to {region_netns}", igw.router_link),
+            rsock.add_veth(
+                &igw.router_link,
+                None,
+                &igw.region_link,
+                region_file.as_fd(),
+            ),
+        )?;
+        ours = link(rsock, r, &igw.router_link)?;
+        theirs = link(&mut region, region_netns, &igw.region_link)?;
     }
-    ip(&[
-        "-n",
-        r,
-        "addr",
-        "replace",
-        &format!("{}/30", igw.router_ip),
-        "dev",
-        &igw.router_link,
-    ])?;
-    ip(&[
-        "-n",
-        region_netns,
-        "addr",
-        "replace",
-        &format!("{}/30", igw.region_ip),
-        "dev",
-        &igw.region_link,
-    ])?;
-    ip(&["-n", r, "link", "set", &igw.router_link, "up"])?;
-    ip(&["-n", region_netns, "link", "set", &igw.region_link, "up"])?;
-    Ok(())
-}
-
-fn links_named(ns: &str, prefix: &str) -> Result<Vec<String>> {
-    let out = ip(&["-n", ns, "-o", "link", "show"])?;
-    Ok(out
-        .lines()
-        .filter_map(|l| l.split(": ").nth(1))
-        .map(|n| n.split('@').next().unwrap_or(n).to_string())
-        .filter(|n| n.starts_with(prefix))
-        .collect())
+    let (Some(ours), Some(theirs)) = (ours, theirs) else {
+        return Err(CommandError(format!("{} was not made", igw.router_link)));
+    };
+    nl(
+        || format!("address {} in {r}", igw.router_ip),
+        rsock.replace_address(ours, igw.router_ip, 30, false),
+    )?;
+    nl(
+        || format!("address {} in {region_netns}", igw.region_ip),
+        region.replace_address(theirs, igw.region_ip, 30, false),
+    )?;
+    set_up(rsock, r, ours)?;
+    set_up(&mut region, region_netns, theirs)
 }
 
 /// Policy routing: intra-VPC traffic uses the main table (the ENI host
 /// routes); everything else uses the route table of the source's subnet.
 ///
 /// Applied as a difference, never flush-and-refill: wanted routes are
-/// `replace`d (atomic per route) and wanted rules added before stale ones
+/// replaced (atomic per route) and wanted rules added before stale ones
 /// go, so a packet in flight always finds a route. (Flushing made a new
 /// connection from a running job fail with ENETUNREACH whenever another
 /// ENI of the VPC came or went.)
 pub fn apply_routes(plan: &RouterPlan) -> Result<()> {
     let r = plan.netns.as_str();
-    let mut wanted_rules = vec![vec![
-        "100".to_string(),
-        "to".to_string(),
-        plan.cidr.to_string(),
-        "lookup".to_string(),
-        "main".to_string(),
-    ]];
+    let mut sock = socket(r)?;
+    let mut wanted_rules = vec![PolicyRule {
+        priority: 100,
+        selector: Selector::To(plan.cidr),
+        table: netlink::MAIN_TABLE,
+    }];
     let mut pref = 1000;
     for t in &plan.tables {
-        let table = t.kernel_table.to_string();
-        let mut wanted_dests = Vec::new();
+        let mut wanted = Vec::new();
         for route in &t.routes {
-            let dest = route.dest.to_string();
-            let mut args: Vec<String> = match &route.via {
+            let kind = match &route.via {
                 Via::InternetGateway => match &plan.igw {
-                    Some(igw) => vec![
-                        dest.clone(),
-                        "via".into(),
-                        igw.region_ip.to_string(),
-                        "dev".into(),
-                        igw.router_link.clone(),
-                    ],
-                    None => vec!["blackhole".into(), dest.clone()],
+                    Some(igw) => RouteKind::Via {
+                        gateway: igw.region_ip,
+                        oif: link(&mut sock, r, &igw.router_link)?.unwrap_or(0),
+                        onlink: false,
+                    },
+                    None => RouteKind::Blackhole,
                 },
-                Via::Eni { link, ip: to } => vec![
-                    dest.clone(),
-                    "via".into(),
-                    to.to_string(),
-                    "dev".into(),
-                    link.clone(),
-                    "onlink".into(),
-                ],
-                Via::Endpoint { link, ip: to } => vec![
-                    dest.clone(),
-                    "via".into(),
-                    to.to_string(),
-                    "dev".into(),
-                    link.clone(),
-                ],
-                Via::Blackhole => vec!["blackhole".into(), dest.clone()],
+                Via::Eni { link: l, ip: to } => RouteKind::Via {
+                    gateway: *to,
+                    oif: link(&mut sock, r, l)?.unwrap_or(0),
+                    onlink: true,
+                },
+                Via::Endpoint { link: l, ip: to } => RouteKind::Via {
+                    gateway: *to,
+                    oif: link(&mut sock, r, l)?.unwrap_or(0),
+                    onlink: false,
+                },
+                Via::Blackhole => RouteKind::Blackhole,
             };
-            args.extend(["table".to_string(), table.clone()]);
-            let mut cmd = vec!["-n", r, "route", "replace"];
-            cmd.extend(args.iter().map(String::as_str));
-            ip(&cmd)?;
-            wanted_dests.push(dest);
+            let route = Route {
+                table: t.kernel_table,
+                dest: route.dest,
+                kind,
+            };
+            nl(
+                || format!("route {} in table {} of {r}", route.dest, t.kernel_table),
+                sock.replace_route(&route),
+            )?;
+            wanted.push(route);
         }
-        // A table with no routes does not exist yet: nothing to remove.
-        let listed: serde_json::Value = ip(&["-n", r, "-j", "route", "show", "table", &table])
-            .ok()
-            .and_then(|out| serde_json::from_str(&out).ok())
-            .unwrap_or_default();
-        for present in listed.as_array().into_iter().flatten() {
-            let Some(dst) = present.get("dst").and_then(|d| d.as_str()) else {
-                continue;
-            };
-            let dst = normalize_dst(dst);
-            if !wanted_dests.contains(&dst) {
-                let mut cmd = vec!["-n", r, "route", "del"];
-                if present.get("type").and_then(|t| t.as_str()) == Some("blackhole") {
-                    cmd.push("blackhole");
-                }
-                cmd.extend([dst.as_str(), "table", &table]);
-                ip(&cmd)?;
+        let present = nl(
+            || format!("listing table {} of {r}", t.kernel_table),
+            sock.routes(t.kernel_table),
+        )?;
+        for old in present {
+            if !wanted.iter().any(|w| w.dest == old.dest) {
+                nl(
+                    || format!("deleting route {} in table {}", old.dest, t.kernel_table),
+                    sock.delete_route(&old),
+                )?;
             }
         }
         for subnet in &t.subnets {
-            wanted_rules.push(vec![
-                pref.to_string(),
-                "from".into(),
-                subnet.to_string(),
-                "lookup".into(),
-                table.clone(),
-            ]);
+            wanted_rules.push(PolicyRule {
+                priority: pref,
+                selector: Selector::From(*subnet),
+                table: t.kernel_table,
+            });
             pref += 1;
         }
     }
-    let listed: serde_json::Value =
-        serde_json::from_str(&ip(&["-n", r, "-j", "rule", "show"])?).unwrap_or_default();
-    let present: Vec<Vec<String>> = listed
-        .as_array()
+    let present: Vec<PolicyRule> = nl(|| format!("listing rules of {r}"), sock.rules())?
         .into_iter()
-        .flatten()
-        .filter_map(rule_key)
-        .filter(|k| k[0].parse::<u32>().is_ok_and(|p| (100..30000).contains(&p)))
+        .filter(|p| (100..30000).contains(&p.priority))
         .collect();
     for rule in wanted_rules.iter().filter(|w| !present.contains(w)) {
-        let mut cmd = vec!["-n", r, "rule", "add", "pref"];
-        cmd.extend(rule.iter().map(String::as_str));
-        ip(&cmd)?;
+        nl(
+            || format!("adding rule {rule:?} in {r}"),
+            sock.add_rule(rule),
+        )?;
     }
     for rule in present.iter().filter(|p| !wanted_rules.contains(p)) {
-        let mut cmd = vec!["-n", r, "rule", "del", "pref"];
-        cmd.extend(rule.iter().map(String::as_str));
-        ip(&cmd)?;
+        nl(
+            || format!("deleting rule {rule:?} in {r}"),
+            sock.delete_rule(rule),
+        )?;
     }
     Ok(())
-}
-
-/// A destination as `ip -j route` prints it, in the plan's CIDR form.
-fn normalize_dst(dst: &str) -> String {
-    match dst {
-        "default" => "0.0.0.0/0".to_string(),
-        d if d.contains('/') => d.to_string(),
-        d => format!("{d}/32"),
-    }
-}
-
-/// A policy rule from `ip -j rule show` as `[pref, from|to, cidr, lookup, table]`.
-fn rule_key(rule: &serde_json::Value) -> Option<Vec<String>> {
-    let pref = rule.get("priority")?.as_u64()?.to_string();
-    let table = rule.get("table")?.as_str()?.to_string();
-    let src = rule
-        .get("src")
-        .and_then(|v| v.as_str())
-        .filter(|s| *s != "all");
-    let (dir, addr, len) = if let Some(src) = src {
-        ("from", src, rule.get("srclen").and_then(|v| v.as_u64()))
-    } else {
-        let dst = rule.get("dst").and_then(|v| v.as_str())?;
-        ("to", dst, rule.get("dstlen").and_then(|v| v.as_u64()))
-    };
-    let cidr = match len {
-        Some(l) => format!("{addr}/{l}"),
-        None => normalize_dst(addr),
-    };
-    Some(vec![pref, dir.into(), cidr, "lookup".into(), table])
 }
 
 /// The router namespace with forwarding on and exactly the plan's local addresses on `lo`.
 pub fn apply_router(plan: &RouterPlan) -> Result<()> {
     let r = plan.netns.as_str();
-    ensure_netns(r)?;
+    let mut sock = ensure_netns(r)?;
     sysctl(r, "net.ipv4.ip_forward", "1")?;
     sysctl(r, "net.ipv4.conf.all.rp_filter", "0")?;
-    let wanted: Vec<String> = plan.local_addrs.iter().map(|a| format!("{a}/32")).collect();
-    for a in &wanted {
-        ip(&["-n", r, "addr", "replace", a, "dev", "lo"])?;
+    let lo = link(&mut sock, r, "lo")?.ok_or_else(|| CommandError(format!("{r} has no lo")))?;
+    for a in &plan.local_addrs {
+        nl(
+            || format!("address {a} in {r}"),
+            sock.replace_address(lo, *a, 32, false),
+        )?;
     }
     // The VPC's own range ends here: an address no ENI has is dropped by the
     // router (AWS's local route), never handed to a subnet's default route
     // towards a gateway. ENIs' /32 routes are more specific.
-    ip(&[
-        "-n",
-        r,
-        "route",
-        "replace",
-        "blackhole",
-        &plan.cidr.to_string(),
-    ])?;
+    let local = Route {
+        table: netlink::MAIN_TABLE,
+        dest: plan.cidr,
+        kind: RouteKind::Blackhole,
+    };
+    nl(
+        || format!("blackhole {} in {r}", plan.cidr),
+        sock.replace_route(&local),
+    )?;
     // Addresses of deleted subnets go; 127.0.0.1 stays.
-    let current = ip(&["-n", r, "-o", "-4", "addr", "show", "dev", "lo"])?;
-    for line in current.lines() {
-        let Some(addr) = line.split_whitespace().skip_while(|w| *w != "inet").nth(1) else {
-            continue;
-        };
-        if !addr.starts_with("127.") && !wanted.iter().any(|w| w == addr) {
-            ip(&["-n", r, "addr", "del", addr, "dev", "lo"])?;
+    let current = nl(|| format!("listing addresses in {r}"), sock.addresses(lo))?;
+    for (addr, prefix) in current {
+        if !addr.is_loopback() && !(prefix == 32 && plan.local_addrs.contains(&addr)) {
+            nl(
+                || format!("deleting {addr} in {r}"),
+                sock.delete_address(lo, addr, prefix),
+            )?;
         }
     }
     Ok(())
@@ -498,21 +479,28 @@ pub fn apply_router(plan: &RouterPlan) -> Result<()> {
 
 /// Runs `nft` with `args` (and `input` on stdin) from a thread inside namespace `netns`.
 fn nft_in(netns: &str, args: &[&str], input: Option<Vec<u8>>) -> Result<Vec<u8>> {
+    let path = format!("{}/{netns}", cove_net::netns::NETNS_DIR);
+    nft_at(&path, netns, args, input)
+}
+
+/// [`nft_in`] for the namespace file at `path` (named `netns` in errors).
+fn nft_at(path: &str, netns: &str, args: &[&str], input: Option<Vec<u8>>) -> Result<Vec<u8>> {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let out = cove_net::netns::run_in(netns, move || -> std::io::Result<std::process::Output> {
-        let mut child = Command::new("nft")
-            .args(&args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()?;
-        if let (Some(input), Some(mut pipe)) = (input, child.stdin.take()) {
-            pipe.write_all(&input)?;
-        }
-        child.wait_with_output()
-    })
-    .map_err(|e| CommandError(format!("entering {netns}: {e}")))?
-    .map_err(|e| CommandError(format!("nft: {e}")))?;
+    let out =
+        cove_net::netns::run_in_path(path, move || -> std::io::Result<std::process::Output> {
+            let mut child = Command::new("nft")
+                .args(&args)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()?;
+            if let (Some(input), Some(mut pipe)) = (input, child.stdin.take()) {
+                pipe.write_all(&input)?;
+            }
+            child.wait_with_output()
+        })
+        .map_err(|e| CommandError(format!("entering {netns}: {e}")))?
+        .map_err(|e| CommandError(format!("nft: {e}")))?;
     if !out.status.success() {
         return Err(CommandError(format!(
             "nft in {netns}: {}",
@@ -618,34 +606,5 @@ impl Backend for Linux {
     }
     fn apply_rules(&self, router_netns: &str, ops: &[Op]) -> Result<()> {
         apply_rule_ops(router_netns, ops)
-    }
-}
-
-#[cfg(test)]
-mod route_tests {
-    use super::*;
-
-    #[test]
-    fn listed_routes_and_rules_compare_with_the_plan() {
-        assert_eq!(normalize_dst("default"), "0.0.0.0/0");
-        assert_eq!(normalize_dst("192.0.2.20"), "192.0.2.20/32");
-        assert_eq!(normalize_dst("10.0.0.0/16"), "10.0.0.0/16");
-        let rule =
-            serde_json::json!({"priority": 1000, "src": "10.0.1.0", "srclen": 24, "table": "1000"});
-        assert_eq!(
-            rule_key(&rule).unwrap(),
-            vec!["1000", "from", "10.0.1.0/24", "lookup", "1000"]
-        );
-        let rule =
-            serde_json::json!({"priority": 100, "dst": "10.0.0.0", "dstlen": 16, "table": "main"});
-        assert_eq!(
-            rule_key(&rule).unwrap(),
-            vec!["100", "to", "10.0.0.0/16", "lookup", "main"]
-        );
-        // `ip -j` shows a `to` rule with `"src": "all"`.
-        let to = serde_json::json!({"priority": 100, "src": "all", "dst": "10.0.0.0", "dstlen": 16, "table": "main"});
-        assert_eq!(rule_key(&to).unwrap()[1], "to");
-        let catch_all = serde_json::json!({"priority": 0, "src": "all", "table": "local"});
-        assert_eq!(rule_key(&catch_all), None);
     }
 }
