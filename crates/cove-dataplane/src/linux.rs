@@ -467,7 +467,8 @@ pub fn apply_router(plan: &RouterPlan) -> Result<()> {
     // Addresses of deleted subnets go; 127.0.0.1 stays.
     let current = nl(|| format!("listing addresses in {r}"), sock.addresses(lo))?;
     for (addr, prefix) in current {
-        if !addr.is_loopback() && !(prefix == 32 && plan.local_addrs.contains(&addr)) {
+        let wanted = prefix == 32 && plan.local_addrs.contains(&addr);
+        if !addr.is_loopback() && !wanted {
             nl(
                 || format!("deleting {addr} in {r}"),
                 sock.delete_address(lo, addr, prefix),
