@@ -232,10 +232,21 @@ fn exec_in(
         Some(eni) => cove_net::naming::eni_netns(&instance, eni),
         None => cove_net::naming::region_netns(&instance),
     };
-    let file = open_netns(data_dir, eni, &netns)?;
-    // SAFETY: this process is single-threaded here; setns changes only its network namespace.
-    if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) } != 0 {
-        anyhow::bail!("entering {netns}: {}", std::io::Error::last_os_error());
+    // A namespace's name is a bind mount: for an instant after the data
+    // plane publishes it the file is there but not yet a namespace, which
+    // setns refuses with EINVAL. That is an ENI still being made: retry.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let file = open_netns(data_dir, eni, &netns)?;
+        // SAFETY: this process is single-threaded here; setns changes only its network namespace.
+        if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) } == 0 {
+            break;
+        }
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINVAL) || std::time::Instant::now() > deadline {
+            anyhow::bail!("entering {netns}: {err}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
     if let Some(eni) = eni {
         wait_for_default_route(eni)?;
