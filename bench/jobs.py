@@ -17,6 +17,7 @@ an S3 gateway endpoint. Then it measures, in one run:
 Usage:  .venv/bin/python bench/jobs.py [--sequential 20] [--concurrent 50] [--object-mb 256]
 """
 import argparse
+import re
 import io
 import json
 import os
@@ -47,10 +48,23 @@ def main():
     ap.add_argument("--concurrent", type=int, default=50)
     ap.add_argument("--object-mb", type=int, default=256)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--startup-only", action="store_true", help="skip the throughput part")
     args = ap.parse_args()
 
     with cove_server(args.cove_bin, "cove-bench-jobs-") as (endpoint, data, _):
         run(args, endpoint, data)
+
+
+def data_plane_waits(data):
+    """How long each job waited for the data plane to apply its ENIs (ms), in
+    the order the jobs got there, from the server's log (`waited_micros`)."""
+    waits = []
+    with open(os.path.join(data, "cove.log")) as log:
+        for line in log:
+            m = re.search(r"waited_micros=(\d+)", re.sub(r"\x1b\[[0-9;]*m", "", line))
+            if m:
+                waits.append(int(m.group(1)) / 1e3)
+    return waits
 
 
 def run(args, endpoint, data):  # noqa: C901
@@ -116,6 +130,15 @@ def run(args, endpoint, data):  # noqa: C901
     print("| ---: | ---: | ---: | ---: | ---: |")
     for label, xs in ((1, sequential), (args.concurrent, burst)):
         print(f"| {label} | {len(xs)} | {pct(xs, 50):.1f} | {pct(xs, 99):.1f} | {max(xs):.1f} |")
+    waits = data_plane_waits(data)
+    if len(waits) == 1 + len(sequential) + len(burst):
+        print("\nOf which waiting for the data plane to apply the job's ENI (from the server's log):\n")
+        print("| concurrent jobs | p50 ms | p99 ms | max ms |")
+        print("| ---: | ---: | ---: | ---: |")
+        for label, xs in ((1, waits[1:1 + len(sequential)]), (args.concurrent, waits[1 + len(sequential):])):
+            print(f"| {label} | {pct(xs, 50):.1f} | {pct(xs, 99):.1f} | {max(xs):.1f} |")
+    if args.startup_only:
+        return
 
     # Throughput: one large object, host over loopback vs an ENI through the gateway endpoint.
     size = args.object_mb << 20

@@ -791,4 +791,33 @@ mod tests {
         assert!(plan.sets.keys().any(|k| k.starts_with("pl_")));
         assert!(plan_vpc(&w, "t", "vpc-missing").is_none());
     }
+
+    #[test]
+    fn stored_values_that_cannot_be_read_fail_closed() {
+        let bad_cidr = rule("tcp", Some(22), Some(22), cidr("10.0.0.0/99"));
+        let bad_proto = rule("bogus", None, None, cidr("0.0.0.0/0"));
+        let open = group("sg-x", vec![bad_cidr, bad_proto], vec![]);
+        let mut acl = allow_all_acl("acl-d", &["subnet-a", "subnet-b"]);
+        acl.entries
+            .push(entry(10, true, "tcp", false, "garbage", Some((9, 9))));
+        acl.entries
+            .push(entry(20, false, "tcp", true, "garbage", Some((9, 9))));
+        let w = world("", vec![open], [&["sg-x"], &[], &[]], vec![acl]);
+        let plan = plan_vpc(&w, "t", "vpc-1").unwrap();
+        let a1 = plan.eni_by_ip(ip("10.0.1.4")).unwrap();
+        assert!(
+            a1.ingress.is_empty(),
+            "unreadable group rules allow nothing"
+        );
+        let acl = &plan.acls["acl-d"];
+        let deny = &acl.egress[0];
+        assert_eq!((deny.number, deny.allow), (10, false));
+        assert_eq!(
+            deny.rule.proto,
+            Proto::All,
+            "an unreadable deny denies everything"
+        );
+        assert_eq!(deny.rule.peer, Peer::Cidr(Cidr { base: 0, prefix: 0 }));
+        assert_eq!(acl.ingress.len(), 1, "the unreadable allow is dropped");
+    }
 }

@@ -651,3 +651,28 @@ mod sagemaker_checks {
         assert!(!checks[0].ok && checks[0].detail.contains("subnet-nope"));
     }
 }
+
+#[test]
+fn stored_values_that_cannot_be_read_fail_closed_as_in_the_data_plane() {
+    // A group rule with an unreadable CIDR or protocol allows nothing.
+    for bad in [
+        rule("tcp", Some(22), Some(22), cidr("10.0.0.0/99")),
+        rule("bogus", None, None, cidr("0.0.0.0/0")),
+    ] {
+        let mut w = open_world();
+        w.security_groups.get_mut("sg-open").unwrap().ingress = vec![bad];
+        assert!(!from_a1(&w, eni("eni-b1"), 22).found);
+    }
+    // An unreadable ACL deny entry denies everything; an unreadable allow allows nothing.
+    let mut w = open_world();
+    let acl = w.network_acls.get_mut("acl-default").unwrap();
+    acl.entries
+        .push(entry(50, true, "tcp", false, "not-a-cidr", Some((9, 9))));
+    assert!(!from_a1(&w, eni("eni-b1"), 22).found);
+    let mut w = open_world();
+    let acl = w.network_acls.get_mut("acl-default").unwrap();
+    acl.entries.retain(|e| !e.egress);
+    acl.entries
+        .push(entry(50, true, "tcp", true, "not-a-cidr", Some((22, 22))));
+    assert!(!from_a1(&w, eni("eni-b1"), 22).found);
+}

@@ -110,16 +110,21 @@ impl Packet {
     }
 }
 
-/// A rule's protocol: `None` is every protocol (`-1`); an unknown name
-/// counts as every protocol, the way the data plane reads it.
-fn rule_protocol(p: &str) -> Option<u8> {
-    match p {
+/// A rule's protocol: `Some(None)` is every protocol (`-1`), `None` a
+/// value that cannot be read (which the data plane fails closed on).
+fn rule_protocol(p: &str) -> Option<Option<u8>> {
+    Some(match p {
         "-1" | "all" => None,
         "tcp" | "6" => Some(6),
         "udp" | "17" => Some(17),
         "icmp" | "1" => Some(1),
-        other => other.parse().ok(),
-    }
+        other => Some(other.parse().ok()?),
+    })
+}
+
+/// Whether a rule's stored protocol and CIDR can be read at all.
+fn readable(protocol: &str, cidr: Option<&str>) -> bool {
+    rule_protocol(protocol).is_some() && cidr.is_none_or(|c| c.parse::<Cidr>().is_ok())
 }
 
 fn port_of(v: Option<i64>) -> u16 {
@@ -141,7 +146,7 @@ fn traffic_matches(
     icmp: (Option<i64>, Option<i64>),
     p: &Packet,
 ) -> bool {
-    let Some(number) = rule_protocol(protocol) else {
+    let Some(Some(number)) = rule_protocol(protocol) else {
         return true;
     };
     if number != p.protocol.number() {
@@ -157,7 +162,8 @@ fn traffic_matches(
     }
 }
 
-/// A CIDR as a rule reads it; one that does not parse matches everything, as in the data plane.
+/// A CIDR as read where the caller has checked it is [`readable`] (or a
+/// subnet's, which the API validated); one that does not parse is `0.0.0.0/0`.
 pub fn rule_cidr(s: &str) -> Cidr {
     s.parse().unwrap_or(Cidr { base: 0, prefix: 0 })
 }
@@ -169,6 +175,14 @@ pub fn sg_rule_matches(
     p: &Packet,
     peer: Ipv4Addr,
 ) -> bool {
+    // Groups only allow: a rule that cannot be read allows nothing, as in the data plane.
+    let cidr = match &rule.peer {
+        SgPeer::Cidr { cidr } => Some(cidr.as_str()),
+        _ => None,
+    };
+    if !readable(&rule.protocol, cidr) {
+        return false;
+    }
     // For a security group rule, ICMP type and code are in FromPort and ToPort.
     let icmp = (rule.from_port, rule.to_port);
     traffic_matches(&rule.protocol, (rule.from_port, rule.to_port), icmp, p)
@@ -213,6 +227,11 @@ fn prefix_list_contains(world: &World, vpc_id: &str, id: &str, ip: Ipv4Addr) -> 
 }
 
 pub fn acl_entry_matches(e: &NaclEntry, p: &Packet) -> bool {
+    // An entry that cannot be read fails closed, as in the data plane: an
+    // allow matches nothing, a deny matches everything.
+    if !readable(&e.protocol, Some(&e.cidr)) {
+        return !e.allow;
+    }
     let peer = if e.egress { p.dst } else { p.src };
     traffic_matches(
         &e.protocol,
