@@ -203,16 +203,14 @@ fn data_plane_possible() -> Result<(), String> {
         return Err("not running as root".into());
     }
     // Links, addresses and routes go over netlink; rules through `nft`.
-    for tool in ["nft"] {
-        let found = std::process::Command::new(tool)
-            .arg("-V")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok();
-        if !found {
-            return Err(format!("`{tool}` is not installed"));
-        }
+    let found = std::process::Command::new("nft")
+        .arg("-V")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok();
+    if !found {
+        return Err("`nft` is not installed".into());
     }
     Ok(())
 }
