@@ -3,6 +3,7 @@ image URI, a `cove serve` of their own on a private data directory (started,
 waited for, stopped and torn down), and boto3 clients for it."""
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -50,3 +51,25 @@ def clients(endpoint, config):
     """A function that makes a boto3 client of a service for `endpoint`."""
     return lambda service: boto3.client(service, endpoint_url=endpoint, region_name="us-east-1",
                                         aws_access_key_id=KEY, aws_secret_access_key=SECRET, config=config)
+
+
+def pct(values, p):
+    """The p-th percentile of `values` (nearest rank)."""
+    s = sorted(values)
+    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
+
+
+def health(endpoint):
+    """`/_cove/health`: the store's generation and the one the data plane applied."""
+    with urllib.request.urlopen(f"{endpoint}/_cove/health", timeout=5) as r:
+        return json.load(r)
+
+
+def settle(endpoint, timeout=600):
+    """Waits until the data plane has applied every write made so far."""
+    want = health(endpoint)["generation"]
+    deadline = time.monotonic() + timeout
+    while health(endpoint)["applied_generation"] < want:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"data plane did not reach generation {want} in {timeout} s")
+        time.sleep(0.005)

@@ -50,7 +50,6 @@ Usage:
 """
 import argparse
 import glob
-import json
 import os
 import shutil
 import signal
@@ -60,35 +59,17 @@ import sys
 import threading
 import time
 import traceback
-import urllib.request
 
 import botocore.config
 
-from common import ROOT, clients, cove_server
+from common import ROOT, clients, cove_server, health, pct, settle
 
 EXEC_TIMEOUT_S = 30  # one `cove exec -- true` (it gives up by itself after 10 s + 10 s)
 RETRY_LIMIT_S = 60  # give up on an ENI whose `cove exec` has not worked by then
 IDLE_S = 10
 
 
-def pct(values, p):
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
-
-def health(endpoint):
-    with urllib.request.urlopen(f"{endpoint}/_cove/health", timeout=5) as r:
-        return json.load(r)
-
-
-def settle(endpoint, timeout=600):
-    """Waits until the data plane has applied every write made so far."""
-    want = health(endpoint)["generation"]
-    deadline = time.monotonic() + timeout
-    while health(endpoint)["applied_generation"] < want:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"data plane did not reach generation {want} in {timeout} s")
-        time.sleep(0.005)
 
 
 class Execs:

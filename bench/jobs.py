@@ -32,13 +32,9 @@ import uuid
 import boto3
 import botocore.config
 
-from common import IMAGE, KEY, ROOT, SECRET, clients, cove_server
+from common import IMAGE, KEY, ROOT, SECRET, clients, cove_server, pct
 PROGRAM = "import time; T0 = time.time_ns()\nimport json, os\njson.dump({'t0': T0}, open(os.path.join(os.environ['SM_MODEL_DIR'], 't0.json'), 'w'))\n"
 
-
-def pct(values, p):
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
 
 
 def main():

@@ -75,11 +75,10 @@ import sys
 import threading
 import time
 import traceback
-import urllib.request
 
 import botocore.config
 
-from common import ROOT, clients, cove_server
+from common import ROOT, clients, cove_server, pct, settle
 
 PORT = 8080
 
@@ -193,10 +192,6 @@ for line in sys.stdin:
 """
 
 
-def pct(values, p):
-    s = sorted(values)
-    return s[min(len(s) - 1, int(round(p / 100 * (len(s) - 1))))]
-
 
 class Proc:
     """A `cove exec` subprocess with a line reader on its stdout."""
@@ -265,19 +260,6 @@ def start_in_eni(cove_bin, data, eni, argv, ready, procs, deadline_s=20):
             time.sleep(0.1)
 
 
-def health(endpoint):
-    with urllib.request.urlopen(f"{endpoint}/_cove/health", timeout=5) as r:
-        return json.load(r)
-
-
-def settle(endpoint, timeout=300):
-    """Waits until the data plane has applied every write made so far."""
-    want = health(endpoint)["generation"]
-    deadline = time.monotonic() + timeout
-    while health(endpoint)["applied_generation"] < want:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"data plane did not reach generation {want} in {timeout} s")
-        time.sleep(0.01)
 
 
 def fill(ec2, vpc, subnet, n):

@@ -13,7 +13,6 @@ use cove_dataplane::backend::{Backend, Result};
 use cove_dataplane::linux::Linux;
 use cove_dataplane::reconcile::Reconciler;
 use cove_model::fixtures::*;
-use cove_model::vpc::*;
 use cove_model::world::World;
 use cove_net::plan::{EniPlan, RegionPlan, RouterPlan};
 use cove_net::ruleset::{Op, Ruleset};
@@ -63,27 +62,14 @@ impl Backend for Null {
 }
 
 fn build(tag: &str, other_rules: usize) -> World {
-    let web = group(
-        "sg-web",
-        vec![rule("tcp", Some(22), Some(22), cidr("10.0.0.0/16"))],
-        vec![rule("-1", None, None, cidr("0.0.0.0/0"))],
-    );
-    let clients = group(
-        "sg-clients",
-        vec![],
-        vec![rule("-1", None, None, cidr("0.0.0.0/0"))],
-    );
-    let twin = group(
+    let mut w = web_and_clients(tag);
+    let mut twin = group(
         "sg-twin",
         vec![],
         vec![rule("-1", None, None, cidr("0.0.0.0/0"))],
     );
-    let mut w = world(
-        tag,
-        vec![web, clients, twin],
-        [&["sg-web"], &["sg-clients"], &["sg-clients"]],
-        vec![allow_all_acl("acl-d", &["subnet-a", "subnet-b"])],
-    );
+    twin.vpc_id = vpc_id(&w);
+    w.security_groups.insert("sg-twin".into(), twin);
     let per_group = other_rules.min(50);
     add_filler_rules(&mut w, other_rules.div_ceil(per_group.max(1)), per_group);
     w
@@ -112,25 +98,12 @@ fn measure<B: Backend>(
     let mut idle = vec![];
     let mut rule_change = vec![];
     let mut membership = vec![];
-    let client = w
-        .network_interfaces
-        .values()
-        .find(|e| e.private_ip == "10.0.2.4")
-        .map(|e| e.id.clone())
-        .expect("fixture client");
+    let client = eni_with_ip(&w, "10.0.2.4");
     for i in 0..passes {
         idle.push(timed(&mut r, &w));
         let web = w.security_groups.get_mut("sg-web").expect("web group");
         if i % 2 == 0 {
-            web.ingress.push(rule(
-                "tcp",
-                Some(8080),
-                Some(8080),
-                SgPeer::Group {
-                    group_id: "sg-clients".into(),
-                    user_id: ACCOUNT.into(),
-                },
-            ));
+            web.ingress.push(tcp_from_group(8080, "sg-clients"));
         } else {
             web.ingress.pop();
         }

@@ -599,22 +599,7 @@ mod tests {
 
     /// The fixture VPC with a web ENI (a1) and two clients, plus filler rules.
     fn big_world(groups: usize, per_group: usize) -> World {
-        let web = group(
-            "sg-web",
-            vec![rule("tcp", Some(22), Some(22), cidr("10.0.0.0/16"))],
-            vec![rule("-1", None, None, cidr("0.0.0.0/0"))],
-        );
-        let clients = group(
-            "sg-clients",
-            vec![],
-            vec![rule("-1", None, None, cidr("0.0.0.0/0"))],
-        );
-        let mut w = world(
-            TAG,
-            vec![web, clients],
-            [&["sg-web"], &["sg-clients"], &["sg-clients"]],
-            vec![allow_all_acl("acl-d", &["subnet-a", "subnet-b"])],
-        );
+        let mut w = web_and_clients(TAG);
         add_filler_rules(&mut w, groups, per_group);
         w
     }
@@ -625,14 +610,6 @@ mod tests {
             .into_iter()
             .flat_map(|(_, ops)| ops)
             .collect()
-    }
-
-    fn eni_id(w: &World, ip: &str) -> String {
-        w.network_interfaces
-            .values()
-            .find(|e| e.private_ip == ip)
-            .map(|e| e.id.clone())
-            .expect("fixture ENI")
     }
 
     #[test]
@@ -672,17 +649,9 @@ mod tests {
             .get_mut("sg-web")
             .expect("web")
             .ingress
-            .push(rule(
-                "tcp",
-                Some(8080),
-                Some(8080),
-                SgPeer::Group {
-                    group_id: "sg-clients".into(),
-                    user_id: ACCOUNT.into(),
-                },
-            ));
+            .push(tcp_from_group(8080, "sg-clients"));
         let pass = r.reconcile(&w).expect("pass");
-        let web = nft::eni_chain_name(&eni_id(&w, "10.0.1.4"), false);
+        let web = nft::eni_chain_name(&eni_with_ip(&w, "10.0.1.4"), false);
         let ops = rule_ops(r.backend());
         assert_eq!(ops[0], Op::FlushChain(web.clone()));
         assert!(ops[1..]
@@ -710,7 +679,7 @@ mod tests {
         let mut r = Reconciler::new(TAG, Fake::new());
         r.reconcile(&w).expect("first pass");
         r.backend().clear_log();
-        let b1 = eni_id(&w, "10.0.2.4");
+        let b1 = eni_with_ip(&w, "10.0.2.4");
         w.network_interfaces.get_mut(&b1).expect("b1").group_ids = vec!["sg-web".into()];
         r.reconcile(&w).expect("pass");
         let ops = rule_ops(r.backend());
@@ -774,7 +743,7 @@ mod tests {
         let mut w = big_world(2, 10);
         let mut r = Reconciler::new(TAG, Fake::new());
         r.reconcile(&w).expect("first pass");
-        let b1 = eni_id(&w, "10.0.2.4");
+        let b1 = eni_with_ip(&w, "10.0.2.4");
         w.network_interfaces.remove(&b1);
         let pass = r.reconcile(&w).expect("pass");
         assert_eq!(pass.namespaces_removed, 1);

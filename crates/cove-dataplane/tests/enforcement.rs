@@ -398,15 +398,7 @@ fn rule_and_membership_changes_are_small_transactions_enforced_at_once() {
     // A rule from the clients' group: only the web ENI's ingress chain is written.
     let counts = lab.change(|w| {
         let g = w.security_groups.get_mut("sg-web").expect("group");
-        g.ingress.push(rule(
-            "tcp",
-            Some(8080),
-            Some(8080),
-            SgPeer::Group {
-                group_id: "sg-clients".into(),
-                user_id: ACCOUNT.into(),
-            },
-        ));
+        g.ingress.push(tcp_from_group(8080, "sg-clients"));
     });
     assert_eq!(
         (counts.chains_written, counts.elems_changed, counts.other),
@@ -416,12 +408,7 @@ fn rule_and_membership_changes_are_small_transactions_enforced_at_once() {
     lab.expect("10.0.2.4", 43001, "10.0.1.4", 8080, true);
     // The client leaves the group: one set element goes, no chain changes.
     let counts = lab.change(|w| {
-        let b1 = w
-            .network_interfaces
-            .values()
-            .find(|e| e.private_ip == "10.0.2.4")
-            .map(|e| e.id.clone())
-            .expect("b1");
+        let b1 = eni_with_ip(w, "10.0.2.4");
         w.network_interfaces.get_mut(&b1).expect("b1").group_ids = vec!["sg-web".into()];
     });
     assert_eq!(

@@ -156,6 +156,47 @@ pub fn world(
     w
 }
 
+/// A rule admitting TCP `port` from the members of `group_id`.
+pub fn tcp_from_group(port: i64, group_id: &str) -> SgRule {
+    rule(
+        "tcp",
+        Some(port),
+        Some(port),
+        SgPeer::Group {
+            group_id: group_id.into(),
+            user_id: ACCOUNT.into(),
+        },
+    )
+}
+
+/// The fixture VPC with a web server and two clients: `eni-a1` (10.0.1.4)
+/// in `sg-web` (TCP 22 from the VPC), `eni-a2` and `eni-b1` in
+/// `sg-clients` (no ingress); both groups send anything anywhere.
+pub fn web_and_clients(tag: &str) -> World {
+    let everything = || vec![rule("-1", None, None, cidr("0.0.0.0/0"))];
+    let web = group(
+        "sg-web",
+        vec![rule("tcp", Some(22), Some(22), cidr("10.0.0.0/16"))],
+        everything(),
+    );
+    let clients = group("sg-clients", vec![], everything());
+    world(
+        tag,
+        vec![web, clients],
+        [&["sg-web"], &["sg-clients"], &["sg-clients"]],
+        vec![allow_all_acl("acl-d", &["subnet-a", "subnet-b"])],
+    )
+}
+
+/// The id of the ENI with private address `ip`.
+pub fn eni_with_ip(w: &World, ip: &str) -> String {
+    w.network_interfaces
+        .values()
+        .find(|e| e.private_ip == ip)
+        .map(|e| e.id.clone())
+        .unwrap_or_else(|| panic!("no fixture ENI has {ip}"))
+}
+
 /// Fills a fixture world with `groups` security groups of `per_group`
 /// distinct ingress rules that match nothing the tests send (TCP ports from
 /// 20000 up, from 198.51.100.0/24), attached five at a time (AWS's limit

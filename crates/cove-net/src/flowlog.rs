@@ -51,7 +51,7 @@ impl Action {
 }
 
 /// IANA numbers for the protocol names nftables prints.
-fn proto_number(v: &Value) -> Option<u8> {
+pub fn proto_number(v: &Value) -> Option<u8> {
     if let Some(n) = v.as_u64() {
         return u8::try_from(n).ok();
     }

@@ -526,17 +526,10 @@ fn parse_addr(v: &Value) -> Option<u32> {
 /// A number as `nft` lists it: numerals, or the protocol names it prints
 /// for `inet_proto` keys.
 fn parse_num(v: &Value) -> Option<u32> {
-    if let Some(n) = v.as_u64() {
-        return u32::try_from(n).ok();
+    match v.as_u64() {
+        Some(n) => u32::try_from(n).ok(),
+        None => crate::flowlog::proto_number(v).map(u32::from),
     }
-    Some(match v.as_str()? {
-        "icmp" => 1,
-        "tcp" => 6,
-        "udp" => 17,
-        "esp" => 50,
-        "ah" => 51,
-        other => other.parse().ok()?,
-    })
 }
 
 fn parse_part(v: &Value, addr: bool) -> Option<Part> {
