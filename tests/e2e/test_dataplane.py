@@ -279,3 +279,24 @@ def test_revoking_a_rule_keeps_open_flows_but_a_nacl_cuts_them(cove_server, ec2,
             if p:
                 p.kill()
                 p.wait()
+
+
+def test_cove_exec_works_right_after_create_network_interface(cove_server, ec2, vpc):
+    """A script that creates an ENI and at once runs something on it must
+    never see a half-made one: `cove exec` waits for the data plane, and the
+    data plane publishes the ENI's namespace only once it is whole (its
+    address and default route in place)."""
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.8.0/24")["Subnet"]["SubnetId"]
+    failures = []
+    for _ in range(50):
+        eni = ec2.create_network_interface(SubnetId=subnet)["NetworkInterface"]
+        out = cove_server.exec(eni["NetworkInterfaceId"], "cat", "/proc/self/net/route")
+        default = any(line.split()[1:2] == ["00000000"] for line in out.stdout.splitlines()[1:])
+        if out.returncode != 0 or not default:
+            failures.append((eni["NetworkInterfaceId"], out.returncode, out.stderr.strip()[-200:]))
+    assert failures == [], failures
+    # An ENI the API does not have fails at once, not after the wait.
+    started = time.time()
+    out = cove_server.exec("eni-0123456789abcdef0", "true")
+    assert out.returncode != 0 and "is not a network interface" in out.stderr, out.stderr
+    assert time.time() - started < 5

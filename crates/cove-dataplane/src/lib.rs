@@ -11,5 +11,6 @@ pub mod fake;
 pub mod linux;
 pub mod netlink;
 pub mod reconcile;
+pub mod run;
 
 pub use backend::{Backend, Error};

@@ -258,41 +258,12 @@ fn start_data_plane(
         tls,
     );
     let tag = instance.clone();
-    std::thread::Builder::new()
-        .name("cove-reconcile".into())
-        .spawn(move || {
-            let mut reconciler =
-                cove_dataplane::reconcile::Reconciler::new(&instance, cove_dataplane::linux::Linux);
-            let mut seen;
-            loop {
-                let generation = store.generation();
-                let started = Instant::now();
-                let world = store.snapshot();
-                let result = reconciler.reconcile(&world);
-                if result.is_ok() {
-                    listeners.sync(&world, &instance);
-                }
-                match result {
-                    Ok(pass) => {
-                        if pass != Default::default() {
-                            tracing::info!(
-                                ?pass,
-                                micros = started.elapsed().as_micros() as u64,
-                                "data plane reconciled"
-                            );
-                        }
-                        seen = generation;
-                        store.mark_applied(generation);
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "data plane reconcile failed; retrying");
-                        std::thread::sleep(Duration::from_secs(1));
-                        continue;
-                    }
-                }
-                store.wait_for_change(seen, Duration::from_secs(30));
-            }
-        })?;
+    cove_dataplane::run::spawn(
+        store,
+        instance.clone(),
+        cove_dataplane::linux::Linux,
+        move |world| listeners.sync(world, &instance),
+    )?;
     Ok(Some(tag))
 }
 
