@@ -9,7 +9,7 @@
 //! nftables transaction in a real router namespace.
 
 use clap::Parser;
-use cove_dataplane::backend::{Backend, Result};
+use cove_dataplane::backend::{Backend, FlowCounters, Result};
 use cove_dataplane::linux::Linux;
 use cove_dataplane::reconcile::Reconciler;
 use cove_model::fixtures::*;
@@ -58,6 +58,9 @@ impl Backend for Null {
     }
     fn apply_rules(&self, _: &str, _: &[Op]) -> Result<()> {
         Ok(())
+    }
+    fn flow_counters(&self, _: &str) -> Result<FlowCounters> {
+        Ok(FlowCounters::new())
     }
 }
 

@@ -4,6 +4,7 @@
 //! ENI, this route table so"); the nftables table is observed and changed
 //! by typed operations, so the reconciler can diff it.
 
+use cove_net::flowlog::{Counters, FlowKey};
 use cove_net::plan::{EniPlan, RegionPlan, RouterPlan};
 use cove_net::ruleset::{Op, Ruleset};
 
@@ -42,4 +43,10 @@ pub trait Backend: Sync {
     fn observe_rules(&self, router_netns: &str) -> Result<Option<Ruleset>>;
     /// Performs `ops` on the router's table in one atomic transaction.
     fn apply_rules(&self, router_netns: &str, ops: &[Op]) -> Result<()>;
+    /// The flow records the kernel keeps in the router's sets, per set:
+    /// each 5-tuple with its packet and byte counters (flow logs).
+    fn flow_counters(&self, router_netns: &str) -> Result<FlowCounters>;
 }
+
+/// Set name → the 5-tuples in it with their counters.
+pub type FlowCounters = std::collections::BTreeMap<String, Vec<(FlowKey, Counters)>>;

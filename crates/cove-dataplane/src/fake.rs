@@ -3,7 +3,7 @@
 //! changed by the same operations the Linux backend sends (applied to the
 //! model by [`Ruleset::apply`], which refuses what the kernel would).
 
-use crate::backend::{Backend, Error, Result};
+use crate::backend::{Backend, Error, FlowCounters, Result};
 use cove_net::naming;
 use cove_net::plan::{EniPlan, RegionPlan, RouterPlan};
 use cove_net::ruleset::{Op, Ruleset};
@@ -19,6 +19,8 @@ pub struct Kernel {
     pub calls: Vec<String>,
     /// Every rule transaction, in order.
     pub batches: Vec<(String, Vec<Op>)>,
+    /// Router namespace → the flow records its sets hold (tests put them here).
+    pub flows: BTreeMap<String, FlowCounters>,
 }
 
 #[derive(Debug, Default)]
@@ -127,6 +129,23 @@ impl Backend for Fake {
             k.calls.push(format!("rules {router_netns}"));
             k.batches.push((router_netns.to_string(), ops.to_vec()));
             Ok(())
+        })
+    }
+
+    fn flow_counters(&self, router_netns: &str) -> Result<FlowCounters> {
+        self.with(|k| match k.tables.get(router_netns) {
+            // Only sets the table holds can hold records.
+            Some(table) => Ok(k
+                .flows
+                .get(router_netns)
+                .map(|f| {
+                    f.iter()
+                        .filter(|(set, _)| table.sets.contains_key(*set))
+                        .map(|(set, v)| (set.clone(), v.clone()))
+                        .collect()
+                })
+                .unwrap_or_default()),
+            None => Err(Error(format!("{router_netns} has no table"))),
         })
     }
 }

@@ -7,7 +7,7 @@
 //! reconciler's operations in one `nft -j -f -` transaction, run from a
 //! thread inside the namespace.
 
-use crate::backend::{Backend, Error as CommandError, Result};
+use crate::backend::{Backend, Error as CommandError, FlowCounters, Result};
 use crate::netlink::{self, Netlink, PendingNetns, PolicyRule, Route, RouteKind, Selector};
 use cove_net::naming;
 use cove_net::nft;
@@ -608,4 +608,16 @@ impl Backend for Linux {
     fn apply_rules(&self, router_netns: &str, ops: &[Op]) -> Result<()> {
         apply_rule_ops(router_netns, ops)
     }
+    fn flow_counters(&self, router_netns: &str) -> Result<FlowCounters> {
+        flow_counters(router_netns)
+    }
+}
+
+/// The router's sets as the kernel holds them, flow records among them.
+/// Sets only: the rules, which can be many thousands, are not needed.
+pub fn flow_counters(netns: &str) -> Result<FlowCounters> {
+    let listing: serde_json::Value =
+        serde_json::from_slice(&nft_in(netns, &["-j", "list", "sets", "inet"], None)?)
+            .map_err(|e| CommandError(format!("nft list sets: {e}")))?;
+    Ok(cove_net::flowlog::parse_listing(&listing))
 }

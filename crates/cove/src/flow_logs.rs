@@ -6,12 +6,11 @@
 //! or to S3 as gzipped files under
 //! `<prefix>/AWSLogs/<account>/vpcflowlogs/<region>/YYYY/MM/DD/`.
 
+use cove_dataplane::Backend;
 use cove_logs::LogsService;
 use cove_model::vpc::FlowLog;
 use cove_model::world::World;
-use cove_net::flowlog::{
-    format_record, parse_listing, Action, Aggregator, EniMeta, Stream, Subscription,
-};
+use cove_net::flowlog::{format_record, Action, Aggregator, EniMeta, Stream, Subscription};
 use cove_net::{naming, nft};
 use cove_store::Store;
 use std::collections::BTreeMap;
@@ -87,23 +86,6 @@ fn subscriptions(world: &World, s: &Settings) -> BTreeMap<String, Vec<Subscripti
     out
 }
 
-/// The router's sets (flow records among them) as `nft -j` lists them, read
-/// from inside its namespace. Sets only: the rules, which can be many
-/// thousands, are not the collector's business.
-fn list_router(netns: &str) -> Option<serde_json::Value> {
-    let output = cove_net::netns::run_in(netns, || {
-        std::process::Command::new("nft")
-            .args(["-j", "list", "sets", "inet"])
-            .output()
-    })
-    .ok()?
-    .ok()?;
-    if !output.status.success() {
-        return None;
-    }
-    serde_json::from_slice(&output.stdout).ok()
-}
-
 fn collect_once(
     world: &World,
     settings: &Settings,
@@ -130,7 +112,7 @@ fn collect_once(
         }
     }
     for (netns, enis) in &routers {
-        let Some(listing) = list_router(netns) else {
+        let Ok(counters) = cove_dataplane::linux::Linux.flow_counters(netns) else {
             continue;
         };
         let owners: BTreeMap<String, (String, Action)> = enis
@@ -142,13 +124,7 @@ fn collect_once(
                 ]
             })
             .collect();
-        aggregator.observe(
-            netns,
-            now,
-            parse_listing(&listing),
-            |set| owners.get(set).cloned(),
-            &subs,
-        );
+        aggregator.observe(netns, now, counters, |set| owners.get(set).cloned(), &subs);
     }
     aggregator.retain_routers(|ns| routers.contains_key(ns));
 

@@ -5,8 +5,8 @@
 //! socket keeps that namespace for life) and is served on the tokio runtime.
 //! A listener whose namespace was recreated is bound again.
 
-use crate::vpc_dns;
 use axum::Extension;
+use cove_dataplane::vpc_dns;
 use cove_net::listen::{listeners, ListenerKind, ListenerPlan};
 use cove_store::Store;
 use cove_wire::Arrival;

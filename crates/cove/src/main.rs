@@ -8,7 +8,6 @@ mod listeners;
 mod reach;
 mod server;
 mod studio_proxy;
-mod vpc_dns;
 mod watch;
 
 use clap::{Parser, Subcommand};
