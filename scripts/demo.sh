@@ -12,6 +12,16 @@
 # flow-log records of the ENIs. Needs root for the data plane.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The data plane needs nftables (links and routes go over netlink); the
+# script needs curl and Python's venv. Installed on Debian when missing.
+need_apt=()
+command -v nft >/dev/null || need_apt+=(nftables)
+command -v curl >/dev/null || need_apt+=(curl)
+python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"
+fi
 VENV=${COVE_VENV:-.venv}
 if ! command -v aws >/dev/null && [ ! -x "$VENV/bin/aws" ]; then
     python3 -m venv "$VENV"
