@@ -13,6 +13,7 @@ use cove_net::naming;
 use cove_net::nft;
 use cove_net::plan::{EniPlan, IgwPlan, RegionPlan, RouterPlan, Via};
 use cove_net::ruleset::{self, Op, Ruleset};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd};
@@ -169,16 +170,17 @@ fn configure_router_side(sock: &mut Netlink, router: &str, e: &EniPlan) -> Resul
 /// a name and published whole, so `cove exec` never finds it half-made;
 /// an existing one is brought back to the plan in place.
 pub fn apply_eni(router: &str, e: &EniPlan) -> Result<()> {
-    write_resolv_conf(e)?;
     let mut rsock = socket(router)?;
     let router_link = link(&mut rsock, router, &e.router_link)?;
-    let whole = netns_exists(&e.netns)
-        && router_link.is_some()
-        && Netlink::in_netns(&e.netns)
-            .and_then(|mut s| s.link_index(naming::ENI_LINK))
-            .is_ok_and(|l| l.is_some());
-    if whole {
-        let mut inside = socket(&e.netns)?;
+    // The ENI's namespace with its `eth0`, when both are there.
+    let whole = match (router_link, netns_exists(&e.netns)) {
+        (Some(_), true) => Netlink::in_netns(&e.netns)
+            .ok()
+            .and_then(|mut s| s.link_index(naming::ENI_LINK).ok().flatten().map(|_| s)),
+        _ => None,
+    };
+    if let Some(mut inside) = whole {
+        write_resolv_conf(e)?;
         configure_eni_side(&mut inside, e)?;
         configure_router_side(&mut rsock, router, e)?;
         if !e.firewalled {
@@ -358,6 +360,12 @@ fn apply_link(rsock: &mut Netlink, r: &str, region_netns: &str, igw: &IgwPlan) -
 pub fn apply_routes(plan: &RouterPlan) -> Result<()> {
     let r = plan.netns.as_str();
     let mut sock = socket(r)?;
+    let links: BTreeMap<String, u32> = nl(|| format!("listing links in {r}"), sock.links())?
+        .into_iter()
+        .map(|(index, name)| (name, index))
+        .collect();
+    // A link not made yet routes by its gateway alone (0: the kernel picks).
+    let oif = |name: &str| links.get(name).copied().unwrap_or(0);
     let mut wanted_rules = vec![PolicyRule {
         priority: 100,
         selector: Selector::To(plan.cidr),
@@ -371,19 +379,19 @@ pub fn apply_routes(plan: &RouterPlan) -> Result<()> {
                 Via::InternetGateway => match &plan.igw {
                     Some(igw) => RouteKind::Via {
                         gateway: igw.region_ip,
-                        oif: link(&mut sock, r, &igw.router_link)?.unwrap_or(0),
+                        oif: oif(&igw.router_link),
                         onlink: false,
                     },
                     None => RouteKind::Blackhole,
                 },
                 Via::Eni { link: l, ip: to } => RouteKind::Via {
                     gateway: *to,
-                    oif: link(&mut sock, r, l)?.unwrap_or(0),
+                    oif: oif(l),
                     onlink: true,
                 },
                 Via::Endpoint { link: l, ip: to } => RouteKind::Via {
                     gateway: *to,
-                    oif: link(&mut sock, r, l)?.unwrap_or(0),
+                    oif: oif(l),
                     onlink: false,
                 },
                 Via::Blackhole => RouteKind::Blackhole,

@@ -310,11 +310,9 @@ impl<B: Backend> Reconciler<B> {
             } else {
                 self.apply_all_rules(&plan, &mut rules, &mut pass)
             };
-            if let Err(e) = result {
-                // The table is unknown now: the next pass reads it back.
-                self.world = None;
-                return Err(e);
-            }
+            // On failure this VPC is no longer "applied": the next pass,
+            // a full one, reads its table back from the kernel.
+            result?;
             for (id, before) in &old_enis {
                 if !plan.enis.iter().any(|e| &e.id == id) {
                     self.backend.remove_namespace(&before.netns)?;
@@ -431,11 +429,7 @@ impl<B: Backend> Reconciler<B> {
         }
         self.backend.apply_rules(netns, ops)?;
         pass.rule_transactions += 1;
-        let c = ruleset::count(ops);
-        pass.rule_ops.chains_written += c.chains_written;
-        pass.rule_ops.rules_added += c.rules_added;
-        pass.rule_ops.elems_changed += c.elems_changed;
-        pass.rule_ops.other += c.other;
+        pass.rule_ops += ruleset::count(ops);
         Ok(())
     }
 

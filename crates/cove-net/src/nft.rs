@@ -163,6 +163,8 @@ fn flow_spec() -> SetSpec {
 }
 
 /// Whether the router counts flows at all: some ENI of the plan is covered.
+/// The shared chains depend on it, so a change that flips it renders the
+/// whole table again.
 pub fn counting(plan: &RouterPlan) -> bool {
     plan.enis.iter().any(|e| plan.flow_enis.contains(&e.id))
 }
@@ -477,13 +479,6 @@ pub fn eni_owned(eni: &str) -> (Vec<String>, Vec<String>) {
         ],
         vec![accepted_set(eni), rejected_set(eni)],
     )
-}
-
-/// Whether a plan change needs the whole table rendered again, rather than
-/// the parts of the ENIs and sets it touched: the shared chains depend on
-/// whether any ENI is counted for flow logs.
-pub fn same_base(a: &RouterPlan, b: &RouterPlan) -> bool {
-    counting(a) == counting(b)
 }
 
 /// One ENI's part of the table: its own chains and sets, and its elements

@@ -225,15 +225,6 @@ pub fn region_from<'a>(
     }
 }
 
-pub fn plan_region(world: &World, instance: &str) -> RegionPlan {
-    let plans: Vec<RouterPlan> = world
-        .vpcs
-        .keys()
-        .filter_map(|id| plan_vpc(world, instance, id))
-        .collect();
-    region_from(instance, &plans)
-}
-
 impl RouterPlan {
     pub fn eni_by_ip(&self, ip: Ipv4Addr) -> Option<&EniPlan> {
         self.enis.iter().find(|e| e.ip == ip)

@@ -176,6 +176,15 @@ pub struct OpCounts {
     pub other: usize,
 }
 
+impl std::ops::AddAssign for OpCounts {
+    fn add_assign(&mut self, o: OpCounts) {
+        self.chains_written += o.chains_written;
+        self.rules_added += o.rules_added;
+        self.elems_changed += o.elems_changed;
+        self.other += o.other;
+    }
+}
+
 pub fn count(ops: &[Op]) -> OpCounts {
     let mut c = OpCounts::default();
     for op in ops {

@@ -231,25 +231,7 @@ fn exec_in(
         Some(eni) => cove_net::naming::eni_netns(&instance, eni),
         None => cove_net::naming::region_netns(&instance),
     };
-    // A namespace's name is a bind mount: for an instant after the data
-    // plane publishes it the file is there but not yet a namespace, which
-    // setns refuses with EINVAL. That is an ENI still being made: retry.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let file = open_netns(data_dir, eni, &netns)?;
-        // SAFETY: this process is single-threaded here; setns changes only its network namespace.
-        if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) } == 0 {
-            break;
-        }
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EINVAL) || std::time::Instant::now() > deadline {
-            anyhow::bail!("entering {netns}: {err}");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    if let Some(eni) = eni {
-        wait_for_default_route(eni)?;
-    }
+    enter_netns(data_dir, eni, &netns)?;
     let bundle = cove_tls::bundle_path(data_dir);
     let mut binds = vec![];
     let resolv = format!("/etc/netns/{netns}/resolv.conf");
@@ -282,18 +264,17 @@ fn exec_in(
     anyhow::bail!("running {}: {err}", command[0])
 }
 
-/// Opens the namespace of `eni` (or of the region network), waiting up to
-/// 10 s for an ENI that the API has but the data plane has not plumbed yet:
-/// a script that creates an ENI and at once runs a server on it must not
-/// fail. An ENI the store does not have fails at once.
-fn open_netns(
-    data_dir: &std::path::Path,
-    eni: Option<&str>,
-    netns: &str,
-) -> anyhow::Result<std::fs::File> {
+/// Enters the namespace of `eni` (or of the region network). The data
+/// plane publishes an ENI's namespace only once it is whole (address and
+/// default route in place), so this waits up to 10 s for an ENI that the
+/// API has and the data plane has not published yet: a script that
+/// creates an ENI and at once runs a server on it must not fail. A name is
+/// a bind mount, so for an instant after it appears the file is not yet a
+/// namespace and `setns` refuses it (EINVAL): that is the same wait. An
+/// ENI the store does not have fails at once.
+fn enter_netns(data_dir: &std::path::Path, eni: Option<&str>, netns: &str) -> anyhow::Result<()> {
     let path = format!("{}/{netns}", cove_net::netns::NETNS_DIR);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    let name = eni.unwrap_or("the internet host");
     let hint = || {
         format!(
             "is `cove serve --data-dir {}` running with its data plane on?",
@@ -302,54 +283,45 @@ fn open_netns(
     };
     loop {
         let err = match std::fs::File::open(&path) {
-            Ok(file) => return Ok(file),
-            Err(e) => e,
+            Ok(file) => {
+                let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+                // SAFETY: this process is single-threaded here; setns changes only its network namespace.
+                if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } == 0 {
+                    return Ok(());
+                }
+                let err = std::io::Error::last_os_error();
+                if err.raw_os_error() != Some(libc::EINVAL) {
+                    anyhow::bail!("entering {netns}: {err}");
+                }
+                err
+            }
+            Err(err) => {
+                let Some(eni) = eni else {
+                    anyhow::bail!(
+                        "the internet host has no network namespace here ({netns}: {err}); {}",
+                        hint()
+                    );
+                };
+                let known = cove_store::Store::read_world(&config::store_path(data_dir))
+                    .map(|w| w.network_interfaces.contains_key(eni))
+                    .unwrap_or(false);
+                if !known {
+                    anyhow::bail!(
+                        "{eni} is not a network interface of the Cove at {}",
+                        data_dir.display()
+                    );
+                }
+                err
+            }
         };
-        let Some(eni) = eni else {
-            anyhow::bail!(
-                "{name} has no network namespace here ({netns}: {err}); {}",
-                hint()
-            );
-        };
-        let known = cove_store::Store::read_world(&config::store_path(data_dir))
-            .map(|w| w.network_interfaces.contains_key(eni))
-            .unwrap_or(false);
-        if !known {
-            anyhow::bail!(
-                "{eni} is not a network interface of the Cove at {}",
-                data_dir.display()
-            );
-        }
         if std::time::Instant::now() > deadline {
             anyhow::bail!(
-                "{eni} has no network namespace here after 10 s ({netns}: {err}); {}",
+                "{} has no usable network namespace here after 10 s ({netns}: {err}); {}",
+                eni.unwrap_or("the internet host"),
                 hint()
             );
         }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
-}
-
-/// Waits for the ENI to be whole. The data plane makes the namespace first
-/// and its address and default route a moment later (the route last), so a
-/// command started on a just-created ENI would otherwise see a bare `eth0`.
-/// `/proc/self/net/route` reads the namespace this process has just entered.
-fn wait_for_default_route(eni: &str) -> anyhow::Result<()> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    loop {
-        let routes = std::fs::read_to_string("/proc/self/net/route").unwrap_or_default();
-        // Columns: Iface Destination Gateway ...; the default route has destination 0.
-        let has_default = routes
-            .lines()
-            .skip(1)
-            .any(|line| line.split_whitespace().nth(1) == Some("00000000"));
-        if has_default {
-            return Ok(());
-        }
-        if std::time::Instant::now() > deadline {
-            anyhow::bail!("{eni}'s network namespace has no default route after 10 s; is its data plane reconciling?");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::thread::sleep(std::time::Duration::from_millis(5));
     }
 }
 
