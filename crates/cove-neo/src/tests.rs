@@ -2,6 +2,7 @@
 //! types, packed the way a training job's `model.tar.gz` is.
 
 use super::*;
+use std::path::PathBuf;
 use prost::Message;
 use tract_onnx::pb;
 
