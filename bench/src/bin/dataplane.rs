@@ -176,10 +176,7 @@ fn pct(v: &[f64], p: f64) -> f64 {
 
 fn main() {
     let args = Args::parse();
-    assert!(
-        unsafe { libc::geteuid() } == 0,
-        "cove-dataplane-bench needs root"
-    );
+    assert!(cove_sys::is_root(), "cove-dataplane-bench needs root");
     let base = format!("b{:x}", std::process::id());
     println!(
         "Cross-subnet TCP between two ENIs through the VPC router (veth + nftables), same run:"

@@ -57,8 +57,8 @@
 //!   more code to get wrong than the crates cost.
 //! * `netlink-sys` (MIT, no default features): the plain blocking netlink
 //!   socket underneath them.
-//! * `rustix` (Apache-2.0 / MIT, already in the lock file): `setns`,
-//!   `unshare`, `mount` and `statfs` without hand-written `unsafe` FFI.
+//! * `rustix` (Apache-2.0 / MIT): `setns`, `mount` and `statfs`; the one
+//!   call it only offers as `unsafe` (`unshare`) comes from `cove-sys`.
 //! * `libc` (MIT / Apache-2.0, already a workspace dependency): errno and
 //!   `MSG_TRUNC` constants.
 
@@ -1020,12 +1020,8 @@ impl PendingNetns {
         let what = || "creating a network namespace".to_string();
         std::thread::scope(|s| {
             s.spawn(|| {
-                // SAFETY: `unshare_unsafe` is unsafe because of
-                // `CLONE_FILES`, which would split this thread's
-                // descriptor table; only the network namespace is
-                // unshared, and only this short-lived thread moves.
-                unsafe { rustix::thread::unshare_unsafe(rustix::thread::UnshareFlags::NEWNET) }
-                    .map_err(|e| context(e.into(), what))?;
+                // Only this short-lived thread moves.
+                cove_sys::unshare_net_namespace_of_thread().map_err(|e| context(e, what))?;
                 let ns = File::open("/proc/thread-self/ns/net").map_err(|e| context(e, what))?;
                 Ok(PendingNetns { fd: ns.into() })
             })

@@ -47,7 +47,7 @@ fn lab(
     acls: Vec<NetworkAcl>,
 ) -> Lab {
     assert!(
-        unsafe { libc::geteuid() } == 0,
+        cove_sys::is_root(),
         "the data-plane tests need root (they create network namespaces)"
     );
     let w = world(tag, groups, eni_groups, acls);

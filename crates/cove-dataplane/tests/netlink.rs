@@ -34,7 +34,7 @@ fn unique_name() -> String {
 fn require_root() {
     assert!(
         // SAFETY: geteuid has no preconditions.
-        unsafe { libc::geteuid() } == 0,
+        cove_sys::is_root(),
         "the netlink tests need root (they create network namespaces)"
     );
 }

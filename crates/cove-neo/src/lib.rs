@@ -24,7 +24,6 @@ pub use compiler::compile;
 /// The `TargetDevice`s Cove compiles for: x86-64 CPU instance families.
 pub const SUPPORTED_DEVICES: &[&str] = &["ml_c4", "ml_c5", "ml_m4", "ml_m5"];
 
-
 /// Where a compiled model is meant to run: `OutputConfig.TargetDevice` or
 /// `OutputConfig.TargetPlatform`.
 #[derive(Debug, Clone, PartialEq)]

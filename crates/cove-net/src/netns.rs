@@ -5,7 +5,6 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::AsRawFd;
 
 /// Where `ip netns` keeps named namespaces.
 pub const NETNS_DIR: &str = "/run/netns";
@@ -26,12 +25,7 @@ pub fn run_in_path<T: Send + 'static>(
 ) -> io::Result<T> {
     let ns = File::open(path)?;
     std::thread::spawn(move || {
-        // SAFETY: setns only changes this thread's network namespace; the
-        // descriptor is valid for the duration of the call.
-        let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        cove_sys::enter_net_namespace(&ns)?;
         Ok(f())
     })
     .join()

@@ -353,7 +353,7 @@ impl CgroupSet {
                 return true;
             }
             for pid in pids {
-                let _ = crate::sys::kill(pid, libc::SIGKILL);
+                let _ = cove_sys::kill(pid, libc::SIGKILL);
             }
             if Instant::now() >= deadline {
                 return false;

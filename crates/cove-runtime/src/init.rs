@@ -13,8 +13,8 @@
 //! `started`, `error <message>`, `exit <code>`, `signal <number>`.
 
 use crate::state::Plan;
-use crate::sys::{self, Ended};
 use anyhow::{Context, Result};
+use cove_sys::{self as sys, Ended};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
@@ -70,15 +70,13 @@ pub fn run(plan: &Plan, root: &Path, fds: InitFds, runner_gone: impl FnOnce() ->
     // Nothing of the container may outlive the runner that records it.
     if sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).is_err() || runner_gone()
     {
-        // SAFETY: leaving the process without running destructors.
-        unsafe { libc::_exit(EXIT_SETUP_FAILED) };
+        sys::exit_now(EXIT_SETUP_FAILED);
     }
     match setup_and_start(plan, root, Output { stdout, stderr }) {
         Ok(main) => supervise(main, report_fd),
         Err((code, e)) => {
             report(report_fd, &format!("error {e:#}"));
-            // SAFETY: leaving the process without running destructors.
-            unsafe { libc::_exit(code) };
+            sys::exit_now(code);
         }
     }
 }
@@ -195,8 +193,8 @@ fn supervise(main: libc::pid_t, report_fd: RawFd) -> ! {
                     128 + s
                 }
             };
-            // SAFETY: leaving pid 1; the kernel ends the rest of the namespace.
-            unsafe { libc::_exit(code) };
+            // Leaving pid 1: the kernel ends the rest of the namespace.
+            sys::exit_now(code);
         }
     }
 }
@@ -208,16 +206,11 @@ fn start_main(plan: &Plan, last_cap: u32, exec_w: OwnedFd) -> ! {
         Ok(()) => exec(&plan.spec.argv, &plan.spec.env),
     };
     let _ = sys::write_all(exec_w.as_raw_fd(), msg.as_bytes());
-    // SAFETY: leaving the forked child without running destructors.
-    unsafe { libc::_exit(code) };
+    sys::exit_now(code);
 }
 
 fn become_job(plan: &Plan, last_cap: u32) -> Result<()> {
-    // SAFETY: setsid and umask have no memory effects.
-    unsafe {
-        libc::setsid();
-        libc::umask(0o022);
-    }
+    sys::new_session(0o022);
     sys::reset_signals();
     sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).context("PR_SET_NO_NEW_PRIVS")?;
     // Bounding and ambient sets first: dropping them needs CAP_SETPCAP,
@@ -229,8 +222,7 @@ fn become_job(plan: &Plan, last_cap: u32) -> Result<()> {
     // The uid change reset the parent-death signal; set it again, and make
     // sure init did not die in between.
     sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)?;
-    // SAFETY: getppid has no side effects.
-    if unsafe { libc::getppid() } != 1 {
+    if sys::getppid() != 1 {
         anyhow::bail!("the container's init is gone");
     }
     std::env::set_current_dir(&plan.spec.workdir)
@@ -256,19 +248,10 @@ fn exec(argv: &[String], env: &[(String, String)]) -> (i32, String) {
             "the environment contains a NUL byte".into(),
         );
     };
-    let mut argv_p: Vec<*const libc::c_char> = c_argv.iter().map(|c| c.as_ptr()).collect();
-    argv_p.push(std::ptr::null());
-    let mut env_p: Vec<*const libc::c_char> = c_env.iter().map(|c| c.as_ptr()).collect();
-    env_p.push(std::ptr::null());
     let program = &argv[0];
     let try_exec = |path: &str| -> std::io::Error {
         match sys::cstr(path) {
-            // SAFETY: argv_p and env_p are NULL-terminated arrays of valid
-            // strings that live until execve returns (it only returns on error).
-            Ok(p) => unsafe {
-                libc::execve(p.as_ptr(), argv_p.as_ptr(), env_p.as_ptr());
-                std::io::Error::last_os_error()
-            },
+            Ok(p) => sys::execve(&p, &c_argv, &c_env),
             Err(e) => e,
         }
     };

@@ -15,10 +15,11 @@
 mod cgroup;
 pub mod image;
 mod init;
+pub mod overlay;
 mod rootfs;
 mod runner;
 mod state;
-mod sys;
+use cove_sys as sys;
 
 pub use runner::run_container_main;
 
@@ -342,28 +343,7 @@ impl ProcId {
     /// opened first and the start time checked after, so a pid recycled in
     /// between is never signalled.
     fn signal(&self, sig: libc::c_int) -> bool {
-        // SAFETY: pidfd_open takes a pid and flags and returns a descriptor.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid, 0) };
-        if fd < 0 {
-            return false;
-        }
-        // SAFETY: a fresh descriptor owned here.
-        let fd =
-            unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
-        if !self.alive() {
-            return false;
-        }
-        // SAFETY: pidfd_send_signal with a valid pidfd and no siginfo.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                fd.as_raw_fd(),
-                sig,
-                std::ptr::null::<libc::siginfo_t>(),
-                0,
-            )
-        };
-        rc == 0
+        sys::signal_if(self.pid, sig, || self.alive())
     }
 }
 
@@ -453,7 +433,6 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
 /// double fork, so Cove never has to reap it and killing Cove's process
 /// group spares it) and waits for its verdict on the ready pipe.
 fn start_runner(plan: &Plan, runner: &Path, log: std::fs::File) -> Result<Container> {
-    use std::os::unix::process::CommandExt;
     let state_dir = &plan.spec.state_dir;
     let (ready_r, ready_w) = sys::pipe()?;
     let w = ready_w.as_raw_fd();
@@ -466,24 +445,7 @@ fn start_runner(plan: &Plan, runner: &Path, log: std::fs::File) -> Result<Contai
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);
-    // SAFETY: the closure runs in the forked child before exec and calls
-    // only async-signal-safe functions (fork, _exit, setsid, fcntl).
-    unsafe {
-        cmd.pre_exec(move || {
-            match libc::fork() {
-                -1 => return Err(std::io::Error::last_os_error()),
-                0 => {}
-                _ => libc::_exit(0),
-            }
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::fcntl(w, libc::F_SETFD, 0) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    sys::daemonize_before_exec(&mut cmd, w);
     let mut child = cmd
         .spawn()
         .with_context(|| format!("starting {}", runner.display()))?;

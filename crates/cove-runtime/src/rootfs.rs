@@ -5,9 +5,9 @@
 //! mount namespace, so none of these mounts is visible on the host and all
 //! of them vanish with the container.
 
-use crate::sys;
 use crate::{ContainerSpec, RootFs};
 use anyhow::{bail, Context, Result};
+use cove_sys as sys;
 use libc::{MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY};
 use std::path::{Component, Path, PathBuf};
 

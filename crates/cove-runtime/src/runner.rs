@@ -10,9 +10,9 @@
 
 use crate::init::{self, InitFds};
 use crate::state::{self, Outcome, Plan, ProcId, RunnerRecord, StatusRecord};
-use crate::sys::{self, Ended};
 use anyhow::{Context, Result};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use cove_sys::{self as sys, Ended};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -35,10 +35,8 @@ impl Ready {
         let fd = std::env::var(READY_FD_ENV)
             .ok()
             .and_then(|v| v.parse::<RawFd>().ok())
-            // SAFETY: F_GETFD only checks that the descriptor is open.
-            .filter(|&fd| fd > 2 && unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0);
-        // SAFETY: launch passed this descriptor to this process alone.
-        Ready(fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }))
+            .and_then(sys::take_inherited);
+        Ready(fd)
     }
 
     fn send(&mut self, line: &str) {
@@ -79,8 +77,7 @@ fn run(spec_path: &Path, state_dir: &Path, ready: &mut Ready) -> Result<()> {
         .with_context(|| format!("{} does not exist", spec_path.display()))?;
     // Nothing the runner inherited may reach the job.
     sys::cloexec_from(3)?;
-    // SAFETY: getpid has no side effects.
-    let me = ProcId::of(unsafe { libc::getpid() }).context("reading /proc/self/stat")?;
+    let me = ProcId::of(sys::getpid()).context("reading /proc/self/stat")?;
     state::write(
         state_dir,
         state::RUNNER_FILE,

@@ -18,7 +18,7 @@ const MIB: u64 = 1024 * 1024;
 
 fn is_root() -> bool {
     // SAFETY: geteuid has no side effects.
-    if unsafe { libc::geteuid() } == 0 {
+    if cove_sys::is_root() {
         return true;
     }
     eprintln!("skipping: containers need root");
@@ -718,8 +718,7 @@ fn killing_the_runner_takes_the_container_with_it() {
         serde_json::from_slice(&std::fs::read(spec.state_dir.join("runner.json")).unwrap())
             .unwrap();
     let runner = record["runner"]["pid"].as_i64().unwrap() as i32;
-    // SAFETY: kill has no memory effects.
-    assert_eq!(unsafe { libc::kill(runner, libc::SIGKILL) }, 0);
+    cove_sys::kill(runner, libc::SIGKILL).unwrap();
     assert_eq!(
         c.wait_timeout(Duration::from_secs(5)),
         Some(Status::Exited(cove_runtime::VANISHED_EXIT_CODE))
@@ -783,11 +782,8 @@ fn a_container_survives_its_launcher_killed_with_sigkill() {
     }
     assert!(line.contains("launched"), "the helper did not launch");
     // Like `kill -9` of Cove and everything in its process group.
-    // SAFETY: kill has no memory effects.
-    assert_eq!(
-        unsafe { libc::kill(-(helper.id() as i32), libc::SIGKILL) },
-        0
-    );
+    let group = -i32::try_from(helper.id()).unwrap();
+    cove_sys::kill(group, libc::SIGKILL).unwrap();
     helper.wait().unwrap();
 
     let c = Container::adopt(&spec.state_dir).unwrap().expect("adopted");

@@ -427,14 +427,7 @@ impl Supervisor {
             .stdout(log.try_clone()?)
             .stderr(log);
         if self.settings.instance.is_some() {
-            use std::os::unix::process::CommandExt;
-            // SAFETY: unshare is async-signal-safe; nothing else runs between fork and exec.
-            unsafe {
-                command.pre_exec(|| match libc::unshare(libc::CLONE_NEWNET) {
-                    0 => Ok(()),
-                    _ => Err(std::io::Error::last_os_error()),
-                });
-            }
+            cove_sys::unshare_before_exec(&mut command, cove_sys::libc::CLONE_NEWNET);
         }
         let mut child = command.spawn()?;
         let deadline = Instant::now() + Duration::from_secs(max_runtime(&j.request));

@@ -9,9 +9,7 @@
 
 use crate::contract::{self, ContainerCredentials, Serving};
 use crate::endpoints::model_container;
-use crate::supervisor::{
-    joined, launch_host, overlay, spawn_in_network, unmount, HostLaunch, LogShipper, Settings,
-};
+use crate::supervisor::{joined, launch_host, spawn_in_network, HostLaunch, LogShipper, Settings};
 use crate::transfer::{parse_s3_uri, TransferError};
 use crate::workers::Workers;
 use cove_logs::LogsService;
@@ -20,6 +18,7 @@ use cove_model::endpoints::{
 };
 use cove_model::ids::now_rfc3339;
 use cove_model::jobs::{SageMakerDefinition, StsSession};
+use cove_runtime::overlay::{overlay, unmount};
 use cove_runtime::{Container, RootFs, Status};
 use cove_store::Store;
 use cove_sts::StsService;

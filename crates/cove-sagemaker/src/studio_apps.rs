@@ -320,7 +320,7 @@ impl Supervisor {
             tx.put(app);
             Ok(())
         })?;
-        crate::supervisor::unmount(&dir.join("rootfs"));
+        cove_runtime::overlay::unmount(&dir.join("rootfs"));
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
         }

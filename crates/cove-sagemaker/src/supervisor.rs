@@ -17,6 +17,7 @@ use cove_model::jobs::{
     CompilationPhase, JobKind, JobPhase, RecommendationPhase, SageMakerJob, StsSession,
 };
 use cove_model::studio::AppPhase;
+use cove_runtime::overlay::{overlay, unmount};
 use cove_runtime::{Bind, Container, ContainerSpec, RootFs, Status};
 use cove_store::Store;
 use cove_sts::StsService;
@@ -1011,63 +1012,6 @@ fn trust_coves_ca(settings: &Settings, spec: &mut ContainerSpec) {
         if !spec.env.iter().any(|(n, _)| *n == name) {
             spec.env.push((name, value));
         }
-    }
-}
-
-/// A writable view of an imported image for one host: an overlay whose
-/// lower layer is the shared, untouched image.
-pub(crate) fn overlay(image: &Path, host_dir: &Path) -> anyhow::Result<PathBuf> {
-    let (upper, work, merged) = (
-        host_dir.join("upper"),
-        host_dir.join("work"),
-        host_dir.join("rootfs"),
-    );
-    for d in [&upper, &work, &merged] {
-        std::fs::create_dir_all(d)?;
-    }
-    if is_mountpoint(&merged) {
-        return Ok(merged);
-    }
-    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("no NUL");
-    let options = std::ffi::CString::new(format!(
-        "lowerdir={},upperdir={},workdir={}",
-        image.display(),
-        upper.display(),
-        work.display()
-    ))?;
-    let (fstype, target) = (c(Path::new("overlay")), c(&merged));
-    // SAFETY: plain mount(2) with valid NUL-terminated strings.
-    let rc = unsafe {
-        libc::mount(
-            fstype.as_ptr(),
-            target.as_ptr(),
-            fstype.as_ptr(),
-            0,
-            options.as_ptr().cast(),
-        )
-    };
-    if rc != 0 {
-        anyhow::bail!(
-            "mounting the image overlay: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-    Ok(merged)
-}
-
-fn is_mountpoint(p: &Path) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(p), p.parent().map(std::fs::metadata)) {
-        (Ok(a), Some(Ok(b))) => a.dev() != b.dev(),
-        _ => false,
-    }
-}
-
-pub(crate) fn unmount(p: &Path) {
-    if is_mountpoint(p) {
-        let target = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).expect("no NUL");
-        // SAFETY: umount2 on a valid path; a lazy detach cannot fail half-way.
-        unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
     }
 }
 

@@ -16,12 +16,13 @@ use crate::api::{page, validation, Row};
 use crate::definitions::{self, Definition};
 use crate::hosting::{release_network, stop_container, Hosting, Owner};
 use crate::supervisor::{
-    joined, spawn_in_network, unmount, LogShipper, ARTIFACT_UPLOAD_FAILED, DATA_DOWNLOAD_FAILED,
+    joined, spawn_in_network, LogShipper, ARTIFACT_UPLOAD_FAILED, DATA_DOWNLOAD_FAILED,
 };
 use crate::transfer::{parse_s3_uri, transfer_failure, TransferError};
 use cove_model::endpoints::{EndpointInstance, InstanceState, TransformJob, TransformPhase};
 use cove_model::ids::now_rfc3339;
 use cove_model::{AwsError, AwsResult};
+use cove_runtime::overlay::unmount;
 use cove_store::Store;
 use cove_wire::RequestContext;
 use serde_json::{json, Value};

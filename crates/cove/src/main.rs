@@ -284,13 +284,12 @@ fn enter_netns(data_dir: &std::path::Path, eni: Option<&str>, netns: &str) -> an
     loop {
         let err = match std::fs::File::open(&path) {
             Ok(file) => {
-                let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
-                // SAFETY: this process is single-threaded here; setns changes only its network namespace.
-                if unsafe { libc::setns(fd, libc::CLONE_NEWNET) } == 0 {
+                // This process is single-threaded here, so the whole
+                // process moves, and so does the command it then runs.
+                let Err(err) = cove_sys::enter_net_namespace(&file) else {
                     return Ok(());
-                }
-                let err = std::io::Error::last_os_error();
-                if err.raw_os_error() != Some(libc::EINVAL) {
+                };
+                if err.raw_os_error() != Some(cove_sys::libc::EINVAL) {
                     anyhow::bail!("entering {netns}: {err}");
                 }
                 err
@@ -330,48 +329,31 @@ fn enter_netns(data_dir: &std::path::Path, eni: Option<&str>, netns: &str) -> an
 /// Cove's HTTPS listeners as jobs see it: a private mount namespace with
 /// each `(source, target)` file bound over its target.
 fn private_binds(binds: &[(String, String)]) -> anyhow::Result<()> {
-    use std::ffi::CString;
+    use cove_sys::libc::{CLONE_NEWNS, MS_BIND, MS_REC, MS_SLAVE};
     if binds.is_empty() {
         return Ok(());
     }
-    let c = |s: &str| CString::new(s).expect("no NUL in paths");
-    let root = c("/");
-    // SAFETY: plain syscalls on valid NUL-terminated strings; this process is
-    // single-threaded here, which unshare(CLONE_NEWNS) requires.
-    unsafe {
-        if libc::unshare(libc::CLONE_NEWNS) != 0 {
-            anyhow::bail!("unshare(CLONE_NEWNS): {}", std::io::Error::last_os_error());
-        }
-        // Keep the bind mounts from propagating back to the host.
-        if libc::mount(
-            std::ptr::null(),
-            root.as_ptr(),
-            std::ptr::null(),
-            libc::MS_SLAVE | libc::MS_REC,
-            std::ptr::null(),
-        ) != 0
-        {
-            anyhow::bail!(
-                "making / a slave mount: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-        for (source, target) in binds {
-            let (src, dst) = (c(source), c(target));
-            if libc::mount(
-                src.as_ptr(),
-                dst.as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND,
-                std::ptr::null(),
-            ) != 0
-            {
-                anyhow::bail!(
-                    "binding {source} over {target}: {}",
-                    std::io::Error::last_os_error()
-                );
-            }
-        }
+    // This process is single-threaded here, which unshare(CLONE_NEWNS)
+    // requires.
+    cove_sys::unshare(CLONE_NEWNS).map_err(|e| anyhow::anyhow!("unshare(CLONE_NEWNS): {e}"))?;
+    // Keep the bind mounts from propagating back to the host.
+    cove_sys::mount(
+        None,
+        std::path::Path::new("/"),
+        None,
+        MS_SLAVE | MS_REC,
+        None,
+    )
+    .map_err(|e| anyhow::anyhow!("making / a slave mount: {e}"))?;
+    for (source, target) in binds {
+        cove_sys::mount(
+            Some(source),
+            std::path::Path::new(target),
+            None,
+            MS_BIND,
+            None,
+        )
+        .map_err(|e| anyhow::anyhow!("binding {source} over {target}: {e}"))?;
     }
     Ok(())
 }

@@ -198,8 +198,7 @@ pub fn instance_tag(data_dir: &std::path::Path) -> anyhow::Result<String> {
 }
 
 fn data_plane_possible() -> Result<(), String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !cove_sys::is_root() {
         return Err("not running as root".into());
     }
     // Links, addresses and routes go over netlink; rules through `nft`.
