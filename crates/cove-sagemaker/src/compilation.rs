@@ -12,24 +12,16 @@
 //! or `MaxRuntimeInSeconds` simply kill it. Its output goes to CloudWatch
 //! Logs (`/aws/sagemaker/CompilationJobs`, stream `<job name>`).
 
-use crate::api::{check_vpc_config, page, validation, Row};
-use crate::supervisor::{
-    assume_job_role, eni_netns, joined, release, session_of, spawn_in_network, LogShipper,
-    Supervisor, ARTIFACT_UPLOAD_FAILED, DATA_DOWNLOAD_FAILED, REQUESTER,
-};
-use crate::transfer::{parse_s3_uri, transfer_failure, TransferError};
-use crate::workers::Ended;
+use crate::common::{check_vpc_config, page, validation, Row};
 use cove_model::ids::now_rfc3339;
 use cove_model::jobs::{CompilationJob, CompilationPhase};
+use cove_model::s3_uri::parse_s3_uri;
 use cove_model::{AwsError, AwsResult};
 use cove_neo::Target;
 use cove_store::Store;
 use cove_wire::RequestContext;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
-const LOG_GROUP: &str = "/aws/sagemaker/CompilationJobs";
 /// `StoppingCondition.MaxRuntimeInSeconds` when the request gives none (AWS: 900 s).
 const DEFAULT_MAX_RUNTIME: u64 = 900;
 
@@ -122,7 +114,7 @@ pub fn create(store: &Store, ctx: &RequestContext, input: Value) -> AwsResult<Va
 pub fn describe(store: &Store, input: &Value) -> AwsResult<Value> {
     let world = store.snapshot();
     let j = find(&world, input)?;
-    let mut out = crate::api::echoed(&j.request);
+    let mut out = crate::common::echoed(&j.request);
     out.insert("CompilationJobArn".into(), json!(j.arn));
     out.insert("CompilationJobStatus".into(), json!(j.status));
     out.insert("CreationTime".into(), json!(j.creation_time));
@@ -194,27 +186,16 @@ pub fn list(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Val
 }
 
 pub fn stop(store: &Store, input: &Value) -> AwsResult<Value> {
-    crate::workers::stop(store, "compilation job", |w| find(w, input))
+    crate::stopping::stop(store, "compilation job", |w| find(w, input))
 }
 
-crate::workers::stoppable!(CompilationJob, "STOPPING", |j| !j.is_finished()
+crate::stopping::stoppable!(CompilationJob, "STOPPING", |j| !j.is_finished()
     && j.status != "STOPPING");
 
-fn max_runtime(request: &Value) -> u64 {
+pub fn max_runtime(request: &Value) -> u64 {
     request["StoppingCondition"]["MaxRuntimeInSeconds"]
         .as_u64()
         .unwrap_or(DEFAULT_MAX_RUNTIME)
-}
-
-/// What a compilation request asks the compiler for.
-fn neo_job<'r>(request: &'r Value, target: &'r Target) -> cove_neo::Job<'r> {
-    let input = &request["InputConfig"];
-    cove_neo::Job {
-        framework: input["Framework"].as_str().unwrap_or_default(),
-        framework_version: input["FrameworkVersion"].as_str(),
-        data_input_config: input["DataInputConfig"].as_str(),
-        target,
-    }
 }
 
 /// The compiled archive's S3 URI, named as Neo names it: the input object's
@@ -235,292 +216,6 @@ pub fn artifact_uri(request: &Value) -> String {
         .unwrap_or_default()
         .trim_end_matches('/');
     format!("{out}/{stem}-{target}.tar.gz")
-}
-
-impl Supervisor {
-    /// Drives one compilation job through its phases until it is cleaned up.
-    pub(crate) fn drive_compilation(&self, key: &str) {
-        crate::workers::drive(&self.store, key, |j: &CompilationJob| match j.phase {
-            CompilationPhase::Starting => Some(self.compilation_start(j)),
-            CompilationPhase::Compiling => Some(self.compilation_run(j)),
-            CompilationPhase::Done => Some(self.compilation_cleanup(j)),
-            CompilationPhase::CleanedUp => None,
-        })
-    }
-
-    fn update_compilation(
-        &self,
-        key: &str,
-        f: impl FnOnce(&mut CompilationJob),
-    ) -> anyhow::Result<()> {
-        crate::workers::update(&self.store, key, f)
-    }
-
-    fn finish_compilation(
-        &self,
-        key: &str,
-        status: &str,
-        reason: Option<String>,
-    ) -> anyhow::Result<()> {
-        if let Some(r) = &reason {
-            tracing::info!(job = %key, reason = %r, "compilation job failed");
-        }
-        self.update_compilation(key, |j| j.finish(status, reason, &now_rfc3339()))
-    }
-
-    fn compilation_dir(&self, j: &CompilationJob) -> PathBuf {
-        self.settings.jobs_dir.join("compilation-job").join(&j.name)
-    }
-
-    fn compilation_start(&self, j: &CompilationJob) -> anyhow::Result<()> {
-        let key = j.key();
-        if j.stop_requested {
-            return self.finish_compilation(&key, "STOPPED", None);
-        }
-        let target =
-            Target::from_output_config(&j.request["OutputConfig"]).expect("checked at create");
-        if let Err(reason) = cove_neo::check_supported(&neo_job(&j.request, &target)) {
-            return self.finish_compilation(&key, "FAILED", Some(reason));
-        }
-        let vpc = j.request.get("VpcConfig");
-        if vpc.is_some() && self.settings.instance.is_none() {
-            return self.finish_compilation(
-                &key,
-                "FAILED",
-                Some("ClientError: Cove's data plane is off (it needs root, ip and nft), so a job with a VpcConfig cannot get its network interface.".into()),
-            );
-        }
-        if j.session_access_key.is_none() {
-            let role = j.request["RoleArn"].as_str().unwrap_or_default();
-            let s = assume_job_role(&self.sts, &j.account_id, role)?;
-            self.update_compilation(&key, |j| j.session_access_key = Some(s))?;
-        }
-        if let (Some(config), None) = (vpc, &j.eni_id) {
-            let subnet = crate::api::strings(Some(&config["Subnets"]))
-                .into_iter()
-                .next()
-                .unwrap_or_default();
-            let groups = crate::api::strings(Some(&config["SecurityGroupIds"]));
-            let made = self.store.write(|tx| {
-                let mut j = tx.cloned::<CompilationJob>(&key)?;
-                let description = format!(
-                    "[DO NOT DELETE] ENI managed by SageMaker for Compilation Job {}",
-                    j.name
-                );
-                let eni =
-                    cove_ec2::create_managed_eni(tx, &subnet, groups, description, REQUESTER)?;
-                j.eni_id = Some(eni.id);
-                tx.put(j);
-                Ok(())
-            });
-            if let Err(e) = made {
-                return self.finish_compilation(
-                    &key,
-                    "FAILED",
-                    Some(format!(
-                        "ClientError: Cannot create a network interface in the job's subnet: {}",
-                        e.message
-                    )),
-                );
-            }
-            self.wait_for_data_plane()?;
-        }
-        self.update_compilation(&key, |j| {
-            let now = now_rfc3339();
-            j.status = "INPROGRESS".into();
-            j.start_time = Some(now.clone());
-            j.last_modified_time = now;
-            j.phase = CompilationPhase::Compiling;
-        })
-    }
-
-    /// Moves one file between S3 and `path` through the job's ENI.
-    fn compilation_transfer(
-        &self,
-        j: &CompilationJob,
-        uri: &str,
-        path: &Path,
-        upload: bool,
-    ) -> Result<(), TransferError> {
-        let (bucket, key) = parse_s3_uri(uri)
-            .ok_or_else(|| TransferError::Local(format!("not an S3 URI: {uri}")))?;
-        let path = path.to_path_buf();
-        joined(spawn_in_network(
-            &self.settings,
-            &j.region,
-            eni_netns(&self.settings, j.eni_id.as_deref()),
-            session_of(&self.store, j.session_access_key.as_deref()).as_ref(),
-            move |c| match upload {
-                true => c.put_file(&bucket, &key, &path).map(|_| ()),
-                false => c.get_to_file(&bucket, &key, &path).map(|_| ()),
-            },
-        ))
-    }
-
-    fn compilation_run(&self, j: &CompilationJob) -> anyhow::Result<()> {
-        let key = j.key();
-        let dir = self.compilation_dir(j);
-        if dir.exists() {
-            // A restart mid-compilation starts the work over.
-            std::fs::remove_dir_all(&dir)?;
-        }
-        std::fs::create_dir_all(&dir)?;
-
-        let source = j.request["InputConfig"]["S3Uri"]
-            .as_str()
-            .unwrap_or_default();
-        let fetched = self.compilation_transfer(j, source, &dir.join("model.tar.gz"), false);
-        if crate::workers::stop_requested::<CompilationJob>(&self.store, &key) {
-            return self.finish_compilation(&key, "STOPPED", None);
-        }
-        if let Err(e) = fetched {
-            return self.finish_compilation(
-                &key,
-                "FAILED",
-                Some(transfer_failure(e, DATA_DOWNLOAD_FAILED)),
-            );
-        }
-        std::fs::write(dir.join("request.json"), j.request.to_string())?;
-        let outcome = self.run_compiler(j, &dir)?;
-        LogShipper::new(&dir, || j.name.clone()).ship(
-            &self.logs,
-            &j.region,
-            &j.account_id,
-            LOG_GROUP,
-        );
-        let result = match outcome {
-            Ended::Stopped => return self.finish_compilation(&key, "STOPPED", None),
-            Ended::Failed(reason) => return self.finish_compilation(&key, "FAILED", Some(reason)),
-            Ended::Done(result) => result,
-        };
-        let artifact = artifact_uri(&j.request);
-        let compiled = dir.join("compiled.tar.gz");
-        if let Err(e) = self.compilation_transfer(j, &artifact, &compiled, true) {
-            return self.finish_compilation(
-                &key,
-                "FAILED",
-                Some(transfer_failure(e, ARTIFACT_UPLOAD_FAILED)),
-            );
-        }
-        let digest = cove_neo::file_digest(&compiled)?;
-        let derived = j.request["InputConfig"]["DataInputConfig"]
-            .is_null()
-            .then(|| result["DataInputConfig"].as_str().map(str::to_string))
-            .flatten();
-        self.update_compilation(&key, |j| {
-            j.model_artifacts = Some(artifact);
-            j.artifact_digest = Some(digest);
-            j.derived_data_input_config = derived;
-            j.finish("COMPLETED", None, &now_rfc3339());
-        })
-    }
-
-    /// Runs `cove compile-model` on the job's directory until it ends, is
-    /// stopped, or runs out of time.
-    fn run_compiler(&self, j: &CompilationJob, dir: &Path) -> anyhow::Result<Ended<Value>> {
-        let log = std::fs::File::create(dir.join("container.log"))?;
-        let mut command = std::process::Command::new(&self.settings.runner);
-        command
-            .arg("compile-model")
-            .arg(dir)
-            .stdin(std::process::Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        if self.settings.instance.is_some() {
-            cove_sys::unshare_before_exec(&mut command, cove_sys::libc::CLONE_NEWNET);
-        }
-        let mut child = command.spawn()?;
-        let deadline = Instant::now() + Duration::from_secs(max_runtime(&j.request));
-        let status = loop {
-            if let Some(status) = child.try_wait()? {
-                break status;
-            }
-            let stopped = crate::workers::stop_requested::<CompilationJob>(&self.store, &j.key());
-            if stopped || Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return Ok(match stopped {
-                    true => Ended::Stopped,
-                    false => Ended::Failed(format!(
-                        "ClientError: Compilation did not finish within MaxRuntimeInSeconds ({} s).",
-                        max_runtime(&j.request)
-                    )),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        };
-        let result: Option<Value> = std::fs::read(dir.join("result.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
-        Ok(match result {
-            Some(r) if status.success() && r["Error"].is_null() => Ended::Done(r),
-            Some(r) => Ended::Failed(r["Error"].as_str().unwrap_or_default().to_string()),
-            None => Ended::Failed(format!(
-                "InternalServerError: The compiler ended ({status}) without a result."
-            )),
-        })
-    }
-
-    fn compilation_cleanup(&self, j: &CompilationJob) -> anyhow::Result<()> {
-        self.store.write(|tx| {
-            let Some(mut j) = tx.world.compilation_jobs.get(&j.key()).cloned() else {
-                return Ok(());
-            };
-            release(
-                tx,
-                j.eni_id.take().as_deref(),
-                j.session_access_key.take().as_deref(),
-            );
-            j.phase = CompilationPhase::CleanedUp;
-            tx.put(j);
-            Ok(())
-        })?;
-        let dir = self.compilation_dir(j);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)?;
-        }
-        Ok(())
-    }
-}
-
-/// `cove compile-model <dir>`: compiles `<dir>/model.tar.gz` for the
-/// request in `<dir>/request.json` into `<dir>/compiled.tar.gz` and writes
-/// `<dir>/result.json` (`{"DataInputConfig", "Metadata"}` or `{"Error"}`).
-pub fn compile_model_main(dir: &Path) -> anyhow::Result<()> {
-    let request: Value = serde_json::from_slice(&std::fs::read(dir.join("request.json"))?)?;
-    let target = Target::from_output_config(&request["OutputConfig"])
-        .ok_or_else(|| anyhow::anyhow!("the request names no single target"))?;
-    let input = &request["InputConfig"];
-    let job = neo_job(&request, &target);
-    println!(
-        "Compiling {} ({}) for {}",
-        input["S3Uri"].as_str().unwrap_or_default(),
-        job.framework,
-        target.suffix()
-    );
-    let result = match cove_neo::compile(
-        &dir.join("model.tar.gz"),
-        &dir.join("work"),
-        &dir.join("compiled.tar.gz"),
-        &job,
-    ) {
-        Ok(c) => {
-            println!("Input shapes: {}", c.data_input_config);
-            println!(
-                "Graph: {} nodes in the source, {} compiled; outputs checked (largest difference {})",
-                c.metadata["Nodes"]["Source"],
-                c.metadata["Nodes"]["Compiled"],
-                c.metadata["Verification"]["MaxAbsDifference"]
-            );
-            json!({"DataInputConfig": c.data_input_config, "Metadata": c.metadata})
-        }
-        Err(reason) => {
-            println!("{reason}");
-            json!({ "Error": reason })
-        }
-    };
-    std::fs::write(dir.join("result.json"), result.to_string())?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! the schema cannot (unique names, models that exist, `VpcConfig` ids in one
 //! VPC) with AWS's messages.
 
-use crate::api::{check_vpc_config, page, validation, Row};
+use crate::common::{check_vpc_config, page, validation, Row};
 use cove_model::ids::now_rfc3339;
 use cove_model::jobs::SageMakerDefinition;
 use cove_model::world::World;
@@ -163,7 +163,7 @@ pub fn describe(
     let world = store.snapshot();
     let name = input[kind.name_field()].as_str().unwrap_or_default();
     let d = find(&world, ctx, kind, name)?;
-    let mut out = crate::api::echoed(&d.request);
+    let mut out = crate::common::echoed(&d.request);
     out.insert(kind.arn_field().into(), json!(d.arn));
     out.insert("CreationTime".into(), json!(d.creation_time));
     if kind == Definition::Model && !out.contains_key("EnableNetworkIsolation") {

@@ -4,7 +4,7 @@
 //! exist, the endpoint is in a state that allows the change) and store the
 //! wish; the hosting supervisor brings instances up and down to match it.
 
-use crate::api::{page, validation, Row};
+use crate::common::{page, validation, Row};
 use crate::definitions::{self, Definition};
 use cove_model::endpoints::{EndpointVariant, InstanceState, SageMakerEndpoint};
 use cove_model::ids::now_rfc3339;

@@ -1,38 +1,27 @@
-//! SageMaker for Cove: the job API (awsJson 1.1, `SageMaker.*`, signing
-//! name `sagemaker`) and the supervisor that runs each job for real: ENIs in
-//! the job's subnets, data moved through them, containers under the
-//! SageMaker contract, logs to CloudWatch Logs, outputs back to S3.
+//! The SageMaker API for Cove (awsJson 1.1, `SageMaker.*`, signing name
+//! `sagemaker`): one module per resource family. Handlers validate what the
+//! schema cannot, store the wish in one transaction and answer; the drivers
+//! in `cove-jobs` do the work, so nothing here starts a thread or touches
+//! the host.
 //!
-//! - [`api`]: Create/Describe/List/Stop for training and processing jobs.
-//! - [`compilation`]: Neo compilation jobs (API and driver).
+//! - [`training`]: training and processing jobs.
 //! - [`definitions`]: models and endpoint configurations.
-//! - [`endpoints`]: the endpoint API (create, update, delete, describe).
-//! - [`hosting`]: the supervisor that runs each endpoint's instances.
-//! - [`contract`]: the `/opt/ml` files, `SM_*` environment and command (pure).
-//! - [`load`]: the arithmetic of a recommender benchmark (pure).
-//! - [`recommender`]: Inference Recommender jobs (API and driver).
+//! - [`endpoints`]: endpoints (create, update, delete, describe).
+//! - [`transform`]: batch transform jobs.
+//! - [`compilation`]: Neo compilation jobs.
+//! - [`recommender`]: Inference Recommender jobs.
 //! - [`studio`]: Studio domains, user profiles, apps and presigned URLs.
-//! - [`studio_apps`]: the supervisor that runs Studio apps on ENIs.
-//! - [`instance`]: instance types to CPU and memory limits (pure).
-//! - [`transfer`]: the S3 calls that move a job's data.
-//! - [`transform`]: batch transform jobs (API and driver).
-//! - [`supervisor`]: the persisted state machine that drives each job.
+//! - [`common`], [`stopping`]: what the handlers share.
 
-pub mod api;
+pub mod common;
 pub mod compilation;
-pub mod contract;
 pub mod definitions;
 pub mod endpoints;
-pub mod hosting;
-pub mod instance;
-pub mod load;
 pub mod recommender;
+pub mod stopping;
 pub mod studio;
-pub mod studio_apps;
-pub mod supervisor;
-pub mod transfer;
+pub mod training;
 pub mod transform;
-mod workers;
 
 use cove_model::jobs::JobKind;
 use cove_model::{AwsError, AwsResult};
@@ -79,16 +68,18 @@ impl Service for SageMakerService {
         use JobKind::*;
         let store = &self.store;
         match ctx.operation.as_str() {
-            "CreateTrainingJob" => api::create(store, ctx, Training, input, &self.bucket_policies),
-            "DescribeTrainingJob" => api::describe(store, Training, &input),
-            "ListTrainingJobs" => api::list(store, ctx, Training, &input),
-            "StopTrainingJob" => api::stop(store, Training, &input),
-            "CreateProcessingJob" => {
-                api::create(store, ctx, Processing, input, &self.bucket_policies)
+            "CreateTrainingJob" => {
+                training::create(store, ctx, Training, input, &self.bucket_policies)
             }
-            "DescribeProcessingJob" => api::describe(store, Processing, &input),
-            "ListProcessingJobs" => api::list(store, ctx, Processing, &input),
-            "StopProcessingJob" => api::stop(store, Processing, &input),
+            "DescribeTrainingJob" => training::describe(store, Training, &input),
+            "ListTrainingJobs" => training::list(store, ctx, Training, &input),
+            "StopTrainingJob" => training::stop(store, Training, &input),
+            "CreateProcessingJob" => {
+                training::create(store, ctx, Processing, input, &self.bucket_policies)
+            }
+            "DescribeProcessingJob" => training::describe(store, Processing, &input),
+            "ListProcessingJobs" => training::list(store, ctx, Processing, &input),
+            "StopProcessingJob" => training::stop(store, Processing, &input),
             "CreateModel" => definitions::create(store, ctx, Model, input),
             "DescribeModel" => definitions::describe(store, ctx, Model, &input),
             "ListModels" => definitions::list(store, ctx, Model, &input),

@@ -8,7 +8,7 @@
 //! user's requests to the user's JupyterServer app ([`verify`] checks
 //! both).
 
-use crate::api::{check_vpc_config, validation};
+use crate::common::{check_vpc_config, validation};
 use cove_model::ids::{new_id, now_rfc3339, random_string};
 use cove_model::studio::{AppPhase, StudioApp, StudioDomain, UserProfile};
 use cove_model::world::World;
@@ -78,7 +78,7 @@ fn check_network(world: &World, region: &str, input: &Value) -> AwsResult<()> {
     if world.vpcs.get(vpc).is_none_or(|v| v.region != region) {
         return Err(validation(format!("The VPC ID {vpc} does not exist.")));
     }
-    for s in crate::api::strings(Some(&input["SubnetIds"])) {
+    for s in crate::common::strings(Some(&input["SubnetIds"])) {
         if world.subnets.get(&s).is_some_and(|x| x.vpc_id != vpc) {
             return Err(validation(format!("Subnet {s} is not in the VPC {vpc}.")));
         }
@@ -176,7 +176,7 @@ pub fn describe_domain(
         &ctx.region,
         input["DomainId"].as_str().unwrap_or_default(),
     )?;
-    let mut out = crate::api::echoed(&d.request);
+    let mut out = crate::common::echoed(&d.request);
     out.insert("DomainArn".into(), json!(d.arn));
     out.insert("DomainId".into(), json!(d.id));
     out.insert("HomeEfsFileSystemId".into(), json!(d.home_efs_id));
@@ -208,7 +208,7 @@ pub fn list_domains(
                    "Url": domain_url(config, &d.id)})
         })
         .collect();
-    Ok(crate::api::paged(input, items, "Domains", 100))
+    Ok(crate::common::paged(input, items, "Domains", 100))
 }
 
 pub fn update_domain(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Value> {
@@ -368,7 +368,7 @@ pub fn describe_user_profile(
         domain_id,
         input["UserProfileName"].as_str().unwrap_or_default(),
     )?;
-    let mut out = crate::api::echoed(&p.request);
+    let mut out = crate::common::echoed(&p.request);
     out.insert("UserProfileArn".into(), json!(p.arn));
     out.insert("HomeEfsFileSystemUid".into(), json!(p.home_uid.to_string()));
     out.insert("Status".into(), json!(p.status));
@@ -405,7 +405,7 @@ pub fn list_user_profiles(store: &Store, ctx: &RequestContext, input: &Value) ->
                    "CreationTime": p.creation_time, "LastModifiedTime": p.last_modified_time})
         })
         .collect();
-    Ok(crate::api::paged(input, items, "UserProfiles", 100))
+    Ok(crate::common::paged(input, items, "UserProfiles", 100))
 }
 
 pub fn delete_user_profile(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Value> {
@@ -594,7 +594,7 @@ pub fn list_apps(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResul
                    "ResourceSpec": resource_spec(&world, a)})
         })
         .collect();
-    Ok(crate::api::paged(input, items, "Apps", 100))
+    Ok(crate::common::paged(input, items, "Apps", 100))
 }
 
 pub fn delete_app(store: &Store, input: &Value) -> AwsResult<Value> {

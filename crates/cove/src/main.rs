@@ -392,7 +392,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::RunContainer { spec } => cove_runtime::run_container_main(&spec),
-        Command::CompileModel { dir } => cove_sagemaker::compilation::compile_model_main(&dir),
+        Command::CompileModel { dir } => cove_jobs::compilation::compile_model_main(&dir),
         Command::ImageImport {
             data_dir,
             image_uri,

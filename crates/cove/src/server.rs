@@ -110,7 +110,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         s3_front,
         certs.server_config()?,
     )?;
-    let job_settings = cove_sagemaker::supervisor::Settings {
+    let job_settings = cove_jobs::Settings {
         jobs_dir: settings.data_dir.join("jobs"),
         images_dir: settings.data_dir.join("images"),
         runner: std::env::current_exe()?,
@@ -122,15 +122,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         studio_command: settings.studio_app_command.clone(),
         studio_dir,
     };
-    cove_sagemaker::supervisor::Supervisor::new(
+    cove_jobs::Supervisor::new(
         store.clone(),
         logs.clone(),
         sts.clone(),
         job_settings.clone(),
     )
     .spawn()?;
-    cove_sagemaker::hosting::Hosting::new(store.clone(), logs.clone(), sts, job_settings)
-        .spawn()?;
+    cove_jobs::Hosting::new(store.clone(), logs.clone(), sts, job_settings).spawn()?;
 
     let ticker = ec2.clone();
     tokio::spawn(async move {

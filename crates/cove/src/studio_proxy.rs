@@ -150,7 +150,7 @@ async fn checkout(netns: &str) -> anyhow::Result<Sender> {
         return Ok(sender);
     }
     let stream =
-        cove_invoke::connect_in_namespace(netns.to_string(), cove_sagemaker::contract::STUDIO_PORT)
+        cove_invoke::connect_in_namespace(netns.to_string(), cove_jobs::contract::STUDIO_PORT)
             .await?;
     let (sender, conn) = hyper::client::conn::http1::handshake(stream).await?;
     tokio::spawn(async move {

@@ -3,8 +3,9 @@
 //! toolkit sets) and the command, for one host of a job. The supervisor
 //! writes and runs what this returns; nothing here touches the disk.
 
-use crate::api::network_isolation;
+pub use cove_host::launch::HostContract;
 use cove_model::jobs::SageMakerJob;
+use cove_sagemaker::common::network_isolation;
 use serde_json::{json, Map, Value};
 
 /// Where script mode finds the interpreter for the user's program.
@@ -26,14 +27,6 @@ impl From<cove_model::jobs::StsSession> for ContainerCredentials {
             session_token: s.session_token,
         }
     }
-}
-
-pub struct HostContract {
-    /// Files to write, relative to the host's `/opt/ml`.
-    pub files: Vec<(String, String)>,
-    pub env: Vec<(String, String)>,
-    pub argv: Vec<String>,
-    pub workdir: String,
 }
 
 /// A hyperparameter as the program sees it: the SageMaker Python SDK sends
@@ -114,14 +107,14 @@ fn base_env(
 /// Cove's serving runtime for framework images in script mode: it loads the
 /// user's inference script (`model_fn`, `input_fn`, `predict_fn`,
 /// `output_fn`, or `transform_fn`) and serves `/ping` and `/invocations`.
-pub const SERVING_RUNTIME: &str = include_str!("serving.py");
+pub const SERVING_RUNTIME: &str = include_str!("../guest/serving.py");
 /// Where the serving runtime is written, relative to `/opt/ml`.
 pub const SERVING_RUNTIME_PATH: &str = "cove/serving.py";
 /// The port a serving container listens on, as SageMaker requires.
-pub const SERVING_PORT: u16 = 8080;
+pub use cove_host::http::SERVING_PORT;
 
 /// Cove's built-in Studio app server (see `studio_app.py`).
-pub const STUDIO_APP: &str = include_str!("studio_app.py");
+pub const STUDIO_APP: &str = include_str!("../guest/studio_app.py");
 /// Where the Studio app server is written, relative to `/opt/ml`.
 pub const STUDIO_APP_PATH: &str = "cove/studio_app.py";
 /// The port a Studio app listens on inside its ENI's namespace.
@@ -188,7 +181,7 @@ pub fn studio_app(
 
 /// Cove's Clarify analyzer: run for processing jobs whose image is AWS's
 /// `sagemaker-clarify-processing` (see `clarify.py`).
-pub const CLARIFY_ANALYZER: &str = include_str!("clarify.py");
+pub const CLARIFY_ANALYZER: &str = include_str!("../guest/clarify.py");
 /// Where the Clarify analyzer is written, relative to `/opt/ml`.
 pub const CLARIFY_ANALYZER_PATH: &str = "cove/clarify.py";
 
@@ -357,10 +350,12 @@ pub fn training(
     }
 
     let algo = &req["AlgorithmSpecification"];
-    let entry: Vec<String> = crate::api::strings(Some(&algo["ContainerEntrypoint"]));
+    let entry: Vec<String> = cove_sagemaker::common::strings(Some(&algo["ContainerEntrypoint"]));
     let (argv, workdir) = if !entry.is_empty() {
         let mut argv = entry;
-        argv.extend(crate::api::strings(Some(&algo["ContainerArguments"])));
+        argv.extend(cove_sagemaker::common::strings(Some(
+            &algo["ContainerArguments"],
+        )));
         (argv, "/opt/ml".to_string())
     } else if let Some(p) = &program {
         let mut argv = vec![HOST_PYTHON.to_string(), format!("/opt/ml/code/{p}")];
@@ -403,7 +398,7 @@ pub fn processing(
         .as_str()
         .unwrap_or_default();
     let app = &req["AppSpecification"];
-    let mut argv = crate::api::strings(Some(&app["ContainerEntrypoint"]));
+    let mut argv = cove_sagemaker::common::strings(Some(&app["ContainerEntrypoint"]));
     let mut files = vec![];
     if argv.is_empty() && is_clarify_image(app["ImageUri"].as_str().unwrap_or_default()) {
         argv = vec![
@@ -415,7 +410,9 @@ pub fn processing(
             CLARIFY_ANALYZER.to_string(),
         ));
     }
-    argv.extend(crate::api::strings(Some(&app["ContainerArguments"])));
+    argv.extend(cove_sagemaker::common::strings(Some(
+        &app["ContainerArguments"],
+    )));
     let mut env = common_env(job, credentials);
     env.push(("PROCESSING_JOB_NAME".into(), job.name.clone()));
     let config = json!({

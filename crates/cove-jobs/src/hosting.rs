@@ -8,10 +8,15 @@
 //! step is stored, so after a restart running containers are adopted.
 
 use crate::contract::{self, ContainerCredentials, Serving};
-use crate::endpoints::model_container;
-use crate::supervisor::{joined, launch_host, spawn_in_network, HostLaunch, LogShipper, Settings};
-use crate::transfer::{parse_s3_uri, TransferError};
 use crate::workers::Workers;
+use cove_host::http::ping;
+use cove_host::launch::launch_host;
+use cove_host::launch::HostLaunch;
+use cove_host::logs::LogShipper;
+use cove_host::s3::joined;
+use cove_host::s3::spawn_in_network;
+use cove_host::s3::{parse_s3_uri, TransferError};
+use cove_host::Settings;
 use cove_logs::LogsService;
 use cove_model::endpoints::{
     EndpointInstance, InstanceState, SageMakerEndpoint, TransformJob, TransformPhase,
@@ -20,11 +25,11 @@ use cove_model::ids::now_rfc3339;
 use cove_model::jobs::{SageMakerDefinition, StsSession};
 use cove_runtime::overlay::{overlay, unmount};
 use cove_runtime::{Container, RootFs, Status};
+use cove_sagemaker::endpoints::model_container;
 use cove_store::Store;
 use cove_sts::StsService;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::io::{Read, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -256,7 +261,8 @@ impl Hosting {
                         .retiring_since
                         .as_deref()
                         .map(|s| {
-                            crate::api::seconds_between(s, &now_rfc3339()) >= DRAIN.as_secs() as i64
+                            cove_sagemaker::common::seconds_between(s, &now_rfc3339())
+                                >= DRAIN.as_secs() as i64
                         })
                         .unwrap_or(true);
                     if drained {
@@ -658,11 +664,11 @@ impl Hosting {
     }
 
     pub(crate) fn session(&self, i: &EndpointInstance) -> Option<StsSession> {
-        crate::supervisor::session_of(&self.store, i.session_access_key.as_deref())
+        crate::session_of(&self.store, i.session_access_key.as_deref())
     }
 
     pub(crate) fn netns(&self, i: &EndpointInstance) -> Option<String> {
-        crate::supervisor::eni_netns(&self.settings, i.eni_id.as_deref())
+        cove_host::eni_netns(&self.settings, i.eni_id.as_deref())
     }
 
     fn provision(&self, u: &Unit) -> anyhow::Result<Result<(), Failed>> {
@@ -672,13 +678,13 @@ impl Hosting {
         }
         if i.session_access_key.is_none() {
             if let Some(role) = d.model["ExecutionRoleArn"].as_str() {
-                let s = crate::supervisor::assume_job_role(&self.sts, &u.account_id, role)?;
+                let s = crate::assume_job_role(&self.sts, &u.account_id, role)?;
                 self.update_instance(&u.owner, &i.id, |i| i.session_access_key = Some(s))?;
             }
         }
         if let (Some(config), None) = (&d.vpc, &i.eni_id) {
-            let subnets = crate::api::strings(Some(&config["Subnets"]));
-            let groups = crate::api::strings(Some(&config["SecurityGroupIds"]));
+            let subnets = cove_sagemaker::common::strings(Some(&config["Subnets"]));
+            let groups = cove_sagemaker::common::strings(Some(&config["SecurityGroupIds"]));
             let subnet = subnets[u.ordinal % subnets.len().max(1)].clone();
             let description = format!(
                 "[DO NOT DELETE] ENI managed by SageMaker for {} {} ({})",
@@ -699,7 +705,7 @@ impl Hosting {
                         &subnet,
                         groups.clone(),
                         description,
-                        crate::supervisor::REQUESTER,
+                        crate::REQUESTER,
                     )?;
                     inst.eni_id = Some(eni.id);
                 }
@@ -937,7 +943,7 @@ fn transform_deployment(j: &TransformJob) -> Result<Deployment, Failed> {
 
 /// Gives back an instance's ENI and credentials.
 pub(crate) fn release_network(tx: &mut cove_store::Tx, i: &EndpointInstance) {
-    crate::supervisor::release(tx, i.eni_id.as_deref(), i.session_access_key.as_deref());
+    crate::release(tx, i.eni_id.as_deref(), i.session_access_key.as_deref());
 }
 
 #[derive(Debug, Clone)]
@@ -989,26 +995,6 @@ fn model_sources(container: &Value) -> Vec<ModelSource> {
         }
     }
     out
-}
-
-/// `GET /ping` on 127.0.0.1:8080 inside the namespace at `netns_path`.
-pub fn ping(netns_path: &str) -> bool {
-    cove_net::netns::run_in_path(netns_path, || {
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], contract::SERVING_PORT));
-        let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))
-        else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        if s.write_all(b"GET /ping HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .is_err()
-        {
-            return false;
-        }
-        let mut head = [0u8; 12];
-        s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
-    })
-    .unwrap_or(false)
 }
 
 #[cfg(test)]

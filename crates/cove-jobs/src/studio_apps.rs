@@ -17,15 +17,20 @@
 //! - listening on port 8888 in the ENI's namespace, where Cove's Studio
 //!   proxy reaches it.
 
+use crate::assume_job_role;
 use crate::contract::{self, ContainerCredentials, STUDIO_HOME, STUDIO_PORT};
 use crate::hosting::stop_container;
-use crate::studio::{app_base_path, home_dir, resource_spec};
-use crate::supervisor::{
-    assume_job_role, eni_netns, launch_host, release, session_of, HostLaunch, Supervisor, REQUESTER,
-};
+use crate::release;
+use crate::session_of;
+use crate::Supervisor;
+use crate::REQUESTER;
+use cove_host::eni_netns;
+use cove_host::launch::launch_host;
+use cove_host::launch::HostLaunch;
 use cove_model::ids::{fnv64, now_rfc3339};
 use cove_model::studio::{AppPhase, StudioApp, StudioDomain, UserProfile};
 use cove_runtime::{Bind, Container, RootFs, Status};
+use cove_sagemaker::studio::{app_base_path, home_dir, resource_spec};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -121,12 +126,12 @@ impl Supervisor {
             let made = self.store.write(|tx| {
                 let mut app = tx.cloned::<StudioApp>(&key)?;
                 let (subnet, groups) = if vpc_only {
-                    let subnets = crate::api::strings(Some(&domain.request["SubnetIds"]));
+                    let subnets = cove_sagemaker::common::strings(Some(&domain.request["SubnetIds"]));
                     let subnet = subnets[(fnv64(&key) as usize) % subnets.len().max(1)].clone();
-                    let mut groups = crate::api::strings(Some(&settings["SecurityGroups"]));
-                    groups.extend(crate::api::strings(Some(&defaults["SecurityGroups"])));
+                    let mut groups = cove_sagemaker::common::strings(Some(&settings["SecurityGroups"]));
+                    groups.extend(cove_sagemaker::common::strings(Some(&defaults["SecurityGroups"])));
                     groups.extend(domain.outbound_nfs_group.clone());
-                    (subnet, crate::api::unique(groups))
+                    (subnet, cove_sagemaker::common::unique(groups))
                 } else {
                     let (subnet, group) =
                         cove_ec2::ensure_studio_network(tx, &app.region, &app.account_id)?;

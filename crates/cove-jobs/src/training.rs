@@ -6,69 +6,26 @@
 //! ends with a store write, so after a restart a job resumes where it was:
 //! a running container is adopted, an interrupted transfer starts again.
 
-use crate::api::{network_isolation, vpc_config};
 use crate::contract::{self, ContainerCredentials, HostContract};
-use crate::instance;
-use crate::transfer::{parse_s3_uri, Credentials, S3Client, TransferError};
-use crate::workers::Workers;
-use cove_logs::LogsService;
+use crate::{assume_job_role, release, session_of, Supervisor, REQUESTER};
+use cove_host::eni_netns;
+use cove_host::launch::{launch_host, HostLaunch};
+use cove_host::logs::LogShipper;
+use cove_host::s3::{joined, spawn_in_network};
+use cove_host::s3::{parse_s3_uri, S3Client, TransferError};
 use cove_model::ids::now_rfc3339;
-use cove_model::jobs::{
-    CompilationPhase, JobKind, JobPhase, RecommendationPhase, SageMakerJob, StsSession,
-};
-use cove_model::studio::AppPhase;
+use cove_model::instance;
+use cove_model::jobs::{JobKind, JobPhase, SageMakerJob, StsSession};
 use cove_runtime::overlay::{overlay, unmount};
-use cove_runtime::{Bind, Container, ContainerSpec, RootFs, Status};
-use cove_store::Store;
-use cove_sts::StsService;
+use cove_runtime::{Container, RootFs, Status};
+use cove_sagemaker::common::{network_isolation, vpc_config};
 use serde_json::Value;
-use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const DATA_DOWNLOAD_FAILED: &str = "ClientError: Data download failed:Please ensure that the subnet's route table has a route to an S3 VPC endpoint or a NAT device, and both the security groups and the subnet's network ACL allow outbound traffic to S3.";
 pub const ARTIFACT_UPLOAD_FAILED: &str = "ClientError: Artifact upload failed:Please ensure that the subnet's route table has a route to an S3 VPC endpoint or a NAT device, and both the security groups and the subnet's network ACL allow outbound traffic to S3";
-
-/// Who requests the ENIs of a job, as DescribeNetworkInterfaces shows it.
-pub(crate) const REQUESTER: &str = "sagemaker.amazonaws.com";
-/// How long the execution role's session lasts: long enough for any job.
-const SESSION_SECONDS: i64 = 43_200;
-
-#[derive(Debug, Clone)]
-pub struct Settings {
-    /// Working files of running jobs (`<kind>/<name>/<host>/…`).
-    pub jobs_dir: PathBuf,
-    /// Images imported for bring-your-own containers (`<hash>/rootfs`).
-    pub images_dir: PathBuf,
-    /// The `cove` binary, which runs containers (`cove run-container`).
-    pub runner: PathBuf,
-    /// The data plane's instance tag; `None` when the data plane is off.
-    pub instance: Option<String>,
-    /// Where jobs without a `VpcConfig` reach S3 (Cove's own listener).
-    pub local_s3: String,
-    /// How long a transfer waits for S3 to accept a connection.
-    pub connect_timeout: Duration,
-    /// Between SIGTERM and SIGKILL when a job is stopped (AWS: 120 s).
-    pub stop_grace: Duration,
-    /// The command Studio apps run (`cove serve --studio-app-command`);
-    /// `None`: JupyterLab when installed, else Cove's built-in app server.
-    pub studio_command: Option<Vec<String>>,
-    /// Where Studio keeps the users' home directories.
-    pub studio_dir: PathBuf,
-    /// The host's CA bundle plus Cove's CA (`<data_dir>/ca/bundle.pem`),
-    /// bound over /etc/ssl/certs/ca-certificates.crt in every container, so
-    /// SDKs verify Cove's HTTPS listeners; `None` binds nothing.
-    pub ca_bundle: Option<PathBuf>,
-}
-
-pub struct Supervisor {
-    pub(crate) store: Arc<Store>,
-    pub(crate) logs: Arc<LogsService>,
-    pub(crate) sts: Arc<StsService>,
-    pub(crate) settings: Settings,
-    workers: Workers,
-}
 
 /// Why a job's containers ended, which decides its final status.
 #[derive(Debug, Clone, PartialEq)]
@@ -108,67 +65,7 @@ struct JobFailed(String);
 type Step = Result<(), JobFailed>;
 
 impl Supervisor {
-    pub fn new(
-        store: Arc<Store>,
-        logs: Arc<LogsService>,
-        sts: Arc<StsService>,
-        settings: Settings,
-    ) -> Arc<Supervisor> {
-        Arc::new(Supervisor {
-            store,
-            logs,
-            sts,
-            settings,
-            workers: Workers::default(),
-        })
-    }
-
-    /// Watches the store and gives every job that is not cleaned up a worker.
-    pub fn spawn(self: &Arc<Self>) -> std::io::Result<()> {
-        let me = self.clone();
-        crate::workers::watch_store(self.store.clone(), "cove-jobs", move |world| {
-            for job in world.sagemaker_jobs.values() {
-                if job.phase != JobPhase::CleanedUp {
-                    me.ensure_worker(&job.key());
-                }
-            }
-            // One worker per resource that is not finished, driven by `drive`.
-            let run = |key: String, name: String, drive: fn(&Supervisor, &str)| {
-                let me2 = me.clone();
-                me.workers
-                    .run_once(&key.clone(), name, move || drive(&me2, &key));
-            };
-            for a in world.studio_apps.values() {
-                if a.phase != AppPhase::Gone {
-                    run(
-                        a.key(),
-                        format!("app-{}", a.user_profile_name),
-                        Supervisor::drive_app,
-                    );
-                }
-            }
-            for j in world.recommendation_jobs.values() {
-                if j.phase != RecommendationPhase::CleanedUp {
-                    run(
-                        j.key(),
-                        format!("ir-{}", j.name),
-                        Supervisor::drive_recommendation,
-                    );
-                }
-            }
-            for j in world.compilation_jobs.values() {
-                if j.phase != CompilationPhase::CleanedUp {
-                    run(
-                        j.key(),
-                        format!("neo-{}", j.name),
-                        Supervisor::drive_compilation,
-                    );
-                }
-            }
-        })
-    }
-
-    fn ensure_worker(self: &Arc<Self>, key: &str) {
+    pub(crate) fn ensure_worker(self: &Arc<Self>, key: &str) {
         let (me, owned) = (self.clone(), key.to_string());
         let name = format!("job-{}", key.rsplit('/').next().unwrap_or_default());
         self.workers.run_once(key, name, move || me.drive(&owned));
@@ -276,8 +173,8 @@ impl Supervisor {
             self.update(&key, |j| j.session_access_key = Some(s.clone()))?;
         }
         if let Some(config) = &vpc {
-            let subnets = crate::api::strings(Some(&config["Subnets"]));
-            let groups = crate::api::strings(Some(&config["SecurityGroupIds"]));
+            let subnets = cove_sagemaker::common::strings(Some(&config["Subnets"]));
+            let groups = cove_sagemaker::common::strings(Some(&config["SecurityGroupIds"]));
             let made = self.store.write(|tx| {
                 let mut j = tx.cloned::<SageMakerJob>(&key)?;
                 for (i, host) in j.hosts.iter_mut().enumerate() {
@@ -584,7 +481,7 @@ impl Supervisor {
         let started = job
             .start_time
             .as_deref()
-            .map(|s| crate::api::seconds_between(s, &now_rfc3339()) as u64)
+            .map(|s| cove_sagemaker::common::seconds_between(s, &now_rfc3339()) as u64)
             .unwrap_or(0);
         let deadline = Instant::now() + Duration::from_secs(max_runtime.saturating_sub(started));
         let mut ending: Option<(Outcome, Instant)> = None;
@@ -764,7 +661,7 @@ impl Supervisor {
                 ),
             }
             if let (Some(s), Some(e)) = (&j.start_time, &j.end_time) {
-                j.billable_seconds = Some(crate::api::seconds_between(s, e));
+                j.billable_seconds = Some(cove_sagemaker::common::seconds_between(s, e));
             }
         })?;
         Ok(Ok(()))
@@ -817,201 +714,6 @@ impl Supervisor {
             std::fs::remove_dir_all(&dir)?;
         }
         Ok(Ok(()))
-    }
-}
-
-/// The execution role's session a worker keeps under `key`, if it still exists.
-pub(crate) fn session_of(store: &Store, key: Option<&str>) -> Option<StsSession> {
-    store.snapshot().sts_sessions.get(key?).cloned()
-}
-
-/// A new session of the job's execution role, for a worker to keep.
-pub(crate) fn assume_job_role(
-    sts: &StsService,
-    account: &str,
-    role: &str,
-) -> anyhow::Result<String> {
-    Ok(sts
-        .assume_role(account, role, "SageMaker", SESSION_SECONDS)?
-        .access_key_id)
-}
-
-/// The network namespace of a managed ENI, when the data plane is on.
-pub(crate) fn eni_netns(settings: &Settings, eni: Option<&str>) -> Option<String> {
-    Some(cove_net::naming::eni_netns(
-        settings.instance.as_deref()?,
-        eni?,
-    ))
-}
-
-/// Gives back what a worker held: its managed ENI (with what hangs off it)
-/// and its role session.
-pub(crate) fn release(tx: &mut cove_store::Tx, eni: Option<&str>, session: Option<&str>) {
-    if let Some(eni) = eni {
-        if tx.world.network_interfaces.contains_key(eni) {
-            cove_ec2::delete_managed_eni(tx, eni);
-        }
-    }
-    if let Some(s) = session {
-        tx.delete::<StsSession>(s);
-    }
-}
-
-/// Runs `f` on a new thread with an S3 client that reaches S3 the way a
-/// host in `netns` does (from inside that namespace, so through its ENI and
-/// its VPC's routes), or through Cove's own listener outside a VPC.
-pub(crate) fn spawn_in_network<T: Send + 'static>(
-    settings: &Settings,
-    region: &str,
-    netns: Option<String>,
-    session: Option<&StsSession>,
-    f: impl FnOnce(&S3Client) -> Result<T, TransferError> + Send + 'static,
-) -> std::thread::JoinHandle<Result<T, TransferError>> {
-    let endpoint = match &netns {
-        Some(_) => {
-            cove_model::services::public_address(region, &format!("s3.{region}.amazonaws.com"))
-                .map(|a| a.to_string())
-                .unwrap_or_default()
-        }
-        None => settings.local_s3.clone(),
-    };
-    let credentials = Credentials {
-        access_key: session.map(|s| s.access_key_id.clone()).unwrap_or_default(),
-        secret_key: session
-            .map(|s| s.secret_access_key.clone())
-            .unwrap_or_default(),
-        session_token: session.map(|s| s.session_token.clone()),
-    };
-    let timeout = settings.connect_timeout;
-    let region = region.to_string();
-    std::thread::spawn(move || {
-        let work = move || {
-            let client = S3Client::new(&endpoint, &region, credentials, timeout);
-            f(&client)
-        };
-        match netns {
-            Some(ns) => cove_net::netns::run_in(&ns, work)
-                .unwrap_or_else(|e| Err(TransferError::Network(e.to_string()))),
-            None => work(),
-        }
-    })
-}
-
-/// What a transfer thread from [`spawn_in_network`] ended with, once it has:
-/// a panic in it counts as a local failure.
-pub(crate) fn joined<T>(
-    thread: std::thread::JoinHandle<Result<T, TransferError>>,
-) -> Result<T, TransferError> {
-    thread
-        .join()
-        .unwrap_or_else(|_| Err(TransferError::Local("the transfer thread panicked".into())))
-}
-
-/// One SageMaker container as jobs and serving instances start it.
-pub(crate) struct HostLaunch<'a> {
-    /// The container's id (for cgroups).
-    pub id: String,
-    /// The host's working directory: `ml/` (bound at /opt/ml), `hosts`,
-    /// `resolv.conf`, `container.log`, `state/`.
-    pub dir: &'a Path,
-    pub root: RootFs,
-    pub contract: HostContract,
-    pub hostname: String,
-    /// The container's /etc/hosts.
-    pub hosts_file: String,
-    /// The host's ENI namespace; `None` outside a VPC.
-    pub netns: Option<String>,
-    /// Network isolation: loopback only, whatever `netns` is.
-    pub isolated: bool,
-    /// Sets the CPU and memory limits.
-    pub instance_type: &'a str,
-    /// Binds beyond `/opt/ml`, `/etc/hosts` and `/etc/resolv.conf`.
-    pub extra_binds: Vec<Bind>,
-}
-
-/// Writes a host's contract files, /etc/hosts and /etc/resolv.conf (the
-/// VPC resolver, or none when isolated) and starts its container, trusting
-/// Cove's CA.
-pub(crate) fn launch_host(settings: &Settings, h: HostLaunch) -> anyhow::Result<Container> {
-    let dir = h.dir;
-    let ml = dir.join("ml");
-    for (path, content) in &h.contract.files {
-        let p = ml.join(path);
-        if let Some(parent) = p.parent() {
-            std::fs::create_dir_all(parent)?;
-        }
-        std::fs::write(p, content)?;
-    }
-    std::fs::write(dir.join("hosts"), &h.hosts_file)?;
-    let isolated = h.isolated || h.netns.is_none();
-    let resolv = match &h.netns {
-        Some(ns) if !isolated => PathBuf::from(format!("/etc/netns/{ns}/resolv.conf")),
-        _ => {
-            std::fs::write(dir.join("resolv.conf"), "")?;
-            dir.join("resolv.conf")
-        }
-    };
-    let (cpus, memory_gib) = instance::resources(h.instance_type).unwrap_or((1.0, 1.0));
-    let mut spec = ContainerSpec {
-        id: h.id,
-        root: h.root,
-        netns: if isolated { None } else { h.netns },
-        hostname: h.hostname,
-        binds: vec![
-            Bind {
-                source: ml,
-                target: "/opt/ml".into(),
-                read_only: false,
-            },
-            Bind {
-                source: dir.join("hosts"),
-                target: "/etc/hosts".into(),
-                read_only: true,
-            },
-            Bind {
-                source: resolv,
-                target: "/etc/resolv.conf".into(),
-                read_only: true,
-            },
-        ],
-        argv: h.contract.argv,
-        env: h.contract.env,
-        workdir: h.contract.workdir.into(),
-        cpus,
-        memory_bytes: (memory_gib * 1024.0 * 1024.0 * 1024.0) as u64,
-        log_path: dir.join("container.log"),
-        state_dir: dir.join("state"),
-    };
-    spec.binds.extend(h.extra_binds);
-    trust_coves_ca(settings, &mut spec);
-    Container::launch(&spec, &settings.runner)
-}
-
-/// Makes a container trust Cove's CA beside the host's roots: the bundle
-/// over the system bundle, and the variables SDKs read (a job's own
-/// `Environment` values win).
-fn trust_coves_ca(settings: &Settings, spec: &mut ContainerSpec) {
-    let Some(bundle) = &settings.ca_bundle else {
-        return;
-    };
-    // Script mode's /etc is the host's, read-only: the file must be there
-    // to be bound over.
-    if matches!(spec.root, RootFs::Host) && !Path::new(cove_tls::BUNDLE_TARGET).exists() {
-        tracing::warn!(
-            "{} is missing on the host, so jobs in script mode do not trust Cove's CA",
-            cove_tls::BUNDLE_TARGET
-        );
-        return;
-    }
-    spec.binds.push(Bind {
-        source: bundle.clone(),
-        target: cove_tls::BUNDLE_TARGET.into(),
-        read_only: true,
-    });
-    for (name, value) in cove_tls::bundle_env() {
-        if !spec.env.iter().any(|(n, _)| *n == name) {
-            spec.env.push((name, value));
-        }
     }
 }
 
@@ -1295,85 +997,6 @@ fn put(client: &S3Client, item: &Upload, ml: &Path) -> Result<(), TransferError>
                 client.put_file(&bucket, key.trim_start_matches('/'), &file)?;
             }
             Ok(())
-        }
-    }
-}
-
-/// Ships a container's log file to CloudWatch Logs, line by line, keeping its
-/// offset beside the file so a restarted Cove neither loses nor repeats lines.
-pub(crate) struct LogShipper {
-    log: PathBuf,
-    offset_file: PathBuf,
-    stream: String,
-    offset: u64,
-}
-
-impl LogShipper {
-    /// Ships `dir/container.log` to the stream `name` gives, which is kept
-    /// in `dir/log-stream` so a restart keeps writing to the same stream.
-    pub(crate) fn new(dir: &Path, name: impl FnOnce() -> String) -> LogShipper {
-        let stream_file = dir.join("log-stream");
-        let stream = std::fs::read_to_string(&stream_file).unwrap_or_else(|_| {
-            let s = name();
-            let _ = std::fs::write(&stream_file, &s);
-            s
-        });
-        let offset_file = dir.join("log-offset");
-        let offset = std::fs::read_to_string(&offset_file)
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0);
-        LogShipper {
-            log: dir.join("container.log"),
-            offset_file,
-            stream,
-            offset,
-        }
-    }
-
-    pub(crate) fn ship(&mut self, logs: &LogsService, region: &str, account: &str, group: &str) {
-        let Ok(mut file) = std::fs::File::open(&self.log) else {
-            return;
-        };
-        if file.seek(SeekFrom::Start(self.offset)).is_err() {
-            return;
-        }
-        let mut buf = Vec::new();
-        if file.take(4 * 1024 * 1024).read_to_end(&mut buf).is_err() {
-            return;
-        }
-        let Some(last_newline) = buf.iter().rposition(|b| *b == b'\n') else {
-            return;
-        };
-        let text = String::from_utf8_lossy(&buf[..last_newline]);
-        let now = cove_logs::now_ms();
-        let events: Vec<(i64, String)> = text
-            .split('\n')
-            .map(|l| {
-                (
-                    now,
-                    if l.is_empty() {
-                        " ".to_string()
-                    } else {
-                        l.to_string()
-                    },
-                )
-            })
-            .collect();
-        let shipped = logs
-            .ensure_stream(region, account, group, &self.stream)
-            .and_then(|_| {
-                for chunk in events.chunks(1000) {
-                    logs.put_events(region, account, group, &self.stream, chunk)?;
-                }
-                Ok(())
-            });
-        match shipped {
-            Ok(()) => {
-                self.offset += last_newline as u64 + 1;
-                let _ = std::fs::write(&self.offset_file, self.offset.to_string());
-            }
-            Err(e) => tracing::warn!(error = %e.message, "shipping job logs failed"),
         }
     }
 }

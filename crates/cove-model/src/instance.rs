@@ -1,7 +1,7 @@
 //! What an ML instance type gives a container: vCPUs and memory, as AWS
 //! lists them, so the cgroup limits match what the job would get on AWS.
 
-use cove_model::jobs::JobKind;
+use crate::jobs::JobKind;
 use serde_json::Value;
 
 /// vCPUs and memory (GiB) of an `ml.*` instance type, derived from its

@@ -64,14 +64,7 @@ pub fn transfer_failure(e: TransferError, network_message: &str) -> String {
     }
 }
 
-/// An `s3://bucket/key` URI split in two.
-pub fn parse_s3_uri(uri: &str) -> Option<(String, String)> {
-    let rest = uri
-        .strip_prefix("s3://")
-        .or_else(|| uri.strip_prefix("https://"))?;
-    let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
-    (!bucket.is_empty()).then(|| (bucket.to_string(), key.to_string()))
-}
+pub use cove_model::s3_uri::parse_s3_uri;
 
 pub struct S3Client {
     agent: ureq::Agent,
@@ -273,19 +266,59 @@ fn xml_text(xml: &str, tag: &str) -> Option<String> {
     )
 }
 
+/// Runs `f` on a new thread with an S3 client that reaches S3 the way a
+/// host in `netns` does (from inside that namespace, so through its ENI and
+/// its VPC's routes), or through Cove's own listener outside a VPC.
+pub fn spawn_in_network<T: Send + 'static>(
+    settings: &crate::Settings,
+    region: &str,
+    netns: Option<String>,
+    session: Option<&cove_model::jobs::StsSession>,
+    f: impl FnOnce(&S3Client) -> Result<T, TransferError> + Send + 'static,
+) -> std::thread::JoinHandle<Result<T, TransferError>> {
+    let endpoint = match &netns {
+        Some(_) => {
+            cove_model::services::public_address(region, &format!("s3.{region}.amazonaws.com"))
+                .map(|a| a.to_string())
+                .unwrap_or_default()
+        }
+        None => settings.local_s3.clone(),
+    };
+    let credentials = Credentials {
+        access_key: session.map(|s| s.access_key_id.clone()).unwrap_or_default(),
+        secret_key: session
+            .map(|s| s.secret_access_key.clone())
+            .unwrap_or_default(),
+        session_token: session.map(|s| s.session_token.clone()),
+    };
+    let timeout = settings.connect_timeout;
+    let region = region.to_string();
+    std::thread::spawn(move || {
+        let work = move || {
+            let client = S3Client::new(&endpoint, &region, credentials, timeout);
+            f(&client)
+        };
+        match netns {
+            Some(ns) => cove_net::netns::run_in(&ns, work)
+                .unwrap_or_else(|e| Err(TransferError::Network(e.to_string()))),
+            None => work(),
+        }
+    })
+}
+
+/// What a transfer thread from [`spawn_in_network`] ended with, once it has:
+/// a panic in it counts as a local failure.
+pub fn joined<T>(
+    thread: std::thread::JoinHandle<Result<T, TransferError>>,
+) -> Result<T, TransferError> {
+    thread
+        .join()
+        .unwrap_or_else(|_| Err(TransferError::Local("the transfer thread panicked".into())))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn s3_uris_split_into_bucket_and_key() {
-        assert_eq!(
-            parse_s3_uri("s3://b/a/c.csv"),
-            Some(("b".into(), "a/c.csv".into()))
-        );
-        assert_eq!(parse_s3_uri("s3://b"), Some(("b".into(), "".into())));
-        assert_eq!(parse_s3_uri("file:///x"), None);
-    }
 
     #[test]
     fn keys_are_encoded_per_segment() {

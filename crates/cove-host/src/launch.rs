@@ -1,0 +1,126 @@
+//! Launching one SageMaker container for a job host or a serving instance:
+//! its `/opt/ml` files, `/etc/hosts`, `/etc/resolv.conf`, the CPU and
+//! memory of its instance type, and Cove's CA, under `cove-runtime`.
+
+use crate::Settings;
+use cove_model::instance;
+use cove_runtime::{Bind, Container, ContainerSpec, RootFs};
+use std::path::{Path, PathBuf};
+
+/// What one host's container is given, as the SageMaker container contract
+/// describes it.
+pub struct HostContract {
+    /// Files to write, relative to the host's `/opt/ml`.
+    pub files: Vec<(String, String)>,
+    pub env: Vec<(String, String)>,
+    pub argv: Vec<String>,
+    pub workdir: String,
+}
+
+/// One SageMaker container as jobs and serving instances start it.
+pub struct HostLaunch<'a> {
+    /// The container's id (for cgroups).
+    pub id: String,
+    /// The host's working directory: `ml/` (bound at /opt/ml), `hosts`,
+    /// `resolv.conf`, `container.log`, `state/`.
+    pub dir: &'a Path,
+    pub root: RootFs,
+    pub contract: HostContract,
+    pub hostname: String,
+    /// The container's /etc/hosts.
+    pub hosts_file: String,
+    /// The host's ENI namespace; `None` outside a VPC.
+    pub netns: Option<String>,
+    /// Network isolation: loopback only, whatever `netns` is.
+    pub isolated: bool,
+    /// Sets the CPU and memory limits.
+    pub instance_type: &'a str,
+    /// Binds beyond `/opt/ml`, `/etc/hosts` and `/etc/resolv.conf`.
+    pub extra_binds: Vec<Bind>,
+}
+
+/// Writes a host's contract files, /etc/hosts and /etc/resolv.conf (the
+/// VPC resolver, or none when isolated) and starts its container, trusting
+/// Cove's CA.
+pub fn launch_host(settings: &Settings, h: HostLaunch) -> anyhow::Result<Container> {
+    let dir = h.dir;
+    let ml = dir.join("ml");
+    for (path, content) in &h.contract.files {
+        let p = ml.join(path);
+        if let Some(parent) = p.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(p, content)?;
+    }
+    std::fs::write(dir.join("hosts"), &h.hosts_file)?;
+    let isolated = h.isolated || h.netns.is_none();
+    let resolv = match &h.netns {
+        Some(ns) if !isolated => PathBuf::from(format!("/etc/netns/{ns}/resolv.conf")),
+        _ => {
+            std::fs::write(dir.join("resolv.conf"), "")?;
+            dir.join("resolv.conf")
+        }
+    };
+    let (cpus, memory_gib) = instance::resources(h.instance_type).unwrap_or((1.0, 1.0));
+    let mut spec = ContainerSpec {
+        id: h.id,
+        root: h.root,
+        netns: if isolated { None } else { h.netns },
+        hostname: h.hostname,
+        binds: vec![
+            Bind {
+                source: ml,
+                target: "/opt/ml".into(),
+                read_only: false,
+            },
+            Bind {
+                source: dir.join("hosts"),
+                target: "/etc/hosts".into(),
+                read_only: true,
+            },
+            Bind {
+                source: resolv,
+                target: "/etc/resolv.conf".into(),
+                read_only: true,
+            },
+        ],
+        argv: h.contract.argv,
+        env: h.contract.env,
+        workdir: h.contract.workdir.into(),
+        cpus,
+        memory_bytes: (memory_gib * 1024.0 * 1024.0 * 1024.0) as u64,
+        log_path: dir.join("container.log"),
+        state_dir: dir.join("state"),
+    };
+    spec.binds.extend(h.extra_binds);
+    trust_coves_ca(settings, &mut spec);
+    Container::launch(&spec, &settings.runner)
+}
+
+/// Makes a container trust Cove's CA beside the host's roots: the bundle
+/// over the system bundle, and the variables SDKs read (a job's own
+/// `Environment` values win).
+fn trust_coves_ca(settings: &Settings, spec: &mut ContainerSpec) {
+    let Some(bundle) = &settings.ca_bundle else {
+        return;
+    };
+    // Script mode's /etc is the host's, read-only: the file must be there
+    // to be bound over.
+    if matches!(spec.root, RootFs::Host) && !Path::new(cove_tls::BUNDLE_TARGET).exists() {
+        tracing::warn!(
+            "{} is missing on the host, so jobs in script mode do not trust Cove's CA",
+            cove_tls::BUNDLE_TARGET
+        );
+        return;
+    }
+    spec.binds.push(Bind {
+        source: bundle.clone(),
+        target: cove_tls::BUNDLE_TARGET.into(),
+        read_only: true,
+    });
+    for (name, value) in cove_tls::bundle_env() {
+        if !spec.env.iter().any(|(n, _)| *n == name) {
+            spec.env.push((name, value));
+        }
+    }
+}

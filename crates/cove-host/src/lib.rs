@@ -1,0 +1,49 @@
+//! Host plumbing for the job drivers, with no SageMaker API in it: where a
+//! job's files live and how this host is set up ([`Settings`]), how one
+//! host's container is launched on its ENI ([`launch`]), how data moves
+//! between S3 and a host's network ([`s3`]), how a container's log reaches
+//! CloudWatch Logs ([`logs`]) and how Cove talks HTTP to a serving
+//! container inside its namespace ([`http`]).
+
+pub mod http;
+pub mod launch;
+pub mod logs;
+pub mod s3;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Working files of running jobs (`<kind>/<name>/<host>/…`).
+    pub jobs_dir: PathBuf,
+    /// Images imported for bring-your-own containers (`<hash>/rootfs`).
+    pub images_dir: PathBuf,
+    /// The `cove` binary, which runs containers (`cove run-container`).
+    pub runner: PathBuf,
+    /// The data plane's instance tag; `None` when the data plane is off.
+    pub instance: Option<String>,
+    /// Where jobs without a `VpcConfig` reach S3 (Cove's own listener).
+    pub local_s3: String,
+    /// How long a transfer waits for S3 to accept a connection.
+    pub connect_timeout: Duration,
+    /// Between SIGTERM and SIGKILL when a job is stopped (AWS: 120 s).
+    pub stop_grace: Duration,
+    /// The command Studio apps run (`cove serve --studio-app-command`);
+    /// `None`: JupyterLab when installed, else Cove's built-in app server.
+    pub studio_command: Option<Vec<String>>,
+    /// Where Studio keeps the users' home directories.
+    pub studio_dir: PathBuf,
+    /// The host's CA bundle plus Cove's CA (`<data_dir>/ca/bundle.pem`),
+    /// bound over /etc/ssl/certs/ca-certificates.crt in every container, so
+    /// SDKs verify Cove's HTTPS listeners; `None` binds nothing.
+    pub ca_bundle: Option<PathBuf>,
+}
+
+/// The network namespace of a managed ENI, when the data plane is on.
+pub fn eni_netns(settings: &Settings, eni: Option<&str>) -> Option<String> {
+    Some(cove_net::naming::eni_netns(
+        settings.instance.as_deref()?,
+        eni?,
+    ))
+}

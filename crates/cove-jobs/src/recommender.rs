@@ -1,0 +1,465 @@
+//! The Inference Recommender driver: for each candidate instance type, a
+//! temporary endpoint, a load test from inside its network, the measured
+//! figures stored as a recommendation.
+
+use crate::assume_job_role;
+use crate::load::{self, Level, Measured};
+use crate::release;
+use crate::session_of;
+use crate::workers::Ended;
+use crate::Supervisor;
+use cove_host::s3::joined;
+use cove_host::s3::spawn_in_network;
+use cove_host::s3::{parse_s3_uri, transfer_failure};
+use cove_model::endpoints::{InstanceState, SageMakerEndpoint};
+use cove_model::ids::now_rfc3339;
+use cove_model::jobs::{BenchmarkStep, RecommendationJob, RecommendationPhase};
+use cove_sagemaker::definitions::{self, Definition};
+use cove_wire::RequestContext;
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long a temporary endpoint may take to come up.
+const ENDPOINT_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// The request context the driver's own SageMaker calls run under: the
+/// job's account and region, as if the job's role made them.
+fn internal_context(j: &RecommendationJob, operation: &str) -> RequestContext {
+    RequestContext {
+        request_id: format!("{}-{operation}", j.name),
+        region: j.region.clone(),
+        operation: operation.into(),
+        principal: cove_wire::Principal {
+            access_key: String::new(),
+            secret_key: String::new(),
+            session_token: None,
+            account_id: j.account_id.clone(),
+            arn: j.request["RoleArn"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            user_id: String::new(),
+        },
+        source_ip: None,
+        via_endpoint: None,
+    }
+}
+
+impl Supervisor {
+    /// Drives one inference recommendations job until it is cleaned up.
+    pub(crate) fn drive_recommendation(&self, key: &str) {
+        crate::workers::drive(&self.store, key, |j: &RecommendationJob| match j.phase {
+            RecommendationPhase::Pending => Some(self.recommendation_start(j)),
+            RecommendationPhase::Benchmarking => Some(self.recommendation_run(j)),
+            RecommendationPhase::Done => Some(self.recommendation_cleanup(j)),
+            RecommendationPhase::CleanedUp => None,
+        })
+    }
+
+    fn update_recommendation(
+        &self,
+        key: &str,
+        f: impl FnOnce(&mut RecommendationJob),
+    ) -> anyhow::Result<()> {
+        crate::workers::update(&self.store, key, |j: &mut RecommendationJob| {
+            f(j);
+            j.last_modified_time = now_rfc3339();
+        })
+    }
+
+    fn finish_recommendation(
+        &self,
+        key: &str,
+        status: &str,
+        reason: Option<String>,
+    ) -> anyhow::Result<()> {
+        self.update_recommendation(key, |j| {
+            j.status = status.into();
+            j.failure_reason = reason;
+            j.completion_time = Some(now_rfc3339());
+            j.phase = RecommendationPhase::Done;
+            for s in &mut j.steps {
+                if s.status == "PENDING" || s.status == "IN_PROGRESS" {
+                    s.status = "STOPPED".into();
+                }
+            }
+        })
+    }
+
+    fn recommendation_dir(&self, j: &RecommendationJob) -> PathBuf {
+        self.settings
+            .jobs_dir
+            .join("inference-recommendations-job")
+            .join(&j.name)
+    }
+
+    fn recommendation_start(&self, j: &RecommendationJob) -> anyhow::Result<()> {
+        let key = j.key();
+        if j.stop_requested {
+            return self.finish_recommendation(&key, "STOPPED", None);
+        }
+        if j.session_access_key.is_none() {
+            let role = j.request["RoleArn"].as_str().unwrap_or_default();
+            let s = assume_job_role(&self.sts, &j.account_id, role)?;
+            self.update_recommendation(&key, |j| j.session_access_key = Some(s))?;
+        }
+        self.update_recommendation(&key, |j| {
+            j.status = "IN_PROGRESS".into();
+            j.phase = RecommendationPhase::Benchmarking;
+        })
+    }
+
+    /// The sample payloads: every file of the `SamplePayloadUrl` archive,
+    /// fetched with the role's session.
+    fn payloads(&self, j: &RecommendationJob, dir: &Path) -> Result<Vec<Vec<u8>>, String> {
+        let url = j.request["InputConfig"]["ContainerConfig"]["PayloadConfig"]["SamplePayloadUrl"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let archive = dir.join("payload.tar.gz");
+        let session = session_of(&self.store, j.session_access_key.as_deref());
+        let (bucket, key) = parse_s3_uri(&url).unwrap_or_default();
+        let path = archive.clone();
+        let fetched = joined(spawn_in_network(
+            &self.settings,
+            &j.region,
+            None,
+            session.as_ref(),
+            move |c| c.get_to_file(&bucket, &key, &path),
+        ));
+        if let Err(e) = fetched {
+            return Err(format!(
+                "Unable to download the sample payload from {url}: {}",
+                transfer_failure(e, "S3 could not be reached.")
+            ));
+        }
+        let bytes = std::fs::read(&archive).map_err(|e| e.to_string())?;
+        let mut out = vec![];
+        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(bytes.as_slice()));
+        let entries = tar
+            .entries()
+            .map_err(|e| format!("The sample payload archive {url} is not a tar.gz file: {e}"))?;
+        for entry in entries {
+            let mut entry = entry.map_err(|e| {
+                format!("The sample payload archive {url} is not a tar.gz file: {e}")
+            })?;
+            if entry.header().entry_type().is_file() {
+                let mut body = vec![];
+                std::io::Read::read_to_end(&mut entry, &mut body).map_err(|e| e.to_string())?;
+                out.push(body);
+            }
+        }
+        if out.is_empty() {
+            return Err(format!("The sample payload archive {url} has no files."));
+        }
+        Ok(out)
+    }
+
+    fn recommendation_run(&self, j: &RecommendationJob) -> anyhow::Result<()> {
+        let key = j.key();
+        let dir = self.recommendation_dir(j);
+        std::fs::create_dir_all(&dir)?;
+        let payloads = match self.payloads(j, &dir) {
+            Ok(p) => p,
+            Err(reason) => {
+                return self.finish_recommendation(
+                    &key,
+                    "FAILED",
+                    Some(format!("ClientError: {reason}")),
+                )
+            }
+        };
+        for (n, step) in j.steps.iter().enumerate() {
+            if step.status != "PENDING" && step.status != "IN_PROGRESS" {
+                continue;
+            }
+            if crate::workers::stop_requested::<RecommendationJob>(&self.store, &key) {
+                return self.finish_recommendation(&key, "STOPPED", None);
+            }
+            self.update_recommendation(&key, |j| j.steps[n].status = "IN_PROGRESS".into())?;
+            tracing::info!(job = %j.name, instance_type = %step.instance_type, "benchmark starts");
+            let outcome = self.benchmark(j, n, &payloads);
+            self.remove_temporary_endpoint(j, step);
+            let (status, metrics, reason) = match outcome? {
+                Ended::Done(m) => ("COMPLETED", Some(m), None),
+                Ended::Failed(r) => ("FAILED", None, Some(r)),
+                Ended::Stopped => return self.finish_recommendation(&key, "STOPPED", None),
+            };
+            tracing::info!(job = %j.name, instance_type = %step.instance_type, %status, "benchmark ended");
+            self.update_recommendation(&key, |j| {
+                let s = &mut j.steps[n];
+                s.status = status.into();
+                s.metrics = metrics;
+                s.failure_reason = reason;
+            })?;
+        }
+        let Some(j) = self.store.snapshot().recommendation_jobs.get(&key).cloned() else {
+            return Ok(());
+        };
+        if j.steps.iter().any(|s| s.status == "COMPLETED") {
+            self.finish_recommendation(&key, "COMPLETED", None)
+        } else {
+            let reason = j
+                .steps
+                .iter()
+                .find_map(|s| s.failure_reason.clone())
+                .unwrap_or_else(|| "No benchmark completed.".into());
+            self.finish_recommendation(&key, "FAILED", Some(reason))
+        }
+    }
+
+    /// Deploys the model on the step's instance type, loads it, and measures.
+    fn benchmark(
+        &self,
+        j: &RecommendationJob,
+        n: usize,
+        payloads: &[Vec<u8>],
+    ) -> anyhow::Result<Ended<Value>> {
+        let key = j.key();
+        let step = &j.steps[n];
+        let name = &step.endpoint_name;
+        // A restart mid-benchmark starts this step over.
+        self.remove_temporary_endpoint(j, step);
+        self.wait_endpoint_gone(name)?;
+        let mut model = j.model.clone();
+        model["ModelName"] = json!(name);
+        if let Some(vpc) = j.request["InputConfig"].get("VpcConfig") {
+            model["VpcConfig"] = vpc.clone();
+        }
+        let made = definitions::create(
+            &self.store,
+            &internal_context(j, "CreateModel"),
+            Definition::Model,
+            model,
+        )
+        .and_then(|_| {
+            definitions::create(
+                &self.store,
+                &internal_context(j, "CreateEndpointConfig"),
+                Definition::EndpointConfig,
+                json!({"EndpointConfigName": name, "ProductionVariants": [{
+                        "VariantName": "AllTraffic", "ModelName": name,
+                        "InstanceType": step.instance_type, "InitialInstanceCount": 1}]}),
+            )
+        })
+        .and_then(|_| {
+            cove_sagemaker::endpoints::create(
+                &self.store,
+                &internal_context(j, "CreateEndpoint"),
+                json!({"EndpointName": name, "EndpointConfigName": name}),
+            )
+        });
+        if let Err(e) = made {
+            return Ok(Ended::Failed(format!("ClientError: {}", e.message)));
+        }
+        let created = Instant::now();
+        let netns = loop {
+            if crate::workers::stop_requested::<RecommendationJob>(&self.store, &key) {
+                return Ok(Ended::Stopped);
+            }
+            let world = self.store.snapshot();
+            let e = world
+                .sagemaker_endpoints
+                .get(&SageMakerEndpoint::key_of(name));
+            match e.map(|e| e.status.as_str()) {
+                Some("InService") => {
+                    let serving = e.into_iter().flat_map(|e| &e.instances).find_map(|i| {
+                        (i.state == InstanceState::InService)
+                            .then(|| i.netns_path.clone())
+                            .flatten()
+                    });
+                    if let Some(p) = serving {
+                        break p;
+                    }
+                }
+                Some("Failed") => {
+                    let reason = e.and_then(|e| e.failure_reason.clone()).unwrap_or_default();
+                    return Ok(Ended::Failed(format!(
+                        "ClientError: The model could not be deployed on {}: {reason}",
+                        step.instance_type
+                    )));
+                }
+                None => anyhow::bail!("temporary endpoint {name} disappeared"),
+                _ => {}
+            }
+            if created.elapsed() > ENDPOINT_TIMEOUT {
+                return Ok(Ended::Failed(format!(
+                    "ClientError: The model did not come up on {} within {} s.",
+                    step.instance_type,
+                    ENDPOINT_TIMEOUT.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let setup_seconds = created.elapsed().as_secs_f64().ceil() as u64;
+        let content_type = j.request["InputConfig"]["ContainerConfig"]["PayloadConfig"]
+            ["SupportedContentTypes"][0]
+            .as_str()
+            .unwrap_or("application/json")
+            .to_string();
+        let stopping = j
+            .request
+            .get("StoppingConditions")
+            .cloned()
+            .unwrap_or(Value::Null);
+        let thresholds = load::thresholds(&stopping);
+        let max_invocations = stopping["MaxInvocations"].as_f64();
+        let duration = j.request["InputConfig"]["JobDurationInSeconds"].as_f64();
+        let levels = load::levels(j.request["InputConfig"].get("TrafficPattern"), duration);
+        let start_time = now_rfc3339();
+        let mut measured = vec![];
+        for level in levels {
+            if crate::workers::stop_requested::<RecommendationJob>(&self.store, &key) {
+                return Ok(Ended::Stopped);
+            }
+            let m = run_level(&netns, level, payloads, &content_type);
+            tracing::info!(job = %j.name, instance_type = %step.instance_type, users = m.users,
+                per_minute = m.invocations_per_minute(), p50_us = ?m.percentile_us(50.0),
+                errors = m.errors, "load level");
+            let saturated = max_invocations.is_some_and(|max| m.invocations_per_minute() >= max)
+                || !load::within(&m, &thresholds);
+            measured.push(m);
+            if saturated {
+                break;
+            }
+        }
+        let end_time = now_rfc3339();
+        self.update_recommendation(&key, |j| {
+            j.steps[n].invocation_start_time = Some(start_time);
+            j.steps[n].invocation_end_time = Some(end_time);
+        })?;
+        Ok(match load::best(&measured, &thresholds) {
+            Some(best) => Ended::Done(load::recommendation_metrics(
+                &step.instance_type,
+                best,
+                setup_seconds,
+            )),
+            None => Ended::Failed(format!(
+                "No load level on {} met the latency thresholds without errors.",
+                step.instance_type
+            )),
+        })
+    }
+
+    /// Deletes a step's temporary endpoint, configuration and model copy.
+    fn remove_temporary_endpoint(&self, j: &RecommendationJob, step: &BenchmarkStep) {
+        let name = &step.endpoint_name;
+        let _ = cove_sagemaker::endpoints::delete(
+            &self.store,
+            &internal_context(j, "DeleteEndpoint"),
+            &json!({ "EndpointName": name }),
+        );
+        for (kind, field) in [
+            (Definition::EndpointConfig, "EndpointConfigName"),
+            (Definition::Model, "ModelName"),
+        ] {
+            let _ = definitions::delete(
+                &self.store,
+                &internal_context(j, "Delete"),
+                kind,
+                &json!({ field: name }),
+            );
+        }
+    }
+
+    fn wait_endpoint_gone(&self, name: &str) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self
+            .store
+            .snapshot()
+            .sagemaker_endpoints
+            .contains_key(&SageMakerEndpoint::key_of(name))
+        {
+            if Instant::now() > deadline {
+                anyhow::bail!("the earlier temporary endpoint {name} is still being deleted");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    }
+
+    fn recommendation_cleanup(&self, j: &RecommendationJob) -> anyhow::Result<()> {
+        for step in &j.steps {
+            self.remove_temporary_endpoint(j, step);
+        }
+        self.store.write(|tx| {
+            let Some(mut j) = tx.world.recommendation_jobs.get(&j.key()).cloned() else {
+                return Ok(());
+            };
+            release(tx, None, j.session_access_key.take().as_deref());
+            j.phase = RecommendationPhase::CleanedUp;
+            tx.put(j);
+            Ok(())
+        })?;
+        let dir = self.recommendation_dir(j);
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// One concurrency level: `users` threads, each on its own kept-alive
+/// connection into the instance's namespace, calling `/invocations` back to
+/// back with the payloads in turn until the level's time is up.
+fn run_level(netns: &str, level: Level, payloads: &[Vec<u8>], content_type: &str) -> Measured {
+    let deadline = Instant::now() + Duration::from_secs_f64(level.seconds);
+    let started = Instant::now();
+    let results: Vec<(Vec<u64>, u64)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..level.users)
+            .map(|user| {
+                scope.spawn(move || {
+                    let (mut latencies, mut errors) = (vec![], 0u64);
+                    let mut conn = None;
+                    let mut n = user;
+                    while Instant::now() < deadline {
+                        if conn.is_none() {
+                            match cove_host::http::connect(netns) {
+                                Ok(c) => conn = Some(c),
+                                Err(_) => {
+                                    errors += 1;
+                                    std::thread::sleep(Duration::from_millis(50));
+                                    continue;
+                                }
+                            }
+                        }
+                        let body = &payloads[n % payloads.len()];
+                        n += 1;
+                        let t = Instant::now();
+                        let c = conn.as_mut().expect("connected above");
+                        match cove_host::http::exchange(
+                            c,
+                            "POST",
+                            "/invocations",
+                            &[("Content-Type", content_type)],
+                            body,
+                        ) {
+                            Ok((200, _)) => latencies.push(t.elapsed().as_micros() as u64),
+                            Ok(_) => errors += 1,
+                            Err(_) => {
+                                errors += 1;
+                                conn = None;
+                            }
+                        }
+                    }
+                    (latencies, errors)
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_default())
+            .collect()
+    });
+    let mut m = Measured {
+        users: level.users,
+        seconds: started.elapsed().as_secs_f64(),
+        ..Default::default()
+    };
+    for (latencies, errors) in results {
+        m.latencies_us.extend(latencies);
+        m.errors += errors;
+    }
+    m
+}

@@ -1,0 +1,638 @@
+//! The batch transform driver: brings a job's instances up as an endpoint's
+//! are, sends each instance its share of the input through `/invocations`
+//! from inside its network, and writes the answers back to S3.
+
+use crate::hosting::{release_network, stop_container, Hosting, Owner};
+use crate::training::ARTIFACT_UPLOAD_FAILED;
+use crate::training::DATA_DOWNLOAD_FAILED;
+use cove_host::http::{connect, exchange};
+use cove_host::logs::LogShipper;
+use cove_host::s3::joined;
+use cove_host::s3::spawn_in_network;
+use cove_host::s3::{parse_s3_uri, transfer_failure, TransferError};
+use cove_model::endpoints::{EndpointInstance, InstanceState, TransformJob, TransformPhase};
+use cove_model::ids::now_rfc3339;
+use cove_runtime::overlay::unmount;
+use serde_json::Value;
+use std::io::{BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const LOG_GROUP: &str = "/aws/sagemaker/TransformJobs";
+
+const MODEL_FAILED: &str = "AlgorithmError: See job logs for more information";
+
+/// How records are sent: the request's values, else the container's
+/// `/execution-parameters`, else AWS's defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Batching {
+    pub multi_record: bool,
+    pub max_payload: usize,
+    pub concurrency: usize,
+    pub split_lines: bool,
+    pub assemble_lines: bool,
+}
+
+pub fn batching(request: &Value, container: &Value) -> Batching {
+    let strategy = request["BatchStrategy"]
+        .as_str()
+        .map(|s| s == "MultiRecord")
+        .or_else(|| {
+            container["BatchStrategy"]
+                .as_str()
+                .map(|s| s.eq_ignore_ascii_case("MULTI_RECORD"))
+        })
+        .unwrap_or(false);
+    let payload_mb = request["MaxPayloadInMB"]
+        .as_u64()
+        .or_else(|| container["MaxPayloadInMB"].as_u64())
+        .unwrap_or(6)
+        .max(1);
+    let concurrency = request["MaxConcurrentTransforms"]
+        .as_u64()
+        .or_else(|| container["MaxConcurrentTransforms"].as_u64())
+        .unwrap_or(1)
+        .clamp(1, 64);
+    Batching {
+        multi_record: strategy,
+        max_payload: payload_mb as usize * 1024 * 1024,
+        concurrency: concurrency as usize,
+        split_lines: request["TransformInput"]["SplitType"].as_str() == Some("Line"),
+        assemble_lines: request["TransformOutput"]["AssembleWith"].as_str() == Some("Line"),
+    }
+}
+
+/// The request bodies for one input object, in order.
+pub fn payloads(data: &[u8], b: &Batching) -> Result<Vec<Vec<u8>>, String> {
+    if !b.split_lines {
+        if data.len() > b.max_payload {
+            return Err(format!(
+                "an object of {} bytes exceeds MaxPayloadInMB",
+                data.len()
+            ));
+        }
+        return Ok(vec![data.to_vec()]);
+    }
+    let records: Vec<&[u8]> = data
+        .split(|c| *c == b'\n')
+        .map(|r| r.strip_suffix(b"\r").unwrap_or(r))
+        .filter(|r| !r.is_empty())
+        .collect();
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for r in records {
+        if r.len() > b.max_payload {
+            return Err(format!(
+                "a record of {} bytes exceeds MaxPayloadInMB",
+                r.len()
+            ));
+        }
+        match out.last_mut() {
+            Some(last) if b.multi_record && last.len() + 1 + r.len() <= b.max_payload => {
+                last.push(b'\n');
+                last.extend_from_slice(r);
+            }
+            _ => out.push(r.to_vec()),
+        }
+    }
+    Ok(out)
+}
+
+/// The output object: the answers in order, each ended by a newline when
+/// `AssembleWith` is `Line`.
+pub fn assemble(answers: &[Vec<u8>], lines: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    for a in answers {
+        out.extend_from_slice(a);
+        if lines && !a.ends_with(b"\n") {
+            out.push(b'\n');
+        }
+    }
+    out
+}
+
+/// Where one request's answer (or its failure) lands.
+type Slot = Mutex<Option<Result<Vec<u8>, String>>>;
+
+/// One input object and where its answers go.
+#[derive(Debug, Clone)]
+struct Item {
+    bucket: String,
+    key: String,
+    out_bucket: String,
+    out_key: String,
+}
+
+impl Hosting {
+    /// Drives one transform job through its phases until it is cleaned up.
+    pub(crate) fn drive_transform(self: &Arc<Self>, key: &str) {
+        crate::workers::drive(self.store(), key, |j: &TransformJob| match j.phase {
+            TransformPhase::Starting => Some(self.transform_start(j)),
+            TransformPhase::Transforming => Some(self.transform_run(j)),
+            TransformPhase::Done => Some(self.transform_cleanup(j)),
+            TransformPhase::CleanedUp => None,
+        })
+    }
+
+    fn update_transform(&self, key: &str, f: impl FnOnce(&mut TransformJob)) -> anyhow::Result<()> {
+        crate::workers::update(self.store(), key, f)
+    }
+
+    fn finish_transform(
+        &self,
+        key: &str,
+        status: &str,
+        reason: Option<String>,
+    ) -> anyhow::Result<()> {
+        self.update_transform(key, |j| {
+            let now = now_rfc3339();
+            j.status = status.into();
+            j.failure_reason = reason;
+            j.end_time = Some(now.clone());
+            j.last_modified_time = now;
+            j.phase = TransformPhase::Done;
+        })
+    }
+
+    fn ship_transform_logs(&self, j: &TransformJob) {
+        let owner = Owner::Transform(j.key());
+        for i in &j.instances {
+            let dir = self.owner_dir(&owner, &j.name).join(&i.id);
+            if dir.join("container.log").exists() {
+                let stream = format!("{}/{}", j.name, i.id);
+                LogShipper::new(&dir, || stream).ship(
+                    self.logs(),
+                    &j.region,
+                    &j.account_id,
+                    LOG_GROUP,
+                );
+            }
+        }
+    }
+
+    fn transform_start(self: &Arc<Self>, j: &TransformJob) -> anyhow::Result<()> {
+        let key = j.key();
+        if j.stop_requested {
+            return self.finish_transform(&key, "Stopped", None);
+        }
+        let count = j.request["TransformResources"]["InstanceCount"]
+            .as_u64()
+            .unwrap_or(1) as usize;
+        if j.instances.len() < count {
+            self.update_transform(&key, |j| {
+                while j.instances.len() < count {
+                    j.instances
+                        .push(EndpointInstance::provisioning("AllTraffic", ""));
+                }
+                j.start_time.get_or_insert_with(now_rfc3339);
+            })?;
+        }
+        let Some(j) = self.store().snapshot().transform_jobs.get(&key).cloned() else {
+            return Ok(());
+        };
+        let owner = Owner::Transform(key.clone());
+        let workers: Vec<_> = j
+            .instances
+            .iter()
+            .map(|i| {
+                let (me, owner, id) = (self.clone(), owner.clone(), i.id.clone());
+                std::thread::spawn(move || me.bring_up(&owner, &id))
+            })
+            .collect();
+        while workers.iter().any(|w| !w.is_finished()) {
+            self.ship_transform_logs(&j);
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let Some(j) = self.store().snapshot().transform_jobs.get(&key).cloned() else {
+            return Ok(());
+        };
+        self.ship_transform_logs(&j);
+        if j.stop_requested {
+            return self.finish_transform(&key, "Stopped", None);
+        }
+        if let Some(reason) = j.instances.iter().find_map(|i| i.failure_reason.clone()) {
+            return self.finish_transform(&key, "Failed", Some(reason));
+        }
+        if j.instances
+            .iter()
+            .all(|i| i.state == InstanceState::InService)
+        {
+            self.update_transform(&key, |j| j.phase = TransformPhase::Transforming)?;
+        }
+        Ok(())
+    }
+
+    fn transform_run(self: &Arc<Self>, j: &TransformJob) -> anyhow::Result<()> {
+        let key = j.key();
+        let owner = Owner::Transform(key.clone());
+        let first = &j.instances[0];
+        // The container's own execution parameters fill what the request leaves out.
+        let params = first
+            .netns_path
+            .as_deref()
+            .and_then(|p| connect(p).ok())
+            .and_then(|mut c| exchange(&mut c, "GET", "/execution-parameters", &[], b"").ok())
+            .filter(|(status, _)| *status == 200)
+            .and_then(|(_, body)| serde_json::from_slice::<Value>(&body).ok())
+            .unwrap_or(Value::Null);
+        let b = batching(&j.request, &params);
+        // The input objects, listed from the first instance's network.
+        let source = &j.request["TransformInput"]["DataSource"]["S3DataSource"];
+        let uri = source["S3Uri"].as_str().unwrap_or_default().to_string();
+        let manifest = source["S3DataType"].as_str() == Some("ManifestFile");
+        let out_uri = j.request["TransformOutput"]["S3OutputPath"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let scratch = self.owner_dir(&owner, &j.name);
+        std::fs::create_dir_all(&scratch)?;
+        let listed = {
+            let scratch = scratch.clone();
+            joined(spawn_in_network(
+                self.settings(),
+                &j.region,
+                self.netns(first),
+                self.session(first).as_ref(),
+                move |c| list_inputs(c, &uri, manifest, &out_uri, &scratch),
+            ))
+        };
+        let items = match listed {
+            Ok(items) => items,
+            Err(e) => {
+                return self.finish_transform(
+                    &key,
+                    "Failed",
+                    Some(transfer_failure(e, DATA_DOWNLOAD_FAILED)),
+                )
+            }
+        };
+        // Each instance transforms its share, from inside its own network.
+        let shares: Vec<Vec<Item>> = (0..j.instances.len())
+            .map(|n| {
+                items
+                    .iter()
+                    .skip(n)
+                    .step_by(j.instances.len())
+                    .cloned()
+                    .collect()
+            })
+            .collect();
+        let gzip = j.request["TransformInput"]["CompressionType"].as_str() == Some("Gzip");
+        let content_type = j.request["TransformInput"]["ContentType"]
+            .as_str()
+            .map(str::to_string);
+        let accept = j.request["TransformOutput"]["Accept"]
+            .as_str()
+            .map(str::to_string);
+        let workers: Vec<_> = j
+            .instances
+            .iter()
+            .zip(shares)
+            .map(|(i, share)| {
+                let (b, ct, acc) = (b.clone(), content_type.clone(), accept.clone());
+                let container_ns = i.netns_path.clone().unwrap_or_default();
+                let dir = scratch.join(&i.id);
+                spawn_in_network(
+                    self.settings(),
+                    &j.region,
+                    self.netns(i),
+                    self.session(i).as_ref(),
+                    move |c| {
+                        transform_share(
+                            c,
+                            &share,
+                            &b,
+                            gzip,
+                            ct.as_deref(),
+                            acc.as_deref(),
+                            &container_ns,
+                            &dir,
+                        )
+                    },
+                )
+            })
+            .collect();
+        while workers.iter().any(|w| !w.is_finished()) {
+            self.ship_transform_logs(j);
+            if crate::workers::stop_requested::<TransformJob>(self.store(), &key) {
+                // The containers stop; the workers' next request fails and they return.
+                for i in &j.instances {
+                    stop_container(
+                        &self.owner_dir(&owner, &j.name).join(&i.id),
+                        Duration::from_secs(2),
+                    );
+                }
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let results: Vec<Result<(), TransferError>> = workers.into_iter().map(joined).collect();
+        self.ship_transform_logs(j);
+        if crate::workers::stop_requested::<TransformJob>(self.store(), &key) {
+            return self.finish_transform(&key, "Stopped", None);
+        }
+        for r in results {
+            if let Err(e) = r {
+                let reason = match e {
+                    TransferError::Local(detail) if detail.starts_with("model:") => {
+                        tracing::info!(job = %j.name, %detail, "model failed a request");
+                        MODEL_FAILED.to_string()
+                    }
+                    TransferError::Local(detail) => format!("ClientError: {detail}"),
+                    other => transfer_failure(other, ARTIFACT_UPLOAD_FAILED),
+                };
+                return self.finish_transform(&key, "Failed", Some(reason));
+            }
+        }
+        self.finish_transform(&key, "Completed", None)
+    }
+
+    fn transform_cleanup(&self, j: &TransformJob) -> anyhow::Result<()> {
+        let owner = Owner::Transform(j.key());
+        for i in &j.instances {
+            stop_container(
+                &self.owner_dir(&owner, &j.name).join(&i.id),
+                Duration::from_secs(2),
+            );
+        }
+        self.ship_transform_logs(j);
+        self.store().write(|tx| {
+            let Some(mut j) = tx.world.transform_jobs.get(&j.key()).cloned() else {
+                return Ok(());
+            };
+            for i in &j.instances {
+                release_network(tx, i);
+            }
+            for i in &mut j.instances {
+                i.eni_id = None;
+                i.session_access_key = None;
+                i.netns_path = None;
+                if i.state != InstanceState::Failed {
+                    i.state = InstanceState::Retiring;
+                }
+            }
+            j.phase = TransformPhase::CleanedUp;
+            tx.put(j);
+            Ok(())
+        })?;
+        let dir = self.owner_dir(&owner, &j.name);
+        for i in &j.instances {
+            unmount(&dir.join(&i.id).join("rootfs"));
+        }
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        Ok(())
+    }
+}
+
+/// The input objects under the prefix (or named by the manifest), each
+/// with its output object `<S3OutputPath>/<path below the prefix>.out`.
+fn list_inputs(
+    c: &cove_host::s3::S3Client,
+    uri: &str,
+    manifest: bool,
+    out_uri: &str,
+    scratch: &Path,
+) -> Result<Vec<Item>, TransferError> {
+    let (bucket, prefix) =
+        parse_s3_uri(uri).ok_or_else(|| TransferError::Local(format!("not an S3 URI: {uri}")))?;
+    let (out_bucket, out_prefix) = parse_s3_uri(out_uri)
+        .ok_or_else(|| TransferError::Local(format!("not an S3 URI: {out_uri}")))?;
+    let objects: Vec<(String, String, String)> = if manifest {
+        let path = scratch.join(".manifest");
+        c.get_to_file(&bucket, &prefix, &path)?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| TransferError::Local(e.to_string()))?;
+        let entries: Vec<Value> = serde_json::from_str(&text)
+            .map_err(|e| TransferError::Local(format!("manifest {uri}: {e}")))?;
+        let (b, p) = entries
+            .first()
+            .and_then(|v| v["prefix"].as_str())
+            .and_then(parse_s3_uri)
+            .ok_or_else(|| TransferError::Local(format!("manifest {uri} has no prefix")))?;
+        entries
+            .iter()
+            .skip(1)
+            .filter_map(Value::as_str)
+            .map(|rel| (b.clone(), format!("{p}{rel}"), rel.to_string()))
+            .collect()
+    } else {
+        c.list(&bucket, &prefix)?
+            .into_iter()
+            .filter(|(k, _)| !k.ends_with('/'))
+            .map(|(k, _)| {
+                let rel = k
+                    .strip_prefix(&prefix)
+                    .unwrap_or(&k)
+                    .trim_start_matches('/');
+                let rel = if rel.is_empty() {
+                    k.rsplit('/').next().unwrap_or(&k)
+                } else {
+                    rel
+                }
+                .to_string();
+                (bucket.clone(), k.clone(), rel)
+            })
+            .collect()
+    };
+    if objects.is_empty() {
+        return Err(TransferError::Service {
+            status: 404,
+            code: "NoSuchKey".into(),
+            message: format!("No S3 objects found under S3 URL \"{uri}\"."),
+        });
+    }
+    Ok(objects
+        .into_iter()
+        .map(|(b, k, rel)| Item {
+            bucket: b,
+            key: k,
+            out_bucket: out_bucket.clone(),
+            out_key: format!("{}/{rel}.out", out_prefix.trim_end_matches('/'))
+                .trim_start_matches('/')
+                .to_string(),
+        })
+        .collect())
+}
+
+/// Transforms one instance's objects: read, split, batch, invoke over
+/// `concurrency` connections, assemble in order, write.
+#[allow(clippy::too_many_arguments)]
+fn transform_share(
+    c: &cove_host::s3::S3Client,
+    items: &[Item],
+    b: &Batching,
+    gzip: bool,
+    content_type: Option<&str>,
+    accept: Option<&str>,
+    container_ns: &str,
+    dir: &Path,
+) -> Result<(), TransferError> {
+    let local = |e: std::io::Error| TransferError::Local(e.to_string());
+    std::fs::create_dir_all(dir).map_err(local)?;
+    let connections: Vec<Mutex<BufReader<TcpStream>>> = (0..b.concurrency)
+        .map(|_| connect(container_ns).map(Mutex::new))
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            TransferError::Local(format!("model: cannot reach the serving container: {e}"))
+        })?;
+    let mut headers: Vec<(&str, &str)> = Vec::new();
+    if let Some(ct) = content_type {
+        headers.push(("Content-Type", ct));
+    }
+    if let Some(a) = accept {
+        headers.push(("Accept", a));
+    }
+    for item in items {
+        let input = dir.join("input");
+        c.get_to_file(&item.bucket, &item.key, &input)?;
+        let mut data = std::fs::read(&input).map_err(local)?;
+        if gzip {
+            let mut plain = Vec::new();
+            flate2::read::GzDecoder::new(&data[..])
+                .read_to_end(&mut plain)
+                .map_err(|e| {
+                    TransferError::Local(format!(
+                        "s3://{}/{} is not gzip: {e}",
+                        item.bucket, item.key
+                    ))
+                })?;
+            data = plain;
+        }
+        let bodies = payloads(&data, b)
+            .map_err(|e| TransferError::Local(format!("s3://{}/{}: {e}", item.bucket, item.key)))?;
+        let answers: Vec<Slot> = bodies.iter().map(|_| Mutex::new(None)).collect();
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for conn in &connections {
+                let (bodies, answers, next, headers) = (&bodies, &answers, &next, &headers);
+                scope.spawn(move || loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n >= bodies.len() {
+                        return;
+                    }
+                    let mut conn = conn.lock().expect("lock");
+                    let answer =
+                        match exchange(&mut conn, "POST", "/invocations", headers, &bodies[n]) {
+                            Ok((200..=299, body)) => Ok(body),
+                            Ok((status, body)) => Err(format!(
+                                "status {status}: {}",
+                                String::from_utf8_lossy(&body)
+                            )),
+                            Err(e) => Err(e.to_string()),
+                        };
+                    let failed = answer.is_err();
+                    *answers[n].lock().expect("lock") = Some(answer);
+                    if failed {
+                        next.store(bodies.len(), std::sync::atomic::Ordering::Relaxed);
+                        return;
+                    }
+                });
+            }
+        });
+        let mut ordered = Vec::with_capacity(answers.len());
+        for a in answers {
+            match a.into_inner().expect("lock") {
+                Some(Ok(body)) => ordered.push(body),
+                Some(Err(e)) => {
+                    let line = format!(
+                        "cove: the model failed a request for s3://{}/{}: {e}\n",
+                        item.bucket, item.key
+                    );
+                    if let Ok(mut log) = std::fs::OpenOptions::new()
+                        .append(true)
+                        .create(true)
+                        .open(dir.join("container.log"))
+                    {
+                        let _ = log.write_all(line.as_bytes());
+                    }
+                    return Err(TransferError::Local(format!("model: {e}")));
+                }
+                None => return Err(TransferError::Local("model: a request was not sent".into())),
+            }
+        }
+        let output = dir.join("output");
+        std::fs::write(&output, assemble(&ordered, b.assemble_lines)).map_err(local)?;
+        c.put_file(&item.out_bucket, &item.out_key, &output)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn lines(multi: bool, max: usize) -> Batching {
+        Batching {
+            multi_record: multi,
+            max_payload: max,
+            concurrency: 1,
+            split_lines: true,
+            assemble_lines: true,
+        }
+    }
+
+    #[test]
+    fn records_are_split_by_line_and_batched_up_to_the_payload_limit() {
+        let data = b"1,2\n3,4\r\n\n5,6\n7,8";
+        assert_eq!(
+            payloads(data, &lines(false, 100)).unwrap(),
+            vec![
+                b"1,2".to_vec(),
+                b"3,4".to_vec(),
+                b"5,6".to_vec(),
+                b"7,8".to_vec()
+            ]
+        );
+        assert_eq!(
+            payloads(data, &lines(true, 7)).unwrap(),
+            vec![b"1,2\n3,4".to_vec(), b"5,6\n7,8".to_vec()]
+        );
+        assert_eq!(
+            payloads(data, &lines(true, 100)).unwrap(),
+            vec![b"1,2\n3,4\n5,6\n7,8".to_vec()]
+        );
+        assert!(payloads(b"123456", &lines(true, 3)).is_err());
+        let whole = Batching {
+            split_lines: false,
+            ..lines(true, 100)
+        };
+        assert_eq!(payloads(data, &whole).unwrap(), vec![data.to_vec()]);
+    }
+
+    #[test]
+    fn answers_are_assembled_in_order() {
+        let a = vec![b"x".to_vec(), b"y\n".to_vec()];
+        assert_eq!(assemble(&a, true), b"x\ny\n");
+        assert_eq!(assemble(&a, false), b"xy\n");
+    }
+
+    #[test]
+    fn batching_takes_the_request_then_the_container_then_defaults() {
+        let req = json!({"TransformInput": {"SplitType": "Line"}, "TransformOutput": {"AssembleWith": "Line"}});
+        let b = batching(&req, &Value::Null);
+        assert_eq!(
+            (b.multi_record, b.max_payload, b.concurrency),
+            (false, 6 * 1024 * 1024, 1)
+        );
+        let container = json!({"BatchStrategy": "MULTI_RECORD", "MaxPayloadInMB": 2, "MaxConcurrentTransforms": 4});
+        let b = batching(&req, &container);
+        assert_eq!(
+            (b.multi_record, b.max_payload, b.concurrency),
+            (true, 2 * 1024 * 1024, 4)
+        );
+        let req = json!({"BatchStrategy": "SingleRecord", "MaxConcurrentTransforms": 2});
+        let b = batching(&req, &container);
+        assert_eq!(
+            (
+                b.multi_record,
+                b.concurrency,
+                b.split_lines,
+                b.assemble_lines
+            ),
+            (false, 2, false, false)
+        );
+    }
+}

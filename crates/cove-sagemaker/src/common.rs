@@ -1,0 +1,301 @@
+//! What every SageMaker handler shares: AWS's validation error, the
+//! `VpcConfig` checks, list paging and sorting, and small request readers.
+
+use cove_model::jobs::JobKind;
+use cove_model::world::World;
+use cove_model::{AwsError, AwsResult};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeSet;
+
+pub fn validation(message: impl Into<String>) -> AwsError {
+    AwsError::client("ValidationException", message)
+}
+
+pub fn vpc_config(kind: JobKind, request: &Value) -> Option<&Value> {
+    match kind {
+        JobKind::Training => request.get("VpcConfig"),
+        JobKind::Processing => request
+            .get("NetworkConfig")
+            .and_then(|n| n.get("VpcConfig")),
+    }
+    .filter(|v| v.is_object())
+}
+
+pub fn network_isolation(kind: JobKind, request: &Value) -> bool {
+    let v = match kind {
+        JobKind::Training => request.get("EnableNetworkIsolation"),
+        JobKind::Processing => request
+            .get("NetworkConfig")
+            .and_then(|n| n.get("EnableNetworkIsolation")),
+    };
+    v.and_then(Value::as_bool).unwrap_or(false)
+}
+
+/// The items in order, each once.
+pub fn unique(items: Vec<String>) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    items
+        .into_iter()
+        .filter(|i| seen.insert(i.clone()))
+        .collect()
+}
+
+/// A page of an already ordered list: `MaxResults` (default `max`) from the
+/// position `NextToken` names, and the next `NextToken` when more remain.
+pub fn paged(input: &Value, items: Vec<Value>, key: &str, max: usize) -> Value {
+    let start: usize = input["NextToken"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let max = input["MaxResults"].as_u64().map_or(max, |m| m as usize);
+    let page: Vec<Value> = items.iter().skip(start).take(max).cloned().collect();
+    let mut out = serde_json::json!({ key: page });
+    if start + max < items.len() {
+        out["NextToken"] = serde_json::json!((start + max).to_string());
+    }
+    out
+}
+
+/// A Describe answer's start: the Create request echoed back, less its
+/// `Tags` (ListTags answers those).
+pub fn echoed(request: &Value) -> Map<String, Value> {
+    let mut out = request.as_object().cloned().unwrap_or_default();
+    out.remove("Tags");
+    out
+}
+
+/// The strings of a JSON array (an absent or non-array value has none).
+pub fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The subnets and security groups of a `VpcConfig`, checked against the
+/// account's VPCs: every id must exist in the region and the subnets must
+/// share one VPC with the groups.
+pub fn check_vpc_config(
+    world: &World,
+    region: &str,
+    config: &Value,
+) -> AwsResult<(Vec<String>, Vec<String>)> {
+    let subnets = strings(config.get("Subnets"));
+    let groups = strings(config.get("SecurityGroupIds"));
+    let missing: Vec<&String> = subnets
+        .iter()
+        .filter(|s| world.subnets.get(*s).is_none_or(|x| x.region != region))
+        .collect();
+    if !missing.is_empty() {
+        return Err(validation(format!(
+            "The subnet ID(s) {} do not exist.",
+            join_ids(&missing)
+        )));
+    }
+    let missing: Vec<&String> = groups
+        .iter()
+        .filter(|g| {
+            world
+                .security_groups
+                .get(*g)
+                .is_none_or(|x| x.region != region)
+        })
+        .collect();
+    if !missing.is_empty() {
+        return Err(validation(format!(
+            "The security group ID(s) {} do not exist.",
+            join_ids(&missing)
+        )));
+    }
+    let vpcs: BTreeSet<&str> = subnets
+        .iter()
+        .filter_map(|s| world.subnets.get(s))
+        .map(|s| s.vpc_id.as_str())
+        .collect();
+    if vpcs.len() > 1 {
+        return Err(validation(format!(
+            "Subnets {} are not in the same VPC.",
+            join_ids(&subnets.iter().collect::<Vec<_>>())
+        )));
+    }
+    let vpc = vpcs.into_iter().next().unwrap_or_default();
+    let foreign: Vec<&String> = groups
+        .iter()
+        .filter(|g| {
+            world
+                .security_groups
+                .get(*g)
+                .is_some_and(|x| x.vpc_id != vpc)
+        })
+        .collect();
+    if !foreign.is_empty() {
+        return Err(validation(format!(
+            "Security group(s) {} do not belong to the VPC {vpc} of the subnets.",
+            join_ids(&foreign)
+        )));
+    }
+    Ok((subnets, groups))
+}
+
+fn join_ids(ids: &[&String]) -> String {
+    format!(
+        "[{}]",
+        ids.iter()
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// Checks a Create request beyond its schema and builds the stored job.
+pub fn seconds_between(start: &str, end: &str) -> i64 {
+    let parse = |s: &str| {
+        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+    };
+    match (parse(start), parse(end)) {
+        (Some(a), Some(b)) => (b - a).whole_seconds().max(1),
+        _ => 1,
+    }
+}
+
+fn time_of(v: &Value) -> Option<time::OffsetDateTime> {
+    match v {
+        Value::Number(n) => n
+            .as_f64()
+            .and_then(|f| time::OffsetDateTime::from_unix_timestamp_nanos((f * 1e9) as i128).ok()),
+        Value::String(s) => {
+            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+        }
+        _ => None,
+    }
+}
+
+/// One listable item: what the List operations filter and sort on.
+pub struct Row<'a> {
+    pub name: &'a str,
+    pub created: &'a str,
+    pub modified: &'a str,
+    pub status: &'a str,
+    pub summary: Value,
+}
+
+/// A List answer: `NameContains`, `StatusEquals`, creation and modification
+/// time bounds, `SortBy` (`Name`, `CreationTime`, `Status`), `SortOrder`
+/// (default `Descending`), `MaxResults` (default 10) and `NextToken`.
+pub fn page(input: &Value, rows: Vec<Row>, list_key: &str) -> AwsResult<Value> {
+    let name_contains = input["NameContains"]
+        .as_str()
+        .unwrap_or_default()
+        .to_lowercase();
+    let status = input["StatusEquals"].as_str();
+    let bound = |k: &str| input.get(k).and_then(time_of);
+    let parse = |s: &str| time_of(&json!(s));
+    let (created_after, created_before) = (bound("CreationTimeAfter"), bound("CreationTimeBefore"));
+    let (modified_after, modified_before) = (
+        bound("LastModifiedTimeAfter"),
+        bound("LastModifiedTimeBefore"),
+    );
+    let mut rows: Vec<Row> = rows
+        .into_iter()
+        .filter(|r| r.name.to_lowercase().contains(&name_contains))
+        .filter(|r| status.is_none_or(|s| r.status == s))
+        .filter(|r| {
+            let c = parse(r.created);
+            let m = parse(r.modified);
+            created_after.is_none_or(|t| c > Some(t))
+                && created_before.is_none_or(|t| c < Some(t))
+                && modified_after.is_none_or(|t| m > Some(t))
+                && modified_before.is_none_or(|t| m < Some(t))
+        })
+        .collect();
+    match input["SortBy"].as_str().unwrap_or("CreationTime") {
+        "Name" => rows.sort_by(|a, b| a.name.cmp(b.name)),
+        "Status" => rows.sort_by(|a, b| a.status.cmp(b.status).then(a.name.cmp(b.name))),
+        _ => rows.sort_by(|a, b| a.created.cmp(b.created).then(a.name.cmp(b.name))),
+    }
+    if input["SortOrder"].as_str().unwrap_or("Descending") == "Descending" {
+        rows.reverse();
+    }
+    let start: usize = match input["NextToken"].as_str() {
+        None => 0,
+        Some(t) => t
+            .parse()
+            .map_err(|_| validation("Invalid pagination token."))?,
+    };
+    let max = input["MaxResults"].as_u64().unwrap_or(10) as usize;
+    let total = rows.len();
+    let items: Vec<Value> = rows
+        .into_iter()
+        .skip(start)
+        .take(max)
+        .map(|r| r.summary)
+        .collect();
+    let mut out = json!({ list_key: items });
+    if start + max < total {
+        out["NextToken"] = json!((start + max).to_string());
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rows<'a>(items: &'a [(&'a str, &'a str, &'a str)]) -> Vec<Row<'a>> {
+        items
+            .iter()
+            .map(|(name, created, status)| Row {
+                name,
+                created,
+                modified: created,
+                status,
+                summary: json!(name),
+            })
+            .collect()
+    }
+
+    const ITEMS: &[(&str, &str, &str)] = &[
+        ("b-job", "2026-11-24T10:00:02Z", "Completed"),
+        ("a-job", "2026-11-24T10:00:01Z", "Failed"),
+        ("c-other", "2026-11-24T10:00:03Z", "Completed"),
+    ];
+
+    #[test]
+    fn lists_newest_first_by_default_and_filter() {
+        let out = page(&json!({}), rows(ITEMS), "Items").unwrap();
+        assert_eq!(out, json!({"Items": ["c-other", "b-job", "a-job"]}));
+        let out = page(
+            &json!({"NameContains": "JOB", "StatusEquals": "Completed"}),
+            rows(ITEMS),
+            "Items",
+        )
+        .unwrap();
+        assert_eq!(out, json!({"Items": ["b-job"]}));
+        let out = page(
+            &json!({"CreationTimeAfter": 1795514401.5, "SortBy": "Name", "SortOrder": "Ascending"}),
+            rows(ITEMS),
+            "Items",
+        )
+        .unwrap();
+        assert_eq!(out, json!({"Items": ["b-job", "c-other"]}));
+    }
+
+    #[test]
+    fn pages_carry_a_token_until_the_end() {
+        let first = page(&json!({"MaxResults": 2}), rows(ITEMS), "Items").unwrap();
+        assert_eq!(first["Items"], json!(["c-other", "b-job"]));
+        let token = first["NextToken"].as_str().unwrap();
+        let second = page(
+            &json!({"MaxResults": 2, "NextToken": token}),
+            rows(ITEMS),
+            "Items",
+        )
+        .unwrap();
+        assert_eq!(second, json!({"Items": ["a-job"]}));
+        assert!(page(&json!({"NextToken": "x"}), rows(ITEMS), "Items").is_err());
+    }
+}
