@@ -283,7 +283,7 @@ pub fn drop_eni(tx: &mut Tx, id: &str) {
         .cloned()
         .collect();
     for mut a in addresses {
-        if crate::managed::is_managed(&tx.world, &a.allocation_id) {
+        if crate::managed::managed_by(&tx.world, &a.allocation_id).is_some() {
             tx.delete::<Address>(&a.allocation_id);
             tx.set_tags(&a.allocation_id, Default::default());
             continue;

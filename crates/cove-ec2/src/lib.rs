@@ -23,8 +23,8 @@ use cove_model::{AwsError, AwsResult};
 use cove_store::Store;
 use cove_wire::{model::ServiceModel, Protocol, RequestContext, Service};
 pub use managed::{
-    create_studio_nfs_groups, delete_managed_groups, ensure_studio_network, give_public_address,
-    MANAGED_TAG,
+    delete_managed_groups, ensure_service_network, give_public_address, managed_by, ServiceNetwork,
+    MANAGED_TAG_KEY,
 };
 use serde_json::Value;
 use std::sync::Arc;

@@ -1,76 +1,31 @@
-//! Networks and groups Cove's other services make in the customer's
-//! account, as AWS's do: a Studio domain's NFS security groups, and the
-//! managed network where `PublicInternetOnly` Studio apps run (AWS runs
-//! them in a service VPC with internet access; Cove's is a real VPC,
-//! tagged `cove:managed=sagemaker-studio`, so every rule of the data plane
-//! applies to it too).
+//! What EC2 offers Cove's other services for the resources they manage,
+//! with no knowledge of those services: a service network (a real VPC with
+//! one public subnet behind an internet gateway and a group that lets
+//! everything out and nothing in, tagged `cove:managed=<owner>`, so every
+//! rule of the data plane applies to it too), Elastic IPs for managed ENIs,
+//! and the removal of groups a service made. What goes into a service's
+//! network is the service's business (Studio's lives in the binary's
+//! wiring, see `crates/cove/src/studio_network.rs`).
 
 use cove_model::ids::new_id;
-use cove_model::vpc::{Address, AddressAssociation, SecurityGroup, SgPeer, SgRule};
+use cove_model::vpc::{Address, AddressAssociation, SecurityGroup, SgPeer};
 use cove_model::{region, AwsError, AwsResult};
 use cove_store::Tx;
 
-/// The tag that marks Cove's managed Studio network.
-pub const MANAGED_TAG: (&str, &str) = ("cove:managed", "sagemaker-studio");
-const STUDIO_CIDR: &str = "10.255.0.0/16";
-const STUDIO_SUBNET: &str = "10.255.0.0/20";
-const STUDIO_GROUP: &str = "sagemaker-studio-apps";
+/// The tag key that marks what a service manages; its value names the owner.
+pub const MANAGED_TAG_KEY: &str = "cove:managed";
 
-/// The two groups a SageMaker Studio domain makes in its VPC for the home
-/// file system: `security-group-for-inbound-nfs-<domain>` admits TCP 2049
-/// from the outbound group, and `security-group-for-outbound-nfs-<domain>`
-/// sends TCP 2049 to the inbound group (and nothing else). Returns
-/// (inbound, outbound).
-pub fn create_studio_nfs_groups(
-    tx: &mut cove_store::Tx,
-    region: &str,
-    account: &str,
-    vpc_id: &str,
-    domain_id: &str,
-) -> (String, String) {
-    let (inbound, outbound) = (cove_model::ids::new_id("sg"), cove_model::ids::new_id("sg"));
-    let nfs = |peer: &str| SgRule {
-        id: cove_model::ids::new_id("sgr"),
-        protocol: "tcp".into(),
-        from_port: Some(2049),
-        to_port: Some(2049),
-        peer: SgPeer::Group {
-            group_id: peer.to_string(),
-            user_id: account.to_string(),
-        },
-        description: None,
-    };
-    for (id, direction, peer) in [
-        (&inbound, "inbound", &outbound),
-        (&outbound, "outbound", &inbound),
-    ] {
-        let rule = nfs(peer);
-        let (ingress, egress) = match direction {
-            "inbound" => (vec![rule], vec![]),
-            _ => (vec![], vec![rule]),
-        };
-        tx.put(SecurityGroup {
-            id: id.clone(),
-            region: region.to_string(),
-            vpc_id: vpc_id.to_string(),
-            name: format!("security-group-for-{direction}-nfs-{domain_id}"),
-            description: format!(
-                "[DO NOT DELETE] Security Group that allows {direction} NFS traffic for SageMaker Notebooks Domain [{domain_id}]"
-            ),
-            ingress,
-            egress,
-        });
-        tx.set_tags(
-            id,
-            [(
-                "ManagedByAmazonSageMakerResource".to_string(),
-                format!("arn:aws:sagemaker:{region}:{account}:domain/{domain_id}"),
-            )]
-            .into_iter()
-            .collect(),
-        );
-    }
-    (inbound, outbound)
+/// A service network, as the service that owns it describes it.
+#[derive(Debug, Clone)]
+pub struct ServiceNetwork<'a> {
+    /// The value of `cove:managed` on everything made (`sagemaker-studio`).
+    pub owner: &'a str,
+    pub vpc_cidr: &'a str,
+    pub subnet_cidr: &'a str,
+    pub group_name: &'a str,
+    pub group_description: &'a str,
+    /// The `Name` tag of the VPC, subnet and gateway.
+    pub display_name: &'a str,
 }
 
 /// Deletes groups a service made, when no ENI still uses them.
@@ -88,30 +43,31 @@ pub fn delete_managed_groups(tx: &mut cove_store::Tx, ids: &[String]) {
     }
 }
 
-/// Whether a resource carries Cove's managed tag.
-pub fn is_managed(world: &cove_model::world::World, id: &str) -> bool {
-    world.tags_of(id).get(MANAGED_TAG.0).map(String::as_str) == Some(MANAGED_TAG.1)
+/// Which service manages the resource, if one does.
+pub fn managed_by(world: &cove_model::world::World, id: &str) -> Option<String> {
+    world.tags_of(id).get(MANAGED_TAG_KEY).cloned()
 }
 
-fn managed_tag() -> cove_model::world::Tags {
-    [(MANAGED_TAG.0.to_string(), MANAGED_TAG.1.to_string())]
+fn managed_tag(owner: &str) -> cove_model::world::Tags {
+    [(MANAGED_TAG_KEY.to_string(), owner.to_string())]
         .into_iter()
         .collect()
 }
 
-/// The managed Studio network of a region, made on first use: a VPC with
-/// one public subnet, an internet gateway and a default route to it, and a
-/// group that lets apps out and nothing in. Returns (subnet, group).
-pub fn ensure_studio_network(
+/// `spec`'s network in a region, made on first use: a VPC with one public
+/// subnet, an internet gateway and a default route to it, and a group that
+/// lets everything out and nothing in. Returns (subnet, group).
+pub fn ensure_service_network(
     tx: &mut Tx,
     region: &str,
     account: &str,
+    spec: &ServiceNetwork,
 ) -> AwsResult<(String, String)> {
     let existing = tx
         .world
         .vpcs
         .values()
-        .find(|v| v.region == region && is_managed(&tx.world, &v.id))
+        .find(|v| v.region == region && managed_by(&tx.world, &v.id).as_deref() == Some(spec.owner))
         .cloned();
     let vpc = match existing {
         Some(v) => v,
@@ -120,7 +76,9 @@ pub fn ensure_studio_network(
                 tx,
                 region,
                 account,
-                STUDIO_CIDR.parse().expect("constant"),
+                spec.vpc_cidr.parse().map_err(|_| {
+                    AwsError::invalid_parameter_value(format!("Bad CIDR {}", spec.vpc_cidr))
+                })?,
                 false,
             );
             let (zone, zone_id) = region::zones(region).into_iter().next().ok_or_else(|| {
@@ -129,7 +87,9 @@ pub fn ensure_studio_network(
             let subnet = crate::subnets::create_subnet_tx(
                 tx,
                 &vpc,
-                STUDIO_SUBNET.parse().expect("constant"),
+                spec.subnet_cidr.parse().map_err(|_| {
+                    AwsError::invalid_parameter_value(format!("Bad CIDR {}", spec.subnet_cidr))
+                })?,
                 &zone,
                 &zone_id,
                 false,
@@ -139,17 +99,16 @@ pub fn ensure_studio_network(
                 id: new_id("sg"),
                 region: region.to_string(),
                 vpc_id: vpc.id.clone(),
-                name: STUDIO_GROUP.into(),
-                description: "Studio apps in Cove's managed network: all traffic out, nothing in"
-                    .into(),
+                name: spec.group_name.into(),
+                description: spec.group_description.into(),
                 ingress: vec![],
                 egress: vec![crate::security_groups::all_traffic_rule(SgPeer::Cidr {
                     cidr: "0.0.0.0/0".into(),
                 })],
             });
             for id in [&vpc.id, &subnet.id, &igw] {
-                let mut tags = managed_tag();
-                tags.insert("Name".into(), "SageMaker Studio (Cove-managed)".into());
+                let mut tags = managed_tag(spec.owner);
+                tags.insert("Name".into(), spec.display_name.into());
                 tx.set_tags(id, tags);
             }
             vpc
@@ -162,22 +121,23 @@ pub fn ensure_studio_network(
         .find(|s| s.vpc_id == vpc.id)
         .map(|s| s.id.clone())
         .ok_or_else(|| {
-            AwsError::invalid_parameter_value("Cove's managed Studio network has no subnet")
+            AwsError::invalid_parameter_value(format!("The {} network has no subnet", spec.owner))
         })?;
     let group = tx
         .world
         .security_groups
         .values()
-        .find(|g| g.vpc_id == vpc.id && g.name == STUDIO_GROUP)
+        .find(|g| g.vpc_id == vpc.id && g.name == spec.group_name)
         .map(|g| g.id.clone())
         .ok_or_else(|| {
-            AwsError::invalid_parameter_value("Cove's managed Studio network has no group")
+            AwsError::invalid_parameter_value(format!("The {} network has no group", spec.owner))
         })?;
     Ok((subnet, group))
 }
 
-/// Allocates an Elastic IP for a managed ENI and associates it.
-pub fn give_public_address(tx: &mut Tx, eni_id: &str, _account: &str) -> AwsResult<()> {
+/// Allocates an Elastic IP for a managed ENI and associates it; it goes
+/// when the ENI does.
+pub fn give_public_address(tx: &mut Tx, eni_id: &str, owner: &str) -> AwsResult<()> {
     let eni = tx
         .world
         .network_interfaces
@@ -203,7 +163,7 @@ pub fn give_public_address(tx: &mut Tx, eni_id: &str, _account: &str) -> AwsResu
             private_ip: eni.private_ip.clone(),
         }),
     };
-    tx.set_tags(&address.allocation_id, managed_tag());
+    tx.set_tags(&address.allocation_id, managed_tag(owner));
     tx.put(address);
     Ok(())
 }

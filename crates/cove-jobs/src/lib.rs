@@ -39,11 +39,32 @@ pub(crate) const REQUESTER: &str = "sagemaker.amazonaws.com";
 /// How long the execution role's session lasts: long enough for any job.
 const SESSION_SECONDS: i64 = 43_200;
 
+/// Where `PublicInternetOnly` Studio apps get their network (on AWS, a
+/// service VPC with internet access). The binary wires Cove's; the drivers
+/// know only this.
+pub trait PublicAppNetwork: Send + Sync {
+    /// The subnet and security group for an app's ENI, made on first use.
+    fn subnet_and_group(
+        &self,
+        tx: &mut cove_store::Tx,
+        region: &str,
+        account: &str,
+    ) -> cove_model::AwsResult<(String, String)>;
+    /// A public address for the app's ENI, released with it.
+    fn give_public_address(
+        &self,
+        tx: &mut cove_store::Tx,
+        eni_id: &str,
+    ) -> cove_model::AwsResult<()>;
+}
+
+/// The drivers of jobs and Studio apps, and what they share.
 pub struct Supervisor {
     pub(crate) store: Arc<Store>,
     pub(crate) logs: Arc<LogsService>,
     pub(crate) sts: Arc<StsService>,
     pub(crate) settings: Settings,
+    pub(crate) public_network: Arc<dyn PublicAppNetwork>,
     workers: Workers,
 }
 
@@ -53,12 +74,14 @@ impl Supervisor {
         logs: Arc<LogsService>,
         sts: Arc<StsService>,
         settings: Settings,
+        public_network: Arc<dyn PublicAppNetwork>,
     ) -> Arc<Supervisor> {
         Arc::new(Supervisor {
             store,
             logs,
             sts,
             settings,
+            public_network,
             workers: Workers::default(),
         })
     }

@@ -6,7 +6,7 @@
 //!   domain's outbound NFS group, so the app reaches exactly what the VPC
 //!   allows.
 //! - **`PublicInternetOnly`:** the ENI goes in Cove's own managed network
-//!   instead (see [`cove_ec2::ensure_studio_network`]), a public subnet
+//!   instead (see [`crate::PublicAppNetwork`]), a public subnet
 //!   behind an internet gateway, and the app gets an Elastic IP.
 //!
 //! Either way the process runs under the container runtime:
@@ -134,7 +134,7 @@ impl Supervisor {
                     (subnet, cove_sagemaker::common::unique(groups))
                 } else {
                     let (subnet, group) =
-                        cove_ec2::ensure_studio_network(tx, &app.region, &app.account_id)?;
+                        self.public_network.subnet_and_group(tx, &app.region, &app.account_id)?;
                     (subnet, vec![group])
                 };
                 if groups.len() > 5 {
@@ -145,7 +145,7 @@ impl Supervisor {
                 }
                 let eni = cove_ec2::create_managed_eni(tx, &subnet, groups, description.clone(), REQUESTER)?;
                 if !vpc_only {
-                    cove_ec2::give_public_address(tx, &eni.id, &app.account_id)?;
+                    self.public_network.give_public_address(tx, &eni.id)?;
                 }
                 app.eni_id = Some(eni.id);
                 tx.put(app);

@@ -140,8 +140,7 @@ pub fn create_domain(
             ));
         }
         let vpc = input["VpcId"].as_str().unwrap_or_default();
-        let (inbound, outbound) =
-            cove_ec2::create_studio_nfs_groups(tx, &ctx.region, ctx.account_id(), vpc, &id);
+        let (inbound, outbound) = create_nfs_groups(tx, &ctx.region, ctx.account_id(), vpc, &id);
         let now = now_rfc3339();
         tx.put(StudioDomain {
             id: id.clone(),
@@ -686,6 +685,63 @@ pub fn check(key: &[u8], token: &str, purpose: &str, domain: &str, profile: &str
     let fields = verify(key, token, purpose, unix_now())?;
     (fields[0] == domain && fields[1] == profile)
         .then(|| fields.get(4).and_then(|s| s.parse().ok()).unwrap_or(0))
+}
+
+/// The two groups a SageMaker Studio domain makes in its VPC for the home
+/// file system: `security-group-for-inbound-nfs-<domain>` admits TCP 2049
+/// from the outbound group, and `security-group-for-outbound-nfs-<domain>`
+/// sends TCP 2049 to the inbound group (and nothing else). Returns
+/// (inbound, outbound).
+fn create_nfs_groups(
+    tx: &mut cove_store::Tx,
+    region: &str,
+    account: &str,
+    vpc_id: &str,
+    domain_id: &str,
+) -> (String, String) {
+    let (inbound, outbound) = (cove_model::ids::new_id("sg"), cove_model::ids::new_id("sg"));
+    let nfs = |peer: &str| cove_model::vpc::SgRule {
+        id: cove_model::ids::new_id("sgr"),
+        protocol: "tcp".into(),
+        from_port: Some(2049),
+        to_port: Some(2049),
+        peer: cove_model::vpc::SgPeer::Group {
+            group_id: peer.to_string(),
+            user_id: account.to_string(),
+        },
+        description: None,
+    };
+    for (id, direction, peer) in [
+        (&inbound, "inbound", &outbound),
+        (&outbound, "outbound", &inbound),
+    ] {
+        let rule = nfs(peer);
+        let (ingress, egress) = match direction {
+            "inbound" => (vec![rule], vec![]),
+            _ => (vec![], vec![rule]),
+        };
+        tx.put(cove_model::vpc::SecurityGroup {
+            id: id.clone(),
+            region: region.to_string(),
+            vpc_id: vpc_id.to_string(),
+            name: format!("security-group-for-{direction}-nfs-{domain_id}"),
+            description: format!(
+                "[DO NOT DELETE] Security Group that allows {direction} NFS traffic for SageMaker Notebooks Domain [{domain_id}]"
+            ),
+            ingress,
+            egress,
+        });
+        tx.set_tags(
+            id,
+            [(
+                "ManagedByAmazonSageMakerResource".to_string(),
+                format!("arn:aws:sagemaker:{region}:{account}:domain/{domain_id}"),
+            )]
+            .into_iter()
+            .collect(),
+        );
+    }
+    (inbound, outbound)
 }
 
 #[cfg(test)]

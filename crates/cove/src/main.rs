@@ -7,6 +7,7 @@ mod https;
 mod listeners;
 mod reach;
 mod server;
+mod studio_network;
 mod studio_proxy;
 mod watch;
 
