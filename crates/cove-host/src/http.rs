@@ -1,93 +1,184 @@
-//! HTTP to a serving container on 127.0.0.1:8080 inside its network
-//! namespace: `/ping` and the `/invocations` of batch transform and the
-//! recommender.
+//! HTTP/1.1 client connections on hyper, for the job drivers: to a serving
+//! container on 127.0.0.1:8080 inside its network namespace (`/ping`,
+//! `/execution-parameters`, `/invocations` of batch transform and the
+//! recommender), and to S3 from a job host's network ([`crate::s3`]).
+//!
+//! The drivers are plain threads, so a [`Connection`] carries its own
+//! single-threaded tokio runtime and blocks on it. The socket is opened from
+//! the thread (and so the network namespace) that calls
+//! [`Connection::open`]; once open it stays in that namespace whichever
+//! thread drives it.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// The port a serving container listens on (the SageMaker contract).
 pub const SERVING_PORT: u16 = 8080;
 
-/// One HTTP/1.1 request on a kept-alive connection to a serving container.
-pub fn exchange(
-    stream: &mut BufReader<TcpStream>,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> std::io::Result<(u16, Vec<u8>)> {
-    let mut head = format!(
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        head.push_str(&format!("{k}: {v}\r\n"));
+/// How long a transform or benchmark request may take to be answered.
+const INVOCATION_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// A request body: bytes in memory or a stream (a file being uploaded).
+pub type Body = BoxBody<Bytes, io::Error>;
+
+/// A body of bytes already in memory.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// One kept-alive HTTP/1.1 connection.
+pub struct Connection {
+    runtime: tokio::runtime::Runtime,
+    sender: SendRequest<Body>,
+    /// `Host` for requests that do not set it.
+    authority: String,
+}
+
+fn timed_out(what: &str) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, format!("{what} timed out"))
+}
+
+impl Connection {
+    /// Connects to `addr` from the calling thread's network namespace.
+    pub fn open(addr: SocketAddr, connect_timeout: Duration) -> io::Result<Connection> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
+        let sender = runtime.block_on(async {
+            let stream =
+                tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr))
+                    .await
+                    .map_err(|_| timed_out(&format!("connecting to {addr}")))??;
+            stream.set_nodelay(true)?;
+            let (sender, connection) = http1::handshake(TokioIo::new(stream))
+                .await
+                .map_err(io::Error::other)?;
+            // Driven whenever the runtime is, that is during each request.
+            tokio::spawn(async move {
+                let _ = connection.await;
+            });
+            Ok::<_, io::Error>(sender)
+        })?;
+        Ok(Connection {
+            runtime,
+            sender,
+            authority: addr.to_string(),
+        })
     }
-    head.push_str("\r\n");
-    let s = stream.get_mut();
-    s.write_all(head.as_bytes())?;
-    s.write_all(body)?;
-    let mut line = String::new();
-    stream.read_line(&mut line)?;
-    let status: u16 = line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
-    let mut length = None;
-    loop {
-        line.clear();
-        stream.read_line(&mut line)?;
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
+
+    /// Connects to the serving container inside the namespace at
+    /// `netns_path` (`/run/netns/<name>` or `/proc/<pid>/ns/net`).
+    pub fn to_container(netns_path: &str, connect_timeout: Duration) -> io::Result<Connection> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], SERVING_PORT));
+        let mut c = cove_net::netns::run_in_path(netns_path, move || {
+            Connection::open(addr, connect_timeout)
+        })??;
+        c.authority = "localhost".into();
+        Ok(c)
+    }
+
+    /// Sends `request` and waits up to `timeout` for the response head;
+    /// `Host` is added when the request has none.
+    pub fn send(
+        &mut self,
+        mut request: Request<Body>,
+        timeout: Duration,
+    ) -> io::Result<Response<Incoming>> {
+        if !request.headers().contains_key(hyper::header::HOST) {
+            let host = self.authority.parse().map_err(io::Error::other)?;
+            request.headers_mut().insert(hyper::header::HOST, host);
         }
-        if let Some((k, v)) = l.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse::<usize>().ok();
+        let sender = &mut self.sender;
+        self.runtime.block_on(async {
+            tokio::time::timeout(timeout, async {
+                sender.ready().await.map_err(io::Error::other)?;
+                sender.send_request(request).await.map_err(io::Error::other)
+            })
+            .await
+            .map_err(|_| timed_out("waiting for the response"))?
+        })
+    }
+
+    /// Reads a response body to its end, whatever its framing (length or
+    /// chunked).
+    pub fn read_body(&mut self, body: Incoming) -> io::Result<Bytes> {
+        self.runtime.block_on(async {
+            body.collect()
+                .await
+                .map(|b| b.to_bytes())
+                .map_err(io::Error::other)
+        })
+    }
+
+    /// Streams a response body into `out`, chunk by chunk; returns its length.
+    pub fn copy_body(&mut self, mut body: Incoming, out: &mut impl io::Write) -> io::Result<u64> {
+        self.runtime.block_on(async {
+            let mut n = 0u64;
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(io::Error::other)?;
+                if let Ok(data) = frame.into_data() {
+                    out.write_all(&data)?;
+                    n += data.len() as u64;
+                }
             }
-        }
+            Ok(n)
+        })
     }
-    let mut out = Vec::new();
-    match length {
-        Some(n) => {
-            out.resize(n, 0);
-            stream.read_exact(&mut out)?;
-        }
-        None => {
-            stream.read_to_end(&mut out)?;
-        }
+
+    /// Runs `f` on this connection's runtime (to build a streaming body
+    /// that needs one, such as a tokio file).
+    pub fn block_on<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        self.runtime.block_on(f)
     }
-    Ok((status, out))
+
+    /// One request with a body in memory, answered with its status and
+    /// whole body.
+    pub fn exchange(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> io::Result<(u16, Vec<u8>)> {
+        let mut request = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let request = request
+            .body(full(body.to_vec()))
+            .map_err(io::Error::other)?;
+        let response = self.send(request, INVOCATION_TIMEOUT)?;
+        let status = response.status().as_u16();
+        let body = self.read_body(response.into_body())?;
+        Ok((status, body.to_vec()))
+    }
 }
 
-/// Opens a connection to the serving container from inside its namespace.
-pub fn connect(netns_path: &str) -> std::io::Result<BufReader<TcpStream>> {
-    let s = cove_net::netns::run_in_path(netns_path, || {
-        TcpStream::connect(("127.0.0.1", SERVING_PORT))
-    })??;
-    s.set_read_timeout(Some(Duration::from_secs(600)))?;
-    s.set_nodelay(true)?;
-    Ok(BufReader::new(s))
+/// A connection to the serving container inside the namespace at
+/// `netns_path`, for transform and the recommender.
+pub fn connect(netns_path: &str) -> io::Result<Connection> {
+    Connection::to_container(netns_path, Duration::from_secs(5))
 }
 
-/// `GET /ping` on 127.0.0.1:8080 inside the namespace at `netns_path`.
+/// `GET /ping` on the serving container inside the namespace at
+/// `netns_path`: whether it answered 200 within 2 s.
 pub fn ping(netns_path: &str) -> bool {
-    cove_net::netns::run_in_path(netns_path, || {
-        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], SERVING_PORT));
-        let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500))
-        else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-        if s.write_all(b"GET /ping HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
-            .is_err()
-        {
-            return false;
-        }
-        let mut head = [0u8; 12];
-        s.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
-    })
-    .unwrap_or(false)
+    let Ok(mut c) = Connection::to_container(netns_path, Duration::from_millis(500)) else {
+        return false;
+    };
+    let Ok(request) = Request::get("/ping").body(full(Bytes::new())) else {
+        return false;
+    };
+    c.send(request, Duration::from_secs(2))
+        .is_ok_and(|r| r.status() == hyper::StatusCode::OK)
 }

@@ -1,21 +1,28 @@
 //! Moving job data between S3 and a job's instance, as SageMaker's agent
-//! does: plain S3 REST calls signed with the execution role's session. The
-//! caller runs these on a thread that entered the job's ENI namespace, so the
+//! does: S3 REST calls signed with the execution role's session. The caller
+//! runs these on a thread that entered the job's ENI namespace, so the
 //! packets leave through the ENI and the VPC's routes, ACLs, security groups
 //! and endpoint policies decide whether they arrive.
+//!
+//! The requests are presigned by `rusty-s3` (SigV4 in the query, the session
+//! token included) and sent over a hyper [`Connection`] opened from the
+//! caller's namespace; list responses are parsed by `rusty-s3` too.
 
-use cove_wire::sigv4;
-use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
-use std::io::Read;
+use crate::http::{self, Connection};
+use bytes::Bytes;
+use futures::TryStreamExt;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use hyper::Request;
+use rusty_s3::{Bucket, S3Action, UrlStyle};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-/// Characters SigV4 leaves unencoded in a URI: `A-Za-z0-9-_.~`.
-const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'.')
-    .remove(b'~');
+/// How long a presigned request stays valid: it is sent at once.
+const SIGNATURE_LIFETIME: Duration = Duration::from_secs(900);
+/// How long S3 may take to start answering.
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 pub enum TransferError {
@@ -67,142 +74,126 @@ pub fn transfer_failure(e: TransferError, network_message: &str) -> String {
 pub use cove_model::s3_uri::parse_s3_uri;
 
 pub struct S3Client {
-    agent: ureq::Agent,
-    /// `host[:port]` of S3 as the instance reaches it.
-    host: String,
+    /// S3 as the instance reaches it.
+    addr: SocketAddr,
+    endpoint: url::Url,
     region: String,
-    credentials: Credentials,
+    credentials: rusty_s3::Credentials,
+    connect_timeout: Duration,
+}
+
+fn network(e: impl std::fmt::Display) -> TransferError {
+    TransferError::Network(e.to_string())
+}
+
+fn local(e: impl std::fmt::Display) -> TransferError {
+    TransferError::Local(e.to_string())
 }
 
 impl S3Client {
+    /// A client for S3 at `host` (`ip` or `ip:port`).
     pub fn new(
         host: &str,
         region: &str,
         credentials: Credentials,
         connect_timeout: Duration,
-    ) -> S3Client {
-        let config = ureq::Agent::config_builder()
-            .timeout_connect(Some(connect_timeout))
-            .timeout_recv_response(Some(Duration::from_secs(60)))
-            .http_status_as_error(false)
-            .build();
-        S3Client {
-            agent: ureq::Agent::new_with_config(config),
-            host: host.to_string(),
+    ) -> Result<S3Client, TransferError> {
+        let addr = host
+            .parse::<SocketAddr>()
+            .or_else(|_| format!("{host}:80").parse())
+            .map_err(|_| local(format!("S3 address {host:?} is not ip[:port]")))?;
+        let endpoint = format!("http://{host}").parse().map_err(local)?;
+        let credentials = match credentials.session_token {
+            Some(token) => rusty_s3::Credentials::new_with_token(
+                credentials.access_key,
+                credentials.secret_key,
+                token,
+            ),
+            None => rusty_s3::Credentials::new(credentials.access_key, credentials.secret_key),
+        };
+        Ok(S3Client {
+            addr,
+            endpoint,
             region: region.to_string(),
             credentials,
-        }
-    }
-
-    fn path(bucket: &str, key: &str) -> String {
-        let key: Vec<String> = key
-            .split('/')
-            .map(|s| utf8_percent_encode(s, UNRESERVED).to_string())
-            .collect();
-        format!("/{bucket}/{}", key.join("/"))
-    }
-
-    /// The signed headers for one request (the body is sent unsigned, as S3 allows).
-    fn signed_headers(&self, method: &str, path: &str, query: &str) -> Vec<(String, String)> {
-        let mut headers = vec![
-            ("host".to_string(), self.host.clone()),
-            (
-                "x-amz-content-sha256".to_string(),
-                "UNSIGNED-PAYLOAD".to_string(),
-            ),
-        ];
-        if let Some(token) = &self.credentials.session_token {
-            headers.push(("x-amz-security-token".to_string(), token.clone()));
-        }
-        sigv4::sign_headers(
-            &mut headers,
-            method,
-            path,
-            query,
-            "UNSIGNED-PAYLOAD",
-            &self.credentials.access_key,
-            &self.credentials.secret_key,
-            &self.region,
-            "s3",
-        );
-        // The HTTP client sets Host itself, from the URL.
-        headers.retain(|(k, _)| k != "host");
-        headers
-    }
-
-    fn url(&self, path: &str, query: &str) -> String {
-        if query.is_empty() {
-            format!("http://{}{path}", self.host)
-        } else {
-            format!("http://{}{path}?{query}", self.host)
-        }
-    }
-
-    fn check(
-        response: ureq::http::Response<ureq::Body>,
-    ) -> Result<ureq::http::Response<ureq::Body>, TransferError> {
-        let status = response.status().as_u16();
-        if status < 300 {
-            return Ok(response);
-        }
-        let mut body = String::new();
-        let _ = response
-            .into_body()
-            .into_reader()
-            .take(64 * 1024)
-            .read_to_string(&mut body);
-        Err(TransferError::Service {
-            status,
-            code: xml_text(&body, "Code").unwrap_or_else(|| format!("HTTP{status}")),
-            message: xml_text(&body, "Message").unwrap_or_default(),
+            connect_timeout,
         })
     }
 
-    fn network(e: ureq::Error) -> TransferError {
-        TransferError::Network(e.to_string())
+    fn bucket(&self, name: &str) -> Result<Bucket, TransferError> {
+        Bucket::new(
+            self.endpoint.clone(),
+            UrlStyle::Path,
+            name.to_string(),
+            self.region.clone(),
+        )
+        .map_err(local)
+    }
+
+    /// Sends one presigned request on a fresh connection; an S3 error
+    /// answer becomes [`TransferError::Service`].
+    fn call(
+        &self,
+        method: &str,
+        url: url::Url,
+        body: impl FnOnce(&Connection) -> Result<(http::Body, Option<u64>), TransferError>,
+    ) -> Result<(Connection, hyper::Response<hyper::body::Incoming>), TransferError> {
+        let mut connection = Connection::open(self.addr, self.connect_timeout).map_err(network)?;
+        let (body, length) = body(&connection)?;
+        let path_and_query = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_string(),
+        };
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path_and_query)
+            .header(hyper::header::HOST, url.authority());
+        if let Some(n) = length {
+            request = request.header(hyper::header::CONTENT_LENGTH, n);
+        }
+        let request = request.body(body).map_err(local)?;
+        let response = connection
+            .send(request, RESPONSE_TIMEOUT)
+            .map_err(network)?;
+        let status = response.status().as_u16();
+        if status < 300 {
+            return Ok((connection, response));
+        }
+        let body = connection
+            .read_body(response.into_body())
+            .map_err(network)?;
+        let error = S3ErrorBody::parse(&body);
+        Err(TransferError::Service {
+            status,
+            code: error.code.unwrap_or_else(|| format!("HTTP{status}")),
+            message: error.message.unwrap_or_default(),
+        })
+    }
+
+    fn empty(_: &Connection) -> Result<(http::Body, Option<u64>), TransferError> {
+        Ok((http::full(Bytes::new()), None))
     }
 
     /// Every key under `prefix`, with its size, in key order.
     pub fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<(String, u64)>, TransferError> {
+        let bucket = self.bucket(bucket)?;
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let mut query = vec![
-                ("list-type".to_string(), "2".to_string()),
-                ("prefix".to_string(), prefix.to_string()),
-            ];
+            let mut action = bucket.list_objects_v2(Some(&self.credentials));
+            action.with_prefix(prefix);
             if let Some(t) = &token {
-                query.push(("continuation-token".to_string(), t.clone()));
+                action.with_continuation_token(t.as_str());
             }
-            query.sort();
-            let query: String = query
-                .iter()
-                .map(|(k, v)| format!("{k}={}", utf8_percent_encode(v, UNRESERVED)))
-                .collect::<Vec<_>>()
-                .join("&");
-            let path = format!("/{bucket}");
-            let mut req = self.agent.get(&self.url(&path, &query));
-            for (k, v) in self.signed_headers("GET", &path, &query) {
-                req = req.header(k, v);
-            }
-            let response = Self::check(req.call().map_err(Self::network)?)?;
-            let mut body = String::new();
-            response
-                .into_body()
-                .into_reader()
-                .read_to_string(&mut body)
-                .map_err(|e| TransferError::Network(e.to_string()))?;
-            for contents in body.split("<Contents>").skip(1) {
-                let key = xml_text(contents, "Key").unwrap_or_default();
-                let size = xml_text(contents, "Size")
-                    .and_then(|s| s.parse().ok())
-                    .unwrap_or(0);
-                out.push((key, size));
-            }
-            token = match xml_text(&body, "IsTruncated").as_deref() {
-                Some("true") => xml_text(&body, "NextContinuationToken"),
-                _ => None,
-            };
+            let url = action.sign(SIGNATURE_LIFETIME);
+            let (mut connection, response) = self.call("GET", url, Self::empty)?;
+            let body = connection
+                .read_body(response.into_body())
+                .map_err(network)?;
+            let page = rusty_s3::actions::ListObjectsV2::parse_response(&body)
+                .map_err(|e| network(format!("reading the object list: {e}")))?;
+            out.extend(page.contents.into_iter().map(|c| (c.key, c.size)));
+            token = page.next_continuation_token;
             if token.is_none() {
                 return Ok(out);
             }
@@ -211,59 +202,55 @@ impl S3Client {
 
     /// Downloads one object into `dest` (written beside it, then renamed).
     pub fn get_to_file(&self, bucket: &str, key: &str, dest: &Path) -> Result<u64, TransferError> {
-        let path = Self::path(bucket, key);
-        let mut req = self.agent.get(&self.url(&path, ""));
-        for (k, v) in self.signed_headers("GET", &path, "") {
-            req = req.header(k, v);
-        }
-        let response = Self::check(req.call().map_err(Self::network)?)?;
+        let bucket = self.bucket(bucket)?;
+        let url = bucket
+            .get_object(Some(&self.credentials), key)
+            .sign(SIGNATURE_LIFETIME);
+        let (mut connection, response) = self.call("GET", url, Self::empty)?;
         if let Some(dir) = dest.parent() {
-            std::fs::create_dir_all(dir).map_err(|e| TransferError::Local(e.to_string()))?;
+            std::fs::create_dir_all(dir).map_err(local)?;
         }
         let partial = dest.with_extension("cove-partial");
-        let mut file =
-            std::fs::File::create(&partial).map_err(|e| TransferError::Local(e.to_string()))?;
-        let n = std::io::copy(&mut response.into_body().into_reader(), &mut file)
-            .map_err(|e| TransferError::Network(e.to_string()))?;
-        std::fs::rename(&partial, dest).map_err(|e| TransferError::Local(e.to_string()))?;
+        let mut file = std::fs::File::create(&partial).map_err(local)?;
+        let n = connection
+            .copy_body(response.into_body(), &mut file)
+            .map_err(network)?;
+        std::fs::rename(&partial, dest).map_err(local)?;
         Ok(n)
     }
 
-    /// Uploads a file as one object.
+    /// Uploads a file as one object, streamed from disk.
     pub fn put_file(&self, bucket: &str, key: &str, src: &Path) -> Result<u64, TransferError> {
-        let path = Self::path(bucket, key);
-        let mut file = std::fs::File::open(src).map_err(|e| TransferError::Local(e.to_string()))?;
-        let len = file
-            .metadata()
-            .map_err(|e| TransferError::Local(e.to_string()))?
-            .len();
-        let mut req = self.agent.put(&self.url(&path, ""));
-        for (k, v) in self.signed_headers("PUT", &path, "") {
-            req = req.header(k, v);
-        }
-        req = req.header("content-length", len.to_string());
-        let response = req
-            .send(ureq::SendBody::from_reader(&mut file))
-            .map_err(Self::network)?;
-        Self::check(response)?;
+        let len = std::fs::metadata(src).map_err(local)?.len();
+        let bucket = self.bucket(bucket)?;
+        let url = bucket
+            .put_object(Some(&self.credentials), key)
+            .sign(SIGNATURE_LIFETIME);
+        self.call("PUT", url, |connection| {
+            let file = connection
+                .block_on(tokio::fs::File::open(src))
+                .map_err(local)?;
+            let frames = tokio_util::io::ReaderStream::new(file).map_ok(Frame::data);
+            Ok((StreamBody::new(frames).boxed(), Some(len)))
+        })?;
         Ok(len)
     }
 }
 
-/// The unescaped text of the first `<tag>…</tag>` in `xml`.
-fn xml_text(xml: &str, tag: &str) -> Option<String> {
-    let open = format!("<{tag}>");
-    let close = format!("</{tag}>");
-    let start = xml.find(&open)? + open.len();
-    let end = start + xml[start..].find(&close)?;
-    Some(
-        xml[start..end]
-            .replace("&lt;", "<")
-            .replace("&gt;", ">")
-            .replace("&quot;", "\"")
-            .replace("&apos;", "'")
-            .replace("&amp;", "&"),
-    )
+/// The `Code` and `Message` of an S3 error document.
+#[derive(Debug, Default, PartialEq, serde::Deserialize)]
+struct S3ErrorBody {
+    #[serde(rename = "Code")]
+    code: Option<String>,
+    #[serde(rename = "Message")]
+    message: Option<String>,
+}
+
+impl S3ErrorBody {
+    /// What the body says; nothing when it is not an error document.
+    fn parse(body: &[u8]) -> S3ErrorBody {
+        quick_xml::de::from_reader(body).unwrap_or_default()
+    }
 }
 
 /// Runs `f` on a new thread with an S3 client that reaches S3 the way a
@@ -295,7 +282,7 @@ pub fn spawn_in_network<T: Send + 'static>(
     let region = region.to_string();
     std::thread::spawn(move || {
         let work = move || {
-            let client = S3Client::new(&endpoint, &region, credentials, timeout);
+            let client = S3Client::new(&endpoint, &region, credentials, timeout)?;
             f(&client)
         };
         match netns {
@@ -320,15 +307,65 @@ pub fn joined<T>(
 mod tests {
     use super::*;
 
-    #[test]
-    fn keys_are_encoded_per_segment() {
-        assert_eq!(S3Client::path("b", "a b/c+d.txt"), "/b/a%20b/c%2Bd.txt");
+    fn client() -> S3Client {
+        let credentials = Credentials {
+            access_key: "ASIAEXAMPLE".into(),
+            secret_key: "secret".into(),
+            session_token: Some("token".into()),
+        };
+        S3Client::new(
+            "198.51.100.7",
+            "us-east-1",
+            credentials,
+            Duration::from_secs(1),
+        )
+        .unwrap()
     }
 
     #[test]
-    fn xml_text_unescapes() {
-        let body = "<Error><Code>AccessDenied</Code><Message>a &amp; b</Message></Error>";
-        assert_eq!(xml_text(body, "Code").as_deref(), Some("AccessDenied"));
-        assert_eq!(xml_text(body, "Message").as_deref(), Some("a & b"));
+    fn requests_are_presigned_with_the_session_and_keys_encoded_per_segment() {
+        let c = client();
+        assert_eq!(c.addr, "198.51.100.7:80".parse().unwrap());
+        let bucket = c.bucket("b").unwrap();
+        let url = bucket
+            .get_object(Some(&c.credentials), "a b/c+d.txt")
+            .sign(SIGNATURE_LIFETIME);
+        assert_eq!(url.path(), "/b/a%20b/c%2Bd.txt");
+        let query: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+        let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("X-Amz-Security-Token"), Some("token"));
+        assert!(get("X-Amz-Credential").is_some_and(|v| v.starts_with("ASIAEXAMPLE/")));
+        assert!(get("X-Amz-Signature").is_some());
+    }
+
+    #[test]
+    fn addresses_that_are_not_ip_and_port_are_refused() {
+        let credentials = Credentials {
+            access_key: String::new(),
+            secret_key: String::new(),
+            session_token: None,
+        };
+        assert!(matches!(
+            S3Client::new(
+                "s3.example",
+                "us-east-1",
+                credentials,
+                Duration::from_secs(1)
+            ),
+            Err(TransferError::Local(_))
+        ));
+    }
+
+    #[test]
+    fn error_documents_give_their_code_and_unescaped_message() {
+        let body = b"<?xml version=\"1.0\"?><Error><Code>AccessDenied</Code><Message>a &amp; b</Message></Error>";
+        assert_eq!(
+            S3ErrorBody::parse(body),
+            S3ErrorBody {
+                code: Some("AccessDenied".into()),
+                message: Some("a & b".into())
+            }
+        );
+        assert_eq!(S3ErrorBody::parse(b"not xml <"), S3ErrorBody::default());
     }
 }

@@ -428,8 +428,7 @@ fn run_level(netns: &str, level: Level, payloads: &[Vec<u8>], content_type: &str
                         n += 1;
                         let t = Instant::now();
                         let c = conn.as_mut().expect("connected above");
-                        match cove_host::http::exchange(
-                            c,
+                        match c.exchange(
                             "POST",
                             "/invocations",
                             &[("Content-Type", content_type)],

@@ -5,7 +5,7 @@
 use crate::hosting::{release_network, stop_container, Hosting, Owner};
 use crate::training::ARTIFACT_UPLOAD_FAILED;
 use crate::training::DATA_DOWNLOAD_FAILED;
-use cove_host::http::{connect, exchange};
+use cove_host::http::{connect, Connection};
 use cove_host::logs::LogShipper;
 use cove_host::s3::joined;
 use cove_host::s3::spawn_in_network;
@@ -14,8 +14,7 @@ use cove_model::endpoints::{EndpointInstance, InstanceState, TransformJob, Trans
 use cove_model::ids::now_rfc3339;
 use cove_runtime::overlay::unmount;
 use serde_json::Value;
-use std::io::{BufReader, Read, Write};
-use std::net::TcpStream;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -232,7 +231,7 @@ impl Hosting {
             .netns_path
             .as_deref()
             .and_then(|p| connect(p).ok())
-            .and_then(|mut c| exchange(&mut c, "GET", "/execution-parameters", &[], b"").ok())
+            .and_then(|mut c| c.exchange("GET", "/execution-parameters", &[], b"").ok())
             .filter(|(status, _)| *status == 200)
             .and_then(|(_, body)| serde_json::from_slice::<Value>(&body).ok())
             .unwrap_or(Value::Null);
@@ -471,7 +470,7 @@ fn transform_share(
 ) -> Result<(), TransferError> {
     let local = |e: std::io::Error| TransferError::Local(e.to_string());
     std::fs::create_dir_all(dir).map_err(local)?;
-    let connections: Vec<Mutex<BufReader<TcpStream>>> = (0..b.concurrency)
+    let connections: Vec<Mutex<Connection>> = (0..b.concurrency)
         .map(|_| connect(container_ns).map(Mutex::new))
         .collect::<Result<_, _>>()
         .map_err(|e| {
@@ -513,15 +512,14 @@ fn transform_share(
                         return;
                     }
                     let mut conn = conn.lock().expect("lock");
-                    let answer =
-                        match exchange(&mut conn, "POST", "/invocations", headers, &bodies[n]) {
-                            Ok((200..=299, body)) => Ok(body),
-                            Ok((status, body)) => Err(format!(
-                                "status {status}: {}",
-                                String::from_utf8_lossy(&body)
-                            )),
-                            Err(e) => Err(e.to_string()),
-                        };
+                    let answer = match conn.exchange("POST", "/invocations", headers, &bodies[n]) {
+                        Ok((200..=299, body)) => Ok(body),
+                        Ok((status, body)) => Err(format!(
+                            "status {status}: {}",
+                            String::from_utf8_lossy(&body)
+                        )),
+                        Err(e) => Err(e.to_string()),
+                    };
                     let failed = answer.is_err();
                     *answers[n].lock().expect("lock") = Some(answer);
                     if failed {

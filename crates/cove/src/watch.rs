@@ -4,14 +4,18 @@
 //! with the elapsed time in between — through the public API, signed like
 //! any other client.
 
+use cove_host::http::Connection;
 use cove_wire::sigv4;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
+/// How long one call may take, connecting included.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
 pub struct Client {
-    agent: ureq::Agent,
-    endpoint: String,
+    /// Where the endpoint listens, resolved once.
+    addr: std::net::SocketAddr,
     host: String,
     region: String,
     access_key: String,
@@ -25,14 +29,16 @@ impl Client {
             .trim_end_matches('/')
             .to_string();
         let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
+        let with_port = if host.contains(':') {
+            host.clone()
+        } else {
+            format!("{host}:80")
+        };
+        let addr = std::net::ToSocketAddrs::to_socket_addrs(&with_port)?
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("{endpoint} does not resolve"))?;
         Ok(Client {
-            agent: ureq::Agent::new_with_config(
-                ureq::Agent::config_builder()
-                    .http_status_as_error(false)
-                    .timeout_global(Some(Duration::from_secs(10)))
-                    .build(),
-            ),
-            endpoint: endpoint.trim_end_matches('/').to_string(),
+            addr,
             host,
             region: region.to_string(),
             access_key: env("AWS_ACCESS_KEY_ID", crate::config::DEFAULT_ACCESS_KEY_ID),
@@ -65,13 +71,15 @@ impl Client {
             &self.region,
             service,
         );
-        let mut req = self.agent.post(format!("{}/", self.endpoint));
-        for (k, v) in headers.iter().filter(|(k, _)| k != "host") {
-            req = req.header(k, v);
+        let mut connection = Connection::open(self.addr, TIMEOUT)?;
+        let mut request = hyper::Request::post("/");
+        for (k, v) in &headers {
+            request = request.header(k, v);
         }
-        let mut response = req.send(body)?;
+        let response = connection.send(request.body(cove_host::http::full(body))?, TIMEOUT)?;
         let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string()?;
+        let text = connection.read_body(response.into_body())?;
+        let text = String::from_utf8_lossy(&text);
         let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if status >= 300 {
             anyhow::bail!(
