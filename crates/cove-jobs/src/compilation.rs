@@ -3,12 +3,12 @@
 //! the compiled archive.
 
 use crate::assume_job_role;
+use crate::driver::{driver, Driver, Step};
 use crate::release;
 use crate::session_of;
 use crate::training::ARTIFACT_UPLOAD_FAILED;
 use crate::training::DATA_DOWNLOAD_FAILED;
 use crate::workers::Ended;
-use crate::Supervisor;
 use crate::REQUESTER;
 use cove_host::eni_netns;
 use cove_host::logs::LogShipper;
@@ -36,17 +36,38 @@ fn neo_job<'r>(request: &'r Value, target: &'r Target) -> cove_neo::Job<'r> {
     }
 }
 
-impl Supervisor {
-    /// Drives one compilation job through its phases until it is cleaned up.
-    pub(crate) fn drive_compilation(&self, key: &str) {
-        crate::workers::drive(&self.store, key, |j: &CompilationJob| match j.phase {
-            CompilationPhase::Starting => Some(self.compilation_start(j)),
-            CompilationPhase::Compiling => Some(self.compilation_run(j)),
-            CompilationPhase::Done => Some(self.compilation_cleanup(j)),
-            CompilationPhase::CleanedUp => None,
+driver!(
+    /// Neo compilation jobs.
+    Compilation
+);
+
+impl Driver for Compilation {
+    type Resource = CompilationJob;
+
+    fn step(&self, r: &CompilationJob) -> anyhow::Result<Step> {
+        Ok(match r.phase {
+            CompilationPhase::Starting => {
+                self.compilation_start(r)?;
+                Step::Next
+            }
+            CompilationPhase::Compiling => {
+                self.compilation_run(r)?;
+                Step::Next
+            }
+            CompilationPhase::Done => {
+                self.compilation_cleanup(r)?;
+                Step::Next
+            }
+            CompilationPhase::CleanedUp => Step::Done,
         })
     }
 
+    fn fail(&self, r: &CompilationJob, reason: &str) -> anyhow::Result<()> {
+        self.finish_compilation(&r.key(), "FAILED", Some(reason.to_string()))
+    }
+}
+
+impl Compilation {
     fn update_compilation(
         &self,
         key: &str,

@@ -8,6 +8,7 @@
 //! step is stored, so after a restart running containers are adopted.
 
 use crate::contract::{self, ContainerCredentials, Serving};
+use crate::driver::Failure;
 use crate::workers::Workers;
 use cove_host::http::ping;
 use cove_host::launch::launch_host;
@@ -57,8 +58,6 @@ pub struct Hosting {
     /// Endpoints with a driver, and instances with a worker.
     workers: Workers,
 }
-
-pub(crate) struct Failed(pub(crate) String);
 
 /// Whose instance it is, by store key: an endpoint's or a batch transform job's.
 #[derive(Debug, Clone)]
@@ -127,7 +126,8 @@ impl Hosting {
                 }
                 let (me2, k) = (me.clone(), key.clone());
                 me.workers.run_once(key, format!("bt-{}", j.name), move || {
-                    me2.drive_transform(&k)
+                    let store = me2.store.clone();
+                    crate::driver::drive(&crate::transform::Transform(me2), &store, &k)
                 });
             }
         })
@@ -484,10 +484,10 @@ impl Hosting {
         &self,
         e: &SageMakerEndpoint,
         i: &EndpointInstance,
-    ) -> Result<Deployment, Failed> {
+    ) -> Result<Deployment, Failure> {
         let world = self.store.snapshot();
         let variant = e.variant_of(i).ok_or_else(|| {
-            Failed(format!(
+            Failure(format!(
                 "Variant {} is not part of the endpoint.",
                 i.variant
             ))
@@ -496,7 +496,7 @@ impl Hosting {
             .sagemaker_definitions
             .get(&SageMakerDefinition::key_of("model", &variant.model_name))
             .map(|m| m.request.clone())
-            .ok_or_else(|| Failed(format!("Could not find model \"{}\".", variant.model_name)))?;
+            .ok_or_else(|| Failure(format!("Could not find model \"{}\".", variant.model_name)))?;
         let config = world
             .sagemaker_definitions
             .get(&SageMakerDefinition::key_of(
@@ -533,7 +533,7 @@ impl Hosting {
 
     /// The instance `id` of `owner` with what bringing it up needs, or
     /// `None` once its owner is gone, deleted or stopped.
-    fn unit(&self, owner: &Owner, id: &str) -> Option<Result<Unit, Failed>> {
+    fn unit(&self, owner: &Owner, id: &str) -> Option<Result<Unit, Failure>> {
         let world = self.store.snapshot();
         let (name, region, account_id, instances, deployment) = match owner {
             Owner::Endpoint(key) => {
@@ -630,7 +630,7 @@ impl Hosting {
             let u = match self.unit(owner, id) {
                 None => return,
                 Some(Ok(u)) => u,
-                Some(Err(Failed(reason))) => {
+                Some(Err(Failure(reason))) => {
                     let _ = self.fail(owner, id, reason);
                     return;
                 }
@@ -643,7 +643,7 @@ impl Hosting {
             };
             match step {
                 Ok(Ok(())) => {}
-                Ok(Err(Failed(reason))) => {
+                Ok(Err(Failure(reason))) => {
                     tracing::info!(owner = %u.name, instance = id, %reason, "instance failed");
                     let _ = self.fail(owner, id, reason);
                     return;
@@ -671,10 +671,10 @@ impl Hosting {
         cove_host::eni_netns(&self.settings, i.eni_id.as_deref())
     }
 
-    fn provision(&self, u: &Unit) -> anyhow::Result<Result<(), Failed>> {
+    fn provision(&self, u: &Unit) -> anyhow::Result<Result<(), Failure>> {
         let (i, d) = (&u.instance, &u.deployment);
         if d.vpc.is_some() && self.settings.instance.is_none() {
-            return Ok(Err(Failed("ClientError: Cove's data plane is off (it needs root, ip and nft), so a model with a VpcConfig cannot get its network interfaces.".into())));
+            return Ok(Err(Failure("ClientError: Cove's data plane is off (it needs root, ip and nft), so a model with a VpcConfig cannot get its network interfaces.".into())));
         }
         if i.session_access_key.is_none() {
             if let Some(role) = d.model["ExecutionRoleArn"].as_str() {
@@ -712,7 +712,7 @@ impl Hosting {
                 Ok(())
             });
             if let Err(err) = made {
-                return Ok(Err(Failed(format!(
+                return Ok(Err(Failure(format!(
                     "ClientError: Cannot create a network interface in the model's subnets: {}",
                     err.message
                 ))));
@@ -726,7 +726,7 @@ impl Hosting {
         Ok(Ok(()))
     }
 
-    fn download(&self, u: &Unit) -> anyhow::Result<Result<(), Failed>> {
+    fn download(&self, u: &Unit) -> anyhow::Result<Result<(), Failure>> {
         let (i, d, dir) = (&u.instance, &u.deployment, u.dir.clone());
         let ml = dir.join("ml");
         for sub in ["model", "code"] {
@@ -776,10 +776,10 @@ impl Hosting {
             Ok(()) => {}
             Err(TransferError::Network(err)) => {
                 tracing::info!(owner = %u.name, error = %err, "model download could not reach S3");
-                return Ok(Err(Failed(model_download_failed(&model_url))));
+                return Ok(Err(Failure(model_download_failed(&model_url))));
             }
             Err(TransferError::Service { status: 404, .. }) => {
-                return Ok(Err(Failed(format!(
+                return Ok(Err(Failure(format!(
                     "Could not find model data at {model_url}."
                 ))));
             }
@@ -788,7 +788,7 @@ impl Hosting {
                 code,
                 message,
             }) => {
-                return Ok(Err(Failed(format!(
+                return Ok(Err(Failure(format!(
                     "Failed to download model data from URL \"{model_url}\": {code} ({status}): {message}"
                 ))));
             }
@@ -806,7 +806,7 @@ impl Hosting {
             let unpacked =
                 tar::Archive::new(flate2::read::GzDecoder::new(file)).unpack(dir.join(into));
             if let Err(err) = unpacked {
-                return Ok(Err(Failed(format!(
+                return Ok(Err(Failure(format!(
                     "ClientError: The model data is not a valid .tar.gz archive ({archive}): {err}"
                 ))));
             }
@@ -816,7 +816,7 @@ impl Hosting {
         Ok(Ok(()))
     }
 
-    fn launch(&self, u: &Unit) -> anyhow::Result<Result<Container, Failed>> {
+    fn launch(&self, u: &Unit) -> anyhow::Result<Result<Container, Failure>> {
         let (i, d, dir) = (&u.instance, &u.deployment, &u.dir);
         let state = dir.join("state");
         if let Some(c) = Container::adopt(&state)? {
@@ -832,7 +832,7 @@ impl Hosting {
         } else if container["Environment"]["SAGEMAKER_PROGRAM"].is_string() {
             (RootFs::Host, Serving::Script)
         } else {
-            return Ok(Err(Failed(format!(
+            return Ok(Err(Failure(format!(
                 "ClientError: The image {image} is not available to Cove. Serve a framework image in script mode (SAGEMAKER_PROGRAM in the model's Environment), or import the image's root filesystem into {}.",
                 imported.display()
             ))));
@@ -862,7 +862,7 @@ impl Hosting {
         )?))
     }
 
-    fn start(&self, u: &Unit) -> anyhow::Result<Result<(), Failed>> {
+    fn start(&self, u: &Unit) -> anyhow::Result<Result<(), Failure>> {
         let (i, d) = (&u.instance, &u.deployment);
         let c = match self.launch(u)? {
             Ok(c) => c,
@@ -880,14 +880,14 @@ impl Hosting {
         let deadline = Instant::now() + Duration::from_secs(d.health_timeout);
         loop {
             if c.status() != Status::Running {
-                return Ok(Err(Failed(ping_failed(&d.variant))));
+                return Ok(Err(Failure(ping_failed(&d.variant))));
             }
             if ping(&netns_path) {
                 break;
             }
             if Instant::now() >= deadline {
                 c.kill();
-                return Ok(Err(Failed(ping_failed(&d.variant))));
+                return Ok(Err(Failure(ping_failed(&d.variant))));
             }
             if self.unit(&u.owner, &i.id).is_none() {
                 return Ok(Ok(()));
@@ -918,15 +918,15 @@ pub(crate) fn stop_container(dir: &std::path::Path, grace: Duration) {
 }
 
 /// Cove runs one container per model.
-fn check_single_container(model: &Value) -> Result<(), Failed> {
+fn check_single_container(model: &Value) -> Result<(), Failure> {
     if model["Containers"].as_array().is_some_and(|c| c.len() > 1) {
-        return Err(Failed("ClientError: Cove serves one container per model; inference pipelines (several Containers) are not supported.".into()));
+        return Err(Failure("ClientError: Cove serves one container per model; inference pipelines (several Containers) are not supported.".into()));
     }
     Ok(())
 }
 
 /// A transform job's model, as it was when the job was created.
-fn transform_deployment(j: &TransformJob) -> Result<Deployment, Failed> {
+fn transform_deployment(j: &TransformJob) -> Result<Deployment, Failure> {
     check_single_container(&j.model)?;
     Ok(Deployment {
         vpc: j.model.get("VpcConfig").filter(|v| v.is_object()).cloned(),

@@ -15,6 +15,7 @@
 
 pub mod compilation;
 pub mod contract;
+pub mod driver;
 pub mod hosting;
 pub mod load;
 pub mod recommender;
@@ -31,6 +32,7 @@ use cove_model::jobs::{CompilationPhase, JobPhase, RecommendationPhase, StsSessi
 use cove_model::studio::AppPhase;
 use cove_store::Store;
 use cove_sts::StsService;
+use driver::Driver;
 use std::sync::Arc;
 use workers::Workers;
 
@@ -58,13 +60,41 @@ pub trait PublicAppNetwork: Send + Sync {
     ) -> cove_model::AwsResult<()>;
 }
 
-/// The drivers of jobs and Studio apps, and what they share.
-pub struct Supervisor {
+/// What every driver shares.
+pub struct Context {
     pub(crate) store: Arc<Store>,
     pub(crate) logs: Arc<LogsService>,
     pub(crate) sts: Arc<StsService>,
     pub(crate) settings: Settings,
     pub(crate) public_network: Arc<dyn PublicAppNetwork>,
+}
+
+impl Context {
+    /// Waits until the data plane has applied the store as it is now (the
+    /// ENIs just created), so the next packets meet their rules.
+    pub(crate) fn wait_for_data_plane(&self) -> anyhow::Result<()> {
+        let generation = self.store.generation();
+        let started = std::time::Instant::now();
+        if !self
+            .store
+            .wait_applied(generation, std::time::Duration::from_secs(60))
+        {
+            anyhow::bail!("the data plane did not apply the job's ENIs within 60 s");
+        }
+        // bench/jobs.py reads this to report the data plane's share of a job's start-up.
+        tracing::info!(
+            waited_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "the data plane applied the job's ENIs"
+        );
+        Ok(())
+    }
+}
+
+/// Runs a driver for every training, processing, compilation and
+/// recommendation job and every Studio app that is not finished (endpoints
+/// and transform jobs have [`Hosting`]).
+pub struct Supervisor {
+    context: Arc<Context>,
     workers: Workers,
 }
 
@@ -77,55 +107,53 @@ impl Supervisor {
         public_network: Arc<dyn PublicAppNetwork>,
     ) -> Arc<Supervisor> {
         Arc::new(Supervisor {
-            store,
-            logs,
-            sts,
-            settings,
-            public_network,
+            context: Arc::new(Context {
+                store,
+                logs,
+                sts,
+                settings,
+                public_network,
+            }),
             workers: Workers::default(),
         })
     }
 
-    /// Watches the store and gives every job that is not cleaned up a worker.
+    /// Runs `D` on resource `key` on its own thread, unless one already is.
+    fn run<D: Driver + Send + 'static>(&self, key: String, thread: String, d: D) {
+        let store = self.context.store.clone();
+        self.workers.run_once(&key.clone(), thread, move || {
+            driver::drive(&d, &store, &key)
+        });
+    }
+
+    /// Watches the store and gives every unfinished resource a driver.
     pub fn spawn(self: &Arc<Self>) -> std::io::Result<()> {
         let me = self.clone();
-        crate::workers::watch_store(self.store.clone(), "cove-jobs", move |world| {
-            for job in world.sagemaker_jobs.values() {
-                if job.phase != JobPhase::CleanedUp {
-                    me.ensure_worker(&job.key());
+        let store = self.context.store.clone();
+        crate::workers::watch_store(store, "cove-jobs", move |world| {
+            let ctx = &me.context;
+            for j in world.sagemaker_jobs.values() {
+                if j.phase != JobPhase::CleanedUp {
+                    let thread = format!("job-{}", j.name);
+                    me.run(j.key(), thread, training::Training(ctx.clone()));
                 }
             }
-            // One worker per resource that is not finished, driven by `drive`.
-            let run = |key: String, name: String, drive: fn(&Supervisor, &str)| {
-                let me2 = me.clone();
-                me.workers
-                    .run_once(&key.clone(), name, move || drive(&me2, &key));
-            };
             for a in world.studio_apps.values() {
                 if a.phase != AppPhase::Gone {
-                    run(
-                        a.key(),
-                        format!("app-{}", a.user_profile_name),
-                        Supervisor::drive_app,
-                    );
+                    let thread = format!("app-{}", a.user_profile_name);
+                    me.run(a.key(), thread, studio_apps::StudioApps(ctx.clone()));
                 }
             }
             for j in world.recommendation_jobs.values() {
                 if j.phase != RecommendationPhase::CleanedUp {
-                    run(
-                        j.key(),
-                        format!("ir-{}", j.name),
-                        Supervisor::drive_recommendation,
-                    );
+                    let thread = format!("ir-{}", j.name);
+                    me.run(j.key(), thread, recommender::Recommendation(ctx.clone()));
                 }
             }
             for j in world.compilation_jobs.values() {
                 if j.phase != CompilationPhase::CleanedUp {
-                    run(
-                        j.key(),
-                        format!("neo-{}", j.name),
-                        Supervisor::drive_compilation,
-                    );
+                    let thread = format!("neo-{}", j.name);
+                    me.run(j.key(), thread, compilation::Compilation(ctx.clone()));
                 }
             }
         })

@@ -3,11 +3,11 @@
 //! figures stored as a recommendation.
 
 use crate::assume_job_role;
+use crate::driver::{driver, Driver, Step};
 use crate::load::{self, Level, Measured};
 use crate::release;
 use crate::session_of;
 use crate::workers::Ended;
-use crate::Supervisor;
 use cove_host::s3::joined;
 use cove_host::s3::spawn_in_network;
 use cove_host::s3::{parse_s3_uri, transfer_failure};
@@ -46,17 +46,38 @@ fn internal_context(j: &RecommendationJob, operation: &str) -> RequestContext {
     }
 }
 
-impl Supervisor {
-    /// Drives one inference recommendations job until it is cleaned up.
-    pub(crate) fn drive_recommendation(&self, key: &str) {
-        crate::workers::drive(&self.store, key, |j: &RecommendationJob| match j.phase {
-            RecommendationPhase::Pending => Some(self.recommendation_start(j)),
-            RecommendationPhase::Benchmarking => Some(self.recommendation_run(j)),
-            RecommendationPhase::Done => Some(self.recommendation_cleanup(j)),
-            RecommendationPhase::CleanedUp => None,
+driver!(
+    /// Inference Recommender jobs.
+    Recommendation
+);
+
+impl Driver for Recommendation {
+    type Resource = RecommendationJob;
+
+    fn step(&self, r: &RecommendationJob) -> anyhow::Result<Step> {
+        Ok(match r.phase {
+            RecommendationPhase::Pending => {
+                self.recommendation_start(r)?;
+                Step::Next
+            }
+            RecommendationPhase::Benchmarking => {
+                self.recommendation_run(r)?;
+                Step::Next
+            }
+            RecommendationPhase::Done => {
+                self.recommendation_cleanup(r)?;
+                Step::Next
+            }
+            RecommendationPhase::CleanedUp => Step::Done,
         })
     }
 
+    fn fail(&self, r: &RecommendationJob, reason: &str) -> anyhow::Result<()> {
+        self.finish_recommendation(&r.key(), "FAILED", Some(reason.to_string()))
+    }
+}
+
+impl Recommendation {
     fn update_recommendation(
         &self,
         key: &str,

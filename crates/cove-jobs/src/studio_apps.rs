@@ -19,10 +19,10 @@
 
 use crate::assume_job_role;
 use crate::contract::{self, ContainerCredentials, STUDIO_HOME, STUDIO_PORT};
+use crate::driver::{driver, Driver, Failure, Step};
 use crate::hosting::stop_container;
 use crate::release;
 use crate::session_of;
-use crate::Supervisor;
 use crate::REQUESTER;
 use cove_host::eni_netns;
 use cove_host::launch::launch_host;
@@ -37,20 +37,38 @@ use std::time::{Duration, Instant};
 /// How long an app's process may take to open its port.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Why an app could not start: its `FailureReason`.
-struct AppFailed(String);
+driver!(
+    /// Studio apps.
+    StudioApps
+);
 
-impl Supervisor {
-    /// Drives one Studio app until it is gone.
-    pub(crate) fn drive_app(&self, key: &str) {
-        crate::workers::drive(&self.store, key, |a: &StudioApp| match a.phase {
-            AppPhase::Starting => Some(self.app_start(a)),
-            AppPhase::Running => Some(self.app_watch(a)),
-            AppPhase::Stopping => Some(self.app_stop(a)),
-            AppPhase::Gone => None,
+impl Driver for StudioApps {
+    type Resource = StudioApp;
+
+    fn step(&self, r: &StudioApp) -> anyhow::Result<Step> {
+        Ok(match r.phase {
+            AppPhase::Starting => {
+                self.app_start(r)?;
+                Step::Next
+            }
+            AppPhase::Running => {
+                self.app_watch(r)?;
+                Step::Next
+            }
+            AppPhase::Stopping => {
+                self.app_stop(r)?;
+                Step::Next
+            }
+            AppPhase::Gone => Step::Done,
         })
     }
 
+    fn fail(&self, r: &StudioApp, reason: &str) -> anyhow::Result<()> {
+        self.fail_app(&r.key(), reason.to_string())
+    }
+}
+
+impl StudioApps {
     fn update_app(&self, key: &str, f: impl FnOnce(&mut StudioApp)) -> anyhow::Result<()> {
         crate::workers::update(&self.store, key, |a: &mut StudioApp| {
             f(a);
@@ -83,11 +101,11 @@ impl Supervisor {
     fn app_start(&self, a: &StudioApp) -> anyhow::Result<()> {
         match self.try_start(a)? {
             Ok(()) => Ok(()),
-            Err(AppFailed(reason)) => self.fail_app(&a.key(), reason),
+            Err(Failure(reason)) => self.fail_app(&a.key(), reason),
         }
     }
 
-    fn try_start(&self, a: &StudioApp) -> anyhow::Result<Result<(), AppFailed>> {
+    fn try_start(&self, a: &StudioApp) -> anyhow::Result<Result<(), Failure>> {
         let key = a.key();
         let world = self.store.snapshot();
         let (Some(domain), Some(profile)) = (
@@ -98,12 +116,12 @@ impl Supervisor {
                 .user_profiles
                 .get(&UserProfile::key_of(&a.domain_id, &a.user_profile_name)),
         ) else {
-            return Ok(Err(AppFailed(
+            return Ok(Err(Failure(
                 "The domain or user profile no longer exists.".into(),
             )));
         };
         if self.settings.instance.is_none() {
-            return Ok(Err(AppFailed(
+            return Ok(Err(Failure(
                 "Cove's data plane is off (it needs root, ip and nft), so Studio apps cannot get their network interfaces.".into(),
             )));
         }
@@ -152,7 +170,7 @@ impl Supervisor {
                 Ok(())
             });
             if let Err(e) = made {
-                return Ok(Err(AppFailed(format!(
+                return Ok(Err(Failure(format!(
                     "Cannot create the app's network interface: {}",
                     e.message
                 ))));
@@ -163,7 +181,7 @@ impl Supervisor {
             return Ok(Ok(()));
         };
         let Some(netns) = eni_netns(&self.settings, a.eni_id.as_deref()) else {
-            return Ok(Err(AppFailed("The app has no network interface.".into())));
+            return Ok(Err(Failure("The app has no network interface.".into())));
         };
         let netns_path = format!("{}/{netns}", cove_net::netns::NETNS_DIR);
         let dir = self.app_dir(&a);
@@ -176,7 +194,7 @@ impl Supervisor {
                     Ok(c) => c,
                     // A command that cannot start is the app's failure, not a transient one.
                     Err(e) => {
-                        return Ok(Err(AppFailed(format!(
+                        return Ok(Err(Failure(format!(
                             "The app's process could not start: {e:#}"
                         ))))
                     }
@@ -195,7 +213,7 @@ impl Supervisor {
                 return Ok(Ok(()));
             }
             if container.status() != Status::Running {
-                return Ok(Err(AppFailed(format!(
+                return Ok(Err(Failure(format!(
                     "The app's process ended before it served: {}",
                     last_line(&dir.join("container.log"))
                 ))));
@@ -210,7 +228,7 @@ impl Supervisor {
                 break;
             }
             if Instant::now() > deadline {
-                return Ok(Err(AppFailed(format!(
+                return Ok(Err(Failure(format!(
                     "The app did not open port {STUDIO_PORT} within {} s.",
                     START_TIMEOUT.as_secs()
                 ))));

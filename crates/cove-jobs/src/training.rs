@@ -7,7 +7,8 @@
 //! a running container is adopted, an interrupted transfer starts again.
 
 use crate::contract::{self, ContainerCredentials, HostContract};
-use crate::{assume_job_role, release, session_of, Supervisor, REQUESTER};
+use crate::driver::{driver, Driver, Failure, Step};
+use crate::{assume_job_role, release, session_of, REQUESTER};
 use cove_host::eni_netns;
 use cove_host::launch::{launch_host, HostLaunch};
 use cove_host::logs::LogShipper;
@@ -59,18 +60,35 @@ fn stopped_message(kind: JobKind) -> &'static str {
     }
 }
 
-/// A failure that ends the job with this reason.
-struct JobFailed(String);
+/// How a training or processing job's steps went, before [`Step`].
+type Stepped = Result<(), Failure>;
 
-type Step = Result<(), JobFailed>;
+driver!(
+    /// Training and processing jobs.
+    Training
+);
 
-impl Supervisor {
-    pub(crate) fn ensure_worker(self: &Arc<Self>, key: &str) {
-        let (me, owned) = (self.clone(), key.to_string());
-        let name = format!("job-{}", key.rsplit('/').next().unwrap_or_default());
-        self.workers.run_once(key, name, move || me.drive(&owned));
+impl Driver for Training {
+    type Resource = SageMakerJob;
+
+    fn step(&self, job: &SageMakerJob) -> anyhow::Result<Step> {
+        let stepped = match job.phase {
+            JobPhase::Starting => self.start(job)?,
+            JobPhase::Downloading => self.download(job)?,
+            JobPhase::Running => self.run(job)?,
+            JobPhase::Uploading => self.upload(job)?,
+            JobPhase::Done => self.cleanup(job)?,
+            JobPhase::CleanedUp => return Ok(Step::Done),
+        };
+        Ok(stepped.into())
     }
 
+    fn fail(&self, job: &SageMakerJob, reason: &str) -> anyhow::Result<()> {
+        self.finish_failed(&job.key(), reason)
+    }
+}
+
+impl Training {
     fn job(&self, key: &str) -> Option<SageMakerJob> {
         self.store.snapshot().sagemaker_jobs.get(key).cloned()
     }
@@ -84,32 +102,6 @@ impl Supervisor {
             Ok(job)
         })?;
         Ok(job)
-    }
-
-    fn drive(&self, key: &str) {
-        loop {
-            let Some(job) = self.job(key) else { return };
-            let step = match job.phase {
-                JobPhase::Starting => self.start(&job),
-                JobPhase::Downloading => self.download(&job),
-                JobPhase::Running => self.run(&job),
-                JobPhase::Uploading => self.upload(&job),
-                JobPhase::Done => self.cleanup(&job),
-                JobPhase::CleanedUp => return,
-            };
-            let result = match step {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(JobFailed(reason))) => {
-                    tracing::info!(job = %job.name, %reason, "job failed");
-                    self.finish_failed(key, &reason)
-                }
-                Err(e) => Err(e),
-            };
-            if let Err(e) = result {
-                tracing::error!(job = %job.name, error = %e, "job step failed; retrying");
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        }
     }
 
     fn finish_failed(&self, key: &str, reason: &str) -> anyhow::Result<()> {
@@ -156,14 +148,14 @@ impl Supervisor {
 
     // ---- Starting ----
 
-    fn start(&self, job: &SageMakerJob) -> anyhow::Result<Step> {
+    fn start(&self, job: &SageMakerJob) -> anyhow::Result<Stepped> {
         if self.stopped_early(job)? {
             return Ok(Ok(()));
         }
         let key = job.key();
         let vpc = vpc_config(job.kind, &job.request).cloned();
         if vpc.is_some() && self.settings.instance.is_none() {
-            return Ok(Err(JobFailed(
+            return Ok(Err(Failure(
                 "ClientError: Cove's data plane is off (it needs root, ip and nft), so a job with a VpcConfig cannot get its network interfaces.".into(),
             )));
         }
@@ -204,7 +196,7 @@ impl Supervisor {
                 Ok(())
             });
             if let Err(e) = made {
-                return Ok(Err(JobFailed(format!(
+                return Ok(Err(Failure(format!(
                     "ClientError: Cannot create a network interface in the job's subnets: {}",
                     e.message
                 ))));
@@ -218,23 +210,6 @@ impl Supervisor {
             j.transition("Downloading", "Downloading input data", &now);
         })?;
         Ok(Ok(()))
-    }
-
-    /// Waits until the data plane has applied every commit so far: the job's
-    /// ENIs, and the routes and rules its VPC had when it was created, are in
-    /// the kernel before its first packet goes.
-    pub(crate) fn wait_for_data_plane(&self) -> anyhow::Result<()> {
-        let generation = self.store.generation();
-        let started = std::time::Instant::now();
-        if !self.store.wait_applied(generation, Duration::from_secs(60)) {
-            anyhow::bail!("the data plane did not apply the job's ENIs within 60 s");
-        }
-        // bench/jobs.py reads this to report the data plane's share of a job's start-up.
-        tracing::info!(
-            waited_micros = started.elapsed().as_micros() as u64,
-            "the data plane applied the job's ENIs"
-        );
-        Ok(())
     }
 
     // ---- Transfers ----
@@ -266,7 +241,7 @@ impl Supervisor {
         handles.into_iter().map(joined).collect()
     }
 
-    fn download(&self, job: &SageMakerJob) -> anyhow::Result<Step> {
+    fn download(&self, job: &SageMakerJob) -> anyhow::Result<Stepped> {
         if self.stopped_early(job)? {
             return Ok(Ok(()));
         }
@@ -309,7 +284,7 @@ impl Supervisor {
                 Ok(()) => {}
                 Err(TransferError::Network(e)) => {
                     tracing::info!(job = %job.name, error = %e, "download could not reach S3");
-                    return Ok(Err(JobFailed(DATA_DOWNLOAD_FAILED.into())));
+                    return Ok(Err(Failure(DATA_DOWNLOAD_FAILED.into())));
                 }
                 Err(TransferError::Service {
                     status,
@@ -317,14 +292,14 @@ impl Supervisor {
                     message,
                 }) if code == "NoObjects" => {
                     let _ = status;
-                    return Ok(Err(JobFailed(message)));
+                    return Ok(Err(Failure(message)));
                 }
                 Err(TransferError::Service {
                     status,
                     code,
                     message,
                 }) => {
-                    return Ok(Err(JobFailed(format!(
+                    return Ok(Err(Failure(format!(
                         "ClientError: Data download failed:Failed to download data. {code} ({status}): {message}"
                     ))))
                 }
@@ -357,7 +332,7 @@ impl Supervisor {
 
     // ---- Running ----
 
-    fn root_fs(&self, job: &SageMakerJob) -> Result<RootFs, JobFailed> {
+    fn root_fs(&self, job: &SageMakerJob) -> Result<RootFs, Failure> {
         let image = match job.kind {
             JobKind::Training => job.request["AlgorithmSpecification"]["TrainingImage"].as_str(),
             JobKind::Processing => job.request["AppSpecification"]["ImageUri"].as_str(),
@@ -380,7 +355,7 @@ impl Supervisor {
         if script_mode {
             return Ok(RootFs::Host);
         }
-        Err(JobFailed(format!(
+        Err(Failure(format!(
             "ClientError: The image {image} is not available to Cove. Run a framework image in script mode (the sagemaker_program hyperparameter, or a ContainerEntrypoint), or import the image's root filesystem into {}.",
             imported.display()
         )))
@@ -401,7 +376,7 @@ impl Supervisor {
         job: &SageMakerJob,
         index: usize,
         ns: Option<String>,
-    ) -> anyhow::Result<Result<Container, JobFailed>> {
+    ) -> anyhow::Result<Result<Container, Failure>> {
         let host = &job.hosts[index].name;
         let dir = self.host_dir(job, host);
         let state = dir.join("state");
@@ -415,7 +390,7 @@ impl Supervisor {
         };
         let c = self.contract_for(job, host);
         if c.argv.is_empty() {
-            return Ok(Err(JobFailed(
+            return Ok(Err(Failure(
                 "ClientError: AppSpecification has no ContainerEntrypoint and the image is not imported, so there is nothing to run.".into(),
             )));
         }
@@ -453,7 +428,7 @@ impl Supervisor {
         )?))
     }
 
-    fn run(&self, job: &SageMakerJob) -> anyhow::Result<Step> {
+    fn run(&self, job: &SageMakerJob) -> anyhow::Result<Stepped> {
         let key = job.key();
         let mut containers = Vec::new();
         for (i, ns) in self.host_netns(job).into_iter().enumerate() {
@@ -560,7 +535,7 @@ impl Supervisor {
         statuses: &[Status],
         failed_host: Option<usize>,
         ending: Option<Outcome>,
-    ) -> anyhow::Result<Step> {
+    ) -> anyhow::Result<Stepped> {
         let key = job.key();
         if ending.is_none() {
             let failed = failed_host
@@ -598,7 +573,7 @@ impl Supervisor {
                         j.exit_message = Some(exit_message.clone());
                     }
                 })?;
-                return Ok(Err(JobFailed(reason)));
+                return Ok(Err(Failure(reason)));
             }
         }
         let outcome = ending.unwrap_or(Outcome::Completed);
@@ -615,7 +590,7 @@ impl Supervisor {
 
     // ---- Uploading ----
 
-    fn upload(&self, job: &SageMakerJob) -> anyhow::Result<Step> {
+    fn upload(&self, job: &SageMakerJob) -> anyhow::Result<Stepped> {
         let outcome = Outcome::parse(job.outcome.as_deref());
         let plan = upload_plan(job);
         let results = self.on_each_host(job, move |i, host_dir, client| {
@@ -635,7 +610,7 @@ impl Supervisor {
                         TransferError::Network(_) => ARTIFACT_UPLOAD_FAILED.to_string(),
                         other => format!("ClientError: Artifact upload failed:{other}"),
                     };
-                    return Ok(Err(JobFailed(reason)));
+                    return Ok(Err(Failure(reason)));
                 }
             }
         }
@@ -669,7 +644,7 @@ impl Supervisor {
 
     // ---- Cleanup ----
 
-    fn cleanup(&self, job: &SageMakerJob) -> anyhow::Result<Step> {
+    fn cleanup(&self, job: &SageMakerJob) -> anyhow::Result<Stepped> {
         for host in &job.hosts {
             let state = self.host_dir(job, &host.name).join("state");
             if let Ok(Some(c)) = Container::adopt(&state) {

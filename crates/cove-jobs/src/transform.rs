@@ -2,6 +2,7 @@
 //! are, sends each instance its share of the input through `/invocations`
 //! from inside its network, and writes the answers back to S3.
 
+use crate::driver::{Driver, Step};
 use crate::hosting::{release_network, stop_container, Hosting, Owner};
 use crate::training::ARTIFACT_UPLOAD_FAILED;
 use crate::training::DATA_DOWNLOAD_FAILED;
@@ -123,17 +124,30 @@ struct Item {
     out_key: String,
 }
 
-impl Hosting {
-    /// Drives one transform job through its phases until it is cleaned up.
-    pub(crate) fn drive_transform(self: &Arc<Self>, key: &str) {
-        crate::workers::drive(self.store(), key, |j: &TransformJob| match j.phase {
-            TransformPhase::Starting => Some(self.transform_start(j)),
-            TransformPhase::Transforming => Some(self.transform_run(j)),
-            TransformPhase::Done => Some(self.transform_cleanup(j)),
-            TransformPhase::CleanedUp => None,
-        })
+/// Batch transform jobs, whose instances [`Hosting`] runs.
+pub(crate) struct Transform(pub(crate) Arc<Hosting>);
+
+impl Driver for Transform {
+    type Resource = TransformJob;
+
+    fn step(&self, j: &TransformJob) -> anyhow::Result<Step> {
+        let hosting = &self.0;
+        match j.phase {
+            TransformPhase::Starting => hosting.transform_start(j)?,
+            TransformPhase::Transforming => hosting.transform_run(j)?,
+            TransformPhase::Done => hosting.transform_cleanup(j)?,
+            TransformPhase::CleanedUp => return Ok(Step::Done),
+        }
+        Ok(Step::Next)
     }
 
+    fn fail(&self, j: &TransformJob, reason: &str) -> anyhow::Result<()> {
+        self.0
+            .finish_transform(&j.key(), "Failed", Some(reason.to_string()))
+    }
+}
+
+impl Hosting {
     fn update_transform(&self, key: &str, f: impl FnOnce(&mut TransformJob)) -> anyhow::Result<()> {
         crate::workers::update(self.store(), key, f)
     }

@@ -27,30 +27,6 @@ pub(crate) fn watch_store(
         .map(|_| ())
 }
 
-/// A worker's loop over one stored resource: reads it, takes one `step`
-/// for its phase, and again, until it is gone or `step` answers `None`
-/// (nothing left to do). A failed step is logged and retried a second
-/// later, so a restart or a transient error only delays the resource.
-pub(crate) fn drive<R: Resource>(
-    store: &Store,
-    key: &str,
-    mut step: impl FnMut(&R) -> Option<anyhow::Result<()>>,
-) {
-    loop {
-        let Some(r) = R::table(&store.snapshot()).get(key).cloned() else {
-            return;
-        };
-        match step(&r) {
-            None => return,
-            Some(Ok(())) => {}
-            Some(Err(e)) => {
-                tracing::error!(kind = R::KIND, %key, error = %e, "step failed; retrying");
-                std::thread::sleep(Duration::from_secs(1));
-            }
-        }
-    }
-}
-
 /// Applies `f` to the stored resource `key` in one write.
 pub(crate) fn update<R: Resource>(
     store: &Store,
