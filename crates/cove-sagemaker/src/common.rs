@@ -162,7 +162,7 @@ pub fn seconds_between(start: &str, end: &str) -> i64 {
     }
 }
 
-fn time_of(v: &Value) -> Option<time::OffsetDateTime> {
+pub(crate) fn time_of(v: &Value) -> Option<time::OffsetDateTime> {
     match v {
         Value::Number(n) => n
             .as_f64()

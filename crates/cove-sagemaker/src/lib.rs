@@ -18,6 +18,7 @@ pub mod compilation;
 pub mod definitions;
 pub mod endpoints;
 pub mod recommender;
+pub mod requests;
 pub mod stopping;
 pub mod studio;
 pub mod training;
