@@ -50,7 +50,12 @@ cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 step "build"
 cargo build --workspace --quiet
+# The binary without the Neo compiler (tract) must still build.
+cargo check -p cove --no-default-features --quiet
 step "Rust tests"
 cargo test --workspace --quiet
+step "guest programs"
+# What Cove puts inside containers runs on the host's Python there.
+/usr/bin/python3 -m unittest discover -s crates/cove-jobs/guest/tests -q
 step "end-to-end tests"
 PATH="$PWD/$VENV/bin:$PATH" "$VENV/bin/python" -m pytest tests/e2e -q -p no:cacheprovider "$@"
