@@ -88,7 +88,7 @@ pub fn launch_host(settings: &Settings, h: HostLaunch) -> anyhow::Result<Contain
         env: h.contract.env,
         workdir: h.contract.workdir.into(),
         cpus,
-        memory_bytes: (memory_gib * 1024.0 * 1024.0 * 1024.0) as u64,
+        memory_bytes: cove_model::convert::f64_to_u64(memory_gib * 1024.0 * 1024.0 * 1024.0),
         log_path: dir.join("container.log"),
         state_dir: dir.join("state"),
     };

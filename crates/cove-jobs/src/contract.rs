@@ -307,7 +307,10 @@ pub fn training(
         sm("HOSTS", json!(hosts).to_string()),
         sm("CURRENT_HOST", host.to_string()),
         sm("CURRENT_INSTANCE_TYPE", instance_type.to_string()),
-        sm("NUM_CPUS", (cpus.ceil() as u64).to_string()),
+        sm(
+            "NUM_CPUS",
+            cove_model::convert::f64_to_u64(cpus.ceil()).to_string(),
+        ),
         sm("NUM_GPUS", "0".to_string()),
         sm("MODEL_DIR", "/opt/ml/model".to_string()),
         sm("INPUT_DIR", "/opt/ml/input".to_string()),

@@ -262,7 +262,7 @@ impl Hosting {
                         .as_deref()
                         .map(|s| {
                             cove_sagemaker::common::seconds_between(s, &now_rfc3339())
-                                >= DRAIN.as_secs() as i64
+                                >= i64::try_from(DRAIN.as_secs()).unwrap_or(i64::MAX)
                         })
                         .unwrap_or(true);
                     if drained {
@@ -291,7 +291,10 @@ impl Hosting {
                             && i.variant == variant
                             && i.state == InstanceState::InService
                     })
-                    .count() as u32
+                    .count()
+            };
+            let in_service = |e: &SageMakerEndpoint, config: &str, variant: &str| {
+                cove_model::convert::usize_to_u32(in_service(e, config, variant))
             };
             let failure = |e: &SageMakerEndpoint, config: &str| {
                 e.instances
@@ -409,7 +412,7 @@ impl Hosting {
                     .filter(|(_, i)| i.config_name == config && i.variant == variant && i.is_live())
                     .map(|(n, _)| n)
                     .collect();
-                let have = live.len() as u32;
+                let have = cove_model::convert::usize_to_u32(live.len());
                 if have < count {
                     for _ in have..count {
                         e.instances

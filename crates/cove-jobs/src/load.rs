@@ -42,7 +42,8 @@ pub fn percentile(sorted: &[u64], p: f64) -> Option<u64> {
     if sorted.is_empty() {
         return None;
     }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    #[allow(clippy::cast_precision_loss)] // why: a sample count is far below 2^53.
+    let rank = cove_model::convert::f64_to_usize(((p / 100.0) * sorted.len() as f64).ceil());
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
@@ -79,8 +80,10 @@ pub fn levels(pattern: Option<&Value>, max_seconds: Option<f64>) -> Vec<Level> {
     match pattern {
         Some(p) if p["Stairs"].is_object() => {
             let s = &p["Stairs"];
-            let steps = s["NumberOfSteps"].as_u64().unwrap_or(4).max(1) as usize;
-            let per_step = s["UsersPerStep"].as_u64().unwrap_or(1).max(1) as usize;
+            let steps =
+                cove_model::convert::u64_to_usize(s["NumberOfSteps"].as_u64().unwrap_or(4).max(1));
+            let per_step =
+                cove_model::convert::u64_to_usize(s["UsersPerStep"].as_u64().unwrap_or(1).max(1));
             let total = s["DurationInSeconds"].as_f64().unwrap_or(8.0);
             for k in 1..=steps {
                 out.push(Level {
@@ -91,7 +94,9 @@ pub fn levels(pattern: Option<&Value>, max_seconds: Option<f64>) -> Vec<Level> {
         }
         Some(p) if p["Phases"].is_array() => {
             for phase in p["Phases"].as_array().into_iter().flatten() {
-                let initial = phase["InitialNumberOfUsers"].as_u64().unwrap_or(1).max(1) as usize;
+                let initial = cove_model::convert::u64_to_usize(
+                    phase["InitialNumberOfUsers"].as_u64().unwrap_or(1).max(1),
+                );
                 let rate = phase["SpawnRate"].as_u64().unwrap_or(0) as f64;
                 let duration = phase["DurationInSeconds"].as_f64().unwrap_or(4.0);
                 // One level per user added: a new user every 60/rate seconds.
@@ -194,8 +199,8 @@ pub fn recommendation_metrics(instance_type: &str, best: &Measured, setup_second
     let per_minute = best.invocations_per_minute();
     let latency_ms = best.percentile_us(50.0).unwrap_or(0) as f64 / 1000.0;
     let mut metrics = serde_json::json!({
-        "MaxInvocations": per_minute.floor() as i64,
-        "ModelLatency": latency_ms.round() as i64,
+        "MaxInvocations": cove_model::convert::f64_to_i64(per_minute.floor()),
+        "ModelLatency": cove_model::convert::f64_to_i64(latency_ms.round()),
         "ModelSetupTime": setup_seconds,
     });
     if let Some(hour) = cost_per_hour(instance_type) {

@@ -313,7 +313,7 @@ impl Recommendation {
             }
             std::thread::sleep(Duration::from_millis(100));
         };
-        let setup_seconds = created.elapsed().as_secs_f64().ceil() as u64;
+        let setup_seconds = cove_model::convert::f64_to_u64(created.elapsed().as_secs_f64().ceil());
         let content_type = j.request["InputConfig"]["ContainerConfig"]["PayloadConfig"]
             ["SupportedContentTypes"][0]
             .as_str()
@@ -455,7 +455,9 @@ fn run_level(netns: &str, level: Level, payloads: &[Vec<u8>], content_type: &str
                             &[("Content-Type", content_type)],
                             body,
                         ) {
-                            Ok((200, _)) => latencies.push(t.elapsed().as_micros() as u64),
+                            Ok((200, _)) => {
+                                latencies.push(cove_model::convert::micros(t.elapsed()))
+                            }
                             Ok(_) => errors += 1,
                             Err(_) => {
                                 errors += 1;

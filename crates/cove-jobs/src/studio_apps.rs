@@ -145,7 +145,7 @@ impl StudioApps {
                 let mut app = tx.cloned::<StudioApp>(&key)?;
                 let (subnet, groups) = if vpc_only {
                     let subnets = cove_sagemaker::common::strings(Some(&domain.request["SubnetIds"]));
-                    let subnet = subnets[(fnv64(&key) as usize) % subnets.len().max(1)].clone();
+                    let subnet = subnets[cove_model::convert::u64_to_usize(fnv64(&key) % subnets.len().max(1) as u64)].clone();
                     let mut groups = cove_sagemaker::common::strings(Some(&settings["SecurityGroups"]));
                     groups.extend(cove_sagemaker::common::strings(Some(&defaults["SecurityGroups"])));
                     groups.extend(domain.outbound_nfs_group.clone());

@@ -456,7 +456,10 @@ impl Training {
         let started = job
             .start_time
             .as_deref()
-            .map(|s| cove_sagemaker::common::seconds_between(s, &now_rfc3339()) as u64)
+            .map(|s| {
+                u64::try_from(cove_sagemaker::common::seconds_between(s, &now_rfc3339()))
+                    .unwrap_or(0)
+            })
             .unwrap_or(0);
         let deadline = Instant::now() + Duration::from_secs(max_runtime.saturating_sub(started));
         let mut ending: Option<(Outcome, Instant)> = None;

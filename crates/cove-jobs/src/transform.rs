@@ -57,8 +57,8 @@ pub fn batching(request: &Value, container: &Value) -> Batching {
         .clamp(1, 64);
     Batching {
         multi_record: strategy,
-        max_payload: payload_mb as usize * 1024 * 1024,
-        concurrency: concurrency as usize,
+        max_payload: cove_model::convert::u64_to_usize(payload_mb).saturating_mul(1024 * 1024),
+        concurrency: cove_model::convert::u64_to_usize(concurrency),
         split_lines: request["TransformInput"]["SplitType"].as_str() == Some("Line"),
         assemble_lines: request["TransformOutput"]["AssembleWith"].as_str() == Some("Line"),
     }
@@ -189,9 +189,11 @@ impl Hosting {
         if j.stop_requested {
             return self.finish_transform(&key, "Stopped", None);
         }
-        let count = j.request["TransformResources"]["InstanceCount"]
-            .as_u64()
-            .unwrap_or(1) as usize;
+        let count = cove_model::convert::u64_to_usize(
+            j.request["TransformResources"]["InstanceCount"]
+                .as_u64()
+                .unwrap_or(1),
+        );
         if j.instances.len() < count {
             self.update_transform(&key, |j| {
                 while j.instances.len() < count {

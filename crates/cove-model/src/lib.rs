@@ -3,6 +3,7 @@
 //! Nothing here does I/O, so every rule in it is unit-tested directly.
 
 pub mod cidr;
+pub mod convert;
 pub mod endpoints;
 pub mod error;
 pub mod filter;

@@ -267,14 +267,16 @@ pub fn create(id: &str, cpus: f64, memory_bytes: u64) -> CgroupSet {
             tracing::warn!(container = id, error = %e, "cannot set the {what}; the container runs without it");
         };
         if cpus > 0.0 && has("cpu") {
-            let quota = ((cpus * CPU_PERIOD_US as f64).round() as u64).max(1_000);
+            #[allow(clippy::cast_precision_loss)] // why: the period is a small constant.
+            let quota =
+                cove_model::convert::f64_to_u64((cpus * CPU_PERIOD_US as f64).round()).max(1_000);
             let r = if h.v2 {
                 write(&dir, "cpu.max", &format!("{quota} {CPU_PERIOD_US}"))
             } else {
                 write(&dir, "cpu.cfs_period_us", &CPU_PERIOD_US.to_string())
                     .and_then(|_| write(&dir, "cpu.cfs_quota_us", &quota.to_string()))
                     .and_then(|_| {
-                        let shares = ((cpus * 1024.0) as u64).max(2);
+                        let shares = cove_model::convert::f64_to_u64(cpus * 1024.0).max(2);
                         write(&dir, "cpu.shares", &shares.to_string())
                     })
             };

@@ -164,7 +164,7 @@ mod tests {
         // The test only needs distinct, valid-looking digests.
         format!(
             "{:064x}",
-            cove_model::ids::fnv64(&String::from_utf8_lossy(data)) as u128
+            u128::from(cove_model::ids::fnv64(&String::from_utf8_lossy(data)))
         )
     }
 

@@ -464,7 +464,10 @@ fn start_runner(plan: &Plan, runner: &Path, log: std::fs::File) -> Result<Contai
                 START_TIMEOUT
             );
         }
-        let ready = sys::poll_readable(&[ready_r.as_raw_fd()], left.as_millis() as i32)?;
+        let ready = sys::poll_readable(
+            &[ready_r.as_raw_fd()],
+            cove_model::convert::millis_i32(left),
+        )?;
         if !ready[0] {
             continue;
         }

@@ -164,7 +164,7 @@ fn run(spec_path: &Path, state_dir: &Path, ready: &mut Ready) -> Result<()> {
         if let Some(until) = drain_until {
             wake = wake.min(until);
         }
-        let timeout = wake.saturating_duration_since(now).as_millis() as i32;
+        let timeout = cove_model::convert::millis_i32(wake.saturating_duration_since(now));
         let fds = [out.raw(), err.raw(), rep.raw(), sigfd.as_raw_fd()];
         let readable = sys::poll_readable(&fds, timeout.max(1))?;
         for (i, s) in [&mut out, &mut err].into_iter().enumerate() {

@@ -118,6 +118,6 @@ pub fn read<T: for<'de> Deserialize<'de>>(state_dir: &Path, name: &str) -> io::R
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
+        .map(cove_model::convert::millis)
         .unwrap_or(0)
 }

@@ -676,7 +676,7 @@ fn launch_latency() {
             .trim()
             .parse()
             .unwrap();
-        to_exec.push(Duration::from_nanos((printed - t0) as u64));
+        to_exec.push(Duration::from_nanos(u64::try_from(printed - t0).unwrap()));
         c.cleanup().unwrap();
     }
     to_exec.sort();
@@ -717,7 +717,7 @@ fn killing_the_runner_takes_the_container_with_it() {
     let record: serde_json::Value =
         serde_json::from_slice(&std::fs::read(spec.state_dir.join("runner.json")).unwrap())
             .unwrap();
-    let runner = record["runner"]["pid"].as_i64().unwrap() as i32;
+    let runner = i32::try_from(record["runner"]["pid"].as_i64().unwrap()).unwrap();
     cove_sys::kill(runner, libc::SIGKILL).unwrap();
     assert_eq!(
         c.wait_timeout(Duration::from_secs(5)),

@@ -27,7 +27,8 @@ pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
             }
             return Err(e);
         }
-        buf = &buf[n as usize..];
+        // n >= 0 here.
+        buf = &buf[n.unsigned_abs()..];
     }
     Ok(())
 }
@@ -38,7 +39,7 @@ pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
         // SAFETY: the pointer and length describe a live, writable slice.
         let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
         if n >= 0 {
-            return Ok(n as usize);
+            return Ok(n.unsigned_abs());
         }
         let e = io::Error::last_os_error();
         if e.kind() != io::ErrorKind::Interrupted {
@@ -70,8 +71,9 @@ pub fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
 /// Marks every descriptor from `first` up close-on-exec, so nothing the
 /// runtime holds leaks into the job.
 pub fn cloexec_from(first: u32) -> io::Result<()> {
+    let flags = libc::c_int::try_from(libc::CLOSE_RANGE_CLOEXEC).expect("a small flag");
     // SAFETY: close_range only changes descriptor flags.
-    check(unsafe { libc::close_range(first, u32::MAX, libc::CLOSE_RANGE_CLOEXEC as i32) }).map(drop)
+    check(unsafe { libc::close_range(first, u32::MAX, flags) }).map(drop)
 }
 
 /// `poll` over descriptors, each waited on for input; returns which became

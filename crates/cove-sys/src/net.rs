@@ -31,11 +31,12 @@ pub fn interface_up(name: &str) -> io::Result<()> {
         check(unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) })?;
     // SAFETY: the socket is fresh and owned here.
     let sock = unsafe { OwnedFd::from_raw_fd(sock) };
+    let up = libc::c_short::try_from(libc::IFF_UP | libc::IFF_RUNNING).expect("16-bit flags");
     // SAFETY: SIOCGIFFLAGS/SIOCSIFFLAGS read and write a struct ifreq, which
     // IfReq matches in layout and size (40 bytes).
     unsafe {
         check(libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req))?;
-        req.flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        req.flags |= up;
         check(libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req))?;
     }
     Ok(())

@@ -41,7 +41,7 @@ pub fn drop_bounding_and_ambient(keep: u64, last_cap: u32) -> io::Result<()> {
         if keep & (1 << cap) != 0 {
             continue;
         }
-        match prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong) {
+        match prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap)) {
             Ok(()) => {}
             // A capability this kernel does not know: nothing to drop.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
@@ -79,7 +79,10 @@ pub fn capset(effective: u64, permitted: u64, inheritable: u64) -> io::Result<()
         version: VERSION_3,
         pid: 0,
     };
-    let split = |v: u64| (v as u32, (v >> 32) as u32);
+    let split = |v: u64| {
+        let low = u32::try_from(v & 0xffff_ffff).unwrap_or(0);
+        (low, u32::try_from(v >> 32).unwrap_or(0))
+    };
     let (e0, e1) = split(effective);
     let (p0, p1) = split(permitted);
     let (i0, i1) = split(inheritable);

@@ -52,10 +52,10 @@ pub fn read_signal(fd: RawFd) -> io::Result<libc::c_int> {
     let size = std::mem::size_of::<libc::signalfd_siginfo>();
     // SAFETY: the buffer is exactly one signalfd_siginfo.
     let n = unsafe { libc::read(fd, (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
-    if n as usize != size {
+    if usize::try_from(n).ok() != Some(size) {
         return Err(io::Error::last_os_error());
     }
-    Ok(info.ssi_signo as libc::c_int)
+    libc::c_int::try_from(info.ssi_signo).map_err(io::Error::other)
 }
 
 /// Waits for a signal in `set` (which must be blocked).

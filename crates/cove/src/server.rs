@@ -467,7 +467,7 @@ async fn aws(
     let out = app.dispatcher.handle(request);
     tracing::debug!(
         status = out.status,
-        micros = started.elapsed().as_micros() as u64,
+        micros = cove_model::convert::micros(started.elapsed()),
         "request"
     );
     into_axum(out)
