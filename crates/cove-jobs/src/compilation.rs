@@ -45,21 +45,13 @@ impl Driver for Compilation {
     type Resource = CompilationJob;
 
     fn step(&self, r: &CompilationJob) -> anyhow::Result<Step> {
-        Ok(match r.phase {
-            CompilationPhase::Starting => {
-                self.compilation_start(r)?;
-                Step::Next
-            }
-            CompilationPhase::Compiling => {
-                self.compilation_run(r)?;
-                Step::Next
-            }
-            CompilationPhase::Done => {
-                self.compilation_cleanup(r)?;
-                Step::Next
-            }
-            CompilationPhase::CleanedUp => Step::Done,
-        })
+        match r.phase {
+            CompilationPhase::Starting => self.compilation_start(r)?,
+            CompilationPhase::Compiling => self.compilation_run(r)?,
+            CompilationPhase::Done => self.compilation_cleanup(r)?,
+            CompilationPhase::CleanedUp => return Ok(Step::Done),
+        }
+        Ok(Step::Next)
     }
 
     fn fail(&self, r: &CompilationJob, reason: &str) -> anyhow::Result<()> {

@@ -55,21 +55,13 @@ impl Driver for Recommendation {
     type Resource = RecommendationJob;
 
     fn step(&self, r: &RecommendationJob) -> anyhow::Result<Step> {
-        Ok(match r.phase {
-            RecommendationPhase::Pending => {
-                self.recommendation_start(r)?;
-                Step::Next
-            }
-            RecommendationPhase::Benchmarking => {
-                self.recommendation_run(r)?;
-                Step::Next
-            }
-            RecommendationPhase::Done => {
-                self.recommendation_cleanup(r)?;
-                Step::Next
-            }
-            RecommendationPhase::CleanedUp => Step::Done,
-        })
+        match r.phase {
+            RecommendationPhase::Pending => self.recommendation_start(r)?,
+            RecommendationPhase::Benchmarking => self.recommendation_run(r)?,
+            RecommendationPhase::Done => self.recommendation_cleanup(r)?,
+            RecommendationPhase::CleanedUp => return Ok(Step::Done),
+        }
+        Ok(Step::Next)
     }
 
     fn fail(&self, r: &RecommendationJob, reason: &str) -> anyhow::Result<()> {

@@ -46,21 +46,13 @@ impl Driver for StudioApps {
     type Resource = StudioApp;
 
     fn step(&self, r: &StudioApp) -> anyhow::Result<Step> {
-        Ok(match r.phase {
-            AppPhase::Starting => {
-                self.app_start(r)?;
-                Step::Next
-            }
-            AppPhase::Running => {
-                self.app_watch(r)?;
-                Step::Next
-            }
-            AppPhase::Stopping => {
-                self.app_stop(r)?;
-                Step::Next
-            }
-            AppPhase::Gone => Step::Done,
-        })
+        match r.phase {
+            AppPhase::Starting => self.app_start(r)?,
+            AppPhase::Running => self.app_watch(r)?,
+            AppPhase::Stopping => self.app_stop(r)?,
+            AppPhase::Gone => return Ok(Step::Done),
+        }
+        Ok(Step::Next)
     }
 
     fn fail(&self, r: &StudioApp, reason: &str) -> anyhow::Result<()> {
