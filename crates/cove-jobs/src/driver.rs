@@ -85,6 +85,112 @@ pub(crate) use driver;
 #[cfg(test)]
 mod tests {
     use super::*;
+    use cove_model::jobs::{CompilationJob, CompilationPhase};
+    use std::cell::RefCell;
+
+    fn job() -> CompilationJob {
+        CompilationJob {
+            name: "c".into(),
+            // The store keys SageMaker resources by their ARN's resource part.
+            arn: "arn:aws:sagemaker:us-east-1:123456789012:compilation-job/c".into(),
+            region: "us-east-1".into(),
+            account_id: "123456789012".into(),
+            request: serde_json::json!({}),
+            status: "STARTING".into(),
+            failure_reason: None,
+            creation_time: String::new(),
+            start_time: None,
+            end_time: None,
+            last_modified_time: String::new(),
+            phase: CompilationPhase::Starting,
+            eni_id: None,
+            session_access_key: None,
+            stop_requested: false,
+            model_artifacts: None,
+            artifact_digest: None,
+            derived_data_input_config: None,
+        }
+    }
+
+    /// Answers what `script` says, phase by phase, and records the calls.
+    struct Scripted<'s> {
+        store: &'s Store,
+        script: RefCell<Vec<anyhow::Result<Step>>>,
+        seen: RefCell<Vec<String>>,
+    }
+
+    impl Driver for Scripted<'_> {
+        type Resource = CompilationJob;
+        fn step(&self, j: &CompilationJob) -> anyhow::Result<Step> {
+            self.seen.borrow_mut().push(format!("{:?}", j.phase));
+            let answer = self.script.borrow_mut().remove(0);
+            if matches!(answer, Ok(Step::Next)) {
+                let next = match j.phase {
+                    CompilationPhase::Starting => CompilationPhase::Compiling,
+                    _ => CompilationPhase::CleanedUp,
+                };
+                crate::workers::update(self.store, &j.key(), |j: &mut CompilationJob| {
+                    j.phase = next
+                })?;
+            }
+            answer
+        }
+        fn fail(&self, j: &CompilationJob, reason: &str) -> anyhow::Result<()> {
+            self.seen.borrow_mut().push(format!("fail: {reason}"));
+            crate::workers::update(self.store, &j.key(), |j: &mut CompilationJob| {
+                j.phase = CompilationPhase::Done;
+                j.failure_reason = Some(reason.to_string());
+            })
+        }
+    }
+
+    #[test]
+    fn the_loop_steps_retries_fails_and_stops() {
+        let store = Store::in_memory().unwrap();
+        store
+            .write(|tx| {
+                tx.put(job());
+                Ok(())
+            })
+            .unwrap();
+        let driver = Scripted {
+            store: &store,
+            script: RefCell::new(vec![
+                Ok(Step::Next),
+                Err(anyhow::anyhow!("transient")),
+                Ok(Step::Fail("ClientError: no".into())),
+                Ok(Step::Next),
+                Ok(Step::Done),
+            ]),
+            seen: RefCell::new(vec![]),
+        };
+        drive(&driver, &store, &job().key());
+        assert_eq!(
+            driver.seen.into_inner(),
+            [
+                "Starting",
+                "Compiling",
+                "Compiling",
+                "fail: ClientError: no",
+                "Done",
+                "CleanedUp"
+            ]
+        );
+        let stored = store.snapshot().compilation_jobs[&job().key()].clone();
+        assert_eq!(stored.failure_reason.as_deref(), Some("ClientError: no"));
+    }
+
+    #[test]
+    fn a_resource_that_is_gone_ends_the_loop() {
+        let store = Store::in_memory().unwrap();
+        let driver = Scripted {
+            store: &store,
+            script: RefCell::new(vec![]),
+            seen: RefCell::new(vec![]),
+        };
+        drive(&driver, &store, "compilation-job/none");
+        assert!(driver.seen.into_inner().is_empty());
+    }
 
     #[test]
     fn a_carried_failure_becomes_a_failing_step() {
