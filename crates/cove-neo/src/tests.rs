@@ -2,8 +2,8 @@
 //! types, packed the way a training job's `model.tar.gz` is.
 
 use super::*;
-use std::path::PathBuf;
 use prost::Message;
+use std::path::PathBuf;
 use tract_onnx::pb;
 
 fn dim(d: &str) -> pb::tensor_shape_proto::Dimension {
