@@ -339,6 +339,9 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
+    // why: p is a fraction in 0..=1, so the rounded index lies in
+    // 0..sorted.len().
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[idx] as f64 / 1000.0
 }
@@ -378,7 +381,7 @@ async fn replay(
                 let (read, body) = request_body(&fx, i, &authorize_seq);
                 let t = Instant::now();
                 let (status, bytes) = conn.call(body).await?;
-                let micros = t.elapsed().as_micros() as u64;
+                let micros = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
                 if i >= warmup {
                     let err = (status != 200).then(|| {
                         String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned()

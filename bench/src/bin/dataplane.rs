@@ -51,8 +51,8 @@ fn make(tag: &str, rules: usize, flow_log: bool) -> Lab {
         .map(|i| {
             rule(
                 "tcp",
-                Some(10000 + i as i64),
-                Some(10000 + i as i64),
+                Some(10000 + i64::try_from(i).expect("rule count fits i64")),
+                Some(10000 + i64::try_from(i).expect("rule count fits i64")),
                 cidr("10.0.2.0/24"),
             )
         })
@@ -170,6 +170,8 @@ fn round_trips(lab: &Lab, n: usize) -> Vec<f64> {
     rtts
 }
 
+// why: p is a fraction in 0..=1, so the rounded index lies in 0..v.len().
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 fn pct(v: &[f64], p: f64) -> f64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
@@ -238,7 +240,9 @@ fn main() {
             e.id = format!("eni-{tag}x{i:05}");
             e.netns = cove_net::naming::eni_netns(&tag, &e.id);
             e.router_link = cove_net::naming::eni_router_link(&e.id);
-            e.ip = Ipv4Addr::from(u32::from(ip("10.0.1.10")) + i as u32);
+            e.ip = Ipv4Addr::from(
+                u32::from(ip("10.0.1.10")) + u32::try_from(i).expect("ENI count fits u32"),
+            );
             e
         })
         .collect();

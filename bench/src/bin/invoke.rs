@@ -81,6 +81,9 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
+    // why: p is a percentage in 0..=100, so the rounded index is
+    // non-negative and at most sorted.len() - 1 (the min below clamps anyway).
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let i = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
     sorted[i.min(sorted.len() - 1)] as f64
 }
@@ -147,9 +150,10 @@ fn main() -> anyhow::Result<()> {
                     if !ok {
                         *errors.borrow_mut() += 1;
                     } else if sent >= measure_from && done <= end {
-                        latencies
-                            .borrow_mut()
-                            .push(done.duration_since(sent).as_micros() as u64);
+                        latencies.borrow_mut().push(
+                            u64::try_from(done.duration_since(sent).as_micros())
+                                .unwrap_or(u64::MAX),
+                        );
                     }
                 }
                 anyhow::Ok(())

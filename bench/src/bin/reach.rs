@@ -88,8 +88,11 @@ fn build(enis: usize) -> World {
 /// Picks a query's destination.
 type PickTarget = fn(&mut StdRng, &[String]) -> Target;
 
+// why: p is a fraction in 0..=1, so the index (rounded down, as before)
+// lies in 0..sorted.len().
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() - 1) as f64 * p) as usize]
+    sorted[((sorted.len() - 1) as f64 * p).floor() as usize]
 }
 
 fn main() {

@@ -78,6 +78,8 @@ fn build(tag: &str, other_rules: usize) -> World {
     w
 }
 
+// why: p is a fraction in 0..=1, so the rounded index lies in 0..v.len().
+#[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     v[((v.len() - 1) as f64 * p).round() as usize]

@@ -913,7 +913,7 @@ fn open_netns(name: &str) -> io::Result<File> {
 /// Whether `path` is a namespace file (a mounted nsfs inode), not the
 /// empty file a crash between creating and mounting can leave.
 fn is_netns(path: &Path) -> bool {
-    rustix::fs::statfs(path).is_ok_and(|st| st.f_type as u64 == NSFS_MAGIC)
+    rustix::fs::statfs(path).is_ok_and(|st| u64::try_from(st.f_type).is_ok_and(|t| t == NSFS_MAGIC))
 }
 
 /// Makes `/run/netns` exist and be a shared mount point, as `ip netns add`

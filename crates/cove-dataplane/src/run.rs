@@ -33,7 +33,8 @@ pub fn spawn<B: Backend + Send + 'static>(
                         if pass != Pass::default() {
                             tracing::info!(
                                 ?pass,
-                                micros = started.elapsed().as_micros() as u64,
+                                micros = u64::try_from(started.elapsed().as_micros())
+                                    .unwrap_or(u64::MAX),
                                 "data plane reconciled"
                             );
                         }

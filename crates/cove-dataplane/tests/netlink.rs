@@ -709,6 +709,9 @@ fn namespaces_are_created_and_deleted_idempotently() {
 }
 
 fn percentile(sorted_ms: &[f64], p: f64) -> f64 {
+    // why: p is a fraction in 0..=1, so the rounded index lies in
+    // 0..sorted_ms.len().
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let i = ((sorted_ms.len() as f64 - 1.0) * p).round() as usize;
     sorted_ms[i]
 }
@@ -731,7 +734,8 @@ fn timing_netlink_against_ip_processes() {
     let mut took = Vec::new();
     for i in 0..enis {
         let eni = Ns::reserve();
-        let ip_addr = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 16, 0)) + i as u32 + 4);
+        let ip_addr =
+            Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 16, 0)) + u32::try_from(i).unwrap() + 4);
         let start = Instant::now();
         plumb_eni(&mut r, &format!("cvt{i}"), &eni.0, ip_addr, gateway);
         took.push(start.elapsed().as_secs_f64() * 1000.0);

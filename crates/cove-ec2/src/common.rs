@@ -251,7 +251,9 @@ impl<'r> Describe<'r> {
         };
         let mut out = Vec::new();
         let mut next = None;
-        let limit = self.max_results.map(|m| m.max(1) as usize);
+        let limit = self
+            .max_results
+            .map(|m| usize::try_from(m.max(1)).unwrap_or(usize::MAX));
         let candidates: Box<dyn Iterator<Item = (&'w String, &'w R)>> = match &start {
             Some(s) => Box::new(table.range(s.clone()..)),
             None => Box::new(table.iter()),

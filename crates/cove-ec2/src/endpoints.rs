@@ -121,7 +121,7 @@ pub fn describe_vpc_endpoint_services(r: &Req) -> AwsResult<Value> {
     };
     let limit = r
         .int("MaxResults")
-        .map(|m| m.max(1) as usize)
+        .map(|m| usize::try_from(m.max(1)).unwrap_or(usize::MAX))
         .unwrap_or(usize::MAX);
     let page: Vec<&ServiceEntry> = selected.iter().skip(start).take(limit).collect();
     let end = start + page.len();

@@ -101,17 +101,17 @@ fn parse_ip(member: &str, v: Option<&str>) -> AwsResult<Option<Ipv4Addr>> {
     .transpose()
 }
 
+/// A port from a request: negative ports read as 0, ports above 65535 as 65535.
+fn clamp_port(p: i64) -> u16 {
+    u16::try_from(p.max(0)).unwrap_or(u16::MAX)
+}
+
 /// A port range of a path filter: `FromPort`..`ToPort`, open ends meaning 0 and 65535.
 fn filter_ports(v: &Value, member: &str) -> AwsResult<Option<(u16, u16)>> {
     let Some(r) = v.get(member) else {
         return Ok(None);
     };
-    let end = |k: &str, d: i64| {
-        r.get(k)
-            .and_then(Value::as_i64)
-            .unwrap_or(d)
-            .clamp(0, 65535) as u16
-    };
+    let end = |k: &str, d: i64| clamp_port(r.get(k).and_then(Value::as_i64).unwrap_or(d));
     let (from, to) = (end("FromPort", 0), end("ToPort", 65535));
     if from > to {
         return Err(AwsError::invalid_parameter_value(format!(
@@ -403,7 +403,7 @@ fn query_of(p: &NetworkInsightsPath, e: &Effective) -> Query {
         source,
         target,
         protocol: Protocol::parse(&p.protocol).unwrap_or(Protocol::Tcp),
-        port: p.destination_port.map(|x| x.clamp(0, 65535) as u16),
+        port: p.destination_port.map(clamp_port),
         source_port: None,
     }
 }

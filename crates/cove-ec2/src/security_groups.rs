@@ -762,7 +762,7 @@ pub fn describe_security_group_rules(r: &Req) -> AwsResult<Value> {
     let mut page: Vec<Value> = Vec::new();
     let mut next = None;
     for (id, v) in rows.into_iter().filter(|(id, _)| id.as_str() >= start) {
-        if max.is_some_and(|m| page.len() as i64 == m) {
+        if max.is_some_and(|m| usize::try_from(m).is_ok_and(|m| page.len() == m)) {
             next = Some(id);
             break;
         }

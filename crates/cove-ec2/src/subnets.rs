@@ -79,7 +79,9 @@ pub fn allocate_ip(world: &World, s: &Subnet, requested: Option<&str>) -> AwsRes
         }
         return Ok(ip.to_string());
     }
-    (4..(cidr.size() as u32 - 1))
+    // Subnets are /16 to /28, so the size fits u32; saturating keeps even a
+    // /0 from overflowing.
+    (4..(u32::try_from(cidr.size()).unwrap_or(u32::MAX) - 1))
         .map(|i| cidr.nth(i))
         .find(|ip| !used.contains(ip))
         .map(|ip| ip.to_string())

@@ -206,7 +206,10 @@ pub fn describe_tags(r: &Req) -> AwsResult<Value> {
     let w = r.world();
     let region = r.region();
     let filters = r.filters();
-    let max = r.int("MaxResults");
+    // A negative MaxResults reads as 0 (an empty page and a token), as 0 does.
+    let max = r
+        .int("MaxResults")
+        .map(|m| usize::try_from(m.max(0)).unwrap_or(usize::MAX));
     let start = r.str("NextToken").unwrap_or_default().to_string();
     let mut rows = Vec::new();
     let mut next = None;
@@ -244,20 +247,16 @@ pub fn describe_tags(r: &Req) -> AwsResult<Value> {
                 ));
             }
         }
-        if max.is_some_and(|m| rows.len() as i64 >= m) {
+        if max.is_some_and(|m| rows.len() >= m) {
             break;
         }
     }
     // Page on resource boundaries, so a resource's tags never split across pages.
     if let Some(m) = max {
-        if rows.len() as i64 > m {
-            let cut_id = rows[m as usize].0.clone();
+        if rows.len() > m {
+            let cut_id = rows[m].0.clone();
             let first_of_cut = rows.iter().position(|(id, _)| *id == cut_id).unwrap_or(0);
-            let keep = if first_of_cut == 0 {
-                m as usize
-            } else {
-                first_of_cut
-            };
+            let keep = if first_of_cut == 0 { m } else { first_of_cut };
             next = Some(rows[keep].0.clone());
             rows.truncate(keep);
         } else if let Some((last, _)) = rows.last() {
@@ -266,7 +265,7 @@ pub fn describe_tags(r: &Req) -> AwsResult<Value> {
                 .range(last.clone()..)
                 .nth(1)
                 .map(|(id, _)| id.clone());
-            if rows.len() as i64 == m {
+            if rows.len() == m {
                 next = after;
             }
         }

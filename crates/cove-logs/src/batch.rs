@@ -147,7 +147,7 @@ mod tests {
         // Multi-byte characters count by bytes.
         assert_eq!(event_size("é"), 28);
         let many: Vec<(i64, String)> = (0..MAX_BATCH_EVENTS + 1)
-            .map(|i| (i as i64, "m".into()))
+            .map(|i| (i64::try_from(i).unwrap(), "m".into()))
             .collect();
         assert!(check_batch(&many).unwrap_err().contains("at most 10000"));
     }

@@ -167,7 +167,10 @@ mod tests {
                 ))
             })
             .unwrap();
-        assert_eq!((version, mode.as_str()), (MIGRATIONS.len() as i64, "wal"));
+        assert_eq!(
+            (version, mode.as_str()),
+            (i64::try_from(MIGRATIONS.len()).unwrap(), "wal")
+        );
         db.write(|tx| {
             tx.pragma_update(None, "user_version", 99)?;
             Ok(())

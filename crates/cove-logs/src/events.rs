@@ -125,7 +125,11 @@ impl LogsService {
                     for (ts, message) in accepted {
                         let message = message.as_ref();
                         insert.execute(params![g.id, s, ts, now, message])?;
-                        bytes += message.len() as i64;
+                        // why: check_batch above caps a batch at
+                        // MAX_BATCH_BYTES (1 MiB), far inside i64.
+                        #[allow(clippy::cast_possible_wrap)]
+                        let len = message.len() as i64;
+                        bytes += len;
                     }
                 }
                 tx.execute(
@@ -194,7 +198,7 @@ impl LogsService {
                 Direction::Forward => start.max(key.ts),
                 Direction::Backward => start,
             };
-            let mut rows = stmt.query(params![g.id, s, low, end, key.ts, key.seq, limit as i64])?;
+            let mut rows = stmt.query(params![g.id, s, low, end, key.ts, key.seq, limit])?;
             let mut page: Vec<(EventKey, OutputEvent)> = Vec::new();
             let mut bytes = 0;
             while let Some(r) = rows.next()? {
@@ -412,7 +416,7 @@ pub(crate) fn purge_expired(db: &Db, now: i64) -> Result<usize> {
                         "SELECT seq, stream_id, length(CAST(message AS BLOB)) FROM log_events
                          WHERE group_id = ?1 AND timestamp < ?2 LIMIT ?3",
                     )?
-                    .query_map(params![group_id, cutoff, PURGE_CHUNK as i64], |r| {
+                    .query_map(params![group_id, cutoff, PURGE_CHUNK], |r| {
                         Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                     })?
                     .collect::<rusqlite::Result<_>>()?;

@@ -31,7 +31,7 @@ impl Cidr {
         Self::mask_of(self.prefix)
     }
     pub fn size(&self) -> u64 {
-        1u64 << (32 - self.prefix as u32)
+        1u64 << (32 - u32::from(self.prefix))
     }
     pub fn last(&self) -> u32 {
         self.base | !self.mask()

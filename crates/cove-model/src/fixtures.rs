@@ -209,7 +209,8 @@ pub fn add_filler_rules(w: &mut World, groups: usize, per_group: usize) {
         let id = format!("sg-fill{g:05}");
         let ingress = (0..per_group)
             .map(|r| {
-                let port = 20000 + (g * per_group + r) as i64;
+                let port =
+                    20000 + i64::try_from(g * per_group + r).expect("fixture rule count fits i64");
                 let mut x = rule(
                     "tcp",
                     Some(port),
@@ -226,7 +227,8 @@ pub fn add_filler_rules(w: &mut World, groups: usize, per_group: usize) {
     }
     for n in 0..groups.div_ceil(5) {
         let id = format!("eni-fill{n:05}");
-        let base = u32::from(std::net::Ipv4Addr::new(10, 0, 1, 10)) + n as u32;
+        let base = u32::from(std::net::Ipv4Addr::new(10, 0, 1, 10))
+            + u32::try_from(n).expect("fixture ENI count fits u32");
         w.network_interfaces.insert(
             id.clone(),
             NetworkInterface {

@@ -6,14 +6,14 @@ use rand::Rng;
 /// ids, endpoint DNS tags, link addresses, instance tags).
 pub fn fnv32(s: &str) -> u32 {
     s.bytes().fold(0x811c9dc5u32, |h, b| {
-        (h ^ b as u32).wrapping_mul(0x01000193)
+        (h ^ u32::from(b)).wrapping_mul(0x01000193)
     })
 }
 
 /// 64-bit FNV-1a, for stable ids with AWS's 17 hex digits.
 pub fn fnv64(s: &str) -> u64 {
     s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
+        (h ^ u64::from(b)).wrapping_mul(0x100000001b3)
     })
 }
 

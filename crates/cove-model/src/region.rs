@@ -105,6 +105,9 @@ pub fn s3_prefix_list_id(region: &str) -> String {
 /// The default VPC's CIDR and its per-zone /20 subnets, as AWS makes them.
 pub const DEFAULT_VPC_CIDR: &str = "172.31.0.0/16";
 
+// why: `zone_index` indexes a region's zones (ZONE_SUFFIXES, three of them),
+// so it fits u32 many times over.
+#[allow(clippy::cast_possible_truncation)]
 pub fn default_subnet_cidr(zone_index: usize) -> String {
     let base: Cidr = DEFAULT_VPC_CIDR.parse().expect("constant CIDR");
     Cidr {

@@ -130,7 +130,11 @@ pub fn parse_data_input_config(text: &str) -> Result<Vec<(String, Vec<usize>)>, 
                 .as_array()
                 .ok_or_else(|| bad(&format!("the shape of {name} is not a list")))?
                 .iter()
-                .map(|d| d.as_u64().filter(|d| *d > 0).map(|d| d as usize))
+                .map(|d| {
+                    d.as_u64()
+                        .filter(|d| *d > 0)
+                        .and_then(|d| usize::try_from(d).ok())
+                })
                 .collect::<Option<Vec<usize>>>()
                 .ok_or_else(|| bad(&format!("the shape of {name} must be positive integers")))?;
             Ok((name.clone(), dims))

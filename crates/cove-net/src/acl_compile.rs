@@ -156,7 +156,7 @@ pub fn compile(rules: &[AclRule]) -> CompiledAcl {
                 }
                 let ports = match (m.proto, m.ports) {
                     (Proto::Tcp | Proto::Udp, Some((lo, hi))) if lo > hi => return None,
-                    (Proto::Tcp | Proto::Udp, Some((lo, hi))) => (lo as u32, hi as u32),
+                    (Proto::Tcp | Proto::Udp, Some((lo, hi))) => (u32::from(lo), u32::from(hi)),
                     _ => PORTS,
                 };
                 Some(([addr_range(m)?, ports], r.allow))
@@ -168,7 +168,7 @@ pub fn compile(rules: &[AclRule]) -> CompiledAcl {
                 .map(|[a, p]| PortRegion {
                     addr: to_addr_range(a),
                     proto,
-                    ports: (p.0 as u16, p.1 as u16),
+                    ports: port_pair(p),
                 }),
         );
     }
@@ -192,8 +192,8 @@ pub fn compile(rules: &[AclRule]) -> CompiledAcl {
         .into_iter()
         .map(|[a, t, c]| IcmpRegion {
             addr: to_addr_range(a),
-            types: (t.0 as u8, t.1 as u8),
-            codes: (c.0 as u8, c.1 as u8),
+            types: byte_pair(t),
+            codes: byte_pair(c),
         })
         .collect();
 
@@ -204,7 +204,7 @@ pub fn compile(rules: &[AclRule]) -> CompiledAcl {
             let m = &r.rule;
             let protos = match m.proto {
                 Proto::All => BYTES,
-                Proto::Number(n) => (n as u32, n as u32),
+                Proto::Number(n) => (u32::from(n), u32::from(n)),
                 Proto::Tcp | Proto::Udp | Proto::Icmp => return None,
             };
             Some(([addr_range(m)?, protos], r.allow))
@@ -214,7 +214,7 @@ pub fn compile(rules: &[AclRule]) -> CompiledAcl {
         .into_iter()
         .map(|[a, p]| OtherRegion {
             addr: to_addr_range(a),
-            protos: (p.0 as u8, p.1 as u8),
+            protos: byte_pair(p),
         })
         .collect();
 
@@ -232,7 +232,7 @@ fn applies_to(p: Proto, n: u8) -> bool {
 fn addr_range(m: &Match) -> Option<Iv> {
     match &m.peer {
         Peer::Cidr(c) => {
-            let prefix = c.prefix.min(32) as u32;
+            let prefix = u32::from(c.prefix.min(32));
             let mask = if prefix == 0 {
                 0
             } else {
@@ -246,7 +246,24 @@ fn addr_range(m: &Match) -> Option<Iv> {
 }
 
 fn byte_range(v: Option<u8>) -> Iv {
-    v.map_or(BYTES, |x| (x as u32, x as u32))
+    v.map_or(BYTES, |x| (u32::from(x), u32::from(x)))
+}
+
+/// A port interval of a solved region back in `u16`.
+// why: the solver only returns sub-intervals of the domain it was given, and
+// for ports that is PORTS, u16's whole range, so both ends fit.
+#[allow(clippy::cast_possible_truncation)]
+fn port_pair((lo, hi): Iv) -> (u16, u16) {
+    (lo as u16, hi as u16)
+}
+
+/// A byte interval (ICMP type or code, protocol number) of a solved region
+/// back in `u8`.
+// why: the solver only returns sub-intervals of the domain it was given, and
+// for these dimensions that is BYTES, u8's whole range, so both ends fit.
+#[allow(clippy::cast_possible_truncation)]
+fn byte_pair((lo, hi): Iv) -> (u8, u8) {
+    (lo as u8, hi as u8)
 }
 
 fn to_addr_range((lo, hi): Iv) -> AddrRange {
@@ -274,6 +291,10 @@ fn solve_best<const D: usize>(domain: [Iv; D], rules: &[([Iv; D], bool)]) -> Vec
             domain: permute(&domain),
             memo: HashMap::new(),
         };
+        // why: `rules` is one direction of one ACL, whose entries have
+        // distinct rule numbers (1 to 32766, plus the default entry), so
+        // their count fits u32.
+        #[allow(clippy::cast_possible_truncation)]
         let all: Vec<u32> = (0..rules_p.len() as u32).collect();
         let found = solver.solve(0, &all);
         let mut result: Vec<[Iv; D]> = found
@@ -513,7 +534,7 @@ mod tests {
                 None => true,
             },
             Proto::Icmp => {
-                m.icmp_type.is_none_or(|t| t as u16 == port_or_type)
+                m.icmp_type.is_none_or(|t| u16::from(t) == port_or_type)
                     && m.icmp_code.is_none_or(|c| c == code)
             }
             _ => true,
@@ -785,7 +806,7 @@ mod tests {
 
     fn random_acl(rng: &mut SmallRng, n: usize, catch_all: bool) -> Vec<AclRule> {
         (0..n)
-            .map(|i| random_rule(rng, 100 + i as i64, catch_all))
+            .map(|i| random_rule(rng, 100 + i64::try_from(i).unwrap(), catch_all))
             .collect()
     }
 
@@ -836,7 +857,7 @@ mod tests {
             let proto = pick(rng, &PROTOS, |r| r.gen());
             let (pt, code) = if proto == 1 {
                 (
-                    pick(rng, &types, |r| r.gen()) as u16,
+                    u16::from(pick(rng, &types, |r| r.gen())),
                     pick(rng, &codes, |r| r.gen()),
                 )
             } else {
@@ -878,17 +899,18 @@ mod tests {
         let n = 100u32;
         let mut rules: Vec<AclRule> = (0..n)
             .map(|i| {
-                let mut r = entry(i as i64, false, Proto::Tcp, "0.0.0.0/0");
+                let mut r = entry(i64::from(i), false, Proto::Tcp, "0.0.0.0/0");
                 r.rule.peer = Peer::Cidr(Cidr {
                     base: u32::from(ip("10.0.0.0")) + i * 2,
                     prefix: 32,
                 });
-                with_ports(r, (i * 100 + 50) as u16, 65535)
+                with_ports(r, u16::try_from(i * 100 + 50).unwrap(), 65535)
             })
             .collect();
         rules.extend((0..n).map(|j| {
-            let r = entry((n + j) as i64, true, Proto::Tcp, "0.0.0.0/0");
-            with_ports(r, (j * 100) as u16, (j * 100 + 9) as u16)
+            let r = entry(i64::from(n + j), true, Proto::Tcp, "0.0.0.0/0");
+            let lo = u16::try_from(j * 100).unwrap();
+            with_ports(r, lo, lo + 9)
         }));
         let t = Instant::now();
         let c = compile(&rules);
@@ -932,9 +954,10 @@ mod tests {
                 .map(|i| {
                     let base = u32::from(ip("198.18.0.0")) + (i << (32 - prefix));
                     let c = Cidr::new(Ipv4Addr::from(base), prefix).unwrap();
-                    let mut r = entry(i as i64 + 1, false, Proto::Tcp, "0.0.0.0/0");
+                    let mut r = entry(i64::from(i) + 1, false, Proto::Tcp, "0.0.0.0/0");
                     r.rule.peer = Peer::Cidr(c);
-                    with_ports(r, 10000 + i as u16, 10000 + i as u16)
+                    let port = 10000 + u16::try_from(i).unwrap();
+                    with_ports(r, port, port)
                 })
                 .collect();
             rules.push(entry(32766, true, Proto::All, "0.0.0.0/0"));
@@ -949,7 +972,7 @@ mod tests {
                 took
             );
             assert_eq!((c.icmp.len(), c.other.len()), (1, 1));
-            let mut rng = SmallRng::seed_from_u64(prefix as u64);
+            let mut rng = SmallRng::seed_from_u64(u64::from(prefix));
             check_acl(&mut rng, &rules, 3000);
         }
     }

@@ -245,11 +245,13 @@ impl RouterPlan {
 }
 
 fn port(p: Option<i64>) -> u16 {
-    p.unwrap_or(0).clamp(0, 65535) as u16
+    // Negative ports read as 0, ports above 65535 as 65535.
+    u16::try_from(p.unwrap_or(0).max(0)).unwrap_or(u16::MAX)
 }
 
 fn icmp_part(v: Option<i64>) -> Option<u8> {
-    v.filter(|x| *x >= 0).map(|x| x.min(255) as u8)
+    v.filter(|x| *x >= 0)
+        .map(|x| u8::try_from(x).unwrap_or(u8::MAX))
 }
 
 /// A security-group rule as a match, or `None` when a stored value cannot

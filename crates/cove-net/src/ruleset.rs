@@ -548,7 +548,7 @@ fn parse_part(v: &Value, addr: bool) -> Option<Part> {
     } else if let Some(p) = v.get("prefix") {
         let c = Cidr::new(
             Ipv4Addr::from(parse_addr(&p["addr"])?),
-            p["len"].as_u64()? as u8,
+            u8::try_from(p["len"].as_u64()?).ok()?,
         )?;
         (c.base, c.last())
     } else {
@@ -586,6 +586,9 @@ fn parse_elem(v: &Value, spec: &SetSpec) -> Option<Elem> {
     }
     match parse_part(v, true)? {
         Part::Addr(lo, hi) => {
+            // why: a u32's trailing zeros are at most 32, so the prefix
+            // length is 0..=32.
+            #[allow(clippy::cast_possible_truncation)]
             let len = (hi - lo)
                 .checked_add(1)
                 .map_or(0, |n| 32 - n.trailing_zeros()) as u8;
@@ -653,7 +656,12 @@ pub fn observe(listing: &Value, table: &str) -> Option<Ruleset> {
             let hook = chain["hook"].as_str().map(|hook| Hook {
                 kind: chain["type"].as_str().unwrap_or_default().to_string(),
                 hook: hook.to_string(),
-                prio: chain["prio"].as_i64().unwrap_or(0) as i32,
+                // A priority outside i32 cannot come from the kernel; read it
+                // like a missing one.
+                prio: chain["prio"]
+                    .as_i64()
+                    .and_then(|p| i32::try_from(p).ok())
+                    .unwrap_or(0),
                 policy: chain["policy"].as_str().unwrap_or("accept").to_string(),
             });
             out.chains.insert(

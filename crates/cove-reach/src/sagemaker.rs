@@ -125,7 +125,7 @@ impl JobNetwork {
             account: account.to_string(),
             subnets: strings(&vpc["Subnets"]),
             security_groups: strings(&vpc["SecurityGroupIds"]),
-            instance_count: count.unwrap_or(1).max(1) as usize,
+            instance_count: usize::try_from(count.unwrap_or(1).max(1)).unwrap_or(usize::MAX),
             reads,
             writes,
             role_arn: request["RoleArn"].as_str().map(str::to_string),

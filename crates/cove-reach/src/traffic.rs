@@ -128,13 +128,14 @@ fn readable(protocol: &str, cidr: Option<&str>) -> bool {
 }
 
 fn port_of(v: Option<i64>) -> u16 {
-    v.unwrap_or(0).clamp(0, 65535) as u16
+    // Negative ports read as 0, ports above 65535 as 65535.
+    u16::try_from(v.unwrap_or(0).max(0)).unwrap_or(u16::MAX)
 }
 
 /// ICMP type or code of a rule: absent or -1 means any.
 fn icmp_field_matches(rule: Option<i64>, value: u8) -> bool {
     match rule {
-        Some(x) if x >= 0 => x.min(255) as u8 == value,
+        Some(x) if x >= 0 => u8::try_from(x).unwrap_or(u8::MAX) == value,
         _ => true,
     }
 }

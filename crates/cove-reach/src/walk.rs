@@ -1167,8 +1167,10 @@ fn candidate_ports(world: &World, range: (u16, u16)) -> Vec<u16> {
     let mut out = vec![range.0];
     let mut add = |lo: Option<i64>, hi: Option<i64>| {
         for v in [lo, hi.map(|h| h + 1)].into_iter().flatten() {
-            if (range.0 as i64..=range.1 as i64).contains(&v) {
-                out.push(v as u16);
+            if let Ok(v) = u16::try_from(v) {
+                if (range.0..=range.1).contains(&v) {
+                    out.push(v);
+                }
             }
         }
     };

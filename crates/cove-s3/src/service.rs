@@ -22,6 +22,19 @@ const MAX_KEYS: i32 = 1000;
 /// S3's default content type for objects stored without one.
 const DEFAULT_CONTENT_TYPE: &str = "binary/octet-stream";
 
+/// A byte count for S3's `i64` size fields. Sizes are lengths of stored
+/// files, so they fit; saturating only guards the conversion.
+fn size_dto(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A part number or part count for S3's `i32` fields. Part numbers are 1 to
+/// 10000 (upload_part checks), so they fit; saturating only guards the
+/// conversion.
+fn part_dto(n: u32) -> i32 {
+    i32::try_from(n).unwrap_or(i32::MAX)
+}
+
 /// Builds a GetObject or HeadObject answer: two distinct output types that
 /// share every header of a stored object, which are filled here once.
 macro_rules! object_output {
@@ -32,7 +45,7 @@ macro_rules! object_output {
         $ty {
             $($extra: $val,)*
             accept_ranges: Some("bytes".into()),
-            content_length: Some($len as i64),
+            content_length: Some(size_dto($len)),
             content_range: $range,
             content_type: Some(a.content_type.unwrap_or_else(|| DEFAULT_CONTENT_TYPE.into())),
             content_encoding: a.content_encoding,
@@ -43,7 +56,7 @@ macro_rules! object_output {
             metadata: (!a.metadata.is_empty()).then(|| a.metadata.into_iter().collect()),
             e_tag: Some(ETag::Strong(obj.etag)),
             last_modified: Some(timestamp(obj.modified_ms)),
-            parts_count: obj.parts_count.map(|n| n as i32),
+            parts_count: obj.parts_count.map(part_dto),
             checksum_crc32: c.checksum_crc32,
             checksum_crc32c: c.checksum_crc32c,
             checksum_crc64nvme: c.checksum_crc64nvme,
@@ -829,9 +842,9 @@ impl S3 for CoveS3 {
         let input = req.input;
         self.storage.bucket(&input.bucket)?;
         let max_keys = input.max_keys.unwrap_or(MAX_KEYS);
-        if max_keys < 0 {
+        let Ok(limit) = usize::try_from(max_keys.min(MAX_KEYS)) else {
             return Err(invalid_argument("maxKeys should be non-negative"));
-        }
+        };
         let url = input
             .encoding_type
             .as_ref()
@@ -853,11 +866,13 @@ impl S3 for CoveS3 {
                     &prefix,
                     delimiter.as_deref(),
                     after.as_deref(),
-                    max_keys.min(MAX_KEYS) as usize,
+                    limit,
                 )
             })?;
         let owner = input.fetch_owner.unwrap_or(false).then(|| self.owner());
-        let key_count = (page.contents.len() + page.common_prefixes.len()) as i32;
+        // At most `limit` (1000) entries.
+        let key_count =
+            i32::try_from(page.contents.len() + page.common_prefixes.len()).unwrap_or(i32::MAX);
         let contents: Vec<Object> = page
             .contents
             .into_iter()
@@ -865,7 +880,7 @@ impl S3 for CoveS3 {
                 key: Some(encode_if(url, key)),
                 e_tag: Some(ETag::Strong(o.etag)),
                 last_modified: Some(timestamp(o.modified_ms)),
-                size: Some(o.size as i64),
+                size: Some(size_dto(o.size)),
                 storage_class: Some(ObjectStorageClass::from_static(
                     ObjectStorageClass::STANDARD,
                 )),
@@ -907,9 +922,9 @@ impl S3 for CoveS3 {
         let input = req.input;
         self.storage.bucket(&input.bucket)?;
         let max_keys = input.max_keys.unwrap_or(MAX_KEYS);
-        if max_keys < 0 {
+        let Ok(limit) = usize::try_from(max_keys.min(MAX_KEYS)) else {
             return Err(invalid_argument("maxKeys should be non-negative"));
-        }
+        };
         let url = input
             .encoding_type
             .as_ref()
@@ -925,7 +940,7 @@ impl S3 for CoveS3 {
                     &prefix,
                     delimiter.as_deref(),
                     after.as_deref(),
-                    max_keys.min(MAX_KEYS) as usize,
+                    limit,
                 )
             })?;
         let owner = self.owner();
@@ -936,7 +951,7 @@ impl S3 for CoveS3 {
                 key: Some(encode_if(url, key)),
                 e_tag: Some(ETag::Strong(o.etag)),
                 last_modified: Some(timestamp(o.modified_ms)),
-                size: Some(o.size as i64),
+                size: Some(size_dto(o.size)),
                 storage_class: Some(ObjectStorageClass::from_static(
                     ObjectStorageClass::STANDARD,
                 )),
@@ -999,11 +1014,14 @@ impl S3 for CoveS3 {
         req: S3Request<UploadPartInput>,
     ) -> S3Result<S3Response<UploadPartOutput>> {
         let input = req.input;
-        if !(1..=10_000).contains(&input.part_number) {
+        let Some(part_number) = u32::try_from(input.part_number)
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+        else {
             return Err(invalid_argument(
                 "Part number must be an integer between 1 and 10000, inclusive",
             ));
-        }
+        };
         self.storage
             .upload(&input.bucket, &input.key, &input.upload_id)?;
         let claimed = Checksum {
@@ -1021,7 +1039,7 @@ impl S3 for CoveS3 {
             verify_checksums(claimed, req.trailing_headers.as_ref(), &received.checksums)?;
         self.storage.commit_part(
             &input.upload_id,
-            input.part_number as u32,
+            part_number,
             &received.staged,
             received.size,
             &received.md5,
@@ -1068,7 +1086,7 @@ impl S3 for CoveS3 {
             previous = n;
             let part = stored
                 .iter()
-                .find(|p| p.part_number as i32 == n)
+                .find(|p| i64::from(p.part_number) == i64::from(n))
                 .ok_or_else(|| aws(S3ErrorCode::InvalidPart))?;
             let etag_ok = w
                 .e_tag
@@ -1123,7 +1141,8 @@ impl S3 for CoveS3 {
             &received.staged,
             received.size,
             &etag,
-            chosen.len() as u32,
+            // One per distinct stored part number (at most 10000).
+            u32::try_from(chosen.len()).unwrap_or(u32::MAX),
         )?;
         Ok(S3Response::new(CompleteMultipartUploadOutput {
             bucket: Some(input.bucket.clone()),
@@ -1154,16 +1173,17 @@ impl S3 for CoveS3 {
             .storage
             .upload(&input.bucket, &input.key, &input.upload_id)?;
         let max_parts = input.max_parts.unwrap_or(1000).clamp(0, 1000);
+        let limit = usize::try_from(max_parts).unwrap_or(0);
         let marker = input.part_number_marker.unwrap_or(0);
         let after: Vec<_> = self
             .storage
             .parts(&upload.upload_id)?
             .into_iter()
-            .filter(|p| p.part_number as i32 > marker)
+            .filter(|p| i64::from(p.part_number) > i64::from(marker))
             .collect();
-        let truncated = after.len() > max_parts as usize;
-        let page: Vec<_> = after.into_iter().take(max_parts as usize).collect();
-        let next = page.last().map(|p| p.part_number as i32);
+        let truncated = after.len() > limit;
+        let page: Vec<_> = after.into_iter().take(limit).collect();
+        let next = page.last().map(|p| part_dto(p.part_number));
         let owner = self.owner();
         Ok(S3Response::new(ListPartsOutput {
             bucket: Some(input.bucket),
@@ -1184,9 +1204,9 @@ impl S3 for CoveS3 {
                     .map(|p| {
                         let c = stored_checksum_dto(&p.checksums);
                         Part {
-                            part_number: Some(p.part_number as i32),
+                            part_number: Some(part_dto(p.part_number)),
                             e_tag: Some(ETag::Strong(p.etag)),
-                            size: Some(p.size as i64),
+                            size: Some(size_dto(p.size)),
                             last_modified: Some(timestamp(p.modified_ms)),
                             checksum_crc32: c.checksum_crc32,
                             checksum_crc32c: c.checksum_crc32c,
@@ -1207,7 +1227,8 @@ impl S3 for CoveS3 {
     ) -> S3Result<S3Response<ListMultipartUploadsOutput>> {
         let input = req.input;
         let prefix = input.prefix.clone().unwrap_or_default();
-        let max = input.max_uploads.unwrap_or(1000).clamp(0, 1000) as usize;
+        let max_uploads = input.max_uploads.unwrap_or(1000).clamp(0, 1000);
+        let max = usize::try_from(max_uploads).unwrap_or(0);
         let key_marker = input.key_marker.clone().unwrap_or_default();
         let id_marker = input.upload_id_marker.clone();
         let all = self.storage.uploads(&input.bucket, &prefix)?;
@@ -1230,7 +1251,7 @@ impl S3 for CoveS3 {
             prefix: input.prefix,
             key_marker: input.key_marker,
             upload_id_marker: input.upload_id_marker,
-            max_uploads: Some(max as i32),
+            max_uploads: Some(max_uploads),
             is_truncated: Some(truncated),
             next_key_marker: truncated
                 .then(|| page.last().map(|u| u.key.clone()))

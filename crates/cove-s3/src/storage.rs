@@ -171,7 +171,8 @@ pub struct Storage {
 }
 
 pub fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000)
+        .unwrap_or(i64::MAX)
 }
 
 fn new_blob_name() -> String {
@@ -209,10 +210,10 @@ fn object_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Object> {
     Ok(Object {
         key: r.get(0)?,
         blob: r.get(1)?,
-        size: r.get::<_, i64>(2)? as u64,
+        size: r.get(2)?,
         etag: r.get(3)?,
         modified_ms: r.get(4)?,
-        parts_count: r.get::<_, Option<i64>>(5)?.map(|n| n as u32),
+        parts_count: r.get(5)?,
         attrs: parse_attrs(&r.get::<_, String>(6)?),
     })
 }
@@ -496,7 +497,7 @@ impl Storage {
                     bucket,
                     key,
                     blob,
-                    size as i64,
+                    size,
                     etag,
                     modified_ms,
                     parts_count.map(i64::from),
@@ -653,7 +654,7 @@ impl Storage {
                     upload_id,
                     part_number,
                     blob,
-                    size as i64,
+                    size,
                     etag,
                     modified_ms,
                     serde_json::to_string(checksums)?
@@ -679,9 +680,9 @@ impl Storage {
         )?;
         let rows = stmt.query_map([upload_id], |r| {
             Ok(Part {
-                part_number: r.get::<_, i64>(0)? as u32,
+                part_number: r.get(0)?,
                 blob: r.get(1)?,
-                size: r.get::<_, i64>(2)? as u64,
+                size: r.get(2)?,
                 etag: r.get(3)?,
                 modified_ms: r.get(4)?,
                 checksums: serde_json::from_str(&r.get::<_, String>(5)?).unwrap_or_default(),
@@ -735,7 +736,7 @@ impl Storage {
                     upload.bucket,
                     upload.key,
                     blob,
-                    size as i64,
+                    size,
                     etag,
                     modified_ms,
                     i64::from(parts_count),

@@ -43,6 +43,12 @@ pub fn display_value(v: &Value) -> String {
     }
 }
 
+/// A model bound (`min`/`max`) as AWS writes it: whole numbers without a
+/// fraction.
+// why: the value has no fractional part, so the cast only changes it beyond
+// i64's range, where `as` saturates: a Long bound, 2^63 once stored in f64,
+// prints as i64::MAX (9223372036854775807) as it should.
+#[allow(clippy::cast_possible_truncation)]
 fn fmt_num(n: f64) -> String {
     if n.fract() == 0.0 {
         format!("{}", n as i64)

@@ -1114,7 +1114,7 @@ pub async fn run(opts: &Options) -> Report {
             for (k, p) in probes.iter().enumerate() {
                 let entry = report.kinds.entry(p.kind).or_default();
                 entry.0 += 1;
-                entry.1 += outcomes[k] as usize;
+                entry.1 += usize::from(outcomes[k]);
                 if model[k].0 != outcomes[k] {
                     entry.2 += 1;
                     report.mismatches.push(Mismatch {
