@@ -14,7 +14,8 @@ use cove_host::s3::{parse_s3_uri, transfer_failure};
 use cove_model::endpoints::{InstanceState, SageMakerEndpoint};
 use cove_model::ids::now_rfc3339;
 use cove_model::jobs::{BenchmarkStep, RecommendationJob, RecommendationPhase};
-use cove_sagemaker::definitions::{self, Definition};
+use cove_sagemaker::definitions::{self, Definition, NewDefinition};
+use cove_sagemaker::requests::CreateEndpointInput;
 use cove_wire::RequestContext;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
@@ -240,29 +241,37 @@ impl Recommendation {
         if let Some(vpc) = j.request["InputConfig"].get("VpcConfig") {
             model["VpcConfig"] = vpc.clone();
         }
-        let made = definitions::create(
-            &self.store,
-            &internal_context(j, "CreateModel"),
-            Definition::Model,
-            model,
-        )
-        .and_then(|_| {
+        let create = |kind, operation, input: serde_json::Value| {
             definitions::create(
                 &self.store,
-                &internal_context(j, "CreateEndpointConfig"),
-                Definition::EndpointConfig,
-                json!({"EndpointConfigName": name, "ProductionVariants": [{
+                &internal_context(j, operation),
+                &NewDefinition::parse(kind, &input)?,
+                input,
+            )
+        };
+        let made = create(Definition::Model, "CreateModel", model)
+            .and_then(|_| {
+                create(
+                    Definition::EndpointConfig,
+                    "CreateEndpointConfig",
+                    json!({"EndpointConfigName": name, "ProductionVariants": [{
                         "VariantName": "AllTraffic", "ModelName": name,
                         "InstanceType": step.instance_type, "InitialInstanceCount": 1}]}),
-            )
-        })
-        .and_then(|_| {
-            cove_sagemaker::endpoints::create(
-                &self.store,
-                &internal_context(j, "CreateEndpoint"),
-                json!({"EndpointName": name, "EndpointConfigName": name}),
-            )
-        });
+                )
+            })
+            .and_then(|_| {
+                let endpoint = CreateEndpointInput {
+                    endpoint_name: name.clone(),
+                    endpoint_config_name: name.clone(),
+                    ..Default::default()
+                };
+                cove_sagemaker::endpoints::create(
+                    &self.store,
+                    &internal_context(j, "CreateEndpoint"),
+                    &endpoint,
+                    json!({"EndpointName": name, "EndpointConfigName": name}),
+                )
+            });
         if let Err(e) = made {
             return Ok(Ended::Failed(format!("ClientError: {}", e.message)));
         }
@@ -361,18 +370,10 @@ impl Recommendation {
         let _ = cove_sagemaker::endpoints::delete(
             &self.store,
             &internal_context(j, "DeleteEndpoint"),
-            &json!({ "EndpointName": name }),
+            name,
         );
-        for (kind, field) in [
-            (Definition::EndpointConfig, "EndpointConfigName"),
-            (Definition::Model, "ModelName"),
-        ] {
-            let _ = definitions::delete(
-                &self.store,
-                &internal_context(j, "Delete"),
-                kind,
-                &json!({ field: name }),
-            );
+        for kind in [Definition::EndpointConfig, Definition::Model] {
+            let _ = definitions::delete(&self.store, &internal_context(j, "Delete"), kind, name);
         }
     }
 

@@ -1,6 +1,7 @@
 //! What every SageMaker handler shares: AWS's validation error, the
 //! `VpcConfig` checks, list paging and sorting, and small request readers.
 
+use crate::requests::*;
 use cove_model::jobs::JobKind;
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
@@ -9,6 +10,12 @@ use std::collections::BTreeSet;
 
 pub fn validation(message: impl Into<String>) -> AwsError {
     AwsError::client("ValidationException", message)
+}
+
+/// A request that does not parse into its operation's type, as AWS words
+/// one validation error.
+pub fn invalid_request(e: impl std::fmt::Display) -> AwsError {
+    validation(format!("1 validation error detected: {e}"))
 }
 
 pub fn vpc_config(kind: JobKind, request: &Value) -> Option<&Value> {
@@ -40,20 +47,30 @@ pub fn unique(items: Vec<String>) -> Vec<String> {
         .collect()
 }
 
-/// A page of an already ordered list: `MaxResults` (default `max`) from the
-/// position `NextToken` names, and the next `NextToken` when more remain.
-pub fn paged(input: &Value, items: Vec<Value>, key: &str, max: usize) -> Value {
-    let start: usize = input["NextToken"]
-        .as_str()
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(0);
-    let max = input["MaxResults"].as_u64().map_or(max, |m| m as usize);
+/// A page of an already ordered list: `max_results` (default `max`) from
+/// the position `next_token` names, and the next `NextToken` when more
+/// remain.
+pub fn paged(
+    next_token: Option<&str>,
+    max_results: Option<i64>,
+    items: Vec<Value>,
+    key: &str,
+    max: usize,
+) -> Value {
+    let start: usize = next_token.and_then(|t| t.parse().ok()).unwrap_or(0);
+    let max = count(max_results).map_or(max, |m| m as usize);
     let page: Vec<Value> = items.iter().skip(start).take(max).cloned().collect();
     let mut out = serde_json::json!({ key: page });
     if start + max < items.len() {
         out["NextToken"] = serde_json::json!((start + max).to_string());
     }
     out
+}
+
+/// A count the request gives, if it is one (a negative number is none, as
+/// JSON's `as_u64` reads it).
+pub fn count(v: Option<i64>) -> Option<u64> {
+    v.and_then(|n| u64::try_from(n).ok())
 }
 
 /// A Describe answer's start: the Create request echoed back, less its
@@ -82,10 +99,9 @@ pub fn strings(v: Option<&Value>) -> Vec<String> {
 pub fn check_vpc_config(
     world: &World,
     region: &str,
-    config: &Value,
-) -> AwsResult<(Vec<String>, Vec<String>)> {
-    let subnets = strings(config.get("Subnets"));
-    let groups = strings(config.get("SecurityGroupIds"));
+    subnets: &[String],
+    groups: &[String],
+) -> AwsResult<()> {
     let missing: Vec<&String> = subnets
         .iter()
         .filter(|s| world.subnets.get(*s).is_none_or(|x| x.region != region))
@@ -138,7 +154,7 @@ pub fn check_vpc_config(
             join_ids(&foreign)
         )));
     }
-    Ok((subnets, groups))
+    Ok(())
 }
 
 fn join_ids(ids: &[&String]) -> String {
@@ -183,21 +199,77 @@ pub struct Row<'a> {
     pub summary: Value,
 }
 
+/// What a List operation filters, sorts and pages by: the members the
+/// List requests share. A request without one of them leaves it `None`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ListQuery {
+    pub name_contains: Option<String>,
+    pub status_equals: Option<String>,
+    pub creation_time_after: Option<Timestamp>,
+    pub creation_time_before: Option<Timestamp>,
+    pub last_modified_time_after: Option<Timestamp>,
+    pub last_modified_time_before: Option<Timestamp>,
+    pub sort_by: Option<String>,
+    pub sort_order: Option<String>,
+    pub next_token: Option<String>,
+    pub max_results: Option<i64>,
+}
+
+/// `From<&List...>` for [`ListQuery`]: the members named are copied, the
+/// others stay `None`.
+macro_rules! list_query {
+    ($($request:ty { $($field:ident),* $(,)? })*) => {$(
+        impl From<&$request> for ListQuery {
+            #[allow(clippy::needless_update)] // why: some requests have every member.
+            fn from(r: &$request) -> ListQuery {
+                ListQuery {
+                    $($field: r.$field.clone(),)*
+                    ..ListQuery::default()
+                }
+            }
+        }
+    )*};
+}
+
+list_query! {
+    ListTrainingJobsRequest { name_contains, status_equals, creation_time_after, creation_time_before,
+        last_modified_time_after, last_modified_time_before, sort_by, sort_order, next_token, max_results }
+    ListProcessingJobsRequest { name_contains, status_equals, creation_time_after, creation_time_before,
+        last_modified_time_after, last_modified_time_before, sort_by, sort_order, next_token, max_results }
+    ListModelsInput { name_contains, creation_time_after, creation_time_before, sort_by, sort_order,
+        next_token, max_results }
+    ListEndpointConfigsInput { name_contains, creation_time_after, creation_time_before, sort_by,
+        sort_order, next_token, max_results }
+    ListEndpointsInput { name_contains, status_equals, creation_time_after, creation_time_before,
+        last_modified_time_after, last_modified_time_before, sort_by, sort_order, next_token, max_results }
+    ListTransformJobsRequest { name_contains, status_equals, creation_time_after, creation_time_before,
+        last_modified_time_after, last_modified_time_before, sort_by, sort_order, next_token, max_results }
+    ListCompilationJobsRequest { name_contains, status_equals, creation_time_after, creation_time_before,
+        last_modified_time_after, last_modified_time_before, sort_by, sort_order, next_token, max_results }
+    ListInferenceRecommendationsJobsRequest { name_contains, status_equals, creation_time_after,
+        creation_time_before, last_modified_time_after, last_modified_time_before, sort_by, sort_order,
+        next_token, max_results }
+}
+
 /// A List answer: `NameContains`, `StatusEquals`, creation and modification
 /// time bounds, `SortBy` (`Name`, `CreationTime`, `Status`), `SortOrder`
 /// (default `Descending`), `MaxResults` (default 10) and `NextToken`.
-pub fn page(input: &Value, rows: Vec<Row>, list_key: &str) -> AwsResult<Value> {
-    let name_contains = input["NameContains"]
-        .as_str()
+pub fn page(q: &ListQuery, rows: Vec<Row>, list_key: &str) -> AwsResult<Value> {
+    let name_contains = q
+        .name_contains
+        .as_deref()
         .unwrap_or_default()
         .to_lowercase();
-    let status = input["StatusEquals"].as_str();
-    let bound = |k: &str| input.get(k).and_then(time_of);
+    let status = q.status_equals.as_deref();
+    let bound = |t: &Option<Timestamp>| t.map(|t| t.0);
     let parse = |s: &str| time_of(&json!(s));
-    let (created_after, created_before) = (bound("CreationTimeAfter"), bound("CreationTimeBefore"));
+    let (created_after, created_before) = (
+        bound(&q.creation_time_after),
+        bound(&q.creation_time_before),
+    );
     let (modified_after, modified_before) = (
-        bound("LastModifiedTimeAfter"),
-        bound("LastModifiedTimeBefore"),
+        bound(&q.last_modified_time_after),
+        bound(&q.last_modified_time_before),
     );
     let mut rows: Vec<Row> = rows
         .into_iter()
@@ -212,21 +284,21 @@ pub fn page(input: &Value, rows: Vec<Row>, list_key: &str) -> AwsResult<Value> {
                 && modified_before.is_none_or(|t| m < Some(t))
         })
         .collect();
-    match input["SortBy"].as_str().unwrap_or("CreationTime") {
+    match q.sort_by.as_deref().unwrap_or("CreationTime") {
         "Name" => rows.sort_by(|a, b| a.name.cmp(b.name)),
         "Status" => rows.sort_by(|a, b| a.status.cmp(b.status).then(a.name.cmp(b.name))),
         _ => rows.sort_by(|a, b| a.created.cmp(b.created).then(a.name.cmp(b.name))),
     }
-    if input["SortOrder"].as_str().unwrap_or("Descending") == "Descending" {
+    if q.sort_order.as_deref().unwrap_or("Descending") == "Descending" {
         rows.reverse();
     }
-    let start: usize = match input["NextToken"].as_str() {
+    let start: usize = match q.next_token.as_deref() {
         None => 0,
         Some(t) => t
             .parse()
             .map_err(|_| validation("Invalid pagination token."))?,
     };
-    let max = input["MaxResults"].as_u64().unwrap_or(10) as usize;
+    let max = count(q.max_results).unwrap_or(10) as usize;
     let total = rows.len();
     let items: Vec<Value> = rows
         .into_iter()
@@ -264,38 +336,84 @@ mod tests {
         ("c-other", "2026-11-24T10:00:03Z", "Completed"),
     ];
 
+    fn query(v: Value) -> ListQuery {
+        ListQuery::from(&serde_json::from_value::<ListTrainingJobsRequest>(v).unwrap())
+    }
+
     #[test]
     fn lists_newest_first_by_default_and_filter() {
-        let out = page(&json!({}), rows(ITEMS), "Items").unwrap();
+        let out = page(&ListQuery::default(), rows(ITEMS), "Items").unwrap();
         assert_eq!(out, json!({"Items": ["c-other", "b-job", "a-job"]}));
         let out = page(
-            &json!({"NameContains": "JOB", "StatusEquals": "Completed"}),
+            &query(json!({"NameContains": "JOB", "StatusEquals": "Completed"})),
             rows(ITEMS),
             "Items",
         )
         .unwrap();
         assert_eq!(out, json!({"Items": ["b-job"]}));
         let out = page(
-            &json!({"CreationTimeAfter": 1795514401.5, "SortBy": "Name", "SortOrder": "Ascending"}),
+            &query(json!({"CreationTimeAfter": 1795514401.5, "SortBy": "Name", "SortOrder": "Ascending"})),
             rows(ITEMS),
             "Items",
         )
         .unwrap();
         assert_eq!(out, json!({"Items": ["b-job", "c-other"]}));
+        let out = page(
+            &query(json!({"LastModifiedTimeBefore": "2026-11-24T10:00:02Z"})),
+            rows(ITEMS),
+            "Items",
+        )
+        .unwrap();
+        assert_eq!(out, json!({"Items": ["a-job"]}));
     }
 
     #[test]
     fn pages_carry_a_token_until_the_end() {
-        let first = page(&json!({"MaxResults": 2}), rows(ITEMS), "Items").unwrap();
+        let first = page(&query(json!({"MaxResults": 2})), rows(ITEMS), "Items").unwrap();
         assert_eq!(first["Items"], json!(["c-other", "b-job"]));
         let token = first["NextToken"].as_str().unwrap();
         let second = page(
-            &json!({"MaxResults": 2, "NextToken": token}),
+            &query(json!({"MaxResults": 2, "NextToken": token})),
             rows(ITEMS),
             "Items",
         )
         .unwrap();
         assert_eq!(second, json!({"Items": ["a-job"]}));
-        assert!(page(&json!({"NextToken": "x"}), rows(ITEMS), "Items").is_err());
+        assert!(page(&query(json!({"NextToken": "x"})), rows(ITEMS), "Items").is_err());
+    }
+
+    #[test]
+    fn a_typed_list_request_becomes_a_query_with_only_its_members() {
+        let Some(Ok(Request::ListModels(r))) = Request::parse(
+            "ListModels",
+            &json!({"NameContains": "B-", "CreationTimeBefore": 1795514403, "SortOrder": "Ascending",
+                    "MaxResults": 5}),
+        ) else {
+            panic!("not parsed");
+        };
+        let q = ListQuery::from(&r);
+        assert_eq!(q.name_contains.as_deref(), Some("B-"));
+        assert_eq!(
+            q.creation_time_before.map(|t| t.0.unix_timestamp()),
+            Some(1795514403)
+        );
+        assert_eq!(
+            (q.max_results, &q.status_equals, &q.next_token),
+            (Some(5), &None, &None)
+        );
+        assert_eq!(q.last_modified_time_after, None);
+        let out = page(&q, rows(ITEMS), "Models").unwrap();
+        assert_eq!(out, json!({"Models": ["b-job"]}));
+    }
+
+    #[test]
+    fn paged_reads_token_and_size_and_ignores_a_bad_token() {
+        let items: Vec<Value> = (1..=5).map(|i| json!(i)).collect();
+        let out = paged(None, Some(2), items.clone(), "I", 100);
+        assert_eq!(out, json!({"I": [1, 2], "NextToken": "2"}));
+        let out = paged(Some("4"), None, items.clone(), "I", 100);
+        assert_eq!(out, json!({"I": [5]}));
+        let out = paged(Some("x"), Some(-1), items, "I", 3);
+        assert_eq!(out, json!({"I": [1, 2, 3], "NextToken": "3"}));
     }
 }

@@ -12,7 +12,8 @@
 //! or `MaxRuntimeInSeconds` simply kill it. Its output goes to CloudWatch
 //! Logs (`/aws/sagemaker/CompilationJobs`, stream `<job name>`).
 
-use crate::common::{check_vpc_config, page, validation, Row};
+use crate::common::{check_vpc_config, page, validation, ListQuery, Row};
+use crate::requests::CreateCompilationJobRequest;
 use cove_model::ids::now_rfc3339;
 use cove_model::jobs::{CompilationJob, CompilationPhase};
 use cove_model::s3_uri::parse_s3_uri;
@@ -25,8 +26,7 @@ use serde_json::{json, Value};
 /// `StoppingCondition.MaxRuntimeInSeconds` when the request gives none (AWS: 900 s).
 const DEFAULT_MAX_RUNTIME: u64 = 900;
 
-fn find<'w>(world: &'w cove_model::world::World, input: &Value) -> AwsResult<&'w CompilationJob> {
-    let name = input["CompilationJobName"].as_str().unwrap_or_default();
+fn find<'w>(world: &'w cove_model::world::World, name: &str) -> AwsResult<&'w CompilationJob> {
     world
         .compilation_jobs
         .get(&CompilationJob::key_of(name))
@@ -38,37 +38,42 @@ fn find<'w>(world: &'w cove_model::world::World, input: &Value) -> AwsResult<&'w
         })
 }
 
-pub fn create(store: &Store, ctx: &RequestContext, input: Value) -> AwsResult<Value> {
-    let name = input["CompilationJobName"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+/// `CreateCompilationJob`: `raw` is the request as it came, which the job
+/// keeps for Describe to echo and its driver to read.
+pub fn create(
+    store: &Store,
+    ctx: &RequestContext,
+    request: &CreateCompilationJobRequest,
+    raw: Value,
+) -> AwsResult<Value> {
+    let name = request.compilation_job_name.clone();
     let arn = format!(
         "arn:aws:sagemaker:{}:{}:compilation-job/{name}",
         ctx.region,
         ctx.account_id()
     );
-    if input.get("ModelPackageVersionArn").is_some() {
+    if request.model_package_version_arn.is_some() {
         return Err(validation(
             "ModelPackageVersionArn is not supported by Cove; give InputConfig.",
         ));
     }
-    if input.get("InputConfig").is_none() {
+    let Some(input) = &request.input_config else {
         return Err(validation("InputConfig is required."));
-    }
-    let output = &input["OutputConfig"];
-    if Target::from_output_config(output).is_none() {
+    };
+    let output = &request.output_config;
+    // One target, as `cove_neo::Target::from_output_config` reads it.
+    if output.target_device.is_some() == output.target_platform.is_some() {
         return Err(validation(
             "Exactly one of TargetDevice and TargetPlatform must be specified in OutputConfig.",
         ));
     }
-    let uri = input["InputConfig"]["S3Uri"].as_str().unwrap_or_default();
+    let uri = input.s3_uri.as_str();
     if parse_s3_uri(uri).is_none() {
         return Err(validation(format!(
             "InputConfig.S3Uri {uri} is not an S3 URI."
         )));
     }
-    let out_uri = output["S3OutputLocation"].as_str().unwrap_or_default();
+    let out_uri = output.s3_output_location.as_str();
     if parse_s3_uri(out_uri).is_none() {
         return Err(validation(format!(
             "OutputConfig.S3OutputLocation {out_uri} is not an S3 URI."
@@ -81,8 +86,8 @@ pub fn create(store: &Store, ctx: &RequestContext, input: Value) -> AwsResult<Va
                 format!("Compilation job names must be unique within an AWS account and region, and a compilation job with this name already exists ({arn})"),
             ));
         }
-        if let Some(config) = input.get("VpcConfig") {
-            check_vpc_config(&tx.world, &ctx.region, config)?;
+        if let Some(config) = &request.vpc_config {
+            check_vpc_config(&tx.world, &ctx.region, &config.subnets, &config.security_group_ids)?;
         }
         let now = now_rfc3339();
         tx.put(CompilationJob {
@@ -90,7 +95,7 @@ pub fn create(store: &Store, ctx: &RequestContext, input: Value) -> AwsResult<Va
             arn: arn.clone(),
             region: ctx.region.clone(),
             account_id: ctx.account_id().to_string(),
-            request: input.clone(),
+            request: raw.clone(),
             status: "STARTING".into(),
             failure_reason: None,
             creation_time: now.clone(),
@@ -111,9 +116,9 @@ pub fn create(store: &Store, ctx: &RequestContext, input: Value) -> AwsResult<Va
     Ok(json!({ "CompilationJobArn": arn }))
 }
 
-pub fn describe(store: &Store, input: &Value) -> AwsResult<Value> {
+pub fn describe(store: &Store, name: &str) -> AwsResult<Value> {
     let world = store.snapshot();
-    let j = find(&world, input)?;
+    let j = find(&world, name)?;
     let mut out = crate::common::echoed(&j.request);
     out.insert("CompilationJobArn".into(), json!(j.arn));
     out.insert("CompilationJobStatus".into(), json!(j.status));
@@ -152,7 +157,7 @@ pub fn describe(store: &Store, input: &Value) -> AwsResult<Value> {
     Ok(Value::Object(out))
 }
 
-pub fn list(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Value> {
+pub fn list(store: &Store, ctx: &RequestContext, query: &ListQuery) -> AwsResult<Value> {
     let world = store.snapshot();
     let rows = world
         .compilation_jobs
@@ -182,11 +187,11 @@ pub fn list(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Val
             }
         })
         .collect();
-    page(input, rows, "CompilationJobSummaries")
+    page(query, rows, "CompilationJobSummaries")
 }
 
-pub fn stop(store: &Store, input: &Value) -> AwsResult<Value> {
-    crate::stopping::stop(store, "compilation job", |w| find(w, input))
+pub fn stop(store: &Store, name: &str) -> AwsResult<Value> {
+    crate::stopping::stop(store, "compilation job", |w| find(w, name))
 }
 
 crate::stopping::stoppable!(CompilationJob, "STOPPING", |j| !j.is_finished()

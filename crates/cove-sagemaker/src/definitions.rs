@@ -3,13 +3,15 @@
 //! the schema cannot (unique names, models that exist, `VpcConfig` ids in one
 //! VPC) with AWS's messages.
 
-use crate::common::{check_vpc_config, page, validation, Row};
+use crate::common::{check_vpc_config, invalid_request, page, validation, ListQuery, Row};
+use crate::requests::{CreateEndpointConfigInput, CreateModelInput, VpcConfig};
 use cove_model::ids::now_rfc3339;
 use cove_model::jobs::SageMakerDefinition;
 use cove_model::world::World;
 use cove_model::AwsResult;
 use cove_store::Store;
 use cove_wire::RequestContext;
+use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
@@ -79,55 +81,94 @@ pub fn find<'w>(
         .ok_or_else(|| not_found(ctx, kind, name))
 }
 
-fn check_model(world: &World, ctx: &RequestContext, input: &Value) -> AwsResult<()> {
-    let primary = input.get("PrimaryContainer").is_some();
-    let containers = input["Containers"]
-        .as_array()
-        .is_some_and(|c| !c.is_empty());
+/// A CreateModel or CreateEndpointConfig request.
+#[derive(Debug, Clone)]
+pub enum NewDefinition {
+    Model(Box<CreateModelInput>),
+    EndpointConfig(Box<CreateEndpointConfigInput>),
+}
+
+impl NewDefinition {
+    pub fn kind(&self) -> Definition {
+        match self {
+            NewDefinition::Model(_) => Definition::Model,
+            NewDefinition::EndpointConfig(_) => Definition::EndpointConfig,
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            NewDefinition::Model(r) => &r.model_name,
+            NewDefinition::EndpointConfig(r) => &r.endpoint_config_name,
+        }
+    }
+
+    /// A request Cove makes for itself (the recommender's temporary model
+    /// and configuration), parsed as a client's is.
+    pub fn parse(kind: Definition, input: &Value) -> AwsResult<NewDefinition> {
+        match kind {
+            Definition::Model => {
+                CreateModelInput::deserialize(input).map(|r| NewDefinition::Model(Box::new(r)))
+            }
+            Definition::EndpointConfig => CreateEndpointConfigInput::deserialize(input)
+                .map(|r| NewDefinition::EndpointConfig(Box::new(r))),
+        }
+        .map_err(invalid_request)
+    }
+}
+
+fn check_vpc(world: &World, ctx: &RequestContext, config: Option<&VpcConfig>) -> AwsResult<()> {
+    match config {
+        Some(c) => check_vpc_config(world, &ctx.region, &c.subnets, &c.security_group_ids),
+        None => Ok(()),
+    }
+}
+
+fn check_model(world: &World, ctx: &RequestContext, input: &CreateModelInput) -> AwsResult<()> {
+    let primary = input.primary_container.is_some();
+    let containers = input.containers.as_ref().is_some_and(|c| !c.is_empty());
     if primary == containers {
         return Err(validation(
             "Exactly one of PrimaryContainer or Containers must be specified.",
         ));
     }
-    if let Some(config) = input.get("VpcConfig") {
-        check_vpc_config(world, &ctx.region, config)?;
-    }
-    Ok(())
+    check_vpc(world, ctx, input.vpc_config.as_ref())
 }
 
-fn check_endpoint_config(world: &World, ctx: &RequestContext, input: &Value) -> AwsResult<()> {
+fn check_endpoint_config(
+    world: &World,
+    ctx: &RequestContext,
+    input: &CreateEndpointConfigInput,
+) -> AwsResult<()> {
     let mut names = BTreeSet::new();
-    for v in input["ProductionVariants"].as_array().into_iter().flatten() {
-        let variant = v["VariantName"].as_str().unwrap_or_default();
+    for v in &input.production_variants {
+        let variant = v.variant_name.as_str();
         if !names.insert(variant) {
             return Err(validation(format!(
                 "Variant names must be unique: {variant} is given more than once."
             )));
         }
-        let model = v["ModelName"].as_str().unwrap_or_default();
+        let model = v.model_name.as_deref().unwrap_or_default();
         find(world, ctx, Definition::Model, model)?;
-        if v.get("InstanceType").is_none() {
+        if v.instance_type.is_none() {
             return Err(validation(format!(
                 "Variant {variant}: InstanceType is required (serverless variants are not supported by Cove)."
             )));
         }
     }
-    if let Some(config) = input.get("VpcConfig") {
-        check_vpc_config(world, &ctx.region, config)?;
-    }
-    Ok(())
+    check_vpc(world, ctx, input.vpc_config.as_ref())
 }
 
+/// `CreateModel`, `CreateEndpointConfig`: `raw` is the request as it came,
+/// which the definition keeps for Describe to echo and endpoints to read.
 pub fn create(
     store: &Store,
     ctx: &RequestContext,
-    kind: Definition,
-    input: Value,
+    request: &NewDefinition,
+    raw: Value,
 ) -> AwsResult<Value> {
-    let name = input[kind.name_field()]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let kind = request.kind();
+    let name = request.name().to_string();
     let arn = arn(ctx, kind, &name);
     store.write(|tx| {
         let key = SageMakerDefinition::key_of(kind.arn_word(), &name);
@@ -137,16 +178,16 @@ pub fn create(
                 kind.noun()
             )));
         }
-        match kind {
-            Definition::Model => check_model(&tx.world, ctx, &input)?,
-            Definition::EndpointConfig => check_endpoint_config(&tx.world, ctx, &input)?,
+        match request {
+            NewDefinition::Model(r) => check_model(&tx.world, ctx, r)?,
+            NewDefinition::EndpointConfig(r) => check_endpoint_config(&tx.world, ctx, r)?,
         }
         tx.put(SageMakerDefinition {
             kind: kind.arn_word().to_string(),
             name: name.clone(),
             arn: arn.clone(),
             region: ctx.region.clone(),
-            request: input.clone(),
+            request: raw.clone(),
             creation_time: now_rfc3339(),
         });
         Ok(())
@@ -158,10 +199,9 @@ pub fn describe(
     store: &Store,
     ctx: &RequestContext,
     kind: Definition,
-    input: &Value,
+    name: &str,
 ) -> AwsResult<Value> {
     let world = store.snapshot();
-    let name = input[kind.name_field()].as_str().unwrap_or_default();
     let d = find(&world, ctx, kind, name)?;
     let mut out = crate::common::echoed(&d.request);
     out.insert(kind.arn_field().into(), json!(d.arn));
@@ -176,7 +216,7 @@ pub fn list(
     store: &Store,
     ctx: &RequestContext,
     kind: Definition,
-    input: &Value,
+    query: &ListQuery,
 ) -> AwsResult<Value> {
     let world = store.snapshot();
     let rows = world
@@ -199,16 +239,15 @@ pub fn list(
         Definition::Model => "Models",
         Definition::EndpointConfig => "EndpointConfigs",
     };
-    page(input, rows, key)
+    page(query, rows, key)
 }
 
 pub fn delete(
     store: &Store,
     ctx: &RequestContext,
     kind: Definition,
-    input: &Value,
+    name: &str,
 ) -> AwsResult<Value> {
-    let name = input[kind.name_field()].as_str().unwrap_or_default();
     store.write(|tx| {
         let key = find(&tx.world, ctx, kind, name)?
             .arn

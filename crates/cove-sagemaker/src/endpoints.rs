@@ -4,8 +4,11 @@
 //! exist, the endpoint is in a state that allows the change) and store the
 //! wish; the hosting supervisor brings instances up and down to match it.
 
-use crate::common::{page, validation, Row};
+use crate::common::{count, page, validation, ListQuery, Row};
 use crate::definitions::{self, Definition};
+use crate::requests::{
+    CreateEndpointInput, UpdateEndpointInput, UpdateEndpointWeightsAndCapacitiesInput,
+};
 use cove_model::endpoints::{EndpointVariant, InstanceState, SageMakerEndpoint};
 use cove_model::ids::now_rfc3339;
 use cove_model::world::World;
@@ -80,12 +83,16 @@ fn variants_of(
     Ok(out)
 }
 
-pub fn create(store: &Store, ctx: &RequestContext, input: Value) -> AwsResult<Value> {
-    let name = input["EndpointName"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let config_name = input["EndpointConfigName"].as_str().unwrap_or_default();
+/// `CreateEndpoint`: `raw` is the request as it came, which the endpoint
+/// keeps (its `DeploymentConfig` is Describe's `LastDeploymentConfig`).
+pub fn create(
+    store: &Store,
+    ctx: &RequestContext,
+    request: &CreateEndpointInput,
+    raw: Value,
+) -> AwsResult<Value> {
+    let name = request.endpoint_name.clone();
+    let config_name = request.endpoint_config_name.as_str();
     let arn = arn(ctx, &name);
     store.write(|tx| {
         if tx
@@ -115,7 +122,7 @@ pub fn create(store: &Store, ctx: &RequestContext, input: Value) -> AwsResult<Va
             last_modified_time: now,
             instances: vec![],
             delete_requested: false,
-            request: input.clone(),
+            request: raw.clone(),
         });
         Ok(())
     })?;
@@ -141,13 +148,9 @@ fn variant_summary(e: &SageMakerEndpoint, v: &EndpointVariant, creating: bool) -
     out
 }
 
-pub fn describe(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Value> {
+pub fn describe(store: &Store, ctx: &RequestContext, name: &str) -> AwsResult<Value> {
     let world = store.snapshot();
-    let e = find(
-        &world,
-        ctx,
-        input["EndpointName"].as_str().unwrap_or_default(),
-    )?;
+    let e = find(&world, ctx, name)?;
     let creating = e.status == "Creating";
     let mut out = json!({
         "EndpointName": e.name,
@@ -184,7 +187,7 @@ pub fn describe(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult
     Ok(out)
 }
 
-pub fn list(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Value> {
+pub fn list(store: &Store, ctx: &RequestContext, query: &ListQuery) -> AwsResult<Value> {
     let world = store.snapshot();
     let rows = world
         .sagemaker_endpoints
@@ -204,11 +207,10 @@ pub fn list(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Val
             }),
         })
         .collect();
-    page(input, rows, "Endpoints")
+    page(query, rows, "Endpoints")
 }
 
-pub fn delete(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Value> {
-    let name = input["EndpointName"].as_str().unwrap_or_default();
+pub fn delete(store: &Store, ctx: &RequestContext, name: &str) -> AwsResult<Value> {
     store.write(|tx| {
         let mut e = find(&tx.world, ctx, name)?.clone();
         if !e.delete_requested {
@@ -233,12 +235,17 @@ fn check_updatable(e: &SageMakerEndpoint) -> AwsResult<()> {
     Ok(())
 }
 
-pub fn update(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Value> {
-    let name = input["EndpointName"].as_str().unwrap_or_default();
-    let config_name = input["EndpointConfigName"].as_str().unwrap_or_default();
-    let retain = input["RetainAllVariantProperties"]
-        .as_bool()
-        .unwrap_or(false);
+/// `UpdateEndpoint`: `raw` is the request as it came; a `DeploymentConfig`
+/// it gives replaces the stored one as given.
+pub fn update(
+    store: &Store,
+    ctx: &RequestContext,
+    request: &UpdateEndpointInput,
+    raw: &Value,
+) -> AwsResult<Value> {
+    let name = request.endpoint_name.as_str();
+    let config_name = request.endpoint_config_name.as_str();
+    let retain = request.retain_all_variant_properties.unwrap_or(false);
     let arn = store.write(|tx| {
         let mut e = find(&tx.world, ctx, name)?.clone();
         check_updatable(&e)?;
@@ -259,8 +266,9 @@ pub fn update(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<V
         e.status = "Updating".into();
         e.failure_reason = None;
         e.last_modified_time = now;
-        if let Some(c) = input.get("DeploymentConfig") {
-            e.request["DeploymentConfig"] = c.clone();
+        if request.deployment_config.is_some() {
+            // Stored as it came, as CreateEndpoint stores its request.
+            e.request["DeploymentConfig"] = raw["DeploymentConfig"].clone();
         }
         let arn = e.arn.clone();
         tx.put(e);
@@ -272,19 +280,16 @@ pub fn update(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<V
 pub fn update_weights_and_capacities(
     store: &Store,
     ctx: &RequestContext,
-    input: &Value,
+    request: &UpdateEndpointWeightsAndCapacitiesInput,
 ) -> AwsResult<Value> {
-    let name = input["EndpointName"].as_str().unwrap_or_default();
+    let name = request.endpoint_name.as_str();
     let arn = store.write(|tx| {
         let mut e = find(&tx.world, ctx, name)?.clone();
         check_updatable(&e)?;
-        let wanted = input["DesiredWeightsAndCapacities"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default();
+        let wanted = &request.desired_weights_and_capacities;
         let missing: Vec<&str> = wanted
             .iter()
-            .filter_map(|w| w["VariantName"].as_str())
+            .map(|w| w.variant_name.as_str())
             .filter(|n| !e.variants.iter().any(|v| v.name == *n))
             .collect();
         if !missing.is_empty() {
@@ -294,16 +299,16 @@ pub fn update_weights_and_capacities(
                 e.arn
             )));
         }
-        for w in &wanted {
+        for w in wanted {
             let v = e
                 .variants
                 .iter_mut()
-                .find(|v| Some(v.name.as_str()) == w["VariantName"].as_str())
+                .find(|v| v.name == w.variant_name)
                 .expect("checked above");
-            if let Some(weight) = w["DesiredWeight"].as_f64() {
+            if let Some(weight) = w.desired_weight {
                 v.desired_weight = weight;
             }
-            if let Some(count) = w["DesiredInstanceCount"].as_u64() {
+            if let Some(count) = count(w.desired_instance_count) {
                 v.desired_instance_count = count as u32;
             }
         }

@@ -65,71 +65,128 @@ impl Service for SageMakerService {
         cove_wire::model::sagemaker()
     }
     fn handle(&self, ctx: &RequestContext, input: Value) -> AwsResult<Value> {
-        use definitions::Definition::*;
+        use definitions::{Definition, NewDefinition};
+        use requests::Request;
+        use training::NewJob;
         use JobKind::*;
         let store = &self.store;
-        match ctx.operation.as_str() {
-            "CreateTrainingJob" => {
-                training::create(store, ctx, Training, input, &self.bucket_policies)
+        let request = match requests::Request::parse(&ctx.operation, &input) {
+            None => {
+                return Err(AwsError::client(
+                    "UnknownOperationException",
+                    format!("The operation {} is not supported by Cove.", ctx.operation),
+                ))
             }
-            "DescribeTrainingJob" => training::describe(store, Training, &input),
-            "ListTrainingJobs" => training::list(store, ctx, Training, &input),
-            "StopTrainingJob" => training::stop(store, Training, &input),
-            "CreateProcessingJob" => {
-                training::create(store, ctx, Processing, input, &self.bucket_policies)
+            Some(Err(e)) => return Err(common::invalid_request(e)),
+            Some(Ok(r)) => r,
+        };
+        // Create and Update handlers also get `input`, the request as it
+        // came: what they store is what Describe echoes back.
+        match request {
+            Request::CreateTrainingJob(r) => training::create(
+                store,
+                ctx,
+                NewJob::Training(&r),
+                input,
+                &self.bucket_policies,
+            ),
+            Request::DescribeTrainingJob(r) => {
+                training::describe(store, Training, &r.training_job_name)
             }
-            "DescribeProcessingJob" => training::describe(store, Processing, &input),
-            "ListProcessingJobs" => training::list(store, ctx, Processing, &input),
-            "StopProcessingJob" => training::stop(store, Processing, &input),
-            "CreateModel" => definitions::create(store, ctx, Model, input),
-            "DescribeModel" => definitions::describe(store, ctx, Model, &input),
-            "ListModels" => definitions::list(store, ctx, Model, &input),
-            "DeleteModel" => definitions::delete(store, ctx, Model, &input),
-            "CreateEndpointConfig" => definitions::create(store, ctx, EndpointConfig, input),
-            "DescribeEndpointConfig" => definitions::describe(store, ctx, EndpointConfig, &input),
-            "ListEndpointConfigs" => definitions::list(store, ctx, EndpointConfig, &input),
-            "DeleteEndpointConfig" => definitions::delete(store, ctx, EndpointConfig, &input),
-            "CreateEndpoint" => endpoints::create(store, ctx, input),
-            "DescribeEndpoint" => endpoints::describe(store, ctx, &input),
-            "ListEndpoints" => endpoints::list(store, ctx, &input),
-            "DeleteEndpoint" => endpoints::delete(store, ctx, &input),
-            "UpdateEndpoint" => endpoints::update(store, ctx, &input),
-            "CreateTransformJob" => transform::create(store, ctx, input),
-            "DescribeTransformJob" => transform::describe(store, &input),
-            "ListTransformJobs" => transform::list(store, ctx, &input),
-            "StopTransformJob" => transform::stop(store, &input),
-            "UpdateEndpointWeightsAndCapacities" => {
-                endpoints::update_weights_and_capacities(store, ctx, &input)
+            Request::ListTrainingJobs(r) => training::list(store, ctx, Training, &(&r).into()),
+            Request::StopTrainingJob(r) => training::stop(store, Training, &r.training_job_name),
+            Request::CreateProcessingJob(r) => training::create(
+                store,
+                ctx,
+                NewJob::Processing(&r),
+                input,
+                &self.bucket_policies,
+            ),
+            Request::DescribeProcessingJob(r) => {
+                training::describe(store, Processing, &r.processing_job_name)
             }
-            "CreateCompilationJob" => compilation::create(store, ctx, input),
-            "DescribeCompilationJob" => compilation::describe(store, &input),
-            "ListCompilationJobs" => compilation::list(store, ctx, &input),
-            "StopCompilationJob" => compilation::stop(store, &input),
-            "CreateInferenceRecommendationsJob" => recommender::create(store, ctx, input),
-            "DescribeInferenceRecommendationsJob" => recommender::describe(store, &input),
-            "ListInferenceRecommendationsJobs" => recommender::list(store, ctx, &input),
-            "StopInferenceRecommendationsJob" => recommender::stop(store, &input),
-            "ListInferenceRecommendationsJobSteps" => recommender::steps(store, &input),
-            "CreateDomain" => studio::create_domain(store, ctx, &self.studio, input),
-            "DescribeDomain" => studio::describe_domain(store, ctx, &self.studio, &input),
-            "ListDomains" => studio::list_domains(store, ctx, &self.studio, &input),
-            "UpdateDomain" => studio::update_domain(store, ctx, &input),
-            "DeleteDomain" => studio::delete_domain(store, ctx, &self.studio, &input),
-            "CreateUserProfile" => studio::create_user_profile(store, ctx, input),
-            "DescribeUserProfile" => studio::describe_user_profile(store, ctx, &input),
-            "ListUserProfiles" => studio::list_user_profiles(store, ctx, &input),
-            "DeleteUserProfile" => studio::delete_user_profile(store, ctx, &input),
-            "CreateApp" => studio::create_app(store, ctx, input),
-            "DescribeApp" => studio::describe_app(store, &input),
-            "ListApps" => studio::list_apps(store, ctx, &input),
-            "DeleteApp" => studio::delete_app(store, &input),
-            "CreatePresignedDomainUrl" => {
-                studio::create_presigned_domain_url(store, ctx, &self.studio, &input)
+            Request::ListProcessingJobs(r) => training::list(store, ctx, Processing, &(&r).into()),
+            Request::StopProcessingJob(r) => {
+                training::stop(store, Processing, &r.processing_job_name)
             }
-            other => Err(AwsError::client(
-                "UnknownOperationException",
-                format!("The operation {other} is not supported by Cove."),
-            )),
+            Request::CreateModel(r) => {
+                definitions::create(store, ctx, &NewDefinition::Model(Box::new(r)), input)
+            }
+            Request::DescribeModel(r) => {
+                definitions::describe(store, ctx, Definition::Model, &r.model_name)
+            }
+            Request::ListModels(r) => {
+                definitions::list(store, ctx, Definition::Model, &(&r).into())
+            }
+            Request::DeleteModel(r) => {
+                definitions::delete(store, ctx, Definition::Model, &r.model_name)
+            }
+            Request::CreateEndpointConfig(r) => definitions::create(
+                store,
+                ctx,
+                &NewDefinition::EndpointConfig(Box::new(r)),
+                input,
+            ),
+            Request::DescribeEndpointConfig(r) => definitions::describe(
+                store,
+                ctx,
+                Definition::EndpointConfig,
+                &r.endpoint_config_name,
+            ),
+            Request::ListEndpointConfigs(r) => {
+                definitions::list(store, ctx, Definition::EndpointConfig, &(&r).into())
+            }
+            Request::DeleteEndpointConfig(r) => definitions::delete(
+                store,
+                ctx,
+                Definition::EndpointConfig,
+                &r.endpoint_config_name,
+            ),
+            Request::CreateEndpoint(r) => endpoints::create(store, ctx, &r, input),
+            Request::DescribeEndpoint(r) => endpoints::describe(store, ctx, &r.endpoint_name),
+            Request::ListEndpoints(r) => endpoints::list(store, ctx, &(&r).into()),
+            Request::DeleteEndpoint(r) => endpoints::delete(store, ctx, &r.endpoint_name),
+            Request::UpdateEndpoint(r) => endpoints::update(store, ctx, &r, &input),
+            Request::UpdateEndpointWeightsAndCapacities(r) => {
+                endpoints::update_weights_and_capacities(store, ctx, &r)
+            }
+            Request::CreateTransformJob(r) => transform::create(store, ctx, &r, input),
+            Request::DescribeTransformJob(r) => transform::describe(store, &r.transform_job_name),
+            Request::ListTransformJobs(r) => transform::list(store, ctx, &(&r).into()),
+            Request::StopTransformJob(r) => transform::stop(store, &r.transform_job_name),
+            Request::CreateCompilationJob(r) => compilation::create(store, ctx, &r, input),
+            Request::DescribeCompilationJob(r) => {
+                compilation::describe(store, &r.compilation_job_name)
+            }
+            Request::ListCompilationJobs(r) => compilation::list(store, ctx, &(&r).into()),
+            Request::StopCompilationJob(r) => compilation::stop(store, &r.compilation_job_name),
+            Request::CreateInferenceRecommendationsJob(r) => {
+                recommender::create(store, ctx, &r, input)
+            }
+            Request::DescribeInferenceRecommendationsJob(r) => {
+                recommender::describe(store, &r.job_name)
+            }
+            Request::ListInferenceRecommendationsJobs(r) => recommender::list(store, ctx, &r),
+            Request::StopInferenceRecommendationsJob(r) => recommender::stop(store, &r.job_name),
+            Request::ListInferenceRecommendationsJobSteps(r) => recommender::steps(store, &r),
+            Request::CreateDomain(r) => studio::create_domain(store, ctx, &self.studio, &r, input),
+            Request::DescribeDomain(r) => {
+                studio::describe_domain(store, ctx, &self.studio, &r.domain_id)
+            }
+            Request::ListDomains(r) => studio::list_domains(store, ctx, &self.studio, &r),
+            Request::UpdateDomain(r) => studio::update_domain(store, ctx, &r, &input),
+            Request::DeleteDomain(r) => studio::delete_domain(store, ctx, &self.studio, &r),
+            Request::CreateUserProfile(r) => studio::create_user_profile(store, ctx, &r, input),
+            Request::DescribeUserProfile(r) => studio::describe_user_profile(store, ctx, &r),
+            Request::ListUserProfiles(r) => studio::list_user_profiles(store, ctx, &r),
+            Request::DeleteUserProfile(r) => studio::delete_user_profile(store, ctx, &r),
+            Request::CreateApp(r) => studio::create_app(store, ctx, &r, input),
+            Request::DescribeApp(r) => studio::describe_app(store, &r),
+            Request::ListApps(r) => studio::list_apps(store, ctx, &r),
+            Request::DeleteApp(r) => studio::delete_app(store, &r),
+            Request::CreatePresignedDomainUrl(r) => {
+                studio::create_presigned_domain_url(store, ctx, &self.studio, &r)
+            }
         }
     }
 }

@@ -14,8 +14,12 @@
 //! median latency, the setup time, and cost from the on-demand price
 //! ([`crate::load`]).
 
-use crate::common::{check_vpc_config, page, validation, Row};
+use crate::common::{check_vpc_config, count, page, validation, Row};
 use crate::definitions::{self, Definition};
+use crate::requests::{
+    CreateInferenceRecommendationsJobRequest, ListInferenceRecommendationsJobStepsRequest,
+    ListInferenceRecommendationsJobsRequest, RecommendationJobInputConfig,
+};
 use cove_model::ids::now_rfc3339;
 use cove_model::jobs::{BenchmarkStep, RecommendationJob, RecommendationPhase};
 use cove_model::s3_uri::parse_s3_uri;
@@ -27,11 +31,7 @@ use serde_json::{json, Map, Value};
 /// The instance types a `Default` job tries when the request names none.
 pub const DEFAULT_CANDIDATES: [&str; 3] = ["ml.c5.large", "ml.m5.large", "ml.c5.xlarge"];
 
-fn find<'w>(
-    world: &'w cove_model::world::World,
-    input: &Value,
-) -> AwsResult<&'w RecommendationJob> {
-    let name = input["JobName"].as_str().unwrap_or_default();
+fn find<'w>(world: &'w cove_model::world::World, name: &str) -> AwsResult<&'w RecommendationJob> {
     world
         .recommendation_jobs
         .get(&RecommendationJob::key_of(name))
@@ -43,44 +43,50 @@ fn find<'w>(
         })
 }
 
-/// The instance types a job benchmarks, in order.
-fn candidates(input: &Value) -> AwsResult<Vec<String>> {
-    let config = &input["InputConfig"];
-    let advanced = input["JobType"].as_str() == Some("Advanced");
+/// The instance types a job of type `job_type` benchmarks, in order.
+fn candidates(job_type: &str, config: &RecommendationJobInputConfig) -> AwsResult<Vec<String>> {
+    let advanced = job_type == "Advanced";
     let types: Vec<String> = if advanced {
-        let endpoints = config["EndpointConfigurations"]
-            .as_array()
+        let endpoints = config
+            .endpoint_configurations
+            .as_ref()
             .filter(|a| !a.is_empty())
             .ok_or_else(|| validation("EndpointConfigurations is required for an Advanced job."))?;
         let mut types = vec![];
         for e in endpoints {
-            if e.get("ServerlessConfig").is_some() {
+            if e.serverless_config.is_some() {
                 return Err(validation(
                     "Serverless endpoint configurations are not supported by Cove.",
                 ));
             }
-            if e.get("EnvironmentParameterRanges").is_some() {
+            if e.environment_parameter_ranges.is_some() {
                 return Err(validation(
                     "EnvironmentParameterRanges are not supported by Cove.",
                 ));
             }
-            let t = e["InstanceType"]
-                .as_str()
+            let t = e
+                .instance_type
+                .as_ref()
                 .ok_or_else(|| validation("Every endpoint configuration needs an InstanceType."))?;
-            types.push(t.to_string());
+            types.push(t.clone());
         }
         types
     } else {
-        match config["ContainerConfig"]["SupportedInstanceTypes"].as_array() {
-            Some(a) if !a.is_empty() => a
-                .iter()
-                .filter_map(|t| t.as_str().map(str::to_string))
-                .collect(),
+        match config
+            .container_config
+            .as_ref()
+            .and_then(|c| c.supported_instance_types.as_ref())
+        {
+            Some(a) if !a.is_empty() => a.clone(),
             _ => DEFAULT_CANDIDATES.iter().map(|t| t.to_string()).collect(),
         }
     };
     let mut types = crate::common::unique(types);
-    if let Some(max) = config["ResourceLimit"]["MaxNumberOfTests"].as_u64() {
+    let max_tests = config
+        .resource_limit
+        .as_ref()
+        .and_then(|l| l.max_number_of_tests);
+    if let Some(max) = count(max_tests) {
         types.truncate(max as usize);
     }
     for t in &types {
@@ -90,45 +96,66 @@ fn candidates(input: &Value) -> AwsResult<Vec<String>> {
     Ok(types)
 }
 
-pub fn create(store: &Store, ctx: &RequestContext, input: Value) -> AwsResult<Value> {
-    let name = input["JobName"].as_str().unwrap_or_default().to_string();
+/// `CreateInferenceRecommendationsJob`: `raw` is the request as it came,
+/// which the job keeps for Describe to echo and its driver to read.
+pub fn create(
+    store: &Store,
+    ctx: &RequestContext,
+    request: &CreateInferenceRecommendationsJobRequest,
+    raw: Value,
+) -> AwsResult<Value> {
+    let name = request.job_name.clone();
     let arn = format!(
         "arn:aws:sagemaker:{}:{}:inference-recommendations-job/{name}",
         ctx.region,
         ctx.account_id()
     );
-    let config = &input["InputConfig"];
-    for (field, what) in [
-        ("ModelPackageVersionArn", "Model packages are"),
-        ("Endpoints", "Benchmarking existing endpoints is"),
+    let config = &request.input_config;
+    for (field, given, what) in [
+        (
+            "ModelPackageVersionArn",
+            config.model_package_version_arn.is_some(),
+            "Model packages are",
+        ),
+        (
+            "Endpoints",
+            config.endpoints.is_some(),
+            "Benchmarking existing endpoints is",
+        ),
     ] {
-        if config.get(field).is_some() {
+        if given {
             return Err(validation(format!(
                 "{what} not supported by Cove ({field})."
             )));
         }
     }
-    let model_name = config["ModelName"]
-        .as_str()
+    let model_name = config
+        .model_name
+        .as_deref()
         .ok_or_else(|| validation("InputConfig.ModelName is required."))?;
-    let payload = &config["ContainerConfig"]["PayloadConfig"];
-    let url = payload["SamplePayloadUrl"].as_str().ok_or_else(|| {
-        validation("InputConfig.ContainerConfig.PayloadConfig.SamplePayloadUrl is required.")
-    })?;
+    let payload = config
+        .container_config
+        .as_ref()
+        .and_then(|c| c.payload_config.as_ref());
+    let url = payload
+        .and_then(|p| p.sample_payload_url.as_deref())
+        .ok_or_else(|| {
+            validation("InputConfig.ContainerConfig.PayloadConfig.SamplePayloadUrl is required.")
+        })?;
     if parse_s3_uri(url).is_none() {
         return Err(validation(format!(
             "SamplePayloadUrl {url} is not an S3 URI."
         )));
     }
-    if payload["SupportedContentTypes"]
-        .as_array()
+    if payload
+        .and_then(|p| p.supported_content_types.as_ref())
         .is_none_or(|a| a.is_empty())
     {
         return Err(validation(
             "InputConfig.ContainerConfig.PayloadConfig.SupportedContentTypes is required.",
         ));
     }
-    let types = candidates(&input)?;
+    let types = candidates(&request.job_type, config)?;
     let short: String = name.chars().take(56).collect();
     store.write(|tx| {
         if tx.world.recommendation_jobs.contains_key(&RecommendationJob::key_of(&name)) {
@@ -140,8 +167,8 @@ pub fn create(store: &Store, ctx: &RequestContext, input: Value) -> AwsResult<Va
         let model = definitions::find(&tx.world, ctx, Definition::Model, model_name)?
             .request
             .clone();
-        if let Some(vpc) = config.get("VpcConfig") {
-            check_vpc_config(&tx.world, &ctx.region, vpc)?;
+        if let Some(vpc) = &config.vpc_config {
+            check_vpc_config(&tx.world, &ctx.region, &vpc.subnets, &vpc.security_group_ids)?;
         }
         let now = now_rfc3339();
         let steps = types
@@ -162,7 +189,7 @@ pub fn create(store: &Store, ctx: &RequestContext, input: Value) -> AwsResult<Va
             arn: arn.clone(),
             region: ctx.region.clone(),
             account_id: ctx.account_id().to_string(),
-            request: input.clone(),
+            request: raw.clone(),
             model,
             status: "PENDING".into(),
             failure_reason: None,
@@ -189,9 +216,9 @@ fn endpoint_configuration(step: &BenchmarkStep) -> Value {
     })
 }
 
-pub fn describe(store: &Store, input: &Value) -> AwsResult<Value> {
+pub fn describe(store: &Store, name: &str) -> AwsResult<Value> {
     let world = store.snapshot();
-    let j = find(&world, input)?;
+    let j = find(&world, name)?;
     let mut out = Map::new();
     for field in [
         "JobName",
@@ -249,9 +276,13 @@ pub fn describe(store: &Store, input: &Value) -> AwsResult<Value> {
     Ok(Value::Object(out))
 }
 
-pub fn list(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Value> {
+pub fn list(
+    store: &Store,
+    ctx: &RequestContext,
+    request: &ListInferenceRecommendationsJobsRequest,
+) -> AwsResult<Value> {
     let world = store.snapshot();
-    let model = input["ModelNameEquals"].as_str();
+    let model = request.model_name_equals.as_deref();
     let rows = world
         .recommendation_jobs
         .values()
@@ -278,25 +309,29 @@ pub fn list(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Val
             }),
         })
         .collect();
-    page(input, rows, "InferenceRecommendationsJobs")
+    page(&request.into(), rows, "InferenceRecommendationsJobs")
 }
 
-pub fn stop(store: &Store, input: &Value) -> AwsResult<Value> {
-    crate::stopping::stop(store, "job", |w| find(w, input))
+pub fn stop(store: &Store, name: &str) -> AwsResult<Value> {
+    crate::stopping::stop(store, "job", |w| find(w, name))
 }
 
 crate::stopping::stoppable!(RecommendationJob, "STOPPING", |j| !j.is_finished()
     && j.status != "STOPPING");
 
-pub fn steps(store: &Store, input: &Value) -> AwsResult<Value> {
+pub fn steps(
+    store: &Store,
+    request: &ListInferenceRecommendationsJobStepsRequest,
+) -> AwsResult<Value> {
     let world = store.snapshot();
-    let j = find(&world, input)?;
-    let status = input["Status"].as_str();
+    let j = find(&world, &request.job_name)?;
+    let status = request.status.as_deref();
+    let step_type = request.step_type.as_deref();
     let all: Vec<Value> = j
         .steps
         .iter()
         .filter(|s| status.is_none_or(|st| s.status == st))
-        .filter(|_| input["StepType"].as_str().is_none_or(|t| t == "BENCHMARK"))
+        .filter(|_| step_type.is_none_or(|t| t == "BENCHMARK"))
         .map(|s| {
             let mut benchmark = json!({
                 "EndpointConfiguration": endpoint_configuration(s),
@@ -322,40 +357,49 @@ pub fn steps(store: &Store, input: &Value) -> AwsResult<Value> {
                    "InferenceBenchmark": benchmark})
         })
         .collect();
-    Ok(crate::common::paged(input, all, "Steps", 50))
+    Ok(crate::common::paged(
+        request.next_token.as_deref(),
+        request.max_results,
+        all,
+        "Steps",
+        50,
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn of(job_type: &str, config: Value) -> AwsResult<Vec<String>> {
+        let config: RecommendationJobInputConfig = serde_json::from_value(config).unwrap();
+        candidates(job_type, &config)
+    }
+
     #[test]
     fn candidates_come_from_the_job_type() {
-        let advanced = json!({"JobType": "Advanced", "InputConfig": {"EndpointConfigurations": [
-            {"InstanceType": "ml.c5.large"}, {"InstanceType": "ml.m5.xlarge"}]}});
+        let advanced = json!({"EndpointConfigurations": [
+            {"InstanceType": "ml.c5.large"}, {"InstanceType": "ml.m5.xlarge"}]});
         assert_eq!(
-            candidates(&advanced).unwrap(),
+            of("Advanced", advanced).unwrap(),
             ["ml.c5.large", "ml.m5.xlarge"]
         );
-        let bare = json!({"JobType": "Advanced", "InputConfig": {}});
-        assert!(candidates(&bare)
+        assert!(of("Advanced", json!({}))
             .unwrap_err()
             .message
             .contains("EndpointConfigurations is required"));
-        let default = json!({"JobType": "Default", "InputConfig": {"ResourceLimit": {"MaxNumberOfTests": 2}}});
+        let default = json!({"ResourceLimit": {"MaxNumberOfTests": 2}});
         assert_eq!(
-            candidates(&default).unwrap(),
+            of("Default", default).unwrap(),
             ["ml.c5.large", "ml.m5.large"]
         );
-        let repeated = json!({"JobType": "Default", "InputConfig": {"ContainerConfig": {
-            "SupportedInstanceTypes": ["ml.c5.large", "ml.m5.large", "ml.c5.large"]}}});
+        let repeated = json!({"ContainerConfig": {
+            "SupportedInstanceTypes": ["ml.c5.large", "ml.m5.large", "ml.c5.large"]}});
         assert_eq!(
-            candidates(&repeated).unwrap(),
+            of("Default", repeated).unwrap(),
             ["ml.c5.large", "ml.m5.large"]
         );
-        let listed = json!({"JobType": "Default", "InputConfig": {"ContainerConfig": {
-            "SupportedInstanceTypes": ["ml.q9.large"]}}});
-        assert!(candidates(&listed)
+        let listed = json!({"ContainerConfig": {"SupportedInstanceTypes": ["ml.q9.large"]}});
+        assert!(of("Default", listed)
             .unwrap_err()
             .message
             .contains("ml.q9.large is not supported"));

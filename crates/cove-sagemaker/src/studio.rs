@@ -8,7 +8,13 @@
 //! user's requests to the user's JupyterServer app ([`verify`] checks
 //! both).
 
-use crate::common::{check_vpc_config, validation};
+use crate::common::{check_vpc_config, paged, strings, validation};
+use crate::requests::{
+    CreateAppRequest, CreateDomainRequest, CreatePresignedDomainUrlRequest,
+    CreateUserProfileRequest, DeleteAppRequest, DeleteDomainRequest, DeleteUserProfileRequest,
+    DescribeAppRequest, DescribeUserProfileRequest, ListAppsRequest, ListDomainsRequest,
+    ListUserProfilesRequest, UpdateDomainRequest,
+};
 use cove_model::ids::{new_id, now_rfc3339, random_string};
 use cove_model::studio::{AppPhase, StudioApp, StudioDomain, UserProfile};
 use cove_model::world::World;
@@ -71,47 +77,72 @@ pub fn app_base_path(domain_id: &str, profile: &str) -> String {
     format!("/_cove/studio/{domain_id}/{profile}/jupyter/default/")
 }
 
+/// A domain's network: its VPC, its subnets and its default user groups.
+struct DomainNetwork {
+    vpc: String,
+    subnets: Vec<String>,
+    groups: Vec<String>,
+}
+
+impl DomainNetwork {
+    fn of(request: &CreateDomainRequest) -> DomainNetwork {
+        DomainNetwork {
+            vpc: request.vpc_id.clone().unwrap_or_default(),
+            subnets: request.subnet_ids.clone().unwrap_or_default(),
+            groups: request
+                .default_user_settings
+                .security_groups
+                .clone()
+                .unwrap_or_default(),
+        }
+    }
+
+    /// A stored domain's (its Create request, as updated).
+    fn stored(domain: &Value) -> DomainNetwork {
+        DomainNetwork {
+            vpc: domain["VpcId"].as_str().unwrap_or_default().to_string(),
+            subnets: subnets(domain),
+            groups: strings(Some(&domain["DefaultUserSettings"]["SecurityGroups"])),
+        }
+    }
+}
+
+/// The subnets of a stored domain (its Create request).
+fn subnets(domain: &Value) -> Vec<String> {
+    strings(Some(&domain["SubnetIds"]))
+}
+
 /// Checks a domain's network: the VPC exists, the subnets are in it, and
 /// the default user groups exist there (as a job's `VpcConfig` is checked).
-fn check_network(world: &World, region: &str, input: &Value) -> AwsResult<()> {
-    let vpc = input["VpcId"].as_str().unwrap_or_default();
+fn check_network(world: &World, region: &str, network: &DomainNetwork) -> AwsResult<()> {
+    let vpc = network.vpc.as_str();
     if world.vpcs.get(vpc).is_none_or(|v| v.region != region) {
         return Err(validation(format!("The VPC ID {vpc} does not exist.")));
     }
-    for s in crate::common::strings(Some(&input["SubnetIds"])) {
-        if world.subnets.get(&s).is_some_and(|x| x.vpc_id != vpc) {
+    for s in &network.subnets {
+        if world.subnets.get(s).is_some_and(|x| x.vpc_id != vpc) {
             return Err(validation(format!("Subnet {s} is not in the VPC {vpc}.")));
         }
     }
-    check_groups(
-        world,
-        region,
-        input,
-        &input["DefaultUserSettings"]["SecurityGroups"],
-    )
-}
-
-/// Checks that `groups` exist in the VPC of the domain `domain` (its Create request).
-fn check_groups(world: &World, region: &str, domain: &Value, groups: &Value) -> AwsResult<()> {
-    let config = json!({"Subnets": domain["SubnetIds"], "SecurityGroupIds": groups});
-    check_vpc_config(world, region, &config).map(|_| ())
+    check_vpc_config(world, region, &network.subnets, &network.groups)
 }
 
 pub fn create_domain(
     store: &Store,
     ctx: &RequestContext,
     config: &StudioConfig,
-    input: Value,
+    input: &CreateDomainRequest,
+    raw: Value,
 ) -> AwsResult<Value> {
-    if input["AuthMode"].as_str() != Some("IAM") {
+    if input.auth_mode != "IAM" {
         return Err(validation(
             "AuthMode SSO is not supported by Cove; use IAM.",
         ));
     }
-    if input.get("VpcId").is_none() || input.get("SubnetIds").is_none() {
+    if input.vpc_id.is_none() || input.subnet_ids.is_none() {
         return Err(validation("VpcId and SubnetIds are required."));
     }
-    let name = input["DomainName"].as_str().unwrap_or_default().to_string();
+    let name = input.domain_name.clone();
     let id = format!(
         "d-{}",
         random_string(b"abcdefghijklmnopqrstuvwxyz0123456789", 12)
@@ -122,12 +153,13 @@ pub fn create_domain(
         ctx.account_id()
     );
     let url = domain_url(config, &id);
-    let mut request = input.clone();
-    if request.get("AppNetworkAccessType").is_none() {
+    let mut request = raw;
+    if input.app_network_access_type.is_none() {
         request["AppNetworkAccessType"] = json!("PublicInternetOnly");
     }
+    let network = DomainNetwork::of(input);
     store.write(|tx| {
-        check_network(&tx.world, &ctx.region, &input)?;
+        check_network(&tx.world, &ctx.region, &network)?;
         if tx
             .world
             .studio_domains
@@ -139,8 +171,8 @@ pub fn create_domain(
                 format!("Domain with name {name} already exists."),
             ));
         }
-        let vpc = input["VpcId"].as_str().unwrap_or_default();
-        let (inbound, outbound) = create_nfs_groups(tx, &ctx.region, ctx.account_id(), vpc, &id);
+        let (inbound, outbound) =
+            create_nfs_groups(tx, &ctx.region, ctx.account_id(), &network.vpc, &id);
         let now = now_rfc3339();
         tx.put(StudioDomain {
             id: id.clone(),
@@ -167,14 +199,10 @@ pub fn describe_domain(
     store: &Store,
     ctx: &RequestContext,
     config: &StudioConfig,
-    input: &Value,
+    id: &str,
 ) -> AwsResult<Value> {
     let world = store.snapshot();
-    let d = domain(
-        &world,
-        &ctx.region,
-        input["DomainId"].as_str().unwrap_or_default(),
-    )?;
+    let d = domain(&world, &ctx.region, id)?;
     let mut out = crate::common::echoed(&d.request);
     out.insert("DomainArn".into(), json!(d.arn));
     out.insert("DomainId".into(), json!(d.id));
@@ -190,7 +218,7 @@ pub fn list_domains(
     store: &Store,
     ctx: &RequestContext,
     config: &StudioConfig,
-    input: &Value,
+    input: &ListDomainsRequest,
 ) -> AwsResult<Value> {
     let world = store.snapshot();
     let mut domains: Vec<&StudioDomain> = world
@@ -207,15 +235,33 @@ pub fn list_domains(
                    "Url": domain_url(config, &d.id)})
         })
         .collect();
-    Ok(crate::common::paged(input, items, "Domains", 100))
+    Ok(paged(
+        input.next_token.as_deref(),
+        input.max_results,
+        items,
+        "Domains",
+        100,
+    ))
 }
 
-pub fn update_domain(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Value> {
-    let id = input["DomainId"].as_str().unwrap_or_default();
+/// `UpdateDomain`: `raw` is the request as it came; the settings it gives
+/// replace the stored domain's as given.
+pub fn update_domain(
+    store: &Store,
+    ctx: &RequestContext,
+    input: &UpdateDomainRequest,
+    raw: &Value,
+) -> AwsResult<Value> {
+    let id = input.domain_id.as_str();
     store.write(|tx| {
         let mut d = domain(&tx.world, &ctx.region, id)?.clone();
-        for field in ["DomainSettingsForUpdate", "DefaultSpaceSettings", "AppSecurityGroupManagement", "VpcId"] {
-            if input.get(field).is_some() {
+        for (field, given) in [
+            ("DomainSettingsForUpdate", input.domain_settings_for_update.is_some()),
+            ("DefaultSpaceSettings", input.default_space_settings.is_some()),
+            ("AppSecurityGroupManagement", input.app_security_group_management.is_some()),
+            ("VpcId", input.vpc_id.is_some()),
+        ] {
+            if given {
                 return Err(validation(format!("Updating {field} is not supported by Cove.")));
             }
         }
@@ -225,21 +271,25 @@ pub fn update_domain(store: &Store, ctx: &RequestContext, input: &Value) -> AwsR
             .values()
             .any(|a| a.domain_id == d.id && a.phase != AppPhase::Gone);
         let mut next = d.request.clone();
-        if let Some(settings) = input.get("DefaultUserSettings") {
-            next["DefaultUserSettings"] = settings.clone();
+        if input.default_user_settings.is_some() {
+            // Stored as it came, as CreateDomain stores its request.
+            next["DefaultUserSettings"] = raw["DefaultUserSettings"].clone();
         }
-        for field in ["AppNetworkAccessType", "SubnetIds"] {
-            if let Some(v) = input.get(field) {
-                if running && next[field] != *v {
+        for (field, given) in [
+            ("AppNetworkAccessType", input.app_network_access_type.as_ref().map(|v| json!(v))),
+            ("SubnetIds", input.subnet_ids.as_ref().map(|v| json!(v))),
+        ] {
+            if let Some(v) = given {
+                if running && next[field] != v {
                     return Err(AwsError::client(
                         "ResourceInUse",
                         format!("{field} cannot be updated while the domain has running apps; delete them first."),
                     ));
                 }
-                next[field] = v.clone();
+                next[field] = v;
             }
         }
-        check_network(&tx.world, &ctx.region, &next)?;
+        check_network(&tx.world, &ctx.region, &DomainNetwork::stored(&next))?;
         d.request = next;
         d.last_modified_time = now_rfc3339();
         tx.put(d.clone());
@@ -260,10 +310,14 @@ pub fn delete_domain(
     store: &Store,
     ctx: &RequestContext,
     config: &StudioConfig,
-    input: &Value,
+    input: &DeleteDomainRequest,
 ) -> AwsResult<Value> {
-    let id = input["DomainId"].as_str().unwrap_or_default();
-    let delete_homes = input["RetentionPolicy"]["HomeEfsFileSystem"].as_str() == Some("Delete");
+    let id = input.domain_id.as_str();
+    let delete_homes = input
+        .retention_policy
+        .as_ref()
+        .and_then(|p| p.home_efs_file_system.as_deref())
+        == Some("Delete");
     store.write(|tx| {
         let d = domain(&tx.world, &ctx.region, id)?.clone();
         if tx.world.user_profiles.values().any(|p| p.domain_id == d.id) {
@@ -300,19 +354,34 @@ pub fn delete_domain(
     Ok(json!({}))
 }
 
-pub fn create_user_profile(store: &Store, ctx: &RequestContext, input: Value) -> AwsResult<Value> {
-    for field in ["SingleSignOnUserIdentifier", "SingleSignOnUserValue"] {
-        if input.get(field).is_some() {
+/// `CreateUserProfile`: `raw` is the request as it came, which the profile
+/// keeps for Describe to echo and its apps to read.
+pub fn create_user_profile(
+    store: &Store,
+    ctx: &RequestContext,
+    input: &CreateUserProfileRequest,
+    raw: Value,
+) -> AwsResult<Value> {
+    for (field, given) in [
+        (
+            "SingleSignOnUserIdentifier",
+            &input.single_sign_on_user_identifier,
+        ),
+        ("SingleSignOnUserValue", &input.single_sign_on_user_value),
+    ] {
+        if given.is_some() {
             return Err(validation(format!(
                 "{field} is not supported by Cove (AuthMode IAM)."
             )));
         }
     }
-    let domain_id = input["DomainId"].as_str().unwrap_or_default().to_string();
-    let name = input["UserProfileName"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let domain_id = input.domain_id.clone();
+    let name = input.user_profile_name.clone();
+    let groups = input
+        .user_settings
+        .as_ref()
+        .and_then(|s| s.security_groups.clone())
+        .unwrap_or_default();
     store.write(|tx| {
         let mut d = domain(&tx.world, &ctx.region, &domain_id)?.clone();
         let arn = format!(
@@ -330,19 +399,14 @@ pub fn create_user_profile(store: &Store, ctx: &RequestContext, input: Value) ->
                 format!("User profile {name} already exists in domain {domain_id} ({arn})."),
             ));
         }
-        check_groups(
-            &tx.world,
-            &ctx.region,
-            &d.request,
-            &input["UserSettings"]["SecurityGroups"],
-        )?;
+        check_vpc_config(&tx.world, &ctx.region, &subnets(&d.request), &groups)?;
         let now = now_rfc3339();
         tx.put(UserProfile {
             domain_id: domain_id.clone(),
             name: name.clone(),
             arn: arn.clone(),
             region: ctx.region.clone(),
-            request: input.clone(),
+            request: raw.clone(),
             status: "InService".into(),
             creation_time: now.clone(),
             last_modified_time: now,
@@ -357,16 +421,12 @@ pub fn create_user_profile(store: &Store, ctx: &RequestContext, input: Value) ->
 pub fn describe_user_profile(
     store: &Store,
     ctx: &RequestContext,
-    input: &Value,
+    input: &DescribeUserProfileRequest,
 ) -> AwsResult<Value> {
     let world = store.snapshot();
-    let domain_id = input["DomainId"].as_str().unwrap_or_default();
+    let domain_id = input.domain_id.as_str();
     domain(&world, &ctx.region, domain_id)?;
-    let p = profile(
-        &world,
-        domain_id,
-        input["UserProfileName"].as_str().unwrap_or_default(),
-    )?;
+    let p = profile(&world, domain_id, &input.user_profile_name)?;
     let mut out = crate::common::echoed(&p.request);
     out.insert("UserProfileArn".into(), json!(p.arn));
     out.insert("HomeEfsFileSystemUid".into(), json!(p.home_uid.to_string()));
@@ -376,11 +436,16 @@ pub fn describe_user_profile(
     Ok(Value::Object(out))
 }
 
-pub fn list_user_profiles(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Value> {
+pub fn list_user_profiles(
+    store: &Store,
+    ctx: &RequestContext,
+    input: &ListUserProfilesRequest,
+) -> AwsResult<Value> {
     let world = store.snapshot();
-    let domain_eq = input["DomainIdEquals"].as_str();
-    let contains = input["UserProfileNameContains"]
-        .as_str()
+    let domain_eq = input.domain_id_equals.as_deref();
+    let contains = input
+        .user_profile_name_contains
+        .as_deref()
         .unwrap_or_default();
     let mut profiles: Vec<&UserProfile> = world
         .user_profiles
@@ -389,12 +454,12 @@ pub fn list_user_profiles(store: &Store, ctx: &RequestContext, input: &Value) ->
         .filter(|p| domain_eq.is_none_or(|d| p.domain_id == d))
         .filter(|p| p.name.contains(contains))
         .collect();
-    let by_modified = input["SortBy"].as_str() == Some("LastModifiedTime");
+    let by_modified = input.sort_by.as_deref() == Some("LastModifiedTime");
     profiles.sort_by(|a, b| match by_modified {
         true => a.last_modified_time.cmp(&b.last_modified_time),
         false => a.creation_time.cmp(&b.creation_time),
     });
-    if input["SortOrder"].as_str() != Some("Ascending") {
+    if input.sort_order.as_deref() != Some("Ascending") {
         profiles.reverse();
     }
     let items = profiles
@@ -404,12 +469,22 @@ pub fn list_user_profiles(store: &Store, ctx: &RequestContext, input: &Value) ->
                    "CreationTime": p.creation_time, "LastModifiedTime": p.last_modified_time})
         })
         .collect();
-    Ok(crate::common::paged(input, items, "UserProfiles", 100))
+    Ok(paged(
+        input.next_token.as_deref(),
+        input.max_results,
+        items,
+        "UserProfiles",
+        100,
+    ))
 }
 
-pub fn delete_user_profile(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Value> {
-    let domain_id = input["DomainId"].as_str().unwrap_or_default();
-    let name = input["UserProfileName"].as_str().unwrap_or_default();
+pub fn delete_user_profile(
+    store: &Store,
+    ctx: &RequestContext,
+    input: &DeleteUserProfileRequest,
+) -> AwsResult<Value> {
+    let domain_id = input.domain_id.as_str();
+    let name = input.user_profile_name.as_str();
     store.write(|tx| {
         domain(&tx.world, &ctx.region, domain_id)?;
         profile(&tx.world, domain_id, name)?;
@@ -441,20 +516,54 @@ fn app_arn(
     )
 }
 
-fn app_key(input: &Value) -> AwsResult<(String, String, String, String)> {
-    if input.get("SpaceName").is_some() {
+/// What names an app in CreateApp, DescribeApp and DeleteApp.
+pub trait AppRequest {
+    fn domain_id(&self) -> &str;
+    fn space_name(&self) -> Option<&str>;
+    fn user_profile_name(&self) -> Option<&str>;
+    fn app_type(&self) -> &str;
+    fn app_name(&self) -> &str;
+}
+
+macro_rules! app_request {
+    ($($request:ty),*) => {$(
+        impl AppRequest for $request {
+            fn domain_id(&self) -> &str {
+                &self.domain_id
+            }
+            fn space_name(&self) -> Option<&str> {
+                self.space_name.as_deref()
+            }
+            fn user_profile_name(&self) -> Option<&str> {
+                self.user_profile_name.as_deref()
+            }
+            fn app_type(&self) -> &str {
+                &self.app_type
+            }
+            fn app_name(&self) -> &str {
+                &self.app_name
+            }
+        }
+    )*};
+}
+
+app_request!(CreateAppRequest, DescribeAppRequest, DeleteAppRequest);
+
+/// The app's domain, profile, type and name.
+fn app_key(input: &impl AppRequest) -> AwsResult<(String, String, String, String)> {
+    if input.space_name().is_some() {
         return Err(validation(
             "Spaces are not supported by Cove; give UserProfileName.",
         ));
     }
-    let profile = input["UserProfileName"]
-        .as_str()
+    let profile = input
+        .user_profile_name()
         .ok_or_else(|| validation("UserProfileName is required."))?;
     Ok((
-        input["DomainId"].as_str().unwrap_or_default().to_string(),
+        input.domain_id().to_string(),
         profile.to_string(),
-        input["AppType"].as_str().unwrap_or_default().to_string(),
-        input["AppName"].as_str().unwrap_or_default().to_string(),
+        input.app_type().to_string(),
+        input.app_name().to_string(),
     ))
 }
 
@@ -464,8 +573,15 @@ fn app_not_found(app_type: &str, name: &str) -> AwsError {
     ))
 }
 
-pub fn create_app(store: &Store, ctx: &RequestContext, input: Value) -> AwsResult<Value> {
-    let (domain_id, profile_name, app_type, name) = app_key(&input)?;
+/// `CreateApp`: `raw` is the request as it came, which the app keeps (its
+/// `ResourceSpec` is the one the app runs with).
+pub fn create_app(
+    store: &Store,
+    ctx: &RequestContext,
+    input: &CreateAppRequest,
+    raw: Value,
+) -> AwsResult<Value> {
+    let (domain_id, profile_name, app_type, name) = app_key(input)?;
     if !APP_TYPES.contains(&app_type.as_str()) {
         return Err(validation(format!(
             "AppType {app_type} is not supported by Cove (supported: {}).",
@@ -500,7 +616,7 @@ pub fn create_app(store: &Store, ctx: &RequestContext, input: Value) -> AwsResul
             arn: arn.clone(),
             region: ctx.region.clone(),
             account_id: ctx.account_id().to_string(),
-            request: input.clone(),
+            request: raw.clone(),
             status: "Pending".into(),
             failure_reason: None,
             creation_time: now.clone(),
@@ -516,7 +632,7 @@ pub fn create_app(store: &Store, ctx: &RequestContext, input: Value) -> AwsResul
     Ok(json!({ "AppArn": arn }))
 }
 
-fn find_app<'w>(world: &'w World, input: &Value) -> AwsResult<&'w StudioApp> {
+fn find_app<'w>(world: &'w World, input: &impl AppRequest) -> AwsResult<&'w StudioApp> {
     let (domain_id, profile, app_type, name) = app_key(input)?;
     world
         .studio_apps
@@ -550,7 +666,7 @@ pub fn resource_spec(world: &World, a: &StudioApp) -> Value {
         })
 }
 
-pub fn describe_app(store: &Store, input: &Value) -> AwsResult<Value> {
+pub fn describe_app(store: &Store, input: &DescribeAppRequest) -> AwsResult<Value> {
     let world = store.snapshot();
     let a = find_app(&world, input)?;
     let mut out = json!({
@@ -567,13 +683,13 @@ pub fn describe_app(store: &Store, input: &Value) -> AwsResult<Value> {
     Ok(out)
 }
 
-pub fn list_apps(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Value> {
-    if input.get("SpaceNameEquals").is_some() {
+pub fn list_apps(store: &Store, ctx: &RequestContext, input: &ListAppsRequest) -> AwsResult<Value> {
+    if input.space_name_equals.is_some() {
         return Ok(json!({"Apps": []}));
     }
     let world = store.snapshot();
-    let domain_eq = input["DomainIdEquals"].as_str();
-    let profile_eq = input["UserProfileNameEquals"].as_str();
+    let domain_eq = input.domain_id_equals.as_deref();
+    let profile_eq = input.user_profile_name_equals.as_deref();
     let mut apps: Vec<&StudioApp> = world
         .studio_apps
         .values()
@@ -582,7 +698,7 @@ pub fn list_apps(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResul
         .filter(|a| profile_eq.is_none_or(|p| a.user_profile_name == p))
         .collect();
     apps.sort_by(|a, b| a.creation_time.cmp(&b.creation_time));
-    if input["SortOrder"].as_str() != Some("Ascending") {
+    if input.sort_order.as_deref() != Some("Ascending") {
         apps.reverse();
     }
     let items = apps
@@ -593,10 +709,16 @@ pub fn list_apps(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResul
                    "ResourceSpec": resource_spec(&world, a)})
         })
         .collect();
-    Ok(crate::common::paged(input, items, "Apps", 100))
+    Ok(paged(
+        input.next_token.as_deref(),
+        input.max_results,
+        items,
+        "Apps",
+        100,
+    ))
 }
 
-pub fn delete_app(store: &Store, input: &Value) -> AwsResult<Value> {
+pub fn delete_app(store: &Store, input: &DeleteAppRequest) -> AwsResult<Value> {
     store.write(|tx| {
         let mut a = find_app(&tx.world, input)?.clone();
         if a.phase == AppPhase::Gone || a.status == "Deleting" {
@@ -642,26 +764,26 @@ pub fn create_presigned_domain_url(
     store: &Store,
     ctx: &RequestContext,
     config: &StudioConfig,
-    input: &Value,
+    input: &CreatePresignedDomainUrlRequest,
 ) -> AwsResult<Value> {
-    if input.get("SpaceName").is_some() {
+    if input.space_name.is_some() {
         return Err(validation("Spaces are not supported by Cove."));
     }
     let world = store.snapshot();
-    let domain_id = input["DomainId"].as_str().unwrap_or_default();
+    let domain_id = input.domain_id.as_str();
     let d = domain(&world, &ctx.region, domain_id)?;
-    let name = input["UserProfileName"].as_str().unwrap_or_default();
+    let name = input.user_profile_name.as_str();
     profile(&world, domain_id, name)?;
-    let expires = input["ExpiresInSeconds"].as_i64().unwrap_or(300);
-    let session = input["SessionExpirationDurationInSeconds"]
-        .as_i64()
+    let expires = input.expires_in_seconds.unwrap_or(300);
+    let session = input
+        .session_expiration_duration_in_seconds
         .unwrap_or(43_200);
     let token = sign(
         &config.key,
         &format!("{}:{name}:login:{}:{session}", d.id, unix_now() + expires),
     );
     let mut url = format!("{}{name}/auth?token={token}", domain_url(config, &d.id));
-    if let Some(landing) = input["LandingUri"].as_str() {
+    if let Some(landing) = input.landing_uri.as_deref() {
         url.push_str("&landing=");
         url.push_str(
             &percent_encoding::utf8_percent_encode(landing, percent_encoding::NON_ALPHANUMERIC)

@@ -3,7 +3,8 @@
 //! one VPC, channels distinct) and store the job; its driver in `cove-jobs`
 //! does the rest.
 
-use crate::common::*;
+use crate::common::{count as count_of, *};
+use crate::requests::{CreateProcessingJobRequest, CreateTrainingJobRequest, VpcConfig};
 use cove_model::ids::now_rfc3339;
 use cove_model::instance;
 use cove_model::jobs::{JobHost, JobKind, JobPhase, SageMakerJob};
@@ -18,18 +19,71 @@ fn not_found() -> AwsError {
     validation("Requested resource not found.")
 }
 
-/// The `VpcConfig` of a request, if any (processing jobs nest it in `NetworkConfig`).
+/// A CreateTrainingJob or CreateProcessingJob request.
+#[derive(Debug, Clone, Copy)]
+pub enum NewJob<'r> {
+    Training(&'r CreateTrainingJobRequest),
+    Processing(&'r CreateProcessingJobRequest),
+}
+
+impl NewJob<'_> {
+    pub fn kind(&self) -> JobKind {
+        match self {
+            NewJob::Training(_) => JobKind::Training,
+            NewJob::Processing(_) => JobKind::Processing,
+        }
+    }
+
+    fn name(&self) -> &str {
+        match self {
+            NewJob::Training(r) => &r.training_job_name,
+            NewJob::Processing(r) => &r.processing_job_name,
+        }
+    }
+
+    /// The `VpcConfig`, if any (processing jobs nest it in `NetworkConfig`).
+    fn vpc_config(&self) -> Option<&VpcConfig> {
+        match self {
+            NewJob::Training(r) => r.vpc_config.as_ref(),
+            NewJob::Processing(r) => r.network_config.as_ref()?.vpc_config.as_ref(),
+        }
+    }
+
+    /// The instance type and how many instances (at least one).
+    fn cluster(&self) -> (String, usize) {
+        let (instance_type, count) = match self {
+            NewJob::Training(r) => {
+                let config = r.resource_config.as_ref();
+                (
+                    config.and_then(|c| c.instance_type.clone()),
+                    config.and_then(|c| c.instance_count),
+                )
+            }
+            NewJob::Processing(r) => {
+                let config = &r.processing_resources.cluster_config;
+                (
+                    Some(config.instance_type.clone()),
+                    Some(config.instance_count),
+                )
+            }
+        };
+        (
+            instance_type.unwrap_or_default(),
+            count_of(count).unwrap_or(1).max(1) as usize,
+        )
+    }
+}
+
+/// Checks a Create request beyond its schema and builds the stored job,
+/// which keeps `raw`, the request as it came, for Describe to echo.
 pub fn new_job(
     world: &World,
     ctx: &RequestContext,
-    kind: JobKind,
-    request: Value,
+    request: NewJob,
+    raw: Value,
 ) -> AwsResult<SageMakerJob> {
-    let name_field = match kind {
-        JobKind::Training => "TrainingJobName",
-        JobKind::Processing => "ProcessingJobName",
-    };
-    let name = request[name_field].as_str().unwrap_or_default().to_string();
+    let kind = request.kind();
+    let name = request.name().to_string();
     let arn = format!(
         "arn:aws:sagemaker:{}:{}:{}/{}",
         ctx.region,
@@ -50,18 +104,23 @@ pub fn new_job(
             ),
         ));
     }
-    if let Some(config) = vpc_config(kind, &request) {
-        check_vpc_config(world, &ctx.region, config)?;
+    if let Some(config) = request.vpc_config() {
+        check_vpc_config(
+            world,
+            &ctx.region,
+            &config.subnets,
+            &config.security_group_ids,
+        )?;
     }
-    let (instance_type, count) = instance::cluster(kind, &request);
+    let (instance_type, count) = request.cluster();
     instance::resources(&instance_type).ok_or_else(|| {
         validation(format!(
             "Instance type {instance_type} is not supported by Cove."
         ))
     })?;
-    match kind {
-        JobKind::Training => check_training(&request)?,
-        JobKind::Processing => check_processing(&request)?,
+    match request {
+        NewJob::Training(r) => check_training(r)?,
+        NewJob::Processing(r) => check_processing(r)?,
     }
     let now = now_rfc3339();
     let hosts = (1..=count)
@@ -76,7 +135,7 @@ pub fn new_job(
         arn,
         region: ctx.region.clone(),
         account_id: ctx.account_id().to_string(),
-        request,
+        request: raw,
         status: "InProgress".into(),
         secondary_status: "Starting".into(),
         transitions: Vec::new(),
@@ -98,35 +157,37 @@ pub fn new_job(
     Ok(job)
 }
 
-fn check_training(request: &Value) -> AwsResult<()> {
-    let algo = &request["AlgorithmSpecification"];
-    if algo.get("TrainingImage").is_none() && algo.get("AlgorithmName").is_none() {
+fn check_training(request: &CreateTrainingJobRequest) -> AwsResult<()> {
+    let algo = request.algorithm_specification.as_ref();
+    let image = algo.and_then(|a| a.training_image.as_ref());
+    let algorithm = algo.and_then(|a| a.algorithm_name.as_ref());
+    if image.is_none() && algorithm.is_none() {
         return Err(validation(
             "Either the training image or the algorithm name must be specified.",
         ));
     }
-    if algo.get("AlgorithmName").is_some() {
+    if algorithm.is_some() {
         return Err(validation(
             "AlgorithmName: algorithm resources are not supported by Cove; give a TrainingImage.",
         ));
     }
     let mut seen = BTreeSet::new();
-    for channel in request["InputDataConfig"].as_array().into_iter().flatten() {
-        let name = channel["ChannelName"].as_str().unwrap_or_default();
+    for channel in request.input_data_config.iter().flatten() {
+        let name = channel.channel_name.as_str();
         if !seen.insert(name) {
             return Err(validation(format!(
                 "Channel names must be unique: {name} is given more than once."
             )));
         }
-        if channel["DataSource"].get("S3DataSource").is_none() {
+        if channel.data_source.s3_data_source.is_none() {
             return Err(validation(format!(
                 "Channel {name}: only S3DataSource is supported by Cove."
             )));
         }
         let mode = channel
-            .get("InputMode")
-            .or(algo.get("TrainingInputMode"))
-            .and_then(Value::as_str)
+            .input_mode
+            .as_deref()
+            .or(algo.map(|a| a.training_input_mode.as_str()))
             .unwrap_or("File");
         if mode != "File" {
             return Err(validation(format!(
@@ -137,28 +198,28 @@ fn check_training(request: &Value) -> AwsResult<()> {
     Ok(())
 }
 
-fn check_processing(request: &Value) -> AwsResult<()> {
+fn check_processing(request: &CreateProcessingJobRequest) -> AwsResult<()> {
     let mut seen = BTreeSet::new();
-    for input in request["ProcessingInputs"].as_array().into_iter().flatten() {
-        let name = input["InputName"].as_str().unwrap_or_default();
+    for input in request.processing_inputs.iter().flatten() {
+        let name = input.input_name.as_str();
         if !seen.insert(name) {
             return Err(validation(format!(
                 "ProcessingInput names must be unique: {name} is given more than once."
             )));
         }
-        if input.get("S3Input").is_none() {
+        if input.s3_input.is_none() {
             return Err(validation(format!(
                 "ProcessingInput {name}: only S3Input is supported by Cove."
             )));
         }
     }
-    for output in request["ProcessingOutputConfig"]["Outputs"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    for output in request
+        .processing_output_config
+        .iter()
+        .flat_map(|c| &c.outputs)
     {
-        let name = output["OutputName"].as_str().unwrap_or_default();
-        if output.get("S3Output").is_none() {
+        let name = &output.output_name;
+        if output.s3_output.is_none() {
             return Err(validation(format!(
                 "ProcessingOutput {name}: only S3Output is supported by Cove."
             )));
@@ -167,18 +228,21 @@ fn check_processing(request: &Value) -> AwsResult<()> {
     Ok(())
 }
 
+/// `CreateTrainingJob`, `CreateProcessingJob`: `raw` is the request as it
+/// came, which the job keeps for Describe to echo and its driver to read.
 pub fn create(
     store: &Store,
     ctx: &RequestContext,
-    kind: JobKind,
-    input: Value,
+    request: NewJob,
+    raw: Value,
     bucket_policies: &crate::BucketPolicies,
 ) -> AwsResult<Value> {
+    let kind = request.kind();
     // The checks read the published world and the buckets' policies outside
     // the store's write lock, which every API write waits on.
-    let warnings = network_warnings(&store.snapshot(), ctx, kind, &input, bucket_policies);
+    let warnings = network_warnings(&store.snapshot(), ctx, kind, &raw, bucket_policies);
     let job = store.write(|tx| {
-        let mut job = new_job(&tx.world, ctx, kind, input.clone())?;
+        let mut job = new_job(&tx.world, ctx, request, raw.clone())?;
         if let (Some(t), false) = (job.transitions.first_mut(), warnings.is_empty()) {
             t.status_message = format!("{} Warning: {}", t.status_message, warnings.join(" "));
         }
@@ -219,21 +283,16 @@ fn network_warnings(
     cove_reach::sagemaker::warnings(&checks)
 }
 
-fn find<'w>(world: &'w World, kind: JobKind, input: &Value) -> AwsResult<&'w SageMakerJob> {
-    let field = match kind {
-        JobKind::Training => "TrainingJobName",
-        JobKind::Processing => "ProcessingJobName",
-    };
-    let name = input[field].as_str().unwrap_or_default();
+fn find<'w>(world: &'w World, kind: JobKind, name: &str) -> AwsResult<&'w SageMakerJob> {
     world
         .sagemaker_jobs
         .get(&kind.key(name))
         .ok_or_else(not_found)
 }
 
-pub fn describe(store: &Store, kind: JobKind, input: &Value) -> AwsResult<Value> {
+pub fn describe(store: &Store, kind: JobKind, name: &str) -> AwsResult<Value> {
     let world = store.snapshot();
-    let job = find(&world, kind, input)?;
+    let job = find(&world, kind, name)?;
     Ok(render(job))
 }
 
@@ -323,7 +382,12 @@ fn summary(job: &SageMakerJob) -> Value {
     }
 }
 
-pub fn list(store: &Store, ctx: &RequestContext, kind: JobKind, input: &Value) -> AwsResult<Value> {
+pub fn list(
+    store: &Store,
+    ctx: &RequestContext,
+    kind: JobKind,
+    query: &ListQuery,
+) -> AwsResult<Value> {
     let world = store.snapshot();
     let rows = world
         .sagemaker_jobs
@@ -341,12 +405,12 @@ pub fn list(store: &Store, ctx: &RequestContext, kind: JobKind, input: &Value) -
         JobKind::Training => "TrainingJobSummaries",
         JobKind::Processing => "ProcessingJobSummaries",
     };
-    page(input, rows, key)
+    page(query, rows, key)
 }
 
-pub fn stop(store: &Store, kind: JobKind, input: &Value) -> AwsResult<Value> {
+pub fn stop(store: &Store, kind: JobKind, name: &str) -> AwsResult<Value> {
     store.write(|tx| {
-        let mut job = find(&tx.world, kind, input)?.clone();
+        let mut job = find(&tx.world, kind, name)?.clone();
         if job.status != "InProgress" {
             return Err(validation(format!(
                 "The request was rejected because the {} job is in status {}.",

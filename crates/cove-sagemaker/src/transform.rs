@@ -12,8 +12,9 @@
 //! Values the request leaves out come from the container's
 //! `/execution-parameters`, as on AWS.
 
-use crate::common::{page, validation, Row};
+use crate::common::{page, validation, ListQuery, Row};
 use crate::definitions::{self, Definition};
+use crate::requests::CreateTransformJobRequest;
 use cove_model::endpoints::{TransformJob, TransformPhase};
 use cove_model::ids::now_rfc3339;
 use cove_model::{AwsError, AwsResult};
@@ -29,25 +30,33 @@ fn arn(ctx: &RequestContext, name: &str) -> String {
     )
 }
 
-fn find<'w>(world: &'w cove_model::world::World, input: &Value) -> AwsResult<&'w TransformJob> {
-    let name = input["TransformJobName"].as_str().unwrap_or_default();
+fn find<'w>(world: &'w cove_model::world::World, name: &str) -> AwsResult<&'w TransformJob> {
     world
         .transform_jobs
         .get(&TransformJob::key_of(name))
         .ok_or_else(|| validation("Could not find requested job with name ".to_string() + name))
 }
 
-pub fn create(store: &Store, ctx: &RequestContext, input: Value) -> AwsResult<Value> {
-    let name = input["TransformJobName"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+/// `CreateTransformJob`: `raw` is the request as it came, which the job
+/// keeps for Describe to echo and its driver to read.
+pub fn create(
+    store: &Store,
+    ctx: &RequestContext,
+    request: &CreateTransformJobRequest,
+    raw: Value,
+) -> AwsResult<Value> {
+    let name = request.transform_job_name.clone();
     let arn = arn(ctx, &name);
-    for (field, supported) in [
-        ("SplitType", &["None", "Line"][..]),
-        ("CompressionType", &["None", "Gzip"][..]),
+    let input = &request.transform_input;
+    for (field, given, supported) in [
+        ("SplitType", &input.split_type, &["None", "Line"][..]),
+        (
+            "CompressionType",
+            &input.compression_type,
+            &["None", "Gzip"][..],
+        ),
     ] {
-        if let Some(v) = input["TransformInput"][field].as_str() {
+        if let Some(v) = given.as_deref() {
             if !supported.contains(&v) {
                 return Err(validation(format!(
                     "{field} {v} is not supported by Cove (supported: {}).",
@@ -56,9 +65,7 @@ pub fn create(store: &Store, ctx: &RequestContext, input: Value) -> AwsResult<Va
             }
         }
     }
-    if input["TransformInput"]["DataSource"]["S3DataSource"]["S3DataType"].as_str()
-        == Some("AugmentedManifestFile")
-    {
+    if input.data_source.s3_data_source.s3_data_type == "AugmentedManifestFile" {
         return Err(validation(
             "S3DataType AugmentedManifestFile is not supported by Cove.",
         ));
@@ -70,9 +77,8 @@ pub fn create(store: &Store, ctx: &RequestContext, input: Value) -> AwsResult<Va
                 format!("Job name must be unique within an AWS account and region, and a job with this name already exists ({arn})"),
             ));
         }
-        let model_name = input["ModelName"].as_str().unwrap_or_default();
-        let model = definitions::find(&tx.world, ctx, Definition::Model, model_name)?.request.clone();
-        cove_model::instance::resources(input["TransformResources"]["InstanceType"].as_str().unwrap_or_default())
+        let model = definitions::find(&tx.world, ctx, Definition::Model, &request.model_name)?.request.clone();
+        cove_model::instance::resources(&request.transform_resources.instance_type)
             .ok_or_else(|| validation("Instance type is not supported by Cove."))?;
         let now = now_rfc3339();
         tx.put(TransformJob {
@@ -80,7 +86,7 @@ pub fn create(store: &Store, ctx: &RequestContext, input: Value) -> AwsResult<Va
             arn: arn.clone(),
             region: ctx.region.clone(),
             account_id: ctx.account_id().to_string(),
-            request: input.clone(),
+            request: raw.clone(),
             model,
             status: "InProgress".into(),
             failure_reason: None,
@@ -97,9 +103,9 @@ pub fn create(store: &Store, ctx: &RequestContext, input: Value) -> AwsResult<Va
     Ok(json!({ "TransformJobArn": arn }))
 }
 
-pub fn describe(store: &Store, input: &Value) -> AwsResult<Value> {
+pub fn describe(store: &Store, name: &str) -> AwsResult<Value> {
     let world = store.snapshot();
-    let j = find(&world, input)?;
+    let j = find(&world, name)?;
     let mut out = crate::common::echoed(&j.request);
     out.insert("TransformJobArn".into(), json!(j.arn));
     out.insert("TransformJobStatus".into(), json!(j.status));
@@ -116,7 +122,7 @@ pub fn describe(store: &Store, input: &Value) -> AwsResult<Value> {
     Ok(Value::Object(out))
 }
 
-pub fn list(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Value> {
+pub fn list(store: &Store, ctx: &RequestContext, query: &ListQuery) -> AwsResult<Value> {
     let world = store.snapshot();
     let rows = world
         .transform_jobs
@@ -138,11 +144,11 @@ pub fn list(store: &Store, ctx: &RequestContext, input: &Value) -> AwsResult<Val
             }),
         })
         .collect();
-    page(input, rows, "TransformJobSummaries")
+    page(query, rows, "TransformJobSummaries")
 }
 
-pub fn stop(store: &Store, input: &Value) -> AwsResult<Value> {
-    crate::stopping::stop(store, "transform job", |w| find(w, input))
+pub fn stop(store: &Store, name: &str) -> AwsResult<Value> {
+    crate::stopping::stop(store, "transform job", |w| find(w, name))
 }
 
 crate::stopping::stoppable!(TransformJob, "Stopping", |j| j.status == "InProgress");
