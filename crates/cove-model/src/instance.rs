@@ -44,7 +44,7 @@ pub fn cluster(kind: JobKind, request: &Value) -> (String, usize) {
         .as_str()
         .unwrap_or_default()
         .to_string();
-    let count = config["InstanceCount"].as_u64().unwrap_or(1).max(1) as usize;
+    let count = crate::convert::u64_to_usize(config["InstanceCount"].as_u64().unwrap_or(1).max(1));
     (instance_type, count)
 }
 

@@ -58,7 +58,7 @@ pub fn paged(
     max: usize,
 ) -> Value {
     let start: usize = next_token.and_then(|t| t.parse().ok()).unwrap_or(0);
-    let max = count(max_results).map_or(max, |m| m as usize);
+    let max = count(max_results).map_or(max, cove_model::convert::u64_to_usize);
     let page: Vec<Value> = items.iter().skip(start).take(max).cloned().collect();
     let mut out = serde_json::json!({ key: page });
     if start + max < items.len() {
@@ -180,9 +180,12 @@ pub fn seconds_between(start: &str, end: &str) -> i64 {
 
 pub(crate) fn time_of(v: &Value) -> Option<time::OffsetDateTime> {
     match v {
-        Value::Number(n) => n
-            .as_f64()
-            .and_then(|f| time::OffsetDateTime::from_unix_timestamp_nanos((f * 1e9) as i128).ok()),
+        Value::Number(n) => n.as_f64().and_then(|f| {
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(
+                cove_model::convert::f64_to_i64((f * 1e9).round()),
+            ))
+            .ok()
+        }),
         Value::String(s) => {
             time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
         }
@@ -298,7 +301,7 @@ pub fn page(q: &ListQuery, rows: Vec<Row>, list_key: &str) -> AwsResult<Value> {
             .parse()
             .map_err(|_| validation("Invalid pagination token."))?,
     };
-    let max = count(q.max_results).unwrap_or(10) as usize;
+    let max = cove_model::convert::u64_to_usize(count(q.max_results).unwrap_or(10));
     let total = rows.len();
     let items: Vec<Value> = rows
         .into_iter()

@@ -65,7 +65,8 @@ fn variants_of(
         let model_name = v["ModelName"].as_str().unwrap_or_default();
         let model = definitions::find(world, ctx, Definition::Model, model_name)?;
         let weight = v["InitialVariantWeight"].as_f64().unwrap_or(1.0);
-        let count = v["InitialInstanceCount"].as_u64().unwrap_or(1) as u32;
+        let count =
+            u32::try_from(v["InitialInstanceCount"].as_u64().unwrap_or(1)).unwrap_or(u32::MAX);
         out.push(EndpointVariant {
             name: v["VariantName"].as_str().unwrap_or_default().to_string(),
             model_name: model_name.to_string(),
@@ -309,7 +310,7 @@ pub fn update_weights_and_capacities(
                 v.desired_weight = weight;
             }
             if let Some(count) = count(w.desired_instance_count) {
-                v.desired_instance_count = count as u32;
+                v.desired_instance_count = u32::try_from(count).unwrap_or(u32::MAX);
             }
         }
         e.status = "Updating".into();

@@ -87,7 +87,7 @@ fn candidates(job_type: &str, config: &RecommendationJobInputConfig) -> AwsResul
         .as_ref()
         .and_then(|l| l.max_number_of_tests);
     if let Some(max) = count(max_tests) {
-        types.truncate(max as usize);
+        types.truncate(cove_model::convert::u64_to_usize(max));
     }
     for t in &types {
         cove_model::instance::resources(t)

@@ -69,7 +69,7 @@ impl NewJob<'_> {
         };
         (
             instance_type.unwrap_or_default(),
-            count_of(count).unwrap_or(1).max(1) as usize,
+            cove_model::convert::u64_to_usize(count_of(count).unwrap_or(1).max(1)),
         )
     }
 }
