@@ -381,7 +381,7 @@ async fn replay(
                 let (read, body) = request_body(&fx, i, &authorize_seq);
                 let t = Instant::now();
                 let (status, bytes) = conn.call(body).await?;
-                let micros = u64::try_from(t.elapsed().as_micros()).unwrap_or(u64::MAX);
+                let micros = cove_model::convert::micros(t.elapsed());
                 if i >= warmup {
                     let err = (status != 200).then(|| {
                         String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).into_owned()

@@ -150,10 +150,9 @@ fn main() -> anyhow::Result<()> {
                     if !ok {
                         *errors.borrow_mut() += 1;
                     } else if sent >= measure_from && done <= end {
-                        latencies.borrow_mut().push(
-                            u64::try_from(done.duration_since(sent).as_micros())
-                                .unwrap_or(u64::MAX),
-                        );
+                        latencies
+                            .borrow_mut()
+                            .push(cove_model::convert::micros(done.duration_since(sent)));
                     }
                 }
                 anyhow::Ok(())

@@ -33,8 +33,7 @@ pub fn spawn<B: Backend + Send + 'static>(
                         if pass != Pass::default() {
                             tracing::info!(
                                 ?pass,
-                                micros = u64::try_from(started.elapsed().as_micros())
-                                    .unwrap_or(u64::MAX),
+                                micros = cove_model::convert::micros(started.elapsed()),
                                 "data plane reconciled"
                             );
                         }

@@ -83,7 +83,7 @@ impl Context {
         }
         // bench/jobs.py reads this to report the data plane's share of a job's start-up.
         tracing::info!(
-            waited_micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            waited_micros = cove_model::convert::micros(started.elapsed()),
             "the data plane applied the job's ENIs"
         );
         Ok(())
