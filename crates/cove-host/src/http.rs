@@ -87,6 +87,12 @@ impl Connection {
         Ok(c)
     }
 
+    /// Whether the peer has closed the connection (it cannot carry another
+    /// request).
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed()
+    }
+
     /// Sends `request` and waits up to `timeout` for the response head;
     /// `Host` is added when the request has none.
     pub fn send(

@@ -80,7 +80,13 @@ pub struct S3Client {
     region: String,
     credentials: rusty_s3::Credentials,
     connect_timeout: Duration,
+    /// One kept-alive connection, opened on first use from the caller's
+    /// namespace and opened again when S3 has closed it.
+    connection: std::sync::Mutex<Option<Connection>>,
 }
+
+/// A request body, made again if the request must be sent twice.
+type MakeBody<'a> = &'a dyn Fn(&Connection) -> Result<(http::Body, Option<u64>), TransferError>;
 
 fn network(e: impl std::fmt::Display) -> TransferError {
     TransferError::Network(e.to_string())
@@ -117,6 +123,7 @@ impl S3Client {
             region: region.to_string(),
             credentials,
             connect_timeout,
+            connection: std::sync::Mutex::new(None),
         })
     }
 
@@ -130,16 +137,57 @@ impl S3Client {
         .map_err(local)
     }
 
-    /// Sends one presigned request on a fresh connection; an S3 error
-    /// answer becomes [`TransferError::Service`].
-    fn call(
+    /// Sends one presigned request and hands the response body to `read`;
+    /// an S3 error answer becomes [`TransferError::Service`]. The
+    /// connection is kept for the next request once its body is read.
+    fn call<T>(
         &self,
         method: &str,
         url: url::Url,
-        body: impl FnOnce(&Connection) -> Result<(http::Body, Option<u64>), TransferError>,
-    ) -> Result<(Connection, hyper::Response<hyper::body::Incoming>), TransferError> {
-        let mut connection = Connection::open(self.addr, self.connect_timeout).map_err(network)?;
-        let (body, length) = body(&connection)?;
+        body: MakeBody<'_>,
+        read: impl FnOnce(&mut Connection, hyper::body::Incoming) -> Result<T, TransferError>,
+    ) -> Result<T, TransferError> {
+        let mut cached = self.connection.lock().expect("connection lock");
+        let open = || Connection::open(self.addr, self.connect_timeout).map_err(network);
+        let (mut connection, reused) = match cached.take() {
+            Some(c) if !c.is_closed() => (c, true),
+            _ => (open()?, false),
+        };
+        let response = match Self::send(&mut connection, method, &url, body) {
+            Ok(r) => r,
+            // S3 may close an idle connection just as it is reused: the
+            // request goes once more, on a fresh one.
+            Err(_) if reused => {
+                connection = open()?;
+                Self::send(&mut connection, method, &url, body)?
+            }
+            Err(e) => return Err(e),
+        };
+        let status = response.status().as_u16();
+        if status < 300 {
+            let value = read(&mut connection, response.into_body())?;
+            *cached = Some(connection);
+            return Ok(value);
+        }
+        let text = connection
+            .read_body(response.into_body())
+            .map_err(network)?;
+        *cached = Some(connection);
+        let error = S3ErrorBody::parse(&text);
+        Err(TransferError::Service {
+            status,
+            code: error.code.unwrap_or_else(|| format!("HTTP{status}")),
+            message: error.message.unwrap_or_default(),
+        })
+    }
+
+    fn send(
+        connection: &mut Connection,
+        method: &str,
+        url: &url::Url,
+        body: MakeBody<'_>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, TransferError> {
+        let (body, length) = body(connection)?;
         let path_and_query = match url.query() {
             Some(q) => format!("{}?{q}", url.path()),
             None => url.path().to_string(),
@@ -152,22 +200,15 @@ impl S3Client {
             request = request.header(hyper::header::CONTENT_LENGTH, n);
         }
         let request = request.body(body).map_err(local)?;
-        let response = connection
-            .send(request, RESPONSE_TIMEOUT)
-            .map_err(network)?;
-        let status = response.status().as_u16();
-        if status < 300 {
-            return Ok((connection, response));
-        }
-        let body = connection
-            .read_body(response.into_body())
-            .map_err(network)?;
-        let error = S3ErrorBody::parse(&body);
-        Err(TransferError::Service {
-            status,
-            code: error.code.unwrap_or_else(|| format!("HTTP{status}")),
-            message: error.message.unwrap_or_default(),
-        })
+        connection.send(request, RESPONSE_TIMEOUT).map_err(network)
+    }
+
+    /// Reads a whole response body.
+    fn whole(
+        connection: &mut Connection,
+        body: hyper::body::Incoming,
+    ) -> Result<Bytes, TransferError> {
+        connection.read_body(body).map_err(network)
     }
 
     fn empty(_: &Connection) -> Result<(http::Body, Option<u64>), TransferError> {
@@ -186,10 +227,7 @@ impl S3Client {
                 action.with_continuation_token(t.as_str());
             }
             let url = action.sign(SIGNATURE_LIFETIME);
-            let (mut connection, response) = self.call("GET", url, Self::empty)?;
-            let body = connection
-                .read_body(response.into_body())
-                .map_err(network)?;
+            let body = self.call("GET", url, &Self::empty, Self::whole)?;
             let page = rusty_s3::actions::ListObjectsV2::parse_response(&body)
                 .map_err(|e| network(format!("reading the object list: {e}")))?;
             out.extend(page.contents.into_iter().map(|c| (c.key, c.size)));
@@ -206,15 +244,14 @@ impl S3Client {
         let url = bucket
             .get_object(Some(&self.credentials), key)
             .sign(SIGNATURE_LIFETIME);
-        let (mut connection, response) = self.call("GET", url, Self::empty)?;
-        if let Some(dir) = dest.parent() {
-            std::fs::create_dir_all(dir).map_err(local)?;
-        }
         let partial = dest.with_extension("cove-partial");
-        let mut file = std::fs::File::create(&partial).map_err(local)?;
-        let n = connection
-            .copy_body(response.into_body(), &mut file)
-            .map_err(network)?;
+        let n = self.call("GET", url, &Self::empty, |connection, body| {
+            if let Some(dir) = dest.parent() {
+                std::fs::create_dir_all(dir).map_err(local)?;
+            }
+            let mut file = std::fs::File::create(&partial).map_err(local)?;
+            connection.copy_body(body, &mut file).map_err(network)
+        })?;
         std::fs::rename(&partial, dest).map_err(local)?;
         Ok(n)
     }
@@ -226,13 +263,14 @@ impl S3Client {
         let url = bucket
             .put_object(Some(&self.credentials), key)
             .sign(SIGNATURE_LIFETIME);
-        self.call("PUT", url, |connection| {
+        let body = |connection: &Connection| {
             let file = connection
                 .block_on(tokio::fs::File::open(src))
                 .map_err(local)?;
             let frames = tokio_util::io::ReaderStream::new(file).map_ok(Frame::data);
             Ok((StreamBody::new(frames).boxed(), Some(len)))
-        })?;
+        };
+        self.call("PUT", url, &body, Self::whole)?;
         Ok(len)
     }
 }
