@@ -60,7 +60,7 @@ fn build(enis: usize) -> World {
             NetworkInterface {
                 id,
                 subnet_id: subnet.into(),
-                private_ip: format!("10.0.{third}.{}", 10 + i / 2 % 240),
+                private_ip: ip(&format!("10.0.{third}.{}", 10 + i / 2 % 240)),
                 group_ids: vec![format!("sg-{}", i % 8), format!("sg-{}", (i + 3) % 8)],
                 ..template.clone()
             },
@@ -105,7 +105,7 @@ fn main() {
         let ids: Vec<String> = w
             .network_interfaces
             .values()
-            .filter(|e| e.interface_type != "nat_gateway")
+            .filter(|e| e.interface_type != InterfaceType::NatGateway)
             .map(|e| e.id.clone())
             .collect();
         let mut rng = StdRng::seed_from_u64(1);

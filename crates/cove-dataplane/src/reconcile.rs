@@ -772,8 +772,8 @@ mod tests {
             id: "fl-1".into(),
             region: "us-east-1".into(),
             resource_id: resource.into(),
-            traffic_type: "ALL".into(),
-            destination_type: "cloud-watch-logs".into(),
+            traffic_type: TrafficType::All,
+            destination_type: LogDestinationType::CloudWatchLogs,
             log_group_name: Some("flows".into()),
             log_destination: None,
             deliver_logs_permission_arn: None,
@@ -857,7 +857,11 @@ mod tests {
                     let eni = NetworkInterface {
                         id: id.clone(),
                         subnet_id: if b { "subnet-b" } else { "subnet-a" }.into(),
-                        private_ip: format!("10.0.{}.{}", if b { 2 } else { 1 }, next_ip % 250),
+                        private_ip: ip(&format!(
+                            "10.0.{}.{}",
+                            if b { 2 } else { 1 },
+                            next_ip % 250
+                        )),
                         group_ids: vec![groups[rng.gen_range(0..groups.len())].clone()],
                         ..template.clone()
                     };

@@ -190,12 +190,13 @@ pub fn common_field(world: &World, id: &str, account: &str, name: &str) -> Field
     }
 }
 
-pub fn one(s: impl Into<String>) -> FieldValues {
-    Some(vec![s.into()])
+/// A filter field with one value, in the text AWS describes it with.
+pub fn one(s: impl std::fmt::Display) -> FieldValues {
+    Some(vec![s.to_string()])
 }
 
-pub fn opt(s: Option<&String>) -> FieldValues {
-    Some(s.cloned().into_iter().collect())
+pub fn opt(s: Option<impl std::fmt::Display>) -> FieldValues {
+    Some(s.map(|s| s.to_string()).into_iter().collect())
 }
 
 pub fn flag(b: bool) -> FieldValues {

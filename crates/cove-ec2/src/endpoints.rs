@@ -185,9 +185,9 @@ pub fn dns_entries(
 }
 
 pub fn render_endpoint(world: &World, e: &VpcEndpoint, account: &str) -> Value {
-    let interface = e.endpoint_type == "Interface";
+    let interface = e.endpoint_type == EndpointType::Interface;
     let dns = if interface {
-        match service_for(&e.region, &e.service_name, &e.endpoint_type) {
+        match service_for(&e.region, &e.service_name, e.endpoint_type) {
             Some(s) => {
                 let zones = world.endpoint_zones(e);
                 let private = s.private_dns.as_deref().filter(|_| e.private_dns_enabled);
@@ -231,7 +231,7 @@ pub fn advance_endpoints(tx: &mut Tx) {
         .world
         .vpc_endpoints
         .values()
-        .filter(|e| e.state == "pending")
+        .filter(|e| e.state == EndpointState::Pending)
         .filter(|e| {
             time::OffsetDateTime::parse(
                 &e.create_time,
@@ -243,7 +243,7 @@ pub fn advance_endpoints(tx: &mut Tx) {
         .cloned()
         .collect();
     for mut e in ready {
-        e.state = "available".into();
+        e.state = EndpointState::Available;
         tx.put(e);
     }
 }
@@ -314,7 +314,7 @@ fn add_route(tx: &mut Tx, mut t: RouteTable, pl: &str, endpoint_id: &str) {
         destination_cidr: None,
         destination_prefix_list_id: Some(pl.to_string()),
         target: RouteTarget::VpcEndpoint(endpoint_id.to_string()),
-        origin: "CreateRoute".into(),
+        origin: RouteOrigin::CreateRoute,
     });
     tx.put(t);
 }
@@ -391,7 +391,7 @@ fn check_private_dns(
         e.vpc_id == vpc.id
             && Some(e.id.as_str()) != self_id
             && e.private_dns_enabled
-            && service_for(&e.region, &e.service_name, &e.endpoint_type)
+            && service_for(&e.region, &e.service_name, e.endpoint_type)
                 .and_then(|s| s.private_dns)
                 .as_ref()
                 == Some(dns)
@@ -424,7 +424,7 @@ fn make_enis(
             ip,
             group_ids.to_vec(),
             format!("VPC Endpoint Interface {endpoint_id}"),
-            "vpc_endpoint",
+            InterfaceType::VpcEndpoint,
             true,
             Some(ENDPOINT_ENI_REQUESTER.to_string()),
         );
@@ -436,12 +436,12 @@ fn make_enis(
 pub fn create_vpc_endpoint(r: &Req) -> AwsResult<Value> {
     let vpc_id = r.required("VpcId")?.to_string();
     let service_name = r.required("ServiceName")?.to_string();
-    let endpoint_type = r.str("VpcEndpointType").unwrap_or("Gateway").to_string();
-    if endpoint_type != "Gateway" && endpoint_type != "Interface" {
-        return Err(AwsError::invalid_parameter_value(format!(
-            "The VPC endpoint type {endpoint_type} is not supported by Cove: only Gateway and Interface endpoints are."
-        )));
-    }
+    let raw_type = r.str("VpcEndpointType").unwrap_or("Gateway");
+    let endpoint_type: EndpointType = raw_type.parse().map_err(|()| {
+        AwsError::invalid_parameter_value(format!(
+            "The VPC endpoint type {raw_type} is not supported by Cove: only Gateway and Interface endpoints are."
+        ))
+    })?;
     for unsupported in ["ServiceNetworkArn", "ResourceConfigurationArn"] {
         if r.str(unsupported).is_some() {
             return Err(AwsError::invalid_parameter_value(format!(
@@ -481,7 +481,7 @@ pub fn create_vpc_endpoint(r: &Req) -> AwsResult<Value> {
     let route_table_ids = dedup(r.strings("RouteTableIds"));
     let subnet_ids = dedup(r.strings("SubnetIds"));
     let group_ids = dedup(r.strings("SecurityGroupIds"));
-    let gateway = endpoint_type == "Gateway";
+    let gateway = endpoint_type == EndpointType::Gateway;
     if gateway && (!subnet_ids.is_empty() || !group_ids.is_empty()) {
         return Err(invalid_parameter(
             "SubnetIds and SecurityGroupIds are not supported for Gateway endpoints.",
@@ -527,14 +527,18 @@ pub fn create_vpc_endpoint(r: &Req) -> AwsResult<Value> {
             region: region.to_string(),
             vpc_id: vpc_id.clone(),
             service_name: service_name.clone(),
-            endpoint_type: endpoint_type.clone(),
+            endpoint_type,
             policy_document: Some(policy.clone()),
             route_table_ids: vec![],
             subnet_ids: vec![],
             group_ids: vec![],
             network_interface_ids: vec![],
             private_dns_enabled: false,
-            state: if gateway { "available" } else { "pending" }.into(),
+            state: if gateway {
+                EndpointState::Available
+            } else {
+                EndpointState::Pending
+            },
             create_time: now(),
         };
         if gateway {
@@ -616,7 +620,7 @@ pub fn modify_vpc_endpoint(r: &Req) -> AwsResult<Value> {
     r.write(|tx| {
         let mut ep =
             find::<VpcEndpoint>(&tx.world, &id, region, |e| &e.region, endpoint_not_found)?.clone();
-        let gateway = ep.endpoint_type == "Gateway";
+        let gateway = ep.endpoint_type == EndpointType::Gateway;
         let interface_params = !add_subnets.is_empty()
             || !remove_subnets.is_empty()
             || !add_groups.is_empty()
@@ -693,7 +697,7 @@ pub fn modify_vpc_endpoint(r: &Req) -> AwsResult<Value> {
             }
             // Private DNS.
             if let Some(want) = private_dns {
-                let service = service_for(region, &ep.service_name, &ep.endpoint_type);
+                let service = service_for(region, &ep.service_name, ep.endpoint_type);
                 let has_dns = service.as_ref().is_some_and(|s| s.private_dns.is_some());
                 if want && has_dns && !ep.private_dns_enabled {
                     if let Some(s) = &service {
@@ -778,8 +782,8 @@ fn endpoint_field(w: &World, e: &VpcEndpoint, account: &str, name: &str) -> Fiel
         "service-name" => one(&e.service_name),
         "vpc-id" => one(&e.vpc_id),
         "vpc-endpoint-id" => one(&e.id),
-        "vpc-endpoint-state" => one(&e.state),
-        "vpc-endpoint-type" => one(&e.endpoint_type),
+        "vpc-endpoint-state" => one(e.state),
+        "vpc-endpoint-type" => one(e.endpoint_type),
         "ip-address-type" => one("ipv4"),
         _ => common_field(w, &e.id, account, name),
     }
@@ -821,7 +825,7 @@ mod tests {
         let api = service_for(
             "eu-west-1",
             "com.amazonaws.eu-west-1.sagemaker.api",
-            "Interface",
+            EndpointType::Interface,
         )
         .unwrap();
         assert_eq!(
@@ -833,13 +837,33 @@ mod tests {
         assert!(id.starts_with("vpce-svc-"));
         assert_eq!(id.len(), "vpce-svc-".len() + 17);
         assert_eq!(id, api.service_id());
-        let s3g = service_for("eu-west-1", "com.amazonaws.eu-west-1.s3", "Gateway").unwrap();
-        let s3i = service_for("eu-west-1", "com.amazonaws.eu-west-1.s3", "Interface").unwrap();
+        let s3g = service_for(
+            "eu-west-1",
+            "com.amazonaws.eu-west-1.s3",
+            EndpointType::Gateway,
+        )
+        .unwrap();
+        let s3i = service_for(
+            "eu-west-1",
+            "com.amazonaws.eu-west-1.s3",
+            EndpointType::Interface,
+        )
+        .unwrap();
         assert_ne!(s3g.service_id(), s3i.service_id());
         assert!(s3g.private_dns.is_none());
-        let sts = service_for("eu-west-1", "com.amazonaws.eu-west-1.sts", "Interface").unwrap();
+        let sts = service_for(
+            "eu-west-1",
+            "com.amazonaws.eu-west-1.sts",
+            EndpointType::Interface,
+        )
+        .unwrap();
         assert_eq!(sts.base_dns, "sts.eu-west-1.vpce.amazonaws.com");
-        assert!(service_for("eu-west-1", "com.amazonaws.eu-west-1.sts", "Gateway").is_none());
+        assert!(service_for(
+            "eu-west-1",
+            "com.amazonaws.eu-west-1.sts",
+            EndpointType::Gateway
+        )
+        .is_none());
     }
 
     #[test]
@@ -921,7 +945,10 @@ mod tests {
             pl["PrefixLists"][0]["PrefixListId"],
             region::s3_prefix_list_id(REGION)
         );
-        assert_eq!(pl["PrefixLists"][0]["Cidrs"][0], region::S3_CIDR);
+        assert_eq!(
+            pl["PrefixLists"][0]["Cidrs"][0],
+            region::S3_CIDR.to_string()
+        );
     }
 
     #[test]
@@ -1055,8 +1082,8 @@ mod tests {
         assert_eq!(w.network_interfaces.len(), 2);
         for e in w.network_interfaces.values() {
             assert!(e.requester_managed);
-            assert_eq!(e.status, "in-use");
-            assert_eq!(e.interface_type, "vpc_endpoint");
+            assert_eq!(e.status.as_str(), "in-use");
+            assert_eq!(e.interface_type.as_str(), "vpc_endpoint");
             assert_eq!(e.description, format!("VPC Endpoint Interface {id}"));
         }
 
@@ -1175,7 +1202,11 @@ mod tests {
             values: vec!["Interface".into()],
         };
         assert!(matches_all(&[by_type], |n| {
-            service_field(&service_for(REGION, &logs, "Interface").unwrap(), REGION, n)
+            service_field(
+                &service_for(REGION, &logs, EndpointType::Interface).unwrap(),
+                REGION,
+                n,
+            )
         })
         .unwrap());
         let _ = &f.other_vpc;

@@ -180,21 +180,29 @@ pub fn create_flow_logs(r: &Req) -> AwsResult<Value> {
             )))
         }
     }
-    let traffic_type = r.required("TrafficType")?.to_string();
-    if !["ACCEPT", "REJECT", "ALL"].contains(&traffic_type.as_str()) {
-        return Err(AwsError::invalid_parameter_value(format!(
-            "Value ({traffic_type}) for parameter trafficType is invalid. Valid values: ACCEPT, REJECT, ALL"
-        )));
-    }
+    let raw_traffic_type = r.required("TrafficType")?;
+    let traffic_type: TrafficType = raw_traffic_type.parse().map_err(|()| {
+        AwsError::invalid_parameter_value(format!(
+            "Value ({raw_traffic_type}) for parameter trafficType is invalid. Valid values: ACCEPT, REJECT, ALL"
+        ))
+    })?;
     if r.str("DeliverCrossAccountRole").is_some() {
         return Err(AwsError::invalid_parameter_value(
             "DeliverCrossAccountRole is not supported by Cove.",
         ));
     }
-    let destination_type = r
-        .str("LogDestinationType")
-        .unwrap_or("cloud-watch-logs")
-        .to_string();
+    let destination_type = match r.str("LogDestinationType").unwrap_or("cloud-watch-logs") {
+        "kinesis-data-firehose" => {
+            return Err(AwsError::invalid_parameter_value(
+                "LogDestinationType kinesis-data-firehose is not supported by Cove.",
+            ))
+        }
+        other => other.parse::<LogDestinationType>().map_err(|()| {
+            AwsError::invalid_parameter_value(format!(
+                "Value ({other}) for parameter logDestinationType is invalid. Valid values: cloud-watch-logs, s3, kinesis-data-firehose"
+            ))
+        })?,
+    };
     let (region, account) = (r.region(), r.account());
     let permission = r
         .str("DeliverLogsPermissionArn")
@@ -202,8 +210,8 @@ pub fn create_flow_logs(r: &Req) -> AwsResult<Value> {
         .map(str::to_string);
     let group_name = r.str("LogGroupName").filter(|g| !g.is_empty());
     let destination = r.str("LogDestination").filter(|d| !d.is_empty());
-    let (log_group_name, log_destination) = match destination_type.as_str() {
-        "cloud-watch-logs" => {
+    let (log_group_name, log_destination) = match destination_type {
+        LogDestinationType::CloudWatchLogs => {
             let (name, dest) = match (group_name, destination) {
                 (Some(_), Some(_)) => {
                     return Err(invalid_parameter(
@@ -235,7 +243,7 @@ pub fn create_flow_logs(r: &Req) -> AwsResult<Value> {
             }
             (Some(name), Some(dest))
         }
-        "s3" => {
+        LogDestinationType::S3 => {
             if group_name.is_some() {
                 return Err(invalid_parameter(
                     "LogGroupName can only be used with LogDestinationType cloud-watch-logs.",
@@ -250,16 +258,6 @@ pub fn create_flow_logs(r: &Req) -> AwsResult<Value> {
                 )));
             }
             (None, Some(d.to_string()))
-        }
-        "kinesis-data-firehose" => {
-            return Err(AwsError::invalid_parameter_value(
-                "LogDestinationType kinesis-data-firehose is not supported by Cove.",
-            ))
-        }
-        other => {
-            return Err(AwsError::invalid_parameter_value(format!(
-                "Value ({other}) for parameter logDestinationType is invalid. Valid values: cloud-watch-logs, s3, kinesis-data-firehose"
-            )))
         }
     };
     let log_format = match r.str("LogFormat") {
@@ -298,8 +296,8 @@ pub fn create_flow_logs(r: &Req) -> AwsResult<Value> {
                 id: new_id("fl"),
                 region: region.to_string(),
                 resource_id: id.clone(),
-                traffic_type: traffic_type.clone(),
-                destination_type: destination_type.clone(),
+                traffic_type,
+                destination_type,
                 log_group_name: log_group_name.clone(),
                 log_destination: log_destination.clone(),
                 deliver_logs_permission_arn: permission.clone(),
@@ -363,11 +361,11 @@ pub fn delete_flow_logs(r: &Req) -> AwsResult<Value> {
 fn flow_log_field(w: &World, f: &FlowLog, account: &str, name: &str) -> FieldValues {
     match name {
         "deliver-log-status" => one("SUCCESS"),
-        "log-destination-type" => one(&f.destination_type),
+        "log-destination-type" => one(f.destination_type),
         "flow-log-id" => one(&f.id),
         "log-group-name" => opt(f.log_group_name.as_ref()),
         "resource-id" => one(&f.resource_id),
-        "traffic-type" => one(&f.traffic_type),
+        "traffic-type" => one(f.traffic_type),
         _ => common_field(w, &f.id, account, name),
     }
 }

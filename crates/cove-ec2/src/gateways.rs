@@ -5,7 +5,6 @@
 
 use crate::common::*;
 use crate::subnets;
-use cove_model::cidr::Cidr;
 use cove_model::filter::{FieldValues, Filter};
 use cove_model::ids::{new_id, new_mac};
 use cove_model::region::{ELASTIC_IP_FIRST_HOST, ELASTIC_IP_POOLS};
@@ -169,9 +168,7 @@ fn has_mapped_public_addresses(w: &World, vpc_id: &str) -> bool {
         })
     });
     let nat = w.nat_gateways.values().any(|n| {
-        n.vpc_id == vpc_id
-            && n.connectivity_type == "public"
-            && !matches!(n.state.as_str(), "deleted" | "failed")
+        n.vpc_id == vpc_id && n.connectivity_type == Connectivity::Public && !n.state.is_over()
     });
     eip || nat
 }
@@ -209,21 +206,15 @@ pub fn detach_internet_gateway(r: &Req) -> AwsResult<Value> {
 /// The lowest free Elastic IP: pools in order, hosts from
 /// `ELASTIC_IP_FIRST_HOST` to .254. Public addresses are global, so every
 /// region's allocations count.
-pub(crate) fn next_free_address(w: &World) -> Option<String> {
-    let used: HashSet<Ipv4Addr> = w
-        .addresses
-        .values()
-        .filter_map(|a| a.public_ip.parse().ok())
-        .collect();
+pub(crate) fn next_free_address(w: &World) -> Option<Ipv4Addr> {
+    let used: HashSet<Ipv4Addr> = w.addresses.values().map(|a| a.public_ip).collect();
     ELASTIC_IP_POOLS
         .iter()
-        .filter_map(|p| p.parse::<Cidr>().ok())
         .flat_map(|pool| {
             let last = (pool.size().saturating_sub(1)).min(255) as u32;
             (ELASTIC_IP_FIRST_HOST..last).map(move |h| pool.nth(h))
         })
         .find(|ip| !used.contains(ip))
-        .map(|ip| ip.to_string())
 }
 
 fn render_address(w: &World, a: &Address, account: &str) -> Value {
@@ -309,9 +300,10 @@ fn address_not_found(ip: &str) -> AwsError {
 }
 
 fn address_by_ip<'w>(w: &'w World, ip: &str, region: &str) -> AwsResult<&'w Address> {
+    let wanted: Option<Ipv4Addr> = ip.parse().ok();
     w.addresses
         .values()
-        .find(|a| a.region == region && a.public_ip == ip)
+        .find(|a| a.region == region && Some(a.public_ip) == wanted)
         .ok_or_else(|| address_not_found(ip))
 }
 
@@ -364,7 +356,7 @@ pub fn associate_address(r: &Req) -> AwsResult<Value> {
         let mut address = find::<Address>(w, &allocation, &region, |a| &a.region, allocation_not_found)?.clone();
         let eni = find::<NetworkInterface>(w, &eni_id, &region, |e| &e.region, eni_not_found)?.clone();
         if let Some(ip) = &private {
-            if *ip != eni.private_ip {
+            if ip.parse::<Ipv4Addr>().ok() != Some(eni.private_ip) {
                 return Err(AwsError::invalid_parameter_value(format!(
                     "The specified private IP address {ip} is not assigned to network interface {eni_id}"
                 )));
@@ -402,7 +394,7 @@ pub fn associate_address(r: &Req) -> AwsResult<Value> {
         let association = AddressAssociation {
             association_id: new_id("eipassoc"),
             network_interface_id: eni_id.clone(),
-            private_ip: eni.private_ip.clone(),
+            private_ip: eni.private_ip,
         };
         let id = association.association_id.clone();
         address.association = Some(association);
@@ -465,7 +457,7 @@ fn address_field(w: &World, a: &Address, account: &str, name: &str) -> FieldValu
             Some(assoc.map(|_| account.to_string()).into_iter().collect())
         }
         "private-ip-address" => opt(assoc.map(|x| &x.private_ip)),
-        "public-ip" => one(&a.public_ip),
+        "public-ip" => one(a.public_ip),
         "network-border-group" => one(&a.network_border_group),
         "public-ipv4-pool" => one("amazon"),
         "instance-id" => Some(Vec::new()),
@@ -490,7 +482,7 @@ pub fn describe_addresses(r: &Req) -> AwsResult<Value> {
     )?;
     let items: Vec<Value> = items
         .iter()
-        .filter(|a| ips.is_empty() || ips.contains(&a.public_ip))
+        .filter(|a| ips.is_empty() || ips.contains(&a.public_ip.to_string()))
         .map(|a| render_address(&w, a, account))
         .collect();
     Ok(json!({"Addresses": items}))
@@ -513,7 +505,7 @@ fn failure_message(n: &NatGateway) -> String {
 }
 
 fn render_nat(w: &World, n: &NatGateway) -> Value {
-    let failed = n.state == "failed";
+    let failed = n.state == NatGatewayState::Failed;
     let mut addr = json!({
         "NetworkInterfaceId": n.network_interface_id,
         "PrivateIp": n.private_ip,
@@ -581,16 +573,16 @@ pub fn create_nat_gateway(r: &Req) -> AwsResult<Value> {
         ));
     }
     let subnet_id = r.required("SubnetId")?.to_string();
-    let connectivity = r.str("ConnectivityType").unwrap_or("public").to_string();
-    if connectivity != "public" && connectivity != "private" {
-        return Err(AwsError::invalid_parameter_value(format!(
-            "Value ({connectivity}) for parameter connectivityType is invalid. Valid values: public, private"
-        )));
-    }
+    let raw_connectivity = r.str("ConnectivityType").unwrap_or("public");
+    let connectivity: Connectivity = raw_connectivity.parse().map_err(|()| {
+        AwsError::invalid_parameter_value(format!(
+            "Value ({raw_connectivity}) for parameter connectivityType is invalid. Valid values: public, private"
+        ))
+    })?;
     let allocation_id = r.str("AllocationId").map(str::to_string);
-    match (connectivity.as_str(), &allocation_id) {
-        ("public", None) => return Err(AwsError::missing_parameter("AllocationId")),
-        ("private", Some(_)) => {
+    match (connectivity, &allocation_id) {
+        (Connectivity::Public, None) => return Err(AwsError::missing_parameter("AllocationId")),
+        (Connectivity::Private, Some(_)) => {
             return Err(AwsError::invalid_parameter_combination(
                 "AllocationId cannot be specified for a private NAT gateway.",
             ))
@@ -626,12 +618,12 @@ pub fn create_nat_gateway(r: &Req) -> AwsResult<Value> {
             vpc_id: subnet.vpc_id.clone(),
             subnet_id: subnet.id.clone(),
             availability_zone: subnet.availability_zone.clone(),
-            private_ip: private_ip.clone(),
+            private_ip,
             mac_address: new_mac(),
             description: format!("Interface for NAT Gateway {nat_id}"),
             group_ids: Vec::new(),
-            status: "in-use".into(),
-            interface_type: "nat_gateway".into(),
+            status: EniStatus::InUse,
+            interface_type: InterfaceType::NatGateway,
             requester_managed: true,
             requester_id: Some("AWS".into()),
             source_dest_check: false,
@@ -641,7 +633,7 @@ pub fn create_nat_gateway(r: &Req) -> AwsResult<Value> {
             a.association = Some(AddressAssociation {
                 association_id: new_id("eipassoc"),
                 network_interface_id: eni.id.clone(),
-                private_ip: private_ip.clone(),
+                private_ip,
             });
             tx.put(a);
         }
@@ -650,12 +642,12 @@ pub fn create_nat_gateway(r: &Req) -> AwsResult<Value> {
             region: region.to_string(),
             vpc_id: subnet.vpc_id.clone(),
             subnet_id: subnet.id.clone(),
-            connectivity_type: connectivity.clone(),
+            connectivity_type: connectivity,
             allocation_id: allocation_id.clone(),
             public_ip: address.map(|a| a.public_ip),
             private_ip,
             network_interface_id: eni.id.clone(),
-            state: "pending".into(),
+            state: NatGatewayState::Pending,
             create_time: now(),
             delete_time: None,
         };
@@ -677,12 +669,12 @@ pub fn delete_nat_gateway(r: &Req) -> AwsResult<Value> {
     let region = r.region();
     r.write(|tx| {
         let n = find::<NatGateway>(&tx.world, &id, region, |n| &n.region, nat_gateway_not_found)?;
-        match n.state.as_str() {
-            "deleted" => return Err(nat_gateway_not_found(&id)),
-            "deleting" => {}
+        match n.state {
+            NatGatewayState::Deleted => return Err(nat_gateway_not_found(&id)),
+            NatGatewayState::Deleting => {}
             _ => {
                 let mut n = n.clone();
-                n.state = "deleting".into();
+                n.state = NatGatewayState::Deleting;
                 tx.put(n);
             }
         }
@@ -693,7 +685,7 @@ pub fn delete_nat_gateway(r: &Req) -> AwsResult<Value> {
 fn nat_field(w: &World, n: &NatGateway, account: &str, name: &str) -> FieldValues {
     match name {
         "nat-gateway-id" => one(&n.id),
-        "state" => one(&n.state),
+        "state" => one(n.state),
         "subnet-id" => one(&n.subnet_id),
         "vpc-id" => one(&n.vpc_id),
         _ => common_field(w, &n.id, account, name),
@@ -760,33 +752,33 @@ pub fn advance_nat_gateways(tx: &mut Tx) {
         .world
         .nat_gateways
         .values()
-        .filter(|n| match n.state.as_str() {
-            "pending" => older_than(&n.create_time, now_t, Duration::seconds(1)),
-            "deleting" => true,
-            "deleted" | "failed" => older_than(
+        .filter(|n| match n.state {
+            NatGatewayState::Pending => older_than(&n.create_time, now_t, Duration::seconds(1)),
+            NatGatewayState::Deleting => true,
+            NatGatewayState::Deleted | NatGatewayState::Failed => older_than(
                 n.delete_time.as_deref().unwrap_or(&n.create_time),
                 now_t,
                 Duration::hours(1),
             ),
-            _ => false,
+            NatGatewayState::Available => false,
         })
         .cloned()
         .collect();
     for mut n in due {
-        match n.state.as_str() {
-            "pending" => {
+        match n.state {
+            NatGatewayState::Pending => {
                 let has_igw = tx.world.attached_internet_gateway(&n.vpc_id).is_some();
-                if n.connectivity_type == "public" && !has_igw {
+                if n.connectivity_type == Connectivity::Public && !has_igw {
                     release_nat_resources(tx, &n);
-                    n.state = "failed".into();
+                    n.state = NatGatewayState::Failed;
                 } else {
-                    n.state = "available".into();
+                    n.state = NatGatewayState::Available;
                 }
                 tx.put(n);
             }
-            "deleting" => {
+            NatGatewayState::Deleting => {
                 release_nat_resources(tx, &n);
-                n.state = "deleted".into();
+                n.state = NatGatewayState::Deleted;
                 n.delete_time = Some(now());
                 tx.put(n);
             }
@@ -1101,7 +1093,10 @@ mod tests {
             .unwrap()
             .to_string();
         let w = store.snapshot();
-        assert_eq!(w.network_interfaces[&eni].interface_type, "nat_gateway");
+        assert_eq!(
+            w.network_interfaces[&eni].interface_type.as_str(),
+            "nat_gateway"
+        );
         assert!(w.network_interfaces[&eni].requester_managed);
         assert_eq!(
             w.addresses[&alloc]
@@ -1138,10 +1133,16 @@ mod tests {
         );
         // Too young to advance: nothing changes.
         advance(&store);
-        assert_eq!(store.snapshot().nat_gateways[&nat_id].state, "pending");
+        assert_eq!(
+            store.snapshot().nat_gateways[&nat_id].state.as_str(),
+            "pending"
+        );
         age_nats(&store, Duration::seconds(2));
         advance(&store);
-        assert_eq!(store.snapshot().nat_gateways[&nat_id].state, "available");
+        assert_eq!(
+            store.snapshot().nat_gateways[&nat_id].state.as_str(),
+            "available"
+        );
         // Unknown filter member name `Filters` is ignored; `Filter` works.
         let d = call(
             &store,
@@ -1162,10 +1163,13 @@ mod tests {
             call(&store, delete_nat_gateway, json!({"NatGatewayId": nat_id})).unwrap(),
             json!({"NatGatewayId": nat_id})
         );
-        assert_eq!(store.snapshot().nat_gateways[&nat_id].state, "deleting");
+        assert_eq!(
+            store.snapshot().nat_gateways[&nat_id].state.as_str(),
+            "deleting"
+        );
         advance(&store);
         let w = store.snapshot();
-        assert_eq!(w.nat_gateways[&nat_id].state, "deleted");
+        assert_eq!(w.nat_gateways[&nat_id].state.as_str(), "deleted");
         assert!(w.nat_gateways[&nat_id].delete_time.is_some());
         assert!(!w.network_interfaces.contains_key(&eni));
         assert!(w.addresses[&alloc].association.is_none());
@@ -1217,8 +1221,8 @@ mod tests {
         age_nats(&store, Duration::seconds(2));
         advance(&store);
         let w = store.snapshot();
-        assert_eq!(w.nat_gateways[&nat_id].state, "failed");
-        assert_eq!(w.nat_gateways[&private_id].state, "available");
+        assert_eq!(w.nat_gateways[&nat_id].state.as_str(), "failed");
+        assert_eq!(w.nat_gateways[&private_id].state.as_str(), "available");
         assert!(w.addresses[&alloc].association.is_none());
         assert_eq!(w.network_interfaces.len(), 1);
         let d = call(

@@ -10,6 +10,7 @@
 use crate::common::*;
 use cove_model::filter::FieldValues;
 use cove_model::ids::new_id;
+use cove_model::protocol::Protocol as RuleProtocol;
 use cove_model::vpc::*;
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
@@ -171,13 +172,17 @@ fn effective(p: &NetworkInsightsPath) -> AwsResult<Effective> {
         text(fs, "DestinationAddress"),
         text(fd, "DestinationAddress"),
     );
+    let (path_src, path_dst) = (
+        p.source_ip.map(|ip| ip.to_string()),
+        p.destination_ip.map(|ip| ip.to_string()),
+    );
     let source_ip = one_address(vec![
-        ("SourceIp", p.source_ip.as_deref()),
+        ("SourceIp", path_src.as_deref()),
         ("FilterAtSource.SourceAddress", fs_src.as_deref()),
         ("FilterAtDestination.SourceAddress", fd_src.as_deref()),
     ])?;
     let destination_ip = one_address(vec![
-        ("DestinationIp", p.destination_ip.as_deref()),
+        ("DestinationIp", path_dst.as_deref()),
         ("FilterAtSource.DestinationAddress", fs_dst.as_deref()),
         ("FilterAtDestination.DestinationAddress", fd_dst.as_deref()),
     ])?;
@@ -208,7 +213,15 @@ pub fn create_path(r: &Req) -> AwsResult<Value> {
     let destination = r.str("Destination").map(|d| resource_id(d).to_string());
     let source_ip = parse_ip("SourceIp", r.str("SourceIp"))?;
     let destination_ip = parse_ip("DestinationIp", r.str("DestinationIp"))?;
-    let protocol = r.required("Protocol")?.to_string();
+    let raw_protocol = r.required("Protocol")?;
+    let protocol = match raw_protocol.parse() {
+        Ok(p @ (RuleProtocol::Tcp | RuleProtocol::Udp)) => p,
+        _ => {
+            return Err(AwsError::invalid_parameter_value(format!(
+                "Value ({raw_protocol}) for parameter protocol is invalid. Valid values: tcp, udp"
+            )))
+        }
+    };
     let port = r.int("DestinationPort");
     let token = r.str("ClientToken").map(str::to_string);
     let tags = r.tag_specs("network-insights-path")?;
@@ -236,9 +249,9 @@ pub fn create_path(r: &Req) -> AwsResult<Value> {
         source_arn: String::new(),
         destination: destination.clone(),
         destination_arn: None,
-        source_ip: source_ip.map(|i| i.to_string()),
-        destination_ip: destination_ip.map(|i| i.to_string()),
-        protocol: protocol.clone(),
+        source_ip,
+        destination_ip,
+        protocol,
         destination_port: port,
         client_token: None,
         filter_at_source: r.input.get("FilterAtSource").cloned(),
@@ -265,8 +278,8 @@ pub fn create_path(r: &Req) -> AwsResult<Value> {
         ));
     }
     if let (Kind::NetworkInterface, Some(ip)) = (source_kind, wanted.source_ip) {
-        let own = &world.network_interfaces[&source].private_ip;
-        if own != &ip.to_string() {
+        let own = world.network_interfaces[&source].private_ip;
+        if own != ip {
             return Err(AwsError::invalid_parameter_value(format!(
                 "SourceIp {ip} is not an address of {source} ({own})."
             )));
@@ -307,8 +320,8 @@ fn render_path(world: &World, p: &NetworkInsightsPath) -> Value {
     for (k, val) in [
         ("Destination", &p.destination),
         ("DestinationArn", &p.destination_arn),
-        ("SourceIp", &p.source_ip),
-        ("DestinationIp", &p.destination_ip),
+        ("SourceIp", &p.source_ip.map(|ip| ip.to_string())),
+        ("DestinationIp", &p.destination_ip.map(|ip| ip.to_string())),
     ] {
         if let Some(x) = val {
             v[k] = json!(x);
@@ -335,7 +348,7 @@ fn path_field(world: &World, p: &NetworkInsightsPath, account: &str, name: &str)
         "destination" => opt(p.destination.as_ref()),
         "source-ip" => opt(p.source_ip.as_ref()),
         "destination-ip" => opt(p.destination_ip.as_ref()),
-        "protocol" => one(&p.protocol),
+        "protocol" => one(p.protocol),
         "destination-port" => Some(
             p.destination_port
                 .map(|x| x.to_string())
@@ -402,7 +415,10 @@ fn query_of(p: &NetworkInsightsPath, e: &Effective) -> Query {
     Query {
         source,
         target,
-        protocol: Protocol::parse(&p.protocol).unwrap_or(Protocol::Tcp),
+        protocol: match p.protocol {
+            RuleProtocol::Udp => Protocol::Udp,
+            _ => Protocol::Tcp,
+        },
         port: p.destination_port.map(clamp_port),
         source_port: None,
     }
@@ -439,7 +455,7 @@ pub fn start_analysis(r: &Req) -> AwsResult<Value> {
         region: region.clone(),
         path_id: path_id.clone(),
         start_date: now(),
-        status: "succeeded".into(),
+        status: AnalysisStatus::Succeeded,
         status_message: None,
         network_path_found: None,
         forward_path_components: json!([]),
@@ -480,7 +496,7 @@ pub fn start_analysis(r: &Req) -> AwsResult<Value> {
             );
         }
         Err(e) => {
-            analysis.status = "failed".into();
+            analysis.status = AnalysisStatus::Failed;
             analysis.status_message = Some(format!("The request failed: {e}"));
         }
     }
@@ -525,7 +541,7 @@ fn analysis_field(
 ) -> FieldValues {
     match name {
         "path-found" => flag(a.network_path_found == Some(true)),
-        "status" => one(&a.status),
+        "status" => one(a.status),
         _ => common_field(world, &a.id, account, name),
     }
 }
@@ -589,12 +605,10 @@ pub struct Render<'a> {
     pub account: &'a str,
 }
 
-fn protocol_number(p: &str) -> String {
-    match p {
-        "-1" | "all" => "all".into(),
-        other => cove_reach::Protocol::parse(other)
-            .map(|x| x.number().to_string())
-            .unwrap_or_else(|| other.to_string()),
+fn protocol_number(p: RuleProtocol) -> String {
+    match p.number() {
+        None => "all".into(),
+        Some(n) => n.to_string(),
     }
 }
 
@@ -640,7 +654,7 @@ impl Render<'_> {
         let mut v = json!({
             "Cidr": r.cidr,
             "Egress": r.egress,
-            "Protocol": protocol_number(&r.protocol),
+            "Protocol": protocol_number(r.protocol),
             "RuleAction": if r.allow { "allow" } else { "deny" },
             "RuleNumber": r.number,
         });
@@ -686,7 +700,7 @@ impl Render<'_> {
                         v["AclRule"] = Self::acl_rule(r);
                     }
                     if let Some(r) = &h.sg_rule {
-                        let mut s = json!({"Direction": r.direction, "Protocol": protocol_number(&r.protocol)});
+                        let mut s = json!({"Direction": r.direction, "Protocol": protocol_number(r.protocol)});
                         match &r.peer {
                             SgPeer::Cidr { cidr } => s["Cidr"] = json!(cidr),
                             SgPeer::PrefixList { id } => s["PrefixListId"] = json!(id),
@@ -783,7 +797,7 @@ mod tests {
         );
         assert_eq!(kind_of("igw-1"), Some(Kind::InternetGateway));
         assert_eq!(kind_of("i-1"), None);
-        assert_eq!(protocol_number("tcp"), "6");
-        assert_eq!(protocol_number("-1"), "all");
+        assert_eq!(protocol_number(RuleProtocol::Tcp), "6");
+        assert_eq!(protocol_number(RuleProtocol::All), "all");
     }
 }

@@ -13,6 +13,7 @@ use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
 use cove_store::Tx;
 use serde_json::{json, Value};
+use std::net::Ipv4Addr;
 
 /// At most this many security groups per ENI (and per interface endpoint).
 pub const MAX_GROUPS_PER_INTERFACE: usize = 5;
@@ -23,10 +24,10 @@ pub const MAX_GROUPS_PER_INTERFACE: usize = 5;
 pub fn new_eni(
     tx: &mut Tx,
     subnet: &Subnet,
-    private_ip: String,
+    private_ip: Ipv4Addr,
     group_ids: Vec<String>,
     description: String,
-    interface_type: &str,
+    interface_type: InterfaceType,
     requester_managed: bool,
     requester_id: Option<String>,
 ) -> NetworkInterface {
@@ -41,11 +42,11 @@ pub fn new_eni(
         description,
         group_ids,
         status: if requester_managed {
-            "in-use".into()
+            EniStatus::InUse
         } else {
-            "available".into()
+            EniStatus::Available
         },
-        interface_type: interface_type.to_string(),
+        interface_type,
         requester_managed,
         requester_id,
         source_dest_check: true,
@@ -120,7 +121,7 @@ pub fn group_set(world: &World, ids: &[String]) -> Value {
 }
 
 pub fn render_eni(world: &World, e: &NetworkInterface, account: &str) -> Value {
-    let dns = region::private_dns_name(&e.region, &e.private_ip);
+    let dns = region::private_dns_name(&e.region, e.private_ip);
     let mut v = json!({
         "AvailabilityZone": e.availability_zone,
         "Description": e.description,
@@ -252,7 +253,7 @@ pub fn create_network_interface(r: &Req) -> AwsResult<Value> {
             ip,
             group_ids,
             description.clone(),
-            "interface",
+            InterfaceType::Interface,
             false,
             None,
         );
@@ -316,7 +317,7 @@ pub fn delete_network_interface(r: &Req) -> AwsResult<Value> {
     let region = r.region();
     r.write(|tx| {
         let eni = find::<NetworkInterface>(&tx.world, &id, region, |e| &e.region, eni_not_found)?;
-        if eni.attachment.is_some() || eni.status == "in-use" || eni.requester_managed {
+        if eni.attachment.is_some() || eni.status == EniStatus::InUse || eni.requester_managed {
             return Err(in_use(&id));
         }
         drop_eni(tx, &id);
@@ -330,10 +331,10 @@ fn eni_field(w: &World, e: &NetworkInterface, account: &str, name: &str) -> Fiel
         "subnet-id" => one(&e.subnet_id),
         "vpc-id" => one(&e.vpc_id),
         "availability-zone" => one(&e.availability_zone),
-        "private-ip-address" | "addresses.private-ip-address" => one(&e.private_ip),
+        "private-ip-address" | "addresses.private-ip-address" => one(e.private_ip),
         "addresses.primary" => flag(true),
-        "private-dns-name" => one(region::private_dns_name(&e.region, &e.private_ip)),
-        "status" => one(&e.status),
+        "private-dns-name" => one(region::private_dns_name(&e.region, e.private_ip)),
+        "status" => one(e.status),
         "group-id" => Some(e.group_ids.clone()),
         "group-name" => Some(
             e.group_ids
@@ -344,7 +345,7 @@ fn eni_field(w: &World, e: &NetworkInterface, account: &str, name: &str) -> Fiel
         "description" => one(&e.description),
         "requester-managed" => flag(e.requester_managed),
         "requester-id" => opt(e.requester_id.as_ref()),
-        "interface-type" => one(&e.interface_type),
+        "interface-type" => one(e.interface_type),
         "mac-address" => one(&e.mac_address),
         "source-dest-check" => flag(e.source_dest_check),
         "attachment.status" => opt(e.attachment.as_ref().map(|a| &a.status)),
@@ -419,10 +420,10 @@ pub(crate) mod tests {
         Vpc {
             id: id.into(),
             region: REGION.into(),
-            cidr: cidr.into(),
+            cidr: cove_model::fixtures::net(cidr),
             cidr_association_id: format!("{id}-assoc"),
             is_default: false,
-            instance_tenancy: "default".into(),
+            instance_tenancy: Tenancy::Default,
             enable_dns_support: true,
             enable_dns_hostnames: true,
             enable_network_address_usage_metrics: false,
@@ -435,7 +436,7 @@ pub(crate) mod tests {
             id: id.into(),
             region: REGION.into(),
             vpc_id: vpc.into(),
-            cidr: cidr.into(),
+            cidr: cove_model::fixtures::net(cidr),
             availability_zone: zone.into(),
             availability_zone_id: format!("{zone}-id"),
             default_for_az: false,
@@ -461,10 +462,10 @@ pub(crate) mod tests {
             region: REGION.into(),
             vpc_id: vpc.id.clone(),
             routes: vec![Route {
-                destination_cidr: Some(vpc.cidr.clone()),
+                destination_cidr: Some(vpc.cidr),
                 destination_prefix_list_id: None,
                 target: RouteTarget::Local,
-                origin: "CreateRouteTable".into(),
+                origin: RouteOrigin::CreateRouteTable,
             }],
             associations: vec![],
         }
@@ -633,10 +634,10 @@ pub(crate) mod tests {
                 let e = new_eni(
                     tx,
                     &s,
-                    "10.0.1.9".into(),
+                    Ipv4Addr::new(10, 0, 1, 9),
                     vec!["sg-1".into()],
                     "managed".into(),
-                    "vpc_endpoint",
+                    InterfaceType::VpcEndpoint,
                     true,
                     Some("amazon".into()),
                 );
@@ -645,7 +646,7 @@ pub(crate) mod tests {
             })
             .unwrap();
         let e = f.store.snapshot().network_interfaces.get(&id).cloned();
-        assert_eq!(e.map(|e| e.status), Some("in-use".to_string()));
+        assert_eq!(e.map(|e| e.status), Some(EniStatus::InUse));
         let del = call(
             &f.store,
             delete_network_interface,

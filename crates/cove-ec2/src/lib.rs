@@ -101,7 +101,7 @@ pub fn create_managed_eni(
         ip,
         group_ids,
         description,
-        "interface",
+        cove_model::vpc::InterfaceType::Interface,
         true,
         Some(requester_id.to_string()),
     ))

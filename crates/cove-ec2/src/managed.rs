@@ -7,6 +7,7 @@
 //! network is the service's business (Studio's lives in the binary's
 //! wiring, see `crates/cove/src/studio_network.rs`).
 
+use cove_model::cidr::Cidr;
 use cove_model::ids::new_id;
 use cove_model::vpc::{Address, AddressAssociation, SecurityGroup, SgPeer};
 use cove_model::{region, AwsError, AwsResult};
@@ -20,8 +21,8 @@ pub const MANAGED_TAG_KEY: &str = "cove:managed";
 pub struct ServiceNetwork<'a> {
     /// The value of `cove:managed` on everything made (`sagemaker-studio`).
     pub owner: &'a str,
-    pub vpc_cidr: &'a str,
-    pub subnet_cidr: &'a str,
+    pub vpc_cidr: Cidr,
+    pub subnet_cidr: Cidr,
     pub group_name: &'a str,
     pub group_description: &'a str,
     /// The `Name` tag of the VPC, subnet and gateway.
@@ -72,24 +73,14 @@ pub fn ensure_service_network(
     let vpc = match existing {
         Some(v) => v,
         None => {
-            let vpc = crate::vpcs::create_vpc_tx(
-                tx,
-                region,
-                account,
-                spec.vpc_cidr.parse().map_err(|_| {
-                    AwsError::invalid_parameter_value(format!("Bad CIDR {}", spec.vpc_cidr))
-                })?,
-                false,
-            );
+            let vpc = crate::vpcs::create_vpc_tx(tx, region, account, spec.vpc_cidr, false);
             let (zone, zone_id) = region::zones(region).into_iter().next().ok_or_else(|| {
                 AwsError::invalid_parameter_value(format!("No availability zones in {region}"))
             })?;
             let subnet = crate::subnets::create_subnet_tx(
                 tx,
                 &vpc,
-                spec.subnet_cidr.parse().map_err(|_| {
-                    AwsError::invalid_parameter_value(format!("Bad CIDR {}", spec.subnet_cidr))
-                })?,
+                spec.subnet_cidr,
                 &zone,
                 &zone_id,
                 false,
@@ -103,7 +94,7 @@ pub fn ensure_service_network(
                 description: spec.group_description.into(),
                 ingress: vec![],
                 egress: vec![crate::security_groups::all_traffic_rule(SgPeer::Cidr {
-                    cidr: "0.0.0.0/0".into(),
+                    cidr: Cidr::ANY,
                 })],
             });
             for id in [&vpc.id, &subnet.id, &igw] {
@@ -160,7 +151,7 @@ pub fn give_public_address(tx: &mut Tx, eni_id: &str, owner: &str) -> AwsResult<
         association: Some(AddressAssociation {
             association_id: new_id("eipassoc"),
             network_interface_id: eni.id.clone(),
-            private_ip: eni.private_ip.clone(),
+            private_ip: eni.private_ip,
         }),
     };
     tx.set_tags(&address.allocation_id, managed_tag(owner));

@@ -7,6 +7,7 @@ use crate::security_groups::normalize_protocol;
 use cove_model::cidr::Cidr;
 use cove_model::filter::FieldValues;
 use cove_model::ids::new_id;
+use cove_model::protocol::Protocol;
 use cove_model::vpc::*;
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
@@ -21,9 +22,9 @@ fn allow_all(egress: bool) -> NaclEntry {
     NaclEntry {
         rule_number: 100,
         egress,
-        protocol: "-1".into(),
+        protocol: Protocol::All,
         allow: true,
-        cidr: "0.0.0.0/0".into(),
+        cidr: Cidr::ANY,
         from_port: None,
         to_port: None,
         icmp_type: None,
@@ -104,9 +105,9 @@ pub fn ordered_entries(acl: &NetworkAcl) -> Vec<NaclEntry> {
         dir.push(NaclEntry {
             rule_number: STAR_RULE,
             egress,
-            protocol: "-1".into(),
+            protocol: Protocol::All,
             allow: false,
-            cidr: "0.0.0.0/0".into(),
+            cidr: Cidr::ANY,
             from_port: None,
             to_port: None,
             icmp_type: None,
@@ -213,16 +214,16 @@ fn entry_from(r: &Req) -> AwsResult<NaclEntry> {
     let mut entry = NaclEntry {
         rule_number: number,
         egress,
-        protocol: protocol.clone(),
+        protocol,
         allow,
-        cidr: cidr.to_string(),
+        cidr,
         from_port: None,
         to_port: None,
         icmp_type: None,
         icmp_code: None,
     };
-    match protocol.as_str() {
-        "tcp" | "udp" => {
+    match protocol {
+        Protocol::Tcp | Protocol::Udp => {
             let range = r
                 .input
                 .get("PortRange")
@@ -242,7 +243,7 @@ fn entry_from(r: &Req) -> AwsResult<NaclEntry> {
             entry.from_port = Some(f);
             entry.to_port = Some(t);
         }
-        "icmp" | "icmpv6" => {
+        Protocol::Icmp | Protocol::Icmpv6 => {
             let tc = r
                 .input
                 .get("IcmpTypeCode")
@@ -391,9 +392,9 @@ fn acl_field(w: &World, a: &NetworkAcl, account: &str, name: &str) -> FieldValue
         "association.subnet-id" => {
             Some(a.associations.iter().map(|x| x.subnet_id.clone()).collect())
         }
-        "entry.cidr" => Some(entries().map(|e| e.cidr.clone()).collect()),
+        "entry.cidr" => Some(entries().map(|e| e.cidr.to_string()).collect()),
         "entry.egress" => Some(entries().map(|e| e.egress.to_string()).collect()),
-        "entry.protocol" => Some(entries().map(|e| e.protocol.clone()).collect()),
+        "entry.protocol" => Some(entries().map(|e| e.protocol.to_string()).collect()),
         "entry.rule-action" => Some(
             entries()
                 .map(|e| {

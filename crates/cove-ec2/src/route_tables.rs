@@ -18,10 +18,10 @@ use serde_json::{json, Value};
 /// The `local` route every table of a VPC carries for the VPC's CIDR.
 fn local_route(vpc: &Vpc) -> Route {
     Route {
-        destination_cidr: Some(vpc.cidr.clone()),
+        destination_cidr: Some(vpc.cidr),
         destination_prefix_list_id: None,
         target: RouteTarget::Local,
-        origin: "CreateRouteTable".into(),
+        origin: RouteOrigin::CreateRouteTable,
     }
 }
 
@@ -220,7 +220,7 @@ fn table_field(w: &World, t: &RouteTable, account: &str, name: &str) -> FieldVal
         // One value per association, as AWS: a table without associations
         // matches neither `true` nor `false`.
         "association.main" => assoc(&|a| Some(a.main.to_string())),
-        "route.destination-cidr-block" => routes(&|r| r.destination_cidr.clone()),
+        "route.destination-cidr-block" => routes(&|r| r.destination_cidr.map(|c| c.to_string())),
         "route.destination-prefix-list-id" => routes(&|r| r.destination_prefix_list_id.clone()),
         "route.gateway-id" => routes(&route_gateway_ids),
         "route.nat-gateway-id" => routes(&|r| match &r.target {
@@ -231,7 +231,7 @@ fn table_field(w: &World, t: &RouteTable, account: &str, name: &str) -> FieldVal
             RouteTarget::NetworkInterface(id) => Some(id.clone()),
             _ => None,
         }),
-        "route.origin" => routes(&|r| Some(r.origin.clone())),
+        "route.origin" => routes(&|r| Some(r.origin.to_string())),
         "route.state" => routes(&|r| Some(route_state(w, t, r).to_string())),
         // Valid AWS filters for targets Cove never stores: they match nothing.
         "route.destination-ipv6-cidr-block"
@@ -258,22 +258,23 @@ pub fn describe_route_tables(r: &Req) -> AwsResult<Value> {
 /// A route's destination, canonical.
 #[derive(Debug, Clone, PartialEq)]
 enum Destination {
-    Cidr(String),
+    Cidr(Cidr),
     PrefixList(String),
 }
 
 impl Destination {
     fn matches(&self, route: &Route) -> bool {
         match self {
-            Destination::Cidr(c) => route.destination_cidr.as_deref() == Some(c.as_str()),
+            Destination::Cidr(c) => route.destination_cidr == Some(*c),
             Destination::PrefixList(p) => {
                 route.destination_prefix_list_id.as_deref() == Some(p.as_str())
             }
         }
     }
-    fn text(&self) -> &str {
+    fn text(&self) -> String {
         match self {
-            Destination::Cidr(s) | Destination::PrefixList(s) => s,
+            Destination::Cidr(c) => c.to_string(),
+            Destination::PrefixList(p) => p.clone(),
         }
     }
     /// The filter-style name AWS uses in route error messages.
@@ -312,7 +313,7 @@ fn destination(r: &Req) -> AwsResult<Destination> {
                     "Value ({raw}) for parameter destinationCidrBlock is invalid. This is not a valid CIDR block."
                 ))
             })?;
-            Ok(Destination::Cidr(cidr.to_string()))
+            Ok(Destination::Cidr(cidr))
         }
         (None, Some(pl)) => Ok(Destination::PrefixList(pl.to_string())),
     }
@@ -414,7 +415,7 @@ fn resolve_target(
                 )
             };
             let n = find::<NatGateway>(w, &id, region, |n| &n.region, nat_missing)?;
-            if n.state == "deleted" {
+            if n.state == NatGatewayState::Deleted {
                 return Err(nat_missing(&id));
             }
             if n.vpc_id != table.vpc_id {
@@ -441,12 +442,10 @@ fn check_within_vpc(
     dest: &Destination,
     target: &RouteTarget,
 ) -> AwsResult<()> {
-    let Destination::Cidr(d) = dest else {
+    let Destination::Cidr(dc) = *dest else {
         return Ok(());
     };
-    let (Ok(vpc_cidr), Ok(dc)) = (vpc.cidr.parse::<Cidr>(), d.parse::<Cidr>()) else {
-        return Ok(());
-    };
+    let vpc_cidr = vpc.cidr;
     if dc == vpc_cidr || !vpc_cidr.contains(&dc) {
         return Ok(());
     }
@@ -455,13 +454,13 @@ fn check_within_vpc(
         RouteTarget::NatGateway(_) | RouteTarget::NetworkInterface(_)
     ) {
         return Err(AwsError::invalid_parameter_value(format!(
-            "The destination CIDR block {d} is equal to or more specific than one of this VPC's CIDR blocks. This route can target only an interface or an instance."
+            "The destination CIDR block {dc} is equal to or more specific than one of this VPC's CIDR blocks. This route can target only an interface or an instance."
         )));
     }
     let is_subnet = w
         .subnets
         .values()
-        .any(|s| s.vpc_id == vpc.id && s.cidr.parse::<Cidr>().is_ok_and(|c| c == dc));
+        .any(|s| s.vpc_id == vpc.id && s.cidr == dc);
     if !is_subnet {
         return Err(AwsError::invalid_parameter_value(
             "Route destination doesn't match any subnet CIDR blocks.",
@@ -523,11 +522,11 @@ pub fn create_route(r: &Req, replace: bool) -> AwsResult<Value> {
             }
             check_within_vpc(w, vpc, &dest, &target)?;
             table.routes[i].target = target;
-            table.routes[i].origin = "CreateRoute".into();
+            table.routes[i].origin = RouteOrigin::CreateRoute;
             tx.put(table);
             Ok(json!({}))
         } else {
-            if existing.is_some() || dest == Destination::Cidr(vpc.cidr.clone()) {
+            if existing.is_some() || dest == Destination::Cidr(vpc.cidr) {
                 return Err(AwsError::client(
                     "RouteAlreadyExists",
                     format!("The route identified by {} already exists.", dest.text()),
@@ -535,14 +534,14 @@ pub fn create_route(r: &Req, replace: bool) -> AwsResult<Value> {
             }
             check_within_vpc(w, vpc, &dest, &target)?;
             let (destination_cidr, destination_prefix_list_id) = match &dest {
-                Destination::Cidr(c) => (Some(c.clone()), None),
+                Destination::Cidr(c) => (Some(*c), None),
                 Destination::PrefixList(p) => (None, Some(p.clone())),
             };
             table.routes.push(Route {
                 destination_cidr,
                 destination_prefix_list_id,
                 target,
-                origin: "CreateRoute".into(),
+                origin: RouteOrigin::CreateRoute,
             });
             tx.put(table);
             Ok(json!({"Return": true}))
@@ -804,7 +803,13 @@ mod tests {
         let t = main_table(&store, &vpc.id);
         assert_eq!(t.routes.len(), 1);
         assert_eq!(t.routes[0].target, RouteTarget::Local);
-        assert_eq!(t.routes[0].destination_cidr.as_deref(), Some("10.0.0.0/16"));
+        assert_eq!(
+            t.routes[0]
+                .destination_cidr
+                .map(|c| c.to_string())
+                .as_deref(),
+            Some("10.0.0.0/16")
+        );
         let out = call(
             &store,
             describe_route_tables,
@@ -831,10 +836,10 @@ mod tests {
         let (store, vpc, _, igw) = setup();
         let t = main_table(&store, &vpc.id);
         let route = Route {
-            destination_cidr: Some("0.0.0.0/0".into()),
+            destination_cidr: Some(Cidr::ANY),
             destination_prefix_list_id: None,
             target: RouteTarget::Gateway(igw.clone()),
-            origin: "CreateRoute".into(),
+            origin: RouteOrigin::CreateRoute,
         };
         assert_eq!(route_state(&store.snapshot(), &t, &route), "blackhole");
         store
@@ -987,7 +992,7 @@ mod tests {
                     destination_cidr: None,
                     destination_prefix_list_id: Some(pl.clone()),
                     target: RouteTarget::VpcEndpoint("vpce-1".into()),
-                    origin: "CreateRoute".into(),
+                    origin: RouteOrigin::CreateRoute,
                 });
                 tx.put(t);
                 Ok(())

@@ -8,6 +8,7 @@ use crate::common::*;
 use cove_model::cidr::Cidr;
 use cove_model::filter::FieldValues;
 use cove_model::ids::new_id;
+use cove_model::protocol::Protocol;
 use cove_model::region;
 use cove_model::vpc::*;
 use cove_model::world::World;
@@ -21,7 +22,7 @@ pub const MAX_RULES_PER_DIRECTION: usize = 60;
 pub(crate) fn all_traffic_rule(peer: SgPeer) -> SgRule {
     SgRule {
         id: new_id("sgr"),
-        protocol: "-1".into(),
+        protocol: Protocol::All,
         from_port: None,
         to_port: None,
         peer,
@@ -42,9 +43,7 @@ pub fn new_default_group(tx: &mut Tx, vpc: &Vpc, account: &str) {
             group_id: id,
             user_id: account.to_string(),
         })],
-        egress: vec![all_traffic_rule(SgPeer::Cidr {
-            cidr: "0.0.0.0/0".into(),
-        })],
+        egress: vec![all_traffic_rule(SgPeer::Cidr { cidr: Cidr::ANY })],
     };
     tx.put(group);
 }
@@ -111,9 +110,7 @@ pub fn create_security_group(r: &Req) -> AwsResult<Value> {
             name: name.clone(),
             description: description.clone(),
             ingress: vec![],
-            egress: vec![all_traffic_rule(SgPeer::Cidr {
-                cidr: "0.0.0.0/0".into(),
-            })],
+            egress: vec![all_traffic_rule(SgPeer::Cidr { cidr: Cidr::ANY })],
         });
         let mut out = json!({"GroupId": id, "SecurityGroupArn": group_arn(region, account, &id)});
         if !tags.is_empty() {
@@ -199,36 +196,24 @@ pub fn delete_security_group(r: &Req) -> AwsResult<Value> {
 
 /// Canonical protocol: names for tcp/udp/icmp/icmpv6 (whatever the client
 /// sent, name or number), `-1` for all, other numbers as they are.
-pub fn normalize_protocol(p: &str) -> AwsResult<String> {
-    let lower = p.trim().to_ascii_lowercase();
-    let named = match lower.as_str() {
-        "tcp" | "6" => "tcp",
-        "udp" | "17" => "udp",
-        "icmp" | "1" => "icmp",
-        "icmpv6" | "58" => "icmpv6",
-        "-1" | "all" => "-1",
-        other => {
-            return match other.parse::<u8>() {
-                Ok(n) => Ok(n.to_string()),
-                Err(_) => Err(AwsError::invalid_parameter_value(format!(
-                    "Invalid value '{p}' for IP protocol. Unknown protocol."
-                ))),
-            }
-        }
-    };
-    Ok(named.to_string())
+pub fn normalize_protocol(p: &str) -> AwsResult<Protocol> {
+    Protocol::from_request(p).ok_or_else(|| {
+        AwsError::invalid_parameter_value(format!(
+            "Invalid value '{p}' for IP protocol. Unknown protocol."
+        ))
+    })
 }
 
 /// Normalises the port part of a permission. TCP/UDP need a range within
 /// 0..65535; ICMP takes type/code with -1 meaning all; every other protocol
 /// covers all ports and AWS drops the range.
 pub fn normalize_ports(
-    protocol: &str,
+    protocol: Protocol,
     from: Option<i64>,
     to: Option<i64>,
 ) -> AwsResult<(Option<i64>, Option<i64>)> {
     match protocol {
-        "tcp" | "udp" => {
+        Protocol::Tcp | Protocol::Udp => {
             let (Some(f), Some(t)) = (from, to) else {
                 return Err(AwsError::invalid_parameter_value(
                     "Invalid value 'Must specify both from and to ports with TCP/UDP.' for portRange",
@@ -244,7 +229,7 @@ pub fn normalize_ports(
             }
             Ok((Some(f), Some(t)))
         }
-        "icmp" | "icmpv6" => {
+        Protocol::Icmp | Protocol::Icmpv6 => {
             let (f, t) = (from.unwrap_or(-1), to.unwrap_or(-1));
             if !(-1..=255).contains(&f) || !(-1..=255).contains(&t) {
                 return Err(AwsError::invalid_parameter_value(format!(
@@ -297,7 +282,7 @@ fn requested_rules(
             str_of(p, "IpProtocol").ok_or_else(|| AwsError::missing_parameter("IpProtocol"))?,
         )?;
         let (from, to) = normalize_ports(
-            &protocol,
+            protocol,
             p.get("FromPort").and_then(Value::as_i64),
             p.get("ToPort").and_then(Value::as_i64),
         )?;
@@ -314,9 +299,7 @@ fn requested_rules(
                 AwsError::invalid_parameter_value(format!("CIDR block {raw} is malformed"))
             })?;
             peers.push((
-                SgPeer::Cidr {
-                    cidr: cidr.to_string(),
-                },
+                SgPeer::Cidr { cidr },
                 str_of(range, "Description").map(str::to_string),
             ));
         }
@@ -393,7 +376,7 @@ fn requested_rules(
             }
             rules.push(SgRule {
                 id: new_id("sgr"),
-                protocol: protocol.clone(),
+                protocol,
                 from_port: from,
                 to_port: to,
                 peer,
@@ -406,16 +389,16 @@ fn requested_rules(
 
 fn peer_text(peer: &SgPeer) -> String {
     match peer {
-        SgPeer::Cidr { cidr } => cidr.clone(),
+        SgPeer::Cidr { cidr } => cidr.to_string(),
         SgPeer::PrefixList { id } => id.clone(),
         SgPeer::Group { group_id, .. } => group_id.clone(),
     }
 }
 
 fn duplicate_error(rule: &SgRule) -> AwsError {
-    let proto = match rule.protocol.as_str() {
-        "-1" => "ALL".to_string(),
-        p => p.to_ascii_uppercase(),
+    let proto = match rule.protocol {
+        Protocol::All => "ALL".to_string(),
+        p => p.to_string().to_ascii_uppercase(),
     };
     let ports = match (rule.from_port, rule.to_port) {
         (Some(f), Some(t)) => format!(", from port: {f}, to port: {t}"),
@@ -604,10 +587,10 @@ fn permission_fields(rules: &[SgRule], field: &str) -> Vec<String> {
     rules
         .iter()
         .filter_map(|r| match (field, &r.peer) {
-            ("cidr", SgPeer::Cidr { cidr }) => Some(cidr.clone()),
+            ("cidr", SgPeer::Cidr { cidr }) => Some(cidr.to_string()),
             ("group-id", SgPeer::Group { group_id, .. }) => Some(group_id.clone()),
             ("prefix-list-id", SgPeer::PrefixList { id }) => Some(id.clone()),
-            ("protocol", _) => Some(r.protocol.clone()),
+            ("protocol", _) => Some(r.protocol.to_string()),
             ("from-port", _) => r.from_port.map(|p| p.to_string()),
             ("to-port", _) => r.to_port.map(|p| p.to_string()),
             _ => None,
@@ -777,11 +760,11 @@ mod tests {
 
     #[test]
     fn protocols_normalise_like_aws() {
-        assert_eq!(normalize_protocol("TCP").unwrap(), "tcp");
-        assert_eq!(normalize_protocol("6").unwrap(), "tcp");
-        assert_eq!(normalize_protocol("17").unwrap(), "udp");
-        assert_eq!(normalize_protocol("all").unwrap(), "-1");
-        assert_eq!(normalize_protocol("50").unwrap(), "50");
+        assert_eq!(normalize_protocol("TCP").unwrap().to_string(), "tcp");
+        assert_eq!(normalize_protocol("6").unwrap().to_string(), "tcp");
+        assert_eq!(normalize_protocol("17").unwrap().to_string(), "udp");
+        assert_eq!(normalize_protocol("all").unwrap().to_string(), "-1");
+        assert_eq!(normalize_protocol("50").unwrap().to_string(), "50");
         assert!(normalize_protocol("bogus").is_err());
         assert!(normalize_protocol("256").is_err());
     }
@@ -789,23 +772,23 @@ mod tests {
     #[test]
     fn ports_by_protocol() {
         assert_eq!(
-            normalize_ports("tcp", Some(22), Some(22)).unwrap(),
+            normalize_ports("tcp".parse().unwrap(), Some(22), Some(22)).unwrap(),
             (Some(22), Some(22))
         );
-        assert!(normalize_ports("tcp", Some(23), Some(22)).is_err());
-        assert!(normalize_ports("tcp", None, Some(22)).is_err());
-        assert!(normalize_ports("udp", Some(0), Some(65536)).is_err());
+        assert!(normalize_ports("tcp".parse().unwrap(), Some(23), Some(22)).is_err());
+        assert!(normalize_ports("tcp".parse().unwrap(), None, Some(22)).is_err());
+        assert!(normalize_ports("udp".parse().unwrap(), Some(0), Some(65536)).is_err());
         assert_eq!(
-            normalize_ports("icmp", Some(-1), Some(-1)).unwrap(),
+            normalize_ports("icmp".parse().unwrap(), Some(-1), Some(-1)).unwrap(),
             (Some(-1), Some(-1))
         );
-        assert!(normalize_ports("icmp", Some(-1), Some(3)).is_err());
+        assert!(normalize_ports("icmp".parse().unwrap(), Some(-1), Some(3)).is_err());
         assert_eq!(
-            normalize_ports("-1", Some(1), Some(2)).unwrap(),
+            normalize_ports("-1".parse().unwrap(), Some(1), Some(2)).unwrap(),
             (None, None)
         );
         assert_eq!(
-            normalize_ports("50", Some(1), Some(2)).unwrap(),
+            normalize_ports("50".parse().unwrap(), Some(1), Some(2)).unwrap(),
             (None, None)
         );
     }
@@ -814,10 +797,12 @@ mod tests {
     fn permissions_group_rules_by_port_range() {
         let rule = |p: &str, f: i64, cidr: &str| SgRule {
             id: new_id("sgr"),
-            protocol: "tcp".into(),
+            protocol: Protocol::Tcp,
             from_port: Some(f),
             to_port: Some(f),
-            peer: SgPeer::Cidr { cidr: cidr.into() },
+            peer: SgPeer::Cidr {
+                cidr: cove_model::fixtures::net(cidr),
+            },
             description: if p.is_empty() { None } else { Some(p.into()) },
         };
         let rules = vec![

@@ -26,7 +26,7 @@ pub fn create_subnet_tx(
         id: new_id("subnet"),
         region: vpc.region.clone(),
         vpc_id: vpc.id.clone(),
-        cidr: cidr.to_string(),
+        cidr,
         availability_zone: zone.to_string(),
         availability_zone_id: zone_id.to_string(),
         default_for_az,
@@ -43,19 +43,19 @@ pub fn used_addresses(world: &World, subnet_id: &str) -> HashSet<Ipv4Addr> {
         .network_interfaces
         .values()
         .filter(|e| e.subnet_id == subnet_id)
-        .filter_map(|e| e.private_ip.parse().ok())
+        .map(|e| e.private_ip)
         .collect()
 }
 
 pub fn available_count(world: &World, s: &Subnet) -> u64 {
-    let cidr: Cidr = s.cidr.parse().expect("stored CIDRs are valid");
-    cidr.usable_count()
+    s.cidr
+        .usable_count()
         .saturating_sub(used_addresses(world, &s.id).len() as u64)
 }
 
 /// Picks the lowest free address, or checks a requested one.
-pub fn allocate_ip(world: &World, s: &Subnet, requested: Option<&str>) -> AwsResult<String> {
-    let cidr: Cidr = s.cidr.parse().expect("stored CIDRs are valid");
+pub fn allocate_ip(world: &World, s: &Subnet, requested: Option<&str>) -> AwsResult<Ipv4Addr> {
+    let cidr = s.cidr;
     let used = used_addresses(world, &s.id);
     if let Some(req) = requested {
         let ip: Ipv4Addr = req.parse().map_err(|_| {
@@ -77,14 +77,13 @@ pub fn allocate_ip(world: &World, s: &Subnet, requested: Option<&str>) -> AwsRes
                 "The specified address is already in use.",
             ));
         }
-        return Ok(ip.to_string());
+        return Ok(ip);
     }
     // Subnets are /16 to /28, so the size fits u32; saturating keeps even a
     // /0 from overflowing.
     (4..(u32::try_from(cidr.size()).unwrap_or(u32::MAX) - 1))
         .map(|i| cidr.nth(i))
         .find(|ip| !used.contains(ip))
-        .map(|ip| ip.to_string())
         .ok_or_else(|| {
             AwsError::client(
                 "InsufficientFreeAddressesInSubnet",
@@ -173,17 +172,17 @@ pub fn create_subnet(r: &Req) -> AwsResult<Value> {
     let (region, account) = (r.region(), r.account());
     r.write(|tx| {
         let vpc = find::<Vpc>(&tx.world, &vpc_id, region, |v| &v.region, vpc_not_found)?.clone();
-        let vpc_cidr: Cidr = vpc.cidr.parse().expect("stored CIDRs are valid");
-        if !vpc_cidr.contains(&cidr) || !(16..=28).contains(&cidr.prefix) {
+        if !vpc.cidr.contains(&cidr) || !(16..=28).contains(&cidr.prefix) {
             return Err(AwsError::client(
                 "InvalidSubnet.Range",
                 format!("The CIDR '{raw}' is invalid."),
             ));
         }
-        let clash =
-            tx.world.subnets.values().any(|s| {
-                s.vpc_id == vpc_id && s.cidr.parse::<Cidr>().is_ok_and(|c| c.overlaps(&cidr))
-            });
+        let clash = tx
+            .world
+            .subnets
+            .values()
+            .any(|s| s.vpc_id == vpc_id && s.cidr.overlaps(&cidr));
         if clash {
             return Err(AwsError::client(
                 "InvalidSubnet.Conflict",
@@ -263,7 +262,7 @@ fn subnet_field(
     match name {
         "subnet-id" => one(&s.id),
         "vpc-id" => one(&s.vpc_id),
-        "cidr" | "cidr-block" | "cidrBlock" => one(&s.cidr),
+        "cidr" | "cidr-block" | "cidrBlock" => one(s.cidr),
         "availability-zone" | "availabilityZone" => one(&s.availability_zone),
         "availability-zone-id" | "availabilityZoneId" => one(&s.availability_zone_id),
         "available-ip-address-count" => one(available_count(w, s).to_string()),

@@ -32,10 +32,10 @@ pub fn create_vpc_tx(
     let vpc = Vpc {
         id: new_id("vpc"),
         region: region.to_string(),
-        cidr: cidr.to_string(),
+        cidr,
         cidr_association_id: new_id("vpc-cidr-assoc"),
         is_default,
-        instance_tenancy: "default".into(),
+        instance_tenancy: Tenancy::Default,
         enable_dns_support: true,
         enable_dns_hostnames: is_default,
         enable_network_address_usage_metrics: false,
@@ -51,18 +51,12 @@ pub fn create_vpc_tx(
 /// The default VPC: 172.31.0.0/16, a public /20 per zone, an attached
 /// internet gateway and a 0.0.0.0/0 route to it in the main table.
 pub fn create_default_vpc(tx: &mut Tx, region: &str, account: &str) -> AwsResult<()> {
-    let vpc = create_vpc_tx(
-        tx,
-        region,
-        account,
-        region::DEFAULT_VPC_CIDR.parse().expect("constant"),
-        true,
-    );
+    let vpc = create_vpc_tx(tx, region, account, region::DEFAULT_VPC_CIDR, true);
     for (i, (zone, zone_id)) in region::zones(region).into_iter().enumerate() {
         subnets::create_subnet_tx(
             tx,
             &vpc,
-            region::default_subnet_cidr(i).parse().expect("constant"),
+            region::default_subnet_cidr(i),
             &zone,
             &zone_id,
             true,
@@ -82,10 +76,10 @@ pub(crate) fn attach_internet_route(tx: &mut Tx, vpc: &Vpc) -> String {
         .cloned()
         .expect("new VPCs have a main route table");
     main.routes.push(Route {
-        destination_cidr: Some("0.0.0.0/0".into()),
+        destination_cidr: Some(Cidr::ANY),
         destination_prefix_list_id: None,
         target: RouteTarget::Gateway(igw.clone()),
-        origin: "CreateRoute".into(),
+        origin: RouteOrigin::CreateRoute,
     });
     tx.put(main);
     igw
@@ -142,16 +136,21 @@ pub fn create_vpc(r: &Req) -> AwsResult<Value> {
             format!("The CIDR '{raw}' is invalid."),
         ));
     }
-    let tenancy = r.str("InstanceTenancy").unwrap_or("default").to_string();
-    if tenancy == "host" {
-        return Err(AwsError::invalid_parameter_value("Value (host) for parameter instanceTenancy is invalid. Valid values: default, dedicated"));
-    }
+    let raw_tenancy = r.str("InstanceTenancy").unwrap_or("default");
+    let tenancy = match raw_tenancy.parse() {
+        Ok(t @ (Tenancy::Default | Tenancy::Dedicated)) => t,
+        Ok(Tenancy::Host) | Err(()) => {
+            return Err(AwsError::invalid_parameter_value(format!(
+                "Value ({raw_tenancy}) for parameter instanceTenancy is invalid. Valid values: default, dedicated"
+            )))
+        }
+    };
     let tags = r.tag_specs("vpc")?;
     let (region, account) = (r.region(), r.account());
     r.write(|tx| {
         let mut vpc = create_vpc_tx(tx, region, account, cidr, false);
-        if tenancy != "default" {
-            vpc.instance_tenancy = tenancy.clone();
+        if tenancy != Tenancy::Default {
+            vpc.instance_tenancy = tenancy;
             tx.put(vpc.clone());
         }
         if !tags.is_empty() {
@@ -245,13 +244,13 @@ pub fn delete_vpc(r: &Req) -> AwsResult<Value> {
 fn vpc_field(w: &World, v: &Vpc, account: &str, name: &str) -> cove_model::filter::FieldValues {
     match name {
         "vpc-id" => one(&v.id),
-        "cidr" | "cidr-block-association.cidr-block" => one(&v.cidr),
+        "cidr" | "cidr-block-association.cidr-block" => one(v.cidr),
         "cidr-block-association.association-id" => one(&v.cidr_association_id),
         "cidr-block-association.state" => one("associated"),
         "dhcp-options-id" => one(&v.dhcp_options_id),
         "is-default" | "isDefault" => flag(v.is_default),
         "state" => one("available"),
-        "instance-tenancy" => one(&v.instance_tenancy),
+        "instance-tenancy" => one(v.instance_tenancy),
         _ => common_field(w, &v.id, account, name),
     }
 }

@@ -253,7 +253,7 @@ impl StudioApps {
             .eni_id
             .as_ref()
             .and_then(|e| world.network_interfaces.get(e))
-            .map(|e| e.private_ip.clone())
+            .map(|e| e.private_ip.to_string())
             .unwrap_or_default();
         let spec = resource_spec(&world, a);
         let instance_type = spec["InstanceType"]

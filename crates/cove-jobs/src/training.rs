@@ -401,7 +401,7 @@ impl Training {
                 .eni_id
                 .as_ref()
                 .and_then(|e| world.network_interfaces.get(e))
-                .map(|e| e.private_ip.clone())
+                .map(|e| e.private_ip)
             {
                 hosts_file.push_str(&format!("{ip}\t{}\n", h.name));
             }

@@ -1,6 +1,7 @@
 //! IPv4 CIDR arithmetic for VPCs and subnets: parsing in AWS's lenient form
 //! (host bits are cleared, as CreateVpc does), containment, overlap, and the
-//! five addresses AWS reserves in every subnet.
+//! five addresses AWS reserves in every subnet. Stored and rendered as the
+//! canonical `a.b.c.d/n` text.
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -13,6 +14,16 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    /// A CIDR from constant parts; host bits must already be clear.
+    pub const fn from_octets(octets: [u8; 4], prefix: u8) -> Cidr {
+        Cidr {
+            base: u32::from_be_bytes(octets),
+            prefix,
+        }
+    }
+    /// Every IPv4 address (`0.0.0.0/0`).
+    pub const ANY: Cidr = Cidr::from_octets([0, 0, 0, 0], 0);
+
     pub fn new(addr: Ipv4Addr, prefix: u8) -> Option<Cidr> {
         if prefix > 32 {
             return None;
@@ -80,6 +91,20 @@ impl FromStr for Cidr {
     }
 }
 
+impl serde::Serialize for Cidr {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Cidr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Cidr, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(d)?;
+        text.parse()
+            .map_err(|()| serde::de::Error::custom(format!("{text} is not an IPv4 CIDR")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -98,6 +123,18 @@ mod tests {
         assert!("10.0.0.0/-1".parse::<Cidr>().is_err());
         assert!("10.0.0.0/".parse::<Cidr>().is_err());
         assert_eq!(c("0.0.0.0/0").mask(), 0);
+        assert_eq!(c("0.0.0.0/0"), Cidr::ANY);
+    }
+
+    #[test]
+    fn stored_as_text() {
+        let json = serde_json::to_string(&c("10.0.1.0/24")).unwrap();
+        assert_eq!(json, "\"10.0.1.0/24\"");
+        assert_eq!(
+            serde_json::from_str::<Cidr>(&json).unwrap(),
+            c("10.0.1.0/24")
+        );
+        assert!(serde_json::from_str::<Cidr>("\"10.0.1.0\"").is_err());
     }
 
     #[test]

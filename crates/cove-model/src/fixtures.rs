@@ -4,15 +4,28 @@
 //! (10.0.1.4), `eni-a2<tag>` (10.0.1.5) and `eni-b1<tag>` (10.0.2.4). The tag
 //! keeps kernel object names unique between concurrent test runs.
 
+use crate::cidr::Cidr;
 use crate::vpc::*;
 use crate::world::World;
 
 pub const ACCOUNT: &str = "123456789012";
 
+/// A CIDR written in a fixture.
+pub fn net(c: &str) -> Cidr {
+    c.parse()
+        .unwrap_or_else(|()| panic!("fixture CIDR {c} is not one"))
+}
+
+/// An address written in a fixture.
+pub fn ip(a: &str) -> std::net::Ipv4Addr {
+    a.parse()
+        .unwrap_or_else(|_| panic!("fixture address {a} is not one"))
+}
+
 pub fn rule(protocol: &str, from: Option<i64>, to: Option<i64>, peer: SgPeer) -> SgRule {
     SgRule {
         id: format!("sgr-{protocol}{from:?}"),
-        protocol: protocol.into(),
+        protocol: protocol.parse().expect("fixture protocol"),
         from_port: from,
         to_port: to,
         peer,
@@ -21,7 +34,7 @@ pub fn rule(protocol: &str, from: Option<i64>, to: Option<i64>, peer: SgPeer) ->
 }
 
 pub fn cidr(c: &str) -> SgPeer {
-    SgPeer::Cidr { cidr: c.into() }
+    SgPeer::Cidr { cidr: net(c) }
 }
 
 pub fn group(id: &str, ingress: Vec<SgRule>, egress: Vec<SgRule>) -> SecurityGroup {
@@ -47,9 +60,9 @@ pub fn entry(
     NaclEntry {
         rule_number: n,
         egress,
-        protocol: protocol.into(),
+        protocol: protocol.parse().expect("fixture protocol"),
         allow,
-        cidr: c.into(),
+        cidr: net(c),
         from_port: ports.map(|p| p.0),
         to_port: ports.map(|p| p.1),
         icmp_type: None,
@@ -91,10 +104,10 @@ pub fn world(
         Vpc {
             id: vpc_id.clone(),
             region: "us-east-1".into(),
-            cidr: "10.0.0.0/16".into(),
+            cidr: net("10.0.0.0/16"),
             cidr_association_id: "x".into(),
             is_default: false,
-            instance_tenancy: "default".into(),
+            instance_tenancy: Tenancy::Default,
             enable_dns_support: true,
             enable_dns_hostnames: false,
             enable_network_address_usage_metrics: false,
@@ -108,7 +121,7 @@ pub fn world(
                 id: id.into(),
                 region: "us-east-1".into(),
                 vpc_id: vpc_id.clone(),
-                cidr: c.into(),
+                cidr: net(c),
                 availability_zone: "us-east-1a".into(),
                 availability_zone_id: "use1-az1".into(),
                 default_for_az: false,
@@ -124,7 +137,7 @@ pub fn world(
         a.vpc_id = vpc_id.clone();
         w.network_acls.insert(a.id.clone(), a);
     }
-    for ((id, subnet, ip), gs) in [
+    for ((id, subnet, address), gs) in [
         ("eni-a1", "subnet-a", "10.0.1.4"),
         ("eni-a2", "subnet-a", "10.0.1.5"),
         ("eni-b1", "subnet-b", "10.0.2.4"),
@@ -140,12 +153,12 @@ pub fn world(
                 vpc_id: vpc_id.clone(),
                 subnet_id: subnet.into(),
                 availability_zone: "us-east-1a".into(),
-                private_ip: ip.into(),
+                private_ip: ip(address),
                 mac_address: "02:00:00:00:00:01".into(),
                 description: String::new(),
                 group_ids: gs.iter().map(|g| g.to_string()).collect(),
-                status: "available".into(),
-                interface_type: "interface".into(),
+                status: EniStatus::Available,
+                interface_type: InterfaceType::Interface,
                 requester_managed: false,
                 requester_id: None,
                 source_dest_check: true,
@@ -192,7 +205,7 @@ pub fn web_and_clients(tag: &str) -> World {
 pub fn eni_with_ip(w: &World, ip: &str) -> String {
     w.network_interfaces
         .values()
-        .find(|e| e.private_ip == ip)
+        .find(|e| e.private_ip.to_string() == ip)
         .map(|e| e.id.clone())
         .unwrap_or_else(|| panic!("no fixture ENI has {ip}"))
 }
@@ -233,7 +246,7 @@ pub fn add_filler_rules(w: &mut World, groups: usize, per_group: usize) {
             id.clone(),
             NetworkInterface {
                 id,
-                private_ip: std::net::Ipv4Addr::from(base).to_string(),
+                private_ip: std::net::Ipv4Addr::from(base),
                 group_ids: (n * 5..(n * 5 + 5).min(groups))
                     .map(|g| format!("sg-fill{g:05}"))
                     .collect(),
@@ -257,22 +270,22 @@ pub fn add_route_table(
 ) {
     let vpc = vpc_id(w);
     let mut all = vec![Route {
-        destination_cidr: Some("10.0.0.0/16".into()),
+        destination_cidr: Some(net("10.0.0.0/16")),
         destination_prefix_list_id: None,
         target: RouteTarget::Local,
-        origin: "CreateRouteTable".into(),
+        origin: RouteOrigin::CreateRouteTable,
     }];
     for (dest, target) in routes {
         let (cidr, pl) = if dest.starts_with("pl-") {
             (None, Some(dest.to_string()))
         } else {
-            (Some(dest.to_string()), None)
+            (Some(net(dest)), None)
         };
         all.push(Route {
             destination_cidr: cidr,
             destination_prefix_list_id: pl,
             target,
-            origin: "CreateRoute".into(),
+            origin: RouteOrigin::CreateRoute,
         });
     }
     let associations = if subnets.is_empty() {
@@ -319,14 +332,14 @@ pub fn attach_igw(w: &mut World, id: &str) {
 
 /// An Elastic IP associated with an ENI of the fixture world.
 pub fn associate_eip(w: &mut World, eni: &str, public_ip: &str) {
-    let private_ip = w.network_interfaces[eni].private_ip.clone();
+    let private_ip = w.network_interfaces[eni].private_ip;
     let id = format!("eipalloc-{eni}");
     w.addresses.insert(
         id.clone(),
         Address {
             allocation_id: id,
             region: "us-east-1".into(),
-            public_ip: public_ip.into(),
+            public_ip: ip(public_ip),
             network_border_group: "us-east-1".into(),
             association: Some(AddressAssociation {
                 association_id: format!("eipassoc-{eni}"),
@@ -340,9 +353,9 @@ pub fn associate_eip(w: &mut World, eni: &str, public_ip: &str) {
 /// An available NAT gateway whose ENI is `eni` (made a `nat_gateway` ENI).
 pub fn add_nat_gateway(w: &mut World, id: &str, eni: &str) {
     let e = w.network_interfaces.get_mut(eni).expect("fixture ENI");
-    e.interface_type = "nat_gateway".into();
+    e.interface_type = InterfaceType::NatGateway;
     e.group_ids.clear();
-    let (subnet, ip, vpc) = (e.subnet_id.clone(), e.private_ip.clone(), e.vpc_id.clone());
+    let (subnet, ip, vpc) = (e.subnet_id.clone(), e.private_ip, e.vpc_id.clone());
     w.nat_gateways.insert(
         id.into(),
         NatGateway {
@@ -350,12 +363,12 @@ pub fn add_nat_gateway(w: &mut World, id: &str, eni: &str) {
             region: "us-east-1".into(),
             vpc_id: vpc,
             subnet_id: subnet,
-            connectivity_type: "public".into(),
+            connectivity_type: Connectivity::Public,
             allocation_id: None,
             public_ip: None,
             private_ip: ip,
             network_interface_id: eni.into(),
-            state: "available".into(),
+            state: NatGatewayState::Available,
             create_time: String::new(),
             delete_time: None,
         },
@@ -372,7 +385,7 @@ pub fn add_s3_gateway_endpoint(w: &mut World, id: &str, tables: &[&str]) {
             destination_cidr: None,
             destination_prefix_list_id: Some(pl.clone()),
             target: RouteTarget::VpcEndpoint(id.into()),
-            origin: "CreateRoute".into(),
+            origin: RouteOrigin::CreateRoute,
         });
     }
     w.vpc_endpoints.insert(
@@ -382,14 +395,14 @@ pub fn add_s3_gateway_endpoint(w: &mut World, id: &str, tables: &[&str]) {
             region: "us-east-1".into(),
             vpc_id: vpc,
             service_name: "com.amazonaws.us-east-1.s3".into(),
-            endpoint_type: "Gateway".into(),
+            endpoint_type: EndpointType::Gateway,
             policy_document: None,
             route_table_ids: tables.iter().map(|t| t.to_string()).collect(),
             subnet_ids: vec![],
             group_ids: vec![],
             network_interface_ids: vec![],
             private_dns_enabled: false,
-            state: "available".into(),
+            state: EndpointState::Available,
             create_time: String::new(),
         },
     );

@@ -12,8 +12,10 @@ pub mod ids;
 pub mod instance;
 pub mod jobs;
 pub mod policy;
+pub mod protocol;
 pub mod s3_uri;
 pub mod studio;
+pub mod text_enum;
 pub mod vpc;
 pub mod world;
 

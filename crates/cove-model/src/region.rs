@@ -70,26 +70,29 @@ pub fn zones(region: &str) -> Vec<(String, String)> {
 }
 
 /// Where the public addresses of Cove's own services live (TEST-NET-1).
-pub const SERVICES_CIDR: &str = "192.0.2.0/24";
+pub const SERVICES_CIDR: Cidr = Cidr::from_octets([192, 0, 2, 0], 24);
 /// S3's public addresses: the CIDR of the `com.amazonaws.<region>.s3` prefix list.
-pub const S3_CIDR: &str = "192.0.2.16/28";
+pub const S3_CIDR: Cidr = Cidr::from_octets([192, 0, 2, 16], 28);
 /// The address Cove's S3 listens on in the region network (inside S3_CIDR).
 pub const S3_ADDRESS: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 0, 2, 20);
 /// The simulated internet host (TEST-NET-3) in the region network, reachable
 /// only through gateways.
 pub const INTERNET_HOST: std::net::Ipv4Addr = std::net::Ipv4Addr::new(203, 0, 113, 10);
 /// Elastic IPs are allocated from TEST-NET-2 and TEST-NET-3.
-pub const ELASTIC_IP_POOLS: &[&str] = &["198.51.100.0/24", "203.0.113.0/24"];
+pub const ELASTIC_IP_POOLS: &[Cidr] = &[
+    Cidr::from_octets([198, 51, 100, 0], 24),
+    Cidr::from_octets([203, 0, 113, 0], 24),
+];
 /// The first host number used in each Elastic IP pool (lower ones stay free for
 /// the simulated internet's own hosts).
 pub const ELASTIC_IP_FIRST_HOST: u32 = 16;
 
 /// The AWS-managed prefix lists of a region: (id, name, CIDRs).
-pub fn prefix_lists(region: &str) -> Vec<(String, String, Vec<String>)> {
+pub fn prefix_lists(region: &str) -> Vec<(String, String, Vec<Cidr>)> {
     vec![(
         s3_prefix_list_id(region),
         format!("com.amazonaws.{region}.s3"),
-        vec![S3_CIDR.to_string()],
+        vec![S3_CIDR],
     )]
 }
 
@@ -103,18 +106,16 @@ pub fn s3_prefix_list_id(region: &str) -> String {
 }
 
 /// The default VPC's CIDR and its per-zone /20 subnets, as AWS makes them.
-pub const DEFAULT_VPC_CIDR: &str = "172.31.0.0/16";
+pub const DEFAULT_VPC_CIDR: Cidr = Cidr::from_octets([172, 31, 0, 0], 16);
 
 // why: `zone_index` indexes a region's zones (ZONE_SUFFIXES, three of them),
 // so it fits u32 many times over.
 #[allow(clippy::cast_possible_truncation)]
-pub fn default_subnet_cidr(zone_index: usize) -> String {
-    let base: Cidr = DEFAULT_VPC_CIDR.parse().expect("constant CIDR");
+pub fn default_subnet_cidr(zone_index: usize) -> Cidr {
     Cidr {
-        base: base.base + (zone_index as u32) * 4096,
+        base: DEFAULT_VPC_CIDR.base + (zone_index as u32) * 4096,
         prefix: 20,
     }
-    .to_string()
 }
 
 /// The domain of private DNS names in a region (`ec2.internal` in us-east-1).
@@ -127,8 +128,9 @@ pub fn private_dns_domain(region: &str) -> String {
 }
 
 /// The private DNS name AWS gives an address (`ip-10-0-1-4.ec2.internal`).
-pub fn private_dns_name(region: &str, ip: &str) -> String {
-    format!("ip-{}.{}", ip.replace('.', "-"), private_dns_domain(region))
+pub fn private_dns_name(region: &str, ip: std::net::Ipv4Addr) -> String {
+    let [a, b, c, d] = ip.octets();
+    format!("ip-{a}-{b}-{c}-{d}.{}", private_dns_domain(region))
 }
 
 #[cfg(test)]
@@ -141,13 +143,13 @@ mod tests {
             zones("us-east-1")[0],
             ("us-east-1a".into(), "use1-az1".into())
         );
-        assert_eq!(default_subnet_cidr(2), "172.31.32.0/20");
+        assert_eq!(default_subnet_cidr(2).to_string(), "172.31.32.0/20");
         assert_eq!(
-            private_dns_name("us-east-1", "10.0.1.4"),
+            private_dns_name("us-east-1", std::net::Ipv4Addr::new(10, 0, 1, 4)),
             "ip-10-0-1-4.ec2.internal"
         );
         assert_eq!(
-            private_dns_name("eu-west-1", "10.0.1.4"),
+            private_dns_name("eu-west-1", std::net::Ipv4Addr::new(10, 0, 1, 4)),
             "ip-10-0-1-4.eu-west-1.compute.internal"
         );
         assert_eq!(

@@ -6,6 +6,7 @@
 //! one table, so a name resolves to the address something really listens on.
 
 use crate::ids::{fnv32, fnv64};
+use crate::vpc::EndpointType;
 use std::net::Ipv4Addr;
 
 /// One endpoint service offered in a region, for one endpoint type (S3 is
@@ -13,8 +14,7 @@ use std::net::Ipv4Addr;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceEntry {
     pub name: String,
-    /// `Gateway` or `Interface`.
-    pub service_type: &'static str,
+    pub service_type: EndpointType,
     /// The suffix of the endpoint-specific DNS names
     /// (`api.sagemaker.us-east-1.vpce.amazonaws.com`).
     pub base_dns: String,
@@ -37,7 +37,7 @@ impl ServiceEntry {
 
 /// The endpoint services of a region, sorted by name then type.
 pub fn services(region: &str) -> Vec<ServiceEntry> {
-    let amazon = |svc: &str, short: &str, t: &'static str, private: bool, api| ServiceEntry {
+    let amazon = |svc: &str, short: &str, t: EndpointType, private: bool, api| ServiceEntry {
         name: format!("com.amazonaws.{region}.{svc}"),
         service_type: t,
         base_dns: format!("{short}.{region}.vpce.amazonaws.com"),
@@ -46,30 +46,30 @@ pub fn services(region: &str) -> Vec<ServiceEntry> {
     };
     let sagemaker = |app: &str| ServiceEntry {
         name: format!("aws.sagemaker.{region}.{app}"),
-        service_type: "Interface",
+        service_type: EndpointType::Interface,
         base_dns: format!("{app}.{region}.vpce.sagemaker.aws"),
         private_dns: Some(format!("*.{app}.{region}.sagemaker.aws")),
         api: None,
     };
     let mut out = vec![
-        amazon("s3", "s3", "Gateway", false, "s3"),
-        amazon("s3", "s3", "Interface", false, "s3"),
+        amazon("s3", "s3", EndpointType::Gateway, false, "s3"),
+        amazon("s3", "s3", EndpointType::Interface, false, "s3"),
         amazon(
             "sagemaker.api",
             "api.sagemaker",
-            "Interface",
+            EndpointType::Interface,
             true,
             "api.sagemaker",
         ),
         amazon(
             "sagemaker.runtime",
             "runtime.sagemaker",
-            "Interface",
+            EndpointType::Interface,
             true,
             "runtime.sagemaker",
         ),
-        amazon("logs", "logs", "Interface", true, "logs"),
-        amazon("sts", "sts", "Interface", true, "sts"),
+        amazon("logs", "logs", EndpointType::Interface, true, "logs"),
+        amazon("sts", "sts", EndpointType::Interface, true, "sts"),
         sagemaker("notebook"),
         sagemaker("studio"),
     ];
@@ -87,7 +87,7 @@ pub fn signing_name_of(api: &str) -> &str {
 }
 
 /// The catalogue entry for a service name and endpoint type.
-pub fn service_for(region: &str, name: &str, service_type: &str) -> Option<ServiceEntry> {
+pub fn service_for(region: &str, name: &str, service_type: EndpointType) -> Option<ServiceEntry> {
     services(region)
         .into_iter()
         .find(|s| s.name == name && s.service_type == service_type)
@@ -210,7 +210,7 @@ mod tests {
         let hosts = service_hosts("us-east-1");
         let s3 = hosts.iter().find(|h| h.api == "s3").unwrap();
         assert_eq!(s3.address, S3_ADDRESS);
-        let cidr: crate::cidr::Cidr = S3_CIDR.parse().unwrap();
+        let cidr = S3_CIDR;
         assert!(cidr.contains_addr(s3.address));
         let mut addrs: Vec<Ipv4Addr> = hosts.iter().map(|h| h.address).collect();
         addrs.sort();

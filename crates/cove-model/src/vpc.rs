@@ -1,16 +1,110 @@
 //! The VPC resources Cove keeps, as stored. Field names follow the EC2 API so
-//! a stored document reads like the resource AWS would describe.
+//! a stored document reads like the resource AWS would describe. Addresses,
+//! CIDRs, protocols, states and kinds are typed: they are parsed once, when
+//! a request is checked, and stored as the text AWS uses for them.
 
+use crate::cidr::Cidr;
+use crate::protocol::Protocol;
 use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+
+crate::text_enum! {
+    /// `InstanceTenancy` of a VPC.
+    pub enum Tenancy { Default = "default", Dedicated = "dedicated", Host = "host" }
+}
+
+crate::text_enum! {
+    /// What made a route (`Origin`).
+    pub enum RouteOrigin {
+        CreateRouteTable = "CreateRouteTable",
+        CreateRoute = "CreateRoute",
+        EnableVgwRoutePropagation = "EnableVgwRoutePropagation",
+    }
+}
+
+crate::text_enum! {
+    /// `ConnectivityType` of a NAT gateway.
+    pub enum Connectivity { Public = "public", Private = "private" }
+}
+
+crate::text_enum! {
+    /// A NAT gateway's lifecycle.
+    pub enum NatGatewayState {
+        Pending = "pending",
+        Available = "available",
+        Deleting = "deleting",
+        Deleted = "deleted",
+        Failed = "failed",
+    }
+}
+
+impl NatGatewayState {
+    /// Whether the gateway is gone or never came up: it holds nothing.
+    pub fn is_over(self) -> bool {
+        matches!(self, NatGatewayState::Deleted | NatGatewayState::Failed)
+    }
+}
+
+crate::text_enum! {
+    /// `VpcEndpointType`.
+    pub enum EndpointType { Gateway = "Gateway", Interface = "Interface" }
+}
+
+crate::text_enum! {
+    /// A VPC endpoint's lifecycle, as AWS's API writes it.
+    pub enum EndpointState {
+        Pending = "pending",
+        Available = "available",
+        Deleting = "deleting",
+        Deleted = "deleted",
+        Failed = "failed",
+    }
+}
+
+impl EndpointState {
+    /// Whether the endpoint answers: from creation until deletion starts.
+    pub fn serves(self) -> bool {
+        matches!(self, EndpointState::Pending | EndpointState::Available)
+    }
+}
+
+crate::text_enum! {
+    /// `Status` of a network interface.
+    pub enum EniStatus { Available = "available", InUse = "in-use" }
+}
+
+crate::text_enum! {
+    /// `InterfaceType`: who made the network interface.
+    pub enum InterfaceType {
+        Interface = "interface",
+        NatGateway = "nat_gateway",
+        VpcEndpoint = "vpc_endpoint",
+    }
+}
+
+crate::text_enum! {
+    /// What traffic a flow log records (`TrafficType`).
+    pub enum TrafficType { Accept = "ACCEPT", Reject = "REJECT", All = "ALL" }
+}
+
+crate::text_enum! {
+    /// Where a flow log delivers (`LogDestinationType`).
+    pub enum LogDestinationType { CloudWatchLogs = "cloud-watch-logs", S3 = "s3" }
+}
+
+crate::text_enum! {
+    /// `Status` of a Reachability Analyzer analysis.
+    pub enum AnalysisStatus { Running = "running", Succeeded = "succeeded", Failed = "failed" }
+}
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Vpc {
     pub id: String,
     pub region: String,
-    pub cidr: String,
+    pub cidr: Cidr,
     pub cidr_association_id: String,
     pub is_default: bool,
-    pub instance_tenancy: String,
+    pub instance_tenancy: Tenancy,
     pub enable_dns_support: bool,
     pub enable_dns_hostnames: bool,
     pub enable_network_address_usage_metrics: bool,
@@ -22,7 +116,7 @@ pub struct Subnet {
     pub id: String,
     pub region: String,
     pub vpc_id: String,
-    pub cidr: String,
+    pub cidr: Cidr,
     pub availability_zone: String,
     pub availability_zone_id: String,
     pub default_for_az: bool,
@@ -34,7 +128,7 @@ pub struct Subnet {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SgPeer {
-    Cidr { cidr: String },
+    Cidr { cidr: Cidr },
     PrefixList { id: String },
     Group { group_id: String, user_id: String },
 }
@@ -42,8 +136,7 @@ pub enum SgPeer {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SgRule {
     pub id: String,
-    /// Normalised protocol: `tcp`, `udp`, `icmp`, `icmpv6` or a number, `-1` for all.
-    pub protocol: String,
+    pub protocol: Protocol,
     pub from_port: Option<i64>,
     pub to_port: Option<i64>,
     pub peer: SgPeer,
@@ -75,9 +168,9 @@ pub struct SecurityGroup {
 pub struct NaclEntry {
     pub rule_number: i64,
     pub egress: bool,
-    pub protocol: String,
+    pub protocol: Protocol,
     pub allow: bool,
-    pub cidr: String,
+    pub cidr: Cidr,
     pub from_port: Option<i64>,
     pub to_port: Option<i64>,
     pub icmp_type: Option<i64>,
@@ -113,11 +206,10 @@ pub enum RouteTarget {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Route {
-    pub destination_cidr: Option<String>,
+    pub destination_cidr: Option<Cidr>,
     pub destination_prefix_list_id: Option<String>,
     pub target: RouteTarget,
-    /// `CreateRouteTable`, `CreateRoute` or `EnableVgwRoutePropagation`, as AWS reports.
-    pub origin: String,
+    pub origin: RouteOrigin,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,14 +240,14 @@ pub struct InternetGateway {
 pub struct AddressAssociation {
     pub association_id: String,
     pub network_interface_id: String,
-    pub private_ip: String,
+    pub private_ip: Ipv4Addr,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Address {
     pub allocation_id: String,
     pub region: String,
-    pub public_ip: String,
+    pub public_ip: Ipv4Addr,
     pub network_border_group: String,
     pub association: Option<AddressAssociation>,
 }
@@ -166,14 +258,12 @@ pub struct NatGateway {
     pub region: String,
     pub vpc_id: String,
     pub subnet_id: String,
-    /// `public` or `private`.
-    pub connectivity_type: String,
+    pub connectivity_type: Connectivity,
     pub allocation_id: Option<String>,
-    pub public_ip: Option<String>,
-    pub private_ip: String,
+    pub public_ip: Option<Ipv4Addr>,
+    pub private_ip: Ipv4Addr,
     pub network_interface_id: String,
-    /// `pending`, `available`, `deleting`, `deleted` or `failed`.
-    pub state: String,
+    pub state: NatGatewayState,
     pub create_time: String,
     pub delete_time: Option<String>,
 }
@@ -184,15 +274,14 @@ pub struct VpcEndpoint {
     pub region: String,
     pub vpc_id: String,
     pub service_name: String,
-    /// `Gateway` or `Interface`.
-    pub endpoint_type: String,
+    pub endpoint_type: EndpointType,
     pub policy_document: Option<String>,
     pub route_table_ids: Vec<String>,
     pub subnet_ids: Vec<String>,
     pub group_ids: Vec<String>,
     pub network_interface_ids: Vec<String>,
     pub private_dns_enabled: bool,
-    pub state: String,
+    pub state: EndpointState,
     pub create_time: String,
 }
 
@@ -211,13 +300,12 @@ pub struct NetworkInterface {
     pub vpc_id: String,
     pub subnet_id: String,
     pub availability_zone: String,
-    pub private_ip: String,
+    pub private_ip: Ipv4Addr,
     pub mac_address: String,
     pub description: String,
     pub group_ids: Vec<String>,
-    /// `available` or `in-use`.
-    pub status: String,
-    pub interface_type: String,
+    pub status: EniStatus,
+    pub interface_type: InterfaceType,
     pub requester_managed: bool,
     pub requester_id: Option<String>,
     pub source_dest_check: bool,
@@ -229,9 +317,8 @@ pub struct FlowLog {
     pub id: String,
     pub region: String,
     pub resource_id: String,
-    pub traffic_type: String,
-    /// `cloud-watch-logs` or `s3`.
-    pub destination_type: String,
+    pub traffic_type: TrafficType,
+    pub destination_type: LogDestinationType,
     pub log_group_name: Option<String>,
     pub log_destination: Option<String>,
     pub deliver_logs_permission_arn: Option<String>,
@@ -264,10 +351,10 @@ pub struct NetworkInsightsPath {
     pub source_arn: String,
     pub destination: Option<String>,
     pub destination_arn: Option<String>,
-    pub source_ip: Option<String>,
-    pub destination_ip: Option<String>,
+    pub source_ip: Option<Ipv4Addr>,
+    pub destination_ip: Option<Ipv4Addr>,
     /// `tcp` or `udp`.
-    pub protocol: String,
+    pub protocol: Protocol,
     pub destination_port: Option<i64>,
     pub client_token: Option<String>,
     /// `FilterAtSource` and `FilterAtDestination` as given (`SourceAddress`,
@@ -287,12 +374,78 @@ pub struct NetworkInsightsAnalysis {
     pub arn: String,
     pub path_id: String,
     pub start_date: String,
-    /// `running`, `succeeded` or `failed`.
-    pub status: String,
+    pub status: AnalysisStatus,
     pub status_message: Option<String>,
     pub network_path_found: Option<bool>,
     pub forward_path_components: serde_json::Value,
     pub return_path_components: serde_json::Value,
     pub explanations: serde_json::Value,
     pub client_token: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Documents as the string-typed model stored them still load, and
+    /// store back to the same text.
+    #[test]
+    fn stored_documents_keep_their_text() {
+        let eni = json!({
+            "id": "eni-1", "region": "us-east-1", "vpc_id": "vpc-1",
+            "subnet_id": "subnet-a", "availability_zone": "us-east-1a",
+            "private_ip": "10.0.1.4", "mac_address": "02:00:00:00:00:01",
+            "description": "", "group_ids": ["sg-1"], "status": "in-use",
+            "interface_type": "nat_gateway", "requester_managed": true,
+            "requester_id": "AWS", "source_dest_check": false, "attachment": null
+        });
+        let parsed: NetworkInterface = serde_json::from_value(eni.clone()).unwrap();
+        assert_eq!(parsed.private_ip, Ipv4Addr::new(10, 0, 1, 4));
+        assert_eq!(parsed.interface_type, InterfaceType::NatGateway);
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), eni);
+
+        let group = json!({
+            "id": "sg-1", "region": "us-east-1", "vpc_id": "vpc-1", "name": "g",
+            "description": "d", "ingress": [{
+                "id": "sgr-1", "protocol": "tcp", "from_port": 22, "to_port": 22,
+                "peer": {"kind": "cidr", "cidr": "10.0.0.0/16"}, "description": null
+            }],
+            "egress": [{
+                "id": "sgr-2", "protocol": "-1", "from_port": null, "to_port": null,
+                "peer": {"kind": "group", "group_id": "sg-1", "user_id": "123456789012"},
+                "description": null
+            }]
+        });
+        let parsed: SecurityGroup = serde_json::from_value(group.clone()).unwrap();
+        assert_eq!(parsed.egress[0].protocol, Protocol::All);
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), group);
+
+        let route = json!({
+            "destination_cidr": "0.0.0.0/0", "destination_prefix_list_id": null,
+            "target": {"kind": "nat_gateway", "id": "nat-1"}, "origin": "CreateRoute"
+        });
+        let parsed: Route = serde_json::from_value(route.clone()).unwrap();
+        assert_eq!(parsed.destination_cidr, Some(Cidr::ANY));
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), route);
+    }
+
+    /// A value the API would never have stored does not load: the store
+    /// refuses to open rather than guess what the rule meant.
+    #[test]
+    fn values_outside_their_type_do_not_load() {
+        let entry = |protocol: &str, cidr: &str| {
+            json!({
+                "rule_number": 100, "egress": false, "protocol": protocol, "allow": true,
+                "cidr": cidr, "from_port": null, "to_port": null,
+                "icmp_type": null, "icmp_code": null
+            })
+        };
+        assert!(serde_json::from_value::<NaclEntry>(entry("tcp", "0.0.0.0/0")).is_ok());
+        assert!(serde_json::from_value::<NaclEntry>(entry("bogus", "0.0.0.0/0")).is_err());
+        assert!(serde_json::from_value::<NaclEntry>(entry("tcp", "10.0.0.0/99")).is_err());
+        let state = |s: &str| serde_json::from_value::<NatGatewayState>(json!(s));
+        assert_eq!(state("deleting").unwrap(), NatGatewayState::Deleting);
+        assert!(state("Deleting").is_err());
+    }
 }

@@ -12,6 +12,7 @@
 
 use cove_model::region;
 use cove_model::services;
+use cove_model::vpc::EndpointType;
 use cove_model::world::World;
 use std::net::Ipv4Addr;
 
@@ -36,7 +37,7 @@ fn endpoint_ips(world: &World, eni_ids: &[String], zone: Option<&str>) -> Vec<Ip
         .iter()
         .filter_map(|id| world.network_interfaces.get(id))
         .filter(|e| zone.is_none_or(|z| e.availability_zone == z))
-        .filter_map(|e| e.private_ip.parse().ok())
+        .map(|e| e.private_ip)
         .collect();
     ips.sort();
     ips
@@ -52,14 +53,11 @@ pub fn resolve(world: &World, vpc_id: &str, name: &str) -> Answer {
     }
     let name = normalize(name);
     let region = vpc.region.as_str();
-    let live = |state: &str| state == "available" || state == "pending";
-
-    for e in world
-        .vpc_endpoints
-        .values()
-        .filter(|e| e.region == region && e.endpoint_type == "Interface" && live(&e.state))
-    {
-        let Some(service) = services::service_for(region, &e.service_name, "Interface") else {
+    for e in world.vpc_endpoints.values().filter(|e| {
+        e.region == region && e.endpoint_type == EndpointType::Interface && e.state.serves()
+    }) {
+        let Some(service) = services::service_for(region, &e.service_name, EndpointType::Interface)
+        else {
             continue;
         };
         if e.vpc_id == vpc_id
@@ -85,11 +83,12 @@ pub fn resolve(world: &World, vpc_id: &str, name: &str) -> Answer {
     }
 
     if vpc.enable_dns_hostnames {
-        let hit = world.network_interfaces.values().find(|e| {
-            e.vpc_id == vpc_id && region::private_dns_name(region, &e.private_ip) == name
-        });
-        if let Some(ip) = hit.and_then(|e| e.private_ip.parse().ok()) {
-            return Answer::Addresses(vec![ip]);
+        let hit = world
+            .network_interfaces
+            .values()
+            .find(|e| e.vpc_id == vpc_id && region::private_dns_name(region, e.private_ip) == name);
+        if let Some(e) = hit {
+            return Answer::Addresses(vec![e.private_ip]);
         }
     }
     Answer::NxDomain
@@ -99,7 +98,7 @@ pub fn resolve(world: &World, vpc_id: &str, name: &str) -> Answer {
 mod tests {
     use super::*;
     use crate::fixtures;
-    use cove_model::vpc::{NetworkInterface, VpcEndpoint};
+    use cove_model::vpc::{EndpointState, NetworkInterface, VpcEndpoint};
 
     const VPC: &str = "vpc-1";
 
@@ -117,7 +116,7 @@ mod tests {
         e.id = format!("eni-{}", ip.replace('.', ""));
         e.subnet_id = subnet.into();
         e.availability_zone = w.subnets.get(subnet).unwrap().availability_zone.clone();
-        e.private_ip = ip.into();
+        e.private_ip = fixtures::ip(ip);
         w.network_interfaces.insert(e.id.clone(), e.clone());
         e.id
     }
@@ -125,7 +124,7 @@ mod tests {
     fn add_vpc(w: &mut World, id: &str, cidr: &str) -> String {
         let mut v = w.vpcs.get(VPC).unwrap().clone();
         v.id = id.into();
-        v.cidr = cidr.into();
+        v.cidr = fixtures::net(cidr);
         w.vpcs.insert(id.into(), v);
         id.into()
     }
@@ -141,19 +140,23 @@ mod tests {
                 region: "us-east-1".into(),
                 vpc_id: VPC.into(),
                 service_name: "com.amazonaws.us-east-1.sts".into(),
-                endpoint_type: "Interface".into(),
+                endpoint_type: EndpointType::Interface,
                 policy_document: None,
                 route_table_ids: vec![],
                 subnet_ids: vec!["subnet-a".into(), "subnet-b".into()],
                 group_ids: vec![],
                 network_interface_ids: vec![a, b],
                 private_dns_enabled: private_dns,
-                state: "available".into(),
+                state: EndpointState::Available,
                 create_time: "2026-01-01T00:00:00Z".into(),
             },
         );
-        let service =
-            services::service_for("us-east-1", "com.amazonaws.us-east-1.sts", "Interface").unwrap();
+        let service = services::service_for(
+            "us-east-1",
+            "com.amazonaws.us-east-1.sts",
+            EndpointType::Interface,
+        )
+        .unwrap();
         let zones = ["us-east-1a".to_string(), "us-east-1b".to_string()];
         let names = services::endpoint_dns_names(&id, &service.base_dns, &zones)
             .into_iter()

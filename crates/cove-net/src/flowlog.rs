@@ -11,6 +11,7 @@
 //! as on AWS.
 
 use cove_model::services;
+use cove_model::vpc::TrafficType;
 use serde_json::Value;
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -45,8 +46,13 @@ impl Action {
     }
 
     /// Whether a flow log with this `TrafficType` records the action.
-    pub fn wanted_by(self, traffic_type: &str) -> bool {
-        traffic_type == "ALL" || traffic_type == self.as_str()
+    pub fn wanted_by(self, traffic_type: TrafficType) -> bool {
+        matches!(
+            (traffic_type, self),
+            (TrafficType::All, _)
+                | (TrafficType::Accept, Action::Accept)
+                | (TrafficType::Reject, Action::Reject)
+        )
     }
 }
 
@@ -122,7 +128,7 @@ pub struct Stream {
 pub struct Subscription {
     pub stream: Stream,
     /// `ACCEPT`, `REJECT` or `ALL` (the union over the flow logs of the stream).
-    pub traffic_types: Vec<String>,
+    pub traffic_types: Vec<TrafficType>,
     pub fields: Vec<String>,
     /// Seconds per aggregation window.
     pub interval: i64,
@@ -216,7 +222,7 @@ impl Aggregator {
                 }
                 for sub in subs
                     .iter()
-                    .filter(|s| s.traffic_types.iter().any(|t| action.wanted_by(t)))
+                    .filter(|s| s.traffic_types.iter().any(|t| action.wanted_by(*t)))
                 {
                     let window = self
                         .windows
@@ -367,7 +373,7 @@ mod tests {
                     log_group: "g".into(),
                     eni: "eni-1".into(),
                 },
-                traffic_types: vec![traffic.into()],
+                traffic_types: vec![traffic.parse().unwrap()],
                 fields: vec![],
                 interval: 60,
                 meta: EniMeta::default(),

@@ -6,8 +6,8 @@
 //! them from a thread that has entered the namespace; the socket keeps it.
 
 use crate::naming;
-use cove_model::cidr::Cidr;
 use cove_model::services;
+use cove_model::vpc::EndpointType;
 use cove_model::world::World;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -80,11 +80,14 @@ pub fn listeners(world: &World, instance: &str) -> Vec<ListenerPlan> {
             )
         })
         .collect();
-    for e in world.vpc_endpoints.values().filter(|e| {
-        e.endpoint_type == "Interface" && (e.state == "available" || e.state == "pending")
-    }) {
+    for e in world
+        .vpc_endpoints
+        .values()
+        .filter(|e| e.endpoint_type == EndpointType::Interface && e.state.serves())
+    {
         let Some(signing) =
-            services::service_for(&e.region, &e.service_name, "Interface").and_then(|s| s.api)
+            services::service_for(&e.region, &e.service_name, EndpointType::Interface)
+                .and_then(|s| s.api)
         else {
             continue;
         };
@@ -93,12 +96,9 @@ pub fn listeners(world: &World, instance: &str) -> Vec<ListenerPlan> {
             .iter()
             .filter_map(|id| world.network_interfaces.get(id))
         {
-            let Ok(ip) = eni.private_ip.parse() else {
-                continue;
-            };
             out.extend(api_pair(
                 naming::eni_netns(instance, &eni.id),
-                ip,
+                eni.private_ip,
                 Some(signing),
                 Some(e.id.clone()),
                 Some(e.vpc_id.clone()),
@@ -106,9 +106,7 @@ pub fn listeners(world: &World, instance: &str) -> Vec<ListenerPlan> {
         }
     }
     for vpc in world.vpcs.values().filter(|v| v.enable_dns_support) {
-        let Ok(cidr) = vpc.cidr.parse::<Cidr>() else {
-            continue;
-        };
+        let cidr = vpc.cidr;
         out.push(ListenerPlan {
             netns: naming::router_netns(instance, &vpc.id),
             addr: SocketAddrV4::new(cidr.nth(2), DNS_PORT),
@@ -125,7 +123,7 @@ pub fn listeners(world: &World, instance: &str) -> Vec<ListenerPlan> {
 mod tests {
     use super::*;
     use crate::fixtures;
-    use cove_model::vpc::VpcEndpoint;
+    use cove_model::vpc::{EndpointState, VpcEndpoint};
 
     #[test]
     fn services_endpoints_and_resolvers() {
@@ -152,14 +150,14 @@ mod tests {
                 region: "us-east-1".into(),
                 vpc_id: "vpc-1".into(),
                 service_name: "com.amazonaws.us-east-1.sagemaker.runtime".into(),
-                endpoint_type: "Interface".into(),
+                endpoint_type: EndpointType::Interface,
                 policy_document: None,
                 route_table_ids: vec![],
                 subnet_ids: vec!["subnet-a".into()],
                 group_ids: vec![],
                 network_interface_ids: vec!["eni-a2".into()],
                 private_dns_enabled: true,
-                state: "available".into(),
+                state: EndpointState::Available,
                 create_time: String::new(),
             },
         );

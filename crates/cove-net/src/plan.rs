@@ -7,6 +7,7 @@
 
 use crate::naming;
 use cove_model::cidr::Cidr;
+use cove_model::protocol::Protocol;
 use cove_model::region;
 use cove_model::vpc::*;
 use cove_model::world::World;
@@ -23,15 +24,17 @@ pub enum Proto {
 }
 
 impl Proto {
-    /// From Cove's normalised protocol strings (`tcp`, `6`, `-1`, `50` …);
-    /// `None` for anything else, which the caller must treat failing closed.
-    pub fn parse(p: &str) -> Option<Proto> {
+    /// What the kernel matches for a rule's protocol; `None` for ICMPv6,
+    /// which only IPv6 carries: Cove's VPCs are IPv4, so such a rule
+    /// matches nothing and is left out.
+    pub fn of_rule(p: Protocol) -> Option<Proto> {
         Some(match p {
-            "-1" | "all" => Proto::All,
-            "tcp" | "6" => Proto::Tcp,
-            "udp" | "17" => Proto::Udp,
-            "icmp" | "1" => Proto::Icmp,
-            other => Proto::Number(other.parse().ok()?),
+            Protocol::All => Proto::All,
+            Protocol::Tcp => Proto::Tcp,
+            Protocol::Udp => Proto::Udp,
+            Protocol::Icmp => Proto::Icmp,
+            Protocol::Icmpv6 => return None,
+            Protocol::Number(n) => Proto::Number(n),
         })
     }
 
@@ -254,12 +257,12 @@ fn icmp_part(v: Option<i64>) -> Option<u8> {
         .map(|x| u8::try_from(x).unwrap_or(u8::MAX))
 }
 
-/// A security-group rule as a match, or `None` when a stored value cannot
-/// be read: groups only allow, so an unreadable rule allows nothing.
+/// A security-group rule as a match, or `None` for one that matches no
+/// IPv4 packet (ICMPv6).
 fn sg_match(rule: &SgRule) -> Option<Match> {
-    let proto = Proto::parse(&rule.protocol)?;
+    let proto = Proto::of_rule(rule.protocol)?;
     let peer = match &rule.peer {
-        SgPeer::Cidr { cidr } => Peer::Cidr(cidr.parse().ok()?),
+        SgPeer::Cidr { cidr } => Peer::Cidr(*cidr),
         SgPeer::Group { group_id, .. } => Peer::Set(naming::group_set(group_id)),
         SgPeer::PrefixList { id } => Peer::Set(naming::prefix_list_set(id)),
     };
@@ -277,16 +280,9 @@ fn sg_match(rule: &SgRule) -> Option<Match> {
     })
 }
 
-/// A network ACL entry, or `None` when a stored value cannot be read. An
-/// unreadable allow entry allows nothing; an unreadable deny entry denies
-/// everything, so the firewall fails closed either way.
+/// A network ACL entry, or `None` for one that matches no IPv4 packet (ICMPv6).
 fn acl_rule(e: &NaclEntry) -> Option<AclRule> {
-    let any = Cidr { base: 0, prefix: 0 };
-    let (proto, cidr) = match (Proto::parse(&e.protocol), e.cidr.parse::<Cidr>()) {
-        (Some(proto), Ok(cidr)) => (proto, cidr),
-        _ if e.allow => return None,
-        _ => (Proto::All, any),
-    };
+    let (proto, cidr) = (Proto::of_rule(e.protocol)?, e.cidr);
     let (ports, icmp_type, icmp_code) = match proto {
         Proto::Tcp | Proto::Udp => (Some((port(e.from_port), port(e.to_port))), None, None),
         Proto::Icmp => (None, icmp_part(e.icmp_type), icmp_part(e.icmp_code)),
@@ -333,13 +329,10 @@ pub fn group_sets<'a>(
 ) -> BTreeMap<String, Vec<Cidr>> {
     let mut members: BTreeMap<&str, Vec<Cidr>> = groups.iter().map(|g| (*g, vec![])).collect();
     for e in enis {
-        let Ok(ip) = e.private_ip.parse::<Ipv4Addr>() else {
-            continue;
-        };
         for g in &e.group_ids {
             if let Some(list) = members.get_mut(g.as_str()) {
                 list.push(Cidr {
-                    base: u32::from(ip),
+                    base: u32::from(e.private_ip),
                     prefix: 32,
                 });
             }
@@ -365,16 +358,16 @@ pub struct EniContext<'a> {
 }
 
 impl EniContext<'_> {
-    /// One ENI's plan, or `None` when it has no subnet of the VPC or no readable address.
+    /// One ENI's plan, or `None` when it has no subnet of the VPC.
     pub fn plan(&self, world: &World, e: &NetworkInterface) -> Option<EniPlan> {
         let (subnet_cidr, _) = self.subnets.get(&e.subnet_id)?;
-        let ip = e.private_ip.parse::<Ipv4Addr>().ok()?;
+        let ip = e.private_ip;
         let groups: Vec<&SecurityGroup> = e
             .group_ids
             .iter()
             .filter_map(|g| world.security_groups.get(g))
             .collect();
-        let nat = e.interface_type == "nat_gateway";
+        let nat = e.interface_type == InterfaceType::NatGateway;
         Some(EniPlan {
             id: e.id.clone(),
             source_check: e.source_dest_check && !nat,
@@ -483,18 +476,14 @@ fn kernel_table_ids<'a>(ids: impl Iterator<Item = &'a str>) -> BTreeMap<&'a str,
 /// The plan for one VPC of Cove instance `instance`, or `None` when the VPC does not exist.
 pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPlan> {
     let vpc = world.vpcs.get(vpc_id)?;
-    let cidr: Cidr = vpc.cidr.parse().ok()?;
+    let cidr = vpc.cidr;
     let subnets: Vec<&Subnet> = world
         .subnets
         .values()
         .filter(|s| s.vpc_id == vpc_id)
         .collect();
 
-    let mut local_addrs: Vec<Ipv4Addr> = subnets
-        .iter()
-        .filter_map(|s| s.cidr.parse::<Cidr>().ok())
-        .map(|c| c.nth(1))
-        .collect();
+    let mut local_addrs: Vec<Ipv4Addr> = subnets.iter().map(|s| s.cidr.nth(1)).collect();
     let dns = cidr.nth(2);
     local_addrs.push(dns);
     local_addrs.sort();
@@ -513,10 +502,7 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
         .collect();
     let mut sets = group_sets(enis.iter().copied(), &groups);
     for (id, _, cidrs) in region::prefix_lists(&vpc.region) {
-        sets.insert(
-            naming::prefix_list_set(&id),
-            cidrs.iter().filter_map(|c| c.parse().ok()).collect(),
-        );
+        sets.insert(naming::prefix_list_set(&id), cidrs);
     }
 
     let mut acls = BTreeMap::new();
@@ -546,12 +532,11 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
     }
     let subnet_map: BTreeMap<String, (Cidr, String)> = subnets
         .iter()
-        .filter_map(|s| {
-            let c: Cidr = s.cidr.parse().ok()?;
-            Some((
+        .map(|s| {
+            (
                 s.id.clone(),
-                (c, subnet_acls.get(&s.id).cloned().unwrap_or_default()),
-            ))
+                (s.cidr, subnet_acls.get(&s.id).cloned().unwrap_or_default()),
+            )
         })
         .collect();
 
@@ -581,7 +566,7 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
             let assoc = a.association.as_ref()?;
             let eni = world.network_interfaces.get(&assoc.network_interface_id)?;
             (eni.vpc_id == vpc_id).then_some(())?;
-            Some((assoc.private_ip.parse().ok()?, a.public_ip.parse().ok()?))
+            Some((assoc.private_ip, a.public_ip))
         })
         .collect();
     public_ips.sort();
@@ -589,7 +574,7 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
     let endpoints: Vec<EndpointPlan> = world
         .vpc_endpoints
         .values()
-        .filter(|e| e.vpc_id == vpc_id && e.endpoint_type == "Gateway")
+        .filter(|e| e.vpc_id == vpc_id && e.endpoint_type == EndpointType::Gateway)
         .map(|e| {
             let (router_ip, region_ip) = link_addresses(&e.id);
             EndpointPlan {
@@ -632,13 +617,11 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
                 world
                     .nat_gateways
                     .get(id)
-                    .filter(|n| n.state == "available")
+                    .filter(|n| n.state == NatGatewayState::Available)
                     .and_then(|n| world.network_interfaces.get(&n.network_interface_id))
-                    .and_then(|e| {
-                        Some(Via::Eni {
-                            link: naming::eni_router_link(&e.id),
-                            ip: e.private_ip.parse().ok()?,
-                        })
+                    .map(|e| Via::Eni {
+                        link: naming::eni_router_link(&e.id),
+                        ip: e.private_ip,
                     })
                     .unwrap_or(Via::Blackhole),
             ),
@@ -646,11 +629,9 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
                 world
                     .network_interfaces
                     .get(id)
-                    .and_then(|e| {
-                        Some(Via::Eni {
-                            link: naming::eni_router_link(&e.id),
-                            ip: e.private_ip.parse().ok()?,
-                        })
+                    .map(|e| Via::Eni {
+                        link: naming::eni_router_link(&e.id),
+                        ip: e.private_ip,
                     })
                     .unwrap_or(Via::Blackhole),
             ),
@@ -689,11 +670,11 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
             };
             // A prefix-list destination becomes one kernel route per CIDR of the list.
             let dests: Vec<Cidr> = match (&r.destination_cidr, &r.destination_prefix_list_id) {
-                (Some(c), _) => c.parse().ok().into_iter().collect(),
+                (Some(c), _) => vec![*c],
                 (None, Some(pl)) => prefix_lists
                     .iter()
                     .filter(|(id, _, _)| id == pl)
-                    .flat_map(|(_, _, cidrs)| cidrs.iter().filter_map(|c| c.parse().ok()))
+                    .flat_map(|(_, _, cidrs)| cidrs.iter().copied())
                     .collect(),
                 (None, None) => vec![],
             };
@@ -786,31 +767,23 @@ mod tests {
     }
 
     #[test]
-    fn stored_values_that_cannot_be_read_fail_closed() {
-        let bad_cidr = rule("tcp", Some(22), Some(22), cidr("10.0.0.0/99"));
-        let bad_proto = rule("bogus", None, None, cidr("0.0.0.0/0"));
-        let open = group("sg-x", vec![bad_cidr, bad_proto], vec![]);
+    fn icmpv6_rules_are_left_out() {
+        let v6 = rule("icmpv6", Some(-1), Some(-1), cidr("0.0.0.0/0"));
+        let open = group("sg-x", vec![v6], vec![]);
         let mut acl = allow_all_acl("acl-d", &["subnet-a", "subnet-b"]);
         acl.entries
-            .push(entry(10, true, "tcp", false, "garbage", Some((9, 9))));
-        acl.entries
-            .push(entry(20, false, "tcp", true, "garbage", Some((9, 9))));
+            .push(entry(10, true, "icmpv6", false, "0.0.0.0/0", None));
         let w = world("", vec![open], [&["sg-x"], &[], &[]], vec![acl]);
         let plan = plan_vpc(&w, "t", "vpc-1").unwrap();
         let a1 = plan.eni_by_ip(ip("10.0.1.4")).unwrap();
         assert!(
             a1.ingress.is_empty(),
-            "unreadable group rules allow nothing"
+            "an ICMPv6 rule admits no IPv4 packet"
         );
         let acl = &plan.acls["acl-d"];
-        let deny = &acl.egress[0];
-        assert_eq!((deny.number, deny.allow), (10, false));
-        assert_eq!(
-            deny.rule.proto,
-            Proto::All,
-            "an unreadable deny denies everything"
+        assert!(
+            acl.egress.iter().all(|r| r.number != 10),
+            "an ICMPv6 deny denies no IPv4 packet"
         );
-        assert_eq!(deny.rule.peer, Peer::Cidr(Cidr { base: 0, prefix: 0 }));
-        assert_eq!(acl.ingress.len(), 1, "the unreadable allow is dropped");
     }
 }

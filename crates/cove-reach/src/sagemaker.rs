@@ -7,13 +7,13 @@
 
 use crate::walk::*;
 use crate::Protocol;
-use cove_model::cidr::Cidr;
 use cove_model::policy::{Decision, Kind as PolicyKind, Policy, RequestContext};
 use cove_model::region;
-use cove_model::vpc::NetworkInterface;
+use cove_model::vpc::{EniStatus, InterfaceType, NetworkInterface};
 use cove_model::world::World;
 use serde::Serialize;
 use serde_json::Value;
+use std::net::Ipv4Addr;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct S3Location {
@@ -227,18 +227,15 @@ pub fn with_planned_eni(
             None => return Err(format!("The security group '{g}' does not exist")),
         }
     }
-    let cidr: Cidr = subnet
-        .cidr
-        .parse()
-        .map_err(|_| format!("{subnet_id} has no valid CIDR"))?;
-    let used: Vec<String> = w
+    let cidr = subnet.cidr;
+    let used: Vec<Ipv4Addr> = w
         .network_interfaces
         .values()
-        .map(|e| e.private_ip.clone())
+        .map(|e| e.private_ip)
         .collect();
     let ip = (4..cidr.size().min(1 << 16) as u32)
         .map(|n| cidr.nth(n))
-        .find(|a| !cidr.is_reserved(*a) && !used.contains(&a.to_string()))
+        .find(|a| !cidr.is_reserved(*a) && !used.contains(a))
         .ok_or_else(|| format!("{subnet_id} has no free address"))?;
     w.network_interfaces.insert(
         id.to_string(),
@@ -248,12 +245,12 @@ pub fn with_planned_eni(
             vpc_id: subnet.vpc_id.clone(),
             subnet_id: subnet.id.clone(),
             availability_zone: subnet.availability_zone.clone(),
-            private_ip: ip.to_string(),
+            private_ip: ip,
             mac_address: String::new(),
             description: format!("{id} (planned)"),
             group_ids: groups.to_vec(),
-            status: "in-use".into(),
-            interface_type: "interface".into(),
+            status: EniStatus::InUse,
+            interface_type: InterfaceType::Interface,
             requester_managed: true,
             requester_id: None,
             source_dest_check: true,

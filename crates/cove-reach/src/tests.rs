@@ -1,6 +1,7 @@
 //! Hand-written topologies, one or more per kind of rule the walk applies.
 
 use crate::*;
+use cove_model::cidr::Cidr;
 use cove_model::fixtures::*;
 use cove_model::vpc::*;
 use cove_model::world::World;
@@ -236,10 +237,10 @@ fn internet_needs_a_route_an_attached_gateway_and_a_public_ip() {
         .unwrap()
         .routes
         .push(Route {
-            destination_cidr: Some("0.0.0.0/0".into()),
+            destination_cidr: Some(Cidr::ANY),
             destination_prefix_list_id: None,
             target: RouteTarget::Gateway("igw-1".into()),
-            origin: "CreateRoute".into(),
+            origin: RouteOrigin::CreateRoute,
         });
     let a = from_a1(&w, internet.clone(), 443);
     assert_eq!(codes(&a), ["IGW_PUBLIC_IP_ASSOCIATION_FOR_EGRESS"]);
@@ -342,7 +343,7 @@ fn a_nat_gateway_forwards_with_its_own_address_subnet_and_routes() {
     assert!(codes(&a).contains(&"IGW_PUBLIC_IP_ASSOCIATION_FOR_EGRESS"));
 
     // A NAT gateway that is not available is a blackhole.
-    w.nat_gateways.get_mut("nat-1").unwrap().state = "deleting".into();
+    w.nat_gateways.get_mut("nat-1").unwrap().state = NatGatewayState::Deleting;
     let a = from_a1(&w, internet, 443);
     assert_eq!(codes(&a), ["BAD_STATE_ROUTE"]);
 }
@@ -653,26 +654,16 @@ mod sagemaker_checks {
 }
 
 #[test]
-fn stored_values_that_cannot_be_read_fail_closed_as_in_the_data_plane() {
-    // A group rule with an unreadable CIDR or protocol allows nothing.
-    for bad in [
-        rule("tcp", Some(22), Some(22), cidr("10.0.0.0/99")),
-        rule("bogus", None, None, cidr("0.0.0.0/0")),
-    ] {
-        let mut w = open_world();
-        w.security_groups.get_mut("sg-open").unwrap().ingress = vec![bad];
-        assert!(!from_a1(&w, eni("eni-b1"), 22).found);
-    }
-    // An unreadable ACL deny entry denies everything; an unreadable allow allows nothing.
+fn icmpv6_rules_match_no_ipv4_traffic_as_in_the_data_plane() {
+    // A group rule for ICMPv6 with every type admits nothing IPv4 carries.
+    let mut w = open_world();
+    w.security_groups.get_mut("sg-open").unwrap().ingress =
+        vec![rule("icmpv6", Some(-1), Some(-1), cidr("0.0.0.0/0"))];
+    assert!(!from_a1(&w, eni("eni-b1"), 22).found);
+    // An ICMPv6 deny entry before the allow-all denies nothing.
     let mut w = open_world();
     let acl = w.network_acls.get_mut("acl-default").unwrap();
     acl.entries
-        .push(entry(50, true, "tcp", false, "not-a-cidr", Some((9, 9))));
-    assert!(!from_a1(&w, eni("eni-b1"), 22).found);
-    let mut w = open_world();
-    let acl = w.network_acls.get_mut("acl-default").unwrap();
-    acl.entries.retain(|e| !e.egress);
-    acl.entries
-        .push(entry(50, true, "tcp", true, "not-a-cidr", Some((22, 22))));
-    assert!(!from_a1(&w, eni("eni-b1"), 22).found);
+        .push(entry(50, true, "icmpv6", false, "0.0.0.0/0", None));
+    assert!(from_a1(&w, eni("eni-b1"), 22).found);
 }

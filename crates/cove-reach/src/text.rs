@@ -3,6 +3,7 @@
 //! blocking setting with what to change.
 
 use crate::walk::*;
+use cove_model::protocol::Protocol as RuleProtocol;
 use cove_model::vpc::{RouteTarget, SgPeer};
 use std::fmt::Write;
 
@@ -14,17 +15,17 @@ fn ports(p: Option<(i64, i64)>) -> String {
     }
 }
 
-fn protocol(p: &str) -> &str {
+fn protocol(p: RuleProtocol) -> String {
     match p {
-        "-1" => "all traffic",
-        other => other,
+        RuleProtocol::All => "all traffic".into(),
+        other => other.to_string(),
     }
 }
 
 fn hop_detail(h: &Hop) -> String {
     if let Some(r) = &h.sg_rule {
         let peer = match &r.peer {
-            SgPeer::Cidr { cidr } => cidr.clone(),
+            SgPeer::Cidr { cidr } => cidr.to_string(),
             SgPeer::PrefixList { id } => format!("prefix list {id}"),
             SgPeer::Group { group_id, .. } => format!("members of {group_id}"),
         };
@@ -37,7 +38,7 @@ fn hop_detail(h: &Hop) -> String {
             "{} rule {}: {}{} {way} {peer}",
             r.direction,
             r.rule_id,
-            protocol(&r.protocol),
+            protocol(r.protocol),
             ports(r.ports)
         );
     }
@@ -51,18 +52,14 @@ fn hop_detail(h: &Hop) -> String {
             "{} entry {number}: {} {}{} {} {}",
             if r.egress { "outbound" } else { "inbound" },
             if r.allow { "allow" } else { "deny" },
-            protocol(&r.protocol),
+            protocol(r.protocol),
             ports(r.ports),
             if r.egress { "to" } else { "from" },
             r.cidr
         );
     }
     if let Some(r) = &h.route {
-        let dest = r
-            .destination_cidr
-            .clone()
-            .or(r.destination_prefix_list.clone())
-            .unwrap_or_default();
+        let dest = r.destination();
         let target = match &r.target {
             RouteTarget::Local => "local".to_string(),
             RouteTarget::Gateway(id)

@@ -4,6 +4,7 @@
 //! readings of the same configuration).
 
 use cove_model::cidr::Cidr;
+use cove_model::protocol::Protocol as RuleProtocol;
 use cove_model::region;
 use cove_model::vpc::{NaclEntry, SecurityGroup, SgPeer, SgRule};
 use cove_model::world::World;
@@ -110,23 +111,6 @@ impl Packet {
     }
 }
 
-/// A rule's protocol: `Some(None)` is every protocol (`-1`), `None` a
-/// value that cannot be read (which the data plane fails closed on).
-fn rule_protocol(p: &str) -> Option<Option<u8>> {
-    Some(match p {
-        "-1" | "all" => None,
-        "tcp" | "6" => Some(6),
-        "udp" | "17" => Some(17),
-        "icmp" | "1" => Some(1),
-        other => Some(other.parse().ok()?),
-    })
-}
-
-/// Whether a rule's stored protocol and CIDR can be read at all.
-fn readable(protocol: &str, cidr: Option<&str>) -> bool {
-    rule_protocol(protocol).is_some() && cidr.is_none_or(|c| c.parse::<Cidr>().is_ok())
-}
-
 fn port_of(v: Option<i64>) -> u16 {
     // Negative ports read as 0, ports above 65535 as 65535.
     u16::try_from(v.unwrap_or(0).max(0)).unwrap_or(u16::MAX)
@@ -140,14 +124,19 @@ fn icmp_field_matches(rule: Option<i64>, value: u8) -> bool {
     }
 }
 
-/// Whether a rule's protocol and ports (or ICMP type and code) match a packet.
+/// Whether a rule's protocol and ports (or ICMP type and code) match a
+/// packet. An ICMPv6 rule matches no packet: only IPv6 carries ICMPv6, and
+/// Cove's VPCs carry IPv4 (the data plane leaves such rules out too).
 fn traffic_matches(
-    protocol: &str,
+    protocol: RuleProtocol,
     ports: (Option<i64>, Option<i64>),
     icmp: (Option<i64>, Option<i64>),
     p: &Packet,
 ) -> bool {
-    let Some(Some(number)) = rule_protocol(protocol) else {
+    if protocol == RuleProtocol::Icmpv6 {
+        return false;
+    }
+    let Some(number) = protocol.number() else {
         return true;
     };
     if number != p.protocol.number() {
@@ -163,12 +152,6 @@ fn traffic_matches(
     }
 }
 
-/// A CIDR as read where the caller has checked it is [`readable`] (or a
-/// subnet's, which the API validated); one that does not parse is `0.0.0.0/0`.
-pub fn rule_cidr(s: &str) -> Cidr {
-    s.parse().unwrap_or(Cidr { base: 0, prefix: 0 })
-}
-
 pub fn sg_rule_matches(
     world: &World,
     vpc_id: &str,
@@ -176,17 +159,9 @@ pub fn sg_rule_matches(
     p: &Packet,
     peer: Ipv4Addr,
 ) -> bool {
-    // Groups only allow: a rule that cannot be read allows nothing, as in the data plane.
-    let cidr = match &rule.peer {
-        SgPeer::Cidr { cidr } => Some(cidr.as_str()),
-        _ => None,
-    };
-    if !readable(&rule.protocol, cidr) {
-        return false;
-    }
     // For a security group rule, ICMP type and code are in FromPort and ToPort.
     let icmp = (rule.from_port, rule.to_port);
-    traffic_matches(&rule.protocol, (rule.from_port, rule.to_port), icmp, p)
+    traffic_matches(rule.protocol, (rule.from_port, rule.to_port), icmp, p)
         && sg_peer_contains(world, vpc_id, &rule.peer, peer)
 }
 
@@ -194,7 +169,7 @@ pub fn sg_rule_matches(
 /// or the private address of an ENI of this VPC in the referenced group.
 pub fn sg_peer_contains(world: &World, vpc_id: &str, peer: &SgPeer, ip: Ipv4Addr) -> bool {
     match peer {
-        SgPeer::Cidr { cidr } => rule_cidr(cidr).contains_addr(ip),
+        SgPeer::Cidr { cidr } => cidr.contains_addr(ip),
         SgPeer::PrefixList { id } => prefix_list_contains(world, vpc_id, id, ip),
         SgPeer::Group { group_id, .. } => group_has_member(world, vpc_id, group_id, ip),
     }
@@ -202,9 +177,7 @@ pub fn sg_peer_contains(world: &World, vpc_id: &str, peer: &SgPeer, ip: Ipv4Addr
 
 pub fn group_has_member(world: &World, vpc_id: &str, group_id: &str, ip: Ipv4Addr) -> bool {
     world.network_interfaces.values().any(|e| {
-        e.vpc_id == vpc_id
-            && e.group_ids.iter().any(|g| g == group_id)
-            && e.private_ip.parse::<Ipv4Addr>().ok() == Some(ip)
+        e.vpc_id == vpc_id && e.group_ids.iter().any(|g| g == group_id) && e.private_ip == ip
     })
 }
 
@@ -217,7 +190,7 @@ pub fn prefix_list_cidrs(world: &World, vpc_id: &str, id: &str) -> Vec<Cidr> {
     region::prefix_lists(&region)
         .into_iter()
         .filter(|(pl, _, _)| pl == id)
-        .flat_map(|(_, _, cidrs)| cidrs.into_iter().filter_map(|c| c.parse().ok()))
+        .flat_map(|(_, _, cidrs)| cidrs)
         .collect()
 }
 
@@ -228,18 +201,13 @@ fn prefix_list_contains(world: &World, vpc_id: &str, id: &str, ip: Ipv4Addr) -> 
 }
 
 pub fn acl_entry_matches(e: &NaclEntry, p: &Packet) -> bool {
-    // An entry that cannot be read fails closed, as in the data plane: an
-    // allow matches nothing, a deny matches everything.
-    if !readable(&e.protocol, Some(&e.cidr)) {
-        return !e.allow;
-    }
     let peer = if e.egress { p.dst } else { p.src };
     traffic_matches(
-        &e.protocol,
+        e.protocol,
         (e.from_port, e.to_port),
         (e.icmp_type, e.icmp_code),
         p,
-    ) && rule_cidr(&e.cidr).contains_addr(peer)
+    ) && e.cidr.contains_addr(peer)
 }
 
 /// The first rule of any of the groups that admits the packet, in the groups' order.
@@ -266,5 +234,6 @@ pub fn is_rfc1918(ip: Ipv4Addr) -> bool {
 }
 
 pub fn is_rfc6598(ip: Ipv4Addr) -> bool {
-    rule_cidr("100.64.0.0/10").contains_addr(ip)
+    const SHARED: Cidr = Cidr::from_octets([100, 64, 0, 0], 10);
+    SHARED.contains_addr(ip)
 }

@@ -12,6 +12,7 @@
 
 use crate::traffic::*;
 use cove_model::cidr::Cidr;
+use cove_model::protocol::Protocol as RuleProtocol;
 use cove_model::region;
 use cove_model::vpc::*;
 use cove_model::world::World;
@@ -94,7 +95,7 @@ pub struct SgRuleHit {
     pub rule_id: String,
     /// `ingress` or `egress`.
     pub direction: &'static str,
-    pub protocol: String,
+    pub protocol: RuleProtocol,
     pub ports: Option<(i64, i64)>,
     pub peer: SgPeer,
 }
@@ -106,8 +107,8 @@ pub struct AclRuleHit {
     pub number: i64,
     pub egress: bool,
     pub allow: bool,
-    pub protocol: String,
-    pub cidr: String,
+    pub protocol: RuleProtocol,
+    pub cidr: Cidr,
     pub ports: Option<(i64, i64)>,
 }
 
@@ -115,12 +116,23 @@ pub struct AclRuleHit {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RouteHit {
     pub table_id: String,
-    pub destination_cidr: Option<String>,
+    pub destination_cidr: Option<Cidr>,
     pub destination_prefix_list: Option<String>,
     pub target: RouteTarget,
     /// `active`, or `blackhole` when its target is gone or not usable.
     pub state: &'static str,
-    pub origin: String,
+    pub origin: RouteOrigin,
+}
+
+impl RouteHit {
+    /// The route's destination: its CIDR or its prefix list.
+    pub fn destination(&self) -> String {
+        match (&self.destination_cidr, &self.destination_prefix_list) {
+            (Some(c), _) => c.to_string(),
+            (None, Some(pl)) => pl.clone(),
+            (None, None) => String::new(),
+        }
+    }
 }
 
 /// One component a packet crosses, with what admitted it there.
@@ -275,15 +287,11 @@ fn node<'w>(world: &'w World, eni: &str) -> Result<Node<'w>, QueryError> {
         .subnets
         .get(&e.subnet_id)
         .ok_or_else(|| QueryError(format!("The subnet '{}' does not exist", e.subnet_id)))?;
-    let ip = e
-        .private_ip
-        .parse()
-        .map_err(|_| QueryError(format!("{eni} has no IPv4 address")))?;
     Ok(Node {
         eni: e,
-        ip,
+        ip: e.private_ip,
         subnet,
-        firewalled: e.interface_type != "nat_gateway",
+        firewalled: e.interface_type != InterfaceType::NatGateway,
     })
 }
 
@@ -291,11 +299,11 @@ fn eni_by_ip<'w>(world: &'w World, vpc_id: &str, ip: Ipv4Addr) -> Option<&'w Net
     world
         .network_interfaces
         .values()
-        .find(|e| e.vpc_id == vpc_id && e.private_ip.parse::<Ipv4Addr>().ok() == Some(ip))
+        .find(|e| e.vpc_id == vpc_id && e.private_ip == ip)
 }
 
 fn vpc_cidr(world: &World, vpc_id: &str) -> Option<Cidr> {
-    world.vpcs.get(vpc_id).and_then(|v| v.cidr.parse().ok())
+    world.vpcs.get(vpc_id).map(|v| v.cidr)
 }
 
 /// The Elastic IP mapped to a private address of the VPC.
@@ -303,8 +311,7 @@ pub fn public_ip(world: &World, vpc_id: &str, private: Ipv4Addr) -> Option<Ipv4A
     world.addresses.values().find_map(|a| {
         let assoc = a.association.as_ref()?;
         let eni = world.network_interfaces.get(&assoc.network_interface_id)?;
-        (eni.vpc_id == vpc_id && assoc.private_ip.parse::<Ipv4Addr>().ok() == Some(private))
-            .then(|| a.public_ip.parse().ok())?
+        (eni.vpc_id == vpc_id && assoc.private_ip == private).then_some(a.public_ip)
     })
 }
 
@@ -328,8 +335,10 @@ fn acl_of<'w>(world: &'w World, subnet: &Subnet) -> Option<&'w NetworkAcl> {
         .find(|a| a.associations.iter().any(|x| x.subnet_id == subnet.id))
 }
 
-fn ports(protocol: &str, from: Option<i64>, to: Option<i64>) -> Option<(i64, i64)> {
-    matches!(protocol, "tcp" | "udp" | "6" | "17").then(|| (from.unwrap_or(0), to.unwrap_or(0)))
+fn ports(protocol: RuleProtocol, from: Option<i64>, to: Option<i64>) -> Option<(i64, i64)> {
+    protocol
+        .has_ports()
+        .then(|| (from.unwrap_or(0), to.unwrap_or(0)))
 }
 
 /// A packet as the CLI prints it (`TCP 10.0.1.4:40000 -> 10.0.2.4:5432`).
@@ -424,8 +433,8 @@ impl<'w> Walk<'w> {
                     group_id: g.id.clone(),
                     rule_id: r.id.clone(),
                     direction,
-                    protocol: r.protocol.clone(),
-                    ports: ports(&r.protocol, r.from_port, r.to_port),
+                    protocol: r.protocol,
+                    ports: ports(r.protocol, r.from_port, r.to_port),
                     peer: r.peer.clone(),
                 });
                 self.hop(false, h);
@@ -462,7 +471,7 @@ impl<'w> Walk<'w> {
     /// The ACL of `subnet` for a packet leaving (egress) or entering it; not
     /// crossed when the packet's other end is inside the subnet.
     fn acl(&mut self, subnet: &'w Subnet, p: &Packet, egress: bool, on_return: bool) {
-        let cidr = rule_cidr(&subnet.cidr);
+        let cidr = subnet.cidr;
         let other_end = if egress { p.dst } else { p.src };
         if cidr.contains_addr(other_end) {
             return;
@@ -480,17 +489,17 @@ impl<'w> Walk<'w> {
                 number: e.rule_number,
                 egress,
                 allow: e.allow,
-                protocol: e.protocol.clone(),
-                cidr: e.cidr.clone(),
-                ports: ports(&e.protocol, e.from_port, e.to_port),
+                protocol: e.protocol,
+                cidr: e.cidr,
+                ports: ports(e.protocol, e.from_port, e.to_port),
             },
             None => AclRuleHit {
                 acl_id: acl.id.clone(),
                 number: 32767,
                 egress,
                 allow: false,
-                protocol: "-1".into(),
-                cidr: "0.0.0.0/0".into(),
+                protocol: RuleProtocol::All,
+                cidr: Cidr::ANY,
                 ports: None,
             },
         };
@@ -566,10 +575,8 @@ impl<'w> Walk<'w> {
             }
             let (prefix, static_route) = match (&r.destination_cidr, &r.destination_prefix_list_id)
             {
-                (Some(c), _) => match c.parse::<Cidr>() {
-                    Ok(c) if c.contains_addr(dst) => (c.prefix, true),
-                    _ => continue,
-                },
+                (Some(c), _) if c.contains_addr(dst) => (c.prefix, true),
+                (Some(_), _) => continue,
                 (None, Some(pl)) => {
                     match prefix_list_cidrs(self.world, vpc_id, pl)
                         .iter()
@@ -605,7 +612,7 @@ impl<'w> Walk<'w> {
             }
             RouteTarget::NatGateway(id) => match w.nat_gateways.get(id) {
                 Some(n)
-                    if n.state == "available"
+                    if n.state == NatGatewayState::Available
                         && w.network_interfaces.contains_key(&n.network_interface_id) =>
                 {
                     Via::Nat(id.clone())
@@ -613,7 +620,9 @@ impl<'w> Walk<'w> {
                 _ => Via::Blackhole,
             },
             RouteTarget::VpcEndpoint(id) => match w.vpc_endpoints.get(id) {
-                Some(e) if e.endpoint_type == "Gateway" => Via::GatewayEndpoint(id.clone()),
+                Some(e) if e.endpoint_type == EndpointType::Gateway => {
+                    Via::GatewayEndpoint(id.clone())
+                }
                 _ => Via::Blackhole,
             },
             RouteTarget::NetworkInterface(id) => {
@@ -626,7 +635,7 @@ impl<'w> Walk<'w> {
         };
         let hit = RouteHit {
             table_id: table.id.clone(),
-            destination_cidr: r.destination_cidr.clone(),
+            destination_cidr: r.destination_cidr,
             destination_prefix_list: r.destination_prefix_list_id.clone(),
             target: r.target.clone(),
             state: if via == Via::Blackhole {
@@ -634,7 +643,7 @@ impl<'w> Walk<'w> {
             } else {
                 "active"
             },
-            origin: r.origin.clone(),
+            origin: r.origin,
         };
         (Some(table), Some((hit, via)))
     }
@@ -650,11 +659,11 @@ impl<'w> Walk<'w> {
         if let Some(table) = route_table_of(self.world, subnet) {
             let hit = RouteHit {
                 table_id: table.id.clone(),
-                destination_cidr: Some(vpc_cidr.to_string()),
+                destination_cidr: Some(vpc_cidr),
                 destination_prefix_list: None,
                 target: RouteTarget::Local,
                 state: "active",
-                origin: "CreateRouteTable".into(),
+                origin: RouteOrigin::CreateRouteTable,
             };
             self.route_hop(table, Some(hit), false);
         }
@@ -717,7 +726,7 @@ impl<'w> Walk<'w> {
                 let fix = format!(
                     "the route of {} to {} leads to {}, which does not exist or is not usable (deleted, detached or not available): replace the route",
                     table.id,
-                    hit.destination_cidr.clone().or(hit.destination_prefix_list.clone()).unwrap_or_default(),
+                    hit.destination(),
                     target_id(&hit.target)
                 );
                 let mut e = self.blank(
@@ -975,7 +984,7 @@ fn resolve<'w>(world: &'w World, q: &Query) -> Result<Plan<'w>, QueryError> {
                     let e = world.vpc_endpoints.get(id).ok_or_else(|| {
                         QueryError(format!("The VPC endpoint '{id}' does not exist"))
                     })?;
-                    if e.endpoint_type == "Gateway" {
+                    if e.endpoint_type == EndpointType::Gateway {
                         let region = world
                             .vpcs
                             .get(&e.vpc_id)
@@ -1034,7 +1043,7 @@ fn resolve<'w>(world: &'w World, q: &Query) -> Result<Plan<'w>, QueryError> {
                 Target::Eni(d) => node(world, d)?,
                 Target::Address(a) => {
                     let owner = world.addresses.values().find_map(|x| {
-                        (x.public_ip.parse::<Ipv4Addr>().ok() == Some(*a)).then(|| {
+                        (x.public_ip == *a).then(|| {
                             x.association
                                 .as_ref()
                                 .map(|s| s.network_interface_id.clone())

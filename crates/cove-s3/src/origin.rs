@@ -58,7 +58,7 @@ pub fn s3_origin(world: &World, peer: IpAddr, interface_endpoint: Option<&str>) 
         .vpc_endpoints
         .values()
         .find(|e| {
-            e.endpoint_type == "Gateway"
+            e.endpoint_type == cove_model::vpc::EndpointType::Gateway
                 && is_s3_endpoint(&e.service_name)
                 && cove_net::plan::link_addresses(&e.id).0 == v4
         })
@@ -83,14 +83,14 @@ mod tests {
             region: "us-east-1".into(),
             vpc_id: "vpc-1".into(),
             service_name: service.into(),
-            endpoint_type: kind.into(),
+            endpoint_type: kind.parse().unwrap(),
             policy_document: policy.map(str::to_string),
             route_table_ids: vec![],
             subnet_ids: vec![],
             group_ids: vec![],
             network_interface_ids: vec![],
             private_dns_enabled: false,
-            state: "available".into(),
+            state: cove_model::vpc::EndpointState::Available,
             create_time: String::new(),
         }
     }

@@ -824,7 +824,7 @@ fn create_nfs_groups(
     let (inbound, outbound) = (cove_model::ids::new_id("sg"), cove_model::ids::new_id("sg"));
     let nfs = |peer: &str| cove_model::vpc::SgRule {
         id: cove_model::ids::new_id("sgr"),
-        protocol: "tcp".into(),
+        protocol: cove_model::protocol::Protocol::Tcp,
         from_port: Some(2049),
         to_port: Some(2049),
         peer: cove_model::vpc::SgPeer::Group {

@@ -8,7 +8,7 @@
 
 use cove_dataplane::Backend;
 use cove_logs::LogsService;
-use cove_model::vpc::FlowLog;
+use cove_model::vpc::{FlowLog, LogDestinationType};
 use cove_model::world::World;
 use cove_net::flowlog::{format_record, Action, Aggregator, EniMeta, Stream, Subscription};
 use cove_net::{naming, nft};
@@ -39,9 +39,9 @@ fn subscriptions(world: &World, s: &Settings) -> BTreeMap<String, Vec<Subscripti
     logs.sort_by(|a, b| a.id.cmp(&b.id));
     for f in logs {
         // A stream's "group" is the log group, or the S3 destination's ARN.
-        let group = match f.destination_type.as_str() {
-            "s3" => f.log_destination.as_ref(),
-            _ => f.log_group_name.as_ref(),
+        let group = match f.destination_type {
+            LogDestinationType::S3 => f.log_destination.as_ref(),
+            LogDestinationType::CloudWatchLogs => f.log_group_name.as_ref(),
         };
         let Some(group) = group else {
             continue;
@@ -71,11 +71,11 @@ fn subscriptions(world: &World, s: &Settings) -> BTreeMap<String, Vec<Subscripti
                             .map(|x| x.availability_zone_id.clone())
                             .unwrap_or_default(),
                         region: eni.region.clone(),
-                        ip: eni.private_ip.parse().ok(),
+                        ip: Some(eni.private_ip),
                     },
                 });
             // Flow logs sharing a group share the stream: it captures the union.
-            sub.traffic_types.push(f.traffic_type.clone());
+            sub.traffic_types.push(f.traffic_type);
             sub.interval = sub.interval.min(interval);
         }
     }

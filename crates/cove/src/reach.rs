@@ -2,6 +2,7 @@
 //! read from the data directory of a `cove serve` (its store, opened
 //! read-only beside the running server) with `cove-reach`.
 
+use cove_model::vpc::EndpointType;
 use cove_model::world::World;
 use cove_reach::sagemaker::{
     check_job, s3_policy_problems, with_planned_eni, Check, JobNetwork, S3Location,
@@ -110,9 +111,9 @@ fn target_of(world: &World, source: &Source, to: &str) -> anyhow::Result<Target>
         .ok_or_else(|| anyhow::anyhow!("{to}: not an id, an address, `internet` or a service (s3, sts, logs, ec2, api.sagemaker, runtime.sagemaker)"))?;
     let private = world.vpc_endpoints.values().find(|v| {
         v.vpc_id == e.vpc_id
-            && v.endpoint_type == "Interface"
+            && v.endpoint_type == EndpointType::Interface
             && v.private_dns_enabled
-            && cove_model::services::service_for(&region, &v.service_name, "Interface")
+            && cove_model::services::service_for(&region, &v.service_name, EndpointType::Interface)
                 .is_some_and(|s| s.api == Some(host.api) && s.private_dns.is_some())
     });
     Ok(match private {

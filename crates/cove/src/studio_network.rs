@@ -7,6 +7,7 @@
 //! `cove_ec2::ensure_service_network`.
 
 use cove_ec2::ServiceNetwork;
+use cove_model::cidr::Cidr;
 use cove_model::AwsResult;
 use cove_store::Tx;
 
@@ -14,8 +15,8 @@ const OWNER: &str = "sagemaker-studio";
 
 const SPEC: ServiceNetwork<'static> = ServiceNetwork {
     owner: OWNER,
-    vpc_cidr: "10.255.0.0/16",
-    subnet_cidr: "10.255.0.0/20",
+    vpc_cidr: Cidr::from_octets([10, 255, 0, 0], 16),
+    subnet_cidr: Cidr::from_octets([10, 255, 0, 0], 20),
     group_name: "sagemaker-studio-apps",
     group_description: "Studio apps in Cove's managed network: all traffic out, nothing in",
     display_name: "SageMaker Studio (Cove-managed)",
