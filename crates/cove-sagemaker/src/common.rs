@@ -5,6 +5,7 @@ use crate::requests::*;
 use cove_model::jobs::JobKind;
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
+use cove_shapes::time_of;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeSet;
 
@@ -175,21 +176,6 @@ pub fn seconds_between(start: &str, end: &str) -> i64 {
     match (parse(start), parse(end)) {
         (Some(a), Some(b)) => (b - a).whole_seconds().max(1),
         _ => 1,
-    }
-}
-
-pub(crate) fn time_of(v: &Value) -> Option<time::OffsetDateTime> {
-    match v {
-        Value::Number(n) => n.as_f64().and_then(|f| {
-            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(
-                cove_model::convert::f64_to_i64((f * 1e9).round()),
-            ))
-            .ok()
-        }),
-        Value::String(s) => {
-            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
-        }
-        _ => None,
     }
 }
 
