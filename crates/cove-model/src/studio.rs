@@ -3,8 +3,8 @@
 //! profile; an app is a process on an ENI in the domain's network, driven
 //! by the Studio supervisor from the phase kept here.
 
+use cove_shapes::sagemaker::{CreateAppRequest, CreateDomainRequest, CreateUserProfileRequest};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// A Studio domain (`domain/<d-…>`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -16,7 +16,7 @@ pub struct StudioDomain {
     pub region: String,
     pub account_id: String,
     /// The Create request, with updates applied.
-    pub request: Value,
+    pub request: CreateDomainRequest,
     /// `Pending`, `InService`, `Updating`, `Deleting`, `Failed`.
     pub status: String,
     pub creation_time: String,
@@ -43,7 +43,7 @@ pub struct UserProfile {
     pub name: String,
     pub arn: String,
     pub region: String,
-    pub request: Value,
+    pub request: CreateUserProfileRequest,
     /// `InService`, `Deleting`.
     pub status: String,
     pub creation_time: String,
@@ -82,7 +82,7 @@ pub struct StudioApp {
     pub arn: String,
     pub region: String,
     pub account_id: String,
-    pub request: Value,
+    pub request: CreateAppRequest,
     /// `Pending`, `InService`, `Deleting`, `Deleted`, `Failed`.
     pub status: String,
     pub failure_reason: Option<String>,
