@@ -220,18 +220,25 @@ fn endpoint_configuration(step: &BenchmarkStep) -> Value {
 pub fn describe(store: &Store, name: &str) -> AwsResult<Value> {
     let world = store.snapshot();
     let j = find(&world, name)?;
-    let request = crate::common::echoed(&j.request);
+    let r = &j.request;
     let mut out = Map::new();
-    for field in [
-        "JobName",
-        "JobDescription",
-        "JobType",
-        "RoleArn",
-        "InputConfig",
-        "StoppingConditions",
+    // The request's members Describe echoes (absent ones stay absent).
+    for (field, v) in [
+        ("JobName", Some(json!(r.job_name))),
+        (
+            "JobDescription",
+            r.job_description.as_ref().map(|v| json!(v)),
+        ),
+        ("JobType", Some(json!(r.job_type))),
+        ("RoleArn", Some(json!(r.role_arn))),
+        ("InputConfig", Some(json!(r.input_config))),
+        (
+            "StoppingConditions",
+            r.stopping_conditions.as_ref().map(|v| json!(v)),
+        ),
     ] {
-        if let Some(v) = request.get(field) {
-            out.insert(field.into(), v.clone());
+        if let Some(v) = v {
+            out.insert(field.into(), v);
         }
     }
     out.insert("JobArn".into(), json!(j.arn));
