@@ -936,7 +936,7 @@ fn transform_deployment(j: &TransformJob) -> Result<Deployment, Failure> {
     Ok(Deployment {
         vpc: j.model.vpc_config.clone(),
         isolated: j.model.enable_network_isolation.unwrap_or(false),
-        model: j.model.clone(),
+        model: (*j.model).clone(),
         variant: "AllTraffic".into(),
         instance_type: j.request.transform_resources.instance_type.clone(),
         health_timeout: DEFAULT_HEALTH_CHECK_TIMEOUT,

@@ -262,7 +262,7 @@ impl Recommendation {
         let create = |operation, request| {
             definitions::create(&self.store, &internal_context(j, operation), request)
         };
-        let made = create("CreateModel", NewDefinition::Model(Box::new(model)))
+        let made = create("CreateModel", NewDefinition::Model(model))
             .and_then(|_| {
                 let config = CreateEndpointConfigInput {
                     endpoint_config_name: name.clone(),

@@ -104,7 +104,7 @@ pub struct SageMakerEndpoint {
     pub delete_requested: bool,
     /// The validated Create request (its `DeploymentConfig` as the last
     /// `UpdateEndpoint` gave it, tags).
-    pub request: CreateEndpointInput,
+    pub request: Box<CreateEndpointInput>,
 }
 
 impl SageMakerEndpoint {
@@ -201,7 +201,7 @@ mod tests {
                 instance("i-4", "A", "old", InstanceState::Retiring),
             ],
             delete_requested: false,
-            request: CreateEndpointInput::default(),
+            request: Box::default(),
         };
         let serving = e.serving();
         assert_eq!(serving.len(), 1);
@@ -234,9 +234,9 @@ pub struct TransformJob {
     pub region: String,
     pub account_id: String,
     /// The validated Create request.
-    pub request: CreateTransformJobRequest,
+    pub request: Box<CreateTransformJobRequest>,
     /// The model's Create request as it was when the job was created.
-    pub model: CreateModelInput,
+    pub model: Box<CreateModelInput>,
     /// `InProgress`, `Completed`, `Failed`, `Stopping`, `Stopped`.
     pub status: String,
     pub failure_reason: Option<String>,

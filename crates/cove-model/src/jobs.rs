@@ -312,7 +312,7 @@ pub struct CompilationJob {
     pub region: String,
     pub account_id: String,
     /// The validated Create request.
-    pub request: CreateCompilationJobRequest,
+    pub request: Box<CreateCompilationJobRequest>,
     /// `STARTING`, `INPROGRESS`, `COMPLETED`, `FAILED`, `STOPPING`, `STOPPED`.
     pub status: String,
     pub failure_reason: Option<String>,
@@ -392,9 +392,9 @@ pub struct RecommendationJob {
     pub region: String,
     pub account_id: String,
     /// The validated Create request.
-    pub request: CreateInferenceRecommendationsJobRequest,
+    pub request: Box<CreateInferenceRecommendationsJobRequest>,
     /// The model's Create request when the job was created.
-    pub model: CreateModelInput,
+    pub model: Box<CreateModelInput>,
     /// `PENDING`, `IN_PROGRESS`, `COMPLETED`, `FAILED`, `STOPPING`, `STOPPED`.
     pub status: String,
     pub failure_reason: Option<String>,

@@ -16,7 +16,7 @@ pub struct StudioDomain {
     pub region: String,
     pub account_id: String,
     /// The Create request, with updates applied.
-    pub request: CreateDomainRequest,
+    pub request: Box<CreateDomainRequest>,
     /// `Pending`, `InService`, `Updating`, `Deleting`, `Failed`.
     pub status: String,
     pub creation_time: String,
@@ -43,7 +43,7 @@ pub struct UserProfile {
     pub name: String,
     pub arn: String,
     pub region: String,
-    pub request: CreateUserProfileRequest,
+    pub request: Box<CreateUserProfileRequest>,
     /// `InService`, `Deleting`.
     pub status: String,
     pub creation_time: String,
@@ -82,7 +82,7 @@ pub struct StudioApp {
     pub arn: String,
     pub region: String,
     pub account_id: String,
-    pub request: CreateAppRequest,
+    pub request: Box<CreateAppRequest>,
     /// `Pending`, `InService`, `Deleting`, `Deleted`, `Failed`.
     pub status: String,
     pub failure_reason: Option<String>,

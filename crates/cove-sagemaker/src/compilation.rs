@@ -94,7 +94,7 @@ pub fn create(
             arn: arn.clone(),
             region: ctx.region.clone(),
             account_id: ctx.account_id().to_string(),
-            request: request.clone(),
+            request: Box::new(request.clone()),
             status: "STARTING".into(),
             failure_reason: None,
             creation_time: now.clone(),

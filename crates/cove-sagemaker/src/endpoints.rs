@@ -130,7 +130,7 @@ pub fn create(
             last_modified_time: now,
             instances: vec![],
             delete_requested: false,
-            request: request.clone(),
+            request: Box::new(request.clone()),
         });
         Ok(())
     })?;
