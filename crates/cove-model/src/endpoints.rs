@@ -3,6 +3,11 @@
 //! every instance with its ENI, its progress and the namespace its serving
 //! container listens in. The hosting supervisor drives the instances; the
 //! runtime front reads the in-service ones to route `InvokeEndpoint`.
+//!
+//! A record keeps its request as the typed struct from `cove-shapes`,
+//! boxed: the store's maps hold records inline in their tree nodes, and
+//! requests of up to a few KB inline overflowed a driver thread's stack in
+//! a debug build. The box changes nothing in the stored JSON.
 
 use cove_shapes::sagemaker::{CreateEndpointInput, CreateModelInput, CreateTransformJobRequest};
 use serde::{Deserialize, Serialize};

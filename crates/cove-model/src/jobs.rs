@@ -2,6 +2,11 @@
 //! request it was created with (Describe echoes it), the status AWS shows,
 //! and the supervisor's own progress, so a restarted Cove resumes each job
 //! from where it was.
+//!
+//! A record keeps its request as the typed struct from `cove-shapes`,
+//! boxed: the store's maps hold records inline in their tree nodes, and
+//! requests of up to a few KB inline overflowed a driver thread's stack in
+//! a debug build. The box changes nothing in the stored JSON.
 
 use cove_shapes::sagemaker::{
     CreateCompilationJobRequest, CreateEndpointConfigInput,

@@ -2,6 +2,11 @@
 //! A domain owns its NFS security groups and a home directory per user
 //! profile; an app is a process on an ENI in the domain's network, driven
 //! by the Studio supervisor from the phase kept here.
+//!
+//! A record keeps its request as the typed struct from `cove-shapes`,
+//! boxed: the store's maps hold records inline in their tree nodes, and
+//! requests of up to a few KB inline overflowed a driver thread's stack in
+//! a debug build. The box changes nothing in the stored JSON.
 
 use cove_shapes::sagemaker::{CreateAppRequest, CreateDomainRequest, CreateUserProfileRequest};
 use serde::{Deserialize, Serialize};

@@ -10,6 +10,8 @@
 use serde::Deserialize;
 use serde_json::Value;
 
+// One module per service in build.rs's `SERVICES`, named as there.
+
 /// The SageMaker API (`SageMaker.*`).
 pub mod sagemaker {
     include!(concat!(env!("OUT_DIR"), "/sagemaker.rs"));
