@@ -19,6 +19,7 @@ use cove_model::ids::now_rfc3339;
 use cove_model::jobs::{CompilationJob, CompilationPhase};
 use cove_neo::Target;
 use cove_sagemaker::compilation::{artifact_uri, max_runtime};
+use cove_sagemaker::requests::CreateCompilationJobRequest;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,12 +27,12 @@ use std::time::{Duration, Instant};
 const LOG_GROUP: &str = "/aws/sagemaker/CompilationJobs";
 
 /// What a compilation request asks the compiler for.
-fn neo_job<'r>(request: &'r Value, target: &'r Target) -> cove_neo::Job<'r> {
-    let input = &request["InputConfig"];
+fn neo_job<'r>(request: &'r CreateCompilationJobRequest, target: &'r Target) -> cove_neo::Job<'r> {
+    let input = request.input_config.as_ref();
     cove_neo::Job {
-        framework: input["Framework"].as_str().unwrap_or_default(),
-        framework_version: input["FrameworkVersion"].as_str(),
-        data_input_config: input["DataInputConfig"].as_str(),
+        framework: input.map(|i| i.framework.as_str()).unwrap_or_default(),
+        framework_version: input.and_then(|i| i.framework_version.as_deref()),
+        data_input_config: input.and_then(|i| i.data_input_config.as_deref()),
         target,
     }
 }
@@ -90,11 +91,11 @@ impl Compilation {
             return self.finish_compilation(&key, "STOPPED", None);
         }
         let target =
-            Target::from_output_config(&j.request["OutputConfig"]).expect("checked at create");
+            Target::from_output_config(&j.request.output_config).expect("checked at create");
         if let Err(reason) = cove_neo::check_supported(&neo_job(&j.request, &target)) {
             return self.finish_compilation(&key, "FAILED", Some(reason));
         }
-        let vpc = j.request.get("VpcConfig");
+        let vpc = j.request.vpc_config.as_ref();
         if vpc.is_some() && self.settings.instance.is_none() {
             return self.finish_compilation(
                 &key,
@@ -103,16 +104,13 @@ impl Compilation {
             );
         }
         if j.session_access_key.is_none() {
-            let role = j.request["RoleArn"].as_str().unwrap_or_default();
+            let role = j.request.role_arn.as_str();
             let s = assume_job_role(&self.sts, &j.account_id, role)?;
             self.update_compilation(&key, |j| j.session_access_key = Some(s))?;
         }
         if let (Some(config), None) = (vpc, &j.eni_id) {
-            let subnet = cove_sagemaker::common::strings(Some(&config["Subnets"]))
-                .into_iter()
-                .next()
-                .unwrap_or_default();
-            let groups = cove_sagemaker::common::strings(Some(&config["SecurityGroupIds"]));
+            let subnet = config.subnets.first().cloned().unwrap_or_default();
+            let groups = config.security_group_ids.clone();
             let made = self.store.write(|tx| {
                 let mut j = tx.cloned::<CompilationJob>(&key)?;
                 let description = format!(
@@ -178,8 +176,11 @@ impl Compilation {
         }
         std::fs::create_dir_all(&dir)?;
 
-        let source = j.request["InputConfig"]["S3Uri"]
-            .as_str()
+        let source = j
+            .request
+            .input_config
+            .as_ref()
+            .map(|i| i.s3_uri.as_str())
             .unwrap_or_default();
         let fetched = self.compilation_transfer(j, source, &dir.join("model.tar.gz"), false);
         if crate::workers::stop_requested::<CompilationJob>(&self.store, &key) {
@@ -192,7 +193,7 @@ impl Compilation {
                 Some(transfer_failure(e, DATA_DOWNLOAD_FAILED)),
             );
         }
-        std::fs::write(dir.join("request.json"), j.request.to_string())?;
+        std::fs::write(dir.join("request.json"), serde_json::to_string(&j.request)?)?;
         let outcome = self.run_compiler(j, &dir)?;
         LogShipper::new(&dir, || j.name.clone()).ship(
             &self.logs,
@@ -215,8 +216,11 @@ impl Compilation {
             );
         }
         let digest = cove_neo::file_digest(&compiled)?;
-        let derived = j.request["InputConfig"]["DataInputConfig"]
-            .is_null()
+        let derived = j
+            .request
+            .input_config
+            .as_ref()
+            .is_none_or(|i| i.data_input_config.is_none())
             .then(|| result["DataInputConfig"].as_str().map(str::to_string))
             .flatten();
         self.update_compilation(&key, |j| {
@@ -299,14 +303,18 @@ impl Compilation {
 /// request in `<dir>/request.json` into `<dir>/compiled.tar.gz` and writes
 /// `<dir>/result.json` (`{"DataInputConfig", "Metadata"}` or `{"Error"}`).
 pub fn compile_model_main(dir: &Path) -> anyhow::Result<()> {
-    let request: Value = serde_json::from_slice(&std::fs::read(dir.join("request.json"))?)?;
-    let target = Target::from_output_config(&request["OutputConfig"])
+    let request: CreateCompilationJobRequest =
+        serde_json::from_slice(&std::fs::read(dir.join("request.json"))?)?;
+    let target = Target::from_output_config(&request.output_config)
         .ok_or_else(|| anyhow::anyhow!("the request names no single target"))?;
-    let input = &request["InputConfig"];
     let job = neo_job(&request, &target);
     println!(
         "Compiling {} ({}) for {}",
-        input["S3Uri"].as_str().unwrap_or_default(),
+        request
+            .input_config
+            .as_ref()
+            .map(|i| i.s3_uri.as_str())
+            .unwrap_or_default(),
         job.framework,
         target.suffix()
     );

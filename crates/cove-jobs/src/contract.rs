@@ -5,8 +5,11 @@
 
 pub use cove_host::launch::HostContract;
 use cove_model::jobs::SageMakerJob;
-use cove_sagemaker::common::network_isolation;
+use cove_sagemaker::requests::{
+    ContainerDefinition, CreateProcessingJobRequest, CreateTrainingJobRequest,
+};
 use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
 
 /// Where script mode finds the interpreter for the user's program.
 pub const HOST_PYTHON: &str = "/usr/bin/python3";
@@ -42,15 +45,21 @@ fn hp_text(v: &Value) -> String {
     }
 }
 
+/// A training job's hyperparameter as the request gives it.
+fn hyperparameter<'j>(job: &'j SageMakerJob, name: &str) -> Option<&'j str> {
+    let hps = job.request.training()?.hyper_parameters.as_ref()?;
+    hps.get(name).map(String::as_str)
+}
+
 /// The user's program in script mode (`sagemaker_program`), if any.
 pub fn script_program(job: &SageMakerJob) -> Option<String> {
-    let raw = job.request["HyperParameters"]["sagemaker_program"].as_str()?;
+    let raw = hyperparameter(job, "sagemaker_program")?;
     Some(hp_text(&decode_hp(raw)))
 }
 
 /// The S3 URI of the script-mode source archive (`sagemaker_submit_directory`).
 pub fn submit_directory(job: &SageMakerJob) -> Option<String> {
-    let raw = job.request["HyperParameters"]["sagemaker_submit_directory"].as_str()?;
+    let raw = hyperparameter(job, "sagemaker_submit_directory")?;
     Some(hp_text(&decode_hp(raw))).filter(|s| s.starts_with("s3://"))
 }
 
@@ -72,8 +81,8 @@ fn common_env(
 ) -> Vec<(String, String)> {
     base_env(
         &job.region,
-        credentials.filter(|_| !network_isolation(job.kind, &job.request)),
-        &job.request["Environment"],
+        credentials.filter(|_| !job.request.network_isolation()),
+        job.request.environment(),
     )
 }
 
@@ -82,7 +91,7 @@ fn common_env(
 fn base_env(
     region: &str,
     credentials: Option<&ContainerCredentials>,
-    user_env: &Value,
+    user_env: Option<&BTreeMap<String, String>>,
 ) -> Vec<(String, String)> {
     let mut env = vec![
         ("PATH".to_string(), PATH.to_string()),
@@ -96,10 +105,8 @@ fn base_env(
         env.push(("AWS_SECRET_ACCESS_KEY".into(), c.secret_key.clone()));
         env.push(("AWS_SESSION_TOKEN".into(), c.session_token.clone()));
     }
-    if let Some(map) = user_env.as_object() {
-        for (k, v) in map {
-            env.push((k.clone(), v.as_str().unwrap_or_default().to_string()));
-        }
+    for (k, v) in user_env.into_iter().flatten() {
+        env.push((k.clone(), v.clone()));
     }
     env
 }
@@ -134,7 +141,7 @@ pub fn studio_app(
     base_url: &str,
     command: Option<&[String]>,
 ) -> HostContract {
-    let mut env: Vec<(String, String)> = base_env(region, credentials, &Value::Null)
+    let mut env: Vec<(String, String)> = base_env(region, credentials, None)
         .into_iter()
         .filter(|(k, _)| k != "HOME")
         .collect();
@@ -207,11 +214,11 @@ pub enum Serving {
 /// transform host) for the model's `container` definition.
 pub fn serving(
     region: &str,
-    container: &Value,
+    container: &ContainerDefinition,
     credentials: Option<&ContainerCredentials>,
     mode: Serving,
 ) -> HostContract {
-    let mut env = base_env(region, credentials, &container["Environment"]);
+    let mut env = base_env(region, credentials, container.environment.as_ref());
     env.push(("SAGEMAKER_BIND_TO_PORT".into(), SERVING_PORT.to_string()));
     let (argv, files) = match mode {
         Serving::Image => (vec!["serve".to_string()], vec![]),
@@ -257,14 +264,19 @@ pub fn training(
     cpus: f64,
     credentials: Option<&ContainerCredentials>,
 ) -> HostContract {
-    let req = &job.request;
-    let instance_type = req["ResourceConfig"]["InstanceType"]
-        .as_str()
+    let default = CreateTrainingJobRequest::default();
+    let req = job.request.training().unwrap_or(&default);
+    let instance_type = req
+        .resource_config
+        .as_ref()
+        .and_then(|c| c.instance_type.as_deref())
         .unwrap_or_default();
-    let raw_hps: Map<String, Value> = req["HyperParameters"]
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
+    let raw_hps: Map<String, Value> = req
+        .hyper_parameters
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+        .collect();
     let hps: Map<String, Value> = raw_hps
         .iter()
         .map(|(k, v)| (k.clone(), decode_hp(v.as_str().unwrap_or_default())))
@@ -274,20 +286,23 @@ pub fn training(
         .filter(|(k, _)| !k.starts_with("sagemaker_"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let default_mode = req["AlgorithmSpecification"]["TrainingInputMode"]
-        .as_str()
-        .unwrap_or("File");
+    let algo = req.algorithm_specification.as_ref();
+    let default_mode = algo.map_or("File", |a| a.training_input_mode.as_str());
     let mut channels = Vec::new();
     let mut input_config = Map::new();
-    for c in req["InputDataConfig"].as_array().into_iter().flatten() {
-        let name = c["ChannelName"].as_str().unwrap_or_default().to_string();
+    for c in req.input_data_config.iter().flatten() {
+        let name = c.channel_name.clone();
+        let distribution = c
+            .data_source
+            .s3_data_source
+            .as_ref()
+            .and_then(|s| s.s3_data_distribution_type.as_deref());
         let mut entry = json!({
-            "TrainingInputMode": c["InputMode"].as_str().unwrap_or(default_mode),
-            "S3DistributionType": c["DataSource"]["S3DataSource"]["S3DataDistributionType"]
-                .as_str().unwrap_or("FullyReplicated"),
-            "RecordWrapperType": c["RecordWrapperType"].as_str().unwrap_or("None"),
+            "TrainingInputMode": c.input_mode.as_deref().unwrap_or(default_mode),
+            "S3DistributionType": distribution.unwrap_or("FullyReplicated"),
+            "RecordWrapperType": c.record_wrapper_type.as_deref().unwrap_or("None"),
         });
-        if let Some(ct) = c["ContentType"].as_str() {
+        if let Some(ct) = &c.content_type {
             entry["ContentType"] = json!(ct);
         }
         input_config.insert(name.clone(), entry);
@@ -352,13 +367,16 @@ pub fn training(
         env.push(sm("USER_ENTRY_POINT", p.clone()));
     }
 
-    let algo = &req["AlgorithmSpecification"];
-    let entry: Vec<String> = cove_sagemaker::common::strings(Some(&algo["ContainerEntrypoint"]));
+    let entry: Vec<String> = algo
+        .and_then(|a| a.container_entrypoint.clone())
+        .unwrap_or_default();
     let (argv, workdir) = if !entry.is_empty() {
         let mut argv = entry;
-        argv.extend(cove_sagemaker::common::strings(Some(
-            &algo["ContainerArguments"],
-        )));
+        argv.extend(
+            algo.and_then(|a| a.container_arguments.clone())
+                .into_iter()
+                .flatten(),
+        );
         (argv, "/opt/ml".to_string())
     } else if let Some(p) = &program {
         let mut argv = vec![HOST_PYTHON.to_string(), format!("/opt/ml/code/{p}")];
@@ -396,14 +414,17 @@ pub fn processing(
     host: &str,
     credentials: Option<&ContainerCredentials>,
 ) -> HostContract {
-    let req = &job.request;
-    let instance_type = req["ProcessingResources"]["ClusterConfig"]["InstanceType"]
-        .as_str()
-        .unwrap_or_default();
-    let app = &req["AppSpecification"];
-    let mut argv = cove_sagemaker::common::strings(Some(&app["ContainerEntrypoint"]));
+    let default = CreateProcessingJobRequest::default();
+    let req = job.request.processing().unwrap_or(&default);
+    let instance_type = req
+        .processing_resources
+        .cluster_config
+        .instance_type
+        .as_str();
+    let app = &req.app_specification;
+    let mut argv = app.container_entrypoint.clone().unwrap_or_default();
     let mut files = vec![];
-    if argv.is_empty() && is_clarify_image(app["ImageUri"].as_str().unwrap_or_default()) {
+    if argv.is_empty() && is_clarify_image(&app.image_uri) {
         argv = vec![
             HOST_PYTHON.to_string(),
             format!("/opt/ml/{CLARIFY_ANALYZER_PATH}"),
@@ -413,22 +434,20 @@ pub fn processing(
             CLARIFY_ANALYZER.to_string(),
         ));
     }
-    argv.extend(cove_sagemaker::common::strings(Some(
-        &app["ContainerArguments"],
-    )));
+    argv.extend(app.container_arguments.iter().flatten().cloned());
     let mut env = common_env(job, credentials);
     env.push(("PROCESSING_JOB_NAME".into(), job.name.clone()));
     let config = json!({
         "ProcessingJobArn": job.arn,
         "ProcessingJobName": job.name,
         "AppSpecification": app,
-        "Environment": req["Environment"],
-        "NetworkConfig": req["NetworkConfig"],
-        "ProcessingInputs": req["ProcessingInputs"],
-        "ProcessingOutputConfig": req["ProcessingOutputConfig"],
-        "ProcessingResources": req["ProcessingResources"],
-        "RoleArn": req["RoleArn"],
-        "StoppingCondition": req["StoppingCondition"],
+        "Environment": req.environment,
+        "NetworkConfig": req.network_config,
+        "ProcessingInputs": req.processing_inputs,
+        "ProcessingOutputConfig": req.processing_output_config,
+        "ProcessingResources": req.processing_resources,
+        "RoleArn": req.role_arn,
+        "StoppingCondition": req.stopping_condition,
     });
     files.extend([
         ("config/processingjobconfig.json".into(), config.to_string()),
@@ -462,9 +481,18 @@ mod tests {
         ));
         assert!(!is_clarify_image("sagemaker-clarify-processing"));
     }
-    use cove_model::jobs::{JobHost, JobKind, JobPhase};
+    use cove_model::jobs::{JobHost, JobKind, JobPhase, JobRequest};
 
-    fn job(request: Value) -> SageMakerJob {
+    /// A training job whose request is `request` with the members the
+    /// tests do not vary.
+    fn job(mut given: Value) -> SageMakerJob {
+        given["TrainingJobName"] = json!("j1");
+        given["RoleArn"] = json!("arn:aws:iam::000000000000:role/r");
+        given["OutputDataConfig"] = json!({"S3OutputPath": "s3://b/out"});
+        if let Some(algo) = given["AlgorithmSpecification"].as_object_mut() {
+            algo.entry("TrainingInputMode").or_insert(json!("File"));
+        }
+        let request = serde_json::from_value(given).unwrap();
         SageMakerJob {
             kind: JobKind::Training,
             name: "j1".into(),
@@ -564,7 +592,9 @@ mod tests {
             ),
             Some("ASIA")
         );
-        j.request["EnableNetworkIsolation"] = json!(true);
+        if let JobRequest::Training(r) = &mut j.request {
+            r.enable_network_isolation = Some(true);
+        }
         let c = training(&j, "algo-1", 1.0, Some(&creds));
         assert!(env(&c, "AWS_ACCESS_KEY_ID").is_none());
         assert_eq!(c.argv, vec!["train"]);

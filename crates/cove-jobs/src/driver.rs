@@ -95,7 +95,7 @@ mod tests {
             arn: "arn:aws:sagemaker:us-east-1:123456789012:compilation-job/c".into(),
             region: "us-east-1".into(),
             account_id: "123456789012".into(),
-            request: serde_json::json!({}),
+            request: Default::default(),
             status: "STARTING".into(),
             failure_reason: None,
             creation_time: String::new(),

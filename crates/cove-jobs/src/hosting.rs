@@ -27,9 +27,9 @@ use cove_model::jobs::{SageMakerDefinition, StsSession};
 use cove_runtime::overlay::{overlay, unmount};
 use cove_runtime::{Container, RootFs, Status};
 use cove_sagemaker::endpoints::model_container;
+use cove_sagemaker::requests::{ContainerDefinition, CreateModelInput, VpcConfig};
 use cove_store::Store;
 use cove_sts::StsService;
-use serde_json::Value;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -84,8 +84,8 @@ struct Unit {
 /// The model an instance serves, and how it reaches the network.
 struct Deployment {
     /// The model's Create request.
-    model: Value,
-    vpc: Option<Value>,
+    model: CreateModelInput,
+    vpc: Option<VpcConfig>,
     isolated: bool,
     variant: String,
     instance_type: String,
@@ -498,7 +498,7 @@ impl Hosting {
         let model = world
             .sagemaker_definitions
             .get(&SageMakerDefinition::key_of("model", &variant.model_name))
-            .map(|m| m.request.clone())
+            .and_then(|m| m.request.model().cloned())
             .ok_or_else(|| Failure(format!("Could not find model \"{}\".", variant.model_name)))?;
         let config = world
             .sagemaker_definitions
@@ -506,22 +506,21 @@ impl Hosting {
                 "endpoint-config",
                 &i.config_name,
             ));
-        let config_request = config.map(|c| c.request.clone()).unwrap_or(Value::Null);
+        let config_request = config.and_then(|c| c.request.endpoint_config());
         let vpc = model
-            .get("VpcConfig")
-            .or_else(|| config_request.get("VpcConfig"))
-            .filter(|v| v.is_object())
+            .vpc_config
+            .as_ref()
+            .or_else(|| config_request?.vpc_config.as_ref())
             .cloned();
-        let isolated = model["EnableNetworkIsolation"].as_bool().unwrap_or(false)
-            || config_request["EnableNetworkIsolation"]
-                .as_bool()
-                .unwrap_or(false);
-        let health_timeout = config_request["ProductionVariants"]
-            .as_array()
+        let isolated = model.enable_network_isolation.unwrap_or(false)
+            || config_request.is_some_and(|c| c.enable_network_isolation.unwrap_or(false));
+        // A negative timeout reads as none, as JSON's `as_u64` read it.
+        let health_timeout = config_request
             .into_iter()
-            .flatten()
-            .find(|v| v["VariantName"].as_str() == Some(&i.variant))
-            .and_then(|v| v["ContainerStartupHealthCheckTimeoutInSeconds"].as_u64())
+            .flat_map(|c| &c.production_variants)
+            .find(|v| v.variant_name == i.variant)
+            .and_then(|v| v.container_startup_health_check_timeout_in_seconds)
+            .and_then(|s| u64::try_from(s).ok())
             .unwrap_or(DEFAULT_HEALTH_CHECK_TIMEOUT);
         check_single_container(&model)?;
         Ok(Deployment {
@@ -680,15 +679,14 @@ impl Hosting {
             return Ok(Err(Failure("ClientError: Cove's data plane is off (it needs root, ip and nft), so a model with a VpcConfig cannot get its network interfaces.".into())));
         }
         if i.session_access_key.is_none() {
-            if let Some(role) = d.model["ExecutionRoleArn"].as_str() {
+            if let Some(role) = &d.model.execution_role_arn {
                 let s = crate::assume_job_role(&self.sts, &u.account_id, role)?;
                 self.update_instance(&u.owner, &i.id, |i| i.session_access_key = Some(s))?;
             }
         }
         if let (Some(config), None) = (&d.vpc, &i.eni_id) {
-            let subnets = cove_sagemaker::common::strings(Some(&config["Subnets"]));
-            let groups = cove_sagemaker::common::strings(Some(&config["SecurityGroupIds"]));
-            let subnet = subnets[u.ordinal % subnets.len().max(1)].clone();
+            let groups = config.security_group_ids.clone();
+            let subnet = config.subnets[u.ordinal % config.subnets.len().max(1)].clone();
             let description = format!(
                 "[DO NOT DELETE] ENI managed by SageMaker for {} {} ({})",
                 match u.owner {
@@ -735,7 +733,7 @@ impl Hosting {
         for sub in ["model", "code"] {
             std::fs::create_dir_all(ml.join(sub))?;
         }
-        let container = model_container(&d.model).clone();
+        let container = model_container(&d.model).cloned().unwrap_or_default();
         let sources = model_sources(&container);
         let fetched = {
             let dir = dir.clone();
@@ -827,12 +825,16 @@ impl Hosting {
                 return Ok(Ok(c));
             }
         }
-        let container = model_container(&d.model).clone();
-        let image = container["Image"].as_str().unwrap_or_default();
+        let container = model_container(&d.model).cloned().unwrap_or_default();
+        let image = container.image.as_deref().unwrap_or_default();
         let imported = cove_runtime::image::rootfs_dir(&self.settings.images_dir, image);
         let (root, mode) = if imported.is_dir() {
             (RootFs::Image(overlay(&imported, dir)?), Serving::Image)
-        } else if container["Environment"]["SAGEMAKER_PROGRAM"].is_string() {
+        } else if container
+            .environment
+            .as_ref()
+            .is_some_and(|e| e.contains_key("SAGEMAKER_PROGRAM"))
+        {
             (RootFs::Host, Serving::Script)
         } else {
             return Ok(Err(Failure(format!(
@@ -921,8 +923,8 @@ pub(crate) fn stop_container(dir: &std::path::Path, grace: Duration) {
 }
 
 /// Cove runs one container per model.
-fn check_single_container(model: &Value) -> Result<(), Failure> {
-    if model["Containers"].as_array().is_some_and(|c| c.len() > 1) {
+fn check_single_container(model: &CreateModelInput) -> Result<(), Failure> {
+    if model.containers.as_ref().is_some_and(|c| c.len() > 1) {
         return Err(Failure("ClientError: Cove serves one container per model; inference pipelines (several Containers) are not supported.".into()));
     }
     Ok(())
@@ -932,14 +934,11 @@ fn check_single_container(model: &Value) -> Result<(), Failure> {
 fn transform_deployment(j: &TransformJob) -> Result<Deployment, Failure> {
     check_single_container(&j.model)?;
     Ok(Deployment {
-        vpc: j.model.get("VpcConfig").filter(|v| v.is_object()).cloned(),
-        isolated: j.model["EnableNetworkIsolation"].as_bool().unwrap_or(false),
-        model: j.model.clone(),
+        vpc: j.model.vpc_config.clone(),
+        isolated: j.model.enable_network_isolation.unwrap_or(false),
+        model: (*j.model).clone(),
         variant: "AllTraffic".into(),
-        instance_type: j.request["TransformResources"]["InstanceType"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string(),
+        instance_type: j.request.transform_resources.instance_type.clone(),
         health_timeout: DEFAULT_HEALTH_CHECK_TIMEOUT,
     })
 }
@@ -966,22 +965,21 @@ struct ModelSource {
 /// What a model container needs from S3: its model data (`ModelDataUrl`, or
 /// `ModelDataSource` as an archive or an uncompressed prefix) and, in script
 /// mode, the source archive `SAGEMAKER_SUBMIT_DIRECTORY` names.
-fn model_sources(container: &Value) -> Vec<ModelSource> {
+fn model_sources(container: &ContainerDefinition) -> Vec<ModelSource> {
     let mut out = Vec::new();
-    if let Some(url) = container["ModelDataUrl"].as_str() {
+    let s3_source = container
+        .model_data_source
+        .as_ref()
+        .and_then(|s| s.s3_data_source.as_ref());
+    if let Some(url) = &container.model_data_url {
         out.push(ModelSource {
-            uri: url.to_string(),
+            uri: url.clone(),
             kind: SourceKind::Archive("model.tar.gz"),
         });
-    } else if let Some(s3) = container["ModelDataSource"]["S3DataSource"].as_object() {
-        let uri = s3
-            .get("S3Uri")
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string();
-        let compressed = s3.get("CompressionType").and_then(Value::as_str) == Some("Gzip");
+    } else if let Some(s3) = s3_source {
+        let compressed = s3.compression_type == "Gzip";
         out.push(ModelSource {
-            uri,
+            uri: s3.s3_uri.clone(),
             kind: if compressed {
                 SourceKind::Archive("model.tar.gz")
             } else {
@@ -989,7 +987,8 @@ fn model_sources(container: &Value) -> Vec<ModelSource> {
             },
         });
     }
-    if let Some(dir) = container["Environment"]["SAGEMAKER_SUBMIT_DIRECTORY"].as_str() {
+    let env = container.environment.as_ref();
+    if let Some(dir) = env.and_then(|e| e.get("SAGEMAKER_SUBMIT_DIRECTORY")) {
         if dir.starts_with("s3://") {
             out.push(ModelSource {
                 uri: dir.to_string(),
@@ -1007,22 +1006,23 @@ mod tests {
 
     #[test]
     fn model_sources_cover_archives_prefixes_and_source_dirs() {
-        let c = json!({
+        let typed = |v| serde_json::from_value::<ContainerDefinition>(v).unwrap();
+        let c = typed(json!({
             "ModelDataUrl": "s3://b/model.tar.gz",
             "Environment": {"SAGEMAKER_SUBMIT_DIRECTORY": "s3://b/code/sourcedir.tar.gz", "SAGEMAKER_PROGRAM": "inference.py"}
-        });
+        }));
         let s = model_sources(&c);
         assert_eq!(s.len(), 2);
         assert!(matches!(s[0].kind, SourceKind::Archive("model.tar.gz")));
         assert!(matches!(s[1].kind, SourceKind::Archive("sourcedir.tar.gz")));
-        let c = json!({
+        let c = typed(json!({
             "ModelDataSource": {"S3DataSource": {"S3Uri": "s3://b/model/", "S3DataType": "S3Prefix", "CompressionType": "None"}},
             "Environment": {"SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}
-        });
+        }));
         let s = model_sources(&c);
         assert_eq!(s.len(), 1);
         assert!(matches!(s[0].kind, SourceKind::Prefix));
-        assert!(model_sources(&json!({"Image": "x"})).is_empty());
+        assert!(model_sources(&typed(json!({"Image": "x"}))).is_empty());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! latencies and counts amount to, the best level under the job's latency
 //! thresholds, and the cost of an instance type.
 
+use cove_sagemaker::requests::{RecommendationJobStoppingConditions, TrafficPattern};
 use serde_json::Value;
 
 /// A concurrency level: this many users calling back to back for this long.
@@ -75,16 +76,17 @@ pub const MAX_USERS: usize = 64;
 /// `UsersPerStep` more users each, sharing `DurationInSeconds`) or `Phases`
 /// (each starting at `InitialNumberOfUsers` and adding `SpawnRate` users a
 /// minute for its `DurationInSeconds`), cut off at `max_seconds`.
-pub fn levels(pattern: Option<&Value>, max_seconds: Option<f64>) -> Vec<Level> {
+pub fn levels(pattern: Option<&TrafficPattern>, max_seconds: Option<f64>) -> Vec<Level> {
     let mut out = vec![];
-    match pattern {
-        Some(p) if p["Stairs"].is_object() => {
-            let s = &p["Stairs"];
+    let stairs = pattern.and_then(|p| p.stairs.as_ref());
+    let phases = pattern.and_then(|p| p.phases.as_ref());
+    match (stairs, phases) {
+        (Some(s), _) => {
             let steps =
-                cove_model::convert::u64_to_usize(s["NumberOfSteps"].as_u64().unwrap_or(4).max(1));
+                cove_model::convert::u64_to_usize(count(s.number_of_steps).unwrap_or(4).max(1));
             let per_step =
-                cove_model::convert::u64_to_usize(s["UsersPerStep"].as_u64().unwrap_or(1).max(1));
-            let total = s["DurationInSeconds"].as_f64().unwrap_or(8.0);
+                cove_model::convert::u64_to_usize(count(s.users_per_step).unwrap_or(1).max(1));
+            let total = seconds(s.duration_in_seconds).unwrap_or(8.0);
             for k in 1..=steps {
                 out.push(Level {
                     users: k * per_step,
@@ -92,13 +94,13 @@ pub fn levels(pattern: Option<&Value>, max_seconds: Option<f64>) -> Vec<Level> {
                 });
             }
         }
-        Some(p) if p["Phases"].is_array() => {
-            for phase in p["Phases"].as_array().into_iter().flatten() {
+        (None, Some(phases)) => {
+            for phase in phases {
                 let initial = cove_model::convert::u64_to_usize(
-                    phase["InitialNumberOfUsers"].as_u64().unwrap_or(1).max(1),
+                    count(phase.initial_number_of_users).unwrap_or(1).max(1),
                 );
-                let rate = phase["SpawnRate"].as_u64().unwrap_or(0) as f64;
-                let duration = phase["DurationInSeconds"].as_f64().unwrap_or(4.0);
+                let rate = count(phase.spawn_rate).unwrap_or(0) as f64;
+                let duration = seconds(phase.duration_in_seconds).unwrap_or(4.0);
                 // One level per user added: a new user every 60/rate seconds.
                 let step = if rate > 0.0 { 60.0 / rate } else { duration };
                 let mut elapsed = 0.0;
@@ -130,19 +132,32 @@ pub fn levels(pattern: Option<&Value>, max_seconds: Option<f64>) -> Vec<Level> {
     out
 }
 
+/// A count the request gives, if it is one (a negative number is none, as
+/// JSON's `as_u64` read it).
+fn count(n: Option<i64>) -> Option<u64> {
+    n.and_then(|n| u64::try_from(n).ok())
+}
+
+/// An integer member as a float, as JSON's `as_f64` read it.
+#[allow(clippy::cast_precision_loss)] // why: seconds and milliseconds are far below 2^53.
+fn seconds(n: Option<i64>) -> Option<f64> {
+    n.map(|n| n as f64)
+}
+
 /// `StoppingConditions.ModelLatencyThresholds`: (percentile, milliseconds).
-pub fn thresholds(stopping: &Value) -> Vec<(f64, f64)> {
-    stopping["ModelLatencyThresholds"]
-        .as_array()
+pub fn thresholds(stopping: Option<&RecommendationJobStoppingConditions>) -> Vec<(f64, f64)> {
+    stopping
+        .and_then(|s| s.model_latency_thresholds.as_ref())
         .into_iter()
         .flatten()
         .filter_map(|t| {
-            let p = t["Percentile"]
-                .as_str()?
+            let p = t
+                .percentile
+                .as_deref()?
                 .trim_start_matches(['P', 'p'])
                 .parse()
                 .ok()?;
-            Some((p, t["ValueInMilliseconds"].as_f64()?))
+            Some((p, seconds(t.value_in_milliseconds)?))
         })
         .collect()
 }
@@ -228,14 +243,19 @@ mod tests {
 
     #[test]
     fn stairs_and_phases_become_levels_within_the_job_duration() {
-        let stairs =
-            json!({"Stairs": {"DurationInSeconds": 6, "NumberOfSteps": 3, "UsersPerStep": 2}});
+        let stairs = serde_json::from_value(
+            json!({"Stairs": {"DurationInSeconds": 6, "NumberOfSteps": 3, "UsersPerStep": 2}}),
+        )
+        .unwrap();
         let got: Vec<_> = levels(Some(&stairs), None)
             .iter()
             .map(|l| (l.users, l.seconds))
             .collect();
         assert_eq!(got, [(2, 2.0), (4, 2.0), (6, 2.0)]);
-        let phases = json!({"Phases": [{"InitialNumberOfUsers": 1, "SpawnRate": 30, "DurationInSeconds": 5}]});
+        let phases = serde_json::from_value(
+            json!({"Phases": [{"InitialNumberOfUsers": 1, "SpawnRate": 30, "DurationInSeconds": 5}]}),
+        )
+        .unwrap();
         let got: Vec<_> = levels(Some(&phases), None)
             .iter()
             .map(|l| (l.users, l.seconds))
@@ -267,9 +287,12 @@ mod tests {
         ];
         // No threshold: the fastest level without errors.
         assert_eq!(best(&levels, &[]).unwrap().users, 4);
-        let p95_5ms = thresholds(
-            &json!({"ModelLatencyThresholds": [{"Percentile": "P95", "ValueInMilliseconds": 5}]}),
-        );
+        let p95_5ms = thresholds(Some(
+            &serde_json::from_value(
+                json!({"ModelLatencyThresholds": [{"Percentile": "P95", "ValueInMilliseconds": 5}]}),
+            )
+            .unwrap(),
+        ));
         assert_eq!(p95_5ms, [(95.0, 5.0)]);
         assert_eq!(best(&levels, &p95_5ms).unwrap().users, 2);
         let tight = [(50.0, 1.0)];

@@ -15,9 +15,12 @@ use cove_model::endpoints::{InstanceState, SageMakerEndpoint};
 use cove_model::ids::now_rfc3339;
 use cove_model::jobs::{BenchmarkStep, RecommendationJob, RecommendationPhase};
 use cove_sagemaker::definitions::{self, Definition, NewDefinition};
-use cove_sagemaker::requests::CreateEndpointInput;
+use cove_sagemaker::requests::{
+    CreateEndpointConfigInput, CreateEndpointInput, ProductionVariant,
+    RecommendationJobPayloadConfig, VpcConfig,
+};
 use cove_wire::RequestContext;
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -36,15 +39,28 @@ fn internal_context(j: &RecommendationJob, operation: &str) -> RequestContext {
             secret_key: String::new(),
             session_token: None,
             account_id: j.account_id.clone(),
-            arn: j.request["RoleArn"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
+            arn: j.request.role_arn.clone(),
             user_id: String::new(),
         },
         source_ip: None,
         via_endpoint: None,
     }
+}
+
+/// The job's `InputConfig.ContainerConfig.PayloadConfig`.
+fn payload_config(j: &RecommendationJob) -> Option<&RecommendationJobPayloadConfig> {
+    j.request
+        .input_config
+        .container_config
+        .as_ref()?
+        .payload_config
+        .as_ref()
+}
+
+/// An integer member as a float, as JSON's `as_f64` read it.
+#[allow(clippy::cast_precision_loss)] // why: counts and seconds are far below 2^53.
+fn as_f64(n: Option<i64>) -> Option<f64> {
+    n.map(|n| n as f64)
 }
 
 driver!(
@@ -114,7 +130,7 @@ impl Recommendation {
             return self.finish_recommendation(&key, "STOPPED", None);
         }
         if j.session_access_key.is_none() {
-            let role = j.request["RoleArn"].as_str().unwrap_or_default();
+            let role = j.request.role_arn.as_str();
             let s = assume_job_role(&self.sts, &j.account_id, role)?;
             self.update_recommendation(&key, |j| j.session_access_key = Some(s))?;
         }
@@ -127,10 +143,9 @@ impl Recommendation {
     /// The sample payloads: every file of the `SamplePayloadUrl` archive,
     /// fetched with the role's session.
     fn payloads(&self, j: &RecommendationJob, dir: &Path) -> Result<Vec<Vec<u8>>, String> {
-        let url = j.request["InputConfig"]["ContainerConfig"]["PayloadConfig"]["SamplePayloadUrl"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let url = payload_config(j)
+            .and_then(|p| p.sample_payload_url.clone())
+            .unwrap_or_default();
         let archive = dir.join("payload.tar.gz");
         let session = session_of(&self.store, j.session_access_key.as_deref());
         let (bucket, key) = parse_s3_uri(&url).unwrap_or_default();
@@ -237,26 +252,32 @@ impl Recommendation {
         self.remove_temporary_endpoint(j, step);
         self.wait_endpoint_gone(name)?;
         let mut model = j.model.clone();
-        model["ModelName"] = json!(name);
-        if let Some(vpc) = j.request["InputConfig"].get("VpcConfig") {
-            model["VpcConfig"] = vpc.clone();
+        model.model_name.clone_from(name);
+        if let Some(vpc) = &j.request.input_config.vpc_config {
+            model.vpc_config = Some(VpcConfig {
+                security_group_ids: vpc.security_group_ids.clone(),
+                subnets: vpc.subnets.clone(),
+            });
         }
-        let create = |kind, operation, input: serde_json::Value| {
-            definitions::create(
-                &self.store,
-                &internal_context(j, operation),
-                &NewDefinition::parse(kind, &input)?,
-                input,
-            )
+        let create = |operation, request| {
+            definitions::create(&self.store, &internal_context(j, operation), request)
         };
-        let made = create(Definition::Model, "CreateModel", model)
+        let made = create("CreateModel", NewDefinition::Model(model))
             .and_then(|_| {
+                let config = CreateEndpointConfigInput {
+                    endpoint_config_name: name.clone(),
+                    production_variants: vec![ProductionVariant {
+                        variant_name: "AllTraffic".into(),
+                        model_name: Some(name.clone()),
+                        instance_type: Some(step.instance_type.clone()),
+                        initial_instance_count: Some(1),
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                };
                 create(
-                    Definition::EndpointConfig,
                     "CreateEndpointConfig",
-                    json!({"EndpointConfigName": name, "ProductionVariants": [{
-                        "VariantName": "AllTraffic", "ModelName": name,
-                        "InstanceType": step.instance_type, "InitialInstanceCount": 1}]}),
+                    NewDefinition::EndpointConfig(Box::new(config)),
                 )
             })
             .and_then(|_| {
@@ -268,8 +289,7 @@ impl Recommendation {
                 cove_sagemaker::endpoints::create(
                     &self.store,
                     &internal_context(j, "CreateEndpoint"),
-                    &endpoint,
-                    json!({"EndpointName": name, "EndpointConfigName": name}),
+                    endpoint,
                 )
             });
         if let Err(e) = made {
@@ -315,20 +335,17 @@ impl Recommendation {
             std::thread::sleep(Duration::from_millis(100));
         };
         let setup_seconds = cove_model::convert::f64_to_u64(created.elapsed().as_secs_f64().ceil());
-        let content_type = j.request["InputConfig"]["ContainerConfig"]["PayloadConfig"]
-            ["SupportedContentTypes"][0]
-            .as_str()
-            .unwrap_or("application/json")
-            .to_string();
-        let stopping = j
-            .request
-            .get("StoppingConditions")
-            .cloned()
-            .unwrap_or(Value::Null);
-        let thresholds = load::thresholds(&stopping);
-        let max_invocations = stopping["MaxInvocations"].as_f64();
-        let duration = j.request["InputConfig"]["JobDurationInSeconds"].as_f64();
-        let levels = load::levels(j.request["InputConfig"].get("TrafficPattern"), duration);
+        let content_type = payload_config(j)
+            .and_then(|p| p.supported_content_types.as_ref()?.first().cloned())
+            .unwrap_or_else(|| "application/json".to_string());
+        let stopping = j.request.stopping_conditions.as_ref();
+        let thresholds = load::thresholds(stopping);
+        let max_invocations = as_f64(stopping.and_then(|s| s.max_invocations));
+        let input = &j.request.input_config;
+        let levels = load::levels(
+            input.traffic_pattern.as_ref(),
+            as_f64(input.job_duration_in_seconds),
+        );
         let start_time = now_rfc3339();
         let mut measured = vec![];
         for level in levels {

@@ -117,18 +117,17 @@ impl StudioApps {
                 "Cove's data plane is off (it needs root, ip and nft), so Studio apps cannot get their network interfaces.".into(),
             )));
         }
-        let settings = &profile.request["UserSettings"];
-        let defaults = &domain.request["DefaultUserSettings"];
-        let role = settings["ExecutionRole"]
-            .as_str()
-            .or(defaults["ExecutionRole"].as_str())
-            .map(str::to_string);
+        let settings = profile.request.user_settings.as_ref();
+        let defaults = &domain.request.default_user_settings;
+        let role = settings
+            .and_then(|s| s.execution_role.clone())
+            .or(defaults.execution_role.clone());
         if let (Some(role), None) = (&role, &a.session_access_key) {
             let s = assume_job_role(&self.sts, &a.account_id, role)?;
             self.update_app(&key, |a| a.session_access_key = Some(s))?;
         }
         if a.eni_id.is_none() {
-            let vpc_only = domain.request["AppNetworkAccessType"].as_str() == Some("VpcOnly");
+            let vpc_only = domain.request.app_network_access_type.as_deref() == Some("VpcOnly");
             let description = format!(
                 "[DO NOT DELETE] ENI managed by SageMaker for Studio Domain {} - {} {} of {}",
                 a.domain_id, a.app_type, a.app_name, a.user_profile_name
@@ -136,10 +135,11 @@ impl StudioApps {
             let made = self.store.write(|tx| {
                 let mut app = tx.cloned::<StudioApp>(&key)?;
                 let (subnet, groups) = if vpc_only {
-                    let subnets = cove_sagemaker::common::strings(Some(&domain.request["SubnetIds"]));
+                    let subnets = domain.request.subnet_ids.as_deref().unwrap_or_default();
                     let subnet = subnets[cove_model::convert::u64_to_usize(fnv64(&key) % subnets.len().max(1) as u64)].clone();
-                    let mut groups = cove_sagemaker::common::strings(Some(&settings["SecurityGroups"]));
-                    groups.extend(cove_sagemaker::common::strings(Some(&defaults["SecurityGroups"])));
+                    let mut groups: Vec<String> =
+                        settings.and_then(|s| s.security_groups.clone()).unwrap_or_default();
+                    groups.extend(defaults.security_groups.iter().flatten().cloned());
                     groups.extend(domain.outbound_nfs_group.clone());
                     (subnet, cove_sagemaker::common::unique(groups))
                 } else {
@@ -256,10 +256,9 @@ impl StudioApps {
             .map(|e| e.private_ip.to_string())
             .unwrap_or_default();
         let spec = resource_spec(&world, a);
-        let instance_type = spec["InstanceType"]
-            .as_str()
-            .unwrap_or("ml.t3.medium")
-            .to_string();
+        let instance_type = spec
+            .instance_type
+            .unwrap_or_else(|| "ml.t3.medium".to_string());
         let contract = contract::studio_app(
             &a.region,
             credentials.as_ref(),

@@ -16,10 +16,9 @@ use cove_host::s3::{joined, spawn_in_network};
 use cove_host::s3::{parse_s3_uri, S3Client, TransferError};
 use cove_model::ids::now_rfc3339;
 use cove_model::instance;
-use cove_model::jobs::{JobKind, JobPhase, SageMakerJob, StsSession};
+use cove_model::jobs::{JobKind, JobPhase, JobRequest, SageMakerJob, StsSession};
 use cove_runtime::overlay::{overlay, unmount};
 use cove_runtime::{Container, RootFs, Status};
-use cove_sagemaker::common::{network_isolation, vpc_config};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -153,20 +152,20 @@ impl Training {
             return Ok(Ok(()));
         }
         let key = job.key();
-        let vpc = vpc_config(job.kind, &job.request).cloned();
+        let vpc = job.request.vpc_config().cloned();
         if vpc.is_some() && self.settings.instance.is_none() {
             return Ok(Err(Failure(
                 "ClientError: Cove's data plane is off (it needs root, ip and nft), so a job with a VpcConfig cannot get its network interfaces.".into(),
             )));
         }
         if job.session_access_key.is_none() {
-            let role = job.request["RoleArn"].as_str().unwrap_or_default();
+            let role = job.request.role_arn();
             let s = assume_job_role(&self.sts, &job.account_id, role)?;
             self.update(&key, |j| j.session_access_key = Some(s.clone()))?;
         }
         if let Some(config) = &vpc {
-            let subnets = cove_sagemaker::common::strings(Some(&config["Subnets"]));
-            let groups = cove_sagemaker::common::strings(Some(&config["SecurityGroupIds"]));
+            let subnets = &config.subnets;
+            let groups = &config.security_group_ids;
             let made = self.store.write(|tx| {
                 let mut j = tx.cloned::<SageMakerJob>(&key)?;
                 for (i, host) in j.hosts.iter_mut().enumerate() {
@@ -264,10 +263,7 @@ impl Training {
         }
         let hosts = job.hosts.len();
         let region = job.region.clone();
-        let role = job.request["RoleArn"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let role = job.request.role_arn().to_string();
         let results = self.on_each_host(job, move |i, host_dir, client| {
             let ml = host_dir.join("ml");
             for dir in &dirs {
@@ -333,22 +329,20 @@ impl Training {
     // ---- Running ----
 
     fn root_fs(&self, job: &SageMakerJob) -> Result<RootFs, Failure> {
-        let image = match job.kind {
-            JobKind::Training => job.request["AlgorithmSpecification"]["TrainingImage"].as_str(),
-            JobKind::Processing => job.request["AppSpecification"]["ImageUri"].as_str(),
-        }
-        .unwrap_or_default();
+        let image = job.request.image().unwrap_or_default();
         let imported = cove_runtime::image::rootfs_dir(&self.settings.images_dir, image);
         if imported.is_dir() {
             return Ok(RootFs::Image(imported));
         }
-        let script_mode = match job.kind {
-            JobKind::Training => {
+        let script_mode = match &job.request {
+            JobRequest::Training(r) => {
                 contract::script_program(job).is_some()
-                    || job.request["AlgorithmSpecification"]["ContainerEntrypoint"].is_array()
+                    || r.algorithm_specification
+                        .as_ref()
+                        .is_some_and(|a| a.container_entrypoint.is_some())
             }
-            JobKind::Processing => {
-                job.request["AppSpecification"]["ContainerEntrypoint"].is_array()
+            JobRequest::Processing(r) => {
+                r.app_specification.container_entrypoint.is_some()
                     || contract::is_clarify_image(image)
             }
         };
@@ -363,7 +357,7 @@ impl Training {
 
     fn contract_for(&self, job: &SageMakerJob, host: &str) -> HostContract {
         let credentials = self.session(job).map(ContainerCredentials::from);
-        let (instance_type, _) = instance::cluster(job.kind, &job.request);
+        let (instance_type, _) = job.request.cluster();
         let (cpus, _) = instance::resources(&instance_type).unwrap_or((1.0, 1.0));
         match job.kind {
             JobKind::Training => contract::training(job, host, cpus, credentials.as_ref()),
@@ -406,7 +400,7 @@ impl Training {
                 hosts_file.push_str(&format!("{ip}\t{}\n", h.name));
             }
         }
-        let (instance_type, _) = instance::cluster(job.kind, &job.request);
+        let (instance_type, _) = job.request.cluster();
         let kind = match job.kind {
             JobKind::Training => "train",
             JobKind::Processing => "proc",
@@ -420,7 +414,7 @@ impl Training {
                 contract: c,
                 hostname: host.clone(),
                 hosts_file,
-                isolated: network_isolation(job.kind, &job.request),
+                isolated: job.request.network_isolation(),
                 extra_binds: vec![],
                 netns: ns,
                 instance_type: &instance_type,
@@ -450,9 +444,19 @@ impl Training {
                 })
             })
             .collect();
-        let max_runtime = job.request["StoppingCondition"]["MaxRuntimeInSeconds"]
-            .as_u64()
-            .unwrap_or(86_400);
+        // A negative value reads as none, as JSON's `as_u64` read it.
+        let max_runtime = match &job.request {
+            JobRequest::Training(r) => r
+                .stopping_condition
+                .as_ref()
+                .and_then(|s| s.max_runtime_in_seconds),
+            JobRequest::Processing(r) => r
+                .stopping_condition
+                .as_ref()
+                .map(|s| s.max_runtime_in_seconds),
+        }
+        .and_then(|s| u64::try_from(s).ok())
+        .unwrap_or(86_400);
         let started = job
             .start_time
             .as_deref()
@@ -710,22 +714,18 @@ struct Source {
 
 fn download_plan(job: &SageMakerJob) -> Vec<Source> {
     let mut out = Vec::new();
-    match job.kind {
-        JobKind::Training => {
-            for c in job.request["InputDataConfig"]
-                .as_array()
-                .into_iter()
-                .flatten()
-            {
-                let s3 = &c["DataSource"]["S3DataSource"];
+    match &job.request {
+        JobRequest::Training(r) => {
+            for c in r.input_data_config.iter().flatten() {
+                let s3 = c.data_source.s3_data_source.as_ref();
                 out.push(Source {
-                    uri: s3["S3Uri"].as_str().unwrap_or_default().to_string(),
-                    data_type: s3["S3DataType"].as_str().unwrap_or("S3Prefix").to_string(),
-                    local: format!(
-                        "input/data/{}",
-                        c["ChannelName"].as_str().unwrap_or_default()
-                    ),
-                    sharded: s3["S3DataDistributionType"].as_str() == Some("ShardedByS3Key"),
+                    uri: s3.map(|s| s.s3_uri.clone()).unwrap_or_default(),
+                    data_type: s3
+                        .map_or("S3Prefix", |s| s.s3_data_type.as_str())
+                        .to_string(),
+                    local: format!("input/data/{}", c.channel_name),
+                    sharded: s3.and_then(|s| s.s3_data_distribution_type.as_deref())
+                        == Some("ShardedByS3Key"),
                     exact_file: None,
                 });
             }
@@ -739,23 +739,22 @@ fn download_plan(job: &SageMakerJob) -> Vec<Source> {
                 });
             }
         }
-        JobKind::Processing => {
-            for input in job.request["ProcessingInputs"]
-                .as_array()
-                .into_iter()
-                .flatten()
-            {
-                let s3 = &input["S3Input"];
-                let local = s3["LocalPath"]
-                    .as_str()
+        JobRequest::Processing(r) => {
+            for input in r.processing_inputs.iter().flatten() {
+                let s3 = input.s3_input.as_ref();
+                let local = s3
+                    .and_then(|s| s.local_path.as_deref())
                     .unwrap_or_default()
                     .trim_start_matches("/opt/ml/")
                     .to_string();
                 out.push(Source {
-                    uri: s3["S3Uri"].as_str().unwrap_or_default().to_string(),
-                    data_type: s3["S3DataType"].as_str().unwrap_or("S3Prefix").to_string(),
+                    uri: s3.map(|s| s.s3_uri.clone()).unwrap_or_default(),
+                    data_type: s3
+                        .map_or("S3Prefix", |s| s.s3_data_type.as_str())
+                        .to_string(),
                     local,
-                    sharded: s3["S3DataDistributionType"].as_str() == Some("ShardedByS3Key"),
+                    sharded: s3.and_then(|s| s.s3_data_distribution_type.as_deref())
+                        == Some("ShardedByS3Key"),
                     exact_file: None,
                 });
             }
@@ -870,8 +869,10 @@ enum UploadKind {
 }
 
 fn output_prefix(job: &SageMakerJob) -> String {
-    let base = job.request["OutputDataConfig"]["S3OutputPath"]
-        .as_str()
+    let base = job
+        .request
+        .training()
+        .map(|r| r.output_data_config.s3_output_path.as_str())
         .unwrap_or_default()
         .trim_end_matches('/');
     format!("{base}/{}/output", job.name)
@@ -901,23 +902,25 @@ fn upload_plan(job: &SageMakerJob) -> Vec<Upload> {
                 },
             },
         ],
-        JobKind::Processing => job.request["ProcessingOutputConfig"]["Outputs"]
-            .as_array()
+        JobKind::Processing => job
+            .request
+            .processing()
+            .and_then(|r| r.processing_output_config.as_ref())
             .into_iter()
-            .flatten()
-            .map(|o| Upload {
-                host: None,
-                kind: UploadKind::Tree {
-                    dir: o["S3Output"]["LocalPath"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .trim_start_matches("/opt/ml/")
-                        .to_string(),
-                    uri: o["S3Output"]["S3Uri"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .to_string(),
-                },
+            .flat_map(|c| &c.outputs)
+            .map(|o| {
+                let s3 = o.s3_output.as_ref();
+                Upload {
+                    host: None,
+                    kind: UploadKind::Tree {
+                        dir: s3
+                            .and_then(|s| s.local_path.as_deref())
+                            .unwrap_or_default()
+                            .trim_start_matches("/opt/ml/")
+                            .to_string(),
+                        uri: s3.map(|s| s.s3_uri.clone()).unwrap_or_default(),
+                    },
+                }
             })
             .collect(),
     }

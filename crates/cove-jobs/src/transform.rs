@@ -14,6 +14,7 @@ use cove_host::s3::{parse_s3_uri, transfer_failure, TransferError};
 use cove_model::endpoints::{EndpointInstance, InstanceState, TransformJob, TransformPhase};
 use cove_model::ids::now_rfc3339;
 use cove_runtime::overlay::unmount;
+use cove_sagemaker::requests::CreateTransformJobRequest;
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::path::Path;
@@ -35,9 +36,12 @@ pub struct Batching {
     pub assemble_lines: bool,
 }
 
-pub fn batching(request: &Value, container: &Value) -> Batching {
-    let strategy = request["BatchStrategy"]
-        .as_str()
+pub fn batching(request: &CreateTransformJobRequest, container: &Value) -> Batching {
+    // A negative count reads as none, as JSON's `as_u64` read it.
+    let count = |n: Option<i64>| n.and_then(|n| u64::try_from(n).ok());
+    let strategy = request
+        .batch_strategy
+        .as_deref()
         .map(|s| s == "MultiRecord")
         .or_else(|| {
             container["BatchStrategy"]
@@ -45,13 +49,11 @@ pub fn batching(request: &Value, container: &Value) -> Batching {
                 .map(|s| s.eq_ignore_ascii_case("MULTI_RECORD"))
         })
         .unwrap_or(false);
-    let payload_mb = request["MaxPayloadInMB"]
-        .as_u64()
+    let payload_mb = count(request.max_payload_in_mb)
         .or_else(|| container["MaxPayloadInMB"].as_u64())
         .unwrap_or(6)
         .max(1);
-    let concurrency = request["MaxConcurrentTransforms"]
-        .as_u64()
+    let concurrency = count(request.max_concurrent_transforms)
         .or_else(|| container["MaxConcurrentTransforms"].as_u64())
         .unwrap_or(1)
         .clamp(1, 64);
@@ -59,8 +61,8 @@ pub fn batching(request: &Value, container: &Value) -> Batching {
         multi_record: strategy,
         max_payload: cove_model::convert::u64_to_usize(payload_mb).saturating_mul(1024 * 1024),
         concurrency: cove_model::convert::u64_to_usize(concurrency),
-        split_lines: request["TransformInput"]["SplitType"].as_str() == Some("Line"),
-        assemble_lines: request["TransformOutput"]["AssembleWith"].as_str() == Some("Line"),
+        split_lines: request.transform_input.split_type.as_deref() == Some("Line"),
+        assemble_lines: request.transform_output.assemble_with.as_deref() == Some("Line"),
     }
 }
 
@@ -189,10 +191,9 @@ impl Hosting {
         if j.stop_requested {
             return self.finish_transform(&key, "Stopped", None);
         }
+        // A negative count reads as none, as JSON's `as_u64` read it.
         let count = cove_model::convert::u64_to_usize(
-            j.request["TransformResources"]["InstanceCount"]
-                .as_u64()
-                .unwrap_or(1),
+            u64::try_from(j.request.transform_resources.instance_count).unwrap_or(1),
         );
         if j.instances.len() < count {
             self.update_transform(&key, |j| {
@@ -253,13 +254,10 @@ impl Hosting {
             .unwrap_or(Value::Null);
         let b = batching(&j.request, &params);
         // The input objects, listed from the first instance's network.
-        let source = &j.request["TransformInput"]["DataSource"]["S3DataSource"];
-        let uri = source["S3Uri"].as_str().unwrap_or_default().to_string();
-        let manifest = source["S3DataType"].as_str() == Some("ManifestFile");
-        let out_uri = j.request["TransformOutput"]["S3OutputPath"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
+        let source = &j.request.transform_input.data_source.s3_data_source;
+        let uri = source.s3_uri.clone();
+        let manifest = source.s3_data_type == "ManifestFile";
+        let out_uri = j.request.transform_output.s3_output_path.clone();
         let scratch = self.owner_dir(&owner, &j.name);
         std::fs::create_dir_all(&scratch)?;
         let listed = {
@@ -293,13 +291,9 @@ impl Hosting {
                     .collect()
             })
             .collect();
-        let gzip = j.request["TransformInput"]["CompressionType"].as_str() == Some("Gzip");
-        let content_type = j.request["TransformInput"]["ContentType"]
-            .as_str()
-            .map(str::to_string);
-        let accept = j.request["TransformOutput"]["Accept"]
-            .as_str()
-            .map(str::to_string);
+        let gzip = j.request.transform_input.compression_type.as_deref() == Some("Gzip");
+        let content_type = j.request.transform_input.content_type.clone();
+        let accept = j.request.transform_output.accept.clone();
         let workers: Vec<_> = j
             .instances
             .iter()
@@ -625,7 +619,14 @@ mod tests {
 
     #[test]
     fn batching_takes_the_request_then_the_container_then_defaults() {
-        let req = json!({"TransformInput": {"SplitType": "Line"}, "TransformOutput": {"AssembleWith": "Line"}});
+        let req: CreateTransformJobRequest = serde_json::from_value(json!({
+            "TransformJobName": "t", "ModelName": "m",
+            "TransformInput": {"SplitType": "Line",
+                "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://b/in"}}},
+            "TransformOutput": {"AssembleWith": "Line", "S3OutputPath": "s3://b/out"},
+            "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1},
+        }))
+        .unwrap();
         let b = batching(&req, &Value::Null);
         assert_eq!(
             (b.multi_record, b.max_payload, b.concurrency),
@@ -637,7 +638,11 @@ mod tests {
             (b.multi_record, b.max_payload, b.concurrency),
             (true, 2 * 1024 * 1024, 4)
         );
-        let req = json!({"BatchStrategy": "SingleRecord", "MaxConcurrentTransforms": 2});
+        let req = CreateTransformJobRequest {
+            batch_strategy: Some("SingleRecord".into()),
+            max_concurrent_transforms: Some(2),
+            ..CreateTransformJobRequest::default()
+        };
         let b = batching(&req, &container);
         assert_eq!(
             (

@@ -3,9 +3,14 @@
 //! every instance with its ENI, its progress and the namespace its serving
 //! container listens in. The hosting supervisor drives the instances; the
 //! runtime front reads the in-service ones to route `InvokeEndpoint`.
+//!
+//! A record keeps its request as the typed struct from `cove-shapes`,
+//! boxed: the store's maps hold records inline in their tree nodes, and
+//! requests of up to a few KB inline overflowed a driver thread's stack in
+//! a debug build. The box changes nothing in the stored JSON.
 
+use cove_shapes::sagemaker::{CreateEndpointInput, CreateModelInput, CreateTransformJobRequest};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// One production variant as the endpoint runs it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -102,8 +107,9 @@ pub struct SageMakerEndpoint {
     pub last_modified_time: String,
     pub instances: Vec<EndpointInstance>,
     pub delete_requested: bool,
-    /// The validated Create request (its `DeploymentConfig`, tags).
-    pub request: Value,
+    /// The validated Create request (its `DeploymentConfig` as the last
+    /// `UpdateEndpoint` gave it, tags).
+    pub request: Box<CreateEndpointInput>,
 }
 
 impl SageMakerEndpoint {
@@ -200,7 +206,7 @@ mod tests {
                 instance("i-4", "A", "old", InstanceState::Retiring),
             ],
             delete_requested: false,
-            request: Value::Null,
+            request: Box::default(),
         };
         let serving = e.serving();
         assert_eq!(serving.len(), 1);
@@ -233,9 +239,9 @@ pub struct TransformJob {
     pub region: String,
     pub account_id: String,
     /// The validated Create request.
-    pub request: Value,
+    pub request: Box<CreateTransformJobRequest>,
     /// The model's Create request as it was when the job was created.
-    pub model: Value,
+    pub model: Box<CreateModelInput>,
     /// `InProgress`, `Completed`, `Failed`, `Stopping`, `Stopped`.
     pub status: String,
     pub failure_reason: Option<String>,

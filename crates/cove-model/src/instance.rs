@@ -1,9 +1,6 @@
 //! What an ML instance type gives a container: vCPUs and memory, as AWS
 //! lists them, so the cgroup limits match what the job would get on AWS.
 
-use crate::jobs::JobKind;
-use serde_json::Value;
-
 /// vCPUs and memory (GiB) of an `ml.*` instance type, derived from its
 /// family's memory per vCPU and its size; `None` for types Cove cannot size.
 pub fn resources(instance_type: &str) -> Option<(f64, f64)> {
@@ -32,20 +29,6 @@ pub fn resources(instance_type: &str) -> Option<(f64, f64)> {
         _ => return None,
     };
     Some((vcpus, vcpus * gib_per_vcpu))
-}
-
-/// The instance type and count a job asks for.
-pub fn cluster(kind: JobKind, request: &Value) -> (String, usize) {
-    let config = match kind {
-        JobKind::Training => &request["ResourceConfig"],
-        JobKind::Processing => &request["ProcessingResources"]["ClusterConfig"],
-    };
-    let instance_type = config["InstanceType"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let count = crate::convert::u64_to_usize(config["InstanceCount"].as_u64().unwrap_or(1).max(1));
-    (instance_type, count)
 }
 
 #[cfg(test)]

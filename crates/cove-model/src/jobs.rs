@@ -2,7 +2,17 @@
 //! request it was created with (Describe echoes it), the status AWS shows,
 //! and the supervisor's own progress, so a restarted Cove resumes each job
 //! from where it was.
+//!
+//! A record keeps its request as the typed struct from `cove-shapes`,
+//! boxed: the store's maps hold records inline in their tree nodes, and
+//! requests of up to a few KB inline overflowed a driver thread's stack in
+//! a debug build. The box changes nothing in the stored JSON.
 
+use cove_shapes::sagemaker::{
+    CreateCompilationJobRequest, CreateEndpointConfigInput,
+    CreateInferenceRecommendationsJobRequest, CreateModelInput, CreateProcessingJobRequest,
+    CreateTrainingJobRequest, VpcConfig,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -94,6 +104,122 @@ pub struct JobHost {
     pub eni_id: Option<String>,
 }
 
+/// The Create request a [`SageMakerJob`] was made from, one variant per
+/// [`JobKind`].
+///
+/// Its serde form is exactly the inner request's JSON (`untagged`), which
+/// is what the record stored when `request` was the raw request, so a
+/// database written then loads unchanged. Untagged tries the variants in
+/// order and each kind's required members pick the right one: a processing
+/// request has no `TrainingJobName`/`OutputDataConfig` (required for
+/// training) and a training request no `ProcessingJobName`/
+/// `AppSpecification` (required for processing). The variants are boxed
+/// since the requests are large.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum JobRequest {
+    Training(Box<CreateTrainingJobRequest>),
+    Processing(Box<CreateProcessingJobRequest>),
+}
+
+impl JobRequest {
+    pub fn kind(&self) -> JobKind {
+        match self {
+            JobRequest::Training(_) => JobKind::Training,
+            JobRequest::Processing(_) => JobKind::Processing,
+        }
+    }
+
+    pub fn training(&self) -> Option<&CreateTrainingJobRequest> {
+        match self {
+            JobRequest::Training(r) => Some(r),
+            JobRequest::Processing(_) => None,
+        }
+    }
+
+    pub fn processing(&self) -> Option<&CreateProcessingJobRequest> {
+        match self {
+            JobRequest::Processing(r) => Some(r),
+            JobRequest::Training(_) => None,
+        }
+    }
+
+    pub fn role_arn(&self) -> &str {
+        match self {
+            JobRequest::Training(r) => &r.role_arn,
+            JobRequest::Processing(r) => &r.role_arn,
+        }
+    }
+
+    /// The `VpcConfig`, if any (processing jobs nest it in `NetworkConfig`).
+    pub fn vpc_config(&self) -> Option<&VpcConfig> {
+        match self {
+            JobRequest::Training(r) => r.vpc_config.as_ref(),
+            JobRequest::Processing(r) => r.network_config.as_ref()?.vpc_config.as_ref(),
+        }
+    }
+
+    /// `EnableNetworkIsolation` (processing jobs nest it in `NetworkConfig`).
+    pub fn network_isolation(&self) -> bool {
+        match self {
+            JobRequest::Training(r) => r.enable_network_isolation,
+            JobRequest::Processing(r) => r
+                .network_config
+                .as_ref()
+                .and_then(|n| n.enable_network_isolation),
+        }
+        .unwrap_or(false)
+    }
+
+    /// The user's `Environment` for the containers.
+    pub fn environment(&self) -> Option<&std::collections::BTreeMap<String, String>> {
+        match self {
+            JobRequest::Training(r) => r.environment.as_ref(),
+            JobRequest::Processing(r) => r.environment.as_ref(),
+        }
+    }
+
+    /// The container image.
+    pub fn image(&self) -> Option<&str> {
+        match self {
+            JobRequest::Training(r) => r
+                .algorithm_specification
+                .as_ref()?
+                .training_image
+                .as_deref(),
+            JobRequest::Processing(r) => Some(&r.app_specification.image_uri),
+        }
+    }
+
+    /// The instance type and how many instances (at least one).
+    pub fn cluster(&self) -> (String, usize) {
+        let (instance_type, count) = match self {
+            JobRequest::Training(r) => {
+                let config = r.resource_config.as_ref();
+                (
+                    config.and_then(|c| c.instance_type.clone()),
+                    config.and_then(|c| c.instance_count),
+                )
+            }
+            JobRequest::Processing(r) => {
+                let config = &r.processing_resources.cluster_config;
+                (
+                    Some(config.instance_type.clone()),
+                    Some(config.instance_count),
+                )
+            }
+        };
+        let count = count
+            .and_then(|n| u64::try_from(n).ok())
+            .unwrap_or(1)
+            .max(1);
+        (
+            instance_type.unwrap_or_default(),
+            crate::convert::u64_to_usize(count),
+        )
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SageMakerJob {
     pub kind: JobKind,
@@ -101,8 +227,8 @@ pub struct SageMakerJob {
     pub arn: String,
     pub region: String,
     pub account_id: String,
-    /// The validated Create request, as the API received it.
-    pub request: Value,
+    /// The validated Create request.
+    pub request: JobRequest,
     /// `InProgress`, `Completed`, `Failed`, `Stopping`, `Stopped`.
     pub status: String,
     pub secondary_status: String,
@@ -191,7 +317,7 @@ pub struct CompilationJob {
     pub region: String,
     pub account_id: String,
     /// The validated Create request.
-    pub request: Value,
+    pub request: Box<CreateCompilationJobRequest>,
     /// `STARTING`, `INPROGRESS`, `COMPLETED`, `FAILED`, `STOPPING`, `STOPPED`.
     pub status: String,
     pub failure_reason: Option<String>,
@@ -271,9 +397,9 @@ pub struct RecommendationJob {
     pub region: String,
     pub account_id: String,
     /// The validated Create request.
-    pub request: Value,
+    pub request: Box<CreateInferenceRecommendationsJobRequest>,
     /// The model's Create request when the job was created.
-    pub model: Value,
+    pub model: Box<CreateModelInput>,
     /// `PENDING`, `IN_PROGRESS`, `COMPLETED`, `FAILED`, `STOPPING`, `STOPPED`.
     pub status: String,
     pub failure_reason: Option<String>,
@@ -310,8 +436,36 @@ pub struct SageMakerDefinition {
     pub arn: String,
     pub region: String,
     /// The validated Create request.
-    pub request: Value,
+    pub request: DefinitionRequest,
     pub creation_time: String,
+}
+
+/// The Create request of a [`SageMakerDefinition`]. Like [`JobRequest`],
+/// its serde form is the inner request's JSON (`untagged`), as stored when
+/// it was a raw request: a model's required `ModelName` is absent from an
+/// endpoint configuration's request, whose required `EndpointConfigName`
+/// and `ProductionVariants` a model's request lacks.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DefinitionRequest {
+    Model(Box<CreateModelInput>),
+    EndpointConfig(Box<CreateEndpointConfigInput>),
+}
+
+impl DefinitionRequest {
+    pub fn model(&self) -> Option<&CreateModelInput> {
+        match self {
+            DefinitionRequest::Model(r) => Some(r),
+            DefinitionRequest::EndpointConfig(_) => None,
+        }
+    }
+
+    pub fn endpoint_config(&self) -> Option<&CreateEndpointConfigInput> {
+        match self {
+            DefinitionRequest::EndpointConfig(r) => Some(r),
+            DefinitionRequest::Model(_) => None,
+        }
+    }
 }
 
 impl SageMakerDefinition {
@@ -331,7 +485,7 @@ mod tests {
             arn: "arn".into(),
             region: "us-east-1".into(),
             account_id: "000000000000".into(),
-            request: Value::Null,
+            request: JobRequest::Training(Box::default()),
             status: "InProgress".into(),
             secondary_status: "Starting".into(),
             transitions: vec![],
@@ -365,6 +519,93 @@ mod tests {
         assert_eq!(j.failure_reason.as_deref(), Some("ClientError: boom"));
         assert!(j.is_finished());
         assert_eq!(j.key(), "training-job/j");
+    }
+
+    /// A job as the store kept it when `request` was the raw request
+    /// (`serde_json::Value`): such databases must load unchanged.
+    fn stored_job(kind: &str, request: Value) -> Value {
+        serde_json::json!({
+            "kind": kind, "name": "j", "arn": "arn", "region": "us-east-1",
+            "account_id": "000000000000", "request": request, "status": "InProgress",
+            "secondary_status": "Starting",
+            "transitions": [{"status": "Starting", "start_time": "t0", "end_time": null,
+                             "status_message": "Preparing the instances for training"}],
+            "failure_reason": null, "exit_message": null, "creation_time": "t0",
+            "start_time": null, "end_time": null, "last_modified_time": "t0",
+            "phase": "Starting", "hosts": [{"name": "algo-1", "eni_id": "eni-1"}],
+            "stop_requested": false, "model_artifacts": null, "billable_seconds": null,
+            "session_access_key": "ASIA1",
+        })
+    }
+
+    #[test]
+    fn records_stored_with_a_raw_request_load_as_typed_ones() {
+        let training = serde_json::json!({
+            "TrainingJobName": "j",
+            "RoleArn": "arn:aws:iam::000000000000:role/r",
+            "AlgorithmSpecification": {"TrainingImage": "img", "TrainingInputMode": "File"},
+            "HyperParameters": {"epochs": "2", "sagemaker_program": "\"train.py\""},
+            "InputDataConfig": [{"ChannelName": "train", "DataSource": {"S3DataSource": {
+                "S3DataType": "S3Prefix", "S3Uri": "s3://b/train"}}}],
+            "OutputDataConfig": {"S3OutputPath": "s3://b/out"},
+            "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 2, "VolumeSizeInGB": 10},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 60},
+            "VpcConfig": {"SecurityGroupIds": ["sg-1"], "Subnets": ["subnet-1"]},
+            "EnableNetworkIsolation": true,
+            "Tags": [{"Key": "k", "Value": "v"}],
+        });
+        let job: SageMakerJob =
+            serde_json::from_value(stored_job("Training", training.clone())).unwrap();
+        let JobRequest::Training(r) = &job.request else {
+            panic!("{:?}", job.request);
+        };
+        assert_eq!(r.training_job_name, "j");
+        assert_eq!(job.request.cluster(), ("ml.m5.large".to_string(), 2));
+        assert_eq!(job.request.vpc_config().unwrap().subnets, ["subnet-1"]);
+        assert!(job.request.network_isolation());
+        assert_eq!(job.request.image(), Some("img"));
+        // Written back, the request is the JSON it was.
+        assert_eq!(serde_json::to_value(&job.request).unwrap(), training);
+
+        let processing = serde_json::json!({
+            "ProcessingJobName": "p",
+            "RoleArn": "arn:aws:iam::000000000000:role/r",
+            "AppSpecification": {"ImageUri": "img", "ContainerEntrypoint": ["python3"]},
+            "ProcessingResources": {"ClusterConfig": {
+                "InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 5}},
+            "NetworkConfig": {"EnableNetworkIsolation": false,
+                              "VpcConfig": {"SecurityGroupIds": ["sg-1"], "Subnets": ["subnet-2"]}},
+        });
+        let job: SageMakerJob =
+            serde_json::from_value(stored_job("Processing", processing.clone())).unwrap();
+        assert_eq!(job.request.kind(), JobKind::Processing);
+        assert_eq!(job.request.role_arn(), "arn:aws:iam::000000000000:role/r");
+        assert_eq!(job.request.vpc_config().unwrap().subnets, ["subnet-2"]);
+        assert!(!job.request.network_isolation());
+        assert_eq!(serde_json::to_value(&job.request).unwrap(), processing);
+
+        let model: SageMakerDefinition = serde_json::from_value(serde_json::json!({
+            "kind": "model", "name": "m", "arn": "arn", "region": "us-east-1",
+            "creation_time": "t0",
+            "request": {"ModelName": "m", "ExecutionRoleArn": "arn:aws:iam::000000000000:role/r",
+                        "PrimaryContainer": {"Image": "img", "ModelDataUrl": "s3://b/m.tar.gz"}},
+        }))
+        .unwrap();
+        assert_eq!(model.request.model().unwrap().model_name, "m");
+        let config: SageMakerDefinition = serde_json::from_value(serde_json::json!({
+            "kind": "endpoint-config", "name": "c", "arn": "arn", "region": "us-east-1",
+            "creation_time": "t0",
+            "request": {"EndpointConfigName": "c", "ProductionVariants": [{
+                "VariantName": "A", "ModelName": "m", "InstanceType": "ml.m5.large",
+                "InitialInstanceCount": 1, "InitialVariantWeight": 1}]},
+        }))
+        .unwrap();
+        let variants = &config
+            .request
+            .endpoint_config()
+            .unwrap()
+            .production_variants;
+        assert_eq!(variants[0].initial_variant_weight, Some(1.0));
     }
 
     #[test]

@@ -2,9 +2,14 @@
 //! A domain owns its NFS security groups and a home directory per user
 //! profile; an app is a process on an ENI in the domain's network, driven
 //! by the Studio supervisor from the phase kept here.
+//!
+//! A record keeps its request as the typed struct from `cove-shapes`,
+//! boxed: the store's maps hold records inline in their tree nodes, and
+//! requests of up to a few KB inline overflowed a driver thread's stack in
+//! a debug build. The box changes nothing in the stored JSON.
 
+use cove_shapes::sagemaker::{CreateAppRequest, CreateDomainRequest, CreateUserProfileRequest};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// A Studio domain (`domain/<d-…>`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -16,7 +21,7 @@ pub struct StudioDomain {
     pub region: String,
     pub account_id: String,
     /// The Create request, with updates applied.
-    pub request: Value,
+    pub request: Box<CreateDomainRequest>,
     /// `Pending`, `InService`, `Updating`, `Deleting`, `Failed`.
     pub status: String,
     pub creation_time: String,
@@ -43,7 +48,7 @@ pub struct UserProfile {
     pub name: String,
     pub arn: String,
     pub region: String,
-    pub request: Value,
+    pub request: Box<CreateUserProfileRequest>,
     /// `InService`, `Deleting`.
     pub status: String,
     pub creation_time: String,
@@ -82,7 +87,7 @@ pub struct StudioApp {
     pub arn: String,
     pub region: String,
     pub account_id: String,
-    pub request: Value,
+    pub request: Box<CreateAppRequest>,
     /// `Pending`, `InService`, `Deleting`, `Deleted`, `Failed`.
     pub status: String,
     pub failure_reason: Option<String>,

@@ -12,6 +12,7 @@
 //! refused up front with a `ClientError` in the words a Neo job fails with.
 //! No network, no clock: files in, files out.
 
+use cove_shapes::sagemaker::OutputConfig;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::path::Path;
@@ -38,15 +39,13 @@ pub enum Target {
 
 impl Target {
     /// The target an `OutputConfig` names, when it names exactly one.
-    pub fn from_output_config(config: &Value) -> Option<Target> {
-        let device = config["TargetDevice"].as_str();
-        let platform = &config["TargetPlatform"];
-        match (device, platform.is_object()) {
-            (Some(d), false) => Some(Target::Device(d.to_string())),
-            (None, true) => Some(Target::Platform {
-                os: platform["Os"].as_str().unwrap_or_default().to_string(),
-                arch: platform["Arch"].as_str().unwrap_or_default().to_string(),
-                accelerator: platform["Accelerator"].as_str().map(str::to_string),
+    pub fn from_output_config(config: &OutputConfig) -> Option<Target> {
+        match (&config.target_device, &config.target_platform) {
+            (Some(d), None) => Some(Target::Device(d.clone())),
+            (None, Some(p)) => Some(Target::Platform {
+                os: p.os.clone(),
+                arch: p.arch.clone(),
+                accelerator: p.accelerator.clone(),
             }),
             _ => None,
         }

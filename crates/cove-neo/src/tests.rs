@@ -6,6 +6,12 @@ use prost::Message;
 use std::path::PathBuf;
 use tract_onnx::pb;
 
+/// An `OutputConfig` with the output location the tests do not vary.
+fn output_config(mut v: serde_json::Value) -> OutputConfig {
+    v["S3OutputLocation"] = json!("s3://b/out");
+    serde_json::from_value(v).unwrap()
+}
+
 fn dim(d: &str) -> pb::tensor_shape_proto::Dimension {
     use pb::tensor_shape_proto::dimension::Value;
     let value = match d.parse::<i64>() {
@@ -244,26 +250,28 @@ fn only_onnx_for_x86_64_cpus_is_supported() {
         check_supported(&pytorch).unwrap_err(),
         "ClientError: InputConfiguration: Framework PYTORCH is not supported by Cove's compiler. Supported: ONNX."
     );
-    let linux =
-        Target::from_output_config(&json!({"TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"}}))
-            .unwrap();
+    let linux = Target::from_output_config(&output_config(
+        json!({"TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"}}),
+    ))
+    .unwrap();
     assert_eq!(linux.suffix(), "LINUX_X86_64");
     assert!(check_supported(&job(None, &linux)).is_ok());
-    let arm =
-        Target::from_output_config(&json!({"TargetPlatform": {"Os": "LINUX", "Arch": "ARM64"}}))
-            .unwrap();
+    let arm = Target::from_output_config(&output_config(
+        json!({"TargetPlatform": {"Os": "LINUX", "Arch": "ARM64"}}),
+    ))
+    .unwrap();
     assert!(check_supported(&job(None, &arm)).is_err());
-    let nvidia = Target::from_output_config(
-        &json!({"TargetPlatform": {"Os": "LINUX", "Arch": "X86_64", "Accelerator": "NVIDIA"}}),
-    )
+    let nvidia = Target::from_output_config(&output_config(
+        json!({"TargetPlatform": {"Os": "LINUX", "Arch": "X86_64", "Accelerator": "NVIDIA"}}),
+    ))
     .unwrap();
     assert!(check_supported(&job(None, &nvidia))
         .unwrap_err()
         .contains("LINUX_X86_64_NVIDIA"));
     assert_eq!(
-        Target::from_output_config(
-            &json!({"TargetDevice": "ml_c5", "TargetPlatform": {"Os": "LINUX"}})
-        ),
+        Target::from_output_config(&output_config(
+            json!({"TargetDevice": "ml_c5", "TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"}})
+        )),
         None
     );
 }

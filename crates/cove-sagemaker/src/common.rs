@@ -2,9 +2,9 @@
 //! `VpcConfig` checks, list paging and sorting, and small request readers.
 
 use crate::requests::*;
-use cove_model::jobs::JobKind;
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
+use cove_shapes::time_of;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeSet;
 
@@ -16,26 +16,6 @@ pub fn validation(message: impl Into<String>) -> AwsError {
 /// one validation error.
 pub fn invalid_request(e: impl std::fmt::Display) -> AwsError {
     validation(format!("1 validation error detected: {e}"))
-}
-
-pub fn vpc_config(kind: JobKind, request: &Value) -> Option<&Value> {
-    match kind {
-        JobKind::Training => request.get("VpcConfig"),
-        JobKind::Processing => request
-            .get("NetworkConfig")
-            .and_then(|n| n.get("VpcConfig")),
-    }
-    .filter(|v| v.is_object())
-}
-
-pub fn network_isolation(kind: JobKind, request: &Value) -> bool {
-    let v = match kind {
-        JobKind::Training => request.get("EnableNetworkIsolation"),
-        JobKind::Processing => request
-            .get("NetworkConfig")
-            .and_then(|n| n.get("EnableNetworkIsolation")),
-    };
-    v.and_then(Value::as_bool).unwrap_or(false)
 }
 
 /// The items in order, each once.
@@ -75,22 +55,13 @@ pub fn count(v: Option<i64>) -> Option<u64> {
 
 /// A Describe answer's start: the Create request echoed back, less its
 /// `Tags` (ListTags answers those).
-pub fn echoed(request: &Value) -> Map<String, Value> {
-    let mut out = request.as_object().cloned().unwrap_or_default();
+pub fn echoed(request: &impl serde::Serialize) -> Map<String, Value> {
+    let mut out = match serde_json::to_value(request) {
+        Ok(Value::Object(o)) => o,
+        _ => Map::new(),
+    };
     out.remove("Tags");
     out
-}
-
-/// The strings of a JSON array (an absent or non-array value has none).
-pub fn strings(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// The subnets and security groups of a `VpcConfig`, checked against the
@@ -175,21 +146,6 @@ pub fn seconds_between(start: &str, end: &str) -> i64 {
     match (parse(start), parse(end)) {
         (Some(a), Some(b)) => (b - a).whole_seconds().max(1),
         _ => 1,
-    }
-}
-
-pub(crate) fn time_of(v: &Value) -> Option<time::OffsetDateTime> {
-    match v {
-        Value::Number(n) => n.as_f64().and_then(|f| {
-            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(
-                cove_model::convert::f64_to_i64((f * 1e9).round()),
-            ))
-            .ok()
-        }),
-        Value::String(s) => {
-            time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
-        }
-        _ => None,
     }
 }
 

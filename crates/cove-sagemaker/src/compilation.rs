@@ -38,13 +38,12 @@ fn find<'w>(world: &'w cove_model::world::World, name: &str) -> AwsResult<&'w Co
         })
 }
 
-/// `CreateCompilationJob`: `raw` is the request as it came, which the job
-/// keeps for Describe to echo and its driver to read.
+/// `CreateCompilationJob`: the job keeps the request for Describe to echo
+/// and its driver to read.
 pub fn create(
     store: &Store,
     ctx: &RequestContext,
-    request: &CreateCompilationJobRequest,
-    raw: Value,
+    request: CreateCompilationJobRequest,
 ) -> AwsResult<Value> {
     let name = request.compilation_job_name.clone();
     let arn = format!(
@@ -95,7 +94,7 @@ pub fn create(
             arn: arn.clone(),
             region: ctx.region.clone(),
             account_id: ctx.account_id().to_string(),
-            request: raw.clone(),
+            request: Box::new(request.clone()),
             status: "STARTING".into(),
             failure_reason: None,
             creation_time: now.clone(),
@@ -164,8 +163,8 @@ pub fn list(store: &Store, ctx: &RequestContext, query: &ListQuery) -> AwsResult
         .values()
         .filter(|j| j.region == ctx.region)
         .map(|j| {
-            let output = &j.request["OutputConfig"];
-            let platform = &output["TargetPlatform"];
+            let output = &j.request.output_config;
+            let platform = output.target_platform.as_ref();
             Row {
                 name: &j.name,
                 created: &j.creation_time,
@@ -177,10 +176,10 @@ pub fn list(store: &Store, ctx: &RequestContext, query: &ListQuery) -> AwsResult
                     "CreationTime": j.creation_time,
                     "CompilationStartTime": j.start_time,
                     "CompilationEndTime": j.end_time,
-                    "CompilationTargetDevice": output.get("TargetDevice"),
-                    "CompilationTargetPlatformOs": platform.get("Os"),
-                    "CompilationTargetPlatformArch": platform.get("Arch"),
-                    "CompilationTargetPlatformAccelerator": platform.get("Accelerator"),
+                    "CompilationTargetDevice": output.target_device,
+                    "CompilationTargetPlatformOs": platform.map(|p| &p.os),
+                    "CompilationTargetPlatformArch": platform.map(|p| &p.arch),
+                    "CompilationTargetPlatformAccelerator": platform.and_then(|p| p.accelerator.as_ref()),
                     "LastModifiedTime": j.last_modified_time,
                     "CompilationJobStatus": j.status,
                 }),
@@ -197,28 +196,35 @@ pub fn stop(store: &Store, name: &str) -> AwsResult<Value> {
 crate::stopping::stoppable!(CompilationJob, "STOPPING", |j| !j.is_finished()
     && j.status != "STOPPING");
 
-pub fn max_runtime(request: &Value) -> u64 {
-    request["StoppingCondition"]["MaxRuntimeInSeconds"]
-        .as_u64()
+pub fn max_runtime(request: &CreateCompilationJobRequest) -> u64 {
+    // A negative value reads as none, as JSON's `as_u64` read it.
+    request
+        .stopping_condition
+        .max_runtime_in_seconds
+        .and_then(|s| u64::try_from(s).ok())
         .unwrap_or(DEFAULT_MAX_RUNTIME)
 }
 
 /// The compiled archive's S3 URI, named as Neo names it: the input object's
 /// name without `.tar.gz`, a dash and the target (`model-ml_c5.tar.gz`).
-pub fn artifact_uri(request: &Value) -> String {
-    let input = request["InputConfig"]["S3Uri"].as_str().unwrap_or_default();
+pub fn artifact_uri(request: &CreateCompilationJobRequest) -> String {
+    let input = request
+        .input_config
+        .as_ref()
+        .map(|i| i.s3_uri.as_str())
+        .unwrap_or_default();
     let file = input.rsplit('/').next().unwrap_or_default();
     let stem = file
         .strip_suffix(".tar.gz")
         .or_else(|| file.strip_suffix(".tgz"))
         .unwrap_or(file);
     let stem = if stem.is_empty() { "model" } else { stem };
-    let target = Target::from_output_config(&request["OutputConfig"])
+    let target = Target::from_output_config(&request.output_config)
         .map(|t| t.suffix())
         .unwrap_or_default();
-    let out = request["OutputConfig"]["S3OutputLocation"]
-        .as_str()
-        .unwrap_or_default()
+    let out = request
+        .output_config
+        .s3_output_location
         .trim_end_matches('/');
     format!("{out}/{stem}-{target}.tar.gz")
 }
@@ -229,16 +235,24 @@ mod tests {
 
     #[test]
     fn artifacts_are_named_after_the_input_and_the_target() {
-        let request = json!({
+        let typed = |mut v: Value| {
+            // The members the test does not vary, required by the type.
+            v["CompilationJobName"] = json!("c");
+            v["RoleArn"] = json!("arn:aws:iam::123456789012:role/r");
+            v["StoppingCondition"] = json!({});
+            v["InputConfig"]["Framework"] = json!("ONNX");
+            serde_json::from_value::<CreateCompilationJobRequest>(v).unwrap()
+        };
+        let request = typed(json!({
             "InputConfig": {"S3Uri": "s3://b/models/model.tar.gz"},
             "OutputConfig": {"S3OutputLocation": "s3://b/compiled/", "TargetDevice": "ml_c5"},
-        });
+        }));
         assert_eq!(artifact_uri(&request), "s3://b/compiled/model-ml_c5.tar.gz");
-        let request = json!({
+        let request = typed(json!({
             "InputConfig": {"S3Uri": "s3://b/resnet.tgz"},
             "OutputConfig": {"S3OutputLocation": "s3://b/out",
                              "TargetPlatform": {"Os": "LINUX", "Arch": "X86_64"}},
-        });
+        }));
         assert_eq!(
             artifact_uri(&request),
             "s3://b/out/resnet-LINUX_X86_64.tar.gz"

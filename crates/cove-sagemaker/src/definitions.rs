@@ -3,15 +3,14 @@
 //! the schema cannot (unique names, models that exist, `VpcConfig` ids in one
 //! VPC) with AWS's messages.
 
-use crate::common::{check_vpc_config, invalid_request, page, validation, ListQuery, Row};
+use crate::common::{check_vpc_config, page, validation, ListQuery, Row};
 use crate::requests::{CreateEndpointConfigInput, CreateModelInput, VpcConfig};
 use cove_model::ids::now_rfc3339;
-use cove_model::jobs::SageMakerDefinition;
+use cove_model::jobs::{DefinitionRequest, SageMakerDefinition};
 use cove_model::world::World;
 use cove_model::AwsResult;
 use cove_store::Store;
 use cove_wire::RequestContext;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 
@@ -102,19 +101,6 @@ impl NewDefinition {
             NewDefinition::EndpointConfig(r) => &r.endpoint_config_name,
         }
     }
-
-    /// A request Cove makes for itself (the recommender's temporary model
-    /// and configuration), parsed as a client's is.
-    pub fn parse(kind: Definition, input: &Value) -> AwsResult<NewDefinition> {
-        match kind {
-            Definition::Model => {
-                CreateModelInput::deserialize(input).map(|r| NewDefinition::Model(Box::new(r)))
-            }
-            Definition::EndpointConfig => CreateEndpointConfigInput::deserialize(input)
-                .map(|r| NewDefinition::EndpointConfig(Box::new(r))),
-        }
-        .map_err(invalid_request)
-    }
 }
 
 fn check_vpc(world: &World, ctx: &RequestContext, config: Option<&VpcConfig>) -> AwsResult<()> {
@@ -159,14 +145,9 @@ fn check_endpoint_config(
     check_vpc(world, ctx, input.vpc_config.as_ref())
 }
 
-/// `CreateModel`, `CreateEndpointConfig`: `raw` is the request as it came,
-/// which the definition keeps for Describe to echo and endpoints to read.
-pub fn create(
-    store: &Store,
-    ctx: &RequestContext,
-    request: &NewDefinition,
-    raw: Value,
-) -> AwsResult<Value> {
+/// `CreateModel`, `CreateEndpointConfig`: the definition keeps the request
+/// for Describe to echo and endpoints to read.
+pub fn create(store: &Store, ctx: &RequestContext, request: NewDefinition) -> AwsResult<Value> {
     let kind = request.kind();
     let name = request.name().to_string();
     let arn = arn(ctx, kind, &name);
@@ -178,7 +159,7 @@ pub fn create(
                 kind.noun()
             )));
         }
-        match request {
+        match &request {
             NewDefinition::Model(r) => check_model(&tx.world, ctx, r)?,
             NewDefinition::EndpointConfig(r) => check_endpoint_config(&tx.world, ctx, r)?,
         }
@@ -187,7 +168,10 @@ pub fn create(
             name: name.clone(),
             arn: arn.clone(),
             region: ctx.region.clone(),
-            request: raw.clone(),
+            request: match &request {
+                NewDefinition::Model(r) => DefinitionRequest::Model(r.clone()),
+                NewDefinition::EndpointConfig(r) => DefinitionRequest::EndpointConfig(r.clone()),
+            },
             creation_time: now_rfc3339(),
         });
         Ok(())

@@ -7,7 +7,8 @@
 use crate::common::{count, page, validation, ListQuery, Row};
 use crate::definitions::{self, Definition};
 use crate::requests::{
-    CreateEndpointInput, UpdateEndpointInput, UpdateEndpointWeightsAndCapacitiesInput,
+    ContainerDefinition, CreateEndpointInput, CreateModelInput, UpdateEndpointInput,
+    UpdateEndpointWeightsAndCapacitiesInput,
 };
 use cove_model::endpoints::{EndpointVariant, InstanceState, SageMakerEndpoint};
 use cove_model::ids::now_rfc3339;
@@ -41,12 +42,13 @@ pub fn find<'w>(
         .ok_or_else(|| not_found(ctx, name))
 }
 
-/// The image a model runs (its primary container, or the first of `Containers`).
-pub fn model_container(model: &Value) -> &Value {
-    match model.get("PrimaryContainer") {
-        Some(c) => c,
-        None => &model["Containers"][0],
-    }
+/// The container a model runs (its primary container, or the first of
+/// `Containers`); `None` for a model with neither.
+pub fn model_container(model: &CreateModelInput) -> Option<&ContainerDefinition> {
+    model
+        .primary_container
+        .as_ref()
+        .or_else(|| model.containers.as_ref()?.first())
 }
 
 /// The variants of an endpoint configuration, as an endpoint starts them.
@@ -57,40 +59,45 @@ fn variants_of(
 ) -> AwsResult<Vec<EndpointVariant>> {
     let config = definitions::find(world, ctx, Definition::EndpointConfig, config_name)?;
     let mut out = Vec::new();
-    for v in config.request["ProductionVariants"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    for v in config
+        .request
+        .endpoint_config()
+        .map(|c| c.production_variants.as_slice())
+        .unwrap_or_default()
     {
-        let model_name = v["ModelName"].as_str().unwrap_or_default();
+        let model_name = v.model_name.as_deref().unwrap_or_default();
         let model = definitions::find(world, ctx, Definition::Model, model_name)?;
-        let weight = v["InitialVariantWeight"].as_f64().unwrap_or(1.0);
-        let count =
-            u32::try_from(v["InitialInstanceCount"].as_u64().unwrap_or(1)).unwrap_or(u32::MAX);
+        let weight = v.initial_variant_weight.unwrap_or(1.0);
+        // A negative count reads as none, as JSON's `as_u64` read it.
+        let count = match v.initial_instance_count {
+            None => 1,
+            Some(n) => u64::try_from(n).unwrap_or(1),
+        };
         out.push(EndpointVariant {
-            name: v["VariantName"].as_str().unwrap_or_default().to_string(),
+            name: v.variant_name.clone(),
             model_name: model_name.to_string(),
-            instance_type: v["InstanceType"].as_str().unwrap_or_default().to_string(),
+            instance_type: v.instance_type.clone().unwrap_or_default(),
             current_weight: weight,
             desired_weight: weight,
             current_instance_count: 0,
-            desired_instance_count: count,
-            image: model_container(&model.request)["Image"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string(),
+            desired_instance_count: u32::try_from(count).unwrap_or(u32::MAX),
+            image: model
+                .request
+                .model()
+                .and_then(model_container)
+                .and_then(|c| c.image.clone())
+                .unwrap_or_default(),
         });
     }
     Ok(out)
 }
 
-/// `CreateEndpoint`: `raw` is the request as it came, which the endpoint
-/// keeps (its `DeploymentConfig` is Describe's `LastDeploymentConfig`).
+/// `CreateEndpoint`: the endpoint keeps the request (its `DeploymentConfig`
+/// is Describe's `LastDeploymentConfig`).
 pub fn create(
     store: &Store,
     ctx: &RequestContext,
-    request: &CreateEndpointInput,
-    raw: Value,
+    request: CreateEndpointInput,
 ) -> AwsResult<Value> {
     let name = request.endpoint_name.clone();
     let config_name = request.endpoint_config_name.as_str();
@@ -123,7 +130,7 @@ pub fn create(
             last_modified_time: now,
             instances: vec![],
             delete_requested: false,
-            request: raw.clone(),
+            request: Box::new(request.clone()),
         });
         Ok(())
     })?;
@@ -165,8 +172,8 @@ pub fn describe(store: &Store, ctx: &RequestContext, name: &str) -> AwsResult<Va
     if let Some(r) = &e.failure_reason {
         out["FailureReason"] = json!(r);
     }
-    if let Some(c) = e.request.get("DeploymentConfig") {
-        out["LastDeploymentConfig"] = c.clone();
+    if let Some(c) = &e.request.deployment_config {
+        out["LastDeploymentConfig"] = json!(c);
     }
     if let Some(pending) = &e.pending_config {
         out["PendingDeploymentSummary"] = json!({
@@ -236,13 +243,11 @@ fn check_updatable(e: &SageMakerEndpoint) -> AwsResult<()> {
     Ok(())
 }
 
-/// `UpdateEndpoint`: `raw` is the request as it came; a `DeploymentConfig`
-/// it gives replaces the stored one as given.
+/// `UpdateEndpoint`: a `DeploymentConfig` it gives replaces the stored one.
 pub fn update(
     store: &Store,
     ctx: &RequestContext,
     request: &UpdateEndpointInput,
-    raw: &Value,
 ) -> AwsResult<Value> {
     let name = request.endpoint_name.as_str();
     let config_name = request.endpoint_config_name.as_str();
@@ -267,9 +272,8 @@ pub fn update(
         e.status = "Updating".into();
         e.failure_reason = None;
         e.last_modified_time = now;
-        if request.deployment_config.is_some() {
-            // Stored as it came, as CreateEndpoint stores its request.
-            e.request["DeploymentConfig"] = raw["DeploymentConfig"].clone();
+        if let Some(c) = &request.deployment_config {
+            e.request.deployment_config = Some(c.clone());
         }
         let arn = e.arn.clone();
         tx.put(e);

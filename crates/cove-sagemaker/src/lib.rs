@@ -80,28 +80,20 @@ impl Service for SageMakerService {
             Some(Err(e)) => return Err(common::invalid_request(e)),
             Some(Ok(r)) => r,
         };
-        // Create and Update handlers also get `input`, the request as it
-        // came: what they store is what Describe echoes back.
+        // Create handlers store their typed request: Describe echoes it
+        // back and the drivers read it.
         match request {
-            Request::CreateTrainingJob(r) => training::create(
-                store,
-                ctx,
-                NewJob::Training(&r),
-                input,
-                &self.bucket_policies,
-            ),
+            Request::CreateTrainingJob(r) => {
+                training::create(store, ctx, NewJob::Training(&r), &self.bucket_policies)
+            }
             Request::DescribeTrainingJob(r) => {
                 training::describe(store, Training, &r.training_job_name)
             }
             Request::ListTrainingJobs(r) => training::list(store, ctx, Training, &(&r).into()),
             Request::StopTrainingJob(r) => training::stop(store, Training, &r.training_job_name),
-            Request::CreateProcessingJob(r) => training::create(
-                store,
-                ctx,
-                NewJob::Processing(&r),
-                input,
-                &self.bucket_policies,
-            ),
+            Request::CreateProcessingJob(r) => {
+                training::create(store, ctx, NewJob::Processing(&r), &self.bucket_policies)
+            }
             Request::DescribeProcessingJob(r) => {
                 training::describe(store, Processing, &r.processing_job_name)
             }
@@ -110,7 +102,7 @@ impl Service for SageMakerService {
                 training::stop(store, Processing, &r.processing_job_name)
             }
             Request::CreateModel(r) => {
-                definitions::create(store, ctx, &NewDefinition::Model(Box::new(r)), input)
+                definitions::create(store, ctx, NewDefinition::Model(Box::new(r)))
             }
             Request::DescribeModel(r) => {
                 definitions::describe(store, ctx, Definition::Model, &r.model_name)
@@ -121,12 +113,9 @@ impl Service for SageMakerService {
             Request::DeleteModel(r) => {
                 definitions::delete(store, ctx, Definition::Model, &r.model_name)
             }
-            Request::CreateEndpointConfig(r) => definitions::create(
-                store,
-                ctx,
-                &NewDefinition::EndpointConfig(Box::new(r)),
-                input,
-            ),
+            Request::CreateEndpointConfig(r) => {
+                definitions::create(store, ctx, NewDefinition::EndpointConfig(Box::new(r)))
+            }
             Request::DescribeEndpointConfig(r) => definitions::describe(
                 store,
                 ctx,
@@ -142,45 +131,43 @@ impl Service for SageMakerService {
                 Definition::EndpointConfig,
                 &r.endpoint_config_name,
             ),
-            Request::CreateEndpoint(r) => endpoints::create(store, ctx, &r, input),
+            Request::CreateEndpoint(r) => endpoints::create(store, ctx, r),
             Request::DescribeEndpoint(r) => endpoints::describe(store, ctx, &r.endpoint_name),
             Request::ListEndpoints(r) => endpoints::list(store, ctx, &(&r).into()),
             Request::DeleteEndpoint(r) => endpoints::delete(store, ctx, &r.endpoint_name),
-            Request::UpdateEndpoint(r) => endpoints::update(store, ctx, &r, &input),
+            Request::UpdateEndpoint(r) => endpoints::update(store, ctx, &r),
             Request::UpdateEndpointWeightsAndCapacities(r) => {
                 endpoints::update_weights_and_capacities(store, ctx, &r)
             }
-            Request::CreateTransformJob(r) => transform::create(store, ctx, &r, input),
+            Request::CreateTransformJob(r) => transform::create(store, ctx, r),
             Request::DescribeTransformJob(r) => transform::describe(store, &r.transform_job_name),
             Request::ListTransformJobs(r) => transform::list(store, ctx, &(&r).into()),
             Request::StopTransformJob(r) => transform::stop(store, &r.transform_job_name),
-            Request::CreateCompilationJob(r) => compilation::create(store, ctx, &r, input),
+            Request::CreateCompilationJob(r) => compilation::create(store, ctx, r),
             Request::DescribeCompilationJob(r) => {
                 compilation::describe(store, &r.compilation_job_name)
             }
             Request::ListCompilationJobs(r) => compilation::list(store, ctx, &(&r).into()),
             Request::StopCompilationJob(r) => compilation::stop(store, &r.compilation_job_name),
-            Request::CreateInferenceRecommendationsJob(r) => {
-                recommender::create(store, ctx, &r, input)
-            }
+            Request::CreateInferenceRecommendationsJob(r) => recommender::create(store, ctx, r),
             Request::DescribeInferenceRecommendationsJob(r) => {
                 recommender::describe(store, &r.job_name)
             }
             Request::ListInferenceRecommendationsJobs(r) => recommender::list(store, ctx, &r),
             Request::StopInferenceRecommendationsJob(r) => recommender::stop(store, &r.job_name),
             Request::ListInferenceRecommendationsJobSteps(r) => recommender::steps(store, &r),
-            Request::CreateDomain(r) => studio::create_domain(store, ctx, &self.studio, &r, input),
+            Request::CreateDomain(r) => studio::create_domain(store, ctx, &self.studio, r),
             Request::DescribeDomain(r) => {
                 studio::describe_domain(store, ctx, &self.studio, &r.domain_id)
             }
             Request::ListDomains(r) => studio::list_domains(store, ctx, &self.studio, &r),
-            Request::UpdateDomain(r) => studio::update_domain(store, ctx, &r, &input),
+            Request::UpdateDomain(r) => studio::update_domain(store, ctx, &r),
             Request::DeleteDomain(r) => studio::delete_domain(store, ctx, &self.studio, &r),
-            Request::CreateUserProfile(r) => studio::create_user_profile(store, ctx, &r, input),
+            Request::CreateUserProfile(r) => studio::create_user_profile(store, ctx, r),
             Request::DescribeUserProfile(r) => studio::describe_user_profile(store, ctx, &r),
             Request::ListUserProfiles(r) => studio::list_user_profiles(store, ctx, &r),
             Request::DeleteUserProfile(r) => studio::delete_user_profile(store, ctx, &r),
-            Request::CreateApp(r) => studio::create_app(store, ctx, &r, input),
+            Request::CreateApp(r) => studio::create_app(store, ctx, r),
             Request::DescribeApp(r) => studio::describe_app(store, &r),
             Request::ListApps(r) => studio::list_apps(store, ctx, &r),
             Request::DeleteApp(r) => studio::delete_app(store, &r),

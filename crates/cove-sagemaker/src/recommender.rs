@@ -96,13 +96,12 @@ fn candidates(job_type: &str, config: &RecommendationJobInputConfig) -> AwsResul
     Ok(types)
 }
 
-/// `CreateInferenceRecommendationsJob`: `raw` is the request as it came,
-/// which the job keeps for Describe to echo and its driver to read.
+/// `CreateInferenceRecommendationsJob`: the job keeps the request for
+/// Describe to echo and its driver to read.
 pub fn create(
     store: &Store,
     ctx: &RequestContext,
-    request: &CreateInferenceRecommendationsJobRequest,
-    raw: Value,
+    request: CreateInferenceRecommendationsJobRequest,
 ) -> AwsResult<Value> {
     let name = request.job_name.clone();
     let arn = format!(
@@ -166,7 +165,9 @@ pub fn create(
         }
         let model = definitions::find(&tx.world, ctx, Definition::Model, model_name)?
             .request
-            .clone();
+            .model()
+            .cloned()
+            .unwrap_or_default();
         if let Some(vpc) = &config.vpc_config {
             check_vpc_config(&tx.world, &ctx.region, &vpc.subnets, &vpc.security_group_ids)?;
         }
@@ -189,8 +190,8 @@ pub fn create(
             arn: arn.clone(),
             region: ctx.region.clone(),
             account_id: ctx.account_id().to_string(),
-            request: raw.clone(),
-            model,
+            request: Box::new(request.clone()),
+            model: Box::new(model),
             status: "PENDING".into(),
             failure_reason: None,
             creation_time: now.clone(),
@@ -219,17 +220,25 @@ fn endpoint_configuration(step: &BenchmarkStep) -> Value {
 pub fn describe(store: &Store, name: &str) -> AwsResult<Value> {
     let world = store.snapshot();
     let j = find(&world, name)?;
+    let r = &j.request;
     let mut out = Map::new();
-    for field in [
-        "JobName",
-        "JobDescription",
-        "JobType",
-        "RoleArn",
-        "InputConfig",
-        "StoppingConditions",
+    // The request's members Describe echoes (absent ones stay absent).
+    for (field, v) in [
+        ("JobName", Some(json!(r.job_name))),
+        (
+            "JobDescription",
+            r.job_description.as_ref().map(|v| json!(v)),
+        ),
+        ("JobType", Some(json!(r.job_type))),
+        ("RoleArn", Some(json!(r.role_arn))),
+        ("InputConfig", Some(json!(r.input_config))),
+        (
+            "StoppingConditions",
+            r.stopping_conditions.as_ref().map(|v| json!(v)),
+        ),
     ] {
-        if let Some(v) = j.request.get(field) {
-            out.insert(field.into(), v.clone());
+        if let Some(v) = v {
+            out.insert(field.into(), v);
         }
     }
     out.insert("JobArn".into(), json!(j.arn));
@@ -287,7 +296,7 @@ pub fn list(
         .recommendation_jobs
         .values()
         .filter(|j| j.region == ctx.region)
-        .filter(|j| model.is_none_or(|m| j.request["InputConfig"]["ModelName"].as_str() == Some(m)))
+        .filter(|j| model.is_none_or(|m| j.request.input_config.model_name.as_deref() == Some(m)))
         .map(|j| Row {
             name: &j.name,
             created: &j.creation_time,
@@ -295,17 +304,19 @@ pub fn list(
             status: &j.status,
             summary: json!({
                 "JobName": j.name,
-                "JobDescription": j.request["JobDescription"].as_str().unwrap_or_default(),
-                "JobType": j.request["JobType"],
+                "JobDescription": j.request.job_description.as_deref().unwrap_or_default(),
+                "JobType": j.request.job_type,
                 "JobArn": j.arn,
                 "Status": j.status,
                 "CreationTime": j.creation_time,
                 "CompletionTime": j.completion_time,
-                "RoleArn": j.request["RoleArn"],
+                "RoleArn": j.request.role_arn,
                 "LastModifiedTime": j.last_modified_time,
                 "FailureReason": j.failure_reason,
-                "ModelName": j.request["InputConfig"]["ModelName"],
-                "SamplePayloadUrl": j.request["InputConfig"]["ContainerConfig"]["PayloadConfig"]["SamplePayloadUrl"],
+                "ModelName": j.request.input_config.model_name,
+                "SamplePayloadUrl": j.request.input_config.container_config.as_ref()
+                    .and_then(|c| c.payload_config.as_ref())
+                    .and_then(|p| p.sample_payload_url.as_ref()),
             }),
         })
         .collect();

@@ -8,12 +8,12 @@
 //! user's requests to the user's JupyterServer app ([`verify`] checks
 //! both).
 
-use crate::common::{check_vpc_config, paged, strings, validation};
+use crate::common::{check_vpc_config, paged, validation};
 use crate::requests::{
     CreateAppRequest, CreateDomainRequest, CreatePresignedDomainUrlRequest,
     CreateUserProfileRequest, DeleteAppRequest, DeleteDomainRequest, DeleteUserProfileRequest,
     DescribeAppRequest, DescribeUserProfileRequest, ListAppsRequest, ListDomainsRequest,
-    ListUserProfilesRequest, UpdateDomainRequest,
+    ListUserProfilesRequest, ResourceSpec, UpdateDomainRequest, UserSettings,
 };
 use cove_model::ids::{new_id, now_rfc3339, random_string};
 use cove_model::studio::{AppPhase, StudioApp, StudioDomain, UserProfile};
@@ -85,6 +85,7 @@ struct DomainNetwork {
 }
 
 impl DomainNetwork {
+    /// A domain's, from its Create request (as updated, for a stored one).
     fn of(request: &CreateDomainRequest) -> DomainNetwork {
         DomainNetwork {
             vpc: request.vpc_id.clone().unwrap_or_default(),
@@ -96,20 +97,6 @@ impl DomainNetwork {
                 .unwrap_or_default(),
         }
     }
-
-    /// A stored domain's (its Create request, as updated).
-    fn stored(domain: &Value) -> DomainNetwork {
-        DomainNetwork {
-            vpc: domain["VpcId"].as_str().unwrap_or_default().to_string(),
-            subnets: subnets(domain),
-            groups: strings(Some(&domain["DefaultUserSettings"]["SecurityGroups"])),
-        }
-    }
-}
-
-/// The subnets of a stored domain (its Create request).
-fn subnets(domain: &Value) -> Vec<String> {
-    strings(Some(&domain["SubnetIds"]))
 }
 
 /// Checks a domain's network: the VPC exists, the subnets are in it, and
@@ -131,8 +118,7 @@ pub fn create_domain(
     store: &Store,
     ctx: &RequestContext,
     config: &StudioConfig,
-    input: &CreateDomainRequest,
-    raw: Value,
+    input: CreateDomainRequest,
 ) -> AwsResult<Value> {
     if input.auth_mode != "IAM" {
         return Err(validation(
@@ -153,11 +139,11 @@ pub fn create_domain(
         ctx.account_id()
     );
     let url = domain_url(config, &id);
-    let mut request = raw;
-    if input.app_network_access_type.is_none() {
-        request["AppNetworkAccessType"] = json!("PublicInternetOnly");
+    let mut request = input;
+    if request.app_network_access_type.is_none() {
+        request.app_network_access_type = Some("PublicInternetOnly".into());
     }
-    let network = DomainNetwork::of(input);
+    let network = DomainNetwork::of(&request);
     store.write(|tx| {
         check_network(&tx.world, &ctx.region, &network)?;
         if tx
@@ -180,7 +166,7 @@ pub fn create_domain(
             arn: arn.clone(),
             region: ctx.region.clone(),
             account_id: ctx.account_id().to_string(),
-            request: request.clone(),
+            request: Box::new(request.clone()),
             status: "InService".into(),
             creation_time: now.clone(),
             last_modified_time: now,
@@ -244,13 +230,12 @@ pub fn list_domains(
     ))
 }
 
-/// `UpdateDomain`: `raw` is the request as it came; the settings it gives
-/// replace the stored domain's as given.
+/// `UpdateDomain`: the settings it gives replace the stored domain's as
+/// given.
 pub fn update_domain(
     store: &Store,
     ctx: &RequestContext,
     input: &UpdateDomainRequest,
-    raw: &Value,
 ) -> AwsResult<Value> {
     let id = input.domain_id.as_str();
     store.write(|tx| {
@@ -271,25 +256,28 @@ pub fn update_domain(
             .values()
             .any(|a| a.domain_id == d.id && a.phase != AppPhase::Gone);
         let mut next = d.request.clone();
-        if input.default_user_settings.is_some() {
-            // Stored as it came, as CreateDomain stores its request.
-            next["DefaultUserSettings"] = raw["DefaultUserSettings"].clone();
+        if let Some(settings) = &input.default_user_settings {
+            next.default_user_settings = settings.clone();
         }
-        for (field, given) in [
-            ("AppNetworkAccessType", input.app_network_access_type.as_ref().map(|v| json!(v))),
-            ("SubnetIds", input.subnet_ids.as_ref().map(|v| json!(v))),
-        ] {
-            if let Some(v) = given {
-                if running && next[field] != v {
-                    return Err(AwsError::client(
-                        "ResourceInUse",
-                        format!("{field} cannot be updated while the domain has running apps; delete them first."),
-                    ));
-                }
-                next[field] = v;
+        let in_use = |field: &str| {
+            AwsError::client(
+                "ResourceInUse",
+                format!("{field} cannot be updated while the domain has running apps; delete them first."),
+            )
+        };
+        if let Some(v) = &input.app_network_access_type {
+            if running && next.app_network_access_type.as_ref() != Some(v) {
+                return Err(in_use("AppNetworkAccessType"));
             }
+            next.app_network_access_type = Some(v.clone());
         }
-        check_network(&tx.world, &ctx.region, &DomainNetwork::stored(&next))?;
+        if let Some(v) = &input.subnet_ids {
+            if running && next.subnet_ids.as_ref() != Some(v) {
+                return Err(in_use("SubnetIds"));
+            }
+            next.subnet_ids = Some(v.clone());
+        }
+        check_network(&tx.world, &ctx.region, &DomainNetwork::of(&next))?;
         d.request = next;
         d.last_modified_time = now_rfc3339();
         tx.put(d.clone());
@@ -354,13 +342,12 @@ pub fn delete_domain(
     Ok(json!({}))
 }
 
-/// `CreateUserProfile`: `raw` is the request as it came, which the profile
-/// keeps for Describe to echo and its apps to read.
+/// `CreateUserProfile`: the profile keeps the request for Describe to echo
+/// and its apps to read.
 pub fn create_user_profile(
     store: &Store,
     ctx: &RequestContext,
-    input: &CreateUserProfileRequest,
-    raw: Value,
+    input: CreateUserProfileRequest,
 ) -> AwsResult<Value> {
     for (field, given) in [
         (
@@ -399,14 +386,15 @@ pub fn create_user_profile(
                 format!("User profile {name} already exists in domain {domain_id} ({arn})."),
             ));
         }
-        check_vpc_config(&tx.world, &ctx.region, &subnets(&d.request), &groups)?;
+        let subnets = d.request.subnet_ids.as_deref().unwrap_or_default();
+        check_vpc_config(&tx.world, &ctx.region, subnets, &groups)?;
         let now = now_rfc3339();
         tx.put(UserProfile {
             domain_id: domain_id.clone(),
             name: name.clone(),
             arn: arn.clone(),
             region: ctx.region.clone(),
-            request: raw.clone(),
+            request: Box::new(input.clone()),
             status: "InService".into(),
             creation_time: now.clone(),
             last_modified_time: now,
@@ -573,15 +561,14 @@ fn app_not_found(app_type: &str, name: &str) -> AwsError {
     ))
 }
 
-/// `CreateApp`: `raw` is the request as it came, which the app keeps (its
-/// `ResourceSpec` is the one the app runs with).
+/// `CreateApp`: the app keeps the request (its `ResourceSpec` is the one the
+/// app runs with).
 pub fn create_app(
     store: &Store,
     ctx: &RequestContext,
-    input: &CreateAppRequest,
-    raw: Value,
+    input: CreateAppRequest,
 ) -> AwsResult<Value> {
-    let (domain_id, profile_name, app_type, name) = app_key(input)?;
+    let (domain_id, profile_name, app_type, name) = app_key(&input)?;
     if !APP_TYPES.contains(&app_type.as_str()) {
         return Err(validation(format!(
             "AppType {app_type} is not supported by Cove (supported: {}).",
@@ -616,7 +603,7 @@ pub fn create_app(
             arn: arn.clone(),
             region: ctx.region.clone(),
             account_id: ctx.account_id().to_string(),
-            request: raw.clone(),
+            request: Box::new(input.clone()),
             status: "Pending".into(),
             failure_reason: None,
             creation_time: now.clone(),
@@ -642,27 +629,43 @@ fn find_app<'w>(world: &'w World, input: &impl AppRequest) -> AwsResult<&'w Stud
 
 /// The `ResourceSpec` an app runs with: the request's, else the profile's or
 /// the domain's default for its type.
-pub fn resource_spec(world: &World, a: &StudioApp) -> Value {
-    if let Some(spec) = a.request.get("ResourceSpec") {
+pub fn resource_spec(world: &World, a: &StudioApp) -> ResourceSpec {
+    if let Some(spec) = &a.request.resource_spec {
         return spec.clone();
     }
-    let settings = format!("{}AppSettings", a.app_type);
-    let from = |v: &Value| v[&settings]["DefaultResourceSpec"].clone();
+    // The settings for the app's type (`<AppType>AppSettings`).
+    let from = |s: &UserSettings| match a.app_type.as_str() {
+        "JupyterServer" => s
+            .jupyter_server_app_settings
+            .as_ref()?
+            .default_resource_spec
+            .clone(),
+        "KernelGateway" => s
+            .kernel_gateway_app_settings
+            .as_ref()?
+            .default_resource_spec
+            .clone(),
+        _ => None,
+    };
     let profile_spec = world
         .user_profiles
         .get(&UserProfile::key_of(&a.domain_id, &a.user_profile_name))
-        .map(|p| from(&p.request["UserSettings"]))
-        .filter(|v| !v.is_null());
+        .and_then(|p| from(p.request.user_settings.as_ref()?));
     let domain_spec = world
         .studio_domains
         .get(&StudioDomain::key_of(&a.domain_id))
-        .map(|d| from(&d.request["DefaultUserSettings"]))
-        .filter(|v| !v.is_null());
+        .and_then(|d| from(&d.request.default_user_settings));
     profile_spec
         .or(domain_spec)
-        .unwrap_or_else(|| match a.app_type.as_str() {
-            "JupyterServer" => json!({"InstanceType": "system"}),
-            _ => json!({"InstanceType": "ml.t3.medium"}),
+        .unwrap_or_else(|| ResourceSpec {
+            instance_type: Some(
+                match a.app_type.as_str() {
+                    "JupyterServer" => "system",
+                    _ => "ml.t3.medium",
+                }
+                .into(),
+            ),
+            ..ResourceSpec::default()
         })
 }
 

@@ -7,7 +7,7 @@ use crate::common::{count as count_of, *};
 use crate::requests::{CreateProcessingJobRequest, CreateTrainingJobRequest, VpcConfig};
 use cove_model::ids::now_rfc3339;
 use cove_model::instance;
-use cove_model::jobs::{JobHost, JobKind, JobPhase, SageMakerJob};
+use cove_model::jobs::{JobHost, JobKind, JobPhase, JobRequest, SageMakerJob};
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
 use cove_store::Store;
@@ -31,6 +31,14 @@ impl NewJob<'_> {
         match self {
             NewJob::Training(_) => JobKind::Training,
             NewJob::Processing(_) => JobKind::Processing,
+        }
+    }
+
+    /// The request as the job stores it.
+    fn stored(&self) -> JobRequest {
+        match self {
+            NewJob::Training(r) => JobRequest::Training(Box::new((*r).clone())),
+            NewJob::Processing(r) => JobRequest::Processing(Box::new((*r).clone())),
         }
     }
 
@@ -75,13 +83,8 @@ impl NewJob<'_> {
 }
 
 /// Checks a Create request beyond its schema and builds the stored job,
-/// which keeps `raw`, the request as it came, for Describe to echo.
-pub fn new_job(
-    world: &World,
-    ctx: &RequestContext,
-    request: NewJob,
-    raw: Value,
-) -> AwsResult<SageMakerJob> {
+/// which keeps the request for Describe to echo and its driver to read.
+pub fn new_job(world: &World, ctx: &RequestContext, request: NewJob) -> AwsResult<SageMakerJob> {
     let kind = request.kind();
     let name = request.name().to_string();
     let arn = format!(
@@ -135,7 +138,7 @@ pub fn new_job(
         arn,
         region: ctx.region.clone(),
         account_id: ctx.account_id().to_string(),
-        request: raw,
+        request: request.stored(),
         status: "InProgress".into(),
         secondary_status: "Starting".into(),
         transitions: Vec::new(),
@@ -228,21 +231,20 @@ fn check_processing(request: &CreateProcessingJobRequest) -> AwsResult<()> {
     Ok(())
 }
 
-/// `CreateTrainingJob`, `CreateProcessingJob`: `raw` is the request as it
-/// came, which the job keeps for Describe to echo and its driver to read.
+/// `CreateTrainingJob`, `CreateProcessingJob`: the job keeps the request
+/// for Describe to echo and its driver to read.
 pub fn create(
     store: &Store,
     ctx: &RequestContext,
     request: NewJob,
-    raw: Value,
     bucket_policies: &crate::BucketPolicies,
 ) -> AwsResult<Value> {
     let kind = request.kind();
     // The checks read the published world and the buckets' policies outside
     // the store's write lock, which every API write waits on.
-    let warnings = network_warnings(&store.snapshot(), ctx, kind, &raw, bucket_policies);
+    let warnings = network_warnings(&store.snapshot(), ctx, request, bucket_policies);
     let job = store.write(|tx| {
-        let mut job = new_job(&tx.world, ctx, request, raw.clone())?;
+        let mut job = new_job(&tx.world, ctx, request)?;
         if let (Some(t), false) = (job.transitions.first_mut(), warnings.is_empty()) {
             t.status_message = format!("{} Warning: {}", t.status_message, warnings.join(" "));
         }
@@ -266,14 +268,19 @@ pub fn create(
 fn network_warnings(
     world: &World,
     ctx: &RequestContext,
-    kind: JobKind,
-    request: &Value,
+    request: NewJob,
     bucket_policies: &crate::BucketPolicies,
 ) -> Vec<String> {
-    let processing = kind == JobKind::Processing;
+    let processing = request.kind() == JobKind::Processing;
+    // cove-reach reads a request's JSON (it also checks request files).
+    let json = match request {
+        NewJob::Training(r) => serde_json::to_value(r),
+        NewJob::Processing(r) => serde_json::to_value(r),
+    }
+    .unwrap_or_default();
     let Some(network) = cove_reach::sagemaker::JobNetwork::from_request(
         processing,
-        request,
+        &json,
         &ctx.region,
         ctx.account_id(),
     ) else {

@@ -37,13 +37,12 @@ fn find<'w>(world: &'w cove_model::world::World, name: &str) -> AwsResult<&'w Tr
         .ok_or_else(|| validation("Could not find requested job with name ".to_string() + name))
 }
 
-/// `CreateTransformJob`: `raw` is the request as it came, which the job
-/// keeps for Describe to echo and its driver to read.
+/// `CreateTransformJob`: the job keeps the request for Describe to echo and
+/// its driver to read.
 pub fn create(
     store: &Store,
     ctx: &RequestContext,
-    request: &CreateTransformJobRequest,
-    raw: Value,
+    request: CreateTransformJobRequest,
 ) -> AwsResult<Value> {
     let name = request.transform_job_name.clone();
     let arn = arn(ctx, &name);
@@ -77,7 +76,11 @@ pub fn create(
                 format!("Job name must be unique within an AWS account and region, and a job with this name already exists ({arn})"),
             ));
         }
-        let model = definitions::find(&tx.world, ctx, Definition::Model, &request.model_name)?.request.clone();
+        let model = definitions::find(&tx.world, ctx, Definition::Model, &request.model_name)?
+            .request
+            .model()
+            .cloned()
+            .unwrap_or_default();
         cove_model::instance::resources(&request.transform_resources.instance_type)
             .ok_or_else(|| validation("Instance type is not supported by Cove."))?;
         let now = now_rfc3339();
@@ -86,8 +89,8 @@ pub fn create(
             arn: arn.clone(),
             region: ctx.region.clone(),
             account_id: ctx.account_id().to_string(),
-            request: raw.clone(),
-            model,
+            request: Box::new(request.clone()),
+            model: Box::new(model),
             status: "InProgress".into(),
             failure_reason: None,
             creation_time: now.clone(),

@@ -252,7 +252,9 @@ pub fn reach_job(data_dir: &Path, args: &JobArgs) -> anyhow::Result<i32> {
                 .sagemaker_definitions
                 .get(&key)
                 .ok_or_else(|| anyhow::anyhow!("no model named {name}"))?;
-            JobNetwork::from_model(&model.request, &model.region, args.account)
+            // cove-reach reads a request's JSON (it also checks request files).
+            let request = serde_json::to_value(&model.request)?;
+            JobNetwork::from_model(&request, &model.region, args.account)
         }
         None => job_network(&world, args)?,
     };
@@ -305,7 +307,7 @@ fn job_network(world: &World, args: &JobArgs) -> anyhow::Result<Option<JobNetwor
                 )
             })?;
             (
-                job.request.clone(),
+                serde_json::to_value(&job.request)?,
                 args.processing,
                 job.region.clone(),
                 job.account_id.clone(),

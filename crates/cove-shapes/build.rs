@@ -1,17 +1,21 @@
-//! Generates the typed request structs of the SageMaker operations Cove
-//! serves from the botocore model the wire layer validates against
-//! (`cove-wire/models/sagemaker.json`): one struct per input structure,
-//! members named in snake case and renamed back to AWS's names for serde,
-//! required members plain and the others `Option`, lists as `Vec`, maps as
-//! `BTreeMap`, timestamps as [`crate::requests::Timestamp`]. The wire layer
-//! has already checked every constraint, so parsing into these types only
-//! fails on a request the model itself would refuse.
+//! Generates the typed request structs of the AWS services Cove serves from
+//! the botocore models the wire layer validates against
+//! (`cove-wire/models/<service>.json`), one Rust module per service: one
+//! struct per input structure, members named in snake case and renamed back
+//! to AWS's names for serde, required members plain and the others
+//! `Option`, lists as `Vec`, maps as `BTreeMap`, timestamps as
+//! [`crate::Timestamp`]; and a `Request` enum with `Request::parse`. The
+//! wire layer has already checked every constraint, so parsing into these
+//! types only fails on a request the model itself would refuse.
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
 
-const MODEL: &str = "../cove-wire/models/sagemaker.json";
+/// The services to generate: the module (`$OUT_DIR/<module>.rs`, included
+/// by `pub mod <module>` in lib.rs) and the model it comes from. Adding a
+/// service is one line here and one `pub mod` line in lib.rs.
+const SERVICES: &[(&str, &str)] = &[("sagemaker", "../cove-wire/models/sagemaker.json")];
 
 fn snake(name: &str) -> String {
     let mut out = String::new();
@@ -75,9 +79,24 @@ fn reach(shapes: &Value, name: &str, seen: &mut BTreeSet<String>) {
 }
 
 fn main() {
-    println!("cargo:rerun-if-changed={MODEL}");
-    let model: Value =
-        serde_json::from_str(&std::fs::read_to_string(MODEL).expect("model")).expect("model JSON");
+    println!("cargo:rerun-if-changed=build.rs");
+    let out_dir = std::env::var("OUT_DIR").expect("OUT_DIR");
+    for (module, path) in SERVICES {
+        println!("cargo:rerun-if-changed={path}");
+        let model: Value = serde_json::from_str(
+            &std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{path}: {e}")),
+        )
+        .unwrap_or_else(|e| panic!("{path}: {e}"));
+        let dest = std::path::Path::new(&out_dir).join(format!("{module}.rs"));
+        std::fs::write(&dest, generate(&model)).expect("writing the generated module");
+    }
+}
+
+/// One service's module: its input structures and its `Request` enum.
+fn generate(model: &Value) -> String {
+    let service = model["metadata"]["serviceId"]
+        .as_str()
+        .expect("metadata.serviceId");
     let shapes = &model["shapes"];
     let operations: BTreeMap<String, String> = model["operations"]
         .as_object()
@@ -90,6 +109,14 @@ fn main() {
         reach(shapes, input, &mut seen);
     }
     let mut out = String::new();
+    writeln!(out, "use crate::Timestamp;").unwrap();
+    writeln!(out, "use serde::Deserialize;").unwrap();
+    writeln!(
+        out,
+        "#[allow(unused_imports)] // why: not every service has a map."
+    )
+    .unwrap();
+    writeln!(out, "use std::collections::BTreeMap;\n").unwrap();
     for name in &seen {
         let shape = &shapes[name.as_str()];
         if shape["type"] != "structure" {
@@ -101,7 +128,7 @@ fn main() {
             .flatten()
             .filter_map(Value::as_str)
             .collect();
-        writeln!(out, "/// `{name}` of the SageMaker API.").unwrap();
+        writeln!(out, "/// `{name}` of the {service} API.").unwrap();
         writeln!(
             out,
             "#[derive(Debug, Clone, Default, PartialEq, serde::Deserialize, serde::Serialize)]"
@@ -160,6 +187,5 @@ fn main() {
     writeln!(out, "        }})").unwrap();
     writeln!(out, "    }}").unwrap();
     writeln!(out, "}}").unwrap();
-    let dest = std::path::Path::new(&std::env::var("OUT_DIR").unwrap()).join("requests.rs");
-    std::fs::write(dest, out).expect("writing requests.rs");
+    out
 }
