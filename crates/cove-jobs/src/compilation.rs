@@ -16,7 +16,7 @@ use cove_host::s3::joined;
 use cove_host::s3::spawn_in_network;
 use cove_host::s3::{parse_s3_uri, transfer_failure, TransferError};
 use cove_model::ids::now_rfc3339;
-use cove_model::jobs::{CompilationJob, CompilationPhase};
+use cove_model::jobs::{CompilationJob, CompilationPhase, CompilationStatus};
 use cove_neo::Target;
 use cove_sagemaker::compilation::{artifact_uri, max_runtime};
 use cove_sagemaker::requests::CreateCompilationJobRequest;
@@ -56,7 +56,11 @@ impl Driver for Compilation {
     }
 
     fn fail(&self, r: &CompilationJob, reason: &str) -> anyhow::Result<()> {
-        self.finish_compilation(&r.key(), "FAILED", Some(reason.to_string()))
+        self.finish_compilation(
+            &r.key(),
+            CompilationStatus::Failed,
+            Some(reason.to_string()),
+        )
     }
 }
 
@@ -72,7 +76,7 @@ impl Compilation {
     fn finish_compilation(
         &self,
         key: &str,
-        status: &str,
+        status: CompilationStatus,
         reason: Option<String>,
     ) -> anyhow::Result<()> {
         if let Some(r) = &reason {
@@ -88,18 +92,18 @@ impl Compilation {
     fn compilation_start(&self, j: &CompilationJob) -> anyhow::Result<()> {
         let key = j.key();
         if j.stop_requested {
-            return self.finish_compilation(&key, "STOPPED", None);
+            return self.finish_compilation(&key, CompilationStatus::Stopped, None);
         }
         let target =
             Target::from_output_config(&j.request.output_config).expect("checked at create");
         if let Err(reason) = cove_neo::check_supported(&neo_job(&j.request, &target)) {
-            return self.finish_compilation(&key, "FAILED", Some(reason));
+            return self.finish_compilation(&key, CompilationStatus::Failed, Some(reason));
         }
         let vpc = j.request.vpc_config.as_ref();
         if vpc.is_some() && self.settings.instance.is_none() {
             return self.finish_compilation(
                 &key,
-                "FAILED",
+                CompilationStatus::Failed,
                 Some("ClientError: Cove's data plane is off (it needs root, ip and nft), so a job with a VpcConfig cannot get its network interface.".into()),
             );
         }
@@ -126,7 +130,7 @@ impl Compilation {
             if let Err(e) = made {
                 return self.finish_compilation(
                     &key,
-                    "FAILED",
+                    CompilationStatus::Failed,
                     Some(format!(
                         "ClientError: Cannot create a network interface in the job's subnet: {}",
                         e.message
@@ -137,7 +141,7 @@ impl Compilation {
         }
         self.update_compilation(&key, |j| {
             let now = now_rfc3339();
-            j.status = "INPROGRESS".into();
+            j.status = CompilationStatus::InProgress;
             j.start_time = Some(now.clone());
             j.last_modified_time = now;
             j.phase = CompilationPhase::Compiling;
@@ -184,12 +188,12 @@ impl Compilation {
             .unwrap_or_default();
         let fetched = self.compilation_transfer(j, source, &dir.join("model.tar.gz"), false);
         if crate::workers::stop_requested::<CompilationJob>(&self.store, &key) {
-            return self.finish_compilation(&key, "STOPPED", None);
+            return self.finish_compilation(&key, CompilationStatus::Stopped, None);
         }
         if let Err(e) = fetched {
             return self.finish_compilation(
                 &key,
-                "FAILED",
+                CompilationStatus::Failed,
                 Some(transfer_failure(e, DATA_DOWNLOAD_FAILED)),
             );
         }
@@ -202,8 +206,12 @@ impl Compilation {
             LOG_GROUP,
         );
         let result = match outcome {
-            Ended::Stopped => return self.finish_compilation(&key, "STOPPED", None),
-            Ended::Failed(reason) => return self.finish_compilation(&key, "FAILED", Some(reason)),
+            Ended::Stopped => {
+                return self.finish_compilation(&key, CompilationStatus::Stopped, None)
+            }
+            Ended::Failed(reason) => {
+                return self.finish_compilation(&key, CompilationStatus::Failed, Some(reason))
+            }
             Ended::Done(result) => result,
         };
         let artifact = artifact_uri(&j.request);
@@ -211,7 +219,7 @@ impl Compilation {
         if let Err(e) = self.compilation_transfer(j, &artifact, &compiled, true) {
             return self.finish_compilation(
                 &key,
-                "FAILED",
+                CompilationStatus::Failed,
                 Some(transfer_failure(e, ARTIFACT_UPLOAD_FAILED)),
             );
         }
@@ -227,7 +235,7 @@ impl Compilation {
             j.model_artifacts = Some(artifact);
             j.artifact_digest = Some(digest);
             j.derived_data_input_config = derived;
-            j.finish("COMPLETED", None, &now_rfc3339());
+            j.finish(CompilationStatus::Completed, None, &now_rfc3339());
         })
     }
 

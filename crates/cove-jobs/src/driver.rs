@@ -96,7 +96,7 @@ mod tests {
             region: "us-east-1".into(),
             account_id: "123456789012".into(),
             request: Default::default(),
-            status: "STARTING".into(),
+            status: cove_model::jobs::CompilationStatus::Starting,
             failure_reason: None,
             creation_time: String::new(),
             start_time: None,

@@ -20,7 +20,8 @@ use cove_host::s3::{parse_s3_uri, TransferError};
 use cove_host::Settings;
 use cove_logs::LogsService;
 use cove_model::endpoints::{
-    EndpointInstance, InstanceState, SageMakerEndpoint, TransformJob, TransformPhase,
+    EndpointInstance, EndpointStatus, InstanceState, SageMakerEndpoint, TransformJob,
+    TransformPhase,
 };
 use cove_model::ids::now_rfc3339;
 use cove_model::jobs::{SageMakerDefinition, StsSession};
@@ -313,10 +314,10 @@ impl Hosting {
                 }
             };
             let current = e.config_name.clone();
-            match (e.status.as_str(), e.pending_config.clone()) {
-                ("Creating", _) => {
+            match (e.status, e.pending_config.clone()) {
+                (EndpointStatus::Creating, _) => {
                     if let Some(reason) = failure(e, &current) {
-                        e.status = "Failed".into();
+                        e.status = EndpointStatus::Failed;
                         e.failure_reason = Some(reason);
                         e.last_modified_time = now.clone();
                         retire_config(e, &current, &now);
@@ -329,18 +330,18 @@ impl Hosting {
                             let n = in_service(e, &current, &e.variants[i].name);
                             e.variants[i].current_instance_count = n;
                         }
-                        e.status = "InService".into();
+                        e.status = EndpointStatus::InService;
                         e.last_modified_time = now.clone();
                     }
                 }
-                ("Updating", Some(pending)) => {
+                (EndpointStatus::Updating, Some(pending)) => {
                     if let Some(reason) = failure(e, &pending) {
                         // The update rolls back: the old instances never stopped serving.
                         retire_config(e, &pending, &now);
                         e.pending_config = None;
                         e.pending_variants.clear();
                         e.pending_since = None;
-                        e.status = "InService".into();
+                        e.status = EndpointStatus::InService;
                         e.failure_reason = Some(reason);
                         e.last_modified_time = now.clone();
                     } else if e
@@ -358,11 +359,11 @@ impl Hosting {
                         e.config_name = pending;
                         e.pending_config = None;
                         e.pending_since = None;
-                        e.status = "InService".into();
+                        e.status = EndpointStatus::InService;
                         e.last_modified_time = now.clone();
                     }
                 }
-                ("Updating", None) => {
+                (EndpointStatus::Updating, None) => {
                     for v in &mut e.variants {
                         v.current_weight = v.desired_weight;
                     }
@@ -370,7 +371,7 @@ impl Hosting {
                         for v in &mut e.variants {
                             v.desired_instance_count = v.current_instance_count;
                         }
-                        e.status = "InService".into();
+                        e.status = EndpointStatus::InService;
                         e.failure_reason = Some(reason);
                         e.last_modified_time = now.clone();
                     } else if e
@@ -382,13 +383,13 @@ impl Hosting {
                             e.variants[i].current_instance_count =
                                 e.variants[i].desired_instance_count;
                         }
-                        e.status = "InService".into();
+                        e.status = EndpointStatus::InService;
                         e.last_modified_time = now.clone();
                     }
                 }
                 _ => {}
             }
-            if e.status == "Failed" {
+            if e.status == EndpointStatus::Failed {
                 return e.clone();
             }
             // Scale each variant (current, and pending) to its desired count.

@@ -11,9 +11,11 @@ use crate::workers::Ended;
 use cove_host::s3::joined;
 use cove_host::s3::spawn_in_network;
 use cove_host::s3::{parse_s3_uri, transfer_failure};
-use cove_model::endpoints::{InstanceState, SageMakerEndpoint};
+use cove_model::endpoints::{EndpointStatus, InstanceState, SageMakerEndpoint};
 use cove_model::ids::now_rfc3339;
-use cove_model::jobs::{BenchmarkStep, RecommendationJob, RecommendationPhase};
+use cove_model::jobs::{
+    BenchmarkStep, RecommendationJob, RecommendationPhase, RecommendationStatus,
+};
 use cove_sagemaker::definitions::{self, Definition, NewDefinition};
 use cove_sagemaker::requests::{
     CreateEndpointConfigInput, CreateEndpointInput, ProductionVariant,
@@ -82,7 +84,11 @@ impl Driver for Recommendation {
     }
 
     fn fail(&self, r: &RecommendationJob, reason: &str) -> anyhow::Result<()> {
-        self.finish_recommendation(&r.key(), "FAILED", Some(reason.to_string()))
+        self.finish_recommendation(
+            &r.key(),
+            RecommendationStatus::Failed,
+            Some(reason.to_string()),
+        )
     }
 }
 
@@ -101,17 +107,19 @@ impl Recommendation {
     fn finish_recommendation(
         &self,
         key: &str,
-        status: &str,
+        status: RecommendationStatus,
         reason: Option<String>,
     ) -> anyhow::Result<()> {
         self.update_recommendation(key, |j| {
-            j.status = status.into();
+            j.status = status;
             j.failure_reason = reason;
             j.completion_time = Some(now_rfc3339());
             j.phase = RecommendationPhase::Done;
             for s in &mut j.steps {
-                if s.status == "PENDING" || s.status == "IN_PROGRESS" {
-                    s.status = "STOPPED".into();
+                if s.status == RecommendationStatus::Pending
+                    || s.status == RecommendationStatus::InProgress
+                {
+                    s.status = RecommendationStatus::Stopped;
                 }
             }
         })
@@ -127,7 +135,7 @@ impl Recommendation {
     fn recommendation_start(&self, j: &RecommendationJob) -> anyhow::Result<()> {
         let key = j.key();
         if j.stop_requested {
-            return self.finish_recommendation(&key, "STOPPED", None);
+            return self.finish_recommendation(&key, RecommendationStatus::Stopped, None);
         }
         if j.session_access_key.is_none() {
             let role = j.request.role_arn.as_str();
@@ -135,7 +143,7 @@ impl Recommendation {
             self.update_recommendation(&key, |j| j.session_access_key = Some(s))?;
         }
         self.update_recommendation(&key, |j| {
-            j.status = "IN_PROGRESS".into();
+            j.status = RecommendationStatus::InProgress;
             j.phase = RecommendationPhase::Benchmarking;
         })
     }
@@ -194,31 +202,37 @@ impl Recommendation {
             Err(reason) => {
                 return self.finish_recommendation(
                     &key,
-                    "FAILED",
+                    RecommendationStatus::Failed,
                     Some(format!("ClientError: {reason}")),
                 )
             }
         };
         for (n, step) in j.steps.iter().enumerate() {
-            if step.status != "PENDING" && step.status != "IN_PROGRESS" {
+            if step.status != RecommendationStatus::Pending
+                && step.status != RecommendationStatus::InProgress
+            {
                 continue;
             }
             if crate::workers::stop_requested::<RecommendationJob>(&self.store, &key) {
-                return self.finish_recommendation(&key, "STOPPED", None);
+                return self.finish_recommendation(&key, RecommendationStatus::Stopped, None);
             }
-            self.update_recommendation(&key, |j| j.steps[n].status = "IN_PROGRESS".into())?;
+            self.update_recommendation(&key, |j| {
+                j.steps[n].status = RecommendationStatus::InProgress
+            })?;
             tracing::info!(job = %j.name, instance_type = %step.instance_type, "benchmark starts");
             let outcome = self.benchmark(j, n, &payloads);
             self.remove_temporary_endpoint(j, step);
             let (status, metrics, reason) = match outcome? {
-                Ended::Done(m) => ("COMPLETED", Some(m), None),
-                Ended::Failed(r) => ("FAILED", None, Some(r)),
-                Ended::Stopped => return self.finish_recommendation(&key, "STOPPED", None),
+                Ended::Done(m) => (RecommendationStatus::Completed, Some(m), None),
+                Ended::Failed(r) => (RecommendationStatus::Failed, None, Some(r)),
+                Ended::Stopped => {
+                    return self.finish_recommendation(&key, RecommendationStatus::Stopped, None)
+                }
             };
             tracing::info!(job = %j.name, instance_type = %step.instance_type, %status, "benchmark ended");
             self.update_recommendation(&key, |j| {
                 let s = &mut j.steps[n];
-                s.status = status.into();
+                s.status = status;
                 s.metrics = metrics;
                 s.failure_reason = reason;
             })?;
@@ -226,15 +240,18 @@ impl Recommendation {
         let Some(j) = self.store.snapshot().recommendation_jobs.get(&key).cloned() else {
             return Ok(());
         };
-        if j.steps.iter().any(|s| s.status == "COMPLETED") {
-            self.finish_recommendation(&key, "COMPLETED", None)
+        if j.steps
+            .iter()
+            .any(|s| s.status == RecommendationStatus::Completed)
+        {
+            self.finish_recommendation(&key, RecommendationStatus::Completed, None)
         } else {
             let reason = j
                 .steps
                 .iter()
                 .find_map(|s| s.failure_reason.clone())
                 .unwrap_or_else(|| "No benchmark completed.".into());
-            self.finish_recommendation(&key, "FAILED", Some(reason))
+            self.finish_recommendation(&key, RecommendationStatus::Failed, Some(reason))
         }
     }
 
@@ -304,8 +321,8 @@ impl Recommendation {
             let e = world
                 .sagemaker_endpoints
                 .get(&SageMakerEndpoint::key_of(name));
-            match e.map(|e| e.status.as_str()) {
-                Some("InService") => {
+            match e.map(|e| e.status) {
+                Some(EndpointStatus::InService) => {
                     let serving = e.into_iter().flat_map(|e| &e.instances).find_map(|i| {
                         (i.state == InstanceState::InService)
                             .then(|| i.netns_path.clone())
@@ -315,7 +332,7 @@ impl Recommendation {
                         break p;
                     }
                 }
-                Some("Failed") => {
+                Some(EndpointStatus::Failed) => {
                     let reason = e.and_then(|e| e.failure_reason.clone()).unwrap_or_default();
                     return Ok(Ended::Failed(format!(
                         "ClientError: The model could not be deployed on {}: {reason}",

@@ -28,7 +28,7 @@ use cove_host::eni_netns;
 use cove_host::launch::launch_host;
 use cove_host::launch::HostLaunch;
 use cove_model::ids::{fnv64, now_rfc3339};
-use cove_model::studio::{AppPhase, StudioApp, StudioDomain, UserProfile};
+use cove_model::studio::{AppPhase, AppStatus, StudioApp, StudioDomain, UserProfile};
 use cove_runtime::{Bind, Container, RootFs, Status};
 use cove_sagemaker::studio::{app_base_path, home_dir, resource_spec};
 use std::path::PathBuf;
@@ -84,7 +84,7 @@ impl StudioApps {
     fn fail_app(&self, key: &str, reason: String) -> anyhow::Result<()> {
         tracing::info!(app = %key, %reason, "Studio app failed");
         self.update_app(key, |a| {
-            a.status = "Failed".into();
+            a.status = AppStatus::Failed;
             a.failure_reason = Some(reason);
             a.phase = AppPhase::Stopping;
         })
@@ -228,7 +228,7 @@ impl StudioApps {
             std::thread::sleep(Duration::from_millis(100));
         }
         self.update_app(&key, |a| {
-            a.status = "InService".into();
+            a.status = AppStatus::InService;
             a.netns_path = Some(netns_path);
             a.phase = AppPhase::Running;
         })?;
@@ -325,8 +325,8 @@ impl StudioApps {
                 app.eni_id.take().as_deref(),
                 app.session_access_key.take().as_deref(),
             );
-            if app.status != "Failed" {
-                app.status = "Deleted".into();
+            if app.status != AppStatus::Failed {
+                app.status = AppStatus::Deleted;
             }
             app.netns_path = None;
             app.phase = AppPhase::Gone;

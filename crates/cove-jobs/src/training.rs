@@ -16,7 +16,9 @@ use cove_host::s3::{joined, spawn_in_network};
 use cove_host::s3::{parse_s3_uri, S3Client, TransferError};
 use cove_model::ids::now_rfc3339;
 use cove_model::instance;
-use cove_model::jobs::{JobKind, JobPhase, JobRequest, SageMakerJob, StsSession};
+use cove_model::jobs::{
+    JobKind, JobPhase, JobRequest, JobStatus, Outcome, SageMakerJob, SecondaryStatus, StsSession,
+};
 use cove_runtime::overlay::{overlay, unmount};
 use cove_runtime::{Container, RootFs, Status};
 use serde_json::Value;
@@ -26,31 +28,6 @@ use std::time::{Duration, Instant};
 
 pub const DATA_DOWNLOAD_FAILED: &str = "ClientError: Data download failed:Please ensure that the subnet's route table has a route to an S3 VPC endpoint or a NAT device, and both the security groups and the subnet's network ACL allow outbound traffic to S3.";
 pub const ARTIFACT_UPLOAD_FAILED: &str = "ClientError: Artifact upload failed:Please ensure that the subnet's route table has a route to an S3 VPC endpoint or a NAT device, and both the security groups and the subnet's network ACL allow outbound traffic to S3";
-
-/// Why a job's containers ended, which decides its final status.
-#[derive(Debug, Clone, PartialEq)]
-enum Outcome {
-    Completed,
-    Stopped,
-    MaxRuntimeExceeded,
-}
-
-impl Outcome {
-    fn as_str(&self) -> &'static str {
-        match self {
-            Outcome::Completed => "Completed",
-            Outcome::Stopped => "Stopped",
-            Outcome::MaxRuntimeExceeded => "MaxRuntimeExceeded",
-        }
-    }
-    fn parse(s: Option<&str>) -> Outcome {
-        match s {
-            Some("Stopped") => Outcome::Stopped,
-            Some("MaxRuntimeExceeded") => Outcome::MaxRuntimeExceeded,
-            _ => Outcome::Completed,
-        }
-    }
-}
 
 fn stopped_message(kind: JobKind) -> &'static str {
     match kind {
@@ -105,7 +82,12 @@ impl Training {
 
     fn finish_failed(&self, key: &str, reason: &str) -> anyhow::Result<()> {
         self.update(key, |j| {
-            j.finish("Failed", "Failed", reason, &now_rfc3339())
+            j.finish(
+                JobStatus::Failed,
+                SecondaryStatus::Failed,
+                reason,
+                &now_rfc3339(),
+            )
         })?;
         Ok(())
     }
@@ -116,8 +98,8 @@ impl Training {
         }
         self.update(&job.key(), |j| {
             j.finish(
-                "Stopped",
-                "Stopped",
+                JobStatus::Stopped,
+                SecondaryStatus::Stopped,
                 stopped_message(j.kind),
                 &now_rfc3339(),
             )
@@ -206,7 +188,7 @@ impl Training {
             let now = now_rfc3339();
             j.start_time = Some(now.clone());
             j.phase = JobPhase::Downloading;
-            j.transition("Downloading", "Downloading input data", &now);
+            j.transition(SecondaryStatus::Downloading, "Downloading input data", &now);
         })?;
         Ok(Ok(()))
     }
@@ -317,7 +299,7 @@ impl Training {
             j.phase = JobPhase::Running;
             if j.kind == JobKind::Training {
                 j.transition(
-                    "Training",
+                    SecondaryStatus::Training,
                     "Training image download completed. Training in progress.",
                     &now,
                 );
@@ -587,9 +569,13 @@ impl Training {
         self.update(&key, |j| {
             let now = now_rfc3339();
             j.phase = JobPhase::Uploading;
-            j.outcome = Some(outcome.as_str().to_string());
+            j.outcome = Some(outcome);
             if j.kind == JobKind::Training {
-                j.transition("Uploading", "Uploading generated training model", &now);
+                j.transition(
+                    SecondaryStatus::Uploading,
+                    "Uploading generated training model",
+                    &now,
+                );
             }
         })?;
         Ok(Ok(()))
@@ -598,7 +584,7 @@ impl Training {
     // ---- Uploading ----
 
     fn upload(&self, job: &SageMakerJob) -> anyhow::Result<Stepped> {
-        let outcome = Outcome::parse(job.outcome.as_deref());
+        let outcome = job.outcome.unwrap_or(Outcome::Completed);
         let plan = upload_plan(job);
         let results = self.on_each_host(job, move |i, host_dir, client| {
             let ml = host_dir.join("ml");
@@ -625,23 +611,29 @@ impl Training {
         self.update(&job.key(), |j| {
             let now = now_rfc3339();
             j.model_artifacts = artifacts.clone();
-            match (&outcome, j.kind) {
-                (Outcome::Completed, JobKind::Training) => {
-                    j.finish("Completed", "Completed", "Training job completed", &now)
-                }
-                (Outcome::Completed, JobKind::Processing) => {
-                    j.finish("Completed", "Completed", "Processing job completed", &now)
-                }
-                (Outcome::Stopped, _) => {
-                    j.finish("Stopped", "Stopped", stopped_message(j.kind), &now)
-                }
-                (Outcome::MaxRuntimeExceeded, _) => j.finish(
-                    "Stopped",
-                    "MaxRuntimeExceeded",
-                    "Job stopped because it exceeded MaxRuntimeInSeconds",
-                    &now,
+            let (status, secondary, message) = match (outcome, j.kind) {
+                (Outcome::Completed, JobKind::Training) => (
+                    JobStatus::Completed,
+                    SecondaryStatus::Completed,
+                    "Training job completed",
                 ),
-            }
+                (Outcome::Completed, JobKind::Processing) => (
+                    JobStatus::Completed,
+                    SecondaryStatus::Completed,
+                    "Processing job completed",
+                ),
+                (Outcome::Stopped, _) => (
+                    JobStatus::Stopped,
+                    SecondaryStatus::Stopped,
+                    stopped_message(j.kind),
+                ),
+                (Outcome::MaxRuntimeExceeded, _) => (
+                    JobStatus::Stopped,
+                    SecondaryStatus::MaxRuntimeExceeded,
+                    "Job stopped because it exceeded MaxRuntimeInSeconds",
+                ),
+            };
+            j.finish(status, secondary, message, &now);
             if let (Some(s), Some(e)) = (&j.start_time, &j.end_time) {
                 j.billable_seconds = Some(cove_sagemaker::common::seconds_between(s, e));
             }

@@ -13,6 +13,7 @@ use cove_host::s3::spawn_in_network;
 use cove_host::s3::{parse_s3_uri, transfer_failure, TransferError};
 use cove_model::endpoints::{EndpointInstance, InstanceState, TransformJob, TransformPhase};
 use cove_model::ids::now_rfc3339;
+use cove_model::jobs::JobStatus;
 use cove_runtime::overlay::unmount;
 use cove_sagemaker::requests::CreateTransformJobRequest;
 use serde_json::Value;
@@ -145,7 +146,7 @@ impl Driver for Transform {
 
     fn fail(&self, j: &TransformJob, reason: &str) -> anyhow::Result<()> {
         self.0
-            .finish_transform(&j.key(), "Failed", Some(reason.to_string()))
+            .finish_transform(&j.key(), JobStatus::Failed, Some(reason.to_string()))
     }
 }
 
@@ -157,12 +158,12 @@ impl Hosting {
     fn finish_transform(
         &self,
         key: &str,
-        status: &str,
+        status: JobStatus,
         reason: Option<String>,
     ) -> anyhow::Result<()> {
         self.update_transform(key, |j| {
             let now = now_rfc3339();
-            j.status = status.into();
+            j.status = status;
             j.failure_reason = reason;
             j.end_time = Some(now.clone());
             j.last_modified_time = now;
@@ -189,7 +190,7 @@ impl Hosting {
     fn transform_start(self: &Arc<Self>, j: &TransformJob) -> anyhow::Result<()> {
         let key = j.key();
         if j.stop_requested {
-            return self.finish_transform(&key, "Stopped", None);
+            return self.finish_transform(&key, JobStatus::Stopped, None);
         }
         // A negative count reads as none, as JSON's `as_u64` read it.
         let count = cove_model::convert::u64_to_usize(
@@ -225,10 +226,10 @@ impl Hosting {
         };
         self.ship_transform_logs(&j);
         if j.stop_requested {
-            return self.finish_transform(&key, "Stopped", None);
+            return self.finish_transform(&key, JobStatus::Stopped, None);
         }
         if let Some(reason) = j.instances.iter().find_map(|i| i.failure_reason.clone()) {
-            return self.finish_transform(&key, "Failed", Some(reason));
+            return self.finish_transform(&key, JobStatus::Failed, Some(reason));
         }
         if j.instances
             .iter()
@@ -275,7 +276,7 @@ impl Hosting {
             Err(e) => {
                 return self.finish_transform(
                     &key,
-                    "Failed",
+                    JobStatus::Failed,
                     Some(transfer_failure(e, DATA_DOWNLOAD_FAILED)),
                 )
             }
@@ -338,7 +339,7 @@ impl Hosting {
         let results: Vec<Result<(), TransferError>> = workers.into_iter().map(joined).collect();
         self.ship_transform_logs(j);
         if crate::workers::stop_requested::<TransformJob>(self.store(), &key) {
-            return self.finish_transform(&key, "Stopped", None);
+            return self.finish_transform(&key, JobStatus::Stopped, None);
         }
         for r in results {
             if let Err(e) = r {
@@ -350,10 +351,10 @@ impl Hosting {
                     TransferError::Local(detail) => format!("ClientError: {detail}"),
                     other => transfer_failure(other, ARTIFACT_UPLOAD_FAILED),
                 };
-                return self.finish_transform(&key, "Failed", Some(reason));
+                return self.finish_transform(&key, JobStatus::Failed, Some(reason));
             }
         }
-        self.finish_transform(&key, "Completed", None)
+        self.finish_transform(&key, JobStatus::Completed, None)
     }
 
     fn transform_cleanup(&self, j: &TransformJob) -> anyhow::Result<()> {

@@ -12,6 +12,21 @@
 use cove_shapes::sagemaker::{CreateEndpointInput, CreateModelInput, CreateTransformJobRequest};
 use serde::{Deserialize, Serialize};
 
+crate::text_enum! {
+    /// `EndpointStatus`.
+    pub enum EndpointStatus {
+        OutOfService = "OutOfService",
+        Creating = "Creating",
+        Updating = "Updating",
+        SystemUpdating = "SystemUpdating",
+        RollingBack = "RollingBack",
+        InService = "InService",
+        Deleting = "Deleting",
+        Failed = "Failed",
+        UpdateRollbackFailed = "UpdateRollbackFailed",
+    }
+}
+
 /// One production variant as the endpoint runs it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EndpointVariant {
@@ -100,8 +115,7 @@ pub struct SageMakerEndpoint {
     pub pending_config: Option<String>,
     pub pending_variants: Vec<EndpointVariant>,
     pub pending_since: Option<String>,
-    /// `Creating`, `InService`, `Updating`, `Failed`, `Deleting`.
-    pub status: String,
+    pub status: EndpointStatus,
     pub failure_reason: Option<String>,
     pub creation_time: String,
     pub last_modified_time: String,
@@ -195,7 +209,7 @@ mod tests {
             pending_config: Some("new".into()),
             pending_variants: vec![variant("A")],
             pending_since: None,
-            status: "Updating".into(),
+            status: EndpointStatus::Updating,
             failure_reason: None,
             creation_time: String::new(),
             last_modified_time: String::new(),
@@ -242,8 +256,7 @@ pub struct TransformJob {
     pub request: Box<CreateTransformJobRequest>,
     /// The model's Create request as it was when the job was created.
     pub model: Box<CreateModelInput>,
-    /// `InProgress`, `Completed`, `Failed`, `Stopping`, `Stopped`.
-    pub status: String,
+    pub status: crate::jobs::JobStatus,
     pub failure_reason: Option<String>,
     pub creation_time: String,
     pub start_time: Option<String>,

@@ -69,10 +69,91 @@ impl JobKind {
     }
 }
 
+crate::text_enum! {
+    /// `TrainingJobStatus`, `ProcessingJobStatus` and `TransformJobStatus`:
+    /// the three use the same words.
+    pub enum JobStatus {
+        InProgress = "InProgress",
+        Completed = "Completed",
+        Failed = "Failed",
+        Stopping = "Stopping",
+        Stopped = "Stopped",
+    }
+}
+
+impl JobStatus {
+    /// Whether the job has ended and will not change again.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Stopped
+        )
+    }
+}
+
+crate::text_enum! {
+    /// A training or processing job's `SecondaryStatus`.
+    pub enum SecondaryStatus {
+        Starting = "Starting",
+        LaunchingMlInstances = "LaunchingMLInstances",
+        PreparingTrainingStack = "PreparingTrainingStack",
+        Downloading = "Downloading",
+        DownloadingTrainingImage = "DownloadingTrainingImage",
+        Training = "Training",
+        Uploading = "Uploading",
+        Stopping = "Stopping",
+        Stopped = "Stopped",
+        MaxRuntimeExceeded = "MaxRuntimeExceeded",
+        Completed = "Completed",
+        Failed = "Failed",
+        Interrupted = "Interrupted",
+        MaxWaitTimeExceeded = "MaxWaitTimeExceeded",
+        Updating = "Updating",
+        Restarting = "Restarting",
+        Pending = "Pending",
+    }
+}
+
+crate::text_enum! {
+    /// `CompilationJobStatus`, in AWS's capitals.
+    pub enum CompilationStatus {
+        Starting = "STARTING",
+        InProgress = "INPROGRESS",
+        Completed = "COMPLETED",
+        Failed = "FAILED",
+        Stopping = "STOPPING",
+        Stopped = "STOPPED",
+    }
+}
+
+crate::text_enum! {
+    /// `RecommendationJobStatus`, also the status of each benchmark step.
+    pub enum RecommendationStatus {
+        Pending = "PENDING",
+        InProgress = "IN_PROGRESS",
+        Completed = "COMPLETED",
+        Failed = "FAILED",
+        Stopping = "STOPPING",
+        Stopped = "STOPPED",
+        Deleting = "DELETING",
+        Deleted = "DELETED",
+    }
+}
+
+crate::text_enum! {
+    /// Why a job's containers ended, kept from the run to the upload,
+    /// where it decides the final status.
+    pub enum Outcome {
+        Completed = "Completed",
+        Stopped = "Stopped",
+        MaxRuntimeExceeded = "MaxRuntimeExceeded",
+    }
+}
+
 /// One entry of `SecondaryStatusTransitions`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusTransition {
-    pub status: String,
+    pub status: SecondaryStatus,
     pub start_time: String,
     pub end_time: Option<String>,
     pub status_message: String,
@@ -229,9 +310,8 @@ pub struct SageMakerJob {
     pub account_id: String,
     /// The validated Create request.
     pub request: JobRequest,
-    /// `InProgress`, `Completed`, `Failed`, `Stopping`, `Stopped`.
-    pub status: String,
-    pub secondary_status: String,
+    pub status: JobStatus,
+    pub secondary_status: SecondaryStatus,
     pub transitions: Vec<StatusTransition>,
     pub failure_reason: Option<String>,
     pub exit_message: Option<String>,
@@ -251,7 +331,7 @@ pub struct SageMakerJob {
     /// Why the containers ended (`Completed`, `Stopped`, `MaxRuntimeExceeded`),
     /// kept while the outputs are uploaded.
     #[serde(default)]
-    pub outcome: Option<String>,
+    pub outcome: Option<Outcome>,
 }
 
 impl SageMakerJob {
@@ -260,19 +340,19 @@ impl SageMakerJob {
     }
 
     pub fn is_finished(&self) -> bool {
-        matches!(self.status.as_str(), "Completed" | "Failed" | "Stopped")
+        self.status.is_final()
     }
 
     /// Moves to a new secondary status: closes the open transition and opens one.
-    pub fn transition(&mut self, secondary: &str, message: &str, now: &str) {
+    pub fn transition(&mut self, secondary: SecondaryStatus, message: &str, now: &str) {
         if let Some(last) = self.transitions.last_mut() {
             if last.end_time.is_none() {
                 last.end_time = Some(now.to_string());
             }
         }
-        self.secondary_status = secondary.to_string();
+        self.secondary_status = secondary;
         self.transitions.push(StatusTransition {
-            status: secondary.to_string(),
+            status: secondary,
             start_time: now.to_string(),
             end_time: None,
             status_message: message.to_string(),
@@ -282,14 +362,20 @@ impl SageMakerJob {
 
     /// Ends the job: the final status, its secondary status and, for a
     /// failure, the reason. The last transition closes at once, as AWS shows it.
-    pub fn finish(&mut self, status: &str, secondary: &str, message: &str, now: &str) {
+    pub fn finish(
+        &mut self,
+        status: JobStatus,
+        secondary: SecondaryStatus,
+        message: &str,
+        now: &str,
+    ) {
         self.transition(secondary, message, now);
         if let Some(last) = self.transitions.last_mut() {
             last.end_time = Some(now.to_string());
         }
-        self.status = status.to_string();
+        self.status = status;
         self.end_time = Some(now.to_string());
-        if status == "Failed" {
+        if status == JobStatus::Failed {
             self.failure_reason = Some(message.to_string());
         }
         self.phase = JobPhase::Done;
@@ -318,8 +404,7 @@ pub struct CompilationJob {
     pub account_id: String,
     /// The validated Create request.
     pub request: Box<CreateCompilationJobRequest>,
-    /// `STARTING`, `INPROGRESS`, `COMPLETED`, `FAILED`, `STOPPING`, `STOPPED`.
-    pub status: String,
+    pub status: CompilationStatus,
     pub failure_reason: Option<String>,
     pub creation_time: String,
     pub start_time: Option<String>,
@@ -348,12 +433,15 @@ impl CompilationJob {
     }
 
     pub fn is_finished(&self) -> bool {
-        matches!(self.status.as_str(), "COMPLETED" | "FAILED" | "STOPPED")
+        matches!(
+            self.status,
+            CompilationStatus::Completed | CompilationStatus::Failed | CompilationStatus::Stopped
+        )
     }
 
     /// Ends the job with a final status (and, for `FAILED`, the reason).
-    pub fn finish(&mut self, status: &str, reason: Option<String>, now: &str) {
-        self.status = status.to_string();
+    pub fn finish(&mut self, status: CompilationStatus, reason: Option<String>, now: &str) {
+        self.status = status;
         self.failure_reason = reason;
         self.end_time = Some(now.to_string());
         self.last_modified_time = now.to_string();
@@ -380,8 +468,7 @@ pub struct BenchmarkStep {
     pub instance_type: String,
     /// The temporary endpoint (and its configuration and model copy).
     pub endpoint_name: String,
-    /// `PENDING`, `IN_PROGRESS`, `COMPLETED`, `FAILED`, `STOPPED`.
-    pub status: String,
+    pub status: RecommendationStatus,
     pub failure_reason: Option<String>,
     /// `RecommendationMetrics` once measured.
     pub metrics: Option<Value>,
@@ -400,8 +487,7 @@ pub struct RecommendationJob {
     pub request: Box<CreateInferenceRecommendationsJobRequest>,
     /// The model's Create request when the job was created.
     pub model: Box<CreateModelInput>,
-    /// `PENDING`, `IN_PROGRESS`, `COMPLETED`, `FAILED`, `STOPPING`, `STOPPED`.
-    pub status: String,
+    pub status: RecommendationStatus,
     pub failure_reason: Option<String>,
     pub creation_time: String,
     pub completion_time: Option<String>,
@@ -422,7 +508,12 @@ impl RecommendationJob {
     }
 
     pub fn is_finished(&self) -> bool {
-        matches!(self.status.as_str(), "COMPLETED" | "FAILED" | "STOPPED")
+        matches!(
+            self.status,
+            RecommendationStatus::Completed
+                | RecommendationStatus::Failed
+                | RecommendationStatus::Stopped
+        )
     }
 }
 
@@ -486,8 +577,8 @@ mod tests {
             region: "us-east-1".into(),
             account_id: "000000000000".into(),
             request: JobRequest::Training(Box::default()),
-            status: "InProgress".into(),
-            secondary_status: "Starting".into(),
+            status: JobStatus::InProgress,
+            secondary_status: SecondaryStatus::Starting,
             transitions: vec![],
             failure_reason: None,
             exit_message: None,
@@ -508,9 +599,14 @@ mod tests {
     #[test]
     fn transitions_close_in_order_and_failure_sets_the_reason() {
         let mut j = job();
-        j.transition("Starting", "Launching", "t1");
-        j.transition("Downloading", "Downloading input data", "t2");
-        j.finish("Failed", "Failed", "ClientError: boom", "t3");
+        j.transition(SecondaryStatus::Starting, "Launching", "t1");
+        j.transition(SecondaryStatus::Downloading, "Downloading input data", "t2");
+        j.finish(
+            JobStatus::Failed,
+            SecondaryStatus::Failed,
+            "ClientError: boom",
+            "t3",
+        );
         let ends: Vec<_> = j.transitions.iter().map(|t| t.end_time.clone()).collect();
         assert_eq!(
             ends,

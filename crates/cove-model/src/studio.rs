@@ -11,6 +11,30 @@
 use cove_shapes::sagemaker::{CreateAppRequest, CreateDomainRequest, CreateUserProfileRequest};
 use serde::{Deserialize, Serialize};
 
+crate::text_enum! {
+    /// `DomainStatus` and `UserProfileStatus` (the same words).
+    pub enum StudioStatus {
+        Deleting = "Deleting",
+        Failed = "Failed",
+        InService = "InService",
+        Pending = "Pending",
+        Updating = "Updating",
+        UpdateFailed = "Update_Failed",
+        DeleteFailed = "Delete_Failed",
+    }
+}
+
+crate::text_enum! {
+    /// `AppStatus`.
+    pub enum AppStatus {
+        Deleted = "Deleted",
+        Deleting = "Deleting",
+        Failed = "Failed",
+        InService = "InService",
+        Pending = "Pending",
+    }
+}
+
 /// A Studio domain (`domain/<d-…>`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StudioDomain {
@@ -22,8 +46,7 @@ pub struct StudioDomain {
     pub account_id: String,
     /// The Create request, with updates applied.
     pub request: Box<CreateDomainRequest>,
-    /// `Pending`, `InService`, `Updating`, `Deleting`, `Failed`.
-    pub status: String,
+    pub status: StudioStatus,
     pub creation_time: String,
     pub last_modified_time: String,
     /// What `HomeEfsFileSystemId` shows; the homes are directories on the host.
@@ -49,8 +72,7 @@ pub struct UserProfile {
     pub arn: String,
     pub region: String,
     pub request: Box<CreateUserProfileRequest>,
-    /// `InService`, `Deleting`.
-    pub status: String,
+    pub status: StudioStatus,
     pub creation_time: String,
     pub last_modified_time: String,
     /// `HomeEfsFileSystemUid`.
@@ -88,8 +110,7 @@ pub struct StudioApp {
     pub region: String,
     pub account_id: String,
     pub request: Box<CreateAppRequest>,
-    /// `Pending`, `InService`, `Deleting`, `Deleted`, `Failed`.
-    pub status: String,
+    pub status: AppStatus,
     pub failure_reason: Option<String>,
     pub creation_time: String,
     pub last_modified_time: String,

@@ -15,7 +15,7 @@
 use crate::common::{check_vpc_config, page, validation, ListQuery, Row};
 use crate::requests::CreateCompilationJobRequest;
 use cove_model::ids::now_rfc3339;
-use cove_model::jobs::{CompilationJob, CompilationPhase};
+use cove_model::jobs::{CompilationJob, CompilationPhase, CompilationStatus};
 use cove_model::s3_uri::parse_s3_uri;
 use cove_model::{AwsError, AwsResult};
 use cove_neo::Target;
@@ -95,7 +95,7 @@ pub fn create(
             region: ctx.region.clone(),
             account_id: ctx.account_id().to_string(),
             request: Box::new(request.clone()),
-            status: "STARTING".into(),
+            status: CompilationStatus::Starting,
             failure_reason: None,
             creation_time: now.clone(),
             start_time: None,
@@ -169,7 +169,7 @@ pub fn list(store: &Store, ctx: &RequestContext, query: &ListQuery) -> AwsResult
                 name: &j.name,
                 created: &j.creation_time,
                 modified: &j.last_modified_time,
-                status: &j.status,
+                status: j.status.as_str(),
                 summary: json!({
                     "CompilationJobName": j.name,
                     "CompilationJobArn": j.arn,
@@ -193,8 +193,9 @@ pub fn stop(store: &Store, name: &str) -> AwsResult<Value> {
     crate::stopping::stop(store, "compilation job", |w| find(w, name))
 }
 
-crate::stopping::stoppable!(CompilationJob, "STOPPING", |j| !j.is_finished()
-    && j.status != "STOPPING");
+crate::stopping::stoppable!(CompilationJob, CompilationStatus::Stopping, |j| !j
+    .is_finished()
+    && j.status != CompilationStatus::Stopping);
 
 pub fn max_runtime(request: &CreateCompilationJobRequest) -> u64 {
     // A negative value reads as none, as JSON's `as_u64` read it.

@@ -10,7 +10,7 @@ use crate::requests::{
     ContainerDefinition, CreateEndpointInput, CreateModelInput, UpdateEndpointInput,
     UpdateEndpointWeightsAndCapacitiesInput,
 };
-use cove_model::endpoints::{EndpointVariant, InstanceState, SageMakerEndpoint};
+use cove_model::endpoints::{EndpointStatus, EndpointVariant, InstanceState, SageMakerEndpoint};
 use cove_model::ids::now_rfc3339;
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
@@ -124,7 +124,7 @@ pub fn create(
             pending_config: None,
             pending_variants: vec![],
             pending_since: None,
-            status: "Creating".into(),
+            status: EndpointStatus::Creating,
             failure_reason: None,
             creation_time: now.clone(),
             last_modified_time: now,
@@ -159,7 +159,7 @@ fn variant_summary(e: &SageMakerEndpoint, v: &EndpointVariant, creating: bool) -
 pub fn describe(store: &Store, ctx: &RequestContext, name: &str) -> AwsResult<Value> {
     let world = store.snapshot();
     let e = find(&world, ctx, name)?;
-    let creating = e.status == "Creating";
+    let creating = e.status == EndpointStatus::Creating;
     let mut out = json!({
         "EndpointName": e.name,
         "EndpointArn": e.arn,
@@ -205,7 +205,7 @@ pub fn list(store: &Store, ctx: &RequestContext, query: &ListQuery) -> AwsResult
             name: &e.name,
             created: &e.creation_time,
             modified: &e.last_modified_time,
-            status: &e.status,
+            status: e.status.as_str(),
             summary: json!({
                 "EndpointName": e.name,
                 "EndpointArn": e.arn,
@@ -223,7 +223,7 @@ pub fn delete(store: &Store, ctx: &RequestContext, name: &str) -> AwsResult<Valu
         let mut e = find(&tx.world, ctx, name)?.clone();
         if !e.delete_requested {
             e.delete_requested = true;
-            e.status = "Deleting".into();
+            e.status = EndpointStatus::Deleting;
             e.last_modified_time = now_rfc3339();
             tx.put(e);
         }
@@ -234,7 +234,7 @@ pub fn delete(store: &Store, ctx: &RequestContext, name: &str) -> AwsResult<Valu
 
 /// An update needs a settled endpoint, as on AWS.
 fn check_updatable(e: &SageMakerEndpoint) -> AwsResult<()> {
-    if e.status != "InService" {
+    if e.status != EndpointStatus::InService {
         return Err(validation(format!(
             "Cannot update in-progress endpoint \"{}\".",
             e.arn
@@ -269,7 +269,7 @@ pub fn update(
         e.pending_config = Some(config_name.to_string());
         e.pending_variants = variants;
         e.pending_since = Some(now.clone());
-        e.status = "Updating".into();
+        e.status = EndpointStatus::Updating;
         e.failure_reason = None;
         e.last_modified_time = now;
         if let Some(c) = &request.deployment_config {
@@ -317,7 +317,7 @@ pub fn update_weights_and_capacities(
                 v.desired_instance_count = u32::try_from(count).unwrap_or(u32::MAX);
             }
         }
-        e.status = "Updating".into();
+        e.status = EndpointStatus::Updating;
         e.last_modified_time = now_rfc3339();
         let arn = e.arn.clone();
         tx.put(e);

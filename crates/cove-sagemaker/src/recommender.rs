@@ -21,7 +21,9 @@ use crate::requests::{
     ListInferenceRecommendationsJobsRequest, RecommendationJobInputConfig,
 };
 use cove_model::ids::now_rfc3339;
-use cove_model::jobs::{BenchmarkStep, RecommendationJob, RecommendationPhase};
+use cove_model::jobs::{
+    BenchmarkStep, RecommendationJob, RecommendationPhase, RecommendationStatus,
+};
 use cove_model::s3_uri::parse_s3_uri;
 use cove_model::{AwsError, AwsResult};
 use cove_store::Store;
@@ -178,7 +180,7 @@ pub fn create(
             .map(|(n, t)| BenchmarkStep {
                 instance_type: t.clone(),
                 endpoint_name: format!("{short}-ir{}", n + 1),
-                status: "PENDING".into(),
+                status: RecommendationStatus::Pending,
                 failure_reason: None,
                 metrics: None,
                 invocation_start_time: None,
@@ -192,7 +194,7 @@ pub fn create(
             account_id: ctx.account_id().to_string(),
             request: Box::new(request.clone()),
             model: Box::new(model),
-            status: "PENDING".into(),
+            status: RecommendationStatus::Pending,
             failure_reason: None,
             creation_time: now.clone(),
             completion_time: None,
@@ -255,7 +257,7 @@ pub fn describe(store: &Store, name: &str) -> AwsResult<Value> {
     let mut done: Vec<&BenchmarkStep> = j
         .steps
         .iter()
-        .filter(|s| s.status == "COMPLETED" && s.metrics.is_some())
+        .filter(|s| s.status == RecommendationStatus::Completed && s.metrics.is_some())
         .collect();
     done.sort_by(|a, b| {
         let cost = |s: &BenchmarkStep| {
@@ -301,7 +303,7 @@ pub fn list(
             name: &j.name,
             created: &j.creation_time,
             modified: &j.last_modified_time,
-            status: &j.status,
+            status: j.status.as_str(),
             summary: json!({
                 "JobName": j.name,
                 "JobDescription": j.request.job_description.as_deref().unwrap_or_default(),
@@ -327,8 +329,9 @@ pub fn stop(store: &Store, name: &str) -> AwsResult<Value> {
     crate::stopping::stop(store, "job", |w| find(w, name))
 }
 
-crate::stopping::stoppable!(RecommendationJob, "STOPPING", |j| !j.is_finished()
-    && j.status != "STOPPING");
+crate::stopping::stoppable!(RecommendationJob, RecommendationStatus::Stopping, |j| !j
+    .is_finished()
+    && j.status != RecommendationStatus::Stopping);
 
 pub fn steps(
     store: &Store,
@@ -341,7 +344,7 @@ pub fn steps(
     let all: Vec<Value> = j
         .steps
         .iter()
-        .filter(|s| status.is_none_or(|st| s.status == st))
+        .filter(|s| status.is_none_or(|st| s.status.as_str() == st))
         .filter(|_| step_type.is_none_or(|t| t == "BENCHMARK"))
         .map(|s| {
             let mut benchmark = json!({

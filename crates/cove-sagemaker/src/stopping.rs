@@ -20,10 +20,10 @@ pub trait Stoppable: Resource {
 /// `last_modified_time` fields: Stop applies while `$stoppable` holds and
 /// sets the status to `$stopping`.
 macro_rules! stoppable {
-    ($job:ty, $stopping:literal, |$j:ident| $stoppable:expr) => {
+    ($job:ty, $stopping:expr, |$j:ident| $stoppable:expr) => {
         impl $crate::stopping::Stoppable for $job {
             fn status(&self) -> &str {
-                &self.status
+                self.status.as_str()
             }
             fn stoppable(&self) -> bool {
                 let $j = self;
@@ -34,7 +34,7 @@ macro_rules! stoppable {
             }
             fn request_stop(&mut self, now: String) {
                 self.stop_requested = true;
-                self.status = $stopping.into();
+                self.status = $stopping;
                 self.last_modified_time = now;
             }
         }

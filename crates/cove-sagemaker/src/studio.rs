@@ -16,7 +16,7 @@ use crate::requests::{
     ListUserProfilesRequest, ResourceSpec, UpdateDomainRequest, UserSettings,
 };
 use cove_model::ids::{new_id, now_rfc3339, random_string};
-use cove_model::studio::{AppPhase, StudioApp, StudioDomain, UserProfile};
+use cove_model::studio::{AppPhase, AppStatus, StudioApp, StudioDomain, StudioStatus, UserProfile};
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
 use cove_store::Store;
@@ -167,7 +167,7 @@ pub fn create_domain(
             region: ctx.region.clone(),
             account_id: ctx.account_id().to_string(),
             request: Box::new(request.clone()),
-            status: "InService".into(),
+            status: StudioStatus::InService,
             creation_time: now.clone(),
             last_modified_time: now,
             home_efs_id: new_id("fs"),
@@ -395,7 +395,7 @@ pub fn create_user_profile(
             arn: arn.clone(),
             region: ctx.region.clone(),
             request: Box::new(input.clone()),
-            status: "InService".into(),
+            status: StudioStatus::InService,
             creation_time: now.clone(),
             last_modified_time: now,
             home_uid: d.next_uid,
@@ -604,7 +604,7 @@ pub fn create_app(
             region: ctx.region.clone(),
             account_id: ctx.account_id().to_string(),
             request: Box::new(input.clone()),
-            status: "Pending".into(),
+            status: AppStatus::Pending,
             failure_reason: None,
             creation_time: now.clone(),
             last_modified_time: now,
@@ -680,7 +680,7 @@ pub fn describe_app(store: &Store, input: &DescribeAppRequest) -> AwsResult<Valu
     if let Some(r) = &a.failure_reason {
         out["FailureReason"] = json!(r);
     }
-    if a.status == "InService" {
+    if a.status == AppStatus::InService {
         out["LastHealthCheckTimestamp"] = json!(a.last_modified_time);
     }
     Ok(out)
@@ -724,13 +724,13 @@ pub fn list_apps(store: &Store, ctx: &RequestContext, input: &ListAppsRequest) -
 pub fn delete_app(store: &Store, input: &DeleteAppRequest) -> AwsResult<Value> {
     store.write(|tx| {
         let mut a = find_app(&tx.world, input)?.clone();
-        if a.phase == AppPhase::Gone || a.status == "Deleting" {
+        if a.phase == AppPhase::Gone || a.status == AppStatus::Deleting {
             return Err(validation(format!(
                 "App {} is in status {} and cannot be deleted.",
                 a.arn, a.status
             )));
         }
-        a.status = "Deleting".into();
+        a.status = AppStatus::Deleting;
         a.phase = AppPhase::Stopping;
         a.last_modified_time = now_rfc3339();
         tx.put(a);

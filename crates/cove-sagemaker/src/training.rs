@@ -7,7 +7,9 @@ use crate::common::{count as count_of, *};
 use crate::requests::{CreateProcessingJobRequest, CreateTrainingJobRequest, VpcConfig};
 use cove_model::ids::now_rfc3339;
 use cove_model::instance;
-use cove_model::jobs::{JobHost, JobKind, JobPhase, JobRequest, SageMakerJob};
+use cove_model::jobs::{
+    JobHost, JobKind, JobPhase, JobRequest, JobStatus, SageMakerJob, SecondaryStatus,
+};
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
 use cove_store::Store;
@@ -139,8 +141,8 @@ pub fn new_job(world: &World, ctx: &RequestContext, request: NewJob) -> AwsResul
         region: ctx.region.clone(),
         account_id: ctx.account_id().to_string(),
         request: request.stored(),
-        status: "InProgress".into(),
-        secondary_status: "Starting".into(),
+        status: JobStatus::InProgress,
+        secondary_status: SecondaryStatus::Starting,
         transitions: Vec::new(),
         failure_reason: None,
         exit_message: None,
@@ -156,7 +158,11 @@ pub fn new_job(world: &World, ctx: &RequestContext, request: NewJob) -> AwsResul
         session_access_key: None,
         outcome: None,
     };
-    job.transition("Starting", "Preparing the instances for training", &now);
+    job.transition(
+        SecondaryStatus::Starting,
+        "Preparing the instances for training",
+        &now,
+    );
     Ok(job)
 }
 
@@ -404,7 +410,7 @@ pub fn list(
             name: &j.name,
             created: &j.creation_time,
             modified: &j.last_modified_time,
-            status: &j.status,
+            status: j.status.as_str(),
             summary: summary(j),
         })
         .collect();
@@ -418,7 +424,7 @@ pub fn list(
 pub fn stop(store: &Store, kind: JobKind, name: &str) -> AwsResult<Value> {
     store.write(|tx| {
         let mut job = find(&tx.world, kind, name)?.clone();
-        if job.status != "InProgress" {
+        if job.status != JobStatus::InProgress {
             return Err(validation(format!(
                 "The request was rejected because the {} job is in status {}.",
                 match kind {
@@ -430,9 +436,9 @@ pub fn stop(store: &Store, kind: JobKind, name: &str) -> AwsResult<Value> {
         }
         let now = now_rfc3339();
         job.stop_requested = true;
-        job.status = "Stopping".into();
+        job.status = JobStatus::Stopping;
         if kind == JobKind::Training {
-            job.transition("Stopping", "Stopping the training job", &now);
+            job.transition(SecondaryStatus::Stopping, "Stopping the training job", &now);
         }
         job.last_modified_time = now;
         tx.put(job);

@@ -17,6 +17,7 @@ use crate::definitions::{self, Definition};
 use crate::requests::CreateTransformJobRequest;
 use cove_model::endpoints::{TransformJob, TransformPhase};
 use cove_model::ids::now_rfc3339;
+use cove_model::jobs::JobStatus;
 use cove_model::{AwsError, AwsResult};
 use cove_store::Store;
 use cove_wire::RequestContext;
@@ -91,7 +92,7 @@ pub fn create(
             account_id: ctx.account_id().to_string(),
             request: Box::new(request.clone()),
             model: Box::new(model),
-            status: "InProgress".into(),
+            status: JobStatus::InProgress,
             failure_reason: None,
             creation_time: now.clone(),
             start_time: None,
@@ -135,7 +136,7 @@ pub fn list(store: &Store, ctx: &RequestContext, query: &ListQuery) -> AwsResult
             name: &j.name,
             created: &j.creation_time,
             modified: &j.last_modified_time,
-            status: &j.status,
+            status: j.status.as_str(),
             summary: json!({
                 "TransformJobName": j.name,
                 "TransformJobArn": j.arn,
@@ -154,4 +155,6 @@ pub fn stop(store: &Store, name: &str) -> AwsResult<Value> {
     crate::stopping::stop(store, "transform job", |w| find(w, name))
 }
 
-crate::stopping::stoppable!(TransformJob, "Stopping", |j| j.status == "InProgress");
+crate::stopping::stoppable!(TransformJob, JobStatus::Stopping, |j| {
+    j.status == JobStatus::InProgress
+});

@@ -105,12 +105,10 @@ pub async fn handle(store: Arc<Store>, key: Arc<Vec<u8>>, req: Request<Body>) ->
     let app = store.snapshot().studio_apps.get(&app_key).cloned();
     let Some(netns) = app
         .as_ref()
-        .filter(|a| a.status == "InService")
+        .filter(|a| a.status == cove_model::studio::AppStatus::InService)
         .and_then(|a| a.netns_path.clone())
     else {
-        let status = app
-            .map(|a| a.status)
-            .unwrap_or_else(|| "not created".into());
+        let status = app.map_or("not created", |a| a.status.as_str());
         return plain(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("The JupyterServer app of {profile} is not running ({status}); create it with CreateApp."),
