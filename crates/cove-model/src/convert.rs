@@ -43,6 +43,12 @@ pub fn millis_i32(d: Duration) -> i32 {
     i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
 }
 
+/// A count the request gives, if it is one (a negative number is none, as
+/// JSON's `as_u64` reads it).
+pub fn count(v: Option<i64>) -> Option<u64> {
+    v.and_then(|n| u64::try_from(n).ok())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -225,6 +225,14 @@ impl JobRequest {
         }
     }
 
+    /// The job's name (`TrainingJobName` or `ProcessingJobName`).
+    pub fn name(&self) -> &str {
+        match self {
+            JobRequest::Training(r) => &r.training_job_name,
+            JobRequest::Processing(r) => &r.processing_job_name,
+        }
+    }
+
     pub fn role_arn(&self) -> &str {
         match self {
             JobRequest::Training(r) => &r.role_arn,
@@ -290,10 +298,7 @@ impl JobRequest {
                 )
             }
         };
-        let count = count
-            .and_then(|n| u64::try_from(n).ok())
-            .unwrap_or(1)
-            .max(1);
+        let count = crate::convert::count(count).unwrap_or(1).max(1);
         (
             instance_type.unwrap_or_default(),
             crate::convert::u64_to_usize(count),

@@ -47,11 +47,7 @@ pub fn paged(
     out
 }
 
-/// A count the request gives, if it is one (a negative number is none, as
-/// JSON's `as_u64` reads it).
-pub fn count(v: Option<i64>) -> Option<u64> {
-    v.and_then(|n| u64::try_from(n).ok())
-}
+pub use cove_model::convert::count;
 
 /// A Describe answer's start: the Create request echoed back, less its
 /// `Tags` (ListTags answers those).

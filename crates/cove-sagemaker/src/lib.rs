@@ -24,7 +24,7 @@ pub mod studio;
 pub mod training;
 pub mod transform;
 
-use cove_model::jobs::JobKind;
+use cove_model::jobs::{JobKind, JobRequest};
 use cove_model::{AwsError, AwsResult};
 use cove_store::Store;
 use cove_wire::{model::ServiceModel, Protocol, RequestContext, Service};
@@ -67,7 +67,6 @@ impl Service for SageMakerService {
     fn handle(&self, ctx: &RequestContext, input: Value) -> AwsResult<Value> {
         use definitions::{Definition, NewDefinition};
         use requests::Request;
-        use training::NewJob;
         use JobKind::*;
         let store = &self.store;
         let request = match requests::Request::parse(&ctx.operation, &input) {
@@ -83,17 +82,23 @@ impl Service for SageMakerService {
         // Create handlers store their typed request: Describe echoes it
         // back and the drivers read it.
         match request {
-            Request::CreateTrainingJob(r) => {
-                training::create(store, ctx, NewJob::Training(&r), &self.bucket_policies)
-            }
+            Request::CreateTrainingJob(r) => training::create(
+                store,
+                ctx,
+                &JobRequest::Training(Box::new(r)),
+                &self.bucket_policies,
+            ),
             Request::DescribeTrainingJob(r) => {
                 training::describe(store, Training, &r.training_job_name)
             }
             Request::ListTrainingJobs(r) => training::list(store, ctx, Training, &(&r).into()),
             Request::StopTrainingJob(r) => training::stop(store, Training, &r.training_job_name),
-            Request::CreateProcessingJob(r) => {
-                training::create(store, ctx, NewJob::Processing(&r), &self.bucket_policies)
-            }
+            Request::CreateProcessingJob(r) => training::create(
+                store,
+                ctx,
+                &JobRequest::Processing(Box::new(r)),
+                &self.bucket_policies,
+            ),
             Request::DescribeProcessingJob(r) => {
                 training::describe(store, Processing, &r.processing_job_name)
             }

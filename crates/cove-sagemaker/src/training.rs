@@ -3,8 +3,8 @@
 //! one VPC, channels distinct) and store the job; its driver in `cove-jobs`
 //! does the rest.
 
-use crate::common::{count as count_of, *};
-use crate::requests::{CreateProcessingJobRequest, CreateTrainingJobRequest, VpcConfig};
+use crate::common::*;
+use crate::requests::{CreateProcessingJobRequest, CreateTrainingJobRequest};
 use cove_model::ids::now_rfc3339;
 use cove_model::instance;
 use cove_model::jobs::{
@@ -21,72 +21,13 @@ fn not_found() -> AwsError {
     validation("Requested resource not found.")
 }
 
-/// A CreateTrainingJob or CreateProcessingJob request.
-#[derive(Debug, Clone, Copy)]
-pub enum NewJob<'r> {
-    Training(&'r CreateTrainingJobRequest),
-    Processing(&'r CreateProcessingJobRequest),
-}
-
-impl NewJob<'_> {
-    pub fn kind(&self) -> JobKind {
-        match self {
-            NewJob::Training(_) => JobKind::Training,
-            NewJob::Processing(_) => JobKind::Processing,
-        }
-    }
-
-    /// The request as the job stores it.
-    fn stored(&self) -> JobRequest {
-        match self {
-            NewJob::Training(r) => JobRequest::Training(Box::new((*r).clone())),
-            NewJob::Processing(r) => JobRequest::Processing(Box::new((*r).clone())),
-        }
-    }
-
-    fn name(&self) -> &str {
-        match self {
-            NewJob::Training(r) => &r.training_job_name,
-            NewJob::Processing(r) => &r.processing_job_name,
-        }
-    }
-
-    /// The `VpcConfig`, if any (processing jobs nest it in `NetworkConfig`).
-    fn vpc_config(&self) -> Option<&VpcConfig> {
-        match self {
-            NewJob::Training(r) => r.vpc_config.as_ref(),
-            NewJob::Processing(r) => r.network_config.as_ref()?.vpc_config.as_ref(),
-        }
-    }
-
-    /// The instance type and how many instances (at least one).
-    fn cluster(&self) -> (String, usize) {
-        let (instance_type, count) = match self {
-            NewJob::Training(r) => {
-                let config = r.resource_config.as_ref();
-                (
-                    config.and_then(|c| c.instance_type.clone()),
-                    config.and_then(|c| c.instance_count),
-                )
-            }
-            NewJob::Processing(r) => {
-                let config = &r.processing_resources.cluster_config;
-                (
-                    Some(config.instance_type.clone()),
-                    Some(config.instance_count),
-                )
-            }
-        };
-        (
-            instance_type.unwrap_or_default(),
-            cove_model::convert::u64_to_usize(count_of(count).unwrap_or(1).max(1)),
-        )
-    }
-}
-
 /// Checks a Create request beyond its schema and builds the stored job,
 /// which keeps the request for Describe to echo and its driver to read.
-pub fn new_job(world: &World, ctx: &RequestContext, request: NewJob) -> AwsResult<SageMakerJob> {
+pub fn new_job(
+    world: &World,
+    ctx: &RequestContext,
+    request: &JobRequest,
+) -> AwsResult<SageMakerJob> {
     let kind = request.kind();
     let name = request.name().to_string();
     let arn = format!(
@@ -124,8 +65,8 @@ pub fn new_job(world: &World, ctx: &RequestContext, request: NewJob) -> AwsResul
         ))
     })?;
     match request {
-        NewJob::Training(r) => check_training(r)?,
-        NewJob::Processing(r) => check_processing(r)?,
+        JobRequest::Training(r) => check_training(r)?,
+        JobRequest::Processing(r) => check_processing(r)?,
     }
     let now = now_rfc3339();
     let hosts = (1..=count)
@@ -140,7 +81,7 @@ pub fn new_job(world: &World, ctx: &RequestContext, request: NewJob) -> AwsResul
         arn,
         region: ctx.region.clone(),
         account_id: ctx.account_id().to_string(),
-        request: request.stored(),
+        request: request.clone(),
         status: JobStatus::InProgress,
         secondary_status: SecondaryStatus::Starting,
         transitions: Vec::new(),
@@ -242,7 +183,7 @@ fn check_processing(request: &CreateProcessingJobRequest) -> AwsResult<()> {
 pub fn create(
     store: &Store,
     ctx: &RequestContext,
-    request: NewJob,
+    request: &JobRequest,
     bucket_policies: &crate::BucketPolicies,
 ) -> AwsResult<Value> {
     let kind = request.kind();
@@ -274,16 +215,12 @@ pub fn create(
 fn network_warnings(
     world: &World,
     ctx: &RequestContext,
-    request: NewJob,
+    request: &JobRequest,
     bucket_policies: &crate::BucketPolicies,
 ) -> Vec<String> {
     let processing = request.kind() == JobKind::Processing;
     // cove-reach reads a request's JSON (it also checks request files).
-    let json = match request {
-        NewJob::Training(r) => serde_json::to_value(r),
-        NewJob::Processing(r) => serde_json::to_value(r),
-    }
-    .unwrap_or_default();
+    let json = serde_json::to_value(request).unwrap_or_default();
     let Some(network) = cove_reach::sagemaker::JobNetwork::from_request(
         processing,
         &json,
