@@ -74,6 +74,16 @@ crate::text_enum! {
 }
 
 crate::text_enum! {
+    /// `Status` of a network interface's attachment.
+    pub enum AttachmentStatus {
+        Attaching = "attaching",
+        Attached = "attached",
+        Detaching = "detaching",
+        Detached = "detached",
+    }
+}
+
+crate::text_enum! {
     /// `InterfaceType`: who made the network interface.
     pub enum InterfaceType {
         Interface = "interface",
@@ -289,7 +299,7 @@ pub struct VpcEndpoint {
 pub struct EniAttachment {
     pub attachment_id: String,
     pub instance_owner_id: String,
-    pub status: String,
+    pub status: AttachmentStatus,
     pub attach_time: String,
 }
 
