@@ -358,7 +358,7 @@ fn eni_field(w: &World, e: &NetworkInterface, account: &str, name: &str) -> Fiel
 pub fn describe_network_interfaces(r: &Req) -> AwsResult<Value> {
     describe_all(
         r,
-        "NetworkInterfaceIds",
+        &Describe::from(r, "NetworkInterfaceIds"),
         "NetworkInterfaces",
         |e: &NetworkInterface| &e.region,
         eni_not_found,

@@ -424,7 +424,7 @@ fn acl_field(w: &World, a: &NetworkAcl, account: &str, name: &str) -> FieldValue
 pub fn describe_network_acls(r: &Req) -> AwsResult<Value> {
     describe_all(
         r,
-        "NetworkAclIds",
+        &Describe::from(r, "NetworkAclIds"),
         "NetworkAcls",
         |a: &NetworkAcl| &a.region,
         network_acl_not_found,

@@ -246,7 +246,7 @@ fn table_field(w: &World, t: &RouteTable, account: &str, name: &str) -> FieldVal
 pub fn describe_route_tables(r: &Req) -> AwsResult<Value> {
     describe_all(
         r,
-        "RouteTableIds",
+        &Describe::from(r, "RouteTableIds"),
         "RouteTables",
         |t: &RouteTable| &t.region,
         route_table_not_found,

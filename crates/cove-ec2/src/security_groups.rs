@@ -90,7 +90,7 @@ pub fn create_security_group(r: &Req) -> AwsResult<Value> {
     let tags = r.tag_specs("security-group")?;
     let (region, account) = (r.region(), r.account());
     r.write(|tx| {
-        let vpc_id = vpc_or_default(r, &tx.world)?;
+        let vpc_id = vpc_or_default(r, r.str("VpcId"), &tx.world)?;
         if tx
             .world
             .security_groups
@@ -129,7 +129,7 @@ fn target_group(r: &Req, world: &World) -> AwsResult<String> {
                 .map(|g| g.id.clone())
         }
         (None, Some(name)) => {
-            let vpc = vpc_or_default(r, world).ok();
+            let vpc = vpc_or_default(r, r.str("VpcId"), world).ok();
             world
                 .security_groups
                 .values()

@@ -277,7 +277,7 @@ fn subnet_field(
 pub fn describe_subnets(r: &Req) -> AwsResult<Value> {
     describe_all(
         r,
-        "SubnetIds",
+        &Describe::from(r, "SubnetIds"),
         "Subnets",
         |s: &Subnet| &s.region,
         subnet_not_found,
