@@ -178,6 +178,16 @@ fn dispatch(r: &Req, request: &Request) -> AwsResult<Value> {
         Request::DescribeVpcs(q) => vpcs::describe_vpcs(r, q),
         Request::ModifyVpcAttribute(q) => vpcs::modify_vpc_attribute(r, q),
         Request::DescribeVpcAttribute(q) => vpcs::describe_vpc_attribute(r, q),
+        Request::CreateSubnet(q) => subnets::create_subnet(r, q),
+        Request::DeleteSubnet(q) => subnets::delete_subnet(r, q),
+        Request::DescribeSubnets(q) => subnets::describe_subnets(r, q),
+        Request::ModifySubnetAttribute(q) => subnets::modify_subnet_attribute(r, q),
+        Request::CreateTags(q) => tags::create_tags(r, q),
+        Request::DeleteTags(q) => tags::delete_tags(r, q),
+        Request::DescribeTags(q) => tags::describe_tags(r, q),
+        Request::DescribeAvailabilityZones(q) => misc::describe_availability_zones(r, q),
+        Request::DescribeRegions(q) => misc::describe_regions(q),
+        Request::DescribeAccountAttributes(q) => misc::describe_account_attributes(r, q),
         _ => dispatch_by_name(r),
     }
 }
@@ -186,10 +196,6 @@ fn dispatch(r: &Req, request: &Request) -> AwsResult<Value> {
 fn dispatch_by_name(r: &Req) -> AwsResult<Value> {
     {
         match r.ctx.operation.as_str() {
-            "CreateSubnet" => subnets::create_subnet(r),
-            "DeleteSubnet" => subnets::delete_subnet(r),
-            "DescribeSubnets" => subnets::describe_subnets(r),
-            "ModifySubnetAttribute" => subnets::modify_subnet_attribute(r),
             "CreateSecurityGroup" => security_groups::create_security_group(r),
             "DeleteSecurityGroup" => security_groups::delete_security_group(r),
             "DescribeSecurityGroups" => security_groups::describe_security_groups(r),
@@ -245,12 +251,6 @@ fn dispatch_by_name(r: &Req) -> AwsResult<Value> {
             "StartNetworkInsightsAnalysis" => insights::start_analysis(r),
             "DescribeNetworkInsightsAnalyses" => insights::describe_analyses(r),
             "DeleteNetworkInsightsAnalysis" => insights::delete_analysis(r),
-            "CreateTags" => tags::create_tags(r),
-            "DeleteTags" => tags::delete_tags(r),
-            "DescribeTags" => tags::describe_tags(r),
-            "DescribeAvailabilityZones" => misc::describe_availability_zones(r),
-            "DescribeRegions" => misc::describe_regions(r),
-            "DescribeAccountAttributes" => misc::describe_account_attributes(r),
             other => Err(AwsError::client(
                 "InvalidAction",
                 format!("The action {other} is not valid for this web service."),
