@@ -195,6 +195,16 @@ fn dispatch(r: &Req, request: &Request) -> AwsResult<Value> {
         Request::ReplaceNetworkAclEntry(q) => network_acls::replace_network_acl_entry(r, q),
         Request::DeleteNetworkAclEntry(q) => network_acls::delete_entry(r, q),
         Request::ReplaceNetworkAclAssociation(q) => network_acls::replace_association(r, q),
+        Request::CreateSecurityGroup(q) => security_groups::create_security_group(r, q),
+        Request::DeleteSecurityGroup(q) => security_groups::delete_security_group(r, q),
+        Request::DescribeSecurityGroups(q) => security_groups::describe_security_groups(r, q),
+        Request::AuthorizeSecurityGroupIngress(q) => security_groups::authorize_ingress(r, q),
+        Request::AuthorizeSecurityGroupEgress(q) => security_groups::authorize_egress(r, q),
+        Request::RevokeSecurityGroupIngress(q) => security_groups::revoke_ingress(r, q),
+        Request::RevokeSecurityGroupEgress(q) => security_groups::revoke_egress(r, q),
+        Request::DescribeSecurityGroupRules(q) => {
+            security_groups::describe_security_group_rules(r, q)
+        }
         _ => dispatch_by_name(r),
     }
 }
@@ -203,14 +213,6 @@ fn dispatch(r: &Req, request: &Request) -> AwsResult<Value> {
 fn dispatch_by_name(r: &Req) -> AwsResult<Value> {
     {
         match r.ctx.operation.as_str() {
-            "CreateSecurityGroup" => security_groups::create_security_group(r),
-            "DeleteSecurityGroup" => security_groups::delete_security_group(r),
-            "DescribeSecurityGroups" => security_groups::describe_security_groups(r),
-            "AuthorizeSecurityGroupIngress" => security_groups::authorize(r, false),
-            "AuthorizeSecurityGroupEgress" => security_groups::authorize(r, true),
-            "RevokeSecurityGroupIngress" => security_groups::revoke(r, false),
-            "RevokeSecurityGroupEgress" => security_groups::revoke(r, true),
-            "DescribeSecurityGroupRules" => security_groups::describe_security_group_rules(r),
             "CreateRouteTable" => route_tables::create_route_table(r),
             "DeleteRouteTable" => route_tables::delete_route_table(r),
             "DescribeRouteTables" => route_tables::describe_route_tables(r),
