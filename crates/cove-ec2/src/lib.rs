@@ -205,6 +205,15 @@ fn dispatch(r: &Req, request: &Request) -> AwsResult<Value> {
         Request::DescribeSecurityGroupRules(q) => {
             security_groups::describe_security_group_rules(r, q)
         }
+        Request::CreateRouteTable(q) => route_tables::create_route_table(r, q),
+        Request::DeleteRouteTable(q) => route_tables::delete_route_table(r, q),
+        Request::DescribeRouteTables(q) => route_tables::describe_route_tables(r, q),
+        Request::CreateRoute(q) => route_tables::create_route(r, q),
+        Request::ReplaceRoute(q) => route_tables::replace_route(r, q),
+        Request::DeleteRoute(q) => route_tables::delete_route(r, q),
+        Request::AssociateRouteTable(q) => route_tables::associate(r, q),
+        Request::DisassociateRouteTable(q) => route_tables::disassociate(r, q),
+        Request::ReplaceRouteTableAssociation(q) => route_tables::replace_association(r, q),
         _ => dispatch_by_name(r),
     }
 }
@@ -213,15 +222,6 @@ fn dispatch(r: &Req, request: &Request) -> AwsResult<Value> {
 fn dispatch_by_name(r: &Req) -> AwsResult<Value> {
     {
         match r.ctx.operation.as_str() {
-            "CreateRouteTable" => route_tables::create_route_table(r),
-            "DeleteRouteTable" => route_tables::delete_route_table(r),
-            "DescribeRouteTables" => route_tables::describe_route_tables(r),
-            "CreateRoute" => route_tables::create_route(r, false),
-            "ReplaceRoute" => route_tables::create_route(r, true),
-            "DeleteRoute" => route_tables::delete_route(r),
-            "AssociateRouteTable" => route_tables::associate(r),
-            "DisassociateRouteTable" => route_tables::disassociate(r),
-            "ReplaceRouteTableAssociation" => route_tables::replace_association(r),
             "CreateInternetGateway" => gateways::create_internet_gateway(r),
             "DeleteInternetGateway" => gateways::delete_internet_gateway(r),
             "DescribeInternetGateways" => gateways::describe_internet_gateways(r),
