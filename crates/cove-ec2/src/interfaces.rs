@@ -401,6 +401,17 @@ pub(crate) mod tests {
         f(&Req::new(&c, input, store))
     }
 
+    /// Calls a typed handler with its request parsed from JSON, as `handle` does.
+    pub fn call_typed<T: serde::de::DeserializeOwned>(
+        store: &Store,
+        f: impl Fn(&Req, &T) -> AwsResult<Value>,
+        input: Value,
+    ) -> AwsResult<Value> {
+        let c = ctx("Test");
+        let q = serde_json::from_value(input.clone()).expect("a request of the handler's type");
+        f(&Req::new(&c, input, store), &q)
+    }
+
     /// What a test world holds: a VPC with a default group, a main route
     /// table and two subnets in different zones, plus a second VPC.
     pub struct Fixture {

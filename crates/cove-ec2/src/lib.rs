@@ -214,6 +214,9 @@ fn dispatch(r: &Req, request: &Request) -> AwsResult<Value> {
         Request::AssociateRouteTable(q) => route_tables::associate(r, q),
         Request::DisassociateRouteTable(q) => route_tables::disassociate(r, q),
         Request::ReplaceRouteTableAssociation(q) => route_tables::replace_association(r, q),
+        Request::CreateFlowLogs(q) => flow_logs::create_flow_logs(r, q),
+        Request::DeleteFlowLogs(q) => flow_logs::delete_flow_logs(r, q),
+        Request::DescribeFlowLogs(q) => flow_logs::describe_flow_logs(r, q),
         _ => dispatch_by_name(r),
     }
 }
@@ -244,9 +247,6 @@ fn dispatch_by_name(r: &Req) -> AwsResult<Value> {
             "CreateNetworkInterface" => interfaces::create_network_interface(r),
             "DeleteNetworkInterface" => interfaces::delete_network_interface(r),
             "DescribeNetworkInterfaces" => interfaces::describe_network_interfaces(r),
-            "CreateFlowLogs" => flow_logs::create_flow_logs(r),
-            "DeleteFlowLogs" => flow_logs::delete_flow_logs(r),
-            "DescribeFlowLogs" => flow_logs::describe_flow_logs(r),
             "CreateNetworkInsightsPath" => insights::create_path(r),
             "DescribeNetworkInsightsPaths" => insights::describe_paths(r),
             "DeleteNetworkInsightsPath" => insights::delete_path(r),
