@@ -1,11 +1,13 @@
-//! What every EC2 handler shares: typed access to the decoded input, lookups
-//! that answer AWS's `*.NotFound` errors, describe filtering and pagination,
-//! tags at creation, and timestamps.
+//! What every EC2 handler shares: the request's context and store, the
+//! typed request's common members (filters, paging, tags at creation),
+//! lookups that answer AWS's `*.NotFound` errors, describe filtering and
+//! pagination, and timestamps.
 
 use base64::Engine;
 use cove_model::filter::{matches_all, FieldValues, Filter};
 use cove_model::world::{Resource, Tags, World};
 use cove_model::{AwsError, AwsResult};
+use cove_shapes::ec2;
 use cove_store::{Store, Tx};
 use cove_wire::RequestContext;
 use serde_json::{json, Value};
@@ -100,6 +102,119 @@ impl<'a> Req<'a> {
         check_tag_count(&tags)?;
         Ok(tags)
     }
+}
+
+/// A member the operation cannot do without: EC2's `MissingParameter`,
+/// named as AWS names it. The generated EC2 types leave every member
+/// optional so that this error comes from here, as AWS words it.
+pub fn need<'v>(member: &'v Option<String>, name: &str) -> AwsResult<&'v str> {
+    member
+        .as_deref()
+        .ok_or_else(|| AwsError::missing_parameter(name))
+}
+
+/// An `AttributeBooleanValue` member's value (`{ "Value": true }`).
+pub fn attribute(member: &Option<ec2::AttributeBooleanValue>) -> Option<bool> {
+    member.as_ref().and_then(|a| a.value)
+}
+
+/// A list member, empty when absent.
+pub fn list<T>(member: &Option<Vec<T>>) -> &[T] {
+    member.as_deref().unwrap_or_default()
+}
+
+/// The request's filters in the form the matcher takes; a filter without a
+/// name or values matches as one with an empty name or no values.
+pub fn filters(member: &Option<Vec<ec2::Filter>>) -> Vec<Filter> {
+    list(member)
+        .iter()
+        .map(|f| Filter {
+            name: f.name.clone().unwrap_or_default(),
+            values: f.values.clone().unwrap_or_default(),
+        })
+        .collect()
+}
+
+/// Tags requested in `TagSpecifications` for a resource of `resource_type`.
+pub fn tag_specs(
+    specs: &Option<Vec<ec2::TagSpecification>>,
+    resource_type: &str,
+) -> AwsResult<Tags> {
+    let mut tags = Tags::new();
+    for spec in list(specs) {
+        let rt = spec.resource_type.as_deref().unwrap_or_default();
+        if rt != resource_type {
+            return Err(AwsError::invalid_parameter_value(format!(
+                "'{rt}' is not a valid taggable resource type for this operation."
+            )));
+        }
+        for t in list(&spec.tags) {
+            let key = t.key.clone().unwrap_or_default();
+            let value = t.value.as_deref().unwrap_or_default();
+            validate_tag(&key, value)?;
+            tags.insert(key, value.to_string());
+        }
+    }
+    check_tag_count(&tags)?;
+    Ok(tags)
+}
+
+/// The filter and paging members of a generated `Describe*Request`, which
+/// [`Describe`] reads. Not every describe call pages, and two name their
+/// filters `Filter`.
+pub trait Listing {
+    fn filter_members(&self) -> &Option<Vec<ec2::Filter>>;
+    fn max_results(&self) -> Option<i64> {
+        None
+    }
+    fn next_token(&self) -> Option<&str> {
+        None
+    }
+}
+
+macro_rules! listing {
+    (paged: $($t:ident . $filters:ident),*; unpaged: $($u:ident),*) => {
+        $(impl Listing for ec2::$t {
+            fn filter_members(&self) -> &Option<Vec<ec2::Filter>> {
+                &self.$filters
+            }
+            fn max_results(&self) -> Option<i64> {
+                self.max_results
+            }
+            fn next_token(&self) -> Option<&str> {
+                self.next_token.as_deref()
+            }
+        })*
+        $(impl Listing for ec2::$u {
+            fn filter_members(&self) -> &Option<Vec<ec2::Filter>> {
+                &self.filters
+            }
+        })*
+    };
+}
+
+listing! {
+    paged:
+        DescribeFlowLogsRequest.filter,
+        DescribeInternetGatewaysRequest.filters,
+        DescribeNatGatewaysRequest.filter,
+        DescribeNetworkAclsRequest.filters,
+        DescribeNetworkInsightsAnalysesRequest.filters,
+        DescribeNetworkInsightsPathsRequest.filters,
+        DescribeNetworkInterfacesRequest.filters,
+        DescribePrefixListsRequest.filters,
+        DescribeRouteTablesRequest.filters,
+        DescribeSecurityGroupRulesRequest.filters,
+        DescribeSecurityGroupsRequest.filters,
+        DescribeSubnetsRequest.filters,
+        DescribeTagsRequest.filters,
+        DescribeVpcEndpointServicesRequest.filters,
+        DescribeVpcEndpointsRequest.filters,
+        DescribeVpcsRequest.filters;
+    unpaged:
+        DescribeAddressesRequest,
+        DescribeAvailabilityZonesRequest,
+        DescribeRegionsRequest
 }
 
 pub fn str_of<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
@@ -213,6 +328,18 @@ pub struct Describe<'r> {
 }
 
 impl<'r> Describe<'r> {
+    /// The rules of describe request `q`, whose explicit ids (member
+    /// `ids_member`) are `ids`.
+    pub fn of(q: &impl Listing, ids_member: &'r str, ids: &Option<Vec<String>>) -> Describe<'r> {
+        Describe {
+            ids_param: ids_member,
+            ids: list(ids).to_vec(),
+            filters: filters(q.filter_members()),
+            max_results: q.max_results(),
+            next_token: q.next_token().map(str::to_string),
+        }
+    }
+
     pub fn from(req: &Req, ids_member: &'r str) -> Describe<'r> {
         Describe {
             ids_param: ids_member,
@@ -304,7 +431,7 @@ pub fn listing(key: &str, items: Vec<Value>, next: Option<String>) -> Value {
 /// for a resource), paging, and each resource rendered under `key`.
 pub fn describe_all<R: Resource>(
     r: &Req,
-    ids_member: &str,
+    d: &Describe,
     key: &str,
     region_of: impl Fn(&R) -> &str,
     not_found: impl Fn(&str) -> AwsError,
@@ -313,10 +440,9 @@ pub fn describe_all<R: Resource>(
 ) -> AwsResult<Value> {
     let w = r.world();
     let account = r.account();
-    let (items, next) =
-        Describe::from(r, ids_member).run::<R>(&w, region_of, r.region(), not_found, |x, n| {
-            field(&w, x, account, n)
-        })?;
+    let (items, next) = d.run::<R>(&w, region_of, r.region(), not_found, |x, n| {
+        field(&w, x, account, n)
+    })?;
     let items = items.iter().map(|x| render(&w, x, account)).collect();
     Ok(listing(key, items, next))
 }
@@ -382,8 +508,8 @@ pub fn association_not_found(id: &str) -> AwsError {
 }
 
 /// The VPC named by `VpcId`, or the region's default VPC when none is given.
-pub fn vpc_or_default(req: &Req, world: &World) -> AwsResult<String> {
-    match req.str("VpcId") {
+pub fn vpc_or_default(req: &Req, vpc_id: Option<&str>, world: &World) -> AwsResult<String> {
+    match vpc_id {
         Some(id) => {
             find::<cove_model::vpc::Vpc>(world, id, req.region(), |v| &v.region, vpc_not_found)
                 .map(|v| v.id.clone())

@@ -792,7 +792,7 @@ fn endpoint_field(w: &World, e: &VpcEndpoint, account: &str, name: &str) -> Fiel
 pub fn describe_vpc_endpoints(r: &Req) -> AwsResult<Value> {
     describe_all(
         r,
-        "VpcEndpointIds",
+        &Describe::from(r, "VpcEndpointIds"),
         "VpcEndpoints",
         |e: &VpcEndpoint| &e.region,
         endpoint_not_found,

@@ -8,6 +8,7 @@ use cove_model::ids::new_id;
 use cove_model::vpc::*;
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
+use cove_shapes::ec2::{CreateFlowLogsRequest, DeleteFlowLogsRequest, DescribeFlowLogsRequest};
 use serde_json::{json, Value};
 
 /// Every field a custom log format may name (versions 2 to 8).
@@ -156,17 +157,17 @@ fn unsuccessful(id: &str, code: &str, message: &str) -> Value {
     json!({"Error": {"Code": code, "Message": message}, "ResourceId": id})
 }
 
-pub fn create_flow_logs(r: &Req) -> AwsResult<Value> {
+pub fn create_flow_logs(r: &Req, q: &CreateFlowLogsRequest) -> AwsResult<Value> {
     let mut resource_ids: Vec<String> = Vec::new();
-    for id in r.strings("ResourceIds") {
-        if !resource_ids.contains(&id) {
-            resource_ids.push(id);
+    for id in list(&q.resource_ids) {
+        if !resource_ids.contains(id) {
+            resource_ids.push(id.clone());
         }
     }
     if resource_ids.is_empty() {
         return Err(AwsError::missing_parameter("ResourceIds"));
     }
-    let resource_type = r.required("ResourceType")?.to_string();
+    let resource_type = need(&q.resource_type, "ResourceType")?.to_string();
     match resource_type.as_str() {
         "VPC" | "Subnet" | "NetworkInterface" => {}
         "TransitGateway" | "TransitGatewayAttachment" | "RegionalNatGateway" => {
@@ -180,18 +181,22 @@ pub fn create_flow_logs(r: &Req) -> AwsResult<Value> {
             )))
         }
     }
-    let raw_traffic_type = r.required("TrafficType")?;
+    let raw_traffic_type = need(&q.traffic_type, "TrafficType")?;
     let traffic_type: TrafficType = raw_traffic_type.parse().map_err(|()| {
         AwsError::invalid_parameter_value(format!(
             "Value ({raw_traffic_type}) for parameter trafficType is invalid. Valid values: ACCEPT, REJECT, ALL"
         ))
     })?;
-    if r.str("DeliverCrossAccountRole").is_some() {
+    if q.deliver_cross_account_role.is_some() {
         return Err(AwsError::invalid_parameter_value(
             "DeliverCrossAccountRole is not supported by Cove.",
         ));
     }
-    let destination_type = match r.str("LogDestinationType").unwrap_or("cloud-watch-logs") {
+    let destination_type = match q
+        .log_destination_type
+        .as_deref()
+        .unwrap_or("cloud-watch-logs")
+    {
         "kinesis-data-firehose" => {
             return Err(AwsError::invalid_parameter_value(
                 "LogDestinationType kinesis-data-firehose is not supported by Cove.",
@@ -208,8 +213,8 @@ pub fn create_flow_logs(r: &Req) -> AwsResult<Value> {
         .str("DeliverLogsPermissionArn")
         .filter(|a| !a.is_empty())
         .map(str::to_string);
-    let group_name = r.str("LogGroupName").filter(|g| !g.is_empty());
-    let destination = r.str("LogDestination").filter(|d| !d.is_empty());
+    let group_name = q.log_group_name.as_deref().filter(|g| !g.is_empty());
+    let destination = q.log_destination.as_deref().filter(|d| !d.is_empty());
     let (log_group_name, log_destination) = match destination_type {
         LogDestinationType::CloudWatchLogs => {
             let (name, dest) = match (group_name, destination) {
@@ -260,21 +265,21 @@ pub fn create_flow_logs(r: &Req) -> AwsResult<Value> {
             (None, Some(d.to_string()))
         }
     };
-    let log_format = match r.str("LogFormat") {
+    let log_format = match q.log_format.as_deref() {
         Some(f) => {
             parse_log_format(f)?;
             f.to_string()
         }
         None => DEFAULT_FLOW_LOG_FORMAT.to_string(),
     };
-    let interval = r.int("MaxAggregationInterval").unwrap_or(600);
+    let interval = q.max_aggregation_interval.unwrap_or(600);
     if interval != 60 && interval != 600 {
         return Err(invalid_parameter(format!(
             "Invalid value for MaxAggregationInterval: {interval}. Valid values are 60 and 600"
         )));
     }
-    let tags = r.tag_specs("vpc-flow-log")?;
-    let token = r.str("ClientToken").map(str::to_string);
+    let tags = tag_specs(&q.tag_specifications, "vpc-flow-log")?;
+    let token = q.client_token.clone();
     r.write(|tx| {
         let mut created = Vec::new();
         let mut failed = Vec::new();
@@ -336,15 +341,15 @@ pub fn create_flow_logs(r: &Req) -> AwsResult<Value> {
     })
 }
 
-pub fn delete_flow_logs(r: &Req) -> AwsResult<Value> {
-    let ids = r.strings("FlowLogIds");
+pub fn delete_flow_logs(r: &Req, q: &DeleteFlowLogsRequest) -> AwsResult<Value> {
+    let ids = list(&q.flow_log_ids);
     if ids.is_empty() {
         return Err(AwsError::missing_parameter("FlowLogIds"));
     }
     let region = r.region();
     r.write(|tx| {
         let mut failed = Vec::new();
-        for id in &ids {
+        for id in ids {
             match tx.world.flow_logs.get(id) {
                 Some(f) if f.region == region => tx.delete::<FlowLog>(id),
                 _ => failed.push(unsuccessful(
@@ -370,33 +375,19 @@ fn flow_log_field(w: &World, f: &FlowLog, account: &str, name: &str) -> FieldVal
     }
 }
 
-pub fn describe_flow_logs(r: &Req) -> AwsResult<Value> {
+pub fn describe_flow_logs(r: &Req, q: &DescribeFlowLogsRequest) -> AwsResult<Value> {
     let w = r.world();
     let account = r.account();
-    // This operation's filter list is the member `Filter`, not `Filters`.
-    let mut filters: Vec<Filter> = r
-        .list("Filter")
-        .iter()
-        .map(|f| Filter {
-            name: str_of(f, "Name").unwrap_or_default().to_string(),
-            values: strings_of(f, "Values"),
-        })
-        .collect();
-    // Unknown flow log ids select nothing rather than failing, as in AWS.
-    let ids = r.strings("FlowLogIds");
+    // Unknown flow log ids select nothing rather than failing, as in AWS:
+    // they are a filter here, not the explicit ids `Describe` checks.
+    let mut describe = Describe::of(q, "FlowLogIds", &None);
+    let ids = list(&q.flow_log_ids);
     if !ids.is_empty() {
-        filters.push(Filter {
+        describe.filters.push(Filter {
             name: "flow-log-id".into(),
-            values: ids,
+            values: ids.to_vec(),
         });
     }
-    let describe = Describe {
-        ids_param: "FlowLogIds",
-        ids: vec![],
-        filters,
-        max_results: r.int("MaxResults"),
-        next_token: r.str("NextToken").map(str::to_string),
-    };
     let (items, next) = describe.run::<FlowLog>(
         &w,
         |f| &f.region,
@@ -411,7 +402,7 @@ pub fn describe_flow_logs(r: &Req) -> AwsResult<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::interfaces::tests::{call, fixture, ACCOUNT, REGION};
+    use crate::interfaces::tests::{call_typed as call, fixture, ACCOUNT, REGION};
 
     fn code(r: AwsResult<Value>) -> String {
         r.err().map(|e| e.code).unwrap_or_default()

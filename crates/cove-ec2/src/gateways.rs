@@ -118,7 +118,7 @@ fn igw_field(w: &World, g: &InternetGateway, account: &str, name: &str) -> Field
 pub fn describe_internet_gateways(r: &Req) -> AwsResult<Value> {
     describe_all(
         r,
-        "InternetGatewayIds",
+        &Describe::from(r, "InternetGatewayIds"),
         "InternetGateways",
         |g: &InternetGateway| &g.region,
         igw_not_found,

@@ -362,7 +362,7 @@ fn path_field(world: &World, p: &NetworkInsightsPath, account: &str, name: &str)
 pub fn describe_paths(r: &Req) -> AwsResult<Value> {
     describe_all::<NetworkInsightsPath>(
         r,
-        "NetworkInsightsPathIds",
+        &Describe::from(r, "NetworkInsightsPathIds"),
         "NetworkInsightsPaths",
         |p| &p.region,
         path_not_found,

@@ -358,7 +358,7 @@ fn eni_field(w: &World, e: &NetworkInterface, account: &str, name: &str) -> Fiel
 pub fn describe_network_interfaces(r: &Req) -> AwsResult<Value> {
     describe_all(
         r,
-        "NetworkInterfaceIds",
+        &Describe::from(r, "NetworkInterfaceIds"),
         "NetworkInterfaces",
         |e: &NetworkInterface| &e.region,
         eni_not_found,
@@ -399,6 +399,17 @@ pub(crate) mod tests {
     pub fn call(store: &Store, f: fn(&Req) -> AwsResult<Value>, input: Value) -> AwsResult<Value> {
         let c = ctx("Test");
         f(&Req::new(&c, input, store))
+    }
+
+    /// Calls a typed handler with its request parsed from JSON, as `handle` does.
+    pub fn call_typed<T: serde::de::DeserializeOwned>(
+        store: &Store,
+        f: impl Fn(&Req, &T) -> AwsResult<Value>,
+        input: Value,
+    ) -> AwsResult<Value> {
+        let c = ctx("Test");
+        let q = serde_json::from_value(input.clone()).expect("a request of the handler's type");
+        f(&Req::new(&c, input, store), &q)
     }
 
     /// What a test world holds: a VPC with a default group, a main route

@@ -20,6 +20,7 @@ mod vpcs;
 
 pub use common::Req;
 use cove_model::{AwsError, AwsResult};
+use cove_shapes::ec2::Request;
 use cove_store::Store;
 use cove_wire::{model::ServiceModel, Protocol, RequestContext, Service};
 pub use managed::{
@@ -149,78 +150,109 @@ impl Service for Ec2Service {
             return Err(AwsError::dry_run_ok());
         }
         self.ensure_region(&ctx.region, ctx.account_id())?;
+        let request = match Request::parse(&ctx.operation, &input) {
+            Some(Ok(q)) => q,
+            // The wire layer has checked the input against the model, so
+            // this is EC2's answer to a value of the wrong kind.
+            Some(Err(e)) => return Err(AwsError::invalid_parameter_value(e.to_string())),
+            None => {
+                return Err(AwsError::client(
+                    "InvalidAction",
+                    format!(
+                        "The action {} is not valid for this web service.",
+                        ctx.operation
+                    ),
+                ))
+            }
+        };
         let r = Req::new(ctx, input, &self.store);
-        match ctx.operation.as_str() {
-            "CreateVpc" => vpcs::create_vpc(&r),
-            "DeleteVpc" => vpcs::delete_vpc(&r),
-            "DescribeVpcs" => vpcs::describe_vpcs(&r),
-            "ModifyVpcAttribute" => vpcs::modify_vpc_attribute(&r),
-            "DescribeVpcAttribute" => vpcs::describe_vpc_attribute(&r),
-            "CreateSubnet" => subnets::create_subnet(&r),
-            "DeleteSubnet" => subnets::delete_subnet(&r),
-            "DescribeSubnets" => subnets::describe_subnets(&r),
-            "ModifySubnetAttribute" => subnets::modify_subnet_attribute(&r),
-            "CreateSecurityGroup" => security_groups::create_security_group(&r),
-            "DeleteSecurityGroup" => security_groups::delete_security_group(&r),
-            "DescribeSecurityGroups" => security_groups::describe_security_groups(&r),
-            "AuthorizeSecurityGroupIngress" => security_groups::authorize(&r, false),
-            "AuthorizeSecurityGroupEgress" => security_groups::authorize(&r, true),
-            "RevokeSecurityGroupIngress" => security_groups::revoke(&r, false),
-            "RevokeSecurityGroupEgress" => security_groups::revoke(&r, true),
-            "DescribeSecurityGroupRules" => security_groups::describe_security_group_rules(&r),
-            "CreateNetworkAcl" => network_acls::create_network_acl(&r),
-            "DeleteNetworkAcl" => network_acls::delete_network_acl(&r),
-            "DescribeNetworkAcls" => network_acls::describe_network_acls(&r),
-            "CreateNetworkAclEntry" => network_acls::create_entry(&r, false),
-            "ReplaceNetworkAclEntry" => network_acls::create_entry(&r, true),
-            "DeleteNetworkAclEntry" => network_acls::delete_entry(&r),
-            "ReplaceNetworkAclAssociation" => network_acls::replace_association(&r),
-            "CreateRouteTable" => route_tables::create_route_table(&r),
-            "DeleteRouteTable" => route_tables::delete_route_table(&r),
-            "DescribeRouteTables" => route_tables::describe_route_tables(&r),
-            "CreateRoute" => route_tables::create_route(&r, false),
-            "ReplaceRoute" => route_tables::create_route(&r, true),
-            "DeleteRoute" => route_tables::delete_route(&r),
-            "AssociateRouteTable" => route_tables::associate(&r),
-            "DisassociateRouteTable" => route_tables::disassociate(&r),
-            "ReplaceRouteTableAssociation" => route_tables::replace_association(&r),
-            "CreateInternetGateway" => gateways::create_internet_gateway(&r),
-            "DeleteInternetGateway" => gateways::delete_internet_gateway(&r),
-            "DescribeInternetGateways" => gateways::describe_internet_gateways(&r),
-            "AttachInternetGateway" => gateways::attach_internet_gateway(&r),
-            "DetachInternetGateway" => gateways::detach_internet_gateway(&r),
-            "AllocateAddress" => gateways::allocate_address(&r),
-            "ReleaseAddress" => gateways::release_address(&r),
-            "DescribeAddresses" => gateways::describe_addresses(&r),
-            "AssociateAddress" => gateways::associate_address(&r),
-            "DisassociateAddress" => gateways::disassociate_address(&r),
-            "CreateNatGateway" => gateways::create_nat_gateway(&r),
-            "DeleteNatGateway" => gateways::delete_nat_gateway(&r),
-            "DescribeNatGateways" => gateways::describe_nat_gateways(&r),
-            "CreateVpcEndpoint" => endpoints::create_vpc_endpoint(&r),
-            "DeleteVpcEndpoints" => endpoints::delete_vpc_endpoints(&r),
-            "DescribeVpcEndpoints" => endpoints::describe_vpc_endpoints(&r),
-            "ModifyVpcEndpoint" => endpoints::modify_vpc_endpoint(&r),
-            "DescribeVpcEndpointServices" => endpoints::describe_vpc_endpoint_services(&r),
-            "DescribePrefixLists" => endpoints::describe_prefix_lists(&r),
-            "CreateNetworkInterface" => interfaces::create_network_interface(&r),
-            "DeleteNetworkInterface" => interfaces::delete_network_interface(&r),
-            "DescribeNetworkInterfaces" => interfaces::describe_network_interfaces(&r),
-            "CreateFlowLogs" => flow_logs::create_flow_logs(&r),
-            "DeleteFlowLogs" => flow_logs::delete_flow_logs(&r),
-            "DescribeFlowLogs" => flow_logs::describe_flow_logs(&r),
-            "CreateNetworkInsightsPath" => insights::create_path(&r),
-            "DescribeNetworkInsightsPaths" => insights::describe_paths(&r),
-            "DeleteNetworkInsightsPath" => insights::delete_path(&r),
-            "StartNetworkInsightsAnalysis" => insights::start_analysis(&r),
-            "DescribeNetworkInsightsAnalyses" => insights::describe_analyses(&r),
-            "DeleteNetworkInsightsAnalysis" => insights::delete_analysis(&r),
-            "CreateTags" => tags::create_tags(&r),
-            "DeleteTags" => tags::delete_tags(&r),
-            "DescribeTags" => tags::describe_tags(&r),
-            "DescribeAvailabilityZones" => misc::describe_availability_zones(&r),
-            "DescribeRegions" => misc::describe_regions(&r),
-            "DescribeAccountAttributes" => misc::describe_account_attributes(&r),
+        dispatch(&r, &request)
+    }
+}
+
+/// Runs one parsed request.
+fn dispatch(r: &Req, request: &Request) -> AwsResult<Value> {
+    match request {
+        Request::CreateVpc(q) => vpcs::create_vpc(r, q),
+        Request::DeleteVpc(q) => vpcs::delete_vpc(r, q),
+        Request::DescribeVpcs(q) => vpcs::describe_vpcs(r, q),
+        Request::ModifyVpcAttribute(q) => vpcs::modify_vpc_attribute(r, q),
+        Request::DescribeVpcAttribute(q) => vpcs::describe_vpc_attribute(r, q),
+        Request::CreateSubnet(q) => subnets::create_subnet(r, q),
+        Request::DeleteSubnet(q) => subnets::delete_subnet(r, q),
+        Request::DescribeSubnets(q) => subnets::describe_subnets(r, q),
+        Request::ModifySubnetAttribute(q) => subnets::modify_subnet_attribute(r, q),
+        Request::CreateTags(q) => tags::create_tags(r, q),
+        Request::DeleteTags(q) => tags::delete_tags(r, q),
+        Request::DescribeTags(q) => tags::describe_tags(r, q),
+        Request::DescribeAvailabilityZones(q) => misc::describe_availability_zones(r, q),
+        Request::DescribeRegions(q) => misc::describe_regions(q),
+        Request::DescribeAccountAttributes(q) => misc::describe_account_attributes(r, q),
+        Request::CreateNetworkAcl(q) => network_acls::create_network_acl(r, q),
+        Request::DeleteNetworkAcl(q) => network_acls::delete_network_acl(r, q),
+        Request::DescribeNetworkAcls(q) => network_acls::describe_network_acls(r, q),
+        Request::CreateNetworkAclEntry(q) => network_acls::create_network_acl_entry(r, q),
+        Request::ReplaceNetworkAclEntry(q) => network_acls::replace_network_acl_entry(r, q),
+        Request::DeleteNetworkAclEntry(q) => network_acls::delete_entry(r, q),
+        Request::ReplaceNetworkAclAssociation(q) => network_acls::replace_association(r, q),
+        Request::CreateSecurityGroup(q) => security_groups::create_security_group(r, q),
+        Request::DeleteSecurityGroup(q) => security_groups::delete_security_group(r, q),
+        Request::DescribeSecurityGroups(q) => security_groups::describe_security_groups(r, q),
+        Request::AuthorizeSecurityGroupIngress(q) => security_groups::authorize_ingress(r, q),
+        Request::AuthorizeSecurityGroupEgress(q) => security_groups::authorize_egress(r, q),
+        Request::RevokeSecurityGroupIngress(q) => security_groups::revoke_ingress(r, q),
+        Request::RevokeSecurityGroupEgress(q) => security_groups::revoke_egress(r, q),
+        Request::DescribeSecurityGroupRules(q) => {
+            security_groups::describe_security_group_rules(r, q)
+        }
+        Request::CreateRouteTable(q) => route_tables::create_route_table(r, q),
+        Request::DeleteRouteTable(q) => route_tables::delete_route_table(r, q),
+        Request::DescribeRouteTables(q) => route_tables::describe_route_tables(r, q),
+        Request::CreateRoute(q) => route_tables::create_route(r, q),
+        Request::ReplaceRoute(q) => route_tables::replace_route(r, q),
+        Request::DeleteRoute(q) => route_tables::delete_route(r, q),
+        Request::AssociateRouteTable(q) => route_tables::associate(r, q),
+        Request::DisassociateRouteTable(q) => route_tables::disassociate(r, q),
+        Request::ReplaceRouteTableAssociation(q) => route_tables::replace_association(r, q),
+        Request::CreateFlowLogs(q) => flow_logs::create_flow_logs(r, q),
+        Request::DeleteFlowLogs(q) => flow_logs::delete_flow_logs(r, q),
+        Request::DescribeFlowLogs(q) => flow_logs::describe_flow_logs(r, q),
+        _ => dispatch_by_name(r),
+    }
+}
+
+/// The operations whose handlers still read the input by name.
+fn dispatch_by_name(r: &Req) -> AwsResult<Value> {
+    {
+        match r.ctx.operation.as_str() {
+            "CreateInternetGateway" => gateways::create_internet_gateway(r),
+            "DeleteInternetGateway" => gateways::delete_internet_gateway(r),
+            "DescribeInternetGateways" => gateways::describe_internet_gateways(r),
+            "AttachInternetGateway" => gateways::attach_internet_gateway(r),
+            "DetachInternetGateway" => gateways::detach_internet_gateway(r),
+            "AllocateAddress" => gateways::allocate_address(r),
+            "ReleaseAddress" => gateways::release_address(r),
+            "DescribeAddresses" => gateways::describe_addresses(r),
+            "AssociateAddress" => gateways::associate_address(r),
+            "DisassociateAddress" => gateways::disassociate_address(r),
+            "CreateNatGateway" => gateways::create_nat_gateway(r),
+            "DeleteNatGateway" => gateways::delete_nat_gateway(r),
+            "DescribeNatGateways" => gateways::describe_nat_gateways(r),
+            "CreateVpcEndpoint" => endpoints::create_vpc_endpoint(r),
+            "DeleteVpcEndpoints" => endpoints::delete_vpc_endpoints(r),
+            "DescribeVpcEndpoints" => endpoints::describe_vpc_endpoints(r),
+            "ModifyVpcEndpoint" => endpoints::modify_vpc_endpoint(r),
+            "DescribeVpcEndpointServices" => endpoints::describe_vpc_endpoint_services(r),
+            "DescribePrefixLists" => endpoints::describe_prefix_lists(r),
+            "CreateNetworkInterface" => interfaces::create_network_interface(r),
+            "DeleteNetworkInterface" => interfaces::delete_network_interface(r),
+            "DescribeNetworkInterfaces" => interfaces::describe_network_interfaces(r),
+            "CreateNetworkInsightsPath" => insights::create_path(r),
+            "DescribeNetworkInsightsPaths" => insights::describe_paths(r),
+            "DeleteNetworkInsightsPath" => insights::delete_path(r),
+            "StartNetworkInsightsAnalysis" => insights::start_analysis(r),
+            "DescribeNetworkInsightsAnalyses" => insights::describe_analyses(r),
+            "DeleteNetworkInsightsAnalysis" => insights::delete_analysis(r),
             other => Err(AwsError::client(
                 "InvalidAction",
                 format!("The action {other} is not valid for this web service."),

@@ -4,6 +4,9 @@ use crate::common::*;
 use cove_model::filter::{matches_all, FieldValues, Filter};
 use cove_model::region;
 use cove_model::{AwsError, AwsResult};
+use cove_shapes::ec2::{
+    DescribeAccountAttributesRequest, DescribeAvailabilityZonesRequest, DescribeRegionsRequest,
+};
 use serde_json::{json, Value};
 
 fn keep(filters: &[Filter], f: impl Fn(&str) -> FieldValues) -> AwsResult<bool> {
@@ -11,26 +14,29 @@ fn keep(filters: &[Filter], f: impl Fn(&str) -> FieldValues) -> AwsResult<bool> 
         .map_err(|n| AwsError::invalid_parameter_value(format!("The filter '{n}' is invalid")))
 }
 
-pub fn describe_availability_zones(r: &Req) -> AwsResult<Value> {
+pub fn describe_availability_zones(
+    r: &Req,
+    q: &DescribeAvailabilityZonesRequest,
+) -> AwsResult<Value> {
     let region = r.region();
-    let names = r.strings("ZoneNames");
-    let ids = r.strings("ZoneIds");
+    let names = list(&q.zone_names);
+    let ids = list(&q.zone_ids);
     let zones = region::zones(region);
-    for n in &names {
+    for n in names {
         if !zones.iter().any(|(z, _)| z == n) {
             return Err(AwsError::invalid_parameter_value(format!(
                 "The zone '{n}' does not exist."
             )));
         }
     }
-    for i in &ids {
+    for i in ids {
         if !zones.iter().any(|(_, z)| z == i) {
             return Err(AwsError::invalid_parameter_value(format!(
                 "The zone id '{i}' does not exist."
             )));
         }
     }
-    let filters = r.filters();
+    let filters = filters(&q.filters);
     let mut out = Vec::new();
     for (name, id) in &zones {
         if (!names.is_empty() && !names.contains(name)) || (!ids.is_empty() && !ids.contains(id)) {
@@ -59,9 +65,9 @@ pub fn describe_availability_zones(r: &Req) -> AwsResult<Value> {
     Ok(json!({"AvailabilityZones": out}))
 }
 
-pub fn describe_regions(r: &Req) -> AwsResult<Value> {
-    let names = r.strings("RegionNames");
-    for n in &names {
+pub fn describe_regions(q: &DescribeRegionsRequest) -> AwsResult<Value> {
+    let names = list(&q.region_names);
+    for n in names {
         if !region::is_known_region(n) {
             return Err(AwsError::client(
                 "InvalidParameterValue",
@@ -69,7 +75,7 @@ pub fn describe_regions(r: &Req) -> AwsResult<Value> {
             ));
         }
     }
-    let filters = r.filters();
+    let filters = filters(&q.filters);
     let mut out = Vec::new();
     for name in region::REGIONS {
         if !names.is_empty() && !names.iter().any(|n| n == name) {
@@ -91,7 +97,10 @@ pub fn describe_regions(r: &Req) -> AwsResult<Value> {
     Ok(json!({"Regions": out}))
 }
 
-pub fn describe_account_attributes(r: &Req) -> AwsResult<Value> {
+pub fn describe_account_attributes(
+    r: &Req,
+    q: &DescribeAccountAttributesRequest,
+) -> AwsResult<Value> {
     let w = r.world();
     let default_vpc = w
         .vpcs
@@ -107,8 +116,8 @@ pub fn describe_account_attributes(r: &Req) -> AwsResult<Value> {
         ("max-elastic-ips", vec!["5".into()]),
         ("vpc-max-elastic-ips", vec!["5".into()]),
     ];
-    let wanted = r.strings("AttributeNames");
-    for n in &wanted {
+    let wanted = list(&q.attribute_names);
+    for n in wanted {
         if !all.iter().any(|(a, _)| a == n) {
             return Err(AwsError::invalid_parameter_value(format!(
                 "Value ({n}) for parameter attributeName is invalid."

@@ -11,6 +11,11 @@ use cove_model::protocol::Protocol;
 use cove_model::vpc::*;
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
+use cove_shapes::ec2::{
+    CreateNetworkAclEntryRequest, CreateNetworkAclRequest, DeleteNetworkAclEntryRequest,
+    DeleteNetworkAclRequest, DescribeNetworkAclsRequest, IcmpTypeCode, PortRange,
+    ReplaceNetworkAclAssociationRequest, ReplaceNetworkAclEntryRequest,
+};
 use cove_store::Tx;
 use serde_json::{json, Value};
 
@@ -135,9 +140,9 @@ fn render_acl(world: &World, a: &NetworkAcl, account: &str) -> Value {
     with_tags(v, world, &a.id, "Tags")
 }
 
-pub fn create_network_acl(r: &Req) -> AwsResult<Value> {
-    let vpc_id = r.required("VpcId")?.to_string();
-    let tags = r.tag_specs("network-acl")?;
+pub fn create_network_acl(r: &Req, q: &CreateNetworkAclRequest) -> AwsResult<Value> {
+    let vpc_id = need(&q.vpc_id, "VpcId")?.to_string();
+    let tags = tag_specs(&q.tag_specifications, "network-acl")?;
     let (region, account) = (r.region(), r.account());
     r.write(|tx| {
         find::<Vpc>(&tx.world, &vpc_id, region, |v| &v.region, vpc_not_found)?;
@@ -153,12 +158,12 @@ pub fn create_network_acl(r: &Req) -> AwsResult<Value> {
         if !tags.is_empty() {
             tx.set_tags(&acl.id, tags.clone());
         }
-        Ok(json!({"NetworkAcl": render_acl(&tx.world, &acl, account), "ClientToken": r.str("ClientToken")}))
+        Ok(json!({"NetworkAcl": render_acl(&tx.world, &acl, account), "ClientToken": q.client_token}))
     })
 }
 
-pub fn delete_network_acl(r: &Req) -> AwsResult<Value> {
-    let id = r.required("NetworkAclId")?.to_string();
+pub fn delete_network_acl(r: &Req, q: &DeleteNetworkAclRequest) -> AwsResult<Value> {
+    let id = need(&q.network_acl_id, "NetworkAclId")?.to_string();
     let region = r.region();
     r.write(|tx| {
         let acl = find::<NetworkAcl>(&tx.world, &id, region, |a| &a.region, network_acl_not_found)?;
@@ -177,21 +182,59 @@ pub fn delete_network_acl(r: &Req) -> AwsResult<Value> {
     })
 }
 
+/// The members CreateNetworkAclEntry and ReplaceNetworkAclEntry share (the
+/// model gives them two identical shapes).
+struct EntryInput<'q> {
+    network_acl_id: &'q Option<String>,
+    rule_number: Option<i64>,
+    egress: Option<bool>,
+    protocol: &'q Option<String>,
+    rule_action: &'q Option<String>,
+    cidr_block: &'q Option<String>,
+    ipv6_cidr_block: &'q Option<String>,
+    port_range: &'q Option<PortRange>,
+    icmp_type_code: &'q Option<IcmpTypeCode>,
+}
+
+macro_rules! entry_input {
+    ($q:expr) => {
+        EntryInput {
+            network_acl_id: &$q.network_acl_id,
+            rule_number: $q.rule_number,
+            egress: $q.egress,
+            protocol: &$q.protocol,
+            rule_action: &$q.rule_action,
+            cidr_block: &$q.cidr_block,
+            ipv6_cidr_block: &$q.ipv6_cidr_block,
+            port_range: &$q.port_range,
+            icmp_type_code: &$q.icmp_type_code,
+        }
+    };
+}
+
+pub fn create_network_acl_entry(r: &Req, q: &CreateNetworkAclEntryRequest) -> AwsResult<Value> {
+    create_entry(r, &entry_input!(q), false)
+}
+
+pub fn replace_network_acl_entry(r: &Req, q: &ReplaceNetworkAclEntryRequest) -> AwsResult<Value> {
+    create_entry(r, &entry_input!(q), true)
+}
+
 /// Builds an entry from CreateNetworkAclEntry / ReplaceNetworkAclEntry input.
-fn entry_from(r: &Req) -> AwsResult<NaclEntry> {
-    let number = r
-        .int("RuleNumber")
+fn entry_from(q: &EntryInput) -> AwsResult<NaclEntry> {
+    let number = q
+        .rule_number
         .ok_or_else(|| AwsError::missing_parameter("RuleNumber"))?;
     if !(1..=MAX_RULE_NUMBER).contains(&number) {
         return Err(AwsError::invalid_parameter_value(format!(
             "Value ({number}) for parameter ruleNumber is invalid. Rule number must be between 1 and {MAX_RULE_NUMBER}."
         )));
     }
-    let egress = r
-        .bool("Egress")
+    let egress = q
+        .egress
         .ok_or_else(|| AwsError::missing_parameter("Egress"))?;
-    let protocol = normalize_protocol(r.required("Protocol")?)?;
-    let allow = match r.required("RuleAction")? {
+    let protocol = normalize_protocol(need(q.protocol, "Protocol")?)?;
+    let allow = match need(q.rule_action, "RuleAction")? {
         "allow" => true,
         "deny" => false,
         other => {
@@ -200,12 +243,12 @@ fn entry_from(r: &Req) -> AwsResult<NaclEntry> {
             )))
         }
     };
-    if r.str("Ipv6CidrBlock").is_some() {
+    if q.ipv6_cidr_block.is_some() {
         return Err(AwsError::invalid_parameter_value(
             "IPv6 network ACL entries are not supported by Cove.",
         ));
     }
-    let raw = r.required("CidrBlock")?;
+    let raw = need(q.cidr_block, "CidrBlock")?;
     let cidr: Cidr = raw.parse().map_err(|_| {
         AwsError::invalid_parameter_value(format!(
             "Value ({raw}) for parameter cidrBlock is invalid. This is not a valid CIDR block."
@@ -224,14 +267,11 @@ fn entry_from(r: &Req) -> AwsResult<NaclEntry> {
     };
     match protocol {
         Protocol::Tcp | Protocol::Udp => {
-            let range = r
-                .input
-                .get("PortRange")
+            let range = q
+                .port_range
+                .as_ref()
                 .ok_or_else(|| AwsError::missing_parameter("PortRange"))?;
-            let (f, t) = (
-                range.get("From").and_then(Value::as_i64),
-                range.get("To").and_then(Value::as_i64),
-            );
+            let (f, t) = (range.from, range.to);
             let (Some(f), Some(t)) = (f, t) else {
                 return Err(AwsError::missing_parameter("PortRange"));
             };
@@ -244,14 +284,11 @@ fn entry_from(r: &Req) -> AwsResult<NaclEntry> {
             entry.to_port = Some(t);
         }
         Protocol::Icmp | Protocol::Icmpv6 => {
-            let tc = r
-                .input
-                .get("IcmpTypeCode")
+            let tc = q
+                .icmp_type_code
+                .as_ref()
                 .ok_or_else(|| AwsError::missing_parameter("IcmpTypeCode"))?;
-            let (t, c) = (
-                tc.get("Type").and_then(Value::as_i64).unwrap_or(-1),
-                tc.get("Code").and_then(Value::as_i64).unwrap_or(-1),
-            );
+            let (t, c) = (tc.r#type.unwrap_or(-1), tc.code.unwrap_or(-1));
             if !(-1..=255).contains(&t) || !(-1..=255).contains(&c) {
                 return Err(AwsError::invalid_parameter_value(format!(
                     "Invalid ICMP type {t} or code {c}."
@@ -265,9 +302,9 @@ fn entry_from(r: &Req) -> AwsResult<NaclEntry> {
     Ok(entry)
 }
 
-pub fn create_entry(r: &Req, replace: bool) -> AwsResult<Value> {
-    let id = r.required("NetworkAclId")?.to_string();
-    let entry = entry_from(r)?;
+fn create_entry(r: &Req, q: &EntryInput, replace: bool) -> AwsResult<Value> {
+    let id = need(q.network_acl_id, "NetworkAclId")?.to_string();
+    let entry = entry_from(q)?;
     let region = r.region();
     r.write(|tx| {
         let mut acl =
@@ -301,13 +338,13 @@ pub fn create_entry(r: &Req, replace: bool) -> AwsResult<Value> {
     })
 }
 
-pub fn delete_entry(r: &Req) -> AwsResult<Value> {
-    let id = r.required("NetworkAclId")?.to_string();
-    let number = r
-        .int("RuleNumber")
+pub fn delete_entry(r: &Req, q: &DeleteNetworkAclEntryRequest) -> AwsResult<Value> {
+    let id = need(&q.network_acl_id, "NetworkAclId")?.to_string();
+    let number = q
+        .rule_number
         .ok_or_else(|| AwsError::missing_parameter("RuleNumber"))?;
-    let egress = r
-        .bool("Egress")
+    let egress = q
+        .egress
         .ok_or_else(|| AwsError::missing_parameter("Egress"))?;
     let region = r.region();
     r.write(|tx| {
@@ -328,9 +365,9 @@ pub fn delete_entry(r: &Req) -> AwsResult<Value> {
     })
 }
 
-pub fn replace_association(r: &Req) -> AwsResult<Value> {
-    let assoc = r.required("AssociationId")?.to_string();
-    let new_acl_id = r.required("NetworkAclId")?.to_string();
+pub fn replace_association(r: &Req, q: &ReplaceNetworkAclAssociationRequest) -> AwsResult<Value> {
+    let assoc = need(&q.association_id, "AssociationId")?.to_string();
+    let new_acl_id = need(&q.network_acl_id, "NetworkAclId")?.to_string();
     let region = r.region();
     r.write(|tx| {
         let mut target = find::<NetworkAcl>(
@@ -421,10 +458,10 @@ fn acl_field(w: &World, a: &NetworkAcl, account: &str, name: &str) -> FieldValue
     }
 }
 
-pub fn describe_network_acls(r: &Req) -> AwsResult<Value> {
+pub fn describe_network_acls(r: &Req, q: &DescribeNetworkAclsRequest) -> AwsResult<Value> {
     describe_all(
         r,
-        "NetworkAclIds",
+        &Describe::of(q, "NetworkAclIds", &q.network_acl_ids),
         "NetworkAcls",
         |a: &NetworkAcl| &a.region,
         network_acl_not_found,

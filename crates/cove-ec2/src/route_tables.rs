@@ -12,6 +12,11 @@ use cove_model::region;
 use cove_model::vpc::*;
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
+use cove_shapes::ec2::{
+    AssociateRouteTableRequest, CreateRouteRequest, CreateRouteTableRequest, DeleteRouteRequest,
+    DeleteRouteTableRequest, DescribeRouteTablesRequest, DisassociateRouteTableRequest,
+    ReplaceRouteRequest, ReplaceRouteTableAssociationRequest,
+};
 use cove_store::Tx;
 use serde_json::{json, Value};
 
@@ -144,11 +149,11 @@ pub fn render_route_table(world: &World, t: &RouteTable, account: &str) -> Value
     with_tags(v, world, &t.id, "Tags")
 }
 
-pub fn create_route_table(r: &Req) -> AwsResult<Value> {
-    let vpc_id = r.required("VpcId")?.to_string();
-    let tags = r.tag_specs("route-table")?;
+pub fn create_route_table(r: &Req, q: &CreateRouteTableRequest) -> AwsResult<Value> {
+    let vpc_id = need(&q.vpc_id, "VpcId")?.to_string();
+    let tags = tag_specs(&q.tag_specifications, "route-table")?;
     let (region, account) = (r.region(), r.account());
-    let token = r.str("ClientToken").map(str::to_string);
+    let token = q.client_token.clone();
     r.write(|tx| {
         let vpc = find::<Vpc>(&tx.world, &vpc_id, region, |v| &v.region, vpc_not_found)?.clone();
         let table = new_table(&vpc);
@@ -164,8 +169,8 @@ pub fn create_route_table(r: &Req) -> AwsResult<Value> {
     })
 }
 
-pub fn delete_route_table(r: &Req) -> AwsResult<Value> {
-    let id = r.required("RouteTableId")?.to_string();
+pub fn delete_route_table(r: &Req, q: &DeleteRouteTableRequest) -> AwsResult<Value> {
+    let id = need(&q.route_table_id, "RouteTableId")?.to_string();
     let region = r.region();
     r.write(|tx| {
         let table =
@@ -243,10 +248,10 @@ fn table_field(w: &World, t: &RouteTable, account: &str, name: &str) -> FieldVal
     }
 }
 
-pub fn describe_route_tables(r: &Req) -> AwsResult<Value> {
+pub fn describe_route_tables(r: &Req, q: &DescribeRouteTablesRequest) -> AwsResult<Value> {
     describe_all(
         r,
-        "RouteTableIds",
+        &Describe::of(q, "RouteTableIds", &q.route_table_ids),
         "RouteTables",
         |t: &RouteTable| &t.region,
         route_table_not_found,
@@ -286,16 +291,30 @@ impl Destination {
     }
 }
 
-fn destination(r: &Req) -> AwsResult<Destination> {
-    if r.str("DestinationIpv6CidrBlock").is_some() {
+/// The destination members CreateRoute, ReplaceRoute and DeleteRoute share.
+struct DestinationInput<'q> {
+    cidr: Option<&'q str>,
+    ipv6_cidr: Option<&'q str>,
+    prefix_list: Option<&'q str>,
+}
+
+macro_rules! destination_input {
+    ($q:expr) => {
+        DestinationInput {
+            cidr: $q.destination_cidr_block.as_deref(),
+            ipv6_cidr: $q.destination_ipv6_cidr_block.as_deref(),
+            prefix_list: $q.destination_prefix_list_id.as_deref(),
+        }
+    };
+}
+
+fn destination(d: &DestinationInput) -> AwsResult<Destination> {
+    if d.ipv6_cidr.is_some() {
         return Err(AwsError::invalid_parameter_value(
             "IPv6 routes (destinationIpv6CidrBlock) are not supported by Cove.",
         ));
     }
-    match (
-        r.str("DestinationCidrBlock"),
-        r.str("DestinationPrefixListId"),
-    ) {
+    match (d.cidr, d.prefix_list) {
         (Some(_), Some(_)) => Err(AwsError::invalid_parameter_combination(
             "Only one of destinationCidrBlock or destinationPrefixListId may be specified.",
         )),
@@ -319,18 +338,48 @@ fn destination(r: &Req) -> AwsResult<Destination> {
     }
 }
 
-/// Route targets the EC2 API has but Cove does not model.
-const UNSUPPORTED_TARGETS: &[&str] = &[
-    "VpcPeeringConnectionId",
-    "TransitGatewayId",
-    "EgressOnlyInternetGatewayId",
-    "LocalGatewayId",
-    "CarrierGatewayId",
-    "CoreNetworkArn",
-    "VpcEndpointId",
-    "OdbNetworkArn",
-    "InstanceId",
-];
+/// The members of a CreateRoute or ReplaceRoute: each target by its AWS
+/// name, the ones Cove models and (in the order the first one given is
+/// reported) the ones it does not.
+struct RouteInput<'q> {
+    route_table_id: &'q Option<String>,
+    destination: DestinationInput<'q>,
+    supported: [(&'static str, Option<&'q str>); 3],
+    unsupported: [(&'static str, Option<&'q str>); 9],
+    local_target: bool,
+}
+
+macro_rules! route_input {
+    ($q:expr, local_target: $local:expr) => {
+        RouteInput {
+            route_table_id: &$q.route_table_id,
+            destination: destination_input!($q),
+            supported: [
+                ("GatewayId", $q.gateway_id.as_deref()),
+                ("NatGatewayId", $q.nat_gateway_id.as_deref()),
+                ("NetworkInterfaceId", $q.network_interface_id.as_deref()),
+            ],
+            unsupported: [
+                (
+                    "VpcPeeringConnectionId",
+                    $q.vpc_peering_connection_id.as_deref(),
+                ),
+                ("TransitGatewayId", $q.transit_gateway_id.as_deref()),
+                (
+                    "EgressOnlyInternetGatewayId",
+                    $q.egress_only_internet_gateway_id.as_deref(),
+                ),
+                ("LocalGatewayId", $q.local_gateway_id.as_deref()),
+                ("CarrierGatewayId", $q.carrier_gateway_id.as_deref()),
+                ("CoreNetworkArn", $q.core_network_arn.as_deref()),
+                ("VpcEndpointId", $q.vpc_endpoint_id.as_deref()),
+                ("OdbNetworkArn", $q.odb_network_arn.as_deref()),
+                ("InstanceId", $q.instance_id.as_deref()),
+            ],
+            local_target: $local,
+        }
+    };
+}
 
 /// The one target a CreateRoute/ReplaceRoute names, not yet checked against the world.
 enum TargetParam {
@@ -339,19 +388,21 @@ enum TargetParam {
     Eni(String),
 }
 
-fn target_param(r: &Req) -> AwsResult<TargetParam> {
-    let supported: Vec<(&str, &str)> = ["GatewayId", "NatGatewayId", "NetworkInterfaceId"]
-        .into_iter()
-        .filter_map(|k| r.str(k).map(|v| (k, v)))
-        .collect();
-    let unsupported: Vec<&str> = UNSUPPORTED_TARGETS
+fn target_param(q: &RouteInput) -> AwsResult<TargetParam> {
+    let supported: Vec<(&str, &str)> = q
+        .supported
         .iter()
-        .copied()
-        .filter(|k| r.str(k).is_some())
+        .filter_map(|(k, v)| v.map(|v| (*k, v)))
+        .collect();
+    let unsupported: Vec<&str> = q
+        .unsupported
+        .iter()
+        .filter(|(_, v)| v.is_some())
+        .map(|(k, _)| *k)
         .collect();
     // ReplaceRoute's LocalTarget restores a more specific route to `local`;
     // Cove keeps only the one local route, so it is refused as well.
-    let local_target = r.bool("LocalTarget") == Some(true);
+    let local_target = q.local_target;
     let given = supported.len() + unsupported.len() + usize::from(local_target);
     if given > 1 {
         return Err(AwsError::invalid_parameter_combination(
@@ -477,11 +528,23 @@ fn endpoint_managed(dest: &Destination, table: &str, endpoint: &str, verb: &str)
     ))
 }
 
+pub fn create_route(r: &Req, q: &CreateRouteRequest) -> AwsResult<Value> {
+    put_route(r, &route_input!(q, local_target: false), false)
+}
+
+pub fn replace_route(r: &Req, q: &ReplaceRouteRequest) -> AwsResult<Value> {
+    put_route(
+        r,
+        &route_input!(q, local_target: q.local_target == Some(true)),
+        true,
+    )
+}
+
 /// CreateRoute (`replace` false) and ReplaceRoute (`replace` true).
-pub fn create_route(r: &Req, replace: bool) -> AwsResult<Value> {
-    let table_id = r.required("RouteTableId")?.to_string();
-    let dest = destination(r)?;
-    let target = target_param(r)?;
+fn put_route(r: &Req, q: &RouteInput, replace: bool) -> AwsResult<Value> {
+    let table_id = need(q.route_table_id, "RouteTableId")?.to_string();
+    let dest = destination(&q.destination)?;
+    let target = target_param(q)?;
     let region = r.region();
     r.write(|tx| {
         let w = &tx.world;
@@ -549,9 +612,9 @@ pub fn create_route(r: &Req, replace: bool) -> AwsResult<Value> {
     })
 }
 
-pub fn delete_route(r: &Req) -> AwsResult<Value> {
-    let table_id = r.required("RouteTableId")?.to_string();
-    let dest = destination(r)?;
+pub fn delete_route(r: &Req, q: &DeleteRouteRequest) -> AwsResult<Value> {
+    let table_id = need(&q.route_table_id, "RouteTableId")?.to_string();
+    let dest = destination(&destination_input!(q))?;
     let region = r.region();
     r.write(|tx| {
         let mut table = find::<RouteTable>(
@@ -597,14 +660,14 @@ fn already_associated(table: &str) -> AwsError {
     )
 }
 
-pub fn associate(r: &Req) -> AwsResult<Value> {
-    let table_id = r.required("RouteTableId")?.to_string();
-    if r.str("PublicIpv4Pool").is_some() {
+pub fn associate(r: &Req, q: &AssociateRouteTableRequest) -> AwsResult<Value> {
+    let table_id = need(&q.route_table_id, "RouteTableId")?.to_string();
+    if q.public_ipv4_pool.is_some() {
         return Err(AwsError::invalid_parameter_value(
             "Associating a route table with a public IPv4 pool is not supported by Cove.",
         ));
     }
-    let (subnet_id, gateway_id) = match (r.str("SubnetId"), r.str("GatewayId")) {
+    let (subnet_id, gateway_id) = match (q.subnet_id.as_deref(), q.gateway_id.as_deref()) {
         (Some(_), Some(_)) => {
             return Err(AwsError::invalid_parameter_combination(
                 "Only one of subnetId or gatewayId may be specified.",
@@ -676,8 +739,8 @@ fn find_association<'w>(
         .ok_or_else(|| association_not_found(assoc_id))
 }
 
-pub fn disassociate(r: &Req) -> AwsResult<Value> {
-    let assoc_id = r.required("AssociationId")?.to_string();
+pub fn disassociate(r: &Req, q: &DisassociateRouteTableRequest) -> AwsResult<Value> {
+    let assoc_id = need(&q.association_id, "AssociationId")?.to_string();
     let region = r.region();
     r.write(|tx| {
         let (table, assoc) = find_association(&tx.world, &assoc_id, region)?;
@@ -693,9 +756,9 @@ pub fn disassociate(r: &Req) -> AwsResult<Value> {
     })
 }
 
-pub fn replace_association(r: &Req) -> AwsResult<Value> {
-    let assoc_id = r.required("AssociationId")?.to_string();
-    let new_table_id = r.required("RouteTableId")?.to_string();
+pub fn replace_association(r: &Req, q: &ReplaceRouteTableAssociationRequest) -> AwsResult<Value> {
+    let assoc_id = need(&q.association_id, "AssociationId")?.to_string();
+    let new_table_id = need(&q.route_table_id, "RouteTableId")?.to_string();
     let region = r.region();
     r.write(|tx| {
         let (old, assoc) = find_association(&tx.world, &assoc_id, region)?;
@@ -757,9 +820,15 @@ mod tests {
         }
     }
 
-    fn call(store: &Store, f: impl Fn(&Req) -> AwsResult<Value>, input: Value) -> AwsResult<Value> {
+    /// Calls a handler with its request parsed from JSON, as `handle` does.
+    fn call<T: serde::de::DeserializeOwned>(
+        store: &Store,
+        f: impl Fn(&Req, &T) -> AwsResult<Value>,
+        input: Value,
+    ) -> AwsResult<Value> {
         let c = ctx();
-        f(&Req::new(&c, input, store))
+        let q = serde_json::from_value(input.clone()).expect("a request of the handler's type");
+        f(&Req::new(&c, input, store), &q)
     }
 
     /// A VPC 10.0.0.0/16 with one subnet 10.0.1.0/24 and an unattached igw.
@@ -867,7 +936,7 @@ mod tests {
     fn create_replace_delete_routes() {
         let (store, vpc, _, igw) = setup();
         let t = main_table(&store, &vpc.id);
-        let add = |input: Value| call(&store, |r| create_route(r, false), input);
+        let add = |input: Value| call(&store, create_route, input);
         // Not attached yet: different networks.
         assert_eq!(
             code(add(
@@ -943,7 +1012,7 @@ mod tests {
             )),
             "InvalidParameterValue"
         );
-        let rep = |input: Value| call(&store, |r| create_route(r, true), input);
+        let rep = |input: Value| call(&store, replace_route, input);
         assert_eq!(
             code(rep(
                 json!({"RouteTableId": t.id, "DestinationCidrBlock": "10.0.0.0/16", "GatewayId": igw})

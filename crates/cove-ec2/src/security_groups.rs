@@ -13,6 +13,12 @@ use cove_model::region;
 use cove_model::vpc::*;
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
+use cove_shapes::ec2::{
+    AuthorizeSecurityGroupEgressRequest, AuthorizeSecurityGroupIngressRequest,
+    CreateSecurityGroupRequest, DeleteSecurityGroupRequest, DescribeSecurityGroupRulesRequest,
+    DescribeSecurityGroupsRequest, IpPermission, IpRange, RevokeSecurityGroupEgressRequest,
+    RevokeSecurityGroupIngressRequest, TagSpecification, UserIdGroupPair,
+};
 use cove_store::Tx;
 use serde_json::{json, Value};
 
@@ -69,12 +75,9 @@ fn check_text(what: &str, s: &str) -> AwsResult<()> {
     Ok(())
 }
 
-pub fn create_security_group(r: &Req) -> AwsResult<Value> {
-    let name = r.required("GroupName")?.to_string();
-    let description = r
-        .str("Description")
-        .ok_or_else(|| AwsError::missing_parameter("GroupDescription"))?
-        .to_string();
+pub fn create_security_group(r: &Req, q: &CreateSecurityGroupRequest) -> AwsResult<Value> {
+    let name = need(&q.group_name, "GroupName")?.to_string();
+    let description = need(&q.description, "GroupDescription")?.to_string();
     if name.is_empty() {
         return Err(AwsError::invalid_parameter_value(
             "Value () for parameter groupName is invalid. The value cannot be empty",
@@ -87,10 +90,10 @@ pub fn create_security_group(r: &Req) -> AwsResult<Value> {
             "Group names may not be in the format sg-*.",
         ));
     }
-    let tags = r.tag_specs("security-group")?;
+    let tags = tag_specs(&q.tag_specifications, "security-group")?;
     let (region, account) = (r.region(), r.account());
     r.write(|tx| {
-        let vpc_id = vpc_or_default(r, &tx.world)?;
+        let vpc_id = vpc_or_default(r, q.vpc_id.as_deref(), &tx.world)?;
         if tx
             .world
             .security_groups
@@ -122,14 +125,19 @@ pub fn create_security_group(r: &Req) -> AwsResult<Value> {
 }
 
 /// Finds the group named by `GroupId`, or by `GroupName` in the default VPC.
-fn target_group(r: &Req, world: &World) -> AwsResult<String> {
-    match (r.str("GroupId"), r.str("GroupName")) {
+fn target_group(
+    r: &Req,
+    group_id: Option<&str>,
+    group_name: Option<&str>,
+    world: &World,
+) -> AwsResult<String> {
+    match (group_id, group_name) {
         (Some(id), _) => {
             find::<SecurityGroup>(world, id, r.region(), |g| &g.region, group_not_found)
                 .map(|g| g.id.clone())
         }
         (None, Some(name)) => {
-            let vpc = vpc_or_default(r, world).ok();
+            let vpc = vpc_or_default(r, None, world).ok();
             world
                 .security_groups
                 .values()
@@ -151,9 +159,9 @@ fn target_group(r: &Req, world: &World) -> AwsResult<String> {
     }
 }
 
-pub fn delete_security_group(r: &Req) -> AwsResult<Value> {
+pub fn delete_security_group(r: &Req, q: &DeleteSecurityGroupRequest) -> AwsResult<Value> {
     r.write(|tx| {
-        let id = target_group(r, &tx.world)?;
+        let id = target_group(r, q.group_id.as_deref(), q.group_name.as_deref(), &tx.world)?;
         let group = tx
             .world
             .security_groups
@@ -250,27 +258,33 @@ pub fn normalize_ports(
 /// Expands the request's `IpPermissions` (or the legacy flat members) into
 /// one rule per peer, checking every peer exists.
 fn requested_rules(
-    r: &Req,
+    q: &RuleInput,
     world: &World,
     group: &SecurityGroup,
     account: &str,
 ) -> AwsResult<Vec<SgRule>> {
-    let mut perms = r.list("IpPermissions");
+    let mut perms = list(q.ip_permissions).to_vec();
     if perms.is_empty() {
-        let legacy_peer = r.str("CidrIp").is_some() || r.str("SourceSecurityGroupName").is_some();
-        if legacy_peer || r.str("IpProtocol").is_some() {
-            let mut p = json!({
-                "IpProtocol": r.str("IpProtocol").unwrap_or("-1"),
-                "FromPort": r.int("FromPort"),
-                "ToPort": r.int("ToPort"),
+        let legacy_peer = q.cidr_ip.is_some() || q.source_security_group_name.is_some();
+        if legacy_peer || q.ip_protocol.is_some() {
+            perms.push(IpPermission {
+                ip_protocol: Some(q.ip_protocol.clone().unwrap_or_else(|| "-1".into())),
+                from_port: q.from_port,
+                to_port: q.to_port,
+                ip_ranges: q.cidr_ip.as_ref().map(|c| {
+                    vec![IpRange {
+                        cidr_ip: Some(c.clone()),
+                        ..Default::default()
+                    }]
+                }),
+                user_id_group_pairs: q.source_security_group_name.as_ref().map(|name| {
+                    vec![UserIdGroupPair {
+                        group_name: Some(name.clone()),
+                        ..Default::default()
+                    }]
+                }),
+                ..Default::default()
             });
-            if let Some(c) = r.str("CidrIp") {
-                p["IpRanges"] = json!([{"CidrIp": c}]);
-            }
-            if let Some(name) = r.str("SourceSecurityGroupName") {
-                p["UserIdGroupPairs"] = json!([{"GroupName": name}]);
-            }
-            perms.push(p);
         }
     }
     if perms.is_empty() {
@@ -278,47 +292,23 @@ fn requested_rules(
     }
     let mut rules = Vec::new();
     for p in &perms {
-        let protocol = normalize_protocol(
-            str_of(p, "IpProtocol").ok_or_else(|| AwsError::missing_parameter("IpProtocol"))?,
-        )?;
-        let (from, to) = normalize_ports(
-            protocol,
-            p.get("FromPort").and_then(Value::as_i64),
-            p.get("ToPort").and_then(Value::as_i64),
-        )?;
+        let protocol = normalize_protocol(need(&p.ip_protocol, "IpProtocol")?)?;
+        let (from, to) = normalize_ports(protocol, p.from_port, p.to_port)?;
         let mut peers: Vec<(SgPeer, Option<String>)> = Vec::new();
-        for range in p
-            .get("IpRanges")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let raw =
-                str_of(range, "CidrIp").ok_or_else(|| AwsError::missing_parameter("CidrIp"))?;
+        for range in list(&p.ip_ranges) {
+            let raw = need(&range.cidr_ip, "CidrIp")?;
             let cidr: Cidr = raw.parse().map_err(|_| {
                 AwsError::invalid_parameter_value(format!("CIDR block {raw} is malformed"))
             })?;
-            peers.push((
-                SgPeer::Cidr { cidr },
-                str_of(range, "Description").map(str::to_string),
-            ));
+            peers.push((SgPeer::Cidr { cidr }, range.description.clone()));
         }
-        if p.get("Ipv6Ranges")
-            .and_then(Value::as_array)
-            .is_some_and(|a| !a.is_empty())
-        {
+        if !list(&p.ipv6_ranges).is_empty() {
             return Err(AwsError::invalid_parameter_value(
                 "IPv6 rules are not supported by Cove.",
             ));
         }
-        for pl in p
-            .get("PrefixListIds")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let id = str_of(pl, "PrefixListId")
-                .ok_or_else(|| AwsError::missing_parameter("PrefixListId"))?;
+        for pl in list(&p.prefix_list_ids) {
+            let id = need(&pl.prefix_list_id, "PrefixListId")?;
             if !region::prefix_lists(&group.region)
                 .iter()
                 .any(|(pid, _, _)| pid == id)
@@ -330,16 +320,11 @@ fn requested_rules(
             }
             peers.push((
                 SgPeer::PrefixList { id: id.to_string() },
-                str_of(pl, "Description").map(str::to_string),
+                pl.description.clone(),
             ));
         }
-        for pair in p
-            .get("UserIdGroupPairs")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let peer_group = match (str_of(pair, "GroupId"), str_of(pair, "GroupName")) {
+        for pair in list(&p.user_id_group_pairs) {
+            let peer_group = match (pair.group_id.as_deref(), pair.group_name.as_deref()) {
                 (Some(id), _) => world
                     .security_groups
                     .get(id)
@@ -362,7 +347,7 @@ fn requested_rules(
                     group_id: peer_group.id.clone(),
                     user_id: account.to_string(),
                 },
-                str_of(pair, "Description").map(str::to_string),
+                pair.description.clone(),
             ));
         }
         if peers.is_empty() {
@@ -413,18 +398,72 @@ fn duplicate_error(rule: &SgRule) -> AwsError {
     )
 }
 
-pub fn authorize(r: &Req, egress: bool) -> AwsResult<Value> {
+/// The members the four rule operations share; the egress ones have no
+/// `GroupName`, the revokes no `TagSpecifications` and the authorizes no
+/// `SecurityGroupRuleIds`.
+struct RuleInput<'q> {
+    group_id: Option<&'q str>,
+    group_name: Option<&'q str>,
+    ip_permissions: &'q Option<Vec<IpPermission>>,
+    ip_protocol: &'q Option<String>,
+    from_port: Option<i64>,
+    to_port: Option<i64>,
+    cidr_ip: &'q Option<String>,
+    source_security_group_name: &'q Option<String>,
+    tag_specifications: Option<&'q Option<Vec<TagSpecification>>>,
+    security_group_rule_ids: Option<&'q Option<Vec<String>>>,
+}
+
+macro_rules! rule_input {
+    ($q:expr, group_name: $name:expr, tags: $tags:expr, rule_ids: $ids:expr) => {
+        RuleInput {
+            group_id: $q.group_id.as_deref(),
+            group_name: $name,
+            ip_permissions: &$q.ip_permissions,
+            ip_protocol: &$q.ip_protocol,
+            from_port: $q.from_port,
+            to_port: $q.to_port,
+            cidr_ip: &$q.cidr_ip,
+            source_security_group_name: &$q.source_security_group_name,
+            tag_specifications: $tags,
+            security_group_rule_ids: $ids,
+        }
+    };
+}
+
+pub fn authorize_ingress(r: &Req, q: &AuthorizeSecurityGroupIngressRequest) -> AwsResult<Value> {
+    let input = rule_input!(q, group_name: q.group_name.as_deref(), tags: Some(&q.tag_specifications), rule_ids: None);
+    authorize(r, &input, false)
+}
+
+pub fn authorize_egress(r: &Req, q: &AuthorizeSecurityGroupEgressRequest) -> AwsResult<Value> {
+    let input = rule_input!(q, group_name: None, tags: Some(&q.tag_specifications), rule_ids: None);
+    authorize(r, &input, true)
+}
+
+pub fn revoke_ingress(r: &Req, q: &RevokeSecurityGroupIngressRequest) -> AwsResult<Value> {
+    let input = rule_input!(q, group_name: q.group_name.as_deref(), tags: None, rule_ids: Some(&q.security_group_rule_ids));
+    revoke(r, &input, false)
+}
+
+pub fn revoke_egress(r: &Req, q: &RevokeSecurityGroupEgressRequest) -> AwsResult<Value> {
+    let input =
+        rule_input!(q, group_name: None, tags: None, rule_ids: Some(&q.security_group_rule_ids));
+    revoke(r, &input, true)
+}
+
+fn authorize(r: &Req, q: &RuleInput, egress: bool) -> AwsResult<Value> {
     let (region, account) = (r.region(), r.account());
-    let rule_tags = r.tag_specs("security-group-rule")?;
+    let rule_tags = tag_specs(q.tag_specifications.unwrap_or(&None), "security-group-rule")?;
     r.write(|tx| {
-        let id = target_group(r, &tx.world)?;
+        let id = target_group(r, q.group_id, q.group_name, &tx.world)?;
         let mut group = tx
             .world
             .security_groups
             .get(&id)
             .cloned()
             .expect("found above");
-        let new_rules = requested_rules(r, &tx.world, &group, account)?;
+        let new_rules = requested_rules(q, &tx.world, &group, account)?;
         let existing = if egress {
             &group.egress
         } else {
@@ -468,17 +507,17 @@ pub fn authorize(r: &Req, egress: bool) -> AwsResult<Value> {
     })
 }
 
-pub fn revoke(r: &Req, egress: bool) -> AwsResult<Value> {
+fn revoke(r: &Req, q: &RuleInput, egress: bool) -> AwsResult<Value> {
     let account = r.account();
     r.write(|tx| {
-        let id = target_group(r, &tx.world)?;
+        let id = target_group(r, q.group_id, q.group_name, &tx.world)?;
         let mut group = tx.world.security_groups.get(&id).cloned().expect("found above");
-        let rule_ids = r.strings("SecurityGroupRuleIds");
+        let rule_ids = list(q.security_group_rule_ids.unwrap_or(&None));
         let rules = if egress { &mut group.egress } else { &mut group.ingress };
         let mut removed = Vec::new();
         let mut unknown = Vec::new();
         if !rule_ids.is_empty() {
-            for rid in &rule_ids {
+            for rid in rule_ids {
                 match rules.iter().position(|x| &x.id == rid) {
                     Some(pos) => removed.push(rules.remove(pos)),
                     None => {
@@ -491,7 +530,7 @@ pub fn revoke(r: &Req, egress: bool) -> AwsResult<Value> {
             }
         } else {
             let snapshot = tx.world.security_groups.get(&id).cloned().expect("found above");
-            for wanted in requested_rules(r, &tx.world, &snapshot, account)? {
+            for wanted in requested_rules(q, &tx.world, &snapshot, account)? {
                 match rules.iter().position(|x| x.same_permission(&wanted)) {
                     Some(pos) => removed.push(rules.remove(pos)),
                     None => unknown.push(wanted),
@@ -614,11 +653,11 @@ fn group_field(w: &World, g: &SecurityGroup, account: &str, name: &str) -> Field
     }
 }
 
-pub fn describe_security_groups(r: &Req) -> AwsResult<Value> {
+pub fn describe_security_groups(r: &Req, q: &DescribeSecurityGroupsRequest) -> AwsResult<Value> {
     let w = r.world();
     let account = r.account();
-    let mut d = Describe::from(r, "GroupIds");
-    let names = r.strings("GroupNames");
+    let mut d = Describe::of(q, "GroupIds", &q.group_ids);
+    let names = list(&q.group_names);
     if !names.is_empty() {
         // GroupNames address groups of the default VPC, as on AWS.
         let default_vpc = w
@@ -626,7 +665,7 @@ pub fn describe_security_groups(r: &Req) -> AwsResult<Value> {
             .values()
             .find(|v| v.region == r.region() && v.is_default)
             .map(|v| v.id.clone());
-        for name in &names {
+        for name in names {
             match w.security_groups.values().find(|g| {
                 g.region == r.region() && &g.name == name && Some(&g.vpc_id) == default_vpc.as_ref()
             }) {
@@ -687,12 +726,15 @@ fn render_rule(
     v
 }
 
-pub fn describe_security_group_rules(r: &Req) -> AwsResult<Value> {
+pub fn describe_security_group_rules(
+    r: &Req,
+    q: &DescribeSecurityGroupRulesRequest,
+) -> AwsResult<Value> {
     let w = r.world();
     let (region, account) = (r.region(), r.account());
-    let ids = r.strings("SecurityGroupRuleIds");
-    let filters = r.filters();
-    let max = r.int("MaxResults");
+    let ids = list(&q.security_group_rule_ids);
+    let filters = filters(&q.filters);
+    let max = q.max_results;
     if max.is_some() && !ids.is_empty() {
         return Err(AwsError::invalid_parameter_combination(
             "The parameter SecurityGroupRuleIds cannot be used with the parameter maxResults",
@@ -732,7 +774,7 @@ pub fn describe_security_group_rules(r: &Req) -> AwsResult<Value> {
             }
         }
     }
-    for id in &ids {
+    for id in ids {
         if !rows.iter().any(|(rid, _)| rid == id) {
             return Err(AwsError::client(
                 "InvalidSecurityGroupRuleId.NotFound",
@@ -741,7 +783,7 @@ pub fn describe_security_group_rules(r: &Req) -> AwsResult<Value> {
         }
     }
     rows.sort_by(|a, b| a.0.cmp(&b.0));
-    let start = r.str("NextToken").unwrap_or_default();
+    let start = q.next_token.as_deref().unwrap_or_default();
     let mut page: Vec<Value> = Vec::new();
     let mut next = None;
     for (id, v) in rows.into_iter().filter(|(id, _)| id.as_str() >= start) {

@@ -9,6 +9,9 @@ use cove_model::region;
 use cove_model::vpc::*;
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
+use cove_shapes::ec2::{
+    CreateSubnetRequest, DeleteSubnetRequest, DescribeSubnetsRequest, ModifySubnetAttributeRequest,
+};
 use cove_store::Tx;
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -128,26 +131,26 @@ pub fn render_subnet(world: &World, s: &Subnet, account: &str, state: &str) -> V
     )
 }
 
-pub fn create_subnet(r: &Req) -> AwsResult<Value> {
-    let vpc_id = r.required("VpcId")?.to_string();
-    if r.str("Ipv6CidrBlock").is_some()
-        || r.bool("Ipv6Native") == Some(true)
-        || r.str("Ipv4IpamPoolId").is_some()
-    {
+pub fn create_subnet(r: &Req, q: &CreateSubnetRequest) -> AwsResult<Value> {
+    let vpc_id = need(&q.vpc_id, "VpcId")?.to_string();
+    if q.ipv6_cidr_block.is_some() || q.ipv6_native == Some(true) || q.ipv4_ipam_pool_id.is_some() {
         return Err(AwsError::invalid_parameter_value(
             "IPv6 and IPAM subnets are not supported by Cove.",
         ));
     }
-    let raw = r.required("CidrBlock")?.to_string();
+    let raw = need(&q.cidr_block, "CidrBlock")?.to_string();
     let cidr: Cidr = raw.parse().map_err(|_| {
         AwsError::invalid_parameter_value(format!(
             "Value ({raw}) for parameter cidrBlock is invalid. This is not a valid CIDR block."
         ))
     })?;
-    let tags = r.tag_specs("subnet")?;
+    let tags = tag_specs(&q.tag_specifications, "subnet")?;
     let zones = region::zones(r.region());
     let zone_names: Vec<&str> = zones.iter().map(|(n, _)| n.as_str()).collect();
-    let wanted_zone = match (r.str("AvailabilityZone"), r.str("AvailabilityZoneId")) {
+    let wanted_zone = match (
+        q.availability_zone.as_deref(),
+        q.availability_zone_id.as_deref(),
+    ) {
         (Some(_), Some(_)) => {
             return Err(AwsError::invalid_parameter_combination(
                 "Only one of availabilityZone or availabilityZoneId may be specified.",
@@ -218,8 +221,8 @@ fn bad_zone(z: &str, zones: &[&str]) -> AwsError {
     ))
 }
 
-pub fn delete_subnet(r: &Req) -> AwsResult<Value> {
-    let id = r.required("SubnetId")?.to_string();
+pub fn delete_subnet(r: &Req, q: &DeleteSubnetRequest) -> AwsResult<Value> {
+    let id = need(&q.subnet_id, "SubnetId")?.to_string();
     let region = r.region();
     r.write(|tx| {
         find::<Subnet>(&tx.world, &id, region, |s| &s.region, subnet_not_found)?;
@@ -274,10 +277,10 @@ fn subnet_field(
     }
 }
 
-pub fn describe_subnets(r: &Req) -> AwsResult<Value> {
+pub fn describe_subnets(r: &Req, q: &DescribeSubnetsRequest) -> AwsResult<Value> {
     describe_all(
         r,
-        "SubnetIds",
+        &Describe::of(q, "SubnetIds", &q.subnet_ids),
         "Subnets",
         |s: &Subnet| &s.region,
         subnet_not_found,
@@ -286,26 +289,42 @@ pub fn describe_subnets(r: &Req) -> AwsResult<Value> {
     )
 }
 
-pub fn modify_subnet_attribute(r: &Req) -> AwsResult<Value> {
-    let id = r.required("SubnetId")?.to_string();
+pub fn modify_subnet_attribute(r: &Req, q: &ModifySubnetAttributeRequest) -> AwsResult<Value> {
+    let id = need(&q.subnet_id, "SubnetId")?.to_string();
+    // Each unsupported attribute, and whether the request turns it on.
     let unsupported = [
-        "AssignIpv6AddressOnCreation",
-        "MapCustomerOwnedIpOnLaunch",
-        "EnableDns64",
-        "EnableResourceNameDnsARecordOnLaunch",
-        "EnableResourceNameDnsAAAARecordOnLaunch",
-        "EnableLniAtDeviceIndex",
-        "DisableLniAtDeviceIndex",
+        (
+            "AssignIpv6AddressOnCreation",
+            attribute(&q.assign_ipv6_address_on_creation) == Some(true),
+        ),
+        (
+            "MapCustomerOwnedIpOnLaunch",
+            attribute(&q.map_customer_owned_ip_on_launch) == Some(true),
+        ),
+        ("EnableDns64", attribute(&q.enable_dns64) == Some(true)),
+        (
+            "EnableResourceNameDnsARecordOnLaunch",
+            attribute(&q.enable_resource_name_dns_a_record_on_launch) == Some(true),
+        ),
+        (
+            "EnableResourceNameDnsAAAARecordOnLaunch",
+            attribute(&q.enable_resource_name_dns_aaaa_record_on_launch) == Some(true),
+        ),
+        (
+            "EnableLniAtDeviceIndex",
+            q.enable_lni_at_device_index.is_some(),
+        ),
+        (
+            "DisableLniAtDeviceIndex",
+            attribute(&q.disable_lni_at_device_index) == Some(true),
+        ),
     ];
-    if let Some(u) = unsupported
-        .iter()
-        .find(|k| r.attribute_bool(k) == Some(true) || r.int(k).is_some())
-    {
+    if let Some((u, _)) = unsupported.iter().find(|(_, on)| *on) {
         return Err(AwsError::invalid_parameter_value(format!(
             "The subnet attribute {u} is not supported by Cove."
         )));
     }
-    let map_public = r.attribute_bool("MapPublicIpOnLaunch");
+    let map_public = attribute(&q.map_public_ip_on_launch);
     let region = r.region();
     r.write(|tx| {
         let mut s =

@@ -5,6 +5,7 @@ use crate::common::*;
 use cove_model::filter::{matches_all, FieldValues};
 use cove_model::world::{Tags, World};
 use cove_model::{AwsError, AwsResult};
+use cove_shapes::ec2::{CreateTagsRequest, DeleteTagsRequest, DescribeTagsRequest, Tag};
 use serde_json::{json, Value};
 
 /// The resource type DescribeTags reports for an id, if the resource exists.
@@ -129,24 +130,19 @@ fn resource_type(world: &World, id: &str, region: &str) -> AwsResult<&'static st
     }
 }
 
-fn requested_tags(r: &Req) -> Vec<(String, Option<String>)> {
-    r.list("Tags")
+fn requested_tags(tags: &Option<Vec<Tag>>) -> Vec<(String, Option<String>)> {
+    list(tags)
         .iter()
-        .map(|t| {
-            (
-                str_of(t, "Key").unwrap_or_default().to_string(),
-                str_of(t, "Value").map(str::to_string),
-            )
-        })
+        .map(|t| (t.key.clone().unwrap_or_default(), t.value.clone()))
         .collect()
 }
 
-pub fn create_tags(r: &Req) -> AwsResult<Value> {
-    let resources = r.strings("Resources");
+pub fn create_tags(r: &Req, q: &CreateTagsRequest) -> AwsResult<Value> {
+    let resources = list(&q.resources);
     if resources.is_empty() {
         return Err(AwsError::missing_parameter("ResourceId"));
     }
-    let tags = requested_tags(r);
+    let tags = requested_tags(&q.tags);
     if tags.is_empty() {
         return Err(AwsError::missing_parameter("Tag"));
     }
@@ -156,7 +152,7 @@ pub fn create_tags(r: &Req) -> AwsResult<Value> {
     let region = r.region();
     r.write(|tx| {
         let mut updates: Vec<(String, Tags)> = Vec::new();
-        for id in &resources {
+        for id in resources {
             resource_type(&tx.world, id, region)?;
             let mut current = tx.world.tags_of(id);
             for (k, v) in &tags {
@@ -172,16 +168,16 @@ pub fn create_tags(r: &Req) -> AwsResult<Value> {
     })
 }
 
-pub fn delete_tags(r: &Req) -> AwsResult<Value> {
-    let resources = r.strings("Resources");
+pub fn delete_tags(r: &Req, q: &DeleteTagsRequest) -> AwsResult<Value> {
+    let resources = list(&q.resources);
     if resources.is_empty() {
         return Err(AwsError::missing_parameter("ResourceId"));
     }
-    let tags = requested_tags(r);
+    let tags = requested_tags(&q.tags);
     let region = r.region();
     r.write(|tx| {
         let mut updates: Vec<(String, Tags)> = Vec::new();
-        for id in &resources {
+        for id in resources {
             resource_type(&tx.world, id, region)?;
             let mut current = tx.world.tags_of(id);
             if tags.is_empty() {
@@ -202,15 +198,15 @@ pub fn delete_tags(r: &Req) -> AwsResult<Value> {
     })
 }
 
-pub fn describe_tags(r: &Req) -> AwsResult<Value> {
+pub fn describe_tags(r: &Req, q: &DescribeTagsRequest) -> AwsResult<Value> {
     let w = r.world();
     let region = r.region();
-    let filters = r.filters();
+    let filters = filters(&q.filters);
     // A negative MaxResults reads as 0 (an empty page and a token), as 0 does.
-    let max = r
-        .int("MaxResults")
+    let max = q
+        .max_results
         .map(|m| usize::try_from(m.max(0)).unwrap_or(usize::MAX));
-    let start = r.str("NextToken").unwrap_or_default().to_string();
+    let start = q.next_token.clone().unwrap_or_default();
     let mut rows = Vec::new();
     let mut next = None;
     for (id, tags) in w

@@ -10,6 +10,10 @@ use cove_model::region;
 use cove_model::vpc::*;
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
+use cove_shapes::ec2::{
+    CreateVpcRequest, DeleteVpcRequest, DescribeVpcAttributeRequest, DescribeVpcsRequest,
+    ModifyVpcAttributeRequest,
+};
 use cove_store::Tx;
 use serde_json::{json, Value};
 
@@ -108,23 +112,18 @@ pub fn render_vpc(world: &World, v: &Vpc, account: &str, state: &str) -> Value {
     )
 }
 
-pub fn create_vpc(r: &Req) -> AwsResult<Value> {
-    if r.str("Ipv4IpamPoolId").is_some()
-        || r.str("Ipv6IpamPoolId").is_some()
-        || r.str("Ipv6Pool").is_some()
-    {
+pub fn create_vpc(r: &Req, q: &CreateVpcRequest) -> AwsResult<Value> {
+    if q.ipv4_ipam_pool_id.is_some() || q.ipv6_ipam_pool_id.is_some() || q.ipv6_pool.is_some() {
         return Err(AwsError::invalid_parameter_value(
             "IPAM and IPv6 pools are not supported by Cove.",
         ));
     }
-    if r.bool("AmazonProvidedIpv6CidrBlock") == Some(true) {
+    if q.amazon_provided_ipv6_cidr_block == Some(true) {
         return Err(AwsError::invalid_parameter_value(
             "IPv6 CIDR blocks are not supported by Cove.",
         ));
     }
-    let raw = r
-        .str("CidrBlock")
-        .ok_or_else(|| AwsError::missing_parameter("CidrBlock"))?;
+    let raw = need(&q.cidr_block, "CidrBlock")?;
     let cidr: Cidr = raw.parse().map_err(|_| {
         AwsError::invalid_parameter_value(format!(
             "Value ({raw}) for parameter cidrBlock is invalid. This is not a valid CIDR block."
@@ -136,7 +135,7 @@ pub fn create_vpc(r: &Req) -> AwsResult<Value> {
             format!("The CIDR '{raw}' is invalid."),
         ));
     }
-    let raw_tenancy = r.str("InstanceTenancy").unwrap_or("default");
+    let raw_tenancy = q.instance_tenancy.as_deref().unwrap_or("default");
     let tenancy = match raw_tenancy.parse() {
         Ok(t @ (Tenancy::Default | Tenancy::Dedicated)) => t,
         Ok(Tenancy::Host) | Err(()) => {
@@ -145,7 +144,7 @@ pub fn create_vpc(r: &Req) -> AwsResult<Value> {
             )))
         }
     };
-    let tags = r.tag_specs("vpc")?;
+    let tags = tag_specs(&q.tag_specifications, "vpc")?;
     let (region, account) = (r.region(), r.account());
     r.write(|tx| {
         let mut vpc = create_vpc_tx(tx, region, account, cidr, false);
@@ -160,8 +159,8 @@ pub fn create_vpc(r: &Req) -> AwsResult<Value> {
     })
 }
 
-pub fn delete_vpc(r: &Req) -> AwsResult<Value> {
-    let id = r.required("VpcId")?.to_string();
+pub fn delete_vpc(r: &Req, q: &DeleteVpcRequest) -> AwsResult<Value> {
+    let id = need(&q.vpc_id, "VpcId")?.to_string();
     let region = r.region();
     r.write(|tx| {
         let w = &tx.world;
@@ -255,10 +254,10 @@ fn vpc_field(w: &World, v: &Vpc, account: &str, name: &str) -> cove_model::filte
     }
 }
 
-pub fn describe_vpcs(r: &Req) -> AwsResult<Value> {
+pub fn describe_vpcs(r: &Req, q: &DescribeVpcsRequest) -> AwsResult<Value> {
     describe_all(
         r,
-        "VpcIds",
+        &Describe::of(q, "VpcIds", &q.vpc_ids),
         "Vpcs",
         |v: &Vpc| &v.region,
         vpc_not_found,
@@ -273,11 +272,17 @@ const ATTRIBUTES: [&str; 3] = [
     "EnableNetworkAddressUsageMetrics",
 ];
 
-pub fn modify_vpc_attribute(r: &Req) -> AwsResult<Value> {
-    let id = r.required("VpcId")?.to_string();
+pub fn modify_vpc_attribute(r: &Req, q: &ModifyVpcAttributeRequest) -> AwsResult<Value> {
+    let id = need(&q.vpc_id, "VpcId")?.to_string();
+    let members = [
+        &q.enable_dns_support,
+        &q.enable_dns_hostnames,
+        &q.enable_network_address_usage_metrics,
+    ];
     let given: Vec<(&str, bool)> = ATTRIBUTES
         .iter()
-        .filter_map(|a| r.attribute_bool(a).map(|v| (*a, v)))
+        .zip(members)
+        .filter_map(|(a, m)| attribute(m).map(|v| (*a, v)))
         .collect();
     match given.len() {
         0 => {
@@ -315,9 +320,9 @@ fn lower_first(s: &str) -> String {
         .unwrap_or_default()
 }
 
-pub fn describe_vpc_attribute(r: &Req) -> AwsResult<Value> {
-    let id = r.required("VpcId")?;
-    let attr = r.required("Attribute")?;
+pub fn describe_vpc_attribute(r: &Req, q: &DescribeVpcAttributeRequest) -> AwsResult<Value> {
+    let id = need(&q.vpc_id, "VpcId")?;
+    let attr = need(&q.attribute, "Attribute")?;
     let w = r.world();
     let vpc = find::<Vpc>(&w, id, r.region(), |v| &v.region, vpc_not_found)?;
     let (member, value) = match attr {

@@ -1,5 +1,6 @@
-//! The awsJson side: reads the decoded, model-validated input, calls the same
-//! functions the Rust API uses, and shapes the answers as AWS does.
+//! The awsJson side: parses the decoded, model-validated input once into
+//! `cove_shapes::logs` types, calls the same functions the Rust API uses,
+//! and shapes the answers as AWS does.
 
 use crate::groups::{group_arn, group_not_found, invalid, parse_group_arn, stream_arn};
 use crate::{
@@ -7,65 +8,41 @@ use crate::{
     LogStreamInfo, LogsService, NewLogGroup, StreamOrder,
 };
 use cove_model::{AwsError, AwsResult};
+use cove_shapes::logs::Request;
 use cove_wire::RequestContext;
 use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
 
-fn str_of<'a>(input: &'a Value, key: &str) -> Option<&'a str> {
-    input.get(key).and_then(Value::as_str)
+fn limit_of(limit: Option<i64>) -> Option<usize> {
+    limit.map(|l| usize::try_from(l).unwrap_or(0))
 }
 
-fn i64_of(input: &Value, key: &str) -> Option<i64> {
-    input.get(key).and_then(Value::as_i64)
-}
-
-fn bool_of(input: &Value, key: &str) -> Option<bool> {
-    input.get(key).and_then(Value::as_bool)
-}
-
-fn limit_of(input: &Value) -> Option<usize> {
-    i64_of(input, "limit").map(|l| usize::try_from(l).unwrap_or(0))
-}
-
-fn strings_of(input: &Value, key: &str) -> Option<Vec<String>> {
-    input.get(key).and_then(Value::as_array).map(|items| {
-        items
-            .iter()
-            .filter_map(Value::as_str)
-            .map(str::to_string)
-            .collect()
-    })
-}
-
-/// A member the model marks required (the dispatcher has checked it).
-fn required<'a>(input: &'a Value, key: &str) -> AwsResult<&'a str> {
-    str_of(input, key).ok_or_else(|| {
-        AwsError::client(
+/// Logs' answer to input the generated types refuse. The wire layer has
+/// already checked the input against the model, so this only happens to a
+/// caller that skips it; a missing member gets the message the wire layer
+/// would have given.
+fn malformed(e: &serde_json::Error) -> AwsError {
+    let text = e.to_string();
+    match text
+        .strip_prefix("missing field `")
+        .and_then(|rest| rest.split('`').next())
+    {
+        Some(key) => AwsError::client(
             "ValidationException",
             format!("1 validation error detected: Value null at '{key}' failed to satisfy constraint: Member must not be null"),
-        )
-    })
-}
-
-fn tags_of(input: &Value, key: &str) -> BTreeMap<String, String> {
-    input
-        .get(key)
-        .and_then(Value::as_object)
-        .map(|m| {
-            m.iter()
-                .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
-                .collect()
-        })
-        .unwrap_or_default()
+        ),
+        None => AwsError::client("SerializationException", text),
+    }
 }
 
 /// A log group named by `logGroupName`, or by `logGroupIdentifier` (a name
 /// or an ARN of this account and region).
-fn group_name<'a>(region: &str, account: &str, input: &'a Value) -> AwsResult<&'a str> {
-    match (
-        str_of(input, "logGroupName"),
-        str_of(input, "logGroupIdentifier"),
-    ) {
+fn group_name<'a>(
+    region: &str,
+    account: &str,
+    name: Option<&'a str>,
+    group_identifier: Option<&'a str>,
+) -> AwsResult<&'a str> {
+    match (name, group_identifier) {
         (Some(_), Some(_)) => Err(invalid(
             "LogGroup name and LogGroup ARN are mutually exclusive parameters.",
         )),
@@ -125,27 +102,37 @@ fn empty() -> Value {
 pub(crate) fn handle(svc: &LogsService, ctx: &RequestContext, input: &Value) -> AwsResult<Value> {
     let region = ctx.region.as_str();
     let account = ctx.account_id();
-    match ctx.operation.as_str() {
-        "CreateLogGroup" => {
+    let request = match Request::parse(&ctx.operation, input) {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => return Err(malformed(&e)),
+        None => {
+            return Err(AwsError::client(
+                "UnknownOperationException",
+                format!("Unknown operation {}", ctx.operation),
+            ))
+        }
+    };
+    match request {
+        Request::CreateLogGroup(r) => {
             let options = NewLogGroup {
-                kms_key_id: str_of(input, "kmsKeyId").map(str::to_string),
-                tags: tags_of(input, "tags"),
-                class: str_of(input, "logGroupClass").map(str::to_string),
-                deletion_protection: bool_of(input, "deletionProtectionEnabled").unwrap_or(false),
+                kms_key_id: r.kms_key_id,
+                tags: r.tags.unwrap_or_default(),
+                class: r.log_group_class,
+                deletion_protection: r.deletion_protection_enabled.unwrap_or(false),
             };
-            svc.create_log_group(region, account, required(input, "logGroupName")?, &options)?;
+            svc.create_log_group(region, account, &r.log_group_name, &options)?;
             Ok(empty())
         }
-        "DeleteLogGroup" => {
-            svc.delete_log_group(region, account, required(input, "logGroupName")?)?;
+        Request::DeleteLogGroup(r) => {
+            svc.delete_log_group(region, account, &r.log_group_name)?;
             Ok(empty())
         }
-        "DescribeLogGroups" => {
-            let names = match input.get("logGroupIdentifiers").and_then(Value::as_array) {
+        Request::DescribeLogGroups(r) => {
+            let names = match &r.log_group_identifiers {
                 None => None,
                 Some(ids) => {
                     let mut names = Vec::new();
-                    for id in ids.iter().filter_map(Value::as_str) {
+                    for id in ids {
                         match identifier(region, account, id) {
                             Ok(name) => names.push(name.to_string()),
                             // Another account's or region's group is never listed here.
@@ -157,12 +144,12 @@ pub(crate) fn handle(svc: &LogsService, ctx: &RequestContext, input: &Value) -> 
                 }
             };
             let req = DescribeGroupsRequest {
-                name_prefix: str_of(input, "logGroupNamePrefix").map(str::to_string),
-                name_pattern: str_of(input, "logGroupNamePattern").map(str::to_string),
-                class: str_of(input, "logGroupClass").map(str::to_string),
+                name_prefix: r.log_group_name_prefix,
+                name_pattern: r.log_group_name_pattern,
+                class: r.log_group_class,
                 names,
-                limit: limit_of(input),
-                next_token: str_of(input, "nextToken").map(str::to_string),
+                limit: limit_of(r.limit),
+                next_token: r.next_token,
             };
             let (groups, token) = svc.describe_log_groups(region, account, &req)?;
             Ok(json!({
@@ -170,36 +157,31 @@ pub(crate) fn handle(svc: &LogsService, ctx: &RequestContext, input: &Value) -> 
                 "nextToken": token,
             }))
         }
-        "CreateLogStream" => {
-            svc.create_log_stream(
-                region,
-                account,
-                required(input, "logGroupName")?,
-                required(input, "logStreamName")?,
-            )?;
+        Request::CreateLogStream(r) => {
+            svc.create_log_stream(region, account, &r.log_group_name, &r.log_stream_name)?;
             Ok(empty())
         }
-        "DeleteLogStream" => {
-            svc.delete_log_stream(
-                region,
-                account,
-                required(input, "logGroupName")?,
-                required(input, "logStreamName")?,
-            )?;
+        Request::DeleteLogStream(r) => {
+            svc.delete_log_stream(region, account, &r.log_group_name, &r.log_stream_name)?;
             Ok(empty())
         }
-        "DescribeLogStreams" => {
-            let group = group_name(region, account, input)?;
-            let order = match str_of(input, "orderBy") {
+        Request::DescribeLogStreams(r) => {
+            let group = group_name(
+                region,
+                account,
+                r.log_group_name.as_deref(),
+                r.log_group_identifier.as_deref(),
+            )?;
+            let order = match r.order_by.as_deref() {
                 Some("LastEventTime") => StreamOrder::LastEventTime,
                 _ => StreamOrder::LogStreamName,
             };
             let req = DescribeStreamsRequest {
-                name_prefix: str_of(input, "logStreamNamePrefix").map(str::to_string),
+                name_prefix: r.log_stream_name_prefix.clone(),
                 order,
-                descending: bool_of(input, "descending").unwrap_or(false),
-                limit: limit_of(input),
-                next_token: str_of(input, "nextToken").map(str::to_string),
+                descending: r.descending.unwrap_or(false),
+                limit: limit_of(r.limit),
+                next_token: r.next_token.clone(),
             };
             let (streams, token) = svc.describe_log_streams(region, account, group, &req)?;
             Ok(json!({
@@ -207,22 +189,17 @@ pub(crate) fn handle(svc: &LogsService, ctx: &RequestContext, input: &Value) -> 
                 "nextToken": token,
             }))
         }
-        "PutLogEvents" => {
-            let events: Vec<(i64, &str)> = input
-                .get("logEvents")
-                .and_then(Value::as_array)
-                .map(|items| {
-                    items
-                        .iter()
-                        .filter_map(|e| Some((i64_of(e, "timestamp")?, str_of(e, "message")?)))
-                        .collect()
-                })
-                .unwrap_or_default();
+        Request::PutLogEvents(r) => {
+            let events: Vec<(i64, &str)> = r
+                .log_events
+                .iter()
+                .map(|e| (e.timestamp, e.message.as_str()))
+                .collect();
             let outcome = svc.put_events(
                 region,
                 account,
-                required(input, "logGroupName")?,
-                required(input, "logStreamName")?,
+                &r.log_group_name,
+                &r.log_stream_name,
                 &events,
             )?;
             let mut out = json!({ "nextSequenceToken": outcome.next_sequence_token });
@@ -235,22 +212,21 @@ pub(crate) fn handle(svc: &LogsService, ctx: &RequestContext, input: &Value) -> 
             }
             Ok(out)
         }
-        "GetLogEvents" => {
-            let group = group_name(region, account, input)?;
-            let req = GetEventsRequest {
-                start_time: i64_of(input, "startTime"),
-                end_time: i64_of(input, "endTime"),
-                limit: limit_of(input),
-                start_from_head: bool_of(input, "startFromHead").unwrap_or(false),
-                next_token: str_of(input, "nextToken").map(str::to_string),
-            };
-            let page = svc.get_log_events(
+        Request::GetLogEvents(r) => {
+            let group = group_name(
                 region,
                 account,
-                group,
-                required(input, "logStreamName")?,
-                &req,
+                r.log_group_name.as_deref(),
+                r.log_group_identifier.as_deref(),
             )?;
+            let req = GetEventsRequest {
+                start_time: r.start_time,
+                end_time: r.end_time,
+                limit: limit_of(r.limit),
+                start_from_head: r.start_from_head.unwrap_or(false),
+                next_token: r.next_token.clone(),
+            };
+            let page = svc.get_log_events(region, account, group, &r.log_stream_name, &req)?;
             let events: Vec<Value> = page
                 .events
                 .iter()
@@ -268,16 +244,21 @@ pub(crate) fn handle(svc: &LogsService, ctx: &RequestContext, input: &Value) -> 
                 "nextBackwardToken": page.next_backward_token,
             }))
         }
-        "FilterLogEvents" => {
-            let group = group_name(region, account, input)?;
+        Request::FilterLogEvents(r) => {
+            let group = group_name(
+                region,
+                account,
+                r.log_group_name.as_deref(),
+                r.log_group_identifier.as_deref(),
+            )?;
             let req = FilterRequest {
-                stream_names: strings_of(input, "logStreamNames"),
-                stream_name_prefix: str_of(input, "logStreamNamePrefix").map(str::to_string),
-                start_time: i64_of(input, "startTime"),
-                end_time: i64_of(input, "endTime"),
-                filter_pattern: str_of(input, "filterPattern").map(str::to_string),
-                limit: limit_of(input),
-                next_token: str_of(input, "nextToken").map(str::to_string),
+                stream_names: r.log_stream_names.clone(),
+                stream_name_prefix: r.log_stream_name_prefix.clone(),
+                start_time: r.start_time,
+                end_time: r.end_time,
+                filter_pattern: r.filter_pattern.clone(),
+                limit: limit_of(r.limit),
+                next_token: r.next_token.clone(),
             };
             let page = svc.filter_log_events(region, account, group, &req)?;
             let events: Vec<Value> = page
@@ -295,41 +276,40 @@ pub(crate) fn handle(svc: &LogsService, ctx: &RequestContext, input: &Value) -> 
                 .collect();
             Ok(json!({ "events": events, "nextToken": page.next_token }))
         }
-        "PutRetentionPolicy" => {
-            let days = i64_of(input, "retentionInDays").unwrap_or(0);
-            svc.put_retention_policy(region, account, required(input, "logGroupName")?, days)?;
+        Request::PutRetentionPolicy(r) => {
+            svc.put_retention_policy(region, account, &r.log_group_name, r.retention_in_days)?;
             Ok(empty())
         }
-        "DeleteRetentionPolicy" => {
-            svc.delete_retention_policy(region, account, required(input, "logGroupName")?)?;
+        Request::DeleteRetentionPolicy(r) => {
+            svc.delete_retention_policy(region, account, &r.log_group_name)?;
             Ok(empty())
         }
-        "TagResource" => {
-            svc.tag_resource(
-                region,
-                account,
-                required(input, "resourceArn")?,
-                &tags_of(input, "tags"),
-            )?;
+        Request::TagResource(r) => {
+            svc.tag_resource(region, account, &r.resource_arn, &r.tags)?;
             Ok(empty())
         }
-        "UntagResource" => {
-            svc.untag_resource(
-                region,
-                account,
-                required(input, "resourceArn")?,
-                &strings_of(input, "tagKeys").unwrap_or_default(),
-            )?;
+        Request::UntagResource(r) => {
+            svc.untag_resource(region, account, &r.resource_arn, &r.tag_keys)?;
             Ok(empty())
         }
-        "ListTagsForResource" => {
-            let tags =
-                svc.list_tags_for_resource(region, account, required(input, "resourceArn")?)?;
+        Request::ListTagsForResource(r) => {
+            let tags = svc.list_tags_for_resource(region, account, &r.resource_arn)?;
             Ok(json!({ "tags": tags }))
         }
-        other => Err(AwsError::client(
-            "UnknownOperationException",
-            format!("Unknown operation {other}"),
-        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_member_gets_the_wire_layers_message() {
+        let e = Request::parse("DeleteLogGroup", &json!({}))
+            .unwrap()
+            .unwrap_err();
+        let e = malformed(&e);
+        assert_eq!(e.code, "ValidationException");
+        assert_eq!(e.message, "1 validation error detected: Value null at 'logGroupName' failed to satisfy constraint: Member must not be null");
     }
 }

@@ -17,6 +17,23 @@ pub mod sagemaker {
     include!(concat!(env!("OUT_DIR"), "/sagemaker.rs"));
 }
 
+/// The STS API (`AssumeRole`, `GetCallerIdentity`).
+pub mod sts {
+    include!(concat!(env!("OUT_DIR"), "/sts.rs"));
+}
+
+/// The CloudWatch Logs API (`Logs_20140328.*`).
+pub mod logs {
+    include!(concat!(env!("OUT_DIR"), "/logs.rs"));
+}
+
+/// The EC2 API, as far as Cove serves it. Every member is an `Option`, even
+/// a required one: EC2's handlers answer a missing one with their own
+/// `MissingParameter`.
+pub mod ec2 {
+    include!(concat!(env!("OUT_DIR"), "/ec2.rs"));
+}
+
 /// A timestamp as AWS's JSON protocol sends it: seconds since the epoch (a
 /// number), or an ISO 8601 string, which some clients send.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -99,6 +116,46 @@ mod tests {
         };
         assert_eq!(list(json!(1_700_000_000)), Some(1_700_000_000));
         assert_eq!(list(json!("2023-11-14T22:13:20Z")), Some(1_700_000_000));
+    }
+
+    #[test]
+    fn ec2_members_are_all_optional_and_keywords_are_escaped() {
+        use super::ec2;
+        let Some(Ok(ec2::Request::CreateVpc(r))) = ec2::Request::parse("CreateVpc", &json!({}))
+        else {
+            panic!("not parsed");
+        };
+        assert_eq!(r.cidr_block, None);
+        let input = json!({"Filters": [{"Name": "vpc-id", "Values": ["vpc-1"]}], "MaxResults": 5});
+        let Some(Ok(ec2::Request::DescribeVpcs(r))) = ec2::Request::parse("DescribeVpcs", &input)
+        else {
+            panic!("not parsed");
+        };
+        let filters = r.filters.unwrap();
+        assert_eq!(filters[0].name.as_deref(), Some("vpc-id"));
+        assert_eq!(r.max_results, Some(5));
+        // `type` is a keyword in Rust; the wire name stays.
+        let code: ec2::IcmpTypeCode = serde_json::from_value(json!({"Type": 8})).unwrap();
+        assert_eq!(code.r#type, Some(8));
+    }
+
+    #[test]
+    fn sts_and_logs_parse() {
+        use super::{logs, sts};
+        let input = json!({"RoleArn": "arn:aws:iam::1:role/r", "RoleSessionName": "s"});
+        let Some(Ok(sts::Request::AssumeRole(r))) = sts::Request::parse("AssumeRole", &input)
+        else {
+            panic!("not parsed");
+        };
+        assert_eq!(r.role_session_name, "s");
+        let input = json!({"logGroupName": "g", "tags": {"k": "v"}});
+        let Some(Ok(logs::Request::CreateLogGroup(r))) =
+            logs::Request::parse("CreateLogGroup", &input)
+        else {
+            panic!("not parsed");
+        };
+        assert_eq!(r.log_group_name, "g");
+        assert_eq!(r.tags.unwrap()["k"], "v");
     }
 
     #[test]

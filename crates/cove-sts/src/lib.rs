@@ -9,6 +9,7 @@ use cove_model::ids::{random_string, SECRET_ALPHABET, UPPER_ALNUM};
 use cove_model::jobs::StsSession;
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
+use cove_shapes::sts::{AssumeRoleRequest, Request};
 use cove_store::Store;
 use cove_wire::{model::ServiceModel, Principal, Protocol, RequestContext, Service};
 use serde_json::{json, Value};
@@ -115,52 +116,59 @@ impl Service for StsService {
         cove_wire::model::sts()
     }
     fn handle(&self, ctx: &RequestContext, input: Value) -> AwsResult<Value> {
-        match ctx.operation.as_str() {
-            "GetCallerIdentity" => Ok(json!({
+        match Request::parse(&ctx.operation, &input) {
+            Some(Ok(Request::GetCallerIdentity(_))) => Ok(json!({
                 "UserId": ctx.principal.user_id,
                 "Account": ctx.principal.account_id,
                 "Arn": ctx.principal.arn,
             })),
-            "AssumeRole" => {
-                let role_arn = input["RoleArn"].as_str().unwrap_or_default();
-                let session_name = input["RoleSessionName"].as_str().unwrap_or_default();
-                let duration = input["DurationSeconds"]
-                    .as_i64()
-                    .unwrap_or(DEFAULT_DURATION);
-                let not_authorized = || {
-                    AwsError::new(
-                        403,
-                        "AccessDenied",
-                        format!(
-                            "User: {} is not authorized to perform: sts:AssumeRole on resource: {role_arn}",
-                            ctx.principal.arn
-                        ),
-                    )
-                };
-                let (account, _) = parse_role_arn(role_arn).ok_or_else(not_authorized)?;
-                if account != ctx.account_id() {
-                    return Err(not_authorized());
-                }
-                let s = self.assume_role(account, role_arn, session_name, duration)?;
-                Ok(json!({
-                    "Credentials": {
-                        "AccessKeyId": s.access_key_id,
-                        "SecretAccessKey": s.secret_access_key,
-                        "SessionToken": s.session_token,
-                        "Expiration": iso(s.expiration),
-                    },
-                    "AssumedRoleUser": {
-                        "AssumedRoleId": s.assumed_role_id,
-                        "Arn": s.assumed_role_arn(),
-                    },
-                    "PackedPolicySize": 0,
-                }))
-            }
-            other => Err(AwsError::client(
+            Some(Ok(Request::AssumeRole(r))) => self.assume_role_call(ctx, &r),
+            // The wire layer has checked the input against the model, so
+            // this is the query protocol's answer to malformed input.
+            Some(Err(e)) => Err(AwsError::client("ValidationError", e.to_string())),
+            None => Err(AwsError::client(
                 "InvalidAction",
-                format!("Could not find operation {other} for version 2011-06-15"),
+                format!(
+                    "Could not find operation {} for version 2011-06-15",
+                    ctx.operation
+                ),
             )),
         }
+    }
+}
+
+impl StsService {
+    fn assume_role_call(&self, ctx: &RequestContext, r: &AssumeRoleRequest) -> AwsResult<Value> {
+        let role_arn = r.role_arn.as_str();
+        let duration = r.duration_seconds.unwrap_or(DEFAULT_DURATION);
+        let not_authorized = || {
+            AwsError::new(
+                403,
+                "AccessDenied",
+                format!(
+                    "User: {} is not authorized to perform: sts:AssumeRole on resource: {role_arn}",
+                    ctx.principal.arn
+                ),
+            )
+        };
+        let (account, _) = parse_role_arn(role_arn).ok_or_else(not_authorized)?;
+        if account != ctx.account_id() {
+            return Err(not_authorized());
+        }
+        let s = self.assume_role(account, role_arn, &r.role_session_name, duration)?;
+        Ok(json!({
+            "Credentials": {
+                "AccessKeyId": s.access_key_id,
+                "SecretAccessKey": s.secret_access_key,
+                "SessionToken": s.session_token,
+                "Expiration": iso(s.expiration),
+            },
+            "AssumedRoleUser": {
+                "AssumedRoleId": s.assumed_role_id,
+                "Arn": s.assumed_role_arn(),
+            },
+            "PackedPolicySize": 0,
+        }))
     }
 }
 
