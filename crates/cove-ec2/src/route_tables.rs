@@ -82,10 +82,12 @@ pub fn route_state(world: &World, table: &RouteTable, route: &Route) -> &'static
             .internet_gateways
             .get(id)
             .is_some_and(|g| g.attached_vpc_id.as_deref() == Some(table.vpc_id.as_str())),
-        RouteTarget::NatGateway(id) => world
-            .nat_gateways
-            .get(id)
-            .is_some_and(|n| !matches!(n.state.as_str(), "deleted" | "deleting" | "failed")),
+        RouteTarget::NatGateway(id) => world.nat_gateways.get(id).is_some_and(|n| {
+            !matches!(
+                n.state,
+                NatGatewayState::Deleted | NatGatewayState::Deleting | NatGatewayState::Failed
+            )
+        }),
         RouteTarget::VpcEndpoint(id) => world.vpc_endpoints.contains_key(id),
         RouteTarget::NetworkInterface(id) => world.network_interfaces.contains_key(id),
     };

@@ -226,14 +226,16 @@ pub fn delete_subnet(r: &Req, q: &DeleteSubnetRequest) -> AwsResult<Value> {
     let region = r.region();
     r.write(|tx| {
         find::<Subnet>(&tx.world, &id, region, |s| &s.region, subnet_not_found)?;
-        let busy =
-            tx.world
-                .network_interfaces
+        let busy = tx
+            .world
+            .network_interfaces
+            .values()
+            .any(|e| e.subnet_id == id)
+            || tx
+                .world
+                .nat_gateways
                 .values()
-                .any(|e| e.subnet_id == id)
-                || tx.world.nat_gateways.values().any(|n| {
-                    n.subnet_id == id && !matches!(n.state.as_str(), "deleted" | "failed")
-                });
+                .any(|n| n.subnet_id == id && !n.state.is_over());
         if busy {
             return Err(AwsError::dependency_violation(format!(
                 "The subnet '{id}' has dependencies and cannot be deleted."

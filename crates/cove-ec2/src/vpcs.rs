@@ -171,7 +171,7 @@ pub fn delete_vpc(r: &Req, q: &DeleteVpcRequest) -> AwsResult<Value> {
         let nats = w
             .nat_gateways
             .values()
-            .any(|n| n.vpc_id == id && !matches!(n.state.as_str(), "deleted" | "failed"));
+            .any(|n| n.vpc_id == id && !n.state.is_over());
         let enis = w.network_interfaces.values().any(|e| e.vpc_id == id);
         let groups = w
             .security_groups
