@@ -61,46 +61,23 @@ impl<'a> Req<'a> {
             .cloned()
             .unwrap_or_default()
     }
-    /// `AttributeBooleanValue`-style members: `{ "Value": true }`.
-    pub fn attribute_bool(&self, key: &str) -> Option<bool> {
-        self.input
-            .get(key)
-            .and_then(|v| v.get("Value"))
-            .and_then(Value::as_bool)
+    /// A member read into its generated type (the wire layer has checked
+    /// it against the same model, so it reads; absent is `None`).
+    fn member<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
+        self.input.get(key).and_then(|v| T::deserialize(v).ok())
+    }
+    /// The filters of list member `key` (`Filters`, or `Filter` for the
+    /// operations that name it so), read as the typed handlers read them.
+    pub fn filters_in(&self, key: &str) -> Vec<Filter> {
+        filters(&self.member(key))
     }
     pub fn filters(&self) -> Vec<Filter> {
-        self.list("Filters")
-            .iter()
-            .map(|f| Filter {
-                name: str_of(f, "Name").unwrap_or_default().to_string(),
-                values: strings_of(f, "Values"),
-            })
-            .collect()
+        self.filters_in("Filters")
     }
 
     /// Tags requested in `TagSpecifications` for a resource of `resource_type`.
     pub fn tag_specs(&self, resource_type: &str) -> AwsResult<Tags> {
-        let mut tags = Tags::new();
-        for spec in self.list("TagSpecifications") {
-            let rt = str_of(&spec, "ResourceType").unwrap_or_default();
-            if rt != resource_type {
-                return Err(AwsError::invalid_parameter_value(format!(
-                    "'{rt}' is not a valid taggable resource type for this operation."
-                )));
-            }
-            for t in spec
-                .get("Tags")
-                .and_then(Value::as_array)
-                .cloned()
-                .unwrap_or_default()
-            {
-                let key = str_of(&t, "Key").unwrap_or_default().to_string();
-                validate_tag(&key, str_of(&t, "Value").unwrap_or_default())?;
-                tags.insert(key, str_of(&t, "Value").unwrap_or_default().to_string());
-            }
-        }
-        check_tag_count(&tags)?;
-        Ok(tags)
+        tag_specs(&self.member("TagSpecifications"), resource_type)
     }
 }
 

@@ -5,7 +5,7 @@
 
 use crate::common::*;
 use crate::subnets;
-use cove_model::filter::{FieldValues, Filter};
+use cove_model::filter::FieldValues;
 use cove_model::ids::{new_id, new_mac};
 use cove_model::region::{ELASTIC_IP_FIRST_HOST, ELASTIC_IP_POOLS};
 use cove_model::vpc::*;
@@ -697,14 +697,7 @@ pub fn describe_nat_gateways(r: &Req) -> AwsResult<Value> {
     let account = r.account();
     let mut d = Describe::from(r, "NatGatewayIds");
     // This operation's filter list member is `Filter`, not `Filters`.
-    d.filters = r
-        .list("Filter")
-        .iter()
-        .map(|f| Filter {
-            name: str_of(f, "Name").unwrap_or_default().to_string(),
-            values: strings_of(f, "Values"),
-        })
-        .collect();
+    d.filters = r.filters_in("Filter");
     let (items, next) = d.run::<NatGateway>(
         &w,
         |n| &n.region,
