@@ -15,6 +15,7 @@ use cove_model::vpc::*;
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
 use cove_reach::{Component, Explanation, Hop, Kind, Packet, Protocol, Query, Source, Target};
+use cove_shapes::ec2;
 use serde_json::{json, Map, Value};
 use std::net::Ipv4Addr;
 
@@ -108,18 +109,43 @@ fn clamp_port(p: i64) -> u16 {
 }
 
 /// A port range of a path filter: `FromPort`..`ToPort`, open ends meaning 0 and 65535.
-fn filter_ports(v: &Value, member: &str) -> AwsResult<Option<(u16, u16)>> {
-    let Some(r) = v.get(member) else {
+fn filter_ports(range: Option<&PathPortRange>, member: &str) -> AwsResult<Option<(u16, u16)>> {
+    let Some(r) = range else {
         return Ok(None);
     };
-    let end = |k: &str, d: i64| clamp_port(r.get(k).and_then(Value::as_i64).unwrap_or(d));
-    let (from, to) = (end("FromPort", 0), end("ToPort", 65535));
+    let from = clamp_port(r.from_port.unwrap_or(0));
+    let to = clamp_port(r.to_port.unwrap_or(65535));
     if from > to {
         return Err(AwsError::invalid_parameter_value(format!(
             "{member}: FromPort {from} is greater than ToPort {to}."
         )));
     }
     Ok(Some((from, to)))
+}
+
+/// A path filter from the request, its addresses parsed; `member` names it in errors.
+fn path_filter(f: &Option<ec2::PathRequestFilter>, member: &str) -> AwsResult<Option<PathFilter>> {
+    let Some(f) = f else {
+        return Ok(None);
+    };
+    let range = |r: &Option<ec2::RequestFilterPortRange>| {
+        r.as_ref().map(|r| PathPortRange {
+            from_port: r.from_port,
+            to_port: r.to_port,
+        })
+    };
+    Ok(Some(PathFilter {
+        source_address: parse_ip(
+            &format!("{member}.SourceAddress"),
+            f.source_address.as_deref(),
+        )?,
+        source_port_range: range(&f.source_port_range),
+        destination_address: parse_ip(
+            &format!("{member}.DestinationAddress"),
+            f.destination_address.as_deref(),
+        )?,
+        destination_port_range: range(&f.destination_port_range),
+    }))
 }
 
 fn intersect(a: Option<(u16, u16)>, b: Option<(u16, u16)>) -> AwsResult<Option<(u16, u16)>> {
@@ -144,51 +170,44 @@ struct Effective {
 }
 
 /// One address given by a field and the filters' members; two different ones conflict.
-fn one_address(given: Vec<(&str, Option<&str>)>) -> AwsResult<Option<Ipv4Addr>> {
-    let mut found: Option<(String, Ipv4Addr)> = None;
-    for (member, value) in given {
-        let Some(ip) = parse_ip(member, value)? else {
+fn one_address(given: [(&str, Option<Ipv4Addr>); 3]) -> AwsResult<Option<Ipv4Addr>> {
+    let mut found: Option<(&str, Ipv4Addr)> = None;
+    for (member, ip) in given {
+        let Some(ip) = ip else {
             continue;
         };
-        match &found {
-            Some((other, prev)) if *prev != ip => {
+        match found {
+            Some((other, prev)) if prev != ip => {
                 return Err(AwsError::invalid_parameter_combination(format!(
                     "{member} and {other} name different addresses."
                 )))
             }
-            _ => found = Some((member.to_string(), ip)),
+            _ => found = Some((member, ip)),
         }
     }
     Ok(found.map(|f| f.1))
 }
 
 fn effective(p: &NetworkInsightsPath) -> AwsResult<Effective> {
-    let none = Value::Null;
+    let none = PathFilter::default();
     let fs = p.filter_at_source.as_ref().unwrap_or(&none);
     let fd = p.filter_at_destination.as_ref().unwrap_or(&none);
-    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_string);
-    let (fs_src, fd_src) = (text(fs, "SourceAddress"), text(fd, "SourceAddress"));
-    let (fs_dst, fd_dst) = (
-        text(fs, "DestinationAddress"),
-        text(fd, "DestinationAddress"),
-    );
-    let (path_src, path_dst) = (
-        p.source_ip.map(|ip| ip.to_string()),
-        p.destination_ip.map(|ip| ip.to_string()),
-    );
-    let source_ip = one_address(vec![
-        ("SourceIp", path_src.as_deref()),
-        ("FilterAtSource.SourceAddress", fs_src.as_deref()),
-        ("FilterAtDestination.SourceAddress", fd_src.as_deref()),
+    let source_ip = one_address([
+        ("SourceIp", p.source_ip),
+        ("FilterAtSource.SourceAddress", fs.source_address),
+        ("FilterAtDestination.SourceAddress", fd.source_address),
     ])?;
-    let destination_ip = one_address(vec![
-        ("DestinationIp", path_dst.as_deref()),
-        ("FilterAtSource.DestinationAddress", fs_dst.as_deref()),
-        ("FilterAtDestination.DestinationAddress", fd_dst.as_deref()),
+    let destination_ip = one_address([
+        ("DestinationIp", p.destination_ip),
+        ("FilterAtSource.DestinationAddress", fs.destination_address),
+        (
+            "FilterAtDestination.DestinationAddress",
+            fd.destination_address,
+        ),
     ])?;
     let ports = intersect(
-        filter_ports(fs, "DestinationPortRange")?,
-        filter_ports(fd, "DestinationPortRange")?,
+        filter_ports(fs.destination_port_range.as_ref(), "DestinationPortRange")?,
+        filter_ports(fd.destination_port_range.as_ref(), "DestinationPortRange")?,
     )?;
     if ports.is_some() && p.destination_port.is_some() {
         return Err(AwsError::invalid_parameter_combination(
@@ -196,8 +215,8 @@ fn effective(p: &NetworkInsightsPath) -> AwsResult<Effective> {
         ));
     }
     let source_ports = intersect(
-        filter_ports(fs, "SourcePortRange")?,
-        filter_ports(fd, "SourcePortRange")?,
+        filter_ports(fs.source_port_range.as_ref(), "SourcePortRange")?,
+        filter_ports(fd.source_port_range.as_ref(), "SourcePortRange")?,
     )?;
     Ok(Effective {
         source_ip,
@@ -207,13 +226,13 @@ fn effective(p: &NetworkInsightsPath) -> AwsResult<Effective> {
     })
 }
 
-pub fn create_path(r: &Req) -> AwsResult<Value> {
+pub fn create_path(r: &Req, q: &ec2::CreateNetworkInsightsPathRequest) -> AwsResult<Value> {
     let (region, account) = (r.region().to_string(), r.account().to_string());
-    let source = resource_id(r.required("Source")?).to_string();
-    let destination = r.str("Destination").map(|d| resource_id(d).to_string());
-    let source_ip = parse_ip("SourceIp", r.str("SourceIp"))?;
-    let destination_ip = parse_ip("DestinationIp", r.str("DestinationIp"))?;
-    let raw_protocol = r.required("Protocol")?;
+    let source = resource_id(need(&q.source, "Source")?).to_string();
+    let destination = q.destination.as_deref().map(|d| resource_id(d).to_string());
+    let source_ip = parse_ip("SourceIp", q.source_ip.as_deref())?;
+    let destination_ip = parse_ip("DestinationIp", q.destination_ip.as_deref())?;
+    let raw_protocol = need(&q.protocol, "Protocol")?;
     let protocol = match raw_protocol.parse() {
         Ok(p @ (RuleProtocol::Tcp | RuleProtocol::Udp)) => p,
         _ => {
@@ -222,9 +241,9 @@ pub fn create_path(r: &Req) -> AwsResult<Value> {
             )))
         }
     };
-    let port = r.int("DestinationPort");
-    let token = r.str("ClientToken").map(str::to_string);
-    let tags = r.tag_specs("network-insights-path")?;
+    let port = q.destination_port;
+    let token = q.client_token.clone();
+    let tags = tag_specs(&q.tag_specifications, "network-insights-path")?;
     let world = r.world();
     if let Some(t) = &token {
         if let Some(p) = world
@@ -254,8 +273,8 @@ pub fn create_path(r: &Req) -> AwsResult<Value> {
         protocol,
         destination_port: port,
         client_token: None,
-        filter_at_source: r.input.get("FilterAtSource").cloned(),
-        filter_at_destination: r.input.get("FilterAtDestination").cloned(),
+        filter_at_source: path_filter(&q.filter_at_source, "FilterAtSource")?,
+        filter_at_destination: path_filter(&q.filter_at_destination, "FilterAtDestination")?,
     };
     let wanted = effective(&filters)?;
     if destination.is_none() && wanted.destination_ip.is_none() {
@@ -335,7 +354,7 @@ fn render_path(world: &World, p: &NetworkInsightsPath) -> Value {
         ("FilterAtDestination", &p.filter_at_destination),
     ] {
         if let Some(f) = filter {
-            v[key] = f.clone();
+            v[key] = json!(f);
         }
     }
     with_tags(v, world, &p.id, "Tags")
@@ -359,10 +378,10 @@ fn path_field(world: &World, p: &NetworkInsightsPath, account: &str, name: &str)
     }
 }
 
-pub fn describe_paths(r: &Req) -> AwsResult<Value> {
+pub fn describe_paths(r: &Req, q: &ec2::DescribeNetworkInsightsPathsRequest) -> AwsResult<Value> {
     describe_all::<NetworkInsightsPath>(
         r,
-        &Describe::from(r, "NetworkInsightsPathIds"),
+        &Describe::of(q, "NetworkInsightsPathIds", &q.network_insights_path_ids),
         "NetworkInsightsPaths",
         |p| &p.region,
         path_not_found,
@@ -372,8 +391,8 @@ pub fn describe_paths(r: &Req) -> AwsResult<Value> {
 }
 
 /// Deletes a path and, with it, its analyses.
-pub fn delete_path(r: &Req) -> AwsResult<Value> {
-    let id = r.required("NetworkInsightsPathId")?.to_string();
+pub fn delete_path(r: &Req, q: &ec2::DeleteNetworkInsightsPathRequest) -> AwsResult<Value> {
+    let id = need(&q.network_insights_path_id, "NetworkInsightsPathId")?.to_string();
     let region = r.region().to_string();
     r.write(|tx| {
         find::<NetworkInsightsPath>(&tx.world, &id, &region, |p| &p.region, path_not_found)?;
@@ -424,18 +443,22 @@ fn query_of(p: &NetworkInsightsPath, e: &Effective) -> Query {
     }
 }
 
-pub fn start_analysis(r: &Req) -> AwsResult<Value> {
+pub fn start_analysis(r: &Req, q: &ec2::StartNetworkInsightsAnalysisRequest) -> AwsResult<Value> {
     let (region, account) = (r.region().to_string(), r.account().to_string());
-    for unsupported in ["FilterInArns", "FilterOutArns", "AdditionalAccounts"] {
-        if !r.strings(unsupported).is_empty() {
+    for (unsupported, given) in [
+        ("FilterInArns", &q.filter_in_arns),
+        ("FilterOutArns", &q.filter_out_arns),
+        ("AdditionalAccounts", &q.additional_accounts),
+    ] {
+        if !list(given).is_empty() {
             return Err(AwsError::invalid_parameter_value(format!(
                 "{unsupported} is not supported by Cove."
             )));
         }
     }
-    let path_id = r.required("NetworkInsightsPathId")?.to_string();
-    let token = r.str("ClientToken").map(str::to_string);
-    let tags = r.tag_specs("network-insights-analysis")?;
+    let path_id = need(&q.network_insights_path_id, "NetworkInsightsPathId")?.to_string();
+    let token = q.client_token.clone();
+    let tags = tag_specs(&q.tag_specifications, "network-insights-analysis")?;
     let world = r.world();
     if let Some(t) = &token {
         if let Some(a) = world
@@ -546,28 +569,32 @@ fn analysis_field(
     }
 }
 
-pub fn describe_analyses(r: &Req) -> AwsResult<Value> {
-    let path = r.str("NetworkInsightsPathId").map(str::to_string);
-    let (from, to) = (
-        r.str("AnalysisStartTime").map(str::to_string),
-        r.str("AnalysisEndTime").map(str::to_string),
-    );
+pub fn describe_analyses(
+    r: &Req,
+    q: &ec2::DescribeNetworkInsightsAnalysesRequest,
+) -> AwsResult<Value> {
+    let path = q.network_insights_path_id.as_deref();
+    let (from, to) = (&q.analysis_start_time, &q.analysis_end_time);
     let w = r.world();
     let account = r.account();
-    let (items, next) = Describe::from(r, "NetworkInsightsAnalysisIds")
-        .run::<NetworkInsightsAnalysis>(
-            &w,
-            |a| &a.region,
-            r.region(),
-            analysis_not_found,
-            |a, n| analysis_field(&w, a, account, n),
-        )?;
+    let (items, next) = Describe::of(
+        q,
+        "NetworkInsightsAnalysisIds",
+        &q.network_insights_analysis_ids,
+    )
+    .run::<NetworkInsightsAnalysis>(
+        &w,
+        |a| &a.region,
+        r.region(),
+        analysis_not_found,
+        |a, n| analysis_field(&w, a, account, n),
+    )?;
     let within = |a: &NetworkInsightsAnalysis| {
         let t = parse_time(&a.start_date);
         let bound = |b: &Option<String>| b.as_deref().and_then(parse_time);
-        path.as_deref().is_none_or(|p| a.path_id == p)
-            && bound(&from).is_none_or(|f| t.is_some_and(|t| t >= f))
-            && bound(&to).is_none_or(|e| t.is_some_and(|t| t <= e))
+        path.is_none_or(|p| a.path_id == p)
+            && bound(from).is_none_or(|f| t.is_some_and(|t| t >= f))
+            && bound(to).is_none_or(|e| t.is_some_and(|t| t <= e))
     };
     let items = items
         .into_iter()
@@ -581,8 +608,8 @@ fn parse_time(s: &str) -> Option<time::OffsetDateTime> {
     time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
 }
 
-pub fn delete_analysis(r: &Req) -> AwsResult<Value> {
-    let id = r.required("NetworkInsightsAnalysisId")?.to_string();
+pub fn delete_analysis(r: &Req, q: &ec2::DeleteNetworkInsightsAnalysisRequest) -> AwsResult<Value> {
+    let id = need(&q.network_insights_analysis_id, "NetworkInsightsAnalysisId")?.to_string();
     let region = r.region().to_string();
     r.write(|tx| {
         find::<NetworkInsightsAnalysis>(

@@ -11,6 +11,7 @@ use cove_model::region;
 use cove_model::vpc::*;
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
+use cove_shapes::ec2;
 use cove_store::Tx;
 use serde_json::{json, Value};
 use std::net::Ipv4Addr;
@@ -183,9 +184,12 @@ fn unsupported(what: &str) -> AwsError {
     ))
 }
 
-pub fn create_network_interface(r: &Req) -> AwsResult<Value> {
-    let subnet_id = r.required("SubnetId")?.to_string();
-    match r.str("InterfaceType") {
+pub fn create_network_interface(
+    r: &Req,
+    q: &ec2::CreateNetworkInterfaceRequest,
+) -> AwsResult<Value> {
+    let subnet_id = need(&q.subnet_id, "SubnetId")?.to_string();
+    match q.interface_type.as_deref() {
         None | Some("interface") => {}
         Some(other) => {
             return Err(AwsError::invalid_parameter_value(format!(
@@ -193,35 +197,38 @@ pub fn create_network_interface(r: &Req) -> AwsResult<Value> {
             )))
         }
     }
-    for count in [
-        "Ipv6AddressCount",
-        "Ipv4PrefixCount",
-        "Ipv6PrefixCount",
-        "SecondaryPrivateIpAddressCount",
+    for (name, count) in [
+        ("Ipv6AddressCount", q.ipv6_address_count),
+        ("Ipv4PrefixCount", q.ipv4_prefix_count),
+        ("Ipv6PrefixCount", q.ipv6_prefix_count),
+        (
+            "SecondaryPrivateIpAddressCount",
+            q.secondary_private_ip_address_count,
+        ),
     ] {
-        if r.int(count).is_some_and(|n| n > 0) {
-            return Err(unsupported(count));
+        if count.is_some_and(|n| n > 0) {
+            return Err(unsupported(name));
         }
     }
-    for list in ["Ipv6Addresses", "Ipv4Prefixes", "Ipv6Prefixes"] {
-        if !r.list(list).is_empty() {
-            return Err(unsupported(list));
+    for (name, empty) in [
+        ("Ipv6Addresses", list(&q.ipv6_addresses).is_empty()),
+        ("Ipv4Prefixes", list(&q.ipv4_prefixes).is_empty()),
+        ("Ipv6Prefixes", list(&q.ipv6_prefixes).is_empty()),
+    ] {
+        if !empty {
+            return Err(unsupported(name));
         }
     }
-    if r.bool("EnablePrimaryIpv6") == Some(true) {
+    if q.enable_primary_ipv6 == Some(true) {
         return Err(unsupported("EnablePrimaryIpv6"));
     }
     // `PrivateIpAddresses` may name the primary address only.
-    let mut requested_ip = r.str("PrivateIpAddress").map(str::to_string);
-    let specs = r.list("PrivateIpAddresses");
-    if specs.len() > 1
-        || specs
-            .iter()
-            .any(|s| s.get("Primary") == Some(&json!(false)))
-    {
+    let mut requested_ip = q.private_ip_address.clone();
+    let specs = list(&q.private_ip_addresses);
+    if specs.len() > 1 || specs.iter().any(|s| s.primary == Some(false)) {
         return Err(unsupported("Secondary private IP addresses"));
     }
-    if let Some(ip) = specs.first().and_then(|s| str_of(s, "PrivateIpAddress")) {
+    if let Some(ip) = specs.first().and_then(|s| s.private_ip_address.as_deref()) {
         match &requested_ip {
             Some(p) if p != ip => {
                 return Err(AwsError::invalid_parameter_combination(
@@ -231,11 +238,11 @@ pub fn create_network_interface(r: &Req) -> AwsResult<Value> {
             _ => requested_ip = Some(ip.to_string()),
         }
     }
-    let description = r.str("Description").unwrap_or_default().to_string();
-    let groups = r.strings("Groups");
-    let tags = r.tag_specs("network-interface")?;
+    let description = q.description.clone().unwrap_or_default();
+    let groups = list(&q.groups);
+    let tags = tag_specs(&q.tag_specifications, "network-interface")?;
     let (region, account) = (r.region(), r.account());
-    let token = r.str("ClientToken").map(str::to_string);
+    let token = &q.client_token;
     r.write(|tx| {
         let subnet = find::<Subnet>(
             &tx.world,
@@ -245,7 +252,7 @@ pub fn create_network_interface(r: &Req) -> AwsResult<Value> {
             subnet_not_found,
         )?
         .clone();
-        let group_ids = check_groups(&tx.world, region, &subnet.vpc_id, &groups)?;
+        let group_ids = check_groups(&tx.world, region, &subnet.vpc_id, groups)?;
         let ip = subnets::allocate_ip(&tx.world, &subnet, requested_ip.as_deref())?;
         let eni = new_eni(
             tx,
@@ -261,7 +268,7 @@ pub fn create_network_interface(r: &Req) -> AwsResult<Value> {
             tx.set_tags(&eni.id, tags.clone());
         }
         let mut out = json!({"NetworkInterface": render_eni(&tx.world, &eni, account)});
-        if let Some(t) = &token {
+        if let Some(t) = token {
             out["ClientToken"] = json!(t);
         }
         Ok(out)
@@ -312,8 +319,11 @@ fn in_use(id: &str) -> AwsError {
     )
 }
 
-pub fn delete_network_interface(r: &Req) -> AwsResult<Value> {
-    let id = r.required("NetworkInterfaceId")?.to_string();
+pub fn delete_network_interface(
+    r: &Req,
+    q: &ec2::DeleteNetworkInterfaceRequest,
+) -> AwsResult<Value> {
+    let id = need(&q.network_interface_id, "NetworkInterfaceId")?.to_string();
     let region = r.region();
     r.write(|tx| {
         let eni = find::<NetworkInterface>(&tx.world, &id, region, |e| &e.region, eni_not_found)?;
@@ -355,10 +365,13 @@ fn eni_field(w: &World, e: &NetworkInterface, account: &str, name: &str) -> Fiel
     }
 }
 
-pub fn describe_network_interfaces(r: &Req) -> AwsResult<Value> {
+pub fn describe_network_interfaces(
+    r: &Req,
+    q: &ec2::DescribeNetworkInterfacesRequest,
+) -> AwsResult<Value> {
     describe_all(
         r,
-        &Describe::from(r, "NetworkInterfaceIds"),
+        &Describe::of(q, "NetworkInterfaceIds", &q.network_interface_ids),
         "NetworkInterfaces",
         |e: &NetworkInterface| &e.region,
         eni_not_found,
@@ -525,7 +538,7 @@ pub(crate) mod tests {
     #[test]
     fn create_render_describe_delete() {
         let f = fixture();
-        let out = call(
+        let out = call_typed(
             &f.store,
             create_network_interface,
             json!({
@@ -547,14 +560,14 @@ pub(crate) mod tests {
         assert_eq!(eni["RequesterManaged"], false);
         let id = eni["NetworkInterfaceId"].as_str().unwrap().to_string();
 
-        let second = call(
+        let second = call_typed(
             &f.store,
             create_network_interface,
             json!({"SubnetId": f.subnet_a, "PrivateIpAddress": "10.0.1.4"}),
         );
         assert_eq!(code(second), "InvalidIPAddress.InUse");
 
-        let d = call(
+        let d = call_typed(
             &f.store,
             describe_network_interfaces,
             json!({"Filters": [{"Name": "addresses.private-ip-address", "Values": ["10.0.1.*"]},
@@ -562,21 +575,21 @@ pub(crate) mod tests {
         )
         .unwrap();
         assert_eq!(d["NetworkInterfaces"].as_array().unwrap().len(), 1);
-        let d = call(
+        let d = call_typed(
             &f.store,
             describe_network_interfaces,
             json!({"Filters": [{"Name": "requester-managed", "Values": ["true"]}]}),
         )
         .unwrap();
         assert_eq!(d["NetworkInterfaces"].as_array().unwrap().len(), 0);
-        let bad = call(
+        let bad = call_typed(
             &f.store,
             describe_network_interfaces,
             json!({"NetworkInterfaceIds": ["eni-nope"]}),
         );
         assert_eq!(code(bad), "InvalidNetworkInterfaceID.NotFound");
 
-        call(
+        call_typed(
             &f.store,
             delete_network_interface,
             json!({"NetworkInterfaceId": id}),
@@ -584,7 +597,7 @@ pub(crate) mod tests {
         .unwrap();
         assert!(f.store.snapshot().network_interfaces.is_empty());
         assert!(f.store.snapshot().tags.get(&id).is_none());
-        let again = call(
+        let again = call_typed(
             &f.store,
             delete_network_interface,
             json!({"NetworkInterfaceId": id}),
@@ -595,38 +608,38 @@ pub(crate) mod tests {
     #[test]
     fn group_rules() {
         let f = fixture();
-        let other = call(
+        let other = call_typed(
             &f.store,
             create_network_interface,
             json!({"SubnetId": f.subnet_a, "Groups": [f.other_sg]}),
         );
         assert_eq!(code(other), "InvalidParameterValue");
-        let missing = call(
+        let missing = call_typed(
             &f.store,
             create_network_interface,
             json!({"SubnetId": f.subnet_a, "Groups": ["sg-nope"]}),
         );
         assert_eq!(code(missing), "InvalidGroup.NotFound");
         let six: Vec<String> = (3..9).map(|i| format!("sg-{i}")).collect();
-        let many = call(
+        let many = call_typed(
             &f.store,
             create_network_interface,
             json!({"SubnetId": f.subnet_a, "Groups": six}),
         );
         assert_eq!(code(many), "SecurityGroupsPerInterfaceLimitExceeded");
-        let typ = call(
+        let typ = call_typed(
             &f.store,
             create_network_interface,
             json!({"SubnetId": f.subnet_a, "InterfaceType": "efa"}),
         );
         assert_eq!(code(typ), "InvalidParameterValue");
-        let sec = call(
+        let sec = call_typed(
             &f.store,
             create_network_interface,
             json!({"SubnetId": f.subnet_a, "SecondaryPrivateIpAddressCount": 2}),
         );
         assert_eq!(code(sec), "InvalidParameterValue");
-        let nosub = call(
+        let nosub = call_typed(
             &f.store,
             create_network_interface,
             json!({"SubnetId": "subnet-nope"}),
@@ -658,7 +671,7 @@ pub(crate) mod tests {
             .unwrap();
         let e = f.store.snapshot().network_interfaces.get(&id).cloned();
         assert_eq!(e.map(|e| e.status), Some(EniStatus::InUse));
-        let del = call(
+        let del = call_typed(
             &f.store,
             delete_network_interface,
             json!({"NetworkInterfaceId": id}),

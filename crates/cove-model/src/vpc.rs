@@ -367,12 +367,37 @@ pub struct NetworkInsightsPath {
     pub protocol: Protocol,
     pub destination_port: Option<i64>,
     pub client_token: Option<String>,
-    /// `FilterAtSource` and `FilterAtDestination` as given (`SourceAddress`,
-    /// `SourcePortRange`, `DestinationAddress`, `DestinationPortRange`).
+    /// `FilterAtSource` and `FilterAtDestination` as given.
     #[serde(default)]
-    pub filter_at_source: Option<serde_json::Value>,
+    pub filter_at_source: Option<PathFilter>,
     #[serde(default)]
-    pub filter_at_destination: Option<serde_json::Value>,
+    pub filter_at_destination: Option<PathFilter>,
+}
+
+/// A filter at one end of a Reachability Analyzer path, stored in the API's
+/// shape so that it is described back as it was given.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PathFilter {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_address: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_port_range: Option<PathPortRange>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_address: Option<Ipv4Addr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_port_range: Option<PathPortRange>,
+}
+
+/// A port range of a [`PathFilter`], its ends as given: an open end means
+/// 0 or 65535, and the analysis clamps ends outside that range.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct PathPortRange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_port: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_port: Option<i64>,
 }
 
 /// One run of the analysis of a path: a snapshot of its result, rendered in
@@ -438,6 +463,15 @@ mod tests {
         let parsed: Route = serde_json::from_value(route.clone()).unwrap();
         assert_eq!(parsed.destination_cidr, Some(Cidr::ANY));
         assert_eq!(serde_json::to_value(&parsed).unwrap(), route);
+
+        // Path filters were stored as the request's JSON member.
+        let filter = json!({
+            "DestinationAddress": "10.0.2.9",
+            "DestinationPortRange": {"FromPort": 80, "ToPort": 99999}
+        });
+        let parsed: PathFilter = serde_json::from_value(filter.clone()).unwrap();
+        assert_eq!(parsed.destination_address, Some(Ipv4Addr::new(10, 0, 2, 9)));
+        assert_eq!(serde_json::to_value(&parsed).unwrap(), filter);
     }
 
     /// A value the API would never have stored does not load: the store
