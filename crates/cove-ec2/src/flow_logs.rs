@@ -209,10 +209,10 @@ pub fn create_flow_logs(r: &Req, q: &CreateFlowLogsRequest) -> AwsResult<Value> 
         })?,
     };
     let (region, account) = (r.region(), r.account());
-    let permission = r
-        .str("DeliverLogsPermissionArn")
-        .filter(|a| !a.is_empty())
-        .map(str::to_string);
+    let permission = q
+        .deliver_logs_permission_arn
+        .clone()
+        .filter(|a| !a.is_empty());
     let group_name = q.log_group_name.as_deref().filter(|g| !g.is_empty());
     let destination = q.log_destination.as_deref().filter(|d| !d.is_empty());
     let (log_group_name, log_destination) = match destination_type {
