@@ -11,6 +11,13 @@ use cove_model::region::{ELASTIC_IP_FIRST_HOST, ELASTIC_IP_POOLS};
 use cove_model::vpc::*;
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
+use cove_shapes::ec2::{
+    AllocateAddressRequest, AssociateAddressRequest, AttachInternetGatewayRequest,
+    CreateInternetGatewayRequest, CreateNatGatewayRequest, DeleteInternetGatewayRequest,
+    DeleteNatGatewayRequest, DescribeAddressesRequest, DescribeInternetGatewaysRequest,
+    DescribeNatGatewaysRequest, DetachInternetGatewayRequest, DisassociateAddressRequest,
+    ReleaseAddressRequest,
+};
 use cove_store::Tx;
 use serde_json::{json, Value};
 use std::collections::HashSet;
@@ -52,8 +59,8 @@ fn render_igw(world: &World, g: &InternetGateway, account: &str) -> Value {
     )
 }
 
-pub fn create_internet_gateway(r: &Req) -> AwsResult<Value> {
-    let tags = r.tag_specs("internet-gateway")?;
+pub fn create_internet_gateway(r: &Req, q: &CreateInternetGatewayRequest) -> AwsResult<Value> {
+    let tags = tag_specs(&q.tag_specifications, "internet-gateway")?;
     let (region, account) = (r.region(), r.account());
     r.write(|tx| {
         let id = new_internet_gateway(tx, region, None);
@@ -69,8 +76,8 @@ pub fn create_internet_gateway(r: &Req) -> AwsResult<Value> {
     })
 }
 
-pub fn delete_internet_gateway(r: &Req) -> AwsResult<Value> {
-    let id = r.required("InternetGatewayId")?.to_string();
+pub fn delete_internet_gateway(r: &Req, q: &DeleteInternetGatewayRequest) -> AwsResult<Value> {
+    let id = need(&q.internet_gateway_id, "InternetGatewayId")?.to_string();
     let region = r.region();
     r.write(|tx| {
         let g = find::<InternetGateway>(&tx.world, &id, region, |g| &g.region, igw_not_found)?;
@@ -115,10 +122,13 @@ fn igw_field(w: &World, g: &InternetGateway, account: &str, name: &str) -> Field
     }
 }
 
-pub fn describe_internet_gateways(r: &Req) -> AwsResult<Value> {
+pub fn describe_internet_gateways(
+    r: &Req,
+    q: &DescribeInternetGatewaysRequest,
+) -> AwsResult<Value> {
     describe_all(
         r,
-        &Describe::from(r, "InternetGatewayIds"),
+        &Describe::of(q, "InternetGatewayIds", &q.internet_gateway_ids),
         "InternetGateways",
         |g: &InternetGateway| &g.region,
         igw_not_found,
@@ -127,9 +137,9 @@ pub fn describe_internet_gateways(r: &Req) -> AwsResult<Value> {
     )
 }
 
-pub fn attach_internet_gateway(r: &Req) -> AwsResult<Value> {
-    let id = r.required("InternetGatewayId")?.to_string();
-    let vpc_id = r.required("VpcId")?.to_string();
+pub fn attach_internet_gateway(r: &Req, q: &AttachInternetGatewayRequest) -> AwsResult<Value> {
+    let id = need(&q.internet_gateway_id, "InternetGatewayId")?.to_string();
+    let vpc_id = need(&q.vpc_id, "VpcId")?.to_string();
     let region = r.region();
     r.write(|tx| {
         let w = &tx.world;
@@ -173,9 +183,9 @@ fn has_mapped_public_addresses(w: &World, vpc_id: &str) -> bool {
     eip || nat
 }
 
-pub fn detach_internet_gateway(r: &Req) -> AwsResult<Value> {
-    let id = r.required("InternetGatewayId")?.to_string();
-    let vpc_id = r.required("VpcId")?.to_string();
+pub fn detach_internet_gateway(r: &Req, q: &DetachInternetGatewayRequest) -> AwsResult<Value> {
+    let id = need(&q.internet_gateway_id, "InternetGatewayId")?.to_string();
+    let vpc_id = need(&q.vpc_id, "VpcId")?.to_string();
     let region = r.region();
     r.write(|tx| {
         let w = &tx.world;
@@ -234,8 +244,8 @@ fn render_address(w: &World, a: &Address, account: &str) -> Value {
     with_tags(v, w, &a.allocation_id, "Tags")
 }
 
-pub fn allocate_address(r: &Req) -> AwsResult<Value> {
-    match r.str("Domain") {
+pub fn allocate_address(r: &Req, q: &AllocateAddressRequest) -> AwsResult<Value> {
+    match q.domain.as_deref() {
         None | Some("vpc") => {}
         Some(d) => {
             return Err(AwsError::invalid_parameter_value(format!(
@@ -243,27 +253,31 @@ pub fn allocate_address(r: &Req) -> AwsResult<Value> {
             )))
         }
     }
-    for k in ["Address", "CustomerOwnedIpv4Pool", "IpamPoolId"] {
-        if r.str(k).is_some() {
+    for (k, v) in [
+        ("Address", &q.address),
+        ("CustomerOwnedIpv4Pool", &q.customer_owned_ipv4_pool),
+        ("IpamPoolId", &q.ipam_pool_id),
+    ] {
+        if v.is_some() {
             return Err(AwsError::invalid_parameter_value(format!(
                 "The parameter {k} is not supported by Cove."
             )));
         }
     }
-    if r.str("PublicIpv4Pool").is_some_and(|p| p != "amazon") {
+    if q.public_ipv4_pool.as_deref().is_some_and(|p| p != "amazon") {
         return Err(AwsError::invalid_parameter_value(
             "The parameter PublicIpv4Pool is not supported by Cove.",
         ));
     }
     let region = r.region();
-    if let Some(g) = r.str("NetworkBorderGroup") {
+    if let Some(g) = q.network_border_group.as_deref() {
         if g != region {
             return Err(AwsError::invalid_parameter_value(format!(
                 "The network border group '{g}' is invalid."
             )));
         }
     }
-    let tags = r.tag_specs("elastic-ip")?;
+    let tags = tag_specs(&q.tag_specifications, "elastic-ip")?;
     r.write(|tx| {
         let ip = next_free_address(&tx.world).ok_or_else(|| {
             AwsError::client(
@@ -307,9 +321,9 @@ fn address_by_ip<'w>(w: &'w World, ip: &str, region: &str) -> AwsResult<&'w Addr
         .ok_or_else(|| address_not_found(ip))
 }
 
-pub fn release_address(r: &Req) -> AwsResult<Value> {
-    let by_id = r.str("AllocationId").map(str::to_string);
-    let by_ip = r.str("PublicIp").map(str::to_string);
+pub fn release_address(r: &Req, q: &ReleaseAddressRequest) -> AwsResult<Value> {
+    let by_id = q.allocation_id.clone();
+    let by_ip = q.public_ip.clone();
     let region = r.region();
     r.write(|tx| {
         let w = &tx.world;
@@ -340,16 +354,16 @@ pub fn release_address(r: &Req) -> AwsResult<Value> {
 /// Associates an Elastic IP with an ENI's private address: the internet
 /// gateway then translates between the two (the ENI becomes reachable from,
 /// and can reach, the internet).
-pub fn associate_address(r: &Req) -> AwsResult<Value> {
-    if r.str("InstanceId").is_some() {
+pub fn associate_address(r: &Req, q: &AssociateAddressRequest) -> AwsResult<Value> {
+    if q.instance_id.is_some() {
         return Err(AwsError::invalid_parameter_value(
             "Cove has no EC2 instances: associate the address with a NetworkInterfaceId.",
         ));
     }
-    let allocation = r.required("AllocationId")?.to_string();
-    let eni_id = r.required("NetworkInterfaceId")?.to_string();
-    let private = r.str("PrivateIpAddress").map(str::to_string);
-    let reassociate = r.bool("AllowReassociation").unwrap_or(false);
+    let allocation = need(&q.allocation_id, "AllocationId")?.to_string();
+    let eni_id = need(&q.network_interface_id, "NetworkInterfaceId")?.to_string();
+    let private = q.private_ip_address.clone();
+    let reassociate = q.allow_reassociation.unwrap_or(false);
     let region = r.region().to_string();
     r.write(|tx| {
         let w = &tx.world;
@@ -403,10 +417,10 @@ pub fn associate_address(r: &Req) -> AwsResult<Value> {
     })
 }
 
-pub fn disassociate_address(r: &Req) -> AwsResult<Value> {
+pub fn disassociate_address(r: &Req, q: &DisassociateAddressRequest) -> AwsResult<Value> {
     let region = r.region().to_string();
-    let by_id = r.str("AssociationId").map(str::to_string);
-    let by_ip = r.str("PublicIp").map(str::to_string);
+    let by_id = q.association_id.clone();
+    let by_ip = q.public_ip.clone();
     r.write(|tx| {
         let w = &tx.world;
         let mut a = match (&by_id, &by_ip) {
@@ -465,15 +479,15 @@ fn address_field(w: &World, a: &Address, account: &str, name: &str) -> FieldValu
     }
 }
 
-pub fn describe_addresses(r: &Req) -> AwsResult<Value> {
+pub fn describe_addresses(r: &Req, q: &DescribeAddressesRequest) -> AwsResult<Value> {
     let w = r.world();
     let account = r.account();
     let region = r.region();
-    let ips = r.strings("PublicIps");
-    for ip in &ips {
+    let ips = list(&q.public_ips);
+    for ip in ips {
         address_by_ip(&w, ip, region)?;
     }
-    let (items, _) = Describe::from(r, "AllocationIds").run::<Address>(
+    let (items, _) = Describe::of(q, "AllocationIds", &q.allocation_ids).run::<Address>(
         &w,
         |a| &a.region,
         region,
@@ -548,38 +562,46 @@ fn render_nat(w: &World, n: &NatGateway) -> Value {
     with_tags(v, w, &n.id, "Tags")
 }
 
-pub fn create_nat_gateway(r: &Req) -> AwsResult<Value> {
-    for k in ["VpcId", "SecondaryPrivateIpAddressCount"] {
-        if r.input.get(k).is_some_and(|v| !v.is_null()) {
-            return Err(AwsError::invalid_parameter_value(format!(
-                "The parameter {k} is not supported by Cove."
-            )));
-        }
+pub fn create_nat_gateway(r: &Req, q: &CreateNatGatewayRequest) -> AwsResult<Value> {
+    // The unsupported members, in the order the first one given is reported;
+    // an empty list counts as absent.
+    let unsupported = [
+        ("VpcId", q.vpc_id.is_some()),
+        (
+            "SecondaryPrivateIpAddressCount",
+            q.secondary_private_ip_address_count.is_some(),
+        ),
+        (
+            "SecondaryAllocationIds",
+            !list(&q.secondary_allocation_ids).is_empty(),
+        ),
+        (
+            "SecondaryPrivateIpAddresses",
+            !list(&q.secondary_private_ip_addresses).is_empty(),
+        ),
+        (
+            "AvailabilityZoneAddresses",
+            !list(&q.availability_zone_addresses).is_empty(),
+        ),
+    ];
+    if let Some((k, _)) = unsupported.iter().find(|(_, given)| *given) {
+        return Err(AwsError::invalid_parameter_value(format!(
+            "The parameter {k} is not supported by Cove."
+        )));
     }
-    for k in [
-        "SecondaryAllocationIds",
-        "SecondaryPrivateIpAddresses",
-        "AvailabilityZoneAddresses",
-    ] {
-        if !r.list(k).is_empty() {
-            return Err(AwsError::invalid_parameter_value(format!(
-                "The parameter {k} is not supported by Cove."
-            )));
-        }
-    }
-    if r.str("AvailabilityMode").is_some_and(|m| m != "zonal") {
+    if q.availability_mode.as_deref().is_some_and(|m| m != "zonal") {
         return Err(AwsError::invalid_parameter_value(
             "Regional NAT gateways are not supported by Cove.",
         ));
     }
-    let subnet_id = r.required("SubnetId")?.to_string();
-    let raw_connectivity = r.str("ConnectivityType").unwrap_or("public");
+    let subnet_id = need(&q.subnet_id, "SubnetId")?.to_string();
+    let raw_connectivity = q.connectivity_type.as_deref().unwrap_or("public");
     let connectivity: Connectivity = raw_connectivity.parse().map_err(|()| {
         AwsError::invalid_parameter_value(format!(
             "Value ({raw_connectivity}) for parameter connectivityType is invalid. Valid values: public, private"
         ))
     })?;
-    let allocation_id = r.str("AllocationId").map(str::to_string);
+    let allocation_id = q.allocation_id.clone();
     match (connectivity, &allocation_id) {
         (Connectivity::Public, None) => return Err(AwsError::missing_parameter("AllocationId")),
         (Connectivity::Private, Some(_)) => {
@@ -589,9 +611,9 @@ pub fn create_nat_gateway(r: &Req) -> AwsResult<Value> {
         }
         _ => {}
     }
-    let requested_ip = r.str("PrivateIpAddress").map(str::to_string);
-    let tags = r.tag_specs("natgateway")?;
-    let token = r.str("ClientToken").map(str::to_string);
+    let requested_ip = q.private_ip_address.clone();
+    let tags = tag_specs(&q.tag_specifications, "natgateway")?;
+    let token = q.client_token.clone();
     let region = r.region();
     r.write(|tx| {
         let w = &tx.world;
@@ -664,8 +686,8 @@ pub fn create_nat_gateway(r: &Req) -> AwsResult<Value> {
     })
 }
 
-pub fn delete_nat_gateway(r: &Req) -> AwsResult<Value> {
-    let id = r.required("NatGatewayId")?.to_string();
+pub fn delete_nat_gateway(r: &Req, q: &DeleteNatGatewayRequest) -> AwsResult<Value> {
+    let id = need(&q.nat_gateway_id, "NatGatewayId")?.to_string();
     let region = r.region();
     r.write(|tx| {
         let n = find::<NatGateway>(&tx.world, &id, region, |n| &n.region, nat_gateway_not_found)?;
@@ -692,13 +714,10 @@ fn nat_field(w: &World, n: &NatGateway, account: &str, name: &str) -> FieldValue
     }
 }
 
-pub fn describe_nat_gateways(r: &Req) -> AwsResult<Value> {
+pub fn describe_nat_gateways(r: &Req, q: &DescribeNatGatewaysRequest) -> AwsResult<Value> {
     let w = r.world();
     let account = r.account();
-    let mut d = Describe::from(r, "NatGatewayIds");
-    // This operation's filter list member is `Filter`, not `Filters`.
-    d.filters = r.filters_in("Filter");
-    let (items, next) = d.run::<NatGateway>(
+    let (items, next) = Describe::of(q, "NatGatewayIds", &q.nat_gateway_ids).run::<NatGateway>(
         &w,
         |n| &n.region,
         r.region(),
@@ -783,42 +802,20 @@ pub fn advance_nat_gateways(tx: &mut Tx) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::interfaces::tests::{call_typed as call, ctx, ACCOUNT};
     use cove_store::Store;
-    use cove_wire::dispatch::Principal;
-    use cove_wire::RequestContext;
 
-    const ACCOUNT: &str = "123456789012";
-
-    fn ctx(region: &str) -> RequestContext {
-        RequestContext {
-            request_id: "req".into(),
-            region: region.into(),
-            operation: "Test".into(),
-            principal: Principal {
-                access_key: "AKID".into(),
-                secret_key: "secret".into(),
-                session_token: None,
-                account_id: ACCOUNT.into(),
-                arn: format!("arn:aws:iam::{ACCOUNT}:root"),
-                user_id: ACCOUNT.into(),
-            },
-            source_ip: None,
-            via_endpoint: None,
-        }
-    }
-
-    fn call_in(
+    /// `call` in another region.
+    fn call_in<T: serde::de::DeserializeOwned>(
         store: &Store,
         region: &str,
-        f: impl Fn(&Req) -> AwsResult<Value>,
+        f: impl Fn(&Req, &T) -> AwsResult<Value>,
         input: Value,
     ) -> AwsResult<Value> {
-        let c = ctx(region);
-        f(&Req::new(&c, input, store))
-    }
-
-    fn call(store: &Store, f: impl Fn(&Req) -> AwsResult<Value>, input: Value) -> AwsResult<Value> {
-        call_in(store, "us-east-1", f, input)
+        let mut c = ctx("Test");
+        c.region = region.into();
+        let q = serde_json::from_value(input.clone()).expect("a request of the handler's type");
+        f(&Req::new(&c, input, store), &q)
     }
 
     fn code(r: AwsResult<Value>) -> String {
