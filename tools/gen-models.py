@@ -6,7 +6,8 @@ wrapping, required members, enums, lengths, ranges and patterns all come
 from them. The output keeps only the operations Cove implements and the
 shapes they reach, without documentation, so the embedded files stay small.
 
-Usage: python3 tools/gen-models.py   (rewrites crates/cove-wire/models/*.json)
+Usage: python3 tools/gen-models.py [SERVICE...]
+       (rewrites crates/cove-wire/models/<service>.json, for all services or those named)
 The models are Apache-2.0, from botocore; see crates/cove-wire/models/NOTICE.
 """
 import json
@@ -61,6 +62,13 @@ SERVICES = {
         "DescribeLogStreams", "PutLogEvents", "GetLogEvents", "FilterLogEvents", "PutRetentionPolicy",
         "DeleteRetentionPolicy", "TagResource", "UntagResource", "ListTagsForResource",
     ],
+    "ecr": [
+        "CreateRepository", "DescribeRepositories", "DeleteRepository", "DescribeImages",
+        "ListImages", "BatchGetImage", "BatchDeleteImage", "PutImage", "BatchCheckLayerAvailability",
+        "GetAuthorizationToken", "SetRepositoryPolicy", "GetRepositoryPolicy",
+        "DeleteRepositoryPolicy", "PutImageTagMutability", "TagResource", "UntagResource",
+        "ListTagsForResource",
+    ],
 }
 
 KEEP_SHAPE_KEYS = {"type", "members", "member", "key", "value", "required", "enum", "min",
@@ -70,11 +78,13 @@ KEEP_MEMBER_KEYS = {"shape", "locationName", "queryName", "flattened", "location
                     "jsonvalue", "idempotencyToken", "hostLabel", "timestampFormat", "box"}
 
 
-def main():
+def main(only):
     loader = botocore.loaders.Loader()
     out_dir = os.path.join(os.path.dirname(__file__), "..", "crates", "cove-wire", "models")
     os.makedirs(out_dir, exist_ok=True)
     for service, ops in SERVICES.items():
+        if only and service not in only:
+            continue
         api = loader.load_service_model(service, "service-2")
         shapes = api["shapes"]
         keep = set()
@@ -128,5 +138,6 @@ def main():
 
 
 if __name__ == "__main__":
+    import sys
     import botocore
-    main()
+    main(set(sys.argv[1:]))

@@ -50,6 +50,11 @@ const SERVICES: &[Service] = &[
         model: "../cove-wire/models/ec2.json",
         all_optional: true,
     },
+    Service {
+        module: "ecr",
+        model: "../cove-wire/models/ecr.json",
+        all_optional: false,
+    },
 ];
 
 /// Names a generated struct may not take: the module's own items and the

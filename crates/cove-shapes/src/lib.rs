@@ -34,6 +34,11 @@ pub mod ec2 {
     include!(concat!(env!("OUT_DIR"), "/ec2.rs"));
 }
 
+/// The ECR API (`AmazonEC2ContainerRegistry_V20150921.*`).
+pub mod ecr {
+    include!(concat!(env!("OUT_DIR"), "/ecr.rs"));
+}
+
 /// A timestamp as AWS's JSON protocol sends it: seconds since the epoch (a
 /// number), or an ISO 8601 string, which some clients send.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -163,6 +163,7 @@ macro_rules! embedded_model {
 embedded_model!(ec2, "ec2.json");
 embedded_model!(sts, "sts.json");
 embedded_model!(logs, "logs.json");
+embedded_model!(ecr, "ecr.json");
 embedded_model!(sagemaker, "sagemaker.json");
 embedded_model!(sagemaker_runtime, "sagemaker-runtime.json");
 

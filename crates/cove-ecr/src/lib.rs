@@ -1,0 +1,168 @@
+//! Cove's container registry, compatible with Amazon ECR: the ECR control
+//! API (awsJson 1.1, signing name `ecr`) and the OCI distribution API that
+//! `docker`, `skopeo`, `crane` and `oras` use against
+//! `<account>.dkr.ecr.<region>.amazonaws.com`, over one store.
+//!
+//! # Storage
+//! Blob bytes live on disk by digest (`ecr/blobs/sha256/<hex>`, shared by
+//! every repository that holds them; uploads in progress in `ecr/uploads/`);
+//! repositories, images, tags and which repository holds which blob live in
+//! SQLite (`ecr/ecr.db`). Layers are scoped to repositories as in ECR: a
+//! blob pushed to one repository is served from another only after a
+//! cross-repository mount or a push there.
+//!
+//! # What jobs use
+//! [`Ecr::resolve`] turns an image URI from a SageMaker request into the
+//! manifest and the layer files to unpack, so training, processing, hosting
+//! and transform run images pushed here.
+
+mod api;
+mod db;
+pub mod distribution;
+pub mod manifest;
+pub mod names;
+pub mod registry;
+pub mod token;
+
+use cove_model::{AwsError, AwsResult};
+use cove_wire::{model::ServiceModel, Protocol, RequestContext, Service};
+use names::{ContentDigest, ImageUri, Reference};
+use registry::{NewRepository, Registry, Repository};
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use token::Tokens;
+
+/// The registry service: its store, the password signer, and the registry
+/// a request without an ECR host name goes to.
+pub struct Ecr {
+    pub registry: Arc<Registry>,
+    pub tokens: Tokens,
+    pub account: String,
+    pub region: String,
+}
+
+/// An image found for a job: its manifest digest and its layers' files,
+/// bottom first.
+#[derive(Debug, Clone)]
+pub struct ResolvedImage {
+    pub digest: ContentDigest,
+    pub layers: Vec<PathBuf>,
+    /// The image config (`config.Entrypoint`, `config.Cmd`, `config.Env`, …).
+    pub config: Value,
+}
+
+impl Ecr {
+    /// Opens the registry under `dir` (made if needed) for `account`'s
+    /// registry in `region`.
+    pub fn open(dir: &Path, account: &str, region: &str) -> anyhow::Result<Ecr> {
+        let registry = Registry::open(dir)?;
+        Ok(Ecr {
+            registry: Arc::new(registry),
+            tokens: Tokens::open(&dir.join("token.key"))?,
+            account: account.to_string(),
+            region: region.to_string(),
+        })
+    }
+
+    /// The image an ECR image URI names, with its layers on disk; for an
+    /// index, its linux/amd64 image (or its first).
+    pub fn resolve(&self, uri: &str) -> AwsResult<ResolvedImage> {
+        let parsed: ImageUri = uri.parse().map_err(|()| {
+            AwsError::client(
+                "ValidationException",
+                format!("'{uri}' is not an ECR image URI (<account>.dkr.ecr.<region>.amazonaws.com/<repository>[:tag|@digest])."),
+            )
+        })?;
+        let repo = self.registry.repository(
+            &parsed.registry.account,
+            &parsed.registry.region,
+            &parsed.repository,
+        )?;
+        let image = self
+            .registry
+            .image(&repo, &parsed.reference, true)?
+            .ok_or_else(|| registry::image_not_found(&parsed.reference, &repo))?;
+        let mut manifest: Value = serde_json::from_slice(&image.manifest).map_err(db::internal)?;
+        let mut digest = image.digest.clone();
+        if let Some(children) = manifest.get("manifests").and_then(Value::as_array) {
+            let chosen = children
+                .iter()
+                .find(|m| m["platform"]["architecture"] == "amd64")
+                .or(children.first())
+                .and_then(|m| m["digest"].as_str())
+                .and_then(|d| d.parse::<ContentDigest>().ok())
+                .ok_or_else(|| db::internal("an index lists no image"))?;
+            let child = self
+                .registry
+                .image(&repo, &Reference::Digest(chosen.clone()), false)?
+                .ok_or_else(|| {
+                    registry::image_not_found(&Reference::Digest(chosen.clone()), &repo)
+                })?;
+            manifest = serde_json::from_slice(&child.manifest).map_err(db::internal)?;
+            digest = chosen;
+        }
+        let blob = |v: &Value| -> AwsResult<ContentDigest> {
+            v["digest"]
+                .as_str()
+                .and_then(|d| d.parse().ok())
+                .ok_or_else(|| db::internal("a manifest names a bad digest"))
+        };
+        let config_digest = blob(&manifest["config"])?;
+        let config: Value = std::fs::read(self.registry.blob_path(&config_digest))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null);
+        let layers = manifest["layers"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|l| blob(l).map(|d| self.registry.blob_path(&d)))
+            .collect::<AwsResult<Vec<_>>>()?;
+        Ok(ResolvedImage {
+            digest,
+            layers,
+            config,
+        })
+    }
+
+    /// The repository `name` of this registry, made (mutable, AES256) if
+    /// it does not exist: what `cove image-import` pushes into.
+    pub fn ensure_repository(&self, name: &str) -> AwsResult<Repository> {
+        match self.registry.repository(&self.account, &self.region, name) {
+            Ok(r) => Ok(r),
+            Err(e) if e.code == "RepositoryNotFoundException" => self.registry.create_repository(
+                &self.account,
+                &self.region,
+                &NewRepository {
+                    name: name.to_string(),
+                    tag_mutability: "MUTABLE".into(),
+                    scan_on_push: false,
+                    encryption_type: "AES256".into(),
+                    kms_key: None,
+                    tags: Vec::new(),
+                },
+            ),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Service for Ecr {
+    fn signing_name(&self) -> &'static str {
+        "ecr"
+    }
+    fn protocol(&self) -> Protocol {
+        Protocol::Json
+    }
+    fn model(&self) -> &'static ServiceModel {
+        cove_wire::model::ecr()
+    }
+    fn handle(&self, ctx: &RequestContext, input: Value) -> AwsResult<Value> {
+        api::handle(self, ctx, &input)
+    }
+}
+
+#[cfg(test)]
+mod tests;
