@@ -13,16 +13,16 @@ use cove_wire::RequestContext;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-/// One EC2 request: its context, decoded input and the store.
+/// One EC2 request's context and the store; the request's members come
+/// to each handler as its typed request.
 pub struct Req<'a> {
     pub ctx: &'a RequestContext,
-    pub input: Value,
     pub store: &'a Store,
 }
 
 impl<'a> Req<'a> {
-    pub fn new(ctx: &'a RequestContext, input: Value, store: &'a Store) -> Req<'a> {
-        Req { ctx, input, store }
+    pub fn new(ctx: &'a RequestContext, store: &'a Store) -> Req<'a> {
+        Req { ctx, store }
     }
     pub fn region(&self) -> &str {
         &self.ctx.region
@@ -35,49 +35,6 @@ impl<'a> Req<'a> {
     }
     pub fn write<T>(&self, f: impl FnOnce(&mut Tx) -> AwsResult<T>) -> AwsResult<T> {
         self.store.write(f)
-    }
-
-    pub fn str(&self, key: &str) -> Option<&str> {
-        str_of(&self.input, key)
-    }
-    /// A string member the operation cannot do without (EC2's `MissingParameter`).
-    pub fn required(&self, key: &str) -> AwsResult<&str> {
-        self.str(key)
-            .ok_or_else(|| AwsError::missing_parameter(key))
-    }
-    pub fn bool(&self, key: &str) -> Option<bool> {
-        self.input.get(key).and_then(Value::as_bool)
-    }
-    pub fn int(&self, key: &str) -> Option<i64> {
-        self.input.get(key).and_then(Value::as_i64)
-    }
-    pub fn strings(&self, key: &str) -> Vec<String> {
-        strings_of(&self.input, key)
-    }
-    pub fn list(&self, key: &str) -> Vec<Value> {
-        self.input
-            .get(key)
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-    }
-    /// A member read into its generated type (the wire layer has checked
-    /// it against the same model, so it reads; absent is `None`).
-    fn member<T: serde::de::DeserializeOwned>(&self, key: &str) -> Option<T> {
-        self.input.get(key).and_then(|v| T::deserialize(v).ok())
-    }
-    /// The filters of list member `key` (`Filters`, or `Filter` for the
-    /// operations that name it so), read as the typed handlers read them.
-    pub fn filters_in(&self, key: &str) -> Vec<Filter> {
-        filters(&self.member(key))
-    }
-    pub fn filters(&self) -> Vec<Filter> {
-        self.filters_in("Filters")
-    }
-
-    /// Tags requested in `TagSpecifications` for a resource of `resource_type`.
-    pub fn tag_specs(&self, resource_type: &str) -> AwsResult<Tags> {
-        tag_specs(&self.member("TagSpecifications"), resource_type)
     }
 }
 
@@ -194,21 +151,6 @@ listing! {
         DescribeRegionsRequest
 }
 
-pub fn str_of<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
-    v.get(key).and_then(Value::as_str)
-}
-
-pub fn strings_of(v: &Value, key: &str) -> Vec<String> {
-    v.get(key)
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 pub const MAX_TAGS: usize = 50;
 
 pub fn validate_tag(key: &str, value: &str) -> AwsResult<()> {
@@ -314,16 +256,6 @@ impl<'r> Describe<'r> {
             filters: filters(q.filter_members()),
             max_results: q.max_results(),
             next_token: q.next_token().map(str::to_string),
-        }
-    }
-
-    pub fn from(req: &Req, ids_member: &'r str) -> Describe<'r> {
-        Describe {
-            ids_param: ids_member,
-            ids: req.strings(ids_member),
-            filters: req.filters(),
-            max_results: req.int("MaxResults"),
-            next_token: req.str("NextToken").map(str::to_string),
         }
     }
 

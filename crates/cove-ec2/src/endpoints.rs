@@ -13,6 +13,7 @@ use cove_model::services;
 use cove_model::vpc::*;
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
+use cove_shapes::ec2;
 use cove_store::Tx;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -86,17 +87,20 @@ fn bad_filter(name: String) -> AwsError {
     AwsError::invalid_parameter_value(format!("The filter '{name}' is invalid"))
 }
 
-pub fn describe_vpc_endpoint_services(r: &Req) -> AwsResult<Value> {
+pub fn describe_vpc_endpoint_services(
+    r: &Req,
+    q: &ec2::DescribeVpcEndpointServicesRequest,
+) -> AwsResult<Value> {
     let region = r.region();
     let catalogue = services(region);
-    let names = r.strings("ServiceNames");
-    for n in &names {
+    let names = list(&q.service_names);
+    for n in names {
         if !catalogue.iter().any(|s| &s.name == n) {
             return Err(no_such_service(n));
         }
     }
-    let regions = r.strings("ServiceRegions");
-    let filters = r.filters();
+    let regions = list(&q.service_regions);
+    let filters = filters(&q.filters);
     let mut selected = Vec::new();
     for s in catalogue {
         if !names.is_empty() && !names.contains(&s.name) {
@@ -109,7 +113,7 @@ pub fn describe_vpc_endpoint_services(r: &Req) -> AwsResult<Value> {
             selected.push(s);
         }
     }
-    let start = match r.str("NextToken") {
+    let start = match q.next_token.as_deref() {
         Some(t) => t
             .parse::<usize>()
             .ok()
@@ -119,8 +123,8 @@ pub fn describe_vpc_endpoint_services(r: &Req) -> AwsResult<Value> {
             })?,
         None => 0,
     };
-    let limit = r
-        .int("MaxResults")
+    let limit = q
+        .max_results
         .map(|m| usize::try_from(m.max(1)).unwrap_or(usize::MAX))
         .unwrap_or(usize::MAX);
     let page: Vec<&ServiceEntry> = selected.iter().skip(start).take(limit).collect();
@@ -142,10 +146,10 @@ fn prefix_list_field(id: &str, name: &str, filter: &str) -> FieldValues {
     }
 }
 
-pub fn describe_prefix_lists(r: &Req) -> AwsResult<Value> {
+pub fn describe_prefix_lists(r: &Req, q: &ec2::DescribePrefixListsRequest) -> AwsResult<Value> {
     let lists = region::prefix_lists(r.region());
-    let ids = r.strings("PrefixListIds");
-    for id in &ids {
+    let ids = list(&q.prefix_list_ids);
+    for id in ids {
         if !lists.iter().any(|(l, _, _)| l == id) {
             return Err(AwsError::client(
                 "InvalidPrefixListID.NotFound",
@@ -153,7 +157,7 @@ pub fn describe_prefix_lists(r: &Req) -> AwsResult<Value> {
             ));
         }
     }
-    let filters = r.filters();
+    let filters = filters(&q.filters);
     let mut out = Vec::new();
     for (id, name, cidrs) in lists {
         if !ids.is_empty() && !ids.contains(&id) {
@@ -258,11 +262,20 @@ fn check_policy(doc: &str) -> AwsResult<()> {
     }
 }
 
-fn dedup(ids: Vec<String>) -> Vec<String> {
+/// Whether a request asks for an address type other than IPv4.
+fn ipv6_asked(ip_type: &Option<String>, dns: &Option<ec2::DnsOptionsSpecification>) -> bool {
+    ip_type.as_deref().is_some_and(|t| t != "ipv4")
+        || dns
+            .as_ref()
+            .and_then(|d| d.dns_record_ip_type.as_deref())
+            .is_some_and(|t| t != "ipv4")
+}
+
+fn dedup(ids: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for id in ids {
-        if !out.contains(&id) {
-            out.push(id);
+        if !out.contains(id) {
+            out.push(id.clone());
         }
     }
     out
@@ -433,54 +446,52 @@ fn make_enis(
     Ok(ids)
 }
 
-pub fn create_vpc_endpoint(r: &Req) -> AwsResult<Value> {
-    let vpc_id = r.required("VpcId")?.to_string();
-    let service_name = r.required("ServiceName")?.to_string();
-    let raw_type = r.str("VpcEndpointType").unwrap_or("Gateway");
+pub fn create_vpc_endpoint(r: &Req, q: &ec2::CreateVpcEndpointRequest) -> AwsResult<Value> {
+    let vpc_id = need(&q.vpc_id, "VpcId")?.to_string();
+    let service_name = need(&q.service_name, "ServiceName")?.to_string();
+    let raw_type = q.vpc_endpoint_type.as_deref().unwrap_or("Gateway");
     let endpoint_type: EndpointType = raw_type.parse().map_err(|()| {
         AwsError::invalid_parameter_value(format!(
             "The VPC endpoint type {raw_type} is not supported by Cove: only Gateway and Interface endpoints are."
         ))
     })?;
-    for unsupported in ["ServiceNetworkArn", "ResourceConfigurationArn"] {
-        if r.str(unsupported).is_some() {
+    for (unsupported, given) in [
+        ("ServiceNetworkArn", &q.service_network_arn),
+        ("ResourceConfigurationArn", &q.resource_configuration_arn),
+    ] {
+        if given.is_some() {
             return Err(AwsError::invalid_parameter_value(format!(
                 "{unsupported} is not supported by Cove."
             )));
         }
     }
-    if !r.list("SubnetConfigurations").is_empty() {
+    if !list(&q.subnet_configurations).is_empty() {
         return Err(AwsError::invalid_parameter_value(
             "SubnetConfigurations is not supported by Cove.",
         ));
     }
-    if r.str("IpAddressType").is_some_and(|t| t != "ipv4")
-        || r.input
-            .get("DnsOptions")
-            .and_then(|d| str_of(d, "DnsRecordIpType"))
-            .is_some_and(|t| t != "ipv4")
-    {
+    if ipv6_asked(&q.ip_address_type, &q.dns_options) {
         return Err(AwsError::invalid_parameter_value(
             "Only the ipv4 address type is supported by Cove.",
         ));
     }
-    if let Some(sr) = r.str("ServiceRegion") {
+    if let Some(sr) = q.service_region.as_deref() {
         if sr != r.region() {
             return Err(AwsError::invalid_parameter_value(
                 "Cross-region VPC endpoints are not supported by Cove.",
             ));
         }
     }
-    let policy = match r.str("PolicyDocument") {
+    let policy = match q.policy_document.as_deref() {
         Some(p) => {
             check_policy(p)?;
             p.to_string()
         }
         None => DEFAULT_POLICY.to_string(),
     };
-    let route_table_ids = dedup(r.strings("RouteTableIds"));
-    let subnet_ids = dedup(r.strings("SubnetIds"));
-    let group_ids = dedup(r.strings("SecurityGroupIds"));
+    let route_table_ids = dedup(list(&q.route_table_ids));
+    let subnet_ids = dedup(list(&q.subnet_ids));
+    let group_ids = dedup(list(&q.security_group_ids));
     let gateway = endpoint_type == EndpointType::Gateway;
     if gateway && (!subnet_ids.is_empty() || !group_ids.is_empty()) {
         return Err(invalid_parameter(
@@ -492,7 +503,7 @@ pub fn create_vpc_endpoint(r: &Req) -> AwsResult<Value> {
             "RouteTableIds is not supported for Interface endpoints.",
         ));
     }
-    if gateway && r.bool("PrivateDnsEnabled") == Some(true) {
+    if gateway && q.private_dns_enabled == Some(true) {
         return Err(invalid_parameter(
             "PrivateDnsEnabled is not supported for Gateway endpoints.",
         ));
@@ -516,10 +527,10 @@ pub fn create_vpc_endpoint(r: &Req) -> AwsResult<Value> {
         return Err(interfaces::groups_limit_error());
     }
     let want_private_dns =
-        !gateway && r.bool("PrivateDnsEnabled").unwrap_or(true) && service.private_dns.is_some();
-    let tags = r.tag_specs("vpc-endpoint")?;
+        !gateway && q.private_dns_enabled.unwrap_or(true) && service.private_dns.is_some();
+    let tags = tag_specs(&q.tag_specifications, "vpc-endpoint")?;
     let (region, account) = (r.region(), r.account());
-    let token = r.str("ClientToken").map(str::to_string);
+    let token = q.client_token.clone();
     r.write(|tx| {
         let vpc = find::<Vpc>(&tx.world, &vpc_id, region, |v| &v.region, vpc_not_found)?.clone();
         let mut ep = VpcEndpoint {
@@ -571,17 +582,17 @@ pub fn create_vpc_endpoint(r: &Req) -> AwsResult<Value> {
     })
 }
 
-pub fn modify_vpc_endpoint(r: &Req) -> AwsResult<Value> {
-    let id = r.required("VpcEndpointId")?.to_string();
-    let add_tables = dedup(r.strings("AddRouteTableIds"));
-    let remove_tables = dedup(r.strings("RemoveRouteTableIds"));
-    let add_subnets = dedup(r.strings("AddSubnetIds"));
-    let remove_subnets = dedup(r.strings("RemoveSubnetIds"));
-    let add_groups = dedup(r.strings("AddSecurityGroupIds"));
-    let remove_groups = dedup(r.strings("RemoveSecurityGroupIds"));
-    let private_dns = r.bool("PrivateDnsEnabled");
-    let reset = r.bool("ResetPolicy") == Some(true);
-    let policy = r.str("PolicyDocument").map(str::to_string);
+pub fn modify_vpc_endpoint(r: &Req, q: &ec2::ModifyVpcEndpointRequest) -> AwsResult<Value> {
+    let id = need(&q.vpc_endpoint_id, "VpcEndpointId")?.to_string();
+    let add_tables = dedup(list(&q.add_route_table_ids));
+    let remove_tables = dedup(list(&q.remove_route_table_ids));
+    let add_subnets = dedup(list(&q.add_subnet_ids));
+    let remove_subnets = dedup(list(&q.remove_subnet_ids));
+    let add_groups = dedup(list(&q.add_security_group_ids));
+    let remove_groups = dedup(list(&q.remove_security_group_ids));
+    let private_dns = q.private_dns_enabled;
+    let reset = q.reset_policy == Some(true);
+    let policy = q.policy_document.clone();
     if reset && policy.is_some() {
         return Err(AwsError::invalid_parameter_combination(
             "PolicyDocument and ResetPolicy cannot be used together.",
@@ -590,17 +601,12 @@ pub fn modify_vpc_endpoint(r: &Req) -> AwsResult<Value> {
     if let Some(p) = &policy {
         check_policy(p)?;
     }
-    if r.str("IpAddressType").is_some_and(|t| t != "ipv4")
-        || r.input
-            .get("DnsOptions")
-            .and_then(|d| str_of(d, "DnsRecordIpType"))
-            .is_some_and(|t| t != "ipv4")
-    {
+    if ipv6_asked(&q.ip_address_type, &q.dns_options) {
         return Err(AwsError::invalid_parameter_value(
             "Only the ipv4 address type is supported by Cove.",
         ));
     }
-    if !r.list("SubnetConfigurations").is_empty() {
+    if !list(&q.subnet_configurations).is_empty() {
         return Err(AwsError::invalid_parameter_value(
             "SubnetConfigurations is not supported by Cove.",
         ));
@@ -743,15 +749,15 @@ pub fn modify_vpc_endpoint(r: &Req) -> AwsResult<Value> {
     })
 }
 
-pub fn delete_vpc_endpoints(r: &Req) -> AwsResult<Value> {
-    let ids = r.strings("VpcEndpointIds");
+pub fn delete_vpc_endpoints(r: &Req, q: &ec2::DeleteVpcEndpointsRequest) -> AwsResult<Value> {
+    let ids = list(&q.vpc_endpoint_ids);
     if ids.is_empty() {
         return Err(AwsError::missing_parameter("VpcEndpointIds"));
     }
     let region = r.region();
     r.write(|tx| {
         let mut unsuccessful = Vec::new();
-        for id in &ids {
+        for id in ids {
             let ep = match tx.world.vpc_endpoints.get(id) {
                 Some(e) if e.region == region => e.clone(),
                 _ => {
@@ -789,10 +795,10 @@ fn endpoint_field(w: &World, e: &VpcEndpoint, account: &str, name: &str) -> Fiel
     }
 }
 
-pub fn describe_vpc_endpoints(r: &Req) -> AwsResult<Value> {
+pub fn describe_vpc_endpoints(r: &Req, q: &ec2::DescribeVpcEndpointsRequest) -> AwsResult<Value> {
     describe_all(
         r,
-        &Describe::from(r, "VpcEndpointIds"),
+        &Describe::of(q, "VpcEndpointIds", &q.vpc_endpoint_ids),
         "VpcEndpoints",
         |e: &VpcEndpoint| &e.region,
         endpoint_not_found,
@@ -804,7 +810,7 @@ pub fn describe_vpc_endpoints(r: &Req) -> AwsResult<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::interfaces::tests::{call, fixture, REGION};
+    use crate::interfaces::tests::{call_typed as call, fixture, REGION};
 
     fn code(r: AwsResult<Value>) -> String {
         r.err().map(|e| e.code).unwrap_or_default()

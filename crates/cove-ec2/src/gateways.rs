@@ -802,21 +802,8 @@ pub fn advance_nat_gateways(tx: &mut Tx) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::interfaces::tests::{call_typed as call, ctx, ACCOUNT};
+    use crate::interfaces::tests::{call_in, call_typed as call, ACCOUNT};
     use cove_store::Store;
-
-    /// `call` in another region.
-    fn call_in<T: serde::de::DeserializeOwned>(
-        store: &Store,
-        region: &str,
-        f: impl Fn(&Req, &T) -> AwsResult<Value>,
-        input: Value,
-    ) -> AwsResult<Value> {
-        let mut c = ctx("Test");
-        c.region = region.into();
-        let q = serde_json::from_value(input.clone()).expect("a request of the handler's type");
-        f(&Req::new(&c, input, store), &q)
-    }
 
     fn code(r: AwsResult<Value>) -> String {
         r.err().map(|e| e.code).unwrap_or_else(|| "ok".into())

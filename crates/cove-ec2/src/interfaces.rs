@@ -408,21 +408,26 @@ pub(crate) mod tests {
         }
     }
 
-    /// Calls a handler with a JSON input.
-    pub fn call(store: &Store, f: fn(&Req) -> AwsResult<Value>, input: Value) -> AwsResult<Value> {
-        let c = ctx("Test");
-        f(&Req::new(&c, input, store))
-    }
-
-    /// Calls a typed handler with its request parsed from JSON, as `handle` does.
+    /// Calls a handler with its request parsed from JSON, as `handle` does.
     pub fn call_typed<T: serde::de::DeserializeOwned>(
         store: &Store,
         f: impl Fn(&Req, &T) -> AwsResult<Value>,
         input: Value,
     ) -> AwsResult<Value> {
-        let c = ctx("Test");
-        let q = serde_json::from_value(input.clone()).expect("a request of the handler's type");
-        f(&Req::new(&c, input, store), &q)
+        call_in(store, REGION, f, input)
+    }
+
+    /// [`call_typed`] with the request signed for `region`.
+    pub fn call_in<T: serde::de::DeserializeOwned>(
+        store: &Store,
+        region: &str,
+        f: impl Fn(&Req, &T) -> AwsResult<Value>,
+        input: Value,
+    ) -> AwsResult<Value> {
+        let mut c = ctx("Test");
+        c.region = region.into();
+        let q = serde_json::from_value(input).expect("a request of the handler's type");
+        f(&Req::new(&c, store), &q)
     }
 
     /// What a test world holds: a VPC with a default group, a main route

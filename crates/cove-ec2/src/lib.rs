@@ -165,7 +165,7 @@ impl Service for Ec2Service {
                 ))
             }
         };
-        let r = Req::new(ctx, input, &self.store);
+        let r = Req::new(ctx, &self.store);
         dispatch(&r, &request)
     }
 }
@@ -230,6 +230,12 @@ fn dispatch(r: &Req, request: &Request) -> AwsResult<Value> {
         Request::CreateFlowLogs(q) => flow_logs::create_flow_logs(r, q),
         Request::DeleteFlowLogs(q) => flow_logs::delete_flow_logs(r, q),
         Request::DescribeFlowLogs(q) => flow_logs::describe_flow_logs(r, q),
+        Request::CreateVpcEndpoint(q) => endpoints::create_vpc_endpoint(r, q),
+        Request::DeleteVpcEndpoints(q) => endpoints::delete_vpc_endpoints(r, q),
+        Request::DescribeVpcEndpoints(q) => endpoints::describe_vpc_endpoints(r, q),
+        Request::ModifyVpcEndpoint(q) => endpoints::modify_vpc_endpoint(r, q),
+        Request::DescribeVpcEndpointServices(q) => endpoints::describe_vpc_endpoint_services(r, q),
+        Request::DescribePrefixLists(q) => endpoints::describe_prefix_lists(r, q),
         Request::CreateNetworkInterface(q) => interfaces::create_network_interface(r, q),
         Request::DeleteNetworkInterface(q) => interfaces::delete_network_interface(r, q),
         Request::DescribeNetworkInterfaces(q) => interfaces::describe_network_interfaces(r, q),
@@ -239,23 +245,6 @@ fn dispatch(r: &Req, request: &Request) -> AwsResult<Value> {
         Request::StartNetworkInsightsAnalysis(q) => insights::start_analysis(r, q),
         Request::DescribeNetworkInsightsAnalyses(q) => insights::describe_analyses(r, q),
         Request::DeleteNetworkInsightsAnalysis(q) => insights::delete_analysis(r, q),
-        _ => dispatch_by_name(r),
-    }
-}
-
-/// The operations whose handlers still read the input by name.
-fn dispatch_by_name(r: &Req) -> AwsResult<Value> {
-    match r.ctx.operation.as_str() {
-        "CreateVpcEndpoint" => endpoints::create_vpc_endpoint(r),
-        "DeleteVpcEndpoints" => endpoints::delete_vpc_endpoints(r),
-        "DescribeVpcEndpoints" => endpoints::describe_vpc_endpoints(r),
-        "ModifyVpcEndpoint" => endpoints::modify_vpc_endpoint(r),
-        "DescribeVpcEndpointServices" => endpoints::describe_vpc_endpoint_services(r),
-        "DescribePrefixLists" => endpoints::describe_prefix_lists(r),
-        other => Err(AwsError::client(
-            "InvalidAction",
-            format!("The action {other} is not valid for this web service."),
-        )),
     }
 }
 

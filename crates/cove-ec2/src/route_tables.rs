@@ -798,40 +798,8 @@ pub fn replace_association(r: &Req, q: &ReplaceRouteTableAssociationRequest) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::interfaces::tests::{call_typed as call, REGION};
     use cove_store::Store;
-    use cove_wire::dispatch::Principal;
-    use cove_wire::RequestContext;
-
-    const REGION: &str = "us-east-1";
-
-    fn ctx() -> RequestContext {
-        RequestContext {
-            request_id: "req".into(),
-            region: REGION.into(),
-            operation: "Test".into(),
-            principal: Principal {
-                access_key: "AKID".into(),
-                secret_key: "secret".into(),
-                session_token: None,
-                account_id: "123456789012".into(),
-                arn: "arn:aws:iam::123456789012:root".into(),
-                user_id: "123456789012".into(),
-            },
-            source_ip: None,
-            via_endpoint: None,
-        }
-    }
-
-    /// Calls a handler with its request parsed from JSON, as `handle` does.
-    fn call<T: serde::de::DeserializeOwned>(
-        store: &Store,
-        f: impl Fn(&Req, &T) -> AwsResult<Value>,
-        input: Value,
-    ) -> AwsResult<Value> {
-        let c = ctx();
-        let q = serde_json::from_value(input.clone()).expect("a request of the handler's type");
-        f(&Req::new(&c, input, store), &q)
-    }
 
     /// A VPC 10.0.0.0/16 with one subnet 10.0.1.0/24 and an unattached igw.
     fn setup() -> (Store, Vpc, String, String) {

@@ -19,6 +19,7 @@
 mod api;
 mod db;
 pub mod distribution;
+pub mod import;
 pub mod manifest;
 pub mod names;
 pub mod registry;
@@ -127,14 +128,25 @@ impl Ecr {
         })
     }
 
-    /// The repository `name` of this registry, made (mutable, AES256) if
-    /// it does not exist: what `cove image-import` pushes into.
+    /// Repository `name` of this registry, made (mutable, AES256) if it
+    /// does not exist.
     pub fn ensure_repository(&self, name: &str) -> AwsResult<Repository> {
-        match self.registry.repository(&self.account, &self.region, name) {
+        self.ensure_repository_in(&self.account, &self.region, name)
+    }
+
+    /// Repository `name` of `account`'s registry in `region`, made if it
+    /// does not exist: what `cove image-import` pushes into.
+    pub fn ensure_repository_in(
+        &self,
+        account: &str,
+        region: &str,
+        name: &str,
+    ) -> AwsResult<Repository> {
+        match self.registry.repository(account, region, name) {
             Ok(r) => Ok(r),
             Err(e) if e.code == "RepositoryNotFoundException" => self.registry.create_repository(
-                &self.account,
-                &self.region,
+                account,
+                region,
                 &NewRepository {
                     name: name.to_string(),
                     tag_mutability: "MUTABLE".into(),

@@ -389,14 +389,14 @@ impl Registry {
         Ok(digest)
     }
 
-    /// Stores the file at `path` as a blob of `repo`, moving it in.
+    /// Stores a copy of the file at `path` as a blob of `repo`.
     pub fn put_blob_file(&self, repo: &Repository, path: &Path) -> AwsResult<ContentDigest> {
         let (digest, size) = hash_file(path).map_err(internal)?;
         let dest = self.blob_path(&digest);
         if !dest.exists() {
-            std::fs::rename(path, &dest)
-                .or_else(|_| std::fs::copy(path, &dest).map(|_| ()))
-                .map_err(internal)?;
+            let tmp = self.upload_path(&uuid::Uuid::new_v4().to_string());
+            std::fs::copy(path, &tmp).map_err(internal)?;
+            std::fs::rename(&tmp, &dest).map_err(internal)?;
         }
         self.add_blob(repo, &digest, size)?;
         Ok(digest)

@@ -11,14 +11,17 @@ pub mod logs;
 pub mod s3;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Settings {
     /// Working files of running jobs (`<kind>/<name>/<host>/…`).
     pub jobs_dir: PathBuf,
-    /// Images imported for bring-your-own containers (`<hash>/rootfs`).
+    /// Unpacked images (`<manifest digest>/rootfs`).
     pub images_dir: PathBuf,
+    /// Cove's registry, which jobs' image URIs are resolved in.
+    pub registry: Option<Arc<cove_ecr::Ecr>>,
     /// The `cove` binary, which runs containers (`cove run-container`).
     pub runner: PathBuf,
     /// The data plane's instance tag; `None` when the data plane is off.
@@ -38,6 +41,32 @@ pub struct Settings {
     /// bound over /etc/ssl/certs/ca-certificates.crt in every container, so
     /// SDKs verify Cove's HTTPS listeners; `None` binds nothing.
     pub ca_bundle: Option<PathBuf>,
+}
+
+/// The root filesystem of image `uri`: its image in Cove's registry,
+/// unpacked on first use, or a root filesystem that an earlier version's
+/// `cove image-import` left. `Ok(None)` when neither has it, with no error
+/// to tell; `Err` with the registry's word when the registry has no such
+/// image, or the unpacking failed.
+pub fn image_root(settings: &Settings, uri: &str) -> Result<PathBuf, String> {
+    let legacy = cove_runtime::image::legacy_rootfs_dir(&settings.images_dir, uri);
+    let Some(registry) = &settings.registry else {
+        return if legacy.is_dir() {
+            Ok(legacy)
+        } else {
+            Err("Cove's registry is not open".into())
+        };
+    };
+    match registry.resolve(uri) {
+        Ok(image) => {
+            let dest = cove_runtime::image::unpacked_dir(&settings.images_dir, image.digest.hex());
+            cove_runtime::image::unpack(&image.layers, &dest)
+                .map_err(|e| format!("unpacking {uri}: {e:#}"))?;
+            Ok(dest)
+        }
+        Err(_) if legacy.is_dir() => Ok(legacy),
+        Err(e) => Err(e.message),
+    }
 }
 
 /// The network namespace of a managed ENI, when the data plane is on.

@@ -828,20 +828,21 @@ impl Hosting {
         }
         let container = model_container(&d.model).cloned().unwrap_or_default();
         let image = container.image.as_deref().unwrap_or_default();
-        let imported = cove_runtime::image::rootfs_dir(&self.settings.images_dir, image);
-        let (root, mode) = if imported.is_dir() {
-            (RootFs::Image(overlay(&imported, dir)?), Serving::Image)
-        } else if container
-            .environment
-            .as_ref()
-            .is_some_and(|e| e.contains_key("SAGEMAKER_PROGRAM"))
-        {
-            (RootFs::Host, Serving::Script)
-        } else {
-            return Ok(Err(Failure(format!(
-                "ClientError: The image {image} is not available to Cove. Serve a framework image in script mode (SAGEMAKER_PROGRAM in the model's Environment), or import the image's root filesystem into {}.",
-                imported.display()
-            ))));
+        let (root, mode) = match cove_host::image_root(&self.settings, image) {
+            Ok(rootfs) => (RootFs::Image(overlay(&rootfs, dir)?), Serving::Image),
+            Err(_)
+                if container
+                    .environment
+                    .as_ref()
+                    .is_some_and(|e| e.contains_key("SAGEMAKER_PROGRAM")) =>
+            {
+                (RootFs::Host, Serving::Script)
+            }
+            Err(missing) => {
+                return Ok(Err(Failure(format!(
+                    "ClientError: The image {image} is not available to Cove ({missing}). Push it to Cove's registry (docker or skopeo after `aws ecr get-login-password`, or `cove image-import`), or serve a framework image in script mode (SAGEMAKER_PROGRAM in the model's Environment)."
+                ))))
+            }
         };
         let credentials = self
             .session(i)

@@ -312,10 +312,10 @@ impl Training {
 
     fn root_fs(&self, job: &SageMakerJob) -> Result<RootFs, Failure> {
         let image = job.request.image().unwrap_or_default();
-        let imported = cove_runtime::image::rootfs_dir(&self.settings.images_dir, image);
-        if imported.is_dir() {
-            return Ok(RootFs::Image(imported));
-        }
+        let missing = match cove_host::image_root(&self.settings, image) {
+            Ok(root) => return Ok(RootFs::Image(root)),
+            Err(why) => why,
+        };
         let script_mode = match &job.request {
             JobRequest::Training(r) => {
                 contract::script_program(job).is_some()
@@ -332,8 +332,7 @@ impl Training {
             return Ok(RootFs::Host);
         }
         Err(Failure(format!(
-            "ClientError: The image {image} is not available to Cove. Run a framework image in script mode (the sagemaker_program hyperparameter, or a ContainerEntrypoint), or import the image's root filesystem into {}.",
-            imported.display()
+            "ClientError: The image {image} is not available to Cove ({missing}). Push it to Cove's registry (docker or skopeo after `aws ecr get-login-password`, or `cove image-import`), or run a framework image in script mode (the sagemaker_program hyperparameter, or a ContainerEntrypoint)."
         )))
     }
 

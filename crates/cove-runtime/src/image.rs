@@ -1,90 +1,52 @@
-//! Images without a container engine: a bring-your-own image arrives as an
-//! OCI image layout (a directory with `index.json` and `blobs/`, as `skopeo
-//! copy … oci:dir` or `docker save` + conversion produce) or as a root
-//! filesystem tarball (`docker export`), and is unpacked once into a root
-//! filesystem that containers then use read-only through an overlay.
+//! Root filesystems from image layers: a job's image (from Cove's registry,
+//! `cove-ecr`) is unpacked once per manifest digest into a directory that
+//! containers then use read-only through an overlay.
 
-use anyhow::{bail, Context, Result};
-use serde_json::Value;
+use anyhow::{Context, Result};
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
-/// Where an image URI's root filesystem lives under `images_dir`: a stable
-/// name derived from the URI, so the supervisor finds it without a registry.
-pub fn rootfs_dir(images_dir: &Path, image_uri: &str) -> PathBuf {
+/// Where the root filesystem of the image with manifest digest `hex` is
+/// unpacked under `images_dir`.
+pub fn unpacked_dir(images_dir: &Path, hex: &str) -> PathBuf {
+    images_dir.join(hex).join("rootfs")
+}
+
+/// Where `cove image-import` of earlier versions unpacked an image URI's
+/// root filesystem (read so that such images keep working).
+pub fn legacy_rootfs_dir(images_dir: &Path, image_uri: &str) -> PathBuf {
     images_dir
         .join(format!("{:016x}", cove_model::ids::fnv64(image_uri)))
         .join("rootfs")
 }
 
-/// Unpacks `source` (an OCI layout directory or a tarball, gzipped or not)
-/// into `dest`, replacing what was there only once the whole import worked.
-pub fn import(source: &Path, dest: &Path) -> Result<()> {
+/// Applies `layers` (tarballs, gzipped or not, bottom first) into `dest`,
+/// unless it is there already. The work happens in a staging directory of
+/// its own that is renamed into place, so `dest` is whole or absent, and
+/// two jobs unpacking the same image at once both end with it.
+pub fn unpack(layers: &[PathBuf], dest: &Path) -> Result<()> {
+    if dest.is_dir() {
+        return Ok(());
+    }
     let parent = dest.parent().context("destination has no parent")?;
     std::fs::create_dir_all(parent)?;
-    let staging = parent.join(".importing");
-    if staging.exists() {
-        std::fs::remove_dir_all(&staging)?;
-    }
+    let staging = parent.join(format!(".unpacking-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&staging)?;
-    if source.is_dir() {
-        for layer in oci_layers(source)? {
-            apply_layer(&layer, &staging)
-                .with_context(|| format!("applying layer {}", layer.display()))?;
+    let applied = layers.iter().try_for_each(|layer| {
+        apply_layer(layer, &staging).with_context(|| format!("applying layer {}", layer.display()))
+    });
+    if let Err(e) = applied {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    if std::fs::rename(&staging, dest).is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+        if !dest.is_dir() {
+            anyhow::bail!("could not move the unpacked image to {}", dest.display());
         }
-    } else {
-        apply_layer(source, &staging)?;
     }
-    if dest.exists() {
-        std::fs::remove_dir_all(dest)?;
-    }
-    std::fs::rename(&staging, dest)?;
     Ok(())
-}
-
-/// The layer blobs of the first manifest of an OCI layout, bottom first.
-fn oci_layers(layout: &Path) -> Result<Vec<PathBuf>> {
-    let blob = |digest: &str| -> Result<PathBuf> {
-        let (algo, hex) = digest
-            .split_once(':')
-            .with_context(|| format!("bad digest {digest}"))?;
-        if algo != "sha256" || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            bail!("unsupported digest {digest}");
-        }
-        Ok(layout.join("blobs").join(algo).join(hex))
-    };
-    let read_json = |p: &Path| -> Result<Value> {
-        Ok(serde_json::from_reader(BufReader::new(
-            File::open(p).with_context(|| format!("reading {}", p.display()))?,
-        ))?)
-    };
-    let index = read_json(&layout.join("index.json"))?;
-    let mut manifest = index["manifests"]
-        .get(0)
-        .and_then(|m| m["digest"].as_str())
-        .context("index.json lists no manifest")
-        .and_then(|d| read_json(&blob(d)?))?;
-    // A multi-platform index: take the linux/amd64 (or first) image manifest.
-    if manifest.get("manifests").is_some() {
-        let chosen = manifest["manifests"]
-            .as_array()
-            .and_then(|ms| {
-                ms.iter()
-                    .find(|m| m["platform"]["architecture"] == "amd64")
-                    .or(ms.first())
-            })
-            .and_then(|m| m["digest"].as_str())
-            .context("image index lists no manifest")?
-            .to_string();
-        manifest = read_json(&blob(&chosen)?)?;
-    }
-    manifest["layers"]
-        .as_array()
-        .context("manifest has no layers")?
-        .iter()
-        .map(|l| blob(l["digest"].as_str().unwrap_or_default()))
-        .collect()
 }
 
 /// Applies one layer tarball (gzipped or not) onto `root`, honouring OCI
@@ -160,20 +122,9 @@ mod tests {
         gz.finish().unwrap()
     }
 
-    fn sha256_hex(data: &[u8]) -> String {
-        // The test only needs distinct, valid-looking digests.
-        format!(
-            "{:064x}",
-            u128::from(cove_model::ids::fnv64(&String::from_utf8_lossy(data)))
-        )
-    }
-
     #[test]
-    fn oci_layers_apply_in_order_with_whiteouts() {
+    fn layers_apply_in_order_with_whiteouts() {
         let dir = tempfile::tempdir().unwrap();
-        let layout = dir.path().join("oci");
-        let blobs = layout.join("blobs/sha256");
-        std::fs::create_dir_all(&blobs).unwrap();
         let base = layer(&[
             ("usr/local/bin/train", b"#!/bin/sh\necho v1\n"),
             ("etc/old.conf", b"x"),
@@ -185,29 +136,17 @@ mod tests {
             ("data/.wh..wh..opq", b""),
             ("data/b", b"b"),
         ]);
-        let mut digests = vec![];
-        for l in [&base, &top] {
-            let d = sha256_hex(l);
-            std::fs::write(blobs.join(&d), l).unwrap();
-            digests.push(format!("sha256:{d}"));
-        }
-        let manifest = serde_json::json!({"layers": digests.iter().map(|d| serde_json::json!({"digest": d})).collect::<Vec<_>>()});
-        let m = serde_json::to_vec(&manifest).unwrap();
-        let md = sha256_hex(&m);
-        std::fs::write(blobs.join(&md), &m).unwrap();
-        std::fs::write(
-            layout.join("index.json"),
-            serde_json::to_vec(
-                &serde_json::json!({"manifests": [{"digest": format!("sha256:{md}")}]}),
-            )
-            .unwrap(),
-        )
-        .unwrap();
-        let dest = rootfs_dir(
-            &dir.path().join("images"),
-            "123.dkr.ecr.us-east-1.amazonaws.com/byo:1",
-        );
-        import(&layout, &dest).unwrap();
+        let paths: Vec<PathBuf> = [base, top]
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let p = dir.path().join(format!("layer{i}"));
+                std::fs::write(&p, l).unwrap();
+                p
+            })
+            .collect();
+        let dest = unpacked_dir(&dir.path().join("images"), "abc");
+        unpack(&paths, &dest).unwrap();
         assert_eq!(
             std::fs::read_to_string(dest.join("usr/local/bin/train")).unwrap(),
             "#!/bin/sh\necho v2\n"
@@ -215,16 +154,29 @@ mod tests {
         assert!(!dest.join("etc/old.conf").exists());
         assert!(!dest.join("data/a").exists());
         assert_eq!(std::fs::read_to_string(dest.join("data/b")).unwrap(), "b");
+        // Unpacked once: a second call leaves it as it is.
+        std::fs::write(dest.join("data/b"), "kept").unwrap();
+        unpack(&paths, &dest).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dest.join("data/b")).unwrap(),
+            "kept"
+        );
     }
 
     #[test]
-    fn tarballs_import_whole_or_not_at_all() {
+    fn a_bad_layer_leaves_nothing_behind() {
         let dir = tempfile::tempdir().unwrap();
-        let tarball = dir.path().join("root.tar.gz");
-        std::fs::write(&tarball, layer(&[("bin/tool", b"t")])).unwrap();
+        let good = dir.path().join("good");
+        std::fs::write(&good, layer(&[("bin/tool", b"t")])).unwrap();
         let dest = dir.path().join("img/rootfs");
-        import(&tarball, &dest).unwrap();
+        let missing = dir.path().join("missing");
+        assert!(unpack(&[good.clone(), missing], &dest).is_err());
+        assert!(!dest.exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("img")).unwrap().count(),
+            0
+        );
+        unpack(&[good], &dest).unwrap();
         assert!(dest.join("bin/tool").exists());
-        assert!(!dir.path().join("img/.importing").exists());
     }
 }

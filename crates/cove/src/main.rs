@@ -82,15 +82,17 @@ enum Command {
         /// The job's directory: `request.json` and `model.tar.gz`.
         dir: std::path::PathBuf,
     },
-    /// Import a bring-your-own image: unpack an OCI image layout directory or
-    /// a root filesystem tarball as the root filesystem jobs naming this
-    /// image URI run on (no registry or container engine involved).
+    /// Push an image on disk into Cove's registry under an image URI (the
+    /// repository is made if needed): an OCI image layout directory
+    /// (`skopeo copy … oci:DIR`), a root filesystem tarball (`docker
+    /// export`, gzipped or not) or a root filesystem directory. Registry
+    /// clients push with `docker push`/`skopeo copy` instead.
     ImageImport {
         #[arg(long, env = "COVE_DATA_DIR", default_value = config::DEFAULT_DATA_DIR)]
         data_dir: std::path::PathBuf,
         /// The image URI jobs will name (`<account>.dkr.ecr.<region>.amazonaws.com/<repo>:<tag>`).
         image_uri: String,
-        /// An OCI layout directory (`index.json`, `blobs/`) or a tarball (`.tar`, `.tar.gz`).
+        /// An OCI layout directory (`index.json`, `blobs/`), a tarball (`.tar`, `.tar.gz`) or a directory.
         source: std::path::PathBuf,
     },
     /// Can a source reach a destination, by which path, and if not, what
@@ -399,9 +401,16 @@ fn main() -> anyhow::Result<()> {
             image_uri,
             source,
         } => {
-            let dest = cove_runtime::image::rootfs_dir(&data_dir.join("images"), &image_uri);
-            cove_runtime::image::import(&source, &dest)?;
-            println!("{image_uri} -> {}", dest.display());
+            let uri: cove_ecr::names::ImageUri = image_uri
+                .parse()
+                .map_err(|()| anyhow::anyhow!("'{image_uri}' is not an ECR image URI: <account>.dkr.ecr.<region>.amazonaws.com/<repository>[:tag]"))?;
+            let ecr = cove_ecr::Ecr::open(
+                &data_dir.join("ecr"),
+                &uri.registry.account,
+                &uri.registry.region,
+            )?;
+            let digest = cove_ecr::import::import(&ecr, &image_uri, &source)?;
+            println!("{image_uri}@{digest}");
             Ok(())
         }
         Command::Reach {

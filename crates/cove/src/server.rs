@@ -29,6 +29,7 @@ struct App {
     started: Instant,
     region: String,
     studio_key: Arc<Vec<u8>>,
+    ecr: Arc<cove_ecr::Ecr>,
 }
 
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
@@ -51,6 +52,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let sts = Arc::new(cove_sts::StsService::new(store.clone()));
     dispatcher.register(sts.clone());
     dispatcher.register(logs.clone());
+    let ecr = Arc::new(cove_ecr::Ecr::open(
+        &settings.data_dir.join("ecr"),
+        &settings.account_id,
+        &settings.region,
+    )?);
+    dispatcher.register(ecr.clone());
     let policies = s3_front.clone();
     let studio_dir = settings.data_dir.join("studio");
     let studio_key = studio_key(&studio_dir)?;
@@ -72,6 +79,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         started: Instant::now(),
         region: settings.region.clone(),
         studio_key: Arc::new(studio_key),
+        ecr: ecr.clone(),
     });
     let router = Router::new()
         .route("/_cove/health", get(health))
@@ -113,6 +121,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let job_settings = cove_jobs::Settings {
         jobs_dir: settings.data_dir.join("jobs"),
         images_dir: settings.data_dir.join("images"),
+        registry: Some(ecr),
         runner: std::env::current_exe()?,
         instance,
         local_s3: settings.listen.to_string(),
@@ -417,6 +426,16 @@ async fn aws(
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let arrival = arrival.map(|Extension(a)| a);
+    if arrival.as_ref().and_then(|a| a.only_service).is_none()
+        && cove_ecr::distribution::is_registry_request(
+            &parts.headers,
+            parts.uri.path(),
+            parts.uri.query(),
+        )
+    {
+        return cove_ecr::distribution::serve(app.ecr.clone(), Request::from_parts(parts, body))
+            .await;
+    }
     // S3 streams its bodies, so it is routed before the body is read. A
     // listener dedicated to one service keeps to it.
     let for_s3 = match arrival.as_ref().and_then(|a| a.only_service) {
