@@ -1,0 +1,132 @@
+"""Cove's ECR-compatible registry with real clients: boto3 for the ECR API,
+skopeo for the OCI distribution API, and a training job that runs the
+pushed image."""
+import base64
+import hashlib
+import json
+import shutil
+import subprocess
+
+import botocore.exceptions
+import pytest
+
+from test_training_jobs import (  # noqa: F401  (fixtures)
+    bucket, byo_rootfs_tarball, job_name, private_net, s3, s3_endpoint, sm, training_request,
+    wait_for,
+)
+
+ACCOUNT = "123456789012"
+REGISTRY = f"{ACCOUNT}.dkr.ecr.us-east-1.amazonaws.com"
+
+pytestmark = pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")
+
+
+@pytest.fixture(scope="module")
+def ecr(cove_server):
+    return cove_server.client("ecr")
+
+
+def oci_layout(path, layer):
+    """An OCI image layout holding one image whose only layer is `layer`."""
+    blobs = path / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+
+    def put(data):
+        digest = hashlib.sha256(data).hexdigest()
+        (blobs / digest).write_bytes(data)
+        return f"sha256:{digest}", len(data)
+
+    layer_digest, layer_size = put(layer)
+    config = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                         "rootfs": {"type": "layers", "diff_ids": [layer_digest]}}).encode()
+    config_digest, config_size = put(config)
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": config_digest, "size": config_size},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": layer_digest, "size": layer_size}],
+    }).encode()
+    manifest_digest, manifest_size = put(manifest)
+    (path / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    (path / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [
+        {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+         "digest": manifest_digest, "size": manifest_size}]}))
+    return layer_size
+
+
+def password(ecr):
+    data = ecr.get_authorization_token()["authorizationData"][0]
+    assert data["proxyEndpoint"] == f"https://{REGISTRY}"
+    user, secret = base64.b64decode(data["authorizationToken"]).decode().split(":", 1)
+    assert user == "AWS"
+    return secret
+
+
+def skopeo(*args):
+    return subprocess.run(["skopeo", *args], capture_output=True, text=True, timeout=120)
+
+
+def test_push_with_skopeo_then_train_on_the_image(cove_server, ecr, ec2, s3, sm, bucket, private_net, tmp_path):
+    host = f"127.0.0.1:{cove_server.port}"
+    layout = tmp_path / "layout"
+    tarball = tmp_path / "rootfs.tar.gz"
+    byo_rootfs_tarball(tarball)
+    layer_size = oci_layout(layout, tarball.read_bytes())
+    creds = f"AWS:{password(ecr)}"
+
+    # Without the repository, the push fails with ECR's words.
+    out = skopeo("copy", "--dest-tls-verify=false", "--dest-creds", creds,
+                 f"oci:{layout}", f"docker://{host}/pushed-byo:1")
+    assert out.returncode != 0
+    assert f"The repository with name 'pushed-byo' does not exist in the registry with id '{ACCOUNT}'" in out.stderr
+
+    ecr.create_repository(repositoryName="pushed-byo")
+    wrong = skopeo("copy", "--dest-tls-verify=false", "--dest-creds", "AWS:not-a-token",
+                   f"oci:{layout}", f"docker://{host}/pushed-byo:1")
+    assert wrong.returncode != 0
+    out = skopeo("copy", "--dest-tls-verify=false", "--dest-creds", creds,
+                 f"oci:{layout}", f"docker://{host}/pushed-byo:1")
+    assert out.returncode == 0, out.stderr
+
+    details = ecr.describe_images(repositoryName="pushed-byo")["imageDetails"]
+    assert [d["imageTags"] for d in details] == [["1"]]
+    assert details[0]["imageSizeInBytes"] == layer_size
+    inspected = json.loads(skopeo("inspect", "--tls-verify=false", "--creds", creds,
+                                  f"docker://{host}/pushed-byo:1").stdout)
+    assert inspected["Digest"] == details[0]["imageDigest"]
+
+    # Pulled back, the layer is the one pushed.
+    pulled = tmp_path / "pulled"
+    out = skopeo("copy", "--src-tls-verify=false", "--src-creds", creds,
+                 f"docker://{host}/pushed-byo:1", f"oci:{pulled}")
+    assert out.returncode == 0, out.stderr
+    layer_digest = "sha256:" + hashlib.sha256(tarball.read_bytes()).hexdigest()
+    assert (pulled / "blobs" / "sha256" / layer_digest.split(":")[1]).read_bytes() == tarball.read_bytes()
+
+    # A training job names the image by its ECR URI and runs in its root.
+    s3_endpoint(ec2, private_net)
+    name = job_name("pushed")
+    req = training_request(name, bucket, private_net)
+    req["AlgorithmSpecification"]["TrainingImage"] = f"{REGISTRY}/pushed-byo:1"
+    del req["HyperParameters"]
+    sm.create_training_job(**req)
+    d = wait_for(sm, name)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    assert ecr.describe_images(repositoryName="pushed-byo")["imageDetails"][0].get("lastRecordedPullTime")
+
+    # Untagged, the image is gone, and a job naming it fails before it starts.
+    ecr.batch_delete_image(repositoryName="pushed-byo", imageIds=[{"imageTag": "1"}])
+    assert ecr.list_images(repositoryName="pushed-byo")["imageIds"] == []
+    gone = job_name("gone")
+    req = training_request(gone, bucket, private_net)
+    req["AlgorithmSpecification"]["TrainingImage"] = f"{REGISTRY}/pushed-byo:1"
+    del req["HyperParameters"]
+    sm.create_training_job(**req)
+    d = wait_for(sm, gone)
+    assert d["TrainingJobStatus"] == "Failed"
+    assert "imageTag:'1'" in d["FailureReason"] and "is not available to Cove" in d["FailureReason"]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ecr.delete_repository(repositoryName="nope")
+    assert e.value.response["Error"]["Code"] == "RepositoryNotFoundException"
+    ecr.delete_repository(repositoryName="pushed-byo", force=True)
