@@ -686,3 +686,62 @@ def test_a_failed_update_rolls_back_and_capacity_scales_in(sm, runtime, models, 
     assert d["ProductionVariants"][0]["CurrentInstanceCount"] == 1
     hosts = {invoke(runtime, name, {"inputs": [1]})[1]["host"] for _ in range(6)}
     assert len(hosts) == 1, "one instance is left after scaling in"
+
+
+def sh_image(path, serve, binaries=()):
+    """An image with the host's /bin/sh (and `binaries`) and their libraries; `serve` is
+    its serve program, or no serve program when None."""
+    import re
+    import shutil
+    import subprocess
+    programs = ["/bin/sh"] + [shutil.which(b) for b in binaries]
+    libs = set()
+    for p in programs:
+        out = subprocess.run(["ldd", p], capture_output=True, text=True, check=True).stdout
+        libs.update(re.findall(r"(/\S+) \(0x", out))
+    with tarfile.open(path, "w:gz", compresslevel=1) as t:
+        for p in programs:
+            t.add(os.path.realpath(p), arcname=p.lstrip("/"))
+        for lib in libs:
+            t.add(os.path.realpath(lib), arcname=lib.lstrip("/"))
+        if serve is not None:
+            info = tarfile.TarInfo("usr/local/bin/serve")
+            info.size, info.mode = len(serve), 0o755
+            t.addfile(info, io.BytesIO(serve.encode()))
+
+
+def test_endpoints_whose_container_cannot_serve_fail_as_on_aws(cove_server, sm, models, endpoints, tmp_path):  # noqa: F811
+    """A container that cannot start, or never answers /ping within the variant's
+    ContainerStartupHealthCheckTimeoutInSeconds, fails the endpoint with AWS's
+    message; Cove does not retry it."""
+    import subprocess
+    from conftest import BINARY
+    cases = {"no-serve": None, "silent": "#!/bin/sh\nexec sleep 3600\n"}
+    names = {}
+    for case, serve in cases.items():
+        image = f"123456789012.dkr.ecr.us-east-1.amazonaws.com/{case}:1"
+        tarball = tmp_path / f"{case}.tar.gz"
+        sh_image(tarball, serve, binaries=("sleep",))
+        subprocess.run([BINARY, "image-import", "--data-dir", cove_server.data_dir, image, str(tarball)],
+                       check=True, capture_output=True)
+        model = unique("model")
+        sm.create_model(ModelName=model, ExecutionRoleArn=ROLE,
+                        PrimaryContainer={"Image": image, "ModelDataUrl": models[1]})
+        config = unique("config")
+        sm.create_endpoint_config(EndpointConfigName=config, ProductionVariants=[{
+            "VariantName": "AllTraffic", "ModelName": model, "InstanceType": "ml.m5.large",
+            "InitialInstanceCount": 1, "ContainerStartupHealthCheckTimeoutInSeconds": 60}])
+        names[case] = unique(case)
+        endpoints.append(names[case])
+        sm.create_endpoint(EndpointName=names[case], EndpointConfigName=config)
+    message = ("The primary container for production variant AllTraffic did not pass the ping health check. "
+               "Please check CloudWatch logs for this endpoint.")
+    started = time.time()
+    d = wait_endpoint(sm, names["no-serve"], timeout=30)
+    assert (d["EndpointStatus"], d["FailureReason"]) == ("Failed", message)
+    assert time.time() - started < 30, "a container that cannot start fails at once"
+    d = wait_endpoint(sm, names["silent"], timeout=90)
+    assert (d["EndpointStatus"], d["FailureReason"]) == ("Failed", message)
+    assert time.time() - started >= 55, "the container had its health-check window"
+    time.sleep(2)
+    assert sm.describe_endpoint(EndpointName=names["silent"])["EndpointStatus"] == "Failed"

@@ -115,6 +115,19 @@ def test_push_with_skopeo_then_train_on_the_image(cove_server, ecr, ec2, s3, sm,
     assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
     assert ecr.describe_images(repositoryName="pushed-byo")["imageDetails"][0].get("lastRecordedPullTime")
 
+    # A program the image does not have fails the job at once, not forever.
+    broken = job_name("noprog")
+    req = training_request(broken, bucket, private_net)
+    req["AlgorithmSpecification"]["TrainingImage"] = f"{REGISTRY}/pushed-byo:1"
+    req["AlgorithmSpecification"]["ContainerEntrypoint"] = ["no-such-program"]
+    del req["HyperParameters"]
+    sm.create_training_job(**req)
+    d = wait_for(sm, broken, timeout=30)
+    assert d["TrainingJobStatus"] == "Failed"
+    assert d["FailureReason"].startswith(
+        "ClientError: The container could not run its program: exec no-such-program: executable file not found in PATH"
+    ), d["FailureReason"]
+
     # Untagged, the image is gone, and a job naming it fails before it starts.
     ecr.batch_delete_image(repositoryName="pushed-byo", imageIds=[{"imageTag": "1"}])
     assert ecr.list_images(repositoryName="pushed-byo")["imageIds"] == []

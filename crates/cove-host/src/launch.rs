@@ -42,6 +42,16 @@ pub struct HostLaunch<'a> {
 /// Writes a host's contract files, /etc/hosts and /etc/resolv.conf (the
 /// VPC resolver, or none when isolated) and starts its container, trusting
 /// Cove's CA.
+/// Tells a launch that failed because the container's own program could
+/// not run (`Ok` with the reason: the job or instance fails) from a failure
+/// of the host (`Err`: the driver retries).
+pub fn program_fault(e: anyhow::Error) -> anyhow::Result<String> {
+    match e.downcast_ref::<cove_runtime::ProgramNotStarted>() {
+        Some(p) => Ok(p.0.clone()),
+        None => Err(e),
+    }
+}
+
 pub fn launch_host(settings: &Settings, h: HostLaunch) -> anyhow::Result<Container> {
     let dir = h.dir;
     let ml = dir.join("ml");

@@ -852,7 +852,7 @@ impl Hosting {
             Owner::Endpoint(_) => "ep",
             Owner::Transform(_) => "bt",
         };
-        Ok(Ok(launch_host(
+        let launched = launch_host(
             &self.settings,
             HostLaunch {
                 id: format!("{kind}-{}-{}", u.name, i.id),
@@ -866,7 +866,15 @@ impl Hosting {
                 extra_binds: vec![],
                 instance_type: &d.instance_type,
             },
-        )?))
+        );
+        match launched {
+            Ok(c) => Ok(Ok(c)),
+            // AWS reports a container that cannot start as one that never
+            // passed its health check; the reason is in its log.
+            Err(e) => {
+                cove_host::launch::program_fault(e).map(|_| Err(Failure(ping_failed(&d.variant))))
+            }
+        }
     }
 
     fn start(&self, u: &Unit) -> anyhow::Result<Result<(), Failure>> {

@@ -386,7 +386,7 @@ impl Training {
             JobKind::Training => "train",
             JobKind::Processing => "proc",
         };
-        Ok(Ok(launch_host(
+        let launched = launch_host(
             &self.settings,
             HostLaunch {
                 id: format!("{kind}-{}-{host}", job.name),
@@ -400,7 +400,15 @@ impl Training {
                 netns: ns,
                 instance_type: &instance_type,
             },
-        )?))
+        );
+        match launched {
+            Ok(c) => Ok(Ok(c)),
+            Err(e) => cove_host::launch::program_fault(e).map(|why| {
+                Err(Failure(format!(
+                    "ClientError: The container could not run its program: {why}."
+                )))
+            }),
+        }
     }
 
     fn run(&self, job: &SageMakerJob) -> anyhow::Result<Stepped> {

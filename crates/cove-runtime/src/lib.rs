@@ -501,5 +501,29 @@ fn start_runner(plan: &Plan, runner: &Path, log: std::fs::File) -> Result<Contai
     while !path.exists() && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(10));
     }
-    bail!("container {}: {why}", plan.spec.id)
+    let ended = state::read::<state::StatusRecord>(state_dir, state::STATUS_FILE)
+        .ok()
+        .flatten()
+        .map(|r| r.outcome);
+    let message = format!("container {}: {why}", plan.spec.id);
+    match ended {
+        Some(state::Outcome::Exited(init::EXIT_NOT_FOUND | init::EXIT_CANNOT_EXEC)) => {
+            Err(ProgramNotStarted(why).into())
+        }
+        _ => Err(anyhow::anyhow!(message)),
+    }
 }
+
+/// The container was set up but its own program could not be run (not
+/// found on its `PATH`, not executable): a fault of the image or of the
+/// request, which retrying does not mend, unlike the host's own failures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProgramNotStarted(pub String);
+
+impl std::fmt::Display for ProgramNotStarted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ProgramNotStarted {}
