@@ -18,6 +18,8 @@ need_apt=()
 command -v nft >/dev/null || need_apt+=(nftables)
 command -v curl >/dev/null || need_apt+=(curl)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
+# pip for the host's Python: script mode installs requirements.txt with it.
+/usr/bin/python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)
 if [ ${#need_apt[@]} -gt 0 ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

@@ -662,3 +662,44 @@ def test_stop_processing_job(sm, s3, logs, bucket):
     assert d["ProcessingJobStatus"] == "Stopped", d
     # What the job wrote before it was stopped is uploaded, as on AWS.
     s3.head_object(Bucket=bucket, Key=f"procstop/{name}/partial.txt")
+
+
+def script_job(s3, bucket, net, files):
+    """A script-mode job whose source directory holds `files`."""
+    name = job_name("toolkit")
+    key = f"code/{name}/sourcedir.tar.gz"
+    s3.put_object(Bucket=bucket, Key=key, Body=tar_gz(files))
+    req = training_request(name, bucket, net)
+    req["HyperParameters"]["sagemaker_submit_directory"] = json.dumps(f"s3://{bucket}/{key}")
+    req["HyperParameters"]["epochs"] = "1"
+    return name, req
+
+
+def test_script_failures_are_reported_as_the_sagemaker_toolkit_does(ec2, s3, sm, logs, bucket, private_net):
+    s3_endpoint(ec2, private_net)
+    # A module the host's Python does not have: the toolkit's ExecuteUserScriptError.
+    missing, req = script_job(s3, bucket, private_net, {"train.py": "import json\nimport cove_missing_module\n"})
+    sm.create_training_job(**req)
+    # A requirements.txt in a private subnet with no way to a package index.
+    offline, req = script_job(s3, bucket, private_net, {"train.py": "print('never runs')\n",
+                                                          "requirements.txt": "cove-missing-package==1.0\n"})
+    sm.create_training_job(**req)
+
+    d = wait_for(sm, missing)
+    assert d["TrainingJobStatus"] == "Failed"
+    assert d["FailureReason"] == (
+        'AlgorithmError: ExecuteUserScriptError:\nExitCode 1\n'
+        'ErrorMessage "ModuleNotFoundError: No module named \'cove_missing_module\'"\n'
+        'Command "/usr/bin/python3 train.py --epochs 1"')
+    stream = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs",
+                                       logStreamNamePrefix=missing)["logStreams"][0]["logStreamName"]
+    events = logs.get_log_events(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=stream,
+                                 startFromHead=True)["events"]
+    assert any("script mode runs the host's Python" in e["message"] for e in events)
+
+    d = wait_for(sm, offline, timeout=120)
+    assert d["TrainingJobStatus"] == "Failed"
+    reason = d["FailureReason"]
+    assert reason.startswith("AlgorithmError: InstallRequirementsError:\nExitCode "), reason
+    assert "-m pip install" in reason and "-r requirements.txt" in reason, reason
+    assert "cove-missing-package" in reason, reason

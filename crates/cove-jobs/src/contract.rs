@@ -241,6 +241,30 @@ pub fn serving(
     }
 }
 
+/// Cove's training toolkit for framework images in script mode: it installs
+/// the source directory's `requirements.txt`, runs the user's script and
+/// reports a failure in the SageMaker toolkit's words.
+pub const TRAINING_TOOLKIT: &str = include_str!("../guest/training.py");
+/// Where the training toolkit is written, relative to `/opt/ml`.
+pub const TRAINING_TOOLKIT_PATH: &str = "cove/training.py";
+
+/// The module the SageMaker toolkit of a framework image would start
+/// (`SM_FRAMEWORK_MODULE`), known from the image's repository name; `None`
+/// for an image that is not one of AWS's framework images.
+pub fn framework_module(image: &str) -> Option<&'static str> {
+    let repository = image.split_once('/').map(|(_, r)| r).unwrap_or_default();
+    let repository = repository.split([':', '@']).next().unwrap_or_default();
+    Some(match repository {
+        "sagemaker-scikit-learn" => "sagemaker_sklearn_container.training:main",
+        "pytorch-training" => "sagemaker_pytorch_container.training:main",
+        "sagemaker-xgboost" => "sagemaker_xgboost_container.training:main",
+        "tensorflow-training" => "sagemaker_tensorflow_container.training:main",
+        "huggingface-pytorch-training" => "sagemaker_huggingface_pytorch_container.training:main",
+        "mxnet-training" => "sagemaker_mxnet_container.training:main",
+        _ => return None,
+    })
+}
+
 fn resource_config(job: &SageMakerJob, host: &str, instance_type: &str) -> Value {
     let hosts: Vec<&str> = job.hosts.iter().map(|h| h.name.as_str()).collect();
     json!({
@@ -367,6 +391,84 @@ pub fn training(
         env.push(sm("USER_ENTRY_POINT", p.clone()));
     }
 
+    let framework = algo
+        .and_then(|a| a.training_image.as_deref())
+        .and_then(framework_module)
+        .unwrap_or_default();
+    let framework_params: Map<String, Value> = hps
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with("sagemaker_")
+                && !matches!(
+                    k.as_str(),
+                    "sagemaker_program"
+                        | "sagemaker_submit_directory"
+                        | "sagemaker_region"
+                        | "sagemaker_container_log_level"
+                        | "sagemaker_job_name"
+                )
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let channel_dirs: Map<String, Value> = channels
+        .iter()
+        .map(|c| (c.clone(), json!(format!("/opt/ml/input/data/{c}"))))
+        .collect();
+    let cpu_count = cove_model::convert::f64_to_u64(cpus.ceil());
+    let training_env = json!({
+        "additional_framework_parameters": framework_params,
+        "channel_input_dirs": channel_dirs,
+        "current_host": host,
+        "current_instance_group": "homogeneousCluster",
+        "current_instance_group_hosts": hosts,
+        "current_instance_type": instance_type,
+        "distribution_hosts": [],
+        "distribution_instance_groups": [],
+        "framework_module": framework,
+        "hosts": hosts,
+        "hyperparameters": user_hps,
+        "input_config_dir": "/opt/ml/input/config",
+        "input_data_config": input_config,
+        "input_dir": "/opt/ml/input",
+        "instance_groups": ["homogeneousCluster"],
+        "instance_groups_dict": {"homogeneousCluster": {
+            "instance_group_name": "homogeneousCluster",
+            "instance_type": instance_type,
+            "hosts": hosts,
+        }},
+        "is_hetero": false,
+        "is_master": hosts.first() == Some(&host),
+        "job_name": job.name,
+        "log_level": 20,
+        "master_hostname": hosts.first().copied().unwrap_or(host),
+        "model_dir": "/opt/ml/model",
+        "module_dir": submit_directory(job).unwrap_or_default(),
+        "module_name": program.as_deref().map(|p| p.trim_end_matches(".py").replace('/', ".")).unwrap_or_default(),
+        "network_interface_name": "eth0",
+        "num_cpus": cpu_count,
+        "num_gpus": 0,
+        "num_neurons": 0,
+        "output_data_dir": "/opt/ml/output/data",
+        "output_dir": "/opt/ml/output",
+        "output_intermediate_dir": "/opt/ml/output/intermediate",
+        "resource_config": resource,
+        "user_entry_point": program.clone().unwrap_or_default(),
+    });
+    env.extend([
+        sm("TRAINING_ENV", training_env.to_string()),
+        sm("FRAMEWORK_MODULE", framework.to_string()),
+        sm(
+            "FRAMEWORK_PARAMS",
+            Value::Object(framework_params).to_string(),
+        ),
+        sm("NUM_NEURONS", "0".to_string()),
+        sm("CURRENT_INSTANCE_GROUP", "homogeneousCluster".to_string()),
+        sm("CURRENT_INSTANCE_GROUP_HOSTS", json!(hosts).to_string()),
+        sm("INSTANCE_GROUPS", json!(["homogeneousCluster"]).to_string()),
+        sm("DISTRIBUTION_INSTANCE_GROUPS", "[]".to_string()),
+        sm("IS_HETERO", "false".to_string()),
+    ]);
+
     let entry: Vec<String> = algo
         .and_then(|a| a.container_entrypoint.clone())
         .unwrap_or_default();
@@ -378,15 +480,18 @@ pub fn training(
                 .flatten(),
         );
         (argv, "/opt/ml".to_string())
-    } else if let Some(p) = &program {
-        let mut argv = vec![HOST_PYTHON.to_string(), format!("/opt/ml/code/{p}")];
-        argv.extend(user_args);
+    } else if program.is_some() {
+        // The toolkit runs the script with the arguments in `SM_USER_ARGS`.
+        let argv = vec![
+            HOST_PYTHON.to_string(),
+            format!("/opt/ml/{TRAINING_TOOLKIT_PATH}"),
+        ];
         (argv, "/opt/ml/code".to_string())
     } else {
         (vec!["train".to_string()], "/opt/ml".to_string())
     };
 
-    let files = vec![
+    let mut files = vec![
         (
             "input/config/hyperparameters.json".to_string(),
             Value::Object(raw_hps).to_string(),
@@ -400,6 +505,16 @@ pub fn training(
             Value::Object(input_config).to_string(),
         ),
     ];
+    if program.is_some()
+        && argv
+            .get(1)
+            .is_some_and(|a| a.ends_with(TRAINING_TOOLKIT_PATH))
+    {
+        files.push((
+            TRAINING_TOOLKIT_PATH.to_string(),
+            TRAINING_TOOLKIT.to_string(),
+        ));
+    }
     HostContract {
         files,
         env,
@@ -541,22 +656,42 @@ mod tests {
                 "epochs": "3",
                 "learning-rate": "0.1",
             },
-            "AlgorithmSpecification": {"TrainingImage": "x", "TrainingInputMode": "File"},
+            "AlgorithmSpecification": {
+                "TrainingImage": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3",
+                "TrainingInputMode": "File"
+            },
             "InputDataConfig": [{"ChannelName": "train", "DataSource": {"S3DataSource": {"S3Uri": "s3://b/d", "S3DataType": "S3Prefix"}}}],
             "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 2},
         }));
         let c = training(&j, "algo-2", 2.0, None);
+        // The toolkit runs the program with the decoded hyperparameters.
+        assert_eq!(c.argv, vec![HOST_PYTHON, "/opt/ml/cove/training.py"]);
+        assert!(c
+            .files
+            .iter()
+            .any(|(p, body)| p == TRAINING_TOOLKIT_PATH && body == TRAINING_TOOLKIT));
         assert_eq!(
-            c.argv,
-            vec![
-                HOST_PYTHON,
-                "/opt/ml/code/train.py",
-                "--epochs",
-                "3",
-                "--learning-rate",
-                "0.1"
-            ]
+            env(&c, "SM_USER_ARGS"),
+            Some("[\"--epochs\",\"3\",\"--learning-rate\",\"0.1\"]")
         );
+        assert_eq!(env(&c, "SM_USER_ENTRY_POINT"), Some("train.py"));
+        assert_eq!(
+            env(&c, "SM_FRAMEWORK_MODULE"),
+            Some("sagemaker_sklearn_container.training:main")
+        );
+        let training_env: Value =
+            serde_json::from_str(env(&c, "SM_TRAINING_ENV").unwrap()).unwrap();
+        assert_eq!(training_env["hosts"], json!(["algo-1", "algo-2"]));
+        assert_eq!(training_env["current_host"], "algo-2");
+        assert_eq!(training_env["is_master"], false);
+        assert_eq!(training_env["master_hostname"], "algo-1");
+        assert_eq!(training_env["hyperparameters"]["epochs"], 3);
+        assert_eq!(
+            training_env["channel_input_dirs"]["train"],
+            "/opt/ml/input/data/train"
+        );
+        assert_eq!(training_env["module_dir"], "s3://b/src/sourcedir.tar.gz");
+        assert_eq!(training_env["num_cpus"], 2);
         assert_eq!(
             env(&c, "SM_CHANNEL_TRAIN"),
             Some("/opt/ml/input/data/train")
