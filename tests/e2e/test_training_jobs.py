@@ -703,3 +703,41 @@ def test_script_failures_are_reported_as_the_sagemaker_toolkit_does(ec2, s3, sm,
     assert reason.startswith("AlgorithmError: InstallRequirementsError:\nExitCode "), reason
     assert "-m pip install" in reason and "-r requirements.txt" in reason, reason
     assert "cove-missing-package" in reason, reason
+
+
+def demo_wheel(directory):
+    """A pure-Python wheel, `cove_demo_pkg` 1.0, written into `directory`."""
+    import zipfile
+    path = os.path.join(directory, "cove_demo_pkg-1.0-py3-none-any.whl")
+    files = {
+        "cove_demo_pkg/__init__.py": "ANSWER = 42\n",
+        "cove_demo_pkg-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: cove-demo-pkg\nVersion: 1.0\n",
+        "cove_demo_pkg-1.0.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: cove-test\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = "".join(f"{name},,\n" for name in files) + "cove_demo_pkg-1.0.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(path, "w") as z:
+        for name, body in files.items():
+            z.writestr(name, body)
+        z.writestr("cove_demo_pkg-1.0.dist-info/RECORD", record)
+    return path
+
+
+def test_requirements_install_from_the_package_index_through_a_nat_gateway(cove_server, ec2, s3, sm, bucket,
+                                                                           private_net):
+    from conftest import nat_gateway
+    index = os.path.join(cove_server.data_dir, "pypi")
+    os.makedirs(index, exist_ok=True)
+    demo_wheel(index)
+    s3_endpoint(ec2, private_net)
+    public = ec2.create_subnet(VpcId=private_net["vpc"], CidrBlock="10.0.9.0/24")["Subnet"]["SubnetId"]
+    nat, _ = nat_gateway(ec2, private_net["vpc"], public)
+    ec2.create_route(RouteTableId=private_net["rt"], DestinationCidrBlock="0.0.0.0/0", NatGatewayId=nat)
+    train = ("import json, os, socket, cove_demo_pkg\n"
+             "json.dump({'answer': cove_demo_pkg.ANSWER, 'pypi': socket.gethostbyname('pypi.org')},\n"
+             "          open(os.path.join(os.environ['SM_MODEL_DIR'], 'model.json'), 'w'))\n")
+    name, req = script_job(s3, bucket, private_net, {"train.py": train, "requirements.txt": "cove-demo-pkg==1.0\n"})
+    req["Environment"] = {"PIP_INDEX_URL": "http://pypi.org/simple/", "PIP_TRUSTED_HOST": "pypi.org"}
+    sm.create_training_job(**req)
+    d = wait_for(sm, name, timeout=120)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    assert model_of(s3, bucket, name) == {"answer": 42, "pypi": "203.0.113.11"}

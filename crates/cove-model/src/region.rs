@@ -78,6 +78,10 @@ pub const S3_ADDRESS: std::net::Ipv4Addr = std::net::Ipv4Addr::new(192, 0, 2, 20
 /// The simulated internet host (TEST-NET-3) in the region network, reachable
 /// only through gateways.
 pub const INTERNET_HOST: std::net::Ipv4Addr = std::net::Ipv4Addr::new(203, 0, 113, 10);
+/// Where public DNS names resolve inside a VPC (TEST-NET-3): Cove's
+/// simulated web, which serves a package index, reachable only through
+/// gateways as the real internet is.
+pub const WEB_HOST: std::net::Ipv4Addr = std::net::Ipv4Addr::new(203, 0, 113, 11);
 /// Elastic IPs are allocated from TEST-NET-2 and TEST-NET-3.
 pub const ELASTIC_IP_POOLS: &[Cidr] = &[
     Cidr::from_octets([198, 51, 100, 0], 24),

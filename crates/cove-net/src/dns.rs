@@ -8,7 +8,12 @@
 //! to the endpoint's ENIs (the per-zone name to that zone's only); the
 //! region's service names resolve to their public addresses; with DNS
 //! hostnames on, `ip-a-b-c-d.ec2.internal` names resolve for the VPC's ENIs.
-//! Nothing else resolves: there is no real internet behind the resolver.
+//! Any other public name resolves, as AWS's resolver resolves the internet's
+//! names, to Cove's simulated web ([`region::WEB_HOST`]), which a VPC
+//! reaches only through an internet or NAT gateway; names under the
+//! reserved suffixes (RFC 2606, 6761: `.test`, `.invalid`, `.localhost`,
+//! `.example`, and `.internal`, `.local`) and unknown `amazonaws.com` names
+//! do not.
 
 use cove_model::region;
 use cove_model::services;
@@ -91,7 +96,42 @@ pub fn resolve(world: &World, vpc_id: &str, name: &str) -> Answer {
             return Answer::Addresses(vec![e.private_ip]);
         }
     }
+    if is_public_name(&name) {
+        return Answer::Addresses(vec![region::WEB_HOST]);
+    }
     Answer::NxDomain
+}
+
+/// Whether `name` (normalized) is a name of the public internet: at least
+/// two labels of letters, digits and hyphens, outside the reserved and
+/// private suffixes and outside `amazonaws.com` (whose names Cove answers
+/// itself or not at all).
+fn is_public_name(name: &str) -> bool {
+    const NOT_PUBLIC: &[&str] = &[
+        "test",
+        "invalid",
+        "localhost",
+        "example",
+        "internal",
+        "local",
+        "arpa",
+        "amazonaws.com",
+    ];
+    let labels: Vec<&str> = name.split('.').collect();
+    labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        && labels
+            .last()
+            .is_some_and(|tld| tld.bytes().any(|b| b.is_ascii_alphabetic()))
+        && !NOT_PUBLIC
+            .iter()
+            .any(|s| name == *s || name.ends_with(&format!(".{s}")))
 }
 
 #[cfg(test)]
@@ -180,7 +220,32 @@ mod tests {
             resolve(&w, VPC, "Bucket.S3.us-east-1.amazonaws.com"),
             ips(&["192.0.2.20"])
         );
-        assert_eq!(resolve(&w, VPC, "example.com"), Answer::NxDomain);
+    }
+
+    #[test]
+    fn public_names_resolve_to_the_simulated_web() {
+        let w = two_subnet_world();
+        for name in [
+            "pypi.org",
+            "files.pythonhosted.org.",
+            "Example.COM",
+            "a-b.co.uk",
+        ] {
+            assert_eq!(resolve(&w, VPC, name), ips(&["203.0.113.11"]), "{name}");
+        }
+        for name in [
+            "localhost",
+            "db.test",
+            "x.invalid",
+            "printer.local",
+            "nothing.us-east-1.amazonaws.com",
+            "ip-10-0-1-99.ec2.internal",
+            "1.2.3.4",
+            "under_score.com",
+            "-bad.com",
+        ] {
+            assert_eq!(resolve(&w, VPC, name), Answer::NxDomain, "{name}");
+        }
     }
 
     #[test]

@@ -182,7 +182,7 @@ pub struct RouterPlan {
 pub struct RegionPlan {
     pub netns: String,
     /// Addresses in the region network that processes can listen on: the
-    /// simulated internet host and Cove's service addresses.
+    /// simulated internet host, the simulated web and Cove's service addresses.
     pub internet_hosts: Vec<Ipv4Addr>,
     /// Gateway endpoint links (routes back to their addresses are connected).
     pub endpoints: Vec<IgwPlan>,
@@ -216,7 +216,8 @@ pub fn region_from<'a>(
     }
     RegionPlan {
         netns: naming::region_netns(instance),
-        internet_hosts: std::iter::once(region::INTERNET_HOST)
+        internet_hosts: [region::INTERNET_HOST, region::WEB_HOST]
+            .into_iter()
             .chain(
                 crate::listen::service_addresses()
                     .into_iter()

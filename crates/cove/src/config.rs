@@ -76,6 +76,11 @@ pub struct ServeArgs {
     /// `jupyter-lab`, else Cove's built-in app server.
     #[arg(long, env = "COVE_STUDIO_APP_COMMAND")]
     pub studio_app_command: Option<String>,
+    /// The wheels and source archives the simulated web's package index
+    /// serves (where `pip install` in a job finds packages through a NAT
+    /// or internet gateway). Default: `<data-dir>/pypi`.
+    #[arg(long, env = "COVE_PACKAGE_INDEX")]
+    pub package_index: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -111,6 +116,7 @@ pub struct Settings {
     pub job_connect_timeout: std::time::Duration,
     pub invoke_timeout: std::time::Duration,
     pub studio_app_command: Option<Vec<String>>,
+    pub package_index: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,7 +171,16 @@ impl Settings {
             "auto" => DataPlane::Auto,
             other => anyhow::bail!("--data-plane must be on, off or auto, not {other:?}"),
         };
+        let data_dir = args
+            .data_dir
+            .clone()
+            .or(file.data_dir)
+            .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
         Ok(Settings {
+            package_index: args
+                .package_index
+                .clone()
+                .unwrap_or_else(|| data_dir.join("pypi")),
             data_plane,
             flow_log_window: args.flow_log_window,
             job_stop_grace: std::time::Duration::from_secs(args.job_stop_grace),
@@ -175,11 +190,7 @@ impl Settings {
                 .studio_app_command
                 .as_deref()
                 .map(|c| c.split_whitespace().map(str::to_string).collect()),
-            data_dir: args
-                .data_dir
-                .clone()
-                .or(file.data_dir)
-                .unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            data_dir,
             listen: args
                 .listen
                 .or(file.listen)

@@ -1,7 +1,7 @@
 //! Keeps Cove's sockets inside the data plane equal to
 //! [`cove_net::listen::listeners`]: the API on the region's public service
 //! addresses and on interface-endpoint ENIs (HTTP on 80, HTTPS on 443 with
-//! Cove's CA), and the VPC resolver of every VPC. Each socket is bound by a thread that entered the namespace (the
+//! Cove's CA), the VPC resolver of every VPC, and the simulated web. Each socket is bound by a thread that entered the namespace (the
 //! socket keeps that namespace for life) and is served on the tokio runtime.
 //! A listener whose namespace was recreated is bound again.
 
@@ -19,6 +19,8 @@ use tokio::task::AbortHandle;
 pub struct Listeners {
     runtime: tokio::runtime::Handle,
     api: axum::Router,
+    /// The simulated web's router.
+    web: axum::Router,
     store: Arc<Store>,
     /// The TLS configuration of the HTTPS listeners.
     tls: Arc<rustls::ServerConfig>,
@@ -36,12 +38,14 @@ impl Listeners {
     pub fn new(
         runtime: tokio::runtime::Handle,
         api: axum::Router,
+        web: axum::Router,
         store: Arc<Store>,
         tls: Arc<rustls::ServerConfig>,
     ) -> Self {
         Listeners {
             runtime,
             api,
+            web,
             store,
             tls,
             running: BTreeMap::new(),
@@ -113,6 +117,21 @@ impl Listeners {
                         }
                     })
                 };
+                Ok(vec![task.abort_handle()])
+            }
+            ListenerKind::Web => {
+                let std_listener = cove_net::netns::run_in(&plan.netns, move || {
+                    std::net::TcpListener::bind(addr)
+                })??;
+                std_listener.set_nonblocking(true)?;
+                let _guard = self.runtime.enter();
+                let listener = tokio::net::TcpListener::from_std(std_listener)?;
+                let app = self.web.clone();
+                let task = self.runtime.spawn(async move {
+                    if let Err(e) = axum::serve(listener, app.into_make_service()).await {
+                        tracing::warn!(%addr, error = %e, "listener stopped");
+                    }
+                });
                 Ok(vec![task.abort_handle()])
             }
             ListenerKind::Dns { vpc_id } => {

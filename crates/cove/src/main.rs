@@ -10,6 +10,7 @@ mod server;
 mod studio_network;
 mod studio_proxy;
 mod watch;
+mod web;
 
 use clap::{Parser, Subcommand};
 

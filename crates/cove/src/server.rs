@@ -262,6 +262,7 @@ fn start_data_plane(
     let mut listeners = crate::listeners::Listeners::new(
         tokio::runtime::Handle::current(),
         api,
+        crate::web::router(settings.package_index.clone()),
         store.clone(),
         tls,
     );
