@@ -101,7 +101,8 @@ def test_https_to_s3_verifies_coves_certificate_through_the_gateway_endpoint(cov
     assert set(out["env"].values()) == {"/etc/ssl/certs/ca-certificates.crt"}
     bundle = cove_server.exec(eni, "cat", "/etc/ssl/certs/ca-certificates.crt").stdout
     ca = open(os.path.join(cove_server.data_dir, "ca", "ca.pem")).read()
-    assert bundle.rstrip().endswith(ca.rstrip())
+    web_ca = open(os.path.join(cove_server.data_dir, "ca", "web-ca.pem")).read()
+    assert bundle.rstrip().endswith(ca.rstrip() + "\n# Cove Simulated Web CA\n" + web_ca.rstrip())
 
     ep = ec2.create_vpc_endpoint(VpcId=private_eni["vpc"], ServiceName=f"com.amazonaws.{REGION}.s3",
                                  RouteTableIds=[private_eni["rt"]])["VpcEndpoint"]["VpcEndpointId"]

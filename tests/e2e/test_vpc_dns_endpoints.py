@@ -56,8 +56,10 @@ def test_resolver_answers_service_and_host_names(cove_server, ec2, vpc):
     assert eventually(lambda: resolve(cove_server, eni_id, "s3.us-east-1.amazonaws.com") == "192.0.2.20")
     assert resolve(cove_server, eni_id, "my-bucket.s3.us-east-1.amazonaws.com") == "192.0.2.20"
     assert resolve(cove_server, eni_id, "sts.us-east-1.amazonaws.com") == "192.0.2.11"
-    # Nothing from the real internet.
-    assert resolve(cove_server, eni_id, "example.com").startswith("error")
+    # Public names resolve, as AWS's resolver resolves them, to the simulated
+    # web (reached only through a gateway); reserved names do not.
+    assert resolve(cove_server, eni_id, "example.com") == "203.0.113.11"
+    assert resolve(cove_server, eni_id, "db.invalid").startswith("error")
     # Private host names need enableDnsHostnames.
     host = f"ip-{eni['PrivateIpAddress'].replace('.', '-')}.ec2.internal"
     assert resolve(cove_server, eni_id, host).startswith("error")

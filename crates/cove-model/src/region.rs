@@ -91,6 +91,38 @@ pub const ELASTIC_IP_POOLS: &[Cidr] = &[
 /// the simulated internet's own hosts).
 pub const ELASTIC_IP_FIRST_HOST: u32 = 16;
 
+/// Whether `name` (normalized) is a name of the public internet: at least
+/// two labels of letters, digits and hyphens, outside the reserved and
+/// private suffixes and outside `amazonaws.com` (whose names Cove answers
+/// itself or not at all).
+pub fn is_public_name(name: &str) -> bool {
+    const NOT_PUBLIC: &[&str] = &[
+        "test",
+        "invalid",
+        "localhost",
+        "example",
+        "internal",
+        "local",
+        "arpa",
+        "amazonaws.com",
+    ];
+    let labels: Vec<&str> = name.split('.').collect();
+    labels.len() >= 2
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        && labels
+            .last()
+            .is_some_and(|tld| tld.bytes().any(|b| b.is_ascii_alphabetic()))
+        && !NOT_PUBLIC
+            .iter()
+            .any(|s| name == *s || name.ends_with(&format!(".{s}")))
+}
+
 /// The AWS-managed prefix lists of a region: (id, name, CIDRs).
 pub fn prefix_lists(region: &str) -> Vec<(String, String, Vec<Cidr>)> {
     vec![(

@@ -96,42 +96,10 @@ pub fn resolve(world: &World, vpc_id: &str, name: &str) -> Answer {
             return Answer::Addresses(vec![e.private_ip]);
         }
     }
-    if is_public_name(&name) {
+    if region::is_public_name(&name) {
         return Answer::Addresses(vec![region::WEB_HOST]);
     }
     Answer::NxDomain
-}
-
-/// Whether `name` (normalized) is a name of the public internet: at least
-/// two labels of letters, digits and hyphens, outside the reserved and
-/// private suffixes and outside `amazonaws.com` (whose names Cove answers
-/// itself or not at all).
-fn is_public_name(name: &str) -> bool {
-    const NOT_PUBLIC: &[&str] = &[
-        "test",
-        "invalid",
-        "localhost",
-        "example",
-        "internal",
-        "local",
-        "arpa",
-        "amazonaws.com",
-    ];
-    let labels: Vec<&str> = name.split('.').collect();
-    labels.len() >= 2
-        && labels.iter().all(|l| {
-            !l.is_empty()
-                && l.len() <= 63
-                && !l.starts_with('-')
-                && !l.ends_with('-')
-                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-        })
-        && labels
-            .last()
-            .is_some_and(|tld| tld.bytes().any(|b| b.is_ascii_alphabetic()))
-        && !NOT_PUBLIC
-            .iter()
-            .any(|s| name == *s || name.ends_with(&format!(".{s}")))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 //! endpoints), every interface endpoint's ENI (the API of that one service,
 //! PrivateLink-style), each on HTTP (80) and HTTPS (443, with a certificate
 //! from Cove's CA), every VPC's resolver at base+2, and the simulated web
-//! (HTTP on 80 at [`cove_model::region::WEB_HOST`]). The binary binds
+//! (80 and 443 at [`cove_model::region::WEB_HOST`]). The binary binds
 //! them from a thread that has entered the namespace; the socket keeps it.
 
 use crate::naming;
@@ -31,8 +31,9 @@ pub enum ListenerKind {
     },
     /// The VPC resolver of one VPC (UDP and TCP).
     Dns { vpc_id: String },
-    /// Cove's simulated web, where public names resolve (its package index).
-    Web,
+    /// Cove's simulated web, where public names resolve (its package index),
+    /// on HTTP or on HTTPS with a certificate for the name asked.
+    Web { tls: bool },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -108,11 +109,13 @@ pub fn listeners(world: &World, instance: &str) -> Vec<ListenerPlan> {
             ));
         }
     }
-    out.push(ListenerPlan {
-        netns: naming::region_netns(instance),
-        addr: SocketAddrV4::new(cove_model::region::WEB_HOST, API_PORT),
-        kind: ListenerKind::Web,
-    });
+    for (port, tls) in [(API_PORT, false), (API_TLS_PORT, true)] {
+        out.push(ListenerPlan {
+            netns: naming::region_netns(instance),
+            addr: SocketAddrV4::new(cove_model::region::WEB_HOST, port),
+            kind: ListenerKind::Web { tls },
+        });
+    }
     for vpc in world.vpcs.values().filter(|v| v.enable_dns_support) {
         let cidr = vpc.cidr;
         out.push(ListenerPlan {
@@ -137,10 +140,12 @@ mod tests {
     fn services_endpoints_and_resolvers() {
         let mut w = fixtures::world("", vec![], [&[], &[], &[]], vec![]);
         let plans = listeners(&w, "t");
-        assert_eq!(plans.len(), 2 * service_addresses().len() + 2);
-        assert!(plans
-            .iter()
-            .any(|p| p.kind == ListenerKind::Web && p.addr.to_string() == "203.0.113.11:80"));
+        assert_eq!(plans.len(), 2 * service_addresses().len() + 3);
+        for (addr, tls) in [("203.0.113.11:80", false), ("203.0.113.11:443", true)] {
+            assert!(plans
+                .iter()
+                .any(|p| p.kind == ListenerKind::Web { tls } && p.addr.to_string() == addr));
+        }
         for (ip, _) in service_addresses() {
             for (port, tls) in [(80, false), (443, true)] {
                 assert!(plans.iter().any(|p| p.addr == SocketAddrV4::new(ip, port)

@@ -46,6 +46,7 @@ pub const BUNDLE_TARGET: &str = HOST_BUNDLE;
 pub const BUNDLE_ENV: [&str; 3] = ["AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"];
 
 const CA_COMMON_NAME: &str = "Cove Root CA";
+const WEB_CA_COMMON_NAME: &str = "Cove Simulated Web CA";
 const ORGANIZATION: &str = "Cove";
 /// The only DNS subtree the CA may vouch for: a leaked `ca.key` cannot be
 /// used against any other site by a client that trusts it.
@@ -89,12 +90,59 @@ fn random_serial() -> SerialNumber {
     SerialNumber::from_slice(&bytes)
 }
 
+/// Which of Cove's two authorities a [`Ca`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaKind {
+    /// Cove's services (`ca.pem`): may vouch for `amazonaws.com` names only;
+    /// the host's clients trust it.
+    Services,
+    /// The simulated web (`web-ca.pem`): may vouch for any name except
+    /// `amazonaws.com`'s, and only workloads (jobs, `cove exec`) trust it,
+    /// through their bundle.
+    Web,
+}
+
+impl CaKind {
+    fn file_stem(self) -> &'static str {
+        match self {
+            CaKind::Services => "ca",
+            CaKind::Web => "web-ca",
+        }
+    }
+    fn common_name(self) -> &'static str {
+        match self {
+            CaKind::Services => CA_COMMON_NAME,
+            CaKind::Web => WEB_CA_COMMON_NAME,
+        }
+    }
+    /// A name the CA may vouch for, to prove its key and certificate match.
+    fn probe_name(self) -> &'static str {
+        match self {
+            CaKind::Services => "probe.amazonaws.com",
+            CaKind::Web => "probe.example.org",
+        }
+    }
+    fn constraints(self) -> NameConstraints {
+        let aws = vec![GeneralSubtree::DnsName(PERMITTED_DOMAIN.into())];
+        match self {
+            CaKind::Services => NameConstraints {
+                permitted_subtrees: aws,
+                excluded_subtrees: vec![],
+            },
+            CaKind::Web => NameConstraints {
+                permitted_subtrees: vec![],
+                excluded_subtrees: aws,
+            },
+        }
+    }
+}
+
 /// The CA's subject and constraints; the same every time, so an issuer can
 /// be rebuilt from the stored key without parsing the stored certificate.
-fn ca_params() -> CertificateParams {
+fn ca_params(kind: CaKind) -> CertificateParams {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, CA_COMMON_NAME);
+    dn.push(DnType::CommonName, kind.common_name());
     dn.push(DnType::OrganizationName, ORGANIZATION);
     params.distinguished_name = dn;
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
@@ -103,10 +151,7 @@ fn ca_params() -> CertificateParams {
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
-    params.name_constraints = Some(NameConstraints {
-        permitted_subtrees: vec![GeneralSubtree::DnsName(PERMITTED_DOMAIN.into())],
-        excluded_subtrees: vec![],
-    });
+    params.name_constraints = Some(kind.constraints());
     params
 }
 
@@ -131,6 +176,7 @@ fn write_atomic(path: &Path, content: &[u8], mode: u32) -> Result<()> {
 /// Cove's certificate authority.
 pub struct Ca {
     dir: PathBuf,
+    kind: CaKind,
     key: KeyPair,
     pem: String,
     der: CertificateDer<'static>,
@@ -143,15 +189,24 @@ impl std::fmt::Debug for Ca {
 }
 
 impl Ca {
-    /// Loads the CA from `dir` (`ca.pem`, `ca.key`), creating both on first use.
+    /// Loads the services CA from `dir` (`ca.pem`, `ca.key`), creating both on first use.
     pub fn load_or_create(dir: &Path) -> Result<Ca> {
+        Ca::load_or_create_kind(dir, CaKind::Services)
+    }
+
+    /// Loads CA `kind` from `dir` (`<stem>.pem`, `<stem>.key`), creating both on first use.
+    pub fn load_or_create_kind(dir: &Path, kind: CaKind) -> Result<Ca> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let (cert_path, key_path) = (dir.join("ca.pem"), dir.join("ca.key"));
+        let stem = kind.file_stem();
+        let (cert_path, key_path) = (
+            dir.join(format!("{stem}.pem")),
+            dir.join(format!("{stem}.key")),
+        );
         match (cert_path.exists(), key_path.exists()) {
             (true, true) => {}
             (false, false) => {
                 let key = KeyPair::generate()?;
-                let mut params = ca_params();
+                let mut params = ca_params(kind);
                 let now = OffsetDateTime::now_utc();
                 params.not_before = now - Duration::hours(1);
                 params.not_after = now + Duration::days(CA_DAYS);
@@ -165,7 +220,7 @@ impl Ca {
                 tracing::info!(path = %cert_path.display(), "created Cove's CA");
             }
             _ => bail!(
-                "{} holds only one of ca.pem and ca.key; restore the other, or remove both to make a new CA (clients must then trust the new ca.pem)",
+                "{} holds only one of {stem}.pem and {stem}.key; restore the other, or remove both to make a new CA (clients must then trust the new {stem}.pem)",
                 dir.display()
             ),
         }
@@ -179,14 +234,15 @@ impl Ca {
             .map_err(|e| anyhow::anyhow!("parsing {}: {e}", cert_path.display()))?;
         let ca = Ca {
             dir: dir.to_path_buf(),
+            kind,
             key,
             pem,
             der,
         };
         // The stored certificate must be the one this key and these params
         // make an issuer for; a certificate issued now proves it.
-        let probe = ca.issue("probe", &["probe.amazonaws.com".to_string()])?;
-        ca.verify(&probe.cert_der, "probe.amazonaws.com")
+        let probe = ca.issue("probe", &[kind.probe_name().to_string()])?;
+        ca.verify(&probe.cert_der, kind.probe_name())
             .with_context(|| {
                 format!(
                     "{} does not match {}",
@@ -225,7 +281,7 @@ impl Ca {
         params.not_before = now - Duration::hours(1);
         params.not_after = now + Duration::days(SERVER_DAYS);
         params.serial_number = Some(random_serial());
-        let issuer = Issuer::new(ca_params(), &self.key);
+        let issuer = Issuer::new(ca_params(self.kind), &self.key);
         let cert = params.signed_by(&key, &issuer)?;
         Ok(Issued {
             cert_pem: cert.pem(),
@@ -254,6 +310,11 @@ impl Ca {
     /// readable) followed by Cove's CA, world-readable, so a job running as
     /// nobody can read it through its bind.
     pub fn write_bundle(&self, host_bundle: &Path) -> Result<PathBuf> {
+        self.write_bundle_with(host_bundle, &[])
+    }
+
+    /// [`Ca::write_bundle`], with the CAs in `others` after this one.
+    pub fn write_bundle_with(&self, host_bundle: &Path, others: &[&Ca]) -> Result<PathBuf> {
         let mut content = match std::fs::read(host_bundle) {
             Ok(b) => b,
             Err(e) => {
@@ -264,8 +325,10 @@ impl Ca {
         if !content.is_empty() && !content.ends_with(b"\n") {
             content.push(b'\n');
         }
-        content.extend_from_slice(b"# Cove Root CA\n");
-        content.extend_from_slice(self.pem.as_bytes());
+        for ca in std::iter::once(self).chain(others.iter().copied()) {
+            content.extend_from_slice(format!("# {}\n", ca.kind.common_name()).as_bytes());
+            content.extend_from_slice(ca.pem.as_bytes());
+        }
         let path = self.dir.join("bundle.pem");
         write_atomic(&path, &content, 0o644)?;
         Ok(path)
@@ -439,6 +502,87 @@ impl ResolvesServerCert for CertStore {
             Ok(key) => Some(key),
             Err(e) => {
                 tracing::warn!(%region, error = %e, "no service certificate");
+                None
+            }
+        }
+    }
+}
+
+/// Certificates of the simulated web, issued by the web CA for whatever
+/// public name a client asks for (SNI), kept in memory.
+pub struct WebCerts {
+    ca: Ca,
+    provider: Arc<CryptoProvider>,
+    issued: Mutex<HashMap<String, Arc<CertifiedKey>>>,
+}
+
+impl std::fmt::Debug for WebCerts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebCerts").field("ca", &self.ca).finish()
+    }
+}
+
+/// At most this many names' certificates are kept; then the cache starts over.
+const MAX_WEB_CERTS: usize = 4096;
+
+impl WebCerts {
+    /// Opens the web CA in `<data_dir>/ca` (`web-ca.pem`, `web-ca.key`),
+    /// creating it on first start.
+    pub fn open(data_dir: &Path) -> Result<WebCerts> {
+        Ok(WebCerts {
+            ca: Ca::load_or_create_kind(&ca_dir(data_dir), CaKind::Web)?,
+            provider: provider(),
+            issued: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn ca(&self) -> &Ca {
+        &self.ca
+    }
+
+    /// The certificate for public name `name`, issued on first use.
+    pub fn for_name(&self, name: &str) -> Result<Arc<CertifiedKey>> {
+        let name = name.trim_end_matches('.').to_ascii_lowercase();
+        if !cove_model::region::is_public_name(&name) {
+            bail!("{name:?} is not a name of the simulated web");
+        }
+        let mut issued = self.issued.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = issued.get(&name) {
+            return Ok(k.clone());
+        }
+        let cert = self.ca.issue(&name, std::slice::from_ref(&name))?;
+        let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes())
+            .map_err(|e| anyhow::anyhow!("parsing a new key: {e}"))?;
+        let certified = Arc::new(CertifiedKey::from_der(
+            vec![cert.cert_der],
+            key,
+            &self.provider,
+        )?);
+        if issued.len() >= MAX_WEB_CERTS {
+            issued.clear();
+        }
+        issued.insert(name, certified.clone());
+        Ok(certified)
+    }
+
+    /// A rustls server configuration presenting these certificates.
+    pub fn server_config(self: &Arc<Self>) -> Result<Arc<rustls::ServerConfig>> {
+        let mut config = rustls::ServerConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()?
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone());
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+impl ResolvesServerCert for WebCerts {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let name = hello.server_name()?;
+        match self.for_name(name) {
+            Ok(key) => Some(key),
+            Err(e) => {
+                tracing::debug!(%name, error = %e, "no simulated web certificate");
                 None
             }
         }
@@ -623,5 +767,35 @@ mod tests {
             std::fs::read_to_string(path).unwrap(),
             format!("# Cove Root CA\n{}", ca.pem())
         );
+    }
+
+    #[test]
+    fn the_web_ca_vouches_for_public_names_but_never_amazonaws_com() {
+        let d = tempfile::tempdir().unwrap();
+        let web = WebCerts::open(d.path()).unwrap();
+        let pypi = web.for_name("PyPI.org.").unwrap();
+        web.ca().verify(&pypi.cert[0], "pypi.org").unwrap();
+        assert!(Arc::ptr_eq(&pypi, &web.for_name("pypi.org").unwrap()));
+        assert!(web.for_name("s3.us-east-1.amazonaws.com").is_err());
+        assert!(web.for_name("db.internal").is_err());
+        // Even a certificate it was made to sign is refused for AWS's names.
+        let forged = web
+            .ca()
+            .issue("forged", &["s3.us-east-1.amazonaws.com".to_string()])
+            .unwrap();
+        assert!(web
+            .ca()
+            .verify(&forged.cert_der, "s3.us-east-1.amazonaws.com")
+            .is_err());
+        // And the services CA stays apart: a second CA, kept across restarts.
+        let again = WebCerts::open(d.path()).unwrap();
+        assert_eq!(again.ca().pem(), web.ca().pem());
+        let services = Ca::load_or_create(&ca_dir(d.path())).unwrap();
+        assert_ne!(services.pem(), web.ca().pem());
+        let bundle = services
+            .write_bundle_with(&d.path().join("none"), &[web.ca()])
+            .unwrap();
+        let text = std::fs::read_to_string(bundle).unwrap();
+        assert!(text.contains("# Cove Root CA") && text.contains("# Cove Simulated Web CA"));
     }
 }

@@ -24,6 +24,8 @@ pub struct Listeners {
     store: Arc<Store>,
     /// The TLS configuration of the HTTPS listeners.
     tls: Arc<rustls::ServerConfig>,
+    /// The TLS configuration of the simulated web's HTTPS listener.
+    web_tls: Arc<rustls::ServerConfig>,
     /// Running listeners, with the inode of the namespace they were bound in.
     running: BTreeMap<ListenerPlan, (u64, Vec<AbortHandle>)>,
 }
@@ -41,6 +43,7 @@ impl Listeners {
         web: axum::Router,
         store: Arc<Store>,
         tls: Arc<rustls::ServerConfig>,
+        web_tls: Arc<rustls::ServerConfig>,
     ) -> Self {
         Listeners {
             runtime,
@@ -48,6 +51,7 @@ impl Listeners {
             web,
             store,
             tls,
+            web_tls,
             running: BTreeMap::new(),
         }
     }
@@ -119,7 +123,7 @@ impl Listeners {
                 };
                 Ok(vec![task.abort_handle()])
             }
-            ListenerKind::Web => {
+            ListenerKind::Web { tls } => {
                 let std_listener = cove_net::netns::run_in(&plan.netns, move || {
                     std::net::TcpListener::bind(addr)
                 })??;
@@ -127,11 +131,17 @@ impl Listeners {
                 let _guard = self.runtime.enter();
                 let listener = tokio::net::TcpListener::from_std(std_listener)?;
                 let app = self.web.clone();
-                let task = self.runtime.spawn(async move {
-                    if let Err(e) = axum::serve(listener, app.into_make_service()).await {
-                        tracing::warn!(%addr, error = %e, "listener stopped");
-                    }
-                });
+                let task = if *tls {
+                    self.runtime
+                        .spawn(crate::https::serve(listener, self.web_tls.clone(), app))
+                } else {
+                    self.runtime.spawn(async move {
+                        let service = app.into_make_service_with_connect_info::<SocketAddr>();
+                        if let Err(e) = axum::serve(listener, service).await {
+                            tracing::warn!(%addr, error = %e, "listener stopped");
+                        }
+                    })
+                };
                 Ok(vec![task.abort_handle()])
             }
             ListenerKind::Dns { vpc_id } => {

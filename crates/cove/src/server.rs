@@ -101,22 +101,25 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .name("cove-logs-retention".into())
         .spawn(move || purger.purge_forever(Duration::from_secs(60)))?;
 
-    // Cove's CA and the service certificates of the HTTPS listeners; the
-    // bundle (host roots + Cove's CA) is what jobs and `cove exec` trust.
+    // Cove's CA and the service certificates of the HTTPS listeners, and the
+    // simulated web's CA; the bundle (host roots + both CAs) is what jobs
+    // and `cove exec` trust. The host's own clients trust only Cove's CA.
     let certs = Arc::new(cove_tls::CertStore::open(
         &settings.data_dir,
         &settings.region,
     )?);
-    let ca_bundle = certs
-        .ca()
-        .write_bundle(std::path::Path::new(cove_tls::HOST_BUNDLE))?;
+    let web_certs = Arc::new(cove_tls::WebCerts::open(&settings.data_dir)?);
+    let ca_bundle = certs.ca().write_bundle_with(
+        std::path::Path::new(cove_tls::HOST_BUNDLE),
+        &[web_certs.ca()],
+    )?;
     let instance = start_data_plane(
         &settings,
         store.clone(),
         router.clone(),
         logs.clone(),
         s3_front,
-        certs.server_config()?,
+        (certs.server_config()?, web_certs.server_config()?),
     )?;
     let job_settings = cove_jobs::Settings {
         jobs_dir: settings.data_dir.join("jobs"),
@@ -232,7 +235,7 @@ fn start_data_plane(
     api: Router,
     logs: Arc<LogsService>,
     s3: cove_s3::S3Front,
-    tls: Arc<rustls::ServerConfig>,
+    (tls, web_tls): (Arc<rustls::ServerConfig>, Arc<rustls::ServerConfig>),
 ) -> anyhow::Result<Option<String>> {
     let possible = data_plane_possible();
     match (settings.data_plane, &possible) {
@@ -265,6 +268,7 @@ fn start_data_plane(
         crate::web::router(settings.package_index.clone()),
         store.clone(),
         tls,
+        web_tls,
     );
     let tag = instance.clone();
     cove_dataplane::run::spawn(
