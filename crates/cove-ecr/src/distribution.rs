@@ -384,25 +384,60 @@ fn blob_created(repo: &Repository, digest: &ContentDigest) -> Response<Body> {
         .expect("valid headers")
 }
 
-/// Appends a request body to an upload's file; returns its new size.
-async fn append(path: &std::path::Path, body: Body) -> Result<u64, AwsError> {
+/// Appends a request body to upload `id`'s file, hashing the bytes as they
+/// pass when the hash so far is known (kept in memory between requests, so
+/// finishing an upload need not read it again); returns the new size.
+async fn append(ecr: &Ecr, id: &str, path: &std::path::Path, body: Body) -> Result<u64, AwsError> {
+    use sha2::Digest as _;
     let mut file = tokio::fs::OpenOptions::new()
         .append(true)
         .open(path)
         .await
         .map_err(crate::db::internal)?;
+    let size = file.metadata().await.map_err(crate::db::internal)?.len();
+    let mut hasher = ecr
+        .hashing
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(id)
+        .filter(|(n, _)| *n == size)
+        .map(|(_, h)| h)
+        .or_else(|| (size == 0).then(sha2::Sha256::new));
+    let mut written = size;
     let mut body = body;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(crate::db::internal)?;
         if let Some(data) = frame.data_ref() {
             file.write_all(data).await.map_err(crate::db::internal)?;
+            if let Some(h) = hasher.as_mut() {
+                h.update(data);
+            }
+            written += data.len() as u64;
         }
     }
     file.flush().await.map_err(crate::db::internal)?;
-    Ok(file.metadata().await.map_err(crate::db::internal)?.len())
+    if let Some(h) = hasher {
+        ecr.hashing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_string(), (written, h));
+    }
+    Ok(written)
 }
 
 async fn finish(ecr: &Ecr, repo: &Repository, id: &str, digest: &str) -> Answer {
+    let hashed = ecr
+        .hashing
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(id)
+        .and_then(|(n, h)| {
+            use sha2::Digest as _;
+            Some((
+                ContentDigest::from_sha256(h.finalize().into()),
+                i64::try_from(n).ok()?,
+            ))
+        });
     let Ok(expected) = digest.parse::<ContentDigest>() else {
         ecr.registry.cancel_upload(id)?;
         return Ok(error(
@@ -413,10 +448,11 @@ async fn finish(ecr: &Ecr, repo: &Repository, id: &str, digest: &str) -> Answer 
     };
     let registry = ecr.registry.clone();
     let (repo2, id2, expected2) = (repo.clone(), id.to_string(), expected.clone());
-    let done =
-        tokio::task::spawn_blocking(move || registry.finish_upload(&repo2, &id2, &expected2))
-            .await
-            .map_err(crate::db::internal)??;
+    let done = tokio::task::spawn_blocking(move || {
+        registry.finish_upload(&repo2, &id2, &expected2, hashed)
+    })
+    .await
+    .map_err(crate::db::internal)??;
     match done {
         Ok(_) => Ok(blob_created(repo, &expected)),
         Err(()) => Ok(error(
@@ -456,7 +492,7 @@ async fn upload(
         let id = ecr.registry.start_upload(repo)?;
         if let Some(digest) = query.get("digest") {
             let path = ecr.registry.upload_file(repo, &id)?.expect("just started");
-            append(&path, req.into_body()).await?;
+            append(ecr, &id, &path, req.into_body()).await?;
             return finish(ecr, repo, &id, digest).await;
         }
         return Ok(upload_status(repo, &id, 0, StatusCode::ACCEPTED));
@@ -473,7 +509,7 @@ async fn upload(
             Ok(upload_status(repo, id, size, StatusCode::NO_CONTENT))
         }
         Method::PATCH => {
-            let size = append(&path, req.into_body()).await?;
+            let size = append(ecr, id, &path, req.into_body()).await?;
             Ok(upload_status(repo, id, size, StatusCode::ACCEPTED))
         }
         Method::PUT => {
@@ -484,10 +520,14 @@ async fn upload(
                     "A digest is required to end an upload.",
                 ));
             };
-            append(&path, req.into_body()).await?;
+            append(ecr, id, &path, req.into_body()).await?;
             finish(ecr, repo, id, digest).await
         }
         Method::DELETE => {
+            ecr.hashing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(id);
             ecr.registry.cancel_upload(id)?;
             Ok(response(StatusCode::NO_CONTENT)
                 .body(Body::empty())

@@ -41,6 +41,9 @@ pub struct Ecr {
     pub tokens: Tokens,
     pub account: String,
     pub region: String,
+    /// The SHA-256 state of uploads in progress, by upload id, with the
+    /// number of bytes it covers.
+    pub(crate) hashing: std::sync::Mutex<std::collections::HashMap<String, (u64, sha2::Sha256)>>,
 }
 
 /// An image found for a job: its manifest digest and its layers' files,
@@ -63,6 +66,7 @@ impl Ecr {
             tokens: Tokens::open(&dir.join("token.key"))?,
             account: account.to_string(),
             region: region.to_string(),
+            hashing: Default::default(),
         })
     }
 

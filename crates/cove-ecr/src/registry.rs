@@ -335,16 +335,24 @@ impl Registry {
     }
 
     /// Ends an upload: its bytes must hash to `expected`; they become blob
-    /// `expected` of the repository. `Ok(Err(()))` when they do not match
-    /// (the upload is dropped either way).
+    /// `expected` of the repository. `hashed` is the digest and size of the
+    /// bytes as they were written, if the caller kept it. `Ok(Err(()))` when
+    /// they do not match (the upload is dropped either way).
     pub fn finish_upload(
         &self,
         repo: &Repository,
         id: &str,
         expected: &ContentDigest,
+        hashed: Option<(ContentDigest, i64)>,
     ) -> AwsResult<Result<i64, ()>> {
         let path = self.upload_path(id);
-        let (actual, size) = hash_file(&path).map_err(internal)?;
+        let on_disk = std::fs::metadata(&path).map_err(internal)?.len();
+        // The digest computed while the bytes arrived, when it covers all of
+        // them; else (after a restart, say) the file is read again.
+        let (actual, size) = match hashed {
+            Some((d, n)) if u64::try_from(n).ok() == Some(on_disk) => (d, n),
+            _ => hash_file(&path).map_err(internal)?,
+        };
         self.cancel_upload_row(id)?;
         if &actual != expected {
             let _ = std::fs::remove_file(&path);
