@@ -13,6 +13,54 @@ use serde_json::{json, Value};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+/// Tags the image `digest` of `from`'s repository under `uri` too: its
+/// blobs are mounted into `uri`'s repository (made if needed) and the
+/// manifest is put there under `uri`'s tag.
+pub fn tag_also(ecr: &Ecr, from: &str, digest: &ContentDigest, uri: &str) -> Result<()> {
+    let aws = |e: cove_model::AwsError| anyhow::anyhow!("{}: {}", e.code, e.message);
+    let source: ImageUri = from
+        .parse()
+        .map_err(|()| anyhow::anyhow!("bad image URI {from}"))?;
+    let target: ImageUri = uri.parse().map_err(|()| {
+        anyhow::anyhow!("'{uri}' is not an ECR image URI: <account>.dkr.ecr.<region>.amazonaws.com/<repository>[:tag]")
+    })?;
+    let from_repo = ecr
+        .registry
+        .repository(
+            &source.registry.account,
+            &source.registry.region,
+            &source.repository,
+        )
+        .map_err(aws)?;
+    let image = ecr
+        .registry
+        .image(&from_repo, &Reference::Digest(digest.clone()), false)
+        .map_err(aws)?
+        .with_context(|| format!("{from} has no image {digest}"))?;
+    let to_repo = ecr
+        .ensure_repository_in(
+            &target.registry.account,
+            &target.registry.region,
+            &target.repository,
+        )
+        .map_err(aws)?;
+    let parsed = crate::manifest::parse(&image.manifest, Some(&image.media_type)).map_err(aws)?;
+    for blob in &parsed.blobs {
+        ecr.registry
+            .mount_blob(&to_repo, &from_repo, blob)
+            .map_err(aws)?;
+    }
+    ecr.registry
+        .put_manifest(
+            &to_repo,
+            &target.reference,
+            Some(&image.media_type),
+            &image.manifest,
+        )
+        .map_err(aws)?;
+    Ok(())
+}
+
 /// Pushes `source` under `uri`; returns the manifest digest.
 pub fn import(ecr: &Ecr, uri: &str, source: &Path) -> Result<ContentDigest> {
     let target: ImageUri = uri.parse().map_err(|()| {
@@ -255,6 +303,11 @@ mod tests {
         .unwrap();
         let uri3 = URI.replace(":1", ":3");
         assert_eq!(import(&ecr, &uri3, &layout).unwrap(), md);
+
+        // The same image under another repository's tag, its layers mounted there.
+        let other = "123456789012.dkr.ecr.us-east-1.amazonaws.com/other/name:v1";
+        tag_also(&ecr, &uri3, &md, other).unwrap();
+        assert_eq!(ecr.resolve(other).unwrap().digest, md);
 
         let err = import(&ecr, URI, &dir.path().join("nowhere")).unwrap_err();
         assert!(format!("{err:#}").contains("nowhere"), "{err:#}");

@@ -95,6 +95,9 @@ enum Command {
         image_uri: String,
         /// An OCI layout directory (`index.json`, `blobs/`), a tarball (`.tar`, `.tar.gz`) or a directory.
         source: std::path::PathBuf,
+        /// More image URIs to tag the same image under (its layers are stored once).
+        #[arg(long = "also", value_name = "IMAGE_URI")]
+        also: Vec<String>,
     },
     /// Can a source reach a destination, by which path, and if not, what
     /// blocks it: answered from the stored VPC model (read-only, beside the
@@ -401,6 +404,7 @@ fn main() -> anyhow::Result<()> {
             data_dir,
             image_uri,
             source,
+            also,
         } => {
             let uri: cove_ecr::names::ImageUri = image_uri
                 .parse()
@@ -412,6 +416,10 @@ fn main() -> anyhow::Result<()> {
             )?;
             let digest = cove_ecr::import::import(&ecr, &image_uri, &source)?;
             println!("{image_uri}@{digest}");
+            for other in &also {
+                cove_ecr::import::tag_also(&ecr, &image_uri, &digest, other)?;
+                println!("{other}@{digest}");
+            }
             Ok(())
         }
         Command::Reach {
