@@ -605,7 +605,7 @@ fn main() -> anyhow::Result<()> {
     println!();
     println!(
         "Chunked push, medians: the `PATCH`es (bytes over HTTP into the upload file) ran at {:.0} MB/s; \
-         the completing `PUT ?digest=`s (no bytes: the registry re-reads and hashes each upload) \
+         the completing `PUT ?digest=`s (no bytes: the registry checks the digest it computed while the bytes arrived) \
          at {:.0} MB/s, {:.0}% of the push's wall time.",
         median(splits.iter().map(|s| s.patch_mb_s).collect()),
         median(splits.iter().map(|s| s.put_mb_s).collect()),
