@@ -124,3 +124,74 @@ def test_sklearn_image_trains_with_numpy_pandas_and_serves_from_the_same_image(s
             predictor.delete_endpoint(delete_endpoint_config=True)
     finally:
         teardown_vpc(ec2, vpc)
+
+
+DISTRIBUTED = '''
+import json, os, socket
+import torch, torch.distributed as dist
+dist.init_process_group("gloo")
+rank, world = dist.get_rank(), dist.get_world_size()
+t = torch.tensor([float(rank + 1)])
+dist.all_reduce(t)
+print(f"rank {rank} of {world} on {socket.gethostname()}: sum {t.item()}", flush=True)
+if rank == 0:
+    json.dump({"world": world, "sum": t.item(), "master": os.environ["MASTER_ADDR"]},
+              open(os.path.join(os.environ["SM_MODEL_DIR"], "model.json"), "w"))
+dist.destroy_process_group()
+'''
+
+
+@pytest.fixture
+def pytorch_cove(fresh_cove):
+    """A Cove whose registry holds the PyTorch framework image."""
+    out = subprocess.run(["bash", os.path.join(ROOT, "scripts", "framework-images.sh"),
+                          "--data-dir", fresh_cove.data_dir, "pytorch"],
+                         capture_output=True, text=True, timeout=1800, env={**os.environ, "COVE_BIN": BINARY})
+    assert out.returncode == 0, out.stdout + out.stderr
+    return fresh_cove
+
+
+def test_torch_distributed_trains_across_two_hosts_in_two_subnets(pytorch_cove):
+    import io
+    import json
+    import tarfile
+    from test_training_jobs import tar_gz
+    cove = pytorch_cove
+    ec2, s3, sm = cove.client("ec2"), cove.client("s3"), cove.client("sagemaker")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    try:
+        subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"{REGION}{az}")
+                   ["Subnet"]["SubnetId"] for i, az in ((1, "a"), (2, "b"))]
+        sg = ec2.create_security_group(GroupName="ddp", Description="ddp", VpcId=vpc)["GroupId"]
+        # The hosts talk to each other (rendezvous and gloo) only as their group allows.
+        ec2.authorize_security_group_ingress(GroupId=sg, IpPermissions=[
+            {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": sg}]}])
+        rt = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"][0]["RouteTableId"]
+        ec2.create_vpc_endpoint(VpcId=vpc, ServiceName=f"com.amazonaws.{REGION}.s3", RouteTableIds=[rt])
+        bucket = "ddp-test"
+        s3.create_bucket(Bucket=bucket)
+        s3.put_object(Bucket=bucket, Key="code/sourcedir.tar.gz", Body=tar_gz({"train.py": DISTRIBUTED}))
+        s3.put_object(Bucket=bucket, Key="data/x.csv", Body="1\n")
+        image = "763104351884.dkr.ecr.us-east-1.amazonaws.com/pytorch-training:2.0-cpu-py310"
+        sm.create_training_job(
+            TrainingJobName="ddp", RoleArn=ROLE,
+            AlgorithmSpecification={"TrainingImage": image, "TrainingInputMode": "File"},
+            HyperParameters={"sagemaker_program": '"train.py"',
+                             "sagemaker_submit_directory": f'"s3://{bucket}/code/sourcedir.tar.gz"',
+                             "sagemaker_torch_distributed_enabled": "true"},
+            InputDataConfig=[{"ChannelName": "train", "DataSource": {"S3DataSource": {
+                "S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/data"}}}],
+            OutputDataConfig={"S3OutputPath": f"s3://{bucket}/output"},
+            ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 2, "VolumeSizeInGB": 5},
+            StoppingCondition={"MaxRuntimeInSeconds": 600},
+            VpcConfig={"Subnets": subnets, "SecurityGroupIds": [sg]},
+        )
+        from helpers import wait_status
+        d = wait_status(lambda: sm.describe_training_job(TrainingJobName="ddp"), "TrainingJobStatus",
+                        ("Completed", "Failed", "Stopped"), 300, "ddp", interval=0.5)
+        assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+        body = s3.get_object(Bucket=bucket, Key="output/ddp/output/model.tar.gz")["Body"].read()
+        with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as t:
+            assert json.load(t.extractfile("model.json")) == {"world": 2, "sum": 3.0, "master": "algo-1"}
+    finally:
+        teardown_vpc(ec2, vpc)

@@ -385,27 +385,19 @@ pub(crate) mod tests {
     use super::*;
     use cove_model::world::Tags;
     use cove_store::Store;
-    use cove_wire::{Principal, RequestContext};
+    use cove_wire::RequestContext;
 
     pub const REGION: &str = "us-east-1";
     pub const ACCOUNT: &str = "123456789012";
 
     pub fn ctx(op: &str) -> RequestContext {
-        RequestContext {
-            request_id: "req".into(),
-            region: REGION.into(),
-            operation: op.into(),
-            principal: Principal {
-                access_key: "AKIA".into(),
-                secret_key: "secret".into(),
-                session_token: None,
-                account_id: ACCOUNT.into(),
-                arn: format!("arn:aws:iam::{ACCOUNT}:root"),
-                user_id: ACCOUNT.into(),
-            },
-            source_ip: None,
-            via_endpoint: None,
-        }
+        RequestContext::internal(
+            op,
+            REGION,
+            ACCOUNT,
+            &format!("arn:aws:iam::{ACCOUNT}:root"),
+            "AKIA",
+        )
     }
 
     /// Calls a handler with its request parsed from JSON, as `handle` does.

@@ -339,63 +339,62 @@ impl Cx<'_> {
         Ok(with_next(json!({"imageIds": ids}), next))
     }
 
-    fn batch_get_image(&self, q: &ecr::BatchGetImageRequest) -> AwsResult<Value> {
-        let repo = self.repo(&q.registry_id, &q.repository_name)?;
-        let (mut images, mut failures) = (Vec::new(), Vec::new());
-        for id in &q.image_ids {
-            let reference = match reference_of(id) {
-                Ok(r) => r,
-                Err(code) => {
-                    failures.push(failure(id, code, failure_reason(code)));
-                    continue;
-                }
+    /// Runs `f` for each image id of a batch call, collecting what it
+    /// returns and the ids that fail (malformed, or `ImageNotFound` when
+    /// `f` finds nothing) as ECR's `failures`.
+    fn each_image(
+        ids: &[ecr::ImageIdentifier],
+        mut f: impl FnMut(&ecr::ImageIdentifier, Reference) -> AwsResult<Option<Vec<Value>>>,
+    ) -> AwsResult<(Vec<Value>, Vec<Value>)> {
+        let (mut done, mut failures) = (Vec::new(), Vec::new());
+        for id in ids {
+            let outcome = match reference_of(id) {
+                Ok(reference) => f(id, reference)?.ok_or("ImageNotFound"),
+                Err(code) => Err(code),
             };
-            match self.ecr.registry.image(&repo, &reference, true)? {
-                Some(i) => {
-                    let tag = match &reference {
-                        Reference::Tag(t) => Some(t.as_str()),
-                        Reference::Digest(_) => id.image_tag.as_deref(),
-                    };
-                    images.push(json!({
-                        "registryId": repo.account,
-                        "repositoryName": repo.name,
-                        "imageId": image_id(&i.digest, tag),
-                        "imageManifest": String::from_utf8_lossy(&i.manifest),
-                        "imageManifestMediaType": i.media_type,
-                    }));
-                }
-                None => failures.push(failure(
-                    id,
-                    "ImageNotFound",
-                    failure_reason("ImageNotFound"),
-                )),
+            match outcome {
+                Ok(values) => done.extend(values),
+                Err(code) => failures.push(failure(id, code, failure_reason(code))),
             }
         }
+        Ok((done, failures))
+    }
+
+    fn batch_get_image(&self, q: &ecr::BatchGetImageRequest) -> AwsResult<Value> {
+        let repo = self.repo(&q.registry_id, &q.repository_name)?;
+        let (images, failures) = Self::each_image(&q.image_ids, |id, reference| {
+            let Some(i) = self.ecr.registry.image(&repo, &reference, true)? else {
+                return Ok(None);
+            };
+            let tag = match &reference {
+                Reference::Tag(t) => Some(t.as_str()),
+                Reference::Digest(_) => id.image_tag.as_deref(),
+            };
+            Ok(Some(vec![json!({
+                "registryId": repo.account,
+                "repositoryName": repo.name,
+                "imageId": image_id(&i.digest, tag),
+                "imageManifest": String::from_utf8_lossy(&i.manifest),
+                "imageManifestMediaType": i.media_type,
+            })]))
+        })?;
         Ok(json!({"images": images, "failures": failures}))
     }
 
     fn batch_delete_image(&self, q: &ecr::BatchDeleteImageRequest) -> AwsResult<Value> {
         let repo = self.repo(&q.registry_id, &q.repository_name)?;
-        let (mut deleted, mut failures) = (Vec::new(), Vec::new());
-        for id in &q.image_ids {
-            let reference = match reference_of(id) {
-                Ok(r) => r,
-                Err(code) => {
-                    failures.push(failure(id, code, failure_reason(code)));
-                    continue;
-                }
-            };
-            match self.ecr.registry.delete_image(&repo, &reference)? {
-                Some(removed) => {
-                    deleted.extend(removed.iter().map(|(d, t)| image_id(d, t.as_deref())))
-                }
-                None => failures.push(failure(
-                    id,
-                    "ImageNotFound",
-                    failure_reason("ImageNotFound"),
-                )),
-            }
-        }
+        let (deleted, failures) = Self::each_image(&q.image_ids, |_, reference| {
+            Ok(self
+                .ecr
+                .registry
+                .delete_image(&repo, &reference)?
+                .map(|removed| {
+                    removed
+                        .iter()
+                        .map(|(d, t)| image_id(d, t.as_deref()))
+                        .collect()
+                }))
+        })?;
         Ok(json!({"imageIds": deleted, "failures": failures}))
     }
 

@@ -6,7 +6,7 @@ use super::*;
 use crate::token::authorization_token;
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
-use cove_wire::{Principal, RequestContext};
+use cove_wire::RequestContext;
 use serde_json::json;
 
 const ACCOUNT: &str = "123456789012";
@@ -25,21 +25,13 @@ fn fixture() -> Fixture {
 }
 
 fn call(ecr: &Ecr, op: &str, input: Value) -> AwsResult<Value> {
-    let ctx = RequestContext {
-        request_id: "req".into(),
-        region: REGION.into(),
-        operation: op.into(),
-        principal: Principal {
-            access_key: "AKIAEXAMPLE".into(),
-            secret_key: "secret".into(),
-            session_token: None,
-            account_id: ACCOUNT.into(),
-            arn: format!("arn:aws:iam::{ACCOUNT}:root"),
-            user_id: ACCOUNT.into(),
-        },
-        source_ip: None,
-        via_endpoint: None,
-    };
+    let ctx = RequestContext::internal(
+        op,
+        REGION,
+        ACCOUNT,
+        &format!("arn:aws:iam::{ACCOUNT}:root"),
+        "AKIAEXAMPLE",
+    );
     ecr.handle(&ctx, input)
 }
 

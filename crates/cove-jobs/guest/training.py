@@ -9,7 +9,10 @@ plays the toolkit's part inside the job's container:
   the job's own network (so it fails in a private subnet without a route to
   a package index, as on AWS), into a directory on the script's path;
 - runs the script as the toolkit does (`python <entry point> <SM_USER_ARGS>`)
-  in `/opt/ml/code`;
+  in `/opt/ml/code`, or, when the SDK's `distribution` asked for
+  `torch_distributed` (the `sagemaker_torch_distributed_enabled`
+  hyperparameter), under `torchrun` across the job's hosts, the first host
+  being the master (`MASTER_ADDR`/`MASTER_PORT`, `--node_rank`);
 - when a step fails, writes the toolkit's error (`InstallRequirementsError`
   or `ExecuteUserScriptError`, with `ExitCode`, `ErrorMessage` and
   `Command`) to `/opt/ml/output/failure`, which becomes the job's
@@ -88,6 +91,33 @@ def fail(kind, exit_code, lines, command):
     sys.exit(exit_code if 0 < exit_code < 256 else 1)
 
 
+MASTER_PORT = "7777"
+
+
+def hyperparameter(name):
+    """A `sagemaker_*` hyperparameter as the toolkit reads it (JSON-decoded)."""
+    try:
+        return json.loads(os.environ.get("SM_FRAMEWORK_PARAMS", "{}")).get(name)
+    except ValueError:
+        return None
+
+
+def script_command(python, env):
+    """The command that runs the user's script on this host."""
+    entry_point = env["SM_USER_ENTRY_POINT"]
+    args = json.loads(env.get("SM_USER_ARGS", "[]"))
+    if hyperparameter("sagemaker_torch_distributed_enabled") in (True, "true", "True"):
+        hosts = json.loads(env.get("SM_HOSTS", "[]")) or [env.get("SM_CURRENT_HOST", "algo-1")]
+        gpus = int(env.get("SM_NUM_GPUS", "0") or 0)
+        env["MASTER_ADDR"], env["MASTER_PORT"] = hosts[0], MASTER_PORT
+        return [python, "-m", "torch.distributed.run",
+                "--nnodes", str(len(hosts)), "--nproc_per_node", str(max(gpus, 1)),
+                "--node_rank", str(hosts.index(env.get("SM_CURRENT_HOST", hosts[0]))),
+                "--master_addr", hosts[0], "--master_port", MASTER_PORT,
+                entry_point, *args]
+    return [python, entry_point, *args]
+
+
 def hint(lines):
     """Cove's word when a module is missing: script mode runs the host's Python."""
     if any("ModuleNotFoundError" in line for line in lines):
@@ -110,9 +140,7 @@ def main():
             fail("InstallRequirementsError", code, lines, command)
     path = [PACKAGES_DIR, CODE_DIR] + [p for p in env.get("PYTHONPATH", "").split(":") if p]
     env["PYTHONPATH"] = ":".join(path)
-    entry_point = env["SM_USER_ENTRY_POINT"]
-    args = json.loads(env.get("SM_USER_ARGS", "[]"))
-    command = [python, entry_point, *args]
+    command = script_command(python, env)
     code, lines = run(command, env, CODE_DIR)
     if code != 0:
         hint(lines)

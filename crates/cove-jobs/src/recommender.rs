@@ -32,21 +32,7 @@ const ENDPOINT_TIMEOUT: Duration = Duration::from_secs(600);
 /// The request context the driver's own SageMaker calls run under: the
 /// job's account and region, as if the job's role made them.
 fn internal_context(j: &RecommendationJob, operation: &str) -> RequestContext {
-    RequestContext {
-        request_id: format!("{}-{operation}", j.name),
-        region: j.region.clone(),
-        operation: operation.into(),
-        principal: cove_wire::Principal {
-            access_key: String::new(),
-            secret_key: String::new(),
-            session_token: None,
-            account_id: j.account_id.clone(),
-            arn: j.request.role_arn.clone(),
-            user_id: String::new(),
-        },
-        source_ip: None,
-        via_endpoint: None,
-    }
+    RequestContext::internal(operation, &j.region, &j.account_id, &j.request.role_arn, "")
 }
 
 /// The job's `InputConfig.ContainerConfig.PayloadConfig`.

@@ -60,6 +60,32 @@ impl RequestContext {
     pub fn account_id(&self) -> &str {
         &self.principal.account_id
     }
+
+    /// A context for a call Cove makes itself (not from the wire), as
+    /// `arn` of `account` in `region`: for internal callers and tests.
+    pub fn internal(
+        operation: &str,
+        region: &str,
+        account: &str,
+        arn: &str,
+        access_key: &str,
+    ) -> RequestContext {
+        RequestContext {
+            request_id: format!("internal-{operation}"),
+            region: region.into(),
+            operation: operation.into(),
+            principal: Principal {
+                access_key: access_key.into(),
+                secret_key: String::new(),
+                session_token: None,
+                account_id: account.into(),
+                arn: arn.into(),
+                user_id: account.into(),
+            },
+            source_ip: None,
+            via_endpoint: None,
+        }
+    }
 }
 
 /// One AWS service Cove serves.

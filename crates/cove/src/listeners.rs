@@ -89,6 +89,34 @@ impl Listeners {
         }
     }
 
+    /// Binds `plan`'s address in its namespace and serves `app` there, over
+    /// TLS when `tls` is given.
+    fn serve_http(
+        &self,
+        plan: &ListenerPlan,
+        app: axum::Router,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> std::io::Result<Vec<AbortHandle>> {
+        let addr = plan.addr;
+        let std_listener =
+            cove_net::netns::run_in(&plan.netns, move || std::net::TcpListener::bind(addr))??;
+        std_listener.set_nonblocking(true)?;
+        let _guard = self.runtime.enter();
+        let listener = tokio::net::TcpListener::from_std(std_listener)?;
+        let task = match tls {
+            Some(config) => self
+                .runtime
+                .spawn(crate::https::serve(listener, config, app)),
+            None => self.runtime.spawn(async move {
+                let service = app.into_make_service_with_connect_info::<SocketAddr>();
+                if let Err(e) = axum::serve(listener, service).await {
+                    tracing::warn!(%addr, error = %e, "listener stopped");
+                }
+            }),
+        };
+        Ok(vec![task.abort_handle()])
+    }
+
     fn start(&self, plan: &ListenerPlan) -> std::io::Result<Vec<AbortHandle>> {
         let addr = plan.addr;
         match &plan.kind {
@@ -98,51 +126,16 @@ impl Listeners {
                 vpc_id,
                 tls,
             } => {
-                let std_listener = cove_net::netns::run_in(&plan.netns, move || {
-                    std::net::TcpListener::bind(addr)
-                })??;
-                std_listener.set_nonblocking(true)?;
                 let arrival = Arrival {
                     only_service: *only_service,
                     vpc_endpoint_id: vpc_endpoint_id.clone(),
                     vpc_id: vpc_id.clone(),
                 };
                 let app = self.api.clone().layer(Extension(arrival));
-                let _guard = self.runtime.enter();
-                let listener = tokio::net::TcpListener::from_std(std_listener)?;
-                let task = if *tls {
-                    self.runtime
-                        .spawn(crate::https::serve(listener, self.tls.clone(), app))
-                } else {
-                    self.runtime.spawn(async move {
-                        let service = app.into_make_service_with_connect_info::<SocketAddr>();
-                        if let Err(e) = axum::serve(listener, service).await {
-                            tracing::warn!(%addr, error = %e, "listener stopped");
-                        }
-                    })
-                };
-                Ok(vec![task.abort_handle()])
+                self.serve_http(plan, app, tls.then(|| self.tls.clone()))
             }
             ListenerKind::Web { tls } => {
-                let std_listener = cove_net::netns::run_in(&plan.netns, move || {
-                    std::net::TcpListener::bind(addr)
-                })??;
-                std_listener.set_nonblocking(true)?;
-                let _guard = self.runtime.enter();
-                let listener = tokio::net::TcpListener::from_std(std_listener)?;
-                let app = self.web.clone();
-                let task = if *tls {
-                    self.runtime
-                        .spawn(crate::https::serve(listener, self.web_tls.clone(), app))
-                } else {
-                    self.runtime.spawn(async move {
-                        let service = app.into_make_service_with_connect_info::<SocketAddr>();
-                        if let Err(e) = axum::serve(listener, service).await {
-                            tracing::warn!(%addr, error = %e, "listener stopped");
-                        }
-                    })
-                };
-                Ok(vec![task.abort_handle()])
+                self.serve_http(plan, self.web.clone(), tls.then(|| self.web_tls.clone()))
             }
             ListenerKind::Dns { vpc_id } => {
                 let (udp, tcp) = cove_net::netns::run_in(&plan.netns, move || {

@@ -36,6 +36,30 @@ class ErrorMessages(unittest.TestCase):
             'ExecuteUserScriptError:\nExitCode 1\nErrorMessage "ValueError: x"\nCommand "/usr/bin/python3 train.py --a 1"')
 
 
+class Commands(unittest.TestCase):
+    def env(self, **extra):
+        return {"SM_USER_ENTRY_POINT": "train.py", "SM_USER_ARGS": '["--epochs", "2"]',
+                "SM_HOSTS": '["algo-1", "algo-2"]', "SM_CURRENT_HOST": "algo-2", **extra}
+
+    def test_a_plain_script(self):
+        os.environ["SM_FRAMEWORK_PARAMS"] = "{}"
+        self.assertEqual(training.script_command("/usr/bin/python3", self.env()),
+                         ["/usr/bin/python3", "train.py", "--epochs", "2"])
+
+    def test_torch_distributed_runs_torchrun_on_every_host(self):
+        os.environ["SM_FRAMEWORK_PARAMS"] = '{"sagemaker_torch_distributed_enabled": true}'
+        env = self.env()
+        try:
+            command = training.script_command("/usr/bin/python3", env)
+        finally:
+            os.environ["SM_FRAMEWORK_PARAMS"] = "{}"
+        self.assertEqual(command, [
+            "/usr/bin/python3", "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+            "--node_rank", "1", "--master_addr", "algo-1", "--master_port", "7777",
+            "train.py", "--epochs", "2"])
+        self.assertEqual((env["MASTER_ADDR"], env["MASTER_PORT"]), ("algo-1", "7777"))
+
+
 class Runs(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.mkdtemp()
