@@ -141,6 +141,18 @@ dist.destroy_process_group()
 '''
 
 
+def job_log(cove, name):
+    """Every line the job's hosts logged, stream by stream."""
+    logs = cove.client("logs")
+    out = []
+    for stream in logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs",
+                                            logStreamNamePrefix=name)["logStreams"]:
+        events = logs.get_log_events(logGroupName="/aws/sagemaker/TrainingJobs",
+                                     logStreamName=stream["logStreamName"], startFromHead=True)["events"]
+        out += [f"{stream['logStreamName']}: {e['message']}" for e in events]
+    return "\n".join(out)
+
+
 @pytest.fixture
 def pytorch_cove(fresh_cove):
     """A Cove whose registry holds the PyTorch framework image."""
@@ -189,6 +201,8 @@ def test_torch_distributed_trains_across_two_hosts_in_two_subnets(pytorch_cove):
         from helpers import wait_status
         d = wait_status(lambda: sm.describe_training_job(TrainingJobName="ddp"), "TrainingJobStatus",
                         ("Completed", "Failed", "Stopped"), 300, "ddp", interval=0.5)
+        if d["TrainingJobStatus"] != "Completed":
+            print(job_log(cove, "ddp"))
         assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
         body = s3.get_object(Bucket=bucket, Key="output/ddp/output/model.tar.gz")["Body"].read()
         with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as t:

@@ -110,8 +110,13 @@ def script_command(python, env):
         hosts = json.loads(env.get("SM_HOSTS", "[]")) or [env.get("SM_CURRENT_HOST", "algo-1")]
         gpus = int(env.get("SM_NUM_GPUS", "0") or 0)
         env["MASTER_ADDR"], env["MASTER_PORT"] = hosts[0], MASTER_PORT
+        # `--redirects 1 --tee 1`: the workers' stdout is teed to the log as
+        # it comes (their stderr goes there directly). Spelled out because
+        # torch 1.13 on Python 3.11 (Debian 12's) cannot parse the default
+        # `0`, nor `3`: its IntFlag lookup finds single-bit values only.
         return [python, "-m", "torch.distributed.run",
                 "--nnodes", str(len(hosts)), "--nproc_per_node", str(max(gpus, 1)),
+                "--redirects", "1", "--tee", "1",
                 "--node_rank", str(hosts.index(env.get("SM_CURRENT_HOST", hosts[0]))),
                 "--master_addr", hosts[0], "--master_port", MASTER_PORT,
                 entry_point, *args]

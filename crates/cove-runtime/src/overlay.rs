@@ -39,3 +39,72 @@ pub fn unmount(root: &Path) {
         let _ = sys::umount_detach(root);
     }
 }
+
+/// The mount points listed in `mountinfo` (the text of `/proc/self/mountinfo`)
+/// that lie under `dir`, deepest first.
+pub fn mounts_under(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|escaped| PathBuf::from(unescape_mount_path(escaped)))
+        .filter(|p| p.starts_with(dir) && p != dir)
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found.dedup();
+    found
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo` octal.
+fn unescape_mount_path(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Detaches every mount under `dir` (the overlays of jobs whose cleanup a
+/// crash interrupted); returns how many.
+pub fn unmount_all_under(dir: &Path) -> usize {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return 0;
+    };
+    let mounts = mounts_under(&info, dir);
+    for m in &mounts {
+        let _ = sys::umount_detach(m);
+    }
+    mounts.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mounts_under_a_directory_deepest_first() {
+        let info = "\
+22 1 8:1 / / rw - ext4 /dev/vda rw
+90 22 0:50 / /data/jobs/t/j/algo-1/rootfs rw - overlay overlay rw
+91 22 0:51 / /data/jobs/t/j/my\\040host/rootfs rw - overlay overlay rw
+92 90 0:52 / /data/jobs/t/j/algo-1/rootfs/proc rw - proc proc rw
+93 22 0:53 / /database rw - tmpfs tmpfs rw";
+        assert_eq!(
+            mounts_under(info, Path::new("/data")),
+            vec![
+                PathBuf::from("/data/jobs/t/j/algo-1/rootfs/proc"),
+                PathBuf::from("/data/jobs/t/j/algo-1/rootfs"),
+                PathBuf::from("/data/jobs/t/j/my host/rootfs"),
+            ]
+        );
+    }
+}

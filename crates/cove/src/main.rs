@@ -391,6 +391,12 @@ fn main() -> anyhow::Result<()> {
             if stopped > 0 {
                 println!("stopped {stopped} containers");
             }
+            let unmounted = cove_runtime::overlay::unmount_all_under(
+                &data_dir.canonicalize().unwrap_or_else(|_| data_dir.clone()),
+            );
+            if unmounted > 0 {
+                println!("detached {unmounted} image overlays");
+            }
             let instance = server::instance_tag(&data_dir)?;
             let removed =
                 cove_dataplane::reconcile::Reconciler::new(&instance, cove_dataplane::linux::Linux)

@@ -55,7 +55,7 @@ class Commands(unittest.TestCase):
             os.environ["SM_FRAMEWORK_PARAMS"] = "{}"
         self.assertEqual(command, [
             "/usr/bin/python3", "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
-            "--node_rank", "1", "--master_addr", "algo-1", "--master_port", "7777",
+            "--redirects", "1", "--tee", "1", "--node_rank", "1", "--master_addr", "algo-1", "--master_port", "7777",
             "train.py", "--epochs", "2"])
         self.assertEqual((env["MASTER_ADDR"], env["MASTER_PORT"]), ("algo-1", "7777"))
 
