@@ -13,8 +13,12 @@ an S3 gateway endpoint. Then it measures, in one run:
 2. S3 download throughput of one large object through the gateway endpoint
    (curl on an ENI in the private subnet, presigned URL) against the same
    download from the host directly over loopback, side by side.
+3. With --compare-image: the same start-up for sequential jobs on the host's
+   Python and then, once `scripts/framework-images.sh sklearn` has pushed
+   the scikit-learn image into this server's registry, in that image (the
+   first image job, which unpacks the image, reported on its own).
 
-Usage:  .venv/bin/python bench/jobs.py [--sequential 20] [--concurrent 50] [--object-mb 256]
+Usage:  .venv/bin/python bench/jobs.py [--sequential 20] [--concurrent 50] [--object-mb 256] [--compare-image]
 """
 import argparse
 import re
@@ -45,6 +49,8 @@ def main():
     ap.add_argument("--object-mb", type=int, default=256)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--startup-only", action="store_true", help="skip the throughput part")
+    ap.add_argument("--compare-image", action="store_true",
+                    help="only compare start-up on the host's Python and in the scikit-learn framework image")
     args = ap.parse_args()
 
     with cove_server(args.cove_bin, "cove-bench-jobs-") as (endpoint, data, _):
@@ -110,6 +116,22 @@ def run(args, endpoint, data):  # noqa: C901
 
     one_job()  # warm-up: page cache, first ENI namespace
     sequential = [one_job() for _ in range(args.sequential)]
+    if args.compare_image:
+        env = {**os.environ, "COVE_BIN": args.cove_bin}
+        subprocess.run(["bash", os.path.join(ROOT, "scripts", "framework-images.sh"), "--data-dir", data, "sklearn"],
+                       check=True, env=env, stdout=subprocess.DEVNULL)
+        first = one_job()
+        in_image = [one_job() for _ in range(args.sequential)]
+        print("\n## Job start-up: host Python vs the scikit-learn framework image "
+              "(CreateTrainingJob returned → first instruction; ENI attached, 1 MB channel)\n")
+        print("| where the script runs | jobs | p50 ms | p99 ms | max ms |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+        print(f"| host Python (`/usr/bin/python3`) | {len(sequential)} | {pct(sequential, 50):.1f} | "
+              f"{pct(sequential, 99):.1f} | {max(sequential):.1f} |")
+        print(f"| framework image, first job (unpacks the image) | 1 | {first:.1f} | {first:.1f} | {first:.1f} |")
+        print(f"| framework image, later jobs | {len(in_image)} | {pct(in_image, 50):.1f} | "
+              f"{pct(in_image, 99):.1f} | {max(in_image):.1f} |")
+        return
     burst = []
     lock = threading.Lock()
 

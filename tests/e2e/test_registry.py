@@ -10,6 +10,7 @@ import subprocess
 import botocore.exceptions
 import pytest
 
+from test_hosting import client_eni  # noqa: F401  (fixture)
 from test_training_jobs import (  # noqa: F401  (fixtures)
     bucket, byo_rootfs_tarball, job_name, private_net, s3, s3_endpoint, sm, training_request,
     wait_for,
@@ -143,3 +144,48 @@ def test_push_with_skopeo_then_train_on_the_image(cove_server, ecr, ec2, s3, sm,
         ecr.delete_repository(repositoryName="nope")
     assert e.value.response["Error"]["Code"] == "RepositoryNotFoundException"
     ecr.delete_repository(repositoryName="pushed-byo", force=True)
+
+
+INSIDE = r'''
+import base64, json, sys, urllib.request, boto3, botocore.config
+cfg = botocore.config.Config(connect_timeout=2, read_timeout=10, retries={"max_attempts": 1})
+try:
+    ecr = boto3.client("ecr", region_name="us-east-1", aws_access_key_id=sys.argv[1],
+                       aws_secret_access_key=sys.argv[2], config=cfg)
+    token = ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
+    req = urllib.request.Request(sys.argv[3], headers={
+        "Authorization": "Basic " + token,
+        "Accept": "application/vnd.oci.image.manifest.v1+json"})
+    with urllib.request.urlopen(req, timeout=5) as r:
+        print("ok", r.status, r.headers["Docker-Content-Digest"])
+except Exception as e:
+    print("failed", type(e).__name__, e)
+'''
+
+
+def test_the_registry_from_a_private_subnet_through_the_ecr_interface_endpoints(
+        cove_server, ec2, private_net, client_eni, tmp_path):  # noqa: F811
+    import sys
+    from conftest import ACCESS_KEY, BINARY, SECRET_KEY
+    from test_hosting import eventually_out
+    tarball = tmp_path / "rootfs.tar.gz"
+    byo_rootfs_tarball(tarball)
+    out = subprocess.run([BINARY, "image-import", "--data-dir", cove_server.data_dir,
+                          f"{REGISTRY}/inside:1", str(tarball)], check=True, capture_output=True, text=True)
+    digest = out.stdout.strip().rsplit("@", 1)[1]
+    url = f"https://{REGISTRY}/v2/inside/manifests/1"
+    call = lambda: cove_server.exec(client_eni["eni"], sys.executable, "-c", INSIDE,  # noqa: E731
+                                    ACCESS_KEY, SECRET_KEY, url, timeout=40).stdout.strip()
+    # A private subnet reaches neither ECR's API nor the registry.
+    assert call().startswith("failed"), "ECR is reachable without endpoints"
+    sg = ec2.create_security_group(GroupName="vpce-ecr", Description="ecr", VpcId=private_net["vpc"])["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=sg, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "UserIdGroupPairs": [{"GroupId": client_eni["sg"]}]}])
+    for service in ("ecr.api", "ecr.dkr"):
+        ep = ec2.create_vpc_endpoint(VpcId=private_net["vpc"], VpcEndpointType="Interface",
+                                     ServiceName=f"com.amazonaws.us-east-1.{service}",
+                                     SubnetIds=[private_net["subnets"][0]], SecurityGroupIds=[sg])["VpcEndpoint"]
+        assert ep["PrivateDnsEnabled"] is True
+    # Through them, over HTTPS with AWS's names: a token from the API, then the manifest.
+    out = eventually_out(call, "ok")
+    assert out == f"ok 200 {digest}", out

@@ -905,8 +905,8 @@ mod tests {
     fn describe_services_and_prefix_lists() {
         let f = fixture();
         let out = call(&f.store, describe_vpc_endpoint_services, json!({})).unwrap();
-        assert_eq!(out["ServiceDetails"].as_array().unwrap().len(), 8);
-        assert_eq!(out["ServiceNames"].as_array().unwrap().len(), 7);
+        assert_eq!(out["ServiceDetails"].as_array().unwrap().len(), 10);
+        assert_eq!(out["ServiceNames"].as_array().unwrap().len(), 9);
         let out = call(
             &f.store,
             describe_vpc_endpoint_services,
@@ -938,7 +938,7 @@ mod tests {
             json!({"MaxResults": 5, "NextToken": page["NextToken"]}),
         )
         .unwrap();
-        assert_eq!(rest["ServiceDetails"].as_array().unwrap().len(), 3);
+        assert_eq!(rest["ServiceDetails"].as_array().unwrap().len(), 5);
         assert!(rest.get("NextToken").is_none());
 
         let pl = call(

@@ -69,6 +69,24 @@ pub fn services(region: &str) -> Vec<ServiceEntry> {
             "runtime.sagemaker",
         ),
         amazon("logs", "logs", EndpointType::Interface, true, "logs"),
+        amazon(
+            "ecr.api",
+            "api.ecr",
+            EndpointType::Interface,
+            true,
+            "api.ecr",
+        ),
+        ServiceEntry {
+            // The registry's names carry the account: the private name is a wildcard.
+            private_dns: Some(format!("*.dkr.ecr.{region}.amazonaws.com")),
+            ..amazon(
+                "ecr.dkr",
+                "dkr.ecr",
+                EndpointType::Interface,
+                true,
+                "dkr.ecr",
+            )
+        },
         amazon("sts", "sts", EndpointType::Interface, true, "sts"),
         sagemaker("notebook"),
         sagemaker("studio"),
@@ -78,11 +96,24 @@ pub fn services(region: &str) -> Vec<ServiceEntry> {
 }
 
 /// The SigV4 signing name of an API named by its endpoint prefix: SageMaker's
-/// API and its Runtime are two endpoints that sign as `sagemaker`.
+/// API and its Runtime are two endpoints that sign as `sagemaker`; ECR's API
+/// signs as `ecr` (its registry, `dkr.ecr`, takes no signatures).
 pub fn signing_name_of(api: &str) -> &str {
     match api {
         "api.sagemaker" | "runtime.sagemaker" => "sagemaker",
+        "api.ecr" | "dkr.ecr" => "ecr",
         other => other,
+    }
+}
+
+/// Whether `name` is covered by a private DNS name, which may be a
+/// one-label wildcard (`*.dkr.ecr.us-east-1.amazonaws.com`).
+pub fn private_dns_matches(private_dns: &str, name: &str) -> bool {
+    match private_dns.strip_prefix("*.") {
+        Some(suffix) => name
+            .split_once('.')
+            .is_some_and(|(label, rest)| !label.is_empty() && rest == suffix),
+        None => private_dns == name,
     }
 }
 
@@ -171,6 +202,18 @@ pub fn service_hosts(region: &str) -> Vec<ServiceHost> {
             14,
             vec![format!("runtime.sagemaker.{region}.amazonaws.com")],
             vec![],
+        ),
+        host(
+            "api.ecr",
+            8,
+            vec![format!("api.ecr.{region}.amazonaws.com")],
+            vec![],
+        ),
+        host(
+            "dkr.ecr",
+            9,
+            vec![],
+            vec![format!(".dkr.ecr.{region}.amazonaws.com")],
         ),
         host(
             "s3",

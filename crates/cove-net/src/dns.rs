@@ -67,7 +67,10 @@ pub fn resolve(world: &World, vpc_id: &str, name: &str) -> Answer {
         };
         if e.vpc_id == vpc_id
             && e.private_dns_enabled
-            && service.private_dns.as_deref() == Some(name.as_str())
+            && service
+                .private_dns
+                .as_deref()
+                .is_some_and(|p| services::private_dns_matches(p, &name))
         {
             return Answer::Addresses(endpoint_ips(world, &e.network_interface_ids, None));
         }

@@ -106,6 +106,10 @@ mod tests {
             "*.sts.us-east-1.vpce.amazonaws.com",
             "*.api.sagemaker.us-east-1.vpce.amazonaws.com",
             "*.runtime.sagemaker.us-east-1.vpce.amazonaws.com",
+            "api.ecr.us-east-1.amazonaws.com",
+            "*.dkr.ecr.us-east-1.amazonaws.com",
+            "*.api.ecr.us-east-1.vpce.amazonaws.com",
+            "*.dkr.ecr.us-east-1.vpce.amazonaws.com",
         ] {
             assert!(names.contains(&expected.to_string()), "{expected} missing");
         }
@@ -114,7 +118,7 @@ mod tests {
         let mut unique = names.clone();
         unique.dedup();
         assert_eq!(unique, names);
-        assert_eq!(names.len(), 15, "{names:?}");
+        assert_eq!(names.len(), 19, "{names:?}");
         // Every name is within amazonaws.com, the CA's name constraint.
         assert!(names.iter().all(|n| n.ends_with(".amazonaws.com")));
     }

@@ -431,19 +431,23 @@ async fn aws(
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let arrival = arrival.map(|Extension(a)| a);
-    if arrival.as_ref().and_then(|a| a.only_service).is_none()
-        && cove_ecr::distribution::is_registry_request(
-            &parts.headers,
-            parts.uri.path(),
-            parts.uri.query(),
-        )
+    // The registry: its own listeners (`dkr.ecr`), or a registry request to
+    // a listener that serves everything.
+    let only = arrival.as_ref().and_then(|a| a.only_service);
+    if only == Some("dkr.ecr")
+        || (only.is_none()
+            && cove_ecr::distribution::is_registry_request(
+                &parts.headers,
+                parts.uri.path(),
+                parts.uri.query(),
+            ))
     {
         return cove_ecr::distribution::serve(app.ecr.clone(), Request::from_parts(parts, body))
             .await;
     }
     // S3 streams its bodies, so it is routed before the body is read. A
     // listener dedicated to one service keeps to it.
-    let for_s3 = match arrival.as_ref().and_then(|a| a.only_service) {
+    let for_s3 = match only {
         Some(service) => service == "s3",
         None => S3Front::is_s3_request(&parts),
     };
@@ -464,7 +468,6 @@ async fn aws(
     }
     // SageMaker Runtime: its own listener serves nothing else; elsewhere
     // the invocation path picks it (the API is JSON-RPC on `/`).
-    let only = arrival.as_ref().and_then(|a| a.only_service);
     let invocation = cove_invoke::invocation_endpoint(parts.method.as_str(), parts.uri.path());
     if only == Some("runtime.sagemaker") || (only.is_none() && invocation.is_some()) {
         return invoke(&app, parts, body, peer, arrival, invocation).await;
