@@ -189,3 +189,38 @@ def test_the_registry_from_a_private_subnet_through_the_ecr_interface_endpoints(
     # Through them, over HTTPS with AWS's names: a token from the API, then the manifest.
     out = eventually_out(call, "ok")
     assert out == f"ok 200 {digest}", out
+
+
+def test_vpc_repository_access_mode_pulls_only_through_the_jobs_network(
+        cove_server, ec2, s3, sm, bucket, private_net, tmp_path):  # noqa: F811
+    from conftest import BINARY
+    tarball = tmp_path / "rootfs.tar.gz"
+    byo_rootfs_tarball(tarball)
+    subprocess.run([BINARY, "image-import", "--data-dir", cove_server.data_dir, f"{REGISTRY}/vpc-pull:1",
+                    str(tarball)], check=True, capture_output=True)
+    s3_endpoint(ec2, private_net)
+
+    def job():
+        name = job_name("vpcpull")
+        req = training_request(name, bucket, private_net)
+        req["AlgorithmSpecification"]["TrainingImage"] = f"{REGISTRY}/vpc-pull:1"
+        req["AlgorithmSpecification"]["TrainingImageConfig"] = {"TrainingRepositoryAccessMode": "Vpc"}
+        del req["HyperParameters"]
+        sm.create_training_job(**req)
+        return wait_for(sm, name)
+
+    d = job()
+    assert d["TrainingJobStatus"] == "Failed"
+    assert d["FailureReason"].startswith(
+        f"ClientError: Cannot pull the training image {REGISTRY}/vpc-pull:1 through the job's VPC: "
+        f"{REGISTRY} (192.0.2.9:443) is not reachable from subnet-"), d["FailureReason"]
+    ec2.modify_vpc_attribute(VpcId=private_net["vpc"], EnableDnsHostnames={"Value": True})
+    sg = ec2.create_security_group(GroupName="vpce-ecr", Description="ecr", VpcId=private_net["vpc"])["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=sg, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "UserIdGroupPairs": [{"GroupId": private_net["sg"]}]}])
+    for service in ("ecr.api", "ecr.dkr"):
+        ec2.create_vpc_endpoint(VpcId=private_net["vpc"], VpcEndpointType="Interface",
+                                ServiceName=f"com.amazonaws.us-east-1.{service}",
+                                SubnetIds=private_net["subnets"], SecurityGroupIds=[sg])
+    d = job()
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")

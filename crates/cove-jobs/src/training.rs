@@ -222,9 +222,77 @@ impl Training {
         handles.into_iter().map(joined).collect()
     }
 
+    /// With `TrainingRepositoryAccessMode: Vpc`, the image comes through the
+    /// job's own network: every host must reach the registry on 443 at the
+    /// address its VPC's resolver gives for the registry's name (an `ecr.dkr`
+    /// endpoint's ENIs with private DNS, else the public address behind the
+    /// gateways). Checked with a real connection from each host's ENI; the
+    /// image's bytes are then read from the registry's store.
+    fn registry_through_vpc(&self, job: &SageMakerJob) -> anyhow::Result<Stepped> {
+        let JobRequest::Training(r) = &job.request else {
+            return Ok(Ok(()));
+        };
+        let Some(algo) = r.algorithm_specification.as_ref() else {
+            return Ok(Ok(()));
+        };
+        let vpc_mode = algo
+            .training_image_config
+            .as_ref()
+            .is_some_and(|c| c.training_repository_access_mode == "Vpc");
+        if !vpc_mode {
+            return Ok(Ok(()));
+        }
+        let image = algo.training_image.as_deref().unwrap_or_default();
+        let Some(host) = image.split_once('/').map(|(h, _)| h.to_string()) else {
+            return Ok(Ok(()));
+        };
+        let world = self.store.snapshot();
+        let unreachable = |why: String| {
+            Failure(format!(
+                "ClientError: Cannot pull the training image {image} through the job's VPC: {why}. Please ensure that the VPC has interface endpoints for com.amazonaws.{region}.ecr.dkr and com.amazonaws.{region}.ecr.api (or a NAT gateway), and that its security groups and network ACLs allow HTTPS to them.",
+                region = job.region
+            ))
+        };
+        for (h, ns) in job.hosts.iter().zip(self.host_netns(job)) {
+            let eni = h
+                .eni_id
+                .as_ref()
+                .and_then(|e| world.network_interfaces.get(e));
+            let (Some(eni), Some(ns)) = (eni, ns) else {
+                return Ok(Err(Failure(
+                    "ClientError: TrainingRepositoryAccessMode Vpc needs the job's VpcConfig."
+                        .into(),
+                )));
+            };
+            let address = match cove_net::dns::resolve(&world, &eni.vpc_id, &host) {
+                cove_net::dns::Answer::Addresses(a) if !a.is_empty() => a[0],
+                _ => {
+                    return Ok(Err(unreachable(format!(
+                        "{host} does not resolve in the VPC"
+                    ))))
+                }
+            };
+            let timeout = self.settings.connect_timeout;
+            let target = std::net::SocketAddr::from((address, 443));
+            let reached = cove_net::netns::run_in(&ns, move || {
+                std::net::TcpStream::connect_timeout(&target, timeout).map(|_| ())
+            })?;
+            if let Err(e) = reached {
+                return Ok(Err(unreachable(format!(
+                    "{host} ({address}:443) is not reachable from {} ({e})",
+                    eni.subnet_id
+                ))));
+            }
+        }
+        Ok(Ok(()))
+    }
+
     fn download(&self, job: &SageMakerJob) -> anyhow::Result<Stepped> {
         if self.stopped_early(job)? {
             return Ok(Ok(()));
+        }
+        if let Err(f) = self.registry_through_vpc(job)? {
+            return Ok(Err(f));
         }
         let sources = download_plan(job);
         // Output directories exist before the program starts, as on AWS.
