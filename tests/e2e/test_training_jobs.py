@@ -741,3 +741,20 @@ def test_requirements_install_from_the_package_index_through_a_nat_gateway(cove_
     d = wait_for(sm, name, timeout=120)
     assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
     assert model_of(s3, bucket, name) == {"answer": 42, "pypi": "203.0.113.11"}
+
+
+def test_a_gpu_instance_type_says_the_host_has_no_gpus(s3, sm, logs, bucket):
+    if os.path.exists("/dev/nvidia0"):
+        pytest.skip("this host has a GPU")
+    name = job_name("gpu")
+    req = training_request(name, bucket)
+    req["ResourceConfig"]["InstanceType"] = "ml.g5.xlarge"
+    sm.create_training_job(**req)
+    d = wait_for(sm, name)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    stream = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs",
+                                       logStreamNamePrefix=name)["logStreams"][0]["logStreamName"]
+    messages = [e["message"] for e in logs.get_log_events(
+        logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=stream, startFromHead=True)["events"]]
+    assert messages[0] == ("cove: ml.g5.xlarge has 1 GPU(s) on AWS; this host has none, "
+                           "so the job runs on CPU (SM_NUM_GPUS=0)"), messages

@@ -426,6 +426,20 @@ impl Training {
         if let Some(c) = Container::adopt(&state)? {
             return Ok(Ok(c));
         }
+        let (instance_type, _) = job.request.cluster();
+        let gpus = instance::gpus(&instance_type);
+        if gpus > 0 && !instance::host_has_gpus() {
+            // Said in the job's log, where its own output goes.
+            std::fs::create_dir_all(&dir)?;
+            let mut log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join("container.log"))?;
+            std::io::Write::write_all(
+                &mut log,
+                format!("cove: {instance_type} has {gpus} GPU(s) on AWS; this host has none, so the job runs on CPU (SM_NUM_GPUS=0)\n").as_bytes(),
+            )?;
+        }
         let root = match self.root_fs(job) {
             Ok(RootFs::Image(image)) => RootFs::Image(overlay(&image, &dir)?),
             Ok(r) => r,
@@ -449,7 +463,6 @@ impl Training {
                 hosts_file.push_str(&format!("{ip}\t{}\n", h.name));
             }
         }
-        let (instance_type, _) = job.request.cluster();
         let kind = match job.kind {
             JobKind::Training => "train",
             JobKind::Processing => "proc",

@@ -31,9 +31,45 @@ pub fn resources(instance_type: &str) -> Option<(f64, f64)> {
     Some((vcpus, vcpus * gib_per_vcpu))
 }
 
+/// How many GPUs an `ml.*` instance type has on AWS (0 for CPU types and
+/// types Cove does not know).
+pub fn gpus(instance_type: &str) -> u32 {
+    let Some((family, size)) = instance_type
+        .strip_prefix("ml.")
+        .and_then(|r| r.split_once('.'))
+    else {
+        return 0;
+    };
+    match (family, size) {
+        ("p3", "2xlarge") => 1,
+        ("p3", "8xlarge") => 4,
+        ("p3", "16xlarge") | ("p3dn", "24xlarge") => 8,
+        ("p4d" | "p4de" | "p5" | "p5e" | "p5en", _) => 8,
+        ("g4dn" | "g5" | "g6" | "g6e", "12xlarge" | "24xlarge") => 4,
+        ("g4dn" | "g5" | "g6" | "g6e", "48xlarge" | "metal") => 8,
+        ("g4dn" | "g5" | "g6" | "g6e", _) => 1,
+        _ => 0,
+    }
+}
+
+/// Whether this host has an NVIDIA GPU a container could be given.
+pub fn host_has_gpus() -> bool {
+    std::path::Path::new("/dev/nvidia0").exists()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn gpu_counts() {
+        assert_eq!(gpus("ml.m5.large"), 0);
+        assert_eq!(gpus("ml.g5.xlarge"), 1);
+        assert_eq!(gpus("ml.g5.12xlarge"), 4);
+        assert_eq!(gpus("ml.p4d.24xlarge"), 8);
+        assert_eq!(gpus("ml.p3.8xlarge"), 4);
+        assert_eq!(gpus("nonsense"), 0);
+    }
 
     #[test]
     fn sizes_follow_aws_instance_pages() {
