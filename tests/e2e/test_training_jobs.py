@@ -758,3 +758,36 @@ def test_a_gpu_instance_type_says_the_host_has_no_gpus(s3, sm, logs, bucket):
         logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=stream, startFromHead=True)["events"]]
     assert messages[0] == ("cove: ml.g5.xlarge has 1 GPU(s) on AWS; this host has none, "
                            "so the job runs on CPU (SM_NUM_GPUS=0)"), messages
+
+
+def test_a_job_without_vpc_config_has_internet_access(cove_server, ec2, s3, sm, bucket):
+    index = os.path.join(cove_server.data_dir, "pypi")
+    os.makedirs(index, exist_ok=True)
+    demo_wheel(index)
+    train = ("import json, os, cove_demo_pkg\n"
+             "json.dump({'answer': cove_demo_pkg.ANSWER},\n"
+             "          open(os.path.join(os.environ['SM_MODEL_DIR'], 'model.json'), 'w'))\n")
+    name, req = script_job(s3, bucket, None, {"train.py": train, "requirements.txt": "cove-demo-pkg==1.0\n"})
+    sm.create_training_job(**req)
+    # SageMaker's network: an ENI with a public address in Cove's managed VPC.
+    seen = None
+    deadline = time.time() + 60
+    while seen is None and time.time() < deadline:
+        seen = next((e for e in ec2.describe_network_interfaces()["NetworkInterfaces"]
+                     if name in e["Description"]), None)
+        time.sleep(0.05)
+    d = wait_for(sm, name)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    assert model_of(s3, bucket, name) == {"answer": 42}
+    assert "VpcConfig" not in d
+    assert seen is not None and seen["Association"]["PublicIp"]
+    vpc = ec2.describe_vpcs(VpcIds=[seen["VpcId"]])["Vpcs"][0]
+    assert {"Key": "cove:managed", "Value": "sagemaker-jobs"} in vpc["Tags"]
+    # Network isolation still keeps the job off every network.
+    isolated, req = script_job(s3, bucket, None, {"train.py": "print('no network')\n",
+                                                   "requirements.txt": "cove-demo-pkg==1.0\n"})
+    req["EnableNetworkIsolation"] = True
+    sm.create_training_job(**req)
+    d = wait_for(sm, isolated, timeout=120)
+    assert d["TrainingJobStatus"] == "Failed"
+    assert d["FailureReason"].startswith("AlgorithmError: InstallRequirementsError:"), d["FailureReason"]

@@ -124,7 +124,11 @@ mod tests {
         assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
         assert!(reply.answers.is_empty());
 
+        // A public name resolves to the simulated web; a reserved one does not.
         let reply = ask(&store, &vpc, "www.example.com.", RecordType::A);
+        assert_eq!(reply.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(reply.answers[0].data.to_string(), "203.0.113.11");
+        let reply = ask(&store, &vpc, "db.invalid.", RecordType::A);
         assert_eq!(reply.metadata.response_code, ResponseCode::NXDomain);
         let reply = ask(
             &store,

@@ -1,11 +1,12 @@
 //! What EC2 offers Cove's other services for the resources they manage,
 //! with no knowledge of those services: a service network (a real VPC with
 //! one public subnet behind an internet gateway and a group that lets
-//! everything out and nothing in, tagged `cove:managed=<owner>`, so every
+//! everything out and nothing in, or only its own members, tagged
+//! `cove:managed=<owner>`, so every
 //! rule of the data plane applies to it too), Elastic IPs for managed ENIs,
 //! and the removal of groups a service made. What goes into a service's
-//! network is the service's business (Studio's lives in the binary's
-//! wiring, see `crates/cove/src/studio_network.rs`).
+//! network is the service's business (SageMaker's live in the binary's
+//! wiring, see `crates/cove/src/managed_networks.rs`).
 
 use cove_model::cidr::Cidr;
 use cove_model::ids::new_id;
@@ -27,6 +28,9 @@ pub struct ServiceNetwork<'a> {
     pub group_description: &'a str,
     /// The `Name` tag of the VPC, subnet and gateway.
     pub display_name: &'a str,
+    /// Whether the group admits all traffic from its own members (the hosts
+    /// of one job talk to each other), or nothing.
+    pub ingress_from_itself: bool,
 }
 
 /// Deletes groups a service made, when no ENI still uses them.
@@ -57,7 +61,8 @@ fn managed_tag(owner: &str) -> cove_model::world::Tags {
 
 /// `spec`'s network in a region, made on first use: a VPC with one public
 /// subnet, an internet gateway and a default route to it, and a group that
-/// lets everything out and nothing in. Returns (subnet, group).
+/// lets everything out and nothing in (or, with `ingress_from_itself`, its
+/// own members in). Returns (subnet, group).
 pub fn ensure_service_network(
     tx: &mut Tx,
     region: &str,
@@ -86,13 +91,22 @@ pub fn ensure_service_network(
                 false,
             );
             let igw = crate::vpcs::attach_internet_route(tx, &vpc);
+            let group_id = new_id("sg");
+            let ingress = if spec.ingress_from_itself {
+                vec![crate::security_groups::all_traffic_rule(SgPeer::Group {
+                    group_id: group_id.clone(),
+                    user_id: account.to_string(),
+                })]
+            } else {
+                vec![]
+            };
             tx.put(SecurityGroup {
-                id: new_id("sg"),
+                id: group_id,
                 region: region.to_string(),
                 vpc_id: vpc.id.clone(),
                 name: spec.group_name.into(),
                 description: spec.group_description.into(),
-                ingress: vec![],
+                ingress,
                 egress: vec![crate::security_groups::all_traffic_rule(SgPeer::Cidr {
                     cidr: Cidr::ANY,
                 })],

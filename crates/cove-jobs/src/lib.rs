@@ -41,22 +41,34 @@ pub(crate) const REQUESTER: &str = "sagemaker.amazonaws.com";
 /// How long the execution role's session lasts: long enough for any job.
 const SESSION_SECONDS: i64 = 43_200;
 
-/// Where `PublicInternetOnly` Studio apps get their network (on AWS, a
+/// Which of SageMaker's own networks a workload outside the customer's VPC
+/// runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManagedNetwork {
+    /// `PublicInternetOnly` Studio apps.
+    Studio,
+    /// Training and processing jobs without a `VpcConfig`.
+    Jobs,
+}
+
+/// Where workloads outside the customer's VPC get their network (on AWS, a
 /// service VPC with internet access). The binary wires Cove's; the drivers
 /// know only this.
 pub trait PublicAppNetwork: Send + Sync {
-    /// The subnet and security group for an app's ENI, made on first use.
+    /// The subnet and security group for a workload's ENI, made on first use.
     fn subnet_and_group(
         &self,
         tx: &mut cove_store::Tx,
         region: &str,
         account: &str,
+        network: ManagedNetwork,
     ) -> cove_model::AwsResult<(String, String)>;
-    /// A public address for the app's ENI, released with it.
+    /// A public address for the workload's ENI, released with it.
     fn give_public_address(
         &self,
         tx: &mut cove_store::Tx,
         eni_id: &str,
+        network: ManagedNetwork,
     ) -> cove_model::AwsResult<()>;
 }
 

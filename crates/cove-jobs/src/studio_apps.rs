@@ -144,7 +144,12 @@ impl StudioApps {
                     (subnet, cove_sagemaker::common::unique(groups))
                 } else {
                     let (subnet, group) =
-                        self.public_network.subnet_and_group(tx, &app.region, &app.account_id)?;
+                        self.public_network.subnet_and_group(
+                            tx,
+                            &app.region,
+                            &app.account_id,
+                            crate::ManagedNetwork::Studio,
+                        )?;
                     (subnet, vec![group])
                 };
                 if groups.len() > 5 {
@@ -155,7 +160,11 @@ impl StudioApps {
                 }
                 let eni = cove_ec2::create_managed_eni(tx, &subnet, groups, description.clone(), REQUESTER)?;
                 if !vpc_only {
-                    self.public_network.give_public_address(tx, &eni.id)?;
+                    self.public_network.give_public_address(
+                        tx,
+                        &eni.id,
+                        crate::ManagedNetwork::Studio,
+                    )?;
                 }
                 app.eni_id = Some(eni.id);
                 tx.put(app);

@@ -183,6 +183,44 @@ impl Training {
                 ))));
             }
             self.wait_for_data_plane()?;
+        } else if self.settings.instance.is_some() && !job.request.network_isolation() {
+            // No VpcConfig: SageMaker's own network, with internet access,
+            // as on AWS (network isolation keeps loopback only).
+            let network = crate::ManagedNetwork::Jobs;
+            let made = self.store.write(|tx| {
+                let mut j = tx.cloned::<SageMakerJob>(&key)?;
+                for host in j.hosts.iter_mut().filter(|h| h.eni_id.is_none()) {
+                    let (subnet, group) = self.public_network.subnet_and_group(
+                        tx,
+                        &j.region,
+                        &j.account_id,
+                        network,
+                    )?;
+                    let description = format!(
+                        "ENI managed by SageMaker for {} ({}) in SageMaker's network",
+                        j.name, host.name
+                    );
+                    let eni = cove_ec2::create_managed_eni(
+                        tx,
+                        &subnet,
+                        vec![group],
+                        description,
+                        REQUESTER,
+                    )?;
+                    self.public_network
+                        .give_public_address(tx, &eni.id, network)?;
+                    host.eni_id = Some(eni.id);
+                }
+                tx.put(j);
+                Ok(())
+            });
+            if let Err(e) = made {
+                return Ok(Err(Failure(format!(
+                    "ClientError: Cannot create the job's network interface in SageMaker's network: {}",
+                    e.message
+                ))));
+            }
+            self.wait_for_data_plane()?;
         }
         self.update(&key, |j| {
             let now = now_rfc3339();

@@ -139,7 +139,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         logs.clone(),
         sts.clone(),
         job_settings.clone(),
-        Arc::new(crate::studio_network::StudioNetwork),
+        Arc::new(crate::managed_networks::ManagedNetworks),
     )
     .spawn()?;
     cove_jobs::Hosting::new(store.clone(), logs.clone(), sts, job_settings).spawn()?;
