@@ -8,6 +8,8 @@
 //! (a new rule each time). Both servers start from the same state: one VPC,
 //! 8 subnets and 100 security groups, created through the same API.
 
+mod proc_stat;
+
 use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::Parser;
@@ -62,24 +64,6 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// CPU seconds (user + system) a process has used so far, from /proc.
-fn cpu_seconds(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return f64::NAN;
-    };
-    // Fields after the command name (which may contain spaces) start at ") ".
-    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -376,7 +360,7 @@ async fn replay(
                     break;
                 }
                 if i == warmup {
-                    let _ = measure_start.set((Instant::now(), cpu_seconds(pid)));
+                    let _ = measure_start.set((Instant::now(), proc_stat::cpu_seconds(Some(pid))));
                 }
                 let (read, body) = request_body(&fx, i, &authorize_seq);
                 let t = Instant::now();
@@ -419,7 +403,7 @@ async fn replay(
     }
     if let Some((start, cpu)) = measure_start.get() {
         outcome.seconds = start.elapsed().as_secs_f64();
-        outcome.server_cpu = cpu_seconds(pid) - cpu;
+        outcome.server_cpu = proc_stat::cpu_seconds(Some(pid)) - cpu;
     }
     for v in [&mut outcome.all, &mut outcome.reads, &mut outcome.writes] {
         v.sort_unstable();

@@ -24,6 +24,9 @@
 //! really writes and stores the bytes. MB/s is layer bytes (10^6 bytes per
 //! MB) over wall time; the table gives the median of the runs.
 
+#[path = "../proc_stat.rs"]
+mod proc_stat;
+
 use anyhow::{bail, ensure, Context};
 use axum::body::Body;
 use axum::http::{header, Method, Request, Response, StatusCode};
@@ -340,37 +343,21 @@ fn mb_per_s(bytes: u64, seconds: f64) -> f64 {
     bytes as f64 / seconds / 1e6
 }
 
-/// CPU seconds (user + system, all threads) this process has used, from
-/// /proc at the kernel's 100 Hz tick.
-fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return f64::NAN;
-    };
-    // Fields after the command name (which may contain spaces) start at ") ".
-    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or_default();
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(f64::NAN)
-    };
-    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 /// Wall and CPU time from a start.
 struct Clock(Instant, f64);
 
 impl Clock {
     fn start() -> Clock {
-        Clock(Instant::now(), cpu_seconds())
+        Clock(Instant::now(), proc_stat::cpu_seconds(None))
     }
 
     /// MB/s for `bytes` and the cores the process kept busy on average.
     fn stop(&self, bytes: u64) -> (f64, f64) {
         let wall = self.0.elapsed().as_secs_f64();
-        (mb_per_s(bytes, wall), (cpu_seconds() - self.1) / wall)
+        (
+            mb_per_s(bytes, wall),
+            (proc_stat::cpu_seconds(None) - self.1) / wall,
+        )
     }
 }
 

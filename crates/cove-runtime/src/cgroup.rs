@@ -117,7 +117,7 @@ fn hierarchies() -> Vec<Hierarchy> {
 }
 
 /// mountinfo escapes spaces and friends as octal.
-fn unescape(s: &str) -> PathBuf {
+pub(crate) fn unescape(s: &str) -> PathBuf {
     let mut out = Vec::new();
     let b = s.as_bytes();
     let mut i = 0;
