@@ -3,7 +3,6 @@
 //! ECR's shapes and words. Images pushed through the distribution API and
 //! through `PutImage` are the same images.
 
-use crate::manifest;
 use crate::names::{ContentDigest, Reference};
 use crate::registry::{image_not_found, now_secs, Image, NewRepository, Repository};
 use crate::token::authorization_token;
@@ -438,13 +437,12 @@ impl Cx<'_> {
             q.image_manifest_media_type.as_deref(),
             bytes,
         )?;
-        let media_type = manifest::parse(bytes, q.image_manifest_media_type.as_deref())?.media_type;
         Ok(json!({"image": {
             "registryId": repo.account,
             "repositoryName": repo.name,
-            "imageId": image_id(&stored, q.image_tag.as_deref()),
+            "imageId": image_id(&stored.digest, q.image_tag.as_deref()),
             "imageManifest": q.image_manifest,
-            "imageManifestMediaType": media_type,
+            "imageManifestMediaType": stored.media_type,
         }}))
     }
 

@@ -162,7 +162,8 @@ pub async fn serve(ecr: Arc<Ecr>, req: Request<Body>) -> Response<Body> {
     let path = req.uri().path().to_string();
     let query = query_map(req.uri().query());
     let method = req.method().clone();
-    let name = match route(&path) {
+    let routed = route(&path);
+    let name = match routed {
         Route::Base => {
             return response(StatusCode::OK)
                 .header(header::CONTENT_TYPE, "application/json")
@@ -189,7 +190,7 @@ pub async fn serve(ecr: Arc<Ecr>, req: Request<Body>) -> Response<Body> {
         Ok(r) => r,
         Err(e) => return from_aws(&e),
     };
-    let out = match route(&path) {
+    let out = match routed {
         Route::Tags(_) => tags(&ecr, &repo, &query),
         Route::Manifest(_, reference) => manifest(&ecr, &repo, &method, reference, req).await,
         Route::Uploads(_, id) => upload(&ecr, &repo, &method, id, &query, req).await,
@@ -276,9 +277,10 @@ async fn manifest(
                     ))
                 }
             };
-            let digest =
-                ecr.registry
-                    .put_manifest(repo, &reference, content_type.as_deref(), &bytes)?;
+            let digest = ecr
+                .registry
+                .put_manifest(repo, &reference, content_type.as_deref(), &bytes)?
+                .digest;
             Ok(response(StatusCode::CREATED)
                 .header(
                     header::LOCATION,

@@ -96,6 +96,7 @@ pub fn import(ecr: &Ecr, uri: &str, source: &Path) -> Result<ContentDigest> {
     };
     ecr.registry
         .put_manifest(&repo, &target.reference, None, &manifest)
+        .map(|stored| stored.digest)
         .map_err(|e| anyhow::anyhow!("{}: {}", e.code, e.message))
         .with_context(|| format!("tagging {tag}"))
 }

@@ -63,6 +63,13 @@ pub struct NewRepository {
     pub tags: Vec<(String, String)>,
 }
 
+/// What storing a manifest made: its digest and the media type it was stored with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stored {
+    pub digest: ContentDigest,
+    pub media_type: String,
+}
+
 /// One image: a manifest in a repository, with the tags that name it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Image {
@@ -421,7 +428,7 @@ impl Registry {
         reference: &Reference,
         content_type: Option<&str>,
         bytes: &[u8],
-    ) -> AwsResult<ContentDigest> {
+    ) -> AwsResult<Stored> {
         let digest = ContentDigest::of(bytes);
         if let Reference::Digest(d) = reference {
             if d != &digest {
@@ -514,7 +521,10 @@ impl Registry {
             }
             Ok(())
         })?;
-        Ok(digest)
+        Ok(Stored {
+            digest,
+            media_type: parsed.media_type,
+        })
     }
 
     /// The digest a reference names in `repo`, if any.
@@ -547,20 +557,31 @@ impl Registry {
                 Ok(())
             })?;
         }
-        Ok(self.images(repo)?.into_iter().find(|i| i.digest == digest))
+        Ok(self.images_with(repo, Some(&digest))?.pop())
     }
 
     /// Every image of `repo`, oldest push first, with their tags.
     pub fn images(&self, repo: &Repository) -> AwsResult<Vec<Image>> {
+        self.images_with(repo, None)
+    }
+
+    /// The images of `repo`, or only the one with `digest`.
+    fn images_with(
+        &self,
+        repo: &Repository,
+        digest: Option<&ContentDigest>,
+    ) -> AwsResult<Vec<Image>> {
+        let only = digest.map(ContentDigest::as_str);
         self.db.read(|c| {
             let mut st = c
                 .prepare(
                     "SELECT digest, media_type, artifact_media_type, manifest, size, pushed_at,
-                         last_pull FROM images WHERE repo_id = ?1 ORDER BY pushed_at, digest",
+                         last_pull FROM images WHERE repo_id = ?1 AND (?2 IS NULL OR digest = ?2)
+                         ORDER BY pushed_at, digest",
                 )
                 .map_err(internal)?;
             let rows = st
-                .query_map([repo.id], |r| {
+                .query_map(params![repo.id, only], |r| {
                     Ok(Image {
                         digest: r
                             .get::<_, String>(0)?

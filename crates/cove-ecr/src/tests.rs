@@ -58,7 +58,8 @@ fn push(ecr: &Ecr, repo: &str, tag: &str, layer: &[u8]) -> (ContentDigest, Strin
     let digest = ecr
         .registry
         .put_manifest(&r, &Reference::Tag(tag.into()), None, manifest.as_bytes())
-        .unwrap();
+        .unwrap()
+        .digest;
     (digest, manifest)
 }
 

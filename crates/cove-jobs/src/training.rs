@@ -145,78 +145,65 @@ impl Training {
             let s = assume_job_role(&self.sts, &job.account_id, role)?;
             self.update(&key, |j| j.session_access_key = Some(s.clone()))?;
         }
-        if let Some(config) = &vpc {
-            let subnets = &config.subnets;
-            let groups = &config.security_group_ids;
+        // Each host's ENI: in the job's subnets, or, without a VpcConfig, in
+        // SageMaker's own network with internet access, as on AWS (network
+        // isolation, or the data plane off, keeps loopback only).
+        let in_managed_network =
+            vpc.is_none() && self.settings.instance.is_some() && !job.request.network_isolation();
+        if vpc.is_some() || in_managed_network {
+            let network = crate::ManagedNetwork::Jobs;
             let made = self.store.write(|tx| {
                 let mut j = tx.cloned::<SageMakerJob>(&key)?;
+                let kind = match j.kind {
+                    JobKind::Training => "Training Job",
+                    JobKind::Processing => "Processing Job",
+                };
                 for (i, host) in j.hosts.iter_mut().enumerate() {
                     if host.eni_id.is_some() {
                         continue;
                     }
-                    let subnet = &subnets[i % subnets.len().max(1)];
-                    let description = format!(
-                        "[DO NOT DELETE] ENI managed by SageMaker for {} {} ({})",
-                        match j.kind {
-                            JobKind::Training => "Training Job",
-                            JobKind::Processing => "Processing Job",
-                        },
-                        j.name,
-                        host.name
-                    );
-                    let eni = cove_ec2::create_managed_eni(
-                        tx,
-                        subnet,
-                        groups.clone(),
-                        description,
-                        REQUESTER,
-                    )?;
+                    let (subnet, groups, description) = match &vpc {
+                        Some(config) => (
+                            config.subnets[i % config.subnets.len().max(1)].clone(),
+                            config.security_group_ids.clone(),
+                            format!(
+                                "[DO NOT DELETE] ENI managed by SageMaker for {kind} {} ({})",
+                                j.name, host.name
+                            ),
+                        ),
+                        None => {
+                            let (subnet, group) = self.public_network.subnet_and_group(
+                                tx,
+                                &j.region,
+                                &j.account_id,
+                                network,
+                            )?;
+                            let description = format!(
+                                "ENI managed by SageMaker for {} ({}) in SageMaker's network",
+                                j.name, host.name
+                            );
+                            (subnet, vec![group], description)
+                        }
+                    };
+                    let eni =
+                        cove_ec2::create_managed_eni(tx, &subnet, groups, description, REQUESTER)?;
+                    if vpc.is_none() {
+                        self.public_network
+                            .give_public_address(tx, &eni.id, network)?;
+                    }
                     host.eni_id = Some(eni.id);
                 }
                 tx.put(j);
                 Ok(())
             });
             if let Err(e) = made {
+                let place = if vpc.is_some() {
+                    "a network interface in the job's subnets"
+                } else {
+                    "the job's network interface in SageMaker's network"
+                };
                 return Ok(Err(Failure(format!(
-                    "ClientError: Cannot create a network interface in the job's subnets: {}",
-                    e.message
-                ))));
-            }
-            self.wait_for_data_plane()?;
-        } else if self.settings.instance.is_some() && !job.request.network_isolation() {
-            // No VpcConfig: SageMaker's own network, with internet access,
-            // as on AWS (network isolation keeps loopback only).
-            let network = crate::ManagedNetwork::Jobs;
-            let made = self.store.write(|tx| {
-                let mut j = tx.cloned::<SageMakerJob>(&key)?;
-                for host in j.hosts.iter_mut().filter(|h| h.eni_id.is_none()) {
-                    let (subnet, group) = self.public_network.subnet_and_group(
-                        tx,
-                        &j.region,
-                        &j.account_id,
-                        network,
-                    )?;
-                    let description = format!(
-                        "ENI managed by SageMaker for {} ({}) in SageMaker's network",
-                        j.name, host.name
-                    );
-                    let eni = cove_ec2::create_managed_eni(
-                        tx,
-                        &subnet,
-                        vec![group],
-                        description,
-                        REQUESTER,
-                    )?;
-                    self.public_network
-                        .give_public_address(tx, &eni.id, network)?;
-                    host.eni_id = Some(eni.id);
-                }
-                tx.put(j);
-                Ok(())
-            });
-            if let Err(e) = made {
-                return Ok(Err(Failure(format!(
-                    "ClientError: Cannot create the job's network interface in SageMaker's network: {}",
+                    "ClientError: Cannot create {place}: {}",
                     e.message
                 ))));
             }
