@@ -251,7 +251,7 @@ impl Compilation {
             .stdout(log.try_clone()?)
             .stderr(log);
         if self.settings.instance.is_some() {
-            cove_sys::unshare_before_exec(&mut command, cove_sys::libc::CLONE_NEWNET);
+            cove_sys::unshare_before_exec(&mut command, cove_sys::UnshareFlags::NEWNET);
         }
         let mut child = command.spawn()?;
         let deadline = Instant::now() + Duration::from_secs(max_runtime(&j.request));

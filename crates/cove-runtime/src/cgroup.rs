@@ -355,7 +355,7 @@ impl CgroupSet {
                 return true;
             }
             for pid in pids {
-                let _ = cove_sys::kill(pid, libc::SIGKILL);
+                let _ = cove_sys::kill(pid, cove_sys::Signal::SIGKILL);
             }
             if Instant::now() >= deadline {
                 return false;

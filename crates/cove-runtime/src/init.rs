@@ -14,23 +14,22 @@
 
 use crate::state::Plan;
 use anyhow::{Context, Result};
-use cove_sys::{self as sys, Ended};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use cove_sys::{
+    self as sys, CapabilitySet, Ended, Errno, MountPropagationFlags, Signal, UnshareFlags,
+};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::Path;
 
 /// The signals init passes on to the main process.
-pub const FORWARDED: &[libc::c_int] = &[
-    libc::SIGTERM,
-    libc::SIGINT,
-    libc::SIGHUP,
-    libc::SIGQUIT,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGWINCH,
+pub const FORWARDED: &[Signal] = &[
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGWINCH,
 ];
-
-/// CAP_KILL is capability number 5 (linux/capability.h).
-const CAP_KILL: u64 = 1 << 5;
 
 /// Exit codes with Docker's meaning: the runtime failed, the command could
 /// not be run, the command was not found.
@@ -53,23 +52,27 @@ struct Output {
     stderr: OwnedFd,
 }
 
-fn report(fd: RawFd, line: &str) {
+fn report(fd: BorrowedFd<'_>, line: &str) {
     let mut msg = line.replace('\n', " ");
     msg.push('\n');
     let _ = sys::write_all(fd, msg.as_bytes());
 }
 
 /// The body of init; never returns.
-pub fn run(plan: &Plan, root: &Path, fds: InitFds, runner_gone: impl FnOnce() -> bool) -> ! {
+pub fn run(
+    plan: &Plan,
+    root: &Path,
+    fds: InitFds,
+    runner_gone: impl FnOnce(BorrowedFd<'_>) -> bool,
+) -> ! {
     let InitFds {
         report: report_pipe,
         stdout,
         stderr,
     } = fds;
-    let report_fd = report_pipe.as_raw_fd();
+    let report_fd = report_pipe.as_fd();
     // Nothing of the container may outlive the runner that records it.
-    if sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong).is_err() || runner_gone()
-    {
+    if sys::set_parent_death_signal(Signal::SIGKILL).is_err() || runner_gone(report_fd) {
         sys::exit_now(EXIT_SETUP_FAILED);
     }
     match setup_and_start(plan, root, Output { stdout, stderr }) {
@@ -81,43 +84,36 @@ pub fn run(plan: &Plan, root: &Path, fds: InitFds, runner_gone: impl FnOnce() ->
     }
 }
 
-fn setup_and_start(
-    plan: &Plan,
-    root: &Path,
-    fds: Output,
-) -> Result<libc::pid_t, (i32, anyhow::Error)> {
+fn setup_and_start(plan: &Plan, root: &Path, fds: Output) -> Result<i32, (i32, anyhow::Error)> {
     let setup = |e: anyhow::Error| (EXIT_SETUP_FAILED, e);
     let spec = &plan.spec;
     plan.cgroups
         .join_self()
         .context("joining the container's cgroups")
         .map_err(setup)?;
-    sys::dup2(fds.stdout.as_raw_fd(), 1).map_err(|e| setup(e.into()))?;
-    sys::dup2(fds.stderr.as_raw_fd(), 2).map_err(|e| setup(e.into()))?;
+    sys::redirect_stdout(&fds.stdout).map_err(|e| setup(e.into()))?;
+    sys::redirect_stderr(&fds.stderr).map_err(|e| setup(e.into()))?;
     drop(fds.stdout);
     drop(fds.stderr);
 
-    let mut flags = libc::CLONE_NEWNS | libc::CLONE_NEWUTS | libc::CLONE_NEWIPC;
+    let mut flags = UnshareFlags::NEWNS | UnshareFlags::NEWUTS | UnshareFlags::NEWIPC;
     match &spec.netns {
         Some(name) => {
             let path = Path::new(crate::NETNS_DIR).join(name);
             let ns = std::fs::File::open(&path)
                 .with_context(|| format!("opening network namespace {}", path.display()))
                 .map_err(setup)?;
-            sys::setns(&ns, libc::CLONE_NEWNET)
+            sys::enter_net_namespace(&ns)
                 .with_context(|| format!("joining network namespace {name}"))
                 .map_err(setup)?;
         }
-        None => flags |= libc::CLONE_NEWNET,
+        None => flags |= UnshareFlags::NEWNET,
     }
     sys::unshare(flags).context("unshare").map_err(setup)?;
     // Nothing mounted from here on may propagate back to the host.
-    sys::mount(
-        None,
+    sys::set_propagation(
         Path::new("/"),
-        None,
-        libc::MS_REC | libc::MS_PRIVATE,
-        None,
+        MountPropagationFlags::REC | MountPropagationFlags::PRIVATE,
     )
     .context("making mounts private")
     .map_err(setup)?;
@@ -134,14 +130,16 @@ fn setup_and_start(
     let last_cap = sys::last_cap();
 
     let (exec_r, exec_w) = sys::pipe().map_err(|e| setup(e.into()))?;
-    let pid = sys::fork().map_err(|e| setup(e.into()))?;
-    if pid == 0 {
-        drop(exec_r);
-        start_main(plan, last_cap, exec_w);
-    }
+    let pid = match sys::fork().map_err(|e| setup(e.into()))? {
+        sys::Fork::Child => {
+            drop(exec_r);
+            start_main(plan, last_cap, exec_w);
+        }
+        sys::Fork::Parent(pid) => pid,
+    };
     drop(exec_w);
     // The pipe closes on a successful exec; otherwise the child explains.
-    let err = sys::read_to_end(exec_r.as_raw_fd(), 4096).unwrap_or_default();
+    let err = sys::read_to_end(&exec_r, 4096).unwrap_or_default();
     if !err.is_empty() {
         let ended = sys::wait(pid).ok();
         let code = match ended {
@@ -158,28 +156,29 @@ fn setup_and_start(
 
 /// Forwards signals and reaps until the main process ends, then exits with
 /// its status.
-fn supervise(main: libc::pid_t, report_fd: RawFd) -> ! {
+fn supervise(main: i32, report_fd: BorrowedFd<'_>) -> ! {
     report(report_fd, "started");
     // Init is never the process the OOM killer should pick: the job is.
     let _ = std::fs::write("/proc/self/oom_score_adj", "-1000");
     // Init keeps only what it needs: the right to signal the job's uid.
-    let _ = sys::drop_bounding_and_ambient(CAP_KILL, sys::last_cap());
-    let _ = sys::capset(CAP_KILL, CAP_KILL, 0);
-    let _ = sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1);
+    let kill_only = CapabilitySet::KILL;
+    let _ = sys::drop_bounding_and_ambient(kill_only, sys::last_cap());
+    let _ = sys::set_capabilities(kill_only, kill_only, CapabilitySet::empty());
+    let _ = sys::set_no_new_privs();
 
     let mut signals = FORWARDED.to_vec();
-    signals.push(libc::SIGCHLD);
-    let set = sys::sigset(&signals);
+    signals.push(Signal::SIGCHLD);
+    let set = sys::signal_set(&signals);
     loop {
-        let sig = match sys::sigwait(&set) {
+        let sig = match sys::wait_for_signal(&set) {
             Ok(s) => s,
             Err(_) => continue,
         };
-        if sig != libc::SIGCHLD {
+        if sig != Signal::SIGCHLD {
             let _ = sys::kill(main, sig);
             continue;
         }
-        while let Ok(Some((pid, ended))) = sys::try_wait(-1) {
+        while let Ok(Some((pid, ended))) = sys::try_wait(None) {
             if pid != main {
                 continue;
             }
@@ -205,23 +204,25 @@ fn start_main(plan: &Plan, last_cap: u32, exec_w: OwnedFd) -> ! {
         Err(e) => (EXIT_SETUP_FAILED, format!("{e:#}")),
         Ok(()) => exec(&plan.spec.argv, &plan.spec.env),
     };
-    let _ = sys::write_all(exec_w.as_raw_fd(), msg.as_bytes());
+    let _ = sys::write_all(&exec_w, msg.as_bytes());
     sys::exit_now(code);
 }
 
 fn become_job(plan: &Plan, last_cap: u32) -> Result<()> {
     sys::new_session(0o022);
     sys::reset_signals();
-    sys::prctl(libc::PR_SET_NO_NEW_PRIVS, 1).context("PR_SET_NO_NEW_PRIVS")?;
+    sys::set_no_new_privs().context("PR_SET_NO_NEW_PRIVS")?;
     // Bounding and ambient sets first: dropping them needs CAP_SETPCAP,
     // which the uid change below takes away.
-    sys::drop_bounding_and_ambient(0, last_cap).context("dropping capabilities")?;
+    sys::drop_bounding_and_ambient(CapabilitySet::empty(), last_cap)
+        .context("dropping capabilities")?;
     sys::become_user(plan.uid, plan.gid)
         .with_context(|| format!("becoming uid {} gid {}", plan.uid, plan.gid))?;
-    sys::capset(0, 0, 0).context("clearing capabilities")?;
+    let none = CapabilitySet::empty();
+    sys::set_capabilities(none, none, none).context("clearing capabilities")?;
     // The uid change reset the parent-death signal; set it again, and make
     // sure init did not die in between.
-    sys::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong)?;
+    sys::set_parent_death_signal(Signal::SIGKILL)?;
     if sys::getppid() != 1 {
         anyhow::bail!("the container's init is gone");
     }
@@ -256,7 +257,7 @@ fn exec(argv: &[String], env: &[(String, String)]) -> (i32, String) {
         }
     };
     let code_of = |e: &std::io::Error| {
-        if e.raw_os_error() == Some(libc::ENOENT) {
+        if e.raw_os_error() == Some(Errno::NOENT.raw_os_error()) {
             EXIT_NOT_FOUND
         } else {
             EXIT_CANNOT_EXEC
@@ -274,9 +275,9 @@ fn exec(argv: &[String], env: &[(String, String)]) -> (i32, String) {
     let mut denied = None;
     for dir in path.split(':').filter(|d| !d.is_empty()) {
         let e = try_exec(&format!("{dir}/{program}"));
-        match e.raw_os_error() {
-            Some(libc::ENOENT) | Some(libc::ENOTDIR) => {}
-            Some(libc::EACCES) => denied = Some(e),
+        match e.raw_os_error().map(Errno::from_raw_os_error) {
+            Some(Errno::NOENT | Errno::NOTDIR) => {}
+            Some(Errno::ACCESS) => denied = Some(e),
             _ => return (EXIT_CANNOT_EXEC, format!("exec {dir}/{program}: {e}")),
         }
     }

@@ -19,14 +19,14 @@ pub mod overlay;
 mod rootfs;
 mod runner;
 mod state;
-use cove_sys as sys;
+use cove_sys::{self as sys, Signal};
 
 pub use runner::run_container_main;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use state::{Outcome, Plan, ProcId, RunnerRecord, StatusRecord};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -267,7 +267,7 @@ impl Container {
     /// SIGTERM to the main process (through init, which forwards it).
     pub fn terminate(&self) {
         if let Some(init) = self.init {
-            init.signal(libc::SIGTERM);
+            init.signal(Signal::SIGTERM);
         }
     }
 
@@ -277,11 +277,11 @@ impl Container {
         match self.init {
             // Killing pid 1 of a PID namespace kills all of it.
             Some(init) => {
-                init.signal(libc::SIGKILL);
+                init.signal(Signal::SIGKILL);
             }
             // Not started yet: the runner's death takes init with it.
             None => {
-                self.runner.signal(libc::SIGKILL);
+                self.runner.signal(Signal::SIGKILL);
             }
         }
         if !self.cgroups.kill_all(Duration::from_secs(2)) {
@@ -342,7 +342,7 @@ impl ProcId {
     /// Signals this process if it is still the one recorded: the pidfd is
     /// opened first and the start time checked after, so a pid recycled in
     /// between is never signalled.
-    fn signal(&self, sig: libc::c_int) -> bool {
+    fn signal(&self, sig: Signal) -> bool {
         sys::signal_if(self.pid, sig, || self.alive())
     }
 }
@@ -464,14 +464,11 @@ fn start_runner(plan: &Plan, runner: &Path, log: std::fs::File) -> Result<Contai
                 START_TIMEOUT
             );
         }
-        let ready = sys::poll_readable(
-            &[ready_r.as_raw_fd()],
-            cove_model::convert::millis_i32(left),
-        )?;
+        let ready = sys::poll_readable(&[Some(ready_r.as_fd())], left)?;
         if !ready[0] {
             continue;
         }
-        let n = sys::read(ready_r.as_raw_fd(), &mut buf)?;
+        let n = sys::read(&ready_r, &mut buf)?;
         if n == 0 {
             break;
         }

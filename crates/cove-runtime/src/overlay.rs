@@ -27,8 +27,14 @@ pub fn overlay(image: &Path, host_dir: &Path) -> Result<PathBuf> {
         upper.display(),
         work.display()
     );
-    sys::mount(Some("overlay"), &merged, Some("overlay"), 0, Some(&options))
-        .context("mounting the image overlay")?;
+    sys::mount_fs(
+        "overlay",
+        "overlay",
+        &merged,
+        sys::MountFlags::empty(),
+        Some(&options),
+    )
+    .context("mounting the image overlay")?;
     Ok(merged)
 }
 

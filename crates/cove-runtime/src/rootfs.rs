@@ -7,8 +7,7 @@
 
 use crate::{ContainerSpec, RootFs};
 use anyhow::{bail, Context, Result};
-use cove_sys as sys;
-use libc::{MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY};
+use cove_sys::{self as sys, MountFlags};
 use std::path::{Component, Path, PathBuf};
 
 /// The host directories script mode shows, read-only. Debian's merged /usr
@@ -31,11 +30,11 @@ const PROC_MASKED: &[&str] = &["kcore", "keys", "timer_list", "sched_debug"];
 pub fn build(spec: &ContainerSpec, root: &Path) -> Result<()> {
     match &spec.root {
         RootFs::Host => {
-            sys::mount(
-                Some("tmpfs"),
+            sys::mount_fs(
+                "tmpfs",
+                "tmpfs",
                 root,
-                Some("tmpfs"),
-                MS_NOSUID | MS_NODEV,
+                MountFlags::NOSUID | MountFlags::NODEV,
                 Some("mode=0755,size=16m"),
             )
             .context("mounting the root tmpfs")?;
@@ -51,8 +50,12 @@ pub fn build(spec: &ContainerSpec, root: &Path) -> Result<()> {
                         .with_context(|| format!("linking /{name}"))?;
                 } else if meta.is_dir() {
                     std::fs::create_dir(&inside)?;
-                    sys::bind(&host, &inside, MS_RDONLY | MS_NOSUID | MS_NODEV)
-                        .with_context(|| format!("binding /{name} read-only"))?;
+                    sys::bind(
+                        &host,
+                        &inside,
+                        MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
+                    )
+                    .with_context(|| format!("binding /{name} read-only"))?;
                 }
             }
         }
@@ -60,31 +63,35 @@ pub fn build(spec: &ContainerSpec, root: &Path) -> Result<()> {
             if !image.is_dir() {
                 bail!("the image root {} is not a directory", image.display());
             }
-            sys::bind(image, root, MS_NOSUID | MS_NODEV)
+            sys::bind(image, root, MountFlags::NOSUID | MountFlags::NODEV)
                 .with_context(|| format!("binding the image root {}", image.display()))?;
         }
     }
 
     let proc = mount_point_dir(root, Path::new("/proc"))?;
-    sys::mount(
-        Some("proc"),
+    sys::mount_fs(
+        "proc",
+        "proc",
         &proc,
-        Some("proc"),
-        MS_NOSUID | MS_NODEV | MS_NOEXEC,
+        MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
         None,
     )
     .context("mounting /proc")?;
     for name in PROC_READ_ONLY {
         let p = proc.join(name);
         if p.exists() {
-            sys::bind(&p, &p, MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
-                .with_context(|| format!("making /proc/{name} read-only"))?;
+            sys::bind(
+                &p,
+                &p,
+                MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+            )
+            .with_context(|| format!("making /proc/{name} read-only"))?;
         }
     }
     for name in PROC_MASKED {
         let p = proc.join(name);
         if p.exists() {
-            sys::bind(Path::new("/dev/null"), &p, 0)
+            sys::bind(Path::new("/dev/null"), &p, MountFlags::empty())
                 .with_context(|| format!("masking /proc/{name}"))?;
         }
     }
@@ -94,21 +101,21 @@ pub fn build(spec: &ContainerSpec, root: &Path) -> Result<()> {
     let sysfs = mount_point_dir(root, Path::new("/sys"))?;
     // Mounted from inside the container's network namespace, sysfs lists
     // that namespace's interfaces only.
-    sys::mount(
-        Some("sysfs"),
+    sys::mount_fs(
+        "sysfs",
+        "sysfs",
         &sysfs,
-        Some("sysfs"),
-        MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+        MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
         None,
     )
     .context("mounting /sys read-only")?;
 
     let tmp = mount_point_dir(root, Path::new("/tmp"))?;
-    sys::mount(
-        Some("tmpfs"),
+    sys::mount_fs(
+        "tmpfs",
+        "tmpfs",
         &tmp,
-        Some("tmpfs"),
-        MS_NOSUID | MS_NODEV,
+        MountFlags::NOSUID | MountFlags::NODEV,
         Some("mode=1777"),
     )
     .context("mounting /tmp")?;
@@ -124,9 +131,9 @@ pub fn build(spec: &ContainerSpec, root: &Path) -> Result<()> {
         } else {
             mount_point_file(root, &b.target)?
         };
-        let mut flags = MS_NOSUID | MS_NODEV;
+        let mut flags = MountFlags::NOSUID | MountFlags::NODEV;
         if b.read_only {
-            flags |= MS_RDONLY;
+            flags |= MountFlags::RDONLY;
         }
         sys::bind(&b.source, &at, flags)
             .with_context(|| format!("binding {} at {}", b.source.display(), b.target.display()))?;
@@ -136,11 +143,11 @@ pub fn build(spec: &ContainerSpec, root: &Path) -> Result<()> {
 
 fn build_dev(root: &Path) -> Result<()> {
     let dev = mount_point_dir(root, Path::new("/dev"))?;
-    sys::mount(
-        Some("tmpfs"),
+    sys::mount_fs(
+        "tmpfs",
+        "tmpfs",
         &dev,
-        Some("tmpfs"),
-        MS_NOSUID | MS_NOEXEC,
+        MountFlags::NOSUID | MountFlags::NOEXEC,
         Some("mode=0755,size=64k"),
     )
     .context("mounting /dev")?;
@@ -151,15 +158,16 @@ fn build_dev(root: &Path) -> Result<()> {
         }
         let at = dev.join(name);
         std::fs::File::create(&at)?;
-        sys::bind(&host, &at, 0).with_context(|| format!("binding /dev/{name}"))?;
+        sys::bind(&host, &at, MountFlags::empty())
+            .with_context(|| format!("binding /dev/{name}"))?;
     }
     let shm = dev.join("shm");
     std::fs::create_dir(&shm)?;
-    sys::mount(
-        Some("shm"),
+    sys::mount_fs(
+        "tmpfs",
+        "shm",
         &shm,
-        Some("tmpfs"),
-        MS_NOSUID | MS_NODEV,
+        MountFlags::NOSUID | MountFlags::NODEV,
         Some("mode=1777"),
     )
     .context("mounting /dev/shm")?;
@@ -167,11 +175,11 @@ fn build_dev(root: &Path) -> Result<()> {
     std::fs::create_dir(&pts)?;
     // A private devpts instance: the job's terminals, none of the host's.
     // Optional (older kernels without newinstance semantics).
-    if sys::mount(
-        Some("devpts"),
+    if sys::mount_fs(
+        "devpts",
+        "devpts",
         &pts,
-        Some("devpts"),
-        MS_NOSUID | MS_NOEXEC,
+        MountFlags::NOSUID | MountFlags::NOEXEC,
         Some("newinstance,ptmxmode=0666,mode=0620"),
     )
     .is_ok()
@@ -193,19 +201,16 @@ fn build_dev(root: &Path) -> Result<()> {
 /// so nothing of the host's tree stays reachable.
 pub fn pivot(root: &Path, read_only: bool) -> Result<()> {
     std::env::set_current_dir(root).context("entering the new root")?;
-    let dot = sys::cstr(".")?;
+    let dot = Path::new(".");
     // With new and old root the same directory, the old root ends up
     // stacked on the new one, and a lazy unmount of "." removes it.
-    sys::pivot_root(&dot, &dot).context("pivot_root")?;
+    sys::pivot_root(dot, dot).context("pivot_root")?;
     sys::umount_detach(Path::new(".")).context("detaching the host's root")?;
     std::env::set_current_dir("/")?;
     if read_only {
-        sys::mount(
-            None,
+        sys::remount_bind(
             Path::new("/"),
-            None,
-            libc::MS_BIND | libc::MS_REMOUNT | MS_RDONLY | MS_NOSUID | MS_NODEV,
-            None,
+            MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
         )
         .context("making the root read-only")?;
     }

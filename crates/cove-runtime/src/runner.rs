@@ -11,8 +11,8 @@
 use crate::init::{self, InitFds};
 use crate::state::{self, Outcome, Plan, ProcId, RunnerRecord, StatusRecord};
 use anyhow::{Context, Result};
-use cove_sys::{self as sys, Ended};
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use cove_sys::{self as sys, Ended, Signal, UnshareFlags};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -42,7 +42,7 @@ impl Ready {
     fn send(&mut self, line: &str) {
         if let Some(fd) = self.0.take() {
             let msg = format!("{}\n", line.replace('\n', " "));
-            let _ = sys::write_all(fd.as_raw_fd(), msg.as_bytes());
+            let _ = sys::write_all(&fd, msg.as_bytes());
         }
     }
 }
@@ -90,14 +90,14 @@ fn run(spec_path: &Path, state_dir: &Path, ready: &mut Ready) -> Result<()> {
     // Blocked here, inherited blocked by init, which waits for them with
     // sigwaitinfo; the runner reads its own through a signalfd.
     let mut blocked = init::FORWARDED.to_vec();
-    blocked.push(libc::SIGCHLD);
-    sys::block_signals(&sys::sigset(&blocked))?;
-    let sigfd = sys::signalfd(&sys::sigset(&[
-        libc::SIGCHLD,
-        libc::SIGTERM,
-        libc::SIGINT,
-        libc::SIGHUP,
-    ]))?;
+    blocked.push(Signal::SIGCHLD);
+    sys::block_signals(&blocked)?;
+    let sigfd = sys::signal_fd(&[
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ])?;
 
     let (out_r, out_w) = sys::pipe()?;
     let (err_r, err_w) = sys::pipe()?;
@@ -105,24 +105,25 @@ fn run(spec_path: &Path, state_dir: &Path, ready: &mut Ready) -> Result<()> {
     let root = state_dir.join(state::ROOT_DIR);
     std::fs::create_dir_all(&root)?;
 
-    sys::unshare(libc::CLONE_NEWPID).context("unshare(CLONE_NEWPID)")?;
-    let pid = sys::fork()?;
-    if pid == 0 {
-        drop(ready.0.take());
-        drop((out_r, err_r, rep_r, sigfd));
-        let rep = rep_w.as_raw_fd();
-        init::run(
-            &plan,
-            &root,
-            InitFds {
-                report: rep_w,
-                stdout: out_w,
-                stderr: err_w,
-            },
-            // With the runner gone its end of the pipe is closed: EPIPE.
-            || sys::write_all(rep, b"init\n").is_err(),
-        );
-    }
+    sys::unshare(UnshareFlags::NEWPID).context("unshare(CLONE_NEWPID)")?;
+    let pid = match sys::fork()? {
+        sys::Fork::Child => {
+            drop(ready.0.take());
+            drop((out_r, err_r, rep_r, sigfd));
+            init::run(
+                &plan,
+                &root,
+                InitFds {
+                    report: rep_w,
+                    stdout: out_w,
+                    stderr: err_w,
+                },
+                // With the runner gone its end of the pipe is closed: EPIPE.
+                |report| sys::write_all(report, b"init\n").is_err(),
+            );
+        }
+        sys::Fork::Parent(pid) => pid,
+    };
     drop((out_w, err_w, rep_w));
     let init = ProcId::of(pid).context("reading the init's /proc entry")?;
     state::write(
@@ -143,7 +144,7 @@ fn run(spec_path: &Path, state_dir: &Path, ready: &mut Ready) -> Result<()> {
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         if init_ended.is_none() {
-            if let Ok(Some((_, e))) = sys::try_wait(pid) {
+            if let Ok(Some((_, e))) = sys::try_wait(Some(pid)) {
                 init_ended = Some(e);
                 drain_until = Some(Instant::now() + DRAIN);
             }
@@ -164,9 +165,9 @@ fn run(spec_path: &Path, state_dir: &Path, ready: &mut Ready) -> Result<()> {
         if let Some(until) = drain_until {
             wake = wake.min(until);
         }
-        let timeout = cove_model::convert::millis_i32(wake.saturating_duration_since(now));
-        let fds = [out.raw(), err.raw(), rep.raw(), sigfd.as_raw_fd()];
-        let readable = sys::poll_readable(&fds, timeout.max(1))?;
+        let timeout = wake.saturating_duration_since(now);
+        let fds = [out.fd(), err.fd(), rep.fd(), Some(sigfd.as_fd())];
+        let readable = sys::poll_readable(&fds, timeout.max(Duration::from_millis(1)))?;
         for (i, s) in [&mut out, &mut err].into_iter().enumerate() {
             if readable[i] {
                 s.read_into_log(&mut buf);
@@ -178,12 +179,9 @@ fn run(spec_path: &Path, state_dir: &Path, ready: &mut Ready) -> Result<()> {
             }
         }
         if readable[3] {
-            match sys::read_signal(sigfd.as_raw_fd()) {
-                Ok(libc::SIGTERM) | Ok(libc::SIGINT) => {
-                    // Stopping the runner means stopping the job, gracefully.
-                    let _ = sys::kill(pid, libc::SIGTERM);
-                }
-                _ => {}
+            if let Ok(Some(Signal::SIGTERM | Signal::SIGINT)) = sys::read_signal(&sigfd) {
+                // Stopping the runner means stopping the job, gracefully.
+                let _ = sys::kill(pid, Signal::SIGTERM);
             }
         }
         let now = Instant::now();
@@ -247,14 +245,13 @@ impl Stream {
         }
     }
 
-    fn raw(&self) -> RawFd {
-        self.fd.as_ref().map_or(-1, |f| f.as_raw_fd())
+    fn fd(&self) -> Option<BorrowedFd<'_>> {
+        self.fd.as_ref().map(|f| f.as_fd())
     }
 
     /// Reads what is there; `None` at end of file (the descriptor is closed).
     fn read(&mut self, buf: &mut [u8]) -> Option<usize> {
-        let fd = self.fd.as_ref()?.as_raw_fd();
-        match sys::read(fd, buf) {
+        match sys::read(self.fd.as_ref()?, buf) {
             Ok(0) | Err(_) => {
                 self.fd = None;
                 None
@@ -273,7 +270,7 @@ impl Stream {
         };
         self.pending.extend_from_slice(&buf[..n]);
         if let Some(pos) = self.pending.iter().rposition(|&b| b == b'\n') {
-            let _ = sys::write_all(1, &self.pending[..=pos]);
+            let _ = sys::write_all(std::io::stdout(), &self.pending[..=pos]);
             self.pending.drain(..=pos);
             self.since = None;
         }
@@ -288,7 +285,7 @@ impl Stream {
     fn flush_partial(&mut self) {
         if !self.pending.is_empty() {
             self.pending.push(b'\n');
-            let _ = sys::write_all(1, &self.pending);
+            let _ = sys::write_all(std::io::stdout(), &self.pending);
             self.pending.clear();
         }
         self.since = None;

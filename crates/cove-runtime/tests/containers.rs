@@ -4,6 +4,7 @@
 //! containers and network namespaces even when an assertion fails.
 
 use cove_runtime::{Bind, Container, ContainerSpec, RootFs, Status};
+use cove_sys::Signal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -286,7 +287,7 @@ fn exit_codes_signals_and_start_failures_are_reported() {
     let (s, _) = f.run(&f.spec_n(0, &["/bin/sh", "-c", "exit 3"]));
     assert_eq!(s, Status::Exited(3));
     let (s, _) = f.run(&f.spec_n(1, &["/bin/sh", "-c", "kill -USR1 $$"]));
-    assert_eq!(s, Status::Signaled(libc::SIGUSR1));
+    assert_eq!(s, Status::Signaled(Signal::SIGUSR1 as i32));
 
     let spec = f.spec_n(2, &["no-such-program", "--flag"]);
     let err = f
@@ -330,7 +331,7 @@ fn terminate_stops_a_python_script_without_a_sigterm_handler() {
     c.terminate();
     assert_eq!(
         c.wait_timeout(Duration::from_secs(5)),
-        Some(Status::Signaled(libc::SIGTERM))
+        Some(Status::Signaled(Signal::SIGTERM as i32))
     );
 }
 
@@ -359,7 +360,7 @@ fn kill_ends_a_process_tree_that_ignores_sigterm() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(c.status(), Status::Running, "SIGTERM is ignored");
     c.kill();
-    assert_eq!(c.status(), Status::Signaled(libc::SIGKILL));
+    assert_eq!(c.status(), Status::Signaled(Signal::SIGKILL as i32));
     assert!(c.pids().is_empty(), "left: {:?}", c.pids());
 }
 
@@ -381,7 +382,7 @@ fn the_memory_limit_kills_a_greedy_job_and_spares_a_modest_one() {
     let c = f.launch(&greedy).unwrap();
     assert!(c.limits_enforced());
     let s = c.wait_timeout(Duration::from_secs(30)).unwrap();
-    assert_eq!(s, Status::Signaled(libc::SIGKILL));
+    assert_eq!(s, Status::Signaled(Signal::SIGKILL as i32));
     assert!(c.oom_killed());
     assert!(!log_has(&greedy.log_path, "survived"));
 
@@ -718,7 +719,7 @@ fn killing_the_runner_takes_the_container_with_it() {
         serde_json::from_slice(&std::fs::read(spec.state_dir.join("runner.json")).unwrap())
             .unwrap();
     let runner = i32::try_from(record["runner"]["pid"].as_i64().unwrap()).unwrap();
-    cove_sys::kill(runner, libc::SIGKILL).unwrap();
+    cove_sys::kill(runner, Signal::SIGKILL).unwrap();
     assert_eq!(
         c.wait_timeout(Duration::from_secs(5)),
         Some(Status::Exited(cove_runtime::VANISHED_EXIT_CODE))
@@ -783,7 +784,7 @@ fn a_container_survives_its_launcher_killed_with_sigkill() {
     assert!(line.contains("launched"), "the helper did not launch");
     // Like `kill -9` of Cove and everything in its process group.
     let group = -i32::try_from(helper.id()).unwrap();
-    cove_sys::kill(group, libc::SIGKILL).unwrap();
+    cove_sys::kill(group, Signal::SIGKILL).unwrap();
     helper.wait().unwrap();
 
     let c = Container::adopt(&spec.state_dir).unwrap().expect("adopted");
@@ -800,6 +801,6 @@ fn a_container_survives_its_launcher_killed_with_sigkill() {
     c.terminate();
     assert_eq!(
         c.wait_timeout(Duration::from_secs(5)),
-        Some(Status::Signaled(libc::SIGTERM))
+        Some(Status::Signaled(Signal::SIGTERM as i32))
     );
 }

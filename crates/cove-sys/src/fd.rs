@@ -1,55 +1,46 @@
-//! Pipes, reads and writes on raw descriptors, and `poll`, for the code
-//! between fork and exec where `std`'s types cannot be used.
+//! Pipes, reads and writes on descriptors, and `poll`, for the code around
+//! fork and exec where `std`'s buffered types do not fit.
 
-use crate::check;
+use rustix::event::{PollFd, PollFlags, Timespec};
+use rustix::io::Errno;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 /// A pipe whose ends are closed on exec, so only the processes meant to hold
 /// an end do.
 pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 writes two descriptors into the array on success.
-    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: both descriptors are fresh and owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    Ok(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?)
 }
 
 /// Writes all of `buf`, retrying on EINTR and short writes.
-pub fn write_all(fd: RawFd, mut buf: &[u8]) -> io::Result<()> {
+pub fn write_all(fd: impl AsFd, mut buf: &[u8]) -> io::Result<()> {
+    let fd = fd.as_fd();
     while !buf.is_empty() {
-        // SAFETY: the pointer and length describe a live slice.
-        let n = unsafe { libc::write(fd, buf.as_ptr().cast(), buf.len()) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
-            return Err(e);
+        match rustix::io::write(fd, buf) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
         }
-        // n >= 0 here.
-        buf = &buf[n.unsigned_abs()..];
     }
     Ok(())
 }
 
 /// One read; `Ok(0)` is end of file.
-pub fn read(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+pub fn read(fd: impl AsFd, buf: &mut [u8]) -> io::Result<usize> {
+    let fd = fd.as_fd();
     loop {
-        // SAFETY: the pointer and length describe a live, writable slice.
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        if n >= 0 {
-            return Ok(n.unsigned_abs());
-        }
-        let e = io::Error::last_os_error();
-        if e.kind() != io::ErrorKind::Interrupted {
-            return Err(e);
+        match rustix::io::read(fd, &mut *buf) {
+            Err(Errno::INTR) => {}
+            other => return Ok(other?),
         }
     }
 }
 
 /// Reads until end of file (at most `limit` bytes are kept).
-pub fn read_to_end(fd: RawFd, limit: usize) -> io::Result<Vec<u8>> {
+pub fn read_to_end(fd: impl AsFd, limit: usize) -> io::Result<Vec<u8>> {
+    let fd = fd.as_fd();
     let mut out = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -63,48 +54,62 @@ pub fn read_to_end(fd: RawFd, limit: usize) -> io::Result<Vec<u8>> {
     }
 }
 
-pub fn dup2(from: RawFd, to: RawFd) -> io::Result<()> {
-    // SAFETY: dup2 only manipulates the descriptor table.
-    check(unsafe { libc::dup2(from, to) }).map(drop)
+/// Makes `fd` this process's standard output.
+pub fn redirect_stdout(fd: impl AsFd) -> io::Result<()> {
+    Ok(rustix::stdio::dup2_stdout(fd)?)
+}
+
+/// Makes `fd` this process's standard error.
+pub fn redirect_stderr(fd: impl AsFd) -> io::Result<()> {
+    Ok(rustix::stdio::dup2_stderr(fd)?)
 }
 
 /// Marks every descriptor from `first` up close-on-exec, so nothing the
 /// runtime holds leaks into the job.
 pub fn cloexec_from(first: u32) -> io::Result<()> {
     let flags = libc::c_int::try_from(libc::CLOSE_RANGE_CLOEXEC).expect("a small flag");
-    // SAFETY: close_range only changes descriptor flags.
-    check(unsafe { libc::close_range(first, u32::MAX, flags) }).map(drop)
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC closes nothing; it only
+    // sets a flag that takes effect at exec. (Neither rustix nor nix wraps
+    // close_range.)
+    let rc = unsafe { libc::close_range(first, u32::MAX, flags) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
-/// `poll` over descriptors, each waited on for input; returns which became
-/// readable or hung up. Negative descriptors are skipped.
-pub fn poll_readable(fds: &[RawFd], timeout_ms: i32) -> io::Result<Vec<bool>> {
-    let mut pfds: Vec<libc::pollfd> = fds
+/// `poll` for input over descriptors; says which became readable or hung
+/// up. `None` entries are skipped (and reported not ready). An interrupted
+/// wait reports nothing ready.
+pub fn poll_readable(fds: &[Option<BorrowedFd<'_>>], timeout: Duration) -> io::Result<Vec<bool>> {
+    let mut polled: Vec<PollFd<'_>> = fds
         .iter()
-        .map(|&fd| libc::pollfd {
-            fd,
-            events: libc::POLLIN,
-            revents: 0,
-        })
+        .flatten()
+        .map(|&fd| PollFd::from_borrowed_fd(fd, PollFlags::IN))
         .collect();
-    // SAFETY: the vector holds fds.len() initialised pollfd structs.
-    let rc = unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, timeout_ms) };
-    if rc < 0 {
-        let e = io::Error::last_os_error();
-        if e.kind() == io::ErrorKind::Interrupted {
-            return Ok(vec![false; fds.len()]);
-        }
-        return Err(e);
+    let timeout = Timespec::try_from(timeout).map_err(|_| Errno::INVAL)?;
+    match rustix::event::poll(&mut polled, Some(&timeout)) {
+        Ok(_) => {}
+        Err(Errno::INTR) => return Ok(vec![false; fds.len()]),
+        Err(e) => return Err(e.into()),
     }
-    Ok(pfds.iter().map(|p| p.revents != 0).collect())
+    let mut results = polled.iter().map(|p| !p.revents().is_empty());
+    Ok(fds
+        .iter()
+        .map(|fd| fd.is_some() && results.next().unwrap_or(false))
+        .collect())
 }
 
 /// Takes ownership of a descriptor this process inherited by number (from
 /// an environment variable, say), if it is open and not stdio.
 pub fn take_inherited(fd: RawFd) -> Option<OwnedFd> {
-    // SAFETY: F_GETFD only reads the descriptor's flags.
-    let open = fd > 2 && unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0;
+    if fd <= 2 {
+        return None;
+    }
+    // Asking /proc rather than fcntl: a descriptor may only be borrowed
+    // once it is known to be open.
+    std::fs::symlink_metadata(format!("/proc/self/fd/{fd}")).ok()?;
     // SAFETY: the descriptor is open, and the parent handed it to this
     // process alone, so nothing else owns it.
-    open.then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }

@@ -1,65 +1,57 @@
-//! Mounts: mount, bind, pivot_root and lazy unmounts.
+//! Mounts: file systems, binds, propagation, pivot_root and lazy unmounts.
 
-use crate::{check, check_long, cstr};
-use std::ffi::{CStr, CString};
+use rustix::mount::{MountFlags, MountPropagationFlags, UnmountFlags};
 use std::io;
 use std::path::Path;
 
-pub fn mount(
-    source: Option<&str>,
+/// Mounts a file system of type `fstype` from `source` at `target`.
+pub fn mount_fs(
+    fstype: &str,
+    source: &str,
     target: &Path,
-    fstype: Option<&str>,
-    flags: libc::c_ulong,
+    flags: MountFlags,
     data: Option<&str>,
 ) -> io::Result<()> {
-    let source = source.map(cstr).transpose()?;
-    let target = cstr(target)?;
-    let fstype = fstype.map(cstr).transpose()?;
-    let data = data.map(cstr).transpose()?;
-    let ptr = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
-    // SAFETY: every pointer is null or a valid NUL-terminated string that
-    // outlives the call.
-    check(unsafe {
-        libc::mount(
-            ptr(&source),
-            target.as_ptr(),
-            ptr(&fstype),
-            flags,
-            ptr(&data).cast(),
-        )
-    })
-    .map(drop)
+    let data = data.map(crate::cstr).transpose()?;
+    Ok(rustix::mount::mount(
+        source,
+        target,
+        fstype,
+        flags,
+        data.as_deref(),
+    )?)
 }
 
 /// A bind mount of `source` at `target`, then (because the kernel ignores
 /// those flags on the first call) a remount that applies `flags` to it.
-pub fn bind(source: &Path, target: &Path, flags: libc::c_ulong) -> io::Result<()> {
-    let src = source
-        .to_str()
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "non-UTF-8 path"))?;
-    mount(Some(src), target, None, libc::MS_BIND, None)?;
-    if flags != 0 {
-        mount(
-            None,
-            target,
-            None,
-            libc::MS_BIND | libc::MS_REMOUNT | flags,
-            None,
-        )?;
+pub fn bind(source: &Path, target: &Path, flags: MountFlags) -> io::Result<()> {
+    rustix::mount::mount_bind(source, target)?;
+    if !flags.is_empty() {
+        remount_bind(target, flags)?;
     }
     Ok(())
 }
 
-pub fn pivot_root(new_root: &CStr, put_old: &CStr) -> io::Result<()> {
-    // SAFETY: both pointers are valid NUL-terminated strings.
-    check_long(unsafe { libc::syscall(libc::SYS_pivot_root, new_root.as_ptr(), put_old.as_ptr()) })
-        .map(drop)
+/// Changes the flags of the bind mount at `target` (read-only, nosuid...).
+pub fn remount_bind(target: &Path, flags: MountFlags) -> io::Result<()> {
+    Ok(rustix::mount::mount_remount(
+        target,
+        MountFlags::BIND | flags,
+        "",
+    )?)
+}
+
+/// Sets how mounts under `target` propagate (private, slave, recursively).
+pub fn set_propagation(target: &Path, how: MountPropagationFlags) -> io::Result<()> {
+    Ok(rustix::mount::mount_change(target, how)?)
+}
+
+pub fn pivot_root(new_root: &Path, put_old: &Path) -> io::Result<()> {
+    Ok(rustix::process::pivot_root(new_root, put_old)?)
 }
 
 pub fn umount_detach(target: &Path) -> io::Result<()> {
-    let t = cstr(target)?;
-    // SAFETY: a valid NUL-terminated path.
-    check(unsafe { libc::umount2(t.as_ptr(), libc::MNT_DETACH) }).map(drop)
+    Ok(rustix::mount::unmount(target, UnmountFlags::DETACH)?)
 }
 
 /// Whether `path` is a mount point (its device differs from its parent's).

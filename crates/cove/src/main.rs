@@ -296,7 +296,7 @@ fn enter_netns(data_dir: &std::path::Path, eni: Option<&str>, netns: &str) -> an
                 let Err(err) = cove_sys::enter_net_namespace(&file) else {
                     return Ok(());
                 };
-                if err.raw_os_error() != Some(cove_sys::libc::EINVAL) {
+                if err.raw_os_error() != Some(cove_sys::Errno::INVAL.raw_os_error()) {
                     anyhow::bail!("entering {netns}: {err}");
                 }
                 err
@@ -336,29 +336,25 @@ fn enter_netns(data_dir: &std::path::Path, eni: Option<&str>, netns: &str) -> an
 /// Cove's HTTPS listeners as jobs see it: a private mount namespace with
 /// each `(source, target)` file bound over its target.
 fn private_binds(binds: &[(String, String)]) -> anyhow::Result<()> {
-    use cove_sys::libc::{CLONE_NEWNS, MS_BIND, MS_REC, MS_SLAVE};
+    use cove_sys::{MountFlags, MountPropagationFlags, UnshareFlags};
     if binds.is_empty() {
         return Ok(());
     }
     // This process is single-threaded here, which unshare(CLONE_NEWNS)
     // requires.
-    cove_sys::unshare(CLONE_NEWNS).map_err(|e| anyhow::anyhow!("unshare(CLONE_NEWNS): {e}"))?;
+    cove_sys::unshare(UnshareFlags::NEWNS)
+        .map_err(|e| anyhow::anyhow!("unshare(CLONE_NEWNS): {e}"))?;
     // Keep the bind mounts from propagating back to the host.
-    cove_sys::mount(
-        None,
+    cove_sys::set_propagation(
         std::path::Path::new("/"),
-        None,
-        MS_SLAVE | MS_REC,
-        None,
+        MountPropagationFlags::DOWNSTREAM | MountPropagationFlags::REC,
     )
     .map_err(|e| anyhow::anyhow!("making / a slave mount: {e}"))?;
     for (source, target) in binds {
-        cove_sys::mount(
-            Some(source),
+        cove_sys::bind(
+            std::path::Path::new(source),
             std::path::Path::new(target),
-            None,
-            MS_BIND,
-            None,
+            MountFlags::empty(),
         )
         .map_err(|e| anyhow::anyhow!("binding {source} over {target}: {e}"))?;
     }
