@@ -37,6 +37,13 @@ if [ ! -x "$VENV/bin/python" ]; then
     python3 -m venv "$VENV"
 fi
 pip_install "$VENV/bin/pip" tests/requirements.txt
+# The SageMaker SDK v3 beside v2: its own venv, named to the e2e tests.
+SDK3_VENV=${COVE_SDK3_VENV:-.venv-sdk3}
+if [ ! -x "$SDK3_VENV/bin/python" ]; then
+    python3 -m venv "$SDK3_VENV"
+fi
+pip_install "$SDK3_VENV/bin/pip" tests/sdk3-requirements.txt
+export COVE_SDK3_PYTHON="$PWD/$SDK3_VENV/bin/python"
 # JupyterLab for the Studio test that runs a real kernel: a venv of the
 # host's Python under /usr/local, which Studio apps see read-only (as root).
 JUPYTERLAB=/usr/local/lib/cove-jupyterlab

@@ -40,6 +40,15 @@ SERVICES = {
         "DescribeAvailabilityZones", "DescribeRegions", "DescribeAccountAttributes",
     ],
     "sts": ["GetCallerIdentity", "AssumeRole"],
+    "iam": [
+        "CreateRole", "GetRole", "DeleteRole", "ListRoles", "UpdateRole", "UpdateAssumeRolePolicy",
+        "TagRole", "UntagRole", "ListRoleTags",
+        "PutRolePolicy", "GetRolePolicy", "ListRolePolicies", "DeleteRolePolicy",
+        "CreatePolicy", "GetPolicy", "DeletePolicy", "ListPolicies", "CreatePolicyVersion",
+        "GetPolicyVersion", "ListPolicyVersions", "DeletePolicyVersion",
+        "AttachRolePolicy", "DetachRolePolicy", "ListAttachedRolePolicies",
+        "SimulatePrincipalPolicy",
+    ],
     "sagemaker": [
         "CreateTrainingJob", "DescribeTrainingJob", "ListTrainingJobs", "StopTrainingJob",
         "CreateProcessingJob", "DescribeProcessingJob", "ListProcessingJobs", "StopProcessingJob",

@@ -55,6 +55,11 @@ const SERVICES: &[Service] = &[
         model: "../cove-wire/models/ecr.json",
         all_optional: false,
     },
+    Service {
+        module: "iam",
+        model: "../cove-wire/models/iam.json",
+        all_optional: false,
+    },
 ];
 
 /// Names a generated struct may not take: the module's own items and the

@@ -58,6 +58,17 @@ pub fn now_rfc3339() -> String {
         .unwrap_or_default()
 }
 
+/// A Unix time (seconds) as RFC 3339; empty if out of range.
+pub fn rfc3339_of(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

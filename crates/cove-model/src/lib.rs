@@ -8,6 +8,7 @@ pub mod endpoints;
 pub mod error;
 pub mod filter;
 pub mod fixtures;
+pub mod iam;
 pub mod ids;
 pub mod instance;
 pub mod jobs;

@@ -239,11 +239,15 @@ pub struct Policy {
 }
 
 /// How strictly a document is read: S3 insists that a bucket policy names a
-/// Principal and a Resource in every statement.
+/// Principal and a Resource in every statement; an IAM identity policy must
+/// name actions and resources and no principal; a role's trust policy names
+/// a principal and no resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
     Bucket,
     Endpoint,
+    Identity,
+    Trust,
 }
 
 fn strings(v: &Value, what: &str) -> Result<Vec<String>, PolicyError> {
@@ -353,29 +357,58 @@ fn parse_statement(v: &Value, kind: Kind) -> Result<Statement, PolicyError> {
     };
     let principal = field(m, "Principal").map(parse_principal).transpose()?;
     let not_principal = field(m, "NotPrincipal").map(parse_principal).transpose()?;
-    if kind == Kind::Bucket && principal.is_none() && not_principal.is_none() {
-        return Err(malformed("Missing required field Principal"));
+    let names_principal = principal.is_some() || not_principal.is_some();
+    match kind {
+        Kind::Bucket | Kind::Trust if !names_principal => {
+            return Err(malformed("Missing required field Principal"))
+        }
+        Kind::Identity if names_principal => {
+            return Err(malformed("Policy document should not specify a principal."))
+        }
+        _ => {}
     }
     let action = match (field(m, "Action"), field(m, "NotAction")) {
         (Some(a), None) => Patterns::Is(strings(a, "action")?),
         (None, Some(a)) => Patterns::IsNot(strings(a, "action")?),
+        (None, None) if kind == Kind::Identity => {
+            return Err(malformed("Policy statement must contain actions."))
+        }
         (None, None) => return Err(malformed("Missing required field Action")),
         (Some(_), Some(_)) => return Err(malformed("Policy has invalid action")),
     };
     let actions = match &action {
         Patterns::Is(a) | Patterns::IsNot(a) => a,
     };
-    if actions
-        .iter()
-        .any(|a| a != "*" && !a.to_ascii_lowercase().starts_with("s3:"))
-    {
-        return Err(malformed("Policy has invalid action"));
+    let valid_action = |a: &String| match kind {
+        Kind::Bucket | Kind::Endpoint => a == "*" || a.to_ascii_lowercase().starts_with("s3:"),
+        Kind::Identity | Kind::Trust => {
+            a == "*"
+                || a.split_once(':').is_some_and(|(service, name)| {
+                    !service.is_empty()
+                        && !name.is_empty()
+                        && service
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+        }
+    };
+    if let Some(bad) = actions.iter().find(|a| !valid_action(a)) {
+        return Err(malformed(match kind {
+            Kind::Identity | Kind::Trust => format!("Actions/Conditions must be prefaced by a vendor, e.g., iam, sdb, ec2, etc. ({bad})"),
+            _ => "Policy has invalid action".to_string(),
+        }));
     }
     let resource = match (field(m, "Resource"), field(m, "NotResource")) {
         (Some(r), None) => Some(Patterns::Is(strings(r, "resource")?)),
         (None, Some(r)) => Some(Patterns::IsNot(strings(r, "resource")?)),
         (None, None) if kind == Kind::Bucket => {
             return Err(malformed("Missing required field Resource"))
+        }
+        (None, None) if kind == Kind::Identity => {
+            return Err(malformed("Policy statement must contain resources."))
+        }
+        (Some(_), _) | (_, Some(_)) if kind == Kind::Trust => {
+            return Err(malformed("Has prohibited field Resource"))
         }
         (None, None) => None,
         (Some(_), Some(_)) => return Err(malformed("Policy has invalid resource")),
@@ -430,20 +463,45 @@ impl Policy {
 
     /// The policy's decision for one request; an explicit Deny wins.
     pub fn evaluate(&self, cx: &RequestContext) -> Decision {
-        let mut allowed = false;
-        for s in &self.statements {
+        self.evaluate_statements(cx).0
+    }
+
+    /// The decision and the statements (by index) that made it: the denying
+    /// ones if any deny, else the allowing ones.
+    pub fn evaluate_statements(&self, cx: &RequestContext) -> (Decision, Vec<usize>) {
+        let (mut allows, mut denies) = (Vec::new(), Vec::new());
+        for (i, s) in self.statements.iter().enumerate() {
             if s.applies(cx) {
                 match s.effect {
-                    Effect::Deny => return Decision::Deny,
-                    Effect::Allow => allowed = true,
+                    Effect::Deny => denies.push(i),
+                    Effect::Allow => allows.push(i),
                 }
             }
         }
-        if allowed {
-            Decision::Allow
+        if !denies.is_empty() {
+            (Decision::Deny, denies)
+        } else if !allows.is_empty() {
+            (Decision::Allow, allows)
         } else {
-            Decision::NotApplicable
+            (Decision::NotApplicable, allows)
         }
+    }
+
+    /// Condition keys that statements on this action and resource test but
+    /// the request does not carry (what the policy simulator reports as
+    /// missing context values).
+    pub fn missing_context_keys(&self, cx: &RequestContext) -> Vec<String> {
+        let mut missing: Vec<String> = self
+            .statements
+            .iter()
+            .filter(|s| s.matches_action_and_resource(cx))
+            .flat_map(|s| &s.conditions)
+            .filter(|c| cx.get(&c.key).is_none())
+            .map(|c| c.key.clone())
+            .collect();
+        missing.sort();
+        missing.dedup();
+        missing
     }
 }
 
@@ -459,6 +517,10 @@ impl Statement {
                 return false;
             }
         }
+        self.matches_action_and_resource(cx) && self.conditions.iter().all(|c| c.holds(cx))
+    }
+
+    fn matches_action_and_resource(&self, cx: &RequestContext) -> bool {
         let action_hit = |pats: &[String]| {
             pats.iter()
                 .any(|p| wildcard_match(&p.to_ascii_lowercase(), &cx.action.to_ascii_lowercase()))
@@ -471,12 +533,11 @@ impl Statement {
             return false;
         }
         let resource_hit = |pats: &[String]| pats.iter().any(|p| wildcard_match(p, &cx.resource));
-        let on_resource = match &self.resource {
+        match &self.resource {
             None => true,
             Some(Patterns::Is(p)) => resource_hit(p),
             Some(Patterns::IsNot(p)) => !resource_hit(p),
-        };
-        on_resource && self.conditions.iter().all(|c| c.holds(cx))
+        }
     }
 }
 

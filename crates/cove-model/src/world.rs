@@ -3,6 +3,7 @@
 //! the changed documents and publishes the copy; readers never wait.
 
 use crate::endpoints::{SageMakerEndpoint, TransformJob};
+use crate::iam::{IamPolicy, IamRole};
 use crate::jobs::{
     CompilationJob, RecommendationJob, SageMakerDefinition, SageMakerJob, StsSession,
 };
@@ -34,6 +35,10 @@ pub struct World {
     pub sagemaker_jobs: OrdMap<String, SageMakerJob>,
     /// Temporary credentials by access key id.
     pub sts_sessions: OrdMap<String, StsSession>,
+    /// IAM roles by lowercased name.
+    pub iam_roles: OrdMap<String, IamRole>,
+    /// Customer managed IAM policies by ARN.
+    pub iam_policies: OrdMap<String, IamPolicy>,
     /// SageMaker models and endpoint configurations by `<kind>/<name>`.
     pub sagemaker_definitions: OrdMap<String, SageMakerDefinition>,
     /// SageMaker endpoints by `endpoint/<name>`.
@@ -114,6 +119,8 @@ resource!(
     id
 );
 resource!(StsSession, "sts_session", sts_sessions, access_key_id);
+resource!(IamRole, "iam_role", iam_roles, key);
+resource!(IamPolicy, "iam_policy", iam_policies, arn);
 
 // SageMaker resources are stored under `<kind>/<name>`, which their ARN's
 // resource part spells.
@@ -194,6 +201,8 @@ impl World {
             "network_insights_analysis" => put::<NetworkInsightsAnalysis>(self, key, doc),
             "sagemaker_job" => put::<SageMakerJob>(self, key, doc),
             "sts_session" => put::<StsSession>(self, key, doc),
+            "iam_role" => put::<IamRole>(self, key, doc),
+            "iam_policy" => put::<IamPolicy>(self, key, doc),
             "sagemaker_definition" => put::<SageMakerDefinition>(self, key, doc),
             "sagemaker_endpoint" => put::<SageMakerEndpoint>(self, key, doc),
             "transform_job" => put::<TransformJob>(self, key, doc),

@@ -22,6 +22,12 @@ pub mod sts {
     include!(concat!(env!("OUT_DIR"), "/sts.rs"));
 }
 
+/// The IAM API: roles, their inline and managed policies, and the policy
+/// simulator.
+pub mod iam {
+    include!(concat!(env!("OUT_DIR"), "/iam.rs"));
+}
+
 /// The CloudWatch Logs API (`Logs_20140328.*`).
 pub mod logs {
     include!(concat!(env!("OUT_DIR"), "/logs.rs"));

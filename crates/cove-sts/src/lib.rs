@@ -5,7 +5,7 @@
 //! any well-formed role ARN of the caller's account can be assumed; the
 //! session's identity is what bucket policies see as `aws:PrincipalArn`.
 
-use cove_model::ids::{random_string, SECRET_ALPHABET, UPPER_ALNUM};
+use cove_model::ids::{random_string, rfc3339_of, SECRET_ALPHABET, UPPER_ALNUM};
 use cove_model::jobs::StsSession;
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
@@ -95,16 +95,6 @@ fn parse_role_arn(arn: &str) -> Option<(&str, &str)> {
     (valid && !name.is_empty()).then_some((account, name))
 }
 
-fn iso(unix: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp(unix)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
-}
-
 impl Service for StsService {
     fn signing_name(&self) -> &'static str {
         "sts"
@@ -161,7 +151,7 @@ impl StsService {
                 "AccessKeyId": s.access_key_id,
                 "SecretAccessKey": s.secret_access_key,
                 "SessionToken": s.session_token,
-                "Expiration": iso(s.expiration),
+                "Expiration": rfc3339_of(s.expiration),
             },
             "AssumedRoleUser": {
                 "AssumedRoleId": s.assumed_role_id,

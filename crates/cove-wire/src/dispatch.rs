@@ -276,7 +276,12 @@ impl Dispatcher {
             return Protocol::Json;
         }
         match params.get("Action") {
-            Some(a) if crate::model::sts().operation(a).is_some() => Protocol::Query,
+            Some(a)
+                if crate::model::sts().operation(a).is_some()
+                    || crate::model::iam().operation(a).is_some() =>
+            {
+                Protocol::Query
+            }
             _ => Protocol::Ec2,
         }
     }

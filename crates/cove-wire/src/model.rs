@@ -164,6 +164,7 @@ embedded_model!(ec2, "ec2.json");
 embedded_model!(sts, "sts.json");
 embedded_model!(logs, "logs.json");
 embedded_model!(ecr, "ecr.json");
+embedded_model!(iam, "iam.json");
 embedded_model!(sagemaker, "sagemaker.json");
 embedded_model!(sagemaker_runtime, "sagemaker-runtime.json");
 

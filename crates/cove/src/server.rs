@@ -51,6 +51,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     dispatcher.register(ec2.clone());
     let sts = Arc::new(cove_sts::StsService::new(store.clone()));
     dispatcher.register(sts.clone());
+    dispatcher.register(Arc::new(cove_iam::IamService::new(store.clone())));
     dispatcher.register(logs.clone());
     let ecr = Arc::new(cove_ecr::Ecr::open(
         &settings.data_dir.join("ecr"),

@@ -1,0 +1,77 @@
+//! IAM's stored records: roles (with their trust policy, inline policies
+//! and attached managed policies) and customer managed policies with their
+//! versions. Documents are kept as the text the caller sent; they were
+//! checked by `policy::Policy::parse` before they were stored.
+
+use crate::world::Tags;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IamRole {
+    /// The name lowercased: the world's key, since IAM names are unique
+    /// regardless of case.
+    pub key: String,
+    pub name: String,
+    pub path: String,
+    pub role_id: String,
+    pub arn: String,
+    /// Unix seconds.
+    pub created: i64,
+    pub assume_role_policy: String,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub max_session_duration: i64,
+    #[serde(default)]
+    pub permissions_boundary: Option<String>,
+    /// Inline policies by name.
+    #[serde(default)]
+    pub inline_policies: BTreeMap<String, String>,
+    /// Managed policy ARNs, in attachment order.
+    #[serde(default)]
+    pub attached_policies: Vec<String>,
+    #[serde(default)]
+    pub tags: Tags,
+}
+
+impl IamRole {
+    /// The world's key for a role name.
+    pub fn key_of(name: &str) -> String {
+        name.to_ascii_lowercase()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyVersion {
+    pub version_id: String,
+    pub document: String,
+    pub created: i64,
+}
+
+/// A customer managed policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IamPolicy {
+    pub arn: String,
+    pub name: String,
+    pub path: String,
+    pub policy_id: String,
+    pub created: i64,
+    pub updated: i64,
+    #[serde(default)]
+    pub description: Option<String>,
+    pub default_version: String,
+    pub versions: Vec<PolicyVersion>,
+    /// The number the next version gets (`v<n>`); IAM never reuses one.
+    pub next_version: u32,
+    #[serde(default)]
+    pub tags: Tags,
+}
+
+impl IamPolicy {
+    pub fn default_document(&self) -> Option<&str> {
+        self.versions
+            .iter()
+            .find(|v| v.version_id == self.default_version)
+            .map(|v| v.document.as_str())
+    }
+}
