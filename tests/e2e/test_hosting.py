@@ -44,6 +44,12 @@ def predict_fn(data, model, context=None):
         time.sleep(data["sleep"])
     if data.get("fail"):
         raise RuntimeError("the model refuses")
+    if "get" in data:
+        import urllib.request
+        try:
+            return {"get": urllib.request.urlopen(data["get"], timeout=3).status}
+        except OSError as e:
+            return {"get": f"failed: {e}"}
     if "probe" in data:
         host, port = data["probe"]
         s = socket.socket()
@@ -745,3 +751,32 @@ def test_endpoints_whose_container_cannot_serve_fail_as_on_aws(cove_server, sm, 
     assert time.time() - started >= 55, "the container had its health-check window"
     time.sleep(2)
     assert sm.describe_endpoint(EndpointName=names["silent"])["EndpointStatus"] == "Failed"
+
+
+def test_a_model_without_vpc_config_has_internet_access(cove_server, ec2, sm, runtime, models, endpoints):  # noqa: F811
+    os.makedirs(os.path.join(cove_server.data_dir, "pypi"), exist_ok=True)
+    name = unique("public")
+    endpoints.append(name)
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=create_config(sm, ("AllTraffic", create_model(sm, models[1]), 1, 1.0)))
+    assert wait_endpoint(sm, name)["EndpointStatus"] == "InService"
+    # SageMaker's network: an ENI with a public address in Cove's managed VPC for models.
+    eni = next(e for e in ec2.describe_network_interfaces()["NetworkInterfaces"]
+               if f"Endpoint {name} " in e["Description"])
+    assert eni["RequesterManaged"] and eni["Association"]["PublicIp"]
+    vpc = ec2.describe_vpcs(VpcIds=[eni["VpcId"]])["Vpcs"][0]
+    assert {"Key": "cove:managed", "Value": "sagemaker-hosting"} in vpc["Tags"]
+    _, out = invoke(runtime, name, {"get": "http://pypi.org/simple/"})
+    assert out["get"] == 200, out
+    _, out = invoke(runtime, name, {"inputs": [2]})
+    assert out["outputs"] == [20]
+
+    # Network isolation keeps such a model off every network, and makes no ENI.
+    isolated = unique("public-isolated")
+    endpoints.append(isolated)
+    model = create_model(sm, models[1], isolated=True)
+    sm.create_endpoint(EndpointName=isolated, EndpointConfigName=create_config(sm, ("AllTraffic", model, 1, 1.0)))
+    assert wait_endpoint(sm, isolated)["EndpointStatus"] == "InService"
+    _, out = invoke(runtime, isolated, {"get": "http://pypi.org/simple/"})
+    assert out["get"].startswith("failed"), out
+    assert not [e for e in ec2.describe_network_interfaces()["NetworkInterfaces"]
+                if f"Endpoint {isolated} " in e["Description"]]

@@ -56,6 +56,8 @@ pub struct Hosting {
     logs: Arc<LogsService>,
     sts: Arc<StsService>,
     settings: Settings,
+    /// Where instances of models without a `VpcConfig` get their network.
+    public_network: Arc<dyn crate::PublicAppNetwork>,
     /// Endpoints with a driver, and instances with a worker.
     workers: Workers,
 }
@@ -99,12 +101,14 @@ impl Hosting {
         logs: Arc<LogsService>,
         sts: Arc<StsService>,
         settings: Settings,
+        public_network: Arc<dyn crate::PublicAppNetwork>,
     ) -> Arc<Hosting> {
         Arc::new(Hosting {
             store,
             logs,
             sts,
             settings,
+            public_network,
             workers: Workers::default(),
         })
     }
@@ -685,37 +689,68 @@ impl Hosting {
                 self.update_instance(&u.owner, &i.id, |i| i.session_access_key = Some(s))?;
             }
         }
-        if let (Some(config), None) = (&d.vpc, &i.eni_id) {
-            let groups = config.security_group_ids.clone();
-            let subnet = config.subnets[u.ordinal % config.subnets.len().max(1)].clone();
-            let description = format!(
-                "[DO NOT DELETE] ENI managed by SageMaker for {} {} ({})",
-                match u.owner {
-                    Owner::Endpoint(_) => "Endpoint",
-                    Owner::Transform(_) => "Transform Job",
-                },
-                u.name,
-                i.id
-            );
+        // The instance's ENI: in the model's subnets, or, without a
+        // VpcConfig, in SageMaker's own network with internet access, as on
+        // AWS (network isolation, or the data plane off, keeps loopback only).
+        let in_managed_network = d.vpc.is_none() && self.settings.instance.is_some() && !d.isolated;
+        if i.eni_id.is_none() && (d.vpc.is_some() || in_managed_network) {
+            let what = match u.owner {
+                Owner::Endpoint(_) => "Endpoint",
+                Owner::Transform(_) => "Transform Job",
+            };
+            let network = crate::ManagedNetwork::Hosting;
             let made = self.write_instances(&u.owner, |tx, instances| {
                 let Some(inst) = instances.iter_mut().find(|x| x.id == i.id) else {
                     return Ok(());
                 };
-                if inst.eni_id.is_none() {
-                    let eni = cove_ec2::create_managed_eni(
-                        tx,
-                        &subnet,
-                        groups.clone(),
-                        description,
-                        crate::REQUESTER,
-                    )?;
-                    inst.eni_id = Some(eni.id);
+                if inst.eni_id.is_some() {
+                    return Ok(());
                 }
+                let (subnet, groups, description) = match &d.vpc {
+                    Some(config) => (
+                        config.subnets[u.ordinal % config.subnets.len().max(1)].clone(),
+                        config.security_group_ids.clone(),
+                        format!(
+                            "[DO NOT DELETE] ENI managed by SageMaker for {what} {} ({})",
+                            u.name, i.id
+                        ),
+                    ),
+                    None => {
+                        let (subnet, group) = self.public_network.subnet_and_group(
+                            tx,
+                            &u.region,
+                            &u.account_id,
+                            network,
+                        )?;
+                        let description = format!(
+                            "ENI managed by SageMaker for {what} {} ({}) in SageMaker's network",
+                            u.name, i.id
+                        );
+                        (subnet, vec![group], description)
+                    }
+                };
+                let eni = cove_ec2::create_managed_eni(
+                    tx,
+                    &subnet,
+                    groups,
+                    description,
+                    crate::REQUESTER,
+                )?;
+                if d.vpc.is_none() {
+                    self.public_network
+                        .give_public_address(tx, &eni.id, network)?;
+                }
+                inst.eni_id = Some(eni.id);
                 Ok(())
             });
             if let Err(err) = made {
+                let place = if d.vpc.is_some() {
+                    "a network interface in the model's subnets"
+                } else {
+                    "the instance's network interface in SageMaker's network"
+                };
                 return Ok(Err(Failure(format!(
-                    "ClientError: Cannot create a network interface in the model's subnets: {}",
+                    "ClientError: Cannot create {place}: {}",
                     err.message
                 ))));
             }

@@ -49,6 +49,9 @@ pub enum ManagedNetwork {
     Studio,
     /// Training and processing jobs without a `VpcConfig`.
     Jobs,
+    /// Endpoint instances and batch transform hosts of models without a
+    /// `VpcConfig`.
+    Hosting,
 }
 
 /// Where workloads outside the customer's VPC get their network (on AWS, a
@@ -70,6 +73,37 @@ pub trait PublicAppNetwork: Send + Sync {
         eni_id: &str,
         network: ManagedNetwork,
     ) -> cove_model::AwsResult<()>;
+}
+
+/// Where a workload's ENI goes.
+pub(crate) enum Placement {
+    /// One of the customer's subnets, with the customer's security groups.
+    Subnet { subnet: String, groups: Vec<String> },
+    /// SageMaker's own network, with a public address.
+    Managed(ManagedNetwork),
+}
+
+/// Creates a workload's requester-managed ENI where `placement` says; in
+/// SageMaker's network it also gets a public address (released with it).
+pub(crate) fn create_workload_eni(
+    tx: &mut cove_store::Tx,
+    public_network: &dyn PublicAppNetwork,
+    placement: Placement,
+    (region, account): (&str, &str),
+    description: String,
+) -> cove_model::AwsResult<String> {
+    let (subnet, groups, network) = match placement {
+        Placement::Subnet { subnet, groups } => (subnet, groups, None),
+        Placement::Managed(network) => {
+            let (subnet, group) = public_network.subnet_and_group(tx, region, account, network)?;
+            (subnet, vec![group], Some(network))
+        }
+    };
+    let eni = cove_ec2::create_managed_eni(tx, &subnet, groups, description, REQUESTER)?;
+    if let Some(network) = network {
+        public_network.give_public_address(tx, &eni.id, network)?;
+    }
+    Ok(eni.id)
 }
 
 /// What every driver shares.

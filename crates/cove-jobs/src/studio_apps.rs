@@ -23,7 +23,6 @@ use crate::driver::{driver, Driver, Failure, Step};
 use crate::hosting::stop_container;
 use crate::release;
 use crate::session_of;
-use crate::REQUESTER;
 use cove_host::eni_netns;
 use cove_host::launch::launch_host;
 use cove_host::launch::HostLaunch;
@@ -134,39 +133,31 @@ impl StudioApps {
             );
             let made = self.store.write(|tx| {
                 let mut app = tx.cloned::<StudioApp>(&key)?;
-                let (subnet, groups) = if vpc_only {
+                let placement = if vpc_only {
                     let subnets = domain.request.subnet_ids.as_deref().unwrap_or_default();
                     let subnet = subnets[cove_model::convert::u64_to_usize(fnv64(&key) % subnets.len().max(1) as u64)].clone();
                     let mut groups: Vec<String> =
                         settings.and_then(|s| s.security_groups.clone()).unwrap_or_default();
                     groups.extend(defaults.security_groups.iter().flatten().cloned());
                     groups.extend(domain.outbound_nfs_group.clone());
-                    (subnet, cove_sagemaker::common::unique(groups))
+                    let groups = cove_sagemaker::common::unique(groups);
+                    if groups.len() > 5 {
+                        return Err(cove_model::AwsError::client(
+                            "SecurityGroupsPerInterfaceLimitExceeded",
+                            "An app's ENI can have at most 5 security groups, the domain's NFS group included.",
+                        ));
+                    }
+                    crate::Placement::Subnet { subnet, groups }
                 } else {
-                    let (subnet, group) =
-                        self.public_network.subnet_and_group(
-                            tx,
-                            &app.region,
-                            &app.account_id,
-                            crate::ManagedNetwork::Studio,
-                        )?;
-                    (subnet, vec![group])
+                    crate::Placement::Managed(crate::ManagedNetwork::Studio)
                 };
-                if groups.len() > 5 {
-                    return Err(cove_model::AwsError::client(
-                        "SecurityGroupsPerInterfaceLimitExceeded",
-                        "An app's ENI can have at most 5 security groups, the domain's NFS group included.",
-                    ));
-                }
-                let eni = cove_ec2::create_managed_eni(tx, &subnet, groups, description.clone(), REQUESTER)?;
-                if !vpc_only {
-                    self.public_network.give_public_address(
-                        tx,
-                        &eni.id,
-                        crate::ManagedNetwork::Studio,
-                    )?;
-                }
-                app.eni_id = Some(eni.id);
+                app.eni_id = Some(crate::create_workload_eni(
+                    tx,
+                    self.public_network.as_ref(),
+                    placement,
+                    (&app.region, &app.account_id),
+                    description.clone(),
+                )?);
                 tx.put(app);
                 Ok(())
             });

@@ -8,7 +8,7 @@
 
 use crate::contract::{self, ContainerCredentials, HostContract};
 use crate::driver::{driver, Driver, Failure, Step};
-use crate::{assume_job_role, release, session_of, REQUESTER};
+use crate::{assume_job_role, release, session_of};
 use cove_host::eni_netns;
 use cove_host::launch::{launch_host, HostLaunch};
 use cove_host::logs::LogShipper;
@@ -162,36 +162,32 @@ impl Training {
                     if host.eni_id.is_some() {
                         continue;
                     }
-                    let (subnet, groups, description) = match &vpc {
+                    let (placement, description) = match &vpc {
                         Some(config) => (
-                            config.subnets[i % config.subnets.len().max(1)].clone(),
-                            config.security_group_ids.clone(),
+                            crate::Placement::Subnet {
+                                subnet: config.subnets[i % config.subnets.len().max(1)].clone(),
+                                groups: config.security_group_ids.clone(),
+                            },
                             format!(
                                 "[DO NOT DELETE] ENI managed by SageMaker for {kind} {} ({})",
                                 j.name, host.name
                             ),
                         ),
-                        None => {
-                            let (subnet, group) = self.public_network.subnet_and_group(
-                                tx,
-                                &j.region,
-                                &j.account_id,
-                                network,
-                            )?;
-                            let description = format!(
-                                "ENI managed by SageMaker for {} ({}) in SageMaker's network",
+                        None => (
+                            crate::Placement::Managed(network),
+                            format!(
+                                "ENI managed by SageMaker for {kind} {} ({}) in SageMaker's network",
                                 j.name, host.name
-                            );
-                            (subnet, vec![group], description)
-                        }
+                            ),
+                        ),
                     };
-                    let eni =
-                        cove_ec2::create_managed_eni(tx, &subnet, groups, description, REQUESTER)?;
-                    if vpc.is_none() {
-                        self.public_network
-                            .give_public_address(tx, &eni.id, network)?;
-                    }
-                    host.eni_id = Some(eni.id);
+                    host.eni_id = Some(crate::create_workload_eni(
+                        tx,
+                        self.public_network.as_ref(),
+                        placement,
+                        (&j.region, &j.account_id),
+                        description,
+                    )?);
                 }
                 tx.put(j);
                 Ok(())

@@ -1,8 +1,10 @@
 //! SageMaker's own networks, wired into the drivers as their
 //! [`cove_jobs::PublicAppNetwork`]: AWS runs `PublicInternetOnly` Studio
-//! apps and jobs without a `VpcConfig` in service VPCs with internet access;
+//! apps, and jobs and models without a `VpcConfig`, in service VPCs with
+//! internet access;
 //! Cove's are real VPCs in the customer's region made through EC2 (tagged
-//! `cove:managed=sagemaker-studio` or `sagemaker-jobs`), so every rule of the
+//! `cove:managed=sagemaker-studio`, `sagemaker-jobs` or `sagemaker-hosting`),
+//! so every rule of the
 //! data plane applies to them too. SageMaker's choices live here, EC2's
 //! mechanics in `cove_ec2::ensure_service_network`.
 
@@ -32,10 +34,22 @@ const JOBS: ServiceNetwork<'static> = ServiceNetwork {
     ingress_from_itself: true,
 };
 
+const HOSTING: ServiceNetwork<'static> = ServiceNetwork {
+    owner: "sagemaker-hosting",
+    vpc_cidr: Cidr::from_octets([10, 253, 0, 0], 16),
+    subnet_cidr: Cidr::from_octets([10, 253, 0, 0], 18),
+    group_name: "sagemaker-hosting",
+    group_description:
+        "Model instances without a VpcConfig in Cove's managed network: all traffic out, nothing in",
+    display_name: "SageMaker hosting (Cove-managed)",
+    ingress_from_itself: false,
+};
+
 fn spec(network: ManagedNetwork) -> &'static ServiceNetwork<'static> {
     match network {
         ManagedNetwork::Studio => &STUDIO,
         ManagedNetwork::Jobs => &JOBS,
+        ManagedNetwork::Hosting => &HOSTING,
     }
 }
 

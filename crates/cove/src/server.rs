@@ -135,15 +135,23 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         studio_command: settings.studio_app_command.clone(),
         studio_dir,
     };
+    let managed_networks = Arc::new(crate::managed_networks::ManagedNetworks);
     cove_jobs::Supervisor::new(
         store.clone(),
         logs.clone(),
         sts.clone(),
         job_settings.clone(),
-        Arc::new(crate::managed_networks::ManagedNetworks),
+        managed_networks.clone(),
     )
     .spawn()?;
-    cove_jobs::Hosting::new(store.clone(), logs.clone(), sts, job_settings).spawn()?;
+    cove_jobs::Hosting::new(
+        store.clone(),
+        logs.clone(),
+        sts,
+        job_settings,
+        managed_networks,
+    )
+    .spawn()?;
 
     let ticker = ec2.clone();
     tokio::spawn(async move {
