@@ -115,11 +115,18 @@ exec /usr/bin/python3 /usr/local/lib/cove/serving.py "$@"
 EOF
 cat > "$TMP/train" <<'EOF'
 #!/bin/sh
-echo "This framework image runs your training script: give the job the sagemaker_program and sagemaker_submit_directory hyperparameters (the SageMaker Python SDK's estimators do)." >&2
+# A job without a script: XGBoost's built-in algorithm when the image has
+# xgboost and the job gives its required num_round hyperparameter.
+if /usr/bin/python3 -c 'import json, sys; hps = json.load(open("/opt/ml/input/config/hyperparameters.json")); sys.exit("num_round" not in hps)' 2>/dev/null \
+    && /usr/bin/python3 -c 'import xgboost' 2>/dev/null; then
+    exec /usr/bin/python3 /usr/local/lib/cove/xgboost_algorithm.py train
+fi
+echo "This framework image runs your training script: give the job the sagemaker_program and sagemaker_submit_directory hyperparameters (the SageMaker Python SDK's estimators do), or, for XGBoost's built-in algorithm, num_round and a train channel." >&2
 exit 2
 EOF
 install -d "$ROOT/usr/local/lib/cove"
 install -C -m 0644 crates/cove-jobs/guest/serving.py "$ROOT/usr/local/lib/cove/serving.py"
+install -C -m 0644 crates/cove-jobs/guest/xgboost_algorithm.py "$ROOT/usr/local/lib/cove/xgboost_algorithm.py"
 install -C -m 0755 "$TMP/serve" "$ROOT/usr/local/bin/serve"
 install -C -m 0755 "$TMP/train" "$ROOT/usr/local/bin/train"
 

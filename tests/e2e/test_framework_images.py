@@ -46,14 +46,38 @@ def predict_fn(data, model):
 '''
 
 
+def private_subnet_with_s3(ec2, vpc):
+    """A subnet, a job group and an S3 gateway endpoint on the main route table."""
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    sg = ec2.create_security_group(GroupName="job", Description="job", VpcId=vpc)["GroupId"]
+    rt = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"][0]["RouteTableId"]
+    ec2.create_vpc_endpoint(VpcId=vpc, ServiceName=f"com.amazonaws.{REGION}.s3", RouteTableIds=[rt])
+    return subnet, sg, rt
+
+
+def sdk_session(cove, monkeypatch, bucket):
+    """A SageMaker SDK session whose every client goes to `cove`, and its bucket."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", cove.endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    boto = boto3.Session(region_name=REGION)
+    boto.client("s3").create_bucket(Bucket=bucket)
+    session = sagemaker.Session(boto_session=boto, default_bucket=bucket)
+    session.wait_for_endpoint = functools.partial(session.wait_for_endpoint, poll=1)
+    return boto, session
+
+
 @pytest.fixture
 def sklearn_cove(fresh_cove):
-    """A Cove whose registry holds the scikit-learn framework image."""
+    """A Cove whose registry holds the scikit-learn and XGBoost framework
+    images (the script's default: one root filesystem for both)."""
     out = subprocess.run(["bash", os.path.join(ROOT, "scripts", "framework-images.sh"),
-                          "--data-dir", fresh_cove.data_dir, "sklearn"],
+                          "--data-dir", fresh_cove.data_dir],
                          capture_output=True, text=True, timeout=1200, env={**os.environ, "COVE_BIN": BINARY})
     assert out.returncode == 0, out.stdout + out.stderr
     assert "sagemaker-scikit-learn:1.2-1-cpu-py3@sha256:" in out.stdout
+    assert "sagemaker-xgboost:1.7-1@sha256:" in out.stdout
     return fresh_cove
 
 
@@ -62,10 +86,7 @@ def test_sklearn_image_trains_with_numpy_pandas_and_serves_from_the_same_image(s
     ec2 = cove.client("ec2")
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     try:
-        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
-        sg = ec2.create_security_group(GroupName="job", Description="job", VpcId=vpc)["GroupId"]
-        rt = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"][0]["RouteTableId"]
-        ec2.create_vpc_endpoint(VpcId=vpc, ServiceName=f"com.amazonaws.{REGION}.s3", RouteTableIds=[rt])
+        subnet, sg, rt = private_subnet_with_s3(ec2, vpc)
         public = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.9.0/24")["Subnet"]["SubnetId"]
         nat, _ = nat_gateway(ec2, vpc, public)
         ec2.create_route(RouteTableId=rt, DestinationCidrBlock="0.0.0.0/0", NatGatewayId=nat)
@@ -73,15 +94,8 @@ def test_sklearn_image_trains_with_numpy_pandas_and_serves_from_the_same_image(s
         os.makedirs(index, exist_ok=True)
         demo_wheel(index)
 
-        monkeypatch.setenv("AWS_ENDPOINT_URL", cove.endpoint)
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-        monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-        boto = boto3.Session(region_name=REGION)
         bucket = "sklearn-image-test"
-        boto.client("s3").create_bucket(Bucket=bucket)
-        session = sagemaker.Session(boto_session=boto, default_bucket=bucket)
-        session.wait_for_endpoint = functools.partial(session.wait_for_endpoint, poll=1)
+        boto, session = sdk_session(cove, monkeypatch, bucket)
         s3 = boto.client("s3")
         rows = "".join(f"{int(a + b > 10)},{a},{b}\n" for a in range(10) for b in range(10))
         s3.put_object(Bucket=bucket, Key="train/data.csv", Body=rows)
@@ -207,5 +221,60 @@ def test_torch_distributed_trains_across_two_hosts_in_two_subnets(pytorch_cove):
         body = s3.get_object(Bucket=bucket, Key="output/ddp/output/model.tar.gz")["Body"].read()
         with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as t:
             assert json.load(t.extractfile("model.json")) == {"world": 2, "sum": 3.0, "master": "algo-1"}
+    finally:
+        teardown_vpc(ec2, vpc)
+
+
+def test_xgboost_built_in_algorithm_trains_and_serves_csv(sklearn_cove, monkeypatch):
+    """The SDK's generic Estimator with XGBoost's image URI and
+    hyperparameters instead of a script, as AWS's XGBoost examples do."""
+    cove = sklearn_cove
+    ec2 = cove.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    try:
+        subnet, sg, _ = private_subnet_with_s3(ec2, vpc)
+        bucket = "xgboost-builtin-test"
+        boto, session = sdk_session(cove, monkeypatch, bucket)
+        s3 = boto.client("s3")
+        # y = a + 2b, label first, no header.
+        train = "".join(f"{a + 2 * b},{a},{b}\n" for a in range(10) for b in range(10))
+        s3.put_object(Bucket=bucket, Key="xgb/train/data.csv", Body=train)
+        s3.put_object(Bucket=bucket, Key="xgb/validation/data.csv", Body=train[: len(train) // 3])
+
+        from sagemaker.estimator import Estimator
+        from sagemaker.inputs import TrainingInput
+        from sagemaker.serializers import CSVSerializer
+        image = sagemaker.image_uris.retrieve("xgboost", REGION, "1.7-1")
+        estimator = Estimator(image_uri=image, role=ROLE, instance_count=1, instance_type="ml.m5.large",
+                              output_path=f"s3://{bucket}/xgb/output", sagemaker_session=session,
+                              subnets=[subnet], security_group_ids=[sg], base_job_name="xgb-builtin")
+        estimator.set_hyperparameters(objective="reg:squarederror", num_round=30, max_depth=4, eta=0.3)
+        estimator.fit({"train": TrainingInput(f"s3://{bucket}/xgb/train", content_type="text/csv"),
+                       "validation": TrainingInput(f"s3://{bucket}/xgb/validation", content_type="text/csv")},
+                      wait=True, logs=False)
+        job = estimator.latest_training_job.describe()
+        assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+        log = job_log(cove, job["TrainingJobName"])
+        assert "[29]\ttrain-rmse:" in log and "validation-rmse:" in log, log[-2000:]
+
+        predictor = estimator.deploy(initial_instance_count=1, instance_type="ml.m5.large",
+                                     serializer=CSVSerializer())
+        try:
+            out = predictor.predict([[1, 1], [9, 9]]).decode()
+            predictions = [float(v) for v in out.split(",")]
+            assert len(predictions) == 2 and abs(predictions[0] - 3) < 1.5 and abs(predictions[1] - 27) < 1.5, out
+        finally:
+            predictor.delete_endpoint(delete_endpoint_config=True)
+
+        # A channel the algorithm cannot read fails the job with its ClientError.
+        bad = Estimator(image_uri=image, role=ROLE, instance_count=1, instance_type="ml.m5.large",
+                        output_path=f"s3://{bucket}/xgb/output", sagemaker_session=session,
+                        subnets=[subnet], security_group_ids=[sg], base_job_name="xgb-bad")
+        bad.set_hyperparameters(num_round=5)
+        with pytest.raises(Exception):
+            bad.fit({"train": TrainingInput(f"s3://{bucket}/xgb/train", content_type="application/json")},
+                    wait=True, logs=False)
+        reason = bad.latest_training_job.describe()["FailureReason"]
+        assert reason.startswith("ClientError: Content type application/json is not supported"), reason
     finally:
         teardown_vpc(ec2, vpc)

@@ -54,18 +54,36 @@ def code_dir(program):
     raise SystemExit(f"cove serving: {program} not found in {', '.join(candidates)}")
 
 
-def load_user_module():
-    program = os.environ.get("SAGEMAKER_PROGRAM", "")
-    if not program:
-        return None
-    directory = code_dir(program)
-    sys.path.insert(0, directory)
-    spec = importlib.util.spec_from_file_location(
-        program[:-3] if program.endswith(".py") else program, os.path.join(directory, program)
-    )
+# A built-in algorithm beside this file serves its own models: a model
+# directory holding its model file and no SAGEMAKER_PROGRAM.
+BUILT_IN = {"xgboost-model": "xgboost_algorithm.py"}
+
+
+def built_in_algorithm():
+    here = os.path.dirname(os.path.abspath(__file__))
+    for model_file, program in BUILT_IN.items():
+        path = os.path.join(here, program)
+        if os.path.exists(os.path.join(MODEL_DIR, model_file)) and os.path.exists(path):
+            return path
+    return None
+
+
+def load_module(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_user_module():
+    program = os.environ.get("SAGEMAKER_PROGRAM", "")
+    if not program:
+        built_in = built_in_algorithm()
+        return load_module("built_in_algorithm", built_in) if built_in else None
+    directory = code_dir(program)
+    sys.path.insert(0, directory)
+    name = program[:-3] if program.endswith(".py") else program
+    return load_module(name, os.path.join(directory, program))
 
 
 def numpy():
@@ -214,6 +232,10 @@ class Handler(BaseHTTPRequestHandler):
         except UnsupportedMediaType as e:
             self.reply(415, str(e).encode())
         except Exception as e:  # the model's own failure: 500 with its message, traceback in the log
+            # A built-in algorithm's own UnsupportedMediaType (it cannot import this file's).
+            if type(e).__name__ == "UnsupportedMediaType":
+                self.reply(415, str(e).encode())
+                return
             traceback.print_exc()
             self.reply(500, f"{type(e).__name__}: {e}".encode(), "text/plain", context.response_headers)
 
@@ -225,7 +247,8 @@ class Server(ThreadingHTTPServer):
 
 def main():
     global MODEL
-    print(f"cove serving: loading {os.environ.get('SAGEMAKER_PROGRAM', '(no program)')}", flush=True)
+    program = os.environ.get("SAGEMAKER_PROGRAM") or built_in_algorithm() or "(no program)"
+    print(f"cove serving: loading {program}", flush=True)
     MODEL = Model()
     server = Server(("0.0.0.0", PORT), Handler)
     print(f"cove serving: listening on port {PORT}", flush=True)

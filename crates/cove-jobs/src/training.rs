@@ -657,6 +657,9 @@ impl Training {
                     Status::Running => "still running".to_string(),
                 };
                 let reason = match (job.kind, &failure) {
+                    // A built-in algorithm blames the input as SageMaker's
+                    // own algorithms do (`ClientError: ...`).
+                    (JobKind::Training, Some(f)) if f.starts_with("ClientError: ") => f.clone(),
                     (JobKind::Training, Some(f)) => format!("AlgorithmError: {f}"),
                     (JobKind::Training, None) => {
                         format!("AlgorithmError: the training container failed ({code})")
