@@ -10,9 +10,10 @@ plays the toolkit's part inside the job's container:
   a package index, as on AWS), into a directory on the script's path;
 - runs the script as the toolkit does (`python <entry point> <SM_USER_ARGS>`)
   in `/opt/ml/code`, or, when the SDK's `distribution` asked for
-  `torch_distributed` (the `sagemaker_torch_distributed_enabled`
-  hyperparameter), under `torchrun` across the job's hosts, the first host
-  being the master (`MASTER_ADDR`/`MASTER_PORT`, `--node_rank`);
+  `torch_distributed` or `pytorchddp` (the `sagemaker_torch_distributed_enabled`
+  or `sagemaker_pytorch_ddp_enabled` hyperparameter), under `torchrun`
+  across the job's hosts, the first host being the master
+  (`MASTER_ADDR`/`MASTER_PORT`, `--node_rank`);
 - when a step fails, writes the toolkit's error (`InstallRequirementsError`
   or `ExecuteUserScriptError`, with `ExitCode`, `ErrorMessage` and
   `Command`) to `/opt/ml/output/failure`, which becomes the job's
@@ -92,6 +93,8 @@ def fail(kind, exit_code, lines, command):
 
 
 MASTER_PORT = "7777"
+# The `distribution` choices Cove starts under torchrun.
+TORCHRUN_LAUNCHERS = ("sagemaker_torch_distributed_enabled", "sagemaker_pytorch_ddp_enabled")
 
 
 def hyperparameter(name):
@@ -106,7 +109,10 @@ def script_command(python, env):
     """The command that runs the user's script on this host."""
     entry_point = env["SM_USER_ENTRY_POINT"]
     args = json.loads(env.get("SM_USER_ARGS", "[]"))
-    if hyperparameter("sagemaker_torch_distributed_enabled") in (True, "true", "True"):
+    # `pytorchddp` too: AWS's toolkit starts it with mpirun; Cove with
+    # torchrun, which sets the same env:// variables (RANK, WORLD_SIZE,
+    # LOCAL_RANK, MASTER_ADDR, MASTER_PORT) but no OMPI_* ones.
+    if any(hyperparameter(name) in (True, "true", "True") for name in TORCHRUN_LAUNCHERS):
         hosts = json.loads(env.get("SM_HOSTS", "[]")) or [env.get("SM_CURRENT_HOST", "algo-1")]
         gpus = int(env.get("SM_NUM_GPUS", "0") or 0)
         env["MASTER_ADDR"], env["MASTER_PORT"] = hosts[0], MASTER_PORT

@@ -46,18 +46,19 @@ class Commands(unittest.TestCase):
         self.assertEqual(training.script_command("/usr/bin/python3", self.env()),
                          ["/usr/bin/python3", "train.py", "--epochs", "2"])
 
-    def test_torch_distributed_runs_torchrun_on_every_host(self):
-        os.environ["SM_FRAMEWORK_PARAMS"] = '{"sagemaker_torch_distributed_enabled": true}'
-        env = self.env()
-        try:
-            command = training.script_command("/usr/bin/python3", env)
-        finally:
-            os.environ["SM_FRAMEWORK_PARAMS"] = "{}"
-        self.assertEqual(command, [
-            "/usr/bin/python3", "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
-            "--redirects", "1", "--tee", "1", "--node_rank", "1", "--master_addr", "algo-1", "--master_port", "7777",
-            "train.py", "--epochs", "2"])
-        self.assertEqual((env["MASTER_ADDR"], env["MASTER_PORT"]), ("algo-1", "7777"))
+    def test_torch_distributed_and_pytorchddp_run_torchrun_on_every_host(self):
+        for launcher in ("sagemaker_torch_distributed_enabled", "sagemaker_pytorch_ddp_enabled"):
+            os.environ["SM_FRAMEWORK_PARAMS"] = json.dumps({launcher: True})
+            env = self.env()
+            try:
+                command = training.script_command("/usr/bin/python3", env)
+            finally:
+                os.environ["SM_FRAMEWORK_PARAMS"] = "{}"
+            self.assertEqual(command, [
+                "/usr/bin/python3", "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+                "--redirects", "1", "--tee", "1", "--node_rank", "1", "--master_addr", "algo-1", "--master_port", "7777",
+                "train.py", "--epochs", "2"], launcher)
+            self.assertEqual((env["MASTER_ADDR"], env["MASTER_PORT"]), ("algo-1", "7777"))
 
 
 class Runs(unittest.TestCase):
