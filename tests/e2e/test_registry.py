@@ -6,13 +6,14 @@ import hashlib
 import json
 import shutil
 import subprocess
+import time
 
 import botocore.exceptions
 import pytest
 
 from test_hosting import client_eni  # noqa: F401  (fixture)
 from test_training_jobs import (  # noqa: F401  (fixtures)
-    bucket, byo_rootfs_tarball, job_name, private_net, s3, s3_endpoint, sm, training_request,
+    ROLE, bucket, byo_rootfs_tarball, job_name, private_net, s3, s3_endpoint, sm, training_request,
     wait_for,
 )
 
@@ -213,14 +214,38 @@ def test_vpc_repository_access_mode_pulls_only_through_the_jobs_network(
     assert d["TrainingJobStatus"] == "Failed"
     assert d["FailureReason"].startswith(
         f"ClientError: Cannot pull the training image {REGISTRY}/vpc-pull:1 through the job's VPC: "
-        f"{REGISTRY} (192.0.2.9:443) is not reachable from subnet-"), d["FailureReason"]
+        f"connecting to {REGISTRY} (192.0.2.9:443): "), d["FailureReason"]
+    assert "(from eni-" in d["FailureReason"], d["FailureReason"]
     ec2.modify_vpc_attribute(VpcId=private_net["vpc"], EnableDnsHostnames={"Value": True})
     sg = ec2.create_security_group(GroupName="vpce-ecr", Description="ecr", VpcId=private_net["vpc"])["GroupId"]
     ec2.authorize_security_group_ingress(GroupId=sg, IpPermissions=[
         {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "UserIdGroupPairs": [{"GroupId": private_net["sg"]}]}])
+    endpoints = {}
     for service in ("ecr.api", "ecr.dkr"):
-        ec2.create_vpc_endpoint(VpcId=private_net["vpc"], VpcEndpointType="Interface",
-                                ServiceName=f"com.amazonaws.us-east-1.{service}",
-                                SubnetIds=private_net["subnets"], SecurityGroupIds=[sg])
+        endpoints[service] = ec2.create_vpc_endpoint(
+            VpcId=private_net["vpc"], VpcEndpointType="Interface", ServiceName=f"com.amazonaws.us-east-1.{service}",
+            SubnetIds=private_net["subnets"], SecurityGroupIds=[sg])["VpcEndpoint"]
+    group = f"/cove/vpc-pull/{private_net['vpc']}"
+    ec2.create_flow_logs(ResourceIds=[private_net["vpc"]], ResourceType="VPC", TrafficType="ALL",
+                         LogGroupName=group, DeliverLogsPermissionArn=ROLE)
     d = job()
     assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    # The image came over the job's ENI from the ecr.dkr endpoint's: the flow
+    # log counts at least the layer's bytes from port 443 of an endpoint ENI.
+    dkr_ips = {e["PrivateIpAddress"] for e in ec2.describe_network_interfaces(
+        NetworkInterfaceIds=endpoints["ecr.dkr"]["NetworkInterfaceIds"])["NetworkInterfaces"]}
+    layer = cove_server.client("ecr").describe_images(repositoryName="vpc-pull")["imageDetails"][0]["imageSizeInBytes"]
+    logs = cove_server.client("logs")
+
+    def pulled_bytes():
+        try:
+            events = logs.filter_log_events(logGroupName=group)["events"]
+        except logs.exceptions.ResourceNotFoundException:
+            return 0
+        fields = [e["message"].split(" ") for e in events]
+        # version account eni srcaddr dstaddr srcport dstport protocol packets bytes ...
+        return sum(int(f[9]) for f in fields if f[3] in dkr_ips and f[5] == "443")
+    deadline = time.time() + 30
+    while pulled_bytes() < layer and time.time() < deadline:
+        time.sleep(0.5)
+    assert pulled_bytes() >= layer, (pulled_bytes(), layer)

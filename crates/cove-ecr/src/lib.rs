@@ -50,7 +50,12 @@ pub struct Ecr {
 /// bottom first.
 #[derive(Debug, Clone)]
 pub struct ResolvedImage {
+    /// The repository's name (`team/model`).
+    pub repository: String,
     pub digest: ContentDigest,
+    /// The config's digest, then the layers', bottom first: every blob a
+    /// client pulls.
+    pub blobs: Vec<ContentDigest>,
     pub layers: Vec<PathBuf>,
     /// The image config (`config.Entrypoint`, `config.Cmd`, `config.Env`, …).
     pub config: Value,
@@ -118,15 +123,23 @@ impl Ecr {
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or(Value::Null);
-        let layers = manifest["layers"]
+        let layer_digests = manifest["layers"]
             .as_array()
             .map(Vec::as_slice)
             .unwrap_or_default()
             .iter()
-            .map(|l| blob(l).map(|d| self.registry.blob_path(&d)))
+            .map(blob)
             .collect::<AwsResult<Vec<_>>>()?;
+        let layers = layer_digests
+            .iter()
+            .map(|d| self.registry.blob_path(d))
+            .collect();
         Ok(ResolvedImage {
+            repository: parsed.repository.clone(),
             digest,
+            blobs: std::iter::once(config_digest)
+                .chain(layer_digests)
+                .collect(),
             layers,
             config,
         })

@@ -1,7 +1,8 @@
 //! HTTP/1.1 client connections on hyper, for the job drivers: to a serving
 //! container on 127.0.0.1:8080 inside its network namespace (`/ping`,
 //! `/execution-parameters`, `/invocations` of batch transform and the
-//! recommender), and to S3 from a job host's network ([`crate::s3`]).
+//! recommender), to S3 from a job host's network ([`crate::s3`]), and with
+//! TLS to the registry from a job host's network ([`crate::pull`]).
 //!
 //! The drivers are plain threads, so a [`Connection`] carries its own
 //! single-threaded tokio runtime and blocks on it. The socket is opened from
@@ -18,6 +19,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// The port a serving container listens on (the SageMaker contract).
@@ -48,31 +50,72 @@ fn timed_out(what: &str) -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, format!("{what} timed out"))
 }
 
+async fn tcp(addr: SocketAddr, connect_timeout: Duration) -> io::Result<tokio::net::TcpStream> {
+    let stream = tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| timed_out(&format!("connecting to {addr}")))??;
+    stream.set_nodelay(true)?;
+    Ok(stream)
+}
+
+async fn handshake<IO>(io: IO) -> io::Result<SendRequest<Body>>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(io::Error::other)?;
+    // Driven whenever the runtime is, that is during each request.
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(sender)
+}
+
+fn runtime() -> io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+}
+
 impl Connection {
     /// Connects to `addr` from the calling thread's network namespace.
     pub fn open(addr: SocketAddr, connect_timeout: Duration) -> io::Result<Connection> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let sender = runtime.block_on(async {
-            let stream =
-                tokio::time::timeout(connect_timeout, tokio::net::TcpStream::connect(addr))
-                    .await
-                    .map_err(|_| timed_out(&format!("connecting to {addr}")))??;
-            stream.set_nodelay(true)?;
-            let (sender, connection) = http1::handshake(TokioIo::new(stream))
-                .await
-                .map_err(io::Error::other)?;
-            // Driven whenever the runtime is, that is during each request.
-            tokio::spawn(async move {
-                let _ = connection.await;
-            });
-            Ok::<_, io::Error>(sender)
-        })?;
+        let runtime = runtime()?;
+        let sender =
+            runtime.block_on(async { handshake(tcp(addr, connect_timeout).await?).await })?;
         Ok(Connection {
             runtime,
             sender,
             authority: addr.to_string(),
+        })
+    }
+
+    /// Connects with TLS to `server_name` at `addr` from the calling
+    /// thread's network namespace, trusting what `tls` trusts.
+    pub fn open_tls(
+        addr: SocketAddr,
+        server_name: &str,
+        tls: Arc<rustls::ClientConfig>,
+        connect_timeout: Duration,
+    ) -> io::Result<Connection> {
+        let name = rustls::pki_types::ServerName::try_from(server_name.to_string())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let runtime = runtime()?;
+        let sender = runtime.block_on(async {
+            let stream = tcp(addr, connect_timeout).await?;
+            let stream = tokio::time::timeout(
+                connect_timeout,
+                tokio_rustls::TlsConnector::from(tls).connect(name, stream),
+            )
+            .await
+            .map_err(|_| timed_out(&format!("the TLS handshake with {server_name}")))??;
+            handshake(stream).await
+        })?;
+        Ok(Connection {
+            runtime,
+            sender,
+            authority: server_name.to_string(),
         })
     }
 

@@ -8,6 +8,7 @@
 pub mod http;
 pub mod launch;
 pub mod logs;
+pub mod pull;
 pub mod s3;
 
 use std::path::PathBuf;

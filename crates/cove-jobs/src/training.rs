@@ -8,7 +8,7 @@
 
 use crate::contract::{self, ContainerCredentials, HostContract};
 use crate::driver::{driver, Driver, Failure, Step};
-use crate::{assume_job_role, release, session_of};
+use crate::{assume_job_role, release, session_of, REQUESTER};
 use cove_host::eni_netns;
 use cove_host::launch::{launch_host, HostLaunch};
 use cove_host::logs::LogShipper;
@@ -244,11 +244,12 @@ impl Training {
     }
 
     /// With `TrainingRepositoryAccessMode: Vpc`, the image comes through the
-    /// job's own network: every host must reach the registry on 443 at the
-    /// address its VPC's resolver gives for the registry's name (an `ecr.dkr`
+    /// job's own network: every host pulls it over HTTPS from the address
+    /// its VPC's resolver gives for the registry's name (an `ecr.dkr`
     /// endpoint's ENIs with private DNS, else the public address behind the
-    /// gateways). Checked with a real connection from each host's ENI; the
-    /// image's bytes are then read from the registry's store.
+    /// gateways), manifest and blobs, each checked against its digest
+    /// ([`cove_host::pull`]). An image that is not in Cove's registry (script
+    /// mode on the host's Python) is only checked for a connection on 443.
     fn registry_through_vpc(&self, job: &SageMakerJob) -> anyhow::Result<Stepped> {
         let JobRequest::Training(r) = &job.request else {
             return Ok(Ok(()));
@@ -294,18 +295,54 @@ impl Training {
                 }
             };
             let timeout = self.settings.connect_timeout;
-            let target = std::net::SocketAddr::from((address, 443));
-            let reached = cove_net::netns::run_in(&ns, move || {
-                std::net::TcpStream::connect_timeout(&target, timeout).map(|_| ())
-            })?;
-            if let Err(e) = reached {
+            let pulled = match self.pull_request(job, image, &host, address.into()) {
+                Some((request, tls)) => cove_net::netns::run_in(&ns, move || {
+                    cove_host::pull::pull(&request.as_pull(), tls, timeout).map(|bytes| {
+                        tracing::debug!(bytes, "pulled the training image through the job's VPC");
+                    })
+                })?,
+                None => {
+                    let target = std::net::SocketAddr::from((address, 443));
+                    cove_net::netns::run_in(&ns, move || {
+                        std::net::TcpStream::connect_timeout(&target, timeout)
+                            .map(drop)
+                            .map_err(|e| format!("connecting to {target}: {e}"))
+                    })?
+                }
+            };
+            if let Err(e) = pulled {
                 return Ok(Err(unreachable(format!(
-                    "{host} ({address}:443) is not reachable from {} ({e})",
-                    eni.subnet_id
+                    "{e} (from {} in {})",
+                    eni.id, eni.subnet_id
                 ))));
             }
         }
         Ok(Ok(()))
+    }
+
+    /// What a host pulls for `image` from the registry at `address`, and
+    /// the TLS configuration that trusts it; `None` when the image is not in
+    /// Cove's registry or Cove has no CA bundle.
+    fn pull_request(
+        &self,
+        job: &SageMakerJob,
+        image: &str,
+        host: &str,
+        address: std::net::IpAddr,
+    ) -> Option<(OwnedPull, std::sync::Arc<cove_tls::rustls::ClientConfig>)> {
+        let registry = self.settings.registry.as_ref()?;
+        let resolved = registry.resolve(image).ok()?;
+        let tls = cove_tls::client_config(self.settings.ca_bundle.as_deref()?).ok()?;
+        let caller = job.session_access_key.as_deref().unwrap_or(REQUESTER);
+        let request = OwnedPull {
+            host: host.to_string(),
+            address,
+            repository: resolved.repository,
+            manifest: resolved.digest.to_string(),
+            blobs: resolved.blobs.iter().map(ToString::to_string).collect(),
+            authorization: cove_host::pull::authorization(registry, &job.account_id, caller),
+        };
+        Some((request, tls))
     }
 
     fn download(&self, job: &SageMakerJob) -> anyhow::Result<Stepped> {
@@ -1082,6 +1119,30 @@ fn put(client: &S3Client, item: &Upload, ml: &Path) -> Result<(), TransferError>
                 client.put_file(&bucket, key.trim_start_matches('/'), &file)?;
             }
             Ok(())
+        }
+    }
+}
+
+/// A [`cove_host::pull::Pull`] that owns its strings, to move into the
+/// thread that enters a host's namespace.
+struct OwnedPull {
+    host: String,
+    address: std::net::IpAddr,
+    repository: String,
+    manifest: String,
+    blobs: Vec<String>,
+    authorization: String,
+}
+
+impl OwnedPull {
+    fn as_pull(&self) -> cove_host::pull::Pull<'_> {
+        cove_host::pull::Pull {
+            host: &self.host,
+            address: self.address,
+            repository: &self.repository,
+            manifest: &self.manifest,
+            blobs: &self.blobs,
+            authorization: &self.authorization,
         }
     }
 }

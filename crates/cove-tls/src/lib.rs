@@ -79,6 +79,24 @@ pub fn bundle_env() -> Vec<(String, String)> {
         .collect()
 }
 
+/// A TLS client configuration that trusts every certificate of the PEM
+/// bundle at `bundle` (the one [`Ca::write_bundle_with`] writes: the host's
+/// roots and Cove's CAs), for Cove's own clients inside a VPC.
+pub fn client_config(bundle: &Path) -> Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(bundle)
+        .with_context(|| format!("reading {}", bundle.display()))?
+    {
+        // A host root rustls cannot parse is skipped, as webpki-roots would.
+        let _ = roots.add(cert.with_context(|| format!("reading {}", bundle.display()))?);
+    }
+    let config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
 /// The ring crypto provider every TLS object here uses (no aws-lc build).
 pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
