@@ -95,12 +95,12 @@ def test_roles_policies_and_the_simulator_through_boto3(iam):
     assert name not in [r["RoleName"] for r in iam.list_roles()["Roles"]]
 
 
-def run_v3(cove_server, *args):
+def run_v3(cove_server, script, *args):
     env = {**os.environ, "AWS_ENDPOINT_URL": cove_server.endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
            "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": REGION,
            # No calls home from the SDK's telemetry.
            "SAGEMAKER_TELEMETRY_OPT_OUT": "true"}
-    return subprocess.run([sdk3_python(), os.path.join(HERE, "sdk3", "train_with_model_trainer.py"), *args],
+    return subprocess.run([sdk3_python(), os.path.join(HERE, "sdk3", script), *args],
                           env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -118,12 +118,12 @@ def test_model_trainer_v3_trains_in_a_private_subnet(cove_server, ec2, iam, priv
 
     # A role that lacks the permissions v3 checks is refused before any job exists.
     weak = make_role(iam, f"weak-{uuid.uuid4().hex[:8]}")
-    refused = run_v3(cove_server, weak, bucket, IMAGE, str(src), *net)
+    refused = run_v3(cove_server, "train_with_model_trainer.py", weak, bucket, IMAGE, str(src), *net)
     assert refused.returncode != 0
     assert "RoleValidationError" in refused.stderr and "ecr:GetAuthorizationToken" in refused.stderr, refused.stderr[-3000:]
 
     role = make_role(iam, f"train-{uuid.uuid4().hex[:8]}", TRAINING)
-    done = run_v3(cove_server, role, bucket, IMAGE, str(src), *net)
+    done = run_v3(cove_server, "train_with_model_trainer.py", role, bucket, IMAGE, str(src), *net)
     assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
     job = json.loads(done.stdout.split("RESULT ", 1)[1])
     assert job["TrainingJobStatus"] == "Completed"
@@ -134,3 +134,22 @@ def test_model_trainer_v3_trains_in_a_private_subnet(cove_server, ec2, iam, priv
     assert any("fitting 10 rows with alpha=0.5" in e["message"] for e in logs), logs
     model = urllib.parse.urlparse(job["ModelArtifacts"]["S3ModelArtifacts"])
     assert s3.head_object(Bucket=model.netloc, Key=model.path.lstrip("/"))["ContentLength"] > 0
+
+
+def test_core_resources_v3_deploy_and_invoke_in_a_private_subnet(cove_server, ec2, iam, private_net):  # noqa: F811
+    """v3's resource classes (Model, EndpointConfig, Endpoint): the model's
+    instance serves in the private subnet, and `Endpoint.invoke` reaches it."""
+    from test_hosting import model_archive
+    s3_endpoint(ec2, private_net)
+    bucket = f"sdk3-{uuid.uuid4().hex[:12]}"
+    s3 = cove_server.client("s3")
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="model.tar.gz", Body=model_archive(3, 10))
+    role = make_role(iam, f"serve-{uuid.uuid4().hex[:8]}", TRAINING)
+    name = f"sdk3-{uuid.uuid4().hex[:8]}"
+    done = run_v3(cove_server, "deploy_with_core_resources.py", role, IMAGE, f"s3://{bucket}/model.tar.gz",
+                  ",".join(private_net["subnets"]), private_net["sg"], name)
+    assert done.returncode == 0, (done.stdout[-3000:], done.stderr[-3000:])
+    result = json.loads(done.stdout.split("RESULT ", 1)[1])
+    assert result["status"] == "InService"
+    assert result["body"]["version"] == 3 and result["body"]["outputs"] == [10, 20], result
