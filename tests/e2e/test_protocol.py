@@ -93,6 +93,58 @@ def test_clock_skew_is_refused(cove_server, monkeypatch):
     assert status == 403 and code_of(body) == "SignatureDoesNotMatch" and "Signature expired" in body, body
 
 
+def test_a_body_swapped_under_a_signed_hash_is_refused(cove_server, ec2):
+    """The server hashes the body itself: a declared x-amz-content-sha256
+    does not vouch for a different body."""
+    import hashlib
+    good = "Action=CreateVpc&Version=2016-11-15&CidrBlock=10.77.0.0/16"
+    declared = {"x-amz-content-sha256": hashlib.sha256(good.encode()).hexdigest()}
+    req = botocore.awsrequest.AWSRequest(method="POST", url=cove_server.endpoint + "/", data=good, headers={
+        "Content-Type": "application/x-www-form-urlencoded; charset=utf-8", **declared})
+    botocore.auth.SigV4Auth(botocore.credentials.Credentials(ACCESS_KEY, SECRET_KEY), "ec2", "us-east-1").add_auth(req)
+    headers = dict(req.headers.items())
+    swapped = "Action=CreateVpc&Version=2016-11-15&CidrBlock=10.66.0.0/16"
+    status, body = send(req.url, swapped, headers)
+    assert status == 403 and code_of(body) == "SignatureDoesNotMatch", body
+    cidrs = [v["CidrBlock"] for v in ec2.describe_vpcs()["Vpcs"]]
+    assert "10.66.0.0/16" not in cidrs
+    # The same signed request with its own body is accepted.
+    status, body = send(req.url, good, headers)
+    assert status == 200, body
+    vpc = body[body.find("<vpcId>") + 7: body.find("</vpcId>")]
+    ec2.delete_vpc(VpcId=vpc)
+
+
+def test_presigned_urls_expire_when_they_say(cove_server, monkeypatch):
+    """X-Amz-Expires decides, not the 15-minute clock skew: a URL signed an
+    hour ago for two hours works, one signed for a second has expired."""
+    import datetime
+
+    def presign(service, params, expires, at=None):
+        if at is not None:
+            monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: at)
+        url = cove_server.endpoint + "/?" + urllib.parse.urlencode(params)
+        req = botocore.awsrequest.AWSRequest(method="GET", url=url)
+        botocore.auth.SigV4QueryAuth(botocore.credentials.Credentials(ACCESS_KEY, SECRET_KEY), service,
+                                     "us-east-1", expires=expires).add_auth(req)
+        monkeypatch.undo()
+        try:
+            with urllib.request.urlopen(req.url, timeout=10) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode()
+
+    ec2 = {"Action": "DescribeVpcs", "Version": "2016-11-15"}
+    sts = {"Action": "GetCallerIdentity", "Version": "2011-06-15"}
+    an_hour_ago = datetime.datetime.utcnow() - datetime.timedelta(hours=1)
+    assert presign("ec2", ec2, 7200, an_hour_ago)[0] == 200
+    assert presign("sts", sts, 7200, an_hour_ago)[0] == 200
+    short = presign("ec2", ec2, 1, datetime.datetime.utcnow() - datetime.timedelta(seconds=5))
+    assert short[0] == 400 and code_of(short[1]) == "RequestExpired", short
+    status, body = presign("sts", sts, 1, datetime.datetime.utcnow() - datetime.timedelta(seconds=5))
+    assert status == 403 and "Request has expired" in body, body
+
+
 def test_oversized_body_is_refused(cove_server):
     """A body over the limit is refused without being read: the client sees
     413, or a reset when the server closes before the upload ends. Either way
@@ -157,3 +209,23 @@ def test_aws_cli(cove_server):
     assert failed.returncode != 0 and "DependencyViolation" in failed.stderr
     run("ec2", "delete-subnet", "--subnet-id", subnet["SubnetId"])
     run("ec2", "delete-vpc", "--vpc-id", vpc["VpcId"])
+
+
+def test_control_characters_are_refused_and_answers_stay_well_formed(cove_server, ec2):
+    """XML cannot carry most control characters: such a value is refused at
+    the wire, so nothing stored can make a later answer malformed."""
+    from helpers import aws_error
+    vpc = ec2.create_vpc(CidrBlock="10.78.0.0/16")["Vpc"]["VpcId"]
+    try:
+        msg = aws_error("InvalidParameterValue", ec2.create_tags, Resources=[vpc],
+                        Tags=[{"Key": "bad\x01key", "Value": "v"}])
+        assert msg == "The value of Tag.1.Key contains a control character, which is not allowed."
+        assert ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [vpc]}])["Tags"] == []
+        aws_error("InvalidParameterValue", ec2.describe_vpcs, VpcIds=["vpc-\x02"])
+        aws_error("ValidationError", cove_server.client("iam").get_role, RoleName="r\x03")
+        # Tabs, line feeds and carriage returns are XML and stay as they were.
+        ec2.create_tags(Resources=[vpc], Tags=[{"Key": "note", "Value": "a\tb\r\nc"}])
+        tags = ec2.describe_tags(Filters=[{"Name": "resource-id", "Values": [vpc]}])["Tags"]
+        assert tags[0]["Value"] == "a\tb\r\nc", tags
+    finally:
+        ec2.delete_vpc(VpcId=vpc)

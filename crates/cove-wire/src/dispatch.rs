@@ -214,6 +214,9 @@ fn auth_error(protocol: Protocol, fault: AuthFault, detail: &str) -> AwsError {
 
 use crate::sigv4::AMZ_DATE;
 
+/// SigV4's longest presigned URL: seven days.
+const MAX_PRESIGNED_SECONDS: i64 = 604_800;
+
 fn parse_amz_date(s: &str) -> Option<OffsetDateTime> {
     time::PrimitiveDateTime::parse(s, AMZ_DATE)
         .ok()
@@ -311,6 +314,9 @@ impl Dispatcher {
         let (service, principal, region) = service;
         let protocol = service.protocol();
         let model = service.model();
+        if let Err(e) = refuse_unwritable_xml(protocol, &params) {
+            return render_error(protocol, &e, &request_id, None);
+        }
         let (operation, input) = match decode_request(protocol, model, &req, &params) {
             Ok(x) => x,
             Err(e) => return render_error(protocol, &e, &request_id, None),
@@ -412,7 +418,23 @@ impl Dispatcher {
             return Err((AuthFault::BadSignature, String::new(), protocol));
         }
         let now = OffsetDateTime::now_utc();
-        if (now - when).abs() > self.max_clock_skew {
+        let presigned = req.header("authorization").is_none();
+        if presigned {
+            // A presigned URL is good from its date (give or take the clock
+            // skew) until `X-Amz-Expires` seconds later, at most a week.
+            let expires = params
+                .get("X-Amz-Expires")
+                .and_then(|e| e.parse::<i64>().ok())
+                .filter(|e| (1..=MAX_PRESIGNED_SECONDS).contains(e))
+                .ok_or((
+                    AuthFault::Malformed,
+                    format!("X-Amz-Expires must be a number of seconds from 1 to {MAX_PRESIGNED_SECONDS}"),
+                    protocol,
+                ))?;
+            if now > when + time::Duration::seconds(expires) || when - now > self.max_clock_skew {
+                return Err((AuthFault::Expired, "Request has expired".into(), protocol));
+            }
+        } else if (now - when).abs() > self.max_clock_skew {
             let fmt = |t: OffsetDateTime| t.format(AMZ_DATE).unwrap_or_default();
             let detail = format!(
                 "Signature expired: {amz_date} is now earlier than {} ({} - 15 min.)",
@@ -421,12 +443,13 @@ impl Dispatcher {
             );
             return Err((AuthFault::Expired, detail, protocol));
         }
-        let payload_hash = match req.header("x-amz-content-sha256") {
-            Some(h) => h.to_string(),
-            None if params.contains_key("X-Amz-Signature") && auth.service == "s3" => {
-                "UNSIGNED-PAYLOAD".to_string()
-            }
-            None => sigv4::sha256_hex(&req.body),
+        // The body's own hash, never the declared `x-amz-content-sha256`:
+        // a body swapped under a signed header then fails the signature.
+        // Only S3's presigned URLs sign no payload.
+        let payload_hash = if presigned && auth.service == "s3" {
+            "UNSIGNED-PAYLOAD".to_string()
+        } else {
+            sigv4::sha256_hex(&req.body)
         };
         let parts = sigv4::RequestParts {
             method: &req.method,
@@ -443,6 +466,30 @@ impl Dispatcher {
         }
         Ok((service, principal, auth.region))
     }
+}
+
+/// XML-speaking APIs take no parameter that XML 1.0 cannot carry (control
+/// characters other than tab, line feed and carriage return): stored, it
+/// would make every later answer that shows it malformed.
+fn refuse_unwritable_xml(protocol: Protocol, params: &BTreeMap<String, String>) -> AwsResult<()> {
+    if !matches!(protocol, Protocol::Ec2 | Protocol::Query) {
+        return Ok(());
+    }
+    let Some((name, _)) = params
+        .iter()
+        .find(|(k, v)| !crate::xml::writable(k) || !crate::xml::writable(v))
+    else {
+        return Ok(());
+    };
+    let code = if protocol == Protocol::Ec2 {
+        "InvalidParameterValue"
+    } else {
+        "ValidationError"
+    };
+    Err(AwsError::client(
+        code,
+        format!("The value of {name} contains a control character, which is not allowed."),
+    ))
 }
 
 fn decode_request(

@@ -14,9 +14,23 @@ pub fn escape(s: &str, out: &mut String) {
             '&' => out.push_str("&amp;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&apos;"),
+            '\r' => out.push_str("&#13;"),
+            // What XML 1.0 cannot carry at all becomes U+FFFD, so every
+            // answer stays well-formed whatever was stored or echoed.
+            c if !writable_char(c) => out.push('\u{FFFD}'),
             c => out.push(c),
         }
     }
+}
+
+/// Whether XML 1.0 can carry `c` (its `Char` production).
+fn writable_char(c: char) -> bool {
+    matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
+}
+
+/// Whether XML 1.0 can carry every character of `s`.
+pub fn writable(s: &str) -> bool {
+    s.chars().all(writable_char)
 }
 
 fn element_name<'a>(name: &'a str, m: &'a Member) -> &'a str {
@@ -182,6 +196,15 @@ pub fn encode_response(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn what_xml_cannot_carry_is_replaced_and_carriage_returns_survive() {
+        let mut out = String::new();
+        escape("a\u{1}b\r\n\tc\u{FFFE}<", &mut out);
+        assert_eq!(out, "a\u{FFFD}b&#13;\n\tc\u{FFFD}&lt;");
+        assert!(writable("tab\tand\nlines\r"));
+        assert!(!writable("bell\u{7}"));
+    }
 
     #[test]
     fn ec2_lists_are_wrapped_in_items() {
