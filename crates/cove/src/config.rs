@@ -16,6 +16,48 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:4747";
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cove";
 
+/// Creates the data directory, if it does not exist, private to Cove
+/// (0700): it holds credentials, session secrets and every object's bytes.
+pub fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| anyhow::anyhow!("creating the data directory {}: {e}", dir.display()))?;
+    }
+    Ok(())
+}
+
+/// What `cove serve` checks before it opens anything: the data directory
+/// exists and no other user may enter it.
+pub fn check_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    create_private_dir(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        anyhow::bail!(
+            "the data directory {dir} is open to other users (mode {mode:o}), and it holds credentials and every object's bytes; make it private with: chmod 700 {dir}",
+            dir = dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Makes the SQLite database at `path` (and its journal files) readable by
+/// Cove only.
+pub fn restrict_database(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    for suffix in ["", "-wal", "-shm"] {
+        let file = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+        if file.exists() {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))?;
+        }
+    }
+    Ok(())
+}
+
 /// Where a data directory keeps the stored world (SQLite).
 pub fn store_path(data_dir: &std::path::Path) -> std::path::PathBuf {
     data_dir.join("cove.db")

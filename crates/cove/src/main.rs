@@ -411,6 +411,7 @@ fn main() -> anyhow::Result<()> {
             let uri: cove_ecr::names::ImageUri = image_uri
                 .parse()
                 .map_err(|()| anyhow::anyhow!("'{image_uri}' is not an ECR image URI: <account>.dkr.ecr.<region>.amazonaws.com/<repository>[:tag]"))?;
+            config::create_private_dir(&data_dir)?;
             let ecr = cove_ecr::Ecr::open(
                 &data_dir.join("ecr"),
                 &uri.registry.account,

@@ -33,12 +33,15 @@ struct App {
 }
 
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
+    config::check_private_dir(&settings.data_dir)?;
     let db = config::store_path(&settings.data_dir);
     let store = Arc::new(Store::open(&db)?);
+    config::restrict_database(&db)?;
     let ec2 = Arc::new(Ec2Service::new(store.clone()));
     ec2.ensure_region(&settings.region, &settings.account_id)
         .map_err(|e| anyhow::anyhow!("bootstrapping {}: {e}", settings.region))?;
     let logs = Arc::new(LogsService::open(&settings.data_dir.join("logs.db"))?);
+    config::restrict_database(&settings.data_dir.join("logs.db"))?;
 
     let lookup = credential_lookup(&settings, store.clone());
     let s3_front = S3Front::open(
@@ -47,6 +50,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         &settings.region,
         lookup.clone(),
     )?;
+    config::restrict_database(&config::s3_dir(&settings.data_dir).join("s3.db"))?;
     let mut dispatcher = Dispatcher::new(lookup);
     dispatcher.register(ec2.clone());
     let sts = Arc::new(cove_sts::StsService::new(store.clone()));
@@ -58,6 +62,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         &settings.account_id,
         &settings.region,
     )?);
+    config::restrict_database(&settings.data_dir.join("ecr").join("ecr.db"))?;
     dispatcher.register(ecr.clone());
     let policies = s3_front.clone();
     let studio_dir = settings.data_dir.join("studio");
@@ -213,7 +218,7 @@ fn credential_lookup(settings: &Settings, store: Arc<Store>) -> CredentialLookup
 /// from the canonical data directory, so it is the same after a restart and
 /// `cove exec` / `cove teardown` can compute it too.
 pub fn instance_tag(data_dir: &std::path::Path) -> anyhow::Result<String> {
-    std::fs::create_dir_all(data_dir)?;
+    config::create_private_dir(data_dir)?;
     let canonical = std::fs::canonicalize(data_dir)?;
     Ok(cove_net::naming::instance_tag(&canonical.to_string_lossy()))
 }
