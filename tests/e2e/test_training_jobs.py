@@ -486,6 +486,35 @@ def test_a_running_job_survives_a_server_restart(fresh_cove):
     assert messages.count("training starts on algo-1") == 1 and "done" in messages
 
 
+def test_a_job_killed_while_downloading_resumes_after_the_restart(fresh_cove):
+    """Cove killed with -9 while a job's data is moving: after the restart
+    the transfer waits for the data plane to restore the job's network,
+    then completes (before, it failed with AWS's "Data download failed")."""
+    import signal
+    ec2, s3, sm = fresh_cove.client("ec2"), fresh_cove.client("s3"), fresh_cove.client("sagemaker")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    sg = ec2.create_security_group(GroupName="job", Description="job", VpcId=vpc)["GroupId"]
+    rt = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"][0]["RouteTableId"]
+    ec2.create_vpc_endpoint(VpcId=vpc, ServiceName="com.amazonaws.us-east-1.s3", VpcEndpointType="Gateway", RouteTableIds=[rt])
+    name = f"dlkill-{uuid.uuid4().hex[:8]}"
+    s3.create_bucket(Bucket=name)
+    # Enough objects that the download phase lasts long enough to be killed in.
+    for i in range(400):
+        s3.put_object(Bucket=name, Key=f"data/train/part-{i:04d}.csv", Body="1\n")
+    s3.put_object(Bucket=name, Key="code/sourcedir.tar.gz", Body=source_archive(TRAIN))
+    sm.create_training_job(**training_request(name, name, {"subnets": [subnet], "sg": sg}))
+    deadline = time.time() + 60
+    while sm.describe_training_job(TrainingJobName=name)["SecondaryStatus"] != "Downloading":
+        assert time.time() < deadline, "the job never started downloading"
+        time.sleep(0.02)
+    fresh_cove.stop(signal.SIGKILL)
+    fresh_cove.start()
+    d = wait_for(sm, name, timeout=120)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    assert model_of(s3, name, name)["rows"] == 400
+
+
 def test_flow_logs_of_a_job_delivered_to_s3(ec2, s3, sm, bucket, private_net):
     import gzip
     s3_endpoint(ec2, private_net)

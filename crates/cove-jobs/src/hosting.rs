@@ -764,6 +764,7 @@ impl Hosting {
     }
 
     fn download(&self, u: &Unit) -> anyhow::Result<Result<(), Failure>> {
+        crate::wait_for_restored_network(&self.store, &self.settings)?;
         let (i, d, dir) = (&u.instance, &u.deployment, u.dir.clone());
         let ml = dir.join("ml");
         for sub in ["model", "code"] {

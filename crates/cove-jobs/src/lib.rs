@@ -75,6 +75,23 @@ pub trait PublicAppNetwork: Send + Sync {
     ) -> cove_model::AwsResult<()>;
 }
 
+/// After a restart the kernel holds none of the stored world's networks
+/// until the data plane's first pass in this process; a step that moves
+/// data through ENIs waits for it (and, after that pass, not at all), so a
+/// transfer resumed after a crash never fails for want of its network.
+pub(crate) fn wait_for_restored_network(store: &Store, settings: &Settings) -> anyhow::Result<()> {
+    if settings.instance.is_none() {
+        return Ok(());
+    }
+    if !store.wait_applied(
+        cove_store::LOADED_GENERATION,
+        std::time::Duration::from_secs(60),
+    ) {
+        anyhow::bail!("the data plane did not restore the stored networks within 60 s");
+    }
+    Ok(())
+}
+
 /// Where a workload's ENI goes.
 pub(crate) enum Placement {
     /// One of the customer's subnets, with the customer's security groups.
@@ -118,6 +135,10 @@ pub struct Context {
 impl Context {
     /// Waits until the data plane has applied the store as it is now (the
     /// ENIs just created), so the next packets meet their rules.
+    pub(crate) fn wait_for_restored_network(&self) -> anyhow::Result<()> {
+        wait_for_restored_network(&self.store, &self.settings)
+    }
+
     pub(crate) fn wait_for_data_plane(&self) -> anyhow::Result<()> {
         let generation = self.store.generation();
         let started = std::time::Instant::now();

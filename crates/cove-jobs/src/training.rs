@@ -349,6 +349,7 @@ impl Training {
         if self.stopped_early(job)? {
             return Ok(Ok(()));
         }
+        self.wait_for_restored_network()?;
         if let Err(f) = self.registry_through_vpc(job)? {
             return Ok(Err(f));
         }
@@ -733,6 +734,7 @@ impl Training {
     // ---- Uploading ----
 
     fn upload(&self, job: &SageMakerJob) -> anyhow::Result<Stepped> {
+        self.wait_for_restored_network()?;
         let outcome = job.outcome.unwrap_or(Outcome::Completed);
         let plan = upload_plan(job);
         let results = self.on_each_host(job, move |i, host_dir, client| {

@@ -241,6 +241,7 @@ impl Hosting {
     }
 
     fn transform_run(self: &Arc<Self>, j: &TransformJob) -> anyhow::Result<()> {
+        crate::wait_for_restored_network(self.store(), self.settings())?;
         let key = j.key();
         let owner = Owner::Transform(key.clone());
         let first = &j.instances[0];

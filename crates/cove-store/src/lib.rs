@@ -23,11 +23,18 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE documents (
         PRIMARY KEY (kind, key)
     ) WITHOUT ROWID;"];
 
+/// The generation of the world as loaded from disk: the data plane's first
+/// pass in a process applies it, so waiting for it means waiting until the
+/// kernel holds the stored world again after a restart.
+pub const LOADED_GENERATION: u64 = 1;
+
 pub struct Store {
     conn: Mutex<Connection>,
     current: ArcSwap<World>,
     path: Option<std::path::PathBuf>,
-    /// Counts published commits; watchers (the network reconciler) wait on it.
+    /// Counts published commits; watchers (the network reconciler) wait on
+    /// it. The world as loaded is [`LOADED_GENERATION`], which the data
+    /// plane has not applied yet in this process.
     generation: Mutex<u64>,
     changed: std::sync::Condvar,
     /// The last generation the data plane has fully applied to the kernel;
@@ -145,7 +152,7 @@ impl Store {
             conn: Mutex::new(conn),
             current: ArcSwap::from_pointee(world),
             path: None,
-            generation: Mutex::new(0),
+            generation: Mutex::new(LOADED_GENERATION),
             changed: std::sync::Condvar::new(),
             applied: Mutex::new(0),
             applied_changed: std::sync::Condvar::new(),
