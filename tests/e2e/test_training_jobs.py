@@ -453,21 +453,27 @@ def test_two_instances_talk_only_with_the_self_referencing_rule(ec2, s3, sm, buc
     assert "Warning" not in d["SecondaryStatusTransitions"][0]["StatusMessage"]
 
 
+def subnet_with_s3_endpoint(ec2):
+    """A fresh server's VPC: one subnet, a job group, an S3 gateway endpoint."""
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    sg = ec2.create_security_group(GroupName="job", Description="job", VpcId=vpc)["GroupId"]
+    rt = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"][0]["RouteTableId"]
+    ec2.create_vpc_endpoint(VpcId=vpc, ServiceName="com.amazonaws.us-east-1.s3", VpcEndpointType="Gateway",
+                            RouteTableIds=[rt])
+    return {"subnets": [subnet], "sg": sg}
+
+
 def test_a_running_job_survives_a_server_restart(fresh_cove):
     import signal
     ec2 = fresh_cove.client("ec2")
     s3 = fresh_cove.client("s3")
     sm = fresh_cove.client("sagemaker")
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
-    sg = ec2.create_security_group(GroupName="job", Description="job", VpcId=vpc)["GroupId"]
-    rt = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"][0]["RouteTableId"]
-    ec2.create_vpc_endpoint(VpcId=vpc, ServiceName="com.amazonaws.us-east-1.s3", VpcEndpointType="Gateway", RouteTableIds=[rt])
+    net = subnet_with_s3_endpoint(ec2)
     name = f"restart-{uuid.uuid4().hex[:8]}"
     s3.create_bucket(Bucket=name)
     s3.put_object(Bucket=name, Key="data/train/a.csv", Body="1\n2\n")
     s3.put_object(Bucket=name, Key="code/sourcedir.tar.gz", Body=source_archive(TRAIN))
-    net = {"subnets": [subnet], "sg": sg}
     sm.create_training_job(**training_request(name, name, net, sleep=4))
     while sm.describe_training_job(TrainingJobName=name)["SecondaryStatus"] != "Training":
         time.sleep(0.1)
@@ -492,18 +498,14 @@ def test_a_job_killed_while_downloading_resumes_after_the_restart(fresh_cove):
     then completes (before, it failed with AWS's "Data download failed")."""
     import signal
     ec2, s3, sm = fresh_cove.client("ec2"), fresh_cove.client("s3"), fresh_cove.client("sagemaker")
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
-    sg = ec2.create_security_group(GroupName="job", Description="job", VpcId=vpc)["GroupId"]
-    rt = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"][0]["RouteTableId"]
-    ec2.create_vpc_endpoint(VpcId=vpc, ServiceName="com.amazonaws.us-east-1.s3", VpcEndpointType="Gateway", RouteTableIds=[rt])
+    net = subnet_with_s3_endpoint(ec2)
     name = f"dlkill-{uuid.uuid4().hex[:8]}"
     s3.create_bucket(Bucket=name)
     # Enough objects that the download phase lasts long enough to be killed in.
     for i in range(400):
         s3.put_object(Bucket=name, Key=f"data/train/part-{i:04d}.csv", Body="1\n")
     s3.put_object(Bucket=name, Key="code/sourcedir.tar.gz", Body=source_archive(TRAIN))
-    sm.create_training_job(**training_request(name, name, {"subnets": [subnet], "sg": sg}))
+    sm.create_training_job(**training_request(name, name, net))
     deadline = time.time() + 60
     while sm.describe_training_job(TrainingJobName=name)["SecondaryStatus"] != "Downloading":
         assert time.time() < deadline, "the job never started downloading"
