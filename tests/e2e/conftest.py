@@ -77,15 +77,20 @@ class Cove:
         subprocess.run([BINARY, "teardown", "--data-dir", self.data_dir], check=True,
                        stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
 
-    def exec(self, eni, *command, timeout=20):
+    # The tests run the test runner's Python inside ENIs, and it may live
+    # where the unprivileged default user cannot reach (pyenv under /root):
+    # their commands run with `--privileged` unless a test asks otherwise.
+    def exec(self, eni, *command, timeout=20, privileged=True):
         """Runs a command attached to an ENI (`cove exec`)."""
-        return subprocess.run([BINARY, "exec", "--data-dir", self.data_dir, "--eni", eni, "--", *command],
+        flags = ["--privileged"] if privileged else []
+        return subprocess.run([BINARY, "exec", "--data-dir", self.data_dir, "--eni", eni, *flags, "--", *command],
                               capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
-    def spawn(self, eni, *command):
+    def spawn(self, eni, *command, privileged=True):
         """Starts a command attached to an ENI, or on the internet host when `eni` is None."""
         where = ["--eni", eni] if eni else ["--internet"]
-        return subprocess.Popen([BINARY, "exec", "--data-dir", self.data_dir, *where, "--", *command],
+        flags = ["--privileged"] if privileged else []
+        return subprocess.Popen([BINARY, "exec", "--data-dir", self.data_dir, *where, *flags, "--", *command],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
 
     def alive(self):

@@ -8,7 +8,7 @@ import tempfile
 
 import pytest
 
-from conftest import BINARY
+from conftest import BINARY, teardown_vpc
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="switching to another uid needs root")
 
@@ -42,3 +42,38 @@ def test_a_new_data_directory_is_made_private(tmp_path):
     out = subprocess.run([BINARY, "teardown", "--data-dir", str(d)], capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     assert stat.S_IMODE(os.stat(d).st_mode) == 0o700
+
+
+WHO = "import os; s = open('/proc/self/status').read(); print(os.getuid(), [l.split()[1] for l in s.splitlines() if l.startswith('CapEff')][0])"
+
+
+def test_cove_exec_runs_as_nobody_without_capabilities_unless_privileged(cove_server, ec2):
+    import time
+    vpc = ec2.create_vpc(CidrBlock="10.79.0.0/16")["Vpc"]["VpcId"]
+    try:
+        subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.79.1.0/24")["Subnet"]["SubnetId"]
+        eni = ec2.create_network_interface(SubnetId=subnet)["NetworkInterface"]["NetworkInterfaceId"]
+        deadline = time.time() + 10
+        while cove_server.exec(eni, "true").returncode != 0:
+            assert time.time() < deadline
+            time.sleep(0.1)
+        # The default: nobody, no capabilities (the host's own Python, which nobody can run).
+        who = cove_server.exec(eni, "/usr/bin/python3", "-c", WHO, privileged=False)
+        assert who.stdout.split() == ["65534", "0000000000000000"], who
+        # Nothing of Cove's is reachable from it, and it cannot change the ENI's network.
+        listing = cove_server.exec(eni, "ls", cove_server.data_dir, privileged=False)
+        assert listing.returncode != 0 and "Permission denied" in listing.stderr, listing
+        down = cove_server.exec(eni, "ip", "link", "set", "lo", "down", privileged=False)
+        assert down.returncode != 0, down
+        # It still trusts Cove's CA and uses the VPC's resolver, as a job does.
+        bundle = cove_server.exec(eni, "head", "-c", "27", "/etc/ssl/certs/ca-certificates.crt", privileged=False)
+        assert bundle.stdout == "-----BEGIN CERTIFICATE-----", bundle
+        resolver = cove_server.exec(eni, "cat", "/etc/resolv.conf", privileged=False)
+        assert "nameserver 10.79.0.2" in resolver.stdout, resolver
+        as_uid = subprocess.run([BINARY, "exec", "--data-dir", cove_server.data_dir, "--eni", eni, "--user", "1234:5678",
+                                 "--", "id", "-u"], capture_output=True, text=True, timeout=20)
+        assert as_uid.stdout.strip() == "1234", as_uid
+        root = cove_server.exec(eni, "/usr/bin/python3", "-c", WHO, privileged=True).stdout.split()
+        assert root[0] == "0" and root[1] != "0000000000000000", root
+    finally:
+        teardown_vpc(ec2, vpc)

@@ -51,6 +51,15 @@ enum Command {
         /// Run on the simulated internet host (203.0.113.10) in the region network instead.
         #[arg(long)]
         internet: bool,
+        /// The user the command runs as: a name from /etc/passwd or
+        /// `UID[:GID]`. It runs with no capabilities and cannot gain any.
+        #[arg(long, default_value = "nobody", conflicts_with = "privileged")]
+        user: String,
+        /// Run the command as root with every capability, as Cove itself
+        /// runs (for a server on a port below 1024, say). It can then do
+        /// anything on the host.
+        #[arg(long)]
+        privileged: bool,
         /// The command and its arguments.
         #[arg(trailing_var_arg = true, required = true)]
         command: Vec<String>,
@@ -226,10 +235,46 @@ fn stop_containers(jobs_dir: &std::path::Path) -> usize {
     stopped
 }
 
-/// Enters the ENI's namespace and replaces this process with `command`.
+/// A user for `cove exec --user`: a name from /etc/passwd, or `UID[:GID]`
+/// (the group defaults to the uid).
+fn resolve_user(user: &str) -> anyhow::Result<(u32, u32)> {
+    let numeric = |s: &str| s.parse::<u32>().ok();
+    if let Some((uid, gid)) = user.split_once(':') {
+        if let (Some(uid), Some(gid)) = (numeric(uid), numeric(gid)) {
+            return Ok((uid, gid));
+        }
+    } else if let Some(uid) = numeric(user) {
+        return Ok((uid, uid));
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.first() == Some(&user))
+        .and_then(|fields| Some((numeric(fields.get(2)?)?, numeric(fields.get(3)?)?)))
+        .ok_or_else(|| anyhow::anyhow!("no user {user:?} in /etc/passwd; give --user UID[:GID]"))
+}
+
+/// Gives up root for `uid`/`gid`: no capabilities in any set, none to gain
+/// by exec (no_new_privs, an empty bounding set), no supplementary groups.
+/// `cove exec` is single-threaded here, so the whole process changes.
+fn drop_privileges(uid: u32, gid: u32) -> anyhow::Result<()> {
+    let none = cove_sys::CapabilitySet::empty();
+    cove_sys::set_no_new_privs()?;
+    cove_sys::drop_bounding_and_ambient(none, cove_sys::last_cap())?;
+    cove_sys::become_user(uid, gid)
+        .map_err(|e| anyhow::anyhow!("becoming uid {uid} gid {gid}: {e}"))?;
+    cove_sys::set_capabilities(none, none, none)?;
+    Ok(())
+}
+
+/// Enters the ENI's namespace and replaces this process with `command`,
+/// run as `identity` (uid, gid) with no capabilities, or, without one, as
+/// root with all of them.
 fn exec_in(
     data_dir: &std::path::Path,
     eni: Option<&str>,
+    identity: Option<(u32, u32)>,
     command: &[String],
 ) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt;
@@ -262,6 +307,9 @@ fn exec_in(
         (false, _) => None,
     };
     private_binds(&binds)?;
+    if let Some((uid, gid)) = identity {
+        drop_privileges(uid, gid)?;
+    }
     let mut cmd = std::process::Command::new(&command[0]);
     cmd.args(&command[1..]);
     if let Some(path) = trusted {
@@ -368,8 +416,17 @@ fn main() -> anyhow::Result<()> {
             data_dir,
             eni,
             internet: _,
+            user,
+            privileged,
             command,
-        } => exec_in(&data_dir, eni.as_deref(), &command),
+        } => {
+            let identity = if privileged {
+                None
+            } else {
+                Some(resolve_user(&user)?)
+            };
+            exec_in(&data_dir, eni.as_deref(), identity, &command)
+        }
         Command::Ca { data_dir } => {
             let path = cove_tls::ca_pem_path(&data_dir);
             let pem = std::fs::read_to_string(&path).map_err(|e| {
