@@ -257,7 +257,7 @@ def test_revoking_a_rule_keeps_open_flows_but_a_nacl_cuts_them(cove_server, ec2,
         probe = lambda: cove_server.exec(topology["client"]["NetworkInterfaceId"], sys.executable, "-c", CONNECT, web_ip, "9000").stdout
         assert eventually(lambda: not probe().startswith("blocked"))
         holder = subprocess.Popen([BINARY, "exec", "--data-dir", cove_server.data_dir, "--eni", topology["client"]["NetworkInterfaceId"],
-                                   "--", sys.executable, "-c", HOLD, web_ip, "9000"],
+                                   "--privileged", "--", sys.executable, "-c", HOLD, web_ip, "9000"],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert holder.stdout.readline().strip() == "open"
         say = lambda word: (holder.stdin.write(word + "\n"), holder.stdin.flush(), holder.stdout.readline().strip())[2]
