@@ -88,6 +88,11 @@ fn wait_listening(port: u16, child: &mut Child, name: &str) -> anyhow::Result<()
 
 fn start_cove(bin: &str) -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
+    // Cove refuses a data directory other users may enter.
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )?;
     let port = free_port()?;
     let mut child = Command::new(bin)
         .args(["serve", "--data-dir"])

@@ -86,6 +86,12 @@ impl Cove {
             .prefix("cove-sdk-rust-")
             .tempdir()
             .expect("create a temporary data directory");
+        // Cove refuses a data directory other users may enter.
+        std::fs::set_permissions(
+            data_dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .expect("make the data directory private");
         let port = free_port();
         let log_path = data_dir.path().join("cove.log");
         let log = File::create(&log_path).expect("create the server log");
