@@ -75,6 +75,14 @@ impl Ecr {
         })
     }
 
+    /// An `Authorization` header for this registry's distribution API,
+    /// with a fresh password for `account` as `GetAuthorizationToken`
+    /// gives one to `caller` (Cove's own pulls through a job's VPC).
+    pub fn basic_authorization(&self, account: &str, caller: &str) -> String {
+        let (password, _) = self.tokens.issue(account, caller, registry::now_secs());
+        format!("Basic {}", token::authorization_token(&password))
+    }
+
     /// The image an ECR image URI names, with its layers on disk; for an
     /// index, its linux/amd64 image (or its first).
     pub fn resolve(&self, uri: &str) -> AwsResult<ResolvedImage> {

@@ -33,14 +33,6 @@ pub struct Pull<'a> {
     pub authorization: &'a str,
 }
 
-/// The `Authorization` header of a pull for `account`'s registry, made
-/// with a fresh password as `GetAuthorizationToken` gives one to `caller`.
-pub fn authorization(registry: &cove_ecr::Ecr, account: &str, caller: &str) -> String {
-    let now = time::OffsetDateTime::now_utc().unix_timestamp() as f64;
-    let (password, _) = registry.tokens.issue(account, caller, now);
-    format!("Basic {}", cove_ecr::token::authorization_token(&password))
-}
-
 /// Pulls the manifest and every blob over HTTPS from the calling thread's
 /// network namespace; returns the bytes received. The error says which
 /// request failed and why.

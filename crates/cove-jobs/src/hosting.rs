@@ -698,7 +698,6 @@ impl Hosting {
                 Owner::Endpoint(_) => "Endpoint",
                 Owner::Transform(_) => "Transform Job",
             };
-            let network = crate::ManagedNetwork::Hosting;
             let made = self.write_instances(&u.owner, |tx, instances| {
                 let Some(inst) = instances.iter_mut().find(|x| x.id == i.id) else {
                     return Ok(());
@@ -706,41 +705,20 @@ impl Hosting {
                 if inst.eni_id.is_some() {
                     return Ok(());
                 }
-                let (subnet, groups, description) = match &d.vpc {
-                    Some(config) => (
-                        config.subnets[u.ordinal % config.subnets.len().max(1)].clone(),
-                        config.security_group_ids.clone(),
-                        format!(
-                            "[DO NOT DELETE] ENI managed by SageMaker for {what} {} ({})",
-                            u.name, i.id
-                        ),
-                    ),
-                    None => {
-                        let (subnet, group) = self.public_network.subnet_and_group(
-                            tx,
-                            &u.region,
-                            &u.account_id,
-                            network,
-                        )?;
-                        let description = format!(
-                            "ENI managed by SageMaker for {what} {} ({}) in SageMaker's network",
-                            u.name, i.id
-                        );
-                        (subnet, vec![group], description)
-                    }
-                };
-                let eni = cove_ec2::create_managed_eni(
+                let placement = crate::Placement::of_host(
+                    d.vpc.as_ref(),
+                    u.ordinal,
+                    crate::ManagedNetwork::Hosting,
+                );
+                let description =
+                    placement.host_eni_description(&format!("{what} {} ({})", u.name, i.id));
+                inst.eni_id = Some(crate::create_workload_eni(
                     tx,
-                    &subnet,
-                    groups,
+                    self.public_network.as_ref(),
+                    placement,
+                    (&u.region, &u.account_id),
                     description,
-                    crate::REQUESTER,
-                )?;
-                if d.vpc.is_none() {
-                    self.public_network
-                        .give_public_address(tx, &eni.id, network)?;
-                }
-                inst.eni_id = Some(eni.id);
+                )?);
                 Ok(())
             });
             if let Err(err) = made {

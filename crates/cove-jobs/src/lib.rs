@@ -100,6 +100,38 @@ pub(crate) enum Placement {
     Managed(ManagedNetwork),
 }
 
+impl Placement {
+    /// Where the `ordinal`-th host of a job or model goes: round robin over
+    /// its `VpcConfig`'s subnets with its groups, or, without one,
+    /// SageMaker's `network`.
+    pub(crate) fn of_host(
+        vpc: Option<&cove_sagemaker::requests::VpcConfig>,
+        ordinal: usize,
+        network: ManagedNetwork,
+    ) -> Placement {
+        match vpc {
+            Some(config) => Placement::Subnet {
+                subnet: config.subnets[ordinal % config.subnets.len().max(1)].clone(),
+                groups: config.security_group_ids.clone(),
+            },
+            None => Placement::Managed(network),
+        }
+    }
+
+    /// The description SageMaker gives a host's ENI for `owner`
+    /// (`Training Job my-job (algo-1)`).
+    pub(crate) fn host_eni_description(&self, owner: &str) -> String {
+        match self {
+            Placement::Subnet { .. } => {
+                format!("[DO NOT DELETE] ENI managed by SageMaker for {owner}")
+            }
+            Placement::Managed(_) => {
+                format!("ENI managed by SageMaker for {owner} in SageMaker's network")
+            }
+        }
+    }
+}
+
 /// Creates a workload's requester-managed ENI where `placement` says; in
 /// SageMaker's network it also gets a public address (released with it).
 pub(crate) fn create_workload_eni(
@@ -133,12 +165,13 @@ pub struct Context {
 }
 
 impl Context {
-    /// Waits until the data plane has applied the store as it is now (the
-    /// ENIs just created), so the next packets meet their rules.
+    /// See [`wait_for_restored_network`].
     pub(crate) fn wait_for_restored_network(&self) -> anyhow::Result<()> {
         wait_for_restored_network(&self.store, &self.settings)
     }
 
+    /// Waits until the data plane has applied the store as it is now (the
+    /// ENIs just created), so the next packets meet their rules.
     pub(crate) fn wait_for_data_plane(&self) -> anyhow::Result<()> {
         let generation = self.store.generation();
         let started = std::time::Instant::now();

@@ -162,25 +162,9 @@ impl Training {
                     if host.eni_id.is_some() {
                         continue;
                     }
-                    let (placement, description) = match &vpc {
-                        Some(config) => (
-                            crate::Placement::Subnet {
-                                subnet: config.subnets[i % config.subnets.len().max(1)].clone(),
-                                groups: config.security_group_ids.clone(),
-                            },
-                            format!(
-                                "[DO NOT DELETE] ENI managed by SageMaker for {kind} {} ({})",
-                                j.name, host.name
-                            ),
-                        ),
-                        None => (
-                            crate::Placement::Managed(network),
-                            format!(
-                                "ENI managed by SageMaker for {kind} {} ({}) in SageMaker's network",
-                                j.name, host.name
-                            ),
-                        ),
-                    };
+                    let placement = crate::Placement::of_host(vpc.as_ref(), i, network);
+                    let description = placement
+                        .host_eni_description(&format!("{kind} {} ({})", j.name, host.name));
                     host.eni_id = Some(crate::create_workload_eni(
                         tx,
                         self.public_network.as_ref(),
@@ -340,7 +324,7 @@ impl Training {
             repository: resolved.repository,
             manifest: resolved.digest.to_string(),
             blobs: resolved.blobs.iter().map(ToString::to_string).collect(),
-            authorization: cove_host::pull::authorization(registry, &job.account_id, caller),
+            authorization: registry.basic_authorization(&job.account_id, caller),
         };
         Some((request, tls))
     }

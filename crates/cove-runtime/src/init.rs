@@ -211,15 +211,8 @@ fn start_main(plan: &Plan, last_cap: u32, exec_w: OwnedFd) -> ! {
 fn become_job(plan: &Plan, last_cap: u32) -> Result<()> {
     sys::new_session(0o022);
     sys::reset_signals();
-    sys::set_no_new_privs().context("PR_SET_NO_NEW_PRIVS")?;
-    // Bounding and ambient sets first: dropping them needs CAP_SETPCAP,
-    // which the uid change below takes away.
-    sys::drop_bounding_and_ambient(CapabilitySet::empty(), last_cap)
-        .context("dropping capabilities")?;
-    sys::become_user(plan.uid, plan.gid)
-        .with_context(|| format!("becoming uid {} gid {}", plan.uid, plan.gid))?;
-    let none = CapabilitySet::empty();
-    sys::set_capabilities(none, none, none).context("clearing capabilities")?;
+    sys::drop_to_user(plan.uid, plan.gid, last_cap)
+        .with_context(|| format!("dropping privileges for uid {} gid {}", plan.uid, plan.gid))?;
     // The uid change reset the parent-death signal; set it again, and make
     // sure init did not die in between.
     sys::set_parent_death_signal(Signal::SIGKILL)?;

@@ -98,6 +98,19 @@ pub fn become_user(uid: u32, gid: u32) -> io::Result<()> {
     Ok(())
 }
 
+/// Gives up root for good: `no_new_privs`, every capability out of the
+/// bounding and ambient sets (which needs CAP_SETPCAP, so before the uid
+/// changes), then `uid`/`gid` with no supplementary groups, then empty
+/// effective, permitted and inheritable sets. For single-threaded
+/// processes, as [`become_user`].
+pub fn drop_to_user(uid: u32, gid: u32, last_cap: u32) -> io::Result<()> {
+    let none = CapabilitySet::empty();
+    set_no_new_privs()?;
+    drop_bounding_and_ambient(none, last_cap)?;
+    become_user(uid, gid)?;
+    set_capabilities(none, none, none)
+}
+
 /// How a reaped process ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ended {

@@ -255,19 +255,6 @@ fn resolve_user(user: &str) -> anyhow::Result<(u32, u32)> {
         .ok_or_else(|| anyhow::anyhow!("no user {user:?} in /etc/passwd; give --user UID[:GID]"))
 }
 
-/// Gives up root for `uid`/`gid`: no capabilities in any set, none to gain
-/// by exec (no_new_privs, an empty bounding set), no supplementary groups.
-/// `cove exec` is single-threaded here, so the whole process changes.
-fn drop_privileges(uid: u32, gid: u32) -> anyhow::Result<()> {
-    let none = cove_sys::CapabilitySet::empty();
-    cove_sys::set_no_new_privs()?;
-    cove_sys::drop_bounding_and_ambient(none, cove_sys::last_cap())?;
-    cove_sys::become_user(uid, gid)
-        .map_err(|e| anyhow::anyhow!("becoming uid {uid} gid {gid}: {e}"))?;
-    cove_sys::set_capabilities(none, none, none)?;
-    Ok(())
-}
-
 /// Enters the ENI's namespace and replaces this process with `command`,
 /// run as `identity` (uid, gid) with no capabilities, or, without one, as
 /// root with all of them.
@@ -307,8 +294,10 @@ fn exec_in(
         (false, _) => None,
     };
     private_binds(&binds)?;
+    // `cove exec` is single-threaded here, so the whole process changes.
     if let Some((uid, gid)) = identity {
-        drop_privileges(uid, gid)?;
+        cove_sys::drop_to_user(uid, gid, cove_sys::last_cap())
+            .map_err(|e| anyhow::anyhow!("dropping privileges for uid {uid} gid {gid}: {e}"))?;
     }
     let mut cmd = std::process::Command::new(&command[0]);
     cmd.args(&command[1..]);
