@@ -222,6 +222,8 @@ fn become_job(plan: &Plan, last_cap: u32) -> Result<()> {
     std::env::set_current_dir(&plan.spec.workdir)
         .with_context(|| format!("working directory {}", plan.spec.workdir.display()))?;
     sys::cloexec_from(3)?;
+    // Last: from here on only what the exec below needs is called.
+    sys::seccomp::confine_to_workload_profile().context("installing the system-call filter")?;
     Ok(())
 }
 

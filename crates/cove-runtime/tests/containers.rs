@@ -278,6 +278,72 @@ echo "lo=$(cat /sys/class/net/lo/operstate) $(cat /sys/class/net/lo/flags)"
     );
 }
 
+/// The system-call filter: no new namespaces (a user namespace would give
+/// the job root over nf_tables and mounts inside it), no io_uring, no
+/// keyrings, no netfilter netlink; while threads, fork, ordinary netlink
+/// and sockets keep working.
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn the_kernel_surface_beyond_ordinary_programs_is_refused() {
+    if !is_root() {
+        return;
+    }
+    let f = Fixture::new("seccomp");
+    let script = r#"
+import ctypes, errno, os, socket, threading
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def call(nr, *args):
+    ctypes.set_errno(0)
+    r = libc.syscall(ctypes.c_long(nr), *[ctypes.c_long(a) for a in args])
+    return "ok" if r >= 0 else errno.errorcode[ctypes.get_errno()]
+params = ctypes.create_string_buffer(120)
+print("unshare_user=" + call(272, 0x10000000))
+print("unshare_net=" + call(272, 0x40000000))
+print("clone_newuser=" + call(56, 0x10000000 | 17, 0, 0, 0, 0))
+print("clone3=" + call(435, 0, 0))
+print("io_uring=" + call(425, 8, ctypes.addressof(params)))
+print("keyctl=" + call(250, 0, -3, 0))
+print("add_key=" + call(248, 0, 0, 0, 0, -3))
+print("bpf=" + call(321, 0, 0, 0))
+print("userfaultfd=" + call(323, 0))
+print("ptrace=" + call(101, 16, 1, 0, 0))
+try:
+    socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 12); print("nfnetlink=ok")
+except OSError as e:
+    print("nfnetlink=" + errno.errorcode[e.errno])
+socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 0).close(); print("rtnetlink=ok")
+socket.socket(socket.AF_INET, socket.SOCK_STREAM).close(); print("tcp=ok")
+t = threading.Thread(target=lambda: None); t.start(); t.join(); print("thread=ok")
+pid = os.fork()
+if pid == 0:
+    os._exit(7)
+print("fork=%d" % os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]))
+"#;
+    let (status, log) = f.run(&f.spec(&["/usr/bin/python3", "-c", script]));
+    assert_eq!(status, Status::Exited(0), "{log}");
+    for key in [
+        "unshare_user",
+        "unshare_net",
+        "clone_newuser",
+        "io_uring",
+        "keyctl",
+        "add_key",
+        "bpf",
+        "userfaultfd",
+        "ptrace",
+        "nfnetlink",
+    ] {
+        assert_eq!(line(&log, key), "EPERM", "{key}:\n{log}");
+    }
+    // ENOSYS, so the C library falls back to clone, whose flags are checked.
+    assert_eq!(line(&log, "clone3"), "ENOSYS", "{log}");
+    for key in ["rtnetlink", "tcp", "thread"] {
+        assert_eq!(line(&log, key), "ok", "{key}:\n{log}");
+    }
+    assert_eq!(line(&log, "fork"), "7", "{log}");
+}
+
 #[test]
 fn exit_codes_signals_and_start_failures_are_reported() {
     if !is_root() {

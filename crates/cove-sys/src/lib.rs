@@ -14,6 +14,7 @@ pub mod mount;
 pub mod namespace;
 pub mod net;
 pub mod process;
+pub mod seccomp;
 pub mod signal;
 
 pub use fd::*;

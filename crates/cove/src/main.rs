@@ -298,6 +298,8 @@ fn exec_in(
     if let Some((uid, gid)) = identity {
         cove_sys::drop_to_user(uid, gid, cove_sys::last_cap())
             .map_err(|e| anyhow::anyhow!("dropping privileges for uid {uid} gid {gid}: {e}"))?;
+        cove_sys::seccomp::confine_to_workload_profile()
+            .map_err(|e| anyhow::anyhow!("installing the system-call filter: {e}"))?;
     }
     let mut cmd = std::process::Command::new(&command[0]);
     cmd.args(&command[1..]);
