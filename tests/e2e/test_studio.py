@@ -247,7 +247,7 @@ async def main():
     msg = uuid.uuid4().hex
     await ws.write_message(json.dumps({"header": {"msg_id": msg, "username": "u", "session": uuid.uuid4().hex,
         "msg_type": "execute_request", "version": "5.3"}, "parent_header": {}, "metadata": {}, "channel": "shell",
-        "content": {"code": "import os, socket; print(socket.gethostname(), os.getuid(), os.getcwd())",
+        "content": {"code": "import os, pwd, socket; print(socket.gethostname(), pwd.getpwuid(os.getuid()).pw_name, os.getuid() >= 0x70000000, os.getcwd())",
                     "silent": False}}))
     while True:
         m = json.loads(await asyncio.wait_for(ws.read_message(), 60))
@@ -286,8 +286,9 @@ def test_jupyterlab_runs_a_kernel_through_the_proxy(tmp_path):
         url = sm.create_presigned_domain_url(DomainId=domain, UserProfileName="dana")["AuthorizedUrl"]
         out = subprocess.run([f"{JUPYTERLAB_VENV}/bin/python", "-c", KERNEL_CLIENT, url], capture_output=True,
                              text=True, timeout=120, stdin=subprocess.DEVNULL)
-        # The kernel runs in the app: its hostname, the container's uid, the user's home.
-        assert out.stdout.strip() == "jupyterserver-default 65534 /home/sagemaker-user", out.stderr[-2000:]
+        # The kernel runs in the app: its hostname, the app's own identity, the user's home.
+        assert out.stdout.strip() == "jupyterserver-default sagemaker-user True /home/sagemaker-user", \
+            out.stderr[-2000:]
     finally:
         server.stop()
         server.teardown()

@@ -61,6 +61,7 @@ fn report(fd: BorrowedFd<'_>, line: &str) {
 /// The body of init; never returns.
 pub fn run(
     plan: &Plan,
+    identity: u32,
     root: &Path,
     fds: InitFds,
     runner_gone: impl FnOnce(BorrowedFd<'_>) -> bool,
@@ -75,7 +76,7 @@ pub fn run(
     if sys::set_parent_death_signal(Signal::SIGKILL).is_err() || runner_gone(report_fd) {
         sys::exit_now(EXIT_SETUP_FAILED);
     }
-    match setup_and_start(plan, root, Output { stdout, stderr }) {
+    match setup_and_start(plan, identity, root, Output { stdout, stderr }) {
         Ok(main) => supervise(main, report_fd),
         Err((code, e)) => {
             report(report_fd, &format!("error {e:#}"));
@@ -84,7 +85,12 @@ pub fn run(
     }
 }
 
-fn setup_and_start(plan: &Plan, root: &Path, fds: Output) -> Result<i32, (i32, anyhow::Error)> {
+fn setup_and_start(
+    plan: &Plan,
+    identity: u32,
+    root: &Path,
+    fds: Output,
+) -> Result<i32, (i32, anyhow::Error)> {
     let setup = |e: anyhow::Error| (EXIT_SETUP_FAILED, e);
     let spec = &plan.spec;
     plan.cgroups
@@ -125,7 +131,7 @@ fn setup_and_start(plan: &Plan, root: &Path, fds: Output) -> Result<i32, (i32, a
             .context("bringing up lo")
             .map_err(setup)?;
     }
-    crate::rootfs::build(spec, root).map_err(setup)?;
+    crate::rootfs::build(spec, identity, root).map_err(setup)?;
     crate::rootfs::pivot(root, matches!(spec.root, crate::RootFs::Host)).map_err(setup)?;
     let last_cap = sys::last_cap();
 
@@ -133,7 +139,7 @@ fn setup_and_start(plan: &Plan, root: &Path, fds: Output) -> Result<i32, (i32, a
     let pid = match sys::fork().map_err(|e| setup(e.into()))? {
         sys::Fork::Child => {
             drop(exec_r);
-            start_main(plan, last_cap, exec_w);
+            start_main(plan, identity, last_cap, exec_w);
         }
         sys::Fork::Parent(pid) => pid,
     };
@@ -199,8 +205,8 @@ fn supervise(main: i32, report_fd: BorrowedFd<'_>) -> ! {
 }
 
 /// In the forked main process: drop every privilege and exec the job.
-fn start_main(plan: &Plan, last_cap: u32, exec_w: OwnedFd) -> ! {
-    let (code, msg) = match become_job(plan, last_cap) {
+fn start_main(plan: &Plan, identity: u32, last_cap: u32, exec_w: OwnedFd) -> ! {
+    let (code, msg) = match become_job(plan, identity, last_cap) {
         Err(e) => (EXIT_SETUP_FAILED, format!("{e:#}")),
         Ok(()) => exec(&plan.spec.argv, &plan.spec.env),
     };
@@ -208,11 +214,11 @@ fn start_main(plan: &Plan, last_cap: u32, exec_w: OwnedFd) -> ! {
     sys::exit_now(code);
 }
 
-fn become_job(plan: &Plan, last_cap: u32) -> Result<()> {
+fn become_job(plan: &Plan, identity: u32, last_cap: u32) -> Result<()> {
     sys::new_session(0o022);
     sys::reset_signals();
-    sys::drop_to_user(plan.uid, plan.gid, last_cap)
-        .with_context(|| format!("dropping privileges for uid {} gid {}", plan.uid, plan.gid))?;
+    sys::drop_to_user(identity, identity, last_cap)
+        .with_context(|| format!("dropping privileges for uid and gid {identity}"))?;
     // The uid change reset the parent-death signal; set it again, and make
     // sure init did not die in between.
     sys::set_parent_death_signal(Signal::SIGKILL)?;

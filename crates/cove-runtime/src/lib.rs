@@ -9,7 +9,7 @@
 //! ```text
 //! Cove ── launch ──► runner (`cove run-container`, own session, logs, status.json)
 //!                      └─ init (pid 1 in the new PID namespace: namespaces, root, signals)
-//!                           └─ main process (pid 2: no capabilities, uid 65534, exec argv)
+//!                           └─ main process (pid 2: no capabilities, its own uid, exec argv)
 //! ```
 
 mod cgroup;
@@ -30,10 +30,23 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// The uid and gid the job runs as ("nobody" on Debian). A container's
-/// writable binds are chowned to them by [`Container::launch`].
-pub const CONTAINER_UID: u32 = 65534;
-pub const CONTAINER_GID: u32 = 65534;
+/// Every workload runs under an identity (uid = gid) of its own:
+/// `WORKLOAD_ID_BASE` plus its runner's pid. A pid is unique among the
+/// host's live processes and a container never outlives its runner, so no
+/// two running workloads share an identity, across Cove installations too,
+/// without any allocation to record or leak. The range (0x70000000 up to
+/// 0x70400000 for the largest pid_max) is what systemd leaves unused,
+/// above its container ranges and below the ids that break signed code.
+pub const WORKLOAD_ID_BASE: u32 = 0x7000_0000;
+
+/// The name the workload's identity has in the container's /etc/passwd
+/// and /etc/group.
+pub const WORKLOAD_USER: &str = "sagemaker-user";
+
+/// The identity of the workload whose runner has `runner_pid`.
+pub fn workload_id(runner_pid: i32) -> u32 {
+    WORKLOAD_ID_BASE + runner_pid.unsigned_abs()
+}
 
 /// The exit code reported for a container that vanished without a
 /// recorded status (its runner was killed, or the host rebooted).
@@ -120,6 +133,7 @@ pub struct Container {
     cgroups: cgroup::CgroupSet,
     runner: ProcId,
     init: Option<ProcId>,
+    identity: Option<u32>,
 }
 
 impl Container {
@@ -146,11 +160,6 @@ impl Container {
         for f in [state::RUNNER_FILE, state::STATUS_FILE] {
             let _ = std::fs::remove_file(state_dir.join(f));
         }
-        for b in spec.binds.iter().filter(|b| !b.read_only) {
-            chown_tree(&b.source, CONTAINER_UID, CONTAINER_GID).with_context(|| {
-                format!("handing {} to the container's uid", b.source.display())
-            })?;
-        }
         if let Some(parent) = spec.log_path.parent() {
             std::fs::create_dir_all(parent)?;
         }
@@ -167,12 +176,7 @@ impl Container {
         let cgroups = cgroup::create(&spec.id, spec.cpus, spec.memory_bytes);
         let mut spec = spec.clone();
         spec.state_dir = state_dir.clone();
-        let plan = Plan {
-            spec,
-            uid: CONTAINER_UID,
-            gid: CONTAINER_GID,
-            cgroups,
-        };
+        let plan = Plan { spec, cgroups };
         state::write(&state_dir, state::SPEC_FILE, &plan)?;
 
         match start_runner(&plan, runner, log) {
@@ -206,7 +210,14 @@ impl Container {
             cgroups: plan.cgroups,
             runner: record.runner,
             init: record.init,
+            identity: record.identity,
         }))
+    }
+
+    /// The uid (and gid) the container's processes run as; `None` for a
+    /// container started before it was recorded.
+    pub fn identity(&self) -> Option<u32> {
+        self.identity
     }
 
     pub fn id(&self) -> &str {
@@ -418,7 +429,7 @@ fn set_mode(path: &Path, mode: u32) -> Result<()> {
 }
 
 /// chown -R without following symlinks.
-fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+pub(crate) fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     std::os::unix::fs::lchown(path, Some(uid), Some(gid))?;
     let meta = std::fs::symlink_metadata(path)?;
     if meta.is_dir() {
@@ -436,12 +447,16 @@ fn start_runner(plan: &Plan, runner: &Path, log: std::fs::File) -> Result<Contai
     let state_dir = &plan.spec.state_dir;
     let (ready_r, ready_w) = sys::pipe()?;
     let w = ready_w.as_raw_fd();
+    // The runner's command line is the container's /proc/1/cmdline, which
+    // its processes can read: no host path in it (the spec is named
+    // relative to the runner's first working directory).
     let mut cmd = std::process::Command::new(runner);
+    std::os::unix::process::CommandExt::arg0(&mut cmd, "cove-runtime");
     cmd.arg("run-container")
-        .arg(state_dir.join(state::SPEC_FILE))
+        .arg(state::SPEC_FILE)
         .env_clear()
         .env(runner::READY_FD_ENV, w.to_string())
-        .current_dir("/")
+        .current_dir(state_dir)
         .stdin(std::process::Stdio::null())
         .stdout(log.try_clone()?)
         .stderr(log);

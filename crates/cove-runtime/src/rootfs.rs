@@ -4,6 +4,11 @@
 //! host's tree detached. Runs in the container's init, inside its private
 //! mount namespace, so none of these mounts is visible on the host and all
 //! of them vanish with the container.
+//!
+//! What the host's /etc would tell about the host is replaced: the user and
+//! group databases hold only root, nobody and the workload's own identity
+//! (an image's own entries are kept), /etc/hostname is the container's, and
+//! /etc/netns (every network namespace of every Cove on the host) is empty.
 
 use crate::{ContainerSpec, RootFs};
 use anyhow::{bail, Context, Result};
@@ -26,8 +31,9 @@ const PROC_READ_ONLY: &[&str] = &["sys", "sysrq-trigger", "irq", "bus", "fs"];
 /// /proc files that leak host memory or kernel state; hidden behind /dev/null.
 const PROC_MASKED: &[&str] = &["kcore", "keys", "timer_list", "sched_debug"];
 
-/// Assembles the container's root at `root` (an empty directory).
-pub fn build(spec: &ContainerSpec, root: &Path) -> Result<()> {
+/// Assembles the container's root at `root` (an empty directory), for a
+/// workload running as `identity`.
+pub fn build(spec: &ContainerSpec, identity: u32, root: &Path) -> Result<()> {
     match &spec.root {
         RootFs::Host => {
             sys::mount_fs(
@@ -138,6 +144,123 @@ pub fn build(spec: &ContainerSpec, root: &Path) -> Result<()> {
         sys::bind(&b.source, &at, flags)
             .with_context(|| format!("binding {} at {}", b.source.display(), b.target.display()))?;
     }
+    replace_host_identity(spec, identity, root)
+}
+
+/// The first lines of the generated user and group databases.
+const BASE_PASSWD: &str = "root:x:0:0:root:/root:/usr/sbin/nologin\n\
+    nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n";
+const BASE_GROUP: &str = "root:x:0:\nnogroup:x:65534:\n";
+
+/// The largest /etc/passwd or /etc/group of an image that is kept.
+const MAX_DATABASE: u64 = 1 << 20;
+
+fn replace_host_identity(spec: &ContainerSpec, identity: u32, root: &Path) -> Result<()> {
+    let image = matches!(spec.root, RootFs::Image(_));
+    let home = spec
+        .env
+        .iter()
+        .find(|(k, _)| k == "HOME")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("/tmp");
+    let user = crate::WORKLOAD_USER;
+    let passwd_line = format!("{user}:x:{identity}:{identity}::{home}:/bin/sh\n");
+    let group_line = format!("{user}:x:{identity}:\n");
+    for (name, base, line) in [
+        ("passwd", BASE_PASSWD, passwd_line),
+        ("group", BASE_GROUP, group_line),
+    ] {
+        let target = Path::new("/etc").join(name);
+        // An image's own users stay (its programs may run as them); the
+        // host's are nobody's business inside.
+        let mut content = if image {
+            let at = mount_point_file(root, &target)?;
+            read_database(&at)
+        } else {
+            base.to_string()
+        };
+        content = without_entry(&content, user, identity);
+        if !content.is_empty() && !content.ends_with('\n') {
+            content.push('\n');
+        }
+        content.push_str(&line);
+        bind_generated(spec, root, &target, name, &content, image)?;
+    }
+    bind_generated(
+        spec,
+        root,
+        Path::new("/etc/hostname"),
+        "hostname",
+        &format!("{}\n", spec.hostname),
+        image,
+    )?;
+    if !image && root.join("etc/netns").is_dir() {
+        sys::mount_fs(
+            "tmpfs",
+            "tmpfs",
+            &root.join("etc/netns"),
+            MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV | MountFlags::NOEXEC,
+            Some("size=4k,mode=0755"),
+        )
+        .context("hiding /etc/netns")?;
+    }
+    Ok(())
+}
+
+/// The image's database at `at` (already resolved inside the root), or
+/// nothing when it is not a plain, reasonably small file.
+fn read_database(at: &Path) -> String {
+    match std::fs::symlink_metadata(at) {
+        Ok(m) if m.is_file() && m.len() <= MAX_DATABASE => {
+            std::fs::read_to_string(at).unwrap_or_default()
+        }
+        _ => String::new(),
+    }
+}
+
+/// `content` without entries named `user` or numbered `id`.
+fn without_entry(content: &str, user: &str, id: u32) -> String {
+    let id = id.to_string();
+    content
+        .lines()
+        .filter(|l| {
+            let mut fields = l.split(':');
+            fields.next() != Some(user) && fields.nth(1) != Some(id.as_str())
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+/// Writes `content` to the state directory and binds it read-only at
+/// `target`; a target missing from the host's read-only /etc is skipped.
+fn bind_generated(
+    spec: &ContainerSpec,
+    root: &Path,
+    target: &Path,
+    file: &str,
+    content: &str,
+    create: bool,
+) -> Result<()> {
+    let inside = root.join(target.strip_prefix("/").unwrap_or(target));
+    if !create && !inside.is_file() {
+        return Ok(());
+    }
+    let source = spec.state_dir.join(file);
+    std::fs::write(&source, content).with_context(|| format!("writing {}", source.display()))?;
+    set_world_readable(&source)?;
+    let at = mount_point_file(root, target)?;
+    sys::bind(
+        &source,
+        &at,
+        MountFlags::RDONLY | MountFlags::NOSUID | MountFlags::NODEV,
+    )
+    .with_context(|| format!("binding {}", target.display()))?;
+    Ok(())
+}
+
+fn set_world_readable(path: &Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))?;
     Ok(())
 }
 
@@ -315,4 +438,20 @@ fn resolve_in_root(root: &Path, target: &Path, kind: Kind) -> Result<PathBuf> {
         );
     }
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_image_database_loses_only_entries_that_clash_with_the_workload() {
+        let image = "root:x:0:0::/root:/bin/sh\nmodel-server:x:1000:1000::/home/m:/bin/sh\n\
+                     sagemaker-user:x:1001:1001::/x:/bin/sh\nsquatter:x:1879048200:1::/:/bin/sh";
+        assert_eq!(
+            without_entry(image, "sagemaker-user", 1_879_048_200),
+            "root:x:0:0::/root:/bin/sh\nmodel-server:x:1000:1000::/home/m:/bin/sh\n"
+        );
+        assert_eq!(without_entry("", "u", 1), "");
+    }
 }

@@ -47,11 +47,14 @@ impl Ready {
     }
 }
 
-/// The body of `cove run-container <spec>`.
+/// The body of `cove run-container <spec>` (`launch` names the spec
+/// relative to the state directory, the runner's first working directory).
 pub fn run_container_main(spec_path: &Path) -> ! {
     let mut ready = Ready::from_env();
-    let state_dir = spec_path.parent().unwrap_or(Path::new("."));
-    match run(spec_path, state_dir, &mut ready) {
+    let spec_path = std::fs::canonicalize(spec_path).unwrap_or_else(|_| spec_path.to_path_buf());
+    let _ = std::env::set_current_dir("/");
+    let state_dir = spec_path.parent().unwrap_or(Path::new("/"));
+    match run(&spec_path, state_dir, &mut ready) {
         Ok(()) => std::process::exit(0),
         Err(e) => {
             eprintln!("cove-runtime: {e:#}");
@@ -78,14 +81,21 @@ fn run(spec_path: &Path, state_dir: &Path, ready: &mut Ready) -> Result<()> {
     // Nothing the runner inherited may reach the job.
     sys::cloexec_from(3)?;
     let me = ProcId::of(sys::getpid()).context("reading /proc/self/stat")?;
+    let identity = crate::workload_id(me.pid);
     state::write(
         state_dir,
         state::RUNNER_FILE,
         &RunnerRecord {
             runner: me,
             init: None,
+            identity: Some(identity),
         },
     )?;
+    for b in plan.spec.binds.iter().filter(|b| !b.read_only) {
+        crate::chown_tree(&b.source, identity, identity).with_context(|| {
+            format!("handing {} to the container's identity", b.source.display())
+        })?;
+    }
 
     // Blocked here, inherited blocked by init, which waits for them with
     // sigwaitinfo; the runner reads its own through a signalfd.
@@ -112,6 +122,7 @@ fn run(spec_path: &Path, state_dir: &Path, ready: &mut Ready) -> Result<()> {
             drop((out_r, err_r, rep_r, sigfd));
             init::run(
                 &plan,
+                identity,
                 &root,
                 InitFds {
                     report: rep_w,
@@ -132,6 +143,7 @@ fn run(spec_path: &Path, state_dir: &Path, ready: &mut Ready) -> Result<()> {
         &RunnerRecord {
             runner: me,
             init: Some(init),
+            identity: Some(identity),
         },
     )?;
 

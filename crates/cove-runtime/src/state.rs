@@ -23,8 +23,6 @@ pub const ROOT_DIR: &str = "root";
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Plan {
     pub spec: ContainerSpec,
-    pub uid: u32,
-    pub gid: u32,
     pub cgroups: CgroupSet,
 }
 
@@ -68,6 +66,10 @@ pub struct RunnerRecord {
     pub runner: ProcId,
     /// The container's init (pid 1 inside), once it has been started.
     pub init: Option<ProcId>,
+    /// The uid = gid the container's processes run as
+    /// ([`crate::workload_id`] of the runner).
+    #[serde(default)]
+    pub identity: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

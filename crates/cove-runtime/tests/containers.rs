@@ -177,14 +177,36 @@ echo "toplevel=$(ls / | tr '\n' ' ')"
 grep -E '^(Cap|NoNewPrivs)' /proc/self/status | tr -d '\t' | sed 's/:/=/'
 echo written > /opt/ml/output.txt && echo "write=ok"
 echo "cwd=$(pwd)"
+echo "whoami=$(whoami)"
+echo "users=$(cut -d: -f1 /etc/passwd | tr '\n' ' ')"
+echo "groups=$(cut -d: -f1 /etc/group | tr '\n' ' ')"
+echo "etc_hostname=$(cat /etc/hostname)"
+echo "etc_netns=$(ls -A /etc/netns 2>/dev/null | wc -l)"
+echo "init_cmdline=$(tr '\0' ' ' < /proc/1/cmdline)"
 "#
     );
-    let (status, log) = f.run(&f.spec(&["/bin/sh", "-c", &script]));
+    let spec = f.spec(&["/bin/sh", "-c", &script]);
+    let c = f.launch(&spec).expect("launch");
+    let status = c.wait_timeout(Duration::from_secs(30)).expect("ends");
+    let log = std::fs::read_to_string(&spec.log_path).unwrap_or_default();
+    let identity = c.identity().expect("the runner records the identity");
     assert_eq!(status, Status::Exited(0), "{log}");
     assert_eq!(line(&log, "hostname"), "algo-1");
     // Pid 1 is the runtime's init; the job's shell comes right after it.
     assert_eq!(line(&log, "pid"), "2", "{log}");
-    assert_eq!(line(&log, "ids"), "65534:65534");
+    // An identity of its own, from the workload range, named in its
+    // /etc/passwd; none of the host's users, hostname or namespaces.
+    assert!(identity >= cove_runtime::WORKLOAD_ID_BASE, "{identity}");
+    assert_eq!(line(&log, "ids"), format!("{identity}:{identity}"));
+    assert_eq!(line(&log, "whoami"), cove_runtime::WORKLOAD_USER);
+    assert_eq!(line(&log, "users").trim(), "root nobody sagemaker-user");
+    assert_eq!(line(&log, "groups").trim(), "root nogroup sagemaker-user");
+    assert_eq!(line(&log, "etc_hostname"), "algo-1");
+    assert_eq!(line(&log, "etc_netns"), "0");
+    assert_eq!(
+        line(&log, "init_cmdline").trim(),
+        "cove-runtime run-container spec.json"
+    );
     assert_eq!(line(&log, "marker"), "from-the-host");
     assert!(line(&log, "hosts").contains("10.0.0.5"));
     let processes: u32 = line(&log, "processes").parse().unwrap();
@@ -202,10 +224,34 @@ echo "cwd=$(pwd)"
     let written = f.path("ml/output.txt");
     assert_eq!(std::fs::read_to_string(&written).unwrap(), "written\n");
     use std::os::unix::fs::MetadataExt;
-    assert_eq!(
-        std::fs::metadata(&written).unwrap().uid(),
-        cove_runtime::CONTAINER_UID
-    );
+    assert_eq!(std::fs::metadata(&written).unwrap().uid(), identity);
+}
+
+#[test]
+fn workloads_running_at_once_have_distinct_identities() {
+    if !is_root() {
+        return;
+    }
+    let f = Fixture::new("ids");
+    let containers: Vec<_> = (0..3)
+        .map(|n| f.launch(&f.spec_n(n, &["sleep", "30"])).expect("launch"))
+        .collect();
+    let mut ids: Vec<u32> = containers.iter().map(|c| c.identity().unwrap()).collect();
+    for (c, id) in containers.iter().zip(&ids) {
+        for pid in c.pids() {
+            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+            let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or("");
+            // Init stays root; every other process is the workload's.
+            assert!(
+                uid.split_whitespace().skip(1).all(|u| u == "0")
+                    || uid.split_whitespace().skip(1).all(|u| u == id.to_string()),
+                "{uid}"
+            );
+        }
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "{ids:?}");
 }
 
 #[test]
