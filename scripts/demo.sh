@@ -17,6 +17,9 @@ cd "$(dirname "$0")/.."
 need_apt=()
 command -v nft >/dev/null || need_apt+=(nftables)
 command -v curl >/dev/null || need_apt+=(curl)
+# Jobs' ML storage volumes: ext4 in a loop-mounted file (util-linux, e2fsprogs).
+command -v mkfs.ext4 >/dev/null || need_apt+=(e2fsprogs)
+command -v losetup >/dev/null || need_apt+=(mount)
 python3 -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
 # pip for the host's Python: script mode installs requirements.txt with it.
 /usr/bin/python3 -m pip --version >/dev/null 2>&1 || need_apt+=(python3-pip)

@@ -65,6 +65,11 @@ def test_cove_exec_runs_as_nobody_without_capabilities_unless_privileged(cove_se
         assert listing.returncode != 0 and "Permission denied" in listing.stderr, listing
         down = cove_server.exec(eni, "ip", "link", "set", "lo", "down", privileged=False)
         assert down.returncode != 0, down
+        # The workloads' system-call filter: no user namespace of its own (which
+        # would make it root over nf_tables there); --privileged has no filter.
+        userns = cove_server.exec(eni, "unshare", "--user", "true", privileged=False)
+        assert userns.returncode != 0 and "Operation not permitted" in userns.stderr, userns
+        assert cove_server.exec(eni, "unshare", "--user", "true", privileged=True).returncode == 0
         # It still trusts Cove's CA and uses the VPC's resolver, as a job does.
         bundle = cove_server.exec(eni, "head", "-c", "27", "/etc/ssl/certs/ca-certificates.crt", privileged=False)
         assert bundle.stdout == "-----BEGIN CERTIFICATE-----", bundle

@@ -2,14 +2,16 @@
 //! job's files live and how this host is set up ([`Settings`]), how one
 //! host's container is launched on its ENI ([`launch`]), how data moves
 //! between S3 and a host's network ([`s3`]), how a container's log reaches
-//! CloudWatch Logs ([`logs`]) and how Cove talks HTTP to a serving
-//! container inside its namespace ([`http`]).
+//! CloudWatch Logs ([`logs`]), a host's ML storage volume ([`volume`]), and
+//! how Cove talks HTTP to a serving container inside its namespace
+//! ([`http`]).
 
 pub mod http;
 pub mod launch;
 pub mod logs;
 pub mod pull;
 pub mod s3;
+pub mod volume;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -35,6 +35,18 @@ pub enum TransferError {
         message: String,
     },
     Local(String),
+    /// The host's ML storage volume is full (ENOSPC or EDQUOT).
+    DiskFull,
+}
+
+impl TransferError {
+    /// A local I/O error: `DiskFull` when the volume is full.
+    pub fn from_io(e: std::io::Error) -> TransferError {
+        match e.raw_os_error() {
+            Some(28 | 122) => TransferError::DiskFull,
+            _ => TransferError::Local(e.to_string()),
+        }
+    }
 }
 
 impl std::fmt::Display for TransferError {
@@ -47,6 +59,7 @@ impl std::fmt::Display for TransferError {
                 message,
             } => write!(f, "{code} ({status}): {message}"),
             TransferError::Local(e) => write!(f, "{e}"),
+            TransferError::DiskFull => write!(f, "Insufficient disk space"),
         }
     }
 }
@@ -68,6 +81,7 @@ pub fn transfer_failure(e: TransferError, network_message: &str) -> String {
             message,
         } => format!("ClientError: {code} ({status}): {message}"),
         TransferError::Local(detail) => format!("ClientError: {detail}"),
+        TransferError::DiskFull => "ClientError: Insufficient disk space".to_string(),
     }
 }
 
@@ -247,12 +261,18 @@ impl S3Client {
         let partial = dest.with_extension("cove-partial");
         let n = self.call("GET", url, &Self::empty, |connection, body| {
             if let Some(dir) = dest.parent() {
-                std::fs::create_dir_all(dir).map_err(local)?;
+                std::fs::create_dir_all(dir).map_err(TransferError::from_io)?;
             }
-            let mut file = std::fs::File::create(&partial).map_err(local)?;
-            connection.copy_body(body, &mut file).map_err(network)
+            let mut file = std::fs::File::create(&partial).map_err(TransferError::from_io)?;
+            connection.copy_body(body, &mut file).map_err(|e| {
+                if e.raw_os_error().is_some() {
+                    TransferError::from_io(e)
+                } else {
+                    network(e)
+                }
+            })
         })?;
-        std::fs::rename(&partial, dest).map_err(local)?;
+        std::fs::rename(&partial, dest).map_err(TransferError::from_io)?;
         Ok(n)
     }
 

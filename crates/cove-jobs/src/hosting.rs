@@ -808,6 +808,11 @@ impl Hosting {
                     "Failed to download model data from URL \"{model_url}\": {code} ({status}): {message}"
                 ))));
             }
+            Err(TransferError::DiskFull) => {
+                return Ok(Err(Failure(format!(
+                    "Failed to download model data from URL \"{model_url}\": Insufficient disk space"
+                ))));
+            }
             Err(TransferError::Local(err)) => anyhow::bail!("preparing the model's files: {err}"),
         }
         for (archive, into) in [

@@ -27,6 +27,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const DATA_DOWNLOAD_FAILED: &str = "ClientError: Data download failed:Please ensure that the subnet's route table has a route to an S3 VPC endpoint or a NAT device, and both the security groups and the subnet's network ACL allow outbound traffic to S3.";
+/// AWS's reasons when the ML storage volume (`VolumeSizeInGB`) is full.
+pub const DATA_DOWNLOAD_DISK_FULL: &str =
+    "ClientError: Data download failed:Insufficient disk space";
 pub const ARTIFACT_UPLOAD_FAILED: &str = "ClientError: Artifact upload failed:Please ensure that the subnet's route table has a route to an S3 VPC endpoint or a NAT device, and both the security groups and the subnet's network ACL allow outbound traffic to S3";
 
 fn stopped_message(kind: JobKind) -> &'static str {
@@ -337,6 +340,7 @@ impl Training {
         if let Err(f) = self.registry_through_vpc(job)? {
             return Ok(Err(f));
         }
+        self.attach_volumes(job);
         let sources = download_plan(job);
         // Output directories exist before the program starts, as on AWS.
         let mut dirs: Vec<String> = vec![
@@ -360,8 +364,7 @@ impl Training {
         let results = self.on_each_host(job, move |i, host_dir, client| {
             let ml = host_dir.join("ml");
             for dir in &dirs {
-                std::fs::create_dir_all(ml.join(dir))
-                    .map_err(|e| TransferError::Local(e.to_string()))?;
+                std::fs::create_dir_all(ml.join(dir)).map_err(TransferError::from_io)?;
             }
             for source in &sources {
                 fetch(client, source, &ml, i, hosts, &region, &role)?;
@@ -392,6 +395,9 @@ impl Training {
                         "ClientError: Data download failed:Failed to download data. {code} ({status}): {message}"
                     ))))
                 }
+                Err(TransferError::DiskFull) => {
+                    return Ok(Err(Failure(DATA_DOWNLOAD_DISK_FULL.into())));
+                }
                 Err(TransferError::Local(e)) => anyhow::bail!("preparing the job's files: {e}"),
             }
         }
@@ -417,6 +423,27 @@ impl Training {
             }
         })?;
         Ok(Ok(()))
+    }
+
+    /// Gives each host its ML storage volume of `VolumeSizeInGB`. A host
+    /// that cannot have one (no loop devices, no mkfs.ext4) runs on the
+    /// data directory's disk, said in the job's log and Cove's.
+    fn attach_volumes(&self, job: &SageMakerJob) {
+        let Some(size) = job.request.volume_size_gb() else {
+            return;
+        };
+        for host in &job.hosts {
+            let dir = self.host_dir(job, &host.name);
+            if let Err(e) = cove_host::volume::attach(&dir, size) {
+                tracing::warn!(job = %job.name, host = %host.name, error = %format!("{e:#}"), "no ML storage volume; the job's files go to the data directory's disk");
+                let note = format!("cove: no {size} GiB ML storage volume on this host ({e:#}); /opt/ml is not size-limited\n");
+                let _ = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(dir.join("container.log"))
+                    .and_then(|mut log| std::io::Write::write_all(&mut log, note.as_bytes()));
+            }
+        }
     }
 
     // ---- Running ----
@@ -818,6 +845,7 @@ impl Training {
             .join(&job.name);
         for host in &job.hosts {
             unmount(&dir.join(&host.name).join("rootfs"));
+            cove_host::volume::detach(&dir.join(&host.name))?;
         }
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
@@ -926,7 +954,7 @@ fn fetch(
     let (bucket, prefix) = parse_s3_uri(&source.uri)
         .ok_or_else(|| TransferError::Local(format!("not an S3 URI: {}", source.uri)))?;
     let dest = ml.join(&source.local);
-    std::fs::create_dir_all(&dest).map_err(|e| TransferError::Local(e.to_string()))?;
+    std::fs::create_dir_all(&dest).map_err(TransferError::from_io)?;
     if let Some(name) = &source.exact_file {
         client.get_to_file(&bucket, &prefix, &dest.join(name))?;
         return Ok(());
@@ -1074,7 +1102,7 @@ fn files_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 fn put(client: &S3Client, item: &Upload, ml: &Path) -> Result<(), TransferError> {
-    let local = |e: std::io::Error| TransferError::Local(e.to_string());
+    let local = TransferError::from_io;
     match &item.kind {
         UploadKind::Archive { dir, uri, always } => {
             let src = ml.join(dir);
@@ -1083,7 +1111,9 @@ fn put(client: &S3Client, item: &Upload, ml: &Path) -> Result<(), TransferError>
             }
             let (bucket, key) = parse_s3_uri(uri)
                 .ok_or_else(|| TransferError::Local(format!("not an S3 URI: {uri}")))?;
-            let archive = ml.with_file_name(format!("{}.tar.gz", dir.replace('/', "-")));
+            // Packed on the ML storage volume, as on AWS: a volume too full
+            // for the archive fails the upload with "Insufficient disk space".
+            let archive = ml.join(format!(".cove-{}.tar.gz", dir.replace('/', "-")));
             {
                 let file = std::fs::File::create(&archive).map_err(local)?;
                 let gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
@@ -1092,8 +1122,9 @@ fn put(client: &S3Client, item: &Upload, ml: &Path) -> Result<(), TransferError>
                 tar.append_dir_all(".", &src).map_err(local)?;
                 tar.into_inner().map_err(local)?.finish().map_err(local)?;
             }
-            client.put_file(&bucket, &key, &archive)?;
-            Ok(())
+            let sent = client.put_file(&bucket, &key, &archive);
+            let _ = std::fs::remove_file(&archive);
+            sent.map(drop)
         }
         UploadKind::Tree { dir, uri } => {
             let (bucket, prefix) = parse_s3_uri(uri)

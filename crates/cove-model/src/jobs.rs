@@ -304,6 +304,16 @@ impl JobRequest {
             crate::convert::u64_to_usize(count),
         )
     }
+
+    /// The ML storage volume of each instance, in GiB (`VolumeSizeInGB`);
+    /// `None` when the request gives none.
+    pub fn volume_size_gb(&self) -> Option<u64> {
+        let size = match self {
+            JobRequest::Training(r) => r.resource_config.as_ref()?.volume_size_in_gb?,
+            JobRequest::Processing(r) => r.processing_resources.cluster_config.volume_size_in_gb,
+        };
+        u64::try_from(size).ok().filter(|&s| s > 0)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -662,6 +672,7 @@ mod tests {
         };
         assert_eq!(r.training_job_name, "j");
         assert_eq!(job.request.cluster(), ("ml.m5.large".to_string(), 2));
+        assert_eq!(job.request.volume_size_gb(), Some(10));
         assert_eq!(job.request.vpc_config().unwrap().subnets, ["subnet-1"]);
         assert!(job.request.network_isolation());
         assert_eq!(job.request.image(), Some("img"));
@@ -680,6 +691,7 @@ mod tests {
         let job: SageMakerJob =
             serde_json::from_value(stored_job("Processing", processing.clone())).unwrap();
         assert_eq!(job.request.kind(), JobKind::Processing);
+        assert_eq!(job.request.volume_size_gb(), Some(5));
         assert_eq!(job.request.role_arn(), "arn:aws:iam::000000000000:role/r");
         assert_eq!(job.request.vpc_config().unwrap().subnets, ["subnet-2"]);
         assert!(!job.request.network_isolation());
