@@ -145,6 +145,48 @@ def test_presigned_urls_expire_when_they_say(cove_server, monkeypatch):
     assert status == 403 and "Request has expired" in body, body
 
 
+def test_sigv2_requests_must_be_dated_within_fifteen_minutes(cove_server):
+    """S3 still takes SigV2 (botocore's HmacV1Auth signs it); a captured
+    request replayed 400 days later, or one without a date, is refused."""
+    import email.utils
+    import time
+    s3 = cove_server.client("s3")
+    bucket = "sigv2-" + os.urandom(4).hex()
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="k", Body=b"v2")
+    url = f"{cove_server.endpoint}/{bucket}/k"
+
+    class SignedAt(botocore.auth.HmacV1Auth):
+        """botocore's SigV2 signer, dated when the test says (it dates now)."""
+        def __init__(self, date):
+            super().__init__(botocore.credentials.Credentials(ACCESS_KEY, SECRET_KEY))
+            self.date = date
+
+        def _get_date(self):
+            return self.date or email.utils.formatdate(usegmt=True)
+
+    def get(date):
+        req = botocore.awsrequest.AWSRequest(method="GET", url=url)
+        SignedAt(date).add_auth(req)
+        if not date:
+            del req.headers["Date"]
+        r = urllib.request.Request(req.url, headers=dict(req.headers.items()), method="GET")
+        try:
+            with urllib.request.urlopen(r, timeout=10) as resp:
+                return resp.status, resp.read().decode(errors="replace")
+        except urllib.error.HTTPError as e:
+            return e.code, e.read().decode(errors="replace")
+
+    assert get(email.utils.formatdate(usegmt=True)) == (200, "v2")
+    old = email.utils.formatdate(time.time() - 400 * 86400, usegmt=True)
+    status, body = get(old)
+    assert status == 403 and code_of(body) == "RequestTimeTooSkewed", body
+    assert f"<RequestTime>{old}</RequestTime>" in body and "<MaxAllowedSkewMilliseconds>900000<" in body, body
+    status, body = get(None)
+    assert status == 403 and code_of(body) == "AccessDenied", body
+    assert "AWS authentication requires a valid Date or x-amz-date header" in body, body
+
+
 def test_oversized_body_is_refused(cove_server):
     """A body over the limit is refused without being read: the client sees
     413, or a reset when the server closes before the upload ends. Either way

@@ -19,6 +19,7 @@ pub mod origin;
 pub use cove_model::policy;
 mod quiet;
 mod service;
+pub mod sigv2;
 pub mod storage;
 
 pub use origin::{s3_origin, S3Origin};
@@ -93,6 +94,21 @@ impl S3Front {
     pub async fn handle(&self, req: Request<Body>, origin: S3Origin) -> Response<Body> {
         let request_id = uuid::Uuid::new_v4().simple().to_string()[..16].to_ascii_uppercase();
         let (mut parts, body) = req.into_parts();
+        if let Err(refusal) = sigv2::check_time(&parts, std::time::SystemTime::now()) {
+            let xml = refusal.error_xml(std::time::SystemTime::now());
+            let xml = xml.replace(
+                "</Error>",
+                &format!("<RequestId>{request_id}</RequestId></Error>"),
+            );
+            return Response::builder()
+                .status(StatusCode::FORBIDDEN)
+                .header("content-type", "application/xml")
+                .header("x-amz-request-id", &request_id)
+                .body(Body::from(format!(
+                    "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n{xml}"
+                )))
+                .expect("static response");
+        }
         parts.extensions.insert(origin);
         let req = Request::from_parts(parts, s3s::Body::http_body_unsync(body));
         let call = self.service.call(req).with_subscriber(self.logs.clone());
