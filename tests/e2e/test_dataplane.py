@@ -213,6 +213,19 @@ def test_gateway_endpoint_is_the_only_way_to_s3(cove_server, ec2, vpc):
         assert eventually(lambda: not to_s3().startswith("blocked"))
         source = to_s3()
         assert source.startswith("100."), source  # the endpoint's own address, not the ENI's
+        # The endpoint carries S3's prefix list and nothing else: not the
+        # region network's other addresses, the far end of its own link among
+        # them (where a server listening on every address would answer).
+        far_end = ".".join(source.split(".")[:3] + [str(int(source.split(".")[3]) + 1)])
+        anywhere = cove_server.spawn(None, sys.executable, "-c", ECHO_PEER, "0.0.0.0", "8446")
+        try:
+            assert anywhere.stdout.readline().strip() == "ready"
+            for address in (far_end, INTERNET):
+                out = cove_server.exec(eni, sys.executable, "-c", PEER_CLIENT, address, "8446").stdout.strip()
+                assert out.startswith("blocked"), (address, out)
+        finally:
+            anywhere.send_signal(signal.SIGKILL)
+            anywhere.wait()
         # Security groups still apply: egress only to the S3 prefix list on that port works, nothing else.
         pl = ec2.describe_prefix_lists()["PrefixLists"][0]["PrefixListId"]
         default_egress = [r["SecurityGroupRuleId"] for r in ec2.describe_security_group_rules(

@@ -628,6 +628,16 @@ pub fn render(plan: &RouterPlan) -> Ruleset {
     b.base("prerouting", "nat", "prerouting", -100, "accept");
     b.base("postrouting", "nat", "postrouting", 100, "accept");
     for e in &plan.endpoints {
+        // A gateway endpoint carries its service's prefix list and nothing
+        // else: not the region network's other addresses (the link's own
+        // far end among them), which the router's connected route would
+        // otherwise reach.
+        let mut carries_only = vec![eq(meta("oifname"), json!(e.link.router_link))];
+        if let Some(set) = &e.prefix_list_set {
+            carries_only.push(json!({"match": {"op": "!=", "left": ip_field("daddr"), "right": format!("@{set}")}}));
+        }
+        carries_only.push(verdict("drop"));
+        b.rule("forward", carries_only);
         // The service tells endpoints apart by this source address.
         b.rule(
             "postrouting",

@@ -142,6 +142,10 @@ pub struct TablePlan {
 pub struct EndpointPlan {
     pub id: String,
     pub link: IgwPlan,
+    /// The nftables set of the service's prefix list: the only
+    /// destinations the link carries. `None` for a service without one,
+    /// whose link then carries nothing.
+    pub prefix_list_set: Option<String>,
 }
 
 /// The veth between the router and the region network, for an attached internet gateway.
@@ -572,13 +576,19 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
         .collect();
     public_ips.sort();
 
+    let region_prefix_lists = region::prefix_lists(&vpc.region);
     let endpoints: Vec<EndpointPlan> = world
         .vpc_endpoints
         .values()
         .filter(|e| e.vpc_id == vpc_id && e.endpoint_type == EndpointType::Gateway)
         .map(|e| {
             let (router_ip, region_ip) = link_addresses(&e.id);
+            let prefix_list_set = region_prefix_lists
+                .iter()
+                .find(|(_, name, _)| *name == e.service_name)
+                .map(|(id, _, _)| naming::prefix_list_set(id));
             EndpointPlan {
+                prefix_list_set,
                 id: e.id.clone(),
                 link: IgwPlan {
                     router_link: naming::endpoint_link(&e.id),
