@@ -189,6 +189,8 @@ def test_internet_gateway_nat_gateway_and_blackhole(cove_server, ec2, vpc, inter
 
 
 S3 = "192.0.2.20"
+FETCH_STATUS = "import sys,urllib.request,urllib.error\ntry:\n print(urllib.request.urlopen(sys.argv[1],timeout=3).status)\n" \
+               "except urllib.error.HTTPError as e:\n print(e.code)\nexcept OSError as e:\n print('blocked',e)\n"
 S3_TEST_PORT = "8443"
 
 
@@ -216,6 +218,10 @@ def test_gateway_endpoint_is_the_only_way_to_s3(cove_server, ec2, vpc):
         # The endpoint carries S3's prefix list and nothing else: not the
         # region network's other addresses, the far end of its own link among
         # them (where a server listening on every address would answer).
+        # S3's address serves S3, not Cove's own paths (health, the Studio front).
+        for path in ("/_cove/health", "/_cove/studio/d-x/p/"):
+            got = cove_server.exec(eni, sys.executable, "-c", FETCH_STATUS, f"http://{S3}{path}").stdout.strip()
+            assert got in ("400", "403"), (path, got)  # S3's own error for such a bucket and key
         far_end = ".".join(source.split(".")[:3] + [str(int(source.split(".")[3]) + 1)])
         anywhere = cove_server.spawn(None, sys.executable, "-c", ECHO_PEER, "0.0.0.0", "8446")
         try:

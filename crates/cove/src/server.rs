@@ -87,6 +87,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         studio_key: Arc::new(studio_key),
         ecr: ecr.clone(),
     });
+    // Cove's own paths (health, the Studio front) are served on the host
+    // listener only; the service addresses inside the data plane answer as
+    // the AWS service there would, nothing more.
+    let services_router = Router::new().fallback(aws).with_state(app.clone());
     let router = Router::new()
         .route("/_cove/health", get(health))
         .route("/_cove/studio/{*rest}", axum::routing::any(studio))
@@ -122,7 +126,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let instance = start_data_plane(
         &settings,
         store.clone(),
-        router.clone(),
+        services_router,
         logs.clone(),
         s3_front,
         (certs.server_config()?, web_certs.server_config()?),
