@@ -9,7 +9,8 @@ use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE log_groups (
         id                  INTEGER PRIMARY KEY,
         account             TEXT NOT NULL,
@@ -45,7 +46,17 @@ const MIGRATIONS: &[&str] = &["
     );
     CREATE INDEX log_events_by_stream ON log_events (group_id, stream_id, timestamp);
     CREATE INDEX log_events_by_group ON log_events (group_id, timestamp);
-"];
+",
+    "
+    -- How far Cove's own shippers (job and endpoint logs) have shipped each
+    -- source file, written in the transaction that stores the lines, so a
+    -- crash can neither lose nor repeat them.
+    CREATE TABLE shipped_sources (
+        source      TEXT PRIMARY KEY,
+        byte_offset INTEGER NOT NULL
+    );
+",
+];
 
 /// An error inside the crate: an AWS error for the caller, or a database
 /// failure (answered as `ServiceUnavailableException` and logged).

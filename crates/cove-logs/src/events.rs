@@ -10,6 +10,7 @@ use crate::token::{sequence_token, Direction, EventKey, PageToken, StreamToken};
 use crate::LogsService;
 use cove_model::AwsResult;
 use rusqlite::types::Type;
+use rusqlite::OptionalExtension;
 use rusqlite::{params, Row};
 use std::collections::{HashMap, HashSet};
 
@@ -109,53 +110,121 @@ impl LogsService {
         now: i64,
     ) -> AwsResult<PutOutcome> {
         check_batch(events).map_err(invalid)?;
+        Ok(self
+            .db
+            .write(|tx| put_in(tx, region, account, group, stream, events, now))?)
+    }
+
+    /// Stores lines a shipper read from `source` (a file, named by an id
+    /// that is unique to it) up to byte `end`, and records `end` as that
+    /// source's offset in the same transaction; a batch ending at or before
+    /// the recorded offset was stored before (a crash came between the
+    /// commit and the shipper's next read) and is not stored again.
+    #[allow(clippy::too_many_arguments)]
+    pub fn put_shipped_events<S: AsRef<str>>(
+        &self,
+        region: &str,
+        account: &str,
+        group: &str,
+        stream: &str,
+        events: &[(i64, S)],
+        source: &str,
+        end: u64,
+    ) -> AwsResult<()> {
+        check_batch(events).map_err(invalid)?;
+        let end = i64::try_from(end).map_err(|_| invalid("offset too large"))?;
+        let now = crate::now_ms();
         Ok(self.db.write(|tx| {
-            let g = groups::group(tx, region, account, group)?;
-            let s = groups::stream(tx, g.id, stream)?;
-            let timestamps: Vec<i64> = events.iter().map(|e| e.0).collect();
-            let (range, rejected) = classify(&timestamps, now, g.retention_days);
-            let accepted = &events[range.clone()];
-            if let (Some(first), Some(last)) = (accepted.first(), accepted.last()) {
-                let mut bytes = 0i64;
-                {
-                    let mut insert = tx.prepare_cached(
-                        "INSERT INTO log_events (group_id, stream_id, timestamp, ingestion_time, message)
+            let shipped: Option<i64> = tx
+                .query_row(
+                    "SELECT byte_offset FROM shipped_sources WHERE source = ?1",
+                    [source],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if shipped.is_some_and(|at| at >= end) {
+                return Ok(());
+            }
+            put_in(tx, region, account, group, stream, events, now)?;
+            tx.execute(
+                "INSERT INTO shipped_sources (source, byte_offset) VALUES (?1, ?2)
+                 ON CONFLICT (source) DO UPDATE SET byte_offset = excluded.byte_offset",
+                params![source, end],
+            )?;
+            Ok(())
+        })?)
+    }
+
+    /// How far `source` has been shipped (0 when never).
+    pub fn shipped_offset(&self, source: &str) -> AwsResult<u64> {
+        let at: Option<i64> = self.db.read(|c| {
+            Ok(c.query_row(
+                "SELECT byte_offset FROM shipped_sources WHERE source = ?1",
+                [source],
+                |r| r.get(0),
+            )
+            .optional()?)
+        })?;
+        Ok(at.and_then(|a| u64::try_from(a).ok()).unwrap_or(0))
+    }
+}
+
+/// The body of a `PutLogEvents` inside its transaction.
+fn put_in<S: AsRef<str>>(
+    tx: &rusqlite::Transaction<'_>,
+    region: &str,
+    account: &str,
+    group: &str,
+    stream: &str,
+    events: &[(i64, S)],
+    now: i64,
+) -> crate::db::Result<PutOutcome> {
+    let g = groups::group(tx, region, account, group)?;
+    let s = groups::stream(tx, g.id, stream)?;
+    let timestamps: Vec<i64> = events.iter().map(|e| e.0).collect();
+    let (range, rejected) = classify(&timestamps, now, g.retention_days);
+    let accepted = &events[range.clone()];
+    if let (Some(first), Some(last)) = (accepted.first(), accepted.last()) {
+        let mut bytes = 0i64;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO log_events (group_id, stream_id, timestamp, ingestion_time, message)
                          VALUES (?1, ?2, ?3, ?4, ?5)",
-                    )?;
-                    for (ts, message) in accepted {
-                        let message = message.as_ref();
-                        insert.execute(params![g.id, s, ts, now, message])?;
-                        // why: check_batch above caps a batch at
-                        // MAX_BATCH_BYTES (1 MiB), far inside i64.
-                        #[allow(clippy::cast_possible_wrap)]
-                        let len = message.len() as i64;
-                        bytes += len;
-                    }
-                }
-                tx.execute(
-                    "UPDATE log_streams SET
+            )?;
+            for (ts, message) in accepted {
+                let message = message.as_ref();
+                insert.execute(params![g.id, s, ts, now, message])?;
+                // why: check_batch above caps a batch at
+                // MAX_BATCH_BYTES (1 MiB), far inside i64.
+                #[allow(clippy::cast_possible_wrap)]
+                let len = message.len() as i64;
+                bytes += len;
+            }
+        }
+        tx.execute(
+            "UPDATE log_streams SET
                         first_event_timestamp = MIN(COALESCE(first_event_timestamp, ?1), ?1),
                         last_event_timestamp = MAX(COALESCE(last_event_timestamp, ?2), ?2),
                         last_ingestion_time = ?3,
                         stored_bytes = stored_bytes + ?4,
                         upload_sequence = ?5
                      WHERE id = ?6",
-                    params![first.0, last.0, now, bytes, tx.last_insert_rowid(), s],
-                )?;
-            }
-            let seq: i64 = tx.query_row(
-                "SELECT upload_sequence FROM log_streams WHERE id = ?1",
-                [s],
-                |r| r.get(0),
-            )?;
-            Ok(PutOutcome {
-                next_sequence_token: sequence_token(seq),
-                rejected,
-                stored: range.len(),
-            })
-        })?)
+            params![first.0, last.0, now, bytes, tx.last_insert_rowid(), s],
+        )?;
     }
+    let seq: i64 = tx.query_row(
+        "SELECT upload_sequence FROM log_streams WHERE id = ?1",
+        [s],
+        |r| r.get(0),
+    )?;
+    Ok(PutOutcome {
+        next_sequence_token: sequence_token(seq),
+        rejected,
+        stored: range.len(),
+    })
+}
 
+impl LogsService {
     /// Reads a stream page by page in either direction (`GetLogEvents`).
     pub fn get_log_events(
         &self,

@@ -603,3 +603,32 @@ fn ensure_is_idempotent_and_validates_names() {
     assert!(svc.ensure_group(R, A, "bad name").is_err());
     assert!(svc.ensure_stream(R, A, "g", "bad:name").is_err());
 }
+
+#[test]
+fn shipped_lines_are_stored_once_whatever_is_sent_again() {
+    let svc = LogsService::in_memory().unwrap();
+    svc.ensure_stream(R, A, "g", "s").unwrap();
+    let now = now_ms();
+    let first = [(now, "line 1"), (now, "line 2")];
+    assert_eq!(svc.shipped_offset("src").unwrap(), 0);
+    svc.put_shipped_events(R, A, "g", "s", &first, "src", 14)
+        .unwrap();
+    // A shipper that crashed after the commit sends the same batch again.
+    svc.put_shipped_events(R, A, "g", "s", &first, "src", 14)
+        .unwrap();
+    assert_eq!(svc.shipped_offset("src").unwrap(), 14);
+    svc.put_shipped_events(R, A, "g", "s", &[(now, "line 3")], "src", 21)
+        .unwrap();
+    // Another file ships independently.
+    svc.put_shipped_events(R, A, "g", "s", &[(now, "other")], "src-2", 6)
+        .unwrap();
+    let page = get(
+        &svc,
+        GetEventsRequest {
+            start_from_head: true,
+            ..Default::default()
+        },
+    );
+    assert_eq!(messages(&page), ["line 1", "line 2", "line 3", "other"]);
+    assert_eq!(svc.shipped_offset("src").unwrap(), 21);
+}
