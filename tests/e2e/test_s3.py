@@ -238,6 +238,29 @@ def test_flexible_checksums_in_headers_and_aws_chunked_trailers(cove_server, s3,
     empty_and_delete(s3, b)
 
 
+def test_a_body_declared_beyond_five_gib_is_refused_before_it_is_read(cove_server, s3):
+    """S3 takes at most 5 GiB in one PUT or part: a declared 2^63-1 bytes is
+    answered at once with EntityTooLarge (it used to wait for the body)."""
+    import socket
+    import urllib.parse
+    s3.create_bucket(Bucket="too-large")
+    upload = s3.create_multipart_upload(Bucket="too-large", Key="k")["UploadId"]
+    host = urllib.parse.urlsplit(cove_server.endpoint).netloc
+    for query in (f"?partNumber=1&uploadId={upload}", ""):
+        url = f"{cove_server.endpoint}/too-large/k{query}"
+        req = botocore.awsrequest.AWSRequest(method="PUT", url=url, headers={
+            "Content-Length": str(2**63 - 1), "x-amz-content-sha256": "UNSIGNED-PAYLOAD"})
+        botocore.auth.S3SigV4Auth(botocore.credentials.Credentials(ACCESS_KEY, SECRET_KEY), "s3", REGION).add_auth(req)
+        head = f"PUT {urllib.parse.urlsplit(req.url).path}{query} HTTP/1.1\r\nHost: {host}\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in req.headers.items() if k.lower() != "host") + "\r\n"
+        with socket.create_connection(tuple(host.rsplit(":", 1)[0:1]) + (int(host.rsplit(":", 1)[1]),), timeout=5) as c:
+            c.sendall(head.encode() + b"0123456789")
+            answer = c.recv(65536).decode(errors="replace")
+        assert answer.startswith("HTTP/1.1 400"), answer
+        assert "<Code>EntityTooLarge</Code>" in answer, answer
+    assert cove_server.alive()
+
+
 def test_range_get(s3):
     b = new_bucket(s3)
     body = bytes(range(256)) * 40

@@ -18,6 +18,8 @@ use tokio::io::{AsyncReadExt as _, AsyncSeekExt as _, AsyncWriteExt as _};
 
 /// Parts other than the last must be at least this large, as on S3.
 const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
+/// The largest body one PutObject or UploadPart may carry (5 GiB).
+const MAX_SINGLE_UPLOAD: u64 = 5 * 1024 * 1024 * 1024;
 const MAX_KEYS: i32 = 1000;
 /// S3's default content type for objects stored without one.
 const DEFAULT_CONTENT_TYPE: &str = "binary/octet-stream";
@@ -357,11 +359,20 @@ impl CoveS3 {
     }
 
     /// Streams `body` into a staging file, hashing as it goes.
+    /// Streams a PutObject or UploadPart body to a staged file. A body
+    /// declared or found larger than S3 takes in one request (5 GiB) is
+    /// refused with `EntityTooLarge`, before any of it is read when its
+    /// `Content-Length` says so.
     async fn receive(
         &self,
+        declared_length: Option<i64>,
         body: Option<StreamingBlob>,
         mut hasher: ChecksumHasher,
     ) -> S3Result<Received> {
+        if declared_length.is_some_and(|n| u64::try_from(n).map_or(true, |n| n > MAX_SINGLE_UPLOAD))
+        {
+            return Err(aws(S3ErrorCode::EntityTooLarge));
+        }
         let mut received = Received {
             staged: Staged {
                 path: self.storage.staging_path(),
@@ -381,6 +392,9 @@ impl CoveS3 {
                 md5.update(&chunk);
                 hasher.update(&chunk);
                 received.size += chunk.len() as u64;
+                if received.size > MAX_SINGLE_UPLOAD {
+                    return Err(aws(S3ErrorCode::EntityTooLarge));
+                }
                 out.write_all(&chunk).await.map_err(internal)?;
             }
         }
@@ -560,7 +574,9 @@ impl S3 for CoveS3 {
             ..Default::default()
         };
         let hasher = checksum_hasher(&req.headers, &claimed, input.checksum_algorithm.as_ref());
-        let received = self.receive(input.body, hasher).await?;
+        let received = self
+            .receive(input.content_length, input.body, hasher)
+            .await?;
         check_content_md5(input.content_md5.as_deref(), &received.md5)?;
         let checksums =
             verify_checksums(claimed, req.trailing_headers.as_ref(), &received.checksums)?;
@@ -1033,7 +1049,9 @@ impl S3 for CoveS3 {
             ..Default::default()
         };
         let hasher = checksum_hasher(&req.headers, &claimed, input.checksum_algorithm.as_ref());
-        let received = self.receive(input.body, hasher).await?;
+        let received = self
+            .receive(input.content_length, input.body, hasher)
+            .await?;
         check_content_md5(input.content_md5.as_deref(), &received.md5)?;
         let checksums =
             verify_checksums(claimed, req.trailing_headers.as_ref(), &received.checksums)?;
