@@ -5,11 +5,12 @@
 //! IAM's rules (an explicit Deny wins, then an Allow, else an implicit
 //! deny; a permissions boundary must allow too).
 //!
-//! What Cove enforces with these policies today: nothing beyond the
-//! simulator. Jobs run with their role's name in their credentials whether
-//! or not the role exists here, and callers are not checked against
-//! identity policies (docs/iam.md says so).
+//! With `--iam enforce`, [`authority`] holds role sessions to their role's
+//! policies (S3, SageMaker's iam:PassRole) and trust policies decide who
+//! may assume a role; in the default local mode nothing is enforced
+//! (docs/iam.md).
 
+pub mod authority;
 pub mod managed;
 mod simulate;
 

@@ -91,10 +91,16 @@ enum Effect {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Principals {
     Any,
-    /// ARNs or account ids from `{"AWS": ...}`; other principal types (Service,
-    /// Federated, CanonicalUser) never name a Cove caller, so they are kept
-    /// only to make a statement that names nothing else match nobody.
-    Aws(Vec<String>),
+    /// ARNs or account ids from `{"AWS": ...}`, and service principals from
+    /// `{"Service": ...}` (a service acting for the account, such as
+    /// `sagemaker.amazonaws.com` assuming a job's role: its context names
+    /// the service as the principal ARN). Federated and canonical-user
+    /// principals never name a Cove caller; a statement naming only them
+    /// matches nobody.
+    Named {
+        aws: Vec<String>,
+        services: Vec<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -268,18 +274,20 @@ fn parse_principal(v: &Value) -> Result<Principals, PolicyError> {
         Value::String(s) if s == "*" => Ok(Principals::Any),
         Value::Object(m) if !m.is_empty() => {
             let mut aws = Vec::new();
+            let mut services = Vec::new();
             for (kind, ids) in m {
                 let ids = strings(ids, "principal in policy")?;
                 match kind.as_str() {
                     "AWS" => aws.extend(ids),
-                    "Service" | "Federated" | "CanonicalUser" => {}
+                    "Service" => services.extend(ids),
+                    "Federated" | "CanonicalUser" => {}
                     _ => return Err(malformed("Invalid principal in policy")),
                 }
             }
             if aws.iter().any(|a| a == "*") {
                 Ok(Principals::Any)
             } else {
-                Ok(Principals::Aws(aws))
+                Ok(Principals::Named { aws, services })
             }
         }
         _ => Err(malformed("Invalid principal in policy")),
@@ -544,10 +552,13 @@ impl Statement {
 /// The ARNs a caller is known by in a Principal element: its own ARN, the
 /// role behind an assumed-role session, and its account (as id and root ARN).
 fn principal_matches(p: &Principals, cx: &RequestContext) -> bool {
-    let ids = match p {
+    let (ids, services) = match p {
         Principals::Any => return true,
-        Principals::Aws(ids) => ids,
+        Principals::Named { aws, services } => (aws, services),
     };
+    if services.contains(&cx.principal_arn) {
+        return true;
+    }
     let account = cx.principal_account.as_str();
     let account_root = format!("arn:aws:iam::{account}:root");
     let role = assumed_role_arn(&cx.principal_arn);

@@ -8,6 +8,7 @@ use crate::errors::aws;
 use crate::origin::S3Origin;
 use crate::policy::{Decision, Kind, Policy, RequestContext};
 use crate::storage::Storage;
+use cove_iam::authority::RolePolicies;
 use cove_wire::dispatch::CredentialLookup;
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
@@ -18,10 +19,21 @@ use std::sync::Arc;
 /// The authenticated caller, stored in the request's extensions for handlers
 /// that authorize more than the request line shows (DeleteObjects' keys,
 /// CopyObject's source).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Caller {
     pub arn: String,
     pub account: String,
+    /// The identity policies that limit the caller (a role session when IAM
+    /// is enforced); `None` when none do.
+    pub limits: Option<Arc<RolePolicies>>,
+}
+
+/// Finds the identity policies that limit a principal ARN (`None`: none do).
+pub type IdentityLookup = Arc<dyn Fn(&str) -> Option<RolePolicies> + Send + Sync>;
+
+/// No caller is limited by identity policies (IAM not enforced).
+pub fn no_identity_policies() -> IdentityLookup {
+    Arc::new(|_| None)
 }
 
 pub struct Auth {
@@ -40,6 +52,7 @@ impl S3Auth for Auth {
 pub struct Access {
     pub credentials: CredentialLookup,
     pub storage: Arc<Storage>,
+    pub identity: IdentityLookup,
 }
 
 /// The IAM action S3 authorizes an operation as.
@@ -96,16 +109,36 @@ fn denied() -> s3s::S3Error {
     aws(S3ErrorCode::AccessDenied)
 }
 
-/// Applies the endpoint policy (must allow) and the bucket policy (must not
-/// deny) to one action on one resource. The account root keeps the right
-/// to manage a bucket's policy even when the policy denies it, as on AWS, so
-/// a bad policy cannot lock the owner out.
+/// Applies the endpoint policy (must allow), the bucket policy (must not
+/// deny) and, for a caller that identity policies limit, those policies
+/// (must not deny, and they or the bucket policy must allow) to one action
+/// on one resource. The account root keeps the right to manage a bucket's
+/// policy even when the policy denies it, as on AWS, so a bad policy cannot
+/// lock the owner out.
 pub fn authorize(
     storage: &Storage,
     bucket: Option<&str>,
     cx: &RequestContext,
     origin: &S3Origin,
+    limits: Option<&RolePolicies>,
 ) -> S3Result<()> {
+    let by_bucket = bucket_decision(storage, bucket, cx, origin)?;
+    match limits.map(|l| l.decide(cx)) {
+        None | Some(Decision::Allow) => Ok(()),
+        Some(Decision::Deny) => Err(denied()),
+        Some(Decision::NotApplicable) if by_bucket == Decision::Allow => Ok(()),
+        Some(Decision::NotApplicable) => Err(denied()),
+    }
+}
+
+/// The endpoint and bucket policies' part of [`authorize`]: an error for a
+/// denial, else what the bucket policy says (`NotApplicable` without one).
+fn bucket_decision(
+    storage: &Storage,
+    bucket: Option<&str>,
+    cx: &RequestContext,
+    origin: &S3Origin,
+) -> S3Result<Decision> {
     if origin.vpc_endpoint_id.is_some() {
         if let Some(doc) = &origin.endpoint_policy {
             let allowed = Policy::parse(doc, Kind::Endpoint)
@@ -116,22 +149,27 @@ pub fn authorize(
             }
         }
     }
-    let Some(bucket) = bucket else { return Ok(()) };
-    let Ok(b) = storage.bucket(bucket) else {
-        return Ok(());
+    let Some(bucket) = bucket else {
+        return Ok(Decision::NotApplicable);
     };
-    let Some(doc) = b.policy else { return Ok(()) };
+    let Ok(b) = storage.bucket(bucket) else {
+        return Ok(Decision::NotApplicable);
+    };
+    let Some(doc) = b.policy else {
+        return Ok(Decision::NotApplicable);
+    };
     let root_manages_policy = cx.principal_arn.ends_with(":root")
         && matches!(
             cx.action.as_str(),
             "s3:GetBucketPolicy" | "s3:PutBucketPolicy" | "s3:DeleteBucketPolicy"
         );
-    match Policy::parse(&doc, Kind::Bucket) {
-        Ok(p) if p.evaluate(cx) == Decision::Deny && !root_manages_policy => Err(denied()),
-        Ok(_) => Ok(()),
+    match Policy::parse(&doc, Kind::Bucket).map(|p| p.evaluate(cx)) {
+        Ok(Decision::Deny) if root_manages_policy => Ok(Decision::NotApplicable),
+        Ok(Decision::Deny) => Err(denied()),
+        Ok(decision) => Ok(decision),
         Err(e) => {
             tracing::error!(bucket, error = %e, "s3: stored bucket policy no longer parses");
-            Ok(())
+            Ok(Decision::NotApplicable)
         }
     }
 }
@@ -160,6 +198,7 @@ impl S3Access for Access {
         let caller = Caller {
             arn: principal.arn.clone(),
             account: principal.account_id.clone(),
+            limits: (self.identity)(&principal.arn).map(Arc::new),
         };
         let origin = cx
             .extensions_mut()
@@ -191,7 +230,13 @@ impl S3Access for Access {
                     }
                 }
             }
-            authorize(&self.storage, bucket.as_deref(), &rc, &origin)?;
+            authorize(
+                &self.storage,
+                bucket.as_deref(),
+                &rc,
+                &origin,
+                caller.limits.as_deref(),
+            )?;
         }
         cx.extensions_mut().insert(caller);
         Ok(())
@@ -221,6 +266,7 @@ mod tests {
         let root = Caller {
             arn: "arn:aws:iam::123456789012:root".into(),
             account: "123456789012".into(),
+            limits: None,
         };
         let public = S3Origin::public("127.0.0.1".parse().unwrap());
         let via = |policy: Option<&str>| S3Origin {
@@ -232,22 +278,24 @@ mod tests {
         };
         let get = |o: &S3Origin| context("s3:GetObject", "arn:aws:s3:::b/k", &root, o);
         // No policies at all: same-account callers need no Allow.
-        assert!(authorize(&storage, Some("b"), &get(&public), &public).is_ok());
-        assert!(authorize(&storage, Some("b"), &get(&via(None)), &via(None)).is_ok());
+        assert!(authorize(&storage, Some("b"), &get(&public), &public, None).is_ok());
+        assert!(authorize(&storage, Some("b"), &get(&via(None)), &via(None), None).is_ok());
         // An endpoint policy must allow.
         let other = r#"{"Statement":[{"Effect":"Allow","Principal":"*","Action":"s3:*","Resource":["arn:aws:s3:::other/*"]}]}"#;
         assert!(authorize(
             &storage,
             Some("b"),
             &get(&via(Some(other))),
-            &via(Some(other))
+            &via(Some(other)),
+            None
         )
         .is_err());
         assert!(authorize(
             &storage,
             Some("b"),
             &get(&via(Some("not json"))),
-            &via(Some("not json"))
+            &via(Some("not json")),
+            None
         )
         .is_err());
         // A bucket policy that denies all but the endpoint.
@@ -257,16 +305,63 @@ mod tests {
                 Some(r#"{"Statement":[{"Effect":"Deny","Principal":"*","Action":"s3:*","Resource":["arn:aws:s3:::b","arn:aws:s3:::b/*"],"Condition":{"StringNotEquals":{"aws:SourceVpce":"vpce-1"}}}]}"#),
             )
             .unwrap();
-        assert!(authorize(&storage, Some("b"), &get(&public), &public).is_err());
-        assert!(authorize(&storage, Some("b"), &get(&via(None)), &via(None)).is_ok());
+        assert!(authorize(&storage, Some("b"), &get(&public), &public, None).is_err());
+        assert!(authorize(&storage, Some("b"), &get(&via(None)), &via(None), None).is_ok());
         // The root can still remove the policy from outside.
         let delete = context("s3:DeleteBucketPolicy", "arn:aws:s3:::b", &root, &public);
-        assert!(authorize(&storage, Some("b"), &delete, &public).is_ok());
+        assert!(authorize(&storage, Some("b"), &delete, &public, None).is_ok());
         let alice = Caller {
             arn: "arn:aws:iam::123456789012:user/alice".into(),
             account: "123456789012".into(),
+            limits: None,
         };
         let delete = context("s3:DeleteBucketPolicy", "arn:aws:s3:::b", &alice, &public);
-        assert!(authorize(&storage, Some("b"), &delete, &public).is_err());
+        assert!(authorize(&storage, Some("b"), &delete, &public, None).is_err());
+    }
+
+    #[test]
+    fn a_limited_callers_policies_or_the_bucket_policy_must_allow() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        storage.create_bucket("b", "us-east-1").unwrap();
+        let session = Caller {
+            arn: "arn:aws:sts::123456789012:assumed-role/Job/s".into(),
+            account: "123456789012".into(),
+            limits: None,
+        };
+        let public = S3Origin::public("127.0.0.1".parse().unwrap());
+        let get = |key: &str| {
+            context(
+                "s3:GetObject",
+                &format!("arn:aws:s3:::b/{key}"),
+                &session,
+                &public,
+            )
+        };
+        let identity = |doc: &str| {
+            RolePolicies::new(
+                "arn:aws:iam::123456789012:role/Job",
+                vec![Policy::parse(doc, Kind::Identity).unwrap()],
+            )
+        };
+        let reads_data = identity(
+            r#"{"Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/data/*"},{"Effect":"Deny","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/data/secret"}]}"#,
+        );
+        let check = |key: &str, limits: &RolePolicies| {
+            authorize(&storage, Some("b"), &get(key), &public, Some(limits)).is_ok()
+        };
+        assert!(check("data/x", &reads_data));
+        assert!(!check("data/secret", &reads_data));
+        assert!(!check("other", &reads_data));
+        // A bucket policy naming the role allows what its policies do not,
+        // but never what they deny.
+        storage
+            .set_policy(
+                "b",
+                Some(r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:role/Job"},"Action":"s3:GetObject","Resource":"arn:aws:s3:::b/*"}]}"#),
+            )
+            .unwrap();
+        assert!(check("other", &reads_data));
+        assert!(!check("data/secret", &reads_data));
     }
 }

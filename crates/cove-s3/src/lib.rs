@@ -55,12 +55,15 @@ impl S3Front {
     }
 
     /// Opens the S3 data under `dir` (created if missing). `credentials`
-    /// finds the principal for an access key, as for every other service.
+    /// finds the principal for an access key, as for every other service;
+    /// `identity` the identity policies that limit a principal (see
+    /// [`access::no_identity_policies`] when IAM is not enforced).
     pub fn open(
         dir: &Path,
         account_id: &str,
         region: &str,
         credentials: CredentialLookup,
+        identity: access::IdentityLookup,
     ) -> anyhow::Result<S3Front> {
         let storage = Arc::new(storage::Storage::open(dir)?);
         let mut builder = S3ServiceBuilder::new(service::CoveS3 {
@@ -76,6 +79,7 @@ impl S3Front {
         builder.set_access(access::Access {
             credentials,
             storage: storage.clone(),
+            identity,
         });
         Ok(S3Front {
             service: builder.build(),

@@ -459,6 +459,7 @@ fn caller_and_origin<T>(req: &S3Request<T>) -> (Caller, S3Origin) {
     let caller = req.extensions.get::<Caller>().cloned().unwrap_or(Caller {
         arn: String::new(),
         account: String::new(),
+        limits: None,
     });
     let origin = req
         .extensions
@@ -704,8 +705,14 @@ impl S3 for CoveS3 {
                 &caller,
                 &origin,
             );
-            let outcome = authorize(&self.storage, Some(&input.bucket), &cx, &origin)
-                .and_then(|()| Ok(self.storage.delete_object(&input.bucket, &o.key)?));
+            let outcome = authorize(
+                &self.storage,
+                Some(&input.bucket),
+                &cx,
+                &origin,
+                caller.limits.as_deref(),
+            )
+            .and_then(|()| Ok(self.storage.delete_object(&input.bucket, &o.key)?));
             match outcome {
                 Ok(()) if quiet => {}
                 Ok(()) => deleted.push(DeletedObject {
@@ -750,7 +757,13 @@ impl S3 for CoveS3 {
             &caller,
             &origin,
         );
-        authorize(&self.storage, Some(src_bucket), &cx, &origin)?;
+        authorize(
+            &self.storage,
+            Some(src_bucket),
+            &cx,
+            &origin,
+            caller.limits.as_deref(),
+        )?;
         self.storage.bucket(&input.bucket)?;
         let (src, mut file) = self.open_object(src_bucket, src_key).await?;
         let src_match = |c: &ETagCondition| etag_matches(c, &src.etag);

@@ -38,6 +38,9 @@ pub struct SageMakerService {
     store: Arc<Store>,
     bucket_policies: BucketPolicies,
     studio: studio::StudioConfig,
+    /// A job's or model's role is checked (IAM enforced): the caller may
+    /// pass it, and it trusts SageMaker.
+    enforce_iam: bool,
 }
 
 impl SageMakerService {
@@ -50,8 +53,52 @@ impl SageMakerService {
             store,
             bucket_policies,
             studio,
+            enforce_iam: false,
         }
     }
+
+    /// With IAM enforced, CreateTrainingJob, CreateProcessingJob and
+    /// CreateModel check `iam:PassRole` for the caller on the role they
+    /// name, and that the role exists and trusts `sagemaker.amazonaws.com`.
+    pub fn enforcing_iam(mut self, enforce: bool) -> SageMakerService {
+        self.enforce_iam = enforce;
+        self
+    }
+}
+
+/// The service principal SageMaker assumes a job's role as.
+const SAGEMAKER_PRINCIPAL: &str = "sagemaker.amazonaws.com";
+
+/// IAM's checks on a role handed to SageMaker: the caller may pass it
+/// (`iam:PassRole`, when identity policies limit the caller), and it
+/// exists and trusts SageMaker, with AWS's errors.
+fn check_passed_role(
+    w: &cove_model::world::World,
+    ctx: &RequestContext,
+    role: &str,
+) -> AwsResult<()> {
+    use cove_iam::authority::{may_assume, role_policies, Assumer};
+    use cove_model::policy::{Decision, RequestContext as PolicyContext};
+    if let Some(limits) = role_policies(w, &ctx.principal.arn) {
+        let mut cx = PolicyContext::new("iam:PassRole", role, &ctx.principal.arn, ctx.account_id());
+        cx.set("iam:PassedToService", SAGEMAKER_PRINCIPAL);
+        if limits.decide(&cx) != Decision::Allow {
+            return Err(cove_model::AwsError::client(
+                "AccessDeniedException",
+                format!(
+                    "User: {} is not authorized to perform: iam:PassRole on resource: {role}",
+                    ctx.principal.arn
+                ),
+            ));
+        }
+    }
+    if !may_assume(w, role, &Assumer::Service(SAGEMAKER_PRINCIPAL)) {
+        return Err(cove_model::AwsError::client(
+            "ValidationException",
+            format!("Could not assume role {role}. Please ensure that the role exists and allows principal '{SAGEMAKER_PRINCIPAL}' to assume the role."),
+        ));
+    }
+    Ok(())
 }
 
 impl Service for SageMakerService {
@@ -79,6 +126,17 @@ impl Service for SageMakerService {
             Some(Err(e)) => return Err(common::invalid_request(e)),
             Some(Ok(r)) => r,
         };
+        if self.enforce_iam {
+            let role = match &request {
+                Request::CreateTrainingJob(r) => Some(r.role_arn.as_str()),
+                Request::CreateProcessingJob(r) => Some(r.role_arn.as_str()),
+                Request::CreateModel(r) => r.execution_role_arn.as_deref(),
+                _ => None,
+            };
+            if let Some(role) = role {
+                check_passed_role(&store.snapshot(), ctx, role)?;
+            }
+        }
         // Create handlers store their typed request: Describe echoes it
         // back and the drivers read it.
         match request {

@@ -1,8 +1,9 @@
 //! STS: who the caller is, and temporary credentials. `GetCallerIdentity`
 //! answers from the principal the wire layer authenticated; `AssumeRole`
 //! mints a session that every Cove service then accepts (the wire layer and
-//! S3 look sessions up through [`principal_of_session`]). Cove has no IAM, so
-//! any well-formed role ARN of the caller's account can be assumed; the
+//! S3 look sessions up through [`principal_of_session`]). With IAM enforced
+//! the role must exist and its trust policy admit the caller; otherwise any
+//! well-formed role ARN of the caller's account can be assumed. The
 //! session's identity is what bucket policies see as `aws:PrincipalArn`.
 
 use cove_model::ids::{random_string, rfc3339_of, SECRET_ALPHABET, UPPER_ALNUM};
@@ -20,11 +21,24 @@ const DEFAULT_DURATION: i64 = 3_600;
 
 pub struct StsService {
     store: Arc<Store>,
+    /// Trust policies decide `AssumeRole` (IAM enforced); otherwise any
+    /// well-formed role ARN of the caller's account can be assumed.
+    enforce_iam: bool,
 }
 
 impl StsService {
     pub fn new(store: Arc<Store>) -> StsService {
-        StsService { store }
+        StsService {
+            store,
+            enforce_iam: false,
+        }
+    }
+
+    /// With IAM enforced, `AssumeRole` needs a role that exists and whose
+    /// trust policy names the caller (see `cove_iam::authority`).
+    pub fn enforcing_iam(mut self, enforce: bool) -> StsService {
+        self.enforce_iam = enforce;
+        self
     }
 
     /// Mints and stores temporary credentials for `role_arn`.
@@ -144,6 +158,15 @@ impl StsService {
         let (account, _) = parse_role_arn(role_arn).ok_or_else(not_authorized)?;
         if account != ctx.account_id() {
             return Err(not_authorized());
+        }
+        if self.enforce_iam {
+            let who = cove_iam::authority::Assumer::Caller {
+                arn: &ctx.principal.arn,
+                account: ctx.account_id(),
+            };
+            if !cove_iam::authority::may_assume(&self.store.snapshot(), role_arn, &who) {
+                return Err(not_authorized());
+            }
         }
         let s = self.assume_role(account, role_arn, &r.role_session_name, duration)?;
         Ok(json!({

@@ -123,6 +123,12 @@ pub struct ServeArgs {
     /// or internet gateway). Default: `<data-dir>/pypi`.
     #[arg(long, env = "COVE_PACKAGE_INDEX")]
     pub package_index: Option<PathBuf>,
+    /// IAM: `local` (every caller may do everything, the default) or
+    /// `enforce` (role sessions are held to their role's policies, trust
+    /// policies decide AssumeRole and a job's role, iam:PassRole is checked;
+    /// docs/iam.md). Also `[iam] mode` in the settings file.
+    #[arg(long, env = "COVE_IAM")]
+    pub iam: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,6 +140,14 @@ struct FileConfig {
     account_id: Option<String>,
     #[serde(default)]
     credentials: Vec<CredentialConfig>,
+    #[serde(default)]
+    iam: IamConfig,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IamConfig {
+    mode: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -159,6 +173,8 @@ pub struct Settings {
     pub invoke_timeout: std::time::Duration,
     pub studio_app_command: Option<Vec<String>>,
     pub package_index: PathBuf,
+    /// IAM policies are enforced (`--iam enforce`), not only stored.
+    pub iam_enforced: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,7 +234,13 @@ impl Settings {
             .clone()
             .or(file.data_dir)
             .unwrap_or_else(|| DEFAULT_DATA_DIR.into());
+        let iam_enforced = match args.iam.as_deref().or(file.iam.mode.as_deref()) {
+            None | Some("local") => false,
+            Some("enforce") => true,
+            Some(other) => anyhow::bail!("--iam must be local or enforce, not {other:?}"),
+        };
         Ok(Settings {
+            iam_enforced,
             package_index: args
                 .package_index
                 .clone()

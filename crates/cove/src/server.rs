@@ -44,16 +44,24 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     config::restrict_database(&settings.data_dir.join("logs.db"))?;
 
     let lookup = credential_lookup(&settings, store.clone());
+    let identity: cove_s3::access::IdentityLookup = if settings.iam_enforced {
+        let store = store.clone();
+        Arc::new(move |arn: &str| cove_iam::authority::role_policies(&store.snapshot(), arn))
+    } else {
+        cove_s3::access::no_identity_policies()
+    };
     let s3_front = S3Front::open(
         &config::s3_dir(&settings.data_dir),
         &settings.account_id,
         &settings.region,
         lookup.clone(),
+        identity,
     )?;
     config::restrict_database(&config::s3_dir(&settings.data_dir).join("s3.db"))?;
     let mut dispatcher = Dispatcher::new(lookup);
     dispatcher.register(ec2.clone());
-    let sts = Arc::new(cove_sts::StsService::new(store.clone()));
+    let sts =
+        Arc::new(cove_sts::StsService::new(store.clone()).enforcing_iam(settings.iam_enforced));
     dispatcher.register(sts.clone());
     dispatcher.register(Arc::new(cove_iam::IamService::new(store.clone())));
     dispatcher.register(logs.clone());
@@ -67,15 +75,18 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let policies = s3_front.clone();
     let studio_dir = settings.data_dir.join("studio");
     let studio_key = studio_key(&studio_dir)?;
-    dispatcher.register(Arc::new(cove_sagemaker::SageMakerService::new(
-        store.clone(),
-        Arc::new(move |bucket: &str| policies.bucket_policy(bucket)),
-        cove_sagemaker::studio::StudioConfig {
-            base_url: format!("http://{}", settings.listen),
-            key: studio_key.clone(),
-            dir: studio_dir.clone(),
-        },
-    )));
+    dispatcher.register(Arc::new(
+        cove_sagemaker::SageMakerService::new(
+            store.clone(),
+            Arc::new(move |bucket: &str| policies.bucket_policy(bucket)),
+            cove_sagemaker::studio::StudioConfig {
+                base_url: format!("http://{}", settings.listen),
+                key: studio_key.clone(),
+                dir: studio_dir.clone(),
+            },
+        )
+        .enforcing_iam(settings.iam_enforced),
+    ));
 
     let app = Arc::new(App {
         dispatcher,

@@ -1,0 +1,275 @@
+//! Enforcement: what IAM lets a caller do outside the simulator, when Cove
+//! runs with IAM enforced (`[iam] enforce = true`).
+//!
+//! Who is limited: role sessions (from `AssumeRole`, and every job's,
+//! endpoint's and app's credentials, which are sessions of its execution
+//! role), by their role's identity policies (inline and attached, within a
+//! permissions boundary), evaluated with the same code as the simulator and
+//! S3's bucket and endpoint policies. Who is not: the account root and the
+//! long-term keys of Cove's configuration, which are the account's
+//! administrators (Cove has no IAM users to attach policies to). A trust
+//! policy decides who may assume a role: a caller of the account, or a
+//! service principal such as `sagemaker.amazonaws.com` when a job starts.
+
+use crate::managed::aws_managed;
+use cove_model::iam::IamRole;
+use cove_model::policy::{Decision, Kind, Policy, RequestContext};
+use cove_model::world::World;
+
+/// A role session's identity policies, ready to evaluate.
+#[derive(Debug, Clone)]
+pub struct RolePolicies {
+    pub role_arn: String,
+    policies: Vec<Policy>,
+    boundary: Option<Vec<Policy>>,
+}
+
+impl RolePolicies {
+    /// A role's policies without a permissions boundary.
+    pub fn new(role_arn: &str, policies: Vec<Policy>) -> RolePolicies {
+        RolePolicies {
+            role_arn: role_arn.to_string(),
+            policies,
+            boundary: None,
+        }
+    }
+
+    /// IAM's decision for one request: `Deny` for an explicit deny, `Allow`
+    /// when a policy allows (and the boundary, if any, allows too),
+    /// `NotApplicable` (an implicit deny) otherwise.
+    pub fn decide(&self, cx: &RequestContext) -> Decision {
+        let decisions: Vec<Decision> = self.policies.iter().map(|p| p.evaluate(cx)).collect();
+        if decisions.contains(&Decision::Deny) {
+            return Decision::Deny;
+        }
+        let boundary_allows = self.boundary.as_ref().is_none_or(|b| {
+            let d: Vec<Decision> = b.iter().map(|p| p.evaluate(cx)).collect();
+            !d.contains(&Decision::Deny) && d.contains(&Decision::Allow)
+        });
+        if decisions.contains(&Decision::Allow) && boundary_allows {
+            Decision::Allow
+        } else {
+            Decision::NotApplicable
+        }
+    }
+}
+
+/// The role ARN behind a session ARN (`arn:aws:sts::A:assumed-role/R/S`).
+pub fn role_of_session(principal_arn: &str) -> Option<(&str, &str)> {
+    let rest = principal_arn.strip_prefix("arn:aws:sts::")?;
+    let (account, path) = rest.split_once(':')?;
+    let role = path.strip_prefix("assumed-role/")?.split('/').next()?;
+    (!role.is_empty()).then_some((account, role))
+}
+
+/// The identity policies that limit `principal_arn`: `None` for a
+/// principal they do not limit (not a role session); for a session of a
+/// role that does not exist, no policies at all (everything is denied).
+pub fn role_policies(w: &World, principal_arn: &str) -> Option<RolePolicies> {
+    let (account, role_name) = role_of_session(principal_arn)?;
+    let role_arn = format!("arn:aws:iam::{account}:role/{role_name}");
+    let Some(role) = w.iam_roles.get(&IamRole::key_of(role_name)) else {
+        return Some(RolePolicies {
+            role_arn,
+            policies: Vec::new(),
+            boundary: None,
+        });
+    };
+    let document = |arn: &str| -> Option<String> {
+        match aws_managed(arn) {
+            Some(m) => Some(m.document.to_string()),
+            None => w
+                .iam_policies
+                .get(arn)
+                .and_then(|p| p.default_document())
+                .map(str::to_string),
+        }
+    };
+    let parse = |doc: &str| Policy::parse(doc, Kind::Identity).ok();
+    let policies = role
+        .inline_policies
+        .values()
+        .filter_map(|doc| parse(doc))
+        .chain(
+            role.attached_policies
+                .iter()
+                .filter_map(|arn| document(arn))
+                .filter_map(|doc| parse(&doc)),
+        )
+        .collect();
+    let boundary = role
+        .permissions_boundary
+        .as_deref()
+        .map(|arn| document(arn).and_then(|d| parse(&d)).into_iter().collect());
+    Some(RolePolicies {
+        role_arn: role.arn.clone(),
+        policies,
+        boundary,
+    })
+}
+
+/// Who asks to assume a role.
+pub enum Assumer<'a> {
+    /// A caller of the account, by ARN.
+    Caller { arn: &'a str, account: &'a str },
+    /// A service acting for the account (`sagemaker.amazonaws.com`).
+    Service(&'a str),
+}
+
+/// Whether `role_arn` names a role of this account whose trust policy
+/// lets `who` assume it (and, for a role session whose trust was granted
+/// to the account as a whole, whose own policies allow `sts:AssumeRole`).
+pub fn may_assume(w: &World, role_arn: &str, who: &Assumer<'_>) -> bool {
+    let Some(name) = role_arn
+        .rsplit_once(":role/")
+        .map(|(_, path)| path.rsplit('/').next().unwrap_or_default())
+    else {
+        return false;
+    };
+    let Some(role) = w.iam_roles.get(&IamRole::key_of(name)) else {
+        return false;
+    };
+    if role.arn != role_arn {
+        return false;
+    }
+    let Ok(trust) = Policy::parse(&role.assume_role_policy, Kind::Trust) else {
+        return false;
+    };
+    let (arn, account) = match who {
+        Assumer::Caller { arn, account } => (*arn, *account),
+        Assumer::Service(service) => (*service, ""),
+    };
+    let cx = RequestContext::new("sts:AssumeRole", role_arn, arn, account);
+    if trust.evaluate(&cx) != Decision::Allow {
+        return false;
+    }
+    // A session of another role of the account also needs its own policies
+    // to allow the call, unless the trust policy names it (or its role)
+    // itself rather than the account.
+    match role_policies(w, arn) {
+        None => true,
+        Some(own) => {
+            let by_account = RequestContext::new("sts:AssumeRole", role_arn, "", account);
+            let named = trust.evaluate(&by_account) != Decision::Allow;
+            named || own.decide(&cx) == Decision::Allow
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cove_model::iam::IamRole;
+
+    fn role(name: &str, trust: &str, inline: &[&str]) -> IamRole {
+        IamRole {
+            key: IamRole::key_of(name),
+            name: name.into(),
+            path: "/".into(),
+            role_id: "AROAEXAMPLE".into(),
+            arn: format!("arn:aws:iam::123456789012:role/{name}"),
+            created: 0,
+            assume_role_policy: trust.into(),
+            description: None,
+            max_session_duration: 3600,
+            permissions_boundary: None,
+            inline_policies: inline
+                .iter()
+                .enumerate()
+                .map(|(i, d)| (format!("p{i}"), d.to_string()))
+                .collect(),
+            attached_policies: vec![],
+            tags: Default::default(),
+        }
+    }
+
+    const SAGEMAKER_TRUST: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"sagemaker.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    const ACCOUNT_TRUST: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::123456789012:root"},"Action":"sts:AssumeRole"}]}"#;
+    const READ_DATA: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["s3:GetObject","s3:ListBucket"],"Resource":["arn:aws:s3:::data","arn:aws:s3:::data/*"]},{"Effect":"Deny","Action":"s3:GetObject","Resource":"arn:aws:s3:::data/secret/*"}]}"#;
+
+    fn world(roles: Vec<IamRole>) -> World {
+        let mut w = World::default();
+        for r in roles {
+            w.iam_roles.insert(r.key.clone(), r);
+        }
+        w
+    }
+
+    #[test]
+    fn a_sessions_role_policies_decide_and_other_principals_are_not_limited() {
+        let w = world(vec![role("Job", SAGEMAKER_TRUST, &[READ_DATA])]);
+        let session = "arn:aws:sts::123456789012:assumed-role/Job/SageMaker";
+        let p = role_policies(&w, session).unwrap();
+        let decide = |action: &str, resource: &str| {
+            p.decide(&RequestContext::new(
+                action,
+                resource,
+                session,
+                "123456789012",
+            ))
+        };
+        assert_eq!(
+            decide("s3:GetObject", "arn:aws:s3:::data/train.csv"),
+            Decision::Allow
+        );
+        assert_eq!(
+            decide("s3:GetObject", "arn:aws:s3:::data/secret/k"),
+            Decision::Deny
+        );
+        assert_eq!(
+            decide("s3:PutObject", "arn:aws:s3:::data/k"),
+            Decision::NotApplicable
+        );
+        assert!(role_policies(&w, "arn:aws:iam::123456789012:root").is_none());
+        assert!(role_policies(&w, "arn:aws:iam::123456789012:user/admin").is_none());
+        let ghost = role_policies(&w, "arn:aws:sts::123456789012:assumed-role/Ghost/s").unwrap();
+        assert_eq!(
+            ghost.decide(&RequestContext::new(
+                "s3:GetObject",
+                "*",
+                "x",
+                "123456789012"
+            )),
+            Decision::NotApplicable
+        );
+    }
+
+    #[test]
+    fn trust_policies_say_who_may_assume_a_role() {
+        let w = world(vec![
+            role("Job", SAGEMAKER_TRUST, &[]),
+            role("Shared", ACCOUNT_TRUST, &[]),
+        ]);
+        let job = "arn:aws:iam::123456789012:role/Job";
+        let shared = "arn:aws:iam::123456789012:role/Shared";
+        let admin = Assumer::Caller {
+            arn: "arn:aws:iam::123456789012:user/admin",
+            account: "123456789012",
+        };
+        assert!(may_assume(
+            &w,
+            job,
+            &Assumer::Service("sagemaker.amazonaws.com")
+        ));
+        assert!(!may_assume(&w, job, &Assumer::Service("ec2.amazonaws.com")));
+        assert!(!may_assume(&w, job, &admin));
+        assert!(may_assume(&w, shared, &admin));
+        assert!(!may_assume(
+            &w,
+            shared,
+            &Assumer::Service("sagemaker.amazonaws.com")
+        ));
+        assert!(!may_assume(
+            &w,
+            "arn:aws:iam::123456789012:role/Nope",
+            &admin
+        ));
+        // A session of a role without sts:AssumeRole in its policies cannot
+        // use a trust granted to the account as a whole.
+        let session = Assumer::Caller {
+            arn: "arn:aws:sts::123456789012:assumed-role/Job/s",
+            account: "123456789012",
+        };
+        assert!(!may_assume(&w, shared, &session));
+    }
+}

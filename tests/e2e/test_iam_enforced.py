@@ -1,0 +1,124 @@
+"""IAM enforced (`cove serve --iam enforce`): trust policies decide who may
+assume a role, SageMaker checks iam:PassRole and that a job's role trusts
+it, and a job's S3 access is held to its role's policies together with the
+bucket policy."""
+
+import json
+import signal
+import tempfile
+import uuid
+
+import boto3
+import botocore.exceptions
+import pytest
+
+from conftest import Cove
+from test_training_jobs import job_name, source_archive, training_request, wait_for
+
+ACCOUNT = "123456789012"
+TRUST_SAGEMAKER = {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+TRUST_ACCOUNT = {"Version": "2012-10-17", "Statement": [
+    {"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}, "Action": "sts:AssumeRole"}]}
+
+TRAIN = r'''
+import os
+data = os.environ["SM_CHANNEL_TRAIN"]
+rows = sum(1 for name in os.listdir(data) for _ in open(os.path.join(data, name)))
+open(os.path.join(os.environ["SM_MODEL_DIR"], "rows.txt"), "w").write(str(rows))
+'''
+
+
+@pytest.fixture(scope="module")
+def enforced():
+    with tempfile.TemporaryDirectory(prefix="cove-e2e-") as d:
+        server = Cove(d, env={"COVE_IAM": "enforce"}).start()
+        yield server
+        server.stop(signal.SIGKILL)
+        server.teardown()
+
+
+def policy(*statements):
+    return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
+
+
+def allow(actions, resources):
+    return {"Effect": "Allow", "Action": actions, "Resource": resources}
+
+
+def session_client(server, service, creds):
+    return boto3.client(service, endpoint_url=server.endpoint, region_name="us-east-1",
+                        aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
+                        aws_session_token=creds["SessionToken"])
+
+
+def error_of(call, **kw):
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        call(**kw)
+    return e.value.response["Error"]
+
+
+def test_a_jobs_role_decides_what_it_reads_and_who_may_pass_it(enforced):
+    iam, sm, s3 = (enforced.client(s) for s in ("iam", "sagemaker", "s3"))
+    bucket = f"iam-{uuid.uuid4().hex[:10]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="data/train/part-0.csv", Body="1\n2\n3\n")
+    s3.put_object(Bucket=bucket, Key="code/sourcedir.tar.gz", Body=source_archive(TRAIN))
+
+    role = iam.create_role(RoleName="JobRole", AssumeRolePolicyDocument=json.dumps(TRUST_SAGEMAKER))["Role"]["Arn"]
+    # It may list and write, but not read objects.
+    iam.put_role_policy(RoleName="JobRole", PolicyName="list-and-write", PolicyDocument=policy(
+        allow(["s3:ListBucket"], [f"arn:aws:s3:::{bucket}"]),
+        allow(["s3:PutObject"], [f"arn:aws:s3:::{bucket}/output/*"])))
+
+    name = job_name("no-read")
+    sm.create_training_job(**{**training_request(name, bucket), "RoleArn": role})
+    d = wait_for(sm, name)
+    assert d["TrainingJobStatus"] == "Failed", d
+    assert d["FailureReason"] == "ClientError: Data download failed:Failed to download data. AccessDenied (403): Access Denied", d
+
+    # Granting s3:GetObject is the fix.
+    iam.put_role_policy(RoleName="JobRole", PolicyName="read", PolicyDocument=policy(
+        allow(["s3:GetObject"], [f"arn:aws:s3:::{bucket}/*"])))
+    name = job_name("reads")
+    sm.create_training_job(**{**training_request(name, bucket), "RoleArn": role})
+    d = wait_for(sm, name)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+
+    # A role that does not exist, or does not trust SageMaker, is refused at once.
+    iam.create_role(RoleName="NotForSageMaker", AssumeRolePolicyDocument=json.dumps(TRUST_ACCOUNT))
+    for arn in (f"arn:aws:iam::{ACCOUNT}:role/Missing", f"arn:aws:iam::{ACCOUNT}:role/NotForSageMaker"):
+        err = error_of(sm.create_training_job, **{**training_request(job_name("bad-role"), bucket), "RoleArn": arn})
+        assert err["Code"] == "ValidationException", err
+        assert err["Message"] == (f"Could not assume role {arn}. Please ensure that the role exists and allows "
+                                  "principal 'sagemaker.amazonaws.com' to assume the role."), err
+
+    # A platform role's session may start jobs only with iam:PassRole on the job's role.
+    sts = enforced.client("sts")
+    err = error_of(sts.assume_role, RoleArn=f"arn:aws:iam::{ACCOUNT}:role/Missing", RoleSessionName="probe")
+    assert err["Code"] == "AccessDenied", err
+    platform = iam.create_role(RoleName="Platform", AssumeRolePolicyDocument=json.dumps(TRUST_ACCOUNT))["Role"]["Arn"]
+    iam.put_role_policy(RoleName="Platform", PolicyName="sagemaker", PolicyDocument=policy(
+        allow(["sagemaker:*"], ["*"])))
+    creds = sts.assume_role(RoleArn=platform, RoleSessionName="ci")["Credentials"]
+    as_platform = session_client(enforced, "sagemaker", creds)
+    err = error_of(as_platform.create_training_job, **{**training_request(job_name("no-pass"), bucket), "RoleArn": role})
+    assert err["Code"] == "AccessDeniedException", err
+    assert err["Message"] == (f"User: arn:aws:sts::{ACCOUNT}:assumed-role/Platform/ci is not authorized to perform: "
+                              f"iam:PassRole on resource: {role}"), err
+    iam.put_role_policy(RoleName="Platform", PolicyName="pass", PolicyDocument=policy(
+        {"Effect": "Allow", "Action": "iam:PassRole", "Resource": role,
+         "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}}}))
+    name = job_name("passed")
+    as_platform.create_training_job(**{**training_request(name, bucket), "RoleArn": role})
+    assert wait_for(sm, name)["TrainingJobStatus"] == "Completed"
+
+    # The platform session itself reads no S3 object its policies do not allow;
+    # a bucket policy naming its role lets it.
+    as_platform_s3 = session_client(enforced, "s3", creds)
+    err = error_of(as_platform_s3.get_object, Bucket=bucket, Key="data/train/part-0.csv")
+    assert err["Code"] == "AccessDenied", err
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps({"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Principal": {"AWS": platform}, "Action": "s3:GetObject",
+         "Resource": f"arn:aws:s3:::{bucket}/data/*"}]}))
+    assert as_platform_s3.get_object(Bucket=bucket, Key="data/train/part-0.csv")["Body"].read() == b"1\n2\n3\n"
