@@ -98,9 +98,38 @@ pub(crate) fn escape(s: &str) -> String {
         .replace('\'', "&apos;")
 }
 
+/// `xml` with every control character XML 1.0 cannot carry raw (all below
+/// U+0020 but tab and line feed; carriage return too, which a parser would
+/// turn into a line feed) written as a character reference, as S3 writes
+/// object keys holding them. `None` when there is none.
+pub fn escape_control_characters(xml: &[u8]) -> Option<Vec<u8>> {
+    let needs = |b: u8| b < 0x20 && b != b'\t' && b != b'\n';
+    if !xml.iter().any(|&b| needs(b)) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(xml.len() + 16);
+    for &b in xml {
+        if needs(b) {
+            out.extend_from_slice(format!("&#x{b:x};").as_bytes());
+        } else {
+            out.push(b);
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_become_character_references() {
+        assert_eq!(escape_control_characters(b"<Key>a\tb\n</Key>"), None);
+        assert_eq!(
+            escape_control_characters(b"<Key>\x1c\x00\r</Key>").unwrap(),
+            b"<Key>&#x1c;&#x0;&#xd;</Key>"
+        );
+    }
 
     #[test]
     fn fills_missing_messages() {

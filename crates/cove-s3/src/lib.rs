@@ -147,6 +147,10 @@ impl S3Front {
                 .filter(|b| !b.is_empty() && b.len() <= MAX_ERROR_BODY)
                 .and_then(|b| errors::complete_error_xml(&b, &request_id))
             {
+                let xml = match errors::escape_control_characters(xml.as_bytes()) {
+                    Some(escaped) => String::from_utf8(escaped).unwrap_or(xml),
+                    None => xml,
+                };
                 parts.headers.insert(
                     axum::http::header::CONTENT_LENGTH,
                     HeaderValue::from(xml.len()),
@@ -155,6 +159,25 @@ impl S3Front {
             }
             if parts.status == StatusCode::NOT_MODIFIED {
                 body = s3s::Body::empty();
+            }
+        }
+        // An answer in XML that echoes a key with control characters
+        // (CreateMultipartUpload, listings) writes them as references.
+        let is_xml = parts
+            .headers
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.contains("xml"));
+        if is_xml {
+            if let Some(escaped) = body
+                .bytes()
+                .and_then(|b| errors::escape_control_characters(&b))
+            {
+                parts.headers.insert(
+                    axum::http::header::CONTENT_LENGTH,
+                    HeaderValue::from(escaped.len()),
+                );
+                return Response::from_parts(parts, Body::from(escaped));
             }
         }
         Response::from_parts(parts, Body::new(body))
