@@ -33,9 +33,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
 
 from conftest import BINARY, Cove  # noqa: E402
+from test_training_jobs import training_request  # noqa: E402
 
 ROLE = "arn:aws:iam::123456789012:role/CrashTest"
-IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
 LINES = 40
 SCRIPT = r'''
 import os, time
@@ -63,21 +63,12 @@ def source_archive():
 
 
 def request(name, bucket, net):
-    return {
-        "TrainingJobName": name,
-        "AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File"},
-        "RoleArn": ROLE,
-        "HyperParameters": {
-            "sagemaker_program": json.dumps("train.py"),
-            "sagemaker_submit_directory": json.dumps(f"s3://{bucket}/code/sourcedir.tar.gz"),
-        },
-        "InputDataConfig": [{"ChannelName": "train", "DataSource": {"S3DataSource": {
-            "S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/data", "S3DataDistributionType": "FullyReplicated"}}}],
-        "OutputDataConfig": {"S3OutputPath": f"s3://{bucket}/output"},
-        "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
-        "StoppingCondition": {"MaxRuntimeInSeconds": 900},
-        "VpcConfig": {"Subnets": [net["subnet"]], "SecurityGroupIds": [net["sg"]]},
-    }
+    req = training_request(name, bucket, {"subnets": [net["subnet"]], "sg": net["sg"]})
+    req["RoleArn"] = ROLE
+    req["HyperParameters"] = {k: v for k, v in req["HyperParameters"].items() if k.startswith("sagemaker_")}
+    req["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] = f"s3://{bucket}/data"
+    req["StoppingCondition"]["MaxRuntimeInSeconds"] = 900
+    return req
 
 
 def network(ec2):

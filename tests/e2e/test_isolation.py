@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 from helpers import eventually
-from test_training_jobs import job_name, source_archive, training_request, wait_for
+from test_training_jobs import job_name, s3, sm, source_archive, training_request, wait_for  # noqa: F401 (fixtures)
 
 pytestmark = pytest.mark.skipif(platform.machine() != "x86_64", reason="the probes use x86_64 system call numbers")
 
@@ -61,16 +61,6 @@ if hps.get("incompressible_mib"):
 with open(os.path.join(model, "probe.json"), "w") as f:
     json.dump(found, f)
 '''
-
-
-@pytest.fixture(scope="module")
-def s3(cove_server):
-    return cove_server.client("s3")
-
-
-@pytest.fixture(scope="module")
-def sm(cove_server):
-    return cove_server.client("sagemaker")
 
 
 @pytest.fixture(scope="module")
