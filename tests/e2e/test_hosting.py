@@ -780,3 +780,21 @@ def test_a_model_without_vpc_config_has_internet_access(cove_server, ec2, sm, ru
     assert out["get"].startswith("failed"), out
     assert not [e for e in ec2.describe_network_interfaces()["NetworkInterfaces"]
                 if f"Endpoint {isolated} " in e["Description"]]
+
+
+def test_a_variants_volume_size_is_each_instances_ml_storage_volume(cove_server, sm, runtime, models, endpoints):  # noqa: F811
+    from test_isolation import volumes_of
+    model = create_model(sm, models[1])
+    config = unique("config")
+    sm.create_endpoint_config(EndpointConfigName=config, ProductionVariants=[
+        {"VariantName": "AllTraffic", "ModelName": model, "InstanceType": "ml.m5.large", "InitialInstanceCount": 2,
+         "VolumeSizeInGB": 1}])
+    name = unique("volume")
+    endpoints.append(name)
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=config)
+    assert wait_endpoint(sm, name)["EndpointStatus"] == "InService"
+    assert invoke(runtime, name, {"inputs": [1]})[1]["version"] == 1
+    # One loop-mounted volume per instance, under the endpoint's directory.
+    assert len([v for v in volumes_of(cove_server.data_dir) if name in v]) == 2
+    delete_endpoint(sm, name)
+    assert eventually(lambda: not [v for v in volumes_of(cove_server.data_dir) if name in v], timeout=20)

@@ -91,6 +91,21 @@ pub fn attach(host_dir: &Path, size_gb: u64) -> Result<()> {
     Ok(())
 }
 
+/// [`attach`], or, on a host that cannot have a volume (no loop devices,
+/// no mkfs.ext4), a warning in Cove's log and in the workload's own
+/// (`host_dir/container.log`): it then runs on the data directory's disk.
+pub fn attach_or_say(host_dir: &Path, size_gb: u64) {
+    if let Err(e) = attach(host_dir, size_gb) {
+        tracing::warn!(dir = %host_dir.display(), error = %format!("{e:#}"), "no ML storage volume; the workload's files go to the data directory's disk");
+        let note = format!("cove: no {size_gb} GiB ML storage volume on this host ({e:#}); /opt/ml is not size-limited\n");
+        let _ = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(host_dir.join("container.log"))
+            .and_then(|mut log| std::io::Write::write_all(&mut log, note.as_bytes()));
+    }
+}
+
 /// Whether `host_dir/ml` is a mounted volume.
 pub fn attached(host_dir: &Path) -> bool {
     is_mount_point(&mount_point(host_dir))

@@ -93,6 +93,8 @@ struct Deployment {
     variant: String,
     instance_type: String,
     health_timeout: u64,
+    /// The variant's `VolumeSizeInGB`: each instance's ML storage volume.
+    volume_gb: Option<u64>,
 }
 
 impl Hosting {
@@ -450,7 +452,11 @@ impl Hosting {
             Ok(())
         })?;
         for i in &e.instances {
-            unmount(&self.instance_dir(&e.name, &i.id).join("rootfs"));
+            let dir = self.instance_dir(&e.name, &i.id);
+            unmount(&dir.join("rootfs"));
+            if let Err(err) = cove_host::volume::detach(&dir) {
+                tracing::warn!(instance = %i.id, error = %format!("{err:#}"), "detaching an instance's volume");
+            }
         }
         let dir = self.endpoint_dir(&e.name);
         if dir.exists() {
@@ -467,6 +473,9 @@ impl Hosting {
         let dir = self.instance_dir(&e.name, id);
         stop_container(&dir, self.settings.stop_grace.min(Duration::from_secs(10)));
         unmount(&dir.join("rootfs"));
+        if let Err(err) = cove_host::volume::detach(&dir) {
+            tracing::warn!(instance = id, error = %format!("{err:#}"), "detaching an instance's volume");
+        }
         let released = self.store.write(|tx| {
             let Some(mut e) = tx.world.sagemaker_endpoints.get(key).cloned() else {
                 return Ok(());
@@ -519,14 +528,19 @@ impl Hosting {
             .cloned();
         let isolated = model.enable_network_isolation.unwrap_or(false)
             || config_request.is_some_and(|c| c.enable_network_isolation.unwrap_or(false));
-        // A negative timeout reads as none, as JSON's `as_u64` read it.
-        let health_timeout = config_request
+        let production_variant = config_request
             .into_iter()
             .flat_map(|c| &c.production_variants)
-            .find(|v| v.variant_name == i.variant)
+            .find(|v| v.variant_name == i.variant);
+        // A negative timeout reads as none, as JSON's `as_u64` read it.
+        let health_timeout = production_variant
             .and_then(|v| v.container_startup_health_check_timeout_in_seconds)
             .and_then(|s| u64::try_from(s).ok())
             .unwrap_or(DEFAULT_HEALTH_CHECK_TIMEOUT);
+        let volume_gb = production_variant
+            .and_then(|v| v.volume_size_in_gb)
+            .and_then(|s| u64::try_from(s).ok())
+            .filter(|&s| s > 0);
         check_single_container(&model)?;
         Ok(Deployment {
             model,
@@ -535,6 +549,7 @@ impl Hosting {
             variant: variant.name.clone(),
             instance_type: variant.instance_type.clone(),
             health_timeout,
+            volume_gb,
         })
     }
 
@@ -744,6 +759,9 @@ impl Hosting {
     fn download(&self, u: &Unit) -> anyhow::Result<Result<(), Failure>> {
         crate::wait_for_restored_network(&self.store, &self.settings)?;
         let (i, d, dir) = (&u.instance, &u.deployment, u.dir.clone());
+        if let Some(size) = d.volume_gb {
+            cove_host::volume::attach_or_say(&dir, size);
+        }
         let ml = dir.join("ml");
         for sub in ["model", "code"] {
             std::fs::create_dir_all(ml.join(sub))?;
@@ -969,6 +987,7 @@ fn transform_deployment(j: &TransformJob) -> Result<Deployment, Failure> {
         variant: "AllTraffic".into(),
         instance_type: j.request.transform_resources.instance_type.clone(),
         health_timeout: DEFAULT_HEALTH_CHECK_TIMEOUT,
+        volume_gb: None,
     })
 }
 

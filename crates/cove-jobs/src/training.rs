@@ -425,24 +425,13 @@ impl Training {
         Ok(Ok(()))
     }
 
-    /// Gives each host its ML storage volume of `VolumeSizeInGB`. A host
-    /// that cannot have one (no loop devices, no mkfs.ext4) runs on the
-    /// data directory's disk, said in the job's log and Cove's.
+    /// Gives each host its ML storage volume of `VolumeSizeInGB`.
     fn attach_volumes(&self, job: &SageMakerJob) {
         let Some(size) = job.request.volume_size_gb() else {
             return;
         };
         for host in &job.hosts {
-            let dir = self.host_dir(job, &host.name);
-            if let Err(e) = cove_host::volume::attach(&dir, size) {
-                tracing::warn!(job = %job.name, host = %host.name, error = %format!("{e:#}"), "no ML storage volume; the job's files go to the data directory's disk");
-                let note = format!("cove: no {size} GiB ML storage volume on this host ({e:#}); /opt/ml is not size-limited\n");
-                let _ = std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(dir.join("container.log"))
-                    .and_then(|mut log| std::io::Write::write_all(&mut log, note.as_bytes()));
-            }
+            cove_host::volume::attach_or_say(&self.host_dir(job, &host.name), size);
         }
     }
 
