@@ -113,6 +113,17 @@ def test_a_jobs_role_decides_what_it_reads_and_who_may_pass_it(enforced):
     as_platform.create_training_job(**{**training_request(name, bucket), "RoleArn": role})
     assert wait_for(sm, name)["TrainingJobStatus"] == "Completed"
 
+    # Every other API call of the session is held to its policies too, each
+    # service refusing with its own error; GetCallerIdentity always answers.
+    assert session_client(enforced, "sts", creds).get_caller_identity()["Arn"].endswith("assumed-role/Platform/ci")
+    assert as_platform.list_training_jobs()["TrainingJobSummaries"]
+    for service, call, code in (("ec2", "describe_vpcs", "UnauthorizedOperation"),
+                                ("logs", "describe_log_groups", "AccessDeniedException"),
+                                ("iam", "list_roles", "AccessDenied")):
+        err = error_of(getattr(session_client(enforced, service, creds), call))
+        assert err["Code"] == code, (service, err)
+        assert "because no identity-based policy allows the" in err["Message"], err
+
     # The platform session itself reads no S3 object its policies do not allow;
     # a bucket policy naming its role lets it.
     as_platform_s3 = session_client(enforced, "s3", creds)

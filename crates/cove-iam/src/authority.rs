@@ -1,5 +1,7 @@
 //! Enforcement: what IAM lets a caller do outside the simulator, when Cove
-//! runs with IAM enforced (`[iam] enforce = true`).
+//! runs with IAM enforced (`--iam enforce`): [`refusal`] for every API call
+//! (the wire layer asks it), [`role_policies`] for S3's own evaluation,
+//! [`may_assume`] for AssumeRole and a job's role.
 //!
 //! Who is limited: role sessions (from `AssumeRole`, and every job's,
 //! endpoint's and app's credentials, which are sessions of its execution
@@ -156,6 +158,112 @@ pub fn may_assume(w: &World, role_arn: &str, who: &Assumer<'_>) -> bool {
     }
 }
 
+/// One API call, as identity policies see it.
+pub struct Call<'a> {
+    /// The service's signing name (`ec2`, `sagemaker`, `logs`, `iam`,
+    /// `sts`, `ecr`), which is also its IAM action prefix.
+    pub service: &'a str,
+    pub operation: &'a str,
+    pub region: &'a str,
+    pub account: &'a str,
+    pub principal_arn: &'a str,
+    /// The decoded request, where the resource's name is found.
+    pub input: &'a serde_json::Value,
+}
+
+/// Calls every principal may make whatever its policies say, as on AWS;
+/// `AssumeRole` is judged by STS itself (trust policy first).
+const ALWAYS_ALLOWED: &[&str] = &["sts:GetCallerIdentity", "sts:AssumeRole"];
+
+/// The resource ARN a call acts on, from the request's name fields where
+/// the service has resource-level permissions Cove models; `*` otherwise
+/// (EC2's VPC actions are judged on `*`).
+pub fn resource_of(call: &Call<'_>) -> String {
+    let field = |name: &str| call.input.get(name).and_then(|v| v.as_str());
+    let (region, account) = (call.region, call.account);
+    match call.service {
+        "sagemaker" => {
+            const NAMED: &[(&str, &str)] = &[
+                ("TrainingJobName", "training-job"),
+                ("ProcessingJobName", "processing-job"),
+                ("TransformJobName", "transform-job"),
+                ("CompilationJobName", "compilation-job"),
+                ("EndpointConfigName", "endpoint-config"),
+                ("EndpointName", "endpoint"),
+                ("ModelName", "model"),
+                ("DomainId", "domain"),
+            ];
+            // An endpoint's config and model are named too; the endpoint
+            // (or the config, for CreateEndpointConfig) is what the call is on.
+            let order: Vec<&(&str, &str)> = match call.operation {
+                "CreateEndpointConfig" | "DescribeEndpointConfig" | "DeleteEndpointConfig" => NAMED
+                    .iter()
+                    .filter(|(f, _)| *f == "EndpointConfigName")
+                    .collect(),
+                "CreateEndpoint" | "UpdateEndpoint" => {
+                    NAMED.iter().filter(|(f, _)| *f == "EndpointName").collect()
+                }
+                _ => NAMED.iter().collect(),
+            };
+            order
+                .iter()
+                .find_map(|(f, kind)| {
+                    field(f).map(|n| format!("arn:aws:sagemaker:{region}:{account}:{kind}/{n}"))
+                })
+                .unwrap_or_else(|| "*".into())
+        }
+        "logs" => match (field("logGroupName"), field("logStreamName")) {
+            (Some(g), Some(st)) => {
+                format!("arn:aws:logs:{region}:{account}:log-group:{g}:log-stream:{st}")
+            }
+            (Some(g), None) => format!("arn:aws:logs:{region}:{account}:log-group:{g}"),
+            _ => "*".into(),
+        },
+        "iam" => match (field("RoleName"), field("PolicyArn")) {
+            (Some(r), _) => format!("arn:aws:iam::{account}:role/{r}"),
+            (None, Some(p)) => p.to_string(),
+            _ => "*".into(),
+        },
+        "ecr" => field("repositoryName")
+            .map(|r| format!("arn:aws:ecr:{region}:{account}:repository/{r}"))
+            .unwrap_or_else(|| "*".into()),
+        _ => "*".into(),
+    }
+}
+
+/// Why a limited caller may not make a call: `None` when it may (or its
+/// policies do not limit it). The text is IAM's.
+pub fn refusal(w: &World, call: &Call<'_>) -> Option<Refusal> {
+    let limits = role_policies(w, call.principal_arn)?;
+    let action = format!("{}:{}", call.service, call.operation);
+    if ALWAYS_ALLOWED.contains(&action.as_str()) {
+        return None;
+    }
+    let resource = resource_of(call);
+    let cx = RequestContext::new(&action, &resource, call.principal_arn, call.account);
+    let why = match limits.decide(&cx) {
+        Decision::Allow => return None,
+        Decision::Deny => "with an explicit deny in an identity-based policy".to_string(),
+        Decision::NotApplicable => {
+            format!("because no identity-based policy allows the {action} action")
+        }
+    };
+    Some(Refusal {
+        message: format!(
+            "User: {} is not authorized to perform: {action} on resource: {resource} {why}",
+            call.principal_arn
+        ),
+        action,
+    })
+}
+
+/// A call identity policies refuse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub action: String,
+    pub message: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,6 +339,69 @@ mod tests {
                 "123456789012"
             )),
             Decision::NotApplicable
+        );
+    }
+
+    #[test]
+    fn calls_are_judged_on_their_action_and_named_resource() {
+        const TRAIN_CI: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"sagemaker:*","Resource":"arn:aws:sagemaker:*:*:training-job/ci-*"},{"Effect":"Allow","Action":["sagemaker:List*","logs:Describe*"],"Resource":"*"}]}"#;
+        let w = world(vec![role("Platform", ACCOUNT_TRUST, &[TRAIN_CI])]);
+        fn call(
+            w: &World,
+            service: &str,
+            operation: &str,
+            input: serde_json::Value,
+            who: &str,
+        ) -> Option<Refusal> {
+            let call = Call {
+                service,
+                operation,
+                region: "us-east-1",
+                account: "123456789012",
+                principal_arn: who,
+                input: &input,
+            };
+            refusal(w, &call)
+        }
+        let session = "arn:aws:sts::123456789012:assumed-role/Platform/ci";
+        let named = |n: &str| serde_json::json!({ "TrainingJobName": n });
+        let none = serde_json::json!({});
+        assert_eq!(
+            call(&w, "sagemaker", "CreateTrainingJob", named("ci-7"), session),
+            None
+        );
+        let refused = call(
+            &w,
+            "sagemaker",
+            "CreateTrainingJob",
+            named("prod-1"),
+            session,
+        )
+        .unwrap();
+        assert_eq!(refused.message, "User: arn:aws:sts::123456789012:assumed-role/Platform/ci is not authorized to perform: sagemaker:CreateTrainingJob on resource: arn:aws:sagemaker:us-east-1:123456789012:training-job/prod-1 because no identity-based policy allows the sagemaker:CreateTrainingJob action");
+        assert_eq!(
+            call(&w, "sagemaker", "ListTrainingJobs", none.clone(), session),
+            None
+        );
+        assert_eq!(
+            call(&w, "logs", "DescribeLogGroups", none.clone(), session),
+            None
+        );
+        assert!(call(&w, "ec2", "DescribeVpcs", none.clone(), session).is_some());
+        assert_eq!(
+            call(&w, "sts", "GetCallerIdentity", none.clone(), session),
+            None
+        );
+        // Not a role session: not limited.
+        assert_eq!(
+            call(
+                &w,
+                "ec2",
+                "DescribeVpcs",
+                none,
+                "arn:aws:iam::123456789012:root"
+            ),
+            None
         );
     }
 

@@ -127,9 +127,15 @@ pub struct HttpResponse {
 /// Looks up the principal for an access key id.
 pub type CredentialLookup = Arc<dyn Fn(&str) -> Option<Principal> + Send + Sync>;
 
+/// Decides, before a service runs an authenticated and decoded call, whether
+/// the caller may make it (identity policies); an error is the answer.
+pub type Authorizer =
+    Arc<dyn Fn(&RequestContext, &'static str, &Value) -> Result<(), AwsError> + Send + Sync>;
+
 pub struct Dispatcher {
     services: HashMap<&'static str, Arc<dyn Service>>,
     credentials: CredentialLookup,
+    authorizer: Option<Authorizer>,
     /// How far a request's `X-Amz-Date` may be from the server's clock.
     pub max_clock_skew: time::Duration,
 }
@@ -265,12 +271,19 @@ impl Dispatcher {
         Dispatcher {
             services: HashMap::new(),
             credentials,
+            authorizer: None,
             max_clock_skew: time::Duration::minutes(15),
         }
     }
 
     pub fn register(&mut self, service: Arc<dyn Service>) {
         self.services.insert(service.signing_name(), service);
+    }
+
+    /// Every call then passes `authorizer` (given the service's signing
+    /// name and the decoded input) before its service runs it.
+    pub fn set_authorizer(&mut self, authorizer: Authorizer) {
+        self.authorizer = Some(authorizer);
     }
 
     /// The protocol to answer in before the service is known (for auth errors).
@@ -329,6 +342,11 @@ impl Dispatcher {
             source_ip: req.peer,
             via_endpoint: req.arrival.clone().filter(|a| a.vpc_endpoint_id.is_some()),
         };
+        if let Some(authorize) = &self.authorizer {
+            if let Err(e) = authorize(&ctx, service.signing_name(), &input) {
+                return render_error(protocol, &e, &request_id, Some(model));
+            }
+        }
         match service.handle(&ctx, input) {
             Ok(output) => render_success(protocol, model, &operation, &output, &request_id),
             Err(e) => {

@@ -59,6 +59,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     )?;
     config::restrict_database(&config::s3_dir(&settings.data_dir).join("s3.db"))?;
     let mut dispatcher = Dispatcher::new(lookup);
+    if settings.iam_enforced {
+        dispatcher.set_authorizer(identity_authorizer(store.clone()));
+    }
     dispatcher.register(ec2.clone());
     let sts =
         Arc::new(cove_sts::StsService::new(store.clone()).enforcing_iam(settings.iam_enforced));
@@ -527,4 +530,36 @@ async fn aws(
         "request"
     );
     into_axum(out)
+}
+
+/// With IAM enforced, every API call of a role session passes its role's
+/// identity policies (`cove_iam::authority::refusal`), refused with each
+/// service's own error: EC2's `UnauthorizedOperation`, the query
+/// services' `AccessDenied`, the JSON services' `AccessDeniedException`.
+fn identity_authorizer(store: Arc<cove_store::Store>) -> cove_wire::dispatch::Authorizer {
+    Arc::new(move |ctx, service, input| {
+        let call = cove_iam::authority::Call {
+            service,
+            operation: &ctx.operation,
+            region: &ctx.region,
+            account: ctx.account_id(),
+            principal_arn: &ctx.principal.arn,
+            input,
+        };
+        let Some(refused) = cove_iam::authority::refusal(&store.snapshot(), &call) else {
+            return Ok(());
+        };
+        Err(match service {
+            "ec2" => cove_model::AwsError::new(
+                403,
+                "UnauthorizedOperation",
+                format!(
+                    "You are not authorized to perform this operation. {}",
+                    refused.message
+                ),
+            ),
+            "iam" | "sts" => cove_model::AwsError::new(403, "AccessDenied", refused.message),
+            _ => cove_model::AwsError::client("AccessDeniedException", refused.message),
+        })
+    })
 }
