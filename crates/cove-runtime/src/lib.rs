@@ -58,8 +58,12 @@ pub const NETNS_DIR: &str = "/run/netns";
 /// `PATH` for finding `argv[0]` when the spec's environment has none.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-/// How long `launch` waits for the job's program to start.
+/// How long `launch` waits for the job's program to start once the runner
+/// has prepared its files.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long the runner may take to hand the writable binds to the
+/// workload's identity (a chown of every file of a large dataset).
+const PREPARE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// The container's root file system.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -467,7 +471,9 @@ fn start_runner(plan: &Plan, runner: &Path, log: std::fs::File) -> Result<Contai
     child.wait()?;
     drop(ready_w);
 
-    let deadline = Instant::now() + START_TIMEOUT;
+    // The runner says `prepared` once the binds are its workload's, then
+    // `ok` or `error …`.
+    let mut deadline = Instant::now() + PREPARE_TIMEOUT;
     let mut answer = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
@@ -488,6 +494,10 @@ fn start_runner(plan: &Plan, runner: &Path, log: std::fs::File) -> Result<Contai
             break;
         }
         answer.extend_from_slice(&buf[..n]);
+        while answer.starts_with(runner::PREPARED) {
+            answer.drain(..runner::PREPARED.len());
+            deadline = Instant::now() + START_TIMEOUT;
+        }
         if answer.contains(&b'\n') {
             break;
         }

@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 /// `launch` that the job started (`ok`) or why it did not (`error ...`).
 pub const READY_FD_ENV: &str = "COVE_RUNTIME_READY_FD";
 
+/// The line the runner sends once the container's files are prepared (its
+/// binds handed to the workload's identity), before `ok` or `error`.
+pub const PREPARED: &[u8] = b"prepared\n";
+
 /// A partial line is written out after this long without its newline (a
 /// progress bar), so the log never lags far behind the job.
 const PARTIAL_LINE_DELAY: Duration = Duration::from_secs(2);
@@ -43,6 +47,13 @@ impl Ready {
         if let Some(fd) = self.0.take() {
             let msg = format!("{}\n", line.replace('\n', " "));
             let _ = sys::write_all(&fd, msg.as_bytes());
+        }
+    }
+
+    /// Says the files are prepared; the final answer is still to come.
+    fn prepared(&self) {
+        if let Some(fd) = &self.0 {
+            let _ = sys::write_all(fd, PREPARED);
         }
     }
 }
@@ -96,6 +107,7 @@ fn run(spec_path: &Path, state_dir: &Path, ready: &mut Ready) -> Result<()> {
             format!("handing {} to the container's identity", b.source.display())
         })?;
     }
+    ready.prepared();
 
     // Blocked here, inherited blocked by init, which waits for them with
     // sigwaitinfo; the runner reads its own through a signalfd.
