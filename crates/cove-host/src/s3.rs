@@ -23,6 +23,15 @@ use std::time::Duration;
 const SIGNATURE_LIFETIME: Duration = Duration::from_secs(900);
 /// How long S3 may take to start answering.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+/// S3's answers that ask to be tried again (InternalError, SlowDown,
+/// ServiceUnavailable, a gateway's), and the waits before each retry, as
+/// the AWS SDKs' standard mode backs off.
+const RETRIED_STATUSES: &[u16] = &[500, 502, 503, 504];
+const RETRY_WAITS: &[Duration] = &[
+    Duration::from_millis(100),
+    Duration::from_millis(400),
+    Duration::from_millis(1600),
+];
 
 #[derive(Debug)]
 pub enum TransferError {
@@ -163,19 +172,32 @@ impl S3Client {
     ) -> Result<T, TransferError> {
         let mut cached = self.connection.lock().expect("connection lock");
         let open = || Connection::open(self.addr, self.connect_timeout).map_err(network);
-        let (mut connection, reused) = match cached.take() {
-            Some(c) if !c.is_closed() => (c, true),
-            _ => (open()?, false),
-        };
-        let response = match Self::send(&mut connection, method, &url, body) {
-            Ok(r) => r,
-            // S3 may close an idle connection just as it is reused: the
-            // request goes once more, on a fresh one.
-            Err(_) if reused => {
-                connection = open()?;
-                Self::send(&mut connection, method, &url, body)?
+        let mut waits = RETRY_WAITS.iter();
+        let (mut connection, response) = loop {
+            let (mut connection, reused) = match cached.take() {
+                Some(c) if !c.is_closed() => (c, true),
+                _ => (open()?, false),
+            };
+            let response = match Self::send(&mut connection, method, &url, body) {
+                Ok(r) => r,
+                // S3 may close an idle connection just as it is reused: the
+                // request goes once more, on a fresh one.
+                Err(_) if reused => {
+                    connection = open()?;
+                    Self::send(&mut connection, method, &url, body)?
+                }
+                Err(e) => return Err(e),
+            };
+            let retried = RETRIED_STATUSES.contains(&response.status().as_u16());
+            match waits.next().filter(|_| retried) {
+                Some(wait) => {
+                    if connection.read_body(response.into_body()).is_ok() {
+                        *cached = Some(connection);
+                    }
+                    std::thread::sleep(*wait);
+                }
+                None => break (connection, response),
             }
-            Err(e) => return Err(e),
         };
         let status = response.status().as_u16();
         if status < 300 {
@@ -425,5 +447,81 @@ mod tests {
             }
         );
         assert_eq!(S3ErrorBody::parse(b"not xml <"), S3ErrorBody::default());
+    }
+
+    /// A one-connection-at-a-time HTTP server that answers with `statuses`
+    /// in turn (then 200), and counts the requests it got.
+    fn server(statuses: Vec<u16>) -> (SocketAddr, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = seen.clone();
+        std::thread::spawn(move || {
+            let mut statuses = statuses.into_iter();
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut out = stream;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        break;
+                    }
+                    if line != "\r\n" {
+                        continue;
+                    }
+                    counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let status = statuses.next().unwrap_or(200);
+                    let body = if status == 200 {
+                        "done"
+                    } else {
+                        "<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+                    };
+                    let answer = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if out.write_all(answer.as_bytes()).is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        (addr, seen)
+    }
+
+    fn local_client(addr: SocketAddr) -> S3Client {
+        let credentials = Credentials {
+            access_key: "AKIDEXAMPLE".into(),
+            secret_key: "secret".into(),
+            session_token: None,
+        };
+        S3Client::new(
+            &addr.to_string(),
+            "us-east-1",
+            credentials,
+            Duration::from_secs(1),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn slow_down_and_internal_errors_are_retried_then_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let (addr, seen) = server(vec![503, 500]);
+        let n = local_client(addr)
+            .get_to_file("b", "k", &dir.path().join("k"))
+            .unwrap();
+        assert_eq!((n, seen.load(std::sync::atomic::Ordering::SeqCst)), (4, 3));
+        let (addr, seen) = server(vec![503; 10]);
+        match local_client(addr).get_to_file("b", "k", &dir.path().join("k")) {
+            Err(TransferError::Service {
+                status: 503, code, ..
+            }) => assert_eq!(code, "SlowDown"),
+            other => panic!("{other:?}"),
+        }
+        // The first try and three retries.
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 4);
     }
 }
