@@ -6,6 +6,7 @@ import io
 import json
 import os
 import platform
+import socket
 import subprocess
 import tarfile
 import time
@@ -44,6 +45,18 @@ try:
     found["nfnetlink"] = "ok"
 except OSError as e:
     found["nfnetlink"] = errno.errorcode[e.errno]
+reached = []
+for address in hps.get("host_addresses", []):
+    s = socket.socket()
+    s.settimeout(1)
+    try:
+        s.connect((address, int(hps["host_port"])))
+        reached.append(address)
+    except OSError:
+        pass
+    finally:
+        s.close()
+found["host_reached"] = reached
 v = os.statvfs("/opt/ml")
 found["volume_bytes"] = v.f_blocks * v.f_frsize
 model = os.environ["SM_MODEL_DIR"]
@@ -85,12 +98,32 @@ def volumes_of(data_dir):
     return [line for line in out.splitlines() if data_dir in line]
 
 
+def host_addresses():
+    """The host's own IPv4 addresses (not loopback, not Cove's)."""
+    out = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True).stdout
+    return [line.split()[3].split("/")[0] for line in out.splitlines()
+            if " lo " not in line and line.split()[1] != "lo"]
+
+
 def test_a_job_runs_as_its_own_identity_and_cannot_reach_the_kernel_or_the_host(cove_server, s3, sm, bucket):
+    # A server on every address of the host: the job must reach none of them.
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("0.0.0.0", 0))
+    listener.listen(8)
+    addresses = host_addresses()
+    for address in addresses:  # reachable from the host itself
+        socket.create_connection((address, listener.getsockname()[1]), timeout=1).close()
     name = job_name("probe")
-    sm.create_training_job(**training_request(name, bucket, data_dir=cove_server.data_dir))
-    d = wait_for(sm, name)
+    try:
+        sm.create_training_job(**training_request(name, bucket, data_dir=cove_server.data_dir,
+                                                  host_addresses=addresses, host_port=listener.getsockname()[1]))
+        d = wait_for(sm, name)
+    finally:
+        listener.close()
     assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
     found = probe_of(s3, bucket, name)
+    assert addresses and found["host_reached"] == [], (addresses, found["host_reached"])
     assert found["uid"] >= 0x70000000 and found["user"] == "sagemaker-user", found
     assert found["etc_users"] == ["root", "nobody", "sagemaker-user"], found
     for call in ("userns", "io_uring", "keyctl", "nfnetlink"):
