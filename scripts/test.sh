@@ -66,3 +66,8 @@ step "guest programs"
 /usr/bin/python3 -m unittest discover -s crates/cove-jobs/guest/tests -q
 step "end-to-end tests"
 PATH="$PWD/$VENV/bin:$PATH" "$VENV/bin/python" -m pytest tests/e2e -q -p no:cacheprovider "$@"
+if [ "$(id -u)" = 0 ] && [ $# = 0 ]; then
+    step "crash test"
+    # Jobs killed with SIGKILL at every phase complete, log once, leave nothing.
+    "$VENV/bin/python" tests/crash/crash_test.py --jobs-per-phase 5
+fi

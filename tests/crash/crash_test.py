@@ -13,8 +13,9 @@ and lets the round finish. Then it checks:
 - no job ENI, network namespace, mount, loop device, cgroup or process of
   the jobs is left once they ended (and none of the server's after its
   teardown).
-It prints one table row per phase and exits non-zero on any failure. Not
-part of CI (it takes minutes); its figures go in docs/benchmarks.md.
+It prints one table row per phase and exits non-zero on any failure.
+scripts/test.sh runs it with five jobs per phase; its figures go in
+docs/benchmarks.md.
 """
 
 import argparse
