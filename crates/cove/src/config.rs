@@ -269,3 +269,40 @@ impl Settings {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        serve: ServeArgs,
+    }
+
+    fn resolve(args: &[&str]) -> anyhow::Result<Settings> {
+        let cli = Cli::try_parse_from(std::iter::once("cove").chain(args.iter().copied()))?;
+        Settings::resolve(&cli.serve)
+    }
+
+    #[test]
+    fn iam_is_local_unless_enforced_by_flag_or_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cove.toml");
+        std::fs::write(&file, "[iam]\nmode = \"enforce\"\n").unwrap();
+        let config = file.to_str().unwrap();
+        assert!(!resolve(&[]).unwrap().iam_enforced);
+        assert!(resolve(&["--config", config]).unwrap().iam_enforced);
+        assert!(
+            !resolve(&["--config", config, "--iam", "local"])
+                .unwrap()
+                .iam_enforced
+        );
+        assert!(resolve(&["--iam", "enforce"]).unwrap().iam_enforced);
+        let err = resolve(&["--iam", "strict"]).unwrap_err().to_string();
+        assert!(err.contains("--iam must be local or enforce"), "{err}");
+        std::fs::write(&file, "[iam]\nmodes = \"enforce\"\n").unwrap();
+        assert!(resolve(&["--config", config]).is_err());
+    }
+}
