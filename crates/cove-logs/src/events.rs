@@ -135,14 +135,7 @@ impl LogsService {
         let end = i64::try_from(end).map_err(|_| invalid("offset too large"))?;
         let now = crate::now_ms();
         Ok(self.db.write(|tx| {
-            let shipped: Option<i64> = tx
-                .query_row(
-                    "SELECT byte_offset FROM shipped_sources WHERE source = ?1",
-                    [source],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if shipped.is_some_and(|at| at >= end) {
+            if shipped_at(tx, source)?.is_some_and(|at| at >= end) {
                 return Ok(());
             }
             put_in(tx, region, account, group, stream, events, now)?;
@@ -157,16 +150,19 @@ impl LogsService {
 
     /// How far `source` has been shipped (0 when never).
     pub fn shipped_offset(&self, source: &str) -> AwsResult<u64> {
-        let at: Option<i64> = self.db.read(|c| {
-            Ok(c.query_row(
-                "SELECT byte_offset FROM shipped_sources WHERE source = ?1",
-                [source],
-                |r| r.get(0),
-            )
-            .optional()?)
-        })?;
+        let at = self.db.read(|c| Ok(shipped_at(c, source)?))?;
         Ok(at.and_then(|a| u64::try_from(a).ok()).unwrap_or(0))
     }
+}
+
+/// The recorded offset of a shipped source.
+fn shipped_at(c: &rusqlite::Connection, source: &str) -> rusqlite::Result<Option<i64>> {
+    c.query_row(
+        "SELECT byte_offset FROM shipped_sources WHERE source = ?1",
+        [source],
+        |r| r.get(0),
+    )
+    .optional()
 }
 
 /// The body of a `PutLogEvents` inside its transaction.
