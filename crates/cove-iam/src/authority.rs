@@ -175,9 +175,24 @@ pub struct Call<'a> {
 /// `AssumeRole` is judged by STS itself (trust policy first).
 const ALWAYS_ALLOWED: &[&str] = &["sts:GetCallerIdentity", "sts:AssumeRole"];
 
+/// EC2 resource ids a call may name, most specific first (a subnet's call
+/// names its VPC too), with the resource type of their ARN.
+const EC2_IDS: &[(&str, &str)] = &[
+    ("NetworkInterfaceId", "network-interface"),
+    ("SubnetId", "subnet"),
+    ("GroupId", "security-group"),
+    ("RouteTableId", "route-table"),
+    ("NetworkAclId", "network-acl"),
+    ("InternetGatewayId", "internet-gateway"),
+    ("NatGatewayId", "natgateway"),
+    ("AllocationId", "elastic-ip"),
+    ("FlowLogId", "vpc-flow-log"),
+    ("VpcId", "vpc"),
+];
+
 /// The resource ARN a call acts on, from the request's name fields where
 /// the service has resource-level permissions Cove models; `*` otherwise
-/// (EC2's VPC actions are judged on `*`).
+/// (EC2's `Describe*` calls, and calls that name no single resource).
 pub fn resource_of(call: &Call<'_>) -> String {
     let field = |name: &str| call.input.get(name).and_then(|v| v.as_str());
     let (region, account) = (call.region, call.account);
@@ -224,6 +239,12 @@ pub fn resource_of(call: &Call<'_>) -> String {
             (None, Some(p)) => p.to_string(),
             _ => "*".into(),
         },
+        "ec2" if !call.operation.starts_with("Describe") => EC2_IDS
+            .iter()
+            .find_map(|(f, kind)| {
+                field(f).map(|id| format!("arn:aws:ec2:{region}:{account}:{kind}/{id}"))
+            })
+            .unwrap_or_else(|| "*".into()),
         "ecr" => field("repositoryName")
             .map(|r| format!("arn:aws:ecr:{region}:{account}:repository/{r}"))
             .unwrap_or_else(|| "*".into()),
@@ -392,6 +413,18 @@ mod tests {
             call(&w, "sts", "GetCallerIdentity", none.clone(), session),
             None
         );
+        // EC2 calls that name one resource are judged on its ARN.
+        const VPC_ADMIN: &str = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"ec2:*","Resource":"arn:aws:ec2:*:*:vpc/*"},{"Effect":"Deny","Action":"ec2:DeleteVpc","Resource":"arn:aws:ec2:*:*:vpc/vpc-keep"}]}"#;
+        let w2 = world(vec![role("Net", ACCOUNT_TRUST, &[VPC_ADMIN])]);
+        let net = "arn:aws:sts::123456789012:assumed-role/Net/s";
+        let vpc = |id: &str| serde_json::json!({ "VpcId": id });
+        assert_eq!(call(&w2, "ec2", "DeleteVpc", vpc("vpc-1"), net), None);
+        let kept = call(&w2, "ec2", "DeleteVpc", vpc("vpc-keep"), net).unwrap();
+        assert!(kept.message.contains("on resource: arn:aws:ec2:us-east-1:123456789012:vpc/vpc-keep with an explicit deny"), "{}", kept.message);
+        // A subnet's call is on the subnet, which this policy does not name.
+        let subnet = serde_json::json!({"SubnetId": "subnet-1", "VpcId": "vpc-1"});
+        assert!(call(&w2, "ec2", "ModifySubnetAttribute", subnet, net).is_some());
+        assert!(call(&w2, "ec2", "DescribeVpcs", vpc("vpc-1"), net).is_some());
         // Not a role session: not limited.
         assert_eq!(
             call(
