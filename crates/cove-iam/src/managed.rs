@@ -88,6 +88,19 @@ pub fn aws_managed(arn: &str) -> Option<&'static AwsManaged> {
     AWS_MANAGED.iter().find(|p| p.arn() == arn)
 }
 
+/// The document in force of a managed policy, AWS's or the account's (its
+/// default version); `None` for an ARN that names neither.
+pub fn default_document(w: &cove_model::world::World, arn: &str) -> Option<String> {
+    match aws_managed(arn) {
+        Some(m) => Some(m.document.to_string()),
+        None => w
+            .iam_policies
+            .get(arn)
+            .and_then(|p| p.default_document())
+            .map(str::to_string),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

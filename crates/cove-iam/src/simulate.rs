@@ -129,16 +129,7 @@ fn boundary_of(
         .unwrap_or_default();
     if docs.is_empty() {
         if let Some(arn) = attached {
-            let doc = match aws_managed(arn) {
-                Some(m) => m.document.to_string(),
-                None => w
-                    .iam_policies
-                    .get(arn)
-                    .and_then(|p| p.default_document())
-                    .unwrap_or_default()
-                    .to_string(),
-            };
-            docs.push(doc);
+            docs.push(crate::managed::default_document(w, arn).unwrap_or_default());
         }
     }
     if docs.is_empty() {
