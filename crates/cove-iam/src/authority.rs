@@ -13,7 +13,7 @@
 //! policy decides who may assume a role: a caller of the account, or a
 //! service principal such as `sagemaker.amazonaws.com` when a job starts.
 
-use crate::managed::aws_managed;
+use crate::managed::default_document;
 use cove_model::iam::IamRole;
 use cove_model::policy::{Decision, Kind, Policy, RequestContext};
 use cove_model::world::World;
@@ -56,19 +56,11 @@ impl RolePolicies {
     }
 }
 
-/// The role ARN behind a session ARN (`arn:aws:sts::A:assumed-role/R/S`).
-pub fn role_of_session(principal_arn: &str) -> Option<(&str, &str)> {
-    let rest = principal_arn.strip_prefix("arn:aws:sts::")?;
-    let (account, path) = rest.split_once(':')?;
-    let role = path.strip_prefix("assumed-role/")?.split('/').next()?;
-    (!role.is_empty()).then_some((account, role))
-}
-
 /// The identity policies that limit `principal_arn`: `None` for a
 /// principal they do not limit (not a role session); for a session of a
 /// role that does not exist, no policies at all (everything is denied).
 pub fn role_policies(w: &World, principal_arn: &str) -> Option<RolePolicies> {
-    let (account, role_name) = role_of_session(principal_arn)?;
+    let (account, role_name) = cove_model::policy::session_role(principal_arn)?;
     let role_arn = format!("arn:aws:iam::{account}:role/{role_name}");
     let Some(role) = w.iam_roles.get(&IamRole::key_of(role_name)) else {
         return Some(RolePolicies {
@@ -77,16 +69,7 @@ pub fn role_policies(w: &World, principal_arn: &str) -> Option<RolePolicies> {
             boundary: None,
         });
     };
-    let document = |arn: &str| -> Option<String> {
-        match aws_managed(arn) {
-            Some(m) => Some(m.document.to_string()),
-            None => w
-                .iam_policies
-                .get(arn)
-                .and_then(|p| p.default_document())
-                .map(str::to_string),
-        }
-    };
+    let document = |arn: &str| default_document(w, arn);
     let parse = |doc: &str| Policy::parse(doc, Kind::Identity).ok();
     let policies = role
         .inline_policies

@@ -572,10 +572,17 @@ fn principal_matches(p: &Principals, cx: &RequestContext) -> bool {
 /// `arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION` is named in policies by
 /// its role, `arn:aws:iam::ACCOUNT:role/ROLE`.
 fn assumed_role_arn(arn: &str) -> Option<String> {
+    let (account, role) = session_role(arn)?;
+    Some(format!("arn:aws:iam::{account}:role/{role}"))
+}
+
+/// The account and role name of a session ARN
+/// (`arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION`).
+pub fn session_role(arn: &str) -> Option<(&str, &str)> {
     let rest = arn.strip_prefix("arn:aws:sts::")?;
     let (account, path) = rest.split_once(':')?;
     let role = path.strip_prefix("assumed-role/")?.split('/').next()?;
-    Some(format!("arn:aws:iam::{account}:role/{role}"))
+    (!role.is_empty()).then_some((account, role))
 }
 
 /// IAM's wildcards: `*` is any run of characters, `?` exactly one.
