@@ -19,13 +19,10 @@ docs/benchmarks.md.
 """
 
 import argparse
-import io
-import json
 import os
 import signal
 import subprocess
 import sys
-import tarfile
 import tempfile
 import time
 import uuid
@@ -34,7 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "e2e"))
 
 from conftest import BINARY, Cove  # noqa: E402
-from test_training_jobs import training_request  # noqa: E402
+from test_training_jobs import source_archive, training_request  # noqa: E402
 
 ROLE = "arn:aws:iam::123456789012:role/CrashTest"
 LINES = 40
@@ -51,16 +48,6 @@ with open(os.path.join(os.environ["SM_MODEL_DIR"], "files.txt"), "w") as f:
     f.write(str(len(files)))
 ''' % LINES
 PHASES = ["Starting", "Downloading", "Training", "Uploading"]
-
-
-def source_archive():
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        body = SCRIPT.encode()
-        info = tarfile.TarInfo("train.py")
-        info.size = len(body)
-        tar.addfile(info, io.BytesIO(body))
-    return buf.getvalue()
 
 
 def request(name, bucket, net):
@@ -136,7 +123,7 @@ def main():
             s3.create_bucket(Bucket=bucket)
             for i in range(args.objects):
                 s3.put_object(Bucket=bucket, Key=f"data/part-{i:04}.csv", Body=os.urandom(64 << 10))
-            s3.put_object(Bucket=bucket, Key="code/sourcedir.tar.gz", Body=source_archive())
+            s3.put_object(Bucket=bucket, Key="code/sourcedir.tar.gz", Body=source_archive(SCRIPT))
             all_names = []
             for phase in PHASES:
                 sm = server.client("sagemaker")
