@@ -30,11 +30,13 @@ impl<'a> Req<'a> {
     pub fn account(&self) -> &str {
         self.ctx.account_id()
     }
+    /// What the caller's account owns: no call sees another account's resources.
     pub fn world(&self) -> Arc<World> {
-        self.store.snapshot()
+        self.store.view(self.account())
     }
+    /// A transaction on the caller's account's view (see [`Store::write_as`]).
     pub fn write<T>(&self, f: impl FnOnce(&mut Tx) -> AwsResult<T>) -> AwsResult<T> {
-        self.store.write(f)
+        self.store.write_as(self.account(), f)
     }
 }
 

@@ -810,7 +810,7 @@ pub fn describe_vpc_endpoints(r: &Req, q: &ec2::DescribeVpcEndpointsRequest) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::interfaces::tests::{call_typed as call, fixture, REGION};
+    use crate::interfaces::tests::{call_typed as call, fixture, ACCOUNT, REGION};
 
     fn code(r: AwsResult<Value>) -> String {
         r.err().map(|e| e.code).unwrap_or_default()
@@ -1136,7 +1136,7 @@ mod tests {
 
         // Lifecycle: pending until a second has passed.
         f.store
-            .write(|tx| {
+            .write_as(ACCOUNT, |tx| {
                 let mut e = tx.world.vpc_endpoints.get(&id).cloned().unwrap();
                 e.create_time = "2020-01-01T00:00:00Z".into();
                 tx.put(e);
@@ -1167,7 +1167,7 @@ mod tests {
     fn private_dns_needs_vpc_dns_attributes() {
         let f = fixture();
         f.store
-            .write(|tx| {
+            .write_as(ACCOUNT, |tx| {
                 let mut v = tx.world.vpcs.get(&f.vpc).cloned().unwrap();
                 v.enable_dns_hostnames = false;
                 tx.put(v);

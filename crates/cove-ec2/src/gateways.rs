@@ -812,7 +812,7 @@ mod tests {
     fn setup() -> (Store, Vpc, Subnet) {
         let store = Store::in_memory().unwrap();
         let (vpc, subnet) = store
-            .write(|tx| {
+            .write_as(ACCOUNT, |tx| {
                 let vpc = crate::vpcs::create_vpc_tx(
                     tx,
                     "us-east-1",
@@ -837,7 +837,7 @@ mod tests {
     /// Makes every NAT gateway look old enough for its next step.
     fn age_nats(store: &Store, by: Duration) {
         store
-            .write(|tx| {
+            .write_as(ACCOUNT, |tx| {
                 let all: Vec<NatGateway> = tx.world.nat_gateways.values().cloned().collect();
                 let shift = |t: &str| {
                     (OffsetDateTime::parse(t, &Rfc3339).unwrap() - by)
@@ -856,7 +856,7 @@ mod tests {
 
     fn advance(store: &Store) {
         store
-            .write(|tx| {
+            .write_as(ACCOUNT, |tx| {
                 advance_nat_gateways(tx);
                 Ok(())
             })
@@ -1212,7 +1212,7 @@ mod tests {
         // A settled world needs no writes.
         let mut changed = true;
         store
-            .write(|tx| {
+            .write_as(ACCOUNT, |tx| {
                 advance_nat_gateways(tx);
                 changed = !tx.is_empty();
                 Ok(())

@@ -495,7 +495,7 @@ pub(crate) mod tests {
     pub fn fixture() -> Fixture {
         let store = Store::in_memory().unwrap();
         store
-            .write(|tx| {
+            .write_as(ACCOUNT, |tx| {
                 let v = vpc("vpc-1", "10.0.0.0/16");
                 let o = vpc("vpc-2", "10.1.0.0/16");
                 tx.put(table("rtb-1", &v));
@@ -650,7 +650,7 @@ pub(crate) mod tests {
         let f = fixture();
         let id = f
             .store
-            .write(|tx| {
+            .write_as(ACCOUNT, |tx| {
                 let s = tx.world.subnets.get("subnet-a").cloned().unwrap();
                 let e = new_eni(
                     tx,

@@ -43,23 +43,24 @@ impl Ec2Service {
         &self.store
     }
 
-    /// Creates the region's default VPC the first time the region is used, as
-    /// a new AWS account has one in every region.
+    /// Creates the account's default VPC in a region the first time the
+    /// account uses the region, as a new AWS account has one in every region.
     pub fn ensure_region(&self, region: &str, account_id: &str) -> AwsResult<()> {
+        let marker = cove_store::bootstrap_key(account_id, region);
         if self
             .store
-            .snapshot()
+            .view(account_id)
             .bootstrapped_regions
-            .contains_key(region)
+            .contains_key(&marker)
         {
             return Ok(());
         }
-        self.store.write(|tx| {
-            if tx.world.bootstrapped_regions.contains_key(region) {
+        self.store.write_as(account_id, |tx| {
+            if tx.world.bootstrapped_regions.contains_key(&marker) {
                 return Ok(());
             }
             vpcs::create_default_vpc(tx, region, account_id)?;
-            tx.mark_region_bootstrapped(region);
+            tx.mark_region_bootstrapped(account_id, region);
             Ok(())
         })
     }

@@ -798,14 +798,14 @@ pub fn replace_association(r: &Req, q: &ReplaceRouteTableAssociationRequest) -> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::interfaces::tests::{call_typed as call, REGION};
+    use crate::interfaces::tests::{call_typed as call, ACCOUNT, REGION};
     use cove_store::Store;
 
     /// A VPC 10.0.0.0/16 with one subnet 10.0.1.0/24 and an unattached igw.
     fn setup() -> (Store, Vpc, String, String) {
         let store = Store::in_memory().unwrap();
         let (vpc, subnet, igw) = store
-            .write(|tx| {
+            .write_as(ACCOUNT, |tx| {
                 let vpc = crate::vpcs::create_vpc_tx(
                     tx,
                     REGION,
@@ -882,7 +882,7 @@ mod tests {
         };
         assert_eq!(route_state(&store.snapshot(), &t, &route), "blackhole");
         store
-            .write(|tx| {
+            .write_as(ACCOUNT, |tx| {
                 let mut g = tx.world.internet_gateways[&igw].clone();
                 g.attached_vpc_id = Some(vpc.id.clone());
                 tx.put(g);
@@ -915,7 +915,7 @@ mod tests {
             "InvalidParameterValue"
         );
         store
-            .write(|tx| {
+            .write_as(ACCOUNT, |tx| {
                 let mut g = tx.world.internet_gateways[&igw].clone();
                 g.attached_vpc_id = Some(vpc.id.clone());
                 tx.put(g);
@@ -1025,7 +1025,7 @@ mod tests {
         let pl = region::s3_prefix_list_id(REGION);
         let t = main_table(&store, &vpc.id);
         store
-            .write(|tx| {
+            .write_as(ACCOUNT, |tx| {
                 let mut t = t.clone();
                 t.routes.push(Route {
                     destination_cidr: None,
@@ -1135,7 +1135,7 @@ mod tests {
         assert_eq!(main_filter["RouteTables"].as_array().unwrap().len(), 1);
         // The old main table still holds the subnet association; drop_subnet clears it.
         store
-            .write(|tx| {
+            .write_as(ACCOUNT, |tx| {
                 drop_subnet(tx, &subnet);
                 Ok(())
             })

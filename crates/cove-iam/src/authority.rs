@@ -62,7 +62,7 @@ impl RolePolicies {
 pub fn role_policies(w: &World, principal_arn: &str) -> Option<RolePolicies> {
     let (account, role_name) = cove_model::policy::session_role(principal_arn)?;
     let role_arn = format!("arn:aws:iam::{account}:role/{role_name}");
-    let Some(role) = w.iam_roles.get(&IamRole::key_of(role_name)) else {
+    let Some(role) = w.iam_roles.get(&IamRole::key_of(account, role_name)) else {
         return Some(RolePolicies {
             role_arn,
             policies: Vec::new(),
@@ -101,17 +101,19 @@ pub enum Assumer<'a> {
     Service(&'a str),
 }
 
-/// Whether `role_arn` names a role of this account whose trust policy
-/// lets `who` assume it (and, for a role session whose trust was granted
+/// Whether `role_arn` names an existing role (of any account) whose trust
+/// policy lets `who` assume it (and, for a role session whose trust was granted
 /// to the account as a whole, whose own policies allow `sts:AssumeRole`).
 pub fn may_assume(w: &World, role_arn: &str, who: &Assumer<'_>) -> bool {
-    let Some(name) = role_arn
-        .rsplit_once(":role/")
-        .map(|(_, path)| path.rsplit('/').next().unwrap_or_default())
-    else {
+    let Some((owner, name)) = role_arn.rsplit_once(":role/").map(|(head, path)| {
+        (
+            head.rsplit(':').next().unwrap_or_default(),
+            path.rsplit('/').next().unwrap_or_default(),
+        )
+    }) else {
         return false;
     };
-    let Some(role) = w.iam_roles.get(&IamRole::key_of(name)) else {
+    let Some(role) = w.iam_roles.get(&IamRole::key_of(owner, name)) else {
         return false;
     };
     if role.arn != role_arn {
@@ -275,7 +277,7 @@ mod tests {
 
     fn role(name: &str, trust: &str, inline: &[&str]) -> IamRole {
         IamRole {
-            key: IamRole::key_of(name),
+            key: IamRole::key_of("123456789012", name),
             name: name.into(),
             path: "/".into(),
             role_id: "AROAEXAMPLE".into(),

@@ -72,7 +72,7 @@ impl Service for IamService {
         match &request {
             Request::CreateRole(r) => cx.create_role(r),
             Request::GetRole(r) => {
-                cx.read(|w| Ok(json!({"Role": role_out(role(w, &r.role_name)?)})))
+                cx.read(|w| Ok(json!({"Role": role_out(role(w, cx.account, &r.role_name)?)})))
             }
             Request::DeleteRole(r) => cx.delete_role(r),
             Request::ListRoles(r) => cx.read(|w| {
@@ -111,7 +111,7 @@ impl Service for IamService {
                 Ok(())
             }),
             Request::ListRoleTags(r) => cx.read(|w| {
-                let tags = tags_out(&role(w, &r.role_name)?.tags);
+                let tags = tags_out(&role(w, cx.account, &r.role_name)?.tags);
                 page("Tags", tags, r.marker.as_deref(), r.max_items)
             }),
             Request::PutRolePolicy(r) => cx.update_role(&r.role_name, |role| {
@@ -121,7 +121,7 @@ impl Service for IamService {
                 Ok(())
             }),
             Request::GetRolePolicy(r) => cx.read(|w| {
-                let role = role(w, &r.role_name)?;
+                let role = role(w, cx.account, &r.role_name)?;
                 let doc = role
                     .inline_policies
                     .get(&r.policy_name)
@@ -133,7 +133,7 @@ impl Service for IamService {
                 }))
             }),
             Request::ListRolePolicies(r) => cx.read(|w| {
-                let names: Vec<Value> = role(w, &r.role_name)?
+                let names: Vec<Value> = role(w, cx.account, &r.role_name)?
                     .inline_policies
                     .keys()
                     .map(|n| json!(n))
@@ -186,7 +186,7 @@ impl Service for IamService {
             }),
             Request::ListAttachedRolePolicies(r) => cx.read(|w| {
                 let prefix = r.path_prefix.as_deref().unwrap_or("/");
-                let attached: Vec<Value> = role(w, &r.role_name)?
+                let attached: Vec<Value> = role(w, cx.account, &r.role_name)?
                     .attached_policies
                     .iter()
                     .filter_map(|arn| policy_name_and_path(w, arn))
@@ -214,7 +214,7 @@ struct Cx<'a> {
 
 impl Cx<'_> {
     fn read(&self, f: impl FnOnce(&World) -> AwsResult<Value>) -> AwsResult<Value> {
-        f(&self.store.snapshot())
+        f(&self.store.view(self.account))
     }
 
     fn update_role(
@@ -222,8 +222,8 @@ impl Cx<'_> {
         name: &str,
         change: impl FnOnce(&mut IamRole) -> AwsResult<()>,
     ) -> AwsResult<Value> {
-        self.store.write(|tx| {
-            let mut r = role(&tx.world, name)?.clone();
+        self.store.write_as(self.account, |tx| {
+            let mut r = role(&tx.world, self.account, name)?.clone();
             change(&mut r)?;
             tx.put(r);
             Ok(json!({}))
@@ -235,7 +235,7 @@ impl Cx<'_> {
         let path = r.path.clone().unwrap_or_else(|| "/".into());
         if let Some(b) = &r.permissions_boundary {
             if aws_managed(b).is_none() {
-                self.store.snapshot().iam_policies.get(b).ok_or_else(|| {
+                self.store.view(self.account).iam_policies.get(b).ok_or_else(|| {
                     AwsError::new(
                         404,
                         "NoSuchEntity",
@@ -245,7 +245,7 @@ impl Cx<'_> {
             }
         }
         let role = IamRole {
-            key: IamRole::key_of(&r.role_name),
+            key: IamRole::key_of(self.account, &r.role_name),
             name: r.role_name.clone(),
             arn: format!("arn:aws:iam::{}:role{path}{}", self.account, r.role_name),
             path,
@@ -259,7 +259,7 @@ impl Cx<'_> {
             attached_policies: Vec::new(),
             tags: tags_in(r.tags.as_deref()),
         };
-        self.store.write(|tx| {
+        self.store.write_as(self.account, |tx| {
             if tx.world.iam_roles.contains_key(&role.key) {
                 return Err(AwsError::new(
                     409,
@@ -273,8 +273,8 @@ impl Cx<'_> {
     }
 
     fn delete_role(&self, r: &DeleteRoleRequest) -> AwsResult<Value> {
-        self.store.write(|tx| {
-            let role = role(&tx.world, &r.role_name)?;
+        self.store.write_as(self.account, |tx| {
+            let role = role(&tx.world, self.account, &r.role_name)?;
             if !role.inline_policies.is_empty() {
                 return Err(delete_conflict(
                     "Cannot delete entity, must delete policies first.",
@@ -315,7 +315,7 @@ impl Cx<'_> {
             next_version: 2,
             tags: tags_in(r.tags.as_deref()),
         };
-        self.store.write(|tx| {
+        self.store.write_as(self.account, |tx| {
             if tx
                 .world
                 .iam_policies
@@ -337,7 +337,7 @@ impl Cx<'_> {
     }
 
     fn delete_policy(&self, r: &DeletePolicyRequest) -> AwsResult<Value> {
-        self.store.write(|tx| {
+        self.store.write_as(self.account, |tx| {
             let policy = customer_policy(&tx.world, &r.policy_arn)?;
             if attachment_count(&tx.world, &policy.arn) > 0 {
                 return Err(delete_conflict(
@@ -358,7 +358,7 @@ impl Cx<'_> {
 
     fn create_policy_version(&self, r: &CreatePolicyVersionRequest) -> AwsResult<Value> {
         parse(&r.policy_document, Kind::Identity)?;
-        self.store.write(|tx| {
+        self.store.write_as(self.account, |tx| {
             let mut policy = customer_policy(&tx.world, &r.policy_arn)?.clone();
             if policy.versions.len() >= MAX_POLICY_VERSIONS {
                 return Err(AwsError::new(
@@ -386,7 +386,7 @@ impl Cx<'_> {
     }
 
     fn delete_policy_version(&self, r: &DeletePolicyVersionRequest) -> AwsResult<Value> {
-        self.store.write(|tx| {
+        self.store.write_as(self.account, |tx| {
             let mut policy = customer_policy(&tx.world, &r.policy_arn)?.clone();
             if policy.default_version == r.version_id {
                 return Err(delete_conflict(
@@ -404,11 +404,11 @@ impl Cx<'_> {
     }
 
     fn attach(&self, r: &AttachRolePolicyRequest) -> AwsResult<Value> {
-        self.store.write(|tx| {
+        self.store.write_as(self.account, |tx| {
             if aws_managed(&r.policy_arn).is_none() {
                 customer_policy(&tx.world, &r.policy_arn)?;
             }
-            let mut role = role(&tx.world, &r.role_name)?.clone();
+            let mut role = role(&tx.world, self.account, &r.role_name)?.clone();
             if !role.attached_policies.contains(&r.policy_arn) {
                 role.attached_policies.push(r.policy_arn.clone());
             }
@@ -464,8 +464,8 @@ fn no_such_version(arn: &str, version: &str) -> AwsError {
     )
 }
 
-fn role<'w>(w: &'w World, name: &str) -> AwsResult<&'w IamRole> {
-    w.iam_roles.get(&IamRole::key_of(name)).ok_or_else(|| {
+fn role<'w>(w: &'w World, account: &str, name: &str) -> AwsResult<&'w IamRole> {
+    w.iam_roles.get(&IamRole::key_of(account, name)).ok_or_else(|| {
         AwsError::new(
             404,
             "NoSuchEntity",

@@ -28,7 +28,7 @@ pub fn simulate_principal_policy(
     r: &SimulatePrincipalPolicyRequest,
 ) -> AwsResult<Value> {
     let role_name = role_name_of(&r.policy_source_arn, account)?;
-    let role = role(w, role_name)?;
+    let role = role(w, account, role_name)?;
     let mut sources = Vec::new();
     for (name, doc) in &role.inline_policies {
         sources.push(Source {

@@ -426,11 +426,10 @@ impl Runtime {
         body: Bytes,
     ) -> Result<Response<Full<Bytes>>, RuntimeError> {
         let call = check_input(endpoint, headers, body.len())?;
-        let world = self.store.snapshot();
+        let world = self.store.view(account);
         let e = world
             .sagemaker_endpoints
-            .get(&SageMakerEndpoint::key_of(&call.endpoint))
-            .filter(|e| e.region == region && e.account_id == account)
+            .get(&SageMakerEndpoint::key_of(region, account, &call.endpoint))
             .filter(|e| {
                 matches!(
                     e.status.as_str(),

@@ -115,7 +115,7 @@ impl Compilation {
         if let (Some(config), None) = (vpc, &j.eni_id) {
             let subnet = config.subnets.first().cloned().unwrap_or_default();
             let groups = config.security_group_ids.clone();
-            let made = self.store.write(|tx| {
+            let made = self.store.write_as(&j.account_id, |tx| {
                 let mut j = tx.cloned::<CompilationJob>(&key)?;
                 let description = format!(
                     "[DO NOT DELETE] ENI managed by SageMaker for Compilation Job {}",

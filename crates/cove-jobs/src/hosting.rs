@@ -69,6 +69,15 @@ pub(crate) enum Owner {
     Transform(String),
 }
 
+impl Owner {
+    /// The account of the endpoint or job (its key is its ARN).
+    fn account(&self) -> &str {
+        match self {
+            Owner::Endpoint(arn) | Owner::Transform(arn) => cove_model::ids::arn_account(arn),
+        }
+    }
+}
+
 /// One instance with what bringing it up needs to know.
 struct Unit {
     owner: Owner,
@@ -511,12 +520,19 @@ impl Hosting {
         })?;
         let model = world
             .sagemaker_definitions
-            .get(&SageMakerDefinition::key_of("model", &variant.model_name))
+            .get(&SageMakerDefinition::key_of(
+                &e.region,
+                &e.account_id,
+                "model",
+                &variant.model_name,
+            ))
             .and_then(|m| m.request.model().cloned())
             .ok_or_else(|| Failure(format!("Could not find model \"{}\".", variant.model_name)))?;
         let config = world
             .sagemaker_definitions
             .get(&SageMakerDefinition::key_of(
+                &e.region,
+                &e.account_id,
                 "endpoint-config",
                 &i.config_name,
             ));
@@ -614,7 +630,9 @@ impl Hosting {
         owner: &Owner,
         f: impl FnOnce(&mut cove_store::Tx, &mut Vec<EndpointInstance>) -> cove_model::AwsResult<T>,
     ) -> cove_model::AwsResult<T> {
-        self.store.write(|tx| match owner {
+        // The instances' ENIs are made here: the write acts for the owner's
+        // account.
+        self.store.write_as(owner.account(), |tx| match owner {
             Owner::Endpoint(key) => {
                 let mut e = tx.cloned::<SageMakerEndpoint>(key)?;
                 let out = f(tx, &mut e.instances)?;

@@ -16,6 +16,7 @@ use cove_model::ids::now_rfc3339;
 use cove_model::jobs::{
     BenchmarkStep, RecommendationJob, RecommendationPhase, RecommendationStatus,
 };
+use cove_sagemaker::common::Caller;
 use cove_sagemaker::definitions::{self, Definition, NewDefinition};
 use cove_sagemaker::requests::{
     CreateEndpointConfigInput, CreateEndpointInput, ProductionVariant,
@@ -253,7 +254,7 @@ impl Recommendation {
         let name = &step.endpoint_name;
         // A restart mid-benchmark starts this step over.
         self.remove_temporary_endpoint(j, step);
-        self.wait_endpoint_gone(name)?;
+        self.wait_endpoint_gone(j, name)?;
         let mut model = j.model.clone();
         model.model_name.clone_from(name);
         if let Some(vpc) = &j.request.input_config.vpc_config {
@@ -263,7 +264,8 @@ impl Recommendation {
             });
         }
         let create = |operation, request| {
-            definitions::create(&self.store, &internal_context(j, operation), request)
+            let ctx = internal_context(j, operation);
+            definitions::create(&Caller::new(&self.store, &ctx), &ctx, request)
         };
         let made = create("CreateModel", NewDefinition::Model(model))
             .and_then(|_| {
@@ -289,11 +291,8 @@ impl Recommendation {
                     endpoint_config_name: name.clone(),
                     ..Default::default()
                 };
-                cove_sagemaker::endpoints::create(
-                    &self.store,
-                    &internal_context(j, "CreateEndpoint"),
-                    endpoint,
-                )
+                let ctx = internal_context(j, "CreateEndpoint");
+                cove_sagemaker::endpoints::create(&Caller::new(&self.store, &ctx), &ctx, endpoint)
             });
         if let Err(e) = made {
             return Ok(Ended::Failed(format!("ClientError: {}", e.message)));
@@ -306,7 +305,7 @@ impl Recommendation {
             let world = self.store.snapshot();
             let e = world
                 .sagemaker_endpoints
-                .get(&SageMakerEndpoint::key_of(name));
+                .get(&SageMakerEndpoint::key_of(&j.region, &j.account_id, name));
             match e.map(|e| e.status) {
                 Some(EndpointStatus::InService) => {
                     let serving = e.into_iter().flat_map(|e| &e.instances).find_map(|i| {
@@ -387,23 +386,21 @@ impl Recommendation {
     /// Deletes a step's temporary endpoint, configuration and model copy.
     fn remove_temporary_endpoint(&self, j: &RecommendationJob, step: &BenchmarkStep) {
         let name = &step.endpoint_name;
-        let _ = cove_sagemaker::endpoints::delete(
-            &self.store,
-            &internal_context(j, "DeleteEndpoint"),
-            name,
-        );
+        let ctx = internal_context(j, "DeleteEndpoint");
+        let _ = cove_sagemaker::endpoints::delete(&Caller::new(&self.store, &ctx), &ctx, name);
+        let ctx = internal_context(j, "Delete");
         for kind in [Definition::EndpointConfig, Definition::Model] {
-            let _ = definitions::delete(&self.store, &internal_context(j, "Delete"), kind, name);
+            let _ = definitions::delete(&Caller::new(&self.store, &ctx), &ctx, kind, name);
         }
     }
 
-    fn wait_endpoint_gone(&self, name: &str) -> anyhow::Result<()> {
+    fn wait_endpoint_gone(&self, j: &RecommendationJob, name: &str) -> anyhow::Result<()> {
         let deadline = Instant::now() + Duration::from_secs(120);
         while self
             .store
             .snapshot()
             .sagemaker_endpoints
-            .contains_key(&SageMakerEndpoint::key_of(name))
+            .contains_key(&SageMakerEndpoint::key_of(&j.region, &j.account_id, name))
         {
             if Instant::now() > deadline {
                 anyhow::bail!("the earlier temporary endpoint {name} is still being deleted");

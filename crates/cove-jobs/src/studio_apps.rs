@@ -102,10 +102,15 @@ impl StudioApps {
         let (Some(domain), Some(profile)) = (
             world
                 .studio_domains
-                .get(&StudioDomain::key_of(&a.domain_id)),
+                .get(&StudioDomain::key_of(&a.region, &a.account_id, &a.domain_id)),
             world
                 .user_profiles
-                .get(&UserProfile::key_of(&a.domain_id, &a.user_profile_name)),
+                .get(&UserProfile::key_of(
+                    &a.region,
+                    &a.account_id,
+                    &a.domain_id,
+                    &a.user_profile_name,
+                )),
         ) else {
             return Ok(Err(Failure(
                 "The domain or user profile no longer exists.".into(),
@@ -131,7 +136,7 @@ impl StudioApps {
                 "[DO NOT DELETE] ENI managed by SageMaker for Studio Domain {} - {} {} of {}",
                 a.domain_id, a.app_type, a.app_name, a.user_profile_name
             );
-            let made = self.store.write(|tx| {
+            let made = self.store.write_as(&a.account_id, |tx| {
                 let mut app = tx.cloned::<StudioApp>(&key)?;
                 let placement = if vpc_only {
                     let subnets = domain.request.subnet_ids.as_deref().unwrap_or_default();

@@ -155,7 +155,7 @@ impl Training {
             vpc.is_none() && self.settings.instance.is_some() && !job.request.network_isolation();
         if vpc.is_some() || in_managed_network {
             let network = crate::ManagedNetwork::Jobs;
-            let made = self.store.write(|tx| {
+            let made = self.store.write_as(&job.account_id, |tx| {
                 let mut j = tx.cloned::<SageMakerJob>(&key)?;
                 let kind = match j.kind {
                     JobKind::Training => "Training Job",

@@ -127,12 +127,12 @@ pub struct SageMakerEndpoint {
 }
 
 impl SageMakerEndpoint {
-    pub fn key_of(name: &str) -> String {
-        format!("endpoint/{name}")
+    pub fn key_of(region: &str, account: &str, name: &str) -> String {
+        crate::jobs::sagemaker_arn(region, account, &format!("endpoint/{name}"))
     }
 
     pub fn key(&self) -> String {
-        Self::key_of(&self.name)
+        self.arn.clone()
     }
 
     /// The variant (current or pending) an instance belongs to.
@@ -268,11 +268,11 @@ pub struct TransformJob {
 }
 
 impl TransformJob {
-    pub fn key_of(name: &str) -> String {
-        format!("transform-job/{name}")
+    pub fn key_of(region: &str, account: &str, name: &str) -> String {
+        crate::jobs::sagemaker_arn(region, account, &format!("transform-job/{name}"))
     }
 
     pub fn key(&self) -> String {
-        Self::key_of(&self.name)
+        self.arn.clone()
     }
 }

@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IamRole {
-    /// The name lowercased: the world's key, since IAM names are unique
-    /// regardless of case.
+    /// `<account>/<name lowercased>`: the world's key, since IAM names are
+    /// unique in an account regardless of case.
     pub key: String,
     pub name: String,
     pub path: String,
@@ -35,9 +35,9 @@ pub struct IamRole {
 }
 
 impl IamRole {
-    /// The world's key for a role name.
-    pub fn key_of(name: &str) -> String {
-        name.to_ascii_lowercase()
+    /// The world's key for a role name in `account`.
+    pub fn key_of(account: &str, name: &str) -> String {
+        format!("{account}/{}", name.to_ascii_lowercase())
     }
 }
 

@@ -91,3 +91,9 @@ mod tests {
         assert_eq!(m.len(), 17);
     }
 }
+
+/// The account part of an ARN (`arn:aws:<service>:<region>:<account>:…`);
+/// empty for a string that is not one.
+pub fn arn_account(arn: &str) -> &str {
+    arn.split(':').nth(4).unwrap_or_default()
+}

@@ -64,8 +64,9 @@ impl JobKind {
             JobKind::Processing => "/aws/sagemaker/ProcessingJobs",
         }
     }
-    pub fn key(self, name: &str) -> String {
-        format!("{}/{name}", self.arn_word())
+    /// The job's ARN, which is its key in the world.
+    pub fn key(self, region: &str, account: &str, name: &str) -> String {
+        sagemaker_arn(region, account, &format!("{}/{name}", self.arn_word()))
     }
 }
 
@@ -351,7 +352,7 @@ pub struct SageMakerJob {
 
 impl SageMakerJob {
     pub fn key(&self) -> String {
-        self.kind.key(&self.name)
+        self.arn.clone()
     }
 
     pub fn is_finished(&self) -> bool {
@@ -439,12 +440,12 @@ pub struct CompilationJob {
 }
 
 impl CompilationJob {
-    pub fn key_of(name: &str) -> String {
-        format!("compilation-job/{name}")
+    pub fn key_of(region: &str, account: &str, name: &str) -> String {
+        sagemaker_arn(region, account, &format!("compilation-job/{name}"))
     }
 
     pub fn key(&self) -> String {
-        Self::key_of(&self.name)
+        self.arn.clone()
     }
 
     pub fn is_finished(&self) -> bool {
@@ -514,12 +515,16 @@ pub struct RecommendationJob {
 }
 
 impl RecommendationJob {
-    pub fn key_of(name: &str) -> String {
-        format!("inference-recommendations-job/{name}")
+    pub fn key_of(region: &str, account: &str, name: &str) -> String {
+        sagemaker_arn(
+            region,
+            account,
+            &format!("inference-recommendations-job/{name}"),
+        )
     }
 
     pub fn key(&self) -> String {
-        Self::key_of(&self.name)
+        self.arn.clone()
     }
 
     pub fn is_finished(&self) -> bool {
@@ -575,9 +580,15 @@ impl DefinitionRequest {
 }
 
 impl SageMakerDefinition {
-    pub fn key_of(kind: &str, name: &str) -> String {
-        format!("{kind}/{name}")
+    pub fn key_of(region: &str, account: &str, kind: &str, name: &str) -> String {
+        sagemaker_arn(region, account, &format!("{kind}/{name}"))
     }
+}
+
+/// `arn:aws:sagemaker:<region>:<account>:<resource>`: the ARN of a
+/// SageMaker resource, and its key in the world.
+pub fn sagemaker_arn(region: &str, account: &str, resource: &str) -> String {
+    format!("arn:aws:sagemaker:{region}:{account}:{resource}")
 }
 
 #[cfg(test)]
@@ -629,7 +640,11 @@ mod tests {
         );
         assert_eq!(j.failure_reason.as_deref(), Some("ClientError: boom"));
         assert!(j.is_finished());
-        assert_eq!(j.key(), "training-job/j");
+        assert_eq!(j.key(), j.arn);
+        assert_eq!(
+            JobKind::Training.key("us-east-1", "000000000000", "j"),
+            "arn:aws:sagemaker:us-east-1:000000000000:training-job/j"
+        );
     }
 
     /// A job as the store kept it when `request` was the raw request

@@ -9,6 +9,7 @@
 //! a debug build. The box changes nothing in the stored JSON.
 
 use cove_shapes::sagemaker::{CreateAppRequest, CreateDomainRequest, CreateUserProfileRequest};
+use crate::jobs::sagemaker_arn;
 use serde::{Deserialize, Serialize};
 
 crate::text_enum! {
@@ -59,8 +60,8 @@ pub struct StudioDomain {
 }
 
 impl StudioDomain {
-    pub fn key_of(id: &str) -> String {
-        format!("domain/{id}")
+    pub fn key_of(region: &str, account: &str, id: &str) -> String {
+        sagemaker_arn(region, account, &format!("domain/{id}"))
     }
 }
 
@@ -80,8 +81,8 @@ pub struct UserProfile {
 }
 
 impl UserProfile {
-    pub fn key_of(domain: &str, name: &str) -> String {
-        format!("user-profile/{domain}/{name}")
+    pub fn key_of(region: &str, account: &str, domain: &str, name: &str) -> String {
+        sagemaker_arn(region, account, &format!("user-profile/{domain}/{name}"))
     }
 }
 
@@ -122,19 +123,25 @@ pub struct StudioApp {
 }
 
 impl StudioApp {
-    pub fn key_of(domain: &str, profile: &str, app_type: &str, name: &str) -> String {
-        format!(
-            "app/{domain}/{profile}/{}/{name}",
-            app_type.to_ascii_lowercase()
+    pub fn key_of(
+        region: &str,
+        account: &str,
+        domain: &str,
+        profile: &str,
+        app_type: &str,
+        name: &str,
+    ) -> String {
+        sagemaker_arn(
+            region,
+            account,
+            &format!(
+                "app/{domain}/{profile}/{}/{name}",
+                app_type.to_ascii_lowercase()
+            ),
         )
     }
 
     pub fn key(&self) -> String {
-        Self::key_of(
-            &self.domain_id,
-            &self.user_profile_name,
-            &self.app_type,
-            &self.app_name,
-        )
+        self.arn.clone()
     }
 }

@@ -31,33 +31,34 @@ pub struct World {
     pub flow_logs: OrdMap<String, FlowLog>,
     pub network_insights_paths: OrdMap<String, NetworkInsightsPath>,
     pub network_insights_analyses: OrdMap<String, NetworkInsightsAnalysis>,
-    /// SageMaker jobs by `<kind>/<name>` (`training-job/my-job`).
+    /// SageMaker jobs by ARN.
     pub sagemaker_jobs: OrdMap<String, SageMakerJob>,
     /// Temporary credentials by access key id.
     pub sts_sessions: OrdMap<String, StsSession>,
-    /// IAM roles by lowercased name.
+    /// IAM roles by `<account>/<lowercased name>`.
     pub iam_roles: OrdMap<String, IamRole>,
     /// Customer managed IAM policies by ARN.
     pub iam_policies: OrdMap<String, IamPolicy>,
-    /// SageMaker models and endpoint configurations by `<kind>/<name>`.
+    /// SageMaker models and endpoint configurations by ARN.
     pub sagemaker_definitions: OrdMap<String, SageMakerDefinition>,
-    /// SageMaker endpoints by `endpoint/<name>`.
+    /// SageMaker endpoints by ARN.
     pub sagemaker_endpoints: OrdMap<String, SageMakerEndpoint>,
-    /// Batch transform jobs by `transform-job/<name>`.
+    /// Batch transform jobs by ARN.
     pub transform_jobs: OrdMap<String, TransformJob>,
-    /// Neo compilation jobs by `compilation-job/<name>`.
+    /// Neo compilation jobs by ARN.
     pub compilation_jobs: OrdMap<String, CompilationJob>,
-    /// Inference recommendations jobs by `inference-recommendations-job/<name>`.
+    /// Inference recommendations jobs by ARN.
     pub recommendation_jobs: OrdMap<String, RecommendationJob>,
-    /// Studio domains by `domain/<id>`.
+    /// Studio domains by ARN.
     pub studio_domains: OrdMap<String, StudioDomain>,
-    /// Studio user profiles by `user-profile/<domain>/<name>`.
+    /// Studio user profiles by ARN.
     pub user_profiles: OrdMap<String, UserProfile>,
-    /// Studio apps by `app/<domain>/<profile>/<type>/<name>`.
+    /// Studio apps by ARN.
     pub studio_apps: OrdMap<String, StudioApp>,
     /// Tags by resource id, for every taggable resource.
     pub tags: OrdMap<String, Tags>,
-    /// Regions whose default VPC has been created.
+    /// `<account>/<region>` for every account and region whose default VPC
+    /// has been created.
     pub bootstrapped_regions: OrdMap<String, bool>,
 }
 
@@ -122,11 +123,11 @@ resource!(StsSession, "sts_session", sts_sessions, access_key_id);
 resource!(IamRole, "iam_role", iam_roles, key);
 resource!(IamPolicy, "iam_policy", iam_policies, arn);
 
-// SageMaker resources are stored under `<kind>/<name>`, which their ARN's
-// resource part spells.
+// SageMaker resources are stored under their ARN: names are unique only
+// within one account and region.
 macro_rules! sagemaker_resource {
     ($ty:ty, $kind:literal, $field:ident) => {
-        resource!($ty, $kind, $field, |r| arn_resource(&r.arn));
+        resource!($ty, $kind, $field, arn);
     };
 }
 
@@ -144,8 +145,38 @@ sagemaker_resource!(UserProfile, "user_profile", user_profiles);
 sagemaker_resource!(StudioApp, "studio_app", studio_apps);
 sagemaker_resource!(SageMakerEndpoint, "sagemaker_endpoint", sagemaker_endpoints);
 
-fn arn_resource(arn: &str) -> &str {
-    arn.rsplit(':').next().unwrap_or_default()
+/// Calls `$then!` with every stored resource type: the one list that
+/// loading and view maintenance dispatch on.
+macro_rules! for_each_resource {
+    ($then:ident) => {
+        $then!(
+            Vpc,
+            Subnet,
+            SecurityGroup,
+            NetworkAcl,
+            RouteTable,
+            InternetGateway,
+            Address,
+            NatGateway,
+            VpcEndpoint,
+            NetworkInterface,
+            FlowLog,
+            NetworkInsightsPath,
+            NetworkInsightsAnalysis,
+            SageMakerJob,
+            StsSession,
+            IamRole,
+            IamPolicy,
+            SageMakerDefinition,
+            SageMakerEndpoint,
+            TransformJob,
+            CompilationJob,
+            RecommendationJob,
+            StudioDomain,
+            UserProfile,
+            StudioApp
+        )
+    };
 }
 
 /// The kind under which a resource's tags are stored.
@@ -185,43 +216,64 @@ impl World {
             R::table_mut(w).insert(key.to_string(), r);
             Ok(())
         }
-        match kind {
-            "vpc" => put::<Vpc>(self, key, doc),
-            "subnet" => put::<Subnet>(self, key, doc),
-            "security_group" => put::<SecurityGroup>(self, key, doc),
-            "network_acl" => put::<NetworkAcl>(self, key, doc),
-            "route_table" => put::<RouteTable>(self, key, doc),
-            "internet_gateway" => put::<InternetGateway>(self, key, doc),
-            "address" => put::<Address>(self, key, doc),
-            "nat_gateway" => put::<NatGateway>(self, key, doc),
-            "vpc_endpoint" => put::<VpcEndpoint>(self, key, doc),
-            "network_interface" => put::<NetworkInterface>(self, key, doc),
-            "flow_log" => put::<FlowLog>(self, key, doc),
-            "network_insights_path" => put::<NetworkInsightsPath>(self, key, doc),
-            "network_insights_analysis" => put::<NetworkInsightsAnalysis>(self, key, doc),
-            "sagemaker_job" => put::<SageMakerJob>(self, key, doc),
-            "sts_session" => put::<StsSession>(self, key, doc),
-            "iam_role" => put::<IamRole>(self, key, doc),
-            "iam_policy" => put::<IamPolicy>(self, key, doc),
-            "sagemaker_definition" => put::<SageMakerDefinition>(self, key, doc),
-            "sagemaker_endpoint" => put::<SageMakerEndpoint>(self, key, doc),
-            "transform_job" => put::<TransformJob>(self, key, doc),
-            "compilation_job" => put::<CompilationJob>(self, key, doc),
-            "recommendation_job" => put::<RecommendationJob>(self, key, doc),
-            "studio_domain" => put::<StudioDomain>(self, key, doc),
-            "user_profile" => put::<UserProfile>(self, key, doc),
-            "studio_app" => put::<StudioApp>(self, key, doc),
-            TAGS_KIND => {
-                let t: Tags = serde_json::from_str(doc).map_err(|e| format!("tags {key}: {e}"))?;
-                self.tags.insert(key.to_string(), t);
-                Ok(())
-            }
-            REGION_KIND => {
-                self.bootstrapped_regions.insert(key.to_string(), true);
-                Ok(())
-            }
-            other => Err(format!("unknown stored kind {other:?}")),
+        macro_rules! load {
+            ($($ty:ty),*) => {
+                match kind {
+                    $(<$ty as Resource>::KIND => put::<$ty>(self, key, doc),)*
+                    TAGS_KIND => {
+                        let t: Tags =
+                            serde_json::from_str(doc).map_err(|e| format!("tags {key}: {e}"))?;
+                        self.tags.insert(key.to_string(), t);
+                        Ok(())
+                    }
+                    REGION_KIND => {
+                        self.bootstrapped_regions.insert(key.to_string(), true);
+                        Ok(())
+                    }
+                    other => Err(format!("unknown stored kind {other:?}")),
+                }
+            };
         }
+        for_each_resource!(load)
+    }
+
+    /// The static name of a stored kind, if it is one.
+    pub fn stored_kind(kind: &str) -> Option<&'static str> {
+        macro_rules! known {
+            ($($ty:ty),*) => {
+                [$(<$ty as Resource>::KIND,)* TAGS_KIND, REGION_KIND]
+                    .into_iter()
+                    .find(|k| *k == kind)
+            };
+        }
+        for_each_resource!(known)
+    }
+
+    /// Makes this world's entry `key` of `kind` what it is in `from`
+    /// (copied, or removed when `from` has none): how one account's view
+    /// and the whole world follow each other's changes.
+    pub fn copy_entry(&mut self, from: &World, kind: &str, key: &str) {
+        fn copy<T: Clone>(to: &mut OrdMap<String, T>, from: &OrdMap<String, T>, key: &str) {
+            match from.get(key) {
+                Some(r) => {
+                    to.insert(key.to_string(), r.clone());
+                }
+                None => {
+                    to.remove(key);
+                }
+            }
+        }
+        macro_rules! copy_kind {
+            ($($ty:ty),*) => {
+                match kind {
+                    $(<$ty as Resource>::KIND => copy(<$ty>::table_mut(self), <$ty>::table(from), key),)*
+                    TAGS_KIND => copy(&mut self.tags, &from.tags, key),
+                    REGION_KIND => copy(&mut self.bootstrapped_regions, &from.bootstrapped_regions, key),
+                    other => unreachable!("no stored kind {other:?}"),
+                }
+            };
+        }
+        for_each_resource!(copy_kind)
     }
 
     pub fn tags_of(&self, id: &str) -> Tags {

@@ -8,6 +8,35 @@ use cove_shapes::time_of;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeSet;
 
+/// The store as one SageMaker call sees it: the caller's account's
+/// resources only, keyed (by ARN) in the caller's region.
+#[derive(Clone, Copy)]
+pub struct Caller<'a> {
+    store: cove_store::AccountStore<'a>,
+    pub region: &'a str,
+}
+
+impl<'a> Caller<'a> {
+    pub fn new(store: &'a cove_store::Store, ctx: &'a cove_wire::RequestContext) -> Caller<'a> {
+        Caller {
+            store: store.as_account(ctx.account_id()),
+            region: &ctx.region,
+        }
+    }
+    pub fn account(&self) -> &'a str {
+        self.store.account
+    }
+    pub fn snapshot(&self) -> std::sync::Arc<cove_model::world::World> {
+        self.store.snapshot()
+    }
+    pub fn write<T>(
+        &self,
+        f: impl FnOnce(&mut cove_store::Tx) -> AwsResult<T>,
+    ) -> AwsResult<T> {
+        self.store.write(f)
+    }
+}
+
 pub fn validation(message: impl Into<String>) -> AwsError {
     AwsError::client("ValidationException", message)
 }

@@ -12,6 +12,7 @@
 //! or `MaxRuntimeInSeconds` simply kill it. Its output goes to CloudWatch
 //! Logs (`/aws/sagemaker/CompilationJobs`, stream `<job name>`).
 
+use crate::common::Caller;
 use crate::common::{check_vpc_config, page, validation, ListQuery, Row};
 use crate::requests::CreateCompilationJobRequest;
 use cove_model::ids::now_rfc3339;
@@ -19,17 +20,20 @@ use cove_model::jobs::{CompilationJob, CompilationPhase, CompilationStatus};
 use cove_model::s3_uri::parse_s3_uri;
 use cove_model::{AwsError, AwsResult};
 use cove_neo::Target;
-use cove_store::Store;
 use cove_wire::RequestContext;
 use serde_json::{json, Value};
 
 /// `StoppingCondition.MaxRuntimeInSeconds` when the request gives none (AWS: 900 s).
 const DEFAULT_MAX_RUNTIME: u64 = 900;
 
-fn find<'w>(world: &'w cove_model::world::World, name: &str) -> AwsResult<&'w CompilationJob> {
+fn find<'w>(
+    world: &'w cove_model::world::World,
+    store: &Caller,
+    name: &str,
+) -> AwsResult<&'w CompilationJob> {
     world
         .compilation_jobs
-        .get(&CompilationJob::key_of(name))
+        .get(&CompilationJob::key_of(store.region, store.account(), name))
         .ok_or_else(|| {
             AwsError::client(
                 "ResourceNotFound",
@@ -41,7 +45,7 @@ fn find<'w>(world: &'w cove_model::world::World, name: &str) -> AwsResult<&'w Co
 /// `CreateCompilationJob`: the job keeps the request for Describe to echo
 /// and its driver to read.
 pub fn create(
-    store: &Store,
+    store: &Caller,
     ctx: &RequestContext,
     request: CreateCompilationJobRequest,
 ) -> AwsResult<Value> {
@@ -79,7 +83,7 @@ pub fn create(
         )));
     }
     store.write(|tx| {
-        if tx.world.compilation_jobs.contains_key(&CompilationJob::key_of(&name)) {
+        if tx.world.compilation_jobs.contains_key(&CompilationJob::key_of(store.region, store.account(), &name)) {
             return Err(AwsError::client(
                 "ResourceInUse",
                 format!("Compilation job names must be unique within an AWS account and region, and a compilation job with this name already exists ({arn})"),
@@ -115,9 +119,9 @@ pub fn create(
     Ok(json!({ "CompilationJobArn": arn }))
 }
 
-pub fn describe(store: &Store, name: &str) -> AwsResult<Value> {
+pub fn describe(store: &Caller, name: &str) -> AwsResult<Value> {
     let world = store.snapshot();
-    let j = find(&world, name)?;
+    let j = find(&world, store, name)?;
     let mut out = crate::common::echoed(&j.request);
     out.insert("CompilationJobArn".into(), json!(j.arn));
     out.insert("CompilationJobStatus".into(), json!(j.status));
@@ -156,7 +160,7 @@ pub fn describe(store: &Store, name: &str) -> AwsResult<Value> {
     Ok(Value::Object(out))
 }
 
-pub fn list(store: &Store, ctx: &RequestContext, query: &ListQuery) -> AwsResult<Value> {
+pub fn list(store: &Caller, ctx: &RequestContext, query: &ListQuery) -> AwsResult<Value> {
     let world = store.snapshot();
     let rows = world
         .compilation_jobs
@@ -189,8 +193,8 @@ pub fn list(store: &Store, ctx: &RequestContext, query: &ListQuery) -> AwsResult
     page(query, rows, "CompilationJobSummaries")
 }
 
-pub fn stop(store: &Store, name: &str) -> AwsResult<Value> {
-    crate::stopping::stop(store, "compilation job", |w| find(w, name))
+pub fn stop(store: &Caller, name: &str) -> AwsResult<Value> {
+    crate::stopping::stop(store, "compilation job", |w| find(w, store, name))
 }
 
 crate::stopping::stoppable!(CompilationJob, CompilationStatus::Stopping, |j| !j

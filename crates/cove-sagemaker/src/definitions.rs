@@ -3,13 +3,13 @@
 //! the schema cannot (unique names, models that exist, `VpcConfig` ids in one
 //! VPC) with AWS's messages.
 
+use crate::common::Caller;
 use crate::common::{check_vpc_config, page, validation, ListQuery, Row};
 use crate::requests::{CreateEndpointConfigInput, CreateModelInput, VpcConfig};
 use cove_model::ids::now_rfc3339;
 use cove_model::jobs::{DefinitionRequest, SageMakerDefinition};
 use cove_model::world::World;
 use cove_model::AwsResult;
-use cove_store::Store;
 use cove_wire::RequestContext;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -75,7 +75,7 @@ pub fn find<'w>(
 ) -> AwsResult<&'w SageMakerDefinition> {
     world
         .sagemaker_definitions
-        .get(&SageMakerDefinition::key_of(kind.arn_word(), name))
+        .get(&SageMakerDefinition::key_of(&ctx.region, ctx.account_id(), kind.arn_word(), name))
         .filter(|d| d.region == ctx.region)
         .ok_or_else(|| not_found(ctx, kind, name))
 }
@@ -147,12 +147,12 @@ fn check_endpoint_config(
 
 /// `CreateModel`, `CreateEndpointConfig`: the definition keeps the request
 /// for Describe to echo and endpoints to read.
-pub fn create(store: &Store, ctx: &RequestContext, request: NewDefinition) -> AwsResult<Value> {
+pub fn create(store: &Caller, ctx: &RequestContext, request: NewDefinition) -> AwsResult<Value> {
     let kind = request.kind();
     let name = request.name().to_string();
     let arn = arn(ctx, kind, &name);
     store.write(|tx| {
-        let key = SageMakerDefinition::key_of(kind.arn_word(), &name);
+        let key = SageMakerDefinition::key_of(store.region, store.account(), kind.arn_word(), &name);
         if tx.world.sagemaker_definitions.contains_key(&key) {
             return Err(validation(format!(
                 "Cannot create already existing {} \"{arn}\".",
@@ -180,7 +180,7 @@ pub fn create(store: &Store, ctx: &RequestContext, request: NewDefinition) -> Aw
 }
 
 pub fn describe(
-    store: &Store,
+    store: &Caller,
     ctx: &RequestContext,
     kind: Definition,
     name: &str,
@@ -197,7 +197,7 @@ pub fn describe(
 }
 
 pub fn list(
-    store: &Store,
+    store: &Caller,
     ctx: &RequestContext,
     kind: Definition,
     query: &ListQuery,
@@ -227,7 +227,7 @@ pub fn list(
 }
 
 pub fn delete(
-    store: &Store,
+    store: &Caller,
     ctx: &RequestContext,
     kind: Definition,
     name: &str,

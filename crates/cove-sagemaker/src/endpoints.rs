@@ -4,6 +4,7 @@
 //! exist, the endpoint is in a state that allows the change) and store the
 //! wish; the hosting supervisor brings instances up and down to match it.
 
+use crate::common::Caller;
 use crate::common::{count, page, validation, ListQuery, Row};
 use crate::definitions::{self, Definition};
 use crate::requests::{
@@ -14,7 +15,6 @@ use cove_model::endpoints::{EndpointStatus, EndpointVariant, InstanceState, Sage
 use cove_model::ids::now_rfc3339;
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
-use cove_store::Store;
 use cove_wire::RequestContext;
 use serde_json::{json, Value};
 
@@ -37,7 +37,7 @@ pub fn find<'w>(
 ) -> AwsResult<&'w SageMakerEndpoint> {
     world
         .sagemaker_endpoints
-        .get(&SageMakerEndpoint::key_of(name))
+        .get(&SageMakerEndpoint::key_of(&ctx.region, ctx.account_id(), name))
         .filter(|e| e.region == ctx.region)
         .ok_or_else(|| not_found(ctx, name))
 }
@@ -95,7 +95,7 @@ fn variants_of(
 /// `CreateEndpoint`: the endpoint keeps the request (its `DeploymentConfig`
 /// is Describe's `LastDeploymentConfig`).
 pub fn create(
-    store: &Store,
+    store: &Caller,
     ctx: &RequestContext,
     request: CreateEndpointInput,
 ) -> AwsResult<Value> {
@@ -106,7 +106,7 @@ pub fn create(
         if tx
             .world
             .sagemaker_endpoints
-            .contains_key(&SageMakerEndpoint::key_of(&name))
+            .contains_key(&SageMakerEndpoint::key_of(store.region, store.account(), &name))
         {
             return Err(validation(format!(
                 "Cannot create already existing endpoint \"{arn}\"."
@@ -156,7 +156,7 @@ fn variant_summary(e: &SageMakerEndpoint, v: &EndpointVariant, creating: bool) -
     out
 }
 
-pub fn describe(store: &Store, ctx: &RequestContext, name: &str) -> AwsResult<Value> {
+pub fn describe(store: &Caller, ctx: &RequestContext, name: &str) -> AwsResult<Value> {
     let world = store.snapshot();
     let e = find(&world, ctx, name)?;
     let creating = e.status == EndpointStatus::Creating;
@@ -195,7 +195,7 @@ pub fn describe(store: &Store, ctx: &RequestContext, name: &str) -> AwsResult<Va
     Ok(out)
 }
 
-pub fn list(store: &Store, ctx: &RequestContext, query: &ListQuery) -> AwsResult<Value> {
+pub fn list(store: &Caller, ctx: &RequestContext, query: &ListQuery) -> AwsResult<Value> {
     let world = store.snapshot();
     let rows = world
         .sagemaker_endpoints
@@ -218,7 +218,7 @@ pub fn list(store: &Store, ctx: &RequestContext, query: &ListQuery) -> AwsResult
     page(query, rows, "Endpoints")
 }
 
-pub fn delete(store: &Store, ctx: &RequestContext, name: &str) -> AwsResult<Value> {
+pub fn delete(store: &Caller, ctx: &RequestContext, name: &str) -> AwsResult<Value> {
     store.write(|tx| {
         let mut e = find(&tx.world, ctx, name)?.clone();
         if !e.delete_requested {
@@ -245,7 +245,7 @@ fn check_updatable(e: &SageMakerEndpoint) -> AwsResult<()> {
 
 /// `UpdateEndpoint`: a `DeploymentConfig` it gives replaces the stored one.
 pub fn update(
-    store: &Store,
+    store: &Caller,
     ctx: &RequestContext,
     request: &UpdateEndpointInput,
 ) -> AwsResult<Value> {
@@ -283,7 +283,7 @@ pub fn update(
 }
 
 pub fn update_weights_and_capacities(
-    store: &Store,
+    store: &Caller,
     ctx: &RequestContext,
     request: &UpdateEndpointWeightsAndCapacitiesInput,
 ) -> AwsResult<Value> {

@@ -115,7 +115,7 @@ impl Service for SageMakerService {
         use definitions::{Definition, NewDefinition};
         use requests::Request;
         use JobKind::*;
-        let store = &self.store;
+        let store = &common::Caller::new(&self.store, ctx);
         let request = match requests::Request::parse(&ctx.operation, &input) {
             None => {
                 return Err(AwsError::client(

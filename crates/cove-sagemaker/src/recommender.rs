@@ -14,6 +14,7 @@
 //! median latency, the setup time, and cost from the on-demand price
 //! ([`crate::load`]).
 
+use crate::common::Caller;
 use crate::common::{check_vpc_config, count, page, validation, Row};
 use crate::definitions::{self, Definition};
 use crate::requests::{
@@ -26,17 +27,20 @@ use cove_model::jobs::{
 };
 use cove_model::s3_uri::parse_s3_uri;
 use cove_model::{AwsError, AwsResult};
-use cove_store::Store;
 use cove_wire::RequestContext;
 use serde_json::{json, Map, Value};
 
 /// The instance types a `Default` job tries when the request names none.
 pub const DEFAULT_CANDIDATES: [&str; 3] = ["ml.c5.large", "ml.m5.large", "ml.c5.xlarge"];
 
-fn find<'w>(world: &'w cove_model::world::World, name: &str) -> AwsResult<&'w RecommendationJob> {
+fn find<'w>(
+    world: &'w cove_model::world::World,
+    store: &Caller,
+    name: &str,
+) -> AwsResult<&'w RecommendationJob> {
     world
         .recommendation_jobs
-        .get(&RecommendationJob::key_of(name))
+        .get(&RecommendationJob::key_of(store.region, store.account(), name))
         .ok_or_else(|| {
             AwsError::client(
                 "ResourceNotFound",
@@ -101,7 +105,7 @@ fn candidates(job_type: &str, config: &RecommendationJobInputConfig) -> AwsResul
 /// `CreateInferenceRecommendationsJob`: the job keeps the request for
 /// Describe to echo and its driver to read.
 pub fn create(
-    store: &Store,
+    store: &Caller,
     ctx: &RequestContext,
     request: CreateInferenceRecommendationsJobRequest,
 ) -> AwsResult<Value> {
@@ -159,7 +163,7 @@ pub fn create(
     let types = candidates(&request.job_type, config)?;
     let short: String = name.chars().take(56).collect();
     store.write(|tx| {
-        if tx.world.recommendation_jobs.contains_key(&RecommendationJob::key_of(&name)) {
+        if tx.world.recommendation_jobs.contains_key(&RecommendationJob::key_of(store.region, store.account(), &name)) {
             return Err(AwsError::client(
                 "ResourceInUse",
                 format!("Job name must be unique within an AWS account and region, and a job with this name already exists ({arn})"),
@@ -219,9 +223,9 @@ fn endpoint_configuration(step: &BenchmarkStep) -> Value {
     })
 }
 
-pub fn describe(store: &Store, name: &str) -> AwsResult<Value> {
+pub fn describe(store: &Caller, name: &str) -> AwsResult<Value> {
     let world = store.snapshot();
-    let j = find(&world, name)?;
+    let j = find(&world, store, name)?;
     let r = &j.request;
     let mut out = Map::new();
     // The request's members Describe echoes (absent ones stay absent).
@@ -288,7 +292,7 @@ pub fn describe(store: &Store, name: &str) -> AwsResult<Value> {
 }
 
 pub fn list(
-    store: &Store,
+    store: &Caller,
     ctx: &RequestContext,
     request: &ListInferenceRecommendationsJobsRequest,
 ) -> AwsResult<Value> {
@@ -325,8 +329,8 @@ pub fn list(
     page(&request.into(), rows, "InferenceRecommendationsJobs")
 }
 
-pub fn stop(store: &Store, name: &str) -> AwsResult<Value> {
-    crate::stopping::stop(store, "job", |w| find(w, name))
+pub fn stop(store: &Caller, name: &str) -> AwsResult<Value> {
+    crate::stopping::stop(store, "job", |w| find(w, store, name))
 }
 
 crate::stopping::stoppable!(RecommendationJob, RecommendationStatus::Stopping, |j| !j
@@ -334,11 +338,11 @@ crate::stopping::stoppable!(RecommendationJob, RecommendationStatus::Stopping, |
     && j.status != RecommendationStatus::Stopping);
 
 pub fn steps(
-    store: &Store,
+    store: &Caller,
     request: &ListInferenceRecommendationsJobStepsRequest,
 ) -> AwsResult<Value> {
     let world = store.snapshot();
-    let j = find(&world, &request.job_name)?;
+    let j = find(&world, store, &request.job_name)?;
     let status = request.status.as_deref();
     let step_type = request.step_type.as_deref();
     let all: Vec<Value> = j

@@ -1,8 +1,8 @@
 //! `Stop*Job`: the flag a stoppable job carries for its driver, and the
 //! handler that sets it or refuses with AWS's message.
 
+use crate::common::Caller;
 use cove_model::world::{Resource, World};
-use cove_store::Store;
 
 /// A stored job that `Stop*Job` can stop: its worker sees
 /// `stop_requested` and ends it.
@@ -45,7 +45,7 @@ pub(crate) use stoppable;
 /// `Stop*Job`: marks the job found by `find` for its worker, or refuses
 /// with AWS's message when the job is not running (`what`: "transform job").
 pub fn stop<R: Stoppable>(
-    store: &Store,
+    store: &Caller,
     what: &str,
     find: impl Fn(&World) -> cove_model::AwsResult<&R>,
 ) -> cove_model::AwsResult<serde_json::Value> {

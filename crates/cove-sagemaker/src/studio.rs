@@ -8,6 +8,7 @@
 //! user's requests to the user's JupyterServer app ([`verify`] checks
 //! both).
 
+use crate::common::Caller;
 use crate::common::{check_vpc_config, paged, validation};
 use crate::requests::{
     CreateAppRequest, CreateDomainRequest, CreatePresignedDomainUrlRequest,
@@ -19,7 +20,6 @@ use cove_model::ids::{new_id, now_rfc3339, random_string};
 use cove_model::studio::{AppPhase, AppStatus, StudioApp, StudioDomain, StudioStatus, UserProfile};
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
-use cove_store::Store;
 use cove_wire::RequestContext;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
@@ -45,18 +45,22 @@ fn not_found(what: &str) -> AwsError {
     AwsError::client("ResourceNotFound", what.to_string())
 }
 
-fn domain<'w>(world: &'w World, region: &str, id: &str) -> AwsResult<&'w StudioDomain> {
+fn domain<'w>(world: &'w World, ctx: &RequestContext, id: &str) -> AwsResult<&'w StudioDomain> {
     world
         .studio_domains
-        .get(&StudioDomain::key_of(id))
-        .filter(|d| d.region == region)
+        .get(&StudioDomain::key_of(&ctx.region, ctx.account_id(), id))
         .ok_or_else(|| not_found(&format!("Cannot find Domain with id {id}")))
 }
 
-fn profile<'w>(world: &'w World, domain: &str, name: &str) -> AwsResult<&'w UserProfile> {
+fn profile<'w>(
+    world: &'w World,
+    ctx: &RequestContext,
+    domain: &str,
+    name: &str,
+) -> AwsResult<&'w UserProfile> {
     world
         .user_profiles
-        .get(&UserProfile::key_of(domain, name))
+        .get(&UserProfile::key_of(&ctx.region, ctx.account_id(), domain, name))
         .ok_or_else(|| {
             not_found(&format!(
                 "Cannot find User Profile with name {name} in domain {domain}"
@@ -115,7 +119,7 @@ fn check_network(world: &World, region: &str, network: &DomainNetwork) -> AwsRes
 }
 
 pub fn create_domain(
-    store: &Store,
+    store: &Caller,
     ctx: &RequestContext,
     config: &StudioConfig,
     input: CreateDomainRequest,
@@ -182,13 +186,13 @@ pub fn create_domain(
 }
 
 pub fn describe_domain(
-    store: &Store,
+    store: &Caller,
     ctx: &RequestContext,
     config: &StudioConfig,
     id: &str,
 ) -> AwsResult<Value> {
     let world = store.snapshot();
-    let d = domain(&world, &ctx.region, id)?;
+    let d = domain(&world, ctx, id)?;
     let mut out = crate::common::echoed(&d.request);
     out.insert("DomainArn".into(), json!(d.arn));
     out.insert("DomainId".into(), json!(d.id));
@@ -201,7 +205,7 @@ pub fn describe_domain(
 }
 
 pub fn list_domains(
-    store: &Store,
+    store: &Caller,
     ctx: &RequestContext,
     config: &StudioConfig,
     input: &ListDomainsRequest,
@@ -233,13 +237,13 @@ pub fn list_domains(
 /// `UpdateDomain`: the settings it gives replace the stored domain's as
 /// given.
 pub fn update_domain(
-    store: &Store,
+    store: &Caller,
     ctx: &RequestContext,
     input: &UpdateDomainRequest,
 ) -> AwsResult<Value> {
     let id = input.domain_id.as_str();
     store.write(|tx| {
-        let mut d = domain(&tx.world, &ctx.region, id)?.clone();
+        let mut d = domain(&tx.world, ctx, id)?.clone();
         for (field, given) in [
             ("DomainSettingsForUpdate", input.domain_settings_for_update.is_some()),
             ("DefaultSpaceSettings", input.default_space_settings.is_some()),
@@ -295,7 +299,7 @@ pub fn home_dir(
 }
 
 pub fn delete_domain(
-    store: &Store,
+    store: &Caller,
     ctx: &RequestContext,
     config: &StudioConfig,
     input: &DeleteDomainRequest,
@@ -307,7 +311,7 @@ pub fn delete_domain(
         .and_then(|p| p.home_efs_file_system.as_deref())
         == Some("Delete");
     store.write(|tx| {
-        let d = domain(&tx.world, &ctx.region, id)?.clone();
+        let d = domain(&tx.world, ctx, id)?.clone();
         if tx.world.user_profiles.values().any(|p| p.domain_id == d.id) {
             return Err(AwsError::client(
                 "ResourceInUse",
@@ -331,7 +335,7 @@ pub fn delete_domain(
         for key in apps {
             tx.delete::<StudioApp>(&key);
         }
-        tx.delete::<StudioDomain>(&StudioDomain::key_of(&d.id));
+        tx.delete::<StudioDomain>(&StudioDomain::key_of(store.region, store.account(), &d.id));
         Ok(())
     })?;
     if delete_homes {
@@ -345,7 +349,7 @@ pub fn delete_domain(
 /// `CreateUserProfile`: the profile keeps the request for Describe to echo
 /// and its apps to read.
 pub fn create_user_profile(
-    store: &Store,
+    store: &Caller,
     ctx: &RequestContext,
     input: CreateUserProfileRequest,
 ) -> AwsResult<Value> {
@@ -370,7 +374,7 @@ pub fn create_user_profile(
         .and_then(|s| s.security_groups.clone())
         .unwrap_or_default();
     store.write(|tx| {
-        let mut d = domain(&tx.world, &ctx.region, &domain_id)?.clone();
+        let mut d = domain(&tx.world, ctx, &domain_id)?.clone();
         let arn = format!(
             "arn:aws:sagemaker:{}:{}:user-profile/{domain_id}/{name}",
             ctx.region,
@@ -379,7 +383,7 @@ pub fn create_user_profile(
         if tx
             .world
             .user_profiles
-            .contains_key(&UserProfile::key_of(&domain_id, &name))
+            .contains_key(&UserProfile::key_of(store.region, store.account(), &domain_id, &name))
         {
             return Err(AwsError::client(
                 "ResourceInUse",
@@ -407,14 +411,14 @@ pub fn create_user_profile(
 }
 
 pub fn describe_user_profile(
-    store: &Store,
+    store: &Caller,
     ctx: &RequestContext,
     input: &DescribeUserProfileRequest,
 ) -> AwsResult<Value> {
     let world = store.snapshot();
     let domain_id = input.domain_id.as_str();
-    domain(&world, &ctx.region, domain_id)?;
-    let p = profile(&world, domain_id, &input.user_profile_name)?;
+    domain(&world, ctx, domain_id)?;
+    let p = profile(&world, ctx, domain_id, &input.user_profile_name)?;
     let mut out = crate::common::echoed(&p.request);
     out.insert("UserProfileArn".into(), json!(p.arn));
     out.insert("HomeEfsFileSystemUid".into(), json!(p.home_uid.to_string()));
@@ -425,7 +429,7 @@ pub fn describe_user_profile(
 }
 
 pub fn list_user_profiles(
-    store: &Store,
+    store: &Caller,
     ctx: &RequestContext,
     input: &ListUserProfilesRequest,
 ) -> AwsResult<Value> {
@@ -467,15 +471,15 @@ pub fn list_user_profiles(
 }
 
 pub fn delete_user_profile(
-    store: &Store,
+    store: &Caller,
     ctx: &RequestContext,
     input: &DeleteUserProfileRequest,
 ) -> AwsResult<Value> {
     let domain_id = input.domain_id.as_str();
     let name = input.user_profile_name.as_str();
     store.write(|tx| {
-        domain(&tx.world, &ctx.region, domain_id)?;
-        profile(&tx.world, domain_id, name)?;
+        domain(&tx.world, ctx, domain_id)?;
+        profile(&tx.world, ctx, domain_id, name)?;
         if tx.world.studio_apps.values().any(|a| {
             a.domain_id == domain_id && a.user_profile_name == name && a.phase != AppPhase::Gone
         }) {
@@ -484,7 +488,7 @@ pub fn delete_user_profile(
                 format!("User profile {name} has apps that are not deleted; delete them first."),
             ));
         }
-        tx.delete::<UserProfile>(&UserProfile::key_of(domain_id, name));
+        tx.delete::<UserProfile>(&UserProfile::key_of(store.region, store.account(), domain_id, name));
         Ok(json!({}))
     })
 }
@@ -564,7 +568,7 @@ fn app_not_found(app_type: &str, name: &str) -> AwsError {
 /// `CreateApp`: the app keeps the request (its `ResourceSpec` is the one the
 /// app runs with).
 pub fn create_app(
-    store: &Store,
+    store: &Caller,
     ctx: &RequestContext,
     input: CreateAppRequest,
 ) -> AwsResult<Value> {
@@ -580,9 +584,9 @@ pub fn create_app(
     }
     let arn = app_arn(ctx, &domain_id, &profile_name, &app_type, &name);
     store.write(|tx| {
-        domain(&tx.world, &ctx.region, &domain_id)?;
-        profile(&tx.world, &domain_id, &profile_name)?;
-        let key = StudioApp::key_of(&domain_id, &profile_name, &app_type, &name);
+        domain(&tx.world, ctx, &domain_id)?;
+        profile(&tx.world, ctx, &domain_id, &profile_name)?;
+        let key = StudioApp::key_of(store.region, store.account(), &domain_id, &profile_name, &app_type, &name);
         if tx
             .world
             .studio_apps
@@ -619,11 +623,22 @@ pub fn create_app(
     Ok(json!({ "AppArn": arn }))
 }
 
-fn find_app<'w>(world: &'w World, input: &impl AppRequest) -> AwsResult<&'w StudioApp> {
+fn find_app<'w>(
+    world: &'w World,
+    store: &Caller,
+    input: &impl AppRequest,
+) -> AwsResult<&'w StudioApp> {
     let (domain_id, profile, app_type, name) = app_key(input)?;
     world
         .studio_apps
-        .get(&StudioApp::key_of(&domain_id, &profile, &app_type, &name))
+        .get(&StudioApp::key_of(
+            store.region,
+            store.account(),
+            &domain_id,
+            &profile,
+            &app_type,
+            &name,
+        ))
         .ok_or_else(|| app_not_found(&app_type, &name))
 }
 
@@ -649,11 +664,11 @@ pub fn resource_spec(world: &World, a: &StudioApp) -> ResourceSpec {
     };
     let profile_spec = world
         .user_profiles
-        .get(&UserProfile::key_of(&a.domain_id, &a.user_profile_name))
+        .get(&UserProfile::key_of(&a.region, &a.account_id, &a.domain_id, &a.user_profile_name))
         .and_then(|p| from(p.request.user_settings.as_ref()?));
     let domain_spec = world
         .studio_domains
-        .get(&StudioDomain::key_of(&a.domain_id))
+        .get(&StudioDomain::key_of(&a.region, &a.account_id, &a.domain_id))
         .and_then(|d| from(&d.request.default_user_settings));
     profile_spec
         .or(domain_spec)
@@ -669,9 +684,9 @@ pub fn resource_spec(world: &World, a: &StudioApp) -> ResourceSpec {
         })
 }
 
-pub fn describe_app(store: &Store, input: &DescribeAppRequest) -> AwsResult<Value> {
+pub fn describe_app(store: &Caller, input: &DescribeAppRequest) -> AwsResult<Value> {
     let world = store.snapshot();
-    let a = find_app(&world, input)?;
+    let a = find_app(&world, store, input)?;
     let mut out = json!({
         "AppArn": a.arn, "AppType": a.app_type, "AppName": a.app_name, "DomainId": a.domain_id,
         "UserProfileName": a.user_profile_name, "Status": a.status, "CreationTime": a.creation_time,
@@ -686,7 +701,7 @@ pub fn describe_app(store: &Store, input: &DescribeAppRequest) -> AwsResult<Valu
     Ok(out)
 }
 
-pub fn list_apps(store: &Store, ctx: &RequestContext, input: &ListAppsRequest) -> AwsResult<Value> {
+pub fn list_apps(store: &Caller, ctx: &RequestContext, input: &ListAppsRequest) -> AwsResult<Value> {
     if input.space_name_equals.is_some() {
         return Ok(json!({"Apps": []}));
     }
@@ -721,9 +736,9 @@ pub fn list_apps(store: &Store, ctx: &RequestContext, input: &ListAppsRequest) -
     ))
 }
 
-pub fn delete_app(store: &Store, input: &DeleteAppRequest) -> AwsResult<Value> {
+pub fn delete_app(store: &Caller, input: &DeleteAppRequest) -> AwsResult<Value> {
     store.write(|tx| {
-        let mut a = find_app(&tx.world, input)?.clone();
+        let mut a = find_app(&tx.world, store, input)?.clone();
         if a.phase == AppPhase::Gone || a.status == AppStatus::Deleting {
             return Err(validation(format!(
                 "App {} is in status {} and cannot be deleted.",
@@ -764,7 +779,7 @@ fn unix_now() -> i64 {
 }
 
 pub fn create_presigned_domain_url(
-    store: &Store,
+    store: &Caller,
     ctx: &RequestContext,
     config: &StudioConfig,
     input: &CreatePresignedDomainUrlRequest,
@@ -774,9 +789,9 @@ pub fn create_presigned_domain_url(
     }
     let world = store.snapshot();
     let domain_id = input.domain_id.as_str();
-    let d = domain(&world, &ctx.region, domain_id)?;
+    let d = domain(&world, ctx, domain_id)?;
     let name = input.user_profile_name.as_str();
-    profile(&world, domain_id, name)?;
+    profile(&world, ctx, domain_id, name)?;
     let expires = input.expires_in_seconds.unwrap_or(300);
     let session = input
         .session_expiration_duration_in_seconds

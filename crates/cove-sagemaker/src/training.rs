@@ -3,6 +3,7 @@
 //! one VPC, channels distinct) and store the job; its driver in `cove-jobs`
 //! does the rest.
 
+use crate::common::Caller;
 use crate::common::*;
 use crate::requests::{CreateProcessingJobRequest, CreateTrainingJobRequest};
 use cove_model::ids::now_rfc3339;
@@ -12,7 +13,6 @@ use cove_model::jobs::{
 };
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
-use cove_store::Store;
 use cove_wire::RequestContext;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
@@ -37,7 +37,7 @@ pub fn new_job(
         kind.arn_word(),
         name
     );
-    if world.sagemaker_jobs.contains_key(&kind.key(&name)) {
+    if world.sagemaker_jobs.contains_key(&arn) {
         let what = match kind {
             JobKind::Training => "Training",
             JobKind::Processing => "Processing",
@@ -181,7 +181,7 @@ fn check_processing(request: &CreateProcessingJobRequest) -> AwsResult<()> {
 /// `CreateTrainingJob`, `CreateProcessingJob`: the job keeps the request
 /// for Describe to echo and its driver to read.
 pub fn create(
-    store: &Store,
+    store: &Caller,
     ctx: &RequestContext,
     request: &JobRequest,
     bucket_policies: &crate::BucketPolicies,
@@ -233,16 +233,21 @@ fn network_warnings(
     cove_reach::sagemaker::warnings(&checks)
 }
 
-fn find<'w>(world: &'w World, kind: JobKind, name: &str) -> AwsResult<&'w SageMakerJob> {
+fn find<'w>(
+    world: &'w World,
+    store: &Caller,
+    kind: JobKind,
+    name: &str,
+) -> AwsResult<&'w SageMakerJob> {
     world
         .sagemaker_jobs
-        .get(&kind.key(name))
+        .get(&kind.key(store.region, store.account(), name))
         .ok_or_else(not_found)
 }
 
-pub fn describe(store: &Store, kind: JobKind, name: &str) -> AwsResult<Value> {
+pub fn describe(store: &Caller, kind: JobKind, name: &str) -> AwsResult<Value> {
     let world = store.snapshot();
-    let job = find(&world, kind, name)?;
+    let job = find(&world, store, kind, name)?;
     Ok(render(job))
 }
 
@@ -333,7 +338,7 @@ fn summary(job: &SageMakerJob) -> Value {
 }
 
 pub fn list(
-    store: &Store,
+    store: &Caller,
     ctx: &RequestContext,
     kind: JobKind,
     query: &ListQuery,
@@ -358,9 +363,9 @@ pub fn list(
     page(query, rows, key)
 }
 
-pub fn stop(store: &Store, kind: JobKind, name: &str) -> AwsResult<Value> {
+pub fn stop(store: &Caller, kind: JobKind, name: &str) -> AwsResult<Value> {
     store.write(|tx| {
-        let mut job = find(&tx.world, kind, name)?.clone();
+        let mut job = find(&tx.world, store, kind, name)?.clone();
         if job.status != JobStatus::InProgress {
             return Err(validation(format!(
                 "The request was rejected because the {} job is in status {}.",

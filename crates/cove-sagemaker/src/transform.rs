@@ -12,6 +12,7 @@
 //! Values the request leaves out come from the container's
 //! `/execution-parameters`, as on AWS.
 
+use crate::common::Caller;
 use crate::common::{page, validation, ListQuery, Row};
 use crate::definitions::{self, Definition};
 use crate::requests::CreateTransformJobRequest;
@@ -19,7 +20,6 @@ use cove_model::endpoints::{TransformJob, TransformPhase};
 use cove_model::ids::now_rfc3339;
 use cove_model::jobs::JobStatus;
 use cove_model::{AwsError, AwsResult};
-use cove_store::Store;
 use cove_wire::RequestContext;
 use serde_json::{json, Value};
 
@@ -31,17 +31,21 @@ fn arn(ctx: &RequestContext, name: &str) -> String {
     )
 }
 
-fn find<'w>(world: &'w cove_model::world::World, name: &str) -> AwsResult<&'w TransformJob> {
+fn find<'w>(
+    world: &'w cove_model::world::World,
+    store: &Caller,
+    name: &str,
+) -> AwsResult<&'w TransformJob> {
     world
         .transform_jobs
-        .get(&TransformJob::key_of(name))
+        .get(&TransformJob::key_of(store.region, store.account(), name))
         .ok_or_else(|| validation("Could not find requested job with name ".to_string() + name))
 }
 
 /// `CreateTransformJob`: the job keeps the request for Describe to echo and
 /// its driver to read.
 pub fn create(
-    store: &Store,
+    store: &Caller,
     ctx: &RequestContext,
     request: CreateTransformJobRequest,
 ) -> AwsResult<Value> {
@@ -71,7 +75,7 @@ pub fn create(
         ));
     }
     store.write(|tx| {
-        if tx.world.transform_jobs.contains_key(&TransformJob::key_of(&name)) {
+        if tx.world.transform_jobs.contains_key(&TransformJob::key_of(store.region, store.account(), &name)) {
             return Err(AwsError::client(
                 "ResourceInUse",
                 format!("Job name must be unique within an AWS account and region, and a job with this name already exists ({arn})"),
@@ -107,9 +111,9 @@ pub fn create(
     Ok(json!({ "TransformJobArn": arn }))
 }
 
-pub fn describe(store: &Store, name: &str) -> AwsResult<Value> {
+pub fn describe(store: &Caller, name: &str) -> AwsResult<Value> {
     let world = store.snapshot();
-    let j = find(&world, name)?;
+    let j = find(&world, store, name)?;
     let mut out = crate::common::echoed(&j.request);
     out.insert("TransformJobArn".into(), json!(j.arn));
     out.insert("TransformJobStatus".into(), json!(j.status));
@@ -126,7 +130,7 @@ pub fn describe(store: &Store, name: &str) -> AwsResult<Value> {
     Ok(Value::Object(out))
 }
 
-pub fn list(store: &Store, ctx: &RequestContext, query: &ListQuery) -> AwsResult<Value> {
+pub fn list(store: &Caller, ctx: &RequestContext, query: &ListQuery) -> AwsResult<Value> {
     let world = store.snapshot();
     let rows = world
         .transform_jobs
@@ -151,8 +155,8 @@ pub fn list(store: &Store, ctx: &RequestContext, query: &ListQuery) -> AwsResult
     page(query, rows, "TransformJobSummaries")
 }
 
-pub fn stop(store: &Store, name: &str) -> AwsResult<Value> {
-    crate::stopping::stop(store, "transform job", |w| find(w, name))
+pub fn stop(store: &Caller, name: &str) -> AwsResult<Value> {
+    crate::stopping::stop(store, "transform job", |w| find(w, store, name))
 }
 
 crate::stopping::stoppable!(TransformJob, JobStatus::Stopping, |j| {

@@ -3,8 +3,10 @@
 //! mints a session that every Cove service then accepts (the wire layer and
 //! S3 look sessions up through [`principal_of_session`]). With IAM enforced
 //! the role must exist and its trust policy admit the caller; otherwise any
-//! well-formed role ARN of the caller's account can be assumed. The
-//! session's identity is what bucket policies see as `aws:PrincipalArn`.
+//! well-formed role ARN of the caller's account can be assumed. Another
+//! account's role, in either mode, only when it exists and its trust policy
+//! admits the caller. The session belongs to the role's account; its
+//! identity is what bucket policies see as `aws:PrincipalArn`.
 
 use cove_model::ids::{random_string, rfc3339_of, SECRET_ALPHABET, UPPER_ALNUM};
 use cove_model::jobs::StsSession;
@@ -51,6 +53,7 @@ impl StsService {
     ) -> AwsResult<StsSession> {
         let session = new_session(account_id, role_arn, session_name, duration_seconds);
         self.store.write(|tx| {
+            tx.act_for(account_id);
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
             // Expired sessions are refused anyway; dropping them here keeps the table small.
             let expired: Vec<String> = tx
@@ -156,10 +159,9 @@ impl StsService {
             )
         };
         let (account, _) = parse_role_arn(role_arn).ok_or_else(not_authorized)?;
-        if account != ctx.account_id() {
-            return Err(not_authorized());
-        }
-        if self.enforce_iam {
+        // Another account's role only if it exists and trusts the caller,
+        // whatever the IAM mode: accounts are always kept apart.
+        if self.enforce_iam || account != ctx.account_id() {
             let who = cove_iam::authority::Assumer::Caller {
                 arn: &ctx.principal.arn,
                 account: ctx.account_id(),

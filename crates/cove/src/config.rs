@@ -155,6 +155,9 @@ struct IamConfig {
 pub struct CredentialConfig {
     pub access_key_id: String,
     pub secret_access_key: String,
+    /// The account the key acts in (default: the server's `account_id`).
+    /// Each account sees only its own resources.
+    pub account_id: Option<String>,
     /// The caller's ARN (default: the account root).
     pub arn: Option<String>,
 }
@@ -200,16 +203,26 @@ impl Settings {
             .or(file.account_id)
             .unwrap_or_else(|| DEFAULT_ACCOUNT_ID.into());
         anyhow::ensure!(
-            account_id.len() == 12 && account_id.bytes().all(|b| b.is_ascii_digit()),
+            is_account_id(&account_id),
             "account id must be 12 digits, got {account_id:?}"
         );
         let mut credentials = file.credentials;
+        for c in &credentials {
+            if let Some(a) = &c.account_id {
+                anyhow::ensure!(
+                    is_account_id(a),
+                    "credential {}: account id must be 12 digits, got {a:?}",
+                    c.access_key_id
+                );
+            }
+        }
         match (&args.access_key_id, &args.secret_access_key) {
             (Some(a), Some(s)) => credentials.insert(
                 0,
                 CredentialConfig {
                     access_key_id: a.clone(),
                     secret_access_key: s.clone(),
+                    account_id: None,
                     arn: None,
                 },
             ),
@@ -220,6 +233,7 @@ impl Settings {
             credentials.push(CredentialConfig {
                 access_key_id: DEFAULT_ACCESS_KEY_ID.into(),
                 secret_access_key: DEFAULT_SECRET_ACCESS_KEY.into(),
+                account_id: None,
                 arn: None,
             });
         }
@@ -268,6 +282,10 @@ impl Settings {
             credentials,
         })
     }
+}
+
+fn is_account_id(a: &str) -> bool {
+    a.len() == 12 && a.bytes().all(|b| b.is_ascii_digit())
 }
 
 #[cfg(test)]

@@ -37,6 +37,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let db = config::store_path(&settings.data_dir);
     let store = Arc::new(Store::open(&db)?);
     config::restrict_database(&db)?;
+    // What a Cove from before accounts stored was the configured account's.
+    store.adopt_unowned(&settings.account_id)?;
     let ec2 = Arc::new(Ec2Service::new(store.clone()));
     ec2.ensure_region(&settings.region, &settings.account_id)
         .map_err(|e| anyhow::anyhow!("bootstrapping {}: {e}", settings.region))?;
@@ -211,16 +213,19 @@ fn credential_lookup(settings: &Settings, store: Arc<Store>) -> CredentialLookup
     let principals: Vec<Principal> = settings
         .credentials
         .iter()
-        .map(|c| Principal {
-            access_key: c.access_key_id.clone(),
-            secret_key: c.secret_access_key.clone(),
-            session_token: None,
-            account_id: settings.account_id.clone(),
-            arn: c
-                .arn
-                .clone()
-                .unwrap_or_else(|| format!("arn:aws:iam::{}:root", settings.account_id)),
-            user_id: settings.account_id.clone(),
+        .map(|c| {
+            let account = c.account_id.as_ref().unwrap_or(&settings.account_id);
+            Principal {
+                access_key: c.access_key_id.clone(),
+                secret_key: c.secret_access_key.clone(),
+                session_token: None,
+                account_id: account.clone(),
+                arn: c
+                    .arn
+                    .clone()
+                    .unwrap_or_else(|| format!("arn:aws:iam::{account}:root")),
+                user_id: account.clone(),
+            }
         })
         .collect();
     Arc::new(move |key: &str| {

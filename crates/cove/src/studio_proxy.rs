@@ -101,8 +101,24 @@ pub async fn handle(store: Arc<Store>, key: Arc<Vec<u8>>, req: Request<Body>) ->
             "Not signed in to this Studio user profile: open a URL from CreatePresignedDomainUrl.",
         );
     }
-    let app_key = StudioApp::key_of(&domain, &profile, "JupyterServer", "default");
-    let app = store.snapshot().studio_apps.get(&app_key).cloned();
+    // Domain ids are unique across accounts and regions; the app is keyed
+    // in its domain's.
+    let world = store.snapshot();
+    let app = world
+        .studio_domains
+        .values()
+        .find(|d| d.id == domain)
+        .and_then(|d| {
+            let key = StudioApp::key_of(
+                &d.region,
+                &d.account_id,
+                &domain,
+                &profile,
+                "JupyterServer",
+                "default",
+            );
+            world.studio_apps.get(&key).cloned()
+        });
     let Some(netns) = app
         .as_ref()
         .filter(|a| a.status == cove_model::studio::AppStatus::InService)
