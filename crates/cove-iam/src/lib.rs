@@ -235,13 +235,17 @@ impl Cx<'_> {
         let path = r.path.clone().unwrap_or_else(|| "/".into());
         if let Some(b) = &r.permissions_boundary {
             if aws_managed(b).is_none() {
-                self.store.view(self.account).iam_policies.get(b).ok_or_else(|| {
-                    AwsError::new(
-                        404,
-                        "NoSuchEntity",
-                        format!("Scope ARN: {b} does not exist or is not attachable."),
-                    )
-                })?;
+                self.store
+                    .view(self.account)
+                    .iam_policies
+                    .get(b)
+                    .ok_or_else(|| {
+                        AwsError::new(
+                            404,
+                            "NoSuchEntity",
+                            format!("Scope ARN: {b} does not exist or is not attachable."),
+                        )
+                    })?;
             }
         }
         let role = IamRole {
@@ -465,13 +469,15 @@ fn no_such_version(arn: &str, version: &str) -> AwsError {
 }
 
 fn role<'w>(w: &'w World, account: &str, name: &str) -> AwsResult<&'w IamRole> {
-    w.iam_roles.get(&IamRole::key_of(account, name)).ok_or_else(|| {
-        AwsError::new(
-            404,
-            "NoSuchEntity",
-            format!("The role with name {name} cannot be found."),
-        )
-    })
+    w.iam_roles
+        .get(&IamRole::key_of(account, name))
+        .ok_or_else(|| {
+            AwsError::new(
+                404,
+                "NoSuchEntity",
+                format!("The role with name {name} cannot be found."),
+            )
+        })
 }
 
 fn customer_policy<'w>(w: &'w World, arn: &str) -> AwsResult<&'w IamPolicy> {

@@ -86,7 +86,7 @@ impl Compilation {
     }
 
     fn compilation_dir(&self, j: &CompilationJob) -> PathBuf {
-        self.settings.jobs_dir.join("compilation-job").join(&j.name)
+        crate::workload_dir(&self.settings.jobs_dir, &j.arn)
     }
 
     fn compilation_start(&self, j: &CompilationJob) -> anyhow::Result<()> {

@@ -179,12 +179,13 @@ impl Hosting {
         })?)
     }
 
-    fn endpoint_dir(&self, name: &str) -> PathBuf {
-        self.settings.jobs_dir.join("endpoint").join(name)
+    /// An endpoint's files, by its ARN.
+    fn endpoint_dir(&self, arn: &str) -> PathBuf {
+        crate::workload_dir(&self.settings.jobs_dir, arn)
     }
 
-    fn instance_dir(&self, endpoint: &str, id: &str) -> PathBuf {
-        self.endpoint_dir(endpoint).join(id)
+    fn instance_dir(&self, endpoint_arn: &str, id: &str) -> PathBuf {
+        self.endpoint_dir(endpoint_arn).join(id)
     }
 
     // ---- The endpoint driver ----
@@ -220,7 +221,7 @@ impl Hosting {
         // Logs of every instance whose container may have written some.
         let group = format!("/aws/sagemaker/Endpoints/{}", e.name);
         for i in &e.instances {
-            let dir = self.instance_dir(&e.name, &i.id);
+            let dir = self.instance_dir(&e.arn, &i.id);
             if !dir.join("container.log").exists() {
                 continue;
             }
@@ -237,7 +238,7 @@ impl Hosting {
             .iter()
             .filter(|i| i.state == InstanceState::InService)
         {
-            let state = self.instance_dir(&e.name, &i.id).join("state");
+            let state = self.instance_dir(&e.arn, &i.id).join("state");
             let status = Container::adopt(&state).ok().flatten().map(|c| c.status());
             if !matches!(status, Some(Status::Running)) {
                 tracing::warn!(endpoint = %e.name, instance = %i.id, ?status, "serving container ended");
@@ -448,7 +449,7 @@ impl Hosting {
 
     fn delete(&self, e: &SageMakerEndpoint) -> anyhow::Result<bool> {
         for i in &e.instances {
-            stop_container(&self.instance_dir(&e.name, &i.id), Duration::from_secs(2));
+            stop_container(&self.instance_dir(&e.arn, &i.id), Duration::from_secs(2));
         }
         self.store.write(|tx| {
             let Some(e) = tx.world.sagemaker_endpoints.get(&e.key()).cloned() else {
@@ -461,13 +462,13 @@ impl Hosting {
             Ok(())
         })?;
         for i in &e.instances {
-            let dir = self.instance_dir(&e.name, &i.id);
+            let dir = self.instance_dir(&e.arn, &i.id);
             unmount(&dir.join("rootfs"));
             if let Err(err) = cove_host::volume::detach(&dir) {
                 tracing::warn!(instance = %i.id, error = %format!("{err:#}"), "detaching an instance's volume");
             }
         }
-        let dir = self.endpoint_dir(&e.name);
+        let dir = self.endpoint_dir(&e.arn);
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
         }
@@ -479,7 +480,7 @@ impl Hosting {
     /// runs before any release is started.)
     fn release(&self, key: &str, id: &str) {
         let Some(e) = self.endpoint(key) else { return };
-        let dir = self.instance_dir(&e.name, id);
+        let dir = self.instance_dir(&e.arn, id);
         stop_container(&dir, self.settings.stop_grace.min(Duration::from_secs(10)));
         unmount(&dir.join("rootfs"));
         if let Err(err) = cove_host::volume::detach(&dir) {
@@ -606,7 +607,7 @@ impl Hosting {
         let instance = instances[ordinal].clone();
         Some(deployment.map(|deployment| Unit {
             owner: owner.clone(),
-            dir: self.owner_dir(owner, &name).join(&instance.id),
+            dir: self.owner_dir(owner).join(&instance.id),
             name,
             region,
             account_id,
@@ -617,10 +618,9 @@ impl Hosting {
     }
 
     /// Where an endpoint's or a job's instances keep their files.
-    pub(crate) fn owner_dir(&self, owner: &Owner, name: &str) -> PathBuf {
+    pub(crate) fn owner_dir(&self, owner: &Owner) -> PathBuf {
         match owner {
-            Owner::Endpoint(_) => self.endpoint_dir(name),
-            Owner::Transform(_) => self.settings.jobs_dir.join("transform-job").join(name),
+            Owner::Endpoint(arn) | Owner::Transform(arn) => self.endpoint_dir(arn),
         }
     }
 

@@ -155,6 +155,19 @@ pub(crate) fn create_workload_eni(
     Ok(eni.id)
 }
 
+/// Where a workload keeps its files on the host:
+/// `<jobs dir>/<account>/<region>/<resource>` from its ARN
+/// (`…/training-job/my-job`), so names that repeat across accounts and
+/// regions never share a directory. (SageMaker names are `[a-zA-Z0-9-]`.)
+pub(crate) fn workload_dir(jobs_dir: &std::path::Path, arn: &str) -> std::path::PathBuf {
+    let mut parts = arn.splitn(6, ':').skip(3);
+    let (region, account, resource) = (parts.next(), parts.next(), parts.next());
+    jobs_dir
+        .join(account.unwrap_or_default())
+        .join(region.unwrap_or_default())
+        .join(resource.unwrap_or_default())
+}
+
 /// What every driver shares.
 pub struct Context {
     pub(crate) store: Arc<Store>,

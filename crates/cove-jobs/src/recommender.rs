@@ -113,10 +113,7 @@ impl Recommendation {
     }
 
     fn recommendation_dir(&self, j: &RecommendationJob) -> PathBuf {
-        self.settings
-            .jobs_dir
-            .join("inference-recommendations-job")
-            .join(&j.name)
+        crate::workload_dir(&self.settings.jobs_dir, &j.arn)
     }
 
     fn recommendation_start(&self, j: &RecommendationJob) -> anyhow::Result<()> {
@@ -303,9 +300,11 @@ impl Recommendation {
                 return Ok(Ended::Stopped);
             }
             let world = self.store.snapshot();
-            let e = world
-                .sagemaker_endpoints
-                .get(&SageMakerEndpoint::key_of(&j.region, &j.account_id, name));
+            let e = world.sagemaker_endpoints.get(&SageMakerEndpoint::key_of(
+                &j.region,
+                &j.account_id,
+                name,
+            ));
             match e.map(|e| e.status) {
                 Some(EndpointStatus::InService) => {
                     let serving = e.into_iter().flat_map(|e| &e.instances).find_map(|i| {

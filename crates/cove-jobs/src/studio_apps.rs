@@ -100,17 +100,17 @@ impl StudioApps {
         let key = a.key();
         let world = self.store.snapshot();
         let (Some(domain), Some(profile)) = (
-            world
-                .studio_domains
-                .get(&StudioDomain::key_of(&a.region, &a.account_id, &a.domain_id)),
-            world
-                .user_profiles
-                .get(&UserProfile::key_of(
-                    &a.region,
-                    &a.account_id,
-                    &a.domain_id,
-                    &a.user_profile_name,
-                )),
+            world.studio_domains.get(&StudioDomain::key_of(
+                &a.region,
+                &a.account_id,
+                &a.domain_id,
+            )),
+            world.user_profiles.get(&UserProfile::key_of(
+                &a.region,
+                &a.account_id,
+                &a.domain_id,
+                &a.user_profile_name,
+            )),
         ) else {
             return Ok(Err(Failure(
                 "The domain or user profile no longer exists.".into(),

@@ -111,11 +111,7 @@ impl Training {
     }
 
     fn host_dir(&self, job: &SageMakerJob, host: &str) -> PathBuf {
-        self.settings
-            .jobs_dir
-            .join(job.kind.arn_word())
-            .join(&job.name)
-            .join(host)
+        crate::workload_dir(&self.settings.jobs_dir, &job.arn).join(host)
     }
 
     fn session(&self, job: &SageMakerJob) -> Option<StsSession> {
@@ -529,7 +525,13 @@ impl Training {
         let launched = launch_host(
             &self.settings,
             HostLaunch {
-                id: format!("{kind}-{}-{host}", job.name),
+                // The ARN's hash keeps jobs of one name in several
+                // accounts or regions in cgroups of their own.
+                id: format!(
+                    "{kind}-{}-{:08x}-{host}",
+                    job.name,
+                    cove_model::ids::fnv64(&job.arn) & 0xffff_ffff
+                ),
                 dir: &dir,
                 root,
                 contract: c,
@@ -827,11 +829,7 @@ impl Training {
             tx.put(j);
             Ok(())
         })?;
-        let dir = self
-            .settings
-            .jobs_dir
-            .join(job.kind.arn_word())
-            .join(&job.name);
+        let dir = crate::workload_dir(&self.settings.jobs_dir, &job.arn);
         for host in &job.hosts {
             unmount(&dir.join(&host.name).join("rootfs"));
             cove_host::volume::detach(&dir.join(&host.name))?;

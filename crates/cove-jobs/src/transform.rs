@@ -174,7 +174,7 @@ impl Hosting {
     fn ship_transform_logs(&self, j: &TransformJob) {
         let owner = Owner::Transform(j.key());
         for i in &j.instances {
-            let dir = self.owner_dir(&owner, &j.name).join(&i.id);
+            let dir = self.owner_dir(&owner).join(&i.id);
             if dir.join("container.log").exists() {
                 let stream = format!("{}/{}", j.name, i.id);
                 LogShipper::new(&dir, || stream).ship(
@@ -260,7 +260,7 @@ impl Hosting {
         let uri = source.s3_uri.clone();
         let manifest = source.s3_data_type == "ManifestFile";
         let out_uri = j.request.transform_output.s3_output_path.clone();
-        let scratch = self.owner_dir(&owner, &j.name);
+        let scratch = self.owner_dir(&owner);
         std::fs::create_dir_all(&scratch)?;
         let listed = {
             let scratch = scratch.clone();
@@ -330,7 +330,7 @@ impl Hosting {
                 // The containers stop; the workers' next request fails and they return.
                 for i in &j.instances {
                     stop_container(
-                        &self.owner_dir(&owner, &j.name).join(&i.id),
+                        &self.owner_dir(&owner).join(&i.id),
                         Duration::from_secs(2),
                     );
                 }
@@ -362,7 +362,7 @@ impl Hosting {
         let owner = Owner::Transform(j.key());
         for i in &j.instances {
             stop_container(
-                &self.owner_dir(&owner, &j.name).join(&i.id),
+                &self.owner_dir(&owner).join(&i.id),
                 Duration::from_secs(2),
             );
         }
@@ -386,7 +386,7 @@ impl Hosting {
             tx.put(j);
             Ok(())
         })?;
-        let dir = self.owner_dir(&owner, &j.name);
+        let dir = self.owner_dir(&owner);
         for i in &j.instances {
             unmount(&dir.join(&i.id).join("rootfs"));
         }

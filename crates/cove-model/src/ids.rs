@@ -69,6 +69,12 @@ pub fn rfc3339_of(unix: i64) -> String {
         .unwrap_or_default()
 }
 
+/// The account part of an ARN (`arn:aws:<service>:<region>:<account>:…`);
+/// empty for a string that is not one.
+pub fn arn_account(arn: &str) -> &str {
+    arn.split(':').nth(4).unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,10 +96,4 @@ mod tests {
         assert!(m.starts_with("02:"));
         assert_eq!(m.len(), 17);
     }
-}
-
-/// The account part of an ARN (`arn:aws:<service>:<region>:<account>:…`);
-/// empty for a string that is not one.
-pub fn arn_account(arn: &str) -> &str {
-    arn.split(':').nth(4).unwrap_or_default()
 }

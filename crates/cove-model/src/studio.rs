@@ -8,8 +8,8 @@
 //! requests of up to a few KB inline overflowed a driver thread's stack in
 //! a debug build. The box changes nothing in the stored JSON.
 
-use cove_shapes::sagemaker::{CreateAppRequest, CreateDomainRequest, CreateUserProfileRequest};
 use crate::jobs::sagemaker_arn;
+use cove_shapes::sagemaker::{CreateAppRequest, CreateDomainRequest, CreateUserProfileRequest};
 use serde::{Deserialize, Serialize};
 
 crate::text_enum! {

@@ -112,9 +112,11 @@ fn denied() -> s3s::S3Error {
 /// Applies the endpoint policy (must allow), the bucket policy (must not
 /// deny) and, for a caller that identity policies limit, those policies
 /// (must not deny, and they or the bucket policy must allow) to one action
-/// on one resource. The account root keeps the right to manage a bucket's
-/// policy even when the policy denies it, as on AWS, so a bad policy cannot
-/// lock the owner out.
+/// on one resource. Another account's bucket is reached only where its
+/// policy allows the caller (and the caller's own policies, if any limit
+/// it, allow too), as across accounts on AWS. The bucket owner's root
+/// keeps the right to manage the bucket's policy even when the policy
+/// denies it, as on AWS, so a bad policy cannot lock the owner out.
 pub fn authorize(
     storage: &Storage,
     bucket: Option<&str>,
@@ -122,11 +124,17 @@ pub fn authorize(
     origin: &S3Origin,
     limits: Option<&RolePolicies>,
 ) -> S3Result<()> {
-    let by_bucket = bucket_decision(storage, bucket, cx, origin)?;
+    let owner = bucket.and_then(|b| storage.bucket(b).ok()).map(|b| b.owner);
+    // CreateBucket on a taken name is answered by the handler
+    // (BucketAlreadyExists), as S3 does.
+    let foreign = owner.as_ref().is_some_and(|o| *o != cx.principal_account)
+        && cx.action != "s3:CreateBucket";
+    let by_bucket = bucket_decision(storage, bucket, cx, origin, foreign)?;
     match limits.map(|l| l.decide(cx)) {
-        None | Some(Decision::Allow) => Ok(()),
         Some(Decision::Deny) => Err(denied()),
-        Some(Decision::NotApplicable) if by_bucket == Decision::Allow => Ok(()),
+        _ if foreign && by_bucket != Decision::Allow => Err(denied()),
+        None | Some(Decision::Allow) => Ok(()),
+        Some(Decision::NotApplicable) if by_bucket == Decision::Allow && !foreign => Ok(()),
         Some(Decision::NotApplicable) => Err(denied()),
     }
 }
@@ -138,6 +146,7 @@ fn bucket_decision(
     bucket: Option<&str>,
     cx: &RequestContext,
     origin: &S3Origin,
+    foreign: bool,
 ) -> S3Result<Decision> {
     if origin.vpc_endpoint_id.is_some() {
         if let Some(doc) = &origin.endpoint_policy {
@@ -158,7 +167,8 @@ fn bucket_decision(
     let Some(doc) = b.policy else {
         return Ok(Decision::NotApplicable);
     };
-    let root_manages_policy = cx.principal_arn.ends_with(":root")
+    let root_manages_policy = !foreign
+        && cx.principal_arn.ends_with(":root")
         && matches!(
             cx.action.as_str(),
             "s3:GetBucketPolicy" | "s3:PutBucketPolicy" | "s3:DeleteBucketPolicy"
@@ -262,7 +272,9 @@ mod tests {
     fn endpoint_and_bucket_policies() {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
-        storage.create_bucket("b", "us-east-1").unwrap();
+        storage
+            .create_bucket("b", "us-east-1", "123456789012")
+            .unwrap();
         let root = Caller {
             arn: "arn:aws:iam::123456789012:root".into(),
             account: "123456789012".into(),
@@ -320,10 +332,47 @@ mod tests {
     }
 
     #[test]
+    fn another_accounts_bucket_needs_its_policy_to_allow() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = Storage::open(dir.path()).unwrap();
+        storage
+            .create_bucket("b", "us-east-1", "111111111111")
+            .unwrap();
+        let outsider = Caller {
+            arn: "arn:aws:iam::222222222222:root".into(),
+            account: "222222222222".into(),
+            limits: None,
+        };
+        let public = S3Origin::public("127.0.0.1".parse().unwrap());
+        let get = context("s3:GetObject", "arn:aws:s3:::b/k", &outsider, &public);
+        let put_policy = context("s3:PutBucketPolicy", "arn:aws:s3:::b", &outsider, &public);
+        assert!(authorize(&storage, Some("b"), &get, &public, None).is_err());
+        assert!(authorize(&storage, Some("b"), &put_policy, &public, None).is_err());
+        let create = context("s3:CreateBucket", "arn:aws:s3:::b", &outsider, &public);
+        assert!(
+            authorize(&storage, Some("b"), &create, &public, None).is_ok(),
+            "the handler answers BucketAlreadyExists"
+        );
+        storage
+            .set_policy(
+                "b",
+                Some(r#"{"Statement":[{"Effect":"Allow","Principal":{"AWS":"arn:aws:iam::222222222222:root"},"Action":"s3:GetObject","Resource":"arn:aws:s3:::b/*"}]}"#),
+            )
+            .unwrap();
+        assert!(authorize(&storage, Some("b"), &get, &public, None).is_ok());
+        assert!(authorize(&storage, Some("b"), &put_policy, &public, None).is_err());
+        // A role session of the other account also needs its own policies.
+        let limits = RolePolicies::new("arn:aws:iam::222222222222:role/r", Vec::new());
+        assert!(authorize(&storage, Some("b"), &get, &public, Some(&limits)).is_err());
+    }
+
+    #[test]
     fn a_limited_callers_policies_or_the_bucket_policy_must_allow() {
         let dir = tempfile::tempdir().unwrap();
         let storage = Storage::open(dir.path()).unwrap();
-        storage.create_bucket("b", "us-east-1").unwrap();
+        storage
+            .create_bucket("b", "us-east-1", "123456789012")
+            .unwrap();
         let session = Caller {
             arn: "arn:aws:sts::123456789012:assumed-role/Job/s".into(),
             account: "123456789012".into(),

@@ -66,6 +66,9 @@ impl S3Front {
         identity: access::IdentityLookup,
     ) -> anyhow::Result<S3Front> {
         let storage = Arc::new(storage::Storage::open(dir)?);
+        storage
+            .adopt_unowned_buckets(account_id)
+            .map_err(|e| anyhow::anyhow!("adopting buckets: {e:?}"))?;
         let mut builder = S3ServiceBuilder::new(service::CoveS3 {
             storage: storage.clone(),
             region: region.to_string(),

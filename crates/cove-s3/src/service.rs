@@ -341,11 +341,17 @@ fn encode_if(url: bool, s: String) -> String {
 }
 
 impl CoveS3 {
-    fn owner(&self) -> Owner {
+    fn owner(account: &str) -> Owner {
         Owner {
             display_name: Some("cove".into()),
-            id: Some(canonical_id(&self.account_id)),
+            id: Some(canonical_id(account)),
         }
+    }
+
+    /// The owner of a bucket, as listings name it.
+    fn bucket_owner(&self, bucket: &str) -> Owner {
+        let account = self.storage.bucket(bucket).map(|b| b.owner);
+        Self::owner(account.as_deref().unwrap_or(&self.account_id))
     }
 
     fn object_or_missing(&self, bucket: &str, key: &str) -> S3Result<storage::Object> {
@@ -475,6 +481,7 @@ impl S3 for CoveS3 {
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
+        let (caller, _) = caller_and_origin(&req);
         let input = req.input;
         if !crate::names::valid_bucket_name(&input.bucket) {
             return Err(aws(S3ErrorCode::InvalidBucketName));
@@ -494,9 +501,18 @@ impl S3 for CoveS3 {
             }
             Some(_) => return Err(aws(S3ErrorCode::InvalidLocationConstraint)),
         }
-        if !self.storage.create_bucket(&input.bucket, &self.region)? && self.region != "us-east-1" {
-            // us-east-1 answers 200 to its owner, for legacy compatibility.
-            return Err(aws(S3ErrorCode::BucketAlreadyOwnedByYou));
+        if !self
+            .storage
+            .create_bucket(&input.bucket, &self.region, &caller.account)?
+        {
+            // Names are shared by every account; us-east-1 answers 200 to
+            // the bucket's owner, for legacy compatibility.
+            if self.storage.bucket(&input.bucket)?.owner != caller.account {
+                return Err(aws(S3ErrorCode::BucketAlreadyExists));
+            }
+            if self.region != "us-east-1" {
+                return Err(aws(S3ErrorCode::BucketAlreadyOwnedByYou));
+            }
         }
         Ok(S3Response::new(CreateBucketOutput {
             location: Some(format!("/{}", input.bucket)),
@@ -526,10 +542,11 @@ impl S3 for CoveS3 {
         &self,
         req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
+        let (caller, _) = caller_and_origin(&req);
         let prefix = req.input.prefix.unwrap_or_default();
         let buckets = self
             .storage
-            .buckets()?
+            .buckets(&caller.account)?
             .into_iter()
             .filter(|b| b.name.starts_with(&prefix))
             .map(|b| s3s::dto::Bucket {
@@ -540,7 +557,7 @@ impl S3 for CoveS3 {
             .collect();
         Ok(S3Response::new(ListBucketsOutput {
             buckets: Some(buckets),
-            owner: Some(self.owner()),
+            owner: Some(Self::owner(&caller.account)),
             ..Default::default()
         }))
     }
@@ -898,7 +915,10 @@ impl S3 for CoveS3 {
                     limit,
                 )
             })?;
-        let owner = input.fetch_owner.unwrap_or(false).then(|| self.owner());
+        let owner = input
+            .fetch_owner
+            .unwrap_or(false)
+            .then(|| self.bucket_owner(&input.bucket));
         // At most `limit` (1000) entries.
         let key_count =
             i32::try_from(page.contents.len() + page.common_prefixes.len()).unwrap_or(i32::MAX);
@@ -972,7 +992,7 @@ impl S3 for CoveS3 {
                     limit,
                 )
             })?;
-        let owner = self.owner();
+        let owner = self.bucket_owner(&input.bucket);
         let contents: Vec<Object> = page
             .contents
             .into_iter()
@@ -1215,7 +1235,7 @@ impl S3 for CoveS3 {
         let truncated = after.len() > limit;
         let page: Vec<_> = after.into_iter().take(limit).collect();
         let next = page.last().map(|p| part_dto(p.part_number));
-        let owner = self.owner();
+        let owner = self.bucket_owner(&input.bucket);
         Ok(S3Response::new(ListPartsOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
@@ -1276,7 +1296,7 @@ impl S3 for CoveS3 {
         });
         let page: Vec<_> = after_marker.by_ref().take(max).collect();
         let truncated = after_marker.next().is_some();
-        let owner = self.owner();
+        let owner = self.bucket_owner(&input.bucket);
         Ok(S3Response::new(ListMultipartUploadsOutput {
             bucket: Some(input.bucket),
             prefix: input.prefix,

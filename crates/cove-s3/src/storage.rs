@@ -15,7 +15,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE buckets (
     name TEXT PRIMARY KEY,
     region TEXT NOT NULL,
@@ -51,7 +52,11 @@ CREATE TABLE parts (
     checksums TEXT NOT NULL,
     PRIMARY KEY (upload_id, part_number)
 ) WITHOUT ROWID;
-"#];
+"#,
+    // The account that owns each bucket ('' until `adopt_unowned_buckets`
+    // gives buckets from before accounts to the configured account).
+    "ALTER TABLE buckets ADD COLUMN owner TEXT NOT NULL DEFAULT '';",
+];
 
 /// Why a storage call refused; the S3 layer maps these to AWS error codes.
 #[derive(Debug)]
@@ -127,7 +132,23 @@ pub struct Bucket {
     pub region: String,
     pub created_ms: i64,
     pub policy: Option<String>,
+    /// The owning account.
+    pub owner: String,
 }
+
+impl Bucket {
+    fn from_row(r: &rusqlite::Row) -> rusqlite::Result<Bucket> {
+        Ok(Bucket {
+            name: r.get(0)?,
+            region: r.get(1)?,
+            created_ms: r.get(2)?,
+            policy: r.get(3)?,
+            owner: r.get(4)?,
+        })
+    }
+}
+
+const BUCKET_COLUMNS: &str = "name, region, created_ms, policy, owner";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Object {
@@ -345,45 +366,41 @@ impl Storage {
         }
     }
 
-    /// Creates a bucket; false when it already exists.
-    pub fn create_bucket(&self, name: &str, region: &str) -> Result<bool> {
+    /// Creates `owner`'s bucket; false when a bucket of that name exists
+    /// (bucket names are shared by every account).
+    pub fn create_bucket(&self, name: &str, region: &str, owner: &str) -> Result<bool> {
         let n = self.db().execute(
-            "INSERT OR IGNORE INTO buckets (name, region, created_ms) VALUES (?1, ?2, ?3)",
-            params![name, region, now_ms()],
+            "INSERT OR IGNORE INTO buckets (name, region, created_ms, owner) VALUES (?1, ?2, ?3, ?4)",
+            params![name, region, now_ms(), owner],
         )?;
         Ok(n == 1)
+    }
+
+    /// Gives the buckets stored before accounts existed to `account`.
+    pub fn adopt_unowned_buckets(&self, account: &str) -> Result<()> {
+        self.db()
+            .execute("UPDATE buckets SET owner = ?1 WHERE owner = ''", [account])?;
+        Ok(())
     }
 
     pub fn bucket(&self, name: &str) -> Result<Bucket> {
         self.db()
             .query_row(
-                "SELECT name, region, created_ms, policy FROM buckets WHERE name = ?1",
+                &format!("SELECT {BUCKET_COLUMNS} FROM buckets WHERE name = ?1"),
                 [name],
-                |r| {
-                    Ok(Bucket {
-                        name: r.get(0)?,
-                        region: r.get(1)?,
-                        created_ms: r.get(2)?,
-                        policy: r.get(3)?,
-                    })
-                },
+                Bucket::from_row,
             )
             .optional()?
             .ok_or(Refusal::NoSuchBucket)
     }
 
-    pub fn buckets(&self) -> Result<Vec<Bucket>> {
+    /// The buckets `owner` owns, by name.
+    pub fn buckets(&self, owner: &str) -> Result<Vec<Bucket>> {
         let db = self.db();
-        let mut stmt =
-            db.prepare("SELECT name, region, created_ms, policy FROM buckets ORDER BY name")?;
-        let rows = stmt.query_map([], |r| {
-            Ok(Bucket {
-                name: r.get(0)?,
-                region: r.get(1)?,
-                created_ms: r.get(2)?,
-                policy: r.get(3)?,
-            })
-        })?;
+        let mut stmt = db.prepare(&format!(
+            "SELECT {BUCKET_COLUMNS} FROM buckets WHERE owner = ?1 ORDER BY name"
+        ))?;
+        let rows = stmt.query_map([owner], Bucket::from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
@@ -844,8 +861,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = Storage::open(dir.path()).unwrap();
-            assert!(s.create_bucket("b", "us-east-1").unwrap());
-            assert!(!s.create_bucket("b", "us-east-1").unwrap());
+            assert!(s.create_bucket("b", "us-east-1", "123456789012").unwrap());
+            assert!(!s.create_bucket("b", "us-east-1", "123456789012").unwrap());
             s.put_bytes("b", "k", b"one", &attrs("text/plain")).unwrap();
             s.put_bytes("b", "k", b"two!", &attrs("text/x")).unwrap();
             assert_eq!(blob_count(dir.path()), 1);
@@ -873,7 +890,7 @@ mod tests {
     fn open_sweeps_what_a_crash_left() {
         let dir = tempfile::tempdir().unwrap();
         let s = Storage::open(dir.path()).unwrap();
-        s.create_bucket("b", "us-east-1").unwrap();
+        s.create_bucket("b", "us-east-1", "123456789012").unwrap();
         s.put_bytes("b", "k", b"kept", &Attributes::default())
             .unwrap();
         std::fs::write(s.staging_path(), b"half").unwrap();
@@ -895,7 +912,7 @@ mod tests {
     fn scan_stays_inside_the_prefix() {
         let dir = tempfile::tempdir().unwrap();
         let s = Storage::open(dir.path()).unwrap();
-        s.create_bucket("b", "us-east-1").unwrap();
+        s.create_bucket("b", "us-east-1", "123456789012").unwrap();
         for k in ["a", "p/1", "p/2", "q"] {
             s.put_bytes("b", k, b"", &Attributes::default()).unwrap();
         }
@@ -915,7 +932,7 @@ mod tests {
     fn uploads_and_parts() {
         let dir = tempfile::tempdir().unwrap();
         let s = Storage::open(dir.path()).unwrap();
-        s.create_bucket("b", "us-east-1").unwrap();
+        s.create_bucket("b", "us-east-1", "123456789012").unwrap();
         let u = s
             .create_upload("b", "big", &attrs("application/x"))
             .unwrap();

@@ -29,10 +29,7 @@ impl<'a> Caller<'a> {
     pub fn snapshot(&self) -> std::sync::Arc<cove_model::world::World> {
         self.store.snapshot()
     }
-    pub fn write<T>(
-        &self,
-        f: impl FnOnce(&mut cove_store::Tx) -> AwsResult<T>,
-    ) -> AwsResult<T> {
+    pub fn write<T>(&self, f: impl FnOnce(&mut cove_store::Tx) -> AwsResult<T>) -> AwsResult<T> {
         self.store.write(f)
     }
 }

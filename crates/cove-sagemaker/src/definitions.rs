@@ -75,7 +75,12 @@ pub fn find<'w>(
 ) -> AwsResult<&'w SageMakerDefinition> {
     world
         .sagemaker_definitions
-        .get(&SageMakerDefinition::key_of(&ctx.region, ctx.account_id(), kind.arn_word(), name))
+        .get(&SageMakerDefinition::key_of(
+            &ctx.region,
+            ctx.account_id(),
+            kind.arn_word(),
+            name,
+        ))
         .filter(|d| d.region == ctx.region)
         .ok_or_else(|| not_found(ctx, kind, name))
 }
@@ -152,7 +157,8 @@ pub fn create(store: &Caller, ctx: &RequestContext, request: NewDefinition) -> A
     let name = request.name().to_string();
     let arn = arn(ctx, kind, &name);
     store.write(|tx| {
-        let key = SageMakerDefinition::key_of(store.region, store.account(), kind.arn_word(), &name);
+        let key =
+            SageMakerDefinition::key_of(store.region, store.account(), kind.arn_word(), &name);
         if tx.world.sagemaker_definitions.contains_key(&key) {
             return Err(validation(format!(
                 "Cannot create already existing {} \"{arn}\".",

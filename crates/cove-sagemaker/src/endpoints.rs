@@ -37,7 +37,11 @@ pub fn find<'w>(
 ) -> AwsResult<&'w SageMakerEndpoint> {
     world
         .sagemaker_endpoints
-        .get(&SageMakerEndpoint::key_of(&ctx.region, ctx.account_id(), name))
+        .get(&SageMakerEndpoint::key_of(
+            &ctx.region,
+            ctx.account_id(),
+            name,
+        ))
         .filter(|e| e.region == ctx.region)
         .ok_or_else(|| not_found(ctx, name))
 }
@@ -106,7 +110,11 @@ pub fn create(
         if tx
             .world
             .sagemaker_endpoints
-            .contains_key(&SageMakerEndpoint::key_of(store.region, store.account(), &name))
+            .contains_key(&SageMakerEndpoint::key_of(
+                store.region,
+                store.account(),
+                &name,
+            ))
         {
             return Err(validation(format!(
                 "Cannot create already existing endpoint \"{arn}\"."

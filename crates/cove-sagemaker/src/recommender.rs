@@ -40,7 +40,11 @@ fn find<'w>(
 ) -> AwsResult<&'w RecommendationJob> {
     world
         .recommendation_jobs
-        .get(&RecommendationJob::key_of(store.region, store.account(), name))
+        .get(&RecommendationJob::key_of(
+            store.region,
+            store.account(),
+            name,
+        ))
         .ok_or_else(|| {
             AwsError::client(
                 "ResourceNotFound",

@@ -60,7 +60,12 @@ fn profile<'w>(
 ) -> AwsResult<&'w UserProfile> {
     world
         .user_profiles
-        .get(&UserProfile::key_of(&ctx.region, ctx.account_id(), domain, name))
+        .get(&UserProfile::key_of(
+            &ctx.region,
+            ctx.account_id(),
+            domain,
+            name,
+        ))
         .ok_or_else(|| {
             not_found(&format!(
                 "Cannot find User Profile with name {name} in domain {domain}"
@@ -380,11 +385,12 @@ pub fn create_user_profile(
             ctx.region,
             ctx.account_id()
         );
-        if tx
-            .world
-            .user_profiles
-            .contains_key(&UserProfile::key_of(store.region, store.account(), &domain_id, &name))
-        {
+        if tx.world.user_profiles.contains_key(&UserProfile::key_of(
+            store.region,
+            store.account(),
+            &domain_id,
+            &name,
+        )) {
             return Err(AwsError::client(
                 "ResourceInUse",
                 format!("User profile {name} already exists in domain {domain_id} ({arn})."),
@@ -488,7 +494,12 @@ pub fn delete_user_profile(
                 format!("User profile {name} has apps that are not deleted; delete them first."),
             ));
         }
-        tx.delete::<UserProfile>(&UserProfile::key_of(store.region, store.account(), domain_id, name));
+        tx.delete::<UserProfile>(&UserProfile::key_of(
+            store.region,
+            store.account(),
+            domain_id,
+            name,
+        ));
         Ok(json!({}))
     })
 }
@@ -586,7 +597,14 @@ pub fn create_app(
     store.write(|tx| {
         domain(&tx.world, ctx, &domain_id)?;
         profile(&tx.world, ctx, &domain_id, &profile_name)?;
-        let key = StudioApp::key_of(store.region, store.account(), &domain_id, &profile_name, &app_type, &name);
+        let key = StudioApp::key_of(
+            store.region,
+            store.account(),
+            &domain_id,
+            &profile_name,
+            &app_type,
+            &name,
+        );
         if tx
             .world
             .studio_apps
@@ -664,11 +682,20 @@ pub fn resource_spec(world: &World, a: &StudioApp) -> ResourceSpec {
     };
     let profile_spec = world
         .user_profiles
-        .get(&UserProfile::key_of(&a.region, &a.account_id, &a.domain_id, &a.user_profile_name))
+        .get(&UserProfile::key_of(
+            &a.region,
+            &a.account_id,
+            &a.domain_id,
+            &a.user_profile_name,
+        ))
         .and_then(|p| from(p.request.user_settings.as_ref()?));
     let domain_spec = world
         .studio_domains
-        .get(&StudioDomain::key_of(&a.region, &a.account_id, &a.domain_id))
+        .get(&StudioDomain::key_of(
+            &a.region,
+            &a.account_id,
+            &a.domain_id,
+        ))
         .and_then(|d| from(&d.request.default_user_settings));
     profile_spec
         .or(domain_spec)
@@ -701,7 +728,11 @@ pub fn describe_app(store: &Caller, input: &DescribeAppRequest) -> AwsResult<Val
     Ok(out)
 }
 
-pub fn list_apps(store: &Caller, ctx: &RequestContext, input: &ListAppsRequest) -> AwsResult<Value> {
+pub fn list_apps(
+    store: &Caller,
+    ctx: &RequestContext,
+    input: &ListAppsRequest,
+) -> AwsResult<Value> {
     if input.space_name_equals.is_some() {
         return Ok(json!({"Apps": []}));
     }

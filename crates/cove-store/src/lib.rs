@@ -513,11 +513,7 @@ fn load_owned(
     Ok((published, owners))
 }
 
-fn persist(
-    conn: &mut Connection,
-    changes: &[Change],
-    owners: &[String],
-) -> rusqlite::Result<()> {
+fn persist(conn: &mut Connection, changes: &[Change], owners: &[String]) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
         let mut upsert = tx.prepare_cached(
@@ -638,7 +634,10 @@ mod tests {
         // overwritten by a put under its key.
         let err = put_as("111111111111", "igw-b").unwrap_err();
         assert_eq!(err.code, "InternalError", "{err:?}");
-        assert_eq!(store.owner_of::<InternetGateway>("igw-b").as_deref(), Some("222222222222"));
+        assert_eq!(
+            store.owner_of::<InternetGateway>("igw-b").as_deref(),
+            Some("222222222222")
+        );
 
         // The system's writes on the whole world keep each view current.
         store
@@ -653,7 +652,10 @@ mod tests {
         assert!(store.view("111111111111").internet_gateways.is_empty());
         assert!(store.view("111111111111").tags.is_empty());
         let b = store.view("222222222222");
-        assert_eq!(b.internet_gateways["igw-b"].attached_vpc_id.as_deref(), Some("vpc-b"));
+        assert_eq!(
+            b.internet_gateways["igw-b"].attached_vpc_id.as_deref(),
+            Some("vpc-b")
+        );
 
         // Once owners are required, the system names the account it creates for.
         let unowned = store.write(|tx| {
@@ -671,7 +673,11 @@ mod tests {
         drop(store);
         let store = Store::open(&path).unwrap();
         assert_eq!(
-            store.view("333333333333").internet_gateways.keys().collect::<Vec<_>>(),
+            store
+                .view("333333333333")
+                .internet_gateways
+                .keys()
+                .collect::<Vec<_>>(),
             ["igw-c"]
         );
         assert_eq!(store.view("222222222222").internet_gateways.len(), 1);

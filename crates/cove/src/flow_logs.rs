@@ -19,7 +19,6 @@ use std::time::Duration;
 
 pub struct Settings {
     pub instance: String,
-    pub account_id: String,
     /// Replaces every flow log's `MaxAggregationInterval` (seconds), so
     /// tests and demos need not wait a minute.
     pub window_override: Option<i64>,
@@ -32,8 +31,13 @@ fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
-/// ENI id → the streams that want its records.
-fn subscriptions(world: &World, s: &Settings) -> BTreeMap<String, Vec<Subscription>> {
+/// ENI id → the streams that want its records; `owner` names the account
+/// of a flow log, whose id its records carry and where they are delivered.
+fn subscriptions(
+    world: &World,
+    s: &Settings,
+    owner: &dyn Fn(&FlowLog) -> String,
+) -> BTreeMap<String, Vec<Subscription>> {
     let mut by_stream: BTreeMap<Stream, Subscription> = BTreeMap::new();
     let mut logs: Vec<&FlowLog> = world.flow_logs.values().collect();
     logs.sort_by(|a, b| a.id.cmp(&b.id));
@@ -62,7 +66,7 @@ fn subscriptions(world: &World, s: &Settings) -> BTreeMap<String, Vec<Subscripti
                     fields: fields.clone(),
                     interval,
                     meta: EniMeta {
-                        account_id: s.account_id.clone(),
+                        account_id: owner(f),
                         vpc_id: eni.vpc_id.clone(),
                         subnet_id: eni.subnet_id.clone(),
                         az_id: world
@@ -87,6 +91,7 @@ fn subscriptions(world: &World, s: &Settings) -> BTreeMap<String, Vec<Subscripti
 }
 
 fn collect_once(
+    store: &Store,
     world: &World,
     settings: &Settings,
     aggregator: &mut Aggregator,
@@ -95,7 +100,8 @@ fn collect_once(
     remembered: &mut BTreeMap<String, (i64, Vec<Subscription>)>,
 ) {
     let now = now_secs();
-    let subs = subscriptions(world, settings);
+    let owner = |f: &FlowLog| store.owner_of::<FlowLog>(&f.id).unwrap_or_default();
+    let subs = subscriptions(world, settings, &owner);
     // An ENI that goes (a finished job's) still gets its last window
     // delivered: its subscriptions are remembered for a while.
     for (eni, v) in &subs {
@@ -150,7 +156,7 @@ fn collect_once(
             match deliver_to_s3(
                 s3,
                 destination,
-                &settings.account_id,
+                &sub.meta.account_id,
                 &stream,
                 &sub.fields,
                 &lines,
@@ -168,7 +174,7 @@ fn collect_once(
         let delivered = logs
             .ensure_stream(
                 &stream.region,
-                &settings.account_id,
+                &sub.meta.account_id,
                 &stream.log_group,
                 &stream.eni,
             )
@@ -176,7 +182,7 @@ fn collect_once(
                 for chunk in events.chunks(5000) {
                     logs.put_events(
                         &stream.region,
-                        &settings.account_id,
+                        &sub.meta.account_id,
                         &stream.log_group,
                         &stream.eni,
                         chunk,
@@ -256,6 +262,7 @@ pub fn spawn(
                 let world = store.snapshot();
                 if !world.flow_logs.is_empty() {
                     collect_once(
+                        &store,
                         &world,
                         &settings,
                         &mut aggregator,

@@ -247,7 +247,12 @@ pub fn reach_job(data_dir: &Path, args: &JobArgs) -> anyhow::Result<i32> {
     let world = load_world(data_dir)?;
     let network = match args.model {
         Some(name) => {
-            let key = cove_model::jobs::SageMakerDefinition::key_of(args.region, args.account, "model", name);
+            let key = cove_model::jobs::SageMakerDefinition::key_of(
+                args.region,
+                args.account,
+                "model",
+                name,
+            );
             let model = world
                 .sagemaker_definitions
                 .get(&key)
@@ -296,16 +301,19 @@ fn job_network(world: &World, args: &JobArgs) -> anyhow::Result<Option<JobNetwor
             } else {
                 cove_model::jobs::JobKind::Training
             };
-            let job = world.sagemaker_jobs.get(&kind.key(args.region, args.account, name)).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "no {} job named {name}",
-                    if args.processing {
-                        "processing"
-                    } else {
-                        "training"
-                    }
-                )
-            })?;
+            let job = world
+                .sagemaker_jobs
+                .get(&kind.key(args.region, args.account, name))
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "no {} job named {name}",
+                        if args.processing {
+                            "processing"
+                        } else {
+                            "training"
+                        }
+                    )
+                })?;
             (
                 serde_json::to_value(&job.request)?,
                 args.processing,

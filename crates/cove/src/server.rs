@@ -295,7 +295,6 @@ fn start_data_plane(
         Some(s3),
         crate::flow_logs::Settings {
             instance: instance.clone(),
-            account_id: settings.account_id.clone(),
             window_override: settings.flow_log_window,
         },
     )?;
