@@ -18,10 +18,10 @@ use cove_store::Tx;
 use serde_json::{json, Value};
 
 /// AWS's default DHCP options set id is per account and region; Cove derives a stable one.
-fn dhcp_options_id(region: &str) -> String {
+fn dhcp_options_id(account: &str, region: &str) -> String {
     format!(
         "dopt-{:017x}",
-        cove_model::ids::fnv64(region) & 0xfffffffffffffff
+        cove_model::ids::fnv64(&format!("{account}/{region}")) & 0xfffffffffffffff
     )
 }
 
@@ -43,7 +43,7 @@ pub fn create_vpc_tx(
         enable_dns_support: true,
         enable_dns_hostnames: is_default,
         enable_network_address_usage_metrics: false,
-        dhcp_options_id: dhcp_options_id(region),
+        dhcp_options_id: dhcp_options_id(account, region),
     };
     tx.put(vpc.clone());
     route_tables::new_main_table(tx, &vpc);

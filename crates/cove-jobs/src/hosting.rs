@@ -132,7 +132,7 @@ impl Hosting {
                 let (me2, k) = (me.clone(), key.clone());
                 me.workers.run_once(
                     key,
-                    format!("ep-{}", key.trim_start_matches("endpoint/")),
+                    format!("ep-{}", key.rsplit('/').next().unwrap_or_default()),
                     move || me2.drive(&k),
                 );
             }

@@ -329,10 +329,7 @@ impl Hosting {
             if crate::workers::stop_requested::<TransformJob>(self.store(), &key) {
                 // The containers stop; the workers' next request fails and they return.
                 for i in &j.instances {
-                    stop_container(
-                        &self.owner_dir(&owner).join(&i.id),
-                        Duration::from_secs(2),
-                    );
+                    stop_container(&self.owner_dir(&owner).join(&i.id), Duration::from_secs(2));
                 }
             }
             std::thread::sleep(Duration::from_millis(250));
@@ -361,10 +358,7 @@ impl Hosting {
     fn transform_cleanup(&self, j: &TransformJob) -> anyhow::Result<()> {
         let owner = Owner::Transform(j.key());
         for i in &j.instances {
-            stop_container(
-                &self.owner_dir(&owner).join(&i.id),
-                Duration::from_secs(2),
-            );
+            stop_container(&self.owner_dir(&owner).join(&i.id), Duration::from_secs(2));
         }
         self.ship_transform_logs(j);
         self.store().write(|tx| {

@@ -50,11 +50,7 @@ pub fn create(
     request: CreateCompilationJobRequest,
 ) -> AwsResult<Value> {
     let name = request.compilation_job_name.clone();
-    let arn = format!(
-        "arn:aws:sagemaker:{}:{}:compilation-job/{name}",
-        ctx.region,
-        ctx.account_id()
-    );
+    let arn = CompilationJob::key_of(&ctx.region, ctx.account_id(), &name);
     if request.model_package_version_arn.is_some() {
         return Err(validation(
             "ModelPackageVersionArn is not supported by Cove; give InputConfig.",
@@ -83,7 +79,7 @@ pub fn create(
         )));
     }
     store.write(|tx| {
-        if tx.world.compilation_jobs.contains_key(&CompilationJob::key_of(store.region, store.account(), &name)) {
+        if tx.world.compilation_jobs.contains_key(&arn) {
             return Err(AwsError::client(
                 "ResourceInUse",
                 format!("Compilation job names must be unique within an AWS account and region, and a compilation job with this name already exists ({arn})"),

@@ -50,12 +50,7 @@ impl Definition {
 }
 
 fn arn(ctx: &RequestContext, kind: Definition, name: &str) -> String {
-    format!(
-        "arn:aws:sagemaker:{}:{}:{}/{name}",
-        ctx.region,
-        ctx.account_id(),
-        kind.arn_word()
-    )
+    SageMakerDefinition::key_of(&ctx.region, ctx.account_id(), kind.arn_word(), name)
 }
 
 fn not_found(ctx: &RequestContext, kind: Definition, name: &str) -> cove_model::AwsError {
@@ -81,7 +76,6 @@ pub fn find<'w>(
             kind.arn_word(),
             name,
         ))
-        .filter(|d| d.region == ctx.region)
         .ok_or_else(|| not_found(ctx, kind, name))
 }
 
@@ -157,9 +151,7 @@ pub fn create(store: &Caller, ctx: &RequestContext, request: NewDefinition) -> A
     let name = request.name().to_string();
     let arn = arn(ctx, kind, &name);
     store.write(|tx| {
-        let key =
-            SageMakerDefinition::key_of(store.region, store.account(), kind.arn_word(), &name);
-        if tx.world.sagemaker_definitions.contains_key(&key) {
+        if tx.world.sagemaker_definitions.contains_key(&arn) {
             return Err(validation(format!(
                 "Cannot create already existing {} \"{arn}\".",
                 kind.noun()
@@ -239,12 +231,7 @@ pub fn delete(
     name: &str,
 ) -> AwsResult<Value> {
     store.write(|tx| {
-        let key = find(&tx.world, ctx, kind, name)?
-            .arn
-            .rsplit(':')
-            .next()
-            .unwrap_or_default()
-            .to_string();
+        let key = find(&tx.world, ctx, kind, name)?.arn.clone();
         tx.delete::<SageMakerDefinition>(&key);
         Ok(())
     })?;

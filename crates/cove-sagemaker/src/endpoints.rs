@@ -19,11 +19,7 @@ use cove_wire::RequestContext;
 use serde_json::{json, Value};
 
 fn arn(ctx: &RequestContext, name: &str) -> String {
-    format!(
-        "arn:aws:sagemaker:{}:{}:endpoint/{name}",
-        ctx.region,
-        ctx.account_id()
-    )
+    SageMakerEndpoint::key_of(&ctx.region, ctx.account_id(), name)
 }
 
 fn not_found(ctx: &RequestContext, name: &str) -> AwsError {
@@ -42,7 +38,6 @@ pub fn find<'w>(
             ctx.account_id(),
             name,
         ))
-        .filter(|e| e.region == ctx.region)
         .ok_or_else(|| not_found(ctx, name))
 }
 
@@ -107,15 +102,7 @@ pub fn create(
     let config_name = request.endpoint_config_name.as_str();
     let arn = arn(ctx, &name);
     store.write(|tx| {
-        if tx
-            .world
-            .sagemaker_endpoints
-            .contains_key(&SageMakerEndpoint::key_of(
-                store.region,
-                store.account(),
-                &name,
-            ))
-        {
+        if tx.world.sagemaker_endpoints.contains_key(&arn) {
             return Err(validation(format!(
                 "Cannot create already existing endpoint \"{arn}\"."
             )));

@@ -114,11 +114,7 @@ pub fn create(
     request: CreateInferenceRecommendationsJobRequest,
 ) -> AwsResult<Value> {
     let name = request.job_name.clone();
-    let arn = format!(
-        "arn:aws:sagemaker:{}:{}:inference-recommendations-job/{name}",
-        ctx.region,
-        ctx.account_id()
-    );
+    let arn = RecommendationJob::key_of(&ctx.region, ctx.account_id(), &name);
     let config = &request.input_config;
     for (field, given, what) in [
         (
@@ -167,7 +163,7 @@ pub fn create(
     let types = candidates(&request.job_type, config)?;
     let short: String = name.chars().take(56).collect();
     store.write(|tx| {
-        if tx.world.recommendation_jobs.contains_key(&RecommendationJob::key_of(store.region, store.account(), &name)) {
+        if tx.world.recommendation_jobs.contains_key(&arn) {
             return Err(AwsError::client(
                 "ResourceInUse",
                 format!("Job name must be unique within an AWS account and region, and a job with this name already exists ({arn})"),

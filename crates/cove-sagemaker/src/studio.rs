@@ -142,11 +142,7 @@ pub fn create_domain(
         "d-{}",
         random_string(b"abcdefghijklmnopqrstuvwxyz0123456789", 12)
     );
-    let arn = format!(
-        "arn:aws:sagemaker:{}:{}:domain/{id}",
-        ctx.region,
-        ctx.account_id()
-    );
+    let arn = StudioDomain::key_of(&ctx.region, ctx.account_id(), &id);
     let url = domain_url(config, &id);
     let mut request = input;
     if request.app_network_access_type.is_none() {
@@ -340,7 +336,7 @@ pub fn delete_domain(
         for key in apps {
             tx.delete::<StudioApp>(&key);
         }
-        tx.delete::<StudioDomain>(&StudioDomain::key_of(store.region, store.account(), &d.id));
+        tx.delete::<StudioDomain>(&d.arn);
         Ok(())
     })?;
     if delete_homes {
@@ -380,17 +376,8 @@ pub fn create_user_profile(
         .unwrap_or_default();
     store.write(|tx| {
         let mut d = domain(&tx.world, ctx, &domain_id)?.clone();
-        let arn = format!(
-            "arn:aws:sagemaker:{}:{}:user-profile/{domain_id}/{name}",
-            ctx.region,
-            ctx.account_id()
-        );
-        if tx.world.user_profiles.contains_key(&UserProfile::key_of(
-            store.region,
-            store.account(),
-            &domain_id,
-            &name,
-        )) {
+        let arn = UserProfile::key_of(&ctx.region, ctx.account_id(), &domain_id, &name);
+        if tx.world.user_profiles.contains_key(&arn) {
             return Err(AwsError::client(
                 "ResourceInUse",
                 format!("User profile {name} already exists in domain {domain_id} ({arn})."),
@@ -511,11 +498,13 @@ fn app_arn(
     app_type: &str,
     name: &str,
 ) -> String {
-    format!(
-        "arn:aws:sagemaker:{}:{}:app/{domain}/{profile}/{}/{name}",
-        ctx.region,
+    StudioApp::key_of(
+        &ctx.region,
         ctx.account_id(),
-        app_type.to_ascii_lowercase()
+        domain,
+        profile,
+        app_type,
+        name,
     )
 }
 
@@ -597,18 +586,10 @@ pub fn create_app(
     store.write(|tx| {
         domain(&tx.world, ctx, &domain_id)?;
         profile(&tx.world, ctx, &domain_id, &profile_name)?;
-        let key = StudioApp::key_of(
-            store.region,
-            store.account(),
-            &domain_id,
-            &profile_name,
-            &app_type,
-            &name,
-        );
         if tx
             .world
             .studio_apps
-            .get(&key)
+            .get(&arn)
             .is_some_and(|a| a.phase != AppPhase::Gone)
         {
             return Err(AwsError::client(

@@ -30,13 +30,7 @@ pub fn new_job(
 ) -> AwsResult<SageMakerJob> {
     let kind = request.kind();
     let name = request.name().to_string();
-    let arn = format!(
-        "arn:aws:sagemaker:{}:{}:{}/{}",
-        ctx.region,
-        ctx.account_id(),
-        kind.arn_word(),
-        name
-    );
+    let arn = kind.key(&ctx.region, ctx.account_id(), &name);
     if world.sagemaker_jobs.contains_key(&arn) {
         let what = match kind {
             JobKind::Training => "Training",

@@ -24,11 +24,7 @@ use cove_wire::RequestContext;
 use serde_json::{json, Value};
 
 fn arn(ctx: &RequestContext, name: &str) -> String {
-    format!(
-        "arn:aws:sagemaker:{}:{}:transform-job/{name}",
-        ctx.region,
-        ctx.account_id()
-    )
+    TransformJob::key_of(&ctx.region, ctx.account_id(), name)
 }
 
 fn find<'w>(
@@ -75,7 +71,7 @@ pub fn create(
         ));
     }
     store.write(|tx| {
-        if tx.world.transform_jobs.contains_key(&TransformJob::key_of(store.region, store.account(), &name)) {
+        if tx.world.transform_jobs.contains_key(&arn) {
             return Err(AwsError::client(
                 "ResourceInUse",
                 format!("Job name must be unique within an AWS account and region, and a job with this name already exists ({arn})"),
