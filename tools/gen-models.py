@@ -48,6 +48,10 @@ SERVICES = {
         "GetPolicyVersion", "ListPolicyVersions", "DeletePolicyVersion",
         "AttachRolePolicy", "DetachRolePolicy", "ListAttachedRolePolicies",
         "SimulatePrincipalPolicy",
+        "CreateUser", "GetUser", "DeleteUser", "ListUsers",
+        "CreateAccessKey", "ListAccessKeys", "UpdateAccessKey", "DeleteAccessKey",
+        "PutUserPolicy", "GetUserPolicy", "ListUserPolicies", "DeleteUserPolicy",
+        "AttachUserPolicy", "DetachUserPolicy", "ListAttachedUserPolicies",
     ],
     "sagemaker": [
         "CreateTrainingJob", "DescribeTrainingJob", "ListTrainingJobs", "StopTrainingJob",

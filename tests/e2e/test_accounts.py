@@ -156,3 +156,23 @@ def test_jobs_of_the_same_name_run_in_each_account_and_stay_apart(server):
     streams = client(server, B, "logs").describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs",
                                                              logStreamNamePrefix=name)["logStreams"]
     assert streams
+
+
+def test_an_iam_users_key_acts_as_that_user_in_its_account(server):
+    iam = client(server, B, "iam")
+    iam.create_user(UserName="builder")
+    key = iam.create_access_key(UserName="builder")["AccessKey"]
+    as_user = lambda service: server.client(  # noqa: E731
+        service, access_key=key["AccessKeyId"], secret_key=key["SecretAccessKey"])
+    who = as_user("sts").get_caller_identity()
+    assert (who["Account"], who["Arn"]) == (B, f"arn:aws:iam::{B}:user/builder")
+    assert as_user("iam").get_user()["User"]["UserName"] == "builder"
+    b_default = [v["VpcId"] for v in client(server, B, "ec2").describe_vpcs()["Vpcs"] if v["IsDefault"]]
+    assert [v["VpcId"] for v in as_user("ec2").describe_vpcs()["Vpcs"] if v["IsDefault"]] == b_default
+    # An inactive or deleted key is refused.
+    iam.update_access_key(UserName="builder", AccessKeyId=key["AccessKeyId"], Status="Inactive")
+    assert error_of(as_user("sts").get_caller_identity)["Code"] in ("InvalidClientTokenId", "AuthFailure")
+    iam.delete_access_key(UserName="builder", AccessKeyId=key["AccessKeyId"])
+    iam.delete_user(UserName="builder")
+    # Users, like roles, are per account.
+    assert not client(server, A, "iam").list_users()["Users"]

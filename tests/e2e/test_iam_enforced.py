@@ -133,3 +133,19 @@ def test_a_jobs_role_decides_what_it_reads_and_who_may_pass_it(enforced):
         {"Effect": "Allow", "Principal": {"AWS": platform}, "Action": "s3:GetObject",
          "Resource": f"arn:aws:s3:::{bucket}/data/*"}]}))
     assert as_platform_s3.get_object(Bucket=bucket, Key="data/train/part-0.csv")["Body"].read() == b"1\n2\n3\n"
+
+
+def test_an_iam_user_is_held_to_its_policies(enforced):
+    iam = enforced.client("iam")
+    iam.create_user(UserName="analyst")
+    key = iam.create_access_key(UserName="analyst")["AccessKey"]
+    ec2 = enforced.client("ec2", access_key=key["AccessKeyId"], secret_key=key["SecretAccessKey"])
+    err = error_of(ec2.describe_vpcs)
+    assert err["Code"] == "UnauthorizedOperation", err
+    assert f"User: arn:aws:iam::{ACCOUNT}:user/analyst is not authorized to perform: ec2:DescribeVpcs" in err["Message"]
+    iam.put_user_policy(UserName="analyst", PolicyName="read-network",
+                        PolicyDocument=policy(allow(["ec2:Describe*"], ["*"])))
+    assert ec2.describe_vpcs()["Vpcs"]
+    result = iam.simulate_principal_policy(PolicySourceArn=f"arn:aws:iam::{ACCOUNT}:user/analyst",
+                                           ActionNames=["ec2:DescribeVpcs", "ec2:DeleteVpc"])["EvaluationResults"]
+    assert [r["EvalDecision"] for r in result] == ["allowed", "implicitDeny"]

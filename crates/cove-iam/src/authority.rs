@@ -1,36 +1,37 @@
 //! Enforcement: what IAM lets a caller do outside the simulator, when Cove
 //! runs with IAM enforced (`--iam enforce`): [`refusal`] for every API call
-//! (the wire layer asks it), [`role_policies`] for S3's own evaluation,
+//! (the wire layer asks it), [`identity_policies`] for S3's own evaluation,
 //! [`may_assume`] for AssumeRole and a job's role.
 //!
 //! Who is limited: role sessions (from `AssumeRole`, and every job's,
 //! endpoint's and app's credentials, which are sessions of its execution
-//! role), by their role's identity policies (inline and attached, within a
-//! permissions boundary), evaluated with the same code as the simulator and
-//! S3's bucket and endpoint policies. Who is not: the account root and the
-//! long-term keys of Cove's configuration, which are the account's
-//! administrators (Cove has no IAM users to attach policies to). A trust
+//! role), by their role's identity policies, and IAM users, by theirs
+//! (inline and attached, within a permissions boundary), evaluated with the
+//! same code as the simulator and S3's bucket and endpoint policies. Who is
+//! not: the account root and the long-term keys of Cove's configuration,
+//! which are the account's administrators. A trust
 //! policy decides who may assume a role: a caller of the account, or a
 //! service principal such as `sagemaker.amazonaws.com` when a job starts.
 
 use crate::managed::default_document;
-use cove_model::iam::IamRole;
+use cove_model::iam::{IamRole, IamUser};
 use cove_model::policy::{Decision, Kind, Policy, RequestContext};
 use cove_model::world::World;
 
-/// A role session's identity policies, ready to evaluate.
+/// The identity policies of a role session or an IAM user, ready to evaluate.
 #[derive(Debug, Clone)]
-pub struct RolePolicies {
-    pub role_arn: String,
+pub struct IdentityPolicies {
+    /// The role or user whose policies these are.
+    pub principal_arn: String,
     policies: Vec<Policy>,
     boundary: Option<Vec<Policy>>,
 }
 
-impl RolePolicies {
+impl IdentityPolicies {
     /// A role's policies without a permissions boundary.
-    pub fn new(role_arn: &str, policies: Vec<Policy>) -> RolePolicies {
-        RolePolicies {
-            role_arn: role_arn.to_string(),
+    pub fn new(principal_arn: &str, policies: Vec<Policy>) -> IdentityPolicies {
+        IdentityPolicies {
+            principal_arn: principal_arn.to_string(),
             policies,
             boundary: None,
         }
@@ -57,40 +58,65 @@ impl RolePolicies {
 }
 
 /// The identity policies that limit `principal_arn`: `None` for a
-/// principal they do not limit (not a role session); for a session of a
-/// role that does not exist, no policies at all (everything is denied).
-pub fn role_policies(w: &World, principal_arn: &str) -> Option<RolePolicies> {
-    let (account, role_name) = cove_model::policy::session_role(principal_arn)?;
-    let role_arn = format!("arn:aws:iam::{account}:role/{role_name}");
-    let Some(role) = w.iam_roles.get(&IamRole::key_of(account, role_name)) else {
-        return Some(RolePolicies {
-            role_arn,
-            policies: Vec::new(),
-            boundary: None,
-        });
-    };
+/// principal they do not limit (the account root, a configured key); for a
+/// role session, its role's; for an IAM user, the user's. A session of a
+/// role that does not exist has no policies at all (everything is denied).
+pub fn identity_policies(w: &World, principal_arn: &str) -> Option<IdentityPolicies> {
+    if let Some((account, role_name)) = cove_model::policy::session_role(principal_arn) {
+        let Some(role) = w.iam_roles.get(&IamRole::key_of(account, role_name)) else {
+            return Some(IdentityPolicies {
+                principal_arn: format!("arn:aws:iam::{account}:role/{role_name}"),
+                policies: Vec::new(),
+                boundary: None,
+            });
+        };
+        return Some(attached_to(
+            w,
+            &role.arn,
+            &role.inline_policies,
+            &role.attached_policies,
+            role.permissions_boundary.as_deref(),
+        ));
+    }
+    let (head, path) = principal_arn.split_once(":user/")?;
+    let account = cove_model::ids::arn_account(head);
+    let name = path.rsplit('/').next().unwrap_or_default();
+    let user = w.iam_users.get(&IamUser::key_of(account, name))?;
+    Some(attached_to(
+        w,
+        &user.arn,
+        &user.inline_policies,
+        &user.attached_policies,
+        user.permissions_boundary.as_deref(),
+    ))
+}
+
+/// A role's or user's inline and attached policies within its boundary.
+fn attached_to(
+    w: &World,
+    principal_arn: &str,
+    inline: &std::collections::BTreeMap<String, String>,
+    attached: &[String],
+    boundary: Option<&str>,
+) -> IdentityPolicies {
     let document = |arn: &str| default_document(w, arn);
     let parse = |doc: &str| Policy::parse(doc, Kind::Identity).ok();
-    let policies = role
-        .inline_policies
+    let policies = inline
         .values()
         .filter_map(|doc| parse(doc))
         .chain(
-            role.attached_policies
+            attached
                 .iter()
                 .filter_map(|arn| document(arn))
                 .filter_map(|doc| parse(&doc)),
         )
         .collect();
-    let boundary = role
-        .permissions_boundary
-        .as_deref()
-        .map(|arn| document(arn).and_then(|d| parse(&d)).into_iter().collect());
-    Some(RolePolicies {
-        role_arn: role.arn.clone(),
+    let boundary = boundary.map(|arn| document(arn).and_then(|d| parse(&d)).into_iter().collect());
+    IdentityPolicies {
+        principal_arn: principal_arn.to_string(),
         policies,
         boundary,
-    })
+    }
 }
 
 /// Who asks to assume a role.
@@ -133,7 +159,7 @@ pub fn may_assume(w: &World, role_arn: &str, who: &Assumer<'_>) -> bool {
     // A session of another role of the account also needs its own policies
     // to allow the call, unless the trust policy names it (or its role)
     // itself rather than the account.
-    match role_policies(w, arn) {
+    match identity_policies(w, arn) {
         None => true,
         Some(own) => {
             let by_account = RequestContext::new("sts:AssumeRole", role_arn, "", account);
@@ -240,7 +266,7 @@ pub fn resource_of(call: &Call<'_>) -> String {
 /// Why a limited caller may not make a call: `None` when it may (or its
 /// policies do not limit it). The text is IAM's.
 pub fn refusal(w: &World, call: &Call<'_>) -> Option<Refusal> {
-    let limits = role_policies(w, call.principal_arn)?;
+    let limits = identity_policies(w, call.principal_arn)?;
     let action = format!("{}:{}", call.service, call.operation);
     if ALWAYS_ALLOWED.contains(&action.as_str()) {
         return None;
@@ -313,7 +339,7 @@ mod tests {
     fn a_sessions_role_policies_decide_and_other_principals_are_not_limited() {
         let w = world(vec![role("Job", SAGEMAKER_TRUST, &[READ_DATA])]);
         let session = "arn:aws:sts::123456789012:assumed-role/Job/SageMaker";
-        let p = role_policies(&w, session).unwrap();
+        let p = identity_policies(&w, session).unwrap();
         let decide = |action: &str, resource: &str| {
             p.decide(&RequestContext::new(
                 action,
@@ -334,9 +360,10 @@ mod tests {
             decide("s3:PutObject", "arn:aws:s3:::data/k"),
             Decision::NotApplicable
         );
-        assert!(role_policies(&w, "arn:aws:iam::123456789012:root").is_none());
-        assert!(role_policies(&w, "arn:aws:iam::123456789012:user/admin").is_none());
-        let ghost = role_policies(&w, "arn:aws:sts::123456789012:assumed-role/Ghost/s").unwrap();
+        assert!(identity_policies(&w, "arn:aws:iam::123456789012:root").is_none());
+        assert!(identity_policies(&w, "arn:aws:iam::123456789012:user/admin").is_none());
+        let ghost =
+            identity_policies(&w, "arn:aws:sts::123456789012:assumed-role/Ghost/s").unwrap();
         assert_eq!(
             ghost.decide(&RequestContext::new(
                 "s3:GetObject",

@@ -1,18 +1,22 @@
 //! IAM, as far as SageMaker users need it: roles with their trust policy,
-//! inline and managed policies (customer managed, and the AWS managed ones
-//! in [`managed`]), tags, and the policy simulator
+//! users with their access keys ([`users`]), inline and managed policies
+//! (customer managed, and the AWS managed ones in [`managed`]), tags, and
+//! the policy simulator
 //! (`SimulatePrincipalPolicy`), which evaluates the role's policies with
 //! IAM's rules (an explicit Deny wins, then an Allow, else an implicit
 //! deny; a permissions boundary must allow too).
 //!
-//! With `--iam enforce`, [`authority`] holds role sessions to their role's
-//! policies (S3, SageMaker's iam:PassRole) and trust policies decide who
+//! With `--iam enforce`, [`authority`] holds role sessions and users to
+//! their policies (S3, SageMaker's iam:PassRole) and trust policies decide who
 //! may assume a role; in the default local mode nothing is enforced
 //! (docs/iam.md).
 
 pub mod authority;
 pub mod managed;
 mod simulate;
+mod users;
+
+pub use users::principal_of_access_key;
 
 use cove_model::iam::{IamPolicy, IamRole, PolicyVersion};
 use cove_model::ids::{random_string, rfc3339_of, UPPER_ALNUM};
@@ -68,6 +72,7 @@ impl Service for IamService {
         let cx = Cx {
             store: &self.store,
             account: ctx.account_id(),
+            caller: &ctx.principal.arn,
         };
         match &request {
             Request::CreateRole(r) => cx.create_role(r),
@@ -173,29 +178,14 @@ impl Service for IamService {
             Request::DeletePolicyVersion(r) => cx.delete_policy_version(r),
             Request::AttachRolePolicy(r) => cx.attach(r),
             Request::DetachRolePolicy(r) => cx.update_role(&r.role_name, |role| {
-                let before = role.attached_policies.len();
-                role.attached_policies.retain(|a| a != &r.policy_arn);
-                if role.attached_policies.len() == before {
-                    return Err(AwsError::new(
-                        404,
-                        "NoSuchEntity",
-                        format!("Policy {} was not found.", r.policy_arn),
-                    ));
-                }
-                Ok(())
+                detach(&mut role.attached_policies, &r.policy_arn)
             }),
             Request::ListAttachedRolePolicies(r) => cx.read(|w| {
-                let prefix = r.path_prefix.as_deref().unwrap_or("/");
-                let attached: Vec<Value> = role(w, cx.account, &r.role_name)?
-                    .attached_policies
-                    .iter()
-                    .filter_map(|arn| policy_name_and_path(w, arn))
-                    .filter(|(_, path, _)| path.starts_with(prefix))
-                    .map(|(name, _, arn)| json!({"PolicyName": name, "PolicyArn": arn}))
-                    .collect();
-                page(
-                    "AttachedPolicies",
+                let attached = &role(w, cx.account, &r.role_name)?.attached_policies;
+                attached_page(
+                    w,
                     attached,
+                    r.path_prefix.as_deref(),
                     r.marker.as_deref(),
                     r.max_items,
                 )
@@ -203,6 +193,9 @@ impl Service for IamService {
             Request::SimulatePrincipalPolicy(r) => {
                 cx.read(|w| simulate::simulate_principal_policy(w, cx.account, r))
             }
+            users => cx
+                .users(users)
+                .unwrap_or_else(|| Err(AwsError::internal("an IAM operation with no handler"))),
         }
     }
 }
@@ -210,6 +203,8 @@ impl Service for IamService {
 struct Cx<'a> {
     store: &'a Store,
     account: &'a str,
+    /// The caller's ARN (the user that user calls name by default).
+    caller: &'a str,
 }
 
 impl Cx<'_> {
@@ -509,10 +504,47 @@ fn policy_name_and_path(w: &World, arn: &str) -> Option<(String, String, String)
 }
 
 fn attachment_count(w: &World, arn: &str) -> usize {
+    let attached = |list: &[String]| list.iter().any(|a| a == arn);
     w.iam_roles
         .values()
-        .filter(|r| r.attached_policies.iter().any(|a| a == arn))
+        .filter(|r| attached(&r.attached_policies))
         .count()
+        + w.iam_users
+            .values()
+            .filter(|u| attached(&u.attached_policies))
+            .count()
+}
+
+/// Detaches a managed policy from a role's or user's list.
+fn detach(attached: &mut Vec<String>, arn: &str) -> AwsResult<()> {
+    let before = attached.len();
+    attached.retain(|a| a != arn);
+    if attached.len() == before {
+        return Err(AwsError::new(
+            404,
+            "NoSuchEntity",
+            format!("Policy {arn} was not found."),
+        ));
+    }
+    Ok(())
+}
+
+/// A page of a role's or user's attached policies under a path prefix.
+fn attached_page(
+    w: &World,
+    attached: &[String],
+    path_prefix: Option<&str>,
+    marker: Option<&str>,
+    max_items: Option<i64>,
+) -> AwsResult<Value> {
+    let prefix = path_prefix.unwrap_or("/");
+    let items: Vec<Value> = attached
+        .iter()
+        .filter_map(|arn| policy_name_and_path(w, arn))
+        .filter(|(_, path, _)| path.starts_with(prefix))
+        .map(|(name, _, arn)| json!({"PolicyName": name, "PolicyArn": arn}))
+        .collect();
+    page("AttachedPolicies", items, marker, max_items)
 }
 
 fn tags_in(tags: Option<&[Tag]>) -> Tags {

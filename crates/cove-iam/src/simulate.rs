@@ -27,17 +27,36 @@ pub fn simulate_principal_policy(
     account: &str,
     r: &SimulatePrincipalPolicyRequest,
 ) -> AwsResult<Value> {
-    let role_name = role_name_of(&r.policy_source_arn, account)?;
-    let role = role(w, account, role_name)?;
+    let (kind, name) = principal_of(&r.policy_source_arn, account)?;
+    let (arn, inline, attached, permissions_boundary) = match kind {
+        "role" => {
+            let x = role(w, account, name)?;
+            (
+                &x.arn,
+                &x.inline_policies,
+                &x.attached_policies,
+                &x.permissions_boundary,
+            )
+        }
+        _ => {
+            let x = crate::users::user(w, account, name)?;
+            (
+                &x.arn,
+                &x.inline_policies,
+                &x.attached_policies,
+                &x.permissions_boundary,
+            )
+        }
+    };
     let mut sources = Vec::new();
-    for (name, doc) in &role.inline_policies {
+    for (name, doc) in inline {
         sources.push(Source {
             id: name.clone(),
-            kind: "role",
+            kind,
             policy: parse(doc, Kind::Identity)?,
         });
     }
-    for arn in &role.attached_policies {
+    for arn in attached {
         let (id, kind, doc) = match aws_managed(arn) {
             Some(m) => (m.name.to_string(), "aws-managed", m.document.to_string()),
             None => match w.iam_policies.get(arn) {
@@ -62,7 +81,7 @@ pub fn simulate_principal_policy(
             policy: parse(doc, Kind::Identity)?,
         });
     }
-    let boundary = boundary_of(w, role.permissions_boundary.as_deref(), r)?;
+    let boundary = boundary_of(w, permissions_boundary.as_deref(), r)?;
 
     let all = ["*".to_string()];
     let resources = match r.resource_arns.as_deref() {
@@ -72,7 +91,7 @@ pub fn simulate_principal_policy(
     let mut results = Vec::new();
     for action in &r.action_names {
         for resource in resources {
-            let mut cx = RequestContext::new(action, resource, &role.arn, account);
+            let mut cx = RequestContext::new(action, resource, arn, account);
             for entry in r.context_entries.iter().flatten() {
                 if let (Some(name), Some(values)) =
                     (&entry.context_key_name, &entry.context_key_values)
@@ -91,9 +110,9 @@ pub fn simulate_principal_policy(
     )
 }
 
-/// The role name of a role ARN of this account; IAM users and groups do
-/// not exist in Cove.
-fn role_name_of<'a>(arn: &'a str, account: &str) -> AwsResult<&'a str> {
+/// The kind (`role` or `user`) and name of a role's or user's ARN of this
+/// account; IAM groups do not exist in Cove.
+fn principal_of<'a>(arn: &'a str, account: &str) -> AwsResult<(&'static str, &'a str)> {
     let invalid = || AwsError::client("InvalidInput", format!("Invalid ARN: {arn}"));
     let rest = arn.strip_prefix("arn:aws:iam::").ok_or_else(invalid)?;
     let (arn_account, resource) = rest.split_once(':').ok_or_else(invalid)?;
@@ -110,7 +129,8 @@ fn role_name_of<'a>(arn: &'a str, account: &str) -> AwsResult<&'a str> {
         )
     };
     match kind {
-        "role" if arn_account == account => Ok(name),
+        "role" if arn_account == account => Ok(("role", name)),
+        "user" if arn_account == account => Ok(("user", name)),
         "role" => Err(missing("role")),
         "user" => Err(missing("user")),
         "group" => Err(missing("group")),
@@ -186,17 +206,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_this_accounts_roles_are_simulated() {
+    fn only_this_accounts_roles_and_users_are_simulated() {
         let account = "000000000000";
         assert_eq!(
-            role_name_of("arn:aws:iam::000000000000:role/service-role/R", account).unwrap(),
-            "R"
+            principal_of("arn:aws:iam::000000000000:role/service-role/R", account).unwrap(),
+            ("role", "R")
         );
-        let other = role_name_of("arn:aws:iam::111111111111:role/R", account).unwrap_err();
+        assert_eq!(
+            principal_of("arn:aws:iam::000000000000:user/bob", account).unwrap(),
+            ("user", "bob")
+        );
+        let other = principal_of("arn:aws:iam::111111111111:role/R", account).unwrap_err();
         assert_eq!(other.code, "NoSuchEntity");
-        let user = role_name_of("arn:aws:iam::000000000000:user/bob", account).unwrap_err();
+        let user = principal_of("arn:aws:iam::111111111111:user/bob", account).unwrap_err();
         assert_eq!(user.message, "The user with name bob cannot be found.");
-        let bad = role_name_of("SageMakerRole", account).unwrap_err();
+        let bad = principal_of("SageMakerRole", account).unwrap_err();
         assert_eq!(bad.code, "InvalidInput");
     }
 }

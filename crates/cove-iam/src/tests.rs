@@ -405,3 +405,134 @@ fn lists_page_with_markers() {
         "InvalidInput"
     );
 }
+
+#[test]
+fn users_keys_and_policies() {
+    let iam = iam();
+    let user = ok(
+        &iam,
+        "CreateUser",
+        json!({"UserName": "ci", "Path": "/build/"}),
+    )["User"]
+        .clone();
+    assert_eq!(user["Arn"], format!("arn:aws:iam::{ACCOUNT}:user/build/ci"));
+    assert!(user["UserId"].as_str().unwrap().starts_with("AIDA"));
+    assert_eq!(
+        err(&iam, "CreateUser", json!({"UserName": "CI"})).code,
+        "EntityAlreadyExists"
+    );
+    assert_eq!(
+        err(&iam, "GetUser", json!({"UserName": "nobody"})).message,
+        "The user with name nobody cannot be found."
+    );
+
+    let key = ok(&iam, "CreateAccessKey", json!({"UserName": "ci"}))["AccessKey"].clone();
+    assert_eq!(key["Status"], "Active");
+    assert_eq!(key["SecretAccessKey"].as_str().unwrap().len(), 40);
+    let id = key["AccessKeyId"].as_str().unwrap().to_string();
+    ok(&iam, "CreateAccessKey", json!({"UserName": "ci"}));
+    let third = err(&iam, "CreateAccessKey", json!({"UserName": "ci"}));
+    assert_eq!(
+        (third.code.as_str(), third.message.as_str()),
+        (
+            "LimitExceeded",
+            "Cannot exceed quota for AccessKeysPerUser: 2"
+        )
+    );
+
+    // The key stands for the user until it is made inactive.
+    let principal = |iam: &IamService| principal_of_access_key(&iam.store.snapshot(), &id);
+    assert_eq!(
+        principal(&iam).unwrap().arn,
+        format!("arn:aws:iam::{ACCOUNT}:user/build/ci")
+    );
+    ok(
+        &iam,
+        "UpdateAccessKey",
+        json!({"UserName": "ci", "AccessKeyId": id, "Status": "Inactive"}),
+    );
+    assert!(principal(&iam).is_none());
+
+    // A user's policies are simulated like a role's.
+    ok(
+        &iam,
+        "PutUserPolicy",
+        json!({"UserName": "ci", "PolicyName": "read", "PolicyDocument":
+        r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"*"}]}"#}),
+    );
+    ok(
+        &iam,
+        "AttachUserPolicy",
+        json!({"UserName": "ci", "PolicyArn": "arn:aws:iam::aws:policy/AmazonSageMakerFullAccess"}),
+    );
+    let sim = ok(
+        &iam,
+        "SimulatePrincipalPolicy",
+        json!({
+        "PolicySourceArn": format!("arn:aws:iam::{ACCOUNT}:user/build/ci"),
+        "ActionNames": ["s3:GetObject", "s3:DeleteBucket"]}),
+    );
+    let verdicts: Vec<&str> = sim["EvaluationResults"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["EvalDecision"].as_str().unwrap())
+        .collect();
+    assert_eq!(verdicts, ["allowed", "implicitDeny"]);
+    let limits = authority::identity_policies(
+        &iam.store.snapshot(),
+        &format!("arn:aws:iam::{ACCOUNT}:user/build/ci"),
+    )
+    .unwrap();
+    let cx = cove_model::policy::RequestContext::new(
+        "s3:GetObject",
+        "arn:aws:s3:::b/k",
+        "arn:aws:iam::123456789012:user/build/ci",
+        ACCOUNT,
+    );
+    assert_eq!(limits.decide(&cx), cove_model::policy::Decision::Allow);
+
+    // Deleting needs the keys and policies gone first, as on AWS.
+    assert_eq!(
+        err(&iam, "DeleteUser", json!({"UserName": "ci"})).message,
+        "Cannot delete entity, must delete access keys first."
+    );
+    for k in ok(&iam, "ListAccessKeys", json!({"UserName": "ci"}))["AccessKeyMetadata"]
+        .as_array()
+        .unwrap()
+    {
+        ok(
+            &iam,
+            "DeleteAccessKey",
+            json!({"UserName": "ci", "AccessKeyId": k["AccessKeyId"]}),
+        );
+    }
+    assert_eq!(
+        err(
+            &iam,
+            "DeleteAccessKey",
+            json!({"UserName": "ci", "AccessKeyId": id})
+        )
+        .code,
+        "NoSuchEntity"
+    );
+    assert_eq!(
+        err(&iam, "DeleteUser", json!({"UserName": "ci"})).message,
+        "Cannot delete entity, must delete policies first."
+    );
+    ok(
+        &iam,
+        "DeleteUserPolicy",
+        json!({"UserName": "ci", "PolicyName": "read"}),
+    );
+    ok(
+        &iam,
+        "DetachUserPolicy",
+        json!({"UserName": "ci", "PolicyArn": "arn:aws:iam::aws:policy/AmazonSageMakerFullAccess"}),
+    );
+    ok(&iam, "DeleteUser", json!({"UserName": "ci"}));
+    assert!(ok(&iam, "ListUsers", json!({}))["Users"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}

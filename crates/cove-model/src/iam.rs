@@ -75,3 +75,51 @@ impl IamPolicy {
             .map(|v| v.document.as_str())
     }
 }
+
+/// An IAM user: a long-term identity of one account, limited (with IAM
+/// enforced) by its inline and attached policies.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IamUser {
+    /// `<account>/<name lowercased>`, as for roles.
+    pub key: String,
+    pub name: String,
+    pub path: String,
+    pub user_id: String,
+    pub arn: String,
+    pub account_id: String,
+    /// Unix seconds.
+    pub created: i64,
+    #[serde(default)]
+    pub permissions_boundary: Option<String>,
+    /// Inline policies by name.
+    #[serde(default)]
+    pub inline_policies: BTreeMap<String, String>,
+    /// Managed policy ARNs, in attachment order.
+    #[serde(default)]
+    pub attached_policies: Vec<String>,
+    #[serde(default)]
+    pub tags: Tags,
+}
+
+impl IamUser {
+    /// The world's key for a user name in `account`.
+    pub fn key_of(account: &str, name: &str) -> String {
+        IamRole::key_of(account, name)
+    }
+}
+
+/// An IAM user's access key, keyed by its id: what a request's signature
+/// names, so the credential lookup finds it directly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IamAccessKey {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// The key (`<account>/<name>`) of the user it belongs to.
+    pub user_key: String,
+    pub user_name: String,
+    pub account_id: String,
+    /// `Active` or `Inactive`; an inactive key is refused.
+    pub active: bool,
+    /// Unix seconds.
+    pub created: i64,
+}

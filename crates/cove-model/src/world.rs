@@ -3,7 +3,7 @@
 //! the changed documents and publishes the copy; readers never wait.
 
 use crate::endpoints::{SageMakerEndpoint, TransformJob};
-use crate::iam::{IamPolicy, IamRole};
+use crate::iam::{IamAccessKey, IamPolicy, IamRole, IamUser};
 use crate::jobs::{
     CompilationJob, RecommendationJob, SageMakerDefinition, SageMakerJob, StsSession,
 };
@@ -39,6 +39,10 @@ pub struct World {
     pub iam_roles: OrdMap<String, IamRole>,
     /// Customer managed IAM policies by ARN.
     pub iam_policies: OrdMap<String, IamPolicy>,
+    /// IAM users by `<account>/<lowercased name>`.
+    pub iam_users: OrdMap<String, IamUser>,
+    /// IAM users' access keys by access key id.
+    pub iam_access_keys: OrdMap<String, IamAccessKey>,
     /// SageMaker models and endpoint configurations by ARN.
     pub sagemaker_definitions: OrdMap<String, SageMakerDefinition>,
     /// SageMaker endpoints by ARN.
@@ -122,6 +126,13 @@ resource!(
 resource!(StsSession, "sts_session", sts_sessions, access_key_id);
 resource!(IamRole, "iam_role", iam_roles, key);
 resource!(IamPolicy, "iam_policy", iam_policies, arn);
+resource!(IamUser, "iam_user", iam_users, key);
+resource!(
+    IamAccessKey,
+    "iam_access_key",
+    iam_access_keys,
+    access_key_id
+);
 
 // SageMaker resources are stored under their ARN: names are unique only
 // within one account and region.
@@ -167,6 +178,8 @@ macro_rules! for_each_resource {
             StsSession,
             IamRole,
             IamPolicy,
+            IamUser,
+            IamAccessKey,
             SageMakerDefinition,
             SageMakerEndpoint,
             TransformJob,

@@ -8,7 +8,7 @@ use crate::errors::aws;
 use crate::origin::S3Origin;
 use crate::policy::{Decision, Kind, Policy, RequestContext};
 use crate::storage::Storage;
-use cove_iam::authority::RolePolicies;
+use cove_iam::authority::IdentityPolicies;
 use cove_wire::dispatch::CredentialLookup;
 use s3s::access::{S3Access, S3AccessContext};
 use s3s::auth::{S3Auth, SecretKey};
@@ -25,11 +25,11 @@ pub struct Caller {
     pub account: String,
     /// The identity policies that limit the caller (a role session when IAM
     /// is enforced); `None` when none do.
-    pub limits: Option<Arc<RolePolicies>>,
+    pub limits: Option<Arc<IdentityPolicies>>,
 }
 
 /// Finds the identity policies that limit a principal ARN (`None`: none do).
-pub type IdentityLookup = Arc<dyn Fn(&str) -> Option<RolePolicies> + Send + Sync>;
+pub type IdentityLookup = Arc<dyn Fn(&str) -> Option<IdentityPolicies> + Send + Sync>;
 
 /// No caller is limited by identity policies (IAM not enforced).
 pub fn no_identity_policies() -> IdentityLookup {
@@ -122,7 +122,7 @@ pub fn authorize(
     bucket: Option<&str>,
     cx: &RequestContext,
     origin: &S3Origin,
-    limits: Option<&RolePolicies>,
+    limits: Option<&IdentityPolicies>,
 ) -> S3Result<()> {
     let owner = bucket.and_then(|b| storage.bucket(b).ok()).map(|b| b.owner);
     // CreateBucket on a taken name is answered by the handler
@@ -362,7 +362,7 @@ mod tests {
         assert!(authorize(&storage, Some("b"), &get, &public, None).is_ok());
         assert!(authorize(&storage, Some("b"), &put_policy, &public, None).is_err());
         // A role session of the other account also needs its own policies.
-        let limits = RolePolicies::new("arn:aws:iam::222222222222:role/r", Vec::new());
+        let limits = IdentityPolicies::new("arn:aws:iam::222222222222:role/r", Vec::new());
         assert!(authorize(&storage, Some("b"), &get, &public, Some(&limits)).is_err());
     }
 
@@ -388,7 +388,7 @@ mod tests {
             )
         };
         let identity = |doc: &str| {
-            RolePolicies::new(
+            IdentityPolicies::new(
                 "arn:aws:iam::123456789012:role/Job",
                 vec![Policy::parse(doc, Kind::Identity).unwrap()],
             )
@@ -396,7 +396,7 @@ mod tests {
         let reads_data = identity(
             r#"{"Statement":[{"Effect":"Allow","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/data/*"},{"Effect":"Deny","Action":"s3:GetObject","Resource":"arn:aws:s3:::b/data/secret"}]}"#,
         );
-        let check = |key: &str, limits: &RolePolicies| {
+        let check = |key: &str, limits: &IdentityPolicies| {
             authorize(&storage, Some("b"), &get(key), &public, Some(limits)).is_ok()
         };
         assert!(check("data/x", &reads_data));

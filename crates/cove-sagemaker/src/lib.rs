@@ -77,9 +77,9 @@ fn check_passed_role(
     ctx: &RequestContext,
     role: &str,
 ) -> AwsResult<()> {
-    use cove_iam::authority::{may_assume, role_policies, Assumer};
+    use cove_iam::authority::{identity_policies, may_assume, Assumer};
     use cove_model::policy::{Decision, RequestContext as PolicyContext};
-    if let Some(limits) = role_policies(w, &ctx.principal.arn) {
+    if let Some(limits) = identity_policies(w, &ctx.principal.arn) {
         let mut cx = PolicyContext::new("iam:PassRole", role, &ctx.principal.arn, ctx.account_id());
         cx.set("iam:PassedToService", SAGEMAKER_PRINCIPAL);
         if limits.decide(&cx) != Decision::Allow {

@@ -231,7 +231,8 @@ fn stop_containers(jobs_dir: &std::path::Path) -> usize {
         }
     }
     let mut stopped = 0;
-    walk(jobs_dir, 4, &mut stopped);
+    // <account>/<region>/<kind>/<name>/<instance>/state, Studio apps less deep.
+    walk(jobs_dir, 6, &mut stopped);
     stopped
 }
 

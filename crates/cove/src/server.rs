@@ -48,7 +48,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let lookup = credential_lookup(&settings, store.clone());
     let identity: cove_s3::access::IdentityLookup = if settings.iam_enforced {
         let store = store.clone();
-        Arc::new(move |arn: &str| cove_iam::authority::role_policies(&store.snapshot(), arn))
+        Arc::new(move |arn: &str| cove_iam::authority::identity_policies(&store.snapshot(), arn))
     } else {
         cove_s3::access::no_identity_policies()
     };
@@ -208,7 +208,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Finds the principal for an access key; S3 and the dispatcher share it.
+/// Finds the principal for an access key (a configured pair, an STS session
+/// or an IAM user's key); S3 and the dispatcher share it.
 fn credential_lookup(settings: &Settings, store: Arc<Store>) -> CredentialLookup {
     let principals: Vec<Principal> = settings
         .credentials
@@ -233,7 +234,11 @@ fn credential_lookup(settings: &Settings, store: Arc<Store>) -> CredentialLookup
             .iter()
             .find(|p| p.access_key == key)
             .cloned()
-            .or_else(|| cove_sts::principal_of_session(&store.snapshot(), key))
+            .or_else(|| {
+                let world = store.snapshot();
+                cove_sts::principal_of_session(&world, key)
+                    .or_else(|| cove_iam::principal_of_access_key(&world, key))
+            })
     })
 }
 
