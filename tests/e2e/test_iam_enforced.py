@@ -149,3 +149,21 @@ def test_an_iam_user_is_held_to_its_policies(enforced):
     result = iam.simulate_principal_policy(PolicySourceArn=f"arn:aws:iam::{ACCOUNT}:user/analyst",
                                            ActionNames=["ec2:DescribeVpcs", "ec2:DeleteVpc"])["EvaluationResults"]
     assert [r["EvalDecision"] for r in result] == ["allowed", "implicitDeny"]
+
+
+def test_a_session_policy_narrows_the_session(enforced):
+    iam, sts = enforced.client("iam"), enforced.client("sts")
+    role = iam.create_role(RoleName="Narrowed", AssumeRolePolicyDocument=json.dumps(TRUST_ACCOUNT))["Role"]["Arn"]
+    iam.put_role_policy(RoleName="Narrowed", PolicyName="network", PolicyDocument=policy(
+        allow(["ec2:*"], ["*"])))
+    creds = sts.assume_role(RoleArn=role, RoleSessionName="read-only", Policy=policy(
+        allow(["ec2:Describe*"], ["*"])))["Credentials"]
+    ec2 = session_client(enforced, "ec2", creds)
+    assert ec2.describe_vpcs()["Vpcs"]
+    err = error_of(ec2.create_vpc, CidrBlock="10.9.0.0/16")
+    assert err["Code"] == "UnauthorizedOperation", err
+    # Without a session policy the role's own policies apply in full.
+    full = session_client(enforced, "ec2", sts.assume_role(RoleArn=role, RoleSessionName="full")["Credentials"])
+    vpc = full.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    full.delete_vpc(VpcId=vpc)
+    assert error_of(sts.assume_role, RoleArn=role, RoleSessionName="bad", Policy="{}")["Code"] == "MalformedPolicyDocument"

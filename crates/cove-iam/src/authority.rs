@@ -25,6 +25,9 @@ pub struct IdentityPolicies {
     pub principal_arn: String,
     policies: Vec<Policy>,
     boundary: Option<Vec<Policy>>,
+    /// The session policies `AssumeRole` was given: they limit the
+    /// session as a boundary does.
+    session: Option<Vec<Policy>>,
 }
 
 impl IdentityPolicies {
@@ -34,6 +37,7 @@ impl IdentityPolicies {
             principal_arn: principal_arn.to_string(),
             policies,
             boundary: None,
+            session: None,
         }
     }
 
@@ -45,11 +49,13 @@ impl IdentityPolicies {
         if decisions.contains(&Decision::Deny) {
             return Decision::Deny;
         }
-        let boundary_allows = self.boundary.as_ref().is_none_or(|b| {
-            let d: Vec<Decision> = b.iter().map(|p| p.evaluate(cx)).collect();
-            !d.contains(&Decision::Deny) && d.contains(&Decision::Allow)
-        });
-        if decisions.contains(&Decision::Allow) && boundary_allows {
+        let allows = |limit: &Option<Vec<Policy>>| {
+            limit.as_ref().is_none_or(|b| {
+                let d: Vec<Decision> = b.iter().map(|p| p.evaluate(cx)).collect();
+                !d.contains(&Decision::Deny) && d.contains(&Decision::Allow)
+            })
+        };
+        if decisions.contains(&Decision::Allow) && allows(&self.boundary) && allows(&self.session) {
             Decision::Allow
         } else {
             Decision::NotApplicable
@@ -61,22 +67,46 @@ impl IdentityPolicies {
 /// principal they do not limit (the account root, a configured key); for a
 /// role session, its role's; for an IAM user, the user's. A session of a
 /// role that does not exist has no policies at all (everything is denied).
-pub fn identity_policies(w: &World, principal_arn: &str) -> Option<IdentityPolicies> {
+/// `access_key` finds a session's own session policies.
+pub fn identity_policies(
+    w: &World,
+    principal_arn: &str,
+    access_key: &str,
+) -> Option<IdentityPolicies> {
     if let Some((account, role_name)) = cove_model::policy::session_role(principal_arn) {
         let Some(role) = w.iam_roles.get(&IamRole::key_of(account, role_name)) else {
             return Some(IdentityPolicies {
                 principal_arn: format!("arn:aws:iam::{account}:role/{role_name}"),
                 policies: Vec::new(),
                 boundary: None,
+                session: None,
             });
         };
-        return Some(attached_to(
+        let mut limits = attached_to(
             w,
             &role.arn,
             &role.inline_policies,
             &role.attached_policies,
             role.permissions_boundary.as_deref(),
-        ));
+        );
+        limits.session = w
+            .sts_sessions
+            .get(access_key)
+            .filter(|s| s.assumed_role_arn() == principal_arn)
+            .filter(|s| s.session_policy.is_some() || !s.session_policy_arns.is_empty())
+            .map(|s| {
+                s.session_policy
+                    .iter()
+                    .cloned()
+                    .chain(
+                        s.session_policy_arns
+                            .iter()
+                            .filter_map(|a| default_document(w, a)),
+                    )
+                    .filter_map(|doc| Policy::parse(&doc, Kind::Identity).ok())
+                    .collect()
+            });
+        return Some(limits);
     }
     let (head, path) = principal_arn.split_once(":user/")?;
     let account = cove_model::ids::arn_account(head);
@@ -116,13 +146,18 @@ fn attached_to(
         principal_arn: principal_arn.to_string(),
         policies,
         boundary,
+        session: None,
     }
 }
 
 /// Who asks to assume a role.
 pub enum Assumer<'a> {
-    /// A caller of the account, by ARN.
-    Caller { arn: &'a str, account: &'a str },
+    /// A caller, by ARN and account, and the access key it signed with.
+    Caller {
+        arn: &'a str,
+        account: &'a str,
+        access_key: &'a str,
+    },
     /// A service acting for the account (`sagemaker.amazonaws.com`).
     Service(&'a str),
 }
@@ -148,9 +183,13 @@ pub fn may_assume(w: &World, role_arn: &str, who: &Assumer<'_>) -> bool {
     let Ok(trust) = Policy::parse(&role.assume_role_policy, Kind::Trust) else {
         return false;
     };
-    let (arn, account) = match who {
-        Assumer::Caller { arn, account } => (*arn, *account),
-        Assumer::Service(service) => (*service, ""),
+    let (arn, account, access_key) = match who {
+        Assumer::Caller {
+            arn,
+            account,
+            access_key,
+        } => (*arn, *account, *access_key),
+        Assumer::Service(service) => (*service, "", ""),
     };
     let cx = RequestContext::new("sts:AssumeRole", role_arn, arn, account);
     if trust.evaluate(&cx) != Decision::Allow {
@@ -159,7 +198,7 @@ pub fn may_assume(w: &World, role_arn: &str, who: &Assumer<'_>) -> bool {
     // A session of another role of the account also needs its own policies
     // to allow the call, unless the trust policy names it (or its role)
     // itself rather than the account.
-    match identity_policies(w, arn) {
+    match identity_policies(w, arn, access_key) {
         None => true,
         Some(own) => {
             let by_account = RequestContext::new("sts:AssumeRole", role_arn, "", account);
@@ -178,6 +217,8 @@ pub struct Call<'a> {
     pub region: &'a str,
     pub account: &'a str,
     pub principal_arn: &'a str,
+    /// The access key the call was signed with (a session's policies).
+    pub access_key: &'a str,
     /// The decoded request, where the resource's name is found.
     pub input: &'a serde_json::Value,
 }
@@ -266,7 +307,7 @@ pub fn resource_of(call: &Call<'_>) -> String {
 /// Why a limited caller may not make a call: `None` when it may (or its
 /// policies do not limit it). The text is IAM's.
 pub fn refusal(w: &World, call: &Call<'_>) -> Option<Refusal> {
-    let limits = identity_policies(w, call.principal_arn)?;
+    let limits = identity_policies(w, call.principal_arn, call.access_key)?;
     let action = format!("{}:{}", call.service, call.operation);
     if ALWAYS_ALLOWED.contains(&action.as_str()) {
         return None;
@@ -339,7 +380,7 @@ mod tests {
     fn a_sessions_role_policies_decide_and_other_principals_are_not_limited() {
         let w = world(vec![role("Job", SAGEMAKER_TRUST, &[READ_DATA])]);
         let session = "arn:aws:sts::123456789012:assumed-role/Job/SageMaker";
-        let p = identity_policies(&w, session).unwrap();
+        let p = identity_policies(&w, session, "").unwrap();
         let decide = |action: &str, resource: &str| {
             p.decide(&RequestContext::new(
                 action,
@@ -360,10 +401,10 @@ mod tests {
             decide("s3:PutObject", "arn:aws:s3:::data/k"),
             Decision::NotApplicable
         );
-        assert!(identity_policies(&w, "arn:aws:iam::123456789012:root").is_none());
-        assert!(identity_policies(&w, "arn:aws:iam::123456789012:user/admin").is_none());
+        assert!(identity_policies(&w, "arn:aws:iam::123456789012:root", "").is_none());
+        assert!(identity_policies(&w, "arn:aws:iam::123456789012:user/admin", "").is_none());
         let ghost =
-            identity_policies(&w, "arn:aws:sts::123456789012:assumed-role/Ghost/s").unwrap();
+            identity_policies(&w, "arn:aws:sts::123456789012:assumed-role/Ghost/s", "").unwrap();
         assert_eq!(
             ghost.decide(&RequestContext::new(
                 "s3:GetObject",
@@ -392,6 +433,7 @@ mod tests {
                 region: "us-east-1",
                 account: "123456789012",
                 principal_arn: who,
+                access_key: "",
                 input: &input,
             };
             refusal(w, &call)
@@ -461,6 +503,7 @@ mod tests {
         let admin = Assumer::Caller {
             arn: "arn:aws:iam::123456789012:user/admin",
             account: "123456789012",
+            access_key: "",
         };
         assert!(may_assume(
             &w,
@@ -485,6 +528,7 @@ mod tests {
         let session = Assumer::Caller {
             arn: "arn:aws:sts::123456789012:assumed-role/Job/s",
             account: "123456789012",
+            access_key: "",
         };
         assert!(!may_assume(&w, shared, &session));
     }

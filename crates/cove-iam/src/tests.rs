@@ -482,6 +482,7 @@ fn users_keys_and_policies() {
     let limits = authority::identity_policies(
         &iam.store.snapshot(),
         &format!("arn:aws:iam::{ACCOUNT}:user/build/ci"),
+        "",
     )
     .unwrap();
     let cx = cove_model::policy::RequestContext::new(

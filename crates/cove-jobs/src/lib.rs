@@ -285,7 +285,13 @@ pub(crate) fn assume_job_role(
     role: &str,
 ) -> anyhow::Result<String> {
     Ok(sts
-        .assume_role(account, role, "SageMaker", SESSION_SECONDS)?
+        .assume_role(
+            account,
+            role,
+            "SageMaker",
+            SESSION_SECONDS,
+            Default::default(),
+        )?
         .access_key_id)
 }
 

@@ -30,6 +30,12 @@ pub struct StsSession {
     pub account_id: String,
     /// Unix seconds after which the credentials are refused.
     pub expiration: i64,
+    /// The session policy `AssumeRole` was given (`Policy`).
+    #[serde(default)]
+    pub session_policy: Option<String>,
+    /// The managed session policies `AssumeRole` was given (`PolicyArns`).
+    #[serde(default)]
+    pub session_policy_arns: Vec<String>,
 }
 
 impl StsSession {
@@ -747,6 +753,8 @@ mod tests {
             assumed_role_id: "AROA:SageMaker".into(),
             account_id: "000000000000".into(),
             expiration: 0,
+            session_policy: None,
+            session_policy_arns: Vec::new(),
         };
         assert_eq!(
             s.assumed_role_arn(),

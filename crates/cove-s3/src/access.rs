@@ -28,12 +28,13 @@ pub struct Caller {
     pub limits: Option<Arc<IdentityPolicies>>,
 }
 
-/// Finds the identity policies that limit a principal ARN (`None`: none do).
-pub type IdentityLookup = Arc<dyn Fn(&str) -> Option<IdentityPolicies> + Send + Sync>;
+/// Finds the identity policies that limit a principal, by ARN and the
+/// access key it signed with (`None`: none do).
+pub type IdentityLookup = Arc<dyn Fn(&str, &str) -> Option<IdentityPolicies> + Send + Sync>;
 
 /// No caller is limited by identity policies (IAM not enforced).
 pub fn no_identity_policies() -> IdentityLookup {
-    Arc::new(|_| None)
+    Arc::new(|_, _| None)
 }
 
 pub struct Auth {
@@ -208,7 +209,7 @@ impl S3Access for Access {
         let caller = Caller {
             arn: principal.arn.clone(),
             account: principal.account_id.clone(),
-            limits: (self.identity)(&principal.arn).map(Arc::new),
+            limits: (self.identity)(&principal.arn, &principal.access_key).map(Arc::new),
         };
         let origin = cx
             .extensions_mut()

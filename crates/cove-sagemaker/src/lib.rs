@@ -79,7 +79,7 @@ fn check_passed_role(
 ) -> AwsResult<()> {
     use cove_iam::authority::{identity_policies, may_assume, Assumer};
     use cove_model::policy::{Decision, RequestContext as PolicyContext};
-    if let Some(limits) = identity_policies(w, &ctx.principal.arn) {
+    if let Some(limits) = identity_policies(w, &ctx.principal.arn, &ctx.principal.access_key) {
         let mut cx = PolicyContext::new("iam:PassRole", role, &ctx.principal.arn, ctx.account_id());
         cx.set("iam:PassedToService", SAGEMAKER_PRINCIPAL);
         if limits.decide(&cx) != Decision::Allow {

@@ -43,15 +43,19 @@ impl StsService {
         self
     }
 
-    /// Mints and stores temporary credentials for `role_arn`.
+    /// Mints and stores temporary credentials for `role_arn`, limited by
+    /// `session_policies` (AssumeRole's `Policy` and `PolicyArns`) if any.
     pub fn assume_role(
         &self,
         account_id: &str,
         role_arn: &str,
         session_name: &str,
         duration_seconds: i64,
+        session_policies: SessionPolicies,
     ) -> AwsResult<StsSession> {
-        let session = new_session(account_id, role_arn, session_name, duration_seconds);
+        let mut session = new_session(account_id, role_arn, session_name, duration_seconds);
+        session.session_policy = session_policies.document;
+        session.session_policy_arns = session_policies.arns;
         self.store.write(|tx| {
             tx.act_for(account_id);
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
@@ -73,6 +77,13 @@ impl StsService {
     }
 }
 
+/// The session policies a session is limited by (none by default).
+#[derive(Debug, Clone, Default)]
+pub struct SessionPolicies {
+    pub document: Option<String>,
+    pub arns: Vec<String>,
+}
+
 fn new_session(account_id: &str, role_arn: &str, session_name: &str, duration: i64) -> StsSession {
     let role_id = format!("AROA{}", random_string(UPPER_ALNUM, 17));
     StsSession {
@@ -84,6 +95,8 @@ fn new_session(account_id: &str, role_arn: &str, session_name: &str, duration: i
         assumed_role_id: format!("{role_id}:{session_name}"),
         account_id: account_id.to_string(),
         expiration: time::OffsetDateTime::now_utc().unix_timestamp() + duration,
+        session_policy: None,
+        session_policy_arns: Vec::new(),
     }
 }
 
@@ -165,12 +178,26 @@ impl StsService {
             let who = cove_iam::authority::Assumer::Caller {
                 arn: &ctx.principal.arn,
                 account: ctx.account_id(),
+                access_key: &ctx.principal.access_key,
             };
             if !cove_iam::authority::may_assume(&self.store.snapshot(), role_arn, &who) {
                 return Err(not_authorized());
             }
         }
-        let s = self.assume_role(account, role_arn, &r.role_session_name, duration)?;
+        if let Some(doc) = &r.policy {
+            cove_model::policy::Policy::parse(doc, cove_model::policy::Kind::Identity)
+                .map_err(|e| AwsError::client("MalformedPolicyDocument", e.0))?;
+        }
+        let limits = SessionPolicies {
+            document: r.policy.clone(),
+            arns: r
+                .policy_arns
+                .iter()
+                .flatten()
+                .filter_map(|p| p.arn.clone())
+                .collect(),
+        };
+        let s = self.assume_role(account, role_arn, &r.role_session_name, duration, limits)?;
         Ok(json!({
             "Credentials": {
                 "AccessKeyId": s.access_key_id,
@@ -215,6 +242,7 @@ mod tests {
                 "arn:aws:iam::000000000000:role/R",
                 "job",
                 900,
+                SessionPolicies::default(),
             )
             .unwrap();
         assert!(s.access_key_id.starts_with("ASIA") && s.access_key_id.len() == 20);

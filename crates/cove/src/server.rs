@@ -48,7 +48,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let lookup = credential_lookup(&settings, store.clone());
     let identity: cove_s3::access::IdentityLookup = if settings.iam_enforced {
         let store = store.clone();
-        Arc::new(move |arn: &str| cove_iam::authority::identity_policies(&store.snapshot(), arn))
+        Arc::new(move |arn: &str, access_key: &str| {
+            cove_iam::authority::identity_policies(&store.snapshot(), arn, access_key)
+        })
     } else {
         cove_s3::access::no_identity_policies()
     };
@@ -553,6 +555,7 @@ fn identity_authorizer(store: Arc<cove_store::Store>) -> cove_wire::dispatch::Au
             region: &ctx.region,
             account: ctx.account_id(),
             principal_arn: &ctx.principal.arn,
+            access_key: &ctx.principal.access_key,
             input,
         };
         let Some(refused) = cove_iam::authority::refusal(&store.snapshot(), &call) else {
