@@ -4,8 +4,10 @@ own VPCs, buckets, jobs, roles and log groups, and another account's
 resources are reached only where AWS allows it: a bucket policy that names
 the account, a role whose trust policy does."""
 
+import base64
 import json
 import os
+import shutil
 import signal
 import tempfile
 import uuid
@@ -176,3 +178,41 @@ def test_an_iam_users_key_acts_as_that_user_in_its_account(server):
     iam.delete_user(UserName="builder")
     # Users, like roles, are per account.
     assert not client(server, A, "iam").list_users()["Users"]
+
+
+@pytest.mark.skipif(shutil.which("skopeo") is None, reason="skopeo is not installed")
+def test_another_accounts_repository_is_pulled_only_where_its_policy_allows(server, tmp_path):
+    from test_registry import oci_layout, skopeo
+
+    def creds(account):
+        data = client(server, account, "ecr").get_authorization_token()["authorizationData"][0]
+        return base64.b64decode(data["authorizationToken"]).decode()
+
+    # The server's own registry is account A's (the listener names no other).
+    host = f"127.0.0.1:{server.port}"
+    a_ecr = client(server, A, "ecr")
+    a_ecr.create_repository(repositoryName="shared-model")
+    layout = tmp_path / "layout"
+    oci_layout(layout, b"a layer of account A")
+    pushed = skopeo("copy", "--dest-tls-verify=false", "--dest-creds", creds(A),
+                    f"oci:{layout}", f"docker://{host}/shared-model:1")
+    assert pushed.returncode == 0, pushed.stderr
+
+    pull = lambda: skopeo("copy", "--src-tls-verify=false", "--src-creds", creds(B),  # noqa: E731
+                          f"docker://{host}/shared-model:1", f"oci:{tmp_path / 'pulled'}")
+    refused = pull()
+    assert refused.returncode != 0
+    assert (f"User: arn:aws:iam::{B}:root is not authorized to perform: ecr:BatchGetImage on resource: "
+            f"arn:aws:ecr:us-east-1:{A}:repository/shared-model") in refused.stderr, refused.stderr
+    assert "shared-model" not in [r["repositoryName"] for r in client(server, B, "ecr").describe_repositories()["repositories"]]
+
+    a_ecr.set_repository_policy(repositoryName="shared-model", policyText=json.dumps({
+        "Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{B}:root"},
+            "Action": ["ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer", "ecr:BatchCheckLayerAvailability"]}]}))
+    pulled = pull()
+    assert pulled.returncode == 0, pulled.stderr
+    # Reading is all it grants: B still cannot push there.
+    pushed = skopeo("copy", "--dest-tls-verify=false", "--dest-creds", creds(B),
+                    f"oci:{layout}", f"docker://{host}/shared-model:2")
+    assert pushed.returncode != 0 and "ecr:" in pushed.stderr, pushed.stderr

@@ -488,9 +488,9 @@ impl Cx<'_> {
 
     fn set_policy(&self, q: &ecr::SetRepositoryPolicyRequest) -> AwsResult<Value> {
         self.repo(&q.registry_id, &q.repository_name)?;
-        let valid = serde_json::from_str::<Value>(&q.policy_text)
-            .ok()
-            .is_some_and(|p| p.get("Statement").is_some());
+        let valid =
+            cove_model::policy::Policy::parse(&q.policy_text, cove_model::policy::Kind::Repository)
+                .is_ok();
         if !valid {
             return Err(invalid(
                 "Invalid parameter at 'PolicyText' failed to satisfy constraint: 'Invalid repository policy provided'",

@@ -122,6 +122,22 @@ fn route(path: &str) -> Route<'_> {
     Route::Other
 }
 
+/// The IAM action a repository policy judges a distribution request as.
+fn iam_action(route: &Route, method: &Method) -> &'static str {
+    let reads = matches!(*method, Method::GET | Method::HEAD);
+    match route {
+        Route::Manifest(..) if reads => "ecr:BatchGetImage",
+        Route::Manifest(..) => "ecr:PutImage",
+        Route::Blob(..) if *method == Method::HEAD => "ecr:BatchCheckLayerAvailability",
+        Route::Blob(..) if reads => "ecr:GetDownloadUrlForLayer",
+        Route::Tags(_) => "ecr:ListImages",
+        Route::Uploads(..) if *method == Method::POST => "ecr:InitiateLayerUpload",
+        Route::Uploads(..) if *method == Method::PATCH => "ecr:UploadLayerPart",
+        Route::Blob(..) | Route::Uploads(..) => "ecr:CompleteLayerUpload",
+        Route::Base | Route::Other => "ecr:BatchGetImage",
+    }
+}
+
 /// Serves one distribution API request.
 pub async fn serve(ecr: Arc<Ecr>, req: Request<Body>) -> Response<Body> {
     let host = req
@@ -141,15 +157,8 @@ pub async fn serve(ecr: Arc<Ecr>, req: Request<Body>) -> Response<Body> {
     let Some(auth) = auth else {
         return unauthorized(&realm);
     };
-    match ecr.tokens.check_basic(auth, now_secs()) {
-        Ok(account) if account == host.account => {}
-        Ok(_) => {
-            return error(
-                StatusCode::FORBIDDEN,
-                "DENIED",
-                "Your authorization token does not grant access to this registry.",
-            )
-        }
+    let holder = match ecr.tokens.check_basic(auth, now_secs()) {
+        Ok(holder) => holder,
         Err(TokenError::Expired) => {
             return error(
                 StatusCode::FORBIDDEN,
@@ -158,7 +167,7 @@ pub async fn serve(ecr: Arc<Ecr>, req: Request<Body>) -> Response<Body> {
             )
         }
         Err(TokenError::Invalid) => return unauthorized(&realm),
-    }
+    };
     let path = req.uri().path().to_string();
     let query = query_map(req.uri().query());
     let method = req.method().clone();
@@ -188,8 +197,22 @@ pub async fn serve(ecr: Arc<Ecr>, req: Request<Body>) -> Response<Body> {
     }
     let repo = match ecr.registry.repository(&host.account, &host.region, name) {
         Ok(r) => r,
+        // Another account's registry says nothing about what it holds.
+        Err(_) if holder.account != host.account => {
+            return error(
+                StatusCode::FORBIDDEN,
+                "DENIED",
+                "Your authorization token does not grant access to this registry.",
+            )
+        }
         Err(e) => return from_aws(&e),
     };
+    if holder.account != host.account {
+        let action = iam_action(&routed, &method);
+        if let Some(message) = ecr.cross_account_refusal(&repo, &holder, action) {
+            return error(StatusCode::FORBIDDEN, "DENIED", &message);
+        }
+    }
     let out = match routed {
         Route::Tags(_) => tags(&ecr, &repo, &query),
         Route::Manifest(_, reference) => manifest(&ecr, &repo, &method, reference, req).await,

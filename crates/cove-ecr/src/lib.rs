@@ -44,6 +44,9 @@ pub struct Ecr {
     /// The SHA-256 state of uploads in progress, by upload id, with the
     /// number of bytes it covers.
     pub(crate) hashing: std::sync::Mutex<std::collections::HashMap<String, (u64, sha2::Sha256)>>,
+    /// Finds who an access key belongs to: the principal another account's
+    /// repository policy is asked about.
+    pub(crate) credentials: Option<cove_wire::dispatch::CredentialLookup>,
 }
 
 /// An image found for a job: its manifest digest and its layers' files,
@@ -72,6 +75,49 @@ impl Ecr {
             account: account.to_string(),
             region: region.to_string(),
             hashing: Default::default(),
+            credentials: None,
+        })
+    }
+
+    /// Lets repository policies judge pulls and pushes from other
+    /// accounts by the caller's ARN (without it, by the account's root).
+    pub fn with_credentials(mut self, lookup: cove_wire::dispatch::CredentialLookup) -> Ecr {
+        self.credentials = Some(lookup);
+        self
+    }
+
+    /// Whether the holder of a registry password from another account may
+    /// do `action` on `repo`: only when the repository's policy allows it,
+    /// as on AWS. The refusal is AWS's message.
+    pub(crate) fn cross_account_refusal(
+        &self,
+        repo: &registry::Repository,
+        holder: &token::Holder,
+        action: &str,
+    ) -> Option<String> {
+        let arn = self
+            .credentials
+            .as_ref()
+            .and_then(|lookup| lookup(&holder.access_key))
+            .filter(|p| p.account_id == holder.account)
+            .map_or_else(
+                || format!("arn:aws:iam::{}:root", holder.account),
+                |p| p.arn,
+            );
+        let cx =
+            cove_model::policy::RequestContext::new(action, &repo.arn(), &arn, &holder.account);
+        let allowed = repo
+            .policy
+            .as_deref()
+            .and_then(|doc| {
+                cove_model::policy::Policy::parse(doc, cove_model::policy::Kind::Repository).ok()
+            })
+            .is_some_and(|p| p.evaluate(&cx) == cove_model::policy::Decision::Allow);
+        (!allowed).then(|| {
+            format!(
+                "User: {arn} is not authorized to perform: {action} on resource: {} because no resource-based policy allows the {action} action",
+                repo.arn()
+            )
         })
     }
 
@@ -81,6 +127,27 @@ impl Ecr {
     pub fn basic_authorization(&self, account: &str, caller: &str) -> String {
         let (password, _) = self.tokens.issue(account, caller, registry::now_secs());
         format!("Basic {}", token::authorization_token(&password))
+    }
+
+    /// [`Ecr::resolve`] for a pull by `holder`: another account's
+    /// repository only where its policy allows `ecr:BatchGetImage`.
+    pub fn resolve_as(&self, uri: &str, holder: &token::Holder) -> AwsResult<ResolvedImage> {
+        let image = self.resolve(uri)?;
+        if let Ok(parsed) = uri.parse::<ImageUri>() {
+            if parsed.registry.account != holder.account {
+                let repo = self.registry.repository(
+                    &parsed.registry.account,
+                    &parsed.registry.region,
+                    &parsed.repository,
+                )?;
+                if let Some(message) =
+                    self.cross_account_refusal(&repo, holder, "ecr:BatchGetImage")
+                {
+                    return Err(AwsError::client("AccessDeniedException", message));
+                }
+            }
+        }
+        Ok(image)
     }
 
     /// The image an ECR image URI names, with its layers on disk; for an

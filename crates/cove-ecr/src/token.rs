@@ -21,6 +21,14 @@ pub enum TokenError {
     Expired,
 }
 
+/// Who a registry password was issued to: the account and the access key
+/// that asked `GetAuthorizationToken` for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub account: String,
+    pub access_key: String,
+}
+
 pub struct Tokens {
     key: Vec<u8>,
 }
@@ -71,8 +79,8 @@ impl Tokens {
         (format!("{payload}.{signature}"), expires)
     }
 
-    /// The account a password was issued for, if it is valid at `now`.
-    pub fn check(&self, password: &str, now: f64) -> Result<String, TokenError> {
+    /// Who a password was issued to, if it is valid at `now`.
+    pub fn check(&self, password: &str, now: f64) -> Result<Holder, TokenError> {
         let (payload, signature) = password.split_once('.').ok_or(TokenError::Invalid)?;
         let mut mac = HmacSha256::new_from_slice(&self.key).expect("any key length");
         mac.update(payload.as_bytes());
@@ -94,11 +102,14 @@ impl Tokens {
         if now >= expires {
             return Err(TokenError::Expired);
         }
-        Ok(account.to_string())
+        Ok(Holder {
+            account: account.to_string(),
+            access_key: parts.next().unwrap_or_default().to_string(),
+        })
     }
 
-    /// The account of an `Authorization: Basic …` header's `AWS:<password>`.
-    pub fn check_basic(&self, header: &str, now: f64) -> Result<String, TokenError> {
+    /// Who holds an `Authorization: Basic …` header's `AWS:<password>`.
+    pub fn check_basic(&self, header: &str, now: f64) -> Result<Holder, TokenError> {
         let encoded = header
             .strip_prefix("Basic ")
             .or_else(|| header.strip_prefix("basic "))
@@ -130,10 +141,17 @@ mod tests {
         let tokens = Tokens::with_key(b"0123456789abcdef0123456789abcdef");
         let (password, expires) = tokens.issue("123456789012", "AKIAEXAMPLE", 1000.0);
         assert_eq!(expires, 1000.0 + VALIDITY_SECS);
-        assert_eq!(tokens.check(&password, 2000.0).unwrap(), "123456789012");
+        let holder = tokens.check(&password, 2000.0).unwrap();
+        assert_eq!(
+            (holder.account.as_str(), holder.access_key.as_str()),
+            ("123456789012", "AKIAEXAMPLE")
+        );
         assert_eq!(tokens.check(&password, expires), Err(TokenError::Expired));
         let basic = format!("Basic {}", authorization_token(&password));
-        assert_eq!(tokens.check_basic(&basic, 2000.0).unwrap(), "123456789012");
+        assert_eq!(
+            tokens.check_basic(&basic, 2000.0).unwrap().account,
+            "123456789012"
+        );
         let other = format!("Basic {}", STANDARD.encode(format!("root:{password}")));
         assert_eq!(tokens.check_basic(&other, 2000.0), Err(TokenError::Invalid));
     }

@@ -46,12 +46,15 @@ pub struct Settings {
     pub ca_bundle: Option<PathBuf>,
 }
 
+/// Who pulls an image: the workload's account and the access key it acts with.
+pub use cove_ecr::token::Holder as Puller;
+
 /// The root filesystem of image `uri`: its image in Cove's registry,
 /// unpacked on first use, or a root filesystem that an earlier version's
-/// `cove image-import` left. `Ok(None)` when neither has it, with no error
-/// to tell; `Err` with the registry's word when the registry has no such
-/// image, or the unpacking failed.
-pub fn image_root(settings: &Settings, uri: &str) -> Result<PathBuf, String> {
+/// `cove image-import` left. `Err` with the registry's word when the
+/// registry has no such image, the unpacking failed, or the image is
+/// another account's and its repository policy does not let `puller` pull.
+pub fn image_root(settings: &Settings, uri: &str, puller: &Puller) -> Result<PathBuf, String> {
     let legacy = cove_runtime::image::legacy_rootfs_dir(&settings.images_dir, uri);
     let Some(registry) = &settings.registry else {
         return if legacy.is_dir() {
@@ -60,7 +63,7 @@ pub fn image_root(settings: &Settings, uri: &str) -> Result<PathBuf, String> {
             Err("Cove's registry is not open".into())
         };
     };
-    match registry.resolve(uri) {
+    match registry.resolve_as(uri, puller) {
         Ok(image) => {
             let dest = cove_runtime::image::unpacked_dir(&settings.images_dir, image.digest.hex());
             cove_runtime::image::unpack(&image.layers, &dest)

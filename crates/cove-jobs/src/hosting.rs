@@ -883,7 +883,11 @@ impl Hosting {
         }
         let container = model_container(&d.model).cloned().unwrap_or_default();
         let image = container.image.as_deref().unwrap_or_default();
-        let (root, mode) = match cove_host::image_root(&self.settings, image) {
+        let puller = cove_host::Puller {
+            account: u.account_id.clone(),
+            access_key: i.session_access_key.clone().unwrap_or_default(),
+        };
+        let (root, mode) = match cove_host::image_root(&self.settings, image, &puller) {
             Ok(rootfs) => (RootFs::Image(overlay(&rootfs, dir)?), Serving::Image),
             Err(_)
                 if container

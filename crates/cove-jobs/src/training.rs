@@ -435,7 +435,11 @@ impl Training {
 
     fn root_fs(&self, job: &SageMakerJob) -> Result<RootFs, Failure> {
         let image = job.request.image().unwrap_or_default();
-        let missing = match cove_host::image_root(&self.settings, image) {
+        let puller = cove_host::Puller {
+            account: job.account_id.clone(),
+            access_key: job.session_access_key.clone().unwrap_or_default(),
+        };
+        let missing = match cove_host::image_root(&self.settings, image, &puller) {
             Ok(root) => return Ok(RootFs::Image(root)),
             Err(why) => why,
         };

@@ -254,6 +254,9 @@ pub enum Kind {
     Endpoint,
     Identity,
     Trust,
+    /// An ECR repository policy: principals and `ecr:` actions, on the
+    /// repository itself (no `Resource` needed).
+    Repository,
 }
 
 fn strings(v: &Value, what: &str) -> Result<Vec<String>, PolicyError> {
@@ -367,7 +370,7 @@ fn parse_statement(v: &Value, kind: Kind) -> Result<Statement, PolicyError> {
     let not_principal = field(m, "NotPrincipal").map(parse_principal).transpose()?;
     let names_principal = principal.is_some() || not_principal.is_some();
     match kind {
-        Kind::Bucket | Kind::Trust if !names_principal => {
+        Kind::Bucket | Kind::Trust | Kind::Repository if !names_principal => {
             return Err(malformed("Missing required field Principal"))
         }
         Kind::Identity if names_principal => {
@@ -389,6 +392,7 @@ fn parse_statement(v: &Value, kind: Kind) -> Result<Statement, PolicyError> {
     };
     let valid_action = |a: &String| match kind {
         Kind::Bucket | Kind::Endpoint => a == "*" || a.to_ascii_lowercase().starts_with("s3:"),
+        Kind::Repository => a == "*" || a.to_ascii_lowercase().starts_with("ecr:"),
         Kind::Identity | Kind::Trust => {
             a == "*"
                 || a.split_once(':').is_some_and(|(service, name)| {

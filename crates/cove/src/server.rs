@@ -62,7 +62,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         identity,
     )?;
     config::restrict_database(&config::s3_dir(&settings.data_dir).join("s3.db"))?;
-    let mut dispatcher = Dispatcher::new(lookup);
+    let mut dispatcher = Dispatcher::new(lookup.clone());
     if settings.iam_enforced {
         dispatcher.set_authorizer(identity_authorizer(store.clone()));
     }
@@ -72,11 +72,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     dispatcher.register(sts.clone());
     dispatcher.register(Arc::new(cove_iam::IamService::new(store.clone())));
     dispatcher.register(logs.clone());
-    let ecr = Arc::new(cove_ecr::Ecr::open(
-        &settings.data_dir.join("ecr"),
-        &settings.account_id,
-        &settings.region,
-    )?);
+    let ecr = Arc::new(
+        cove_ecr::Ecr::open(
+            &settings.data_dir.join("ecr"),
+            &settings.account_id,
+            &settings.region,
+        )?
+        .with_credentials(lookup.clone()),
+    );
     config::restrict_database(&settings.data_dir.join("ecr").join("ecr.db"))?;
     dispatcher.register(ecr.clone());
     let policies = s3_front.clone();
