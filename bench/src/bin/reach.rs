@@ -48,9 +48,9 @@ fn build(enis: usize) -> World {
                 Some((1000 + n * 10, 1005 + n * 10)),
             ));
         }
-        w.network_acls.insert(acl.id.clone(), acl);
+        w.network_acls.insert(acl.id.clone(), acl.into());
     }
-    let template = w.network_interfaces["eni-a1"].clone();
+    let template = (*w.network_interfaces["eni-a1"]).clone();
     for i in 0..enis.saturating_sub(3) {
         let subnet = subnets[i % 2];
         let third = if subnet == "subnet-a" { 1 } else { 2 };
@@ -63,7 +63,8 @@ fn build(enis: usize) -> World {
                 private_ip: ip(&format!("10.0.{third}.{}", 10 + i / 2 % 240)),
                 group_ids: vec![format!("sg-{}", i % 8), format!("sg-{}", (i + 3) % 8)],
                 ..template.clone()
-            },
+            }
+            .into(),
         );
     }
     attach_igw(&mut w, "igw-1");

@@ -72,7 +72,7 @@ fn build(tag: &str, other_rules: usize) -> World {
         vec![rule("-1", None, None, cidr("0.0.0.0/0"))],
     );
     twin.vpc_id = vpc_id(&w);
-    w.security_groups.insert("sg-twin".into(), twin);
+    w.security_groups.insert("sg-twin".into(), twin.into());
     let per_group = other_rules.min(50);
     add_filler_rules(&mut w, other_rules.div_ceil(per_group.max(1)), per_group);
     w
@@ -106,14 +106,14 @@ fn measure<B: Backend>(
     let client = eni_with_ip(&w, "10.0.2.4");
     for i in 0..passes {
         idle.push(timed(&mut r, &w));
-        let web = w.security_groups.get_mut("sg-web").expect("web group");
+        let web = std::sync::Arc::make_mut(w.security_groups.get_mut("sg-web").expect("web group"));
         if i % 2 == 0 {
             web.ingress.push(tcp_from_group(8080, "sg-clients"));
         } else {
             web.ingress.pop();
         }
         rule_change.push(timed(&mut r, &w));
-        let eni = w.network_interfaces.get_mut(&client).expect("client");
+        let eni = std::sync::Arc::make_mut(w.network_interfaces.get_mut(&client).expect("client"));
         eni.group_ids = vec![if i % 2 == 0 { "sg-twin" } else { "sg-clients" }.into()];
         membership.push(timed(&mut r, &w));
     }

@@ -641,6 +641,7 @@ mod tests {
 
         w.security_groups
             .get_mut("sg-web")
+            .map(std::sync::Arc::make_mut)
             .expect("web")
             .ingress
             .push(tcp_from_group(8080, "sg-clients"));
@@ -674,7 +675,11 @@ mod tests {
         r.reconcile(&w).expect("first pass");
         r.backend().clear_log();
         let b1 = eni_with_ip(&w, "10.0.2.4");
-        w.network_interfaces.get_mut(&b1).expect("b1").group_ids = vec!["sg-web".into()];
+        w.network_interfaces
+            .get_mut(&b1)
+            .map(std::sync::Arc::make_mut)
+            .expect("b1")
+            .group_ids = vec!["sg-web".into()];
         r.reconcile(&w).expect("pass");
         let ops = rule_ops(r.backend());
         assert!(!ops.is_empty());
@@ -695,12 +700,16 @@ mod tests {
 
         // A group with identical rules: then only the member sets change.
         r.backend().clear_log();
-        let mut twin = w.security_groups.get("sg-web").expect("web").clone();
+        let mut twin = (**w.security_groups.get("sg-web").expect("web")).clone();
         twin.id = "sg-twin".into();
-        w.security_groups.insert("sg-twin".into(), twin);
+        w.security_groups.insert("sg-twin".into(), twin.into());
         r.reconcile(&w).expect("pass");
         r.backend().clear_log();
-        w.network_interfaces.get_mut(&b1).expect("b1").group_ids = vec!["sg-twin".into()];
+        w.network_interfaces
+            .get_mut(&b1)
+            .map(std::sync::Arc::make_mut)
+            .expect("b1")
+            .group_ids = vec!["sg-twin".into()];
         r.reconcile(&w).expect("pass");
         let ops = rule_ops(r.backend());
         assert!(
@@ -811,7 +820,7 @@ mod tests {
             .network_interfaces
             .values()
             .next()
-            .cloned()
+            .map(|e| (**e).clone())
             .expect("an ENI");
         let mut next_ip = 100;
         let mut incremental = 0;
@@ -828,7 +837,11 @@ mod tests {
                             user_id: ACCOUNT.into(),
                         }
                     };
-                    let g = w.security_groups.get_mut(g).expect("group");
+                    let g = w
+                        .security_groups
+                        .get_mut(g)
+                        .map(std::sync::Arc::make_mut)
+                        .expect("group");
                     g.ingress.push(rule("tcp", Some(port), Some(port), peer));
                     "rule added"
                 }
@@ -836,6 +849,7 @@ mod tests {
                     let g = w
                         .security_groups
                         .get_mut(&groups[rng.gen_range(0..groups.len())])
+                        .map(std::sync::Arc::make_mut)
                         .expect("group");
                     g.ingress.pop();
                     "rule removed"
@@ -847,7 +861,11 @@ mod tests {
                     let chosen = (0..n)
                         .map(|_| groups[rng.gen_range(0..groups.len())].clone())
                         .collect();
-                    w.network_interfaces.get_mut(id).expect("eni").group_ids = chosen;
+                    w.network_interfaces
+                        .get_mut(id)
+                        .map(std::sync::Arc::make_mut)
+                        .expect("eni")
+                        .group_ids = chosen;
                     "groups changed"
                 }
                 3 => {
@@ -865,7 +883,7 @@ mod tests {
                         group_ids: vec![groups[rng.gen_range(0..groups.len())].clone()],
                         ..template.clone()
                     };
-                    w.network_interfaces.insert(id, eni);
+                    w.network_interfaces.insert(id, eni.into());
                     "ENI created"
                 }
                 _ => {
@@ -879,7 +897,8 @@ mod tests {
             };
             if step == 200 {
                 // Flow logs on from here on: a full pass, then incremental ones that count.
-                w.flow_logs.insert("fl-1".into(), flow_log_on("subnet-b"));
+                w.flow_logs
+                    .insert("fl-1".into(), flow_log_on("subnet-b").into());
             }
             let pass = r.reconcile(&w).expect("pass");
             incremental += usize::from(!pass.full);
@@ -898,6 +917,7 @@ mod tests {
         r.reconcile(&w).expect("first pass");
         w.security_groups
             .get_mut("sg-web")
+            .map(std::sync::Arc::make_mut)
             .expect("web")
             .ingress
             .clear();

@@ -397,7 +397,11 @@ fn rule_and_membership_changes_are_small_transactions_enforced_at_once() {
     lab.expect("10.0.2.4", 43000, "10.0.1.4", 8080, false);
     // A rule from the clients' group: only the web ENI's ingress chain is written.
     let counts = lab.change(|w| {
-        let g = w.security_groups.get_mut("sg-web").expect("group");
+        let g = w
+            .security_groups
+            .get_mut("sg-web")
+            .map(std::sync::Arc::make_mut)
+            .expect("group");
         g.ingress.push(tcp_from_group(8080, "sg-clients"));
     });
     assert_eq!(
@@ -409,7 +413,11 @@ fn rule_and_membership_changes_are_small_transactions_enforced_at_once() {
     // The client leaves the group: one set element goes, no chain changes.
     let counts = lab.change(|w| {
         let b1 = eni_with_ip(w, "10.0.2.4");
-        w.network_interfaces.get_mut(&b1).expect("b1").group_ids = vec!["sg-web".into()];
+        w.network_interfaces
+            .get_mut(&b1)
+            .map(std::sync::Arc::make_mut)
+            .expect("b1")
+            .group_ids = vec!["sg-web".into()];
     });
     assert_eq!(
         counts.elems_changed, 2,

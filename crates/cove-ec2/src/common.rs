@@ -293,11 +293,12 @@ impl<'r> Describe<'r> {
         let limit = self
             .max_results
             .map(|m| usize::try_from(m.max(1)).unwrap_or(usize::MAX));
-        let candidates: Box<dyn Iterator<Item = (&'w String, &'w R)>> = match &start {
+        let candidates: Box<dyn Iterator<Item = (&'w String, &'w Arc<R>)>> = match &start {
             Some(s) => Box::new(table.range(s.clone()..)),
             None => Box::new(table.iter()),
         };
         for (id, r) in candidates {
+            let r: &'w R = r;
             if region_of(r) != region || (!self.ids.is_empty() && !self.ids.contains(id)) {
                 continue;
             }
@@ -381,6 +382,7 @@ pub fn find<'w, R: Resource>(
 ) -> AwsResult<&'w R> {
     R::table(world)
         .get(id)
+        .map(Arc::as_ref)
         .filter(|r| region_of(r) == region)
         .ok_or_else(|| not_found(id))
 }

@@ -244,7 +244,7 @@ pub fn advance_endpoints(tx: &mut Tx) {
             .map(|t| (now - t).whole_milliseconds() >= PENDING_MILLIS)
             .unwrap_or(true)
         })
-        .cloned()
+        .map(|x| (**x).clone())
         .collect();
     for mut e in ready {
         e.state = EndpointState::Available;
@@ -342,7 +342,7 @@ fn remove_routes(tx: &mut Tx, endpoint_id: &str, only: Option<&[String]>) {
         .values()
         .filter(|t| only.is_none_or(|ids| ids.contains(&t.id)))
         .filter(|t| t.routes.iter().any(|r| r.target == target))
-        .cloned()
+        .map(|x| (**x).clone())
         .collect();
     for mut t in changed {
         t.routes.retain(|r| r.target != target);
@@ -737,7 +737,7 @@ pub fn modify_vpc_endpoint(r: &Req, q: &ec2::ModifyVpcEndpointRequest) -> AwsRes
             for e in &ep.network_interface_ids {
                 if let Some(eni) = tx.world.network_interfaces.get(e) {
                     if eni.group_ids != ep.group_ids {
-                        let mut eni = eni.clone();
+                        let mut eni = (**eni).clone();
                         eni.group_ids = ep.group_ids.clone();
                         tx.put(eni);
                     }
@@ -1137,7 +1137,12 @@ mod tests {
         // Lifecycle: pending until a second has passed.
         f.store
             .write_as(ACCOUNT, |tx| {
-                let mut e = tx.world.vpc_endpoints.get(&id).cloned().unwrap();
+                let mut e = tx
+                    .world
+                    .vpc_endpoints
+                    .get(&id)
+                    .map(|x| (**x).clone())
+                    .unwrap();
                 e.create_time = "2020-01-01T00:00:00Z".into();
                 tx.put(e);
                 advance_endpoints(tx);
@@ -1168,7 +1173,7 @@ mod tests {
         let f = fixture();
         f.store
             .write_as(ACCOUNT, |tx| {
-                let mut v = tx.world.vpcs.get(&f.vpc).cloned().unwrap();
+                let mut v = tx.world.vpcs.get(&f.vpc).map(|x| (**x).clone()).unwrap();
                 v.enable_dns_hostnames = false;
                 tx.put(v);
                 Ok(())

@@ -96,7 +96,7 @@ pub fn delete_internet_gateway(r: &Req, q: &DeleteInternetGatewayRequest) -> Aws
                     .iter()
                     .any(|a| a.gateway_id.as_deref() == Some(id.as_str()))
             })
-            .cloned()
+            .map(|x| (**x).clone())
             .collect();
         for mut t in tables {
             t.associations
@@ -318,6 +318,7 @@ fn address_by_ip<'w>(w: &'w World, ip: &str, region: &str) -> AwsResult<&'w Addr
     w.addresses
         .values()
         .find(|a| a.region == region && Some(a.public_ip) == wanted)
+        .map(|a| a.as_ref())
         .ok_or_else(|| address_not_found(ip))
 }
 
@@ -393,7 +394,7 @@ pub fn associate_address(r: &Req, q: &AssociateAddressRequest) -> AwsResult<Valu
                         other.association.as_ref().map(|x| x.association_id.as_str()).unwrap_or_default()),
                 ));
             }
-            let mut other = other.clone();
+            let mut other = (**other).clone();
             other.association = None;
             tx.put(other);
         }
@@ -433,8 +434,8 @@ pub fn disassociate_address(r: &Req, q: &DisassociateAddressRequest) -> AwsResul
                             .as_ref()
                             .is_some_and(|x| &x.association_id == id)
                 })
-                .ok_or_else(|| association_not_found(id))?
-                .clone(),
+                .map(|a| (**a).clone())
+                .ok_or_else(|| association_not_found(id))?,
             (None, Some(ip)) => address_by_ip(w, ip, &region)?.clone(),
             (None, None) => return Err(AwsError::missing_parameter("AssociationId")),
         };
@@ -745,7 +746,7 @@ fn release_nat_resources(tx: &mut Tx, n: &NatGateway) {
         })
     });
     if let Some(a) = held {
-        let mut a = a.clone();
+        let mut a = (**a).clone();
         a.association = None;
         tx.put(a);
     }
@@ -774,7 +775,7 @@ pub fn advance_nat_gateways(tx: &mut Tx) {
             ),
             NatGatewayState::Available => false,
         })
-        .cloned()
+        .map(|x| (**x).clone())
         .collect();
     for mut n in due {
         match n.state {
@@ -838,7 +839,12 @@ mod tests {
     fn age_nats(store: &Store, by: Duration) {
         store
             .write_as(ACCOUNT, |tx| {
-                let all: Vec<NatGateway> = tx.world.nat_gateways.values().cloned().collect();
+                let all: Vec<NatGateway> = tx
+                    .world
+                    .nat_gateways
+                    .values()
+                    .map(|x| (**x).clone())
+                    .collect();
                 let shift = |t: &str| {
                     (OffsetDateTime::parse(t, &Rfc3339).unwrap() - by)
                         .format(&Rfc3339)

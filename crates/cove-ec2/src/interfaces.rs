@@ -288,7 +288,7 @@ pub fn drop_eni(tx: &mut Tx, id: &str) {
                 .as_ref()
                 .is_some_and(|x| x.network_interface_id == id)
         })
-        .cloned()
+        .map(|x| (**x).clone())
         .collect();
     for mut a in addresses {
         if crate::managed::managed_by(&tx.world, &a.allocation_id).is_some() {

@@ -74,7 +74,7 @@ pub fn ensure_service_network(
         .vpcs
         .values()
         .find(|v| v.region == region && managed_by(&tx.world, &v.id).as_deref() == Some(spec.owner))
-        .cloned();
+        .map(|v| (**v).clone());
     let vpc = match existing {
         Some(v) => v,
         None => {

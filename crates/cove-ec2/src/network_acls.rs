@@ -55,7 +55,7 @@ pub fn associate_with_default(tx: &mut Tx, subnet: &Subnet) {
         .network_acls
         .values()
         .find(|a| a.vpc_id == subnet.vpc_id && a.is_default)
-        .cloned();
+        .map(|x| (**x).clone());
     if let Some(mut acl) = acl {
         acl.associations.push(NaclAssociation {
             id: new_id("aclassoc"),
@@ -71,7 +71,7 @@ pub fn drop_subnet(tx: &mut Tx, subnet_id: &str) {
         .network_acls
         .values()
         .find(|a| a.associations.iter().any(|x| x.subnet_id == subnet_id))
-        .cloned();
+        .map(|x| (**x).clone());
     if let Some(mut acl) = acl {
         acl.associations.retain(|x| x.subnet_id != subnet_id);
         tx.put(acl);
@@ -383,7 +383,7 @@ pub fn replace_association(r: &Req, q: &ReplaceNetworkAclAssociationRequest) -> 
             .network_acls
             .values()
             .find(|a| a.region == region && a.associations.iter().any(|x| x.id == assoc))
-            .cloned()
+            .map(|a| (**a).clone())
             .ok_or_else(|| association_not_found(&assoc))?;
         if current.vpc_id != target.vpc_id {
             return Err(AwsError::invalid_parameter_value(format!(

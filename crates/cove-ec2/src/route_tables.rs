@@ -63,7 +63,7 @@ pub fn drop_subnet(tx: &mut Tx, subnet_id: &str) {
                 .iter()
                 .any(|a| a.subnet_id.as_deref() == Some(subnet_id))
         })
-        .cloned()
+        .map(|x| (**x).clone())
         .collect();
     for mut t in touched {
         t.associations
@@ -191,7 +191,7 @@ pub fn delete_route_table(r: &Req, q: &DeleteRouteTableRequest) -> AwsResult<Val
             .vpc_endpoints
             .values()
             .filter(|e| e.route_table_ids.contains(&id))
-            .cloned()
+            .map(|x| (**x).clone())
             .collect();
         for mut e in endpoints {
             e.route_table_ids.retain(|t| t != &id);
@@ -736,7 +736,7 @@ fn find_association<'w>(
             t.associations
                 .iter()
                 .find(|a| a.id == assoc_id)
-                .map(|a| (t, a))
+                .map(|a| (t.as_ref(), a))
         })
         .ok_or_else(|| association_not_found(assoc_id))
 }
@@ -883,7 +883,7 @@ mod tests {
         assert_eq!(route_state(&store.snapshot(), &t, &route), "blackhole");
         store
             .write_as(ACCOUNT, |tx| {
-                let mut g = tx.world.internet_gateways[&igw].clone();
+                let mut g = (*tx.world.internet_gateways[&igw]).clone();
                 g.attached_vpc_id = Some(vpc.id.clone());
                 tx.put(g);
                 Ok(())
@@ -916,7 +916,7 @@ mod tests {
         );
         store
             .write_as(ACCOUNT, |tx| {
-                let mut g = tx.world.internet_gateways[&igw].clone();
+                let mut g = (*tx.world.internet_gateways[&igw]).clone();
                 g.attached_vpc_id = Some(vpc.id.clone());
                 tx.put(g);
                 Ok(())

@@ -166,7 +166,7 @@ pub fn delete_security_group(r: &Req, q: &DeleteSecurityGroupRequest) -> AwsResu
             .world
             .security_groups
             .get(&id)
-            .cloned()
+            .map(|g| (**g).clone())
             .expect("found above");
         if group.name == "default" {
             return Err(AwsError::client(
@@ -461,7 +461,7 @@ fn authorize(r: &Req, q: &RuleInput, egress: bool) -> AwsResult<Value> {
             .world
             .security_groups
             .get(&id)
-            .cloned()
+            .map(|g| (**g).clone())
             .expect("found above");
         let new_rules = requested_rules(q, &tx.world, &group, account)?;
         let existing = if egress {
@@ -511,7 +511,7 @@ fn revoke(r: &Req, q: &RuleInput, egress: bool) -> AwsResult<Value> {
     let account = r.account();
     r.write(|tx| {
         let id = target_group(r, q.group_id, q.group_name, &tx.world)?;
-        let mut group = tx.world.security_groups.get(&id).cloned().expect("found above");
+        let mut group = tx.world.security_groups.get(&id).map(|x| (**x).clone()).expect("found above");
         let rule_ids = list(q.security_group_rule_ids.unwrap_or(&None));
         let rules = if egress { &mut group.egress } else { &mut group.ingress };
         let mut removed = Vec::new();

@@ -371,7 +371,7 @@ mod tests {
     fn world(roles: Vec<IamRole>) -> World {
         let mut w = World::default();
         for r in roles {
-            w.iam_roles.insert(r.key.clone(), r);
+            w.iam_roles.insert(r.key.clone(), r.into());
         }
         w
     }

@@ -86,7 +86,7 @@ impl Service for IamService {
                     .iam_roles
                     .values()
                     .filter(|x| x.path.starts_with(prefix))
-                    .map(role_out)
+                    .map(|x| role_out(x))
                     .collect();
                 page("Roles", roles, r.marker.as_deref(), r.max_items)
             }),
@@ -466,6 +466,7 @@ fn no_such_version(arn: &str, version: &str) -> AwsError {
 fn role<'w>(w: &'w World, account: &str, name: &str) -> AwsResult<&'w IamRole> {
     w.iam_roles
         .get(&IamRole::key_of(account, name))
+        .map(Arc::as_ref)
         .ok_or_else(|| {
             AwsError::new(
                 404,
@@ -476,7 +477,10 @@ fn role<'w>(w: &'w World, account: &str, name: &str) -> AwsResult<&'w IamRole> {
 }
 
 fn customer_policy<'w>(w: &'w World, arn: &str) -> AwsResult<&'w IamPolicy> {
-    w.iam_policies.get(arn).ok_or_else(|| no_such_policy(arn))
+    w.iam_policies
+        .get(arn)
+        .map(Arc::as_ref)
+        .ok_or_else(|| no_such_policy(arn))
 }
 
 /// A managed policy's versions and default version, AWS's or the account's.

@@ -37,6 +37,7 @@ fn no_such_user(name: &str) -> AwsError {
 pub(crate) fn user<'w>(w: &'w World, account: &str, name: &str) -> AwsResult<&'w IamUser> {
     w.iam_users
         .get(&IamUser::key_of(account, name))
+        .map(std::sync::Arc::as_ref)
         .ok_or_else(|| no_such_user(name))
 }
 
@@ -111,7 +112,7 @@ impl Cx<'_> {
                     .iam_users
                     .values()
                     .filter(|u| u.path.starts_with(prefix))
-                    .map(user_out)
+                    .map(|u| user_out(u))
                     .collect();
                 page("Users", users, r.marker.as_deref(), r.max_items)
             }),
@@ -123,7 +124,7 @@ impl Cx<'_> {
                     .iam_access_keys
                     .values()
                     .filter(|k| k.user_key == u.key)
-                    .map(key_metadata)
+                    .map(|k| key_metadata(k))
                     .collect();
                 let mut out = page("AccessKeyMetadata", keys, r.marker.as_deref(), r.max_items)?;
                 out["UserName"] = json!(u.name);
@@ -336,7 +337,7 @@ impl Cx<'_> {
                 .iam_access_keys
                 .get(id)
                 .filter(|k| k.user_key == u.key)
-                .cloned()
+                .map(|k| (**k).clone())
                 .ok_or_else(|| {
                     AwsError::new(
                         404,

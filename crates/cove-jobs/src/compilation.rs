@@ -287,7 +287,12 @@ impl Compilation {
 
     fn compilation_cleanup(&self, j: &CompilationJob) -> anyhow::Result<()> {
         self.store.write(|tx| {
-            let Some(mut j) = tx.world.compilation_jobs.get(&j.key()).cloned() else {
+            let Some(mut j) = tx
+                .world
+                .compilation_jobs
+                .get(&j.key())
+                .map(|x| (**x).clone())
+            else {
                 return Ok(());
             };
             release(

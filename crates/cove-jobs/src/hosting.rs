@@ -162,7 +162,11 @@ impl Hosting {
     }
 
     fn endpoint(&self, key: &str) -> Option<SageMakerEndpoint> {
-        self.store.snapshot().sagemaker_endpoints.get(key).cloned()
+        self.store
+            .snapshot()
+            .sagemaker_endpoints
+            .get(key)
+            .map(|x| (**x).clone())
     }
 
     /// Applies `f` to the stored endpoint in one write.
@@ -487,7 +491,7 @@ impl Hosting {
             tracing::warn!(instance = id, error = %format!("{err:#}"), "detaching an instance's volume");
         }
         let released = self.store.write(|tx| {
-            let Some(mut e) = tx.world.sagemaker_endpoints.get(key).cloned() else {
+            let Some(mut e) = tx.world.sagemaker_endpoints.get(key).map(|x| (**x).clone()) else {
                 return Ok(());
             };
             let Some(pos) = e.instances.iter().position(|i| i.id == id) else {

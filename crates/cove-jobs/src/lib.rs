@@ -275,7 +275,11 @@ impl Supervisor {
 
 /// The execution role's session a worker keeps under `key`, if it still exists.
 pub(crate) fn session_of(store: &Store, key: Option<&str>) -> Option<StsSession> {
-    store.snapshot().sts_sessions.get(key?).cloned()
+    store
+        .snapshot()
+        .sts_sessions
+        .get(key?)
+        .map(|x| (**x).clone())
 }
 
 /// A new session of the job's execution role, for a worker to keep.

@@ -414,7 +414,12 @@ impl Recommendation {
             self.remove_temporary_endpoint(j, step);
         }
         self.store.write(|tx| {
-            let Some(mut j) = tx.world.recommendation_jobs.get(&j.key()).cloned() else {
+            let Some(mut j) = tx
+                .world
+                .recommendation_jobs
+                .get(&j.key())
+                .map(|x| (**x).clone())
+            else {
                 return Ok(());
             };
             release(tx, None, j.session_access_key.take().as_deref());

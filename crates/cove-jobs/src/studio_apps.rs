@@ -322,7 +322,7 @@ impl StudioApps {
         let dir = self.app_dir(a);
         stop_container(&dir, Duration::from_secs(2));
         self.store.write(|tx| {
-            let Some(mut app) = tx.world.studio_apps.get(&a.key()).cloned() else {
+            let Some(mut app) = tx.world.studio_apps.get(&a.key()).map(|x| (**x).clone()) else {
                 return Ok(());
             };
             release(

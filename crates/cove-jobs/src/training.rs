@@ -69,7 +69,11 @@ impl Driver for Training {
 
 impl Training {
     fn job(&self, key: &str) -> Option<SageMakerJob> {
-        self.store.snapshot().sagemaker_jobs.get(key).cloned()
+        self.store
+            .snapshot()
+            .sagemaker_jobs
+            .get(key)
+            .map(|x| (**x).clone())
     }
 
     /// Applies `f` to the stored job in one write.
@@ -822,7 +826,7 @@ impl Training {
             std::thread::sleep(Duration::from_millis(2500));
         }
         self.store.write(|tx| {
-            let Some(mut j) = tx.world.sagemaker_jobs.get(&key).cloned() else {
+            let Some(mut j) = tx.world.sagemaker_jobs.get(&key).map(|x| (**x).clone()) else {
                 return Ok(());
             };
             for h in &j.hosts {

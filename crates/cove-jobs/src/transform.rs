@@ -362,7 +362,7 @@ impl Hosting {
         }
         self.ship_transform_logs(j);
         self.store().write(|tx| {
-            let Some(mut j) = tx.world.transform_jobs.get(&j.key()).cloned() else {
+            let Some(mut j) = tx.world.transform_jobs.get(&j.key()).map(|x| (**x).clone()) else {
                 return Ok(());
             };
             for i in &j.instances {

@@ -112,7 +112,8 @@ pub fn world(
             enable_dns_hostnames: false,
             enable_network_address_usage_metrics: false,
             dhcp_options_id: "dopt-1".into(),
-        },
+        }
+        .into(),
     );
     for (id, c) in [("subnet-a", "10.0.1.0/24"), ("subnet-b", "10.0.2.0/24")] {
         w.subnets.insert(
@@ -126,16 +127,17 @@ pub fn world(
                 availability_zone_id: "use1-az1".into(),
                 default_for_az: false,
                 map_public_ip_on_launch: false,
-            },
+            }
+            .into(),
         );
     }
     for mut g in groups {
         g.vpc_id = vpc_id.clone();
-        w.security_groups.insert(g.id.clone(), g);
+        w.security_groups.insert(g.id.clone(), g.into());
     }
     for mut a in acls {
         a.vpc_id = vpc_id.clone();
-        w.network_acls.insert(a.id.clone(), a);
+        w.network_acls.insert(a.id.clone(), a.into());
     }
     for ((id, subnet, address), gs) in [
         ("eni-a1", "subnet-a", "10.0.1.4"),
@@ -163,7 +165,8 @@ pub fn world(
                 requester_id: None,
                 source_dest_check: true,
                 attachment: None,
-            },
+            }
+            .into(),
         );
     }
     w
@@ -215,7 +218,7 @@ pub fn eni_with_ip(w: &World, ip: &str) -> String {
 /// 20000 up, from 198.51.100.0/24), attached five at a time (AWS's limit
 /// per ENI) to filler ENIs in subnet a from 10.0.1.10 up.
 pub fn add_filler_rules(w: &mut World, groups: usize, per_group: usize) {
-    let Some(template) = w.network_interfaces.values().next().cloned() else {
+    let Some(template) = w.network_interfaces.values().next().map(|e| (**e).clone()) else {
         return;
     };
     for g in 0..groups {
@@ -236,7 +239,7 @@ pub fn add_filler_rules(w: &mut World, groups: usize, per_group: usize) {
             .collect();
         let mut g = group(&id, ingress, vec![]);
         g.vpc_id = template.vpc_id.clone();
-        w.security_groups.insert(id.clone(), g);
+        w.security_groups.insert(id.clone(), g.into());
     }
     for n in 0..groups.div_ceil(5) {
         let id = format!("eni-fill{n:05}");
@@ -251,7 +254,8 @@ pub fn add_filler_rules(w: &mut World, groups: usize, per_group: usize) {
                     .map(|g| format!("sg-fill{g:05}"))
                     .collect(),
                 ..template.clone()
-            },
+            }
+            .into(),
         );
     }
 }
@@ -314,7 +318,8 @@ pub fn add_route_table(
             vpc_id: vpc,
             routes: all,
             associations,
-        },
+        }
+        .into(),
     );
 }
 
@@ -326,7 +331,8 @@ pub fn attach_igw(w: &mut World, id: &str) {
             id: id.into(),
             region: "us-east-1".into(),
             attached_vpc_id: Some(vpc),
-        },
+        }
+        .into(),
     );
 }
 
@@ -346,13 +352,18 @@ pub fn associate_eip(w: &mut World, eni: &str, public_ip: &str) {
                 network_interface_id: eni.into(),
                 private_ip,
             }),
-        },
+        }
+        .into(),
     );
 }
 
 /// An available NAT gateway whose ENI is `eni` (made a `nat_gateway` ENI).
 pub fn add_nat_gateway(w: &mut World, id: &str, eni: &str) {
-    let e = w.network_interfaces.get_mut(eni).expect("fixture ENI");
+    let e = w
+        .network_interfaces
+        .get_mut(eni)
+        .map(std::sync::Arc::make_mut)
+        .expect("fixture ENI");
     e.interface_type = InterfaceType::NatGateway;
     e.group_ids.clear();
     let (subnet, ip, vpc) = (e.subnet_id.clone(), e.private_ip, e.vpc_id.clone());
@@ -371,7 +382,8 @@ pub fn add_nat_gateway(w: &mut World, id: &str, eni: &str) {
             state: NatGatewayState::Available,
             create_time: String::new(),
             delete_time: None,
-        },
+        }
+        .into(),
     );
 }
 
@@ -380,7 +392,11 @@ pub fn add_s3_gateway_endpoint(w: &mut World, id: &str, tables: &[&str]) {
     let vpc = vpc_id(w);
     let pl = crate::region::s3_prefix_list_id("us-east-1");
     for t in tables {
-        let table = w.route_tables.get_mut(*t).expect("fixture table");
+        let table = w
+            .route_tables
+            .get_mut(*t)
+            .map(std::sync::Arc::make_mut)
+            .expect("fixture table");
         table.routes.push(Route {
             destination_cidr: None,
             destination_prefix_list_id: Some(pl.clone()),
@@ -404,6 +420,7 @@ pub fn add_s3_gateway_endpoint(w: &mut World, id: &str, tables: &[&str]) {
             private_dns_enabled: false,
             state: EndpointState::Available,
             create_time: String::new(),
-        },
+        }
+        .into(),
     );
 }

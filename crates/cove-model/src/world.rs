@@ -12,53 +12,54 @@ use crate::vpc::*;
 use imbl::OrdMap;
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Tags of one resource, sorted by key.
 pub type Tags = BTreeMap<String, String>;
 
 #[derive(Debug, Clone, Default)]
 pub struct World {
-    pub vpcs: OrdMap<String, Vpc>,
-    pub subnets: OrdMap<String, Subnet>,
-    pub security_groups: OrdMap<String, SecurityGroup>,
-    pub network_acls: OrdMap<String, NetworkAcl>,
-    pub route_tables: OrdMap<String, RouteTable>,
-    pub internet_gateways: OrdMap<String, InternetGateway>,
-    pub addresses: OrdMap<String, Address>,
-    pub nat_gateways: OrdMap<String, NatGateway>,
-    pub vpc_endpoints: OrdMap<String, VpcEndpoint>,
-    pub network_interfaces: OrdMap<String, NetworkInterface>,
-    pub flow_logs: OrdMap<String, FlowLog>,
-    pub network_insights_paths: OrdMap<String, NetworkInsightsPath>,
-    pub network_insights_analyses: OrdMap<String, NetworkInsightsAnalysis>,
+    pub vpcs: OrdMap<String, Arc<Vpc>>,
+    pub subnets: OrdMap<String, Arc<Subnet>>,
+    pub security_groups: OrdMap<String, Arc<SecurityGroup>>,
+    pub network_acls: OrdMap<String, Arc<NetworkAcl>>,
+    pub route_tables: OrdMap<String, Arc<RouteTable>>,
+    pub internet_gateways: OrdMap<String, Arc<InternetGateway>>,
+    pub addresses: OrdMap<String, Arc<Address>>,
+    pub nat_gateways: OrdMap<String, Arc<NatGateway>>,
+    pub vpc_endpoints: OrdMap<String, Arc<VpcEndpoint>>,
+    pub network_interfaces: OrdMap<String, Arc<NetworkInterface>>,
+    pub flow_logs: OrdMap<String, Arc<FlowLog>>,
+    pub network_insights_paths: OrdMap<String, Arc<NetworkInsightsPath>>,
+    pub network_insights_analyses: OrdMap<String, Arc<NetworkInsightsAnalysis>>,
     /// SageMaker jobs by ARN.
-    pub sagemaker_jobs: OrdMap<String, SageMakerJob>,
+    pub sagemaker_jobs: OrdMap<String, Arc<SageMakerJob>>,
     /// Temporary credentials by access key id.
-    pub sts_sessions: OrdMap<String, StsSession>,
+    pub sts_sessions: OrdMap<String, Arc<StsSession>>,
     /// IAM roles by `<account>/<lowercased name>`.
-    pub iam_roles: OrdMap<String, IamRole>,
+    pub iam_roles: OrdMap<String, Arc<IamRole>>,
     /// Customer managed IAM policies by ARN.
-    pub iam_policies: OrdMap<String, IamPolicy>,
+    pub iam_policies: OrdMap<String, Arc<IamPolicy>>,
     /// IAM users by `<account>/<lowercased name>`.
-    pub iam_users: OrdMap<String, IamUser>,
+    pub iam_users: OrdMap<String, Arc<IamUser>>,
     /// IAM users' access keys by access key id.
-    pub iam_access_keys: OrdMap<String, IamAccessKey>,
+    pub iam_access_keys: OrdMap<String, Arc<IamAccessKey>>,
     /// SageMaker models and endpoint configurations by ARN.
-    pub sagemaker_definitions: OrdMap<String, SageMakerDefinition>,
+    pub sagemaker_definitions: OrdMap<String, Arc<SageMakerDefinition>>,
     /// SageMaker endpoints by ARN.
-    pub sagemaker_endpoints: OrdMap<String, SageMakerEndpoint>,
+    pub sagemaker_endpoints: OrdMap<String, Arc<SageMakerEndpoint>>,
     /// Batch transform jobs by ARN.
-    pub transform_jobs: OrdMap<String, TransformJob>,
+    pub transform_jobs: OrdMap<String, Arc<TransformJob>>,
     /// Neo compilation jobs by ARN.
-    pub compilation_jobs: OrdMap<String, CompilationJob>,
+    pub compilation_jobs: OrdMap<String, Arc<CompilationJob>>,
     /// Inference recommendations jobs by ARN.
-    pub recommendation_jobs: OrdMap<String, RecommendationJob>,
+    pub recommendation_jobs: OrdMap<String, Arc<RecommendationJob>>,
     /// Studio domains by ARN.
-    pub studio_domains: OrdMap<String, StudioDomain>,
+    pub studio_domains: OrdMap<String, Arc<StudioDomain>>,
     /// Studio user profiles by ARN.
-    pub user_profiles: OrdMap<String, UserProfile>,
+    pub user_profiles: OrdMap<String, Arc<UserProfile>>,
     /// Studio apps by ARN.
-    pub studio_apps: OrdMap<String, StudioApp>,
+    pub studio_apps: OrdMap<String, Arc<StudioApp>>,
     /// Tags by resource id, for every taggable resource.
     pub tags: OrdMap<String, Tags>,
     /// `<account>/<region>` for every account and region whose default VPC
@@ -70,8 +71,30 @@ pub struct World {
 pub trait Resource: Clone + Serialize + DeserializeOwned {
     const KIND: &'static str;
     fn key(&self) -> &str;
-    fn table(w: &World) -> &OrdMap<String, Self>;
-    fn table_mut(w: &mut World) -> &mut OrdMap<String, Self>;
+    fn table(w: &World) -> &OrdMap<String, Arc<Self>>;
+    fn table_mut(w: &mut World) -> &mut OrdMap<String, Arc<Self>>;
+}
+
+/// A resource to store, owned or already shared: the world holds each
+/// resource behind an `Arc`, so a copy-on-write of a map node copies
+/// pointers, not documents.
+pub trait Shared {
+    type Item: Resource;
+    fn shared(self) -> Arc<Self::Item>;
+}
+
+impl<R: Resource> Shared for R {
+    type Item = R;
+    fn shared(self) -> Arc<R> {
+        Arc::new(self)
+    }
+}
+
+impl<R: Resource> Shared for Arc<R> {
+    type Item = R;
+    fn shared(self) -> Arc<R> {
+        self
+    }
 }
 
 macro_rules! resource {
@@ -85,10 +108,10 @@ macro_rules! resource {
                 let $r = self;
                 $key
             }
-            fn table(w: &World) -> &OrdMap<String, Self> {
+            fn table(w: &World) -> &OrdMap<String, Arc<Self>> {
                 &w.$field
             }
-            fn table_mut(w: &mut World) -> &mut OrdMap<String, Self> {
+            fn table_mut(w: &mut World) -> &mut OrdMap<String, Arc<Self>> {
                 &mut w.$field
             }
         }
@@ -203,6 +226,7 @@ impl World {
         self.internet_gateways
             .values()
             .find(|g| g.attached_vpc_id.as_deref() == Some(vpc_id))
+            .map(Arc::as_ref)
     }
 
     /// A VPC's main route table, which serves every subnet without an explicit association.
@@ -210,6 +234,7 @@ impl World {
         self.route_tables
             .values()
             .find(|t| t.vpc_id == vpc_id && t.associations.iter().any(|a| a.main))
+            .map(Arc::as_ref)
     }
 
     /// The availability zones of an endpoint's subnets, in subnet order.
@@ -226,7 +251,7 @@ impl World {
     pub fn load_document(&mut self, kind: &str, key: &str, doc: &str) -> Result<(), String> {
         fn put<R: Resource>(w: &mut World, key: &str, doc: &str) -> Result<(), String> {
             let r: R = serde_json::from_str(doc).map_err(|e| format!("{} {key}: {e}", R::KIND))?;
-            R::table_mut(w).insert(key.to_string(), r);
+            R::table_mut(w).insert(key.to_string(), Arc::new(r));
             Ok(())
         }
         macro_rules! load {

@@ -116,27 +116,27 @@ mod tests {
     /// The fixture VPC, with subnet b moved to zone b.
     fn two_subnet_world() -> World {
         let mut w = fixtures::world("", vec![], [&[], &[], &[]], vec![]);
-        let mut b = w.subnets.get("subnet-b").unwrap().clone();
+        let mut b = (**w.subnets.get("subnet-b").unwrap()).clone();
         b.availability_zone = "us-east-1b".into();
-        w.subnets.insert(b.id.clone(), b);
+        w.subnets.insert(b.id.clone(), b.into());
         w
     }
 
     fn add_eni(w: &mut World, subnet: &str, ip: &str) -> String {
-        let mut e: NetworkInterface = w.network_interfaces.get("eni-a1").unwrap().clone();
+        let mut e: NetworkInterface = (**w.network_interfaces.get("eni-a1").unwrap()).clone();
         e.id = format!("eni-{}", ip.replace('.', ""));
         e.subnet_id = subnet.into();
         e.availability_zone = w.subnets.get(subnet).unwrap().availability_zone.clone();
         e.private_ip = fixtures::ip(ip);
-        w.network_interfaces.insert(e.id.clone(), e.clone());
+        w.network_interfaces.insert(e.id.clone(), e.clone().into());
         e.id
     }
 
     fn add_vpc(w: &mut World, id: &str, cidr: &str) -> String {
-        let mut v = w.vpcs.get(VPC).unwrap().clone();
+        let mut v = (**w.vpcs.get(VPC).unwrap()).clone();
         v.id = id.into();
         v.cidr = fixtures::net(cidr);
-        w.vpcs.insert(id.into(), v);
+        w.vpcs.insert(id.into(), v.into());
         id.into()
     }
 
@@ -160,7 +160,8 @@ mod tests {
                 private_dns_enabled: private_dns,
                 state: EndpointState::Available,
                 create_time: "2026-01-01T00:00:00Z".into(),
-            },
+            }
+            .into(),
         );
         let service = services::service_for(
             "us-east-1",
@@ -259,9 +260,9 @@ mod tests {
             resolve(&w, VPC, "ip-10-0-1-9.ec2.internal"),
             Answer::NxDomain
         );
-        let mut vpc = w.vpcs.get(VPC).unwrap().clone();
+        let mut vpc = (**w.vpcs.get(VPC).unwrap()).clone();
         vpc.enable_dns_hostnames = true;
-        w.vpcs.insert(VPC.into(), vpc.clone());
+        w.vpcs.insert(VPC.into(), vpc.clone().into());
         assert_eq!(
             resolve(&w, VPC, "ip-10-0-1-9.ec2.internal"),
             ips(&["10.0.1.9"])
@@ -271,7 +272,7 @@ mod tests {
             Answer::NxDomain
         );
         vpc.enable_dns_support = false;
-        w.vpcs.insert(VPC.into(), vpc);
+        w.vpcs.insert(VPC.into(), vpc.into());
         assert_eq!(
             resolve(&w, VPC, "sts.us-east-1.amazonaws.com"),
             Answer::Refused

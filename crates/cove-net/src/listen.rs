@@ -175,7 +175,8 @@ mod tests {
                 private_dns_enabled: true,
                 state: EndpointState::Available,
                 create_time: String::new(),
-            },
+            }
+            .into(),
         );
         let plans = listeners(&w, "t");
         let ep: Vec<&ListenerPlan> = plans
@@ -199,9 +200,9 @@ mod tests {
             );
         }
 
-        let mut vpc = w.vpcs.get("vpc-1").unwrap().clone();
+        let mut vpc = (**w.vpcs.get("vpc-1").unwrap()).clone();
         vpc.enable_dns_support = false;
-        w.vpcs.insert("vpc-1".into(), vpc);
+        w.vpcs.insert("vpc-1".into(), vpc.into());
         assert!(!listeners(&w, "t")
             .iter()
             .any(|p| matches!(p.kind, ListenerKind::Dns { .. })));

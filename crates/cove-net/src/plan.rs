@@ -13,6 +13,7 @@ use cove_model::vpc::*;
 use cove_model::world::World;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Proto {
@@ -370,7 +371,7 @@ impl EniContext<'_> {
         let groups: Vec<&SecurityGroup> = e
             .group_ids
             .iter()
-            .filter_map(|g| world.security_groups.get(g))
+            .filter_map(|g| world.security_groups.get(g).map(Arc::as_ref))
             .collect();
         let nat = e.interface_type == InterfaceType::NatGateway;
         Some(EniPlan {
@@ -448,6 +449,7 @@ pub fn replan_enis(
             world
                 .network_interfaces
                 .values()
+                .map(Arc::as_ref)
                 .filter(|e| e.vpc_id == plan.vpc_id),
             &groups,
         );
@@ -486,6 +488,7 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
         .subnets
         .values()
         .filter(|s| s.vpc_id == vpc_id)
+        .map(Arc::as_ref)
         .collect();
 
     let mut local_addrs: Vec<Ipv4Addr> = subnets.iter().map(|s| s.cidr.nth(1)).collect();
@@ -498,6 +501,7 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
         .network_interfaces
         .values()
         .filter(|e| e.vpc_id == vpc_id)
+        .map(Arc::as_ref)
         .collect();
     let groups: BTreeSet<&str> = world
         .security_groups

@@ -255,7 +255,8 @@ pub fn with_planned_eni(
             requester_id: None,
             source_dest_check: true,
             attachment: None,
-        },
+        }
+        .into(),
     );
     Ok(w)
 }

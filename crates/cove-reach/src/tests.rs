@@ -85,10 +85,20 @@ fn open_vpc_connects_enis_and_lists_the_path_in_order() {
 #[test]
 fn missing_security_group_rules_are_reported_on_both_ends() {
     let mut w = open_world();
-    w.security_groups
-        .insert("sg-closed".into(), group("sg-closed", vec![], vec![]));
-    w.network_interfaces.get_mut("eni-a1").unwrap().group_ids = vec!["sg-closed".into()];
-    w.network_interfaces.get_mut("eni-b1").unwrap().group_ids = vec!["sg-closed".into()];
+    w.security_groups.insert(
+        "sg-closed".into(),
+        group("sg-closed", vec![], vec![]).into(),
+    );
+    w.network_interfaces
+        .get_mut("eni-a1")
+        .map(std::sync::Arc::make_mut)
+        .unwrap()
+        .group_ids = vec!["sg-closed".into()];
+    w.network_interfaces
+        .get_mut("eni-b1")
+        .map(std::sync::Arc::make_mut)
+        .unwrap()
+        .group_ids = vec!["sg-closed".into()];
     let a = from_a1(&w, eni("eni-b1"), 22);
     assert!(!a.found);
     assert_eq!(
@@ -120,12 +130,20 @@ fn group_references_admit_members_only_and_ports_and_icmp_matter() {
     let ping = rule("icmp", Some(8), Some(-1), cidr("10.0.1.0/24"));
     w.security_groups.insert(
         "sg-db".into(),
-        group("sg-db", vec![member_rule, ping], vec![]),
+        group("sg-db", vec![member_rule, ping], vec![]).into(),
     );
     w.security_groups
-        .insert("sg-app".into(), open_group("sg-app"));
-    w.network_interfaces.get_mut("eni-b1").unwrap().group_ids = vec!["sg-db".into()];
-    w.network_interfaces.get_mut("eni-a1").unwrap().group_ids = vec!["sg-app".into()];
+        .insert("sg-app".into(), open_group("sg-app").into());
+    w.network_interfaces
+        .get_mut("eni-b1")
+        .map(std::sync::Arc::make_mut)
+        .unwrap()
+        .group_ids = vec!["sg-db".into()];
+    w.network_interfaces
+        .get_mut("eni-a1")
+        .map(std::sync::Arc::make_mut)
+        .unwrap()
+        .group_ids = vec!["sg-app".into()];
     assert!(from_a1(&w, eni("eni-b1"), 5432).found);
     let other_port = from_a1(&w, eni("eni-b1"), 5433);
     assert_eq!(codes(&other_port), ["ENI_SG_RULES_MISMATCH"]);
@@ -154,10 +172,11 @@ fn acl_entries_decide_lowest_number_first_and_end_in_the_star_deny() {
     ));
     w.network_acls
         .get_mut("acl-default")
+        .map(std::sync::Arc::make_mut)
         .unwrap()
         .associations
         .retain(|a| a.subnet_id != "subnet-b");
-    w.network_acls.insert("acl-b".into(), acl_b);
+    w.network_acls.insert("acl-b".into(), acl_b.into());
     let a = from_a1(&w, eni("eni-b1"), 22);
     assert_eq!(codes(&a), ["SUBNET_ACL_RESTRICTION"]);
     let rule = a.explanations[0].acl_rule.clone().unwrap();
@@ -168,7 +187,12 @@ fn acl_entries_decide_lowest_number_first_and_end_in_the_star_deny() {
     assert!(from_a1(&w, eni("eni-b1"), 23).found);
 
     // A custom ACL with no entries denies everything with its `*` rule.
-    w.network_acls.get_mut("acl-b").unwrap().entries.clear();
+    w.network_acls
+        .get_mut("acl-b")
+        .map(std::sync::Arc::make_mut)
+        .unwrap()
+        .entries
+        .clear();
     let a = from_a1(&w, eni("eni-b1"), 23);
     assert_eq!(a.explanations[0].acl_rule.as_ref().unwrap().number, 32767);
     // Both directions of subnet b are closed: the request and the reply are both listed.
@@ -186,10 +210,11 @@ fn acls_are_stateless_so_replies_need_their_ports_and_intra_subnet_traffic_skips
     ];
     w.network_acls
         .get_mut("acl-default")
+        .map(std::sync::Arc::make_mut)
         .unwrap()
         .associations
         .retain(|a| a.subnet_id != "subnet-b");
-    w.network_acls.insert("acl-b".into(), acl_b);
+    w.network_acls.insert("acl-b".into(), acl_b.into());
     let a = from_a1(&w, eni("eni-b1"), 443);
     assert_eq!(codes(&a), ["SUBNET_ACL_RESTRICTION"]);
     assert!(a.explanations[0].on_return);
@@ -206,7 +231,12 @@ fn acls_are_stateless_so_replies_need_their_ports_and_intra_subnet_traffic_skips
             .found
     );
     // Widening the reply entry to the ephemeral range fixes it.
-    w.network_acls.get_mut("acl-b").unwrap().entries[1].to_port = Some(65535);
+    w.network_acls
+        .get_mut("acl-b")
+        .map(std::sync::Arc::make_mut)
+        .unwrap()
+        .entries[1]
+        .to_port = Some(65535);
     let a = analyze(&w, &tcp("eni-a1", eni("eni-b1"), 443, None)).unwrap();
     assert!(a.found);
     assert!(a.packet.src_port >= EPHEMERAL.0);
@@ -214,9 +244,10 @@ fn acls_are_stateless_so_replies_need_their_ports_and_intra_subnet_traffic_skips
     // Within subnet a, no ACL is crossed at all.
     let mut closed = allow_all_acl("acl-a", &["subnet-a"]);
     closed.entries.clear();
-    w.network_acls.insert("acl-a".into(), closed);
+    w.network_acls.insert("acl-a".into(), closed.into());
     w.network_acls
         .get_mut("acl-default")
+        .map(std::sync::Arc::make_mut)
         .unwrap()
         .associations
         .clear();
@@ -234,6 +265,7 @@ fn internet_needs_a_route_an_attached_gateway_and_a_public_ip() {
     attach_igw(&mut w, "igw-1");
     w.route_tables
         .get_mut("rtb-main")
+        .map(std::sync::Arc::make_mut)
         .unwrap()
         .routes
         .push(Route {
@@ -262,6 +294,7 @@ fn internet_needs_a_route_an_attached_gateway_and_a_public_ip() {
     // Detached, the gateway leaves a blackhole route behind.
     w.internet_gateways
         .get_mut("igw-1")
+        .map(std::sync::Arc::make_mut)
         .unwrap()
         .attached_vpc_id = None;
     let a = from_a1(&w, internet, 443);
@@ -329,10 +362,11 @@ fn a_nat_gateway_forwards_with_its_own_address_subnet_and_routes() {
     ));
     w.network_acls
         .get_mut("acl-default")
+        .map(std::sync::Arc::make_mut)
         .unwrap()
         .associations
         .retain(|a| a.subnet_id != "subnet-b");
-    w.network_acls.insert("acl-b".into(), acl_b);
+    w.network_acls.insert("acl-b".into(), acl_b.into());
     let a = from_a1(&w, internet.clone(), 443);
     assert_eq!(codes(&a), ["SUBNET_ACL_RESTRICTION"]);
     assert!(a.explanations[0].on_return);
@@ -343,7 +377,11 @@ fn a_nat_gateway_forwards_with_its_own_address_subnet_and_routes() {
     assert!(codes(&a).contains(&"IGW_PUBLIC_IP_ASSOCIATION_FOR_EGRESS"));
 
     // A NAT gateway that is not available is a blackhole.
-    w.nat_gateways.get_mut("nat-1").unwrap().state = NatGatewayState::Deleting;
+    w.nat_gateways
+        .get_mut("nat-1")
+        .map(std::sync::Arc::make_mut)
+        .unwrap()
+        .state = NatGatewayState::Deleting;
     let a = from_a1(&w, internet, 443);
     assert_eq!(codes(&a), ["BAD_STATE_ROUTE"]);
 }
@@ -392,8 +430,12 @@ fn a_gateway_endpoint_takes_s3_traffic_and_only_tcp_and_echo() {
             SgPeer::PrefixList { id: pl },
         )],
     );
-    w.security_groups.insert("sg-s3".into(), s3_only);
-    w.network_interfaces.get_mut("eni-a1").unwrap().group_ids = vec!["sg-s3".into()];
+    w.security_groups.insert("sg-s3".into(), s3_only.into());
+    w.network_interfaces
+        .get_mut("eni-a1")
+        .map(std::sync::Arc::make_mut)
+        .unwrap()
+        .group_ids = vec!["sg-s3".into()];
     assert!(from_a1(&w, s3, 443).found);
     let a = from_a1(&w, Target::Address(ip("203.0.113.10")), 443);
     assert_eq!(codes(&a), ["ENI_SG_RULES_MISMATCH"]);
@@ -422,6 +464,7 @@ fn from_the_internet_needs_a_public_ip_a_group_rule_and_a_way_back() {
     // Moved to the public subnet's table, it works.
     w.route_tables
         .get_mut("rtb-public")
+        .map(std::sync::Arc::make_mut)
         .unwrap()
         .associations
         .push(RouteTableAssociation {
@@ -432,6 +475,7 @@ fn from_the_internet_needs_a_public_ip_a_group_rule_and_a_way_back() {
         });
     w.route_tables
         .get_mut("rtb-private")
+        .map(std::sync::Arc::make_mut)
         .unwrap()
         .associations
         .clear();
@@ -442,9 +486,15 @@ fn from_the_internet_needs_a_public_ip_a_group_rule_and_a_way_back() {
         ..from_internet("eni-a2")
     };
     assert!(analyze(&w, &by_address).unwrap().found);
-    w.security_groups
-        .insert("sg-closed".into(), group("sg-closed", vec![], vec![]));
-    w.network_interfaces.get_mut("eni-a2").unwrap().group_ids = vec!["sg-closed".into()];
+    w.security_groups.insert(
+        "sg-closed".into(),
+        group("sg-closed", vec![], vec![]).into(),
+    );
+    w.network_interfaces
+        .get_mut("eni-a2")
+        .map(std::sync::Arc::make_mut)
+        .unwrap()
+        .group_ids = vec!["sg-closed".into()];
     assert_eq!(
         codes(&analyze(&w, &by_address).unwrap()),
         ["ENI_SG_RULES_MISMATCH"]
@@ -478,8 +528,12 @@ fn all_ports_reports_the_first_port_that_fails() {
         vec![rule("tcp", Some(1), Some(1023), cidr("10.0.0.0/16"))],
         vec![],
     );
-    w.security_groups.insert("sg-web".into(), web);
-    w.network_interfaces.get_mut("eni-b1").unwrap().group_ids = vec!["sg-web".into()];
+    w.security_groups.insert("sg-web".into(), web.into());
+    w.network_interfaces
+        .get_mut("eni-b1")
+        .map(std::sync::Arc::make_mut)
+        .unwrap()
+        .group_ids = vec!["sg-web".into()];
     let q = tcp("eni-a1", eni("eni-b1"), 0, Some(40000));
     assert!(analyze_all_ports(&w, &q, (1, 1023)).unwrap().is_ok());
     let failing = analyze_all_ports(&w, &q, (1, 65535)).unwrap().unwrap_err();
@@ -550,7 +604,7 @@ mod sagemaker_checks {
         assert!(warnings(&checks).is_empty());
 
         // An endpoint policy that allows reads only breaks the upload.
-        w.vpc_endpoints.get_mut("vpce-s3").unwrap().policy_document = Some(
+        w.vpc_endpoints.get_mut("vpce-s3").map(std::sync::Arc::make_mut).unwrap().policy_document = Some(
             json!({"Statement": [{"Effect": "Allow", "Principal": "*", "Action": "s3:GetObject", "Resource": "*"}]}).to_string(),
         );
         let checks = check_job(&w, &job(1, &["sg-open"]), &none);
@@ -592,7 +646,8 @@ mod sagemaker_checks {
             vec![rule("tcp", Some(443), Some(443), cidr("10.0.0.0/16"))],
             vec![rule("-1", None, None, cidr("0.0.0.0/0"))],
         );
-        w.security_groups.insert("sg-https".into(), https_only);
+        w.security_groups
+            .insert("sg-https".into(), https_only.into());
         let checks = check_job(&w, &job(2, &["sg-https"]), &|_| None);
         let between = check(&checks, "Traffic between hosts");
         assert!(!between.ok, "{between:#?}");
@@ -611,7 +666,7 @@ mod sagemaker_checks {
             )],
             vec![rule("-1", None, None, cidr("0.0.0.0/0"))],
         );
-        w.security_groups.insert("sg-self".into(), self_ref);
+        w.security_groups.insert("sg-self".into(), self_ref.into());
         let checks = check_job(&w, &job(2, &["sg-self"]), &|_| None);
         assert!(check(&checks, "Traffic between hosts").ok);
         assert!(warnings(&checks).is_empty());
@@ -657,12 +712,19 @@ mod sagemaker_checks {
 fn icmpv6_rules_match_no_ipv4_traffic_as_in_the_data_plane() {
     // A group rule for ICMPv6 with every type admits nothing IPv4 carries.
     let mut w = open_world();
-    w.security_groups.get_mut("sg-open").unwrap().ingress =
-        vec![rule("icmpv6", Some(-1), Some(-1), cidr("0.0.0.0/0"))];
+    w.security_groups
+        .get_mut("sg-open")
+        .map(std::sync::Arc::make_mut)
+        .unwrap()
+        .ingress = vec![rule("icmpv6", Some(-1), Some(-1), cidr("0.0.0.0/0"))];
     assert!(!from_a1(&w, eni("eni-b1"), 22).found);
     // An ICMPv6 deny entry before the allow-all denies nothing.
     let mut w = open_world();
-    let acl = w.network_acls.get_mut("acl-default").unwrap();
+    let acl = w
+        .network_acls
+        .get_mut("acl-default")
+        .map(std::sync::Arc::make_mut)
+        .unwrap();
     acl.entries
         .push(entry(50, true, "icmpv6", false, "0.0.0.0/0", None));
     assert!(from_a1(&w, eni("eni-b1"), 22).found);

@@ -18,6 +18,7 @@ use cove_model::vpc::*;
 use cove_model::world::World;
 use serde::Serialize;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 pub use cove_model::region::INTERNET_HOST;
 
@@ -300,6 +301,7 @@ fn eni_by_ip<'w>(world: &'w World, vpc_id: &str, ip: Ipv4Addr) -> Option<&'w Net
         .network_interfaces
         .values()
         .find(|e| e.vpc_id == vpc_id && e.private_ip == ip)
+        .map(Arc::as_ref)
 }
 
 fn vpc_cidr(world: &World, vpc_id: &str) -> Option<Cidr> {
@@ -325,6 +327,7 @@ pub fn route_table_of<'w>(world: &'w World, subnet: &Subnet) -> Option<&'w Route
                 .iter()
                 .any(|a| a.subnet_id.as_deref() == Some(subnet.id.as_str()))
         })
+        .map(Arc::as_ref)
         .or_else(|| world.main_route_table(&subnet.vpc_id))
 }
 
@@ -333,6 +336,7 @@ fn acl_of<'w>(world: &'w World, subnet: &Subnet) -> Option<&'w NetworkAcl> {
         .network_acls
         .values()
         .find(|a| a.associations.iter().any(|x| x.subnet_id == subnet.id))
+        .map(Arc::as_ref)
 }
 
 fn ports(protocol: RuleProtocol, from: Option<i64>, to: Option<i64>) -> Option<(i64, i64)> {
@@ -422,7 +426,7 @@ impl<'w> Walk<'w> {
             .eni
             .group_ids
             .iter()
-            .filter_map(|g| self.world.security_groups.get(g))
+            .filter_map(|g| self.world.security_groups.get(g).map(Arc::as_ref))
             .collect();
         let direction = if egress { "egress" } else { "ingress" };
         match admitting_rule(self.world, &n.eni.vpc_id, &groups, p, egress) {

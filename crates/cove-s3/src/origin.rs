@@ -115,7 +115,7 @@ mod tests {
             ),
             endpoint("vpce-sts", "Interface", "com.amazonaws.us-east-1.sts", None),
         ] {
-            w.vpc_endpoints.insert(e.id.clone(), e);
+            w.vpc_endpoints.insert(e.id.clone(), e.into());
         }
         let snat = cove_net::plan::link_addresses("vpce-s3").0;
         let o = s3_origin(&w, IpAddr::V4(snat), None);
@@ -140,7 +140,7 @@ mod tests {
     fn interface_endpoint_from_the_listener() {
         let mut w = World::default();
         let e = endpoint("vpce-if", "Interface", "com.amazonaws.us-east-1.s3", None);
-        w.vpc_endpoints.insert(e.id.clone(), e);
+        w.vpc_endpoints.insert(e.id.clone(), e.into());
         let o = s3_origin(&w, "10.0.1.9".parse().unwrap(), Some("vpce-if"));
         assert_eq!(o.vpc_endpoint_id.as_deref(), Some("vpce-if"));
         assert_eq!(o.source_ip, None);

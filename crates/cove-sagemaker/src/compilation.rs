@@ -34,6 +34,7 @@ fn find<'w>(
     world
         .compilation_jobs
         .get(&CompilationJob::key_of(store.region, store.account(), name))
+        .map(std::sync::Arc::as_ref)
         .ok_or_else(|| {
             AwsError::client(
                 "ResourceNotFound",

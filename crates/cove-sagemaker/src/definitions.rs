@@ -76,6 +76,7 @@ pub fn find<'w>(
             kind.arn_word(),
             name,
         ))
+        .map(std::sync::Arc::as_ref)
         .ok_or_else(|| not_found(ctx, kind, name))
 }
 

@@ -38,6 +38,7 @@ pub fn find<'w>(
             ctx.account_id(),
             name,
         ))
+        .map(std::sync::Arc::as_ref)
         .ok_or_else(|| not_found(ctx, name))
 }
 

@@ -45,6 +45,7 @@ fn find<'w>(
             store.account(),
             name,
         ))
+        .map(std::sync::Arc::as_ref)
         .ok_or_else(|| {
             AwsError::client(
                 "ResourceNotFound",

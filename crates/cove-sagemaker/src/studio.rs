@@ -49,6 +49,7 @@ fn domain<'w>(world: &'w World, ctx: &RequestContext, id: &str) -> AwsResult<&'w
     world
         .studio_domains
         .get(&StudioDomain::key_of(&ctx.region, ctx.account_id(), id))
+        .map(std::sync::Arc::as_ref)
         .ok_or_else(|| not_found(&format!("Cannot find Domain with id {id}")))
 }
 
@@ -66,6 +67,7 @@ fn profile<'w>(
             domain,
             name,
         ))
+        .map(std::sync::Arc::as_ref)
         .ok_or_else(|| {
             not_found(&format!(
                 "Cannot find User Profile with name {name} in domain {domain}"
@@ -216,6 +218,7 @@ pub fn list_domains(
         .studio_domains
         .values()
         .filter(|d| d.region == ctx.region)
+        .map(std::sync::Arc::as_ref)
         .collect();
     domains.sort_by(|a, b| b.creation_time.cmp(&a.creation_time));
     let items = domains
@@ -438,6 +441,7 @@ pub fn list_user_profiles(
         .filter(|p| p.region == ctx.region)
         .filter(|p| domain_eq.is_none_or(|d| p.domain_id == d))
         .filter(|p| p.name.contains(contains))
+        .map(std::sync::Arc::as_ref)
         .collect();
     let by_modified = input.sort_by.as_deref() == Some("LastModifiedTime");
     profiles.sort_by(|a, b| match by_modified {
@@ -638,6 +642,7 @@ fn find_app<'w>(
             &app_type,
             &name,
         ))
+        .map(std::sync::Arc::as_ref)
         .ok_or_else(|| app_not_found(&app_type, &name))
 }
 
@@ -726,6 +731,7 @@ pub fn list_apps(
         .filter(|a| a.region == ctx.region)
         .filter(|a| domain_eq.is_none_or(|d| a.domain_id == d))
         .filter(|a| profile_eq.is_none_or(|p| a.user_profile_name == p))
+        .map(std::sync::Arc::as_ref)
         .collect();
     apps.sort_by(|a, b| a.creation_time.cmp(&b.creation_time));
     if input.sort_order.as_deref() != Some("Ascending") {

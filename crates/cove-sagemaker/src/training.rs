@@ -236,6 +236,7 @@ fn find<'w>(
     world
         .sagemaker_jobs
         .get(&kind.key(store.region, store.account(), name))
+        .map(std::sync::Arc::as_ref)
         .ok_or_else(not_found)
 }
 

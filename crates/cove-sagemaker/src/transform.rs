@@ -35,6 +35,7 @@ fn find<'w>(
     world
         .transform_jobs
         .get(&TransformJob::key_of(store.region, store.account(), name))
+        .map(std::sync::Arc::as_ref)
         .ok_or_else(|| validation("Could not find requested job with name ".to_string() + name))
 }
 

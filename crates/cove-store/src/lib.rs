@@ -18,7 +18,7 @@
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use cove_model::world::{Resource, Tags, World, REGION_KIND, TAGS_KIND};
+use cove_model::world::{Resource, Shared, Tags, World, REGION_KIND, TAGS_KIND};
 use cove_model::{AwsError, AwsResult};
 use rusqlite::{params, Connection};
 use std::collections::HashMap;
@@ -95,7 +95,7 @@ pub struct Tx {
 
 impl Tx {
     pub fn get<R: Resource>(&self, key: &str) -> Option<&R> {
-        R::table(&self.world).get(key)
+        R::table(&self.world).get(key).map(Arc::as_ref)
     }
     /// A copy of the stored `R` to change and [`Tx::put`] back. A document
     /// that vanished under its owner's worker is an internal error.
@@ -107,17 +107,18 @@ impl Tx {
     /// Stores `r`. Putting back what is already stored changes nothing (no
     /// new generation, no wake-up), so a reconciling loop may write every
     /// pass without waking itself and every other watcher.
-    pub fn put<R: Resource>(&mut self, r: R) {
-        let doc = serde_json::to_string(&r).expect("resources always serialize");
+    pub fn put<S: Shared>(&mut self, r: S) {
+        let r = r.shared();
+        let doc = serde_json::to_string(&*r).expect("resources always serialize");
         let key = r.key().to_string();
-        let unchanged = R::table(&self.world)
+        let unchanged = S::Item::table(&self.world)
             .get(&key)
-            .is_some_and(|old| serde_json::to_string(old).is_ok_and(|d| d == doc));
+            .is_some_and(|old| serde_json::to_string(&**old).is_ok_and(|d| d == doc));
         if unchanged {
             return;
         }
-        R::table_mut(&mut self.world).insert(key.clone(), r);
-        self.changes.push((R::KIND, key, Some(doc)));
+        S::Item::table_mut(&mut self.world).insert(key.clone(), r);
+        self.changes.push((S::Item::KIND, key, Some(doc)));
     }
     pub fn delete<R: Resource>(&mut self, key: &str) {
         R::table_mut(&mut self.world).remove(key);

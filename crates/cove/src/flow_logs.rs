@@ -39,7 +39,7 @@ fn subscriptions(
     owner: &dyn Fn(&FlowLog) -> String,
 ) -> BTreeMap<String, Vec<Subscription>> {
     let mut by_stream: BTreeMap<Stream, Subscription> = BTreeMap::new();
-    let mut logs: Vec<&FlowLog> = world.flow_logs.values().collect();
+    let mut logs: Vec<&FlowLog> = world.flow_logs.values().map(Arc::as_ref).collect();
     logs.sort_by(|a, b| a.id.cmp(&b.id));
     for f in logs {
         // A stream's "group" is the log group, or the S3 destination's ARN.
