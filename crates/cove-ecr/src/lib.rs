@@ -47,6 +47,11 @@ pub struct Ecr {
     /// Finds who an access key belongs to: the principal another account's
     /// repository policy is asked about.
     pub(crate) credentials: Option<cove_wire::dispatch::CredentialLookup>,
+    /// The accounts that have credentials on this server. A registry of
+    /// any other account holds provided images (SageMaker's framework and
+    /// algorithm images under AWS's own account ids, put there with
+    /// `cove image-import`), which every account may pull, as on AWS.
+    pub(crate) accounts: std::collections::BTreeSet<String>,
 }
 
 /// An image found for a job: its manifest digest and its layers' files,
@@ -76,19 +81,26 @@ impl Ecr {
             region: region.to_string(),
             hashing: Default::default(),
             credentials: None,
+            accounts: [account.to_string()].into(),
         })
     }
 
     /// Lets repository policies judge pulls and pushes from other
     /// accounts by the caller's ARN (without it, by the account's root).
-    pub fn with_credentials(mut self, lookup: cove_wire::dispatch::CredentialLookup) -> Ecr {
+    pub fn with_credentials(
+        mut self,
+        lookup: cove_wire::dispatch::CredentialLookup,
+        accounts: impl IntoIterator<Item = String>,
+    ) -> Ecr {
         self.credentials = Some(lookup);
+        self.accounts.extend(accounts);
         self
     }
 
     /// Whether the holder of a registry password from another account may
     /// do `action` on `repo`: only when the repository's policy allows it,
-    /// as on AWS. The refusal is AWS's message.
+    /// as on AWS (provided images are readable by all). The refusal is
+    /// AWS's message.
     pub(crate) fn cross_account_refusal(
         &self,
         repo: &registry::Repository,
@@ -104,6 +116,16 @@ impl Ecr {
                 || format!("arn:aws:iam::{}:root", holder.account),
                 |p| p.arn,
             );
+        let reads = matches!(
+            action,
+            "ecr:BatchGetImage"
+                | "ecr:GetDownloadUrlForLayer"
+                | "ecr:BatchCheckLayerAvailability"
+                | "ecr:ListImages"
+        );
+        if reads && !self.accounts.contains(&repo.account) {
+            return None;
+        }
         let cx =
             cove_model::policy::RequestContext::new(action, &repo.arn(), &arn, &holder.account);
         let allowed = repo

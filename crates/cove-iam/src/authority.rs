@@ -166,14 +166,13 @@ pub enum Assumer<'a> {
 /// policy lets `who` assume it (and, for a role session whose trust was granted
 /// to the account as a whole, whose own policies allow `sts:AssumeRole`).
 pub fn may_assume(w: &World, role_arn: &str, who: &Assumer<'_>) -> bool {
-    let Some((owner, name)) = role_arn.rsplit_once(":role/").map(|(head, path)| {
-        (
-            head.rsplit(':').next().unwrap_or_default(),
-            path.rsplit('/').next().unwrap_or_default(),
-        )
-    }) else {
+    let Some(name) = role_arn
+        .split_once(":role/")
+        .map(|(_, path)| path.rsplit('/').next().unwrap_or_default())
+    else {
         return false;
     };
+    let owner = cove_model::ids::arn_account(role_arn);
     let Some(role) = w.iam_roles.get(&IamRole::key_of(owner, name)) else {
         return false;
     };

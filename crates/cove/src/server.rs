@@ -78,7 +78,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             &settings.account_id,
             &settings.region,
         )?
-        .with_credentials(lookup.clone()),
+        .with_credentials(
+            lookup.clone(),
+            settings
+                .credentials
+                .iter()
+                .filter_map(|c| c.account_id.clone()),
+        ),
     );
     config::restrict_database(&settings.data_dir.join("ecr").join("ecr.db"))?;
     dispatcher.register(ecr.clone());
