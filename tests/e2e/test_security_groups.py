@@ -1,6 +1,7 @@
 """Security groups and rules through boto3: defaults, rule ids, duplicates,
 limits, group peers, revocation and the undeletable default group."""
 
+import botocore.exceptions
 import pytest
 
 from helpers import aws_error
@@ -20,6 +21,10 @@ def test_new_group_has_only_the_default_egress_rule(ec2, vpc, group):
     ]
     rules = ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [group]}])["SecurityGroupRules"]
     assert len(rules) == 1 and rules[0]["IsEgress"] and rules[0]["SecurityGroupRuleId"].startswith("sgr-")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": ["foobar"]}])
+    assert e.value.response["Error"]["Code"] == "InvalidGroupId.Malformed"
+    assert e.value.response["Error"]["Message"] == 'Invalid id: "foobar" (expecting "sg-...")'
 
 
 def test_names_are_unique_per_vpc(ec2, vpc, group):

@@ -726,6 +726,15 @@ fn render_rule(
     v
 }
 
+/// `sg-` and 8 or 17 hex digits, as AWS's group ids; a filter value may
+/// use `*` and `?` wildcards in place of them.
+fn is_group_id(v: &str) -> bool {
+    v.strip_prefix("sg-").is_some_and(|hex| {
+        hex.contains(['*', '?'])
+            || ((hex.len() == 8 || hex.len() == 17) && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+    })
+}
+
 pub fn describe_security_group_rules(
     r: &Req,
     q: &DescribeSecurityGroupRulesRequest,
@@ -738,6 +747,18 @@ pub fn describe_security_group_rules(
     if max.is_some() && !ids.is_empty() {
         return Err(AwsError::invalid_parameter_combination(
             "The parameter SecurityGroupRuleIds cannot be used with the parameter maxResults",
+        ));
+    }
+    // AWS checks the shape of a group id filter before it looks for rules.
+    let malformed = filters
+        .iter()
+        .filter(|f| f.name == "group-id")
+        .flat_map(|f| &f.values)
+        .find(|v| !is_group_id(v));
+    if let Some(v) = malformed {
+        return Err(AwsError::client(
+            "InvalidGroupId.Malformed",
+            format!("Invalid id: \"{v}\" (expecting \"sg-...\")"),
         ));
     }
     let mut rows: Vec<(String, Value)> = Vec::new();
