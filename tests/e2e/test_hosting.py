@@ -798,3 +798,17 @@ def test_a_variants_volume_size_is_each_instances_ml_storage_volume(cove_server,
     assert len([v for v in volumes_of(cove_server.data_dir) if name in v]) == 2
     delete_endpoint(sm, name)
     assert eventually(lambda: not [v for v in volumes_of(cove_server.data_dir) if name in v], timeout=20)
+
+
+def test_deleting_an_endpoint_right_after_creating_it_leaves_no_failing_worker(cove_server, sm, models):  # noqa: F811
+    model = create_model(sm, models[1])
+    config = create_config(sm, ("a", model, 2, 1.0))
+    name = unique("ep")
+    log = open(cove_server.log_path).read()
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=config)
+    delete_endpoint(sm, name)
+    time.sleep(2)
+    new_lines = open(cove_server.log_path).read()[len(log):]
+    assert "vanished" not in new_lines and "step failed" not in new_lines, new_lines[-2000:]
+    sm.delete_endpoint_config(EndpointConfigName=config)
+    sm.delete_model(ModelName=model)

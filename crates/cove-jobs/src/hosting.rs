@@ -202,6 +202,9 @@ impl Hosting {
             match self.tick(&e, &mut shippers) {
                 Ok(true) => return,
                 Ok(false) => {}
+                // Deleted while the step ran (DeleteEndpoint right after
+                // CreateEndpoint): nothing is left to drive.
+                Err(_) if self.endpoint(key).is_none() => return,
                 Err(err) => {
                     tracing::error!(endpoint = %e.name, error = %err, "endpoint step failed; retrying");
                     std::thread::sleep(Duration::from_secs(1));
@@ -692,6 +695,9 @@ impl Hosting {
                     let _ = self.fail(owner, id, reason);
                     return;
                 }
+                // Its endpoint or job was deleted or stopped meanwhile (the
+                // step's write found it gone): nothing to retry.
+                Err(_) if self.unit(owner, id).is_none() => return,
                 Err(err) => {
                     tracing::error!(owner = %u.name, instance = id, error = %err, "instance step failed; retrying");
                     std::thread::sleep(Duration::from_secs(1));
