@@ -32,31 +32,27 @@ pub fn is_known_region(region: &str) -> bool {
 /// Three zones per region, `a` to `c`, as a new AWS account sees at least.
 pub const ZONE_SUFFIXES: &[char] = &['a', 'b', 'c'];
 
-/// The short code AWS uses in zone ids (`use1-az1`).
+/// The short code AWS uses in zone ids (`use1-az1`, `apse3-az1`,
+/// `usgw1-az1`): the area, each word of the location abbreviated
+/// (`northeast` → `ne`, `central` → `c`, `gov` → `g`), and the number.
 pub fn zone_id_prefix(region: &str) -> String {
-    let known = [
-        ("us-east-1", "use1"),
-        ("us-east-2", "use2"),
-        ("us-west-1", "usw1"),
-        ("us-west-2", "usw2"),
-        ("ca-central-1", "cac1"),
-        ("eu-west-1", "euw1"),
-        ("eu-west-2", "euw2"),
-        ("eu-west-3", "euw3"),
-        ("eu-central-1", "euc1"),
-        ("eu-north-1", "eun1"),
-        ("ap-south-1", "aps1"),
-        ("ap-northeast-1", "apne1"),
-        ("ap-northeast-2", "apne2"),
-        ("ap-southeast-1", "apse1"),
-        ("ap-southeast-2", "apse2"),
-        ("sa-east-1", "sae1"),
-    ];
-    known
-        .iter()
-        .find(|(r, _)| *r == region)
-        .map(|(_, c)| c.to_string())
-        .unwrap_or_else(|| region.replace('-', ""))
+    let parts: Vec<&str> = region.split('-').collect();
+    let Some((area, rest)) = parts.split_first() else {
+        return String::new();
+    };
+    let mut out = area.to_string();
+    for word in rest {
+        let short = match *word {
+            "northeast" => "ne",
+            "northwest" => "nw",
+            "southeast" => "se",
+            "southwest" => "sw",
+            w if w.bytes().all(|b| b.is_ascii_digit()) => w,
+            w => &w[..w.len().min(1)],
+        };
+        out.push_str(short);
+    }
+    out
 }
 
 /// (zone name, zone id) pairs of a region.
@@ -172,6 +168,23 @@ pub fn private_dns_name(region: &str, ip: std::net::Ipv4Addr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zone_id_prefixes_follow_aws_rule() {
+        for (region, prefix) in [
+            ("us-east-1", "use1"),
+            ("us-west-2", "usw2"),
+            ("ca-central-1", "cac1"),
+            ("eu-north-1", "eun1"),
+            ("ap-northeast-2", "apne2"),
+            ("ap-southeast-3", "apse3"),
+            ("sa-east-1", "sae1"),
+            ("me-central-1", "mec1"),
+            ("us-gov-west-1", "usgw1"),
+        ] {
+            assert_eq!(zone_id_prefix(region), prefix, "{region}");
+        }
+    }
 
     #[test]
     fn zones_and_names() {
