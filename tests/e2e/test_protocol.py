@@ -34,6 +34,15 @@ def test_wrong_secret_and_unknown_key(cove_server):
     aws_error("SignatureDoesNotMatch", cove_server.client("sts", secret_key="nope").get_caller_identity)
     msg = aws_error("InvalidClientTokenId", cove_server.client("sts", access_key="AKIAUNKNOWNKEY000000").get_caller_identity)
     assert msg == "The security token included in the request is invalid."
+    # The server log names the pairs it does accept.
+    lines = [x for x in open(cove_server.log_path) if "unknown access key" in x and "AKIAUNKNOWNKEY000000" in x]
+    assert lines and "AKIAIOSFODNN7EXAMPLE" in lines[-1], lines[-1:]
+
+
+def test_the_local_test_pair_is_accepted_and_still_signed(cove_server):
+    assert cove_server.client("sts", access_key="test", secret_key="test").get_caller_identity()["Account"]
+    assert aws_error("SignatureDoesNotMatch",
+                     cove_server.client("sts", access_key="test", secret_key="wrong").get_caller_identity)
 
 
 def signed(endpoint, body, service="ec2", region="us-east-1", secret=SECRET_KEY, headers=None):

@@ -230,12 +230,20 @@ impl Settings {
             _ => anyhow::bail!("--access-key-id and --secret-access-key go together"),
         }
         if credentials.is_empty() {
-            credentials.push(CredentialConfig {
-                access_key_id: DEFAULT_ACCESS_KEY_ID.into(),
-                secret_access_key: DEFAULT_SECRET_ACCESS_KEY.into(),
-                account_id: None,
-                arn: None,
-            });
+            // AWS's documentation pair, and the `test`/`test` pair that
+            // LocalStack and moto users send: local use works out of the box
+            // (signatures are still verified).
+            for (key, secret) in [
+                (DEFAULT_ACCESS_KEY_ID, DEFAULT_SECRET_ACCESS_KEY),
+                ("test", "test"),
+            ] {
+                credentials.push(CredentialConfig {
+                    access_key_id: key.into(),
+                    secret_access_key: secret.into(),
+                    account_id: None,
+                    arn: None,
+                });
+            }
         }
         let data_plane = match args.data_plane.as_str() {
             "on" => DataPlane::On,

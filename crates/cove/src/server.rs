@@ -240,8 +240,9 @@ fn credential_lookup(settings: &Settings, store: Arc<Store>) -> CredentialLookup
             }
         })
         .collect();
+    let configured: Vec<String> = principals.iter().map(|p| p.access_key.clone()).collect();
     Arc::new(move |key: &str| {
-        principals
+        let found = principals
             .iter()
             .find(|p| p.access_key == key)
             .cloned()
@@ -249,7 +250,15 @@ fn credential_lookup(settings: &Settings, store: Arc<Store>) -> CredentialLookup
                 let world = store.snapshot();
                 cove_sts::principal_of_session(&world, key)
                     .or_else(|| cove_iam::principal_of_access_key(&world, key))
-            })
+            });
+        if found.is_none() {
+            tracing::info!(
+                access_key = key,
+                configured = ?configured,
+                "unknown access key: not a configured pair, an STS session or an IAM user's key"
+            );
+        }
+        found
     })
 }
 
