@@ -2,6 +2,7 @@
 secrets and every object's bytes."""
 
 import os
+import socket
 import stat
 import subprocess
 import tempfile
@@ -82,3 +83,33 @@ def test_cove_exec_runs_as_nobody_without_capabilities_unless_privileged(cove_se
         assert root[0] == "0" and root[1] != "0000000000000000", root
     finally:
         teardown_vpc(ec2, vpc)
+
+
+def test_one_server_per_data_directory(cove_server):
+    out = subprocess.run([BINARY, "serve", "--data-dir", cove_server.data_dir, "--listen", "127.0.0.1:0"],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0
+    assert f"{cove_server.data_dir} is in use by another Cove process (pid {cove_server.proc.pid}, cove serve)" \
+        in out.stderr, out.stderr
+    # Tearing the network down under a running server is refused alike.
+    out = subprocess.run([BINARY, "teardown", "--data-dir", cove_server.data_dir],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0 and "is in use by another Cove process" in out.stderr, out.stderr
+    assert cove_server.alive()
+
+
+def test_a_server_that_cannot_listen_makes_nothing(tmp_path):
+    def namespaces():
+        return set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
+    before = namespaces()
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        d = tmp_path / "cove"
+        out = subprocess.run([BINARY, "serve", "--data-dir", str(d), "--listen", f"127.0.0.1:{port}"],
+                             capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0
+    assert f"listening on 127.0.0.1:{port}" in out.stderr, out.stderr
+    assert namespaces() - before == set()
+    assert not (d / "cove.db").exists(), "nothing is opened before the port is held"

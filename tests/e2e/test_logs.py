@@ -51,7 +51,7 @@ def test_log_groups_create_describe_delete(logs, cove_server):
     logs.create_log_group(logGroupName=names[2], logGroupClass="INFREQUENT_ACCESS")
     msg = aws_error("ResourceAlreadyExistsException", logs.create_log_group, logGroupName=names[0])
     assert msg == "The specified log group already exists"
-    aws_error("ValidationException", logs.create_log_group, logGroupName="bad name")
+    aws_error("InvalidParameterException", logs.create_log_group, logGroupName="bad name")
 
     found = logs.describe_log_groups(logGroupNamePrefix=prefix)["logGroups"]
     assert [g["logGroupName"] for g in found] == sorted(names)
@@ -75,7 +75,7 @@ def test_log_groups_create_describe_delete(logs, cove_server):
     assert paged == sorted(names)
     aws_error("InvalidParameterException", logs.describe_log_groups, logGroupNamePrefix=prefix, logGroupNamePattern="a")
     aws_error("InvalidParameterException", logs.describe_log_groups, nextToken="not-a-token")
-    aws_error("ValidationException", logs.describe_log_groups, limit=51)
+    aws_error("InvalidParameterException", logs.describe_log_groups, limit=51)
 
     # Groups are regional.
     other = cove_server.client("logs", region="eu-west-1")
@@ -278,7 +278,7 @@ def test_filter_log_events(logs, group):
     for pattern in ('{ $.level = "ERROR" }', "[ip, user, status]"):
         msg = aws_error("InvalidParameterException", logs.filter_log_events, logGroupName=group, filterPattern=pattern)
         assert msg == "Cove does not support JSON or space-delimited filter patterns yet"
-    aws_error("ValidationException", logs.filter_log_events, logGroupName=group,
+    aws_error("InvalidParameterException", logs.filter_log_events, logGroupName=group,
               logStreamNames=[f"s{i}" for i in range(101)])
     assert aws_error("ResourceNotFoundException", logs.filter_log_events, logGroupName=group,
                      logStreamNames=["nope"]) == STREAM_MISSING
@@ -306,7 +306,7 @@ def test_tags(logs):
     arn = f"arn:aws:logs:us-east-1:123456789012:log-group:{name}"
     assert logs.list_tags_for_resource(resourceArn=arn)["tags"] == {"team": "ml", "env": "dev"}
     # The model's ARN pattern has no '*': AWS takes the ARN without the ":*" suffix.
-    aws_error("ValidationException", logs.tag_resource, resourceArn=arn + ":*", tags={"a": "b"})
+    aws_error("InvalidParameterException", logs.tag_resource, resourceArn=arn + ":*", tags={"a": "b"})
     logs.tag_resource(resourceArn=arn, tags={"env": "prod", "cost": "42"})
     assert logs.list_tags_for_resource(resourceArn=arn)["tags"] == {"team": "ml", "env": "prod", "cost": "42"}
     logs.untag_resource(resourceArn=arn, tagKeys=["team", "not-there"])

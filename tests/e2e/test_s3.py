@@ -50,6 +50,31 @@ def empty_and_delete(s3, bucket):
     s3.delete_bucket(Bucket=bucket)
 
 
+def test_location_constraint_follows_the_signing_region(cove_server, s3):
+    # A regional endpoint creates buckets in its own region only.
+    eu = cove_server.client("s3", region="eu-west-1")
+    name = f"loc-{uuid.uuid4().hex[:12]}"
+    eu.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    assert s3.get_bucket_location(Bucket=name)["LocationConstraint"] == "eu-west-1"
+    assert aws_error("BucketAlreadyOwnedByYou", eu.create_bucket, Bucket=name,
+                     CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    eu.delete_bucket(Bucket=name)
+    msg = aws_error("IllegalLocationConstraintException", eu.create_bucket, Bucket=name,
+                    CreateBucketConfiguration={"LocationConstraint": "us-west-2"})
+    assert msg == "The us-west-2 location constraint is incompatible for the region specific endpoint this request was sent to."
+    aws_error("IllegalLocationConstraintException", eu.create_bucket, Bucket=name)
+    # us-east-1's endpoint creates them anywhere, but never names itself.
+    s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": "ap-southeast-2"})
+    assert s3.get_bucket_location(Bucket=name)["LocationConstraint"] == "ap-southeast-2"
+    s3.delete_bucket(Bucket=name)
+    aws_error("InvalidLocationConstraint", s3.create_bucket, Bucket=name,
+              CreateBucketConfiguration={"LocationConstraint": "us-east-1"})
+    # A region AWS does not have is refused before anything runs.
+    nowhere = cove_server.client("s3", region="us-east-9")
+    msg = aws_error("AuthorizationHeaderMalformed", nowhere.list_buckets)
+    assert "the region 'us-east-9' is wrong" in msg
+
+
 def status_of(call, *args, **kwargs):
     with pytest.raises(botocore.exceptions.ClientError) as info:
         call(*args, **kwargs)

@@ -152,5 +152,26 @@ def test_zones_regions(ec2):
     }]
     regions = [r["RegionName"] for r in ec2.describe_regions()["Regions"]]
     assert "us-east-1" in regions and "eu-west-1" in regions
+    # Opt-in regions are served as opted in: named, listed with all, usable.
+    assert ec2.describe_regions(RegionNames=["ap-east-1"])["Regions"] == [
+        {"Endpoint": "ec2.ap-east-1.amazonaws.com", "RegionName": "ap-east-1", "OptInStatus": "opted-in"}]
+    every = {r["RegionName"] for r in ec2.describe_regions(AllRegions=True)["Regions"]}
+    assert {"us-east-1", "ap-east-1", "me-central-1", "ap-northeast-3"} <= every
+    assert aws_error("InvalidParameterValue", ec2.describe_regions, RegionNames=["us-east-9"]) == "Invalid region: us-east-9"
     aws_error("InvalidParameterValue", ec2.describe_availability_zones, Filters=[{"Name": "colour", "Values": ["x"]}])
     ipaddress.ip_network("10.0.0.0/16")
+
+
+def test_zone_ids_and_unknown_regions(cove_server):
+    jakarta = cove_server.client("ec2", region="ap-southeast-3")
+    zones = jakarta.describe_availability_zones()["AvailabilityZones"]
+    assert [(z["ZoneName"], z["ZoneId"]) for z in zones][:1] == [("ap-southeast-3a", "apse3-az1")]
+    # A region AWS does not have is refused by every service.
+    expected = {"ec2": "AuthFailure", "sts": "SignatureDoesNotMatch", "sagemaker": "InvalidSignatureException",
+                "logs": "InvalidSignatureException"}
+    calls = {"ec2": "describe_vpcs", "sts": "get_caller_identity", "sagemaker": "list_training_jobs",
+             "logs": "describe_log_groups"}
+    for service, code in expected.items():
+        client = cove_server.client(service, region="us-east-9")
+        msg = aws_error(code, getattr(client, calls[service]))
+        assert msg.startswith("Credential should be scoped to a valid region, not 'us-east-9'."), msg

@@ -114,20 +114,6 @@ pub fn delete_managed_eni(tx: &mut cove_store::Tx, id: &str) {
     interfaces::drop_eni(tx, id);
 }
 
-fn valid_region_name(region: &str) -> bool {
-    let parts: Vec<&str> = region.split('-').collect();
-    parts.len() >= 3
-        && parts[0].len() == 2
-        && parts.iter().all(|p| {
-            !p.is_empty()
-                && p.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        })
-        && parts
-            .last()
-            .is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit()))
-}
-
 impl Service for Ec2Service {
     fn signing_name(&self) -> &'static str {
         "ec2"
@@ -140,13 +126,6 @@ impl Service for Ec2Service {
     }
 
     fn handle(&self, ctx: &RequestContext, input: Value) -> AwsResult<Value> {
-        if !valid_region_name(&ctx.region) {
-            return Err(AwsError::new(
-                401,
-                "AuthFailure",
-                "Credential should be scoped to a valid region.",
-            ));
-        }
         if input.get("DryRun").and_then(Value::as_bool) == Some(true) {
             return Err(AwsError::dry_run_ok());
         }
@@ -246,17 +225,5 @@ fn dispatch(r: &Req, request: &Request) -> AwsResult<Value> {
         Request::StartNetworkInsightsAnalysis(q) => insights::start_analysis(r, q),
         Request::DescribeNetworkInsightsAnalyses(q) => insights::describe_analyses(r, q),
         Request::DeleteNetworkInsightsAnalysis(q) => insights::delete_analysis(r, q),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn region_names() {
-        assert!(super::valid_region_name("us-east-1"));
-        assert!(super::valid_region_name("ap-southeast-2"));
-        assert!(!super::valid_region_name("local"));
-        assert!(!super::valid_region_name("us-east"));
-        assert!(!super::valid_region_name("US-east-1"));
     }
 }

@@ -77,21 +77,24 @@ pub fn describe_regions(q: &DescribeRegionsRequest) -> AwsResult<Value> {
     }
     let filters = filters(&q.filters);
     let mut out = Vec::new();
-    for name in region::REGIONS {
+    // Every opt-in region counts as opted in, so `AllRegions` lists the
+    // same regions as the default.
+    for name in region::REGIONS.iter().chain(region::OPT_IN_REGIONS) {
         if !names.is_empty() && !names.iter().any(|n| n == name) {
             continue;
         }
         let endpoint = format!("ec2.{name}.amazonaws.com");
+        let status = region::opt_in_status(name);
         let field = |f: &str| -> FieldValues {
             match f {
                 "region-name" => one(*name),
                 "endpoint" => one(&endpoint),
-                "opt-in-status" => one("opt-in-not-required"),
+                "opt-in-status" => one(status),
                 _ => None,
             }
         };
         if keep(&filters, field)? {
-            out.push(json!({"Endpoint": endpoint, "RegionName": name, "OptInStatus": "opt-in-not-required"}));
+            out.push(json!({"Endpoint": endpoint, "RegionName": name, "OptInStatus": status}));
         }
     }
     Ok(json!({"Regions": out}))

@@ -27,7 +27,7 @@ fn malformed(e: &serde_json::Error) -> AwsError {
         .and_then(|rest| rest.split('`').next())
     {
         Some(key) => AwsError::client(
-            "ValidationException",
+            "InvalidParameterException",
             format!("1 validation error detected: Value null at '{key}' failed to satisfy constraint: Member must not be null"),
         ),
         None => AwsError::client("SerializationException", text),
@@ -309,7 +309,7 @@ mod tests {
             .unwrap()
             .unwrap_err();
         let e = malformed(&e);
-        assert_eq!(e.code, "ValidationException");
+        assert_eq!(e.code, "InvalidParameterException");
         assert_eq!(e.message, "1 validation error detected: Value null at 'logGroupName' failed to satisfy constraint: Member must not be null");
     }
 }

@@ -169,6 +169,9 @@ impl Service for LogsService {
     fn model(&self) -> &'static ServiceModel {
         cove_wire::model::logs()
     }
+    fn validation_error_code(&self) -> &'static str {
+        "InvalidParameterException"
+    }
     fn handle(&self, ctx: &RequestContext, input: Value) -> AwsResult<Value> {
         api::handle(self, ctx, &input)
     }

@@ -4,8 +4,8 @@
 
 use crate::cidr::Cidr;
 
-/// Regions Cove answers for (DescribeRegions); any of them gets a default VPC
-/// the first time it is used.
+/// The regions of AWS's commercial partition that an account has without
+/// asking (DescribeRegions' `opt-in-not-required`).
 pub const REGIONS: &[&str] = &[
     "us-east-1",
     "us-east-2",
@@ -20,13 +20,47 @@ pub const REGIONS: &[&str] = &[
     "ap-south-1",
     "ap-northeast-1",
     "ap-northeast-2",
+    "ap-northeast-3",
     "ap-southeast-1",
     "ap-southeast-2",
     "sa-east-1",
 ];
 
+/// The regions an AWS account must opt in to. Cove serves them as an
+/// account that has opted in to all of them (`opted-in`).
+pub const OPT_IN_REGIONS: &[&str] = &[
+    "af-south-1",
+    "ap-east-1",
+    "ap-east-2",
+    "ap-south-2",
+    "ap-southeast-3",
+    "ap-southeast-4",
+    "ap-southeast-5",
+    "ap-southeast-6",
+    "ap-southeast-7",
+    "ca-west-1",
+    "eu-central-2",
+    "eu-south-1",
+    "eu-south-2",
+    "il-central-1",
+    "me-central-1",
+    "me-south-1",
+    "mx-central-1",
+];
+
+/// Whether Cove serves `region`: any region of the commercial partition.
+/// Any of them gets a default VPC per account the first time it is used.
 pub fn is_known_region(region: &str) -> bool {
-    REGIONS.contains(&region)
+    REGIONS.contains(&region) || OPT_IN_REGIONS.contains(&region)
+}
+
+/// DescribeRegions' `OptInStatus` of a served region.
+pub fn opt_in_status(region: &str) -> &'static str {
+    if OPT_IN_REGIONS.contains(&region) {
+        "opted-in"
+    } else {
+        "opt-in-not-required"
+    }
 }
 
 /// Three zones per region, `a` to `c`, as a new AWS account sees at least.

@@ -52,6 +52,9 @@ impl S3Auth for Auth {
 
 pub struct Access {
     pub credentials: CredentialLookup,
+    /// The server's region: what S3 says it expected when a request is
+    /// signed for a region AWS does not have.
+    pub region: String,
     pub storage: Arc<Storage>,
     pub identity: IdentityLookup,
 }
@@ -189,6 +192,17 @@ fn query_param(uri: &axum::http::Uri, name: &str) -> Option<String> {
     cove_wire::query::query_param(uri.query(), name)
 }
 
+/// The region of a SigV4 credential scope (`AK/date/region/s3/aws4_request`),
+/// from the `Authorization` header or a presigned URL's `X-Amz-Credential`.
+fn signed_region(headers: &axum::http::HeaderMap, uri: &axum::http::Uri) -> Option<String> {
+    let scope = match headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        Some(h) => cove_wire::sigv4::parse_authorization(h).map(|a| a.region),
+        None => query_param(uri, "X-Amz-Credential")
+            .and_then(|c| c.split('/').nth(2).map(str::to_string)),
+    };
+    scope.filter(|r| !r.is_empty())
+}
+
 #[async_trait::async_trait]
 impl S3Access for Access {
     async fn check(&self, cx: &mut S3AccessContext<'_>) -> S3Result<()> {
@@ -205,6 +219,17 @@ impl S3Access for Access {
             .or_else(|| query_param(cx.uri(), "X-Amz-Security-Token"));
         if principal.session_token != sent {
             return Err(aws(S3ErrorCode::InvalidToken));
+        }
+        if let Some(region) = signed_region(cx.headers(), cx.uri())
+            .filter(|r| !cove_model::region::is_known_region(r))
+        {
+            return Err(s3s::S3Error::with_message(
+                S3ErrorCode::AuthorizationHeaderMalformed,
+                format!(
+                    "The authorization header is malformed; the region '{region}' is wrong; expecting '{}'",
+                    self.region
+                ),
+            ));
         }
         let caller = Caller {
             arn: principal.arn.clone(),

@@ -81,6 +81,7 @@ impl S3Front {
         });
         builder.set_access(access::Access {
             credentials,
+            region: region.to_string(),
             storage: storage.clone(),
             identity,
         });

@@ -328,6 +328,28 @@ fn stored_encoding(encoding: Option<String>) -> Option<String> {
     (!kept.is_empty()).then(|| kept.join(","))
 }
 
+/// The region a new bucket lives in, from the endpoint's region and the
+/// `LocationConstraint` asked for, with S3's answers to a mismatch: only
+/// us-east-1's endpoint creates buckets in other regions, and us-east-1
+/// itself is never named.
+fn bucket_region(endpoint_region: &str, constraint: Option<&str>) -> S3Result<String> {
+    let incompatible = |what: &str| {
+        S3Error::with_message(
+            S3ErrorCode::IllegalLocationConstraintException,
+            format!("The {what} location constraint is incompatible for the region specific endpoint this request was sent to."),
+        )
+    };
+    match constraint {
+        None | Some("") if endpoint_region == "us-east-1" => Ok("us-east-1".into()),
+        None | Some("") => Err(incompatible("unspecified")),
+        Some(c) if c == "us-east-1" || !cove_model::region::is_known_region(c) => {
+            Err(aws(S3ErrorCode::InvalidLocationConstraint))
+        }
+        Some(c) if c == endpoint_region || endpoint_region == "us-east-1" => Ok(c.into()),
+        Some(c) => Err(incompatible(c)),
+    }
+}
+
 fn location_of(region: &str) -> Option<BucketLocationConstraint> {
     (region != "us-east-1").then(|| BucketLocationConstraint::from(region.to_string()))
 }
@@ -482,6 +504,11 @@ impl S3 for CoveS3 {
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
         let (caller, _) = caller_and_origin(&req);
+        // The endpoint's region is the one the request was signed for.
+        let endpoint_region = req
+            .region
+            .as_ref()
+            .map_or_else(|| self.region.clone(), |r| r.as_str().to_string());
         let input = req.input;
         if !crate::names::valid_bucket_name(&input.bucket) {
             return Err(aws(S3ErrorCode::InvalidBucketName));
@@ -490,27 +517,17 @@ impl S3 for CoveS3 {
             .create_bucket_configuration
             .and_then(|c| c.location_constraint)
             .map(|c| c.as_str().to_string());
-        match constraint.as_deref() {
-            None | Some("") if self.region == "us-east-1" => {}
-            Some(c) if c == self.region && c != "us-east-1" => {}
-            None | Some("") => {
-                return Err(S3Error::with_message(
-                    S3ErrorCode::IllegalLocationConstraintException,
-                    "The unspecified location constraint is incompatible for the region specific endpoint this request was sent to.",
-                ))
-            }
-            Some(_) => return Err(aws(S3ErrorCode::InvalidLocationConstraint)),
-        }
+        let bucket_region = bucket_region(&endpoint_region, constraint.as_deref())?;
         if !self
             .storage
-            .create_bucket(&input.bucket, &self.region, &caller.account)?
+            .create_bucket(&input.bucket, &bucket_region, &caller.account)?
         {
             // Names are shared by every account; us-east-1 answers 200 to
             // the bucket's owner, for legacy compatibility.
             if self.storage.bucket(&input.bucket)?.owner != caller.account {
                 return Err(aws(S3ErrorCode::BucketAlreadyExists));
             }
-            if self.region != "us-east-1" {
+            if endpoint_region != "us-east-1" {
                 return Err(aws(S3ErrorCode::BucketAlreadyOwnedByYou));
             }
         }
@@ -1389,5 +1406,36 @@ mod tests {
         assert_eq!(id.len(), 64);
         assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
         assert_ne!(id, canonical_id("210987654321"));
+    }
+
+    #[test]
+    fn bucket_regions_follow_the_endpoint() {
+        let code = |r: S3Result<String>| r.unwrap_err().code().as_str().to_string();
+        assert_eq!(bucket_region("us-east-1", None).unwrap(), "us-east-1");
+        assert_eq!(
+            bucket_region("eu-west-1", Some("eu-west-1")).unwrap(),
+            "eu-west-1"
+        );
+        // us-east-1's endpoint creates buckets anywhere; others only at home.
+        assert_eq!(
+            bucket_region("us-east-1", Some("ap-east-1")).unwrap(),
+            "ap-east-1"
+        );
+        assert_eq!(
+            code(bucket_region("eu-west-1", Some("us-west-2"))),
+            "IllegalLocationConstraintException"
+        );
+        assert_eq!(
+            code(bucket_region("eu-west-1", None)),
+            "IllegalLocationConstraintException"
+        );
+        assert_eq!(
+            code(bucket_region("us-east-1", Some("us-east-1"))),
+            "InvalidLocationConstraint"
+        );
+        assert_eq!(
+            code(bucket_region("us-east-1", Some("us-east-9"))),
+            "InvalidLocationConstraint"
+        );
     }
 }

@@ -235,6 +235,11 @@ list_query! {
 /// A List answer: `NameContains`, `StatusEquals`, creation and modification
 /// time bounds, `SortBy` (`Name`, `CreationTime`, `Status`), `SortOrder`
 /// (default `Descending`), `MaxResults` (default 10) and `NextToken`.
+///
+/// The reference names `Ascending` as `SortOrder`'s default, but its own
+/// account of how `ListTrainingJobs` selects jobs ("sorted according to the
+/// creation time, from the most current to the oldest") is newest first:
+/// Cove follows what the service is described doing.
 pub fn page(q: &ListQuery, rows: Vec<Row>, list_key: &str) -> AwsResult<Value> {
     let name_contains = q
         .name_contains

@@ -96,6 +96,11 @@ pub trait Service: Send + Sync {
     fn model(&self) -> &'static ServiceModel;
     /// Handles a decoded, validated input (keyed by the API's member names).
     fn handle(&self, ctx: &RequestContext, input: Value) -> AwsResult<Value>;
+    /// The code a JSON service answers input that breaks its model's
+    /// constraints with (CloudWatch Logs says `InvalidParameterException`).
+    fn validation_error_code(&self) -> &'static str {
+        "ValidationException"
+    }
 }
 
 pub struct HttpRequest {
@@ -147,6 +152,8 @@ enum AuthFault {
     UnknownKey,
     BadSignature,
     Expired,
+    /// A credential scope naming a region AWS does not have.
+    UnknownRegion,
 }
 
 const SIGNATURE_MISMATCH: &str = "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.";
@@ -183,6 +190,7 @@ fn auth_error(protocol: Protocol, fault: AuthFault, detail: &str) -> AwsError {
             AwsError::new(403, "SignatureDoesNotMatch", mismatch(detail))
         }
         (Protocol::Ec2, Expired) => AwsError::new(400, "RequestExpired", "Request has expired."),
+        (Protocol::Ec2, UnknownRegion) => AwsError::new(401, "AuthFailure", detail.to_string()),
         (Protocol::Query, Missing) => AwsError::new(
             403,
             "MissingAuthenticationToken",
@@ -195,7 +203,7 @@ fn auth_error(protocol: Protocol, fault: AuthFault, detail: &str) -> AwsError {
         (Protocol::Query, BadSignature) => {
             AwsError::new(403, "SignatureDoesNotMatch", mismatch(detail))
         }
-        (Protocol::Query, Expired) => {
+        (Protocol::Query, Expired | UnknownRegion) => {
             AwsError::new(403, "SignatureDoesNotMatch", detail.to_string())
         }
         (Protocol::Json, Missing) => AwsError::new(
@@ -212,7 +220,7 @@ fn auth_error(protocol: Protocol, fault: AuthFault, detail: &str) -> AwsError {
         (Protocol::Json, BadSignature) => {
             AwsError::new(400, "InvalidSignatureException", mismatch(detail))
         }
-        (Protocol::Json, Expired) => {
+        (Protocol::Json, Expired | UnknownRegion) => {
             AwsError::new(400, "InvalidSignatureException", detail.to_string())
         }
     }
@@ -330,7 +338,14 @@ impl Dispatcher {
         if let Err(e) = refuse_unwritable_xml(protocol, &params) {
             return render_error(protocol, &e, &request_id, None);
         }
-        let (operation, input) = match decode_request(protocol, model, &req, &params) {
+        let decoded = decode_request(
+            protocol,
+            model,
+            service.validation_error_code(),
+            &req,
+            &params,
+        );
+        let (operation, input) = match decoded {
             Ok(x) => x,
             Err(e) => return render_error(protocol, &e, &request_id, None),
         };
@@ -482,6 +497,16 @@ impl Dispatcher {
             tracing::debug!(canonical, "signature mismatch");
             return Err((AuthFault::BadSignature, String::new(), protocol));
         }
+        if !cove_model::region::is_known_region(&auth.region) {
+            return Err((
+                AuthFault::UnknownRegion,
+                format!(
+                    "Credential should be scoped to a valid region, not '{}'. ",
+                    auth.region
+                ),
+                protocol,
+            ));
+        }
         Ok((service, principal, auth.region))
     }
 }
@@ -513,6 +538,7 @@ fn refuse_unwritable_xml(protocol: Protocol, params: &BTreeMap<String, String>) 
 fn decode_request(
     protocol: Protocol,
     model: &'static ServiceModel,
+    validation_error_code: &'static str,
     req: &HttpRequest,
     params: &BTreeMap<String, String>,
 ) -> AwsResult<(String, Value)> {
@@ -591,7 +617,7 @@ fn decode_request(
                 let violations = validate::validate(model, &shape.shape, &input);
                 if !violations.is_empty() {
                     return Err(AwsError::client(
-                        "ValidationException",
+                        validation_error_code,
                         validate::coral_message(&violations),
                     ));
                 }

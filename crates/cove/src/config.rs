@@ -45,6 +45,48 @@ pub fn check_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// An exclusive hold on a data directory, released when dropped (or when
+/// the process ends, however it ends).
+#[derive(Debug)]
+pub struct DataDirLock {
+    _file: std::fs::File,
+}
+
+/// Takes the data directory for one process: two servers on one directory
+/// would both drive its kernel objects and containers, and a teardown under
+/// a running server would pull its network away.
+pub fn lock_data_dir(dir: &std::path::Path, purpose: &str) -> anyhow::Result<DataDirLock> {
+    use std::io::{Read, Seek, Write};
+    create_private_dir(dir)?;
+    let path = dir.join("cove.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("opening {}: {e}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            anyhow::bail!(
+                "{} is in use by another Cove process ({}); stop it first",
+                dir.display(),
+                holder.trim()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            anyhow::bail!("locking {}: {e}", path.display())
+        }
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    write!(file, "pid {}, {purpose}", std::process::id())?;
+    Ok(DataDirLock { _file: file })
+}
+
 /// Makes the SQLite database at `path` (and its journal files) readable by
 /// Cove only.
 pub fn restrict_database(path: &std::path::Path) -> anyhow::Result<()> {

@@ -432,6 +432,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Teardown { data_dir } => {
+            let _lock = config::lock_data_dir(&data_dir, "cove teardown")?;
             let stopped = stop_containers(&data_dir.join("jobs"));
             if stopped > 0 {
                 println!("stopped {stopped} containers");

@@ -34,6 +34,12 @@ struct App {
 
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     config::check_private_dir(&settings.data_dir)?;
+    let _lock = config::lock_data_dir(&settings.data_dir, "cove serve")?;
+    // The port first: a server that cannot listen stops before it has made
+    // any kernel object or started any container.
+    let tcp = tokio::net::TcpListener::bind(settings.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("listening on {}: {e}", settings.listen))?;
     let db = config::store_path(&settings.data_dir);
     let store = Arc::new(Store::open(&db)?);
     config::restrict_database(&db)?;
@@ -150,6 +156,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         std::path::Path::new(cove_tls::HOST_BUNDLE),
         &[web_certs.ca()],
     )?;
+    let runner = std::env::current_exe()?;
     let instance = start_data_plane(
         &settings,
         store.clone(),
@@ -162,7 +169,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         jobs_dir: settings.data_dir.join("jobs"),
         images_dir: settings.data_dir.join("images"),
         registry: Some(ecr),
-        runner: std::env::current_exe()?,
+        runner,
         instance,
         local_s3: settings.listen.to_string(),
         connect_timeout: settings.job_connect_timeout,
@@ -202,12 +209,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     // Streamed answers (S3 objects, the Studio proxy) go out as a head and
     // then body chunks; without TCP_NODELAY, Nagle holds a chunk until the
     // client's delayed ACK, 40 ms later, on a kept-alive connection.
-    let listener = axum::serve::ListenerExt::tap_io(
-        tokio::net::TcpListener::bind(settings.listen).await?,
-        |tcp| {
-            let _ = tcp.set_nodelay(true);
-        },
-    );
+    let listener = axum::serve::ListenerExt::tap_io(tcp, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     tracing::info!(listen = %settings.listen, data = %db.display(), region = %settings.region, "cove serving");
     axum::serve(
         listener,
