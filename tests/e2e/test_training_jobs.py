@@ -822,3 +822,33 @@ def test_a_job_without_vpc_config_has_internet_access(cove_server, ec2, s3, sm, 
     d = wait_for(sm, isolated, timeout=120)
     assert d["TrainingJobStatus"] == "Failed"
     assert d["FailureReason"].startswith("AlgorithmError: InstallRequirementsError:"), d["FailureReason"]
+
+
+def test_a_jobs_resolv_conf_comes_from_the_vpcs_dhcp_options(ec2, s3, sm, logs, bucket, private_net):
+    s3_endpoint(ec2, private_net)
+    corp = ec2.create_dhcp_options(DhcpConfigurations=[
+        {"Key": "domain-name", "Values": ["corp.example"]},
+        {"Key": "domain-name-servers", "Values": ["AmazonProvidedDNS"]}])["DhcpOptions"]["DhcpOptionsId"]
+    ec2.associate_dhcp_options(DhcpOptionsId=corp, VpcId=private_net["vpc"])
+    name, req = script_job(s3, bucket, private_net, {"train.py": "print(open('/etc/resolv.conf').read(), flush=True)\n"})
+    sm.create_training_job(**req)
+    assert wait_for(sm, name)["TrainingJobStatus"] == "Completed"
+    stream = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs",
+                                       logStreamNamePrefix=name)["logStreams"][0]["logStreamName"]
+    text = "\n".join(e["message"] for e in logs.get_log_events(
+        logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=stream, startFromHead=True)["events"])
+    assert "search corp.example" in text and "nameserver 10.0.0.2" in text, text
+
+    # A set without domain-name-servers fails the job before it starts, as SageMaker does.
+    bare = ec2.create_dhcp_options(DhcpConfigurations=[
+        {"Key": "domain-name", "Values": ["corp.example"]}])["DhcpOptions"]["DhcpOptionsId"]
+    ec2.associate_dhcp_options(DhcpOptionsId=bare, VpcId=private_net["vpc"])
+    name, req = script_job(s3, bucket, private_net, {"train.py": "print('never runs')\n"})
+    sm.create_training_job(**req)
+    d = wait_for(sm, name)
+    assert d["TrainingJobStatus"] == "Failed"
+    assert d["FailureReason"].startswith("ClientError: The DHCP options of VPC ")
+    assert "have no domain-name-servers" in d["FailureReason"]
+    ec2.associate_dhcp_options(DhcpOptionsId="default", VpcId=private_net["vpc"])
+    for d in (corp, bare):
+        ec2.delete_dhcp_options(DhcpOptionsId=d)

@@ -59,13 +59,17 @@ pub fn delete_netns(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// The ENI's resolv.conf: the VPC resolver and the region's private domain.
+/// The ENI's resolv.conf, from its VPC's DHCP options set.
 fn write_resolv_conf(e: &EniPlan) -> Result<()> {
     let dir = netns_etc(&e.netns);
-    let text = format!(
-        "# written by cove for {}\nnameserver {}\nsearch {}\noptions timeout:1 attempts:2\n",
-        e.id, e.resolver, e.search_domain
-    );
+    let mut text = format!("# written by cove for {}\n", e.id);
+    for ns in &e.resolv.nameservers {
+        text.push_str(&format!("nameserver {ns}\n"));
+    }
+    if !e.resolv.search.is_empty() {
+        text.push_str(&format!("search {}\n", e.resolv.search.join(" ")));
+    }
+    text.push_str("options timeout:1 attempts:2\n");
     let path = dir.join("resolv.conf");
     if std::fs::read_to_string(&path).ok().as_deref() == Some(text.as_str()) {
         return Ok(());

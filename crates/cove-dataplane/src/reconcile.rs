@@ -8,7 +8,8 @@
 //! VPCs they touch are looked at, only the touched ENIs are re-planned and
 //! only their chains, their map elements and the touched member sets are
 //! rendered and diffed. Anything else (subnets, ACLs, routes, gateways,
-//! endpoints, flow logs, groups created or deleted) takes the full path:
+//! endpoints, flow logs, prefix lists, DHCP options, groups created or
+//! deleted) takes the full path:
 //! every VPC is planned, and each applies only what differs from what it
 //! last applied (router and gateway links, new or changed ENIs, route
 //! tables, and the table as a diff in one transaction). Namespaces that no
@@ -73,7 +74,11 @@ fn changes(old: &World, new: &World) -> Option<Changes> {
         || !untouched(&old.addresses, &new.addresses)
         || !untouched(&old.nat_gateways, &new.nat_gateways)
         || !untouched(&old.vpc_endpoints, &new.vpc_endpoints)
-        || !untouched(&old.flow_logs, &new.flow_logs);
+        || !untouched(&old.flow_logs, &new.flow_logs)
+        // A prefix list's entries are set elements in the routers that use
+        // it; a DHCP options set is the resolver configuration of ENIs.
+        || !untouched(&old.managed_prefix_lists, &new.managed_prefix_lists)
+        || !untouched(&old.dhcp_options, &new.dhcp_options);
     if cold {
         return None;
     }
@@ -148,7 +153,7 @@ fn same_routes(a: &RouterPlan, b: &RouterPlan) -> bool {
 
 fn same_link(a: &EniPlan, b: &EniPlan) -> bool {
     a.firewalled == b.firewalled
-        && (a.resolver, &a.search_domain) == (b.resolver, &b.search_domain)
+        && a.resolv == b.resolv
         && (
             a.netns.as_str(),
             a.router_link.as_str(),

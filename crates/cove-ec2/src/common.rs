@@ -131,6 +131,7 @@ macro_rules! listing {
 
 listing! {
     paged:
+        DescribeDhcpOptionsRequest.filters,
         DescribeFlowLogsRequest.filter,
         DescribeInternetGatewaysRequest.filters,
         DescribeNatGatewaysRequest.filter,

@@ -4,6 +4,7 @@
 //! transaction; they never touch the kernel (the network reconciler does).
 
 mod common;
+mod dhcp_options;
 mod endpoints;
 pub mod flow_logs;
 mod gateways;
@@ -12,6 +13,7 @@ mod interfaces;
 mod managed;
 mod misc;
 mod network_acls;
+mod prefix_lists;
 mod route_tables;
 mod security_groups;
 mod subnets;
@@ -216,6 +218,24 @@ fn dispatch(r: &Req, request: &Request) -> AwsResult<Value> {
         Request::ModifyVpcEndpoint(q) => endpoints::modify_vpc_endpoint(r, q),
         Request::DescribeVpcEndpointServices(q) => endpoints::describe_vpc_endpoint_services(r, q),
         Request::DescribePrefixLists(q) => endpoints::describe_prefix_lists(r, q),
+        Request::CreateManagedPrefixList(q) => prefix_lists::create(r, q),
+        Request::ModifyManagedPrefixList(q) => prefix_lists::modify(r, q),
+        Request::RestoreManagedPrefixListVersion(q) => prefix_lists::restore(r, q),
+        Request::DeleteManagedPrefixList(q) => prefix_lists::delete(r, q),
+        Request::DescribeManagedPrefixLists(q) => prefix_lists::describe(r, q),
+        Request::GetManagedPrefixListEntries(q) => prefix_lists::get_entries(r, q),
+        Request::GetManagedPrefixListAssociations(q) => prefix_lists::get_associations(r, q),
+        Request::ModifySecurityGroupRules(q) => security_groups::modify_rules(r, q),
+        Request::UpdateSecurityGroupRuleDescriptionsIngress(q) => {
+            security_groups::update_descriptions_ingress(r, q)
+        }
+        Request::UpdateSecurityGroupRuleDescriptionsEgress(q) => {
+            security_groups::update_descriptions_egress(r, q)
+        }
+        Request::CreateDhcpOptions(q) => dhcp_options::create(r, q),
+        Request::AssociateDhcpOptions(q) => dhcp_options::associate(r, q),
+        Request::DeleteDhcpOptions(q) => dhcp_options::delete(r, q),
+        Request::DescribeDhcpOptions(q) => dhcp_options::describe(r, q),
         Request::CreateNetworkInterface(q) => interfaces::create_network_interface(r, q),
         Request::DeleteNetworkInterface(q) => interfaces::delete_network_interface(r, q),
         Request::DescribeNetworkInterfaces(q) => interfaces::describe_network_interfaces(r, q),

@@ -8,7 +8,6 @@ use crate::common::*;
 use cove_model::cidr::Cidr;
 use cove_model::filter::FieldValues;
 use cove_model::ids::new_id;
-use cove_model::region;
 use cove_model::vpc::*;
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
@@ -553,7 +552,7 @@ fn put_route(r: &Req, q: &RouteInput, replace: bool) -> AwsResult<Value> {
         let mut table = find::<RouteTable>(w, &table_id, region, |t| &t.region, route_table_not_found)?
             .clone();
         if let Destination::PrefixList(pl) = &dest {
-            if !region::prefix_lists(region).iter().any(|(id, _, _)| id == pl) {
+            if w.prefix_list_cidrs(region, pl).is_none() {
                 return Err(AwsError::client(
                     "InvalidPrefixListID.NotFound",
                     format!("The prefix list ID '{pl}' does not exist"),
@@ -1022,7 +1021,7 @@ mod tests {
     #[test]
     fn endpoint_routes_are_managed_by_the_endpoint() {
         let (store, vpc, _, _) = setup();
-        let pl = region::s3_prefix_list_id(REGION);
+        let pl = cove_model::region::s3_prefix_list_id(REGION);
         let t = main_table(&store, &vpc.id);
         store
             .write_as(ACCOUNT, |tx| {

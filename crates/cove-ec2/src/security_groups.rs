@@ -9,15 +9,16 @@ use cove_model::cidr::Cidr;
 use cove_model::filter::FieldValues;
 use cove_model::ids::new_id;
 use cove_model::protocol::Protocol;
-use cove_model::region;
 use cove_model::vpc::*;
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
 use cove_shapes::ec2::{
     AuthorizeSecurityGroupEgressRequest, AuthorizeSecurityGroupIngressRequest,
     CreateSecurityGroupRequest, DeleteSecurityGroupRequest, DescribeSecurityGroupRulesRequest,
-    DescribeSecurityGroupsRequest, IpPermission, IpRange, RevokeSecurityGroupEgressRequest,
-    RevokeSecurityGroupIngressRequest, TagSpecification, UserIdGroupPair,
+    DescribeSecurityGroupsRequest, IpPermission, IpRange, ModifySecurityGroupRulesRequest,
+    PrefixListId, RevokeSecurityGroupEgressRequest, RevokeSecurityGroupIngressRequest,
+    SecurityGroupRuleRequest, TagSpecification, UpdateSecurityGroupRuleDescriptionsEgressRequest,
+    UpdateSecurityGroupRuleDescriptionsIngressRequest, UserIdGroupPair,
 };
 use cove_store::Tx;
 use serde_json::{json, Value};
@@ -309,10 +310,7 @@ fn requested_rules(
         }
         for pl in list(&p.prefix_list_ids) {
             let id = need(&pl.prefix_list_id, "PrefixListId")?;
-            if !region::prefix_lists(&group.region)
-                .iter()
-                .any(|(pid, _, _)| pid == id)
-            {
+            if world.prefix_list_cidrs(&group.region, id).is_none() {
                 return Err(AwsError::client(
                     "InvalidPrefixListId.NotFound",
                     format!("The prefix list ID '{id}' does not exist"),
@@ -557,6 +555,222 @@ fn revoke(r: &Req, q: &RuleInput, egress: bool) -> AwsResult<Value> {
             out["UnknownIpPermissions"] = Value::Array(unknown.iter().map(|u| permission_of(u, &[u])).collect());
         }
         Ok(out)
+    })
+}
+
+/// The `IpPermission` a ModifySecurityGroupRules rule stands for, so that
+/// it is checked exactly as an authorized one is.
+fn permission_of_request(q: &SecurityGroupRuleRequest) -> AwsResult<IpPermission> {
+    if q.cidr_ipv6.is_some() {
+        return Err(AwsError::invalid_parameter_value(
+            "IPv6 rules are not supported by Cove.",
+        ));
+    }
+    let peers = [
+        q.cidr_ipv4.is_some(),
+        q.prefix_list_id.is_some(),
+        q.referenced_group_id.is_some(),
+    ];
+    if peers.iter().filter(|p| **p).count() != 1 {
+        return Err(AwsError::invalid_parameter_combination(
+            "A security group rule needs exactly one of CidrIpv4, CidrIpv6, PrefixListId or ReferencedGroupId.",
+        ));
+    }
+    let description = q.description.clone();
+    Ok(IpPermission {
+        ip_protocol: q.ip_protocol.clone(),
+        from_port: q.from_port,
+        to_port: q.to_port,
+        ip_ranges: q.cidr_ipv4.as_ref().map(|c| {
+            vec![IpRange {
+                cidr_ip: Some(c.clone()),
+                description: description.clone(),
+            }]
+        }),
+        prefix_list_ids: q.prefix_list_id.as_ref().map(|p| {
+            vec![PrefixListId {
+                prefix_list_id: Some(p.clone()),
+                description: description.clone(),
+            }]
+        }),
+        user_id_group_pairs: q.referenced_group_id.as_ref().map(|g| {
+            vec![UserIdGroupPair {
+                group_id: Some(g.clone()),
+                description: description.clone(),
+                ..Default::default()
+            }]
+        }),
+        ..Default::default()
+    })
+}
+
+fn rule_not_found(id: &str) -> AwsError {
+    AwsError::client(
+        "InvalidSecurityGroupRuleId.NotFound",
+        format!("The security group rule ID '{id}' does not exist"),
+    )
+}
+
+/// Rewrites rules in place, each keeping its `sgr-` id (and so its tags).
+pub fn modify_rules(r: &Req, q: &ModifySecurityGroupRulesRequest) -> AwsResult<Value> {
+    let group_id = need(&q.group_id, "GroupId")?;
+    let updates = list(&q.security_group_rules);
+    if updates.is_empty() {
+        return Err(AwsError::missing_parameter("SecurityGroupRule"));
+    }
+    let account = r.account();
+    r.write(|tx| {
+        let id = target_group(r, Some(group_id), None, &tx.world)?;
+        let mut group = (**tx.world.security_groups.get(&id).expect("found above")).clone();
+        for u in updates {
+            let rule_id = need(&u.security_group_rule_id, "SecurityGroupRuleId")?;
+            let wanted = u
+                .security_group_rule
+                .as_ref()
+                .ok_or_else(|| AwsError::missing_parameter("SecurityGroupRule"))?;
+            let perms = Some(vec![permission_of_request(wanted)?]);
+            let input = RuleInput {
+                group_id: Some(&id),
+                group_name: None,
+                ip_permissions: &perms,
+                ip_protocol: &None,
+                from_port: None,
+                to_port: None,
+                cidr_ip: &None,
+                source_security_group_name: &None,
+                tag_specifications: None,
+                security_group_rule_ids: None,
+            };
+            let mut new_rule = requested_rules(&input, &tx.world, &group, account)?
+                .pop()
+                .expect("exactly one peer");
+            let rules = if group.ingress.iter().any(|x| x.id == rule_id) {
+                &mut group.ingress
+            } else if group.egress.iter().any(|x| x.id == rule_id) {
+                &mut group.egress
+            } else {
+                return Err(rule_not_found(rule_id));
+            };
+            if rules
+                .iter()
+                .any(|x| x.id != rule_id && x.same_permission(&new_rule))
+            {
+                return Err(duplicate_error(&new_rule));
+            }
+            let slot = rules
+                .iter_mut()
+                .find(|x| x.id == rule_id)
+                .expect("found above");
+            new_rule.id = slot.id.clone();
+            *slot = new_rule;
+        }
+        tx.put(group);
+        Ok(json!({"Return": true}))
+    })
+}
+
+pub fn update_descriptions_ingress(
+    r: &Req,
+    q: &UpdateSecurityGroupRuleDescriptionsIngressRequest,
+) -> AwsResult<Value> {
+    update_descriptions(
+        r,
+        q.group_id.as_deref(),
+        q.group_name.as_deref(),
+        &q.ip_permissions,
+        &q.security_group_rule_descriptions,
+        false,
+    )
+}
+
+pub fn update_descriptions_egress(
+    r: &Req,
+    q: &UpdateSecurityGroupRuleDescriptionsEgressRequest,
+) -> AwsResult<Value> {
+    update_descriptions(
+        r,
+        q.group_id.as_deref(),
+        q.group_name.as_deref(),
+        &q.ip_permissions,
+        &q.security_group_rule_descriptions,
+        true,
+    )
+}
+
+/// Sets rule descriptions, by rule id or by matching permissions (whose
+/// peers carry the new descriptions; a peer without one clears it).
+fn update_descriptions(
+    r: &Req,
+    group_id: Option<&str>,
+    group_name: Option<&str>,
+    ip_permissions: &Option<Vec<IpPermission>>,
+    by_id: &Option<Vec<cove_shapes::ec2::SecurityGroupRuleDescription>>,
+    egress: bool,
+) -> AwsResult<Value> {
+    let account = r.account();
+    r.write(|tx| {
+        let id = target_group(r, group_id, group_name, &tx.world)?;
+        let mut group = (**tx.world.security_groups.get(&id).expect("found above")).clone();
+        let mut changes: Vec<(usize, Option<String>)> = Vec::new();
+        {
+            let rules = if egress {
+                &group.egress
+            } else {
+                &group.ingress
+            };
+            for d in list(by_id) {
+                let rid = need(&d.security_group_rule_id, "SecurityGroupRuleId")?;
+                if let Some(d) = &d.description {
+                    check_text("description", d)?;
+                }
+                let pos = rules
+                    .iter()
+                    .position(|x| x.id == rid)
+                    .ok_or_else(|| rule_not_found(rid))?;
+                changes.push((pos, d.description.clone()));
+            }
+            if !list(ip_permissions).is_empty() {
+                let input = RuleInput {
+                    group_id: Some(&id),
+                    group_name: None,
+                    ip_permissions,
+                    ip_protocol: &None,
+                    from_port: None,
+                    to_port: None,
+                    cidr_ip: &None,
+                    source_security_group_name: &None,
+                    tag_specifications: None,
+                    security_group_rule_ids: None,
+                };
+                for wanted in requested_rules(&input, &tx.world, &group, account)? {
+                    let pos = rules
+                        .iter()
+                        .position(|x| x.same_permission(&wanted))
+                        .ok_or_else(|| {
+                            AwsError::client(
+                                "InvalidPermission.NotFound",
+                                "The specified rule does not exist in this security group.",
+                            )
+                        })?;
+                    changes.push((pos, wanted.description));
+                }
+            }
+        }
+        if changes.is_empty() {
+            return Err(AwsError::missing_parameter(
+                "IpPermissions or SecurityGroupRuleDescriptions",
+            ));
+        }
+        let rules = if egress {
+            &mut group.egress
+        } else {
+            &mut group.ingress
+        };
+        for (pos, description) in changes {
+            rules[pos].description = description;
+        }
+        tx.put(group);
+        Ok(json!({"Return": true}))
     })
 }
 

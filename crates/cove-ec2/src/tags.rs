@@ -107,6 +107,27 @@ fn resource_type(world: &World, id: &str, region: &str) -> AwsResult<&'static st
             "vpc-flow-log",
             flow_log_not_found,
         ),
+        "pl" => found(
+            world
+                .managed_prefix_lists
+                .get(id)
+                .is_some_and(|x| x.region == region),
+            "prefix-list",
+            crate::prefix_lists::prefix_list_not_found,
+        ),
+        "dopt" => found(
+            world
+                .dhcp_options
+                .get(id)
+                .is_some_and(|x| x.region == region),
+            "dhcp-options",
+            |id| {
+                AwsError::client(
+                    "InvalidDhcpOptionID.NotFound",
+                    format!("The dhcpOption ID '{id}' does not exist"),
+                )
+            },
+        ),
         "nip" => found(
             world
                 .network_insights_paths

@@ -17,14 +17,6 @@ use cove_shapes::ec2::{
 use cove_store::Tx;
 use serde_json::{json, Value};
 
-/// AWS's default DHCP options set id is per account and region; Cove derives a stable one.
-fn dhcp_options_id(account: &str, region: &str) -> String {
-    format!(
-        "dopt-{:017x}",
-        cove_model::ids::fnv64(&format!("{account}/{region}")) & 0xfffffffffffffff
-    )
-}
-
 /// Creates a VPC and everything AWS creates with it.
 pub fn create_vpc_tx(
     tx: &mut Tx,
@@ -43,7 +35,7 @@ pub fn create_vpc_tx(
         enable_dns_support: true,
         enable_dns_hostnames: is_default,
         enable_network_address_usage_metrics: false,
-        dhcp_options_id: dhcp_options_id(account, region),
+        dhcp_options_id: crate::dhcp_options::default_set_id(account, region),
     };
     tx.put(vpc.clone());
     route_tables::new_main_table(tx, &vpc);

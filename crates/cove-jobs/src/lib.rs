@@ -132,6 +132,34 @@ impl Placement {
     }
 }
 
+/// Why a job in `subnets` cannot run because of its VPC's DHCP options, as
+/// SageMaker refuses a VPC whose set lacks `domain-name` or
+/// `domain-name-servers` (the text is Cove's: AWS documents the rule, not
+/// its message). The account's default set has both.
+pub(crate) fn dhcp_options_problem(
+    world: &cove_model::world::World,
+    subnets: &[String],
+) -> Option<String> {
+    let subnet = world.subnets.get(subnets.first()?)?;
+    let v = world.vpcs.get(&subnet.vpc_id)?;
+    let missing: Vec<&str> = match world.dhcp_options.get(&v.dhcp_options_id) {
+        Some(set) => ["domain-name", "domain-name-servers"]
+            .into_iter()
+            .filter(|k| set.values(k).is_empty())
+            .collect(),
+        None if v.dhcp_options_id == "default" => vec!["domain-name", "domain-name-servers"],
+        None => vec![],
+    };
+    (!missing.is_empty()).then(|| {
+        format!(
+            "ClientError: The DHCP options of VPC {} ({}) have no {}. SageMaker needs both domain-name and domain-name-servers in the VPC's DHCP options set.",
+            v.id,
+            v.dhcp_options_id,
+            missing.join(" and ")
+        )
+    })
+}
+
 /// Creates a workload's requester-managed ENI where `placement` says; in
 /// SageMaker's network it also gets a public address (released with it).
 pub(crate) fn create_workload_eni(

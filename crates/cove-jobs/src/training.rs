@@ -143,6 +143,12 @@ impl Training {
                 "ClientError: Cove's data plane is off (it needs root, ip and nft), so a job with a VpcConfig cannot get its network interfaces.".into(),
             )));
         }
+        if let Some(problem) = vpc
+            .as_ref()
+            .and_then(|v| crate::dhcp_options_problem(&self.store.snapshot(), &v.subnets))
+        {
+            return Ok(Err(Failure(problem)));
+        }
         if job.session_access_key.is_none() {
             let role = job.request.role_arn();
             let s = assume_job_role(&self.sts, &job.account_id, role)?;

@@ -105,6 +105,22 @@ impl<'de> serde::Deserialize<'de> for Cidr {
     }
 }
 
+/// The same addresses as `cidrs`, without any CIDR that another one holds
+/// (two prefixes either nest or are disjoint), sorted: what an interval
+/// set can take, since the kernel refuses overlapping elements.
+pub fn outermost(cidrs: &[Cidr]) -> Vec<Cidr> {
+    let mut by_size: Vec<Cidr> = cidrs.to_vec();
+    by_size.sort_by_key(|c| (c.prefix, c.base));
+    let mut kept: Vec<Cidr> = Vec::new();
+    for c in by_size {
+        if !kept.iter().any(|k| k.contains(&c)) {
+            kept.push(c);
+        }
+    }
+    kept.sort_by_key(|c| c.base);
+    kept
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -158,5 +174,27 @@ mod tests {
         }
         assert!(!s.is_reserved("10.0.1.4".parse().unwrap()));
         assert_eq!(s.nth(2).to_string(), "10.0.1.2");
+    }
+
+    #[test]
+    fn outermost_drops_nested_prefixes() {
+        let c = |s: &str| s.parse::<Cidr>().unwrap();
+        assert_eq!(
+            outermost(&[
+                c("10.0.1.0/24"),
+                c("10.0.0.0/16"),
+                c("192.0.2.0/24"),
+                c("10.0.0.0/16")
+            ]),
+            vec![c("10.0.0.0/16"), c("192.0.2.0/24")]
+        );
+        assert_eq!(
+            outermost(&[c("10.0.2.0/24"), c("0.0.0.0/0")]),
+            vec![c("0.0.0.0/0")]
+        );
+        assert_eq!(
+            outermost(&[c("10.0.2.0/24"), c("10.0.1.0/24")]),
+            vec![c("10.0.1.0/24"), c("10.0.2.0/24")]
+        );
     }
 }

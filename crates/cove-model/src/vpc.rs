@@ -322,6 +322,58 @@ pub struct NetworkInterface {
     pub attachment: Option<EniAttachment>,
 }
 
+/// One CIDR of a customer-managed prefix list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PrefixListEntry {
+    pub cidr: Cidr,
+    pub description: Option<String>,
+}
+
+/// A customer-managed prefix list (IPv4). Every change to its entries is a
+/// new version; the old ones stay readable and restorable, as on AWS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ManagedPrefixList {
+    pub id: String,
+    pub region: String,
+    pub owner_id: String,
+    pub name: String,
+    pub max_entries: i64,
+    /// The entries of versions 1, 2, … in order; the last is current.
+    pub versions: Vec<Vec<PrefixListEntry>>,
+}
+
+impl ManagedPrefixList {
+    pub fn version(&self) -> i64 {
+        i64::try_from(self.versions.len()).unwrap_or(i64::MAX)
+    }
+    pub fn entries(&self) -> &[PrefixListEntry] {
+        self.versions.last().map(Vec::as_slice).unwrap_or_default()
+    }
+    pub fn cidrs(&self) -> Vec<Cidr> {
+        self.entries().iter().map(|e| e.cidr).collect()
+    }
+}
+
+/// A DHCP options set: `domain-name`, `domain-name-servers` and the rest,
+/// each key with its values as given.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DhcpOptions {
+    pub id: String,
+    pub region: String,
+    pub owner_id: String,
+    pub configurations: Vec<(String, Vec<String>)>,
+}
+
+impl DhcpOptions {
+    pub fn values(&self, key: &str) -> &[String] {
+        self.configurations
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_slice())
+            .unwrap_or_default()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FlowLog {
     pub id: String,

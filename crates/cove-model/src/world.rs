@@ -32,6 +32,10 @@ pub struct World {
     pub flow_logs: OrdMap<String, Arc<FlowLog>>,
     pub network_insights_paths: OrdMap<String, Arc<NetworkInsightsPath>>,
     pub network_insights_analyses: OrdMap<String, Arc<NetworkInsightsAnalysis>>,
+    /// Customer-managed prefix lists by id (AWS-managed ones are not stored).
+    pub managed_prefix_lists: OrdMap<String, Arc<ManagedPrefixList>>,
+    /// DHCP options sets by id (each account's default set is not stored).
+    pub dhcp_options: OrdMap<String, Arc<DhcpOptions>>,
     /// SageMaker jobs by ARN.
     pub sagemaker_jobs: OrdMap<String, Arc<SageMakerJob>>,
     /// Temporary credentials by access key id.
@@ -146,6 +150,13 @@ resource!(
     network_insights_analyses,
     id
 );
+resource!(
+    ManagedPrefixList,
+    "managed_prefix_list",
+    managed_prefix_lists,
+    id
+);
+resource!(DhcpOptions, "dhcp_options", dhcp_options, id);
 resource!(StsSession, "sts_session", sts_sessions, access_key_id);
 resource!(IamRole, "iam_role", iam_roles, key);
 resource!(IamPolicy, "iam_policy", iam_policies, arn);
@@ -197,6 +208,8 @@ macro_rules! for_each_resource {
             FlowLog,
             NetworkInsightsPath,
             NetworkInsightsAnalysis,
+            ManagedPrefixList,
+            DhcpOptions,
             SageMakerJob,
             StsSession,
             IamRole,
@@ -235,6 +248,30 @@ impl World {
             .values()
             .find(|t| t.vpc_id == vpc_id && t.associations.iter().any(|a| a.main))
             .map(Arc::as_ref)
+    }
+
+    /// Every prefix list a region's resources may name: AWS's own (the S3
+    /// list) and the customer-managed ones, as (id, name, CIDRs).
+    pub fn prefix_lists(&self, region: &str) -> Vec<(String, String, Vec<crate::cidr::Cidr>)> {
+        let mut out = crate::region::prefix_lists(region);
+        out.extend(
+            self.managed_prefix_lists
+                .values()
+                .filter(|l| l.region == region)
+                .map(|l| (l.id.clone(), l.name.clone(), l.cidrs())),
+        );
+        out
+    }
+
+    /// The CIDRs of prefix list `id` in `region`, or `None` when it does not exist there.
+    pub fn prefix_list_cidrs(&self, region: &str, id: &str) -> Option<Vec<crate::cidr::Cidr>> {
+        if let Some(l) = self.managed_prefix_lists.get(id) {
+            return (l.region == region).then(|| l.cidrs());
+        }
+        crate::region::prefix_lists(region)
+            .into_iter()
+            .find(|(pl, _, _)| pl == id)
+            .map(|(_, _, cidrs)| cidrs)
     }
 
     /// The availability zones of an endpoint's subnets, in subnet order.

@@ -6,7 +6,7 @@
 //! would read the same plan).
 
 use crate::naming;
-use cove_model::cidr::Cidr;
+use cove_model::cidr::{self, Cidr};
 use cove_model::protocol::Protocol;
 use cove_model::region;
 use cove_model::vpc::*;
@@ -98,9 +98,8 @@ pub struct EniPlan {
     pub ip: Ipv4Addr,
     pub prefix: u8,
     pub gateway: Ipv4Addr,
-    /// The VPC resolver (base+2) and the search domain, for the ENI's resolv.conf.
-    pub resolver: Ipv4Addr,
-    pub search_domain: String,
+    /// What the ENI's resolv.conf says: from its VPC's DHCP options set.
+    pub resolv: ResolverConfig,
     /// The union of the egress rules of all the ENI's groups.
     pub egress: Vec<Match>,
     /// The union of the ingress rules of all the ENI's groups.
@@ -263,6 +262,30 @@ fn icmp_part(v: Option<i64>) -> Option<u8> {
         .map(|x| u8::try_from(x).unwrap_or(u8::MAX))
 }
 
+/// The customer-managed prefix lists a VPC's security groups and route
+/// tables name.
+fn referenced_prefix_lists(world: &World, vpc_id: &str) -> BTreeSet<String> {
+    let in_rules = world
+        .security_groups
+        .values()
+        .filter(|g| g.vpc_id == vpc_id)
+        .flat_map(|g| g.ingress.iter().chain(&g.egress))
+        .filter_map(|r| match &r.peer {
+            SgPeer::PrefixList { id } => Some(id.clone()),
+            _ => None,
+        });
+    let in_routes = world
+        .route_tables
+        .values()
+        .filter(|t| t.vpc_id == vpc_id)
+        .flat_map(|t| &t.routes)
+        .filter_map(|r| r.destination_prefix_list_id.clone());
+    in_rules
+        .chain(in_routes)
+        .filter(|id| world.managed_prefix_lists.contains_key(id))
+        .collect()
+}
+
 /// A security-group rule as a match, or `None` for one that matches no
 /// IPv4 packet (ICMPv6).
 fn sg_match(rule: &SgRule) -> Option<Match> {
@@ -354,13 +377,51 @@ pub fn group_sets<'a>(
         .collect()
 }
 
+/// An ENI's DNS settings, as DHCP would give them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResolverConfig {
+    pub nameservers: Vec<Ipv4Addr>,
+    pub search: Vec<String>,
+}
+
+/// What a VPC's DHCP options set tells its ENIs: `domain-name-servers`
+/// (AmazonProvidedDNS is the VPC resolver at `vpc_dns`) and `domain-name`
+/// (its space-separated domains are the search list). The account's
+/// default set (any id not stored) is AmazonProvidedDNS and the region's
+/// private domain; `default` (no set) gives neither, as on AWS.
+pub fn resolver_config(world: &World, vpc: &Vpc, vpc_dns: Ipv4Addr) -> ResolverConfig {
+    if vpc.dhcp_options_id == "default" {
+        return ResolverConfig::default();
+    }
+    let Some(set) = world.dhcp_options.get(&vpc.dhcp_options_id) else {
+        return ResolverConfig {
+            nameservers: vec![vpc_dns],
+            search: vec![region::private_dns_domain(&vpc.region)],
+        };
+    };
+    ResolverConfig {
+        nameservers: set
+            .values("domain-name-servers")
+            .iter()
+            .filter_map(|v| match v.as_str() {
+                "AmazonProvidedDNS" => Some(vpc_dns),
+                ip => ip.parse().ok(),
+            })
+            .collect(),
+        search: set
+            .values("domain-name")
+            .iter()
+            .flat_map(|d| d.split_whitespace().map(str::to_string))
+            .collect(),
+    }
+}
+
 /// What every ENI plan of one VPC shares.
 pub struct EniContext<'a> {
     pub instance: &'a str,
     /// The VPC's subnets: CIDR and network ACL.
     pub subnets: &'a BTreeMap<String, (Cidr, String)>,
-    pub resolver: Ipv4Addr,
-    pub search_domain: String,
+    pub resolv: ResolverConfig,
 }
 
 impl EniContext<'_> {
@@ -384,8 +445,7 @@ impl EniContext<'_> {
             ip,
             prefix: subnet_cidr.prefix,
             gateway: subnet_cidr.nth(1),
-            resolver: self.resolver,
-            search_domain: self.search_domain.clone(),
+            resolv: self.resolv.clone(),
             egress: union(&groups, true),
             ingress: union(&groups, false),
         })
@@ -406,16 +466,15 @@ pub fn replan_enis(
     enis: &BTreeSet<String>,
     groups: &BTreeSet<String>,
 ) -> RouterPlan {
-    let search_domain = world
+    let resolv = world
         .vpcs
         .get(&plan.vpc_id)
-        .map(|v| region::private_dns_domain(&v.region))
+        .map(|v| resolver_config(world, v, plan.dns))
         .unwrap_or_default();
     let context = EniContext {
         instance,
         subnets: &plan.subnets,
-        resolver: plan.dns,
-        search_domain,
+        resolv,
     };
     let mut fresh: Vec<EniPlan> = enis
         .iter()
@@ -513,6 +572,13 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
     for (id, _, cidrs) in region::prefix_lists(&vpc.region) {
         sets.insert(naming::prefix_list_set(&id), cidrs);
     }
+    // Customer lists only where this VPC's groups or routes name them, so a
+    // list's change touches the routers that use it.
+    for id in referenced_prefix_lists(world, vpc_id) {
+        if let Some(cidrs) = world.prefix_list_cidrs(&vpc.region, &id) {
+            sets.insert(naming::prefix_list_set(&id), cidr::outermost(&cidrs));
+        }
+    }
 
     let mut acls = BTreeMap::new();
     let mut subnet_acls = BTreeMap::new();
@@ -552,8 +618,7 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
     let eni_context = EniContext {
         instance,
         subnets: &subnet_map,
-        resolver: dns,
-        search_domain: region::private_dns_domain(&vpc.region),
+        resolv: resolver_config(world, vpc, dns),
     };
     let eni_plans: Vec<EniPlan> = enis
         .iter()
@@ -677,7 +742,6 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
             })
             .map(|(_, (c, _))| *c)
             .collect();
-        let prefix_lists = region::prefix_lists(&vpc.region);
         let mut routes: Vec<RoutePlan> = Vec::new();
         for r in &t.routes {
             let Some(via) = via_of(&r.target) else {
@@ -686,11 +750,7 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
             // A prefix-list destination becomes one kernel route per CIDR of the list.
             let dests: Vec<Cidr> = match (&r.destination_cidr, &r.destination_prefix_list_id) {
                 (Some(c), _) => vec![*c],
-                (None, Some(pl)) => prefix_lists
-                    .iter()
-                    .filter(|(id, _, _)| id == pl)
-                    .flat_map(|(_, _, cidrs)| cidrs.iter().copied())
-                    .collect(),
+                (None, Some(pl)) => world.prefix_list_cidrs(&vpc.region, pl).unwrap_or_default(),
                 (None, None) => vec![],
             };
             routes.extend(dests.into_iter().map(|dest| RoutePlan {
@@ -800,5 +860,96 @@ mod tests {
             acl.egress.iter().all(|r| r.number != 10),
             "an ICMPv6 deny denies no IPv4 packet"
         );
+    }
+
+    #[test]
+    fn a_customer_prefix_list_is_a_set_where_it_is_named() {
+        let list = ManagedPrefixList {
+            id: "pl-mine".into(),
+            region: "us-east-1".into(),
+            owner_id: ACCOUNT.into(),
+            name: "mine".into(),
+            max_entries: 5,
+            versions: vec![vec![
+                PrefixListEntry {
+                    cidr: net("10.0.0.0/16"),
+                    description: None,
+                },
+                PrefixListEntry {
+                    cidr: net("10.0.1.0/24"),
+                    description: None,
+                },
+            ]],
+        };
+        let named = group(
+            "sg-x",
+            vec![rule(
+                "tcp",
+                Some(80),
+                Some(80),
+                SgPeer::PrefixList {
+                    id: "pl-mine".into(),
+                },
+            )],
+            vec![],
+        );
+        let mut w = world(
+            "",
+            vec![named],
+            [&["sg-x"], &[], &[]],
+            vec![allow_all_acl("acl-d", &["subnet-a", "subnet-b"])],
+        );
+        w.managed_prefix_lists
+            .insert(list.id.clone(), Arc::new(list.clone()));
+        let plan = plan_vpc(&w, "t", "vpc-1").unwrap();
+        // Nested entries collapse: the kernel refuses overlapping intervals.
+        assert_eq!(plan.sets["pl_mine"], vec![net("10.0.0.0/16")]);
+        // Not named by this VPC: not in its router.
+        let mut unused = list;
+        unused.id = "pl-other".into();
+        w.managed_prefix_lists
+            .insert(unused.id.clone(), Arc::new(unused));
+        assert!(!plan_vpc(&w, "t", "vpc-1")
+            .unwrap()
+            .sets
+            .contains_key("pl_other"));
+    }
+
+    #[test]
+    fn resolv_conf_follows_the_dhcp_options_set() {
+        let mut w = world("", vec![], [&[], &[], &[]], vec![]);
+        let vpc = |w: &World| (*w.vpcs["vpc-1"]).clone();
+        let dns = ip("10.0.0.2");
+        let default = resolver_config(&w, &vpc(&w), dns);
+        assert_eq!(default.nameservers, vec![dns]);
+        assert_eq!(default.search, vec!["ec2.internal".to_string()]);
+        w.dhcp_options.insert(
+            "dopt-corp".into(),
+            Arc::new(DhcpOptions {
+                id: "dopt-corp".into(),
+                region: "us-east-1".into(),
+                owner_id: ACCOUNT.into(),
+                configurations: vec![
+                    (
+                        "domain-name".into(),
+                        vec!["corp.example lab.example".into()],
+                    ),
+                    (
+                        "domain-name-servers".into(),
+                        vec!["10.0.0.53".into(), "AmazonProvidedDNS".into()],
+                    ),
+                ],
+            }),
+        );
+        let mut v = vpc(&w);
+        v.dhcp_options_id = "dopt-corp".into();
+        let corp = resolver_config(&w, &v, dns);
+        assert_eq!(corp.nameservers, vec![ip("10.0.0.53"), dns]);
+        assert_eq!(
+            corp.search,
+            vec!["corp.example".to_string(), "lab.example".into()]
+        );
+        v.dhcp_options_id = "default".into();
+        assert_eq!(resolver_config(&w, &v, dns), ResolverConfig::default());
     }
 }

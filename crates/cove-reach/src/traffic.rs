@@ -5,7 +5,6 @@
 
 use cove_model::cidr::Cidr;
 use cove_model::protocol::Protocol as RuleProtocol;
-use cove_model::region;
 use cove_model::vpc::{NaclEntry, SecurityGroup, SgPeer, SgRule};
 use cove_model::world::World;
 use serde::Serialize;
@@ -187,11 +186,7 @@ pub fn prefix_list_cidrs(world: &World, vpc_id: &str, id: &str) -> Vec<Cidr> {
         .get(vpc_id)
         .map(|v| v.region.clone())
         .unwrap_or_default();
-    region::prefix_lists(&region)
-        .into_iter()
-        .filter(|(pl, _, _)| pl == id)
-        .flat_map(|(_, _, cidrs)| cidrs)
-        .collect()
+    world.prefix_list_cidrs(&region, id).unwrap_or_default()
 }
 
 fn prefix_list_contains(world: &World, vpc_id: &str, id: &str, ip: Ipv4Addr) -> bool {

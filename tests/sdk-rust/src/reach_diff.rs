@@ -14,8 +14,8 @@
 
 use crate::Cove;
 use aws_sdk_ec2::types::{
-    IcmpTypeCode, IpPermission, IpRange, PortRange, PrefixListId, RuleAction, UserIdGroupPair,
-    VpcEndpointType,
+    AddPrefixListEntry, IcmpTypeCode, IpPermission, IpRange, PortRange, PrefixListId, RuleAction,
+    UserIdGroupPair, VpcEndpointType,
 };
 use cove_reach::{Protocol, Query, Source, Target};
 use rand::rngs::StdRng;
@@ -141,6 +141,8 @@ enum Peer {
     Cidr(String),
     Group(usize),
     S3PrefixList,
+    /// The topology's customer-managed prefix list.
+    CustomerList,
 }
 
 #[derive(Debug, Clone)]
@@ -201,6 +203,8 @@ struct Spec {
     /// More specific static routes on the main table: part of the internet
     /// or of the services' range (192.0.2.16/29 beats the S3 prefix list's /28).
     extra_routes: Vec<(&'static str, Via)>,
+    /// The entries of a customer-managed prefix list that rules may name.
+    customer_list: Vec<String>,
     /// The NAT gateway is deleted once everything is made: its route becomes a blackhole.
     delete_nat: bool,
     /// An interface endpoint (STS) in this subnet with this group.
@@ -238,8 +242,8 @@ fn random_rule(rng: &mut StdRng, groups: usize, subnets: usize, allow_pl: bool) 
     let peer = match rng.gen_range(0..10) {
         0..=4 => Peer::Cidr(cidr_choices(subnets).choose(rng).unwrap().clone()),
         5..=7 => Peer::Group(rng.gen_range(0..groups)),
-        _ if allow_pl => Peer::S3PrefixList,
-        _ => Peer::Cidr("0.0.0.0/0".into()),
+        8 if allow_pl => Peer::S3PrefixList,
+        _ => Peer::CustomerList,
     };
     let (ports, icmp) = match protocol {
         "tcp" | "udp" => (Some(*PORT_RANGES.choose(rng).unwrap()), None),
@@ -282,6 +286,9 @@ fn random_acl(rng: &mut StdRng, subnets: usize) -> Vec<AclEntry> {
 fn generate(seed: u64) -> Spec {
     let mut rng = StdRng::seed_from_u64(seed);
     let subnets = rng.gen_range(2..=3);
+    let mut customer_list = cidr_choices(subnets);
+    customer_list.shuffle(&mut rng);
+    customer_list.truncate(rng.gen_range(1..=3));
     let ngroups = rng.gen_range(2..=4);
     let groups = (0..ngroups)
         .map(|_| GroupSpec {
@@ -348,6 +355,7 @@ fn generate(seed: u64) -> Spec {
             .gen_bool(0.3)
             .then(|| (rng.gen_range(0..subnets), rng.gen_range(0..ngroups))),
         udp_ports: vec![53, rng.gen_range(1024..30000)],
+        customer_list,
     }
 }
 
@@ -361,7 +369,13 @@ struct Realised {
     endpoint_enis: Vec<(String, Ipv4Addr)>,
 }
 
-fn permission(rule: &Rule, group_ids: &[String], pl: &str) -> IpPermission {
+/// The prefix lists rules may name: the region's S3 list and the topology's own.
+struct Lists {
+    s3: String,
+    customer: String,
+}
+
+fn permission(rule: &Rule, group_ids: &[String], lists: &Lists) -> IpPermission {
     let mut b = IpPermission::builder().ip_protocol(rule.protocol);
     if let Some((from, to)) = rule.ports.or(rule.icmp) {
         b = b.from_port(from).to_port(to);
@@ -372,7 +386,14 @@ fn permission(rule: &Rule, group_ids: &[String], pl: &str) -> IpPermission {
             b = b.user_id_group_pairs(UserIdGroupPair::builder().group_id(&group_ids[*g]).build())
         }
         Peer::S3PrefixList => {
-            b = b.prefix_list_ids(PrefixListId::builder().prefix_list_id(pl).build())
+            b = b.prefix_list_ids(PrefixListId::builder().prefix_list_id(&lists.s3).build())
+        }
+        Peer::CustomerList => {
+            b = b.prefix_list_ids(
+                PrefixListId::builder()
+                    .prefix_list_id(&lists.customer)
+                    .build(),
+            )
         }
     }
     b.build()
@@ -413,6 +434,23 @@ async fn realise(ec2: &aws_sdk_ec2::Client, spec: &Spec) -> Res<Realised> {
                 .to_string(),
         );
     }
+    let mut list = ec2
+        .create_managed_prefix_list()
+        .prefix_list_name(format!("diff-{vpc_id}"))
+        .address_family("IPv4")
+        .max_entries(5);
+    for cidr in &spec.customer_list {
+        list = list.entries(AddPrefixListEntry::builder().cidr(cidr).build());
+    }
+    let list = list.send().await.map_err(err("CreateManagedPrefixList"))?;
+    let lists = Lists {
+        s3: pl,
+        customer: list
+            .prefix_list()
+            .and_then(|l| l.prefix_list_id())
+            .unwrap_or_default()
+            .to_string(),
+    };
     let mut group_ids = Vec::new();
     for i in 0..spec.groups.len() {
         let g = ec2
@@ -431,7 +469,7 @@ async fn realise(ec2: &aws_sdk_ec2::Client, spec: &Spec) -> Res<Realised> {
             let _ = ec2
                 .authorize_security_group_ingress()
                 .group_id(g)
-                .ip_permissions(permission(rule, &group_ids, &pl))
+                .ip_permissions(permission(rule, &group_ids, &lists))
                 .send()
                 .await;
         }
@@ -446,7 +484,7 @@ async fn realise(ec2: &aws_sdk_ec2::Client, spec: &Spec) -> Res<Realised> {
                         peer: Peer::Cidr("0.0.0.0/0".into()),
                     },
                     &group_ids,
-                    &pl,
+                    &lists,
                 ))
                 .send()
                 .await
@@ -455,7 +493,7 @@ async fn realise(ec2: &aws_sdk_ec2::Client, spec: &Spec) -> Res<Realised> {
                 let _ = ec2
                     .authorize_security_group_egress()
                     .group_id(g)
-                    .ip_permissions(permission(rule, &group_ids, &pl))
+                    .ip_permissions(permission(rule, &group_ids, &lists))
                     .send()
                     .await;
             }
