@@ -17,6 +17,8 @@ import botocore.loaders
 SERVICES = {
     "ec2": [
         "CreateVpc", "DeleteVpc", "DescribeVpcs", "ModifyVpcAttribute", "DescribeVpcAttribute",
+        "AssociateVpcCidrBlock", "DisassociateVpcCidrBlock",
+        "AssociateSubnetCidrBlock", "DisassociateSubnetCidrBlock",
         "CreateSubnet", "DeleteSubnet", "DescribeSubnets", "ModifySubnetAttribute",
         "CreateSecurityGroup", "DeleteSecurityGroup", "DescribeSecurityGroups",
         "AuthorizeSecurityGroupIngress", "AuthorizeSecurityGroupEgress",

@@ -150,3 +150,51 @@ def test_a_dhcp_options_set_is_what_enis_resolve_with(cove_server, ec2, vpc):
     aws_error("InvalidParameterValue", ec2.create_dhcp_options,
               DhcpConfigurations=[{"Key": "domain-name-servers", "Values": ["dns.example"]}])
     ec2.delete_network_interface(NetworkInterfaceId=eni)
+
+
+def test_a_secondary_cidr_block_is_part_of_the_vpc(cove_server, ec2, vpc):
+    from test_reachability import analyze, reaches as connects
+
+    added = ec2.associate_vpc_cidr_block(VpcId=vpc, CidrBlock="10.1.0.0/16")
+    assoc = added["CidrBlockAssociation"]
+    assert assoc["CidrBlock"] == "10.1.0.0/16" and assoc["CidrBlockState"]["State"] == "associating"
+    blocks = ec2.describe_vpcs(VpcIds=[vpc])["Vpcs"][0]["CidrBlockAssociationSet"]
+    assert [(b["CidrBlock"], b["CidrBlockState"]["State"]) for b in blocks] == [
+        ("10.0.0.0/16", "associated"), ("10.1.0.0/16", "associated")]
+    found = ec2.describe_vpcs(Filters=[{"Name": "cidr-block-association.cidr-block", "Values": ["10.1.0.0/16"]}])
+    assert [v["VpcId"] for v in found["Vpcs"]] == [vpc]
+    main = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"][0]
+    assert {(r["DestinationCidrBlock"], r["GatewayId"]) for r in main["Routes"]} >= {
+        ("10.0.0.0/16", "local"), ("10.1.0.0/16", "local")}
+
+    # AWS's rules for a new block.
+    aws_error("InvalidVpc.Range", ec2.associate_vpc_cidr_block, VpcId=vpc, CidrBlock="10.0.128.0/17")
+    aws_error("InvalidVpc.Range", ec2.associate_vpc_cidr_block, VpcId=vpc, CidrBlock="192.168.0.0/16")
+    aws_error("InvalidVpc.Range", ec2.associate_vpc_cidr_block, VpcId=vpc, CidrBlock="10.2.0.0/29")
+    aws_error("OperationNotPermitted", ec2.disassociate_vpc_cidr_block, AssociationId=blocks[0]["AssociationId"])
+    aws_error("InvalidParameterValue", ec2.associate_vpc_cidr_block, VpcId=vpc, AmazonProvidedIpv6CidrBlock=True)
+
+    # A subnet in the new block is a subnet of the VPC like any other: its
+    # ENIs and those of the primary block reach each other through the router.
+    old = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    new = ec2.create_subnet(VpcId=vpc, CidrBlock="10.1.1.0/24")["Subnet"]["SubnetId"]
+    aws_error("InvalidSubnet.Range", ec2.create_subnet, VpcId=vpc, CidrBlock="10.2.1.0/24")
+    a = ec2.create_network_interface(SubnetId=old)["NetworkInterface"]
+    b = ec2.create_network_interface(SubnetId=new)["NetworkInterface"]
+    assert b["PrivateIpAddress"] == "10.1.1.4"
+    assert eventually(lambda: connects(cove_server, a["NetworkInterfaceId"], "10.1.1.4", 9))
+    assert connects(cove_server, b["NetworkInterfaceId"], a["PrivateIpAddress"], 9)
+    assert analyze(ec2, Source=a["NetworkInterfaceId"], Destination=b["NetworkInterfaceId"],
+                   DestinationPort=9)["NetworkPathFound"] is True
+    # An address of the new block that no ENI has goes nowhere, as in the primary.
+    assert not connects(cove_server, a["NetworkInterfaceId"], "10.1.1.99", 9)
+
+    aws_error("InvalidCidrBlock.InUse", ec2.disassociate_vpc_cidr_block, AssociationId=assoc["AssociationId"])
+    ec2.delete_network_interface(NetworkInterfaceId=b["NetworkInterfaceId"])
+    ec2.delete_subnet(SubnetId=new)
+    gone = ec2.disassociate_vpc_cidr_block(AssociationId=assoc["AssociationId"])
+    assert gone["CidrBlockAssociation"]["CidrBlockState"]["State"] == "disassociating"
+    main = ec2.describe_route_tables(RouteTableIds=[main["RouteTableId"]])["RouteTables"][0]
+    assert "10.1.0.0/16" not in {r["DestinationCidrBlock"] for r in main["Routes"]}
+    assert len(ec2.describe_vpcs(VpcIds=[vpc])["Vpcs"][0]["CidrBlockAssociationSet"]) == 1
+    ec2.delete_network_interface(NetworkInterfaceId=a["NetworkInterfaceId"])

@@ -364,17 +364,49 @@ fn apply_link(rsock: &mut Netlink, r: &str, region_netns: &str, igw: &IgwPlan) -
 pub fn apply_routes(plan: &RouterPlan) -> Result<()> {
     let r = plan.netns.as_str();
     let mut sock = socket(r)?;
+    // The VPC's own ranges end here: an address no ENI has is dropped by
+    // the router (AWS's local route), never handed to a subnet's default
+    // route towards a gateway. ENIs' /32 routes are more specific. A block
+    // the VPC no longer has loses its blackhole.
+    for cidr in &plan.cidrs {
+        let local = Route {
+            table: netlink::MAIN_TABLE,
+            dest: *cidr,
+            kind: RouteKind::Blackhole,
+        };
+        nl(
+            || format!("blackhole {cidr} in {r}"),
+            sock.replace_route(&local),
+        )?;
+    }
+    let main = nl(
+        || format!("listing the main table of {r}"),
+        sock.routes(netlink::MAIN_TABLE),
+    )?;
+    for stale in main
+        .iter()
+        .filter(|rt| rt.kind == RouteKind::Blackhole && !plan.cidrs.contains(&rt.dest))
+    {
+        nl(
+            || format!("deleting blackhole {} in {r}", stale.dest),
+            sock.delete_route(stale),
+        )?;
+    }
     let links: BTreeMap<String, u32> = nl(|| format!("listing links in {r}"), sock.links())?
         .into_iter()
         .map(|(index, name)| (name, index))
         .collect();
     // A link not made yet routes by its gateway alone (0: the kernel picks).
     let oif = |name: &str| links.get(name).copied().unwrap_or(0);
-    let mut wanted_rules = vec![PolicyRule {
-        priority: 100,
-        selector: Selector::To(plan.cidr),
-        table: netlink::MAIN_TABLE,
-    }];
+    let mut wanted_rules: Vec<PolicyRule> = plan
+        .cidrs
+        .iter()
+        .map(|c| PolicyRule {
+            priority: 100,
+            selector: Selector::To(*c),
+            table: netlink::MAIN_TABLE,
+        })
+        .collect();
     let mut pref = 1000;
     for t in &plan.tables {
         let mut wanted = Vec::new();
@@ -464,18 +496,6 @@ pub fn apply_router(plan: &RouterPlan) -> Result<()> {
             sock.replace_address(lo, *a, 32, false),
         )?;
     }
-    // The VPC's own range ends here: an address no ENI has is dropped by the
-    // router (AWS's local route), never handed to a subnet's default route
-    // towards a gateway. ENIs' /32 routes are more specific.
-    let local = Route {
-        table: netlink::MAIN_TABLE,
-        dest: plan.cidr,
-        kind: RouteKind::Blackhole,
-    };
-    nl(
-        || format!("blackhole {} in {r}", plan.cidr),
-        sock.replace_route(&local),
-    )?;
     // Addresses of deleted subnets go; 127.0.0.1 stays.
     let current = nl(|| format!("listing addresses in {r}"), sock.addresses(lo))?;
     for (addr, prefix) in current {

@@ -148,7 +148,7 @@ fn same_router(a: &RouterPlan, b: &RouterPlan) -> bool {
 }
 
 fn same_routes(a: &RouterPlan, b: &RouterPlan) -> bool {
-    a.tables == b.tables && a.igw == b.igw && a.cidr == b.cidr
+    a.tables == b.tables && a.igw == b.igw && a.cidrs == b.cidrs
 }
 
 fn same_link(a: &EniPlan, b: &EniPlan) -> bool {

@@ -449,6 +449,7 @@ pub(crate) mod tests {
             enable_dns_hostnames: true,
             enable_network_address_usage_metrics: false,
             dhcp_options_id: "dopt-1".into(),
+            secondary_cidrs: vec![],
         }
     }
 

@@ -19,10 +19,10 @@ use cove_shapes::ec2::{
 use cove_store::Tx;
 use serde_json::{json, Value};
 
-/// The `local` route every table of a VPC carries for the VPC's CIDR.
-fn local_route(vpc: &Vpc) -> Route {
+/// The `local` route every table of a VPC carries for each of its CIDR blocks.
+pub(crate) fn local_route_for(cidr: Cidr) -> Route {
     Route {
-        destination_cidr: Some(vpc.cidr),
+        destination_cidr: Some(cidr),
         destination_prefix_list_id: None,
         target: RouteTarget::Local,
         origin: RouteOrigin::CreateRouteTable,
@@ -34,7 +34,7 @@ fn new_table(vpc: &Vpc) -> RouteTable {
         id: new_id("rtb"),
         region: vpc.region.clone(),
         vpc_id: vpc.id.clone(),
-        routes: vec![local_route(vpc)],
+        routes: vpc.cidrs().into_iter().map(local_route_for).collect(),
         associations: Vec::new(),
     }
 }
@@ -497,8 +497,10 @@ fn check_within_vpc(
     let Destination::Cidr(dc) = *dest else {
         return Ok(());
     };
-    let vpc_cidr = vpc.cidr;
-    if dc == vpc_cidr || !vpc_cidr.contains(&dc) {
+    let Some(vpc_cidr) = vpc.cidr_holding(&dc) else {
+        return Ok(());
+    };
+    if dc == vpc_cidr {
         return Ok(());
     }
     if !matches!(
@@ -590,7 +592,7 @@ fn put_route(r: &Req, q: &RouteInput, replace: bool) -> AwsResult<Value> {
             tx.put(table);
             Ok(json!({}))
         } else {
-            if existing.is_some() || dest == Destination::Cidr(vpc.cidr) {
+            if existing.is_some() || vpc.cidrs().iter().any(|c| dest == Destination::Cidr(*c)) {
                 return Err(AwsError::client(
                     "RouteAlreadyExists",
                     format!("The route identified by {} already exists.", dest.text()),

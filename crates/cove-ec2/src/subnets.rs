@@ -175,7 +175,7 @@ pub fn create_subnet(r: &Req, q: &CreateSubnetRequest) -> AwsResult<Value> {
     let (region, account) = (r.region(), r.account());
     r.write(|tx| {
         let vpc = find::<Vpc>(&tx.world, &vpc_id, region, |v| &v.region, vpc_not_found)?.clone();
-        if !vpc.cidr.contains(&cidr) || !(16..=28).contains(&cidr.prefix) {
+        if vpc.cidr_holding(&cidr).is_none() || !(16..=28).contains(&cidr.prefix) {
             return Err(AwsError::client(
                 "InvalidSubnet.Range",
                 format!("The CIDR '{raw}' is invalid."),

@@ -11,8 +11,9 @@ use cove_model::vpc::*;
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
 use cove_shapes::ec2::{
-    CreateVpcRequest, DeleteVpcRequest, DescribeVpcAttributeRequest, DescribeVpcsRequest,
-    ModifyVpcAttributeRequest,
+    AssociateSubnetCidrBlockRequest, AssociateVpcCidrBlockRequest, CreateVpcRequest,
+    DeleteVpcRequest, DescribeVpcAttributeRequest, DescribeVpcsRequest,
+    DisassociateSubnetCidrBlockRequest, DisassociateVpcCidrBlockRequest, ModifyVpcAttributeRequest,
 };
 use cove_store::Tx;
 use serde_json::{json, Value};
@@ -36,6 +37,7 @@ pub fn create_vpc_tx(
         enable_dns_hostnames: is_default,
         enable_network_address_usage_metrics: false,
         dhcp_options_id: crate::dhcp_options::default_set_id(account, region),
+        secondary_cidrs: vec![],
     };
     tx.put(vpc.clone());
     route_tables::new_main_table(tx, &vpc);
@@ -81,6 +83,182 @@ pub(crate) fn attach_internet_route(tx: &mut Tx, vpc: &Vpc) -> String {
     igw
 }
 
+/// The VPC's IPv4 CIDR blocks as `CidrBlockAssociationSet` shows them.
+fn cidr_associations(v: &Vpc) -> Vec<Value> {
+    std::iter::once((v.cidr_association_id.as_str(), v.cidr))
+        .chain(v.secondary_cidrs.iter().map(|a| (a.id.as_str(), a.cidr)))
+        .map(|(id, cidr)| association(id, cidr, "associated"))
+        .collect()
+}
+
+fn association(id: &str, cidr: Cidr, state: &str) -> Value {
+    json!({"AssociationId": id, "CidrBlock": cidr, "CidrBlockState": {"State": state}})
+}
+
+/// AWS's default quota of IPv4 CIDR blocks per VPC, the primary included.
+const MAX_CIDR_BLOCKS: usize = 5;
+
+/// The RFC 1918 range a CIDR lies in, if any: a VPC's blocks may not mix them.
+fn private_range(c: &Cidr) -> Option<Cidr> {
+    [
+        Cidr::from_octets([10, 0, 0, 0], 8),
+        Cidr::from_octets([172, 16, 0, 0], 12),
+        Cidr::from_octets([192, 168, 0, 0], 16),
+    ]
+    .into_iter()
+    .find(|r| r.overlaps(c))
+}
+
+/// Adds a secondary IPv4 CIDR block, with AWS's rules: /16 to /28, no
+/// overlap with the VPC's blocks or a route's destination in its tables,
+/// not another RFC 1918 range than the primary's, at most five blocks.
+/// Every route table of the VPC gets its `local` route.
+pub fn associate_vpc_cidr_block(r: &Req, q: &AssociateVpcCidrBlockRequest) -> AwsResult<Value> {
+    let vpc_id = need(&q.vpc_id, "VpcId")?;
+    if q.amazon_provided_ipv6_cidr_block == Some(true)
+        || q.ipv6_cidr_block.is_some()
+        || q.ipv6_pool.is_some()
+        || q.ipv6_ipam_pool_id.is_some()
+    {
+        return Err(AwsError::invalid_parameter_value(
+            "IPv6 CIDR blocks are not supported by Cove.",
+        ));
+    }
+    if q.ipv4_ipam_pool_id.is_some() {
+        return Err(AwsError::invalid_parameter_value(
+            "IPAM pools are not supported by Cove.",
+        ));
+    }
+    let raw = need(&q.cidr_block, "CidrBlock")?;
+    let cidr: Cidr = raw.parse().map_err(|_| {
+        AwsError::invalid_parameter_value(format!(
+            "Value ({raw}) for parameter cidrBlock is invalid. This is not a valid CIDR block."
+        ))
+    })?;
+    let range = |why: String| AwsError::client("InvalidVpc.Range", why);
+    if !(16..=28).contains(&cidr.prefix) {
+        return Err(range(format!("The CIDR '{raw}' is invalid.")));
+    }
+    let region = r.region();
+    r.write(|tx| {
+        let mut vpc = find::<Vpc>(&tx.world, vpc_id, region, |v| &v.region, vpc_not_found)?.clone();
+        if vpc.cidrs().iter().any(|c| c.overlaps(&cidr)) {
+            return Err(range(format!(
+                "The CIDR '{raw}' conflicts with another CIDR block of the VPC {vpc_id}."
+            )));
+        }
+        if private_range(&vpc.cidr).is_some_and(|p| private_range(&cidr).is_some_and(|q| q != p)) {
+            return Err(range(format!(
+                "The CIDR '{raw}' is restricted: a VPC whose primary block is in {} takes no block of another RFC 1918 range.",
+                private_range(&vpc.cidr).expect("checked")
+            )));
+        }
+        let tables: Vec<RouteTable> = tx
+            .world
+            .route_tables
+            .values()
+            .filter(|t| t.vpc_id == vpc.id)
+            .map(|t| (**t).clone())
+            .collect();
+        let clash = tables
+            .iter()
+            .flat_map(|t| &t.routes)
+            .filter_map(|rt| rt.destination_cidr)
+            .find(|d| d.contains(&cidr) || (cidr.contains(d) && d.prefix > cidr.prefix));
+        if let Some(d) = clash {
+            return Err(range(format!(
+                "The CIDR '{raw}' conflicts with the route to {d} in a route table of the VPC."
+            )));
+        }
+        if vpc.secondary_cidrs.len() + 1 >= MAX_CIDR_BLOCKS {
+            return Err(AwsError::client(
+                "CidrLimitExceeded",
+                format!("The VPC {vpc_id} has {MAX_CIDR_BLOCKS} CIDR blocks, the most it may have."),
+            ));
+        }
+        let id = new_id("vpc-cidr-assoc");
+        vpc.secondary_cidrs.push(CidrBlockAssociation { id: id.clone(), cidr });
+        for mut t in tables {
+            t.routes.push(route_tables::local_route_for(cidr));
+            tx.put(t);
+        }
+        tx.put(vpc);
+        Ok(json!({"CidrBlockAssociation": association(&id, cidr, "associating"), "VpcId": vpc_id}))
+    })
+}
+
+/// Removes a secondary CIDR block with its `local` routes; the primary
+/// block stays, and a block with subnets is refused.
+pub fn disassociate_vpc_cidr_block(
+    r: &Req,
+    q: &DisassociateVpcCidrBlockRequest,
+) -> AwsResult<Value> {
+    let id = need(&q.association_id, "AssociationId")?;
+    let region = r.region();
+    r.write(|tx| {
+        let Some(mut vpc) = tx
+            .world
+            .vpcs
+            .values()
+            .find(|v| {
+                v.region == region
+                    && (v.cidr_association_id == id || v.secondary_cidrs.iter().any(|a| a.id == id))
+            })
+            .map(|v| (**v).clone())
+        else {
+            return Err(association_not_found(id));
+        };
+        if vpc.cidr_association_id == id {
+            return Err(AwsError::client(
+                "OperationNotPermitted",
+                format!("The vpc {} has only the primary CIDR block {} left to it from {id}; the primary block cannot be disassociated.", vpc.id, vpc.cidr),
+            ));
+        }
+        let pos = vpc.secondary_cidrs.iter().position(|a| a.id == id).expect("found above");
+        let cidr = vpc.secondary_cidrs[pos].cidr;
+        if tx.world.subnets.values().any(|s| s.vpc_id == vpc.id && cidr.contains(&s.cidr)) {
+            return Err(AwsError::client(
+                "InvalidCidrBlock.InUse",
+                format!("The vpc {} currently has a subnet within CIDR block {cidr}.", vpc.id),
+            ));
+        }
+        vpc.secondary_cidrs.remove(pos);
+        let tables: Vec<RouteTable> = tx
+            .world
+            .route_tables
+            .values()
+            .filter(|t| t.vpc_id == vpc.id)
+            .map(|t| (**t).clone())
+            .collect();
+        for mut t in tables {
+            t.routes.retain(|rt| !(rt.target == RouteTarget::Local && rt.destination_cidr == Some(cidr)));
+            tx.put(t);
+        }
+        let vpc_id = vpc.id.clone();
+        tx.put(vpc);
+        Ok(json!({"CidrBlockAssociation": association(id, cidr, "disassociating"), "VpcId": vpc_id}))
+    })
+}
+
+/// Subnet CIDR blocks are IPv6 only, which Cove does not serve.
+pub fn associate_subnet_cidr_block(
+    _r: &Req,
+    _q: &AssociateSubnetCidrBlockRequest,
+) -> AwsResult<Value> {
+    Err(AwsError::invalid_parameter_value(
+        "IPv6 CIDR blocks are not supported by Cove.",
+    ))
+}
+
+pub fn disassociate_subnet_cidr_block(
+    _r: &Req,
+    _q: &DisassociateSubnetCidrBlockRequest,
+) -> AwsResult<Value> {
+    Err(AwsError::invalid_parameter_value(
+        "IPv6 CIDR blocks are not supported by Cove.",
+    ))
+}
+
 pub fn render_vpc(world: &World, v: &Vpc, account: &str, state: &str) -> Value {
     with_tags(
         json!({
@@ -91,11 +269,7 @@ pub fn render_vpc(world: &World, v: &Vpc, account: &str, state: &str) -> Value {
             "InstanceTenancy": v.instance_tenancy,
             "IsDefault": v.is_default,
             "OwnerId": account,
-            "CidrBlockAssociationSet": [{
-                "AssociationId": v.cidr_association_id,
-                "CidrBlock": v.cidr,
-                "CidrBlockState": {"State": "associated"}
-            }],
+            "CidrBlockAssociationSet": cidr_associations(v),
             "BlockPublicAccessStates": {"InternetGatewayBlockMode": "off"},
         }),
         world,
@@ -235,8 +409,15 @@ pub fn delete_vpc(r: &Req, q: &DeleteVpcRequest) -> AwsResult<Value> {
 fn vpc_field(w: &World, v: &Vpc, account: &str, name: &str) -> cove_model::filter::FieldValues {
     match name {
         "vpc-id" => one(&v.id),
-        "cidr" | "cidr-block-association.cidr-block" => one(v.cidr),
-        "cidr-block-association.association-id" => one(&v.cidr_association_id),
+        "cidr" => one(v.cidr),
+        "cidr-block-association.cidr-block" => {
+            Some(v.cidrs().iter().map(ToString::to_string).collect())
+        }
+        "cidr-block-association.association-id" => Some(
+            std::iter::once(v.cidr_association_id.clone())
+                .chain(v.secondary_cidrs.iter().map(|a| a.id.clone()))
+                .collect(),
+        ),
         "cidr-block-association.state" => one("associated"),
         "dhcp-options-id" => one(&v.dhcp_options_id),
         "is-default" | "isDefault" => flag(v.is_default),

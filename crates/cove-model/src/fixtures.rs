@@ -112,6 +112,7 @@ pub fn world(
             enable_dns_hostnames: false,
             enable_network_address_usage_metrics: false,
             dhcp_options_id: "dopt-1".into(),
+            secondary_cidrs: vec![],
         }
         .into(),
     );

@@ -119,6 +119,33 @@ pub struct Vpc {
     pub enable_dns_hostnames: bool,
     pub enable_network_address_usage_metrics: bool,
     pub dhcp_options_id: String,
+    /// Secondary IPv4 CIDR blocks (AssociateVpcCidrBlock), in order.
+    #[serde(default)]
+    pub secondary_cidrs: Vec<CidrBlockAssociation>,
+}
+
+/// A secondary IPv4 CIDR block of a VPC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CidrBlockAssociation {
+    pub id: String,
+    pub cidr: Cidr,
+}
+
+impl Vpc {
+    /// Every IPv4 CIDR block of the VPC, the primary first.
+    pub fn cidrs(&self) -> Vec<Cidr> {
+        std::iter::once(self.cidr)
+            .chain(self.secondary_cidrs.iter().map(|a| a.cidr))
+            .collect()
+    }
+    /// The VPC's CIDR block that holds `inner`, if one does.
+    pub fn cidr_holding(&self, inner: &Cidr) -> Option<Cidr> {
+        self.cidrs().into_iter().find(|c| c.contains(inner))
+    }
+    /// Whether `ip` is in one of the VPC's CIDR blocks.
+    pub fn holds_addr(&self, ip: std::net::Ipv4Addr) -> bool {
+        self.cidrs().iter().any(|c| c.contains_addr(ip))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

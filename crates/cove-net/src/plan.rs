@@ -161,7 +161,8 @@ pub struct IgwPlan {
 pub struct RouterPlan {
     pub vpc_id: String,
     pub netns: String,
-    pub cidr: Cidr,
+    /// The VPC's IPv4 CIDR blocks, the primary first.
+    pub cidrs: Vec<Cidr>,
     /// Addresses the router answers for: every subnet's `.1` and the VPC's `.2` (DNS).
     pub local_addrs: Vec<Ipv4Addr>,
     pub dns: Ipv4Addr,
@@ -542,7 +543,6 @@ fn kernel_table_ids<'a>(ids: impl Iterator<Item = &'a str>) -> BTreeMap<&'a str,
 /// The plan for one VPC of Cove instance `instance`, or `None` when the VPC does not exist.
 pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPlan> {
     let vpc = world.vpcs.get(vpc_id)?;
-    let cidr = vpc.cidr;
     let subnets: Vec<&Subnet> = world
         .subnets
         .values()
@@ -551,7 +551,8 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
         .collect();
 
     let mut local_addrs: Vec<Ipv4Addr> = subnets.iter().map(|s| s.cidr.nth(1)).collect();
-    let dns = cidr.nth(2);
+    // The resolver lives at the primary block's base+2, as on AWS.
+    let dns = vpc.cidr.nth(2);
     local_addrs.push(dns);
     local_addrs.sort();
     local_addrs.dedup();
@@ -786,7 +787,7 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
         endpoints,
         vpc_id: vpc_id.to_string(),
         netns: naming::router_netns(instance, vpc_id),
-        cidr,
+        cidrs: vpc.cidrs(),
         local_addrs,
         dns,
         enis: eni_plans,

@@ -304,8 +304,11 @@ fn eni_by_ip<'w>(world: &'w World, vpc_id: &str, ip: Ipv4Addr) -> Option<&'w Net
         .map(Arc::as_ref)
 }
 
-fn vpc_cidr(world: &World, vpc_id: &str) -> Option<Cidr> {
-    world.vpcs.get(vpc_id).map(|v| v.cidr)
+/// The VPC's CIDR block (primary or secondary) that holds `ip`: its
+/// `local` route is the one that carries a packet to `ip`.
+fn vpc_cidr_holding(world: &World, vpc_id: &str, ip: Ipv4Addr) -> Option<Cidr> {
+    let v = world.vpcs.get(vpc_id)?;
+    v.cidrs().into_iter().find(|c| c.contains_addr(ip))
 }
 
 /// The Elastic IP mapped to a private address of the VPC.
@@ -965,9 +968,7 @@ fn resolve<'w>(world: &'w World, q: &Query) -> Result<Plan<'w>, QueryError> {
                 Target::Address(ip) => (
                     *ip,
                     match eni_by_ip(world, &vpc_id, *ip) {
-                        Some(e)
-                            if vpc_cidr(world, &vpc_id).is_some_and(|c| c.contains_addr(*ip)) =>
-                        {
+                        Some(e) if vpc_cidr_holding(world, &vpc_id, *ip).is_some() => {
                             Goal::Eni(e.id.clone())
                         }
                         _ => Goal::Beyond { through: None },
@@ -1114,11 +1115,7 @@ fn walk_once<'w>(world: &'w World, plan: &Plan<'w>, p: Packet) -> Analysis {
             w.eni_hop(src, &p, false, false);
             w.groups(src, &p, true);
             let vpc_id = &src.eni.vpc_id;
-            let cidr = vpc_cidr(world, vpc_id).unwrap_or(Cidr {
-                base: 0,
-                prefix: 32,
-            });
-            if cidr.contains_addr(p.dst) {
+            if let Some(cidr) = vpc_cidr_holding(world, vpc_id, p.dst) {
                 match eni_by_ip(world, vpc_id, p.dst).and_then(|e| node(world, &e.id).ok()) {
                     Some(dst) => w.between_enis(src, &dst, &p, cidr),
                     None => {

@@ -205,6 +205,8 @@ struct Spec {
     extra_routes: Vec<(&'static str, Via)>,
     /// The entries of a customer-managed prefix list that rules may name.
     customer_list: Vec<String>,
+    /// The VPC has a secondary block, 10.1.0.0/16, which holds the last subnet.
+    secondary: bool,
     /// The NAT gateway is deleted once everything is made: its route becomes a blackhole.
     delete_nat: bool,
     /// An interface endpoint (STS) in this subnet with this group.
@@ -232,6 +234,7 @@ fn cidr_choices(subnets: usize) -> Vec<String> {
         "203.0.113.0/24".into(),
         "192.0.2.0/24".into(),
         "10.0.1.0/25".into(),
+        "10.1.0.0/16".into(),
     ];
     c.extend((1..=subnets).map(|i| format!("10.0.{i}.0/24")));
     c
@@ -356,6 +359,7 @@ fn generate(seed: u64) -> Spec {
             .then(|| (rng.gen_range(0..subnets), rng.gen_range(0..ngroups))),
         udp_ports: vec![53, rng.gen_range(1024..30000)],
         customer_list,
+        secondary: rng.gen_bool(0.4),
     }
 }
 
@@ -418,12 +422,25 @@ async fn realise(ec2: &aws_sdk_ec2::Client, spec: &Spec) -> Res<Realised> {
         .and_then(|v| v.vpc_id())
         .unwrap_or_default()
         .to_string();
+    if spec.secondary {
+        ec2.associate_vpc_cidr_block()
+            .vpc_id(&vpc_id)
+            .cidr_block("10.1.0.0/16")
+            .send()
+            .await
+            .map_err(err("AssociateVpcCidrBlock"))?;
+    }
     let mut subnets = Vec::new();
     for i in 1..=spec.subnets {
+        let block = if spec.secondary && i == spec.subnets {
+            1
+        } else {
+            0
+        };
         let s = ec2
             .create_subnet()
             .vpc_id(&vpc_id)
-            .cidr_block(format!("10.0.{i}.0/24"))
+            .cidr_block(format!("10.{block}.{i}.0/24"))
             .send()
             .await
             .map_err(err("CreateSubnet"))?;
