@@ -39,6 +39,8 @@ SERVICES = {
         "ModifySecurityGroupRules", "UpdateSecurityGroupRuleDescriptionsIngress",
         "UpdateSecurityGroupRuleDescriptionsEgress",
         "CreateDhcpOptions", "DeleteDhcpOptions", "DescribeDhcpOptions", "AssociateDhcpOptions",
+        "CreateVpcPeeringConnection", "AcceptVpcPeeringConnection", "RejectVpcPeeringConnection",
+        "DeleteVpcPeeringConnection", "DescribeVpcPeeringConnections",
         "CreateNetworkInterface", "DeleteNetworkInterface", "DescribeNetworkInterfaces",
         "CreateFlowLogs", "DeleteFlowLogs", "DescribeFlowLogs",
         "CreateNetworkInsightsPath", "DescribeNetworkInsightsPaths", "DeleteNetworkInsightsPath",

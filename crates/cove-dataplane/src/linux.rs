@@ -292,26 +292,42 @@ pub fn apply_region(region: &RegionPlan) -> Result<()> {
 /// one is attached, and one per gateway endpoint. Links nothing owns go.
 pub fn apply_igw(plan: &RouterPlan, region_netns: &str) -> Result<()> {
     let r = plan.netns.as_str();
-    let mut wanted: Vec<&IgwPlan> = plan.endpoints.iter().map(|e| &e.link).collect();
-    wanted.extend(plan.igw.as_ref());
+    let mut wanted: Vec<(&IgwPlan, &str)> = plan
+        .endpoints
+        .iter()
+        .map(|e| (&e.link, region_netns))
+        .collect();
+    wanted.extend(plan.igw.as_ref().map(|l| (l, region_netns)));
+    wanted.extend(
+        plan.peerings
+            .iter()
+            .map(|p| (&p.link, p.peer_netns.as_str())),
+    );
     let mut sock = socket(r)?;
     let links = nl(|| format!("listing links in {r}"), sock.links())?;
     for (index, name) in links {
-        let gateway_link = name.starts_with("cvg") || name.starts_with("cvp");
-        if gateway_link && !wanted.iter().any(|w| w.router_link == name) {
+        let outside_link = ["cvg", "cvp", "cvx"].iter().any(|p| name.starts_with(p));
+        if outside_link && !wanted.iter().any(|(w, _)| w.router_link == name) {
             nl(
                 || format!("deleting {name} in {r}"),
                 sock.delete_link(index),
             )?;
         }
     }
-    for link in wanted {
-        apply_link(&mut sock, r, region_netns, link)?;
+    for (link, far_netns) in wanted {
+        // A peer router whose turn has not come yet gets its namespace now,
+        // so that this router's routes find their link; its own pass
+        // fills the rest in.
+        if far_netns != region_netns {
+            ensure_netns(far_netns)?;
+        }
+        apply_link(&mut sock, r, far_netns, link)?;
     }
     Ok(())
 }
 
-/// One router–region veth with its point-to-point addresses.
+/// One veth from the router to the region network or to a peered VPC's
+/// router, with its point-to-point addresses.
 fn apply_link(rsock: &mut Netlink, r: &str, region_netns: &str, igw: &IgwPlan) -> Result<()> {
     let mut region = socket(region_netns)?;
     let mut ours = link(rsock, r, &igw.router_link)?;
@@ -425,11 +441,13 @@ pub fn apply_routes(plan: &RouterPlan) -> Result<()> {
                     oif: oif(l),
                     onlink: true,
                 },
-                Via::Endpoint { link: l, ip: to } => RouteKind::Via {
-                    gateway: *to,
-                    oif: oif(l),
-                    onlink: false,
-                },
+                Via::Endpoint { link: l, ip: to } | Via::Peering { link: l, ip: to } => {
+                    RouteKind::Via {
+                        gateway: *to,
+                        oif: oif(l),
+                        onlink: false,
+                    }
+                }
                 Via::Blackhole => RouteKind::Blackhole,
             };
             let route = Route {

@@ -58,6 +58,14 @@ struct Changes {
     groups: BTreeSet<String>,
 }
 
+/// Whether `vpc_id` has an active peering connection: changes to its ENIs
+/// and groups may touch its peers' routers, which only the full path plans.
+fn peered(w: &World, vpc_id: &str) -> bool {
+    w.vpc_peering_connections
+        .values()
+        .any(|p| p.is_active() && p.peer_of(vpc_id).is_some())
+}
+
 /// What changed from `old` to `new`, or `None` when a change needs the full path.
 fn changes(old: &World, new: &World) -> Option<Changes> {
     fn untouched<V: Clone + PartialEq>(
@@ -78,6 +86,7 @@ fn changes(old: &World, new: &World) -> Option<Changes> {
         // A prefix list's entries are set elements in the routers that use
         // it; a DHCP options set is the resolver configuration of ENIs.
         || !untouched(&old.managed_prefix_lists, &new.managed_prefix_lists)
+        || !untouched(&old.vpc_peering_connections, &new.vpc_peering_connections)
         || !untouched(&old.dhcp_options, &new.dhcp_options);
     if cold {
         return None;
@@ -93,11 +102,24 @@ fn changes(old: &World, new: &World) -> Option<Changes> {
         }
     }
     for item in old.network_interfaces.diff(&new.network_interfaces) {
-        let id = match item {
-            DiffItem::Add(id, _) | DiffItem::Remove(id, _) => id,
-            DiffItem::Update { new: (id, _), .. } => id,
+        let (id, eni) = match item {
+            DiffItem::Add(id, e) | DiffItem::Remove(id, e) => (id, e),
+            DiffItem::Update { new: (id, e), .. } => (id, e),
         };
         out.enis.insert(id.clone());
+        // A peered VPC's routers hold sets of this VPC's groups.
+        if peered(new, &eni.vpc_id) {
+            return None;
+        }
+    }
+    for g in &out.groups {
+        if new
+            .security_groups
+            .get(g)
+            .is_some_and(|g| peered(new, &g.vpc_id))
+        {
+            return None;
+        }
     }
     Some(out)
 }
@@ -145,6 +167,7 @@ fn same_router(a: &RouterPlan, b: &RouterPlan) -> bool {
         && a.local_addrs == b.local_addrs
         && a.igw == b.igw
         && a.endpoints == b.endpoints
+        && a.peerings == b.peerings
 }
 
 fn same_routes(a: &RouterPlan, b: &RouterPlan) -> bool {

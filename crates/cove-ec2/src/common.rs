@@ -30,9 +30,29 @@ impl<'a> Req<'a> {
     pub fn account(&self) -> &str {
         self.ctx.account_id()
     }
-    /// What the caller's account owns: no call sees another account's resources.
+    /// What the caller's account owns: no call sees another account's
+    /// resources, except the peering connections it accepts (stored as
+    /// their requester's, they are its too).
     pub fn world(&self) -> Arc<World> {
-        self.store.view(self.account())
+        let view = self.store.view(self.account());
+        let all = self.store.snapshot();
+        let accepted: Vec<_> = all
+            .vpc_peering_connections
+            .values()
+            .filter(|p| {
+                p.accepter_owner == self.account()
+                    && !view.vpc_peering_connections.contains_key(&p.id)
+            })
+            .cloned()
+            .collect();
+        if accepted.is_empty() {
+            return view;
+        }
+        let mut w = (*view).clone();
+        for p in accepted {
+            w.vpc_peering_connections.insert(p.id.clone(), p);
+        }
+        Arc::new(w)
     }
     /// A transaction on the caller's account's view (see [`Store::write_as`]).
     pub fn write<T>(&self, f: impl FnOnce(&mut Tx) -> AwsResult<T>) -> AwsResult<T> {
@@ -147,6 +167,7 @@ listing! {
         DescribeTagsRequest.filters,
         DescribeVpcEndpointServicesRequest.filters,
         DescribeVpcEndpointsRequest.filters,
+        DescribeVpcPeeringConnectionsRequest.filters,
         DescribeVpcsRequest.filters;
     unpaged:
         DescribeAddressesRequest,

@@ -699,12 +699,7 @@ impl Render<'_> {
         if let Some(pl) = &r.destination_prefix_list {
             v.insert("DestinationPrefixListId".into(), json!(pl));
         }
-        let (key, id) = match &r.target {
-            RouteTarget::Local => ("GatewayId", "local".to_string()),
-            RouteTarget::Gateway(id) | RouteTarget::VpcEndpoint(id) => ("GatewayId", id.clone()),
-            RouteTarget::NatGateway(id) => ("NatGatewayId", id.clone()),
-            RouteTarget::NetworkInterface(id) => ("NetworkInterfaceId", id.clone()),
-        };
+        let (key, id) = r.target.member();
         v.insert(key.into(), json!(id));
         v.insert("Origin".into(), json!(r.origin));
         v.insert("State".into(), json!(r.state));

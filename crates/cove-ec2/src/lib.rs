@@ -13,6 +13,7 @@ mod interfaces;
 mod managed;
 mod misc;
 mod network_acls;
+pub mod peering;
 mod prefix_lists;
 mod route_tables;
 mod security_groups;
@@ -236,6 +237,11 @@ fn dispatch(r: &Req, request: &Request) -> AwsResult<Value> {
         Request::UpdateSecurityGroupRuleDescriptionsEgress(q) => {
             security_groups::update_descriptions_egress(r, q)
         }
+        Request::CreateVpcPeeringConnection(q) => peering::create(r, q),
+        Request::AcceptVpcPeeringConnection(q) => peering::accept(r, q),
+        Request::RejectVpcPeeringConnection(q) => peering::reject(r, q),
+        Request::DeleteVpcPeeringConnection(q) => peering::delete(r, q),
+        Request::DescribeVpcPeeringConnections(q) => peering::describe(r, q),
         Request::CreateDhcpOptions(q) => dhcp_options::create(r, q),
         Request::AssociateDhcpOptions(q) => dhcp_options::associate(r, q),
         Request::DeleteDhcpOptions(q) => dhcp_options::delete(r, q),

@@ -89,6 +89,10 @@ pub fn route_state(world: &World, table: &RouteTable, route: &Route) -> &'static
         }),
         RouteTarget::VpcEndpoint(id) => world.vpc_endpoints.contains_key(id),
         RouteTarget::NetworkInterface(id) => world.network_interfaces.contains_key(id),
+        RouteTarget::VpcPeeringConnection(id) => world
+            .vpc_peering_connections
+            .get(id)
+            .is_some_and(|p| crate::peering::current_status(p) == PeeringStatus::Active),
     };
     if active {
         "active"
@@ -108,12 +112,8 @@ fn render_route(world: &World, table: &RouteTable, route: &Route) -> Value {
     if let Some(p) = &route.destination_prefix_list_id {
         v["DestinationPrefixListId"] = json!(p);
     }
-    match &route.target {
-        RouteTarget::Local => v["GatewayId"] = json!("local"),
-        RouteTarget::Gateway(id) | RouteTarget::VpcEndpoint(id) => v["GatewayId"] = json!(id),
-        RouteTarget::NatGateway(id) => v["NatGatewayId"] = json!(id),
-        RouteTarget::NetworkInterface(id) => v["NetworkInterfaceId"] = json!(id),
-    }
+    let (member, id) = route.target.member();
+    v[member] = json!(id);
     v
 }
 
@@ -237,14 +237,17 @@ fn table_field(w: &World, t: &RouteTable, account: &str, name: &str) -> FieldVal
             RouteTarget::NetworkInterface(id) => Some(id.clone()),
             _ => None,
         }),
+        "route.vpc-peering-connection-id" => routes(&|r| match &r.target {
+            RouteTarget::VpcPeeringConnection(id) => Some(id.clone()),
+            _ => None,
+        }),
         "route.origin" => routes(&|r| Some(r.origin.to_string())),
         "route.state" => routes(&|r| Some(route_state(w, t, r).to_string())),
         // Valid AWS filters for targets Cove never stores: they match nothing.
         "route.destination-ipv6-cidr-block"
         | "route.egress-only-internet-gateway-id"
         | "route.instance-id"
-        | "route.transit-gateway-id"
-        | "route.vpc-peering-connection-id" => Some(Vec::new()),
+        | "route.transit-gateway-id" => Some(Vec::new()),
         _ => common_field(w, &t.id, account, name),
     }
 }
@@ -345,8 +348,8 @@ fn destination(d: &DestinationInput) -> AwsResult<Destination> {
 struct RouteInput<'q> {
     route_table_id: &'q Option<String>,
     destination: DestinationInput<'q>,
-    supported: [(&'static str, Option<&'q str>); 3],
-    unsupported: [(&'static str, Option<&'q str>); 9],
+    supported: [(&'static str, Option<&'q str>); 4],
+    unsupported: [(&'static str, Option<&'q str>); 8],
     local_target: bool,
 }
 
@@ -359,12 +362,12 @@ macro_rules! route_input {
                 ("GatewayId", $q.gateway_id.as_deref()),
                 ("NatGatewayId", $q.nat_gateway_id.as_deref()),
                 ("NetworkInterfaceId", $q.network_interface_id.as_deref()),
-            ],
-            unsupported: [
                 (
                     "VpcPeeringConnectionId",
                     $q.vpc_peering_connection_id.as_deref(),
                 ),
+            ],
+            unsupported: [
                 ("TransitGatewayId", $q.transit_gateway_id.as_deref()),
                 (
                     "EgressOnlyInternetGatewayId",
@@ -387,6 +390,7 @@ enum TargetParam {
     Gateway(String),
     Nat(String),
     Eni(String),
+    Peering(String),
 }
 
 fn target_param(q: &RouteInput) -> AwsResult<TargetParam> {
@@ -422,10 +426,11 @@ fn target_param(q: &RouteInput) -> AwsResult<TargetParam> {
     }
     match supported.first() {
         None => Err(AwsError::missing_parameter(
-            "gatewayId, natGatewayId or networkInterfaceId",
+            "gatewayId, natGatewayId, networkInterfaceId or vpcPeeringConnectionId",
         )),
         Some(("GatewayId", v)) => Ok(TargetParam::Gateway(v.to_string())),
         Some(("NatGatewayId", v)) => Ok(TargetParam::Nat(v.to_string())),
+        Some(("VpcPeeringConnectionId", v)) => Ok(TargetParam::Peering(v.to_string())),
         Some((_, v)) => Ok(TargetParam::Eni(v.to_string())),
     }
 }
@@ -447,6 +452,7 @@ fn different_networks(table: &str, what: &str, id: &str) -> AwsError {
 /// (or, for an internet gateway, is attached to) the table's VPC.
 fn resolve_target(
     w: &World,
+    seen: &World,
     table: &RouteTable,
     region: &str,
     t: TargetParam,
@@ -481,6 +487,23 @@ fn resolve_target(
                 return Err(different_networks(&table.id, "interface", &id));
             }
             Ok(RouteTarget::NetworkInterface(id))
+        }
+        // A route may name a connection still waiting to be accepted (it
+        // is a blackhole until then), not one that has ended.
+        TargetParam::Peering(id) => {
+            let p = seen
+                .vpc_peering_connections
+                .get(&id)
+                .filter(|p| p.peer_of(&table.vpc_id).is_some())
+                .ok_or_else(|| crate::peering::peering_not_found(&id))?;
+            let status = crate::peering::current_status(p);
+            if !matches!(
+                status,
+                PeeringStatus::Active | PeeringStatus::PendingAcceptance
+            ) {
+                return Err(crate::peering::peering_not_found(&id));
+            }
+            Ok(RouteTarget::VpcPeeringConnection(id))
         }
     }
 }
@@ -549,6 +572,8 @@ fn put_route(r: &Req, q: &RouteInput, replace: bool) -> AwsResult<Value> {
     let dest = destination(&q.destination)?;
     let target = target_param(q)?;
     let region = r.region();
+    // With the peering connections the account accepted, which it does not store.
+    let seen = r.world();
     r.write(|tx| {
         let w = &tx.world;
         let mut table = find::<RouteTable>(w, &table_id, region, |t| &t.region, route_table_not_found)?
@@ -561,7 +586,7 @@ fn put_route(r: &Req, q: &RouteInput, replace: bool) -> AwsResult<Value> {
                 ));
             }
         }
-        let target = resolve_target(w, &table, region, target)?;
+        let target = resolve_target(w, &seen, &table, region, target)?;
         let vpc = find::<Vpc>(w, &table.vpc_id, region, |v| &v.region, vpc_not_found)?;
         let existing = table.routes.iter().position(|rt| dest.matches(rt));
         if replace {

@@ -335,7 +335,11 @@ fn requested_rules(
                     .ok_or_else(|| group_not_found(name))?,
                 (None, None) => return Err(AwsError::missing_parameter("GroupId")),
             };
-            if peer_group.vpc_id != group.vpc_id {
+            // A peered VPC's groups may be named while the peering is active.
+            let peered = world
+                .active_peering(&group.vpc_id, &peer_group.vpc_id)
+                .is_some();
+            if peer_group.vpc_id != group.vpc_id && !peered {
                 return Err(AwsError::invalid_parameter_value(
                     "You have specified two resources that belong to different networks.",
                 ));

@@ -115,6 +115,14 @@ fn resource_type(world: &World, id: &str, region: &str) -> AwsResult<&'static st
             "prefix-list",
             crate::prefix_lists::prefix_list_not_found,
         ),
+        "pcx" => found(
+            world
+                .vpc_peering_connections
+                .get(id)
+                .is_some_and(|x| x.region == region),
+            "vpc-peering-connection",
+            crate::peering::peering_not_found,
+        ),
         "dopt" => found(
             world
                 .dhcp_options

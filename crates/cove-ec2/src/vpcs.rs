@@ -328,7 +328,7 @@ pub fn create_vpc(r: &Req, q: &CreateVpcRequest) -> AwsResult<Value> {
 pub fn delete_vpc(r: &Req, q: &DeleteVpcRequest) -> AwsResult<Value> {
     let id = need(&q.vpc_id, "VpcId")?.to_string();
     let region = r.region();
-    r.write(|tx| {
+    let out = r.write(|tx| {
         let w = &tx.world;
         find::<Vpc>(w, &id, region, |v| &v.region, vpc_not_found)?;
         let in_vpc_subnets = w.subnets.values().any(|s| s.vpc_id == id);
@@ -403,7 +403,14 @@ pub fn delete_vpc(r: &Req, q: &DeleteVpcRequest) -> AwsResult<Value> {
         }
         tx.delete::<Vpc>(&id);
         Ok(json!({}))
-    })
+    })?;
+    // Its peering connections go with it, whichever account stores them.
+    let account = r.account();
+    r.store.write(|tx| {
+        crate::peering::delete_with_vpc(tx, &id, account);
+        Ok(())
+    })?;
+    Ok(out)
 }
 
 fn vpc_field(w: &World, v: &Vpc, account: &str, name: &str) -> cove_model::filter::FieldValues {

@@ -239,6 +239,21 @@ pub enum RouteTarget {
     NatGateway(String),
     VpcEndpoint(String),
     NetworkInterface(String),
+    VpcPeeringConnection(String),
+}
+
+impl RouteTarget {
+    /// The member a route names its target in, and the target's id
+    /// (`local` for the local route), as EC2 shows routes.
+    pub fn member(&self) -> (&'static str, &str) {
+        match self {
+            RouteTarget::Local => ("GatewayId", "local"),
+            RouteTarget::Gateway(id) | RouteTarget::VpcEndpoint(id) => ("GatewayId", id),
+            RouteTarget::NatGateway(id) => ("NatGatewayId", id),
+            RouteTarget::NetworkInterface(id) => ("NetworkInterfaceId", id),
+            RouteTarget::VpcPeeringConnection(id) => ("VpcPeeringConnectionId", id),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -347,6 +362,59 @@ pub struct NetworkInterface {
     pub requester_id: Option<String>,
     pub source_dest_check: bool,
     pub attachment: Option<EniAttachment>,
+}
+
+crate::text_enum! {
+    /// `Status.Code` of a VPC peering connection.
+    pub enum PeeringStatus {
+        PendingAcceptance = "pending-acceptance",
+        Active = "active",
+        Rejected = "rejected",
+        Deleted = "deleted",
+        Failed = "failed",
+        Expired = "expired",
+    }
+}
+
+/// A VPC peering connection between a requester VPC and an accepter VPC
+/// (of any account, in any region). Stored as the requester's; the
+/// accepter's account sees it too.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VpcPeeringConnection {
+    pub id: String,
+    /// The requester's region.
+    pub region: String,
+    pub requester_vpc_id: String,
+    pub requester_owner: String,
+    pub accepter_vpc_id: String,
+    pub accepter_owner: String,
+    pub accepter_region: String,
+    pub status: PeeringStatus,
+    pub message: String,
+    /// When a pending request stops being acceptable (RFC 3339).
+    pub expiration: String,
+    /// When it was rejected, deleted or failed: it stays visible for a while.
+    pub ended: Option<String>,
+}
+
+impl VpcPeeringConnection {
+    pub fn is_active(&self) -> bool {
+        self.status == PeeringStatus::Active
+    }
+    /// The VPC at the other end from `vpc_id`, if this connection joins it.
+    pub fn peer_of(&self, vpc_id: &str) -> Option<&str> {
+        if self.requester_vpc_id == vpc_id {
+            Some(&self.accepter_vpc_id)
+        } else if self.accepter_vpc_id == vpc_id {
+            Some(&self.requester_vpc_id)
+        } else {
+            None
+        }
+    }
+    /// Whether `account` is one of its two owners.
+    pub fn involves(&self, account: &str) -> bool {
+        self.requester_owner == account || self.accepter_owner == account
+    }
 }
 
 /// One CIDR of a customer-managed prefix list.

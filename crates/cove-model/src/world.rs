@@ -32,6 +32,8 @@ pub struct World {
     pub flow_logs: OrdMap<String, Arc<FlowLog>>,
     pub network_insights_paths: OrdMap<String, Arc<NetworkInsightsPath>>,
     pub network_insights_analyses: OrdMap<String, Arc<NetworkInsightsAnalysis>>,
+    /// VPC peering connections by id.
+    pub vpc_peering_connections: OrdMap<String, Arc<VpcPeeringConnection>>,
     /// Customer-managed prefix lists by id (AWS-managed ones are not stored).
     pub managed_prefix_lists: OrdMap<String, Arc<ManagedPrefixList>>,
     /// DHCP options sets by id (each account's default set is not stored).
@@ -157,6 +159,12 @@ resource!(
     id
 );
 resource!(DhcpOptions, "dhcp_options", dhcp_options, id);
+resource!(
+    VpcPeeringConnection,
+    "vpc_peering_connection",
+    vpc_peering_connections,
+    id
+);
 resource!(StsSession, "sts_session", sts_sessions, access_key_id);
 resource!(IamRole, "iam_role", iam_roles, key);
 resource!(IamPolicy, "iam_policy", iam_policies, arn);
@@ -210,6 +218,7 @@ macro_rules! for_each_resource {
             NetworkInsightsAnalysis,
             ManagedPrefixList,
             DhcpOptions,
+            VpcPeeringConnection,
             SageMakerJob,
             StsSession,
             IamRole,
@@ -247,6 +256,14 @@ impl World {
         self.route_tables
             .values()
             .find(|t| t.vpc_id == vpc_id && t.associations.iter().any(|a| a.main))
+            .map(Arc::as_ref)
+    }
+
+    /// The active peering connection between two VPCs, if there is one.
+    pub fn active_peering(&self, a: &str, b: &str) -> Option<&VpcPeeringConnection> {
+        self.vpc_peering_connections
+            .values()
+            .find(|p| p.is_active() && p.peer_of(a) == Some(b))
             .map(Arc::as_ref)
     }
 

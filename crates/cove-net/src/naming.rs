@@ -64,6 +64,14 @@ pub fn endpoint_region_link(vpce_id: &str) -> String {
     format!("cvq{}", short(vpce_id))
 }
 
+/// One end of a peering connection's veth between two routers: `a` in the
+/// requester's router, `b` in the accepter's (15 characters at most).
+pub fn peering_link(pcx_id: &str, requester_side: bool) -> String {
+    let s = short(pcx_id);
+    let tail = &s[s.len().saturating_sub(11)..];
+    format!("cvx{tail}{}", if requester_side { 'a' } else { 'b' })
+}
+
 /// nftables set holding the private IPs of a security group's members.
 pub fn group_set(group_id: &str) -> String {
     format!("sg_{}", short(group_id))

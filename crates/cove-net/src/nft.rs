@@ -600,6 +600,16 @@ pub fn render(plan: &RouterPlan) -> Ruleset {
         "input",
         vec![eq(meta("iifname"), json!("lo")), verdict("accept")],
     );
+    // A peered VPC reaches this VPC's ENIs, not its router or resolver.
+    for p in &plan.peerings {
+        b.rule(
+            "input",
+            vec![
+                eq(meta("iifname"), json!(p.link.router_link)),
+                verdict("drop"),
+            ],
+        );
+    }
     b.rule("input", vec![vmap_named("iifname", SPOOF_MAP)]);
     b.rule("input", vec![established(), verdict("accept")]);
     b.rule(
@@ -684,6 +694,29 @@ pub fn render(plan: &RouterPlan) -> Ruleset {
                     eq(meta("oifname"), json!(igw.router_link)),
                     eq(ip_field("saddr"), json!(private.to_string())),
                     json!({"snat": {"family": "ip", "addr": public.to_string()}}),
+                ],
+            );
+        }
+    }
+    // A peering connection carries traffic between its two VPCs' ENIs and
+    // nothing else: what comes in over it never leaves through a gateway,
+    // an endpoint or another peering (no transitive or edge-to-edge
+    // routing, as on AWS), whatever the routes say.
+    let outside: Vec<&str> = plan
+        .igw
+        .iter()
+        .map(|l| l.router_link.as_str())
+        .chain(plan.endpoints.iter().map(|e| e.link.router_link.as_str()))
+        .chain(plan.peerings.iter().map(|p| p.link.router_link.as_str()))
+        .collect();
+    for p in &plan.peerings {
+        for link in outside.iter().filter(|l| **l != p.link.router_link) {
+            b.rule(
+                "forward",
+                vec![
+                    eq(meta("iifname"), json!(p.link.router_link)),
+                    eq(meta("oifname"), json!(link)),
+                    verdict("drop"),
                 ],
             );
         }

@@ -115,6 +115,8 @@ pub enum Via {
     Endpoint { link: String, ip: Ipv4Addr },
     /// To another ENI of the VPC (a NAT gateway's, or an appliance's).
     Eni { link: String, ip: Ipv4Addr },
+    /// To a peered VPC's router, over the peering connection's veth.
+    Peering { link: String, ip: Ipv4Addr },
     /// Dropped: an explicit blackhole, or a target that is gone.
     Blackhole,
 }
@@ -148,6 +150,15 @@ pub struct EndpointPlan {
     pub prefix_list_set: Option<String>,
 }
 
+/// The veth to a peered VPC's router, for an active peering connection.
+/// `link.region_link` and `link.region_ip` are the far end's, in `peer_netns`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeeringPlan {
+    pub id: String,
+    pub peer_netns: String,
+    pub link: IgwPlan,
+}
+
 /// The veth between the router and the region network, for an attached internet gateway.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IgwPlan {
@@ -161,6 +172,8 @@ pub struct IgwPlan {
 pub struct RouterPlan {
     pub vpc_id: String,
     pub netns: String,
+    /// Active peering connections: a veth to each peer's router.
+    pub peerings: Vec<PeeringPlan>,
     /// The VPC's IPv4 CIDR blocks, the primary first.
     pub cidrs: Vec<Cidr>,
     /// Addresses the router answers for: every subnet's `.1` and the VPC's `.2` (DNS).
@@ -261,6 +274,24 @@ fn port(p: Option<i64>) -> u16 {
 fn icmp_part(v: Option<i64>) -> Option<u8> {
     v.filter(|x| *x >= 0)
         .map(|x| u8::try_from(x).unwrap_or(u8::MAX))
+}
+
+/// The groups of actively peered VPCs that a VPC's rules name, with their VPCs.
+fn peer_groups(world: &World, vpc_id: &str) -> BTreeSet<(String, String)> {
+    world
+        .security_groups
+        .values()
+        .filter(|g| g.vpc_id == vpc_id)
+        .flat_map(|g| g.ingress.iter().chain(&g.egress))
+        .filter_map(|r| match &r.peer {
+            SgPeer::Group { group_id, .. } => {
+                let g = world.security_groups.get(group_id)?;
+                (g.vpc_id != vpc_id && world.active_peering(vpc_id, &g.vpc_id).is_some())
+                    .then(|| (group_id.clone(), g.vpc_id.clone()))
+            }
+            _ => None,
+        })
+        .collect()
 }
 
 /// The customer-managed prefix lists a VPC's security groups and route
@@ -570,6 +601,15 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
         .map(|g| g.id.as_str())
         .collect();
     let mut sets = group_sets(enis.iter().copied(), &groups);
+    // Groups of peered VPCs that this VPC's rules name, while the peering is active.
+    for (group, group_vpc) in peer_groups(world, vpc_id) {
+        let members = world
+            .network_interfaces
+            .values()
+            .filter(|e| e.vpc_id == group_vpc)
+            .map(Arc::as_ref);
+        sets.extend(group_sets(members, &BTreeSet::from([group.as_str()])));
+    }
     for (id, _, cidrs) in region::prefix_lists(&vpc.region) {
         sets.insert(naming::prefix_list_set(&id), cidrs);
     }
@@ -669,9 +709,41 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
             }
         })
         .collect();
+    let peerings: Vec<PeeringPlan> = world
+        .vpc_peering_connections
+        .values()
+        .filter(|p| p.is_active())
+        .filter_map(|p| {
+            let peer = p.peer_of(vpc_id)?;
+            world.vpcs.get(peer)?;
+            let requester = p.requester_vpc_id == vpc_id;
+            let (a, b) = link_addresses(&p.id);
+            let (ours, theirs) = if requester { (a, b) } else { (b, a) };
+            Some(PeeringPlan {
+                id: p.id.clone(),
+                peer_netns: naming::router_netns(instance, peer),
+                link: IgwPlan {
+                    router_link: naming::peering_link(&p.id, requester),
+                    region_link: naming::peering_link(&p.id, !requester),
+                    router_ip: ours,
+                    region_ip: theirs,
+                },
+            })
+        })
+        .collect();
     let via_of = |target: &RouteTarget| -> Option<Via> {
         match target {
             RouteTarget::Local => None,
+            RouteTarget::VpcPeeringConnection(id) => Some(
+                peerings
+                    .iter()
+                    .find(|p| &p.id == id)
+                    .map(|p| Via::Peering {
+                        link: p.link.router_link.clone(),
+                        ip: p.link.region_ip,
+                    })
+                    .unwrap_or(Via::Blackhole),
+            ),
             RouteTarget::VpcEndpoint(id) => Some(
                 endpoints
                     .iter()
@@ -787,6 +859,7 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
         endpoints,
         vpc_id: vpc_id.to_string(),
         netns: naming::router_netns(instance, vpc_id),
+        peerings,
         cidrs: vpc.cidrs(),
         local_addrs,
         dns,

@@ -4,7 +4,7 @@
 
 use crate::walk::*;
 use cove_model::protocol::Protocol as RuleProtocol;
-use cove_model::vpc::{RouteTarget, SgPeer};
+use cove_model::vpc::SgPeer;
 use std::fmt::Write;
 
 fn ports(p: Option<(i64, i64)>) -> String {
@@ -60,13 +60,7 @@ fn hop_detail(h: &Hop) -> String {
     }
     if let Some(r) = &h.route {
         let dest = r.destination();
-        let target = match &r.target {
-            RouteTarget::Local => "local".to_string(),
-            RouteTarget::Gateway(id)
-            | RouteTarget::NatGateway(id)
-            | RouteTarget::VpcEndpoint(id)
-            | RouteTarget::NetworkInterface(id) => id.clone(),
-        };
+        let target = crate::walk::target_id(&r.target);
         return format!("route {dest} -> {target} ({})", r.state);
     }
     if h.component.kind == Kind::RouteTable {

@@ -165,7 +165,8 @@ pub fn sg_rule_matches(
 }
 
 /// Whether `ip` is what a rule's peer names: a CIDR, a prefix list's CIDRs,
-/// or the private address of an ENI of this VPC in the referenced group.
+/// or the private address of an ENI in the referenced group (of this VPC,
+/// or of a VPC it is peered with while the peering is active).
 pub fn sg_peer_contains(world: &World, vpc_id: &str, peer: &SgPeer, ip: Ipv4Addr) -> bool {
     match peer {
         SgPeer::Cidr { cidr } => cidr.contains_addr(ip),
@@ -175,8 +176,18 @@ pub fn sg_peer_contains(world: &World, vpc_id: &str, peer: &SgPeer, ip: Ipv4Addr
 }
 
 pub fn group_has_member(world: &World, vpc_id: &str, group_id: &str, ip: Ipv4Addr) -> bool {
+    let Some(group_vpc) = world
+        .security_groups
+        .get(group_id)
+        .map(|g| g.vpc_id.as_str())
+    else {
+        return false;
+    };
+    if group_vpc != vpc_id && world.active_peering(vpc_id, group_vpc).is_none() {
+        return false;
+    }
     world.network_interfaces.values().any(|e| {
-        e.vpc_id == vpc_id && e.group_ids.iter().any(|g| g == group_id) && e.private_ip == ip
+        e.vpc_id == group_vpc && e.group_ids.iter().any(|g| g == group_id) && e.private_ip == ip
     })
 }
 

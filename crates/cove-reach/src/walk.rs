@@ -35,6 +35,7 @@ pub enum Kind {
     InternetGateway,
     NatGateway,
     VpcEndpoint,
+    VpcPeeringConnection,
     Subnet,
     Vpc,
     /// An address beyond the VPC (the internet or a service's public address).
@@ -52,6 +53,7 @@ impl Kind {
             Kind::InternetGateway => "internet-gateway",
             Kind::NatGateway => "natgateway",
             Kind::VpcEndpoint => "vpc-endpoint",
+            Kind::VpcPeeringConnection => "vpc-peering-connection",
             Kind::Subnet => "subnet",
             Kind::Vpc => "vpc",
             Kind::Address => return None,
@@ -67,6 +69,7 @@ impl Kind {
             Kind::InternetGateway => "internet gateway",
             Kind::NatGateway => "NAT gateway",
             Kind::VpcEndpoint => "VPC endpoint",
+            Kind::VpcPeeringConnection => "VPC peering connection",
             Kind::Subnet => "subnet",
             Kind::Vpc => "VPC",
             Kind::Address => "address",
@@ -260,6 +263,7 @@ enum Via {
     Nat(String),
     GatewayEndpoint(String),
     Appliance(String),
+    Peering(String),
     Blackhole,
 }
 
@@ -277,6 +281,8 @@ struct Walk<'w> {
     why: Vec<Explanation>,
     /// The last component the request reached beyond the VPC (an internet gateway, an endpoint).
     exit: Option<Component>,
+    /// The ENI of a peered VPC the request reached.
+    reached: Option<String>,
 }
 
 fn node<'w>(world: &'w World, eni: &str) -> Result<Node<'w>, QueryError> {
@@ -639,6 +645,17 @@ impl<'w> Walk<'w> {
                     Via::Blackhole
                 }
             }
+            RouteTarget::VpcPeeringConnection(id) => match w.vpc_peering_connections.get(id) {
+                Some(pcx)
+                    if pcx.is_active()
+                        && pcx
+                            .peer_of(vpc_id)
+                            .is_some_and(|peer| w.vpcs.contains_key(peer)) =>
+                {
+                    Via::Peering(id.clone())
+                }
+                _ => Via::Blackhole,
+            },
         };
         let hit = RouteHit {
             table_id: table.id.clone(),
@@ -752,7 +769,82 @@ impl<'w> Walk<'w> {
             Via::GatewayEndpoint(id) => self.through_gateway_endpoint(n, p, &id),
             Via::Nat(id) if depth < 2 => self.through_nat(n, p, &id, depth),
             Via::Nat(id) | Via::Appliance(id) => self.hand_to_appliance(p, &id),
+            Via::Peering(id) => self.through_peering(n, p, &id),
         }
+    }
+
+    /// Across an active peering connection: the packet reaches the peer
+    /// VPC's ENI only if its address is the peer VPC's (no transitive
+    /// routing), through that ENI's subnet ACL and groups; the reply must
+    /// be routed back through the same connection.
+    fn through_peering(&mut self, n: &Node<'w>, p: &Packet, pcx_id: &str) {
+        let w = self.world;
+        let pcx = &w.vpc_peering_connections[pcx_id];
+        let peer_vpc = pcx.peer_of(&n.eni.vpc_id).unwrap_or_default().to_string();
+        let component = Component::new(Kind::VpcPeeringConnection, pcx_id);
+        let mut h = Hop::at(component.clone());
+        h.vpc = Some(n.eni.vpc_id.clone());
+        h.inbound = Some(*p);
+        h.outbound = Some(*p);
+        self.hop(false, h);
+        self.exit = Some(component.clone());
+        if vpc_cidr_holding(w, &peer_vpc, p.dst).is_none() {
+            let fix = format!(
+                "{pcx_id} carries only traffic for {peer_vpc}'s own addresses, and {} is not one: peering is not transitive, so peer with the destination's VPC directly",
+                p.dst
+            );
+            let mut e = self.blank("NO_ROUTE_TO_DESTINATION", component, p, false, fix);
+            e.address = Some(p.dst);
+            self.explain(e);
+            return;
+        }
+        let Some(dst) = eni_by_ip(w, &peer_vpc, p.dst).and_then(|e| node(w, &e.id).ok()) else {
+            let fix = format!(
+                "no network interface of {peer_vpc} has the address {}",
+                p.dst
+            );
+            let mut e = self.blank(
+                "NO_ROUTE_TO_DESTINATION",
+                Component::new(Kind::Vpc, &peer_vpc),
+                p,
+                false,
+                fix,
+            );
+            e.address = Some(p.dst);
+            self.explain(e);
+            return;
+        };
+        self.acl(dst.subnet, p, false, false);
+        self.groups(&dst, p, false);
+        self.eni_hop(&dst, p, true, false);
+        self.reached = Some(dst.eni.id.clone());
+        let r = p.reply();
+        self.eni_hop(&dst, &r, false, true);
+        self.acl(dst.subnet, &r, true, true);
+        let (table, found) = self.route(dst.subnet, r.dst);
+        let back = matches!(&found, Some((_, Via::Peering(id))) if id == pcx_id);
+        if let Some(t) = table {
+            self.route_hop(t, found.as_ref().map(|(h, _)| h.clone()), true);
+        }
+        if !back {
+            let table_id = table.map(|t| t.id.clone()).unwrap_or_default();
+            let fix = format!(
+                "replies from subnet {} to {} do not go back through {pcx_id} (route table {table_id}): add a route for {}'s CIDR to it",
+                dst.subnet.id, r.dst, n.eni.vpc_id
+            );
+            let mut e = self.blank(
+                "NO_ROUTE_TO_DESTINATION",
+                Component::new(Kind::RouteTable, &table_id),
+                &r,
+                true,
+                fix,
+            );
+            e.route_table = table.map(|t| t.id.clone());
+            e.address = Some(r.dst);
+            self.explain(e);
+        }
+        self.acl(n.subnet, &r, false, true);
+        self.eni_hop(n, &r, true, true);
     }
 
     fn through_igw(&mut self, n: &Node<'w>, p: &Packet, igw: &str) {
@@ -929,14 +1021,9 @@ impl<'w> Walk<'w> {
     }
 }
 
-fn target_id(t: &RouteTarget) -> String {
-    match t {
-        RouteTarget::Local => "local".into(),
-        RouteTarget::Gateway(id)
-        | RouteTarget::NatGateway(id)
-        | RouteTarget::VpcEndpoint(id)
-        | RouteTarget::NetworkInterface(id) => id.clone(),
-    }
+/// A route target as AWS names it: `local` or the target's id.
+pub(crate) fn target_id(t: &RouteTarget) -> String {
+    t.member().1.to_string()
 }
 
 /// The start and end of a query, resolved against the world.
@@ -971,7 +1058,10 @@ fn resolve<'w>(world: &'w World, q: &Query) -> Result<Plan<'w>, QueryError> {
                         Some(e) if vpc_cidr_holding(world, &vpc_id, *ip).is_some() => {
                             Goal::Eni(e.id.clone())
                         }
-                        _ => Goal::Beyond { through: None },
+                        _ => match peered_eni(world, &vpc_id, *ip) {
+                            Some(e) => Goal::Eni(e.id.clone()),
+                            None => Goal::Beyond { through: None },
+                        },
                     },
                 ),
                 Target::InternetGateway { igw, ip } => {
@@ -1101,6 +1191,17 @@ fn resolve<'w>(world: &'w World, q: &Query) -> Result<Plan<'w>, QueryError> {
     }
 }
 
+/// The ENI with address `ip` in a VPC that `vpc_id` is actively peered with.
+fn peered_eni<'w>(world: &'w World, vpc_id: &str, ip: Ipv4Addr) -> Option<&'w NetworkInterface> {
+    world
+        .vpc_peering_connections
+        .values()
+        .filter(|p| p.is_active())
+        .filter_map(|p| p.peer_of(vpc_id))
+        .filter(|peer| vpc_cidr_holding(world, peer, ip).is_some())
+        .find_map(|peer| eni_by_ip(world, peer, ip))
+}
+
 fn walk_once<'w>(world: &'w World, plan: &Plan<'w>, p: Packet) -> Analysis {
     let mut w = Walk {
         world,
@@ -1108,6 +1209,7 @@ fn walk_once<'w>(world: &'w World, plan: &Plan<'w>, p: Packet) -> Analysis {
         ret: vec![],
         why: vec![],
         exit: None,
+        reached: None,
     };
     match &plan.start {
         Start::Internet { igw, dst, .. } => w.enter_from_internet(igw, dst, &p),
@@ -1149,7 +1251,8 @@ fn walk_once<'w>(world: &'w World, plan: &Plan<'w>, p: Packet) -> Analysis {
                         w.explain(e);
                     }
                 }
-                if matches!(plan.goal, Goal::Eni(_)) && w.why.is_empty() {
+                let reached = matches!(&plan.goal, Goal::Eni(id) if w.reached.as_ref() == Some(id));
+                if matches!(plan.goal, Goal::Eni(_)) && w.why.is_empty() && !reached {
                     let fix = format!("{} is not an address of the source's VPC", p.dst);
                     w.why.push(w.blank(
                         "NO_ROUTE_TO_DESTINATION",
