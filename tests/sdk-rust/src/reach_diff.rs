@@ -186,6 +186,19 @@ struct EniSpec {
     eip: bool,
 }
 
+/// A VPC (10.2.0.0/16, one subnet) peered with the topology's VPC: its
+/// group's ingress rules may name the first VPC's groups; each side's main
+/// table may or may not route to the other.
+#[derive(Debug, Clone)]
+struct PeerSpec {
+    ingress: Vec<Rule>,
+    enis: usize,
+    route_there: bool,
+    route_back: bool,
+    /// The peer routes the first VPC's secondary block back too.
+    route_back_secondary: bool,
+}
+
 #[derive(Debug, Clone)]
 struct Spec {
     subnets: usize,
@@ -207,6 +220,8 @@ struct Spec {
     customer_list: Vec<String>,
     /// The VPC has a secondary block, 10.1.0.0/16, which holds the last subnet.
     secondary: bool,
+    /// A second VPC peered with the first.
+    peer: Option<PeerSpec>,
     /// The NAT gateway is deleted once everything is made: its route becomes a blackhole.
     delete_nat: bool,
     /// An interface endpoint (STS) in this subnet with this group.
@@ -360,6 +375,33 @@ fn generate(seed: u64) -> Spec {
         udp_ports: vec![53, rng.gen_range(1024..30000)],
         customer_list,
         secondary: rng.gen_bool(0.4),
+        peer: rng.gen_bool(0.5).then(|| PeerSpec {
+            // Mostly one broad rule (all traffic from the first VPC, by CIDR
+            // or by one of its groups), so that probes across the peering
+            // get through often enough to test the path, plus random ones.
+            ingress: rng
+                .gen_bool(0.7)
+                .then(|| Rule {
+                    protocol: "-1",
+                    ports: None,
+                    icmp: None,
+                    peer: if rng.gen_bool(0.5) {
+                        Peer::Cidr("10.0.0.0/8".into())
+                    } else {
+                        Peer::Group(rng.gen_range(0..ngroups))
+                    },
+                })
+                .into_iter()
+                .chain(
+                    (0..rng.gen_range(0..=2))
+                        .map(|_| random_rule(&mut rng, ngroups, subnets, false)),
+                )
+                .collect(),
+            enis: rng.gen_range(1..=2),
+            route_there: rng.gen_bool(0.8),
+            route_back: rng.gen_bool(0.8),
+            route_back_secondary: rng.gen_bool(0.5),
+        }),
     }
 }
 
@@ -760,6 +802,9 @@ async fn realise(ec2: &aws_sdk_ec2::Client, spec: &Spec) -> Res<Realised> {
         }
         enis.push((id, ip, public));
     }
+    if let Some(peer) = &spec.peer {
+        enis.extend(realise_peer(ec2, &vpc_id, &main_rt, peer, &group_ids, &lists).await?);
+    }
     if spec.delete_nat {
         ec2.delete_nat_gateway()
             .nat_gateway_id(&nat_id)
@@ -771,6 +816,133 @@ async fn realise(ec2: &aws_sdk_ec2::Client, spec: &Spec) -> Res<Realised> {
         enis,
         endpoint_enis,
     })
+}
+
+/// The peered VPC of a topology: made, peered, routed and given its ENIs.
+async fn realise_peer(
+    ec2: &aws_sdk_ec2::Client,
+    vpc_id: &str,
+    main_rt: &str,
+    spec: &PeerSpec,
+    group_ids: &[String],
+    lists: &Lists,
+) -> Res<Vec<(String, Ipv4Addr, Option<Ipv4Addr>)>> {
+    let vpc = ec2
+        .create_vpc()
+        .cidr_block("10.2.0.0/16")
+        .send()
+        .await
+        .map_err(err("CreateVpc peer"))?;
+    let peer_vpc = vpc
+        .vpc()
+        .and_then(|v| v.vpc_id())
+        .unwrap_or_default()
+        .to_string();
+    let subnet = ec2
+        .create_subnet()
+        .vpc_id(&peer_vpc)
+        .cidr_block("10.2.1.0/24")
+        .send()
+        .await
+        .map_err(err("CreateSubnet peer"))?;
+    let subnet = subnet
+        .subnet()
+        .and_then(|s| s.subnet_id())
+        .unwrap_or_default()
+        .to_string();
+    let pcx = ec2
+        .create_vpc_peering_connection()
+        .vpc_id(vpc_id)
+        .peer_vpc_id(&peer_vpc)
+        .send()
+        .await
+        .map_err(err("CreateVpcPeeringConnection"))?;
+    let pcx = pcx
+        .vpc_peering_connection()
+        .and_then(|p| p.vpc_peering_connection_id())
+        .unwrap_or_default()
+        .to_string();
+    ec2.accept_vpc_peering_connection()
+        .vpc_peering_connection_id(&pcx)
+        .send()
+        .await
+        .map_err(err("AcceptVpcPeeringConnection"))?;
+    let peer_rt = ec2
+        .describe_route_tables()
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("vpc-id")
+                .values(&peer_vpc)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(err("DescribeRouteTables peer"))?;
+    let peer_rt = peer_rt
+        .route_tables()
+        .first()
+        .and_then(|t| t.route_table_id())
+        .unwrap_or_default()
+        .to_string();
+    let mut routes = Vec::new();
+    if spec.route_there {
+        routes.push((main_rt.to_string(), "10.2.0.0/16"));
+    }
+    if spec.route_back {
+        routes.push((peer_rt.clone(), "10.0.0.0/16"));
+    }
+    if spec.route_back_secondary {
+        routes.push((peer_rt.clone(), "10.1.0.0/16"));
+    }
+    for (table, cidr) in routes {
+        ec2.create_route()
+            .route_table_id(table)
+            .destination_cidr_block(cidr)
+            .vpc_peering_connection_id(&pcx)
+            .send()
+            .await
+            .map_err(err("CreateRoute peering"))?;
+    }
+    let group = ec2
+        .create_security_group()
+        .vpc_id(&peer_vpc)
+        .group_name("peer")
+        .description("differential test")
+        .send()
+        .await
+        .map_err(err("CreateSecurityGroup peer"))?;
+    let group = group.group_id().unwrap_or_default().to_string();
+    for rule in &spec.ingress {
+        // Rules naming the first VPC's groups cross the peering; duplicates are refused.
+        let _ = ec2
+            .authorize_security_group_ingress()
+            .group_id(&group)
+            .ip_permissions(permission(rule, group_ids, lists))
+            .send()
+            .await;
+    }
+    let mut enis = Vec::new();
+    for _ in 0..spec.enis {
+        let created = ec2
+            .create_network_interface()
+            .subnet_id(&subnet)
+            .groups(&group)
+            .send()
+            .await
+            .map_err(err("CreateNetworkInterface peer"))?;
+        let ni = created.network_interface().ok_or("no ENI")?;
+        let ip: Ipv4Addr = ni
+            .private_ip_address()
+            .unwrap_or_default()
+            .parse()
+            .map_err(err("peer eni ip"))?;
+        enis.push((
+            ni.network_interface_id().unwrap_or_default().to_string(),
+            ip,
+            None,
+        ));
+    }
+    Ok(enis)
 }
 
 // ---------------------------------------------------------------- probes
@@ -864,7 +1036,13 @@ fn plan_probes(rng: &mut StdRng, spec: &Spec, r: &Realised, count: usize) -> Vec
                 let Some(d) = others.choose(rng) else {
                     continue;
                 };
-                ("eni -> eni", d.1, Target::Eni(d.0.clone()), true)
+                // The peered VPC is 10.2.0.0/16; the topology's own, 10.0 and 10.1.
+                let kind = if (src.1.octets()[1] == 2) != (d.1.octets()[1] == 2) {
+                    "eni -> peered eni"
+                } else {
+                    "eni -> eni"
+                };
+                (kind, d.1, Target::Eni(d.0.clone()), true)
             };
             (From::Eni(src.0.clone()), kind, to, target, udp_ok)
         };
