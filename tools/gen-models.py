@@ -17,7 +17,8 @@ import botocore.loaders
 SERVICES = {
     "ec2": [
         "CreateVpc", "DeleteVpc", "DescribeVpcs", "ModifyVpcAttribute", "DescribeVpcAttribute",
-        "AssociateVpcCidrBlock", "DisassociateVpcCidrBlock",
+        "AssociateVpcCidrBlock", "DisassociateVpcCidrBlock", "CreateDefaultVpc", "CreateDefaultSubnet",
+        "DescribeSecurityGroupReferences", "DescribeStaleSecurityGroups",
         "AssociateSubnetCidrBlock", "DisassociateSubnetCidrBlock",
         "CreateSubnet", "DeleteSubnet", "DescribeSubnets", "ModifySubnetAttribute",
         "CreateSecurityGroup", "DeleteSecurityGroup", "DescribeSecurityGroups",

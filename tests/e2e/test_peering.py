@@ -167,3 +167,45 @@ def test_overlapping_vpcs_cannot_peer_and_only_the_accepter_accepts(cove_server,
     finally:
         ec2.delete_vpc(VpcId=twin)
         ec2.delete_vpc(VpcId=other)
+
+
+def test_references_across_a_peering_and_stale_ones(cove_server, ec2):
+    a = ec2.create_vpc(CidrBlock="10.6.0.0/16")["Vpc"]["VpcId"]
+    b = ec2.create_vpc(CidrBlock="10.7.0.0/16")["Vpc"]["VpcId"]
+    try:
+        ga = ec2.create_security_group(GroupName="app", Description="app", VpcId=a)["GroupId"]
+        gb = ec2.create_security_group(GroupName="db", Description="db", VpcId=b)["GroupId"]
+        rule = [{"IpProtocol": "tcp", "FromPort": 5432, "ToPort": 5432, "UserIdGroupPairs": [{"GroupId": ga}]}]
+        # Not peered: another VPC's group cannot be named.
+        aws_error("InvalidParameterValue", ec2.authorize_security_group_ingress, GroupId=gb, IpPermissions=rule)
+        pcx = ec2.create_vpc_peering_connection(VpcId=a, PeerVpcId=b)["VpcPeeringConnection"]["VpcPeeringConnectionId"]
+        ec2.accept_vpc_peering_connection(VpcPeeringConnectionId=pcx)
+        ec2.authorize_security_group_ingress(GroupId=gb, IpPermissions=rule)
+        refs = ec2.describe_security_group_references(GroupId=[ga])["SecurityGroupReferenceSet"]
+        assert refs == [{"GroupId": ga, "ReferencingVpcId": b, "VpcPeeringConnectionId": pcx}]
+        assert ec2.describe_stale_security_groups(VpcId=b)["StaleSecurityGroupSet"] == []
+        ec2.delete_vpc_peering_connection(VpcPeeringConnectionId=pcx)
+        [stale] = ec2.describe_stale_security_groups(VpcId=b)["StaleSecurityGroupSet"]
+        assert stale["GroupId"] == gb and stale["StaleIpPermissions"][0]["UserIdGroupPairs"][0]["GroupId"] == ga
+        ec2.revoke_security_group_ingress(GroupId=gb, IpPermissions=rule)
+    finally:
+        teardown_vpc(ec2, a)
+        teardown_vpc(ec2, b)
+
+
+def test_default_vpc_and_subnets_can_be_made_again(fresh_cove):
+    ec2 = fresh_cove.client("ec2")
+    default = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
+    aws_error("DefaultVpcAlreadyExists", ec2.create_default_vpc)
+    subnet = ec2.describe_subnets(Filters=[{"Name": "availability-zone", "Values": ["us-east-1b"]},
+                                           {"Name": "vpc-id", "Values": [default]}])["Subnets"][0]
+    aws_error("DefaultSubnetAlreadyExistsInAvailabilityZone", ec2.create_default_subnet, AvailabilityZone="us-east-1b")
+    ec2.delete_subnet(SubnetId=subnet["SubnetId"])
+    again = ec2.create_default_subnet(AvailabilityZone="us-east-1b")["Subnet"]
+    assert again["CidrBlock"] == subnet["CidrBlock"] and again["DefaultForAz"] is True
+    teardown_vpc(ec2, default)
+    aws_error("DefaultVpcDoesNotExist", ec2.create_default_subnet, AvailabilityZone="us-east-1b")
+    made = ec2.create_default_vpc()["Vpc"]
+    assert made["IsDefault"] is True and made["CidrBlock"] == "172.31.0.0/16"
+    subnets = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [made["VpcId"]]}])["Subnets"]
+    assert sorted(s["AvailabilityZone"] for s in subnets) == ["us-east-1a", "us-east-1b", "us-east-1c"]

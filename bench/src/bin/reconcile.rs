@@ -3,7 +3,9 @@
 //! 10,000 other security-group rules; then, timed pass by pass: a pass with
 //! nothing changed, one ingress rule authorized on the web ENI's group and
 //! revoked again, and one client ENI moving between groups (a membership
-//! change). With the null backend (which accepts every call and keeps
+//! change), each in a VPC alone and in one with an active peering
+//! connection (whose ENI and group changes take the full path, since the
+//! peer's router holds sets of its groups). With the null backend (which accepts every call and keeps
 //! nothing) the figures are the reconciler's own work: finding the change,
 //! planning, rendering, diffing; with `--kernel` (root) they include the
 //! nftables transaction in a real router namespace.
@@ -64,8 +66,29 @@ impl Backend for Null {
     }
 }
 
-fn build(tag: &str, other_rules: usize) -> World {
+fn build(tag: &str, other_rules: usize, peered: bool) -> World {
     let mut w = web_and_clients(tag);
+    if peered {
+        let home = vpc_id(&w);
+        let mut peer = (*w.vpcs[&home]).clone();
+        peer.id = "vpc-peer".into();
+        peer.cidr = net("10.9.0.0/16");
+        w.vpcs.insert(peer.id.clone(), peer.into());
+        let pcx = cove_model::vpc::VpcPeeringConnection {
+            id: "pcx-bench".into(),
+            region: "us-east-1".into(),
+            requester_vpc_id: home,
+            requester_owner: ACCOUNT.into(),
+            accepter_vpc_id: "vpc-peer".into(),
+            accepter_owner: ACCOUNT.into(),
+            accepter_region: "us-east-1".into(),
+            status: cove_model::vpc::PeeringStatus::Active,
+            message: String::new(),
+            expiration: String::new(),
+            ended: None,
+        };
+        w.vpc_peering_connections.insert(pcx.id.clone(), pcx.into());
+    }
     let mut twin = group(
         "sg-twin",
         vec![],
@@ -96,8 +119,9 @@ fn measure<B: Backend>(
     tag: &str,
     other_rules: usize,
     passes: usize,
+    peered: bool,
 ) -> Vec<(String, f64, f64)> {
-    let mut w = build(tag, other_rules);
+    let mut w = build(tag, other_rules, peered);
     let mut r = Reconciler::new(tag, backend);
     let first = timed(&mut r, &w);
     let mut idle = vec![];
@@ -140,17 +164,20 @@ fn main() {
         "reconcile pass after one change, {backend} backend, {} passes each\n",
         args.passes
     );
-    println!("| other rules in the VPC | change | p50 ms | p99 ms |");
-    println!("| ---: | --- | ---: | ---: |");
+    println!("| other rules in the VPC | peered | change | p50 ms | p99 ms |");
+    println!("| ---: | --- | --- | ---: | ---: |");
     for (i, &n) in args.rules.iter().enumerate() {
-        let tag = format!("rb{:x}{i}", std::process::id() & 0xfff);
-        let rows = if args.kernel {
-            measure(Linux, &tag, n, args.passes)
-        } else {
-            measure(Null, &tag, n, args.passes)
-        };
-        for (name, p50, p99) in rows {
-            println!("| {n} | {name} | {p50:.2} | {p99:.2} |");
+        for peered in [false, true] {
+            let tag = format!("rb{:x}{i}{}", std::process::id() & 0xfff, u8::from(peered));
+            let rows = if args.kernel {
+                measure(Linux, &tag, n, args.passes, peered)
+            } else {
+                measure(Null, &tag, n, args.passes, peered)
+            };
+            let label = if peered { "yes" } else { "no" };
+            for (name, p50, p99) in rows {
+                println!("| {n} | {label} | {name} | {p50:.2} | {p99:.2} |");
+            }
         }
     }
 }

@@ -14,8 +14,9 @@ use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
 use cove_shapes::ec2::{
     AuthorizeSecurityGroupEgressRequest, AuthorizeSecurityGroupIngressRequest,
-    CreateSecurityGroupRequest, DeleteSecurityGroupRequest, DescribeSecurityGroupRulesRequest,
-    DescribeSecurityGroupsRequest, IpPermission, IpRange, ModifySecurityGroupRulesRequest,
+    CreateSecurityGroupRequest, DeleteSecurityGroupRequest, DescribeSecurityGroupReferencesRequest,
+    DescribeSecurityGroupRulesRequest, DescribeSecurityGroupsRequest,
+    DescribeStaleSecurityGroupsRequest, IpPermission, IpRange, ModifySecurityGroupRulesRequest,
     PrefixListId, RevokeSecurityGroupEgressRequest, RevokeSecurityGroupIngressRequest,
     SecurityGroupRuleRequest, TagSpecification, UpdateSecurityGroupRuleDescriptionsEgressRequest,
     UpdateSecurityGroupRuleDescriptionsIngressRequest, UserIdGroupPair,
@@ -339,7 +340,9 @@ fn requested_rules(
             let peered = world
                 .active_peering(&group.vpc_id, &peer_group.vpc_id)
                 .is_some();
-            if peer_group.vpc_id != group.vpc_id && !peered {
+            // A rule left stale by a peering that ended can still be revoked.
+            let revoking = q.security_group_rule_ids.is_some();
+            if peer_group.vpc_id != group.vpc_id && !peered && !revoking {
                 return Err(AwsError::invalid_parameter_value(
                     "You have specified two resources that belong to different networks.",
                 ));
@@ -402,7 +405,8 @@ fn duplicate_error(rule: &SgRule) -> AwsError {
 
 /// The members the four rule operations share; the egress ones have no
 /// `GroupName`, the revokes no `TagSpecifications` and the authorizes no
-/// `SecurityGroupRuleIds`.
+/// `SecurityGroupRuleIds` (`security_group_rule_ids` is `Some` exactly
+/// for a revoke).
 struct RuleInput<'q> {
     group_id: Option<&'q str>,
     group_name: Option<&'q str>,
@@ -776,6 +780,89 @@ fn update_descriptions(
         tx.put(group);
         Ok(json!({"Return": true}))
     })
+}
+
+/// DescribeSecurityGroupReferences: for each group, the groups of peered
+/// VPCs whose rules name it, through which connection.
+pub fn describe_references(
+    r: &Req,
+    q: &DescribeSecurityGroupReferencesRequest,
+) -> AwsResult<Value> {
+    let w = r.world();
+    let ids = list(&q.group_id);
+    if ids.is_empty() {
+        return Err(AwsError::missing_parameter("GroupId"));
+    }
+    let mut out = Vec::new();
+    for id in ids {
+        let g = find::<SecurityGroup>(&w, id, r.region(), |g| &g.region, group_not_found)?;
+        for other in w.security_groups.values().filter(|o| o.vpc_id != g.vpc_id) {
+            let names_it =
+                other.ingress.iter().chain(&other.egress).any(
+                    |rule| matches!(&rule.peer, SgPeer::Group { group_id, .. } if group_id == id),
+                );
+            if !names_it {
+                continue;
+            }
+            let mut v = json!({"GroupId": id, "ReferencingVpcId": other.vpc_id});
+            if let Some(p) = w.active_peering(&g.vpc_id, &other.vpc_id) {
+                v["VpcPeeringConnectionId"] = json!(p.id);
+            }
+            out.push(v);
+        }
+    }
+    out.dedup();
+    Ok(json!({"SecurityGroupReferenceSet": out}))
+}
+
+/// DescribeStaleSecurityGroups: a VPC's groups with rules that name a
+/// group of another VPC with no active peering to it any more.
+pub fn describe_stale(r: &Req, q: &DescribeStaleSecurityGroupsRequest) -> AwsResult<Value> {
+    let vpc_id = need(&q.vpc_id, "VpcId")?;
+    let w = r.world();
+    find::<Vpc>(&w, vpc_id, r.region(), |v| &v.region, vpc_not_found)?;
+    let stale = |rule: &SgRule| match &rule.peer {
+        SgPeer::Group { group_id, .. } => match w.security_groups.get(group_id) {
+            Some(other) => {
+                other.vpc_id != vpc_id && w.active_peering(vpc_id, &other.vpc_id).is_none()
+            }
+            None => true,
+        },
+        _ => false,
+    };
+    let render_stale = |rules: &[SgRule]| -> Vec<Value> {
+        rules
+            .iter()
+            .filter(|rule| stale(rule))
+            .map(|rule| {
+                let mut p = json!({"IpProtocol": rule.protocol});
+                if let (Some(f), Some(t)) = (rule.from_port, rule.to_port) {
+                    p["FromPort"] = json!(f);
+                    p["ToPort"] = json!(t);
+                }
+                if let SgPeer::Group { group_id, user_id } = &rule.peer {
+                    let mut pair = json!({"GroupId": group_id, "UserId": user_id});
+                    if let Some(other) = w.security_groups.get(group_id) {
+                        pair["VpcId"] = json!(other.vpc_id);
+                    }
+                    p["UserIdGroupPairs"] = json!([pair]);
+                }
+                p
+            })
+            .collect()
+    };
+    let mut out = Vec::new();
+    for g in w.security_groups.values().filter(|g| g.vpc_id == vpc_id) {
+        let (ingress, egress) = (render_stale(&g.ingress), render_stale(&g.egress));
+        if ingress.is_empty() && egress.is_empty() {
+            continue;
+        }
+        out.push(json!({
+            "GroupId": g.id, "GroupName": g.name, "Description": g.description, "VpcId": g.vpc_id,
+            "StaleIpPermissions": ingress, "StaleIpPermissionsEgress": egress,
+        }));
+    }
+    Ok(json!({"StaleSecurityGroupSet": out}))
 }
 
 /// One `IpPermission` for rules sharing protocol and ports.

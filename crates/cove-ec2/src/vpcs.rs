@@ -11,9 +11,10 @@ use cove_model::vpc::*;
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
 use cove_shapes::ec2::{
-    AssociateSubnetCidrBlockRequest, AssociateVpcCidrBlockRequest, CreateVpcRequest,
-    DeleteVpcRequest, DescribeVpcAttributeRequest, DescribeVpcsRequest,
-    DisassociateSubnetCidrBlockRequest, DisassociateVpcCidrBlockRequest, ModifyVpcAttributeRequest,
+    AssociateSubnetCidrBlockRequest, AssociateVpcCidrBlockRequest, CreateDefaultSubnetRequest,
+    CreateDefaultVpcRequest, CreateVpcRequest, DeleteVpcRequest, DescribeVpcAttributeRequest,
+    DescribeVpcsRequest, DisassociateSubnetCidrBlockRequest, DisassociateVpcCidrBlockRequest,
+    ModifyVpcAttributeRequest,
 };
 use cove_store::Tx;
 use serde_json::{json, Value};
@@ -62,6 +63,97 @@ pub fn create_default_vpc(tx: &mut Tx, region: &str, account: &str) -> AwsResult
     }
     attach_internet_route(tx, &vpc);
     Ok(())
+}
+
+/// CreateDefaultVpc: a new default VPC, as the account first had, when the
+/// region has none (after the first was deleted).
+pub fn create_default_vpc_call(r: &Req, _q: &CreateDefaultVpcRequest) -> AwsResult<Value> {
+    let (region, account) = (r.region(), r.account());
+    r.write(|tx| {
+        if tx
+            .world
+            .vpcs
+            .values()
+            .any(|v| v.region == region && v.is_default)
+        {
+            return Err(AwsError::client(
+                "DefaultVpcAlreadyExists",
+                "A Default VPC already exists for this account in this region.",
+            ));
+        }
+        create_default_vpc(tx, region, account)?;
+        let vpc = tx
+            .world
+            .vpcs
+            .values()
+            .find(|v| v.region == region && v.is_default)
+            .cloned()
+            .expect("just made");
+        Ok(json!({"Vpc": render_vpc(&tx.world, &vpc, account, "pending")}))
+    })
+}
+
+/// CreateDefaultSubnet: the default VPC's /20 for a zone that has lost
+/// its default subnet (the zone's own block, or the first free one).
+pub fn create_default_subnet(r: &Req, q: &CreateDefaultSubnetRequest) -> AwsResult<Value> {
+    if q.ipv6_native == Some(true) {
+        return Err(AwsError::invalid_parameter_value(
+            "IPv6 subnets are not supported by Cove.",
+        ));
+    }
+    let (region, account) = (r.region(), r.account());
+    let zones = region::zones(region);
+    let (zone, found) = match (&q.availability_zone, &q.availability_zone_id) {
+        (Some(z), _) => (z.as_str(), zones.iter().position(|(name, _)| name == z)),
+        (None, Some(id)) => (id.as_str(), zones.iter().position(|(_, zid)| zid == id)),
+        (None, None) => return Err(AwsError::missing_parameter("AvailabilityZone")),
+    };
+    let Some(index) = found else {
+        return Err(AwsError::invalid_parameter_value(format!(
+            "Value ({zone}) for parameter availabilityZone is invalid. Subnets can currently only be created in the following availability zones: {}.",
+            zones.iter().map(|(z, _)| z.as_str()).collect::<Vec<_>>().join(", ")
+        )));
+    };
+    r.write(|tx| {
+        let Some(vpc) = tx
+            .world
+            .vpcs
+            .values()
+            .find(|v| v.region == region && v.is_default)
+            .map(|v| (**v).clone())
+        else {
+            return Err(AwsError::client(
+                "DefaultVpcDoesNotExist",
+                "No default VPC for this user. GroupName is only supported for EC2-Classic and default VPC.",
+            ));
+        };
+        let subnets: Vec<Subnet> = tx
+            .world
+            .subnets
+            .values()
+            .filter(|s| s.vpc_id == vpc.id)
+            .map(|s| (**s).clone())
+            .collect();
+        let (zone_name, zone_id) = &zones[index];
+        if subnets.iter().any(|s| s.default_for_az && &s.availability_zone == zone_name) {
+            return Err(AwsError::client(
+                "DefaultSubnetAlreadyExistsInAvailabilityZone",
+                format!("A default subnet already exists in availability zone {zone_name}."),
+            ));
+        }
+        let free = |c: &Cidr| !subnets.iter().any(|s| s.cidr.overlaps(c));
+        let cidr = std::iter::once(region::default_subnet_cidr(index))
+            .chain((0..16).map(region::default_subnet_cidr))
+            .find(|c| free(c))
+            .ok_or_else(|| {
+                AwsError::client(
+                    "InsufficientFreeAddressesInSubnet",
+                    "The default VPC has no free /20 left for a default subnet.",
+                )
+            })?;
+        let s = subnets::create_subnet_tx(tx, &vpc, cidr, zone_name, zone_id, true);
+        Ok(json!({"Subnet": subnets::render_subnet(&tx.world, &s, account, "available")}))
+    })
 }
 
 /// Attaches a new internet gateway to `vpc` and routes 0.0.0.0/0 to it in
