@@ -81,6 +81,11 @@ SERVICES = {
         "CreateApp", "DescribeApp", "ListApps", "DeleteApp", "CreatePresignedDomainUrl",
     ],
     "sagemaker-runtime": ["InvokeEndpoint"],
+    "route53": [
+        "CreateHostedZone", "GetHostedZone", "ListHostedZones", "DeleteHostedZone",
+        "ChangeResourceRecordSets", "ListResourceRecordSets", "GetChange",
+        "AssociateVPCWithHostedZone", "DisassociateVPCFromHostedZone", "ListHostedZonesByVPC",
+    ],
     "logs": [
         "CreateLogGroup", "DeleteLogGroup", "DescribeLogGroups", "CreateLogStream", "DeleteLogStream",
         "DescribeLogStreams", "PutLogEvents", "GetLogEvents", "FilterLogEvents", "PutRetentionPolicy",
@@ -130,7 +135,8 @@ def main(only):
             slim = {"name": op, "http": o.get("http", {})}
             for k in ("input", "output"):
                 if k in o:
-                    slim[k] = {kk: vv for kk, vv in o[k].items() if kk in ("shape", "resultWrapper")}
+                    slim[k] = {kk: vv for kk, vv in o[k].items()
+                               if kk in ("shape", "resultWrapper", "locationName", "xmlNamespace")}
                     visit(o[k]["shape"])
             if o.get("errors"):
                 slim["errors"] = [e["shape"] for e in o["errors"]]

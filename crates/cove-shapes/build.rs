@@ -60,6 +60,11 @@ const SERVICES: &[Service] = &[
         model: "../cove-wire/models/iam.json",
         all_optional: false,
     },
+    Service {
+        module: "route53",
+        model: "../cove-wire/models/route53.json",
+        all_optional: false,
+    },
 ];
 
 /// Names a generated struct may not take: the module's own items and the

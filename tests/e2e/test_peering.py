@@ -96,7 +96,27 @@ def test_peering_carries_only_what_routes_groups_and_the_connection_allow(cove_s
             "State": "active"} in routes
     assert analyze(ec2, Source=a["eni"], Destination=b["eni"], DestinationPort=5432)["NetworkPathFound"] is True
 
-    # A training job in A's private subnet reads the database across the peering.
+    # The database has a name in a private hosted zone of A (which needs DNS
+    # hostnames on, as on AWS); only associated VPCs resolve it.
+    r53 = cove_server.client("route53")
+    zone = r53.create_hosted_zone(Name="corp.internal", CallerReference=ab,
+                                  HostedZoneConfig={"PrivateZone": True, "Comment": "shared services"},
+                                  VPC={"VPCRegion": "us-east-1", "VPCId": a["vpc"]})["HostedZone"]["Id"]
+    r53.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": [
+        {"Action": "CREATE", "ResourceRecordSet": {"Name": "db.corp.internal", "Type": "A", "TTL": 60,
+                                                   "ResourceRecords": [{"Value": b["ip"]}]}},
+        {"Action": "CREATE", "ResourceRecordSet": {"Name": "postgres.corp.internal", "Type": "CNAME", "TTL": 60,
+                                                   "ResourceRecords": [{"Value": "db.corp.internal"}]}}]})
+    ec2.modify_vpc_attribute(VpcId=a["vpc"], EnableDnsHostnames={"Value": True})
+    resolve = ("import socket,sys\ntry:\n print(socket.gethostbyname(sys.argv[1]))\n"
+               "except OSError as e:\n print('unresolved', e)\n")
+    assert cove_server.exec(a["eni"], sys.executable, "-c", resolve, "postgres.corp.internal").stdout.strip() == b["ip"]
+    assert cove_server.exec(a["eni"], sys.executable, "-c", resolve, "nothing.corp.internal").stdout.startswith("unresolved")
+    ec2.modify_vpc_attribute(VpcId=c["vpc"], EnableDnsHostnames={"Value": True})
+    assert cove_server.exec(c["eni"], sys.executable, "-c", resolve, "db.corp.internal").stdout.startswith("unresolved")
+
+    # A training job in A's private subnet reads the database across the
+    # peering, by its private name.
     s3 = cove_server.client("s3")
     sm = cove_server.client("sagemaker")
     bucket = f"peer-{ab[-8:]}"
@@ -104,13 +124,18 @@ def test_peering_carries_only_what_routes_groups_and_the_connection_allow(cove_s
     s3.put_object(Bucket=bucket, Key="data/train/part-0.csv", Body="1\n")
     net = {"vpc": a["vpc"], "subnets": [a["subnet"]], "sg": a["sg"], "rt": a["rt"]}
     s3_endpoint(ec2, net)
-    script = ("import json,os,socket\ns=socket.create_connection((%r,5432),timeout=5)\nrows=s.recv(16).decode()\n"
-              "print('db says', rows, flush=True)\n"
-              "json.dump({'db': rows}, open(os.path.join(os.environ['SM_MODEL_DIR'],'model.json'),'w'))\n") % b["ip"]
+    script = ("import json,os,socket\ns=socket.create_connection(('db.corp.internal',5432),timeout=5)\n"
+              "rows=s.recv(16).decode()\nprint('db says', rows, flush=True)\n"
+              "json.dump({'db': rows}, open(os.path.join(os.environ['SM_MODEL_DIR'],'model.json'),'w'))\n")
     name, req = script_job(s3, bucket, net, {"train.py": script})
     sm.create_training_job(**req)
     d = wait_for(sm, name, timeout=120)
     assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    logs = cove_server.client("logs")
+    stream = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs",
+                                       logStreamNamePrefix=name)["logStreams"][0]["logStreamName"]
+    events = logs.get_log_events(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=stream)["events"]
+    assert any("db says rows=42" in e["message"] for e in events)
 
     # Without B's rule, nothing gets in.
     ec2.revoke_security_group_ingress(GroupId=b["sg"], IpPermissions=[
@@ -139,6 +164,11 @@ def test_peering_carries_only_what_routes_groups_and_the_connection_allow(cove_s
     assert found["NetworkPathFound"] is False
     assert "NO_ROUTE_TO_DESTINATION" in [e["ExplanationCode"] for e in found["Explanations"]]
 
+    # A record goes as it came: named with its values.
+    r53.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": [
+        {"Action": "DELETE", "ResourceRecordSet": {"Name": "postgres.corp.internal", "Type": "CNAME", "TTL": 60,
+                                                   "ResourceRecords": [{"Value": "db.corp.internal"}]}}]})
+
     # Deleted, the connection carries nothing and its routes are blackholes.
     ec2.delete_vpc_peering_connection(VpcPeeringConnectionId=ab)
     assert eventually(lambda: query(cove_server, a, b).startswith("blocked"))
@@ -148,6 +178,11 @@ def test_peering_carries_only_what_routes_groups_and_the_connection_allow(cove_s
     assert [r["State"] for r in routes if r.get("VpcPeeringConnectionId") == ab] == ["blackhole"]
     aws_error("InvalidVpcPeeringConnectionID.NotFound", ec2.create_route, RouteTableId=a["rt"],
               DestinationCidrBlock="10.9.0.0/16", VpcPeeringConnectionId=ab)
+    aws_error("HostedZoneNotEmpty", r53.delete_hosted_zone, Id=zone)
+    r53.change_resource_record_sets(HostedZoneId=zone, ChangeBatch={"Changes": [
+        {"Action": "DELETE", "ResourceRecordSet": {"Name": "db.corp.internal", "Type": "A", "TTL": 60,
+                                                   "ResourceRecords": [{"Value": b["ip"]}]}}]})
+    r53.delete_hosted_zone(Id=zone)
 
 
 def test_overlapping_vpcs_cannot_peer_and_only_the_accepter_accepts(cove_server, ec2, vpc):

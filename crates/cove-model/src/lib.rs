@@ -14,6 +14,7 @@ pub mod instance;
 pub mod jobs;
 pub mod policy;
 pub mod protocol;
+pub mod route53;
 pub mod s3_uri;
 pub mod studio;
 pub mod text_enum;

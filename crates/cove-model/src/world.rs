@@ -7,6 +7,7 @@ use crate::iam::{IamAccessKey, IamPolicy, IamRole, IamUser};
 use crate::jobs::{
     CompilationJob, RecommendationJob, SageMakerDefinition, SageMakerJob, StsSession,
 };
+use crate::route53::{HostedZone, Route53Change};
 use crate::studio::{StudioApp, StudioDomain, UserProfile};
 use crate::vpc::*;
 use imbl::OrdMap;
@@ -34,6 +35,10 @@ pub struct World {
     pub network_insights_analyses: OrdMap<String, Arc<NetworkInsightsAnalysis>>,
     /// VPC peering connections by id.
     pub vpc_peering_connections: OrdMap<String, Arc<VpcPeeringConnection>>,
+    /// Route 53 hosted zones by id.
+    pub hosted_zones: OrdMap<String, Arc<HostedZone>>,
+    /// Route 53 changes by id.
+    pub route53_changes: OrdMap<String, Arc<Route53Change>>,
     /// Customer-managed prefix lists by id (AWS-managed ones are not stored).
     pub managed_prefix_lists: OrdMap<String, Arc<ManagedPrefixList>>,
     /// DHCP options sets by id (each account's default set is not stored).
@@ -159,6 +164,8 @@ resource!(
     id
 );
 resource!(DhcpOptions, "dhcp_options", dhcp_options, id);
+resource!(HostedZone, "hosted_zone", hosted_zones, id);
+resource!(Route53Change, "route53_change", route53_changes, id);
 resource!(
     VpcPeeringConnection,
     "vpc_peering_connection",
@@ -219,6 +226,8 @@ macro_rules! for_each_resource {
             ManagedPrefixList,
             DhcpOptions,
             VpcPeeringConnection,
+            HostedZone,
+            Route53Change,
             SageMakerJob,
             StsSession,
             IamRole,
@@ -256,6 +265,17 @@ impl World {
         self.route_tables
             .values()
             .find(|t| t.vpc_id == vpc_id && t.associations.iter().any(|a| a.main))
+            .map(Arc::as_ref)
+    }
+
+    /// The private hosted zone that answers for `name` (lower case, with
+    /// its trailing dot) in VPC `vpc_id`: of the zones associated with the
+    /// VPC, the one with the longest name that holds it.
+    pub fn private_zone_for(&self, vpc_id: &str, name: &str) -> Option<&HostedZone> {
+        self.hosted_zones
+            .values()
+            .filter(|z| z.private && z.vpcs.iter().any(|v| v.vpc_id == vpc_id) && z.holds(name))
+            .max_by_key(|z| z.name.len())
             .map(Arc::as_ref)
     }
 

@@ -3,7 +3,10 @@
 //! DNS on the wire lives in the binary; this is the pure part, so every
 //! naming rule is unit-tested.
 //!
-//! In order: an interface endpoint with private DNS takes over its service's
+//! In order: a private hosted zone associated with the VPC answers for every
+//! name under it (with DNS hostnames and support on, as AWS requires),
+//! following CNAMEs within the VPC's zones; an interface endpoint with
+//! private DNS takes over its service's
 //! regular name inside its VPC; endpoint-specific names (`vpce-…`) resolve
 //! to the endpoint's ENIs (the per-zone name to that zone's only); the
 //! region's service names resolve to their public addresses; with DNS
@@ -48,6 +51,36 @@ fn endpoint_ips(world: &World, eni_ids: &[String], zone: Option<&str>) -> Vec<Ip
     ips
 }
 
+/// The answer of the VPC's private hosted zone for `name`, if one holds it:
+/// its A records, a CNAME's target resolved in turn (a few levels deep),
+/// an empty answer for a name with only other records, NXDOMAIN for a name
+/// the zone does not have.
+fn from_private_zones(world: &World, vpc_id: &str, name: &str, depth: u8) -> Option<Answer> {
+    let fqdn = format!("{name}.");
+    let zone = world.private_zone_for(vpc_id, &fqdn)?;
+    let records: Vec<_> = zone.records.iter().filter(|r| r.name == fqdn).collect();
+    if records.is_empty() {
+        return Some(Answer::NxDomain);
+    }
+    if let Some(cname) = records.iter().find(|r| r.kind == "CNAME") {
+        let target = normalize(cname.values.first().map(String::as_str).unwrap_or_default());
+        if depth >= 8 {
+            return Some(Answer::Addresses(vec![]));
+        }
+        return Some(
+            from_private_zones(world, vpc_id, &target, depth + 1)
+                .unwrap_or_else(|| resolve(world, vpc_id, &target)),
+        );
+    }
+    let mut ips: Vec<Ipv4Addr> = records
+        .iter()
+        .filter(|r| r.kind == "A")
+        .flat_map(|r| r.values.iter().filter_map(|v| v.parse().ok()))
+        .collect();
+    ips.sort();
+    Some(Answer::Addresses(ips))
+}
+
 /// Resolves an A query for `name` asked from inside VPC `vpc_id`.
 pub fn resolve(world: &World, vpc_id: &str, name: &str) -> Answer {
     let Some(vpc) = world.vpcs.get(vpc_id) else {
@@ -57,6 +90,11 @@ pub fn resolve(world: &World, vpc_id: &str, name: &str) -> Answer {
         return Answer::Refused;
     }
     let name = normalize(name);
+    if vpc.enable_dns_hostnames {
+        if let Some(answer) = from_private_zones(world, vpc_id, &name, 0) {
+            return answer;
+        }
+    }
     let region = vpc.region.as_str();
     for e in world.vpc_endpoints.values().filter(|e| {
         e.region == region && e.endpoint_type == EndpointType::Interface && e.state.serves()

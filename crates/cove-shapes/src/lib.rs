@@ -177,3 +177,9 @@ mod tests {
         ));
     }
 }
+
+/// Route 53, the part VPCs use: hosted zones (public and private), their
+/// VPC associations, record sets and changes.
+pub mod route53 {
+    include!(concat!(env!("OUT_DIR"), "/route53.rs"));
+}

@@ -20,6 +20,8 @@ pub enum Protocol {
     Query,
     /// awsJson 1.1 (SageMaker, CloudWatch Logs).
     Json,
+    /// REST-XML (Route 53): operations by method and URI, XML bodies.
+    RestXml,
 }
 
 /// Who signed a request: a configured key pair or temporary STS credentials.
@@ -191,19 +193,21 @@ fn auth_error(protocol: Protocol, fault: AuthFault, detail: &str) -> AwsError {
         }
         (Protocol::Ec2, Expired) => AwsError::new(400, "RequestExpired", "Request has expired."),
         (Protocol::Ec2, UnknownRegion) => AwsError::new(401, "AuthFailure", detail.to_string()),
-        (Protocol::Query, Missing) => AwsError::new(
+        (Protocol::Query | Protocol::RestXml, Missing) => AwsError::new(
             403,
             "MissingAuthenticationToken",
             "Request is missing Authentication Token",
         ),
-        (Protocol::Query, Malformed) => {
+        (Protocol::Query | Protocol::RestXml, Malformed) => {
             AwsError::new(400, "IncompleteSignature", detail.to_string())
         }
-        (Protocol::Query, UnknownKey) => AwsError::new(403, "InvalidClientTokenId", invalid_token),
-        (Protocol::Query, BadSignature) => {
+        (Protocol::Query | Protocol::RestXml, UnknownKey) => {
+            AwsError::new(403, "InvalidClientTokenId", invalid_token)
+        }
+        (Protocol::Query | Protocol::RestXml, BadSignature) => {
             AwsError::new(403, "SignatureDoesNotMatch", mismatch(detail))
         }
-        (Protocol::Query, Expired | UnknownRegion) => {
+        (Protocol::Query | Protocol::RestXml, Expired | UnknownRegion) => {
             AwsError::new(403, "SignatureDoesNotMatch", detail.to_string())
         }
         (Protocol::Json, Missing) => AwsError::new(
@@ -298,6 +302,9 @@ impl Dispatcher {
     fn guess_protocol(&self, req: &HttpRequest, params: &BTreeMap<String, String>) -> Protocol {
         if req.header("x-amz-target").is_some() {
             return Protocol::Json;
+        }
+        if req.raw_path.starts_with("/2013-04-01/") {
+            return Protocol::RestXml;
         }
         match params.get("Action") {
             Some(a)
@@ -587,6 +594,19 @@ fn decode_request(
             };
             Ok((action.clone(), input))
         }
+        Protocol::RestXml => {
+            let (operation, input) = crate::rest_xml::decode(model, req, params)?;
+            if let Some(shape) = model.operation(&operation).and_then(|o| o.input.as_ref()) {
+                let violations = validate::validate(model, &shape.shape, &input);
+                if !violations.is_empty() {
+                    return Err(AwsError::client(
+                        validation_error_code,
+                        validate::coral_message(&violations),
+                    ));
+                }
+            }
+            Ok((operation, input))
+        }
         Protocol::Json => {
             let target = req.header("x-amz-target").unwrap_or_default();
             let prefix = model.metadata.target_prefix.as_deref().unwrap_or_default();
@@ -662,6 +682,7 @@ fn render_success(
                 body: body.into_bytes(),
             }
         }
+        Protocol::RestXml => crate::rest_xml::encode(model, operation, output, request_id),
         Protocol::Json => {
             let op = model
                 .operation(operation)
@@ -706,10 +727,13 @@ pub fn render_error(
                 body: body.into_bytes(),
             }
         }
-        Protocol::Query => {
-            let ns = model
-                .and_then(|m| m.metadata.xml_namespace.clone())
-                .unwrap_or_else(|| "https://sts.amazonaws.com/doc/2011-06-15/".into());
+        Protocol::Query | Protocol::RestXml => {
+            let ns = match (protocol, model) {
+                (Protocol::RestXml, Some(m)) => crate::rest_xml::namespace(m),
+                _ => model
+                    .and_then(|m| m.metadata.xml_namespace.clone())
+                    .unwrap_or_else(|| "https://sts.amazonaws.com/doc/2011-06-15/".into()),
+            };
             body.push_str(&format!(
                 r#"<ErrorResponse xmlns="{ns}"><Error><Type>{}</Type><Code>"#,
                 if e.sender { "Sender" } else { "Receiver" }

@@ -8,6 +8,7 @@ pub mod dispatch;
 pub mod json;
 pub mod model;
 pub mod query;
+pub mod rest_xml;
 pub mod sigv4;
 pub mod validate;
 pub mod xml;

@@ -106,11 +106,28 @@ pub struct ShapeRef {
     pub shape: String,
     #[serde(rename = "resultWrapper")]
     pub result_wrapper: Option<String>,
+    /// REST-XML: the request body's root element.
+    #[serde(rename = "locationName")]
+    pub location_name: Option<String>,
+}
+
+/// Where a REST operation lives: its method, URI template
+/// (`/2013-04-01/hostedzone/{Id}`) and success status.
+#[derive(Debug, Default, Deserialize)]
+pub struct Http {
+    #[serde(default)]
+    pub method: String,
+    #[serde(rename = "requestUri", default)]
+    pub request_uri: String,
+    #[serde(rename = "responseCode")]
+    pub response_code: Option<u16>,
 }
 
 #[derive(Debug, Deserialize)]
 pub struct Operation {
     pub name: String,
+    #[serde(default)]
+    pub http: Http,
     pub input: Option<ShapeRef>,
     pub output: Option<ShapeRef>,
 }
@@ -124,6 +141,8 @@ pub struct Metadata {
     pub xml_namespace: Option<String>,
     #[serde(rename = "targetPrefix")]
     pub target_prefix: Option<String>,
+    #[serde(rename = "endpointPrefix")]
+    pub endpoint_prefix: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -167,6 +186,7 @@ embedded_model!(ecr, "ecr.json");
 embedded_model!(iam, "iam.json");
 embedded_model!(sagemaker, "sagemaker.json");
 embedded_model!(sagemaker_runtime, "sagemaker-runtime.json");
+embedded_model!(route53, "route53.json");
 
 #[cfg(test)]
 mod tests {

@@ -37,7 +37,7 @@ fn element_name<'a>(name: &'a str, m: &'a Member) -> &'a str {
     m.location_name.as_deref().unwrap_or(name)
 }
 
-fn encode_members(model: &ServiceModel, shape: &Shape, value: &Value, out: &mut String) {
+pub(crate) fn encode_members(model: &ServiceModel, shape: &Shape, value: &Value, out: &mut String) {
     let Some(obj) = value.as_object() else { return };
     for (name, m) in &shape.members {
         if let Some(v) = obj.get(name) {

@@ -77,6 +77,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         Arc::new(cove_sts::StsService::new(store.clone()).enforcing_iam(settings.iam_enforced));
     dispatcher.register(sts.clone());
     dispatcher.register(Arc::new(cove_iam::IamService::new(store.clone())));
+    dispatcher.register(Arc::new(cove_route53::Route53Service::new(store.clone())));
     dispatcher.register(logs.clone());
     let ecr = Arc::new(
         cove_ecr::Ecr::open(
