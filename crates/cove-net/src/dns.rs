@@ -316,4 +316,50 @@ mod tests {
             Answer::Refused
         );
     }
+
+    #[test]
+    fn a_private_zone_answers_in_its_vpcs_only() {
+        use cove_model::route53::{HostedZone, RecordSet, ZoneVpc};
+        let mut w = two_subnet_world();
+        let set = |name: &str, kind: &str, value: &str| RecordSet {
+            name: name.into(),
+            kind: kind.into(),
+            ttl: Some(60),
+            values: vec![value.into()],
+        };
+        let zone = HostedZone {
+            id: "ZCORP".into(),
+            name: "corp.internal.".into(),
+            caller_reference: "r".into(),
+            comment: None,
+            private: true,
+            vpcs: vec![ZoneVpc {
+                vpc_id: VPC.into(),
+                region: "us-east-1".into(),
+            }],
+            records: vec![
+                set("db.corp.internal.", "A", "10.2.1.4"),
+                set("pg.corp.internal.", "CNAME", "DB.corp.internal"),
+                set("mail.corp.internal.", "MX", "10 mx.corp.internal."),
+            ],
+        };
+        w.hosted_zones.insert(zone.id.clone(), zone.into());
+        // As on AWS, private zones need DNS hostnames on as well as DNS support.
+        assert_eq!(resolve(&w, VPC, "db.corp.internal"), Answer::NxDomain);
+        let mut vpc = (*w.vpcs[VPC]).clone();
+        vpc.enable_dns_hostnames = true;
+        w.vpcs.insert(VPC.into(), vpc.into());
+        let db = Answer::Addresses(vec![fixtures::ip("10.2.1.4")]);
+        assert_eq!(resolve(&w, VPC, "DB.corp.internal."), db);
+        assert_eq!(resolve(&w, VPC, "pg.corp.internal"), db);
+        assert_eq!(
+            resolve(&w, VPC, "mail.corp.internal"),
+            Answer::Addresses(vec![])
+        );
+        assert_eq!(resolve(&w, VPC, "nothing.corp.internal"), Answer::NxDomain);
+        assert_eq!(
+            resolve(&w, "vpc-other", "db.corp.internal"),
+            Answer::Refused
+        );
+    }
 }
