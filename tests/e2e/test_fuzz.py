@@ -30,7 +30,10 @@ QUERY = {
                            "DescribeSubnets", "CreateSecurityGroup", "AuthorizeSecurityGroupIngress",
                            "DescribeSecurityGroupRules", "CreateRouteTable", "CreateRoute", "DescribeRegions",
                            "CreateNetworkAcl", "CreateNetworkAclEntry", "DescribeNetworkInterfaces",
-                           "CreateVpcEndpoint", "DeleteVpc", "ModifyVpcAttribute", "NoSuchAction"]),
+                           "CreateVpcEndpoint", "DeleteVpc", "ModifyVpcAttribute", "CreateManagedPrefixList",
+                           "ModifyManagedPrefixList", "GetManagedPrefixListEntries", "CreateDhcpOptions",
+                           "AssociateDhcpOptions", "CreateVpcPeeringConnection", "AcceptVpcPeeringConnection",
+                           "AssociateVpcCidrBlock", "ModifySecurityGroupRules", "NoSuchAction"]),
     "sts": ("2011-06-15", ["GetCallerIdentity", "AssumeRole", "GetSessionToken"]),
     "iam": ("2010-05-08", ["CreateRole", "GetRole", "ListRoles", "PutRolePolicy", "CreatePolicy",
                            "SimulatePrincipalPolicy", "AttachRolePolicy", "TagRole"]),
@@ -45,7 +48,19 @@ JSON = {
 PARAMS = ["VpcId", "CidrBlock", "MaxResults", "NextToken", "Filter.1.Name", "Filter.1.Value.1", "ResourceId.1",
           "Tag.1.Key", "Tag.1.Value", "GroupName", "Description", "RoleName", "AssumeRolePolicyDocument",
           "PolicyDocument", "RoleArn", "RoleSessionName", "DurationSeconds", "SubnetId", "Port",
-          "IpPermissions.1.IpProtocol", "IpPermissions.1.FromPort", "RuleNumber", "DryRun", "RegionName.1"]
+          "IpPermissions.1.IpProtocol", "IpPermissions.1.FromPort", "RuleNumber", "DryRun", "RegionName.1",
+          "PrefixListName", "MaxEntries", "AddressFamily", "Entry.1.Cidr", "CurrentVersion", "PrefixListId",
+          "DhcpConfiguration.1.Key", "DhcpConfiguration.1.Value.1", "PeerVpcId", "VpcPeeringConnectionId",
+          "SecurityGroupRule.1.SecurityGroupRuleId", "SecurityGroupRule.1.SecurityGroupRule.CidrIpv4"]
+# Route 53's REST-XML: URI templates with their labels, and the elements its bodies hold.
+ROUTE53 = [("POST", "/2013-04-01/hostedzone"), ("GET", "/2013-04-01/hostedzone"),
+           ("GET", "/2013-04-01/hostedzone/{}"), ("DELETE", "/2013-04-01/hostedzone/{}"),
+           ("POST", "/2013-04-01/hostedzone/{}/rrset/"), ("GET", "/2013-04-01/hostedzone/{}/rrset"),
+           ("GET", "/2013-04-01/change/{}"), ("POST", "/2013-04-01/hostedzone/{}/associatevpc"),
+           ("GET", "/2013-04-01/hostedzonesbyvpc"), ("PUT", "/2013-04-01/nothing/{}")]
+XML_TAGS = ["Name", "CallerReference", "HostedZoneConfig", "PrivateZone", "VPC", "VPCId", "VPCRegion",
+            "ChangeBatch", "Changes", "Change", "Action", "ResourceRecordSet", "Type", "TTL",
+            "ResourceRecords", "ResourceRecord", "Value", "Comment"]
 JSON_KEYS = ["TrainingJobName", "RoleArn", "AlgorithmSpecification", "ResourceConfig", "MaxResults", "NextToken",
              "logGroupName", "logStreamName", "logEvents", "limit", "filterPattern", "Tags", "ModelName",
              "EndpointName", "DomainName", "VpcConfig", "HyperParameters", "retentionInDays", "SearchExpression"]
@@ -76,6 +91,25 @@ def value(rng, depth=0):
     return {rng.choice(JSON_KEYS): value(rng, depth + 1) for _ in range(rng.randrange(0, 4))}
 
 
+def xml_body(rng, depth=0):
+    """A Route 53 body: elements of its shapes nested at random, with hostile
+    text, sometimes not XML at all."""
+    if depth == 0 and rng.random() < 0.15:
+        return text(rng).encode("utf-8", "surrogatepass")
+    inner = "".join(
+        f"<{tag}>{xml_body(rng, depth + 1).decode() if depth < 3 and rng.random() < 0.5 else escape(text(rng))}</{tag}>"
+        for tag in (rng.choice(XML_TAGS) for _ in range(rng.randrange(0, 4))))
+    if depth:
+        return inner.encode()
+    root = rng.choice(["CreateHostedZoneRequest", "ChangeResourceRecordSetsRequest", "AssociateVPCWithHostedZoneRequest"])
+    return f'<?xml version="1.0"?><{root} xmlns="https://route53.amazonaws.com/doc/2013-04-01/">{inner}</{root}>'.encode(
+        "utf-8", "surrogatepass")
+
+
+def escape(s):
+    return s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def signed(method, url, body, headers, service):
     req = botocore.awsrequest.AWSRequest(method=method, url=url, data=body, headers=headers)
     auth = botocore.auth.S3SigV4Auth if service == "s3" else botocore.auth.SigV4Auth
@@ -101,6 +135,12 @@ def one_request(rng, endpoint):
         body = json.dumps(doc) if rng.random() < 0.9 else text(rng)
         headers = {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": f"{prefix}.{rng.choice(ops)}"}
         return service, "POST", "/", body.encode("utf-8", "surrogatepass"), headers, "json"
+    if kind < 0.88:
+        method, template = rng.choice(ROUTE53)
+        label = urllib.parse.quote(rng.choice([text(rng), "Z" + "A" * 20, "/hostedzone/Z1", ""]), safe="")
+        query = rng.choice(["", "?maxitems=-1", "?maxitems=x", "?vpcid=vpc-1&vpcregion=us-east-1",
+                            f"?name={urllib.parse.quote(text(rng))}&type=A", "?marker=%zz"])
+        return "route53", method, template.format(label) + query, xml_body(rng), {}, "xml"
     method = rng.choice(["GET", "PUT", "HEAD", "DELETE", "POST"])
     bucket = rng.choice(["fuzz-bucket", "Bad_Bucket", "a", "x" * 70, "fuzz-bucket"])
     key = urllib.parse.quote(text(rng), safe="/")
