@@ -26,7 +26,9 @@
 
 use crate::backend::{Backend, Error, Result};
 use cove_model::world::World;
-use cove_net::plan::{plan_vpc, region_from, replan_enis, EniPlan, RegionPlan, RouterPlan, Via};
+use cove_net::plan::{
+    peered_vpcs, plan_vpc, region_from, replan_enis, EniPlan, RegionPlan, RouterPlan, Via,
+};
 use cove_net::ruleset::{self, Elem, Op, OpCounts, Ruleset};
 use cove_net::{naming, nft};
 use imbl::ordmap::DiffItem;
@@ -56,14 +58,6 @@ struct Changes {
     enis: BTreeSet<String>,
     /// Security groups whose rules (or other fields) changed.
     groups: BTreeSet<String>,
-}
-
-/// Whether `vpc_id` has an active peering connection: changes to its ENIs
-/// and groups may touch its peers' routers, which only the full path plans.
-fn peered(w: &World, vpc_id: &str) -> bool {
-    w.vpc_peering_connections
-        .values()
-        .any(|p| p.is_active() && p.peer_of(vpc_id).is_some())
 }
 
 /// What changed from `old` to `new`, or `None` when a change needs the full path.
@@ -102,24 +96,11 @@ fn changes(old: &World, new: &World) -> Option<Changes> {
         }
     }
     for item in old.network_interfaces.diff(&new.network_interfaces) {
-        let (id, eni) = match item {
-            DiffItem::Add(id, e) | DiffItem::Remove(id, e) => (id, e),
-            DiffItem::Update { new: (id, e), .. } => (id, e),
+        let id = match item {
+            DiffItem::Add(id, _) | DiffItem::Remove(id, _) => id,
+            DiffItem::Update { new: (id, _), .. } => id,
         };
         out.enis.insert(id.clone());
-        // A peered VPC's routers hold sets of this VPC's groups.
-        if peered(new, &eni.vpc_id) {
-            return None;
-        }
-    }
-    for g in &out.groups {
-        if new
-            .security_groups
-            .get(g)
-            .is_some_and(|g| peered(new, &g.vpc_id))
-        {
-            return None;
-        }
     }
     Some(out)
 }
@@ -293,6 +274,11 @@ impl<B: Backend> Reconciler<B> {
                 let (enis, groups) = touched.entry(e.vpc_id.as_str()).or_default();
                 enis.insert(id.clone());
                 groups.extend(e.group_ids.iter().cloned());
+                // The routers of peered VPCs hold this ENI's groups' sets.
+                for peer in peered_vpcs(world, &e.vpc_id) {
+                    let (_, groups) = touched.entry(peer).or_default();
+                    groups.extend(e.group_ids.iter().cloned());
+                }
             }
         }
         for id in &changes.groups {
@@ -958,5 +944,144 @@ mod tests {
             r.backend().state().tables.get(&plan.netns),
             Some(&nft::render(&plan))
         );
+    }
+
+    /// A second VPC, `vpc-peer` (10.9.0.0/16, one subnet, group `sg-peer`,
+    /// three ENIs), actively peered with the fixture VPC.
+    fn peered_world() -> World {
+        let mut w = big_world(3, 5);
+        let home = vpc_id(&w);
+        let mut vpc = (*w.vpcs[&home]).clone();
+        vpc.id = "vpc-peer".into();
+        vpc.cidr = cidr_of("10.9.0.0/16");
+        w.vpcs.insert(vpc.id.clone(), vpc.into());
+        let mut subnet = (*w.subnets["subnet-a"]).clone();
+        subnet.id = "subnet-peer".into();
+        subnet.vpc_id = "vpc-peer".into();
+        subnet.cidr = cidr_of("10.9.1.0/24");
+        w.subnets.insert(subnet.id.clone(), subnet.into());
+        let mut g = group("sg-peer", vec![], vec![]);
+        g.vpc_id = "vpc-peer".into();
+        w.security_groups.insert(g.id.clone(), g.into());
+        let template = w
+            .network_interfaces
+            .values()
+            .next()
+            .map(|e| (**e).clone())
+            .expect("an ENI");
+        for i in 0..3 {
+            let e = NetworkInterface {
+                id: format!("eni-peer{i}"),
+                vpc_id: "vpc-peer".into(),
+                subnet_id: "subnet-peer".into(),
+                private_ip: ip(&format!("10.9.1.{}", 4 + i)),
+                group_ids: vec!["sg-peer".into()],
+                ..template.clone()
+            };
+            w.network_interfaces.insert(e.id.clone(), e.into());
+        }
+        let pcx = cove_model::vpc::VpcPeeringConnection {
+            id: "pcx-1".into(),
+            region: "us-east-1".into(),
+            requester_vpc_id: home,
+            requester_owner: ACCOUNT.into(),
+            accepter_vpc_id: "vpc-peer".into(),
+            accepter_owner: ACCOUNT.into(),
+            accepter_region: "us-east-1".into(),
+            status: cove_model::vpc::PeeringStatus::Active,
+            message: String::new(),
+            expiration: String::new(),
+            ended: None,
+        };
+        w.vpc_peering_connections.insert(pcx.id.clone(), pcx.into());
+        w
+    }
+
+    fn cidr_of(c: &str) -> cove_model::cidr::Cidr {
+        c.parse().expect("a CIDR")
+    }
+
+    #[test]
+    fn peered_routers_follow_each_others_groups_incrementally() {
+        use rand::{rngs::SmallRng, Rng, SeedableRng};
+        let mut rng = SmallRng::seed_from_u64(21);
+        let mut w = peered_world();
+        let mut r = Reconciler::new(TAG, Fake::new());
+        r.reconcile(&w).expect("first pass");
+        let home_groups: Vec<String> = w
+            .security_groups
+            .values()
+            .filter(|g| g.vpc_id != "vpc-peer")
+            .map(|g| g.id.clone())
+            .collect();
+        let mut incremental = 0;
+        for step in 0..200 {
+            match rng.gen_range(0..3) {
+                // A peer ENI joins or leaves the peer group the home rules name.
+                0 => {
+                    let id = format!("eni-peer{}", rng.gen_range(0..3));
+                    let e = w
+                        .network_interfaces
+                        .get_mut(&id)
+                        .map(std::sync::Arc::make_mut)
+                        .expect("eni");
+                    e.group_ids = if e.group_ids.is_empty() {
+                        vec!["sg-peer".into()]
+                    } else {
+                        vec![]
+                    };
+                }
+                // A home rule names the peer group, or one goes.
+                1 => {
+                    let g = &home_groups[rng.gen_range(0..home_groups.len())];
+                    let g = w
+                        .security_groups
+                        .get_mut(g)
+                        .map(std::sync::Arc::make_mut)
+                        .expect("group");
+                    if rng.gen_bool(0.6) {
+                        let port = rng.gen_range(1..60000);
+                        g.ingress.push(rule(
+                            "tcp",
+                            Some(port),
+                            Some(port),
+                            SgPeer::Group {
+                                group_id: "sg-peer".into(),
+                                user_id: ACCOUNT.into(),
+                            },
+                        ));
+                    } else {
+                        g.ingress.pop();
+                    }
+                }
+                // A home ENI changes groups: the peer router's sets follow.
+                _ => {
+                    let ids: Vec<String> = w
+                        .network_interfaces
+                        .values()
+                        .filter(|e| e.vpc_id != "vpc-peer")
+                        .map(|e| e.id.clone())
+                        .collect();
+                    let id = &ids[rng.gen_range(0..ids.len())];
+                    let chosen = vec![home_groups[rng.gen_range(0..home_groups.len())].clone()];
+                    w.network_interfaces
+                        .get_mut(id)
+                        .map(std::sync::Arc::make_mut)
+                        .expect("eni")
+                        .group_ids = chosen;
+                }
+            }
+            let pass = r.reconcile(&w).expect("pass");
+            incremental += usize::from(!pass.full);
+            let k = r.backend().state();
+            for vpc in [vpc_id(&w).as_str(), "vpc-peer"] {
+                let plan = plan_vpc(&w, TAG, vpc).expect("plan");
+                assert!(
+                    k.tables.get(&plan.netns) == Some(&nft::render(&plan)),
+                    "step {step}: {vpc}'s table differs from a full render"
+                );
+            }
+        }
+        assert_eq!(incremental, 200, "every change took the incremental path");
     }
 }

@@ -276,22 +276,40 @@ fn icmp_part(v: Option<i64>) -> Option<u8> {
         .map(|x| u8::try_from(x).unwrap_or(u8::MAX))
 }
 
-/// The groups of actively peered VPCs that a VPC's rules name, with their VPCs.
-fn peer_groups(world: &World, vpc_id: &str) -> BTreeSet<(String, String)> {
+/// The VPCs actively peered with `vpc_id`.
+pub fn peered_vpcs<'w>(world: &'w World, vpc_id: &str) -> BTreeSet<&'w str> {
     world
+        .vpc_peering_connections
+        .values()
+        .filter(|p| p.is_active())
+        .filter_map(|p| p.peer_of(vpc_id))
+        .filter(|peer| world.vpcs.contains_key(*peer))
+        .collect()
+}
+
+/// The member sets of the groups of `group_vpc`, held by a router of a VPC
+/// peered with it (its rules may name them).
+fn peer_group_sets(
+    world: &World,
+    group_vpc: &str,
+    only: Option<&BTreeSet<&str>>,
+) -> BTreeMap<String, Vec<Cidr>> {
+    let groups: BTreeSet<&str> = world
         .security_groups
         .values()
-        .filter(|g| g.vpc_id == vpc_id)
-        .flat_map(|g| g.ingress.iter().chain(&g.egress))
-        .filter_map(|r| match &r.peer {
-            SgPeer::Group { group_id, .. } => {
-                let g = world.security_groups.get(group_id)?;
-                (g.vpc_id != vpc_id && world.active_peering(vpc_id, &g.vpc_id).is_some())
-                    .then(|| (group_id.clone(), g.vpc_id.clone()))
-            }
-            _ => None,
-        })
-        .collect()
+        .filter(|g| g.vpc_id == group_vpc)
+        .map(|g| g.id.as_str())
+        .filter(|g| only.is_none_or(|o| o.contains(g)))
+        .collect();
+    if groups.is_empty() {
+        return BTreeMap::new();
+    }
+    let members = world
+        .network_interfaces
+        .values()
+        .filter(|e| e.vpc_id == group_vpc)
+        .map(Arc::as_ref);
+    group_sets(members, &groups)
 }
 
 /// The customer-managed prefix lists a VPC's security groups and route
@@ -525,6 +543,12 @@ pub fn replan_enis(
     plan.flow_enis.sort();
     plan.enis.append(&mut fresh);
     plan.enis.sort_by(|a, b| a.id.cmp(&b.id));
+    // Groups of an actively peered VPC have their sets here too.
+    for peer in peered_vpcs(world, &plan.vpc_id) {
+        let theirs: BTreeSet<&str> = groups.iter().map(String::as_str).collect();
+        plan.sets
+            .extend(peer_group_sets(world, peer, Some(&theirs)));
+    }
     let groups: BTreeSet<&str> = groups
         .iter()
         .filter(|g| {
@@ -601,14 +625,9 @@ pub fn plan_vpc(world: &World, instance: &str, vpc_id: &str) -> Option<RouterPla
         .map(|g| g.id.as_str())
         .collect();
     let mut sets = group_sets(enis.iter().copied(), &groups);
-    // Groups of peered VPCs that this VPC's rules name, while the peering is active.
-    for (group, group_vpc) in peer_groups(world, vpc_id) {
-        let members = world
-            .network_interfaces
-            .values()
-            .filter(|e| e.vpc_id == group_vpc)
-            .map(Arc::as_ref);
-        sets.extend(group_sets(members, &BTreeSet::from([group.as_str()])));
+    // The groups of actively peered VPCs, which this VPC's rules may name.
+    for peer in peered_vpcs(world, vpc_id) {
+        sets.extend(peer_group_sets(world, peer, None));
     }
     for (id, _, cidrs) in region::prefix_lists(&vpc.region) {
         sets.insert(naming::prefix_list_set(&id), cidrs);
