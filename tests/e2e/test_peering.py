@@ -172,6 +172,11 @@ def test_peering_carries_only_what_routes_groups_and_the_connection_allow(cove_s
     # Deleted, the connection carries nothing and its routes are blackholes.
     ec2.delete_vpc_peering_connection(VpcPeeringConnectionId=ab)
     assert eventually(lambda: query(cove_server, a, b).startswith("blocked"))
+    # The same job now fails: its connection to the database times out.
+    again, req = script_job(s3, bucket, net, {"train.py": script})
+    sm.create_training_job(**req)
+    d = wait_for(sm, again, timeout=120)
+    assert d["TrainingJobStatus"] == "Failed" and "AlgorithmError" in d["FailureReason"], d.get("FailureReason")
     gone = ec2.describe_vpc_peering_connections(VpcPeeringConnectionIds=[ab])["VpcPeeringConnections"][0]
     assert gone["Status"] == {"Code": "deleted", "Message": "Deleted by 123456789012"}
     routes = ec2.describe_route_tables(RouteTableIds=[a["rt"]])["RouteTables"][0]["Routes"]
