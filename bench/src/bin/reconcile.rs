@@ -74,19 +74,7 @@ fn build(tag: &str, other_rules: usize, peered: bool) -> World {
         peer.id = "vpc-peer".into();
         peer.cidr = net("10.9.0.0/16");
         w.vpcs.insert(peer.id.clone(), peer.into());
-        let pcx = cove_model::vpc::VpcPeeringConnection {
-            id: "pcx-bench".into(),
-            region: "us-east-1".into(),
-            requester_vpc_id: home,
-            requester_owner: ACCOUNT.into(),
-            accepter_vpc_id: "vpc-peer".into(),
-            accepter_owner: ACCOUNT.into(),
-            accepter_region: "us-east-1".into(),
-            status: cove_model::vpc::PeeringStatus::Active,
-            message: String::new(),
-            expiration: String::new(),
-            ended: None,
-        };
+        let pcx = active_peering("pcx-bench", &home, "vpc-peer");
         w.vpc_peering_connections.insert(pcx.id.clone(), pcx.into());
     }
     let mut twin = group(

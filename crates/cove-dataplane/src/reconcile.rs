@@ -980,19 +980,7 @@ mod tests {
             };
             w.network_interfaces.insert(e.id.clone(), e.into());
         }
-        let pcx = cove_model::vpc::VpcPeeringConnection {
-            id: "pcx-1".into(),
-            region: "us-east-1".into(),
-            requester_vpc_id: home,
-            requester_owner: ACCOUNT.into(),
-            accepter_vpc_id: "vpc-peer".into(),
-            accepter_owner: ACCOUNT.into(),
-            accepter_region: "us-east-1".into(),
-            status: cove_model::vpc::PeeringStatus::Active,
-            message: String::new(),
-            expiration: String::new(),
-            ended: None,
-        };
+        let pcx = active_peering("pcx-1", &home, "vpc-peer");
         w.vpc_peering_connections.insert(pcx.id.clone(), pcx.into());
         w
     }

@@ -187,6 +187,22 @@ fn association(id: &str, cidr: Cidr, state: &str) -> Value {
     json!({"AssociationId": id, "CidrBlock": cidr, "CidrBlockState": {"State": state}})
 }
 
+/// A VPC's IPv4 CIDR block as given: well formed, /16 to /28.
+fn vpc_block(raw: &str) -> AwsResult<Cidr> {
+    let cidr: Cidr = raw.parse().map_err(|_| {
+        AwsError::invalid_parameter_value(format!(
+            "Value ({raw}) for parameter cidrBlock is invalid. This is not a valid CIDR block."
+        ))
+    })?;
+    if !(16..=28).contains(&cidr.prefix) {
+        return Err(AwsError::client(
+            "InvalidVpc.Range",
+            format!("The CIDR '{raw}' is invalid."),
+        ));
+    }
+    Ok(cidr)
+}
+
 /// AWS's default quota of IPv4 CIDR blocks per VPC, the primary included.
 const MAX_CIDR_BLOCKS: usize = 5;
 
@@ -222,15 +238,8 @@ pub fn associate_vpc_cidr_block(r: &Req, q: &AssociateVpcCidrBlockRequest) -> Aw
         ));
     }
     let raw = need(&q.cidr_block, "CidrBlock")?;
-    let cidr: Cidr = raw.parse().map_err(|_| {
-        AwsError::invalid_parameter_value(format!(
-            "Value ({raw}) for parameter cidrBlock is invalid. This is not a valid CIDR block."
-        ))
-    })?;
+    let cidr = vpc_block(raw)?;
     let range = |why: String| AwsError::client("InvalidVpc.Range", why);
-    if !(16..=28).contains(&cidr.prefix) {
-        return Err(range(format!("The CIDR '{raw}' is invalid.")));
-    }
     let region = r.region();
     r.write(|tx| {
         let mut vpc = find::<Vpc>(&tx.world, vpc_id, region, |v| &v.region, vpc_not_found)?.clone();
@@ -381,18 +390,7 @@ pub fn create_vpc(r: &Req, q: &CreateVpcRequest) -> AwsResult<Value> {
             "IPv6 CIDR blocks are not supported by Cove.",
         ));
     }
-    let raw = need(&q.cidr_block, "CidrBlock")?;
-    let cidr: Cidr = raw.parse().map_err(|_| {
-        AwsError::invalid_parameter_value(format!(
-            "Value ({raw}) for parameter cidrBlock is invalid. This is not a valid CIDR block."
-        ))
-    })?;
-    if !(16..=28).contains(&cidr.prefix) {
-        return Err(AwsError::client(
-            "InvalidVpc.Range",
-            format!("The CIDR '{raw}' is invalid."),
-        ));
-    }
+    let cidr = vpc_block(need(&q.cidr_block, "CidrBlock")?)?;
     let raw_tenancy = q.instance_tenancy.as_deref().unwrap_or("default");
     let tenancy = match raw_tenancy.parse() {
         Ok(t @ (Tenancy::Default | Tenancy::Dedicated)) => t,

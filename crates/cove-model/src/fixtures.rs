@@ -425,3 +425,21 @@ pub fn add_s3_gateway_endpoint(w: &mut World, id: &str, tables: &[&str]) {
         .into(),
     );
 }
+
+/// An active peering connection `id` between VPCs `a` (requester) and `b`,
+/// both of [`ACCOUNT`] in us-east-1.
+pub fn active_peering(id: &str, a: &str, b: &str) -> crate::vpc::VpcPeeringConnection {
+    crate::vpc::VpcPeeringConnection {
+        id: id.into(),
+        region: "us-east-1".into(),
+        requester_vpc_id: a.into(),
+        requester_owner: ACCOUNT.into(),
+        accepter_vpc_id: b.into(),
+        accepter_owner: ACCOUNT.into(),
+        accepter_region: "us-east-1".into(),
+        status: crate::vpc::PeeringStatus::Active,
+        message: String::new(),
+        expiration: String::new(),
+        ended: None,
+    }
+}
