@@ -765,6 +765,11 @@ impl Hosting {
                 Ok(())
             });
             if let Err(err) = made {
+                // The endpoint or job was deleted meanwhile: not a failure
+                // of the instance (bring_up sees it gone and stops).
+                if self.unit(&u.owner, &i.id).is_none() {
+                    anyhow::bail!("{} is gone", u.name);
+                }
                 let place = if d.vpc.is_some() {
                     "a network interface in the model's subnets"
                 } else {
