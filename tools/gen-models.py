@@ -86,6 +86,17 @@ SERVICES = {
         "ChangeResourceRecordSets", "ListResourceRecordSets", "GetChange",
         "AssociateVPCWithHostedZone", "DisassociateVPCFromHostedZone", "ListHostedZonesByVPC",
     ],
+    "efs": [
+        "CreateFileSystem", "DescribeFileSystems", "DeleteFileSystem", "UpdateFileSystem",
+        "CreateMountTarget", "DescribeMountTargets", "DeleteMountTarget",
+        "DescribeMountTargetSecurityGroups", "ModifyMountTargetSecurityGroups",
+        "CreateAccessPoint", "DescribeAccessPoints", "DeleteAccessPoint",
+        "PutFileSystemPolicy", "DescribeFileSystemPolicy", "DeleteFileSystemPolicy",
+        "PutLifecycleConfiguration", "DescribeLifecycleConfiguration",
+        "PutBackupPolicy", "DescribeBackupPolicy",
+        "CreateTags", "DeleteTags", "DescribeTags", "TagResource", "UntagResource",
+        "ListTagsForResource",
+    ],
     "logs": [
         "CreateLogGroup", "DeleteLogGroup", "DescribeLogGroups", "CreateLogStream", "DeleteLogStream",
         "DescribeLogStreams", "PutLogEvents", "GetLogEvents", "FilterLogEvents", "PutRetentionPolicy",

@@ -65,6 +65,11 @@ const SERVICES: &[Service] = &[
         model: "../cove-wire/models/route53.json",
         all_optional: false,
     },
+    Service {
+        module: "efs",
+        model: "../cove-wire/models/efs.json",
+        all_optional: false,
+    },
 ];
 
 /// Names a generated struct may not take: the module's own items and the

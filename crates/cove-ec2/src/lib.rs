@@ -112,6 +112,32 @@ pub fn create_managed_eni(
     ))
 }
 
+/// Makes a requester-managed ENI at an address the caller has checked
+/// with [`allocate_ip`] (an EFS mount target's, which answers with EFS's own
+/// errors).
+pub fn create_managed_eni_at(
+    tx: &mut cove_store::Tx,
+    subnet: &cove_model::vpc::Subnet,
+    ip: std::net::Ipv4Addr,
+    group_ids: Vec<String>,
+    description: String,
+    requester_id: &str,
+) -> cove_model::vpc::NetworkInterface {
+    interfaces::new_eni(
+        tx,
+        subnet,
+        ip,
+        group_ids,
+        description,
+        cove_model::vpc::InterfaceType::Interface,
+        true,
+        Some(requester_id.to_string()),
+    )
+}
+
+pub use interfaces::{default_group, MAX_GROUPS_PER_INTERFACE};
+pub use subnets::allocate_ip;
+
 /// Deletes an ENI made by [`create_managed_eni`], with its flow logs.
 pub fn delete_managed_eni(tx: &mut cove_store::Tx, id: &str) {
     interfaces::drop_eni(tx, id);

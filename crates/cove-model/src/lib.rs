@@ -4,6 +4,7 @@
 
 pub mod cidr;
 pub mod convert;
+pub mod efs;
 pub mod endpoints;
 pub mod error;
 pub mod filter;

@@ -2,6 +2,7 @@
 //! (`imbl`), so a writer clones the world in O(1), changes its copy, persists
 //! the changed documents and publishes the copy; readers never wait.
 
+use crate::efs::{AccessPoint, FileSystem, MountTarget};
 use crate::endpoints::{SageMakerEndpoint, TransformJob};
 use crate::iam::{IamAccessKey, IamPolicy, IamRole, IamUser};
 use crate::jobs::{
@@ -39,6 +40,12 @@ pub struct World {
     pub hosted_zones: OrdMap<String, Arc<HostedZone>>,
     /// Route 53 changes by id.
     pub route53_changes: OrdMap<String, Arc<Route53Change>>,
+    /// EFS file systems by id.
+    pub file_systems: OrdMap<String, Arc<FileSystem>>,
+    /// EFS mount targets by id.
+    pub mount_targets: OrdMap<String, Arc<MountTarget>>,
+    /// EFS access points by id.
+    pub access_points: OrdMap<String, Arc<AccessPoint>>,
     /// Customer-managed prefix lists by id (AWS-managed ones are not stored).
     pub managed_prefix_lists: OrdMap<String, Arc<ManagedPrefixList>>,
     /// DHCP options sets by id (each account's default set is not stored).
@@ -166,6 +173,9 @@ resource!(
 resource!(DhcpOptions, "dhcp_options", dhcp_options, id);
 resource!(HostedZone, "hosted_zone", hosted_zones, id);
 resource!(Route53Change, "route53_change", route53_changes, id);
+resource!(FileSystem, "efs_file_system", file_systems, id);
+resource!(MountTarget, "efs_mount_target", mount_targets, id);
+resource!(AccessPoint, "efs_access_point", access_points, id);
 resource!(
     VpcPeeringConnection,
     "vpc_peering_connection",
@@ -228,6 +238,9 @@ macro_rules! for_each_resource {
             VpcPeeringConnection,
             HostedZone,
             Route53Change,
+            FileSystem,
+            MountTarget,
+            AccessPoint,
             SageMakerJob,
             StsSession,
             IamRole,

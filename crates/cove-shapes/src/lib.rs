@@ -183,3 +183,9 @@ mod tests {
 pub mod route53 {
     include!(concat!(env!("OUT_DIR"), "/route53.rs"));
 }
+
+/// Amazon EFS: file systems, mount targets, access points, policies and
+/// tags.
+pub mod efs {
+    include!(concat!(env!("OUT_DIR"), "/efs.rs"));
+}

@@ -22,6 +22,8 @@ pub enum Protocol {
     Json,
     /// REST-XML (Route 53): operations by method and URI, XML bodies.
     RestXml,
+    /// REST-JSON (EFS): operations by method and URI, JSON bodies.
+    RestJson,
 }
 
 /// Who signed a request: a configured key pair or temporary STS credentials.
@@ -227,6 +229,11 @@ fn auth_error(protocol: Protocol, fault: AuthFault, detail: &str) -> AwsError {
         (Protocol::Json, Expired | UnknownRegion) => {
             AwsError::new(400, "InvalidSignatureException", detail.to_string())
         }
+        // REST-JSON services name the faults as awsJson does, with 403.
+        (Protocol::RestJson, fault) => AwsError {
+            status: 403,
+            ..auth_error(Protocol::Json, fault, detail)
+        },
     }
 }
 
@@ -305,6 +312,9 @@ impl Dispatcher {
         }
         if req.raw_path.starts_with("/2013-04-01/") {
             return Protocol::RestXml;
+        }
+        if req.raw_path.starts_with("/2015-02-01/") {
+            return Protocol::RestJson;
         }
         match params.get("Action") {
             Some(a)
@@ -607,6 +617,19 @@ fn decode_request(
             }
             Ok((operation, input))
         }
+        Protocol::RestJson => {
+            let (operation, input) = crate::rest_json::decode(model, req, params)?;
+            if let Some(shape) = model.operation(&operation).and_then(|o| o.input.as_ref()) {
+                let violations = validate::validate(model, &shape.shape, &input);
+                if !violations.is_empty() {
+                    return Err(AwsError::client(
+                        validation_error_code,
+                        validate::coral_message(&violations),
+                    ));
+                }
+            }
+            Ok((operation, input))
+        }
         Protocol::Json => {
             let target = req.header("x-amz-target").unwrap_or_default();
             let prefix = model.metadata.target_prefix.as_deref().unwrap_or_default();
@@ -683,6 +706,7 @@ fn render_success(
             }
         }
         Protocol::RestXml => crate::rest_xml::encode(model, operation, output, request_id),
+        Protocol::RestJson => crate::rest_json::encode(model, operation, output, request_id),
         Protocol::Json => {
             let op = model
                 .operation(operation)
@@ -712,6 +736,7 @@ pub fn render_error(
 ) -> HttpResponse {
     let mut body = String::with_capacity(256);
     match protocol {
+        Protocol::RestJson => crate::rest_json::encode_error(e, request_id),
         Protocol::Ec2 => {
             body.push_str(r#"<?xml version="1.0" encoding="UTF-8"?>"#);
             body.push_str("\n<Response><Errors><Error><Code>");

@@ -8,6 +8,8 @@ pub mod dispatch;
 pub mod json;
 pub mod model;
 pub mod query;
+pub mod rest;
+pub mod rest_json;
 pub mod rest_xml;
 pub mod sigv4;
 pub mod validate;

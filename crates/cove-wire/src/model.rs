@@ -187,6 +187,7 @@ embedded_model!(iam, "iam.json");
 embedded_model!(sagemaker, "sagemaker.json");
 embedded_model!(sagemaker_runtime, "sagemaker-runtime.json");
 embedded_model!(route53, "route53.json");
+embedded_model!(efs, "efs.json");
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,7 @@
 //! headers and the model's success status.
 
 use crate::dispatch::{HttpRequest, HttpResponse};
-use crate::model::{Kind, Operation, ServiceModel, Shape};
+use crate::model::{Kind, ServiceModel, Shape};
 use cove_model::{AwsError, AwsResult};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
@@ -25,69 +25,8 @@ pub fn namespace(model: &ServiceModel) -> String {
     })
 }
 
-/// The labels of `path` if it fits `template` (`/2013-04-01/hostedzone/{Id}`).
-fn match_template(template: &str, path: &str) -> Option<BTreeMap<String, String>> {
-    let template = template.split('?').next().unwrap_or_default();
-    let (t, p): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
-    if t.len() != p.len() {
-        return None;
-    }
-    let mut labels = BTreeMap::new();
-    for (ts, ps) in t.iter().zip(&p) {
-        match ts.strip_prefix('{').and_then(|l| l.strip_suffix('}')) {
-            Some(label) => {
-                if ps.is_empty() {
-                    return None;
-                }
-                let value = percent_encoding::percent_decode_str(ps)
-                    .decode_utf8()
-                    .ok()?
-                    .into_owned();
-                labels.insert(label.trim_end_matches('+').to_string(), value);
-            }
-            None if ts == ps => {}
-            None => return None,
-        }
-    }
-    Some(labels)
-}
-
-/// The operation `method path` names, with the URI's labels.
-fn find<'m>(
-    model: &'m ServiceModel,
-    method: &str,
-    path: &str,
-) -> Option<(&'m Operation, BTreeMap<String, String>)> {
-    model
-        .operations
-        .values()
-        .filter(|op| op.http.method.eq_ignore_ascii_case(method))
-        .find_map(|op| Some((op, match_template(&op.http.request_uri, path)?)))
-}
-
-fn invalid_input(message: impl Into<String>) -> AwsError {
+fn invalid_input(message: String) -> AwsError {
     AwsError::client("InvalidInput", message)
-}
-
-/// A scalar member's value from its text, typed by its shape.
-fn scalar(shape: &Shape, text: &str, name: &str) -> AwsResult<Value> {
-    Ok(match shape.kind {
-        Kind::Integer | Kind::Long => Value::from(text.trim().parse::<i64>().map_err(|_| {
-            invalid_input(format!(
-                "Invalid value '{text}' for {name}: an integer is expected"
-            ))
-        })?),
-        Kind::Boolean => Value::Bool(match text.trim() {
-            "true" => true,
-            "false" => false,
-            _ => {
-                return Err(invalid_input(format!(
-                    "Invalid value '{text}' for {name}: true or false is expected"
-                )))
-            }
-        }),
-        _ => Value::String(text.to_string()),
-    })
 }
 
 /// One element of an XML body.
@@ -184,7 +123,7 @@ fn value_of(model: &ServiceModel, shape: &Shape, el: &Element) -> AwsResult<Valu
                 .collect::<AwsResult<Vec<_>>>()
                 .map(Value::Array)
         }
-        _ => scalar(shape, &el.text, &el.name),
+        _ => crate::rest::scalar(shape, &el.text, &el.name, invalid_input),
     }
 }
 
@@ -194,37 +133,9 @@ pub fn decode(
     req: &HttpRequest,
     params: &BTreeMap<String, String>,
 ) -> AwsResult<(String, Value)> {
-    let path = req.raw_path.split('?').next().unwrap_or_default();
-    let (op, labels) = find(model, &req.method, path).ok_or_else(|| {
-        AwsError::new(
-            404,
-            "UnknownOperationException",
-            format!("No operation is served at {} {path}", req.method),
-        )
-    })?;
-    let mut input = Map::new();
-    if let Some(shape_ref) = &op.input {
-        let shape = model.shape(&shape_ref.shape);
-        let has_body = shape.members.iter().any(|(_, m)| m.location.is_none());
-        if has_body && !req.body.iter().all(u8::is_ascii_whitespace) {
-            if let Value::Object(body) = value_of(model, shape, &parse(&req.body)?)? {
-                input.extend(body);
-            }
-        }
-        for (name, m) in &shape.members {
-            let wire = m.location_name.as_deref().unwrap_or(name);
-            let raw = match m.location.as_deref() {
-                Some("uri") => labels.get(wire).cloned(),
-                Some("querystring") => params.get(wire).cloned(),
-                Some("header") => req.header(wire).map(str::to_string),
-                _ => None,
-            };
-            if let Some(raw) = raw {
-                input.insert(name.clone(), scalar(model.shape(&m.shape), &raw, wire)?);
-            }
-        }
-    }
-    Ok((op.name.clone(), Value::Object(input)))
+    crate::rest::decode(model, req, params, invalid_input, |shape| {
+        value_of(model, shape, &parse(&req.body)?)
+    })
 }
 
 /// A successful answer: the model's status, header members as headers and
@@ -277,6 +188,7 @@ mod tests {
 
     #[test]
     fn templates_match_whole_segments_and_capture_labels() {
+        use crate::rest::match_template;
         let l = match_template(
             "/2013-04-01/hostedzone/{Id}/rrset/",
             "/2013-04-01/hostedzone/Z123/rrset/",
