@@ -2,10 +2,11 @@
 //! job's files live and how this host is set up ([`Settings`]), how one
 //! host's container is launched on its ENI ([`launch`]), how data moves
 //! between S3 and a host's network ([`s3`]), how a container's log reaches
-//! CloudWatch Logs ([`logs`]), a host's ML storage volume ([`volume`]), and
-//! how Cove talks HTTP to a serving container inside its namespace
-//! ([`http`]).
+//! CloudWatch Logs ([`logs`]), a host's ML storage volume ([`volume`]), how
+//! Cove talks HTTP to a serving container inside its namespace ([`http`]),
+//! and EFS file systems mounted through a host's ENI ([`efs`]).
 
+pub mod efs;
 pub mod http;
 pub mod launch;
 pub mod logs;

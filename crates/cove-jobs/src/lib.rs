@@ -16,6 +16,7 @@
 pub mod compilation;
 pub mod contract;
 pub mod driver;
+mod file_systems;
 pub mod hosting;
 pub mod load;
 pub mod recommender;

@@ -8,6 +8,7 @@
 
 use crate::contract::{self, ContainerCredentials, HostContract};
 use crate::driver::{driver, Driver, Failure, Step};
+use crate::file_systems;
 use crate::{assume_job_role, release, session_of, REQUESTER};
 use cove_host::eni_netns;
 use cove_host::launch::{launch_host, HostLaunch};
@@ -417,6 +418,9 @@ impl Training {
                 std::fs::remove_file(ml.join("code/.sourcedir.tar.gz"))?;
             }
         }
+        if let Err(f) = self.mount_file_systems(job) {
+            return Ok(Err(f));
+        }
         self.update(&job.key(), |j| {
             let now = now_rfc3339();
             j.phase = JobPhase::Running;
@@ -429,6 +433,47 @@ impl Training {
             }
         })?;
         Ok(Ok(()))
+    }
+
+    /// Mounts the job's channels on EFS on every host, through the host's
+    /// ENI (a file-system channel needs a `VpcConfig`, so each host has one).
+    fn mount_file_systems(&self, job: &SageMakerJob) -> Result<(), Failure> {
+        if file_systems::fs_channels(job).is_empty() {
+            return Ok(());
+        }
+        let world = self.store.snapshot();
+        let owner_of = |id: &str| self.store.owner_of::<cove_model::efs::FileSystem>(id);
+        for (host, ns) in job.hosts.iter().zip(self.host_netns(job)) {
+            let eni = host
+                .eni_id
+                .as_ref()
+                .and_then(|e| world.network_interfaces.get(e));
+            let (Some(eni), Some(ns)) = (eni, ns) else {
+                return Err(Failure(
+                    "ClientError: A FileSystemDataSource needs the job's network interfaces, and this host has none.".into(),
+                ));
+            };
+            let host_dir = self.host_dir(job, &host.name);
+            std::fs::create_dir_all(host_dir.join("ml/input/data"))
+                .map_err(|e| Failure(format!("InternalServerError: {e}")))?;
+            file_systems::mount_host(
+                &self.settings.runner,
+                &world,
+                &owner_of,
+                job,
+                &host_dir,
+                eni,
+                &format!("{}/{ns}", cove_net::netns::NETNS_DIR),
+                self.settings.connect_timeout,
+            )
+            .map_err(|reason| {
+                for h in &job.hosts {
+                    cove_host::efs::unmount_all(&self.host_dir(job, &h.name).join("efs"));
+                }
+                Failure(reason)
+            })?;
+        }
+        Ok(())
     }
 
     /// Gives each host its ML storage volume of `VolumeSizeInGB`.
@@ -552,7 +597,7 @@ impl Training {
                 hostname: host.clone(),
                 hosts_file,
                 isolated: job.request.network_isolation(),
-                extra_binds: vec![],
+                extra_binds: file_systems::binds(job, &dir),
                 netns: ns,
                 instance_type: &instance_type,
             },
@@ -845,6 +890,9 @@ impl Training {
         })?;
         let dir = crate::workload_dir(&self.settings.jobs_dir, &job.arn);
         for host in &job.hosts {
+            // Before anything under the directory is removed: below a live
+            // mount are the file system's own files.
+            cove_host::efs::unmount_all(&dir.join(&host.name).join("efs"));
             unmount(&dir.join(&host.name).join("rootfs"));
             cove_host::volume::detach(&dir.join(&host.name))?;
         }
@@ -873,7 +921,11 @@ fn download_plan(job: &SageMakerJob) -> Vec<Source> {
     match &job.request {
         JobRequest::Training(r) => {
             for c in r.input_data_config.iter().flatten() {
-                let s3 = c.data_source.s3_data_source.as_ref();
+                // Channels on file systems are mounted, not copied.
+                let Some(s3) = c.data_source.s3_data_source.as_ref() else {
+                    continue;
+                };
+                let s3 = Some(s3);
                 out.push(Source {
                     uri: s3.map(|s| s.s3_uri.clone()).unwrap_or_default(),
                     data_type: s3

@@ -3,8 +3,9 @@
 //! endpoints), every interface endpoint's ENI (the API of that one service,
 //! PrivateLink-style), each on HTTP (80) and HTTPS (443, with a certificate
 //! from Cove's CA), every VPC's resolver at base+2, and the simulated web
-//! (80 and 443 at [`cove_model::region::WEB_HOST`]). The binary binds
-//! them from a thread that has entered the namespace; the socket keeps it.
+//! (80 and 443 at [`cove_model::region::WEB_HOST`]), and NFS on every EFS
+//! mount target's ENI (2049). The binary binds them from a thread that has
+//! entered the namespace; the socket keeps it.
 
 use crate::naming;
 use cove_model::services;
@@ -17,6 +18,8 @@ pub const API_PORT: u16 = 80;
 /// HTTPS port of the same listeners, where SDKs go by default.
 pub const API_TLS_PORT: u16 = 443;
 pub const DNS_PORT: u16 = 53;
+/// NFS, where EFS mount targets listen.
+pub const NFS_PORT: u16 = 2049;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum ListenerKind {
@@ -34,6 +37,8 @@ pub enum ListenerKind {
     /// Cove's simulated web, where public names resolve (its package index),
     /// on HTTP or on HTTPS with a certificate for the name asked.
     Web { tls: bool },
+    /// An EFS file system, served over NFS on one of its mount targets.
+    Nfs { file_system_id: String },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -108,6 +113,22 @@ pub fn listeners(world: &World, instance: &str) -> Vec<ListenerPlan> {
                 Some(e.vpc_id.clone()),
             ));
         }
+    }
+    for mt in world.mount_targets.values() {
+        if !world.file_systems.contains_key(&mt.file_system_id)
+            || !world
+                .network_interfaces
+                .contains_key(&mt.network_interface_id)
+        {
+            continue;
+        }
+        out.push(ListenerPlan {
+            netns: naming::eni_netns(instance, &mt.network_interface_id),
+            addr: SocketAddrV4::new(mt.ip_address, NFS_PORT),
+            kind: ListenerKind::Nfs {
+                file_system_id: mt.file_system_id.clone(),
+            },
+        });
     }
     for (port, tls) in [(API_PORT, false), (API_TLS_PORT, true)] {
         out.push(ListenerPlan {
@@ -206,5 +227,44 @@ mod tests {
         assert!(!listeners(&w, "t")
             .iter()
             .any(|p| matches!(p.kind, ListenerKind::Dns { .. })));
+    }
+
+    #[test]
+    fn mount_targets_serve_nfs_on_their_eni_while_their_file_system_exists() {
+        use cove_model::efs::{LifeCycleState, MountTarget};
+        let mut w = fixtures::world("", vec![], [&[], &[], &[]], vec![]);
+        let eni = w.network_interfaces.get("eni-a2").unwrap().clone();
+        w.mount_targets.insert(
+            "fsmt-1".into(),
+            MountTarget {
+                id: "fsmt-1".into(),
+                region: "us-east-1".into(),
+                owner_id: "123456789012".into(),
+                file_system_id: "fs-1".into(),
+                subnet_id: eni.subnet_id.clone(),
+                vpc_id: eni.vpc_id.clone(),
+                availability_zone: eni.availability_zone.clone(),
+                availability_zone_id: "use1-az1".into(),
+                ip_address: eni.private_ip,
+                network_interface_id: eni.id.clone(),
+                state: LifeCycleState::Available,
+            }
+            .into(),
+        );
+        let nfs = |w: &World| -> Vec<ListenerPlan> {
+            listeners(w, "t")
+                .into_iter()
+                .filter(|p| matches!(p.kind, ListenerKind::Nfs { .. }))
+                .collect()
+        };
+        assert!(nfs(&w).is_empty(), "no file system, nothing to serve");
+        w.file_systems.insert(
+            "fs-1".into(),
+            cove_model::fixtures::file_system("fs-1").into(),
+        );
+        let plans = nfs(&w);
+        assert_eq!(plans.len(), 1);
+        assert_eq!(plans[0].netns, naming::eni_netns("t", &eni.id));
+        assert_eq!(plans[0].addr, SocketAddrV4::new(eni.private_ip, NFS_PORT));
     }
 }

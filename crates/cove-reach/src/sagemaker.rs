@@ -1,7 +1,8 @@
 //! SageMaker-aware checks: given a training or processing job's request,
 //! say before it runs whether its hosts, placed in its subnets with its
 //! security groups, can download their S3 data, upload their artifacts,
-//! reach each other (distributed jobs) and reach the internet, and why not.
+//! reach each other (distributed jobs), reach the mount targets of their
+//! EFS channels on NFS's port, and reach the internet, and why not.
 //! Besides the network path, the gateway endpoint's policy and the bucket
 //! policy are evaluated for the job role's session, as S3 will.
 
@@ -51,6 +52,8 @@ pub struct JobNetwork {
     /// Whether the hosts talk to each other (a distributed job; endpoint
     /// instances of a model do not).
     pub peers_talk: bool,
+    /// The EFS file systems of its `FileSystemDataSource` channels.
+    pub file_systems: Vec<String>,
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -75,6 +78,7 @@ impl JobNetwork {
         region: &str,
         account: &str,
     ) -> Option<JobNetwork> {
+        let mut file_systems = Vec::new();
         let (vpc, isolation, count, reads, writes) = if processing {
             let net = &request["NetworkConfig"];
             let inputs = request["ProcessingInputs"]
@@ -106,6 +110,11 @@ impl JobNetwork {
             if let Some(dir) = request["HyperParameters"]["sagemaker_submit_directory"].as_str() {
                 reads.extend(S3Location::parse(dir.trim_matches('"')));
             }
+            file_systems = channels
+                .iter()
+                .filter_map(|c| c["DataSource"]["FileSystemDataSource"]["FileSystemId"].as_str())
+                .map(str::to_string)
+                .collect();
             let checkpoint = locations(std::iter::once(&request["CheckpointConfig"]["S3Uri"]));
             reads.extend(checkpoint.clone());
             let mut writes = locations(std::iter::once(
@@ -131,6 +140,7 @@ impl JobNetwork {
             role_arn: request["RoleArn"].as_str().map(str::to_string),
             network_isolation: isolation,
             peers_talk: true,
+            file_systems,
         })
     }
 
@@ -169,6 +179,7 @@ impl JobNetwork {
             role_arn: request["ExecutionRoleArn"].as_str().map(str::to_string),
             network_isolation: request["EnableNetworkIsolation"].as_bool().unwrap_or(false),
             peers_talk: false,
+            file_systems: vec![],
         })
     }
 
@@ -434,6 +445,9 @@ pub fn check_job(
                 analysis: Some(a),
             });
         }
+        for fs in &job.file_systems {
+            checks.push(file_system_check(&w, host, &subnet, fs));
+        }
         if let Ok(a) = analyze(&w, &to(Target::Address(INTERNET_HOST))) {
             let (ok, detail) = if job.network_isolation {
                 (
@@ -488,6 +502,62 @@ pub fn check_job(
         });
     }
     checks
+}
+
+/// Whether `host` reaches file system `fs`'s mount target in its zone on
+/// NFS's port (TCP 2049), as its channel's mount will.
+fn file_system_check(w: &World, host: &str, subnet: &str, fs: &str) -> Check {
+    let eni = &w.network_interfaces[host];
+    let check = |ok: bool, detail: String, analysis: Option<Analysis>| Check {
+        name: "File system access".into(),
+        subnet: subnet.to_string(),
+        required: true,
+        ok,
+        detail,
+        analysis,
+    };
+    if !w.file_systems.contains_key(fs) {
+        return check(false, format!("file system {fs} does not exist"), None);
+    }
+    let Some(target) = w
+        .mount_targets
+        .values()
+        .find(|m| m.file_system_id == fs && m.availability_zone == eni.availability_zone)
+    else {
+        return check(
+            false,
+            format!(
+                "{fs} has no mount target in {}, the zone of {subnet}",
+                eni.availability_zone
+            ),
+            None,
+        );
+    };
+    let q = Query {
+        source: Source::Eni(host.to_string()),
+        target: Target::Eni(target.network_interface_id.clone()),
+        protocol: Protocol::Tcp,
+        port: Some(2049),
+        source_port: None,
+    };
+    match analyze(w, &q) {
+        Ok(a) if a.found => check(
+            true,
+            format!("{} ({}) answers NFS on 2049", target.id, target.ip_address),
+            Some(a),
+        ),
+        Ok(a) => check(
+            false,
+            format!(
+                "{} ({}) is unreachable on TCP 2049: {}",
+                target.id,
+                target.ip_address,
+                why_not(&a)
+            ),
+            Some(a),
+        ),
+        Err(e) => check(false, e.to_string(), None),
+    }
 }
 
 /// The one-line warnings for checks the job cannot do without.

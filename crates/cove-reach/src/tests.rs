@@ -574,6 +574,64 @@ mod sagemaker_checks {
     }
 
     #[test]
+    fn an_efs_channel_needs_its_zones_mount_target_on_2049() {
+        use cove_model::efs::{LifeCycleState, MountTarget};
+        let mut w = open_world();
+        let mut req = request(1, &["sg-open"]);
+        req["InputDataConfig"][0]["DataSource"] = json!({"FileSystemDataSource": {
+            "FileSystemId": "fs-1", "FileSystemType": "EFS", "DirectoryPath": "/", "FileSystemAccessMode": "ro"}});
+        let job = JobNetwork::from_request(false, &req, "us-east-1", ACCOUNT).unwrap();
+        assert_eq!(job.file_systems, ["fs-1"]);
+        let none = |_: &str| None;
+        let fs_check = |w: &World| check(&check_job(w, &job, &none), "File system access").clone();
+        assert!(fs_check(&w).detail.contains("does not exist"));
+        w.file_systems.insert(
+            "fs-1".into(),
+            cove_model::fixtures::file_system("fs-1").into(),
+        );
+        let missing = fs_check(&w);
+        assert!(
+            !missing.ok && missing.detail.contains("no mount target in us-east-1a"),
+            "{}",
+            missing.detail
+        );
+        let eni = w.network_interfaces["eni-b1"].clone();
+        w.mount_targets.insert(
+            "fsmt-1".into(),
+            MountTarget {
+                id: "fsmt-1".into(),
+                region: "us-east-1".into(),
+                owner_id: ACCOUNT.into(),
+                file_system_id: "fs-1".into(),
+                subnet_id: eni.subnet_id.clone(),
+                vpc_id: eni.vpc_id.clone(),
+                availability_zone: eni.availability_zone.clone(),
+                availability_zone_id: String::new(),
+                ip_address: eni.private_ip,
+                network_interface_id: eni.id.clone(),
+                state: LifeCycleState::Available,
+            }
+            .into(),
+        );
+        assert!(fs_check(&w).ok, "{}", fs_check(&w).detail);
+        // The mount target's group admits nothing: the mount will fail.
+        w.security_groups.insert(
+            "sg-closed".into(),
+            group("sg-closed", vec![], vec![]).into(),
+        );
+        let mut closed = (*eni).clone();
+        closed.group_ids = vec!["sg-closed".into()];
+        w.network_interfaces.insert(eni.id.clone(), closed.into());
+        let blocked = fs_check(&w);
+        assert!(
+            !blocked.ok && blocked.detail.contains("unreachable on TCP 2049"),
+            "{}",
+            blocked.detail
+        );
+        assert!(blocked.detail.contains("sg-closed"), "{}", blocked.detail);
+    }
+
+    #[test]
     fn the_request_gives_subnets_groups_and_s3_locations() {
         let j = job(2, &["sg-open"]);
         assert_eq!(j.instance_count, 2);

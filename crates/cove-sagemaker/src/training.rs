@@ -123,21 +123,62 @@ fn check_training(request: &CreateTrainingJobRequest) -> AwsResult<()> {
                 "Channel names must be unique: {name} is given more than once."
             )));
         }
-        if channel.data_source.s3_data_source.is_none() {
-            return Err(validation(format!(
-                "Channel {name}: only S3DataSource is supported by Cove."
-            )));
-        }
         let mode = channel
             .input_mode
             .as_deref()
             .or(algo.map(|a| a.training_input_mode.as_str()))
             .unwrap_or("File");
+        match (
+            &channel.data_source.s3_data_source,
+            &channel.data_source.file_system_data_source,
+        ) {
+            (Some(_), None) => {}
+            (None, Some(fs)) => check_file_system_channel(name, fs, request, mode)?,
+            _ => {
+                return Err(validation(format!(
+                    "Channel {name}: give exactly one of S3DataSource and FileSystemDataSource."
+                )))
+            }
+        }
         if mode != "File" {
             return Err(validation(format!(
                 "Channel {name}: input mode {mode} is not supported by Cove; use File."
             )));
         }
+    }
+    Ok(())
+}
+
+/// A channel on a file system is reached through the job's own ENIs, so
+/// it needs a `VpcConfig`; it is mounted, so only File mode applies. Cove
+/// serves EFS, not FSx for Lustre.
+fn check_file_system_channel(
+    name: &str,
+    fs: &cove_shapes::sagemaker::FileSystemDataSource,
+    request: &CreateTrainingJobRequest,
+    mode: &str,
+) -> AwsResult<()> {
+    if request.vpc_config.is_none() {
+        return Err(validation(format!(
+            "Channel {name}: a FileSystemDataSource needs a VpcConfig; the file system is reached through the job's subnets."
+        )));
+    }
+    if fs.file_system_type != "EFS" {
+        return Err(validation(format!(
+            "Channel {name}: FileSystemType {} is not served by Cove; use EFS.",
+            fs.file_system_type
+        )));
+    }
+    if mode != "File" {
+        return Err(validation(format!(
+            "Channel {name}: a FileSystemDataSource is mounted and supports only the File input mode, not {mode}."
+        )));
+    }
+    if !fs.directory_path.starts_with('/') {
+        return Err(validation(format!(
+            "Channel {name}: DirectoryPath must be an absolute path, not {:?}.",
+            fs.directory_path
+        )));
     }
     Ok(())
 }

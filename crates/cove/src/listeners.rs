@@ -1,8 +1,10 @@
 //! Keeps Cove's sockets inside the data plane equal to
 //! [`cove_net::listen::listeners`]: the API on the region's public service
 //! addresses and on interface-endpoint ENIs (HTTP on 80, HTTPS on 443 with
-//! Cove's CA), the VPC resolver of every VPC, and the simulated web. Each socket is bound by a thread that entered the namespace (the
-//! socket keeps that namespace for life) and is served on the tokio runtime.
+//! Cove's CA), the VPC resolver of every VPC, the simulated web, and NFS on
+//! every EFS mount target's ENI. Each socket is bound by a thread that
+//! entered the namespace (the socket keeps that namespace for life) and is
+//! served on the tokio runtime.
 //! A listener whose namespace was recreated is bound again.
 
 use axum::Extension;
@@ -26,6 +28,8 @@ pub struct Listeners {
     tls: Arc<rustls::ServerConfig>,
     /// The TLS configuration of the simulated web's HTTPS listener.
     web_tls: Arc<rustls::ServerConfig>,
+    /// Cove's data directory, where EFS file systems keep their bytes.
+    data_dir: std::path::PathBuf,
     /// Running listeners, with the inode of the namespace they were bound in.
     running: BTreeMap<ListenerPlan, (u64, Vec<AbortHandle>)>,
 }
@@ -44,6 +48,7 @@ impl Listeners {
         store: Arc<Store>,
         tls: Arc<rustls::ServerConfig>,
         web_tls: Arc<rustls::ServerConfig>,
+        data_dir: std::path::PathBuf,
     ) -> Self {
         Listeners {
             runtime,
@@ -52,6 +57,7 @@ impl Listeners {
             store,
             tls,
             web_tls,
+            data_dir,
             running: BTreeMap::new(),
         }
     }
@@ -136,6 +142,22 @@ impl Listeners {
             }
             ListenerKind::Web { tls } => {
                 self.serve_http(plan, self.web.clone(), tls.then(|| self.web_tls.clone()))
+            }
+            ListenerKind::Nfs { file_system_id } => {
+                let listener = cove_net::netns::run_in(&plan.netns, move || {
+                    std::net::TcpListener::bind(addr)
+                })??;
+                listener.set_nonblocking(true)?;
+                let _guard = self.runtime.enter();
+                let listener = tokio::net::TcpListener::from_std(listener)?;
+                let root = cove_efs::file_system_dir(&self.data_dir, file_system_id);
+                std::fs::create_dir_all(&root)?;
+                let task = self.runtime.spawn(async move {
+                    if let Err(e) = cove_nfs::serve(listener, cove_nfs::Export::new(root)).await {
+                        tracing::warn!(%addr, error = %e, "NFS service stopped");
+                    }
+                });
+                Ok(vec![task.abort_handle()])
             }
             ListenerKind::Dns { vpc_id } => {
                 let (udp, tcp) = cove_net::netns::run_in(&plan.netns, move || {

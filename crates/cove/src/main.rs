@@ -2,6 +2,7 @@
 //! (EC2 VPC API, STS; more services plug into the same dispatcher).
 
 mod config;
+mod efs_mount;
 mod flow_logs;
 mod https;
 mod listeners;
@@ -84,6 +85,28 @@ enum Command {
     RunContainer {
         /// The container's `<state_dir>/spec.json`.
         spec: std::path::PathBuf,
+    },
+    /// Mount an EFS file system for a workload through its ENI and serve
+    /// the mount until it is taken away (started by Cove's job supervisor;
+    /// not for direct use).
+    #[command(hide = true)]
+    EfsMount {
+        /// The network namespace to connect from (`/run/netns/<name>`).
+        #[arg(long)]
+        netns: std::path::PathBuf,
+        /// The mount target's address and port.
+        #[arg(long)]
+        server: std::net::SocketAddr,
+        /// The directory of the file system to mount.
+        #[arg(long)]
+        path: String,
+        #[arg(long)]
+        mountpoint: std::path::PathBuf,
+        #[arg(long)]
+        read_only: bool,
+        /// How long connecting to the mount target may take.
+        #[arg(long, default_value_t = 10_000)]
+        timeout_ms: u64,
     },
     /// Compile a model for a compilation job (started by Cove's job
     /// supervisor in the job's directory; not for direct use).
@@ -452,6 +475,21 @@ fn main() -> anyhow::Result<()> {
         }
         Command::RunContainer { spec } => cove_runtime::run_container_main(&spec),
         Command::CompileModel { dir } => cove_jobs::compilation::compile_model_main(&dir),
+        Command::EfsMount {
+            netns,
+            server,
+            path,
+            mountpoint,
+            read_only,
+            timeout_ms,
+        } => efs_mount::run(&efs_mount::Args {
+            netns: &netns,
+            server,
+            export_path: &path,
+            mountpoint: &mountpoint,
+            read_only,
+            connect_timeout: std::time::Duration::from_millis(timeout_ms),
+        }),
         Command::ImageImport {
             data_dir,
             image_uri,

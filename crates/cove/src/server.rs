@@ -339,6 +339,7 @@ fn start_data_plane(
         store.clone(),
         tls,
         web_tls,
+        settings.data_dir.clone(),
     );
     let tag = instance.clone();
     cove_dataplane::run::spawn(
