@@ -163,6 +163,9 @@ def test_without_the_nfs_rule_or_through_an_acl_dropping_2049_the_job_fails(ec2,
     assert d["TrainingJobStatus"] == "Failed"
     assert d["FailureReason"].startswith(unable(efs_net, "/")), d["FailureReason"]
     assert "did not answer on" in d["FailureReason"] and ":2049" in d["FailureReason"]
+    # Cove said so when the job was created, naming the group in the way.
+    first = d["SecondaryStatusTransitions"][0]["StatusMessage"]
+    assert "File system access will fail" in first and efs_net["efs_sg"] in first, first
     assert time.time() - started < 45
 
     # The group admits NFS again, but the subnets' ACL drops it.

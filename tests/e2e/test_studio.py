@@ -142,7 +142,8 @@ def test_vpc_only_app_reaches_its_endpoint_and_not_the_internet(cove_server, ec2
         status, _, _ = browser.get(f"{base}api/contents/notes.txt", json.dumps(
             {"type": "file", "format": "text", "content": "kept"}).encode(), "PUT")
         assert status == 201
-        home = os.path.join(cove_server.data_dir, "studio", domain, "home", "alice")
+        # On the domain's EFS file system, in the profile's uid directory.
+        home = os.path.join(cove_server.data_dir, "efs", d["HomeEfsFileSystemId"], "200001")
         assert open(os.path.join(home, "notes.txt")).read() == "kept"
         sm.delete_app(DomainId=domain, UserProfileName="alice", AppType="JupyterServer", AppName="default")
         assert wait_app(sm, domain, "alice", statuses=("Deleted", "Failed"))["Status"] == "Deleted"
@@ -166,6 +167,64 @@ def test_vpc_only_app_reaches_its_endpoint_and_not_the_internet(cove_server, ec2
         Filters=[{"Name": "vpc-id", "Values": [private_net["vpc"]]}])["SecurityGroups"]}
     assert not [n for n in remaining if domain in n]
     assert not os.path.exists(os.path.join(cove_server.data_dir, "studio", domain))
+
+
+def test_homes_are_on_the_domains_efs_behind_the_nfs_groups(cove_server, ec2, sm, private_net):  # noqa: F811
+    efs = cove_server.client("efs")
+    s3_endpoint(ec2, private_net)
+    domain, _ = create_domain(sm, ec2, private_net, "VpcOnly")
+    d = sm.describe_domain(DomainId=domain)
+    fs = d["HomeEfsFileSystemId"]
+    groups = {g["GroupName"]: g["GroupId"] for g in ec2.describe_security_groups(
+        Filters=[{"Name": "vpc-id", "Values": [private_net["vpc"]]}])["SecurityGroups"]}
+    inbound, outbound = groups[f"security-group-for-inbound-nfs-{domain}"], groups[f"security-group-for-outbound-nfs-{domain}"]
+
+    # The file system AWS makes for a domain: tagged with it, a mount target
+    # per zone of its subnets, guarded by the inbound NFS group.
+    described = efs.describe_file_systems(FileSystemId=fs)["FileSystems"][0]
+    assert {t["Key"]: t["Value"] for t in described["Tags"]}["ManagedByAmazonSageMakerResource"] == d["DomainArn"]
+    targets = efs.describe_mount_targets(FileSystemId=fs)["MountTargets"]
+    assert sorted(t["SubnetId"] for t in targets) == sorted(private_net["subnets"])
+    for t in targets:
+        assert efs.describe_mount_target_security_groups(MountTargetId=t["MountTargetId"])["SecurityGroups"] == [inbound]
+
+    sm.create_user_profile(DomainId=domain, UserProfileName="bob")
+    apps = []
+    try:
+        sm.create_app(DomainId=domain, UserProfileName="bob", AppType="JupyterServer", AppName="default")
+        apps.append(("bob", "JupyterServer", "default"))
+        assert wait_app(sm, domain, "bob")["Status"] == "InService"
+        browser, base, _ = open_studio(sm, domain, "bob")
+        status, _, _ = browser.get(f"{base}api/contents/plan.txt", json.dumps(
+            {"type": "file", "format": "text", "content": "on efs"}).encode(), "PUT")
+        assert status == 201
+        assert open(os.path.join(cove_server.data_dir, "efs", fs, "200001", "plan.txt")).read() == "on efs"
+        # The home is an NFS mount through the app's ENI, not a host directory.
+        mounts = open("/proc/mounts").read()
+        assert "cove-nfs:/200001" in mounts, mounts
+        # The next app of the user sees it.
+        sm.create_app(DomainId=domain, UserProfileName="bob", AppType="KernelGateway", AppName="kg",
+                      ResourceSpec={"InstanceType": "ml.t3.medium"})
+        apps.append(("bob", "KernelGateway", "kg"))
+        assert wait_app(sm, domain, "bob", "KernelGateway", "kg")["Status"] == "InService"
+
+        # Without the NFS rule between the groups, the home is out of reach:
+        # a new app of the user fails, saying so.
+        sm.delete_app(DomainId=domain, UserProfileName="bob", AppType="JupyterServer", AppName="default")
+        assert wait_app(sm, domain, "bob", statuses=("Deleted", "Failed"))["Status"] == "Deleted"
+        ec2.revoke_security_group_ingress(GroupId=inbound, IpPermissions=[{
+            "IpProtocol": "tcp", "FromPort": 2049, "ToPort": 2049, "UserIdGroupPairs": [{"GroupId": outbound}]}])
+        sm.create_app(DomainId=domain, UserProfileName="bob", AppType="JupyterServer", AppName="default")
+        failed = wait_app(sm, domain, "bob")
+        assert failed["Status"] == "Failed"
+        assert failed["FailureReason"].startswith(
+            f"ClientError: Unable to mount the home directory of user profile bob (directory /200001 of file system {fs})"), \
+            failed["FailureReason"]
+    finally:
+        tear_down(sm, domain, ["bob"], apps + [("bob", "JupyterServer", "default")])
+    # RetentionPolicy Delete: the file system and its bytes are gone.
+    aws_error("FileSystemNotFound", efs.describe_file_systems, FileSystemId=fs)
+    assert not os.path.exists(os.path.join(cove_server.data_dir, "efs", fs))
 
 
 def test_public_internet_only_app_gets_the_internet(ec2, sm, private_net, internet_server):  # noqa: F811

@@ -23,15 +23,15 @@ const MAX_ACCESS_POINTS: usize = 10_000;
 
 pub struct EfsService {
     store: Arc<Store>,
-    /// Where file systems' directories live (`<data dir>/efs`).
-    root: PathBuf,
+    /// Cove's data directory; file systems live in `efs/<id>` below it.
+    data_dir: PathBuf,
 }
 
 impl EfsService {
     pub fn new(store: Arc<Store>, data_dir: &Path) -> EfsService {
         EfsService {
             store,
-            root: data_dir.join("efs"),
+            data_dir: data_dir.to_path_buf(),
         }
     }
 }
@@ -67,7 +67,7 @@ impl Service for EfsService {
         };
         let r = Req {
             store: &self.store,
-            root: &self.root,
+            data_dir: &self.data_dir,
             account: ctx.account_id(),
             region: &ctx.region,
         };
@@ -136,7 +136,7 @@ impl Service for EfsService {
 /// One request's account and region.
 struct Req<'a> {
     store: &'a Store,
-    root: &'a Path,
+    data_dir: &'a Path,
     account: &'a str,
     region: &'a str,
 }
@@ -312,7 +312,7 @@ fn zone_id(region: &str, zone: &str) -> Option<String> {
 
 fn render_file_system(r: &Req, w: &World, f: &FileSystem, state: LifeCycleState) -> Value {
     let tags = tags_of(w, &f.id);
-    let size = size_of(&r.root.join(&f.id));
+    let size = size_of(&file_system_dir(r.data_dir, &f.id));
     let mount_targets = w
         .mount_targets
         .values()
@@ -364,6 +364,29 @@ fn throughput(mode: &str, mibps: Option<f64>) -> AwsResult<Option<f64>> {
     }
 }
 
+/// A new, available file system with EFS's defaults (bursting, general
+/// purpose, unencrypted, regional, no backups), for the caller to adjust
+/// and store.
+pub fn new_file_system(region: &str, account: &str, creation_token: &str) -> FileSystem {
+    FileSystem {
+        id: new_id("fs"),
+        region: region.to_string(),
+        owner_id: account.to_string(),
+        creation_token: creation_token.to_string(),
+        created_at: now_rfc3339(),
+        state: LifeCycleState::Available,
+        performance_mode: "generalPurpose".into(),
+        throughput_mode: "bursting".into(),
+        provisioned_throughput_mibps: None,
+        encrypted: false,
+        kms_key_id: None,
+        availability_zone: None,
+        policy: None,
+        lifecycle_policies: vec![],
+        backup_status: "DISABLED".into(),
+    }
+}
+
 fn create_file_system(r: &Req, q: &CreateFileSystemRequest) -> AwsResult<Value> {
     let performance_mode = q
         .performance_mode
@@ -411,39 +434,30 @@ fn create_file_system(r: &Req, q: &CreateFileSystemRequest) -> AwsResult<Value> 
                 ),
             ));
         }
-        let fs = FileSystem {
-            id: new_id("fs"),
-            region: r.region.to_string(),
-            owner_id: r.account.to_string(),
-            creation_token: q.creation_token.clone(),
-            created_at: now_rfc3339(),
-            state: LifeCycleState::Available,
-            performance_mode: performance_mode.clone(),
-            throughput_mode: throughput_mode.clone(),
-            provisioned_throughput_mibps: provisioned,
-            encrypted,
-            kms_key_id: encrypted.then(|| {
-                q.kms_key_id.clone().unwrap_or_else(|| {
-                    format!(
-                        "arn:aws:kms:{}:{}:key/{}",
-                        r.region,
-                        r.account,
-                        uuid::Uuid::new_v4()
-                    )
-                })
-            }),
-            availability_zone: q.availability_zone_name.clone(),
-            policy: None,
-            lifecycle_policies: vec![],
-            backup_status: if backup { "ENABLED" } else { "DISABLED" }.into(),
-        };
+        let mut fs = new_file_system(r.region, r.account, &q.creation_token);
+        fs.performance_mode = performance_mode.clone();
+        fs.throughput_mode = throughput_mode.clone();
+        fs.provisioned_throughput_mibps = provisioned;
+        fs.encrypted = encrypted;
+        fs.kms_key_id = encrypted.then(|| {
+            q.kms_key_id.clone().unwrap_or_else(|| {
+                format!(
+                    "arn:aws:kms:{}:{}:key/{}",
+                    r.region,
+                    r.account,
+                    uuid::Uuid::new_v4()
+                )
+            })
+        });
+        fs.availability_zone = q.availability_zone_name.clone();
+        fs.backup_status = if backup { "ENABLED" } else { "DISABLED" }.into();
         tx.put(fs.clone());
         if !tags.is_empty() {
             tx.set_tags(&fs.id, tags.clone());
         }
         Ok(fs)
     })?;
-    let dir = r.root.join(&fs.id);
+    let dir = file_system_dir(r.data_dir, &fs.id);
     if let Err(e) = std::fs::create_dir_all(&dir) {
         tracing::error!(dir = %dir.display(), error = %e, "cannot make a file system's directory");
     }
@@ -481,6 +495,46 @@ fn describe_file_systems(r: &Req, q: &DescribeFileSystemsRequest) -> AwsResult<V
     Ok(json!({"FileSystems": rendered, "Marker": q.marker, "NextMarker": next}))
 }
 
+/// Removes a file system with its mount targets (and their ENIs) and
+/// access points from the store, in a write; its bytes stay until
+/// [`remove_bytes`].
+pub fn remove_file_system(tx: &mut Tx, fs_id: &str) {
+    let targets: Vec<MountTarget> = tx
+        .world
+        .mount_targets
+        .values()
+        .filter(|m| m.file_system_id == fs_id)
+        .map(|m| (**m).clone())
+        .collect();
+    for mt in targets {
+        cove_ec2::delete_managed_eni(tx, &mt.network_interface_id);
+        tx.delete::<MountTarget>(&mt.id);
+    }
+    let points: Vec<String> = tx
+        .world
+        .access_points
+        .values()
+        .filter(|a| a.file_system_id == fs_id)
+        .map(|a| a.id.clone())
+        .collect();
+    for id in points {
+        tx.delete::<AccessPoint>(&id);
+        tx.set_tags(&id, Tags::new());
+    }
+    tx.delete::<FileSystem>(fs_id);
+    tx.set_tags(fs_id, Tags::new());
+}
+
+/// Removes a deleted file system's bytes from `<data dir>/efs`.
+pub fn remove_bytes(data_dir: &Path, fs_id: &str) {
+    let dir = file_system_dir(data_dir, fs_id);
+    if let Err(e) = std::fs::remove_dir_all(&dir) {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a deleted file system's bytes");
+        }
+    }
+}
+
 fn delete_file_system(r: &Req, q: &DeleteFileSystemRequest) -> AwsResult<Value> {
     r.write(|tx| {
         file_system(&tx.world, r.region, &q.file_system_id)?;
@@ -498,27 +552,10 @@ fn delete_file_system(r: &Req, q: &DeleteFileSystemRequest) -> AwsResult<Value> 
                 ),
             ));
         }
-        let points: Vec<String> = tx
-            .world
-            .access_points
-            .values()
-            .filter(|a| a.file_system_id == q.file_system_id)
-            .map(|a| a.id.clone())
-            .collect();
-        for id in points {
-            tx.delete::<AccessPoint>(&id);
-            tx.set_tags(&id, Tags::new());
-        }
-        tx.delete::<FileSystem>(&q.file_system_id);
-        tx.set_tags(&q.file_system_id, Tags::new());
+        remove_file_system(tx, &q.file_system_id);
         Ok(())
     })?;
-    let dir = r.root.join(&q.file_system_id);
-    if let Err(e) = std::fs::remove_dir_all(&dir) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove a deleted file system's bytes");
-        }
-    }
+    remove_bytes(r.data_dir, &q.file_system_id);
     Ok(json!({}))
 }
 
@@ -601,6 +638,114 @@ fn mount_target_security_groups(
     Ok(ids)
 }
 
+/// Makes a mount target of file system `fs_id` in `subnet_id` (its ENI
+/// included) in a write, with EFS's checks and errors: what
+/// `CreateMountTarget` does, and what a Studio domain does for its home
+/// file system.
+pub fn make_mount_target(
+    tx: &mut Tx,
+    (region, account): (&str, &str),
+    fs_id: &str,
+    subnet_id: &str,
+    ip_address: Option<&str>,
+    groups: Option<&[String]>,
+) -> AwsResult<MountTarget> {
+    let fs = file_system(&tx.world, region, fs_id)?.clone();
+    if fs.state != LifeCycleState::Available {
+        return Err(conflict(
+            "IncorrectFileSystemLifeCycleState",
+            format!("File system '{}' is not available.", fs.id),
+        ));
+    }
+    let subnet = tx
+        .world
+        .subnets
+        .get(subnet_id)
+        .filter(|s| s.region == region)
+        .cloned()
+        .ok_or_else(|| {
+            AwsError::client(
+                "SubnetNotFound",
+                format!("Subnet '{}' does not exist.", subnet_id),
+            )
+        })?;
+    if let Some(zone) = &fs.availability_zone {
+        if &subnet.availability_zone != zone {
+            return Err(bad_request(format!(
+                "The subnet is in {}, but One Zone file system '{}' is in {zone}.",
+                subnet.availability_zone, fs.id
+            )));
+        }
+    }
+    for other in tx
+        .world
+        .mount_targets
+        .values()
+        .filter(|m| m.file_system_id == fs.id)
+    {
+        if other.vpc_id != subnet.vpc_id {
+            return Err(conflict(
+                    "MountTargetConflict",
+                    format!(
+                        "File system '{}' has mount targets in VPC {}; all of its mount targets must be in one VPC.",
+                        fs.id, other.vpc_id
+                    ),
+                ));
+        }
+        if other.availability_zone == subnet.availability_zone {
+            return Err(conflict(
+                "MountTargetConflict",
+                format!(
+                    "File system '{}' already has a mount target in availability zone {}.",
+                    fs.id, subnet.availability_zone
+                ),
+            ));
+        }
+    }
+    let groups = mount_target_security_groups(&tx.world, region, &subnet.vpc_id, groups)?;
+    let ip = cove_ec2::allocate_ip(&tx.world, &subnet, ip_address).map_err(|e| {
+        match e.code.as_str() {
+            "InvalidIPAddress.InUse" => conflict(
+                "IpAddressInUse",
+                format!(
+                    "IP address {} is already in use in subnet '{}'.",
+                    ip_address.unwrap_or_default(),
+                    subnet.id
+                ),
+            ),
+            "InsufficientFreeAddressesInSubnet" => conflict(
+                "NoFreeAddressesInSubnet",
+                format!("Subnet '{}' has no free addresses.", subnet.id),
+            ),
+            _ => bad_request(e.message),
+        }
+    })?;
+    let id = new_id("fsmt");
+    let eni = cove_ec2::create_managed_eni_at(
+        tx,
+        &subnet,
+        ip,
+        groups,
+        format!("EFS mount target for {} ({id})", fs.id),
+        "amazon-elasticfilesystem",
+    );
+    let mt = MountTarget {
+        id,
+        region: region.to_string(),
+        owner_id: account.to_string(),
+        file_system_id: fs.id.clone(),
+        subnet_id: subnet.id.clone(),
+        vpc_id: subnet.vpc_id.clone(),
+        availability_zone: subnet.availability_zone.clone(),
+        availability_zone_id: subnet.availability_zone_id.clone(),
+        ip_address: ip,
+        network_interface_id: eni.id,
+        state: LifeCycleState::Available,
+    };
+    tx.put(mt.clone());
+    Ok(mt)
+}
+
 fn create_mount_target(r: &Req, q: &CreateMountTargetRequest) -> AwsResult<Value> {
     if q.ip_address_type
         .as_deref()
@@ -611,105 +756,14 @@ fn create_mount_target(r: &Req, q: &CreateMountTargetRequest) -> AwsResult<Value
         ));
     }
     let mt = r.write(|tx| {
-        let fs = file_system(&tx.world, r.region, &q.file_system_id)?.clone();
-        if fs.state != LifeCycleState::Available {
-            return Err(conflict(
-                "IncorrectFileSystemLifeCycleState",
-                format!("File system '{}' is not available.", fs.id),
-            ));
-        }
-        let subnet = tx
-            .world
-            .subnets
-            .get(&q.subnet_id)
-            .filter(|s| s.region == r.region)
-            .cloned()
-            .ok_or_else(|| {
-                AwsError::client(
-                    "SubnetNotFound",
-                    format!("Subnet '{}' does not exist.", q.subnet_id),
-                )
-            })?;
-        if let Some(zone) = &fs.availability_zone {
-            if &subnet.availability_zone != zone {
-                return Err(bad_request(format!(
-                    "The subnet is in {}, but One Zone file system '{}' is in {zone}.",
-                    subnet.availability_zone, fs.id
-                )));
-            }
-        }
-        for other in tx
-            .world
-            .mount_targets
-            .values()
-            .filter(|m| m.file_system_id == fs.id)
-        {
-            if other.vpc_id != subnet.vpc_id {
-                return Err(conflict(
-                    "MountTargetConflict",
-                    format!(
-                        "File system '{}' has mount targets in VPC {}; all of its mount targets must be in one VPC.",
-                        fs.id, other.vpc_id
-                    ),
-                ));
-            }
-            if other.availability_zone == subnet.availability_zone {
-                return Err(conflict(
-                    "MountTargetConflict",
-                    format!(
-                        "File system '{}' already has a mount target in availability zone {}.",
-                        fs.id, subnet.availability_zone
-                    ),
-                ));
-            }
-        }
-        let groups = mount_target_security_groups(
-            &tx.world,
-            r.region,
-            &subnet.vpc_id,
-            q.security_groups.as_deref(),
-        )?;
-        let ip = cove_ec2::allocate_ip(&tx.world, &subnet, q.ip_address.as_deref()).map_err(
-            |e| match e.code.as_str() {
-                "InvalidIPAddress.InUse" => conflict(
-                    "IpAddressInUse",
-                    format!(
-                        "IP address {} is already in use in subnet '{}'.",
-                        q.ip_address.as_deref().unwrap_or_default(),
-                        subnet.id
-                    ),
-                ),
-                "InsufficientFreeAddressesInSubnet" => conflict(
-                    "NoFreeAddressesInSubnet",
-                    format!("Subnet '{}' has no free addresses.", subnet.id),
-                ),
-                _ => bad_request(e.message),
-            },
-        )?;
-        let id = new_id("fsmt");
-        let eni = cove_ec2::create_managed_eni_at(
+        make_mount_target(
             tx,
-            &subnet,
-            ip,
-            groups,
-            format!("EFS mount target for {} ({id})", fs.id),
-            "amazon-elasticfilesystem",
-        );
-        let mt = MountTarget {
-            id,
-            region: r.region.to_string(),
-            owner_id: r.account.to_string(),
-            file_system_id: fs.id.clone(),
-            subnet_id: subnet.id.clone(),
-            vpc_id: subnet.vpc_id.clone(),
-            availability_zone: subnet.availability_zone.clone(),
-            availability_zone_id: subnet.availability_zone_id.clone(),
-            ip_address: ip,
-            network_interface_id: eni.id,
-            state: LifeCycleState::Available,
-        };
-        tx.put(mt.clone());
-        Ok(mt)
+            (r.region, r.account),
+            &q.file_system_id,
+            &q.subnet_id,
+            q.ip_address.as_deref(),
+            q.security_groups.as_deref(),
+        )
     })?;
     // AWS answers `creating`; Cove's NFS service listens once the data
     // plane has made the ENI, a moment later.

@@ -39,8 +39,11 @@ pub struct Settings {
     /// The command Studio apps run (`cove serve --studio-app-command`);
     /// `None`: JupyterLab when installed, else Cove's built-in app server.
     pub studio_command: Option<Vec<String>>,
-    /// Where Studio keeps the users' home directories.
+    /// Where Studio kept the users' home directories before they moved to
+    /// the domains' EFS file systems.
     pub studio_dir: PathBuf,
+    /// Where EFS file systems keep their bytes (`<data dir>/efs`).
+    pub efs_dir: PathBuf,
     /// The host's CA bundle plus Cove's CA (`<data_dir>/ca/bundle.pem`),
     /// bound over /etc/ssl/certs/ca-certificates.crt in every container, so
     /// SDKs verify Cove's HTTPS listeners; `None` binds nothing.

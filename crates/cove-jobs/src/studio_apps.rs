@@ -187,7 +187,11 @@ impl StudioApps {
             Some(c) if c.status() == Status::Running => c,
             _ => {
                 stop_container(&dir, Duration::from_secs(1));
-                match self.launch_app(&a, &netns) {
+                let home = match self.home(&a, &netns_path) {
+                    Ok(home) => home,
+                    Err(reason) => return Ok(Err(Failure(reason))),
+                };
+                match self.launch_app(&a, &netns, home) {
                     Ok(c) => c,
                     // A command that cannot start is the app's failure, not a transient one.
                     Err(e) => {
@@ -241,16 +245,94 @@ impl StudioApps {
         Ok(Ok(()))
     }
 
-    fn launch_app(&self, a: &StudioApp, netns: &str) -> anyhow::Result<Container> {
+    /// The user's home for app `a`: the directory named by the profile's
+    /// `HomeEfsFileSystemUid` on the domain's home file system, mounted over
+    /// NFS through the app's ENI from the mount target in its zone (VpcOnly:
+    /// the NFS groups decide), or bound from the file system's bytes
+    /// (PublicInternetOnly: the app's ENI is in SageMaker's network, which
+    /// does not reach the domain's VPC in Cove). A domain made before homes
+    /// moved to EFS keeps its host directory.
+    fn home(&self, a: &StudioApp, netns_path: &str) -> Result<PathBuf, String> {
+        let world = self.store.snapshot();
+        let internal = |e: std::io::Error| format!("InternalServerError: {e}");
+        let domain = world.studio_domains.get(&StudioDomain::key_of(
+            &a.region,
+            &a.account_id,
+            &a.domain_id,
+        ));
+        let profile = world.user_profiles.get(&UserProfile::key_of(
+            &a.region,
+            &a.account_id,
+            &a.domain_id,
+            &a.user_profile_name,
+        ));
+        let (Some(domain), Some(profile)) = (domain, profile) else {
+            return Err("The domain or user profile no longer exists.".into());
+        };
+        let fs_id = &domain.home_efs_id;
+        if !world.file_systems.contains_key(fs_id) {
+            let home = home_dir(
+                &self.settings.studio_dir,
+                &a.domain_id,
+                &a.user_profile_name,
+            );
+            std::fs::create_dir_all(&home).map_err(internal)?;
+            return Ok(home);
+        }
+        // SageMaker makes the user's directory on the file system.
+        let uid = profile.home_uid.to_string();
+        let on_fs = self.settings.efs_dir.join(fs_id).join(&uid);
+        std::fs::create_dir_all(&on_fs).map_err(internal)?;
+        if domain.request.app_network_access_type.as_deref() != Some("VpcOnly") {
+            return Ok(on_fs);
+        }
+        let unable = |seen: &str| {
+            format!(
+                "ClientError: Unable to mount the home directory of user profile {} (directory /{uid} of file system {fs_id}). Please ensure the file system's mount targets admit NFS (TCP 2049) from the app's security groups and the subnets' network ACLs allow it. ({seen})",
+                a.user_profile_name
+            )
+        };
+        let eni = a
+            .eni_id
+            .as_ref()
+            .and_then(|e| world.network_interfaces.get(e))
+            .ok_or_else(|| unable("the app has no network interface"))?;
+        let owner = self.store.owner_of::<cove_model::efs::FileSystem>(fs_id);
+        let target = crate::file_systems::mount_target_for(
+            &world,
+            owner.as_deref(),
+            &a.account_id,
+            fs_id,
+            eni,
+        )
+        .map_err(|seen| unable(&seen))?;
+        let dir = self.app_dir(a);
+        let mountpoint = dir.join("efs").join("home");
+        cove_host::efs::unmount(&mountpoint);
+        let m = cove_host::efs::EfsMount {
+            netns: netns_path.to_string(),
+            server: std::net::SocketAddrV4::new(target.ip_address, cove_net::listen::NFS_PORT),
+            export_path: format!("/{uid}"),
+            mountpoint: mountpoint.clone(),
+            read_only: false,
+            connect_timeout: self.settings.connect_timeout,
+            log: dir.join("efs-home.log"),
+        };
+        cove_host::efs::mount(&self.settings.runner, &m).map_err(|e| {
+            unable(&format!(
+                "{} ({}:{}): {e}",
+                target.id,
+                target.ip_address,
+                cove_net::listen::NFS_PORT
+            ))
+        })?;
+        Ok(mountpoint)
+    }
+
+    fn launch_app(&self, a: &StudioApp, netns: &str, home: PathBuf) -> anyhow::Result<Container> {
         let world = self.store.snapshot();
         let credentials = session_of(&self.store, a.session_access_key.as_deref())
             .map(ContainerCredentials::from);
-        let home = home_dir(
-            &self.settings.studio_dir,
-            &a.domain_id,
-            &a.user_profile_name,
-        );
-        std::fs::create_dir_all(&home)?;
         let dir = self.app_dir(a);
         std::fs::create_dir_all(&dir)?;
         let hostname = format!("{}-{}", a.app_type.to_ascii_lowercase(), a.app_name);
@@ -340,6 +422,8 @@ impl StudioApps {
             Ok(())
         })?;
         cove_runtime::overlay::unmount(&dir.join("rootfs"));
+        // Before the directory goes: below the mount is the user's home.
+        cove_host::efs::unmount_all(&dir.join("efs"));
         if dir.exists() {
             std::fs::remove_dir_all(&dir)?;
         }

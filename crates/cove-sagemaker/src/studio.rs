@@ -16,7 +16,7 @@ use crate::requests::{
     DescribeAppRequest, DescribeUserProfileRequest, ListAppsRequest, ListDomainsRequest,
     ListUserProfilesRequest, ResourceSpec, UpdateDomainRequest, UserSettings,
 };
-use cove_model::ids::{new_id, now_rfc3339, random_string};
+use cove_model::ids::{now_rfc3339, random_string};
 use cove_model::studio::{AppPhase, AppStatus, StudioApp, StudioDomain, StudioStatus, UserProfile};
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
@@ -32,8 +32,12 @@ pub struct StudioConfig {
     pub base_url: String,
     /// The key presigned URLs and session cookies are signed with.
     pub key: Vec<u8>,
-    /// Where the domains' home directories are (`<domain>/home/<profile>`).
+    /// Where the homes of domains made before Studio's homes moved to EFS
+    /// are (`<domain>/home/<profile>`).
     pub dir: std::path::PathBuf,
+    /// Cove's data directory, where the domains' home file systems keep
+    /// their bytes (`efs/<fs-id>`).
+    pub data_dir: std::path::PathBuf,
 }
 
 /// The app types Cove runs.
@@ -166,6 +170,7 @@ pub fn create_domain(
         }
         let (inbound, outbound) =
             create_nfs_groups(tx, &ctx.region, ctx.account_id(), &network.vpc, &id);
+        let home_efs_id = create_home_file_system(tx, ctx, &arn, &id, &network, &inbound)?;
         let now = now_rfc3339();
         tx.put(StudioDomain {
             id: id.clone(),
@@ -177,7 +182,7 @@ pub fn create_domain(
             status: StudioStatus::InService,
             creation_time: now.clone(),
             last_modified_time: now,
-            home_efs_id: new_id("fs"),
+            home_efs_id,
             inbound_nfs_group: Some(inbound),
             outbound_nfs_group: Some(outbound),
             next_uid: FIRST_UID,
@@ -293,6 +298,61 @@ pub fn update_domain(
     })
 }
 
+/// The domain's home file system, as AWS makes it: an EFS file system
+/// tagged with the domain's ARN, with a mount target in each availability
+/// zone of the domain's subnets (the first subnet of each zone) guarded by
+/// the inbound NFS group. Its id is the domain's `HomeEfsFileSystemId`.
+fn create_home_file_system(
+    tx: &mut cove_store::Tx,
+    ctx: &RequestContext,
+    domain_arn: &str,
+    domain_id: &str,
+    network: &DomainNetwork,
+    inbound_nfs_group: &str,
+) -> AwsResult<String> {
+    let fs = cove_efs::new_file_system(&ctx.region, ctx.account_id(), domain_id);
+    let id = fs.id.clone();
+    tx.put(fs);
+    tx.set_tags(
+        &id,
+        [(
+            "ManagedByAmazonSageMakerResource".to_string(),
+            domain_arn.to_string(),
+        )]
+        .into(),
+    );
+    let mut zones = Vec::new();
+    for subnet in &network.subnets {
+        let Some(zone) = tx
+            .world
+            .subnets
+            .get(subnet)
+            .map(|s| s.availability_zone.clone())
+        else {
+            continue;
+        };
+        if zones.contains(&zone) {
+            continue;
+        }
+        zones.push(zone);
+        cove_efs::make_mount_target(
+            tx,
+            (&ctx.region, ctx.account_id()),
+            &id,
+            subnet,
+            None,
+            Some(&[inbound_nfs_group.to_string()]),
+        )
+        .map_err(|e| {
+            validation(format!(
+                "Cannot make the home file system's mount target in {subnet}: {}",
+                e.message
+            ))
+        })?;
+    }
+    Ok(id)
+}
+
 /// Where a domain's user homes live on the host.
 pub fn home_dir(
     studio_dir: &std::path::Path,
@@ -314,7 +374,7 @@ pub fn delete_domain(
         .as_ref()
         .and_then(|p| p.home_efs_file_system.as_deref())
         == Some("Delete");
-    store.write(|tx| {
+    let deleted_home_efs = store.write(|tx| {
         let d = domain(&tx.world, ctx, id)?.clone();
         if tx.world.user_profiles.values().any(|p| p.domain_id == d.id) {
             return Err(AwsError::client(
@@ -327,6 +387,25 @@ pub fn delete_domain(
             .flatten()
             .cloned()
             .collect();
+        // The mount targets go (their group is the domain's); with
+        // RetentionPolicy Delete the file system and its bytes go too,
+        // else it stays, as on AWS, for the account to keep or delete.
+        let targets: Vec<String> = tx
+            .world
+            .mount_targets
+            .values()
+            .filter(|m| m.file_system_id == d.home_efs_id)
+            .map(|m| m.id.clone())
+            .collect();
+        for mt in targets {
+            if let Some(m) = tx.world.mount_targets.get(&mt).cloned() {
+                cove_ec2::delete_managed_eni(tx, &m.network_interface_id);
+                tx.delete::<cove_model::efs::MountTarget>(&mt);
+            }
+        }
+        if delete_homes && tx.world.file_systems.contains_key(&d.home_efs_id) {
+            cove_efs::remove_file_system(tx, &d.home_efs_id);
+        }
         cove_ec2::delete_managed_groups(tx, &groups);
         // Deleted apps' records go with the domain.
         let apps: Vec<String> = tx
@@ -340,10 +419,12 @@ pub fn delete_domain(
             tx.delete::<StudioApp>(&key);
         }
         tx.delete::<StudioDomain>(&d.arn);
-        Ok(())
+        Ok(Some(d.home_efs_id.clone()))
     })?;
     if delete_homes {
         // RetentionPolicy Delete: the home file system goes with the domain.
+        let home_efs_id = deleted_home_efs.unwrap_or_default();
+        cove_efs::remove_bytes(&config.data_dir, &home_efs_id);
         let _ = std::fs::remove_dir_all(config.dir.join(id));
     }
     tracing::info!(domain = %id, delete_homes, "Studio domain deleted");

@@ -464,7 +464,7 @@ fn main() -> anyhow::Result<()> {
                 &data_dir.canonicalize().unwrap_or_else(|_| data_dir.clone()),
             );
             if unmounted > 0 {
-                println!("detached {unmounted} image overlays");
+                println!("detached {unmounted} mounts (image overlays, EFS mounts)");
             }
             let instance = server::instance_tag(&data_dir)?;
             let removed =

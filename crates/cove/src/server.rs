@@ -110,6 +110,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
                 base_url: format!("http://{}", settings.listen),
                 key: studio_key.clone(),
                 dir: studio_dir.clone(),
+                data_dir: settings.data_dir.clone(),
             },
         )
         .enforcing_iam(settings.iam_enforced),
@@ -182,6 +183,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         ca_bundle: Some(ca_bundle),
         studio_command: settings.studio_app_command.clone(),
         studio_dir,
+        efs_dir: settings.data_dir.join("efs"),
     };
     let managed_networks = Arc::new(crate::managed_networks::ManagedNetworks);
     cove_jobs::Supervisor::new(
