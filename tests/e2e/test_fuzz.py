@@ -53,6 +53,17 @@ PARAMS = ["VpcId", "CidrBlock", "MaxResults", "NextToken", "Filter.1.Name", "Fil
           "DhcpConfiguration.1.Key", "DhcpConfiguration.1.Value.1", "PeerVpcId", "VpcPeeringConnectionId",
           "SecurityGroupRule.1.SecurityGroupRuleId", "SecurityGroupRule.1.SecurityGroupRule.CidrIpv4"]
 # Route 53's REST-XML: URI templates with their labels, and the elements its bodies hold.
+EFS = [("POST", "/2015-02-01/file-systems"), ("GET", "/2015-02-01/file-systems"),
+       ("DELETE", "/2015-02-01/file-systems/{}"), ("PUT", "/2015-02-01/file-systems/{}"),
+       ("POST", "/2015-02-01/mount-targets"), ("GET", "/2015-02-01/mount-targets"),
+       ("DELETE", "/2015-02-01/mount-targets/{}"), ("PUT", "/2015-02-01/mount-targets/{}/security-groups"),
+       ("POST", "/2015-02-01/access-points"), ("GET", "/2015-02-01/access-points"),
+       ("PUT", "/2015-02-01/file-systems/{}/policy"), ("GET", "/2015-02-01/file-systems/{}/policy"),
+       ("POST", "/2015-02-01/resource-tags/{}"), ("DELETE", "/2015-02-01/resource-tags/{}"),
+       ("GET", "/2015-02-01/tags/{}/"), ("PUT", "/2015-02-01/file-systems/{}/lifecycle-configuration")]
+EFS_KEYS = ["CreationToken", "FileSystemId", "SubnetId", "SecurityGroups", "IpAddress", "ThroughputMode",
+            "ProvisionedThroughputInMibps", "Policy", "Tags", "LifecyclePolicies", "ClientToken", "RootDirectory",
+            "PosixUser", "Encrypted", "AvailabilityZoneName"]
 ROUTE53 = [("POST", "/2013-04-01/hostedzone"), ("GET", "/2013-04-01/hostedzone"),
            ("GET", "/2013-04-01/hostedzone/{}"), ("DELETE", "/2013-04-01/hostedzone/{}"),
            ("POST", "/2013-04-01/hostedzone/{}/rrset/"), ("GET", "/2013-04-01/hostedzone/{}/rrset"),
@@ -135,6 +146,15 @@ def one_request(rng, endpoint):
         body = json.dumps(doc) if rng.random() < 0.9 else text(rng)
         headers = {"Content-Type": "application/x-amz-json-1.1", "X-Amz-Target": f"{prefix}.{rng.choice(ops)}"}
         return service, "POST", "/", body.encode("utf-8", "surrogatepass"), headers, "json"
+    if kind < 0.84:
+        method, template = rng.choice(EFS)
+        label = urllib.parse.quote(rng.choice([text(rng), "fs-0123456789abcdef0", "fsmt-1", ""]), safe="")
+        query = rng.choice(["", "?MaxItems=-1", "?MaxItems=x", "?FileSystemId=fs-1", "?Marker=%zz",
+                            "?tagKeys=a&tagKeys=" + urllib.parse.quote(text(rng))])
+        doc = {rng.choice(EFS_KEYS): value(rng) for _ in range(rng.randrange(0, 6))}
+        body = (json.dumps(doc) if rng.random() < 0.9 else text(rng)).encode("utf-8", "surrogatepass")
+        return "elasticfilesystem", method, template.format(label) + query, body, \
+            {"Content-Type": "application/json"}, "json"
     if kind < 0.88:
         method, template = rng.choice(ROUTE53)
         label = urllib.parse.quote(rng.choice([text(rng), "Z" + "A" * 20, "/hostedzone/Z1", ""]), safe="")

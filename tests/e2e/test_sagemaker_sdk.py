@@ -80,6 +80,49 @@ def test_estimator_fit_in_private_subnet(ec2, sdk_session, private_net):  # noqa
         assert json.load(t.extractfile("model.json")) == {"rows": 10, "alpha": 0.5}
 
 
+def test_estimator_fit_on_an_efs_file_system_input(cove_server, ec2, sdk_session, private_net):  # noqa: F811
+    from sagemaker.inputs import FileSystemInput
+    session, bucket, tmp = sdk_session
+    s3_endpoint(ec2, private_net)
+    efs = cove_server.client("efs")
+    efs_sg = ec2.create_security_group(GroupName="efs", Description="mount targets", VpcId=private_net["vpc"])["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=efs_sg, IpPermissions=[{
+        "IpProtocol": "tcp", "FromPort": 2049, "ToPort": 2049, "UserIdGroupPairs": [{"GroupId": private_net["sg"]}]}])
+    fs = efs.create_file_system(CreationToken=str(uuid.uuid4()))["FileSystemId"]
+    targets = [efs.create_mount_target(FileSystemId=fs, SubnetId=s, SecurityGroups=[efs_sg])["MountTargetId"]
+               for s in private_net["subnets"]]
+    try:
+        # The dataset, as another machine would have put it on the file system.
+        data = os.path.join(cove_server.data_dir, "efs", fs, "datasets", "train")
+        os.makedirs(data)
+        for i in range(3):
+            with open(os.path.join(data, f"part-{i}.csv"), "w") as f:
+                f.write("".join(f"{n},{n}\n" for n in range(4)))
+        src = tmp / "src"
+        src.mkdir()
+        (src / "train.py").write_text(TRAIN)
+        estimator = SKLearn(
+            entry_point="train.py", source_dir=str(src), framework_version="1.2-1", py_version="py3",
+            role=ROLE, instance_type="ml.m5.large", instance_count=1, hyperparameters={"alpha": 0.1},
+            subnets=private_net["subnets"], security_group_ids=[private_net["sg"]],
+            sagemaker_session=session, base_job_name="sdk-efs",
+        )
+        estimator.fit({"train": FileSystemInput(file_system_id=fs, file_system_type="EFS",
+                                                directory_path="/datasets/train", file_system_access_mode="ro")},
+                      wait=True, logs=False)
+        job = estimator.latest_training_job.describe()
+        assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+        assert job["InputDataConfig"][0]["DataSource"]["FileSystemDataSource"]["DirectoryPath"] == "/datasets/train"
+        bucket_name, key = estimator.model_data[len("s3://"):].split("/", 1)
+        body = session.boto_session.client("s3").get_object(Bucket=bucket_name, Key=key)["Body"].read()
+        with tarfile.open(fileobj=io.BytesIO(body), mode="r:gz") as t:
+            assert json.load(t.extractfile("model.json")) == {"rows": 12, "alpha": 0.1}
+    finally:
+        for mt in targets:
+            efs.delete_mount_target(MountTargetId=mt)
+        efs.delete_file_system(FileSystemId=fs)
+
+
 def test_processor_run_in_private_subnet(ec2, sdk_session, private_net):  # noqa: F811
     session, bucket, tmp = sdk_session
     s3_endpoint(ec2, private_net)
