@@ -3,11 +3,13 @@ image URI, a `cove serve` of their own on a private data directory (started,
 waited for, stopped and torn down), and boto3 clients for it."""
 
 import contextlib
+import io
 import json
 import os
 import signal
 import socket
 import subprocess
+import tarfile
 import tempfile
 import time
 import urllib.request
@@ -73,3 +75,13 @@ def settle(endpoint, timeout=600):
         if time.monotonic() > deadline:
             raise TimeoutError(f"data plane did not reach generation {want} in {timeout} s")
         time.sleep(0.005)
+
+
+def source_tarball(program):
+    """A script-mode source archive (`sourcedir.tar.gz`) holding `train.py`."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as t:
+        info = tarfile.TarInfo("train.py")
+        info.size = len(program.encode())
+        t.addfile(info, io.BytesIO(program.encode()))
+    return buf.getvalue()

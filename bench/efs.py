@@ -27,7 +27,7 @@ import uuid
 
 import botocore.config
 
-from common import IMAGE, ROOT, clients, cove_server
+from common import IMAGE, ROOT, clients, cove_server, source_tarball
 
 PROGRAM = r'''
 import json, os, time
@@ -86,12 +86,7 @@ def run(args, endpoint):
     efs.create_mount_target(FileSystemId=fs, SubnetId=efs_subnet, SecurityGroups=[efs_sg])
     bucket = f"bench-{uuid.uuid4().hex[:8]}"
     s3.create_bucket(Bucket=bucket)
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as t:
-        info = tarfile.TarInfo("train.py")
-        info.size = len(PROGRAM)
-        t.addfile(info, io.BytesIO(PROGRAM.encode()))
-    s3.put_object(Bucket=bucket, Key="code/sourcedir.tar.gz", Body=buf.getvalue())
+    s3.put_object(Bucket=bucket, Key="code/sourcedir.tar.gz", Body=source_tarball(PROGRAM))
 
     results = []
     for _ in range(args.runs):

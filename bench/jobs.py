@@ -36,7 +36,7 @@ import uuid
 import boto3
 import botocore.config
 
-from common import IMAGE, KEY, ROOT, SECRET, clients, cove_server, pct
+from common import IMAGE, KEY, ROOT, SECRET, clients, cove_server, pct, source_tarball
 PROGRAM = "import time; T0 = time.time_ns()\nimport json, os\njson.dump({'t0': T0}, open(os.path.join(os.environ['SM_MODEL_DIR'], 't0.json'), 'w'))\n"
 
 
@@ -82,12 +82,7 @@ def run(args, endpoint, data):  # noqa: C901
     bucket = f"bench-{uuid.uuid4().hex[:8]}"
     s3.create_bucket(Bucket=bucket)
     s3.put_object(Bucket=bucket, Key="data/train/one-mb.bin", Body=os.urandom(1 << 20))
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as t:
-        info = tarfile.TarInfo("train.py")
-        info.size = len(PROGRAM)
-        t.addfile(info, io.BytesIO(PROGRAM.encode()))
-    s3.put_object(Bucket=bucket, Key="code/sourcedir.tar.gz", Body=buf.getvalue())
+    s3.put_object(Bucket=bucket, Key="code/sourcedir.tar.gz", Body=source_tarball(PROGRAM))
 
     def one_job():
         name = f"bench-{uuid.uuid4().hex[:10]}"

@@ -12,13 +12,23 @@ import uuid
 import pytest
 
 from helpers import aws_error, wait_status
-from test_training_jobs import ROLE, IMAGE, job_name, model_of, s3_endpoint, source_archive, wait_for
+from test_training_jobs import ROLE, IMAGE, job_name, model_of, s3, s3_endpoint, sm, source_archive, wait_for  # noqa: F401
 
 SCRIPT = r'''
-import errno, json, os, sys
+import errno, json, os, sys, time
 hps = json.loads(os.environ["SM_HPS"])
 out = {"channels": json.loads(os.environ["SM_CHANNELS"])}
-if hps["mode"] == "write":
+if hps["mode"] == "restart":
+    shared = os.environ["SM_CHANNEL_SHARED"]
+    held = open(os.path.join(shared, "in.txt"))
+    open(os.path.join(shared, "started"), "w").close()
+    # Cove restarts now; the file system answers again after it.
+    while not os.path.exists(os.path.join(shared, "go")):
+        time.sleep(0.2)
+    with open(os.path.join(shared, "out.txt"), "w") as f:
+        f.write(held.read().upper())
+    out["restarted"] = True
+elif hps["mode"] == "write":
     shared = os.environ["SM_CHANNEL_SHARED"]
     os.makedirs(os.path.join(shared, "data"), exist_ok=True)
     for i in range(3):
@@ -45,16 +55,6 @@ else:
 with open(os.path.join(os.environ["SM_MODEL_DIR"], "model.json"), "w") as f:
     json.dump(out, f)
 '''
-
-
-@pytest.fixture(scope="module")
-def s3(cove_server):
-    return cove_server.client("s3")
-
-
-@pytest.fixture(scope="module")
-def sm(cove_server):
-    return cove_server.client("sagemaker")
 
 
 @pytest.fixture(scope="module")
@@ -212,3 +212,40 @@ def test_file_system_channels_are_validated_when_the_job_is_created(sm, bucket, 
     pipe = json.loads(json.dumps(req))
     pipe["InputDataConfig"][0]["InputMode"] = "Pipe"
     aws_error("ValidationException", sm.create_training_job, **pipe)
+
+
+def test_a_job_keeps_its_efs_channel_across_a_restart_of_cove(fresh_cove):
+    import signal
+    ec2, efs, s3, sm = (fresh_cove.client(s) for s in ("ec2", "efs", "s3", "sagemaker"))
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    job_sg = ec2.create_security_group(GroupName="job", Description="job", VpcId=vpc)["GroupId"]
+    efs_sg = ec2.create_security_group(GroupName="efs", Description="efs", VpcId=vpc)["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=efs_sg, IpPermissions=[{
+        "IpProtocol": "tcp", "FromPort": 2049, "ToPort": 2049, "UserIdGroupPairs": [{"GroupId": job_sg}]}])
+    rt = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"][0]["RouteTableId"]
+    s3_endpoint(ec2, {"vpc": vpc, "rt": rt})
+    fs = efs.create_file_system(CreationToken=str(uuid.uuid4()))["FileSystemId"]
+    efs.create_mount_target(FileSystemId=fs, SubnetId=subnet, SecurityGroups=[efs_sg])
+    on_disk = os.path.join(fresh_cove.data_dir, "efs", fs)
+    os.makedirs(on_disk, exist_ok=True)
+    with open(os.path.join(on_disk, "in.txt"), "w") as f:
+        f.write("hello")
+    bucket = f"efs-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="code/sourcedir.tar.gz", Body=source_archive(SCRIPT))
+    net = {"fs": fs, "subnets": [subnet], "sg": job_sg}
+    name = job_name("efs-restart")
+    sm.create_training_job(**efs_request(name, bucket, net, "shared", "/", "rw", "restart"))
+    deadline = time.time() + 60
+    while not os.path.exists(os.path.join(on_disk, "started")):
+        assert time.time() < deadline, sm.describe_training_job(TrainingJobName=name).get("FailureReason")
+        time.sleep(0.1)
+    fresh_cove.stop(signal.SIGKILL)
+    time.sleep(1)
+    fresh_cove.start()
+    open(os.path.join(on_disk, "go"), "w").close()
+    d = wait_for(sm, name, timeout=120)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    assert open(os.path.join(on_disk, "out.txt")).read() == "HELLO"
+    assert model_of(s3, bucket, name)["restarted"] is True

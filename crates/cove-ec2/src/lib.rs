@@ -100,15 +100,13 @@ pub fn create_managed_eni(
         )
     })?;
     let ip = subnets::allocate_ip(&tx.world, &subnet, None)?;
-    Ok(interfaces::new_eni(
+    Ok(create_managed_eni_at(
         tx,
         &subnet,
         ip,
         group_ids,
         description,
-        cove_model::vpc::InterfaceType::Interface,
-        true,
-        Some(requester_id.to_string()),
+        requester_id,
     ))
 }
 

@@ -368,23 +368,13 @@ fn throughput(mode: &str, mibps: Option<f64>) -> AwsResult<Option<f64>> {
 /// purpose, unencrypted, regional, no backups), for the caller to adjust
 /// and store.
 pub fn new_file_system(region: &str, account: &str, creation_token: &str) -> FileSystem {
-    FileSystem {
-        id: new_id("fs"),
-        region: region.to_string(),
-        owner_id: account.to_string(),
-        creation_token: creation_token.to_string(),
-        created_at: now_rfc3339(),
-        state: LifeCycleState::Available,
-        performance_mode: "generalPurpose".into(),
-        throughput_mode: "bursting".into(),
-        provisioned_throughput_mibps: None,
-        encrypted: false,
-        kms_key_id: None,
-        availability_zone: None,
-        policy: None,
-        lifecycle_policies: vec![],
-        backup_status: "DISABLED".into(),
-    }
+    FileSystem::with_defaults(
+        &new_id("fs"),
+        region,
+        account,
+        creation_token,
+        &now_rfc3339(),
+    )
 }
 
 fn create_file_system(r: &Req, q: &CreateFileSystemRequest) -> AwsResult<Value> {

@@ -59,6 +59,34 @@ pub struct FileSystem {
 }
 
 impl FileSystem {
+    /// An available file system with EFS's defaults: general purpose,
+    /// bursting, unencrypted, regional, no policy, no backups.
+    pub fn with_defaults(
+        id: &str,
+        region: &str,
+        owner_id: &str,
+        creation_token: &str,
+        created_at: &str,
+    ) -> FileSystem {
+        FileSystem {
+            id: id.into(),
+            region: region.into(),
+            owner_id: owner_id.into(),
+            creation_token: creation_token.into(),
+            created_at: created_at.into(),
+            state: LifeCycleState::Available,
+            performance_mode: "generalPurpose".into(),
+            throughput_mode: "bursting".into(),
+            provisioned_throughput_mibps: None,
+            encrypted: false,
+            kms_key_id: None,
+            availability_zone: None,
+            policy: None,
+            lifecycle_policies: vec![],
+            backup_status: "DISABLED".into(),
+        }
+    }
+
     pub fn arn(&self) -> String {
         format!(
             "arn:aws:elasticfilesystem:{}:{}:file-system/{}",

@@ -446,21 +446,5 @@ pub fn active_peering(id: &str, a: &str, b: &str) -> crate::vpc::VpcPeeringConne
 
 /// An available EFS file system `id` in us-east-1, with AWS's defaults.
 pub fn file_system(id: &str) -> crate::efs::FileSystem {
-    crate::efs::FileSystem {
-        id: id.into(),
-        region: "us-east-1".into(),
-        owner_id: ACCOUNT.into(),
-        creation_token: id.into(),
-        created_at: String::new(),
-        state: crate::efs::LifeCycleState::Available,
-        performance_mode: "generalPurpose".into(),
-        throughput_mode: "bursting".into(),
-        provisioned_throughput_mibps: None,
-        encrypted: false,
-        kms_key_id: None,
-        availability_zone: None,
-        policy: None,
-        lifecycle_policies: vec![],
-        backup_status: "DISABLED".into(),
-    }
+    crate::efs::FileSystem::with_defaults(id, "us-east-1", ACCOUNT, id, "")
 }

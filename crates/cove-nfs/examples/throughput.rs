@@ -11,7 +11,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use cove_nfs::{mount, serve, tcp_connector, Export, MountOptions};
+use cove_nfs::{bind, mount, tcp_connector, Export, MountOptions};
 
 fn main() {
     let setting = |name: &str, default: usize| -> usize {
@@ -35,11 +35,14 @@ fn main() {
         .enable_all()
         .build()
         .expect("runtime");
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+    let bound = runtime
+        .block_on(bind(
+            "127.0.0.1:0".parse().expect("an address"),
+            Export::new(export.path()),
+        ))
         .expect("bind");
-    let addr = listener.local_addr().expect("address");
-    runtime.spawn(serve(listener, Export::new(export.path())));
+    let addr = bound.local_addr();
+    runtime.spawn(bound.serve());
     let mounted = mount(
         tcp_connector(addr, Duration::from_secs(5)),
         "/",

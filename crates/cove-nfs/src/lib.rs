@@ -2,10 +2,11 @@
 //! over NFSv3, and a userspace client that mounts such an export through
 //! FUSE (the host kernel has FUSE but no NFS client or server).
 //!
-//! The caller owns the network: [`serve`] takes a listener already bound
-//! where clients should reach it (a mount target's port 2049 in its
-//! network namespace), and [`mount`] takes a closure that opens a TCP
-//! connection to the server from wherever the client lives (a job's ENI).
+//! The caller owns the network: [`bind`] makes the server's socket on the
+//! thread that polls it (one that has entered a mount target's network
+//! namespace, for port 2049 there), and [`mount`] takes a closure that
+//! opens a TCP connection to the server from wherever the client lives (a
+//! job's ENI).
 //! MOUNT and NFS share that one port, so no portmapper is involved.
 //!
 //! Mounting uses `/dev/fuse` and the `mount(2)` call directly: it needs
@@ -30,7 +31,7 @@ use nfs3_client::nfs3_types::xdr_codec::Opaque;
 use nfs3_client::{MountClient, Nfs3Client, RpcError};
 
 pub use crate::path::{parse_directory_path, InvalidPath};
-pub use crate::server::{serve, Export};
+pub use crate::server::{bind, Bound, Export};
 
 use crate::rpc::{block_on, Connector, SyncIo, Timeouts};
 

@@ -1,14 +1,16 @@
-//! The NFS service: NFSv3 and MOUNT on one already-bound TCP listener, so
-//! the caller picks the network namespace and address (an EFS mount
-//! target's port 2049) and clients need no portmapper.
+//! The NFS service: NFSv3 and MOUNT on one TCP port, so clients need no
+//! portmapper. [`bind`] makes the socket on the thread that polls it, so a
+//! caller that has entered a network namespace binds there (an EFS mount
+//! target's port 2049); [`Bound::serve`] then serves it on any runtime
+//! thread. File handles carry a generation number that is the same for
+//! every run of one export, so a client's handles stay valid across a
+//! restart of the server (a mount outlives Cove's restarts).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
-use nfs3_server::test_reexports::{process_socket, RPCContext, TransactionTracker};
-use tokio::net::TcpListener;
-use tokio::task::JoinSet;
+use nfs3_server::tcp::{NFSTcp, NFSTcpListener};
 
 use crate::localfs::LocalFs;
 
@@ -36,63 +38,58 @@ impl Export {
         self.read_only = read_only;
         self
     }
+
+    /// The generation in this export's file handles: a hash of its root
+    /// (FNV-1a), the same on every run.
+    fn generation(&self) -> u64 {
+        self.root
+            .to_string_lossy()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325, |h, b| {
+                (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+            })
+    }
 }
 
-/// How long a reply is remembered to answer a retransmitted call (same
-/// connection, same XID) without running it twice; nfs3_server's own
-/// listener uses the same numbers.
-const RETRANSMIT_MEMORY: Duration = Duration::from_secs(60);
-const MAX_CALLS_IN_FLIGHT: u16 = 256;
-const REMEMBERED_CALLS: usize = 2048;
+/// A server bound to its address, not serving yet.
+pub struct Bound {
+    listener: NFSTcpListener<LocalFs>,
+    addr: SocketAddr,
+}
 
-/// Serves `export` over NFSv3 (with MOUNT on the same port) to every
-/// connection `listener` accepts, until the future is dropped or its task
-/// aborted; that closes every connection too.
-///
-/// Returns early only if the export cannot be opened (missing directory) or
-/// the listener fails for good. Writes land in the directory: `UNSTABLE`
-/// writes in the page cache, `FILE_SYNC`/`DATA_SYNC` writes and `COMMIT`
-/// are fsynced, and namespace changes (create, mkdir, remove, rename,
-/// symlink) fsync their directories before replying, as NFSv3 requires.
-pub async fn serve(listener: TcpListener, export: Export) -> std::io::Result<()> {
+/// Opens `export` and binds `addr` for it (port 0: any free port). The
+/// socket is made on the thread that polls this future.
+pub async fn bind(addr: SocketAddr, export: Export) -> std::io::Result<Bound> {
     let fs = LocalFs::open(&export.root, export.read_only)?;
-    // One context, so one file-handle generation, for every connection: a
-    // client may reconnect and keep using its handles. nfs3_server offers
-    // no other way to build one around an accepted socket.
-    let base = RPCContext::test_ctx("/", Arc::new(fs));
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (socket, peer) = match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) if is_transient(&e) => {
-                        // Out of descriptors or an aborted handshake: keep
-                        // serving the connections that exist.
-                        tracing::warn!(error = %e, "nfs accept failed; retrying");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                    Err(e) => return Err(e),
-                };
-                let _ = socket.set_nodelay(true);
-                let mut context = base.clone();
-                // Retransmissions are recognised per connection: XIDs of
-                // different clients may collide.
-                context.client_addr = peer.to_string();
-                context.transaction_tracker = Arc::new(TransactionTracker::new(
-                    RETRANSMIT_MEMORY,
-                    MAX_CALLS_IN_FLIGHT,
-                    REMEMBERED_CALLS,
-                ));
-                tracing::debug!(%peer, "nfs connection");
-                connections.spawn(async move {
-                    if let Err(e) = process_socket(socket, context).await {
-                        tracing::debug!(%peer, error = %e, "nfs connection closed");
-                    }
-                });
+    let generation = export.generation();
+    let listener = NFSTcpListener::bind_with_generation(&addr.to_string(), fs, generation).await?;
+    let addr = SocketAddr::new(listener.get_listen_ip(), listener.get_listen_port());
+    Ok(Bound { listener, addr })
+}
+
+impl Bound {
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves every connection until the task is aborted. Writes land in
+    /// the directory: `UNSTABLE` writes in the page cache,
+    /// `FILE_SYNC`/`DATA_SYNC` writes and `COMMIT` are fsynced, and
+    /// namespace changes (create, mkdir, remove, rename, symlink) fsync
+    /// their directories before replying, as NFSv3 requires. Returns only
+    /// if accepting fails for good.
+    pub async fn serve(self) -> std::io::Result<()> {
+        loop {
+            match self.listener.handle_forever().await {
+                // Out of descriptors or an aborted handshake: keep serving
+                // the connections that exist and accept again.
+                Err(e) if is_transient(&e) => {
+                    tracing::warn!(error = %e, "nfs accept failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                ended => return ended,
             }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }
     }
 }

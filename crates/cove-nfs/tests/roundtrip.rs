@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use cove_nfs::{mount, serve, tcp_connector, Export, MountError, MountOptions, Mounted};
+use cove_nfs::{bind, mount, tcp_connector, Export, MountError, MountOptions, Mounted};
 use tempfile::TempDir;
 
 fn skip() -> bool {
@@ -39,13 +39,13 @@ impl Server {
             .enable_all()
             .build()
             .unwrap();
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
         let export_spec = Export::new(export.path()).read_only(read_only);
+        let bound = runtime
+            .block_on(bind("127.0.0.1:0".parse().unwrap(), export_spec))
+            .unwrap();
+        let addr = bound.local_addr();
         runtime.spawn(async move {
-            if let Err(e) = serve(listener, export_spec).await {
+            if let Err(e) = bound.serve().await {
                 panic!("serve failed: {e}");
             }
         });
@@ -58,6 +58,24 @@ impl Server {
 
     fn dir(&self) -> &Path {
         self.export.path()
+    }
+
+    /// Stops the server (its connections close) and starts a new one on
+    /// the same address and export, as a restart of Cove does.
+    fn restart(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_secs(5));
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let bound = runtime
+            .block_on(bind(self.addr, Export::new(self.export.path())))
+            .unwrap();
+        runtime.spawn(bound.serve());
+        self.runtime = Some(runtime);
     }
 }
 
@@ -541,4 +559,28 @@ fn a_broken_connection_is_replaced() {
     std::fs::write(client.dir().join("after"), b"2").unwrap();
     assert_eq!(std::fs::read(server.dir().join("after")).unwrap(), b"2");
     assert_eq!(std::fs::read(client.dir().join("before")).unwrap(), b"1");
+}
+
+#[test]
+fn handles_survive_a_restart_of_the_server() {
+    use std::io::Read;
+    if skip() {
+        return;
+    }
+    let mut server = Server::start(false);
+    std::fs::create_dir(server.dir().join("d")).unwrap();
+    std::fs::write(server.dir().join("d/f"), b"before").unwrap();
+    let client = Client::mount(&server, "/", &read_write()).unwrap();
+    let mut open = std::fs::File::open(client.dir().join("d/f")).unwrap();
+    server.restart();
+    // The client's handles of the directory and the open file still work.
+    std::fs::write(client.dir().join("d/g"), b"after").unwrap();
+    assert_eq!(std::fs::read(server.dir().join("d/g")).unwrap(), b"after");
+    let mut text = String::new();
+    open.read_to_string(&mut text).unwrap();
+    assert_eq!(text, "before");
+    assert_eq!(
+        std::fs::read_dir(client.dir().join("d")).unwrap().count(),
+        2
+    );
 }

@@ -604,21 +604,12 @@ fn decode_request(
             };
             Ok((action.clone(), input))
         }
-        Protocol::RestXml => {
-            let (operation, input) = crate::rest_xml::decode(model, req, params)?;
-            if let Some(shape) = model.operation(&operation).and_then(|o| o.input.as_ref()) {
-                let violations = validate::validate(model, &shape.shape, &input);
-                if !violations.is_empty() {
-                    return Err(AwsError::client(
-                        validation_error_code,
-                        validate::coral_message(&violations),
-                    ));
-                }
-            }
-            Ok((operation, input))
-        }
-        Protocol::RestJson => {
-            let (operation, input) = crate::rest_json::decode(model, req, params)?;
+        Protocol::RestXml | Protocol::RestJson => {
+            let (operation, input) = if protocol == Protocol::RestXml {
+                crate::rest_xml::decode(model, req, params)?
+            } else {
+                crate::rest_json::decode(model, req, params)?
+            };
             if let Some(shape) = model.operation(&operation).and_then(|o| o.input.as_ref()) {
                 let violations = validate::validate(model, &shape.shape, &input);
                 if !violations.is_empty() {

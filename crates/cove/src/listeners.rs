@@ -144,16 +144,18 @@ impl Listeners {
                 self.serve_http(plan, self.web.clone(), tls.then(|| self.web_tls.clone()))
             }
             ListenerKind::Nfs { file_system_id } => {
-                let listener = cove_net::netns::run_in(&plan.netns, move || {
-                    std::net::TcpListener::bind(addr)
-                })??;
-                listener.set_nonblocking(true)?;
-                let _guard = self.runtime.enter();
-                let listener = tokio::net::TcpListener::from_std(listener)?;
                 let root = cove_efs::file_system_dir(&self.data_dir, file_system_id);
                 std::fs::create_dir_all(&root)?;
+                // The socket is made by the thread in the namespace.
+                let runtime = self.runtime.clone();
+                let bound = cove_net::netns::run_in(&plan.netns, move || {
+                    runtime.block_on(cove_nfs::bind(
+                        std::net::SocketAddr::V4(addr),
+                        cove_nfs::Export::new(root),
+                    ))
+                })??;
                 let task = self.runtime.spawn(async move {
-                    if let Err(e) = cove_nfs::serve(listener, cove_nfs::Export::new(root)).await {
+                    if let Err(e) = bound.serve().await {
                         tracing::warn!(%addr, error = %e, "NFS service stopped");
                     }
                 });
