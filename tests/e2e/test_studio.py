@@ -227,7 +227,7 @@ def test_homes_are_on_the_domains_efs_behind_the_nfs_groups(cove_server, ec2, sm
     assert not os.path.exists(os.path.join(cove_server.data_dir, "efs", fs))
 
 
-def test_public_internet_only_app_gets_the_internet(ec2, sm, private_net, internet_server):  # noqa: F811
+def test_public_internet_only_app_gets_the_internet(cove_server, ec2, sm, private_net, internet_server):  # noqa: F811
     domain, _ = create_domain(sm, ec2, private_net, "PublicInternetOnly")
     sm.create_user_profile(DomainId=domain, UserProfileName="bob")
     try:
@@ -236,15 +236,26 @@ def test_public_internet_only_app_gets_the_internet(ec2, sm, private_net, intern
         assert app["Status"] == "InService", app.get("FailureReason")
         browser, base, _ = open_studio(sm, domain, "bob")
         assert probe(browser, base, internet_server)["reached"] is True
-        # Its ENI is in Cove's managed network, with a public address, not in the domain's VPC.
+        # Its ENI is in Cove's managed network, with a public address, not in
+        # the domain's VPC; a second one in the domain's VPC carries its home.
         enis = [e for e in ec2.describe_network_interfaces()["NetworkInterfaces"] if domain in e["Description"]]
-        assert len(enis) == 1 and enis[0]["VpcId"] != private_net["vpc"]
-        public_ip = enis[0]["Association"]["PublicIp"]
+        managed = [e for e in enis if e["VpcId"] != private_net["vpc"]]
+        home = [e for e in enis if e["VpcId"] == private_net["vpc"]]
+        assert len(managed) == 1 and len(home) == 1, enis
+        assert "home file system of bob" in home[0]["Description"] and "Association" not in home[0]
+        public_ip = managed[0]["Association"]["PublicIp"]
         assert public_ip
+        status, _, _ = browser.get(f"{base}api/contents/hello.txt", json.dumps(
+            {"type": "file", "format": "text", "content": "through the home ENI"}).encode(), "PUT")
+        assert status == 201
+        fs = sm.describe_domain(DomainId=domain)["HomeEfsFileSystemId"]
+        uid = sm.describe_user_profile(DomainId=domain, UserProfileName="bob")["HomeEfsFileSystemUid"]
+        assert open(os.path.join(cove_server.data_dir, "efs", fs, uid, "hello.txt")).read() == "through the home ENI"
     finally:
         tear_down(sm, domain, ["bob"], [("bob", "JupyterServer", "default")])
-    # The app's Elastic IP went with its ENI.
+    # The app's Elastic IP went with its ENI, and the home ENI with it.
     assert public_ip not in [a["PublicIp"] for a in ec2.describe_addresses()["Addresses"]]
+    assert not [e for e in ec2.describe_network_interfaces()["NetworkInterfaces"] if domain in e["Description"]]
 
 
 def test_studio_validation_and_errors(ec2, sm, private_net):  # noqa: F811

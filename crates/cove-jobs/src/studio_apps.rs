@@ -136,23 +136,32 @@ impl StudioApps {
                 "[DO NOT DELETE] ENI managed by SageMaker for Studio Domain {} - {} {} of {}",
                 a.domain_id, a.app_type, a.app_name, a.user_profile_name
             );
+            // An ENI in one of the domain's subnets, with the user's and
+            // the domain's groups and the outbound NFS group.
+            let in_domain_vpc = || {
+                let subnets = domain.request.subnet_ids.as_deref().unwrap_or_default();
+                let subnet = subnets
+                    [cove_model::convert::u64_to_usize(fnv64(&key) % subnets.len().max(1) as u64)]
+                .clone();
+                let mut groups: Vec<String> = settings
+                    .and_then(|s| s.security_groups.clone())
+                    .unwrap_or_default();
+                groups.extend(defaults.security_groups.iter().flatten().cloned());
+                groups.extend(domain.outbound_nfs_group.clone());
+                let groups = cove_sagemaker::common::unique(groups);
+                if groups.len() > 5 {
+                    return Err(cove_model::AwsError::client(
+                        "SecurityGroupsPerInterfaceLimitExceeded",
+                        "An app's ENI can have at most 5 security groups, the domain's NFS group included.",
+                    ));
+                }
+                Ok(crate::Placement::Subnet { subnet, groups })
+            };
+            let home_on_efs = world.file_systems.contains_key(&domain.home_efs_id);
             let made = self.store.write_as(&a.account_id, |tx| {
                 let mut app = tx.cloned::<StudioApp>(&key)?;
                 let placement = if vpc_only {
-                    let subnets = domain.request.subnet_ids.as_deref().unwrap_or_default();
-                    let subnet = subnets[cove_model::convert::u64_to_usize(fnv64(&key) % subnets.len().max(1) as u64)].clone();
-                    let mut groups: Vec<String> =
-                        settings.and_then(|s| s.security_groups.clone()).unwrap_or_default();
-                    groups.extend(defaults.security_groups.iter().flatten().cloned());
-                    groups.extend(domain.outbound_nfs_group.clone());
-                    let groups = cove_sagemaker::common::unique(groups);
-                    if groups.len() > 5 {
-                        return Err(cove_model::AwsError::client(
-                            "SecurityGroupsPerInterfaceLimitExceeded",
-                            "An app's ENI can have at most 5 security groups, the domain's NFS group included.",
-                        ));
-                    }
-                    crate::Placement::Subnet { subnet, groups }
+                    in_domain_vpc()?
                 } else {
                     crate::Placement::Managed(crate::ManagedNetwork::Studio)
                 };
@@ -163,6 +172,18 @@ impl StudioApps {
                     (&app.region, &app.account_id),
                     description.clone(),
                 )?);
+                if !vpc_only && home_on_efs {
+                    app.home_eni_id = Some(crate::create_workload_eni(
+                        tx,
+                        self.public_network.as_ref(),
+                        in_domain_vpc()?,
+                        (&app.region, &app.account_id),
+                        format!(
+                            "[DO NOT DELETE] ENI managed by SageMaker for Studio Domain {} - home file system of {} ({} {})",
+                            a.domain_id, a.user_profile_name, a.app_type, a.app_name
+                        ),
+                    )?);
+                }
                 tx.put(app);
                 Ok(())
             });
@@ -247,11 +268,10 @@ impl StudioApps {
 
     /// The user's home for app `a`: the directory named by the profile's
     /// `HomeEfsFileSystemUid` on the domain's home file system, mounted over
-    /// NFS through the app's ENI from the mount target in its zone (VpcOnly:
-    /// the NFS groups decide), or bound from the file system's bytes
-    /// (PublicInternetOnly: the app's ENI is in SageMaker's network, which
-    /// does not reach the domain's VPC in Cove). A domain made before homes
-    /// moved to EFS keeps its host directory.
+    /// NFS from the mount target in the zone of the app's ENI in the
+    /// domain's VPC (its only ENI in VpcOnly, its second one in
+    /// PublicInternetOnly), so the NFS groups decide. A domain made before
+    /// homes moved to EFS keeps its host directory.
     fn home(&self, a: &StudioApp, netns_path: &str) -> Result<PathBuf, String> {
         let world = self.store.snapshot();
         let internal = |e: std::io::Error| format!("InternalServerError: {e}");
@@ -283,20 +303,26 @@ impl StudioApps {
         let uid = profile.home_uid.to_string();
         let on_fs = self.settings.efs_dir.join(fs_id).join(&uid);
         std::fs::create_dir_all(&on_fs).map_err(internal)?;
-        if domain.request.app_network_access_type.as_deref() != Some("VpcOnly") {
-            return Ok(on_fs);
-        }
         let unable = |seen: &str| {
             format!(
                 "ClientError: Unable to mount the home directory of user profile {} (directory /{uid} of file system {fs_id}). Please ensure the file system's mount targets admit NFS (TCP 2049) from the app's security groups and the subnets' network ACLs allow it. ({seen})",
                 a.user_profile_name
             )
         };
+        // A PublicInternetOnly app reaches its home through its second ENI,
+        // in the domain's VPC.
         let eni = a
-            .eni_id
+            .home_eni_id
             .as_ref()
+            .or(a.eni_id.as_ref())
             .and_then(|e| world.network_interfaces.get(e))
             .ok_or_else(|| unable("the app has no network interface"))?;
+        let netns_path = match &a.home_eni_id {
+            Some(id) => eni_netns(&self.settings, Some(id))
+                .map(|ns| format!("{}/{ns}", cove_net::netns::NETNS_DIR))
+                .ok_or_else(|| unable("the data plane is off"))?,
+            None => netns_path.to_string(),
+        };
         let owner = self.store.owner_of::<cove_model::efs::FileSystem>(fs_id);
         let target = crate::file_systems::mount_target_for(
             &world,
@@ -310,7 +336,7 @@ impl StudioApps {
         let mountpoint = dir.join("efs").join("home");
         cove_host::efs::unmount(&mountpoint);
         let m = cove_host::efs::EfsMount {
-            netns: netns_path.to_string(),
+            netns: netns_path,
             server: std::net::SocketAddrV4::new(target.ip_address, cove_net::listen::NFS_PORT),
             export_path: format!("/{uid}"),
             mountpoint: mountpoint.clone(),
@@ -412,6 +438,7 @@ impl StudioApps {
                 app.eni_id.take().as_deref(),
                 app.session_access_key.take().as_deref(),
             );
+            release(tx, app.home_eni_id.take().as_deref(), None);
             if app.status != AppStatus::Failed {
                 app.status = AppStatus::Deleted;
             }

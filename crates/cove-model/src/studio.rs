@@ -120,6 +120,11 @@ pub struct StudioApp {
     pub session_access_key: Option<String>,
     /// The ENI namespace the proxy reaches the app's port in.
     pub netns_path: Option<String>,
+    /// A `PublicInternetOnly` app's second ENI, in the domain's VPC, which
+    /// its home file system is reached through (as AWS makes one for EFS
+    /// traffic); a `VpcOnly` app reaches it through `eni_id`.
+    #[serde(default)]
+    pub home_eni_id: Option<String>,
 }
 
 impl StudioApp {

@@ -700,6 +700,7 @@ pub fn create_app(
             eni_id: None,
             session_access_key: None,
             netns_path: None,
+            home_eni_id: None,
         });
         Ok(())
     })?;
