@@ -5,14 +5,16 @@ phase, with nothing visible in their results and nothing left behind.
 
 For each phase of a training job (Starting, Downloading, Training,
 Uploading) in turn, it starts a round of jobs in a private subnet that
-reaches S3 through a gateway endpoint, waits until one of them is in that
+reaches S3 through a gateway endpoint and mounts a read-write channel on
+EFS (NFS through the job's ENI), waits until one of them is in that
 phase, kills Cove with SIGKILL, starts it again on the same data directory
 and lets the round finish. Then it checks:
-- every job Completed, with the model its script wrote;
+- every job Completed, with the model its script wrote and its file on
+  the EFS file system;
 - every log line the script printed is in CloudWatch Logs exactly once;
-- no job ENI, network namespace, mount, loop device, cgroup or process of
-  the jobs is left once they ended (and none of the server's after its
-  teardown).
+- no job ENI, network namespace, mount (EFS mounts included), loop device,
+  cgroup or process of the jobs (`cove efs-mount` included) is left once
+  they ended (and none of the server's after its teardown).
 It prints one table row per phase and exits non-zero on any failure.
 scripts/test.sh runs it with five jobs per phase; its figures go in
 docs/benchmarks.md.
@@ -46,6 +48,8 @@ with open(os.path.join(os.environ["SM_MODEL_DIR"], "model.bin"), "wb") as f:
     f.write(os.urandom(8 << 20))
 with open(os.path.join(os.environ["SM_MODEL_DIR"], "files.txt"), "w") as f:
     f.write(str(len(files)))
+with open(os.path.join(os.environ["SM_CHANNEL_SHARED"], os.environ["TRAINING_JOB_NAME"] + ".txt"), "w") as f:
+    f.write(str(len(files)))
 ''' % LINES
 PHASES = ["Starting", "Downloading", "Training", "Uploading"]
 
@@ -56,16 +60,22 @@ def request(name, bucket, net):
     req["HyperParameters"] = {k: v for k, v in req["HyperParameters"].items() if k.startswith("sagemaker_")}
     req["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] = f"s3://{bucket}/data"
     req["StoppingCondition"]["MaxRuntimeInSeconds"] = 900
+    req["InputDataConfig"].append({"ChannelName": "shared", "DataSource": {"FileSystemDataSource": {
+        "FileSystemId": net["fs"], "FileSystemType": "EFS", "DirectoryPath": "/", "FileSystemAccessMode": "rw"}}})
     return req
 
 
-def network(ec2):
+def network(ec2, efs):
     vpc = ec2.create_vpc(CidrBlock="10.88.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.88.1.0/24")["Subnet"]["SubnetId"]
     sg = ec2.create_security_group(GroupName="jobs", Description="crash test", VpcId=vpc)["GroupId"]
     rt = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"][0]["RouteTableId"]
     ec2.create_vpc_endpoint(VpcId=vpc, ServiceName="com.amazonaws.us-east-1.s3", RouteTableIds=[rt])
-    return {"vpc": vpc, "subnet": subnet, "sg": sg}
+    ec2.authorize_security_group_ingress(GroupId=sg, IpPermissions=[{
+        "IpProtocol": "tcp", "FromPort": 2049, "ToPort": 2049, "UserIdGroupPairs": [{"GroupId": sg}]}])
+    fs = efs.create_file_system(CreationToken=str(uuid.uuid4()))["FileSystemId"]
+    efs.create_mount_target(FileSystemId=fs, SubnetId=subnet, SecurityGroups=[sg])
+    return {"vpc": vpc, "subnet": subnet, "sg": sg, "fs": fs}
 
 
 def sh(*cmd):
@@ -118,7 +128,7 @@ def main():
         server = Cove(data_dir).start()
         try:
             ec2, s3 = server.client("ec2"), server.client("s3")
-            net = network(ec2)
+            net = network(ec2, server.client("efs"))
             bucket = f"crash-{uuid.uuid4().hex[:8]}"
             s3.create_bucket(Bucket=bucket)
             for i in range(args.objects):
@@ -148,6 +158,8 @@ def main():
                 for n, d in statuses.items():
                     if d["TrainingJobStatus"] != "Completed":
                         failures.append(f"{n}: {d['TrainingJobStatus']} {d.get('FailureReason')}")
+                    elif not os.path.exists(os.path.join(data_dir, "efs", net["fs"], f"{n}.txt")):
+                        failures.append(f"{n}: its file is not on the EFS file system")
                 rows.append((phase, hit is not None, len(names), completed, restart_s))
             # Logs: every line exactly once.
             logs = server.client("logs")

@@ -38,6 +38,8 @@ elif hps["mode"] == "write":
     with open(big, "wb") as f:
         f.write(os.urandom(4 << 20))
     out["written"] = sorted(os.listdir(os.path.join(shared, "data")))
+    import socket
+    out["resolved"] = socket.gethostbyname(hps["fs_name"])
 else:
     train = os.environ["SM_CHANNEL_TRAIN"]
     rows = 0
@@ -89,6 +91,8 @@ def efs_net(ec2, efs, vpc):
         {"Name": "vpc-id", "Values": [vpc]}, {"Name": "association.main", "Values": ["true"]}])["RouteTables"][0]["RouteTableId"]
     net = {"vpc": vpc, "subnets": subnets, "sg": job_sg, "efs_sg": efs_sg, "rt": main_rt}
     s3_endpoint(ec2, net)
+    # The file system's DNS name resolves in the VPC with DNS hostnames on.
+    ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
     fs = efs.create_file_system(CreationToken=str(uuid.uuid4()))["FileSystemId"]
     net["fs"] = fs
     net["mount_targets"] = [
@@ -109,6 +113,7 @@ def efs_request(name, bucket, net, channel, directory, mode, script_mode):
             "sagemaker_program": json.dumps("train.py"),
             "sagemaker_submit_directory": json.dumps(f"s3://{bucket}/code/sourcedir.tar.gz"),
             "mode": json.dumps(script_mode),
+            "fs_name": json.dumps(f"{net['fs']}.efs.us-east-1.amazonaws.com"),
         },
         "InputDataConfig": [{
             "ChannelName": channel,
@@ -135,7 +140,10 @@ def test_a_job_writes_a_channel_on_efs_and_the_next_job_reads_it(cove_server, ef
     d = wait_for(sm, writer)
     assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
     assert d["InputDataConfig"][0]["DataSource"]["FileSystemDataSource"]["FileSystemAccessMode"] == "rw"
-    assert model_of(s3, bucket, writer)["written"] == ["big.bin", "part-0.csv", "part-1.csv", "part-2.csv"]
+    written = model_of(s3, bucket, writer)
+    assert written["written"] == ["big.bin", "part-0.csv", "part-1.csv", "part-2.csv"]
+    target = efs.describe_mount_targets(FileSystemId=efs_net["fs"])["MountTargets"][0]
+    assert written["resolved"] == target["IpAddress"]
     # The bytes are on the file system's disk, and EFS meters them.
     on_disk = os.path.join(cove_server.data_dir, "efs", efs_net["fs"], "data")
     assert sorted(os.listdir(on_disk)) == ["big.bin", "part-0.csv", "part-1.csv", "part-2.csv"]

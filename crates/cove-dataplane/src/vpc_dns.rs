@@ -3,7 +3,7 @@
 //! hickory-proto parses and writes the messages. Answers carry a short TTL
 //! (AWS's private-DNS records use 60 s) so endpoint changes show quickly.
 
-use cove_net::dns::{resolve, Answer};
+use cove_net::dns::{resolve_for, Answer};
 use cove_store::Store;
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::A;
@@ -13,8 +13,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TTL: u32 = 60;
 
-/// The answer to one query message, or `None` for something that is not a query.
-pub fn answer(store: &Store, vpc_id: &str, request: &[u8]) -> Option<Vec<u8>> {
+/// The answer to one query message from `client`, or `None` for something
+/// that is not a query.
+pub fn answer(
+    store: &Store,
+    vpc_id: &str,
+    client: Option<std::net::Ipv4Addr>,
+    request: &[u8],
+) -> Option<Vec<u8>> {
     let query = Message::from_vec(request).ok()?;
     if query.metadata.message_type != MessageType::Query {
         return None;
@@ -32,7 +38,7 @@ pub fn answer(store: &Store, vpc_id: &str, request: &[u8]) -> Option<Vec<u8>> {
         return response.to_vec().ok();
     }
     let world = store.snapshot();
-    match resolve(&world, vpc_id, &q.name().to_ascii()) {
+    match resolve_for(&world, vpc_id, client, &q.name().to_ascii()) {
         Answer::Refused => response.metadata.response_code = ResponseCode::Refused,
         Answer::NxDomain => response.metadata.response_code = ResponseCode::NXDomain,
         Answer::Addresses(ips) => {
@@ -47,13 +53,20 @@ pub fn answer(store: &Store, vpc_id: &str, request: &[u8]) -> Option<Vec<u8>> {
     response.to_vec().ok()
 }
 
+fn ipv4(peer: std::net::SocketAddr) -> Option<std::net::Ipv4Addr> {
+    match peer {
+        std::net::SocketAddr::V4(a) => Some(*a.ip()),
+        std::net::SocketAddr::V6(_) => None,
+    }
+}
+
 pub async fn serve_udp(socket: tokio::net::UdpSocket, store: Arc<Store>, vpc_id: String) {
     let mut buf = vec![0u8; 4096];
     loop {
         let Ok((n, peer)) = socket.recv_from(&mut buf).await else {
             continue;
         };
-        if let Some(reply) = answer(&store, &vpc_id, &buf[..n]) {
+        if let Some(reply) = answer(&store, &vpc_id, ipv4(peer), &buf[..n]) {
             let _ = socket.send_to(&reply, peer).await;
         }
     }
@@ -61,7 +74,7 @@ pub async fn serve_udp(socket: tokio::net::UdpSocket, store: Arc<Store>, vpc_id:
 
 pub async fn serve_tcp(listener: tokio::net::TcpListener, store: Arc<Store>, vpc_id: String) {
     loop {
-        let Ok((mut conn, _)) = listener.accept().await else {
+        let Ok((mut conn, peer)) = listener.accept().await else {
             continue;
         };
         let (store, vpc_id) = (store.clone(), vpc_id.clone());
@@ -75,7 +88,7 @@ pub async fn serve_tcp(listener: tokio::net::TcpListener, store: Arc<Store>, vpc
                 if conn.read_exact(&mut msg).await.is_err() {
                     return;
                 }
-                let Some(reply) = answer(&store, &vpc_id, &msg) else {
+                let Some(reply) = answer(&store, &vpc_id, ipv4(peer), &msg) else {
                     return;
                 };
                 let Ok(len) = u16::try_from(reply.len()) else {
@@ -98,7 +111,7 @@ mod tests {
     fn ask(store: &Store, vpc: &str, name: &str, qtype: RecordType) -> Message {
         let mut q = Message::query();
         q.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
-        Message::from_vec(&answer(store, vpc, &q.to_vec().unwrap()).unwrap()).unwrap()
+        Message::from_vec(&answer(store, vpc, None, &q.to_vec().unwrap()).unwrap()).unwrap()
     }
 
     #[test]
@@ -137,6 +150,6 @@ mod tests {
             RecordType::A,
         );
         assert_eq!(reply.metadata.response_code, ResponseCode::Refused);
-        assert!(answer(&store, &vpc, b"not dns").is_none());
+        assert!(answer(&store, &vpc, None, b"not dns").is_none());
     }
 }

@@ -152,6 +152,23 @@ pub fn unmount(mountpoint: &Path) {
     }
 }
 
+/// The file-system type of Cove's EFS mounts in `/proc/self/mountinfo`.
+pub const MOUNT_TYPE: &str = "fuse.cove-nfs";
+
+/// Detaches every EFS mount under `dir` (a data directory, at teardown:
+/// before anything walks it, since a mount whose server is gone answers
+/// only after its retries run out); returns how many.
+pub fn detach_all_under(dir: &Path) -> usize {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return 0;
+    };
+    let mounts = cove_runtime::overlay::mounts_of_type_under(&info, dir, Some(MOUNT_TYPE));
+    for m in &mounts {
+        let _ = cove_sys::umount_detach(m);
+    }
+    mounts.len()
+}
+
 /// Takes away every mount under `dir` (a workload's `efs/` directory).
 pub fn unmount_all(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {

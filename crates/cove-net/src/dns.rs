@@ -8,8 +8,11 @@
 //! following CNAMEs within the VPC's zones; an interface endpoint with
 //! private DNS takes over its service's
 //! regular name inside its VPC; endpoint-specific names (`vpce-…`) resolve
-//! to the endpoint's ENIs (the per-zone name to that zone's only); the
-//! region's service names resolve to their public addresses; with DNS
+//! to the endpoint's ENIs (the per-zone name to that zone's only); with DNS
+//! hostnames on, an EFS file system's name (`fs-….efs.<region>.amazonaws.com`)
+//! resolves to its mount target in the asker's zone and the zonal name
+//! (`<zone>.fs-….efs…`) to that zone's; the region's service names resolve
+//! to their public addresses; with DNS
 //! hostnames on, `ip-a-b-c-d.ec2.internal` names resolve for the VPC's ENIs.
 //! Any other public name resolves, as AWS's resolver resolves the internet's
 //! names, to Cove's simulated web ([`region::WEB_HOST`]), which a VPC
@@ -81,8 +84,48 @@ fn from_private_zones(world: &World, vpc_id: &str, name: &str, depth: u8) -> Opt
     Some(Answer::Addresses(ips))
 }
 
-/// Resolves an A query for `name` asked from inside VPC `vpc_id`.
+/// Resolves an A query for `name` asked from inside VPC `vpc_id`, by a
+/// client whose address is not known (names that depend on the asker's
+/// zone do not resolve).
 pub fn resolve(world: &World, vpc_id: &str, name: &str) -> Answer {
+    resolve_for(world, vpc_id, None, name)
+}
+
+/// An EFS file system's DNS names in `vpc`: the plain name gives the mount
+/// target in the zone of the asking ENI, the zonal one that zone's; a zone
+/// without a mount target has no answer, as on AWS.
+fn file_system_name(
+    world: &World,
+    vpc: &cove_model::vpc::Vpc,
+    client: Option<Ipv4Addr>,
+    name: &str,
+) -> Option<Answer> {
+    let head = name.strip_suffix(&format!(".efs.{}.amazonaws.com", vpc.region))?;
+    let (zone, fs_id) = match head.split_once('.') {
+        Some((zone, fs_id)) => (Some(zone.to_string()), fs_id),
+        None => (None, head),
+    };
+    let zone = zone.or_else(|| {
+        let client = client?;
+        world
+            .network_interfaces
+            .values()
+            .find(|e| e.vpc_id == vpc.id && e.private_ip == client)
+            .map(|e| e.availability_zone.clone())
+    });
+    let target = zone.and_then(|zone| {
+        world.mount_targets.values().find(|m| {
+            m.file_system_id == fs_id && m.vpc_id == vpc.id && m.availability_zone == zone
+        })
+    });
+    Some(match target {
+        Some(m) => Answer::Addresses(vec![m.ip_address]),
+        None => Answer::NxDomain,
+    })
+}
+
+/// [`resolve`], asked by `client` (an address in the VPC).
+pub fn resolve_for(world: &World, vpc_id: &str, client: Option<Ipv4Addr>, name: &str) -> Answer {
     let Some(vpc) = world.vpcs.get(vpc_id) else {
         return Answer::Refused;
     };
@@ -124,6 +167,11 @@ pub fn resolve(world: &World, vpc_id: &str, name: &str) -> Answer {
         }
     }
 
+    if vpc.enable_dns_hostnames {
+        if let Some(answer) = file_system_name(world, vpc, client, &name) {
+            return answer;
+        }
+    }
     if let Some(address) = services::public_address(region, &name) {
         return Answer::Addresses(vec![address]);
     }
@@ -147,6 +195,60 @@ pub fn resolve(world: &World, vpc_id: &str, name: &str) -> Answer {
 mod tests {
     use super::*;
     use crate::fixtures;
+
+    #[test]
+    fn a_file_systems_name_gives_the_mount_target_of_the_askers_zone() {
+        use cove_model::efs::{LifeCycleState, MountTarget};
+        let mut w = two_subnet_world();
+        let mut vpc = (**w.vpcs.get(VPC).unwrap()).clone();
+        vpc.enable_dns_hostnames = true;
+        w.vpcs.insert(VPC.into(), vpc.clone().into());
+        let target = |id: &str, zone: &str, ip: &str| MountTarget {
+            id: id.into(),
+            region: "us-east-1".into(),
+            owner_id: fixtures::ACCOUNT.into(),
+            file_system_id: "fs-0123456789abcdef0".into(),
+            subnet_id: String::new(),
+            vpc_id: VPC.into(),
+            availability_zone: zone.into(),
+            availability_zone_id: String::new(),
+            ip_address: fixtures::ip(ip),
+            network_interface_id: String::new(),
+            state: LifeCycleState::Available,
+        };
+        w.mount_targets.insert(
+            "fsmt-a".into(),
+            target("fsmt-a", "us-east-1a", "10.0.1.77").into(),
+        );
+        let name = "fs-0123456789abcdef0.efs.us-east-1.amazonaws.com";
+        let in_a = fixtures::ip("10.0.1.4");
+        let b = add_eni(&mut w, "subnet-b", "10.0.2.9");
+        let in_b = w.network_interfaces[&b].private_ip;
+        let addrs = |ips: &[&str]| Answer::Addresses(ips.iter().map(|i| fixtures::ip(i)).collect());
+        assert_eq!(
+            resolve_for(&w, VPC, Some(in_a), name),
+            addrs(&["10.0.1.77"])
+        );
+        // No mount target in zone b: no answer there, as on AWS.
+        assert_eq!(resolve_for(&w, VPC, Some(in_b), name), Answer::NxDomain);
+        assert_eq!(resolve(&w, VPC, name), Answer::NxDomain);
+        assert_eq!(
+            resolve_for(&w, VPC, Some(in_b), &format!("us-east-1a.{name}")),
+            addrs(&["10.0.1.77"])
+        );
+        w.mount_targets.insert(
+            "fsmt-b".into(),
+            target("fsmt-b", "us-east-1b", "10.0.2.77").into(),
+        );
+        assert_eq!(
+            resolve_for(&w, VPC, Some(in_b), name),
+            addrs(&["10.0.2.77"])
+        );
+        // Only with DNS hostnames on, as AWS requires.
+        vpc.enable_dns_hostnames = false;
+        w.vpcs.insert(VPC.into(), vpc.into());
+        assert_eq!(resolve_for(&w, VPC, Some(in_b), name), Answer::NxDomain);
+    }
     use cove_model::vpc::{EndpointState, NetworkInterface, VpcEndpoint};
 
     const VPC: &str = "vpc-1";

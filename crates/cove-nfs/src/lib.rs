@@ -56,6 +56,11 @@ pub struct MountOptions {
     pub retry_for: Duration,
     /// FUSE worker threads: how many file operations run at once.
     pub threads: usize,
+    /// Let the kernel check each caller's access against the files' owners
+    /// and modes, as an NFS client does; without it every caller may do
+    /// what the server allows (Cove's EFS mounts, whose workloads act as
+    /// root does on AWS).
+    pub check_permissions: bool,
 }
 
 impl Default for MountOptions {
@@ -66,6 +71,7 @@ impl Default for MountOptions {
             rpc_timeout: Duration::from_secs(60),
             retry_for: Duration::from_secs(120),
             threads: 8,
+            check_permissions: true,
         }
     }
 }
@@ -195,10 +201,6 @@ where
     config.mount_options = vec![
         fuser::MountOption::FSName(format!("cove-nfs:{path}")),
         fuser::MountOption::Subtype("cove-nfs".into()),
-        // The kernel checks permissions against the server's owners and
-        // modes, as an NFS client does; every user may try (jobs need not
-        // run as root).
-        fuser::MountOption::DefaultPermissions,
         fuser::MountOption::NoDev,
         fuser::MountOption::NoSuid,
         if options.read_only {
@@ -207,6 +209,13 @@ where
             fuser::MountOption::RW
         },
     ];
+    // Every user may try (jobs need not run as root); with the kernel's
+    // checks on, against the server's owners and modes.
+    if options.check_permissions {
+        config
+            .mount_options
+            .push(fuser::MountOption::DefaultPermissions);
+    }
     config.acl = fuser::SessionACL::All;
     config.n_threads = Some(options.threads.max(1));
     config.clone_fd = true;

@@ -49,8 +49,21 @@ pub fn unmount(root: &Path) {
 /// The mount points listed in `mountinfo` (the text of `/proc/self/mountinfo`)
 /// that lie under `dir`, deepest first.
 pub fn mounts_under(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
+    mounts_of_type_under(mountinfo, dir, None)
+}
+
+/// [`mounts_under`], only those whose file-system type is `fstype` when
+/// one is given (`fuse.cove-nfs` for EFS mounts).
+pub fn mounts_of_type_under(mountinfo: &str, dir: &Path, fstype: Option<&str>) -> Vec<PathBuf> {
     let mut found: Vec<PathBuf> = mountinfo
         .lines()
+        .filter(|line| {
+            fstype.is_none_or(|t| {
+                line.split_once(" - ")
+                    .and_then(|(_, rest)| rest.split(' ').next())
+                    == Some(t)
+            })
+        })
         .filter_map(|line| line.split(' ').nth(4))
         .map(crate::cgroup::unescape)
         .filter(|p| p.starts_with(dir) && p != dir)
@@ -85,6 +98,10 @@ mod tests {
 91 22 0:51 / /data/jobs/t/j/my\\040host/rootfs rw - overlay overlay rw
 92 90 0:52 / /data/jobs/t/j/algo-1/rootfs/proc rw - proc proc rw
 93 22 0:53 / /database rw - tmpfs tmpfs rw";
+        assert_eq!(
+            mounts_of_type_under(info, Path::new("/data"), Some("proc")),
+            vec![PathBuf::from("/data/jobs/t/j/algo-1/rootfs/proc")]
+        );
         assert_eq!(
             mounts_under(info, Path::new("/data")),
             vec![

@@ -102,7 +102,15 @@ fn run(spec_path: &Path, state_dir: &Path, ready: &mut Ready) -> Result<()> {
             identity: Some(identity),
         },
     )?;
-    for b in plan.spec.binds.iter().filter(|b| !b.read_only) {
+    // A file system mounted over NFS (an EFS channel or home) keeps its
+    // owners: several workloads write it at once, each as root does on AWS
+    // (its mount leaves permission checks to the server).
+    for b in plan
+        .spec
+        .binds
+        .iter()
+        .filter(|b| !b.read_only && !sys::is_on_fuse(&b.source))
+    {
         crate::chown_tree(&b.source, identity, identity).with_context(|| {
             format!("handing {} to the container's identity", b.source.display())
         })?;

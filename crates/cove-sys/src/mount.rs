@@ -54,6 +54,14 @@ pub fn umount_detach(target: &Path) -> io::Result<()> {
     Ok(rustix::mount::unmount(target, UnmountFlags::DETACH)?)
 }
 
+/// `statfs`'s type of a FUSE file system.
+const FUSE_SUPER_MAGIC: i64 = 0x6573_5546;
+
+/// Whether `path` is on a FUSE file system (an NFS mount of Cove's, say).
+pub fn is_on_fuse(path: &Path) -> bool {
+    rustix::fs::statfs(path).is_ok_and(|s| s.f_type == FUSE_SUPER_MAGIC)
+}
+
 /// Whether `path` is a mount point (its device differs from its parent's).
 pub fn is_mountpoint(path: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;

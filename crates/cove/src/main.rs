@@ -237,7 +237,9 @@ fn stop_containers(jobs_dir: &std::path::Path) -> usize {
         };
         for entry in entries.flatten() {
             let path = entry.path();
-            if !path.is_dir() {
+            // The directory entry's own type (no stat): a workload's `efs/`
+            // holds its mounts, which it must not enter.
+            if !entry.file_type().is_ok_and(|t| t.is_dir()) || entry.file_name() == "efs" {
                 continue;
             }
             if path.file_name().is_some_and(|n| n == "state") {
@@ -456,15 +458,20 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Teardown { data_dir } => {
             let _lock = config::lock_data_dir(&data_dir, "cove teardown")?;
+            let canonical = data_dir.canonicalize().unwrap_or_else(|_| data_dir.clone());
+            // First, so that nothing below waits on a file system whose
+            // server is gone.
+            let detached = cove_host::efs::detach_all_under(&canonical);
+            if detached > 0 {
+                println!("detached {detached} EFS mounts");
+            }
             let stopped = stop_containers(&data_dir.join("jobs"));
             if stopped > 0 {
                 println!("stopped {stopped} containers");
             }
-            let unmounted = cove_runtime::overlay::unmount_all_under(
-                &data_dir.canonicalize().unwrap_or_else(|_| data_dir.clone()),
-            );
+            let unmounted = cove_runtime::overlay::unmount_all_under(&canonical);
             if unmounted > 0 {
-                println!("detached {unmounted} mounts (image overlays, EFS mounts)");
+                println!("detached {unmounted} image overlays");
             }
             let instance = server::instance_tag(&data_dir)?;
             let removed =
