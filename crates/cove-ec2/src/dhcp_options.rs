@@ -48,7 +48,7 @@ fn default_set(account: &str, region: &str) -> DhcpOptions {
     }
 }
 
-fn not_found(id: &str) -> AwsError {
+pub(crate) fn not_found(id: &str) -> AwsError {
     AwsError::client(
         "InvalidDhcpOptionID.NotFound",
         format!("The dhcpOption ID '{id}' does not exist"),

@@ -129,12 +129,7 @@ fn resource_type(world: &World, id: &str, region: &str) -> AwsResult<&'static st
                 .get(id)
                 .is_some_and(|x| x.region == region),
             "dhcp-options",
-            |id| {
-                AwsError::client(
-                    "InvalidDhcpOptionID.NotFound",
-                    format!("The dhcpOption ID '{id}' does not exist"),
-                )
-            },
+            crate::dhcp_options::not_found,
         ),
         "nip" => found(
             world

@@ -672,6 +672,28 @@ impl<'w> Walk<'w> {
         (Some(table), Some((hit, via)))
     }
 
+    /// Explains that reply `r` finds no route back the way it came in
+    /// `table` (the destination subnet's); `fix` is told the table's id.
+    fn no_route_back(
+        &mut self,
+        table: Option<&RouteTable>,
+        r: &Packet,
+        fix: impl FnOnce(&str) -> String,
+    ) {
+        let table_id = table.map(|t| t.id.clone()).unwrap_or_default();
+        let fix = fix(&table_id);
+        let mut e = self.blank(
+            "NO_ROUTE_TO_DESTINATION",
+            Component::new(Kind::RouteTable, &table_id),
+            r,
+            true,
+            fix,
+        );
+        e.route_table = table.map(|t| t.id.clone());
+        e.address = Some(r.dst);
+        self.explain(e);
+    }
+
     fn route_hop(&mut self, table: &RouteTable, hit: Option<RouteHit>, on_return: bool) {
         let mut h = Hop::at(Component::new(Kind::RouteTable, &table.id));
         h.vpc = Some(table.vpc_id.clone());
@@ -827,21 +849,12 @@ impl<'w> Walk<'w> {
             self.route_hop(t, found.as_ref().map(|(h, _)| h.clone()), true);
         }
         if !back {
-            let table_id = table.map(|t| t.id.clone()).unwrap_or_default();
-            let fix = format!(
-                "replies from subnet {} to {} do not go back through {pcx_id} (route table {table_id}): add a route for {}'s CIDR to it",
-                dst.subnet.id, r.dst, n.eni.vpc_id
-            );
-            let mut e = self.blank(
-                "NO_ROUTE_TO_DESTINATION",
-                Component::new(Kind::RouteTable, &table_id),
-                &r,
-                true,
-                fix,
-            );
-            e.route_table = table.map(|t| t.id.clone());
-            e.address = Some(r.dst);
-            self.explain(e);
+            self.no_route_back(table, &r, |table_id| {
+                format!(
+                    "replies from subnet {} to {} do not go back through {pcx_id} (route table {table_id}): add a route for {}'s CIDR to it",
+                    dst.subnet.id, r.dst, n.eni.vpc_id
+                )
+            });
         }
         self.acl(n.subnet, &r, false, true);
         self.eni_hop(n, &r, true, true);
@@ -998,21 +1011,12 @@ impl<'w> Walk<'w> {
             self.route_hop(t, found.as_ref().map(|(h, _)| h.clone()), true);
         }
         if !through_igw {
-            let table_id = table.map(|t| t.id.clone()).unwrap_or_default();
-            let fix = format!(
-                "replies from subnet {} to {} do not leave through {} (route table {}): route them to it",
-                dst.subnet.id, r.dst, igw.id, table_id
-            );
-            let mut e = self.blank(
-                "NO_ROUTE_TO_DESTINATION",
-                Component::new(Kind::RouteTable, &table_id),
-                &r,
-                true,
-                fix,
-            );
-            e.route_table = table.map(|t| t.id.clone());
-            e.address = Some(r.dst);
-            self.explain(e);
+            self.no_route_back(table, &r, |table_id| {
+                format!(
+                    "replies from subnet {} to {} do not leave through {} (route table {table_id}): route them to it",
+                    dst.subnet.id, r.dst, igw.id
+                )
+            });
         }
         let mut back = Hop::at(component);
         back.inbound = Some(r);
