@@ -411,16 +411,8 @@ fn page(
     let size = max_results.map_or(usize::MAX, |m| {
         usize::try_from(m.max(1)).unwrap_or(usize::MAX)
     });
-    let end = start.saturating_add(size).min(items.len());
-    let next = (end < items.len()).then(|| end.to_string());
-    Ok((
-        items
-            .into_iter()
-            .skip(start)
-            .take(end.saturating_sub(start))
-            .collect(),
-        next,
-    ))
+    let (page, next) = cove_model::paging::cut(items, start, size);
+    Ok((page, next.map(|i| i.to_string())))
 }
 
 pub fn get_entries(r: &Req, q: &GetManagedPrefixListEntriesRequest) -> AwsResult<Value> {

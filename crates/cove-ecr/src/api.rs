@@ -126,11 +126,8 @@ fn page<T>(
         None => 0,
     };
     let limit = max.map_or(usize::MAX, |m| usize::try_from(m).unwrap_or(usize::MAX));
-    let total = items.len();
-    let out: Vec<T> = items.into_iter().skip(start).take(limit).collect();
-    let end = start + out.len();
-    let next = (end < total).then(|| URL_SAFE_NO_PAD.encode(end.to_string()));
-    Ok((out, next))
+    let (out, next) = cove_model::paging::cut(items, start, limit);
+    Ok((out, next.map(|end| URL_SAFE_NO_PAD.encode(end.to_string()))))
 }
 
 fn with_next(mut v: Value, next: Option<String>) -> Value {

@@ -9,6 +9,7 @@ use cove_model::efs::{
     AccessPoint, CreationInfo, FileSystem, LifeCycleState, MountTarget, PosixUser,
 };
 use cove_model::ids::{new_id, now_rfc3339};
+use cove_model::paging;
 use cove_model::world::{Tags, World};
 use cove_model::{AwsError, AwsResult};
 use cove_shapes::efs::*;
@@ -111,7 +112,7 @@ impl Service for EfsService {
                 let w = r.world();
                 file_system(&w, r.region, &q.file_system_id)?;
                 let (tags, next) = page(
-                    &render_tags(&w, &q.file_system_id),
+                    render_tags(&w, &q.file_system_id),
                     q.marker.as_deref(),
                     q.max_items,
                     100,
@@ -122,7 +123,7 @@ impl Service for EfsService {
                 let w = r.world();
                 resource_exists(&w, r.region, &q.resource_id)?;
                 let (tags, next) = page(
-                    &render_tags(&w, &q.resource_id),
+                    render_tags(&w, &q.resource_id),
                     q.next_token.as_deref(),
                     q.max_results,
                     100,
@@ -261,26 +262,19 @@ fn untag(r: &Req, id: &str, keys: &[String]) -> AwsResult<()> {
 }
 
 /// One page of `items` after `marker` (a decimal offset Cove hands out).
-fn page<T: Clone>(
-    items: &[T],
+fn page<T>(
+    items: Vec<T>,
     marker: Option<&str>,
     max: Option<i64>,
     default_max: usize,
 ) -> AwsResult<(Vec<T>, Option<String>)> {
-    let start = match marker {
-        None => 0,
-        Some(m) => m
-            .parse::<usize>()
-            .ok()
-            .filter(|s| *s <= items.len())
-            .ok_or_else(|| bad_request("The marker or token is not valid."))?,
-    };
+    let start = paging::start_of(marker, items.len())
+        .ok_or_else(|| bad_request("The marker or token is not valid."))?;
     let max = max
         .map(|m| usize::try_from(m.max(1)).unwrap_or(usize::MAX))
         .unwrap_or(default_max);
-    let end = start.saturating_add(max).min(items.len());
-    let next = (end < items.len()).then(|| end.to_string());
-    Ok((items[start..end].to_vec(), next))
+    let (page, next) = paging::cut(items, start, max);
+    Ok((page, next.map(|i| i.to_string())))
 }
 
 /// The bytes under `dir`, as EFS meters them (Cove keeps every byte in
@@ -477,7 +471,7 @@ fn describe_file_systems(r: &Req, q: &DescribeFileSystemsRequest) -> AwsResult<V
             })
             .collect(),
     };
-    let (items, next) = page(&all, q.marker.as_deref(), q.max_items, 100)?;
+    let (items, next) = page(all, q.marker.as_deref(), q.max_items, 100)?;
     let rendered: Vec<Value> = items
         .iter()
         .map(|f| render_file_system(r, &w, f, f.state))
@@ -496,9 +490,8 @@ pub fn remove_file_system(tx: &mut Tx, fs_id: &str) {
         .filter(|m| m.file_system_id == fs_id)
         .map(|m| (**m).clone())
         .collect();
-    for mt in targets {
-        cove_ec2::delete_managed_eni(tx, &mt.network_interface_id);
-        tx.delete::<MountTarget>(&mt.id);
+    for mt in &targets {
+        remove_mount_target(tx, mt);
     }
     let points: Vec<String> = tx
         .world
@@ -513,6 +506,13 @@ pub fn remove_file_system(tx: &mut Tx, fs_id: &str) {
     }
     tx.delete::<FileSystem>(fs_id);
     tx.set_tags(fs_id, Tags::new());
+}
+
+/// Removes mount target `mt` and its ENI, in a write (its NFS listener
+/// goes with the ENI).
+pub fn remove_mount_target(tx: &mut Tx, mt: &MountTarget) {
+    cove_ec2::delete_managed_eni(tx, &mt.network_interface_id);
+    tx.delete::<MountTarget>(&mt.id);
 }
 
 /// Removes a deleted file system's bytes from `<data dir>/efs`.
@@ -792,7 +792,7 @@ fn describe_mount_targets(r: &Req, q: &DescribeMountTargetsRequest) -> AwsResult
             .filter(|m| m.file_system_id == fs_id)
             .collect()
     };
-    let (items, next) = page(&all, q.marker.as_deref(), q.max_items, 10)?;
+    let (items, next) = page(all, q.marker.as_deref(), q.max_items, 10)?;
     let rendered: Vec<Value> = items.iter().map(|m| render_mount_target(m)).collect();
     Ok(json!({"MountTargets": rendered, "Marker": q.marker, "NextMarker": next}))
 }
@@ -800,8 +800,7 @@ fn describe_mount_targets(r: &Req, q: &DescribeMountTargetsRequest) -> AwsResult
 fn delete_mount_target(r: &Req, q: &DeleteMountTargetRequest) -> AwsResult<Value> {
     r.write(|tx| {
         let mt = mount_target(&tx.world, r.region, &q.mount_target_id)?.clone();
-        cove_ec2::delete_managed_eni(tx, &mt.network_interface_id);
-        tx.delete::<MountTarget>(&mt.id);
+        remove_mount_target(tx, &mt);
         Ok(())
     })?;
     Ok(json!({}))
@@ -972,7 +971,7 @@ fn describe_access_points(r: &Req, q: &DescribeAccessPointsRequest) -> AwsResult
             .filter(|a| a.region == r.region)
             .collect(),
     };
-    let (items, next) = page(&all, q.next_token.as_deref(), q.max_results, 100)?;
+    let (items, next) = page(all, q.next_token.as_deref(), q.max_results, 100)?;
     let rendered: Vec<Value> = items.iter().map(|a| render_access_point(&w, a)).collect();
     Ok(json!({"AccessPoints": rendered, "NextToken": next}))
 }
@@ -1096,19 +1095,19 @@ mod tests {
     fn pages_hand_out_offsets_and_refuse_foreign_markers() {
         let items: Vec<u32> = (0..5).collect();
         assert_eq!(
-            page(&items, None, Some(2), 10).unwrap(),
+            page(items.clone(), None, Some(2), 10).unwrap(),
             (vec![0, 1], Some("2".into()))
         );
         assert_eq!(
-            page(&items, Some("4"), Some(2), 10).unwrap(),
+            page(items.clone(), Some("4"), Some(2), 10).unwrap(),
             (vec![4], None)
         );
         assert_eq!(
-            page(&items, Some("zz"), None, 10).unwrap_err().code,
+            page(items.clone(), Some("zz"), None, 10).unwrap_err().code,
             "BadRequest"
         );
         assert_eq!(
-            page(&items, Some("9"), None, 10).unwrap_err().code,
+            page(items.clone(), Some("9"), None, 10).unwrap_err().code,
             "BadRequest"
         );
     }

@@ -679,25 +679,18 @@ fn page(
     marker: Option<&str>,
     max_items: Option<i64>,
 ) -> AwsResult<Value> {
-    let start = match marker {
-        None => 0,
-        Some(m) => m
-            .parse::<usize>()
-            .ok()
-            .filter(|&i| i <= items.len())
-            .ok_or_else(|| AwsError::client("InvalidInput", "Invalid Marker."))?,
-    };
+    let start = cove_model::paging::start_of(marker, items.len())
+        .ok_or_else(|| AwsError::client("InvalidInput", "Invalid Marker."))?;
     let size = max_items
         .and_then(|n| usize::try_from(n).ok())
         .unwrap_or(DEFAULT_PAGE);
-    let end = start.saturating_add(size).min(items.len());
-    let truncated = end < items.len();
+    let (page, next) = cove_model::paging::cut(items, start, size);
     let mut out = json!({
-        member: items[start..end].to_vec(),
-        "IsTruncated": truncated,
+        member: page,
+        "IsTruncated": next.is_some(),
     });
-    if truncated {
-        out["Marker"] = json!(end.to_string());
+    if let Some(next) = next {
+        out["Marker"] = json!(next.to_string());
     }
     Ok(out)
 }

@@ -102,6 +102,62 @@ pub(crate) fn mount_target_for<'w>(
         })
 }
 
+/// A file system reached through a workload's ENI, from the mount target
+/// in the ENI's zone.
+pub(crate) struct ThroughEni<'a> {
+    pub world: &'a World,
+    /// The account the workload acts for, which must own the file system.
+    pub account: &'a str,
+    /// Who owns the file system in the store.
+    pub owner_of_fs: Option<String>,
+    pub fs_id: &'a str,
+    pub eni: &'a NetworkInterface,
+    /// The ENI's network namespace (`/run/netns/<name>`).
+    pub netns_path: &'a str,
+    pub connect_timeout: Duration,
+}
+
+impl ThroughEni<'_> {
+    /// Mounts `export_path` of the file system at `mountpoint` (again, if
+    /// a mount is left there by a driver that restarted mid-step); `Err`
+    /// says what Cove saw.
+    pub(crate) fn mount(
+        &self,
+        runner: &Path,
+        export_path: &str,
+        mountpoint: &Path,
+        read_only: bool,
+        log: PathBuf,
+    ) -> Result<(), String> {
+        cove_host::efs::unmount(mountpoint);
+        let target = mount_target_for(
+            self.world,
+            self.owner_of_fs.as_deref(),
+            self.account,
+            self.fs_id,
+            self.eni,
+        )?;
+        let m = EfsMount {
+            netns: self.netns_path.to_string(),
+            server: SocketAddrV4::new(target.ip_address, cove_net::listen::NFS_PORT),
+            export_path: export_path.to_string(),
+            mountpoint: mountpoint.to_path_buf(),
+            read_only,
+            connect_timeout: self.connect_timeout,
+            log,
+        };
+        cove_host::efs::mount(runner, &m).map_err(|e| match e {
+            MountFailure::Unreachable(m) => format!(
+                "{} did not answer on {}:{}: {m}",
+                target.id,
+                target.ip_address,
+                cove_net::listen::NFS_PORT
+            ),
+            MountFailure::NoSuchDirectory(m) | MountFailure::Other(m) => m,
+        })
+    }
+}
+
 /// Mounts every file-system channel of one host through its ENI's
 /// namespace; on a failure, takes back what it mounted and says why.
 #[allow(clippy::too_many_arguments)]
@@ -112,52 +168,32 @@ pub(crate) fn mount_host(
     job: &SageMakerJob,
     host_dir: &Path,
     eni: &NetworkInterface,
-    netns: &str,
+    netns_path: &str,
     connect_timeout: Duration,
 ) -> Result<(), String> {
     for c in fs_channels(job) {
-        let mp = mountpoint(host_dir, &c.name);
-        // A mount left by a driver that restarted mid-step is made again.
-        cove_host::efs::unmount(&mp);
-        let owner = owner_of(&c.file_system_id);
-        let target = match mount_target_for(
+        let through = ThroughEni {
             world,
-            owner.as_deref(),
-            &job.account_id,
-            &c.file_system_id,
+            account: &job.account_id,
+            owner_of_fs: owner_of(&c.file_system_id),
+            fs_id: &c.file_system_id,
             eni,
-        ) {
-            Ok(t) => t,
-            Err(seen) => {
-                cove_host::efs::unmount_all(&host_dir.join("efs"));
-                return Err(unable(&c, &seen));
-            }
-        };
-        let m = EfsMount {
-            netns: netns.to_string(),
-            server: SocketAddrV4::new(target.ip_address, cove_net::listen::NFS_PORT),
-            export_path: c.directory_path.clone(),
-            mountpoint: mp,
-            read_only: c.read_only,
+            netns_path,
             connect_timeout,
-            log: host_dir.join(format!("efs-{}.log", c.name)),
         };
-        if let Err(e) = cove_host::efs::mount(runner, &m) {
+        let mounted = through.mount(
+            runner,
+            &c.directory_path,
+            &mountpoint(host_dir, &c.name),
+            c.read_only,
+            host_dir.join(format!("efs-{}.log", c.name)),
+        );
+        if let Err(seen) = mounted {
             cove_host::efs::unmount_all(&host_dir.join("efs"));
-            let seen = match e {
-                MountFailure::Unreachable(m) => {
-                    format!("{} did not answer on {}: {m}", target.id, m_addr(target))
-                }
-                MountFailure::NoSuchDirectory(m) | MountFailure::Other(m) => m,
-            };
             return Err(unable(&c, &seen));
         }
     }
     Ok(())
-}
-
-fn m_addr(t: &MountTarget) -> String {
-    format!("{}:{}", t.ip_address, cove_net::listen::NFS_PORT)
 }
 
 #[cfg(test)]

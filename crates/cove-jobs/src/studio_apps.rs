@@ -323,35 +323,25 @@ impl StudioApps {
                 .ok_or_else(|| unable("the data plane is off"))?,
             None => netns_path.to_string(),
         };
-        let owner = self.store.owner_of::<cove_model::efs::FileSystem>(fs_id);
-        let target = crate::file_systems::mount_target_for(
-            &world,
-            owner.as_deref(),
-            &a.account_id,
-            fs_id,
-            eni,
-        )
-        .map_err(|seen| unable(&seen))?;
         let dir = self.app_dir(a);
         let mountpoint = dir.join("efs").join("home");
-        cove_host::efs::unmount(&mountpoint);
-        let m = cove_host::efs::EfsMount {
-            netns: netns_path,
-            server: std::net::SocketAddrV4::new(target.ip_address, cove_net::listen::NFS_PORT),
-            export_path: format!("/{uid}"),
-            mountpoint: mountpoint.clone(),
-            read_only: false,
+        crate::file_systems::ThroughEni {
+            world: &world,
+            account: &a.account_id,
+            owner_of_fs: self.store.owner_of::<cove_model::efs::FileSystem>(fs_id),
+            fs_id,
+            eni,
+            netns_path: &netns_path,
             connect_timeout: self.settings.connect_timeout,
-            log: dir.join("efs-home.log"),
-        };
-        cove_host::efs::mount(&self.settings.runner, &m).map_err(|e| {
-            unable(&format!(
-                "{} ({}:{}): {e}",
-                target.id,
-                target.ip_address,
-                cove_net::listen::NFS_PORT
-            ))
-        })?;
+        }
+        .mount(
+            &self.settings.runner,
+            &format!("/{uid}"),
+            &mountpoint,
+            false,
+            dir.join("efs-home.log"),
+        )
+        .map_err(|seen| unable(&seen))?;
         Ok(mountpoint)
     }
 

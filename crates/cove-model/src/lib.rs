@@ -13,6 +13,7 @@ pub mod iam;
 pub mod ids;
 pub mod instance;
 pub mod jobs;
+pub mod paging;
 pub mod policy;
 pub mod protocol;
 pub mod route53;

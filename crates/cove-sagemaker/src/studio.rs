@@ -390,18 +390,15 @@ pub fn delete_domain(
         // The mount targets go (their group is the domain's); with
         // RetentionPolicy Delete the file system and its bytes go too,
         // else it stays, as on AWS, for the account to keep or delete.
-        let targets: Vec<String> = tx
+        let targets: Vec<cove_model::efs::MountTarget> = tx
             .world
             .mount_targets
             .values()
             .filter(|m| m.file_system_id == d.home_efs_id)
-            .map(|m| m.id.clone())
+            .map(|m| (**m).clone())
             .collect();
-        for mt in targets {
-            if let Some(m) = tx.world.mount_targets.get(&mt).cloned() {
-                cove_ec2::delete_managed_eni(tx, &m.network_interface_id);
-                tx.delete::<cove_model::efs::MountTarget>(&mt);
-            }
+        for mt in &targets {
+            cove_efs::remove_mount_target(tx, mt);
         }
         if delete_homes && tx.world.file_systems.contains_key(&d.home_efs_id) {
             cove_efs::remove_file_system(tx, &d.home_efs_id);
