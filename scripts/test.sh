@@ -52,6 +52,14 @@ if [ "$(id -u)" = 0 ] && [ -x /usr/bin/python3 ] && [ ! -x "$JUPYTERLAB/bin/jupy
     pip_install "$JUPYTERLAB/bin/pip" tests/jupyterlab-requirements.txt
 fi
 
+step "PostgreSQL for the shared store's tests"
+# A private server of the tests' own (scripts/test-postgres.sh), unless
+# one is given.
+if [ -z "${COVE_TEST_POSTGRES:-}" ]; then
+    COVE_TEST_POSTGRES=$(bash scripts/test-postgres.sh)
+fi
+export COVE_TEST_POSTGRES
+
 step "formatting and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings

@@ -1,13 +1,19 @@
-//! Durable desired state. Every resource is a JSON document in SQLite (WAL
-//! mode), recorded with the account that owns it; the current state is also
-//! published as immutable [`World`]s, the whole one and one view per
-//! account, so reads never touch the disk or wait for writers.
+//! Durable desired state. Every resource is a JSON document in a database,
+//! recorded with the account that owns it: SQLite (WAL mode) for one
+//! process, the embedded default, or PostgreSQL shared by several processes
+//! ([`durable`]). The current state is also published as immutable
+//! [`World`]s, the whole one and one view per account, so reads never touch
+//! the database or wait for writers.
 //!
 //! A mutating call runs [`Store::write`] (or [`Store::write_as`] for an
 //! account's own calls): it edits a private copy of a world through a
 //! [`Tx`], and only if the closure succeeds are the changed documents
-//! committed in one SQLite transaction and the copies published. A
-//! rejected call therefore changes nothing, on disk or in memory.
+//! committed in one database transaction and the copies published. A
+//! rejected call therefore changes nothing, in the database or in memory.
+//! On a shared database a commit first takes the database's commit lock and
+//! applies what other processes committed, so every process decides on the
+//! newest state; between its own writes a process follows the others'
+//! commits as PostgreSQL notifies them ([`Store::connect_postgres`]).
 //!
 //! Accounts are kept apart here, once, rather than in every handler: a
 //! service answering an account's call reads that account's view
@@ -16,33 +22,17 @@
 //! updates the whole world and the owner's view entry by entry, so its cost
 //! follows the change, not the number of accounts or resources.
 
-use anyhow::Context;
+pub mod durable;
+mod postgres;
+mod sqlite;
+
 use arc_swap::ArcSwap;
 use cove_model::world::{Resource, Shared, Tags, World, REGION_KIND, TAGS_KIND};
 use cove_model::{AwsError, AwsResult};
-use rusqlite::{params, Connection};
+use durable::{Durable, Feed, Row};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
-
-/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[
-    "CREATE TABLE documents (
-        kind TEXT NOT NULL,
-        key  TEXT NOT NULL,
-        doc  TEXT NOT NULL,
-        PRIMARY KEY (kind, key)
-    ) WITHOUT ROWID;",
-    // Every document belongs to an account ('' until [`Store::adopt_unowned`]
-    // gives what an older Cove stored to the configured one); SageMaker
-    // resources are keyed by ARN, as their names repeat across accounts
-    // and regions.
-    "ALTER TABLE documents ADD COLUMN account TEXT NOT NULL DEFAULT '';
-     UPDATE documents SET key = json_extract(doc, '$.arn')
-      WHERE kind IN ('sagemaker_job', 'sagemaker_definition', 'sagemaker_endpoint',
-                     'transform_job', 'compilation_job', 'recommendation_job',
-                     'studio_domain', 'user_profile', 'studio_app');",
-];
 
 /// The generation of the world as loaded from disk: the data plane's first
 /// pass in a process applies it, so waiting for it means waiting until the
@@ -52,7 +42,9 @@ pub const LOADED_GENERATION: u64 = 1;
 pub struct Store {
     writer: Mutex<Writer>,
     current: ArcSwap<Published>,
-    path: Option<std::path::PathBuf>,
+    /// The SQLite file, whose write-ahead log [`Store::checkpoint_forever`]
+    /// folds back.
+    sqlite_path: Option<std::path::PathBuf>,
     /// Counts published commits; watchers (the network reconciler) wait on
     /// it. The world as loaded is [`LOADED_GENERATION`], which the data
     /// plane has not applied yet in this process.
@@ -73,7 +65,9 @@ struct Published {
 
 /// What only the writer touches: the database and who owns each document.
 struct Writer {
-    conn: Connection,
+    durable: Box<dyn Durable>,
+    /// How far this process has followed the database's change feed.
+    position: u64,
     /// The owning account of every stored document, by `(kind, key)`.
     owners: HashMap<(&'static str, String), String>,
     /// Whether a document may be created without an account: only until
@@ -178,14 +172,28 @@ pub fn bootstrap_key(account: &str, region: &str) -> String {
 }
 
 impl Store {
-    /// Opens (creating if needed) the database at `path` and loads the world.
+    /// Opens (creating if needed) the SQLite database at `path` and loads the world.
     pub fn open(path: &Path) -> anyhow::Result<Store> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
-        let conn = Connection::open(path).with_context(|| format!("opening {}", path.display()))?;
-        let mut store = Self::from_connection(conn)?;
-        store.path = Some(path.to_path_buf());
+        let mut store = Self::from_durable(Box::new(sqlite::Sqlite::open(path)?))?;
+        store.sqlite_path = Some(path.to_path_buf());
+        Ok(store)
+    }
+
+    /// Connects to the PostgreSQL database at `url` (creating Cove's tables
+    /// if needed), loads the world, and follows the commits of every other
+    /// process on that database from then on.
+    pub fn connect_postgres(url: &str) -> anyhow::Result<Arc<Store>> {
+        let store = Arc::new(Self::from_durable(Box::new(postgres::Postgres::connect(
+            url,
+        )?))?);
+        let follower = Arc::downgrade(&store);
+        postgres::listen(url, FEED_BACKSTOP, move |generation| {
+            let Some(store) = follower.upgrade() else {
+                return false;
+            };
+            store.catch_up(generation);
+            true
+        })?;
         Ok(store)
     }
 
@@ -193,38 +201,44 @@ impl Store {
     /// running server (WAL readers never block its writer): for client
     /// commands such as `cove reach` and for test harnesses.
     pub fn read_world(path: &Path) -> anyhow::Result<World> {
-        let conn = Connection::open_with_flags(
-            path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .with_context(|| format!("opening {} read-only", path.display()))?;
-        load(&conn)
+        let rows = sqlite::Sqlite::read_only(path)?;
+        Ok((*index(rows)?.0.all).clone())
+    }
+
+    /// Makes this process the only one that runs the data plane and the
+    /// workloads of the PostgreSQL store at `url` (the others may only
+    /// serve): fails when another process already does. Should the lock be
+    /// lost to another process (after PostgreSQL restarted), `lost` is
+    /// called, and must stop this process's workloads.
+    pub fn claim_controller(url: &str, lost: impl FnOnce() + Send + 'static) -> anyhow::Result<()> {
+        /// "cove ctrl" in ASCII.
+        const CONTROLLER_LOCK: i64 = 0x636f_7665_6374_726c;
+        postgres::hold_lock(url, CONTROLLER_LOCK, lost)
+    }
+
+    /// The world stored in the PostgreSQL database at `url`, read once.
+    pub fn read_postgres(url: &str) -> anyhow::Result<World> {
+        let (rows, _) = postgres::Postgres::connect(url)?.load()?;
+        Ok((*index(rows)?.0.all).clone())
     }
 
     /// An in-memory store, for unit tests of the handlers.
     pub fn in_memory() -> anyhow::Result<Store> {
-        Self::from_connection(Connection::open_in_memory()?)
+        Self::from_durable(Box::new(sqlite::Sqlite::in_memory()?))
     }
 
-    fn from_connection(mut conn: Connection) -> anyhow::Result<Store> {
-        // WAL lets readers of the file (backups, `sqlite3`) run beside the writer;
-        // NORMAL sync survives a crash of Cove (kill -9) without an fsync per commit.
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        // Checkpoints run from `checkpoint_forever` on their own connection, so a
-        // commit never pays for copying the WAL back into the database file.
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
-        migrate(&mut conn)?;
-        let (published, owners) = load_owned(&conn)?;
+    fn from_durable(mut durable: Box<dyn Durable>) -> anyhow::Result<Store> {
+        let (rows, position) = durable.load()?;
+        let (published, owners) = index(rows)?;
         Ok(Store {
             writer: Mutex::new(Writer {
-                conn,
+                durable,
+                position,
                 owners,
                 owners_required: false,
             }),
             current: ArcSwap::from_pointee(published),
-            path: None,
+            sqlite_path: None,
             generation: Mutex::new(LOADED_GENERATION),
             changed: std::sync::Condvar::new(),
             applied: Mutex::new(0),
@@ -232,20 +246,116 @@ impl Store {
         })
     }
 
-    /// Copies the write-ahead log back into the database file every `every`,
-    /// on a connection of its own (a PASSIVE checkpoint never blocks writers).
-    /// Runs until the process ends; call it from a dedicated thread.
+    /// Copies SQLite's write-ahead log back into the database file every
+    /// `every`, on a connection of its own (a PASSIVE checkpoint never
+    /// blocks writers). Runs until the process ends; call it from a
+    /// dedicated thread. Nothing to do for PostgreSQL.
     pub fn checkpoint_forever(&self, every: std::time::Duration) -> anyhow::Result<()> {
-        let Some(path) = &self.path else {
-            return Ok(());
-        };
-        let conn = Connection::open(path)?;
-        loop {
-            std::thread::sleep(every);
-            if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
-                tracing::warn!(error = %e, "WAL checkpoint failed");
-            }
+        match &self.sqlite_path {
+            Some(path) => sqlite::Sqlite::checkpoint_forever(path, every),
+            None => Ok(()),
         }
+    }
+
+    /// Applies what other processes committed, up to at least `notified`
+    /// (0: whatever there is). Called by the change feed's thread.
+    fn catch_up(&self, notified: u64) {
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if notified != 0 && writer.position >= notified {
+            return;
+        }
+        let seen = writer.position;
+        match writer.durable.since(seen) {
+            Ok(feed) => self.follow(&mut writer, feed),
+            Err(e) => tracing::warn!(error = %e, "reading the store's change feed failed"),
+        }
+    }
+
+    /// Publishes what other processes committed (a feed from the database).
+    fn follow(&self, writer: &mut Writer, feed: Feed) {
+        match feed {
+            Feed::Changes { rows, position } => {
+                writer.position = position;
+                if rows.is_empty() {
+                    return;
+                }
+                let mut incoming = World::default();
+                let mut changed: Vec<(&'static str, String, String)> = Vec::new();
+                for row in rows {
+                    let Some(kind) = World::stored_kind(&row.kind) else {
+                        tracing::error!(kind = %row.kind, key = %row.key, "another process stored a kind this Cove does not know");
+                        continue;
+                    };
+                    match &row.doc {
+                        Some(doc) => {
+                            if let Err(e) = incoming.load_document(kind, &row.key, doc) {
+                                tracing::error!(error = %e, "another process stored a document this Cove cannot read");
+                                continue;
+                            }
+                            writer
+                                .owners
+                                .insert((kind, row.key.clone()), row.account.clone());
+                        }
+                        None => {
+                            incoming.copy_entry(&World::default(), kind, &row.key);
+                            writer.owners.remove(&(kind, row.key.clone()));
+                        }
+                    }
+                    changed.push((kind, row.key, row.account));
+                }
+                let before = self.current.load_full();
+                self.publish(&before, &incoming, &changed);
+            }
+            Feed::Everything { rows, position } => match index(rows) {
+                Ok((published, owners)) => {
+                    writer.position = position;
+                    writer.owners = owners;
+                    self.current.store(Arc::new(published));
+                    self.announce();
+                }
+                Err(e) => tracing::error!(error = %e, "reloading the store failed"),
+            },
+        }
+    }
+
+    /// Publishes a new state: the changed entries (kind, key, owner) as
+    /// `source` has them, in the whole world and in their owners' views.
+    fn publish(
+        &self,
+        before: &Published,
+        source: &World,
+        changed: &[(&'static str, String, String)],
+    ) {
+        let mut all = (*before.all).clone();
+        let mut views: HashMap<&str, World> = HashMap::new();
+        for (kind, key, owner) in changed {
+            all.copy_entry(source, kind, key);
+            views
+                .entry(owner)
+                .or_insert_with(|| {
+                    before
+                        .accounts
+                        .get(owner.as_str())
+                        .map(|w| (**w).clone())
+                        .unwrap_or_default()
+                })
+                .copy_entry(source, kind, key);
+        }
+        let mut accounts = (*before.accounts).clone();
+        for (account, view) in views {
+            accounts.insert(account.to_string(), Arc::new(view));
+        }
+        self.current.store(Arc::new(Published {
+            all: Arc::new(all),
+            accounts: Arc::new(accounts),
+        }));
+        self.announce();
+    }
+
+    /// Counts a published change and wakes its watchers.
+    fn announce(&self) {
+        *self.generation.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.changed.notify_all();
     }
 
     /// The number of commits published so far.
@@ -323,23 +433,10 @@ impl Store {
     /// are re-keyed under the account as they are given.
     pub fn adopt_unowned(&self, account: &str) -> anyhow::Result<()> {
         let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let tx = writer.conn.transaction()?;
-        tx.execute(
-            "UPDATE documents SET key = ?1 || '/' || key,
-                                  doc = json_set(doc, '$.key', ?1 || '/' || key)
-              WHERE account = '' AND kind = 'iam_role'",
-            params![account],
-        )?;
-        tx.execute(
-            "UPDATE documents SET key = ?1 || '/' || key WHERE account = '' AND kind = ?2",
-            params![account, REGION_KIND],
-        )?;
-        tx.execute(
-            "UPDATE documents SET account = ?1 WHERE account = ''",
-            params![account],
-        )?;
-        tx.commit()?;
-        let (published, owners) = load_owned(&writer.conn)?;
+        writer.durable.adopt_unowned(account)?;
+        let (rows, position) = writer.durable.load()?;
+        let (published, owners) = index(rows)?;
+        writer.position = position;
         writer.owners = owners;
         writer.owners_required = true;
         self.current.store(Arc::new(published));
@@ -370,6 +467,9 @@ impl Store {
         f: impl FnOnce(&mut Tx) -> AwsResult<T>,
     ) -> AwsResult<T> {
         let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = writer.position;
+        let feed = writer.durable.begin(seen).map_err(database_failed)?;
+        self.follow(&mut writer, feed);
         let before = self.current.load_full();
         let world = match view_of {
             Some(account) => before.accounts.get(account).map(|w| (**w).clone()),
@@ -380,58 +480,49 @@ impl Store {
             changes: Vec::new(),
             account: view_of.map(str::to_string),
         };
-        let out = f(&mut tx)?;
-        if tx.changes.is_empty() {
-            return Ok(out);
-        }
-        let owners = owners_of_changes(&writer, &tx, view_of)?;
-        persist(&mut writer.conn, &tx.changes, &owners).map_err(|e| {
-            tracing::error!(error = %e, "store commit failed");
-            AwsError::internal("An internal error has occurred")
-        })?;
-        // The transaction's world is the new whole world or the new view of
-        // its account; the other copies follow it entry by entry.
-        let mut all = view_of.map(|_| (*before.all).clone());
-        let mut views: HashMap<&str, World> = HashMap::new();
-        for ((kind, key, doc), owner) in tx.changes.iter().zip(&owners) {
-            if let Some(all) = &mut all {
-                all.copy_entry(&tx.world, kind, key);
-            } else {
-                views
-                    .entry(owner)
-                    .or_insert_with(|| {
-                        before
-                            .accounts
-                            .get(owner.as_str())
-                            .map(|w| (**w).clone())
-                            .unwrap_or_default()
-                    })
-                    .copy_entry(&tx.world, kind, key);
+        let decided = f(&mut tx).and_then(|out| {
+            let owners = owners_of_changes(&writer, &tx, view_of)?;
+            Ok((out, owners))
+        });
+        let (out, owners) = match decided {
+            Ok(decided) if !tx.changes.is_empty() => decided,
+            other => {
+                writer.durable.rollback();
+                return other.map(|(out, _)| out);
             }
+        };
+        let rows: Vec<Row> = tx
+            .changes
+            .iter()
+            .zip(&owners)
+            .map(|((kind, key, doc), owner)| Row {
+                kind: kind.to_string(),
+                key: key.clone(),
+                doc: doc.clone(),
+                account: owner.clone(),
+            })
+            .collect();
+        writer.position = writer.durable.commit(&rows).map_err(database_failed)?;
+        let mut changed = Vec::with_capacity(rows.len());
+        for ((kind, key, doc), owner) in tx.changes.iter().zip(owners) {
             match doc {
                 Some(_) => writer.owners.insert((kind, key.clone()), owner.clone()),
                 None => writer.owners.remove(&(*kind, key.clone())),
             };
+            changed.push((*kind, key.clone(), owner));
         }
-        let mut accounts = (*before.accounts).clone();
-        for (account, view) in views {
-            accounts.insert(account.to_string(), Arc::new(view));
-        }
-        let all = match (view_of, all) {
-            (Some(account), Some(all)) => {
-                accounts.insert(account.to_string(), Arc::new(tx.world));
-                all
-            }
-            _ => tx.world,
-        };
-        self.current.store(Arc::new(Published {
-            all: Arc::new(all),
-            accounts: Arc::new(accounts),
-        }));
-        *self.generation.lock().unwrap_or_else(|p| p.into_inner()) += 1;
-        self.changed.notify_all();
+        self.publish(&before, &tx.world, &changed);
         Ok(out)
     }
+}
+
+/// How often the change feed looks for missed commits when PostgreSQL has
+/// notified nothing (a notification is lost while its connection is down).
+const FEED_BACKSTOP: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn database_failed(e: anyhow::Error) -> AwsError {
+    tracing::error!(error = %e, "store commit failed");
+    AwsError::internal("An internal error has occurred")
 }
 
 /// For each change, the account that owns the document: its owner if it is
@@ -463,49 +554,23 @@ fn owners_of_changes(writer: &Writer, tx: &Tx, view_of: Option<&str>) -> AwsResu
         .collect()
 }
 
-fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
-    let version: usize = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-    anyhow::ensure!(
-        version <= MIGRATIONS.len(),
-        "database schema version {version} is newer than this Cove ({})",
-        MIGRATIONS.len()
-    );
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
-        let tx = conn.transaction()?;
-        tx.execute_batch(sql)
-            .with_context(|| format!("migration {}", i + 1))?;
-        tx.pragma_update(None, "user_version", i + 1)?;
-        tx.commit()?;
-    }
-    Ok(())
-}
-
-fn load(conn: &Connection) -> anyhow::Result<World> {
-    Ok((*load_owned(conn)?.0.all).clone())
-}
-
-/// The stored world, each account's view, and who owns what.
+/// The world stored as `rows`, each account's view, and who owns what.
 #[allow(clippy::type_complexity)]
-fn load_owned(
-    conn: &Connection,
-) -> anyhow::Result<(Published, HashMap<(&'static str, String), String>)> {
+fn index(rows: Vec<Row>) -> anyhow::Result<(Published, HashMap<(&'static str, String), String>)> {
     let mut all = World::default();
     let mut views: HashMap<String, World> = HashMap::new();
     let mut owners = HashMap::new();
-    let mut stmt = conn.prepare("SELECT kind, key, doc, account FROM documents")?;
-    let mut rows = stmt.query([])?;
-    while let Some(row) = rows.next()? {
-        let (kind, key, doc, account): (String, String, String, String) =
-            (row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?);
-        all.load_document(&kind, &key, &doc)
+    for row in rows {
+        let doc = row.doc.as_deref().unwrap_or_default();
+        all.load_document(&row.kind, &row.key, doc)
             .map_err(anyhow::Error::msg)?;
         views
-            .entry(account.clone())
+            .entry(row.account.clone())
             .or_default()
-            .load_document(&kind, &key, &doc)
+            .load_document(&row.kind, &row.key, doc)
             .map_err(anyhow::Error::msg)?;
-        let kind = World::stored_kind(&kind).expect("loaded kinds are known");
-        owners.insert((kind, key), account);
+        let kind = World::stored_kind(&row.kind).expect("loaded kinds are known");
+        owners.insert((kind, row.key), row.account);
     }
     let published = Published {
         all: Arc::new(all),
@@ -514,28 +579,11 @@ fn load_owned(
     Ok((published, owners))
 }
 
-fn persist(conn: &mut Connection, changes: &[Change], owners: &[String]) -> rusqlite::Result<()> {
-    let tx = conn.transaction()?;
-    {
-        let mut upsert = tx.prepare_cached(
-            "INSERT INTO documents (kind, key, doc, account) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT (kind, key) DO UPDATE SET doc = excluded.doc",
-        )?;
-        let mut delete = tx.prepare_cached("DELETE FROM documents WHERE kind = ?1 AND key = ?2")?;
-        for ((kind, key, doc), owner) in changes.iter().zip(owners) {
-            match doc {
-                Some(doc) => upsert.execute(params![kind, key, doc, owner])?,
-                None => delete.execute(params![kind, key])?,
-            };
-        }
-    }
-    tx.commit()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use cove_model::vpc::InternetGateway;
+    use rusqlite::Connection;
 
     fn igw(id: &str) -> InternetGateway {
         InternetGateway {
@@ -712,6 +760,252 @@ mod tests {
         assert!(w
             .bootstrapped_regions
             .contains_key(&bootstrap_key("444444444444", "us-east-1")));
+    }
+
+    /// A database of its own on the test PostgreSQL server
+    /// (`COVE_TEST_POSTGRES`, see scripts/test-postgres.sh), dropped after.
+    struct TestDatabase {
+        server: String,
+        name: String,
+        url: String,
+    }
+
+    impl TestDatabase {
+        fn create() -> Option<TestDatabase> {
+            let Ok(server) = std::env::var("COVE_TEST_POSTGRES") else {
+                assert!(
+                    std::env::var_os("CI").is_none(),
+                    "CI must run the PostgreSQL store's tests: set COVE_TEST_POSTGRES"
+                );
+                eprintln!("COVE_TEST_POSTGRES is not set: skipping a PostgreSQL test");
+                return None;
+            };
+            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let name = format!(
+                "cove_store_test_{}_{}",
+                std::process::id(),
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
+            let mut admin = ::postgres::Client::connect(&server, ::postgres::NoTls).unwrap();
+            admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
+                .unwrap();
+            admin
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .unwrap();
+            let (base, _) = server.rsplit_once('/').unwrap();
+            let url = format!("{base}/{name}");
+            Some(TestDatabase { server, name, url })
+        }
+
+        fn sql(&self, statement: &str) {
+            let mut c = ::postgres::Client::connect(&self.url, ::postgres::NoTls).unwrap();
+            c.batch_execute(statement).unwrap();
+        }
+    }
+
+    impl Drop for TestDatabase {
+        fn drop(&mut self) {
+            if let Ok(mut admin) = ::postgres::Client::connect(&self.server, ::postgres::NoTls) {
+                let _ = admin.batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    self.name
+                ));
+            }
+        }
+    }
+
+    fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !done() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting until {what}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+
+    #[test]
+    fn postgres_keeps_committed_writes_and_drops_failed_ones() {
+        let Some(db) = TestDatabase::create() else {
+            return;
+        };
+        {
+            let store = Store::connect_postgres(&db.url).unwrap();
+            store.adopt_unowned("111111111111").unwrap();
+            store
+                .write_as("111111111111", |tx| {
+                    tx.put(igw("igw-1"));
+                    tx.set_tags("igw-1", [("Name".to_string(), "a".to_string())].into());
+                    // Put, then deleted in the same commit: only the deletion counts.
+                    tx.put(igw("igw-gone"));
+                    tx.delete::<InternetGateway>("igw-gone");
+                    Ok(())
+                })
+                .unwrap();
+            let err = store.write_as("111111111111", |tx| -> AwsResult<()> {
+                tx.put(igw("igw-2"));
+                Err(AwsError::client("Nope", "rejected"))
+            });
+            assert!(err.is_err());
+            assert!(store.snapshot().internet_gateways.get("igw-2").is_none());
+        }
+        let store = Store::connect_postgres(&db.url).unwrap();
+        let w = store.view("111111111111");
+        assert_eq!(w.internet_gateways.keys().collect::<Vec<_>>(), ["igw-1"]);
+        assert_eq!(
+            w.tags_of("igw-1").get("Name").map(String::as_str),
+            Some("a")
+        );
+        assert!(store.view("222222222222").internet_gateways.is_empty());
+    }
+
+    #[test]
+    fn processes_on_one_postgres_follow_each_others_commits() {
+        let Some(db) = TestDatabase::create() else {
+            return;
+        };
+        let a = Store::connect_postgres(&db.url).unwrap();
+        let b = Store::connect_postgres(&db.url).unwrap();
+        a.write_as("111111111111", |tx| {
+            tx.put(igw("igw-a"));
+            Ok(())
+        })
+        .unwrap();
+        // B learns of A's commit from the notification, without writing.
+        let generation = b.generation();
+        wait_until("B sees igw-a", || {
+            b.view("111111111111")
+                .internet_gateways
+                .contains_key("igw-a")
+        });
+        assert!(b.generation() > generation, "watchers of B were woken");
+        assert_eq!(
+            b.owner_of::<InternetGateway>("igw-a").as_deref(),
+            Some("111111111111")
+        );
+        // A deletion travels too, and B's views follow.
+        b.write_as("111111111111", |tx| {
+            tx.delete::<InternetGateway>("igw-a");
+            tx.put(igw("igw-b"));
+            Ok(())
+        })
+        .unwrap();
+        wait_until("A sees B's change", || {
+            let w = a.view("111111111111");
+            !w.internet_gateways.contains_key("igw-a") && w.internet_gateways.contains_key("igw-b")
+        });
+        assert!(a.snapshot().internet_gateways.get("igw-a").is_none());
+        // Another account's document is still refused through a view, even
+        // when this process learnt of it from the feed.
+        b.write_as("222222222222", |tx| {
+            tx.put(igw("igw-c"));
+            Ok(())
+        })
+        .unwrap();
+        wait_until("A sees igw-c", || {
+            a.snapshot().internet_gateways.contains_key("igw-c")
+        });
+        let err = a
+            .write_as("111111111111", |tx| {
+                tx.put(igw("igw-c"));
+                Ok(())
+            })
+            .unwrap_err();
+        assert_eq!(err.code, "InternalError");
+    }
+
+    #[test]
+    fn writers_in_two_processes_never_lose_an_update() {
+        let Some(db) = TestDatabase::create() else {
+            return;
+        };
+        let stores = [
+            Store::connect_postgres(&db.url).unwrap(),
+            Store::connect_postgres(&db.url).unwrap(),
+        ];
+        stores[0]
+            .write_as("111111111111", |tx| {
+                tx.put(igw("igw-counter"));
+                Ok(())
+            })
+            .unwrap();
+        // Each increment reads the count and writes it plus one: with no
+        // cross-process lock, the two processes would overwrite each other.
+        let per_thread = 50;
+        std::thread::scope(|s| {
+            for store in stores.iter().chain(stores.iter()) {
+                s.spawn(move || {
+                    for _ in 0..per_thread {
+                        store
+                            .write_as("111111111111", |tx| {
+                                let mut g = tx.cloned::<InternetGateway>("igw-counter")?;
+                                let n: u32 =
+                                    g.attached_vpc_id.as_deref().unwrap_or("0").parse().unwrap();
+                                g.attached_vpc_id = Some((n + 1).to_string());
+                                tx.put(g);
+                                Ok(())
+                            })
+                            .unwrap();
+                    }
+                });
+            }
+        });
+        let count = |s: &Store| {
+            s.snapshot().internet_gateways["igw-counter"]
+                .attached_vpc_id
+                .clone()
+        };
+        let expected = Some((4 * per_thread).to_string());
+        for store in &stores {
+            wait_until("both processes see every increment", || {
+                count(store) == expected
+            });
+        }
+    }
+
+    #[test]
+    fn a_process_behind_the_pruned_feed_reloads_everything() {
+        let Some(db) = TestDatabase::create() else {
+            return;
+        };
+        let a = Store::connect_postgres(&db.url).unwrap();
+        let behind =
+            Store::from_durable(Box::new(postgres::Postgres::connect(&db.url).unwrap())).unwrap();
+        for id in ["igw-1", "igw-2", "igw-3"] {
+            a.write_as("111111111111", |tx| {
+                tx.put(igw(id));
+                Ok(())
+            })
+            .unwrap();
+        }
+        a.write_as("111111111111", |tx| {
+            tx.delete::<InternetGateway>("igw-2");
+            Ok(())
+        })
+        .unwrap();
+        db.sql("DELETE FROM cove_changes");
+        // `behind` has no feed thread: its next commit catches up, from a
+        // feed that no longer reaches back, so it reloads.
+        behind
+            .write_as("111111111111", |tx| {
+                assert!(
+                    tx.get::<InternetGateway>("igw-3").is_some(),
+                    "decided on the newest state"
+                );
+                tx.put(igw("igw-4"));
+                Ok(())
+            })
+            .unwrap();
+        let mut ids: Vec<String> = behind
+            .view("111111111111")
+            .internet_gateways
+            .keys()
+            .cloned()
+            .collect();
+        ids.sort();
+        assert_eq!(ids, ["igw-1", "igw-3", "igw-4"]);
     }
 
     #[test]

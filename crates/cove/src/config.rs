@@ -105,6 +105,91 @@ pub fn store_path(data_dir: &std::path::Path) -> std::path::PathBuf {
     data_dir.join("cove.db")
 }
 
+/// Where a server whose store is PostgreSQL records its URL in its data
+/// directory, so `cove reach` and `cove exec` read the same store.
+fn store_url_path(data_dir: &std::path::Path) -> std::path::PathBuf {
+    data_dir.join("store-url")
+}
+
+/// The database of the stored world.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// `<data-dir>/cove.db`, the embedded default: one server.
+    Sqlite(PathBuf),
+    /// A PostgreSQL URL: any number of servers share it.
+    Postgres(String),
+}
+
+impl StoreLocation {
+    fn parse(data_dir: &std::path::Path, given: Option<&str>) -> anyhow::Result<StoreLocation> {
+        match given {
+            None | Some("sqlite") => Ok(StoreLocation::Sqlite(store_path(data_dir))),
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                Ok(StoreLocation::Postgres(url.to_string()))
+            }
+            Some(other) => anyhow::bail!(
+                "--store must be sqlite or a postgres:// URL, not {:?}",
+                redact(other)
+            ),
+        }
+    }
+
+    /// The store a running (or stopped) server of `data_dir` uses.
+    pub fn of_data_dir(data_dir: &std::path::Path) -> StoreLocation {
+        match std::fs::read_to_string(store_url_path(data_dir)) {
+            Ok(url) => StoreLocation::Postgres(url.trim().to_string()),
+            Err(_) => StoreLocation::Sqlite(store_path(data_dir)),
+        }
+    }
+
+    /// Records the location in `data_dir` for the client commands (or
+    /// removes an older record when the store is SQLite again).
+    pub fn record(&self, data_dir: &std::path::Path) -> anyhow::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = store_url_path(data_dir);
+        match self {
+            StoreLocation::Sqlite(_) => match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+                _ => Ok(()),
+            },
+            StoreLocation::Postgres(url) => {
+                // The URL may carry a password: readable by Cove's user only.
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(0o600)
+                    .open(&path)?;
+                f.write_all(url.as_bytes())?;
+                Ok(())
+            }
+        }
+    }
+
+    /// For logs: a PostgreSQL URL without its password.
+    pub fn describe(&self) -> String {
+        match self {
+            StoreLocation::Sqlite(path) => path.display().to_string(),
+            StoreLocation::Postgres(url) => redact(url),
+        }
+    }
+}
+
+/// A URL with the password of its user-info part replaced.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.split_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
 /// Where a data directory keeps S3's objects and metadata.
 pub fn s3_dir(data_dir: &std::path::Path) -> std::path::PathBuf {
     data_dir.join("s3")
@@ -118,6 +203,11 @@ pub struct ServeArgs {
     /// Where the database lives.
     #[arg(long, env = "COVE_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// The database of the stored world: `sqlite` (`<data-dir>/cove.db`,
+    /// the default) or a `postgres://user:password@host/db` URL, which
+    /// several servers may share (docs/scale-out.md).
+    #[arg(long, env = "COVE_STORE", hide_env_values = true)]
+    pub store: Option<String>,
     /// Address and port of the AWS API endpoint.
     #[arg(long, env = "COVE_LISTEN")]
     pub listen: Option<SocketAddr>,
@@ -177,6 +267,7 @@ pub struct ServeArgs {
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     data_dir: Option<PathBuf>,
+    store: Option<String>,
     listen: Option<SocketAddr>,
     region: Option<String>,
     account_id: Option<String>,
@@ -207,6 +298,7 @@ pub struct CredentialConfig {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub data_dir: PathBuf,
+    pub store: StoreLocation,
     pub listen: SocketAddr,
     pub region: String,
     pub account_id: String,
@@ -303,7 +395,10 @@ impl Settings {
             Some("enforce") => true,
             Some(other) => anyhow::bail!("--iam must be local or enforce, not {other:?}"),
         };
+        let store =
+            StoreLocation::parse(&data_dir, args.store.as_deref().or(file.store.as_deref()))?;
         Ok(Settings {
+            store,
             iam_enforced,
             package_index: args
                 .package_index

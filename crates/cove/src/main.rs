@@ -373,7 +373,7 @@ fn enter_netns(data_dir: &std::path::Path, eni: Option<&str>, netns: &str) -> an
                         hint()
                     );
                 };
-                let known = cove_store::Store::read_world(&config::store_path(data_dir))
+                let known = crate::reach::load_world(data_dir)
                     .map(|w| w.network_interfaces.contains_key(eni))
                     .unwrap_or(false);
                 if !known {

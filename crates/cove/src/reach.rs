@@ -12,15 +12,19 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 pub fn load_world(data_dir: &Path) -> anyhow::Result<World> {
-    let db = crate::config::store_path(data_dir);
-    if !db.exists() {
-        anyhow::bail!(
-            "{} does not exist: is `cove serve --data-dir {}` the right server?",
-            db.display(),
-            data_dir.display()
-        );
+    match crate::config::StoreLocation::of_data_dir(data_dir) {
+        crate::config::StoreLocation::Sqlite(db) => {
+            if !db.exists() {
+                anyhow::bail!(
+                    "{} does not exist: is `cove serve --data-dir {}` the right server?",
+                    db.display(),
+                    data_dir.display()
+                );
+            }
+            cove_store::Store::read_world(&db)
+        }
+        crate::config::StoreLocation::Postgres(url) => cove_store::Store::read_postgres(&url),
     }
-    cove_store::Store::read_world(&db)
 }
 
 /// The id `cove reach` gives "a new ENI in this subnet".

@@ -40,9 +40,33 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let tcp = tokio::net::TcpListener::bind(settings.listen)
         .await
         .map_err(|e| anyhow::anyhow!("listening on {}: {e}", settings.listen))?;
-    let db = config::store_path(&settings.data_dir);
-    let store = Arc::new(Store::open(&db)?);
-    config::restrict_database(&db)?;
+    let store = match &settings.store {
+        config::StoreLocation::Sqlite(db) => {
+            let store = Arc::new(Store::open(db)?);
+            config::restrict_database(db)?;
+            store
+        }
+        config::StoreLocation::Postgres(url) => {
+            let store = Store::connect_postgres(url).map_err(|e| {
+                anyhow::anyhow!("opening the store at {}: {e}", settings.store.describe())
+            })?;
+            // One process runs the data plane and the workloads of a store;
+            // replicas that only serve the API need Logs and S3 on the
+            // shared database too, which they are not yet.
+            Store::claim_controller(url, || {
+                tracing::error!("another cove serve took this store's controller lock while PostgreSQL was away: stopping");
+                std::process::exit(1);
+            })
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "another cove serve already runs the store at {} ({e}); one server per store for now",
+                    settings.store.describe()
+                )
+            })?;
+            store
+        }
+    };
+    settings.store.record(&settings.data_dir)?;
     // What a Cove from before accounts stored was the configured account's.
     store.adopt_unowned(&settings.account_id)?;
     let ec2 = Arc::new(Ec2Service::new(store.clone()));
@@ -219,7 +243,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let listener = axum::serve::ListenerExt::tap_io(tcp, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    tracing::info!(listen = %settings.listen, data = %db.display(), region = %settings.region, "cove serving");
+    tracing::info!(listen = %settings.listen, store = %settings.store.describe(), region = %settings.region, "cove serving");
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
