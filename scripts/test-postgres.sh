@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # A disposable PostgreSQL server for Cove's tests: its own cluster (never the
 # machine's), on loopback, trusting local connections, started if it is not
-# running. Prints the URL the tests take as COVE_TEST_POSTGRES.
+# running, on COVE_TEST_PG_PORT (default 54329). Prints the URL the tests
+# take as COVE_TEST_POSTGRES.
 #   bash scripts/test-postgres.sh          start (or find) it
 #   bash scripts/test-postgres.sh stop     stop it
+#   bash scripts/test-postgres.sh remove   stop it and delete its cluster
 set -euo pipefail
 PORT=${COVE_TEST_PG_PORT:-54329}
 bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
@@ -18,19 +20,20 @@ if [ -z "$bin" ] || [ ! -x "$bin/initdb" ]; then
 fi
 if [ "$(id -u)" = 0 ]; then
     # PostgreSQL refuses to run as root: the cluster belongs to `postgres`.
-    dir=/var/tmp/cove-test-postgres
+    dir=/var/tmp/cove-test-postgres-$PORT
     as() { runuser -u postgres -- "$@"; }
     mkdir -p "$dir"
     chown postgres: "$dir"
 else
-    dir=${XDG_CACHE_HOME:-$HOME/.cache}/cove/test-postgres
+    dir=${XDG_CACHE_HOME:-$HOME/.cache}/cove/test-postgres-$PORT
     as() { "$@"; }
     mkdir -p "$dir"
 fi
 chmod 700 "$dir"
 data=$dir/data
-if [ "${1:-}" = stop ]; then
+if [ "${1:-}" = stop ] || [ "${1:-}" = remove ]; then
     [ ! -f "$data/postmaster.pid" ] || as "$bin/pg_ctl" -D "$data" -m fast -w stop >/dev/null
+    [ "$1" = stop ] || rm -rf "$dir"
     exit 0
 fi
 if [ ! -f "$data/PG_VERSION" ]; then

@@ -50,6 +50,10 @@ struct Args {
     /// Runs per target; the summary gives the median of each figure.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// A PostgreSQL server (URL) where the benchmark may create a database:
+    /// adds Cove with its store there (`cove-pg`) to each run.
+    #[arg(long)]
+    postgres: Option<String>,
 }
 
 struct Server {
@@ -86,7 +90,23 @@ fn wait_listening(port: u16, child: &mut Child, name: &str) -> anyhow::Result<()
     bail!("{name} did not listen on {port} within 30 s")
 }
 
-fn start_cove(bin: &str) -> anyhow::Result<Server> {
+/// A new, empty database `name` on the PostgreSQL `server`; its URL.
+fn fresh_database(server: &str, name: &str) -> anyhow::Result<String> {
+    let status = Command::new("psql")
+        .args(["-q", server])
+        .args(["-c", &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")])
+        .args(["-c", &format!("CREATE DATABASE {name}")])
+        .stdin(Stdio::null())
+        .status()
+        .context("running psql")?;
+    anyhow::ensure!(status.success(), "psql could not create {name}");
+    let (base, _) = server
+        .rsplit_once('/')
+        .context("a URL such as postgres://user@host:port/postgres")?;
+    Ok(format!("{base}/{name}"))
+}
+
+fn start_cove(bin: &str, store: Option<&str>) -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
     // Cove refuses a data directory other users may enter.
     std::fs::set_permissions(
@@ -100,6 +120,7 @@ fn start_cove(bin: &str) -> anyhow::Result<Server> {
         .args(["--listen", &format!("127.0.0.1:{port}")])
         // The control-plane benchmark measures the API alone.
         .args(["--data-plane", "off"])
+        .args(store.map(|url| format!("--store={url}")))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -107,7 +128,7 @@ fn start_cove(bin: &str) -> anyhow::Result<Server> {
         .with_context(|| format!("starting {bin}"))?;
     wait_listening(port, &mut child, "cove")?;
     Ok(Server {
-        name: "cove",
+        name: if store.is_some() { "cove-pg" } else { "cove" },
         child,
         port,
         _dir: Some(dir),
@@ -418,7 +439,7 @@ async fn replay(
 
 fn print_table(outcomes: &[&Outcome], concurrency: usize) {
     println!(
-        "{:<6} {:>9} {:>5} {:>8} {:>10} {:>8} {:>8} {:>12} {:>12} {:>13} {:>7}",
+        "{:<8} {:>9} {:>5} {:>8} {:>10} {:>8} {:>8} {:>12} {:>12} {:>13} {:>7}",
         "target",
         "requests",
         "conc",
@@ -433,7 +454,7 @@ fn print_table(outcomes: &[&Outcome], concurrency: usize) {
     );
     for o in outcomes {
         println!(
-            "{:<6} {:>9} {:>5} {:>8.2} {:>10.0} {:>8.2} {:>8.2} {:>12.2} {:>12.2} {:>13.2} {:>11.0} us {:>7}",
+            "{:<8} {:>9} {:>5} {:>8.2} {:>10.0} {:>8.2} {:>8.2} {:>12.2} {:>12.2} {:>13.2} {:>11.0} us {:>7}",
             o.name,
             o.requests,
             concurrency,
@@ -483,10 +504,21 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let mut cove_runs = Vec::new();
     let mut moto_runs = Vec::new();
+    let mut postgres_runs = Vec::new();
     for run in 1..=args.runs.max(1) {
         {
-            let cove = start_cove(&args.cove_bin)?;
+            let cove = start_cove(&args.cove_bin, None)?;
             cove_runs.push(runtime.block_on(replay(
+                &cove,
+                args.cove_requests,
+                args.warmup,
+                args.concurrency,
+            ))?);
+        }
+        if let Some(server) = &args.postgres {
+            let url = fresh_database(server, "cove_bench_api")?;
+            let cove = start_cove(&args.cove_bin, Some(&url))?;
+            postgres_runs.push(runtime.block_on(replay(
                 &cove,
                 args.cove_requests,
                 args.warmup,
@@ -504,6 +536,7 @@ fn main() -> anyhow::Result<()> {
         }
         println!("\nrun {run}:");
         let mut this: Vec<&Outcome> = vec![cove_runs.last().expect("pushed")];
+        this.extend(postgres_runs.last());
         this.extend(moto_runs.last());
         print_table(&this, args.concurrency);
     }
@@ -512,7 +545,7 @@ fn main() -> anyhow::Result<()> {
     println!("15% CreateTags, 10% AuthorizeSecurityGroupIngress), SigV4-signed, {} keep-alive connections, loopback.", args.concurrency);
     println!("Medians of {} runs:", cove_runs.len());
     println!(
-        "{:<6} {:>10} {:>8} {:>8} {:>12} {:>12} {:>13} {:>14}",
+        "{:<8} {:>10} {:>8} {:>8} {:>12} {:>12} {:>13} {:>14}",
         "target",
         "req/s",
         "p50 ms",
@@ -523,17 +556,20 @@ fn main() -> anyhow::Result<()> {
         "server CPU/req"
     );
     let mut rows = vec![("cove", medians(&cove_runs.iter().collect::<Vec<_>>()))];
+    if !postgres_runs.is_empty() {
+        rows.push(("cove-pg", medians(&postgres_runs.iter().collect::<Vec<_>>())));
+    }
     if !moto_runs.is_empty() {
         rows.push(("moto", medians(&moto_runs.iter().collect::<Vec<_>>())));
     }
     for (name, f) in &rows {
         println!(
-            "{:<6} {:>10.0} {:>8.2} {:>8.2} {:>12.2} {:>12.2} {:>13.2} {:>11.0} us",
+            "{:<8} {:>10.0} {:>8.2} {:>8.2} {:>12.2} {:>12.2} {:>13.2} {:>11.0} us",
             name, f[0], f[1], f[2], f[3], f[4], f[5], f[6]
         );
     }
-    if rows.len() == 2 {
-        let ratio = rows[0].1[0] / rows[1].1[0];
+    if let Some((_, moto)) = rows.iter().find(|(name, _)| *name == "moto") {
+        let ratio = rows[0].1[0] / moto[0];
         let read_p99 = rows[0].1[4];
         println!();
         println!(

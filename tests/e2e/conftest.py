@@ -1,6 +1,7 @@
 """Fixtures for Cove's end-to-end tests: a real `cove serve` process on a free
 loopback port with its own data directory, and real boto3 clients for it."""
 
+import itertools
 import os
 import signal
 import socket
@@ -28,12 +29,41 @@ def free_port():
         return s.getsockname()[1]
 
 
-class Cove:
-    """One running `cove serve`; restartable on the same data directory."""
+_databases = itertools.count()
 
-    def __init__(self, data_dir, env=None):
+
+def new_postgres_database(server=None):
+    """A new, empty database on the test PostgreSQL server
+    (COVE_TEST_POSTGRES, see scripts/test-postgres.sh); returns its URL."""
+    server = server or os.environ.get("COVE_TEST_POSTGRES")
+    if not server:
+        if os.environ.get("CI"):
+            pytest.fail("CI must run the PostgreSQL store's tests: set COVE_TEST_POSTGRES")
+        pytest.skip("COVE_TEST_POSTGRES is not set")
+    name = f"cove_e2e_{os.getpid()}_{next(_databases)}"
+    subprocess.run(["psql", "-q", server, "-c", f"DROP DATABASE IF EXISTS {name}", "-c", f"CREATE DATABASE {name}"],
+                   check=True, stdin=subprocess.DEVNULL)
+    return server.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_postgres_database(url):
+    server, name = os.environ["COVE_TEST_POSTGRES"], url.rsplit("/", 1)[1]
+    subprocess.run(["psql", "-q", server, "-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"],
+                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+class Cove:
+    """One running `cove serve`; restartable on the same data directory.
+    Its store is SQLite in the data directory, or a new PostgreSQL database
+    when COVE_E2E_STORE=postgres (the whole suite then runs on PostgreSQL)
+    or `store` names one."""
+
+    def __init__(self, data_dir, env=None, store=None):
         self.data_dir = data_dir
         self.env = env or {}
+        if store is None and os.environ.get("COVE_E2E_STORE") == "postgres":
+            store = new_postgres_database()
+        self.store = store
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.proc = None
@@ -42,7 +72,8 @@ class Cove:
     def start(self):
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
-            [BINARY, "serve", "--data-dir", self.data_dir, "--listen", f"127.0.0.1:{self.port}"],
+            [BINARY, "serve", "--data-dir", self.data_dir, "--listen", f"127.0.0.1:{self.port}",
+             *(["--store", self.store] if self.store else [])],
             stdout=log, stderr=log, stdin=subprocess.DEVNULL,
             # Flow-log windows of 2 s instead of 60/600, so tests read records quickly.
             # Jobs get 2 s between SIGTERM and SIGKILL instead of AWS's 120, and

@@ -19,11 +19,14 @@ NOBODY = 65534
 def test_other_users_cannot_enter_the_data_directory_or_read_its_databases(cove_server):
     data = cove_server.data_dir
     assert stat.S_IMODE(os.stat(data).st_mode) == 0o700
-    for db in ("cove.db", "logs.db", os.path.join("s3", "s3.db"), os.path.join("ecr", "ecr.db")):
+    # With the store on PostgreSQL, the data directory holds its URL instead
+    # of cove.db, and the URL may carry a password.
+    store = "store-url" if cove_server.store else "cove.db"
+    for db in (store, "logs.db", os.path.join("s3", "s3.db"), os.path.join("ecr", "ecr.db")):
         assert stat.S_IMODE(os.stat(os.path.join(data, db)).st_mode) == 0o600, db
     listing = subprocess.run(["ls", data], user=NOBODY, capture_output=True, text=True)
     assert listing.returncode != 0 and "Permission denied" in listing.stderr, listing
-    reading = subprocess.run(["cat", os.path.join(data, "cove.db")], user=NOBODY, capture_output=True, text=True)
+    reading = subprocess.run(["cat", os.path.join(data, store)], user=NOBODY, capture_output=True, text=True)
     assert reading.returncode != 0 and "Permission denied" in reading.stderr, reading
 
 
