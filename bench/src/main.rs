@@ -94,7 +94,10 @@ fn wait_listening(port: u16, child: &mut Child, name: &str) -> anyhow::Result<()
 fn fresh_database(server: &str, name: &str) -> anyhow::Result<String> {
     let status = Command::new("psql")
         .args(["-q", server])
-        .args(["-c", &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")])
+        .args([
+            "-c",
+            &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+        ])
         .args(["-c", &format!("CREATE DATABASE {name}")])
         .stdin(Stdio::null())
         .status()
@@ -557,7 +560,10 @@ fn main() -> anyhow::Result<()> {
     );
     let mut rows = vec![("cove", medians(&cove_runs.iter().collect::<Vec<_>>()))];
     if !postgres_runs.is_empty() {
-        rows.push(("cove-pg", medians(&postgres_runs.iter().collect::<Vec<_>>())));
+        rows.push((
+            "cove-pg",
+            medians(&postgres_runs.iter().collect::<Vec<_>>()),
+        ));
     }
     if !moto_runs.is_empty() {
         rows.push(("moto", medians(&moto_runs.iter().collect::<Vec<_>>())));

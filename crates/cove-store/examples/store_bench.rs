@@ -53,7 +53,10 @@ impl Database {
 impl Drop for Database {
     fn drop(&mut self) {
         if let Ok(mut admin) = postgres::Client::connect(&self.server, postgres::NoTls) {
-            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name));
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ));
         }
     }
 }
@@ -82,7 +85,10 @@ fn commit_rate(stores: &[Arc<Store>]) -> (f64, Duration) {
                 })
             })
             .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
     });
     let rate = (WRITERS * COMMITS_PER_WRITER) as f64 / started.elapsed().as_secs_f64();
     (rate, percentile(latencies, 50))
@@ -142,22 +148,23 @@ fn main() -> anyhow::Result<()> {
         .or_else(|| std::env::var("COVE_TEST_POSTGRES").ok())
         .ok_or_else(|| anyhow::anyhow!("usage: store_bench <postgres URL of a server>"))?;
     let mut rows: Vec<(String, f64, Duration, Duration)> = Vec::new();
-    let mut arm = |name: &str, open: &dyn Fn(usize) -> (Vec<Arc<Store>>, Box<dyn std::any::Any>)| {
-        let (mut rates, mut commits, mut noops) = (vec![], vec![], vec![]);
-        for run in 0..RUNS {
-            let (stores, _guard) = open(run);
-            let (rate, p50) = commit_rate(&stores);
-            rates.push(rate);
-            commits.push(p50);
-            noops.push(no_op_latency(&stores[0]));
-        }
-        rows.push((
-            name.to_string(),
-            median(rates),
-            median_duration(commits),
-            median_duration(noops),
-        ));
-    };
+    let mut arm =
+        |name: &str, open: &dyn Fn(usize) -> (Vec<Arc<Store>>, Box<dyn std::any::Any>)| {
+            let (mut rates, mut commits, mut noops) = (vec![], vec![], vec![]);
+            for run in 0..RUNS {
+                let (stores, _guard) = open(run);
+                let (rate, p50) = commit_rate(&stores);
+                rates.push(rate);
+                commits.push(p50);
+                noops.push(no_op_latency(&stores[0]));
+            }
+            rows.push((
+                name.to_string(),
+                median(rates),
+                median_duration(commits),
+                median_duration(noops),
+            ));
+        };
     arm("SQLite (WAL, synchronous=NORMAL), 1 process", &|_| {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(Store::open(&dir.path().join("cove.db")).unwrap());
@@ -190,7 +197,10 @@ fn main() -> anyhow::Result<()> {
         delays.extend(feed_delay(&a, &b));
     }
     println!();
-    println!("| commit in process A → visible in process B (PostgreSQL feed, {} commits) | p50 | p99 |", delays.len());
+    println!(
+        "| commit in process A → visible in process B (PostgreSQL feed, {} commits) | p50 | p99 |",
+        delays.len()
+    );
     println!("|---|---:|---:|");
     println!(
         "| | {:.2?} | {:.2?} |",

@@ -45,6 +45,8 @@ pub struct Store {
     /// The SQLite file, whose write-ahead log [`Store::checkpoint_forever`]
     /// folds back.
     sqlite_path: Option<std::path::PathBuf>,
+    /// Whether other processes share the database (PostgreSQL).
+    shared: bool,
     /// Counts published commits; watchers (the network reconciler) wait on
     /// it. The world as loaded is [`LOADED_GENERATION`], which the data
     /// plane has not applied yet in this process.
@@ -174,7 +176,7 @@ pub fn bootstrap_key(account: &str, region: &str) -> String {
 impl Store {
     /// Opens (creating if needed) the SQLite database at `path` and loads the world.
     pub fn open(path: &Path) -> anyhow::Result<Store> {
-        let mut store = Self::from_durable(Box::new(sqlite::Sqlite::open(path)?))?;
+        let mut store = Self::from_durable(Box::new(sqlite::Sqlite::open(path)?), false)?;
         store.sqlite_path = Some(path.to_path_buf());
         Ok(store)
     }
@@ -183,9 +185,10 @@ impl Store {
     /// if needed), loads the world, and follows the commits of every other
     /// process on that database from then on.
     pub fn connect_postgres(url: &str) -> anyhow::Result<Arc<Store>> {
-        let store = Arc::new(Self::from_durable(Box::new(postgres::Postgres::connect(
-            url,
-        )?))?);
+        let store = Arc::new(Self::from_durable(
+            Box::new(postgres::Postgres::connect(url)?),
+            true,
+        )?);
         let follower = Arc::downgrade(&store);
         postgres::listen(url, FEED_BACKSTOP, move |generation| {
             let Some(store) = follower.upgrade() else {
@@ -224,10 +227,10 @@ impl Store {
 
     /// An in-memory store, for unit tests of the handlers.
     pub fn in_memory() -> anyhow::Result<Store> {
-        Self::from_durable(Box::new(sqlite::Sqlite::in_memory()?))
+        Self::from_durable(Box::new(sqlite::Sqlite::in_memory()?), false)
     }
 
-    fn from_durable(mut durable: Box<dyn Durable>) -> anyhow::Result<Store> {
+    fn from_durable(mut durable: Box<dyn Durable>, shared: bool) -> anyhow::Result<Store> {
         let (rows, position) = durable.load()?;
         let (published, owners) = index(rows)?;
         Ok(Store {
@@ -239,6 +242,7 @@ impl Store {
             }),
             current: ArcSwap::from_pointee(published),
             sqlite_path: None,
+            shared,
             generation: Mutex::new(LOADED_GENERATION),
             changed: std::sync::Condvar::new(),
             applied: Mutex::new(0),
@@ -462,6 +466,23 @@ impl Store {
     }
 
     fn commit<T>(
+        &self,
+        view_of: Option<&str>,
+        f: impl FnOnce(&mut Tx) -> AwsResult<T>,
+    ) -> AwsResult<T> {
+        // A commit to PostgreSQL waits for the network and for other
+        // processes' commits; on an async server's worker, the worker hands
+        // its other tasks (reads among them) on meanwhile. SQLite's commits
+        // are too short to be worth the hand-over.
+        let on_async_worker = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if self.sqlite_path.is_none() && self.shared && on_async_worker {
+            return tokio::task::block_in_place(|| self.commit_here(view_of, f));
+        }
+        self.commit_here(view_of, f)
+    }
+
+    fn commit_here<T>(
         &self,
         view_of: Option<&str>,
         f: impl FnOnce(&mut Tx) -> AwsResult<T>,
@@ -971,8 +992,11 @@ mod tests {
             return;
         };
         let a = Store::connect_postgres(&db.url).unwrap();
-        let behind =
-            Store::from_durable(Box::new(postgres::Postgres::connect(&db.url).unwrap())).unwrap();
+        let behind = Store::from_durable(
+            Box::new(postgres::Postgres::connect(&db.url).unwrap()),
+            true,
+        )
+        .unwrap();
         for id in ["igw-1", "igw-2", "igw-3"] {
             a.write_as("111111111111", |tx| {
                 tx.put(igw(id));
