@@ -143,6 +143,26 @@ pub struct Pass {
     pub namespaces_removed: usize,
 }
 
+impl Pass {
+    /// Kernel objects converged and rule operations applied, in all.
+    pub fn changes(&self) -> u64 {
+        let ops = &self.rule_ops;
+        [
+            self.routers_applied,
+            self.enis_applied,
+            self.route_tables_applied,
+            self.namespaces_removed,
+            ops.chains_written,
+            ops.rules_added,
+            ops.elems_changed,
+            ops.other,
+        ]
+        .iter()
+        .map(|&n| n as u64)
+        .sum()
+    }
+}
+
 fn same_router(a: &RouterPlan, b: &RouterPlan) -> bool {
     a.netns == b.netns
         && a.local_addrs == b.local_addrs

@@ -10,14 +10,28 @@ use cove_store::Store;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Starts the thread. `after_pass` runs after each successful pass with the
-/// world it applied (the server syncs the listeners it keeps inside
-/// namespaces there).
+/// How a pass ended, for whoever watches the reconciler.
+pub enum Outcome<'a> {
+    /// The kernel holds `world`; `changes` counts the kernel objects
+    /// converged and the rule operations applied.
+    Applied {
+        world: &'a World,
+        changes: u64,
+        took: Duration,
+    },
+    Failed {
+        took: Duration,
+    },
+}
+
+/// Starts the thread. `after_pass` runs after each pass (the server syncs
+/// the listeners it keeps inside namespaces after a successful one, and
+/// counts passes in its metrics).
 pub fn spawn<B: Backend + Send + 'static>(
     store: Arc<Store>,
     instance: String,
     backend: B,
-    mut after_pass: impl FnMut(&World) + Send + 'static,
+    mut after_pass: impl FnMut(Outcome<'_>) + Send + 'static,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("cove-reconcile".into())
@@ -29,7 +43,11 @@ pub fn spawn<B: Backend + Send + 'static>(
                 let world = store.snapshot();
                 match reconciler.reconcile(&world) {
                     Ok(pass) => {
-                        after_pass(&world);
+                        after_pass(Outcome::Applied {
+                            world: &world,
+                            changes: pass.changes(),
+                            took: started.elapsed(),
+                        });
                         if pass != Pass::default() {
                             tracing::info!(
                                 ?pass,
@@ -41,6 +59,9 @@ pub fn spawn<B: Backend + Send + 'static>(
                         store.wait_for_change(generation, Duration::from_secs(30));
                     }
                     Err(e) => {
+                        after_pass(Outcome::Failed {
+                            took: started.elapsed(),
+                        });
                         tracing::error!(error = %e, "data plane reconcile failed; retrying");
                         std::thread::sleep(Duration::from_secs(1));
                     }

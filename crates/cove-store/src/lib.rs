@@ -47,6 +47,8 @@ pub struct Store {
     sqlite_path: Option<std::path::PathBuf>,
     /// Whether other processes share the database (PostgreSQL).
     shared: bool,
+    /// Whether the newest commit that reached the database succeeded.
+    database_answered: std::sync::atomic::AtomicBool,
     /// Counts published commits; watchers (the network reconciler) wait on
     /// it. The world as loaded is [`LOADED_GENERATION`], which the data
     /// plane has not applied yet in this process.
@@ -243,6 +245,7 @@ impl Store {
             current: ArcSwap::from_pointee(published),
             sqlite_path: None,
             shared,
+            database_answered: std::sync::atomic::AtomicBool::new(true),
             generation: Mutex::new(LOADED_GENERATION),
             changed: std::sync::Condvar::new(),
             applied: Mutex::new(0),
@@ -354,6 +357,20 @@ impl Store {
             accounts: Arc::new(accounts),
         }));
         self.announce();
+    }
+
+    /// Whether the newest commit that reached the database succeeded (for
+    /// the health check: false while PostgreSQL is away).
+    pub fn last_commit_succeeded(&self) -> bool {
+        self.database_answered
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn database_failed(&self, e: anyhow::Error) -> AwsError {
+        tracing::error!(error = %e, "store commit failed");
+        self.database_answered
+            .store(false, std::sync::atomic::Ordering::Relaxed);
+        AwsError::internal("An internal error has occurred")
     }
 
     /// Counts a published change and wakes its watchers.
@@ -489,7 +506,12 @@ impl Store {
     ) -> AwsResult<T> {
         let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let seen = writer.position;
-        let feed = writer.durable.begin(seen).map_err(database_failed)?;
+        let feed = writer
+            .durable
+            .begin(seen)
+            .map_err(|e| self.database_failed(e))?;
+        self.database_answered
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         self.follow(&mut writer, feed);
         let before = self.current.load_full();
         let world = match view_of {
@@ -523,7 +545,10 @@ impl Store {
                 account: owner.clone(),
             })
             .collect();
-        writer.position = writer.durable.commit(&rows).map_err(database_failed)?;
+        writer.position = writer
+            .durable
+            .commit(&rows)
+            .map_err(|e| self.database_failed(e))?;
         let mut changed = Vec::with_capacity(rows.len());
         for ((kind, key, doc), owner) in tx.changes.iter().zip(owners) {
             match doc {
@@ -540,11 +565,6 @@ impl Store {
 /// How often the change feed looks for missed commits when PostgreSQL has
 /// notified nothing (a notification is lost while its connection is down).
 const FEED_BACKSTOP: std::time::Duration = std::time::Duration::from_secs(5);
-
-fn database_failed(e: anyhow::Error) -> AwsError {
-    tracing::error!(error = %e, "store commit failed");
-    AwsError::internal("An internal error has occurred")
-}
 
 /// For each change, the account that owns the document: its owner if it is
 /// stored, else the transaction's account. A change to another account's

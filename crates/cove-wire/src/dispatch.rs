@@ -133,6 +133,17 @@ pub struct HttpResponse {
     pub body: Vec<u8>,
 }
 
+/// What an answered call was, as far as it got: the service (its signing
+/// name), the operation, the caller's account and the AWS error code (if
+/// it failed). Empty strings where the request never got that far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Call {
+    pub service: String,
+    pub operation: String,
+    pub account: Option<String>,
+    pub code: Option<String>,
+}
+
 /// Looks up the principal for an access key id.
 pub type CredentialLookup = Arc<dyn Fn(&str) -> Option<Principal> + Send + Sync>;
 
@@ -328,6 +339,18 @@ impl Dispatcher {
     }
 
     pub fn handle(&self, req: HttpRequest) -> HttpResponse {
+        self.handle_recorded(req).0
+    }
+
+    /// [`Dispatcher::handle`], also saying what the call was: for the
+    /// server's request log and metrics.
+    pub fn handle_recorded(&self, req: HttpRequest) -> (HttpResponse, Call) {
+        let mut call = Call::default();
+        let response = self.answer(req, &mut call);
+        (response, call)
+    }
+
+    fn answer(&self, req: HttpRequest, call: &mut Call) -> HttpResponse {
         let request_id = uuid::Uuid::new_v4().to_string();
         let mut params = query::parse_form(req.raw_query.as_bytes());
         let is_form = req
@@ -341,18 +364,18 @@ impl Dispatcher {
             Ok((service, principal, region)) => (service, principal, region),
             Err((fault, detail, protocol)) => {
                 let protocol = protocol.unwrap_or(guessed);
-                return render_error(
-                    protocol,
-                    &auth_error(protocol, fault, &detail),
-                    &request_id,
-                    None,
-                );
+                let e = auth_error(protocol, fault, &detail);
+                call.code = Some(e.code.to_string());
+                return render_error(protocol, &e, &request_id, None);
             }
         };
         let (service, principal, region) = service;
+        call.service = service.signing_name().to_string();
+        call.account = Some(principal.account_id.clone());
         let protocol = service.protocol();
         let model = service.model();
         if let Err(e) = refuse_unwritable_xml(protocol, &params) {
+            call.code = Some(e.code.to_string());
             return render_error(protocol, &e, &request_id, None);
         }
         let decoded = decode_request(
@@ -364,8 +387,12 @@ impl Dispatcher {
         );
         let (operation, input) = match decoded {
             Ok(x) => x,
-            Err(e) => return render_error(protocol, &e, &request_id, None),
+            Err(e) => {
+                call.code = Some(e.code.to_string());
+                return render_error(protocol, &e, &request_id, None);
+            }
         };
+        call.operation = operation.clone();
         let ctx = RequestContext {
             request_id: request_id.clone(),
             region,
@@ -376,6 +403,7 @@ impl Dispatcher {
         };
         if let Some(authorize) = &self.authorizer {
             if let Err(e) = authorize(&ctx, service.signing_name(), &input) {
+                call.code = Some(e.code.to_string());
                 return render_error(protocol, &e, &request_id, Some(model));
             }
         }
@@ -385,6 +413,7 @@ impl Dispatcher {
                 if e.status >= 500 {
                     tracing::error!(operation, code = %e.code, message = %e.message, "service error");
                 }
+                call.code = Some(e.code.to_string());
                 render_error(protocol, &e, &request_id, Some(model))
             }
         }

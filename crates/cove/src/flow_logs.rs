@@ -22,6 +22,8 @@ pub struct Settings {
     /// Replaces every flow log's `MaxAggregationInterval` (seconds), so
     /// tests and demos need not wait a minute.
     pub window_override: Option<i64>,
+    /// Counts the records delivered and dropped.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 fn now_secs() -> i64 {
@@ -134,6 +136,7 @@ fn collect_once(
     }
     aggregator.retain_routers(|ns| routers.contains_key(ns));
 
+    let metrics = &settings.metrics;
     for (stream, records) in aggregator.take_due(now) {
         let Some(sub) = remembered
             .get(&stream.eni)
@@ -163,9 +166,11 @@ fn collect_once(
                 now,
             ) {
                 Ok(key) => {
+                    metrics.flow_records(true, lines.len());
                     tracing::debug!(eni = %stream.eni, key, "flow-log records delivered to S3")
                 }
                 Err(e) => {
+                    metrics.flow_records(false, lines.len());
                     tracing::warn!(eni = %stream.eni, destination, error = %e, "flow-log delivery to S3 failed")
                 }
             }
@@ -192,9 +197,11 @@ fn collect_once(
             });
         match delivered {
             Ok(()) => {
+                metrics.flow_records(true, events.len());
                 tracing::debug!(eni = %stream.eni, group = %stream.log_group, records = events.len(), "flow-log records delivered")
             }
             Err(e) => {
+                metrics.flow_records(false, events.len());
                 tracing::warn!(eni = %stream.eni, group = %stream.log_group, error = %e.message, "flow-log delivery failed")
             }
         }

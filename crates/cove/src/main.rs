@@ -7,6 +7,7 @@ mod flow_logs;
 mod https;
 mod listeners;
 mod managed_networks;
+mod metrics;
 mod reach;
 mod server;
 mod studio_proxy;
@@ -217,8 +218,11 @@ enum Command {
 fn init_logging(format: &str) {
     let filter =
         tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    // Colours only for a person at a terminal: a log file or a journal
+    // would get their escape codes as text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();

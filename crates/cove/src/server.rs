@@ -30,6 +30,11 @@ struct App {
     region: String,
     studio_key: Arc<Vec<u8>>,
     ecr: Arc<cove_ecr::Ecr>,
+    metrics: Arc<crate::metrics::Metrics>,
+    /// `sqlite` or `postgres`.
+    store_kind: &'static str,
+    /// Why the data plane is off (`None`: it is on).
+    data_plane_off: std::sync::OnceLock<Option<String>>,
 }
 
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
@@ -140,7 +145,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .enforcing_iam(settings.iam_enforced),
     ));
 
+    let metrics = Arc::new(crate::metrics::Metrics::new());
     let app = Arc::new(App {
+        metrics: metrics.clone(),
+        store_kind: match settings.store {
+            config::StoreLocation::Sqlite(_) => "sqlite",
+            config::StoreLocation::Postgres(_) => "postgres",
+        },
+        data_plane_off: std::sync::OnceLock::new(),
         dispatcher,
         runtime: cove_invoke::Runtime::new(store.clone(), settings.invoke_timeout),
         s3: s3_front.clone(),
@@ -156,9 +168,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let services_router = Router::new().fallback(aws).with_state(app.clone());
     let router = Router::new()
         .route("/_cove/health", get(health))
+        .route("/metrics", get(metrics_text))
         .route("/_cove/studio/{*rest}", axum::routing::any(studio))
         .fallback(aws)
-        .with_state(app);
+        .with_state(app.clone());
 
     let checkpointer = store.clone();
     std::thread::Builder::new()
@@ -194,7 +207,15 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         logs.clone(),
         s3_front,
         (certs.server_config()?, web_certs.server_config()?),
+        metrics,
     )?;
+    let _ = app
+        .data_plane_off
+        .set(match (&instance, settings.data_plane) {
+            (Some(_), _) => None,
+            (None, DataPlane::Off) => Some("--data-plane off".into()),
+            (None, _) => Some(data_plane_possible().err().unwrap_or_default()),
+        });
     let job_settings = cove_jobs::Settings {
         jobs_dir: settings.data_dir.join("jobs"),
         images_dir: settings.data_dir.join("images"),
@@ -333,6 +354,7 @@ fn start_data_plane(
     logs: Arc<LogsService>,
     s3: cove_s3::S3Front,
     (tls, web_tls): (Arc<rustls::ServerConfig>, Arc<rustls::ServerConfig>),
+    metrics: Arc<crate::metrics::Metrics>,
 ) -> anyhow::Result<Option<String>> {
     let possible = data_plane_possible();
     match (settings.data_plane, &possible) {
@@ -356,6 +378,7 @@ fn start_data_plane(
         crate::flow_logs::Settings {
             instance: instance.clone(),
             window_override: settings.flow_log_window,
+            metrics: metrics.clone(),
         },
     )?;
     let mut listeners = crate::listeners::Listeners::new(
@@ -372,7 +395,17 @@ fn start_data_plane(
         store,
         instance.clone(),
         cove_dataplane::linux::Linux,
-        move |world| listeners.sync(world, &instance),
+        move |outcome| match outcome {
+            cove_dataplane::run::Outcome::Applied {
+                world,
+                changes,
+                took,
+            } => {
+                metrics.reconcile_pass(Some(changes), took);
+                listeners.sync(world, &instance);
+            }
+            cove_dataplane::run::Outcome::Failed { took } => metrics.reconcile_pass(None, took),
+        },
     )?;
     Ok(Some(tag))
 }
@@ -388,20 +421,82 @@ async fn shutdown_signal() {
 }
 
 async fn health(State(app): State<Arc<App>>) -> Response<Body> {
+    let generation = app.store.generation();
+    let applied = app.store.applied_generation();
+    let store_ok = app.store.last_commit_succeeded();
+    let off = app.data_plane_off.get().cloned().flatten();
+    let data_plane = match &off {
+        None => serde_json::json!({
+            "state": "on",
+            "applied_generation": applied,
+            "last_pass": if app.metrics.last_pass_failed() { "failed" } else { "applied" },
+        }),
+        Some(reason) => serde_json::json!({"state": "off", "reason": reason}),
+    };
+    let healthy = store_ok && !(off.is_none() && app.metrics.last_pass_failed());
     let body = serde_json::json!({
-        "status": "ok",
+        "status": if healthy { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
         "region": app.region,
         "uptime_seconds": app.started.elapsed().as_secs(),
         // The state's generation and the newest one the data plane has made
         // real: a client that wrote and wants to send packets waits for
         // `applied_generation` to reach the `generation` it saw after writing.
-        "generation": app.store.generation(),
-        "applied_generation": app.store.applied_generation(),
+        "generation": generation,
+        "applied_generation": applied,
+        "components": {
+            "store": {
+                "kind": app.store_kind,
+                "generation": generation,
+                "last_commit": if store_ok { "succeeded" } else { "failed" },
+            },
+            "data_plane": data_plane,
+        },
     });
     Response::builder()
         .header("content-type", "application/json")
         .body(Body::from(body.to_string()))
+        .expect("static response")
+}
+
+/// Counts and logs a call whose front (S3, the registry, SageMaker Runtime)
+/// answers HTTP itself: its operation is what the caller names (the HTTP
+/// method for S3 and the registry), its error the HTTP status.
+fn record_http(
+    app: &App,
+    service: &str,
+    operation: &str,
+    response: Response<Body>,
+    started: Instant,
+) -> Response<Body> {
+    let took = started.elapsed();
+    let status = response.status().as_u16();
+    let code = (status >= 400).then(|| format!("HTTP {status}"));
+    app.metrics.call(service, operation, code.as_deref(), took);
+    tracing::info!(
+        service = %service,
+        operation = %operation,
+        status,
+        code = %code.as_deref().unwrap_or("OK"),
+        micros = cove_model::convert::micros(took),
+        "request"
+    );
+    response
+}
+
+/// Prometheus's scrape (see crate::metrics).
+async fn metrics_text(State(app): State<Arc<App>>) -> Response<Body> {
+    let text = app.metrics.render(
+        &app.store.snapshot(),
+        app.store.generation(),
+        app.store.applied_generation(),
+    );
+    Response::builder()
+        .header(
+            "content-type",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )
+        .body(Body::from(text))
         .expect("static response")
 }
 
@@ -539,8 +634,10 @@ async fn aws(
                 parts.uri.query(),
             ))
     {
-        return cove_ecr::distribution::serve(app.ecr.clone(), Request::from_parts(parts, body))
-            .await;
+        let method = parts.method.to_string();
+        let response =
+            cove_ecr::distribution::serve(app.ecr.clone(), Request::from_parts(parts, body)).await;
+        return record_http(&app, "ecr-registry", &method, response, started);
     }
     // S3 streams its bodies, so it is routed before the body is read. A
     // listener dedicated to one service keeps to it.
@@ -558,16 +655,25 @@ async fn aws(
             .extensions
             .get::<crate::https::SecureTransport>()
             .is_some();
-        return app
+        let method = parts.method.to_string();
+        let response = app
             .s3
             .handle(Request::from_parts(parts, body), origin)
             .await;
+        return record_http(&app, "s3", &method, response, started);
     }
     // SageMaker Runtime: its own listener serves nothing else; elsewhere
     // the invocation path picks it (the API is JSON-RPC on `/`).
     let invocation = cove_invoke::invocation_endpoint(parts.method.as_str(), parts.uri.path());
     if only == Some("runtime.sagemaker") || (only.is_none() && invocation.is_some()) {
-        return invoke(&app, parts, body, peer, arrival, invocation).await;
+        let response = invoke(&app, parts, body, peer, arrival, invocation).await;
+        return record_http(
+            &app,
+            "runtime.sagemaker",
+            "InvokeEndpoint",
+            response,
+            started,
+        );
     }
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
@@ -588,10 +694,17 @@ async fn aws(
         peer: Some(peer.ip()),
         arrival,
     };
-    let out = app.dispatcher.handle(request);
-    tracing::debug!(
+    let (out, call) = app.dispatcher.handle_recorded(request);
+    let took = started.elapsed();
+    app.metrics
+        .call(&call.service, &call.operation, call.code.as_deref(), took);
+    tracing::info!(
+        service = %call.service,
+        operation = %call.operation,
         status = out.status,
-        micros = cove_model::convert::micros(started.elapsed()),
+        code = %call.code.as_deref().unwrap_or("OK"),
+        account = %call.account.as_deref().unwrap_or("-"),
+        micros = cove_model::convert::micros(took),
         "request"
     );
     into_axum(out)
