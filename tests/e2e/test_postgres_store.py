@@ -18,7 +18,7 @@ import pytest
 from conftest import (ACCESS_KEY, BINARY, REGION, ROOT, SECRET_KEY, Cove, drop_postgres_database, free_port,
                       new_postgres_database)
 from helpers import wait_status
-from test_training_jobs import TRAIN, model_of, source_archive, training_request, wait_for
+from test_training_jobs import model_of, subnet_with_s3_endpoint, training_bucket, training_request, wait_for
 
 
 @pytest.fixture
@@ -145,19 +145,9 @@ def test_writes_fail_cleanly_while_postgres_is_away_and_resume_when_it_is_back(c
 def test_a_training_job_goes_on_while_postgres_restarts(cove_on_own_postgres):
     cove, stop_postgres, start_postgres = cove_on_own_postgres
     ec2, s3, sm = (retrying_client(cove, s) for s in ("ec2", "s3", "sagemaker"))
-    bucket = f"ml-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=bucket)
-    for i in range(3):
-        s3.put_object(Bucket=bucket, Key=f"data/train/part-{i}.csv", Body="".join(f"{i},{n}\n" for n in range(10)))
-    s3.put_object(Bucket=bucket, Key="code/sourcedir.tar.gz", Body=source_archive(TRAIN))
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
-    sg = ec2.create_security_group(GroupName="job", Description="training job", VpcId=vpc)["GroupId"]
-    rt = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"][0]["RouteTableId"]
-    ec2.create_vpc_endpoint(VpcId=vpc, ServiceName="com.amazonaws.us-east-1.s3", VpcEndpointType="Gateway",
-                            RouteTableIds=[rt])
+    bucket = training_bucket(s3)
+    net = subnet_with_s3_endpoint(ec2)
     name = f"pg-restart-{uuid.uuid4().hex[:8]}"
-    net = {"subnets": [subnet], "sg": sg}
     sm.create_training_job(**training_request(name, bucket, net, sleep=2))
     wait_status(lambda: sm.describe_training_job(TrainingJobName=name), "SecondaryStatus", ("Training",), 60, name)
     # The script ends while PostgreSQL is away: the supervisor's next status

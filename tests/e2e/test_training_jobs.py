@@ -88,14 +88,19 @@ def logs(cove_server):
     return cove_server.client("logs")
 
 
-@pytest.fixture(scope="module")
-def bucket(s3):
+def training_bucket(s3):
+    """A new bucket with three 10-row CSV parts under data/train and TRAIN's source archive."""
     name = f"ml-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=name)
     for i in range(3):
         s3.put_object(Bucket=name, Key=f"data/train/part-{i}.csv", Body="".join(f"{i},{n}\n" for n in range(10)))
     s3.put_object(Bucket=name, Key="code/sourcedir.tar.gz", Body=source_archive(TRAIN))
     return name
+
+
+@pytest.fixture(scope="module")
+def bucket(s3):
+    return training_bucket(s3)
 
 
 @pytest.fixture

@@ -620,6 +620,101 @@ pub fn apply(plan: &RouterPlan) -> Result<()> {
     apply_rules(plan)
 }
 
+/// Joins the router in `router_netns` to the VPC's routers on other hosts
+/// (cove_net::overlay): the VXLAN link, made from the host's namespace
+/// (`host_netns`, or this process's when `None`) so its UDP socket is on
+/// the host's underlay; a forwarding entry per peer host; a host route and
+/// a static neighbour per ENI there. Host routes into the link that the
+/// plan no longer has are removed; stale neighbour and forwarding entries
+/// are left (without a route nothing reaches them).
+pub fn apply_overlay(
+    host_netns: Option<&str>,
+    router_netns: &str,
+    plan: &cove_net::overlay::OverlayPlan,
+) -> Result<()> {
+    let mut router = nl(
+        || format!("netlink in {router_netns}"),
+        Netlink::in_netns(router_netns),
+    )?;
+    let link = match nl(
+        || format!("finding {}", plan.link),
+        router.link_index(&plan.link),
+    )? {
+        Some(index) => index,
+        None => {
+            let mut host = nl(
+                || "netlink in the host's namespace".into(),
+                match host_netns {
+                    Some(ns) => Netlink::in_netns(ns),
+                    None => Netlink::current(),
+                },
+            )?;
+            let ns = std::fs::File::open(
+                std::path::Path::new(cove_net::netns::NETNS_DIR).join(router_netns),
+            )
+            .map_err(|e| CommandError(format!("{router_netns}: {e}")))?;
+            nl(
+                || format!("adding {} in {router_netns}", plan.link),
+                host.add_vxlan(
+                    &plan.link,
+                    Some(ns.as_fd()),
+                    plan.vni,
+                    plan.local,
+                    cove_net::overlay::VXLAN_PORT,
+                    plan.mac,
+                    cove_net::overlay::MTU,
+                ),
+            )?;
+            nl(
+                || format!("finding {}", plan.link),
+                router.link_index(&plan.link),
+            )?
+            .ok_or_else(|| CommandError(format!("{} vanished after it was made", plan.link)))?
+        }
+    };
+    nl(|| format!("setting {} up", plan.link), router.set_up(link))?;
+    let mut planned = std::collections::BTreeSet::new();
+    for peer in &plan.peers {
+        nl(
+            || format!("forwarding entry to {}", peer.underlay),
+            router.replace_fdb(link, peer.mac, peer.underlay),
+        )?;
+        for &eni in &peer.enis {
+            planned.insert(eni);
+            nl(
+                || format!("route to {eni} over {}", plan.link),
+                router.replace_route(&Route::new(
+                    netlink::MAIN_TABLE,
+                    eni,
+                    32,
+                    RouteKind::Dev { oif: link },
+                )),
+            )?;
+            nl(
+                || format!("neighbour {eni} on {}", plan.link),
+                router.replace_neighbour(link, eni, peer.mac),
+            )?;
+        }
+    }
+    let routes = nl(
+        || "listing routes".into(),
+        router.routes(netlink::MAIN_TABLE),
+    )?;
+    for route in routes {
+        let into_link = route.kind == (RouteKind::Dev { oif: link });
+        if into_link
+            && route.dest.prefix == 32
+            && !planned.contains(&Ipv4Addr::from(route.dest.base))
+        {
+            nl(
+                || format!("removing the route to {}", route.dest),
+                router.delete_route(&route),
+            )?;
+        }
+    }
+    Ok(())
+}
+
 /// Removes the router namespace and every ENI namespace of the plan.
 pub fn remove(plan: &RouterPlan) -> Result<()> {
     for e in &plan.enis {

@@ -72,7 +72,10 @@ use netlink_packet_route::address::{
     AddressAttribute, AddressFlags, AddressHeaderFlags, AddressMessage, AddressScope,
 };
 use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -356,6 +359,16 @@ impl Netlink {
         })
     }
 
+    /// Sets link `index`'s MTU.
+    pub fn set_mtu(&mut self, index: u32, mtu: u32) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.header.index = index;
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+        self.ack(RouteNetlinkMessage::SetLink(msg), 0, || {
+            format!("setting link {index}'s MTU to {mtu}")
+        })
+    }
+
     /// Deletes link `index`; for a veth, its peer goes too.
     pub fn delete_link(&mut self, index: u32) -> io::Result<()> {
         let mut msg = LinkMessage::default();
@@ -395,6 +408,89 @@ impl Netlink {
             RouteNetlinkMessage::NewLink(msg),
             NLM_F_CREATE | NLM_F_EXCL,
             || format!("adding veth {name} with peer {peer}"),
+        )
+    }
+
+    /// Creates a VXLAN link `name` for network identifier `vni`, sending
+    /// from `local` to UDP `port` of the remote ends its forwarding entries
+    /// name ([`Netlink::replace_fdb`]), with hardware address `mac` and no
+    /// learning. It is made in namespace `ns` (this socket's when `None`),
+    /// but its UDP socket stays in this socket's namespace: so a host's
+    /// underlay carries the overlay of a router namespace that has no
+    /// underlay address. Its MTU is `mtu` (the kernel's default leaves room
+    /// for the 50 bytes of encapsulation under a 1500-byte underlay). Down;
+    /// `EEXIST` when the name is taken.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_vxlan(
+        &mut self,
+        name: &str,
+        ns: Option<BorrowedFd<'_>>,
+        vni: u32,
+        local: Ipv4Addr,
+        port: u16,
+        mac: [u8; 6],
+        mtu: u32,
+    ) -> io::Result<()> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        msg.attributes.push(LinkAttribute::Address(mac.to_vec()));
+        msg.attributes.push(LinkAttribute::Mtu(mtu));
+        if let Some(ns) = ns {
+            msg.attributes.push(LinkAttribute::NetNsFd(ns.as_raw_fd()));
+        }
+        msg.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Vxlan),
+            LinkInfo::Data(InfoData::Vxlan(vec![
+                InfoVxlan::Id(vni),
+                InfoVxlan::Local(local),
+                InfoVxlan::Port(port),
+                InfoVxlan::Learning(false),
+            ])),
+        ]));
+        self.ack(
+            RouteNetlinkMessage::NewLink(msg),
+            NLM_F_CREATE | NLM_F_EXCL,
+            || format!("adding vxlan {name} (vni {vni}, local {local})"),
+        )
+    }
+
+    /// Sets (or replaces) the static neighbour entry `ip` → `mac` on link
+    /// `index` (`ip neigh replace … nud permanent`).
+    pub fn replace_neighbour(&mut self, index: u32, ip: Ipv4Addr, mac: [u8; 6]) -> io::Result<()> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        msg.header.ifindex = index;
+        msg.header.state = NeighbourState::Permanent;
+        msg.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
+        msg.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+        self.ack(
+            RouteNetlinkMessage::NewNeighbour(msg),
+            NLM_F_CREATE | NLM_F_REPLACE,
+            || format!("replacing neighbour {ip} on link {index}"),
+        )
+    }
+
+    /// Sets (or replaces) the forwarding entry of VXLAN link `index` that
+    /// sends frames for `mac` to the remote end `remote`
+    /// (`bridge fdb replace MAC dev VXLAN dst REMOTE self permanent`).
+    pub fn replace_fdb(&mut self, index: u32, mac: [u8; 6], remote: Ipv4Addr) -> io::Result<()> {
+        let mut msg = NeighbourMessage::default();
+        msg.header.family = AddressFamily::Bridge;
+        msg.header.ifindex = index;
+        msg.header.state = NeighbourState::Permanent;
+        msg.header.flags = NeighbourFlags::Own;
+        msg.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+        msg.attributes
+            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+                remote,
+            )));
+        self.ack(
+            RouteNetlinkMessage::NewNeighbour(msg),
+            NLM_F_CREATE | NLM_F_REPLACE,
+            || format!("replacing forwarding entry to {remote} on link {index}"),
         )
     }
 

@@ -809,3 +809,143 @@ fn timing_netlink_against_ip_processes() {
         start.elapsed().as_secs_f64() * 1000.0
     );
 }
+
+/// Sends "ping" from namespace `from` to a listener on `to_ip` in namespace
+/// `to` and waits for "pong"; the error if the connection fails.
+fn ping_pong(from: &str, to: &str, to_ip: Ipv4Addr) -> std::io::Result<()> {
+    let listener = run_in(to, move || TcpListener::bind(SocketAddrV4::new(to_ip, 0)))??;
+    let addr = listener.local_addr()?;
+    let server = std::thread::spawn(move || -> std::io::Result<()> {
+        listener.set_nonblocking(false)?;
+        let (mut conn, _) = listener.accept()?;
+        let mut got = [0u8; 4];
+        conn.read_exact(&mut got)?;
+        conn.write_all(b"pong")
+    });
+    let answer = run_in(from, move || -> std::io::Result<String> {
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+        s.set_read_timeout(Some(Duration::from_secs(2)))?;
+        s.write_all(b"ping")?;
+        let mut answer = String::new();
+        s.read_to_string(&mut answer)?;
+        Ok(answer)
+    })??;
+    if answer == "pong" {
+        // The listener thread ends once it has answered.
+        server.join().expect("listener thread")?;
+    }
+    assert_eq!(answer, "pong");
+    Ok(())
+}
+
+#[test]
+fn vxlan_joins_the_routers_of_one_vpc_on_two_hosts() {
+    // Two hosts: namespaces joined by an underlay link (198.51.100.0/24).
+    let hosts = [Ns::create(), Ns::create()];
+    let underlay = [
+        Ipv4Addr::new(198, 51, 100, 1),
+        Ipv4Addr::new(198, 51, 100, 2),
+    ];
+    let host_b = std::fs::File::open(hosts[1].path()).unwrap();
+    let mut a = hosts[0].netlink();
+    a.add_veth("cvutest0", None, "cvutest1", host_b.as_fd())
+        .unwrap();
+    for (host, (link, ip)) in hosts
+        .iter()
+        .zip([("cvutest0", underlay[0]), ("cvutest1", underlay[1])])
+    {
+        let mut nl = host.netlink();
+        let (lo, link) = (index(&mut nl, "lo"), index(&mut nl, link));
+        nl.set_up(lo).unwrap();
+        nl.replace_address(link, ip, 24, false).unwrap();
+        nl.set_up(link).unwrap();
+    }
+
+    // On each host, the VPC's router with one ENI (10.0.1.4 on host A,
+    // 10.0.2.4 on host B) and the VPC's VXLAN link, made from the host's
+    // namespace (its UDP socket on the underlay) inside the router's.
+    let routers = [Ns::create(), Ns::create()];
+    let enis = [Ns::reserve(), Ns::reserve()];
+    let eni_ips = [Ipv4Addr::new(10, 0, 1, 4), Ipv4Addr::new(10, 0, 2, 4)];
+    let gateways = [Ipv4Addr::new(10, 0, 1, 1), Ipv4Addr::new(10, 0, 2, 1)];
+    let macs = [[0x02, 0xc0, 0x0e, 0, 0, 1], [0x02, 0xc0, 0x0e, 0, 0, 2]];
+    const VNI: u32 = 4242;
+    for i in 0..2 {
+        let mut r = routers[i].netlink();
+        let lo = index(&mut r, "lo");
+        r.set_up(lo).unwrap();
+        r.replace_address(lo, gateways[i], 32, false).unwrap();
+        sysctl_in(&routers[i].0, "net.ipv4.ip_forward", "1").unwrap();
+        plumb_eni(&mut r, "cvrtest", &enis[i].0, eni_ips[i], gateways[i]);
+        let router_ns = std::fs::File::open(routers[i].path()).unwrap();
+        let mut host = hosts[i].netlink();
+        host.add_vxlan(
+            "cvxtest",
+            Some(router_ns.as_fd()),
+            VNI,
+            underlay[i],
+            4789,
+            macs[i],
+            1450,
+        )
+        .unwrap();
+        assert!(
+            host.link_index("cvxtest").unwrap().is_none(),
+            "the VXLAN link lives in the router's namespace, not the host's"
+        );
+        let vx = index(&mut r, "cvxtest");
+        r.set_up(vx).unwrap();
+        // The other host's ENI: a host route into the overlay, its address
+        // bound to the other router's VXLAN address, and that address
+        // reached at the other host's underlay address. Twice: replace
+        // semantics.
+        let other = 1 - i;
+        for _ in 0..2 {
+            r.replace_route(&Route::new(
+                MAIN_TABLE,
+                eni_ips[other],
+                32,
+                RouteKind::Dev { oif: vx },
+            ))
+            .unwrap();
+            r.replace_neighbour(vx, eni_ips[other], macs[other])
+                .unwrap();
+            r.replace_fdb(vx, macs[other], underlay[other]).unwrap();
+        }
+    }
+
+    // iproute2 sees a VXLAN link with the identifier, and the entries.
+    let details = ip(&["-n", &routers[0].0, "-d", "link", "show", "cvxtest"]);
+    assert!(details.contains(&format!("vxlan id {VNI}")), "{details}");
+    assert!(details.contains("local 198.51.100.1"), "{details}");
+    assert!(details.contains("nolearning"), "{details}");
+    let fdb = Command::new("bridge")
+        .args(["-n", &routers[0].0, "fdb", "show", "dev", "cvxtest"])
+        .output()
+        .expect("running bridge");
+    let fdb = String::from_utf8_lossy(&fdb.stdout);
+    assert!(
+        fdb.lines()
+            .any(|l| l.starts_with("02:c0:0e:00:00:02 dst 198.51.100.2 ")
+                && l.contains("self permanent")),
+        "{fdb}"
+    );
+    let neigh = ip(&["-n", &routers[0].0, "neigh", "show", "dev", "cvxtest"]);
+    assert!(
+        neigh.contains("10.0.2.4 lladdr 02:c0:0e:00:00:02 PERMANENT"),
+        "{neigh}"
+    );
+
+    // An ENI on one host reaches the ENI on the other, both ways.
+    ping_pong(&enis[0].0, &enis[1].0, eni_ips[1]).expect("A to B across the overlay");
+    ping_pong(&enis[1].0, &enis[0].0, eni_ips[0]).expect("B to A across the overlay");
+
+    // Through the underlay and nothing else: without it, nothing passes.
+    let mut a = hosts[0].netlink();
+    let link = index(&mut a, "cvutest0");
+    a.delete_link(link).unwrap();
+    assert!(
+        ping_pong(&enis[0].0, &enis[1].0, eni_ips[1]).is_err(),
+        "the overlay carried traffic with no underlay"
+    );
+}

@@ -15,5 +15,6 @@ pub mod listen;
 pub mod naming;
 pub mod netns;
 pub mod nft;
+pub mod overlay;
 pub mod plan;
 pub mod ruleset;

@@ -12,7 +12,7 @@
 
 use crate::durable::{Durable, Feed, Row};
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, NoTls, SimpleQueryMessage};
+use postgres::{Client, GenericClient, NoTls, SimpleQueryMessage};
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -224,18 +224,8 @@ fn feed_since(client: &mut Client, seen: u64, head: i64) -> anyhow::Result<Feed>
         .get(0);
     let reaches_back = oldest.is_some_and(|o| o <= seen_generation + 1);
     if !reaches_back {
-        let rows = client
-            .query("SELECT kind, key, doc, account FROM cove_documents", &[])?
-            .into_iter()
-            .map(|r| Row {
-                kind: r.get(0),
-                key: r.get(1),
-                doc: Some(r.get(2)),
-                account: r.get(3),
-            })
-            .collect();
         return Ok(Feed::Everything {
-            rows,
+            rows: all_documents(client)?,
             position: position(head),
         });
     }
@@ -257,6 +247,19 @@ fn feed_since(client: &mut Client, seen: u64, head: i64) -> anyhow::Result<Feed>
         rows,
         position: position(head),
     })
+}
+
+fn all_documents(client: &mut impl GenericClient) -> anyhow::Result<Vec<Row>> {
+    Ok(client
+        .query("SELECT kind, key, doc, account FROM cove_documents", &[])?
+        .into_iter()
+        .map(|r| Row {
+            kind: r.get(0),
+            key: r.get(1),
+            doc: Some(r.get(2)),
+            account: r.get(3),
+        })
+        .collect())
 }
 
 /// A commit may change one document twice (put, then delete); one statement

@@ -145,25 +145,14 @@ impl StoreLocation {
     /// Records the location in `data_dir` for the client commands (or
     /// removes an older record when the store is SQLite again).
     pub fn record(&self, data_dir: &std::path::Path) -> anyhow::Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let path = store_url_path(data_dir);
         match self {
             StoreLocation::Sqlite(_) => match std::fs::remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
                 _ => Ok(()),
             },
-            StoreLocation::Postgres(url) => {
-                // The URL may carry a password: readable by Cove's user only.
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .mode(0o600)
-                    .open(&path)?;
-                f.write_all(url.as_bytes())?;
-                Ok(())
-            }
+            // The URL may carry a password: readable by Cove's user only.
+            StoreLocation::Postgres(url) => write_private_file(&path, url.as_bytes()),
         }
     }
 
@@ -174,6 +163,20 @@ impl StoreLocation {
             StoreLocation::Postgres(url) => redact(url),
         }
     }
+}
+
+/// Writes `bytes` to `path`, readable and writable by Cove's user only.
+pub fn write_private_file(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(bytes)?;
+    Ok(())
 }
 
 /// A URL with the password of its user-info part replaced.

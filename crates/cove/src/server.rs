@@ -599,14 +599,7 @@ fn studio_key(dir: &std::path::Path) -> anyhow::Result<Vec<u8>> {
         .chain(uuid::Uuid::new_v4().as_bytes())
         .copied()
         .collect::<Vec<u8>>();
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)?;
-    std::io::Write::write_all(&mut f, &key)?;
+    config::write_private_file(&path, &key)?;
     Ok(key)
 }
 

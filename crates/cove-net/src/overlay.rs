@@ -1,0 +1,176 @@
+//! The overlay that joins one VPC's routers on several hosts (issue 18;
+//! docs/scale-out.md): a VXLAN link per VPC in each host's router namespace,
+//! one network identifier per VPC, its UDP socket on the host's underlay
+//! address. For every ENI on another host the router holds a host route into
+//! the link, that address bound to the other router's overlay MAC (a static
+//! neighbour), and that MAC sent to the other host's underlay address (a
+//! forwarding entry); no learning, no flooding. Security groups and network
+//! ACLs stay where they are: on the host of each ENI, whose router sees the
+//! packet leave or reach the ENI's veth. The plan is pure; `cove-dataplane`
+//! makes it real.
+
+use crate::naming;
+use std::net::Ipv4Addr;
+
+/// The UDP port of the overlay (IANA's VXLAN port).
+pub const VXLAN_PORT: u16 = 4789;
+
+/// The overlay link's MTU: an ENI's, so its full-size packets cross hosts
+/// as they are. Encapsulation adds 50 bytes: the underlay needs an MTU of
+/// at least 1550 (as any VXLAN deployment); at the kernel's default (1450
+/// under a 1500 underlay) every full-size packet would first take an ICMP
+/// "fragmentation needed" back to its sender (docs/benchmarks.md).
+pub const MTU: u32 = 1500;
+
+/// The smallest underlay MTU that carries [`MTU`]-sized packets.
+pub const UNDERLAY_MTU: u32 = MTU + 50;
+
+/// The overlay of one VPC as one host's router holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayPlan {
+    /// The VXLAN link in the router namespace.
+    pub link: String,
+    pub vni: u32,
+    /// This host's underlay address.
+    pub local: Ipv4Addr,
+    /// This router's MAC on the link.
+    pub mac: [u8; 6],
+    /// The other hosts with ENIs of the VPC, by underlay address.
+    pub peers: Vec<OverlayPeer>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayPeer {
+    pub underlay: Ipv4Addr,
+    /// That host's router MAC on the link.
+    pub mac: [u8; 6],
+    /// The private addresses of the VPC's ENIs on that host.
+    pub enis: Vec<Ipv4Addr>,
+}
+
+/// The VPC's VXLAN network identifier: 24 bits from a hash of its id, never
+/// 0 (stable, so every host computes the same without asking).
+pub fn vni(vpc_id: &str) -> u32 {
+    (cove_model::ids::fnv32(vpc_id) & 0x00ff_ffff).max(1)
+}
+
+/// The overlay MAC of the VPC's router on the host at `underlay`: locally
+/// administered, unicast, from a hash of both (stable across restarts, so
+/// the other hosts' entries stay right).
+pub fn router_mac(vpc_id: &str, underlay: Ipv4Addr) -> [u8; 6] {
+    let h = cove_model::ids::fnv32(&format!("{vpc_id}/{underlay}")).to_be_bytes();
+    let v = cove_model::ids::fnv32(vpc_id).to_be_bytes();
+    [0x02, v[3], h[0], h[1], h[2], h[3]]
+}
+
+/// The link's name: `cvo` and the VPC id's short form.
+pub fn link_name(vpc_id: &str) -> String {
+    format!("cvo{}", naming::short(vpc_id))
+}
+
+/// The overlay of `vpc_id` on the host at `local`, given where the VPC's
+/// ENIs are: `(host underlay address, ENI address)` for every ENI. `None`
+/// when no other host holds one (a VPC on one host needs no overlay).
+pub fn plan(
+    vpc_id: &str,
+    local: Ipv4Addr,
+    placed: impl IntoIterator<Item = (Ipv4Addr, Ipv4Addr)>,
+) -> Option<OverlayPlan> {
+    let mut by_host: std::collections::BTreeMap<Ipv4Addr, Vec<Ipv4Addr>> = Default::default();
+    for (host, eni) in placed {
+        if host != local {
+            by_host.entry(host).or_default().push(eni);
+        }
+    }
+    if by_host.is_empty() {
+        return None;
+    }
+    let peers = by_host
+        .into_iter()
+        .map(|(underlay, mut enis)| {
+            enis.sort();
+            enis.dedup();
+            OverlayPeer {
+                underlay,
+                mac: router_mac(vpc_id, underlay),
+                enis,
+            }
+        })
+        .collect();
+    Some(OverlayPlan {
+        link: link_name(vpc_id),
+        vni: vni(vpc_id),
+        local,
+        mac: router_mac(vpc_id, local),
+        peers,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn identifiers_and_macs_are_stable_and_well_formed() {
+        let vpc = "vpc-0123456789abcdef0";
+        assert_eq!(vni(vpc), vni(vpc));
+        assert!((1..1 << 24).contains(&vni(vpc)));
+        assert_ne!(vni(vpc), vni("vpc-0fedcba9876543210"));
+        let (m1, m2) = (
+            router_mac(vpc, a("198.51.100.1")),
+            router_mac(vpc, a("198.51.100.2")),
+        );
+        assert_ne!(m1, m2);
+        for m in [m1, m2] {
+            assert_eq!(m[0] & 0x03, 0x02, "locally administered unicast: {m:02x?}");
+        }
+        assert_eq!(link_name(vpc).len(), 15, "fits IFNAMSIZ");
+    }
+
+    #[test]
+    fn the_plan_lists_every_other_host_with_its_enis() {
+        let vpc = "vpc-1";
+        let local = a("198.51.100.1");
+        let placed = [
+            (local, a("10.0.1.4")),
+            (a("198.51.100.3"), a("10.0.2.9")),
+            (a("198.51.100.2"), a("10.0.2.5")),
+            (a("198.51.100.2"), a("10.0.1.7")),
+            (a("198.51.100.2"), a("10.0.1.7")),
+        ];
+        let p = plan(vpc, local, placed).expect("other hosts hold ENIs");
+        assert_eq!(p.local, local);
+        assert_eq!(p.mac, router_mac(vpc, local));
+        let peers: Vec<_> = p
+            .peers
+            .iter()
+            .map(|x| (x.underlay, x.enis.clone(), x.mac))
+            .collect();
+        assert_eq!(
+            peers,
+            vec![
+                (
+                    a("198.51.100.2"),
+                    vec![a("10.0.1.7"), a("10.0.2.5")],
+                    router_mac(vpc, a("198.51.100.2"))
+                ),
+                (
+                    a("198.51.100.3"),
+                    vec![a("10.0.2.9")],
+                    router_mac(vpc, a("198.51.100.3"))
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_vpc_on_one_host_has_no_overlay() {
+        let local = a("198.51.100.1");
+        assert_eq!(plan("vpc-1", local, [(local, a("10.0.1.4"))]), None);
+        assert_eq!(plan("vpc-1", local, []), None);
+    }
+}
