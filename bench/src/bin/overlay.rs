@@ -9,8 +9,10 @@
 //! The lab is the one of crates/cove-dataplane/tests/overlay.rs: ENIs
 //! 10.0.1.4 and 10.0.1.5 on host 0, 10.0.2.4 on host 1, every group open.
 
-#[path = "../../../crates/cove-dataplane/tests/common/two_hosts.rs"]
-mod two_hosts;
+#[path = "../../../crates/cove-dataplane/tests/common/mod.rs"]
+mod common;
+
+use common::two_hosts;
 
 use cove_model::fixtures::*;
 use std::io::{Read, Write};

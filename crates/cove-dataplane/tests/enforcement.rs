@@ -5,13 +5,15 @@
 //! stored resources, not the plan) agree on every probe. Everything is
 //! removed on drop, also when a test fails.
 
+mod common;
+
 use cove_dataplane::linux;
 use cove_model::vpc::*;
 use cove_net::fixtures::*;
 use cove_net::netns;
 use cove_net::plan::{plan_vpc, RouterPlan};
 use cove_net::{nft, ruleset};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -99,16 +101,7 @@ impl Lab {
 
     /// Listens on `addr:port` inside that ENI's namespace, accepting forever.
     fn listen(&self, addr: Ipv4Addr, port: u16) {
-        let listener = netns::run_in(&self.netns_of(addr), move || {
-            TcpListener::bind((addr, port))
-        })
-        .expect("entering the namespace")
-        .expect("binding inside the ENI");
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                drop(conn);
-            }
-        });
+        common::listen_in(&self.netns_of(addr), addr, port);
     }
 
     /// Whether a TCP connection from `src` (optionally from a fixed port) to `dst:port` completes.
@@ -137,19 +130,13 @@ impl Lab {
                 .id
                 .clone()
         };
-        let query = cove_reach::Query {
-            source: cove_reach::Source::Eni(eni(s)),
-            target: cove_reach::Target::Eni(eni(d)),
-            protocol: cove_reach::Protocol::Tcp,
-            port: Some(port),
-            source_port: Some(src_port),
-        };
-        let model = cove_reach::analyze(&self.world, &query).expect("a valid query");
-        assert_eq!(kernel, allowed, "kernel: {src}:{src_port} -> {dst}:{port}");
-        assert_eq!(
-            model.found, allowed,
-            "model: {src}:{src_port} -> {dst}:{port}: {:?}",
-            model.explanations
+        common::assert_agree(
+            &self.world,
+            (src, &eni(s)),
+            (dst, &eni(d)),
+            (port, Some(src_port)),
+            kernel,
+            allowed,
         );
     }
 }

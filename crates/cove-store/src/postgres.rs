@@ -95,16 +95,7 @@ impl Durable for Postgres {
             let head: i64 = tx
                 .query_one("SELECT generation FROM cove_head", &[])?
                 .get(0);
-            let rows = tx
-                .query("SELECT kind, key, doc, account FROM cove_documents", &[])?
-                .into_iter()
-                .map(|r| Row {
-                    kind: r.get(0),
-                    key: r.get(1),
-                    doc: Some(r.get(2)),
-                    account: r.get(3),
-                })
-                .collect();
+            let rows = all_documents(&mut tx)?;
             tx.commit()?;
             Ok((rows, position(head)))
         })

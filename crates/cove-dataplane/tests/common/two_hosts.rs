@@ -10,7 +10,7 @@ use cove_model::world::World;
 use cove_net::netns;
 use cove_net::overlay;
 use cove_net::plan::{plan_vpc, RouterPlan};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -124,16 +124,7 @@ impl Lab {
     }
 
     pub fn listen(&self, addr: Ipv4Addr, port: u16) {
-        let listener = netns::run_in(&self.eni(addr).1.netns, move || {
-            TcpListener::bind((addr, port))
-        })
-        .expect("entering the namespace")
-        .expect("binding inside the ENI");
-        std::thread::spawn(move || {
-            for conn in listener.incoming() {
-                drop(conn);
-            }
-        });
+        super::listen_in(&self.eni(addr).1.netns, addr, port);
     }
 
     pub fn connects(&self, src: Ipv4Addr, dst: Ipv4Addr, port: u16) -> bool {
@@ -149,19 +140,13 @@ impl Lab {
     pub fn expect(&self, src: &str, dst: &str, port: u16, allowed: bool) {
         let (s, d) = (ip(src), ip(dst));
         let kernel = self.connects(s, d, port);
-        let query = cove_reach::Query {
-            source: cove_reach::Source::Eni(self.eni(s).1.id.clone()),
-            target: cove_reach::Target::Eni(self.eni(d).1.id.clone()),
-            protocol: cove_reach::Protocol::Tcp,
-            port: Some(port),
-            source_port: None,
-        };
-        let model = cove_reach::analyze(&self.world, &query).expect("a valid query");
-        assert_eq!(kernel, allowed, "kernel: {src} -> {dst}:{port}");
-        assert_eq!(
-            model.found, allowed,
-            "model: {src} -> {dst}:{port}: {:?}",
-            model.explanations
+        super::assert_agree(
+            &self.world,
+            (src, &self.eni(s).1.id),
+            (dst, &self.eni(d).1.id),
+            (port, None),
+            kernel,
+            allowed,
         );
     }
 }
