@@ -58,7 +58,8 @@ pub struct Metrics {
     resources: Family<StateLabels, Gauge>,
     generation: Gauge,
     applied_generation: Gauge,
-    last_pass_failed: std::sync::atomic::AtomicBool,
+    /// The newest reconcile pass: 0 none yet, 1 applied, 2 failed.
+    last_pass: std::sync::atomic::AtomicU8,
 }
 
 impl Metrics {
@@ -129,14 +130,18 @@ impl Metrics {
             resources,
             generation,
             applied_generation,
-            last_pass_failed: std::sync::atomic::AtomicBool::new(false),
+            last_pass: std::sync::atomic::AtomicU8::new(0),
         }
     }
 
-    /// Whether the data plane's newest pass failed (for the health check).
-    pub fn last_pass_failed(&self) -> bool {
-        self.last_pass_failed
-            .load(std::sync::atomic::Ordering::Relaxed)
+    /// How the data plane's newest pass went (for the health check):
+    /// `none yet`, `applied` or `failed`.
+    pub fn last_pass(&self) -> &'static str {
+        match self.last_pass.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => "none yet",
+            1 => "applied",
+            _ => "failed",
+        }
     }
 
     /// One answered API call; `code` is the AWS error code, if it failed.
@@ -171,8 +176,10 @@ impl Metrics {
             .inc();
         self.pass_seconds.observe(took.as_secs_f64());
         self.pass_changes.inc_by(changes.unwrap_or(0));
-        self.last_pass_failed
-            .store(changes.is_none(), std::sync::atomic::Ordering::Relaxed);
+        self.last_pass.store(
+            if changes.is_some() { 1 } else { 2 },
+            std::sync::atomic::Ordering::Relaxed,
+        );
     }
 
     pub fn flow_records(&self, delivered: bool, records: usize) {

@@ -429,11 +429,11 @@ async fn health(State(app): State<Arc<App>>) -> Response<Body> {
         None => serde_json::json!({
             "state": "on",
             "applied_generation": applied,
-            "last_pass": if app.metrics.last_pass_failed() { "failed" } else { "applied" },
+            "last_pass": app.metrics.last_pass(),
         }),
         Some(reason) => serde_json::json!({"state": "off", "reason": reason}),
     };
-    let healthy = store_ok && !(off.is_none() && app.metrics.last_pass_failed());
+    let healthy = store_ok && !(off.is_none() && app.metrics.last_pass() == "failed");
     let body = serde_json::json!({
         "status": if healthy { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
