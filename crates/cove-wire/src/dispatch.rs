@@ -144,6 +144,14 @@ pub struct Call {
     pub code: Option<String>,
 }
 
+/// A call refused at some step, to be rendered in its service's protocol
+/// (with its model, once the call was decoded).
+struct Refusal {
+    protocol: Protocol,
+    error: AwsError,
+    model: Option<&'static ServiceModel>,
+}
+
 /// Looks up the principal for an access key id.
 pub type CredentialLookup = Arc<dyn Fn(&str) -> Option<Principal> + Send + Sync>;
 
@@ -345,13 +353,30 @@ impl Dispatcher {
     /// [`Dispatcher::handle`], also saying what the call was: for the
     /// server's request log and metrics.
     pub fn handle_recorded(&self, req: HttpRequest) -> (HttpResponse, Call) {
+        let request_id = uuid::Uuid::new_v4().to_string();
         let mut call = Call::default();
-        let response = self.answer(req, &mut call);
+        let response = match self.answer(req, &request_id, &mut call) {
+            Ok(response) => response,
+            Err(Refusal {
+                protocol,
+                error,
+                model,
+            }) => {
+                call.code = Some(error.code.clone());
+                render_error(protocol, &error, &request_id, model)
+            }
+        };
         (response, call)
     }
 
-    fn answer(&self, req: HttpRequest, call: &mut Call) -> HttpResponse {
-        let request_id = uuid::Uuid::new_v4().to_string();
+    /// Authenticates, decodes, authorizes and runs one call; a refusal at
+    /// any step is rendered (and its code recorded) by the caller.
+    fn answer(
+        &self,
+        req: HttpRequest,
+        request_id: &str,
+        call: &mut Call,
+    ) -> Result<HttpResponse, Refusal> {
         let mut params = query::parse_form(req.raw_query.as_bytes());
         let is_form = req
             .header("content-type")
@@ -360,41 +385,42 @@ impl Dispatcher {
             params.extend(query::parse_form(&req.body));
         }
         let guessed = self.guess_protocol(&req, &params);
-        let service = match self.authenticate(&req, &params) {
-            Ok((service, principal, region)) => (service, principal, region),
-            Err((fault, detail, protocol)) => {
-                let protocol = protocol.unwrap_or(guessed);
-                let e = auth_error(protocol, fault, &detail);
-                call.code = Some(e.code.to_string());
-                return render_error(protocol, &e, &request_id, None);
-            }
-        };
-        let (service, principal, region) = service;
+        let (service, principal, region) =
+            self.authenticate(&req, &params)
+                .map_err(|(fault, detail, protocol)| {
+                    let protocol = protocol.unwrap_or(guessed);
+                    Refusal {
+                        protocol,
+                        error: auth_error(protocol, fault, &detail),
+                        model: None,
+                    }
+                })?;
         call.service = service.signing_name().to_string();
         call.account = Some(principal.account_id.clone());
         let protocol = service.protocol();
         let model = service.model();
-        if let Err(e) = refuse_unwritable_xml(protocol, &params) {
-            call.code = Some(e.code.to_string());
-            return render_error(protocol, &e, &request_id, None);
-        }
-        let decoded = decode_request(
+        let undecoded = |error| Refusal {
+            protocol,
+            error,
+            model: None,
+        };
+        let decoded = |error| Refusal {
+            protocol,
+            error,
+            model: Some(model),
+        };
+        refuse_unwritable_xml(protocol, &params).map_err(undecoded)?;
+        let (operation, input) = decode_request(
             protocol,
             model,
             service.validation_error_code(),
             &req,
             &params,
-        );
-        let (operation, input) = match decoded {
-            Ok(x) => x,
-            Err(e) => {
-                call.code = Some(e.code.to_string());
-                return render_error(protocol, &e, &request_id, None);
-            }
-        };
+        )
+        .map_err(undecoded)?;
         call.operation = operation.clone();
         let ctx = RequestContext {
-            request_id: request_id.clone(),
+            request_id: request_id.to_string(),
             region,
             operation: operation.clone(),
             principal,
@@ -402,21 +428,17 @@ impl Dispatcher {
             via_endpoint: req.arrival.clone().filter(|a| a.vpc_endpoint_id.is_some()),
         };
         if let Some(authorize) = &self.authorizer {
-            if let Err(e) = authorize(&ctx, service.signing_name(), &input) {
-                call.code = Some(e.code.to_string());
-                return render_error(protocol, &e, &request_id, Some(model));
-            }
+            authorize(&ctx, service.signing_name(), &input).map_err(decoded)?;
         }
-        match service.handle(&ctx, input) {
-            Ok(output) => render_success(protocol, model, &operation, &output, &request_id),
-            Err(e) => {
-                if e.status >= 500 {
-                    tracing::error!(operation, code = %e.code, message = %e.message, "service error");
-                }
-                call.code = Some(e.code.to_string());
-                render_error(protocol, &e, &request_id, Some(model))
+        let output = service.handle(&ctx, input).map_err(|e| {
+            if e.status >= 500 {
+                tracing::error!(operation, code = %e.code, message = %e.message, "service error");
             }
-        }
+            decoded(e)
+        })?;
+        Ok(render_success(
+            protocol, model, &operation, &output, request_id,
+        ))
     }
 
     /// Checks a request's SigV4 signature exactly as [`Dispatcher::handle`]

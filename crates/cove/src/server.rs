@@ -469,19 +469,30 @@ fn record_http(
     response: Response<Body>,
     started: Instant,
 ) -> Response<Body> {
-    let took = started.elapsed();
     let status = response.status().as_u16();
-    let code = (status >= 400).then(|| format!("HTTP {status}"));
-    app.metrics.call(service, operation, code.as_deref(), took);
+    let call = cove_wire::dispatch::Call {
+        service: service.to_string(),
+        operation: operation.to_string(),
+        account: None,
+        code: (status >= 400).then(|| format!("HTTP {status}")),
+    };
+    record(app, &call, status, started.elapsed());
+    response
+}
+
+/// Counts one answered call in the metrics and logs its `request` line.
+fn record(app: &App, call: &cove_wire::dispatch::Call, status: u16, took: Duration) {
+    app.metrics
+        .call(&call.service, &call.operation, call.code.as_deref(), took);
     tracing::info!(
-        service = %service,
-        operation = %operation,
+        service = %call.service,
+        operation = %call.operation,
         status,
-        code = %code.as_deref().unwrap_or("OK"),
+        code = %call.code.as_deref().unwrap_or("OK"),
+        account = %call.account.as_deref().unwrap_or("-"),
         micros = cove_model::convert::micros(took),
         "request"
     );
-    response
 }
 
 /// Prometheus's scrape (see crate::metrics).
@@ -688,18 +699,7 @@ async fn aws(
         arrival,
     };
     let (out, call) = app.dispatcher.handle_recorded(request);
-    let took = started.elapsed();
-    app.metrics
-        .call(&call.service, &call.operation, call.code.as_deref(), took);
-    tracing::info!(
-        service = %call.service,
-        operation = %call.operation,
-        status = out.status,
-        code = %call.code.as_deref().unwrap_or("OK"),
-        account = %call.account.as_deref().unwrap_or("-"),
-        micros = cove_model::convert::micros(took),
-        "request"
-    );
+    record(&app, &call, out.status, started.elapsed());
     into_axum(out)
 }
 
