@@ -359,6 +359,15 @@ impl Store {
         self.announce();
     }
 
+    /// The database: `sqlite` or `postgres`.
+    pub fn kind(&self) -> &'static str {
+        if self.shared {
+            "postgres"
+        } else {
+            "sqlite"
+        }
+    }
+
     /// Whether the newest commit that reached the database succeeded (for
     /// the health check: false while PostgreSQL is away).
     pub fn last_commit_succeeded(&self) -> bool {
@@ -493,7 +502,7 @@ impl Store {
         // are too short to be worth the hand-over.
         let on_async_worker = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if self.sqlite_path.is_none() && self.shared && on_async_worker {
+        if self.shared && on_async_worker {
             return tokio::task::block_in_place(|| self.commit_here(view_of, f));
         }
         self.commit_here(view_of, f)

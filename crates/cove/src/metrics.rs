@@ -60,6 +60,8 @@ pub struct Metrics {
     applied_generation: Gauge,
     /// The newest reconcile pass: 0 none yet, 1 applied, 2 failed.
     last_pass: std::sync::atomic::AtomicU8,
+    /// One scrape at a time: each recounts the resource gauges from zero.
+    scraping: std::sync::Mutex<()>,
 }
 
 impl Metrics {
@@ -131,6 +133,7 @@ impl Metrics {
             generation,
             applied_generation,
             last_pass: std::sync::atomic::AtomicU8::new(0),
+            scraping: std::sync::Mutex::new(()),
         }
     }
 
@@ -193,6 +196,7 @@ impl Metrics {
 
     /// The text a scrape gets: the counters, and the states read from `world`.
     pub fn render(&self, world: &World, generation: u64, applied_generation: u64) -> String {
+        let _one_at_a_time = self.scraping.lock().unwrap_or_else(|p| p.into_inner());
         self.resources.clear();
         let count = |kind: &str, state: &str| {
             self.resources

@@ -31,8 +31,6 @@ struct App {
     studio_key: Arc<Vec<u8>>,
     ecr: Arc<cove_ecr::Ecr>,
     metrics: Arc<crate::metrics::Metrics>,
-    /// `sqlite` or `postgres`.
-    store_kind: &'static str,
     /// Why the data plane is off (`None`: it is on).
     data_plane_off: std::sync::OnceLock<Option<String>>,
 }
@@ -148,10 +146,6 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let app = Arc::new(App {
         metrics: metrics.clone(),
-        store_kind: match settings.store {
-            config::StoreLocation::Sqlite(_) => "sqlite",
-            config::StoreLocation::Postgres(_) => "postgres",
-        },
         data_plane_off: std::sync::OnceLock::new(),
         dispatcher,
         runtime: cove_invoke::Runtime::new(store.clone(), settings.invoke_timeout),
@@ -200,7 +194,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         &[web_certs.ca()],
     )?;
     let runner = std::env::current_exe()?;
-    let instance = start_data_plane(
+    let plane = start_data_plane(
         &settings,
         store.clone(),
         services_router,
@@ -209,13 +203,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         (certs.server_config()?, web_certs.server_config()?),
         metrics,
     )?;
-    let _ = app
-        .data_plane_off
-        .set(match (&instance, settings.data_plane) {
-            (Some(_), _) => None,
-            (None, DataPlane::Off) => Some("--data-plane off".into()),
-            (None, _) => Some(data_plane_possible().err().unwrap_or_default()),
-        });
+    let _ = app.data_plane_off.set(plane.as_ref().err().cloned());
+    let instance = plane.ok();
     let job_settings = cove_jobs::Settings {
         jobs_dir: settings.data_dir.join("jobs"),
         images_dir: settings.data_dir.join("images"),
@@ -346,7 +335,7 @@ fn data_plane_possible() -> Result<(), String> {
 
 /// Starts the network reconciler: every commit to the store wakes it, and it
 /// brings the kernel to the new state (see cove-net). Returns the instance
-/// tag of the kernel objects, or `None` when the data plane is off.
+/// tag of the kernel objects, or why the data plane is off.
 fn start_data_plane(
     settings: &Settings,
     store: Arc<Store>,
@@ -355,16 +344,16 @@ fn start_data_plane(
     s3: cove_s3::S3Front,
     (tls, web_tls): (Arc<rustls::ServerConfig>, Arc<rustls::ServerConfig>),
     metrics: Arc<crate::metrics::Metrics>,
-) -> anyhow::Result<Option<String>> {
+) -> anyhow::Result<Result<String, String>> {
     let possible = data_plane_possible();
     match (settings.data_plane, &possible) {
         (DataPlane::Off, _) => {
             tracing::warn!("data plane off: VPC resources are stored but not enforced");
-            return Ok(None);
+            return Ok(Err("--data-plane off".into()));
         }
         (DataPlane::Auto, Err(why)) => {
             tracing::warn!(reason = %why, "data plane off: VPC resources are stored but not enforced");
-            return Ok(None);
+            return Ok(Err(why.clone()));
         }
         (DataPlane::On, Err(why)) => anyhow::bail!("--data-plane on, but {why}"),
         _ => {}
@@ -407,7 +396,7 @@ fn start_data_plane(
             cove_dataplane::run::Outcome::Failed { took } => metrics.reconcile_pass(None, took),
         },
     )?;
-    Ok(Some(tag))
+    Ok(Ok(tag))
 }
 
 async fn shutdown_signal() {
@@ -446,7 +435,7 @@ async fn health(State(app): State<Arc<App>>) -> Response<Body> {
         "applied_generation": applied,
         "components": {
             "store": {
-                "kind": app.store_kind,
+                "kind": app.store.kind(),
                 "generation": generation,
                 "last_commit": if store_ok { "succeeded" } else { "failed" },
             },
