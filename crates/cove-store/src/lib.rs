@@ -79,6 +79,15 @@ struct Writer {
     owners_required: bool,
 }
 
+/// A document a commit changed, as [`Store::publish`] files it: whether it
+/// is still stored, and whose it is.
+struct Changed {
+    kind: &'static str,
+    key: String,
+    owner: String,
+    stored: bool,
+}
+
 /// One pending change to a stored document; `None` deletes it.
 type Change = (&'static str, String, Option<String>);
 
@@ -206,8 +215,7 @@ impl Store {
     /// running server (WAL readers never block its writer): for client
     /// commands such as `cove reach` and for test harnesses.
     pub fn read_world(path: &Path) -> anyhow::Result<World> {
-        let rows = sqlite::Sqlite::read_only(path)?;
-        Ok((*index(rows)?.0.all).clone())
+        whole_world(sqlite::Sqlite::read_only(path)?)
     }
 
     /// Makes this process the only one that runs the data plane and the
@@ -223,8 +231,7 @@ impl Store {
 
     /// The world stored in the PostgreSQL database at `url`, read once.
     pub fn read_postgres(url: &str) -> anyhow::Result<World> {
-        let (rows, _) = postgres::Postgres::connect(url)?.load()?;
-        Ok((*index(rows)?.0.all).clone())
+        whole_world(postgres::Postgres::connect(url)?.load()?.0)
     }
 
     /// An in-memory store, for unit tests of the handlers.
@@ -287,7 +294,7 @@ impl Store {
                     return;
                 }
                 let mut incoming = World::default();
-                let mut changed: Vec<(&'static str, String, String)> = Vec::new();
+                let mut changed = Vec::new();
                 for row in rows {
                     let Some(kind) = World::stored_kind(&row.kind) else {
                         tracing::error!(kind = %row.kind, key = %row.key, "another process stored a kind this Cove does not know");
@@ -299,54 +306,65 @@ impl Store {
                                 tracing::error!(error = %e, "another process stored a document this Cove cannot read");
                                 continue;
                             }
-                            writer
-                                .owners
-                                .insert((kind, row.key.clone()), row.account.clone());
                         }
-                        None => {
-                            incoming.copy_entry(&World::default(), kind, &row.key);
-                            writer.owners.remove(&(kind, row.key.clone()));
-                        }
+                        None => incoming.copy_entry(&World::default(), kind, &row.key),
                     }
-                    changed.push((kind, row.key, row.account));
+                    changed.push(Changed {
+                        kind,
+                        stored: row.doc.is_some(),
+                        key: row.key,
+                        owner: row.account,
+                    });
                 }
                 let before = self.current.load_full();
-                self.publish(&before, &incoming, &changed);
+                self.publish(writer, &before, &incoming, &changed);
             }
-            Feed::Everything { rows, position } => match index(rows) {
-                Ok((published, owners)) => {
-                    writer.position = position;
-                    writer.owners = owners;
-                    self.current.store(Arc::new(published));
-                    self.announce();
-                }
+            Feed::Everything { rows, position } => match self.reload(writer, rows, position) {
+                Ok(()) => self.announce(),
                 Err(e) => tracing::error!(error = %e, "reloading the store failed"),
             },
         }
     }
 
-    /// Publishes a new state: the changed entries (kind, key, owner) as
-    /// `source` has them, in the whole world and in their owners' views.
+    /// Replaces the published world, the owners and the feed position with
+    /// everything stored (`rows`, as of `position`).
+    fn reload(&self, writer: &mut Writer, rows: Vec<Row>, position: u64) -> anyhow::Result<()> {
+        let (published, owners) = index(rows)?;
+        writer.position = position;
+        writer.owners = owners;
+        self.current.store(Arc::new(published));
+        Ok(())
+    }
+
+    /// Publishes a new state: the changed entries as `source` has them, in
+    /// the whole world and in their owners' views, and who owns them now.
     fn publish(
         &self,
+        writer: &mut Writer,
         before: &Published,
         source: &World,
-        changed: &[(&'static str, String, String)],
+        changed: &[Changed],
     ) {
         let mut all = (*before.all).clone();
         let mut views: HashMap<&str, World> = HashMap::new();
-        for (kind, key, owner) in changed {
-            all.copy_entry(source, kind, key);
+        for c in changed {
+            let owned = (c.kind, c.key.clone());
+            if c.stored {
+                writer.owners.insert(owned, c.owner.clone());
+            } else {
+                writer.owners.remove(&owned);
+            }
+            all.copy_entry(source, c.kind, &c.key);
             views
-                .entry(owner)
+                .entry(&c.owner)
                 .or_insert_with(|| {
                     before
                         .accounts
-                        .get(owner.as_str())
+                        .get(c.owner.as_str())
                         .map(|w| (**w).clone())
                         .unwrap_or_default()
                 })
-                .copy_entry(source, kind, key);
+                .copy_entry(source, c.kind, &c.key);
         }
         let mut accounts = (*before.accounts).clone();
         for (account, view) in views {
@@ -465,11 +483,8 @@ impl Store {
         let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         writer.durable.adopt_unowned(account)?;
         let (rows, position) = writer.durable.load()?;
-        let (published, owners) = index(rows)?;
-        writer.position = position;
-        writer.owners = owners;
+        self.reload(&mut writer, rows, position)?;
         writer.owners_required = true;
-        self.current.store(Arc::new(published));
         Ok(())
     }
 
@@ -558,15 +573,18 @@ impl Store {
             .durable
             .commit(&rows)
             .map_err(|e| self.database_failed(e))?;
-        let mut changed = Vec::with_capacity(rows.len());
-        for ((kind, key, doc), owner) in tx.changes.iter().zip(owners) {
-            match doc {
-                Some(_) => writer.owners.insert((kind, key.clone()), owner.clone()),
-                None => writer.owners.remove(&(*kind, key.clone())),
-            };
-            changed.push((*kind, key.clone(), owner));
-        }
-        self.publish(&before, &tx.world, &changed);
+        let changed: Vec<Changed> = tx
+            .changes
+            .iter()
+            .zip(owners)
+            .map(|((kind, key, doc), owner)| Changed {
+                kind,
+                key: key.clone(),
+                owner,
+                stored: doc.is_some(),
+            })
+            .collect();
+        self.publish(&mut writer, &before, &tx.world, &changed);
         Ok(out)
     }
 }
@@ -602,6 +620,11 @@ fn owners_of_changes(writer: &Writer, tx: &Tx, view_of: Option<&str>) -> AwsResu
             Ok(owner)
         })
         .collect()
+}
+
+/// The whole world stored as `rows`.
+fn whole_world(rows: Vec<Row>) -> anyhow::Result<World> {
+    Ok((*index(rows)?.0.all).clone())
 }
 
 /// The world stored as `rows`, each account's view, and who owns what.

@@ -87,17 +87,10 @@ impl Postgres {
 impl Durable for Postgres {
     fn load(&mut self) -> anyhow::Result<(Vec<Row>, u64)> {
         self.connection.call(|client| {
-            let mut tx = client
-                .build_transaction()
-                .isolation_level(postgres::IsolationLevel::RepeatableRead)
-                .read_only(true)
-                .start()?;
-            let head: i64 = tx
-                .query_one("SELECT generation FROM cove_head", &[])?
-                .get(0);
-            let rows = all_documents(&mut tx)?;
-            tx.commit()?;
-            Ok((rows, position(head)))
+            one_snapshot(client, |tx| {
+                let head = head_generation(tx)?;
+                Ok((all_documents(tx)?, position(head)))
+            })
         })
     }
 
@@ -169,20 +162,16 @@ impl Durable for Postgres {
 
     fn since(&mut self, seen: u64) -> anyhow::Result<Feed> {
         self.connection.call(move |client| {
-            client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")?;
-            let feed = client
-                .query_one("SELECT generation FROM cove_head", &[])
-                .map_err(anyhow::Error::from)
-                .and_then(|r| feed_since(client, seen, r.get(0)));
-            let _ = client.batch_execute("COMMIT");
-            feed
+            one_snapshot(client, |tx| {
+                let head = head_generation(tx)?;
+                feed_since(tx, seen, head)
+            })
         })
     }
 
-    fn adopt_unowned(&mut self, account: &str) -> anyhow::Result<()> {
+    fn adopt_unowned(&mut self, _account: &str) -> anyhow::Result<()> {
         // Only a Cove from before accounts stored documents with no owner,
         // and that Cove had no PostgreSQL store: there is nothing to adopt.
-        let _ = account;
         let unowned: i64 = self.connection.call(|client| {
             Ok(client
                 .query_one(
@@ -203,9 +192,30 @@ fn position(generation: i64) -> u64 {
     u64::try_from(generation).unwrap_or(0)
 }
 
+/// Runs `read` in one read-only snapshot of the database.
+fn one_snapshot<T>(
+    client: &mut Client,
+    read: impl FnOnce(&mut postgres::Transaction<'_>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let mut tx = client
+        .build_transaction()
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()?;
+    let out = read(&mut tx)?;
+    tx.commit()?;
+    Ok(out)
+}
+
+fn head_generation(client: &mut impl GenericClient) -> anyhow::Result<i64> {
+    Ok(client
+        .query_one("SELECT generation FROM cove_head", &[])?
+        .get(0))
+}
+
 /// What was committed after `seen`, up to `head`, read inside the caller's
 /// transaction (so no commit lands between the reads).
-fn feed_since(client: &mut Client, seen: u64, head: i64) -> anyhow::Result<Feed> {
+fn feed_since(client: &mut impl GenericClient, seen: u64, head: i64) -> anyhow::Result<Feed> {
     let seen_generation = i64::try_from(seen).unwrap_or(i64::MAX);
     if head <= seen_generation {
         return Ok(Feed::nothing_since(seen));
@@ -226,13 +236,8 @@ fn feed_since(client: &mut Client, seen: u64, head: i64) -> anyhow::Result<Feed>
               WHERE generation > $1 AND generation <= $2 ORDER BY generation, seq",
             &[&seen_generation, &head],
         )?
-        .into_iter()
-        .map(|r| Row {
-            kind: r.get(0),
-            key: r.get(1),
-            doc: r.get(2),
-            account: r.get(3),
-        })
+        .iter()
+        .map(row)
         .collect();
     Ok(Feed::Changes {
         rows,
@@ -243,14 +248,19 @@ fn feed_since(client: &mut Client, seen: u64, head: i64) -> anyhow::Result<Feed>
 fn all_documents(client: &mut impl GenericClient) -> anyhow::Result<Vec<Row>> {
     Ok(client
         .query("SELECT kind, key, doc, account FROM cove_documents", &[])?
-        .into_iter()
-        .map(|r| Row {
-            kind: r.get(0),
-            key: r.get(1),
-            doc: Some(r.get(2)),
-            account: r.get(3),
-        })
+        .iter()
+        .map(row)
         .collect())
+}
+
+/// A `(kind, key, doc, account)` row of `cove_documents` or `cove_changes`.
+fn row(r: &postgres::Row) -> Row {
+    Row {
+        kind: r.get(0),
+        key: r.get(1),
+        doc: r.get(2),
+        account: r.get(3),
+    }
 }
 
 /// A commit may change one document twice (put, then delete); one statement
