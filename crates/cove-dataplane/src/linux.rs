@@ -339,9 +339,10 @@ fn apply_link(rsock: &mut Netlink, r: &str, region_netns: &str, igw: &IgwPlan) -
                 rsock.delete_link(index),
             )?;
         }
-        let region_file =
-            std::fs::File::open(format!("{}/{region_netns}", cove_net::netns::NETNS_DIR))
-                .map_err(|e| CommandError(format!("{region_netns}: {e}")))?;
+        let region_file = nl(
+            || region_netns.to_string(),
+            netlink::open_netns(region_netns),
+        )?;
         nl(
             || format!("adding veth {} to {region_netns}", igw.router_link),
             rsock.add_veth(
@@ -649,10 +650,7 @@ pub fn apply_overlay(
                     None => Netlink::current(),
                 },
             )?;
-            let ns = std::fs::File::open(
-                std::path::Path::new(cove_net::netns::NETNS_DIR).join(router_netns),
-            )
-            .map_err(|e| CommandError(format!("{router_netns}: {e}")))?;
+            let ns = nl(|| router_netns.into(), netlink::open_netns(router_netns))?;
             nl(
                 || format!("adding {} in {router_netns}", plan.link),
                 host.add_vxlan(

@@ -457,14 +457,7 @@ impl Netlink {
     /// Sets (or replaces) the static neighbour entry `ip` → `mac` on link
     /// `index` (`ip neigh replace … nud permanent`).
     pub fn replace_neighbour(&mut self, index: u32, ip: Ipv4Addr, mac: [u8; 6]) -> io::Result<()> {
-        let mut msg = NeighbourMessage::default();
-        msg.header.family = AddressFamily::Inet;
-        msg.header.ifindex = index;
-        msg.header.state = NeighbourState::Permanent;
-        msg.attributes
-            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)));
-        msg.attributes
-            .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+        let msg = permanent_entry(AddressFamily::Inet, NeighbourFlags::empty(), index, ip, mac);
         self.ack(
             RouteNetlinkMessage::NewNeighbour(msg),
             NLM_F_CREATE | NLM_F_REPLACE,
@@ -476,17 +469,16 @@ impl Netlink {
     /// sends frames for `mac` to the remote end `remote`
     /// (`bridge fdb replace MAC dev VXLAN dst REMOTE self permanent`).
     pub fn replace_fdb(&mut self, index: u32, mac: [u8; 6], remote: Ipv4Addr) -> io::Result<()> {
-        let mut msg = NeighbourMessage::default();
-        msg.header.family = AddressFamily::Bridge;
-        msg.header.ifindex = index;
-        msg.header.state = NeighbourState::Permanent;
-        msg.header.flags = NeighbourFlags::Own;
-        msg.attributes
-            .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
-        msg.attributes
-            .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
-                remote,
-            )));
+        // A forwarding entry is a neighbour entry of the bridge family,
+        // flagged as the device's own (`self`): its destination is the
+        // remote end, not the MAC's owner.
+        let msg = permanent_entry(
+            AddressFamily::Bridge,
+            NeighbourFlags::Own,
+            index,
+            remote,
+            mac,
+        );
         self.ack(
             RouteNetlinkMessage::NewNeighbour(msg),
             NLM_F_CREATE | NLM_F_REPLACE,
@@ -795,6 +787,28 @@ fn ack_message(flags: u16, echoed: &[u8]) -> Option<String> {
     })
 }
 
+/// A permanent neighbour-table entry on link `index`: `dest` ↔ `mac`.
+fn permanent_entry(
+    family: AddressFamily,
+    flags: NeighbourFlags,
+    index: u32,
+    dest: Ipv4Addr,
+    mac: [u8; 6],
+) -> NeighbourMessage {
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = family;
+    msg.header.ifindex = index;
+    msg.header.state = NeighbourState::Permanent;
+    msg.header.flags = flags;
+    msg.attributes
+        .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+            dest,
+        )));
+    msg.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(mac.to_vec()));
+    msg
+}
+
 fn address_message(index: u32, addr: Ipv4Addr, prefix: u8) -> AddressMessage {
     let mut msg = AddressMessage::default();
     msg.header.family = AddressFamily::Inet;
@@ -1001,7 +1015,9 @@ fn netns_path(name: &str) -> io::Result<PathBuf> {
     Ok(Path::new(NETNS_DIR).join(name))
 }
 
-fn open_netns(name: &str) -> io::Result<File> {
+/// Opens named namespace `name` (to hand its file descriptor to a link
+/// that is made in it).
+pub fn open_netns(name: &str) -> io::Result<File> {
     let path = netns_path(name)?;
     File::open(&path).map_err(|e| context(e, || format!("opening {}", path.display())))
 }

@@ -74,8 +74,7 @@ pub fn lab(groups: Vec<SecurityGroup>, eni_groups: [&[&str]; 3], acls: Vec<Netwo
         });
     }
     // The underlay: a veth between the two hosts.
-    let other = std::fs::File::open(format!("{}/{}", netns::NETNS_DIR, lab.hosts[1].netns))
-        .expect("host 1's namespace");
+    let other = netlink::open_netns(&lab.hosts[1].netns).expect("host 1's namespace");
     let mut h0 = Netlink::in_netns(&lab.hosts[0].netns).unwrap();
     h0.add_veth("cvund0", None, "cvund1", other.as_fd())
         .expect("the underlay link");
