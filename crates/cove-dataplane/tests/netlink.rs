@@ -263,38 +263,12 @@ fn a_pending_namespace_appears_whole_and_carries_traffic() {
 
     // Traffic both ways: a TCP listener in one namespace, a connect from the other.
     let (eni_name, router_name) = (eni.0.clone(), router.0.clone());
-    for (listen_ns, listen_ip, connect_ns) in [
-        (router_name.clone(), gateway, eni_name.clone()),
-        (eni_name, eni_ip, router_name),
+    for (listen_ns, listen_ip, connect_ns, expected_peer) in [
+        (&router_name, gateway, &eni_name, eni_ip),
+        (&eni_name, eni_ip, &router_name, gateway),
     ] {
-        let listener = run_in(&listen_ns, move || {
-            TcpListener::bind(SocketAddrV4::new(listen_ip, 0))
-        })
-        .unwrap()
-        .unwrap();
-        let to = listener.local_addr().unwrap();
-        let client = std::thread::spawn(move || {
-            run_in(&connect_ns, move || -> std::io::Result<String> {
-                let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(5))?;
-                s.write_all(b"ping")?;
-                let mut answer = String::new();
-                s.read_to_string(&mut answer)?;
-                Ok(answer)
-            })
-        });
-        let (mut conn, from) = listener.accept().unwrap();
-        let mut got = [0u8; 4];
-        conn.read_exact(&mut got).unwrap();
-        assert_eq!(&got, b"ping");
-        conn.write_all(b"pong").unwrap();
-        drop(conn);
-        assert_eq!(client.join().unwrap().unwrap().unwrap(), "pong");
-        let expected_peer = if listen_ip == gateway {
-            eni_ip
-        } else {
-            gateway
-        };
-        assert_eq!(from.ip(), std::net::IpAddr::V4(expected_peer));
+        let peer = ping_pong(connect_ns, listen_ns, listen_ip).unwrap();
+        assert_eq!(peer, std::net::IpAddr::V4(expected_peer));
     }
 }
 
@@ -811,17 +785,20 @@ fn timing_netlink_against_ip_processes() {
 }
 
 /// Sends "ping" from namespace `from` to a listener on `to_ip` in namespace
-/// `to` and waits for "pong"; the error if the connection fails.
-fn ping_pong(from: &str, to: &str, to_ip: Ipv4Addr) -> std::io::Result<()> {
+/// `to`, which answers "pong"; returns the address the listener saw the
+/// connection come from, or the error if it failed.
+fn ping_pong(from: &str, to: &str, to_ip: Ipv4Addr) -> std::io::Result<std::net::IpAddr> {
     let listener = run_in(to, move || TcpListener::bind(SocketAddrV4::new(to_ip, 0)))??;
     let addr = listener.local_addr()?;
-    let server = std::thread::spawn(move || -> std::io::Result<()> {
-        listener.set_nonblocking(false)?;
-        let (mut conn, _) = listener.accept()?;
-        let mut got = [0u8; 4];
-        conn.read_exact(&mut got)?;
-        conn.write_all(b"pong")
-    });
+    let server = std::thread::spawn(
+        move || -> std::io::Result<(std::net::SocketAddr, [u8; 4])> {
+            let (mut conn, peer) = listener.accept()?;
+            let mut got = [0u8; 4];
+            conn.read_exact(&mut got)?;
+            conn.write_all(b"pong")?;
+            Ok((peer, got))
+        },
+    );
     let answer = run_in(from, move || -> std::io::Result<String> {
         let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
         s.set_read_timeout(Some(Duration::from_secs(2)))?;
@@ -830,12 +807,12 @@ fn ping_pong(from: &str, to: &str, to_ip: Ipv4Addr) -> std::io::Result<()> {
         s.read_to_string(&mut answer)?;
         Ok(answer)
     })??;
-    if answer == "pong" {
-        // The listener thread ends once it has answered.
-        server.join().expect("listener thread")?;
-    }
+    // The listener thread has answered (and ends) only if the connection
+    // went through; otherwise it stays blocked in accept with the test.
     assert_eq!(answer, "pong");
-    Ok(())
+    let (peer, got) = server.join().expect("listener thread")?;
+    assert_eq!(&got, b"ping");
+    Ok(peer.ip())
 }
 
 #[test]
