@@ -508,25 +508,21 @@ fn main() -> anyhow::Result<()> {
     let mut cove_runs = Vec::new();
     let mut moto_runs = Vec::new();
     let mut postgres_runs = Vec::new();
+    // One run of the mix against a fresh `cove serve` on `store`.
+    let replay_cove = |store: Option<&str>| -> anyhow::Result<Outcome> {
+        let cove = start_cove(&args.cove_bin, store)?;
+        runtime.block_on(replay(
+            &cove,
+            args.cove_requests,
+            args.warmup,
+            args.concurrency,
+        ))
+    };
     for run in 1..=args.runs.max(1) {
-        {
-            let cove = start_cove(&args.cove_bin, None)?;
-            cove_runs.push(runtime.block_on(replay(
-                &cove,
-                args.cove_requests,
-                args.warmup,
-                args.concurrency,
-            ))?);
-        }
+        cove_runs.push(replay_cove(None)?);
         if let Some(server) = &args.postgres {
             let url = fresh_database(server, "cove_bench_api")?;
-            let cove = start_cove(&args.cove_bin, Some(&url))?;
-            postgres_runs.push(runtime.block_on(replay(
-                &cove,
-                args.cove_requests,
-                args.warmup,
-                args.concurrency,
-            ))?);
+            postgres_runs.push(replay_cove(Some(&url))?);
         }
         if args.moto_bin != "none" {
             let moto = start_moto(&args.moto_bin)?;
