@@ -8,6 +8,7 @@
 //! on a fresh database; the table shows medians.
 
 use cove_model::vpc::InternetGateway;
+use cove_store::scratch::ScratchDatabase;
 use cove_store::Store;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,42 +23,6 @@ fn igw(id: String, n: usize) -> InternetGateway {
         id,
         region: "us-east-1".into(),
         attached_vpc_id: Some(format!("vpc-{n:017x}")),
-    }
-}
-
-/// A fresh database on the server; dropped when the guard goes.
-struct Database {
-    server: String,
-    name: String,
-}
-
-impl Database {
-    fn create(server: &str, name: &str) -> Database {
-        let mut admin = postgres::Client::connect(server, postgres::NoTls).expect("server");
-        admin
-            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .unwrap();
-        admin
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .unwrap();
-        Database {
-            server: server.into(),
-            name: name.into(),
-        }
-    }
-    fn url(&self) -> String {
-        format!("{}/{}", self.server.rsplit_once('/').unwrap().0, self.name)
-    }
-}
-
-impl Drop for Database {
-    fn drop(&mut self) {
-        if let Ok(mut admin) = postgres::Client::connect(&self.server, postgres::NoTls) {
-            let _ = admin.batch_execute(&format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.name
-            ));
-        }
     }
 }
 
@@ -175,9 +140,10 @@ fn main() -> anyhow::Result<()> {
         arm(
             &format!("PostgreSQL, {processes} process(es) on one database"),
             &move |run| {
-                let db = Database::create(&server, &format!("cove_bench_{processes}_{run}"));
+                let db = ScratchDatabase::create(&server, &format!("cove_bench_{processes}_{run}"))
+                    .expect("a scratch database");
                 let stores = (0..processes)
-                    .map(|_| Store::connect_postgres(&db.url()).unwrap())
+                    .map(|_| Store::connect_postgres(&db.url).unwrap())
                     .collect();
                 (stores, Box::new(db))
             },
@@ -191,9 +157,9 @@ fn main() -> anyhow::Result<()> {
 
     let mut delays = Vec::new();
     for run in 0..RUNS {
-        let db = Database::create(&server, &format!("cove_bench_feed_{run}"));
-        let a = Store::connect_postgres(&db.url())?;
-        let b = Store::connect_postgres(&db.url())?;
+        let db = ScratchDatabase::create(&server, &format!("cove_bench_feed_{run}"))?;
+        let a = Store::connect_postgres(&db.url)?;
+        let b = Store::connect_postgres(&db.url)?;
         delays.extend(feed_delay(&a, &b));
     }
     println!();

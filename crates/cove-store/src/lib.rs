@@ -24,6 +24,8 @@
 
 pub mod durable;
 mod postgres;
+#[doc(hidden)]
+pub mod scratch;
 mod sqlite;
 
 use arc_swap::ArcSwap;
@@ -837,55 +839,22 @@ mod tests {
 
     /// A database of its own on the test PostgreSQL server
     /// (`COVE_TEST_POSTGRES`, see scripts/test-postgres.sh), dropped after.
-    struct TestDatabase {
-        server: String,
-        name: String,
-        url: String,
-    }
-
-    impl TestDatabase {
-        fn create() -> Option<TestDatabase> {
-            let Ok(server) = std::env::var("COVE_TEST_POSTGRES") else {
-                assert!(
-                    std::env::var_os("CI").is_none(),
-                    "CI must run the PostgreSQL store's tests: set COVE_TEST_POSTGRES"
-                );
-                eprintln!("COVE_TEST_POSTGRES is not set: skipping a PostgreSQL test");
-                return None;
-            };
-            static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-            let name = format!(
-                "cove_store_test_{}_{}",
-                std::process::id(),
-                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    fn test_database() -> Option<scratch::ScratchDatabase> {
+        let Ok(server) = std::env::var("COVE_TEST_POSTGRES") else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must run the PostgreSQL store's tests: set COVE_TEST_POSTGRES"
             );
-            let mut admin = ::postgres::Client::connect(&server, ::postgres::NoTls).unwrap();
-            admin
-                .batch_execute(&format!("DROP DATABASE IF EXISTS {name}"))
-                .unwrap();
-            admin
-                .batch_execute(&format!("CREATE DATABASE {name}"))
-                .unwrap();
-            let (base, _) = server.rsplit_once('/').unwrap();
-            let url = format!("{base}/{name}");
-            Some(TestDatabase { server, name, url })
-        }
-
-        fn sql(&self, statement: &str) {
-            let mut c = ::postgres::Client::connect(&self.url, ::postgres::NoTls).unwrap();
-            c.batch_execute(statement).unwrap();
-        }
-    }
-
-    impl Drop for TestDatabase {
-        fn drop(&mut self) {
-            if let Ok(mut admin) = ::postgres::Client::connect(&self.server, ::postgres::NoTls) {
-                let _ = admin.batch_execute(&format!(
-                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                    self.name
-                ));
-            }
-        }
+            eprintln!("COVE_TEST_POSTGRES is not set: skipping a PostgreSQL test");
+            return None;
+        };
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "cove_store_test_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        Some(scratch::ScratchDatabase::create(&server, &name).expect("a scratch database"))
     }
 
     fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
@@ -901,7 +870,7 @@ mod tests {
 
     #[test]
     fn postgres_keeps_committed_writes_and_drops_failed_ones() {
-        let Some(db) = TestDatabase::create() else {
+        let Some(db) = test_database() else {
             return;
         };
         {
@@ -936,7 +905,7 @@ mod tests {
 
     #[test]
     fn processes_on_one_postgres_follow_each_others_commits() {
-        let Some(db) = TestDatabase::create() else {
+        let Some(db) = test_database() else {
             return;
         };
         let a = Store::connect_postgres(&db.url).unwrap();
@@ -991,7 +960,7 @@ mod tests {
 
     #[test]
     fn writers_in_two_processes_never_lose_an_update() {
-        let Some(db) = TestDatabase::create() else {
+        let Some(db) = test_database() else {
             return;
         };
         let stores = [
@@ -1040,7 +1009,7 @@ mod tests {
 
     #[test]
     fn a_process_behind_the_pruned_feed_reloads_everything() {
-        let Some(db) = TestDatabase::create() else {
+        let Some(db) = test_database() else {
             return;
         };
         let a = Store::connect_postgres(&db.url).unwrap();
@@ -1061,7 +1030,7 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        db.sql("DELETE FROM cove_changes");
+        db.sql("DELETE FROM cove_changes").unwrap();
         // `behind` has no feed thread: its next commit catches up, from a
         // feed that no longer reaches back, so it reloads.
         behind
