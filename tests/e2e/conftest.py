@@ -55,15 +55,15 @@ def drop_postgres_database(url):
 class Cove:
     """One running `cove serve`; restartable on the same data directory.
     Its store is SQLite in the data directory, or a new PostgreSQL database
-    when COVE_E2E_STORE=postgres (the whole suite then runs on PostgreSQL)
-    or `store` names one."""
+    when COVE_E2E_STORE=postgres (the whole suite then runs on PostgreSQL;
+    dropped at teardown) or `store` names one."""
 
     def __init__(self, data_dir, env=None, store=None):
         self.data_dir = data_dir
         self.env = env or {}
-        if store is None and os.environ.get("COVE_E2E_STORE") == "postgres":
-            store = new_postgres_database()
-        self.store = store
+        # A database made here is this server's to drop at teardown.
+        self.own_database = store is None and os.environ.get("COVE_E2E_STORE") == "postgres"
+        self.store = new_postgres_database() if self.own_database else store
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.proc = None
@@ -107,6 +107,8 @@ class Cove:
         """Removes the kernel objects this server made (kept across restarts)."""
         subprocess.run([BINARY, "teardown", "--data-dir", self.data_dir], check=True,
                        stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        if self.own_database:
+            drop_postgres_database(self.store)
 
     # The tests run the test runner's Python inside ENIs, and it may live
     # where the unprivileged default user cannot reach (pyenv under /root):
