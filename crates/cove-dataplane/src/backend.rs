@@ -5,6 +5,7 @@
 //! by typed operations, so the reconciler can diff it.
 
 use cove_net::flowlog::{Counters, FlowKey};
+use cove_net::overlay::OverlayPlan;
 use cove_net::plan::{EniPlan, RegionPlan, RouterPlan};
 use cove_net::ruleset::{Op, Ruleset};
 
@@ -39,6 +40,10 @@ pub trait Backend: Sync {
     fn eni(&self, router_netns: &str, eni: &EniPlan) -> Result<()>;
     /// The router's route tables and policy rules.
     fn routes(&self, plan: &RouterPlan) -> Result<()>;
+    /// The router's overlay link to the VPC's routers on other hosts
+    /// (`cove_net::overlay`), made from this process's network namespace
+    /// (the host's, whose underlay carries it); `None` removes it.
+    fn overlay(&self, router_netns: &str, vpc_id: &str, plan: Option<&OverlayPlan>) -> Result<()>;
     /// The router's nftables table as the kernel holds it (`None`: absent).
     fn observe_rules(&self, router_netns: &str) -> Result<Option<Ruleset>>;
     /// Performs `ops` on the router's table in one atomic transaction.

@@ -5,6 +5,7 @@
 
 use crate::backend::{Backend, Error, FlowCounters, Result};
 use cove_net::naming;
+use cove_net::overlay::OverlayPlan;
 use cove_net::plan::{EniPlan, RegionPlan, RouterPlan};
 use cove_net::ruleset::{Op, Ruleset};
 use std::collections::{BTreeMap, BTreeSet};
@@ -19,6 +20,8 @@ pub struct Kernel {
     pub calls: Vec<String>,
     /// Every rule transaction, in order.
     pub batches: Vec<(String, Vec<Op>)>,
+    /// Router namespace → the overlay it holds (`cove_net::overlay`).
+    pub overlays: BTreeMap<String, OverlayPlan>,
     /// Router namespace → the flow records its sets hold (tests put them here).
     pub flows: BTreeMap<String, FlowCounters>,
 }
@@ -67,6 +70,7 @@ impl Backend for Fake {
         self.with(|k| {
             k.namespaces.remove(name);
             k.tables.remove(name);
+            k.overlays.remove(name);
             k.calls.push(format!("remove {name}"));
         });
         Ok(())
@@ -102,6 +106,20 @@ impl Backend for Fake {
     fn routes(&self, plan: &RouterPlan) -> Result<()> {
         self.with(|k| k.calls.push(format!("routes {}", plan.vpc_id)));
         Ok(())
+    }
+
+    fn overlay(&self, router_netns: &str, vpc_id: &str, plan: Option<&OverlayPlan>) -> Result<()> {
+        self.with(|k| {
+            if !k.namespaces.contains(router_netns) {
+                return Err(Error(format!("{router_netns} does not exist")));
+            }
+            match plan {
+                Some(p) => k.overlays.insert(router_netns.to_string(), p.clone()),
+                None => k.overlays.remove(router_netns),
+            };
+            k.calls.push(format!("overlay {vpc_id}"));
+            Ok(())
+        })
     }
 
     fn observe_rules(&self, router_netns: &str) -> Result<Option<Ruleset>> {

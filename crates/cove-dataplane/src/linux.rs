@@ -713,6 +713,23 @@ pub fn apply_overlay(
     Ok(())
 }
 
+/// Removes the VPC's overlay link from its router, if it has one (with
+/// it go its routes, neighbours and forwarding entries).
+pub fn remove_overlay(router_netns: &str, vpc_id: &str) -> Result<()> {
+    let link = cove_net::overlay::link_name(vpc_id);
+    let mut router = nl(
+        || format!("netlink in {router_netns}"),
+        Netlink::in_netns(router_netns),
+    )?;
+    if let Some(index) = nl(|| format!("finding {link}"), router.link_index(&link))? {
+        nl(
+            || format!("removing {link} from {router_netns}"),
+            router.delete_link(index),
+        )?;
+    }
+    Ok(())
+}
+
 /// Removes the router namespace and every ENI namespace of the plan.
 pub fn remove(plan: &RouterPlan) -> Result<()> {
     for e in &plan.enis {
@@ -744,6 +761,17 @@ impl Backend for Linux {
     }
     fn routes(&self, plan: &RouterPlan) -> Result<()> {
         apply_routes(plan)
+    }
+    fn overlay(
+        &self,
+        router_netns: &str,
+        vpc_id: &str,
+        plan: Option<&cove_net::overlay::OverlayPlan>,
+    ) -> Result<()> {
+        match plan {
+            Some(plan) => apply_overlay(None, router_netns, plan),
+            None => remove_overlay(router_netns, vpc_id),
+        }
     }
     fn observe_rules(&self, router_netns: &str) -> Result<Option<Ruleset>> {
         observe_rules(router_netns)

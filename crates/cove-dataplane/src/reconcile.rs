@@ -25,7 +25,9 @@
 //! the flow-log counters in the kernel survive the restart.
 
 use crate::backend::{Backend, Error, Result};
+use cove_model::hosts::{self, Locality};
 use cove_model::world::World;
+use cove_net::overlay::{self, OverlayPlan};
 use cove_net::plan::{
     peered_vpcs, plan_vpc, region_from, replan_enis, EniPlan, RegionPlan, RouterPlan, Via,
 };
@@ -43,6 +45,10 @@ struct Applied {
 pub struct Reconciler<B: Backend> {
     instance: String,
     backend: B,
+    /// Which ENIs and routers are this host's.
+    locality: Locality,
+    /// Per VPC, the overlay its router holds as last applied.
+    overlays: BTreeMap<String, Option<OverlayPlan>>,
     applied: BTreeMap<String, Applied>,
     region: Option<RegionPlan>,
     /// The namespaces the last pass wanted; `None` until the kernel was listed once.
@@ -81,7 +87,13 @@ fn changes(old: &World, new: &World) -> Option<Changes> {
         // it; a DHCP options set is the resolver configuration of ENIs.
         || !untouched(&old.managed_prefix_lists, &new.managed_prefix_lists)
         || !untouched(&old.vpc_peering_connections, &new.vpc_peering_connections)
-        || !untouched(&old.dhcp_options, &new.dhcp_options);
+        || !untouched(&old.dhcp_options, &new.dhcp_options)
+        // Hosts registered, lost or moved decide the overlays; a heartbeat
+        // alone changes nothing here.
+        || old.hosts.diff(&new.hosts).any(|d| match d {
+            DiffItem::Update { old, new } => !old.1.same_but_heartbeat(new.1),
+            DiffItem::Add(..) | DiffItem::Remove(..) => true,
+        });
     if cold {
         return None;
     }
@@ -141,6 +153,8 @@ pub struct Pass {
     pub rule_transactions: usize,
     pub rule_ops: OpCounts,
     pub namespaces_removed: usize,
+    /// Overlay links made, changed or removed.
+    pub overlays_applied: usize,
 }
 
 impl Pass {
@@ -152,6 +166,7 @@ impl Pass {
             self.enis_applied,
             self.route_tables_applied,
             self.namespaces_removed,
+            self.overlays_applied,
             ops.chains_written,
             ops.rules_added,
             ops.elems_changed,
@@ -237,6 +252,8 @@ impl<B: Backend> Reconciler<B> {
         Reconciler {
             instance: instance.to_string(),
             backend,
+            locality: Locality::everything(),
+            overlays: BTreeMap::new(),
             applied: BTreeMap::new(),
             region: None,
             namespaces: None,
@@ -244,8 +261,57 @@ impl<B: Backend> Reconciler<B> {
         }
     }
 
+    /// Makes only this host's ENIs (and, on an agent, only the routers of
+    /// the VPCs it holds ENIs of), joined to the other hosts by overlays.
+    pub fn at(mut self, locality: Locality) -> Reconciler<B> {
+        self.locality = locality;
+        self
+    }
+
     pub fn instance(&self) -> &str {
         &self.instance
+    }
+
+    /// The VPC's plan as this host makes it (`None`: not here at all).
+    fn local_plan(&self, world: &World, vpc_id: &str) -> Option<RouterPlan> {
+        let mut plan = plan_vpc(world, &self.instance, vpc_id)?;
+        self.localize(world, &mut plan);
+        (self.locality.control_plane || !plan.enis.is_empty()).then_some(plan)
+    }
+
+    fn localize(&self, world: &World, plan: &mut RouterPlan) {
+        overlay::localize(plan, |id| {
+            world
+                .network_interfaces
+                .get(id)
+                .is_none_or(|e| self.locality.holds(e))
+        });
+    }
+
+    /// The overlay the VPC's router here needs (`None`: none). A Cove that
+    /// registered no host has none.
+    fn overlay_of(&self, world: &World, vpc_id: &str) -> Option<OverlayPlan> {
+        let here = self.locality.this_host(world)?;
+        overlay::plan(vpc_id, here.underlay, hosts::placed_enis(world, vpc_id))
+    }
+
+    /// Gives the router the overlay it needs, if it differs from what it
+    /// holds; whether it did.
+    fn apply_overlay(&mut self, world: &World, plan: &RouterPlan, pass: &mut Pass) -> Result<bool> {
+        if self.locality.host.is_none() {
+            return Ok(false);
+        }
+        let wanted = self.overlay_of(world, &plan.vpc_id);
+        if self.overlays.get(&plan.vpc_id) == Some(&wanted) {
+            return Ok(false);
+        }
+        // Forgotten first: if the call fails, the next pass tries again.
+        self.overlays.remove(&plan.vpc_id);
+        self.backend
+            .overlay(&plan.netns, &plan.vpc_id, wanted.as_ref())?;
+        pass.overlays_applied += 1;
+        self.overlays.insert(plan.vpc_id.clone(), wanted);
+        Ok(true)
     }
 
     pub fn backend(&self) -> &B {
@@ -325,6 +391,16 @@ impl<B: Backend> Reconciler<B> {
             if routed || !world.vpcs.contains_key(*vpc) {
                 return Ok(None);
             }
+            // An agent whose last ENI of a VPC goes removes the VPC's router.
+            let holds_one = || {
+                world
+                    .network_interfaces
+                    .values()
+                    .any(|e| e.vpc_id == *vpc && self.locality.holds(e))
+            };
+            if !self.locality.control_plane && !holds_one() {
+                return Ok(None);
+            }
         }
         let mut pass = Pass::default();
         for (vpc, (enis, groups)) in touched {
@@ -337,7 +413,8 @@ impl<B: Backend> Reconciler<B> {
                 .map(|e| (e.id.clone(), e.clone()))
                 .collect();
             let was_counting = nft::counting(&applied.plan);
-            let plan = replan_enis(world, &self.instance, applied.plan, &enis, &groups);
+            let mut plan = replan_enis(world, &self.instance, applied.plan, &enis, &groups);
+            self.localize(world, &mut plan);
             let mut rules = applied.rules;
             let result = if nft::counting(&plan) == was_counting {
                 self.apply_eni_rules(&plan, &mut rules, &enis, &groups, &mut pass)
@@ -367,6 +444,7 @@ impl<B: Backend> Reconciler<B> {
             }
             apply_enis(&self.backend, &plan.netns, &plumb)?;
             pass.enis_applied += plumb.len();
+            self.apply_overlay(world, &plan, &mut pass)?;
             self.applied
                 .insert(vpc.to_string(), Applied { plan, rules });
         }
@@ -476,7 +554,7 @@ impl<B: Backend> Reconciler<B> {
         let plans: BTreeMap<String, RouterPlan> = world
             .vpcs
             .keys()
-            .filter_map(|id| Some((id.clone(), plan_vpc(world, &self.instance, id)?)))
+            .filter_map(|id| Some((id.clone(), self.local_plan(world, id)?)))
             .collect();
         let region = region_from(&self.instance, plans.values());
         let mut wanted = BTreeSet::from([region.netns.clone()]);
@@ -498,6 +576,7 @@ impl<B: Backend> Reconciler<B> {
             pass.namespaces_removed += 1;
         }
         self.applied.retain(|vpc, _| plans.contains_key(vpc));
+        self.overlays.retain(|vpc, _| plans.contains_key(vpc));
         if self.region.is_none() {
             self.backend.region(&region)?;
         }
@@ -505,7 +584,7 @@ impl<B: Backend> Reconciler<B> {
         // the next pass removes what nothing owns any more.
         self.namespaces = Some(present.union(&wanted).cloned().collect());
         for (vpc_id, plan) in plans {
-            self.reconcile_vpc(vpc_id, plan, &region.netns, &mut pass)?;
+            self.reconcile_vpc(world, vpc_id, plan, &region.netns, &mut pass)?;
         }
         if self.region.as_ref() != Some(&region) {
             self.backend.region(&region)?;
@@ -517,6 +596,7 @@ impl<B: Backend> Reconciler<B> {
 
     fn reconcile_vpc(
         &mut self,
+        world: &World,
         vpc_id: String,
         plan: RouterPlan,
         region_netns: &str,
@@ -530,6 +610,10 @@ impl<B: Backend> Reconciler<B> {
         if old.is_none_or(|b| !same_router(b, &plan)) {
             self.backend.router(&plan, region_netns)?;
             pass.routers_applied += 1;
+        }
+        if old.is_none() {
+            // A router this process has not applied may lack its overlay.
+            self.overlays.remove(&vpc_id);
         }
         // The firewall before the ENIs and the routes: a new ENI or VPC
         // forwards nothing its security groups and ACLs have not been given.
@@ -556,7 +640,11 @@ impl<B: Backend> Reconciler<B> {
             .collect();
         apply_enis(&self.backend, &plan.netns, &changed)?;
         pass.enis_applied += changed.len();
-        if old.is_none_or(|b| !same_routes(b, &plan) || b.enis.len() != plan.enis.len()) {
+        // Before the routes: routes towards ENIs on other hosts go into its link.
+        let overlay_changed = self.apply_overlay(world, &plan, pass)?;
+        if overlay_changed
+            || old.is_none_or(|b| !same_routes(b, &plan) || b.enis.len() != plan.enis.len())
+        {
             self.backend.routes(&plan)?;
             pass.route_tables_applied += plan.tables.len();
         }
@@ -773,6 +861,143 @@ mod tests {
         assert_eq!(pass.rule_transactions, 0, "{pass:?}");
         assert_eq!(pass.namespaces_removed, 0);
         assert!(second.backend().state().batches.is_empty());
+    }
+
+    fn host(id: &str, last: u8, control_plane: bool) -> cove_model::hosts::Host {
+        cove_model::hosts::Host {
+            id: id.into(),
+            underlay: std::net::Ipv4Addr::new(198, 51, 100, last),
+            control_plane,
+            cpus: 2,
+            memory_mib: 1024,
+            gpus: 0,
+            state: cove_model::hosts::HostState::Available,
+            registered_at: String::new(),
+            heartbeat_at: 1,
+        }
+    }
+
+    fn place(w: &mut World, eni: &str, host: Option<&str>) {
+        w.network_interfaces
+            .get_mut(eni)
+            .map(std::sync::Arc::make_mut)
+            .expect("ENI")
+            .host = host.map(str::to_string);
+    }
+
+    /// The fixture VPC on two hosts: b1 (10.0.2.4) on the agent "b", the
+    /// rest on the control plane's host "a".
+    fn two_hosts() -> (World, String) {
+        let mut w = big_world(2, 10);
+        w.hosts.insert("a".into(), host("a", 1, true).into());
+        w.hosts.insert("b".into(), host("b", 2, false).into());
+        let b1 = eni_with_ip(&w, "10.0.2.4");
+        place(&mut w, &b1, Some("b"));
+        (w, b1)
+    }
+
+    fn at(host: &str, control_plane: bool) -> Reconciler<Fake> {
+        Reconciler::new(&format!("{TAG}{host}"), Fake::new()).at(Locality {
+            host: Some(host.into()),
+            control_plane,
+        })
+    }
+
+    #[test]
+    fn each_host_makes_its_own_enis_and_an_overlay_to_the_others() {
+        let (w, b1) = two_hosts();
+        let vpc = vpc_id(&w);
+        let (mut a, mut b) = (at("a", true), at("b", false));
+        a.reconcile(&w).expect("host a");
+        b.reconcile(&w).expect("host b");
+        let (ka, kb) = (a.backend().state(), b.backend().state());
+        let here = |k: &Kernel, tag: &str, id: &str| {
+            k.namespaces
+                .contains(&naming::eni_netns(&format!("{TAG}{tag}"), id))
+        };
+        for id in w.network_interfaces.keys() {
+            assert_eq!(here(&ka, "a", id), *id != b1, "{id} on a");
+            assert_eq!(here(&kb, "b", id), *id == b1, "{id} on b");
+        }
+        let router_a = naming::router_netns(&format!("{TAG}a"), &vpc);
+        let overlay_a = &ka.overlays[&router_a];
+        assert_eq!(overlay_a.peers.len(), 1);
+        assert_eq!(overlay_a.peers[0].enis, vec![ip("10.0.2.4")]);
+        let router_b = naming::router_netns(&format!("{TAG}b"), &vpc);
+        let overlay_b = &kb.overlays[&router_b];
+        assert_eq!(overlay_b.vni, overlay_a.vni);
+        assert_eq!(
+            overlay_b.peers[0].enis.len(),
+            w.network_interfaces.len() - 1,
+            "host b reaches every other ENI through host a"
+        );
+        // Group sets hold members on every host: b's table names a1's address.
+        let plan_b = b.applied[&vpc].plan.clone();
+        assert!(plan_b
+            .sets
+            .values()
+            .flatten()
+            .any(|c| c.to_string().starts_with("10.0.1.")));
+
+        // A heartbeat changes nothing in the kernel.
+        let mut beat = w.clone();
+        std::sync::Arc::make_mut(beat.hosts.get_mut("b").unwrap()).heartbeat_at = 99;
+        a.backend().clear_log();
+        assert_eq!(a.reconcile(&beat).expect("heartbeat").changes(), 0);
+        assert!(a.backend().state().calls.is_empty());
+    }
+
+    #[test]
+    fn an_eni_moved_to_the_control_plane_leaves_the_agent_and_its_router() {
+        let (w, b1) = two_hosts();
+        let vpc = vpc_id(&w);
+        let (mut a, mut b) = (at("a", true), at("b", false));
+        a.reconcile(&w).expect("host a");
+        b.reconcile(&w).expect("host b");
+        let mut moved = w.clone();
+        place(&mut moved, &b1, None);
+        let pass = a.reconcile(&moved).expect("host a");
+        assert_eq!(pass.enis_applied, 1);
+        assert_eq!(pass.overlays_applied, 1);
+        let ka = a.backend().state();
+        assert!(ka.overlays.is_empty(), "one host holds the VPC: no overlay");
+        b.reconcile(&moved).expect("host b");
+        let kb = b.backend().state();
+        assert!(
+            kb.namespaces
+                .iter()
+                .all(|n| !n.contains(&naming::short(&vpc)) && !n.contains(&naming::short(&b1))),
+            "the agent keeps nothing of the VPC: {:?}",
+            kb.namespaces
+        );
+    }
+
+    #[test]
+    fn a_route_to_an_eni_on_another_host_goes_into_the_overlay() {
+        let (mut w, b1) = two_hosts();
+        let vpc = vpc_id(&w);
+        // The main route table sends 192.0.2.0/24 to a1, which stays on host a.
+        let a1 = eni_with_ip(&w, "10.0.1.4");
+        add_route_table(
+            &mut w,
+            "rtb-main",
+            &[],
+            vec![("192.0.2.0/24", RouteTarget::NetworkInterface(a1))],
+        );
+        let mut b = at("b", false);
+        b.reconcile(&w).expect("host b");
+        let plan = &b.applied[&vpc].plan;
+        let vias: Vec<&Via> = plan
+            .tables
+            .iter()
+            .flat_map(|t| &t.routes)
+            .map(|r| &r.via)
+            .collect();
+        assert!(
+            vias.iter().any(|v| matches!(v, Via::Eni { link, ip: to } if *link == overlay::link_name(&vpc) && *to == ip("10.0.1.4"))),
+            "{vias:?}"
+        );
+        assert!(plan.enis.iter().all(|e| e.id == b1));
     }
 
     #[test]

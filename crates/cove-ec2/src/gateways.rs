@@ -651,6 +651,7 @@ pub fn create_nat_gateway(r: &Req, q: &CreateNatGatewayRequest) -> AwsResult<Val
             requester_id: Some("AWS".into()),
             source_dest_check: false,
             attachment: None,
+            host: None,
         };
         if let Some(mut a) = address.clone() {
             a.association = Some(AddressAssociation {

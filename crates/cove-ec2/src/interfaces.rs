@@ -9,7 +9,7 @@ use cove_model::filter::FieldValues;
 use cove_model::ids::{new_id, new_mac};
 use cove_model::region;
 use cove_model::vpc::*;
-use cove_model::world::World;
+use cove_model::world::{Tags, World};
 use cove_model::{AwsError, AwsResult};
 use cove_shapes::ec2;
 use cove_store::Tx;
@@ -52,6 +52,7 @@ pub fn new_eni(
         requester_id,
         source_dest_check: true,
         attachment: None,
+        host: None,
     };
     tx.put(eni.clone());
     eni
@@ -241,6 +242,7 @@ pub fn create_network_interface(
     let description = q.description.clone().unwrap_or_default();
     let groups = list(&q.groups);
     let tags = tag_specs(&q.tag_specifications, "network-interface")?;
+    let host = pinned_host(&r.store.snapshot(), &tags)?;
     let (region, account) = (r.region(), r.account());
     let token = &q.client_token;
     r.write(|tx| {
@@ -264,6 +266,17 @@ pub fn create_network_interface(
             false,
             None,
         );
+        let eni = match &host {
+            Some(_) => {
+                let pinned = NetworkInterface {
+                    host: host.clone(),
+                    ..eni
+                };
+                tx.put(pinned.clone());
+                pinned
+            }
+            None => eni,
+        };
         if !tags.is_empty() {
             tx.set_tags(&eni.id, tags.clone());
         }
@@ -273,6 +286,26 @@ pub fn create_network_interface(
         }
         Ok(out)
     })
+}
+
+/// The host a `cove:host` tag pins a new ENI to (Cove's placement for an
+/// ENI no instance owns: the control plane's host unless the tag names
+/// another). The host must be registered and alive.
+fn pinned_host(world: &World, tags: &Tags) -> AwsResult<Option<String>> {
+    let Some(id) = tags.get(cove_model::hosts::HOST_TAG) else {
+        return Ok(None);
+    };
+    match world.hosts.get(id) {
+        Some(h) if h.state == cove_model::hosts::HostState::Available => Ok(Some(id.clone())),
+        Some(_) => Err(AwsError::invalid_parameter_value(format!(
+            "The host '{id}' named by the {} tag is lost.",
+            cove_model::hosts::HOST_TAG
+        ))),
+        None => Err(AwsError::invalid_parameter_value(format!(
+            "The host '{id}' named by the {} tag is not registered.",
+            cove_model::hosts::HOST_TAG
+        ))),
+    }
 }
 
 /// Deletes an ENI with what hangs off it: its flow logs, and the association

@@ -166,6 +166,7 @@ pub fn world(
                 requester_id: None,
                 source_dest_check: true,
                 attachment: None,
+                host: None,
             }
             .into(),
         );

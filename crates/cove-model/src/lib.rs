@@ -9,6 +9,7 @@ pub mod endpoints;
 pub mod error;
 pub mod filter;
 pub mod fixtures;
+pub mod hosts;
 pub mod iam;
 pub mod ids;
 pub mod instance;

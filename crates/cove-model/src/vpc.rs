@@ -362,6 +362,10 @@ pub struct NetworkInterface {
     pub requester_id: Option<String>,
     pub source_dest_check: bool,
     pub attachment: Option<EniAttachment>,
+    /// The host the ENI runs on (`crate::hosts`); `None`: the control
+    /// plane's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
 }
 
 crate::text_enum! {

@@ -4,6 +4,7 @@
 
 use crate::efs::{AccessPoint, FileSystem, MountTarget};
 use crate::endpoints::{SageMakerEndpoint, TransformJob};
+use crate::hosts::Host;
 use crate::iam::{IamAccessKey, IamPolicy, IamRole, IamUser};
 use crate::jobs::{
     CompilationJob, RecommendationJob, SageMakerDefinition, SageMakerJob, StsSession,
@@ -78,6 +79,8 @@ pub struct World {
     pub user_profiles: OrdMap<String, Arc<UserProfile>>,
     /// Studio apps by ARN.
     pub studio_apps: OrdMap<String, Arc<StudioApp>>,
+    /// The machines Cove runs on, by host id (Cove's own, no account's).
+    pub hosts: OrdMap<String, Arc<Host>>,
     /// Tags by resource id, for every taggable resource.
     pub tags: OrdMap<String, Tags>,
     /// `<account>/<region>` for every account and region whose default VPC
@@ -183,6 +186,7 @@ resource!(
     id
 );
 resource!(StsSession, "sts_session", sts_sessions, access_key_id);
+resource!(Host, "host", hosts, id);
 resource!(IamRole, "iam_role", iam_roles, key);
 resource!(IamPolicy, "iam_policy", iam_policies, arn);
 resource!(IamUser, "iam_user", iam_users, key);
@@ -254,7 +258,8 @@ macro_rules! for_each_resource {
             RecommendationJob,
             StudioDomain,
             UserProfile,
-            StudioApp
+            StudioApp,
+            Host
         )
     };
 }

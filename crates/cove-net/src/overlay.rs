@@ -10,6 +10,7 @@
 //! makes it real.
 
 use crate::naming;
+use crate::plan::{RouterPlan, Via};
 use std::net::Ipv4Addr;
 
 /// The UDP port of the overlay (IANA's VXLAN port).
@@ -106,6 +107,34 @@ pub fn plan(
     })
 }
 
+/// Cuts a VPC's plan down to the ENIs of one host (`here` says which): the
+/// others are reached over the overlay, so a route towards one of them (a
+/// NAT gateway's or an appliance's ENI on another host) goes into the
+/// overlay link, to that ENI's address; its own host's router forwards it on.
+pub fn localize(plan: &mut RouterPlan, here: impl Fn(&str) -> bool) {
+    let remote: std::collections::BTreeSet<String> = plan
+        .enis
+        .iter()
+        .filter(|e| !here(&e.id))
+        .map(|e| e.router_link.clone())
+        .collect();
+    if remote.is_empty() {
+        return;
+    }
+    plan.enis.retain(|e| here(&e.id));
+    plan.flow_enis.retain(|id| here(id));
+    let overlay = link_name(&plan.vpc_id);
+    for table in &mut plan.tables {
+        for route in &mut table.routes {
+            if let Via::Eni { link, .. } = &mut route.via {
+                if remote.contains(link.as_str()) {
+                    *link = overlay.clone();
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,5 +201,53 @@ mod tests {
         let local = a("198.51.100.1");
         assert_eq!(plan("vpc-1", local, [(local, a("10.0.1.4"))]), None);
         assert_eq!(plan("vpc-1", local, []), None);
+    }
+
+    #[test]
+    fn localizing_keeps_this_hosts_enis_and_sends_routes_to_the_others_over_the_link() {
+        use crate::plan::{plan_vpc, RoutePlan, TablePlan};
+        use cove_model::fixtures;
+        let world = fixtures::world("loc", vec![], [&[], &[], &[]], vec![]);
+        let vpc = fixtures::vpc_id(&world);
+        let mut plan = plan_vpc(&world, "loc", &vpc).expect("fixture VPC");
+        let (kept, gone) = (plan.enis[0].clone(), plan.enis[1].clone());
+        let via = |e: &crate::plan::EniPlan| RoutePlan {
+            dest: "0.0.0.0/0".parse().unwrap(),
+            via: Via::Eni {
+                link: e.router_link.clone(),
+                ip: e.ip,
+            },
+        };
+        plan.tables.push(TablePlan {
+            id: "rtb-loc".into(),
+            kernel_table: 100,
+            subnets: vec![],
+            routes: vec![via(&gone)],
+        });
+        plan.tables.last_mut().unwrap().routes.push(RoutePlan {
+            dest: "192.0.2.0/24".parse().unwrap(),
+            ..via(&kept)
+        });
+        plan.flow_enis = plan.enis.iter().map(|e| e.id.clone()).collect();
+        let before = plan.clone();
+        localize(&mut plan, |_| true);
+        assert_eq!(plan, before, "everything here: nothing changes");
+        localize(&mut plan, |id| id != gone.id);
+        assert!(plan.enis.iter().all(|e| e.id != gone.id));
+        assert_eq!(plan.enis.len(), before.enis.len() - 1);
+        assert!(!plan.flow_enis.contains(&gone.id));
+        let vias: Vec<_> = plan.tables[0]
+            .routes
+            .iter()
+            .filter_map(|r| match &r.via {
+                Via::Eni { link, ip } => Some((link.clone(), *ip)),
+                _ => None,
+            })
+            .collect();
+        assert!(vias.contains(&(link_name(&vpc), gone.ip)), "{vias:?}");
+        assert!(
+            vias.contains(&(kept.router_link.clone(), kept.ip)),
+            "{vias:?}"
+        );
     }
 }

@@ -266,6 +266,7 @@ pub fn with_planned_eni(
             requester_id: None,
             source_dest_check: true,
             attachment: None,
+            host: None,
         }
         .into(),
     );
