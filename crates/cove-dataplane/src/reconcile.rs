@@ -966,7 +966,7 @@ mod tests {
         assert!(
             kb.namespaces
                 .iter()
-                .all(|n| !n.contains(&naming::short(&vpc)) && !n.contains(&naming::short(&b1))),
+                .all(|n| !n.contains(naming::short(&vpc)) && !n.contains(naming::short(&b1))),
             "the agent keeps nothing of the VPC: {:?}",
             kb.namespaces
         );
