@@ -55,6 +55,9 @@ impl Backend for Null {
     fn routes(&self, _: &RouterPlan) -> Result<()> {
         Ok(())
     }
+    fn overlay(&self, _: &str, _: &str, _: Option<&cove_net::overlay::OverlayPlan>) -> Result<()> {
+        Ok(())
+    }
     fn observe_rules(&self, _: &str) -> Result<Option<Ruleset>> {
         Ok(None)
     }

@@ -30,13 +30,14 @@ pub enum Outcome<'a> {
 pub fn spawn<B: Backend + Send + 'static>(
     store: Arc<Store>,
     instance: String,
+    locality: cove_model::hosts::Locality,
     backend: B,
     mut after_pass: impl FnMut(Outcome<'_>) + Send + 'static,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("cove-reconcile".into())
         .spawn(move || {
-            let mut reconciler = Reconciler::new(&instance, backend);
+            let mut reconciler = Reconciler::new(&instance, backend).at(locality);
             loop {
                 let generation = store.generation();
                 let started = Instant::now();

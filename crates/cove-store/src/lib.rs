@@ -231,6 +231,19 @@ impl Store {
         postgres::hold_lock(url, CONTROLLER_LOCK, lost)
     }
 
+    /// Makes this process the only one that runs host `host_id` of the
+    /// PostgreSQL store at `url` (two agents under one id would undo each
+    /// other's work); `lost` as for [`Store::claim_controller`].
+    pub fn claim_host(
+        url: &str,
+        host_id: &str,
+        lost: impl FnOnce() + Send + 'static,
+    ) -> anyhow::Result<()> {
+        // Keyed by the id, apart from the controller's key by its top bit.
+        let key = i64::from_ne_bytes((cove_model::ids::fnv64(host_id) | 1 << 63).to_ne_bytes());
+        postgres::hold_lock(url, key, lost)
+    }
+
     /// The world stored in the PostgreSQL database at `url`, read once.
     pub fn read_postgres(url: &str) -> anyhow::Result<World> {
         whole_world(postgres::Postgres::connect(url)?.load()?.0)

@@ -264,6 +264,60 @@ pub struct ServeArgs {
     /// docs/iam.md). Also `[iam] mode` in the settings file.
     #[arg(long, env = "COVE_IAM")]
     pub iam: Option<String>,
+    /// This host's address on the network that joins Cove's hosts (the
+    /// underlay): set it to let `cove agent`s on other machines hold ENIs
+    /// of this server's VPCs (needs a PostgreSQL store; docs/scale-out.md).
+    /// Also `underlay_address` in the settings file.
+    #[arg(long, env = "COVE_UNDERLAY_ADDRESS")]
+    pub underlay_address: Option<std::net::Ipv4Addr>,
+    /// This host's id among Cove's hosts (default: the machine's hostname).
+    #[arg(long, env = "COVE_HOST_ID")]
+    pub host_id: Option<String>,
+}
+
+/// `cove agent`: one more machine for a Cove whose store is on PostgreSQL.
+#[derive(clap::Args, Debug, Clone)]
+pub struct AgentArgs {
+    /// The store the control plane (`cove serve --store postgres://…`) uses.
+    #[arg(long, env = "COVE_STORE", hide_env_values = true)]
+    pub store: String,
+    /// The agent's own directory (its lock, its record of the store, its
+    /// kernel objects' instance tag).
+    #[arg(long, env = "COVE_DATA_DIR", default_value = DEFAULT_AGENT_DATA_DIR)]
+    pub data_dir: PathBuf,
+    /// This host's address on the underlay: the other hosts send its ENIs'
+    /// traffic there (VXLAN, UDP 4789).
+    #[arg(long, env = "COVE_UNDERLAY_ADDRESS")]
+    pub underlay_address: std::net::Ipv4Addr,
+    /// This host's id (default: the machine's hostname); ENIs are placed on
+    /// it by this id, so it must stay the same across restarts.
+    #[arg(long, env = "COVE_HOST_ID")]
+    pub host_id: Option<String>,
+    /// `text` or `json`.
+    #[arg(long, env = "COVE_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+pub const DEFAULT_AGENT_DATA_DIR: &str = "/var/lib/cove-agent";
+
+/// The host id given, or the machine's hostname; checked the way hosts are
+/// named (letters, digits, `.`, `-`, `_`; 1 to 63 characters).
+pub fn host_id(given: Option<&str>) -> anyhow::Result<String> {
+    let id = match given {
+        Some(id) => id.to_string(),
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .map_err(|e| anyhow::anyhow!("reading the hostname for the host id: {e}"))?,
+    };
+    let ok = (1..=63).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+    anyhow::ensure!(
+        ok,
+        "host id {id:?}: 1 to 63 letters, digits, '.', '-' or '_' (--host-id)"
+    );
+    Ok(id)
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -278,6 +332,8 @@ struct FileConfig {
     credentials: Vec<CredentialConfig>,
     #[serde(default)]
     iam: IamConfig,
+    underlay_address: Option<std::net::Ipv4Addr>,
+    host_id: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -315,6 +371,15 @@ pub struct Settings {
     pub package_index: PathBuf,
     /// IAM policies are enforced (`--iam enforce`), not only stored.
     pub iam_enforced: bool,
+    /// This host among several (`--underlay-address`); `None`: one host.
+    pub host: Option<HostSettings>,
+}
+
+/// The control plane's own host, when agents may join it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSettings {
+    pub id: String,
+    pub underlay: std::net::Ipv4Addr,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -400,7 +465,19 @@ impl Settings {
         };
         let store =
             StoreLocation::parse(&data_dir, args.store.as_deref().or(file.store.as_deref()))?;
+        let host = match args.underlay_address.or(file.underlay_address) {
+            None => None,
+            Some(underlay) => {
+                anyhow::ensure!(
+                    matches!(store, StoreLocation::Postgres(_)),
+                    "--underlay-address joins agents on other hosts, which share the store: it needs --store postgres://…"
+                );
+                let id = host_id(args.host_id.as_deref().or(file.host_id.as_deref()))?;
+                Some(HostSettings { id, underlay })
+            }
+        };
         Ok(Settings {
+            host,
             store,
             iam_enforced,
             package_index: args

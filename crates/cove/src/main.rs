@@ -1,9 +1,11 @@
 //! `cove`: the Cove binary. `cove serve` runs the AWS-compatible endpoint
 //! (EC2 VPC API, STS; more services plug into the same dispatcher).
 
+mod agent;
 mod config;
 mod efs_mount;
 mod flow_logs;
+mod hosts;
 mod https;
 mod listeners;
 mod managed_networks;
@@ -37,6 +39,15 @@ struct Cli {
 enum Command {
     /// Run the AWS-compatible API server.
     Serve(config::ServeArgs),
+    /// Run one more host for a Cove whose store is on PostgreSQL: the data
+    /// plane of the ENIs placed on this machine (docs/scale-out.md).
+    Agent(config::AgentArgs),
+    /// List the hosts of a Cove with their state and the ENIs on each.
+    Hosts {
+        /// The data directory of the `cove serve` (or `cove agent`).
+        #[arg(long, env = "COVE_DATA_DIR", default_value = config::DEFAULT_DATA_DIR)]
+        data_dir: std::path::PathBuf,
+    },
     /// Run a command attached to an ENI: inside its network namespace, so the
     /// VPC's routes, network ACLs and security groups decide what it reaches.
     Exec {
@@ -622,6 +633,19 @@ fn main() -> anyhow::Result<()> {
                 .thread_stack_size(8 << 20)
                 .build()?;
             runtime.block_on(server::serve(settings))
+        }
+        Command::Agent(args) => {
+            init_logging(&args.log_format);
+            agent::run(&args)
+        }
+        Command::Hosts { data_dir } => {
+            let world = reach::load_world(&data_dir)?;
+            if world.hosts.is_empty() {
+                println!("no hosts registered: a single-host Cove (`cove serve --underlay-address` lets agents join)");
+            } else {
+                print!("{}", hosts::render(&world, hosts::now()));
+            }
+            Ok(())
         }
     }
 }

@@ -225,6 +225,9 @@ impl Metrics {
         for app in world.studio_apps.values() {
             count("studio_app", app.status.as_str());
         }
+        for host in world.hosts.values() {
+            count("host", host.state.as_str());
+        }
         self.generation
             .set(i64::try_from(generation).unwrap_or(i64::MAX));
         self.applied_generation

@@ -72,6 +72,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     settings.store.record(&settings.data_dir)?;
     // What a Cove from before accounts stored was the configured account's.
     store.adopt_unowned(&settings.account_id)?;
+    if let Some(host) = &settings.host {
+        crate::hosts::register(&store, &host.id, host.underlay, true)?;
+        crate::hosts::spawn_heartbeats(store.clone(), host.id.clone(), host.underlay, true)?;
+        crate::hosts::spawn_lost_watch(store.clone())?;
+        tracing::info!(host = %host.id, underlay = %host.underlay, "control plane's host registered: agents may join");
+    }
     let ec2 = Arc::new(Ec2Service::new(store.clone()));
     ec2.ensure_region(&settings.region, &settings.account_id)
         .map_err(|e| anyhow::anyhow!("bootstrapping {}: {e}", settings.region))?;
@@ -316,7 +322,7 @@ pub fn instance_tag(data_dir: &std::path::Path) -> anyhow::Result<String> {
     Ok(cove_net::naming::instance_tag(&canonical.to_string_lossy()))
 }
 
-fn data_plane_possible() -> Result<(), String> {
+pub fn data_plane_possible() -> Result<(), String> {
     if !cove_sys::is_root() {
         return Err("not running as root".into());
     }
@@ -380,9 +386,17 @@ fn start_data_plane(
         settings.data_dir.clone(),
     );
     let tag = instance.clone();
+    let locality = match &settings.host {
+        Some(host) => cove_model::hosts::Locality {
+            host: Some(host.id.clone()),
+            control_plane: true,
+        },
+        None => cove_model::hosts::Locality::everything(),
+    };
     cove_dataplane::run::spawn(
         store,
         instance.clone(),
+        locality,
         cove_dataplane::linux::Linux,
         move |outcome| match outcome {
             cove_dataplane::run::Outcome::Applied {
@@ -423,6 +437,17 @@ async fn health(State(app): State<Arc<App>>) -> Response<Body> {
         Some(reason) => serde_json::json!({"state": "off", "reason": reason}),
     };
     let healthy = store_ok && !(off.is_none() && app.metrics.last_pass() == "failed");
+    let world = app.store.snapshot();
+    let hosts: serde_json::Map<String, serde_json::Value> = world
+        .hosts
+        .values()
+        .map(|h| {
+            let age = crate::hosts::now().saturating_sub(h.heartbeat_at);
+            let role = if h.control_plane { "control-plane" } else { "agent" };
+            let about = serde_json::json!({"state": h.state.as_str(), "role": role, "underlay": h.underlay, "seconds_since_heartbeat": age});
+            (h.id.clone(), about)
+        })
+        .collect();
     let body = serde_json::json!({
         "status": if healthy { "ok" } else { "degraded" },
         "version": env!("CARGO_PKG_VERSION"),
@@ -440,6 +465,7 @@ async fn health(State(app): State<Arc<App>>) -> Response<Body> {
                 "last_commit": if store_ok { "succeeded" } else { "failed" },
             },
             "data_plane": data_plane,
+            "hosts": hosts,
         },
     });
     Response::builder()

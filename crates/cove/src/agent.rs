@@ -1,0 +1,60 @@
+//! `cove agent`: one more machine for a Cove whose store is on PostgreSQL
+//! (docs/scale-out.md). It registers its host, beats, and runs the same
+//! data plane as `cove serve` for the ENIs placed on it: the routers of
+//! their VPCs, their security groups and network ACLs, and the VXLAN
+//! overlays to the other hosts. It serves no API and runs no workload yet.
+
+use crate::config::{self, AgentArgs, StoreLocation};
+use cove_model::hosts::Locality;
+use cove_store::Store;
+
+pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
+    let id = config::host_id(args.host_id.as_deref())?;
+    let location = match args.store.as_str() {
+        url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            StoreLocation::Postgres(url.to_string())
+        }
+        _ => anyhow::bail!(
+            "--store must be the postgres:// URL of the control plane's store: agents share it"
+        ),
+    };
+    let StoreLocation::Postgres(url) = &location else {
+        unreachable!("checked above")
+    };
+    crate::server::data_plane_possible().map_err(|why| anyhow::anyhow!("cove agent: {why}"))?;
+    config::create_private_dir(&args.data_dir)?;
+    let _lock = config::lock_data_dir(&args.data_dir, "cove agent")?;
+    let store = Store::connect_postgres(url)
+        .map_err(|e| anyhow::anyhow!("opening the store at {}: {e}", location.describe()))?;
+    Store::claim_host(url, &id, {
+        let id = id.clone();
+        move || {
+            tracing::error!(host = %id, "another cove agent took this host's lock while PostgreSQL was away: stopping");
+            std::process::exit(1);
+        }
+    })
+    .map_err(|e| anyhow::anyhow!("another cove agent already runs host {id} ({e})"))?;
+    location.record(&args.data_dir)?;
+    crate::hosts::register(&store, &id, args.underlay_address, false)?;
+    let instance = crate::server::instance_tag(&args.data_dir)?;
+    tracing::info!(
+        host = %id,
+        underlay = %args.underlay_address,
+        instance = %instance,
+        "agent registered; data plane on"
+    );
+    crate::hosts::spawn_heartbeats(store.clone(), id.clone(), args.underlay_address, false)?;
+    let reconciler = cove_dataplane::run::spawn(
+        store,
+        instance,
+        Locality {
+            host: Some(id),
+            control_plane: false,
+        },
+        cove_dataplane::linux::Linux,
+        |_| {},
+    )?;
+    reconciler
+        .join()
+        .map_err(|_| anyhow::anyhow!("the data plane's thread panicked"))
+}

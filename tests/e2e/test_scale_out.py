@@ -1,0 +1,351 @@
+"""Cove over several hosts, simulated on one machine (docs/scale-out.md): a
+`cove serve` on PostgreSQL in this namespace is the control plane's host,
+two `cove agent`s each run in a network namespace of their own that plays
+a machine, and a bridge in a fourth namespace plays the underlay switch
+(198.51.100.0/24, a documentation range). ENIs pinned to an agent's host
+(the `cove:host` tag) are made by that agent; security groups and network
+ACLs are enforced on each ENI's host and traffic crosses hosts over VXLAN.
+Needs root and COVE_TEST_POSTGRES."""
+
+import ctypes
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import urllib.parse
+import urllib.request
+
+import botocore.exceptions
+import pytest
+
+from conftest import BINARY, Cove, drop_postgres_database, new_postgres_database
+from helpers import eventually
+from test_dataplane import CLIENT, SERVER
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the data plane needs root")
+
+TAG = f"{os.getpid() % 100000}"
+UNDERLAY_NETNS = f"covul-{TAG}"
+# host id → (namespace, underlay address); None: this namespace (the control plane).
+HOSTS = {
+    "cp": (None, "198.51.100.1"),
+    "b": (f"covhost-{TAG}b", "198.51.100.2"),
+    "c": (f"covhost-{TAG}c", "198.51.100.3"),
+}
+
+
+def ip(*args, netns=None):
+    cmd = ["ip", *(["-n", netns] if netns else []), *args]
+    subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL, capture_output=True)
+
+
+def make_underlay():
+    """The bridge, and one veth per host into it, MTU 1550 (VXLAN's 50
+    bytes on top of the ENIs' 1500)."""
+    ip("netns", "add", UNDERLAY_NETNS)
+    ip("link", "add", "br0", "mtu", "1550", "type", "bridge", netns=UNDERLAY_NETNS)
+    ip("link", "set", "br0", "up", netns=UNDERLAY_NETNS)
+    for host, (netns, address) in HOSTS.items():
+        if netns:
+            ip("netns", "add", netns)
+            ip("link", "set", "lo", "up", netns=netns)
+        inner, port = f"cvul{TAG}{host}", f"p{host}"
+        ip("link", "add", inner, "mtu", "1550", "type", "veth", "peer", "name", port, "mtu", "1550",
+           "netns", UNDERLAY_NETNS, netns=netns)
+        ip("link", "set", port, "master", "br0", "up", netns=UNDERLAY_NETNS)
+        ip("addr", "add", f"{address}/24", "dev", inner, netns=netns)
+        ip("link", "set", inner, "up", netns=netns)
+
+
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(path):
+    with open(path) as f:
+        if _libc.setns(f.fileno(), CLONE_NEWNET) != 0:
+            raise OSError(ctypes.get_errno(), f"setns {path}")
+
+
+def relay_store_into(netns, store_url):
+    """Makes the test PostgreSQL server (on this namespace's loopback)
+    reachable at the same address inside `netns`, as a real agent reaches
+    the store over its network: a listening socket made in `netns`, each
+    connection relayed from here. Returns a function that stops it."""
+    target = urllib.parse.urlparse(store_url)
+    address = (target.hostname, target.port)
+    listener = None
+
+    def make_listener():
+        nonlocal listener
+        me = f"/proc/self/task/{threading.get_native_id()}/ns/net"
+        with open(me) as back:
+            _setns(f"/run/netns/{netns}")
+            try:
+                listener = socket.create_server(address)
+            finally:
+                if _libc.setns(back.fileno(), CLONE_NEWNET) != 0:
+                    os._exit(70)  # a test thread stuck in another namespace must not go on
+    maker = threading.Thread(target=make_listener)
+    maker.start()
+    maker.join()
+
+    def pump(src, dst):
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def serve():
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(address)
+            for a, b in ((conn, upstream), (upstream, conn)):
+                threading.Thread(target=pump, args=(a, b), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    return listener.close
+
+
+def remove_underlay():
+    # The veths go with the namespaces that hold their ends.
+    for netns in [UNDERLAY_NETNS, *(n for n, _ in HOSTS.values() if n)]:
+        subprocess.run(["ip", "netns", "del", netns], stdin=subprocess.DEVNULL, capture_output=True)
+
+
+class Agent:
+    def __init__(self, host, store):
+        self.host, self.store = host, store
+        self.netns, self.address = HOSTS[host]
+        self.data_dir = tempfile.mkdtemp(prefix=f"cove-e2e-agent-{host}-")
+        self.log_path = os.path.join(self.data_dir, "agent.log")
+        self.proc = None
+
+    def start(self):
+        log = open(self.log_path, "a")
+        self.proc = subprocess.Popen(
+            # nsenter, not `ip netns exec`: that one gives the process a
+            # mount namespace of its own, where the namespaces the agent
+            # names (bind mounts under /run/netns) would stay invisible.
+            ["nsenter", f"--net=/run/netns/{self.netns}", BINARY, "agent", "--store", self.store, "--data-dir",
+             self.data_dir, "--underlay-address", self.address, "--host-id", self.host],
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        return self
+
+    def stop(self, sig=signal.SIGTERM):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=10)
+        self.proc = None
+
+    def log(self):
+        return open(self.log_path).read()
+
+    def teardown(self):
+        subprocess.run([BINARY, "teardown", "--data-dir", self.data_dir], stdout=subprocess.DEVNULL,
+                       stdin=subprocess.DEVNULL)
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def cluster():
+    url = new_postgres_database()
+    remove_underlay()
+    make_underlay()
+    agents = []
+    with tempfile.TemporaryDirectory(prefix="cove-e2e-cp-") as d:
+        server = Cove(d, store=url, env={"COVE_UNDERLAY_ADDRESS": HOSTS["cp"][1], "COVE_HOST_ID": "cp"})
+        relays = []
+        try:
+            server.start()
+            relays = [relay_store_into(HOSTS[h][0], url) for h in ("b", "c")]
+            agents = [Agent(h, url).start() for h in ("b", "c")]
+            yield server, {a.host: a for a in agents}
+        finally:
+            for stop in relays:
+                stop()
+            for a in agents:
+                a.stop(signal.SIGKILL)
+                a.teardown()
+            server.stop(signal.SIGKILL)
+            server.teardown()
+            remove_underlay()
+            drop_postgres_database(url)
+
+
+def health(server):
+    with urllib.request.urlopen(f"{server.endpoint}/_cove/health", timeout=5) as r:
+        return json.load(r)
+
+
+def host_states(server):
+    return {h: v["state"] for h, v in health(server)["components"]["hosts"].items()}
+
+
+def exec_on(data_dir, eni, *command):
+    return subprocess.run([BINARY, "exec", "--data-dir", data_dir, "--eni", eni, "--privileged", "--", *command],
+                          capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+
+
+def listen(data_dir, eni):
+    """The test's TCP server on port 8080 of an ENI, on the ENI's host."""
+    proc = subprocess.Popen(
+        [BINARY, "exec", "--data-dir", data_dir, "--eni", eni["NetworkInterfaceId"], "--privileged", "--",
+         sys.executable, "-c", SERVER, eni["PrivateIpAddress"], "8080"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    assert proc.stdout.readline().strip() == "ready", proc.stderr.read()
+    return proc
+
+
+def test_enis_on_three_hosts_are_enforced_across_the_overlay(cluster):
+    server, agents = cluster
+    assert eventually(lambda: host_states(server) == {"cp": "available", "b": "available", "c": "available"},
+                      timeout=20), (health(server), agents["b"].log())
+    ec2 = server.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    subnet_a = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    subnet_b = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.2.0/24")["Subnet"]["SubnetId"]
+    web_sg = ec2.create_security_group(GroupName="web", Description="web", VpcId=vpc)["GroupId"]
+    client_sg = ec2.create_security_group(GroupName="client", Description="client", VpcId=vpc)["GroupId"]
+    rule = ec2.authorize_security_group_ingress(GroupId=web_sg, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 8080, "ToPort": 8080, "UserIdGroupPairs": [{"GroupId": client_sg}]}])
+
+    def eni(subnet, groups, host=None):
+        tags = [{"ResourceType": "network-interface", "Tags": [{"Key": "cove:host", "Value": host}]}] if host else []
+        return ec2.create_network_interface(SubnetId=subnet, Groups=groups, TagSpecifications=tags)["NetworkInterface"]
+
+    web = eni(subnet_a, [web_sg], host="b")
+    client_cp = eni(subnet_b, [client_sg])
+    client_c = eni(subnet_b, [client_sg], host="c")
+    default_sg = ec2.describe_security_groups(Filters=[{"Name": "vpc-id", "Values": [vpc]},
+                                                       {"Name": "group-name", "Values": ["default"]}])
+    stranger_c = eni(subnet_a, [default_sg["SecurityGroups"][0]["GroupId"]], host="c")
+    where = {web["NetworkInterfaceId"]: agents["b"].data_dir, client_cp["NetworkInterfaceId"]: server.data_dir,
+             client_c["NetworkInterfaceId"]: agents["c"].data_dir,
+             stranger_c["NetworkInterfaceId"]: agents["c"].data_dir}
+
+    # Each ENI exists on its own host only.
+    for eni_id, data_dir in where.items():
+        if not eventually(lambda: exec_on(data_dir, eni_id, "true").returncode == 0, timeout=20):
+            print(exec_on(data_dir, eni_id, "true").stderr, agents["b"].log(), agents["c"].log(), sep="\n")
+            pytest.fail(f"{eni_id} has no namespace on its host")
+    assert exec_on(server.data_dir, web["NetworkInterfaceId"], "true").returncode != 0, \
+        "the control plane's host does not make an agent's ENI"
+
+    listener = listen(agents["b"].data_dir, web)
+    try:
+
+        def reaches(client):
+            out = exec_on(where[client["NetworkInterfaceId"]], client["NetworkInterfaceId"], sys.executable, "-c",
+                          CLIENT, web["PrivateIpAddress"], "8080")
+            return out.stdout.strip() == "hello"
+
+        # Control plane's host → b, and c → b (neither end on the control
+        # plane): the group reference admits members on every host.
+        assert eventually(lambda: reaches(client_cp), timeout=20), agents["b"].log()
+        assert eventually(lambda: reaches(client_c), timeout=20), agents["c"].log()
+        # A member of no admitted group, on the same host as an admitted one.
+        assert not reaches(stranger_c)
+        # The rule goes: enforced on b for clients on both other hosts.
+        ec2.revoke_security_group_ingress(GroupId=web_sg, SecurityGroupRuleIds=[
+            rule["SecurityGroupRules"][0]["SecurityGroupRuleId"]])
+        assert eventually(lambda: not reaches(client_cp) and not reaches(client_c), timeout=20)
+        ec2.authorize_security_group_ingress(GroupId=web_sg, IpPermissions=[
+            {"IpProtocol": "tcp", "FromPort": 8080, "ToPort": 8080, "IpRanges": [{"CidrIp": "10.0.2.0/24"}]}])
+        assert eventually(lambda: reaches(client_cp) and reaches(client_c), timeout=20)
+        # A network ACL on the web's subnet, enforced on b: deny from c's client only.
+        acl = ec2.describe_network_acls(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["NetworkAcls"][0]["NetworkAclId"]
+        ec2.create_network_acl_entry(NetworkAclId=acl, RuleNumber=10, Protocol="6", RuleAction="deny", Egress=False,
+                                     CidrBlock=f"{client_c['PrivateIpAddress']}/32", PortRange={"From": 8080, "To": 8080})
+        assert eventually(lambda: not reaches(client_c), timeout=20)
+        assert reaches(client_cp)
+    finally:
+        listener.kill()
+        listener.wait()
+
+    # `cove hosts` reads the same store from any data directory.
+    listing = subprocess.run([BINARY, "hosts", "--data-dir", agents["c"].data_dir], capture_output=True, text=True,
+                             check=True, stdin=subprocess.DEVNULL).stdout
+    rows = {line.split()[0]: line.split() for line in listing.splitlines()[1:]}
+    assert rows["b"][7] == "1" and rows["c"][7] == "2", listing
+    assert rows["cp"][2] == "control-plane" and rows["b"][2] == "agent", listing
+
+    # Pinning to a host that does not exist is refused, and nothing is made.
+    before = len(ec2.describe_network_interfaces()["NetworkInterfaces"])
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        eni(subnet_a, [web_sg], host="nowhere")
+    assert e.value.response["Error"]["Code"] == "InvalidParameterValue"
+    assert "not registered" in e.value.response["Error"]["Message"]
+    assert len(ec2.describe_network_interfaces()["NetworkInterfaces"]) == before
+
+    # Deleting an ENI removes it from its host.
+    ec2.delete_network_interface(NetworkInterfaceId=client_c["NetworkInterfaceId"])
+    assert eventually(lambda: exec_on(agents["c"].data_dir, client_c["NetworkInterfaceId"], "true").returncode != 0,
+                      timeout=20)
+
+
+def test_a_silent_host_is_marked_lost_and_comes_back(cluster):
+    server, agents = cluster
+    assert eventually(lambda: set(host_states(server).values()) == {"available"} and len(host_states(server)) == 3,
+                      timeout=20)
+    ec2 = server.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.1.1.0/24")["Subnet"]["SubnetId"]
+    tags = [{"ResourceType": "network-interface", "Tags": [{"Key": "cove:host", "Value": "c"}]}]
+    on_c = ec2.create_network_interface(SubnetId=subnet, TagSpecifications=tags)["NetworkInterface"]
+    on_cp = ec2.create_network_interface(SubnetId=subnet)["NetworkInterface"]
+    c = agents["c"]
+
+    def reaches(src_dir, src, dst):
+        out = exec_on(src_dir, src["NetworkInterfaceId"], sys.executable, "-c", CLIENT, dst["PrivateIpAddress"], "8080")
+        return out.stdout.strip() == "hello"
+
+    # The default group admits its own members, on any host.
+    listeners = [listen(c.data_dir, on_c), listen(server.data_dir, on_cp)]
+    assert eventually(lambda: reaches(server.data_dir, on_cp, on_c), timeout=20), c.log()
+    assert reaches(c.data_dir, on_c, on_cp)
+
+    c.stop(signal.SIGKILL)
+    assert eventually(lambda: host_states(server)["c"] == "lost", timeout=40)
+    with urllib.request.urlopen(f"{server.endpoint}/metrics", timeout=5) as r:
+        metrics = r.read().decode()
+    assert 'cove_resources{kind="host",state="lost"} 1' in metrics, metrics
+    # A lost host takes no new ENI.
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        ec2.create_network_interface(SubnetId=subnet, TagSpecifications=tags)
+    assert "is lost" in e.value.response["Error"]["Message"]
+    # The kernel kept its ENI while the agent was away; a restarted agent
+    # heart-beats again and picks up where it was.
+    assert reaches(server.data_dir, on_cp, on_c)
+    c.start()
+    assert eventually(lambda: host_states(server)["c"] == "available", timeout=20), c.log()
+    assert reaches(c.data_dir, on_c, on_cp)
+    for proc in listeners:
+        proc.kill()
+        proc.wait()
+    ec2.delete_network_interface(NetworkInterfaceId=on_c["NetworkInterfaceId"])
+    assert eventually(lambda: exec_on(c.data_dir, on_c["NetworkInterfaceId"], "true").returncode != 0, timeout=20)
+    # A second agent under the same host id is refused.
+    twin = Agent("c", c.store)
+    try:
+        twin.start()
+        assert twin.proc.wait(timeout=20) != 0
+        assert "already runs host c" in twin.log()
+    finally:
+        twin.stop(signal.SIGKILL)
+        twin.teardown()
