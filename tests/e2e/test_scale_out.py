@@ -23,9 +23,9 @@ import urllib.request
 import botocore.exceptions
 import pytest
 
-from conftest import BINARY, Cove, drop_postgres_database, new_postgres_database
+from conftest import BINARY, Cove, drop_postgres_database, nat_gateway, new_postgres_database
 from helpers import eventually
-from test_dataplane import CLIENT, SERVER
+from test_dataplane import CLIENT, ECHO_PEER, INTERNET, PEER_CLIENT, S3, S3_TEST_PORT, SERVER
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the data plane needs root")
 
@@ -349,3 +349,62 @@ def test_a_silent_host_is_marked_lost_and_comes_back(cluster):
     finally:
         twin.stop(signal.SIGKILL)
         twin.teardown()
+
+
+def test_gateways_and_endpoints_on_the_control_plane_serve_enis_on_agents(cluster):
+    """An agent's router has no gateway of its own: what leaves the VPC
+    crosses the overlay to the control plane's router, which holds the
+    internet gateway, the NAT gateway's ENI and the S3 gateway endpoint, and
+    translates there as it does for its own ENIs."""
+    server, agents = cluster
+    assert eventually(lambda: len(host_states(server)) == 3, timeout=20)
+    ec2 = server.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.2.0.0/16")["Vpc"]["VpcId"]
+    public = ec2.create_subnet(VpcId=vpc, CidrBlock="10.2.1.0/24")["Subnet"]["SubnetId"]
+    private = ec2.create_subnet(VpcId=vpc, CidrBlock="10.2.2.0/24")["Subnet"]["SubnetId"]
+    nat, nat_eip = nat_gateway(ec2, vpc, public)
+    private_rt = ec2.create_route_table(VpcId=vpc)["RouteTable"]["RouteTableId"]
+    ec2.create_route(RouteTableId=private_rt, DestinationCidrBlock="0.0.0.0/0", NatGatewayId=nat)
+    ec2.associate_route_table(RouteTableId=private_rt, SubnetId=private)
+
+    def pinned(subnet, host):
+        tags = [{"ResourceType": "network-interface", "Tags": [{"Key": "cove:host", "Value": host}]}]
+        return ec2.create_network_interface(SubnetId=subnet, TagSpecifications=tags)["NetworkInterface"]
+
+    web_b = pinned(public, "b")
+    eip = ec2.allocate_address()
+    ec2.associate_address(AllocationId=eip["AllocationId"], NetworkInterfaceId=web_b["NetworkInterfaceId"])
+    worker_c = pinned(private, "c")
+    internet = server.spawn(None, sys.executable, "-c", ECHO_PEER, INTERNET, "80")
+    s3 = server.spawn(None, sys.executable, "-c", ECHO_PEER, S3, S3_TEST_PORT)
+    try:
+        assert internet.stdout.readline().strip() == "ready" and s3.stdout.readline().strip() == "ready"
+
+        def seen_from(agent, eni, address=INTERNET, port="80"):
+            out = exec_on(agents[agent].data_dir, eni["NetworkInterfaceId"], sys.executable, "-c", PEER_CLIENT,
+                          address, port).stdout.strip()
+            return None if not out or out.startswith("blocked") else out
+
+        # The internet sees the ENI's Elastic IP, translated on the control plane's host.
+        assert eventually(lambda: seen_from("b", web_b) == eip["PublicIp"], timeout=20), agents["b"].log()
+        # A private ENI on another agent goes out through the NAT gateway.
+        assert eventually(lambda: seen_from("c", worker_c) == nat_eip["PublicIp"], timeout=20), agents["c"].log()
+        # S3's address: no endpoint, no way (the NAT gateway would be one:
+        # the private subnet's default route is taken away first).
+        ec2.delete_route(RouteTableId=private_rt, DestinationCidrBlock="0.0.0.0/0")
+        assert eventually(lambda: seen_from("c", worker_c, S3, S3_TEST_PORT) is None, timeout=20)
+        ec2.create_vpc_endpoint(VpcId=vpc, ServiceName="com.amazonaws.us-east-1.s3", RouteTableIds=[private_rt])
+        source = None
+
+        def through_endpoint():
+            nonlocal source
+            source = seen_from("c", worker_c, S3, S3_TEST_PORT)
+            return source is not None
+
+        assert eventually(through_endpoint, timeout=20)
+        assert source.startswith("100."), source  # the endpoint's own address, as on one host
+        assert seen_from("c", worker_c) is None, "the endpoint carries S3's prefix list only"
+    finally:
+        for proc in (internet, s3):
+            proc.kill()
+            proc.wait()

@@ -694,6 +694,16 @@ pub fn apply_overlay(
             )?;
         }
     }
+    if let Some(gateway) = &plan.gateway {
+        nl(
+            || format!("forwarding entry to {}", gateway.underlay),
+            router.replace_fdb(link, gateway.mac, gateway.underlay),
+        )?;
+        nl(
+            || format!("the gateway hop on {}", plan.link),
+            router.replace_neighbour(link, cove_net::overlay::GATEWAY_HOP, gateway.mac),
+        )?;
+    }
     let routes = nl(
         || "listing routes".into(),
         router.routes(netlink::MAIN_TABLE),

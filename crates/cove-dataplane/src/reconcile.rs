@@ -280,19 +280,32 @@ impl<B: Backend> Reconciler<B> {
     }
 
     fn localize(&self, world: &World, plan: &mut RouterPlan) {
-        overlay::localize(plan, |id| {
-            world
-                .network_interfaces
-                .get(id)
-                .is_none_or(|e| self.locality.holds(e))
-        });
+        overlay::localize(
+            plan,
+            |id| {
+                world
+                    .network_interfaces
+                    .get(id)
+                    .is_none_or(|e| self.locality.holds(e))
+            },
+            !self.locality.control_plane,
+        );
     }
 
     /// The overlay the VPC's router here needs (`None`: none). A Cove that
-    /// registered no host has none.
+    /// registered no host has none; an agent's always leads to the control
+    /// plane's router, which holds the gateways.
     fn overlay_of(&self, world: &World, vpc_id: &str) -> Option<OverlayPlan> {
         let here = self.locality.this_host(world)?;
-        overlay::plan(vpc_id, here.underlay, hosts::placed_enis(world, vpc_id))
+        let gateways = (!self.locality.control_plane)
+            .then(|| hosts::control_plane(world).map(|h| h.underlay))
+            .flatten();
+        overlay::plan(
+            vpc_id,
+            here.underlay,
+            hosts::placed_enis(world, vpc_id),
+            gateways,
+        )
     }
 
     /// Gives the router the overlay it needs, if it differs from what it

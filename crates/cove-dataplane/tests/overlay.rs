@@ -121,7 +121,7 @@ fn an_eni_gone_from_the_other_host_is_no_longer_routed_into_the_overlay() {
         (h0.underlay, ip("10.0.1.4")),
         (h1.underlay, ip("10.0.2.99")),
     ];
-    let plan = cove_net::overlay::plan(&h0.plan.vpc_id, h0.underlay, moved).unwrap();
+    let plan = cove_net::overlay::plan(&h0.plan.vpc_id, h0.underlay, moved, None).unwrap();
     cove_dataplane::linux::apply_overlay(Some(&h0.netns), &h0.plan.netns, &plan).unwrap();
     let routes = std::process::Command::new("ip")
         .args(["-n", &h0.plan.netns, "route", "show"])

@@ -26,6 +26,12 @@ pub const MTU: u32 = 1500;
 /// The smallest underlay MTU that carries [`MTU`]-sized packets.
 pub const UNDERLAY_MTU: u32 = MTU + 50;
 
+/// The next hop an agent's router names for what leaves the VPC (internet
+/// gateway, gateway endpoints, peering connections): bound to the control
+/// plane's router MAC on the overlay link, it only picks that MAC; it is
+/// never in a packet and nothing owns it (link-local, never routed).
+pub const GATEWAY_HOP: Ipv4Addr = Ipv4Addr::new(169, 254, 254, 1);
+
 /// The overlay of one VPC as one host's router holds it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OverlayPlan {
@@ -38,6 +44,16 @@ pub struct OverlayPlan {
     pub mac: [u8; 6],
     /// The other hosts with ENIs of the VPC, by underlay address.
     pub peers: Vec<OverlayPeer>,
+    /// On an agent: the control plane's host, whose router holds the VPC's
+    /// gateways, endpoints and peering connections ([`GATEWAY_HOP`]).
+    pub gateway: Option<OverlayGateway>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OverlayGateway {
+    pub underlay: Ipv4Addr,
+    /// Its router's MAC on the link.
+    pub mac: [u8; 6],
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,20 +86,29 @@ pub fn link_name(vpc_id: &str) -> String {
 }
 
 /// The overlay of `vpc_id` on the host at `local`, given where the VPC's
-/// ENIs are: `(host underlay address, ENI address)` for every ENI. `None`
-/// when no other host holds one (a VPC on one host needs no overlay).
+/// ENIs are: `(host underlay address, ENI address)` for every ENI, and, on
+/// an agent, the control plane's underlay address (`gateway_host`). `None`
+/// when no other host holds one and the gateways are here (a VPC on one
+/// host needs no overlay).
 pub fn plan(
     vpc_id: &str,
     local: Ipv4Addr,
     placed: impl IntoIterator<Item = (Ipv4Addr, Ipv4Addr)>,
+    gateway_host: Option<Ipv4Addr>,
 ) -> Option<OverlayPlan> {
+    let gateway = gateway_host
+        .filter(|g| *g != local)
+        .map(|underlay| OverlayGateway {
+            underlay,
+            mac: router_mac(vpc_id, underlay),
+        });
     let mut by_host: std::collections::BTreeMap<Ipv4Addr, Vec<Ipv4Addr>> = Default::default();
     for (host, eni) in placed {
         if host != local {
             by_host.entry(host).or_default().push(eni);
         }
     }
-    if by_host.is_empty() {
+    if by_host.is_empty() && gateway.is_none() {
         return None;
     }
     let peers = by_host
@@ -104,6 +129,7 @@ pub fn plan(
         local,
         mac: router_mac(vpc_id, local),
         peers,
+        gateway,
     })
 }
 
@@ -111,22 +137,43 @@ pub fn plan(
 /// others are reached over the overlay, so a route towards one of them (a
 /// NAT gateway's or an appliance's ENI on another host) goes into the
 /// overlay link, to that ENI's address; its own host's router forwards it on.
-pub fn localize(plan: &mut RouterPlan, here: impl Fn(&str) -> bool) {
+/// On an agent (`gateways_elsewhere`) the router has no internet gateway,
+/// endpoint or peering link of its own: routes to them go into the overlay
+/// to [`GATEWAY_HOP`], the control plane's router, which holds them all (and
+/// translates, filters and accounts there as it does for its own ENIs).
+pub fn localize(plan: &mut RouterPlan, here: impl Fn(&str) -> bool, gateways_elsewhere: bool) {
     let remote: std::collections::BTreeSet<String> = plan
         .enis
         .iter()
         .filter(|e| !here(&e.id))
         .map(|e| e.router_link.clone())
         .collect();
-    if remote.is_empty() {
+    if remote.is_empty() && !gateways_elsewhere {
         return;
     }
     plan.enis.retain(|e| here(&e.id));
     plan.flow_enis.retain(|id| here(id));
     let overlay = link_name(&plan.vpc_id);
+    if gateways_elsewhere {
+        plan.igw = None;
+        plan.endpoints.clear();
+        plan.peerings.clear();
+        plan.public_ips.clear();
+    }
     for table in &mut plan.tables {
         for route in &mut table.routes {
-            if let Via::Eni { link, .. } = &mut route.via {
+            let to_gateway = match &route.via {
+                Via::InternetGateway | Via::Endpoint { .. } | Via::Peering { .. } => {
+                    gateways_elsewhere
+                }
+                _ => false,
+            };
+            if to_gateway {
+                route.via = Via::Eni {
+                    link: overlay.clone(),
+                    ip: GATEWAY_HOP,
+                };
+            } else if let Via::Eni { link, .. } = &mut route.via {
                 if remote.contains(link.as_str()) {
                     *link = overlay.clone();
                 }
@@ -171,7 +218,7 @@ mod tests {
             (a("198.51.100.2"), a("10.0.1.7")),
             (a("198.51.100.2"), a("10.0.1.7")),
         ];
-        let p = plan(vpc, local, placed).expect("other hosts hold ENIs");
+        let p = plan(vpc, local, placed, None).expect("other hosts hold ENIs");
         assert_eq!(p.local, local);
         assert_eq!(p.mac, router_mac(vpc, local));
         let peers: Vec<_> = p
@@ -199,8 +246,27 @@ mod tests {
     #[test]
     fn a_vpc_on_one_host_has_no_overlay() {
         let local = a("198.51.100.1");
-        assert_eq!(plan("vpc-1", local, [(local, a("10.0.1.4"))]), None);
-        assert_eq!(plan("vpc-1", local, []), None);
+        assert_eq!(plan("vpc-1", local, [(local, a("10.0.1.4"))], None), None);
+        assert_eq!(plan("vpc-1", local, [], None), None);
+        assert_eq!(
+            plan("vpc-1", local, [], Some(local)),
+            None,
+            "the gateways are here"
+        );
+    }
+
+    #[test]
+    fn an_agent_always_has_the_way_to_the_control_planes_router() {
+        let (local, cp) = (a("198.51.100.2"), a("198.51.100.1"));
+        let p = plan("vpc-1", local, [(local, a("10.0.1.4"))], Some(cp)).expect("an overlay");
+        assert!(p.peers.is_empty());
+        assert_eq!(
+            p.gateway,
+            Some(OverlayGateway {
+                underlay: cp,
+                mac: router_mac("vpc-1", cp)
+            })
+        );
     }
 
     #[test]
@@ -230,9 +296,9 @@ mod tests {
         });
         plan.flow_enis = plan.enis.iter().map(|e| e.id.clone()).collect();
         let before = plan.clone();
-        localize(&mut plan, |_| true);
+        localize(&mut plan, |_| true, false);
         assert_eq!(plan, before, "everything here: nothing changes");
-        localize(&mut plan, |id| id != gone.id);
+        localize(&mut plan, |id| id != gone.id, false);
         assert!(plan.enis.iter().all(|e| e.id != gone.id));
         assert_eq!(plan.enis.len(), before.enis.len() - 1);
         assert!(!plan.flow_enis.contains(&gone.id));
@@ -249,5 +315,49 @@ mod tests {
             vias.contains(&(kept.router_link.clone(), kept.ip)),
             "{vias:?}"
         );
+    }
+
+    #[test]
+    fn on_an_agent_what_leaves_the_vpc_goes_to_the_control_planes_router() {
+        use crate::plan::{plan_vpc, RoutePlan, TablePlan};
+        use cove_model::fixtures;
+        let world = fixtures::world("gw", vec![], [&[], &[], &[]], vec![]);
+        let mut plan = plan_vpc(&world, "gw", &fixtures::vpc_id(&world)).expect("fixture VPC");
+        let route = |dest: &str, via: Via| RoutePlan {
+            dest: dest.parse().unwrap(),
+            via,
+        };
+        let endpoint = Via::Endpoint {
+            link: "cve0".into(),
+            ip: a("100.64.0.1"),
+        };
+        plan.tables.push(TablePlan {
+            id: "rtb-gw".into(),
+            kernel_table: 100,
+            subnets: vec![],
+            routes: vec![
+                route("0.0.0.0/0", Via::InternetGateway),
+                route("192.0.2.0/24", endpoint),
+                route("198.51.100.0/24", Via::Blackhole),
+            ],
+        });
+        let mut here = plan.clone();
+        localize(&mut here, |_| true, false);
+        assert_eq!(here, plan, "on the control plane nothing changes");
+        localize(&mut plan, |_| true, true);
+        assert!(plan.igw.is_none() && plan.endpoints.is_empty() && plan.peerings.is_empty());
+        let hop = Via::Eni {
+            link: link_name(&plan.vpc_id),
+            ip: GATEWAY_HOP,
+        };
+        let vias: Vec<&Via> = plan
+            .tables
+            .last()
+            .unwrap()
+            .routes
+            .iter()
+            .map(|r| &r.via)
+            .collect();
+        assert_eq!(vias, vec![&hop, &hop, &Via::Blackhole]);
     }
 }

@@ -105,7 +105,7 @@ impl Lab {
             .flat_map(|h| h.plan.enis.iter().map(|e| (h.underlay, e.ip)))
             .collect();
         for h in &self.hosts {
-            let plan = overlay::plan(&h.plan.vpc_id, h.underlay, placed.iter().copied())
+            let plan = overlay::plan(&h.plan.vpc_id, h.underlay, placed.iter().copied(), None)
                 .expect("the other host holds ENIs");
             // Twice: the second pass finds everything in place.
             for _ in 0..2 {
