@@ -26,6 +26,7 @@ import pytest
 from conftest import BINARY, Cove, drop_postgres_database, nat_gateway, new_postgres_database
 from helpers import eventually
 from test_dataplane import CLIENT, ECHO_PEER, INTERNET, PEER_CLIENT, S3, S3_TEST_PORT, SERVER
+from test_vpc_dns_endpoints import CALLER
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the data plane needs root")
 
@@ -404,6 +405,19 @@ def test_gateways_and_endpoints_on_the_control_plane_serve_enis_on_agents(cluste
         assert eventually(through_endpoint, timeout=20)
         assert source.startswith("100."), source  # the endpoint's own address, as on one host
         assert seen_from("c", worker_c) is None, "the endpoint carries S3's prefix list only"
+
+        # The agent's router answers DNS itself (the VPC resolver at base+2),
+        # with the private DNS of an interface endpoint whose ENI is on the
+        # control plane's host: boto3 on host c calls STS by its usual name.
+        ec2.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
+        ec2.create_vpc_endpoint(VpcId=vpc, VpcEndpointType="Interface", ServiceName="com.amazonaws.us-east-1.sts",
+                                SubnetIds=[private])
+
+        def sts_from_c():
+            return exec_on(agents["c"].data_dir, worker_c["NetworkInterfaceId"], sys.executable, "-c",
+                           CALLER).stdout.strip()
+
+        assert eventually(lambda: sts_from_c() == "123456789012", timeout=20), (sts_from_c(), agents["c"].log())
     finally:
         for proc in (internet, s3):
             proc.kill()

@@ -2,7 +2,8 @@
 //! (docs/scale-out.md). It registers its host, beats, and runs the same
 //! data plane as `cove serve` for the ENIs placed on it: the routers of
 //! their VPCs, their security groups and network ACLs, and the VXLAN
-//! overlays to the other hosts. It serves no API and runs no workload yet.
+//! overlays to the other hosts, and the VPC resolver of each of its
+//! routers. It serves no API and runs no workload yet.
 
 use crate::config::{self, AgentArgs, StoreLocation};
 use cove_model::hosts::Locality;
@@ -44,6 +45,14 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
         "agent registered; data plane on"
     );
     crate::hosts::spawn_heartbeats(store.clone(), id.clone(), args.underlay_address, false)?;
+    // The VPC resolvers of this host's routers run on a small runtime.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let mut resolvers =
+        crate::listeners::Listeners::resolvers_only(runtime.handle().clone(), store.clone());
+    let tag = instance.clone();
     let reconciler = cove_dataplane::run::spawn(
         store,
         instance,
@@ -52,7 +61,11 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
             control_plane: false,
         },
         cove_dataplane::linux::Linux,
-        |_| {},
+        move |outcome| {
+            if let cove_dataplane::run::Outcome::Applied { world, .. } = outcome {
+                resolvers.sync(world, &tag);
+            }
+        },
     )?;
     reconciler
         .join()

@@ -5,7 +5,9 @@
 //! every EFS mount target's ENI. Each socket is bound by a thread that
 //! entered the namespace (the socket keeps that namespace for life) and is
 //! served on the tokio runtime.
-//! A listener whose namespace was recreated is bound again.
+//! A listener whose namespace was recreated is bound again. A `cove agent`
+//! keeps only the VPC resolvers of its routers ([`Listeners::resolvers_only`]):
+//! the services, the simulated web and NFS live on the control plane's host.
 
 use axum::Extension;
 use cove_dataplane::vpc_dns;
@@ -20,16 +22,10 @@ use tokio::task::AbortHandle;
 
 pub struct Listeners {
     runtime: tokio::runtime::Handle,
-    api: axum::Router,
-    /// The simulated web's router.
-    web: axum::Router,
     store: Arc<Store>,
-    /// The TLS configuration of the HTTPS listeners.
-    tls: Arc<rustls::ServerConfig>,
-    /// The TLS configuration of the simulated web's HTTPS listener.
-    web_tls: Arc<rustls::ServerConfig>,
-    /// Cove's data directory, where EFS file systems keep their bytes.
-    data_dir: std::path::PathBuf,
+    /// What the control plane's host serves besides the resolvers (`None`
+    /// on an agent).
+    services: Option<Services>,
     /// Running listeners, with the inode of the namespace they were bound in.
     running: BTreeMap<ListenerPlan, (u64, Vec<AbortHandle>)>,
 }
@@ -40,24 +36,36 @@ fn netns_inode(name: &str) -> Option<u64> {
         .map(|m| m.ino())
 }
 
+/// The API, the simulated web and NFS, served inside the data plane by the
+/// control plane's host.
+pub struct Services {
+    pub api: axum::Router,
+    /// The simulated web's router.
+    pub web: axum::Router,
+    /// The TLS configuration of the HTTPS listeners.
+    pub tls: Arc<rustls::ServerConfig>,
+    /// The TLS configuration of the simulated web's HTTPS listener.
+    pub web_tls: Arc<rustls::ServerConfig>,
+    /// Cove's data directory, where EFS file systems keep their bytes.
+    pub data_dir: std::path::PathBuf,
+}
+
 impl Listeners {
-    pub fn new(
-        runtime: tokio::runtime::Handle,
-        api: axum::Router,
-        web: axum::Router,
-        store: Arc<Store>,
-        tls: Arc<rustls::ServerConfig>,
-        web_tls: Arc<rustls::ServerConfig>,
-        data_dir: std::path::PathBuf,
-    ) -> Self {
+    pub fn new(runtime: tokio::runtime::Handle, store: Arc<Store>, services: Services) -> Self {
         Listeners {
             runtime,
-            api,
-            web,
             store,
-            tls,
-            web_tls,
-            data_dir,
+            services: Some(services),
+            running: BTreeMap::new(),
+        }
+    }
+
+    /// The VPC resolvers of this host's routers, and nothing else.
+    pub fn resolvers_only(runtime: tokio::runtime::Handle, store: Arc<Store>) -> Self {
+        Listeners {
+            runtime,
+            store,
+            services: None,
             running: BTreeMap::new(),
         }
     }
@@ -66,6 +74,7 @@ impl Listeners {
     pub fn sync(&mut self, world: &cove_model::world::World, instance: &str) {
         let wanted: BTreeMap<ListenerPlan, Option<u64>> = listeners(world, instance)
             .into_iter()
+            .filter(|p| self.services.is_some() || matches!(p.kind, ListenerKind::Dns { .. }))
             .map(|p| {
                 let inode = netns_inode(&p.netns);
                 (p, inode)
@@ -125,6 +134,11 @@ impl Listeners {
 
     fn start(&self, plan: &ListenerPlan) -> std::io::Result<Vec<AbortHandle>> {
         let addr = plan.addr;
+        let services = || {
+            self.services
+                .as_ref()
+                .ok_or_else(|| std::io::Error::other("this host serves only the VPC resolvers"))
+        };
         match &plan.kind {
             ListenerKind::Api {
                 only_service,
@@ -137,14 +151,17 @@ impl Listeners {
                     vpc_endpoint_id: vpc_endpoint_id.clone(),
                     vpc_id: vpc_id.clone(),
                 };
-                let app = self.api.clone().layer(Extension(arrival));
-                self.serve_http(plan, app, tls.then(|| self.tls.clone()))
+                let services = services()?;
+                let app = services.api.clone().layer(Extension(arrival));
+                self.serve_http(plan, app, tls.then(|| services.tls.clone()))
             }
             ListenerKind::Web { tls } => {
-                self.serve_http(plan, self.web.clone(), tls.then(|| self.web_tls.clone()))
+                let services = services()?;
+                let tls = tls.then(|| services.web_tls.clone());
+                self.serve_http(plan, services.web.clone(), tls)
             }
             ListenerKind::Nfs { file_system_id } => {
-                let root = cove_efs::file_system_dir(&self.data_dir, file_system_id);
+                let root = cove_efs::file_system_dir(&services()?.data_dir, file_system_id);
                 std::fs::create_dir_all(&root)?;
                 // The socket is made by the thread in the namespace.
                 let runtime = self.runtime.clone();

@@ -378,12 +378,14 @@ fn start_data_plane(
     )?;
     let mut listeners = crate::listeners::Listeners::new(
         tokio::runtime::Handle::current(),
-        api,
-        crate::web::router(settings.package_index.clone()),
         store.clone(),
-        tls,
-        web_tls,
-        settings.data_dir.clone(),
+        crate::listeners::Services {
+            api,
+            web: crate::web::router(settings.package_index.clone()),
+            tls,
+            web_tls,
+            data_dir: settings.data_dir.clone(),
+        },
     );
     let tag = instance.clone();
     let locality = match &settings.host {
