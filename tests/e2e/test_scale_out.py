@@ -7,17 +7,12 @@ a machine, and a bridge in a fourth namespace plays the underlay switch
 ACLs are enforced on each ENI's host and traffic crosses hosts over VXLAN.
 Needs root and COVE_TEST_POSTGRES."""
 
-import ctypes
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import threading
-import urllib.parse
 import urllib.request
 
 import botocore.exceptions
@@ -25,167 +20,26 @@ import pytest
 
 from conftest import BINARY, Cove, drop_postgres_database, nat_gateway, new_postgres_database
 from helpers import eventually
+from simulated_hosts import Agent, Simulation
 from test_dataplane import CLIENT, ECHO_PEER, INTERNET, PEER_CLIENT, S3, S3_TEST_PORT, SERVER
 from test_vpc_dns_endpoints import CALLER
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the data plane needs root")
 
-TAG = f"{os.getpid() % 100000}"
-UNDERLAY_NETNS = f"covul-{TAG}"
-# host id → (namespace, underlay address); None: this namespace (the control plane).
-HOSTS = {
-    "cp": (None, "198.51.100.1"),
-    "b": (f"covhost-{TAG}b", "198.51.100.2"),
-    "c": (f"covhost-{TAG}c", "198.51.100.3"),
-}
-
-
-def ip(*args, netns=None):
-    cmd = ["ip", *(["-n", netns] if netns else []), *args]
-    subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL, capture_output=True)
-
-
-def make_underlay():
-    """The bridge, and one veth per host into it, MTU 1550 (VXLAN's 50
-    bytes on top of the ENIs' 1500)."""
-    ip("netns", "add", UNDERLAY_NETNS)
-    ip("link", "add", "br0", "mtu", "1550", "type", "bridge", netns=UNDERLAY_NETNS)
-    ip("link", "set", "br0", "up", netns=UNDERLAY_NETNS)
-    for host, (netns, address) in HOSTS.items():
-        if netns:
-            ip("netns", "add", netns)
-            ip("link", "set", "lo", "up", netns=netns)
-        inner, port = f"cvul{TAG}{host}", f"p{host}"
-        ip("link", "add", inner, "mtu", "1550", "type", "veth", "peer", "name", port, "mtu", "1550",
-           "netns", UNDERLAY_NETNS, netns=netns)
-        ip("link", "set", port, "master", "br0", "up", netns=UNDERLAY_NETNS)
-        ip("addr", "add", f"{address}/24", "dev", inner, netns=netns)
-        ip("link", "set", inner, "up", netns=netns)
-
-
-CLONE_NEWNET = 0x40000000
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(path):
-    with open(path) as f:
-        if _libc.setns(f.fileno(), CLONE_NEWNET) != 0:
-            raise OSError(ctypes.get_errno(), f"setns {path}")
-
-
-def relay_store_into(netns, store_url):
-    """Makes the test PostgreSQL server (on this namespace's loopback)
-    reachable at the same address inside `netns`, as a real agent reaches
-    the store over its network: a listening socket made in `netns`, each
-    connection relayed from here. Returns a function that stops it."""
-    target = urllib.parse.urlparse(store_url)
-    address = (target.hostname, target.port)
-    listener = None
-
-    def make_listener():
-        nonlocal listener
-        me = f"/proc/self/task/{threading.get_native_id()}/ns/net"
-        with open(me) as back:
-            _setns(f"/run/netns/{netns}")
-            try:
-                listener = socket.create_server(address)
-            finally:
-                if _libc.setns(back.fileno(), CLONE_NEWNET) != 0:
-                    os._exit(70)  # a test thread stuck in another namespace must not go on
-    maker = threading.Thread(target=make_listener)
-    maker.start()
-    maker.join()
-
-    def pump(src, dst):
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                try:
-                    s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-
-    def serve():
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(address)
-            for a, b in ((conn, upstream), (upstream, conn)):
-                threading.Thread(target=pump, args=(a, b), daemon=True).start()
-
-    threading.Thread(target=serve, daemon=True).start()
-    return listener.close
-
-
-def remove_underlay():
-    # The veths go with the namespaces that hold their ends.
-    for netns in [UNDERLAY_NETNS, *(n for n, _ in HOSTS.values() if n)]:
-        subprocess.run(["ip", "netns", "del", netns], stdin=subprocess.DEVNULL, capture_output=True)
-
-
-class Agent:
-    def __init__(self, host, store):
-        self.host, self.store = host, store
-        self.netns, self.address = HOSTS[host]
-        self.data_dir = tempfile.mkdtemp(prefix=f"cove-e2e-agent-{host}-")
-        self.log_path = os.path.join(self.data_dir, "agent.log")
-        self.proc = None
-
-    def start(self):
-        log = open(self.log_path, "a")
-        self.proc = subprocess.Popen(
-            # nsenter, not `ip netns exec`: that one gives the process a
-            # mount namespace of its own, where the namespaces the agent
-            # names (bind mounts under /run/netns) would stay invisible.
-            ["nsenter", f"--net=/run/netns/{self.netns}", BINARY, "agent", "--store", self.store, "--data-dir",
-             self.data_dir, "--underlay-address", self.address, "--host-id", self.host],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        return self
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=10)
-        self.proc = None
-
-    def log(self):
-        return open(self.log_path).read()
-
-    def teardown(self):
-        subprocess.run([BINARY, "teardown", "--data-dir", self.data_dir], stdout=subprocess.DEVNULL,
-                       stdin=subprocess.DEVNULL)
-        shutil.rmtree(self.data_dir, ignore_errors=True)
-
-
 @pytest.fixture
 def cluster():
     url = new_postgres_database()
-    remove_underlay()
-    make_underlay()
-    agents = []
+    simulation = Simulation(BINARY, url)
     with tempfile.TemporaryDirectory(prefix="cove-e2e-cp-") as d:
-        server = Cove(d, store=url, env={"COVE_UNDERLAY_ADDRESS": HOSTS["cp"][1], "COVE_HOST_ID": "cp"})
-        relays = []
+        server = Cove(d, store=url, env=simulation.serve_env())
         try:
+            simulation.up()
             server.start()
-            relays = [relay_store_into(HOSTS[h][0], url) for h in ("b", "c")]
-            agents = [Agent(h, url).start() for h in ("b", "c")]
-            yield server, {a.host: a for a in agents}
+            yield server, simulation.start_agents()
         finally:
-            for stop in relays:
-                stop()
-            for a in agents:
-                a.stop(signal.SIGKILL)
-                a.teardown()
+            simulation.down()
             server.stop(signal.SIGKILL)
             server.teardown()
-            remove_underlay()
             drop_postgres_database(url)
 
 
@@ -342,7 +196,7 @@ def test_a_silent_host_is_marked_lost_and_comes_back(cluster):
     ec2.delete_network_interface(NetworkInterfaceId=on_c["NetworkInterfaceId"])
     assert eventually(lambda: exec_on(c.data_dir, on_c["NetworkInterfaceId"], "true").returncode != 0, timeout=20)
     # A second agent under the same host id is refused.
-    twin = Agent("c", c.store)
+    twin = Agent(BINARY, "c", c.netns, c.address, c.store)
     try:
         twin.start()
         assert twin.proc.wait(timeout=20) != 0
