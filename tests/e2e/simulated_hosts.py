@@ -79,6 +79,10 @@ def relay_store_into(netns, store_url):
             except OSError:
                 return
             upstream = socket.create_connection(address)
+            # Small messages (PostgreSQL's notifications) must not wait for
+            # Nagle's algorithm on either leg.
+            for s in (conn, upstream):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             for a, b in ((conn, upstream), (upstream, conn)):
                 threading.Thread(target=pump, args=(a, b), daemon=True).start()
 

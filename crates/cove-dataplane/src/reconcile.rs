@@ -887,6 +887,7 @@ mod tests {
             state: cove_model::hosts::HostState::Available,
             registered_at: String::new(),
             heartbeat_at: 1,
+            applied_position: 0,
         }
     }
 

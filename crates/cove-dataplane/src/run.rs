@@ -41,7 +41,7 @@ pub fn spawn<B: Backend + Send + 'static>(
             loop {
                 let generation = store.generation();
                 let started = Instant::now();
-                let world = store.snapshot();
+                let (world, position) = store.snapshot_at();
                 match reconciler.reconcile(&world) {
                     Ok(pass) => {
                         after_pass(Outcome::Applied {
@@ -57,6 +57,7 @@ pub fn spawn<B: Backend + Send + 'static>(
                             );
                         }
                         store.mark_applied(generation);
+                        store.mark_applied_position(position);
                         store.wait_for_change(generation, Duration::from_secs(30));
                     }
                     Err(e) => {

@@ -45,14 +45,20 @@ pub struct Host {
     pub registered_at: String,
     /// Seconds since the Unix epoch of the last heartbeat.
     pub heartbeat_at: u64,
+    /// The store position (`cove_store::Store::snapshot_at`) of the newest
+    /// world the host's data plane had made real at its last heartbeat:
+    /// how far behind it is, for operators and tests.
+    #[serde(default)]
+    pub applied_position: u64,
 }
 
 impl Host {
-    /// Whether `other` differs from this host in anything but its last
-    /// heartbeat: what the data plane has to act on.
+    /// Whether `other` differs from this host in anything but what its
+    /// heartbeat reports: what the data plane has to act on.
     pub fn same_but_heartbeat(&self, other: &Host) -> bool {
         Host {
             heartbeat_at: other.heartbeat_at,
+            applied_position: other.applied_position,
             ..self.clone()
         } == *other
     }
@@ -146,6 +152,7 @@ mod tests {
             state: HostState::Available,
             registered_at: "2026-12-06T00:00:00Z".into(),
             heartbeat_at: 100,
+            applied_position: 0,
         }
     }
 
@@ -198,6 +205,7 @@ mod tests {
         let a = host("a", 1, false);
         let later = Host {
             heartbeat_at: 200,
+            applied_position: 7,
             ..a.clone()
         };
         assert!(a.same_but_heartbeat(&later));

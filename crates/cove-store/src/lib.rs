@@ -60,6 +60,10 @@ pub struct Store {
     /// the job supervisor waits on it before it sends a job's packets.
     applied: Mutex<u64>,
     applied_changed: std::sync::Condvar,
+    /// The store position ([`Store::snapshot_at`]) of the newest world the
+    /// data plane has applied: comparable across processes, unlike the
+    /// generation, which counts this process's publications.
+    applied_position: std::sync::atomic::AtomicU64,
 }
 
 /// What readers see: the whole world and each account's part of it.
@@ -67,6 +71,8 @@ pub struct Store {
 struct Published {
     all: Arc<World>,
     accounts: Arc<HashMap<String, Arc<World>>>,
+    /// The database's position (its commit count) this world is as of.
+    position: u64,
 }
 
 /// What only the writer touches: the database and who owns each document.
@@ -256,7 +262,8 @@ impl Store {
 
     fn from_durable(mut durable: Box<dyn Durable>, shared: bool) -> anyhow::Result<Store> {
         let (rows, position) = durable.load()?;
-        let (published, owners) = index(rows)?;
+        let (mut published, owners) = index(rows)?;
+        published.position = position;
         Ok(Store {
             writer: Mutex::new(Writer {
                 durable,
@@ -272,6 +279,7 @@ impl Store {
             changed: std::sync::Condvar::new(),
             applied: Mutex::new(0),
             applied_changed: std::sync::Condvar::new(),
+            applied_position: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -344,9 +352,10 @@ impl Store {
     /// Replaces the published world, the owners and the feed position with
     /// everything stored (`rows`, as of `position`).
     fn reload(&self, writer: &mut Writer, rows: Vec<Row>, position: u64) -> anyhow::Result<()> {
-        let (published, owners) = index(rows)?;
+        let (mut published, owners) = index(rows)?;
         writer.position = position;
         writer.owners = owners;
+        published.position = position;
         self.current.store(Arc::new(published));
         Ok(())
     }
@@ -388,6 +397,7 @@ impl Store {
         self.current.store(Arc::new(Published {
             all: Arc::new(all),
             accounts: Arc::new(accounts),
+            position: writer.position,
         }));
         self.announce();
     }
@@ -464,6 +474,31 @@ impl Store {
     /// The current state; cheap, never blocks.
     pub fn snapshot(&self) -> Arc<World> {
         self.current.load().all.clone()
+    }
+
+    /// The current state and the database position it is as of: the
+    /// number of commits the database had made (by every process sharing
+    /// it) when it was that.
+    pub fn snapshot_at(&self) -> (Arc<World>, u64) {
+        let published = self.current.load();
+        (published.all.clone(), published.position)
+    }
+
+    /// The database position this process has followed up to.
+    pub fn position(&self) -> u64 {
+        self.current.load().position
+    }
+
+    /// Records that the data plane has applied the world as of `position`.
+    pub fn mark_applied_position(&self, position: u64) {
+        self.applied_position
+            .fetch_max(position, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The newest database position the data plane has applied.
+    pub fn applied_position(&self) -> u64 {
+        self.applied_position
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// What `account` owns, and nothing else; cheap, never blocks.
@@ -663,6 +698,7 @@ fn index(rows: Vec<Row>) -> anyhow::Result<(Published, HashMap<(&'static str, St
     let published = Published {
         all: Arc::new(all),
         accounts: Arc::new(views.into_iter().map(|(a, w)| (a, Arc::new(w))).collect()),
+        position: 0,
     };
     Ok((published, owners))
 }

@@ -112,6 +112,7 @@ pub fn register(
                 state: HostState::Available,
                 registered_at,
                 heartbeat_at: now(),
+                applied_position: store.applied_position(),
             });
             Ok(())
         })
@@ -134,6 +135,7 @@ fn beat(store: &Store, id: &str) -> Result<(), String> {
             let host = Host {
                 heartbeat_at: now(),
                 state: HostState::Available,
+                applied_position: store.applied_position(),
                 ..(**h).clone()
             };
             tx.act_for(SYSTEM_ACCOUNT);
@@ -265,6 +267,7 @@ mod tests {
             state,
             registered_at: String::new(),
             heartbeat_at: beat,
+            applied_position: 0,
         })
     }
 

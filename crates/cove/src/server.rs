@@ -445,8 +445,18 @@ async fn health(State(app): State<Arc<App>>) -> Response<Body> {
         .values()
         .map(|h| {
             let age = crate::hosts::now().saturating_sub(h.heartbeat_at);
-            let role = if h.control_plane { "control-plane" } else { "agent" };
-            let about = serde_json::json!({"state": h.state.as_str(), "role": role, "underlay": h.underlay, "seconds_since_heartbeat": age});
+            let role = if h.control_plane {
+                "control-plane"
+            } else {
+                "agent"
+            };
+            let about = serde_json::json!({
+                "state": h.state.as_str(),
+                "role": role,
+                "underlay": h.underlay,
+                "seconds_since_heartbeat": age,
+                "applied_position": h.applied_position,
+            });
             (h.id.clone(), about)
         })
         .collect();
@@ -464,6 +474,9 @@ async fn health(State(app): State<Arc<App>>) -> Response<Body> {
             "store": {
                 "kind": app.store.kind(),
                 "generation": generation,
+                // The database's commit count as this server has followed
+                // it: what each host's `applied_position` is compared with.
+                "position": app.store.position(),
                 "last_commit": if store_ok { "succeeded" } else { "failed" },
             },
             "data_plane": data_plane,

@@ -46,6 +46,7 @@ pub fn cove_binary() -> PathBuf {
         .join("cove")
 }
 
+pub mod hosts;
 pub mod reach_diff;
 
 /// One running `cove serve`, killed when dropped.
@@ -64,18 +65,25 @@ impl Cove {
     /// and waits until `/_cove/health` answers 200.
     #[track_caller]
     pub fn start() -> Cove {
-        Cove::start_with(false)
+        Cove::start_with(false, &[])
     }
 
     /// A server with its data plane on (needs root): every VPC resource
     /// becomes kernel networking, removed again (`cove teardown`) on drop.
     #[track_caller]
     pub fn start_with_data_plane() -> Cove {
-        Cove::start_with(true)
+        Cove::start_with(true, &[])
+    }
+
+    /// A server with its data plane on and `env` in its environment (the
+    /// control plane of [`hosts::Hosts`]).
+    #[track_caller]
+    pub fn start_on(env: &[(String, String)]) -> Cove {
+        Cove::start_with(true, env)
     }
 
     #[track_caller]
-    fn start_with(data_plane: bool) -> Cove {
+    fn start_with(data_plane: bool, env: &[(String, String)]) -> Cove {
         let binary = cove_binary();
         assert!(
             binary.is_file(),
@@ -104,6 +112,7 @@ impl Cove {
             .arg(data_dir.path())
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone the log handle"))
             .stderr(log)
@@ -149,6 +158,32 @@ impl Cove {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    /// Waits until every registered host's data plane has reported (at its
+    /// heartbeat) a store position at least the server's now.
+    pub fn wait_hosts_applied(&self, timeout: Duration) -> bool {
+        let health =
+            || -> Option<serde_json::Value> { serde_json::from_str(&health_body(self.addr)?).ok() };
+        let Some(target) = health().and_then(|h| h["components"]["store"]["position"].as_u64())
+        else {
+            return false;
+        };
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let caught_up = health().is_some_and(|h| {
+                h["components"]["hosts"].as_object().is_some_and(|hosts| {
+                    hosts
+                        .values()
+                        .all(|v| v["applied_position"].as_u64().is_some_and(|a| a >= target))
+                })
+            });
+            if caught_up {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
         }
         false
     }

@@ -11,6 +11,12 @@
 //! Everything derives from one seed: topology `i` is generated from
 //! `topology_seed(seed, i)`, so a mismatch is reproduced with `--seed S
 //! --only i`.
+//!
+//! With [`Options::hosts`] the same runs over three simulated hosts
+//! ([`crate::hosts`]): the ENIs are spread round-robin over the control
+//! plane's host and two agents (`cove:host` tags), and every packet that
+//! crosses hosts goes over the overlay. The model knows nothing of hosts,
+//! so any difference is a bug of the overlay.
 
 use crate::Cove;
 use aws_sdk_ec2::types::{
@@ -23,7 +29,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,6 +51,9 @@ pub struct Options {
     /// Topologies per server: a fresh `cove serve` every so many, so no run
     /// accumulates thousands of namespaces.
     pub per_server: usize,
+    /// A PostgreSQL server (its role may create databases): spread the ENIs
+    /// over three simulated hosts that share a store there.
+    pub hosts: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -411,6 +420,8 @@ fn generate(seed: u64) -> Spec {
 struct Realised {
     /// User ENIs: (id, private ip, public ip).
     enis: Vec<(String, Ipv4Addr, Option<Ipv4Addr>)>,
+    /// The host of each ENI placed off the control plane's host.
+    placed: BTreeMap<String, String>,
     /// Interface endpoint ENIs (destinations only).
     endpoint_enis: Vec<(String, Ipv4Addr)>,
 }
@@ -451,7 +462,48 @@ fn err<E: std::fmt::Debug>(what: &'static str) -> impl Fn(E) -> String {
     move |e| format!("{what}: {e:?}")
 }
 
-async fn realise(ec2: &aws_sdk_ec2::Client, spec: &Spec) -> Res<Realised> {
+/// Which host each new ENI goes to: round-robin over `hosts` (the control
+/// plane's first, which needs no tag); nowhere else when `hosts` is empty.
+struct Placement {
+    hosts: Vec<String>,
+    next: AtomicUsize,
+}
+
+impl Placement {
+    fn next(&self) -> Option<String> {
+        let k = self.next.fetch_add(1, Ordering::Relaxed);
+        let host = self.hosts.get(k % self.hosts.len().max(1))?;
+        (host != crate::hosts::CONTROL_PLANE).then(|| host.clone())
+    }
+}
+
+/// A `CreateNetworkInterface` placed by `place`, and the host it names.
+fn create_eni(
+    ec2: &aws_sdk_ec2::Client,
+    place: &Placement,
+) -> (
+    aws_sdk_ec2::operation::create_network_interface::builders::CreateNetworkInterfaceFluentBuilder,
+    Option<String>,
+) {
+    let host = place.next();
+    let mut req = ec2.create_network_interface();
+    if let Some(h) = &host {
+        req = req.tag_specifications(
+            aws_sdk_ec2::types::TagSpecification::builder()
+                .resource_type(aws_sdk_ec2::types::ResourceType::NetworkInterface)
+                .tags(
+                    aws_sdk_ec2::types::Tag::builder()
+                        .key(cove_model::hosts::HOST_TAG)
+                        .value(h)
+                        .build(),
+                )
+                .build(),
+        );
+    }
+    (req, host)
+}
+
+async fn realise(ec2: &aws_sdk_ec2::Client, spec: &Spec, place: &Placement) -> Res<Realised> {
     let pl = cove_model::region::s3_prefix_list_id("us-east-1");
     let vpc = ec2
         .create_vpc()
@@ -769,10 +821,11 @@ async fn realise(ec2: &aws_sdk_ec2::Client, spec: &Spec) -> Res<Realised> {
         }
     }
     let mut enis = Vec::new();
+    let mut placed = BTreeMap::new();
     for e in &spec.enis {
         let groups: Vec<String> = e.groups.iter().map(|g| group_ids[*g].clone()).collect();
-        let created = ec2
-            .create_network_interface()
+        let (req, host) = create_eni(ec2, place);
+        let created = req
             .subnet_id(&subnets[e.subnet])
             .set_groups(Some(groups))
             .send()
@@ -785,6 +838,9 @@ async fn realise(ec2: &aws_sdk_ec2::Client, spec: &Spec) -> Res<Realised> {
             .unwrap_or_default()
             .parse()
             .map_err(err("eni ip"))?;
+        if let Some(h) = host {
+            placed.insert(id.clone(), h);
+        }
         let mut public = None;
         if e.eip {
             let eip = ec2
@@ -803,7 +859,14 @@ async fn realise(ec2: &aws_sdk_ec2::Client, spec: &Spec) -> Res<Realised> {
         enis.push((id, ip, public));
     }
     if let Some(peer) = &spec.peer {
-        enis.extend(realise_peer(ec2, &vpc_id, &main_rt, peer, &group_ids, &lists).await?);
+        let peer_enis =
+            realise_peer(ec2, &vpc_id, &main_rt, peer, &group_ids, &lists, place).await?;
+        for (id, ip, public, host) in peer_enis {
+            if let Some(h) = host {
+                placed.insert(id.clone(), h);
+            }
+            enis.push((id, ip, public));
+        }
     }
     if spec.delete_nat {
         ec2.delete_nat_gateway()
@@ -814,6 +877,7 @@ async fn realise(ec2: &aws_sdk_ec2::Client, spec: &Spec) -> Res<Realised> {
     }
     Ok(Realised {
         enis,
+        placed,
         endpoint_enis,
     })
 }
@@ -826,7 +890,8 @@ async fn realise_peer(
     spec: &PeerSpec,
     group_ids: &[String],
     lists: &Lists,
-) -> Res<Vec<(String, Ipv4Addr, Option<Ipv4Addr>)>> {
+    place: &Placement,
+) -> Res<Vec<(String, Ipv4Addr, Option<Ipv4Addr>, Option<String>)>> {
     let vpc = ec2
         .create_vpc()
         .cidr_block("10.2.0.0/16")
@@ -923,8 +988,8 @@ async fn realise_peer(
     }
     let mut enis = Vec::new();
     for _ in 0..spec.enis {
-        let created = ec2
-            .create_network_interface()
+        let (req, host) = create_eni(ec2, place);
+        let created = req
             .subnet_id(&subnet)
             .groups(&group)
             .send()
@@ -940,6 +1005,7 @@ async fn realise_peer(
             ni.network_interface_id().unwrap_or_default().to_string(),
             ip,
             None,
+            host,
         ));
     }
     Ok(enis)
@@ -1204,13 +1270,28 @@ fn echo_servers(
         .collect()
 }
 
+/// Where each ENI's namespace is: the instance tag of the host that makes
+/// it (the control plane's unless the ENI was placed on an agent).
+struct Namespaces {
+    control_plane: String,
+    /// ENI id → its agent's instance tag.
+    placed: BTreeMap<String, String>,
+}
+
+impl Namespaces {
+    fn eni(&self, id: &str) -> String {
+        let instance = self.placed.get(id).unwrap_or(&self.control_plane);
+        cove_net::naming::eni_netns(instance, id)
+    }
+}
+
 /// Sends every probe from its source namespace, all sources at once; returns the outcomes in order.
-fn run_probes(instance: &str, probes: &[Probe], timeout: Duration) -> Vec<(bool, f64)> {
+fn run_probes(where_: &Namespaces, probes: &[Probe], timeout: Duration) -> Vec<(bool, f64)> {
     let mut by_source: BTreeMap<String, Vec<(usize, Probe)>> = BTreeMap::new();
     for (i, p) in probes.iter().enumerate() {
         let ns = match &p.from {
-            From::Eni(e) => cove_net::naming::eni_netns(instance, e),
-            From::Internet => cove_net::naming::region_netns(instance),
+            From::Eni(e) => where_.eni(e),
+            From::Internet => cove_net::naming::region_netns(&where_.control_plane),
         };
         by_source.entry(ns).or_default().push((i, p.clone()));
     }
@@ -1253,16 +1334,35 @@ pub async fn run(opts: &Options) -> Report {
         Some(i) => vec![i],
         None => (opts.first..opts.topologies).collect(),
     };
+    let instance_of = |dir: &std::path::Path| {
+        let canonical = std::fs::canonicalize(dir).expect("data dir");
+        cove_net::naming::instance_tag(&canonical.to_string_lossy())
+    };
     for batch in indices.chunks(opts.per_server.max(1)) {
-        let cove = Cove::start_with_data_plane();
+        let mut hosts = opts.hosts.as_deref().map(crate::hosts::Hosts::up);
+        let cove = match &hosts {
+            Some(h) => Cove::start_on(&h.serve_env()),
+            None => Cove::start_with_data_plane(),
+        };
+        let mut agents = BTreeMap::new();
+        if let Some(h) = hosts.as_mut() {
+            h.start_agents(&crate::cove_binary());
+            for id in h.ids().into_iter().skip(1) {
+                let dir = h.agent_dir(&id).expect("an agent's data directory");
+                agents.insert(id, instance_of(&dir));
+            }
+        }
+        let place = Placement {
+            hosts: hosts.as_ref().map(|h| h.ids()).unwrap_or_default(),
+            next: AtomicUsize::new(0),
+        };
         let ec2 = cove.ec2();
-        let canonical = std::fs::canonicalize(cove.data_dir()).expect("data dir");
-        let instance = cove_net::naming::instance_tag(&canonical.to_string_lossy());
+        let instance = instance_of(cove.data_dir());
         for &i in batch {
             let seed = topology_seed(opts.seed, i);
             let spec = generate(seed);
             let started = Instant::now();
-            let realised = match realise(&ec2, &spec).await {
+            let realised = match realise(&ec2, &spec, &place).await {
                 Ok(r) => r,
                 Err(e) => panic!(
                     "topology {i} (seed {seed}) could not be made: {e}\n{}",
@@ -1274,19 +1374,35 @@ pub async fn run(opts: &Options) -> Report {
                 "the data plane did not apply topology {i}:\n{}",
                 cove.log()
             );
+            if let Some(h) = &hosts {
+                assert!(
+                    cove.wait_hosts_applied(Duration::from_secs(60)),
+                    "the agents did not apply topology {i}:\n{}\n{}",
+                    h.log_of("b"),
+                    h.log_of("c")
+                );
+            }
             report.realise_seconds += started.elapsed().as_secs_f64();
-            let world = cove_store::Store::read_world(&cove.data_dir().join("cove.db"))
-                .expect("read the store");
+            let world = match &hosts {
+                Some(h) => cove_store::Store::read_postgres(&h.store_url()),
+                None => cove_store::Store::read_world(&cove.data_dir().join("cove.db")),
+            }
+            .expect("read the store");
+            let where_ = Namespaces {
+                control_plane: instance.clone(),
+                placed: realised
+                    .placed
+                    .iter()
+                    .map(|(eni, host)| (eni.clone(), agents[host].clone()))
+                    .collect(),
+            };
             let mut rng = StdRng::seed_from_u64(seed ^ 0x5eed);
             let probes = plan_probes(&mut rng, &spec, &realised, opts.probes);
 
             let started = Instant::now();
             let stop = Arc::new(AtomicBool::new(false));
-            let mut namespaces: Vec<String> = realised
-                .enis
-                .iter()
-                .map(|e| cove_net::naming::eni_netns(&instance, &e.0))
-                .collect();
+            let mut namespaces: Vec<String> =
+                realised.enis.iter().map(|e| where_.eni(&e.0)).collect();
             namespaces.extend(
                 realised
                     .endpoint_enis
@@ -1295,7 +1411,7 @@ pub async fn run(opts: &Options) -> Report {
             );
             let servers = echo_servers(namespaces, spec.udp_ports.clone(), stop.clone());
             std::thread::sleep(Duration::from_millis(100));
-            let sent = run_probes(&instance, &probes, opts.timeout);
+            let sent = run_probes(&where_, &probes, opts.timeout);
             for (p, (ok, micros)) in probes.iter().zip(&sent) {
                 if *ok && p.protocol == Protocol::Tcp {
                     report.tcp_micros.push(*micros);
@@ -1334,7 +1450,7 @@ pub async fn run(opts: &Options) -> Report {
                 let again: Vec<Probe> = retry.iter().map(|&k| probes[k].clone()).collect();
                 for (k, ok) in retry
                     .iter()
-                    .zip(run_probes(&instance, &again, opts.timeout * 6))
+                    .zip(run_probes(&where_, &again, opts.timeout * 6))
                 {
                     outcomes[*k] = ok.0;
                 }

@@ -19,6 +19,7 @@ async fn model_and_kernel_agree_on_random_topologies() {
         only: None,
         first: 0,
         per_server: 4,
+        hosts: None,
     })
     .await;
     println!("{}", report.table());
@@ -31,5 +32,42 @@ async fn model_and_kernel_agree_on_random_topologies() {
         report.kinds.values().map(|k| k.0 - k.1).sum::<usize>() > 0,
         "nothing was blocked"
     );
+    assert!(report.mismatches.is_empty(), "{}", report.table());
+}
+
+/// The same over three simulated hosts (the control plane's and two
+/// agents'), the ENIs spread over them: every probe between ENIs on
+/// different hosts crosses the overlay, and what leaves the VPC from an
+/// agent's ENI crosses it to the control plane's router. Needs the test
+/// PostgreSQL server (COVE_TEST_POSTGRES; scripts/test-postgres.sh).
+#[tokio::test(flavor = "current_thread")]
+async fn model_and_kernel_agree_with_enis_spread_over_three_hosts() {
+    if !cove_sys::is_root() {
+        eprintln!("skipped: the data plane needs root");
+        return;
+    }
+    let Ok(postgres) = std::env::var("COVE_TEST_POSTGRES") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the test over several hosts: set COVE_TEST_POSTGRES"
+        );
+        eprintln!("skipped: COVE_TEST_POSTGRES is not set");
+        return;
+    };
+    let report = run(&Options {
+        seed: 11,
+        topologies: 4,
+        probes: 150,
+        timeout: Duration::from_millis(400),
+        only: None,
+        first: 0,
+        per_server: 4,
+        hosts: Some(postgres),
+    })
+    .await;
+    println!("{}", report.table());
+    assert_eq!(report.probes, 4 * 150);
+    assert!(report.kinds.values().map(|k| k.1).sum::<usize>() > 0);
+    assert!(report.kinds.values().map(|k| k.0 - k.1).sum::<usize>() > 0);
     assert!(report.mismatches.is_empty(), "{}", report.table());
 }

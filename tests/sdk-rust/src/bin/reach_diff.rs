@@ -30,6 +30,11 @@ struct Args {
     /// Topologies per `cove serve` before a fresh one starts.
     #[arg(long, default_value_t = 10)]
     per_server: usize,
+    /// Spread the ENIs over three simulated hosts sharing a store on this
+    /// PostgreSQL server (its role may create databases), e.g.
+    /// postgres://postgres@127.0.0.1:54329/postgres.
+    #[arg(long)]
+    hosts: Option<String>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -43,6 +48,7 @@ async fn main() {
         only: a.only,
         first: a.first,
         per_server: a.per_server,
+        hosts: a.hosts,
     };
     let report = run(&opts).await;
     print!("{}", report.table());

@@ -1,0 +1,242 @@
+#!/usr/bin/env python3
+"""Cove over three simulated hosts (run as root, from the repository, with a
+PostgreSQL server: COVE_TEST_POSTGRES or --postgres; `bash
+scripts/test-postgres.sh` starts one).
+
+Each run builds the simulation of tests/e2e/simulated_hosts.py on a new
+database: `cove serve --store postgres://…` as the control plane's host
+("cp", 198.51.100.1) and two `cove agent`s ("b", "c") in namespaces of their
+own on a bridge underlay. Then, side by side in the same run:
+
+1. Security-group change → enforced, on the same host vs on a remote one.
+   A client ENI on cp probes two server ENIs, one on cp and one on agent b,
+   each behind a group of its own (the prober and the method are
+   bench/sg_change.py's: a new TCP connection every millisecond, latency
+   from the API call returning to the first connection the change decides).
+   On cp the change is applied by the control plane's own reconciler; on b
+   it travels the store's change feed (PostgreSQL NOTIFY) to the agent,
+   whose reconciler applies it. Trials alternate between the two servers.
+
+2. ENIs at scale: `--enis` ENIs (default 999) spread round-robin over the
+   three hosts with the `cove:host` tag (8 client threads), timed from the
+   first CreateNetworkInterface to the moment every host has plumbed its
+   share (its ENI namespaces all exist); and one more ENI on agent b, from
+   its CreateNetworkInterface to `cove exec --eni … true` succeeding on b,
+   with the VPC empty and then with the ENIs in it (`--trials` times each):
+   the agent's work for one new ENI should not grow with the VPC.
+
+Usage:
+  .venv/bin/python bench/scale_out.py [--cove target/release/cove] [--runs 3] [--trials 30] [--enis 999]
+"""
+import argparse
+import concurrent.futures
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import botocore.config
+
+from common import ROOT, clients, cove_server, pct, settle
+from sg_change import PORT, PROBER, SERVER, start_in_eni
+
+sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
+from simulated_hosts import CONTROL_PLANE, Simulation  # noqa: E402
+
+AGENT = "b"
+
+
+def psql(server, sql):
+    subprocess.run(["psql", "-q", server, "-c", sql], check=True, stdin=subprocess.DEVNULL,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def eni(ec2, subnet, host, groups=None):
+    tags = [{"ResourceType": "network-interface", "Tags": [{"Key": "cove:host", "Value": host}]}] \
+        if host != CONTROL_PLANE else []
+    return ec2.create_network_interface(SubnetId=subnet, Groups=groups or [], TagSpecifications=tags)[
+        "NetworkInterface"]
+
+
+def instance_of(log_path, marker):
+    with open(log_path) as f:
+        for line in f:
+            if marker in line and "instance=" in line:
+                return line.split("instance=")[1].split()[0]
+    raise RuntimeError(f"no instance tag in {log_path}")
+
+
+def eni_namespaces(instance):
+    prefix = f"cove-{instance}-eni-"
+    return sum(1 for n in os.listdir("/run/netns") if n.startswith(prefix))
+
+
+def sg_latency(args, cove_bin, endpoint, dirs, ec2, procs):
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    sub_server = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    sub_client = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.2.0/24")["Subnet"]["SubnetId"]
+    client_sg = ec2.create_security_group(GroupName="client", Description="client", VpcId=vpc)["GroupId"]
+    client = eni(ec2, sub_client, CONTROL_PLANE, [client_sg])
+    servers = {}
+    for where, host in (("same host", CONTROL_PLANE), ("across hosts", AGENT)):
+        sg = ec2.create_security_group(GroupName=f"server-{host}", Description="server", VpcId=vpc)["GroupId"]
+        s = eni(ec2, sub_server, host, [sg])
+        start_in_eni(cove_bin, dirs[host], s["NetworkInterfaceId"], ["python3", "-c", SERVER], "listening", procs)
+        prober = start_in_eni(
+            cove_bin, dirs[CONTROL_PLANE], client["NetworkInterfaceId"],
+            ["python3", "-u", "-c", PROBER, s["PrivateIpAddress"], str(PORT), str(args.probe_timeout_ms / 1000),
+             str(args.probe_interval_ms / 1000), "30"], "ready", procs)
+        prober.send("check")
+        assert prober.event(5)["open"] is False, f"{where}: port {PORT} open before any rule allows it"
+        servers[where] = (sg, prober)
+    perm = [{"IpProtocol": "tcp", "FromPort": PORT, "ToPort": PORT, "UserIdGroupPairs": [{"GroupId": client_sg}]}]
+
+    def change(where, authorize):
+        sg, prober = servers[where]
+        settle(endpoint)
+        prober.send("until_open" if authorize else "until_closed")
+        ev = prober.event(10)
+        if ev["event"] != "probing":
+            raise RuntimeError(f"{where}: {'closed' if authorize else 'open'} expected before the change: {ev}")
+        call = ec2.authorize_security_group_ingress if authorize else ec2.revoke_security_group_ingress
+        call(GroupId=sg, IpPermissions=perm)
+        t0 = time.monotonic()
+        ev = prober.event(40)
+        if ev["event"] not in ("open", "closed"):
+            raise RuntimeError(f"{where}: the change was never enforced: {ev}")
+        return max(0.0, (ev["t"] - t0) * 1000)
+
+    for where in servers:  # warm-up
+        change(where, True), change(where, False)
+    out = {where: {"auth": [], "revoke": []} for where in servers}
+    for _ in range(args.trials):
+        for where in servers:
+            out[where]["auth"].append(change(where, True))
+            out[where]["revoke"].append(change(where, False))
+    for _, prober in servers.values():
+        prober.send("quit")
+    return out
+
+
+def usable_on_agent(cove_bin, agent_dir, ec2, subnet):
+    """CreateNetworkInterface on the agent's host → `cove exec` there works (ms)."""
+    t0 = time.monotonic()
+    e = eni(ec2, subnet, AGENT)
+    while True:
+        r = subprocess.run([cove_bin, "exec", "--data-dir", agent_dir, "--eni", e["NetworkInterfaceId"], "--", "true"],
+                           stdin=subprocess.DEVNULL, capture_output=True)
+        if r.returncode == 0:
+            return (time.monotonic() - t0) * 1000
+        if time.monotonic() - t0 > 30:
+            raise RuntimeError(f"{e['NetworkInterfaceId']} never usable on {AGENT}: {r.stderr[-300:]}")
+
+
+def at_scale(args, cove_bin, dirs, instances, ec2):
+    vpc = ec2.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.1.0.0/20")["Subnet"]["SubnetId"]
+    probe_subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.1.16.0/24")["Subnet"]["SubnetId"]
+    empty = [usable_on_agent(cove_bin, dirs[AGENT], ec2, probe_subnet) for _ in range(args.trials)]
+    hosts = list(dirs)
+    before = {h: eni_namespaces(instances[h]) for h in hosts}
+    want = {h: before[h] + len(range(i, args.enis, len(hosts))) for i, h in enumerate(hosts)}
+    t0 = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: eni(ec2, subnet, hosts[i % len(hosts)]), range(args.enis)))
+    created_s = time.monotonic() - t0
+    plumbed = {}
+    while len(plumbed) < len(hosts):
+        for h in hosts:
+            if h not in plumbed and eni_namespaces(instances[h]) >= want[h]:
+                plumbed[h] = time.monotonic() - t0
+        if time.monotonic() - t0 > 600:
+            raise RuntimeError(f"not plumbed in 600 s: {({h: eni_namespaces(instances[h]) for h in hosts})} of {want}")
+        time.sleep(0.02)
+    loaded = [usable_on_agent(cove_bin, dirs[AGENT], ec2, probe_subnet) for _ in range(args.trials)]
+    return {"created_s": created_s, "plumbed": plumbed, "empty": empty, "loaded": loaded}
+
+
+def one_run(args, cove_bin, run):
+    database = f"cove_bench_scale_{os.getpid()}_{run}"
+    psql(args.postgres, f"DROP DATABASE IF EXISTS {database}")
+    psql(args.postgres, f"CREATE DATABASE {database}")
+    url = args.postgres.rsplit("/", 1)[0] + "/" + database
+    simulation = Simulation(cove_bin, url)
+    procs = []
+    cfg = botocore.config.Config(retries={"max_attempts": 1}, max_pool_connections=16)
+    try:
+        simulation.up()
+        with cove_server(cove_bin, "cove-bench-scale-", env={"COVE_STORE": url, **simulation.serve_env()}) as (
+                endpoint, data, _):
+            try:
+                agents = simulation.start_agents()
+                deadline = time.monotonic() + 20
+                while any(a.instance() is None for a in agents.values()):
+                    if time.monotonic() > deadline:
+                        raise RuntimeError("the agents did not register: " + agents[AGENT].log()[-2000:])
+                    time.sleep(0.05)
+                dirs = {CONTROL_PLANE: data, **{h: a.data_dir for h, a in agents.items()}}
+                instances = {CONTROL_PLANE: instance_of(os.path.join(data, "cove.log"), "data plane on"),
+                             **{h: a.instance() for h, a in agents.items()}}
+                ec2 = clients(endpoint, cfg)("ec2")
+                sg = sg_latency(args, cove_bin, endpoint, dirs, ec2, procs)
+                scale = at_scale(args, cove_bin, dirs, instances, ec2) if args.enis else None
+                return sg, scale
+            finally:
+                for p in procs:
+                    p.kill()
+                simulation.down()
+    finally:
+        simulation.down()
+        psql(args.postgres, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--cove", default=os.path.join(ROOT, "target/release/cove"))
+    ap.add_argument("--postgres", default=os.environ.get("COVE_TEST_POSTGRES"),
+                    help="a PostgreSQL server URL whose role may create databases")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--trials", type=int, default=30)
+    ap.add_argument("--enis", type=int, default=999, help="ENIs spread over the three hosts (0: skip)")
+    ap.add_argument("--probe-interval-ms", type=float, default=1.0)
+    ap.add_argument("--probe-timeout-ms", type=float, default=5.0)
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        ap.error("run as root: the data plane needs network namespaces and nftables")
+    if not args.postgres:
+        ap.error("give --postgres (or COVE_TEST_POSTGRES): `bash scripts/test-postgres.sh` starts one")
+    sg_rows, scale_rows = [], []
+    print("## Per run (times in ms unless marked s)\n")
+    for run in range(args.runs):
+        sg, scale = one_run(args, args.cove, run)
+        for where, r in sg.items():
+            row = (where, pct(r["auth"], 50), pct(r["auth"], 99), pct(r["revoke"], 50), pct(r["revoke"], 99))
+            sg_rows.append(row)
+            print(f"run {run + 1} SG change {where}: authorize p50 {row[1]:.1f} p99 {row[2]:.1f}, "
+                  f"revoke p50 {row[3]:.1f} p99 {row[4]:.1f}")
+        if scale:
+            row = (scale["created_s"], *(scale["plumbed"][h] for h in sorted(scale["plumbed"])),
+                   pct(scale["empty"], 50), pct(scale["empty"], 99), pct(scale["loaded"], 50), pct(scale["loaded"], 99))
+            scale_rows.append(row)
+            print(f"run {run + 1} {args.enis} ENIs: created in {row[0]:.1f} s; plumbed (s) "
+                  f"{dict((h, round(v, 1)) for h, v in sorted(scale['plumbed'].items()))}; one more on {AGENT}: "
+                  f"empty p50 {row[4]:.0f} p99 {row[5]:.0f}, loaded p50 {row[6]:.0f} p99 {row[7]:.0f}")
+        sys.stdout.flush()
+    med = lambda xs: statistics.median(xs)  # noqa: E731
+    print(f"\n## Medians of {args.runs} runs\n")
+    print("| SG rule change enforced | authorize→accepted p50 | p99 | revoke→refused p50 | p99 |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for where in ("same host", "across hosts"):
+        rows = [r for r in sg_rows if r[0] == where]
+        print(f"| {where} | " + " | ".join(f"{med([r[i] for r in rows]):.1f}" for i in range(1, 5)) + " |")
+    if scale_rows:
+        hosts = sorted(scale["plumbed"])
+        print(f"\n| {args.enis} ENIs over 3 hosts | created (s) | " + " | ".join(f"all plumbed on {h} (s)" for h in hosts)
+              + f" | one more on {AGENT}, VPC empty: p50 | p99 | with the ENIs: p50 | p99 |")
+        print("| --- |" + " ---: |" * (len(hosts) + 5))
+        print("| median | " + " | ".join(f"{med([r[i] for r in scale_rows]):.1f}" for i in range(len(scale_rows[0]))) + " |")
+
+
+if __name__ == "__main__":
+    main()
