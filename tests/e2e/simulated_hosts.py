@@ -93,8 +93,9 @@ def relay_store_into(netns, store_url):
 class Agent:
     """One `cove agent` in its host's namespace."""
 
-    def __init__(self, binary, host, netns, address, store):
+    def __init__(self, binary, host, netns, address, store, env=None):
         self.binary, self.host, self.netns, self.address, self.store = binary, host, netns, address, store
+        self.env = env or {}
         self.data_dir = tempfile.mkdtemp(prefix=f"cove-agent-{host}-")
         self.log_path = os.path.join(self.data_dir, "agent.log")
         self.proc = None
@@ -107,7 +108,7 @@ class Agent:
             # names (bind mounts under /run/netns) would stay invisible.
             ["nsenter", f"--net=/run/netns/{self.netns}", self.binary, "agent", "--store", self.store,
              "--data-dir", self.data_dir, "--underlay-address", self.address, "--host-id", self.host],
-            stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+            stdout=log, stderr=log, stdin=subprocess.DEVNULL, env={**os.environ, **self.env})
         return self
 
     def stop(self, sig=signal.SIGTERM):
@@ -137,8 +138,8 @@ class Simulation:
     (namespace, underlay address); the control plane's namespace is None
     (the caller's)."""
 
-    def __init__(self, binary, store_url, agents=("b", "c")):
-        self.binary, self.store_url = binary, store_url
+    def __init__(self, binary, store_url, agents=("b", "c"), agent_env=None):
+        self.binary, self.store_url, self.agent_env = binary, store_url, agent_env
         tag = f"{os.getpid() % 100000}"
         self.tag, self.underlay_netns = tag, f"covul-{tag}"
         self.hosts = {CONTROL_PLANE: (None, "198.51.100.1")}
@@ -174,7 +175,7 @@ class Simulation:
     def start_agents(self):
         for host, (netns, address) in self.hosts.items():
             if netns:
-                self.agents[host] = Agent(self.binary, host, netns, address, self.store_url).start()
+                self.agents[host] = Agent(self.binary, host, netns, address, self.store_url, self.agent_env).start()
         return self.agents
 
     def remove_namespaces(self):

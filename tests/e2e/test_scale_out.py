@@ -22,6 +22,7 @@ from conftest import BINARY, Cove, drop_postgres_database, nat_gateway, new_post
 from helpers import eventually
 from simulated_hosts import Agent, Simulation
 from test_dataplane import CLIENT, ECHO_PEER, INTERNET, PEER_CLIENT, S3, S3_TEST_PORT, SERVER
+from test_flow_log_records import ROLE, find, records
 from test_vpc_dns_endpoints import CALLER
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the data plane needs root")
@@ -29,7 +30,8 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the data plane needs 
 @pytest.fixture
 def cluster():
     url = new_postgres_database()
-    simulation = Simulation(BINARY, url)
+    # Flow-log windows of 2 s, as the tests' servers have (conftest).
+    simulation = Simulation(BINARY, url, agent_env={"COVE_FLOW_LOG_WINDOW": "2"})
     with tempfile.TemporaryDirectory(prefix="cove-e2e-cp-") as d:
         server = Cove(d, store=url, env=simulation.serve_env())
         try:
@@ -276,3 +278,54 @@ def test_gateways_and_endpoints_on_the_control_plane_serve_enis_on_agents(cluste
         for proc in (internet, s3):
             proc.kill()
             proc.wait()
+
+
+def test_flow_logs_record_enis_on_every_host(cluster):
+    """Each host's routers count its own ENIs' packets; an agent sends its
+    finished windows to the control plane through the store, which delivers
+    them to the flow log's group as its own."""
+    server, agents = cluster
+    assert eventually(lambda: len(host_states(server)) == 3, timeout=20)
+    ec2, logs = server.client("ec2"), server.client("logs")
+    vpc = ec2.create_vpc(CidrBlock="10.3.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.3.1.0/24")["Subnet"]["SubnetId"]
+    web_sg = ec2.create_security_group(GroupName="web", Description="web", VpcId=vpc)["GroupId"]
+    client_sg = ec2.create_security_group(GroupName="client", Description="client", VpcId=vpc)["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=web_sg, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 8080, "ToPort": 8080, "UserIdGroupPairs": [{"GroupId": client_sg}]}])
+
+    def eni(groups, host=None):
+        tags = [{"ResourceType": "network-interface", "Tags": [{"Key": "cove:host", "Value": host}]}] if host else []
+        return ec2.create_network_interface(SubnetId=subnet, Groups=groups, TagSpecifications=tags)["NetworkInterface"]
+
+    web, client_c, stranger_cp = eni([web_sg], "b"), eni([client_sg], "c"), eni([web_sg])
+    group = f"/cove/flows/{vpc}"
+    ec2.create_flow_logs(ResourceIds=[vpc], ResourceType="VPC", TrafficType="ALL", LogGroupName=group,
+                         DeliverLogsPermissionArn=ROLE, MaxAggregationInterval=60)
+    listener = listen(agents["b"].data_dir, web)
+    try:
+        def connect(src_dir, src):
+            return exec_on(src_dir, src["NetworkInterfaceId"], sys.executable, "-c", CLIENT,
+                           web["PrivateIpAddress"], "8080").stdout.strip()
+
+        assert eventually(lambda: connect(agents["c"].data_dir, client_c) == "hello", timeout=20)
+        assert connect(server.data_dir, stranger_cp) != "hello"
+        web_ip, c_ip, s_ip = web["PrivateIpAddress"], client_c["PrivateIpAddress"], stranger_cp["PrivateIpAddress"]
+
+        def delivered():
+            on_b = records(logs, group, web["NetworkInterfaceId"])
+            on_c = records(logs, group, client_c["NetworkInterfaceId"])
+            on_cp = records(logs, group, stranger_cp["NetworkInterfaceId"])
+            return (find(on_b, srcaddr=c_ip, dstaddr=web_ip, dstport=8080, action="ACCEPT")
+                    and find(on_b, srcaddr=s_ip, dstaddr=web_ip, dstport=8080, action="REJECT")
+                    and find(on_c, srcaddr=c_ip, dstaddr=web_ip, dstport=8080, action="ACCEPT")
+                    and find(on_cp, srcaddr=s_ip, dstaddr=web_ip, dstport=8080, action="ACCEPT"))
+
+        assert eventually(delivered, timeout=30), (records(logs, group, web["NetworkInterfaceId"]),
+                                                   agents["b"].log()[-2000:])
+        accepted = find(records(logs, group, web["NetworkInterfaceId"]), srcaddr=c_ip, action="ACCEPT")[0]
+        assert int(accepted["packets"]) > 0 and int(accepted["bytes"]) > 0
+        assert accepted["account-id"] == "123456789012"
+    finally:
+        listener.kill()
+        listener.wait()

@@ -116,7 +116,9 @@ pub fn parse_listing(listing: &Value) -> BTreeMap<String, Vec<(FlowKey, Counters
 
 /// A CloudWatch Logs stream that receives records: one per ENI and log group
 /// (flow logs that share a group share the ENI's stream, as on AWS).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct Stream {
     pub region: String,
     pub log_group: String,

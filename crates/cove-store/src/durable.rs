@@ -51,4 +51,18 @@ pub trait Durable: Send {
     /// Gives every document stored without an account to `account` (see
     /// [`crate::Store::adopt_unowned`]).
     fn adopt_unowned(&mut self, account: &str) -> anyhow::Result<()>;
+    /// The messages between processes ([`crate::Store::send`]), when the
+    /// database is shared.
+    fn messages(&mut self) -> Option<&mut dyn Messages> {
+        None
+    }
+}
+
+/// Messages between processes sharing a database: appended to a topic,
+/// read oldest first, removed once handled.
+pub trait Messages {
+    fn send(&mut self, topic: &str, payloads: &[String]) -> anyhow::Result<()>;
+    /// The oldest `max` messages of `topic`, with their ids.
+    fn receive(&mut self, topic: &str, max: usize) -> anyhow::Result<Vec<(i64, String)>>;
+    fn remove(&mut self, ids: &[i64]) -> anyhow::Result<()>;
 }

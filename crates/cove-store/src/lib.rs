@@ -495,6 +495,38 @@ impl Store {
             .fetch_max(position, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Appends messages to `topic` for another process sharing the store
+    /// (an agent's flow-log records for the control plane): not documents,
+    /// no account's, in no world; kept until [`Store::acknowledge`]d.
+    /// Only a shared (PostgreSQL) store carries them.
+    pub fn send(&self, topic: &str, payloads: &[String]) -> anyhow::Result<()> {
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        match writer.durable.messages() {
+            Some(m) => m.send(topic, payloads),
+            None => anyhow::bail!("only a shared store carries messages between processes"),
+        }
+    }
+
+    /// The oldest `max` messages of `topic` not yet acknowledged, with their
+    /// ids (none on a store that is not shared).
+    pub fn receive(&self, topic: &str, max: usize) -> anyhow::Result<Vec<(i64, String)>> {
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        match writer.durable.messages() {
+            Some(m) => m.receive(topic, max),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// Removes messages handled (at least once: a process that stops
+    /// between handling and acknowledging handles them again).
+    pub fn acknowledge(&self, ids: &[i64]) -> anyhow::Result<()> {
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        match writer.durable.messages() {
+            Some(m) => m.remove(ids),
+            None => Ok(()),
+        }
+    }
+
     /// The newest database position the data plane has applied.
     pub fn applied_position(&self) -> u64 {
         self.applied_position
@@ -950,6 +982,41 @@ mod tests {
             Some("a")
         );
         assert!(store.view("222222222222").internet_gateways.is_empty());
+    }
+
+    #[test]
+    fn messages_pass_between_processes_in_order_until_acknowledged() {
+        let Some(db) = test_database() else {
+            return;
+        };
+        let (agent, control) = (
+            Store::connect_postgres(&db.url).unwrap(),
+            Store::connect_postgres(&db.url).unwrap(),
+        );
+        let positions = (agent.position(), control.position());
+        agent
+            .send("flows", &["one".to_string(), "two".to_string()])
+            .unwrap();
+        agent.send("other", &["elsewhere".to_string()]).unwrap();
+        agent.send("flows", &["three".to_string()]).unwrap();
+        let got = control.receive("flows", 2).unwrap();
+        let payloads: Vec<&str> = got.iter().map(|(_, p)| p.as_str()).collect();
+        assert_eq!(payloads, ["one", "two"]);
+        // Not acknowledged: still there for the next reader.
+        assert_eq!(control.receive("flows", 10).unwrap().len(), 3);
+        control
+            .acknowledge(&got.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+            .unwrap();
+        let rest = control.receive("flows", 10).unwrap();
+        assert_eq!(rest.len(), 1);
+        assert_eq!(rest[0].1, "three");
+        assert_eq!(control.receive("other", 10).unwrap().len(), 1);
+        // Messages are not commits: no document, no new position.
+        assert_eq!((agent.position(), control.position()), positions);
+        // A store that is not shared carries none.
+        let local = Store::in_memory().unwrap();
+        assert!(local.send("flows", &["x".to_string()]).is_err());
+        assert!(local.receive("flows", 10).unwrap().is_empty());
     }
 
     #[test]

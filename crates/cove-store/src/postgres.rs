@@ -10,7 +10,7 @@
 //! not be entered from inside Cove's async server; so each connection lives
 //! on a thread of its own and callers hand it work over a channel.
 
-use crate::durable::{Durable, Feed, Row};
+use crate::durable::{Durable, Feed, Messages, Row};
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, GenericClient, NoTls, SimpleQueryMessage};
 use std::sync::mpsc;
@@ -24,7 +24,8 @@ const FEED_KEPT: i64 = 4096;
 
 /// Schema migrations, applied in order under an advisory lock (replicas may
 /// start together); `cove_schema` records how many ran.
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
     CREATE TABLE cove_documents (
         kind TEXT NOT NULL,
         key TEXT NOT NULL,
@@ -42,7 +43,14 @@ const MIGRATIONS: &[&str] = &["
     CREATE TABLE cove_head (
         only_row BOOLEAN PRIMARY KEY DEFAULT TRUE CHECK (only_row),
         generation BIGINT NOT NULL);
-    INSERT INTO cove_head (generation) VALUES (0);"];
+    INSERT INTO cove_head (generation) VALUES (0);",
+    "
+    CREATE TABLE cove_messages (
+        id BIGSERIAL PRIMARY KEY,
+        topic TEXT NOT NULL,
+        payload TEXT NOT NULL);
+    CREATE INDEX cove_messages_by_topic ON cove_messages (topic, id);",
+];
 /// The advisory lock key migrations run under ("cove" in ASCII).
 const MIGRATION_LOCK: i64 = 0x636f_7665;
 
@@ -169,6 +177,10 @@ impl Durable for Postgres {
         })
     }
 
+    fn messages(&mut self) -> Option<&mut dyn Messages> {
+        Some(self)
+    }
+
     fn adopt_unowned(&mut self, _account: &str) -> anyhow::Result<()> {
         // Only a Cove from before accounts stored documents with no owner,
         // and that Cove had no PostgreSQL store: there is nothing to adopt.
@@ -185,6 +197,42 @@ impl Durable for Postgres {
             "{unowned} documents in PostgreSQL belong to no account"
         );
         Ok(())
+    }
+}
+
+impl Messages for Postgres {
+    fn send(&mut self, topic: &str, payloads: &[String]) -> anyhow::Result<()> {
+        let (topic, payloads) = (topic.to_string(), payloads.to_vec());
+        self.connection.call(move |client| {
+            client.execute(
+                "INSERT INTO cove_messages (topic, payload) SELECT $1, unnest($2::text[])",
+                &[&topic, &payloads],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn receive(&mut self, topic: &str, max: usize) -> anyhow::Result<Vec<(i64, String)>> {
+        let topic = topic.to_string();
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        self.connection.call(move |client| {
+            Ok(client
+                .query(
+                    "SELECT id, payload FROM cove_messages WHERE topic = $1 ORDER BY id LIMIT $2",
+                    &[&topic, &max],
+                )?
+                .into_iter()
+                .map(|r| (r.get(0), r.get(1)))
+                .collect())
+        })
+    }
+
+    fn remove(&mut self, ids: &[i64]) -> anyhow::Result<()> {
+        let ids = ids.to_vec();
+        self.connection.call(move |client| {
+            client.execute("DELETE FROM cove_messages WHERE id = ANY($1)", &[&ids])?;
+            Ok(())
+        })
     }
 }
 

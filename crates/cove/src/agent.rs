@@ -2,8 +2,9 @@
 //! (docs/scale-out.md). It registers its host, beats, and runs the same
 //! data plane as `cove serve` for the ENIs placed on it: the routers of
 //! their VPCs, their security groups and network ACLs, and the VXLAN
-//! overlays to the other hosts, and the VPC resolver of each of its
-//! routers. It serves no API and runs no workload yet.
+//! overlays to the other hosts, the VPC resolver of each of its routers,
+//! and the flow-log counting of its ENIs (the records go to the control
+//! plane through the store). It serves no API and runs no workload yet.
 
 use crate::config::{self, AgentArgs, StoreLocation};
 use cove_model::hosts::Locality;
@@ -45,6 +46,22 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
         "agent registered; data plane on"
     );
     crate::hosts::spawn_heartbeats(store.clone(), id.clone(), args.underlay_address, false)?;
+    let locality = Locality {
+        host: Some(id.clone()),
+        control_plane: false,
+    };
+    // This host's routers count its ENIs' packets; the control plane
+    // delivers the records.
+    crate::flow_logs::spawn(
+        store.clone(),
+        crate::flow_logs::Delivery::ToControlPlane,
+        crate::flow_logs::Settings {
+            instance: instance.clone(),
+            window_override: args.flow_log_window,
+            metrics: None,
+            locality: locality.clone(),
+        },
+    )?;
     // The VPC resolvers of this host's routers run on a small runtime.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -56,10 +73,7 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
     let reconciler = cove_dataplane::run::spawn(
         store,
         instance,
-        Locality {
-            host: Some(id),
-            control_plane: false,
-        },
+        locality,
         cove_dataplane::linux::Linux,
         move |outcome| {
             if let cove_dataplane::run::Outcome::Applied { world, .. } = outcome {

@@ -296,6 +296,10 @@ pub struct AgentArgs {
     /// `text` or `json`.
     #[arg(long, env = "COVE_LOG_FORMAT", default_value = "text")]
     pub log_format: String,
+    /// Replaces every flow log's aggregation interval (seconds), as
+    /// `cove serve --flow-log-window` does.
+    #[arg(long, env = "COVE_FLOW_LOG_WINDOW", value_parser = clap::value_parser!(i64).range(1..=600))]
+    pub flow_log_window: Option<i64>,
 }
 
 pub const DEFAULT_AGENT_DATA_DIR: &str = "/var/lib/cove-agent";

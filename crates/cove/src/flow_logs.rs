@@ -1,13 +1,17 @@
 //! The flow-log collector: once a second it lists the flow sets of every
-//! router that has covered ENIs (from inside the router's namespace), feeds
-//! the counter growth to [`cove_net::flowlog::Aggregator`], and delivers the
-//! records of each finished aggregation window to CloudWatch Logs, one
-//! stream per ENI in the flow log's group (created if missing, as AWS does),
-//! or to S3 as gzipped files under
-//! `<prefix>/AWSLogs/<account>/vpcflowlogs/<region>/YYYY/MM/DD/`.
+//! router of this host that has covered ENIs (from inside the router's
+//! namespace), feeds the counter growth to
+//! [`cove_net::flowlog::Aggregator`], and delivers the records of each
+//! finished aggregation window to CloudWatch Logs, one stream per ENI in the
+//! flow log's group (created if missing, as AWS does), or to S3 as gzipped
+//! files under `<prefix>/AWSLogs/<account>/vpcflowlogs/<region>/YYYY/MM/DD/`.
+//! Each host counts its own ENIs' packets; an agent sends its finished
+//! windows to the control plane through the store ([`Store::send`]), and the
+//! control plane delivers them with its own.
 
 use cove_dataplane::Backend;
 use cove_logs::LogsService;
+use cove_model::hosts::Locality;
 use cove_model::vpc::{FlowLog, LogDestinationType};
 use cove_model::world::World;
 use cove_net::flowlog::{format_record, Action, Aggregator, EniMeta, Stream, Subscription};
@@ -22,8 +26,36 @@ pub struct Settings {
     /// Replaces every flow log's `MaxAggregationInterval` (seconds), so
     /// tests and demos need not wait a minute.
     pub window_override: Option<i64>,
-    /// Counts the records delivered and dropped.
-    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Counts the records delivered and dropped (where they are delivered).
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Whose packets this host's routers count.
+    pub locality: Locality,
+}
+
+/// Where the records of finished windows go.
+pub enum Delivery {
+    /// Delivered by this process, the control plane: to CloudWatch Logs
+    /// and S3, with what the agents send.
+    Here {
+        logs: Arc<LogsService>,
+        s3: Option<cove_s3::S3Front>,
+    },
+    /// Sent to the control plane through the store (an agent).
+    ToControlPlane,
+}
+
+/// The store's message topic agents send finished windows on.
+const TOPIC: &str = "flow-log-records";
+
+/// One finished window of one stream, ready to deliver.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Batch {
+    stream: Stream,
+    account: String,
+    /// The flow log's fields, for an S3 object's header line.
+    fields: Vec<String>,
+    /// (timestamp in ms, record line)
+    events: Vec<(i64, String)>,
 }
 
 fn now_secs() -> i64 {
@@ -92,18 +124,24 @@ fn subscriptions(
     out
 }
 
-fn collect_once(
+/// Reads this host's routers' counters and returns the windows that ended.
+fn collect(
     store: &Store,
     world: &World,
     settings: &Settings,
     aggregator: &mut Aggregator,
-    logs: &LogsService,
-    s3: Option<&cove_s3::S3Front>,
     remembered: &mut BTreeMap<String, (i64, Vec<Subscription>)>,
-) {
-    let now = now_secs();
+    now: i64,
+) -> Vec<Batch> {
     let owner = |f: &FlowLog| store.owner_of::<FlowLog>(&f.id).unwrap_or_default();
-    let subs = subscriptions(world, settings, &owner);
+    let mut subs = subscriptions(world, settings, &owner);
+    // Another host's ENIs are counted by that host's router.
+    subs.retain(|eni, _| {
+        world
+            .network_interfaces
+            .get(eni)
+            .is_none_or(|e| settings.locality.holds(e))
+    });
     // An ENI that goes (a finished job's) still gets its last window
     // delivered: its subscriptions are remembered for a while.
     for (eni, v) in &subs {
@@ -136,7 +174,7 @@ fn collect_once(
     }
     aggregator.retain_routers(|ns| routers.contains_key(ns));
 
-    let metrics = &settings.metrics;
+    let mut due = Vec::new();
     for (stream, records) in aggregator.take_due(now) {
         let Some(sub) = remembered
             .get(&stream.eni)
@@ -153,57 +191,106 @@ fn collect_once(
                 )
             })
             .collect();
-        if let Some(destination) = stream.log_group.strip_prefix("arn:aws:s3:::") {
-            let Some(s3) = s3 else { continue };
-            let lines: Vec<String> = events.into_iter().map(|(_, line)| line).collect();
-            match deliver_to_s3(
-                s3,
-                destination,
-                &sub.meta.account_id,
-                &stream,
-                &sub.fields,
-                &lines,
-                now,
-            ) {
-                Ok(key) => {
-                    metrics.flow_records(true, lines.len());
-                    tracing::debug!(eni = %stream.eni, key, "flow-log records delivered to S3")
-                }
-                Err(e) => {
-                    metrics.flow_records(false, lines.len());
-                    tracing::warn!(eni = %stream.eni, destination, error = %e, "flow-log delivery to S3 failed")
-                }
-            }
-            continue;
+        due.push(Batch {
+            account: sub.meta.account_id.clone(),
+            fields: sub.fields.clone(),
+            stream,
+            events,
+        });
+    }
+    due
+}
+
+/// Delivers one window to its CloudWatch Logs stream or S3 bucket.
+fn deliver(
+    batch: Batch,
+    logs: &LogsService,
+    s3: Option<&cove_s3::S3Front>,
+    metrics: Option<&crate::metrics::Metrics>,
+    now: i64,
+) {
+    let Batch {
+        stream,
+        account,
+        fields,
+        events,
+    } = batch;
+    let count = |ok: bool, n: usize| {
+        if let Some(m) = metrics {
+            m.flow_records(ok, n);
         }
-        let delivered = logs
-            .ensure_stream(
-                &stream.region,
-                &sub.meta.account_id,
-                &stream.log_group,
-                &stream.eni,
-            )
-            .and_then(|_| {
-                for chunk in events.chunks(5000) {
-                    logs.put_events(
-                        &stream.region,
-                        &sub.meta.account_id,
-                        &stream.log_group,
-                        &stream.eni,
-                        chunk,
-                    )?;
-                }
-                Ok(())
-            });
-        match delivered {
-            Ok(()) => {
-                metrics.flow_records(true, events.len());
-                tracing::debug!(eni = %stream.eni, group = %stream.log_group, records = events.len(), "flow-log records delivered")
+    };
+    if let Some(destination) = stream.log_group.strip_prefix("arn:aws:s3:::") {
+        let Some(s3) = s3 else { return };
+        let lines: Vec<String> = events.into_iter().map(|(_, line)| line).collect();
+        match deliver_to_s3(s3, destination, &account, &stream, &fields, &lines, now) {
+            Ok(key) => {
+                count(true, lines.len());
+                tracing::debug!(eni = %stream.eni, key, "flow-log records delivered to S3")
             }
             Err(e) => {
-                metrics.flow_records(false, events.len());
-                tracing::warn!(eni = %stream.eni, group = %stream.log_group, error = %e.message, "flow-log delivery failed")
+                count(false, lines.len());
+                tracing::warn!(eni = %stream.eni, destination, error = %e, "flow-log delivery to S3 failed")
             }
+        }
+        return;
+    }
+    let delivered = logs
+        .ensure_stream(&stream.region, &account, &stream.log_group, &stream.eni)
+        .and_then(|_| {
+            for chunk in events.chunks(5000) {
+                logs.put_events(
+                    &stream.region,
+                    &account,
+                    &stream.log_group,
+                    &stream.eni,
+                    chunk,
+                )?;
+            }
+            Ok(())
+        });
+    match delivered {
+        Ok(()) => {
+            count(true, events.len());
+            tracing::debug!(eni = %stream.eni, group = %stream.log_group, records = events.len(), "flow-log records delivered")
+        }
+        Err(e) => {
+            count(false, events.len());
+            tracing::warn!(eni = %stream.eni, group = %stream.log_group, error = %e.message, "flow-log delivery failed")
+        }
+    }
+}
+
+/// The control plane: delivers what the agents sent.
+fn deliver_received(
+    store: &Store,
+    logs: &LogsService,
+    s3: Option<&cove_s3::S3Front>,
+    metrics: Option<&crate::metrics::Metrics>,
+) {
+    loop {
+        let received = match store.receive(TOPIC, 100) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(error = %e, "reading the agents' flow-log records failed");
+                return;
+            }
+        };
+        if received.is_empty() {
+            return;
+        }
+        let ids: Vec<i64> = received.iter().map(|(id, _)| *id).collect();
+        for (_, payload) in received {
+            match serde_json::from_str::<Batch>(&payload) {
+                Ok(batch) => deliver(batch, logs, s3, metrics, now_secs()),
+                Err(e) => {
+                    tracing::error!(error = %e, "an agent sent flow-log records this Cove cannot read")
+                }
+            }
+        }
+        if let Err(e) = store.acknowledge(&ids) {
+            tracing::warn!(error = %e, "acknowledging the agents' flow-log records failed");
+            return;
         }
     }
 }
@@ -253,30 +340,53 @@ fn deliver_to_s3(
     Ok(key)
 }
 
-/// Runs the collector on its own thread for the life of the server.
-pub fn spawn(
-    store: Arc<Store>,
-    logs: Arc<LogsService>,
-    s3: Option<cove_s3::S3Front>,
-    settings: Settings,
-) -> std::io::Result<()> {
+/// Windows an agent keeps while the store is unreachable, at most.
+const UNSENT_KEPT: usize = 10_000;
+
+/// Runs the collector on its own thread for the life of the process.
+pub fn spawn(store: Arc<Store>, delivery: Delivery, settings: Settings) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("cove-flow-logs".into())
         .spawn(move || {
             let mut aggregator = Aggregator::default();
             let mut remembered = BTreeMap::new();
+            let mut unsent: Vec<String> = Vec::new();
             loop {
                 let world = store.snapshot();
-                if !world.flow_logs.is_empty() {
-                    collect_once(
+                let now = now_secs();
+                let due = if world.flow_logs.is_empty() {
+                    Vec::new()
+                } else {
+                    collect(
                         &store,
                         &world,
                         &settings,
                         &mut aggregator,
-                        &logs,
-                        s3.as_ref(),
                         &mut remembered,
-                    );
+                        now,
+                    )
+                };
+                let metrics = settings.metrics.as_deref();
+                match &delivery {
+                    Delivery::Here { logs, s3 } => {
+                        for batch in due {
+                            deliver(batch, logs, s3.as_ref(), metrics, now);
+                        }
+                        deliver_received(&store, logs, s3.as_ref(), metrics);
+                    }
+                    Delivery::ToControlPlane => {
+                        unsent.extend(due.iter().filter_map(|b| serde_json::to_string(b).ok()));
+                        if !unsent.is_empty() {
+                            match store.send(TOPIC, &unsent) {
+                                Ok(()) => unsent.clear(),
+                                Err(e) => {
+                                    tracing::warn!(error = %e, windows = unsent.len(), "sending flow-log records to the control plane failed; retrying");
+                                    let over = unsent.len().saturating_sub(UNSENT_KEPT);
+                                    unsent.drain(..over);
+                                }
+                            }
+                        }
+                    }
                 }
                 std::thread::sleep(Duration::from_secs(1));
             }

@@ -366,14 +366,21 @@ fn start_data_plane(
     }
     let instance = instance_tag(&settings.data_dir)?;
     tracing::info!(instance = %instance, "data plane on");
+    let locality = match &settings.host {
+        Some(host) => cove_model::hosts::Locality {
+            host: Some(host.id.clone()),
+            control_plane: true,
+        },
+        None => cove_model::hosts::Locality::everything(),
+    };
     crate::flow_logs::spawn(
         store.clone(),
-        logs,
-        Some(s3),
+        crate::flow_logs::Delivery::Here { logs, s3: Some(s3) },
         crate::flow_logs::Settings {
             instance: instance.clone(),
             window_override: settings.flow_log_window,
-            metrics: metrics.clone(),
+            metrics: Some(metrics.clone()),
+            locality: locality.clone(),
         },
     )?;
     let mut listeners = crate::listeners::Listeners::new(
@@ -388,13 +395,6 @@ fn start_data_plane(
         },
     );
     let tag = instance.clone();
-    let locality = match &settings.host {
-        Some(host) => cove_model::hosts::Locality {
-            host: Some(host.id.clone()),
-            control_plane: true,
-        },
-        None => cove_model::hosts::Locality::everything(),
-    };
     cove_dataplane::run::spawn(
         store,
         instance.clone(),
