@@ -55,7 +55,13 @@ impl Backend for Null {
     fn routes(&self, _: &RouterPlan) -> Result<()> {
         Ok(())
     }
-    fn overlay(&self, _: &str, _: &str, _: Option<&cove_net::overlay::OverlayPlan>) -> Result<()> {
+    fn overlay(
+        &self,
+        _: &str,
+        _: &str,
+        _: Option<&cove_net::overlay::OverlayPlan>,
+        _: Option<&cove_net::overlay::OverlayPlan>,
+    ) -> Result<()> {
         Ok(())
     }
     fn observe_rules(&self, _: &str) -> Result<Option<Ruleset>> {

@@ -42,8 +42,16 @@ pub trait Backend: Sync {
     fn routes(&self, plan: &RouterPlan) -> Result<()>;
     /// The router's overlay link to the VPC's routers on other hosts
     /// (`cove_net::overlay`), made from this process's network namespace
-    /// (the host's, whose underlay carries it); `None` removes it.
-    fn overlay(&self, router_netns: &str, vpc_id: &str, plan: Option<&OverlayPlan>) -> Result<()>;
+    /// (the host's, whose underlay carries it); `None` removes it. `old`
+    /// is what the router holds, when known: then only the entries that
+    /// differ are changed.
+    fn overlay(
+        &self,
+        router_netns: &str,
+        vpc_id: &str,
+        old: Option<&OverlayPlan>,
+        new: Option<&OverlayPlan>,
+    ) -> Result<()>;
     /// The router's nftables table as the kernel holds it (`None`: absent).
     fn observe_rules(&self, router_netns: &str) -> Result<Option<Ruleset>>;
     /// Performs `ops` on the router's table in one atomic transaction.

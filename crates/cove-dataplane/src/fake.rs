@@ -108,16 +108,30 @@ impl Backend for Fake {
         Ok(())
     }
 
-    fn overlay(&self, router_netns: &str, vpc_id: &str, plan: Option<&OverlayPlan>) -> Result<()> {
+    fn overlay(
+        &self,
+        router_netns: &str,
+        vpc_id: &str,
+        old: Option<&OverlayPlan>,
+        plan: Option<&OverlayPlan>,
+    ) -> Result<()> {
         self.with(|k| {
             if !k.namespaces.contains(router_netns) {
                 return Err(Error(format!("{router_netns} does not exist")));
+            }
+            if old.is_some() && old != k.overlays.get(router_netns) {
+                return Err(Error(format!(
+                    "{router_netns}: the overlay is not what the caller says"
+                )));
             }
             match plan {
                 Some(p) => k.overlays.insert(router_netns.to_string(), p.clone()),
                 None => k.overlays.remove(router_netns),
             };
-            k.calls.push(format!("overlay {vpc_id}"));
+            k.calls.push(format!(
+                "overlay {vpc_id} {}",
+                if old.is_some() { "changed" } else { "whole" }
+            ));
             Ok(())
         })
     }

@@ -723,6 +723,81 @@ pub fn apply_overlay(
     Ok(())
 }
 
+/// Changes only the given entries of the overlay link `plan` names (which
+/// exists): what a host does when one ENI comes, goes or moves.
+pub fn change_overlay(
+    router_netns: &str,
+    plan: &cove_net::overlay::OverlayPlan,
+    changes: &cove_net::overlay::OverlayChanges,
+) -> Result<()> {
+    if changes.is_empty() {
+        return Ok(());
+    }
+    let mut router = nl(
+        || format!("netlink in {router_netns}"),
+        Netlink::in_netns(router_netns),
+    )?;
+    let link = nl(
+        || format!("finding {}", plan.link),
+        router.link_index(&plan.link),
+    )?
+    .ok_or_else(|| CommandError(format!("{} is not in {router_netns}", plan.link)))?;
+    let absent_ok = |r: std::io::Result<()>| match r {
+        Err(e) if netlink::is_absent(&e) => Ok(()),
+        other => other,
+    };
+    for &(mac, underlay) in &changes.forward_add {
+        nl(
+            || format!("forwarding entry to {underlay}"),
+            router.replace_fdb(link, mac, underlay),
+        )?;
+    }
+    for &(eni, mac) in &changes.enis_add {
+        nl(
+            || format!("route to {eni} over {}", plan.link),
+            router.replace_route(&Route::new(
+                netlink::MAIN_TABLE,
+                eni,
+                32,
+                RouteKind::Dev { oif: link },
+            )),
+        )?;
+        nl(
+            || format!("neighbour {eni} on {}", plan.link),
+            router.replace_neighbour(link, eni, mac),
+        )?;
+    }
+    for &eni in &changes.enis_remove {
+        let route = Route::new(netlink::MAIN_TABLE, eni, 32, RouteKind::Dev { oif: link });
+        nl(
+            || format!("removing the route to {eni}"),
+            absent_ok(router.delete_route(&route)),
+        )?;
+        nl(
+            || format!("removing neighbour {eni}"),
+            absent_ok(router.delete_neighbour(link, eni)),
+        )?;
+    }
+    match changes.gateway {
+        Some(Some(mac)) => nl(
+            || format!("the gateway hop on {}", plan.link),
+            router.replace_neighbour(link, cove_net::overlay::GATEWAY_HOP, mac),
+        )?,
+        Some(None) => nl(
+            || format!("removing the gateway hop on {}", plan.link),
+            absent_ok(router.delete_neighbour(link, cove_net::overlay::GATEWAY_HOP)),
+        )?,
+        None => {}
+    }
+    for &(mac, underlay) in &changes.forward_remove {
+        nl(
+            || format!("removing the forwarding entry to {underlay}"),
+            absent_ok(router.delete_fdb(link, mac, underlay)),
+        )?;
+    }
+    Ok(())
+}
+
 /// Removes the VPC's overlay link from its router, if it has one (with
 /// it go its routes, neighbours and forwarding entries).
 pub fn remove_overlay(router_netns: &str, vpc_id: &str) -> Result<()> {
@@ -776,11 +851,15 @@ impl Backend for Linux {
         &self,
         router_netns: &str,
         vpc_id: &str,
-        plan: Option<&cove_net::overlay::OverlayPlan>,
+        old: Option<&cove_net::overlay::OverlayPlan>,
+        new: Option<&cove_net::overlay::OverlayPlan>,
     ) -> Result<()> {
-        match plan {
-            Some(plan) => apply_overlay(None, router_netns, plan),
-            None => remove_overlay(router_netns, vpc_id),
+        match (old, new) {
+            (_, None) => remove_overlay(router_netns, vpc_id),
+            (Some(old), Some(new)) if cove_net::overlay::same_link(old, new) => {
+                change_overlay(router_netns, new, &cove_net::overlay::changes(old, new))
+            }
+            (_, Some(new)) => apply_overlay(None, router_netns, new),
         }
     }
     fn observe_rules(&self, router_netns: &str) -> Result<Option<Ruleset>> {

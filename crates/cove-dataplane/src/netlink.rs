@@ -486,6 +486,36 @@ impl Netlink {
         )
     }
 
+    /// Deletes the neighbour entry `ip` on link `index` (`ENOENT` when
+    /// there is none; see [`is_absent`]).
+    pub fn delete_neighbour(&mut self, index: u32, ip: Ipv4Addr) -> io::Result<()> {
+        let msg = permanent_entry(
+            AddressFamily::Inet,
+            NeighbourFlags::empty(),
+            index,
+            ip,
+            [0; 6],
+        );
+        self.ack(RouteNetlinkMessage::DelNeighbour(msg), 0, || {
+            format!("deleting neighbour {ip} on link {index}")
+        })
+    }
+
+    /// Deletes the forwarding entry of VXLAN link `index` for `mac` towards
+    /// `remote` (`ENOENT` when there is none).
+    pub fn delete_fdb(&mut self, index: u32, mac: [u8; 6], remote: Ipv4Addr) -> io::Result<()> {
+        let msg = permanent_entry(
+            AddressFamily::Bridge,
+            NeighbourFlags::Own,
+            index,
+            remote,
+            mac,
+        );
+        self.ack(RouteNetlinkMessage::DelNeighbour(msg), 0, || {
+            format!("deleting forwarding entry to {remote} on link {index}")
+        })
+    }
+
     /// Puts `addr/prefix` on link `index` or updates it in place
     /// (`ip addr replace`). `noprefixroute` leaves out the subnet route the
     /// kernel would otherwise add.

@@ -49,6 +49,9 @@ pub struct Reconciler<B: Backend> {
     locality: Locality,
     /// Per VPC, the overlay its router holds as last applied.
     overlays: BTreeMap<String, Option<OverlayPlan>>,
+    /// Where every VPC's ENIs run: the overlays' input, kept up to date
+    /// from the ENIs each pass touches.
+    placement: Placement,
     applied: BTreeMap<String, Applied>,
     region: Option<RegionPlan>,
     /// The namespaces the last pass wanted; `None` until the kernel was listed once.
@@ -138,6 +141,89 @@ fn part_of(rules: &Ruleset, chains: &BTreeSet<String>, sets: &BTreeSet<String>) 
             .iter()
             .filter_map(|n| Some((n.clone(), rules.sets.get(n)?.clone())))
             .collect(),
+    }
+}
+
+/// Where every VPC's ENIs run, indexed so that a pass finds a VPC's
+/// placement without scanning the world's ENIs.
+#[derive(Debug, Default)]
+struct Placement {
+    /// VPC → ENI → (its host, `None`: the control plane's; its address).
+    by_vpc: BTreeMap<String, BTreeMap<String, (Option<String>, std::net::Ipv4Addr)>>,
+    vpc_of: BTreeMap<String, String>,
+    /// (VPC, host) → how many of the VPC's ENIs the host runs.
+    counts: BTreeMap<(String, Option<String>), usize>,
+}
+
+impl Placement {
+    fn of(world: &World) -> Placement {
+        let mut p = Placement::default();
+        p.update(world, world.network_interfaces.keys());
+        p
+    }
+
+    /// Follows the ENIs `ids` to what `world` says of them.
+    fn update<'a>(&mut self, world: &World, ids: impl IntoIterator<Item = &'a String>) {
+        for id in ids {
+            if let Some(vpc) = self.vpc_of.remove(id) {
+                if let Some((host, _)) = self.by_vpc.get_mut(&vpc).and_then(|m| m.remove(id)) {
+                    let key = (vpc.clone(), host);
+                    if let Some(n) = self.counts.get_mut(&key) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.counts.remove(&key);
+                        }
+                    }
+                }
+                if self.by_vpc.get(&vpc).is_some_and(BTreeMap::is_empty) {
+                    self.by_vpc.remove(&vpc);
+                }
+            }
+            if let Some(e) = world.network_interfaces.get(id) {
+                self.vpc_of.insert(id.clone(), e.vpc_id.clone());
+                self.by_vpc
+                    .entry(e.vpc_id.clone())
+                    .or_default()
+                    .insert(id.clone(), (e.host.clone(), e.private_ip));
+                *self
+                    .counts
+                    .entry((e.vpc_id.clone(), e.host.clone()))
+                    .or_default() += 1;
+            }
+        }
+    }
+
+    /// Whether `here` runs one of the VPC's ENIs.
+    fn holds_any(&self, vpc: &str, here: &Locality) -> bool {
+        let count = |host: Option<String>| {
+            self.counts
+                .get(&(vpc.to_string(), host))
+                .copied()
+                .unwrap_or(0)
+        };
+        (here.control_plane && count(None) > 0)
+            || here
+                .host
+                .as_ref()
+                .is_some_and(|h| count(Some(h.clone())) > 0)
+    }
+
+    /// `(host underlay address, ENI address)` of each of the VPC's ENIs
+    /// whose host is registered.
+    fn placed(&self, world: &World, vpc: &str) -> Vec<(std::net::Ipv4Addr, std::net::Ipv4Addr)> {
+        let control_plane = hosts::control_plane(world).map(|h| h.underlay);
+        self.by_vpc
+            .get(vpc)
+            .into_iter()
+            .flat_map(|m| m.values())
+            .filter_map(|(host, ip)| {
+                let underlay = match host {
+                    Some(h) => world.hosts.get(h).map(|h| h.underlay),
+                    None => control_plane,
+                }?;
+                Some((underlay, *ip))
+            })
+            .collect()
     }
 }
 
@@ -254,6 +340,7 @@ impl<B: Backend> Reconciler<B> {
             backend,
             locality: Locality::everything(),
             overlays: BTreeMap::new(),
+            placement: Placement::default(),
             applied: BTreeMap::new(),
             region: None,
             namespaces: None,
@@ -303,7 +390,7 @@ impl<B: Backend> Reconciler<B> {
         overlay::plan(
             vpc_id,
             here.underlay,
-            hosts::placed_enis(world, vpc_id),
+            self.placement.placed(world, vpc_id),
             gateways,
         )
     }
@@ -318,10 +405,10 @@ impl<B: Backend> Reconciler<B> {
         if self.overlays.get(&plan.vpc_id) == Some(&wanted) {
             return Ok(false);
         }
-        // Forgotten first: if the call fails, the next pass tries again.
-        self.overlays.remove(&plan.vpc_id);
+        // Forgotten first: if the call fails, the next pass makes it whole.
+        let held = self.overlays.remove(&plan.vpc_id).flatten();
         self.backend
-            .overlay(&plan.netns, &plan.vpc_id, wanted.as_ref())?;
+            .overlay(&plan.netns, &plan.vpc_id, held.as_ref(), wanted.as_ref())?;
         pass.overlays_applied += 1;
         self.overlays.insert(plan.vpc_id.clone(), wanted);
         Ok(true)
@@ -339,11 +426,17 @@ impl<B: Backend> Reconciler<B> {
             .as_ref()
             .and_then(|old| Some((old, changes(old, world)?)))
         {
-            Some((old, changes)) => match self.reconcile_changes(old, world, &changes)? {
-                Some(pass) => Ok(pass),
-                None => self.reconcile_all(world),
-            },
-            None => self.reconcile_all(world),
+            Some((old, changes)) => {
+                self.placement.update(world, &changes.enis);
+                match self.reconcile_changes(old, world, &changes)? {
+                    Some(pass) => Ok(pass),
+                    None => self.reconcile_all(world),
+                }
+            }
+            None => {
+                self.placement = Placement::of(world);
+                self.reconcile_all(world)
+            }
         };
         if result.is_ok() {
             self.world = Some(world.clone());
@@ -405,13 +498,7 @@ impl<B: Backend> Reconciler<B> {
                 return Ok(None);
             }
             // An agent whose last ENI of a VPC goes removes the VPC's router.
-            let holds_one = || {
-                world
-                    .network_interfaces
-                    .values()
-                    .any(|e| e.vpc_id == *vpc && self.locality.holds(e))
-            };
-            if !self.locality.control_plane && !holds_one() {
+            if !self.locality.control_plane && !self.placement.holds_any(vpc, &self.locality) {
                 return Ok(None);
             }
         }
@@ -959,6 +1046,61 @@ mod tests {
         a.backend().clear_log();
         assert_eq!(a.reconcile(&beat).expect("heartbeat").changes(), 0);
         assert!(a.backend().state().calls.is_empty());
+    }
+
+    #[test]
+    fn a_new_eni_on_another_host_changes_only_its_overlay_entries() {
+        let (mut w, _) = two_hosts();
+        let mut a = at("a", true);
+        a.reconcile(&w).expect("host a");
+        let template = (**w.network_interfaces.values().next().unwrap()).clone();
+        let mut e = template.clone();
+        e.id = "eni-newonb".into();
+        e.private_ip = ip("10.0.2.99");
+        e.host = Some("b".into());
+        w.network_interfaces.insert(e.id.clone(), e.into());
+        a.backend().clear_log();
+        let pass = a.reconcile(&w).expect("a new ENI on b");
+        assert!(!pass.full, "one ENI is the incremental path");
+        assert_eq!(pass.enis_applied, 0, "host a makes no ENI of b's");
+        assert_eq!(pass.overlays_applied, 1);
+        let k = a.backend().state();
+        assert!(
+            k.calls
+                .iter()
+                .any(|c| c.starts_with("overlay") && c.ends_with("changed")),
+            "the overlay is changed entry by entry: {:?}",
+            k.calls
+        );
+        let overlay = k.overlays.values().next().expect("an overlay");
+        assert!(overlay.peers[0].enis.contains(&ip("10.0.2.99")));
+        // The placement index follows: the same as one built from scratch.
+        let rebuilt = Placement::of(&w);
+        assert_eq!(a.placement.by_vpc, rebuilt.by_vpc);
+        assert_eq!(a.placement.counts, rebuilt.counts);
+    }
+
+    #[test]
+    fn the_placement_index_follows_moves_and_deletions() {
+        let (mut w, b1) = two_hosts();
+        let vpc = vpc_id(&w);
+        let mut p = Placement::of(&w);
+        let agent = Locality {
+            host: Some("b".into()),
+            control_plane: false,
+        };
+        assert!(p.holds_any(&vpc, &agent));
+        place(&mut w, &b1, None);
+        p.update(&w, [&b1]);
+        assert!(!p.holds_any(&vpc, &agent), "b's only ENI moved away");
+        assert!(p.holds_any(&vpc, &Locality::everything()));
+        w.network_interfaces.remove(&b1);
+        p.update(&w, [&b1]);
+        let rebuilt = Placement::of(&w);
+        assert_eq!(
+            (p.by_vpc, p.counts, p.vpc_of),
+            (rebuilt.by_vpc, rebuilt.counts, rebuilt.vpc_of)
+        );
     }
 
     #[test]

@@ -135,3 +135,72 @@ fn an_eni_gone_from_the_other_host_is_no_longer_routed_into_the_overlay() {
     assert!(!routes.contains("10.0.2.4 "), "{routes}");
     assert!(!lab.connects(ip("10.0.1.4"), ip("10.0.2.4"), 22));
 }
+
+#[test]
+fn an_overlay_changed_entry_by_entry_equals_one_made_whole() {
+    let open = group(
+        "sg-open",
+        vec![rule("-1", None, None, cidr("10.0.0.0/16"))],
+        vec![rule("-1", None, None, cidr("0.0.0.0/0"))],
+    );
+    let lab = lab(
+        vec![open],
+        [&["sg-open"], &["sg-open"], &["sg-open"]],
+        vec![allow_all_acl("acl-c", &["subnet-a", "subnet-b"])],
+    );
+    lab.listen(ip("10.0.2.4"), 22);
+    assert!(lab.connects(ip("10.0.1.4"), ip("10.0.2.4"), 22));
+    let (h0, h1) = (&lab.hosts[0], &lab.hosts[1]);
+    let vpc = &h0.plan.vpc_id;
+    let plan = |placed: &[(std::net::Ipv4Addr, &str)]| {
+        cove_net::overlay::plan(
+            vpc,
+            h0.underlay,
+            placed.iter().map(|(h, e)| (*h, ip(e))),
+            None,
+        )
+        .unwrap()
+    };
+    let before = plan(&[(h0.underlay, "10.0.1.4"), (h1.underlay, "10.0.2.4")]);
+    // 10.0.2.4 leaves host 1 (another ENI comes there): only its entries go.
+    let after = plan(&[(h0.underlay, "10.0.1.4"), (h1.underlay, "10.0.2.99")]);
+    let changes = cove_net::overlay::changes(&before, &after);
+    assert_eq!(changes.enis_remove, vec![ip("10.0.2.4")]);
+    cove_dataplane::linux::change_overlay(&h0.plan.netns, &after, &changes).unwrap();
+    let show = |what: &[&str]| {
+        let out = std::process::Command::new("ip")
+            .args(["-n", &h0.plan.netns])
+            .args(what)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let (routes, neighbours) = (show(&["route", "show"]), show(&["neigh", "show"]));
+    assert!(
+        routes.contains(&format!("10.0.2.99 dev {}", after.link)),
+        "{routes}"
+    );
+    assert!(!routes.contains("10.0.2.4 "), "{routes}");
+    assert!(!neighbours.contains("10.0.2.4 "), "{neighbours}");
+    assert!(!lab.connects(ip("10.0.1.4"), ip("10.0.2.4"), 22));
+    // Back again, entry by entry: reachable as before.
+    let back = cove_net::overlay::changes(&after, &before);
+    cove_dataplane::linux::change_overlay(&h0.plan.netns, &before, &back).unwrap();
+    assert!(lab.connects(ip("10.0.1.4"), ip("10.0.2.4"), 22));
+    // Host 1 holds nothing any more: its forwarding entry goes too.
+    let alone = cove_net::overlay::plan(
+        vpc,
+        h0.underlay,
+        [(h0.underlay, ip("10.0.1.4"))],
+        Some(h1.underlay),
+    )
+    .unwrap();
+    let gone = cove_net::overlay::changes(&before, &alone);
+    assert!(
+        gone.forward_remove.is_empty(),
+        "host 1 is still the gateway"
+    );
+    cove_dataplane::linux::change_overlay(&h0.plan.netns, &alone, &gone).unwrap();
+    assert!(!lab.connects(ip("10.0.1.4"), ip("10.0.2.4"), 22));
+    assert!(show(&["neigh", "show"]).contains(&cove_net::overlay::GATEWAY_HOP.to_string()));
+}

@@ -121,20 +121,6 @@ impl Locality {
     }
 }
 
-/// For each ENI of `vpc_id` that has a registered host: that host's
-/// underlay address and the ENI's private address (the overlay's input).
-pub fn placed_enis(world: &World, vpc_id: &str) -> Vec<(Ipv4Addr, Ipv4Addr)> {
-    world
-        .network_interfaces
-        .values()
-        .filter(|e| e.vpc_id == vpc_id)
-        .filter_map(|e| {
-            let host = world.hosts.get(host_of(world, e)?)?;
-            Some((host.underlay, e.private_ip))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,24 +166,6 @@ mod tests {
         assert!(agent.holds(&pinned));
         assert_eq!(host_of(&world, &pinned), Some("b"));
         assert_eq!(agent.this_host(&world).unwrap().underlay.octets()[3], 2);
-    }
-
-    #[test]
-    fn placed_enis_pairs_each_eni_with_its_hosts_underlay() {
-        let mut world = fixtures::world("h", vec![], [&[], &[], &[]], vec![]);
-        let vpc = world.vpcs.keys().next().unwrap().clone();
-        assert!(placed_enis(&world, &vpc).is_empty(), "single host");
-        world.hosts.insert("a".into(), Arc::new(host("a", 1, true)));
-        let count = world
-            .network_interfaces
-            .values()
-            .filter(|e| e.vpc_id == vpc)
-            .count();
-        let placed = placed_enis(&world, &vpc);
-        assert_eq!(placed.len(), count);
-        assert!(placed
-            .iter()
-            .all(|(u, _)| *u == Ipv4Addr::new(198, 51, 100, 1)));
     }
 
     #[test]

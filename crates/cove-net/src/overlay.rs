@@ -133,6 +133,70 @@ pub fn plan(
     })
 }
 
+/// What changes from one overlay plan of a link to the next, so a host
+/// touches only the entries of the ENIs and hosts that changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct OverlayChanges {
+    /// Forwarding entries (a router MAC → its host's underlay address).
+    pub forward_add: Vec<([u8; 6], Ipv4Addr)>,
+    pub forward_remove: Vec<([u8; 6], Ipv4Addr)>,
+    /// ENIs now reached at this router MAC: a host route and a neighbour each.
+    pub enis_add: Vec<(Ipv4Addr, [u8; 6])>,
+    /// ENIs no longer reached over the link.
+    pub enis_remove: Vec<Ipv4Addr>,
+    /// The gateway hop's neighbour entry: `Some(Some(mac))` to set,
+    /// `Some(None)` to remove.
+    pub gateway: Option<Option<[u8; 6]>>,
+}
+
+impl OverlayChanges {
+    pub fn is_empty(&self) -> bool {
+        *self == OverlayChanges::default()
+    }
+}
+
+/// Whether two plans are of the same link (same identifier, address and
+/// MAC), so one can be changed into the other entry by entry.
+pub fn same_link(a: &OverlayPlan, b: &OverlayPlan) -> bool {
+    a.link == b.link && a.vni == b.vni && a.local == b.local && a.mac == b.mac
+}
+
+/// The entries to add and remove to turn `old` into `new` (of the same link).
+pub fn changes(old: &OverlayPlan, new: &OverlayPlan) -> OverlayChanges {
+    use std::collections::{BTreeMap, BTreeSet};
+    let forwarding = |p: &OverlayPlan| -> BTreeSet<([u8; 6], Ipv4Addr)> {
+        p.peers
+            .iter()
+            .map(|x| (x.mac, x.underlay))
+            .chain(p.gateway.iter().map(|g| (g.mac, g.underlay)))
+            .collect()
+    };
+    let enis = |p: &OverlayPlan| -> BTreeMap<Ipv4Addr, [u8; 6]> {
+        p.peers
+            .iter()
+            .flat_map(|x| x.enis.iter().map(move |e| (*e, x.mac)))
+            .collect()
+    };
+    let (old_fwd, new_fwd) = (forwarding(old), forwarding(new));
+    let (old_enis, new_enis) = (enis(old), enis(new));
+    let gateway = |p: &OverlayPlan| p.gateway.as_ref().map(|g| g.mac);
+    OverlayChanges {
+        forward_add: new_fwd.difference(&old_fwd).copied().collect(),
+        forward_remove: old_fwd.difference(&new_fwd).copied().collect(),
+        enis_add: new_enis
+            .iter()
+            .filter(|(ip, mac)| old_enis.get(ip) != Some(mac))
+            .map(|(ip, mac)| (*ip, *mac))
+            .collect(),
+        enis_remove: old_enis
+            .keys()
+            .filter(|ip| !new_enis.contains_key(ip))
+            .copied()
+            .collect(),
+        gateway: (gateway(old) != gateway(new)).then(|| gateway(new)),
+    }
+}
+
 /// Cuts a VPC's plan down to the ENIs of one host (`here` says which): the
 /// others are reached over the overlay, so a route towards one of them (a
 /// NAT gateway's or an appliance's ENI on another host) goes into the
@@ -359,5 +423,49 @@ mod tests {
             .map(|r| &r.via)
             .collect();
         assert_eq!(vias, vec![&hop, &hop, &Via::Blackhole]);
+    }
+
+    #[test]
+    fn changes_touch_only_what_moved() {
+        let (local, b, c) = (a("198.51.100.1"), a("198.51.100.2"), a("198.51.100.3"));
+        let old = plan(
+            "vpc-1",
+            local,
+            [(b, a("10.0.1.5")), (b, a("10.0.1.6")), (c, a("10.0.1.7"))],
+            None,
+        )
+        .unwrap();
+        assert!(changes(&old, &old).is_empty());
+        // 10.0.1.6 moves to c, 10.0.1.7 goes, 10.0.1.8 comes on a new host d.
+        let d = a("198.51.100.4");
+        let new = plan(
+            "vpc-1",
+            local,
+            [(b, a("10.0.1.5")), (c, a("10.0.1.6")), (d, a("10.0.1.8"))],
+            Some(b),
+        )
+        .unwrap();
+        assert!(same_link(&old, &new));
+        let ch = changes(&old, &new);
+        let (mb, mc, md) = (
+            router_mac("vpc-1", b),
+            router_mac("vpc-1", c),
+            router_mac("vpc-1", d),
+        );
+        assert_eq!(ch.forward_add, vec![(md, d)]);
+        assert!(
+            ch.forward_remove.is_empty(),
+            "c still holds an ENI; b is the gateway too"
+        );
+        let mut added = ch.enis_add.clone();
+        added.sort();
+        assert_eq!(added, vec![(a("10.0.1.6"), mc), (a("10.0.1.8"), md)]);
+        assert_eq!(ch.enis_remove, vec![a("10.0.1.7")]);
+        assert_eq!(ch.gateway, Some(Some(mb)));
+        // Everything leaves c: its forwarding entry goes.
+        let last = plan("vpc-1", local, [(b, a("10.0.1.5"))], None).unwrap();
+        let ch = changes(&new, &last);
+        assert!(ch.forward_remove.contains(&(mc, c)) && ch.forward_remove.contains(&(md, d)));
+        assert_eq!(ch.gateway, Some(None));
     }
 }
