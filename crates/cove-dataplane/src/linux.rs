@@ -637,6 +637,23 @@ pub fn apply_overlay(
         || format!("netlink in {router_netns}"),
         Netlink::in_netns(router_netns),
     )?;
+    // A link made for another underlay address (the host's changed), or
+    // another network identifier, is made again.
+    let held = nl(
+        || format!("reading {}", plan.link),
+        router.vxlan_identity(&plan.link),
+    )?;
+    if held.is_some_and(|identity| identity != (plan.vni, plan.local, plan.mac)) {
+        if let Some(index) = nl(
+            || format!("finding {}", plan.link),
+            router.link_index(&plan.link),
+        )? {
+            nl(
+                || format!("removing the outdated {}", plan.link),
+                router.delete_link(index),
+            )?;
+        }
+    }
     let link = match nl(
         || format!("finding {}", plan.link),
         router.link_index(&plan.link),

@@ -328,6 +328,48 @@ impl Netlink {
         }
     }
 
+    /// A VXLAN link's identity as the kernel holds it: its network
+    /// identifier, local (underlay) address and MAC; `None` when there is no
+    /// such link or it is not VXLAN.
+    pub fn vxlan_identity(&mut self, name: &str) -> io::Result<Option<(u32, Ipv4Addr, [u8; 6])>> {
+        let mut msg = LinkMessage::default();
+        msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+        let replies = match self.request(RouteNetlinkMessage::GetLink(msg), 0, Reply::Ack, || {
+            format!("looking up link {name}")
+        }) {
+            Ok(replies) => replies,
+            Err(e) if errno(&e) == Some(libc::ENODEV) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Some(link) = replies.into_iter().find_map(|m| match m {
+            RouteNetlinkMessage::NewLink(l) => Some(l),
+            _ => None,
+        }) else {
+            return Ok(None);
+        };
+        let (mut vni, mut local, mut mac) = (None, None, None);
+        for attr in link.attributes {
+            match attr {
+                LinkAttribute::Address(a) => mac = <[u8; 6]>::try_from(a.as_slice()).ok(),
+                LinkAttribute::LinkInfo(infos) => {
+                    for info in infos {
+                        if let LinkInfo::Data(InfoData::Vxlan(settings)) = info {
+                            for v in settings {
+                                match v {
+                                    InfoVxlan::Id(id) => vni = Some(id),
+                                    InfoVxlan::Local(addr) => local = Some(addr),
+                                    _ => {}
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(vni.zip(local).zip(mac).map(|((v, l), m)| (v, l, m)))
+    }
+
     /// Every link of the namespace as `(index, name)`.
     pub fn links(&mut self) -> io::Result<Vec<(u32, String)>> {
         let replies = self.dump(RouteNetlinkMessage::GetLink(LinkMessage::default()), || {

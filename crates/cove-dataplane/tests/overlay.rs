@@ -204,3 +204,40 @@ fn an_overlay_changed_entry_by_entry_equals_one_made_whole() {
     assert!(!lab.connects(ip("10.0.1.4"), ip("10.0.2.4"), 22));
     assert!(show(&["neigh", "show"]).contains(&cove_net::overlay::GATEWAY_HOP.to_string()));
 }
+
+#[test]
+fn a_host_whose_underlay_address_changed_remakes_its_overlay_link() {
+    let open = group(
+        "sg-open",
+        vec![rule("-1", None, None, cidr("10.0.0.0/16"))],
+        vec![rule("-1", None, None, cidr("0.0.0.0/0"))],
+    );
+    let lab = lab(
+        vec![open],
+        [&["sg-open"], &["sg-open"], &["sg-open"]],
+        vec![allow_all_acl("acl-u", &["subnet-a", "subnet-b"])],
+    );
+    let (h0, h1) = (&lab.hosts[0], &lab.hosts[1]);
+    let vpc = &h0.plan.vpc_id;
+    let identity = || {
+        cove_dataplane::netlink::Netlink::in_netns(&h0.plan.netns)
+            .unwrap()
+            .vxlan_identity(&cove_net::overlay::link_name(vpc))
+            .unwrap()
+            .expect("the overlay link")
+    };
+    assert_eq!(identity().1, h0.underlay);
+    // Host 0 comes back with another underlay address.
+    let moved_to = ip("198.51.100.9");
+    let placed = [(moved_to, ip("10.0.1.4")), (h1.underlay, ip("10.0.2.4"))];
+    let plan = cove_net::overlay::plan(vpc, moved_to, placed, None).unwrap();
+    cove_dataplane::linux::apply_overlay(Some(&h0.netns), &h0.plan.netns, &plan).unwrap();
+    let (vni, local, mac) = identity();
+    assert_eq!((vni, local, mac), (plan.vni, moved_to, plan.mac));
+    // Its routes are there again on the new link.
+    let out = std::process::Command::new("ip")
+        .args(["-n", &h0.plan.netns, "route", "show", "10.0.2.4"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&plan.link));
+}
