@@ -2,6 +2,7 @@
 loopback port with its own data directory, and real boto3 clients for it."""
 
 import itertools
+import json
 import os
 import signal
 import socket
@@ -15,12 +16,17 @@ import botocore.config
 import pytest
 
 from helpers import wait_status
+from simulated_hosts import Simulation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BINARY = os.environ.get("COVE_BIN", os.path.join(ROOT, "target", "debug", "cove"))
 ACCESS_KEY = "AKIAIOSFODNN7EXAMPLE"
 SECRET_KEY = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 REGION = "us-east-1"
+# COVE_E2E_HOSTS=3: every server is the control plane of three simulated
+# hosts (simulated_hosts.py) on a PostgreSQL database of its own, and spreads
+# the ENIs that CreateNetworkInterface makes over them.
+SPREAD_OVER_HOSTS = os.environ.get("COVE_E2E_HOSTS") == "3"
 
 
 def free_port():
@@ -62,14 +68,20 @@ class Cove:
         self.data_dir = data_dir
         self.env = env or {}
         # A database made here is this server's to drop at teardown.
-        self.own_database = store is None and os.environ.get("COVE_E2E_STORE") == "postgres"
+        self.own_database = store is None and (os.environ.get("COVE_E2E_STORE") == "postgres" or SPREAD_OVER_HOSTS)
         self.store = new_postgres_database() if self.own_database else store
+        self.simulation = None
+        if SPREAD_OVER_HOSTS and self.own_database:
+            self.simulation = Simulation(BINARY, self.store, agent_env={"COVE_FLOW_LOG_WINDOW": "2"})
+            self.env = {**self.simulation.serve_env(), "COVE_ENI_PLACEMENT": "spread", **self.env}
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.proc = None
         self.log_path = os.path.join(data_dir, "cove.log")
 
     def start(self):
+        if self.simulation and not self.simulation.relays:
+            self.simulation.up()
         log = open(self.log_path, "a")
         self.proc = subprocess.Popen(
             [BINARY, "serve", "--data-dir", self.data_dir, "--listen", f"127.0.0.1:{self.port}",
@@ -88,10 +100,25 @@ class Cove:
             try:
                 with urllib.request.urlopen(f"{self.endpoint}/_cove/health", timeout=1) as r:
                     if r.status == 200:
-                        return self
+                        return self.with_agents()
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("cove did not become healthy in 20 s")
+
+    def with_agents(self):
+        """Starts the simulation's agents (once) and waits until all three
+        hosts are registered."""
+        if not self.simulation or self.simulation.agents:
+            return self
+        self.simulation.start_agents()
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            with urllib.request.urlopen(f"{self.endpoint}/_cove/health", timeout=5) as r:
+                hosts = json.load(r)["components"]["hosts"]
+            if len(hosts) == len(self.simulation.hosts):
+                return self
+            time.sleep(0.1)
+        raise RuntimeError("the simulated hosts' agents did not register in 20 s")
 
     def stop(self, sig=signal.SIGTERM):
         if self.proc and self.proc.poll() is None:
@@ -105,6 +132,8 @@ class Cove:
 
     def teardown(self):
         """Removes the kernel objects this server made (kept across restarts)."""
+        if self.simulation:
+            self.simulation.down()
         subprocess.run([BINARY, "teardown", "--data-dir", self.data_dir], check=True,
                        stdout=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
         if self.own_database:

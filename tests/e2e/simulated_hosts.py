@@ -15,9 +15,11 @@ import socket
 import subprocess
 import tempfile
 import threading
+import itertools
 import urllib.parse
 
 CONTROL_PLANE = "cp"
+_simulations = itertools.count()
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -140,11 +142,16 @@ class Simulation:
 
     def __init__(self, binary, store_url, agents=("b", "c"), agent_env=None):
         self.binary, self.store_url, self.agent_env = binary, store_url, agent_env
-        tag = f"{os.getpid() % 100000}"
-        self.tag, self.underlay_netns = tag, f"covul-{tag}"
-        self.hosts = {CONTROL_PLANE: (None, "198.51.100.1")}
+        # Several simulations may run at once in one process (a test's own
+        # server beside the session's): each has its names and a /28 of
+        # its own, so no two put the same prefix on this namespace's links.
+        number = next(_simulations)
+        tag = f"{os.getpid() % 10000}s{number}"
+        base = 16 * (number % 16)
+        self.tag, self.underlay_netns, self.prefix = tag, f"covul-{tag}", 28
+        self.hosts = {CONTROL_PLANE: (None, f"198.51.100.{base + 1}")}
         for i, host in enumerate(agents):
-            self.hosts[host] = (f"covhost-{tag}{host}", f"198.51.100.{i + 2}")
+            self.hosts[host] = (f"covhost-{tag}{host}", f"198.51.100.{base + i + 2}")
         self.relays, self.agents = [], {}
 
     def serve_env(self):
@@ -166,7 +173,7 @@ class Simulation:
             ip("link", "add", inner, "mtu", "1550", "type", "veth", "peer", "name", port, "mtu", "1550",
                "netns", self.underlay_netns, netns=netns)
             ip("link", "set", port, "master", "br0", "up", netns=self.underlay_netns)
-            ip("addr", "add", f"{address}/24", "dev", inner, netns=netns)
+            ip("addr", "add", f"{address}/{self.prefix}", "dev", inner, netns=netns)
             ip("link", "set", inner, "up", netns=netns)
             if netns:
                 self.relays.append(relay_store_into(netns, self.store_url))

@@ -45,6 +45,13 @@ def cluster():
             drop_postgres_database(url)
 
 
+def server_instance(server):
+    for line in open(server.log_path):
+        if "data plane on" in line and "instance=" in line:
+            return line.split("instance=")[1].split()[0]
+    raise AssertionError("the server logged no instance tag")
+
+
 def health(server):
     with urllib.request.urlopen(f"{server.endpoint}/_cove/health", timeout=5) as r:
         return json.load(r)
@@ -101,8 +108,13 @@ def test_enis_on_three_hosts_are_enforced_across_the_overlay(cluster):
         if not eventually(lambda: exec_on(data_dir, eni_id, "true").returncode == 0, timeout=20):
             print(exec_on(data_dir, eni_id, "true").stderr, agents["b"].log(), agents["c"].log(), sep="\n")
             pytest.fail(f"{eni_id} has no namespace on its host")
-    assert exec_on(server.data_dir, web["NetworkInterfaceId"], "true").returncode != 0, \
-        "the control plane's host does not make an agent's ENI"
+    # The control plane's host does not make an agent's ENI ...
+    cp_instance = server_instance(server)
+    assert not os.path.exists(f"/run/netns/cove-{cp_instance}-eni-{web['NetworkInterfaceId'][-12:]}")
+    assert os.path.exists(f"/run/netns/cove-{cp_instance}-eni-{client_cp['NetworkInterfaceId'][-12:]}")
+    # ... and `cove exec` on its data directory finds the ENI on its host
+    # (here on the same machine).
+    assert exec_on(server.data_dir, web["NetworkInterfaceId"], "true").returncode == 0
 
     listener = listen(agents["b"].data_dir, web)
     try:

@@ -975,6 +975,8 @@ mod tests {
             registered_at: String::new(),
             heartbeat_at: 1,
             applied_position: 0,
+            instance: String::new(),
+            eni_placement: None,
         }
     }
 

@@ -242,7 +242,7 @@ pub fn create_network_interface(
     let description = q.description.clone().unwrap_or_default();
     let groups = list(&q.groups);
     let tags = tag_specs(&q.tag_specifications, "network-interface")?;
-    let host = pinned_host(&r.store.snapshot(), &tags)?;
+    let host = placed_host(&r.store.snapshot(), &tags)?;
     let (region, account) = (r.region(), r.account());
     let token = &q.client_token;
     r.write(|tx| {
@@ -288,12 +288,12 @@ pub fn create_network_interface(
     })
 }
 
-/// The host a `cove:host` tag pins a new ENI to (Cove's placement for an
-/// ENI no instance owns: the control plane's host unless the tag names
-/// another). The host must be registered and alive.
-fn pinned_host(world: &World, tags: &Tags) -> AwsResult<Option<String>> {
+/// The host a new ENI no instance owns runs on (`None`: the control
+/// plane's): the one its `cove:host` tag names, which must be registered
+/// and alive, else where the control plane's placement puts it.
+fn placed_host(world: &World, tags: &Tags) -> AwsResult<Option<String>> {
     let Some(id) = tags.get(cove_model::hosts::HOST_TAG) else {
-        return Ok(None);
+        return Ok(cove_model::hosts::place_new_eni(world));
     };
     match world.hosts.get(id) {
         Some(h) if h.state == cove_model::hosts::HostState::Available => Ok(Some(id.clone())),

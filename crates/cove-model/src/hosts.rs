@@ -28,6 +28,17 @@ crate::text_enum! {
     pub enum HostState { Available = "available", Lost = "lost" }
 }
 
+crate::text_enum! {
+    /// Where an ENI that no instance owns and no `cove:host` tag places
+    /// goes (`cove serve --eni-placement`).
+    pub enum EniPlacement {
+        /// The control plane's host.
+        ControlPlane = "control-plane",
+        /// The available host with the fewest ENIs.
+        Spread = "spread",
+    }
+}
+
 /// One machine: the control plane's own, or an agent's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Host {
@@ -50,6 +61,15 @@ pub struct Host {
     /// how far behind it is, for operators and tests.
     #[serde(default)]
     pub applied_position: u64,
+    /// The instance tag of the host's kernel objects (its namespaces'
+    /// names), for `cove exec` on a machine that runs several hosts (the
+    /// simulation).
+    #[serde(default)]
+    pub instance: String,
+    /// On the control plane's registration: how ENIs that no tag places
+    /// are placed (`None`: on the control plane's host).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eni_placement: Option<EniPlacement>,
 }
 
 impl Host {
@@ -86,6 +106,28 @@ pub fn host_of<'a>(world: &'a World, eni: &'a NetworkInterface) -> Option<&'a st
         Some(h) => Some(h.as_str()),
         None => control_plane(world).map(|h| h.id.as_str()),
     }
+}
+
+/// The host a new ENI that no tag places goes to under the control
+/// plane's placement (`None`: the control plane's host).
+pub fn place_new_eni(world: &World) -> Option<String> {
+    let cp = control_plane(world)?;
+    if cp.eni_placement != Some(EniPlacement::Spread) {
+        return None;
+    }
+    let mut load: std::collections::BTreeMap<&str, usize> = world
+        .hosts
+        .values()
+        .filter(|h| h.state == HostState::Available)
+        .map(|h| (h.id.as_str(), 0))
+        .collect();
+    for e in world.network_interfaces.values() {
+        if let Some(n) = host_of(world, e).and_then(|h| load.get_mut(h)) {
+            *n += 1;
+        }
+    }
+    let (id, _) = load.into_iter().min_by_key(|(id, n)| (*n, *id))?;
+    (id != cp.id).then(|| id.to_string())
 }
 
 /// Where this process's data plane runs: which ENIs and routers it makes.
@@ -139,6 +181,8 @@ mod tests {
             registered_at: "2026-12-06T00:00:00Z".into(),
             heartbeat_at: 100,
             applied_position: 0,
+            instance: String::new(),
+            eni_placement: None,
         }
     }
 
@@ -184,5 +228,43 @@ mod tests {
         assert!(!a.same_but_heartbeat(&lost));
         assert!(!a.silent_at(100 + LOST_AFTER_SECONDS));
         assert!(a.silent_at(101 + LOST_AFTER_SECONDS));
+    }
+
+    #[test]
+    fn spread_placement_picks_the_available_host_with_the_fewest_enis() {
+        let mut world = fixtures::world("h", vec![], [&[], &[], &[]], vec![]);
+        assert_eq!(place_new_eni(&world), None, "single host");
+        let mut cp = host("a", 1, true);
+        world.hosts.insert("a".into(), Arc::new(cp.clone()));
+        world
+            .hosts
+            .insert("b".into(), Arc::new(host("b", 2, false)));
+        world
+            .hosts
+            .insert("c".into(), Arc::new(host("c", 3, false)));
+        assert_eq!(
+            place_new_eni(&world),
+            None,
+            "the control plane's host by default"
+        );
+        cp.eni_placement = Some(EniPlacement::Spread);
+        world.hosts.insert("a".into(), Arc::new(cp));
+        // The fixture's ENIs are all on a: b and c have none; b comes first.
+        assert_eq!(place_new_eni(&world).as_deref(), Some("b"));
+        let mut on_b = (**world.network_interfaces.values().next().unwrap()).clone();
+        on_b.id = "eni-onb".into();
+        on_b.host = Some("b".into());
+        world
+            .network_interfaces
+            .insert(on_b.id.clone(), Arc::new(on_b));
+        assert_eq!(place_new_eni(&world).as_deref(), Some("c"));
+        let mut lost = (*world.hosts["c"]).clone();
+        lost.state = HostState::Lost;
+        world.hosts.insert("c".into(), Arc::new(lost));
+        assert_eq!(
+            place_new_eni(&world).as_deref(),
+            Some("b"),
+            "a lost host takes none"
+        );
     }
 }

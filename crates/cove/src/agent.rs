@@ -37,15 +37,22 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
     })
     .map_err(|e| anyhow::anyhow!("another cove agent already runs host {id} ({e})"))?;
     location.record(&args.data_dir)?;
-    crate::hosts::register(&store, &id, args.underlay_address, false)?;
     let instance = crate::server::instance_tag(&args.data_dir)?;
+    let registration = crate::hosts::Registration {
+        id: id.clone(),
+        underlay: args.underlay_address,
+        control_plane: false,
+        instance: instance.clone(),
+        eni_placement: None,
+    };
+    crate::hosts::register(&store, &registration)?;
     tracing::info!(
         host = %id,
         underlay = %args.underlay_address,
         instance = %instance,
         "agent registered; data plane on"
     );
-    crate::hosts::spawn_heartbeats(store.clone(), id.clone(), args.underlay_address, false)?;
+    crate::hosts::spawn_heartbeats(store.clone(), registration)?;
     let locality = Locality {
         host: Some(id.clone()),
         control_plane: false,

@@ -273,6 +273,11 @@ pub struct ServeArgs {
     /// This host's id among Cove's hosts (default: the machine's hostname).
     #[arg(long, env = "COVE_HOST_ID")]
     pub host_id: Option<String>,
+    /// Where an ENI made by CreateNetworkInterface without a `cove:host`
+    /// tag goes: `control-plane` (this host, the default) or `spread` (the
+    /// available host with the fewest ENIs). Needs --underlay-address.
+    #[arg(long, env = "COVE_ENI_PLACEMENT")]
+    pub eni_placement: Option<String>,
 }
 
 /// `cove agent`: one more machine for a Cove whose store is on PostgreSQL.
@@ -338,6 +343,7 @@ struct FileConfig {
     iam: IamConfig,
     underlay_address: Option<std::net::Ipv4Addr>,
     host_id: Option<String>,
+    eni_placement: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -384,6 +390,7 @@ pub struct Settings {
 pub struct HostSettings {
     pub id: String,
     pub underlay: std::net::Ipv4Addr,
+    pub eni_placement: cove_model::hosts::EniPlacement,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -477,9 +484,27 @@ impl Settings {
                     "--underlay-address joins agents on other hosts, which share the store: it needs --store postgres://…"
                 );
                 let id = host_id(args.host_id.as_deref().or(file.host_id.as_deref()))?;
-                Some(HostSettings { id, underlay })
+                let placement = args
+                    .eni_placement
+                    .as_deref()
+                    .or(file.eni_placement.as_deref())
+                    .unwrap_or("control-plane");
+                let eni_placement = placement.parse().map_err(|_| {
+                    anyhow::anyhow!(
+                        "--eni-placement must be control-plane or spread, not {placement:?}"
+                    )
+                })?;
+                Some(HostSettings {
+                    id,
+                    underlay,
+                    eni_placement,
+                })
             }
         };
+        anyhow::ensure!(
+            host.is_some() || (args.eni_placement.is_none() && file.eni_placement.is_none()),
+            "--eni-placement places ENIs on hosts: it needs --underlay-address"
+        );
         Ok(Settings {
             host,
             store,

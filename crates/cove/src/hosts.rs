@@ -47,16 +47,24 @@ pub fn capacity() -> (u32, u64, u32) {
     (cpus, memory_mib, u32::try_from(gpus).unwrap_or(u32::MAX))
 }
 
-/// Registers (or re-registers) this machine as host `id`. The control
+/// Who this process is among the hosts.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub id: String,
+    pub underlay: Ipv4Addr,
+    pub control_plane: bool,
+    /// The instance tag of this host's kernel objects.
+    pub instance: String,
+    /// The control plane's placement of ENIs no tag places.
+    pub eni_placement: Option<cove_model::hosts::EniPlacement>,
+}
+
+/// Registers (or re-registers) this machine as host `r.id`. The control
 /// plane's registration replaces an earlier one under another id (the
 /// ENIs that name no host follow it). An agent may not take the control
 /// plane's id, nor the control plane an agent's.
-pub fn register(
-    store: &Store,
-    id: &str,
-    underlay: Ipv4Addr,
-    control_plane: bool,
-) -> anyhow::Result<()> {
+pub fn register(store: &Store, r: &Registration) -> anyhow::Result<()> {
+    let (id, underlay, control_plane) = (r.id.as_str(), r.underlay, r.control_plane);
     let (cpus, memory_mib, gpus) = capacity();
     store
         .write(|tx| {
@@ -113,6 +121,8 @@ pub fn register(
                 registered_at,
                 heartbeat_at: now(),
                 applied_position: store.applied_position(),
+                instance: r.instance.clone(),
+                eni_placement: r.eni_placement,
             });
             Ok(())
         })
@@ -147,21 +157,16 @@ fn beat(store: &Store, id: &str) -> Result<(), String> {
 
 /// Beats every [`HEARTBEAT_SECONDS`] on a thread of its own; a host whose
 /// registration was removed registers again.
-pub fn spawn_heartbeats(
-    store: Arc<Store>,
-    id: String,
-    underlay: Ipv4Addr,
-    control_plane: bool,
-) -> std::io::Result<()> {
+pub fn spawn_heartbeats(store: Arc<Store>, r: Registration) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name("cove-heartbeat".into())
         .spawn(move || loop {
             std::thread::sleep(Duration::from_secs(HEARTBEAT_SECONDS));
-            if let Err(why) = beat(&store, &id) {
-                tracing::warn!(host = %id, error = %why, "heartbeat not stored");
-                if !store.snapshot().hosts.contains_key(&id) {
-                    if let Err(e) = register(&store, &id, underlay, control_plane) {
-                        tracing::warn!(host = %id, error = %e, "registering again failed");
+            if let Err(why) = beat(&store, &r.id) {
+                tracing::warn!(host = %r.id, error = %why, "heartbeat not stored");
+                if !store.snapshot().hosts.contains_key(&r.id) {
+                    if let Err(e) = register(&store, &r) {
+                        tracing::warn!(host = %r.id, error = %e, "registering again failed");
                     }
                 }
             }
@@ -268,6 +273,8 @@ mod tests {
             registered_at: String::new(),
             heartbeat_at: beat,
             applied_position: 0,
+            instance: String::new(),
+            eni_placement: None,
         })
     }
 

@@ -38,7 +38,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the AWS-compatible API server.
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Run one more host for a Cove whose store is on PostgreSQL: the data
     /// plane of the ENIs placed on this machine (docs/scale-out.md).
     Agent(config::AgentArgs),
@@ -308,7 +308,7 @@ fn exec_in(
     use std::os::unix::process::CommandExt;
     let instance = server::instance_tag(data_dir)?;
     let netns = match eni {
-        Some(eni) => cove_net::naming::eni_netns(&instance, eni),
+        Some(eni) => cove_net::naming::eni_netns(&host_instance(data_dir, &instance, eni)?, eni),
         None => cove_net::naming::region_netns(&instance),
     };
     enter_netns(data_dir, eni, &netns)?;
@@ -349,6 +349,46 @@ fn exec_in(
     }
     let err = cmd.exec();
     anyhow::bail!("running {}: {err}", command[0])
+}
+
+/// The instance tag of the host that runs `eni`: this data directory's,
+/// unless the store is shared and places the ENI on another host. That
+/// host's namespaces are found here only when it runs on this machine too
+/// (the simulation of several hosts); otherwise the command must run there.
+fn host_instance(data_dir: &std::path::Path, ours: &str, eni: &str) -> anyhow::Result<String> {
+    if !matches!(
+        config::StoreLocation::of_data_dir(data_dir),
+        config::StoreLocation::Postgres(_)
+    ) {
+        return Ok(ours.to_string());
+    }
+    let Ok(world) = reach::load_world(data_dir) else {
+        return Ok(ours.to_string());
+    };
+    let host = world
+        .network_interfaces
+        .get(eni)
+        .and_then(|e| cove_model::hosts::host_of(&world, e))
+        .and_then(|id| world.hosts.get(id));
+    match host {
+        Some(h) if !h.instance.is_empty() && h.instance != ours => {
+            // Its region network is there from its first pass on.
+            let theirs = cove_net::naming::region_netns(&h.instance);
+            if std::path::Path::new(cove_net::netns::NETNS_DIR)
+                .join(&theirs)
+                .exists()
+            {
+                Ok(h.instance.clone())
+            } else {
+                anyhow::bail!(
+                    "{eni} runs on host {} ({}): run `cove exec` on that machine",
+                    h.id,
+                    h.underlay
+                )
+            }
+        }
+        _ => Ok(ours.to_string()),
+    }
 }
 
 /// Enters the namespace of `eni` (or of the region network). The data

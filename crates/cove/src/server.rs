@@ -73,8 +73,15 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     // What a Cove from before accounts stored was the configured account's.
     store.adopt_unowned(&settings.account_id)?;
     if let Some(host) = &settings.host {
-        crate::hosts::register(&store, &host.id, host.underlay, true)?;
-        crate::hosts::spawn_heartbeats(store.clone(), host.id.clone(), host.underlay, true)?;
+        let registration = crate::hosts::Registration {
+            id: host.id.clone(),
+            underlay: host.underlay,
+            control_plane: true,
+            instance: instance_tag(&settings.data_dir)?,
+            eni_placement: Some(host.eni_placement),
+        };
+        crate::hosts::register(&store, &registration)?;
+        crate::hosts::spawn_heartbeats(store.clone(), registration)?;
         crate::hosts::spawn_lost_watch(store.clone())?;
         tracing::info!(host = %host.id, underlay = %host.underlay, "control plane's host registered: agents may join");
     }
