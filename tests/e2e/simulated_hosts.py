@@ -80,7 +80,11 @@ def relay_store_into(netns, store_url):
                 conn, _ = listener.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(address)
+            try:
+                upstream = socket.create_connection(address)
+            except OSError:  # the server is down: so is this connection
+                conn.close()
+                continue
             # Small messages (PostgreSQL's notifications) must not wait for
             # Nagle's algorithm on either leg.
             for s in (conn, upstream):

@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 
 import botocore.exceptions
@@ -23,6 +24,7 @@ from helpers import eventually
 from simulated_hosts import Agent, Simulation
 from test_dataplane import CLIENT, ECHO_PEER, INTERNET, PEER_CLIENT, S3, S3_TEST_PORT, SERVER
 from test_flow_log_records import ROLE, find, records
+from test_postgres_store import own_postgres, retrying_client  # noqa: F401 (a fixture)
 from test_vpc_dns_endpoints import CALLER
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the data plane needs root")
@@ -43,6 +45,19 @@ def cluster():
             server.stop(signal.SIGKILL)
             server.teardown()
             drop_postgres_database(url)
+
+
+def diagnose(server, agents):
+    """What a failed cross-host check prints: each host's log tail and
+    each router's overlay routes and neighbours."""
+    out = [f"== control plane\n{open(server.log_path).read()[-4000:]}"]
+    out += [f"== agent {h}\n{a.log()[-4000:]}" for h, a in agents.items()]
+    for ns in sorted(os.listdir("/run/netns")):
+        if "-vpc-" in ns:
+            for what in (["route"], ["neigh"], ["-d", "link", "show", "type", "vxlan"]):
+                r = subprocess.run(["ip", "-n", ns, *what], capture_output=True, text=True)
+                out.append(f"== {ns} {' '.join(what)}\n{r.stdout}{r.stderr}")
+    return "\n".join(out)
 
 
 def server_instance(server):
@@ -126,8 +141,8 @@ def test_enis_on_three_hosts_are_enforced_across_the_overlay(cluster):
 
         # Control plane's host → b, and c → b (neither end on the control
         # plane): the group reference admits members on every host.
-        assert eventually(lambda: reaches(client_cp), timeout=20), agents["b"].log()
-        assert eventually(lambda: reaches(client_c), timeout=20), agents["c"].log()
+        assert eventually(lambda: reaches(client_cp), timeout=20), diagnose(server, agents)
+        assert eventually(lambda: reaches(client_c), timeout=20), diagnose(server, agents)
         # A member of no admitted group, on the same host as an admitted one.
         assert not reaches(stranger_c)
         # The rule goes: enforced on b for clients on both other hosts.
@@ -341,3 +356,56 @@ def test_flow_logs_record_enis_on_every_host(cluster):
     finally:
         listener.kill()
         listener.wait()
+
+
+def test_hosts_follow_again_after_postgres_restarts(own_postgres):
+    """PostgreSQL stops under the control plane and two agents, and comes
+    back: nobody is marked lost for it, the agents' ENIs keep forwarding
+    meanwhile, and a rule change made after it is enforced on the agents."""
+    server_url, stop_postgres, start_postgres = own_postgres
+    url = new_postgres_database(server_url)
+    simulation = Simulation(BINARY, url)
+    with tempfile.TemporaryDirectory(prefix="cove-e2e-cp-") as d:
+        server = Cove(d, store=url, env=simulation.serve_env())
+        try:
+            simulation.up()
+            server.start()
+            agents = simulation.start_agents()
+            assert eventually(lambda: len(host_states(server)) == 3, timeout=20)
+            ec2 = server.client("ec2")
+            vpc = ec2.create_vpc(CidrBlock="10.4.0.0/16")["Vpc"]["VpcId"]
+            subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.4.1.0/24")["Subnet"]["SubnetId"]
+            web_sg = ec2.create_security_group(GroupName="web", Description="web", VpcId=vpc)["GroupId"]
+            tags = lambda h: [{"ResourceType": "network-interface", "Tags": [{"Key": "cove:host", "Value": h}]}]
+            web = ec2.create_network_interface(SubnetId=subnet, Groups=[web_sg], TagSpecifications=tags("b"))[
+                "NetworkInterface"]
+            client = ec2.create_network_interface(SubnetId=subnet, TagSpecifications=tags("c"))["NetworkInterface"]
+            listener = listen(agents["b"].data_dir, web)
+            try:
+                def reaches():
+                    return exec_on(agents["c"].data_dir, client["NetworkInterfaceId"], sys.executable, "-c", CLIENT,
+                                   web["PrivateIpAddress"], "8080").stdout.strip() == "hello"
+
+                ec2.authorize_security_group_ingress(GroupId=web_sg, IpPermissions=[
+                    {"IpProtocol": "tcp", "FromPort": 8080, "ToPort": 8080, "IpRanges": [{"CidrIp": "10.4.0.0/16"}]}])
+                assert eventually(reaches, timeout=20)
+                stop_postgres()
+                # The kernel forwards without the store.
+                assert reaches()
+                time.sleep(6)  # at least one missed heartbeat on every host
+                start_postgres()
+                # Writes succeed again; the agents follow the feed again.
+                ec2 = retrying_client(server, "ec2")
+                rules = ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [web_sg]}])
+                ingress = [r["SecurityGroupRuleId"] for r in rules["SecurityGroupRules"] if not r["IsEgress"]]
+                ec2.revoke_security_group_ingress(GroupId=web_sg, SecurityGroupRuleIds=ingress)
+                assert eventually(lambda: not reaches(), timeout=30), agents["b"].log()[-3000:]
+                assert eventually(lambda: set(host_states(server).values()) == {"available"}, timeout=20)
+                assert all(a.proc.poll() is None for a in agents.values()), "an agent exited"
+            finally:
+                listener.kill()
+                listener.wait()
+        finally:
+            simulation.down()
+            server.stop(signal.SIGKILL)
+            server.teardown()

@@ -236,6 +236,21 @@ impl Messages for Postgres {
     }
 }
 
+/// How long opening a connection may take when the URL does not say
+/// (libpq waits forever): a database that does not answer is an error the
+/// caller retries, not a thread stuck for good.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens a connection to `url`, with [`CONNECT_TIMEOUT`] unless the URL
+/// sets `connect_timeout`.
+fn connect(url: &str) -> Result<Client, postgres::Error> {
+    let mut config: postgres::Config = url.parse()?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    config.connect(NoTls)
+}
+
 fn position(generation: i64) -> u64 {
     u64::try_from(generation).unwrap_or(0)
 }
@@ -372,8 +387,8 @@ impl Session {
     fn client(&mut self) -> anyhow::Result<&mut Client> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = None;
-            let client = Client::connect(&self.url, NoTls)
-                .map_err(|e| anyhow::anyhow!("connecting to PostgreSQL: {e}"))?;
+            let client =
+                connect(&self.url).map_err(|e| anyhow::anyhow!("connecting to PostgreSQL: {e}"))?;
             self.client = Some(client);
         }
         Ok(self.client.as_mut().expect("connected above"))
@@ -432,7 +447,7 @@ pub fn hold_lock(url: &str, key: i64, lost: impl FnOnce() + Send + 'static) -> a
     std::thread::Builder::new()
         .name("cove-postgres-lock".into())
         .spawn(move || {
-            let first = Client::connect(&url, NoTls)
+            let first = connect(&url)
                 .map_err(anyhow::Error::from)
                 .and_then(|mut c| match take(&mut c)? {
                     true => Ok(c),
@@ -458,7 +473,7 @@ pub fn hold_lock(url: &str, key: i64, lost: impl FnOnce() + Send + 'static) -> a
                 );
                 loop {
                     std::thread::sleep(Duration::from_millis(500));
-                    let Ok(mut again) = Client::connect(&url, NoTls) else {
+                    let Ok(mut again) = connect(&url) else {
                         continue;
                     };
                     match take(&mut again) {
@@ -492,7 +507,7 @@ pub fn listen(
         .spawn(move || {
             let mut reported = false;
             loop {
-                let mut client = match Client::connect(&url, NoTls)
+                let mut client = match connect(&url)
                     .and_then(|mut c| c.batch_execute(&format!("LISTEN {CHANNEL}")).map(|_| c))
                 {
                     Ok(c) => {
