@@ -21,9 +21,10 @@ own on a bridge underlay. Then, side by side in the same run:
    three hosts with the `cove:host` tag (8 client threads), timed from the
    first CreateNetworkInterface to the moment every host has plumbed its
    share (its ENI namespaces all exist); and one more ENI on agent b, from
-   its CreateNetworkInterface to `cove exec --eni … true` succeeding on b,
-   with the VPC empty and then with the ENIs in it (`--trials` times each):
-   the agent's work for one new ENI should not grow with the VPC.
+   its CreateNetworkInterface returning to its namespace being published
+   on b (the data plane publishes it once the ENI is whole), with the VPC
+   empty and then with the ENIs in it (`--trials` times each): the agent's
+   work for one new ENI should not grow with the VPC.
 
 Usage:
   .venv/bin/python bench/scale_out.py [--cove target/release/cove] [--runs 3] [--trials 30] [--enis 999]
@@ -119,24 +120,30 @@ def sg_latency(args, cove_bin, endpoint, dirs, ec2, procs):
     return out
 
 
-def usable_on_agent(cove_bin, agent_dir, ec2, subnet):
-    """CreateNetworkInterface on the agent's host → `cove exec` there works (ms)."""
+def usable_on_agent(cove_bin, agent_dir, agent_instance, ec2, subnet):
+    """CreateNetworkInterface on the agent's host → its namespace published
+    there (the data plane publishes it once the ENI is whole), in ms; then
+    checked with `cove exec` (not timed)."""
     t0 = time.monotonic()
     e = eni(ec2, subnet, AGENT)
-    while True:
-        r = subprocess.run([cove_bin, "exec", "--data-dir", agent_dir, "--eni", e["NetworkInterfaceId"], "--", "true"],
-                           stdin=subprocess.DEVNULL, capture_output=True)
-        if r.returncode == 0:
-            return (time.monotonic() - t0) * 1000
+    path = os.path.join("/run/netns", f"cove-{agent_instance}-eni-{e['NetworkInterfaceId'][-12:]}")
+    while not os.path.exists(path):
         if time.monotonic() - t0 > 30:
-            raise RuntimeError(f"{e['NetworkInterfaceId']} never usable on {AGENT}: {r.stderr[-300:]}")
+            raise RuntimeError(f"{e['NetworkInterfaceId']} never plumbed on {AGENT}")
+        time.sleep(0.0005)
+    took = (time.monotonic() - t0) * 1000
+    r = subprocess.run([cove_bin, "exec", "--data-dir", agent_dir, "--eni", e["NetworkInterfaceId"], "--", "true"],
+                       stdin=subprocess.DEVNULL, capture_output=True)
+    if r.returncode != 0:
+        raise RuntimeError(f"{e['NetworkInterfaceId']} not usable on {AGENT}: {r.stderr[-300:]}")
+    return took
 
 
 def at_scale(args, cove_bin, dirs, instances, ec2):
     vpc = ec2.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.1.0.0/20")["Subnet"]["SubnetId"]
     probe_subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.1.16.0/24")["Subnet"]["SubnetId"]
-    empty = [usable_on_agent(cove_bin, dirs[AGENT], ec2, probe_subnet) for _ in range(args.trials)]
+    empty = [usable_on_agent(cove_bin, dirs[AGENT], instances[AGENT], ec2, probe_subnet) for _ in range(args.trials)]
     hosts = list(dirs)
     before = {h: eni_namespaces(instances[h]) for h in hosts}
     want = {h: before[h] + len(range(i, args.enis, len(hosts))) for i, h in enumerate(hosts)}
@@ -152,7 +159,7 @@ def at_scale(args, cove_bin, dirs, instances, ec2):
         if time.monotonic() - t0 > 600:
             raise RuntimeError(f"not plumbed in 600 s: {({h: eni_namespaces(instances[h]) for h in hosts})} of {want}")
         time.sleep(0.02)
-    loaded = [usable_on_agent(cove_bin, dirs[AGENT], ec2, probe_subnet) for _ in range(args.trials)]
+    loaded = [usable_on_agent(cove_bin, dirs[AGENT], instances[AGENT], ec2, probe_subnet) for _ in range(args.trials)]
     return {"created_s": created_s, "plumbed": plumbed, "empty": empty, "loaded": loaded}
 
 

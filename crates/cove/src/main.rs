@@ -356,7 +356,11 @@ fn exec_in(
 /// host's namespaces are found here only when it runs on this machine too
 /// (the simulation of several hosts); otherwise the command must run there.
 fn host_instance(data_dir: &std::path::Path, ours: &str, eni: &str) -> anyhow::Result<String> {
-    if !matches!(
+    let here = std::path::Path::new(cove_net::netns::NETNS_DIR)
+        .join(cove_net::naming::eni_netns(ours, eni))
+        .exists();
+    if here
+        || !matches!(
         config::StoreLocation::of_data_dir(data_dir),
         config::StoreLocation::Postgres(_)
     ) {
