@@ -696,19 +696,7 @@ pub fn apply_overlay(
         )?;
         for &eni in &peer.enis {
             planned.insert(eni);
-            nl(
-                || format!("route to {eni} over {}", plan.link),
-                router.replace_route(&Route::new(
-                    netlink::MAIN_TABLE,
-                    eni,
-                    32,
-                    RouteKind::Dev { oif: link },
-                )),
-            )?;
-            nl(
-                || format!("neighbour {eni} on {}", plan.link),
-                router.replace_neighbour(link, eni, peer.mac),
-            )?;
+            route_into_overlay(&mut router, &plan.link, link, eni, peer.mac)?;
         }
     }
     if let Some(gateway) = &plan.gateway {
@@ -738,6 +726,30 @@ pub fn apply_overlay(
         }
     }
     Ok(())
+}
+
+/// An ENI on another host: its host route into the overlay link `name`
+/// (index `link`) and its address bound to that host's router `mac`.
+fn route_into_overlay(
+    router: &mut Netlink,
+    name: &str,
+    link: u32,
+    eni: Ipv4Addr,
+    mac: [u8; 6],
+) -> Result<()> {
+    nl(
+        || format!("route to {eni} over {name}"),
+        router.replace_route(&Route::new(
+            netlink::MAIN_TABLE,
+            eni,
+            32,
+            RouteKind::Dev { oif: link },
+        )),
+    )?;
+    nl(
+        || format!("neighbour {eni} on {name}"),
+        router.replace_neighbour(link, eni, mac),
+    )
 }
 
 /// Changes only the given entries of the overlay link `plan` names (which
@@ -770,19 +782,7 @@ pub fn change_overlay(
         )?;
     }
     for &(eni, mac) in &changes.enis_add {
-        nl(
-            || format!("route to {eni} over {}", plan.link),
-            router.replace_route(&Route::new(
-                netlink::MAIN_TABLE,
-                eni,
-                32,
-                RouteKind::Dev { oif: link },
-            )),
-        )?;
-        nl(
-            || format!("neighbour {eni} on {}", plan.link),
-            router.replace_neighbour(link, eni, mac),
-        )?;
+        route_into_overlay(&mut router, &plan.link, link, eni, mac)?;
     }
     for &eni in &changes.enis_remove {
         let route = Route::new(netlink::MAIN_TABLE, eni, 32, RouteKind::Dev { oif: link });

@@ -511,18 +511,8 @@ impl Netlink {
     /// sends frames for `mac` to the remote end `remote`
     /// (`bridge fdb replace MAC dev VXLAN dst REMOTE self permanent`).
     pub fn replace_fdb(&mut self, index: u32, mac: [u8; 6], remote: Ipv4Addr) -> io::Result<()> {
-        // A forwarding entry is a neighbour entry of the bridge family,
-        // flagged as the device's own (`self`): its destination is the
-        // remote end, not the MAC's owner.
-        let msg = permanent_entry(
-            AddressFamily::Bridge,
-            NeighbourFlags::Own,
-            index,
-            remote,
-            mac,
-        );
         self.ack(
-            RouteNetlinkMessage::NewNeighbour(msg),
+            RouteNetlinkMessage::NewNeighbour(forwarding_entry(index, mac, remote)),
             NLM_F_CREATE | NLM_F_REPLACE,
             || format!("replacing forwarding entry to {remote} on link {index}"),
         )
@@ -546,13 +536,7 @@ impl Netlink {
     /// Deletes the forwarding entry of VXLAN link `index` for `mac` towards
     /// `remote` (`ENOENT` when there is none).
     pub fn delete_fdb(&mut self, index: u32, mac: [u8; 6], remote: Ipv4Addr) -> io::Result<()> {
-        let msg = permanent_entry(
-            AddressFamily::Bridge,
-            NeighbourFlags::Own,
-            index,
-            remote,
-            mac,
-        );
+        let msg = forwarding_entry(index, mac, remote);
         self.ack(RouteNetlinkMessage::DelNeighbour(msg), 0, || {
             format!("deleting forwarding entry to {remote} on link {index}")
         })
@@ -857,6 +841,19 @@ fn ack_message(flags: u16, echoed: &[u8]) -> Option<String> {
                 .to_string()
         })
     })
+}
+
+/// A VXLAN link's forwarding entry: a neighbour entry of the bridge family,
+/// flagged as the device's own (`self`), whose destination is the remote
+/// end, not the MAC's owner.
+fn forwarding_entry(index: u32, mac: [u8; 6], remote: Ipv4Addr) -> NeighbourMessage {
+    permanent_entry(
+        AddressFamily::Bridge,
+        NeighbourFlags::Own,
+        index,
+        remote,
+        mac,
+    )
 }
 
 /// A permanent neighbour-table entry on link `index`: `dest` ↔ `mac`.

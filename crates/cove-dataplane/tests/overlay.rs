@@ -14,7 +14,7 @@
 
 mod common;
 
-use common::two_hosts::lab;
+use common::two_hosts::{lab, Lab};
 use cove_model::fixtures::*;
 use cove_model::vpc::*;
 
@@ -101,18 +101,23 @@ fn network_acls_are_enforced_statelessly_across_hosts() {
     lab.expect("10.0.2.4", "10.0.1.4", 22, false); // b's egress allows only ephemeral ports
 }
 
-#[test]
-fn an_eni_gone_from_the_other_host_is_no_longer_routed_into_the_overlay() {
+/// The lab with every ENI in one group open to the VPC, and an allow-all ACL.
+fn open_lab(acl: &str) -> Lab {
     let open = group(
         "sg-open",
         vec![rule("-1", None, None, cidr("10.0.0.0/16"))],
         vec![rule("-1", None, None, cidr("0.0.0.0/0"))],
     );
-    let lab = lab(
+    lab(
         vec![open],
         [&["sg-open"], &["sg-open"], &["sg-open"]],
-        vec![allow_all_acl("acl-d", &["subnet-a", "subnet-b"])],
-    );
+        vec![allow_all_acl(acl, &["subnet-a", "subnet-b"])],
+    )
+}
+
+#[test]
+fn an_eni_gone_from_the_other_host_is_no_longer_routed_into_the_overlay() {
+    let lab = open_lab("acl-d");
     lab.listen(ip("10.0.2.4"), 22);
     assert!(lab.connects(ip("10.0.1.4"), ip("10.0.2.4"), 22));
     // Host 1 now holds another ENI instead of 10.0.2.4.
@@ -138,16 +143,7 @@ fn an_eni_gone_from_the_other_host_is_no_longer_routed_into_the_overlay() {
 
 #[test]
 fn an_overlay_changed_entry_by_entry_equals_one_made_whole() {
-    let open = group(
-        "sg-open",
-        vec![rule("-1", None, None, cidr("10.0.0.0/16"))],
-        vec![rule("-1", None, None, cidr("0.0.0.0/0"))],
-    );
-    let lab = lab(
-        vec![open],
-        [&["sg-open"], &["sg-open"], &["sg-open"]],
-        vec![allow_all_acl("acl-c", &["subnet-a", "subnet-b"])],
-    );
+    let lab = open_lab("acl-c");
     lab.listen(ip("10.0.2.4"), 22);
     assert!(lab.connects(ip("10.0.1.4"), ip("10.0.2.4"), 22));
     let (h0, h1) = (&lab.hosts[0], &lab.hosts[1]);
@@ -207,16 +203,7 @@ fn an_overlay_changed_entry_by_entry_equals_one_made_whole() {
 
 #[test]
 fn a_host_whose_underlay_address_changed_remakes_its_overlay_link() {
-    let open = group(
-        "sg-open",
-        vec![rule("-1", None, None, cidr("10.0.0.0/16"))],
-        vec![rule("-1", None, None, cidr("0.0.0.0/0"))],
-    );
-    let lab = lab(
-        vec![open],
-        [&["sg-open"], &["sg-open"], &["sg-open"]],
-        vec![allow_all_acl("acl-u", &["subnet-a", "subnet-b"])],
-    );
+    let lab = open_lab("acl-u");
     let (h0, h1) = (&lab.hosts[0], &lab.hosts[1]);
     let vpc = &h0.plan.vpc_id;
     let identity = || {

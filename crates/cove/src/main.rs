@@ -361,9 +361,10 @@ fn host_instance(data_dir: &std::path::Path, ours: &str, eni: &str) -> anyhow::R
         .exists();
     if here
         || !matches!(
-        config::StoreLocation::of_data_dir(data_dir),
-        config::StoreLocation::Postgres(_)
-    ) {
+            config::StoreLocation::of_data_dir(data_dir),
+            config::StoreLocation::Postgres(_)
+        )
+    {
         return Ok(ours.to_string());
     }
     let Ok(world) = reach::load_world(data_dir) else {

@@ -11,15 +11,21 @@ async fn model_and_kernel_agree_on_random_topologies() {
         eprintln!("skipped: the data plane needs root");
         return;
     }
+    agree_on_four_topologies(7, None).await;
+}
+
+/// Four seeded topologies of 150 probes each: some probes get through,
+/// some do not, and the model and the kernel agree on every one.
+async fn agree_on_four_topologies(seed: u64, hosts: Option<String>) {
     let report = run(&Options {
-        seed: 7,
+        seed,
         topologies: 4,
         probes: 150,
         timeout: Duration::from_millis(400),
         only: None,
         first: 0,
         per_server: 4,
-        hosts: None,
+        hosts,
     })
     .await;
     println!("{}", report.table());
@@ -54,20 +60,5 @@ async fn model_and_kernel_agree_with_enis_spread_over_three_hosts() {
         eprintln!("skipped: COVE_TEST_POSTGRES is not set");
         return;
     };
-    let report = run(&Options {
-        seed: 11,
-        topologies: 4,
-        probes: 150,
-        timeout: Duration::from_millis(400),
-        only: None,
-        first: 0,
-        per_server: 4,
-        hosts: Some(postgres),
-    })
-    .await;
-    println!("{}", report.table());
-    assert_eq!(report.probes, 4 * 150);
-    assert!(report.kinds.values().map(|k| k.1).sum::<usize>() > 0);
-    assert!(report.kinds.values().map(|k| k.0 - k.1).sum::<usize>() > 0);
-    assert!(report.mismatches.is_empty(), "{}", report.table());
+    agree_on_four_topologies(11, Some(postgres)).await;
 }
