@@ -83,6 +83,15 @@ impl Host {
         } == *other
     }
 
+    /// `control-plane` or `agent`, as `cove hosts` and the health check say.
+    pub fn role(&self) -> &'static str {
+        if self.control_plane {
+            "control-plane"
+        } else {
+            "agent"
+        }
+    }
+
     /// Whether the heartbeat is older than [`LOST_AFTER_SECONDS`] at `now`.
     pub fn silent_at(&self, now: u64) -> bool {
         now.saturating_sub(self.heartbeat_at) > LOST_AFTER_SECONDS

@@ -241,11 +241,7 @@ pub fn render(world: &World, now: u64) -> String {
             "{:<20} {:<16} {:<13} {:<10} {:>5} {:>10} {:>5} {:>5} {:>9}s\n",
             h.id,
             h.underlay.to_string(),
-            if h.control_plane {
-                "control-plane"
-            } else {
-                "agent"
-            },
+            h.role(),
             h.state.as_str(),
             h.cpus,
             h.memory_mib,

@@ -452,14 +452,9 @@ async fn health(State(app): State<Arc<App>>) -> Response<Body> {
         .values()
         .map(|h| {
             let age = crate::hosts::now().saturating_sub(h.heartbeat_at);
-            let role = if h.control_plane {
-                "control-plane"
-            } else {
-                "agent"
-            };
             let about = serde_json::json!({
                 "state": h.state.as_str(),
-                "role": role,
+                "role": h.role(),
                 "underlay": h.underlay,
                 "seconds_since_heartbeat": age,
                 "applied_position": h.applied_position,
