@@ -12,17 +12,12 @@ use cove_store::Store;
 
 pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
     let id = config::host_id(args.host_id.as_deref())?;
-    let location = match args.store.as_str() {
-        url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            StoreLocation::Postgres(url.to_string())
-        }
-        _ => anyhow::bail!(
-            "--store must be the postgres:// URL of the control plane's store: agents share it"
-        ),
-    };
-    let StoreLocation::Postgres(url) = &location else {
-        unreachable!("checked above")
-    };
+    anyhow::ensure!(
+        config::is_postgres_url(&args.store),
+        "--store must be the postgres:// URL of the control plane's store: agents share it"
+    );
+    let url = &args.store;
+    let location = StoreLocation::Postgres(url.clone());
     crate::server::data_plane_possible().map_err(|why| anyhow::anyhow!("cove agent: {why}"))?;
     config::create_private_dir(&args.data_dir)?;
     let _lock = config::lock_data_dir(&args.data_dir, "cove agent")?;

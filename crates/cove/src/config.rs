@@ -120,13 +120,16 @@ pub enum StoreLocation {
     Postgres(String),
 }
 
+/// Whether `url` names a PostgreSQL database.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 impl StoreLocation {
     fn parse(data_dir: &std::path::Path, given: Option<&str>) -> anyhow::Result<StoreLocation> {
         match given {
             None | Some("sqlite") => Ok(StoreLocation::Sqlite(store_path(data_dir))),
-            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                Ok(StoreLocation::Postgres(url.to_string()))
-            }
+            Some(url) if is_postgres_url(url) => Ok(StoreLocation::Postgres(url.to_string())),
             Some(other) => anyhow::bail!(
                 "--store must be sqlite or a postgres:// URL, not {:?}",
                 redact(other)
