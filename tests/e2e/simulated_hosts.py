@@ -20,6 +20,8 @@ import urllib.parse
 
 CONTROL_PLANE = "cp"
 _simulations = itertools.count()
+# The /28s of 198.51.100.0/24 held by this process's simulations that are up.
+_blocks_in_use = set()
 CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -150,8 +152,15 @@ class Simulation:
         # server beside the session's): each has its names and a /28 of
         # its own, so no two put the same prefix on this namespace's links.
         number = next(_simulations)
+        free = [b for b in range(16) if b not in _blocks_in_use]
+        if not free:
+            raise RuntimeError("16 simulations are up at once: no /28 of 198.51.100.0/24 is free")
+        # A block no simulation that is up holds: two on one prefix would
+        # put the same addresses on two links of this namespace.
+        self.block = free[0]
+        _blocks_in_use.add(self.block)
         tag = f"{os.getpid() % 10000}s{number}"
-        base = 16 * (number % 16)
+        base = 16 * self.block
         self.tag, self.underlay_netns, self.prefix = tag, f"covul-{tag}", 28
         self.hosts = {CONTROL_PLANE: (None, f"198.51.100.{base + 1}")}
         for i, host in enumerate(agents):
@@ -203,3 +212,4 @@ class Simulation:
             stop()
         self.relays, self.agents = [], {}
         self.remove_namespaces()
+        _blocks_in_use.discard(self.block)
