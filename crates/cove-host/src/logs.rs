@@ -12,6 +12,49 @@ use std::path::{Path, PathBuf};
 const BATCH_EVENTS: usize = 1000;
 const BATCH_BYTES: usize = 1024 * 1024;
 
+/// Where shipped lines go: CloudWatch Logs itself on the control plane,
+/// or, on an agent, the control plane through the store.
+pub trait LogSink: Send + Sync {
+    /// How far `source` has been shipped (0 when never).
+    fn shipped_offset(&self, source: &str) -> Result<u64, String>;
+    /// Stores one batch, creating its group and stream as needed; a batch
+    /// whose `end` its source has already reached is dropped, so a batch
+    /// sent twice is stored once.
+    fn put(&self, batch: &ShippedBatch) -> Result<(), String>;
+}
+
+/// One batch of a log file's lines, and the file offset just past them.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ShippedBatch {
+    pub region: String,
+    pub account: String,
+    pub group: String,
+    pub stream: String,
+    /// `(timestamp ms, line)`, in order.
+    pub events: Vec<(i64, String)>,
+    pub source: String,
+    pub end: u64,
+}
+
+impl LogSink for LogsService {
+    fn shipped_offset(&self, source: &str) -> Result<u64, String> {
+        LogsService::shipped_offset(self, source).map_err(|e| e.message)
+    }
+
+    fn put(&self, b: &ShippedBatch) -> Result<(), String> {
+        store_batch(self, b).map_err(|e| e.message)
+    }
+}
+
+/// Stores one batch in CloudWatch Logs, creating its group and stream as
+/// needed.
+pub fn store_batch(logs: &LogsService, b: &ShippedBatch) -> cove_model::AwsResult<()> {
+    logs.ensure_stream(&b.region, &b.account, &b.group, &b.stream)?;
+    logs.put_shipped_events(
+        &b.region, &b.account, &b.group, &b.stream, &b.events, &b.source, b.end,
+    )
+}
+
 /// Ships a container's log file to CloudWatch Logs, line by line.
 pub struct LogShipper {
     log: PathBuf,
@@ -57,14 +100,14 @@ impl LogShipper {
         }
     }
 
-    pub fn ship(&mut self, logs: &LogsService, region: &str, account: &str, group: &str) {
+    pub fn ship(&mut self, logs: &dyn LogSink, region: &str, account: &str, group: &str) {
         let offset = match self.offset {
             Some(o) => o,
             None => match logs.shipped_offset(&self.source) {
                 Ok(0) => self.legacy_offset,
                 Ok(o) => o,
                 Err(e) => {
-                    tracing::warn!(error = %e.message, "reading the shipped log offset failed");
+                    tracing::warn!(error = %e, "reading the shipped log offset failed");
                     return;
                 }
             },
@@ -99,26 +142,20 @@ impl LogShipper {
                 ((now, text), end)
             })
             .collect();
-        if let Err(e) = logs.ensure_stream(region, account, group, &self.stream) {
-            tracing::warn!(error = %e.message, "shipping job logs failed");
-            return;
-        }
         for chunk in batches(&lines) {
-            let events: Vec<&(i64, String)> = chunk.iter().map(|(e, _)| e).collect();
-            let events: Vec<(i64, &str)> = events.iter().map(|(t, m)| (*t, m.as_str())).collect();
-            let chunk_end = chunk.last().map(|(_, end)| *end).unwrap_or(offset);
-            match logs.put_shipped_events(
-                region,
-                account,
-                group,
-                &self.stream,
-                &events,
-                &self.source,
-                chunk_end,
-            ) {
-                Ok(()) => self.offset = Some(chunk_end),
+            let batch = ShippedBatch {
+                region: region.to_string(),
+                account: account.to_string(),
+                group: group.to_string(),
+                stream: self.stream.clone(),
+                events: chunk.iter().map(|(e, _)| e.clone()).collect(),
+                source: self.source.clone(),
+                end: chunk.last().map(|(_, end)| *end).unwrap_or(offset),
+            };
+            match logs.put(&batch) {
+                Ok(()) => self.offset = Some(batch.end),
                 Err(e) => {
-                    tracing::warn!(error = %e.message, "shipping job logs failed");
+                    tracing::warn!(error = %e, "shipping job logs failed");
                     return;
                 }
             }

@@ -200,7 +200,7 @@ impl Compilation {
         std::fs::write(dir.join("request.json"), serde_json::to_string(&j.request)?)?;
         let outcome = self.run_compiler(j, &dir)?;
         LogShipper::new(&dir, || j.name.clone()).ship(
-            &self.logs,
+            self.logs.as_ref(),
             &j.region,
             &j.account_id,
             LOG_GROUP,

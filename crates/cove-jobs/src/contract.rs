@@ -625,21 +625,13 @@ mod tests {
             end_time: None,
             last_modified_time: String::new(),
             phase: JobPhase::Starting,
-            hosts: vec![
-                JobHost {
-                    name: "algo-1".into(),
-                    eni_id: None,
-                },
-                JobHost {
-                    name: "algo-2".into(),
-                    eni_id: None,
-                },
-            ],
+            hosts: vec![JobHost::new("algo-1".into()), JobHost::new("algo-2".into())],
             stop_requested: false,
             model_artifacts: None,
             billable_seconds: None,
             session_access_key: None,
             outcome: None,
+            terminate_containers: false,
         }
     }
 

@@ -237,7 +237,7 @@ impl Hosting {
             shippers
                 .entry(i.id.clone())
                 .or_insert_with(|| LogShipper::new(&dir, || format!("{variant}/{id}")))
-                .ship(&self.logs, &e.region, &e.account_id, &group);
+                .ship(self.logs.as_ref(), &e.region, &e.account_id, &group);
         }
         // An instance whose container ended no longer serves.
         for i in e

@@ -3,7 +3,8 @@
 //! it was after a restart. A driver reads its resource, takes the step its
 //! phase calls for and writes the result back in one store write.
 //!
-//! - [`training`]: training and processing jobs.
+//! - [`training`]: training and processing jobs, on the control plane;
+//!   [`instances`]: their instances' work, on the host each is placed on.
 //! - [`hosting`]: endpoints and their instances (and, with [`transform`],
 //!   the instances of batch transform jobs).
 //! - [`compilation`]: Neo compilation jobs.
@@ -18,6 +19,7 @@ pub mod contract;
 pub mod driver;
 mod file_systems;
 pub mod hosting;
+pub mod instances;
 pub mod load;
 pub mod recommender;
 pub mod studio_apps;
@@ -207,11 +209,6 @@ pub struct Context {
 }
 
 impl Context {
-    /// See [`wait_for_restored_network`].
-    pub(crate) fn wait_for_restored_network(&self) -> anyhow::Result<()> {
-        wait_for_restored_network(&self.store, &self.settings)
-    }
-
     /// Waits until the data plane has applied the store as it is now (the
     /// ENIs just created), so the next packets meet their rules.
     pub(crate) fn wait_for_data_plane(&self) -> anyhow::Result<()> {
@@ -238,6 +235,8 @@ impl Context {
 pub struct Supervisor {
     context: Arc<Context>,
     workers: Workers,
+    /// The instances of training and processing jobs placed on this host.
+    instances: Arc<instances::Instances>,
 }
 
 impl Supervisor {
@@ -247,8 +246,12 @@ impl Supervisor {
         sts: Arc<StsService>,
         settings: Settings,
         public_network: Arc<dyn PublicAppNetwork>,
+        here: cove_model::hosts::Locality,
     ) -> Arc<Supervisor> {
+        let instances =
+            instances::Instances::new(store.clone(), settings.clone(), logs.clone(), here);
         Arc::new(Supervisor {
+            instances,
             context: Arc::new(Context {
                 store,
                 logs,
@@ -270,6 +273,7 @@ impl Supervisor {
 
     /// Watches the store and gives every unfinished resource a driver.
     pub fn spawn(self: &Arc<Self>) -> std::io::Result<()> {
+        self.instances.spawn()?;
         let me = self.clone();
         let store = self.context.store.clone();
         crate::workers::watch_store(store, "cove-jobs", move |world| {

@@ -139,6 +139,102 @@ pub fn place_new_eni(world: &World) -> Option<String> {
     (id != cp.id).then(|| id.to_string())
 }
 
+/// What one ML instance takes of a host, from its instance type.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Demand {
+    pub cpus: f64,
+    pub memory_mib: f64,
+    pub gpus: u32,
+}
+
+impl Demand {
+    /// What an instance of `instance_type` takes (one vCPU and 1 GiB when
+    /// Cove cannot size the type).
+    pub fn of(instance_type: &str) -> Demand {
+        let (cpus, gib) = crate::instance::resources(instance_type).unwrap_or((1.0, 1.0));
+        Demand {
+            cpus,
+            memory_mib: gib * 1024.0,
+            gpus: crate::instance::gpus(instance_type),
+        }
+    }
+}
+
+/// The hosts of a new job's `count` instances of `demand` each, under the
+/// control plane's placement (`None`: the control plane's host). With
+/// `spread`, each instance goes to the available host that holds the
+/// fewest of the job's instances so far, among those where it still fits
+/// beside what unfinished jobs hold, then with the most free vCPUs; where
+/// it fits nowhere it goes to the host with the most free vCPUs anyway:
+/// Cove overcommits rather than refusing, as each container's cgroup
+/// holds it to its type's share.
+pub fn place_instances(world: &World, count: usize, demand: Demand) -> Vec<Option<String>> {
+    let Some(cp) = control_plane(world).filter(|cp| cp.eni_placement == Some(EniPlacement::Spread))
+    else {
+        return vec![None; count];
+    };
+    let mut hosts: Vec<(&Host, Demand)> = world
+        .hosts
+        .values()
+        .filter(|h| h.state == HostState::Available)
+        .map(|h| {
+            let zero = Demand {
+                cpus: 0.0,
+                memory_mib: 0.0,
+                gpus: 0,
+            };
+            (h.as_ref(), zero)
+        })
+        .collect();
+    for job in world
+        .sagemaker_jobs
+        .values()
+        .filter(|j| j.phase != crate::jobs::JobPhase::CleanedUp)
+    {
+        let taken = Demand::of(&job.request.cluster().0);
+        for instance in &job.hosts {
+            let on = instance.placed_on.as_deref().unwrap_or(&cp.id);
+            if let Some((_, used)) = hosts.iter_mut().find(|(h, _)| h.id == on) {
+                used.cpus += taken.cpus;
+                used.memory_mib += taken.memory_mib;
+                used.gpus += taken.gpus;
+            }
+        }
+    }
+    let fits = |h: &Host, used: &Demand| {
+        used.cpus + demand.cpus <= f64::from(h.cpus)
+            && used.memory_mib + demand.memory_mib <= h.memory_mib as f64
+            && used.gpus + demand.gpus <= h.gpus
+    };
+    let mut of_this_job: std::collections::BTreeMap<String, usize> = Default::default();
+    let mut placed = Vec::with_capacity(count);
+    for _ in 0..count {
+        let best = hosts
+            .iter_mut()
+            .map(|(h, used)| {
+                let free = f64::from(h.cpus) - used.cpus;
+                let mine = of_this_job.get(&h.id).copied().unwrap_or(0);
+                (!fits(h, used), mine, -free, h.id.clone(), used)
+            })
+            .min_by(|a, b| {
+                (a.0, a.1)
+                    .cmp(&(b.0, b.1))
+                    .then(a.2.total_cmp(&b.2))
+                    .then(a.3.cmp(&b.3))
+            });
+        let Some((_, _, _, id, used)) = best else {
+            placed.push(None);
+            continue;
+        };
+        used.cpus += demand.cpus;
+        used.memory_mib += demand.memory_mib;
+        used.gpus += demand.gpus;
+        *of_this_job.entry(id.clone()).or_default() += 1;
+        placed.push((id != cp.id).then_some(id));
+    }
+    placed
+}
+
 /// Where this process's data plane runs: which ENIs and routers it makes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Locality {
@@ -160,9 +256,15 @@ impl Locality {
 
     /// Whether `eni` runs here.
     pub fn holds(&self, eni: &NetworkInterface) -> bool {
-        match &eni.host {
+        self.runs(eni.host.as_deref())
+    }
+
+    /// Whether an instance placed on `host` (`None`: the control plane's
+    /// host) runs here.
+    pub fn runs(&self, host: Option<&str>) -> bool {
+        match host {
             None => self.control_plane,
-            Some(h) => self.host.as_deref() == Some(h.as_str()),
+            Some(h) => self.host.as_deref() == Some(h),
         }
     }
 
@@ -237,6 +339,83 @@ mod tests {
         assert!(!a.same_but_heartbeat(&lost));
         assert!(!a.silent_at(100 + LOST_AFTER_SECONDS));
         assert!(a.silent_at(101 + LOST_AFTER_SECONDS));
+    }
+
+    fn job_on(hosts: &[Option<&str>], instance_type: &str) -> crate::jobs::SageMakerJob {
+        let mut job = crate::jobs::tests_support::job();
+        if let crate::jobs::JobRequest::Training(r) = &mut job.request {
+            r.resource_config = Some(cove_shapes::sagemaker::ResourceConfig {
+                instance_type: Some(instance_type.into()),
+                instance_count: Some(hosts.len() as i64),
+                ..Default::default()
+            });
+        }
+        job.hosts = hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| crate::jobs::JobHost {
+                placed_on: h.map(String::from),
+                ..crate::jobs::JobHost::new(format!("algo-{}", i + 1))
+            })
+            .collect();
+        job
+    }
+
+    #[test]
+    fn instances_spread_over_hosts_where_they_fit_and_overcommit_when_none_fits() {
+        let mut world = fixtures::world("h", vec![], [&[], &[], &[]], vec![]);
+        let demand = Demand::of("ml.m5.large"); // 2 vCPUs, 8 GiB
+        assert_eq!(
+            place_instances(&world, 2, demand),
+            [None, None],
+            "single host"
+        );
+        let mut cp = host("a", 1, true);
+        cp.cpus = 4;
+        cp.memory_mib = 32 * 1024;
+        world.hosts.insert("a".into(), Arc::new(cp.clone()));
+        let mut b = host("b", 2, false);
+        b.cpus = 8;
+        b.memory_mib = 64 * 1024;
+        world.hosts.insert("b".into(), Arc::new(b));
+        world
+            .hosts
+            .insert("c".into(), Arc::new(host("c", 3, false)));
+        assert_eq!(
+            place_instances(&world, 3, demand),
+            [None, None, None],
+            "the control plane's host unless placement spreads"
+        );
+        cp.eni_placement = Some(EniPlacement::Spread);
+        world.hosts.insert("a".into(), Arc::new(cp));
+        // c (2 vCPUs, 1 GiB) fits no m5.large: a and b take one each, then
+        // the one with more free vCPUs (b) the third.
+        assert_eq!(
+            place_instances(&world, 3, demand),
+            [Some("b".into()), None, Some("b".into())]
+        );
+        // A running job holding 6 of b's vCPUs leaves it room for one.
+        let running = job_on(&[Some("b"), Some("b"), Some("b")], "ml.m5.large");
+        world
+            .sagemaker_jobs
+            .insert(running.key(), Arc::new(running));
+        assert_eq!(
+            place_instances(&world, 3, demand),
+            [None, Some("b".into()), None]
+        );
+        // Nothing fits a 96-vCPU type: it still runs, on the freest host.
+        assert_eq!(
+            place_instances(&world, 1, Demand::of("ml.m5.24xlarge")),
+            [None]
+        );
+        let mut lost = (*world.hosts["b"]).clone();
+        lost.state = HostState::Lost;
+        world.hosts.insert("b".into(), Arc::new(lost));
+        assert_eq!(
+            place_instances(&world, 2, demand),
+            [None, None],
+            "a lost host takes none"
+        );
     }
 
     #[test]

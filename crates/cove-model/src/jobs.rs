@@ -190,6 +190,90 @@ pub struct JobHost {
     pub name: String,
     /// The job's ENI for this host, when the job has a `VpcConfig`.
     pub eni_id: Option<String>,
+    /// The Cove host (`crate::hosts::Host`) the instance runs on, chosen
+    /// when the job starts; `None`: the control plane's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placed_on: Option<String>,
+    /// What the instance's host did in the phase the report names: the
+    /// control plane moves the job on once every instance has reported
+    /// on its current phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<InstanceReport>,
+}
+
+impl JobHost {
+    pub fn new(name: String) -> JobHost {
+        JobHost {
+            name,
+            eni_id: None,
+            placed_on: None,
+            report: None,
+        }
+    }
+
+    /// The instance's report on `phase`, if it has made it.
+    pub fn reported(&self, phase: JobPhase) -> Option<&InstanceResult> {
+        self.report
+            .as_ref()
+            .filter(|r| r.phase == phase)
+            .map(|r| &r.result)
+    }
+}
+
+/// An instance's host's account of one phase of its work.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceReport {
+    pub phase: JobPhase,
+    pub result: InstanceResult,
+}
+
+/// How one instance's part of a phase ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum InstanceResult {
+    /// Its part is done.
+    Done,
+    /// It failed, with the job's `FailureReason`.
+    Failed { reason: String },
+    /// Its container ended (the Running phase).
+    Exited {
+        end: ContainerEnd,
+        /// What the program wrote to `/opt/ml/output/failure`.
+        failure: Option<String>,
+        /// The container had been told to stop (a stop, the time limit or
+        /// another instance's failure) before it ended.
+        told_to_stop: bool,
+    },
+}
+
+impl InstanceResult {
+    /// Whether the instance's part failed on its own account.
+    pub fn failed_on_its_own(&self) -> bool {
+        match self {
+            InstanceResult::Done => false,
+            InstanceResult::Failed { .. } => true,
+            InstanceResult::Exited {
+                end, told_to_stop, ..
+            } => !told_to_stop && *end != ContainerEnd::Exited(0),
+        }
+    }
+}
+
+/// How a container's program ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerEnd {
+    Exited(i32),
+    Signaled(i32),
+}
+
+impl std::fmt::Display for ContainerEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ContainerEnd::Exited(c) => write!(f, "exit code: {c}"),
+            ContainerEnd::Signaled(s) => write!(f, "killed by signal {s}"),
+        }
+    }
 }
 
 /// The Create request a [`SageMakerJob`] was made from, one variant per
@@ -354,6 +438,11 @@ pub struct SageMakerJob {
     /// kept while the outputs are uploaded.
     #[serde(default)]
     pub outcome: Option<Outcome>,
+    /// Set when the containers are to end (a stop, the time limit, or an
+    /// instance that failed): each instance's host terminates its
+    /// container, and kills it after the grace period.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub terminate_containers: bool,
 }
 
 impl SageMakerJob {
@@ -597,11 +686,12 @@ pub fn sagemaker_arn(region: &str, account: &str, resource: &str) -> String {
     format!("arn:aws:sagemaker:{region}:{account}:{resource}")
 }
 
+/// A training job with nothing set, for other modules' tests.
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests_support {
     use super::*;
 
-    fn job() -> SageMakerJob {
+    pub(crate) fn job() -> SageMakerJob {
         SageMakerJob {
             kind: JobKind::Training,
             name: "j".into(),
@@ -625,8 +715,15 @@ mod tests {
             billable_seconds: None,
             session_access_key: None,
             outcome: None,
+            terminate_containers: false,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tests_support::job;
+    use super::*;
 
     #[test]
     fn transitions_close_in_order_and_failure_sets_the_reason() {

@@ -64,10 +64,7 @@ pub fn new_job(
     }
     let now = now_rfc3339();
     let hosts = (1..=count)
-        .map(|i| JobHost {
-            name: format!("algo-{i}"),
-            eni_id: None,
-        })
+        .map(|i| JobHost::new(format!("algo-{i}")))
         .collect();
     let mut job = SageMakerJob {
         kind,
@@ -92,6 +89,7 @@ pub fn new_job(
         billable_seconds: None,
         session_access_key: None,
         outcome: None,
+        terminate_containers: false,
     };
     job.transition(
         SecondaryStatus::Starting,

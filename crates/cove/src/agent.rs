@@ -4,11 +4,14 @@
 //! their VPCs, their security groups and network ACLs, and the VXLAN
 //! overlays to the other hosts, the VPC resolver of each of its routers,
 //! and the flow-log counting of its ENIs (the records go to the control
-//! plane through the store). It serves no API and runs no workload yet.
+//! plane through the store); and the instances of training and processing
+//! jobs placed on it (their containers' logs go to the control plane
+//! through the store). It serves no API.
 
 use crate::config::{self, AgentArgs, StoreLocation};
 use cove_model::hosts::Locality;
 use cove_store::Store;
+use std::sync::Arc;
 
 pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
     let id = config::host_id(args.host_id.as_deref())?;
@@ -64,6 +67,26 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
             locality: locality.clone(),
         },
     )?;
+    // The instances of jobs placed here; their images come from the host's
+    // root (script mode) until agents pull from Cove's registry.
+    let settings = cove_jobs::Settings {
+        jobs_dir: args.data_dir.join("jobs"),
+        images_dir: args.data_dir.join("images"),
+        registry: None,
+        runner: std::env::current_exe()?,
+        instance: Some(instance.clone()),
+        local_s3: String::new(),
+        connect_timeout: std::time::Duration::from_secs(args.job_connect_timeout.max(1)),
+        stop_grace: std::time::Duration::from_secs(args.job_stop_grace),
+        studio_command: None,
+        studio_dir: args.data_dir.join("studio"),
+        efs_dir: args.data_dir.join("efs"),
+        ca_bundle: None,
+    };
+    let sink =
+        crate::container_logs::ThroughStore::new(store.clone(), args.data_dir.join("log-offsets"))?;
+    cove_jobs::instances::Instances::new(store.clone(), settings, Arc::new(sink), locality.clone())
+        .spawn()?;
     // The VPC resolvers of this host's routers run on a small runtime.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

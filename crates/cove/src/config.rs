@@ -308,6 +308,12 @@ pub struct AgentArgs {
     /// `cove serve --flow-log-window` does.
     #[arg(long, env = "COVE_FLOW_LOG_WINDOW", value_parser = clap::value_parser!(i64).range(1..=600))]
     pub flow_log_window: Option<i64>,
+    /// As `cove serve --job-stop-grace`, for the instances on this host.
+    #[arg(long, env = "COVE_JOB_STOP_GRACE", default_value_t = 120)]
+    pub job_stop_grace: u64,
+    /// As `cove serve --job-connect-timeout`, for the instances on this host.
+    #[arg(long, env = "COVE_JOB_CONNECT_TIMEOUT", default_value_t = 3)]
+    pub job_connect_timeout: u64,
 }
 
 pub const DEFAULT_AGENT_DATA_DIR: &str = "/var/lib/cove-agent";

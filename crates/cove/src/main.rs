@@ -3,6 +3,7 @@
 
 mod agent;
 mod config;
+mod container_logs;
 mod efs_mount;
 mod flow_logs;
 mod hosts;

@@ -239,8 +239,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         sts.clone(),
         job_settings.clone(),
         managed_networks.clone(),
+        locality(&settings),
     )
     .spawn()?;
+    if settings.host.is_some() {
+        // The logs of instances that run on agents.
+        crate::container_logs::spawn_delivery(store.clone(), logs.clone())?;
+    }
     cove_jobs::Hosting::new(
         store.clone(),
         logs.clone(),
@@ -373,13 +378,7 @@ fn start_data_plane(
     }
     let instance = instance_tag(&settings.data_dir)?;
     tracing::info!(instance = %instance, "data plane on");
-    let locality = match &settings.host {
-        Some(host) => cove_model::hosts::Locality {
-            host: Some(host.id.clone()),
-            control_plane: true,
-        },
-        None => cove_model::hosts::Locality::everything(),
-    };
+    let locality = locality(settings);
     crate::flow_logs::spawn(
         store.clone(),
         crate::flow_logs::Delivery::Here { logs, s3: Some(s3) },
@@ -766,4 +765,16 @@ fn identity_authorizer(store: Arc<cove_store::Store>) -> cove_wire::dispatch::Au
             _ => cove_model::AwsError::client("AccessDeniedException", refused.message),
         })
     })
+}
+
+/// What runs here: this host's ENIs and instances, and, as the control
+/// plane, those that name no host.
+fn locality(settings: &Settings) -> cove_model::hosts::Locality {
+    match &settings.host {
+        Some(host) => cove_model::hosts::Locality {
+            host: Some(host.id.clone()),
+            control_plane: true,
+        },
+        None => cove_model::hosts::Locality::everything(),
+    }
 }
