@@ -27,6 +27,9 @@ REGION = "us-east-1"
 # hosts (simulated_hosts.py) on a PostgreSQL database of its own, and spreads
 # the ENIs that CreateNetworkInterface makes over them.
 SPREAD_OVER_HOSTS = os.environ.get("COVE_E2E_HOSTS") == "3"
+# What the simulated hosts' agents are given, as the tests' servers are
+# (Cove.start): flow-log windows of 2 s and 2 s between SIGTERM and SIGKILL.
+AGENT_ENV = {"COVE_FLOW_LOG_WINDOW": "2", "COVE_JOB_STOP_GRACE": "2"}
 
 
 def free_port():
@@ -72,7 +75,7 @@ class Cove:
         self.store = new_postgres_database() if self.own_database else store
         self.simulation = None
         if SPREAD_OVER_HOSTS and self.own_database:
-            self.simulation = Simulation(BINARY, self.store, agent_env={"COVE_FLOW_LOG_WINDOW": "2"})
+            self.simulation = Simulation(BINARY, self.store, agent_env=AGENT_ENV)
             self.env = {**self.simulation.serve_env(), "COVE_ENI_PLACEMENT": "spread", **self.env}
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"

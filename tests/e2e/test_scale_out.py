@@ -7,8 +7,10 @@ a machine, and a bridge in a fourth namespace plays the underlay switch
 ACLs are enforced on each ENI's host and traffic crosses hosts over VXLAN.
 Needs root and COVE_TEST_POSTGRES."""
 
+import contextlib
 import json
 import os
+import uuid
 import signal
 import subprocess
 import sys
@@ -19,23 +21,23 @@ import urllib.request
 import botocore.exceptions
 import pytest
 
-from conftest import BINARY, Cove, drop_postgres_database, nat_gateway, new_postgres_database
+from conftest import AGENT_ENV, BINARY, Cove, drop_postgres_database, nat_gateway, new_postgres_database
 from helpers import eventually
 from simulated_hosts import Agent, Simulation
 from test_dataplane import CLIENT, ECHO_PEER, INTERNET, PEER_CLIENT, S3, S3_TEST_PORT, SERVER
 from test_flow_log_records import ROLE, find, records
 from test_postgres_store import own_postgres, retrying_client  # noqa: F401 (a fixture)
+from test_training_jobs import DISTRIBUTED, model_of, source_archive, training_bucket, training_request, wait_for
 from test_vpc_dns_endpoints import CALLER
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the data plane needs root")
 
-@pytest.fixture
-def cluster():
+@contextlib.contextmanager
+def three_hosts(**env):
     url = new_postgres_database()
-    # Flow-log windows of 2 s, as the tests' servers have (conftest).
-    simulation = Simulation(BINARY, url, agent_env={"COVE_FLOW_LOG_WINDOW": "2"})
+    simulation = Simulation(BINARY, url, agent_env=AGENT_ENV)
     with tempfile.TemporaryDirectory(prefix="cove-e2e-cp-") as d:
-        server = Cove(d, store=url, env=simulation.serve_env())
+        server = Cove(d, store=url, env={**simulation.serve_env(), **env})
         try:
             simulation.up()
             server.start()
@@ -45,6 +47,20 @@ def cluster():
             server.stop(signal.SIGKILL)
             server.teardown()
             drop_postgres_database(url)
+
+
+@pytest.fixture
+def cluster():
+    """Three hosts; ENIs go to the control plane's unless a tag places them."""
+    with three_hosts() as c:
+        yield c
+
+
+@pytest.fixture
+def spread_cluster():
+    """Three hosts; ENIs and job instances spread over them."""
+    with three_hosts(COVE_ENI_PLACEMENT="spread") as c:
+        yield c
 
 
 def diagnose(server, agents):
@@ -409,3 +425,143 @@ def test_hosts_follow_again_after_postgres_restarts(own_postgres):
             simulation.down()
             server.stop(signal.SIGKILL)
             server.teardown()
+
+
+def job_network(ec2, cidr):
+    """A VPC with two private subnets, an S3 gateway endpoint and a job group
+    whose members may talk to each other (the self-referencing rule)."""
+    vpc = ec2.create_vpc(CidrBlock=cidr)["Vpc"]["VpcId"]
+    base = cidr.rsplit(".", 2)[0]
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"{base}.{i}.0/24")["Subnet"]["SubnetId"] for i in (1, 2)]
+    sg = ec2.create_security_group(GroupName="job", Description="job", VpcId=vpc)["GroupId"]
+    rt = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"][0]["RouteTableId"]
+    ec2.create_vpc_endpoint(VpcId=vpc, ServiceName="com.amazonaws.us-east-1.s3", VpcEndpointType="Gateway",
+                            RouteTableIds=[rt])
+    return {"vpc": vpc, "subnets": subnets, "sg": sg, "rt": rt}
+
+
+def allow_members(ec2, net):
+    ec2.authorize_security_group_ingress(GroupId=net["sg"], IpPermissions=[
+        {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": net["sg"]}]}])
+
+
+def running_on(server, agents, job):
+    """Which host runs each of the job's instances, from the hosts' logs."""
+    found = {}
+    logs = {"cp": open(server.log_path).read(), **{h: a.log() for h, a in agents.items()}}
+    for host, text in logs.items():
+        for line in text.splitlines():
+            if "the instance's container runs here" in line and f"job={job} " in line:
+                found[line.split("instance=")[1].split()[0]] = host
+    return found
+
+
+SPREAD = DISTRIBUTED + 'print(f"{host} finished", flush=True)\n'
+
+
+def test_a_training_job_spreads_its_instances_over_the_hosts(spread_cluster):
+    """Three instances of one job go to three hosts; they reach each other
+    across the overlay only when the job's group admits its own members,
+    each moves its data through its own ENI to the S3 endpoint on the
+    control plane's router, and each one's log reaches CloudWatch Logs."""
+    server, agents = spread_cluster
+    assert eventually(lambda: len(host_states(server)) == 3, timeout=20)
+    ec2, s3, sm, logs = (server.client(s) for s in ("ec2", "s3", "sagemaker", "logs"))
+    net = job_network(ec2, "10.5.0.0/16")
+    bucket = training_bucket(s3)
+    s3.put_object(Bucket=bucket, Key="code/spread.tar.gz", Body=source_archive(SPREAD))
+
+    def spread(name):
+        req = training_request(name, bucket, net)
+        req["HyperParameters"]["sagemaker_submit_directory"] = json.dumps(f"s3://{bucket}/code/spread.tar.gz")
+        req["ResourceConfig"]["InstanceCount"] = 3
+        return req
+
+    apart = f"apart-{uuid.uuid4().hex[:8]}"
+    sm.create_training_job(**spread(apart))
+    d = wait_for(sm, apart, timeout=120)
+    assert d["TrainingJobStatus"] == "Failed", diagnose(server, agents)
+    assert "cannot reach algo-1" in d["FailureReason"], d["FailureReason"]
+    assert set(running_on(server, agents, apart).values()) == {"cp", "b", "c"}, diagnose(server, agents)
+
+    allow_members(ec2, net)
+    together = f"together-{uuid.uuid4().hex[:8]}"
+    sm.create_training_job(**spread(together))
+    d = wait_for(sm, together, timeout=120)
+    assert d["TrainingJobStatus"] == "Completed", (d.get("FailureReason"), diagnose(server, agents))
+    assert model_of(s3, bucket, together) == {"peers": ["algo-2", "algo-3"]}
+    placed = running_on(server, agents, together)
+    assert sorted(placed) == ["algo-1", "algo-2", "algo-3"] and set(placed.values()) == {"cp", "b", "c"}, placed
+    # Every instance's log, wherever it ran, is in the job's log group.
+    group = "/aws/sagemaker/TrainingJobs"
+
+    def lines():
+        streams = logs.describe_log_streams(logGroupName=group, logStreamNamePrefix=f"{together}/")["logStreams"]
+        return {e["message"] for s in streams
+                for e in logs.get_log_events(logGroupName=group, logStreamName=s["logStreamName"])["events"]}
+
+    assert eventually(lambda: {"algo-2 finished", "algo-3 finished", "algo-1 finished"} <= lines(), timeout=20), lines()
+    # The job's ENIs are gone from every host.
+    enis = ec2.describe_network_interfaces(Filters=[{"Name": "vpc-id", "Values": [net["vpc"]]}])["NetworkInterfaces"]
+    assert [e for e in enis if e["InterfaceType"] == "interface"] == []
+
+
+SLEEPER = r"""
+import os, time
+print("started", flush=True)
+time.sleep(float(os.environ.get("SM_HP_SECONDS", "1")))
+print("slept", flush=True)
+"""
+
+
+def test_a_lost_host_fails_the_jobs_it_ran_and_the_others_finish(spread_cluster):
+    """An agent dies under a job with an instance on its host: the job fails
+    with AWS's internal-error reason once the host is marked lost, and its
+    ENIs are released; a job on another host finishes. The agent, back,
+    removes what the failed job left on its host."""
+    server, agents = spread_cluster
+    assert eventually(lambda: len(host_states(server)) == 3, timeout=20)
+    ec2, s3, sm = (server.client(s) for s in ("ec2", "s3", "sagemaker"))
+    net = job_network(ec2, "10.6.0.0/16")
+    allow_members(ec2, net)
+    bucket = training_bucket(s3)
+    s3.put_object(Bucket=bucket, Key="code/sleeper.tar.gz", Body=source_archive(SLEEPER))
+
+    def sleeper(name, count, seconds):
+        req = training_request(name, bucket, net, seconds=seconds)
+        req["HyperParameters"]["sagemaker_submit_directory"] = json.dumps(f"s3://{bucket}/code/sleeper.tar.gz")
+        req["ResourceConfig"]["InstanceCount"] = count
+        return req
+
+    short, long = f"short-{uuid.uuid4().hex[:8]}", f"long-{uuid.uuid4().hex[:8]}"
+    sm.create_training_job(**sleeper(short, 1, 40))
+    sm.create_training_job(**sleeper(long, 3, 300))
+    assert eventually(lambda: len(running_on(server, agents, short)) == 1
+                      and len(running_on(server, agents, long)) == 3, timeout=60), diagnose(server, agents)
+    short_host = running_on(server, agents, short)["algo-1"]
+    victim_id = "c" if short_host != "c" else "b"
+    victim = agents[victim_id]
+    assert victim_id in running_on(server, agents, long).values()
+    victim.stop(signal.SIGKILL)
+
+    d = wait_for(sm, long, timeout=60)
+    assert d["TrainingJobStatus"] == "Failed"
+    assert d["FailureReason"] == "InternalServerError: We encountered an internal error. Please try again."
+    assert host_states(server)[victim_id] == "lost"
+    d = wait_for(sm, short, timeout=60)
+    assert d["TrainingJobStatus"] == "Completed", d.get("FailureReason")
+    # Nothing of the failed job stays in the store, not even the lost host's ENI.
+    def job_enis():
+        enis = ec2.describe_network_interfaces(Filters=[{"Name": "vpc-id", "Values": [net["vpc"]]}])
+        return [e for e in enis["NetworkInterfaces"] if e["InterfaceType"] == "interface"]
+    assert eventually(lambda: job_enis() == [], timeout=20), job_enis()
+
+    # The lost host's container ran on without its agent; back, the agent
+    # removes it and its files.
+    jobs_dir = os.path.join(victim.data_dir, "jobs")
+    assert any(long in dirs for _, dirs, _ in os.walk(jobs_dir))
+    victim.start()
+    assert eventually(lambda: host_states(server)[victim_id] == "available", timeout=20), victim.log()
+    assert eventually(lambda: not any(long in dirs for _, dirs, _ in os.walk(jobs_dir)), timeout=20), victim.log()
+    leftover = subprocess.run(["pgrep", "-f", f"{long}/algo"], capture_output=True, text=True).stdout
+    assert leftover == "", leftover

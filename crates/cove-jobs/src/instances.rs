@@ -519,6 +519,7 @@ impl Instances {
         };
         let dir = self.host_dir(job, i);
         let host = &job.hosts[i].name;
+        tracing::info!(job = %job.name, instance = %host, "the instance's container runs here");
         let mut shipper = LogShipper::new(&dir, || {
             let epoch = time::OffsetDateTime::now_utc().unix_timestamp();
             format!("{}/{host}-{epoch}", job.name)

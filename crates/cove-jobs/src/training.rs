@@ -195,26 +195,26 @@ impl Training {
             vpc.is_none() && self.settings.instance.is_some() && !job.request.network_isolation();
         if vpc.is_some() || in_managed_network {
             let network = crate::ManagedNetwork::Jobs;
-            let on_control_plane = self.needs_control_plane(job);
+            // Hosts belong to no account: placed from the whole world. The
+            // placement is kept only with the ENIs, in one write, so a
+            // restart never places an instance twice.
+            let (instance_type, _) = job.request.cluster();
+            let hosts = if self.needs_control_plane(job) {
+                vec![None; job.hosts.len()]
+            } else {
+                cove_model::hosts::place_instances(
+                    &self.store.snapshot(),
+                    job.hosts.len(),
+                    Demand::of(&instance_type),
+                )
+            };
             let made = self.store.write_as(&job.account_id, |tx| {
                 let mut j = tx.cloned::<SageMakerJob>(&key)?;
                 let kind = match j.kind {
                     JobKind::Training => "Training Job",
                     JobKind::Processing => "Processing Job",
                 };
-                // Placed in the write that makes the ENIs, so a restart
-                // never places an instance twice.
-                let (instance_type, _) = j.request.cluster();
-                let hosts = if on_control_plane {
-                    vec![None; j.hosts.len()]
-                } else {
-                    cove_model::hosts::place_instances(
-                        &tx.world,
-                        j.hosts.len(),
-                        Demand::of(&instance_type),
-                    )
-                };
-                for (i, (host, placed_on)) in j.hosts.iter_mut().zip(hosts).enumerate() {
+                for (i, (host, placed_on)) in j.hosts.iter_mut().zip(hosts.clone()).enumerate() {
                     if host.eni_id.is_some() {
                         continue;
                     }
