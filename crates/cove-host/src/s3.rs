@@ -111,6 +111,31 @@ pub struct S3Client {
 /// A request body, made again if the request must be sent twice.
 type MakeBody<'a> = &'a dyn Fn(&Connection) -> Result<(http::Body, Option<u64>), TransferError>;
 
+/// How long a transfer waits for an S3 that refuses connections.
+const REFUSED_PATIENCE: Duration = Duration::from_secs(60);
+
+/// Opens a connection to S3. A refused connection is Cove's S3 restarting
+/// (the control plane's process, while an instance on an agent moves its
+/// data), never the network's rules, which drop: it is tried again for up
+/// to [`REFUSED_PATIENCE`], as S3 on AWS does not go away under a job.
+fn open_waiting_while_refused(
+    addr: SocketAddr,
+    connect_timeout: Duration,
+) -> Result<Connection, TransferError> {
+    let deadline = std::time::Instant::now() + REFUSED_PATIENCE;
+    loop {
+        match Connection::open(addr, connect_timeout) {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::ConnectionRefused
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(Duration::from_millis(500));
+            }
+            opened => return opened.map_err(network),
+        }
+    }
+}
+
 fn network(e: impl std::fmt::Display) -> TransferError {
     TransferError::Network(e.to_string())
 }
@@ -171,7 +196,7 @@ impl S3Client {
         read: impl FnOnce(&mut Connection, hyper::body::Incoming) -> Result<T, TransferError>,
     ) -> Result<T, TransferError> {
         let mut cached = self.connection.lock().expect("connection lock");
-        let open = || Connection::open(self.addr, self.connect_timeout).map_err(network);
+        let open = || open_waiting_while_refused(self.addr, self.connect_timeout);
         let mut waits = RETRY_WAITS.iter();
         let (mut connection, response) = loop {
             let (mut connection, reused) = match cached.take() {

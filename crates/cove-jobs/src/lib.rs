@@ -15,6 +15,7 @@
 //! - [`load`]: the arithmetic of a recommender benchmark (pure).
 
 pub mod compilation;
+pub mod container_logs;
 pub mod contract;
 pub mod driver;
 mod file_systems;

@@ -369,6 +369,8 @@ impl Training {
             Reports::Moved => return Ok(Ok(())),
             Reports::HostLost(host) => return Ok(self.host_lost(job, &host)),
         };
+        // The last lines of containers on agents, before the job moves on.
+        crate::container_logs::deliver(&self.store, &self.logs)?;
         self.after_containers(&job)
     }
 

@@ -70,6 +70,11 @@ pub struct Host {
     /// are placed (`None`: on the control plane's host).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eni_placement: Option<EniPlacement>,
+    /// On the control plane's registration: Cove's CA certificates (PEM),
+    /// which agents add to the bundle their containers trust, so SDKs in a
+    /// job on any host verify Cove's HTTPS listeners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_certificates: Option<String>,
 }
 
 impl Host {
@@ -294,6 +299,7 @@ mod tests {
             applied_position: 0,
             instance: String::new(),
             eni_placement: None,
+            ca_certificates: None,
         }
     }
 

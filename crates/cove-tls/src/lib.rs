@@ -333,24 +333,38 @@ impl Ca {
 
     /// [`Ca::write_bundle`], with the CAs in `others` after this one.
     pub fn write_bundle_with(&self, host_bundle: &Path, others: &[&Ca]) -> Result<PathBuf> {
-        let mut content = match std::fs::read(host_bundle) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(path = %host_bundle.display(), error = %e, "no host CA bundle; jobs will trust Cove's CA only");
-                Vec::new()
-            }
-        };
-        if !content.is_empty() && !content.ends_with(b"\n") {
-            content.push(b'\n');
-        }
-        for ca in std::iter::once(self).chain(others.iter().copied()) {
-            content.extend_from_slice(format!("# {}\n", ca.kind.common_name()).as_bytes());
-            content.extend_from_slice(ca.pem.as_bytes());
-        }
         let path = self.dir.join("bundle.pem");
-        write_atomic(&path, &content, 0o644)?;
+        write_bundle_at(&path, host_bundle, &self.trust_pem(others))?;
         Ok(path)
     }
+
+    /// This CA's certificate and then those of `others`, each after a
+    /// comment naming it: what a bundle adds to the host's roots.
+    pub fn trust_pem(&self, others: &[&Ca]) -> String {
+        std::iter::once(self)
+            .chain(others.iter().copied())
+            .map(|ca| format!("# {}\n{}", ca.kind.common_name(), ca.pem))
+            .collect()
+    }
+}
+
+/// Writes a bundle at `path`: the roots in `host_bundle` (when readable)
+/// followed by `extra` (PEM), world-readable, so a job running as nobody
+/// can read it through its bind. An agent writes its own from the control
+/// plane's [`Ca::trust_pem`].
+pub fn write_bundle_at(path: &Path, host_bundle: &Path, extra: &str) -> Result<()> {
+    let mut content = match std::fs::read(host_bundle) {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(path = %host_bundle.display(), error = %e, "no host CA bundle; jobs will trust Cove's CA only");
+            Vec::new()
+        }
+    };
+    if !content.is_empty() && !content.ends_with(b"\n") {
+        content.push(b'\n');
+    }
+    content.extend_from_slice(extra.as_bytes());
+    write_atomic(path, &content, 0o644)
 }
 
 /// A certificate just issued.

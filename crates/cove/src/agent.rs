@@ -42,6 +42,7 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
         control_plane: false,
         instance: instance.clone(),
         eni_placement: None,
+        ca_certificates: None,
     };
     crate::hosts::register(&store, &registration)?;
     tracing::info!(
@@ -81,10 +82,12 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
         studio_command: None,
         studio_dir: args.data_dir.join("studio"),
         efs_dir: args.data_dir.join("efs"),
-        ca_bundle: None,
+        ca_bundle: trust_control_plane(&store, &args.data_dir),
     };
-    let sink =
-        crate::container_logs::ThroughStore::new(store.clone(), args.data_dir.join("log-offsets"))?;
+    let sink = cove_jobs::container_logs::ThroughStore::new(
+        store.clone(),
+        args.data_dir.join("log-offsets"),
+    )?;
     cove_jobs::instances::Instances::new(store.clone(), settings, Arc::new(sink), locality.clone())
         .spawn()?;
     // The VPC resolvers of this host's routers run on a small runtime.
@@ -109,4 +112,39 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
     reconciler
         .join()
         .map_err(|_| anyhow::anyhow!("the data plane's thread panicked"))
+}
+
+/// Writes `<data dir>/ca/bundle.pem`, the host's roots and the control
+/// plane's CAs, for this host's containers (as `cove serve` writes its
+/// own); waits up to 30 s for a control plane that has not registered yet.
+/// `None` (containers trust the host's roots only) when none comes.
+fn trust_control_plane(store: &Store, data_dir: &std::path::Path) -> Option<std::path::PathBuf> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let pem = loop {
+        let generation = store.generation();
+        let world = store.snapshot();
+        if let Some(pem) =
+            cove_model::hosts::control_plane(&world).and_then(|h| h.ca_certificates.clone())
+        {
+            break pem;
+        }
+        if std::time::Instant::now() >= deadline {
+            tracing::warn!("no control plane has registered its CA: this host's containers trust the host's roots only");
+            return None;
+        }
+        store.wait_for_change(generation, std::time::Duration::from_secs(1));
+    };
+    let path = cove_tls::ca_dir(data_dir).join("bundle.pem");
+    let written = std::fs::create_dir_all(cove_tls::ca_dir(data_dir))
+        .map_err(anyhow::Error::from)
+        .and_then(|()| {
+            cove_tls::write_bundle_at(&path, std::path::Path::new(cove_tls::HOST_BUNDLE), &pem)
+        });
+    match written {
+        Ok(()) => Some(path),
+        Err(e) => {
+            tracing::warn!(error = %e, "writing this host's CA bundle failed: its containers trust the host's roots only");
+            None
+        }
+    }
 }

@@ -57,6 +57,8 @@ pub struct Registration {
     pub instance: String,
     /// The control plane's placement of ENIs no tag places.
     pub eni_placement: Option<cove_model::hosts::EniPlacement>,
+    /// The control plane's CA certificates, for the agents' containers.
+    pub ca_certificates: Option<String>,
 }
 
 /// Registers (or re-registers) this machine as host `r.id`. The control
@@ -123,6 +125,7 @@ pub fn register(store: &Store, r: &Registration) -> anyhow::Result<()> {
                 applied_position: store.applied_position(),
                 instance: r.instance.clone(),
                 eni_placement: r.eni_placement,
+                ca_certificates: r.ca_certificates.clone(),
             });
             Ok(())
         })

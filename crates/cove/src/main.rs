@@ -3,7 +3,6 @@
 
 mod agent;
 mod config;
-mod container_logs;
 mod efs_mount;
 mod flow_logs;
 mod hosts;

@@ -72,19 +72,6 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     settings.store.record(&settings.data_dir)?;
     // What a Cove from before accounts stored was the configured account's.
     store.adopt_unowned(&settings.account_id)?;
-    if let Some(host) = &settings.host {
-        let registration = crate::hosts::Registration {
-            id: host.id.clone(),
-            underlay: host.underlay,
-            control_plane: true,
-            instance: instance_tag(&settings.data_dir)?,
-            eni_placement: Some(host.eni_placement),
-        };
-        crate::hosts::register(&store, &registration)?;
-        crate::hosts::spawn_heartbeats(store.clone(), registration)?;
-        crate::hosts::spawn_lost_watch(store.clone())?;
-        tracing::info!(host = %host.id, underlay = %host.underlay, "control plane's host registered: agents may join");
-    }
     let ec2 = Arc::new(Ec2Service::new(store.clone()));
     ec2.ensure_region(&settings.region, &settings.account_id)
         .map_err(|e| anyhow::anyhow!("bootstrapping {}: {e}", settings.region))?;
@@ -206,6 +193,20 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         std::path::Path::new(cove_tls::HOST_BUNDLE),
         &[web_certs.ca()],
     )?;
+    if let Some(host) = &settings.host {
+        let registration = crate::hosts::Registration {
+            id: host.id.clone(),
+            underlay: host.underlay,
+            control_plane: true,
+            instance: instance_tag(&settings.data_dir)?,
+            eni_placement: Some(host.eni_placement),
+            ca_certificates: Some(certs.ca().trust_pem(&[web_certs.ca()])),
+        };
+        crate::hosts::register(&store, &registration)?;
+        crate::hosts::spawn_heartbeats(store.clone(), registration)?;
+        crate::hosts::spawn_lost_watch(store.clone())?;
+        tracing::info!(host = %host.id, underlay = %host.underlay, "control plane's host registered: agents may join");
+    }
     let runner = std::env::current_exe()?;
     let plane = start_data_plane(
         &settings,
@@ -244,7 +245,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     .spawn()?;
     if settings.host.is_some() {
         // The logs of instances that run on agents.
-        crate::container_logs::spawn_delivery(store.clone(), logs.clone())?;
+        cove_jobs::container_logs::spawn_delivery(store.clone(), logs.clone())?;
     }
     cove_jobs::Hosting::new(
         store.clone(),

@@ -61,45 +61,51 @@ pub fn spawn_delivery(store: Arc<Store>, logs: Arc<LogsService>) -> std::io::Res
     std::thread::Builder::new()
         .name("container-logs".into())
         .spawn(move || loop {
-            let received = match store.receive(TOPIC, 50) {
-                Ok(r) => r,
+            match deliver(&store, &logs) {
+                Ok(0) => std::thread::sleep(Duration::from_millis(500)),
+                Ok(_) => {}
                 Err(e) => {
-                    tracing::warn!(error = %e, "reading the agents' container logs failed");
+                    tracing::warn!(error = %e, "delivering the agents' container logs failed");
                     std::thread::sleep(Duration::from_secs(1));
-                    continue;
                 }
-            };
-            if received.is_empty() {
-                std::thread::sleep(Duration::from_millis(500));
-                continue;
-            }
-            let mut handled = Vec::with_capacity(received.len());
-            for (id, payload) in received {
-                match serde_json::from_str::<ShippedBatch>(&payload) {
-                    Ok(batch) => match store_batch(&logs, &batch) {
-                        Ok(()) => {}
-                        // CloudWatch Logs refuses the batch itself: dropped.
-                        Err(e) if e.sender => {
-                            tracing::warn!(group = %batch.group, stream = %batch.stream, error = %e.message, "an agent's container logs were refused")
-                        }
-                        // Kept, and tried again.
-                        Err(e) => {
-                            tracing::warn!(group = %batch.group, stream = %batch.stream, error = %e.message, "storing an agent's container logs failed");
-                            break;
-                        }
-                    },
-                    Err(e) => {
-                        tracing::error!(error = %e, "an agent sent container logs this Cove cannot read")
-                    }
-                }
-                handled.push(id);
-            }
-            if let Err(e) = store.acknowledge(&handled) {
-                tracing::warn!(error = %e, "acknowledging the agents' container logs failed");
-            }
-            if handled.is_empty() {
-                std::thread::sleep(Duration::from_secs(1));
             }
         })
         .map(drop)
+}
+
+/// Stores the batches the agents have sent so far in CloudWatch Logs;
+/// returns how many it handled. A job's driver calls it once its
+/// containers have ended, so their last lines are in place before the job
+/// moves on, as they are for containers on the control plane's host.
+pub fn deliver(store: &Store, logs: &LogsService) -> anyhow::Result<usize> {
+    let mut handled = 0;
+    loop {
+        let received = store.receive(TOPIC, 50)?;
+        if received.is_empty() {
+            return Ok(handled);
+        }
+        let mut done = Vec::with_capacity(received.len());
+        for (id, payload) in received {
+            match serde_json::from_str::<ShippedBatch>(&payload) {
+                Ok(batch) => match store_batch(logs, &batch) {
+                    Ok(()) => {}
+                    // CloudWatch Logs refuses the batch itself: dropped.
+                    Err(e) if e.sender => {
+                        tracing::warn!(group = %batch.group, stream = %batch.stream, error = %e.message, "an agent's container logs were refused")
+                    }
+                    // Kept, and tried again.
+                    Err(e) => {
+                        store.acknowledge(&done)?;
+                        anyhow::bail!("storing {}'s logs: {}", batch.stream, e.message);
+                    }
+                },
+                Err(e) => {
+                    tracing::error!(error = %e, "an agent sent container logs this Cove cannot read")
+                }
+            }
+            done.push(id);
+        }
+        store.acknowledge(&done)?;
+        handled += done.len();
+    }
 }
