@@ -85,3 +85,20 @@ def source_tarball(program):
         info.size = len(program.encode())
         t.addfile(info, io.BytesIO(program.encode()))
     return buf.getvalue()
+
+
+def script_job(name, bucket, vpc_config, instances=1, output="out", role="arn:aws:iam::123456789012:role/Bench"):
+    """CreateTrainingJob's arguments for a script-mode job running
+    `s3://bucket/code/sourcedir.tar.gz`'s train.py on the host's Python,
+    with the channel `train` from `s3://bucket/data/train`."""
+    return dict(
+        TrainingJobName=name, RoleArn=role,
+        AlgorithmSpecification={"TrainingImage": IMAGE, "TrainingInputMode": "File"},
+        HyperParameters={"sagemaker_program": '"train.py"',
+                         "sagemaker_submit_directory": f'"s3://{bucket}/code/sourcedir.tar.gz"'},
+        InputDataConfig=[{"ChannelName": "train", "DataSource": {"S3DataSource": {
+            "S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/data/train"}}}],
+        OutputDataConfig={"S3OutputPath": f"s3://{bucket}/{output}"},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": instances, "VolumeSizeInGB": 1},
+        StoppingCondition={"MaxRuntimeInSeconds": 300},
+        VpcConfig=vpc_config)

@@ -36,7 +36,7 @@ import uuid
 import boto3
 import botocore.config
 
-from common import IMAGE, KEY, ROOT, SECRET, clients, cove_server, pct, source_tarball
+from common import KEY, ROOT, SECRET, clients, cove_server, pct, script_job, source_tarball
 PROGRAM = "import time; T0 = time.time_ns()\nimport json, os\njson.dump({'t0': T0}, open(os.path.join(os.environ['SM_MODEL_DIR'], 't0.json'), 'w'))\n"
 
 
@@ -86,17 +86,7 @@ def run(args, endpoint, data):  # noqa: C901
 
     def one_job():
         name = f"bench-{uuid.uuid4().hex[:10]}"
-        sm.create_training_job(
-            TrainingJobName=name, RoleArn="arn:aws:iam::123456789012:role/Bench",
-            AlgorithmSpecification={"TrainingImage": IMAGE, "TrainingInputMode": "File"},
-            HyperParameters={"sagemaker_program": '"train.py"',
-                             "sagemaker_submit_directory": f'"s3://{bucket}/code/sourcedir.tar.gz"'},
-            InputDataConfig=[{"ChannelName": "train", "DataSource": {"S3DataSource": {
-                "S3DataType": "S3Prefix", "S3Uri": f"s3://{bucket}/data/train"}}}],
-            OutputDataConfig={"S3OutputPath": f"s3://{bucket}/out"},
-            ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
-            StoppingCondition={"MaxRuntimeInSeconds": 300},
-            VpcConfig={"Subnets": [subnet], "SecurityGroupIds": [sg]})
+        sm.create_training_job(**script_job(name, bucket, {"Subnets": [subnet], "SecurityGroupIds": [sg]}))
         returned = time.time_ns()
         while True:
             d = sm.describe_training_job(TrainingJobName=name)

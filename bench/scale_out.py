@@ -26,8 +26,17 @@ own on a bridge underlay. Then, side by side in the same run:
    empty and then with the ENIs in it (`--trials` times each): the agent's
    work for one new ENI should not grow with the VPC.
 
+3. Training jobs across hosts: a script-mode job of `--job-instances`
+   instances (default 3; each reads a 1 MB channel through its ENI and the
+   S3 gateway endpoint, then every instance but the first connects to the
+   first over TCP), timed from CreateTrainingJob returning to the job being
+   Completed, `--jobs` times: on the three
+   hosts with the instances spread (the control plane places them), and,
+   alternating with it, on a single-host `cove serve` on a database of its
+   own on the same PostgreSQL server.
+
 Usage:
-  .venv/bin/python bench/scale_out.py [--cove target/release/cove] [--runs 3] [--trials 30] [--enis 999]
+  .venv/bin/python bench/scale_out.py [--cove target/release/cove] [--runs 3] [--trials 30] [--enis 999] [--jobs 5]
 """
 import argparse
 import concurrent.futures
@@ -36,10 +45,11 @@ import statistics
 import subprocess
 import sys
 import time
+import uuid
 
 import botocore.config
 
-from common import ROOT, clients, cove_server, pct, settle
+from common import ROOT, clients, cove_server, pct, script_job, settle, source_tarball
 from sg_change import PORT, PROBER, SERVER, start_in_eni
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
@@ -54,8 +64,8 @@ def psql(server, sql):
 
 
 def eni(ec2, subnet, host, groups=None):
-    tags = [{"ResourceType": "network-interface", "Tags": [{"Key": "cove:host", "Value": host}]}] \
-        if host != CONTROL_PLANE else []
+    # Tagged even for the control plane's host: the server spreads what no tag places.
+    tags = [{"ResourceType": "network-interface", "Tags": [{"Key": "cove:host", "Value": host}]}]
     return ec2.create_network_interface(SubnetId=subnet, Groups=groups or [], TagSpecifications=tags)[
         "NetworkInterface"]
 
@@ -163,6 +173,79 @@ def at_scale(args, cove_bin, dirs, instances, ec2):
     return {"created_s": created_s, "plumbed": plumbed, "empty": empty, "loaded": loaded}
 
 
+JOB_PROGRAM = r'''
+import json, os, socket, time
+host, hosts = os.environ["SM_CURRENT_HOST"], json.loads(os.environ["SM_HOSTS"])
+if host == hosts[0]:
+    server = socket.socket()
+    server.bind(("0.0.0.0", 7000))
+    server.listen(16)
+    for _ in hosts[1:]:
+        server.accept()[0].recv(16)
+    open(os.path.join(os.environ["SM_MODEL_DIR"], "done"), "w").write("ok")
+else:
+    while True:
+        try:
+            socket.create_connection(("algo-1", 7000), timeout=1).sendall(b"hi")
+            break
+        except OSError:
+            time.sleep(0.05)
+'''
+
+
+def job_setup(endpoint, cfg):
+    """A VPC with a private subnet, a group admitting its members, an S3
+    gateway endpoint, and a bucket with the program and a 1 MB channel."""
+    make = clients(endpoint, cfg)
+    ec2, s3 = make("ec2"), make("s3")
+    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.9.1.0/24")["Subnet"]["SubnetId"]
+    sg = ec2.create_security_group(GroupName="job", Description="job", VpcId=vpc)["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=sg, IpPermissions=[
+        {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": sg}]}])
+    rt = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"][0]["RouteTableId"]
+    ec2.create_vpc_endpoint(VpcId=vpc, ServiceName="com.amazonaws.us-east-1.s3", RouteTableIds=[rt])
+    bucket = f"bench-{os.getpid()}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="code/sourcedir.tar.gz", Body=source_tarball(JOB_PROGRAM))
+    s3.put_object(Bucket=bucket, Key="data/train/part.bin", Body=os.urandom(1 << 20))
+    return make("sagemaker"), s3, {"Subnets": [subnet], "SecurityGroupIds": [sg]}, bucket
+
+
+def one_job(setup, instances):
+    """Seconds from CreateTrainingJob returning to the job being Completed."""
+    sm, s3, vpc_config, bucket = setup
+    name = f"bench-{uuid.uuid4().hex[:10]}"
+    started = time.monotonic()
+    sm.create_training_job(**script_job(name, bucket, vpc_config, instances))
+    while True:
+        d = sm.describe_training_job(TrainingJobName=name)
+        if d["TrainingJobStatus"] == "Completed":
+            break
+        if d["TrainingJobStatus"] in ("Failed", "Stopped") or time.monotonic() - started > 300:
+            raise RuntimeError(f"{name}: {d['TrainingJobStatus']} {d.get('FailureReason')}")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def jobs_side_by_side(args, cove_bin, spread_endpoint, cfg):
+    """Alternating jobs on the three hosts and on a single-host server."""
+    database = f"cove_bench_single_{os.getpid()}"
+    psql(args.postgres, f"DROP DATABASE IF EXISTS {database}")
+    psql(args.postgres, f"CREATE DATABASE {database}")
+    url = args.postgres.rsplit("/", 1)[0] + "/" + database
+    try:
+        with cove_server(cove_bin, "cove-bench-single-", env={"COVE_STORE": url}) as (single_endpoint, _, _):
+            setups = {"one host": job_setup(single_endpoint, cfg), "three hosts": job_setup(spread_endpoint, cfg)}
+            times = {where: [] for where in setups}
+            for _ in range(args.jobs):
+                for where, setup in setups.items():
+                    times[where].append(one_job(setup, args.job_instances))
+            return times
+    finally:
+        psql(args.postgres, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
 def one_run(args, cove_bin, run):
     database = f"cove_bench_scale_{os.getpid()}_{run}"
     psql(args.postgres, f"DROP DATABASE IF EXISTS {database}")
@@ -173,7 +256,8 @@ def one_run(args, cove_bin, run):
     cfg = botocore.config.Config(retries={"max_attempts": 1}, max_pool_connections=16)
     try:
         simulation.up()
-        with cove_server(cove_bin, "cove-bench-scale-", env={"COVE_STORE": url, **simulation.serve_env()}) as (
+        env = {"COVE_STORE": url, "COVE_ENI_PLACEMENT": "spread", **simulation.serve_env()}
+        with cove_server(cove_bin, "cove-bench-scale-", env=env) as (
                 endpoint, data, _):
             try:
                 agents = simulation.start_agents()
@@ -187,8 +271,9 @@ def one_run(args, cove_bin, run):
                              **{h: a.instance() for h, a in agents.items()}}
                 ec2 = clients(endpoint, cfg)("ec2")
                 sg = sg_latency(args, cove_bin, endpoint, dirs, ec2, procs)
+                jobs = jobs_side_by_side(args, cove_bin, endpoint, cfg) if args.jobs else None
                 scale = at_scale(args, cove_bin, dirs, instances, ec2) if args.enis else None
-                return sg, scale
+                return sg, scale, jobs
             finally:
                 for p in procs:
                     p.kill()
@@ -206,6 +291,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--trials", type=int, default=30)
     ap.add_argument("--enis", type=int, default=999, help="ENIs spread over the three hosts (0: skip)")
+    ap.add_argument("--jobs", type=int, default=5, help="training jobs per setup (0: skip)")
+    ap.add_argument("--job-instances", type=int, default=3)
     ap.add_argument("--probe-interval-ms", type=float, default=1.0)
     ap.add_argument("--probe-timeout-ms", type=float, default=5.0)
     args = ap.parse_args()
@@ -213,10 +300,14 @@ def main():
         ap.error("run as root: the data plane needs network namespaces and nftables")
     if not args.postgres:
         ap.error("give --postgres (or COVE_TEST_POSTGRES): `bash scripts/test-postgres.sh` starts one")
-    sg_rows, scale_rows = [], []
+    sg_rows, scale_rows, job_rows = [], [], []
     print("## Per run (times in ms unless marked s)\n")
     for run in range(args.runs):
-        sg, scale = one_run(args, args.cove, run)
+        sg, scale, jobs = one_run(args, args.cove, run)
+        if jobs:
+            job_rows.append({where: statistics.median(t) for where, t in jobs.items()})
+            print(f"run {run + 1} training jobs of {args.job_instances} instances, create→Completed median (s): "
+                  + ", ".join(f"{where} {statistics.median(t):.2f}" for where, t in jobs.items()))
         for where, r in sg.items():
             row = (where, pct(r["auth"], 50), pct(r["auth"], 99), pct(r["revoke"], 50), pct(r["revoke"], 99))
             sg_rows.append(row)
@@ -237,6 +328,11 @@ def main():
     for where in ("same host", "across hosts"):
         rows = [r for r in sg_rows if r[0] == where]
         print(f"| {where} | " + " | ".join(f"{med([r[i] for r in rows]):.1f}" for i in range(1, 5)) + " |")
+    if job_rows:
+        print(f"\n| Training job, {args.job_instances} instances, create→Completed (s) | one host | three hosts |")
+        print("| --- | ---: | ---: |")
+        print(f"| median of {args.jobs} jobs, median of runs | {med([r['one host'] for r in job_rows]):.2f} | "
+              f"{med([r['three hosts'] for r in job_rows]):.2f} |")
     if scale_rows:
         hosts = sorted(scale["plumbed"])
         print(f"\n| {args.enis} ENIs over 3 hosts | created (s) | " + " | ".join(f"all plumbed on {h} (s)" for h in hosts)

@@ -27,7 +27,7 @@ from simulated_hosts import Agent, Simulation
 from test_dataplane import CLIENT, ECHO_PEER, INTERNET, PEER_CLIENT, S3, S3_TEST_PORT, SERVER
 from test_flow_log_records import ROLE, find, records
 from test_postgres_store import own_postgres, retrying_client  # noqa: F401 (a fixture)
-from test_training_jobs import DISTRIBUTED, model_of, source_archive, training_bucket, training_request, wait_for
+from test_training_jobs import DISTRIBUTED, model_of, program_request, source_archive, training_bucket, wait_for
 from test_vpc_dns_endpoints import CALLER
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the data plane needs root")
@@ -472,10 +472,7 @@ def test_a_training_job_spreads_its_instances_over_the_hosts(spread_cluster):
     s3.put_object(Bucket=bucket, Key="code/spread.tar.gz", Body=source_archive(SPREAD))
 
     def spread(name):
-        req = training_request(name, bucket, net)
-        req["HyperParameters"]["sagemaker_submit_directory"] = json.dumps(f"s3://{bucket}/code/spread.tar.gz")
-        req["ResourceConfig"]["InstanceCount"] = 3
-        return req
+        return program_request(name, bucket, net, "spread.tar.gz", count=3)
 
     apart = f"apart-{uuid.uuid4().hex[:8]}"
     sm.create_training_job(**spread(apart))
@@ -528,10 +525,7 @@ def test_a_lost_host_fails_the_jobs_it_ran_and_the_others_finish(spread_cluster)
     s3.put_object(Bucket=bucket, Key="code/sleeper.tar.gz", Body=source_archive(SLEEPER))
 
     def sleeper(name, count, seconds):
-        req = training_request(name, bucket, net, seconds=seconds)
-        req["HyperParameters"]["sagemaker_submit_directory"] = json.dumps(f"s3://{bucket}/code/sleeper.tar.gz")
-        req["ResourceConfig"]["InstanceCount"] = count
-        return req
+        return program_request(name, bucket, net, "sleeper.tar.gz", count=count, seconds=seconds)
 
     short, long = f"short-{uuid.uuid4().hex[:8]}", f"long-{uuid.uuid4().hex[:8]}"
     sm.create_training_job(**sleeper(short, 1, 40))

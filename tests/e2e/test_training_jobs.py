@@ -146,6 +146,14 @@ def training_request(name, bucket, net=None, **hps):
     return req
 
 
+def program_request(name, bucket, net, archive, count=1, **hps):
+    """training_request running the source archive `code/<archive>` of `bucket` on `count` instances."""
+    req = training_request(name, bucket, net, **hps)
+    req["HyperParameters"]["sagemaker_submit_directory"] = json.dumps(f"s3://{bucket}/code/{archive}")
+    req["ResourceConfig"]["InstanceCount"] = count
+    return req
+
+
 def wait_for(sm, name, statuses=("Completed", "Failed", "Stopped"), timeout=90):
     return wait_status(lambda: sm.describe_training_job(TrainingJobName=name), "TrainingJobStatus", statuses,
                        timeout, name, interval=0.2)
@@ -435,10 +443,7 @@ def test_two_instances_talk_only_with_the_self_referencing_rule(ec2, s3, sm, buc
     s3.put_object(Bucket=bucket, Key="code/distributed.tar.gz", Body=source_archive(DISTRIBUTED))
 
     def distributed(name):
-        req = training_request(name, bucket, private_net)
-        req["HyperParameters"]["sagemaker_submit_directory"] = json.dumps(f"s3://{bucket}/code/distributed.tar.gz")
-        req["ResourceConfig"]["InstanceCount"] = 2
-        return req
+        return program_request(name, bucket, private_net, "distributed.tar.gz", count=2)
 
     cut_off = job_name("nopeers")
     sm.create_training_job(**distributed(cut_off))

@@ -167,6 +167,23 @@ impl Instances {
         eni_netns(&self.settings, job.hosts[i].eni_id.as_deref())
     }
 
+    /// Runs `f` with an S3 client inside the instance's network, with the
+    /// job's role session.
+    fn transfer(
+        &self,
+        job: &SageMakerJob,
+        i: usize,
+        f: impl FnOnce(&S3Client) -> Result<(), TransferError> + Send + 'static,
+    ) -> Result<(), TransferError> {
+        joined(spawn_in_network(
+            &self.settings,
+            &job.region,
+            self.netns(job, i),
+            session_of(&self.store, job.session_access_key.as_deref()).as_ref(),
+            f,
+        ))
+    }
+
     /// Waits until this host's data plane has made the world as it is now
     /// real (after a restart, all of it; else the instance's ENI), so the
     /// first packets meet their rules.
@@ -214,21 +231,15 @@ impl Instances {
         let region = job.region.clone();
         let role = job.request.role_arn().to_string();
         let ml = host_dir.join("ml");
-        let fetched = joined(spawn_in_network(
-            &self.settings,
-            &job.region,
-            self.netns(job, i),
-            session_of(&self.store, job.session_access_key.as_deref()).as_ref(),
-            move |client| {
-                for dir in &dirs {
-                    std::fs::create_dir_all(ml.join(dir)).map_err(TransferError::from_io)?;
-                }
-                for source in &sources {
-                    fetch(client, source, &ml, i, hosts, &region, &role)?;
-                }
-                Ok(())
-            },
-        ));
+        let fetched = self.transfer(job, i, move |client| {
+            for dir in &dirs {
+                std::fs::create_dir_all(ml.join(dir)).map_err(TransferError::from_io)?;
+            }
+            for source in &sources {
+                fetch(client, source, &ml, i, hosts, &region, &role)?;
+            }
+            Ok(())
+        });
         let reason = match fetched {
             Ok(()) => None,
             Err(TransferError::Network(e)) => {
@@ -588,18 +599,12 @@ impl Instances {
             return Ok(InstanceResult::Done);
         }
         let ml = self.host_dir(job, i).join("ml");
-        let sent = joined(spawn_in_network(
-            &self.settings,
-            &job.region,
-            self.netns(job, i),
-            session_of(&self.store, job.session_access_key.as_deref()).as_ref(),
-            move |client| {
-                for item in &plan {
-                    put(client, item, &ml)?;
-                }
-                Ok(())
-            },
-        ));
+        let sent = self.transfer(job, i, move |client| {
+            for item in &plan {
+                put(client, item, &ml)?;
+            }
+            Ok(())
+        });
         match sent {
             Ok(()) => Ok(InstanceResult::Done),
             Err(TransferError::Local(e)) => anyhow::bail!("packing the job's outputs: {e}"),

@@ -62,16 +62,6 @@ impl Driver for Training {
     }
 }
 
-/// What waiting for the instances' reports on a phase came to.
-enum Reports {
-    /// Every instance reported: the job as it then was.
-    All(SageMakerJob),
-    /// The job left the phase meanwhile.
-    Moved,
-    /// An instance that has not reported is on a host that was lost.
-    HostLost(String),
-}
-
 impl Training {
     /// Applies `f` to the stored job in one write.
     fn update(&self, key: &str, f: impl Fn(&mut SageMakerJob)) -> anyhow::Result<SageMakerJob> {
@@ -114,21 +104,24 @@ impl Training {
     /// Waits until every instance has reported on `phase` (an instance on
     /// a lost host counts as reported when `lost_hosts_report`), calling
     /// `meanwhile` with the job at every change and at least every second.
+    /// `Ok(job)` once all have; `Err` with the step's result when the job
+    /// left the phase meanwhile (done) or an instance that has not reported
+    /// is on a lost host (the job fails).
     fn await_reports(
         &self,
         key: &str,
         phase: JobPhase,
         lost_hosts_report: bool,
         mut meanwhile: impl FnMut(&SageMakerJob) -> anyhow::Result<()>,
-    ) -> anyhow::Result<Reports> {
+    ) -> anyhow::Result<Result<SageMakerJob, Stepped>> {
         loop {
             let generation = self.store.generation();
             let world = self.store.snapshot();
             let Some(job) = world.sagemaker_jobs.get(key).map(|j| (**j).clone()) else {
-                return Ok(Reports::Moved);
+                return Ok(Err(Ok(())));
             };
             if job.phase != phase {
-                return Ok(Reports::Moved);
+                return Ok(Err(Ok(())));
             }
             let lost = |on: Option<&str>| {
                 on.is_some_and(|h| {
@@ -145,23 +138,20 @@ impl Training {
                 }
                 match h.placed_on.as_deref() {
                     on if lost(on) && lost_hosts_report => {}
-                    Some(on) if lost(Some(on)) => return Ok(Reports::HostLost(on.to_string())),
+                    Some(on) if lost(Some(on)) => {
+                        tracing::warn!(job = %job.name, host = %on, "a host of the job's instances was lost");
+                        return Ok(Err(Err(Failure(INTERNAL_ERROR.into()))));
+                    }
                     _ => waiting = true,
                 }
             }
             if !waiting {
-                return Ok(Reports::All(job));
+                return Ok(Ok(job));
             }
             meanwhile(&job)?;
             self.store
                 .wait_for_change(generation, Duration::from_secs(1));
         }
-    }
-
-    /// The job's failure when an instance's host was lost.
-    fn host_lost(&self, job: &SageMakerJob, host: &str) -> Stepped {
-        tracing::warn!(job = %job.name, %host, "a host of the job's instances was lost");
-        Err(Failure(INTERNAL_ERROR.into()))
     }
 
     // ---- Starting ----
@@ -290,9 +280,8 @@ impl Training {
             return Ok(Ok(()));
         }
         let job = match self.await_reports(&job.key(), JobPhase::Downloading, false, |_| Ok(()))? {
-            Reports::All(job) => job,
-            Reports::Moved => return Ok(Ok(())),
-            Reports::HostLost(host) => return Ok(self.host_lost(job, &host)),
+            Ok(job) => job,
+            Err(stepped) => return Ok(stepped),
         };
         if let Some(reason) = first_failure(&job, JobPhase::Downloading) {
             return Ok(Err(Failure(reason)));
@@ -365,9 +354,8 @@ impl Training {
             Ok(())
         })?;
         let job = match reports {
-            Reports::All(job) => job,
-            Reports::Moved => return Ok(Ok(())),
-            Reports::HostLost(host) => return Ok(self.host_lost(job, &host)),
+            Ok(job) => job,
+            Err(stepped) => return Ok(stepped),
         };
         // The last lines of containers on agents, before the job moves on.
         crate::container_logs::deliver(&self.store, &self.logs)?;
@@ -441,9 +429,8 @@ impl Training {
 
     fn upload(&self, job: &SageMakerJob) -> anyhow::Result<Stepped> {
         let job = match self.await_reports(&job.key(), JobPhase::Uploading, false, |_| Ok(()))? {
-            Reports::All(job) => job,
-            Reports::Moved => return Ok(Ok(())),
-            Reports::HostLost(host) => return Ok(self.host_lost(job, &host)),
+            Ok(job) => job,
+            Err(stepped) => return Ok(stepped),
         };
         if let Some(reason) = first_failure(&job, JobPhase::Uploading) {
             return Ok(Err(Failure(reason)));
@@ -490,7 +477,10 @@ impl Training {
     /// ENIs and the role's session.
     fn cleanup(&self, job: &SageMakerJob) -> anyhow::Result<Stepped> {
         let key = job.key();
-        if let Reports::Moved = self.await_reports(&key, JobPhase::Done, true, |_| Ok(()))? {
+        if self
+            .await_reports(&key, JobPhase::Done, true, |_| Ok(()))?
+            .is_err()
+        {
             return Ok(Ok(()));
         }
         // The flow-log collectors read the kernel's counters once a second;
