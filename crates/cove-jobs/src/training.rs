@@ -15,7 +15,7 @@ use crate::{assume_job_role, release};
 use cove_model::hosts::{Demand, HostState};
 use cove_model::ids::now_rfc3339;
 use cove_model::jobs::{
-    InstanceResult, JobKind, JobPhase, JobRequest, JobStatus, Outcome, SageMakerJob,
+    ContainerEnd, InstanceResult, JobKind, JobPhase, JobRequest, JobStatus, Outcome, SageMakerJob,
     SecondaryStatus,
 };
 use std::time::{Duration, Instant};
@@ -364,51 +364,15 @@ impl Training {
 
     fn after_containers(&self, job: &SageMakerJob) -> anyhow::Result<Stepped> {
         let key = job.key();
-        let results: Vec<&InstanceResult> = job
-            .hosts
-            .iter()
-            .filter_map(|h| h.reported(JobPhase::Running))
-            .collect();
-        if job.outcome.is_none() {
-            // The instance that failed on its own, else any that did not
-            // end well (one that vanished, or was killed from outside).
-            let failed = results.iter().find(|r| r.failed_on_its_own()).or_else(|| {
-                results.iter().find(|r| {
-                    !matches!(
-                        r,
-                        InstanceResult::Done
-                            | InstanceResult::Exited {
-                                end: cove_model::jobs::ContainerEnd::Exited(0),
-                                ..
-                            }
-                    )
-                })
-            });
-            match failed {
-                Some(InstanceResult::Failed { reason }) => return Ok(Err(Failure(reason.clone()))),
-                Some(InstanceResult::Exited { end, failure, .. }) => {
-                    let reason = match (job.kind, failure) {
-                        // A built-in algorithm blames the input as SageMaker's
-                        // own algorithms do (`ClientError: ...`).
-                        (JobKind::Training, Some(f)) if f.starts_with("ClientError: ") => f.clone(),
-                        (JobKind::Training, Some(f)) => format!("AlgorithmError: {f}"),
-                        (JobKind::Training, None) => {
-                            format!("AlgorithmError: the training container failed ({end})")
-                        }
-                        (JobKind::Processing, _) => {
-                            "AlgorithmError: See job logs for more information".to_string()
-                        }
-                    };
-                    let exit_message = failure.clone().unwrap_or_else(|| end.to_string());
-                    self.update(&key, |j| {
-                        if j.kind == JobKind::Processing {
-                            j.exit_message = Some(exit_message.clone());
-                        }
-                    })?;
-                    return Ok(Err(Failure(reason)));
-                }
-                _ => {}
+        if let Some(ran) = how_the_run_failed(job) {
+            if let Some(exit_message) = ran.exit_message {
+                self.update(&key, |j| {
+                    if j.kind == JobKind::Processing {
+                        j.exit_message = Some(exit_message.clone());
+                    }
+                })?;
             }
+            return Ok(Err(Failure(ran.reason)));
         }
         self.update(&key, |j| {
             let now = now_rfc3339();
@@ -515,10 +479,181 @@ impl Training {
     }
 }
 
+/// Why a job's run failed: its `FailureReason`, and its `ExitMessage`.
+#[derive(Debug, PartialEq)]
+struct RunFailure {
+    reason: String,
+    exit_message: Option<String>,
+}
+
+/// Whether the job's containers, all reported, failed it: not when it was
+/// stopped or ran out of time (its `outcome`); else the instance that
+/// failed on its own decides (not one the job told to stop after it), or,
+/// failing that, any that did not end well (vanished, killed from outside).
+fn how_the_run_failed(job: &SageMakerJob) -> Option<RunFailure> {
+    if job.outcome.is_some() {
+        return None;
+    }
+    let results: Vec<&InstanceResult> = job
+        .hosts
+        .iter()
+        .filter_map(|h| h.reported(JobPhase::Running))
+        .collect();
+    let ended_well = |r: &InstanceResult| {
+        matches!(
+            r,
+            InstanceResult::Done
+                | InstanceResult::Exited {
+                    end: ContainerEnd::Exited(0),
+                    ..
+                }
+        )
+    };
+    let failed = results
+        .iter()
+        .find(|r| r.failed_on_its_own())
+        .or_else(|| results.iter().find(|r| !ended_well(r)))?;
+    match failed {
+        InstanceResult::Failed { reason } => Some(RunFailure {
+            reason: reason.clone(),
+            exit_message: None,
+        }),
+        InstanceResult::Exited { end, failure, .. } => {
+            let reason = match (job.kind, failure) {
+                // A built-in algorithm blames the input as SageMaker's own
+                // algorithms do (`ClientError: ...`).
+                (JobKind::Training, Some(f)) if f.starts_with("ClientError: ") => f.clone(),
+                (JobKind::Training, Some(f)) => format!("AlgorithmError: {f}"),
+                (JobKind::Training, None) => {
+                    format!("AlgorithmError: the training container failed ({end})")
+                }
+                (JobKind::Processing, _) => {
+                    "AlgorithmError: See job logs for more information".to_string()
+                }
+            };
+            Some(RunFailure {
+                reason,
+                exit_message: Some(failure.clone().unwrap_or_else(|| end.to_string())),
+            })
+        }
+        InstanceResult::Done => None,
+    }
+}
+
 /// The reason of the first instance that reported a failure on `phase`.
 fn first_failure(job: &SageMakerJob, phase: JobPhase) -> Option<String> {
     job.hosts.iter().find_map(|h| match h.reported(phase) {
         Some(InstanceResult::Failed { reason }) => Some(reason.clone()),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cove_model::jobs::{InstanceReport, JobHost};
+
+    fn ran(kind: JobKind, results: Vec<InstanceResult>) -> SageMakerJob {
+        let mut job: SageMakerJob = serde_json::from_value(serde_json::json!({
+            "kind": "Training", "name": "j", "arn": "arn", "region": "us-east-1",
+            "account_id": "123456789012", "request": {"TrainingJobName": "j",
+            "AlgorithmSpecification": {"TrainingInputMode": "File"}, "RoleArn": "r",
+            "OutputDataConfig": {"S3OutputPath": "s3://b/o"},
+            "StoppingCondition": {}}, "status": "InProgress",
+            "secondary_status": "Training", "transitions": [], "failure_reason": null,
+            "exit_message": null, "creation_time": "t", "start_time": null,
+            "end_time": null, "last_modified_time": "t", "phase": "Running",
+            "hosts": [], "stop_requested": false, "model_artifacts": null,
+            "billable_seconds": null, "session_access_key": null
+        }))
+        .unwrap();
+        job.kind = kind;
+        job.hosts = results
+            .into_iter()
+            .enumerate()
+            .map(|(i, result)| JobHost {
+                report: Some(InstanceReport {
+                    phase: JobPhase::Running,
+                    result,
+                }),
+                ..JobHost::new(format!("algo-{}", i + 1))
+            })
+            .collect();
+        job
+    }
+
+    fn exited(code: i32, failure: Option<&str>, told_to_stop: bool) -> InstanceResult {
+        InstanceResult::Exited {
+            end: ContainerEnd::Exited(code),
+            failure: failure.map(String::from),
+            told_to_stop,
+        }
+    }
+
+    #[test]
+    fn the_instance_that_failed_first_on_its_own_decides_the_reason() {
+        // algo-1 was told to stop because algo-2 failed: algo-2's reason.
+        let job = ran(
+            JobKind::Training,
+            vec![exited(143, None, true), exited(1, Some("boom"), false)],
+        );
+        assert_eq!(
+            how_the_run_failed(&job),
+            Some(RunFailure {
+                reason: "AlgorithmError: boom".into(),
+                exit_message: Some("boom".into())
+            })
+        );
+        let job = ran(
+            JobKind::Training,
+            vec![
+                exited(0, None, false),
+                InstanceResult::Failed {
+                    reason: "ClientError: The container could not run its program: x.".into(),
+                },
+            ],
+        );
+        assert_eq!(
+            how_the_run_failed(&job).unwrap().reason,
+            "ClientError: The container could not run its program: x."
+        );
+        let job = ran(JobKind::Training, vec![exited(2, None, false)]);
+        assert_eq!(
+            how_the_run_failed(&job).unwrap().reason,
+            "AlgorithmError: the training container failed (exit code: 2)"
+        );
+        let job = ran(JobKind::Processing, vec![exited(2, None, false)]);
+        assert_eq!(
+            how_the_run_failed(&job),
+            Some(RunFailure {
+                reason: "AlgorithmError: See job logs for more information".into(),
+                exit_message: Some("exit code: 2".into())
+            })
+        );
+    }
+
+    #[test]
+    fn a_stop_or_the_time_limit_is_no_failure_and_a_clean_run_is_none() {
+        let mut job = ran(JobKind::Training, vec![exited(143, None, true)]);
+        job.outcome = Some(Outcome::Stopped);
+        assert_eq!(how_the_run_failed(&job), None);
+        let job = ran(
+            JobKind::Training,
+            vec![exited(0, None, false), exited(0, None, true)],
+        );
+        assert_eq!(how_the_run_failed(&job), None);
+        // A container killed from outside, though nobody told it to stop.
+        let job = ran(
+            JobKind::Training,
+            vec![InstanceResult::Exited {
+                end: ContainerEnd::Signaled(9),
+                failure: None,
+                told_to_stop: true,
+            }],
+        );
+        assert_eq!(
+            how_the_run_failed(&job).unwrap().reason,
+            "AlgorithmError: the training container failed (killed by signal 9)"
+        );
+    }
 }

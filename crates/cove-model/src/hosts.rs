@@ -352,7 +352,7 @@ mod tests {
         if let crate::jobs::JobRequest::Training(r) = &mut job.request {
             r.resource_config = Some(cove_shapes::sagemaker::ResourceConfig {
                 instance_type: Some(instance_type.into()),
-                instance_count: Some(hosts.len() as i64),
+                instance_count: Some(i64::try_from(hosts.len()).unwrap()),
                 ..Default::default()
             });
         }

@@ -274,6 +274,7 @@ mod tests {
             applied_position: 0,
             instance: String::new(),
             eni_placement: None,
+            ca_certificates: None,
         })
     }
 
