@@ -532,6 +532,10 @@ def test_a_lost_host_fails_the_jobs_it_ran_and_the_others_finish(spread_cluster)
     sm.create_training_job(**sleeper(long, 3, 300))
     assert eventually(lambda: len(running_on(server, agents, short)) == 1
                       and len(running_on(server, agents, long)) == 3, timeout=60), diagnose(server, agents)
+    # `cove hosts` counts the instances each host runs: four in all.
+    listing = subprocess.run([BINARY, "hosts", "--data-dir", server.data_dir], capture_output=True, text=True,
+                             check=True, stdin=subprocess.DEVNULL).stdout
+    assert sum(int(line.split()[8]) for line in listing.splitlines()[1:]) == 4, listing
     short_host = running_on(server, agents, short)["algo-1"]
     victim_id = "c" if short_host != "c" else "b"
     victim = agents[victim_id]

@@ -122,6 +122,19 @@ pub fn host_of<'a>(world: &'a World, eni: &'a NetworkInterface) -> Option<&'a st
     }
 }
 
+/// How many instances of unfinished training and processing jobs run on
+/// host `id` (an instance placed on no host runs on the control plane's).
+pub fn instances_on(world: &World, id: &str) -> usize {
+    let control_plane = control_plane(world).map(|h| h.id.as_str());
+    world
+        .sagemaker_jobs
+        .values()
+        .filter(|j| j.phase != crate::jobs::JobPhase::CleanedUp)
+        .flat_map(|j| &j.hosts)
+        .filter(|i| i.placed_on.as_deref().or(control_plane) == Some(id))
+        .count()
+}
+
 /// The host a new ENI that no tag places goes to under the control
 /// plane's placement (`None`: the control plane's host).
 pub fn place_new_eni(world: &World) -> Option<String> {
@@ -408,6 +421,10 @@ mod tests {
         assert_eq!(
             place_instances(&world, 3, demand),
             [None, Some("b".into()), None]
+        );
+        assert_eq!(
+            (instances_on(&world, "b"), instances_on(&world, "a")),
+            (3, 0)
         );
         // Nothing fits a 96-vCPU type: it still runs, on the freest host.
         assert_eq!(

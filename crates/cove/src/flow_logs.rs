@@ -59,10 +59,7 @@ struct Batch {
 }
 
 fn now_secs() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+    i64::try_from(crate::hosts::now()).unwrap_or(i64::MAX)
 }
 
 /// ENI id → the streams that want its records; `owner` names the account

@@ -231,8 +231,17 @@ pub fn spawn_lost_watch(store: Arc<Store>) -> std::io::Result<()> {
 /// `cove hosts`: one line per host with what is placed on it.
 pub fn render(world: &World, now: u64) -> String {
     let mut out = format!(
-        "{:<20} {:<16} {:<13} {:<10} {:>5} {:>10} {:>5} {:>5} {:>10}\n",
-        "HOST", "UNDERLAY", "ROLE", "STATE", "CPUS", "MEMORY_MIB", "GPUS", "ENIS", "LAST_BEAT"
+        "{:<20} {:<16} {:<13} {:<10} {:>5} {:>10} {:>5} {:>5} {:>9} {:>10}\n",
+        "HOST",
+        "UNDERLAY",
+        "ROLE",
+        "STATE",
+        "CPUS",
+        "MEMORY_MIB",
+        "GPUS",
+        "ENIS",
+        "INSTANCES",
+        "LAST_BEAT"
     );
     for h in world.hosts.values() {
         let enis = world
@@ -241,7 +250,7 @@ pub fn render(world: &World, now: u64) -> String {
             .filter(|e| cove_model::hosts::host_of(world, e) == Some(h.id.as_str()))
             .count();
         out.push_str(&format!(
-            "{:<20} {:<16} {:<13} {:<10} {:>5} {:>10} {:>5} {:>5} {:>9}s\n",
+            "{:<20} {:<16} {:<13} {:<10} {:>5} {:>10} {:>5} {:>5} {:>9} {:>9}s\n",
             h.id,
             h.underlay.to_string(),
             h.role(),
@@ -250,6 +259,7 @@ pub fn render(world: &World, now: u64) -> String {
             h.memory_mib,
             h.gpus,
             enis,
+            cove_model::hosts::instances_on(world, &h.id),
             now.saturating_sub(h.heartbeat_at),
         ));
     }
