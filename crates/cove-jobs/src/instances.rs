@@ -564,10 +564,15 @@ impl Instances {
                     told_to_stop: kill_at.is_some(),
                 }));
             }
-            let current = self.job(&job.key());
-            let running = current
-                .as_ref()
-                .is_some_and(|j| j.phase == JobPhase::Running);
+            // Two fields of the stored job, read without copying it.
+            let (running, terminate) = self
+                .store
+                .snapshot()
+                .sagemaker_jobs
+                .get(&job.key())
+                .map_or((false, false), |j| {
+                    (j.phase == JobPhase::Running, j.terminate_containers)
+                });
             if !running {
                 container.kill();
                 kill_at.get_or_insert_with(Instant::now);
@@ -575,7 +580,7 @@ impl Instances {
                     let _ = container.cleanup();
                     return Ok(None);
                 }
-            } else if current.is_some_and(|j| j.terminate_containers) && kill_at.is_none() {
+            } else if terminate && kill_at.is_none() {
                 tracing::info!(job = %job.name, instance = %host, "stopping the container");
                 container.terminate();
                 kill_at = Some(Instant::now() + self.settings.stop_grace);
