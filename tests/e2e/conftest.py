@@ -123,6 +123,12 @@ class Cove:
             time.sleep(0.1)
         raise RuntimeError("the simulated hosts' agents did not register in 20 s")
 
+    def data_dirs(self):
+        """The data directories of every host: this server's, and with
+        COVE_E2E_HOSTS=3 its agents'."""
+        agents = self.simulation.agents.values() if self.simulation else []
+        return [self.data_dir, *(a.data_dir for a in agents)]
+
     def stop(self, sig=signal.SIGTERM):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)

@@ -794,10 +794,13 @@ def test_a_variants_volume_size_is_each_instances_ml_storage_volume(cove_server,
     sm.create_endpoint(EndpointName=name, EndpointConfigName=config)
     assert wait_endpoint(sm, name)["EndpointStatus"] == "InService"
     assert invoke(runtime, name, {"inputs": [1]})[1]["version"] == 1
-    # One loop-mounted volume per instance, under the endpoint's directory.
-    assert len([v for v in volumes_of(cove_server.data_dir) if name in v]) == 2
+    # One loop-mounted volume per instance, under the endpoint's directory
+    # on the instance's host.
+    def volumes():
+        return [v for d in cove_server.data_dirs() for v in volumes_of(d) if name in v]
+    assert len(volumes()) == 2
     delete_endpoint(sm, name)
-    assert eventually(lambda: not [v for v in volumes_of(cove_server.data_dir) if name in v], timeout=20)
+    assert eventually(lambda: not volumes(), timeout=20)
 
 
 def test_deleting_an_endpoint_right_after_creating_it_leaves_no_failing_worker(cove_server, sm, models):  # noqa: F811

@@ -29,6 +29,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub mod relay;
+
 /// The largest request body InvokeEndpoint accepts (the model's `BodyBlob` max).
 pub const MAX_BODY: usize = 6_291_456;
 /// How long a model may take to answer before the caller gets a ModelError (AWS: 60 s).
@@ -294,8 +296,8 @@ const MAX_IDLE: usize = 512;
 
 impl Pool {
     /// An idle connection that is still open, or a new one opened from
-    /// inside the container's namespace.
-    async fn checkout(&self, key: &str, netns_path: &str) -> std::io::Result<PooledConnection> {
+    /// inside the container's namespace or through its host's relay.
+    async fn checkout(&self, key: &str, route: &Route) -> std::io::Result<PooledConnection> {
         loop {
             let idle = self
                 .idle
@@ -310,7 +312,12 @@ impl Pool {
             }
             return Ok(c);
         }
-        let stream = connect_in_namespace(netns_path.to_string(), SERVING_PORT).await?;
+        let stream = match route {
+            Route::Here(netns_path) => {
+                connect_in_namespace(netns_path.clone(), SERVING_PORT).await?
+            }
+            Route::Relay(r) => relay::connect(r, Duration::from_secs(2)).await?,
+        };
         let (sender, connection) = hyper::client::conn::http1::handshake(stream)
             .await
             .map_err(std::io::Error::other)?;
@@ -327,6 +334,30 @@ impl Pool {
             list.push(c);
         }
     }
+}
+
+/// How the runtime front reaches one serving container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Route {
+    /// On this host: from inside the namespace at this path.
+    Here(String),
+    /// On an agent's host: through its relay.
+    Relay(relay::RelayRoute),
+}
+
+/// How to reach `instance`: through the relay of the agent it is placed on
+/// (registered in `world`), else in its namespace on this host.
+fn route_to(world: &cove_model::world::World, instance: &EndpointInstance) -> Option<Route> {
+    let Some(host) = instance.placed_on.as_deref() else {
+        return Some(Route::Here(instance.netns_path.clone()?));
+    };
+    let h = world.hosts.get(host)?;
+    let r = h.serving_relay.as_ref()?;
+    Some(Route::Relay(relay::RelayRoute {
+        address: std::net::SocketAddr::from((h.underlay, r.port)),
+        token: r.token.clone(),
+        instance: instance.id.clone(),
+    }))
 }
 
 /// Connects to 127.0.0.1:`port` from a thread inside the namespace at
@@ -475,10 +506,13 @@ impl Runtime {
         let request = request.body(Full::new(body)).map_err(|_| {
             RuntimeError::new(500, "InternalFailure", "could not build the request")
         })?;
-        let key = format!("{}/{}", e.name, instance.id);
-        let netns_path = instance.netns_path.clone().unwrap_or_default();
+        // The pool keys by route too: an instance's host re-registered
+        // with a new relay token gets new connections.
+        let route = route_to(&self.store.snapshot(), instance)
+            .unwrap_or_else(|| Route::Here(String::new()));
+        let key = format!("{}/{}/{route:?}", e.name, instance.id);
         let forwarded = async {
-            let mut c = self.pool.checkout(&key, &netns_path).await?;
+            let mut c = self.pool.checkout(&key, &route).await?;
             let answer = exchange(&mut c, request).await?;
             self.pool.checkin(&key, c);
             Ok::<_, BoxError>(answer)
@@ -590,6 +624,7 @@ mod tests {
             failure_reason: None,
             session_access_key: None,
             retiring_since: None,
+            placed_on: None,
         }
     }
 

@@ -6,6 +6,14 @@
 //! configuration's instances come up beside the old ones, traffic moves to
 //! them in one store write, and the old ones drain before they stop. Each
 //! step is stored, so after a restart running containers are adopted.
+//!
+//! The work is split by host. The endpoint's driver runs on the control
+//! plane: it moves the endpoint's status, places each new instance on a
+//! host (with its ENI, in one write) and replaces the instances of a lost
+//! host. Everything else about an instance happens on its host
+//! ([`crate::serving`], run by `cove serve` and by each `cove agent`): the
+//! download, the container, its log, and its release. Transform jobs'
+//! instances run on the control plane's host, driven by their job.
 
 use crate::contract::{self, ContainerCredentials, Serving};
 use crate::driver::Failure;
@@ -13,31 +21,28 @@ use crate::workers::Workers;
 use cove_host::http::ping;
 use cove_host::launch::launch_host;
 use cove_host::launch::HostLaunch;
-use cove_host::logs::LogShipper;
+use cove_host::logs::LogSink;
 use cove_host::s3::joined;
 use cove_host::s3::spawn_in_network;
 use cove_host::s3::{parse_s3_uri, TransferError};
 use cove_host::Settings;
-use cove_logs::LogsService;
 use cove_model::endpoints::{
     EndpointInstance, EndpointStatus, InstanceState, SageMakerEndpoint, TransformJob,
     TransformPhase,
 };
+use cove_model::hosts::Locality;
 use cove_model::ids::now_rfc3339;
 use cove_model::jobs::{SageMakerDefinition, StsSession};
-use cove_runtime::overlay::{overlay, unmount};
+use cove_runtime::overlay::overlay;
 use cove_runtime::{Container, RootFs, Status};
 use cove_sagemaker::endpoints::model_container;
 use cove_sagemaker::requests::{ContainerDefinition, CreateModelInput, VpcConfig};
 use cove_store::Store;
 use cove_sts::StsService;
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How long a replaced instance keeps serving the requests it already has.
-const DRAIN: Duration = Duration::from_secs(3);
 /// AWS's default `ContainerStartupHealthCheckTimeoutInSeconds`.
 const DEFAULT_HEALTH_CHECK_TIMEOUT: u64 = 600;
 
@@ -52,14 +57,24 @@ pub fn ping_failed(variant: &str) -> String {
 }
 
 pub struct Hosting {
-    store: Arc<Store>,
-    logs: Arc<LogsService>,
+    pub(crate) store: Arc<Store>,
+    /// Where the instances' logs go (CloudWatch Logs, or on an agent the
+    /// control plane through the store).
+    pub(crate) logs: Arc<dyn LogSink>,
+    pub(crate) settings: Settings,
+    /// The host this process runs instances for.
+    pub(crate) here: Locality,
+    /// What only the control plane has: `None` on an agent.
+    control: Option<ControlPlane>,
+    /// Endpoints with a driver, and instances with a worker.
+    pub(crate) workers: Workers,
+}
+
+/// What the endpoints' drivers need beyond one host's work.
+struct ControlPlane {
     sts: Arc<StsService>,
-    settings: Settings,
     /// Where instances of models without a `VpcConfig` get their network.
     public_network: Arc<dyn crate::PublicAppNetwork>,
-    /// Endpoints with a driver, and instances with a worker.
-    workers: Workers,
 }
 
 /// Whose instance it is, by store key: an endpoint's or a batch transform job's.
@@ -79,7 +94,7 @@ impl Owner {
 }
 
 /// One instance with what bringing it up needs to know.
-struct Unit {
+pub(crate) struct Unit {
     owner: Owner,
     /// The endpoint's or job's name.
     name: String,
@@ -106,26 +121,75 @@ struct Deployment {
     volume_gb: Option<u64>,
 }
 
+/// Which steps of an instance's life a worker takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Steps {
+    /// Provisioning only (an endpoint's driver on the control plane).
+    Provision,
+    /// Downloading and starting (the instance's host).
+    OnItsHost,
+    /// All of them in one process (a transform job's instances).
+    All,
+}
+
+impl Steps {
+    fn takes(self, state: InstanceState) -> bool {
+        match state {
+            InstanceState::Provisioning => self != Steps::OnItsHost,
+            InstanceState::Downloading | InstanceState::Starting => self != Steps::Provision,
+            _ => false,
+        }
+    }
+}
+
 impl Hosting {
+    /// The control plane's hosting: the endpoints' and transform jobs'
+    /// drivers, and the instances placed on its own host.
     pub fn new(
         store: Arc<Store>,
-        logs: Arc<LogsService>,
+        logs: Arc<dyn LogSink>,
         sts: Arc<StsService>,
         settings: Settings,
         public_network: Arc<dyn crate::PublicAppNetwork>,
+        here: Locality,
     ) -> Arc<Hosting> {
         Arc::new(Hosting {
             store,
             logs,
-            sts,
             settings,
-            public_network,
+            here,
+            control: Some(ControlPlane {
+                sts,
+                public_network,
+            }),
             workers: Workers::default(),
         })
     }
 
-    /// Watches the store and gives every endpoint and unfinished transform job a driver.
+    /// An agent's hosting: the endpoint instances placed on its host.
+    pub fn on_agent(
+        store: Arc<Store>,
+        logs: Arc<dyn LogSink>,
+        settings: Settings,
+        here: Locality,
+    ) -> Arc<Hosting> {
+        Arc::new(Hosting {
+            store,
+            logs,
+            settings,
+            here,
+            control: None,
+            workers: Workers::default(),
+        })
+    }
+
+    /// Runs the instances placed on this host and, on the control plane,
+    /// gives every endpoint and unfinished transform job a driver.
     pub fn spawn(self: &Arc<Self>) -> std::io::Result<()> {
+        self.spawn_instances_here()?;
+        if self.control.is_none() {
+            return Ok(());
+        }
         let me = self.clone();
         crate::workers::watch_store(self.store.clone(), "cove-hosting", move |world| {
             for key in world.sagemaker_endpoints.keys() {
@@ -153,15 +217,15 @@ impl Hosting {
         &self.store
     }
 
-    pub(crate) fn logs(&self) -> &LogsService {
-        &self.logs
+    pub(crate) fn logs(&self) -> &dyn LogSink {
+        self.logs.as_ref()
     }
 
     pub(crate) fn settings(&self) -> &Settings {
         &self.settings
     }
 
-    fn endpoint(&self, key: &str) -> Option<SageMakerEndpoint> {
+    pub(crate) fn endpoint(&self, key: &str) -> Option<SageMakerEndpoint> {
         self.store
             .snapshot()
             .sagemaker_endpoints
@@ -184,22 +248,21 @@ impl Hosting {
     }
 
     /// An endpoint's files, by its ARN.
-    fn endpoint_dir(&self, arn: &str) -> PathBuf {
+    pub(crate) fn endpoint_dir(&self, arn: &str) -> PathBuf {
         crate::workload_dir(&self.settings.jobs_dir, arn)
     }
 
-    fn instance_dir(&self, endpoint_arn: &str, id: &str) -> PathBuf {
+    pub(crate) fn instance_dir(&self, endpoint_arn: &str, id: &str) -> PathBuf {
         self.endpoint_dir(endpoint_arn).join(id)
     }
 
     // ---- The endpoint driver ----
 
     fn drive(self: &Arc<Self>, key: &str) {
-        let mut shippers: HashMap<String, LogShipper> = HashMap::new();
         loop {
             let generation = self.store.generation();
             let Some(e) = self.endpoint(key) else { return };
-            match self.tick(&e, &mut shippers) {
+            match self.tick(&e) {
                 Ok(true) => return,
                 Ok(false) => {}
                 // Deleted while the step ran (DeleteEndpoint right after
@@ -216,90 +279,58 @@ impl Hosting {
     }
 
     /// One pass over an endpoint; `true` once it is deleted.
-    fn tick(
-        self: &Arc<Self>,
-        e: &SageMakerEndpoint,
-        shippers: &mut HashMap<String, LogShipper>,
-    ) -> anyhow::Result<bool> {
+    fn tick(self: &Arc<Self>, e: &SageMakerEndpoint) -> anyhow::Result<bool> {
         let key = e.key();
+        self.forget_lost_instances(e)?;
         if e.delete_requested {
-            return self.delete(e);
-        }
-        // Logs of every instance whose container may have written some.
-        let group = format!("/aws/sagemaker/Endpoints/{}", e.name);
-        for i in &e.instances {
-            let dir = self.instance_dir(&e.arn, &i.id);
-            if !dir.join("container.log").exists() {
-                continue;
-            }
-            let variant = i.variant.clone();
-            let id = i.id.clone();
-            shippers
-                .entry(i.id.clone())
-                .or_insert_with(|| LogShipper::new(&dir, || format!("{variant}/{id}")))
-                .ship(self.logs.as_ref(), &e.region, &e.account_id, &group);
-        }
-        // An instance whose container ended no longer serves.
-        for i in e
-            .instances
-            .iter()
-            .filter(|i| i.state == InstanceState::InService)
-        {
-            let state = self.instance_dir(&e.arn, &i.id).join("state");
-            let status = Container::adopt(&state).ok().flatten().map(|c| c.status());
-            if !matches!(status, Some(Status::Running)) {
-                tracing::warn!(endpoint = %e.name, instance = %i.id, ?status, "serving container ended");
-                let reason = format!(
-                    "The serving container of instance {} exited ({status:?}).",
-                    i.id
-                );
-                self.update_instance(&Owner::Endpoint(key.clone()), &i.id, |i| {
-                    i.state = InstanceState::Failed;
-                    i.failure_reason = Some(reason);
-                })?;
-            }
+            return self.delete(&key);
         }
         let e = self.advance(&key)?;
-        // Workers for instances on their way up, and for those to release.
+        // A worker for each instance to place and give its network; its
+        // host does the rest.
         for i in &e.instances {
-            let me = self.clone();
-            let (k, id) = (key.clone(), i.id.clone());
-            let worker_key = format!("{key}/{}", i.id);
-            match i.state {
-                InstanceState::Provisioning
-                | InstanceState::Downloading
-                | InstanceState::Starting => {
-                    self.workers
-                        .run_once(&worker_key, format!("up-{}", i.id), move || {
-                            me.bring_up(&Owner::Endpoint(k), &id)
-                        });
-                }
-                InstanceState::Failed => {
-                    self.workers
-                        .run_once(&worker_key, format!("rel-{}", i.id), move || {
-                            me.release(&k, &id)
-                        });
-                }
-                InstanceState::Retiring => {
-                    let drained = i
-                        .retiring_since
-                        .as_deref()
-                        .map(|s| {
-                            cove_sagemaker::common::seconds_between(s, &now_rfc3339())
-                                >= i64::try_from(DRAIN.as_secs()).unwrap_or(i64::MAX)
-                        })
-                        .unwrap_or(true);
-                    if drained {
-                        self.workers
-                            .run_once(&worker_key, format!("rel-{}", i.id), move || {
-                                me.release(&k, &id)
-                            });
-                    }
-                }
-                InstanceState::InService => {}
+            if i.state == InstanceState::Provisioning {
+                let me = self.clone();
+                let (k, id) = (key.clone(), i.id.clone());
+                self.workers.run_once(
+                    &format!("{key}/{}", i.id),
+                    format!("up-{}", i.id),
+                    move || me.bring_up(&Owner::Endpoint(k), &id, Steps::Provision),
+                );
             }
         }
         Ok(false)
+    }
+
+    /// Gives back the instances whose host is lost, as their host cannot:
+    /// the endpoint's variants get new ones elsewhere. What they left on
+    /// the lost host is removed when it comes back.
+    fn forget_lost_instances(&self, e: &SageMakerEndpoint) -> anyhow::Result<()> {
+        let world = self.store.snapshot();
+        let lost = |i: &EndpointInstance| {
+            i.placed_on.as_deref().is_some_and(|h| {
+                world
+                    .hosts
+                    .get(h)
+                    .is_none_or(|h| h.state == cove_model::hosts::HostState::Lost)
+            })
+        };
+        if !e.instances.iter().any(lost) {
+            return Ok(());
+        }
+        self.store.write(|tx| {
+            let mut e = tx.cloned::<SageMakerEndpoint>(&e.key())?;
+            let (gone, kept): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut e.instances).into_iter().partition(lost);
+            for i in &gone {
+                tracing::warn!(endpoint = %e.name, instance = %i.id, host = ?i.placed_on, "the host of an endpoint instance was lost; replacing it");
+                release_network(tx, i);
+            }
+            e.instances = kept;
+            tx.put(e);
+            Ok(())
+        })?;
+        Ok(())
     }
 
     /// Moves the endpoint's status along from its instances' states, and
@@ -412,6 +443,16 @@ impl Hosting {
                 }
                 _ => {}
             }
+            // A failed instance's reason has been read above: its host
+            // may now stop and release it.
+            for i in e
+                .instances
+                .iter_mut()
+                .filter(|i| i.state == InstanceState::Failed)
+            {
+                i.state = InstanceState::Retiring;
+                i.retiring_since = Some(now.clone());
+            }
             if e.status == EndpointStatus::Failed {
                 return e.clone();
             }
@@ -454,62 +495,25 @@ impl Hosting {
         })
     }
 
-    fn delete(&self, e: &SageMakerEndpoint) -> anyhow::Result<bool> {
-        for i in &e.instances {
-            stop_container(&self.instance_dir(&e.arn, &i.id), Duration::from_secs(2));
-        }
-        self.store.write(|tx| {
-            let Some(e) = tx.world.sagemaker_endpoints.get(&e.key()).cloned() else {
-                return Ok(());
+    /// Deletes the endpoint once every instance's host has released it.
+    fn delete(&self, key: &str) -> anyhow::Result<bool> {
+        let deleted = self.store.write(|tx| {
+            let Some(e) = tx.world.sagemaker_endpoints.get(key).cloned() else {
+                return Ok(true);
             };
-            for i in &e.instances {
-                release_network(tx, i);
+            if !e.instances.is_empty() {
+                return Ok(false);
             }
-            tx.delete::<SageMakerEndpoint>(&e.key());
-            Ok(())
+            tx.delete::<SageMakerEndpoint>(key);
+            Ok(true)
         })?;
-        for i in &e.instances {
-            let dir = self.instance_dir(&e.arn, &i.id);
-            unmount(&dir.join("rootfs"));
-            if let Err(err) = cove_host::volume::detach(&dir) {
-                tracing::warn!(instance = %i.id, error = %format!("{err:#}"), "detaching an instance's volume");
+        if deleted {
+            let dir = self.endpoint_dir(key);
+            if dir.exists() {
+                std::fs::remove_dir_all(&dir)?;
             }
         }
-        let dir = self.endpoint_dir(&e.arn);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)?;
-        }
-        Ok(true)
-    }
-
-    /// Stops a failed or retired instance, gives back its ENI and forgets
-    /// it. (A failure's reason has already been read by `advance`, which
-    /// runs before any release is started.)
-    fn release(&self, key: &str, id: &str) {
-        let Some(e) = self.endpoint(key) else { return };
-        let dir = self.instance_dir(&e.arn, id);
-        stop_container(&dir, self.settings.stop_grace.min(Duration::from_secs(10)));
-        unmount(&dir.join("rootfs"));
-        if let Err(err) = cove_host::volume::detach(&dir) {
-            tracing::warn!(instance = id, error = %format!("{err:#}"), "detaching an instance's volume");
-        }
-        let released = self.store.write(|tx| {
-            let Some(mut e) = tx.world.sagemaker_endpoints.get(key).map(|x| (**x).clone()) else {
-                return Ok(());
-            };
-            let Some(pos) = e.instances.iter().position(|i| i.id == id) else {
-                return Ok(());
-            };
-            release_network(tx, &e.instances[pos]);
-            e.instances.remove(pos);
-            tx.put(e);
-            Ok(())
-        });
-        if let Err(err) = released {
-            tracing::warn!(instance = id, error = %err.message, "releasing an endpoint instance");
-            return;
-        }
-        let _ = std::fs::remove_dir_all(&dir);
+        Ok(deleted)
     }
 
     // ---- Bringing one instance up ----
@@ -579,7 +583,7 @@ impl Hosting {
 
     /// The instance `id` of `owner` with what bringing it up needs, or
     /// `None` once its owner is gone, deleted or stopped.
-    fn unit(&self, owner: &Owner, id: &str) -> Option<Result<Unit, Failure>> {
+    pub(crate) fn unit(&self, owner: &Owner, id: &str) -> Option<Result<Unit, Failure>> {
         let world = self.store.snapshot();
         let (name, region, account_id, instances, deployment) = match owner {
             Owner::Endpoint(key) => {
@@ -670,9 +674,9 @@ impl Hosting {
         Ok(())
     }
 
-    /// Takes instance `id` from Provisioning to InService (or Failed),
-    /// step by step, each step stored.
-    pub(crate) fn bring_up(&self, owner: &Owner, id: &str) {
+    /// Takes instance `id` through `steps` of Provisioning, Downloading and
+    /// Starting to InService (or Failed), step by step, each step stored.
+    pub(crate) fn bring_up(&self, owner: &Owner, id: &str, steps: Steps) {
         loop {
             let u = match self.unit(owner, id) {
                 None => return,
@@ -682,6 +686,9 @@ impl Hosting {
                     return;
                 }
             };
+            if !steps.takes(u.instance.state) {
+                return;
+            }
             let step = match u.instance.state {
                 InstanceState::Provisioning => self.provision(&u),
                 InstanceState::Downloading => self.download(&u),
@@ -723,12 +730,15 @@ impl Hosting {
 
     fn provision(&self, u: &Unit) -> anyhow::Result<Result<(), Failure>> {
         let (i, d) = (&u.instance, &u.deployment);
+        let Some(control) = &self.control else {
+            anyhow::bail!("only the control plane provisions instances");
+        };
         if d.vpc.is_some() && self.settings.instance.is_none() {
             return Ok(Err(Failure("ClientError: Cove's data plane is off (it needs root, ip and nft), so a model with a VpcConfig cannot get its network interfaces.".into())));
         }
         if i.session_access_key.is_none() {
             if let Some(role) = &d.model.execution_role_arn {
-                let s = crate::assume_job_role(&self.sts, &u.account_id, role)?;
+                let s = crate::assume_job_role(&control.sts, &u.account_id, role)?;
                 self.update_instance(&u.owner, &i.id, |i| i.session_access_key = Some(s))?;
             }
         }
@@ -741,6 +751,7 @@ impl Hosting {
                 Owner::Endpoint(_) => "Endpoint",
                 Owner::Transform(_) => "Transform Job",
             };
+            let placed_on = self.place(u);
             let made = self.write_instances(&u.owner, |tx, instances| {
                 let Some(inst) = instances.iter_mut().find(|x| x.id == i.id) else {
                     return Ok(());
@@ -755,13 +766,20 @@ impl Hosting {
                 );
                 let description =
                     placement.host_eni_description(&format!("{what} {} ({})", u.name, i.id));
-                inst.eni_id = Some(crate::create_workload_eni(
+                let eni = crate::create_workload_eni(
                     tx,
-                    self.public_network.as_ref(),
+                    control.public_network.as_ref(),
                     placement,
                     (&u.region, &u.account_id),
                     description,
-                )?);
+                )?;
+                if placed_on.is_some() {
+                    let mut placed = tx.cloned::<cove_model::vpc::NetworkInterface>(&eni)?;
+                    placed.host = placed_on.clone();
+                    tx.put(placed);
+                }
+                inst.eni_id = Some(eni);
+                inst.placed_on = placed_on;
                 Ok(())
             });
             if let Err(err) = made {
@@ -789,8 +807,55 @@ impl Hosting {
         Ok(Ok(()))
     }
 
+    /// The host of a new endpoint instance: spread over the hosts beside
+    /// its endpoint's other instances, unless only the control plane's host
+    /// can run it (its image is in Cove's registry, which agents cannot
+    /// read yet). A transform job's instances stay with their job's driver.
+    fn place(&self, u: &Unit) -> Option<String> {
+        let Owner::Endpoint(key) = &u.owner else {
+            return None;
+        };
+        let container = model_container(&u.deployment.model)
+            .cloned()
+            .unwrap_or_default();
+        if crate::image_needs_control_plane(
+            &self.settings,
+            container.image.as_deref().unwrap_or_default(),
+            false,
+        ) {
+            return None;
+        }
+        let world = self.store.snapshot();
+        let siblings: Vec<Option<&str>> = world
+            .sagemaker_endpoints
+            .get(key)
+            .into_iter()
+            .flat_map(|e| &e.instances)
+            .filter(|i| i.id != u.instance.id && i.is_live() && i.eni_id.is_some())
+            .map(|i| i.placed_on.as_deref())
+            .collect();
+        cove_model::hosts::place_instances_beside(
+            &world,
+            1,
+            cove_model::hosts::Demand::of(&u.deployment.instance_type),
+            &siblings,
+        )
+        .pop()
+        .flatten()
+    }
+
     fn download(&self, u: &Unit) -> anyhow::Result<Result<(), Failure>> {
         crate::wait_for_restored_network(&self.store, &self.settings)?;
+        // This host's data plane makes the instance's ENI real before the
+        // first packet (on an agent, it learns of it from the store).
+        if u.instance.eni_id.is_some()
+            && self.settings.instance.is_some()
+            && !self
+                .store
+                .wait_applied(self.store.generation(), Duration::from_secs(60))
+        {
+            anyhow::bail!("this host's data plane did not apply the instance's ENI within 60 s");
+        }
         let (i, d, dir) = (&u.instance, &u.deployment, u.dir.clone());
         if let Some(size) = d.volume_gb {
             cove_host::volume::attach_or_say(&dir, size);

@@ -13,7 +13,7 @@
 use crate::contract::{self, ContainerCredentials, HostContract};
 use crate::driver::Failure;
 use crate::file_systems;
-use crate::workers::{watch_store, Workers};
+use crate::workers::{watch_store, Every, Workers, LEFTOVER_SWEEP};
 use crate::{session_of, REQUESTER};
 use cove_host::eni_netns;
 use cove_host::launch::{launch_host, HostLaunch};
@@ -68,9 +68,11 @@ impl Instances {
 
     /// Watches the store and gives every instance placed here that has not
     /// reported on its job's phase a worker; removes what instances that no
-    /// longer run here left behind.
+    /// longer run here left behind, at start and then every
+    /// [`LEFTOVER_SWEEP`].
     pub fn spawn(self: &Arc<Self>) -> std::io::Result<()> {
         let me = self.clone();
+        let sweep = Every::new(LEFTOVER_SWEEP);
         watch_store(self.store.clone(), "cove-instances", move |world| {
             for job in world.sagemaker_jobs.values() {
                 if !has_instance_work(job.phase) {
@@ -89,7 +91,9 @@ impl Instances {
                         .run_once(&format!("{key}#{i}"), thread, move || worker.work(&key, i));
                 }
             }
-            me.remove_leftovers(world);
+            if sweep.due() {
+                me.remove_leftovers(world);
+            }
         })
     }
 
@@ -647,25 +651,42 @@ impl Instances {
                 }
             }
         }
-        // <jobs dir>/<account>/<region>/<training-job|processing-job>/<name>/<instance>
-        let children = |d: &Path| -> Vec<PathBuf> {
-            std::fs::read_dir(d)
-                .map(|r| r.flatten().map(|e| e.path()).collect())
-                .unwrap_or_default()
-        };
-        for account in children(&self.settings.jobs_dir) {
-            for region in children(&account) {
-                for kind in ["training-job", "processing-job"] {
-                    for job_dir in children(&region.join(kind)) {
-                        for dir in children(&job_dir) {
-                            if dir.is_dir() && !live.contains(&dir) {
-                                tracing::info!(dir = %dir.display(), "removing what an instance no longer here left");
-                                if let Err(e) = remove_instance_dir(&dir) {
-                                    tracing::warn!(dir = %dir.display(), error = %e, "removing an instance's leftovers failed");
-                                }
+        remove_instances_but(
+            &self.settings.jobs_dir,
+            &["training-job", "processing-job"],
+            &live,
+        );
+    }
+}
+
+/// Removes the instance directories of `kinds` under `jobs_dir`
+/// (`<jobs dir>/<account>/<region>/<kind>/<name>/<instance>`) that are not
+/// in `live`, with their containers and mounts: what instances that no
+/// longer run on this host left (after a crash, or a host that was lost).
+pub(crate) fn remove_instances_but(
+    jobs_dir: &Path,
+    kinds: &[&str],
+    live: &std::collections::HashSet<PathBuf>,
+) {
+    let children = |d: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(d)
+            .map(|r| r.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default()
+    };
+    for account in children(jobs_dir) {
+        for region in children(&account) {
+            for kind in kinds {
+                for owner_dir in children(&region.join(kind)) {
+                    for dir in children(&owner_dir) {
+                        if dir.is_dir() && !live.contains(&dir) {
+                            tracing::info!(dir = %dir.display(), "removing what an instance no longer here left");
+                            if let Err(e) = remove_instance_dir(&dir) {
+                                tracing::warn!(dir = %dir.display(), error = %e, "removing an instance's leftovers failed");
                             }
                         }
                     }
+                    // Fails while an instance still has its directory.
+                    let _ = std::fs::remove_dir(&owner_dir);
                 }
             }
         }
@@ -709,7 +730,7 @@ pub(crate) fn instance_dir(jobs_dir: &Path, job: &SageMakerJob, i: usize) -> Pat
 /// Kills the container whose state is under `dir`, unmounts what the
 /// instance mounted and removes the directory, then its job's directory
 /// once it is empty.
-fn remove_instance_dir(dir: &Path) -> anyhow::Result<()> {
+pub(crate) fn remove_instance_dir(dir: &Path) -> anyhow::Result<()> {
     if let Ok(Some(c)) = Container::adopt(&dir.join("state")) {
         c.kill();
         let _ = c.cleanup();

@@ -23,6 +23,7 @@ pub mod hosting;
 pub mod instances;
 pub mod load;
 pub mod recommender;
+mod serving;
 pub mod studio_apps;
 pub mod training;
 pub mod transform;
@@ -77,6 +78,24 @@ pub trait PublicAppNetwork: Send + Sync {
         eni_id: &str,
         network: ManagedNetwork,
     ) -> cove_model::AwsResult<()>;
+}
+
+/// Whether a workload of `image` must run on the control plane's host:
+/// the image is in Cove's registry, which agents cannot read yet, or in
+/// the control plane's legacy image directory (unless the workload runs in
+/// script mode, on the host's root, which every host has).
+pub(crate) fn image_needs_control_plane(
+    settings: &Settings,
+    image: &str,
+    script_mode: bool,
+) -> bool {
+    let in_registry = settings
+        .registry
+        .as_ref()
+        .is_some_and(|r| r.resolve(image).is_ok());
+    in_registry
+        || (!script_mode
+            && cove_runtime::image::legacy_rootfs_dir(&settings.images_dir, image).is_dir())
 }
 
 /// After a restart the kernel holds none of the stored world's networks

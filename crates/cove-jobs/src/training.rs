@@ -262,15 +262,7 @@ impl Training {
             return true;
         }
         let image = job.request.image().unwrap_or_default();
-        let in_registry = self
-            .settings
-            .registry
-            .as_ref()
-            .is_some_and(|r| r.resolve(image).is_ok());
-        in_registry
-            || (!script_mode(job)
-                && cove_runtime::image::legacy_rootfs_dir(&self.settings.images_dir, image)
-                    .is_dir())
+        crate::image_needs_control_plane(&self.settings, image, script_mode(job))
     }
 
     // ---- Downloading ----

@@ -3,7 +3,7 @@
 //! from inside its network, and writes the answers back to S3.
 
 use crate::driver::{Driver, Step};
-use crate::hosting::{release_network, stop_container, Hosting, Owner};
+use crate::hosting::{release_network, stop_container, Hosting, Owner, Steps};
 use crate::training::ARTIFACT_UPLOAD_FAILED;
 use crate::training::DATA_DOWNLOAD_FAILED;
 use cove_host::http::{connect, Connection};
@@ -214,7 +214,7 @@ impl Hosting {
             .iter()
             .map(|i| {
                 let (me, owner, id) = (self.clone(), owner.clone(), i.id.clone());
-                std::thread::spawn(move || me.bring_up(&owner, &id))
+                std::thread::spawn(move || me.bring_up(&owner, &id, Steps::All))
             })
             .collect();
         while workers.iter().any(|w| !w.is_finished()) {

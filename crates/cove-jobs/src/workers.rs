@@ -27,6 +27,36 @@ pub(crate) fn watch_store(
         .map(|_| ())
 }
 
+/// A chore done at most once per period, the first time at once: the
+/// sweeps of leftovers, which walk directories and need not follow every
+/// change to the store.
+pub(crate) struct Every {
+    period: Duration,
+    last: Mutex<Option<std::time::Instant>>,
+}
+
+impl Every {
+    pub(crate) fn new(period: Duration) -> Every {
+        Every {
+            period,
+            last: Mutex::new(None),
+        }
+    }
+
+    /// Whether the chore is due now; if so, the period starts again.
+    pub(crate) fn due(&self) -> bool {
+        let mut last = self.last.lock().expect("lock");
+        if last.is_some_and(|t| t.elapsed() < self.period) {
+            return false;
+        }
+        *last = Some(std::time::Instant::now());
+        true
+    }
+}
+
+/// How often a host looks for what instances that no longer run on it left.
+pub(crate) const LEFTOVER_SWEEP: Duration = Duration::from_secs(30);
+
 /// Applies `f` to the stored resource `key` in one write.
 pub(crate) fn update<R: Resource>(
     store: &Store,

@@ -77,6 +77,10 @@ pub struct EndpointInstance {
     /// When it started retiring (RFC 3339), for the drain period.
     #[serde(default)]
     pub retiring_since: Option<String>,
+    /// The agent's host it runs on (`None`: the control plane's host).
+    /// Set with its ENI, in one write, so it is never placed twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placed_on: Option<String>,
 }
 
 impl EndpointInstance {
@@ -93,6 +97,7 @@ impl EndpointInstance {
             failure_reason: None,
             session_access_key: None,
             retiring_since: None,
+            placed_on: None,
         }
     }
 
@@ -181,6 +186,7 @@ mod tests {
             failure_reason: None,
             session_access_key: None,
             retiring_since: None,
+            placed_on: None,
         }
     }
 

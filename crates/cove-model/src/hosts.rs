@@ -75,6 +75,20 @@ pub struct Host {
     /// job on any host verify Cove's HTTPS listeners.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_certificates: Option<String>,
+    /// On an agent's registration: where the control plane reaches the
+    /// serving containers of the endpoint instances placed on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serving_relay: Option<ServingRelay>,
+}
+
+/// An agent's relay to its serving containers (`cove_jobs::relay`): a
+/// port on its underlay address that opens a tunnel to one in-service
+/// instance's container for a caller that presents the token. The token is
+/// new at each start of the agent, and only the store holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServingRelay {
+    pub port: u16,
+    pub token: String,
 }
 
 impl Host {
@@ -122,16 +136,38 @@ pub fn host_of<'a>(world: &'a World, eni: &'a NetworkInterface) -> Option<&'a st
     }
 }
 
-/// How many instances of unfinished training and processing jobs run on
-/// host `id` (an instance placed on no host runs on the control plane's).
-pub fn instances_on(world: &World, id: &str) -> usize {
-    let control_plane = control_plane(world).map(|h| h.id.as_str());
-    world
+/// Every instance that holds a host's capacity: those of unfinished
+/// training and processing jobs and every endpoint's, each with the host
+/// it is placed on (`None`: the control plane's) and its instance type.
+fn placed_instances(world: &World) -> impl Iterator<Item = (Option<&str>, String)> {
+    let jobs = world
         .sagemaker_jobs
         .values()
         .filter(|j| j.phase != crate::jobs::JobPhase::CleanedUp)
-        .flat_map(|j| &j.hosts)
-        .filter(|i| i.placed_on.as_deref().or(control_plane) == Some(id))
+        .flat_map(|j| {
+            let instance_type = j.request.cluster().0;
+            j.hosts
+                .iter()
+                .map(move |i| (i.placed_on.as_deref(), instance_type.clone()))
+        });
+    let endpoints = world.sagemaker_endpoints.values().flat_map(|e| {
+        e.instances.iter().map(|i| {
+            let instance_type = e
+                .variant_of(i)
+                .map(|v| v.instance_type.clone())
+                .unwrap_or_default();
+            (i.placed_on.as_deref(), instance_type)
+        })
+    });
+    jobs.chain(endpoints)
+}
+
+/// How many instances of unfinished jobs and of endpoints run on host `id`
+/// (an instance placed on no host runs on the control plane's).
+pub fn instances_on(world: &World, id: &str) -> usize {
+    let control_plane = control_plane(world).map(|h| h.id.as_str());
+    placed_instances(world)
+        .filter(|(on, _)| on.or(control_plane) == Some(id))
         .count()
 }
 
@@ -182,11 +218,23 @@ impl Demand {
 /// control plane's placement (`None`: the control plane's host). With
 /// `spread`, each instance goes to the available host that holds the
 /// fewest of the job's instances so far, among those where it still fits
-/// beside what unfinished jobs hold, then with the most free vCPUs; where
-/// it fits nowhere it goes to the host with the most free vCPUs anyway:
-/// Cove overcommits rather than refusing, as each container's cgroup
-/// holds it to its type's share.
+/// beside what unfinished jobs and endpoints hold, then with the most free
+/// vCPUs; where it fits nowhere it goes to the host with the most free
+/// vCPUs anyway: Cove overcommits rather than refusing, as each
+/// container's cgroup holds it to its type's share.
 pub fn place_instances(world: &World, count: usize, demand: Demand) -> Vec<Option<String>> {
+    place_instances_beside(world, count, demand, &[])
+}
+
+/// [`place_instances`] for new instances of an owner that already has
+/// instances on `siblings` (an endpoint's variant growing or replacing a
+/// lost instance): they count as the owner's when spreading.
+pub fn place_instances_beside(
+    world: &World,
+    count: usize,
+    demand: Demand,
+    siblings: &[Option<&str>],
+) -> Vec<Option<String>> {
     let Some(cp) = control_plane(world).filter(|cp| cp.eni_placement == Some(EniPlacement::Spread))
     else {
         return vec![None; count];
@@ -204,19 +252,13 @@ pub fn place_instances(world: &World, count: usize, demand: Demand) -> Vec<Optio
             (h.as_ref(), zero)
         })
         .collect();
-    for job in world
-        .sagemaker_jobs
-        .values()
-        .filter(|j| j.phase != crate::jobs::JobPhase::CleanedUp)
-    {
-        let taken = Demand::of(&job.request.cluster().0);
-        for instance in &job.hosts {
-            let on = instance.placed_on.as_deref().unwrap_or(&cp.id);
-            if let Some((_, used)) = hosts.iter_mut().find(|(h, _)| h.id == on) {
-                used.cpus += taken.cpus;
-                used.memory_mib += taken.memory_mib;
-                used.gpus += taken.gpus;
-            }
+    for (on, instance_type) in placed_instances(world) {
+        let taken = Demand::of(&instance_type);
+        let on = on.unwrap_or(&cp.id);
+        if let Some((_, used)) = hosts.iter_mut().find(|(h, _)| h.id == on) {
+            used.cpus += taken.cpus;
+            used.memory_mib += taken.memory_mib;
+            used.gpus += taken.gpus;
         }
     }
     let fits = |h: &Host, used: &Demand| {
@@ -225,6 +267,11 @@ pub fn place_instances(world: &World, count: usize, demand: Demand) -> Vec<Optio
             && used.gpus + demand.gpus <= h.gpus
     };
     let mut of_this_job: std::collections::BTreeMap<String, usize> = Default::default();
+    for on in siblings {
+        *of_this_job
+            .entry(on.unwrap_or(&cp.id).to_string())
+            .or_default() += 1;
+    }
     let mut placed = Vec::with_capacity(count);
     for _ in 0..count {
         let best = hosts
@@ -313,6 +360,7 @@ mod tests {
             instance: String::new(),
             eni_placement: None,
             ca_certificates: None,
+            serving_relay: None,
         }
     }
 
@@ -380,6 +428,39 @@ mod tests {
         job
     }
 
+    fn endpoint_on(host: Option<&str>, instance_type: &str) -> crate::endpoints::SageMakerEndpoint {
+        use crate::endpoints::*;
+        let mut instance = EndpointInstance::provisioning("AllTraffic", "config");
+        instance.placed_on = host.map(String::from);
+        SageMakerEndpoint {
+            name: "ep".into(),
+            arn: "arn:aws:sagemaker:us-east-1:000000000000:endpoint/ep".into(),
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+            config_name: "config".into(),
+            variants: vec![EndpointVariant {
+                name: "AllTraffic".into(),
+                model_name: "m".into(),
+                instance_type: instance_type.into(),
+                current_weight: 1.0,
+                desired_weight: 1.0,
+                current_instance_count: 1,
+                desired_instance_count: 1,
+                image: "img".into(),
+            }],
+            pending_config: None,
+            pending_variants: vec![],
+            pending_since: None,
+            status: EndpointStatus::InService,
+            failure_reason: None,
+            creation_time: String::new(),
+            last_modified_time: String::new(),
+            instances: vec![instance],
+            delete_requested: false,
+            request: Default::default(),
+        }
+    }
+
     #[test]
     fn instances_spread_over_hosts_where_they_fit_and_overcommit_when_none_fits() {
         let mut world = fixtures::world("h", vec![], [&[], &[], &[]], vec![]);
@@ -426,6 +507,27 @@ mod tests {
             (instances_on(&world, "b"), instances_on(&world, "a")),
             (3, 0)
         );
+        // A new instance of an owner with one on the control plane's host
+        // goes elsewhere where it fits.
+        assert_eq!(
+            place_instances_beside(&world, 1, demand, &[None]),
+            [Some("b".into())]
+        );
+        // An endpoint's instance holds capacity too: b is full.
+        let mut endpoint = endpoint_on(Some("b"), "ml.m5.large");
+        world
+            .sagemaker_endpoints
+            .insert(endpoint.key(), Arc::new(endpoint.clone()));
+        assert_eq!(instances_on(&world, "b"), 4);
+        assert_eq!(
+            place_instances_beside(&world, 1, demand, &[None]),
+            [None],
+            "a fits, b does not"
+        );
+        endpoint.instances.clear();
+        world
+            .sagemaker_endpoints
+            .insert(endpoint.key(), Arc::new(endpoint));
         // Nothing fits a 96-vCPU type: it still runs, on the freest host.
         assert_eq!(
             place_instances(&world, 1, Demand::of("ml.m5.24xlarge")),

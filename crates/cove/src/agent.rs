@@ -4,9 +4,10 @@
 //! their VPCs, their security groups and network ACLs, and the VXLAN
 //! overlays to the other hosts, the VPC resolver of each of its routers,
 //! and the flow-log counting of its ENIs (the records go to the control
-//! plane through the store); and the instances of training and processing
-//! jobs placed on it (their containers' logs go to the control plane
-//! through the store). It serves no API.
+//! plane through the store); the instances of training and processing
+//! jobs and of endpoints placed on it (their containers' logs go to the
+//! control plane through the store); and the relay through which the
+//! control plane reaches its serving containers. It serves no API.
 
 use crate::config::{self, AgentArgs, StoreLocation};
 use cove_model::hosts::Locality;
@@ -36,6 +37,26 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("another cove agent already runs host {id} ({e})"))?;
     location.record(&args.data_dir)?;
     let instance = crate::server::instance_tag(&args.data_dir)?;
+    // The relay to this host's serving containers and the VPC resolvers of
+    // its routers run on a small runtime. The relay's port is bound before
+    // the host registers it.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let relay_listener = runtime
+        .block_on(tokio::net::TcpListener::bind((
+            args.underlay_address,
+            args.serving_relay_port,
+        )))
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "binding the serving relay on {}:{}: {e}",
+                args.underlay_address,
+                args.serving_relay_port
+            )
+        })?;
+    let relay_token = cove_invoke::relay::new_token();
     let registration = crate::hosts::Registration {
         id: id.clone(),
         underlay: args.underlay_address,
@@ -43,6 +64,10 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
         instance: instance.clone(),
         eni_placement: None,
         ca_certificates: None,
+        serving_relay: Some(cove_model::hosts::ServingRelay {
+            port: args.serving_relay_port,
+            token: relay_token.clone(),
+        }),
     };
     crate::hosts::register(&store, &registration)?;
     tracing::info!(
@@ -84,17 +109,25 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
         efs_dir: args.data_dir.join("efs"),
         ca_bundle: trust_control_plane(&store, &args.data_dir),
     };
-    let sink = cove_jobs::container_logs::ThroughStore::new(
+    let sink: Arc<dyn cove_host::logs::LogSink> =
+        Arc::new(cove_jobs::container_logs::ThroughStore::new(
+            store.clone(),
+            args.data_dir.join("log-offsets"),
+        )?);
+    cove_jobs::instances::Instances::new(
         store.clone(),
-        args.data_dir.join("log-offsets"),
-    )?;
-    cove_jobs::instances::Instances::new(store.clone(), settings, Arc::new(sink), locality.clone())
-        .spawn()?;
-    // The VPC resolvers of this host's routers run on a small runtime.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?;
+        settings.clone(),
+        sink.clone(),
+        locality.clone(),
+    )
+    .spawn()?;
+    cove_jobs::Hosting::on_agent(store.clone(), sink, settings, locality.clone()).spawn()?;
+    let relay = Arc::new(cove_invoke::relay::Relay {
+        store: store.clone(),
+        host: id.clone(),
+        token: relay_token,
+    });
+    runtime.spawn(relay.serve(relay_listener));
     let mut resolvers =
         crate::listeners::Listeners::resolvers_only(runtime.handle().clone(), store.clone());
     let tag = instance.clone();

@@ -314,6 +314,11 @@ pub struct AgentArgs {
     /// As `cove serve --job-connect-timeout`, for the instances on this host.
     #[arg(long, env = "COVE_JOB_CONNECT_TIMEOUT", default_value_t = 3)]
     pub job_connect_timeout: u64,
+    /// The TCP port on the underlay address where the control plane
+    /// reaches the serving containers of the endpoint instances on this
+    /// host (through a tunnel opened with a token only the store holds).
+    #[arg(long, env = "COVE_SERVING_RELAY_PORT", default_value_t = 8091)]
+    pub serving_relay_port: u16,
 }
 
 pub const DEFAULT_AGENT_DATA_DIR: &str = "/var/lib/cove-agent";

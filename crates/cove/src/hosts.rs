@@ -59,6 +59,8 @@ pub struct Registration {
     pub eni_placement: Option<cove_model::hosts::EniPlacement>,
     /// The control plane's CA certificates, for the agents' containers.
     pub ca_certificates: Option<String>,
+    /// An agent's relay to its serving containers.
+    pub serving_relay: Option<cove_model::hosts::ServingRelay>,
 }
 
 /// Registers (or re-registers) this machine as host `r.id`. The control
@@ -126,6 +128,7 @@ pub fn register(store: &Store, r: &Registration) -> anyhow::Result<()> {
                 instance: r.instance.clone(),
                 eni_placement: r.eni_placement,
                 ca_certificates: r.ca_certificates.clone(),
+                serving_relay: r.serving_relay.clone(),
             });
             Ok(())
         })

@@ -201,6 +201,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             instance: instance_tag(&settings.data_dir)?,
             eni_placement: Some(host.eni_placement),
             ca_certificates: Some(certs.ca().trust_pem(&[web_certs.ca()])),
+            serving_relay: None,
         };
         crate::hosts::register(&store, &registration)?;
         crate::hosts::spawn_heartbeats(store.clone(), registration)?;
@@ -253,6 +254,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         sts,
         job_settings,
         managed_networks,
+        locality(&settings),
     )
     .spawn()?;
 
