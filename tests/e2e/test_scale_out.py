@@ -563,3 +563,83 @@ def test_a_lost_host_fails_the_jobs_it_ran_and_the_others_finish(spread_cluster)
     assert eventually(lambda: not any(long in dirs for _, dirs, _ in os.walk(jobs_dir)), timeout=20), victim.log()
     leftover = subprocess.run(["pgrep", "-f", f"{long}/algo"], capture_output=True, text=True).stdout
     assert leftover == "", leftover
+
+
+def serving_on(server, agents, endpoint):
+    """Which host serves each of the endpoint's instances, from the hosts' logs."""
+    found = {}
+    logs = {"cp": open(server.log_path).read(), **{h: a.log() for h, a in agents.items()}}
+    for host, text in logs.items():
+        for line in text.splitlines():
+            if "instance in service" in line and f"owner={endpoint} " in line:
+                found[line.split("instance=")[1].split()[0]] = host
+    return found
+
+
+def test_an_endpoint_serves_from_several_hosts_and_replaces_the_instance_of_a_lost_one(spread_cluster):
+    """An endpoint's two instances go to two hosts; InvokeEndpoint on the
+    control plane reaches both (an agent's through its relay), each
+    fetches its model through its own ENI and its log reaches CloudWatch
+    Logs. When the host of one is lost, the endpoint stays InService and
+    gets a new instance on another host; the agent, back, removes what the
+    replaced instance left."""
+    from test_hosting import create_config, create_model, invoke, model_archive, unique, wait_endpoint
+    server, agents = spread_cluster
+    assert eventually(lambda: len(host_states(server)) == 3, timeout=20)
+    ec2, s3, sm, runtime, logs = (server.client(s) for s in ("ec2", "s3", "sagemaker", "sagemaker-runtime", "logs"))
+    net = job_network(ec2, "10.7.0.0/16")
+    bucket = training_bucket(s3)
+    s3.put_object(Bucket=bucket, Key="models/m.tar.gz", Body=model_archive(1, 10))
+    model = create_model(sm, f"s3://{bucket}/models/m.tar.gz", net)
+    name = unique("ep")
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=create_config(sm, ("AllTraffic", model, 2, 1.0)))
+    d = wait_endpoint(sm, name, timeout=120)
+    assert d["EndpointStatus"] == "InService", (d.get("FailureReason"), diagnose(server, agents))
+    placed = serving_on(server, agents, name)
+    assert len(placed) == 2 and len(set(placed.values())) == 2, placed
+    assert set(placed.values()) != {"cp"}
+
+    def answering(n=8):
+        return {invoke(runtime, name, {"inputs": [1, 2]})[1]["host"] for _ in range(n)}
+
+    # The serving container's hostname is its instance's id.
+    assert answering() == set(placed), diagnose(server, agents)
+    group = f"/aws/sagemaker/Endpoints/{name}"
+
+    def streams():
+        if not logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]:
+            return set()
+        return {s["logStreamName"].split("/")[1] for s in logs.describe_log_streams(logGroupName=group)["logStreams"]}
+    assert eventually(lambda: streams() == set(placed), timeout=20), streams()
+
+    victim_instance, victim_id = next((i, h) for i, h in placed.items() if h != "cp")
+    victim = agents[victim_id]
+    jobs_dir = os.path.join(victim.data_dir, "jobs")
+    assert any(victim_instance in dirs for _, dirs, _ in os.walk(jobs_dir))
+    victim.stop(signal.SIGKILL)
+    assert eventually(lambda: host_states(server)[victim_id] == "lost", timeout=40)
+    # A new instance on a host that is not lost takes the lost one's place.
+    assert eventually(lambda: len(serving_on(server, agents, name)) == 3, timeout=60), diagnose(server, agents)
+    replacement = {i: h for i, h in serving_on(server, agents, name).items() if i not in placed}
+    assert list(replacement.values()) != [victim_id], replacement
+    assert eventually(lambda: answering() == set(placed) - {victim_instance} | set(replacement), timeout=20)
+    d = sm.describe_endpoint(EndpointName=name)
+    assert d["EndpointStatus"] == "InService"
+    assert d["ProductionVariants"][0]["CurrentInstanceCount"] == 2
+
+    # Back, the agent removes the replaced instance's container and files.
+    victim.start()
+    assert eventually(lambda: host_states(server)[victim_id] == "available", timeout=20), victim.log()
+    assert eventually(lambda: not any(victim_instance in dirs for _, dirs, _ in os.walk(jobs_dir)),
+                      timeout=20), victim.log()
+    sm.delete_endpoint(EndpointName=name)
+
+    def gone():
+        try:
+            sm.describe_endpoint(EndpointName=name)
+            return False
+        except botocore.exceptions.ClientError:
+            return True
+    assert eventually(gone, timeout=30), diagnose(server, agents)
+    enis = ec2.describe_network_interfaces(Filters=[{"Name": "vpc-id", "Values": [net["vpc"]]}])["NetworkInterfaces"]
+    assert [e for e in enis if e["InterfaceType"] == "interface"] == []

@@ -75,6 +75,9 @@ struct ControlPlane {
     sts: Arc<StsService>,
     /// Where instances of models without a `VpcConfig` get their network.
     public_network: Arc<dyn crate::PublicAppNetwork>,
+    /// Held from an instance's placement to the write that stores it, so
+    /// instances provisioned at once each see where the others went.
+    placing: std::sync::Mutex<()>,
 }
 
 /// Whose instance it is, by store key: an endpoint's or a batch transform job's.
@@ -161,6 +164,7 @@ impl Hosting {
             control: Some(ControlPlane {
                 sts,
                 public_network,
+                placing: Default::default(),
             }),
             workers: Workers::default(),
         })
@@ -751,6 +755,7 @@ impl Hosting {
                 Owner::Endpoint(_) => "Endpoint",
                 Owner::Transform(_) => "Transform Job",
             };
+            let placing = control.placing.lock().expect("lock");
             let placed_on = self.place(u);
             let made = self.write_instances(&u.owner, |tx, instances| {
                 let Some(inst) = instances.iter_mut().find(|x| x.id == i.id) else {
@@ -782,6 +787,7 @@ impl Hosting {
                 inst.placed_on = placed_on;
                 Ok(())
             });
+            drop(placing);
             if let Err(err) = made {
                 // The endpoint or job was deleted meanwhile: not a failure
                 // of the instance (bring_up sees it gone and stops).
