@@ -35,8 +35,18 @@ own on a bridge underlay. Then, side by side in the same run:
    alternating with it, on a single-host `cove serve` on a database of its
    own on the same PostgreSQL server.
 
+4. InvokeEndpoint to an instance on the control plane's host vs on an
+   agent's: three one-instance endpoints of bench/hosting.py's model are
+   made one after the other, so the placement puts them on b, c and cp
+   (read back from the hosts' logs); `cove-invoke-bench` (a closed-loop
+   client, SigV4-signed, one connection per client) then calls the one on
+   cp (the runtime front reaches the container from inside its namespace)
+   and the one on b (through b's serving relay over the underlay),
+   alternating, `--invoke-seconds` each, at 1 and 16 clients.
+
 Usage:
   .venv/bin/python bench/scale_out.py [--cove target/release/cove] [--runs 3] [--trials 30] [--enis 999] [--jobs 5]
+      [--invoke-seconds 5]
 """
 import argparse
 import concurrent.futures
@@ -47,9 +57,12 @@ import sys
 import time
 import uuid
 
+import json
+
 import botocore.config
 
-from common import ROOT, clients, cove_server, pct, script_job, settle, source_tarball
+from common import IMAGE, ROOT, clients, cove_server, pct, script_job, settle, source_tarball
+from hosting import model_archive
 from sg_change import PORT, PROBER, SERVER, start_in_eni
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
@@ -246,6 +259,61 @@ def jobs_side_by_side(args, cove_bin, spread_endpoint, cfg):
         psql(args.postgres, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 
 
+def serving_hosts(log_paths):
+    """The host of each endpoint instance in service, from the hosts' logs."""
+    found = {}
+    for host, path in log_paths.items():
+        with open(path) as f:
+            for line in f:
+                if "instance in service" in line:
+                    owner = line.split("owner=")[1].split()[0]
+                    found[owner] = host
+    return found
+
+
+def invoke_side_by_side(args, endpoint, cfg, log_paths):
+    """InvokeEndpoint latency and throughput: an instance on cp vs on b."""
+    make = clients(endpoint, cfg)
+    ec2, s3, sm = make("ec2"), make("s3"), make("sagemaker")
+    vpc = ec2.create_vpc(CidrBlock="10.8.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.8.1.0/24")["Subnet"]["SubnetId"]
+    sg = ec2.create_security_group(GroupName="model", Description="model", VpcId=vpc)["GroupId"]
+    rt = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"][0]["RouteTableId"]
+    ec2.create_vpc_endpoint(VpcId=vpc, ServiceName="com.amazonaws.us-east-1.s3", RouteTableIds=[rt])
+    bucket = f"bench-models-{os.getpid()}"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="model.tar.gz", Body=model_archive())
+    sm.create_model(ModelName="bench", ExecutionRoleArn="arn:aws:iam::123456789012:role/SageMakerRole",
+                    PrimaryContainer={"Image": IMAGE, "ModelDataUrl": f"s3://{bucket}/model.tar.gz",
+                                      "Environment": {"SAGEMAKER_PROGRAM": "inference.py",
+                                                      "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}},
+                    VpcConfig={"Subnets": [subnet], "SecurityGroupIds": [sg]})
+    sm.create_endpoint_config(EndpointConfigName="bench", ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": "bench", "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}])
+    for n in range(3):
+        sm.create_endpoint(EndpointName=f"bench-{n}", EndpointConfigName="bench")
+        while (status := sm.describe_endpoint(EndpointName=f"bench-{n}")["EndpointStatus"]) == "Creating":
+            time.sleep(0.1)
+        assert status == "InService", sm.describe_endpoint(EndpointName=f"bench-{n}").get("FailureReason")
+    placed = {host: name for name, host in serving_hosts(log_paths).items()}
+    assert CONTROL_PLANE in placed and AGENT in placed, placed
+    paths = {"same host": placed[CONTROL_PLANE], "across hosts": placed[AGENT]}
+    results = {}
+    for _ in range(2):
+        for concurrency in (1, 16):
+            for where, name in paths.items():
+                out = subprocess.run(
+                    [args.load_bin, "--sign", "--url", f"{endpoint}/endpoints/{name}/invocations",
+                     "--concurrency", str(concurrency), "--seconds", str(args.invoke_seconds / 2)],
+                    capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL)
+                r = json.loads(out.stdout.strip().splitlines()[-1])
+                assert r["errors"] == 0, r
+                results.setdefault((where, concurrency), []).append(r)
+    # The two halves of each cell, merged: medians of the halves' figures.
+    return {key: {k: statistics.median(r[k] for r in rs) for k in ("p50_us", "p99_us", "rps")}
+            for key, rs in results.items()}
+
+
 def one_run(args, cove_bin, run):
     database = f"cove_bench_scale_{os.getpid()}_{run}"
     psql(args.postgres, f"DROP DATABASE IF EXISTS {database}")
@@ -273,7 +341,10 @@ def one_run(args, cove_bin, run):
                 sg = sg_latency(args, cove_bin, endpoint, dirs, ec2, procs)
                 jobs = jobs_side_by_side(args, cove_bin, endpoint, cfg) if args.jobs else None
                 scale = at_scale(args, cove_bin, dirs, instances, ec2) if args.enis else None
-                return sg, scale, jobs
+                logs = {CONTROL_PLANE: os.path.join(data, "cove.log"),
+                        **{h: a.log_path for h, a in agents.items()}}
+                invoke = invoke_side_by_side(args, endpoint, cfg, logs) if args.invoke_seconds else None
+                return sg, scale, jobs, invoke
             finally:
                 for p in procs:
                     p.kill()
@@ -295,15 +366,22 @@ def main():
     ap.add_argument("--job-instances", type=int, default=3)
     ap.add_argument("--probe-interval-ms", type=float, default=1.0)
     ap.add_argument("--probe-timeout-ms", type=float, default=5.0)
+    ap.add_argument("--invoke-seconds", type=float, default=5.0, help="per InvokeEndpoint cell (0: skip)")
+    ap.add_argument("--load-bin", default=os.path.join(ROOT, "target/release/cove-invoke-bench"))
     args = ap.parse_args()
     if os.geteuid() != 0:
         ap.error("run as root: the data plane needs network namespaces and nftables")
     if not args.postgres:
         ap.error("give --postgres (or COVE_TEST_POSTGRES): `bash scripts/test-postgres.sh` starts one")
-    sg_rows, scale_rows, job_rows = [], [], []
+    sg_rows, scale_rows, job_rows, invoke_rows = [], [], [], []
     print("## Per run (times in ms unless marked s)\n")
     for run in range(args.runs):
-        sg, scale, jobs = one_run(args, args.cove, run)
+        sg, scale, jobs, invoke = one_run(args, args.cove, run)
+        if invoke:
+            invoke_rows.append(invoke)
+            for (where, concurrency), r in sorted(invoke.items()):
+                print(f"run {run + 1} InvokeEndpoint {where}, {concurrency} client(s): p50 {r['p50_us']:.0f} µs "
+                      f"p99 {r['p99_us']:.0f} µs {r['rps']:.0f} req/s")
         if jobs:
             job_rows.append({where: statistics.median(t) for where, t in jobs.items()})
             print(f"run {run + 1} training jobs of {args.job_instances} instances, create→Completed median (s): "
@@ -339,6 +417,15 @@ def main():
               + f" | one more on {AGENT}, VPC empty: p50 | p99 | with the ENIs: p50 | p99 |")
         print("| --- |" + " ---: |" * (len(hosts) + 5))
         print("| median | " + " | ".join(f"{med([r[i] for r in scale_rows]):.1f}" for i in range(len(scale_rows[0]))) + " |")
+    if invoke_rows:
+        print("\n| InvokeEndpoint, instance on | clients | p50 (µs) | p99 (µs) | req/s |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+        for concurrency in (1, 16):
+            for where in ("same host", "across hosts"):
+                rs = [r[(where, concurrency)] for r in invoke_rows]
+                label = "the control plane's host" if where == "same host" else f"agent {AGENT} (relay)"
+                print(f"| {label} | {concurrency} | {med([r['p50_us'] for r in rs]):.0f} | "
+                      f"{med([r['p99_us'] for r in rs]):.0f} | {med([r['rps'] for r in rs]):.0f} |")
 
 
 if __name__ == "__main__":
