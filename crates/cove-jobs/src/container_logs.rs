@@ -78,34 +78,23 @@ pub fn spawn_delivery(store: Arc<Store>, logs: Arc<LogsService>) -> std::io::Res
 /// containers have ended, so their last lines are in place before the job
 /// moves on, as they are for containers on the control plane's host.
 pub fn deliver(store: &Store, logs: &LogsService) -> anyhow::Result<usize> {
-    let mut handled = 0;
-    loop {
-        let received = store.receive(TOPIC, 50)?;
-        if received.is_empty() {
-            return Ok(handled);
-        }
-        let mut done = Vec::with_capacity(received.len());
-        for (id, payload) in received {
-            match serde_json::from_str::<ShippedBatch>(&payload) {
-                Ok(batch) => match store_batch(logs, &batch) {
-                    Ok(()) => {}
-                    // CloudWatch Logs refuses the batch itself: dropped.
-                    Err(e) if e.sender => {
-                        tracing::warn!(group = %batch.group, stream = %batch.stream, error = %e.message, "an agent's container logs were refused")
-                    }
-                    // Kept, and tried again.
-                    Err(e) => {
-                        store.acknowledge(&done)?;
-                        anyhow::bail!("storing {}'s logs: {}", batch.stream, e.message);
-                    }
-                },
-                Err(e) => {
-                    tracing::error!(error = %e, "an agent sent container logs this Cove cannot read")
-                }
+    store.drain(TOPIC, 50, |payload| {
+        let batch = match serde_json::from_str::<ShippedBatch>(payload) {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::error!(error = %e, "an agent sent container logs this Cove cannot read");
+                return Ok(());
             }
-            done.push(id);
+        };
+        match store_batch(logs, &batch) {
+            Ok(()) => Ok(()),
+            // CloudWatch Logs refuses the batch itself: dropped.
+            Err(e) if e.sender => {
+                tracing::warn!(group = %batch.group, stream = %batch.stream, error = %e.message, "an agent's container logs were refused");
+                Ok(())
+            }
+            // Kept, and tried again.
+            Err(e) => Err(format!("storing {}'s logs: {}", batch.stream, e.message)),
         }
-        store.acknowledge(&done)?;
-        handled += done.len();
-    }
+    })
 }

@@ -527,6 +527,37 @@ impl Store {
         }
     }
 
+    /// Hands every message of `topic` sent so far to `handle`, oldest
+    /// first, `batch` at a time, and acknowledges those it handled (an
+    /// unreadable or refused message is handled by dropping it). At the
+    /// first one `handle` must retry, it acknowledges what came before and
+    /// returns that message's error: it stays for the next drain. Returns
+    /// how many were handled.
+    pub fn drain(
+        &self,
+        topic: &str,
+        batch: usize,
+        mut handle: impl FnMut(&str) -> Result<(), String>,
+    ) -> anyhow::Result<usize> {
+        let mut handled = 0;
+        loop {
+            let received = self.receive(topic, batch)?;
+            if received.is_empty() {
+                return Ok(handled);
+            }
+            let mut done = Vec::with_capacity(received.len());
+            for (id, payload) in received {
+                if let Err(retry) = handle(&payload) {
+                    self.acknowledge(&done)?;
+                    anyhow::bail!("{topic}: {retry}");
+                }
+                done.push(id);
+            }
+            self.acknowledge(&done)?;
+            handled += done.len();
+        }
+    }
+
     /// The newest database position the data plane has applied.
     pub fn applied_position(&self) -> u64 {
         self.applied_position
@@ -1011,6 +1042,32 @@ mod tests {
         assert_eq!(rest.len(), 1);
         assert_eq!(rest[0].1, "three");
         assert_eq!(control.receive("other", 10).unwrap().len(), 1);
+        // A drain stops at the first message to retry, keeping it and
+        // what follows; the next drain resumes there.
+        agent
+            .send("flows", &["four".to_string(), "five".to_string()])
+            .unwrap();
+        let mut seen = vec![];
+        let stopped = control.drain("flows", 1, |p| {
+            seen.push(p.to_string());
+            if p == "four" {
+                Err("not now".into())
+            } else {
+                Ok(())
+            }
+        });
+        assert!(stopped.unwrap_err().to_string().contains("not now"));
+        assert_eq!(seen, ["three", "four"]);
+        seen.clear();
+        let handled = control.drain("flows", 10, |p| {
+            seen.push(p.to_string());
+            Ok(())
+        });
+        assert_eq!(
+            (handled.unwrap(), seen),
+            (2, vec!["four".to_string(), "five".to_string()])
+        );
+        assert!(control.receive("flows", 10).unwrap().is_empty());
         // Messages are not commits: no document, no new position.
         assert_eq!((agent.position(), control.position()), positions);
         // A store that is not shared carries none.

@@ -265,30 +265,17 @@ fn deliver_received(
     s3: Option<&cove_s3::S3Front>,
     metrics: Option<&crate::metrics::Metrics>,
 ) {
-    loop {
-        let received = match store.receive(TOPIC, 100) {
-            Ok(r) => r,
+    let drained = store.drain(TOPIC, 100, |payload| {
+        match serde_json::from_str::<Batch>(payload) {
+            Ok(batch) => deliver(batch, logs, s3, metrics, now_secs()),
             Err(e) => {
-                tracing::warn!(error = %e, "reading the agents' flow-log records failed");
-                return;
-            }
-        };
-        if received.is_empty() {
-            return;
-        }
-        let ids: Vec<i64> = received.iter().map(|(id, _)| *id).collect();
-        for (_, payload) in received {
-            match serde_json::from_str::<Batch>(&payload) {
-                Ok(batch) => deliver(batch, logs, s3, metrics, now_secs()),
-                Err(e) => {
-                    tracing::error!(error = %e, "an agent sent flow-log records this Cove cannot read")
-                }
+                tracing::error!(error = %e, "an agent sent flow-log records this Cove cannot read")
             }
         }
-        if let Err(e) = store.acknowledge(&ids) {
-            tracing::warn!(error = %e, "acknowledging the agents' flow-log records failed");
-            return;
-        }
+        Ok(())
+    });
+    if let Err(e) = drained {
+        tracing::warn!(error = %e, "delivering the agents' flow-log records failed");
     }
 }
 
