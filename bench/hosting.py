@@ -63,12 +63,13 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(args, endpoint, data, cove_pid):
-    cfg = botocore.config.Config(retries={"max_attempts": 1})
-    client = clients(endpoint, cfg)
-    ec2, s3, sm = client("ec2"), client("s3"), client("sagemaker")
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+def serving_model(make, cidr, instance_type):
+    """A VPC with a private subnet and an S3 gateway endpoint, the model
+    "bench" (script mode) in it and the endpoint configuration "bench" of
+    one `instance_type` instance. Returns the VPC's id."""
+    ec2, s3, sm = make("ec2"), make("s3"), make("sagemaker")
+    vpc = ec2.create_vpc(CidrBlock=cidr)["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=cidr.replace(".0.0/16", ".1.0/24"))["Subnet"]["SubnetId"]
     sg = ec2.create_security_group(GroupName="model", Description="model", VpcId=vpc)["GroupId"]
     rt = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"][0]["RouteTableId"]
     ec2.create_vpc_endpoint(VpcId=vpc, ServiceName="com.amazonaws.us-east-1.s3", RouteTableIds=[rt])
@@ -81,7 +82,15 @@ def run(args, endpoint, data, cove_pid):
                                                       "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}},
                     VpcConfig={"Subnets": [subnet], "SecurityGroupIds": [sg]})
     sm.create_endpoint_config(EndpointConfigName="bench", ProductionVariants=[{
-        "VariantName": "AllTraffic", "ModelName": "bench", "InstanceType": "ml.m5.xlarge", "InitialInstanceCount": 1}])
+        "VariantName": "AllTraffic", "ModelName": "bench", "InstanceType": instance_type, "InitialInstanceCount": 1}])
+    return vpc
+
+
+def run(args, endpoint, data, cove_pid):
+    cfg = botocore.config.Config(retries={"max_attempts": 1})
+    client = clients(endpoint, cfg)
+    ec2, sm = client("ec2"), client("sagemaker")
+    serving_model(client, "10.0.0.0/16", "ml.m5.xlarge")
     sm.create_endpoint(EndpointName="bench", EndpointConfigName="bench")
     while (status := sm.describe_endpoint(EndpointName="bench")["EndpointStatus"]) == "Creating":
         time.sleep(0.2)

@@ -61,8 +61,8 @@ import json
 
 import botocore.config
 
-from common import IMAGE, ROOT, clients, cove_server, pct, script_job, settle, source_tarball
-from hosting import model_archive
+from common import ROOT, clients, cove_server, pct, script_job, settle, source_tarball
+from hosting import serving_model
 from sg_change import PORT, PROBER, SERVER, start_in_eni
 
 sys.path.insert(0, os.path.join(ROOT, "tests", "e2e"))
@@ -274,22 +274,8 @@ def serving_hosts(log_paths):
 def invoke_side_by_side(args, endpoint, cfg, log_paths):
     """InvokeEndpoint latency and throughput: an instance on cp vs on b."""
     make = clients(endpoint, cfg)
-    ec2, s3, sm = make("ec2"), make("s3"), make("sagemaker")
-    vpc = ec2.create_vpc(CidrBlock="10.8.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.8.1.0/24")["Subnet"]["SubnetId"]
-    sg = ec2.create_security_group(GroupName="model", Description="model", VpcId=vpc)["GroupId"]
-    rt = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"][0]["RouteTableId"]
-    ec2.create_vpc_endpoint(VpcId=vpc, ServiceName="com.amazonaws.us-east-1.s3", RouteTableIds=[rt])
-    bucket = f"bench-models-{os.getpid()}"
-    s3.create_bucket(Bucket=bucket)
-    s3.put_object(Bucket=bucket, Key="model.tar.gz", Body=model_archive())
-    sm.create_model(ModelName="bench", ExecutionRoleArn="arn:aws:iam::123456789012:role/SageMakerRole",
-                    PrimaryContainer={"Image": IMAGE, "ModelDataUrl": f"s3://{bucket}/model.tar.gz",
-                                      "Environment": {"SAGEMAKER_PROGRAM": "inference.py",
-                                                      "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code"}},
-                    VpcConfig={"Subnets": [subnet], "SecurityGroupIds": [sg]})
-    sm.create_endpoint_config(EndpointConfigName="bench", ProductionVariants=[{
-        "VariantName": "AllTraffic", "ModelName": "bench", "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}])
+    sm = make("sagemaker")
+    serving_model(make, "10.8.0.0/16", "ml.m5.large")
     for n in range(3):
         sm.create_endpoint(EndpointName=f"bench-{n}", EndpointConfigName="bench")
         while (status := sm.describe_endpoint(EndpointName=f"bench-{n}")["EndpointStatus"]) == "Creating":

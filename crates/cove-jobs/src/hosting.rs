@@ -156,18 +156,12 @@ impl Hosting {
         public_network: Arc<dyn crate::PublicAppNetwork>,
         here: Locality,
     ) -> Arc<Hosting> {
-        Arc::new(Hosting {
-            store,
-            logs,
-            settings,
-            here,
-            control: Some(ControlPlane {
-                sts,
-                public_network,
-                placing: Default::default(),
-            }),
-            workers: Workers::default(),
-        })
+        let control = ControlPlane {
+            sts,
+            public_network,
+            placing: Default::default(),
+        };
+        Self::with(store, logs, settings, here, Some(control))
     }
 
     /// An agent's hosting: the endpoint instances placed on its host.
@@ -177,12 +171,22 @@ impl Hosting {
         settings: Settings,
         here: Locality,
     ) -> Arc<Hosting> {
+        Self::with(store, logs, settings, here, None)
+    }
+
+    fn with(
+        store: Arc<Store>,
+        logs: Arc<dyn LogSink>,
+        settings: Settings,
+        here: Locality,
+        control: Option<ControlPlane>,
+    ) -> Arc<Hosting> {
         Arc::new(Hosting {
             store,
             logs,
             settings,
             here,
-            control: None,
+            control,
             workers: Workers::default(),
         })
     }
@@ -777,12 +781,8 @@ impl Hosting {
                     placement,
                     (&u.region, &u.account_id),
                     description,
+                    placed_on.as_deref(),
                 )?;
-                if placed_on.is_some() {
-                    let mut placed = tx.cloned::<cove_model::vpc::NetworkInterface>(&eni)?;
-                    placed.host = placed_on.clone();
-                    tx.put(placed);
-                }
                 inst.eni_id = Some(eni);
                 inst.placed_on = placed_on;
                 Ok(())

@@ -183,14 +183,16 @@ pub(crate) fn dhcp_options_problem(
     })
 }
 
-/// Creates a workload's requester-managed ENI where `placement` says; in
-/// SageMaker's network it also gets a public address (released with it).
+/// Creates a workload's requester-managed ENI where `placement` says, on
+/// host `host` (`None`: the control plane's); in SageMaker's network it
+/// also gets a public address (released with it).
 pub(crate) fn create_workload_eni(
     tx: &mut cove_store::Tx,
     public_network: &dyn PublicAppNetwork,
     placement: Placement,
     (region, account): (&str, &str),
     description: String,
+    host: Option<&str>,
 ) -> cove_model::AwsResult<String> {
     let (subnet, groups, network) = match placement {
         Placement::Subnet { subnet, groups } => (subnet, groups, None),
@@ -199,7 +201,11 @@ pub(crate) fn create_workload_eni(
             (subnet, vec![group], Some(network))
         }
     };
-    let eni = cove_ec2::create_managed_eni(tx, &subnet, groups, description, REQUESTER)?;
+    let mut eni = cove_ec2::create_managed_eni(tx, &subnet, groups, description, REQUESTER)?;
+    if host.is_some() {
+        eni.host = host.map(String::from);
+        tx.put(eni.clone());
+    }
     if let Some(network) = network {
         public_network.give_public_address(tx, &eni.id, network)?;
     }

@@ -171,6 +171,7 @@ impl StudioApps {
                     placement,
                     (&app.region, &app.account_id),
                     description.clone(),
+                    None,
                 )?);
                 if !vpc_only && home_on_efs {
                     app.home_eni_id = Some(crate::create_workload_eni(
@@ -182,6 +183,7 @@ impl StudioApps {
                             "[DO NOT DELETE] ENI managed by SageMaker for Studio Domain {} - home file system of {} ({} {})",
                             a.domain_id, a.user_profile_name, a.app_type, a.app_name
                         ),
+                        None,
                     )?);
                 }
                 tx.put(app);

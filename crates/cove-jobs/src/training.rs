@@ -217,12 +217,8 @@ impl Training {
                         placement,
                         (&j.region, &j.account_id),
                         description,
+                        placed_on.as_deref(),
                     )?;
-                    if placed_on.is_some() {
-                        let mut placed = tx.cloned::<cove_model::vpc::NetworkInterface>(&eni)?;
-                        placed.host = placed_on.clone();
-                        tx.put(placed);
-                    }
                     host.eni_id = Some(eni);
                     host.placed_on = placed_on;
                 }
