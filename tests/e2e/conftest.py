@@ -75,7 +75,9 @@ class Cove:
         self.store = new_postgres_database() if self.own_database else store
         self.simulation = None
         if SPREAD_OVER_HOSTS and self.own_database:
-            self.simulation = Simulation(BINARY, self.store, agent_env=AGENT_ENV)
+            # What configures the hosts' workloads goes to every host.
+            per_host = {k: v for k, v in self.env.items() if k == "COVE_STUDIO_APP_COMMAND"}
+            self.simulation = Simulation(BINARY, self.store, agent_env={**AGENT_ENV, **per_host})
             self.env = {**self.simulation.serve_env(), "COVE_ENI_PLACEMENT": "spread", **self.env}
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"

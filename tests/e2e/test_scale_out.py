@@ -643,3 +643,56 @@ def test_an_endpoint_serves_from_several_hosts_and_replaces_the_instance_of_a_lo
     assert eventually(gone, timeout=30), diagnose(server, agents)
     enis = ec2.describe_network_interfaces(Filters=[{"Name": "vpc-id", "Values": [net["vpc"]]}])["NetworkInterfaces"]
     assert [e for e in enis if e["InterfaceType"] == "interface"] == []
+
+
+def app_hosts(server, agents, arn):
+    """The hosts whose logs say the Studio app came into service there."""
+    logs = {"cp": open(server.log_path).read(), **{h: a.log() for h, a in agents.items()}}
+    return {host for host, text in logs.items()
+            if any("Studio app in service" in line and f"app={arn}" in line for line in text.splitlines())}
+
+
+def test_a_studio_app_on_an_agent_is_reached_through_its_relay_and_starts_again_when_its_host_is_lost(spread_cluster):
+    """A user's JupyterServer app goes to an agent; the Studio proxy on the
+    control plane serves its pages through the agent's relay, its home is
+    on the domain's EFS. When the agent is lost the app starts again on
+    another host with the same home; the agent, back, removes what the app
+    left on it."""
+    from test_studio import create_domain, open_studio, wait_app
+    server, agents = spread_cluster
+    assert eventually(lambda: len(host_states(server)) == 3, timeout=20)
+    ec2, sm = server.client("ec2"), server.client("sagemaker")
+    vpc = ec2.create_vpc(CidrBlock="10.11.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.11.1.0/24")["Subnet"]["SubnetId"]
+    sg = ec2.create_security_group(GroupName="users", Description="users", VpcId=vpc)["GroupId"]
+    domain, _ = create_domain(sm, ec2, {"vpc": vpc, "subnets": [subnet], "sg": sg}, "VpcOnly")
+    sm.create_user_profile(DomainId=domain, UserProfileName="erin")
+    arn = sm.create_app(DomainId=domain, UserProfileName="erin", AppType="JupyterServer", AppName="default")["AppArn"]
+    app = wait_app(sm, domain, "erin")
+    assert app["Status"] == "InService", (app.get("FailureReason"), diagnose(server, agents))
+    first = app_hosts(server, agents, arn)
+    assert len(first) == 1 and first != {"cp"}, first
+    browser, base, page = open_studio(sm, domain, "erin")
+    assert "<h1>JupyterServer</h1>" in page
+    status, _, _ = browser.get(f"{base}api/contents/notes.txt", json.dumps(
+        {"type": "file", "format": "text", "content": "kept"}).encode(), "PUT")
+    assert status == 201
+
+    victim_id = first.pop()
+    victim = agents[victim_id]
+    studio_dir = os.path.join(victim.data_dir, "jobs", "studio", domain)
+    assert os.listdir(studio_dir)
+    victim.stop(signal.SIGKILL)
+    assert eventually(lambda: host_states(server)[victim_id] == "lost", timeout=40)
+    assert eventually(lambda: len(app_hosts(server, agents, arn)) == 2, timeout=60), diagnose(server, agents)
+    assert wait_app(sm, domain, "erin")["Status"] == "InService"
+    browser, base, _ = open_studio(sm, domain, "erin")
+    status, _, body = browser.get(f"{base}api/contents/notes.txt")
+    assert status == 200 and json.loads(body)["content"] == "kept", body
+
+    victim.start()
+    assert eventually(lambda: host_states(server)[victim_id] == "available", timeout=20), victim.log()
+    assert eventually(lambda: not any(os.scandir(os.path.join(studio_dir, "erin")))
+                      if os.path.isdir(os.path.join(studio_dir, "erin")) else True, timeout=20), victim.log()
+    sm.delete_app(DomainId=domain, UserProfileName="erin", AppType="JupyterServer", AppName="default")
+    assert wait_app(sm, domain, "erin", statuses=("Deleted", "Failed"))["Status"] == "Deleted"

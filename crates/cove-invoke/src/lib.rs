@@ -312,12 +312,7 @@ impl Pool {
             }
             return Ok(c);
         }
-        let stream = match route {
-            Route::Here(netns_path) => {
-                connect_in_namespace(netns_path.clone(), SERVING_PORT).await?
-            }
-            Route::Relay(r) => relay::connect(r, Duration::from_secs(2)).await?,
-        };
+        let stream = route.connect(SERVING_PORT).await?;
         let (sender, connection) = hyper::client::conn::http1::handshake(stream)
             .await
             .map_err(std::io::Error::other)?;
@@ -336,28 +331,55 @@ impl Pool {
     }
 }
 
-/// How the runtime front reaches one serving container.
+/// How a front on the control plane reaches one container.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Route {
+pub enum Route {
     /// On this host: from inside the namespace at this path.
     Here(String),
     /// On an agent's host: through its relay.
     Relay(relay::RelayRoute),
 }
 
-/// How to reach `instance`: through the relay of the agent it is placed on
-/// (registered in `world`), else in its namespace on this host.
+impl Route {
+    /// How to reach a container placed on `placed_on` (`None`: this host)
+    /// in the namespace `netns_path`: through the relay the agent
+    /// registered in `world`, as `target`.
+    pub fn to(
+        world: &cove_model::world::World,
+        placed_on: Option<&str>,
+        netns_path: Option<&str>,
+        target: impl FnOnce() -> String,
+    ) -> Option<Route> {
+        let Some(host) = placed_on else {
+            return Some(Route::Here(netns_path?.to_string()));
+        };
+        let h = world.hosts.get(host)?;
+        let r = h.serving_relay.as_ref()?;
+        Some(Route::Relay(relay::RelayRoute {
+            address: std::net::SocketAddr::from((h.underlay, r.port)),
+            token: r.token.clone(),
+            target: target(),
+        }))
+    }
+
+    /// A connection to `port` of the container (the relay knows the port
+    /// of its target), with Nagle off.
+    pub async fn connect(&self, port: u16) -> std::io::Result<TokioIo<tokio::net::TcpStream>> {
+        match self {
+            Route::Here(netns_path) => connect_in_namespace(netns_path.clone(), port).await,
+            Route::Relay(r) => relay::connect(r, Duration::from_secs(2)).await,
+        }
+    }
+}
+
+/// How to reach endpoint instance `instance`'s serving container.
 fn route_to(world: &cove_model::world::World, instance: &EndpointInstance) -> Option<Route> {
-    let Some(host) = instance.placed_on.as_deref() else {
-        return Some(Route::Here(instance.netns_path.clone()?));
-    };
-    let h = world.hosts.get(host)?;
-    let r = h.serving_relay.as_ref()?;
-    Some(Route::Relay(relay::RelayRoute {
-        address: std::net::SocketAddr::from((h.underlay, r.port)),
-        token: r.token.clone(),
-        instance: instance.id.clone(),
-    }))
+    Route::to(
+        world,
+        instance.placed_on.as_deref(),
+        instance.netns_path.as_deref(),
+        || format!("{}:{SERVING_PORT}", instance.id),
+    )
 }
 
 /// Connects to 127.0.0.1:`port` from a thread inside the namespace at

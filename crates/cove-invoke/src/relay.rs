@@ -1,18 +1,21 @@
-//! The tunnel from the runtime front on the control plane to a serving
-//! container on an agent's host. The agent listens on its underlay address
-//! (the port and a token it registered with its host document); a caller
-//! sends `CONNECT <instance id>:8080` with `Authorization: Bearer <token>`,
-//! and the agent opens 127.0.0.1:8080 inside that instance's namespace and
-//! joins the two connections byte for byte. HTTP then runs end to end
-//! between the caller and the container, so keep-alive and pooling work
-//! across hosts as they do on one.
+//! The tunnel from the control plane's fronts (the runtime's
+//! `InvokeEndpoint`, the Studio proxy) to a container on an agent's host.
+//! The agent listens on its underlay address (the port and a token it
+//! registered with its host document); a caller sends `CONNECT
+//! <target>:<port>` with `Authorization: Bearer <token>`, and the agent
+//! opens 127.0.0.1:<port> inside the target's namespace and joins the two
+//! connections byte for byte. HTTP then runs end to end between the caller
+//! and the container, so keep-alive, pooling and WebSockets work across
+//! hosts as they do on one.
 //!
-//! The agent reaches only the in-service endpoint instances placed on it,
-//! looked up by id in the store: a caller cannot name a namespace. The
-//! tunnel is plaintext on the underlay, like the VPC overlay beside it.
+//! A target is an in-service endpoint instance (`i-…`, port 8080) or Studio
+//! app (`studio-…`, port 8888) placed on the agent, looked up in the store:
+//! a caller cannot name a namespace or another port. The tunnel is
+//! plaintext on the underlay, like the VPC overlay beside it.
 
 use bytes::Bytes;
 use cove_model::endpoints::InstanceState;
+use cove_model::studio::AppStatus;
 use cove_store::Store;
 use http_body_util::Empty;
 use hyper::{Method, Request, Response, StatusCode};
@@ -24,20 +27,22 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The port of every serving container.
 const SERVING_PORT: u16 = 8080;
+/// The port of every Studio app.
+const STUDIO_PORT: u16 = 8888;
 /// The longest answer head the caller reads before giving up.
 const MAX_HEAD: usize = 4096;
 
-/// Where a caller finds one instance's relay.
+/// Where a caller finds one container through its host's relay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RelayRoute {
     pub address: SocketAddr,
     pub token: String,
-    pub instance: String,
+    /// `<endpoint instance id>:8080` or `<Studio app's tunnel id>:8888`.
+    pub target: String,
 }
 
-/// Opens a tunnel to the serving container of `route.instance` through
-/// its host's relay: a TCP stream on which the caller speaks HTTP to the
-/// container.
+/// Opens a tunnel to `route.target` through its host's relay: a TCP
+/// stream on which the caller speaks HTTP to the container.
 pub async fn connect(
     route: &RelayRoute,
     timeout: Duration,
@@ -49,8 +54,8 @@ pub async fn connect(
         })??;
     stream.set_nodelay(true)?;
     let head = format!(
-        "CONNECT {instance}:{SERVING_PORT} HTTP/1.1\r\nHost: {instance}:{SERVING_PORT}\r\nAuthorization: Bearer {token}\r\n\r\n",
-        instance = route.instance,
+        "CONNECT {target} HTTP/1.1\r\nHost: {target}\r\nAuthorization: Bearer {token}\r\n\r\n",
+        target = route.target,
         token = route.token,
     );
     stream.write_all(head.as_bytes()).await?;
@@ -102,14 +107,23 @@ fn status_of(head: &[u8]) -> Option<u16> {
     parts.next()?.parse().ok()
 }
 
-/// The instance a `CONNECT` target names (`<instance id>:8080`).
-fn instance_of_target(target: &str) -> Option<&str> {
-    let (instance, port) = target.rsplit_once(':')?;
-    (port == "8080"
-        && instance.len() == 19
-        && instance.starts_with("i-")
-        && instance[2..].bytes().all(|b| b.is_ascii_hexdigit()))
-    .then_some(instance)
+/// What a `CONNECT` target names.
+#[derive(Debug, PartialEq, Eq)]
+enum Target<'a> {
+    /// An endpoint instance's serving container (`i-<17 hex>:8080`).
+    Instance(&'a str),
+    /// A Studio app (`studio-<16 hex>:8888`).
+    App(&'a str),
+}
+
+fn parse_target(target: &str) -> Option<Target<'_>> {
+    let (id, port) = target.rsplit_once(':')?;
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    match (id.split_once('-')?, port.parse::<u16>().ok()?) {
+        (("i", digits), SERVING_PORT) if hex(digits, 17) => Some(Target::Instance(id)),
+        (("studio", digits), STUDIO_PORT) if hex(digits, 16) => Some(Target::App(id)),
+        _ => None,
+    }
 }
 
 /// Whether `header` is `Bearer <token>`, compared in constant time.
@@ -159,19 +173,34 @@ impl Relay {
         }
     }
 
-    /// The namespace of in-service instance `id` placed on this host.
-    fn namespace_of(&self, id: &str) -> Option<String> {
+    /// The namespace and port of `target` when it is in service and
+    /// placed on this host.
+    fn namespace_of(&self, target: Target<'_>) -> Option<(String, u16)> {
         let world = self.store.snapshot();
-        world
-            .sagemaker_endpoints
-            .values()
-            .flat_map(|e| &e.instances)
-            .find(|i| {
-                i.id == id
-                    && i.state == InstanceState::InService
-                    && i.placed_on.as_deref() == Some(self.host.as_str())
-            })
-            .and_then(|i| i.netns_path.clone())
+        let here = Some(self.host.as_str());
+        match target {
+            Target::Instance(id) => world
+                .sagemaker_endpoints
+                .values()
+                .flat_map(|e| &e.instances)
+                .find(|i| {
+                    i.id == id
+                        && i.state == InstanceState::InService
+                        && i.placed_on.as_deref() == here
+                })
+                .and_then(|i| i.netns_path.clone())
+                .map(|ns| (ns, SERVING_PORT)),
+            Target::App(id) => world
+                .studio_apps
+                .values()
+                .find(|a| {
+                    a.tunnel_id() == id
+                        && a.status == AppStatus::InService
+                        && a.placed_on.as_deref() == here
+                })
+                .and_then(|a| a.netns_path.clone())
+                .map(|ns| (ns, STUDIO_PORT)),
+        }
     }
 
     /// Answers one `CONNECT`: checks the token and the instance, opens the
@@ -198,10 +227,10 @@ impl Relay {
             .authority()
             .map(|a| a.as_str())
             .unwrap_or_default();
-        let Some(netns) = instance_of_target(target).and_then(|id| self.namespace_of(id)) else {
+        let Some((netns, port)) = parse_target(target).and_then(|t| self.namespace_of(t)) else {
             return answer(StatusCode::NOT_FOUND);
         };
-        let container = match crate::connect_in_namespace(netns, SERVING_PORT).await {
+        let container = match crate::connect_in_namespace(netns, port).await {
             Ok(c) => c,
             Err(err) => {
                 tracing::warn!(target, error = %err, "serving relay: the container did not answer");
@@ -235,15 +264,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn targets_name_an_instance_on_the_serving_port() {
+    fn targets_name_an_instance_or_an_app_on_its_own_port() {
         assert_eq!(
-            instance_of_target("i-0123456789abcdef0:8080"),
-            Some("i-0123456789abcdef0")
+            parse_target("i-0123456789abcdef0:8080"),
+            Some(Target::Instance("i-0123456789abcdef0"))
         );
-        assert_eq!(instance_of_target("i-0123456789abcdef0:22"), None);
-        assert_eq!(instance_of_target("/run/netns/x:8080"), None);
-        assert_eq!(instance_of_target("i-0123:8080"), None);
-        assert_eq!(instance_of_target("i-0123456789abcdefg:8080"), None);
+        assert_eq!(
+            parse_target("studio-0123456789abcdef:8888"),
+            Some(Target::App("studio-0123456789abcdef"))
+        );
+        assert_eq!(parse_target("i-0123456789abcdef0:22"), None);
+        assert_eq!(parse_target("i-0123456789abcdef0:8888"), None);
+        assert_eq!(parse_target("studio-0123456789abcdef:8080"), None);
+        assert_eq!(parse_target("/run/netns/x:8080"), None);
+        assert_eq!(parse_target("i-0123:8080"), None);
+        assert_eq!(parse_target("i-0123456789abcdefg:8080"), None);
     }
 
     #[test]

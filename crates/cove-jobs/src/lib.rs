@@ -263,6 +263,8 @@ pub struct Supervisor {
     workers: Workers,
     /// The instances of training and processing jobs placed on this host.
     instances: Arc<instances::Instances>,
+    /// The Studio apps placed on this host.
+    apps: Arc<studio_apps::AppsHere>,
 }
 
 impl Supervisor {
@@ -275,9 +277,11 @@ impl Supervisor {
         here: cove_model::hosts::Locality,
     ) -> Arc<Supervisor> {
         let instances =
-            instances::Instances::new(store.clone(), settings.clone(), logs.clone(), here);
+            instances::Instances::new(store.clone(), settings.clone(), logs.clone(), here.clone());
+        let apps = studio_apps::AppsHere::new(store.clone(), settings.clone(), here);
         Arc::new(Supervisor {
             instances,
+            apps,
             context: Arc::new(Context {
                 store,
                 logs,
@@ -300,6 +304,7 @@ impl Supervisor {
     /// Watches the store and gives every unfinished resource a driver.
     pub fn spawn(self: &Arc<Self>) -> std::io::Result<()> {
         self.instances.spawn()?;
+        self.apps.spawn()?;
         let me = self.clone();
         let store = self.context.store.clone();
         crate::workers::watch_store(store, "cove-jobs", move |world| {

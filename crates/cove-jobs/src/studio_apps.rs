@@ -9,13 +9,19 @@
 //!   instead (see [`crate::PublicAppNetwork`]), a public subnet
 //!   behind an internet gateway, and the app gets an Elastic IP.
 //!
+//! The driver on the control plane ([`StudioApps`]) gives the app its role
+//! session and its ENIs and places it on a host; everything else happens
+//! on that host ([`AppsHere`], run by `cove serve` and by each `cove
+//! agent`): the home mount, the process, its watch and its stop. An app
+//! whose host is lost starts again on another.
+//!
 //! Either way the process runs under the container runtime:
 //! - on the host's read-only root;
 //! - with the user's home directory (one per user profile, shared by that
 //!   user's apps) bound read-write at `/home/sagemaker-user`;
 //! - with the execution role's credentials;
 //! - listening on port 8888 in the ENI's namespace, where Cove's Studio
-//!   proxy reaches it.
+//!   proxy reaches it (through the host's relay on an agent).
 
 use crate::assume_job_role;
 use crate::contract::{self, ContainerCredentials, STUDIO_HOME, STUDIO_PORT};
@@ -23,14 +29,18 @@ use crate::driver::{driver, Driver, Failure, Step};
 use crate::hosting::stop_container;
 use crate::release;
 use crate::session_of;
+use crate::workers::{Every, Workers, LEFTOVER_SWEEP};
 use cove_host::eni_netns;
 use cove_host::launch::launch_host;
 use cove_host::launch::HostLaunch;
+use cove_model::hosts::{HostState, Locality};
 use cove_model::ids::{fnv64, now_rfc3339};
 use cove_model::studio::{AppPhase, AppStatus, StudioApp, StudioDomain, UserProfile};
 use cove_runtime::{Bind, Container, RootFs, Status};
 use cove_sagemaker::studio::{app_base_path, home_dir, resource_spec};
+use cove_store::Store;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long an app's process may take to open its port.
@@ -45,58 +55,104 @@ impl Driver for StudioApps {
     type Resource = StudioApp;
 
     fn step(&self, r: &StudioApp) -> anyhow::Result<Step> {
-        match r.phase {
-            AppPhase::Starting => self.app_start(r)?,
-            AppPhase::Running => self.app_watch(r)?,
-            AppPhase::Stopping => self.app_stop(r)?,
-            AppPhase::Gone => return Ok(Step::Done),
+        if r.phase == AppPhase::Gone {
+            return Ok(Step::Done);
+        }
+        if self.host_lost(r) {
+            self.start_elsewhere(r)?;
+            return Ok(Step::Next);
+        }
+        if r.phase == AppPhase::Starting && r.eni_id.is_none() {
+            if let Err(Failure(reason)) = self.provision(r)? {
+                fail_app(&self.store, &r.key(), reason)?;
+            }
+            return Ok(Step::Next);
+        }
+        // The app's host does the rest: the driver waits for what it
+        // writes (or for its host to be lost).
+        let generation = self.store.generation();
+        if self
+            .store
+            .snapshot()
+            .studio_apps
+            .get(&r.key())
+            .map(|a| a.as_ref())
+            == Some(r)
+        {
+            self.store
+                .wait_for_change(generation, Duration::from_secs(1));
         }
         Ok(Step::Next)
     }
 
     fn fail(&self, r: &StudioApp, reason: &str) -> anyhow::Result<()> {
-        self.fail_app(&r.key(), reason.to_string())
+        fail_app(&self.store, &r.key(), reason.to_string())
     }
 }
 
+/// Applies `f` to the stored app in one write.
+fn update_app(store: &Store, key: &str, f: impl FnOnce(&mut StudioApp)) -> anyhow::Result<()> {
+    crate::workers::update(store, key, |a: &mut StudioApp| {
+        f(a);
+        a.last_modified_time = now_rfc3339();
+    })
+}
+
+/// Marks the app failed: its host stops it.
+fn fail_app(store: &Store, key: &str, reason: String) -> anyhow::Result<()> {
+    tracing::info!(app = %key, %reason, "Studio app failed");
+    update_app(store, key, |a| {
+        a.status = AppStatus::Failed;
+        a.failure_reason = Some(reason);
+        a.phase = AppPhase::Stopping;
+    })
+}
+
 impl StudioApps {
-    fn update_app(&self, key: &str, f: impl FnOnce(&mut StudioApp)) -> anyhow::Result<()> {
-        crate::workers::update(&self.store, key, |a: &mut StudioApp| {
-            f(a);
-            a.last_modified_time = now_rfc3339();
-        })
+    /// Whether the app is placed on a host that is lost.
+    fn host_lost(&self, a: &StudioApp) -> bool {
+        let Some(host) = a.placed_on.as_deref() else {
+            return false;
+        };
+        let world = self.store.snapshot();
+        world
+            .hosts
+            .get(host)
+            .is_none_or(|h| h.state == HostState::Lost)
     }
 
-    fn app_dir(&self, a: &StudioApp) -> PathBuf {
-        self.settings
-            .jobs_dir
-            .join("studio")
-            .join(&a.domain_id)
-            .join(&a.user_profile_name)
-            .join(format!(
-                "{}-{}",
-                a.app_type.to_ascii_lowercase(),
-                a.app_name
-            ))
+    /// Gives back the ENIs of an app whose host is lost and, unless it was
+    /// being deleted, starts it again on another host (`Pending` meanwhile).
+    /// What it left on the lost host is removed when the host is back.
+    fn start_elsewhere(&self, a: &StudioApp) -> anyhow::Result<()> {
+        tracing::warn!(app = %a.arn, host = ?a.placed_on, "the host of a Studio app was lost; starting it elsewhere");
+        self.store.write(|tx| {
+            let Some(mut app) = tx.world.studio_apps.get(&a.key()).map(|x| (**x).clone()) else {
+                return Ok(());
+            };
+            release(tx, app.eni_id.take().as_deref(), None);
+            release(tx, app.home_eni_id.take().as_deref(), None);
+            app.netns_path = None;
+            app.placed_on = None;
+            if app.phase == AppPhase::Stopping {
+                release(tx, app.session_access_key.take().as_deref(), None);
+                if app.status != AppStatus::Failed {
+                    app.status = AppStatus::Deleted;
+                }
+                app.phase = AppPhase::Gone;
+            } else {
+                app.status = AppStatus::Pending;
+                app.phase = AppPhase::Starting;
+            }
+            app.last_modified_time = now_rfc3339();
+            tx.put(app);
+            Ok(())
+        })?;
+        Ok(())
     }
 
-    fn fail_app(&self, key: &str, reason: String) -> anyhow::Result<()> {
-        tracing::info!(app = %key, %reason, "Studio app failed");
-        self.update_app(key, |a| {
-            a.status = AppStatus::Failed;
-            a.failure_reason = Some(reason);
-            a.phase = AppPhase::Stopping;
-        })
-    }
-
-    fn app_start(&self, a: &StudioApp) -> anyhow::Result<()> {
-        match self.try_start(a)? {
-            Ok(()) => Ok(()),
-            Err(Failure(reason)) => self.fail_app(&a.key(), reason),
-        }
-    }
-
-    fn try_start(&self, a: &StudioApp) -> anyhow::Result<Result<(), Failure>> {
+    /// The app's role session and ENIs, on the host it is placed on.
+    fn provision(&self, a: &StudioApp) -> anyhow::Result<Result<(), Failure>> {
         let key = a.key();
         let world = self.store.snapshot();
         let (Some(domain), Some(profile)) = (
@@ -128,9 +184,9 @@ impl StudioApps {
             .or(defaults.execution_role.clone());
         if let (Some(role), None) = (&role, &a.session_access_key) {
             let s = assume_job_role(&self.sts, &a.account_id, role)?;
-            self.update_app(&key, |a| a.session_access_key = Some(s))?;
+            update_app(&self.store, &key, |a| a.session_access_key = Some(s))?;
         }
-        if a.eni_id.is_none() {
+        {
             let vpc_only = domain.request.app_network_access_type.as_deref() == Some("VpcOnly");
             let description = format!(
                 "[DO NOT DELETE] ENI managed by SageMaker for Studio Domain {} - {} {} of {}",
@@ -158,6 +214,28 @@ impl StudioApps {
                 Ok(crate::Placement::Subnet { subnet, groups })
             };
             let home_on_efs = world.file_systems.contains_key(&domain.home_efs_id);
+            if home_on_efs {
+                // SageMaker makes the user's directory on the file system,
+                // whose bytes are on the control plane's host.
+                let on_fs = self
+                    .settings
+                    .efs_dir
+                    .join(&domain.home_efs_id)
+                    .join(profile.home_uid.to_string());
+                std::fs::create_dir_all(&on_fs)?;
+            }
+            // Its host, by the same rule as a job's instance (apps hold a
+            // host's capacity as instances do).
+            let instance_type = resource_spec(&world, a)
+                .instance_type
+                .unwrap_or_else(|| DEFAULT_INSTANCE_TYPE.to_string());
+            let placed_on = cove_model::hosts::place_instances(
+                &world,
+                1,
+                cove_model::hosts::Demand::of(&instance_type),
+            )
+            .pop()
+            .flatten();
             let made = self.store.write_as(&a.account_id, |tx| {
                 let mut app = tx.cloned::<StudioApp>(&key)?;
                 let placement = if vpc_only {
@@ -171,7 +249,7 @@ impl StudioApps {
                     placement,
                     (&app.region, &app.account_id),
                     description.clone(),
-                    None,
+                    placed_on.as_deref(),
                 )?);
                 if !vpc_only && home_on_efs {
                     app.home_eni_id = Some(crate::create_workload_eni(
@@ -183,9 +261,10 @@ impl StudioApps {
                             "[DO NOT DELETE] ENI managed by SageMaker for Studio Domain {} - home file system of {} ({} {})",
                             a.domain_id, a.user_profile_name, a.app_type, a.app_name
                         ),
-                        None,
+                        placed_on.as_deref(),
                     )?);
                 }
+                app.placed_on = placed_on.clone();
                 tx.put(app);
                 Ok(())
             });
@@ -197,9 +276,112 @@ impl StudioApps {
             }
             self.wait_for_data_plane()?;
         }
-        let Some(a) = self.store.snapshot().studio_apps.get(&key).cloned() else {
-            return Ok(Ok(()));
+        Ok(Ok(()))
+    }
+}
+
+/// The Studio apps placed on this host: their home mounts, processes,
+/// watches and stops.
+pub struct AppsHere {
+    store: Arc<Store>,
+    settings: crate::Settings,
+    here: Locality,
+    workers: Workers,
+}
+
+impl AppsHere {
+    pub fn new(store: Arc<Store>, settings: crate::Settings, here: Locality) -> Arc<AppsHere> {
+        Arc::new(AppsHere {
+            store,
+            settings,
+            here,
+            workers: Workers::default(),
+        })
+    }
+
+    /// Gives each app placed here a worker for its phase, after every
+    /// change to the store and every second; removes what apps that no
+    /// longer run here left (at start, then every [`LEFTOVER_SWEEP`]).
+    pub fn spawn(self: &Arc<Self>) -> std::io::Result<()> {
+        let me = self.clone();
+        let sweep = Every::new(LEFTOVER_SWEEP);
+        std::thread::Builder::new()
+            .name("cove-studio".into())
+            .spawn(move || loop {
+                let generation = me.store.generation();
+                let world = me.store.snapshot();
+                for a in world.studio_apps.values() {
+                    if !me.here.runs(a.placed_on.as_deref()) {
+                        continue;
+                    }
+                    let (key, worker) = (a.key(), me.clone());
+                    let thread = format!("app-{}", a.user_profile_name);
+                    match a.phase {
+                        AppPhase::Starting if a.eni_id.is_some() => {
+                            me.workers.run_once(&key.clone(), thread, move || {
+                                if let Err(e) = worker.start(&key) {
+                                    tracing::error!(app = %key, error = %e, "starting a Studio app failed; retrying");
+                                    std::thread::sleep(Duration::from_secs(1));
+                                }
+                            })
+                        }
+                        AppPhase::Running => me.workers.run_once(&key.clone(), thread, move || {
+                            if let Err(e) = worker.watch(&key) {
+                                tracing::error!(app = %key, error = %e, "watching a Studio app failed");
+                            }
+                        }),
+                        AppPhase::Stopping => me.workers.run_once(&key.clone(), thread, move || {
+                            if let Err(e) = worker.stop(&key) {
+                                tracing::error!(app = %key, error = %e, "stopping a Studio app failed; retrying");
+                                std::thread::sleep(Duration::from_secs(1));
+                            }
+                        }),
+                        _ => {}
+                    }
+                }
+                if sweep.due() {
+                    me.remove_leftovers(&world);
+                }
+                me.store.wait_for_change(generation, Duration::from_secs(1));
+            })
+            .map(|_| ())
+    }
+
+    fn app(&self, key: &str) -> Option<StudioApp> {
+        self.store
+            .snapshot()
+            .studio_apps
+            .get(key)
+            .map(|a| (**a).clone())
+    }
+
+    fn app_dir(&self, a: &StudioApp) -> PathBuf {
+        app_dir(&self.settings.jobs_dir, a)
+    }
+
+    /// Mounts the app's home, starts its process and marks it in service
+    /// once its port is open (or failed).
+    fn start(&self, key: &str) -> anyhow::Result<()> {
+        let Some(a) = self.app(key).filter(|a| a.phase == AppPhase::Starting) else {
+            return Ok(());
         };
+        // This host's data plane makes the app's ENIs real first (on an
+        // agent, it learns of them from the store).
+        crate::wait_for_restored_network(&self.store, &self.settings)?;
+        if !self
+            .store
+            .wait_applied(self.store.generation(), Duration::from_secs(60))
+        {
+            anyhow::bail!("this host's data plane did not apply the app's ENIs within 60 s");
+        }
+        match self.try_start(&a)? {
+            Ok(()) => Ok(()),
+            Err(Failure(reason)) => fail_app(&self.store, key, reason),
+        }
+    }
+
+    fn try_start(&self, a: &StudioApp) -> anyhow::Result<Result<(), Failure>> {
+        let key = a.key();
         let Some(netns) = eni_netns(&self.settings, a.eni_id.as_deref()) else {
             return Ok(Err(Failure("The app has no network interface.".into())));
         };
@@ -259,7 +441,7 @@ impl StudioApps {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        self.update_app(&key, |a| {
+        update_app(&self.store, &key, |a| {
             a.status = AppStatus::InService;
             a.netns_path = Some(netns_path);
             a.phase = AppPhase::Running;
@@ -301,10 +483,8 @@ impl StudioApps {
             std::fs::create_dir_all(&home).map_err(internal)?;
             return Ok(home);
         }
-        // SageMaker makes the user's directory on the file system.
+        // The driver made the user's directory on the file system.
         let uid = profile.home_uid.to_string();
-        let on_fs = self.settings.efs_dir.join(fs_id).join(&uid);
-        std::fs::create_dir_all(&on_fs).map_err(internal)?;
         let unable = |seen: &str| {
             format!(
                 "ClientError: Unable to mount the home directory of user profile {} (directory /{uid} of file system {fs_id}). Please ensure the file system's mount targets admit NFS (TCP 2049) from the app's security groups and the subnets' network ACLs allow it. ({seen})",
@@ -375,7 +555,7 @@ impl StudioApps {
         launch_host(
             &self.settings,
             HostLaunch {
-                id: format!("studio-{:016x}", fnv64(&a.key())),
+                id: a.tunnel_id(),
                 dir: &dir,
                 root: RootFs::Host,
                 contract,
@@ -394,7 +574,11 @@ impl StudioApps {
     }
 
     /// Watches a running app until it is deleted or its process ends.
-    fn app_watch(&self, a: &StudioApp) -> anyhow::Result<()> {
+    fn watch(&self, key: &str) -> anyhow::Result<()> {
+        let Some(a) = self.app(key) else {
+            return Ok(());
+        };
+        let a = &a;
         let key = a.key();
         let state = self.app_dir(a).join("state");
         loop {
@@ -406,7 +590,8 @@ impl StudioApps {
             }
             let running = Container::adopt(&state)?.is_some_and(|c| c.status() == Status::Running);
             if !running {
-                return self.fail_app(
+                return fail_app(
+                    &self.store,
                     &key,
                     format!(
                         "The app's process ended: {}",
@@ -418,7 +603,13 @@ impl StudioApps {
         }
     }
 
-    fn app_stop(&self, a: &StudioApp) -> anyhow::Result<()> {
+    /// Stops the app's process, removes its files and gives back its ENIs
+    /// and session.
+    fn stop(&self, key: &str) -> anyhow::Result<()> {
+        let Some(a) = self.app(key).filter(|a| a.phase == AppPhase::Stopping) else {
+            return Ok(());
+        };
+        let a = &a;
         let dir = self.app_dir(a);
         stop_container(&dir, Duration::from_secs(2));
         self.store.write(|tx| {
@@ -448,7 +639,53 @@ impl StudioApps {
         }
         Ok(())
     }
+
+    /// Removes the process and files of apps that no longer run here
+    /// (started elsewhere while this host was lost, or deleted).
+    fn remove_leftovers(&self, world: &cove_model::world::World) {
+        let live: std::collections::HashSet<PathBuf> = world
+            .studio_apps
+            .values()
+            .filter(|a| a.phase != AppPhase::Gone && self.here.runs(a.placed_on.as_deref()))
+            .map(|a| self.app_dir(a))
+            .collect();
+        let children = |d: &std::path::Path| -> Vec<PathBuf> {
+            std::fs::read_dir(d)
+                .map(|r| r.flatten().map(|e| e.path()).collect())
+                .unwrap_or_default()
+        };
+        // <jobs dir>/studio/<domain>/<user profile>/<type>-<name>
+        for domain in children(&self.settings.jobs_dir.join("studio")) {
+            for profile in children(&domain) {
+                for dir in children(&profile) {
+                    if dir.is_dir() && !live.contains(&dir) {
+                        tracing::info!(dir = %dir.display(), "removing what a Studio app no longer here left");
+                        if let Err(e) = crate::instances::remove_instance_dir(&dir) {
+                            tracing::warn!(dir = %dir.display(), error = %e, "removing a Studio app's leftovers failed");
+                        }
+                    }
+                }
+            }
+        }
+    }
 }
+
+/// An app's files: `<jobs dir>/studio/<domain>/<user profile>/<type>-<name>`.
+fn app_dir(jobs_dir: &std::path::Path, a: &StudioApp) -> PathBuf {
+    jobs_dir
+        .join("studio")
+        .join(&a.domain_id)
+        .join(&a.user_profile_name)
+        .join(format!(
+            "{}-{}",
+            a.app_type.to_ascii_lowercase(),
+            a.app_name
+        ))
+}
+
+/// The instance type an app holds a host's capacity for when its spec
+/// names none (SageMaker's default for Studio apps).
+const DEFAULT_INSTANCE_TYPE: &str = "ml.t3.medium";
 
 fn last_line(log: &std::path::Path) -> String {
     std::fs::read_to_string(log)

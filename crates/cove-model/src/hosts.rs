@@ -137,8 +137,9 @@ pub fn host_of<'a>(world: &'a World, eni: &'a NetworkInterface) -> Option<&'a st
 }
 
 /// Every instance that holds a host's capacity: those of unfinished
-/// training and processing jobs and every endpoint's, each with the host
-/// it is placed on (`None`: the control plane's) and its instance type.
+/// training and processing jobs, every endpoint's and every Studio app
+/// that is not gone, each with the host it is placed on (`None`: the
+/// control plane's) and its instance type.
 fn placed_instances(world: &World) -> impl Iterator<Item = (Option<&str>, String)> {
     let jobs = world
         .sagemaker_jobs
@@ -159,10 +160,25 @@ fn placed_instances(world: &World) -> impl Iterator<Item = (Option<&str>, String
             (i.placed_on.as_deref(), instance_type)
         })
     });
-    jobs.chain(endpoints)
+    // An app holds what its request's spec asks for, else SageMaker's
+    // default type (the spec its domain or profile sets is not counted).
+    let apps = world
+        .studio_apps
+        .values()
+        .filter(|a| a.phase != crate::studio::AppPhase::Gone)
+        .map(|a| {
+            let instance_type = a
+                .request
+                .resource_spec
+                .as_ref()
+                .and_then(|s| s.instance_type.clone())
+                .unwrap_or_else(|| "ml.t3.medium".to_string());
+            (a.placed_on.as_deref(), instance_type)
+        });
+    jobs.chain(endpoints).chain(apps)
 }
 
-/// How many instances of unfinished jobs and of endpoints run on host `id`
+/// How many instances of unfinished jobs, of endpoints and Studio apps run on host `id`
 /// (an instance placed on no host runs on the control plane's).
 pub fn instances_on(world: &World, id: &str) -> usize {
     let control_plane = control_plane(world).map(|h| h.id.as_str());

@@ -125,9 +125,18 @@ pub struct StudioApp {
     /// traffic); a `VpcOnly` app reaches it through `eni_id`.
     #[serde(default)]
     pub home_eni_id: Option<String>,
+    /// The agent's host it runs on (`None`: the control plane's), set with
+    /// its ENIs in one write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub placed_on: Option<String>,
 }
 
 impl StudioApp {
+    /// The id its container runs under and its host's relay knows it by.
+    pub fn tunnel_id(&self) -> String {
+        format!("studio-{:016x}", crate::ids::fnv64(&self.key()))
+    }
+
     pub fn key_of(
         region: &str,
         account: &str,

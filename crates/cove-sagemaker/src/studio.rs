@@ -698,6 +698,7 @@ pub fn create_app(
             session_access_key: None,
             netns_path: None,
             home_eni_id: None,
+            placed_on: None,
         });
         Ok(())
     })?;

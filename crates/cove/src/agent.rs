@@ -5,7 +5,7 @@
 //! overlays to the other hosts, the VPC resolver of each of its routers,
 //! and the flow-log counting of its ENIs (the records go to the control
 //! plane through the store); the instances of training and processing
-//! jobs and of endpoints placed on it (their containers' logs go to the
+//! jobs and of endpoints, and the Studio apps, placed on it (their containers' logs go to the
 //! control plane through the store); and the relay through which the
 //! control plane reaches its serving containers. It serves no API.
 
@@ -104,7 +104,10 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
         local_s3: String::new(),
         connect_timeout: std::time::Duration::from_secs(args.job_connect_timeout.max(1)),
         stop_grace: std::time::Duration::from_secs(args.job_stop_grace),
-        studio_command: None,
+        studio_command: args
+            .studio_app_command
+            .as_deref()
+            .map(|c| c.split_whitespace().map(str::to_string).collect()),
         studio_dir: args.data_dir.join("studio"),
         efs_dir: args.data_dir.join("efs"),
         ca_bundle: trust_control_plane(&store, &args.data_dir),
@@ -121,6 +124,8 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
         locality.clone(),
     )
     .spawn()?;
+    cove_jobs::studio_apps::AppsHere::new(store.clone(), settings.clone(), locality.clone())
+        .spawn()?;
     cove_jobs::Hosting::on_agent(store.clone(), sink, settings, locality.clone()).spawn()?;
     let relay = Arc::new(cove_invoke::relay::Relay {
         store: store.clone(),

@@ -319,6 +319,9 @@ pub struct AgentArgs {
     /// host (through a tunnel opened with a token only the store holds).
     #[arg(long, env = "COVE_SERVING_RELAY_PORT", default_value_t = 8091)]
     pub serving_relay_port: u16,
+    /// As `cove serve --studio-app-command`, for the Studio apps on this host.
+    #[arg(long, env = "COVE_STUDIO_APP_COMMAND")]
+    pub studio_app_command: Option<String>,
 }
 
 pub const DEFAULT_AGENT_DATA_DIR: &str = "/var/lib/cove-agent";

@@ -119,18 +119,26 @@ pub async fn handle(store: Arc<Store>, key: Arc<Vec<u8>>, req: Request<Body>) ->
             );
             world.studio_apps.get(&key).cloned()
         });
-    let Some(netns) = app
+    // On an agent's host, the app is reached through the agent's relay.
+    let route = app
         .as_ref()
         .filter(|a| a.status == cove_model::studio::AppStatus::InService)
-        .and_then(|a| a.netns_path.clone())
-    else {
+        .and_then(|a| {
+            cove_invoke::Route::to(
+                &world,
+                a.placed_on.as_deref(),
+                a.netns_path.as_deref(),
+                || format!("{}:{}", a.tunnel_id(), cove_jobs::contract::STUDIO_PORT),
+            )
+        });
+    let Some(route) = route else {
         let status = app.map_or("not created", |a| a.status.as_str());
         return plain(
             StatusCode::SERVICE_UNAVAILABLE,
             format!("The JupyterServer app of {profile} is not running ({status}); create it with CreateApp."),
         );
     };
-    match forward(&netns, req).await {
+    match forward(&route, req).await {
         Ok(r) => r,
         Err(e) => plain(
             StatusCode::BAD_GATEWAY,
@@ -141,7 +149,7 @@ pub async fn handle(store: Arc<Store>, key: Arc<Vec<u8>>, req: Request<Body>) ->
 
 type Sender = hyper::client::conn::http1::SendRequest<Body>;
 
-/// Idle kept-alive connections into Studio apps, by namespace path: a page
+/// Idle kept-alive connections into Studio apps, by route: a page
 /// of JupyterLab is dozens of requests, and a new connection into the
 /// namespace costs a thread hop and a handshake each.
 static IDLE: std::sync::LazyLock<Mutex<HashMap<String, Vec<Sender>>>> =
@@ -150,10 +158,10 @@ static IDLE: std::sync::LazyLock<Mutex<HashMap<String, Vec<Sender>>>> =
 const MAX_IDLE: usize = 16;
 
 /// An idle connection ready for a request, or a new one.
-async fn checkout(netns: &str) -> anyhow::Result<Sender> {
+async fn checkout(route: &cove_invoke::Route) -> anyhow::Result<Sender> {
     let reused = {
         let mut idle = IDLE.lock().expect("lock");
-        let list = idle.entry(netns.to_string()).or_default();
+        let list = idle.entry(format!("{route:?}")).or_default();
         // Closed ones go; busy ones (a body still streaming) stay for later.
         list.retain(|s| !s.is_closed());
         list.iter()
@@ -163,9 +171,7 @@ async fn checkout(netns: &str) -> anyhow::Result<Sender> {
     if let Some(sender) = reused {
         return Ok(sender);
     }
-    let stream =
-        cove_invoke::connect_in_namespace(netns.to_string(), cove_jobs::contract::STUDIO_PORT)
-            .await?;
+    let stream = route.connect(cove_jobs::contract::STUDIO_PORT).await?;
     let (sender, conn) = hyper::client::conn::http1::handshake(stream).await?;
     tokio::spawn(async move {
         let _ = conn.with_upgrades().await;
@@ -173,9 +179,9 @@ async fn checkout(netns: &str) -> anyhow::Result<Sender> {
     Ok(sender)
 }
 
-fn checkin(netns: &str, sender: Sender) {
+fn checkin(route: &cove_invoke::Route, sender: Sender) {
     let mut idle = IDLE.lock().expect("lock");
-    let list = idle.entry(netns.to_string()).or_default();
+    let list = idle.entry(format!("{route:?}")).or_default();
     if list.len() < MAX_IDLE {
         list.push(sender);
     }
@@ -183,8 +189,11 @@ fn checkin(netns: &str, sender: Sender) {
 
 /// Sends the request to the app inside its namespace and streams the answer
 /// back; an upgraded connection is spliced both ways.
-async fn forward(netns: &str, mut req: Request<Body>) -> anyhow::Result<Response<Body>> {
-    let mut sender = checkout(netns).await?;
+async fn forward(
+    route: &cove_invoke::Route,
+    mut req: Request<Body>,
+) -> anyhow::Result<Response<Body>> {
+    let mut sender = checkout(route).await?;
     let upgrade = req.headers().contains_key(header::UPGRADE);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let mut response = sender.send_request(req).await?;
@@ -200,7 +209,7 @@ async fn forward(netns: &str, mut req: Request<Body>) -> anyhow::Result<Response
         }
     } else if !upgrade {
         // Ready again once this answer's body has been read.
-        checkin(netns, sender);
+        checkin(route, sender);
     }
     let (parts, body) = response.into_parts();
     Ok(Response::from_parts(parts, Body::new(body)))
