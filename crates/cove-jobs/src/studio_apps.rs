@@ -386,17 +386,17 @@ impl AppsHere {
             return Ok(Err(Failure("The app has no network interface.".into())));
         };
         let netns_path = format!("{}/{netns}", cove_net::netns::NETNS_DIR);
-        let dir = self.app_dir(&a);
+        let dir = self.app_dir(a);
         let state = dir.join("state");
         let container = match Container::adopt(&state)? {
             Some(c) if c.status() == Status::Running => c,
             _ => {
                 stop_container(&dir, Duration::from_secs(1));
-                let home = match self.home(&a, &netns_path) {
+                let home = match self.home(a, &netns_path) {
                     Ok(home) => home,
                     Err(reason) => return Ok(Err(Failure(reason))),
                 };
-                match self.launch_app(&a, &netns, home) {
+                match self.launch_app(a, &netns, home) {
                     Ok(c) => c,
                     // A command that cannot start is the app's failure, not a transient one.
                     Err(e) => {
@@ -578,11 +578,9 @@ impl AppsHere {
         let Some(a) = self.app(key) else {
             return Ok(());
         };
-        let a = &a;
-        let key = a.key();
-        let state = self.app_dir(a).join("state");
+        let state = self.app_dir(&a).join("state");
         loop {
-            let Some(now) = self.store.snapshot().studio_apps.get(&key).cloned() else {
+            let Some(now) = self.store.snapshot().studio_apps.get(key).cloned() else {
                 return Ok(());
             };
             if now.phase != AppPhase::Running {
@@ -592,10 +590,10 @@ impl AppsHere {
             if !running {
                 return fail_app(
                     &self.store,
-                    &key,
+                    key,
                     format!(
                         "The app's process ended: {}",
-                        last_line(&self.app_dir(a).join("container.log"))
+                        last_line(&self.app_dir(&a).join("container.log"))
                     ),
                 );
             }
@@ -609,8 +607,7 @@ impl AppsHere {
         let Some(a) = self.app(key).filter(|a| a.phase == AppPhase::Stopping) else {
             return Ok(());
         };
-        let a = &a;
-        let dir = self.app_dir(a);
+        let dir = self.app_dir(&a);
         stop_container(&dir, Duration::from_secs(2));
         self.store.write(|tx| {
             let Some(mut app) = tx.world.studio_apps.get(&a.key()).map(|x| (**x).clone()) else {
