@@ -139,26 +139,34 @@ pub fn host_of<'a>(world: &'a World, eni: &'a NetworkInterface) -> Option<&'a st
 /// Every instance that holds a host's capacity: those of unfinished
 /// training and processing jobs, every endpoint's and every Studio app
 /// that is not gone, each with the host it is placed on (`None`: the
-/// control plane's) and its instance type.
+/// control plane's) and its instance type. One that is still to be placed
+/// (no ENI yet, in its first step) holds none: it is the one being placed,
+/// or will be placed after it.
 fn placed_instances(world: &World) -> impl Iterator<Item = (Option<&str>, String)> {
+    use crate::endpoints::InstanceState;
     let jobs = world
         .sagemaker_jobs
         .values()
         .filter(|j| j.phase != crate::jobs::JobPhase::CleanedUp)
         .flat_map(|j| {
             let instance_type = j.request.cluster().0;
+            let unplaced = j.phase == crate::jobs::JobPhase::Starting;
             j.hosts
                 .iter()
+                .filter(move |i| !(unplaced && i.eni_id.is_none()))
                 .map(move |i| (i.placed_on.as_deref(), instance_type.clone()))
         });
     let endpoints = world.sagemaker_endpoints.values().flat_map(|e| {
-        e.instances.iter().map(|i| {
-            let instance_type = e
-                .variant_of(i)
-                .map(|v| v.instance_type.clone())
-                .unwrap_or_default();
-            (i.placed_on.as_deref(), instance_type)
-        })
+        e.instances
+            .iter()
+            .filter(|i| !(i.state == InstanceState::Provisioning && i.eni_id.is_none()))
+            .map(|i| {
+                let instance_type = e
+                    .variant_of(i)
+                    .map(|v| v.instance_type.clone())
+                    .unwrap_or_default();
+                (i.placed_on.as_deref(), instance_type)
+            })
     });
     // An app holds what its request's spec asks for, else SageMaker's
     // default type (the spec its domain or profile sets is not counted).
@@ -166,6 +174,7 @@ fn placed_instances(world: &World) -> impl Iterator<Item = (Option<&str>, String
         .studio_apps
         .values()
         .filter(|a| a.phase != crate::studio::AppPhase::Gone)
+        .filter(|a| !(a.phase == crate::studio::AppPhase::Starting && a.eni_id.is_none()))
         .map(|a| {
             let instance_type = a
                 .request
@@ -426,6 +435,7 @@ mod tests {
 
     fn job_on(hosts: &[Option<&str>], instance_type: &str) -> crate::jobs::SageMakerJob {
         let mut job = crate::jobs::tests_support::job();
+        job.phase = crate::jobs::JobPhase::Running;
         if let crate::jobs::JobRequest::Training(r) = &mut job.request {
             r.resource_config = Some(cove_shapes::sagemaker::ResourceConfig {
                 instance_type: Some(instance_type.into()),
@@ -448,6 +458,7 @@ mod tests {
         use crate::endpoints::*;
         let mut instance = EndpointInstance::provisioning("AllTraffic", "config");
         instance.placed_on = host.map(String::from);
+        instance.eni_id = Some("eni-1".into());
         SageMakerEndpoint {
             name: "ep".into(),
             arn: "arn:aws:sagemaker:us-east-1:000000000000:endpoint/ep".into(),
@@ -523,6 +534,15 @@ mod tests {
             (instances_on(&world, "b"), instances_on(&world, "a")),
             (3, 0)
         );
+        // The job being placed (Starting, no ENIs yet) holds nothing.
+        let mut starting = job_on(&[None, None], "ml.m5.large");
+        starting.name = "starting".into();
+        starting.arn = "arn-starting".into();
+        starting.phase = crate::jobs::JobPhase::Starting;
+        world
+            .sagemaker_jobs
+            .insert(starting.key(), Arc::new(starting));
+        assert_eq!(instances_on(&world, "a"), 0);
         // A new instance of an owner with one on the control plane's host
         // goes elsewhere where it fits.
         assert_eq!(
@@ -540,6 +560,12 @@ mod tests {
             [None],
             "a fits, b does not"
         );
+        // One still to be placed (no ENI yet) holds nothing.
+        endpoint.instances[0].eni_id = None;
+        world
+            .sagemaker_endpoints
+            .insert(endpoint.key(), Arc::new(endpoint.clone()));
+        assert_eq!(instances_on(&world, "b"), 3);
         endpoint.instances.clear();
         world
             .sagemaker_endpoints
