@@ -445,15 +445,21 @@ def allow_members(ec2, net):
         {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": net["sg"]}]}])
 
 
-def running_on(server, agents, job):
-    """Which host runs each of the job's instances, from the hosts' logs."""
+def logged_on(server, agents, message, owner):
+    """Which host logged `message` about each instance of `owner` (a
+    `key=value` field of the line): {instance: host}."""
     found = {}
     logs = {"cp": open(server.log_path).read(), **{h: a.log() for h, a in agents.items()}}
     for host, text in logs.items():
         for line in text.splitlines():
-            if "the instance's container runs here" in line and f"job={job} " in line:
+            if message in line and f"{owner} " in line:
                 found[line.split("instance=")[1].split()[0]] = host
     return found
+
+
+def running_on(server, agents, job):
+    """Which host runs each of the job's instances."""
+    return logged_on(server, agents, "the instance's container runs here", f"job={job}")
 
 
 SPREAD = DISTRIBUTED + 'print(f"{host} finished", flush=True)\n'
@@ -566,14 +572,8 @@ def test_a_lost_host_fails_the_jobs_it_ran_and_the_others_finish(spread_cluster)
 
 
 def serving_on(server, agents, endpoint):
-    """Which host serves each of the endpoint's instances, from the hosts' logs."""
-    found = {}
-    logs = {"cp": open(server.log_path).read(), **{h: a.log() for h, a in agents.items()}}
-    for host, text in logs.items():
-        for line in text.splitlines():
-            if "instance in service" in line and f"owner={endpoint} " in line:
-                found[line.split("instance=")[1].split()[0]] = host
-    return found
+    """Which host serves each of the endpoint's instances."""
+    return logged_on(server, agents, "instance in service", f"owner={endpoint}")
 
 
 def test_an_endpoint_serves_from_several_hosts_and_replaces_the_instance_of_a_lost_one(spread_cluster):
