@@ -75,14 +75,15 @@ step "guest programs"
 step "end-to-end tests"
 PATH="$PWD/$VENV/bin:$PATH" "$VENV/bin/python" -m pytest tests/e2e -q -p no:cacheprovider "$@"
 if [ "$(id -u)" = 0 ] && [ $# = 0 ]; then
-    step "end-to-end tests of the data plane, jobs and endpoints over three simulated hosts"
+    step "end-to-end tests of the data plane, jobs, endpoints and Studio over three simulated hosts"
     # The same tests, every server the control plane of three hosts
-    # (tests/e2e/simulated_hosts.py) with its ENIs and the instances of its
-    # jobs and endpoints spread over them.
+    # (tests/e2e/simulated_hosts.py) with its ENIs, the instances of its
+    # jobs and endpoints and its Studio apps spread over them.
     COVE_E2E_HOSTS=3 PATH="$PWD/$VENV/bin:$PATH" "$VENV/bin/python" -m pytest -q -p no:cacheprovider \
         tests/e2e/test_dataplane.py tests/e2e/test_security_groups.py tests/e2e/test_network_acls.py \
         tests/e2e/test_routes_gateways.py tests/e2e/test_flow_log_records.py tests/e2e/test_vpc_dns_endpoints.py \
-        tests/e2e/test_peering.py tests/e2e/test_training_jobs.py tests/e2e/test_hosting.py
+        tests/e2e/test_peering.py tests/e2e/test_training_jobs.py tests/e2e/test_hosting.py \
+        tests/e2e/test_studio.py
     step "crash test"
     # Jobs killed with SIGKILL at every phase complete, log once, leave nothing.
     "$VENV/bin/python" tests/crash/crash_test.py --jobs-per-phase 5
