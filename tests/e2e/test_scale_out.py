@@ -617,6 +617,9 @@ def test_an_endpoint_serves_from_several_hosts_and_replaces_the_instance_of_a_lo
     jobs_dir = os.path.join(victim.data_dir, "jobs")
     assert any(victim_instance in dirs for _, dirs, _ in os.walk(jobs_dir))
     victim.stop(signal.SIGKILL)
+    # Before the host is marked lost, calls still go through: an instance
+    # that cannot be connected to is passed over for the next.
+    assert answering() == set(placed) - {victim_instance}
     assert eventually(lambda: host_states(server)[victim_id] == "lost", timeout=40)
     # A new instance on a host that is not lost takes the lost one's place.
     assert eventually(lambda: len(serving_on(server, agents, name)) == 3, timeout=60), diagnose(server, agents)

@@ -518,7 +518,6 @@ impl Runtime {
         };
         let (variant, instances) = &serving[v];
         let turn = self.next.fetch_add(1, Ordering::Relaxed);
-        let instance = instances[turn % instances.len()];
         let mut request = Request::post("/invocations").header(HOST, "localhost");
         for name in FORWARDED {
             if let Some(value) = headers.get(*name) {
@@ -528,16 +527,33 @@ impl Runtime {
         let request = request.body(Full::new(body)).map_err(|_| {
             RuntimeError::new(500, "InternalFailure", "could not build the request")
         })?;
-        // The pool keys by route too: an instance's host re-registered
-        // with a new relay token gets new connections.
-        let route = route_to(&self.store.snapshot(), instance)
-            .unwrap_or_else(|| Route::Here(String::new()));
-        let key = format!("{}/{}/{route:?}", e.name, instance.id);
+        let world = self.store.snapshot();
+        // The instances in turn from this call's: one that cannot even be
+        // connected to (its host down and not yet marked lost) is passed
+        // over, as the request has not reached it.
+        let mut instance = instances[turn % instances.len()];
         let forwarded = async {
-            let mut c = self.pool.checkout(&key, &route).await?;
-            let answer = exchange(&mut c, request).await?;
-            self.pool.checkin(&key, c);
-            Ok::<_, BoxError>(answer)
+            let mut refused = None;
+            for n in 0..instances.len() {
+                instance = instances[(turn + n) % instances.len()];
+                // The pool keys by route too: an instance's host
+                // re-registered with a new relay token gets new connections.
+                let route =
+                    route_to(&world, instance).unwrap_or_else(|| Route::Here(String::new()));
+                let key = format!("{}/{}/{route:?}", e.name, instance.id);
+                let mut c = match self.pool.checkout(&key, &route).await {
+                    Ok(c) => c,
+                    Err(err) => {
+                        tracing::warn!(endpoint = %e.name, instance = %instance.id, error = %err, "cannot connect to a serving container; trying the next instance");
+                        refused = Some(err);
+                        continue;
+                    }
+                };
+                let answer = exchange(&mut c, request).await?;
+                self.pool.checkin(&key, c);
+                return Ok::<_, BoxError>(answer);
+            }
+            Err(refused.map_or_else(|| "no instance".into(), BoxError::from))
         };
         let (parts, bytes) = match tokio::time::timeout(self.timeout, forwarded).await {
             Err(_) => return Err(model_timeout(region, &e.name, account)),
