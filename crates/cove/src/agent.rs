@@ -5,9 +5,10 @@
 //! overlays to the other hosts, the VPC resolver of each of its routers,
 //! and the flow-log counting of its ENIs (the records go to the control
 //! plane through the store); the instances of training and processing
-//! jobs and of endpoints, and the Studio apps, placed on it (their containers' logs go to the
-//! control plane through the store); and the relay through which the
-//! control plane reaches its serving containers. It serves no API.
+//! jobs and of endpoints, and the Studio apps, placed on it (their
+//! containers' logs go to the control plane through the store); and the
+//! relay through which the control plane reaches its serving containers
+//! and apps. It serves no API.
 
 use crate::config::{self, AgentArgs, StoreLocation};
 use cove_model::hosts::Locality;
@@ -37,8 +38,8 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("another cove agent already runs host {id} ({e})"))?;
     location.record(&args.data_dir)?;
     let instance = crate::server::instance_tag(&args.data_dir)?;
-    // The relay to this host's serving containers and the VPC resolvers of
-    // its routers run on a small runtime. The relay's port is bound before
+    // The relay to this host's serving containers and Studio apps and the
+    // VPC resolvers of its routers run on a small runtime. The relay's port is bound before
     // the host registers it.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
