@@ -504,9 +504,12 @@ def test_a_training_job_spreads_its_instances_over_the_hosts(spread_cluster):
                 for e in logs.get_log_events(logGroupName=group, logStreamName=s["logStreamName"])["events"]}
 
     assert eventually(lambda: {"algo-2 finished", "algo-3 finished", "algo-1 finished"} <= lines(), timeout=20), lines()
-    # The job's ENIs are gone from every host.
-    enis = ec2.describe_network_interfaces(Filters=[{"Name": "vpc-id", "Values": [net["vpc"]]}])["NetworkInterfaces"]
-    assert [e for e in enis if e["InterfaceType"] == "interface"] == []
+    # The job's ENIs go once every host has cleaned up its instance (after
+    # the job is Completed, as on AWS).
+    def job_enis():
+        enis = ec2.describe_network_interfaces(Filters=[{"Name": "vpc-id", "Values": [net["vpc"]]}])
+        return [e for e in enis["NetworkInterfaces"] if e["InterfaceType"] == "interface"]
+    assert eventually(lambda: job_enis() == [], timeout=20), (job_enis(), diagnose(server, agents))
 
 
 SLEEPER = r"""
