@@ -73,7 +73,7 @@ step "guest programs"
 # What Cove puts inside containers runs on the host's Python there.
 /usr/bin/python3 -m unittest discover -s crates/cove-jobs/guest/tests -q
 step "end-to-end tests"
-PATH="$PWD/$VENV/bin:$PATH" "$VENV/bin/python" -m pytest tests/e2e -q -p no:cacheprovider "$@"
+PATH="$PWD/$VENV/bin:$PATH" "$VENV/bin/python" -m pytest tests/e2e -q -p no:cacheprovider --durations=20 "$@"
 if [ "$(id -u)" = 0 ] && [ $# = 0 ]; then
     step "end-to-end tests of the data plane, jobs, endpoints and Studio over three simulated hosts"
     # The same tests, every server the control plane of three hosts
