@@ -11,7 +11,7 @@
 
 use crate::hosting::{release_network, stop_container, Hosting, Owner, Steps};
 use crate::instances::{remove_instance_dir, remove_instances_but};
-use crate::workers::{Every, LEFTOVER_SWEEP};
+use crate::workers::{watch_store_every, Every, LEFTOVER_SWEEP};
 use cove_host::logs::LogShipper;
 use cove_model::endpoints::{EndpointInstance, InstanceState, SageMakerEndpoint};
 use cove_model::ids::now_rfc3339;
@@ -39,26 +39,22 @@ impl Hosting {
     pub(crate) fn spawn_instances_here(self: &Arc<Self>) -> std::io::Result<()> {
         let me = self.clone();
         let sweep = Every::new(LEFTOVER_SWEEP);
-        std::thread::Builder::new()
-            .name("cove-serving".into())
-            .spawn(move || {
-                let mut shippers = HashMap::new();
-                loop {
-                    let generation = me.store.generation();
-                    let world = me.store.snapshot();
-                    me.look_after(&world, &mut shippers);
-                    // From this thread's newest world only: every worker
-                    // that makes an instance's directory was started from
-                    // an older one, so no directory is taken for a leftover
-                    // while its instance comes up.
-                    if sweep.due() {
-                        me.remove_leftovers(&world);
-                    }
-                    me.store
-                        .wait_for_change(generation, Duration::from_millis(250));
+        let mut shippers = HashMap::new();
+        watch_store_every(
+            self.store.clone(),
+            "cove-serving",
+            Duration::from_millis(250),
+            move |world| {
+                me.look_after(world, &mut shippers);
+                // From this thread's newest world only: every worker that
+                // makes an instance's directory was started from an older
+                // one, so no directory is taken for a leftover while its
+                // instance comes up.
+                if sweep.due() {
+                    me.remove_leftovers(world);
                 }
-            })
-            .map(|_| ())
+            },
+        )
     }
 
     /// One pass over the endpoint instances placed here.

@@ -29,7 +29,7 @@ use crate::driver::{driver, Driver, Failure, Step};
 use crate::hosting::stop_container;
 use crate::release;
 use crate::session_of;
-use crate::workers::{Every, Workers, LEFTOVER_SWEEP};
+use crate::workers::{watch_store_every, Every, Workers, LEFTOVER_SWEEP};
 use cove_host::eni_netns;
 use cove_host::launch::launch_host;
 use cove_host::launch::HostLaunch;
@@ -305,11 +305,11 @@ impl AppsHere {
     pub fn spawn(self: &Arc<Self>) -> std::io::Result<()> {
         let me = self.clone();
         let sweep = Every::new(LEFTOVER_SWEEP);
-        std::thread::Builder::new()
-            .name("cove-studio".into())
-            .spawn(move || loop {
-                let generation = me.store.generation();
-                let world = me.store.snapshot();
+        watch_store_every(
+            self.store.clone(),
+            "cove-studio",
+            Duration::from_secs(1),
+            move |world| {
                 for a in world.studio_apps.values() {
                     if !me.here.runs(a.placed_on.as_deref()) {
                         continue;
@@ -340,11 +340,10 @@ impl AppsHere {
                     }
                 }
                 if sweep.due() {
-                    me.remove_leftovers(&world);
+                    me.remove_leftovers(world);
                 }
-                me.store.wait_for_change(generation, Duration::from_secs(1));
-            })
-            .map(|_| ())
+            },
+        )
     }
 
     fn app(&self, key: &str) -> Option<StudioApp> {

@@ -15,14 +15,25 @@ use std::time::Duration;
 pub(crate) fn watch_store(
     store: Arc<Store>,
     name: &str,
-    pass: impl Fn(&World) + Send + 'static,
+    pass: impl FnMut(&World) + Send + 'static,
+) -> std::io::Result<()> {
+    watch_store_every(store, name, Duration::from_secs(5), pass)
+}
+
+/// [`watch_store`] with a pass at least every `period`, for a loop that
+/// also watches what changes outside the store (a container ending).
+pub(crate) fn watch_store_every(
+    store: Arc<Store>,
+    name: &str,
+    period: Duration,
+    mut pass: impl FnMut(&World) + Send + 'static,
 ) -> std::io::Result<()> {
     std::thread::Builder::new()
         .name(name.to_string())
         .spawn(move || loop {
             let generation = store.generation();
             pass(&store.snapshot());
-            store.wait_for_change(generation, Duration::from_secs(5));
+            store.wait_for_change(generation, period);
         })
         .map(|_| ())
 }
