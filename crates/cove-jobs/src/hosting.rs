@@ -851,16 +851,10 @@ impl Hosting {
     }
 
     fn download(&self, u: &Unit) -> anyhow::Result<Result<(), Failure>> {
-        crate::wait_for_restored_network(&self.store, &self.settings)?;
-        // This host's data plane makes the instance's ENI real before the
-        // first packet (on an agent, it learns of it from the store).
-        if u.instance.eni_id.is_some()
-            && self.settings.instance.is_some()
-            && !self
-                .store
-                .wait_applied(self.store.generation(), Duration::from_secs(60))
-        {
-            anyhow::bail!("this host's data plane did not apply the instance's ENI within 60 s");
+        if u.instance.eni_id.is_some() {
+            crate::wait_for_network_here(&self.store, &self.settings, "instance's ENI")?;
+        } else {
+            crate::wait_for_restored_network(&self.store, &self.settings)?;
         }
         let (i, d, dir) = (&u.instance, &u.deployment, u.dir.clone());
         if let Some(size) = d.volume_gb {

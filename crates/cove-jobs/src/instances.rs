@@ -192,15 +192,7 @@ impl Instances {
     /// real (after a restart, all of it; else the instance's ENI), so the
     /// first packets meet their rules.
     fn wait_for_network(&self) -> anyhow::Result<()> {
-        crate::wait_for_restored_network(&self.store, &self.settings)?;
-        if self.settings.instance.is_some()
-            && !self
-                .store
-                .wait_applied(self.store.generation(), Duration::from_secs(60))
-        {
-            anyhow::bail!("this host's data plane did not apply the job's ENIs within 60 s");
-        }
-        Ok(())
+        crate::wait_for_network_here(&self.store, &self.settings, "job's ENIs")
     }
 
     // ---- Downloading ----

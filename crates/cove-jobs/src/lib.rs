@@ -80,6 +80,24 @@ pub trait PublicAppNetwork: Send + Sync {
     ) -> cove_model::AwsResult<()>;
 }
 
+/// Waits until this host's data plane has made the world as it is now
+/// real (after a restart, all of it; else the ENIs just made or placed
+/// here, of which on an agent it learns from the store), so a workload's
+/// first packets meet their rules; `what` names them in the error.
+pub(crate) fn wait_for_network_here(
+    store: &Store,
+    settings: &Settings,
+    what: &str,
+) -> anyhow::Result<()> {
+    wait_for_restored_network(store, settings)?;
+    if settings.instance.is_some()
+        && !store.wait_applied(store.generation(), std::time::Duration::from_secs(60))
+    {
+        anyhow::bail!("this host's data plane did not apply the {what} within 60 s");
+    }
+    Ok(())
+}
+
 /// Whether a workload of `image` must run on the control plane's host:
 /// the image is in Cove's registry, which agents cannot read yet, or in
 /// the control plane's legacy image directory (unless the workload runs in

@@ -364,15 +364,7 @@ impl AppsHere {
         let Some(a) = self.app(key).filter(|a| a.phase == AppPhase::Starting) else {
             return Ok(());
         };
-        // This host's data plane makes the app's ENIs real first (on an
-        // agent, it learns of them from the store).
-        crate::wait_for_restored_network(&self.store, &self.settings)?;
-        if !self
-            .store
-            .wait_applied(self.store.generation(), Duration::from_secs(60))
-        {
-            anyhow::bail!("this host's data plane did not apply the app's ENIs within 60 s");
-        }
+        crate::wait_for_network_here(&self.store, &self.settings, "app's ENIs")?;
         match self.try_start(&a)? {
             Ok(()) => Ok(()),
             Err(Failure(reason)) => fail_app(&self.store, key, reason),
