@@ -76,11 +76,16 @@ def relay_store_into(netns, store_url):
                 except OSError:
                     pass
 
+    stopped = threading.Event()
+
     def serve():
         while True:
             try:
                 conn, _ = listener.accept()
             except OSError:
+                return
+            if stopped.is_set():
+                conn.close()
                 return
             try:
                 upstream = socket.create_connection(address)
@@ -94,8 +99,22 @@ def relay_store_into(netns, store_url):
             for a, b in ((conn, upstream), (upstream, conn)):
                 threading.Thread(target=pump, args=(a, b), daemon=True).start()
 
-    threading.Thread(target=serve, daemon=True).start()
-    return listener.close
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+
+    def stop():
+        # Closing alone leaves `serve` blocked in accept(2) on the number the
+        # next listener gets: it would relay that listener's connections
+        # to this relay's server. Shutting down wakes it first.
+        stopped.set()
+        try:
+            listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        server.join(timeout=5)
+        listener.close()
+
+    return stop
 
 
 class Agent:

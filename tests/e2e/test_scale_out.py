@@ -387,7 +387,9 @@ def test_hosts_follow_again_after_postgres_restarts(own_postgres):
             simulation.up()
             server.start()
             agents = simulation.start_agents()
-            assert eventually(lambda: len(host_states(server)) == 3, timeout=20)
+            if not eventually(lambda: len(host_states(server)) == 3, timeout=20):
+                print(diagnose(server, agents))
+                raise AssertionError(f"hosts registered: {host_states(server)}")
             ec2 = server.client("ec2")
             vpc = ec2.create_vpc(CidrBlock="10.4.0.0/16")["Vpc"]["VpcId"]
             subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.4.1.0/24")["Subnet"]["SubnetId"]

@@ -28,6 +28,20 @@ mod postgres;
 pub mod scratch;
 mod sqlite;
 
+/// Why [`Store::claim_controller`] or [`Store::claim_host`] failed when the
+/// database answered: another process holds the claim. Any other error is
+/// the database's (unreachable, refused, starting up).
+#[derive(Debug)]
+pub struct LockHeld;
+
+impl std::fmt::Display for LockHeld {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("another process holds the claim")
+    }
+}
+
+impl std::error::Error for LockHeld {}
+
 use arc_swap::ArcSwap;
 use cove_model::world::{Resource, Shared, Tags, World, REGION_KIND, TAGS_KIND};
 use cove_model::{AwsError, AwsResult};

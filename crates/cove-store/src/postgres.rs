@@ -451,7 +451,7 @@ pub fn hold_lock(url: &str, key: i64, lost: impl FnOnce() + Send + 'static) -> a
                 .map_err(anyhow::Error::from)
                 .and_then(|mut c| match take(&mut c)? {
                     true => Ok(c),
-                    false => Err(anyhow::anyhow!("the lock is held by another process")),
+                    false => Err(anyhow::Error::new(crate::LockHeld)),
                 });
             let mut client = match first {
                 Ok(c) => {

@@ -35,7 +35,10 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
             std::process::exit(1);
         }
     })
-    .map_err(|e| anyhow::anyhow!("another cove agent already runs host {id} ({e})"))?;
+    .map_err(|e| match e.is::<cove_store::LockHeld>() {
+        true => anyhow::anyhow!("another cove agent already runs host {id}"),
+        false => anyhow::anyhow!("claiming host {id} in the store: {e:#}"),
+    })?;
     location.record(&args.data_dir)?;
     let instance = crate::server::instance_tag(&args.data_dir)?;
     // The relay to this host's serving containers and Studio apps and the

@@ -60,11 +60,15 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
                 tracing::error!("another cove serve took this store's controller lock while PostgreSQL was away: stopping");
                 std::process::exit(1);
             })
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "another cove serve already runs the store at {} ({e}); one server per store for now",
+            .map_err(|e| match e.is::<cove_store::LockHeld>() {
+                true => anyhow::anyhow!(
+                    "another cove serve already runs the store at {}; one server per store for now",
                     settings.store.describe()
-                )
+                ),
+                false => anyhow::anyhow!(
+                    "claiming the store at {}: {e:#}",
+                    settings.store.describe()
+                ),
             })?;
             store
         }
