@@ -26,6 +26,15 @@ CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
+def _blocks_on_links():
+    """The /28s of 198.51.100.0/24 that links of this namespace already
+    have an address in: what a killed test run may have left."""
+    out = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True,
+                         stdin=subprocess.DEVNULL).stdout
+    return {int(word.split("/")[0].rsplit(".", 1)[1]) // 16
+            for word in out.split() if word.startswith("198.51.100.")}
+
+
 def ip(*args, netns=None):
     cmd = ["ip", *(["-n", netns] if netns else []), *args]
     subprocess.run(cmd, check=True, stdin=subprocess.DEVNULL, capture_output=True)
@@ -171,7 +180,7 @@ class Simulation:
         # server beside the session's): each has its names and a /28 of
         # its own, so no two put the same prefix on this namespace's links.
         number = next(_simulations)
-        free = [b for b in range(16) if b not in _blocks_in_use]
+        free = [b for b in range(16) if b not in _blocks_in_use | _blocks_on_links()]
         if not free:
             raise RuntimeError("16 simulations are up at once: no /28 of 198.51.100.0/24 is free")
         # A block no simulation that is up holds: two on one prefix would
