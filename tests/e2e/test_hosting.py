@@ -516,9 +516,13 @@ def test_batch_transform_over_a_multi_file_input_in_private_subnets(ec2, s3, sm,
         body = s3.get_object(Bucket=bucket, Key=f"{name}-out/{fname}.out")["Body"].read().decode()
         lines = [json.loads(line) for line in body.splitlines()]
         assert [x["outputs"] for x in lines] == [[10 * v for v in r["inputs"]] for r in records], fname
-    # Both instances took part and logged to the job's group; their ENIs are gone.
-    streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TransformJobs", logStreamNamePrefix=name)["logStreams"]
-    assert len(streams) == 2
+    # Both instances took part and logged to the job's group (each host
+    # ships its instance's log as it is written); their ENIs are gone.
+    def streams():
+        groups = logs.describe_log_groups(logGroupNamePrefix="/aws/sagemaker/TransformJobs")["logGroups"]
+        return groups and logs.describe_log_streams(logGroupName="/aws/sagemaker/TransformJobs",
+                                                    logStreamNamePrefix=name)["logStreams"]
+    assert eventually(lambda: len(streams() or []) == 2, timeout=10), streams()
     # (Released by the job's cleanup step, just after its final status.)
     assert eventually(lambda: not [e for e in ec2.describe_network_interfaces(
         Filters=[{"Name": "vpc-id", "Values": [private_net["vpc"]]}])["NetworkInterfaces"] if name in e["Description"]])

@@ -653,6 +653,71 @@ def test_an_endpoint_serves_from_several_hosts_and_replaces_the_instance_of_a_lo
     assert [e for e in enis if e["InterfaceType"] == "interface"] == []
 
 
+def test_a_transform_job_spreads_its_instances_and_fails_when_a_host_is_lost(spread_cluster):
+    """A batch transform job's three instances go to three hosts; each
+    transforms its share of the input objects through its own ENI and logs
+    to the job's group. When the host of one is lost mid-job, the job fails
+    with AWS's internal-error reason, every instance is released, and the
+    agent, back, removes what its instance left."""
+    from test_hosting import create_model, model_archive, transform_request, unique, wait_transform
+    server, agents = spread_cluster
+    assert eventually(lambda: len(host_states(server)) == 3, timeout=20)
+    ec2, s3, sm, logs = (server.client(s) for s in ("ec2", "s3", "sagemaker", "logs"))
+    net = job_network(ec2, "10.8.0.0/16")
+    bucket = training_bucket(s3)
+    s3.put_object(Bucket=bucket, Key="models/m.tar.gz", Body=model_archive(1, 10))
+    model = create_model(sm, f"s3://{bucket}/models/m.tar.gz", net)
+    files = {f"part-{n}.jsonl": [{"inputs": [n, i]} for i in range(3 + n)] for n in range(5)}
+    for fname, records in files.items():
+        s3.put_object(Bucket=bucket, Key=f"in/{fname}", Body="\n".join(json.dumps(r) for r in records) + "\n")
+    name = unique("bt")
+    sm.create_transform_job(**transform_request(name, model, bucket, "in", instances=3))
+    d = wait_transform(sm, name, timeout=120)
+    assert d["TransformJobStatus"] == "Completed", (d.get("FailureReason"), diagnose(server, agents))
+    placed = serving_on(server, agents, name)
+    assert sorted(placed.values()) == ["b", "c", "cp"], placed
+    for fname, records in files.items():
+        body = s3.get_object(Bucket=bucket, Key=f"{name}-out/{fname}.out")["Body"].read().decode()
+        assert [json.loads(line)["outputs"] for line in body.splitlines()] == [
+            [10 * v for v in r["inputs"]] for r in records], fname
+    group = "/aws/sagemaker/TransformJobs"
+
+    def streams(job):
+        if not logs.describe_log_groups(logGroupNamePrefix=group)["logGroups"]:
+            return set()
+        found = logs.describe_log_streams(logGroupName=group, logStreamNamePrefix=job)["logStreams"]
+        return {s["logStreamName"].split("/")[1] for s in found}
+    assert eventually(lambda: streams(name) == set(placed), timeout=20), streams(name)
+
+    def job_enis():
+        enis = ec2.describe_network_interfaces(Filters=[{"Name": "vpc-id", "Values": [net["vpc"]]}])
+        return [e for e in enis["NetworkInterfaces"] if e["InterfaceType"] == "interface"]
+    assert eventually(lambda: job_enis() == [], timeout=20), job_enis()
+
+    # Records that take a minute each keep every instance busy; one host dies.
+    for n in range(3):
+        s3.put_object(Bucket=bucket, Key=f"slow/{n}.jsonl", Body=json.dumps({"inputs": [n], "sleep": 60}) + "\n")
+    slow = unique("bt")
+    sm.create_transform_job(**transform_request(slow, model, bucket, "slow", instances=3))
+    assert eventually(lambda: len(serving_on(server, agents, slow)) == 3, timeout=60), diagnose(server, agents)
+    victim_instance, victim_id = next((i, h) for i, h in serving_on(server, agents, slow).items() if h != "cp")
+    victim = agents[victim_id]
+    victim.stop(signal.SIGKILL)
+    d = wait_transform(sm, slow, timeout=60)
+    assert (d["TransformJobStatus"], d["FailureReason"]) == (
+        "Failed", "InternalServerError: We encountered an internal error. Please try again."), diagnose(server, agents)
+    assert host_states(server)[victim_id] == "lost"
+    # The survivors stop at once and give back their ENIs; the driver gives
+    # back the lost host's.
+    assert eventually(lambda: job_enis() == [], timeout=20), job_enis()
+    jobs_dir = os.path.join(victim.data_dir, "jobs")
+    assert any(victim_instance in dirs for _, dirs, _ in os.walk(jobs_dir))
+    victim.start()
+    assert eventually(lambda: host_states(server)[victim_id] == "available", timeout=20), victim.log()
+    assert eventually(lambda: not any(victim_instance in dirs for _, dirs, _ in os.walk(jobs_dir)),
+                      timeout=40), victim.log()
+
+
 def app_hosts(server, agents, arn):
     """The hosts whose logs say the Studio app came into service there."""
     logs = {"cp": open(server.log_path).read(), **{h: a.log() for h, a in agents.items()}}

@@ -663,6 +663,7 @@ mod tests {
             session_access_key: None,
             retiring_since: None,
             placed_on: None,
+            transformed: false,
         }
     }
 

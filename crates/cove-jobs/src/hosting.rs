@@ -127,12 +127,10 @@ struct Deployment {
 /// Which steps of an instance's life a worker takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Steps {
-    /// Provisioning only (an endpoint's driver on the control plane).
+    /// Provisioning only (its endpoint's or job's driver on the control plane).
     Provision,
     /// Downloading and starting (the instance's host).
     OnItsHost,
-    /// All of them in one process (a transform job's instances).
-    All,
 }
 
 impl Steps {
@@ -813,14 +811,11 @@ impl Hosting {
         Ok(Ok(()))
     }
 
-    /// The host of a new endpoint instance: spread over the hosts beside
-    /// its endpoint's other instances, unless only the control plane's host
-    /// can run it (its image is in Cove's registry, which agents cannot
-    /// read yet). A transform job's instances stay with their job's driver.
+    /// The host of a new endpoint or transform instance: spread over the
+    /// hosts beside its endpoint's or job's other instances, unless only the
+    /// control plane's host can run it (its image is in Cove's registry,
+    /// which agents cannot read yet).
     fn place(&self, u: &Unit) -> Option<String> {
-        let Owner::Endpoint(key) = &u.owner else {
-            return None;
-        };
         let container = model_container(&u.deployment.model)
             .cloned()
             .unwrap_or_default();
@@ -832,11 +827,13 @@ impl Hosting {
             return None;
         }
         let world = self.store.snapshot();
-        let siblings: Vec<Option<&str>> = world
-            .sagemaker_endpoints
-            .get(key)
+        let instances = match &u.owner {
+            Owner::Endpoint(key) => world.sagemaker_endpoints.get(key).map(|e| &e.instances),
+            Owner::Transform(key) => world.transform_jobs.get(key).map(|j| &j.instances),
+        };
+        let siblings: Vec<Option<&str>> = instances
             .into_iter()
-            .flat_map(|e| &e.instances)
+            .flatten()
             .filter(|i| i.id != u.instance.id && i.is_live() && i.eni_id.is_some())
             .map(|i| i.placed_on.as_deref())
             .collect();

@@ -7,7 +7,9 @@
 //! container ends; and, when the endpoint's driver retires the instance or
 //! the endpoint is deleted, stops the container, removes its files and
 //! gives back its ENI. Reaching the container from the runtime front is
-//! [`cove_invoke::relay`]'s job when it runs on an agent.
+//! [`cove_invoke::relay`]'s job when it runs on an agent. The same loop
+//! looks after the batch transform instances placed here
+//! ([`crate::transform`]).
 
 use crate::hosting::{release_network, stop_container, Hosting, Owner, Steps};
 use crate::instances::{remove_instance_dir, remove_instances_but};
@@ -57,10 +59,11 @@ impl Hosting {
         )
     }
 
-    /// One pass over the endpoint instances placed here.
+    /// One pass over the endpoint and transform instances placed here.
     fn look_after(self: &Arc<Self>, world: &World, shippers: &mut HashMap<String, LogShipper>) {
         let now = now_rfc3339();
         let mut here = HashSet::new();
+        self.look_after_transforms(world, &mut here, shippers);
         for e in world.sagemaker_endpoints.values() {
             let key = e.key();
             for i in e
@@ -183,9 +186,9 @@ impl Hosting {
         }
     }
 
-    /// Removes the files and containers of endpoint instances that no
-    /// longer run here: released while this host was lost, or left by a
-    /// crash between a release's steps.
+    /// Removes the files and containers of endpoint and transform
+    /// instances that no longer run here: released while this host was
+    /// lost, or left by a crash between a release's steps.
     fn remove_leftovers(&self, world: &World) {
         let live: HashSet<_> = world
             .sagemaker_endpoints
@@ -196,8 +199,13 @@ impl Hosting {
                     .filter(|i| self.here.runs(i.placed_on.as_deref()))
                     .map(|i| self.instance_dir(&e.arn, &i.id))
             })
+            .chain(self.transform_dirs_here(world))
             .collect();
-        remove_instances_but(&self.settings.jobs_dir, &["endpoint"], &live);
+        remove_instances_but(
+            &self.settings.jobs_dir,
+            &["endpoint", "transform-job"],
+            &live,
+        );
     }
 }
 

@@ -1,22 +1,27 @@
-//! The batch transform driver: brings a job's instances up as an endpoint's
-//! are, sends each instance its share of the input through `/invocations`
-//! from inside its network, and writes the answers back to S3.
+//! Batch transform jobs. The driver on the control plane places and
+//! provisions a job's instances as an endpoint's are; each instance's host
+//! brings it up, sends it its share of the input through `/invocations`
+//! from inside its network, writes the answers back to S3 and reports; the
+//! driver ends the job from the reports, and the hosts release the
+//! instances.
 
 use crate::driver::{Driver, Step};
 use crate::hosting::{release_network, stop_container, Hosting, Owner, Steps};
-use crate::training::ARTIFACT_UPLOAD_FAILED;
-use crate::training::DATA_DOWNLOAD_FAILED;
+use crate::instances::remove_instance_dir;
+use crate::training::{ARTIFACT_UPLOAD_FAILED, DATA_DOWNLOAD_FAILED, INTERNAL_ERROR};
 use cove_host::http::{connect, Connection};
 use cove_host::logs::LogShipper;
 use cove_host::s3::joined;
 use cove_host::s3::spawn_in_network;
 use cove_host::s3::{parse_s3_uri, transfer_failure, TransferError};
 use cove_model::endpoints::{EndpointInstance, InstanceState, TransformJob, TransformPhase};
+use cove_model::hosts::HostState;
 use cove_model::ids::now_rfc3339;
 use cove_model::jobs::JobStatus;
-use cove_runtime::overlay::unmount;
+use cove_model::world::World;
 use cove_sagemaker::requests::CreateTransformJobRequest;
 use serde_json::Value;
+use std::collections::{HashMap, HashSet};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -127,7 +132,9 @@ struct Item {
     out_key: String,
 }
 
-/// Batch transform jobs, whose instances [`Hosting`] runs.
+/// Batch transform jobs: the driver on the control plane, which places and
+/// provisions the instances and moves the job along from what their hosts
+/// report.
 pub(crate) struct Transform(pub(crate) Arc<Hosting>);
 
 impl Driver for Transform {
@@ -137,7 +144,7 @@ impl Driver for Transform {
         let hosting = &self.0;
         match j.phase {
             TransformPhase::Starting => hosting.transform_start(j)?,
-            TransformPhase::Transforming => hosting.transform_run(j)?,
+            TransformPhase::Transforming => hosting.transform_await(j)?,
             TransformPhase::Done => hosting.transform_cleanup(j)?,
             TransformPhase::CleanedUp => return Ok(Step::Done),
         }
@@ -148,6 +155,36 @@ impl Driver for Transform {
         self.0
             .finish_transform(&j.key(), JobStatus::Failed, Some(reason.to_string()))
     }
+}
+
+/// How the job ends, from what its instances say: asked to stop, one
+/// failed (its reason), or one that has not finished its part is on a lost
+/// host (AWS's internal error). `None`: it goes on.
+fn verdict(j: &TransformJob, world: &World) -> Option<(JobStatus, Option<String>)> {
+    if j.stop_requested {
+        return Some((JobStatus::Stopped, None));
+    }
+    if let Some(reason) = j.instances.iter().find_map(|i| i.failure_reason.clone()) {
+        return Some((JobStatus::Failed, Some(reason)));
+    }
+    let lost = j
+        .instances
+        .iter()
+        .filter(|i| !i.transformed)
+        .find(|i| on_lost_host(world, i));
+    lost.map(|i| {
+        tracing::warn!(job = %j.name, instance = %i.id, host = ?i.placed_on, "the host of a transform instance was lost");
+        (JobStatus::Failed, Some(INTERNAL_ERROR.to_string()))
+    })
+}
+
+fn on_lost_host(world: &World, i: &EndpointInstance) -> bool {
+    i.placed_on.as_deref().is_some_and(|h| {
+        world
+            .hosts
+            .get(h)
+            .is_none_or(|h| h.state == HostState::Lost)
+    })
 }
 
 impl Hosting {
@@ -171,32 +208,37 @@ impl Hosting {
         })
     }
 
-    fn ship_transform_logs(&self, j: &TransformJob) {
-        let owner = Owner::Transform(j.key());
-        for i in &j.instances {
-            let dir = self.owner_dir(&owner).join(&i.id);
-            if dir.join("container.log").exists() {
-                let stream = format!("{}/{}", j.name, i.id);
-                LogShipper::new(&dir, || stream).ship(
-                    self.logs(),
-                    &j.region,
-                    &j.account_id,
-                    LOG_GROUP,
-                );
+    /// Calls `pass` with the job at every change to the store and at least
+    /// every second while it stays in `phase`, until `pass` says it is done.
+    fn while_in_phase(
+        &self,
+        key: &str,
+        phase: TransformPhase,
+        mut pass: impl FnMut(&TransformJob, &World) -> anyhow::Result<bool>,
+    ) -> anyhow::Result<()> {
+        loop {
+            let generation = self.store().generation();
+            let world = self.store().snapshot();
+            let Some(j) = world.transform_jobs.get(key).filter(|j| j.phase == phase) else {
+                return Ok(());
+            };
+            if pass(j, &world)? {
+                return Ok(());
             }
+            self.store()
+                .wait_for_change(generation, Duration::from_secs(1));
         }
     }
 
+    /// Makes the job's instances and provisions each (role session, host,
+    /// ENI); their hosts bring them into service.
     fn transform_start(self: &Arc<Self>, j: &TransformJob) -> anyhow::Result<()> {
         let key = j.key();
-        if j.stop_requested {
-            return self.finish_transform(&key, JobStatus::Stopped, None);
-        }
         // A negative count reads as none, as JSON's `as_u64` read it.
         let count = cove_model::convert::u64_to_usize(
             u64::try_from(j.request.transform_resources.instance_count).unwrap_or(1),
         );
-        if j.instances.len() < count {
+        if j.instances.len() < count && !j.stop_requested {
             self.update_transform(&key, |j| {
                 while j.instances.len() < count {
                     j.instances
@@ -205,189 +247,292 @@ impl Hosting {
                 j.start_time.get_or_insert_with(now_rfc3339);
             })?;
         }
-        let Some(j) = self.store().snapshot().transform_jobs.get(&key).cloned() else {
-            return Ok(());
-        };
-        let owner = Owner::Transform(key.clone());
-        let workers: Vec<_> = j
-            .instances
-            .iter()
-            .map(|i| {
-                let (me, owner, id) = (self.clone(), owner.clone(), i.id.clone());
-                std::thread::spawn(move || me.bring_up(&owner, &id, Steps::All))
-            })
-            .collect();
-        while workers.iter().any(|w| !w.is_finished()) {
-            self.ship_transform_logs(&j);
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        let Some(j) = self.store().snapshot().transform_jobs.get(&key).cloned() else {
-            return Ok(());
-        };
-        self.ship_transform_logs(&j);
-        if j.stop_requested {
-            return self.finish_transform(&key, JobStatus::Stopped, None);
-        }
-        if let Some(reason) = j.instances.iter().find_map(|i| i.failure_reason.clone()) {
-            return self.finish_transform(&key, JobStatus::Failed, Some(reason));
-        }
-        if j.instances
-            .iter()
-            .all(|i| i.state == InstanceState::InService)
-        {
-            self.update_transform(&key, |j| j.phase = TransformPhase::Transforming)?;
-        }
+        self.while_in_phase(&key, TransformPhase::Starting, |j, world| {
+            if let Some((status, reason)) = verdict(j, world) {
+                self.finish_transform(&key, status, reason)?;
+                return Ok(true);
+            }
+            if j.instances
+                .iter()
+                .all(|i| i.state == InstanceState::InService)
+            {
+                self.update_transform(&key, |j| j.phase = TransformPhase::Transforming)?;
+                return Ok(true);
+            }
+            for i in j
+                .instances
+                .iter()
+                .filter(|i| i.state == InstanceState::Provisioning)
+            {
+                let (me, k, id) = (self.clone(), key.clone(), i.id.clone());
+                self.workers.run_once(
+                    &format!("{key}/{}", i.id),
+                    format!("up-{}", i.id),
+                    move || me.bring_up(&Owner::Transform(k), &id, Steps::Provision),
+                );
+            }
+            Ok(false)
+        })
+    }
+
+    /// Waits for every instance's host to transform its share.
+    fn transform_await(&self, j: &TransformJob) -> anyhow::Result<()> {
+        let key = j.key();
+        self.while_in_phase(&key, TransformPhase::Transforming, |j, world| {
+            if let Some((status, reason)) = verdict(j, world) {
+                self.finish_transform(&key, status, reason)?;
+                return Ok(true);
+            }
+            if j.instances.iter().all(|i| i.transformed) {
+                self.finish_transform(&key, JobStatus::Completed, None)?;
+                return Ok(true);
+            }
+            Ok(false)
+        })
+    }
+
+    /// Waits for the instances' hosts to release them; gives back those of
+    /// lost hosts itself (what they left is removed when they come back).
+    fn transform_cleanup(&self, j: &TransformJob) -> anyhow::Result<()> {
+        let key = j.key();
+        self.while_in_phase(&key, TransformPhase::Done, |j, world| {
+            let finished = j.instances.iter().all(|i| on_lost_host(world, i));
+            if !finished && !j.instances.iter().any(|i| on_lost_host(world, i)) {
+                return Ok(false);
+            }
+            self.store().write(|tx| {
+                let mut j = tx.cloned::<TransformJob>(&key)?;
+                let (gone, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut j.instances)
+                    .into_iter()
+                    .partition(|i| on_lost_host(&tx.world, i));
+                for i in &gone {
+                    release_network(tx, i);
+                }
+                j.instances = kept;
+                if finished {
+                    j.phase = TransformPhase::CleanedUp;
+                }
+                tx.put(j);
+                Ok(())
+            })?;
+            Ok(finished)
+        })?;
+        let dir = self.owner_dir(&Owner::Transform(key));
+        // Fails while an instance's directory is still there.
+        let _ = std::fs::remove_dir(&dir);
         Ok(())
     }
 
-    fn transform_run(self: &Arc<Self>, j: &TransformJob) -> anyhow::Result<()> {
-        crate::wait_for_restored_network(self.store(), self.settings())?;
-        let key = j.key();
-        let owner = Owner::Transform(key.clone());
-        let first = &j.instances[0];
+    // ---- On the instances' hosts ----
+
+    /// One pass over the transform instances placed on this host: brings
+    /// them up, runs each one's share once its job transforms, ships their
+    /// logs, and releases them once the job is done. `here` gathers their ids.
+    pub(crate) fn look_after_transforms(
+        self: &Arc<Self>,
+        world: &World,
+        here: &mut HashSet<String>,
+        shippers: &mut HashMap<String, LogShipper>,
+    ) {
+        for j in world.transform_jobs.values() {
+            let key = j.key();
+            for i in j
+                .instances
+                .iter()
+                .filter(|i| self.here.runs(i.placed_on.as_deref()))
+            {
+                here.insert(i.id.clone());
+                let dir = self.owner_dir(&Owner::Transform(key.clone())).join(&i.id);
+                if dir.join("container.log").exists() {
+                    shippers
+                        .entry(i.id.clone())
+                        .or_insert_with(|| LogShipper::new(&dir, || format!("{}/{}", j.name, i.id)))
+                        .ship(self.logs(), &j.region, &j.account_id, LOG_GROUP);
+                }
+                let worker = format!("{key}/{}", i.id);
+                let (me, k, id) = (self.clone(), key.clone(), i.id.clone());
+                if j.phase == TransformPhase::Done {
+                    if self.workers.busy(&worker) {
+                        // Its share (or bring-up) is still at work: the
+                        // container stops, so the work ends and the
+                        // release can start.
+                        self.workers.run_once(
+                            &format!("{worker}/stop"),
+                            format!("stop-{id}"),
+                            move || stop_container(&dir, Duration::from_secs(2)),
+                        );
+                    } else {
+                        self.workers
+                            .run_once(&worker, format!("rel-{id}"), move || {
+                                me.release_transform_here(&k, &id)
+                            });
+                    }
+                    continue;
+                }
+                match (j.phase, i.state) {
+                    (
+                        TransformPhase::Starting,
+                        InstanceState::Downloading | InstanceState::Starting,
+                    ) => self.workers.run_once(&worker, format!("up-{id}"), move || {
+                        me.bring_up(&Owner::Transform(k), &id, Steps::OnItsHost)
+                    }),
+                    (TransformPhase::Transforming, InstanceState::InService) if !i.transformed => {
+                        self.workers.run_once(&worker, format!("bt-{id}"), move || {
+                            me.transform_here(&k, &id)
+                        })
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    /// The live transform instances' directories on this host, for the
+    /// sweep of leftovers.
+    pub(crate) fn transform_dirs_here(&self, world: &World) -> Vec<std::path::PathBuf> {
+        world
+            .transform_jobs
+            .values()
+            .flat_map(|j| {
+                let owner = self.owner_dir(&Owner::Transform(j.key()));
+                j.instances
+                    .iter()
+                    .filter(|i| self.here.runs(i.placed_on.as_deref()))
+                    .map(move |i| owner.join(&i.id))
+            })
+            .collect()
+    }
+
+    /// Transforms the share of instance `id` (every Nth input object from
+    /// its ordinal on) from inside its network, and reports it: done, or
+    /// failed with the job's reason.
+    fn transform_here(&self, key: &str, id: &str) {
+        let owner = Owner::Transform(key.to_string());
+        let outcome = self.transform_share_here(key, id);
+        let world = self.store().snapshot();
+        let Some(j) = world.transform_jobs.get(key) else {
+            return;
+        };
+        if j.phase != TransformPhase::Transforming || j.stop_requested {
+            return; // a stop ends its work: nothing to report
+        }
+        let reported = match outcome {
+            Ok(()) => self.update_instance(&owner, id, |i| i.transformed = true),
+            Err(reason) => self.update_instance(&owner, id, |i| {
+                i.state = InstanceState::Failed;
+                i.failure_reason = Some(reason);
+            }),
+        };
+        if let Err(err) = reported {
+            tracing::warn!(job = %j.name, instance = id, error = %err, "reporting a transform share");
+        }
+    }
+
+    /// The share's work; `Err` with the job's `FailureReason`.
+    fn transform_share_here(&self, key: &str, id: &str) -> Result<(), String> {
+        let internal = |e: anyhow::Error| {
+            tracing::error!(instance = id, error = %format!("{e:#}"), "a transform share could not start");
+            INTERNAL_ERROR.to_string()
+        };
+        crate::wait_for_network_here(self.store(), self.settings(), "transform instance's ENI")
+            .map_err(internal)?;
+        let world = self.store().snapshot();
+        let (j, n) = world
+            .transform_jobs
+            .get(key)
+            .and_then(|j| Some((j, j.instances.iter().position(|i| i.id == id)?)))
+            .ok_or_else(|| internal(anyhow::anyhow!("the job is gone")))?;
+        let (i, count) = (&j.instances[n], j.instances.len());
+        let container_ns = i.netns_path.clone().unwrap_or_default();
         // The container's own execution parameters fill what the request leaves out.
-        let params = first
-            .netns_path
-            .as_deref()
-            .and_then(|p| connect(p).ok())
+        let params = connect(&container_ns)
+            .ok()
             .and_then(|mut c| c.exchange("GET", "/execution-parameters", &[], b"").ok())
             .filter(|(status, _)| *status == 200)
             .and_then(|(_, body)| serde_json::from_slice::<Value>(&body).ok())
             .unwrap_or(Value::Null);
         let b = batching(&j.request, &params);
-        // The input objects, listed from the first instance's network.
         let source = &j.request.transform_input.data_source.s3_data_source;
-        let uri = source.s3_uri.clone();
-        let manifest = source.s3_data_type == "ManifestFile";
+        let (uri, manifest) = (source.s3_uri.clone(), source.s3_data_type == "ManifestFile");
         let out_uri = j.request.transform_output.s3_output_path.clone();
-        let scratch = self.owner_dir(&owner);
-        std::fs::create_dir_all(&scratch)?;
-        let listed = {
-            let scratch = scratch.clone();
-            joined(spawn_in_network(
-                self.settings(),
-                &j.region,
-                self.netns(first),
-                self.session(first).as_ref(),
-                move |c| list_inputs(c, &uri, manifest, &out_uri, &scratch),
-            ))
-        };
-        let items = match listed {
-            Ok(items) => items,
-            Err(e) => {
-                return self.finish_transform(
-                    &key,
-                    JobStatus::Failed,
-                    Some(transfer_failure(e, DATA_DOWNLOAD_FAILED)),
-                )
-            }
-        };
-        // Each instance transforms its share, from inside its own network.
-        let shares: Vec<Vec<Item>> = (0..j.instances.len())
-            .map(|n| {
-                items
-                    .iter()
-                    .skip(n)
-                    .step_by(j.instances.len())
-                    .cloned()
-                    .collect()
-            })
-            .collect();
         let gzip = j.request.transform_input.compression_type.as_deref() == Some("Gzip");
         let content_type = j.request.transform_input.content_type.clone();
         let accept = j.request.transform_output.accept.clone();
-        let workers: Vec<_> = j
-            .instances
-            .iter()
-            .zip(shares)
-            .map(|(i, share)| {
-                let (b, ct, acc) = (b.clone(), content_type.clone(), accept.clone());
-                let container_ns = i.netns_path.clone().unwrap_or_default();
-                let dir = scratch.join(&i.id);
-                spawn_in_network(
-                    self.settings(),
-                    &j.region,
-                    self.netns(i),
-                    self.session(i).as_ref(),
-                    move |c| {
-                        transform_share(
-                            c,
-                            &share,
-                            &b,
-                            gzip,
-                            ct.as_deref(),
-                            acc.as_deref(),
-                            &container_ns,
-                            &dir,
-                        )
-                    },
-                )
-            })
-            .collect();
-        while workers.iter().any(|w| !w.is_finished()) {
-            self.ship_transform_logs(j);
-            if crate::workers::stop_requested::<TransformJob>(self.store(), &key) {
-                // The containers stop; the workers' next request fails and they return.
-                for i in &j.instances {
-                    stop_container(&self.owner_dir(&owner).join(&i.id), Duration::from_secs(2));
-                }
+        let dir = self.owner_dir(&Owner::Transform(key.to_string())).join(id);
+        std::fs::create_dir_all(&dir).map_err(|e| internal(e.into()))?;
+        // Every instance lists the same objects (S3 lists in key order) and
+        // takes every Nth from its ordinal on.
+        let result = joined(spawn_in_network(
+            self.settings(),
+            &j.region,
+            self.netns(i),
+            self.session(i).as_ref(),
+            // A failed listing is the outer error, a failed share the inner.
+            move |c| {
+                let items = list_inputs(c, &uri, manifest, &out_uri, &dir)?;
+                let share: Vec<Item> = items.into_iter().skip(n).step_by(count).collect();
+                Ok(transform_share(
+                    c,
+                    &share,
+                    &b,
+                    gzip,
+                    content_type.as_deref(),
+                    accept.as_deref(),
+                    &container_ns,
+                    &dir,
+                ))
+            },
+        ));
+        let shared = result.map_err(|e| transfer_failure(e, DATA_DOWNLOAD_FAILED))?;
+        shared.map_err(|e| match e {
+            TransferError::Local(detail) if detail.starts_with("model:") => {
+                tracing::info!(job = %j.name, %detail, "model failed a request");
+                MODEL_FAILED.to_string()
             }
-            std::thread::sleep(Duration::from_millis(250));
-        }
-        let results: Vec<Result<(), TransferError>> = workers.into_iter().map(joined).collect();
-        self.ship_transform_logs(j);
-        if crate::workers::stop_requested::<TransformJob>(self.store(), &key) {
-            return self.finish_transform(&key, JobStatus::Stopped, None);
-        }
-        for r in results {
-            if let Err(e) = r {
-                let reason = match e {
-                    TransferError::Local(detail) if detail.starts_with("model:") => {
-                        tracing::info!(job = %j.name, %detail, "model failed a request");
-                        MODEL_FAILED.to_string()
-                    }
-                    TransferError::Local(detail) => format!("ClientError: {detail}"),
-                    other => transfer_failure(other, ARTIFACT_UPLOAD_FAILED),
-                };
-                return self.finish_transform(&key, JobStatus::Failed, Some(reason));
-            }
-        }
-        self.finish_transform(&key, JobStatus::Completed, None)
+            TransferError::Local(detail) => format!("ClientError: {detail}"),
+            other => transfer_failure(other, ARTIFACT_UPLOAD_FAILED),
+        })
     }
 
-    fn transform_cleanup(&self, j: &TransformJob) -> anyhow::Result<()> {
-        let owner = Owner::Transform(j.key());
-        for i in &j.instances {
-            stop_container(&self.owner_dir(&owner).join(&i.id), Duration::from_secs(2));
+    /// Stops a finished job's instance here, ships its last lines, removes
+    /// its files, and gives back its ENI and session.
+    fn release_transform_here(&self, key: &str, id: &str) {
+        let world = self.store().snapshot();
+        let Some(j) = world.transform_jobs.get(key) else {
+            return;
+        };
+        let Some(i) = j.instances.iter().find(|i| i.id == id) else {
+            return;
+        };
+        let dir = self.owner_dir(&Owner::Transform(key.to_string())).join(id);
+        stop_container(&dir, Duration::from_secs(2));
+        if dir.join("container.log").exists() {
+            LogShipper::new(&dir, || format!("{}/{}", j.name, i.id)).ship(
+                self.logs(),
+                &j.region,
+                &j.account_id,
+                LOG_GROUP,
+            );
         }
-        self.ship_transform_logs(j);
-        self.store().write(|tx| {
-            let Some(mut j) = tx.world.transform_jobs.get(&j.key()).map(|x| (**x).clone()) else {
+        if let Err(err) = remove_instance_dir(&dir) {
+            tracing::warn!(instance = id, error = %format!("{err:#}"), "removing a transform instance's files");
+            return;
+        }
+        let released = self.store().write(|tx| {
+            let Some(mut j) = tx.world.transform_jobs.get(key).map(|x| (**x).clone()) else {
                 return Ok(());
             };
-            for i in &j.instances {
-                release_network(tx, i);
-            }
-            for i in &mut j.instances {
-                i.eni_id = None;
-                i.session_access_key = None;
-                i.netns_path = None;
-                if i.state != InstanceState::Failed {
-                    i.state = InstanceState::Retiring;
-                }
-            }
-            j.phase = TransformPhase::CleanedUp;
+            let Some(pos) = j.instances.iter().position(|i| i.id == id) else {
+                return Ok(());
+            };
+            release_network(tx, &j.instances[pos]);
+            j.instances.remove(pos);
             tx.put(j);
             Ok(())
-        })?;
-        let dir = self.owner_dir(&owner);
-        for i in &j.instances {
-            unmount(&dir.join(&i.id).join("rootfs"));
+        });
+        if let Err(err) = released {
+            tracing::warn!(instance = id, error = %err.message, "releasing a transform instance");
         }
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)?;
-        }
-        Ok(())
     }
 }
 

@@ -108,6 +108,11 @@ pub(crate) struct Workers {
 }
 
 impl Workers {
+    /// Whether a thread runs under `key` now.
+    pub(crate) fn busy(&self, key: &str) -> bool {
+        self.active.lock().expect("lock").contains(key)
+    }
+
     /// Runs `f` on a thread named `thread_name` unless one is already
     /// running under `key`.
     pub(crate) fn run_once(

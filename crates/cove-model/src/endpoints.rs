@@ -81,6 +81,10 @@ pub struct EndpointInstance {
     /// Set with its ENI, in one write, so it is never placed twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub placed_on: Option<String>,
+    /// A batch transform job's instance only: its host has transformed its
+    /// share of the input and written the output objects.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub transformed: bool,
 }
 
 impl EndpointInstance {
@@ -98,6 +102,7 @@ impl EndpointInstance {
             session_access_key: None,
             retiring_since: None,
             placed_on: None,
+            transformed: false,
         }
     }
 
@@ -187,6 +192,7 @@ mod tests {
             session_access_key: None,
             retiring_since: None,
             placed_on: None,
+            transformed: false,
         }
     }
 

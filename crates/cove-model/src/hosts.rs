@@ -137,7 +137,8 @@ pub fn host_of<'a>(world: &'a World, eni: &'a NetworkInterface) -> Option<&'a st
 }
 
 /// Every instance that holds a host's capacity: those of unfinished
-/// training and processing jobs, every endpoint's and every Studio app
+/// training and processing jobs, of every endpoint and unfinished batch
+/// transform job, and every Studio app
 /// that is not gone, each with the host it is placed on (`None`: the
 /// control plane's) and its instance type. One that is still to be placed
 /// (no ENI yet, in its first step) holds none: it is the one being placed,
@@ -168,6 +169,17 @@ fn placed_instances(world: &World) -> impl Iterator<Item = (Option<&str>, String
                 (i.placed_on.as_deref(), instance_type)
             })
     });
+    let transforms = world
+        .transform_jobs
+        .values()
+        .filter(|j| j.phase != crate::endpoints::TransformPhase::CleanedUp)
+        .flat_map(|j| {
+            let instance_type = &j.request.transform_resources.instance_type;
+            j.instances
+                .iter()
+                .filter(|i| !(i.state == InstanceState::Provisioning && i.eni_id.is_none()))
+                .map(move |i| (i.placed_on.as_deref(), instance_type.clone()))
+        });
     // An app holds what its request's spec asks for, else SageMaker's
     // default type (the spec its domain or profile sets is not counted).
     let apps = world
@@ -184,10 +196,11 @@ fn placed_instances(world: &World) -> impl Iterator<Item = (Option<&str>, String
                 .unwrap_or_else(|| "ml.t3.medium".to_string());
             (a.placed_on.as_deref(), instance_type)
         });
-    jobs.chain(endpoints).chain(apps)
+    jobs.chain(endpoints).chain(transforms).chain(apps)
 }
 
-/// How many instances of unfinished jobs, of endpoints and Studio apps run on host `id`
+/// How many instances of unfinished jobs, of endpoints and Studio apps run
+/// on host `id`
 /// (an instance placed on no host runs on the control plane's).
 pub fn instances_on(world: &World, id: &str) -> usize {
     let control_plane = control_plane(world).map(|h| h.id.as_str());
@@ -488,6 +501,32 @@ mod tests {
         }
     }
 
+    fn transform_on(host: Option<&str>, instance_type: &str) -> crate::endpoints::TransformJob {
+        use crate::endpoints::*;
+        let mut instance = EndpointInstance::provisioning("AllTraffic", "");
+        instance.placed_on = host.map(String::from);
+        instance.eni_id = Some("eni-2".into());
+        let mut request = Box::<cove_shapes::sagemaker::CreateTransformJobRequest>::default();
+        request.transform_resources.instance_type = instance_type.into();
+        TransformJob {
+            name: "bt".into(),
+            arn: "arn:aws:sagemaker:us-east-1:000000000000:transform-job/bt".into(),
+            region: "us-east-1".into(),
+            account_id: "000000000000".into(),
+            request,
+            model: Default::default(),
+            status: crate::jobs::JobStatus::InProgress,
+            failure_reason: None,
+            creation_time: String::new(),
+            start_time: None,
+            end_time: None,
+            last_modified_time: String::new(),
+            instances: vec![instance],
+            stop_requested: false,
+            phase: TransformPhase::Transforming,
+        }
+    }
+
     #[test]
     fn instances_spread_over_hosts_where_they_fit_and_overcommit_when_none_fits() {
         let mut world = fixtures::world("h", vec![], [&[], &[], &[]], vec![]);
@@ -570,6 +609,18 @@ mod tests {
         world
             .sagemaker_endpoints
             .insert(endpoint.key(), Arc::new(endpoint));
+        // A transform job's instance holds capacity until the job is
+        // cleaned up.
+        let mut transform = transform_on(Some("b"), "ml.m5.large");
+        world
+            .transform_jobs
+            .insert(transform.key(), Arc::new(transform.clone()));
+        assert_eq!(instances_on(&world, "b"), 4);
+        transform.phase = crate::endpoints::TransformPhase::CleanedUp;
+        world
+            .transform_jobs
+            .insert(transform.key(), Arc::new(transform));
+        assert_eq!(instances_on(&world, "b"), 3);
         // Nothing fits a 96-vCPU type: it still runs, on the freest host.
         assert_eq!(
             place_instances(&world, 1, Demand::of("ml.m5.24xlarge")),
