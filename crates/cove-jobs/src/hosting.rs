@@ -313,14 +313,8 @@ impl Hosting {
     /// the lost host is removed when it comes back.
     fn forget_lost_instances(&self, e: &SageMakerEndpoint) -> anyhow::Result<()> {
         let world = self.store.snapshot();
-        let lost = |i: &EndpointInstance| {
-            i.placed_on.as_deref().is_some_and(|h| {
-                world
-                    .hosts
-                    .get(h)
-                    .is_none_or(|h| h.state == cove_model::hosts::HostState::Lost)
-            })
-        };
+        let lost =
+            |i: &EndpointInstance| cove_model::hosts::on_lost_host(&world, i.placed_on.as_deref());
         if !e.instances.iter().any(lost) {
             return Ok(());
         }

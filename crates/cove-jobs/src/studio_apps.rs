@@ -33,7 +33,7 @@ use crate::workers::{watch_store_every, Every, Workers, LEFTOVER_SWEEP};
 use cove_host::eni_netns;
 use cove_host::launch::launch_host;
 use cove_host::launch::HostLaunch;
-use cove_model::hosts::{HostState, Locality};
+use cove_model::hosts::Locality;
 use cove_model::ids::{fnv64, now_rfc3339};
 use cove_model::studio::{AppPhase, AppStatus, StudioApp, StudioDomain, UserProfile};
 use cove_runtime::{Bind, Container, RootFs, Status};
@@ -111,14 +111,7 @@ fn fail_app(store: &Store, key: &str, reason: String) -> anyhow::Result<()> {
 impl StudioApps {
     /// Whether the app is placed on a host that is lost.
     fn host_lost(&self, a: &StudioApp) -> bool {
-        let Some(host) = a.placed_on.as_deref() else {
-            return false;
-        };
-        let world = self.store.snapshot();
-        world
-            .hosts
-            .get(host)
-            .is_none_or(|h| h.state == HostState::Lost)
+        cove_model::hosts::on_lost_host(&self.store.snapshot(), a.placed_on.as_deref())
     }
 
     /// Gives back the ENIs of an app whose host is lost and, unless it was

@@ -12,7 +12,7 @@
 use crate::driver::{driver, Driver, Failure, Step};
 use crate::instances::{model_artifact_uri, script_mode};
 use crate::{assume_job_role, release};
-use cove_model::hosts::{Demand, HostState};
+use cove_model::hosts::Demand;
 use cove_model::ids::now_rfc3339;
 use cove_model::jobs::{
     ContainerEnd, InstanceResult, JobKind, JobPhase, JobRequest, JobStatus, Outcome, SageMakerJob,
@@ -123,14 +123,7 @@ impl Training {
             if job.phase != phase {
                 return Ok(Err(Ok(())));
             }
-            let lost = |on: Option<&str>| {
-                on.is_some_and(|h| {
-                    world
-                        .hosts
-                        .get(h)
-                        .is_none_or(|h| h.state == HostState::Lost)
-                })
-            };
+            let lost = |on: Option<&str>| cove_model::hosts::on_lost_host(&world, on);
             let mut waiting = false;
             for h in &job.hosts {
                 if h.reported(phase).is_some() {

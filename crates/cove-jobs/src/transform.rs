@@ -15,7 +15,6 @@ use cove_host::s3::joined;
 use cove_host::s3::spawn_in_network;
 use cove_host::s3::{parse_s3_uri, transfer_failure, TransferError};
 use cove_model::endpoints::{EndpointInstance, InstanceState, TransformJob, TransformPhase};
-use cove_model::hosts::HostState;
 use cove_model::ids::now_rfc3339;
 use cove_model::jobs::JobStatus;
 use cove_model::world::World;
@@ -179,12 +178,7 @@ fn verdict(j: &TransformJob, world: &World) -> Option<(JobStatus, Option<String>
 }
 
 fn on_lost_host(world: &World, i: &EndpointInstance) -> bool {
-    i.placed_on.as_deref().is_some_and(|h| {
-        world
-            .hosts
-            .get(h)
-            .is_none_or(|h| h.state == HostState::Lost)
-    })
+    cove_model::hosts::on_lost_host(world, i.placed_on.as_deref())
 }
 
 impl Hosting {

@@ -199,6 +199,17 @@ fn placed_instances(world: &World) -> impl Iterator<Item = (Option<&str>, String
     jobs.chain(endpoints).chain(transforms).chain(apps)
 }
 
+/// Whether a workload placed on `placed_on` (`None`: the control plane's
+/// host, never lost) is on a host that is lost or no longer registered.
+pub fn on_lost_host(world: &World, placed_on: Option<&str>) -> bool {
+    placed_on.is_some_and(|h| {
+        world
+            .hosts
+            .get(h)
+            .is_none_or(|h| h.state == HostState::Lost)
+    })
+}
+
 /// How many instances of unfinished jobs, of endpoints and Studio apps run
 /// on host `id`
 /// (an instance placed on no host runs on the control plane's).
@@ -634,6 +645,9 @@ mod tests {
             [None, None],
             "a lost host takes none"
         );
+        assert!(on_lost_host(&world, Some("b")));
+        assert!(on_lost_host(&world, Some("unregistered")));
+        assert!(!on_lost_host(&world, Some("a")) && !on_lost_host(&world, None));
     }
 
     #[test]
