@@ -713,10 +713,22 @@ impl Hosting {
         }
     }
 
-    fn fail(&self, owner: &Owner, id: &str, reason: String) -> anyhow::Result<()> {
+    pub(crate) fn fail(&self, owner: &Owner, id: &str, reason: String) -> anyhow::Result<()> {
         self.update_instance(owner, id, |i| {
             i.state = InstanceState::Failed;
             i.failure_reason = Some(reason);
+        })
+    }
+
+    /// Takes instance `id` off its owner's list and gives back its ENI and
+    /// session: the last step of a release, once its host has removed its
+    /// container and files.
+    pub(crate) fn remove_released(&self, owner: &Owner, id: &str) -> cove_model::AwsResult<()> {
+        self.write_instances(owner, |tx, instances| {
+            if let Some(pos) = instances.iter().position(|i| i.id == id) {
+                release_network(tx, &instances.remove(pos));
+            }
+            Ok(())
         })
     }
 

@@ -11,7 +11,7 @@
 //! looks after the batch transform instances placed here
 //! ([`crate::transform`]).
 
-use crate::hosting::{release_network, stop_container, Hosting, Owner, Steps};
+use crate::hosting::{stop_container, Hosting, Owner, Steps};
 use crate::instances::{remove_instance_dir, remove_instances_but};
 use crate::workers::{watch_store_every, Every, LEFTOVER_SWEEP};
 use cove_host::logs::LogShipper;
@@ -169,19 +169,7 @@ impl Hosting {
             tracing::warn!(instance = id, error = %format!("{err:#}"), "removing an instance's files");
             return;
         }
-        let released = self.store.write(|tx| {
-            let Some(mut e) = tx.world.sagemaker_endpoints.get(key).map(|x| (**x).clone()) else {
-                return Ok(());
-            };
-            let Some(pos) = e.instances.iter().position(|i| i.id == id) else {
-                return Ok(());
-            };
-            release_network(tx, &e.instances[pos]);
-            e.instances.remove(pos);
-            tx.put(e);
-            Ok(())
-        });
-        if let Err(err) = released {
+        if let Err(err) = self.remove_released(&Owner::Endpoint(key.to_string()), id) {
             tracing::warn!(instance = id, error = %err.message, "releasing an endpoint instance");
         }
     }

@@ -412,10 +412,7 @@ impl Hosting {
         }
         let reported = match outcome {
             Ok(()) => self.update_instance(&owner, id, |i| i.transformed = true),
-            Err(reason) => self.update_instance(&owner, id, |i| {
-                i.state = InstanceState::Failed;
-                i.failure_reason = Some(reason);
-            }),
+            Err(reason) => self.fail(&owner, id, reason),
         };
         if let Err(err) = reported {
             tracing::warn!(job = %j.name, instance = id, error = %err, "reporting a transform share");
@@ -512,19 +509,7 @@ impl Hosting {
             tracing::warn!(instance = id, error = %format!("{err:#}"), "removing a transform instance's files");
             return;
         }
-        let released = self.store().write(|tx| {
-            let Some(mut j) = tx.world.transform_jobs.get(key).map(|x| (**x).clone()) else {
-                return Ok(());
-            };
-            let Some(pos) = j.instances.iter().position(|i| i.id == id) else {
-                return Ok(());
-            };
-            release_network(tx, &j.instances[pos]);
-            j.instances.remove(pos);
-            tx.put(j);
-            Ok(())
-        });
-        if let Err(err) = released {
+        if let Err(err) = self.remove_released(&Owner::Transform(key.to_string()), id) {
             tracing::warn!(instance = id, error = %err.message, "releasing a transform instance");
         }
     }
