@@ -27,7 +27,8 @@ from simulated_hosts import Agent, Simulation
 from test_dataplane import CLIENT, ECHO_PEER, INTERNET, PEER_CLIENT, S3, S3_TEST_PORT, SERVER
 from test_flow_log_records import ROLE, find, records
 from test_postgres_store import own_postgres, retrying_client  # noqa: F401 (a fixture)
-from test_training_jobs import DISTRIBUTED, model_of, program_request, source_archive, training_bucket, wait_for
+from test_training_jobs import (DISTRIBUTED, byo_rootfs_tarball, model_of, program_request, source_archive,
+                                training_bucket, training_request, wait_for)
 from test_vpc_dns_endpoints import CALLER
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the data plane needs root")
@@ -514,6 +515,75 @@ def test_a_training_job_spreads_its_instances_over_the_hosts(spread_cluster):
     assert eventually(lambda: job_enis() == [], timeout=20), (job_enis(), diagnose(server, agents))
 
 
+IMAGE_TRAIN = """#!/bin/sh
+marker=no; [ -e /etc/byo-marker ] && marker=yes
+echo "$SM_CURRENT_HOST ran the image: marker=$marker"
+"""
+REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+
+
+def test_agents_pull_the_image_of_their_instances_from_the_registry(spread_cluster, tmp_path):
+    """An image pushed to Cove's registry runs on every host: an agent pulls
+    it from the control plane's registry over the underlay, or, with
+    TrainingRepositoryAccessMode Vpc, through the instance's own ENI from
+    the ecr.dkr endpoint on the control plane's router, which the job
+    cannot do before the VPC has that endpoint."""
+    server, agents = spread_cluster
+    assert eventually(lambda: len(host_states(server)) == 3, timeout=20)
+    ec2, s3, sm, logs = (server.client(s) for s in ("ec2", "s3", "sagemaker", "logs"))
+    image = f"{REGISTRY}/spread-image:1"
+    tarball = tmp_path / "rootfs.tar.gz"
+    byo_rootfs_tarball(tarball, train=IMAGE_TRAIN)
+    subprocess.run([BINARY, "image-import", "--data-dir", server.data_dir, image, str(tarball)],
+                   check=True, capture_output=True)
+    net = job_network(ec2, "10.7.0.0/16")
+    bucket = training_bucket(s3)
+
+    def image_job(prefix, mode):
+        name = f"{prefix}-{uuid.uuid4().hex[:8]}"
+        req = training_request(name, bucket, net)
+        req["AlgorithmSpecification"]["TrainingImage"] = image
+        req["AlgorithmSpecification"]["TrainingImageConfig"] = {"TrainingRepositoryAccessMode": mode}
+        req["ResourceConfig"]["InstanceCount"] = 3
+        del req["HyperParameters"]
+        sm.create_training_job(**req)
+        return name, wait_for(sm, name, timeout=120)
+
+    def lines(name):
+        streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs",
+                                            logStreamNamePrefix=f"{name}/")["logStreams"]
+        return {e["message"] for s in streams
+                for e in logs.get_log_events(logGroupName="/aws/sagemaker/TrainingJobs",
+                                             logStreamName=s["logStreamName"])["events"]}
+
+    ran = {f"algo-{i} ran the image: marker=yes" for i in (1, 2, 3)}
+    name, d = image_job("platform", "Platform")
+    assert d["TrainingJobStatus"] == "Completed", (d.get("FailureReason"), diagnose(server, agents))
+    assert set(running_on(server, agents, name).values()) == {"cp", "b", "c"}, diagnose(server, agents)
+    assert eventually(lambda: ran <= lines(name), timeout=20), lines(name)
+    for host, agent in agents.items():
+        assert "pulled the image from the control plane's registry" in agent.log(), (host, agent.log()[-3000:])
+
+    # Vpc mode: no route to the registry from the private subnets yet.
+    name, d = image_job("novpce", "Vpc")
+    assert d["TrainingJobStatus"] == "Failed", diagnose(server, agents)
+    assert d["FailureReason"].startswith(
+        f"ClientError: Cannot pull the training image {image} through the job's VPC: "
+        f"connecting to {REGISTRY} (192.0.2.9:443): "), d["FailureReason"]
+    ec2.modify_vpc_attribute(VpcId=net["vpc"], EnableDnsHostnames={"Value": True})
+    sg = ec2.create_security_group(GroupName="vpce-ecr", Description="ecr", VpcId=net["vpc"])["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=sg, IpPermissions=[
+        {"IpProtocol": "tcp", "FromPort": 443, "ToPort": 443, "UserIdGroupPairs": [{"GroupId": net["sg"]}]}])
+    for service in ("ecr.api", "ecr.dkr"):
+        ec2.create_vpc_endpoint(VpcId=net["vpc"], VpcEndpointType="Interface",
+                                ServiceName=f"com.amazonaws.us-east-1.{service}", SubnetIds=net["subnets"],
+                                SecurityGroupIds=[sg])
+    name, d = image_job("vpce", "Vpc")
+    assert d["TrainingJobStatus"] == "Completed", (d.get("FailureReason"), diagnose(server, agents))
+    assert set(running_on(server, agents, name).values()) == {"cp", "b", "c"}, diagnose(server, agents)
+    assert eventually(lambda: ran <= lines(name), timeout=20), lines(name)
+
+
 SLEEPER = r"""
 import os, time
 print("started", flush=True)
@@ -651,6 +721,41 @@ def test_an_endpoint_serves_from_several_hosts_and_replaces_the_instance_of_a_lo
     assert eventually(gone, timeout=30), diagnose(server, agents)
     enis = ec2.describe_network_interfaces(Filters=[{"Name": "vpc-id", "Values": [net["vpc"]]}])["NetworkInterfaces"]
     assert [e for e in enis if e["InterfaceType"] == "interface"] == []
+
+
+def test_an_endpoint_of_a_registry_image_serves_from_agents(spread_cluster, tmp_path):
+    """The instances of an endpoint whose image is in Cove's registry go to
+    several hosts; each agent pulls the image from the control plane's
+    registry and serves from the image's own root."""
+    from test_hosting import byo_python_image, create_config, invoke, model_archive, unique, wait_endpoint
+    from test_training_jobs import ROLE as JOB_ROLE
+    server, agents = spread_cluster
+    assert eventually(lambda: len(host_states(server)) == 3, timeout=20)
+    ec2, s3, sm, runtime = (server.client(s) for s in ("ec2", "s3", "sagemaker", "sagemaker-runtime"))
+    image = f"{REGISTRY}/spread-serve:1"
+    tarball = tmp_path / "rootfs.tar.gz"
+    byo_python_image(tarball)
+    subprocess.run([BINARY, "image-import", "--data-dir", server.data_dir, image, str(tarball)],
+                   check=True, capture_output=True)
+    net = job_network(ec2, "10.8.0.0/16")
+    bucket = training_bucket(s3)
+    s3.put_object(Bucket=bucket, Key="models/m.tar.gz", Body=model_archive(1, 100))
+    model = unique("byo-model")
+    sm.create_model(ModelName=model, ExecutionRoleArn=JOB_ROLE,
+                    PrimaryContainer={"Image": image, "ModelDataUrl": f"s3://{bucket}/models/m.tar.gz"},
+                    VpcConfig={"Subnets": net["subnets"], "SecurityGroupIds": [net["sg"]]})
+    name = unique("byo-ep")
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=create_config(sm, ("AllTraffic", model, 2, 1.0)))
+    d = wait_endpoint(sm, name, timeout=120)
+    assert d["EndpointStatus"] == "InService", (d.get("FailureReason"), diagnose(server, agents))
+    placed = serving_on(server, agents, name)
+    assert len(placed) == 2 and len(set(placed.values())) == 2 and set(placed.values()) != {"cp"}, placed
+    for _ in range(6):
+        assert invoke(runtime, name, {"inputs": [1, 2]})[1] == {"root": "byo", "outputs": [101, 102]}
+    for instance, host in placed.items():
+        if host != "cp":
+            assert "pulled the image from the control plane's registry" in agents[host].log(), host
+    sm.delete_endpoint(EndpointName=name)
 
 
 def test_a_transform_job_spreads_its_instances_and_fails_when_a_host_is_lost(spread_cluster):

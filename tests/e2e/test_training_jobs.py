@@ -563,7 +563,7 @@ echo "byo training done"
 """
 
 
-def byo_rootfs_tarball(path):
+def byo_rootfs_tarball(path, train=BYO_TRAIN):
     """A minimal image: the host's /bin/sh with its libraries, and a `train` program."""
     import re
     import subprocess
@@ -573,7 +573,7 @@ def byo_rootfs_tarball(path):
         t.add(os.path.realpath("/bin/sh"), arcname="bin/sh")
         for lib in libs:
             t.add(os.path.realpath(lib), arcname=lib.lstrip("/"))
-        for name, body, mode in (("usr/local/bin/train", BYO_TRAIN, 0o755), ("etc/byo-marker", "byo\n", 0o644)):
+        for name, body, mode in (("usr/local/bin/train", train, 0o755), ("etc/byo-marker", "byo\n", 0o644)):
             info = tarfile.TarInfo(name)
             info.size, info.mode = len(body), mode
             t.addfile(info, io.BytesIO(body.encode()))

@@ -978,6 +978,7 @@ mod tests {
             instance: String::new(),
             eni_placement: None,
             ca_certificates: None,
+            registry_port: None,
             serving_relay: None,
         }
     }

@@ -22,9 +22,11 @@ use std::time::Duration;
 pub struct Settings {
     /// Working files of running jobs (`<kind>/<name>/<host>/…`).
     pub jobs_dir: PathBuf,
-    /// Unpacked images (`<manifest digest>/rootfs`).
+    /// Unpacked images (`<manifest digest>/rootfs`), and on an agent the
+    /// blobs it pulled (`blobs/sha256/<hex>`, [`blob_cache`]).
     pub images_dir: PathBuf,
-    /// Cove's registry, which jobs' image URIs are resolved in.
+    /// Cove's registry, which jobs' image URIs are resolved in; `None` on
+    /// an agent, which pulls from the control plane's.
     pub registry: Option<Arc<cove_ecr::Ecr>>,
     /// The `cove` binary, which runs containers (`cove run-container`).
     pub runner: PathBuf,
@@ -55,16 +57,25 @@ pub use cove_ecr::token::Holder as Puller;
 
 /// The root filesystem of image `uri`: its image in Cove's registry,
 /// unpacked on first use, or a root filesystem that an earlier version's
-/// `cove image-import` left. `Err` with the registry's word when the
-/// registry has no such image, the unpacking failed, or the image is
-/// another account's and its repository policy does not let `puller` pull.
-pub fn image_root(settings: &Settings, uri: &str, puller: &Puller) -> Result<PathBuf, String> {
+/// `cove image-import` left. On a host without the registry (an agent),
+/// `from_control_plane` says how to pull it: the image is pulled from the
+/// control plane's registry on the underlay into this host's blob cache
+/// (unless it is unpacked here already) and unpacked. `Err` with the
+/// registry's word when the registry has no such image, the pull or the
+/// unpacking failed, or the image is another account's and its repository
+/// policy does not let `puller` pull.
+pub fn image_root(
+    settings: &Settings,
+    uri: &str,
+    puller: &Puller,
+    from_control_plane: Option<(&cove_model::jobs::ImagePull, &cove_model::world::World)>,
+) -> Result<PathBuf, String> {
     let legacy = cove_runtime::image::legacy_rootfs_dir(&settings.images_dir, uri);
     let Some(registry) = &settings.registry else {
-        return if legacy.is_dir() {
-            Ok(legacy)
-        } else {
-            Err("Cove's registry is not open".into())
+        return match from_control_plane {
+            Some((pull, world)) => pulled_image_root(settings, uri, pull, world),
+            None if legacy.is_dir() => Ok(legacy),
+            None => Err("Cove's registry is not open".into()),
         };
     };
     match registry.resolve_as(uri, puller) {
@@ -77,6 +88,96 @@ pub fn image_root(settings: &Settings, uri: &str, puller: &Puller) -> Result<Pat
         Err(_) if legacy.is_dir() => Ok(legacy),
         Err(e) => Err(e.message),
     }
+}
+
+/// Where an agent keeps the blobs it pulled.
+pub fn blob_cache(settings: &Settings) -> PathBuf {
+    settings.images_dir.join("blobs")
+}
+
+/// What an instance of a workload pulls for image `uri`, from `address`:
+/// `Err` when the URI is not one of Cove's registry.
+pub fn pull_of(
+    uri: &str,
+    pull: &cove_model::jobs::ImagePull,
+    address: std::net::SocketAddr,
+) -> Result<OwnedPull, String> {
+    let parsed: cove_ecr::names::ImageUri = uri
+        .parse()
+        .map_err(|()| format!("{uri} is not an ECR image URI"))?;
+    Ok(OwnedPull {
+        host: parsed.registry.name(),
+        repository: parsed.repository,
+        address,
+        pull: pull.clone(),
+    })
+}
+
+/// A [`pull::Pull`] that owns its names, to move into the thread that
+/// enters a host's namespace.
+pub struct OwnedPull {
+    host: String,
+    repository: String,
+    address: std::net::SocketAddr,
+    pull: cove_model::jobs::ImagePull,
+}
+
+impl OwnedPull {
+    pub fn as_pull(&self) -> pull::Pull<'_> {
+        pull::Pull {
+            host: &self.host,
+            address: self.address,
+            repository: &self.repository,
+            manifest: &self.pull.manifest,
+            authorization: &self.pull.authorization,
+        }
+    }
+}
+
+/// The TLS client configuration that trusts Cove's CA (the host's bundle).
+pub fn registry_tls(settings: &Settings) -> Result<Arc<rustls::ClientConfig>, String> {
+    let bundle = settings
+        .ca_bundle
+        .as_deref()
+        .ok_or("this host does not know Cove's CA, so it cannot verify the registry")?;
+    cove_tls::client_config(bundle).map_err(|e| format!("{e:#}"))
+}
+
+/// [`image_root`] on an agent: the image unpacked here already, or pulled
+/// from the control plane's registry on the underlay and unpacked.
+fn pulled_image_root(
+    settings: &Settings,
+    uri: &str,
+    pull: &cove_model::jobs::ImagePull,
+    world: &cove_model::world::World,
+) -> Result<PathBuf, String> {
+    let digest: cove_ecr::names::ContentDigest = pull
+        .manifest
+        .parse()
+        .map_err(|_| format!("{} is not a manifest digest", pull.manifest))?;
+    let dest = cove_runtime::image::unpacked_dir(&settings.images_dir, digest.hex());
+    if dest.is_dir() {
+        return Ok(dest);
+    }
+    let control_plane = cove_model::hosts::control_plane(world)
+        .ok_or("no control plane has registered its host")?;
+    let port = control_plane
+        .registry_port
+        .ok_or("the control plane serves no registry to agents")?;
+    let address = std::net::SocketAddr::from((control_plane.underlay, port));
+    let request = pull_of(uri, pull, address)?;
+    let cache = blob_cache(settings);
+    let pulled = pull::pull(
+        &request.as_pull(),
+        pull::Keep::Missing(&cache),
+        registry_tls(settings)?,
+        settings.connect_timeout,
+    )
+    .map_err(|e| format!("pulling {uri} from the control plane's registry: {e}"))?;
+    tracing::info!(image = %uri, bytes = pulled.received, "pulled the image from the control plane's registry");
+    cove_runtime::image::unpack(&pulled.layers, &dest)
+        .map_err(|e| format!("unpacking {uri}: {e:#}"))?;
+    Ok(dest)
 }
 
 /// The network namespace of a managed ENI, when the data plane is on.

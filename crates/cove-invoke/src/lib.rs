@@ -664,6 +664,7 @@ mod tests {
             retiring_since: None,
             placed_on: None,
             transformed: false,
+            image_pull: None,
         }
     }
 

@@ -632,6 +632,7 @@ mod tests {
             session_access_key: None,
             outcome: None,
             terminate_containers: false,
+            image_pull: None,
         }
     }
 

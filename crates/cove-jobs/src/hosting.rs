@@ -748,10 +748,21 @@ impl Hosting {
         if d.vpc.is_some() && self.settings.instance.is_none() {
             return Ok(Err(Failure("ClientError: Cove's data plane is off (it needs root, ip and nft), so a model with a VpcConfig cannot get its network interfaces.".into())));
         }
-        if i.session_access_key.is_none() {
+        let mut session = i.session_access_key.clone();
+        if session.is_none() {
             if let Some(role) = &d.model.execution_role_arn {
                 let s = crate::assume_job_role(&control.sts, &u.account_id, role)?;
-                self.update_instance(&u.owner, &i.id, |i| i.session_access_key = Some(s))?;
+                self.update_instance(&u.owner, &i.id, |i| i.session_access_key = Some(s.clone()))?;
+                session = Some(s);
+            }
+        }
+        if i.image_pull.is_none() {
+            let container = model_container(&d.model).cloned().unwrap_or_default();
+            let image = container.image.as_deref().unwrap_or_default();
+            if let Some(pull) =
+                crate::image_pull(&self.settings, image, &u.account_id, session.as_deref())
+            {
+                self.update_instance(&u.owner, &i.id, |i| i.image_pull = Some(pull.clone()))?;
             }
         }
         // The instance's ENI: in the model's subnets, or, without a
@@ -819,8 +830,8 @@ impl Hosting {
 
     /// The host of a new endpoint or transform instance: spread over the
     /// hosts beside its endpoint's or job's other instances, unless only the
-    /// control plane's host can run it (its image is in Cove's registry,
-    /// which agents cannot read yet).
+    /// control plane's host can run it (its image is a legacy import
+    /// there).
     fn place(&self, u: &Unit) -> Option<String> {
         let container = model_container(&u.deployment.model)
             .cloned()
@@ -970,7 +981,14 @@ impl Hosting {
             account: u.account_id.clone(),
             access_key: i.session_access_key.clone().unwrap_or_default(),
         };
-        let (root, mode) = match cove_host::image_root(&self.settings, image, &puller) {
+        let world = self.store.snapshot();
+        let from_control_plane = i.image_pull.as_ref().map(|p| (p, &*world));
+        let (root, mode) = match cove_host::image_root(
+            &self.settings,
+            image,
+            &puller,
+            from_control_plane,
+        ) {
             Ok(rootfs) => (RootFs::Image(overlay(&rootfs, dir)?), Serving::Image),
             Err(_)
                 if container

@@ -13,8 +13,8 @@
 use crate::contract::{self, ContainerCredentials, HostContract};
 use crate::driver::Failure;
 use crate::file_systems;
+use crate::session_of;
 use crate::workers::{watch_store, Every, Workers, LEFTOVER_SWEEP};
-use crate::{session_of, REQUESTER};
 use cove_host::eni_netns;
 use cove_host::launch::{launch_host, HostLaunch};
 use cove_host::logs::{LogShipper, LogSink};
@@ -277,9 +277,11 @@ impl Instances {
     /// its VPC's resolver gives for the registry's name (an `ecr.dkr`
     /// endpoint's ENIs with private DNS, else the public address behind the
     /// gateways), manifest and blobs, each checked against its digest
-    /// ([`cove_host::pull`]). An image that is not in Cove's registry (script
-    /// mode on the host's Python), or on a host without the registry (an
-    /// agent), is only checked for a connection on 443.
+    /// ([`cove_host::pull`]). An agent keeps what it pulled (the container's
+    /// root is unpacked from it); the control plane's host drops it (its
+    /// registry holds the same bytes). An image that is not in Cove's
+    /// registry (script mode on the host's Python) is only checked for a
+    /// connection on 443.
     fn registry_through_vpc(
         &self,
         job: &SageMakerJob,
@@ -327,47 +329,43 @@ impl Instances {
             }
         };
         let timeout = self.settings.connect_timeout;
-        let pulled = match self.pull_request(job, image, &registry_host, address.into()) {
-            Some((request, tls)) => cove_net::netns::run_in(&ns, move || {
-                cove_host::pull::pull(&request.as_pull(), tls, timeout).map(|bytes| {
-                    tracing::debug!(bytes, "pulled the training image through the job's VPC");
-                })
-            })?,
-            None => {
-                let target = std::net::SocketAddr::from((address, 443));
+        let target = std::net::SocketAddr::from((address, 443));
+        let pull = job.image_pull.clone().or_else(|| {
+            // A job provisioned before its pull was kept (an older Cove).
+            let caller = job.session_access_key.as_deref();
+            crate::image_pull(&self.settings, image, &job.account_id, caller)
+        });
+        let request = pull.as_ref().and_then(|pull| {
+            let request = cove_host::pull_of(image, pull, target).ok()?;
+            let tls = cove_host::registry_tls(&self.settings).ok()?;
+            Some((request, tls))
+        });
+        let pulled = match request {
+            Some((request, tls)) => {
+                // This host's registry store holds the bytes; an agent keeps
+                // them in its cache, from which the root is unpacked.
+                let cache = cove_host::blob_cache(&self.settings);
+                let on_agent = self.settings.registry.is_none();
                 cove_net::netns::run_in(&ns, move || {
-                    std::net::TcpStream::connect_timeout(&target, timeout)
-                        .map(drop)
-                        .map_err(|e| format!("connecting to {target}: {e}"))
+                    let keep = match on_agent {
+                        false => cove_host::pull::Keep::Nothing,
+                        true => cove_host::pull::Keep::All(&cache),
+                    };
+                    cove_host::pull::pull(&request.as_pull(), keep, tls, timeout).map(|pulled| {
+                        tracing::debug!(
+                            bytes = pulled.received,
+                            "pulled the training image through the job's VPC"
+                        );
+                    })
                 })?
             }
+            None => cove_net::netns::run_in(&ns, move || {
+                std::net::TcpStream::connect_timeout(&target, timeout)
+                    .map(drop)
+                    .map_err(|e| format!("connecting to {target}: {e}"))
+            })?,
         };
         Ok(pulled.map_err(|e| unreachable(format!("{e} (from {} in {})", eni.id, eni.subnet_id))))
-    }
-
-    /// What an instance pulls for `image` from the registry at `address`,
-    /// and the TLS configuration that trusts it; `None` when the image is
-    /// not in Cove's registry or Cove has no CA bundle.
-    fn pull_request(
-        &self,
-        job: &SageMakerJob,
-        image: &str,
-        host: &str,
-        address: std::net::IpAddr,
-    ) -> Option<(OwnedPull, std::sync::Arc<cove_tls::rustls::ClientConfig>)> {
-        let registry = self.settings.registry.as_ref()?;
-        let resolved = registry.resolve(image).ok()?;
-        let tls = cove_tls::client_config(self.settings.ca_bundle.as_deref()?).ok()?;
-        let caller = job.session_access_key.as_deref().unwrap_or(REQUESTER);
-        let request = OwnedPull {
-            host: host.to_string(),
-            address,
-            repository: resolved.repository,
-            manifest: resolved.digest.to_string(),
-            blobs: resolved.blobs.iter().map(ToString::to_string).collect(),
-            authorization: registry.basic_authorization(&job.account_id, caller),
-        };
-        Some((request, tls))
     }
 
     /// Mounts the job's channels on EFS through the instance's ENI (a
@@ -414,10 +412,13 @@ impl Instances {
             account: job.account_id.clone(),
             access_key: job.session_access_key.clone().unwrap_or_default(),
         };
-        let missing = match cove_host::image_root(&self.settings, image, &puller) {
-            Ok(root) => return Ok(RootFs::Image(root)),
-            Err(why) => why,
-        };
+        let world = self.store.snapshot();
+        let from_control_plane = job.image_pull.as_ref().map(|p| (p, &*world));
+        let missing =
+            match cove_host::image_root(&self.settings, image, &puller, from_control_plane) {
+                Ok(root) => return Ok(RootFs::Image(root)),
+                Err(why) => why,
+            };
         if script_mode(job) {
             return Ok(RootFs::Host);
         }
@@ -1028,30 +1029,6 @@ fn put(client: &S3Client, item: &Upload, ml: &Path) -> Result<(), TransferError>
                 client.put_file(&bucket, key.trim_start_matches('/'), &file)?;
             }
             Ok(())
-        }
-    }
-}
-
-/// A [`cove_host::pull::Pull`] that owns its strings, to move into the
-/// thread that enters a host's namespace.
-struct OwnedPull {
-    host: String,
-    address: std::net::IpAddr,
-    repository: String,
-    manifest: String,
-    blobs: Vec<String>,
-    authorization: String,
-}
-
-impl OwnedPull {
-    fn as_pull(&self) -> cove_host::pull::Pull<'_> {
-        cove_host::pull::Pull {
-            host: &self.host,
-            address: self.address,
-            repository: &self.repository,
-            manifest: &self.manifest,
-            blobs: &self.blobs,
-            authorization: &self.authorization,
         }
     }
 }

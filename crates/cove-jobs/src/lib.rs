@@ -98,22 +98,39 @@ pub(crate) fn wait_for_network_here(
     Ok(())
 }
 
-/// Whether a workload of `image` must run on the control plane's host:
-/// the image is in Cove's registry, which agents cannot read yet, or in
-/// the control plane's legacy image directory (unless the workload runs in
-/// script mode, on the host's root, which every host has).
+/// Whether a workload of `image` must run on the control plane's host: the
+/// image is in the control plane's legacy image directory (unless the
+/// workload runs in script mode, on the host's root, which every host
+/// has). Images in Cove's registry run anywhere: agents pull them.
 pub(crate) fn image_needs_control_plane(
     settings: &Settings,
     image: &str,
     script_mode: bool,
 ) -> bool {
-    let in_registry = settings
-        .registry
-        .as_ref()
-        .is_some_and(|r| r.resolve(image).is_ok());
-    in_registry
-        || (!script_mode
-            && cove_runtime::image::legacy_rootfs_dir(&settings.images_dir, image).is_dir())
+    !script_mode && cove_runtime::image::legacy_rootfs_dir(&settings.images_dir, image).is_dir()
+}
+
+/// How the hosts of a workload of `account` pull `image` from Cove's
+/// registry, with a registry password for the role session `caller` (or
+/// SageMaker itself): `None` when the image is not in the registry or not
+/// the caller's to pull (its host then fails it with the registry's word).
+/// Only the control plane has the registry.
+pub(crate) fn image_pull(
+    settings: &Settings,
+    image: &str,
+    account: &str,
+    caller: Option<&str>,
+) -> Option<cove_model::jobs::ImagePull> {
+    let registry = settings.registry.as_ref()?;
+    let holder = cove_host::Puller {
+        account: account.to_string(),
+        access_key: caller.unwrap_or_default().to_string(),
+    };
+    let resolved = registry.resolve_as(image, &holder).ok()?;
+    Some(cove_model::jobs::ImagePull {
+        manifest: resolved.digest.to_string(),
+        authorization: registry.basic_authorization(account, caller.unwrap_or(REQUESTER)),
+    })
 }
 
 /// After a restart the kernel holds none of the stored world's networks

@@ -166,10 +166,22 @@ impl Training {
         {
             return Ok(Err(Failure(problem)));
         }
-        if job.session_access_key.is_none() {
-            let role = job.request.role_arn();
-            let s = assume_job_role(&self.sts, &job.account_id, role)?;
-            self.update(&key, |j| j.session_access_key = Some(s.clone()))?;
+        let session = match &job.session_access_key {
+            Some(s) => s.clone(),
+            None => {
+                let role = job.request.role_arn();
+                let s = assume_job_role(&self.sts, &job.account_id, role)?;
+                self.update(&key, |j| j.session_access_key = Some(s.clone()))?;
+                s
+            }
+        };
+        if job.image_pull.is_none() {
+            let image = job.request.image().unwrap_or_default();
+            if let Some(pull) =
+                crate::image_pull(&self.settings, image, &job.account_id, Some(&session))
+            {
+                self.update(&key, |j| j.image_pull = Some(pull.clone()))?;
+            }
         }
         // Each host's ENI: in the job's subnets, or, without a VpcConfig, in
         // SageMaker's own network with internet access, as on AWS (network
@@ -244,8 +256,8 @@ impl Training {
     }
 
     /// Whether the job's instances must run on the control plane's host:
-    /// its image is in Cove's registry, which agents cannot read yet, or it
-    /// has no ENI to carry its data (network isolation).
+    /// its image is a legacy import there, or it has no ENI to carry its
+    /// data (network isolation).
     fn needs_control_plane(&self, job: &SageMakerJob) -> bool {
         if job.request.network_isolation() {
             return true;

@@ -85,6 +85,9 @@ pub struct EndpointInstance {
     /// share of the input and written the output objects.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub transformed: bool,
+    /// How its host pulls the model's image from Cove's registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull: Option<crate::jobs::ImagePull>,
 }
 
 impl EndpointInstance {
@@ -103,6 +106,7 @@ impl EndpointInstance {
             retiring_since: None,
             placed_on: None,
             transformed: false,
+            image_pull: None,
         }
     }
 
@@ -193,6 +197,7 @@ mod tests {
             retiring_since: None,
             placed_on: None,
             transformed: false,
+            image_pull: None,
         }
     }
 

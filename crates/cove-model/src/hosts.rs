@@ -75,6 +75,12 @@ pub struct Host {
     /// job on any host verify Cove's HTTPS listeners.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_certificates: Option<String>,
+    /// On the control plane's registration: the port on its underlay
+    /// address where it serves Cove's registry (the distribution API only,
+    /// over HTTPS with Cove's CA), from which agents pull the images of
+    /// the instances placed on them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_port: Option<u16>,
     /// On an agent's registration: where the control plane reaches the
     /// serving containers of the endpoint instances placed on it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -409,6 +415,7 @@ mod tests {
             instance: String::new(),
             eni_placement: None,
             ca_certificates: None,
+            registry_port: None,
             serving_relay: None,
         }
     }

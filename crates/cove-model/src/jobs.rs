@@ -443,6 +443,24 @@ pub struct SageMakerJob {
     /// container, and kills it after the grace period.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub terminate_containers: bool,
+    /// How the hosts of its instances pull its image from Cove's registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull: Option<ImagePull>,
+}
+
+/// How an instance's host pulls the workload's image from Cove's registry
+/// (`cove_host::pull`), set by the control plane when it provisions the
+/// workload: the image manifest the URI named then (every instance runs
+/// the same image, even if the tag moves) and a registry password for the
+/// workload's role session, as `GetAuthorizationToken` gives one (valid 12
+/// hours; a host that already holds the image needs none).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImagePull {
+    /// `sha256:<hex>` of the image manifest (for an index, of its
+    /// linux/amd64 image).
+    pub manifest: String,
+    /// The `Authorization` header (`Basic <AWS:password>`).
+    pub authorization: String,
 }
 
 impl SageMakerJob {
@@ -716,6 +734,7 @@ pub(crate) mod tests_support {
             session_access_key: None,
             outcome: None,
             terminate_containers: false,
+            image_pull: None,
         }
     }
 }

@@ -90,6 +90,7 @@ pub fn new_job(
         session_access_key: None,
         outcome: None,
         terminate_containers: false,
+        image_pull: None,
     };
     job.transition(
         SecondaryStatus::Starting,

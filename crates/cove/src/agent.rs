@@ -6,7 +6,8 @@
 //! and the flow-log counting of its ENIs (the records go to the control
 //! plane through the store); the instances of training and processing
 //! jobs and of endpoints, and the Studio apps, placed on it (their
-//! containers' logs go to the control plane through the store); and the
+//! containers' logs go to the control plane through the store; their
+//! images are pulled from the control plane's registry); and the
 //! relay through which the control plane reaches its serving containers
 //! and apps. It serves no API.
 
@@ -68,6 +69,7 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
         instance: instance.clone(),
         eni_placement: None,
         ca_certificates: None,
+        registry_port: None,
         serving_relay: Some(cove_model::hosts::ServingRelay {
             port: args.serving_relay_port,
             token: relay_token.clone(),
@@ -97,8 +99,9 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
             locality: locality.clone(),
         },
     )?;
-    // The instances of jobs placed here; their images come from the host's
-    // root (script mode) until agents pull from Cove's registry.
+    // The instances of jobs placed here; their images are pulled from the
+    // control plane's registry (over the underlay, or through the
+    // instance's ENI in Vpc mode) into `images/blobs`.
     let settings = cove_jobs::Settings {
         jobs_dir: args.data_dir.join("jobs"),
         images_dir: args.data_dir.join("images"),

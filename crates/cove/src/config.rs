@@ -281,7 +281,15 @@ pub struct ServeArgs {
     /// available host with the fewest ENIs). Needs --underlay-address.
     #[arg(long, env = "COVE_ENI_PLACEMENT")]
     pub eni_placement: Option<String>,
+    /// The TCP port on the underlay address where agents pull the images
+    /// of their instances from Cove's registry (HTTPS, the distribution
+    /// API only). Needs --underlay-address.
+    #[arg(long, env = "COVE_REGISTRY_PORT", default_value_t = DEFAULT_REGISTRY_PORT)]
+    pub registry_port: u16,
 }
+
+/// Where agents pull images from the control plane unless told otherwise.
+pub const DEFAULT_REGISTRY_PORT: u16 = 8092;
 
 /// `cove agent`: one more machine for a Cove whose store is on PostgreSQL.
 #[derive(clap::Args, Debug, Clone)]
@@ -408,6 +416,8 @@ pub struct HostSettings {
     pub id: String,
     pub underlay: std::net::Ipv4Addr,
     pub eni_placement: cove_model::hosts::EniPlacement,
+    /// Where agents pull images (`--registry-port`).
+    pub registry_port: u16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -515,6 +525,7 @@ impl Settings {
                     id,
                     underlay,
                     eni_placement,
+                    registry_port: args.registry_port,
                 })
             }
         };

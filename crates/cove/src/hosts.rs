@@ -59,6 +59,8 @@ pub struct Registration {
     pub eni_placement: Option<cove_model::hosts::EniPlacement>,
     /// The control plane's CA certificates, for the agents' containers.
     pub ca_certificates: Option<String>,
+    /// The control plane's registry port on its underlay address.
+    pub registry_port: Option<u16>,
     /// An agent's relay to its serving containers.
     pub serving_relay: Option<cove_model::hosts::ServingRelay>,
 }
@@ -128,6 +130,7 @@ pub fn register(store: &Store, r: &Registration) -> anyhow::Result<()> {
                 instance: r.instance.clone(),
                 eni_placement: r.eni_placement,
                 ca_certificates: r.ca_certificates.clone(),
+                registry_port: r.registry_port,
                 serving_relay: r.serving_relay.clone(),
             });
             Ok(())
@@ -288,6 +291,7 @@ mod tests {
             instance: String::new(),
             eni_placement: None,
             ca_certificates: None,
+            registry_port: None,
             serving_relay: None,
         })
     }

@@ -198,6 +198,27 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         &[web_certs.ca()],
     )?;
     if let Some(host) = &settings.host {
+        // Agents pull their instances' images here: the registry alone,
+        // over HTTPS with Cove's CA, on the network that joins the hosts.
+        let registry_listener = tokio::net::TcpListener::bind((host.underlay, host.registry_port))
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "binding the registry for agents on {}:{}: {e}",
+                    host.underlay,
+                    host.registry_port
+                )
+            })?;
+        let registry_router = services_router.clone().layer(Extension(Arrival {
+            only_service: Some("dkr.ecr"),
+            vpc_endpoint_id: None,
+            vpc_id: None,
+        }));
+        tokio::spawn(crate::https::serve(
+            registry_listener,
+            certs.server_config()?,
+            registry_router,
+        ));
         let registration = crate::hosts::Registration {
             id: host.id.clone(),
             underlay: host.underlay,
@@ -205,6 +226,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             instance: instance_tag(&settings.data_dir)?,
             eni_placement: Some(host.eni_placement),
             ca_certificates: Some(certs.ca().trust_pem(&[web_certs.ca()])),
+            registry_port: Some(host.registry_port),
             serving_relay: None,
         };
         crate::hosts::register(&store, &registration)?;
