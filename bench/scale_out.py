@@ -44,12 +44,23 @@ own on a bridge underlay. Then, side by side in the same run:
    and the one on b (through b's serving relay over the underlay),
    alternating, `--invoke-seconds` each, at 1 and 16 clients.
 
+5. Images from Cove's registry on agents: an image of `--image-mib` MiB
+   (the host's /bin/sh and a `train` program, plus one incompressible
+   file; an uncompressed layer) is pushed with `cove image-import`, then a
+   job of three instances (one per host) runs it twice: cold (each agent
+   pulls the image from the control plane's registry over the underlay and
+   unpacks it; the control plane's instance unpacks it from its registry)
+   and warm (every host has it unpacked), create→Completed; each agent's
+   pull throughput (bytes and seconds from its log), beside a plain copy
+   of the same layer file on this disk. `--image-jobs` images per run.
+
 Usage:
   .venv/bin/python bench/scale_out.py [--cove target/release/cove] [--runs 3] [--trials 30] [--enis 999] [--jobs 5]
-      [--invoke-seconds 5]
+      [--invoke-seconds 5] [--image-jobs 2] [--image-mib 256]
 """
 import argparse
 import concurrent.futures
+import io
 import os
 import statistics
 import subprocess
@@ -58,6 +69,7 @@ import time
 import uuid
 
 import json
+import shutil
 
 import botocore.config
 
@@ -259,6 +271,97 @@ def jobs_side_by_side(args, cove_bin, spread_endpoint, cfg):
         psql(args.postgres, f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 
 
+IMAGE_TRAIN = "#!/bin/sh\necho pulled image ran\n"
+REGISTRY = "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+
+
+def image_layer(path, mib):
+    """An uncompressed root filesystem layer: /bin/sh with its libraries, a
+    `train` program and `mib` MiB of random bytes."""
+    import re
+    import tarfile
+    out = subprocess.run(["ldd", "/bin/sh"], capture_output=True, text=True, check=True).stdout
+    with tarfile.open(path, "w") as t:
+        t.add(os.path.realpath("/bin/sh"), arcname="bin/sh")
+        for lib in re.findall(r"(/\S+) \(0x", out):
+            t.add(os.path.realpath(lib), arcname=lib.lstrip("/"))
+        for name, body, mode in (("usr/local/bin/train", IMAGE_TRAIN.encode(), 0o755),):
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(body), mode
+            t.addfile(info, io.BytesIO(body))
+        payload = path + ".payload"
+        with open(payload, "wb") as f:
+            for _ in range(mib):
+                f.write(os.urandom(1 << 20))
+        t.add(payload, arcname="opt/payload.bin")
+        os.unlink(payload)
+
+
+def agent_pulls(log_paths, image):
+    """(bytes, seconds) of each agent's pull of `image`, from its log."""
+    found = []
+    for host, path in log_paths.items():
+        if host == CONTROL_PLANE:
+            continue
+        with open(path) as f:
+            for line in f:
+                if "pulled the image from the control plane" in line and f"image={image} " in line:
+                    fields = dict(w.split("=", 1) for w in line.split() if "=" in w)
+                    found.append((int(fields["bytes"]), float(fields["seconds"])))
+    return found
+
+
+def image_jobs(args, cove_bin, endpoint, cfg, data, log_paths):
+    """Cold and warm runs of a registry image's job over the three hosts."""
+    make = clients(endpoint, cfg)
+    sm, ec2 = make("sagemaker"), make("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.10.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.10.1.0/24")["Subnet"]["SubnetId"]
+    sg = ec2.create_security_group(GroupName="job", Description="job", VpcId=vpc)["GroupId"]
+    rt = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"][0]["RouteTableId"]
+    ec2.create_vpc_endpoint(VpcId=vpc, ServiceName="com.amazonaws.us-east-1.s3", RouteTableIds=[rt])
+    bucket = f"bench-image-{os.getpid()}"
+    make("s3").create_bucket(Bucket=bucket)
+    out = {"cold": [], "warm": [], "pull_mbps": [], "copy_mbps": []}
+    for n in range(args.image_jobs):
+        layer = os.path.join(data, f"bench-layer-{n}.tar")
+        image_layer(layer, args.image_mib)
+        image = f"{REGISTRY}/bench-image:{uuid.uuid4().hex[:8]}"
+        subprocess.run([cove_bin, "image-import", "--data-dir", data, image, layer], check=True,
+                       capture_output=True, stdin=subprocess.DEVNULL)
+        started = time.monotonic()
+        with open(layer, "rb") as src, open(layer + ".copy", "wb") as dst:
+            shutil.copyfileobj(src, dst, 1 << 20)
+            dst.flush()
+            os.fsync(dst.fileno())
+        copied = time.monotonic() - started
+        out["copy_mbps"].append(os.path.getsize(layer) / copied / 1e6)
+        os.unlink(layer + ".copy")
+        os.unlink(layer)
+        for kind in ("cold", "warm"):
+            name = f"bench-image-{uuid.uuid4().hex[:8]}"
+            started = time.monotonic()
+            sm.create_training_job(
+                TrainingJobName=name, RoleArn="arn:aws:iam::123456789012:role/Bench",
+                AlgorithmSpecification={"TrainingImage": image, "TrainingInputMode": "File"},
+                OutputDataConfig={"S3OutputPath": f"s3://{bucket}/out"},
+                ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 3, "VolumeSizeInGB": 1},
+                StoppingCondition={"MaxRuntimeInSeconds": 600},
+                VpcConfig={"Subnets": [subnet], "SecurityGroupIds": [sg]})
+            while (d := sm.describe_training_job(TrainingJobName=name))["TrainingJobStatus"] == "InProgress":
+                if time.monotonic() - started > 600:
+                    raise RuntimeError(f"{name} did not finish")
+                time.sleep(0.05)
+            if d["TrainingJobStatus"] != "Completed":
+                raise RuntimeError(f"{name}: {d['TrainingJobStatus']} {d.get('FailureReason')}")
+            out[kind].append(time.monotonic() - started)
+        pulls = agent_pulls(log_paths, image)
+        if len(pulls) != 2:
+            raise RuntimeError(f"expected a pull on each agent, found {pulls}")
+        out["pull_mbps"] += [b / s / 1e6 for b, s in pulls]
+    return out
+
+
 def serving_hosts(log_paths):
     """The host of each endpoint instance in service, from the hosts' logs."""
     found = {}
@@ -330,7 +433,8 @@ def one_run(args, cove_bin, run):
                 logs = {CONTROL_PLANE: os.path.join(data, "cove.log"),
                         **{h: a.log_path for h, a in agents.items()}}
                 invoke = invoke_side_by_side(args, endpoint, cfg, logs) if args.invoke_seconds else None
-                return sg, scale, jobs, invoke
+                images = image_jobs(args, cove_bin, endpoint, cfg, data, logs) if args.image_jobs else None
+                return sg, scale, jobs, invoke, images
             finally:
                 for p in procs:
                     p.kill()
@@ -354,15 +458,23 @@ def main():
     ap.add_argument("--probe-timeout-ms", type=float, default=5.0)
     ap.add_argument("--invoke-seconds", type=float, default=5.0, help="per InvokeEndpoint cell (0: skip)")
     ap.add_argument("--load-bin", default=os.path.join(ROOT, "target/release/cove-invoke-bench"))
+    ap.add_argument("--image-jobs", type=int, default=2, help="registry images per run, each run cold and warm (0: skip)")
+    ap.add_argument("--image-mib", type=int, default=256)
     args = ap.parse_args()
     if os.geteuid() != 0:
         ap.error("run as root: the data plane needs network namespaces and nftables")
     if not args.postgres:
         ap.error("give --postgres (or COVE_TEST_POSTGRES): `bash scripts/test-postgres.sh` starts one")
-    sg_rows, scale_rows, job_rows, invoke_rows = [], [], [], []
+    sg_rows, scale_rows, job_rows, invoke_rows, image_rows = [], [], [], [], []
     print("## Per run (times in ms unless marked s)\n")
     for run in range(args.runs):
-        sg, scale, jobs, invoke = one_run(args, args.cove, run)
+        sg, scale, jobs, invoke, images = one_run(args, args.cove, run)
+        if images:
+            row = {k: statistics.median(v) for k, v in images.items()}
+            image_rows.append(row)
+            print(f"run {run + 1} {args.image_mib} MiB registry image, job of 3 instances (s): "
+                  f"cold {row['cold']:.2f} warm {row['warm']:.2f}; agent pull {row['pull_mbps']:.0f} MB/s, "
+                  f"disk copy {row['copy_mbps']:.0f} MB/s")
         if invoke:
             invoke_rows.append(invoke)
             for (where, concurrency), r in sorted(invoke.items()):
@@ -403,6 +515,13 @@ def main():
               + f" | one more on {AGENT}, VPC empty: p50 | p99 | with the ENIs: p50 | p99 |")
         print("| --- |" + " ---: |" * (len(hosts) + 5))
         print("| median | " + " | ".join(f"{med([r[i] for r in scale_rows]):.1f}" for i in range(len(scale_rows[0]))) + " |")
+    if image_rows:
+        print(f"\n| {args.image_mib} MiB image from Cove's registry | job create→Completed, cold (s) | warm (s) "
+              "| agent pull over the underlay (MB/s) | disk copy of the layer (MB/s) |")
+        print("| --- | ---: | ---: | ---: | ---: |")
+        print("| median of runs | " + " | ".join(
+            f"{med([r[k] for r in image_rows]):.{2 if k in ('cold', 'warm') else 0}f}"
+            for k in ("cold", "warm", "pull_mbps", "copy_mbps")) + " |")
     if invoke_rows:
         print("\n| InvokeEndpoint, instance on | clients | p50 (µs) | p99 (µs) | req/s |")
         print("| --- | ---: | ---: | ---: | ---: |")

@@ -167,6 +167,7 @@ fn pulled_image_root(
     let address = std::net::SocketAddr::from((control_plane.underlay, port));
     let request = pull_of(uri, pull, address)?;
     let cache = blob_cache(settings);
+    let started = std::time::Instant::now();
     let pulled = pull::pull(
         &request.as_pull(),
         pull::Keep::Missing(&cache),
@@ -174,7 +175,12 @@ fn pulled_image_root(
         settings.connect_timeout,
     )
     .map_err(|e| format!("pulling {uri} from the control plane's registry: {e}"))?;
-    tracing::info!(image = %uri, bytes = pulled.received, "pulled the image from the control plane's registry");
+    tracing::info!(
+        image = %uri,
+        bytes = pulled.received,
+        seconds = started.elapsed().as_secs_f64(),
+        "pulled the image from the control plane's registry"
+    );
     cove_runtime::image::unpack(&pulled.layers, &dest)
         .map_err(|e| format!("unpacking {uri}: {e:#}"))?;
     Ok(dest)

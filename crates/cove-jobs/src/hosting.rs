@@ -756,15 +756,19 @@ impl Hosting {
                 session = Some(s);
             }
         }
-        if i.image_pull.is_none() {
-            let container = model_container(&d.model).cloned().unwrap_or_default();
-            let image = container.image.as_deref().unwrap_or_default();
-            if let Some(pull) =
-                crate::image_pull(&self.settings, image, &u.account_id, session.as_deref())
-            {
-                self.update_instance(&u.owner, &i.id, |i| i.image_pull = Some(pull.clone()))?;
+        let image_pull = match &i.image_pull {
+            Some(pull) => Some(pull.clone()),
+            None => {
+                let container = model_container(&d.model).cloned().unwrap_or_default();
+                let image = container.image.as_deref().unwrap_or_default();
+                let pull =
+                    crate::image_pull(&self.settings, image, &u.account_id, session.as_deref());
+                if pull.is_some() {
+                    self.update_instance(&u.owner, &i.id, |i| i.image_pull = pull.clone())?;
+                }
+                pull
             }
-        }
+        };
         // The instance's ENI: in the model's subnets, or, without a
         // VpcConfig, in SageMaker's own network with internet access, as on
         // AWS (network isolation, or the data plane off, keeps loopback only).
@@ -775,7 +779,7 @@ impl Hosting {
                 Owner::Transform(_) => "Transform Job",
             };
             let placing = control.placing.lock().expect("lock");
-            let placed_on = self.place(u);
+            let placed_on = self.place(u, image_pull.as_ref());
             let made = self.write_instances(&u.owner, |tx, instances| {
                 let Some(inst) = instances.iter_mut().find(|x| x.id == i.id) else {
                     return Ok(());
@@ -830,16 +834,22 @@ impl Hosting {
 
     /// The host of a new endpoint or transform instance: spread over the
     /// hosts beside its endpoint's or job's other instances, unless only the
-    /// control plane's host can run it (its image is a legacy import
-    /// there).
-    fn place(&self, u: &Unit) -> Option<String> {
+    /// control plane's host can run it ([`crate::image_needs_control_plane`];
+    /// a model with `SAGEMAKER_PROGRAM` serves in script mode when its
+    /// image is not in the registry).
+    fn place(&self, u: &Unit, pull: Option<&cove_model::jobs::ImagePull>) -> Option<String> {
         let container = model_container(&u.deployment.model)
             .cloned()
             .unwrap_or_default();
+        let script_mode = container
+            .environment
+            .as_ref()
+            .is_some_and(|e| e.contains_key("SAGEMAKER_PROGRAM"));
         if crate::image_needs_control_plane(
             &self.settings,
             container.image.as_deref().unwrap_or_default(),
-            false,
+            script_mode,
+            pull,
         ) {
             return None;
         }

@@ -98,16 +98,22 @@ pub(crate) fn wait_for_network_here(
     Ok(())
 }
 
-/// Whether a workload of `image` must run on the control plane's host: the
-/// image is in the control plane's legacy image directory (unless the
-/// workload runs in script mode, on the host's root, which every host
-/// has). Images in Cove's registry run anywhere: agents pull them.
+/// Whether a workload of `image` must run on the control plane's host, as
+/// the control plane places it: unless it runs in script mode (on the
+/// host's root, which every host has), when its image is in the control
+/// plane's legacy image directory, or when the registry gave it no
+/// [`image_pull`] (no such image, or not the workload's to pull), so that
+/// it fails there with the registry's own word. An image the registry
+/// gave it runs anywhere: agents pull it.
 pub(crate) fn image_needs_control_plane(
     settings: &Settings,
     image: &str,
     script_mode: bool,
+    pull: Option<&cove_model::jobs::ImagePull>,
 ) -> bool {
-    !script_mode && cove_runtime::image::legacy_rootfs_dir(&settings.images_dir, image).is_dir()
+    !script_mode
+        && (cove_runtime::image::legacy_rootfs_dir(&settings.images_dir, image).is_dir()
+            || pull.is_none())
 }
 
 /// How the hosts of a workload of `account` pull `image` from Cove's

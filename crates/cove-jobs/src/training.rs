@@ -175,14 +175,17 @@ impl Training {
                 s
             }
         };
-        if job.image_pull.is_none() {
-            let image = job.request.image().unwrap_or_default();
-            if let Some(pull) =
-                crate::image_pull(&self.settings, image, &job.account_id, Some(&session))
-            {
-                self.update(&key, |j| j.image_pull = Some(pull.clone()))?;
+        let image = job.request.image().unwrap_or_default();
+        let image_pull = match &job.image_pull {
+            Some(pull) => Some(pull.clone()),
+            None => {
+                let pull = crate::image_pull(&self.settings, image, &job.account_id, Some(&session));
+                if pull.is_some() {
+                    self.update(&key, |j| j.image_pull = pull.clone())?;
+                }
+                pull
             }
-        }
+        };
         // Each host's ENI: in the job's subnets, or, without a VpcConfig, in
         // SageMaker's own network with internet access, as on AWS (network
         // isolation, or the data plane off, keeps loopback only).
@@ -194,7 +197,7 @@ impl Training {
             // placement is kept only with the ENIs, in one write, so a
             // restart never places an instance twice.
             let (instance_type, _) = job.request.cluster();
-            let hosts = if self.needs_control_plane(job) {
+            let hosts = if self.needs_control_plane(job, image_pull.as_ref()) {
                 vec![None; job.hosts.len()]
             } else {
                 cove_model::hosts::place_instances(
@@ -256,14 +259,19 @@ impl Training {
     }
 
     /// Whether the job's instances must run on the control plane's host:
-    /// its image is a legacy import there, or it has no ENI to carry its
-    /// data (network isolation).
-    fn needs_control_plane(&self, job: &SageMakerJob) -> bool {
+    /// its image is a legacy import there or one the registry would not
+    /// give it ([`crate::image_needs_control_plane`]), or it has no ENI to
+    /// carry its data (network isolation).
+    fn needs_control_plane(
+        &self,
+        job: &SageMakerJob,
+        pull: Option<&cove_model::jobs::ImagePull>,
+    ) -> bool {
         if job.request.network_isolation() {
             return true;
         }
         let image = job.request.image().unwrap_or_default();
-        crate::image_needs_control_plane(&self.settings, image, script_mode(job))
+        crate::image_needs_control_plane(&self.settings, image, script_mode(job), pull)
     }
 
     // ---- Downloading ----
