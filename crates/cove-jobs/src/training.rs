@@ -179,7 +179,8 @@ impl Training {
         let image_pull = match &job.image_pull {
             Some(pull) => Some(pull.clone()),
             None => {
-                let pull = crate::image_pull(&self.settings, image, &job.account_id, Some(&session));
+                let pull =
+                    crate::image_pull(&self.settings, image, &job.account_id, Some(&session));
                 if pull.is_some() {
                     self.update(&key, |j| j.image_pull = pull.clone())?;
                 }
