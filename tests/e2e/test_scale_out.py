@@ -621,6 +621,10 @@ def test_a_lost_host_fails_the_jobs_it_ran_and_the_others_finish(spread_cluster)
     victim_id = "c" if short_host != "c" else "b"
     victim = agents[victim_id]
     assert victim_id in running_on(server, agents, long).values()
+    victim_algo = next(a for a, h in running_on(server, agents, long).items() if h == victim_id)
+    victim_eni = next(e for e in ec2.describe_network_interfaces(
+        Filters=[{"Name": "vpc-id", "Values": [net["vpc"]]}])["NetworkInterfaces"]
+        if long in e["Description"] and f"({victim_algo})" in e["Description"])
     victim.stop(signal.SIGKILL)
 
     d = wait_for(sm, long, timeout=60)
@@ -634,6 +638,16 @@ def test_a_lost_host_fails_the_jobs_it_ran_and_the_others_finish(spread_cluster)
         enis = ec2.describe_network_interfaces(Filters=[{"Name": "vpc-id", "Values": [net["vpc"]]}])
         return [e for e in enis["NetworkInterfaces"] if e["InterfaceType"] == "interface"]
     assert eventually(lambda: job_enis() == [], timeout=20), job_enis()
+    # The lost host may still hold that ENI in its kernel: its address is
+    # given to no new ENI until the host is back and has removed it.
+
+    def take_victims_address():
+        try:
+            return ec2.create_network_interface(SubnetId=victim_eni["SubnetId"],
+                                                PrivateIpAddress=victim_eni["PrivateIpAddress"])
+        except botocore.exceptions.ClientError as e:
+            return e.response["Error"]["Code"]
+    assert take_victims_address() == "InvalidIPAddress.InUse"
 
     # The lost host's container ran on without its agent; back, the agent
     # removes it and its files.
@@ -644,6 +658,11 @@ def test_a_lost_host_fails_the_jobs_it_ran_and_the_others_finish(spread_cluster)
     assert eventually(lambda: not any(long in dirs for _, dirs, _ in os.walk(jobs_dir)), timeout=20), victim.log()
     leftover = subprocess.run(["pgrep", "-f", f"{long}/algo"], capture_output=True, text=True).stdout
     assert leftover == "", leftover
+    # Back and caught up, the host has given the address up.
+    taken = eventually(lambda: isinstance(take_victims_address(), dict), timeout=20)
+    assert taken, diagnose(server, agents)
+    ec2.delete_network_interface(NetworkInterfaceId=next(
+        e["NetworkInterfaceId"] for e in job_enis() if e["PrivateIpAddress"] == victim_eni["PrivateIpAddress"]))
 
 
 def serving_on(server, agents, endpoint):

@@ -496,6 +496,7 @@ pub(crate) mod tests {
             availability_zone_id: format!("{zone}-id"),
             default_for_az: false,
             map_public_ip_on_launch: false,
+            held_addresses: Vec::new(),
         }
     }
 
@@ -564,6 +565,123 @@ pub(crate) mod tests {
 
     fn code(r: AwsResult<Value>) -> String {
         r.err().map(|e| e.code).unwrap_or_default()
+    }
+
+    fn host(
+        id: &str,
+        state: cove_model::hosts::HostState,
+        applied: u64,
+    ) -> cove_model::hosts::Host {
+        cove_model::hosts::Host {
+            id: id.into(),
+            underlay: Ipv4Addr::new(198, 51, 100, 2),
+            control_plane: false,
+            cpus: 2,
+            memory_mib: 1024,
+            gpus: 0,
+            state,
+            registered_at: String::new(),
+            heartbeat_at: 0,
+            applied_position: applied,
+            instance: String::new(),
+            eni_placement: None,
+            ca_certificates: None,
+            registry_port: None,
+            serving_relay: None,
+        }
+    }
+
+    #[test]
+    fn an_address_released_from_a_lost_host_is_held_until_the_host_has_applied_its_release() {
+        use cove_model::hosts::{HostState, SYSTEM_ACCOUNT};
+        let f = fixture();
+        let put_host = |h: cove_model::hosts::Host| {
+            f.store
+                .write(|tx| {
+                    tx.act_for(SYSTEM_ACCOUNT);
+                    tx.put(h);
+                    Ok(())
+                })
+                .unwrap()
+        };
+        put_host(host("b", HostState::Available, 0));
+        let eni = f
+            .store
+            .write_as(ACCOUNT, |tx| {
+                let mut eni =
+                    crate::create_managed_eni(tx, "subnet-a", vec![], "job".into(), "sagemaker")?;
+                eni.host = Some("b".into());
+                tx.put(eni.clone());
+                Ok(eni)
+            })
+            .unwrap();
+        put_host(host("b", HostState::Lost, 0));
+        let released_after = f
+            .store
+            .write(|tx| {
+                crate::delete_managed_eni_of_lost_host(tx, &eni.id);
+                Ok(tx.position())
+            })
+            .unwrap();
+        let world = f.store.snapshot();
+        let subnet = world.subnets["subnet-a"].clone();
+        assert!(!world.network_interfaces.contains_key(&eni.id));
+        assert_eq!(
+            subnet.held_addresses,
+            [cove_model::vpc::HeldAddress {
+                ip: eni.private_ip,
+                host: "b".into(),
+                released_after,
+            }]
+        );
+        // Neither asked for nor handed out while held.
+        let ip = eni.private_ip.to_string();
+        let e = crate::allocate_ip(&world, &subnet, Some(&ip)).unwrap_err();
+        assert_eq!(e.code, "InvalidIPAddress.InUse");
+        assert_ne!(
+            crate::allocate_ip(&world, &subnet, None).unwrap(),
+            eni.private_ip
+        );
+        let lift = || {
+            f.store
+                .write(|tx| Ok(crate::lift_held_addresses(tx)))
+                .unwrap()
+        };
+        assert_eq!(lift(), 0, "the host is still lost");
+        put_host(host("b", HostState::Available, released_after));
+        assert_eq!(lift(), 0, "back, but it has not applied the release yet");
+        put_host(host("b", HostState::Available, released_after + 1));
+        assert_eq!(lift(), 1);
+        let world = f.store.snapshot();
+        let subnet = world.subnets["subnet-a"].clone();
+        assert!(subnet.held_addresses.is_empty());
+        assert_eq!(
+            crate::allocate_ip(&world, &subnet, Some(&ip)).unwrap(),
+            eni.private_ip
+        );
+    }
+
+    #[test]
+    fn an_address_of_a_host_that_is_gone_is_not_held_on() {
+        let f = fixture();
+        let subnet = f.store.snapshot().subnets["subnet-a"].clone();
+        f.store
+            .write(|tx| {
+                let mut s = (*subnet).clone();
+                s.held_addresses.push(cove_model::vpc::HeldAddress {
+                    ip: Ipv4Addr::new(10, 0, 1, 4),
+                    host: "removed".into(),
+                    released_after: 0,
+                });
+                tx.put(s);
+                Ok(())
+            })
+            .unwrap();
+        let lifted = f
+            .store
+            .write(|tx| Ok(crate::lift_held_addresses(tx)))
+            .unwrap();
+        assert_eq!(lifted, 1);
     }
 
     #[test]

@@ -141,6 +141,49 @@ pub fn delete_managed_eni(tx: &mut cove_store::Tx, id: &str) {
     interfaces::drop_eni(tx, id);
 }
 
+/// [`delete_managed_eni`] for an ENI whose host is lost: that host may
+/// still run with the ENI in its kernel, so its subnet holds the address
+/// back from new ENIs ([`cove_model::vpc::HeldAddress`]) until
+/// [`lift_held_addresses`] finds the host back and caught up, or gone.
+pub fn delete_managed_eni_of_lost_host(tx: &mut cove_store::Tx, id: &str) {
+    let Some(eni) = tx.get::<cove_model::vpc::NetworkInterface>(id).cloned() else {
+        return;
+    };
+    interfaces::drop_eni(tx, id);
+    let (Some(host), Ok(mut subnet)) = (
+        eni.host.clone(),
+        tx.cloned::<cove_model::vpc::Subnet>(&eni.subnet_id),
+    ) else {
+        return;
+    };
+    subnet.held_addresses.push(cove_model::vpc::HeldAddress {
+        ip: eni.private_ip,
+        host,
+        released_after: tx.position(),
+    });
+    tx.put(subnet);
+}
+
+/// Ends the holds of [`delete_managed_eni_of_lost_host`] that are over in
+/// the whole world `tx` sees (hosts included); returns how many ended.
+pub fn lift_held_addresses(tx: &mut cove_store::Tx) -> usize {
+    let holding: Vec<cove_model::vpc::Subnet> = tx
+        .world
+        .subnets
+        .values()
+        .filter(|s| s.held_addresses.iter().any(|h| h.is_over(&tx.world)))
+        .map(|s| (**s).clone())
+        .collect();
+    let mut lifted = 0;
+    for mut subnet in holding {
+        let before = subnet.held_addresses.len();
+        subnet.held_addresses.retain(|h| !h.is_over(&tx.world));
+        lifted += before - subnet.held_addresses.len();
+        tx.put(subnet);
+    }
+    lifted
+}
+
 impl Service for Ec2Service {
     fn signing_name(&self) -> &'static str {
         "ec2"

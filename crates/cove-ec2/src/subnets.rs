@@ -34,19 +34,27 @@ pub fn create_subnet_tx(
         availability_zone_id: zone_id.to_string(),
         default_for_az,
         map_public_ip_on_launch: default_for_az,
+        held_addresses: Vec::new(),
     };
     tx.put(subnet.clone());
     network_acls::associate_with_default(tx, &subnet);
     subnet
 }
 
-/// Addresses taken in a subnet: every ENI's private IP.
+/// Addresses taken in a subnet: every ENI's private IP, and the addresses
+/// held back after their ENIs were released from a lost host.
 pub fn used_addresses(world: &World, subnet_id: &str) -> HashSet<Ipv4Addr> {
+    let held = world
+        .subnets
+        .get(subnet_id)
+        .into_iter()
+        .flat_map(|s| s.held_addresses.iter().map(|h| h.ip));
     world
         .network_interfaces
         .values()
         .filter(|e| e.subnet_id == subnet_id)
         .map(|e| e.private_ip)
+        .chain(held)
         .collect()
 }
 

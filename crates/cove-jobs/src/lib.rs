@@ -405,11 +405,20 @@ pub(crate) fn assume_job_role(
 }
 
 /// Gives back what a worker held: its managed ENI (with what hangs off it)
-/// and its role session.
+/// and its role session. An ENI of a lost host leaves its address held in
+/// its subnet until that host is back and has removed it (the host may run
+/// on, partitioned, with the ENI in its kernel); only a write on the whole
+/// world sees the hosts, and every release from a lost host is one.
 pub(crate) fn release(tx: &mut cove_store::Tx, eni: Option<&str>, session: Option<&str>) {
     if let Some(eni) = eni {
-        if tx.world.network_interfaces.contains_key(eni) {
-            cove_ec2::delete_managed_eni(tx, eni);
+        if let Some(e) = tx.world.network_interfaces.get(eni) {
+            let host_lost = !tx.world.hosts.is_empty()
+                && cove_model::hosts::on_lost_host(&tx.world, e.host.as_deref());
+            if host_lost {
+                cove_ec2::delete_managed_eni_of_lost_host(tx, eni);
+            } else {
+                cove_ec2::delete_managed_eni(tx, eni);
+            }
         }
     }
     if let Some(s) = session {

@@ -128,6 +128,7 @@ pub fn world(
                 availability_zone_id: "use1-az1".into(),
                 default_for_az: false,
                 map_public_ip_on_launch: false,
+                held_addresses: Vec::new(),
             }
             .into(),
         );

@@ -158,6 +158,38 @@ pub struct Subnet {
     pub availability_zone_id: String,
     pub default_for_az: bool,
     pub map_public_ip_on_launch: bool,
+    /// Private addresses of ENIs released while their host was lost: that
+    /// host's kernel may still hold them (a partitioned host runs on), so
+    /// no new ENI gets them until the host is back and has applied their
+    /// release, or is gone ([`HeldAddress::is_over`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub held_addresses: Vec<HeldAddress>,
+}
+
+/// An address held back after its ENI was released from a lost host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldAddress {
+    pub ip: Ipv4Addr,
+    /// The lost host whose kernel may still hold it.
+    pub host: String,
+    /// The store position the release was decided on: the host has removed
+    /// the ENI once it has applied a later world.
+    pub released_after: u64,
+}
+
+impl HeldAddress {
+    /// Whether the hold can end in `world` (the whole world, hosts
+    /// included): its host is back and has applied a world newer than the
+    /// release, or has been removed.
+    pub fn is_over(&self, world: &crate::world::World) -> bool {
+        match world.hosts.get(&self.host) {
+            None => true,
+            Some(h) => {
+                h.state == crate::hosts::HostState::Available
+                    && h.applied_position > self.released_after
+            }
+        }
+    }
 }
 
 /// Who a security-group rule admits: exactly one peer per rule, as AWS's

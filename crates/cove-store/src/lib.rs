@@ -120,6 +120,8 @@ pub struct Tx {
     changes: Vec<Change>,
     /// The account new documents belong to (see [`Tx::act_for`]).
     account: Option<String>,
+    /// The database position the world is as of ([`Tx::position`]).
+    position: u64,
 }
 
 impl Tx {
@@ -181,6 +183,12 @@ impl Tx {
     }
     pub fn is_empty(&self) -> bool {
         self.changes.is_empty()
+    }
+    /// The database position ([`Store::snapshot_at`]) of the world this
+    /// write is decided on: every process's newest, so the commit comes
+    /// right after it.
+    pub fn position(&self) -> u64 {
+        self.position
     }
 }
 
@@ -673,6 +681,7 @@ impl Store {
             world: world.unwrap_or_default(),
             changes: Vec::new(),
             account: view_of.map(str::to_string),
+            position: writer.position,
         };
         let decided = f(&mut tx).and_then(|out| {
             let owners = owners_of_changes(&writer, &tx, view_of)?;

@@ -230,8 +230,30 @@ pub fn spawn_lost_watch(store: Arc<Store>) -> std::io::Result<()> {
                     }
                 }
             }
+            lift_held_addresses(&store);
         })
         .map(|_| ())
+}
+
+/// Gives new ENIs back the addresses held since their ENIs were released
+/// from a lost host, once that host is back and has applied the release
+/// (its heartbeat reports how far it has applied), or is gone.
+fn lift_held_addresses(store: &Store) {
+    let world = store.snapshot();
+    let over = world
+        .subnets
+        .values()
+        .any(|s| s.held_addresses.iter().any(|h| h.is_over(&world)));
+    if !over {
+        return;
+    }
+    match store.write(|tx| Ok(cove_ec2::lift_held_addresses(tx))) {
+        Ok(lifted) => tracing::info!(
+            addresses = lifted,
+            "addresses released from a lost host are free again"
+        ),
+        Err(e) => tracing::warn!(error = %e.message, "freeing held addresses failed"),
+    }
 }
 
 /// `cove hosts`: one line per host with what is placed on it.
