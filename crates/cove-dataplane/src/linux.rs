@@ -595,9 +595,13 @@ pub fn apply_rule_ops(netns: &str, ops: &[Op]) -> Result<()> {
     nft_in(netns, &["-j", "-f", "-"], Some(batch.clone()))
         .map(|_| ())
         .map_err(|e| {
-            // Keep what nft refused, so the failure can be read and replayed.
+            // Keep what nft refused, and the table it refused it against,
+            // so the failure can be read and replayed.
             let path = std::env::temp_dir().join(format!("{netns}.nft.json"));
             let _ = std::fs::write(&path, &batch);
+            if let Ok(table) = nft_in(netns, &["-j", "list", "table", "inet", nft::TABLE], None) {
+                let _ = std::fs::write(path.with_extension("table.json"), table);
+            }
             CommandError(format!("{e} (batch saved to {})", path.display()))
         })
 }

@@ -151,14 +151,40 @@ pub struct Ruleset {
     pub chains: BTreeMap<String, Chain>,
 }
 
+/// Whether a named set is a plain set or a map. nftables keeps the two
+/// apart by name: `flush set` or `delete set` of a map is refused as if
+/// nothing had that name (ENOENT), and the other way round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SetKind {
+    Set,
+    Map,
+}
+
+impl SetKind {
+    pub fn of(spec: &SetSpec) -> SetKind {
+        match spec.map {
+            Some(_) => SetKind::Map,
+            None => SetKind::Set,
+        }
+    }
+
+    /// The word nftables names it by.
+    pub fn word(self) -> &'static str {
+        match self {
+            SetKind::Set => "set",
+            SetKind::Map => "map",
+        }
+    }
+}
+
 /// One step of a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {
     AddTable,
     DeleteTable,
     AddSet(String, SetSpec),
-    DeleteSet(String),
-    FlushSet(String),
+    DeleteSet(String, SetKind),
+    FlushSet(String, SetKind),
     AddElems(String, Vec<Elem>),
     DeleteElems(String, Vec<Elem>),
     AddChain(String, Option<Hook>),
@@ -243,7 +269,7 @@ pub fn diff(observed: Option<&Ruleset>, desired: &Ruleset) -> Vec<Op> {
     for (name, set) in desired.sets.iter().filter(|(_, s)| !s.spec.dynamic) {
         match observed.sets.get(name) {
             Some(have) if have.elems.contains(&Elem::Unreadable) => {
-                ops.push(Op::FlushSet(name.clone()));
+                ops.push(Op::FlushSet(name.clone(), SetKind::of(&have.spec)));
                 if !set.elems.is_empty() {
                     ops.push(Op::AddElems(
                         name.clone(),
@@ -287,14 +313,23 @@ pub fn diff(observed: Option<&Ruleset>, desired: &Ruleset) -> Vec<Op> {
         .collect();
     ops.extend(stale_chains.iter().map(|n| Op::FlushChain(n.to_string())));
     // Maps that go may jump to chains that go: empty them first.
-    let stale_sets: Vec<&String> = observed
+    let stale_sets: Vec<(&String, SetKind)> = observed
         .sets
-        .keys()
-        .filter(|n| !desired.sets.contains_key(*n))
+        .iter()
+        .filter(|(n, _)| !desired.sets.contains_key(*n))
+        .map(|(n, set)| (n, SetKind::of(&set.spec)))
         .collect();
-    ops.extend(stale_sets.iter().map(|n| Op::FlushSet(n.to_string())));
+    ops.extend(
+        stale_sets
+            .iter()
+            .map(|(n, kind)| Op::FlushSet(n.to_string(), *kind)),
+    );
     ops.extend(stale_chains.iter().map(|n| Op::DeleteChain(n.to_string())));
-    ops.extend(stale_sets.iter().map(|n| Op::DeleteSet(n.to_string())));
+    ops.extend(
+        stale_sets
+            .iter()
+            .map(|(n, kind)| Op::DeleteSet(n.to_string(), *kind)),
+    );
     ops
 }
 
@@ -333,6 +368,15 @@ fn create_all(desired: &Ruleset) -> Vec<Op> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refused(pub String);
 
+/// The set or map `name` of `ruleset`, when it is of `kind` (nftables
+/// finds no map under `set` nor a set under `map`).
+fn named_set<'a>(ruleset: &'a Ruleset, name: &str, kind: SetKind) -> Option<&'a Set> {
+    ruleset
+        .sets
+        .get(name)
+        .filter(|set| SetKind::of(&set.spec) == kind)
+}
+
 impl Ruleset {
     /// Performs `ops` on this model the way the kernel would, all or nothing.
     /// `table` says whether the table exists; returns whether it does after.
@@ -356,15 +400,15 @@ impl Ruleset {
                         elems: BTreeSet::new(),
                     });
                 }
-                Op::DeleteSet(name) => {
-                    next.sets.remove(name).ok_or_else(|| missing("set", name))?;
+                Op::DeleteSet(name, kind) => {
+                    named_set(&next, name, *kind).ok_or_else(|| missing(kind.word(), name))?;
+                    next.sets.remove(name);
                 }
-                Op::FlushSet(name) => {
-                    next.sets
-                        .get_mut(name)
-                        .ok_or_else(|| missing("set", name))?
-                        .elems
-                        .clear();
+                Op::FlushSet(name, kind) => {
+                    named_set(&next, name, *kind).ok_or_else(|| missing(kind.word(), name))?;
+                    if let Some(set) = next.sets.get_mut(name) {
+                        set.elems.clear();
+                    }
                 }
                 Op::AddElems(name, elems) => {
                     let set = next
@@ -503,8 +547,8 @@ pub fn batch(table: &str, ops: &[Op]) -> Value {
             Op::AddTable => json!({ "add": t }),
             Op::DeleteTable => json!({ "delete": t }),
             Op::AddSet(name, spec) => json!({ "add": set_json(table, name, spec) }),
-            Op::DeleteSet(name) => json!({ "delete": named("set", name) }),
-            Op::FlushSet(name) => json!({ "flush": named("set", name) }),
+            Op::DeleteSet(name, kind) => json!({ "delete": named(kind.word(), name) }),
+            Op::FlushSet(name, kind) => json!({ "flush": named(kind.word(), name) }),
             Op::AddElems(name, e) => json!({ "add": elems(name, e) }),
             Op::DeleteElems(name, e) => json!({ "delete": elems(name, e) }),
             Op::AddChain(name, hook) => {
@@ -845,7 +889,35 @@ mod tests {
             .elems
             .insert(Elem::Unreadable);
         let ops = converges(Some(&observed), &desired);
-        assert_eq!(ops[0], Op::FlushSet("sg_a".into()));
+        assert_eq!(ops[0], Op::FlushSet("sg_a".into(), SetKind::Set));
+    }
+
+    #[test]
+    fn a_map_that_goes_is_flushed_and_deleted_as_a_map() {
+        // What removing a VPC's last flow log or last ENI does to its
+        // router: the maps that jumped to the gone chains go too. nftables
+        // refuses `flush set` of a map (ENOENT), which the model copies.
+        let before = sample();
+        let mut after = before.clone();
+        after.sets.remove("out");
+        after.chains.remove("eni_1");
+        let ops = converges(Some(&before), &after);
+        assert!(ops.contains(&Op::FlushSet("out".into(), SetKind::Map)));
+        assert!(ops.contains(&Op::DeleteSet("out".into(), SetKind::Map)));
+        let batch = batch("cove", &ops).to_string();
+        assert!(
+            batch.contains(r#"{"flush":{"map":{"family":"inet","name":"out","table":"cove"}}}"#),
+            "{batch}"
+        );
+        assert!(
+            batch.contains(r#"{"delete":{"map":{"family":"inet","name":"out","table":"cove"}}}"#),
+            "{batch}"
+        );
+        let mut model = before.clone();
+        let refused = model.apply(true, &[Op::FlushSet("out".into(), SetKind::Set)]);
+        assert_eq!(refused, Err(Refused("set out does not exist".into())));
+        let refused = model.apply(true, &[Op::DeleteSet("sg_a".into(), SetKind::Map)]);
+        assert_eq!(refused, Err(Refused("map sg_a does not exist".into())));
     }
 
     #[test]
