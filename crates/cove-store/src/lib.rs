@@ -23,6 +23,7 @@
 //! follows the change, not the number of accounts or resources.
 
 pub mod durable;
+mod pg_tls;
 mod postgres;
 #[doc(hidden)]
 pub mod scratch;

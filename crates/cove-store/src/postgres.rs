@@ -242,13 +242,19 @@ impl Messages for Postgres {
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Opens a connection to `url`, with [`CONNECT_TIMEOUT`] unless the URL
-/// sets `connect_timeout`.
-fn connect(url: &str) -> Result<Client, postgres::Error> {
-    let mut config: postgres::Config = url.parse()?;
+/// sets `connect_timeout`, over TLS when the URL asks for it
+/// ([`crate::pg_tls`]).
+fn connect(url: &str) -> anyhow::Result<Client> {
+    let tls = crate::pg_tls::settings(url)?;
+    let mut config: postgres::Config = tls.url.parse()?;
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(CONNECT_TIMEOUT);
     }
-    config.connect(NoTls)
+    let client = match tls.roots {
+        Some(roots) => config.connect(crate::pg_tls::Rustls(roots)),
+        None => config.connect(NoTls),
+    };
+    Ok(client?)
 }
 
 fn position(generation: i64) -> u64 {
@@ -387,8 +393,8 @@ impl Session {
     fn client(&mut self) -> anyhow::Result<&mut Client> {
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = None;
-            let client =
-                connect(&self.url).map_err(|e| anyhow::anyhow!("connecting to PostgreSQL: {e}"))?;
+            let client = connect(&self.url)
+                .map_err(|e| anyhow::anyhow!("connecting to PostgreSQL: {e:#}"))?;
             self.client = Some(client);
         }
         Ok(self.client.as_mut().expect("connected above"))
@@ -447,12 +453,10 @@ pub fn hold_lock(url: &str, key: i64, lost: impl FnOnce() + Send + 'static) -> a
     std::thread::Builder::new()
         .name("cove-postgres-lock".into())
         .spawn(move || {
-            let first = connect(&url)
-                .map_err(anyhow::Error::from)
-                .and_then(|mut c| match take(&mut c)? {
-                    true => Ok(c),
-                    false => Err(anyhow::Error::new(crate::LockHeld)),
-                });
+            let first = connect(&url).and_then(|mut c| match take(&mut c)? {
+                true => Ok(c),
+                false => Err(anyhow::Error::new(crate::LockHeld)),
+            });
             let mut client = match first {
                 Ok(c) => {
                     let _ = taken.send(Ok(()));
@@ -507,9 +511,10 @@ pub fn listen(
         .spawn(move || {
             let mut reported = false;
             loop {
-                let mut client = match connect(&url)
-                    .and_then(|mut c| c.batch_execute(&format!("LISTEN {CHANNEL}")).map(|_| c))
-                {
+                let mut client = match connect(&url).and_then(|mut c| {
+                    c.batch_execute(&format!("LISTEN {CHANNEL}"))?;
+                    Ok(c)
+                }) {
                     Ok(c) => {
                         reported = false;
                         c
