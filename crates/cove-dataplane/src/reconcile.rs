@@ -965,21 +965,8 @@ mod tests {
 
     fn host(id: &str, last: u8, control_plane: bool) -> cove_model::hosts::Host {
         cove_model::hosts::Host {
-            id: id.into(),
-            underlay: std::net::Ipv4Addr::new(198, 51, 100, last),
-            control_plane,
-            cpus: 2,
-            memory_mib: 1024,
-            gpus: 0,
-            state: cove_model::hosts::HostState::Available,
-            registered_at: String::new(),
             heartbeat_at: 1,
-            applied_position: 0,
-            instance: String::new(),
-            eni_placement: None,
-            ca_certificates: None,
-            registry_port: None,
-            serving_relay: None,
+            ..cove_model::fixtures::host(id, last, control_plane)
         }
     }
 

@@ -573,21 +573,9 @@ pub(crate) mod tests {
         applied: u64,
     ) -> cove_model::hosts::Host {
         cove_model::hosts::Host {
-            id: id.into(),
-            underlay: Ipv4Addr::new(198, 51, 100, 2),
-            control_plane: false,
-            cpus: 2,
-            memory_mib: 1024,
-            gpus: 0,
             state,
-            registered_at: String::new(),
-            heartbeat_at: 0,
             applied_position: applied,
-            instance: String::new(),
-            eni_placement: None,
-            ca_certificates: None,
-            registry_port: None,
-            serving_relay: None,
+            ..cove_model::fixtures::host(id, 2, false)
         }
     }
 

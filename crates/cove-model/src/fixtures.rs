@@ -10,6 +10,28 @@ use crate::world::World;
 
 pub const ACCOUNT: &str = "123456789012";
 
+/// An available host with 2 vCPUs and 1 GiB at 198.51.100.`last`, that
+/// has never beaten.
+pub fn host(id: &str, last: u8, control_plane: bool) -> crate::hosts::Host {
+    crate::hosts::Host {
+        id: id.into(),
+        underlay: std::net::Ipv4Addr::new(198, 51, 100, last),
+        control_plane,
+        cpus: 2,
+        memory_mib: 1024,
+        gpus: 0,
+        state: crate::hosts::HostState::Available,
+        registered_at: String::new(),
+        heartbeat_at: 0,
+        applied_position: 0,
+        instance: String::new(),
+        eni_placement: None,
+        ca_certificates: None,
+        registry_port: None,
+        serving_relay: None,
+    }
+}
+
 /// A CIDR written in a fixture.
 pub fn net(c: &str) -> Cidr {
     c.parse()

@@ -402,21 +402,9 @@ mod tests {
 
     fn host(id: &str, last: u8, control_plane: bool) -> Host {
         Host {
-            id: id.into(),
-            underlay: Ipv4Addr::new(198, 51, 100, last),
-            control_plane,
-            cpus: 2,
-            memory_mib: 1024,
-            gpus: 0,
-            state: HostState::Available,
             registered_at: "2026-12-06T00:00:00Z".into(),
             heartbeat_at: 100,
-            applied_position: 0,
-            instance: String::new(),
-            eni_placement: None,
-            ca_certificates: None,
-            registry_port: None,
-            serving_relay: None,
+            ..fixtures::host(id, last, control_plane)
         }
     }
 

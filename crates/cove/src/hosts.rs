@@ -300,21 +300,10 @@ mod tests {
 
     fn host(id: &str, control_plane: bool, beat: u64, state: HostState) -> Arc<Host> {
         Arc::new(Host {
-            id: id.into(),
-            underlay: Ipv4Addr::new(198, 51, 100, 1),
-            control_plane,
-            cpus: 2,
             memory_mib: 1,
-            gpus: 0,
             state,
-            registered_at: String::new(),
             heartbeat_at: beat,
-            applied_position: 0,
-            instance: String::new(),
-            eni_placement: None,
-            ca_certificates: None,
-            registry_port: None,
-            serving_relay: None,
+            ..cove_model::fixtures::host(id, 1, control_plane)
         })
     }
 
