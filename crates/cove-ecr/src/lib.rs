@@ -58,12 +58,7 @@ pub struct Ecr {
 /// bottom first.
 #[derive(Debug, Clone)]
 pub struct ResolvedImage {
-    /// The repository's name (`team/model`).
-    pub repository: String,
     pub digest: ContentDigest,
-    /// The config's digest, then the layers', bottom first: every blob a
-    /// client pulls.
-    pub blobs: Vec<ContentDigest>,
     pub layers: Vec<PathBuf>,
     /// The image config (`config.Entrypoint`, `config.Cmd`, `config.Env`, …).
     pub config: Value,
@@ -232,11 +227,7 @@ impl Ecr {
             .map(|d| self.registry.blob_path(d))
             .collect();
         Ok(ResolvedImage {
-            repository: parsed.repository.clone(),
             digest,
-            blobs: std::iter::once(config_digest)
-                .chain(layer_digests)
-                .collect(),
             layers,
             config,
         })
