@@ -841,14 +841,10 @@ impl Hosting {
         let container = model_container(&u.deployment.model)
             .cloned()
             .unwrap_or_default();
-        let script_mode = container
-            .environment
-            .as_ref()
-            .is_some_and(|e| e.contains_key("SAGEMAKER_PROGRAM"));
         if crate::image_needs_control_plane(
             &self.settings,
             container.image.as_deref().unwrap_or_default(),
-            script_mode,
+            serves_in_script_mode(&container),
             pull,
         ) {
             return None;
@@ -1000,14 +996,7 @@ impl Hosting {
             from_control_plane,
         ) {
             Ok(rootfs) => (RootFs::Image(overlay(&rootfs, dir)?), Serving::Image),
-            Err(_)
-                if container
-                    .environment
-                    .as_ref()
-                    .is_some_and(|e| e.contains_key("SAGEMAKER_PROGRAM")) =>
-            {
-                (RootFs::Host, Serving::Script)
-            }
+            Err(_) if serves_in_script_mode(&container) => (RootFs::Host, Serving::Script),
             Err(missing) => {
                 return Ok(Err(Failure(format!(
                     "ClientError: The image {image} is not available to Cove ({missing}). Push it to Cove's registry (docker or skopeo after `aws ecr get-login-password`, or `cove image-import`), or serve a framework image in script mode (SAGEMAKER_PROGRAM in the model's Environment)."
@@ -1108,6 +1097,15 @@ fn check_single_container(model: &CreateModelInput) -> Result<(), Failure> {
         return Err(Failure("ClientError: Cove serves one container per model; inference pipelines (several Containers) are not supported.".into()));
     }
     Ok(())
+}
+
+/// Whether a model's container serves in script mode (`SAGEMAKER_PROGRAM`
+/// on the host's Python) when its image is not in Cove's registry.
+fn serves_in_script_mode(container: &ContainerDefinition) -> bool {
+    container
+        .environment
+        .as_ref()
+        .is_some_and(|e| e.contains_key("SAGEMAKER_PROGRAM"))
 }
 
 /// A transform job's model, as it was when the job was created.
