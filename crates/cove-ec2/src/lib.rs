@@ -164,16 +164,29 @@ pub fn delete_managed_eni_of_lost_host(tx: &mut cove_store::Tx, id: &str) {
     tx.put(subnet);
 }
 
+/// The subnets of the whole world `world` (hosts included) holding an
+/// address whose hold is over.
+fn holding_past_their_holds(
+    world: &cove_model::world::World,
+) -> impl Iterator<Item = &cove_model::vpc::Subnet> {
+    world
+        .subnets
+        .values()
+        .map(|s| &**s)
+        .filter(|s| s.held_addresses.iter().any(|h| h.is_over(world)))
+}
+
+/// Whether [`lift_held_addresses`] has anything to do in `world`: a read,
+/// so a caller that polls writes only when it has.
+pub fn held_addresses_to_lift(world: &cove_model::world::World) -> bool {
+    holding_past_their_holds(world).next().is_some()
+}
+
 /// Ends the holds of [`delete_managed_eni_of_lost_host`] that are over in
 /// the whole world `tx` sees (hosts included); returns how many ended.
 pub fn lift_held_addresses(tx: &mut cove_store::Tx) -> usize {
-    let holding: Vec<cove_model::vpc::Subnet> = tx
-        .world
-        .subnets
-        .values()
-        .filter(|s| s.held_addresses.iter().any(|h| h.is_over(&tx.world)))
-        .map(|s| (**s).clone())
-        .collect();
+    let holding: Vec<cove_model::vpc::Subnet> =
+        holding_past_their_holds(&tx.world).cloned().collect();
     let mut lifted = 0;
     for mut subnet in holding {
         let before = subnet.held_addresses.len();

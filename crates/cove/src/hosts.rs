@@ -239,12 +239,7 @@ pub fn spawn_lost_watch(store: Arc<Store>) -> std::io::Result<()> {
 /// from a lost host, once that host is back and has applied the release
 /// (its heartbeat reports how far it has applied), or is gone.
 fn lift_held_addresses(store: &Store) {
-    let world = store.snapshot();
-    let over = world
-        .subnets
-        .values()
-        .any(|s| s.held_addresses.iter().any(|h| h.is_over(&world)));
-    if !over {
+    if !cove_ec2::held_addresses_to_lift(&store.snapshot()) {
         return;
     }
     match store.write(|tx| Ok(cove_ec2::lift_held_addresses(tx))) {
