@@ -3,15 +3,12 @@
 //! purge.
 
 use crate::batch::{check_batch, classify, event_size, Rejected, DAY_MS};
-use crate::db::{Db, Result};
+use crate::db::{Db, Result, Sql};
 use crate::filter::FilterPattern;
 use crate::groups::{self, invalid, invalid_token, stream_not_found};
 use crate::token::{sequence_token, Direction, EventKey, PageToken, StreamToken};
 use crate::LogsService;
 use cove_model::AwsResult;
-use rusqlite::types::Type;
-use rusqlite::OptionalExtension;
-use rusqlite::{params, Row};
 use std::collections::{HashMap, HashSet};
 
 /// Default and largest `limit` of `GetLogEvents` and `FilterLogEvents`.
@@ -92,15 +89,8 @@ fn limit_of(limit: Option<usize>) -> usize {
     limit.unwrap_or(MAX_EVENTS_LIMIT).clamp(1, MAX_EVENTS_LIMIT)
 }
 
-/// Column `i` as a borrowed string, without copying rows a filter skips.
-fn text<'r>(row: &'r Row<'_>, i: usize) -> rusqlite::Result<&'r str> {
-    row.get_ref(i)?
-        .as_str()
-        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(i, Type::Text, Box::new(e)))
-}
-
 impl LogsService {
-    pub(crate) fn put_events_at<S: AsRef<str>>(
+    pub(crate) fn put_events_at<S: AsRef<str> + Sync>(
         &self,
         region: &str,
         account: &str,
@@ -121,7 +111,7 @@ impl LogsService {
     /// the recorded offset was stored before (a crash came between the
     /// commit and the shipper's next read) and is not stored again.
     #[allow(clippy::too_many_arguments)]
-    pub fn put_shipped_events<S: AsRef<str>>(
+    pub fn put_shipped_events<S: AsRef<str> + Sync>(
         &self,
         region: &str,
         account: &str,
@@ -142,7 +132,7 @@ impl LogsService {
             tx.execute(
                 "INSERT INTO shipped_sources (source, byte_offset) VALUES (?1, ?2)
                  ON CONFLICT (source) DO UPDATE SET byte_offset = excluded.byte_offset",
-                params![source, end],
+                &[source.into(), end.into()],
             )?;
             Ok(())
         })?)
@@ -150,24 +140,23 @@ impl LogsService {
 
     /// How far `source` has been shipped (0 when never).
     pub fn shipped_offset(&self, source: &str) -> AwsResult<u64> {
-        let at = self.db.read(|c| Ok(shipped_at(c, source)?))?;
+        let at = self.db.read(|c| shipped_at(c, source))?;
         Ok(at.and_then(|a| u64::try_from(a).ok()).unwrap_or(0))
     }
 }
 
 /// The recorded offset of a shipped source.
-fn shipped_at(c: &rusqlite::Connection, source: &str) -> rusqlite::Result<Option<i64>> {
-    c.query_row(
+fn shipped_at(c: &mut dyn Sql, source: &str) -> Result<Option<i64>> {
+    Ok(c.query_opt(
         "SELECT byte_offset FROM shipped_sources WHERE source = ?1",
-        [source],
-        |r| r.get(0),
-    )
-    .optional()
+        &[source.into()],
+        |r| r.int(0),
+    )?)
 }
 
 /// The body of a `PutLogEvents` inside its transaction.
-fn put_in<S: AsRef<str>>(
-    tx: &rusqlite::Transaction<'_>,
+fn put_in<S: AsRef<str> + Sync>(
+    tx: &mut dyn Sql,
     region: &str,
     account: &str,
     group: &str,
@@ -181,43 +170,74 @@ fn put_in<S: AsRef<str>>(
     let (range, rejected) = classify(&timestamps, now, g.retention_days);
     let accepted = &events[range.clone()];
     if let (Some(first), Some(last)) = (accepted.first(), accepted.last()) {
-        let mut bytes = 0i64;
-        {
-            let mut insert = tx.prepare_cached(
-                "INSERT INTO log_events (group_id, stream_id, timestamp, ingestion_time, message)
-                         VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            for (ts, message) in accepted {
-                let message = message.as_ref();
-                insert.execute(params![g.id, s, ts, now, message])?;
-                // why: check_batch above caps a batch at
-                // MAX_BATCH_BYTES (1 MiB), far inside i64.
-                #[allow(clippy::cast_possible_wrap)]
-                let len = message.len() as i64;
-                bytes += len;
-            }
-        }
+        let bytes: usize = accepted.iter().map(|(_, m)| m.as_ref().len()).sum();
+        let last_seq = insert_events(tx, g.id, s, now, accepted)?;
         tx.execute(
             "UPDATE log_streams SET
-                        first_event_timestamp = MIN(COALESCE(first_event_timestamp, ?1), ?1),
-                        last_event_timestamp = MAX(COALESCE(last_event_timestamp, ?2), ?2),
+                        first_event_timestamp = CASE WHEN first_event_timestamp < ?1
+                                                THEN first_event_timestamp ELSE ?1 END,
+                        last_event_timestamp = CASE WHEN last_event_timestamp > ?2
+                                               THEN last_event_timestamp ELSE ?2 END,
                         last_ingestion_time = ?3,
                         stored_bytes = stored_bytes + ?4,
                         upload_sequence = ?5
                      WHERE id = ?6",
-            params![first.0, last.0, now, bytes, tx.last_insert_rowid(), s],
+            &[
+                first.0.into(),
+                last.0.into(),
+                now.into(),
+                bytes.into(),
+                last_seq.into(),
+                s.into(),
+            ],
         )?;
     }
-    let seq: i64 = tx.query_row(
+    let seq = tx.query_one(
         "SELECT upload_sequence FROM log_streams WHERE id = ?1",
-        [s],
-        |r| r.get(0),
+        &[s.into()],
+        |r| r.int(0),
     )?;
     Ok(PutOutcome {
         next_sequence_token: sequence_token(seq),
         rejected,
         stored: range.len(),
     })
+}
+
+/// Events one `INSERT` stores: a statement per 500 rather than per event
+/// (a round trip each on PostgreSQL), within SQLite's limit of parameters.
+const INSERT_CHUNK: usize = 500;
+
+/// Stores `events` in the stream; the sequence number of the last one.
+fn insert_events<S: AsRef<str> + Sync>(
+    tx: &mut dyn Sql,
+    group_id: i64,
+    stream_id: i64,
+    now: i64,
+    events: &[(i64, S)],
+) -> Result<i64> {
+    let mut last = 0;
+    for chunk in events.chunks(INSERT_CHUNK) {
+        // ?1-?3 are the group, stream and ingestion time; each event adds
+        // its timestamp and message.
+        let rows: Vec<String> = (0..chunk.len())
+            .map(|i| format!("(?1, ?2, ?{}, ?3, ?{})", 4 + 2 * i, 5 + 2 * i))
+            .collect();
+        let sql = format!(
+            "INSERT INTO log_events (group_id, stream_id, timestamp, ingestion_time, message)
+             VALUES {} RETURNING seq",
+            rows.join(", ")
+        );
+        let mut params = vec![group_id.into(), stream_id.into(), now.into()];
+        for (ts, message) in chunk {
+            params.push((*ts).into());
+            params.push(message.as_ref().into());
+        }
+        for seq in tx.query(&sql, &params, |r| r.int(0))? {
+            last = last.max(seq);
+        }
+    }
+    Ok(last)
 }
 
 impl LogsService {
@@ -245,46 +265,58 @@ impl LogsService {
         Ok(self.db.read(|c| {
             let g = groups::group(c, region, account, group)?;
             let s = groups::stream(c, g.id, stream)?;
-            let mut stmt = match direction {
-                Direction::Forward => c.prepare_cached(
+            let sql = match direction {
+                Direction::Forward => {
                     "SELECT seq, timestamp, ingestion_time, message FROM log_events
                      WHERE group_id = ?1 AND stream_id = ?2 AND timestamp >= ?3 AND timestamp < ?4
                        AND (timestamp, seq) > (?5, ?6)
-                     ORDER BY timestamp, seq LIMIT ?7",
-                )?,
-                Direction::Backward => c.prepare_cached(
+                     ORDER BY timestamp, seq LIMIT ?7"
+                }
+                Direction::Backward => {
                     "SELECT seq, timestamp, ingestion_time, message FROM log_events
                      WHERE group_id = ?1 AND stream_id = ?2 AND timestamp >= ?3 AND timestamp < ?4
                        AND timestamp <= ?5 AND (timestamp, seq) < (?5, ?6)
-                     ORDER BY timestamp DESC, seq DESC LIMIT ?7",
-                )?,
+                     ORDER BY timestamp DESC, seq DESC LIMIT ?7"
+                }
             };
             let low = match direction {
                 Direction::Forward => start.max(key.ts),
                 Direction::Backward => start,
             };
-            let mut rows = stmt.query(params![g.id, s, low, end, key.ts, key.seq, limit])?;
             let mut page: Vec<(EventKey, OutputEvent)> = Vec::new();
             let mut bytes = 0;
-            while let Some(r) = rows.next()? {
-                let message: String = r.get(3)?;
-                bytes += event_size(&message);
-                if bytes > MAX_RESPONSE_BYTES && !page.is_empty() {
-                    break;
-                }
-                let timestamp = r.get(1)?;
-                page.push((
-                    EventKey {
-                        ts: timestamp,
-                        seq: r.get(0)?,
-                    },
-                    OutputEvent {
-                        timestamp,
-                        message,
-                        ingestion_time: r.get(2)?,
-                    },
-                ));
-            }
+            c.query_each(
+                sql,
+                &[
+                    g.id.into(),
+                    s.into(),
+                    low.into(),
+                    end.into(),
+                    key.ts.into(),
+                    key.seq.into(),
+                    limit.into(),
+                ],
+                &mut |r| {
+                    let message = r.text(3)?;
+                    bytes += event_size(&message);
+                    if bytes > MAX_RESPONSE_BYTES && !page.is_empty() {
+                        return Ok(false);
+                    }
+                    let timestamp = r.int(1)?;
+                    page.push((
+                        EventKey {
+                            ts: timestamp,
+                            seq: r.int(0)?,
+                        },
+                        OutputEvent {
+                            timestamp,
+                            message,
+                            ingestion_time: r.int(2)?,
+                        },
+                    ));
+                    Ok(true)
+                },
+            )?;
             if direction == Direction::Backward {
                 page.reverse();
             }
@@ -357,17 +389,19 @@ impl LogsService {
                     .as_ref()
                     .map(|n| n.iter().map(String::as_str).collect());
                 let prefix = req.stream_name_prefix.as_deref().unwrap_or("");
-                let mut stmt =
-                    c.prepare_cached("SELECT id, name FROM log_streams WHERE group_id = ?1")?;
-                let mut rows = stmt.query([g.id])?;
-                while let Some(r) = rows.next()? {
-                    let name: String = r.get(1)?;
-                    if name.starts_with(prefix)
-                        && wanted.as_ref().is_none_or(|w| w.contains(name.as_str()))
-                    {
-                        names.insert(r.get(0)?, name);
-                    }
-                }
+                c.query_each(
+                    "SELECT id, name FROM log_streams WHERE group_id = ?1",
+                    &[g.id.into()],
+                    &mut |r| {
+                        let name = r.str(1)?;
+                        if name.starts_with(prefix)
+                            && wanted.as_ref().is_none_or(|w| w.contains(name))
+                        {
+                            names.insert(r.int(0)?, name.to_string());
+                        }
+                        Ok(true)
+                    },
+                )?;
                 if let Some(w) = &wanted {
                     if w.len() != names.len() {
                         return Err(stream_not_found().into());
@@ -393,52 +427,61 @@ impl LogsService {
                    AND (timestamp, seq) > (?4, ?5){stream_clause}
                  ORDER BY timestamp, seq"
             );
-            let mut stmt = c.prepare(&sql)?;
-            let mut rows =
-                stmt.query(params![g.id, start.max(after.ts), end, after.ts, after.seq])?;
             let mut events: Vec<(EventKey, FilteredEvent)> = Vec::new();
             let mut bytes = 0;
             let mut full = false;
             let mut scanned = 0;
             let mut next = None;
-            while let Some(r) = rows.next()? {
-                let key = EventKey {
-                    ts: r.get(2)?,
-                    seq: r.get(0)?,
-                };
-                scanned += 1;
-                let message = text(r, 4)?;
-                if pattern.matches(message) {
-                    let size = event_size(message);
-                    if full || (bytes + size > MAX_RESPONSE_BYTES && !events.is_empty()) {
-                        // Another match exists beyond this page.
-                        next = events.last().map(|(k, _)| *k);
-                        break;
+            c.query_each(
+                &sql,
+                &[
+                    g.id.into(),
+                    start.max(after.ts).into(),
+                    end.into(),
+                    after.ts.into(),
+                    after.seq.into(),
+                ],
+                &mut |r| {
+                    let key = EventKey {
+                        ts: r.int(2)?,
+                        seq: r.int(0)?,
+                    };
+                    scanned += 1;
+                    // Borrowed: rows the pattern skips are never copied.
+                    let message = r.str(4)?;
+                    if pattern.matches(message) {
+                        let size = event_size(message);
+                        if full || (bytes + size > MAX_RESPONSE_BYTES && !events.is_empty()) {
+                            // Another match exists beyond this page.
+                            next = events.last().map(|(k, _)| *k);
+                            return Ok(false);
+                        }
+                        bytes += size;
+                        let stream_id = r.int(1)?;
+                        events.push((
+                            key,
+                            FilteredEvent {
+                                stream_name: names.get(&stream_id).cloned().unwrap_or_default(),
+                                timestamp: key.ts,
+                                message: message.to_string(),
+                                ingestion_time: r.int(3)?,
+                                event_id: key.digits(),
+                            },
+                        ));
+                        full = events.len() == limit;
                     }
-                    bytes += size;
-                    let stream_id: i64 = r.get(1)?;
-                    events.push((
-                        key,
-                        FilteredEvent {
-                            stream_name: names.get(&stream_id).cloned().unwrap_or_default(),
-                            timestamp: key.ts,
-                            message: message.to_string(),
-                            ingestion_time: r.get(3)?,
-                            event_id: key.digits(),
-                        },
-                    ));
-                    full = events.len() == limit;
-                }
-                if scanned >= FILTER_SCAN_BUDGET {
-                    // Out of budget: continue after what was examined (or
-                    // after the last event returned, if the page is full).
-                    next = Some(match (full, events.last()) {
-                        (true, Some((k, _))) => *k,
-                        _ => key,
-                    });
-                    break;
-                }
-            }
+                    if scanned >= FILTER_SCAN_BUDGET {
+                        // Out of budget: continue after what was examined (or
+                        // after the last event returned, if the page is full).
+                        next = Some(match (full, events.last()) {
+                            (true, Some((k, _))) => *k,
+                            _ => key,
+                        });
+                        return Ok(false);
+                    }
+                    Ok(true)
+                },
+            )?;
             Ok(FilteredPage {
                 events: events.into_iter().map(|(_, e)| e).collect(),
                 next_token: next.map(|k| PageToken::Filter(k).encode()),
@@ -450,59 +493,52 @@ impl LogsService {
 /// Deletes events older than each group's retention, a chunk per transaction.
 pub(crate) fn purge_expired(db: &Db, now: i64) -> Result<usize> {
     let groups: Vec<i64> = db.read(|c| {
-        let mut stmt =
-            c.prepare_cached("SELECT id FROM log_groups WHERE retention_days IS NOT NULL")?;
-        let ids = stmt
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<Vec<i64>>>()?;
-        Ok(ids)
+        Ok(c.query(
+            "SELECT id FROM log_groups WHERE retention_days IS NOT NULL",
+            &[],
+            |r| r.int(0),
+        )?)
     })?;
     let mut total = 0;
     for group_id in groups {
         loop {
             let deleted = db.write(|tx| {
                 // Re-read the policy: it may have changed since the list was taken.
-                let days: Option<i64> = tx
-                    .query_row(
+                let days = tx
+                    .query_opt(
                         "SELECT retention_days FROM log_groups WHERE id = ?1",
-                        [group_id],
-                        |r| r.get(0),
-                    )
-                    .or_else(|e| match e {
-                        rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                        e => Err(e),
-                    })?;
+                        &[group_id.into()],
+                        |r| r.opt_int(0),
+                    )?
+                    .flatten();
                 let Some(days) = days else {
                     return Ok(0);
                 };
                 let cutoff = now.saturating_sub(days.saturating_mul(DAY_MS));
-                let victims: Vec<(i64, i64, i64)> = tx
-                    .prepare_cached(
-                        "SELECT seq, stream_id, length(CAST(message AS BLOB)) FROM log_events
-                         WHERE group_id = ?1 AND timestamp < ?2 LIMIT ?3",
-                    )?
-                    .query_map(params![group_id, cutoff, PURGE_CHUNK], |r| {
-                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                    })?
-                    .collect::<rusqlite::Result<_>>()?;
+                // Deleted with RETURNING, in one statement on both dialects.
+                let victims: Vec<(i64, i64)> = tx.query(
+                    "DELETE FROM log_events WHERE seq IN
+                        (SELECT seq FROM log_events
+                          WHERE group_id = ?1 AND timestamp < ?2 LIMIT ?3)
+                     RETURNING stream_id, octet_length(message)",
+                    &[group_id.into(), cutoff.into(), PURGE_CHUNK.into()],
+                    |r| Ok((r.int(0)?, r.int(1)?)),
+                )?;
                 let mut freed: HashMap<i64, i64> = HashMap::new();
-                {
-                    let mut delete = tx.prepare_cached("DELETE FROM log_events WHERE seq = ?1")?;
-                    for (seq, stream_id, bytes) in &victims {
-                        delete.execute([seq])?;
-                        *freed.entry(*stream_id).or_default() += bytes;
-                    }
+                for (stream_id, bytes) in &victims {
+                    *freed.entry(*stream_id).or_default() += bytes;
                 }
                 for (stream_id, bytes) in freed {
                     tx.execute(
                         "UPDATE log_streams SET
-                            stored_bytes = MAX(stored_bytes - ?1, 0),
+                            stored_bytes = CASE WHEN stored_bytes > ?1
+                                           THEN stored_bytes - ?1 ELSE 0 END,
                             first_event_timestamp = COALESCE(
                                 (SELECT MIN(timestamp) FROM log_events
                                  WHERE group_id = ?2 AND stream_id = ?3),
                                 first_event_timestamp)
                          WHERE id = ?3",
-                        params![bytes, group_id, stream_id],
+                        &[bytes.into(), group_id.into(), stream_id.into()],
                     )?;
                 }
                 Ok(victims.len())

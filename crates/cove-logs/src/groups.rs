@@ -2,11 +2,10 @@
 //! policies and tags.
 
 use crate::batch::RETENTION_DAYS;
-use crate::db::Result;
+use crate::db::{Result, Sql};
 use crate::token::{sequence_token, PageToken};
 use crate::{now_ms, LogsService};
 use cove_model::{AwsError, AwsResult};
-use rusqlite::{params, Connection, OptionalExtension, Transaction};
 use std::collections::BTreeMap;
 
 pub const MAX_TAGS: usize = 50;
@@ -156,46 +155,46 @@ pub(crate) struct GroupRow {
 }
 
 pub(crate) fn find_group(
-    c: &Connection,
+    c: &mut dyn Sql,
     region: &str,
     account: &str,
     name: &str,
 ) -> Result<Option<GroupRow>> {
-    Ok(c.prepare_cached(
+    Ok(c.query_opt(
         "SELECT id, retention_days, tags, deletion_protection FROM log_groups
          WHERE account = ?1 AND region = ?2 AND name = ?3",
-    )?
-    .query_row(params![account, region, name], |r| {
-        Ok(GroupRow {
-            id: r.get(0)?,
-            retention_days: r.get(1)?,
-            tags: r.get(2)?,
-            deletion_protection: r.get(3)?,
-        })
-    })
-    .optional()?)
+        &[account.into(), region.into(), name.into()],
+        |r| {
+            Ok(GroupRow {
+                id: r.int(0)?,
+                retention_days: r.opt_int(1)?,
+                tags: r.text(2)?,
+                deletion_protection: r.int(3)? != 0,
+            })
+        },
+    )?)
 }
 
 /// The group, or `ResourceNotFoundException`.
-pub(crate) fn group(c: &Connection, region: &str, account: &str, name: &str) -> Result<GroupRow> {
+pub(crate) fn group(c: &mut dyn Sql, region: &str, account: &str, name: &str) -> Result<GroupRow> {
     Ok(find_group(c, region, account, name)?.ok_or_else(group_not_found)?)
 }
 
-pub(crate) fn find_stream(c: &Connection, group_id: i64, name: &str) -> Result<Option<i64>> {
-    Ok(
-        c.prepare_cached("SELECT id FROM log_streams WHERE group_id = ?1 AND name = ?2")?
-            .query_row(params![group_id, name], |r| r.get(0))
-            .optional()?,
-    )
+pub(crate) fn find_stream(c: &mut dyn Sql, group_id: i64, name: &str) -> Result<Option<i64>> {
+    Ok(c.query_opt(
+        "SELECT id FROM log_streams WHERE group_id = ?1 AND name = ?2",
+        &[group_id.into(), name.into()],
+        |r| r.int(0),
+    )?)
 }
 
 /// The stream's id, or `ResourceNotFoundException`.
-pub(crate) fn stream(c: &Connection, group_id: i64, name: &str) -> Result<i64> {
+pub(crate) fn stream(c: &mut dyn Sql, group_id: i64, name: &str) -> Result<i64> {
     Ok(find_stream(c, group_id, name)?.ok_or_else(stream_not_found)?)
 }
 
 pub(crate) fn ensure_group_in(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Sql,
     region: &str,
     account: &str,
     name: &str,
@@ -204,15 +203,16 @@ pub(crate) fn ensure_group_in(
     if let Some(g) = find_group(tx, region, account, name)? {
         return Ok(g.id);
     }
-    tx.execute(
-        "INSERT INTO log_groups (account, region, name, creation_time) VALUES (?1, ?2, ?3, ?4)",
-        params![account, region, name, now],
-    )?;
-    Ok(tx.last_insert_rowid())
+    Ok(tx.query_one(
+        "INSERT INTO log_groups (account, region, name, creation_time) VALUES (?1, ?2, ?3, ?4)
+         RETURNING id",
+        &[account.into(), region.into(), name.into(), now.into()],
+        |r| r.int(0),
+    )?)
 }
 
 pub(crate) fn ensure_stream_in(
-    tx: &Transaction<'_>,
+    tx: &mut dyn Sql,
     group_id: i64,
     name: &str,
     now: i64,
@@ -220,11 +220,11 @@ pub(crate) fn ensure_stream_in(
     if let Some(id) = find_stream(tx, group_id, name)? {
         return Ok(id);
     }
-    tx.execute(
-        "INSERT INTO log_streams (group_id, name, creation_time) VALUES (?1, ?2, ?3)",
-        params![group_id, name, now],
-    )?;
-    Ok(tx.last_insert_rowid())
+    Ok(tx.query_one(
+        "INSERT INTO log_streams (group_id, name, creation_time) VALUES (?1, ?2, ?3) RETURNING id",
+        &[group_id.into(), name.into(), now.into()],
+        |r| r.int(0),
+    )?)
 }
 
 fn tags_json(tags: &BTreeMap<String, String>) -> String {
@@ -270,15 +270,15 @@ impl LogsService {
                 "INSERT INTO log_groups (account, region, name, creation_time, tags, kms_key_id,
                                          log_group_class, deletion_protection)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    account,
-                    region,
-                    name,
-                    now,
-                    tags_json(&options.tags),
-                    options.kms_key_id,
-                    class,
-                    options.deletion_protection
+                &[
+                    account.into(),
+                    region.into(),
+                    name.into(),
+                    now.into(),
+                    tags_json(&options.tags).as_str().into(),
+                    options.kms_key_id.as_ref().into(),
+                    class.into(),
+                    options.deletion_protection.into(),
                 ],
             )?;
             Ok(())
@@ -296,9 +296,9 @@ impl LogsService {
                 )
                 .into());
             }
-            tx.execute("DELETE FROM log_events WHERE group_id = ?1", [g.id])?;
-            tx.execute("DELETE FROM log_streams WHERE group_id = ?1", [g.id])?;
-            tx.execute("DELETE FROM log_groups WHERE id = ?1", [g.id])?;
+            tx.execute("DELETE FROM log_events WHERE group_id = ?1", &[g.id.into()])?;
+            tx.execute("DELETE FROM log_streams WHERE group_id = ?1", &[g.id.into()])?;
+            tx.execute("DELETE FROM log_groups WHERE id = ?1", &[g.id.into()])?;
             Ok(())
         })?)
     }
@@ -325,46 +325,53 @@ impl LogsService {
         let limit = limit_of(req.limit);
         let prefix = req.name_prefix.as_deref().unwrap_or("");
         Ok(self.db.read(|c| {
-            let mut stmt = c.prepare_cached(
+            let mut out = Vec::new();
+            let mut more = false;
+            // The sum is cast because PostgreSQL sums BIGINTs as NUMERIC.
+            c.query_each(
                 "SELECT g.name, g.creation_time, g.retention_days, g.kms_key_id, g.log_group_class,
                         g.deletion_protection,
-                        COALESCE((SELECT SUM(s.stored_bytes) FROM log_streams s
-                                  WHERE s.group_id = g.id), 0)
+                        CAST(COALESCE((SELECT SUM(s.stored_bytes) FROM log_streams s
+                                       WHERE s.group_id = g.id), 0) AS BIGINT)
                  FROM log_groups g
                  WHERE g.account = ?1 AND g.region = ?2 AND g.name > ?3 AND g.name >= ?4
                  ORDER BY g.name",
+                &[
+                    account.into(),
+                    region.into(),
+                    after.as_str().into(),
+                    prefix.into(),
+                ],
+                &mut |r| {
+                    let info = LogGroupInfo {
+                        name: r.text(0)?,
+                        creation_time: r.int(1)?,
+                        retention_days: r.opt_int(2)?,
+                        kms_key_id: r.opt_text(3)?,
+                        class: r.text(4)?,
+                        deletion_protection: r.int(5)? != 0,
+                        stored_bytes: r.int(6)?,
+                    };
+                    if !info.name.starts_with(prefix) {
+                        return Ok(false); // sorted by name: no later name has the prefix
+                    }
+                    let keep = req
+                        .name_pattern
+                        .as_deref()
+                        .is_none_or(|p| info.name.contains(p))
+                        && req.class.as_deref().is_none_or(|c| info.class == c)
+                        && req.names.as_ref().is_none_or(|n| n.contains(&info.name));
+                    if !keep {
+                        return Ok(true);
+                    }
+                    if out.len() == limit {
+                        more = true;
+                        return Ok(false);
+                    }
+                    out.push(info);
+                    Ok(true)
+                },
             )?;
-            let mut rows = stmt.query(params![account, region, after, prefix])?;
-            let mut out = Vec::new();
-            let mut more = false;
-            while let Some(r) = rows.next()? {
-                let info = LogGroupInfo {
-                    name: r.get(0)?,
-                    creation_time: r.get(1)?,
-                    retention_days: r.get(2)?,
-                    kms_key_id: r.get(3)?,
-                    class: r.get(4)?,
-                    deletion_protection: r.get(5)?,
-                    stored_bytes: r.get(6)?,
-                };
-                if !info.name.starts_with(prefix) {
-                    break; // sorted by name: no later name has the prefix
-                }
-                let keep = req
-                    .name_pattern
-                    .as_deref()
-                    .is_none_or(|p| info.name.contains(p))
-                    && req.class.as_deref().is_none_or(|c| info.class == c)
-                    && req.names.as_ref().is_none_or(|n| n.contains(&info.name));
-                if !keep {
-                    continue;
-                }
-                if out.len() == limit {
-                    more = true;
-                    break;
-                }
-                out.push(info);
-            }
             let token = more
                 .then(|| {
                     out.last()
@@ -411,9 +418,9 @@ impl LogsService {
             let s = stream(tx, g.id, name)?;
             tx.execute(
                 "DELETE FROM log_events WHERE group_id = ?1 AND stream_id = ?2",
-                [g.id, s],
+                &[g.id.into(), s.into()],
             )?;
-            tx.execute("DELETE FROM log_streams WHERE id = ?1", [s])?;
+            tx.execute("DELETE FROM log_streams WHERE id = ?1", &[s.into()])?;
             Ok(())
         })?)
     }
@@ -448,12 +455,14 @@ impl LogsService {
         };
         let (sql_after, order_by) = match req.order {
             StreamOrder::LogStreamName => (
-                format!("(?2 IS NULL OR name {cmp} ?3)"),
+                // The cast names ?2's type, which PostgreSQL cannot infer here.
+                format!("(CAST(?2 AS BIGINT) IS NULL OR name {cmp} ?3)"),
                 format!("name {dir}"),
             ),
             StreamOrder::LastEventTime => (
                 format!(
-                    "(?2 IS NULL OR (COALESCE(last_event_timestamp, -1), name) {cmp} (?2, ?3))"
+                    "(CAST(?2 AS BIGINT) IS NULL
+                      OR (COALESCE(last_event_timestamp, -1), name) {cmp} (?2, ?3))"
                 ),
                 format!("COALESCE(last_event_timestamp, -1) {dir}, name {dir}"),
             ),
@@ -471,29 +480,31 @@ impl LogsService {
                 Some((ts, n)) => (Some(*ts), Some(n.as_str())),
                 None => (None, None),
             };
-            let mut stmt = c.prepare_cached(&sql)?;
-            let mut rows = stmt.query(params![g.id, after_ts, after_name])?;
             let mut out = Vec::new();
             let mut more = false;
-            while let Some(r) = rows.next()? {
-                let name: String = r.get(0)?;
-                if !name.starts_with(prefix) {
-                    continue;
-                }
-                if out.len() == limit {
-                    more = true;
-                    break;
-                }
-                let seq: i64 = r.get(5)?;
-                out.push(LogStreamInfo {
-                    name,
-                    creation_time: r.get(1)?,
-                    first_event_timestamp: r.get(2)?,
-                    last_event_timestamp: r.get(3)?,
-                    last_ingestion_time: r.get(4)?,
-                    upload_sequence_token: sequence_token(seq),
-                });
-            }
+            c.query_each(
+                &sql,
+                &[g.id.into(), after_ts.into(), after_name.into()],
+                &mut |r| {
+                    let name = r.str(0)?;
+                    if !name.starts_with(prefix) {
+                        return Ok(true);
+                    }
+                    if out.len() == limit {
+                        more = true;
+                        return Ok(false);
+                    }
+                    out.push(LogStreamInfo {
+                        name: name.to_string(),
+                        creation_time: r.int(1)?,
+                        first_event_timestamp: r.opt_int(2)?,
+                        last_event_timestamp: r.opt_int(3)?,
+                        last_ingestion_time: r.opt_int(4)?,
+                        upload_sequence_token: sequence_token(r.int(5)?),
+                    });
+                    Ok(true)
+                },
+            )?;
             let token = match out.last() {
                 Some(s) if more => Some(
                     match req.order {
@@ -548,7 +559,7 @@ impl LogsService {
             let g = group(tx, region, account, group_name)?;
             tx.execute(
                 "UPDATE log_groups SET retention_days = ?1 WHERE id = ?2",
-                params![days, g.id],
+                &[days.into(), g.id.into()],
             )?;
             Ok(())
         })?)
@@ -613,10 +624,10 @@ fn too_many_tags() -> AwsError {
     )
 }
 
-fn save_tags(tx: &Transaction<'_>, group_id: i64, tags: &BTreeMap<String, String>) -> Result<()> {
+fn save_tags(tx: &mut dyn Sql, group_id: i64, tags: &BTreeMap<String, String>) -> Result<()> {
     tx.execute(
         "UPDATE log_groups SET tags = ?1 WHERE id = ?2",
-        params![tags_json(tags), group_id],
+        &[tags_json(tags).as_str().into(), group_id.into()],
     )?;
     Ok(())
 }

@@ -80,14 +80,22 @@ impl LogsService {
     /// Opens (creating and migrating if needed) the logs database at `path`.
     pub fn open(path: &Path) -> anyhow::Result<LogsService> {
         Ok(LogsService {
-            db: db::Db::open(path)?,
+            db: db::Db(db::Database::sqlite(path, &db::SCHEMA)?),
+        })
+    }
+
+    /// Connects to the shared PostgreSQL database at `url` (its `logs`
+    /// schema, brought up to date), which every API replica serves from.
+    pub fn connect_postgres(url: &str) -> anyhow::Result<LogsService> {
+        Ok(LogsService {
+            db: db::Db(db::Database::postgres(url, &db::SCHEMA)?),
         })
     }
 
     /// A service on an in-memory database, for tests.
     pub fn in_memory() -> anyhow::Result<LogsService> {
         Ok(LogsService {
-            db: db::Db::in_memory()?,
+            db: db::Db(db::Database::sqlite_in_memory(&db::SCHEMA)?),
         })
     }
 
@@ -127,7 +135,7 @@ impl LogsService {
     /// older than 14 days or the group's retention, or more than 2 hours in
     /// the future, are skipped and reported in [`PutOutcome::rejected`].
     /// Producers sort their events first and split larger batches.
-    pub fn put_events<S: AsRef<str>>(
+    pub fn put_events<S: AsRef<str> + Sync>(
         &self,
         region: &str,
         account: &str,

@@ -1,4 +1,6 @@
-//! Tests of the service through its Rust API, on real SQLite files.
+//! Tests of the service through its Rust API, each on a real SQLite
+//! database and, where `COVE_TEST_POSTGRES` names a server, on a
+//! PostgreSQL database of its own.
 
 use super::*;
 use crate::batch::DAY_MS;
@@ -110,9 +112,7 @@ fn events_survive_reopen_and_read_back_in_both_directions() {
     assert_eq!(messages(&window), ["event 2", "event 3", "event 4"]);
 }
 
-#[test]
-fn events_with_equal_timestamps_keep_their_order_across_pages() {
-    let svc = LogsService::in_memory().unwrap();
+fn events_with_equal_timestamps_keep_their_order_across_pages(svc: &LogsService) {
     svc.ensure_stream(R, A, "g", "s").unwrap();
     let batch: Vec<(i64, String)> = (0..5).map(|i| (NOW, format!("same {i}"))).collect();
     svc.put_events_at(R, A, "g", "s", &batch, NOW).unwrap();
@@ -123,7 +123,7 @@ fn events_with_equal_timestamps_keep_their_order_across_pages() {
     let mut token = None;
     loop {
         let page = get(
-            &svc,
+            svc,
             GetEventsRequest {
                 start_from_head: true,
                 limit: Some(2),
@@ -143,9 +143,7 @@ fn events_with_equal_timestamps_keep_their_order_across_pages() {
     );
 }
 
-#[test]
-fn rejected_batches_store_nothing() {
-    let svc = LogsService::in_memory().unwrap();
+fn rejected_batches_store_nothing(svc: &LogsService) {
     svc.ensure_stream(R, A, "g", "s").unwrap();
     let err = svc
         .put_events_at(R, A, "g", "s", &[(NOW + 1, "b"), (NOW, "a")], NOW)
@@ -166,7 +164,7 @@ fn rejected_batches_store_nothing() {
         .unwrap_err();
     assert_eq!(err.message, "The specified log group does not exist.");
     let page = get(
-        &svc,
+        svc,
         GetEventsRequest {
             start_from_head: true,
             ..Default::default()
@@ -179,9 +177,7 @@ fn rejected_batches_store_nothing() {
     assert_eq!(streams[0].last_ingestion_time, None);
 }
 
-#[test]
-fn too_old_too_new_and_expired_events_are_reported_not_stored() {
-    let svc = LogsService::in_memory().unwrap();
+fn too_old_too_new_and_expired_events_are_reported_not_stored(svc: &LogsService) {
     svc.ensure_stream(R, A, "g", "s").unwrap();
     const HOUR: i64 = 3600 * 1000;
     // A batch cannot span more than 24 hours, so old and new go separately.
@@ -209,7 +205,7 @@ fn too_old_too_new_and_expired_events_are_reported_not_stored() {
         .unwrap();
     assert_eq!((out.stored, out.rejected.expired_end), (1, Some(0)));
     let page = get(
-        &svc,
+        svc,
         GetEventsRequest {
             start_from_head: true,
             ..Default::default()
@@ -218,11 +214,7 @@ fn too_old_too_new_and_expired_events_are_reported_not_stored() {
     assert_eq!(messages(&page), ["old ok", "kept", "new ok"]);
 }
 
-#[test]
-fn purge_deletes_events_past_retention_only() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("logs.db");
-    let svc = LogsService::open(&path).unwrap();
+fn purge_deletes_events_past_retention_only(svc: &LogsService) {
     for g in ["kept", "short"] {
         svc.ensure_stream(R, A, g, "s").unwrap();
         svc.put_events_at(
@@ -240,7 +232,6 @@ fn purge_deletes_events_past_retention_only() {
     svc.put_retention_policy(R, A, "short", 1).unwrap();
     assert_eq!(svc.purge_expired(NOW).unwrap(), 2);
     assert_eq!(svc.purge_expired(NOW).unwrap(), 0);
-    let svc = LogsService::open(&path).unwrap();
     let read = |g: &str| {
         messages(
             &svc.get_log_events(
@@ -274,9 +265,7 @@ fn purge_deletes_events_past_retention_only() {
     assert_eq!(streams[0].last_event_timestamp, Some(NOW));
 }
 
-#[test]
-fn groups_describe_with_prefix_pattern_and_pages() {
-    let svc = LogsService::in_memory().unwrap();
+fn groups_describe_with_prefix_pattern_and_pages(svc: &LogsService) {
     for name in ["/b/2", "/a/1", "/b/1", "/c/x1", "/a/2"] {
         svc.create_log_group(R, A, name, &NewLogGroup::default())
             .unwrap();
@@ -334,9 +323,7 @@ fn groups_describe_with_prefix_pattern_and_pages() {
     );
 }
 
-#[test]
-fn streams_order_by_name_or_last_event_time() {
-    let svc = LogsService::in_memory().unwrap();
+fn streams_order_by_name_or_last_event_time(svc: &LogsService) {
     svc.ensure_group(R, A, "g").unwrap();
     for s in ["c", "a", "b", "empty"] {
         svc.create_log_stream(R, A, "g", s).unwrap();
@@ -399,9 +386,7 @@ fn streams_order_by_name_or_last_event_time() {
     );
 }
 
-#[test]
-fn filter_by_pattern_streams_and_pages() {
-    let svc = LogsService::in_memory().unwrap();
+fn filter_by_pattern_streams_and_pages(svc: &LogsService) {
     for s in ["app-1", "app-2", "db"] {
         svc.ensure_stream(R, A, "g", s).unwrap();
     }
@@ -502,9 +487,7 @@ fn filter_by_pattern_streams_and_pages() {
     assert_eq!(err.message, filter::UNSUPPORTED);
 }
 
-#[test]
-fn retention_tags_and_group_deletion() {
-    let svc = LogsService::in_memory().unwrap();
+fn retention_tags_and_group_deletion(svc: &LogsService) {
     let opts = NewLogGroup {
         tags: [("team".to_string(), "ml".to_string())].into(),
         class: Some("INFREQUENT_ACCESS".into()),
@@ -523,13 +506,13 @@ fn retention_tags_and_group_deletion() {
             .0
             .remove(0)
     };
-    let g = info(&svc);
+    let g = info(svc);
     assert_eq!(
         (g.retention_days, g.class.as_str(), g.kms_key_id.is_some()),
         (Some(30), "INFREQUENT_ACCESS", true)
     );
     svc.delete_retention_policy(R, A, "g").unwrap();
-    assert_eq!(info(&svc).retention_days, None);
+    assert_eq!(info(svc).retention_days, None);
 
     let arn = groups::group_arn(R, A, "g");
     svc.tag_resource(
@@ -568,7 +551,7 @@ fn retention_tags_and_group_deletion() {
     // A new group of the same name starts empty.
     svc.ensure_stream(R, A, "g", "s").unwrap();
     assert!(get(
-        &svc,
+        svc,
         GetEventsRequest {
             start_from_head: true,
             ..Default::default()
@@ -587,9 +570,7 @@ fn retention_tags_and_group_deletion() {
     );
 }
 
-#[test]
-fn ensure_is_idempotent_and_validates_names() {
-    let svc = LogsService::in_memory().unwrap();
+fn ensure_is_idempotent_and_validates_names(svc: &LogsService) {
     svc.ensure_stream(R, A, "/aws/vpc/flow", "eni-1-all")
         .unwrap();
     svc.ensure_stream(R, A, "/aws/vpc/flow", "eni-1-all")
@@ -604,9 +585,7 @@ fn ensure_is_idempotent_and_validates_names() {
     assert!(svc.ensure_stream(R, A, "g", "bad:name").is_err());
 }
 
-#[test]
-fn shipped_lines_are_stored_once_whatever_is_sent_again() {
-    let svc = LogsService::in_memory().unwrap();
+fn shipped_lines_are_stored_once_whatever_is_sent_again(svc: &LogsService) {
     svc.ensure_stream(R, A, "g", "s").unwrap();
     let now = now_ms();
     let first = [(now, "line 1"), (now, "line 2")];
@@ -623,7 +602,7 @@ fn shipped_lines_are_stored_once_whatever_is_sent_again() {
     svc.put_shipped_events(R, A, "g", "s", &[(now, "other")], "src-2", 6)
         .unwrap();
     let page = get(
-        &svc,
+        svc,
         GetEventsRequest {
             start_from_head: true,
             ..Default::default()
@@ -632,3 +611,41 @@ fn shipped_lines_are_stored_once_whatever_is_sent_again() {
     assert_eq!(messages(&page), ["line 1", "line 2", "line 3", "other"]);
     assert_eq!(svc.shipped_offset("src").unwrap(), 21);
 }
+
+/// Runs each test on SQLite and on PostgreSQL.
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[test]
+                fn $name() {
+                    super::$name(&super::LogsService::in_memory().unwrap());
+                }
+            )*
+        }
+        mod on_postgres {
+            $(
+                #[test]
+                fn $name() {
+                    let Some(db) = cove_store::scratch::from_env("cove_logs_test") else {
+                        return;
+                    };
+                    super::$name(&super::LogsService::connect_postgres(&db.url).unwrap());
+                }
+            )*
+        }
+    };
+}
+
+on_both_databases!(
+    events_with_equal_timestamps_keep_their_order_across_pages,
+    rejected_batches_store_nothing,
+    too_old_too_new_and_expired_events_are_reported_not_stored,
+    purge_deletes_events_past_retention_only,
+    groups_describe_with_prefix_pattern_and_pages,
+    streams_order_by_name_or_last_event_time,
+    filter_by_pattern_streams_and_pages,
+    retention_tags_and_group_deletion,
+    ensure_is_idempotent_and_validates_names,
+    shipped_lines_are_stored_once_whatever_is_sent_again,
+);

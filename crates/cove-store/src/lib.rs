@@ -27,6 +27,7 @@ mod pg_tls;
 mod postgres;
 #[doc(hidden)]
 pub mod scratch;
+pub mod sql;
 mod sqlite;
 
 /// Why [`Store::claim_controller`] or [`Store::claim_host`] failed when the
@@ -973,24 +974,8 @@ mod tests {
             .contains_key(&bootstrap_key("444444444444", "us-east-1")));
     }
 
-    /// A database of its own on the test PostgreSQL server
-    /// (`COVE_TEST_POSTGRES`, see scripts/test-postgres.sh), dropped after.
     fn test_database() -> Option<scratch::ScratchDatabase> {
-        let Ok(server) = std::env::var("COVE_TEST_POSTGRES") else {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI must run the PostgreSQL store's tests: set COVE_TEST_POSTGRES"
-            );
-            eprintln!("COVE_TEST_POSTGRES is not set: skipping a PostgreSQL test");
-            return None;
-        };
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let name = format!(
-            "cove_store_test_{}_{}",
-            std::process::id(),
-            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-        );
-        Some(scratch::ScratchDatabase::create(&server, &name).expect("a scratch database"))
+        scratch::from_env("cove_store_test")
     }
 
     fn wait_until(what: &str, mut done: impl FnMut() -> bool) {

@@ -244,7 +244,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Opens a connection to `url`, with [`CONNECT_TIMEOUT`] unless the URL
 /// sets `connect_timeout`, over TLS when the URL asks for it
 /// ([`crate::pg_tls`]).
-fn connect(url: &str) -> anyhow::Result<Client> {
+pub(crate) fn connect(url: &str) -> anyhow::Result<Client> {
     let tls = crate::pg_tls::settings(url)?;
     let mut config: postgres::Config = tls.url.parse()?;
     if config.get_connect_timeout().is_none() {
@@ -346,9 +346,20 @@ fn last_change_per_document(changes: &[Row]) -> Vec<Row> {
     last
 }
 
-fn migrate(client: &mut Client) -> anyhow::Result<()> {
+/// Runs `f` (a migration) under PostgreSQL's advisory lock for migrations,
+/// as replicas and agents may start together.
+pub(crate) fn with_migration_lock<T>(
+    client: &mut Client,
+    f: impl FnOnce(&mut Client) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
     client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])?;
-    let ran = (|| -> anyhow::Result<()> {
+    let out = f(client);
+    client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])?;
+    out
+}
+
+fn migrate(client: &mut Client) -> anyhow::Result<()> {
+    with_migration_lock(client, |client| {
         client.batch_execute("CREATE TABLE IF NOT EXISTS cove_schema (version INT NOT NULL)")?;
         let version: i32 = match client.query_opt("SELECT version FROM cove_schema", &[])? {
             Some(r) => r.get(0),
@@ -370,9 +381,7 @@ fn migrate(client: &mut Client) -> anyhow::Result<()> {
             tx.commit()?;
         }
         Ok(())
-    })();
-    client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])?;
-    ran
+    })
 }
 
 /// Work for a connection's thread.

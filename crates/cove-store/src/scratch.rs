@@ -44,3 +44,25 @@ impl Drop for ScratchDatabase {
         }
     }
 }
+
+/// A database of its own on the test PostgreSQL server named by
+/// `COVE_TEST_POSTGRES` (see scripts/test-postgres.sh), called
+/// `<prefix>_<pid>_<n>`; `None` (the test skips) when it is not set,
+/// which CI does not allow.
+pub fn from_env(prefix: &str) -> Option<ScratchDatabase> {
+    let Ok(server) = std::env::var("COVE_TEST_POSTGRES") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must run the PostgreSQL tests: set COVE_TEST_POSTGRES"
+        );
+        eprintln!("COVE_TEST_POSTGRES is not set: skipping a PostgreSQL test");
+        return None;
+    };
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let name = format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
+    Some(ScratchDatabase::create(&server, &name).expect("a scratch database"))
+}

@@ -79,8 +79,16 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let ec2 = Arc::new(Ec2Service::new(store.clone()));
     ec2.ensure_region(&settings.region, &settings.account_id)
         .map_err(|e| anyhow::anyhow!("bootstrapping {}: {e}", settings.region))?;
-    let logs = Arc::new(LogsService::open(&settings.data_dir.join("logs.db"))?);
-    config::restrict_database(&settings.data_dir.join("logs.db"))?;
+    // Log events live beside the store: in the shared PostgreSQL, every
+    // replica serves the same groups and streams.
+    let logs = Arc::new(match &settings.store {
+        config::StoreLocation::Postgres(url) => LogsService::connect_postgres(url)?,
+        config::StoreLocation::Sqlite(_) => {
+            let logs = LogsService::open(&settings.data_dir.join("logs.db"))?;
+            config::restrict_database(&settings.data_dir.join("logs.db"))?;
+            logs
+        }
+    });
 
     let lookup = credential_lookup(&settings, store.clone());
     let identity: cove_s3::access::IdentityLookup = if settings.iam_enforced {
