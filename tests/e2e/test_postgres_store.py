@@ -72,7 +72,7 @@ def test_state_in_postgres_survives_kill_and_restart(postgres_cove):
 def test_a_second_server_on_the_same_store_is_refused(postgres_cove):
     with tempfile.TemporaryDirectory(prefix="cove-e2e-pg-") as d:
         second = Cove(d, store=postgres_cove.store)
-        with pytest.raises(RuntimeError, match="already runs the store"):
+        with pytest.raises(RuntimeError, match="already controls the store"):
             second.start()
     # The first is untouched.
     assert postgres_cove.client("ec2").describe_vpcs()["Vpcs"]

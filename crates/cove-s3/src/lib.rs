@@ -54,18 +54,24 @@ impl S3Front {
         self.storage.bucket(bucket).ok().and_then(|b| b.policy)
     }
 
-    /// Opens the S3 data under `dir` (created if missing). `credentials`
+    /// Opens the S3 data under `dir` (created if missing), its metadata in
+    /// `dir/s3.db`, or in the shared PostgreSQL at `shared_metadata` (API
+    /// replicas, which then all share `dir`). `credentials`
     /// finds the principal for an access key, as for every other service;
     /// `identity` the identity policies that limit a principal (see
     /// [`access::no_identity_policies`] when IAM is not enforced).
     pub fn open(
         dir: &Path,
+        shared_metadata: Option<&str>,
         account_id: &str,
         region: &str,
         credentials: CredentialLookup,
         identity: access::IdentityLookup,
     ) -> anyhow::Result<S3Front> {
-        let storage = Arc::new(storage::Storage::open(dir)?);
+        let storage = Arc::new(match shared_metadata {
+            Some(url) => storage::Storage::open_shared(dir, url)?,
+            None => storage::Storage::open(dir)?,
+        });
         storage
             .adopt_unowned_buckets(account_id)
             .map_err(|e| anyhow::anyhow!("adopting buckets: {e:?}"))?;

@@ -54,6 +54,18 @@ impl From<usize> for Value<'_> {
     }
 }
 
+impl From<u64> for Value<'_> {
+    fn from(v: u64) -> Self {
+        Value::Int(i64::try_from(v).unwrap_or(i64::MAX))
+    }
+}
+
+impl From<u32> for Value<'_> {
+    fn from(v: u32) -> Self {
+        Value::Int(i64::from(v))
+    }
+}
+
 impl From<bool> for Value<'_> {
     fn from(v: bool) -> Self {
         Value::Int(i64::from(v))

@@ -286,6 +286,17 @@ pub struct ServeArgs {
     /// API only). Needs --underlay-address.
     #[arg(long, env = "COVE_REGISTRY_PORT", default_value_t = DEFAULT_REGISTRY_PORT)]
     pub registry_port: u16,
+    /// Serve the AWS APIs only, as one more replica of a control plane on a
+    /// PostgreSQL store: no data plane, no workloads, no controller lock
+    /// (the `cove serve` that runs them is the controller). Any number of
+    /// replicas may run behind a load balancer (docs/scale-out.md).
+    #[arg(long, env = "COVE_API_ONLY")]
+    pub api_only: bool,
+    /// The directory whose files every replica must see: S3 object bodies,
+    /// registry blobs and the Studio URL key (a shared filesystem when
+    /// replicas run on several machines). Default: the data directory.
+    #[arg(long, env = "COVE_SHARED_DIR")]
+    pub shared_dir: Option<PathBuf>,
 }
 
 /// Where agents pull images from the control plane unless told otherwise.
@@ -369,6 +380,7 @@ struct FileConfig {
     underlay_address: Option<std::net::Ipv4Addr>,
     host_id: Option<String>,
     eni_placement: Option<String>,
+    shared_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -392,6 +404,11 @@ pub struct CredentialConfig {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub data_dir: PathBuf,
+    /// Files every API replica sees (`--shared-dir`; the data directory
+    /// by default).
+    pub shared_dir: PathBuf,
+    /// This server is an API replica (`--api-only`).
+    pub api_only: bool,
     pub store: StoreLocation,
     pub listen: SocketAddr,
     pub region: String,
@@ -533,7 +550,21 @@ impl Settings {
             host.is_some() || (args.eni_placement.is_none() && file.eni_placement.is_none()),
             "--eni-placement places ENIs on hosts: it needs --underlay-address"
         );
+        anyhow::ensure!(
+            !args.api_only || matches!(store, StoreLocation::Postgres(_)),
+            "--api-only serves a control plane's store beside it: it needs --store postgres://…"
+        );
+        anyhow::ensure!(
+            !args.api_only || host.is_none(),
+            "--api-only runs no workloads: it takes no --underlay-address"
+        );
         Ok(Settings {
+            shared_dir: args
+                .shared_dir
+                .clone()
+                .or(file.shared_dir)
+                .unwrap_or_else(|| data_dir.clone()),
+            api_only: args.api_only,
             host,
             store,
             iam_enforced,

@@ -126,9 +126,18 @@ fn target_of(world: &World, source: &Source, to: &str) -> anyhow::Result<Target>
     })
 }
 
-/// The bucket policies of the data directory's S3, by bucket (none when it has no S3 yet).
+/// The bucket policies of the data directory's S3 (in the shared
+/// PostgreSQL when its store is there), by bucket; none when it has no S3 yet.
 fn bucket_policies(data_dir: &Path) -> std::collections::BTreeMap<String, String> {
-    cove_s3::storage::read_bucket_policies(&crate::config::s3_dir(data_dir)).unwrap_or_default()
+    use cove_s3::storage::{read_bucket_policies, Metadata};
+    let s3_dir = crate::config::s3_dir(data_dir);
+    let read = match crate::config::StoreLocation::of_data_dir(data_dir) {
+        crate::config::StoreLocation::Postgres(url) => {
+            read_bucket_policies(Metadata::Postgres(&url))
+        }
+        crate::config::StoreLocation::Sqlite(_) => read_bucket_policies(Metadata::Sqlite(&s3_dir)),
+    };
+    read.unwrap_or_default()
 }
 
 pub struct ReachArgs<'a> {

@@ -53,23 +53,24 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             let store = Store::connect_postgres(url).map_err(|e| {
                 anyhow::anyhow!("opening the store at {}: {e}", settings.store.describe())
             })?;
-            // One process runs the data plane and the workloads of a store;
-            // replicas that only serve the API need Logs and S3 on the
-            // shared database too, which they are not yet.
-            Store::claim_controller(url, || {
-                tracing::error!("another cove serve took this store's controller lock while PostgreSQL was away: stopping");
-                std::process::exit(1);
-            })
-            .map_err(|e| match e.is::<cove_store::LockHeld>() {
-                true => anyhow::anyhow!(
-                    "another cove serve already runs the store at {}; one server per store for now",
-                    settings.store.describe()
-                ),
-                false => anyhow::anyhow!(
-                    "claiming the store at {}: {e:#}",
-                    settings.store.describe()
-                ),
-            })?;
+            // One process (the controller) runs the data plane and the
+            // workloads of a store; API replicas (--api-only) serve beside it.
+            if !settings.api_only {
+                Store::claim_controller(url, || {
+                    tracing::error!("another cove serve took this store's controller lock while PostgreSQL was away: stopping");
+                    std::process::exit(1);
+                })
+                .map_err(|e| match e.is::<cove_store::LockHeld>() {
+                    true => anyhow::anyhow!(
+                        "another cove serve already controls the store at {}; start this one with --api-only to serve the API beside it",
+                        settings.store.describe()
+                    ),
+                    false => anyhow::anyhow!(
+                        "claiming the store at {}: {e:#}",
+                        settings.store.describe()
+                    ),
+                })?;
+            }
             store
         }
     };
@@ -99,14 +100,21 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     } else {
         cove_s3::access::no_identity_policies()
     };
+    let shared_metadata = match &settings.store {
+        config::StoreLocation::Postgres(url) => Some(url.as_str()),
+        config::StoreLocation::Sqlite(_) => None,
+    };
     let s3_front = S3Front::open(
-        &config::s3_dir(&settings.data_dir),
+        &config::s3_dir(&settings.shared_dir),
+        shared_metadata,
         &settings.account_id,
         &settings.region,
         lookup.clone(),
         identity,
     )?;
-    config::restrict_database(&config::s3_dir(&settings.data_dir).join("s3.db"))?;
+    if shared_metadata.is_none() {
+        config::restrict_database(&config::s3_dir(&settings.shared_dir).join("s3.db"))?;
+    }
     let mut dispatcher = Dispatcher::new(lookup.clone());
     if settings.iam_enforced {
         dispatcher.set_authorizer(identity_authorizer(store.clone()));
@@ -139,7 +147,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     config::restrict_database(&settings.data_dir.join("ecr").join("ecr.db"))?;
     dispatcher.register(ecr.clone());
     let policies = s3_front.clone();
-    let studio_dir = settings.data_dir.join("studio");
+    let studio_dir = settings.shared_dir.join("studio");
     let studio_key = studio_key(&studio_dir)?;
     dispatcher.register(Arc::new(
         cove_sagemaker::SageMakerService::new(
@@ -178,6 +186,13 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .route("/_cove/studio/{*rest}", axum::routing::any(studio))
         .fallback(aws)
         .with_state(app.clone());
+    if settings.api_only {
+        let _ = app.data_plane_off.set(Some(
+            "an API replica: the controller runs the data plane".into(),
+        ));
+        tracing::info!(listen = %settings.listen, store = %settings.store.describe(), "cove serving the API as a replica");
+        return listen(tcp, router).await;
+    }
 
     let checkpointer = store.clone();
     std::thread::Builder::new()
@@ -302,13 +317,18 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         }
     });
 
+    tracing::info!(listen = %settings.listen, store = %settings.store.describe(), region = %settings.region, "cove serving");
+    listen(tcp, router).await
+}
+
+/// Serves the AWS APIs and Cove's own paths on `tcp` until a signal.
+async fn listen(tcp: tokio::net::TcpListener, router: Router) -> anyhow::Result<()> {
     // Streamed answers (S3 objects, the Studio proxy) go out as a head and
     // then body chunks; without TCP_NODELAY, Nagle holds a chunk until the
     // client's delayed ACK, 40 ms later, on a kept-alive connection.
     let listener = axum::serve::ListenerExt::tap_io(tcp, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
-    tracing::info!(listen = %settings.listen, store = %settings.store.describe(), region = %settings.region, "cove serving");
     axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
