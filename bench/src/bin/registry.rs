@@ -533,7 +533,7 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let ecr = Arc::new(Ecr::open(&tmp.path().join("ecr"), ACCOUNT, REGION)?);
+    let ecr = Arc::new(Ecr::open(&tmp.path().join("ecr"), None, ACCOUNT, REGION)?);
     let addr = runtime.block_on(serve(ecr.clone()))?;
 
     let mut runs: Vec<[(f64, f64); 6]> = Vec::new();

@@ -252,7 +252,7 @@ mod tests {
     #[test]
     fn tarballs_directories_and_layouts_become_images() {
         let dir = tempfile::tempdir().unwrap();
-        let ecr = Ecr::open(&dir.path().join("ecr"), "123456789012", "us-east-1").unwrap();
+        let ecr = Ecr::open(&dir.path().join("ecr"), None, "123456789012", "us-east-1").unwrap();
 
         let tarball = dir.path().join("root.tar");
         std::fs::write(&tarball, layer(&[("bin/tool", b"t")])).unwrap();

@@ -66,9 +66,15 @@ pub struct ResolvedImage {
 
 impl Ecr {
     /// Opens the registry under `dir` (made if needed) for `account`'s
-    /// registry in `region`.
-    pub fn open(dir: &Path, account: &str, region: &str) -> anyhow::Result<Ecr> {
-        let registry = Registry::open(dir)?;
+    /// registry in `region`; its metadata is in `dir`, or in the shared
+    /// PostgreSQL at `shared_metadata` (API replicas, which share `dir`).
+    pub fn open(
+        dir: &Path,
+        shared_metadata: Option<&str>,
+        account: &str,
+        region: &str,
+    ) -> anyhow::Result<Ecr> {
+        let registry = Registry::open(dir, shared_metadata)?;
         Ok(Ecr {
             registry: Arc::new(registry),
             tokens: Tokens::open(&dir.join("token.key"))?,

@@ -8,7 +8,8 @@
 use crate::db::{internal, Db};
 use crate::names::{ContentDigest, Reference};
 use cove_model::{AwsError, AwsResult};
-use rusqlite::{params, OptionalExtension};
+use cove_store::sql::Sql;
+use cove_store::sql::{self, Value};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -117,21 +118,39 @@ pub fn image_not_found(reference: &Reference, repo: &Repository) -> AwsError {
     )
 }
 
-/// The registry: metadata in SQLite, blob bytes under `dir/blobs`.
+/// The registry: metadata in SQLite or the shared PostgreSQL, blob bytes
+/// under `dir/blobs`.
 pub struct Registry {
     db: Db,
     dir: PathBuf,
+    /// How old a file under `blobs/` or `uploads/` that no row holds must
+    /// be before it is removed: none on one server; on a directory shared
+    /// by replicas, [`SHARED_ORPHAN_AGE`].
+    orphan_age: std::time::Duration,
 }
 
+/// On a shared directory, younger unheld files may be a blob or upload
+/// another replica is storing, whose row is not committed yet.
+const SHARED_ORPHAN_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
 impl Registry {
-    /// Opens the registry kept in `dir` (created if needed).
-    pub fn open(dir: &Path) -> anyhow::Result<Registry> {
+    /// Opens the registry kept in `dir` (created if needed), its metadata in
+    /// `dir/ecr.db`, or in the shared PostgreSQL at `shared_metadata` (API
+    /// replicas, which then all share `dir`).
+    pub fn open(dir: &Path, shared_metadata: Option<&str>) -> anyhow::Result<Registry> {
         for sub in ["blobs/sha256", "uploads"] {
             std::fs::create_dir_all(dir.join(sub))?;
         }
         Ok(Registry {
-            db: Db::open(&dir.join("ecr.db"))?,
+            db: match shared_metadata {
+                Some(url) => Db::connect_postgres(url)?,
+                None => Db::open(&dir.join("ecr.db"))?,
+            },
             dir: dir.to_path_buf(),
+            orphan_age: match shared_metadata {
+                Some(_) => SHARED_ORPHAN_AGE,
+                None => std::time::Duration::ZERO,
+            },
         })
     }
 
@@ -160,46 +179,42 @@ impl Registry {
                         "The repository with name '{}' already exists in the registry with id '{account}'",
                         new.name
                     ),
-                ));
+                )
+                .into());
             }
             tx.execute(
                 "INSERT INTO repositories (account, region, name, created_at, tag_mutability,
                      scan_on_push, encryption_type, kms_key, tags)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                params![
-                    account,
-                    region,
-                    new.name,
-                    now_secs(),
-                    new.tag_mutability,
-                    new.scan_on_push,
-                    new.encryption_type,
-                    new.kms_key,
-                    tags_json(&new.tags),
+                &[
+                    account.into(),
+                    region.into(),
+                    new.name.as_str().into(),
+                    now_secs().into(),
+                    new.tag_mutability.as_str().into(),
+                    new.scan_on_push.into(),
+                    new.encryption_type.as_str().into(),
+                    new.kms_key.as_ref().into(),
+                    tags_json(&new.tags).as_str().into(),
                 ],
-            )
-            .map_err(internal)?;
-            find_repo(tx, account, region, &new.name)?.ok_or_else(|| internal("vanished"))
+            )?;
+            Ok(find_repo(tx, account, region, &new.name)?.ok_or_else(|| internal("vanished"))?)
         })
     }
 
     pub fn repository(&self, account: &str, region: &str, name: &str) -> AwsResult<Repository> {
         self.db
-            .read(|c| find_repo(c, account, region, name))?
+            .read(|c| Ok(find_repo(c, account, region, name)?))?
             .ok_or_else(|| repository_not_found(name, account))
     }
 
     pub fn repositories(&self, account: &str, region: &str) -> AwsResult<Vec<Repository>> {
         self.db.read(|c| {
-            let mut st = c
-                .prepare(&format!(
-                    "{REPO_COLUMNS} WHERE account = ?1 AND region = ?2 ORDER BY name"
-                ))
-                .map_err(internal)?;
-            let rows = st
-                .query_map(params![account, region], repo_row)
-                .map_err(internal)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(internal)
+            Ok(c.query(
+                &format!("{REPO_COLUMNS} WHERE account = ?1 AND region = ?2 ORDER BY name"),
+                &[account.into(), region.into()],
+                repo_row,
+            )?)
         })
     }
 
@@ -209,7 +224,7 @@ impl Registry {
         account: &str,
         region: &str,
         name: &str,
-        f: impl FnOnce(&mut Repository) -> AwsResult<()>,
+        f: impl Fn(&mut Repository) -> AwsResult<()> + Send + Sync,
     ) -> AwsResult<Repository> {
         self.db.write(|tx| {
             let mut repo = find_repo(tx, account, region, name)?
@@ -218,15 +233,14 @@ impl Registry {
             tx.execute(
                 "UPDATE repositories SET tag_mutability = ?2, scan_on_push = ?3, policy = ?4,
                      tags = ?5 WHERE id = ?1",
-                params![
-                    repo.id,
-                    repo.tag_mutability,
-                    repo.scan_on_push,
-                    repo.policy,
-                    tags_json(&repo.tags)
+                &[
+                    repo.id.into(),
+                    repo.tag_mutability.as_str().into(),
+                    repo.scan_on_push.into(),
+                    repo.policy.as_ref().into(),
+                    tags_json(&repo.tags).as_str().into(),
                 ],
-            )
-            .map_err(internal)?;
+            )?;
             Ok(repo)
         })
     }
@@ -243,27 +257,27 @@ impl Registry {
         let out = self.db.write(|tx| {
             let repo = find_repo(tx, account, region, name)?
                 .ok_or_else(|| repository_not_found(name, account))?;
-            let images: i64 = tx
-                .query_row(
-                    "SELECT COUNT(*) FROM images WHERE repo_id = ?1",
-                    [repo.id],
-                    |r| r.get(0),
-                )
-                .map_err(internal)?;
+            let images = tx.query_one(
+                "SELECT COUNT(*) FROM images WHERE repo_id = ?1",
+                &[repo.id.into()],
+                |r| r.int(0),
+            )?;
             if images > 0 && !force {
                 return Err(AwsError::client(
                     "RepositoryNotEmptyException",
                     format!(
                         "The repository with name '{name}' in registry with id '{account}' cannot be deleted because it still contains images"
                     ),
-                ));
+                )
+                .into());
             }
             for table in ["blobs", "images", "image_refs", "tags", "uploads"] {
-                tx.execute(&format!("DELETE FROM {table} WHERE repo_id = ?1"), [repo.id])
-                    .map_err(internal)?;
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE repo_id = ?1"),
+                    &[repo.id.into()],
+                )?;
             }
-            tx.execute("DELETE FROM repositories WHERE id = ?1", [repo.id])
-                .map_err(internal)?;
+            tx.execute("DELETE FROM repositories WHERE id = ?1", &[repo.id.into()])?;
             Ok((repo, images))
         })?;
         self.remove_orphan_files();
@@ -275,13 +289,11 @@ impl Registry {
     /// The size of blob `digest` if repository `repo` holds it.
     pub fn blob_size(&self, repo: &Repository, digest: &ContentDigest) -> AwsResult<Option<i64>> {
         self.db.read(|c| {
-            c.query_row(
+            Ok(c.query_opt(
                 "SELECT size FROM blobs WHERE repo_id = ?1 AND digest = ?2",
-                params![repo.id, digest.as_str()],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(internal)
+                &[repo.id.into(), digest.as_str().into()],
+                |r| r.int(0),
+            )?)
         })
     }
 
@@ -305,9 +317,13 @@ impl Registry {
             tx.execute(
                 "INSERT INTO blobs (repo_id, digest, size, added_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (repo_id, digest) DO UPDATE SET added_at = excluded.added_at",
-                params![repo.id, digest.as_str(), size, now_secs()],
-            )
-            .map_err(internal)?;
+                &[
+                    repo.id.into(),
+                    digest.as_str().into(),
+                    size.into(),
+                    now_secs().into(),
+                ],
+            )?;
             Ok(())
         })
     }
@@ -319,9 +335,8 @@ impl Registry {
         self.db.write(|tx| {
             tx.execute(
                 "INSERT INTO uploads (id, repo_id, started) VALUES (?1, ?2, ?3)",
-                params![id, repo.id, now_secs()],
-            )
-            .map_err(internal)?;
+                &[id.as_str().into(), repo.id.into(), now_secs().into()],
+            )?;
             Ok(())
         })?;
         Ok(id)
@@ -330,11 +345,11 @@ impl Registry {
     /// The file an open upload of `repo` writes to, if `id` is one.
     pub fn upload_file(&self, repo: &Repository, id: &str) -> AwsResult<Option<PathBuf>> {
         let known: Option<i64> = self.db.read(|c| {
-            c.query_row("SELECT repo_id FROM uploads WHERE id = ?1", [id], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(internal)
+            Ok(c.query_opt(
+                "SELECT repo_id FROM uploads WHERE id = ?1",
+                &[id.into()],
+                |r| r.int(0),
+            )?)
         })?;
         Ok(known
             .filter(|r| *r == repo.id)
@@ -384,8 +399,7 @@ impl Registry {
 
     fn cancel_upload_row(&self, id: &str) -> AwsResult<()> {
         self.db.write(|tx| {
-            tx.execute("DELETE FROM uploads WHERE id = ?1", [id])
-                .map_err(internal)?;
+            tx.execute("DELETE FROM uploads WHERE id = ?1", &[id.into()])?;
             Ok(())
         })
     }
@@ -442,12 +456,12 @@ impl Registry {
         }
         let parsed = crate::manifest::parse(bytes, content_type)?;
         self.db.write(|tx| {
-            let missing_blobs: Vec<String> = parsed
-                .blobs
-                .iter()
-                .filter(|b| !has_row(tx, "blobs", repo.id, b.as_str()))
-                .map(|b| b.to_string())
-                .collect();
+            let mut missing_blobs: Vec<String> = Vec::new();
+            for b in &parsed.blobs {
+                if !has_row(tx, "blobs", repo.id, b.as_str())? {
+                    missing_blobs.push(b.to_string());
+                }
+            }
             if !missing_blobs.is_empty() {
                 return Err(AwsError::client(
                     "LayersNotFoundException",
@@ -457,27 +471,24 @@ impl Registry {
                         repo.name,
                         repo.account
                     ),
-                ));
+                )
+                .into());
             }
-            if let Some(m) = parsed
-                .manifests
-                .iter()
-                .find(|m| !has_row(tx, "images", repo.id, m.as_str()))
-            {
-                return Err(AwsError::client(
-                    "ReferencedImagesNotFoundException",
-                    format!("The image with digest '{m}' referenced by the manifest list does not exist in the repository with name '{}'", repo.name),
-                ));
+            for m in &parsed.manifests {
+                if !has_row(tx, "images", repo.id, m.as_str())? {
+                    return Err(AwsError::client(
+                        "ReferencedImagesNotFoundException",
+                        format!("The image with digest '{m}' referenced by the manifest list does not exist in the repository with name '{}'", repo.name),
+                    )
+                    .into());
+                }
             }
             if let Reference::Tag(tag) = reference {
-                let current: Option<String> = tx
-                    .query_row(
-                        "SELECT digest FROM tags WHERE repo_id = ?1 AND tag = ?2",
-                        params![repo.id, tag],
-                        |r| r.get(0),
-                    )
-                    .optional()
-                    .map_err(internal)?;
+                let current = tx.query_opt(
+                    "SELECT digest FROM tags WHERE repo_id = ?1 AND tag = ?2",
+                    &[repo.id.into(), tag.into()],
+                    |r| r.text(0),
+                )?;
                 if repo.immutable() && current.as_deref().is_some_and(|c| c != digest.as_str()) {
                     return Err(AwsError::client(
                         "ImageTagAlreadyExistsException",
@@ -485,39 +496,38 @@ impl Registry {
                             "The image tag '{tag}' already exists in the '{}' repository and cannot be overwritten because the repository is immutable.",
                             repo.name
                         ),
-                    ));
+                    )
+                    .into());
                 }
             }
             let size: i64 = parsed.sizes.iter().sum();
             tx.execute(
-                "INSERT OR IGNORE INTO images (repo_id, digest, media_type, artifact_media_type,
-                     manifest, size, pushed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    repo.id,
-                    digest.as_str(),
-                    parsed.media_type,
-                    parsed.artifact_media_type,
-                    bytes,
-                    size,
-                    now_secs()
+                "INSERT INTO images (repo_id, digest, media_type, artifact_media_type,
+                     manifest, size, pushed_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT DO NOTHING",
+                &[
+                    repo.id.into(),
+                    digest.as_str().into(),
+                    parsed.media_type.as_str().into(),
+                    parsed.artifact_media_type.as_ref().into(),
+                    bytes.into(),
+                    size.into(),
+                    now_secs().into(),
                 ],
-            )
-            .map_err(internal)?;
+            )?;
             for target in parsed.blobs.iter().chain(&parsed.manifests) {
                 tx.execute(
-                    "INSERT OR IGNORE INTO image_refs (repo_id, image_digest, target)
-                     VALUES (?1, ?2, ?3)",
-                    params![repo.id, digest.as_str(), target.as_str()],
-                )
-                .map_err(internal)?;
+                    "INSERT INTO image_refs (repo_id, image_digest, target) VALUES (?1, ?2, ?3)
+                     ON CONFLICT DO NOTHING",
+                    &[repo.id.into(), digest.as_str().into(), target.as_str().into()],
+                )?;
             }
             if let Reference::Tag(tag) = reference {
                 tx.execute(
                     "INSERT INTO tags (repo_id, tag, digest) VALUES (?1, ?2, ?3)
                      ON CONFLICT (repo_id, tag) DO UPDATE SET digest = excluded.digest",
-                    params![repo.id, tag, digest.as_str()],
-                )
-                .map_err(internal)?;
+                    &[repo.id.into(), tag.into(), digest.as_str().into()],
+                )?;
             }
             Ok(())
         })?;
@@ -533,7 +543,7 @@ impl Registry {
         repo: &Repository,
         reference: &Reference,
     ) -> AwsResult<Option<ContentDigest>> {
-        self.db.read(|c| resolve_in(c, repo.id, reference))
+        self.db.read(|c| Ok(resolve_in(c, repo.id, reference)?))
     }
 
     /// The image a reference names; `pulled` records the pull time as
@@ -551,9 +561,8 @@ impl Registry {
             self.db.write(|tx| {
                 tx.execute(
                     "UPDATE images SET last_pull = ?3 WHERE repo_id = ?1 AND digest = ?2",
-                    params![repo.id, digest.as_str(), now_secs()],
-                )
-                .map_err(internal)?;
+                    &[repo.id.into(), digest.as_str().into(), now_secs().into()],
+                )?;
                 Ok(())
             })?;
         }
@@ -573,41 +582,32 @@ impl Registry {
     ) -> AwsResult<Vec<Image>> {
         let only = digest.map(ContentDigest::as_str);
         self.db.read(|c| {
-            let mut st = c
-                .prepare(
-                    "SELECT digest, media_type, artifact_media_type, manifest, size, pushed_at,
-                         last_pull FROM images WHERE repo_id = ?1 AND (?2 IS NULL OR digest = ?2)
-                         ORDER BY pushed_at, digest",
-                )
-                .map_err(internal)?;
-            let rows = st
-                .query_map(params![repo.id, only], |r| {
+            // The cast names ?2's type, which PostgreSQL cannot infer here.
+            let mut images = c.query(
+                "SELECT digest, media_type, artifact_media_type, manifest, size, pushed_at,
+                     last_pull FROM images
+                 WHERE repo_id = ?1 AND (CAST(?2 AS TEXT) IS NULL OR digest = ?2)
+                 ORDER BY pushed_at, digest",
+                &[repo.id.into(), only.into()],
+                |r| {
                     Ok(Image {
-                        digest: r
-                            .get::<_, String>(0)?
-                            .parse()
-                            .unwrap_or_else(|_| ContentDigest::of(b"")),
-                        media_type: r.get(1)?,
-                        artifact_media_type: r.get(2)?,
-                        manifest: r.get(3)?,
-                        size: r.get(4)?,
-                        pushed_at: r.get(5)?,
-                        last_pull: r.get(6)?,
+                        digest: r.str(0)?.parse().unwrap_or_else(|_| ContentDigest::of(b"")),
+                        media_type: r.text(1)?,
+                        artifact_media_type: r.opt_text(2)?,
+                        manifest: r.bytes(3)?,
+                        size: r.int(4)?,
+                        pushed_at: r.real(5)?,
+                        last_pull: r.opt_real(6)?,
                         tags: Vec::new(),
                     })
-                })
-                .map_err(internal)?;
-            let mut images = rows.collect::<Result<Vec<_>, _>>().map_err(internal)?;
-            let mut st = c
-                .prepare("SELECT tag, digest FROM tags WHERE repo_id = ?1 ORDER BY tag")
-                .map_err(internal)?;
-            let tags = st
-                .query_map([repo.id], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-                })
-                .map_err(internal)?;
-            for t in tags {
-                let (tag, digest) = t.map_err(internal)?;
+                },
+            )?;
+            let tags = c.query(
+                "SELECT tag, digest FROM tags WHERE repo_id = ?1 ORDER BY tag",
+                &[repo.id.into()],
+                |r| Ok((r.text(0)?, r.text(1)?)),
+            )?;
+            for (tag, digest) in tags {
                 if let Some(i) = images.iter_mut().find(|i| i.digest.as_str() == digest) {
                     i.tags.push(tag);
                 }
@@ -619,11 +619,11 @@ impl Registry {
     /// The tags of `repo`, sorted.
     pub fn tags(&self, repo: &Repository) -> AwsResult<Vec<String>> {
         self.db.read(|c| {
-            let mut st = c
-                .prepare("SELECT tag FROM tags WHERE repo_id = ?1 ORDER BY tag")
-                .map_err(internal)?;
-            let rows = st.query_map([repo.id], |r| r.get(0)).map_err(internal)?;
-            rows.collect::<Result<Vec<_>, _>>().map_err(internal)
+            Ok(c.query(
+                "SELECT tag FROM tags WHERE repo_id = ?1 ORDER BY tag",
+                &[repo.id.into()],
+                |r| r.text(0),
+            )?)
         })
     }
 
@@ -639,15 +639,11 @@ impl Registry {
             let Some(digest) = resolve_in(tx, repo.id, reference)? else {
                 return Ok(None);
             };
-            let tags: Vec<String> = {
-                let mut st = tx
-                    .prepare("SELECT tag FROM tags WHERE repo_id = ?1 AND digest = ?2 ORDER BY tag")
-                    .map_err(internal)?;
-                let rows = st
-                    .query_map(params![repo.id, digest.as_str()], |r| r.get(0))
-                    .map_err(internal)?;
-                rows.collect::<Result<Vec<_>, _>>().map_err(internal)?
-            };
+            let tags = tx.query(
+                "SELECT tag FROM tags WHERE repo_id = ?1 AND digest = ?2 ORDER BY tag",
+                &[repo.id.into(), digest.as_str().into()],
+                |r| r.text(0),
+            )?;
             let (removed_tags, image_goes) = match reference {
                 Reference::Tag(t) => (vec![t.clone()], tags.len() <= 1),
                 Reference::Digest(_) => (tags.clone(), true),
@@ -655,9 +651,8 @@ impl Registry {
             for t in &removed_tags {
                 tx.execute(
                     "DELETE FROM tags WHERE repo_id = ?1 AND tag = ?2",
-                    params![repo.id, t],
-                )
-                .map_err(internal)?;
+                    &[repo.id.into(), t.into()],
+                )?;
             }
             if image_goes {
                 for table in [
@@ -666,16 +661,17 @@ impl Registry {
                 ] {
                     tx.execute(
                         &format!("DELETE FROM {table}"),
-                        params![repo.id, digest.as_str()],
-                    )
-                    .map_err(internal)?;
+                        &[repo.id.into(), digest.as_str().into()],
+                    )?;
                 }
                 tx.execute(
                     "DELETE FROM blobs WHERE repo_id = ?1 AND added_at < ?2 AND digest NOT IN
                          (SELECT target FROM image_refs WHERE repo_id = ?1)",
-                    params![repo.id, now_secs() - UNREFERENCED_BLOB_GRACE_SECS],
-                )
-                .map_err(internal)?;
+                    &[
+                        repo.id.into(),
+                        Value::from(now_secs() - UNREFERENCED_BLOB_GRACE_SECS),
+                    ],
+                )?;
             }
             let mut out: Vec<RemovedId> = removed_tags
                 .into_iter()
@@ -694,16 +690,20 @@ impl Registry {
     /// that no open upload owns (left by a crash).
     fn remove_orphan_files(&self) {
         let held: std::collections::HashSet<String> = match self.db.read(|c| {
-            let mut st = c
-                .prepare("SELECT DISTINCT digest FROM blobs UNION SELECT id FROM uploads")
-                .map_err(internal)?;
-            let rows = st
-                .query_map([], |r| r.get::<_, String>(0))
-                .map_err(internal)?;
-            rows.collect::<Result<_, _>>().map_err(internal)
+            Ok(c.query(
+                "SELECT DISTINCT digest FROM blobs UNION SELECT id FROM uploads",
+                &[],
+                |r| r.text(0),
+            )?)
         }) {
-            Ok(h) => h,
+            Ok(h) => h.into_iter().collect(),
             Err(_) => return,
+        };
+        let old_enough = |e: &std::fs::DirEntry| {
+            self.orphan_age.is_zero()
+                || e.metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|at| at.elapsed().is_ok_and(|age| age >= self.orphan_age))
         };
         for (sub, prefix) in [("blobs/sha256", "sha256:"), ("uploads", "")] {
             let Ok(entries) = std::fs::read_dir(self.dir.join(sub)) else {
@@ -711,7 +711,7 @@ impl Registry {
             };
             for e in entries.flatten() {
                 let name = e.file_name().to_string_lossy().into_owned();
-                if !held.contains(&format!("{prefix}{name}")) {
+                if !held.contains(&format!("{prefix}{name}")) && old_enough(&e) {
                     let _ = std::fs::remove_file(e.path());
                 }
             }
@@ -722,65 +722,56 @@ impl Registry {
 const REPO_COLUMNS: &str = "SELECT id, account, region, name, created_at, tag_mutability,
     scan_on_push, encryption_type, kms_key, policy, tags FROM repositories";
 
-fn repo_row(r: &rusqlite::Row) -> rusqlite::Result<Repository> {
-    let tags: String = r.get(10)?;
+fn repo_row(r: &sql::Row) -> sql::Result<Repository> {
     Ok(Repository {
-        id: r.get(0)?,
-        account: r.get(1)?,
-        region: r.get(2)?,
-        name: r.get(3)?,
-        created_at: r.get(4)?,
-        tag_mutability: r.get(5)?,
-        scan_on_push: r.get(6)?,
-        encryption_type: r.get(7)?,
-        kms_key: r.get(8)?,
-        policy: r.get(9)?,
-        tags: serde_json::from_str(&tags).unwrap_or_default(),
+        id: r.int(0)?,
+        account: r.text(1)?,
+        region: r.text(2)?,
+        name: r.text(3)?,
+        created_at: r.real(4)?,
+        tag_mutability: r.text(5)?,
+        scan_on_push: r.int(6)? != 0,
+        encryption_type: r.text(7)?,
+        kms_key: r.opt_text(8)?,
+        policy: r.opt_text(9)?,
+        tags: serde_json::from_str(r.str(10)?).unwrap_or_default(),
     })
 }
 
 fn find_repo(
-    c: &rusqlite::Connection,
+    c: &mut dyn Sql,
     account: &str,
     region: &str,
     name: &str,
-) -> AwsResult<Option<Repository>> {
-    c.query_row(
+) -> sql::Result<Option<Repository>> {
+    c.query_opt(
         &format!("{REPO_COLUMNS} WHERE account = ?1 AND region = ?2 AND name = ?3"),
-        params![account, region, name],
+        &[account.into(), region.into(), name.into()],
         repo_row,
     )
-    .optional()
-    .map_err(internal)
 }
 
-fn has_row(c: &rusqlite::Connection, table: &str, repo: i64, digest: &str) -> bool {
-    c.query_row(
+fn has_row(c: &mut dyn Sql, table: &str, repo: i64, digest: &str) -> sql::Result<bool> {
+    Ok(c.query_opt(
         &format!("SELECT 1 FROM {table} WHERE repo_id = ?1 AND digest = ?2"),
-        params![repo, digest],
+        &[repo.into(), digest.into()],
         |_| Ok(()),
-    )
-    .optional()
-    .ok()
-    .flatten()
-    .is_some()
+    )?
+    .is_some())
 }
 
 fn resolve_in(
-    c: &rusqlite::Connection,
+    c: &mut dyn Sql,
     repo: i64,
     reference: &Reference,
-) -> AwsResult<Option<ContentDigest>> {
+) -> sql::Result<Option<ContentDigest>> {
     let found: Option<String> = match reference {
-        Reference::Tag(t) => c
-            .query_row(
-                "SELECT digest FROM tags WHERE repo_id = ?1 AND tag = ?2",
-                params![repo, t],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(internal)?,
-        Reference::Digest(d) => has_row(c, "images", repo, d.as_str()).then(|| d.to_string()),
+        Reference::Tag(t) => c.query_opt(
+            "SELECT digest FROM tags WHERE repo_id = ?1 AND tag = ?2",
+            &[repo.into(), t.into()],
+            |r| r.text(0),
+        )?,
+        Reference::Digest(d) => has_row(c, "images", repo, d.as_str())?.then(|| d.to_string()),
     };
     Ok(found.and_then(|d| d.parse().ok()))
 }

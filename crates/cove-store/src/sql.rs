@@ -38,7 +38,9 @@ pub enum Dialect {
 #[derive(Clone, Copy, Debug)]
 pub enum Value<'a> {
     Int(i64),
+    Real(f64),
     Text(&'a str),
+    Bytes(&'a [u8]),
     Null,
 }
 
@@ -72,6 +74,18 @@ impl From<bool> for Value<'_> {
     }
 }
 
+impl From<f64> for Value<'_> {
+    fn from(v: f64) -> Self {
+        Value::Real(v)
+    }
+}
+
+impl<'a> From<&'a [u8]> for Value<'a> {
+    fn from(v: &'a [u8]) -> Self {
+        Value::Bytes(v)
+    }
+}
+
 impl<'a> From<&'a str> for Value<'a> {
     fn from(v: &'a str) -> Self {
         Value::Text(v)
@@ -94,7 +108,9 @@ impl rusqlite::ToSql for Value<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         Ok(match *self {
             Value::Int(i) => ToSqlOutput::from(i),
+            Value::Real(r) => ToSqlOutput::from(r),
             Value::Text(s) => ToSqlOutput::from(s),
+            Value::Bytes(b) => ToSqlOutput::from(b),
             Value::Null => ToSqlOutput::from(rusqlite::types::Null),
         })
     }
@@ -109,6 +125,8 @@ impl ToSql for Value<'_> {
         match *self {
             Value::Null => Ok(IsNull::Yes),
             Value::Text(s) => s.to_sql(ty, out),
+            Value::Bytes(b) => b.to_sql(ty, out),
+            Value::Real(r) => r.to_sql(ty, out),
             Value::Int(i) => match *ty {
                 Type::INT8 => i.to_sql(ty, out),
                 Type::INT4 => i32::try_from(i)?.to_sql(ty, out),
@@ -231,6 +249,25 @@ impl Row<'_> {
                     }
                 })
             }
+        }
+    }
+
+    pub fn opt_real(&self, i: usize) -> Result<Option<f64>> {
+        match self {
+            Row::Sqlite(r) => Ok(r.get(i)?),
+            Row::Postgres(r) => Ok(r.try_get(i)?),
+        }
+    }
+
+    pub fn real(&self, i: usize) -> Result<f64> {
+        self.opt_real(i)?
+            .ok_or_else(|| Error::Other(format!("column {i} is NULL")))
+    }
+
+    pub fn bytes(&self, i: usize) -> Result<Vec<u8>> {
+        match self {
+            Row::Sqlite(r) => Ok(r.get(i)?),
+            Row::Postgres(r) => Ok(r.try_get(i)?),
         }
     }
 

@@ -137,6 +137,16 @@ impl StoreLocation {
         }
     }
 
+    /// The PostgreSQL URL, where the services' own tables (Logs, S3 and
+    /// registry metadata) live beside the documents; `None` on SQLite,
+    /// where each service has a file of its own.
+    pub fn shared_url(&self) -> Option<&str> {
+        match self {
+            StoreLocation::Postgres(url) => Some(url),
+            StoreLocation::Sqlite(_) => None,
+        }
+    }
+
     /// The store a running (or stopped) server of `data_dir` uses.
     pub fn of_data_dir(data_dir: &std::path::Path) -> StoreLocation {
         match std::fs::read_to_string(store_url_path(data_dir)) {

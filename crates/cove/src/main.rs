@@ -567,8 +567,13 @@ fn main() -> anyhow::Result<()> {
                 .parse()
                 .map_err(|()| anyhow::anyhow!("'{image_uri}' is not an ECR image URI: <account>.dkr.ecr.<region>.amazonaws.com/<repository>[:tag]"))?;
             config::create_private_dir(&data_dir)?;
+            // Into the registry the data directory's server serves: its
+            // metadata is wherever that server's store is.
+            let store = config::StoreLocation::of_data_dir(&data_dir);
+            let shared_metadata = store.shared_url();
             let ecr = cove_ecr::Ecr::open(
                 &data_dir.join("ecr"),
+                shared_metadata,
                 &uri.registry.account,
                 &uri.registry.region,
             )?;

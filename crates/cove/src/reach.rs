@@ -131,11 +131,10 @@ fn target_of(world: &World, source: &Source, to: &str) -> anyhow::Result<Target>
 fn bucket_policies(data_dir: &Path) -> std::collections::BTreeMap<String, String> {
     use cove_s3::storage::{read_bucket_policies, Metadata};
     let s3_dir = crate::config::s3_dir(data_dir);
-    let read = match crate::config::StoreLocation::of_data_dir(data_dir) {
-        crate::config::StoreLocation::Postgres(url) => {
-            read_bucket_policies(Metadata::Postgres(&url))
-        }
-        crate::config::StoreLocation::Sqlite(_) => read_bucket_policies(Metadata::Sqlite(&s3_dir)),
+    let store = crate::config::StoreLocation::of_data_dir(data_dir);
+    let read = match store.shared_url() {
+        Some(url) => read_bucket_policies(Metadata::Postgres(url)),
+        None => read_bucket_policies(Metadata::Sqlite(&s3_dir)),
     };
     read.unwrap_or_default()
 }

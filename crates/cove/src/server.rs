@@ -82,9 +82,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("bootstrapping {}: {e}", settings.region))?;
     // Log events live beside the store: in the shared PostgreSQL, every
     // replica serves the same groups and streams.
-    let logs = Arc::new(match &settings.store {
-        config::StoreLocation::Postgres(url) => LogsService::connect_postgres(url)?,
-        config::StoreLocation::Sqlite(_) => {
+    let logs = Arc::new(match settings.store.shared_url() {
+        Some(url) => LogsService::connect_postgres(url)?,
+        None => {
             let logs = LogsService::open(&settings.data_dir.join("logs.db"))?;
             config::restrict_database(&settings.data_dir.join("logs.db"))?;
             logs
@@ -100,10 +100,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     } else {
         cove_s3::access::no_identity_policies()
     };
-    let shared_metadata = match &settings.store {
-        config::StoreLocation::Postgres(url) => Some(url.as_str()),
-        config::StoreLocation::Sqlite(_) => None,
-    };
+    let shared_metadata = settings.store.shared_url();
     let s3_front = S3Front::open(
         &config::s3_dir(&settings.shared_dir),
         shared_metadata,
@@ -132,7 +129,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     dispatcher.register(logs.clone());
     let ecr = Arc::new(
         cove_ecr::Ecr::open(
-            &settings.data_dir.join("ecr"),
+            &settings.shared_dir.join("ecr"),
+            shared_metadata,
             &settings.account_id,
             &settings.region,
         )?
@@ -144,7 +142,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
                 .filter_map(|c| c.account_id.clone()),
         ),
     );
-    config::restrict_database(&settings.data_dir.join("ecr").join("ecr.db"))?;
+    if shared_metadata.is_none() {
+        config::restrict_database(&settings.shared_dir.join("ecr").join("ecr.db"))?;
+    }
     dispatcher.register(ecr.clone());
     let policies = s3_front.clone();
     let studio_dir = settings.shared_dir.join("studio");
