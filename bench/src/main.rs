@@ -54,10 +54,15 @@ struct Args {
     /// adds Cove with its store there (`cove-pg`) to each run.
     #[arg(long)]
     postgres: Option<String>,
+    /// With --postgres: also run the mix against this many servers on one
+    /// PostgreSQL store (the controller and API replicas, `cove-pg-xN`),
+    /// the connections spread evenly over them as a load balancer would.
+    #[arg(long)]
+    replicas: Option<usize>,
 }
 
 struct Server {
-    name: &'static str,
+    name: String,
     child: Child,
     port: u16,
     _dir: Option<tempfile::TempDir>,
@@ -109,7 +114,7 @@ fn fresh_database(server: &str, name: &str) -> anyhow::Result<String> {
     Ok(format!("{base}/{name}"))
 }
 
-fn start_cove(bin: &str, store: Option<&str>) -> anyhow::Result<Server> {
+fn start_cove(bin: &str, store: Option<&str>, api_only: bool) -> anyhow::Result<Server> {
     let dir = tempfile::tempdir()?;
     // Cove refuses a data directory other users may enter.
     std::fs::set_permissions(
@@ -124,6 +129,7 @@ fn start_cove(bin: &str, store: Option<&str>) -> anyhow::Result<Server> {
         // The control-plane benchmark measures the API alone.
         .args(["--data-plane", "off"])
         .args(store.map(|url| format!("--store={url}")))
+        .args(api_only.then_some("--api-only"))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -131,7 +137,7 @@ fn start_cove(bin: &str, store: Option<&str>) -> anyhow::Result<Server> {
         .with_context(|| format!("starting {bin}"))?;
     wait_listening(port, &mut child, "cove")?;
     Ok(Server {
-        name: if store.is_some() { "cove-pg" } else { "cove" },
+        name: if store.is_some() { "cove-pg" } else { "cove" }.to_string(),
         child,
         port,
         _dir: Some(dir),
@@ -148,7 +154,7 @@ fn start_moto(bin: &str) -> anyhow::Result<Server> {
         .with_context(|| format!("starting {bin}"))?;
     wait_listening(port, &mut child, "moto")?;
     Ok(Server {
-        name: "moto",
+        name: "moto".to_string(),
         child,
         port,
         _dir: None,
@@ -336,7 +342,7 @@ fn request_body(fx: &Fixture, i: usize, authorize_seq: &AtomicUsize) -> (bool, S
 }
 
 struct Outcome {
-    name: &'static str,
+    name: String,
     requests: usize,
     seconds: f64,
     all: Vec<u64>,
@@ -359,27 +365,36 @@ fn percentile(sorted: &[u64], p: f64) -> f64 {
     sorted[idx] as f64 / 1000.0
 }
 
+/// Replays the mix against `servers` (one server, or replicas of one
+/// store: connection `i` goes to server `i mod n`); their CPU is summed.
 async fn replay(
-    server: &Server,
+    name: &str,
+    servers: &[Server],
     requests: usize,
     warmup: usize,
     concurrency: usize,
 ) -> anyhow::Result<Outcome> {
-    let fx = Arc::new(setup(server.port).await?);
+    let fx = Arc::new(setup(servers[0].port).await?);
     let seq = Arc::new(AtomicUsize::new(0));
     let authorize_seq = Arc::new(AtomicUsize::new(0));
     let total = warmup + requests;
     let measure_start = Arc::new(std::sync::OnceLock::<(Instant, f64)>::new());
-    let pid = server.child.id();
+    let pids: Arc<Vec<u32>> = Arc::new(servers.iter().map(|s| s.child.id()).collect());
+    let servers_cpu = |pids: &[u32]| -> f64 {
+        pids.iter()
+            .map(|p| proc_stat::cpu_seconds(Some(*p)))
+            .sum::<f64>()
+    };
     let mut tasks = Vec::new();
-    for _ in 0..concurrency {
+    for connection in 0..concurrency {
         let (fx, seq, authorize_seq, measure_start) = (
             fx.clone(),
             seq.clone(),
             authorize_seq.clone(),
             measure_start.clone(),
         );
-        let port = server.port;
+        let port = servers[connection % servers.len()].port;
+        let pids = pids.clone();
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::open(port).await?;
             let mut samples: Vec<(bool, u64, bool, Option<String>)> = Vec::new();
@@ -389,7 +404,7 @@ async fn replay(
                     break;
                 }
                 if i == warmup {
-                    let _ = measure_start.set((Instant::now(), proc_stat::cpu_seconds(Some(pid))));
+                    let _ = measure_start.set((Instant::now(), servers_cpu(&pids)));
                 }
                 let (read, body) = request_body(&fx, i, &authorize_seq);
                 let t = Instant::now();
@@ -406,7 +421,7 @@ async fn replay(
         }));
     }
     let mut outcome = Outcome {
-        name: server.name,
+        name: name.to_string(),
         requests,
         seconds: 0.0,
         all: vec![],
@@ -432,7 +447,7 @@ async fn replay(
     }
     if let Some((start, cpu)) = measure_start.get() {
         outcome.seconds = start.elapsed().as_secs_f64();
-        outcome.server_cpu = proc_stat::cpu_seconds(Some(pid)) - cpu;
+        outcome.server_cpu = servers_cpu(&pids) - cpu;
     }
     for v in [&mut outcome.all, &mut outcome.reads, &mut outcome.writes] {
         v.sort_unstable();
@@ -508,26 +523,41 @@ fn main() -> anyhow::Result<()> {
     let mut cove_runs = Vec::new();
     let mut moto_runs = Vec::new();
     let mut postgres_runs = Vec::new();
-    // One run of the mix against a fresh `cove serve` on `store`.
-    let replay_cove = |store: Option<&str>| -> anyhow::Result<Outcome> {
-        let cove = start_cove(&args.cove_bin, store)?;
+    let mut replica_runs = Vec::new();
+    // One run of the mix against a fresh `cove serve` on `store` and
+    // `replicas` more API replicas of it.
+    let replay_cove = |store: Option<&str>, replicas: usize| -> anyhow::Result<Outcome> {
+        let mut servers = vec![start_cove(&args.cove_bin, store, false)?];
+        for _ in 0..replicas {
+            servers.push(start_cove(&args.cove_bin, store, true)?);
+        }
+        let name = match (replicas, &servers[0].name) {
+            (0, name) => name.clone(),
+            (n, name) => format!("{name}-x{}", n + 1),
+        };
         runtime.block_on(replay(
-            &cove,
+            &name,
+            &servers,
             args.cove_requests,
             args.warmup,
             args.concurrency,
         ))
     };
     for run in 1..=args.runs.max(1) {
-        cove_runs.push(replay_cove(None)?);
+        cove_runs.push(replay_cove(None, 0)?);
         if let Some(server) = &args.postgres {
             let url = fresh_database(server, "cove_bench_api")?;
-            postgres_runs.push(replay_cove(Some(&url))?);
+            postgres_runs.push(replay_cove(Some(&url), 0)?);
+            if let Some(n) = args.replicas.filter(|n| *n > 1) {
+                let url = fresh_database(server, "cove_bench_api")?;
+                replica_runs.push(replay_cove(Some(&url), n - 1)?);
+            }
         }
         if args.moto_bin != "none" {
             let moto = start_moto(&args.moto_bin)?;
             moto_runs.push(runtime.block_on(replay(
-                &moto,
+                "moto",
+                std::slice::from_ref(&moto),
                 args.moto_requests,
                 args.warmup.min(200),
                 args.concurrency,
@@ -536,6 +566,7 @@ fn main() -> anyhow::Result<()> {
         println!("\nrun {run}:");
         let mut this: Vec<&Outcome> = vec![cove_runs.last().expect("pushed")];
         this.extend(postgres_runs.last());
+        this.extend(replica_runs.last());
         this.extend(moto_runs.last());
         print_table(&this, args.concurrency);
     }
@@ -554,15 +585,14 @@ fn main() -> anyhow::Result<()> {
         "write p99 ms",
         "server CPU/req"
     );
-    let mut rows = vec![("cove", medians(&cove_runs.iter().collect::<Vec<_>>()))];
-    if !postgres_runs.is_empty() {
-        rows.push((
-            "cove-pg",
-            medians(&postgres_runs.iter().collect::<Vec<_>>()),
-        ));
-    }
-    if !moto_runs.is_empty() {
-        rows.push(("moto", medians(&moto_runs.iter().collect::<Vec<_>>())));
+    let mut rows = Vec::new();
+    for runs in [&cove_runs, &postgres_runs, &replica_runs, &moto_runs] {
+        if let Some(first) = runs.first() {
+            rows.push((
+                first.name.as_str(),
+                medians(&runs.iter().collect::<Vec<_>>()),
+            ));
+        }
     }
     for (name, f) in &rows {
         println!(

@@ -258,3 +258,24 @@ def test_clients_behind_a_load_balancer_survive_a_killed_replica(control_plane):
         lb.close()
         victim.stop(signal.SIGKILL)
         victim_dir.cleanup()
+
+
+def test_an_endpoint_made_through_replicas_answers_invocations_on_every_server(control_plane):
+    from test_hosting import create_config, create_model, invoke, model_archive, wait_endpoint
+    controller, (a, b) = control_plane
+    net = subnet_with_s3_endpoint(a.client("ec2"))
+    bucket = f"replica-models-{uuid.uuid4().hex[:8]}"
+    b.client("s3").create_bucket(Bucket=bucket)
+    a.client("s3").put_object(Bucket=bucket, Key="m/model.tar.gz", Body=model_archive(1, 10))
+    model = create_model(a.client("sagemaker"), f"s3://{bucket}/m/model.tar.gz", net)
+    config = create_config(b.client("sagemaker"), ("AllTraffic", model, 1, 1.0))
+    name = f"replicas-{uuid.uuid4().hex[:8]}"
+    a.client("sagemaker").create_endpoint(EndpointName=name, EndpointConfigName=config)
+    try:
+        described = wait_endpoint(b.client("sagemaker"), name)
+        assert described["EndpointStatus"] == "InService", described.get("FailureReason")
+        for server in (controller, a, b):
+            _, out = invoke(server.client("sagemaker-runtime"), name, {"inputs": [1, 2]})
+            assert out["outputs"] == [10, 20], server.endpoint
+    finally:
+        b.client("sagemaker").delete_endpoint(EndpointName=name)

@@ -25,7 +25,7 @@ use postgres::types::{IsNull, ToSql, Type};
 use rusqlite::types::ToSqlOutput;
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Condvar, Mutex, MutexGuard};
 
 /// The dialect a statement runs in, for the few places they differ.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -491,38 +491,74 @@ enum Inner {
     Postgres(Pool),
 }
 
-/// Idle PostgreSQL sessions; a call takes one (or opens one) and gives it
-/// back unless it broke.
+/// PostgreSQL sessions: a call takes an idle one or opens one, up to
+/// [`SESSIONS_PER_DATABASE`] (then it waits for one), and gives it back
+/// unless it broke. The cap keeps replicas × services within the server's
+/// `max_connections` whatever the load.
 struct Pool {
     url: String,
     schema: &'static str,
-    idle: Mutex<Vec<Session>>,
+    sessions: Mutex<Sessions>,
+    freed: Condvar,
 }
 
+#[derive(Default)]
+struct Sessions {
+    idle: Vec<Session>,
+    open: usize,
+}
+
+/// Sessions one service's database keeps open at most in one process.
+const SESSIONS_PER_DATABASE: usize = 8;
+
 impl Pool {
+    fn sessions(&self) -> MutexGuard<'_, Sessions> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn take(&self) -> Result<Session> {
-        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        match idle {
-            Some(s) if !s.client.is_closed() => Ok(s),
-            _ => {
-                let mut client = crate::postgres::connect(&self.url)
-                    .map_err(|e| Error::Other(format!("connecting to PostgreSQL: {e:#}")))?;
-                client.batch_execute(&format!("SET search_path TO {}", self.schema))?;
-                Ok(Session {
-                    client,
-                    prepared: HashMap::new(),
-                })
+        let mut sessions = self.sessions();
+        loop {
+            if let Some(s) = sessions.idle.pop() {
+                if !s.client.is_closed() {
+                    return Ok(s);
+                }
+                sessions.open -= 1;
+                continue;
             }
+            if sessions.open < SESSIONS_PER_DATABASE {
+                sessions.open += 1;
+                drop(sessions);
+                let opened = self.open();
+                if opened.is_err() {
+                    self.sessions().open -= 1;
+                    self.freed.notify_one();
+                }
+                return opened;
+            }
+            sessions = self.freed.wait(sessions).unwrap_or_else(|p| p.into_inner());
         }
     }
 
+    fn open(&self) -> Result<Session> {
+        let mut client = crate::postgres::connect(&self.url)
+            .map_err(|e| Error::Other(format!("connecting to PostgreSQL: {e:#}")))?;
+        client.batch_execute(&format!("SET search_path TO {}", self.schema))?;
+        Ok(Session {
+            client,
+            prepared: HashMap::new(),
+        })
+    }
+
     fn give_back(&self, session: Session) {
-        if !session.client.is_closed() {
-            self.idle
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(session);
+        let mut sessions = self.sessions();
+        if session.client.is_closed() {
+            sessions.open -= 1;
+        } else {
+            sessions.idle.push(session);
         }
+        drop(sessions);
+        self.freed.notify_one();
     }
 }
 
@@ -559,7 +595,8 @@ impl Database {
         let pool = Pool {
             url: url.to_string(),
             schema: schema.name,
-            idle: Mutex::new(Vec::new()),
+            sessions: Mutex::new(Sessions::default()),
+            freed: Condvar::new(),
         };
         off_async_worker(|| -> anyhow::Result<()> {
             let mut client = crate::postgres::connect(url)?;
@@ -810,13 +847,15 @@ mod tests {
         round_trip(&db);
         // Migrating again (another replica starting) changes nothing.
         Database::postgres(&scratch.url, &SCHEMA).unwrap();
-        // Replicas that each create a row unless it exists, all at once:
+        // Replicas that each create a row unless it exists, all at once
+        // (20 writers on two):
         // the losers' inserts break the unique key, run again, and find
         // the winner's row, as a single writer would have.
         let other = Database::postgres(&scratch.url, &SCHEMA).unwrap();
         let created = std::sync::atomic::AtomicUsize::new(0);
         std::thread::scope(|s| {
-            for db in [&db, &other, &db, &other, &db, &other] {
+            // More writers than a database keeps sessions: some wait.
+            for db in [&db, &other].repeat(SESSIONS_PER_DATABASE + 2) {
                 let created = &created;
                 s.spawn(move || {
                     db.write(|tx| {

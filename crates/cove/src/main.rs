@@ -142,6 +142,10 @@ enum Command {
         /// More image URIs to tag the same image under (its layers are stored once).
         #[arg(long = "also", value_name = "IMAGE_URI")]
         also: Vec<String>,
+        /// The server's `--shared-dir`, where the registry's blobs live
+        /// (default: the data directory).
+        #[arg(long, env = "COVE_SHARED_DIR")]
+        shared_dir: Option<std::path::PathBuf>,
     },
     /// Can a source reach a destination, by which path, and if not, what
     /// blocks it: answered from the stored VPC model (read-only, beside the
@@ -562,6 +566,7 @@ fn main() -> anyhow::Result<()> {
             image_uri,
             source,
             also,
+            shared_dir,
         } => {
             let uri: cove_ecr::names::ImageUri = image_uri
                 .parse()
@@ -572,7 +577,7 @@ fn main() -> anyhow::Result<()> {
             let store = config::StoreLocation::of_data_dir(&data_dir);
             let shared_metadata = store.shared_url();
             let ecr = cove_ecr::Ecr::open(
-                &data_dir.join("ecr"),
+                &shared_dir.as_ref().unwrap_or(&data_dir).join("ecr"),
                 shared_metadata,
                 &uri.registry.account,
                 &uri.registry.region,
