@@ -59,6 +59,12 @@ pub const LOADED_GENERATION: u64 = 1;
 
 pub struct Store {
     writer: Mutex<Writer>,
+    /// Writers waiting for the writer lock: a batch's leader lets them
+    /// join its batch before it commits ([`Store::commit_batched`]).
+    waiting: std::sync::atomic::AtomicUsize,
+    /// Signalled (with the writer lock) when a writer joined the open
+    /// batch, and when a batch ended.
+    batch_moved: std::sync::Condvar,
     current: ArcSwap<Published>,
     /// The SQLite file, whose write-ahead log [`Store::checkpoint_forever`]
     /// folds back.
@@ -101,7 +107,71 @@ struct Writer {
     /// Whether a document may be created without an account: only until
     /// the server has adopted what older versions stored.
     owners_required: bool,
+    /// The writes being decided together on a shared store, whose
+    /// database transaction (holding the commit lock) is open.
+    batch: Option<Batch>,
 }
+
+/// Writes decided one after another on one open PostgreSQL transaction and
+/// committed together: group commit. Each writer decides on what the
+/// writers before it in the batch decided; readers see none of it until
+/// the commit, and if the commit fails, every writer of the batch fails.
+struct Batch {
+    /// The published state plus what the batch decided so far.
+    working: Published,
+    rows: Vec<Row>,
+    /// Owners the batch changed: `Some` stored, `None` deleted.
+    owners: HashMap<(&'static str, String), Option<String>>,
+    outcome: Arc<BatchOutcome>,
+}
+
+/// How a batch's commit went, for the writers waiting on it.
+#[derive(Default)]
+struct BatchOutcome {
+    committed: Mutex<Option<bool>>,
+    ended: std::sync::Condvar,
+}
+
+impl BatchOutcome {
+    fn end(&self, committed: bool) {
+        *self.committed.lock().unwrap_or_else(|p| p.into_inner()) = Some(committed);
+        self.ended.notify_all();
+    }
+
+    fn wait(&self) -> bool {
+        let mut committed = self.committed.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(c) = *committed {
+                return c;
+            }
+            committed = self
+                .ended
+                .wait(committed)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// Ends the open batch without committing it when dropped: what a batch's
+/// leader leaves behind if its own write panics.
+struct AbandonedBatch<'a>(&'a Store);
+
+impl Drop for AbandonedBatch<'_> {
+    fn drop(&mut self) {
+        let mut writer = self.0.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(batch) = writer.batch.take() {
+            writer.durable.rollback();
+            batch.outcome.end(false);
+        }
+        drop(writer);
+        self.0.batch_moved.notify_all();
+    }
+}
+
+/// Changes one batch gathers at most before it commits.
+const BATCH_ROWS: usize = 512;
+/// How long a batch's leader waits for more writers at most.
+const BATCH_WINDOW: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// A document a commit changed, as [`Store::publish`] files it: whether it
 /// is still stored, and whose it is.
@@ -294,7 +364,10 @@ impl Store {
                 position,
                 owners,
                 owners_required: false,
+                batch: None,
             }),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
+            batch_moved: std::sync::Condvar::new(),
             current: ArcSwap::from_pointee(published),
             sqlite_path: None,
             shared,
@@ -321,7 +394,7 @@ impl Store {
     /// Applies what other processes committed, up to at least `notified`
     /// (0: whatever there is). Called by the change feed's thread.
     fn catch_up(&self, notified: u64) {
-        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut writer = self.writer_between_batches();
         if notified != 0 && writer.position >= notified {
             return;
         }
@@ -393,8 +466,6 @@ impl Store {
         source: &World,
         changed: &[Changed],
     ) {
-        let mut all = (*before.all).clone();
-        let mut views: HashMap<&str, World> = HashMap::new();
         for c in changed {
             let owned = (c.kind, c.key.clone());
             if c.stored {
@@ -402,28 +473,25 @@ impl Store {
             } else {
                 writer.owners.remove(&owned);
             }
-            all.copy_entry(source, c.kind, &c.key);
-            views
-                .entry(&c.owner)
-                .or_insert_with(|| {
-                    before
-                        .accounts
-                        .get(c.owner.as_str())
-                        .map(|w| (**w).clone())
-                        .unwrap_or_default()
-                })
-                .copy_entry(source, c.kind, &c.key);
         }
-        let mut accounts = (*before.accounts).clone();
-        for (account, view) in views {
-            accounts.insert(account.to_string(), Arc::new(view));
-        }
-        self.current.store(Arc::new(Published {
-            all: Arc::new(all),
-            accounts: Arc::new(accounts),
-            position: writer.position,
-        }));
+        let mut next = with_changes(before, source, changed);
+        next.position = writer.position;
+        self.current.store(Arc::new(next));
         self.announce();
+    }
+
+    /// The writer lock once no batch is open: what uses the database
+    /// connection outside a write (the change feed, messages) must not run
+    /// inside a batch's transaction.
+    fn writer_between_batches(&self) -> std::sync::MutexGuard<'_, Writer> {
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        while writer.batch.is_some() {
+            writer = self
+                .batch_moved
+                .wait(writer)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        writer
     }
 
     /// The database: `sqlite` or `postgres`.
@@ -524,7 +592,7 @@ impl Store {
     /// no account's, in no world; kept until [`Store::acknowledge`]d.
     /// Only a shared (PostgreSQL) store carries them.
     pub fn send(&self, topic: &str, payloads: &[String]) -> anyhow::Result<()> {
-        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut writer = self.writer_between_batches();
         match writer.durable.messages() {
             Some(m) => m.send(topic, payloads),
             None => anyhow::bail!("only a shared store carries messages between processes"),
@@ -534,7 +602,7 @@ impl Store {
     /// The oldest `max` messages of `topic` not yet acknowledged, with their
     /// ids (none on a store that is not shared).
     pub fn receive(&self, topic: &str, max: usize) -> anyhow::Result<Vec<(i64, String)>> {
-        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut writer = self.writer_between_batches();
         match writer.durable.messages() {
             Some(m) => m.receive(topic, max),
             None => Ok(Vec::new()),
@@ -544,7 +612,7 @@ impl Store {
     /// Removes messages handled (at least once: a process that stops
     /// between handling and acknowledging handles them again).
     pub fn acknowledge(&self, ids: &[i64]) -> anyhow::Result<()> {
-        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut writer = self.writer_between_batches();
         match writer.durable.messages() {
             Some(m) => m.remove(ids),
             None => Ok(()),
@@ -617,7 +685,7 @@ impl Store {
     /// documents that belong to no account. IAM roles and region markers
     /// are re-keyed under the account as they are given.
     pub fn adopt_unowned(&self, account: &str) -> anyhow::Result<()> {
-        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut writer = self.writer_between_batches();
         writer.durable.adopt_unowned(account)?;
         let (rows, position) = writer.durable.load()?;
         self.reload(&mut writer, rows, position)?;
@@ -655,9 +723,153 @@ impl Store {
         let on_async_worker = tokio::runtime::Handle::try_current()
             .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
         if self.shared && on_async_worker {
-            return tokio::task::block_in_place(|| self.commit_here(view_of, f));
+            return tokio::task::block_in_place(|| self.commit_batched(view_of, f));
+        }
+        if self.shared {
+            return self.commit_batched(view_of, f);
         }
         self.commit_here(view_of, f)
+    }
+
+    /// A write on a shared store, in a batch with the writes that arrive
+    /// meanwhile (see [`Batch`]). The first writer of a batch (its leader)
+    /// opens the database transaction, which takes the commit lock and
+    /// brings what other processes committed; it decides its write, lets
+    /// waiting writers decide theirs after it, for up to [`BATCH_WINDOW`]
+    /// or [`BATCH_ROWS`] changes, and commits them all in one transaction.
+    /// A round trip to PostgreSQL costs more than deciding a write, so a
+    /// batch of N writes costs about what one did.
+    fn commit_batched<T>(
+        &self,
+        view_of: Option<&str>,
+        f: impl FnOnce(&mut Tx) -> AwsResult<T>,
+    ) -> AwsResult<T> {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.waiting.fetch_add(1, Relaxed);
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.waiting.fetch_sub(1, Relaxed);
+        let leader = writer.batch.is_none();
+        if leader {
+            let seen = writer.position;
+            let feed = writer
+                .durable
+                .begin(seen)
+                .map_err(|e| self.database_failed(e))?;
+            self.database_answered.store(true, Relaxed);
+            self.follow(&mut writer, feed);
+            writer.batch = Some(Batch {
+                working: (*self.current.load_full()).clone(),
+                rows: Vec::new(),
+                owners: HashMap::new(),
+                outcome: Arc::default(),
+            });
+        }
+        // Should the leader's own write panic, the batch must still end, or
+        // its followers would wait for it for ever.
+        let abandoned = leader.then(|| AbandonedBatch(self));
+        let decided = self.decide_in_batch(&mut writer, view_of, f);
+        let outcome = writer
+            .batch
+            .as_ref()
+            .map(|b| b.outcome.clone())
+            .expect("a batch is open");
+        if !leader {
+            self.batch_moved.notify_all();
+            drop(writer);
+            return match outcome.wait() {
+                true => decided,
+                false => Err(AwsError::internal("An internal error has occurred")),
+            };
+        }
+        let window = std::time::Instant::now() + BATCH_WINDOW;
+        loop {
+            let rows = writer.batch.as_ref().map_or(0, |b| b.rows.len());
+            let now = std::time::Instant::now();
+            if self.waiting.load(Relaxed) == 0 || rows >= BATCH_ROWS || now >= window {
+                break;
+            }
+            writer = self
+                .batch_moved
+                .wait_timeout(writer, window - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        let batch = writer.batch.take().expect("the leader's batch");
+        let committed = if batch.rows.is_empty() {
+            writer.durable.rollback();
+            Ok(())
+        } else {
+            match writer.durable.commit(&batch.rows) {
+                Ok(position) => {
+                    writer.position = position;
+                    for (owned, owner) in batch.owners {
+                        match owner {
+                            Some(o) => writer.owners.insert(owned, o),
+                            None => writer.owners.remove(&owned),
+                        };
+                    }
+                    let mut next = batch.working;
+                    next.position = position;
+                    self.current.store(Arc::new(next));
+                    self.announce();
+                    Ok(())
+                }
+                Err(e) => Err(self.database_failed(e)),
+            }
+        };
+        batch.outcome.end(committed.is_ok());
+        self.batch_moved.notify_all();
+        drop(writer);
+        std::mem::forget(abandoned);
+        committed.and(decided)
+    }
+
+    /// Decides one write of the open batch on what the batch decided so
+    /// far, and adds its changes to the batch if it succeeds.
+    fn decide_in_batch<T>(
+        &self,
+        writer: &mut Writer,
+        view_of: Option<&str>,
+        f: impl FnOnce(&mut Tx) -> AwsResult<T>,
+    ) -> AwsResult<T> {
+        let position = writer.position;
+        let owners_required = writer.owners_required;
+        let Writer { owners, batch, .. } = writer;
+        let batch = batch.as_mut().expect("a batch is open");
+        let world = match view_of {
+            Some(account) => batch.working.accounts.get(account).map(|w| (**w).clone()),
+            None => Some((*batch.working.all).clone()),
+        };
+        let mut tx = Tx {
+            world: world.unwrap_or_default(),
+            changes: Vec::new(),
+            account: view_of.map(str::to_string),
+            position,
+        };
+        let out = f(&mut tx)?;
+        let stored_owner =
+            |kind: &'static str, key: &str| match batch.owners.get(&(kind, key.to_string())) {
+                Some(o) => o.clone(),
+                None => owners.get(&(kind, key.to_string())).cloned(),
+            };
+        let new_owners = owners_of_changes(&stored_owner, owners_required, &tx, view_of)?;
+        if tx.changes.is_empty() {
+            return Ok(out);
+        }
+        let changed = changes_with_owners(&tx, new_owners);
+        for ((kind, key, doc), c) in tx.changes.iter().zip(&changed) {
+            batch.rows.push(Row {
+                kind: kind.to_string(),
+                key: key.clone(),
+                doc: doc.clone(),
+                account: c.owner.clone(),
+            });
+            batch
+                .owners
+                .insert((c.kind, c.key.clone()), c.stored.then(|| c.owner.clone()));
+        }
+        batch.working = with_changes(&batch.working, &tx.world, &changed);
+        Ok(out)
     }
 
     fn commit_here<T>(
@@ -686,7 +898,10 @@ impl Store {
             position: writer.position,
         };
         let decided = f(&mut tx).and_then(|out| {
-            let owners = owners_of_changes(&writer, &tx, view_of)?;
+            let stored_owner = |kind: &'static str, key: &str| {
+                writer.owners.get(&(kind, key.to_string())).cloned()
+            };
+            let owners = owners_of_changes(&stored_owner, writer.owners_required, &tx, view_of)?;
             Ok((out, owners))
         });
         let (out, owners) = match decided {
@@ -711,17 +926,7 @@ impl Store {
             .durable
             .commit(&rows)
             .map_err(|e| self.database_failed(e))?;
-        let changed: Vec<Changed> = tx
-            .changes
-            .iter()
-            .zip(owners)
-            .map(|((kind, key, doc), owner)| Changed {
-                kind,
-                key: key.clone(),
-                owner,
-                stored: doc.is_some(),
-            })
-            .collect();
+        let changed = changes_with_owners(&tx, owners);
         self.publish(&mut writer, &before, &tx.world, &changed);
         Ok(out)
     }
@@ -735,15 +940,19 @@ const FEED_BACKSTOP: std::time::Duration = std::time::Duration::from_secs(5);
 /// stored, else the transaction's account. A change to another account's
 /// document through a view, or a new document with no account once
 /// accounts are required, is refused: nothing is written.
-fn owners_of_changes(writer: &Writer, tx: &Tx, view_of: Option<&str>) -> AwsResult<Vec<String>> {
+fn owners_of_changes(
+    stored_owner: &dyn Fn(&'static str, &str) -> Option<String>,
+    owners_required: bool,
+    tx: &Tx,
+    view_of: Option<&str>,
+) -> AwsResult<Vec<String>> {
     tx.changes
         .iter()
         .map(|(kind, key, _)| {
-            let stored = writer.owners.get(&(*kind, key.clone()));
-            let owner = match (stored, &tx.account) {
-                (Some(o), _) => o.clone(),
+            let owner = match (stored_owner(kind, key), &tx.account) {
+                (Some(o), _) => o,
                 (None, Some(a)) => a.clone(),
-                (None, None) if !writer.owners_required => String::new(),
+                (None, None) if !owners_required => String::new(),
                 (None, None) => {
                     return Err(AwsError::internal(format!(
                         "{kind} {key} would belong to no account"
@@ -758,6 +967,49 @@ fn owners_of_changes(writer: &Writer, tx: &Tx, view_of: Option<&str>) -> AwsResu
             Ok(owner)
         })
         .collect()
+}
+
+/// A transaction's changes as the store files them, with their owners.
+fn changes_with_owners(tx: &Tx, owners: Vec<String>) -> Vec<Changed> {
+    tx.changes
+        .iter()
+        .zip(owners)
+        .map(|((kind, key, doc), owner)| Changed {
+            kind,
+            key: key.clone(),
+            owner,
+            stored: doc.is_some(),
+        })
+        .collect()
+}
+
+/// `before` with the changed entries as `source` has them, in the whole
+/// world and in their owners' views (its position is `before`'s).
+fn with_changes(before: &Published, source: &World, changed: &[Changed]) -> Published {
+    let mut all = (*before.all).clone();
+    let mut views: HashMap<&str, World> = HashMap::new();
+    for c in changed {
+        all.copy_entry(source, c.kind, &c.key);
+        views
+            .entry(&c.owner)
+            .or_insert_with(|| {
+                before
+                    .accounts
+                    .get(c.owner.as_str())
+                    .map(|w| (**w).clone())
+                    .unwrap_or_default()
+            })
+            .copy_entry(source, c.kind, &c.key);
+    }
+    let mut accounts = (*before.accounts).clone();
+    for (account, view) in views {
+        accounts.insert(account.to_string(), Arc::new(view));
+    }
+    Published {
+        all: Arc::new(all),
+        accounts: Arc::new(accounts),
+        position: before.position,
+    }
 }
 
 /// The whole world stored as `rows`.
@@ -1187,6 +1439,57 @@ mod tests {
                 count(store) == expected
             });
         }
+    }
+
+    #[test]
+    fn concurrent_writers_share_commits_and_a_refused_one_changes_nothing() {
+        let Some(db) = test_database() else {
+            return;
+        };
+        let store = Store::connect_postgres(&db.url).unwrap();
+        let start = store.position();
+        let (threads, per_thread) = (16, 20);
+        std::thread::scope(|s| {
+            for t in 0..threads {
+                let store = &store;
+                s.spawn(move || {
+                    for i in 0..per_thread {
+                        let refused = i % 5 == 4;
+                        let out = store.write_as("111111111111", |tx| {
+                            tx.put(igw(&format!("igw-{t}-{i}")));
+                            if refused {
+                                return Err(AwsError::client("Refused", "refused"));
+                            }
+                            Ok(())
+                        });
+                        assert_eq!(out.is_err(), refused);
+                    }
+                });
+            }
+        });
+        let world = store.snapshot();
+        for t in 0..threads {
+            for i in 0..per_thread {
+                let stored = world
+                    .internet_gateways
+                    .contains_key(&format!("igw-{t}-{i}"));
+                assert_eq!(stored, i % 5 != 4, "igw-{t}-{i}");
+            }
+        }
+        // Every write that went through is committed, in fewer database
+        // transactions than writes: they were batched.
+        let committed = store.position() - start;
+        let writes = u64::try_from(threads * per_thread * 4 / 5).unwrap();
+        assert!(
+            committed < writes,
+            "{committed} commits for {writes} writes"
+        );
+        // Another process sees all of them.
+        let other = Store::connect_postgres(&db.url).unwrap();
+        assert_eq!(
+            other.snapshot().internet_gateways.len(),
+            world.internet_gateways.len()
+        );
     }
 
     #[test]
