@@ -119,10 +119,23 @@ def retrying_client(cove, service):
 
 def test_writes_fail_cleanly_while_postgres_is_away_and_resume_when_it_is_back(cove_on_own_postgres):
     cove, stop_postgres, start_postgres = cove_on_own_postgres
-    ec2 = cove.client("ec2")
+    ec2, logs, s3 = cove.client("ec2"), cove.client("logs"), cove.client("s3")
     vpc = ec2.create_vpc(CidrBlock="10.1.0.0/16")["Vpc"]["VpcId"]
     before = ec2.describe_vpcs()["Vpcs"]
+    logs.create_log_group(logGroupName="/outage")
+    logs.create_log_stream(logGroupName="/outage", logStreamName="s")
+    s3.create_bucket(Bucket="outage")
     stop_postgres()
+    # CloudWatch Logs and S3 keep their tables there too: refused while it
+    # is away, with their services' 5xx errors, which the SDKs retry.
+    now = int(time.time() * 1000)
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        logs.put_log_events(logGroupName="/outage", logStreamName="s",
+                            logEvents=[{"timestamp": now, "message": "lost?"}])
+    assert refused.value.response["Error"]["Code"] == "ServiceUnavailableException"
+    with pytest.raises(botocore.exceptions.ClientError) as refused:
+        s3.put_object(Bucket="outage", Key="k", Body=b"lost?")
+    assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] >= 500
     # Reads are answered from memory; a write is refused with AWS's
     # internal error and changes nothing.
     assert ec2.describe_vpcs()["Vpcs"] == before
@@ -133,6 +146,9 @@ def test_writes_fail_cleanly_while_postgres_is_away_and_resume_when_it_is_back(c
     assert ec2.describe_vpcs()["Vpcs"] == before
     start_postgres()
     subnet = retrying_client(cove, "ec2").create_subnet(VpcId=vpc, CidrBlock="10.1.1.0/24")["Subnet"]["SubnetId"]
+    retrying_client(cove, "logs").put_log_events(logGroupName="/outage", logStreamName="s",
+                                                 logEvents=[{"timestamp": now, "message": "after"}])
+    retrying_client(cove, "s3").put_object(Bucket="outage", Key="k", Body=b"after")
     assert cove.alive()
     cove.stop(signal.SIGKILL)
     cove.start()
@@ -140,6 +156,11 @@ def test_writes_fail_cleanly_while_postgres_is_away_and_resume_when_it_is_back(c
     assert [s["SubnetId"] for s in ec2.describe_subnets(
         Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]] == [subnet]
     assert len(ec2.describe_vpcs()["Vpcs"]) == len(before)
+    # What was refused is not there; what came after is.
+    events = cove.client("logs").get_log_events(logGroupName="/outage", logStreamName="s",
+                                                startFromHead=True)["events"]
+    assert [e["message"] for e in events] == ["after"]
+    assert cove.client("s3").get_object(Bucket="outage", Key="k")["Body"].read() == b"after"
 
 
 def test_a_training_job_goes_on_while_postgres_restarts(cove_on_own_postgres):
