@@ -3,8 +3,8 @@
 //! shared PostgreSQL, which every API replica serves from. Every change is
 //! one transaction, so a refused call changes nothing.
 
-use cove_model::{AwsError, AwsResult};
-use cove_store::sql::{self, Database, Schema, Sql};
+use cove_model::AwsError;
+use cove_store::sql::{Database, Schema, ServiceDatabase};
 
 static SCHEMA: Schema = Schema {
     name: "ecr",
@@ -121,71 +121,27 @@ static SCHEMA: Schema = Schema {
 "],
 };
 
-/// A refusal (ECR's error) or a database failure, inside a call.
-#[derive(Debug)]
-pub enum Error {
-    Aws(AwsError),
-    Db(sql::Error),
+/// The registry's database in the SQLite file at `path`; its calls answer
+/// ECR's errors.
+pub fn open(path: &std::path::Path) -> anyhow::Result<ServiceDatabase> {
+    Ok(answering(Database::sqlite(path, &SCHEMA)?))
 }
 
-impl From<AwsError> for Error {
-    fn from(e: AwsError) -> Self {
-        Error::Aws(e)
-    }
+/// The registry's database in the shared PostgreSQL at `url`.
+pub fn connect_postgres(url: &str) -> anyhow::Result<ServiceDatabase> {
+    Ok(answering(Database::postgres(url, &SCHEMA)?))
 }
 
-impl From<sql::Error> for Error {
-    fn from(e: sql::Error) -> Self {
-        Error::Db(e)
-    }
+fn answering(database: Database) -> ServiceDatabase {
+    ServiceDatabase::new(database, "ecr", server_exception)
 }
 
-impl sql::Failure for Error {
-    fn database_error(&self) -> Option<&sql::Error> {
-        match self {
-            Error::Db(e) => Some(e),
-            Error::Aws(_) => None,
-        }
-    }
-}
-
-impl From<Error> for AwsError {
-    fn from(e: Error) -> Self {
-        match e {
-            Error::Aws(e) => e,
-            Error::Db(e) => internal(e),
-        }
-    }
-}
-
-pub type Result<T> = std::result::Result<T, Error>;
-
-pub struct Db(Database);
-
-impl Db {
-    /// The SQLite file at `path`.
-    pub fn open(path: &std::path::Path) -> anyhow::Result<Db> {
-        Ok(Db(Database::sqlite(path, &SCHEMA)?))
-    }
-
-    /// The shared PostgreSQL database at `url`.
-    pub fn connect_postgres(url: &str) -> anyhow::Result<Db> {
-        Ok(Db(Database::postgres(url, &SCHEMA)?))
-    }
-
-    /// Runs `f` in one transaction, committed when it returns `Ok`.
-    pub fn write<T: Send>(&self, f: impl FnMut(&mut dyn Sql) -> Result<T> + Send) -> AwsResult<T> {
-        Ok(self.0.write(f)?)
-    }
-
-    /// Runs `f` over a consistent read of the database.
-    pub fn read<T: Send>(&self, f: impl FnOnce(&mut dyn Sql) -> Result<T> + Send) -> AwsResult<T> {
-        Ok(self.0.read(f)?)
-    }
+fn server_exception() -> AwsError {
+    AwsError::new(500, "ServerException", "Internal error in the registry.")
 }
 
 /// A database failure, answered as ECR's `ServerException` and logged.
 pub fn internal(e: impl std::fmt::Display) -> AwsError {
-    tracing::error!(error = %e, "registry database");
-    AwsError::new(500, "ServerException", "Internal error in the registry.")
+    tracing::error!(error = %e, "registry");
+    server_exception()
 }

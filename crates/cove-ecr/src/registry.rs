@@ -5,9 +5,10 @@
 //! API codes and messages, which the distribution side maps to the OCI
 //! error codes that `docker` and `skopeo` print.
 
-use crate::db::{internal, Db};
+use crate::db::internal;
 use crate::names::{ContentDigest, Reference};
 use cove_model::{AwsError, AwsResult};
+use cove_store::sql::ServiceDatabase;
 use cove_store::sql::Sql;
 use cove_store::sql::{self, Value};
 use std::path::{Path, PathBuf};
@@ -121,7 +122,7 @@ pub fn image_not_found(reference: &Reference, repo: &Repository) -> AwsError {
 /// The registry: metadata in SQLite or the shared PostgreSQL, blob bytes
 /// under `dir/blobs`.
 pub struct Registry {
-    db: Db,
+    db: ServiceDatabase,
     dir: PathBuf,
     /// How old a file under `blobs/` or `uploads/` that no row holds must
     /// be before it is removed: none on one server; on a directory shared
@@ -143,8 +144,8 @@ impl Registry {
         }
         Ok(Registry {
             db: match shared_metadata {
-                Some(url) => Db::connect_postgres(url)?,
-                None => Db::open(&dir.join("ecr.db"))?,
+                Some(url) => crate::db::connect_postgres(url)?,
+                None => crate::db::open(&dir.join("ecr.db"))?,
             },
             dir: dir.to_path_buf(),
             orphan_age: match shared_metadata {

@@ -6,7 +6,7 @@
 use cove_model::AwsError;
 use cove_store::sql::{self, Schema};
 
-pub use cove_store::sql::{Database, Sql};
+pub use cove_store::sql::{Database, ServiceDatabase, Sql};
 
 /// The tables, in each dialect. PostgreSQL's compare names byte by byte
 /// (`COLLATE "C"`), as SQLite does, so pages come in the same order.
@@ -103,66 +103,18 @@ pub static SCHEMA: Schema = Schema {
     "],
 };
 
-/// An error inside the crate: an AWS error for the caller, or a database
-/// failure (answered as `ServiceUnavailableException` and logged).
-#[derive(Debug)]
-pub enum Error {
-    Aws(AwsError),
-    Db(sql::Error),
-}
+/// A call's failure: the service's answer or the database's failure.
+pub type Error = sql::CallError;
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-impl From<AwsError> for Error {
-    fn from(e: AwsError) -> Self {
-        Error::Aws(e)
-    }
-}
-
-impl From<sql::Error> for Error {
-    fn from(e: sql::Error) -> Self {
-        Error::Db(e)
-    }
-}
-
-impl From<Error> for AwsError {
-    fn from(e: Error) -> Self {
-        match e {
-            Error::Aws(e) => e,
-            Error::Db(e) => {
-                tracing::error!(error = %e, "logs database error");
-                AwsError::new(
-                    500,
-                    "ServiceUnavailableException",
-                    "The service cannot complete the request.",
-                )
-            }
-        }
-    }
-}
-
-impl sql::Failure for Error {
-    fn database_error(&self) -> Option<&sql::Error> {
-        match self {
-            Error::Db(e) => Some(e),
-            Error::Aws(_) => None,
-        }
-    }
-}
-
-/// The service's database, its calls answering the crate's [`Error`].
-pub struct Db(pub Database);
-
-impl Db {
-    /// Runs reads in one consistent snapshot.
-    pub fn read<T: Send>(&self, f: impl FnOnce(&mut dyn Sql) -> Result<T> + Send) -> Result<T> {
-        self.0.read(f)
-    }
-
-    /// Runs one mutating call as one transaction (see [`Database::write`]).
-    pub fn write<T: Send>(&self, f: impl FnMut(&mut dyn Sql) -> Result<T> + Send) -> Result<T> {
-        self.0.write(f)
-    }
+/// What a database failure is answered with (it is logged).
+pub fn unavailable() -> AwsError {
+    AwsError::new(
+        500,
+        "ServiceUnavailableException",
+        "The service cannot complete the request.",
+    )
 }
 
 #[cfg(test)]

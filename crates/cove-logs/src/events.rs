@@ -3,7 +3,7 @@
 //! purge.
 
 use crate::batch::{check_batch, classify, event_size, Rejected, DAY_MS};
-use crate::db::{Db, Result, Sql};
+use crate::db::{Result, ServiceDatabase, Sql};
 use crate::filter::FilterPattern;
 use crate::groups::{self, invalid, invalid_token, stream_not_found};
 use crate::token::{sequence_token, Direction, EventKey, PageToken, StreamToken};
@@ -100,9 +100,8 @@ impl LogsService {
         now: i64,
     ) -> AwsResult<PutOutcome> {
         check_batch(events).map_err(invalid)?;
-        Ok(self
-            .db
-            .write(|tx| put_in(tx, region, account, group, stream, events, now))?)
+        self.db
+            .write(|tx| put_in(tx, region, account, group, stream, events, now))
     }
 
     /// Stores lines a shipper read from `source` (a file, named by an id
@@ -124,7 +123,7 @@ impl LogsService {
         check_batch(events).map_err(invalid)?;
         let end = i64::try_from(end).map_err(|_| invalid("offset too large"))?;
         let now = crate::now_ms();
-        Ok(self.db.write(|tx| {
+        self.db.write(|tx| {
             if shipped_at(tx, source)?.is_some_and(|at| at >= end) {
                 return Ok(());
             }
@@ -135,7 +134,7 @@ impl LogsService {
                 &[source.into(), end.into()],
             )?;
             Ok(())
-        })?)
+        })
     }
 
     /// How far `source` has been shipped (0 when never).
@@ -262,7 +261,7 @@ impl LogsService {
             None if req.start_from_head => (Direction::Forward, EventKey::MIN),
             None => (Direction::Backward, EventKey::MAX),
         };
-        Ok(self.db.read(|c| {
+        self.db.read(|c| {
             let g = groups::group(c, region, account, group)?;
             let s = groups::stream(c, g.id, stream)?;
             let sql = match direction {
@@ -352,7 +351,7 @@ impl LogsService {
                 next_forward_token: forward.encode(),
                 next_backward_token: backward.encode(),
             })
-        })?)
+        })
     }
 
     /// Searches a group's events in timestamp order (`FilterLogEvents`).
@@ -380,7 +379,7 @@ impl LogsService {
         let limit = limit_of(req.limit);
         let start = req.start_time.unwrap_or(0).max(0);
         let end = req.end_time.unwrap_or(i64::MAX);
-        Ok(self.db.read(|c| {
+        self.db.read(|c| {
             let g = groups::group(c, region, account, group)?;
             let mut names: HashMap<i64, String> = HashMap::new();
             {
@@ -486,12 +485,12 @@ impl LogsService {
                 events: events.into_iter().map(|(_, e)| e).collect(),
                 next_token: next.map(|k| PageToken::Filter(k).encode()),
             })
-        })?)
+        })
     }
 }
 
 /// Deletes events older than each group's retention, a chunk per transaction.
-pub(crate) fn purge_expired(db: &Db, now: i64) -> Result<usize> {
+pub(crate) fn purge_expired(db: &ServiceDatabase, now: i64) -> AwsResult<usize> {
     let groups: Vec<i64> = db.read(|c| {
         Ok(c.query(
             "SELECT id FROM log_groups WHERE retention_days IS NOT NULL",

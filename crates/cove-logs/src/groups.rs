@@ -258,7 +258,7 @@ impl LogsService {
             return Err(too_many_tags());
         }
         let now = now_ms();
-        Ok(self.db.write(|tx| {
+        self.db.write(|tx| {
             if find_group(tx, region, account, name)?.is_some() {
                 return Err(AwsError::client(
                     "ResourceAlreadyExistsException",
@@ -282,12 +282,12 @@ impl LogsService {
                 ],
             )?;
             Ok(())
-        })?)
+        })
     }
 
     /// Deletes the group with its streams and events.
     pub fn delete_log_group(&self, region: &str, account: &str, name: &str) -> AwsResult<()> {
-        Ok(self.db.write(|tx| {
+        self.db.write(|tx| {
             let g = group(tx, region, account, name)?;
             if g.deletion_protection {
                 return Err(AwsError::client(
@@ -300,7 +300,7 @@ impl LogsService {
             tx.execute("DELETE FROM log_streams WHERE group_id = ?1", &[g.id.into()])?;
             tx.execute("DELETE FROM log_groups WHERE id = ?1", &[g.id.into()])?;
             Ok(())
-        })?)
+        })
     }
 
     /// One page of groups sorted by name, and the token of the next page.
@@ -324,7 +324,7 @@ impl LogsService {
         };
         let limit = limit_of(req.limit);
         let prefix = req.name_prefix.as_deref().unwrap_or("");
-        Ok(self.db.read(|c| {
+        self.db.read(|c| {
             let mut out = Vec::new();
             let mut more = false;
             // The sum is cast because PostgreSQL sums BIGINTs as NUMERIC.
@@ -379,7 +379,7 @@ impl LogsService {
                 })
                 .flatten();
             Ok((out, token))
-        })?)
+        })
     }
 
     pub fn create_log_stream(
@@ -391,7 +391,7 @@ impl LogsService {
     ) -> AwsResult<()> {
         validate_stream_name(name)?;
         let now = now_ms();
-        Ok(self.db.write(|tx| {
+        self.db.write(|tx| {
             let g = group(tx, region, account, group_name)?;
             if find_stream(tx, g.id, name)?.is_some() {
                 return Err(AwsError::client(
@@ -402,7 +402,7 @@ impl LogsService {
             }
             ensure_stream_in(tx, g.id, name, now)?;
             Ok(())
-        })?)
+        })
     }
 
     /// Deletes the stream and its events.
@@ -413,7 +413,7 @@ impl LogsService {
         group_name: &str,
         name: &str,
     ) -> AwsResult<()> {
-        Ok(self.db.write(|tx| {
+        self.db.write(|tx| {
             let g = group(tx, region, account, group_name)?;
             let s = stream(tx, g.id, name)?;
             tx.execute(
@@ -422,7 +422,7 @@ impl LogsService {
             )?;
             tx.execute("DELETE FROM log_streams WHERE id = ?1", &[s.into()])?;
             Ok(())
-        })?)
+        })
     }
 
     /// One page of a group's streams, and the token of the next page.
@@ -474,7 +474,7 @@ impl LogsService {
              WHERE group_id = ?1 AND {sql_after}
              ORDER BY {order_by}"
         );
-        Ok(self.db.read(|c| {
+        self.db.read(|c| {
             let g = group(c, region, account, group_name)?;
             let (after_ts, after_name) = match &after {
                 Some((ts, n)) => (Some(*ts), Some(n.as_str())),
@@ -519,7 +519,7 @@ impl LogsService {
                 _ => None,
             };
             Ok((out, token))
-        })?)
+        })
     }
 
     pub fn put_retention_policy(
@@ -555,14 +555,14 @@ impl LogsService {
         group_name: &str,
         days: Option<i64>,
     ) -> AwsResult<()> {
-        Ok(self.db.write(|tx| {
+        self.db.write(|tx| {
             let g = group(tx, region, account, group_name)?;
             tx.execute(
                 "UPDATE log_groups SET retention_days = ?1 WHERE id = ?2",
                 &[days.into(), g.id.into()],
             )?;
             Ok(())
-        })?)
+        })
     }
 
     /// Adds or replaces tags of the log group named by `arn`.
@@ -574,7 +574,7 @@ impl LogsService {
         tags: &BTreeMap<String, String>,
     ) -> AwsResult<()> {
         let name = group_of_arn(region, account, arn)?;
-        Ok(self.db.write(|tx| {
+        self.db.write(|tx| {
             let g = group(tx, region, account, name)?;
             let mut current = parse_tags(&g.tags);
             current.extend(tags.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -582,7 +582,7 @@ impl LogsService {
                 return Err(too_many_tags().into());
             }
             save_tags(tx, g.id, &current)
-        })?)
+        })
     }
 
     /// Removes tags of the log group named by `arn`; absent keys are ignored.
@@ -594,14 +594,14 @@ impl LogsService {
         keys: &[String],
     ) -> AwsResult<()> {
         let name = group_of_arn(region, account, arn)?;
-        Ok(self.db.write(|tx| {
+        self.db.write(|tx| {
             let g = group(tx, region, account, name)?;
             let mut current = parse_tags(&g.tags);
             for k in keys {
                 current.remove(k);
             }
             save_tags(tx, g.id, &current)
-        })?)
+        })
     }
 
     pub fn list_tags_for_resource(
@@ -611,9 +611,8 @@ impl LogsService {
         arn: &str,
     ) -> AwsResult<BTreeMap<String, String>> {
         let name = group_of_arn(region, account, arn)?;
-        Ok(self
-            .db
-            .read(|c| Ok(parse_tags(&group(c, region, account, name)?.tags)))?)
+        self.db
+            .read(|c| Ok(parse_tags(&group(c, region, account, name)?.tags)))
     }
 }
 

@@ -65,7 +65,7 @@ use std::time::Duration;
 
 /// The CloudWatch Logs service and its database.
 pub struct LogsService {
-    db: db::Db,
+    db: db::ServiceDatabase,
 }
 
 /// Milliseconds since the Unix epoch, the unit of every Logs timestamp.
@@ -80,7 +80,11 @@ impl LogsService {
     /// Opens (creating and migrating if needed) the logs database at `path`.
     pub fn open(path: &Path) -> anyhow::Result<LogsService> {
         Ok(LogsService {
-            db: db::Db(db::Database::sqlite(path, &db::SCHEMA)?),
+            db: db::ServiceDatabase::new(
+                db::Database::sqlite(path, &db::SCHEMA)?,
+                "logs",
+                db::unavailable,
+            ),
         })
     }
 
@@ -88,14 +92,22 @@ impl LogsService {
     /// schema, brought up to date), which every API replica serves from.
     pub fn connect_postgres(url: &str) -> anyhow::Result<LogsService> {
         Ok(LogsService {
-            db: db::Db(db::Database::postgres(url, &db::SCHEMA)?),
+            db: db::ServiceDatabase::new(
+                db::Database::postgres(url, &db::SCHEMA)?,
+                "logs",
+                db::unavailable,
+            ),
         })
     }
 
     /// A service on an in-memory database, for tests.
     pub fn in_memory() -> anyhow::Result<LogsService> {
         Ok(LogsService {
-            db: db::Db(db::Database::sqlite_in_memory(&db::SCHEMA)?),
+            db: db::ServiceDatabase::new(
+                db::Database::sqlite_in_memory(&db::SCHEMA)?,
+                "logs",
+                db::unavailable,
+            ),
         })
     }
 
@@ -104,10 +116,10 @@ impl LogsService {
     pub fn ensure_group(&self, region: &str, account: &str, group: &str) -> AwsResult<()> {
         groups::validate_group_name(group)?;
         let now = now_ms();
-        Ok(self.db.write(|tx| {
+        self.db.write(|tx| {
             groups::ensure_group_in(tx, region, account, group, now)?;
             Ok(())
-        })?)
+        })
     }
 
     /// Creates the log group and the log stream unless they exist.
@@ -121,11 +133,11 @@ impl LogsService {
         groups::validate_group_name(group)?;
         groups::validate_stream_name(stream)?;
         let now = now_ms();
-        Ok(self.db.write(|tx| {
+        self.db.write(|tx| {
             let gid = groups::ensure_group_in(tx, region, account, group, now)?;
             groups::ensure_stream_in(tx, gid, stream, now)?;
             Ok(())
-        })?)
+        })
     }
 
     /// Stores a batch of `(timestamp ms, message)` events in an existing
@@ -150,7 +162,7 @@ impl LogsService {
     /// `now_ms`, in bounded transactions so writers are never held up long.
     /// Returns how many events were deleted.
     pub fn purge_expired(&self, now_ms: i64) -> AwsResult<usize> {
-        Ok(events::purge_expired(&self.db, now_ms)?)
+        events::purge_expired(&self.db, now_ms)
     }
 
     /// Runs [`purge_expired`](Self::purge_expired) every `every`, forever;

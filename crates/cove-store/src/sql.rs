@@ -21,6 +21,7 @@
 //! it first ([`off_async_worker`]).
 
 use anyhow::Context;
+use cove_model::{AwsError, AwsResult};
 use postgres::types::{IsNull, ToSql, Type};
 use rusqlite::types::ToSqlOutput;
 use std::collections::HashMap;
@@ -468,6 +469,79 @@ fn numbered_parameters(sql: &str) -> String {
         out.push(c);
     }
     out
+}
+
+/// A service call's failure inside a read or a write: the service's own
+/// answer, or the database's failure.
+#[derive(Debug)]
+pub enum CallError {
+    Aws(AwsError),
+    Db(Error),
+}
+
+impl From<AwsError> for CallError {
+    fn from(e: AwsError) -> Self {
+        CallError::Aws(e)
+    }
+}
+
+impl From<Error> for CallError {
+    fn from(e: Error) -> Self {
+        CallError::Db(e)
+    }
+}
+
+impl Failure for CallError {
+    fn database_error(&self) -> Option<&Error> {
+        match self {
+            CallError::Db(e) => Some(e),
+            CallError::Aws(_) => None,
+        }
+    }
+}
+
+/// A service's database whose calls answer AWS errors: a database failure
+/// is logged and answered with the service's own server error.
+pub struct ServiceDatabase {
+    database: Database,
+    service: &'static str,
+    unavailable: fn() -> AwsError,
+}
+
+impl ServiceDatabase {
+    pub fn new(database: Database, service: &'static str, unavailable: fn() -> AwsError) -> Self {
+        ServiceDatabase {
+            database,
+            service,
+            unavailable,
+        }
+    }
+
+    /// Runs reads in one consistent snapshot.
+    pub fn read<T: Send>(
+        &self,
+        f: impl FnOnce(&mut dyn Sql) -> std::result::Result<T, CallError> + Send,
+    ) -> AwsResult<T> {
+        self.database.read(f).map_err(|e| self.answer(e))
+    }
+
+    /// Runs one mutating call as one transaction (see [`Database::write`]).
+    pub fn write<T: Send>(
+        &self,
+        f: impl FnMut(&mut dyn Sql) -> std::result::Result<T, CallError> + Send,
+    ) -> AwsResult<T> {
+        self.database.write(f).map_err(|e| self.answer(e))
+    }
+
+    fn answer(&self, e: CallError) -> AwsError {
+        match e {
+            CallError::Aws(e) => e,
+            CallError::Db(e) => {
+                tracing::error!(service = self.service, error = %e, "database error");
+                (self.unavailable)()
+            }
+        }
+    }
 }
 
 /// A service's schema: its name (the PostgreSQL schema its tables live in)
