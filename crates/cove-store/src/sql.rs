@@ -253,28 +253,31 @@ impl Row<'_> {
         }
     }
 
-    pub fn opt_real(&self, i: usize) -> Result<Option<f64>> {
+    /// Column `i` as a type both drivers read the same way.
+    fn get<T>(&self, i: usize) -> Result<T>
+    where
+        T: rusqlite::types::FromSql + for<'a> postgres::types::FromSql<'a>,
+    {
         match self {
             Row::Sqlite(r) => Ok(r.get(i)?),
             Row::Postgres(r) => Ok(r.try_get(i)?),
         }
+    }
+
+    pub fn opt_real(&self, i: usize) -> Result<Option<f64>> {
+        self.get(i)
     }
 
     pub fn real(&self, i: usize) -> Result<f64> {
-        self.opt_real(i)?
-            .ok_or_else(|| Error::Other(format!("column {i} is NULL")))
+        not_null(self.opt_real(i)?, i)
     }
 
     pub fn bytes(&self, i: usize) -> Result<Vec<u8>> {
-        match self {
-            Row::Sqlite(r) => Ok(r.get(i)?),
-            Row::Postgres(r) => Ok(r.try_get(i)?),
-        }
+        self.get(i)
     }
 
     pub fn int(&self, i: usize) -> Result<i64> {
-        self.opt_int(i)?
-            .ok_or_else(|| Error::Other(format!("column {i} is NULL")))
+        not_null(self.opt_int(i)?, i)
     }
 
     pub fn opt_str(&self, i: usize) -> Result<Option<&str>> {
@@ -288,8 +291,7 @@ impl Row<'_> {
     }
 
     pub fn str(&self, i: usize) -> Result<&str> {
-        self.opt_str(i)?
-            .ok_or_else(|| Error::Other(format!("column {i} is NULL")))
+        not_null(self.opt_str(i)?, i)
     }
 
     pub fn text(&self, i: usize) -> Result<String> {
@@ -299,6 +301,11 @@ impl Row<'_> {
     pub fn opt_text(&self, i: usize) -> Result<Option<String>> {
         Ok(self.opt_str(i)?.map(str::to_string))
     }
+}
+
+/// Column `i`'s value, which must not be NULL.
+fn not_null<T>(value: Option<T>, i: usize) -> Result<T> {
+    value.ok_or_else(|| Error::Other(format!("column {i} is NULL")))
 }
 
 /// A connection inside a read or a write: what a service's SQL runs on.
