@@ -152,19 +152,27 @@ impl BatchOutcome {
     }
 }
 
-/// Ends the open batch without committing it when dropped: what a batch's
-/// leader leaves behind if its own write panics.
-struct AbandonedBatch<'a>(&'a Store);
+/// Once armed, ends the open batch without committing it when dropped:
+/// what a batch's leader leaves behind if it panics. It is made before the
+/// writer lock is taken, so on unwinding the lock's guard is dropped first
+/// and this can take the lock again.
+struct AbandonedBatch<'a> {
+    store: &'a Store,
+    armed: bool,
+}
 
 impl Drop for AbandonedBatch<'_> {
     fn drop(&mut self) {
-        let mut writer = self.0.writer.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.armed {
+            return;
+        }
+        let mut writer = self.store.writer.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(batch) = writer.batch.take() {
             writer.durable.rollback();
             batch.outcome.end(false);
         }
         drop(writer);
-        self.0.batch_moved.notify_all();
+        self.store.batch_moved.notify_all();
     }
 }
 
@@ -745,6 +753,12 @@ impl Store {
         f: impl FnOnce(&mut Tx) -> AwsResult<T>,
     ) -> AwsResult<T> {
         use std::sync::atomic::Ordering::Relaxed;
+        // Should the leader panic, the batch must still end, or its
+        // followers would wait for it for ever.
+        let mut abandoned = AbandonedBatch {
+            store: self,
+            armed: false,
+        };
         self.waiting.fetch_add(1, Relaxed);
         let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         self.waiting.fetch_sub(1, Relaxed);
@@ -763,10 +777,8 @@ impl Store {
                 owners: HashMap::new(),
                 outcome: Arc::default(),
             });
+            abandoned.armed = true;
         }
-        // Should the leader's own write panic, the batch must still end, or
-        // its followers would wait for it for ever.
-        let abandoned = leader.then(|| AbandonedBatch(self));
         let decided = self.decide_in_batch(&mut writer, view_of, f);
         let outcome = writer
             .batch
@@ -820,7 +832,7 @@ impl Store {
         batch.outcome.end(committed.is_ok());
         self.batch_moved.notify_all();
         drop(writer);
-        std::mem::forget(abandoned);
+        abandoned.armed = false;
         committed.and(decided)
     }
 
@@ -1490,6 +1502,39 @@ mod tests {
             other.snapshot().internet_gateways.len(),
             world.internet_gateways.len()
         );
+    }
+
+    #[test]
+    fn a_batch_whose_leader_panics_ends_and_writes_go_on() {
+        let Some(db) = test_database() else {
+            return;
+        };
+        let store = Store::connect_postgres(&db.url).unwrap();
+        // Each write runs on a thread of its own and is given 10 s: a
+        // batch left open, or a leader stuck cleaning up after its panic,
+        // would hold it for ever.
+        let write_on_a_thread = |key: &'static str, panics: bool| {
+            let (done, finished) = std::sync::mpsc::channel();
+            let writer = store.clone();
+            std::thread::spawn(move || {
+                let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    writer.write_as("111111111111", |tx| {
+                        tx.put(igw(key));
+                        assert!(!panics, "a handler's bug");
+                        Ok(())
+                    })
+                }));
+                let _ = done.send(out.map(|written| written.is_ok()));
+            });
+            finished
+                .recv_timeout(std::time::Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("the write of {key} did not finish"))
+        };
+        assert!(write_on_a_thread("igw-never", true).is_err(), "it panicked");
+        assert_eq!(write_on_a_thread("igw-after", false).ok(), Some(true));
+        let world = store.snapshot();
+        assert!(world.internet_gateways.contains_key("igw-after"));
+        assert!(!world.internet_gateways.contains_key("igw-never"));
     }
 
     #[test]
