@@ -1356,13 +1356,15 @@ mod tests {
         };
         let a = Store::connect_postgres(&db.url).unwrap();
         let b = Store::connect_postgres(&db.url).unwrap();
+        // Read before A writes: B may have followed A's commit by the time
+        // A's write returns.
+        let generation = b.generation();
         a.write_as("111111111111", |tx| {
             tx.put(igw("igw-a"));
             Ok(())
         })
         .unwrap();
         // B learns of A's commit from the notification, without writing.
-        let generation = b.generation();
         wait_until("B sees igw-a", || {
             b.view("111111111111")
                 .internet_gateways
