@@ -399,6 +399,15 @@ impl Store {
         }
     }
 
+    /// Applies, now, whatever other processes committed that the change
+    /// feed has not brought yet (a round trip to the database; nothing to
+    /// do on SQLite).
+    pub fn catch_up_now(&self) {
+        if self.shared {
+            self.catch_up(0);
+        }
+    }
+
     /// Applies what other processes committed, up to at least `notified`
     /// (0: whatever there is). Called by the change feed's thread.
     fn catch_up(&self, notified: u64) {
@@ -1537,6 +1546,29 @@ mod tests {
         let world = store.snapshot();
         assert!(world.internet_gateways.contains_key("igw-after"));
         assert!(!world.internet_gateways.contains_key("igw-never"));
+    }
+
+    #[test]
+    fn a_process_catches_up_on_demand_without_its_feed() {
+        let Some(db) = test_database() else {
+            return;
+        };
+        let a = Store::connect_postgres(&db.url).unwrap();
+        // No feed thread: only catch_up_now brings A's commits.
+        let behind = Store::from_durable(
+            Box::new(postgres::Postgres::connect(&db.url).unwrap()),
+            true,
+        )
+        .unwrap();
+        a.write_as("111111111111", |tx| {
+            tx.put(igw("igw-new"));
+            Ok(())
+        })
+        .unwrap();
+        assert!(!behind.snapshot().internet_gateways.contains_key("igw-new"));
+        behind.catch_up_now();
+        assert!(behind.snapshot().internet_gateways.contains_key("igw-new"));
+        assert_eq!(behind.position(), a.position());
     }
 
     #[test]

@@ -164,6 +164,9 @@ pub struct Dispatcher {
     services: HashMap<&'static str, Arc<dyn Service>>,
     credentials: CredentialLookup,
     authorizer: Option<Authorizer>,
+    /// Brings this process up to what other processes committed (an API
+    /// replica's store); see [`Dispatcher::set_catch_up`].
+    catch_up: Option<Arc<dyn Fn() + Send + Sync>>,
     /// How far a request's `X-Amz-Date` may be from the server's clock.
     pub max_clock_skew: time::Duration,
 }
@@ -180,6 +183,26 @@ enum AuthFault {
 }
 
 const SIGNATURE_MISMATCH: &str = "The request signature we calculated does not match the signature you provided. Check your AWS Secret Access Key and signing method. Consult the service documentation for details.";
+
+/// Whether an operation only reads (AWS names them so).
+fn is_read(operation: &str) -> bool {
+    ["Describe", "Get", "List"]
+        .iter()
+        .any(|verb| operation.starts_with(verb))
+}
+
+/// Whether an error says the thing asked about does not exist, in any of
+/// the services' words (`InvalidVpcID.NotFound`, `ResourceNotFound`,
+/// IAM's `NoSuchEntity`, SageMaker's "Could not find …" and "Requested
+/// resource not found").
+fn is_not_found(e: &AwsError) -> bool {
+    e.status < 500
+        && (e.code.contains("NotFound")
+            || e.code.starts_with("NoSuch")
+            || e.message.contains("not found")
+            || e.message.contains("Could not find")
+            || e.message.contains("does not exist"))
+}
 
 /// AWS's standard mismatch message, unless there is a more precise reason.
 fn mismatch(detail: &str) -> String {
@@ -310,6 +333,7 @@ impl Dispatcher {
             services: HashMap::new(),
             credentials,
             authorizer: None,
+            catch_up: None,
             max_clock_skew: time::Duration::minutes(15),
         }
     }
@@ -322,6 +346,15 @@ impl Dispatcher {
     /// name and the decoded input) before its service runs it.
     pub fn set_authorizer(&mut self, authorizer: Authorizer) {
         self.authorizer = Some(authorizer);
+    }
+
+    /// For a server that shares its state with other processes: a read
+    /// that finds nothing is answered again after `catch_up` has applied
+    /// what the others committed, so a resource another replica just
+    /// created (and acknowledged) is found. Reads never wait for the
+    /// database otherwise; writes always decide on its newest state.
+    pub fn set_catch_up(&mut self, catch_up: Arc<dyn Fn() + Send + Sync>) {
+        self.catch_up = Some(catch_up);
     }
 
     /// The protocol to answer in before the service is known (for auth errors).
@@ -430,7 +463,16 @@ impl Dispatcher {
         if let Some(authorize) = &self.authorizer {
             authorize(&ctx, service.signing_name(), &input).map_err(decoded)?;
         }
-        let output = service.handle(&ctx, input).map_err(|e| {
+        // Kept for a second answer (reads are small; writes are not kept).
+        let retry = (self.catch_up.is_some() && is_read(&operation)).then(|| input.clone());
+        let mut output = service.handle(&ctx, input);
+        if let (Err(e), Some(catch_up), Some(input)) = (&output, &self.catch_up, retry) {
+            if is_not_found(e) {
+                catch_up();
+                output = service.handle(&ctx, input);
+            }
+        }
+        let output = output.map_err(|e| {
             if e.status >= 500 {
                 tracing::error!(operation, code = %e.code, message = %e.message, "service error");
             }
@@ -831,6 +873,43 @@ pub fn render_error(
                 ],
                 body: serde_json::to_vec(&v).expect("JSON values serialize"),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_that_found_nothing_are_told_apart() {
+        assert!(
+            is_read("DescribeTrainingJob") && is_read("ListTagsForResource") && is_read("GetRole")
+        );
+        assert!(!is_read("CreateTrainingJob") && !is_read("DeleteVpc"));
+        for (status, code, message) in [
+            (
+                400,
+                "InvalidVpcID.NotFound",
+                "The vpc ID 'vpc-1' does not exist",
+            ),
+            (400, "ResourceNotFound", "Could not find endpoint \"e\"."),
+            (404, "NoSuchEntity", "The role with name r cannot be found."),
+            (400, "ValidationException", "Requested resource not found."),
+        ] {
+            assert!(
+                is_not_found(&AwsError::new(status, code, message)),
+                "{code}"
+            );
+        }
+        for (status, code, message) in [
+            (400, "ValidationException", "1 validation error detected"),
+            (500, "InternalError", "not found in the cache"),
+        ] {
+            assert!(
+                !is_not_found(&AwsError::new(status, code, message)),
+                "{code}"
+            );
         }
     }
 }

@@ -113,6 +113,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         config::restrict_database(&config::s3_dir(&settings.shared_dir).join("s3.db"))?;
     }
     let mut dispatcher = Dispatcher::new(lookup.clone());
+    if shared_metadata.is_some() {
+        // Another replica may have created what a read asks for a moment
+        // ago: a read that finds nothing looks at the database once more.
+        let store = store.clone();
+        dispatcher.set_catch_up(Arc::new(move || {
+            cove_store::sql::off_async_worker(|| store.catch_up_now())
+        }));
+    }
     if settings.iam_enforced {
         dispatcher.set_authorizer(identity_authorizer(store.clone()));
     }
