@@ -357,9 +357,8 @@ pub enum Metadata<'a> {
 pub fn read_bucket_policies(metadata: Metadata<'_>) -> anyhow::Result<BTreeMap<String, String>> {
     let db = match metadata {
         Metadata::Sqlite(dir) => {
-            let path = dir.join("s3.db");
-            anyhow::ensure!(path.exists(), "{} does not exist", path.display());
-            Database::sqlite(&path, &SCHEMA)?
+            // Read-only beside the running server, as its own files are.
+            Database::sqlite_read_only(&dir.join("s3.db"))?
         }
         Metadata::Postgres(url) => Database::postgres(url, &SCHEMA)?,
     };

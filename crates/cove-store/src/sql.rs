@@ -654,6 +654,19 @@ impl Database {
         Self::from_sqlite(conn, schema).with_context(|| format!("preparing {}", path.display()))
     }
 
+    /// The SQLite file at `path` opened read-only and left as it is (no
+    /// migration, no pragma): for client commands beside a running server.
+    pub fn sqlite_read_only(path: &Path) -> anyhow::Result<Database> {
+        let conn = rusqlite::Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(|| format!("opening {} read-only", path.display()))?;
+        Ok(Database {
+            inner: Inner::Sqlite(Mutex::new(conn)),
+        })
+    }
+
     /// A database in memory, for tests.
     pub fn sqlite_in_memory(schema: &Schema) -> anyhow::Result<Database> {
         Self::from_sqlite(rusqlite::Connection::open_in_memory()?, schema)
@@ -686,13 +699,6 @@ impl Database {
         Ok(Database {
             inner: Inner::Postgres(pool),
         })
-    }
-
-    pub fn dialect(&self) -> Dialect {
-        match self.inner {
-            Inner::Sqlite(_) => Dialect::Sqlite,
-            Inner::Postgres(_) => Dialect::Postgres,
-        }
     }
 
     fn sqlite_connection(
