@@ -1548,6 +1548,12 @@ mod tests {
         assert!(!world.internet_gateways.contains_key("igw-never"));
     }
 
+    /// A store on the database at `url` with no feed thread: it learns of
+    /// other processes' commits only when it writes or catches up.
+    fn store_without_feed(url: &str) -> Store {
+        Store::from_durable(Box::new(postgres::Postgres::connect(url).unwrap()), true).unwrap()
+    }
+
     #[test]
     fn a_process_catches_up_on_demand_without_its_feed() {
         let Some(db) = test_database() else {
@@ -1555,11 +1561,7 @@ mod tests {
         };
         let a = Store::connect_postgres(&db.url).unwrap();
         // No feed thread: only catch_up_now brings A's commits.
-        let behind = Store::from_durable(
-            Box::new(postgres::Postgres::connect(&db.url).unwrap()),
-            true,
-        )
-        .unwrap();
+        let behind = store_without_feed(&db.url);
         a.write_as("111111111111", |tx| {
             tx.put(igw("igw-new"));
             Ok(())
@@ -1577,11 +1579,7 @@ mod tests {
             return;
         };
         let a = Store::connect_postgres(&db.url).unwrap();
-        let behind = Store::from_durable(
-            Box::new(postgres::Postgres::connect(&db.url).unwrap()),
-            true,
-        )
-        .unwrap();
+        let behind = store_without_feed(&db.url);
         for id in ["igw-1", "igw-2", "igw-3"] {
             a.write_as("111111111111", |tx| {
                 tx.put(igw(id));
