@@ -4,18 +4,53 @@
 //! `cove serve` runs in this namespace on a PostgreSQL database made for it,
 //! and each `cove agent` runs in a namespace of its own that plays a
 //! machine, reaching the database through a relay. Everything is removed
-//! on drop.
+//! on drop. Each simulation takes a /28 of the underlay range that no link
+//! of this namespace has an address in, so neither a simulation running
+//! beside it nor what a killed run left behind shares its prefix.
 
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// The control plane's host id.
 pub const CONTROL_PLANE: &str = "cp";
 
 static SIMULATIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// The /28s of 198.51.100.0/24 (numbered 0 to 15) that simulations of this
+/// process hold.
+static BLOCKS_IN_USE: Mutex<BTreeSet<u8>> = Mutex::new(BTreeSet::new());
+
+/// The /28s of 198.51.100.0/24 that a link of this namespace has an
+/// address in: simulations up in other processes, or left by a killed run.
+fn blocks_on_links() -> BTreeSet<u8> {
+    let out = Command::new("ip")
+        .args(["-o", "-4", "addr", "show"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run ip");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|word| word.split('/').next()?.parse::<Ipv4Addr>().ok())
+        .filter(|a| a.octets()[..3] == [198, 51, 100])
+        .map(|a| a.octets()[3] / 16)
+        .collect()
+}
+
+/// Takes a /28 of the underlay range that nothing here uses.
+fn take_block() -> u8 {
+    let on_links = blocks_on_links();
+    let mut held = BLOCKS_IN_USE.lock().unwrap_or_else(|e| e.into_inner());
+    let block = (0..16u8)
+        .find(|b| !held.contains(b) && !on_links.contains(b))
+        .expect("no /28 of 198.51.100.0/24 is free: 16 simulations are up at once");
+    held.insert(block);
+    block
+}
 
 fn ip(netns: Option<&str>, args: &[&str]) {
     let mut cmd = Command::new("ip");
@@ -89,6 +124,8 @@ pub struct Hosts {
     /// Host id → (its namespace, `None` for the control plane's; its underlay address).
     pub hosts: Vec<(String, Option<String>, Ipv4Addr)>,
     underlay_netns: String,
+    /// Which /28 of the underlay range the hosts' addresses are in.
+    block: u8,
     server: String,
     database: String,
     agents: Vec<Agent>,
@@ -106,26 +143,17 @@ impl Hosts {
         let database = format!("cove_hosts_{tag}");
         psql(postgres, &format!("DROP DATABASE IF EXISTS {database}"));
         psql(postgres, &format!("CREATE DATABASE {database}"));
+        let block = take_block();
+        let address = |k: u8| Ipv4Addr::new(198, 51, 100, 16 * block + k);
         let hosts = vec![
-            (
-                CONTROL_PLANE.to_string(),
-                None,
-                Ipv4Addr::new(198, 51, 100, 1),
-            ),
-            (
-                "b".into(),
-                Some(format!("covhost-{tag}b")),
-                Ipv4Addr::new(198, 51, 100, 2),
-            ),
-            (
-                "c".into(),
-                Some(format!("covhost-{tag}c")),
-                Ipv4Addr::new(198, 51, 100, 3),
-            ),
+            (CONTROL_PLANE.to_string(), None, address(1)),
+            ("b".into(), Some(format!("covhost-{tag}b")), address(2)),
+            ("c".into(), Some(format!("covhost-{tag}c")), address(3)),
         ];
         let sim = Hosts {
             hosts,
             underlay_netns: format!("covul-{tag}"),
+            block,
             server: postgres.to_string(),
             database,
             agents: Vec::new(),
@@ -168,7 +196,7 @@ impl Hosts {
             ip(ul, &["link", "set", &port, "master", "br0", "up"]);
             ip(
                 ns,
-                &["addr", "add", &format!("{address}/24"), "dev", &inner],
+                &["addr", "add", &format!("{address}/28"), "dev", &inner],
             );
             ip(ns, &["link", "set", &inner, "up"]);
             if let Some(ns) = ns {
@@ -285,6 +313,10 @@ impl Drop for Hosts {
                 .stderr(Stdio::null())
                 .status();
         }
+        BLOCKS_IN_USE
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.block);
         let _ = Command::new("psql")
             .args([
                 "-q",
