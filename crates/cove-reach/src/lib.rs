@@ -5,12 +5,13 @@
 //! so comparing its answers with real packets (`cove-reach-diff`) checks
 //! the model and the kernel rules against each other.
 
+pub mod question;
 pub mod sagemaker;
 mod text;
 mod traffic;
 mod walk;
 
-pub use text::render_text;
+pub use text::{hop_detail, render_text};
 pub use traffic::{Packet, Protocol};
 pub use walk::*;
 

@@ -22,7 +22,8 @@ fn protocol(p: RuleProtocol) -> String {
     }
 }
 
-fn hop_detail(h: &Hop) -> String {
+/// What admitted or changed the packet at a hop, in words.
+pub fn hop_detail(h: &Hop) -> String {
     if let Some(r) = &h.sg_rule {
         let peer = match &r.peer {
             SgPeer::Cidr { cidr } => cidr.to_string(),

@@ -2,13 +2,10 @@
 //! read from the data directory of a `cove serve` (its store, opened
 //! read-only beside the running server) with `cove-reach`.
 
-use cove_model::vpc::EndpointType;
 use cove_model::world::World;
-use cove_reach::sagemaker::{
-    check_job, s3_policy_problems, with_planned_eni, Check, JobNetwork, S3Location,
-};
-use cove_reach::{Protocol, Query, Source, Target};
-use std::net::Ipv4Addr;
+use cove_reach::question::{source_of, target_of};
+use cove_reach::sagemaker::{check_job, s3_policy_problems, Check, JobNetwork, S3Location};
+use cove_reach::{Protocol, Query};
 use std::path::Path;
 
 pub fn load_world(data_dir: &Path) -> anyhow::Result<World> {
@@ -25,105 +22,6 @@ pub fn load_world(data_dir: &Path) -> anyhow::Result<World> {
         }
         crate::config::StoreLocation::Postgres(url) => cove_store::Store::read_postgres(&url),
     }
-}
-
-/// The id `cove reach` gives "a new ENI in this subnet".
-const PLANNED: &str = "eni-planned";
-
-/// The source; a subnet becomes a planned ENI in it (with `groups`, else the
-/// VPC's default group), added to the world the question is asked of.
-fn source_of(world: &mut World, from: &str, groups: &[String]) -> anyhow::Result<Source> {
-    if from.starts_with("subnet-") {
-        let vpc = world
-            .subnets
-            .get(from)
-            .map(|s| s.vpc_id.clone())
-            .ok_or_else(|| anyhow::anyhow!("The subnet '{from}' does not exist"))?;
-        let groups: Vec<String> = if groups.is_empty() {
-            world
-                .security_groups
-                .values()
-                .filter(|g| g.vpc_id == vpc && g.name == "default")
-                .map(|g| g.id.clone())
-                .collect()
-        } else {
-            groups.to_vec()
-        };
-        *world = with_planned_eni(world, from, &groups, PLANNED).map_err(anyhow::Error::msg)?;
-        return Ok(Source::Eni(PLANNED.into()));
-    }
-    Ok(match from {
-        "internet" => Source::Internet { igw: None, ip: None },
-        f if f.starts_with("igw-") => Source::Internet {
-            igw: Some(f.to_string()),
-            ip: None,
-        },
-        f if f.starts_with("eni-") => Source::Eni(f.to_string()),
-        other => anyhow::bail!(
-            "{other}: the source must be an ENI id (eni-…), a subnet id (subnet-…), an internet gateway id (igw-…) or `internet`"
-        ),
-    })
-}
-
-/// A destination: an id, an address, `internet`, or a service name
-/// (`s3`, `sts`, `logs`, `api.sagemaker`, `runtime.sagemaker`, `ec2`), which
-/// is reached through its interface endpoint when the source's VPC has one
-/// with private DNS, as the VPC resolver would answer, else at its public address.
-fn target_of(world: &World, source: &Source, to: &str) -> anyhow::Result<Target> {
-    if let Ok(ip) = to.parse::<Ipv4Addr>() {
-        return Ok(Target::Address(ip));
-    }
-    if to.starts_with("s3://") {
-        return Ok(Target::Address(cove_model::region::S3_ADDRESS));
-    }
-    if to.starts_with("eni-") {
-        return Ok(Target::Eni(to.into()));
-    }
-    if to.starts_with("vpce-") {
-        return Ok(Target::VpcEndpoint(to.into()));
-    }
-    if to.starts_with("igw-") {
-        return Ok(Target::InternetGateway {
-            igw: to.into(),
-            ip: None,
-        });
-    }
-    let Source::Eni(eni) = source else {
-        anyhow::bail!("{to}: from the internet, give a destination ENI or its public address");
-    };
-    let e = world
-        .network_interfaces
-        .get(eni)
-        .ok_or_else(|| anyhow::anyhow!("The network interface '{eni}' does not exist"))?;
-    let region = world
-        .vpcs
-        .get(&e.vpc_id)
-        .map(|v| v.region.clone())
-        .unwrap_or_default();
-    if to == "internet" {
-        return Ok(match world.attached_internet_gateway(&e.vpc_id) {
-            Some(g) => Target::InternetGateway {
-                igw: g.id.clone(),
-                ip: None,
-            },
-            None => Target::Address(cove_reach::INTERNET_HOST),
-        });
-    }
-    let host = cove_model::services::service_hosts(&region)
-        .into_iter()
-        .find(|h| h.api == to)
-        .ok_or_else(|| anyhow::anyhow!("{to}: not an id, an address, `internet` or a service (s3, sts, logs, ec2, api.sagemaker, runtime.sagemaker)"))?;
-    let private = world.vpc_endpoints.values().find(|v| {
-        v.vpc_id == e.vpc_id
-            && v.endpoint_type == EndpointType::Interface
-            && v.private_dns_enabled
-            && cove_model::services::service_for(&region, &v.service_name, EndpointType::Interface)
-                .is_some_and(|s| s.api == Some(host.api) && s.private_dns.is_some())
-    });
-    Ok(match private {
-        Some(v) => Target::VpcEndpoint(v.id.clone()),
-        None => Target::Address(host.address),
-    })
 }
 
 /// The bucket policies of the data directory's S3 (in the shared
@@ -160,8 +58,9 @@ pub fn reach(data_dir: &Path, args: &ReachArgs) -> anyhow::Result<i32> {
     let mut world = load_world(data_dir)?;
     let protocol = Protocol::parse(args.protocol)
         .ok_or_else(|| anyhow::anyhow!("{}: the protocol is tcp, udp or icmp", args.protocol))?;
-    let source = source_of(&mut world, args.from, args.security_groups)?;
-    let target = target_of(&world, &source, args.to)?;
+    let source =
+        source_of(&mut world, args.from, args.security_groups).map_err(anyhow::Error::msg)?;
+    let target = target_of(&world, &source, args.to).map_err(anyhow::Error::msg)?;
     let s3_object = args
         .to
         .starts_with("s3://")

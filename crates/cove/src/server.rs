@@ -188,12 +188,20 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     // listener only; the service addresses inside the data plane answer as
     // the AWS service there would, nothing more.
     let services_router = Router::new().fallback(aws).with_state(app.clone());
-    let router = Router::new()
-        .route("/_cove/health", get(health))
-        .route("/metrics", get(metrics_text))
-        .route("/_cove/studio/{*rest}", axum::routing::any(studio))
-        .fallback(aws)
-        .with_state(app.clone());
+    let console = Arc::new(cove_console::Console {
+        store: store.clone(),
+        logs: logs.clone(),
+        credentials: lookup.clone(),
+        sessions: cove_console::Sessions::default(),
+    });
+    let router = cove_console::router(console).merge(
+        Router::new()
+            .route("/_cove/health", get(health))
+            .route("/metrics", get(metrics_text))
+            .route("/_cove/studio/{*rest}", axum::routing::any(studio))
+            .fallback(aws)
+            .with_state(app.clone()),
+    );
     if settings.api_only {
         let _ = app.data_plane_off.set(Some(
             "an API replica: the controller runs the data plane".into(),
@@ -714,6 +722,23 @@ async fn studio(State(app): State<Arc<App>>, req: Request<Body>) -> Response<Bod
     crate::studio_proxy::handle(app.store.clone(), app.studio_key.clone(), req).await
 }
 
+/// A person's browser opening Cove's address (`/` or `/ui`, no signature,
+/// asking for HTML): it is sent to the console. Signed or presigned calls
+/// to `/` (S3's ListBuckets) are not browsers and go to the services.
+fn is_a_browser_at_the_door(parts: &axum::http::request::Parts) -> bool {
+    matches!(parts.uri.path(), "/" | "/ui" | "/ui/")
+        && parts.method == axum::http::Method::GET
+        && parts.uri.query().is_none()
+        && !parts
+            .headers
+            .contains_key(axum::http::header::AUTHORIZATION)
+        && parts
+            .headers
+            .get(axum::http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|a| a.contains("text/html"))
+}
+
 async fn aws(
     State(app): State<Arc<App>>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
@@ -723,6 +748,11 @@ async fn aws(
     let started = Instant::now();
     let (parts, body) = req.into_parts();
     let arrival = arrival.map(|Extension(a)| a);
+    if arrival.is_none() && is_a_browser_at_the_door(&parts) {
+        return axum::response::IntoResponse::into_response(axum::response::Redirect::to(
+            "/_cove/console/",
+        ));
+    }
     // The registry: its own listeners (`dkr.ecr`), or a registry request to
     // a listener that serves everything.
     let only = arrival.as_ref().and_then(|a| a.only_service);

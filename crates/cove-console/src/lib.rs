@@ -1,0 +1,31 @@
+//! Cove's web console, served by `cove serve` under `/_cove/console/`: a
+//! signed-in person sees their account's VPCs drawn as resource maps,
+//! their security groups, network ACLs and route tables, asks "can A reach
+//! B?" and sees the answer on the map, and follows SageMaker jobs,
+//! endpoints and Studio apps with their logs and flow logs. Pages are
+//! rendered on the server from the store's snapshot of the account (the
+//! same state the APIs answer from); they update themselves when the
+//! store changes, through a server-sent event stream.
+
+pub mod html;
+pub mod map;
+mod pages;
+mod session;
+
+pub use pages::router;
+pub use session::Sessions;
+
+use cove_logs::LogsService;
+use cove_store::Store;
+use cove_wire::dispatch::CredentialLookup;
+use std::sync::Arc;
+
+/// What the console reads, and whom it lets in.
+pub struct Console {
+    pub store: Arc<Store>,
+    pub logs: Arc<LogsService>,
+    /// The same lookup the APIs' signature check uses: a person signs in
+    /// with an access key id and its secret, as the CLI is configured.
+    pub credentials: CredentialLookup,
+    pub sessions: Sessions,
+}
