@@ -112,6 +112,9 @@ def test_the_console_needs_a_sign_in_and_refuses_a_wrong_secret(browser, cove_se
     with pytest.raises(urllib.error.HTTPError) as refused:
         urllib.request.urlopen(req, timeout=5)
     assert refused.value.code == 401
+    with urllib.request.urlopen(f"{cove_server.endpoint}{CONSOLE}/login", timeout=5) as login_page:
+        assert "script-src 'self'" in login_page.headers["Content-Security-Policy"]
+        assert login_page.headers["X-Frame-Options"] == "DENY"
     sign_in(browser, cove_server.endpoint, secret="not-the-secret")
     alert = wait_until(lambda: browser.find_element(By.CSS_SELECTOR, "[role=alert]").text, what="the refusal")
     assert "not valid" in alert

@@ -35,6 +35,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .route(&at("/sagemaker/{kind}/{name}"), get(job_page))
         .route(&at("/flow-logs/{eni}"), get(flow_log_page))
         .route(&at("/events"), get(events))
+        .route(&at("/live.js"), get(live_script))
         .with_state(console)
 }
 
@@ -56,7 +57,7 @@ fn html_response(status_code: StatusCode, body: String) -> Response {
     h.insert(
         "content-security-policy",
         HeaderValue::from_static(
-            "default-src 'self'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'",
+            "default-src 'self'; style-src 'unsafe-inline'; script-src 'self'; img-src 'self' data:; frame-ancestors 'none'; form-action 'self'",
         ),
     );
     r
@@ -182,6 +183,17 @@ async fn logout(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
 }
 
 // ---- live updates ----
+
+async fn live_script() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        crate::html::LIVE_SCRIPT,
+    )
+        .into_response()
+}
 
 /// Server-sent events: `change` when the store moves on, `tick` every two
 /// seconds otherwise (pages showing logs refresh on both).
