@@ -96,9 +96,29 @@ def aws_cli(cove_server, *args):
     return json.loads(out or "{}")
 
 
+# Live pages swap their content under the test: what it reads of a page,
+# it reads in one script, and what it clicks, it retries.
+
 def node_ids(driver):
+    return set(driver.execute_script(
+        "return Array.from(document.querySelectorAll('svg [data-id]')).map(e => e.dataset.id)"))
+
+
+def map_labels(driver):
+    """ENI id -> the full text of its line on the map."""
+    return driver.execute_script(
+        "const out = {}; document.querySelectorAll('svg a[data-id]').forEach("
+        "a => { out[a.dataset.id] = a.querySelector('title').textContent; }); return out")
+
+
+def map_edges(driver):
+    return {tuple(e) for e in driver.execute_script(
+        "return Array.from(document.querySelectorAll('svg path[data-from]')).map(p => [p.dataset.from, p.dataset.to])")}
+
+
+def click(driver, css):
     from selenium.webdriver.common.by import By
-    return {e.get_attribute("data-id") for e in driver.find_elements(By.CSS_SELECTOR, "svg [data-id]")}
+    wait_until(lambda: driver.find_element(By.CSS_SELECTOR, css).click() or True, what=f"a click on {css}")
 
 
 def test_the_console_needs_a_sign_in_and_refuses_a_wrong_secret(browser, cove_server):
@@ -153,19 +173,17 @@ def test_the_map_shows_every_subnet_gateway_and_endpoint_built_with_the_cli(sign
                             "--subnet-ids", private, "--private-dns-enabled")["VpcEndpoint"]["VpcEndpointId"]
 
         driver.get(f"{cove_server.endpoint}{CONSOLE}/")
-        link = wait_until(lambda: driver.find_element(By.LINK_TEXT, vpc), what="the VPC list")
-        link.click()
+        wait_until(lambda: driver.find_element(By.LINK_TEXT, vpc).click() or True, what="the VPC list")
         ids = wait_until(lambda: node_ids(driver) >= {vpc, public, private, igw, nat, gateway, interface,
                                                         public_rt, main_rt} and node_ids(driver),
                          what="the resource map")
         # The interface endpoint's ENI sits in its subnet, named by what owns it.
         enis = ec2.describe_network_interfaces(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["NetworkInterfaces"]
         assert {e["NetworkInterfaceId"] for e in enis} <= ids
-        labels = " ".join(e.get_attribute("textContent") for e in driver.find_elements(By.CSS_SELECTOR, "svg a[data-id] title"))
+        labels = " ".join(map_labels(driver).values())
         assert f"interface endpoint {interface}" in labels and f"NAT gateway {nat}" in labels
         # Lines join each subnet to its table and each table to its gateway.
-        edges = {(p.get_attribute("data-from"), p.get_attribute("data-to"))
-                 for p in driver.find_elements(By.CSS_SELECTOR, "svg path[data-from]")}
+        edges = map_edges(driver)
         assert {(public, public_rt), (private, main_rt), (public_rt, igw), (main_rt, gateway)} <= edges
         shot(driver, "03-resource-map")
         # The tables below the map name each rule by its id.
@@ -175,7 +193,7 @@ def test_the_map_shows_every_subnet_gateway_and_endpoint_built_with_the_cli(sign
         page = driver.page_source
         assert rule_ids and all(r in page for r in rule_ids)
         # Clicking a box opens its details.
-        driver.find_element(By.CSS_SELECTOR, f'g[data-id="{private}"] > a').click()
+        click(driver, f'g[data-id="{private}"] > a')
         wait_until(lambda: driver.title.startswith(private), what="the subnet's page")
         assert "10.60.1.0/24" in driver.page_source
         shot(driver, "04-subnet-details")
@@ -203,26 +221,28 @@ def test_a_training_job_appears_on_the_map_and_its_page_follows_it_to_completed(
         name = f"console-{uuid.uuid4().hex[:8]}"
         sm.create_training_job(**training_request(name, bucket, net, sleep=6))
         # The page has not been reloaded: the job's ENI appears by itself.
-        eni = wait_until(lambda: next((e.get_attribute("data-id") for e in driver.find_elements(
-            By.CSS_SELECTOR, "svg a[data-id]") if f"training job {name}" in e.get_attribute("textContent")), None),
-            timeout=30, what="the job's ENI on the map")
+        eni = wait_until(lambda: next((eni for eni, text in map_labels(driver).items()
+                                       if f"training job {name}" in text), None),
+                         timeout=30, what="the job's ENI on the map")
         shot(driver, "05-job-eni-on-map")
         driver.get(f"{cove_server.endpoint}{CONSOLE}/sagemaker")
-        driver.find_element(By.LINK_TEXT, name).click()
+        wait_until(lambda: driver.find_element(By.LINK_TEXT, name).click() or True, what="the jobs list")
         wait_until(lambda: "Completed" in driver.find_element(By.CSS_SELECTOR, "main").text, timeout=90,
                    what="the job's status")
         assert wait_for(sm, name)["TrainingJobStatus"] == "Completed"
-        text = wait_until(lambda: "done" in driver.find_element(By.CSS_SELECTOR, "pre.log").text and
-                          driver.find_element(By.CSS_SELECTOR, "main").text, what="the job's log")
+        text = wait_until(lambda: driver.execute_script(
+            "const log = document.querySelector('pre.log'); const main = document.querySelector('main');"
+            "return log && log.textContent.includes('done') ? main.innerText : null"), what="the job's log")
         for status in ("Starting", "Downloading", "Training", "Uploading", "Completed"):
             assert status in text
         assert eni in text
         shot(driver, "06-training-job")
         # The job's ENI is gone; its flow log records stay, and the filter keeps only ACCEPT.
         driver.get(f"{cove_server.endpoint}{CONSOLE}/flow-logs/{eni}?action=ACCEPT")
-        rows = wait_until(lambda: driver.find_elements(By.CSS_SELECTOR, "main tbody tr td .status"), timeout=30,
-                          what="the flow log records")
-        assert {r.text for r in rows} == {"ACCEPT"}
+        actions = wait_until(lambda: driver.execute_script(
+            "return Array.from(document.querySelectorAll('main tbody tr td .status')).map(e => e.textContent)"),
+            timeout=30, what="the flow log records")
+        assert set(actions) == {"ACCEPT"}
         shot(driver, "07-flow-log")
     finally:
         teardown_vpc(ec2, vpc)

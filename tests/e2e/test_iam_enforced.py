@@ -167,3 +167,69 @@ def test_a_session_policy_narrows_the_session(enforced):
     vpc = full.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
     full.delete_vpc(VpcId=vpc)
     assert error_of(sts.assume_role, RoleArn=role, RoleSessionName="bad", Policy="{}")["Code"] == "MalformedPolicyDocument"
+
+
+def console_get(server, path, cookie=None):
+    """GET a console page without following redirects: (status, location or body)."""
+    import urllib.error
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    req = urllib.request.Request(f"{server.endpoint}/_cove/console{path}",
+                                 headers={"Cookie": cookie} if cookie else {})
+    try:
+        with opener.open(req, timeout=10) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Location") or e.read().decode()
+
+
+def console_sign_in(server, key):
+    import urllib.parse
+    import urllib.request
+    body = urllib.parse.urlencode({"access_key_id": key["AccessKeyId"],
+                                   "secret_access_key": key["SecretAccessKey"]}).encode()
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        opener.open(urllib.request.Request(f"{server.endpoint}/_cove/console/login", data=body), timeout=10)
+    except urllib.error.HTTPError as e:
+        assert e.code == 303, e.read()
+        return e.headers["Set-Cookie"].split(";")[0]
+    raise AssertionError("signing in did not redirect")
+
+
+def test_the_console_shows_an_iam_user_only_what_its_policies_let_it_read(enforced):
+    """With IAM enforced, a page needs the read calls behind it: a user
+    allowed EC2's Describe calls sees the VPC map but not SageMaker; its
+    session ends when its access key is deleted."""
+    import urllib.error  # noqa: F401 (console_get)
+    iam, ec2 = enforced.client("iam"), enforced.client("ec2")
+    user = f"viewer-{uuid.uuid4().hex[:6]}"
+    iam.create_user(UserName=user)
+    iam.put_user_policy(UserName=user, PolicyName="network-viewer",
+                        PolicyDocument=policy(allow(["ec2:Describe*"], ["*"])))
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    vpc = ec2.create_vpc(CidrBlock="10.64.0.0/16")["Vpc"]["VpcId"]
+    try:
+        cookie = console_sign_in(enforced, key)
+        status, body = console_get(enforced, f"/vpcs/{vpc}", cookie)
+        assert status == 200 and vpc in body
+        status, body = console_get(enforced, "/sagemaker", cookie)
+        assert status == 403 and "sagemaker:ListTrainingJobs" in body
+        # Reachability analysis is its own permission.
+        status, body = console_get(enforced, "/reach", cookie)
+        assert status == 403 and "ec2:StartNetworkInsightsAnalysis" in body
+        iam.delete_access_key(UserName=user, AccessKeyId=key["AccessKeyId"])
+        status, location = console_get(enforced, f"/vpcs/{vpc}", cookie)
+        assert status == 303 and location.endswith("/_cove/console/login")
+    finally:
+        ec2.delete_vpc(VpcId=vpc)

@@ -5,7 +5,9 @@
 //! endpoints and Studio apps with their logs and flow logs. Pages are
 //! rendered on the server from the store's snapshot of the account (the
 //! same state the APIs answer from); they update themselves when the
-//! store changes, through a server-sent event stream.
+//! store changes, through a server-sent event stream. With IAM enforced,
+//! each page is shown only to a signed-in principal whose identity
+//! policies allow the read calls it stands for.
 
 pub mod html;
 pub mod map;
@@ -17,7 +19,7 @@ pub use session::Sessions;
 
 use cove_logs::LogsService;
 use cove_store::Store;
-use cove_wire::dispatch::CredentialLookup;
+use cove_wire::dispatch::{Authorizer, CredentialLookup};
 use std::sync::Arc;
 
 /// What the console reads, and whom it lets in.
@@ -28,4 +30,9 @@ pub struct Console {
     /// with an access key id and its secret, as the CLI is configured.
     pub credentials: CredentialLookup,
     pub sessions: Sessions,
+    /// With IAM enforced, the identity-policy check the APIs make: a page
+    /// shows only what its viewer could read with the API calls behind it.
+    pub authorizer: Option<Authorizer>,
+    /// The region a page's permission checks are made in.
+    pub region: String,
 }

@@ -89,7 +89,7 @@ where
         return to_sign_in();
     };
     let out = tokio::task::spawn_blocking(move || {
-        let world = c.store.view(&session.account);
+        let world = c.store.view(&session.principal.account_id);
         f(&c, &session, &world)
     })
     .await;
@@ -103,6 +103,81 @@ where
     }
 }
 
+/// The API calls a page stands for: `(service, operation, input)`.
+type Reads<'a> = &'a [(&'static str, &'a str, serde_json::Value)];
+
+/// Whether the viewer's identity policies allow the reads behind a page
+/// (always, with IAM not enforced); the refusal is the page to show.
+fn may_read(c: &Console, s: &Session, reads: Reads) -> Result<(), (StatusCode, String)> {
+    let Some(authorize) = &c.authorizer else {
+        return Ok(());
+    };
+    for (service, operation, input) in reads {
+        let ctx = cove_wire::dispatch::RequestContext {
+            request_id: format!("console-{operation}"),
+            region: c.region.clone(),
+            operation: (*operation).to_string(),
+            principal: s.principal.clone(),
+            source_ip: None,
+            via_endpoint: None,
+        };
+        if let Err(e) = authorize(&ctx, service, input) {
+            return Err((
+                StatusCode::FORBIDDEN,
+                page(
+                    "Not authorized",
+                    Section::None,
+                    Live::No,
+                    Some(&s.principal.account_id),
+                    &format!(
+                        "<h1>Not authorized</h1><p class=\"error\" role=\"alert\">{service}:{operation}: {}</p>",
+                        esc(&e.message)
+                    ),
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The reads behind a VPC's map and tables.
+fn vpc_reads() -> Vec<(&'static str, &'static str, serde_json::Value)> {
+    [
+        "DescribeVpcs",
+        "DescribeSubnets",
+        "DescribeRouteTables",
+        "DescribeSecurityGroups",
+        "DescribeNetworkAcls",
+        "DescribeNetworkInterfaces",
+        "DescribeInternetGateways",
+        "DescribeNatGateways",
+        "DescribeVpcEndpoints",
+    ]
+    .into_iter()
+    .map(|op| ("ec2", op, no_input()))
+    .collect()
+}
+
+/// The reads behind the SageMaker page.
+fn sagemaker_reads() -> Vec<(&'static str, &'static str, serde_json::Value)> {
+    [
+        "ListTrainingJobs",
+        "ListProcessingJobs",
+        "ListTransformJobs",
+        "ListCompilationJobs",
+        "ListInferenceRecommendationsJobs",
+        "ListEndpoints",
+        "ListApps",
+    ]
+    .into_iter()
+    .map(|op| ("sagemaker", op, no_input()))
+    .collect()
+}
+
+fn no_input() -> serde_json::Value {
+    serde_json::json!({})
+}
+
 fn not_found(s: &Session, what: &str) -> (StatusCode, String) {
     (
         StatusCode::NOT_FOUND,
@@ -110,7 +185,7 @@ fn not_found(s: &Session, what: &str) -> (StatusCode, String) {
             "Not found",
             Section::None,
             Live::No,
-            Some(&s.account),
+            Some(&s.principal.account_id),
             &format!("<h1>Not found</h1><p>{}</p>", esc(what)),
         ),
     )
@@ -231,7 +306,8 @@ fn name_of(w: &World, id: &str) -> String {
 }
 
 async fn overview(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
-    render(c, headers, |_, s, w| {
+    render(c, headers, |c, s, w| {
+        may_read(c, s, &[("ec2", "DescribeVpcs", no_input())])?;
         let rows: Vec<Vec<String>> = w
             .vpcs
             .values()
@@ -252,7 +328,7 @@ async fn overview(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response
             "<h1>Your VPCs</h1><section class=\"card\">{}</section><p class=\"muted\">Open a VPC for its resource map, security groups, network ACLs and route tables.</p>",
             table(&["VPC ID", "Name", "IPv4 CIDR", "Region", "Default", "Subnets", "Network interfaces"], &rows)
         );
-        Ok(page("VPCs", Section::Vpcs, Live::OnChange, Some(&s.account), &body))
+        Ok(page("VPCs", Section::Vpcs, Live::OnChange, Some(&s.principal.account_id), &body))
     })
     .await
 }
@@ -452,7 +528,8 @@ async fn vpc_page(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    render(c, headers, move |_, s, w| {
+    render(c, headers, move |c, s, w| {
+        may_read(c, s, &vpc_reads())?;
         let Some(layout) = map::layout(w, &id) else {
             return Err(not_found(s, &format!("The vpc ID '{id}' does not exist")));
         };
@@ -467,7 +544,7 @@ async fn vpc_page(
             &id,
             Section::Vpcs,
             Live::OnChange,
-            Some(&s.account),
+            Some(&s.principal.account_id),
             &body,
         ))
     })
@@ -551,7 +628,8 @@ async fn resource_page(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    render(c, headers, move |_, s, w| {
+    render(c, headers, move |c, s, w| {
+        may_read(c, s, &vpc_reads())?;
         let Some((label, doc, vpc)) = find_resource(w, &id) else {
             return Err(not_found(s, &format!("No resource of yours has the id '{id}'.")));
         };
@@ -574,7 +652,7 @@ async fn resource_page(
             let _ = write!(body, "<h2>Tags</h2><section class=\"card\">{}</section>", table(&["Key", "Value"], &rows));
         }
         let _ = write!(body, "<h2>Details</h2><section class=\"card\">{}</section>", fields_table(&doc));
-        Ok(page(&id, Section::Vpcs, Live::OnChange, Some(&s.account), &body))
+        Ok(page(&id, Section::Vpcs, Live::OnChange, Some(&s.principal.account_id), &body))
     })
     .await
 }
@@ -671,7 +749,8 @@ async fn reach_page(
     headers: HeaderMap,
     Query(q): Params,
 ) -> Response {
-    render(c, headers, move |_, s, w| {
+    render(c, headers, move |c, s, w| {
+        may_read(c, s, &[("ec2", "DescribeNetworkInterfaces", no_input()), ("ec2", "StartNetworkInsightsAnalysis", no_input())])?;
         let get = |k: &str| q.get(k).map(|v| v.trim().to_string()).unwrap_or_default();
         let (from, to, port) = (get("from"), get("to"), get("port"));
         let protocol = match get("protocol").as_str() {
@@ -687,7 +766,7 @@ async fn reach_page(
                 }
             }
         }
-        Ok(page("Can A reach B?", Section::Reach, Live::No, Some(&s.account), &body))
+        Ok(page("Can A reach B?", Section::Reach, Live::No, Some(&s.principal.account_id), &body))
     })
     .await
 }
@@ -827,7 +906,8 @@ fn eni_links<'a>(enis: impl Iterator<Item = &'a String>) -> String {
 }
 
 async fn sagemaker_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
-    render(c, headers, |_, s, w| {
+    render(c, headers, |c, s, w| {
+        may_read(c, s, &sagemaker_reads())?;
         let mut body = String::from("<h1>SageMaker</h1>");
         for (kind, title) in [
             (cove_model::jobs::JobKind::Training, "Training jobs"),
@@ -996,7 +1076,7 @@ async fn sagemaker_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Re
             "SageMaker",
             Section::SageMaker,
             Live::OnChange,
-            Some(&s.account),
+            Some(&s.principal.account_id),
             &body,
         ))
     })
@@ -1004,7 +1084,18 @@ async fn sagemaker_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Re
 }
 
 /// The latest events (up to 500) of a log group's streams starting with `prefix`.
-fn log_tail(c: &Console, region: &str, account: &str, group: &str, prefix: &str) -> String {
+fn log_tail(
+    c: &Console,
+    s: &Session,
+    region: &str,
+    account: &str,
+    group: &str,
+    prefix: &str,
+) -> String {
+    let input = serde_json::json!({"logGroupName": group});
+    if may_read(c, s, &[("logs", "FilterLogEvents", input)]).is_err() {
+        return "<p class=\"error\">Not authorized to perform logs:FilterLogEvents on this log group.</p>".into();
+    }
     let mut events = Vec::new();
     let mut token = None;
     for _ in 0..50 {
@@ -1054,6 +1145,12 @@ async fn job_page(
         let mut body = String::new();
         match kind.as_str() {
             "training" | "processing" => {
+                let (operation, field) = if kind == "training" {
+                    ("DescribeTrainingJob", "TrainingJobName")
+                } else {
+                    ("DescribeProcessingJob", "ProcessingJobName")
+                };
+                may_read(c, s, &[("sagemaker", operation, serde_json::json!({ field: name }))])?;
                 let k = if kind == "training" { cove_model::jobs::JobKind::Training } else { cove_model::jobs::JobKind::Processing };
                 let Some(j) = w.sagemaker_jobs.values().find(|j| j.kind == k && j.name == name) else {
                     return Err(not_found(s, &format!("No {kind} job named {name}.")));
@@ -1089,9 +1186,10 @@ async fn job_page(
                     })
                     .collect();
                 let _ = write!(body, "<h2>Instances</h2><section class=\"card\">{}</section>", table(&["Instance", "ENI", "Host"], &rows));
-                let _ = write!(body, "<h2>Logs</h2>{}", log_tail(c, &j.region, &j.account_id, k.log_group(), &format!("{}/", j.name)));
+                let _ = write!(body, "<h2>Logs</h2>{}", log_tail(c, s, &j.region, &j.account_id, k.log_group(), &format!("{}/", j.name)));
             }
             "endpoint" => {
+                may_read(c, s, &[("sagemaker", "DescribeEndpoint", serde_json::json!({"EndpointName": name}))])?;
                 let Some(e) = w.sagemaker_endpoints.values().find(|e| e.name == name) else {
                     return Err(not_found(s, &format!("No endpoint named {name}.")));
                 };
@@ -1102,16 +1200,23 @@ async fn job_page(
                     .map(|i| vec![esc(&i.id), esc(&i.variant), esc(&format!("{:?}", i.state)), i.eni_id.as_deref().map(resource_link).unwrap_or_else(|| "managed network".into()), esc(i.failure_reason.as_deref().unwrap_or(""))])
                     .collect();
                 let _ = write!(body, "<h2>Instances</h2><section class=\"card\">{}</section>", table(&["Instance", "Variant", "State", "ENI", "Failure reason"], &rows));
-                let _ = write!(body, "<h2>Logs</h2>{}", log_tail(c, &e.region, &e.account_id, &format!("/aws/sagemaker/Endpoints/{}", e.name), ""));
+                let _ = write!(body, "<h2>Logs</h2>{}", log_tail(c, s, &e.region, &e.account_id, &format!("/aws/sagemaker/Endpoints/{}", e.name), ""));
             }
             "transform" => {
+                may_read(c, s, &[("sagemaker", "DescribeTransformJob", serde_json::json!({"TransformJobName": name}))])?;
                 let Some(t) = w.transform_jobs.values().find(|t| t.name == name) else {
                     return Err(not_found(s, &format!("No transform job named {name}.")));
                 };
                 let _ = write!(body, "<h1>Transform job {}</h1><section class=\"card\"><p>Status {}</p><p>{}</p></section>", esc(&t.name), status(&t.status.to_string()), esc(t.failure_reason.as_deref().unwrap_or("")));
-                let _ = write!(body, "<h2>Logs</h2>{}", log_tail(c, &t.region, &t.account_id, "/aws/sagemaker/TransformJobs", &format!("{}/", t.name)));
+                let _ = write!(body, "<h2>Logs</h2>{}", log_tail(c, s, &t.region, &t.account_id, "/aws/sagemaker/TransformJobs", &format!("{}/", t.name)));
             }
             "compilation" | "recommendation" => {
+                let (operation, field) = if kind == "compilation" {
+                    ("DescribeCompilationJob", "CompilationJobName")
+                } else {
+                    ("DescribeInferenceRecommendationsJob", "JobName")
+                };
+                may_read(c, s, &[("sagemaker", operation, serde_json::json!({ field: name }))])?;
                 let (doc, found) = if kind == "compilation" {
                     let j = w.compilation_jobs.values().find(|j| j.name == name);
                     (j.and_then(|j| serde_json::to_value(j.as_ref()).ok()), j.is_some())
@@ -1126,7 +1231,7 @@ async fn job_page(
             }
             _ => return Err(not_found(s, &format!("{kind} is not a kind of SageMaker resource the console shows."))),
         }
-        Ok(page(&name, Section::SageMaker, Live::Always, Some(&s.account), &body))
+        Ok(page(&name, Section::SageMaker, Live::Always, Some(&s.principal.account_id), &body))
     })
     .await
 }
@@ -1140,6 +1245,7 @@ async fn flow_log_page(
     Query(q): Params,
 ) -> Response {
     render(c, headers, move |c, s, w| {
+        may_read(c, s, &[("ec2", "DescribeFlowLogs", no_input()), ("ec2", "DescribeNetworkInterfaces", no_input())])?;
         // A deleted ENI (a finished job's) keeps its records: every flow
         // log of the account with a stream of its name shows them.
         let e = w.network_interfaces.get(&eni);
@@ -1170,6 +1276,16 @@ async fn flow_log_page(
             body.push_str("<p class=\"muted\">This network interface no longer exists; its records remain.</p>");
         }
         for (f, group) in logs {
+            let input = serde_json::json!({"logGroupName": group});
+            if may_read(c, s, &[("logs", "FilterLogEvents", input)]).is_err() {
+                let _ = write!(
+                    body,
+                    "<h2>{} → log group {}</h2><p class=\"error\">Not authorized to perform logs:FilterLogEvents on this log group.</p>",
+                    resource_link(&f.id),
+                    esc(&group)
+                );
+                continue;
+            }
             let fields: Vec<String> = f.log_format.split_whitespace().map(|t| t.trim_start_matches("${").trim_end_matches('}').to_string()).collect();
             let action_at = fields.iter().position(|x| x == "action");
             let req = cove_logs::FilterRequest {
@@ -1186,7 +1302,7 @@ async fn flow_log_page(
             let mut has_stream = true;
             for _ in 0..20 {
                 let req = cove_logs::FilterRequest { next_token: token.take(), ..req.clone() };
-                let Ok(page) = c.logs.filter_log_events(&f.region, &s.account, &group, &req) else {
+                let Ok(page) = c.logs.filter_log_events(&f.region, &s.principal.account_id, &group, &req) else {
                     has_stream = false;
                     break;
                 };
@@ -1214,7 +1330,7 @@ async fn flow_log_page(
                 table(&headers, &rows[keep_from..])
             );
         }
-        Ok(page(&format!("Flow logs of {eni}"), Section::Vpcs, Live::Always, Some(&s.account), &body))
+        Ok(page(&format!("Flow logs of {eni}"), Section::Vpcs, Live::Always, Some(&s.principal.account_id), &body))
     })
     .await
 }

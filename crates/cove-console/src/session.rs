@@ -5,7 +5,7 @@
 //! out) and end after [`SESSION_LIFETIME`], at sign-out, or as soon as the
 //! key stops being valid (an IAM key deleted or deactivated).
 
-use cove_wire::dispatch::CredentialLookup;
+use cove_wire::dispatch::{CredentialLookup, Principal};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -15,11 +15,10 @@ use std::time::{Duration, Instant};
 pub const COOKIE: &str = "cove_console";
 pub const SESSION_LIFETIME: Duration = Duration::from_secs(12 * 3600);
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Session {
-    pub access_key: String,
-    pub account: String,
-    pub arn: String,
+    /// Who signed in (as the key lookup answered at sign-in).
+    pub principal: Principal,
     /// A digest of the secret signed in with: a key whose secret changed
     /// no longer opens the session.
     secret_digest: [u8; 32],
@@ -68,9 +67,7 @@ impl Sessions {
         sessions.insert(
             token.clone(),
             Session {
-                access_key: principal.access_key,
-                account: principal.account_id,
-                arn: principal.arn,
+                principal,
                 secret_digest: given,
                 expires: now + SESSION_LIFETIME,
             },
@@ -84,7 +81,8 @@ impl Sessions {
         let mut sessions = self.by_token.lock().unwrap_or_else(|e| e.into_inner());
         let s = sessions.get(token)?.clone();
         let still_valid = s.expires > Instant::now()
-            && credentials(&s.access_key).is_some_and(|p| digest(&p.secret_key) == s.secret_digest);
+            && credentials(&s.principal.access_key)
+                .is_some_and(|p| digest(&p.secret_key) == s.secret_digest);
         if !still_valid {
             sessions.remove(token);
             return None;
@@ -131,7 +129,6 @@ pub fn expired_cookie() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use cove_wire::dispatch::Principal;
     use std::sync::{Arc, Mutex as StdMutex};
 
     fn lookup(secret: Arc<StdMutex<Option<String>>>) -> CredentialLookup {
@@ -158,7 +155,11 @@ mod tests {
         let token = sessions.sign_in(&creds, "AKIDCONSOLE", "s3cret").unwrap();
         let header = format!("a=b; {COOKIE}={token}");
         assert_eq!(
-            sessions.session(&creds, &header).unwrap().account,
+            sessions
+                .session(&creds, &header)
+                .unwrap()
+                .principal
+                .account_id,
             "000000000000"
         );
         assert!(sessions.session(&creds, "cove_console=00").is_none());

@@ -121,8 +121,11 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             cove_store::sql::off_async_worker(|| store.catch_up_now())
         }));
     }
-    if settings.iam_enforced {
-        dispatcher.set_authorizer(identity_authorizer(store.clone()));
+    let authorizer = settings
+        .iam_enforced
+        .then(|| identity_authorizer(store.clone()));
+    if let Some(a) = &authorizer {
+        dispatcher.set_authorizer(a.clone());
     }
     dispatcher.register(ec2.clone());
     let sts =
@@ -193,6 +196,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         logs: logs.clone(),
         credentials: lookup.clone(),
         sessions: cove_console::Sessions::default(),
+        authorizer,
+        region: settings.region.clone(),
     });
     let router = cove_console::router(console).merge(
         Router::new()
