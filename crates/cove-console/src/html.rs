@@ -66,7 +66,7 @@ section.card{background:#fff;border:1px solid #d5dbdb;border-radius:8px;padding:
 table{border-collapse:collapse;width:100%;background:#fff}
 th,td{text-align:left;padding:5px 8px;border-bottom:1px solid #e9ebed;vertical-align:top}
 th{background:#fafafa;font-weight:600;white-space:nowrap}
-a.mono{white-space:nowrap}
+a.mono,td span.mono{white-space:nowrap}
 td.mono,span.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:12.5px}
 a{color:#0972d3}
 .status{display:inline-block;padding:1px 8px;border-radius:10px;font-size:12px;font-weight:600;background:#e9ebed}
