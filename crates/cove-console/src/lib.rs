@@ -14,7 +14,7 @@ pub mod map;
 mod pages;
 mod session;
 
-pub use pages::router;
+pub use pages::{router, vpc_page_body};
 pub use session::Sessions;
 
 use cove_logs::LogsService;

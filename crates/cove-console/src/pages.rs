@@ -523,6 +523,19 @@ fn vpc_tables(w: &World, vpc_id: &str) -> String {
     out
 }
 
+/// A VPC's page without its frame: the map and the tables; `None` when
+/// the world has no such VPC.
+pub fn vpc_page_body(w: &World, id: &str) -> Option<String> {
+    let layout = map::layout(w, id)?;
+    Some(format!(
+        "<h1>{} {}</h1><h2>Resource map</h2><div class=\"map\">{}</div>{}",
+        esc(id),
+        name_of(w, id),
+        map::render(&layout, &Marks::default()),
+        vpc_tables(w, id)
+    ))
+}
+
 async fn vpc_page(
     State(c): State<Arc<Console>>,
     headers: HeaderMap,
@@ -530,16 +543,9 @@ async fn vpc_page(
 ) -> Response {
     render(c, headers, move |c, s, w| {
         may_read(c, s, &vpc_reads())?;
-        let Some(layout) = map::layout(w, &id) else {
+        let Some(body) = vpc_page_body(w, &id) else {
             return Err(not_found(s, &format!("The vpc ID '{id}' does not exist")));
         };
-        let body = format!(
-            "<h1>{} {}</h1><h2>Resource map</h2><div class=\"map\">{}</div>{}",
-            esc(&id),
-            name_of(w, &id),
-            map::render(&layout, &Marks::default()),
-            vpc_tables(w, &id)
-        );
         Ok(page(
             &id,
             Section::Vpcs,
@@ -905,19 +911,44 @@ fn eni_links<'a>(enis: impl Iterator<Item = &'a String>) -> String {
     enis.map(|e| resource_link(e)).collect::<Vec<_>>().join(" ")
 }
 
+/// A titled card holding a table.
+fn card(body: &mut String, title: &str, headers: &[&str], rows: &[Vec<String>]) {
+    let _ = write!(
+        body,
+        "<h2>{}</h2><section class=\"card\">{}</section>",
+        esc(title),
+        table(headers, rows)
+    );
+}
+
+/// The columns every job listing has.
+const JOB_COLUMNS: [&str; 5] = ["Name", "Status", "Created", "ENIs", "Failure reason"];
+
+fn job_row<'a>(
+    link: String,
+    state: String,
+    created: &str,
+    enis: impl Iterator<Item = &'a String>,
+    failure: Option<&str>,
+) -> Vec<String> {
+    vec![
+        link,
+        status(&state),
+        esc(created),
+        eni_links(enis),
+        esc(failure.unwrap_or("")),
+    ]
+}
+
 async fn sagemaker_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
+    use cove_model::jobs::JobKind;
     render(c, headers, |c, s, w| {
         may_read(c, s, &sagemaker_reads())?;
         let mut body = String::from("<h1>SageMaker</h1>");
-        for (kind, title) in [
-            (cove_model::jobs::JobKind::Training, "Training jobs"),
-            (cove_model::jobs::JobKind::Processing, "Processing jobs"),
+        for (kind, word, title) in [
+            (JobKind::Training, "training", "Training jobs"),
+            (JobKind::Processing, "processing", "Processing jobs"),
         ] {
-            let word = if kind == cove_model::jobs::JobKind::Training {
-                "training"
-            } else {
-                "processing"
-            };
             let mut jobs: Vec<_> = w
                 .sagemaker_jobs
                 .values()
@@ -927,150 +958,121 @@ async fn sagemaker_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Re
             let rows: Vec<Vec<String>> = jobs
                 .iter()
                 .map(|j| {
-                    vec![
+                    let mut row = job_row(
                         job_link(word, &j.name),
-                        status(&j.status.to_string()),
-                        esc(&j.secondary_status.to_string()),
-                        esc(&j.creation_time),
-                        eni_links(j.hosts.iter().filter_map(|h| h.eni_id.as_ref())),
-                        esc(j.failure_reason.as_deref().unwrap_or("")),
-                    ]
+                        j.status.to_string(),
+                        &j.creation_time,
+                        j.hosts.iter().filter_map(|h| h.eni_id.as_ref()),
+                        j.failure_reason.as_deref(),
+                    );
+                    row.insert(2, esc(&j.secondary_status.to_string()));
+                    row
                 })
                 .collect();
-            let _ = write!(
-                body,
-                "<h2>{title}</h2><section class=\"card\">{}</section>",
-                table(
-                    &[
-                        "Name",
-                        "Status",
-                        "Secondary status",
-                        "Created",
-                        "ENIs",
-                        "Failure reason"
-                    ],
-                    &rows
-                )
-            );
+            let mut columns = JOB_COLUMNS.to_vec();
+            columns.insert(2, "Secondary status");
+            card(&mut body, title, &columns, &rows);
         }
         let rows: Vec<Vec<String>> = w
             .transform_jobs
             .values()
             .map(|t| {
-                vec![
+                job_row(
                     job_link("transform", &t.name),
-                    status(&t.status.to_string()),
-                    esc(&t.creation_time),
-                    eni_links(t.instances.iter().filter_map(|i| i.eni_id.as_ref())),
-                    esc(t.failure_reason.as_deref().unwrap_or("")),
-                ]
+                    t.status.to_string(),
+                    &t.creation_time,
+                    t.instances.iter().filter_map(|i| i.eni_id.as_ref()),
+                    t.failure_reason.as_deref(),
+                )
             })
             .collect();
-        let _ = write!(
-            body,
-            "<h2>Batch transform jobs</h2><section class=\"card\">{}</section>",
-            table(
-                &["Name", "Status", "Created", "ENIs", "Failure reason"],
-                &rows
-            )
-        );
+        card(&mut body, "Batch transform jobs", &JOB_COLUMNS, &rows);
         let rows: Vec<Vec<String>> = w
             .compilation_jobs
             .values()
             .map(|t| {
-                vec![
+                job_row(
                     job_link("compilation", &t.name),
-                    status(&t.status.to_string()),
-                    esc(&t.creation_time),
-                    eni_links(t.eni_id.iter()),
-                    esc(t.failure_reason.as_deref().unwrap_or("")),
-                ]
+                    t.status.to_string(),
+                    &t.creation_time,
+                    t.eni_id.iter(),
+                    t.failure_reason.as_deref(),
+                )
             })
             .collect();
-        let _ = write!(
-            body,
-            "<h2>Compilation jobs</h2><section class=\"card\">{}</section>",
-            table(
-                &["Name", "Status", "Created", "ENIs", "Failure reason"],
-                &rows
-            )
-        );
+        card(&mut body, "Compilation jobs", &JOB_COLUMNS, &rows);
         let rows: Vec<Vec<String>> = w
             .recommendation_jobs
             .values()
             .map(|t| {
-                vec![
+                job_row(
                     job_link("recommendation", &t.name),
-                    status(&t.status.to_string()),
-                    esc(&t.creation_time),
-                    esc(t.failure_reason.as_deref().unwrap_or("")),
-                ]
+                    t.status.to_string(),
+                    &t.creation_time,
+                    std::iter::empty(),
+                    t.failure_reason.as_deref(),
+                )
             })
             .collect();
-        let _ = write!(
-            body,
-            "<h2>Inference recommender jobs</h2><section class=\"card\">{}</section>",
-            table(&["Name", "Status", "Created", "Failure reason"], &rows)
-        );
+        card(&mut body, "Inference recommender jobs", &JOB_COLUMNS, &rows);
         let rows: Vec<Vec<String>> = w
             .sagemaker_endpoints
             .values()
             .map(|e| {
-                vec![
+                let mut row = job_row(
                     job_link("endpoint", &e.name),
-                    status(&e.status.to_string()),
-                    esc(&e.config_name),
-                    e.instances.len().to_string(),
-                    eni_links(e.instances.iter().filter_map(|i| i.eni_id.as_ref())),
-                    esc(e.failure_reason.as_deref().unwrap_or("")),
-                ]
+                    e.status.to_string(),
+                    &e.creation_time,
+                    e.instances.iter().filter_map(|i| i.eni_id.as_ref()),
+                    e.failure_reason.as_deref(),
+                );
+                row.insert(3, e.instances.len().to_string());
+                row
             })
             .collect();
-        let _ = write!(
-            body,
-            "<h2>Endpoints</h2><section class=\"card\">{}</section>",
-            table(
-                &[
-                    "Name",
-                    "Status",
-                    "Endpoint config",
-                    "Instances",
-                    "ENIs",
-                    "Failure reason"
-                ],
-                &rows
-            )
+        card(
+            &mut body,
+            "Endpoints",
+            &[
+                "Name",
+                "Status",
+                "Created",
+                "Instances",
+                "ENIs",
+                "Failure reason",
+            ],
+            &rows,
         );
         let rows: Vec<Vec<String>> = w
             .studio_apps
             .values()
             .map(|a| {
-                vec![
-                    esc(&a.app_name),
-                    esc(&a.app_type),
-                    esc(&a.user_profile_name),
-                    resource_link(&a.domain_id),
-                    status(&a.status.to_string()),
-                    eni_links(a.eni_id.iter()),
-                    esc(a.failure_reason.as_deref().unwrap_or("")),
-                ]
+                let mut row = job_row(
+                    esc(&format!(
+                        "{} ({}, {})",
+                        a.app_name, a.app_type, a.user_profile_name
+                    )),
+                    a.status.to_string(),
+                    &a.creation_time,
+                    a.eni_id.iter(),
+                    a.failure_reason.as_deref(),
+                );
+                row.insert(1, resource_link(&a.domain_id));
+                row
             })
             .collect();
-        let _ = write!(
-            body,
-            "<h2>Studio apps</h2><section class=\"card\">{}</section>",
-            table(
-                &[
-                    "App",
-                    "Type",
-                    "User profile",
-                    "Domain",
-                    "Status",
-                    "ENI",
-                    "Failure reason"
-                ],
-                &rows
-            )
+        card(
+            &mut body,
+            "Studio apps",
+            &[
+                "App",
+                "Domain",
+                "Status",
+                "Created",
+                "ENI",
+                "Failure reason",
+            ],
+            &rows,
         );
         Ok(page(
             "SageMaker",
