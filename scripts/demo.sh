@@ -125,3 +125,5 @@ sleep 3
 echo "== flow-log records of the job's and the endpoint's ENIs (version 2: ... srcaddr dstaddr srcport dstport protocol packets bytes start end action status):"
 aws_ logs filter-log-events --log-group-name /cove/demo/flows --query 'events[].message' | tr '\t' '\n' | head -12
 echo "== data kept in $DATA; server log in $DATA/cove.log"
+echo "== to see the VPC, the job and its flow log in the console: ./target/release/cove serve --data-dir $DATA"
+echo "   then open http://127.0.0.1:$PORT/ and sign in with $AWS_ACCESS_KEY_ID and its secret, $AWS_SECRET_ACCESS_KEY"
