@@ -51,6 +51,7 @@ SERVICES = {
         "DescribeAvailabilityZones", "DescribeRegions", "DescribeAccountAttributes",
     ],
     "sts": ["GetCallerIdentity", "AssumeRole"],
+    "cloudformation": ["ValidateTemplate", "GetTemplateSummary"],
     "iam": [
         "CreateRole", "GetRole", "DeleteRole", "ListRoles", "UpdateRole", "UpdateAssumeRolePolicy",
         "TagRole", "UntagRole", "ListRoleTags",

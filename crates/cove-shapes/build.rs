@@ -66,6 +66,11 @@ const SERVICES: &[Service] = &[
         all_optional: false,
     },
     Service {
+        module: "cloudformation",
+        model: "../cove-wire/models/cloudformation.json",
+        all_optional: false,
+    },
+    Service {
         module: "efs",
         model: "../cove-wire/models/efs.json",
         all_optional: false,

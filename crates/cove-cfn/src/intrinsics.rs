@@ -131,20 +131,19 @@ fn call(name: &str, arg: &Value, cx: &Context) -> Result<Option<Value>, String> 
     let v = match name {
         "Ref" => return reference(&text(arg)?, cx),
         "Fn::GetAtt" => {
-            let a = match arg {
-                Value::String(s) => {
-                    let (r, at) = s.split_once('.').ok_or(
+            let a =
+                match arg {
+                    Value::String(s) => {
+                        let (r, at) = s.split_once('.').ok_or(
                         "Template error: every Fn::GetAtt object requires two non-empty parameters",
                     )?;
-                    vec![Value::from(r), Value::from(at)]
-                }
-                Value::Array(a) if a.len() == 2 => a.clone(),
-                _ => {
-                    return err(
+                        vec![Value::from(r), Value::from(at)]
+                    }
+                    Value::Array(a) if a.len() == 2 => a.clone(),
+                    _ => return err(
                         "Template error: every Fn::GetAtt object requires two non-empty parameters",
-                    )
-                }
-            };
+                    ),
+                };
             let resource = text(&a[0])?;
             let attribute = text(&value(&a[1], cx)?)?;
             cx.lookups.attribute(&resource, &attribute)?

@@ -162,27 +162,28 @@ pub fn resolve(
                 "Template format error: Unrecognized parameter type: {kind}"
             ));
         }
-        let raw =
-            match given.get(name) {
-                Some(v) => v.clone(),
-                None => match decl.get("Default") {
-                    Some(Value::Array(items)) => items
-                        .iter()
-                        .filter_map(|i| crate::intrinsics::text(i).ok())
-                        .collect::<Vec<_>>()
-                        .join(","),
-                    Some(d) => match crate::intrinsics::text(d) {
-                        Ok(s) => s,
-                        Err(_) => return Err(format!(
+        let raw = match given.get(name) {
+            Some(v) => v.clone(),
+            None => match decl.get("Default") {
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .filter_map(|i| crate::intrinsics::text(i).ok())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                Some(d) => match crate::intrinsics::text(d) {
+                    Ok(s) => s,
+                    Err(_) => {
+                        return Err(format!(
                             "Template format error: Default of parameter '{name}' must be a string"
-                        )),
-                    },
-                    None => {
-                        missing.push(name.as_str());
-                        continue;
+                        ))
                     }
                 },
-            };
+                None => {
+                    missing.push(name.as_str());
+                    continue;
+                }
+            },
+        };
         let value = if is_list(kind) {
             let items: Vec<String> = if raw.is_empty() {
                 vec![]

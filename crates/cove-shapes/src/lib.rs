@@ -189,3 +189,8 @@ pub mod route53 {
 pub mod efs {
     include!(concat!(env!("OUT_DIR"), "/efs.rs"));
 }
+
+/// The CloudFormation API, as far as Cove serves it.
+pub mod cloudformation {
+    include!(concat!(env!("OUT_DIR"), "/cloudformation.rs"));
+}

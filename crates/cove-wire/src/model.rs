@@ -188,6 +188,7 @@ embedded_model!(sagemaker, "sagemaker.json");
 embedded_model!(sagemaker_runtime, "sagemaker-runtime.json");
 embedded_model!(route53, "route53.json");
 embedded_model!(efs, "efs.json");
+embedded_model!(cloudformation, "cloudformation.json");
 
 #[cfg(test)]
 mod tests {

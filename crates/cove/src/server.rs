@@ -133,6 +133,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     dispatcher.register(sts.clone());
     dispatcher.register(Arc::new(cove_iam::IamService::new(store.clone())));
     dispatcher.register(Arc::new(cove_route53::Route53Service::new(store.clone())));
+    dispatcher.register(Arc::new(cove_cloudformation::CloudFormationService));
     dispatcher.register(Arc::new(cove_efs::EfsService::new(
         store.clone(),
         &settings.data_dir,
