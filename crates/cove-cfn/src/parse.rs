@@ -146,6 +146,18 @@ impl Builder {
         }
     }
 
+    /// A finished node, its tag applied.
+    fn tagged(&mut self, tag: Option<Tag>, value: Value, anchor: usize, mark: &Marker) {
+        match apply_tag(tag, value) {
+            Ok(v) => self.complete(v, anchor),
+            Err(e) => self.fail(format!(
+                "{e} (line {}, column {})",
+                mark.line(),
+                mark.col() + 1
+            )),
+        }
+    }
+
     fn fail(&mut self, message: String) {
         if self.error.is_none() {
             self.error = Some(message);
@@ -165,14 +177,7 @@ impl MarkedEventReceiver for Builder {
                 } else {
                     Value::String(text)
                 };
-                match apply_tag(tag, value) {
-                    Ok(v) => self.complete(v, anchor),
-                    Err(e) => self.fail(format!(
-                        "{e} (line {}, column {})",
-                        mark.line(),
-                        mark.col() + 1
-                    )),
-                }
+                self.tagged(tag, value, anchor, &mark)
             }
             Event::SequenceStart(anchor, tag) => {
                 self.stack.push(Open::Sequence(Vec::new(), tag, anchor))
@@ -187,14 +192,7 @@ impl MarkedEventReceiver for Builder {
                     Some(Open::Mapping(map, _, tag, anchor)) => (Value::Object(map), tag, anchor),
                     None => return,
                 };
-                match apply_tag(tag, value) {
-                    Ok(v) => self.complete(v, anchor),
-                    Err(e) => self.fail(format!(
-                        "{e} (line {}, column {})",
-                        mark.line(),
-                        mark.col() + 1
-                    )),
-                }
+                self.tagged(tag, value, anchor, &mark)
             }
             Event::Alias(id) => match self.anchors.get(&id).cloned() {
                 Some(v) => self.complete(v, 0),

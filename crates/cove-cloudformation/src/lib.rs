@@ -3,7 +3,7 @@
 //! the template engine of `cove-cfn`. Stacks are not served yet
 //! (docs/cloudformation.md).
 
-use cove_cfn::summary::{summarize, Summary};
+use cove_cfn::summary::{summarize, DeclaredParameter, Summary};
 use cove_model::{AwsError, AwsResult};
 use cove_shapes::cloudformation::Request;
 use cove_wire::{model::ServiceModel, Protocol, RequestContext, Service};
@@ -47,20 +47,22 @@ fn capabilities(s: &Summary, out: &mut serde_json::Map<String, Value>) {
     }
 }
 
+/// A declared parameter's `base` with its default and description, when it has them.
+fn parameter(p: &DeclaredParameter, mut base: Value) -> Value {
+    if let Some(d) = &p.default {
+        base["DefaultValue"] = json!(d);
+    }
+    if let Some(d) = &p.description {
+        base["Description"] = json!(d);
+    }
+    base
+}
+
 fn validate_template(s: &Summary) -> Value {
     let parameters: Vec<Value> = s
         .parameters
         .iter()
-        .map(|p| {
-            let mut v = json!({"ParameterKey": p.key, "NoEcho": p.no_echo});
-            if let Some(d) = &p.default {
-                v["DefaultValue"] = json!(d);
-            }
-            if let Some(d) = &p.description {
-                v["Description"] = json!(d);
-            }
-            v
-        })
+        .map(|p| parameter(p, json!({"ParameterKey": p.key, "NoEcho": p.no_echo})))
         .collect();
     let mut out = serde_json::Map::new();
     out.insert("Parameters".into(), json!(parameters));
@@ -73,19 +75,15 @@ fn template_summary(s: &Summary) -> Value {
         .parameters
         .iter()
         .map(|p| {
-            let mut v = json!({
-                "ParameterKey": p.key,
-                "ParameterType": p.kind,
-                "NoEcho": p.no_echo,
-                "ParameterConstraints": {"AllowedValues": p.allowed_values},
-            });
-            if let Some(d) = &p.default {
-                v["DefaultValue"] = json!(d);
-            }
-            if let Some(d) = &p.description {
-                v["Description"] = json!(d);
-            }
-            v
+            parameter(
+                p,
+                json!({
+                    "ParameterKey": p.key,
+                    "ParameterType": p.kind,
+                    "NoEcho": p.no_echo,
+                    "ParameterConstraints": {"AllowedValues": p.allowed_values},
+                }),
+            )
         })
         .collect();
     let mut out = serde_json::Map::new();
