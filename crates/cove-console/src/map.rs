@@ -376,7 +376,10 @@ fn describe_connection(world: &World, vpc_id: &str, id: &str) -> (String, Vec<Li
         };
         return (
             "Peering connection".to_string(),
-            vec![line(None, format!("{} · with {other}", p.status))],
+            vec![
+                line(None, p.status.to_string()),
+                line(Some(other), format!("with {other}")),
+            ],
         );
     }
     ("Not found".to_string(), vec![])

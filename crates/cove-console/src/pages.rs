@@ -11,6 +11,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use cove_model::jobs::JobKind;
 use cove_model::vpc::{NetworkInterface, SgPeer, SgRule};
 use cove_model::world::World;
 use std::collections::HashMap;
@@ -305,32 +306,67 @@ fn name_of(w: &World, id: &str) -> String {
         .unwrap_or_default()
 }
 
+fn overview_body(c: &Console, s: &Session, w: &World) -> Result<String, (StatusCode, String)> {
+    may_read(c, s, &[("ec2", "DescribeVpcs", no_input())])?;
+    let rows: Vec<Vec<String>> = w
+        .vpcs
+        .values()
+        .map(|v| {
+            let cidrs: Vec<String> = v.cidrs().iter().map(|c| c.to_string()).collect();
+            vec![
+                format!(
+                    "<a class=\"mono\" href=\"{BASE}/vpcs/{}\">{}</a>",
+                    query_value(&v.id),
+                    esc(&v.id)
+                ),
+                name_of(w, &v.id),
+                esc(&cidrs.join(", ")),
+                esc(&v.region),
+                if v.is_default {
+                    "yes".into()
+                } else {
+                    "no".into()
+                },
+                w.subnets
+                    .values()
+                    .filter(|x| x.vpc_id == v.id)
+                    .count()
+                    .to_string(),
+                w.network_interfaces
+                    .values()
+                    .filter(|x| x.vpc_id == v.id)
+                    .count()
+                    .to_string(),
+            ]
+        })
+        .collect();
+    let body = format!(
+        "<h1>Your VPCs</h1><section class=\"card\">{}</section><p class=\"muted\">\
+         Open a VPC for its resource map, security groups, network ACLs and route tables.</p>",
+        table(
+            &[
+                "VPC ID",
+                "Name",
+                "IPv4 CIDR",
+                "Region",
+                "Default",
+                "Subnets",
+                "Network interfaces"
+            ],
+            &rows
+        )
+    );
+    Ok(page(
+        "VPCs",
+        Section::Vpcs,
+        Live::OnChange,
+        Some(&s.principal.account_id),
+        &body,
+    ))
+}
+
 async fn overview(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
-    render(c, headers, |c, s, w| {
-        may_read(c, s, &[("ec2", "DescribeVpcs", no_input())])?;
-        let rows: Vec<Vec<String>> = w
-            .vpcs
-            .values()
-            .map(|v| {
-                let cidrs: Vec<String> = v.cidrs().iter().map(|c| c.to_string()).collect();
-                vec![
-                    format!("<a class=\"mono\" href=\"{BASE}/vpcs/{}\">{}</a>", query_value(&v.id), esc(&v.id)),
-                    name_of(w, &v.id),
-                    esc(&cidrs.join(", ")),
-                    esc(&v.region),
-                    if v.is_default { "yes".into() } else { "no".into() },
-                    w.subnets.values().filter(|x| x.vpc_id == v.id).count().to_string(),
-                    w.network_interfaces.values().filter(|x| x.vpc_id == v.id).count().to_string(),
-                ]
-            })
-            .collect();
-        let body = format!(
-            "<h1>Your VPCs</h1><section class=\"card\">{}</section><p class=\"muted\">Open a VPC for its resource map, security groups, network ACLs and route tables.</p>",
-            table(&["VPC ID", "Name", "IPv4 CIDR", "Region", "Default", "Subnets", "Network interfaces"], &rows)
-        );
-        Ok(page("VPCs", Section::Vpcs, Live::OnChange, Some(&s.principal.account_id), &body))
-    })
-    .await
+    render(c, headers, overview_body).await
 }
 
 fn ports(from: Option<i64>, to: Option<i64>) -> String {
@@ -422,14 +458,21 @@ fn vpc_tables(w: &World, vpc_id: &str) -> String {
     for g in w.security_groups.values().filter(|g| g.vpc_id == vpc_id) {
         let _ = write!(
             out,
-            "<section class=\"card\" data-group=\"{id}\"><h3>{link} · {name}</h3><p class=\"muted\">{desc}</p>\
+            "<section class=\"card\" data-group=\"{id}\"><h3>{link} · {name}</h3>\
+             <p class=\"muted\">{desc}</p>\
              <h4>Inbound rules</h4>{inbound}<h4>Outbound rules</h4>{outbound}</section>",
             id = esc(&g.id),
             link = resource_link(&g.id),
             name = esc(&g.name),
             desc = esc(&g.description),
-            inbound = table(&["Rule ID", "Protocol", "Ports", "Source", "Description"], &rule_rows(&g.ingress)),
-            outbound = table(&["Rule ID", "Protocol", "Ports", "Destination", "Description"], &rule_rows(&g.egress)),
+            inbound = table(
+                &["Rule ID", "Protocol", "Ports", "Source", "Description"],
+                &rule_rows(&g.ingress)
+            ),
+            outbound = table(
+                &["Rule ID", "Protocol", "Ports", "Destination", "Description"],
+                &rule_rows(&g.egress)
+            ),
         );
     }
     out.push_str("<h2 id=\"network-acls\">Network ACLs</h2>");
@@ -536,25 +579,26 @@ pub fn vpc_page_body(w: &World, id: &str) -> Option<String> {
     ))
 }
 
+fn vpc_body(c: &Console, s: &Session, w: &World, id: &str) -> Result<String, (StatusCode, String)> {
+    may_read(c, s, &vpc_reads())?;
+    let Some(body) = vpc_page_body(w, id) else {
+        return Err(not_found(s, &format!("The vpc ID '{id}' does not exist")));
+    };
+    Ok(page(
+        id,
+        Section::Vpcs,
+        Live::OnChange,
+        Some(&s.principal.account_id),
+        &body,
+    ))
+}
+
 async fn vpc_page(
     State(c): State<Arc<Console>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    render(c, headers, move |c, s, w| {
-        may_read(c, s, &vpc_reads())?;
-        let Some(body) = vpc_page_body(w, &id) else {
-            return Err(not_found(s, &format!("The vpc ID '{id}' does not exist")));
-        };
-        Ok(page(
-            &id,
-            Section::Vpcs,
-            Live::OnChange,
-            Some(&s.principal.account_id),
-            &body,
-        ))
-    })
-    .await
+    render(c, headers, move |c, s, w| vpc_body(c, s, w, &id)).await
 }
 
 /// `vpc-0a1b…`, `subnet-…`, `sg-…`: an EC2 resource id, which is linked.
@@ -629,38 +673,69 @@ fn find_resource(w: &World, id: &str) -> Option<(&'static str, serde_json::Value
     None
 }
 
+fn resource_body(
+    c: &Console,
+    s: &Session,
+    w: &World,
+    id: &str,
+) -> Result<String, (StatusCode, String)> {
+    may_read(c, s, &vpc_reads())?;
+    let Some((label, doc, vpc)) = find_resource(w, id) else {
+        return Err(not_found(
+            s,
+            &format!("No resource of yours has the id '{id}'."),
+        ));
+    };
+    let mut body = format!("<h1>{label} {}</h1>", esc(id));
+    if let Some(vpc) = vpc.filter(|v| w.vpcs.contains_key(v)) {
+        let _ = write!(
+            body,
+            "<p>In <a class=\"mono\" href=\"{BASE}/vpcs/{q}\">{v}</a> (resource map)</p>",
+            q = query_value(&vpc),
+            v = esc(&vpc)
+        );
+    }
+    if id.starts_with("eni-") {
+        let owner = map::eni_owners(w)
+            .get(id)
+            .cloned()
+            .unwrap_or_else(|| "no SageMaker resource or gateway".into());
+        let _ = write!(
+            body,
+            "<p>Owner: {}. <a href=\"{BASE}/flow-logs/{q}\">Flow log records</a> · <a href=\"{BASE}/reach?from={q}\">Can it reach…?</a></p>",
+            esc(&owner),
+            q = query_value(id)
+        );
+    }
+    let tags = w.tags_of(id);
+    if !tags.is_empty() {
+        let rows: Vec<Vec<String>> = tags.iter().map(|(k, v)| vec![esc(k), esc(v)]).collect();
+        let _ = write!(
+            body,
+            "<h2>Tags</h2><section class=\"card\">{}</section>",
+            table(&["Key", "Value"], &rows)
+        );
+    }
+    let _ = write!(
+        body,
+        "<h2>Details</h2><section class=\"card\">{}</section>",
+        fields_table(&doc)
+    );
+    Ok(page(
+        id,
+        Section::Vpcs,
+        Live::OnChange,
+        Some(&s.principal.account_id),
+        &body,
+    ))
+}
+
 async fn resource_page(
     State(c): State<Arc<Console>>,
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
-    render(c, headers, move |c, s, w| {
-        may_read(c, s, &vpc_reads())?;
-        let Some((label, doc, vpc)) = find_resource(w, &id) else {
-            return Err(not_found(s, &format!("No resource of yours has the id '{id}'.")));
-        };
-        let mut body = format!("<h1>{label} {}</h1>", esc(&id));
-        if let Some(vpc) = vpc.filter(|v| w.vpcs.contains_key(v)) {
-            let _ = write!(body, "<p>In <a class=\"mono\" href=\"{BASE}/vpcs/{q}\">{v}</a> (resource map)</p>", q = query_value(&vpc), v = esc(&vpc));
-        }
-        if id.starts_with("eni-") {
-            let owner = map::eni_owners(w).get(&id).cloned().unwrap_or_else(|| "no SageMaker resource or gateway".into());
-            let _ = write!(
-                body,
-                "<p>Owner: {}. <a href=\"{BASE}/flow-logs/{q}\">Flow log records</a> · <a href=\"{BASE}/reach?from={q}\">Can it reach…?</a></p>",
-                esc(&owner),
-                q = query_value(&id)
-            );
-        }
-        let tags = w.tags_of(&id);
-        if !tags.is_empty() {
-            let rows: Vec<Vec<String>> = tags.iter().map(|(k, v)| vec![esc(k), esc(v)]).collect();
-            let _ = write!(body, "<h2>Tags</h2><section class=\"card\">{}</section>", table(&["Key", "Value"], &rows));
-        }
-        let _ = write!(body, "<h2>Details</h2><section class=\"card\">{}</section>", fields_table(&doc));
-        Ok(page(&id, Section::Vpcs, Live::OnChange, Some(&s.principal.account_id), &body))
-    })
-    .await
+    render(c, headers, move |c, s, w| resource_body(c, s, w, &id)).await
 }
 
 // ---- can A reach B? ----
@@ -750,31 +825,57 @@ fn hop_rows(hops: &[cove_reach::Hop]) -> Vec<Vec<String>> {
         .collect()
 }
 
+fn reach_body(
+    c: &Console,
+    s: &Session,
+    w: &World,
+    q: &HashMap<String, String>,
+) -> Result<String, (StatusCode, String)> {
+    may_read(
+        c,
+        s,
+        &[
+            ("ec2", "DescribeNetworkInterfaces", no_input()),
+            ("ec2", "StartNetworkInsightsAnalysis", no_input()),
+        ],
+    )?;
+    let get = |k: &str| q.get(k).map(|v| v.trim().to_string()).unwrap_or_default();
+    let (from, to, port) = (get("from"), get("to"), get("port"));
+    let protocol = match get("protocol").as_str() {
+        "" => "tcp".to_string(),
+        p => p.to_string(),
+    };
+    let mut body = format!(
+        "<h1>Can A reach B?</h1>{}",
+        reach_form(w, &from, &to, &protocol, &port)
+    );
+    if !from.is_empty() && !to.is_empty() {
+        match answer(w, &from, &to, &protocol, &port) {
+            Ok(html) => body.push_str(&html),
+            Err(e) => {
+                let _ = write!(
+                    body,
+                    "<section class=\"card\"><p class=\"error\" role=\"alert\">{}</p></section>",
+                    esc(&e)
+                );
+            }
+        }
+    }
+    Ok(page(
+        "Can A reach B?",
+        Section::Reach,
+        Live::No,
+        Some(&s.principal.account_id),
+        &body,
+    ))
+}
+
 async fn reach_page(
     State(c): State<Arc<Console>>,
     headers: HeaderMap,
     Query(q): Params,
 ) -> Response {
-    render(c, headers, move |c, s, w| {
-        may_read(c, s, &[("ec2", "DescribeNetworkInterfaces", no_input()), ("ec2", "StartNetworkInsightsAnalysis", no_input())])?;
-        let get = |k: &str| q.get(k).map(|v| v.trim().to_string()).unwrap_or_default();
-        let (from, to, port) = (get("from"), get("to"), get("port"));
-        let protocol = match get("protocol").as_str() {
-            "" => "tcp".to_string(),
-            p => p.to_string(),
-        };
-        let mut body = format!("<h1>Can A reach B?</h1>{}", reach_form(w, &from, &to, &protocol, &port));
-        if !from.is_empty() && !to.is_empty() {
-            match answer(w, &from, &to, &protocol, &port) {
-                Ok(html) => body.push_str(&html),
-                Err(e) => {
-                    let _ = write!(body, "<section class=\"card\"><p class=\"error\" role=\"alert\">{}</p></section>", esc(&e));
-                }
-            }
-        }
-        Ok(page("Can A reach B?", Section::Reach, Live::No, Some(&s.principal.account_id), &body))
-    })
-    .await
+    render(c, headers, move |c, s, w| reach_body(c, s, w, &q)).await
 }
 
 /// The analysis of one question, as the result section of the page.
@@ -940,149 +1041,149 @@ fn job_row<'a>(
     ]
 }
 
+fn sagemaker_body(c: &Console, s: &Session, w: &World) -> Result<String, (StatusCode, String)> {
+    may_read(c, s, &sagemaker_reads())?;
+    let mut body = String::from("<h1>SageMaker</h1>");
+    for (kind, word, title) in [
+        (JobKind::Training, "training", "Training jobs"),
+        (JobKind::Processing, "processing", "Processing jobs"),
+    ] {
+        let mut jobs: Vec<_> = w
+            .sagemaker_jobs
+            .values()
+            .filter(|j| j.kind == kind)
+            .collect();
+        jobs.sort_by(|a, b| b.creation_time.cmp(&a.creation_time));
+        let rows: Vec<Vec<String>> = jobs
+            .iter()
+            .map(|j| {
+                let mut row = job_row(
+                    job_link(word, &j.name),
+                    j.status.to_string(),
+                    &j.creation_time,
+                    j.hosts.iter().filter_map(|h| h.eni_id.as_ref()),
+                    j.failure_reason.as_deref(),
+                );
+                row.insert(2, esc(&j.secondary_status.to_string()));
+                row
+            })
+            .collect();
+        let mut columns = JOB_COLUMNS.to_vec();
+        columns.insert(2, "Secondary status");
+        card(&mut body, title, &columns, &rows);
+    }
+    let rows: Vec<Vec<String>> = w
+        .transform_jobs
+        .values()
+        .map(|t| {
+            job_row(
+                job_link("transform", &t.name),
+                t.status.to_string(),
+                &t.creation_time,
+                t.instances.iter().filter_map(|i| i.eni_id.as_ref()),
+                t.failure_reason.as_deref(),
+            )
+        })
+        .collect();
+    card(&mut body, "Batch transform jobs", &JOB_COLUMNS, &rows);
+    let rows: Vec<Vec<String>> = w
+        .compilation_jobs
+        .values()
+        .map(|t| {
+            job_row(
+                job_link("compilation", &t.name),
+                t.status.to_string(),
+                &t.creation_time,
+                t.eni_id.iter(),
+                t.failure_reason.as_deref(),
+            )
+        })
+        .collect();
+    card(&mut body, "Compilation jobs", &JOB_COLUMNS, &rows);
+    let rows: Vec<Vec<String>> = w
+        .recommendation_jobs
+        .values()
+        .map(|t| {
+            job_row(
+                job_link("recommendation", &t.name),
+                t.status.to_string(),
+                &t.creation_time,
+                std::iter::empty(),
+                t.failure_reason.as_deref(),
+            )
+        })
+        .collect();
+    card(&mut body, "Inference recommender jobs", &JOB_COLUMNS, &rows);
+    let rows: Vec<Vec<String>> = w
+        .sagemaker_endpoints
+        .values()
+        .map(|e| {
+            let mut row = job_row(
+                job_link("endpoint", &e.name),
+                e.status.to_string(),
+                &e.creation_time,
+                e.instances.iter().filter_map(|i| i.eni_id.as_ref()),
+                e.failure_reason.as_deref(),
+            );
+            row.insert(3, e.instances.len().to_string());
+            row
+        })
+        .collect();
+    card(
+        &mut body,
+        "Endpoints",
+        &[
+            "Name",
+            "Status",
+            "Created",
+            "Instances",
+            "ENIs",
+            "Failure reason",
+        ],
+        &rows,
+    );
+    let rows: Vec<Vec<String>> = w
+        .studio_apps
+        .values()
+        .map(|a| {
+            let mut row = job_row(
+                esc(&format!(
+                    "{} ({}, {})",
+                    a.app_name, a.app_type, a.user_profile_name
+                )),
+                a.status.to_string(),
+                &a.creation_time,
+                a.eni_id.iter(),
+                a.failure_reason.as_deref(),
+            );
+            row.insert(1, resource_link(&a.domain_id));
+            row
+        })
+        .collect();
+    card(
+        &mut body,
+        "Studio apps",
+        &[
+            "App",
+            "Domain",
+            "Status",
+            "Created",
+            "ENI",
+            "Failure reason",
+        ],
+        &rows,
+    );
+    Ok(page(
+        "SageMaker",
+        Section::SageMaker,
+        Live::OnChange,
+        Some(&s.principal.account_id),
+        &body,
+    ))
+}
+
 async fn sagemaker_page(State(c): State<Arc<Console>>, headers: HeaderMap) -> Response {
-    use cove_model::jobs::JobKind;
-    render(c, headers, |c, s, w| {
-        may_read(c, s, &sagemaker_reads())?;
-        let mut body = String::from("<h1>SageMaker</h1>");
-        for (kind, word, title) in [
-            (JobKind::Training, "training", "Training jobs"),
-            (JobKind::Processing, "processing", "Processing jobs"),
-        ] {
-            let mut jobs: Vec<_> = w
-                .sagemaker_jobs
-                .values()
-                .filter(|j| j.kind == kind)
-                .collect();
-            jobs.sort_by(|a, b| b.creation_time.cmp(&a.creation_time));
-            let rows: Vec<Vec<String>> = jobs
-                .iter()
-                .map(|j| {
-                    let mut row = job_row(
-                        job_link(word, &j.name),
-                        j.status.to_string(),
-                        &j.creation_time,
-                        j.hosts.iter().filter_map(|h| h.eni_id.as_ref()),
-                        j.failure_reason.as_deref(),
-                    );
-                    row.insert(2, esc(&j.secondary_status.to_string()));
-                    row
-                })
-                .collect();
-            let mut columns = JOB_COLUMNS.to_vec();
-            columns.insert(2, "Secondary status");
-            card(&mut body, title, &columns, &rows);
-        }
-        let rows: Vec<Vec<String>> = w
-            .transform_jobs
-            .values()
-            .map(|t| {
-                job_row(
-                    job_link("transform", &t.name),
-                    t.status.to_string(),
-                    &t.creation_time,
-                    t.instances.iter().filter_map(|i| i.eni_id.as_ref()),
-                    t.failure_reason.as_deref(),
-                )
-            })
-            .collect();
-        card(&mut body, "Batch transform jobs", &JOB_COLUMNS, &rows);
-        let rows: Vec<Vec<String>> = w
-            .compilation_jobs
-            .values()
-            .map(|t| {
-                job_row(
-                    job_link("compilation", &t.name),
-                    t.status.to_string(),
-                    &t.creation_time,
-                    t.eni_id.iter(),
-                    t.failure_reason.as_deref(),
-                )
-            })
-            .collect();
-        card(&mut body, "Compilation jobs", &JOB_COLUMNS, &rows);
-        let rows: Vec<Vec<String>> = w
-            .recommendation_jobs
-            .values()
-            .map(|t| {
-                job_row(
-                    job_link("recommendation", &t.name),
-                    t.status.to_string(),
-                    &t.creation_time,
-                    std::iter::empty(),
-                    t.failure_reason.as_deref(),
-                )
-            })
-            .collect();
-        card(&mut body, "Inference recommender jobs", &JOB_COLUMNS, &rows);
-        let rows: Vec<Vec<String>> = w
-            .sagemaker_endpoints
-            .values()
-            .map(|e| {
-                let mut row = job_row(
-                    job_link("endpoint", &e.name),
-                    e.status.to_string(),
-                    &e.creation_time,
-                    e.instances.iter().filter_map(|i| i.eni_id.as_ref()),
-                    e.failure_reason.as_deref(),
-                );
-                row.insert(3, e.instances.len().to_string());
-                row
-            })
-            .collect();
-        card(
-            &mut body,
-            "Endpoints",
-            &[
-                "Name",
-                "Status",
-                "Created",
-                "Instances",
-                "ENIs",
-                "Failure reason",
-            ],
-            &rows,
-        );
-        let rows: Vec<Vec<String>> = w
-            .studio_apps
-            .values()
-            .map(|a| {
-                let mut row = job_row(
-                    esc(&format!(
-                        "{} ({}, {})",
-                        a.app_name, a.app_type, a.user_profile_name
-                    )),
-                    a.status.to_string(),
-                    &a.creation_time,
-                    a.eni_id.iter(),
-                    a.failure_reason.as_deref(),
-                );
-                row.insert(1, resource_link(&a.domain_id));
-                row
-            })
-            .collect();
-        card(
-            &mut body,
-            "Studio apps",
-            &[
-                "App",
-                "Domain",
-                "Status",
-                "Created",
-                "ENI",
-                "Failure reason",
-            ],
-            &rows,
-        );
-        Ok(page(
-            "SageMaker",
-            Section::SageMaker,
-            Live::OnChange,
-            Some(&s.principal.account_id),
-            &body,
-        ))
-    })
-    .await
+    render(c, headers, sagemaker_body).await
 }
 
 /// The latest events (up to 500) of a log group's streams starting with `prefix`.
@@ -1138,107 +1239,446 @@ fn log_tail(
     out
 }
 
+fn job_body(
+    c: &Console,
+    s: &Session,
+    w: &World,
+    kind: &str,
+    name: &str,
+) -> Result<String, (StatusCode, String)> {
+    let mut body = String::new();
+    match kind {
+        "training" | "processing" => {
+            let (operation, field) = if kind == "training" {
+                ("DescribeTrainingJob", "TrainingJobName")
+            } else {
+                ("DescribeProcessingJob", "ProcessingJobName")
+            };
+            may_read(
+                c,
+                s,
+                &[("sagemaker", operation, serde_json::json!({ field: name }))],
+            )?;
+            let k = if kind == "training" {
+                cove_model::jobs::JobKind::Training
+            } else {
+                cove_model::jobs::JobKind::Processing
+            };
+            let Some(j) = w
+                .sagemaker_jobs
+                .values()
+                .find(|j| j.kind == k && j.name == name)
+            else {
+                return Err(not_found(s, &format!("No {kind} job named {name}.")));
+            };
+            let _ = write!(
+                body,
+                "<h1>{} job {}</h1><section class=\"card\"><p>Status {} · {} </p>{}</section>",
+                if kind == "training" {
+                    "Training"
+                } else {
+                    "Processing"
+                },
+                esc(&j.name),
+                status(&j.status.to_string()),
+                esc(&j.secondary_status.to_string()),
+                table(
+                    &["Field", "Value"],
+                    &[
+                        vec![
+                            "ARN".into(),
+                            format!("<span class=\"mono\">{}</span>", esc(&j.arn))
+                        ],
+                        vec!["Created".into(), esc(&j.creation_time)],
+                        vec!["Started".into(), esc(j.start_time.as_deref().unwrap_or(""))],
+                        vec!["Ended".into(), esc(j.end_time.as_deref().unwrap_or(""))],
+                        vec![
+                            "Failure reason".into(),
+                            format!(
+                                "<span data-field=\"failure-reason\">{}</span>",
+                                esc(j.failure_reason.as_deref().unwrap_or(""))
+                            )
+                        ],
+                        vec![
+                            "Model artifacts".into(),
+                            esc(j.model_artifacts.as_deref().unwrap_or(""))
+                        ],
+                    ]
+                )
+            );
+            let rows: Vec<Vec<String>> = j
+                .transitions
+                .iter()
+                .map(|t| {
+                    vec![
+                        esc(&t.status.to_string()),
+                        esc(&t.start_time),
+                        esc(t.end_time.as_deref().unwrap_or("")),
+                        esc(&t.status_message),
+                    ]
+                })
+                .collect();
+            let _ = write!(
+                body,
+                "<h2>Status transitions</h2><section class=\"card\">{}</section>",
+                table(&["Status", "Start", "End", "Message"], &rows)
+            );
+            let rows: Vec<Vec<String>> = j
+                .hosts
+                .iter()
+                .map(|h| {
+                    let eni = h
+                        .eni_id
+                        .as_deref()
+                        .map(|e| {
+                            format!(
+                                "{} · <a href=\"{BASE}/flow-logs/{}\">flow log</a>",
+                                resource_link(e),
+                                query_value(e)
+                            )
+                        })
+                        .unwrap_or_else(|| "managed network".into());
+                    vec![
+                        esc(&h.name),
+                        eni,
+                        esc(h.placed_on.as_deref().unwrap_or("control plane")),
+                    ]
+                })
+                .collect();
+            let _ = write!(
+                body,
+                "<h2>Instances</h2><section class=\"card\">{}</section>",
+                table(&["Instance", "ENI", "Host"], &rows)
+            );
+            let _ = write!(
+                body,
+                "<h2>Logs</h2>{}",
+                log_tail(
+                    c,
+                    s,
+                    &j.region,
+                    &j.account_id,
+                    k.log_group(),
+                    &format!("{}/", j.name)
+                )
+            );
+        }
+        "endpoint" => {
+            may_read(
+                c,
+                s,
+                &[(
+                    "sagemaker",
+                    "DescribeEndpoint",
+                    serde_json::json!({"EndpointName": name}),
+                )],
+            )?;
+            let Some(e) = w.sagemaker_endpoints.values().find(|e| e.name == name) else {
+                return Err(not_found(s, &format!("No endpoint named {name}.")));
+            };
+            let _ = write!(
+                body,
+                "<h1>Endpoint {}</h1><section class=\"card\"><p>Status {}</p><p>{}</p></section>",
+                esc(&e.name),
+                status(&e.status.to_string()),
+                esc(e.failure_reason.as_deref().unwrap_or(""))
+            );
+            let rows: Vec<Vec<String>> = e
+                .instances
+                .iter()
+                .map(|i| {
+                    vec![
+                        esc(&i.id),
+                        esc(&i.variant),
+                        esc(&format!("{:?}", i.state)),
+                        i.eni_id
+                            .as_deref()
+                            .map(resource_link)
+                            .unwrap_or_else(|| "managed network".into()),
+                        esc(i.failure_reason.as_deref().unwrap_or("")),
+                    ]
+                })
+                .collect();
+            let _ = write!(
+                body,
+                "<h2>Instances</h2><section class=\"card\">{}</section>",
+                table(
+                    &["Instance", "Variant", "State", "ENI", "Failure reason"],
+                    &rows
+                )
+            );
+            let _ = write!(
+                body,
+                "<h2>Logs</h2>{}",
+                log_tail(
+                    c,
+                    s,
+                    &e.region,
+                    &e.account_id,
+                    &format!("/aws/sagemaker/Endpoints/{}", e.name),
+                    ""
+                )
+            );
+        }
+        "transform" => {
+            may_read(
+                c,
+                s,
+                &[(
+                    "sagemaker",
+                    "DescribeTransformJob",
+                    serde_json::json!({"TransformJobName": name}),
+                )],
+            )?;
+            let Some(t) = w.transform_jobs.values().find(|t| t.name == name) else {
+                return Err(not_found(s, &format!("No transform job named {name}.")));
+            };
+            let _ = write!(
+                body,
+                "<h1>Transform job {}</h1><section class=\"card\"><p>Status {}</p><p>{}</p></section>",
+                esc(&t.name),
+                status(&t.status.to_string()),
+                esc(t.failure_reason.as_deref().unwrap_or(""))
+            );
+            let _ = write!(
+                body,
+                "<h2>Logs</h2>{}",
+                log_tail(
+                    c,
+                    s,
+                    &t.region,
+                    &t.account_id,
+                    "/aws/sagemaker/TransformJobs",
+                    &format!("{}/", t.name)
+                )
+            );
+        }
+        "compilation" | "recommendation" => {
+            let (operation, field) = if kind == "compilation" {
+                ("DescribeCompilationJob", "CompilationJobName")
+            } else {
+                ("DescribeInferenceRecommendationsJob", "JobName")
+            };
+            may_read(
+                c,
+                s,
+                &[("sagemaker", operation, serde_json::json!({ field: name }))],
+            )?;
+            let (doc, found) = if kind == "compilation" {
+                let j = w.compilation_jobs.values().find(|j| j.name == name);
+                (
+                    j.and_then(|j| serde_json::to_value(j.as_ref()).ok()),
+                    j.is_some(),
+                )
+            } else {
+                let j = w.recommendation_jobs.values().find(|j| j.name == name);
+                (
+                    j.and_then(|j| serde_json::to_value(j.as_ref()).ok()),
+                    j.is_some(),
+                )
+            };
+            if !found {
+                return Err(not_found(s, &format!("No {kind} job named {name}.")));
+            }
+            let _ = write!(
+                body,
+                "<h1>{} job {}</h1><section class=\"card\">{}</section>",
+                esc(kind),
+                esc(name),
+                fields_table(&doc.unwrap_or_default())
+            );
+        }
+        _ => {
+            return Err(not_found(
+                s,
+                &format!("{kind} is not a kind of SageMaker resource the console shows."),
+            ))
+        }
+    }
+    Ok(page(
+        name,
+        Section::SageMaker,
+        Live::Always,
+        Some(&s.principal.account_id),
+        &body,
+    ))
+}
+
 async fn job_page(
     State(c): State<Arc<Console>>,
     headers: HeaderMap,
     Path((kind, name)): Path<(String, String)>,
 ) -> Response {
-    render(c, headers, move |c, s, w| {
-        let mut body = String::new();
-        match kind.as_str() {
-            "training" | "processing" => {
-                let (operation, field) = if kind == "training" {
-                    ("DescribeTrainingJob", "TrainingJobName")
-                } else {
-                    ("DescribeProcessingJob", "ProcessingJobName")
-                };
-                may_read(c, s, &[("sagemaker", operation, serde_json::json!({ field: name }))])?;
-                let k = if kind == "training" { cove_model::jobs::JobKind::Training } else { cove_model::jobs::JobKind::Processing };
-                let Some(j) = w.sagemaker_jobs.values().find(|j| j.kind == k && j.name == name) else {
-                    return Err(not_found(s, &format!("No {kind} job named {name}.")));
-                };
-                let _ = write!(
-                    body,
-                    "<h1>{} job {}</h1><section class=\"card\"><p>Status {} · {} </p>{}</section>",
-                    if kind == "training" { "Training" } else { "Processing" },
-                    esc(&j.name),
-                    status(&j.status.to_string()),
-                    esc(&j.secondary_status.to_string()),
-                    table(&["Field", "Value"], &[
-                        vec!["ARN".into(), format!("<span class=\"mono\">{}</span>", esc(&j.arn))],
-                        vec!["Created".into(), esc(&j.creation_time)],
-                        vec!["Started".into(), esc(j.start_time.as_deref().unwrap_or(""))],
-                        vec!["Ended".into(), esc(j.end_time.as_deref().unwrap_or(""))],
-                        vec!["Failure reason".into(), format!("<span data-field=\"failure-reason\">{}</span>", esc(j.failure_reason.as_deref().unwrap_or("")))],
-                        vec!["Model artifacts".into(), esc(j.model_artifacts.as_deref().unwrap_or(""))],
-                    ])
-                );
-                let rows: Vec<Vec<String>> = j
-                    .transitions
-                    .iter()
-                    .map(|t| vec![esc(&t.status.to_string()), esc(&t.start_time), esc(t.end_time.as_deref().unwrap_or("")), esc(&t.status_message)])
-                    .collect();
-                let _ = write!(body, "<h2>Status transitions</h2><section class=\"card\">{}</section>", table(&["Status", "Start", "End", "Message"], &rows));
-                let rows: Vec<Vec<String>> = j
-                    .hosts
-                    .iter()
-                    .map(|h| {
-                        let eni = h.eni_id.as_deref().map(|e| format!("{} · <a href=\"{BASE}/flow-logs/{}\">flow log</a>", resource_link(e), query_value(e))).unwrap_or_else(|| "managed network".into());
-                        vec![esc(&h.name), eni, esc(h.placed_on.as_deref().unwrap_or("control plane"))]
-                    })
-                    .collect();
-                let _ = write!(body, "<h2>Instances</h2><section class=\"card\">{}</section>", table(&["Instance", "ENI", "Host"], &rows));
-                let _ = write!(body, "<h2>Logs</h2>{}", log_tail(c, s, &j.region, &j.account_id, k.log_group(), &format!("{}/", j.name)));
-            }
-            "endpoint" => {
-                may_read(c, s, &[("sagemaker", "DescribeEndpoint", serde_json::json!({"EndpointName": name}))])?;
-                let Some(e) = w.sagemaker_endpoints.values().find(|e| e.name == name) else {
-                    return Err(not_found(s, &format!("No endpoint named {name}.")));
-                };
-                let _ = write!(body, "<h1>Endpoint {}</h1><section class=\"card\"><p>Status {}</p><p>{}</p></section>", esc(&e.name), status(&e.status.to_string()), esc(e.failure_reason.as_deref().unwrap_or("")));
-                let rows: Vec<Vec<String>> = e
-                    .instances
-                    .iter()
-                    .map(|i| vec![esc(&i.id), esc(&i.variant), esc(&format!("{:?}", i.state)), i.eni_id.as_deref().map(resource_link).unwrap_or_else(|| "managed network".into()), esc(i.failure_reason.as_deref().unwrap_or(""))])
-                    .collect();
-                let _ = write!(body, "<h2>Instances</h2><section class=\"card\">{}</section>", table(&["Instance", "Variant", "State", "ENI", "Failure reason"], &rows));
-                let _ = write!(body, "<h2>Logs</h2>{}", log_tail(c, s, &e.region, &e.account_id, &format!("/aws/sagemaker/Endpoints/{}", e.name), ""));
-            }
-            "transform" => {
-                may_read(c, s, &[("sagemaker", "DescribeTransformJob", serde_json::json!({"TransformJobName": name}))])?;
-                let Some(t) = w.transform_jobs.values().find(|t| t.name == name) else {
-                    return Err(not_found(s, &format!("No transform job named {name}.")));
-                };
-                let _ = write!(body, "<h1>Transform job {}</h1><section class=\"card\"><p>Status {}</p><p>{}</p></section>", esc(&t.name), status(&t.status.to_string()), esc(t.failure_reason.as_deref().unwrap_or("")));
-                let _ = write!(body, "<h2>Logs</h2>{}", log_tail(c, s, &t.region, &t.account_id, "/aws/sagemaker/TransformJobs", &format!("{}/", t.name)));
-            }
-            "compilation" | "recommendation" => {
-                let (operation, field) = if kind == "compilation" {
-                    ("DescribeCompilationJob", "CompilationJobName")
-                } else {
-                    ("DescribeInferenceRecommendationsJob", "JobName")
-                };
-                may_read(c, s, &[("sagemaker", operation, serde_json::json!({ field: name }))])?;
-                let (doc, found) = if kind == "compilation" {
-                    let j = w.compilation_jobs.values().find(|j| j.name == name);
-                    (j.and_then(|j| serde_json::to_value(j.as_ref()).ok()), j.is_some())
-                } else {
-                    let j = w.recommendation_jobs.values().find(|j| j.name == name);
-                    (j.and_then(|j| serde_json::to_value(j.as_ref()).ok()), j.is_some())
-                };
-                if !found {
-                    return Err(not_found(s, &format!("No {kind} job named {name}.")));
-                }
-                let _ = write!(body, "<h1>{} job {}</h1><section class=\"card\">{}</section>", esc(&kind), esc(&name), fields_table(&doc.unwrap_or_default()));
-            }
-            _ => return Err(not_found(s, &format!("{kind} is not a kind of SageMaker resource the console shows."))),
-        }
-        Ok(page(&name, Section::SageMaker, Live::Always, Some(&s.principal.account_id), &body))
-    })
-    .await
+    render(c, headers, move |c, s, w| job_body(c, s, w, &kind, &name)).await
 }
 
 // ---- flow logs ----
+
+/// One flow-log record as a table row, if `action` (ALL, ACCEPT or
+/// REJECT) keeps it: its action as a status, `start` and `end` as UTC times.
+fn flow_record_row(message: &str, fields: &[String], action: &str) -> Option<Vec<String>> {
+    let values: Vec<&str> = message.split_whitespace().collect();
+    let field = |i: usize| fields.get(i).map(String::as_str).unwrap_or("");
+    let kept = action == "ALL"
+        || values
+            .iter()
+            .enumerate()
+            .any(|(i, v)| field(i) == "action" && *v == action);
+    if !kept {
+        return None;
+    }
+    Some(
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| match field(i) {
+                "action" => status(v),
+                "start" | "end" => match v.parse::<i64>() {
+                    Ok(t) => format!(
+                        "<span class=\"mono\" title=\"{v}\">{}</span>",
+                        esc(&cove_model::ids::rfc3339_of(t))
+                    ),
+                    Err(_) => format!("<span class=\"mono\">{}</span>", esc(v)),
+                },
+                _ => format!("<span class=\"mono\">{}</span>", esc(v)),
+            })
+            .collect(),
+    )
+}
+
+fn flow_log_body(
+    c: &Console,
+    s: &Session,
+    w: &World,
+    eni: &str,
+    q: &HashMap<String, String>,
+) -> Result<String, (StatusCode, String)> {
+    may_read(
+        c,
+        s,
+        &[
+            ("ec2", "DescribeFlowLogs", no_input()),
+            ("ec2", "DescribeNetworkInterfaces", no_input()),
+        ],
+    )?;
+    // A deleted ENI (a finished job's) keeps its records: every flow
+    // log of the account with a stream of its name shows them.
+    let e = w.network_interfaces.get(eni);
+    if e.is_none() && !eni.starts_with("eni-") {
+        return Err(not_found(
+            s,
+            &format!("The networkInterface ID '{eni}' does not exist"),
+        ));
+    }
+    let action = q
+        .get("action")
+        .map(String::as_str)
+        .unwrap_or("ALL")
+        .to_ascii_uppercase();
+    let mut body = format!("<h1>Flow log records of {}</h1>", resource_link(eni));
+    let filters: String = ["ALL", "ACCEPT", "REJECT"]
+        .iter()
+        .map(|a| {
+            let current = if *a == action {
+                " aria-current=\"true\" style=\"font-weight:700\""
+            } else {
+                ""
+            };
+            format!(
+                "<a href=\"{BASE}/flow-logs/{}?action={a}\"{current}>{a}</a>",
+                query_value(eni)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" · ");
+    let _ = write!(body, "<p>Show: {filters}</p>");
+    let logs: Vec<_> = w
+        .flow_logs
+        .values()
+        .filter(|f| e.is_none_or(|e| f.covers(e)))
+        .filter_map(|f| Some((f, f.log_group_name.clone()?)))
+        .collect();
+    if logs.is_empty() {
+        body.push_str("<p class=\"muted\">No flow log to CloudWatch Logs covers this network interface (its VPC, its subnet or itself).</p>");
+    }
+    if e.is_none() {
+        body.push_str(
+            "<p class=\"muted\">This network interface no longer exists; its records remain.</p>",
+        );
+    }
+    for (f, group) in logs {
+        let input = serde_json::json!({"logGroupName": group});
+        if may_read(c, s, &[("logs", "FilterLogEvents", input)]).is_err() {
+            let _ = write!(
+                body,
+                "<h2>{} → log group {}</h2><p class=\"error\">Not authorized to perform logs:FilterLogEvents on this log group.</p>",
+                resource_link(&f.id),
+                esc(&group)
+            );
+            continue;
+        }
+        let fields: Vec<String> = f
+            .log_format
+            .split_whitespace()
+            .map(|t| t.trim_start_matches("${").trim_end_matches('}').to_string())
+            .collect();
+        let req = cove_logs::FilterRequest {
+            stream_names: Some(vec![eni.to_string()]),
+            stream_name_prefix: None,
+            start_time: None,
+            end_time: None,
+            filter_pattern: None,
+            limit: None,
+            next_token: None,
+        };
+        let mut rows = Vec::new();
+        let mut token = None;
+        let mut has_stream = true;
+        for _ in 0..20 {
+            let req = cove_logs::FilterRequest {
+                next_token: token.take(),
+                ..req.clone()
+            };
+            let Ok(page) =
+                c.logs
+                    .filter_log_events(&f.region, &s.principal.account_id, &group, &req)
+            else {
+                has_stream = false;
+                break;
+            };
+            rows.extend(
+                page.events
+                    .iter()
+                    .filter_map(|ev| flow_record_row(&ev.message, &fields, &action)),
+            );
+            match page.next_token {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        if e.is_none() && !has_stream {
+            continue;
+        }
+        let keep_from = rows.len().saturating_sub(300);
+        let headers: Vec<&str> = fields.iter().map(String::as_str).collect();
+        let _ = write!(
+            body,
+            "<h2>{} → log group {}</h2><p class=\"muted\">{} record(s){}</p><section class=\"card\">{}</section>",
+            resource_link(&f.id),
+            esc(&group),
+            rows.len(),
+            if keep_from > 0 { ", the latest 300 shown" } else { "" },
+            table(&headers, &rows[keep_from..])
+        );
+    }
+    Ok(page(
+        &format!("Flow logs of {eni}"),
+        Section::Vpcs,
+        Live::Always,
+        Some(&s.principal.account_id),
+        &body,
+    ))
+}
 
 async fn flow_log_page(
     State(c): State<Arc<Console>>,
@@ -1246,95 +1686,7 @@ async fn flow_log_page(
     Path(eni): Path<String>,
     Query(q): Params,
 ) -> Response {
-    render(c, headers, move |c, s, w| {
-        may_read(c, s, &[("ec2", "DescribeFlowLogs", no_input()), ("ec2", "DescribeNetworkInterfaces", no_input())])?;
-        // A deleted ENI (a finished job's) keeps its records: every flow
-        // log of the account with a stream of its name shows them.
-        let e = w.network_interfaces.get(&eni);
-        if e.is_none() && !eni.starts_with("eni-") {
-            return Err(not_found(s, &format!("The networkInterface ID '{eni}' does not exist")));
-        }
-        let action = q.get("action").map(String::as_str).unwrap_or("ALL").to_ascii_uppercase();
-        let mut body = format!("<h1>Flow log records of {}</h1>", resource_link(&eni));
-        let filters: String = ["ALL", "ACCEPT", "REJECT"]
-            .iter()
-            .map(|a| {
-                let current = if *a == action { " aria-current=\"true\" style=\"font-weight:700\"" } else { "" };
-                format!("<a href=\"{BASE}/flow-logs/{}?action={a}\"{current}>{a}</a>", query_value(&eni))
-            })
-            .collect::<Vec<_>>()
-            .join(" · ");
-        let _ = write!(body, "<p>Show: {filters}</p>");
-        let logs: Vec<_> = w
-            .flow_logs
-            .values()
-            .filter(|f| e.is_none_or(|e| f.covers(e)))
-            .filter_map(|f| Some((f, f.log_group_name.clone()?)))
-            .collect();
-        if logs.is_empty() {
-            body.push_str("<p class=\"muted\">No flow log to CloudWatch Logs covers this network interface (its VPC, its subnet or itself).</p>");
-        }
-        if e.is_none() {
-            body.push_str("<p class=\"muted\">This network interface no longer exists; its records remain.</p>");
-        }
-        for (f, group) in logs {
-            let input = serde_json::json!({"logGroupName": group});
-            if may_read(c, s, &[("logs", "FilterLogEvents", input)]).is_err() {
-                let _ = write!(
-                    body,
-                    "<h2>{} → log group {}</h2><p class=\"error\">Not authorized to perform logs:FilterLogEvents on this log group.</p>",
-                    resource_link(&f.id),
-                    esc(&group)
-                );
-                continue;
-            }
-            let fields: Vec<String> = f.log_format.split_whitespace().map(|t| t.trim_start_matches("${").trim_end_matches('}').to_string()).collect();
-            let action_at = fields.iter().position(|x| x == "action");
-            let req = cove_logs::FilterRequest {
-                stream_names: Some(vec![eni.clone()]),
-                stream_name_prefix: None,
-                start_time: None,
-                end_time: None,
-                filter_pattern: None,
-                limit: None,
-                next_token: None,
-            };
-            let mut rows = Vec::new();
-            let mut token = None;
-            let mut has_stream = true;
-            for _ in 0..20 {
-                let req = cove_logs::FilterRequest { next_token: token.take(), ..req.clone() };
-                let Ok(page) = c.logs.filter_log_events(&f.region, &s.principal.account_id, &group, &req) else {
-                    has_stream = false;
-                    break;
-                };
-                for ev in page.events {
-                    let values: Vec<&str> = ev.message.split_whitespace().collect();
-                    let keep = action == "ALL" || action_at.and_then(|i| values.get(i)).is_some_and(|v| *v == action);
-                    if keep {
-                        rows.push(values.iter().enumerate().map(|(i, v)| if Some(i) == action_at { status(v) } else { format!("<span class=\"mono\">{}</span>", esc(v)) }).collect::<Vec<_>>());
-                    }
-                }
-                match page.next_token { Some(t) => token = Some(t), None => break }
-            }
-            if e.is_none() && !has_stream {
-                continue;
-            }
-            let keep_from = rows.len().saturating_sub(300);
-            let headers: Vec<&str> = fields.iter().map(String::as_str).collect();
-            let _ = write!(
-                body,
-                "<h2>{} → log group {}</h2><p class=\"muted\">{} record(s){}</p><section class=\"card\">{}</section>",
-                resource_link(&f.id),
-                esc(&group),
-                rows.len(),
-                if keep_from > 0 { ", the latest 300 shown" } else { "" },
-                table(&headers, &rows[keep_from..])
-            );
-        }
-        Ok(page(&format!("Flow logs of {eni}"), Section::Vpcs, Live::Always, Some(&s.principal.account_id), &body))
-    })
-    .await
+    render(c, headers, move |c, s, w| flow_log_body(c, s, w, &eni, &q)).await
 }
 
 #[cfg(test)]
