@@ -51,7 +51,11 @@ SERVICES = {
         "DescribeAvailabilityZones", "DescribeRegions", "DescribeAccountAttributes",
     ],
     "sts": ["GetCallerIdentity", "AssumeRole"],
-    "cloudformation": ["ValidateTemplate", "GetTemplateSummary"],
+    "cloudformation": [
+        "ValidateTemplate", "GetTemplateSummary", "CreateStack", "DescribeStacks", "DescribeStackEvents",
+        "DescribeStackResources", "DescribeStackResource", "ListStackResources", "GetTemplate", "DeleteStack",
+        "ListStacks",
+    ],
     "iam": [
         "CreateRole", "GetRole", "DeleteRole", "ListRoles", "UpdateRole", "UpdateAssumeRolePolicy",
         "TagRole", "UntagRole", "ListRoleTags",

@@ -1,13 +1,15 @@
 """CloudFormation, as far as Cove serves it: ValidateTemplate and
 GetTemplateSummary with the AWS CLI and boto3 on real templates (YAML with
 the short-form tags, JSON), and CloudFormation's ValidationError words for
-broken ones. Stacks are not served yet (docs/cloudformation.md)."""
+broken ones; stacks of EC2 VPC resources created, rolled back and deleted
+through the EC2 API (docs/cloudformation.md)."""
 
 import json
 import os
 import shutil
 import subprocess
 import sys
+import time
 
 import botocore.exceptions
 import pytest
@@ -130,5 +132,141 @@ def test_broken_templates_get_cloudformations_validation_errors(cove_server, bod
 
 
 def test_operations_not_served_yet_say_so(cove_server):
-    failed = aws(cove_server, "cloudformation", "describe-stacks", check=False)
+    failed = aws(cove_server, "cloudformation", "update-stack", "--stack-name", "x", "--template-body", "{}",
+                 check=False)
     assert failed.returncode != 0 and "InvalidAction" in failed.stderr
+
+
+STACK_NETWORK = """
+AWSTemplateFormatVersion: "2010-09-09"
+Description: a private network for SageMaker jobs
+Parameters:
+  Cidr: {Type: String, Default: 10.70.0.0/16}
+Resources:
+  Vpc:
+    Type: AWS::EC2::VPC
+    Properties:
+      CidrBlock: !Ref Cidr
+      EnableDnsHostnames: true
+      Tags: [{Key: Name, Value: !Sub "${AWS::StackName}-vpc"}]
+  SubnetA:
+    Type: AWS::EC2::Subnet
+    Properties:
+      VpcId: !Ref Vpc
+      CidrBlock: !Select [0, !Cidr [!GetAtt Vpc.CidrBlock, 2, 8]]
+      AvailabilityZone: !Select [0, !GetAZs ""]
+  SubnetB:
+    Type: AWS::EC2::Subnet
+    Properties:
+      VpcId: !Ref Vpc
+      CidrBlock: SUBNET_B_CIDR
+      AvailabilityZone: !Select [1, !GetAZs ""]
+  JobGroup:
+    Type: AWS::EC2::SecurityGroup
+    Properties:
+      GroupDescription: jobs
+      VpcId: !Ref Vpc
+  SelfIngress:
+    Type: AWS::EC2::SecurityGroupIngress
+    Properties:
+      GroupId: !Ref JobGroup
+      IpProtocol: "-1"
+      SourceSecurityGroupId: !GetAtt JobGroup.GroupId
+  Private:
+    Type: AWS::EC2::RouteTable
+    Properties: {VpcId: !Ref Vpc}
+  AssocA:
+    Type: AWS::EC2::SubnetRouteTableAssociation
+    Properties: {SubnetId: !Ref SubnetA, RouteTableId: !Ref Private}
+  AssocB:
+    Type: AWS::EC2::SubnetRouteTableAssociation
+    Properties: {SubnetId: !Ref SubnetB, RouteTableId: !Ref Private}
+  S3Endpoint:
+    Type: AWS::EC2::VPCEndpoint
+    Properties:
+      VpcId: !Ref Vpc
+      ServiceName: !Sub "com.amazonaws.${AWS::Region}.s3"
+      RouteTableIds: [!Ref Private]
+Outputs:
+  Subnets: {Value: !Join [",", [!Ref SubnetA, !Ref SubnetB]]}
+  JobGroup: {Value: !GetAtt JobGroup.GroupId}
+"""
+
+
+def wait_stack(cfn, name, statuses, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        s = cfn.describe_stacks(StackName=name)["Stacks"][0]
+        if s["StackStatus"] in statuses:
+            return s
+        time.sleep(0.2)
+    raise AssertionError(f"stack {name} stayed {s['StackStatus']}")
+
+
+def test_a_stack_makes_its_network_through_the_ec2_api_and_deleting_it_removes_everything(cove_server, ec2, tmp_path):
+    cfn = cove_server.client("cloudformation")
+    template = tmp_path / "network.yaml"
+    template.write_text(STACK_NETWORK.replace("SUBNET_B_CIDR", "!Select [1, !Cidr [!GetAtt Vpc.CidrBlock, 2, 8]]"))
+    stack_id = json.loads(aws(cove_server, "cloudformation", "create-stack", "--stack-name", "ml-network",
+                              "--template-body", f"file://{template}").stdout)["StackId"]
+    assert stack_id.startswith("arn:aws:cloudformation:us-east-1:123456789012:stack/ml-network/")
+    s = wait_stack(cfn, "ml-network", ("CREATE_COMPLETE", "ROLLBACK_COMPLETE"))
+    assert s["StackStatus"] == "CREATE_COMPLETE", cfn.describe_stack_events(StackName="ml-network")["StackEvents"]
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in s["Outputs"]}
+    subnets = outputs["Subnets"].split(",")
+    resources = {r["LogicalResourceId"]: r for r in cfn.list_stack_resources(StackName="ml-network")["StackResourceSummaries"]}
+    assert {r["ResourceStatus"] for r in resources.values()} == {"CREATE_COMPLETE"}
+    vpc = resources["Vpc"]["PhysicalResourceId"]
+    # What the stack made is what the EC2 API shows, and what the data plane enforces.
+    described = ec2.describe_subnets(SubnetIds=subnets)["Subnets"]
+    assert sorted(x["CidrBlock"] for x in described) == ["10.70.0.0/24", "10.70.1.0/24"]
+    assert {x["AvailabilityZone"] for x in described} == {"us-east-1a", "us-east-1b"}
+    assert ec2.describe_vpcs(VpcIds=[vpc])["Vpcs"][0]["Tags"] == [{"Key": "Name", "Value": "ml-network-vpc"}]
+    rules = ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [outputs["JobGroup"]]}])
+    assert any(r.get("ReferencedGroupInfo", {}).get("GroupId") == outputs["JobGroup"] and not r["IsEgress"]
+               for r in rules["SecurityGroupRules"])
+    table = ec2.describe_route_tables(RouteTableIds=[resources["Private"]["PhysicalResourceId"]])["RouteTables"][0]
+    assert any(r.get("GatewayId", "").startswith("vpce-") for r in table["Routes"])
+    events = cfn.describe_stack_events(StackName="ml-network")["StackEvents"]
+    assert events[0]["ResourceStatus"] == "CREATE_COMPLETE" and events[0]["LogicalResourceId"] == "ml-network"
+    assert "Resources:" in cfn.get_template(StackName="ml-network")["TemplateBody"]
+    # A second stack of the same name is refused.
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        cfn.create_stack(StackName="ml-network", TemplateBody=template.read_text())
+    assert e.value.response["Error"]["Code"] == "AlreadyExistsException"
+
+    aws(cove_server, "cloudformation", "delete-stack", "--stack-name", "ml-network")
+    deleted = wait_stack(cfn, stack_id, ("DELETE_COMPLETE", "DELETE_FAILED"))
+    assert deleted["StackStatus"] == "DELETE_COMPLETE"
+    assert not ec2.describe_vpcs(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Vpcs"]
+    listed = {x["StackId"]: x["StackStatus"] for x in cfn.list_stacks()["StackSummaries"]}
+    assert listed[stack_id] == "DELETE_COMPLETE"
+    with pytest.raises(botocore.exceptions.ClientError):
+        cfn.describe_stacks(StackName="ml-network")
+
+
+def test_a_stack_whose_resource_fails_rolls_back_and_leaves_nothing(cove_server, ec2):
+    cfn = cove_server.client("cloudformation")
+    before = {v["VpcId"] for v in ec2.describe_vpcs()["Vpcs"]}
+    cfn.create_stack(StackName="broken-network", TemplateBody=STACK_NETWORK.replace("SUBNET_B_CIDR", "10.99.0.0/24"))
+    s = wait_stack(cfn, "broken-network", ("ROLLBACK_COMPLETE", "ROLLBACK_FAILED", "CREATE_COMPLETE"))
+    assert s["StackStatus"] == "ROLLBACK_COMPLETE"
+    assert s["StackStatusReason"] == ("The following resource(s) failed to create: [SubnetB]. "
+                                      "Rollback requested by user.")
+    failed = [e for e in cfn.describe_stack_events(StackName="broken-network")["StackEvents"]
+              if e["ResourceStatus"] == "CREATE_FAILED"]
+    assert failed[0]["LogicalResourceId"] == "SubnetB"
+    assert "InvalidSubnet.Range" in failed[0]["ResourceStatusReason"]
+    assert {v["VpcId"] for v in ec2.describe_vpcs()["Vpcs"]} == before
+    cfn.delete_stack(StackName="broken-network")
+    wait_stack(cfn, s["StackId"], ("DELETE_COMPLETE",))
+
+
+def test_a_stack_with_a_resource_type_cove_does_not_make_is_refused(cove_server):
+    cfn = cove_server.client("cloudformation")
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        cfn.create_stack(StackName="with-role", TemplateBody=PRIVATE_NETWORK)
+    assert e.value.response["Error"]["Message"] == (
+        "Template format error: Unrecognized resource types: [AWS::IAM::Role]")
+    with pytest.raises(botocore.exceptions.ClientError):
+        cfn.describe_stacks(StackName="with-role")

@@ -2,6 +2,7 @@
 //! describe-filter matching, and the VPC resource types kept in the store.
 //! Nothing here does I/O, so every rule in it is unit-tested directly.
 
+pub mod cfn;
 pub mod cidr;
 pub mod convert;
 pub mod efs;

@@ -2,6 +2,7 @@
 //! (`imbl`), so a writer clones the world in O(1), changes its copy, persists
 //! the changed documents and publishes the copy; readers never wait.
 
+use crate::cfn::Stack;
 use crate::efs::{AccessPoint, FileSystem, MountTarget};
 use crate::endpoints::{SageMakerEndpoint, TransformJob};
 use crate::hosts::Host;
@@ -79,6 +80,8 @@ pub struct World {
     pub user_profiles: OrdMap<String, Arc<UserProfile>>,
     /// Studio apps by ARN.
     pub studio_apps: OrdMap<String, Arc<StudioApp>>,
+    /// CloudFormation stacks by ARN (deleted ones too, as ListStacks shows them).
+    pub cfn_stacks: OrdMap<String, Arc<Stack>>,
     /// The machines Cove runs on, by host id (Cove's own, no account's).
     pub hosts: OrdMap<String, Arc<Host>>,
     /// Tags by resource id, for every taggable resource.
@@ -187,6 +190,7 @@ resource!(
 );
 resource!(StsSession, "sts_session", sts_sessions, access_key_id);
 resource!(Host, "host", hosts, id);
+resource!(Stack, "cfn_stack", cfn_stacks, arn);
 resource!(IamRole, "iam_role", iam_roles, key);
 resource!(IamPolicy, "iam_policy", iam_policies, arn);
 resource!(IamUser, "iam_user", iam_users, key);
@@ -259,7 +263,8 @@ macro_rules! for_each_resource {
             StudioDomain,
             UserProfile,
             StudioApp,
-            Host
+            Host,
+            Stack
         )
     };
 }

@@ -133,7 +133,9 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     dispatcher.register(sts.clone());
     dispatcher.register(Arc::new(cove_iam::IamService::new(store.clone())));
     dispatcher.register(Arc::new(cove_route53::Route53Service::new(store.clone())));
-    dispatcher.register(Arc::new(cove_cloudformation::CloudFormationService));
+    dispatcher.register(Arc::new(cove_cloudformation::CloudFormationService::new(
+        store.clone(),
+    )));
     dispatcher.register(Arc::new(cove_efs::EfsService::new(
         store.clone(),
         &settings.data_dir,
@@ -326,6 +328,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         job_settings,
         managed_networks,
         locality(&settings),
+    )
+    .spawn()?;
+
+    cove_cloudformation::deployer::Deployer::new(
+        store.clone(),
+        cove_cloudformation::deployer::ServiceCallers { ec2: ec2.clone() },
     )
     .spawn()?;
 

@@ -1,0 +1,749 @@
+//! The deployer: follows the store and moves every stack in progress one
+//! wave at a time — creating the resources whose dependencies are made (in
+//! parallel), or deleting, in reverse, those nothing left depends on — each
+//! step one commit of the stack document, so a restart resumes where the
+//! last commit left the stack.
+
+use crate::providers::{self, Api};
+use cove_cfn::intrinsics::{self, Context, Lookups};
+use cove_model::cfn::{ResourceStatus, Stack, StackEvent, StackResource, StackStatus};
+use cove_model::ids::{now_rfc3339, random_string, UPPER_ALNUM};
+use cove_model::AwsResult;
+use cove_store::Store;
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How many passes a delete refused for a dependency is tried again (one
+/// pass a second: an endpoint's ENI takes a moment to go).
+const DELETE_RETRIES: u32 = 60;
+
+/// What the stack's own resources answer to `Ref` and `Fn::GetAtt`.
+pub struct StackLookups<'a>(pub &'a Stack);
+
+impl Lookups for StackLookups<'_> {
+    fn reference(&self, logical_id: &str) -> Option<Value> {
+        let r = self.0.resources.get(logical_id)?;
+        r.physical_id.clone().map(Value::String)
+    }
+    fn attribute(&self, logical_id: &str, attribute: &str) -> Result<Value, String> {
+        self.0
+            .resources
+            .get(logical_id)
+            .and_then(|r| r.attributes.get(attribute))
+            .filter(|v| !v.is_null())
+            .cloned()
+            .ok_or_else(|| {
+                format!("Template error: resource {logical_id} does not support attribute type {attribute} in Fn::GetAtt")
+            })
+    }
+    fn export(&self, _name: &str) -> Option<Value> {
+        None
+    }
+    fn availability_zones(&self, region: &str) -> Vec<String> {
+        cove_model::region::zones(region)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    }
+}
+
+/// An event for a resource (or, with the stack's name as logical id, the stack).
+pub fn event(
+    logical_id: &str,
+    physical_id: Option<&str>,
+    kind: &str,
+    status: &str,
+    reason: Option<&str>,
+) -> StackEvent {
+    StackEvent {
+        event_id: random_string(b"0123456789abcdef", 32),
+        logical_id: logical_id.into(),
+        physical_id: physical_id.map(str::to_string),
+        resource_type: kind.into(),
+        status: status.into(),
+        status_reason: reason.map(str::to_string),
+        timestamp: now_rfc3339(),
+    }
+}
+
+/// The resources the template makes (those whose condition holds), with their types.
+fn included(stack: &Stack) -> BTreeMap<String, String> {
+    let empty = Map::new();
+    stack
+        .template
+        .get("Resources")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty)
+        .iter()
+        .filter(|(_, r)| {
+            r.get("Condition")
+                .and_then(Value::as_str)
+                .is_none_or(|c| stack.conditions.get(c).copied().unwrap_or(false))
+        })
+        .map(|(id, r)| {
+            (
+                id.clone(),
+                r.get("Type")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+fn status_of(stack: &Stack, id: &str) -> Option<ResourceStatus> {
+    stack.resources.get(id).map(|r| r.status)
+}
+
+/// A resource's properties evaluated against the stack.
+fn properties(stack: &Stack, id: &str) -> Result<Map<String, Value>, String> {
+    let raw = stack.template["Resources"][id]
+        .get("Properties")
+        .cloned()
+        .unwrap_or(Value::Object(Map::new()));
+    let lookups = StackLookups(stack);
+    let mappings = stack
+        .template
+        .get("Mappings")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let cx = Context {
+        parameters: &stack.parameters,
+        mappings: &mappings,
+        conditions: &stack.conditions,
+        region: &stack.region,
+        lookups: &lookups,
+    };
+    match intrinsics::evaluate(&raw, &cx)? {
+        Some(Value::Object(m)) => Ok(m),
+        _ => Ok(Map::new()),
+    }
+}
+
+/// The stack's outputs, evaluated once every resource is made.
+fn outputs(stack: &Stack) -> Result<Vec<(String, Value, Option<String>)>, String> {
+    let empty = Map::new();
+    let lookups = StackLookups(stack);
+    let mappings = stack
+        .template
+        .get("Mappings")
+        .cloned()
+        .unwrap_or(Value::Null);
+    let cx = Context {
+        parameters: &stack.parameters,
+        mappings: &mappings,
+        conditions: &stack.conditions,
+        region: &stack.region,
+        lookups: &lookups,
+    };
+    let mut out = Vec::new();
+    for (key, o) in stack
+        .template
+        .get("Outputs")
+        .and_then(Value::as_object)
+        .unwrap_or(&empty)
+    {
+        if let Some(c) = o.get("Condition").and_then(Value::as_str) {
+            if !stack.conditions.get(c).copied().unwrap_or(false) {
+                continue;
+            }
+        }
+        let value = intrinsics::evaluate(&o["Value"], &cx)?.unwrap_or(Value::Null);
+        let value = match value {
+            Value::Array(items) => Value::String(
+                items
+                    .iter()
+                    .filter_map(|i| intrinsics::text(i).ok())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            v => Value::String(intrinsics::text(&v).unwrap_or_default()),
+        };
+        out.push((
+            key.clone(),
+            value,
+            o.get("Description").and_then(|d| intrinsics::text(d).ok()),
+        ));
+    }
+    Ok(out)
+}
+
+pub struct Deployer<A> {
+    store: Arc<Store>,
+    /// Cove's services as a stack's account: `(region, account)` → caller.
+    api: A,
+    delete_attempts: Mutex<HashMap<(String, String), u32>>,
+}
+
+/// Makes the caller a stack's resources are created with.
+pub trait Callers: Send + Sync + 'static {
+    fn caller(&self, region: &str, account: &str) -> Box<dyn Api + Send + Sync>;
+}
+
+impl<A: Callers> Deployer<A> {
+    pub fn new(store: Arc<Store>, api: A) -> Deployer<A> {
+        Deployer {
+            store,
+            api,
+            delete_attempts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Follows the store until the process ends.
+    pub fn spawn(self) -> std::io::Result<()> {
+        std::thread::Builder::new()
+            .name("cove-cfn-deployer".into())
+            .spawn(move || {
+                let mut seen = 0;
+                loop {
+                    let busy = self.pass();
+                    // Work left (a wave just made, a delete to retry): go on
+                    // after a second at most; else wait for a change.
+                    seen = self
+                        .store
+                        .wait_for_change(seen, Duration::from_secs(if busy { 1 } else { 5 }));
+                }
+            })?;
+        Ok(())
+    }
+
+    /// One step of every stack in progress; whether any has work left.
+    pub fn pass(&self) -> bool {
+        let world = self.store.snapshot();
+        let mut busy = false;
+        for stack in world.cfn_stacks.values().filter(|s| s.status.in_progress()) {
+            match self.step(stack) {
+                Ok(more) => busy |= more,
+                Err(e) => {
+                    tracing::warn!(stack = %stack.arn, error = %e.message, "stack step failed; retried on the next pass")
+                }
+            }
+        }
+        busy
+    }
+
+    fn commit(&self, stack: &Stack, f: impl FnOnce(&mut Stack)) -> AwsResult<()> {
+        self.store.write_as(&stack.account_id, |tx| {
+            let mut s: Stack = tx.cloned(&stack.arn)?;
+            f(&mut s);
+            tx.put(s);
+            Ok(())
+        })
+    }
+
+    fn step(&self, stack: &Stack) -> AwsResult<bool> {
+        match stack.status {
+            StackStatus::CreateInProgress => self.create_wave(stack),
+            StackStatus::RollbackInProgress | StackStatus::DeleteInProgress => {
+                self.delete_wave(stack)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn create_wave(&self, stack: &Stack) -> AwsResult<bool> {
+        let wanted = included(stack);
+        let deps = cove_cfn::graph::dependencies(&stack.template).unwrap_or_default();
+        let done = |id: &str| status_of(stack, id) == Some(ResourceStatus::CreateComplete);
+        if wanted.keys().all(|id| done(id)) {
+            let (outputs, reason) = match outputs(stack) {
+                Ok(o) => (o, None),
+                Err(e) => (vec![], Some(e)),
+            };
+            self.commit(stack, |s| match reason {
+                None => {
+                    s.outputs = outputs;
+                    s.status = StackStatus::CreateComplete;
+                    s.status_reason = None;
+                    s.record(event(
+                        &s.name,
+                        Some(&s.arn),
+                        "AWS::CloudFormation::Stack",
+                        "CREATE_COMPLETE",
+                        None,
+                    ));
+                }
+                Some(e) => fail(s, &e),
+            })?;
+            return Ok(false);
+        }
+        let ready: Vec<(String, String)> = wanted
+            .iter()
+            .filter(|(id, _)| !done(id))
+            .filter(|(id, _)| {
+                deps.get(*id)
+                    .into_iter()
+                    .flatten()
+                    .filter(|d| wanted.contains_key(*d))
+                    .all(|d| done(d))
+            })
+            .map(|(id, kind)| (id.clone(), kind.clone()))
+            .collect();
+        let now = now_rfc3339();
+        self.commit(stack, |s| {
+            for (id, kind) in &ready {
+                s.resources.insert(
+                    id.clone(),
+                    StackResource {
+                        logical_id: id.clone(),
+                        resource_type: kind.clone(),
+                        physical_id: None,
+                        status: ResourceStatus::CreateInProgress,
+                        status_reason: None,
+                        attributes: BTreeMap::new(),
+                        last_updated: now.clone(),
+                    },
+                );
+                s.record(event(id, None, kind, "CREATE_IN_PROGRESS", None));
+            }
+        })?;
+        let api = self.api.caller(&stack.region, &stack.account_id);
+        let results: Vec<(String, String, Result<providers::Created, String>)> =
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = ready
+                    .iter()
+                    .map(|(id, kind)| {
+                        let api = &api;
+                        scope.spawn(move || {
+                            let name =
+                                format!("{}-{id}-{}", stack.name, random_string(UPPER_ALNUM, 12));
+                            let made = properties(stack, id)
+                                .and_then(|p| providers::create(api.as_ref(), kind, &p, &name));
+                            (id.clone(), kind.clone(), made)
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("a provider thread panicked"))
+                    .collect()
+            });
+        let now = now_rfc3339();
+        self.commit(stack, |s| {
+            let mut failed = Vec::new();
+            for (id, kind, made) in results {
+                let Some(r) = s.resources.get_mut(&id) else {
+                    continue;
+                };
+                r.last_updated = now.clone();
+                match made {
+                    Ok(c) => {
+                        r.physical_id = Some(c.physical_id.clone());
+                        r.attributes = c.attributes;
+                        r.status = ResourceStatus::CreateComplete;
+                        s.record(event(
+                            &id,
+                            Some(&c.physical_id),
+                            &kind,
+                            "CREATE_COMPLETE",
+                            None,
+                        ));
+                    }
+                    Err(e) => {
+                        r.status = ResourceStatus::CreateFailed;
+                        r.status_reason = Some(e.clone());
+                        s.record(event(&id, None, &kind, "CREATE_FAILED", Some(&e)));
+                        failed.push(id);
+                    }
+                }
+            }
+            if !failed.is_empty() {
+                let reason = format!(
+                    "The following resource(s) failed to create: [{}]. ",
+                    failed.join(", ")
+                );
+                fail(s, &reason);
+            }
+        })?;
+        Ok(true)
+    }
+
+    fn delete_wave(&self, stack: &Stack) -> AwsResult<bool> {
+        let deps = cove_cfn::graph::dependencies(&stack.template).unwrap_or_default();
+        let live = |id: &str| {
+            matches!(
+                status_of(stack, id),
+                Some(
+                    ResourceStatus::CreateComplete
+                        | ResourceStatus::DeleteInProgress
+                        | ResourceStatus::CreateInProgress
+                )
+            )
+        };
+        let live_ids: BTreeSet<&str> = stack
+            .resources
+            .keys()
+            .map(String::as_str)
+            .filter(|id| live(id))
+            .collect();
+        // Failed creations left nothing to delete.
+        let nothing_made: Vec<String> = stack
+            .resources
+            .values()
+            .filter(|r| r.status == ResourceStatus::CreateFailed)
+            .map(|r| r.logical_id.clone())
+            .collect();
+        if live_ids.is_empty() {
+            let failed = stack
+                .resources
+                .values()
+                .any(|r| r.status == ResourceStatus::DeleteFailed);
+            self.commit(stack, |s| {
+                for id in &nothing_made {
+                    if let Some(r) = s.resources.get_mut(id) {
+                        r.status = ResourceStatus::DeleteComplete;
+                    }
+                }
+                let (status, word) = match (s.status, failed) {
+                    (StackStatus::RollbackInProgress, false) => {
+                        (StackStatus::RollbackComplete, "ROLLBACK_COMPLETE")
+                    }
+                    (StackStatus::RollbackInProgress, true) => {
+                        (StackStatus::RollbackFailed, "ROLLBACK_FAILED")
+                    }
+                    (_, false) => (StackStatus::DeleteComplete, "DELETE_COMPLETE"),
+                    (_, true) => (StackStatus::DeleteFailed, "DELETE_FAILED"),
+                };
+                s.status = status;
+                if status == StackStatus::DeleteComplete {
+                    s.deletion_time = Some(now_rfc3339());
+                }
+                if failed {
+                    s.status_reason = Some(
+                        "The following resource(s) failed to delete: see the stack's events."
+                            .into(),
+                    );
+                }
+                s.record(event(
+                    &s.name,
+                    Some(&s.arn),
+                    "AWS::CloudFormation::Stack",
+                    word,
+                    None,
+                ));
+            })?;
+            return Ok(false);
+        }
+        // What no other live resource depends on goes first.
+        let ready: Vec<StackResource> = live_ids
+            .iter()
+            .filter(|id| {
+                !live_ids
+                    .iter()
+                    .any(|other| other != *id && deps.get(*other).is_some_and(|d| d.contains(**id)))
+            })
+            .filter_map(|id| stack.resources.get(*id).cloned())
+            .collect();
+        let api = self.api.caller(&stack.region, &stack.account_id);
+        let results: Vec<(StackResource, Result<(), String>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = ready
+                .into_iter()
+                .map(|r| {
+                    let api = &api;
+                    scope.spawn(move || {
+                        let gone = match &r.physical_id {
+                            Some(p) => {
+                                providers::delete(api.as_ref(), &r.resource_type, p, &r.attributes)
+                            }
+                            None => Ok(()),
+                        };
+                        (r, gone)
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("a provider thread panicked"))
+                .collect()
+        });
+        let mut attempts = self
+            .delete_attempts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let outcomes: Vec<(StackResource, Result<(), String>)> = results
+            .into_iter()
+            .filter_map(|(r, gone)| match gone {
+                Err(e) if e.contains("DependencyViolation") => {
+                    let n = attempts
+                        .entry((stack.arn.clone(), r.logical_id.clone()))
+                        .or_insert(0);
+                    *n += 1;
+                    if *n < DELETE_RETRIES {
+                        None
+                    } else {
+                        Some((r, Err(e)))
+                    }
+                }
+                other => Some((r, other)),
+            })
+            .collect();
+        drop(attempts);
+        let now = now_rfc3339();
+        self.commit(stack, |s| {
+            for (r, gone) in outcomes {
+                let Some(mine) = s.resources.get_mut(&r.logical_id) else {
+                    continue;
+                };
+                mine.last_updated = now.clone();
+                match gone {
+                    Ok(()) => {
+                        mine.status = ResourceStatus::DeleteComplete;
+                        s.record(event(
+                            &r.logical_id,
+                            r.physical_id.as_deref(),
+                            &r.resource_type,
+                            "DELETE_COMPLETE",
+                            None,
+                        ));
+                    }
+                    Err(e) => {
+                        mine.status = ResourceStatus::DeleteFailed;
+                        mine.status_reason = Some(e.clone());
+                        s.record(event(
+                            &r.logical_id,
+                            r.physical_id.as_deref(),
+                            &r.resource_type,
+                            "DELETE_FAILED",
+                            Some(&e),
+                        ));
+                    }
+                }
+            }
+        })?;
+        Ok(true)
+    }
+}
+
+/// A failed creation: roll back, or stop where it is when rollback is off.
+fn fail(s: &mut Stack, reason: &str) {
+    if s.disable_rollback {
+        s.status = StackStatus::CreateFailed;
+        s.status_reason = Some(reason.trim_end().to_string());
+        s.record(event(
+            &s.name.clone(),
+            Some(&s.arn.clone()),
+            "AWS::CloudFormation::Stack",
+            "CREATE_FAILED",
+            Some(reason.trim_end()),
+        ));
+    } else {
+        let reason = format!("{reason}Rollback requested by user.");
+        s.status = StackStatus::RollbackInProgress;
+        s.status_reason = Some(reason.clone());
+        s.record(event(
+            &s.name.clone(),
+            Some(&s.arn.clone()),
+            "AWS::CloudFormation::Stack",
+            "ROLLBACK_IN_PROGRESS",
+            Some(&reason),
+        ));
+    }
+}
+
+/// Stacks' calls to Cove's services in this process, as the stack's
+/// account (its root principal) in the stack's region.
+pub struct ServiceCallers {
+    pub ec2: Arc<dyn cove_wire::Service>,
+}
+
+struct ServiceCaller {
+    ec2: Arc<dyn cove_wire::Service>,
+    region: String,
+    account: String,
+}
+
+impl Api for ServiceCaller {
+    fn call(
+        &self,
+        service: &'static str,
+        operation: &str,
+        input: Value,
+    ) -> Result<Value, cove_model::AwsError> {
+        let ctx = cove_wire::RequestContext::internal(
+            operation,
+            &self.region,
+            &self.account,
+            &format!("arn:aws:iam::{}:root", self.account),
+            "",
+        );
+        match service {
+            "ec2" => self.ec2.handle(&ctx, input),
+            other => Err(cove_model::AwsError::internal(format!(
+                "no service {other} for stacks"
+            ))),
+        }
+    }
+}
+
+impl Callers for ServiceCallers {
+    fn caller(&self, region: &str, account: &str) -> Box<dyn Api + Send + Sync> {
+        Box::new(ServiceCaller {
+            ec2: self.ec2.clone(),
+            region: region.into(),
+            account: account.into(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cove_wire::Service;
+    use serde_json::json;
+
+    /// A fake EC2 that makes ids and remembers what exists.
+    #[derive(Default, Clone)]
+    struct FakeEc2 {
+        made: Arc<Mutex<Vec<(String, Value)>>>,
+        deleted: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Api for FakeEc2 {
+        fn call(
+            &self,
+            _service: &'static str,
+            operation: &str,
+            input: Value,
+        ) -> Result<Value, cove_model::AwsError> {
+            let n = self.made.lock().unwrap().len();
+            self.made
+                .lock()
+                .unwrap()
+                .push((operation.to_string(), input.clone()));
+            match operation {
+                "CreateVpc" => Ok(
+                    json!({"Vpc": {"VpcId": format!("vpc-{n:08x}"), "CidrBlock": input["CidrBlock"]}}),
+                ),
+                "CreateSubnet" if input["CidrBlock"] == "10.9.9.0/24" => {
+                    Err(cove_model::AwsError::client(
+                        "InvalidSubnet.Range",
+                        "The CIDR '10.9.9.0/24' is invalid.",
+                    ))
+                }
+                "CreateSubnet" => Ok(
+                    json!({"Subnet": {"SubnetId": format!("subnet-{n:08x}"), "VpcId": input["VpcId"], "CidrBlock": input["CidrBlock"]}}),
+                ),
+                "DeleteVpc" | "DeleteSubnet" => {
+                    self.deleted.lock().unwrap().push(operation.to_string());
+                    Ok(json!({}))
+                }
+                _ => Ok(json!({})),
+            }
+        }
+    }
+
+    impl Callers for FakeEc2 {
+        fn caller(&self, _region: &str, _account: &str) -> Box<dyn Api + Send + Sync> {
+            Box::new(self.clone())
+        }
+    }
+
+    fn create(store: &Arc<Store>, subnet_cidr: &str) -> String {
+        let svc = crate::CloudFormationService::new(store.clone());
+        let body = format!(
+            "Resources:\n  Vpc: {{Type: AWS::EC2::VPC, Properties: {{CidrBlock: 10.9.0.0/16}}}}\n  \
+             Subnet: {{Type: AWS::EC2::Subnet, Properties: {{VpcId: !Ref Vpc, CidrBlock: {subnet_cidr}}}}}\n\
+             Outputs:\n  S: {{Value: !Ref Subnet}}\n"
+        );
+        let ctx = cove_wire::RequestContext::internal(
+            "CreateStack",
+            "us-east-1",
+            "123456789012",
+            "arn:aws:iam::123456789012:root",
+            "",
+        );
+        svc.handle(&ctx, json!({"StackName": "s", "TemplateBody": body}))
+            .unwrap()["StackId"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    fn stack(store: &Store, arn: &str) -> Stack {
+        (*store.snapshot().cfn_stacks[arn]).clone()
+    }
+
+    #[test]
+    fn waves_follow_dependencies_and_the_stack_completes_with_outputs() {
+        let store = Arc::new(Store::in_memory().unwrap());
+        let arn = create(&store, "10.9.1.0/24");
+        let ec2 = FakeEc2::default();
+        let deployer = Deployer::new(store.clone(), ec2.clone());
+        while deployer.pass() {}
+        let s = stack(&store, &arn);
+        assert_eq!(s.status, StackStatus::CreateComplete);
+        let ops: Vec<String> = ec2
+            .made
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(op, _)| op.clone())
+            .collect();
+        assert_eq!(
+            ops,
+            [
+                "CreateVpc",
+                "DescribeSecurityGroups",
+                "DescribeNetworkAcls",
+                "CreateSubnet"
+            ]
+        );
+        assert_eq!(
+            ec2.made.lock().unwrap()[3].1["VpcId"],
+            json!("vpc-00000000")
+        );
+        assert_eq!(
+            s.outputs[0].1,
+            json!(s.resources["Subnet"].physical_id.clone().unwrap())
+        );
+    }
+
+    #[test]
+    fn a_failure_rolls_back_what_was_made_in_reverse() {
+        let store = Arc::new(Store::in_memory().unwrap());
+        let arn = create(&store, "10.9.9.0/24");
+        let ec2 = FakeEc2::default();
+        let deployer = Deployer::new(store.clone(), ec2.clone());
+        while deployer.pass() {}
+        let s = stack(&store, &arn);
+        assert_eq!(s.status, StackStatus::RollbackComplete);
+        assert_eq!(s.resources["Subnet"].status, ResourceStatus::DeleteComplete);
+        assert_eq!(
+            *ec2.deleted.lock().unwrap(),
+            ["DeleteVpc"],
+            "the failed subnet was never made"
+        );
+        assert!(s.events.iter().any(|e| e.status == "CREATE_FAILED"
+            && e.status_reason
+                .as_deref()
+                .is_some_and(|r| r.contains("Error Code: InvalidSubnet.Range"))));
+    }
+
+    #[test]
+    fn a_new_deployer_resumes_a_stack_where_the_store_left_it() {
+        let store = Arc::new(Store::in_memory().unwrap());
+        let arn = create(&store, "10.9.1.0/24");
+        let first = FakeEc2::default();
+        Deployer::new(store.clone(), first.clone()).pass();
+        assert_eq!(
+            stack(&store, &arn).resources["Vpc"].status,
+            ResourceStatus::CreateComplete
+        );
+        // The process restarts: a new deployer makes only what is left.
+        let second = FakeEc2::default();
+        let deployer = Deployer::new(store.clone(), second.clone());
+        while deployer.pass() {}
+        let ops: Vec<String> = second
+            .made
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(op, _)| op.clone())
+            .collect();
+        assert_eq!(ops, ["CreateSubnet"]);
+        assert_eq!(stack(&store, &arn).status, StackStatus::CreateComplete);
+    }
+}
