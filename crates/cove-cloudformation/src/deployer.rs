@@ -98,12 +98,9 @@ fn status_of(stack: &Stack, id: &str) -> Option<ResourceStatus> {
     stack.resources.get(id).map(|r| r.status)
 }
 
-/// A resource's properties evaluated against the stack.
-fn properties(stack: &Stack, id: &str) -> Result<Map<String, Value>, String> {
-    let raw = stack.template["Resources"][id]
-        .get("Properties")
-        .cloned()
-        .unwrap_or(Value::Object(Map::new()));
+/// A template value evaluated against the stack (its parameters,
+/// conditions, mappings and made resources).
+fn evaluate_in(stack: &Stack, v: &Value) -> Result<Option<Value>, String> {
     let lookups = StackLookups(stack);
     let mappings = stack
         .template
@@ -117,7 +114,16 @@ fn properties(stack: &Stack, id: &str) -> Result<Map<String, Value>, String> {
         region: &stack.region,
         lookups: &lookups,
     };
-    match intrinsics::evaluate(&raw, &cx)? {
+    intrinsics::evaluate(v, &cx)
+}
+
+/// A resource's properties evaluated against the stack.
+fn properties(stack: &Stack, id: &str) -> Result<Map<String, Value>, String> {
+    let raw = stack.template["Resources"][id]
+        .get("Properties")
+        .cloned()
+        .unwrap_or(Value::Object(Map::new()));
+    match evaluate_in(stack, &raw)? {
         Some(Value::Object(m)) => Ok(m),
         _ => Ok(Map::new()),
     }
@@ -126,19 +132,6 @@ fn properties(stack: &Stack, id: &str) -> Result<Map<String, Value>, String> {
 /// The stack's outputs, evaluated once every resource is made.
 fn outputs(stack: &Stack) -> Result<Vec<(String, Value, Option<String>)>, String> {
     let empty = Map::new();
-    let lookups = StackLookups(stack);
-    let mappings = stack
-        .template
-        .get("Mappings")
-        .cloned()
-        .unwrap_or(Value::Null);
-    let cx = Context {
-        parameters: &stack.parameters,
-        mappings: &mappings,
-        conditions: &stack.conditions,
-        region: &stack.region,
-        lookups: &lookups,
-    };
     let mut out = Vec::new();
     for (key, o) in stack
         .template
@@ -151,7 +144,7 @@ fn outputs(stack: &Stack) -> Result<Vec<(String, Value, Option<String>)>, String
                 continue;
             }
         }
-        let value = intrinsics::evaluate(&o["Value"], &cx)?.unwrap_or(Value::Null);
+        let value = evaluate_in(stack, &o["Value"])?.unwrap_or(Value::Null);
         let value = match value {
             Value::Array(items) => Value::String(
                 items

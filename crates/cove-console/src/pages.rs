@@ -179,6 +179,11 @@ fn no_input() -> serde_json::Value {
     serde_json::json!({})
 }
 
+/// A page of the signed-in account.
+fn account_page(s: &Session, title: &str, section: Section, live: Live, body: &str) -> String {
+    page(title, section, live, Some(&s.principal.account_id), body)
+}
+
 fn not_found(s: &Session, what: &str) -> (StatusCode, String) {
     (
         StatusCode::NOT_FOUND,
@@ -356,11 +361,11 @@ fn overview_body(c: &Console, s: &Session, w: &World) -> Result<String, (StatusC
             &rows
         )
     );
-    Ok(page(
+    Ok(account_page(
+        s,
         "VPCs",
         Section::Vpcs,
         Live::OnChange,
-        Some(&s.principal.account_id),
         &body,
     ))
 }
@@ -584,13 +589,7 @@ fn vpc_body(c: &Console, s: &Session, w: &World, id: &str) -> Result<String, (St
     let Some(body) = vpc_page_body(w, id) else {
         return Err(not_found(s, &format!("The vpc ID '{id}' does not exist")));
     };
-    Ok(page(
-        id,
-        Section::Vpcs,
-        Live::OnChange,
-        Some(&s.principal.account_id),
-        &body,
-    ))
+    Ok(account_page(s, id, Section::Vpcs, Live::OnChange, &body))
 }
 
 async fn vpc_page(
@@ -721,13 +720,7 @@ fn resource_body(
         "<h2>Details</h2><section class=\"card\">{}</section>",
         fields_table(&doc)
     );
-    Ok(page(
-        id,
-        Section::Vpcs,
-        Live::OnChange,
-        Some(&s.principal.account_id),
-        &body,
-    ))
+    Ok(account_page(s, id, Section::Vpcs, Live::OnChange, &body))
 }
 
 async fn resource_page(
@@ -861,11 +854,11 @@ fn reach_body(
             }
         }
     }
-    Ok(page(
+    Ok(account_page(
+        s,
         "Can A reach B?",
         Section::Reach,
         Live::No,
-        Some(&s.principal.account_id),
         &body,
     ))
 }
@@ -1173,11 +1166,11 @@ fn sagemaker_body(c: &Console, s: &Session, w: &World) -> Result<String, (Status
         ],
         &rows,
     );
-    Ok(page(
+    Ok(account_page(
+        s,
         "SageMaker",
         Section::SageMaker,
         Live::OnChange,
-        Some(&s.principal.account_id),
         &body,
     ))
 }
@@ -1495,11 +1488,11 @@ fn job_body(
             ))
         }
     }
-    Ok(page(
+    Ok(account_page(
+        s,
         name,
         Section::SageMaker,
         Live::Always,
-        Some(&s.principal.account_id),
         &body,
     ))
 }
@@ -1671,11 +1664,11 @@ fn flow_log_body(
             table(&headers, &rows[keep_from..])
         );
     }
-    Ok(page(
+    Ok(account_page(
+        s,
         &format!("Flow logs of {eni}"),
         Section::Vpcs,
         Live::Always,
-        Some(&s.principal.account_id),
         &body,
     ))
 }
