@@ -19,6 +19,9 @@ use std::time::Duration;
 /// pass a second: an endpoint's ENI takes a moment to go).
 const DELETE_RETRIES: u32 = 60;
 
+/// What a resource records when its provider failed unexpectedly.
+const INTERNAL_FAILURE: &str = "Internal Failure";
+
 /// What the stack's own resources answer to `Ref` and `Fn::GetAtt`.
 pub struct StackLookups<'a>(pub &'a Stack);
 
@@ -311,7 +314,12 @@ impl<A: Callers> Deployer<A> {
                     .collect();
                 handles
                     .into_iter()
-                    .map(|h| h.join().expect("a provider thread panicked"))
+                    .zip(&ready)
+                    .map(|(h, (id, kind))| {
+                        h.join().unwrap_or_else(|_| {
+                            (id.clone(), kind.clone(), Err(INTERNAL_FAILURE.to_string()))
+                        })
+                    })
                     .collect()
             });
         let now = now_rfc3339();
@@ -431,6 +439,7 @@ impl<A: Callers> Deployer<A> {
             .filter_map(|id| stack.resources.get(*id).cloned())
             .collect();
         let api = self.api.caller(&stack.region, &stack.account_id);
+        let copies = ready.clone();
         let results: Vec<(StackResource, Result<(), String>)> = std::thread::scope(|scope| {
             let handles: Vec<_> = ready
                 .into_iter()
@@ -449,7 +458,11 @@ impl<A: Callers> Deployer<A> {
                 .collect();
             handles
                 .into_iter()
-                .map(|h| h.join().expect("a provider thread panicked"))
+                .zip(copies)
+                .map(|(h, r)| {
+                    h.join()
+                        .unwrap_or_else(|_| (r, Err(INTERNAL_FAILURE.to_string())))
+                })
                 .collect()
         });
         let mut attempts = self
