@@ -420,6 +420,7 @@ impl Instances {
                 Err(why) => why,
             };
         if script_mode(job) {
+            tracing::info!(job = %job.arn, image, reason = %missing, "script mode on the host's root: the image is not available");
             return Ok(RootFs::Host);
         }
         Err(Failure(format!(
