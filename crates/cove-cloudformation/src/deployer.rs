@@ -297,31 +297,14 @@ impl<A: Callers> Deployer<A> {
             }
         })?;
         let api = self.api.caller(&stack.region, &stack.account_id);
-        let results: Vec<(String, String, Result<providers::Created, String>)> =
-            std::thread::scope(|scope| {
-                let handles: Vec<_> = ready
-                    .iter()
-                    .map(|(id, kind)| {
-                        let api = &api;
-                        scope.spawn(move || {
-                            let name =
-                                format!("{}-{id}-{}", stack.name, random_string(UPPER_ALNUM, 12));
-                            let made = properties(stack, id)
-                                .and_then(|p| providers::create(api.as_ref(), kind, &p, &name));
-                            (id.clone(), kind.clone(), made)
-                        })
-                    })
-                    .collect();
-                handles
-                    .into_iter()
-                    .zip(&ready)
-                    .map(|(h, (id, kind))| {
-                        h.join().unwrap_or_else(|_| {
-                            (id.clone(), kind.clone(), Err(INTERNAL_FAILURE.to_string()))
-                        })
-                    })
-                    .collect()
-            });
+        let made = in_parallel(&ready, |(id, kind)| {
+            let name = format!("{}-{id}-{}", stack.name, random_string(UPPER_ALNUM, 12));
+            properties(stack, id).and_then(|p| providers::create(api.as_ref(), kind, &p, &name))
+        });
+        let results = ready
+            .into_iter()
+            .zip(made)
+            .map(|((id, kind), m)| (id, kind, m));
         let now = now_rfc3339();
         self.commit(stack, |s| {
             let mut failed = Vec::new();
@@ -439,32 +422,11 @@ impl<A: Callers> Deployer<A> {
             .filter_map(|id| stack.resources.get(*id).cloned())
             .collect();
         let api = self.api.caller(&stack.region, &stack.account_id);
-        let copies = ready.clone();
-        let results: Vec<(StackResource, Result<(), String>)> = std::thread::scope(|scope| {
-            let handles: Vec<_> = ready
-                .into_iter()
-                .map(|r| {
-                    let api = &api;
-                    scope.spawn(move || {
-                        let gone = match &r.physical_id {
-                            Some(p) => {
-                                providers::delete(api.as_ref(), &r.resource_type, p, &r.attributes)
-                            }
-                            None => Ok(()),
-                        };
-                        (r, gone)
-                    })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .zip(copies)
-                .map(|(h, r)| {
-                    h.join()
-                        .unwrap_or_else(|_| (r, Err(INTERNAL_FAILURE.to_string())))
-                })
-                .collect()
+        let gone = in_parallel(&ready, |r| match &r.physical_id {
+            Some(p) => providers::delete(api.as_ref(), &r.resource_type, p, &r.attributes),
+            None => Ok(()),
         });
+        let results = ready.into_iter().zip(gone);
         let mut attempts = self
             .delete_attempts
             .lock()
@@ -521,6 +483,27 @@ impl<A: Callers> Deployer<A> {
         })?;
         Ok(true)
     }
+}
+
+/// Runs `work` on every item at once, a thread each; an item whose work
+/// panicked gets CloudFormation's "Internal Failure".
+fn in_parallel<T: Sync, R: Send>(
+    items: &[T],
+    work: impl Fn(&T) -> Result<R, String> + Sync,
+) -> Vec<Result<R, String>> {
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = items
+            .iter()
+            .map(|item| scope.spawn(|| work(item)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(INTERNAL_FAILURE.to_string()))
+            })
+            .collect()
+    })
 }
 
 /// A failed creation: roll back, or stop where it is when rollback is off.
