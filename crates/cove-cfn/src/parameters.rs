@@ -42,6 +42,28 @@ fn element(kind: &str) -> &str {
         .unwrap_or("String")
 }
 
+/// Checks the declarations themselves, as `ValidateTemplate` does: every
+/// parameter's type is one Cove knows, every `AllowedPattern` is a pattern.
+pub fn check_declarations(template: &Value) -> Result<(), String> {
+    let Some(declared) = template.get("Parameters").and_then(Value::as_object) else {
+        return Ok(());
+    };
+    for (name, decl) in declared {
+        let kind = decl.get("Type").and_then(Value::as_str).unwrap_or("");
+        if !supported(kind) {
+            return Err(format!(
+                "Template format error: Unrecognized parameter type: {kind}"
+            ));
+        }
+        if let Some(pattern) = decl.get("AllowedPattern").and_then(Value::as_str) {
+            regex::Regex::new(&format!("^(?:{pattern})$")).map_err(|_| {
+                format!("Template format error: AllowedPattern of parameter '{name}' is not a valid pattern")
+            })?;
+        }
+    }
+    Ok(())
+}
+
 fn supported(kind: &str) -> bool {
     let one = |k: &str| {
         k == "String"
@@ -137,6 +159,7 @@ pub fn resolve(
     given: &BTreeMap<String, String>,
     exists: Exists,
 ) -> Result<BTreeMap<String, Value>, String> {
+    check_declarations(template)?;
     let empty = serde_json::Map::new();
     let declared = template
         .get("Parameters")
@@ -157,11 +180,6 @@ pub fn resolve(
     let mut out = BTreeMap::new();
     for (name, decl) in declared {
         let kind = decl.get("Type").and_then(Value::as_str).unwrap_or("");
-        if !supported(kind) {
-            return Err(format!(
-                "Template format error: Unrecognized parameter type: {kind}"
-            ));
-        }
         let raw = match given.get(name) {
             Some(v) => v.clone(),
             None => match decl.get("Default") {

@@ -110,12 +110,7 @@ pub fn summarize(template: &Value) -> Result<Summary, String> {
         }
     }
     crate::graph::dependencies(template)?;
-    // Parameter types are checked as a stack would check them, with no
-    // values given: a missing value is not a template error.
-    match crate::parameters::resolve(template, &Default::default(), &|_, _| true) {
-        Err(e) if e.starts_with("Template format error") => return Err(e),
-        _ => {}
-    }
+    crate::parameters::check_declarations(template)?;
     let parameters = top
         .get("Parameters")
         .and_then(Value::as_object)
