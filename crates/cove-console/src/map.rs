@@ -193,8 +193,16 @@ fn line(id: Option<&str>, text: String) -> Line {
 
 /// The map of `vpc_id`; `None` when the world has no such VPC.
 pub fn layout(world: &World, vpc_id: &str) -> Option<Layout> {
+    layout_with_owners(world, vpc_id, &eni_owners(world))
+}
+
+/// [`layout`] with the ENIs' owners already known ([`eni_owners`]).
+pub fn layout_with_owners(
+    world: &World,
+    vpc_id: &str,
+    owners: &HashMap<String, String>,
+) -> Option<Layout> {
     let vpc = world.vpcs.get(vpc_id)?;
-    let owners = eni_owners(world);
     let top = 34;
     let mut nodes = Vec::new();
     let mut edges = Vec::new();

@@ -414,8 +414,7 @@ fn rule_rows(rules: &[SgRule]) -> Vec<Vec<String>> {
         .collect()
 }
 
-fn eni_rows(w: &World, enis: &[&NetworkInterface]) -> Vec<Vec<String>> {
-    let owners = map::eni_owners(w);
+fn eni_rows(enis: &[&NetworkInterface], owners: &HashMap<String, String>) -> Vec<Vec<String>> {
     enis.iter()
         .map(|e| {
             vec![
@@ -435,7 +434,7 @@ fn eni_rows(w: &World, enis: &[&NetworkInterface]) -> Vec<Vec<String>> {
 }
 
 /// The security groups, network ACLs and route tables of a VPC, as tables.
-fn vpc_tables(w: &World, vpc_id: &str) -> String {
+fn vpc_tables(w: &World, vpc_id: &str, owners: &HashMap<String, String>) -> String {
     let mut out = String::new();
     let enis: Vec<&NetworkInterface> = w
         .network_interfaces
@@ -456,7 +455,7 @@ fn vpc_tables(w: &World, vpc_id: &str) -> String {
                 "Status",
                 ""
             ],
-            &eni_rows(w, &enis)
+            &eni_rows(&enis, owners)
         )
     );
     out.push_str("<h2 id=\"security-groups\">Security groups</h2>");
@@ -574,13 +573,14 @@ fn vpc_tables(w: &World, vpc_id: &str) -> String {
 /// A VPC's page without its frame: the map and the tables; `None` when
 /// the world has no such VPC.
 pub fn vpc_page_body(w: &World, id: &str) -> Option<String> {
-    let layout = map::layout(w, id)?;
+    let owners = map::eni_owners(w);
+    let layout = map::layout_with_owners(w, id, &owners)?;
     Some(format!(
         "<h1>{} {}</h1><h2>Resource map</h2><div class=\"map\">{}</div>{}",
         esc(id),
         name_of(w, id),
         map::render(&layout, &Marks::default()),
-        vpc_tables(w, id)
+        vpc_tables(w, id, &owners)
     ))
 }
 
