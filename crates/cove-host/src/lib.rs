@@ -60,33 +60,53 @@ pub use cove_ecr::token::Holder as Puller;
 /// `cove image-import` left. On a host without the registry (an agent),
 /// `from_control_plane` says how to pull it: the image is pulled from the
 /// control plane's registry on the underlay into this host's blob cache
-/// (unless it is unpacked here already) and unpacked. `Err` with the
-/// registry's word when the registry has no such image, the pull or the
-/// unpacking failed, or the image is another account's and its repository
-/// policy does not let `puller` pull.
+/// (unless it is unpacked here already) and unpacked.
 pub fn image_root(
     settings: &Settings,
     uri: &str,
     puller: &Puller,
     from_control_plane: Option<(&cove_model::jobs::ImagePull, &cove_model::world::World)>,
-) -> Result<PathBuf, String> {
+) -> Result<PathBuf, NoImage> {
     let legacy = cove_runtime::image::legacy_rootfs_dir(&settings.images_dir, uri);
     let Some(registry) = &settings.registry else {
         return match from_control_plane {
-            Some((pull, world)) => pulled_image_root(settings, uri, pull, world),
+            Some((pull, world)) => {
+                pulled_image_root(settings, uri, pull, world).map_err(NoImage::Broken)
+            }
             None if legacy.is_dir() => Ok(legacy),
-            None => Err("Cove's registry is not open".into()),
+            None => Err(NoImage::Absent("Cove's registry is not open".into())),
         };
     };
     match registry.resolve_as(uri, puller) {
         Ok(image) => {
             let dest = cove_runtime::image::unpacked_dir(&settings.images_dir, image.digest.hex());
             cove_runtime::image::unpack(&image.layers, &dest)
-                .map_err(|e| format!("unpacking {uri}: {e:#}"))?;
+                .map_err(|e| NoImage::Broken(format!("unpacking {uri}: {e:#}")))?;
             Ok(dest)
         }
         Err(_) if legacy.is_dir() => Ok(legacy),
-        Err(e) => Err(e.message),
+        Err(e) => Err(NoImage::Absent(e.message)),
+    }
+}
+
+/// Why [`image_root`] gave no root filesystem.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoImage {
+    /// The registry has no such image, or will not give it to the puller
+    /// (another account's, and its repository policy says no): a
+    /// script-mode workload may run on the host's root instead.
+    Absent(String),
+    /// The registry has the image but it could not be pulled or unpacked
+    /// here (a full disk, a broken layer, the control plane unreachable):
+    /// running anything else in its place would hide the failure.
+    Broken(String),
+}
+
+impl std::fmt::Display for NoImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoImage::Absent(why) | NoImage::Broken(why) => f.write_str(why),
+        }
     }
 }
 
@@ -192,4 +212,68 @@ pub fn eni_netns(settings: &Settings, eni: Option<&str>) -> Option<String> {
         settings.instance.as_deref()?,
         eni?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ACCOUNT: &str = "000000000000";
+    const URI: &str = "000000000000.dkr.ecr.us-east-1.amazonaws.com/tools:1";
+
+    fn settings(dir: &std::path::Path, images_dir: PathBuf) -> Settings {
+        let ecr = cove_ecr::Ecr::open(&dir.join("ecr"), None, ACCOUNT, "us-east-1").unwrap();
+        let root = dir.join("root");
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::write(root.join("bin/tool"), b"#!/bin/sh\n").unwrap();
+        cove_ecr::import::import(&ecr, URI, &root).unwrap();
+        Settings {
+            jobs_dir: dir.join("jobs"),
+            images_dir,
+            registry: Some(Arc::new(ecr)),
+            runner: PathBuf::from("/bin/false"),
+            instance: None,
+            local_s3: "127.0.0.1:1".into(),
+            connect_timeout: Duration::from_secs(1),
+            stop_grace: Duration::from_secs(1),
+            studio_command: None,
+            studio_dir: dir.join("studio"),
+            efs_dir: dir.join("efs"),
+            ca_bundle: None,
+        }
+    }
+
+    fn puller() -> Puller {
+        Puller {
+            account: ACCOUNT.into(),
+            access_key: String::new(),
+        }
+    }
+
+    #[test]
+    fn an_image_in_the_registry_is_unpacked_once_and_a_missing_one_is_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = settings(dir.path(), dir.path().join("images"));
+        let root = image_root(&s, URI, &puller(), None).unwrap();
+        assert!(root.join("bin/tool").is_file());
+        assert_eq!(image_root(&s, URI, &puller(), None).unwrap(), root);
+        let missing = "000000000000.dkr.ecr.us-east-1.amazonaws.com/tools:2";
+        assert!(matches!(
+            image_root(&s, missing, &puller(), None),
+            Err(NoImage::Absent(_))
+        ));
+    }
+
+    #[test]
+    fn an_image_that_cannot_be_unpacked_here_is_broken_not_absent() {
+        let dir = tempfile::tempdir().unwrap();
+        // Where images are unpacked is a file: unpacking fails as it does on a full disk.
+        let images = dir.path().join("images");
+        std::fs::write(&images, b"").unwrap();
+        let s = settings(dir.path(), images);
+        match image_root(&s, URI, &puller(), None) {
+            Err(NoImage::Broken(why)) => assert!(why.starts_with("unpacking "), "{why}"),
+            other => panic!("expected a broken image, got {other:?}"),
+        }
+    }
 }

@@ -996,6 +996,9 @@ impl Hosting {
             from_control_plane,
         ) {
             Ok(rootfs) => (RootFs::Image(overlay(&rootfs, dir)?), Serving::Image),
+            Err(cove_host::NoImage::Broken(why)) => {
+                return Ok(Err(crate::instances::image_broken(image, &why)))
+            }
             Err(_) if serves_in_script_mode(&container) => (RootFs::Host, Serving::Script),
             Err(missing) => {
                 return Ok(Err(Failure(format!(

@@ -419,9 +419,13 @@ impl Instances {
                 Ok(root) => return Ok(RootFs::Image(root)),
                 Err(why) => why,
             };
-        if script_mode(job) {
-            tracing::info!(job = %job.arn, image, reason = %missing, "script mode on the host's root: the image is not available");
-            return Ok(RootFs::Host);
+        match &missing {
+            cove_host::NoImage::Absent(why) if script_mode(job) => {
+                tracing::info!(job = %job.arn, image, reason = %why, "script mode on the host's root: the image is not in Cove's registry");
+                return Ok(RootFs::Host);
+            }
+            cove_host::NoImage::Broken(why) => return Err(image_broken(image, why)),
+            cove_host::NoImage::Absent(_) => {}
         }
         Err(Failure(format!(
             "ClientError: The image {image} is not available to Cove ({missing}). Push it to Cove's registry (docker or skopeo after `aws ecr get-login-password`, or `cove image-import`), or run a framework image in script mode (the sagemaker_program hyperparameter, or a ContainerEntrypoint)."
@@ -697,6 +701,15 @@ fn has_instance_work(phase: JobPhase) -> bool {
         phase,
         JobPhase::Downloading | JobPhase::Running | JobPhase::Uploading | JobPhase::Done
     )
+}
+
+/// The failure of a workload whose image is in Cove's registry but could
+/// not be made into its root here: running the script on the host's root
+/// instead would fail later with a misleading error (a missing module).
+pub(crate) fn image_broken(image: &str, why: &str) -> Failure {
+    Failure(format!(
+        "InternalServerError: Cove could not prepare the image {image} on this host: {why}"
+    ))
 }
 
 /// Whether the job runs a script or entry point that needs no image of its
