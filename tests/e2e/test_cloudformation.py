@@ -2,7 +2,9 @@
 GetTemplateSummary with the AWS CLI and boto3 on real templates (YAML with
 the short-form tags, JSON), and CloudFormation's ValidationError words for
 broken ones; stacks of EC2 VPC resources created, rolled back and deleted
-through the EC2 API (docs/cloudformation.md)."""
+through the EC2 API; a private SageMaker design (endpoints with private DNS,
+a flow log, a bucket policy, a role, a model served from an endpoint) made
+from one template and used from inside its VPC (docs/cloudformation.md)."""
 
 import json
 import os
@@ -76,6 +78,9 @@ Resources:
 Outputs:
   SubnetIds:
     Value: !Join [",", [!Ref SubnetA, !Ref SubnetB]]
+  Stage:
+    Condition: IsProd
+    Value: production
 """
 
 
@@ -129,6 +134,17 @@ def test_broken_templates_get_cloudformations_validation_errors(cove_server, bod
     assert e.value.response["Error"]["Code"] == "ValidationError"
     assert e.value.response["Error"]["Message"] == message
     assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
+def test_the_templates_of_these_tests_are_cfn_lint_clean(tmp_path):
+    paths = []
+    for name, body in (("private", PRIVATE_NETWORK), ("design", SAGEMAKER_DESIGN),
+                       ("network", STACK_NETWORK.replace("SUBNET_B_CIDR", "10.70.1.0/24"))):
+        paths.append(tmp_path / f"{name}.yaml")
+        paths[-1].write_text(body)
+    lint = subprocess.run([os.path.join(os.path.dirname(sys.executable), "cfn-lint"), "--regions", "us-east-1",
+                           "-t", *map(str, paths)], capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
 
 
 def test_operations_not_served_yet_say_so(cove_server):
@@ -264,9 +280,234 @@ def test_a_stack_whose_resource_fails_rolls_back_and_leaves_nothing(cove_server,
 
 def test_a_stack_with_a_resource_type_cove_does_not_make_is_refused(cove_server):
     cfn = cove_server.client("cloudformation")
+    body = PRIVATE_NETWORK.replace("Outputs:", """  Handler:
+    Type: AWS::Lambda::Function
+    Properties: {Handler: index.handler, Runtime: python3.12, Role: !GetAtt JobRole.Arn, Code: {ZipFile: x}}
+Outputs:""")
     with pytest.raises(botocore.exceptions.ClientError) as e:
-        cfn.create_stack(StackName="with-role", TemplateBody=PRIVATE_NETWORK)
+        cfn.create_stack(StackName="with-function", TemplateBody=body)
     assert e.value.response["Error"]["Message"] == (
-        "Template format error: Unrecognized resource types: [AWS::IAM::Role]")
+        "Template format error: Unrecognized resource types: [AWS::Lambda::Function]")
     with pytest.raises(botocore.exceptions.ClientError):
-        cfn.describe_stacks(StackName="with-role")
+        cfn.describe_stacks(StackName="with-function")
+
+
+# The private SageMaker design of AWS's secure-networking samples, cut to
+# what one test can use: private subnets with an S3 gateway endpoint, the
+# SageMaker API and Runtime as interface endpoints with private DNS, a
+# self-referencing job group, a flow log to CloudWatch Logs with its role,
+# a bucket with a policy, and a model served from an endpoint in the VPC.
+SAGEMAKER_DESIGN = """
+AWSTemplateFormatVersion: "2010-09-09"
+Parameters:
+  ModelDataUrl: {Type: String}
+  Image: {Type: String}
+Resources:
+  Vpc:
+    Type: AWS::EC2::VPC
+    Properties: {CidrBlock: 10.72.0.0/16, EnableDnsSupport: true, EnableDnsHostnames: true}
+  SubnetA:
+    Type: AWS::EC2::Subnet
+    Properties: {VpcId: !Ref Vpc, CidrBlock: 10.72.1.0/24, AvailabilityZone: !Select [0, !GetAZs ""]}
+  SubnetB:
+    Type: AWS::EC2::Subnet
+    Properties: {VpcId: !Ref Vpc, CidrBlock: 10.72.2.0/24, AvailabilityZone: !Select [1, !GetAZs ""]}
+  Private:
+    Type: AWS::EC2::RouteTable
+    Properties: {VpcId: !Ref Vpc}
+  AssocA:
+    Type: AWS::EC2::SubnetRouteTableAssociation
+    Properties: {SubnetId: !Ref SubnetA, RouteTableId: !Ref Private}
+  AssocB:
+    Type: AWS::EC2::SubnetRouteTableAssociation
+    Properties: {SubnetId: !Ref SubnetB, RouteTableId: !Ref Private}
+  S3Endpoint:
+    Type: AWS::EC2::VPCEndpoint
+    Properties:
+      VpcId: !Ref Vpc
+      ServiceName: !Sub "com.amazonaws.${AWS::Region}.s3"
+      RouteTableIds: [!Ref Private]
+  JobGroup:
+    Type: AWS::EC2::SecurityGroup
+    Properties: {GroupDescription: jobs and models, VpcId: !Ref Vpc}
+  SelfIngress:
+    Type: AWS::EC2::SecurityGroupIngress
+    Properties: {GroupId: !Ref JobGroup, IpProtocol: "-1", SourceSecurityGroupId: !Ref JobGroup}
+  EndpointGroup:
+    Type: AWS::EC2::SecurityGroup
+    Properties:
+      GroupDescription: interface endpoints
+      VpcId: !Ref Vpc
+      SecurityGroupIngress:
+        - {IpProtocol: tcp, FromPort: 443, ToPort: 443, SourceSecurityGroupId: !Ref JobGroup}
+  RuntimeEndpoint:
+    Type: AWS::EC2::VPCEndpoint
+    Properties:
+      VpcId: !Ref Vpc
+      VpcEndpointType: Interface
+      ServiceName: !Sub "com.amazonaws.${AWS::Region}.sagemaker.runtime"
+      SubnetIds: [!Ref SubnetA]
+      SecurityGroupIds: [!Ref EndpointGroup]
+      PrivateDnsEnabled: true
+  ApiEndpoint:
+    Type: AWS::EC2::VPCEndpoint
+    Properties:
+      VpcId: !Ref Vpc
+      VpcEndpointType: Interface
+      ServiceName: !Sub "com.amazonaws.${AWS::Region}.sagemaker.api"
+      SubnetIds: [!Ref SubnetA]
+      SecurityGroupIds: [!Ref EndpointGroup]
+      PrivateDnsEnabled: true
+  FlowLogGroup:
+    Type: AWS::Logs::LogGroup
+    Properties: {RetentionInDays: 7}
+  FlowLogRole:
+    Type: AWS::IAM::Role
+    Properties:
+      AssumeRolePolicyDocument:
+        Statement: [{Effect: Allow, Principal: {Service: vpc-flow-logs.amazonaws.com}, Action: sts:AssumeRole}]
+      Policies:
+        - PolicyName: deliver
+          PolicyDocument:
+            Statement: [{Effect: Allow, Action: ["logs:CreateLogStream", "logs:PutLogEvents"], Resource: "*"}]
+  FlowLog:
+    Type: AWS::EC2::FlowLog
+    Properties:
+      ResourceId: !Ref Vpc
+      ResourceType: VPC
+      TrafficType: ALL
+      LogGroupName: !Ref FlowLogGroup
+      DeliverLogsPermissionArn: !GetAtt FlowLogRole.Arn
+      MaxAggregationInterval: 60
+  ExecutionRole:
+    Type: AWS::IAM::Role
+    Properties:
+      AssumeRolePolicyDocument:
+        Statement: [{Effect: Allow, Principal: {Service: sagemaker.amazonaws.com}, Action: sts:AssumeRole}]
+      ManagedPolicyArns: [!Ref ModelAccess]
+  ModelAccess:
+    Type: AWS::IAM::ManagedPolicy
+    Properties:
+      PolicyDocument:
+        Statement: [{Effect: Allow, Action: "s3:*", Resource: "*"}]
+  Artifacts:
+    Type: AWS::S3::Bucket
+    DeletionPolicy: Delete
+  ArtifactsPolicy:
+    Type: AWS::S3::BucketPolicy
+    Properties:
+      Bucket: !Ref Artifacts
+      PolicyDocument:
+        Statement:
+          - Effect: Deny
+            Principal: "*"
+            Action: s3:DeleteObject
+            Resource: !Sub "${Artifacts.Arn}/*"
+  Model:
+    Type: AWS::SageMaker::Model
+    Properties:
+      ExecutionRoleArn: !GetAtt ExecutionRole.Arn
+      PrimaryContainer:
+        Image: !Ref Image
+        ModelDataUrl: !Ref ModelDataUrl
+        Environment: {SAGEMAKER_PROGRAM: inference.py, SAGEMAKER_SUBMIT_DIRECTORY: /opt/ml/model/code}
+      VpcConfig:
+        Subnets: [!Ref SubnetA, !Ref SubnetB]
+        SecurityGroupIds: [!Ref JobGroup]
+  EndpointConfig:
+    Type: AWS::SageMaker::EndpointConfig
+    Properties:
+      ProductionVariants:
+        - {VariantName: AllTraffic, ModelName: !GetAtt Model.ModelName, InstanceType: ml.m5.large,
+           InitialInstanceCount: 1, InitialVariantWeight: 1}
+  Endpoint:
+    Type: AWS::SageMaker::Endpoint
+    DependsOn: [AssocA, AssocB, S3Endpoint]
+    Properties:
+      EndpointConfigName: !GetAtt EndpointConfig.EndpointConfigName
+Outputs:
+  EndpointName: {Value: !GetAtt Endpoint.EndpointName}
+  JobGroup: {Value: !Ref JobGroup}
+  SubnetA: {Value: !Ref SubnetA}
+  Bucket: {Value: !Ref Artifacts}
+  FlowLogGroup: {Value: !Ref FlowLogGroup}
+"""
+
+
+def test_a_private_sagemaker_design_deploys_serves_inside_its_vpc_and_deletes_cleanly(cove_server, ec2, tmp_path):
+    from test_hosting import model_archive, from_subnet
+    from test_training_jobs import IMAGE, training_bucket
+    from test_flow_log_records import records, find
+    from helpers import eventually
+
+    cfn, s3, sm, logs, iam = (cove_server.client(x) for x in ("cloudformation", "s3", "sagemaker", "logs", "iam"))
+    bucket = training_bucket(s3)
+    s3.put_object(Bucket=bucket, Key="cfn/model.tar.gz", Body=model_archive(1, 10))
+    template = tmp_path / "design.yaml"
+    template.write_text(SAGEMAKER_DESIGN)
+    stack_id = json.loads(aws(cove_server, "cloudformation", "create-stack", "--stack-name", "sm-design",
+                              "--template-body", f"file://{template}", "--capabilities", "CAPABILITY_IAM",
+                              "--parameters", f"ParameterKey=ModelDataUrl,ParameterValue=s3://{bucket}/cfn/model.tar.gz",
+                              f"ParameterKey=Image,ParameterValue={IMAGE}").stdout)["StackId"]
+    try:
+        s = wait_stack(cfn, stack_id, ("CREATE_COMPLETE", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED"), timeout=180)
+        events = cfn.describe_stack_events(StackName=stack_id)["StackEvents"]
+        assert s["StackStatus"] == "CREATE_COMPLETE", [(e["LogicalResourceId"], e["ResourceStatus"],
+                                                        e.get("ResourceStatusReason")) for e in events]
+        out = {o["OutputKey"]: o["OutputValue"] for o in s["Outputs"]}
+        resources = {r["LogicalResourceId"]: r["PhysicalResourceId"]
+                     for r in cfn.list_stack_resources(StackName=stack_id)["StackResourceSummaries"]}
+        # The endpoint was created, then waited for until SageMaker had it in service.
+        initiated = [e for e in events if e["LogicalResourceId"] == "Endpoint"
+                     and e.get("ResourceStatusReason") == "Resource creation Initiated"]
+        assert initiated and initiated[0]["PhysicalResourceId"].startswith("arn:aws:sagemaker:us-east-1:")
+        described = sm.describe_endpoint(EndpointName=out["EndpointName"])
+        assert described["EndpointStatus"] == "InService" and described["EndpointArn"] == resources["Endpoint"]
+        model = sm.describe_model(ModelName=resources["Model"].split("/")[-1])
+        assert model["VpcConfig"]["Subnets"] == [out["SubnetA"], resources["SubnetB"]]
+        assert model["ExecutionRoleArn"].startswith("arn:aws:iam::123456789012:role/sm-design-ExecutionRole-")
+        role = iam.get_role(RoleName=resources["FlowLogRole"])["Role"]
+        assert iam.list_role_policies(RoleName=role["RoleName"])["PolicyNames"] == ["deliver"]
+        flow = ec2.describe_flow_logs(FlowLogIds=[resources["FlowLog"]])["FlowLogs"][0]
+        assert flow["LogGroupName"] == out["FlowLogGroup"] and flow["DeliverLogsPermissionArn"] == role["Arn"]
+        assert logs.describe_log_groups(logGroupNamePrefix=out["FlowLogGroup"])["logGroups"][0]["retentionInDays"] == 7
+
+        # The stack's bucket policy is S3's: its Deny holds for the owner too.
+        s3.put_object(Bucket=out["Bucket"], Key="k", Body=b"v")
+        with pytest.raises(botocore.exceptions.ClientError) as e:
+            s3.delete_object(Bucket=out["Bucket"], Key="k")
+        assert e.value.response["Error"]["Code"] == "AccessDenied"
+
+        # From a caller in the private subnet, InvokeEndpoint goes through the runtime
+        # interface endpoint (private DNS), as the endpoint group allows the job group.
+        eni = ec2.create_network_interface(SubnetId=out["SubnetA"], Groups=[out["JobGroup"]])["NetworkInterface"]
+        caller = eni["NetworkInterfaceId"]
+        assert eventually(lambda: cove_server.exec(caller, "true").returncode == 0)
+        answer = ""
+
+        def invoked():
+            nonlocal answer
+            answer = from_subnet(cove_server, caller, "invoke", out["EndpointName"])
+            return answer.startswith("ok")
+        assert eventually(invoked, timeout=30), answer
+        assert json.loads(answer[3:])["outputs"] == [70]
+        # The stack's flow log recorded the call to the runtime endpoint's ENI.
+        assert eventually(lambda: find(records(logs, out["FlowLogGroup"], caller), dstport=443, action="ACCEPT")
+                          or (from_subnet(cove_server, caller, "invoke", out["EndpointName"]) and False), timeout=60)
+        ec2.delete_network_interface(NetworkInterfaceId=caller)
+        s3.put_bucket_policy(Bucket=out["Bucket"], Policy=json.dumps({"Statement": [
+            {"Effect": "Allow", "Principal": "*", "Action": "s3:DeleteObject", "Resource": f"arn:aws:s3:::{out['Bucket']}/*"}]}))
+        s3.delete_object(Bucket=out["Bucket"], Key="k")
+    finally:
+        cfn.delete_stack(StackName=stack_id)
+        deleted = wait_stack(cfn, stack_id, ("DELETE_COMPLETE", "DELETE_FAILED"), timeout=180)
+    assert deleted["StackStatus"] == "DELETE_COMPLETE", [
+        (e["LogicalResourceId"], e["ResourceStatus"], e.get("ResourceStatusReason"))
+        for e in cfn.describe_stack_events(StackName=stack_id)["StackEvents"][:10]]
+    assert not ec2.describe_vpcs(Filters=[{"Name": "vpc-id", "Values": [resources["Vpc"]]}])["Vpcs"]
+    with pytest.raises(botocore.exceptions.ClientError):
+        sm.describe_endpoint(EndpointName=out["EndpointName"])
+    with pytest.raises(botocore.exceptions.ClientError):
+        iam.get_role(RoleName=resources["FlowLogRole"])
+    assert out["Bucket"] not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
+    assert not logs.describe_log_groups(logGroupNamePrefix=out["FlowLogGroup"])["logGroups"]

@@ -4,10 +4,10 @@
 //! step one commit of the stack document, so a restart resumes where the
 //! last commit left the stack.
 
-use crate::providers::{self, Api};
+use crate::providers::{self, Api, Readiness};
 use cove_cfn::intrinsics::{self, Context, Lookups};
 use cove_model::cfn::{ResourceStatus, Stack, StackEvent, StackResource, StackStatus};
-use cove_model::ids::{now_rfc3339, random_string, UPPER_ALNUM};
+use cove_model::ids::{now_rfc3339, random_string};
 use cove_model::AwsResult;
 use cove_store::Store;
 use serde_json::{Map, Value};
@@ -266,9 +266,16 @@ impl<A: Callers> Deployer<A> {
             })?;
             return Ok(false);
         }
+        let settling: Vec<StackResource> = stack
+            .resources
+            .values()
+            .filter(|r| r.status == ResourceStatus::CreateInProgress && r.physical_id.is_some())
+            .cloned()
+            .collect();
         let ready: Vec<(String, String)> = wanted
             .iter()
             .filter(|(id, _)| !done(id))
+            .filter(|(id, _)| !settling.iter().any(|r| &r.logical_id == *id))
             .filter(|(id, _)| {
                 deps.get(*id)
                     .into_iter()
@@ -278,6 +285,10 @@ impl<A: Callers> Deployer<A> {
             })
             .map(|(id, kind)| (id.clone(), kind.clone()))
             .collect();
+        let api = self.api.caller(&stack.region, &stack.account_id);
+        if ready.is_empty() {
+            return self.settle(stack, &settling, api.as_ref());
+        }
         let now = now_rfc3339();
         self.commit(stack, |s| {
             for (id, kind) in &ready {
@@ -296,10 +307,20 @@ impl<A: Callers> Deployer<A> {
                 s.record(event(id, None, kind, "CREATE_IN_PROGRESS", None));
             }
         })?;
-        let api = self.api.caller(&stack.region, &stack.account_id);
         let made = in_parallel(&ready, |(id, kind)| {
-            let name = format!("{}-{id}-{}", stack.name, random_string(UPPER_ALNUM, 12));
-            properties(stack, id).and_then(|p| providers::create(api.as_ref(), kind, &p, &name))
+            let naming = providers::Naming {
+                stack: &stack.name,
+                logical_id: id,
+            };
+            let created = properties(stack, id)
+                .and_then(|p| providers::create(api.as_ref(), kind, &p, &naming))?;
+            let readiness = providers::readiness(
+                api.as_ref(),
+                kind,
+                &created.physical_id,
+                &created.attributes,
+            )?;
+            Ok((created, readiness))
         });
         let results = ready
             .into_iter()
@@ -314,17 +335,24 @@ impl<A: Callers> Deployer<A> {
                 };
                 r.last_updated = now.clone();
                 match made {
-                    Ok(c) => {
+                    Ok((c, readiness)) => {
                         r.physical_id = Some(c.physical_id.clone());
                         r.attributes = c.attributes;
-                        r.status = ResourceStatus::CreateComplete;
-                        s.record(event(
-                            &id,
-                            Some(&c.physical_id),
-                            &kind,
-                            "CREATE_COMPLETE",
-                            None,
-                        ));
+                        let (status, word, reason) = match readiness {
+                            Readiness::Ready => (
+                                ResourceStatus::CreateComplete,
+                                "CREATE_COMPLETE",
+                                c.note.as_deref(),
+                            ),
+                            Readiness::Pending => (
+                                ResourceStatus::CreateInProgress,
+                                "CREATE_IN_PROGRESS",
+                                Some("Resource creation Initiated"),
+                            ),
+                        };
+                        r.status = status;
+                        r.status_reason = reason.map(str::to_string);
+                        s.record(event(&id, Some(&c.physical_id), &kind, word, reason));
                     }
                     Err(e) => {
                         r.status = ResourceStatus::CreateFailed;
@@ -345,17 +373,89 @@ impl<A: Callers> Deployer<A> {
         Ok(true)
     }
 
+    /// Asks the services of the resources they are still making whether
+    /// they are ready; a resource its service gave up on fails the stack.
+    fn settle(
+        &self,
+        stack: &Stack,
+        settling: &[StackResource],
+        api: &(dyn Api + Send + Sync),
+    ) -> AwsResult<bool> {
+        let answers = in_parallel(settling, |r| {
+            providers::readiness(
+                api,
+                &r.resource_type,
+                r.physical_id.as_deref().unwrap_or_default(),
+                &r.attributes,
+            )
+        });
+        if answers.iter().all(|a| matches!(a, Ok(Readiness::Pending))) {
+            return Ok(true);
+        }
+        let now = now_rfc3339();
+        self.commit(stack, |s| {
+            let mut failed = Vec::new();
+            for (r, answer) in settling.iter().zip(answers) {
+                let Some(mine) = s.resources.get_mut(&r.logical_id) else {
+                    continue;
+                };
+                let physical = r.physical_id.as_deref();
+                match answer {
+                    Ok(Readiness::Pending) => continue,
+                    Ok(Readiness::Ready) => {
+                        mine.status = ResourceStatus::CreateComplete;
+                        mine.status_reason = None;
+                        mine.last_updated = now.clone();
+                        s.record(event(
+                            &r.logical_id,
+                            physical,
+                            &r.resource_type,
+                            "CREATE_COMPLETE",
+                            None,
+                        ));
+                    }
+                    Err(e) => {
+                        mine.status = ResourceStatus::CreateFailed;
+                        mine.status_reason = Some(e.clone());
+                        mine.last_updated = now.clone();
+                        s.record(event(
+                            &r.logical_id,
+                            physical,
+                            &r.resource_type,
+                            "CREATE_FAILED",
+                            Some(&e),
+                        ));
+                        failed.push(r.logical_id.clone());
+                    }
+                }
+            }
+            if !failed.is_empty() {
+                let reason = format!(
+                    "The following resource(s) failed to create: [{}]. ",
+                    failed.join(", ")
+                );
+                fail(s, &reason);
+            }
+        })?;
+        Ok(true)
+    }
+
     fn delete_wave(&self, stack: &Stack) -> AwsResult<bool> {
         let deps = cove_cfn::graph::dependencies(&stack.template).unwrap_or_default();
         let live = |id: &str| {
+            let r = stack.resources.get(id);
             matches!(
-                status_of(stack, id),
+                r.map(|r| r.status),
                 Some(
                     ResourceStatus::CreateComplete
                         | ResourceStatus::DeleteInProgress
                         | ResourceStatus::CreateInProgress
                 )
-            )
+            ) || r.is_some_and(|r| {
+                // Made, then given up on by its service (an endpoint that
+                // failed): still there to delete.
+                r.status == ResourceStatus::CreateFailed && r.physical_id.is_some()
+            })
         };
         let live_ids: BTreeSet<&str> = stack
             .resources
@@ -367,7 +467,7 @@ impl<A: Callers> Deployer<A> {
         let nothing_made: Vec<String> = stack
             .resources
             .values()
-            .filter(|r| r.status == ResourceStatus::CreateFailed)
+            .filter(|r| r.status == ResourceStatus::CreateFailed && r.physical_id.is_none())
             .map(|r| r.logical_id.clone())
             .collect();
         if live_ids.is_empty() {
@@ -423,18 +523,20 @@ impl<A: Callers> Deployer<A> {
             .collect();
         let api = self.api.caller(&stack.region, &stack.account_id);
         let gone = in_parallel(&ready, |r| match &r.physical_id {
-            Some(p) => providers::delete(api.as_ref(), &r.resource_type, p, &r.attributes),
-            None => Ok(()),
+            _ if retained(stack, &r.logical_id) => Ok(Deletion::Skipped),
+            Some(p) => providers::delete(api.as_ref(), &r.resource_type, p, &r.attributes)
+                .map(|()| Deletion::Deleted),
+            None => Ok(Deletion::Deleted),
         });
         let results = ready.into_iter().zip(gone);
         let mut attempts = self
             .delete_attempts
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let outcomes: Vec<(StackResource, Result<(), String>)> = results
+        let outcomes: Vec<(StackResource, Result<Deletion, String>)> = results
             .into_iter()
             .filter_map(|(r, gone)| match gone {
-                Err(e) if e.contains("DependencyViolation") => {
+                Err(e) if providers::is_busy(&e) => {
                     let n = attempts
                         .entry((stack.arn.clone(), r.logical_id.clone()))
                         .or_insert(0);
@@ -457,13 +559,19 @@ impl<A: Callers> Deployer<A> {
                 };
                 mine.last_updated = now.clone();
                 match gone {
-                    Ok(()) => {
-                        mine.status = ResourceStatus::DeleteComplete;
+                    Ok(deletion) => {
+                        let (status, word) = match deletion {
+                            Deletion::Deleted => {
+                                (ResourceStatus::DeleteComplete, "DELETE_COMPLETE")
+                            }
+                            Deletion::Skipped => (ResourceStatus::DeleteSkipped, "DELETE_SKIPPED"),
+                        };
+                        mine.status = status;
                         s.record(event(
                             &r.logical_id,
                             r.physical_id.as_deref(),
                             &r.resource_type,
-                            "DELETE_COMPLETE",
+                            word,
                             None,
                         ));
                     }
@@ -482,6 +590,24 @@ impl<A: Callers> Deployer<A> {
             }
         })?;
         Ok(true)
+    }
+}
+
+/// What deleting a resource did.
+enum Deletion {
+    Deleted,
+    /// Kept by its `DeletionPolicy`.
+    Skipped,
+}
+
+/// Whether a resource's `DeletionPolicy` keeps it: `Retain` always,
+/// `RetainExceptOnCreate` unless its stack is rolling back a creation.
+fn retained(stack: &Stack, logical_id: &str) -> bool {
+    let policy = stack.template["Resources"][logical_id]["DeletionPolicy"].as_str();
+    match policy {
+        Some("Retain") => true,
+        Some("RetainExceptOnCreate") => stack.status != StackStatus::RollbackInProgress,
+        _ => false,
     }
 }
 
@@ -532,14 +658,22 @@ fn fail(s: &mut Stack, reason: &str) {
     }
 }
 
+/// S3's bucket calls as an account: `(account, region, operation, input)`.
+pub type BucketCalls =
+    Arc<dyn Fn(&str, &str, &str, &Value) -> Result<Value, cove_model::AwsError> + Send + Sync>;
+
 /// Stacks' calls to Cove's services in this process, as the stack's
-/// account (its root principal) in the stack's region.
+/// account (its root principal) in the stack's region, validated against
+/// each service's model as calls from the wire are.
+#[derive(Clone)]
 pub struct ServiceCallers {
-    pub ec2: Arc<dyn cove_wire::Service>,
+    /// By signing name (`ec2`, `iam`, `logs`, `sagemaker`).
+    pub services: Vec<Arc<dyn cove_wire::Service>>,
+    pub s3: BucketCalls,
 }
 
 struct ServiceCaller {
-    ec2: Arc<dyn cove_wire::Service>,
+    services: ServiceCallers,
     region: String,
     account: String,
 }
@@ -551,6 +685,17 @@ impl Api for ServiceCaller {
         operation: &str,
         input: Value,
     ) -> Result<Value, cove_model::AwsError> {
+        if service == "s3" {
+            return (self.services.s3)(&self.account, &self.region, operation, &input);
+        }
+        let target = self
+            .services
+            .services
+            .iter()
+            .find(|s| s.signing_name() == service)
+            .ok_or_else(|| {
+                cove_model::AwsError::internal(format!("no service {service} for stacks"))
+            })?;
         let ctx = cove_wire::RequestContext::internal(
             operation,
             &self.region,
@@ -558,19 +703,18 @@ impl Api for ServiceCaller {
             &format!("arn:aws:iam::{}:root", self.account),
             "",
         );
-        match service {
-            "ec2" => self.ec2.handle(&ctx, input),
-            other => Err(cove_model::AwsError::internal(format!(
-                "no service {other} for stacks"
-            ))),
-        }
+        cove_wire::in_process::call(target.as_ref(), &ctx, input)
+    }
+
+    fn region(&self) -> String {
+        self.region.clone()
     }
 }
 
 impl Callers for ServiceCallers {
     fn caller(&self, region: &str, account: &str) -> Box<dyn Api + Send + Sync> {
         Box::new(ServiceCaller {
-            ec2: self.ec2.clone(),
+            services: self.clone(),
             region: region.into(),
             account: account.into(),
         })
@@ -615,12 +759,39 @@ mod tests {
                 "CreateSubnet" => Ok(
                     json!({"Subnet": {"SubnetId": format!("subnet-{n:08x}"), "VpcId": input["VpcId"], "CidrBlock": input["CidrBlock"]}}),
                 ),
-                "DeleteVpc" | "DeleteSubnet" => {
+                "DeleteVpc" | "DeleteSubnet" | "DeleteNatGateway" => {
                     self.deleted.lock().unwrap().push(operation.to_string());
                     Ok(json!({}))
                 }
+                "CreateNatGateway" => Ok(json!({"NatGateway": {"NatGatewayId": "nat-1"}})),
+                // Pending for its first two looks, as the EC2 API's lifecycle has it.
+                "DescribeNatGateways" => {
+                    let looks = self
+                        .made
+                        .lock()
+                        .unwrap()
+                        .iter()
+                        .filter(|(op, _)| op == "DescribeNatGateways")
+                        .count();
+                    let state = match (
+                        self.deleted
+                            .lock()
+                            .unwrap()
+                            .iter()
+                            .any(|d| d == "DeleteNatGateway"),
+                        looks,
+                    ) {
+                        (true, _) => "deleted",
+                        (false, 0..=2) => "pending",
+                        _ => "available",
+                    };
+                    Ok(json!({"NatGateways": [{"NatGatewayId": "nat-1", "State": state}]}))
+                }
                 _ => Ok(json!({})),
             }
+        }
+        fn region(&self) -> String {
+            "us-east-1".into()
         }
     }
 
@@ -734,5 +905,69 @@ mod tests {
             .collect();
         assert_eq!(ops, ["CreateSubnet"]);
         assert_eq!(stack(&store, &arn).status, StackStatus::CreateComplete);
+    }
+
+    fn create_body(store: &Arc<Store>, body: &str) -> String {
+        let svc = crate::CloudFormationService::new(store.clone());
+        let ctx = cove_wire::RequestContext::internal(
+            "CreateStack",
+            "us-east-1",
+            "123456789012",
+            "arn:aws:iam::123456789012:root",
+            "",
+        );
+        svc.handle(&ctx, json!({"StackName": "n", "TemplateBody": body}))
+            .unwrap()["StackId"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    #[test]
+    fn a_resource_its_service_makes_in_the_background_is_waited_for_and_retain_keeps_it() {
+        let store = Arc::new(Store::in_memory().unwrap());
+        let arn = create_body(
+            &store,
+            "Resources:\n  Vpc: {Type: AWS::EC2::VPC, DeletionPolicy: Retain, Properties: {CidrBlock: 10.9.0.0/16}}\n  \
+             Nat: {Type: AWS::EC2::NatGateway, Properties: {SubnetId: subnet-1}}\n  \
+             After: {Type: AWS::EC2::Subnet, DependsOn: Nat, Properties: {VpcId: !Ref Vpc, CidrBlock: 10.9.1.0/24}}\n",
+        );
+        let ec2 = FakeEc2::default();
+        let deployer = Deployer::new(store.clone(), ec2.clone());
+        deployer.pass();
+        let s = stack(&store, &arn);
+        let nat = &s.resources["Nat"];
+        assert_eq!(nat.status, ResourceStatus::CreateInProgress);
+        assert_eq!(nat.physical_id.as_deref(), Some("nat-1"));
+        assert!(s.events.iter().any(|e| e.logical_id == "Nat"
+            && e.status_reason.as_deref() == Some("Resource creation Initiated")));
+        // Nothing that depends on it is made while it is pending.
+        deployer.pass();
+        assert!(!stack(&store, &arn).resources.contains_key("After"));
+        while deployer.pass() {}
+        let s = stack(&store, &arn);
+        assert_eq!(s.status, StackStatus::CreateComplete);
+        assert_eq!(s.resources["After"].status, ResourceStatus::CreateComplete);
+
+        crate::CloudFormationService::new(store.clone())
+            .handle(
+                &cove_wire::RequestContext::internal(
+                    "DeleteStack",
+                    "us-east-1",
+                    "123456789012",
+                    "arn:aws:iam::123456789012:root",
+                    "",
+                ),
+                json!({"StackName": arn}),
+            )
+            .unwrap();
+        while deployer.pass() {}
+        let s = stack(&store, &arn);
+        assert_eq!(s.status, StackStatus::DeleteComplete);
+        assert_eq!(s.resources["Vpc"].status, ResourceStatus::DeleteSkipped);
+        let deleted = ec2.deleted.lock().unwrap().clone();
+        assert!(deleted.contains(&"DeleteSubnet".to_string()));
+        assert!(deleted.contains(&"DeleteNatGateway".to_string()));
+        assert!(!deleted.contains(&"DeleteVpc".to_string()), "{deleted:?}");
     }
 }

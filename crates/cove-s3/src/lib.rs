@@ -11,6 +11,7 @@
 //! [`S3Front::handle`].
 
 pub mod access;
+pub mod control;
 pub mod errors;
 pub mod host;
 pub mod listing;
@@ -49,6 +50,18 @@ pub fn is_s3_request(parts: &axum::http::request::Parts) -> bool {
 }
 
 impl S3Front {
+    /// A bucket call Cove makes itself as `account` (see [`control`]).
+    /// Blocking (SQLite); call it from a blocking thread.
+    pub fn call_as(
+        &self,
+        account: &str,
+        region: &str,
+        operation: &str,
+        input: &serde_json::Value,
+    ) -> cove_model::AwsResult<serde_json::Value> {
+        control::call(&self.storage, account, region, operation, input)
+    }
+
     /// A bucket's policy document, if it has one.
     pub fn bucket_policy(&self, bucket: &str) -> Option<String> {
         self.storage.bucket(bucket).ok().and_then(|b| b.policy)

@@ -332,6 +332,40 @@ fn stored_encoding(encoding: Option<String>) -> Option<String> {
 /// `LocationConstraint` asked for, with S3's answers to a mismatch: only
 /// us-east-1's endpoint creates buckets in other regions, and us-east-1
 /// itself is never named.
+/// `CreateBucket` by `account` at `endpoint_region`'s endpoint.
+pub(crate) fn create_bucket_as(
+    storage: &Storage,
+    account: &str,
+    endpoint_region: &str,
+    bucket: &str,
+    constraint: Option<&str>,
+) -> S3Result<()> {
+    if !crate::names::valid_bucket_name(bucket) {
+        return Err(aws(S3ErrorCode::InvalidBucketName));
+    }
+    let bucket_region = bucket_region(endpoint_region, constraint)?;
+    if !storage.create_bucket(bucket, &bucket_region, account)? {
+        // Names are shared by every account; us-east-1 answers 200 to
+        // the bucket's owner, for legacy compatibility.
+        if storage.bucket(bucket)?.owner != account {
+            return Err(aws(S3ErrorCode::BucketAlreadyExists));
+        }
+        if endpoint_region != "us-east-1" {
+            return Err(aws(S3ErrorCode::BucketAlreadyOwnedByYou));
+        }
+    }
+    Ok(())
+}
+
+/// `PutBucketPolicy`: the document must parse as a bucket policy.
+pub(crate) fn put_bucket_policy(storage: &Storage, bucket: &str, policy: &str) -> S3Result<()> {
+    storage.bucket(bucket)?;
+    Policy::parse(policy, Kind::Bucket)
+        .map_err(|e| S3Error::with_message(S3ErrorCode::MalformedPolicy, e.0))?;
+    storage.set_policy(bucket, Some(policy))?;
+    Ok(())
+}
+
 fn bucket_region(endpoint_region: &str, constraint: Option<&str>) -> S3Result<String> {
     let incompatible = |what: &str| {
         S3Error::with_message(
@@ -510,27 +544,17 @@ impl S3 for CoveS3 {
             .as_ref()
             .map_or_else(|| self.region.clone(), |r| r.as_str().to_string());
         let input = req.input;
-        if !crate::names::valid_bucket_name(&input.bucket) {
-            return Err(aws(S3ErrorCode::InvalidBucketName));
-        }
         let constraint = input
             .create_bucket_configuration
             .and_then(|c| c.location_constraint)
             .map(|c| c.as_str().to_string());
-        let bucket_region = bucket_region(&endpoint_region, constraint.as_deref())?;
-        if !self
-            .storage
-            .create_bucket(&input.bucket, &bucket_region, &caller.account)?
-        {
-            // Names are shared by every account; us-east-1 answers 200 to
-            // the bucket's owner, for legacy compatibility.
-            if self.storage.bucket(&input.bucket)?.owner != caller.account {
-                return Err(aws(S3ErrorCode::BucketAlreadyExists));
-            }
-            if endpoint_region != "us-east-1" {
-                return Err(aws(S3ErrorCode::BucketAlreadyOwnedByYou));
-            }
-        }
+        create_bucket_as(
+            &self.storage,
+            &caller.account,
+            &endpoint_region,
+            &input.bucket,
+            constraint.as_deref(),
+        )?;
         Ok(S3Response::new(CreateBucketOutput {
             location: Some(format!("/{}", input.bucket)),
         }))
@@ -1352,11 +1376,7 @@ impl S3 for CoveS3 {
         req: S3Request<PutBucketPolicyInput>,
     ) -> S3Result<S3Response<PutBucketPolicyOutput>> {
         let input = req.input;
-        self.storage.bucket(&input.bucket)?;
-        Policy::parse(&input.policy, Kind::Bucket)
-            .map_err(|e| S3Error::with_message(S3ErrorCode::MalformedPolicy, e.0))?;
-        self.storage
-            .set_policy(&input.bucket, Some(&input.policy))?;
+        put_bucket_policy(&self.storage, &input.bucket, &input.policy)?;
         Ok(S3Response::new(PutBucketPolicyOutput::default()))
     }
 

@@ -754,7 +754,11 @@ fn decode_request(
     }
 }
 
-fn query_violation(protocol: Protocol, first: &Violation, all: &[Violation]) -> AwsError {
+pub(crate) fn query_violation(
+    protocol: Protocol,
+    first: &Violation,
+    all: &[Violation],
+) -> AwsError {
     match protocol {
         Protocol::Ec2 if first.missing => AwsError::missing_parameter(&first.member),
         Protocol::Ec2 => AwsError::invalid_parameter_value(format!(

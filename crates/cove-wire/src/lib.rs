@@ -5,6 +5,7 @@
 //! answer or error in the protocol's own envelope. It never touches state.
 
 pub mod dispatch;
+pub mod in_process;
 pub mod json;
 pub mod model;
 pub mod query;

@@ -131,7 +131,8 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let sts =
         Arc::new(cove_sts::StsService::new(store.clone()).enforcing_iam(settings.iam_enforced));
     dispatcher.register(sts.clone());
-    dispatcher.register(Arc::new(cove_iam::IamService::new(store.clone())));
+    let iam = Arc::new(cove_iam::IamService::new(store.clone()));
+    dispatcher.register(iam.clone());
     dispatcher.register(Arc::new(cove_route53::Route53Service::new(store.clone())));
     dispatcher.register(Arc::new(cove_cloudformation::CloudFormationService::new(
         store.clone(),
@@ -163,7 +164,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let policies = s3_front.clone();
     let studio_dir = settings.shared_dir.join("studio");
     let studio_key = studio_key(&studio_dir)?;
-    dispatcher.register(Arc::new(
+    let sagemaker = Arc::new(
         cove_sagemaker::SageMakerService::new(
             store.clone(),
             Arc::new(move |bucket: &str| policies.bucket_policy(bucket)),
@@ -175,7 +176,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             },
         )
         .enforcing_iam(settings.iam_enforced),
-    ));
+    );
+    dispatcher.register(sagemaker.clone());
+    // What a stack's resources are made with (CloudFormation's providers).
+    let stack_services: Vec<Arc<dyn cove_wire::Service>> =
+        vec![ec2.clone(), iam, logs.clone(), sagemaker];
+    let buckets = s3_front.clone();
 
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let app = Arc::new(App {
@@ -333,7 +339,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
 
     cove_cloudformation::deployer::Deployer::new(
         store.clone(),
-        cove_cloudformation::deployer::ServiceCallers { ec2: ec2.clone() },
+        cove_cloudformation::deployer::ServiceCallers {
+            services: stack_services,
+            s3: Arc::new(move |account, region, operation, input| {
+                buckets.call_as(account, region, operation, input)
+            }),
+        },
     )
     .spawn()?;
 

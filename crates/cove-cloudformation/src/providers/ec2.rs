@@ -1,0 +1,672 @@
+//! The EC2 VPC family: VPCs, subnets, security groups and their rules,
+//! gateways, routes, endpoints, NAT, addresses, network ACLs, flow logs,
+//! network interfaces, DHCP options and peering.
+
+use super::{
+    boolean, created, document, id_at, need, s, strings, tag_list, Api, Created, Naming, Readiness,
+};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+fn ec2(api: &dyn Api, operation: &str, input: Value) -> Result<Value, String> {
+    super::call(api, "ec2", operation, input)
+}
+
+/// `TagSpecifications` for a create call, from CloudFormation's `Tags`.
+fn tag_specs(props: &Map<String, Value>, resource_type: &str) -> Value {
+    let tags = tag_list(props);
+    if tags.is_empty() {
+        return json!([]);
+    }
+    json!([{"ResourceType": resource_type, "Tags": tags}])
+}
+
+/// One security group rule of CloudFormation's shape as an `IpPermission`.
+fn permission(rule: &Map<String, Value>, peer_group_key: &str) -> Result<Value, String> {
+    let mut p = json!({"IpProtocol": need(rule, "IpProtocol")?});
+    for key in ["FromPort", "ToPort"] {
+        if let Some(port) = s(rule, key) {
+            p[key] = json!(port);
+        }
+    }
+    let description = s(rule, "Description");
+    if let Some(cidr) = s(rule, "CidrIp") {
+        let mut range = json!({"CidrIp": cidr});
+        if let Some(d) = &description {
+            range["Description"] = json!(d);
+        }
+        p["IpRanges"] = json!([range]);
+    }
+    if let Some(group) = s(rule, peer_group_key) {
+        p["UserIdGroupPairs"] = json!([{"GroupId": group}]);
+    }
+    for key in ["SourcePrefixListId", "DestinationPrefixListId"] {
+        if let Some(pl) = s(rule, key) {
+            p["PrefixListIds"] = json!([{"PrefixListId": pl}]);
+        }
+    }
+    Ok(p)
+}
+
+fn peer_key(ingress: bool) -> &'static str {
+    if ingress {
+        "SourceSecurityGroupId"
+    } else {
+        "DestinationSecurityGroupId"
+    }
+}
+
+fn rule_ids(reply: &Value) -> Vec<Value> {
+    reply["SecurityGroupRules"]
+        .as_array()
+        .map(|a| a.iter().map(|r| r["SecurityGroupRuleId"].clone()).collect())
+        .unwrap_or_default()
+}
+
+/// The network ACL a subnet is associated with, and the association's id.
+fn acl_association_of(api: &dyn Api, subnet: &str) -> Result<(String, String), String> {
+    let acls = ec2(
+        api,
+        "DescribeNetworkAcls",
+        json!({"Filters": [{"Name": "association.subnet-id", "Values": [subnet]}]}),
+    )?;
+    let acl = &acls["NetworkAcls"][0];
+    let association = acl["Associations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["SubnetId"] == subnet)
+        .and_then(|a| a["NetworkAclAssociationId"].as_str())
+        .ok_or_else(|| format!("subnet {subnet} has no network ACL association"))?;
+    Ok((
+        acl["NetworkAclId"].as_str().unwrap_or_default().to_string(),
+        association.to_string(),
+    ))
+}
+
+/// Creates a resource of `kind` from its evaluated properties.
+pub fn create(
+    api: &dyn Api,
+    kind: &str,
+    props: &Map<String, Value>,
+    naming: &Naming,
+) -> Result<Created, String> {
+    match kind {
+        "AWS::EC2::VPC" => {
+            let mut input = json!({"CidrBlock": need(props, "CidrBlock")?, "TagSpecifications": tag_specs(props, "vpc")});
+            if let Some(t) = s(props, "InstanceTenancy") {
+                input["InstanceTenancy"] = json!(t);
+            }
+            let reply = ec2(api, "CreateVpc", input)?;
+            let id = id_at(&reply, "Vpc", "VpcId")?;
+            for key in ["EnableDnsSupport", "EnableDnsHostnames"] {
+                if let Some(b) = boolean(props, key) {
+                    ec2(
+                        api,
+                        "ModifyVpcAttribute",
+                        json!({"VpcId": id, key: {"Value": b}}),
+                    )?;
+                }
+            }
+            let groups = ec2(
+                api,
+                "DescribeSecurityGroups",
+                json!({"Filters": [{"Name": "vpc-id", "Values": [id]}, {"Name": "group-name", "Values": ["default"]}]}),
+            )?;
+            let acls = ec2(
+                api,
+                "DescribeNetworkAcls",
+                json!({"Filters": [{"Name": "vpc-id", "Values": [id]}, {"Name": "default", "Values": ["true"]}]}),
+            )?;
+            Ok(created(
+                id.clone(),
+                &[
+                    ("VpcId", json!(id)),
+                    ("CidrBlock", reply["Vpc"]["CidrBlock"].clone()),
+                    (
+                        "DefaultSecurityGroup",
+                        groups["SecurityGroups"][0]["GroupId"].clone(),
+                    ),
+                    (
+                        "DefaultNetworkAcl",
+                        acls["NetworkAcls"][0]["NetworkAclId"].clone(),
+                    ),
+                ],
+            ))
+        }
+        "AWS::EC2::Subnet" => {
+            let mut input = json!({
+                "VpcId": need(props, "VpcId")?,
+                "CidrBlock": need(props, "CidrBlock")?,
+                "TagSpecifications": tag_specs(props, "subnet"),
+            });
+            if let Some(az) = s(props, "AvailabilityZone") {
+                input["AvailabilityZone"] = json!(az);
+            }
+            let reply = ec2(api, "CreateSubnet", input)?;
+            let id = id_at(&reply, "Subnet", "SubnetId")?;
+            if let Some(b) = boolean(props, "MapPublicIpOnLaunch") {
+                ec2(
+                    api,
+                    "ModifySubnetAttribute",
+                    json!({"SubnetId": id, "MapPublicIpOnLaunch": {"Value": b}}),
+                )?;
+            }
+            let sub = &reply["Subnet"];
+            Ok(created(
+                id.clone(),
+                &[
+                    ("SubnetId", json!(id)),
+                    ("AvailabilityZone", sub["AvailabilityZone"].clone()),
+                    ("CidrBlock", sub["CidrBlock"].clone()),
+                    ("VpcId", sub["VpcId"].clone()),
+                ],
+            ))
+        }
+        "AWS::EC2::SecurityGroup" => {
+            let name = s(props, "GroupName").unwrap_or_else(|| naming.generate(255, false));
+            let vpc = need(props, "VpcId")?;
+            let reply = ec2(
+                api,
+                "CreateSecurityGroup",
+                json!({
+                    "GroupName": name,
+                    "Description": need(props, "GroupDescription")?,
+                    "VpcId": vpc,
+                    "TagSpecifications": tag_specs(props, "security-group"),
+                }),
+            )?;
+            let id = reply["GroupId"]
+                .as_str()
+                .ok_or("the reply carried no GroupId")?
+                .to_string();
+            let rules = |key: &str| -> Result<Vec<Value>, String> {
+                props
+                    .get(key)
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_object)
+                    .map(|r| permission(r, peer_key(key == "SecurityGroupIngress")))
+                    .collect()
+            };
+            let ingress = rules("SecurityGroupIngress")?;
+            if !ingress.is_empty() {
+                ec2(
+                    api,
+                    "AuthorizeSecurityGroupIngress",
+                    json!({"GroupId": id, "IpPermissions": ingress}),
+                )?;
+            }
+            // Given egress rules replace the default allow-all one.
+            if props.contains_key("SecurityGroupEgress") {
+                let egress = rules("SecurityGroupEgress")?;
+                ec2(
+                    api,
+                    "RevokeSecurityGroupEgress",
+                    json!({"GroupId": id, "IpPermissions": [{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]}),
+                )?;
+                if !egress.is_empty() {
+                    ec2(
+                        api,
+                        "AuthorizeSecurityGroupEgress",
+                        json!({"GroupId": id, "IpPermissions": egress}),
+                    )?;
+                }
+            }
+            Ok(created(
+                id.clone(),
+                &[("GroupId", json!(id)), ("VpcId", json!(vpc))],
+            ))
+        }
+        "AWS::EC2::SecurityGroupIngress" | "AWS::EC2::SecurityGroupEgress" => {
+            let ingress = kind.ends_with("Ingress");
+            let group = need(props, "GroupId")?;
+            let p = permission(props, peer_key(ingress))?;
+            let op = if ingress {
+                "AuthorizeSecurityGroupIngress"
+            } else {
+                "AuthorizeSecurityGroupEgress"
+            };
+            let reply = ec2(api, op, json!({"GroupId": group, "IpPermissions": [p]}))?;
+            let rule = rule_ids(&reply)
+                .first()
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .ok_or("the reply carried no rule id")?;
+            Ok(created(
+                rule.clone(),
+                &[("Id", json!(rule)), ("GroupId", json!(group))],
+            ))
+        }
+        "AWS::EC2::InternetGateway" => {
+            let reply = ec2(
+                api,
+                "CreateInternetGateway",
+                json!({"TagSpecifications": tag_specs(props, "internet-gateway")}),
+            )?;
+            let id = id_at(&reply, "InternetGateway", "InternetGatewayId")?;
+            Ok(created(id.clone(), &[("InternetGatewayId", json!(id))]))
+        }
+        "AWS::EC2::VPCGatewayAttachment" => {
+            let (vpc, igw) = (need(props, "VpcId")?, need(props, "InternetGatewayId")?);
+            ec2(
+                api,
+                "AttachInternetGateway",
+                json!({"VpcId": vpc, "InternetGatewayId": igw}),
+            )?;
+            Ok(created(
+                format!("IGW|{vpc}"),
+                &[("VpcId", json!(vpc)), ("InternetGatewayId", json!(igw))],
+            ))
+        }
+        "AWS::EC2::RouteTable" => {
+            let reply = ec2(
+                api,
+                "CreateRouteTable",
+                json!({"VpcId": need(props, "VpcId")?, "TagSpecifications": tag_specs(props, "route-table")}),
+            )?;
+            let id = id_at(&reply, "RouteTable", "RouteTableId")?;
+            Ok(created(id.clone(), &[("RouteTableId", json!(id))]))
+        }
+        "AWS::EC2::Route" => {
+            let table = need(props, "RouteTableId")?;
+            let dest = need(props, "DestinationCidrBlock")?;
+            let mut input = json!({"RouteTableId": table, "DestinationCidrBlock": dest});
+            for key in [
+                "GatewayId",
+                "NatGatewayId",
+                "VpcEndpointId",
+                "NetworkInterfaceId",
+                "VpcPeeringConnectionId",
+            ] {
+                if let Some(v) = s(props, key) {
+                    input[key] = json!(v);
+                }
+            }
+            ec2(api, "CreateRoute", input)?;
+            Ok(created(
+                format!("{table}|{dest}"),
+                &[
+                    ("RouteTableId", json!(table)),
+                    ("DestinationCidrBlock", json!(dest)),
+                ],
+            ))
+        }
+        "AWS::EC2::SubnetRouteTableAssociation" => {
+            let reply = ec2(
+                api,
+                "AssociateRouteTable",
+                json!({"SubnetId": need(props, "SubnetId")?, "RouteTableId": need(props, "RouteTableId")?}),
+            )?;
+            let id = reply["AssociationId"]
+                .as_str()
+                .ok_or("the reply carried no AssociationId")?
+                .to_string();
+            Ok(created(id.clone(), &[("Id", json!(id))]))
+        }
+        "AWS::EC2::VPCEndpoint" => {
+            let mut input = json!({
+                "VpcId": need(props, "VpcId")?,
+                "ServiceName": need(props, "ServiceName")?,
+                "VpcEndpointType": s(props, "VpcEndpointType").unwrap_or_else(|| "Gateway".into()),
+            });
+            for key in ["RouteTableIds", "SubnetIds", "SecurityGroupIds"] {
+                let v = strings(props, key);
+                if !v.is_empty() {
+                    input[key] = json!(v);
+                }
+            }
+            if let Some(b) = boolean(props, "PrivateDnsEnabled") {
+                input["PrivateDnsEnabled"] = json!(b);
+            }
+            if props.contains_key("PolicyDocument") {
+                input["PolicyDocument"] = json!(document(props, "PolicyDocument")?);
+            }
+            let reply = ec2(api, "CreateVpcEndpoint", input)?;
+            let id = id_at(&reply, "VpcEndpoint", "VpcEndpointId")?;
+            Ok(created(
+                id.clone(),
+                &[
+                    ("Id", json!(id)),
+                    (
+                        "NetworkInterfaceIds",
+                        reply["VpcEndpoint"]["NetworkInterfaceIds"].clone(),
+                    ),
+                ],
+            ))
+        }
+        "AWS::EC2::EIP" => {
+            let reply = ec2(
+                api,
+                "AllocateAddress",
+                json!({"Domain": s(props, "Domain").unwrap_or_else(|| "vpc".into()), "TagSpecifications": tag_specs(props, "elastic-ip")}),
+            )?;
+            let ip = reply["PublicIp"]
+                .as_str()
+                .ok_or("the reply carried no PublicIp")?
+                .to_string();
+            Ok(created(
+                ip.clone(),
+                &[
+                    ("PublicIp", json!(ip)),
+                    ("AllocationId", reply["AllocationId"].clone()),
+                ],
+            ))
+        }
+        "AWS::EC2::NatGateway" => {
+            let mut input = json!({"SubnetId": need(props, "SubnetId")?, "TagSpecifications": tag_specs(props, "natgateway")});
+            for key in ["AllocationId", "ConnectivityType", "PrivateIpAddress"] {
+                if let Some(v) = s(props, key) {
+                    input[key] = json!(v);
+                }
+            }
+            let reply = ec2(api, "CreateNatGateway", input)?;
+            let id = id_at(&reply, "NatGateway", "NatGatewayId")?;
+            Ok(created(id.clone(), &[("NatGatewayId", json!(id))]))
+        }
+        "AWS::EC2::NetworkAcl" => {
+            let reply = ec2(
+                api,
+                "CreateNetworkAcl",
+                json!({"VpcId": need(props, "VpcId")?, "TagSpecifications": tag_specs(props, "network-acl")}),
+            )?;
+            let id = id_at(&reply, "NetworkAcl", "NetworkAclId")?;
+            Ok(created(id.clone(), &[("Id", json!(id))]))
+        }
+        "AWS::EC2::NetworkAclEntry" => {
+            let acl = need(props, "NetworkAclId")?;
+            let number = need(props, "RuleNumber")?;
+            let egress = boolean(props, "Egress").unwrap_or(false);
+            let mut input = json!({
+                "NetworkAclId": acl,
+                "RuleNumber": number,
+                "Protocol": need(props, "Protocol")?,
+                "RuleAction": need(props, "RuleAction")?,
+                "Egress": egress,
+            });
+            for key in ["CidrBlock", "Ipv6CidrBlock"] {
+                if let Some(v) = s(props, key) {
+                    input[key] = json!(v);
+                }
+            }
+            if let Some(range) = props.get("PortRange").and_then(Value::as_object) {
+                input["PortRange"] = json!({"From": s(range, "From"), "To": s(range, "To")});
+            }
+            if let Some(icmp) = props.get("Icmp").and_then(Value::as_object) {
+                input["IcmpTypeCode"] = json!({"Type": s(icmp, "Type"), "Code": s(icmp, "Code")});
+            }
+            ec2(api, "CreateNetworkAclEntry", input)?;
+            let id = format!("{acl}|{number}|{egress}");
+            Ok(created(
+                id.clone(),
+                &[
+                    ("Id", json!(id)),
+                    ("NetworkAclId", json!(acl)),
+                    ("RuleNumber", json!(number)),
+                    ("Egress", json!(egress)),
+                ],
+            ))
+        }
+        "AWS::EC2::SubnetNetworkAclAssociation" => {
+            let subnet = need(props, "SubnetId")?;
+            let (previous, association) = acl_association_of(api, &subnet)?;
+            let reply = ec2(
+                api,
+                "ReplaceNetworkAclAssociation",
+                json!({"AssociationId": association, "NetworkAclId": need(props, "NetworkAclId")?}),
+            )?;
+            let id = reply["NewAssociationId"]
+                .as_str()
+                .ok_or("the reply carried no NewAssociationId")?
+                .to_string();
+            Ok(created(
+                id.clone(),
+                &[
+                    ("AssociationId", json!(id)),
+                    ("SubnetId", json!(subnet)),
+                    ("PreviousNetworkAclId", json!(previous)),
+                ],
+            ))
+        }
+        "AWS::EC2::FlowLog" => {
+            let mut input = json!({
+                "ResourceIds": [need(props, "ResourceId")?],
+                "ResourceType": need(props, "ResourceType")?,
+                "TagSpecifications": tag_specs(props, "vpc-flow-log"),
+            });
+            for key in [
+                "TrafficType",
+                "LogDestinationType",
+                "LogDestination",
+                "LogGroupName",
+                "DeliverLogsPermissionArn",
+                "LogFormat",
+                "MaxAggregationInterval",
+            ] {
+                if let Some(v) = s(props, key) {
+                    input[key] = json!(v);
+                }
+            }
+            let reply = ec2(api, "CreateFlowLogs", input)?;
+            if let Some(refused) = reply["Unsuccessful"].as_array().and_then(|u| u.first()) {
+                return Err(format!(
+                    "{} (Service: AmazonEC2; Status Code: 400; Error Code: {})",
+                    refused["Error"]["Message"].as_str().unwrap_or_default(),
+                    refused["Error"]["Code"].as_str().unwrap_or_default()
+                ));
+            }
+            let id = reply["FlowLogIds"][0]
+                .as_str()
+                .ok_or("the reply carried no flow log id")?
+                .to_string();
+            Ok(created(id.clone(), &[("Id", json!(id))]))
+        }
+        "AWS::EC2::NetworkInterface" => {
+            let mut input = json!({"SubnetId": need(props, "SubnetId")?, "TagSpecifications": tag_specs(props, "network-interface")});
+            for key in ["Description", "PrivateIpAddress"] {
+                if let Some(v) = s(props, key) {
+                    input[key] = json!(v);
+                }
+            }
+            let groups = strings(props, "GroupSet");
+            if !groups.is_empty() {
+                input["Groups"] = json!(groups);
+            }
+            let reply = ec2(api, "CreateNetworkInterface", input)?;
+            let id = id_at(&reply, "NetworkInterface", "NetworkInterfaceId")?;
+            Ok(created(
+                id.clone(),
+                &[
+                    ("Id", json!(id)),
+                    (
+                        "PrimaryPrivateIpAddress",
+                        reply["NetworkInterface"]["PrivateIpAddress"].clone(),
+                    ),
+                ],
+            ))
+        }
+        "AWS::EC2::DHCPOptions" => {
+            let mut configurations = Vec::new();
+            for (prop, key) in [
+                ("DomainName", "domain-name"),
+                ("DomainNameServers", "domain-name-servers"),
+                ("NtpServers", "ntp-servers"),
+                ("NetbiosNameServers", "netbios-name-servers"),
+                ("NetbiosNodeType", "netbios-node-type"),
+            ] {
+                let values = match props.get(prop) {
+                    Some(Value::Array(_)) => strings(props, prop),
+                    Some(_) => s(props, prop).into_iter().collect(),
+                    None => continue,
+                };
+                configurations.push(json!({"Key": key, "Values": values}));
+            }
+            let reply = ec2(
+                api,
+                "CreateDhcpOptions",
+                json!({"DhcpConfigurations": configurations, "TagSpecifications": tag_specs(props, "dhcp-options")}),
+            )?;
+            let id = id_at(&reply, "DhcpOptions", "DhcpOptionsId")?;
+            Ok(created(id.clone(), &[("DhcpOptionsId", json!(id))]))
+        }
+        "AWS::EC2::VPCDHCPOptionsAssociation" => {
+            let vpc = need(props, "VpcId")?;
+            let options = need(props, "DhcpOptionsId")?;
+            ec2(
+                api,
+                "AssociateDhcpOptions",
+                json!({"VpcId": vpc, "DhcpOptionsId": options}),
+            )?;
+            Ok(created(
+                format!("{options}|{vpc}"),
+                &[("VpcId", json!(vpc))],
+            ))
+        }
+        "AWS::EC2::VPCPeeringConnection" => {
+            let mut input = json!({
+                "VpcId": need(props, "VpcId")?,
+                "PeerVpcId": need(props, "PeerVpcId")?,
+                "TagSpecifications": tag_specs(props, "vpc-peering-connection"),
+            });
+            for key in ["PeerOwnerId", "PeerRegion"] {
+                if let Some(v) = s(props, key) {
+                    input[key] = json!(v);
+                }
+            }
+            let reply = ec2(api, "CreateVpcPeeringConnection", input)?;
+            let id = id_at(&reply, "VpcPeeringConnection", "VpcPeeringConnectionId")?;
+            // Within one account CloudFormation accepts the request itself.
+            if s(props, "PeerRoleArn").is_none() && s(props, "PeerOwnerId").is_none() {
+                ec2(
+                    api,
+                    "AcceptVpcPeeringConnection",
+                    json!({"VpcPeeringConnectionId": id}),
+                )?;
+            }
+            Ok(created(id.clone(), &[("Id", json!(id))]))
+        }
+        other => Err(format!("Cove does not create resources of type {other}")),
+    }
+}
+
+/// A NAT gateway is ready once `available`.
+pub fn nat_gateway_readiness(api: &dyn Api, id: &str) -> Result<Readiness, String> {
+    let reply = ec2(api, "DescribeNatGateways", json!({"NatGatewayIds": [id]}))?;
+    let gateway = &reply["NatGateways"][0];
+    match gateway["State"].as_str() {
+        Some("available") => Ok(Readiness::Ready),
+        Some("pending") => Ok(Readiness::Pending),
+        state => Err(format!(
+            "NAT gateway {id} went into state {}: {}",
+            state.unwrap_or("unknown"),
+            gateway["FailureMessage"].as_str().unwrap_or_default()
+        )),
+    }
+}
+
+/// Deletes a created resource.
+pub fn delete(
+    api: &dyn Api,
+    kind: &str,
+    physical_id: &str,
+    attributes: &BTreeMap<String, Value>,
+) -> Result<(), String> {
+    let attr = |k: &str| attributes.get(k).cloned().unwrap_or(Value::Null);
+    let one = |op: &str, input: Value| ec2(api, op, input).map(|_| ());
+    match kind {
+        "AWS::EC2::VPC" => one("DeleteVpc", json!({"VpcId": physical_id})),
+        "AWS::EC2::Subnet" => one("DeleteSubnet", json!({"SubnetId": physical_id})),
+        "AWS::EC2::SecurityGroup" => one("DeleteSecurityGroup", json!({"GroupId": physical_id})),
+        "AWS::EC2::SecurityGroupIngress" => one(
+            "RevokeSecurityGroupIngress",
+            json!({"GroupId": attr("GroupId"), "SecurityGroupRuleIds": [physical_id]}),
+        ),
+        "AWS::EC2::SecurityGroupEgress" => one(
+            "RevokeSecurityGroupEgress",
+            json!({"GroupId": attr("GroupId"), "SecurityGroupRuleIds": [physical_id]}),
+        ),
+        "AWS::EC2::InternetGateway" => one(
+            "DeleteInternetGateway",
+            json!({"InternetGatewayId": physical_id}),
+        ),
+        "AWS::EC2::VPCGatewayAttachment" => one(
+            "DetachInternetGateway",
+            json!({"VpcId": attr("VpcId"), "InternetGatewayId": attr("InternetGatewayId")}),
+        ),
+        "AWS::EC2::RouteTable" => one("DeleteRouteTable", json!({"RouteTableId": physical_id})),
+        "AWS::EC2::Route" => one(
+            "DeleteRoute",
+            json!({"RouteTableId": attr("RouteTableId"), "DestinationCidrBlock": attr("DestinationCidrBlock")}),
+        ),
+        "AWS::EC2::SubnetRouteTableAssociation" => one(
+            "DisassociateRouteTable",
+            json!({"AssociationId": physical_id}),
+        ),
+        "AWS::EC2::VPCEndpoint" => one(
+            "DeleteVpcEndpoints",
+            json!({"VpcEndpointIds": [physical_id]}),
+        ),
+        "AWS::EC2::EIP" => one(
+            "ReleaseAddress",
+            json!({"AllocationId": attr("AllocationId")}),
+        ),
+        "AWS::EC2::NatGateway" => {
+            let reply = ec2(
+                api,
+                "DescribeNatGateways",
+                json!({"NatGatewayIds": [physical_id]}),
+            )?;
+            match reply["NatGateways"][0]["State"].as_str() {
+                None | Some("deleted") => Ok(()),
+                Some("deleting") => Err(format!(
+                    "NAT gateway {physical_id} is still being deleted (DependencyViolation)"
+                )),
+                Some(_) => {
+                    one("DeleteNatGateway", json!({"NatGatewayId": physical_id}))?;
+                    // Its address and subnet are free only once it is gone.
+                    Err(format!(
+                        "NAT gateway {physical_id} is being deleted (DependencyViolation)"
+                    ))
+                }
+            }
+        }
+        "AWS::EC2::NetworkAcl" => one("DeleteNetworkAcl", json!({"NetworkAclId": physical_id})),
+        "AWS::EC2::NetworkAclEntry" => one(
+            "DeleteNetworkAclEntry",
+            json!({"NetworkAclId": attr("NetworkAclId"), "RuleNumber": attr("RuleNumber"), "Egress": attr("Egress")}),
+        ),
+        "AWS::EC2::SubnetNetworkAclAssociation" => {
+            // The subnet goes back to its VPC's default ACL, as on AWS.
+            let subnet = attr("SubnetId");
+            let subnet = subnet.as_str().unwrap_or_default();
+            let (_, association) = acl_association_of(api, subnet)?;
+            let subnets = ec2(api, "DescribeSubnets", json!({"SubnetIds": [subnet]}))?;
+            let vpc = subnets["Subnets"][0]["VpcId"].clone();
+            let acls = ec2(
+                api,
+                "DescribeNetworkAcls",
+                json!({"Filters": [{"Name": "vpc-id", "Values": [vpc]}, {"Name": "default", "Values": ["true"]}]}),
+            )?;
+            one(
+                "ReplaceNetworkAclAssociation",
+                json!({"AssociationId": association, "NetworkAclId": acls["NetworkAcls"][0]["NetworkAclId"]}),
+            )
+        }
+        "AWS::EC2::FlowLog" => one("DeleteFlowLogs", json!({"FlowLogIds": [physical_id]})),
+        "AWS::EC2::NetworkInterface" => one(
+            "DeleteNetworkInterface",
+            json!({"NetworkInterfaceId": physical_id}),
+        ),
+        "AWS::EC2::DHCPOptions" => one("DeleteDhcpOptions", json!({"DhcpOptionsId": physical_id})),
+        "AWS::EC2::VPCDHCPOptionsAssociation" => one(
+            "AssociateDhcpOptions",
+            json!({"VpcId": attr("VpcId"), "DhcpOptionsId": "default"}),
+        ),
+        "AWS::EC2::VPCPeeringConnection" => one(
+            "DeleteVpcPeeringConnection",
+            json!({"VpcPeeringConnectionId": physical_id}),
+        ),
+        other => Err(format!("Cove does not delete resources of type {other}")),
+    }
+}

@@ -1,0 +1,317 @@
+//! One provider per supported resource type: CloudFormation's properties
+//! mapped to the input of Cove's own API calls (so a stack's resources are
+//! made and enforced exactly as API calls make them), what `Ref` and
+//! `Fn::GetAtt` answer from the replies, when a resource that its service
+//! makes in the background (a NAT gateway, a SageMaker endpoint) is ready,
+//! and the calls that delete it. A module per service.
+
+mod ec2;
+mod iam;
+mod logs;
+mod s3;
+mod sagemaker;
+
+use cove_model::ids::{random_string, UPPER_ALNUM};
+use cove_model::AwsError;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+/// Cove's services, called in process as the stack's account.
+pub trait Api {
+    fn call(&self, service: &'static str, operation: &str, input: Value)
+        -> Result<Value, AwsError>;
+    /// The stack's region.
+    fn region(&self) -> String;
+}
+
+/// A created resource: its physical id (what `Ref` answers) and attributes.
+pub struct Created {
+    pub physical_id: String,
+    pub attributes: BTreeMap<String, Value>,
+    /// What the resource's `CREATE_COMPLETE` event says (properties
+    /// accepted but not applied).
+    pub note: Option<String>,
+}
+
+/// Where a created resource stands in its service.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Readiness {
+    Ready,
+    /// Its service is still making it: asked again on the next pass.
+    Pending,
+}
+
+/// The resource types Cove creates.
+pub const SUPPORTED: [&str; 30] = [
+    "AWS::EC2::VPC",
+    "AWS::EC2::Subnet",
+    "AWS::EC2::SecurityGroup",
+    "AWS::EC2::SecurityGroupIngress",
+    "AWS::EC2::SecurityGroupEgress",
+    "AWS::EC2::InternetGateway",
+    "AWS::EC2::VPCGatewayAttachment",
+    "AWS::EC2::RouteTable",
+    "AWS::EC2::Route",
+    "AWS::EC2::SubnetRouteTableAssociation",
+    "AWS::EC2::VPCEndpoint",
+    "AWS::EC2::EIP",
+    "AWS::EC2::NatGateway",
+    "AWS::EC2::NetworkAcl",
+    "AWS::EC2::NetworkAclEntry",
+    "AWS::EC2::SubnetNetworkAclAssociation",
+    "AWS::EC2::FlowLog",
+    "AWS::Logs::LogGroup",
+    "AWS::IAM::Role",
+    "AWS::IAM::Policy",
+    "AWS::IAM::ManagedPolicy",
+    "AWS::S3::Bucket",
+    "AWS::S3::BucketPolicy",
+    "AWS::SageMaker::Model",
+    "AWS::SageMaker::EndpointConfig",
+    "AWS::SageMaker::Endpoint",
+    "AWS::EC2::NetworkInterface",
+    "AWS::EC2::VPCPeeringConnection",
+    "AWS::EC2::DHCPOptions",
+    "AWS::EC2::VPCDHCPOptionsAssociation",
+];
+
+/// The stack and logical id a resource's generated name is made from.
+pub struct Naming<'a> {
+    pub stack: &'a str,
+    pub logical_id: &'a str,
+}
+
+impl Naming<'_> {
+    /// A name as CloudFormation generates one when the template gives
+    /// none: `<stack>-<logical id>-<random>`, the first two shortened to
+    /// fit `max` characters, lowercase where the service wants it.
+    pub fn generate(&self, max: usize, lowercase: bool) -> String {
+        let suffix = random_string(UPPER_ALNUM, 12);
+        let room = max.saturating_sub(suffix.len() + 2);
+        let stack_room = room.min(self.stack.len()).min(room / 2 + room % 2);
+        let stack: String = self.stack.chars().take(stack_room).collect();
+        let logical: String = self
+            .logical_id
+            .chars()
+            .take(room - stack.chars().count())
+            .collect();
+        let name = format!("{stack}-{logical}-{suffix}");
+        if lowercase {
+            name.to_lowercase()
+        } else {
+            name
+        }
+    }
+}
+
+/// What CloudFormation says of a failed call to a service.
+fn failed(service: &str, e: &AwsError) -> String {
+    let name = match service {
+        "ec2" => "AmazonEC2",
+        "s3" => "Amazon S3",
+        "logs" => "AWSLogs",
+        "iam" => "AmazonIdentityManagement",
+        "sagemaker" => "AmazonSageMaker",
+        other => other,
+    };
+    format!(
+        "{} (Service: {name}; Status Code: {}; Error Code: {})",
+        e.message, e.status, e.code
+    )
+}
+
+fn call(
+    api: &dyn Api,
+    service: &'static str,
+    operation: &str,
+    input: Value,
+) -> Result<Value, String> {
+    api.call(service, operation, input)
+        .map_err(|e| failed(service, &e))
+}
+
+fn s(props: &Map<String, Value>, key: &str) -> Option<String> {
+    props
+        .get(key)
+        .and_then(|v| cove_cfn::intrinsics::text(v).ok())
+}
+
+fn need(props: &Map<String, Value>, key: &str) -> Result<String, String> {
+    s(props, key)
+        .ok_or_else(|| format!("Property validation failure: [The property {key} is required]"))
+}
+
+fn boolean(props: &Map<String, Value>, key: &str) -> Option<bool> {
+    s(props, key).map(|v| v == "true")
+}
+
+fn strings(props: &Map<String, Value>, key: &str) -> Vec<String> {
+    props
+        .get(key)
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| cove_cfn::intrinsics::text(v).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A policy document as the APIs take it: text (a template may write it as
+/// an object or as JSON text).
+fn document(props: &Map<String, Value>, key: &str) -> Result<String, String> {
+    match props.get(key) {
+        Some(Value::String(s)) => Ok(s.clone()),
+        Some(v) => Ok(v.to_string()),
+        None => need(props, key),
+    }
+}
+
+/// CloudFormation's `Tags` (`[{Key, Value}]`), in the API's list shape.
+fn tag_list(props: &Map<String, Value>) -> Vec<Value> {
+    props
+        .get("Tags")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| {
+                    let t = t.as_object()?;
+                    Some(json!({"Key": s(t, "Key")?, "Value": s(t, "Value")?}))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn attrs(pairs: &[(&str, Value)]) -> BTreeMap<String, Value> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}
+
+fn created(id: String, pairs: &[(&str, Value)]) -> Created {
+    Created {
+        physical_id: id,
+        attributes: attrs(pairs),
+        note: None,
+    }
+}
+
+fn id_at(reply: &Value, object: &str, field: &str) -> Result<String, String> {
+    reply[object][field]
+        .as_str()
+        .map(str::to_string)
+        .ok_or_else(|| format!("the reply carried no {object}.{field}"))
+}
+
+/// Creates a resource of `kind` from its evaluated properties.
+pub fn create(
+    api: &dyn Api,
+    kind: &str,
+    props: &Map<String, Value>,
+    naming: &Naming,
+) -> Result<Created, String> {
+    match kind.split("::").nth(1) {
+        Some("EC2") => ec2::create(api, kind, props, naming),
+        Some("IAM") => iam::create(api, kind, props, naming),
+        Some("Logs") => logs::create(api, kind, props, naming),
+        Some("S3") => s3::create(api, kind, props, naming),
+        Some("SageMaker") => sagemaker::create(api, kind, props, naming),
+        _ => Err(format!("Cove does not create resources of type {kind}")),
+    }
+}
+
+/// Whether a created resource is ready; `Err` when its service gave up
+/// making it (the resource then fails with the service's reason).
+pub fn readiness(
+    api: &dyn Api,
+    kind: &str,
+    physical_id: &str,
+    attributes: &BTreeMap<String, Value>,
+) -> Result<Readiness, String> {
+    match kind {
+        "AWS::EC2::NatGateway" => ec2::nat_gateway_readiness(api, physical_id),
+        "AWS::SageMaker::Endpoint" => sagemaker::endpoint_readiness(api, attributes),
+        _ => Ok(Readiness::Ready),
+    }
+}
+
+/// Deletes a created resource.
+pub fn delete(
+    api: &dyn Api,
+    kind: &str,
+    physical_id: &str,
+    attributes: &BTreeMap<String, Value>,
+) -> Result<(), String> {
+    let result = match kind.split("::").nth(1) {
+        Some("EC2") => ec2::delete(api, kind, physical_id, attributes),
+        Some("IAM") => iam::delete(api, kind, physical_id, attributes),
+        Some("Logs") => logs::delete(api, physical_id),
+        Some("S3") => s3::delete(api, kind, physical_id, attributes),
+        Some("SageMaker") => sagemaker::delete(api, kind, attributes),
+        _ => return Err(format!("Cove does not delete resources of type {kind}")),
+    };
+    match result {
+        Ok(()) => Ok(()),
+        // Already gone (deleted by hand): nothing left to delete.
+        Err(e) if is_gone(&e) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn is_gone(e: &str) -> bool {
+    ["NotFound", "NoSuchEntity", "NoSuchBucket", "ResourceNotFoundException"]
+        .iter()
+        .any(|code| e.contains(&format!("Error Code: {code}")) || e.contains(&format!("{code})")))
+        || e.contains(".NotFound")
+        // SageMaker says ValidationException for a name it does not know.
+        || e.contains("Could not find")
+}
+
+/// Whether a delete was refused only because something else still uses
+/// the resource (an endpoint's ENI, a NAT gateway's address): tried again.
+pub fn is_busy(e: &str) -> bool {
+    ["DependencyViolation", "InUse", "DeleteConflict"]
+        .iter()
+        .any(|word| e.contains(word))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_names_fit_their_service_and_keep_stack_and_logical_id() {
+        let n = Naming {
+            stack: "a-very-long-stack-name-for-a-private-network-design",
+            logical_id: "ModelArtifactsBucketForTheTeam",
+        };
+        let bucket = n.generate(63, true);
+        assert!(bucket.len() <= 63, "{bucket}");
+        assert!(bucket.starts_with("a-very-long"), "{bucket}");
+        assert!(bucket.contains("-modelartifacts"), "{bucket}");
+        assert_eq!(bucket, bucket.to_lowercase());
+        let short = Naming {
+            stack: "s",
+            logical_id: "Role",
+        }
+        .generate(64, false);
+        assert!(short.starts_with("s-Role-") && short.len() == 19, "{short}");
+        assert_ne!(n.generate(63, true), bucket);
+    }
+
+    #[test]
+    fn gone_and_busy_are_read_from_the_services_codes() {
+        let e = |code: &str| failed("ec2", &AwsError::client(code, "nope"));
+        assert!(is_gone(&e("InvalidVpcID.NotFound")));
+        assert!(is_gone(&failed(
+            "iam",
+            &AwsError::client("NoSuchEntity", "x")
+        )));
+        assert!(!is_gone(&e("DependencyViolation")));
+        assert!(is_busy(&e("DependencyViolation")));
+        assert!(is_busy(&e("InvalidIPAddress.InUse")));
+        assert!(!is_busy(&e("InvalidParameterValue")));
+    }
+}
