@@ -54,7 +54,8 @@ SERVICES = {
     "cloudformation": [
         "ValidateTemplate", "GetTemplateSummary", "CreateStack", "DescribeStacks", "DescribeStackEvents",
         "DescribeStackResources", "DescribeStackResource", "ListStackResources", "GetTemplate", "DeleteStack",
-        "ListStacks",
+        "ListStacks", "UpdateStack", "CreateChangeSet", "DescribeChangeSet", "ExecuteChangeSet",
+        "DeleteChangeSet", "ListChangeSets", "UpdateTerminationProtection", "ListExports", "ListImports",
     ],
     "iam": [
         "CreateRole", "GetRole", "DeleteRole", "ListRoles", "UpdateRole", "UpdateAssumeRolePolicy",

@@ -148,8 +148,7 @@ def test_the_templates_of_these_tests_are_cfn_lint_clean(tmp_path):
 
 
 def test_operations_not_served_yet_say_so(cove_server):
-    failed = aws(cove_server, "cloudformation", "update-stack", "--stack-name", "x", "--template-body", "{}",
-                 check=False)
+    failed = aws(cove_server, "cloudformation", "detect-stack-drift", "--stack-name", "x", check=False)
     assert failed.returncode != 0 and "InvalidAction" in failed.stderr
 
 
@@ -511,3 +510,203 @@ def test_a_private_sagemaker_design_deploys_serves_inside_its_vpc_and_deletes_cl
         iam.get_role(RoleName=resources["FlowLogRole"])
     assert out["Bucket"] not in {b["Name"] for b in s3.list_buckets()["Buckets"]}
     assert not logs.describe_log_groups(logGroupNamePrefix=out["FlowLogGroup"])["logGroups"]
+
+
+
+def events_of(cfn, stack):
+    return [(e["LogicalResourceId"], e["ResourceStatus"], e.get("ResourceStatusReason"))
+            for e in cfn.describe_stack_events(StackName=stack)["StackEvents"]]
+
+
+def test_an_update_that_removes_the_s3_endpoint_makes_the_next_training_job_fail_as_on_aws(
+        cove_server, ec2, tmp_path):
+    from test_training_jobs import training_request, training_bucket, wait_for, job_name, DATA_DOWNLOAD_FAILED
+    cfn, s3, sm = (cove_server.client(x) for x in ("cloudformation", "s3", "sagemaker"))
+    body = STACK_NETWORK.replace("SUBNET_B_CIDR", "!Select [1, !Cidr [!GetAtt Vpc.CidrBlock, 2, 8]]")
+    body = body.replace("Cidr: {Type: String, Default: 10.70.0.0/16}", "Cidr: {Type: String, Default: 10.71.0.0/16}")
+    cfn.create_stack(StackName="ml-update", TemplateBody=body)
+    s = wait_stack(cfn, "ml-update", ("CREATE_COMPLETE", "ROLLBACK_COMPLETE"))
+    assert s["StackStatus"] == "CREATE_COMPLETE", events_of(cfn, "ml-update")
+    before = {r["LogicalResourceId"]: r["PhysicalResourceId"]
+              for r in cfn.list_stack_resources(StackName="ml-update")["StackResourceSummaries"]}
+    out = {o["OutputKey"]: o["OutputValue"] for o in s["Outputs"]}
+    net = {"subnets": out["Subnets"].split(","), "sg": out["JobGroup"]}
+    bucket = training_bucket(s3)
+    ok = job_name("cfn-before")
+    sm.create_training_job(**training_request(ok, bucket, net))
+    assert wait_for(sm, ok)["TrainingJobStatus"] == "Completed"
+
+    # The same design without its S3 endpoint, and a new tag on the VPC (updated in place).
+    without = body.replace("""  S3Endpoint:
+    Type: AWS::EC2::VPCEndpoint
+    Properties:
+      VpcId: !Ref Vpc
+      ServiceName: !Sub "com.amazonaws.${AWS::Region}.s3"
+      RouteTableIds: [!Ref Private]
+""", "").replace('Value: !Sub "${AWS::StackName}-vpc"', 'Value: !Sub "${AWS::StackName}-vpc-v2"')
+    assert "S3Endpoint" not in without
+    template = tmp_path / "without.yaml"
+    template.write_text(without)
+    aws(cove_server, "cloudformation", "update-stack", "--stack-name", "ml-update",
+        "--template-body", f"file://{template}")
+    s = wait_stack(cfn, "ml-update", ("UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE", "UPDATE_ROLLBACK_FAILED"))
+    events = events_of(cfn, "ml-update")
+    assert s["StackStatus"] == "UPDATE_COMPLETE", events
+    assert ("S3Endpoint", "DELETE_COMPLETE", None) in events
+    assert ("Vpc", "UPDATE_COMPLETE", None) in events
+    assert [e[1] for e in events if e[0] == "ml-update"][:3] == [
+        "UPDATE_COMPLETE", "UPDATE_COMPLETE_CLEANUP_IN_PROGRESS", "UPDATE_IN_PROGRESS"]
+    after = {r["LogicalResourceId"]: r["PhysicalResourceId"]
+             for r in cfn.list_stack_resources(StackName="ml-update")["StackResourceSummaries"]}
+    assert "S3Endpoint" not in after and after["Vpc"] == before["Vpc"]
+    assert ec2.describe_vpcs(VpcIds=[after["Vpc"]])["Vpcs"][0]["Tags"] == [{"Key": "Name", "Value": "ml-update-vpc-v2"}]
+    assert not ec2.describe_vpc_endpoints(Filters=[{"Name": "vpc-id", "Values": [after["Vpc"]]}])["VpcEndpoints"]
+    # The same update again changes nothing.
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        cfn.update_stack(StackName="ml-update", TemplateBody=without)
+    assert e.value.response["Error"]["Message"] == "No updates are to be performed."
+
+    failing = job_name("cfn-after")
+    sm.create_training_job(**training_request(failing, bucket, net))
+    d = wait_for(sm, failing)
+    assert d["TrainingJobStatus"] == "Failed" and d["FailureReason"] == DATA_DOWNLOAD_FAILED
+    cfn.delete_stack(StackName="ml-update")
+    assert wait_stack(cfn, s["StackId"], ("DELETE_COMPLETE", "DELETE_FAILED"))["StackStatus"] == "DELETE_COMPLETE"
+
+
+def test_a_failed_update_rolls_back_to_the_resources_it_replaced(cove_server, ec2):
+    cfn = cove_server.client("cloudformation")
+    body = """
+Resources:
+  Vpc:
+    Type: AWS::EC2::VPC
+    Properties: {CidrBlock: 10.73.0.0/16}
+  Group:
+    Type: AWS::EC2::SecurityGroup
+    Properties: {GroupDescription: first, VpcId: !Ref Vpc}
+  Rule:
+    Type: AWS::EC2::SecurityGroupIngress
+    Properties: {GroupId: !Ref Group, IpProtocol: tcp, FromPort: 443, ToPort: 443, CidrIp: 10.73.0.0/16}
+Outputs:
+  Group: {Value: !Ref Group}
+"""
+    cfn.create_stack(StackName="ml-rollback", TemplateBody=body)
+    s = wait_stack(cfn, "ml-rollback", ("CREATE_COMPLETE", "ROLLBACK_COMPLETE"))
+    assert s["StackStatus"] == "CREATE_COMPLETE", events_of(cfn, "ml-rollback")
+    group = s["Outputs"][0]["OutputValue"]
+    # A new description replaces the group (and its rule with it); a new subnet outside the VPC fails.
+    broken = body.replace("GroupDescription: first", "GroupDescription: second") + """
+  Extra:
+    Type: AWS::EC2::Subnet
+    DependsOn: Rule
+    Properties: {VpcId: !Ref Vpc, CidrBlock: 10.99.0.0/24}
+"""
+    broken = broken.replace("Outputs:\n  Group: {Value: !Ref Group}\n", "") + "Outputs:\n  Group: {Value: !Ref Group}\n"
+    cfn.update_stack(StackName="ml-rollback", TemplateBody=broken)
+    s = wait_stack(cfn, "ml-rollback", ("UPDATE_COMPLETE", "UPDATE_ROLLBACK_COMPLETE", "UPDATE_ROLLBACK_FAILED"))
+    events = events_of(cfn, "ml-rollback")
+    assert s["StackStatus"] == "UPDATE_ROLLBACK_COMPLETE", events
+    assert any(e[0] == "Group" and e[2] == ("Requested update requires the creation of a new physical resource; "
+                                            "hence creating one.") for e in events)
+    assert any(e[0] == "Extra" and e[1] == "CREATE_FAILED" and "InvalidSubnet.Range" in e[2] for e in events)
+    # The group the stack had is its group again, with its rule; the replacement is gone.
+    assert s["Outputs"][0]["OutputValue"] == group
+    vpc = next(r["PhysicalResourceId"] for r in cfn.list_stack_resources(StackName="ml-rollback")["StackResourceSummaries"]
+               if r["LogicalResourceId"] == "Vpc")
+    groups = {g["GroupId"]: g for g in ec2.describe_security_groups(
+        Filters=[{"Name": "vpc-id", "Values": [vpc]}])["SecurityGroups"] if g["GroupName"] != "default"}
+    assert list(groups) == [group] and groups[group]["Description"] == "first"
+    assert groups[group]["IpPermissions"][0]["FromPort"] == 443
+    cfn.delete_stack(StackName="ml-rollback")
+    assert wait_stack(cfn, s["StackId"], ("DELETE_COMPLETE", "DELETE_FAILED"))["StackStatus"] == "DELETE_COMPLETE"
+
+
+DEPLOYED = """
+Parameters:
+  Purpose: {Type: String, Default: jobs}
+  Owner: {Type: String, Default: team-a}
+Resources:
+  Vpc:
+    Type: AWS::EC2::VPC
+    Properties:
+      CidrBlock: 10.74.0.0/16
+      Tags: [{Key: owner, Value: !Ref Owner}]
+  Group:
+    Type: AWS::EC2::SecurityGroup
+    Properties: {GroupDescription: !Ref Purpose, VpcId: !Ref Vpc}
+Outputs:
+  VpcId:
+    Value: !Ref Vpc
+    Export: {Name: !Sub "${AWS::StackName}-vpc"}
+"""
+
+IMPORTER = """
+Resources:
+  Subnet:
+    Type: AWS::EC2::Subnet
+    Properties: {VpcId: !ImportValue ml-deploy-vpc, CidrBlock: 10.74.9.0/24}
+"""
+
+
+def test_aws_cloudformation_deploy_creates_updates_through_change_sets_and_exports(cove_server, ec2, tmp_path):
+    cfn = cove_server.client("cloudformation")
+    template = tmp_path / "deployed.yaml"
+    template.write_text(DEPLOYED)
+    deploy = ("cloudformation", "deploy", "--stack-name", "ml-deploy", "--template-file", str(template))
+    first = aws(cove_server, *deploy)
+    assert "Successfully created/updated stack - ml-deploy" in first.stdout, first.stdout
+    s = cfn.describe_stacks(StackName="ml-deploy")["Stacks"][0]
+    assert s["StackStatus"] == "CREATE_COMPLETE"
+    sets = cfn.list_change_sets(StackName="ml-deploy")["Summaries"]
+    assert [c["ExecutionStatus"] for c in sets] == ["EXECUTE_COMPLETE"]
+    vpc = s["Outputs"][0]["OutputValue"]
+    assert s["Outputs"][0]["ExportName"] == "ml-deploy-vpc"
+    assert {"Name": "ml-deploy-vpc", "Value": vpc} in [
+        {"Name": e["Name"], "Value": e["Value"]} for e in cfn.list_exports()["Exports"]]
+
+    again = aws(cove_server, *deploy, "--no-fail-on-empty-changeset")
+    assert "No changes to deploy. Stack ml-deploy is up to date" in again.stdout, again.stdout
+
+    # A plan first: the owner tag changes the VPC in place, the purpose replaces the group.
+    # (The CLI names change sets by the second: the empty one above holds this second's name.)
+    time.sleep(1.1)
+    planned = aws(cove_server, *deploy, "--no-execute-changeset", "--parameter-overrides",
+                  "Owner=team-b", "Purpose=models", check=False)
+    assert "Changeset created successfully" in planned.stdout, planned.stdout + planned.stderr
+    latest = [c for c in cfn.list_change_sets(StackName="ml-deploy")["Summaries"] if c["Status"] == "CREATE_COMPLETE"][-1]
+    described = cfn.describe_change_set(ChangeSetName=latest["ChangeSetId"])
+    changes = {c["ResourceChange"]["LogicalResourceId"]: c["ResourceChange"] for c in described["Changes"]}
+    assert changes["Vpc"]["Action"] == "Modify" and changes["Vpc"]["Replacement"] == "False"
+    assert changes["Group"]["Replacement"] == "True"
+    assert changes["Vpc"]["PhysicalResourceId"] == vpc
+    group = changes["Group"]["PhysicalResourceId"]
+    cfn.execute_change_set(ChangeSetName=latest["ChangeSetId"])
+    cfn.get_waiter("stack_update_complete").wait(StackName="ml-deploy", WaiterConfig={"Delay": 1})
+    resources = {r["LogicalResourceId"]: r["PhysicalResourceId"]
+                 for r in cfn.list_stack_resources(StackName="ml-deploy")["StackResourceSummaries"]}
+    assert resources["Vpc"] == vpc and resources["Group"] != group
+    assert ec2.describe_vpcs(VpcIds=[vpc])["Vpcs"][0]["Tags"] == [{"Key": "owner", "Value": "team-b"}]
+    assert not ec2.describe_security_groups(Filters=[{"Name": "group-id", "Values": [group]}])["SecurityGroups"]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        cfn.execute_change_set(ChangeSetName=latest["ChangeSetId"])
+    assert e.value.response["Error"]["Code"] == "InvalidChangeSetStatus"
+
+    # Another stack imports the export: the exporter cannot be deleted under it.
+    cfn.create_stack(StackName="ml-importer", TemplateBody=IMPORTER)
+    importer = wait_stack(cfn, "ml-importer", ("CREATE_COMPLETE", "ROLLBACK_COMPLETE"))
+    assert importer["StackStatus"] == "CREATE_COMPLETE", events_of(cfn, "ml-importer")
+    subnet = cfn.list_stack_resources(StackName="ml-importer")["StackResourceSummaries"][0]["PhysicalResourceId"]
+    assert ec2.describe_subnets(SubnetIds=[subnet])["Subnets"][0]["VpcId"] == vpc
+    assert cfn.list_imports(ExportName="ml-deploy-vpc")["Imports"] == ["ml-importer"]
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        cfn.delete_stack(StackName="ml-deploy")
+    assert e.value.response["Error"]["Message"] == "Export ml-deploy-vpc cannot be deleted as it is in use by ml-importer"
+    cfn.update_termination_protection(StackName="ml-importer", EnableTerminationProtection=True)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        cfn.delete_stack(StackName="ml-importer")
+    assert "TerminationProtection is enabled" in e.value.response["Error"]["Message"]
+    cfn.update_termination_protection(StackName="ml-importer", EnableTerminationProtection=False)
+    cfn.delete_stack(StackName="ml-importer")
+    wait_stack(cfn, importer["StackId"], ("DELETE_COMPLETE",))
+    cfn.delete_stack(StackName="ml-deploy")
+    assert wait_stack(cfn, s["StackId"], ("DELETE_COMPLETE", "DELETE_FAILED"))["StackStatus"] == "DELETE_COMPLETE"

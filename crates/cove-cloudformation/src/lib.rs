@@ -1,15 +1,16 @@
 //! The CloudFormation API (query protocol), as far as Cove serves it:
 //! `ValidateTemplate` and `GetTemplateSummary` over a template body, with
-//! the template engine of `cove-cfn`, and stacks of the EC2 VPC resource
-//! types ([`providers`]): `CreateStack` stores the stack and the
-//! [`deployer`] makes it; `DeleteStack` the same in reverse
-//! (docs/cloudformation.md).
+//! the template engine of `cove-cfn`, and stacks of the resource types of
+//! [`providers`]: `CreateStack`, `UpdateStack` and executed change sets
+//! store the stack's new version and the [`deployer`] applies it;
+//! `DeleteStack` the same in reverse (docs/cloudformation.md).
 
+pub mod changes;
 pub mod deployer;
 pub mod providers;
 
 use cove_cfn::summary::{summarize, DeclaredParameter, Summary};
-use cove_model::cfn::{Stack, StackStatus};
+use cove_model::cfn::{ChangeSet, Stack, StackStatus, StackVersion};
 use cove_model::ids::{now_rfc3339, random_string};
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
@@ -268,6 +269,88 @@ impl Service for CloudFormationService {
                 )
             }
             Request::DeleteStack(r) => self.delete_stack(region, account, &r.stack_name),
+            Request::UpdateStack(r) => self.update_stack(region, account, &r),
+            Request::CreateChangeSet(r) => self.create_change_set(region, account, &r),
+            Request::DescribeChangeSet(r) => {
+                let world = self.store.view(account);
+                let (stack, set) =
+                    find_change_set(&world, region, r.stack_name.as_deref(), &r.change_set_name)?;
+                Ok(change_set_out(stack, set))
+            }
+            Request::ListChangeSets(r) => {
+                let world = self.store.view(account);
+                let stack = find(&world, region, &r.stack_name)?;
+                let summaries: Vec<Value> = stack
+                    .change_sets
+                    .iter()
+                    .map(|c| {
+                        let mut v = json!({
+                            "StackId": stack.arn, "StackName": stack.name, "ChangeSetId": c.arn,
+                            "ChangeSetName": c.name, "ExecutionStatus": c.execution_status,
+                            "Status": c.status, "CreationTime": c.creation_time,
+                            "IncludeNestedStacks": false,
+                        });
+                        if let Some(reason) = &c.status_reason {
+                            v["StatusReason"] = json!(reason);
+                        }
+                        if let Some(d) = &c.description {
+                            v["Description"] = json!(d);
+                        }
+                        v
+                    })
+                    .collect();
+                Ok(json!({"Summaries": summaries}))
+            }
+            Request::ExecuteChangeSet(r) => self.execute_change_set(region, account, &r),
+            Request::DeleteChangeSet(r) => self.store.write_as(account, |tx| {
+                let (stack, set) = find_change_set(
+                    &tx.world,
+                    region,
+                    r.stack_name.as_deref(),
+                    &r.change_set_name,
+                )?;
+                let (mut stack, arn) = (stack.clone(), set.arn.clone());
+                stack.change_sets.retain(|c| c.arn != arn);
+                tx.put(stack);
+                Ok(json!({}))
+            }),
+            Request::UpdateTerminationProtection(r) => self.store.write_as(account, |tx| {
+                let mut stack = find(&tx.world, region, &r.stack_name)?.clone();
+                stack.termination_protection = r.enable_termination_protection;
+                let arn = stack.arn.clone();
+                tx.put(stack);
+                Ok(json!({"StackId": arn}))
+            }),
+            Request::ListExports(_) => {
+                let world = self.store.view(account);
+                let exports: Vec<Value> = exports_in(&world, account, region)
+                    .map(|(stack, name, value)| {
+                        json!({"ExportingStackId": stack.arn, "Name": name, "Value": value})
+                    })
+                    .collect();
+                Ok(json!({"Exports": exports}))
+            }
+            Request::ListImports(r) => {
+                let world = self.store.view(account);
+                if !exports_in(&world, account, region).any(|(_, name, _)| name == r.export_name) {
+                    return Err(validation(format!(
+                        "Export '{}' is not exported by any stack in this region.",
+                        r.export_name
+                    )));
+                }
+                let importers: Vec<&str> = stacks_in(&world, region)
+                    .filter(|s| s.status != StackStatus::DeleteComplete)
+                    .filter(|s| deployer::imports(&s.template).contains(&r.export_name))
+                    .map(|s| s.name.as_str())
+                    .collect();
+                if importers.is_empty() {
+                    return Err(validation(format!(
+                        "Export '{}' is not imported by any stack.",
+                        r.export_name
+                    )));
+                }
+                Ok(json!({"Imports": importers}))
+            }
             Request::ListStacks(r) => {
                 let world = self.store.view(account);
                 let wanted = r.stack_status_filter.unwrap_or_default();
@@ -321,17 +404,7 @@ fn stack_out(s: &Stack) -> Value {
     let parameters: Vec<Value> = s
         .parameters
         .iter()
-        .map(|(k, v)| {
-            let text = match v {
-                Value::Array(items) => items
-                    .iter()
-                    .filter_map(|i| i.as_str())
-                    .collect::<Vec<_>>()
-                    .join(","),
-                other => cove_cfn::intrinsics::text(other).unwrap_or_default(),
-            };
-            json!({"ParameterKey": k, "ParameterValue": text})
-        })
+        .map(|(k, v)| json!({"ParameterKey": k, "ParameterValue": parameter_text(v)}))
         .collect();
     let outputs: Vec<Value> = s
         .outputs
@@ -340,6 +413,9 @@ fn stack_out(s: &Stack) -> Value {
             let mut o = json!({"OutputKey": k, "OutputValue": v});
             if let Some(d) = d {
                 o["Description"] = json!(d);
+            }
+            if let Some(name) = s.exports.get(k) {
+                o["ExportName"] = json!(name);
             }
             o
         })
@@ -353,7 +429,7 @@ fn stack_out(s: &Stack) -> Value {
         "StackId": s.arn, "StackName": s.name, "CreationTime": s.creation_time,
         "StackStatus": s.status.as_str(), "DisableRollback": s.disable_rollback,
         "Parameters": parameters, "Outputs": outputs, "Tags": tags, "Capabilities": s.capabilities,
-        "EnableTerminationProtection": false,
+        "EnableTerminationProtection": s.termination_protection,
         "DriftInformation": {"StackDriftStatus": "NOT_CHECKED"},
     });
     for (key, v) in [
@@ -384,119 +460,324 @@ fn resource_out(stack: &Stack, r: &cove_model::cfn::StackResource, time_key: &st
     v
 }
 
-impl CloudFormationService {
-    fn create_stack(&self, region: &str, account: &str, r: &CreateStackInput) -> AwsResult<Value> {
-        let body = r
-            .template_body
-            .clone()
-            .ok_or_else(|| match r.template_url {
-                Some(_) => validation(
-                    "Cove reads templates from TemplateBody; TemplateURL is not supported yet.",
-                ),
-                None => validation("Either Template URL or Template Body must be specified."),
-            })?;
-        let template = cove_cfn::parse::parse_template(&body).map_err(validation)?;
-        let summary = summarize(&template).map_err(validation)?;
-        let unsupported: Vec<&str> = summary
-            .resource_types
+/// A parameter's value as the API shows it (lists joined by commas).
+fn parameter_text(v: &Value) -> String {
+    match v {
+        Value::Array(items) => items
             .iter()
-            .map(String::as_str)
-            .filter(|t| !providers::SUPPORTED.contains(t))
-            .collect();
-        if !unsupported.is_empty() {
+            .filter_map(|i| i.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+        other => cove_cfn::intrinsics::text(other).unwrap_or_default(),
+    }
+}
+
+/// The template body of a call that may reuse the stack's.
+fn body_of(
+    body: Option<&String>,
+    url: Option<&String>,
+    use_previous: Option<bool>,
+    stack: Option<&Stack>,
+) -> AwsResult<String> {
+    match (body, url, use_previous.unwrap_or(false), stack) {
+        (Some(_), _, true, _) | (_, Some(_), true, _) => Err(validation(
+            "You cannot specify both usePreviousTemplate and Template Body/Template URL",
+        )),
+        (None, None, true, Some(stack)) => Ok(stack.template_body.clone()),
+        (None, None, true, None) => Err(validation(
+            "Cannot use previous template: the stack has none",
+        )),
+        (Some(body), None, false, _) => Ok(body.clone()),
+        (_, Some(_), false, _) => Err(validation(
+            "Cove reads templates from TemplateBody; TemplateURL is not supported yet.",
+        )),
+        (None, None, false, _) => Err(validation(
+            "Either Template URL or Template Body must be specified.",
+        )),
+    }
+}
+
+/// The values a call gives its parameters; `UsePreviousValue` takes the
+/// stack's current one.
+fn given_parameters(
+    parameters: Option<&Vec<Parameter>>,
+    stack: Option<&Stack>,
+) -> AwsResult<BTreeMap<String, String>> {
+    let mut given = BTreeMap::new();
+    for p in parameters.into_iter().flatten() {
+        let Some(key) = p.parameter_key.clone() else {
+            continue;
+        };
+        let value = if p.use_previous_value == Some(true) {
+            if p.parameter_value.is_some() {
+                return Err(validation(format!(
+                    "Invalid input for parameter key {key}. Cannot specify usePreviousValue as true and non empty value for a parameter"
+                )));
+            }
+            stack
+                .and_then(|s| s.parameters.get(&key))
+                .map(parameter_text)
+                .ok_or_else(|| {
+                    validation(format!(
+                        "Invalid input for parameter key {key}. Cannot specify usePreviousValue as true for a parameter key not in the previous template"
+                    ))
+                })?
+        } else {
+            p.parameter_value.clone().unwrap_or_default()
+        };
+        given.insert(key, value);
+    }
+    Ok(given)
+}
+
+/// A template and parameters checked as CloudFormation checks them before
+/// a stack is made or updated from them: the version the deployer applies.
+fn prepare(
+    world: &World,
+    (region, account): (&str, &str),
+    (stack_name, arn): (&str, &str),
+    body: String,
+    given: &BTreeMap<String, String>,
+    capabilities: &[String],
+) -> AwsResult<StackVersion> {
+    let template = cove_cfn::parse::parse_template(&body).map_err(validation)?;
+    let summary = summarize(&template).map_err(validation)?;
+    let unsupported: Vec<&str> = summary
+        .resource_types
+        .iter()
+        .map(String::as_str)
+        .filter(|t| !providers::SUPPORTED.contains(t))
+        .collect();
+    if !unsupported.is_empty() {
+        return Err(validation(format!(
+            "Template format error: Unrecognized resource types: [{}]",
+            unsupported.join(", ")
+        )));
+    }
+    if let Some(missing) = summary
+        .capabilities
+        .iter()
+        .find(|c| !capabilities.contains(c))
+    {
+        return Err(AwsError::client(
+            "InsufficientCapabilitiesException",
+            format!("Requires capabilities : [{missing}]"),
+        ));
+    }
+    let exists = |kind: &str, v: &str| match kind {
+        "AWS::EC2::VPC::Id" => world.vpcs.contains_key(v),
+        "AWS::EC2::Subnet::Id" => world.subnets.contains_key(v),
+        "AWS::EC2::SecurityGroup::Id" => world.security_groups.contains_key(v),
+        _ => true,
+    };
+    let mut parameters =
+        cove_cfn::parameters::resolve(&template, given, &exists).map_err(validation)?;
+    parameters.extend(cove_cfn::parameters::pseudo_parameters(
+        account, region, stack_name, arn,
+    ));
+    let no_resources = deployer::StackLookups {
+        stack: &Stack::placeholder(),
+        world: Some(world),
+    };
+    let conditions = cove_cfn::intrinsics::conditions(
+        &template,
+        &cove_cfn::intrinsics::Context {
+            parameters: &parameters,
+            mappings: template.get("Mappings").unwrap_or(&Value::Null),
+            conditions: &BTreeMap::new(),
+            region,
+            lookups: &no_resources,
+        },
+    )
+    .map_err(validation)?;
+    // An import of an export no stack has fails now, as on AWS.
+    for name in deployer::imports(&template) {
+        if !exports_in(world, account, region).any(|(_, n, _)| n == name) {
             return Err(validation(format!(
-                "Template format error: Unrecognized resource types: [{}]",
-                unsupported.join(", ")
+                "No export named {name} found. Rollback requested by user."
             )));
         }
-        let given_caps = r.capabilities.clone().unwrap_or_default();
-        if let Some(missing) = summary
-            .capabilities
-            .iter()
-            .find(|c| !given_caps.contains(c))
-        {
-            return Err(AwsError::client(
-                "InsufficientCapabilitiesException",
-                format!("Requires capabilities : [{missing}]"),
-            ));
-        }
-        let world = self.store.view(account);
-        let given: BTreeMap<String, String> = r
-            .parameters
-            .iter()
-            .flatten()
-            .filter_map(|p| {
-                Some((
-                    p.parameter_key.clone()?,
-                    p.parameter_value.clone().unwrap_or_default(),
-                ))
+    }
+    Ok(StackVersion {
+        template_body: body,
+        template,
+        parameters,
+        conditions,
+        description: summary.description,
+    })
+}
+
+/// A new stack id (its ARN's last part).
+fn new_id() -> String {
+    let hex = |n| random_string(b"0123456789abcdef", n);
+    format!("{}-{}-{}-{}-{}", hex(8), hex(4), hex(4), hex(4), hex(12))
+}
+
+/// Every export of the region's live stacks: (stack, name, value).
+pub(crate) fn exports_in<'w>(
+    world: &'w World,
+    account: &str,
+    region: &str,
+) -> impl Iterator<Item = (&'w Stack, &'w str, &'w Value)> {
+    let account = account.to_string();
+    stacks_in(world, region)
+        .filter(move |s| s.status != StackStatus::DeleteComplete && s.account_id == account)
+        .flat_map(|s| {
+            s.exports.iter().filter_map(move |(key, name)| {
+                let (_, value, _) = s.outputs.iter().find(|(k, _, _)| k == key)?;
+                Some((s, name.as_str(), value))
             })
-            .collect();
-        let exists = |kind: &str, v: &str| match kind {
-            "AWS::EC2::VPC::Id" => world.vpcs.contains_key(v),
-            "AWS::EC2::Subnet::Id" => world.subnets.contains_key(v),
-            "AWS::EC2::SecurityGroup::Id" => world.security_groups.contains_key(v),
-            _ => true,
-        };
-        let id = format!(
-            "{}-{}-{}-{}-{}",
-            random_string(b"0123456789abcdef", 8),
-            random_string(b"0123456789abcdef", 4),
-            random_string(b"0123456789abcdef", 4),
-            random_string(b"0123456789abcdef", 4),
-            random_string(b"0123456789abcdef", 12)
-        );
-        let arn = Stack::arn_of(region, account, &r.stack_name, &id);
-        let mut parameters =
-            cove_cfn::parameters::resolve(&template, &given, &exists).map_err(validation)?;
-        parameters.extend(cove_cfn::parameters::pseudo_parameters(
-            account,
-            region,
-            &r.stack_name,
-            &arn,
-        ));
-        let no_resources = deployer::StackLookups(&Stack::placeholder());
-        let conditions = cove_cfn::intrinsics::conditions(
-            &template,
-            &cove_cfn::intrinsics::Context {
-                parameters: &parameters,
-                mappings: template.get("Mappings").unwrap_or(&Value::Null),
-                conditions: &BTreeMap::new(),
-                region,
-                lookups: &no_resources,
-            },
+        })
+}
+
+/// A change set by ARN, or by name within the stack named.
+fn find_change_set<'w>(
+    world: &'w World,
+    region: &str,
+    stack_name: Option<&str>,
+    name_or_arn: &str,
+) -> AwsResult<(&'w Stack, &'w ChangeSet)> {
+    let missing = || {
+        AwsError::client(
+            "ChangeSetNotFound",
+            format!("ChangeSet [{name_or_arn}] does not exist"),
         )
-        .map_err(validation)?;
+    };
+    if name_or_arn.starts_with("arn:") {
+        return stacks_in(world, region)
+            .find_map(|s| {
+                s.change_sets
+                    .iter()
+                    .find(|c| c.arn == name_or_arn)
+                    .map(|c| (s, c))
+            })
+            .ok_or_else(missing);
+    }
+    let stack_name = stack_name.ok_or_else(|| {
+        validation("StackName must be specified if ChangeSetName is not specified as an ARN.")
+    })?;
+    let stack = find(world, region, stack_name)?;
+    let set = stack
+        .change_sets
+        .iter()
+        .find(|c| c.name == name_or_arn)
+        .ok_or_else(missing)?;
+    Ok((stack, set))
+}
+
+fn change_set_out(stack: &Stack, c: &ChangeSet) -> Value {
+    let changes: Vec<Value> = c
+        .changes
+        .iter()
+        .map(|x| {
+            let mut rc = json!({
+                "Action": x.action, "LogicalResourceId": x.logical_id, "ResourceType": x.resource_type,
+                "Scope": if x.properties.is_empty() { vec![] } else { vec!["Properties"] },
+                "Details": x.properties.iter().map(|p| json!({
+                    "Target": {"Attribute": "Properties", "Name": p,
+                               "RequiresRecreation": if x.replacement.as_deref() == Some("True") { "Always" } else { "Never" }},
+                    "Evaluation": "Static", "ChangeSource": "DirectModification",
+                })).collect::<Vec<_>>(),
+            });
+            if let Some(p) = &x.physical_id {
+                rc["PhysicalResourceId"] = json!(p);
+            }
+            if let Some(r) = &x.replacement {
+                rc["Replacement"] = json!(r);
+            }
+            json!({"Type": "Resource", "ResourceChange": rc})
+        })
+        .collect();
+    let parameters: Vec<Value> = c.version.template["Parameters"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, _)| {
+            let v = c.version.parameters.get(k)?;
+            Some(json!({"ParameterKey": k, "ParameterValue": parameter_text(v)}))
+        })
+        .collect();
+    let mut out = json!({
+        "ChangeSetName": c.name, "ChangeSetId": c.arn, "StackId": stack.arn, "StackName": stack.name,
+        "Parameters": parameters, "CreationTime": c.creation_time, "ExecutionStatus": c.execution_status,
+        "Status": c.status, "NotificationARNs": [], "Capabilities": c.capabilities, "Tags": [],
+        "Changes": changes, "IncludeNestedStacks": false,
+    });
+    if let Some(reason) = &c.status_reason {
+        out["StatusReason"] = json!(reason);
+    }
+    if let Some(d) = &c.description {
+        out["Description"] = json!(d);
+    }
+    out
+}
+
+/// Starts an update of `s` to `next` (the deployer applies it).
+fn start_update(s: &mut Stack, next: StackVersion) {
+    s.previous = Some(s.version());
+    s.adopt(next);
+    s.updated.clear();
+    s.status = StackStatus::UpdateInProgress;
+    s.status_reason = Some("User Initiated".into());
+    s.last_updated = Some(now_rfc3339());
+    let (name, arn) = (s.name.clone(), s.arn.clone());
+    s.record(deployer::event(
+        &name,
+        Some(&arn),
+        "AWS::CloudFormation::Stack",
+        "UPDATE_IN_PROGRESS",
+        Some("User Initiated"),
+    ));
+}
+
+fn not_updatable(s: &Stack) -> AwsError {
+    validation(format!(
+        "Stack:{} is in {} state and can not be updated.",
+        s.arn,
+        s.status.as_str()
+    ))
+}
+
+impl CloudFormationService {
+    fn create_stack(&self, region: &str, account: &str, r: &CreateStackInput) -> AwsResult<Value> {
+        let body = body_of(
+            r.template_body.as_ref(),
+            r.template_url.as_ref(),
+            None,
+            None,
+        )?;
+        let world = self.store.view(account);
+        let given = given_parameters(r.parameters.as_ref(), None)?;
+        let arn = Stack::arn_of(region, account, &r.stack_name, &new_id());
+        let given_caps = r.capabilities.clone().unwrap_or_default();
+        let version = prepare(
+            &world,
+            (region, account),
+            (&r.stack_name, &arn),
+            body,
+            &given,
+            &given_caps,
+        )?;
         let disable_rollback =
             r.disable_rollback.unwrap_or(false) || r.on_failure.as_deref() == Some("DO_NOTHING");
-        let now = now_rfc3339();
-        let mut stack = Stack {
-            arn: arn.clone(),
-            name: r.stack_name.clone(),
-            region: region.into(),
-            account_id: account.into(),
-            description: summary.description.clone(),
-            template_body: body,
-            template,
-            parameters,
-            conditions,
-            status: StackStatus::CreateInProgress,
-            status_reason: Some("User Initiated".into()),
-            disable_rollback,
-            capabilities: given_caps,
-            tags: r
-                .tags
-                .iter()
-                .flatten()
-                .map(|t| (t.key.clone(), t.value.clone()))
-                .collect(),
-            creation_time: now,
-            last_updated: None,
-            deletion_time: None,
-            resources: BTreeMap::new(),
-            events: Vec::new(),
-            outputs: Vec::new(),
-        };
+        let mut stack = Stack::placeholder();
+        stack.arn = arn.clone();
+        stack.name = r.stack_name.clone();
+        stack.region = region.into();
+        stack.account_id = account.into();
+        stack.adopt(version);
+        stack.status = StackStatus::CreateInProgress;
+        stack.status_reason = Some("User Initiated".into());
+        stack.disable_rollback = disable_rollback;
+        stack.capabilities = given_caps;
+        stack.termination_protection = r.enable_termination_protection.unwrap_or(false);
+        stack.tags = r
+            .tags
+            .iter()
+            .flatten()
+            .map(|t| (t.key.clone(), t.value.clone()))
+            .collect();
+        stack.creation_time = now_rfc3339();
         stack.record(deployer::event(
             &stack.name,
             Some(&arn),
@@ -522,6 +803,231 @@ impl CloudFormationService {
         Ok(json!({"StackId": arn}))
     }
 
+    fn update_stack(&self, region: &str, account: &str, r: &UpdateStackInput) -> AwsResult<Value> {
+        let world = self.store.view(account);
+        let stack = find(&world, region, &r.stack_name)?;
+        if !stack.status.updatable() {
+            return Err(not_updatable(stack));
+        }
+        let body = body_of(
+            r.template_body.as_ref(),
+            r.template_url.as_ref(),
+            r.use_previous_template,
+            Some(stack),
+        )?;
+        let given = given_parameters(r.parameters.as_ref(), Some(stack))?;
+        let caps = r.capabilities.clone().unwrap_or_default();
+        let next = prepare(
+            &world,
+            (region, account),
+            (&stack.name, &stack.arn),
+            body,
+            &given,
+            &caps,
+        )?;
+        if next.template == stack.template && next.parameters == stack.parameters {
+            return Err(validation("No updates are to be performed."));
+        }
+        let arn = stack.arn.clone();
+        let tags = r.tags.clone();
+        let disable_rollback = r.disable_rollback;
+        self.store.write_as(account, |tx| {
+            let mut s: Stack = tx.cloned(&arn)?;
+            if !s.status.updatable() {
+                return Err(not_updatable(&s));
+            }
+            start_update(&mut s, next);
+            s.capabilities = caps;
+            if let Some(tags) = tags {
+                s.tags = tags.into_iter().map(|t| (t.key, t.value)).collect();
+            }
+            if let Some(d) = disable_rollback {
+                s.disable_rollback = d;
+            }
+            for c in &mut s.change_sets {
+                c.execution_status = "OBSOLETE".into();
+            }
+            tx.put(s);
+            Ok(())
+        })?;
+        Ok(json!({"StackId": arn}))
+    }
+
+    fn create_change_set(
+        &self,
+        region: &str,
+        account: &str,
+        r: &CreateChangeSetInput,
+    ) -> AwsResult<Value> {
+        let world = self.store.view(account);
+        let creating = r.change_set_type.as_deref() == Some("CREATE");
+        if let Some(kind) = r.change_set_type.as_deref() {
+            if kind != "CREATE" && kind != "UPDATE" {
+                return Err(validation(format!(
+                    "ChangeSetType {kind} is not supported by Cove (CREATE and UPDATE are)"
+                )));
+            }
+        }
+        let existing = find(&world, region, &r.stack_name).ok();
+        let stack = match (creating, existing) {
+            (true, Some(s)) if s.status != StackStatus::ReviewInProgress => {
+                return Err(validation(format!(
+                    "Stack [{}] already exists and cannot be created again with the changeSet [{}].",
+                    r.stack_name, r.change_set_name
+                )))
+            }
+            (true, Some(s)) => s.clone(),
+            (true, None) => {
+                let mut s = Stack::placeholder();
+                s.arn = Stack::arn_of(region, account, &r.stack_name, &new_id());
+                s.name = r.stack_name.clone();
+                s.region = region.into();
+                s.account_id = account.into();
+                s.template = json!({"Resources": {}});
+                s.status = StackStatus::ReviewInProgress;
+                s.status_reason = Some("User Initiated".into());
+                s.creation_time = now_rfc3339();
+                let (name, arn) = (s.name.clone(), s.arn.clone());
+                s.record(deployer::event(
+                    &name,
+                    Some(&arn),
+                    "AWS::CloudFormation::Stack",
+                    "REVIEW_IN_PROGRESS",
+                    Some("User Initiated"),
+                ));
+                s
+            }
+            (false, None) => {
+                return Err(validation(format!(
+                    "Stack [{}] does not exist",
+                    r.stack_name
+                )))
+            }
+            (false, Some(s)) if !s.status.updatable() => return Err(not_updatable(s)),
+            (false, Some(s)) => s.clone(),
+        };
+        if stack
+            .change_sets
+            .iter()
+            .any(|c| c.name == r.change_set_name)
+        {
+            return Err(AwsError::client(
+                "AlreadyExistsException",
+                format!("ChangeSet [{}] already exists", r.change_set_name),
+            ));
+        }
+        let body = body_of(
+            r.template_body.as_ref(),
+            r.template_url.as_ref(),
+            r.use_previous_template,
+            (!creating).then_some(&stack),
+        )?;
+        let given = given_parameters(r.parameters.as_ref(), Some(&stack))?;
+        let caps = r.capabilities.clone().unwrap_or_default();
+        let next = prepare(
+            &world,
+            (region, account),
+            (&stack.name, &stack.arn),
+            body,
+            &given,
+            &caps,
+        )?;
+        let changes = changes::plan(&world, &stack, &next);
+        let unchanged = !creating
+            && changes.is_empty()
+            && next.parameters == stack.parameters
+            && next.template == stack.template;
+        let set = ChangeSet {
+            arn: format!(
+                "arn:aws:cloudformation:{region}:{account}:changeSet/{}/{}",
+                r.change_set_name,
+                new_id()
+            ),
+            name: r.change_set_name.clone(),
+            description: r.description.clone(),
+            kind: if creating { "CREATE" } else { "UPDATE" }.into(),
+            status: if unchanged { "FAILED" } else { "CREATE_COMPLETE" }.into(),
+            status_reason: unchanged.then(|| {
+                "The submitted information didn't contain changes. Submit different information to create a change set.".to_string()
+            }),
+            execution_status: if unchanged { "UNAVAILABLE" } else { "AVAILABLE" }.into(),
+            creation_time: now_rfc3339(),
+            version: next,
+            capabilities: caps,
+            changes,
+        };
+        let (stack_arn, set_arn) = (stack.arn.clone(), set.arn.clone());
+        self.store.write_as(account, |tx| {
+            let mut s = match tx.world.cfn_stacks.get(&stack.arn) {
+                Some(current) => (**current).clone(),
+                None => stack.clone(),
+            };
+            s.change_sets.push(set);
+            tx.put(s);
+            Ok(())
+        })?;
+        Ok(json!({"Id": set_arn, "StackId": stack_arn}))
+    }
+
+    fn execute_change_set(
+        &self,
+        region: &str,
+        account: &str,
+        r: &ExecuteChangeSetInput,
+    ) -> AwsResult<Value> {
+        self.store.write_as(account, |tx| {
+            let (stack, set) = find_change_set(
+                &tx.world,
+                region,
+                r.stack_name.as_deref(),
+                &r.change_set_name,
+            )?;
+            if set.execution_status != "AVAILABLE" {
+                return Err(AwsError::client(
+                    "InvalidChangeSetStatus",
+                    format!(
+                        "ChangeSet [{}] cannot be executed in its current status of [{}]",
+                        set.arn, set.status
+                    ),
+                ));
+            }
+            let mut s = stack.clone();
+            let set = set.clone();
+            if s.status == StackStatus::ReviewInProgress {
+                s.adopt(set.version.clone());
+                s.status = StackStatus::CreateInProgress;
+                s.status_reason = Some("User Initiated".into());
+                s.capabilities = set.capabilities.clone();
+                let (name, arn) = (s.name.clone(), s.arn.clone());
+                s.record(deployer::event(
+                    &name,
+                    Some(&arn),
+                    "AWS::CloudFormation::Stack",
+                    "CREATE_IN_PROGRESS",
+                    Some("User Initiated"),
+                ));
+            } else if s.status.updatable() {
+                start_update(&mut s, set.version.clone());
+                s.capabilities = set.capabilities.clone();
+            } else {
+                return Err(not_updatable(&s));
+            }
+            if let Some(d) = r.disable_rollback {
+                s.disable_rollback = d;
+            }
+            for c in &mut s.change_sets {
+                c.execution_status = if c.arn == set.arn {
+                    "EXECUTE_COMPLETE"
+                } else {
+                    "OBSOLETE"
+                }
+                .into();
+            }
+            tx.put(s);
+            Ok(json!({}))
+        })
+    }
+
     fn delete_stack(&self, region: &str, account: &str, name: &str) -> AwsResult<Value> {
         self.store.write_as(account, |tx| {
             // Deleting a stack that does not exist succeeds, as on AWS.
@@ -540,6 +1046,24 @@ impl CloudFormationService {
                     found.name,
                     found.status.as_str()
                 )));
+            }
+            if found.termination_protection {
+                return Err(validation(format!(
+                    "Stack [{}] cannot be deleted while TerminationProtection is enabled",
+                    found.name
+                )));
+            }
+            for name in found.exports.values() {
+                if let Some(user) = stacks_in(&tx.world, region).find(|s| {
+                    s.status != StackStatus::DeleteComplete
+                        && s.arn != found.arn
+                        && deployer::imports(&s.template).contains(name)
+                }) {
+                    return Err(validation(format!(
+                        "Export {name} cannot be deleted as it is in use by {}",
+                        user.name
+                    )));
+                }
             }
             let mut s = found.clone();
             s.status = StackStatus::DeleteInProgress;
@@ -609,7 +1133,7 @@ mod tests {
         let e = call("GetTemplateSummary", json!({"StackName": "net"})).unwrap_err();
         assert_eq!(e.message, "Stack with id net does not exist");
         assert_eq!(
-            call("UpdateStack", json!({})).unwrap_err().code,
+            call("DetectStackDrift", json!({})).unwrap_err().code,
             "InvalidAction"
         );
     }

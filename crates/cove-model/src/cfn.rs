@@ -19,6 +19,15 @@ crate::text_enum! {
         DeleteInProgress = "DELETE_IN_PROGRESS",
         DeleteComplete = "DELETE_COMPLETE",
         DeleteFailed = "DELETE_FAILED",
+        UpdateInProgress = "UPDATE_IN_PROGRESS",
+        UpdateCompleteCleanupInProgress = "UPDATE_COMPLETE_CLEANUP_IN_PROGRESS",
+        UpdateComplete = "UPDATE_COMPLETE",
+        UpdateRollbackInProgress = "UPDATE_ROLLBACK_IN_PROGRESS",
+        UpdateRollbackCompleteCleanupInProgress = "UPDATE_ROLLBACK_COMPLETE_CLEANUP_IN_PROGRESS",
+        UpdateRollbackComplete = "UPDATE_ROLLBACK_COMPLETE",
+        UpdateRollbackFailed = "UPDATE_ROLLBACK_FAILED",
+        /// Made by a `CREATE` change set that has not been executed.
+        ReviewInProgress = "REVIEW_IN_PROGRESS",
     }
 }
 
@@ -30,6 +39,20 @@ impl StackStatus {
             StackStatus::CreateInProgress
                 | StackStatus::RollbackInProgress
                 | StackStatus::DeleteInProgress
+                | StackStatus::UpdateInProgress
+                | StackStatus::UpdateCompleteCleanupInProgress
+                | StackStatus::UpdateRollbackInProgress
+                | StackStatus::UpdateRollbackCompleteCleanupInProgress
+        )
+    }
+
+    /// Whether an update (or a change set) may start from this status.
+    pub fn updatable(self) -> bool {
+        matches!(
+            self,
+            StackStatus::CreateComplete
+                | StackStatus::UpdateComplete
+                | StackStatus::UpdateRollbackComplete
         )
     }
 }
@@ -44,6 +67,19 @@ crate::text_enum! {
         DeleteComplete = "DELETE_COMPLETE",
         DeleteFailed = "DELETE_FAILED",
         DeleteSkipped = "DELETE_SKIPPED",
+        UpdateInProgress = "UPDATE_IN_PROGRESS",
+        UpdateComplete = "UPDATE_COMPLETE",
+        UpdateFailed = "UPDATE_FAILED",
+    }
+}
+
+impl ResourceStatus {
+    /// Made and usable: what depends on it may be made.
+    pub fn made(self) -> bool {
+        matches!(
+            self,
+            ResourceStatus::CreateComplete | ResourceStatus::UpdateComplete
+        )
     }
 }
 
@@ -59,6 +95,53 @@ pub struct StackResource {
     #[serde(default)]
     pub attributes: BTreeMap<String, Value>,
     pub last_updated: String,
+    /// The evaluated properties it was made or last updated with: what an
+    /// update compares the template's new ones to.
+    #[serde(default)]
+    pub properties: Value,
+}
+
+/// What a stack is made from: one version of its template and parameters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StackVersion {
+    pub template_body: String,
+    pub template: Value,
+    pub parameters: BTreeMap<String, Value>,
+    pub conditions: BTreeMap<String, bool>,
+    pub description: Option<String>,
+}
+
+/// One resource change a change set plans (`DescribeChangeSet`'s `Changes`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResourceChange {
+    /// `Add`, `Modify` or `Remove`.
+    pub action: String,
+    pub logical_id: String,
+    pub physical_id: Option<String>,
+    pub resource_type: String,
+    /// `True`, `False` or `Conditional` for `Modify`.
+    pub replacement: Option<String>,
+    /// The top-level properties that change.
+    pub properties: Vec<String>,
+}
+
+/// A change set of a stack.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeSet {
+    pub arn: String,
+    pub name: String,
+    pub description: Option<String>,
+    /// `CREATE` (of a stack in `REVIEW_IN_PROGRESS`) or `UPDATE`.
+    pub kind: String,
+    /// `CREATE_COMPLETE` or `FAILED`.
+    pub status: String,
+    pub status_reason: Option<String>,
+    /// `AVAILABLE`, `UNAVAILABLE`, `EXECUTE_COMPLETE` or `OBSOLETE`.
+    pub execution_status: String,
+    pub creation_time: String,
+    pub version: StackVersion,
+    pub capabilities: Vec<String>,
+    pub changes: Vec<ResourceChange>,
 }
 
 /// One stack event (`DescribeStackEvents`).
@@ -99,6 +182,24 @@ pub struct Stack {
     /// Newest last.
     pub events: Vec<StackEvent>,
     pub outputs: Vec<(String, Value, Option<String>)>,
+    /// Output key → export name, for the outputs that export their value.
+    #[serde(default)]
+    pub exports: BTreeMap<String, String>,
+    #[serde(default)]
+    pub termination_protection: bool,
+    /// During an update: the version it started from (what a rollback
+    /// returns to).
+    #[serde(default)]
+    pub previous: Option<StackVersion>,
+    /// During an update: the resources it has brought to the new version.
+    #[serde(default)]
+    pub updated: std::collections::BTreeSet<String>,
+    /// Physical resources an update superseded (replaced or removed from
+    /// the template), deleted once the update is complete.
+    #[serde(default)]
+    pub cleanup: Vec<StackResource>,
+    #[serde(default)]
+    pub change_sets: Vec<ChangeSet>,
 }
 
 /// At most this many events are kept per stack (the oldest go first).
@@ -144,6 +245,32 @@ impl Stack {
             resources: BTreeMap::new(),
             events: vec![],
             outputs: vec![],
+            exports: BTreeMap::new(),
+            termination_protection: false,
+            previous: None,
+            updated: Default::default(),
+            cleanup: vec![],
+            change_sets: vec![],
         }
+    }
+
+    /// The version the stack is made from now.
+    pub fn version(&self) -> StackVersion {
+        StackVersion {
+            template_body: self.template_body.clone(),
+            template: self.template.clone(),
+            parameters: self.parameters.clone(),
+            conditions: self.conditions.clone(),
+            description: self.description.clone(),
+        }
+    }
+
+    /// Makes the stack follow `v` from now on.
+    pub fn adopt(&mut self, v: StackVersion) {
+        self.template_body = v.template_body;
+        self.template = v.template;
+        self.parameters = v.parameters;
+        self.conditions = v.conditions;
+        self.description = v.description;
     }
 }

@@ -56,11 +56,71 @@ fn peer_key(ingress: bool) -> &'static str {
     }
 }
 
+/// A security group's inline `SecurityGroupIngress` or `SecurityGroupEgress`.
+fn group_rules(props: &Map<String, Value>, key: &str) -> Result<Vec<Value>, String> {
+    props
+        .get(key)
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object)
+        .map(|r| permission(r, peer_key(key == "SecurityGroupIngress")))
+        .collect()
+}
+
+/// What a security group allows out when its template gives no egress.
+fn allow_all_out() -> Value {
+    json!([{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+}
+
 fn rule_ids(reply: &Value) -> Vec<Value> {
     reply["SecurityGroupRules"]
         .as_array()
         .map(|a| a.iter().map(|r| r["SecurityGroupRuleId"].clone()).collect())
         .unwrap_or_default()
+}
+
+/// `CreateRoute`'s (and `ReplaceRoute`'s) input.
+fn route_input(props: &Map<String, Value>) -> Result<Value, String> {
+    let mut input = json!({
+        "RouteTableId": need(props, "RouteTableId")?,
+        "DestinationCidrBlock": need(props, "DestinationCidrBlock")?,
+    });
+    for key in [
+        "GatewayId",
+        "NatGatewayId",
+        "VpcEndpointId",
+        "NetworkInterfaceId",
+        "VpcPeeringConnectionId",
+    ] {
+        if let Some(v) = s(props, key) {
+            input[key] = json!(v);
+        }
+    }
+    Ok(input)
+}
+
+/// `CreateNetworkAclEntry`'s (and `ReplaceNetworkAclEntry`'s) input.
+fn acl_entry_input(props: &Map<String, Value>) -> Result<Value, String> {
+    let mut input = json!({
+        "NetworkAclId": need(props, "NetworkAclId")?,
+        "RuleNumber": need(props, "RuleNumber")?,
+        "Protocol": need(props, "Protocol")?,
+        "RuleAction": need(props, "RuleAction")?,
+        "Egress": boolean(props, "Egress").unwrap_or(false),
+    });
+    for key in ["CidrBlock", "Ipv6CidrBlock"] {
+        if let Some(v) = s(props, key) {
+            input[key] = json!(v);
+        }
+    }
+    if let Some(range) = props.get("PortRange").and_then(Value::as_object) {
+        input["PortRange"] = json!({"From": s(range, "From"), "To": s(range, "To")});
+    }
+    if let Some(icmp) = props.get("Icmp").and_then(Value::as_object) {
+        input["IcmpTypeCode"] = json!({"Type": s(icmp, "Type"), "Code": s(icmp, "Code")});
+    }
+    Ok(input)
 }
 
 /// The network ACL a subnet is associated with, and the association's id.
@@ -180,16 +240,7 @@ pub fn create(
                 .as_str()
                 .ok_or("the reply carried no GroupId")?
                 .to_string();
-            let rules = |key: &str| -> Result<Vec<Value>, String> {
-                props
-                    .get(key)
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_object)
-                    .map(|r| permission(r, peer_key(key == "SecurityGroupIngress")))
-                    .collect()
-            };
+            let rules = |key: &str| group_rules(props, key);
             let ingress = rules("SecurityGroupIngress")?;
             if !ingress.is_empty() {
                 ec2(
@@ -204,7 +255,7 @@ pub fn create(
                 ec2(
                     api,
                     "RevokeSecurityGroupEgress",
-                    json!({"GroupId": id, "IpPermissions": [{"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}]}),
+                    json!({"GroupId": id, "IpPermissions": allow_all_out()}),
                 )?;
                 if !egress.is_empty() {
                     ec2(
@@ -272,19 +323,7 @@ pub fn create(
         "AWS::EC2::Route" => {
             let table = need(props, "RouteTableId")?;
             let dest = need(props, "DestinationCidrBlock")?;
-            let mut input = json!({"RouteTableId": table, "DestinationCidrBlock": dest});
-            for key in [
-                "GatewayId",
-                "NatGatewayId",
-                "VpcEndpointId",
-                "NetworkInterfaceId",
-                "VpcPeeringConnectionId",
-            ] {
-                if let Some(v) = s(props, key) {
-                    input[key] = json!(v);
-                }
-            }
-            ec2(api, "CreateRoute", input)?;
+            ec2(api, "CreateRoute", route_input(props)?)?;
             Ok(created(
                 format!("{table}|{dest}"),
                 &[
@@ -378,25 +417,7 @@ pub fn create(
             let acl = need(props, "NetworkAclId")?;
             let number = need(props, "RuleNumber")?;
             let egress = boolean(props, "Egress").unwrap_or(false);
-            let mut input = json!({
-                "NetworkAclId": acl,
-                "RuleNumber": number,
-                "Protocol": need(props, "Protocol")?,
-                "RuleAction": need(props, "RuleAction")?,
-                "Egress": egress,
-            });
-            for key in ["CidrBlock", "Ipv6CidrBlock"] {
-                if let Some(v) = s(props, key) {
-                    input[key] = json!(v);
-                }
-            }
-            if let Some(range) = props.get("PortRange").and_then(Value::as_object) {
-                input["PortRange"] = json!({"From": s(range, "From"), "To": s(range, "To")});
-            }
-            if let Some(icmp) = props.get("Icmp").and_then(Value::as_object) {
-                input["IcmpTypeCode"] = json!({"Type": s(icmp, "Type"), "Code": s(icmp, "Code")});
-            }
-            ec2(api, "CreateNetworkAclEntry", input)?;
+            ec2(api, "CreateNetworkAclEntry", acl_entry_input(props)?)?;
             let id = format!("{acl}|{number}|{egress}");
             Ok(created(
                 id.clone(),
@@ -669,4 +690,182 @@ pub fn delete(
         ),
         other => Err(format!("Cove does not delete resources of type {other}")),
     }
+}
+
+/// The properties of `kind` an update changes in place; any other change
+/// replaces the resource (as CloudFormation's resource reference says).
+pub fn updatable(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "AWS::EC2::VPC" => &["EnableDnsSupport", "EnableDnsHostnames", "Tags"],
+        "AWS::EC2::Subnet" => &["MapPublicIpOnLaunch", "Tags"],
+        "AWS::EC2::SecurityGroup" => &["SecurityGroupIngress", "SecurityGroupEgress", "Tags"],
+        "AWS::EC2::VPCEndpoint" => &[
+            "RouteTableIds",
+            "SubnetIds",
+            "SecurityGroupIds",
+            "PolicyDocument",
+            "PrivateDnsEnabled",
+        ],
+        "AWS::EC2::Route" => &[
+            "GatewayId",
+            "NatGatewayId",
+            "VpcEndpointId",
+            "NetworkInterfaceId",
+            "VpcPeeringConnectionId",
+        ],
+        "AWS::EC2::NetworkAclEntry" => {
+            &["Protocol", "RuleAction", "CidrBlock", "PortRange", "Icmp"]
+        }
+        "AWS::EC2::InternetGateway"
+        | "AWS::EC2::RouteTable"
+        | "AWS::EC2::NatGateway"
+        | "AWS::EC2::NetworkAcl"
+        | "AWS::EC2::EIP"
+        | "AWS::EC2::FlowLog"
+        | "AWS::EC2::NetworkInterface"
+        | "AWS::EC2::DHCPOptions"
+        | "AWS::EC2::VPCPeeringConnection" => &["Tags"],
+        _ => &[],
+    }
+}
+
+/// The id EC2's tag calls take for a resource.
+fn tag_target(kind: &str, physical_id: &str, attributes: &BTreeMap<String, Value>) -> String {
+    match kind {
+        "AWS::EC2::EIP" => attributes
+            .get("AllocationId")
+            .and_then(Value::as_str)
+            .unwrap_or(physical_id)
+            .to_string(),
+        _ => physical_id.to_string(),
+    }
+}
+
+/// The ids in `new`'s list `key` that `old`'s lacks.
+fn added(old: &Map<String, Value>, new: &Map<String, Value>, key: &str) -> Vec<String> {
+    let before = strings(old, key);
+    strings(new, key)
+        .into_iter()
+        .filter(|x| !before.contains(x))
+        .collect()
+}
+
+/// Updates `kind` in place; `changed` are the properties that differ, all
+/// of them [`updatable`].
+pub fn update(
+    api: &dyn Api,
+    kind: &str,
+    physical_id: &str,
+    attributes: &BTreeMap<String, Value>,
+    (old, new): (&Map<String, Value>, &Map<String, Value>),
+    changed: &[String],
+) -> Result<(), String> {
+    for key in changed {
+        match (kind, key.as_str()) {
+            (_, "Tags") => {
+                let target = tag_target(kind, physical_id, attributes);
+                let keys: Vec<Value> = tag_list(old)
+                    .into_iter()
+                    .map(|t| json!({"Key": t["Key"]}))
+                    .collect();
+                if !keys.is_empty() {
+                    ec2(
+                        api,
+                        "DeleteTags",
+                        json!({"Resources": [target], "Tags": keys}),
+                    )?;
+                }
+                let tags = tag_list(new);
+                if !tags.is_empty() {
+                    ec2(
+                        api,
+                        "CreateTags",
+                        json!({"Resources": [target], "Tags": tags}),
+                    )?;
+                }
+            }
+            ("AWS::EC2::VPC", attribute) => {
+                ec2(
+                    api,
+                    "ModifyVpcAttribute",
+                    json!({"VpcId": physical_id, attribute: {"Value": boolean(new, attribute).unwrap_or(attribute == "EnableDnsSupport")}}),
+                )?;
+            }
+            ("AWS::EC2::Subnet", _) => {
+                ec2(
+                    api,
+                    "ModifySubnetAttribute",
+                    json!({"SubnetId": physical_id, "MapPublicIpOnLaunch": {"Value": boolean(new, "MapPublicIpOnLaunch").unwrap_or(false)}}),
+                )?;
+            }
+            ("AWS::EC2::SecurityGroup", direction) => {
+                let (revoke, authorize) = if direction == "SecurityGroupIngress" {
+                    (
+                        "RevokeSecurityGroupIngress",
+                        "AuthorizeSecurityGroupIngress",
+                    )
+                } else {
+                    ("RevokeSecurityGroupEgress", "AuthorizeSecurityGroupEgress")
+                };
+                // No egress in the template is the default allow-all rule.
+                let rules = |props: &Map<String, Value>| -> Result<Value, String> {
+                    match props.contains_key(direction) || direction == "SecurityGroupIngress" {
+                        true => group_rules(props, direction).map(Value::from),
+                        false => Ok(allow_all_out()),
+                    }
+                };
+                let (before, after) = (rules(old)?, rules(new)?);
+                let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
+                let (before, after) = (list(&before), list(&after));
+                // New rules first, then the old ones go: a flow both allow
+                // is never cut.
+                let gained: Vec<&Value> = after.iter().filter(|r| !before.contains(r)).collect();
+                let lost: Vec<&Value> = before.iter().filter(|r| !after.contains(r)).collect();
+                if !gained.is_empty() {
+                    ec2(
+                        api,
+                        authorize,
+                        json!({"GroupId": physical_id, "IpPermissions": gained}),
+                    )?;
+                }
+                if !lost.is_empty() {
+                    ec2(
+                        api,
+                        revoke,
+                        json!({"GroupId": physical_id, "IpPermissions": lost}),
+                    )?;
+                }
+            }
+            ("AWS::EC2::VPCEndpoint", property) => {
+                let mut input = json!({"VpcEndpointId": physical_id});
+                match property {
+                    "PolicyDocument" if new.contains_key("PolicyDocument") => {
+                        input["PolicyDocument"] = json!(document(new, "PolicyDocument")?);
+                    }
+                    "PolicyDocument" => input["ResetPolicy"] = json!(true),
+                    "PrivateDnsEnabled" => {
+                        input["PrivateDnsEnabled"] =
+                            json!(boolean(new, "PrivateDnsEnabled").unwrap_or(false));
+                    }
+                    list => {
+                        let stem = list.trim_end_matches('s');
+                        input[format!("Add{stem}s")] = json!(added(old, new, list));
+                        input[format!("Remove{stem}s")] = json!(added(new, old, list));
+                    }
+                }
+                ec2(api, "ModifyVpcEndpoint", input)?;
+            }
+            ("AWS::EC2::Route", _) => {
+                ec2(api, "ReplaceRoute", route_input(new)?)?;
+                // One call replaces the whole target.
+                break;
+            }
+            ("AWS::EC2::NetworkAclEntry", _) => {
+                ec2(api, "ReplaceNetworkAclEntry", acl_entry_input(new)?)?;
+                break;
+            }
+            (kind, key) => return Err(format!("Cove cannot update {key} of {kind} in place")),
+        }
+    }
+    Ok(())
 }

@@ -192,3 +192,165 @@ pub fn delete(
         other => Err(format!("Cove does not delete resources of type {other}")),
     }
 }
+
+pub fn updatable(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "AWS::IAM::Role" => &[
+            "AssumeRolePolicyDocument",
+            "Policies",
+            "ManagedPolicyArns",
+            "Description",
+            "MaxSessionDuration",
+        ],
+        "AWS::IAM::Policy" => &["PolicyDocument", "Roles"],
+        "AWS::IAM::ManagedPolicy" => &["PolicyDocument", "Roles"],
+        _ => &[],
+    }
+}
+
+/// Inline policies by name.
+fn inline(props: &Map<String, Value>) -> BTreeMap<String, Map<String, Value>> {
+    props
+        .get("Policies")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object)
+        .filter_map(|p| Some((s(p, "PolicyName")?, p.clone())))
+        .collect()
+}
+
+fn ignoring_gone(result: Result<Value, String>) -> Result<(), String> {
+    match result {
+        Err(e) if super::is_gone(&e) => Ok(()),
+        other => other.map(|_| ()),
+    }
+}
+
+pub fn update(
+    api: &dyn Api,
+    kind: &str,
+    physical_id: &str,
+    (old, new): (&Map<String, Value>, &Map<String, Value>),
+    changed: &[String],
+) -> Result<(), String> {
+    for key in changed {
+        match (kind, key.as_str()) {
+            ("AWS::IAM::Role", "AssumeRolePolicyDocument") => {
+                iam(
+                    api,
+                    "UpdateAssumeRolePolicy",
+                    json!({"RoleName": physical_id, "PolicyDocument": document(new, key)?}),
+                )?;
+            }
+            ("AWS::IAM::Role", "Description" | "MaxSessionDuration") => {
+                let mut input = json!({"RoleName": physical_id});
+                for k in ["Description", "MaxSessionDuration"] {
+                    if let Some(v) = s(new, k) {
+                        input[k] = json!(v);
+                    }
+                }
+                iam(api, "UpdateRole", input)?;
+            }
+            ("AWS::IAM::Role", "Policies") => {
+                let (before, after) = (inline(old), inline(new));
+                for (name, policy) in &after {
+                    if before.get(name) != Some(policy) {
+                        iam(
+                            api,
+                            "PutRolePolicy",
+                            json!({"RoleName": physical_id, "PolicyName": name, "PolicyDocument": document(policy, "PolicyDocument")?}),
+                        )?;
+                    }
+                }
+                for name in before.keys().filter(|n| !after.contains_key(*n)) {
+                    ignoring_gone(iam(
+                        api,
+                        "DeleteRolePolicy",
+                        json!({"RoleName": physical_id, "PolicyName": name}),
+                    ))?;
+                }
+            }
+            ("AWS::IAM::Role", "ManagedPolicyArns") => {
+                let (before, after) = (
+                    strings(old, "ManagedPolicyArns"),
+                    strings(new, "ManagedPolicyArns"),
+                );
+                for arn in after.iter().filter(|a| !before.contains(a)) {
+                    iam(
+                        api,
+                        "AttachRolePolicy",
+                        json!({"RoleName": physical_id, "PolicyArn": arn}),
+                    )?;
+                }
+                for arn in before.iter().filter(|a| !after.contains(a)) {
+                    ignoring_gone(iam(
+                        api,
+                        "DetachRolePolicy",
+                        json!({"RoleName": physical_id, "PolicyArn": arn}),
+                    ))?;
+                }
+            }
+            ("AWS::IAM::Policy", _) => {
+                let name = need(new, "PolicyName")?;
+                let doc = document(new, "PolicyDocument")?;
+                let (before, after) = (strings(old, "Roles"), strings(new, "Roles"));
+                for role in &after {
+                    iam(
+                        api,
+                        "PutRolePolicy",
+                        json!({"RoleName": role, "PolicyName": name, "PolicyDocument": doc}),
+                    )?;
+                }
+                for role in before.iter().filter(|r| !after.contains(r)) {
+                    ignoring_gone(iam(
+                        api,
+                        "DeleteRolePolicy",
+                        json!({"RoleName": role, "PolicyName": name}),
+                    ))?;
+                }
+                break;
+            }
+            ("AWS::IAM::ManagedPolicy", "PolicyDocument") => {
+                iam(
+                    api,
+                    "CreatePolicyVersion",
+                    json!({"PolicyArn": physical_id, "PolicyDocument": document(new, key)?, "SetAsDefault": true}),
+                )?;
+            }
+            ("AWS::IAM::ManagedPolicy", "Roles") => {
+                let (before, after) = (strings(old, "Roles"), strings(new, "Roles"));
+                for role in after.iter().filter(|r| !before.contains(r)) {
+                    iam(
+                        api,
+                        "AttachRolePolicy",
+                        json!({"RoleName": role, "PolicyArn": physical_id}),
+                    )?;
+                }
+                for role in before.iter().filter(|r| !after.contains(r)) {
+                    ignoring_gone(iam(
+                        api,
+                        "DetachRolePolicy",
+                        json!({"RoleName": role, "PolicyArn": physical_id}),
+                    ))?;
+                }
+            }
+            (kind, key) => return Err(format!("Cove cannot update {key} of {kind} in place")),
+        }
+    }
+    Ok(())
+}
+
+/// The attributes an updated resource answers to `Fn::GetAtt`: a policy's
+/// roles are kept so that its delete finds them.
+pub fn attributes_after_update(
+    kind: &str,
+    new: &Map<String, Value>,
+    attributes: &BTreeMap<String, Value>,
+) -> BTreeMap<String, Value> {
+    let mut out = attributes.clone();
+    if matches!(kind, "AWS::IAM::Policy" | "AWS::IAM::ManagedPolicy") {
+        out.insert("Roles".into(), json!(strings(new, "Roles")));
+    }
+    out
+}

@@ -54,3 +54,26 @@ pub fn create(
 pub fn delete(api: &dyn Api, physical_id: &str) -> Result<(), String> {
     logs(api, "DeleteLogGroup", json!({"logGroupName": physical_id})).map(|_| ())
 }
+
+pub fn updatable(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "AWS::Logs::LogGroup" => &["RetentionInDays"],
+        _ => &[],
+    }
+}
+
+pub fn update(api: &dyn Api, physical_id: &str, new: &Map<String, Value>) -> Result<(), String> {
+    match s(new, "RetentionInDays") {
+        Some(days) => logs(
+            api,
+            "PutRetentionPolicy",
+            json!({"logGroupName": physical_id, "retentionInDays": days}),
+        ),
+        None => logs(
+            api,
+            "DeleteRetentionPolicy",
+            json!({"logGroupName": physical_id}),
+        ),
+    }
+    .map(|_| ())
+}

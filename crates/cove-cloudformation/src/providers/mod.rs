@@ -237,6 +237,73 @@ pub fn readiness(
     }
 }
 
+/// The top-level properties whose values differ between two versions.
+pub fn changed_properties(old: &Map<String, Value>, new: &Map<String, Value>) -> Vec<String> {
+    let mut keys: Vec<String> = old
+        .keys()
+        .chain(new.keys())
+        .filter(|k| old.get(*k) != new.get(*k))
+        .cloned()
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
+
+/// Whether changing `changed` properties of `kind` replaces the resource
+/// (a new physical resource is made and the old one deleted at cleanup).
+pub fn needs_replacement(kind: &str, changed: &[String]) -> bool {
+    let in_place: &[&str] = match kind.split("::").nth(1) {
+        Some("EC2") => ec2::updatable(kind),
+        Some("IAM") => iam::updatable(kind),
+        Some("Logs") => logs::updatable(kind),
+        Some("S3") => s3::updatable(kind),
+        Some("SageMaker") => sagemaker::updatable(kind),
+        _ => &[],
+    };
+    changed.iter().any(|c| !in_place.contains(&c.as_str()))
+}
+
+/// The property that names a resource of `kind`, when the template may
+/// give the name: such a resource cannot be replaced under the same name.
+pub fn name_property(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "AWS::EC2::SecurityGroup" => "GroupName",
+        "AWS::IAM::Role" => "RoleName",
+        "AWS::IAM::ManagedPolicy" => "ManagedPolicyName",
+        "AWS::Logs::LogGroup" => "LogGroupName",
+        "AWS::S3::Bucket" => "BucketName",
+        "AWS::SageMaker::Model" => "ModelName",
+        "AWS::SageMaker::EndpointConfig" => "EndpointConfigName",
+        "AWS::SageMaker::Endpoint" => "EndpointName",
+        _ => return None,
+    })
+}
+
+/// Updates a resource in place (every changed property is one its type
+/// updates without replacement): its attributes afterwards.
+pub fn update(
+    api: &dyn Api,
+    kind: &str,
+    physical_id: &str,
+    attributes: &BTreeMap<String, Value>,
+    (old, new): (&Map<String, Value>, &Map<String, Value>),
+) -> Result<BTreeMap<String, Value>, String> {
+    let changed = changed_properties(old, new);
+    match kind.split("::").nth(1) {
+        Some("EC2") => ec2::update(api, kind, physical_id, attributes, (old, new), &changed)?,
+        Some("IAM") => {
+            iam::update(api, kind, physical_id, (old, new), &changed)?;
+            return Ok(iam::attributes_after_update(kind, new, attributes));
+        }
+        Some("Logs") => logs::update(api, physical_id, new)?,
+        Some("S3") => s3::update(api, kind, attributes, new)?,
+        Some("SageMaker") => sagemaker::update(api, attributes, new)?,
+        _ => return Err(format!("Cove does not update resources of type {kind}")),
+    }
+    Ok(attributes.clone())
+}
+
 /// Deletes a created resource.
 pub fn delete(
     api: &dyn Api,

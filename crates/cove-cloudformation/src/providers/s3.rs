@@ -103,3 +103,29 @@ pub fn delete(
         other => Err(format!("Cove does not delete resources of type {other}")),
     }
 }
+
+pub fn updatable(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "AWS::S3::Bucket" => &NOT_APPLIED,
+        "AWS::S3::BucketPolicy" => &["PolicyDocument"],
+        _ => &[],
+    }
+}
+
+pub fn update(
+    api: &dyn Api,
+    kind: &str,
+    attributes: &BTreeMap<String, Value>,
+    new: &Map<String, Value>,
+) -> Result<(), String> {
+    match kind {
+        // Properties Cove does not apply: nothing to change.
+        "AWS::S3::Bucket" => Ok(()),
+        _ => s3(
+            api,
+            "PutBucketPolicy",
+            json!({"Bucket": attributes.get("Bucket"), "Policy": document(new, "PolicyDocument")?}),
+        )
+        .map(|_| ()),
+    }
+}

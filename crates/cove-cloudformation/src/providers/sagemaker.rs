@@ -112,3 +112,40 @@ pub fn delete(
     let name = attributes.get(name_member).cloned().unwrap_or(Value::Null);
     sagemaker(api, operation, json!({name_member: name})).map(|_| ())
 }
+
+pub fn updatable(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "AWS::SageMaker::Endpoint" => &[
+            "EndpointConfigName",
+            "RetainAllVariantProperties",
+            "ExcludeRetainedVariantProperties",
+            "RetainDeploymentConfig",
+            "DeploymentConfig",
+        ],
+        _ => &[],
+    }
+}
+
+/// An endpoint moves to its new configuration as `UpdateEndpoint` does
+/// (blue/green); it is waited for until in service again.
+pub fn update(
+    api: &dyn Api,
+    attributes: &BTreeMap<String, Value>,
+    new: &Map<String, Value>,
+) -> Result<(), String> {
+    let mut input = json!({
+        "EndpointName": attributes.get("EndpointName"),
+        "EndpointConfigName": s(new, "EndpointConfigName"),
+    });
+    for key in [
+        "RetainAllVariantProperties",
+        "ExcludeRetainedVariantProperties",
+        "RetainDeploymentConfig",
+        "DeploymentConfig",
+    ] {
+        if let Some(v) = new.get(key) {
+            input[key] = v.clone();
+        }
+    }
+    sagemaker(api, "UpdateEndpoint", input).map(|_| ())
+}

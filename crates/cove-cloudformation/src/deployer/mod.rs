@@ -4,10 +4,13 @@
 //! step one commit of the stack document, so a restart resumes where the
 //! last commit left the stack.
 
-use crate::providers::{self, Api, Readiness};
+mod update;
+
+use crate::providers::{self, Api, Created, Readiness};
 use cove_cfn::intrinsics::{self, Context, Lookups};
 use cove_model::cfn::{ResourceStatus, Stack, StackEvent, StackResource, StackStatus};
 use cove_model::ids::{now_rfc3339, random_string};
+use cove_model::world::World;
 use cove_model::AwsResult;
 use cove_store::Store;
 use serde_json::{Map, Value};
@@ -22,16 +25,21 @@ const DELETE_RETRIES: u32 = 60;
 /// What a resource records when its provider failed unexpectedly.
 const INTERNAL_FAILURE: &str = "Internal Failure";
 
-/// What the stack's own resources answer to `Ref` and `Fn::GetAtt`.
-pub struct StackLookups<'a>(pub &'a Stack);
+/// What the stack's own resources answer to `Ref` and `Fn::GetAtt`, and
+/// the region's exports to `Fn::ImportValue`.
+pub struct StackLookups<'a> {
+    pub stack: &'a Stack,
+    /// The account's stacks (for their exports); `None`: no exports.
+    pub world: Option<&'a World>,
+}
 
 impl Lookups for StackLookups<'_> {
     fn reference(&self, logical_id: &str) -> Option<Value> {
-        let r = self.0.resources.get(logical_id)?;
+        let r = self.stack.resources.get(logical_id)?;
         r.physical_id.clone().map(Value::String)
     }
     fn attribute(&self, logical_id: &str, attribute: &str) -> Result<Value, String> {
-        self.0
+        self.stack
             .resources
             .get(logical_id)
             .and_then(|r| r.attributes.get(attribute))
@@ -41,8 +49,10 @@ impl Lookups for StackLookups<'_> {
                 format!("Template error: resource {logical_id} does not support attribute type {attribute} in Fn::GetAtt")
             })
     }
-    fn export(&self, _name: &str) -> Option<Value> {
-        None
+    fn export(&self, name: &str) -> Option<Value> {
+        crate::exports_in(self.world?, &self.stack.account_id, &self.stack.region)
+            .find(|(_, n, _)| *n == name)
+            .map(|(_, _, v)| v.clone())
     }
     fn availability_zones(&self, region: &str) -> Vec<String> {
         cove_model::region::zones(region)
@@ -72,7 +82,7 @@ pub fn event(
 }
 
 /// The resources the template makes (those whose condition holds), with their types.
-fn included(stack: &Stack) -> BTreeMap<String, String> {
+pub(crate) fn included(stack: &Stack) -> BTreeMap<String, String> {
     let empty = Map::new();
     stack
         .template
@@ -103,8 +113,11 @@ fn status_of(stack: &Stack, id: &str) -> Option<ResourceStatus> {
 
 /// A template value evaluated against the stack (its parameters,
 /// conditions, mappings and made resources).
-fn evaluate_in(stack: &Stack, v: &Value) -> Result<Option<Value>, String> {
-    let lookups = StackLookups(stack);
+fn evaluate_in(world: &World, stack: &Stack, v: &Value) -> Result<Option<Value>, String> {
+    let lookups = StackLookups {
+        stack,
+        world: Some(world),
+    };
     let mappings = stack
         .template
         .get("Mappings")
@@ -121,21 +134,77 @@ fn evaluate_in(stack: &Stack, v: &Value) -> Result<Option<Value>, String> {
 }
 
 /// A resource's properties evaluated against the stack.
-fn properties(stack: &Stack, id: &str) -> Result<Map<String, Value>, String> {
+pub(crate) fn properties(
+    world: &World,
+    stack: &Stack,
+    id: &str,
+) -> Result<Map<String, Value>, String> {
     let raw = stack.template["Resources"][id]
         .get("Properties")
         .cloned()
         .unwrap_or(Value::Object(Map::new()));
-    match evaluate_in(stack, &raw)? {
+    match evaluate_in(world, stack, &raw)? {
         Some(Value::Object(m)) => Ok(m),
         _ => Ok(Map::new()),
     }
 }
 
-/// The stack's outputs, evaluated once every resource is made.
-fn outputs(stack: &Stack) -> Result<Vec<(String, Value, Option<String>)>, String> {
+/// Makes resource `id` of the stack: what was made, whether it is ready,
+/// and the properties it was made with.
+fn make(
+    world: &World,
+    api: &dyn Api,
+    stack: &Stack,
+    id: &str,
+    kind: &str,
+) -> Result<(Created, Readiness, Map<String, Value>), String> {
+    let naming = providers::Naming {
+        stack: &stack.name,
+        logical_id: id,
+    };
+    let props = properties(world, stack, id)?;
+    let created = providers::create(api, kind, &props, &naming)?;
+    let readiness = providers::readiness(api, kind, &created.physical_id, &created.attributes)?;
+    Ok((created, readiness, props))
+}
+
+/// The literal export names the template imports with `Fn::ImportValue`.
+pub fn imports(template: &Value) -> BTreeSet<String> {
+    fn walk(v: &Value, out: &mut BTreeSet<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(name) = m.get("Fn::ImportValue") {
+                    let literal = name
+                        .as_str()
+                        .or_else(|| name.get("Fn::Sub").and_then(Value::as_str));
+                    if let Some(n) = literal.filter(|n| !n.contains("${")) {
+                        out.insert(n.to_string());
+                    }
+                }
+                m.values().for_each(|x| walk(x, out));
+            }
+            Value::Array(items) => items.iter().for_each(|x| walk(x, out)),
+            _ => {}
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(&template["Resources"], &mut out);
+    walk(&template["Outputs"], &mut out);
+    out
+}
+
+/// Outputs as stored: (key, value, description), and output key → export name.
+type Outputs = (
+    Vec<(String, Value, Option<String>)>,
+    BTreeMap<String, String>,
+);
+
+/// The stack's outputs and exports, evaluated once every resource is made;
+/// an export name another stack of the region exports already fails it.
+fn outputs(world: &World, stack: &Stack) -> Result<Outputs, String> {
     let empty = Map::new();
     let mut out = Vec::new();
+    let mut exports = BTreeMap::new();
     for (key, o) in stack
         .template
         .get("Outputs")
@@ -147,7 +216,23 @@ fn outputs(stack: &Stack) -> Result<Vec<(String, Value, Option<String>)>, String
                 continue;
             }
         }
-        let value = evaluate_in(stack, &o["Value"])?.unwrap_or(Value::Null);
+        if let Some(export) = o.get("Export").and_then(|e| e.get("Name")) {
+            let name = evaluate_in(world, stack, export)?
+                .and_then(|n| intrinsics::text(&n).ok())
+                .ok_or_else(|| {
+                    format!("Template error: the export name of output {key} is not a string")
+                })?;
+            if let Some((other, _, _)) = crate::exports_in(world, &stack.account_id, &stack.region)
+                .find(|(s, n, _)| *n == name && s.arn != stack.arn)
+            {
+                return Err(format!(
+                    "Export with name {name} is already exported by stack {}",
+                    other.name
+                ));
+            }
+            exports.insert(key.clone(), name);
+        }
+        let value = evaluate_in(world, stack, &o["Value"])?.unwrap_or(Value::Null);
         let value = match value {
             Value::Array(items) => Value::String(
                 items
@@ -164,7 +249,7 @@ fn outputs(stack: &Stack) -> Result<Vec<(String, Value, Option<String>)>, String
             o.get("Description").and_then(|d| intrinsics::text(d).ok()),
         ));
     }
-    Ok(out)
+    Ok((out, exports))
 }
 
 pub struct Deployer<A> {
@@ -211,7 +296,7 @@ impl<A: Callers> Deployer<A> {
         let world = self.store.snapshot();
         let mut busy = false;
         for stack in world.cfn_stacks.values().filter(|s| s.status.in_progress()) {
-            match self.step(stack) {
+            match self.step(&world, stack) {
                 Ok(more) => busy |= more,
                 Err(e) => {
                     tracing::warn!(stack = %stack.arn, error = %e.message, "stack step failed; retried on the next pass")
@@ -230,28 +315,31 @@ impl<A: Callers> Deployer<A> {
         })
     }
 
-    fn step(&self, stack: &Stack) -> AwsResult<bool> {
+    fn step(&self, world: &World, stack: &Stack) -> AwsResult<bool> {
         match stack.status {
-            StackStatus::CreateInProgress => self.create_wave(stack),
+            StackStatus::CreateInProgress => self.create_wave(world, stack),
             StackStatus::RollbackInProgress | StackStatus::DeleteInProgress => {
                 self.delete_wave(stack)
             }
+            StackStatus::UpdateInProgress | StackStatus::UpdateRollbackInProgress => {
+                self.update_wave(world, stack)
+            }
+            StackStatus::UpdateCompleteCleanupInProgress
+            | StackStatus::UpdateRollbackCompleteCleanupInProgress => self.cleanup_wave(stack),
             _ => Ok(false),
         }
     }
 
-    fn create_wave(&self, stack: &Stack) -> AwsResult<bool> {
+    fn create_wave(&self, world: &World, stack: &Stack) -> AwsResult<bool> {
         let wanted = included(stack);
         let deps = cove_cfn::graph::dependencies(&stack.template).unwrap_or_default();
         let done = |id: &str| status_of(stack, id) == Some(ResourceStatus::CreateComplete);
         if wanted.keys().all(|id| done(id)) {
-            let (outputs, reason) = match outputs(stack) {
-                Ok(o) => (o, None),
-                Err(e) => (vec![], Some(e)),
-            };
-            self.commit(stack, |s| match reason {
-                None => {
+            let evaluated = outputs(world, stack);
+            self.commit(stack, |s| match evaluated {
+                Ok((outputs, exports)) => {
                     s.outputs = outputs;
+                    s.exports = exports;
                     s.status = StackStatus::CreateComplete;
                     s.status_reason = None;
                     s.record(event(
@@ -262,7 +350,7 @@ impl<A: Callers> Deployer<A> {
                         None,
                     ));
                 }
-                Some(e) => fail(s, &e),
+                Err(e) => fail(s, &e),
             })?;
             return Ok(false);
         }
@@ -302,25 +390,14 @@ impl<A: Callers> Deployer<A> {
                         status_reason: None,
                         attributes: BTreeMap::new(),
                         last_updated: now.clone(),
+                        properties: Value::Null,
                     },
                 );
                 s.record(event(id, None, kind, "CREATE_IN_PROGRESS", None));
             }
         })?;
         let made = in_parallel(&ready, |(id, kind)| {
-            let naming = providers::Naming {
-                stack: &stack.name,
-                logical_id: id,
-            };
-            let created = properties(stack, id)
-                .and_then(|p| providers::create(api.as_ref(), kind, &p, &naming))?;
-            let readiness = providers::readiness(
-                api.as_ref(),
-                kind,
-                &created.physical_id,
-                &created.attributes,
-            )?;
-            Ok((created, readiness))
+            make(world, api.as_ref(), stack, id, kind)
         });
         let results = ready
             .into_iter()
@@ -335,9 +412,10 @@ impl<A: Callers> Deployer<A> {
                 };
                 r.last_updated = now.clone();
                 match made {
-                    Ok((c, readiness)) => {
+                    Ok((c, readiness, props)) => {
                         r.physical_id = Some(c.physical_id.clone());
                         r.attributes = c.attributes;
+                        r.properties = Value::Object(props);
                         let (status, word, reason) = match readiness {
                             Readiness::Ready => (
                                 ResourceStatus::CreateComplete,
@@ -400,29 +478,32 @@ impl<A: Callers> Deployer<A> {
                     continue;
                 };
                 let physical = r.physical_id.as_deref();
+                let updating = r.status == ResourceStatus::UpdateInProgress;
                 match answer {
                     Ok(Readiness::Pending) => continue,
                     Ok(Readiness::Ready) => {
-                        mine.status = ResourceStatus::CreateComplete;
+                        let (status, word) = match updating {
+                            true => (ResourceStatus::UpdateComplete, "UPDATE_COMPLETE"),
+                            false => (ResourceStatus::CreateComplete, "CREATE_COMPLETE"),
+                        };
+                        mine.status = status;
                         mine.status_reason = None;
                         mine.last_updated = now.clone();
-                        s.record(event(
-                            &r.logical_id,
-                            physical,
-                            &r.resource_type,
-                            "CREATE_COMPLETE",
-                            None,
-                        ));
+                        s.record(event(&r.logical_id, physical, &r.resource_type, word, None));
                     }
                     Err(e) => {
-                        mine.status = ResourceStatus::CreateFailed;
+                        let (status, word) = match updating {
+                            true => (ResourceStatus::UpdateFailed, "UPDATE_FAILED"),
+                            false => (ResourceStatus::CreateFailed, "CREATE_FAILED"),
+                        };
+                        mine.status = status;
                         mine.status_reason = Some(e.clone());
                         mine.last_updated = now.clone();
                         s.record(event(
                             &r.logical_id,
                             physical,
                             &r.resource_type,
-                            "CREATE_FAILED",
+                            word,
                             Some(&e),
                         ));
                         failed.push(r.logical_id.clone());
@@ -430,11 +511,18 @@ impl<A: Callers> Deployer<A> {
                 }
             }
             if !failed.is_empty() {
+                let verb = match s.status {
+                    StackStatus::CreateInProgress => "create",
+                    _ => "update",
+                };
                 let reason = format!(
-                    "The following resource(s) failed to create: [{}]. ",
+                    "The following resource(s) failed to {verb}: [{}]. ",
                     failed.join(", ")
                 );
-                fail(s, &reason);
+                match s.status {
+                    StackStatus::CreateInProgress => fail(s, &reason),
+                    _ => update::fail(s, &reason),
+                }
             }
         })?;
         Ok(true)
@@ -450,6 +538,9 @@ impl<A: Callers> Deployer<A> {
                     ResourceStatus::CreateComplete
                         | ResourceStatus::DeleteInProgress
                         | ResourceStatus::CreateInProgress
+                        | ResourceStatus::UpdateComplete
+                        | ResourceStatus::UpdateInProgress
+                        | ResourceStatus::UpdateFailed
                 )
             ) || r.is_some_and(|r| {
                 // Made, then given up on by its service (an endpoint that
