@@ -52,6 +52,20 @@ if [ "$(id -u)" = 0 ] && [ -x /usr/bin/python3 ] && [ ! -x "$JUPYTERLAB/bin/jupy
     pip_install "$JUPYTERLAB/bin/pip" tests/jupyterlab-requirements.txt
 fi
 
+step "the CDK CLI"
+# npm's aws-cdk and aws-cdk-lib at the versions tests/cdk/package-lock.json
+# pins, for the CDK test (tests/e2e/test_cdk.py). Retried: a registry
+# that stalls once must not fail the run.
+if [ ! -x tests/cdk/node_modules/.bin/cdk ] || [ tests/cdk/package-lock.json -nt tests/cdk/node_modules ]; then
+    for attempt in 1 2 3; do
+        (cd tests/cdk && npm ci --no-audit --no-fund --loglevel=error) && break
+        [ "$attempt" = 3 ] && exit 1
+        echo "npm ci failed (attempt $attempt); retrying in 10 s" >&2
+        sleep 10
+    done
+    touch tests/cdk/node_modules
+fi
+
 step "PostgreSQL for the shared store's tests"
 # A private server of the tests' own (scripts/test-postgres.sh), unless
 # one is given.

@@ -349,6 +349,7 @@ pub fn create(
                 "VpcId": need(props, "VpcId")?,
                 "ServiceName": need(props, "ServiceName")?,
                 "VpcEndpointType": s(props, "VpcEndpointType").unwrap_or_else(|| "Gateway".into()),
+                "TagSpecifications": tag_specs(props, "vpc-endpoint"),
             });
             for key in ["RouteTableIds", "SubnetIds", "SecurityGroupIds"] {
                 let v = strings(props, key);
@@ -700,6 +701,7 @@ pub fn updatable(kind: &str) -> &'static [&'static str] {
         "AWS::EC2::Subnet" => &["MapPublicIpOnLaunch", "Tags"],
         "AWS::EC2::SecurityGroup" => &["SecurityGroupIngress", "SecurityGroupEgress", "Tags"],
         "AWS::EC2::VPCEndpoint" => &[
+            "Tags",
             "RouteTableIds",
             "SubnetIds",
             "SecurityGroupIds",

@@ -42,7 +42,7 @@ pub enum Readiness {
 }
 
 /// The resource types Cove creates.
-pub const SUPPORTED: [&str; 30] = [
+pub const SUPPORTED: [&str; 31] = [
     "AWS::EC2::VPC",
     "AWS::EC2::Subnet",
     "AWS::EC2::SecurityGroup",
@@ -73,6 +73,9 @@ pub const SUPPORTED: [&str; 30] = [
     "AWS::EC2::VPCPeeringConnection",
     "AWS::EC2::DHCPOptions",
     "AWS::EC2::VPCDHCPOptionsAssociation",
+    // What the CDK adds to every stack (its version and constructs): no
+    // resource behind it, on AWS either.
+    "AWS::CDK::Metadata",
 ];
 
 /// The stack and logical id a resource's generated name is made from.
@@ -218,6 +221,7 @@ pub fn create(
         Some("Logs") => logs::create(api, kind, props, naming),
         Some("S3") => s3::create(api, kind, props, naming),
         Some("SageMaker") => sagemaker::create(api, kind, props, naming),
+        Some("CDK") => Ok(created(naming.generate(128, false), &[])),
         _ => Err(format!("Cove does not create resources of type {kind}")),
     }
 }
@@ -259,6 +263,7 @@ pub fn needs_replacement(kind: &str, changed: &[String]) -> bool {
         Some("Logs") => logs::updatable(kind),
         Some("S3") => s3::updatable(kind),
         Some("SageMaker") => sagemaker::updatable(kind),
+        Some("CDK") => &["Analytics"],
         _ => &[],
     };
     changed.iter().any(|c| !in_place.contains(&c.as_str()))
@@ -299,6 +304,7 @@ pub fn update(
         Some("Logs") => logs::update(api, physical_id, new)?,
         Some("S3") => s3::update(api, kind, attributes, new)?,
         Some("SageMaker") => sagemaker::update(api, attributes, new)?,
+        Some("CDK") => {}
         _ => return Err(format!("Cove does not update resources of type {kind}")),
     }
     Ok(attributes.clone())
@@ -317,6 +323,7 @@ pub fn delete(
         Some("Logs") => logs::delete(api, physical_id),
         Some("S3") => s3::delete(api, kind, physical_id, attributes),
         Some("SageMaker") => sagemaker::delete(api, kind, attributes),
+        Some("CDK") => Ok(()),
         _ => return Err(format!("Cove does not delete resources of type {kind}")),
     };
     match result {
