@@ -138,7 +138,8 @@ def test_broken_templates_get_cloudformations_validation_errors(cove_server, bod
 
 def test_the_templates_of_these_tests_are_cfn_lint_clean(tmp_path):
     paths = []
-    for name, body in (("private", PRIVATE_NETWORK), ("design", SAGEMAKER_DESIGN),
+    for name, body in (("private", PRIVATE_NETWORK), ("design", SAGEMAKER_DESIGN), ("studio", STUDIO),
+                       ("deployed", DEPLOYED), ("importer", IMPORTER),
                        ("network", STACK_NETWORK.replace("SUBNET_B_CIDR", "10.70.1.0/24"))):
         paths.append(tmp_path / f"{name}.yaml")
         paths[-1].write_text(body)
@@ -710,3 +711,66 @@ def test_aws_cloudformation_deploy_creates_updates_through_change_sets_and_expor
     wait_stack(cfn, importer["StackId"], ("DELETE_COMPLETE",))
     cfn.delete_stack(StackName="ml-deploy")
     assert wait_stack(cfn, s["StackId"], ("DELETE_COMPLETE", "DELETE_FAILED"))["StackStatus"] == "DELETE_COMPLETE"
+
+
+STUDIO = """
+Resources:
+  Vpc:
+    Type: AWS::EC2::VPC
+    Properties: {CidrBlock: 10.75.0.0/16, EnableDnsSupport: true, EnableDnsHostnames: true}
+  SubnetA:
+    Type: AWS::EC2::Subnet
+    Properties: {VpcId: !Ref Vpc, CidrBlock: 10.75.1.0/24, AvailabilityZone: !Select [0, !GetAZs ""]}
+  Users:
+    Type: AWS::EC2::SecurityGroup
+    Properties: {GroupDescription: studio users, VpcId: !Ref Vpc}
+  Domain:
+    Type: AWS::SageMaker::Domain
+    Properties:
+      DomainName: !Sub "${AWS::StackName}-studio"
+      AuthMode: IAM
+      AppNetworkAccessType: VpcOnly
+      VpcId: !Ref Vpc
+      SubnetIds: [!Ref SubnetA]
+      DefaultUserSettings:
+        ExecutionRole: arn:aws:iam::123456789012:role/SageMakerRole
+        SecurityGroups: [!Ref Users]
+  Alice:
+    Type: AWS::SageMaker::UserProfile
+    Properties: {DomainId: !GetAtt Domain.DomainId, UserProfileName: alice}
+  Notebook:
+    Type: AWS::SageMaker::App
+    DependsOn: Alice
+    Properties:
+      DomainId: !GetAtt Domain.DomainId
+      UserProfileName: alice
+      AppType: JupyterServer
+      AppName: default
+Outputs:
+  DomainId: {Value: !Ref Domain}
+  Url: {Value: !GetAtt Domain.Url}
+  App: {Value: !Ref Notebook}
+"""
+
+
+def test_a_studio_domain_user_and_app_in_a_vpc_only_network_come_and_go_with_their_stack(cove_server, ec2):
+    cfn, sm = cove_server.client("cloudformation"), cove_server.client("sagemaker")
+    cfn.create_stack(StackName="ml-studio", TemplateBody=STUDIO)
+    s = wait_stack(cfn, "ml-studio", ("CREATE_COMPLETE", "ROLLBACK_COMPLETE", "ROLLBACK_FAILED"), timeout=120)
+    assert s["StackStatus"] == "CREATE_COMPLETE", events_of(cfn, "ml-studio")
+    out = {o["OutputKey"]: o["OutputValue"] for o in s["Outputs"]}
+    domain = sm.describe_domain(DomainId=out["DomainId"])
+    assert domain["Status"] == "InService" and domain["AppNetworkAccessType"] == "VpcOnly"
+    assert out["Url"] == domain["Url"]
+    app = sm.describe_app(DomainId=out["DomainId"], UserProfileName="alice", AppType="JupyterServer", AppName="default")
+    assert app["Status"] == "InService" and app["AppArn"] == out["App"]
+    vpc = domain["VpcId"]
+    enis = ec2.describe_network_interfaces(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["NetworkInterfaces"]
+    assert any(out["DomainId"] in e["Description"] for e in enis), enis
+
+    cfn.delete_stack(StackName="ml-studio")
+    deleted = wait_stack(cfn, s["StackId"], ("DELETE_COMPLETE", "DELETE_FAILED"), timeout=180)
+    assert deleted["StackStatus"] == "DELETE_COMPLETE", events_of(cfn, s["StackId"])[:8]
+    assert not ec2.describe_vpcs(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Vpcs"]
+    with pytest.raises(botocore.exceptions.ClientError):
+        sm.describe_domain(DomainId=out["DomainId"])

@@ -267,7 +267,11 @@ pub fn create(
             }
             Ok(created(
                 id.clone(),
-                &[("GroupId", json!(id)), ("VpcId", json!(vpc))],
+                &[
+                    ("GroupId", json!(id)),
+                    ("Id", json!(id)),
+                    ("VpcId", json!(vpc)),
+                ],
             ))
         }
         "AWS::EC2::SecurityGroupIngress" | "AWS::EC2::SecurityGroupEgress" => {

@@ -42,7 +42,7 @@ pub enum Readiness {
 }
 
 /// The resource types Cove creates.
-pub const SUPPORTED: [&str; 31] = [
+pub const SUPPORTED: [&str; 34] = [
     "AWS::EC2::VPC",
     "AWS::EC2::Subnet",
     "AWS::EC2::SecurityGroup",
@@ -69,6 +69,9 @@ pub const SUPPORTED: [&str; 31] = [
     "AWS::SageMaker::Model",
     "AWS::SageMaker::EndpointConfig",
     "AWS::SageMaker::Endpoint",
+    "AWS::SageMaker::Domain",
+    "AWS::SageMaker::UserProfile",
+    "AWS::SageMaker::App",
     "AWS::EC2::NetworkInterface",
     "AWS::EC2::VPCPeeringConnection",
     "AWS::EC2::DHCPOptions",
@@ -236,7 +239,7 @@ pub fn readiness(
 ) -> Result<Readiness, String> {
     match kind {
         "AWS::EC2::NatGateway" => ec2::nat_gateway_readiness(api, physical_id),
-        "AWS::SageMaker::Endpoint" => sagemaker::endpoint_readiness(api, attributes),
+        _ if kind.starts_with("AWS::SageMaker::") => sagemaker::readiness(api, kind, attributes),
         _ => Ok(Readiness::Ready),
     }
 }

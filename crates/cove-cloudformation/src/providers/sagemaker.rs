@@ -1,6 +1,7 @@
-//! SageMaker models, endpoint configurations and endpoints, made by Cove's
-//! SageMaker API, so an endpoint of a stack is provisioned on its VPC's
-//! ENIs like one created by a call. Their properties are the API's members.
+//! SageMaker models, endpoint configurations, endpoints, and Studio's
+//! domains, user profiles and apps, made by Cove's SageMaker API, so an
+//! endpoint or a Studio app of a stack is provisioned on its VPC's ENIs
+//! like one created by a call. Their properties are the API's members.
 
 use super::{created, s, tag_list, Api, Created, Naming, Readiness};
 use serde_json::{json, Map, Value};
@@ -10,27 +11,94 @@ fn sagemaker(api: &dyn Api, operation: &str, input: Value) -> Result<Value, Stri
     super::call(api, "sagemaker", operation, input)
 }
 
-/// Per type: the create call, its input shape, the name member, and the
-/// reply's ARN member.
-fn shape_of(kind: &str) -> Option<(&'static str, &'static str, &'static str, &'static str)> {
-    match kind {
-        "AWS::SageMaker::Model" => {
-            Some(("CreateModel", "CreateModelInput", "ModelName", "ModelArn"))
-        }
-        "AWS::SageMaker::EndpointConfig" => Some((
+/// How one SageMaker resource type is made, found and deleted.
+struct Type {
+    create: &'static str,
+    input: &'static str,
+    /// The member naming it, generated when the template gives none.
+    name: &'static str,
+    /// The members that identify it in the describe and delete calls.
+    key: &'static [&'static str],
+    /// The reply's member `Ref` answers.
+    reference: &'static str,
+    /// The describe call and its status member, for types made in the background.
+    describe: Option<(&'static str, &'static str)>,
+    delete: &'static str,
+}
+
+fn type_of(kind: &str) -> Option<Type> {
+    let t = |create, input, name, key, reference, describe, delete| Type {
+        create,
+        input,
+        name,
+        key,
+        reference,
+        describe,
+        delete,
+    };
+    Some(match kind {
+        "AWS::SageMaker::Model" => t(
+            "CreateModel",
+            "CreateModelInput",
+            "ModelName",
+            &["ModelName"],
+            "ModelArn",
+            None,
+            "DeleteModel",
+        ),
+        "AWS::SageMaker::EndpointConfig" => t(
             "CreateEndpointConfig",
             "CreateEndpointConfigInput",
             "EndpointConfigName",
+            &["EndpointConfigName"],
             "EndpointConfigArn",
-        )),
-        "AWS::SageMaker::Endpoint" => Some((
+            None,
+            "DeleteEndpointConfig",
+        ),
+        "AWS::SageMaker::Endpoint" => t(
             "CreateEndpoint",
             "CreateEndpointInput",
             "EndpointName",
+            &["EndpointName"],
             "EndpointArn",
-        )),
-        _ => None,
-    }
+            Some(("DescribeEndpoint", "EndpointStatus")),
+            "DeleteEndpoint",
+        ),
+        "AWS::SageMaker::Domain" => t(
+            "CreateDomain",
+            "CreateDomainRequest",
+            "DomainName",
+            &["DomainId"],
+            "DomainId",
+            Some(("DescribeDomain", "Status")),
+            "DeleteDomain",
+        ),
+        "AWS::SageMaker::UserProfile" => t(
+            "CreateUserProfile",
+            "CreateUserProfileRequest",
+            "UserProfileName",
+            &["DomainId", "UserProfileName"],
+            "UserProfileArn",
+            Some(("DescribeUserProfile", "Status")),
+            "DeleteUserProfile",
+        ),
+        "AWS::SageMaker::App" => t(
+            "CreateApp",
+            "CreateAppRequest",
+            "AppName",
+            &[
+                "DomainId",
+                "UserProfileName",
+                "SpaceName",
+                "AppType",
+                "AppName",
+            ],
+            "AppArn",
+            Some(("DescribeApp", "Status")),
+            "DeleteApp",
+        ),
+        _ => return None,
+    })
 }
 
 /// Endpoint properties that only say how an update keeps the old variants.
@@ -40,15 +108,29 @@ const UPDATE_ONLY: [&str; 3] = [
     "RetainDeploymentConfig",
 ];
 
+/// The members of `key` found in `from`.
+fn key_input(key: &[&str], from: &BTreeMap<String, Value>) -> Value {
+    Value::Object(
+        key.iter()
+            .filter_map(|k| {
+                Some((
+                    k.to_string(),
+                    from.get(*k).filter(|v| !v.is_null())?.clone(),
+                ))
+            })
+            .collect(),
+    )
+}
+
 pub fn create(
     api: &dyn Api,
     kind: &str,
     props: &Map<String, Value>,
     naming: &Naming,
 ) -> Result<Created, String> {
-    let (operation, input_shape, name_member, arn_member) =
-        shape_of(kind).ok_or_else(|| format!("Cove does not create resources of type {kind}"))?;
-    let shape = cove_wire::model::sagemaker().shape(input_shape);
+    let t =
+        type_of(kind).ok_or_else(|| format!("Cove does not create resources of type {kind}"))?;
+    let shape = cove_wire::model::sagemaker().shape(t.input);
     let mut input = Map::new();
     for (key, value) in props {
         if UPDATE_ONLY.contains(&key.as_str()) {
@@ -61,56 +143,51 @@ pub fn create(
         }
         input.insert(key.clone(), value.clone());
     }
-    let name = s(props, name_member).unwrap_or_else(|| naming.generate(63, false));
-    input.insert(name_member.into(), json!(name));
+    let name = s(props, t.name).unwrap_or_else(|| naming.generate(63, false));
+    input.insert(t.name.into(), json!(name));
     let tags = tag_list(props);
     if !tags.is_empty() {
         input.insert("Tags".into(), json!(tags));
     }
-    let reply = sagemaker(api, operation, Value::Object(input))?;
-    let arn = reply[arn_member]
+    let reply = sagemaker(api, t.create, Value::Object(input.clone()))?;
+    let reference = reply[t.reference]
         .as_str()
-        .ok_or_else(|| format!("the reply carried no {arn_member}"))?
+        .ok_or_else(|| format!("the reply carried no {}", t.reference))?
         .to_string();
-    Ok(created(arn, &[(name_member, json!(name))]))
+    // What identifies it, from the input or the reply, and the reply's ids.
+    let mut attributes: BTreeMap<String, Value> = input
+        .into_iter()
+        .filter(|(k, _)| t.key.contains(&k.as_str()) || k == t.name)
+        .collect();
+    if let Some(reply) = reply.as_object() {
+        attributes.extend(reply.iter().map(|(k, v)| (k.clone(), v.clone())));
+    }
+    let mut made = created(reference, &[]);
+    made.attributes = attributes;
+    Ok(made)
 }
 
-/// An endpoint is ready once `InService`; `Failed` fails the resource with
-/// SageMaker's reason.
-pub fn endpoint_readiness(
+/// A type made in the background is ready once `InService`; `Failed`
+/// fails the resource with SageMaker's reason.
+pub fn readiness(
     api: &dyn Api,
+    kind: &str,
     attributes: &BTreeMap<String, Value>,
 ) -> Result<Readiness, String> {
-    let name = attributes
-        .get("EndpointName")
-        .cloned()
-        .unwrap_or(Value::Null);
-    let reply = sagemaker(api, "DescribeEndpoint", json!({"EndpointName": name}))?;
-    match reply["EndpointStatus"].as_str() {
+    let Some((describe, status)) = type_of(kind).and_then(|t| t.describe) else {
+        return Ok(Readiness::Ready);
+    };
+    let key = type_of(kind).map(|t| t.key).unwrap_or_default();
+    let reply = sagemaker(api, describe, key_input(key, attributes))?;
+    match reply[status].as_str() {
         Some("InService") => Ok(Readiness::Ready),
         Some("Failed") => Err(format!(
-            "Resource handler returned message: \"Endpoint {} failed: {}\"",
-            name.as_str().unwrap_or_default(),
+            "Resource handler returned message: \"{kind} {} failed: {}\"",
+            key_input(key, attributes),
             reply["FailureReason"].as_str().unwrap_or_default()
         )),
         _ => Ok(Readiness::Pending),
     }
-}
-
-pub fn delete(
-    api: &dyn Api,
-    kind: &str,
-    attributes: &BTreeMap<String, Value>,
-) -> Result<(), String> {
-    let (_, _, name_member, _) =
-        shape_of(kind).ok_or_else(|| format!("Cove does not delete resources of type {kind}"))?;
-    let operation = match kind {
-        "AWS::SageMaker::Model" => "DeleteModel",
-        "AWS::SageMaker::EndpointConfig" => "DeleteEndpointConfig",
-        _ => "DeleteEndpoint",
-    };
-    let name = attributes.get(name_member).cloned().unwrap_or(Value::Null);
-    sagemaker(api, operation, json!({name_member: name})).map(|_| ())
 }
 
 pub fn updatable(kind: &str) -> &'static [&'static str] {
@@ -137,15 +214,35 @@ pub fn update(
         "EndpointName": attributes.get("EndpointName"),
         "EndpointConfigName": s(new, "EndpointConfigName"),
     });
-    for key in [
-        "RetainAllVariantProperties",
-        "ExcludeRetainedVariantProperties",
-        "RetainDeploymentConfig",
-        "DeploymentConfig",
-    ] {
-        if let Some(v) = new.get(key) {
-            input[key] = v.clone();
+    for key in UPDATE_ONLY.iter().chain(&["DeploymentConfig"]) {
+        if let Some(v) = new.get(*key) {
+            input[*key] = v.clone();
         }
     }
     sagemaker(api, "UpdateEndpoint", input).map(|_| ())
+}
+
+pub fn delete(
+    api: &dyn Api,
+    kind: &str,
+    attributes: &BTreeMap<String, Value>,
+) -> Result<(), String> {
+    let t =
+        type_of(kind).ok_or_else(|| format!("Cove does not delete resources of type {kind}"))?;
+    let mut input = key_input(t.key, attributes);
+    if kind == "AWS::SageMaker::App" {
+        // An app already deleted (as Studio does when its user stops it) is gone.
+        let app = sagemaker(api, "DescribeApp", input.clone())?;
+        if matches!(app["Status"].as_str(), Some("Deleted")) {
+            return Ok(());
+        }
+        if app["Status"] == "Deleting" {
+            return Ok(());
+        }
+    }
+    if kind == "AWS::SageMaker::Domain" {
+        // CloudFormation keeps the domain's home EFS, as the API does by default.
+        input["RetentionPolicy"] = json!({"HomeEfsFileSystem": "Retain"});
+    }
+    sagemaker(api, t.delete, input).map(|_| ())
 }
