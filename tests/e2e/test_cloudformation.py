@@ -84,11 +84,11 @@ Outputs:
 """
 
 
-def aws(cove_server, *args, check=True):
+def aws(cove_server, *args, check=True, **extra_env):
     cli = shutil.which("aws", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
     assert cli, "the AWS CLI must be installed (tests/requirements.txt)"
     env = dict(os.environ, AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY,
-               AWS_DEFAULT_REGION="us-east-1")
+               AWS_DEFAULT_REGION="us-east-1", **extra_env)
     return subprocess.run([cli, "--endpoint-url", cove_server.endpoint, "--output", "json", *args], env=env,
                           check=check, capture_output=True, text=True, stdin=subprocess.DEVNULL)
 
@@ -774,3 +774,28 @@ def test_a_studio_domain_user_and_app_in_a_vpc_only_network_come_and_go_with_the
     assert not ec2.describe_vpcs(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Vpcs"]
     with pytest.raises(botocore.exceptions.ClientError):
         sm.describe_domain(DomainId=out["DomainId"])
+
+
+def test_templates_are_read_from_cove_s3_by_url(cove_server, tmp_path):
+    cfn, s3 = cove_server.client("cloudformation"), cove_server.client("s3")
+    s3.create_bucket(Bucket="cfn-templates")
+    template = tmp_path / "vpc.yaml"
+    template.write_text("Resources:\n  Vpc: {Type: AWS::EC2::VPC, Properties: {CidrBlock: 10.76.0.0/16}}\n")
+    # deploy --s3-bucket uploads the template and passes its URL, as for templates over 51,200 bytes
+    # (its S3 client follows AWS_ENDPOINT_URL, not --endpoint-url).
+    deployed = aws(cove_server, "cloudformation", "deploy", "--stack-name", "ml-by-url", "--template-file",
+                   str(template), "--s3-bucket", "cfn-templates", "--s3-prefix", "stacks", check=False,
+                   AWS_ENDPOINT_URL=cove_server.endpoint)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    assert "Successfully created/updated stack - ml-by-url" in deployed.stdout, deployed.stdout
+    assert [o["Key"].startswith("stacks/") for o in s3.list_objects_v2(Bucket="cfn-templates")["Contents"]] == [True]
+    s3.put_object(Bucket="cfn-templates", Key="net.yaml", Body=template.read_bytes())
+    for url in ("https://cfn-templates.s3.amazonaws.com/net.yaml", "https://s3.amazonaws.com/cfn-templates/net.yaml"):
+        assert cfn.validate_template(TemplateURL=url)["Parameters"] == []
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        cfn.validate_template(TemplateURL="https://cfn-templates.s3.amazonaws.com/missing.yaml")
+    assert e.value.response["Error"]["Message"] == "S3 error: The specified key does not exist."
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        cfn.validate_template(TemplateURL="ftp://example/net.yaml")
+    assert e.value.response["Error"]["Message"] == "TemplateURL must be a supported URL."
+    cfn.delete_stack(StackName="ml-by-url")

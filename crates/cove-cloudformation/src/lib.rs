@@ -21,34 +21,131 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+/// Reads an object of Cove's S3 as an account: `(account, region, bucket,
+/// key)` → its text.
+pub type TemplateReader = Arc<dyn Fn(&str, &str, &str, &str) -> AwsResult<String> + Send + Sync>;
+
 pub struct CloudFormationService {
     store: Arc<Store>,
+    /// Where `TemplateURL`s are read; `None`: they are refused.
+    templates: Option<TemplateReader>,
 }
 
 impl CloudFormationService {
     pub fn new(store: Arc<Store>) -> CloudFormationService {
-        CloudFormationService { store }
+        CloudFormationService {
+            store,
+            templates: None,
+        }
     }
+
+    /// Reads `TemplateURL`s (S3 URLs of Cove's S3) with `reader`.
+    pub fn reading_templates_with(mut self, reader: TemplateReader) -> CloudFormationService {
+        self.templates = Some(reader);
+        self
+    }
+
+    /// The text of the template at `url`, read as `account`.
+    fn read_template(&self, account: &str, region: &str, url: &str) -> AwsResult<String> {
+        let (bucket, key) =
+            s3_location(url).ok_or_else(|| validation("TemplateURL must be a supported URL."))?;
+        let reader = self
+            .templates
+            .as_ref()
+            .ok_or_else(|| validation("TemplateURL must be a supported URL."))?;
+        let body = reader(account, region, &bucket, &key)
+            .map_err(|e| validation(format!("S3 error: {}", e.message)))?;
+        if body.len() > MAX_TEMPLATE_URL_BYTES {
+            return Err(validation(format!(
+                "Template may not exceed {MAX_TEMPLATE_URL_BYTES} bytes in size."
+            )));
+        }
+        Ok(body)
+    }
+
+    /// The template body of a call: given, read from its URL, or the
+    /// stack's own (`UsePreviousTemplate`).
+    fn body_of(
+        &self,
+        (account, region): (&str, &str),
+        (body, url): (Option<&String>, Option<&String>),
+        use_previous: Option<bool>,
+        stack: Option<&Stack>,
+    ) -> AwsResult<String> {
+        match (body, url, use_previous.unwrap_or(false), stack) {
+            (Some(_), _, true, _) | (_, Some(_), true, _) => Err(validation(
+                "You cannot specify both usePreviousTemplate and Template Body/Template URL",
+            )),
+            (None, None, true, Some(stack)) => Ok(stack.template_body.clone()),
+            (None, None, true, None) => Err(validation(
+                "Cannot use previous template: the stack has none",
+            )),
+            (Some(_), Some(_), false, _) => Err(validation(
+                "Specify exactly one of TemplateBody and TemplateURL.",
+            )),
+            (Some(body), None, false, _) => Ok(body.clone()),
+            (None, Some(url), false, _) => self.read_template(account, region, url),
+            (None, None, false, _) => Err(validation(
+                "Either Template URL or Template Body must be specified.",
+            )),
+        }
+    }
+
+    /// The parsed template of a call that takes a body or a URL.
+    fn template_of(
+        &self,
+        (account, region): (&str, &str),
+        body: Option<&String>,
+        url: Option<&String>,
+    ) -> AwsResult<Value> {
+        let body = self.body_of((account, region), (body, url), None, None)?;
+        cove_cfn::parse::parse_template(&body).map_err(validation)
+    }
+}
+
+/// What CloudFormation reads from a `TemplateURL` at most.
+const MAX_TEMPLATE_URL_BYTES: usize = 1_000_000;
+
+/// The bucket and key a `TemplateURL` names: a virtual-hosted S3 URL
+/// (`https://bucket.s3.region.amazonaws.com/key`), or a path-style one
+/// (`https://s3.amazonaws.com/bucket/key`, or Cove's own endpoint, which
+/// is what `aws cloudformation deploy --s3-bucket` sends with
+/// `--endpoint-url`).
+pub fn s3_location(url: &str) -> Option<(String, String)> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))?;
+    let (host, path) = rest.split_once('/')?;
+    let host = host.split(':').next()?;
+    let path = path.split(['?', '#']).next()?;
+    let virtual_hosted = Some(host)
+        .filter(|h| h.ends_with(".amazonaws.com"))
+        .and_then(|h| h.find(".s3.").or_else(|| h.find(".s3-")).map(|i| &h[..i]))
+        .filter(|bucket| !bucket.is_empty());
+    let (bucket, key) = match virtual_hosted {
+        Some(bucket) => (bucket, path),
+        None => path.split_once('/')?,
+    };
+    let key = percent_decode(key)?;
+    (!bucket.is_empty() && !key.is_empty()).then(|| (bucket.to_string(), key))
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut bytes = s.bytes();
+    while let Some(b) = bytes.next() {
+        if b == b'%' {
+            let hex = [bytes.next()?, bytes.next()?];
+            out.push(u8::from_str_radix(std::str::from_utf8(&hex).ok()?, 16).ok()?);
+        } else {
+            out.push(b);
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn validation(message: impl Into<String>) -> AwsError {
     AwsError::client("ValidationError", message.into())
-}
-
-/// The template of a call: its body; a URL is not read (yet).
-fn template_of(body: Option<&str>, url: Option<&str>) -> AwsResult<Value> {
-    match (body, url) {
-        (Some(_), Some(_)) => Err(validation(
-            "Specify exactly one of TemplateBody and TemplateURL.",
-        )),
-        (Some(body), None) => cove_cfn::parse::parse_template(body).map_err(validation),
-        (None, Some(_)) => Err(validation(
-            "Cove reads templates from TemplateBody; TemplateURL is not supported yet.",
-        )),
-        (None, None) => Err(validation(
-            "Either Template URL or Template Body must be specified.",
-        )),
-    }
 }
 
 fn capabilities(s: &Summary, out: &mut serde_json::Map<String, Value>) {
@@ -145,7 +242,11 @@ impl Service for CloudFormationService {
         let (region, account) = (ctx.region.as_str(), ctx.account_id());
         match request {
             Request::ValidateTemplate(r) => {
-                let t = template_of(r.template_body.as_deref(), r.template_url.as_deref())?;
+                let t = self.template_of(
+                    (account, region),
+                    r.template_body.as_ref(),
+                    r.template_url.as_ref(),
+                )?;
                 Ok(validate_template(&summarize(&t).map_err(validation)?))
             }
             Request::GetTemplateSummary(r) => {
@@ -159,7 +260,11 @@ impl Service for CloudFormationService {
                 if let Some(set) = r.stack_set_name.as_deref() {
                     return Err(validation(format!("StackSet {set} not found")));
                 }
-                let t = template_of(r.template_body.as_deref(), r.template_url.as_deref())?;
+                let t = self.template_of(
+                    (account, region),
+                    r.template_body.as_ref(),
+                    r.template_url.as_ref(),
+                )?;
                 Ok(template_summary(&summarize(&t).map_err(validation)?))
             }
             Request::CreateStack(r) => self.create_stack(region, account, &r),
@@ -472,31 +577,6 @@ fn parameter_text(v: &Value) -> String {
     }
 }
 
-/// The template body of a call that may reuse the stack's.
-fn body_of(
-    body: Option<&String>,
-    url: Option<&String>,
-    use_previous: Option<bool>,
-    stack: Option<&Stack>,
-) -> AwsResult<String> {
-    match (body, url, use_previous.unwrap_or(false), stack) {
-        (Some(_), _, true, _) | (_, Some(_), true, _) => Err(validation(
-            "You cannot specify both usePreviousTemplate and Template Body/Template URL",
-        )),
-        (None, None, true, Some(stack)) => Ok(stack.template_body.clone()),
-        (None, None, true, None) => Err(validation(
-            "Cannot use previous template: the stack has none",
-        )),
-        (Some(body), None, false, _) => Ok(body.clone()),
-        (_, Some(_), false, _) => Err(validation(
-            "Cove reads templates from TemplateBody; TemplateURL is not supported yet.",
-        )),
-        (None, None, false, _) => Err(validation(
-            "Either Template URL or Template Body must be specified.",
-        )),
-    }
-}
-
 /// The values a call gives its parameters; `UsePreviousValue` takes the
 /// stack's current one.
 fn given_parameters(
@@ -740,9 +820,9 @@ fn not_updatable(s: &Stack) -> AwsError {
 
 impl CloudFormationService {
     fn create_stack(&self, region: &str, account: &str, r: &CreateStackInput) -> AwsResult<Value> {
-        let body = body_of(
-            r.template_body.as_ref(),
-            r.template_url.as_ref(),
+        let body = self.body_of(
+            (account, region),
+            (r.template_body.as_ref(), r.template_url.as_ref()),
             None,
             None,
         )?;
@@ -809,9 +889,9 @@ impl CloudFormationService {
         if !stack.status.updatable() {
             return Err(not_updatable(stack));
         }
-        let body = body_of(
-            r.template_body.as_ref(),
-            r.template_url.as_ref(),
+        let body = self.body_of(
+            (account, region),
+            (r.template_body.as_ref(), r.template_url.as_ref()),
             r.use_previous_template,
             Some(stack),
         )?;
@@ -916,9 +996,9 @@ impl CloudFormationService {
                 format!("ChangeSet [{}] already exists", r.change_set_name),
             ));
         }
-        let body = body_of(
-            r.template_body.as_ref(),
-            r.template_url.as_ref(),
+        let body = self.body_of(
+            (account, region),
+            (r.template_body.as_ref(), r.template_url.as_ref()),
             r.use_previous_template,
             (!creating).then_some(&stack),
         )?;
@@ -1108,6 +1188,42 @@ mod tests {
         let s = call("GetTemplateSummary", json!({"TemplateBody": body})).unwrap();
         assert_eq!(s["ResourceTypes"], json!(["AWS::EC2::VPC"]));
         assert_eq!(s["Parameters"][0]["ParameterType"], "String");
+    }
+
+    #[test]
+    fn template_urls_name_a_bucket_and_key_in_every_s3_form() {
+        let at = |u: &str| s3_location(u).map(|(b, k)| format!("{b} {k}"));
+        for (url, want) in [
+            ("https://tpl.s3.amazonaws.com/a/b.yaml", "tpl a/b.yaml"),
+            (
+                "https://tpl.s3.eu-west-1.amazonaws.com/b.yaml?versionId=1",
+                "tpl b.yaml",
+            ),
+            (
+                "https://tpl.s3-eu-west-1.amazonaws.com/b.yaml",
+                "tpl b.yaml",
+            ),
+            ("https://s3.amazonaws.com/tpl/dir/b.yaml", "tpl dir/b.yaml"),
+            (
+                "https://s3.us-east-2.amazonaws.com/tpl/b%20c.yaml",
+                "tpl b c.yaml",
+            ),
+            (
+                "http://127.0.0.1:4747/tpl/packaged.template",
+                "tpl packaged.template",
+            ),
+        ] {
+            assert_eq!(at(url).as_deref(), Some(want), "{url}");
+        }
+        for url in [
+            "ftp://x/y/z",
+            "https://s3.amazonaws.com/tpl",
+            "https://x",
+            "tpl/key",
+            "https://h/b/%zz",
+        ] {
+            assert_eq!(at(url), None, "{url}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Bucket calls Cove makes itself, as an account (CloudFormation's
-//! `AWS::S3::Bucket` and `AWS::S3::BucketPolicy`): the same checks and the
+//! `AWS::S3::Bucket` and `AWS::S3::BucketPolicy`, and the templates a
+//! `TemplateURL` names): the same checks and the
 //! same storage as the S3 API's calls, without a signed HTTP request. The
 //! input and output are shaped like the API's (`Bucket`, `Policy`, …).
 
@@ -67,6 +68,17 @@ pub fn call(
                 .set_policy(bucket, None)
                 .map_err(|r| aws_error(S3Error::from(r)))?;
             Ok(json!({}))
+        }
+        "GetObject" => {
+            own(storage, account, bucket)?;
+            let key = text(input, "Key")?;
+            let object = storage
+                .object(bucket, key)
+                .map_err(|r| aws_error(S3Error::from(r)))?
+                .ok_or_else(|| aws_error(aws(S3ErrorCode::NoSuchKey)))?;
+            let body = std::fs::read(storage.blob_path(&object.blob))
+                .map_err(|e| AwsError::internal(format!("reading {bucket}/{key}: {e}")))?;
+            Ok(json!({"Body": String::from_utf8_lossy(&body)}))
         }
         other => Err(AwsError::client(
             "NotImplemented",

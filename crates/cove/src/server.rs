@@ -134,9 +134,20 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let iam = Arc::new(cove_iam::IamService::new(store.clone()));
     dispatcher.register(iam.clone());
     dispatcher.register(Arc::new(cove_route53::Route53Service::new(store.clone())));
-    dispatcher.register(Arc::new(cove_cloudformation::CloudFormationService::new(
-        store.clone(),
-    )));
+    let templates = s3_front.clone();
+    dispatcher.register(Arc::new(
+        cove_cloudformation::CloudFormationService::new(store.clone()).reading_templates_with(
+            Arc::new(move |account, region, bucket, key| {
+                let object = templates.call_as(
+                    account,
+                    region,
+                    "GetObject",
+                    &serde_json::json!({"Bucket": bucket, "Key": key}),
+                )?;
+                Ok(object["Body"].as_str().unwrap_or_default().to_string())
+            }),
+        ),
+    ));
     dispatcher.register(Arc::new(cove_efs::EfsService::new(
         store.clone(),
         &settings.data_dir,
