@@ -209,6 +209,11 @@ Outputs:
 """
 
 
+def user_tags(resource):
+    """A resource's tags without the aws:cloudformation:* ones CloudFormation adds."""
+    return [t for t in resource.get("Tags", []) if not t["Key"].startswith("aws:")]
+
+
 def wait_stack(cfn, name, statuses, timeout=60):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -237,7 +242,12 @@ def test_a_stack_makes_its_network_through_the_ec2_api_and_deleting_it_removes_e
     described = ec2.describe_subnets(SubnetIds=subnets)["Subnets"]
     assert sorted(x["CidrBlock"] for x in described) == ["10.70.0.0/24", "10.70.1.0/24"]
     assert {x["AvailabilityZone"] for x in described} == {"us-east-1a", "us-east-1b"}
-    assert ec2.describe_vpcs(VpcIds=[vpc])["Vpcs"][0]["Tags"] == [{"Key": "Name", "Value": "ml-network-vpc"}]
+    tags = ec2.describe_vpcs(VpcIds=[vpc])["Vpcs"][0]["Tags"]
+    assert user_tags({"Tags": tags}) == [{"Key": "Name", "Value": "ml-network-vpc"}]
+    # As on AWS, the stack's own tags say where it came from.
+    assert {"Key": "aws:cloudformation:stack-id", "Value": stack_id} in tags
+    assert {"Key": "aws:cloudformation:logical-id", "Value": "Vpc"} in tags
+    assert {"Key": "aws:cloudformation:stack-name", "Value": "ml-network"} in tags
     rules = ec2.describe_security_group_rules(Filters=[{"Name": "group-id", "Values": [outputs["JobGroup"]]}])
     assert any(r.get("ReferencedGroupInfo", {}).get("GroupId") == outputs["JobGroup"] and not r["IsEgress"]
                for r in rules["SecurityGroupRules"])
@@ -560,7 +570,7 @@ def test_an_update_that_removes_the_s3_endpoint_makes_the_next_training_job_fail
     after = {r["LogicalResourceId"]: r["PhysicalResourceId"]
              for r in cfn.list_stack_resources(StackName="ml-update")["StackResourceSummaries"]}
     assert "S3Endpoint" not in after and after["Vpc"] == before["Vpc"]
-    assert ec2.describe_vpcs(VpcIds=[after["Vpc"]])["Vpcs"][0]["Tags"] == [{"Key": "Name", "Value": "ml-update-vpc-v2"}]
+    assert user_tags(ec2.describe_vpcs(VpcIds=[after["Vpc"]])["Vpcs"][0]) == [{"Key": "Name", "Value": "ml-update-vpc-v2"}]
     assert not ec2.describe_vpc_endpoints(Filters=[{"Name": "vpc-id", "Values": [after["Vpc"]]}])["VpcEndpoints"]
     # The same update again changes nothing.
     with pytest.raises(botocore.exceptions.ClientError) as e:
@@ -686,7 +696,7 @@ def test_aws_cloudformation_deploy_creates_updates_through_change_sets_and_expor
     resources = {r["LogicalResourceId"]: r["PhysicalResourceId"]
                  for r in cfn.list_stack_resources(StackName="ml-deploy")["StackResourceSummaries"]}
     assert resources["Vpc"] == vpc and resources["Group"] != group
-    assert ec2.describe_vpcs(VpcIds=[vpc])["Vpcs"][0]["Tags"] == [{"Key": "owner", "Value": "team-b"}]
+    assert user_tags(ec2.describe_vpcs(VpcIds=[vpc])["Vpcs"][0]) == [{"Key": "owner", "Value": "team-b"}]
     assert not ec2.describe_security_groups(Filters=[{"Name": "group-id", "Values": [group]}])["SecurityGroups"]
     with pytest.raises(botocore.exceptions.ClientError) as e:
         cfn.execute_change_set(ChangeSetName=latest["ChangeSetId"])

@@ -121,6 +121,7 @@ fn may_read(c: &Console, s: &Session, reads: Reads) -> Result<(), (StatusCode, S
             principal: s.principal.clone(),
             source_ip: None,
             via_endpoint: None,
+            on_behalf_of: None,
         };
         if let Err(e) = authorize(&ctx, service, input) {
             return Err((

@@ -91,11 +91,15 @@ pub fn filters(member: &Option<Vec<ec2::Filter>>) -> Vec<Filter> {
         .collect()
 }
 
-/// Tags requested in `TagSpecifications` for a resource of `resource_type`.
+/// Tags requested in `TagSpecifications` for a resource of `resource_type`;
+/// a service calling for its caller (CloudFormation) may set its own
+/// `aws:<service>:` tags.
 pub fn tag_specs(
+    r: &Req,
     specs: &Option<Vec<ec2::TagSpecification>>,
     resource_type: &str,
 ) -> AwsResult<Tags> {
+    let reserved = r.ctx.on_behalf_of.map(|service| format!("aws:{service}:"));
     let mut tags = Tags::new();
     for spec in list(specs) {
         let rt = spec.resource_type.as_deref().unwrap_or_default();
@@ -107,7 +111,12 @@ pub fn tag_specs(
         for t in list(&spec.tags) {
             let key = t.key.clone().unwrap_or_default();
             let value = t.value.as_deref().unwrap_or_default();
-            validate_tag(&key, value)?;
+            if !reserved
+                .as_ref()
+                .is_some_and(|prefix| key.starts_with(prefix.as_str()))
+            {
+                validate_tag(&key, value)?;
+            }
             tags.insert(key, value.to_string());
         }
     }

@@ -165,7 +165,7 @@ pub fn create(r: &Req, q: &CreateDhcpOptionsRequest) -> AwsResult<Value> {
         }
         configurations.push((key.to_string(), check_option(key, list(&c.values))?));
     }
-    let tags = tag_specs(&q.tag_specifications, "dhcp-options")?;
+    let tags = tag_specs(r, &q.tag_specifications, "dhcp-options")?;
     let (region, account) = (r.region(), r.account());
     r.write(|tx| {
         let d = DhcpOptions {

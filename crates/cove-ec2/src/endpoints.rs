@@ -528,7 +528,7 @@ pub fn create_vpc_endpoint(r: &Req, q: &ec2::CreateVpcEndpointRequest) -> AwsRes
     }
     let want_private_dns =
         !gateway && q.private_dns_enabled.unwrap_or(true) && service.private_dns.is_some();
-    let tags = tag_specs(&q.tag_specifications, "vpc-endpoint")?;
+    let tags = tag_specs(r, &q.tag_specifications, "vpc-endpoint")?;
     let (region, account) = (r.region(), r.account());
     let token = q.client_token.clone();
     r.write(|tx| {

@@ -278,7 +278,7 @@ pub fn create_flow_logs(r: &Req, q: &CreateFlowLogsRequest) -> AwsResult<Value> 
             "Invalid value for MaxAggregationInterval: {interval}. Valid values are 60 and 600"
         )));
     }
-    let tags = tag_specs(&q.tag_specifications, "vpc-flow-log")?;
+    let tags = tag_specs(r, &q.tag_specifications, "vpc-flow-log")?;
     let token = q.client_token.clone();
     r.write(|tx| {
         let mut created = Vec::new();

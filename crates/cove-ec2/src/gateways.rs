@@ -60,7 +60,7 @@ fn render_igw(world: &World, g: &InternetGateway, account: &str) -> Value {
 }
 
 pub fn create_internet_gateway(r: &Req, q: &CreateInternetGatewayRequest) -> AwsResult<Value> {
-    let tags = tag_specs(&q.tag_specifications, "internet-gateway")?;
+    let tags = tag_specs(r, &q.tag_specifications, "internet-gateway")?;
     let (region, account) = (r.region(), r.account());
     r.write(|tx| {
         let id = new_internet_gateway(tx, region, None);
@@ -277,7 +277,7 @@ pub fn allocate_address(r: &Req, q: &AllocateAddressRequest) -> AwsResult<Value>
             )));
         }
     }
-    let tags = tag_specs(&q.tag_specifications, "elastic-ip")?;
+    let tags = tag_specs(r, &q.tag_specifications, "elastic-ip")?;
     r.write(|tx| {
         let ip = next_free_address(&tx.world).ok_or_else(|| {
             AwsError::client(
@@ -613,7 +613,7 @@ pub fn create_nat_gateway(r: &Req, q: &CreateNatGatewayRequest) -> AwsResult<Val
         _ => {}
     }
     let requested_ip = q.private_ip_address.clone();
-    let tags = tag_specs(&q.tag_specifications, "natgateway")?;
+    let tags = tag_specs(r, &q.tag_specifications, "natgateway")?;
     let token = q.client_token.clone();
     let region = r.region();
     r.write(|tx| {

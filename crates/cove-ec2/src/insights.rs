@@ -243,7 +243,7 @@ pub fn create_path(r: &Req, q: &ec2::CreateNetworkInsightsPathRequest) -> AwsRes
     };
     let port = q.destination_port;
     let token = q.client_token.clone();
-    let tags = tag_specs(&q.tag_specifications, "network-insights-path")?;
+    let tags = tag_specs(r, &q.tag_specifications, "network-insights-path")?;
     let world = r.world();
     if let Some(t) = &token {
         if let Some(p) = world
@@ -458,7 +458,7 @@ pub fn start_analysis(r: &Req, q: &ec2::StartNetworkInsightsAnalysisRequest) -> 
     }
     let path_id = need(&q.network_insights_path_id, "NetworkInsightsPathId")?.to_string();
     let token = q.client_token.clone();
-    let tags = tag_specs(&q.tag_specifications, "network-insights-analysis")?;
+    let tags = tag_specs(r, &q.tag_specifications, "network-insights-analysis")?;
     let world = r.world();
     if let Some(t) = &token {
         if let Some(a) = world

@@ -241,7 +241,7 @@ pub fn create_network_interface(
     }
     let description = q.description.clone().unwrap_or_default();
     let groups = list(&q.groups);
-    let tags = tag_specs(&q.tag_specifications, "network-interface")?;
+    let tags = tag_specs(r, &q.tag_specifications, "network-interface")?;
     let host = placed_host(&r.store.snapshot(), &tags)?;
     let (region, account) = (r.region(), r.account());
     let token = &q.client_token;

@@ -142,7 +142,7 @@ fn render_acl(world: &World, a: &NetworkAcl, account: &str) -> Value {
 
 pub fn create_network_acl(r: &Req, q: &CreateNetworkAclRequest) -> AwsResult<Value> {
     let vpc_id = need(&q.vpc_id, "VpcId")?.to_string();
-    let tags = tag_specs(&q.tag_specifications, "network-acl")?;
+    let tags = tag_specs(r, &q.tag_specifications, "network-acl")?;
     let (region, account) = (r.region(), r.account());
     r.write(|tx| {
         find::<Vpc>(&tx.world, &vpc_id, region, |v| &v.region, vpc_not_found)?;

@@ -153,7 +153,7 @@ pub fn create(r: &Req, q: &CreateVpcPeeringConnectionRequest) -> AwsResult<Value
             "A VPC cannot be peered with itself.",
         ));
     }
-    let tags = tag_specs(&q.tag_specifications, "vpc-peering-connection")?;
+    let tags = tag_specs(r, &q.tag_specifications, "vpc-peering-connection")?;
     // Who owns the peer VPC: read before the write, which holds the store.
     let actual_owner = r.store.owner_of::<Vpc>(peer_vpc_id);
     r.store.write(|tx| {

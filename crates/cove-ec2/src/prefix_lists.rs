@@ -156,7 +156,7 @@ pub fn create(r: &Req, q: &CreateManagedPrefixListRequest) -> AwsResult<Value> {
     if over(&entries, max) {
         return Err(too_many(max));
     }
-    let tags = tag_specs(&q.tag_specifications, "prefix-list")?;
+    let tags = tag_specs(r, &q.tag_specifications, "prefix-list")?;
     let (region, account) = (r.region(), r.account());
     r.write(|tx| {
         let l = ManagedPrefixList {

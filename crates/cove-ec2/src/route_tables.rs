@@ -152,7 +152,7 @@ pub fn render_route_table(world: &World, t: &RouteTable, account: &str) -> Value
 
 pub fn create_route_table(r: &Req, q: &CreateRouteTableRequest) -> AwsResult<Value> {
     let vpc_id = need(&q.vpc_id, "VpcId")?.to_string();
-    let tags = tag_specs(&q.tag_specifications, "route-table")?;
+    let tags = tag_specs(r, &q.tag_specifications, "route-table")?;
     let (region, account) = (r.region(), r.account());
     let token = q.client_token.clone();
     r.write(|tx| {

@@ -92,7 +92,7 @@ pub fn create_security_group(r: &Req, q: &CreateSecurityGroupRequest) -> AwsResu
             "Group names may not be in the format sg-*.",
         ));
     }
-    let tags = tag_specs(&q.tag_specifications, "security-group")?;
+    let tags = tag_specs(r, &q.tag_specifications, "security-group")?;
     let (region, account) = (r.region(), r.account());
     r.write(|tx| {
         let vpc_id = vpc_or_default(r, q.vpc_id.as_deref(), &tx.world)?;
@@ -460,7 +460,11 @@ pub fn revoke_egress(r: &Req, q: &RevokeSecurityGroupEgressRequest) -> AwsResult
 
 fn authorize(r: &Req, q: &RuleInput, egress: bool) -> AwsResult<Value> {
     let (region, account) = (r.region(), r.account());
-    let rule_tags = tag_specs(q.tag_specifications.unwrap_or(&None), "security-group-rule")?;
+    let rule_tags = tag_specs(
+        r,
+        q.tag_specifications.unwrap_or(&None),
+        "security-group-rule",
+    )?;
     r.write(|tx| {
         let id = target_group(r, q.group_id, q.group_name, &tx.world)?;
         let mut group = tx

@@ -152,7 +152,7 @@ pub fn create_subnet(r: &Req, q: &CreateSubnetRequest) -> AwsResult<Value> {
             "Value ({raw}) for parameter cidrBlock is invalid. This is not a valid CIDR block."
         ))
     })?;
-    let tags = tag_specs(&q.tag_specifications, "subnet")?;
+    let tags = tag_specs(r, &q.tag_specifications, "subnet")?;
     let zones = region::zones(r.region());
     let zone_names: Vec<&str> = zones.iter().map(|(n, _)| n.as_str()).collect();
     let wanted_zone = match (

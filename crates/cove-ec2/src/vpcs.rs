@@ -400,7 +400,7 @@ pub fn create_vpc(r: &Req, q: &CreateVpcRequest) -> AwsResult<Value> {
             )))
         }
     };
-    let tags = tag_specs(&q.tag_specifications, "vpc")?;
+    let tags = tag_specs(r, &q.tag_specifications, "vpc")?;
     let (region, account) = (r.region(), r.account());
     r.write(|tx| {
         let mut vpc = create_vpc_tx(tx, region, account, cidr, false);

@@ -46,6 +46,10 @@ pub struct RequestContext {
     pub source_ip: Option<IpAddr>,
     /// Set when the request came through a VPC endpoint (`aws:SourceVpce`, `aws:SourceVpc`).
     pub via_endpoint: Option<Arrival>,
+    /// The AWS service making this call for its caller (`cloudformation`
+    /// for a stack's resources): it may set the tags of its reserved
+    /// `aws:<service>:` namespace, which callers may not.
+    pub on_behalf_of: Option<&'static str>,
 }
 
 /// Where a request came in when it did not come from the public listener: an
@@ -88,6 +92,7 @@ impl RequestContext {
             },
             source_ip: None,
             via_endpoint: None,
+            on_behalf_of: None,
         }
     }
 }
@@ -459,6 +464,7 @@ impl Dispatcher {
             principal,
             source_ip: req.peer,
             via_endpoint: req.arrival.clone().filter(|a| a.vpc_endpoint_id.is_some()),
+            on_behalf_of: None,
         };
         if let Some(authorize) = &self.authorizer {
             authorize(&ctx, service.signing_name(), &input).map_err(decoded)?;

@@ -158,12 +158,15 @@ fn make(
     id: &str,
     kind: &str,
 ) -> Result<(Created, Readiness, Map<String, Value>), String> {
+    let props = properties(world, stack, id)?;
+    let seed = Value::Object(props.clone()).to_string();
     let naming = providers::Naming {
         stack: &stack.name,
+        stack_id: &stack.arn,
         logical_id: id,
+        seed: &seed,
     };
-    let props = properties(world, stack, id)?;
-    let created = providers::create(api, kind, &props, &naming)?;
+    let created = providers::create(api, kind, &props, &naming, &known_physical_ids(stack))?;
     let readiness = providers::readiness(api, kind, &created.physical_id, &created.attributes)?;
     Ok((created, readiness, props))
 }
@@ -198,6 +201,24 @@ type Outputs = (
     Vec<(String, Value, Option<String>)>,
     BTreeMap<String, String>,
 );
+
+/// Every physical resource the stack knows: its resources' and those
+/// waiting for cleanup (and an address's allocation id).
+fn known_physical_ids(stack: &Stack) -> BTreeSet<String> {
+    stack
+        .resources
+        .values()
+        .chain(&stack.cleanup)
+        .flat_map(|r| {
+            r.physical_id.iter().cloned().chain(
+                r.attributes
+                    .get("AllocationId")
+                    .and_then(Value::as_str)
+                    .map(str::to_string),
+            )
+        })
+        .collect()
+}
 
 /// The stack's outputs and exports, evaluated once every resource is made;
 /// an export name another stack of the region exports already fails it.
@@ -787,13 +808,14 @@ impl Api for ServiceCaller {
             .ok_or_else(|| {
                 cove_model::AwsError::internal(format!("no service {service} for stacks"))
             })?;
-        let ctx = cove_wire::RequestContext::internal(
+        let mut ctx = cove_wire::RequestContext::internal(
             operation,
             &self.region,
             &self.account,
             &format!("arn:aws:iam::{}:root", self.account),
             "",
         );
+        ctx.on_behalf_of = Some("cloudformation");
         cove_wire::in_process::call(target.as_ref(), &ctx, input)
     }
 
@@ -823,6 +845,8 @@ mod tests {
     struct FakeEc2 {
         made: Arc<Mutex<Vec<(String, Value)>>>,
         deleted: Arc<Mutex<Vec<String>>>,
+        /// Whether a VPC a lost create made is there.
+        orphan: bool,
     }
 
     impl Api for FakeEc2 {
@@ -851,10 +875,23 @@ mod tests {
                     json!({"Subnet": {"SubnetId": format!("subnet-{n:08x}"), "VpcId": input["VpcId"], "CidrBlock": input["CidrBlock"]}}),
                 ),
                 "DeleteVpc" | "DeleteSubnet" | "DeleteNatGateway" => {
-                    self.deleted.lock().unwrap().push(operation.to_string());
+                    let what = match input.get("VpcId").and_then(Value::as_str) {
+                        Some("vpc-orphan") => "DeleteVpc vpc-orphan".to_string(),
+                        _ => operation.to_string(),
+                    };
+                    self.deleted.lock().unwrap().push(what);
                     Ok(json!({}))
                 }
                 "CreateNatGateway" => Ok(json!({"NatGateway": {"NatGatewayId": "nat-1"}})),
+                // A VPC made for logical id Vpc of every stack, which no stack recorded.
+                "DescribeTags" if self.orphan => {
+                    let filter = &input["Filters"][0]["Values"][0];
+                    let tagged = filter == "aws:cloudformation:stack-id"
+                        || input["Filters"][1]["Values"][0] == "Vpc";
+                    Ok(
+                        json!({"Tags": if tagged { json!([{"ResourceId": "vpc-orphan", "ResourceType": "vpc"}]) } else { json!([]) }}),
+                    )
+                }
                 // Pending for its first two looks, as the EC2 API's lifecycle has it.
                 "DescribeNatGateways" => {
                     let looks = self
@@ -932,6 +969,7 @@ mod tests {
             .unwrap()
             .iter()
             .map(|(op, _)| op.clone())
+            .filter(|op| op != "DescribeTags")
             .collect();
         assert_eq!(
             ops,
@@ -942,9 +980,11 @@ mod tests {
                 "CreateSubnet"
             ]
         );
+        let made = ec2.made.lock().unwrap().clone();
+        let (_, subnet) = made.iter().find(|(op, _)| op == "CreateSubnet").unwrap();
         assert_eq!(
-            ec2.made.lock().unwrap()[3].1["VpcId"],
-            json!("vpc-00000000")
+            subnet["VpcId"],
+            json!(s.resources["Vpc"].physical_id.clone().unwrap())
         );
         assert_eq!(
             s.outputs[0].1,
@@ -993,6 +1033,7 @@ mod tests {
             .unwrap()
             .iter()
             .map(|(op, _)| op.clone())
+            .filter(|op| op != "DescribeTags")
             .collect();
         assert_eq!(ops, ["CreateSubnet"]);
         assert_eq!(stack(&store, &arn).status, StackStatus::CreateComplete);
@@ -1060,5 +1101,59 @@ mod tests {
         assert!(deleted.contains(&"DeleteSubnet".to_string()));
         assert!(deleted.contains(&"DeleteNatGateway".to_string()));
         assert!(!deleted.contains(&"DeleteVpc".to_string()), "{deleted:?}");
+    }
+
+    #[test]
+    fn a_create_whose_answer_was_lost_in_a_crash_leaves_no_copy() {
+        let store = Arc::new(Store::in_memory().unwrap());
+        let arn = create(&store, "10.9.1.0/24");
+        // Cove stopped after recording CREATE_IN_PROGRESS and sending CreateVpc.
+        store
+            .write_as("123456789012", |tx| {
+                let mut s: Stack = tx.cloned(&arn)?;
+                s.resources.insert(
+                    "Vpc".into(),
+                    StackResource {
+                        logical_id: "Vpc".into(),
+                        resource_type: "AWS::EC2::VPC".into(),
+                        physical_id: None,
+                        status: ResourceStatus::CreateInProgress,
+                        status_reason: None,
+                        attributes: BTreeMap::new(),
+                        last_updated: String::new(),
+                        properties: Value::Null,
+                    },
+                );
+                tx.put(s);
+                Ok(())
+            })
+            .unwrap();
+        let ec2 = FakeEc2 {
+            orphan: true,
+            ..FakeEc2::default()
+        };
+        let deployer = Deployer::new(store.clone(), ec2.clone());
+        while deployer.pass() {}
+        assert_eq!(stack(&store, &arn).status, StackStatus::CreateComplete);
+        let deleted = ec2.deleted.lock().unwrap().clone();
+        assert_eq!(deleted, ["DeleteVpc vpc-orphan"]);
+        let ops: Vec<String> = ec2
+            .made
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(op, _)| op.clone())
+            .collect();
+        let deleted_at = ops.iter().position(|op| op == "DeleteVpc").unwrap();
+        let created_at = ops.iter().position(|op| op == "CreateVpc").unwrap();
+        assert!(deleted_at < created_at, "{ops:?}");
+        // The tags that found it are on what is made.
+        let (_, input) = ec2.made.lock().unwrap()[created_at].clone();
+        let tags = &input["TagSpecifications"][0]["Tags"];
+        assert!(tags
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["Key"] == "aws:cloudformation:logical-id" && t["Value"] == "Vpc"));
     }
 }

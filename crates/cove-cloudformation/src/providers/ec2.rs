@@ -12,12 +12,12 @@ fn ec2(api: &dyn Api, operation: &str, input: Value) -> Result<Value, String> {
     super::call(api, "ec2", operation, input)
 }
 
-/// `TagSpecifications` for a create call, from CloudFormation's `Tags`.
-fn tag_specs(props: &Map<String, Value>, resource_type: &str) -> Value {
-    let tags = tag_list(props);
-    if tags.is_empty() {
-        return json!([]);
-    }
+/// `TagSpecifications` for a create call: CloudFormation's `Tags` and the
+/// stack's own `aws:cloudformation:*` tags, as on AWS (they also find a
+/// resource whose create was not recorded before a crash).
+fn tag_specs(props: &Map<String, Value>, resource_type: &str, naming: &Naming) -> Value {
+    let mut tags = tag_list(props);
+    tags.extend(naming.stack_tags());
     json!([{"ResourceType": resource_type, "Tags": tags}])
 }
 
@@ -153,7 +153,7 @@ pub fn create(
 ) -> Result<Created, String> {
     match kind {
         "AWS::EC2::VPC" => {
-            let mut input = json!({"CidrBlock": need(props, "CidrBlock")?, "TagSpecifications": tag_specs(props, "vpc")});
+            let mut input = json!({"CidrBlock": need(props, "CidrBlock")?, "TagSpecifications": tag_specs(props, "vpc", naming)});
             if let Some(t) = s(props, "InstanceTenancy") {
                 input["InstanceTenancy"] = json!(t);
             }
@@ -198,7 +198,7 @@ pub fn create(
             let mut input = json!({
                 "VpcId": need(props, "VpcId")?,
                 "CidrBlock": need(props, "CidrBlock")?,
-                "TagSpecifications": tag_specs(props, "subnet"),
+                "TagSpecifications": tag_specs(props, "subnet", naming),
             });
             if let Some(az) = s(props, "AvailabilityZone") {
                 input["AvailabilityZone"] = json!(az);
@@ -233,7 +233,7 @@ pub fn create(
                     "GroupName": name,
                     "Description": need(props, "GroupDescription")?,
                     "VpcId": vpc,
-                    "TagSpecifications": tag_specs(props, "security-group"),
+                    "TagSpecifications": tag_specs(props, "security-group", naming),
                 }),
             )?;
             let id = reply["GroupId"]
@@ -298,7 +298,7 @@ pub fn create(
             let reply = ec2(
                 api,
                 "CreateInternetGateway",
-                json!({"TagSpecifications": tag_specs(props, "internet-gateway")}),
+                json!({"TagSpecifications": tag_specs(props, "internet-gateway", naming)}),
             )?;
             let id = id_at(&reply, "InternetGateway", "InternetGatewayId")?;
             Ok(created(id.clone(), &[("InternetGatewayId", json!(id))]))
@@ -319,7 +319,7 @@ pub fn create(
             let reply = ec2(
                 api,
                 "CreateRouteTable",
-                json!({"VpcId": need(props, "VpcId")?, "TagSpecifications": tag_specs(props, "route-table")}),
+                json!({"VpcId": need(props, "VpcId")?, "TagSpecifications": tag_specs(props, "route-table", naming)}),
             )?;
             let id = id_at(&reply, "RouteTable", "RouteTableId")?;
             Ok(created(id.clone(), &[("RouteTableId", json!(id))]))
@@ -353,7 +353,7 @@ pub fn create(
                 "VpcId": need(props, "VpcId")?,
                 "ServiceName": need(props, "ServiceName")?,
                 "VpcEndpointType": s(props, "VpcEndpointType").unwrap_or_else(|| "Gateway".into()),
-                "TagSpecifications": tag_specs(props, "vpc-endpoint"),
+                "TagSpecifications": tag_specs(props, "vpc-endpoint", naming),
             });
             for key in ["RouteTableIds", "SubnetIds", "SecurityGroupIds"] {
                 let v = strings(props, key);
@@ -384,7 +384,7 @@ pub fn create(
             let reply = ec2(
                 api,
                 "AllocateAddress",
-                json!({"Domain": s(props, "Domain").unwrap_or_else(|| "vpc".into()), "TagSpecifications": tag_specs(props, "elastic-ip")}),
+                json!({"Domain": s(props, "Domain").unwrap_or_else(|| "vpc".into()), "TagSpecifications": tag_specs(props, "elastic-ip", naming)}),
             )?;
             let ip = reply["PublicIp"]
                 .as_str()
@@ -399,7 +399,7 @@ pub fn create(
             ))
         }
         "AWS::EC2::NatGateway" => {
-            let mut input = json!({"SubnetId": need(props, "SubnetId")?, "TagSpecifications": tag_specs(props, "natgateway")});
+            let mut input = json!({"SubnetId": need(props, "SubnetId")?, "TagSpecifications": tag_specs(props, "natgateway", naming)});
             for key in ["AllocationId", "ConnectivityType", "PrivateIpAddress"] {
                 if let Some(v) = s(props, key) {
                     input[key] = json!(v);
@@ -413,7 +413,7 @@ pub fn create(
             let reply = ec2(
                 api,
                 "CreateNetworkAcl",
-                json!({"VpcId": need(props, "VpcId")?, "TagSpecifications": tag_specs(props, "network-acl")}),
+                json!({"VpcId": need(props, "VpcId")?, "TagSpecifications": tag_specs(props, "network-acl", naming)}),
             )?;
             let id = id_at(&reply, "NetworkAcl", "NetworkAclId")?;
             Ok(created(id.clone(), &[("Id", json!(id))]))
@@ -459,7 +459,7 @@ pub fn create(
             let mut input = json!({
                 "ResourceIds": [need(props, "ResourceId")?],
                 "ResourceType": need(props, "ResourceType")?,
-                "TagSpecifications": tag_specs(props, "vpc-flow-log"),
+                "TagSpecifications": tag_specs(props, "vpc-flow-log", naming),
             });
             for key in [
                 "TrafficType",
@@ -489,7 +489,7 @@ pub fn create(
             Ok(created(id.clone(), &[("Id", json!(id))]))
         }
         "AWS::EC2::NetworkInterface" => {
-            let mut input = json!({"SubnetId": need(props, "SubnetId")?, "TagSpecifications": tag_specs(props, "network-interface")});
+            let mut input = json!({"SubnetId": need(props, "SubnetId")?, "TagSpecifications": tag_specs(props, "network-interface", naming)});
             for key in ["Description", "PrivateIpAddress"] {
                 if let Some(v) = s(props, key) {
                     input[key] = json!(v);
@@ -531,7 +531,7 @@ pub fn create(
             let reply = ec2(
                 api,
                 "CreateDhcpOptions",
-                json!({"DhcpConfigurations": configurations, "TagSpecifications": tag_specs(props, "dhcp-options")}),
+                json!({"DhcpConfigurations": configurations, "TagSpecifications": tag_specs(props, "dhcp-options", naming)}),
             )?;
             let id = id_at(&reply, "DhcpOptions", "DhcpOptionsId")?;
             Ok(created(id.clone(), &[("DhcpOptionsId", json!(id))]))
@@ -553,7 +553,7 @@ pub fn create(
             let mut input = json!({
                 "VpcId": need(props, "VpcId")?,
                 "PeerVpcId": need(props, "PeerVpcId")?,
-                "TagSpecifications": tag_specs(props, "vpc-peering-connection"),
+                "TagSpecifications": tag_specs(props, "vpc-peering-connection", naming),
             });
             for key in ["PeerOwnerId", "PeerRegion"] {
                 if let Some(v) = s(props, key) {
@@ -871,6 +871,83 @@ pub fn update(
                 break;
             }
             (kind, key) => return Err(format!("Cove cannot update {key} of {kind} in place")),
+        }
+    }
+    Ok(())
+}
+
+/// EC2's resource type (as `DescribeTags` names it) of the taggable kinds.
+fn tagged_type(kind: &str) -> Option<&'static str> {
+    Some(match kind {
+        "AWS::EC2::VPC" => "vpc",
+        "AWS::EC2::Subnet" => "subnet",
+        "AWS::EC2::SecurityGroup" => "security-group",
+        "AWS::EC2::InternetGateway" => "internet-gateway",
+        "AWS::EC2::RouteTable" => "route-table",
+        "AWS::EC2::VPCEndpoint" => "vpc-endpoint",
+        "AWS::EC2::EIP" => "elastic-ip",
+        "AWS::EC2::NatGateway" => "natgateway",
+        "AWS::EC2::NetworkAcl" => "network-acl",
+        "AWS::EC2::FlowLog" => "vpc-flow-log",
+        "AWS::EC2::NetworkInterface" => "network-interface",
+        "AWS::EC2::DHCPOptions" => "dhcp-options",
+        "AWS::EC2::VPCPeeringConnection" => "vpc-peering-connection",
+        _ => return None,
+    })
+}
+
+/// The ids of the resources tagged `key` = `value`.
+fn tagged(api: &dyn Api, key: &str, value: &str) -> Result<Vec<(String, String)>, String> {
+    let reply = ec2(
+        api,
+        "DescribeTags",
+        json!({"Filters": [{"Name": "key", "Values": [key]}, {"Name": "value", "Values": [value]}]}),
+    )?;
+    Ok(reply["Tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|t| {
+            Some((
+                t["ResourceId"].as_str()?.to_string(),
+                t["ResourceType"].as_str()?.to_string(),
+            ))
+        })
+        .collect())
+}
+
+/// Deletes what a create of this logical id made that its stack does not
+/// know (`known` physical ids): a create whose answer was lost when Cove
+/// stopped, found by the stack's tags, so that making it again leaves no
+/// copy behind.
+pub fn clear_orphans(
+    api: &dyn Api,
+    kind: &str,
+    naming: &Naming,
+    known: &std::collections::BTreeSet<String>,
+) -> Result<(), String> {
+    let Some(resource_type) = tagged_type(kind) else {
+        return Ok(());
+    };
+    let of_stack: Vec<String> = tagged(api, "aws:cloudformation:stack-id", naming.stack_id)?
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    for (id, ty) in tagged(api, "aws:cloudformation:logical-id", naming.logical_id)? {
+        if ty != resource_type || !of_stack.contains(&id) || known.contains(&id) {
+            continue;
+        }
+        tracing::info!(resource = %id, logical_id = naming.logical_id, stack = naming.stack_id, "deleting a resource whose create was not recorded");
+        let (physical, attributes) = match kind {
+            "AWS::EC2::EIP" => (
+                String::new(),
+                [("AllocationId".to_string(), json!(id))].into(),
+            ),
+            _ => (id.clone(), BTreeMap::new()),
+        };
+        match delete(api, kind, &physical, &attributes) {
+            Err(e) if !super::is_busy(&e) => return Err(e),
+            _ => {}
         }
     }
     Ok(())

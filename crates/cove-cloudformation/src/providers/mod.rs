@@ -11,7 +11,7 @@ mod logs;
 mod s3;
 mod sagemaker;
 
-use cove_model::ids::{random_string, UPPER_ALNUM};
+use cove_model::ids::UPPER_ALNUM;
 use cove_model::AwsError;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -81,18 +81,26 @@ pub const SUPPORTED: [&str; 34] = [
     "AWS::CDK::Metadata",
 ];
 
-/// The stack and logical id a resource's generated name is made from.
+/// Which stack and logical id a resource is made for: its generated name
+/// and the `aws:cloudformation:*` tags EC2 resources carry.
 pub struct Naming<'a> {
     pub stack: &'a str,
+    /// The stack's ARN.
+    pub stack_id: &'a str,
     pub logical_id: &'a str,
+    /// What else tells this physical resource from an earlier one of the
+    /// same logical id (its evaluated properties: a replacement's differ).
+    pub seed: &'a str,
 }
 
 impl Naming<'_> {
     /// A name as CloudFormation generates one when the template gives
-    /// none: `<stack>-<logical id>-<random>`, the first two shortened to
-    /// fit `max` characters, lowercase where the service wants it.
+    /// none: `<stack>-<logical id>-<suffix>`, the first two shortened to
+    /// fit `max` characters, lowercase where the service wants it. The
+    /// suffix is derived from the stack, the logical id and the seed, so a
+    /// create made again after a crash asks for the same name.
     pub fn generate(&self, max: usize, lowercase: bool) -> String {
-        let suffix = random_string(UPPER_ALNUM, 12);
+        let suffix = self.suffix();
         let room = max.saturating_sub(suffix.len() + 2);
         let stack_room = room.min(self.stack.len()).min(room / 2 + room % 2);
         let stack: String = self.stack.chars().take(stack_room).collect();
@@ -107,6 +115,34 @@ impl Naming<'_> {
         } else {
             name
         }
+    }
+
+    /// Twelve characters of `[A-Z0-9]` from a 64-bit FNV-1a hash.
+    fn suffix(&self) -> String {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for part in [self.stack_id, self.logical_id, self.seed] {
+            for b in part.bytes().chain([0]) {
+                hash ^= u64::from(b);
+                hash = hash.wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        (0..12)
+            .map(|_| {
+                let at = hash % UPPER_ALNUM.len() as u64;
+                let c = UPPER_ALNUM[usize::try_from(at).unwrap_or_default()];
+                hash = hash.rotate_right(5).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                char::from(c)
+            })
+            .collect()
+    }
+
+    /// The `aws:cloudformation:*` tags of an EC2 resource it makes.
+    pub fn stack_tags(&self) -> Vec<Value> {
+        vec![
+            json!({"Key": "aws:cloudformation:stack-name", "Value": self.stack}),
+            json!({"Key": "aws:cloudformation:stack-id", "Value": self.stack_id}),
+            json!({"Key": "aws:cloudformation:logical-id", "Value": self.logical_id}),
+        ]
     }
 }
 
@@ -211,8 +247,66 @@ fn id_at(reply: &Value, object: &str, field: &str) -> Result<String, String> {
         .ok_or_else(|| format!("the reply carried no {object}.{field}"))
 }
 
-/// Creates a resource of `kind` from its evaluated properties.
+/// Creates a resource of `kind` from its evaluated properties. `known`
+/// are the physical ids its stack has: a copy made by a create whose answer
+/// was lost in a crash is deleted first (EC2 resources, found by their
+/// stack tags), or, for a generated name that is taken, deleted and made
+/// again (roles, log groups, buckets: the name is the stack's own).
 pub fn create(
+    api: &dyn Api,
+    kind: &str,
+    props: &Map<String, Value>,
+    naming: &Naming,
+    known: &std::collections::BTreeSet<String>,
+) -> Result<Created, String> {
+    if kind.starts_with("AWS::EC2::") {
+        ec2::clear_orphans(api, kind, naming, known)?;
+    }
+    match create_once(api, kind, props, naming) {
+        Err(e) if generated_name_taken(kind, props, &e) => {
+            let name = generated_name(kind, naming).unwrap_or_default();
+            tracing::info!(
+                name,
+                kind,
+                "deleting a resource whose create was not recorded"
+            );
+            delete(api, kind, &name, &BTreeMap::new())?;
+            create_once(api, kind, props, naming)
+        }
+        other => other,
+    }
+}
+
+/// The name Cove generates for `kind` when its template gives none, for
+/// the kinds whose physical id is that name.
+fn generated_name(kind: &str, naming: &Naming) -> Option<String> {
+    match kind {
+        "AWS::IAM::Role" => Some(naming.generate(64, false)),
+        "AWS::Logs::LogGroup" => Some(naming.generate(512, false)),
+        "AWS::S3::Bucket" => Some(naming.generate(63, true)),
+        _ => None,
+    }
+}
+
+/// Whether a create failed only because the name Cove generated for it
+/// exists: generated from the stack's id, it can only be this resource's.
+fn generated_name_taken(kind: &str, props: &Map<String, Value>, e: &str) -> bool {
+    let given = name_property(kind).is_some_and(|key| props.contains_key(key));
+    !given
+        && matches!(
+            kind,
+            "AWS::IAM::Role" | "AWS::Logs::LogGroup" | "AWS::S3::Bucket"
+        )
+        && [
+            "EntityAlreadyExists",
+            "ResourceAlreadyExistsException",
+            "BucketAlreadyOwnedByYou",
+        ]
+        .iter()
+        .any(|code| e.contains(&format!("Error Code: {code})")))
+}
+
+fn create_once(
     api: &dyn Api,
     kind: &str,
     props: &Map<String, Value>,
@@ -362,7 +456,9 @@ mod tests {
     fn generated_names_fit_their_service_and_keep_stack_and_logical_id() {
         let n = Naming {
             stack: "a-very-long-stack-name-for-a-private-network-design",
+            stack_id: "arn:aws:cloudformation:us-east-1:123456789012:stack/s/1",
             logical_id: "ModelArtifactsBucketForTheTeam",
+            seed: "{}",
         };
         let bucket = n.generate(63, true);
         assert!(bucket.len() <= 63, "{bucket}");
@@ -371,11 +467,19 @@ mod tests {
         assert_eq!(bucket, bucket.to_lowercase());
         let short = Naming {
             stack: "s",
+            stack_id: "arn:aws:cloudformation:us-east-1:123456789012:stack/s/1",
             logical_id: "Role",
+            seed: "{}",
         }
         .generate(64, false);
         assert!(short.starts_with("s-Role-") && short.len() == 19, "{short}");
-        assert_ne!(n.generate(63, true), bucket);
+        // The same resource gets the same name; a replacement another.
+        assert_eq!(n.generate(63, true), bucket);
+        let replacement = Naming {
+            seed: r#"{"BucketName":null,"Tags":[]}"#,
+            ..n
+        };
+        assert_ne!(replacement.generate(63, true), bucket);
     }
 
     #[test]
