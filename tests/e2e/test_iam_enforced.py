@@ -1,11 +1,13 @@
 """IAM enforced (`cove serve --iam enforce`): trust policies decide who may
 assume a role, SageMaker checks iam:PassRole and that a job's role trusts
-it, and a job's S3 access is held to its role's policies together with the
-bucket policy."""
+it, a job's S3 access is held to its role's policies together with the
+bucket policy, and a stack's resources are made with its caller's
+permissions."""
 
 import json
 import signal
 import tempfile
+import time
 import uuid
 
 import boto3
@@ -233,3 +235,37 @@ def test_the_console_shows_an_iam_user_only_what_its_policies_let_it_read(enforc
         assert status == 303 and location.endswith("/_cove/console/login")
     finally:
         ec2.delete_vpc(VpcId=vpc)
+
+
+def test_a_stacks_resources_are_made_with_its_callers_permissions(enforced):
+    """CloudFormation calls with its caller's permissions: cloudformation:*
+    alone makes no VPC; with ec2:* it does."""
+    iam = enforced.client("iam")
+    iam.create_user(UserName="deployer")
+    key = iam.create_access_key(UserName="deployer")["AccessKey"]
+    iam.put_user_policy(UserName="deployer", PolicyName="stacks",
+                        PolicyDocument=policy(allow(["cloudformation:*"], ["*"])))
+    cfn = enforced.client("cloudformation", access_key=key["AccessKeyId"], secret_key=key["SecretAccessKey"])
+    body = "Resources:\n  Vpc: {Type: AWS::EC2::VPC, Properties: {CidrBlock: 10.77.0.0/16}}\n"
+
+    def settle(name):
+        for _ in range(200):
+            s = cfn.describe_stacks(StackName=name)["Stacks"][0]
+            if not s["StackStatus"].endswith("IN_PROGRESS"):
+                return s
+            time.sleep(0.1)
+        raise AssertionError(f"{name} stayed {s['StackStatus']}")
+
+    cfn.create_stack(StackName="denied", TemplateBody=body)
+    assert settle("denied")["StackStatus"] == "ROLLBACK_COMPLETE"
+    failed = [e for e in cfn.describe_stack_events(StackName="denied")["StackEvents"]
+              if e["ResourceStatus"] == "CREATE_FAILED"][0]
+    assert "User: arn:aws:iam::123456789012:user/deployer is not authorized to perform: ec2:CreateVpc" \
+        in failed["ResourceStatusReason"], failed
+    assert "UnauthorizedOperation" in failed["ResourceStatusReason"]
+
+    iam.put_user_policy(UserName="deployer", PolicyName="network", PolicyDocument=policy(allow(["ec2:*"], ["*"])))
+    allowed = cfn.create_stack(StackName="allowed", TemplateBody=body)["StackId"]
+    assert settle(allowed)["StackStatus"] == "CREATE_COMPLETE"
+    cfn.delete_stack(StackName="allowed")
+    assert settle(allowed)["StackStatus"] == "DELETE_COMPLETE"

@@ -10,7 +10,7 @@ pub mod deployer;
 pub mod providers;
 
 use cove_cfn::summary::{summarize, DeclaredParameter, Summary};
-use cove_model::cfn::{ChangeSet, Stack, StackStatus, StackVersion};
+use cove_model::cfn::{ChangeSet, Stack, StackCaller, StackStatus, StackVersion};
 use cove_model::ids::{now_rfc3339, random_string};
 use cove_model::world::World;
 use cove_model::{AwsError, AwsResult};
@@ -240,6 +240,10 @@ impl Service for CloudFormationService {
             }
         };
         let (region, account) = (ctx.region.as_str(), ctx.account_id());
+        let caller = StackCaller {
+            arn: ctx.principal.arn.clone(),
+            access_key: ctx.principal.access_key.clone(),
+        };
         match request {
             Request::ValidateTemplate(r) => {
                 let t = self.template_of(
@@ -267,7 +271,7 @@ impl Service for CloudFormationService {
                 )?;
                 Ok(template_summary(&summarize(&t).map_err(validation)?))
             }
-            Request::CreateStack(r) => self.create_stack(region, account, &r),
+            Request::CreateStack(r) => self.create_stack(region, account, &r, caller),
             Request::DescribeStacks(r) => {
                 let world = self.store.view(account);
                 let stacks: Vec<Value> = match r.stack_name.as_deref() {
@@ -373,8 +377,8 @@ impl Service for CloudFormationService {
                     json!({"TemplateBody": stack.template_body, "StagesAvailable": ["Original", "Processed"]}),
                 )
             }
-            Request::DeleteStack(r) => self.delete_stack(region, account, &r.stack_name),
-            Request::UpdateStack(r) => self.update_stack(region, account, &r),
+            Request::DeleteStack(r) => self.delete_stack(region, account, &r.stack_name, caller),
+            Request::UpdateStack(r) => self.update_stack(region, account, &r, caller),
             Request::CreateChangeSet(r) => self.create_change_set(region, account, &r),
             Request::DescribeChangeSet(r) => {
                 let world = self.store.view(account);
@@ -406,7 +410,7 @@ impl Service for CloudFormationService {
                     .collect();
                 Ok(json!({"Summaries": summaries}))
             }
-            Request::ExecuteChangeSet(r) => self.execute_change_set(region, account, &r),
+            Request::ExecuteChangeSet(r) => self.execute_change_set(region, account, &r, caller),
             Request::DeleteChangeSet(r) => self.store.write_as(account, |tx| {
                 let (stack, set) = find_change_set(
                     &tx.world,
@@ -819,7 +823,13 @@ fn not_updatable(s: &Stack) -> AwsError {
 }
 
 impl CloudFormationService {
-    fn create_stack(&self, region: &str, account: &str, r: &CreateStackInput) -> AwsResult<Value> {
+    fn create_stack(
+        &self,
+        region: &str,
+        account: &str,
+        r: &CreateStackInput,
+        caller: StackCaller,
+    ) -> AwsResult<Value> {
         let body = self.body_of(
             (account, region),
             (r.template_body.as_ref(), r.template_url.as_ref()),
@@ -858,6 +868,7 @@ impl CloudFormationService {
             .map(|t| (t.key.clone(), t.value.clone()))
             .collect();
         stack.creation_time = now_rfc3339();
+        stack.caller = Some(caller);
         stack.record(deployer::event(
             &stack.name,
             Some(&arn),
@@ -883,7 +894,13 @@ impl CloudFormationService {
         Ok(json!({"StackId": arn}))
     }
 
-    fn update_stack(&self, region: &str, account: &str, r: &UpdateStackInput) -> AwsResult<Value> {
+    fn update_stack(
+        &self,
+        region: &str,
+        account: &str,
+        r: &UpdateStackInput,
+        caller: StackCaller,
+    ) -> AwsResult<Value> {
         let world = self.store.view(account);
         let stack = find(&world, region, &r.stack_name)?;
         if !stack.status.updatable() {
@@ -917,6 +934,7 @@ impl CloudFormationService {
                 return Err(not_updatable(&s));
             }
             start_update(&mut s, next);
+            s.caller = Some(caller);
             s.capabilities = caps;
             if let Some(tags) = tags {
                 s.tags = tags.into_iter().map(|t| (t.key, t.value)).collect();
@@ -1054,6 +1072,7 @@ impl CloudFormationService {
         region: &str,
         account: &str,
         r: &ExecuteChangeSetInput,
+        caller: StackCaller,
     ) -> AwsResult<Value> {
         self.store.write_as(account, |tx| {
             let (stack, set) = find_change_set(
@@ -1095,6 +1114,7 @@ impl CloudFormationService {
             if let Some(d) = r.disable_rollback {
                 s.disable_rollback = d;
             }
+            s.caller = Some(caller);
             for c in &mut s.change_sets {
                 c.execution_status = if c.arn == set.arn {
                     "EXECUTE_COMPLETE"
@@ -1108,7 +1128,13 @@ impl CloudFormationService {
         })
     }
 
-    fn delete_stack(&self, region: &str, account: &str, name: &str) -> AwsResult<Value> {
+    fn delete_stack(
+        &self,
+        region: &str,
+        account: &str,
+        name: &str,
+        caller: StackCaller,
+    ) -> AwsResult<Value> {
         self.store.write_as(account, |tx| {
             // Deleting a stack that does not exist succeeds, as on AWS.
             let Ok(found) = find(&tx.world, region, name) else {
@@ -1146,6 +1172,7 @@ impl CloudFormationService {
                 }
             }
             let mut s = found.clone();
+            s.caller = Some(caller);
             s.status = StackStatus::DeleteInProgress;
             s.status_reason = Some("User Initiated".into());
             let ev = deployer::event(

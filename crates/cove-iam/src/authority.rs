@@ -296,6 +296,11 @@ pub fn resource_of(call: &Call<'_>) -> String {
                 field(f).map(|id| format!("arn:aws:ec2:{region}:{account}:{kind}/{id}"))
             })
             .unwrap_or_else(|| "*".into()),
+        "s3" => match (field("Bucket"), field("Key")) {
+            (Some(b), Some(k)) => format!("arn:aws:s3:::{b}/{k}"),
+            (Some(b), None) => format!("arn:aws:s3:::{b}"),
+            _ => "*".into(),
+        },
         "ecr" => field("repositoryName")
             .map(|r| format!("arn:aws:ecr:{region}:{account}:repository/{r}"))
             .unwrap_or_else(|| "*".into()),

@@ -200,6 +200,19 @@ pub struct Stack {
     pub cleanup: Vec<StackResource>,
     #[serde(default)]
     pub change_sets: Vec<ChangeSet>,
+    /// Who asked for what the stack is doing (its create, update or
+    /// delete): its resources are made with that principal's permissions,
+    /// as CloudFormation makes them with its caller's. `None` (stacks
+    /// stored before): the account's root.
+    #[serde(default)]
+    pub caller: Option<StackCaller>,
+}
+
+/// The principal a stack's resource calls are made as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StackCaller {
+    pub arn: String,
+    pub access_key: String,
 }
 
 /// At most this many events are kept per stack (the oldest go first).
@@ -251,6 +264,7 @@ impl Stack {
             updated: Default::default(),
             cleanup: vec![],
             change_sets: vec![],
+            caller: None,
         }
     }
 

@@ -193,6 +193,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let stack_services: Vec<Arc<dyn cove_wire::Service>> =
         vec![ec2.clone(), iam, logs.clone(), sagemaker];
     let buckets = s3_front.clone();
+    let stack_authorizer = authorizer.clone();
 
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let app = Arc::new(App {
@@ -355,6 +356,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             s3: Arc::new(move |account, region, operation, input| {
                 buckets.call_as(account, region, operation, input)
             }),
+            authorizer: stack_authorizer,
         },
     )
     .spawn()?;

@@ -8,7 +8,7 @@ mod update;
 
 use crate::providers::{self, Api, Created, Readiness};
 use cove_cfn::intrinsics::{self, Context, Lookups};
-use cove_model::cfn::{ResourceStatus, Stack, StackEvent, StackResource, StackStatus};
+use cove_model::cfn::{ResourceStatus, Stack, StackCaller, StackEvent, StackResource, StackStatus};
 use cove_model::ids::{now_rfc3339, random_string};
 use cove_model::world::World;
 use cove_model::AwsResult;
@@ -282,7 +282,8 @@ pub struct Deployer<A> {
 
 /// Makes the caller a stack's resources are created with.
 pub trait Callers: Send + Sync + 'static {
-    fn caller(&self, region: &str, account: &str) -> Box<dyn Api + Send + Sync>;
+    /// Cove's services as the principal that asked for what `stack` is doing.
+    fn caller(&self, stack: &Stack) -> Box<dyn Api + Send + Sync>;
 }
 
 impl<A: Callers> Deployer<A> {
@@ -394,7 +395,7 @@ impl<A: Callers> Deployer<A> {
             })
             .map(|(id, kind)| (id.clone(), kind.clone()))
             .collect();
-        let api = self.api.caller(&stack.region, &stack.account_id);
+        let api = self.api.caller(stack);
         if ready.is_empty() {
             return self.settle(stack, &settling, api.as_ref());
         }
@@ -633,7 +634,7 @@ impl<A: Callers> Deployer<A> {
             })
             .filter_map(|id| stack.resources.get(*id).cloned())
             .collect();
-        let api = self.api.caller(&stack.region, &stack.account_id);
+        let api = self.api.caller(stack);
         let gone = in_parallel(&ready, |r| match &r.physical_id {
             _ if retained(stack, &r.logical_id) => Ok(Deletion::Skipped),
             Some(p) => providers::delete(api.as_ref(), &r.resource_type, p, &r.attributes)
@@ -774,31 +775,49 @@ fn fail(s: &mut Stack, reason: &str) {
 pub type BucketCalls =
     Arc<dyn Fn(&str, &str, &str, &Value) -> Result<Value, cove_model::AwsError> + Send + Sync>;
 
-/// Stacks' calls to Cove's services in this process, as the stack's
-/// account (its root principal) in the stack's region, validated against
-/// each service's model as calls from the wire are.
+/// Stacks' calls to Cove's services in this process, in the stack's
+/// region, as the principal that asked for the stack's create, update or
+/// delete (held to its policies when IAM is enforced, as CloudFormation
+/// calls with its caller's permissions), validated against each service's
+/// model as calls from the wire are.
 #[derive(Clone)]
 pub struct ServiceCallers {
     /// By signing name (`ec2`, `iam`, `logs`, `sagemaker`).
     pub services: Vec<Arc<dyn cove_wire::Service>>,
     pub s3: BucketCalls,
+    /// The dispatcher's IAM check (`--iam enforce`); `None`: none.
+    pub authorizer: Option<cove_wire::dispatch::Authorizer>,
 }
 
 struct ServiceCaller {
     services: ServiceCallers,
     region: String,
     account: String,
+    principal: StackCaller,
 }
 
-impl Api for ServiceCaller {
-    fn call(
+impl ServiceCaller {
+    fn context(&self, operation: &str) -> cove_wire::RequestContext {
+        let mut ctx = cove_wire::RequestContext::internal(
+            operation,
+            &self.region,
+            &self.account,
+            &self.principal.arn,
+            &self.principal.access_key,
+        );
+        ctx.on_behalf_of = Some("cloudformation");
+        ctx
+    }
+
+    /// Makes the call, authorized or not.
+    fn perform(
         &self,
+        ctx: &cove_wire::RequestContext,
         service: &'static str,
-        operation: &str,
         input: Value,
     ) -> Result<Value, cove_model::AwsError> {
         if service == "s3" {
-            return (self.services.s3)(&self.account, &self.region, operation, &input);
+            return (self.services.s3)(&self.account, &self.region, &ctx.operation, &input);
         }
         let target = self
             .services
@@ -808,15 +827,31 @@ impl Api for ServiceCaller {
             .ok_or_else(|| {
                 cove_model::AwsError::internal(format!("no service {service} for stacks"))
             })?;
-        let mut ctx = cove_wire::RequestContext::internal(
-            operation,
-            &self.region,
-            &self.account,
-            &format!("arn:aws:iam::{}:root", self.account),
-            "",
-        );
-        ctx.on_behalf_of = Some("cloudformation");
-        cove_wire::in_process::call(target.as_ref(), &ctx, input)
+        cove_wire::in_process::call(target.as_ref(), ctx, input)
+    }
+}
+
+impl Api for ServiceCaller {
+    fn call(
+        &self,
+        service: &'static str,
+        operation: &str,
+        input: Value,
+    ) -> Result<Value, cove_model::AwsError> {
+        let ctx = self.context(operation);
+        if let Some(authorize) = &self.services.authorizer {
+            authorize(&ctx, service, &input)?;
+        }
+        self.perform(&ctx, service, input)
+    }
+
+    fn lookup(
+        &self,
+        service: &'static str,
+        operation: &str,
+        input: Value,
+    ) -> Result<Value, cove_model::AwsError> {
+        self.perform(&self.context(operation), service, input)
     }
 
     fn region(&self) -> String {
@@ -825,11 +860,16 @@ impl Api for ServiceCaller {
 }
 
 impl Callers for ServiceCallers {
-    fn caller(&self, region: &str, account: &str) -> Box<dyn Api + Send + Sync> {
+    fn caller(&self, stack: &Stack) -> Box<dyn Api + Send + Sync> {
+        let root = || StackCaller {
+            arn: format!("arn:aws:iam::{}:root", stack.account_id),
+            access_key: String::new(),
+        };
         Box::new(ServiceCaller {
             services: self.clone(),
-            region: region.into(),
-            account: account.into(),
+            region: stack.region.clone(),
+            account: stack.account_id.clone(),
+            principal: stack.caller.clone().unwrap_or_else(root),
         })
     }
 }
@@ -924,7 +964,7 @@ mod tests {
     }
 
     impl Callers for FakeEc2 {
-        fn caller(&self, _region: &str, _account: &str) -> Box<dyn Api + Send + Sync> {
+        fn caller(&self, _stack: &Stack) -> Box<dyn Api + Send + Sync> {
             Box::new(self.clone())
         }
     }

@@ -153,7 +153,7 @@ impl<A: Callers> Deployer<A> {
             })
             .map(|(id, kind)| (id.clone(), kind.clone()))
             .collect();
-        let api = self.api.caller(&stack.region, &stack.account_id);
+        let api = self.api.caller(stack);
         if ready.is_empty() {
             if !settling.is_empty() {
                 return self.settle(stack, &settling, api.as_ref());
@@ -417,7 +417,7 @@ impl<A: Callers> Deployer<A> {
             })?;
             return Ok(false);
         }
-        let api = self.api.caller(&stack.region, &stack.account_id);
+        let api = self.api.caller(stack);
         let kept = |r: &StackResource| {
             // A replaced resource follows its UpdateReplacePolicy, a removed
             // one the DeletionPolicy it had; a rollback keeps nothing it made.

@@ -898,11 +898,13 @@ fn tagged_type(kind: &str) -> Option<&'static str> {
 
 /// The ids of the resources tagged `key` = `value`.
 fn tagged(api: &dyn Api, key: &str, value: &str) -> Result<Vec<(String, String)>, String> {
-    let reply = ec2(
-        api,
-        "DescribeTags",
-        json!({"Filters": [{"Name": "key", "Values": [key]}, {"Name": "value", "Values": [value]}]}),
-    )?;
+    let reply = api
+        .lookup(
+            "ec2",
+            "DescribeTags",
+            json!({"Filters": [{"Name": "key", "Values": [key]}, {"Name": "value", "Values": [value]}]}),
+        )
+        .map_err(|e| super::failed("ec2", &e))?;
     Ok(reply["Tags"]
         .as_array()
         .into_iter()

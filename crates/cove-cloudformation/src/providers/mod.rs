@@ -20,6 +20,16 @@ use std::collections::BTreeMap;
 pub trait Api {
     fn call(&self, service: &'static str, operation: &str, input: Value)
         -> Result<Value, AwsError>;
+    /// A read Cove makes for its own bookkeeping (finding what a lost
+    /// create made), which the stack's caller needs no permission for.
+    fn lookup(
+        &self,
+        service: &'static str,
+        operation: &str,
+        input: Value,
+    ) -> Result<Value, AwsError> {
+        self.call(service, operation, input)
+    }
     /// The stack's region.
     fn region(&self) -> String;
 }
