@@ -17,6 +17,7 @@ import botocore.exceptions
 import pytest
 
 from conftest import ACCESS_KEY, SECRET_KEY
+from helpers import eventually
 
 PRIVATE_NETWORK = """
 AWSTemplateFormatVersion: "2010-09-09"
@@ -284,6 +285,11 @@ def test_a_stack_whose_resource_fails_rolls_back_and_leaves_nothing(cove_server,
     assert failed[0]["LogicalResourceId"] == "SubnetB"
     assert "InvalidSubnet.Range" in failed[0]["ResourceStatusReason"]
     assert {v["VpcId"] for v in ec2.describe_vpcs()["Vpcs"]} == before
+    # The kernel objects went with the API's: no router namespace of the VPC is left.
+    vpc = next(e["PhysicalResourceId"] for e in cfn.describe_stack_events(StackName="broken-network")["StackEvents"]
+               if e["LogicalResourceId"] == "Vpc" and e["ResourceStatus"] == "CREATE_COMPLETE")
+    netns = lambda: subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout  # noqa: E731
+    assert eventually(lambda: f"-vpc-{vpc.split('-')[1][-12:]}" not in netns()), netns()
     cfn.delete_stack(StackName="broken-network")
     wait_stack(cfn, s["StackId"], ("DELETE_COMPLETE",))
 
@@ -448,7 +454,6 @@ def test_a_private_sagemaker_design_deploys_serves_inside_its_vpc_and_deletes_cl
     from test_hosting import model_archive, from_subnet
     from test_training_jobs import IMAGE, training_bucket
     from test_flow_log_records import records, find
-    from helpers import eventually
 
     cfn, s3, sm, logs, iam = (cove_server.client(x) for x in ("cloudformation", "s3", "sagemaker", "logs", "iam"))
     bucket = training_bucket(s3)
