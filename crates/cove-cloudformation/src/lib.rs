@@ -804,14 +804,7 @@ fn start_update(s: &mut Stack, next: StackVersion) {
     s.status = StackStatus::UpdateInProgress;
     s.status_reason = Some("User Initiated".into());
     s.last_updated = Some(now_rfc3339());
-    let (name, arn) = (s.name.clone(), s.arn.clone());
-    s.record(deployer::event(
-        &name,
-        Some(&arn),
-        "AWS::CloudFormation::Stack",
-        "UPDATE_IN_PROGRESS",
-        Some("User Initiated"),
-    ));
+    deployer::stack_event(s, "UPDATE_IN_PROGRESS", Some("User Initiated"));
 }
 
 fn not_updatable(s: &Stack) -> AwsError {
@@ -869,13 +862,7 @@ impl CloudFormationService {
             .collect();
         stack.creation_time = now_rfc3339();
         stack.caller = Some(caller);
-        stack.record(deployer::event(
-            &stack.name,
-            Some(&arn),
-            "AWS::CloudFormation::Stack",
-            "CREATE_IN_PROGRESS",
-            Some("User Initiated"),
-        ));
+        deployer::stack_event(&mut stack, "CREATE_IN_PROGRESS", Some("User Initiated"));
         self.store.write_as(account, |tx| {
             let taken = tx.world.cfn_stacks.values().any(|s| {
                 s.region == stack.region
@@ -985,14 +972,7 @@ impl CloudFormationService {
                 s.status = StackStatus::ReviewInProgress;
                 s.status_reason = Some("User Initiated".into());
                 s.creation_time = now_rfc3339();
-                let (name, arn) = (s.name.clone(), s.arn.clone());
-                s.record(deployer::event(
-                    &name,
-                    Some(&arn),
-                    "AWS::CloudFormation::Stack",
-                    "REVIEW_IN_PROGRESS",
-                    Some("User Initiated"),
-                ));
+                deployer::stack_event(&mut s, "REVIEW_IN_PROGRESS", Some("User Initiated"));
                 s
             }
             (false, None) => {
@@ -1097,14 +1077,7 @@ impl CloudFormationService {
                 s.status = StackStatus::CreateInProgress;
                 s.status_reason = Some("User Initiated".into());
                 s.capabilities = set.capabilities.clone();
-                let (name, arn) = (s.name.clone(), s.arn.clone());
-                s.record(deployer::event(
-                    &name,
-                    Some(&arn),
-                    "AWS::CloudFormation::Stack",
-                    "CREATE_IN_PROGRESS",
-                    Some("User Initiated"),
-                ));
+                deployer::stack_event(&mut s, "CREATE_IN_PROGRESS", Some("User Initiated"));
             } else if s.status.updatable() {
                 start_update(&mut s, set.version.clone());
                 s.capabilities = set.capabilities.clone();
@@ -1175,14 +1148,7 @@ impl CloudFormationService {
             s.caller = Some(caller);
             s.status = StackStatus::DeleteInProgress;
             s.status_reason = Some("User Initiated".into());
-            let ev = deployer::event(
-                &s.name,
-                Some(&s.arn),
-                "AWS::CloudFormation::Stack",
-                "DELETE_IN_PROGRESS",
-                Some("User Initiated"),
-            );
-            s.record(ev);
+            deployer::stack_event(&mut s, "DELETE_IN_PROGRESS", Some("User Initiated"));
             tx.put(s);
             Ok(json!({}))
         })

@@ -81,6 +81,18 @@ pub fn event(
     }
 }
 
+/// Records an event of the stack itself.
+pub fn stack_event(s: &mut Stack, status: &str, reason: Option<&str>) {
+    let e = event(
+        &s.name,
+        Some(&s.arn),
+        "AWS::CloudFormation::Stack",
+        status,
+        reason,
+    );
+    s.record(e);
+}
+
 /// The resources the template makes (those whose condition holds), with their types.
 pub(crate) fn included(stack: &Stack) -> BTreeMap<String, String> {
     let empty = Map::new();
@@ -147,6 +159,28 @@ pub(crate) fn properties(
         Some(Value::Object(m)) => Ok(m),
         _ => Ok(Map::new()),
     }
+}
+
+/// The resources of `wanted` not `started` whose dependencies (among
+/// `wanted`) are all `done`: the next wave, made in parallel.
+fn next_wave(
+    wanted: &BTreeMap<String, String>,
+    deps: &cove_cfn::graph::Dependencies,
+    started: impl Fn(&str) -> bool,
+    done: impl Fn(&str) -> bool,
+) -> Vec<(String, String)> {
+    wanted
+        .iter()
+        .filter(|(id, _)| !started(id))
+        .filter(|(id, _)| {
+            deps.get(*id)
+                .into_iter()
+                .flatten()
+                .filter(|d| wanted.contains_key(*d))
+                .all(|d| done(d))
+        })
+        .map(|(id, kind)| (id.clone(), kind.clone()))
+        .collect()
 }
 
 /// Makes resource `id` of the stack: what was made, whether it is ready,
@@ -364,13 +398,7 @@ impl<A: Callers> Deployer<A> {
                     s.exports = exports;
                     s.status = StackStatus::CreateComplete;
                     s.status_reason = None;
-                    s.record(event(
-                        &s.name,
-                        Some(&s.arn),
-                        "AWS::CloudFormation::Stack",
-                        "CREATE_COMPLETE",
-                        None,
-                    ));
+                    stack_event(s, "CREATE_COMPLETE", None);
                 }
                 Err(e) => fail(s, &e),
             })?;
@@ -382,19 +410,12 @@ impl<A: Callers> Deployer<A> {
             .filter(|r| r.status == ResourceStatus::CreateInProgress && r.physical_id.is_some())
             .cloned()
             .collect();
-        let ready: Vec<(String, String)> = wanted
-            .iter()
-            .filter(|(id, _)| !done(id))
-            .filter(|(id, _)| !settling.iter().any(|r| &r.logical_id == *id))
-            .filter(|(id, _)| {
-                deps.get(*id)
-                    .into_iter()
-                    .flatten()
-                    .filter(|d| wanted.contains_key(*d))
-                    .all(|d| done(d))
-            })
-            .map(|(id, kind)| (id.clone(), kind.clone()))
-            .collect();
+        let ready = next_wave(
+            &wanted,
+            &deps,
+            |id| done(id) || settling.iter().any(|r| r.logical_id == id),
+            done,
+        );
         let api = self.api.caller(stack);
         if ready.is_empty() {
             return self.settle(stack, &settling, api.as_ref());
@@ -614,13 +635,7 @@ impl<A: Callers> Deployer<A> {
                             .into(),
                     );
                 }
-                s.record(event(
-                    &s.name,
-                    Some(&s.arn),
-                    "AWS::CloudFormation::Stack",
-                    word,
-                    None,
-                ));
+                stack_event(s, word, None);
             })?;
             return Ok(false);
         }
@@ -750,24 +765,12 @@ fn fail(s: &mut Stack, reason: &str) {
     if s.disable_rollback {
         s.status = StackStatus::CreateFailed;
         s.status_reason = Some(reason.trim_end().to_string());
-        s.record(event(
-            &s.name.clone(),
-            Some(&s.arn.clone()),
-            "AWS::CloudFormation::Stack",
-            "CREATE_FAILED",
-            Some(reason.trim_end()),
-        ));
+        stack_event(s, "CREATE_FAILED", Some(reason.trim_end()));
     } else {
         let reason = format!("{reason}Rollback requested by user.");
         s.status = StackStatus::RollbackInProgress;
         s.status_reason = Some(reason.clone());
-        s.record(event(
-            &s.name.clone(),
-            Some(&s.arn.clone()),
-            "AWS::CloudFormation::Stack",
-            "ROLLBACK_IN_PROGRESS",
-            Some(&reason),
-        ));
+        stack_event(s, "ROLLBACK_IN_PROGRESS", Some(&reason));
     }
 }
 

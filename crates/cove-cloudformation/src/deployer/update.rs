@@ -8,7 +8,8 @@
 //! again. Cleanup then deletes what was superseded.
 
 use super::{
-    event, in_parallel, included, make, outputs, properties, Callers, Deployer, DELETE_RETRIES,
+    event, in_parallel, included, make, next_wave, outputs, properties, stack_event, Callers,
+    Deployer, DELETE_RETRIES,
 };
 use crate::providers::{self, Api, Readiness};
 use cove_model::cfn::{ResourceStatus, Stack, StackResource, StackStatus};
@@ -112,14 +113,7 @@ pub(super) fn fail(s: &mut Stack, reason: &str) {
     s.status = status;
     let reason = reason.trim_end().to_string();
     s.status_reason = Some(reason.clone());
-    let (name, arn) = (s.name.clone(), s.arn.clone());
-    s.record(event(
-        &name,
-        Some(&arn),
-        "AWS::CloudFormation::Stack",
-        word,
-        Some(&reason),
-    ));
+    stack_event(s, word, Some(&reason));
 }
 
 impl<A: Callers> Deployer<A> {
@@ -141,18 +135,7 @@ impl<A: Callers> Deployer<A> {
             })
             .cloned()
             .collect();
-        let ready: Vec<(String, String)> = wanted
-            .iter()
-            .filter(|(id, _)| !stack.updated.contains(*id))
-            .filter(|(id, _)| {
-                deps.get(*id)
-                    .into_iter()
-                    .flatten()
-                    .filter(|d| wanted.contains_key(*d))
-                    .all(|d| done(d))
-            })
-            .map(|(id, kind)| (id.clone(), kind.clone()))
-            .collect();
+        let ready = next_wave(&wanted, &deps, |id| stack.updated.contains(id), done);
         let api = self.api.caller(stack);
         if ready.is_empty() {
             if !settling.is_empty() {
@@ -377,14 +360,7 @@ impl<A: Callers> Deployer<A> {
                 ),
             };
             s.status = status;
-            let (name, arn) = (s.name.clone(), s.arn.clone());
-            s.record(event(
-                &name,
-                Some(&arn),
-                "AWS::CloudFormation::Stack",
-                word,
-                None,
-            ));
+            stack_event(s, word, None);
         })?;
         Ok(true)
     }
@@ -406,14 +382,7 @@ impl<A: Callers> Deployer<A> {
                 s.status = status;
                 s.status_reason = None;
                 s.previous = None;
-                let (name, arn) = (s.name.clone(), s.arn.clone());
-                s.record(event(
-                    &name,
-                    Some(&arn),
-                    "AWS::CloudFormation::Stack",
-                    word,
-                    None,
-                ));
+                stack_event(s, word, None);
             })?;
             return Ok(false);
         }
