@@ -1199,4 +1199,52 @@ mod tests {
             .iter()
             .any(|t| t["Key"] == "aws:cloudformation:logical-id" && t["Value"] == "Vpc"));
     }
+
+    #[test]
+    fn an_update_interrupted_during_a_call_resumes_on_the_same_resource() {
+        let store = Arc::new(Store::in_memory().unwrap());
+        let arn = create(&store, "10.9.1.0/24");
+        let ec2 = FakeEc2::default();
+        let deployer = Deployer::new(store.clone(), ec2.clone());
+        while deployer.pass() {}
+        let vpc = stack(&store, &arn).resources["Vpc"].physical_id.clone();
+        let body = "Resources:\n  Vpc: {Type: AWS::EC2::VPC, Properties: {CidrBlock: 10.9.0.0/16, EnableDnsHostnames: true}}\n  \
+                    Subnet: {Type: AWS::EC2::Subnet, Properties: {VpcId: !Ref Vpc, CidrBlock: 10.9.1.0/24}}\n\
+                    Outputs:\n  S: {Value: !Ref Subnet}\n";
+        let ctx = cove_wire::RequestContext::internal(
+            "UpdateStack",
+            "us-east-1",
+            "123456789012",
+            "arn:aws:iam::123456789012:root",
+            "",
+        );
+        crate::CloudFormationService::new(store.clone())
+            .handle(&ctx, json!({"StackName": arn, "TemplateBody": body}))
+            .unwrap();
+        // Cove stopped after recording UPDATE_IN_PROGRESS for the VPC.
+        store
+            .write_as("123456789012", |tx| {
+                let mut s: Stack = tx.cloned(&arn)?;
+                s.resources.get_mut("Vpc").unwrap().status = ResourceStatus::UpdateInProgress;
+                tx.put(s);
+                Ok(())
+            })
+            .unwrap();
+        let after = FakeEc2::default();
+        let deployer = Deployer::new(store.clone(), after.clone());
+        while deployer.pass() {}
+        let s = stack(&store, &arn);
+        assert_eq!(s.status, StackStatus::UpdateComplete);
+        assert_eq!(s.resources["Vpc"].physical_id, vpc);
+        let ops: Vec<String> = after
+            .made
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(op, _)| op.clone())
+            .collect();
+        assert!(ops.contains(&"ModifyVpcAttribute".to_string()), "{ops:?}");
+        assert!(!ops.contains(&"CreateVpc".to_string()), "{ops:?}");
+        assert!(after.deleted.lock().unwrap().is_empty());
+    }
 }

@@ -57,6 +57,8 @@ fn action(
     kind: &str,
     props: &Map<String, Value>,
 ) -> Result<Action, String> {
+    // UPDATE_IN_PROGRESS without the update recorded: Cove stopped during
+    // its call; the resource is still the one the stack knows.
     let Some(current) = stack.resources.get(id).filter(|r| {
         r.physical_id.is_some()
             && matches!(
@@ -64,6 +66,7 @@ fn action(
                 ResourceStatus::CreateComplete
                     | ResourceStatus::UpdateComplete
                     | ResourceStatus::UpdateFailed
+                    | ResourceStatus::UpdateInProgress
             )
     }) else {
         return Ok(Action::Create);
