@@ -247,6 +247,8 @@ impl<A: Callers> Deployer<A> {
                             continue;
                         };
                         let made = made.expect("a create or an update answers what it made");
+                        // A replacement may be of another type.
+                        r.resource_type = kind.clone();
                         r.physical_id = Some(made.physical_id.clone());
                         r.attributes = made.attributes;
                         r.properties = Value::Object(props);
