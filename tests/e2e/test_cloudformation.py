@@ -810,6 +810,10 @@ def test_templates_are_read_from_cove_s3_by_url(cove_server, tmp_path):
     with pytest.raises(botocore.exceptions.ClientError) as e:
         cfn.validate_template(TemplateURL="https://cfn-templates.s3.amazonaws.com/missing.yaml")
     assert e.value.response["Error"]["Message"] == "S3 error: The specified key does not exist."
+    s3.put_object(Bucket="cfn-templates", Key="huge.yaml", Body=b"#" * 1_000_001)
+    with pytest.raises(botocore.exceptions.ClientError) as e:
+        cfn.validate_template(TemplateURL="https://cfn-templates.s3.amazonaws.com/huge.yaml")
+    assert e.value.response["Error"]["Message"] == "Template may not exceed 1000000 bytes in size."
     with pytest.raises(botocore.exceptions.ClientError) as e:
         cfn.validate_template(TemplateURL="ftp://example/net.yaml")
     assert e.value.response["Error"]["Message"] == "TemplateURL must be a supported URL."

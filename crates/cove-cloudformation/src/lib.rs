@@ -22,8 +22,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Reads an object of Cove's S3 as an account: `(account, region, bucket,
-/// key)` → its text.
-pub type TemplateReader = Arc<dyn Fn(&str, &str, &str, &str) -> AwsResult<String> + Send + Sync>;
+/// key, at most so many bytes)` → its text, `None` when it is larger (and
+/// then not read).
+pub type TemplateReader =
+    Arc<dyn Fn(&str, &str, &str, &str, usize) -> AwsResult<Option<String>> + Send + Sync>;
 
 pub struct CloudFormationService {
     store: Arc<Store>,
@@ -53,14 +55,13 @@ impl CloudFormationService {
             .templates
             .as_ref()
             .ok_or_else(|| validation("TemplateURL must be a supported URL."))?;
-        let body = reader(account, region, &bucket, &key)
-            .map_err(|e| validation(format!("S3 error: {}", e.message)))?;
-        if body.len() > MAX_TEMPLATE_URL_BYTES {
-            return Err(validation(format!(
-                "Template may not exceed {MAX_TEMPLATE_URL_BYTES} bytes in size."
-            )));
-        }
-        Ok(body)
+        reader(account, region, &bucket, &key, MAX_TEMPLATE_URL_BYTES)
+            .map_err(|e| validation(format!("S3 error: {}", e.message)))?
+            .ok_or_else(|| {
+                validation(format!(
+                    "Template may not exceed {MAX_TEMPLATE_URL_BYTES} bytes in size."
+                ))
+            })
     }
 
     /// The template body of a call: given, read from its URL, or the

@@ -6,7 +6,7 @@
 
 use crate::errors::aws;
 use crate::service::{create_bucket_as, put_bucket_policy};
-use crate::storage::Storage;
+use crate::storage::{Refusal, Storage};
 use cove_model::{AwsError, AwsResult};
 use s3s::{S3Error, S3ErrorCode};
 use serde_json::{json, Value};
@@ -24,11 +24,14 @@ fn text<'a>(input: &'a Value, key: &str) -> AwsResult<&'a str> {
         .ok_or_else(|| AwsError::client("InvalidRequest", format!("{key} is required")))
 }
 
+/// What the storage refused, as S3 answers it.
+fn refused(r: Refusal) -> AwsError {
+    aws_error(S3Error::from(r))
+}
+
 /// Refuses a call on another account's bucket, as S3 does without a policy that allows it.
 fn own(storage: &Storage, account: &str, bucket: &str) -> AwsResult<()> {
-    let b = storage
-        .bucket(bucket)
-        .map_err(|r| aws_error(S3Error::from(r)))?;
+    let b = storage.bucket(bucket).map_err(refused)?;
     if b.owner != account {
         return Err(aws_error(aws(S3ErrorCode::AccessDenied)));
     }
@@ -52,9 +55,7 @@ pub fn call(
         }
         "DeleteBucket" => {
             own(storage, account, bucket)?;
-            storage
-                .delete_bucket(bucket)
-                .map_err(|r| aws_error(S3Error::from(r)))?;
+            storage.delete_bucket(bucket).map_err(refused)?;
             Ok(json!({}))
         }
         "PutBucketPolicy" => {
@@ -64,18 +65,23 @@ pub fn call(
         }
         "DeleteBucketPolicy" => {
             own(storage, account, bucket)?;
-            storage
-                .set_policy(bucket, None)
-                .map_err(|r| aws_error(S3Error::from(r)))?;
+            storage.set_policy(bucket, None).map_err(refused)?;
             Ok(json!({}))
         }
+        // Cove's own `MaxBytes`: a larger object answers its size, unread.
         "GetObject" => {
             own(storage, account, bucket)?;
             let key = text(input, "Key")?;
             let object = storage
                 .object(bucket, key)
-                .map_err(|r| aws_error(S3Error::from(r)))?
+                .map_err(refused)?
                 .ok_or_else(|| aws_error(aws(S3ErrorCode::NoSuchKey)))?;
+            if input["MaxBytes"]
+                .as_u64()
+                .is_some_and(|max| object.size > max)
+            {
+                return Ok(json!({"ContentLength": object.size}));
+            }
             let body = std::fs::read(storage.blob_path(&object.blob))
                 .map_err(|e| AwsError::internal(format!("reading {bucket}/{key}: {e}")))?;
             Ok(json!({"Body": String::from_utf8_lossy(&body)}))

@@ -137,14 +137,14 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let templates = s3_front.clone();
     dispatcher.register(Arc::new(
         cove_cloudformation::CloudFormationService::new(store.clone()).reading_templates_with(
-            Arc::new(move |account, region, bucket, key| {
+            Arc::new(move |account, region, bucket, key, max_bytes| {
                 let object = templates.call_as(
                     account,
                     region,
                     "GetObject",
-                    &serde_json::json!({"Bucket": bucket, "Key": key}),
+                    &serde_json::json!({"Bucket": bucket, "Key": key, "MaxBytes": max_bytes}),
                 )?;
-                Ok(object["Body"].as_str().unwrap_or_default().to_string())
+                Ok(object["Body"].as_str().map(str::to_string))
             }),
         ),
     ));

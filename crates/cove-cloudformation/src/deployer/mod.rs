@@ -200,7 +200,16 @@ fn make(
         logical_id: id,
         seed: &seed,
     };
-    let created = providers::create(api, kind, &props, &naming, &known_physical_ids(stack))?;
+    // Only a resource recorded in progress before this pass (Cove stopped
+    // during its call) can have been made already: only then is it looked for.
+    let interrupted = stack.resources.get(id).is_some_and(|r| {
+        matches!(
+            r.status,
+            ResourceStatus::CreateInProgress | ResourceStatus::UpdateInProgress
+        )
+    });
+    let known = interrupted.then(|| known_physical_ids(stack));
+    let created = providers::create(api, kind, &props, &naming, known.as_ref())?;
     let readiness = providers::readiness(api, kind, &created.physical_id, &created.attributes)?;
     Ok((created, readiness, props))
 }
@@ -972,25 +981,28 @@ mod tests {
         }
     }
 
-    fn create(store: &Arc<Store>, subnet_cidr: &str) -> String {
-        let svc = crate::CloudFormationService::new(store.clone());
-        let body = format!(
-            "Resources:\n  Vpc: {{Type: AWS::EC2::VPC, Properties: {{CidrBlock: 10.9.0.0/16}}}}\n  \
-             Subnet: {{Type: AWS::EC2::Subnet, Properties: {{VpcId: !Ref Vpc, CidrBlock: {subnet_cidr}}}}}\n\
-             Outputs:\n  S: {{Value: !Ref Subnet}}\n"
-        );
+    /// A CloudFormation call as the account's root.
+    fn call(store: &Arc<Store>, operation: &str, input: Value) -> Value {
         let ctx = cove_wire::RequestContext::internal(
-            "CreateStack",
+            operation,
             "us-east-1",
             "123456789012",
             "arn:aws:iam::123456789012:root",
             "",
         );
-        svc.handle(&ctx, json!({"StackName": "s", "TemplateBody": body}))
-            .unwrap()["StackId"]
-            .as_str()
+        crate::CloudFormationService::new(store.clone())
+            .handle(&ctx, input)
             .unwrap()
-            .to_string()
+    }
+
+    /// A stack of a VPC and a subnet of `subnet_cidr`.
+    fn create(store: &Arc<Store>, subnet_cidr: &str) -> String {
+        let body = format!(
+            "Resources:\n  Vpc: {{Type: AWS::EC2::VPC, Properties: {{CidrBlock: 10.9.0.0/16}}}}\n  \
+             Subnet: {{Type: AWS::EC2::Subnet, Properties: {{VpcId: !Ref Vpc, CidrBlock: {subnet_cidr}}}}}\n\
+             Outputs:\n  S: {{Value: !Ref Subnet}}\n"
+        );
+        create_body(store, "s", &body)
     }
 
     fn stack(store: &Store, arn: &str) -> Stack {
@@ -1082,17 +1094,12 @@ mod tests {
         assert_eq!(stack(&store, &arn).status, StackStatus::CreateComplete);
     }
 
-    fn create_body(store: &Arc<Store>, body: &str) -> String {
-        let svc = crate::CloudFormationService::new(store.clone());
-        let ctx = cove_wire::RequestContext::internal(
+    fn create_body(store: &Arc<Store>, name: &str, body: &str) -> String {
+        call(
+            store,
             "CreateStack",
-            "us-east-1",
-            "123456789012",
-            "arn:aws:iam::123456789012:root",
-            "",
-        );
-        svc.handle(&ctx, json!({"StackName": "n", "TemplateBody": body}))
-            .unwrap()["StackId"]
+            json!({"StackName": name, "TemplateBody": body}),
+        )["StackId"]
             .as_str()
             .unwrap()
             .to_string()
@@ -1103,6 +1110,7 @@ mod tests {
         let store = Arc::new(Store::in_memory().unwrap());
         let arn = create_body(
             &store,
+            "n",
             "Resources:\n  Vpc: {Type: AWS::EC2::VPC, DeletionPolicy: Retain, Properties: {CidrBlock: 10.9.0.0/16}}\n  \
              Nat: {Type: AWS::EC2::NatGateway, Properties: {SubnetId: subnet-1}}\n  \
              After: {Type: AWS::EC2::Subnet, DependsOn: Nat, Properties: {VpcId: !Ref Vpc, CidrBlock: 10.9.1.0/24}}\n",
@@ -1124,18 +1132,7 @@ mod tests {
         assert_eq!(s.status, StackStatus::CreateComplete);
         assert_eq!(s.resources["After"].status, ResourceStatus::CreateComplete);
 
-        crate::CloudFormationService::new(store.clone())
-            .handle(
-                &cove_wire::RequestContext::internal(
-                    "DeleteStack",
-                    "us-east-1",
-                    "123456789012",
-                    "arn:aws:iam::123456789012:root",
-                    "",
-                ),
-                json!({"StackName": arn}),
-            )
-            .unwrap();
+        call(&store, "DeleteStack", json!({"StackName": arn}));
         while deployer.pass() {}
         let s = stack(&store, &arn);
         assert_eq!(s.status, StackStatus::DeleteComplete);
@@ -1211,16 +1208,11 @@ mod tests {
         let body = "Resources:\n  Vpc: {Type: AWS::EC2::VPC, Properties: {CidrBlock: 10.9.0.0/16, EnableDnsHostnames: true}}\n  \
                     Subnet: {Type: AWS::EC2::Subnet, Properties: {VpcId: !Ref Vpc, CidrBlock: 10.9.1.0/24}}\n\
                     Outputs:\n  S: {Value: !Ref Subnet}\n";
-        let ctx = cove_wire::RequestContext::internal(
+        call(
+            &store,
             "UpdateStack",
-            "us-east-1",
-            "123456789012",
-            "arn:aws:iam::123456789012:root",
-            "",
+            json!({"StackName": arn, "TemplateBody": body}),
         );
-        crate::CloudFormationService::new(store.clone())
-            .handle(&ctx, json!({"StackName": arn, "TemplateBody": body}))
-            .unwrap();
         // Cove stopped after recording UPDATE_IN_PROGRESS for the VPC.
         store
             .write_as("123456789012", |tx| {

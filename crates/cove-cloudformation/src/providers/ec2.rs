@@ -475,12 +475,13 @@ pub fn create(
                 }
             }
             let reply = ec2(api, "CreateFlowLogs", input)?;
+            // A refused resource comes back in the answer, not as an error.
             if let Some(refused) = reply["Unsuccessful"].as_array().and_then(|u| u.first()) {
-                return Err(format!(
-                    "{} (Service: AmazonEC2; Status Code: 400; Error Code: {})",
+                let error = cove_model::AwsError::client(
+                    refused["Error"]["Code"].as_str().unwrap_or_default(),
                     refused["Error"]["Message"].as_str().unwrap_or_default(),
-                    refused["Error"]["Code"].as_str().unwrap_or_default()
-                ));
+                );
+                return Err(super::failed("ec2", &error));
             }
             let id = reply["FlowLogIds"][0]
                 .as_str()

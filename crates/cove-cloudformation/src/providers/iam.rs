@@ -18,7 +18,7 @@ pub fn create(
 ) -> Result<Created, String> {
     match kind {
         "AWS::IAM::Role" => {
-            let name = s(props, "RoleName").unwrap_or_else(|| naming.generate(64, false));
+            let name = s(props, "RoleName").unwrap_or_else(|| super::generated_name(kind, naming));
             let mut input = json!({
                 "RoleName": name,
                 "AssumeRolePolicyDocument": document(props, "AssumeRolePolicyDocument")?,

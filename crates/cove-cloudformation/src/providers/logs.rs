@@ -16,7 +16,7 @@ pub fn create(
     if kind != "AWS::Logs::LogGroup" {
         return Err(format!("Cove does not create resources of type {kind}"));
     }
-    let name = s(props, "LogGroupName").unwrap_or_else(|| naming.generate(512, false));
+    let name = s(props, "LogGroupName").unwrap_or_else(|| super::generated_name(kind, naming));
     let mut input = json!({"logGroupName": name});
     let tags: Map<String, Value> = tag_list(props)
         .into_iter()

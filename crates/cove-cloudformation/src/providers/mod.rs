@@ -257,24 +257,25 @@ fn id_at(reply: &Value, object: &str, field: &str) -> Result<String, String> {
         .ok_or_else(|| format!("the reply carried no {object}.{field}"))
 }
 
-/// Creates a resource of `kind` from its evaluated properties. `known`
-/// are the physical ids its stack has: a copy made by a create whose answer
-/// was lost in a crash is deleted first (EC2 resources, found by their
-/// stack tags), or, for a generated name that is taken, deleted and made
-/// again (roles, log groups, buckets: the name is the stack's own).
+/// Creates a resource of `kind` from its evaluated properties. `known`,
+/// for a create made again after Cove stopped during it, are the physical
+/// ids its stack has: a copy the lost call made is deleted first (EC2
+/// resources, found by their stack tags). A generated name found taken
+/// (roles, log groups, buckets: the name is the stack's own) is deleted and
+/// made again.
 pub fn create(
     api: &dyn Api,
     kind: &str,
     props: &Map<String, Value>,
     naming: &Naming,
-    known: &std::collections::BTreeSet<String>,
+    known: Option<&std::collections::BTreeSet<String>>,
 ) -> Result<Created, String> {
-    if kind.starts_with("AWS::EC2::") {
+    if let Some(known) = known.filter(|_| kind.starts_with("AWS::EC2::")) {
         ec2::clear_orphans(api, kind, naming, known)?;
     }
     match create_once(api, kind, props, naming) {
         Err(e) if generated_name_taken(kind, props, &e) => {
-            let name = generated_name(kind, naming).unwrap_or_default();
+            let name = generated_name(kind, naming);
             tracing::info!(
                 name,
                 kind,
@@ -287,14 +288,17 @@ pub fn create(
     }
 }
 
-/// The name Cove generates for `kind` when its template gives none, for
-/// the kinds whose physical id is that name.
-fn generated_name(kind: &str, naming: &Naming) -> Option<String> {
+/// The kinds whose physical id is the name Cove generates when the
+/// template gives none: a create made again after a crash finds it taken.
+const NAMED_BY_STACK: [&str; 3] = ["AWS::IAM::Role", "AWS::Logs::LogGroup", "AWS::S3::Bucket"];
+
+/// The name Cove generates for a resource of one of [`NAMED_BY_STACK`]
+/// (the providers make it with this too), within the service's limit.
+fn generated_name(kind: &str, naming: &Naming) -> String {
     match kind {
-        "AWS::IAM::Role" => Some(naming.generate(64, false)),
-        "AWS::Logs::LogGroup" => Some(naming.generate(512, false)),
-        "AWS::S3::Bucket" => Some(naming.generate(63, true)),
-        _ => None,
+        "AWS::IAM::Role" => naming.generate(64, false),
+        "AWS::S3::Bucket" => naming.generate(63, true),
+        _ => naming.generate(512, false),
     }
 }
 
@@ -303,10 +307,7 @@ fn generated_name(kind: &str, naming: &Naming) -> Option<String> {
 fn generated_name_taken(kind: &str, props: &Map<String, Value>, e: &str) -> bool {
     let given = name_property(kind).is_some_and(|key| props.contains_key(key));
     !given
-        && matches!(
-            kind,
-            "AWS::IAM::Role" | "AWS::Logs::LogGroup" | "AWS::S3::Bucket"
-        )
+        && NAMED_BY_STACK.contains(&kind)
         && [
             "EntityAlreadyExists",
             "ResourceAlreadyExistsException",

@@ -39,7 +39,8 @@ pub fn create(
                     "Cove does not support the property {other} of AWS::S3::Bucket"
                 ));
             }
-            let name = s(props, "BucketName").unwrap_or_else(|| naming.generate(63, true));
+            let name =
+                s(props, "BucketName").unwrap_or_else(|| super::generated_name(kind, naming));
             let region = api.region();
             let mut input = json!({"Bucket": name});
             if region != "us-east-1" {

@@ -174,10 +174,10 @@ pub fn readiness(
     kind: &str,
     attributes: &BTreeMap<String, Value>,
 ) -> Result<Readiness, String> {
-    let Some((describe, status)) = type_of(kind).and_then(|t| t.describe) else {
+    let Some((key, (describe, status))) = type_of(kind).and_then(|t| Some((t.key, t.describe?)))
+    else {
         return Ok(Readiness::Ready);
     };
-    let key = type_of(kind).map(|t| t.key).unwrap_or_default();
     let reply = sagemaker(api, describe, key_input(key, attributes))?;
     match reply[status].as_str() {
         Some("InService") => Ok(Readiness::Ready),
@@ -233,10 +233,7 @@ pub fn delete(
     if kind == "AWS::SageMaker::App" {
         // An app already deleted (as Studio does when its user stops it) is gone.
         let app = sagemaker(api, "DescribeApp", input.clone())?;
-        if matches!(app["Status"].as_str(), Some("Deleted")) {
-            return Ok(());
-        }
-        if app["Status"] == "Deleting" {
+        if matches!(app["Status"].as_str(), Some("Deleted" | "Deleting")) {
             return Ok(());
         }
     }
