@@ -8,13 +8,12 @@
 //! and the container, so keep-alive, pooling and WebSockets work across
 //! hosts as they do on one.
 //!
-//! A target is an in-service endpoint instance (`i-…`, port 8080) or Studio
+//! A target is an in-service (or draining) endpoint instance (`i-…`, port 8080) or Studio
 //! app (`studio-…`, port 8888) placed on the agent, looked up in the store:
 //! a caller cannot name a namespace or another port. The tunnel is
 //! plaintext on the underlay, like the VPC overlay beside it.
 
 use bytes::Bytes;
-use cove_model::endpoints::InstanceState;
 use cove_model::studio::AppStatus;
 use cove_store::Store;
 use http_body_util::Empty;
@@ -108,7 +107,7 @@ fn status_of(head: &[u8]) -> Option<u16> {
 }
 
 /// What a `CONNECT` target names.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target<'a> {
     /// An endpoint instance's serving container (`i-<17 hex>:8080`).
     Instance(&'a str),
@@ -173,8 +172,8 @@ impl Relay {
         }
     }
 
-    /// The namespace and port of `target` when it is in service and
-    /// placed on this host.
+    /// The namespace and port of `target` when it is placed on this host
+    /// and answers requests (an endpoint instance in service or draining).
     fn namespace_of(&self, target: Target<'_>) -> Option<(String, u16)> {
         let world = self.store.snapshot();
         let here = Some(self.host.as_str());
@@ -183,11 +182,7 @@ impl Relay {
                 .sagemaker_endpoints
                 .values()
                 .flat_map(|e| &e.instances)
-                .find(|i| {
-                    i.id == id
-                        && i.state == InstanceState::InService
-                        && i.placed_on.as_deref() == here
-                })
+                .find(|i| i.id == id && i.answers_requests() && i.placed_on.as_deref() == here)
                 .and_then(|i| i.netns_path.clone())
                 .map(|ns| (ns, SERVING_PORT)),
             Target::App(id) => world
@@ -227,7 +222,23 @@ impl Relay {
             .authority()
             .map(|a| a.as_str())
             .unwrap_or_default();
-        let Some((netns, port)) = parse_target(target).and_then(|t| self.namespace_of(t)) else {
+        let Some(parsed) = parse_target(target) else {
+            return answer(StatusCode::NOT_FOUND);
+        };
+        let found = match self.namespace_of(parsed) {
+            Some(found) => Some(found),
+            // The caller saw the target's InService in the database; this
+            // host wrote it, but a commit is visible to other processes a
+            // moment before its writer has published it here. Catching up
+            // waits for that (and reads what others committed since).
+            None => {
+                let store = self.store.clone();
+                let _ = tokio::task::spawn_blocking(move || store.catch_up_now()).await;
+                self.namespace_of(parsed)
+            }
+        };
+        let Some((netns, port)) = found else {
+            tracing::info!(target, "serving relay: no such container answers here");
             return answer(StatusCode::NOT_FOUND);
         };
         let container = match crate::connect_in_namespace(netns, port).await {

@@ -114,6 +114,16 @@ impl EndpointInstance {
     pub fn is_live(&self) -> bool {
         !matches!(self.state, InstanceState::Failed | InstanceState::Retiring)
     }
+
+    /// Whether a request that reaches it is still answered: in service,
+    /// or retired and draining (a front whose view of the store is a few
+    /// milliseconds older than its host's may still send it one).
+    pub fn answers_requests(&self) -> bool {
+        matches!(
+            self.state,
+            InstanceState::InService | InstanceState::Retiring
+        )
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -245,6 +255,15 @@ mod tests {
         assert_eq!(ids, ["i-1"]);
         assert!(!e.instances[3].is_live());
         assert!(e.instances[2].is_live());
+        // A retired instance takes no new traffic here, but its host still
+        // answers a front whose view has not caught up yet.
+        let answering: Vec<&str> = e
+            .instances
+            .iter()
+            .filter(|i| i.answers_requests())
+            .map(|i| i.id.as_str())
+            .collect();
+        assert_eq!(answering, ["i-1", "i-2", "i-4"]);
     }
 }
 
