@@ -76,14 +76,23 @@ for f in "${FRAMEWORKS[@]}"; do
     case "$f" in
         sklearn) PACKAGES+=,python3-sklearn ;;
         xgboost) PACKAGES+=,python3-xgboost ;;
-        pytorch) PACKAGES+=,python3-torch ;;
+        # OpenMPI, mpi4py and OpenSSH for the `mpi` distribution, as AWS's
+        # PyTorch images have them: mpirun on the first host starts the
+        # ranks on the others through their sshd.
+        pytorch) PACKAGES+=,python3-torch,openmpi-bin,python3-mpi4py,openssh-server,openssh-client ;;
     esac
 done
 
 CACHE=/var/cache/cove/framework-images
-KEY=$(IFS=-; echo "${FRAMEWORKS[*]}")
+# The frameworks and the packages they bring: a root filesystem cached by
+# an older version of this script (other packages) is built again.
+NAME=$(IFS=-; echo "${FRAMEWORKS[*]}")
+KEY=$NAME-$(printf '%s' "$PACKAGES" | sha256sum | cut -c1-12)
 ROOT=$CACHE/$KEY/rootfs
 if [ ! -f "$CACHE/$KEY/done" ]; then
+    for old in "$CACHE/$NAME" "$CACHE/$NAME"-????????????; do
+        [ "$old" = "$CACHE/$KEY" ] || rm -rf "$old"
+    done
     if ! command -v debootstrap >/dev/null; then
         step "installing debootstrap"
         DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -124,6 +133,14 @@ fi
 echo "This framework image runs your training script: give the job the sagemaker_program and sagemaker_submit_directory hyperparameters (the SageMaker Python SDK's estimators do), or, for XGBoost's built-in algorithm, num_round and a train channel." >&2
 exit 2
 EOF
+# The key pair every host of an `mpi` job uses to let mpirun in through
+# ssh, made once per image as AWS's images carry one. Readable by anyone in
+# the image: each job's user copies it to a 0600 file of its own.
+if [ -x "$ROOT/usr/bin/ssh-keygen" ] && [ ! -f "$ROOT/etc/cove/mpi/id_ed25519" ]; then
+    install -d "$ROOT/etc/cove/mpi"
+    chroot "$ROOT" /usr/bin/ssh-keygen -q -t ed25519 -N '' -C cove-mpi -f /etc/cove/mpi/id_ed25519
+    chmod 0644 "$ROOT/etc/cove/mpi/id_ed25519"
+fi
 install -d "$ROOT/usr/local/lib/cove"
 install -C -m 0644 crates/cove-jobs/guest/serving.py "$ROOT/usr/local/lib/cove/serving.py"
 install -C -m 0644 crates/cove-jobs/guest/xgboost_algorithm.py "$ROOT/usr/local/lib/cove/xgboost_algorithm.py"

@@ -225,6 +225,70 @@ def test_torch_distributed_trains_across_two_hosts_in_two_subnets(pytorch_cove):
         teardown_vpc(ec2, vpc)
 
 
+MPI_SCRIPT = '''
+import json, os, socket
+from mpi4py import MPI
+comm = MPI.COMM_WORLD
+rank, size = comm.Get_rank(), comm.Get_size()
+total = comm.allreduce(rank + 1)
+hosts = comm.gather(socket.gethostname(), root=0)
+print(f"rank {rank} of {size} on {socket.gethostname()}: sum {total}", flush=True)
+if rank == 0:
+    json.dump({"world": size, "sum": total, "hosts": sorted(set(hosts)),
+               "ompi_world": os.environ["OMPI_COMM_WORLD_SIZE"], "epochs": os.environ["SM_HP_EPOCHS"]},
+              open(os.path.join(os.environ["SM_MODEL_DIR"], "model.json"), "w"))
+'''
+
+
+def test_mpi_distribution_runs_ranks_on_two_hosts_through_their_sshd(pytorch_cove, monkeypatch, tmp_path):
+    """The SDK's `distribution={"mpi": ...}`: mpirun on the first host
+    starts two ranks on each host, reaching the second through its sshd
+    on port 22, inside the VPC as the security group allows."""
+    import io
+    import json
+    import tarfile
+    cove = pytorch_cove
+    ec2 = cove.client("ec2")
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    try:
+        subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"{REGION}{az}")
+                   ["Subnet"]["SubnetId"] for i, az in ((1, "a"), (2, "b"))]
+        sg = ec2.create_security_group(GroupName="mpi", Description="mpi", VpcId=vpc)["GroupId"]
+        ec2.authorize_security_group_ingress(GroupId=sg, IpPermissions=[
+            {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": sg}]}])
+        rt = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"][0]["RouteTableId"]
+        ec2.create_vpc_endpoint(VpcId=vpc, ServiceName=f"com.amazonaws.{REGION}.s3", RouteTableIds=[rt])
+        bucket = "mpi-test"
+        boto, session = sdk_session(cove, monkeypatch, bucket)
+        boto.client("s3").put_object(Bucket=bucket, Key="data/x.csv", Body="1\n")
+        src = tmp_path / "src"
+        src.mkdir()
+        (src / "train.py").write_text(MPI_SCRIPT)
+        from sagemaker.pytorch import PyTorch
+        estimator = PyTorch(
+            entry_point="train.py", source_dir=str(src), framework_version="2.0", py_version="py310",
+            role=ROLE, instance_type="ml.m5.large", instance_count=2, hyperparameters={"epochs": 3},
+            distribution={"mpi": {"enabled": True, "processes_per_host": 2}},
+            subnets=subnets, security_group_ids=[sg], sagemaker_session=session, base_job_name="mpi",
+        )
+        estimator.fit({"train": f"s3://{bucket}/data"}, wait=False)
+        from helpers import wait_status
+        job = wait_status(estimator.latest_training_job.describe, "TrainingJobStatus",
+                          ("Completed", "Failed", "Stopped"), 300, "mpi", interval=0.5)
+        if job["TrainingJobStatus"] != "Completed":
+            print(job_log(cove, job["TrainingJobName"]))
+        assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+        body = boto.client("s3").get_object(Bucket=bucket, Key=estimator.model_data.split(f"{bucket}/", 1)[1])
+        with tarfile.open(fileobj=io.BytesIO(body["Body"].read()), mode="r:gz") as t:
+            model = json.load(t.extractfile("model.json"))
+        assert model == {"world": 4, "sum": 10, "hosts": ["algo-1", "algo-2"], "ompi_world": "4", "epochs": "3"}
+        log = job_log(cove, job["TrainingJobName"])
+        assert any("/algo-2-" in line.split(": ", 1)[0] and "cove: algo-2 waits for mpirun on algo-1" in line
+                   for line in log.splitlines()), log
+    finally:
+        teardown_vpc(ec2, vpc)
+
+
 def test_xgboost_built_in_algorithm_trains_and_serves_csv(sklearn_cove, monkeypatch):
     """The SDK's generic Estimator with XGBoost's image URI and
     hyperparameters instead of a script, as AWS's XGBoost examples do."""

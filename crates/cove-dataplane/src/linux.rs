@@ -186,6 +186,7 @@ pub fn apply_eni(router: &str, e: &EniPlan) -> Result<()> {
     if let Some(mut inside) = whole {
         write_resolv_conf(e)?;
         configure_eni_side(&mut inside, e)?;
+        sysctls(&e.netns, None, &ENI_SYSCTLS)?;
         configure_router_side(&mut rsock, router, e)?;
         if !e.firewalled {
             nat_gateway(&e.netns, None, e)?;
@@ -208,6 +209,7 @@ pub fn apply_eni(router: &str, e: &EniPlan) -> Result<()> {
     )?;
     let mut inside = nl(|| format!("netlink in {}", e.netns), pending.netlink())?;
     configure_eni_side(&mut inside, e)?;
+    sysctls(&e.netns, Some(&pending), &ENI_SYSCTLS)?;
     configure_router_side(&mut rsock, router, e)?;
     if !e.firewalled {
         nat_gateway(&e.netns, Some(&pending), e)?;
@@ -218,20 +220,36 @@ pub fn apply_eni(router: &str, e: &EniPlan) -> Result<()> {
     )
 }
 
-/// A NAT gateway's ENI forwards for the VPC and masquerades to its own
-/// address; its Elastic IP mapping happens at the internet gateway.
-fn nat_gateway(netns: &str, pending: Option<&PendingNetns>, e: &EniPlan) -> Result<()> {
-    let keys = [
-        ("net.ipv4.ip_forward", "1"),
-        ("net.ipv4.conf.all.send_redirects", "0"),
-        ("net.ipv4.conf.eth0.send_redirects", "0"),
-    ];
-    for (key, value) in keys {
+/// Writes `keys` in an ENI's namespace: the one being made (`pending`)
+/// or the published one named `netns`.
+fn sysctls(netns: &str, pending: Option<&PendingNetns>, keys: &[(&str, &str)]) -> Result<()> {
+    for &(key, value) in keys {
         match pending {
             Some(p) => nl(|| format!("sysctl {key} in {netns}"), p.sysctl(key, value))?,
             None => sysctl(netns, key, value)?,
         }
     }
+    Ok(())
+}
+
+/// What every ENI's namespace sets: its workload may listen on any port
+/// (an MPI host's sshd on 22, an image's server on 80) without a
+/// capability, as in a Docker container. The namespace is the workload's
+/// alone, so this opens nothing beside it.
+const ENI_SYSCTLS: [(&str, &str); 1] = [("net.ipv4.ip_unprivileged_port_start", "0")];
+
+/// A NAT gateway's ENI forwards for the VPC and masquerades to its own
+/// address; its Elastic IP mapping happens at the internet gateway.
+fn nat_gateway(netns: &str, pending: Option<&PendingNetns>, e: &EniPlan) -> Result<()> {
+    sysctls(
+        netns,
+        pending,
+        &[
+            ("net.ipv4.ip_forward", "1"),
+            ("net.ipv4.conf.all.send_redirects", "0"),
+            ("net.ipv4.conf.eth0.send_redirects", "0"),
+        ],
+    )?;
     let ruleset = serde_json::json!({"nftables": [
         {"add": {"table": {"family": "ip", "name": "cove"}}},
         {"delete": {"table": {"family": "ip", "name": "cove"}}},

@@ -285,6 +285,37 @@ fn nothing_is_left_behind() {
 }
 
 #[test]
+fn a_workload_may_listen_on_low_ports_in_its_own_namespace_only() {
+    let tag = unique_tag();
+    let lab = lab(
+        &tag,
+        vec![],
+        [&[], &[], &[]],
+        vec![allow_all_acl("acl-d", &["subnet-a", "subnet-b"])],
+    );
+    let start = || {
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+            .expect("reading the sysctl")
+            .trim()
+            .to_string()
+    };
+    for e in &lab.plan.enis {
+        assert_eq!(
+            netns::run_in(&e.netns, start).expect("entering"),
+            "0",
+            "{}",
+            e.netns
+        );
+    }
+    // The router's namespace and the host keep the kernel's default.
+    assert_eq!(
+        netns::run_in(&lab.plan.netns, start).expect("entering"),
+        "1024"
+    );
+    assert_eq!(start(), "1024");
+}
+
+#[test]
 fn a_process_cannot_spoof_another_source_address() {
     let open = group(
         "sg-open",

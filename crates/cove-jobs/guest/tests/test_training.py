@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -59,6 +60,89 @@ class Commands(unittest.TestCase):
                 "--redirects", "1", "--tee", "1", "--node_rank", "1", "--master_addr", "algo-1", "--master_port", "7777",
                 "train.py", "--epochs", "2"], launcher)
             self.assertEqual((env["MASTER_ADDR"], env["MASTER_PORT"]), ("algo-1", "7777"))
+
+
+IMAGE_KEY = training.IMAGE_KEY
+
+
+class Mpi(unittest.TestCase):
+    def setUp(self):
+        self.dir = tempfile.mkdtemp()
+        training.MPI_DIR = os.path.join(self.dir, "mpi")
+        os.environ["SM_FRAMEWORK_PARAMS"] = json.dumps({
+            "sagemaker_mpi_enabled": True, "sagemaker_mpi_num_of_processes_per_host": 2,
+            "sagemaker_mpi_custom_mpi_options": "-x FOO=1 --verbose"})
+
+    def tearDown(self):
+        os.environ["SM_FRAMEWORK_PARAMS"] = "{}"
+        training.IMAGE_KEY = IMAGE_KEY
+
+    def env(self, current):
+        return {"SM_USER_ENTRY_POINT": "train.py", "SM_USER_ARGS": '["--epochs", "2"]',
+                "SM_HOSTS": '["algo-1", "algo-2", "algo-3"]', "SM_CURRENT_HOST": current,
+                "HOSTNAME": "algo-1", "PYTHONPATH": "/opt/ml/code"}
+
+    def test_the_first_host_runs_the_toolkits_mpirun_over_every_host(self):
+        self.assertTrue(training.mpi_enabled())
+        command = training.mpi_command("/usr/bin/python3", self.env("algo-1"))
+        self.assertEqual(command[:5], ["mpirun", "--host", "algo-1:2,algo-2:2,algo-3:2", "-np", "6"])
+        joined = " ".join(command)
+        for option in ("-mca btl_tcp_if_include eth0", "-mca plm_rsh_no_tree_spawn 1",
+                       "-mca btl_vader_single_copy_mechanism none", "--leave-session-attached",
+                       f"-mca plm_rsh_args -F {training.MPI_DIR}/ssh_config",
+                       "-x NCCL_SOCKET_IFNAME=eth0 -x NCCL_DEBUG=INFO -x FOO=1 --verbose"):
+            self.assertIn(option, joined)
+        agent = command[command.index("orte_launch_agent") + 1]
+        self.assertTrue(agent.startswith("/usr/bin/python3 /") and agent.endswith("training.py orted"), agent)
+        # The job's environment goes to every rank, the host's own names do not.
+        self.assertIn("-x PYTHONPATH", joined)
+        self.assertIn("-x SM_HOSTS", joined)
+        self.assertNotIn("-x HOSTNAME", joined)
+        self.assertEqual(command[-6:], ["/usr/bin/python3", "-m", "mpi4py", "train.py", "--epochs", "2"])
+
+    def test_the_orted_wrapper_leaves_its_exit_code_for_the_worker(self):
+        bin_dir = os.path.join(self.dir, "bin")
+        os.makedirs(bin_dir)
+        with open(os.path.join(bin_dir, "orted"), "w") as f:
+            f.write("#!/bin/sh\n[ \"$1\" = --hnp-uri ] && exit 3\nexit 9\n")
+        os.chmod(os.path.join(bin_dir, "orted"), 0o755)
+        path = os.environ["PATH"]
+        os.environ["PATH"] = bin_dir + ":" + path
+        try:
+            with self.assertRaises(SystemExit) as ended:
+                training.run_orted(["--hnp-uri", "x"])
+        finally:
+            os.environ["PATH"] = path
+        self.assertEqual(ended.exception.code, 3)
+        self.assertEqual(open(training.mpi_file("orted.ended")).read(), "3")
+
+    def test_a_worker_serves_until_the_orted_mpirun_started_on_it_has_ended(self):
+        import threading
+        started = []
+        sshd, training.start_sshd = training.start_sshd, lambda: started.append(True)
+        try:
+            os.makedirs(training.MPI_DIR)
+            def orted_ends():
+                with open(training.mpi_file("orted.ended"), "w") as f:
+                    f.write("0")
+            timer = threading.Timer(0.5, orted_ends)
+            timer.start()
+            began = time.monotonic()
+            training.run_mpi("/usr/bin/python3", self.env("algo-2"))
+            self.assertGreaterEqual(time.monotonic() - began, 0.4)
+            self.assertEqual(started, [True])
+        finally:
+            training.start_sshd = sshd
+
+    def test_an_image_without_sshd_or_key_pair_fails_as_a_script_error(self):
+        failure = os.path.join(self.dir, "failure")
+        training.FAILURE_FILE, training.IMAGE_KEY = failure, os.path.join(self.dir, "no-key")
+        with self.assertRaises(SystemExit) as ended:
+            training.run_mpi("/usr/bin/python3", self.env("algo-1"))
+        self.assertEqual(ended.exception.code, 1)
+        text = open(failure).read()
+        self.assertTrue(text.startswith("ExecuteUserScriptError:\nExitCode 1\n"), text)
+        self.assertIn("needs an image built with OpenMPI and OpenSSH", text)
 
 
 class Runs(unittest.TestCase):
