@@ -3,7 +3,8 @@
 # and, with the AWS CLI only, builds a private ML network — a VPC with two
 # private subnets (no route to the internet), a security group, an S3 gateway
 # endpoint and a flow log — then runs a SageMaker training job in it (script
-# mode: scripts/demo/train.py). The job's ENI sits in a private subnet, its
+# mode in Cove's scikit-learn image: scripts/demo/train.py, built first by
+# scripts/framework-images.sh). The job's ENI sits in a private subnet, its
 # data comes from S3 through the endpoint, its model goes back the same way.
 # Shows the status transitions and log lines as they happen and the artifact;
 # then deploys the model to an endpoint in the same private subnets (its
@@ -43,6 +44,11 @@ COVE_PID=$!
 # On exit: stop Cove and remove the kernel objects it made (the data directory stays).
 trap 'kill $COVE_PID 2>/dev/null || true; wait $COVE_PID 2>/dev/null; ./target/release/cove teardown --data-dir "$DATA" >/dev/null 2>&1 || true' EXIT
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/_cove/health" >/dev/null && break; sleep 0.1; done
+# The job and the endpoint run in Cove's scikit-learn image (numpy, pandas,
+# scikit-learn from Debian's packages), pushed into Cove's registry under
+# AWS's image URI. Built once (a few minutes), cached afterwards.
+echo "== Cove's framework images into its registry (scripts/framework-images.sh):"
+COVE_BIN=./target/release/cove bash scripts/framework-images.sh --data-dir "$DATA"
 
 export AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY AWS_DEFAULT_REGION=us-east-1
 aws_() { aws --endpoint-url "http://127.0.0.1:$PORT" --output text "$@"; }
@@ -88,7 +94,7 @@ print(json.dumps({
                                "TrainingInputMode": "File"},
     "HyperParameters": {"sagemaker_program": json.dumps("train.py"),
                         "sagemaker_submit_directory": json.dumps(f"s3://{b}/code/sourcedir.tar.gz"),
-                        "epochs": "200"},
+                        "fit-intercept": "true"},
     "InputDataConfig": [{"ChannelName": "train", "DataSource": {"S3DataSource": {
         "S3DataType": "S3Prefix", "S3Uri": f"s3://{b}/data/train"}}}],
     "OutputDataConfig": {"S3OutputPath": f"s3://{b}/output"},

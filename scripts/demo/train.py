@@ -1,32 +1,36 @@
-"""The demo's training script (SageMaker script mode): fits y = w*x + b by
-gradient descent on the CSV files of the `train` channel, with only the
-standard library, and saves the model where SageMaker expects it."""
+"""The demo's training script (SageMaker script mode, run in Cove's
+scikit-learn framework image): reads the CSV files of the `train` channel
+with pandas, fits y = w*x + b with scikit-learn's LinearRegression, and
+saves the model with joblib where SageMaker expects it (plus its
+coefficients as JSON, which the demo prints)."""
 import argparse
 import json
 import os
 
+import joblib
+import numpy as np
+import pandas as pd
+import sklearn
+from sklearn.linear_model import LinearRegression
+from sklearn.metrics import mean_squared_error
+
 parser = argparse.ArgumentParser()
-parser.add_argument("--epochs", type=int, default=200)
-parser.add_argument("--learning-rate", type=float, default=0.05)
+parser.add_argument("--fit-intercept", type=lambda v: v.lower() == "true", default=True)
 args = parser.parse_args()
 
-rows = []
 train_dir = os.environ["SM_CHANNEL_TRAIN"]
-for name in sorted(os.listdir(train_dir)):
-    with open(os.path.join(train_dir, name)) as f:
-        rows += [tuple(map(float, line.split(","))) for line in f if line.strip()]
-print(f"{os.environ['SM_CURRENT_HOST']}: {len(rows)} rows from {train_dir}")
+frame = pd.concat(pd.read_csv(os.path.join(train_dir, name), header=None, names=["x", "y"])
+                  for name in sorted(os.listdir(train_dir)))
+print(f"{os.environ['SM_CURRENT_HOST']}: {len(frame)} rows from {train_dir} "
+      f"(numpy {np.__version__}, pandas {pd.__version__}, scikit-learn {sklearn.__version__})")
 
-w = b = 0.0
-for epoch in range(1, args.epochs + 1):
-    gw = sum((w * x + b - y) * x for x, y in rows) / len(rows)
-    gb = sum((w * x + b - y) for x, y in rows) / len(rows)
-    w -= args.learning_rate * gw
-    b -= args.learning_rate * gb
-    if epoch % (args.epochs // 5) == 0:
-        mse = sum((w * x + b - y) ** 2 for x, y in rows) / len(rows)
-        print(f"epoch {epoch}: mse={mse:.4f} w={w:.3f} b={b:.3f}")
+model = LinearRegression(fit_intercept=args.fit_intercept).fit(frame[["x"]], frame["y"])
+mse = mean_squared_error(frame["y"], model.predict(frame[["x"]]))
+w, b = float(model.coef_[0]), float(model.intercept_)
+print(f"fitted: w={w:.3f} b={b:.3f} mse={mse:.4f}")
 
-with open(os.path.join(os.environ["SM_MODEL_DIR"], "model.json"), "w") as f:
-    json.dump({"w": w, "b": b, "rows": len(rows)}, f)
+model_dir = os.environ["SM_MODEL_DIR"]
+joblib.dump(model, os.path.join(model_dir, "model.joblib"))
+with open(os.path.join(model_dir, "model.json"), "w") as f:
+    json.dump({"w": round(w, 4), "b": round(b, 4), "rows": len(frame)}, f)
 print("model saved")

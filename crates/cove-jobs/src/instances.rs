@@ -451,8 +451,13 @@ impl Instances {
         }
         let (instance_type, _) = job.request.cluster();
         let gpus = instance::gpus(&instance_type);
-        if gpus > 0 && !instance::host_has_gpus() {
+        if gpus > 0 {
             // Said in the job's log, where its own output goes.
+            let why = if instance::host_has_gpus() {
+                "Cove does not give a host's GPUs to containers yet"
+            } else {
+                "this host has none"
+            };
             std::fs::create_dir_all(&dir)?;
             let mut log = std::fs::OpenOptions::new()
                 .create(true)
@@ -460,7 +465,7 @@ impl Instances {
                 .open(dir.join("container.log"))?;
             std::io::Write::write_all(
                 &mut log,
-                format!("cove: {instance_type} has {gpus} GPU(s) on AWS; this host has none, so the job runs on CPU (SM_NUM_GPUS=0)\n").as_bytes(),
+                format!("cove: {instance_type} has {gpus} GPU(s) on AWS; {why}, so the job runs on CPU (SM_NUM_GPUS=0)\n").as_bytes(),
             )?;
         }
         let root = match self.root_fs(job) {
