@@ -499,6 +499,21 @@ fn stacks_in<'w>(world: &'w World, region: &str) -> impl Iterator<Item = &'w Sta
         .filter(move |s| s.region == region)
 }
 
+/// A live stack of the region other than `except` whose template imports
+/// export `name`.
+pub(crate) fn importer_of<'w>(
+    world: &'w World,
+    region: &str,
+    except: &str,
+    name: &str,
+) -> Option<&'w Stack> {
+    stacks_in(world, region).find(|s| {
+        s.status != StackStatus::DeleteComplete
+            && s.arn != except
+            && deployer::imports(&s.template).contains(name)
+    })
+}
+
 /// A stack by ARN (deleted ones too), or by name (the live one).
 fn find<'w>(world: &'w World, region: &str, name_or_id: &str) -> AwsResult<&'w Stack> {
     let found = if name_or_id.starts_with("arn:") {
@@ -1134,11 +1149,7 @@ impl CloudFormationService {
                 )));
             }
             for name in found.exports.values() {
-                if let Some(user) = stacks_in(&tx.world, region).find(|s| {
-                    s.status != StackStatus::DeleteComplete
-                        && s.arn != found.arn
-                        && deployer::imports(&s.template).contains(name)
-                }) {
+                if let Some(user) = importer_of(&tx.world, region, &found.arn, name) {
                     return Err(validation(format!(
                         "Export {name} cannot be deleted as it is in use by {}",
                         user.name

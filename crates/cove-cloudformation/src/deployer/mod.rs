@@ -316,6 +316,38 @@ fn outputs(world: &World, stack: &Stack) -> Result<Outputs, String> {
     Ok((out, exports))
 }
 
+/// Refuses new outputs that would take away or change an export another
+/// stack imports, in CloudFormation's words.
+fn keeps_imported_exports(world: &World, stack: &Stack, next: &Outputs) -> Result<(), String> {
+    let (outputs, exports) = next;
+    let value_of = |list: &[(String, Value, Option<String>)], key: &str| {
+        list.iter()
+            .find(|(k, _, _)| k == key)
+            .map(|(_, v, _)| v.clone())
+    };
+    for (key, name) in &stack.exports {
+        let Some(user) = crate::importer_of(world, &stack.region, &stack.arn, name) else {
+            continue;
+        };
+        match exports.iter().find(|(_, n)| *n == name) {
+            None => {
+                return Err(format!(
+                    "Export {name} cannot be deleted as it is in use by {}",
+                    user.name
+                ))
+            }
+            Some((new_key, _)) if value_of(outputs, new_key) != value_of(&stack.outputs, key) => {
+                return Err(format!(
+                    "Export {name} cannot be updated as it is in use by {}",
+                    user.name
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
 pub struct Deployer<A> {
     store: Arc<Store>,
     /// Cove's services as a stack's account: `(region, account)` → caller.
@@ -1195,6 +1227,74 @@ mod tests {
             .unwrap()
             .iter()
             .any(|t| t["Key"] == "aws:cloudformation:logical-id" && t["Value"] == "Vpc"));
+    }
+
+    #[test]
+    fn an_update_may_not_change_or_remove_an_export_another_stack_imports() {
+        let store = Arc::new(Store::in_memory().unwrap());
+        let network = |cidr: &str, outputs: &str| {
+            format!(
+                "Resources:\n  Vpc: {{Type: AWS::EC2::VPC, Properties: {{CidrBlock: 10.9.0.0/16}}}}\n  \
+                 Subnet: {{Type: AWS::EC2::Subnet, Properties: {{VpcId: !Ref Vpc, CidrBlock: {cidr}}}}}\n\
+                 Outputs:\n  V: {{Value: !Ref Vpc, Export: {{Name: net-vpc}}}}\n{outputs}"
+            )
+        };
+        let exported_subnet = "  S: {Value: !Ref Subnet, Export: {Name: net-subnet}}\n";
+        let arn = create_body(&store, "net", &network("10.9.1.0/24", exported_subnet));
+        let deployer = Deployer::new(store.clone(), FakeEc2::default());
+        while deployer.pass() {}
+        create_body(
+            &store,
+            "app",
+            "Resources:\n  Subnet: {Type: AWS::EC2::Subnet, Properties: {VpcId: !ImportValue net-vpc, CidrBlock: 10.9.5.0/24}}\n\
+             Outputs:\n  S: {Value: !ImportValue net-subnet}\n",
+        );
+        while deployer.pass() {}
+        let before = stack(&store, &arn);
+        // A new CIDR replaces the subnet: the imported export would change.
+        for (body, word) in [
+            (network("10.9.2.0/24", exported_subnet), "updated"),
+            (network("10.9.1.0/24", ""), "deleted"),
+        ] {
+            call(
+                &store,
+                "UpdateStack",
+                json!({"StackName": arn, "TemplateBody": body}),
+            );
+            while deployer.pass() {}
+            let s = stack(&store, &arn);
+            assert_eq!(s.status, StackStatus::UpdateRollbackComplete, "{word}");
+            let reason = s
+                .events
+                .iter()
+                .rfind(|e| e.status == "UPDATE_ROLLBACK_IN_PROGRESS")
+                .and_then(|e| e.status_reason.clone())
+                .unwrap_or_default();
+            assert_eq!(
+                reason,
+                format!("Export net-subnet cannot be {word} as it is in use by app"),
+            );
+            assert_eq!(s.outputs, before.outputs, "{word}");
+            assert_eq!(s.exports, before.exports, "{word}");
+            assert_eq!(
+                s.resources["Subnet"].physical_id,
+                before.resources["Subnet"].physical_id
+            );
+        }
+        // Exports nobody imports come and go.
+        let extra =
+            format!("{exported_subnet}  X: {{Value: !Ref Vpc, Export: {{Name: net-extra}}}}\n");
+        for outputs in [extra.as_str(), exported_subnet] {
+            let body = network("10.9.1.0/24", outputs);
+            call(
+                &store,
+                "UpdateStack",
+                json!({"StackName": arn, "TemplateBody": body}),
+            );
+            while deployer.pass() {}
+            assert_eq!(stack(&store, &arn).status, StackStatus::UpdateComplete);
+        }
+        assert_eq!(stack(&store, &arn).exports, before.exports);
     }
 
     #[test]

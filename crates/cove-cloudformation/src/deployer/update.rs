@@ -8,8 +8,8 @@
 //! again. Cleanup then deletes what was superseded.
 
 use super::{
-    event, in_parallel, included, make, next_wave, outputs, properties, stack_event, Callers,
-    Deployer, DELETE_RETRIES,
+    event, in_parallel, included, keeps_imported_exports, make, next_wave, outputs, properties,
+    stack_event, Callers, Deployer, DELETE_RETRIES,
 };
 use crate::providers::{self, Api, Readiness};
 use cove_model::cfn::{ResourceStatus, Stack, StackResource, StackStatus};
@@ -335,6 +335,18 @@ impl<A: Callers> Deployer<A> {
         wanted: &std::collections::BTreeMap<String, String>,
     ) -> AwsResult<bool> {
         let outputs = outputs(world, stack);
+        if stack.status == StackStatus::UpdateInProgress {
+            // New outputs that cannot be had fail the update (a rollback
+            // keeps whatever outputs the previous version had).
+            if let Err(reason) = outputs
+                .as_ref()
+                .map_err(String::clone)
+                .and_then(|o| keeps_imported_exports(world, stack, o))
+            {
+                self.commit(stack, |s| fail(s, &reason))?;
+                return Ok(true);
+            }
+        }
         self.commit(stack, |s| {
             let gone: Vec<String> = s
                 .resources
