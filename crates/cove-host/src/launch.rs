@@ -1,7 +1,8 @@
 //! Launching one SageMaker container for a job host or a serving instance:
-//! its `/opt/ml` files, `/etc/hosts`, `/etc/resolv.conf`, the CPU and
-//! memory of its instance type, and Cove's CA, under `cove-runtime`.
+//! its `/opt/ml` files, `/etc/hosts`, `/etc/resolv.conf`, the CPU, memory
+//! and GPUs of its instance type, and Cove's CA, under `cove-runtime`.
 
+use crate::gpu::GpuGrant;
 use crate::Settings;
 use cove_model::instance;
 use cove_runtime::{Bind, Container, ContainerSpec, RootFs};
@@ -37,6 +38,89 @@ pub struct HostLaunch<'a> {
     pub instance_type: &'a str,
     /// Binds beyond `/opt/ml`, `/etc/hosts` and `/etc/resolv.conf`.
     pub extra_binds: Vec<Bind>,
+    /// The GPUs given to the container ([`gpus_for`]).
+    pub gpus: Option<GpuGrant>,
+}
+
+/// Where a host's container keeps its runtime state (its GPUs' claims
+/// name it).
+pub fn state_dir(dir: &Path) -> PathBuf {
+    dir.join("state")
+}
+
+/// Claims the GPUs of an instance of `instance_type` whose working
+/// directory is `dir`, and says in its log what it gets: all its type
+/// has, fewer when the host has fewer free, or none (the job runs on CPU).
+/// Returns how many it got and their grant.
+pub fn gpus_for(
+    settings: &Settings,
+    instance_type: &str,
+    dir: &Path,
+) -> anyhow::Result<(u32, Option<GpuGrant>)> {
+    let wanted = instance::gpus(instance_type);
+    if wanted == 0 {
+        return Ok((0, None));
+    }
+    let claimed = crate::gpu::claim(&settings.gpus, &state_dir(dir), wanted as usize);
+    let (got, grant, why) = match claimed {
+        Ok(Some(g)) if !g.names.is_empty() => {
+            let got = u32::try_from(g.names.len()).unwrap_or(u32::MAX);
+            let line = format!(
+                "cove: {instance_type} has {wanted} GPU(s) on AWS; this container gets {got} of this host's (CDI {} {})",
+                crate::gpu::GPU_KIND,
+                g.names.join(",")
+            );
+            (got, Some(g), line)
+        }
+        Ok(Some(_)) => (0, None, format!("cove: {instance_type} has {wanted} GPU(s) on AWS; every GPU of this host is in use, so the job runs on CPU (SM_NUM_GPUS=0)")),
+        Ok(None) if instance::host_has_gpus() => (0, None, format!("cove: {instance_type} has {wanted} GPU(s) on AWS; this host has NVIDIA devices but no CDI spec of them (nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml), so the job runs on CPU (SM_NUM_GPUS=0)")),
+        Ok(None) => (0, None, format!("cove: {instance_type} has {wanted} GPU(s) on AWS; this host has none, so the job runs on CPU (SM_NUM_GPUS=0)")),
+        Err(e) => (0, None, format!("cove: {instance_type} has {wanted} GPU(s) on AWS; this host's CDI specs cannot be read ({e}), so the job runs on CPU (SM_NUM_GPUS=0)")),
+    };
+    std::fs::create_dir_all(dir)?;
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("container.log"))?;
+    std::io::Write::write_all(&mut log, format!("{why}\n").as_bytes())?;
+    Ok((got, grant))
+}
+
+/// Gives the container its GPUs: their device nodes, libraries and
+/// variables, and the links the CDI spec's hooks would make (in an image
+/// root; script mode sees the host's own).
+fn give_gpus(spec: &mut ContainerSpec, grant: GpuGrant) -> anyhow::Result<()> {
+    spec.devices.extend(grant.devices);
+    spec.binds.extend(grant.binds);
+    for (name, value) in grant.env {
+        match spec.env.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, old)) if name == "LD_LIBRARY_PATH" => *old = format!("{value}:{old}"),
+            Some((_, old)) => *old = value,
+            None => spec.env.push((name, value)),
+        }
+    }
+    if let RootFs::Image(root) = &spec.root {
+        for (link, target) in grant.links {
+            let at = root.join(link.strip_prefix("/").unwrap_or(&link));
+            if at.symlink_metadata().is_ok() {
+                continue;
+            }
+            if let Some(parent) = at.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::os::unix::fs::symlink(&target, &at)?;
+        }
+    }
+    if !grant.notes.is_empty() {
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&spec.log_path)?;
+        for note in grant.notes {
+            std::io::Write::write_all(&mut log, format!("{note}\n").as_bytes())?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes a host's contract files, /etc/hosts and /etc/resolv.conf (the
@@ -94,15 +178,19 @@ pub fn launch_host(settings: &Settings, h: HostLaunch) -> anyhow::Result<Contain
                 read_only: true,
             },
         ],
+        devices: Vec::new(),
         argv: h.contract.argv,
         env: h.contract.env,
         workdir: h.contract.workdir.into(),
         cpus,
         memory_bytes: cove_model::convert::f64_to_u64(memory_gib * 1024.0 * 1024.0 * 1024.0),
         log_path: dir.join("container.log"),
-        state_dir: dir.join("state"),
+        state_dir: state_dir(dir),
     };
     spec.binds.extend(h.extra_binds);
+    if let Some(grant) = h.gpus {
+        give_gpus(&mut spec, grant)?;
+    }
     trust_coves_ca(settings, &mut spec);
     Container::launch(&spec, &settings.runner)
 }

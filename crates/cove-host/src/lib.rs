@@ -4,9 +4,11 @@
 //! between S3 and a host's network ([`s3`]), how a container's log reaches
 //! CloudWatch Logs ([`logs`]), a host's ML storage volume ([`volume`]), how
 //! Cove talks HTTP to a serving container inside its namespace ([`http`]),
-//! and EFS file systems mounted through a host's ENI ([`efs`]).
+//! EFS file systems mounted through a host's ENI ([`efs`]), and the GPUs a
+//! host's containers are given ([`gpu`]).
 
 pub mod efs;
+pub mod gpu;
 pub mod http;
 pub mod launch;
 pub mod logs;
@@ -50,6 +52,8 @@ pub struct Settings {
     /// bound over /etc/ssl/certs/ca-certificates.crt in every container, so
     /// SDKs verify Cove's HTTPS listeners; `None` binds nothing.
     pub ca_bundle: Option<PathBuf>,
+    /// Where this host's GPUs are described (CDI) and claimed.
+    pub gpus: gpu::GpuSettings,
 }
 
 /// Who pulls an image: the workload's account and the access key it acts with.
@@ -240,6 +244,7 @@ mod tests {
             studio_dir: dir.join("studio"),
             efs_dir: dir.join("efs"),
             ca_bundle: None,
+            gpus: gpu::GpuSettings::under(dir),
         }
     }
 

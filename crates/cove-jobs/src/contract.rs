@@ -286,6 +286,7 @@ pub fn training(
     job: &SageMakerJob,
     host: &str,
     cpus: f64,
+    gpus: u32,
     credentials: Option<&ContainerCredentials>,
 ) -> HostContract {
     let default = CreateTrainingJobRequest::default();
@@ -350,7 +351,7 @@ pub fn training(
             "NUM_CPUS",
             cove_model::convert::f64_to_u64(cpus.ceil()).to_string(),
         ),
-        sm("NUM_GPUS", "0".to_string()),
+        sm("NUM_GPUS", gpus.to_string()),
         sm("MODEL_DIR", "/opt/ml/model".to_string()),
         sm("INPUT_DIR", "/opt/ml/input".to_string()),
         sm("INPUT_CONFIG_DIR", "/opt/ml/input/config".to_string()),
@@ -446,7 +447,7 @@ pub fn training(
         "module_name": program.as_deref().map(|p| p.trim_end_matches(".py").replace('/', ".")).unwrap_or_default(),
         "network_interface_name": "eth0",
         "num_cpus": cpu_count,
-        "num_gpus": 0,
+        "num_gpus": gpus,
         "num_neurons": 0,
         "output_data_dir": "/opt/ml/output/data",
         "output_dir": "/opt/ml/output",
@@ -656,7 +657,7 @@ mod tests {
             "InputDataConfig": [{"ChannelName": "train", "DataSource": {"S3DataSource": {"S3Uri": "s3://b/d", "S3DataType": "S3Prefix"}}}],
             "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 2},
         }));
-        let c = training(&j, "algo-2", 2.0, None);
+        let c = training(&j, "algo-2", 2.0, 0, None);
         // The toolkit runs the program with the decoded hyperparameters.
         assert_eq!(c.argv, vec![HOST_PYTHON, "/opt/ml/cove/training.py"]);
         assert!(c
@@ -715,7 +716,7 @@ mod tests {
         let mut j = job(json!({"AlgorithmSpecification": {"TrainingImage": "x"}}));
         assert_eq!(
             env(
-                &training(&j, "algo-1", 1.0, Some(&creds)),
+                &training(&j, "algo-1", 1.0, 0, Some(&creds)),
                 "AWS_ACCESS_KEY_ID"
             ),
             Some("ASIA")
@@ -723,7 +724,7 @@ mod tests {
         if let JobRequest::Training(r) = &mut j.request {
             r.enable_network_isolation = Some(true);
         }
-        let c = training(&j, "algo-1", 1.0, Some(&creds));
+        let c = training(&j, "algo-1", 1.0, 0, Some(&creds));
         assert!(env(&c, "AWS_ACCESS_KEY_ID").is_none());
         assert_eq!(c.argv, vec!["train"]);
     }

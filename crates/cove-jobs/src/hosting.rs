@@ -1014,6 +1014,7 @@ impl Hosting {
             Owner::Endpoint(_) => "ep",
             Owner::Transform(_) => "bt",
         };
+        let (_, gpus) = cove_host::launch::gpus_for(&self.settings, &d.instance_type, dir)?;
         let launched = launch_host(
             &self.settings,
             HostLaunch {
@@ -1027,6 +1028,7 @@ impl Hosting {
                 isolated: d.isolated,
                 extra_binds: vec![],
                 instance_type: &d.instance_type,
+                gpus,
             },
         );
         match launched {

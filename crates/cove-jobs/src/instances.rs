@@ -432,13 +432,13 @@ impl Instances {
         )))
     }
 
-    fn contract_for(&self, job: &SageMakerJob, host: &str) -> HostContract {
+    fn contract_for(&self, job: &SageMakerJob, host: &str, gpus: u32) -> HostContract {
         let credentials = session_of(&self.store, job.session_access_key.as_deref())
             .map(ContainerCredentials::from);
         let (instance_type, _) = job.request.cluster();
         let (cpus, _) = instance::resources(&instance_type).unwrap_or((1.0, 1.0));
         match job.kind {
-            JobKind::Training => contract::training(job, host, cpus, credentials.as_ref()),
+            JobKind::Training => contract::training(job, host, cpus, gpus, credentials.as_ref()),
             JobKind::Processing => contract::processing(job, host, credentials.as_ref()),
         }
     }
@@ -450,30 +450,14 @@ impl Instances {
             return Ok(Ok(c));
         }
         let (instance_type, _) = job.request.cluster();
-        let gpus = instance::gpus(&instance_type);
-        if gpus > 0 {
-            // Said in the job's log, where its own output goes.
-            let why = if instance::host_has_gpus() {
-                "Cove does not give a host's GPUs to containers yet"
-            } else {
-                "this host has none"
-            };
-            std::fs::create_dir_all(&dir)?;
-            let mut log = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(dir.join("container.log"))?;
-            std::io::Write::write_all(
-                &mut log,
-                format!("cove: {instance_type} has {gpus} GPU(s) on AWS; {why}, so the job runs on CPU (SM_NUM_GPUS=0)\n").as_bytes(),
-            )?;
-        }
+        // Said in the job's log, where its own output goes.
+        let (gpus, gpu_grant) = cove_host::launch::gpus_for(&self.settings, &instance_type, &dir)?;
         let root = match self.root_fs(job) {
             Ok(RootFs::Image(image)) => RootFs::Image(overlay(&image, &dir)?),
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
-        let c = self.contract_for(job, host);
+        let c = self.contract_for(job, host, gpus);
         if c.argv.is_empty() {
             return Ok(Err(Failure(
                 "ClientError: AppSpecification has no ContainerEntrypoint and the image is not imported, so there is nothing to run.".into(),
@@ -514,6 +498,7 @@ impl Instances {
                 extra_binds: file_systems::binds(job, &dir),
                 netns: self.netns(job, i),
                 instance_type: &instance_type,
+                gpus: gpu_grant,
             },
         );
         match launched {

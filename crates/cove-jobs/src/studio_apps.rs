@@ -536,6 +536,7 @@ impl AppsHere {
             &app_base_path(&a.domain_id, &a.user_profile_name),
             self.settings.studio_command.as_deref(),
         );
+        let (_, gpus) = cove_host::launch::gpus_for(&self.settings, &instance_type, &dir)?;
         launch_host(
             &self.settings,
             HostLaunch {
@@ -553,6 +554,7 @@ impl AppsHere {
                     target: STUDIO_HOME.into(),
                     read_only: false,
                 }],
+                gpus,
             },
         )
     }

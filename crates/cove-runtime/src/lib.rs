@@ -97,6 +97,10 @@ pub struct ContainerSpec {
     pub netns: Option<String>,
     pub hostname: String,
     pub binds: Vec<Bind>,
+    /// Host device nodes (`source`, under /dev) shown at `target` (under
+    /// /dev) in the container's /dev: the GPUs given to it.
+    #[serde(default)]
+    pub devices: Vec<Bind>,
     pub argv: Vec<String>,
     /// The complete environment; nothing is inherited from Cove.
     pub env: Vec<(String, String)>,
@@ -411,6 +415,31 @@ fn validate(spec: &ContainerSpec) -> Result<()> {
                 "container {}: bind source {} does not exist",
                 spec.id,
                 b.source.display()
+            );
+        }
+    }
+    for d in &spec.devices {
+        use std::os::unix::fs::FileTypeExt;
+        let under_dev = |p: &Path| {
+            p.starts_with("/dev/")
+                && !p
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+        };
+        if !under_dev(&d.source) || !under_dev(&d.target) {
+            bail!(
+                "container {}: device {} -> {} must be under /dev, without ..",
+                spec.id,
+                d.source.display(),
+                d.target.display()
+            );
+        }
+        let kind = std::fs::metadata(&d.source).map(|m| m.file_type());
+        if !kind.is_ok_and(|k| k.is_char_device() || k.is_block_device()) {
+            bail!(
+                "container {}: device {} is not a device node on this host",
+                spec.id,
+                d.source.display()
             );
         }
     }

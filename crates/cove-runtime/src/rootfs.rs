@@ -10,7 +10,7 @@
 //! (an image's own entries are kept), /etc/hostname is the container's, and
 //! /etc/netns (every network namespace of every Cove on the host) is empty.
 
-use crate::{ContainerSpec, RootFs};
+use crate::{Bind, ContainerSpec, RootFs};
 use anyhow::{bail, Context, Result};
 use cove_sys::{self as sys, MountFlags};
 use std::path::{Component, Path, PathBuf};
@@ -102,7 +102,7 @@ pub fn build(spec: &ContainerSpec, identity: u32, root: &Path) -> Result<()> {
         }
     }
 
-    build_dev(root)?;
+    build_dev(root, &spec.devices)?;
 
     let sysfs = mount_point_dir(root, Path::new("/sys"))?;
     // Mounted from inside the container's network namespace, sysfs lists
@@ -264,7 +264,7 @@ fn set_world_readable(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn build_dev(root: &Path) -> Result<()> {
+fn build_dev(root: &Path, devices: &[Bind]) -> Result<()> {
     let dev = mount_point_dir(root, Path::new("/dev"))?;
     sys::mount_fs(
         "tmpfs",
@@ -283,6 +283,18 @@ fn build_dev(root: &Path) -> Result<()> {
         std::fs::File::create(&at)?;
         sys::bind(&host, &at, MountFlags::empty())
             .with_context(|| format!("binding /dev/{name}"))?;
+    }
+    // The spec's devices (checked by `validate` to be device nodes under
+    // /dev on both sides), beside the standard ones.
+    for d in devices {
+        let inside = d.target.strip_prefix("/dev").unwrap_or(&d.target);
+        let at = dev.join(inside);
+        if let Some(parent) = at.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::File::create(&at)?;
+        sys::bind(&d.source, &at, MountFlags::empty())
+            .with_context(|| format!("binding device {}", d.source.display()))?;
     }
     let shm = dev.join("shm");
     std::fs::create_dir(&shm)?;

@@ -85,6 +85,7 @@ impl Fixture {
                     read_only: true,
                 },
             ],
+            devices: vec![],
             argv: argv.iter().map(|s| s.to_string()).collect(),
             env: vec![
                 (
@@ -153,6 +154,62 @@ fn line<'a>(log: &'a str, key: &str) -> &'a str {
     log.lines()
         .find_map(|l| l.strip_prefix(&format!("{key}=")))
         .unwrap_or_else(|| panic!("no {key}= in the log:\n{log}"))
+}
+
+#[test]
+fn a_container_gets_the_device_nodes_it_is_given_and_no_others() {
+    if !is_root() {
+        return;
+    }
+    // A GPU's nodes are character devices like these two (the machines
+    // that run the tests have no GPU).
+    let (tun, fuse) = (Path::new("/dev/net/tun"), Path::new("/dev/fuse"));
+    if !tun.exists() || !fuse.exists() {
+        return;
+    }
+    let f = Fixture::new("devices");
+    let script = "for d in /dev/net/tun /dev/nvidia0 /dev/fuse; do \
+                    if [ -c $d ]; then echo \"device=$d\"; fi; done; \
+                  exec 3<>/dev/nvidia0 && echo opened=yes";
+    let mut spec = f.spec(&["/bin/sh", "-c", script]);
+    spec.devices = vec![
+        Bind {
+            source: tun.into(),
+            target: tun.into(),
+            read_only: false,
+        },
+        // A host node shown under another name, as a CDI spec may ask.
+        Bind {
+            source: fuse.into(),
+            target: "/dev/nvidia0".into(),
+            read_only: false,
+        },
+    ];
+    let (status, log) = f.run(&spec);
+    assert_eq!(status, Status::Exited(0), "{log}");
+    let devices: Vec<&str> = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("device="))
+        .collect();
+    assert_eq!(devices, ["/dev/net/tun", "/dev/nvidia0"], "{log}");
+    assert!(log.contains("opened=yes"), "{log}");
+    // Only device nodes under /dev are accepted.
+    for (n, (source, refusal)) in [
+        ("/etc/hostname", "must be under /dev"),
+        ("/dev/shm", "is not a device node"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut bad = f.spec_n(n + 1, &["/bin/true"]);
+        bad.devices = vec![Bind {
+            source: source.into(),
+            target: "/dev/x".into(),
+            read_only: false,
+        }];
+        let err = f.launch(&bad).expect_err("not a device");
+        assert!(format!("{err:#}").contains(refusal), "{err:#}");
+    }
 }
 
 #[test]

@@ -118,6 +118,7 @@ pub fn run(args: &AgentArgs) -> anyhow::Result<()> {
         studio_dir: args.data_dir.join("studio"),
         efs_dir: args.data_dir.join("efs"),
         ca_bundle: trust_control_plane(&store, &args.data_dir),
+        gpus: cove_host::gpu::GpuSettings::under(&args.data_dir),
     };
     let sink: Arc<dyn cove_host::logs::LogSink> =
         Arc::new(cove_jobs::container_logs::ThroughStore::new(

@@ -18,7 +18,8 @@ pub fn now() -> u64 {
         .unwrap_or_default()
 }
 
-/// What this machine offers: CPUs, memory (MiB) and NVIDIA GPUs.
+/// What this machine offers: CPUs, memory (MiB) and NVIDIA GPUs (as its
+/// CDI specs describe them).
 pub fn capacity() -> (u32, u64, u32) {
     let cpus = std::thread::available_parallelism()
         .map(|n| u32::try_from(n.get()).unwrap_or(u32::MAX))
@@ -32,18 +33,8 @@ pub fn capacity() -> (u32, u64, u32) {
         })
         .map(|kib| kib / 1024)
         .unwrap_or_default();
-    let gpus = std::fs::read_dir("/dev")
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter(|e| {
-                    let name = e.file_name();
-                    let name = name.to_string_lossy();
-                    name.strip_prefix("nvidia")
-                        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-                })
-                .count()
-        })
-        .unwrap_or_default();
+    // The GPUs Cove can give to containers: those of the CDI specs.
+    let gpus = cove_host::gpu::count(&cove_host::gpu::cdi_dirs());
     (cpus, memory_mib, u32::try_from(gpus).unwrap_or(u32::MAX))
 }
 

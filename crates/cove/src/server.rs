@@ -321,6 +321,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         connect_timeout: settings.job_connect_timeout,
         stop_grace: settings.job_stop_grace,
         ca_bundle: Some(ca_bundle),
+        gpus: cove_host::gpu::GpuSettings::under(&settings.data_dir),
         studio_command: settings.studio_app_command.clone(),
         studio_dir,
         efs_dir: settings.data_dir.join("efs"),
