@@ -177,6 +177,20 @@ def pytorch_cove(fresh_cove):
     return fresh_cove
 
 
+def two_zone_network(ec2, vpc):
+    """Two private subnets in two zones, an S3 gateway endpoint, and a group
+    whose members reach each other (a distributed job's hosts rendezvous,
+    ssh and exchange tensors only as their group allows)."""
+    subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"{REGION}{az}")
+               ["Subnet"]["SubnetId"] for i, az in ((1, "a"), (2, "b"))]
+    sg = ec2.create_security_group(GroupName="hosts", Description="hosts", VpcId=vpc)["GroupId"]
+    ec2.authorize_security_group_ingress(GroupId=sg, IpPermissions=[
+        {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": sg}]}])
+    rt = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"][0]["RouteTableId"]
+    ec2.create_vpc_endpoint(VpcId=vpc, ServiceName=f"com.amazonaws.{REGION}.s3", RouteTableIds=[rt])
+    return subnets, sg
+
+
 def test_torch_distributed_trains_across_two_hosts_in_two_subnets(pytorch_cove):
     import io
     import json
@@ -186,14 +200,7 @@ def test_torch_distributed_trains_across_two_hosts_in_two_subnets(pytorch_cove):
     ec2, s3, sm = cove.client("ec2"), cove.client("s3"), cove.client("sagemaker")
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     try:
-        subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"{REGION}{az}")
-                   ["Subnet"]["SubnetId"] for i, az in ((1, "a"), (2, "b"))]
-        sg = ec2.create_security_group(GroupName="ddp", Description="ddp", VpcId=vpc)["GroupId"]
-        # The hosts talk to each other (rendezvous and gloo) only as their group allows.
-        ec2.authorize_security_group_ingress(GroupId=sg, IpPermissions=[
-            {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": sg}]}])
-        rt = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"][0]["RouteTableId"]
-        ec2.create_vpc_endpoint(VpcId=vpc, ServiceName=f"com.amazonaws.{REGION}.s3", RouteTableIds=[rt])
+        subnets, sg = two_zone_network(ec2, vpc)
         bucket = "ddp-test"
         s3.create_bucket(Bucket=bucket)
         s3.put_object(Bucket=bucket, Key="code/sourcedir.tar.gz", Body=tar_gz({"train.py": DISTRIBUTED}))
@@ -251,13 +258,7 @@ def test_mpi_distribution_runs_ranks_on_two_hosts_through_their_sshd(pytorch_cov
     ec2 = cove.client("ec2")
     vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
     try:
-        subnets = [ec2.create_subnet(VpcId=vpc, CidrBlock=f"10.0.{i}.0/24", AvailabilityZone=f"{REGION}{az}")
-                   ["Subnet"]["SubnetId"] for i, az in ((1, "a"), (2, "b"))]
-        sg = ec2.create_security_group(GroupName="mpi", Description="mpi", VpcId=vpc)["GroupId"]
-        ec2.authorize_security_group_ingress(GroupId=sg, IpPermissions=[
-            {"IpProtocol": "-1", "UserIdGroupPairs": [{"GroupId": sg}]}])
-        rt = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"][0]["RouteTableId"]
-        ec2.create_vpc_endpoint(VpcId=vpc, ServiceName=f"com.amazonaws.{REGION}.s3", RouteTableIds=[rt])
+        subnets, sg = two_zone_network(ec2, vpc)
         bucket = "mpi-test"
         boto, session = sdk_session(cove, monkeypatch, bucket)
         boto.client("s3").put_object(Bucket=bucket, Key="data/x.csv", Body="1\n")
