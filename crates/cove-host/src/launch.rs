@@ -99,28 +99,64 @@ fn give_gpus(spec: &mut ContainerSpec, grant: GpuGrant) -> anyhow::Result<()> {
             None => spec.env.push((name, value)),
         }
     }
+    let mut notes = grant.notes;
     if let RootFs::Image(root) = &spec.root {
         for (link, target) in grant.links {
-            let at = root.join(link.strip_prefix("/").unwrap_or(&link));
-            if at.symlink_metadata().is_ok() {
-                continue;
+            if !link_in_root(root, &link, &target)? {
+                notes.push(format!(
+                    "cove: the GPU's link {} -> {} is not made: the image has a link or file in its way",
+                    link.display(),
+                    target.display()
+                ));
             }
-            if let Some(parent) = at.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            std::os::unix::fs::symlink(&target, &at)?;
         }
     }
-    if !grant.notes.is_empty() {
+    if !notes.is_empty() {
         let mut log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&spec.log_path)?;
-        for note in grant.notes {
+        for note in notes {
             std::io::Write::write_all(&mut log, format!("{note}\n").as_bytes())?;
         }
     }
     Ok(())
+}
+
+/// Makes the link `link` (an absolute path in the container) to `target`
+/// in the image root `root`, making the directories on its way. The image
+/// is the user's: a directory of the path that is a link (which could lead
+/// out of the root) or not a directory leaves the link unmade (`false`),
+/// as does anything already at `link`.
+fn link_in_root(root: &Path, link: &Path, target: &Path) -> anyhow::Result<bool> {
+    use std::path::Component;
+    let mut at = root.to_path_buf();
+    let mut parts: Vec<&std::ffi::OsStr> = Vec::new();
+    for c in link.components() {
+        match c {
+            Component::RootDir => {}
+            Component::Normal(p) => parts.push(p),
+            _ => return Ok(false),
+        }
+    }
+    let Some((name, dirs)) = parts.split_last() else {
+        return Ok(false);
+    };
+    for dir in dirs {
+        at.push(dir);
+        match at.symlink_metadata() {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return Ok(false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir(&at)?,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    at.push(name);
+    if at.symlink_metadata().is_ok() {
+        return Ok(false);
+    }
+    std::os::unix::fs::symlink(target, &at)?;
+    Ok(true)
 }
 
 /// Writes a host's contract files, /etc/hosts and /etc/resolv.conf (the
@@ -220,5 +256,32 @@ fn trust_coves_ca(settings: &Settings, spec: &mut ContainerSpec) {
         if !spec.env.iter().any(|(n, _)| *n == name) {
             spec.env.push((name, value));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gpu_link_is_made_inside_the_image_and_never_through_its_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let (root, outside) = (dir.path().join("root"), dir.path().join("outside"));
+        std::fs::create_dir_all(root.join("usr/lib")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        let link = Path::new("/usr/lib/x86_64-linux-gnu/libcuda.so");
+        assert!(link_in_root(&root, link, Path::new("libcuda.so.1")).unwrap());
+        assert_eq!(
+            std::fs::read_link(root.join("usr/lib/x86_64-linux-gnu/libcuda.so")).unwrap(),
+            Path::new("libcuda.so.1")
+        );
+        // Made already: left as it is.
+        assert!(!link_in_root(&root, link, Path::new("other")).unwrap());
+        // An image whose directory is a link out of the root gets nothing
+        // made through it.
+        std::os::unix::fs::symlink(&outside, root.join("lib64")).unwrap();
+        assert!(!link_in_root(&root, Path::new("/lib64/libcuda.so"), Path::new("x")).unwrap());
+        assert!(!link_in_root(&root, Path::new("/usr/../etc/x"), Path::new("x")).unwrap());
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
     }
 }
