@@ -449,14 +449,15 @@ impl Instances {
         if let Some(c) = Container::adopt(&dir.join("state"))? {
             return Ok(Ok(c));
         }
-        let (instance_type, _) = job.request.cluster();
-        // Said in the job's log, where its own output goes.
-        let (gpus, gpu_grant) = cove_host::launch::gpus_for(&self.settings, &instance_type, &dir)?;
         let root = match self.root_fs(job) {
             Ok(RootFs::Image(image)) => RootFs::Image(overlay(&image, &dir)?),
             Ok(r) => r,
             Err(e) => return Ok(Err(e)),
         };
+        // Claimed once the image is here (a pull can outlast a claim's
+        // grace), and said in the job's log, where its own output goes.
+        let (instance_type, _) = job.request.cluster();
+        let (gpus, gpu_grant) = cove_host::launch::gpus_for(&self.settings, &instance_type, &dir)?;
         let c = self.contract_for(job, host, gpus);
         if c.argv.is_empty() {
             return Ok(Err(Failure(
