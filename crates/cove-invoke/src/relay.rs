@@ -8,10 +8,11 @@
 //! and the container, so keep-alive, pooling and WebSockets work across
 //! hosts as they do on one.
 //!
-//! A target is an in-service (or draining) endpoint instance (`i-…`, port 8080) or Studio
-//! app (`studio-…`, port 8888) placed on the agent, looked up in the store:
-//! a caller cannot name a namespace or another port. The tunnel is
-//! plaintext on the underlay, like the VPC overlay beside it.
+//! A target is an endpoint instance in service or draining (`i-…`, port
+//! 8080) or a Studio app (`studio-…`, port 8888) placed on the agent,
+//! looked up in the store: a caller cannot name a namespace or another
+//! port. The tunnel is plaintext on the underlay, like the VPC overlay
+//! beside it.
 
 use bytes::Bytes;
 use cove_model::studio::AppStatus;
