@@ -65,6 +65,11 @@ class Commands(unittest.TestCase):
 IMAGE_KEY = training.IMAGE_KEY
 
 
+def read(path):
+    with open(path) as f:
+        return f.read()
+
+
 class Mpi(unittest.TestCase):
     def setUp(self):
         self.dir = tempfile.mkdtemp()
@@ -114,7 +119,7 @@ class Mpi(unittest.TestCase):
         finally:
             os.environ["PATH"] = path
         self.assertEqual(ended.exception.code, 3)
-        self.assertEqual(open(training.mpi_file("orted.ended")).read(), "3")
+        self.assertEqual(read(training.mpi_file("orted.ended")), "3")
 
     def test_a_worker_serves_until_the_orted_mpirun_started_on_it_has_ended(self):
         import threading
@@ -140,7 +145,7 @@ class Mpi(unittest.TestCase):
         with self.assertRaises(SystemExit) as ended:
             training.run_mpi("/usr/bin/python3", self.env("algo-1"))
         self.assertEqual(ended.exception.code, 1)
-        text = open(failure).read()
+        text = read(failure)
         self.assertTrue(text.startswith("ExecuteUserScriptError:\nExitCode 1\n"), text)
         self.assertIn("needs an image built with OpenMPI and OpenSSH", text)
 
@@ -169,7 +174,7 @@ class Runs(unittest.TestCase):
     def test_a_failing_script_is_reported_with_its_command(self):
         code = self.run_main("import sys\nraise ValueError('bad ' + sys.argv[2])\n", ["--lr", "0.1"])
         self.assertEqual(code, 1)
-        text = open(self.failure).read()
+        text = read(self.failure)
         self.assertEqual(text, training.failure_text(
             "ExecuteUserScriptError", 1, "ValueError: bad 0.1", f"{sys.executable} train.py --lr 0.1"))
 
@@ -178,7 +183,7 @@ class Runs(unittest.TestCase):
             f"import os\nos.makedirs(os.path.dirname({self.failure!r}), exist_ok=True)\n"
             f"open({self.failure!r}, 'w').write('the loss diverged')\nraise SystemExit(3)\n", [])
         self.assertEqual(code, 3)
-        self.assertEqual(open(self.failure).read(), "the loss diverged")
+        self.assertEqual(read(self.failure), "the loss diverged")
 
     def test_a_script_that_succeeds_sees_its_arguments_and_path(self):
         out = os.path.join(self.dir, "seen.json")
@@ -186,7 +191,7 @@ class Runs(unittest.TestCase):
             f"import json, os, sys\njson.dump([sys.argv[1:], os.getcwd(), os.environ['PYTHONPATH'].split(':')[:2]], open({out!r}, 'w'))\n",
             ["--epochs", "2"])
         self.assertEqual(code, 0)
-        argv, cwd, path = json.load(open(out))
+        argv, cwd, path = json.loads(read(out))
         self.assertEqual(argv, ["--epochs", "2"])
         self.assertEqual(cwd, self.code)
         self.assertEqual(path, [training.PACKAGES_DIR, self.code])
