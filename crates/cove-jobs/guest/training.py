@@ -79,10 +79,11 @@ def run(command, env, cwd):
                                 text=True, errors="replace")
     except OSError as e:
         return 127, [f"{type(e).__name__}: {e}"]
-    for line in proc.stderr:
-        sys.stderr.write(line)
-        sys.stderr.flush()
-        tail.append(line)
+    with proc:
+        for line in proc.stderr:
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            tail.append(line)
     return proc.wait(), list(tail)
 
 
@@ -92,7 +93,8 @@ def fail(kind, exit_code, lines, command):
     text = failure_text(kind, exit_code, error_message(lines), shlex.join(command))
     print(text, file=sys.stderr)
     try:
-        own = open(FAILURE_FILE).read().strip()
+        with open(FAILURE_FILE) as f:
+            own = f.read().strip()
     except OSError:
         own = ""
     if not own:
