@@ -117,6 +117,11 @@ def hyperparameter(name):
         return None
 
 
+def job_hosts(env):
+    """The job's hosts, the first one the master (`algo-1` alone outside a job)."""
+    return json.loads(env.get("SM_HOSTS", "[]")) or [env.get("SM_CURRENT_HOST", "algo-1")]
+
+
 def script_command(python, env):
     """The command that runs the user's script on this host."""
     entry_point = env["SM_USER_ENTRY_POINT"]
@@ -125,7 +130,7 @@ def script_command(python, env):
     # torchrun, which sets the same env:// variables (RANK, WORLD_SIZE,
     # LOCAL_RANK, MASTER_ADDR, MASTER_PORT) but no OMPI_* ones.
     if any(hyperparameter(name) in (True, "true", "True") for name in TORCHRUN_LAUNCHERS):
-        hosts = json.loads(env.get("SM_HOSTS", "[]")) or [env.get("SM_CURRENT_HOST", "algo-1")]
+        hosts = job_hosts(env)
         gpus = int(env.get("SM_NUM_GPUS", "0") or 0)
         env["MASTER_ADDR"], env["MASTER_PORT"] = hosts[0], MASTER_PORT
         # `--redirects 1 --tee 1`: the workers' stdout is teed to the log as
@@ -167,7 +172,7 @@ def mpi_enabled():
 
 def mpi_command(python, env):
     """The toolkit's mpirun command line, run on the first host."""
-    hosts = json.loads(env.get("SM_HOSTS", "[]")) or [env.get("SM_CURRENT_HOST", "algo-1")]
+    hosts = job_hosts(env)
     per_host = int(hyperparameter("sagemaker_mpi_num_of_processes_per_host") or 1)
     custom = hyperparameter("sagemaker_mpi_custom_mpi_options") or ""
     entry_point = env["SM_USER_ENTRY_POINT"]
@@ -269,7 +274,7 @@ def run_orted(args):
 
 def run_mpi(python, env):
     """The MPI runner: the first host launches, the others serve."""
-    hosts = json.loads(env.get("SM_HOSTS", "[]")) or [env.get("SM_CURRENT_HOST", "algo-1")]
+    hosts = job_hosts(env)
     current = env.get("SM_CURRENT_HOST", hosts[0])
     try:
         start_sshd()
