@@ -366,6 +366,14 @@ impl ProcId {
     }
 }
 
+/// A path inside the container that cannot climb out of where it names.
+fn absolute_without_dotdot(p: &Path) -> bool {
+    p.is_absolute()
+        && !p
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+}
+
 fn validate(spec: &ContainerSpec) -> Result<()> {
     let id_ok = !spec.id.is_empty()
         && spec.id.len() <= 200
@@ -399,11 +407,7 @@ fn validate(spec: &ContainerSpec) -> Result<()> {
         );
     }
     for b in &spec.binds {
-        if !b.target.is_absolute()
-            || b.target
-                .components()
-                .any(|c| matches!(c, std::path::Component::ParentDir))
-        {
+        if !absolute_without_dotdot(&b.target) {
             bail!(
                 "container {}: bind target {} must be absolute, without ..",
                 spec.id,
@@ -420,12 +424,7 @@ fn validate(spec: &ContainerSpec) -> Result<()> {
     }
     for d in &spec.devices {
         use std::os::unix::fs::FileTypeExt;
-        let under_dev = |p: &Path| {
-            p.starts_with("/dev/")
-                && !p
-                    .components()
-                    .any(|c| matches!(c, std::path::Component::ParentDir))
-        };
+        let under_dev = |p: &Path| p.starts_with("/dev/") && absolute_without_dotdot(p);
         if !under_dev(&d.source) || !under_dev(&d.target) {
             bail!(
                 "container {}: device {} -> {} must be under /dev, without ..",
