@@ -62,27 +62,32 @@ pub fn gpus_for(
         return Ok((0, None));
     }
     let claimed = crate::gpu::claim(&settings.gpus, &state_dir(dir), wanted as usize);
-    let (got, grant, why) = match claimed {
+    let on_cpu = |why: String| {
+        (
+            0,
+            None,
+            format!("{why}, so the job runs on CPU (SM_NUM_GPUS=0)"),
+        )
+    };
+    let (got, grant, what) = match claimed {
         Ok(Some(g)) if !g.names.is_empty() => {
             let got = u32::try_from(g.names.len()).unwrap_or(u32::MAX);
-            let line = format!(
-                "cove: {instance_type} has {wanted} GPU(s) on AWS; this container gets {got} of this host's (CDI {} {})",
+            let what = format!(
+                "this container gets {got} of this host's (CDI {} {})",
                 crate::gpu::GPU_KIND,
                 g.names.join(",")
             );
-            (got, Some(g), line)
+            (got, Some(g), what)
         }
-        Ok(Some(_)) => (0, None, format!("cove: {instance_type} has {wanted} GPU(s) on AWS; every GPU of this host is in use, so the job runs on CPU (SM_NUM_GPUS=0)")),
-        Ok(None) if instance::host_has_gpus() => (0, None, format!("cove: {instance_type} has {wanted} GPU(s) on AWS; this host has NVIDIA devices but no CDI spec of them (nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml), so the job runs on CPU (SM_NUM_GPUS=0)")),
-        Ok(None) => (0, None, format!("cove: {instance_type} has {wanted} GPU(s) on AWS; this host has none, so the job runs on CPU (SM_NUM_GPUS=0)")),
-        Err(e) => (0, None, format!("cove: {instance_type} has {wanted} GPU(s) on AWS; this host's CDI specs cannot be read ({e}), so the job runs on CPU (SM_NUM_GPUS=0)")),
+        Ok(Some(_)) => on_cpu("every GPU of this host is in use".into()),
+        Ok(None) if instance::host_has_gpus() => on_cpu("this host has NVIDIA devices but no CDI spec of them (nvidia-ctk cdi generate --output=/etc/cdi/nvidia.yaml)".into()),
+        Ok(None) => on_cpu("this host has none".into()),
+        Err(e) => on_cpu(format!("this host's CDI specs cannot be read ({e})")),
     };
-    std::fs::create_dir_all(dir)?;
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("container.log"))?;
-    std::io::Write::write_all(&mut log, format!("{why}\n").as_bytes())?;
+    crate::logs::note(
+        &dir.join("container.log"),
+        &format!("cove: {instance_type} has {wanted} GPU(s) on AWS; {what}"),
+    )?;
     Ok((got, grant))
 }
 
@@ -111,14 +116,8 @@ fn give_gpus(spec: &mut ContainerSpec, grant: GpuGrant) -> anyhow::Result<()> {
             }
         }
     }
-    if !notes.is_empty() {
-        let mut log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&spec.log_path)?;
-        for note in notes {
-            std::io::Write::write_all(&mut log, format!("{note}\n").as_bytes())?;
-        }
+    for note in notes {
+        crate::logs::note(&spec.log_path, &note)?;
     }
     Ok(())
 }

@@ -1,11 +1,26 @@
 //! Shipping a container's log file to a CloudWatch Logs stream exactly
 //! once across crashes: each batch of lines and the file offset it ends at
 //! are stored in one transaction of the logs database, and a restarted
-//! shipper resumes from the stored offset.
+//! shipper resumes from the stored offset. Cove's own notes to a workload
+//! (`cove: …` lines) are appended to the same file ([`note`]).
 
 use cove_logs::LogsService;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+
+/// Appends Cove's `line` to the container log at `log` (made with its
+/// directory if need be), where the workload's own output goes and is
+/// shipped from.
+pub fn note(log: &Path, line: &str) -> std::io::Result<()> {
+    if let Some(dir) = log.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)?;
+    std::io::Write::write_all(&mut file, format!("{line}\n").as_bytes())
+}
 
 /// At most this many events, and bytes (with PutLogEvents' 26 per event),
 /// per stored batch: within PutLogEvents' limits of 10,000 and 1 MiB.

@@ -97,12 +97,10 @@ pub fn attach(host_dir: &Path, size_gb: u64) -> Result<()> {
 pub fn attach_or_say(host_dir: &Path, size_gb: u64) {
     if let Err(e) = attach(host_dir, size_gb) {
         tracing::warn!(dir = %host_dir.display(), error = %format!("{e:#}"), "no ML storage volume; the workload's files go to the data directory's disk");
-        let note = format!("cove: no {size_gb} GiB ML storage volume on this host ({e:#}); /opt/ml is not size-limited\n");
-        let _ = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(host_dir.join("container.log"))
-            .and_then(|mut log| std::io::Write::write_all(&mut log, note.as_bytes()));
+        let _ = crate::logs::note(
+            &host_dir.join("container.log"),
+            &format!("cove: no {size_gb} GiB ML storage volume on this host ({e:#}); /opt/ml is not size-limited"),
+        );
     }
 }
 

@@ -21,7 +21,7 @@ use cove_model::world::World;
 use cove_sagemaker::requests::CreateTransformJobRequest;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -664,17 +664,13 @@ fn transform_share(
             match a.into_inner().expect("lock") {
                 Some(Ok(body)) => ordered.push(body),
                 Some(Err(e)) => {
-                    let line = format!(
-                        "cove: the model failed a request for s3://{}/{}: {e}\n",
-                        item.bucket, item.key
+                    let _ = cove_host::logs::note(
+                        &dir.join("container.log"),
+                        &format!(
+                            "cove: the model failed a request for s3://{}/{}: {e}",
+                            item.bucket, item.key
+                        ),
                     );
-                    if let Ok(mut log) = std::fs::OpenOptions::new()
-                        .append(true)
-                        .create(true)
-                        .open(dir.join("container.log"))
-                    {
-                        let _ = log.write_all(line.as_bytes());
-                    }
                     return Err(TransferError::Local(format!("model: {e}")));
                 }
                 None => return Err(TransferError::Local("model: a request was not sent".into())),
